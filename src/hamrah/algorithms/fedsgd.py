@@ -1,0 +1,39 @@
+"""FederatedSGD (McMahan et al. 2017, section 2): one full-batch gradient per client, averaged,
+one server step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from hamrah.algorithms.base import ClientResult, LocalSGD, cohort_size, weighted_mean_delta
+from hamrah.core.errors import ConfigError
+from hamrah.core.params import Params
+
+
+@dataclass(frozen=True)
+class FedSGD:
+    """FedSGD: each client computes g_k = grad F_k(w_t) over all its data; the server steps
+    w_{t+1} = w_t - lr * sum_k n_k/n g_k.
+
+    The client half is one full-batch step of unit size, so the reported delta is -g_k; the server
+    applies ``lr``. This equals FedAvg with E = 1, B = inf and local learning rate ``lr``.
+    """
+
+    client_fraction: float
+    lr: float
+    name: str = "fedsgd"
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"algorithm.lr = {self.lr!r}: expected a positive number")
+
+    def cohort_size(self, population: int) -> int:
+        return cohort_size(self.client_fraction, population)
+
+    def local_plan(self) -> LocalSGD:
+        return LocalSGD(epochs=1, batch_size=None, lr=1.0)
+
+    def server_update(self, global_params: Params, results: Sequence[ClientResult]) -> Params:
+        mean_neg_grad = weighted_mean_delta(results)
+        return {k: global_params[k] + self.lr * mean_neg_grad[k] for k in global_params}

@@ -1,0 +1,97 @@
+"""Client-side computation shared by every driver: batch schedules, local SGD, loss, evaluation.
+
+Pure computation on tensors, no I/O. The simulator's batched trainer reproduces exactly the schedule
+and loss defined here, so both paths give the same model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hamrah.algorithms.base import LocalSGD
+from hamrah.core.params import Params
+from hamrah.data.federated import ArrayData
+
+PAD_LABEL = -100  # targets with this value are ignored by the loss (torch's default ignore_index)
+
+
+def batch_schedule(num_examples: int, plan: LocalSGD, rng: np.random.Generator) -> list[np.ndarray]:
+    """Return the index batches of local training: per epoch a fresh shuffle cut into batches of B."""
+    b = num_examples if plan.batch_size is None else plan.batch_size
+    batches: list[np.ndarray] = []
+    for _ in range(plan.epochs):
+        perm = rng.permutation(num_examples)
+        batches += [perm[i : i + b] for i in range(0, num_examples, b)]
+    return batches
+
+
+def masked_mean_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per leading row, averaged over its targets that are not ``PAD_LABEL``.
+
+    ``logits`` is ``[..., C]`` and ``y`` the same shape without ``C``; returns one loss per entry of
+    the first dimension (a client in batched training), 0 where a row has no valid target.
+    """
+    losses = F.cross_entropy(logits.flatten(0, -2), y.flatten(), ignore_index=PAD_LABEL, reduction="none")
+    losses = losses.view(y.shape[0], -1)
+    count = (y != PAD_LABEL).view(y.shape[0], -1).sum(1)
+    return losses.sum(1) / count.clamp(min=1)
+
+
+def targets(y: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
+    """Map a data set's padding value to ``PAD_LABEL``."""
+    return y if ignore_index is None else y.masked_fill(y == ignore_index, PAD_LABEL)
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """The outcome of local training: the client's new model and its mean training loss."""
+
+    params: Params
+    train_loss: float
+
+
+def train_local(
+    model: nn.Module, global_params: Params, data: ArrayData, plan: LocalSGD, rng: np.random.Generator,
+    ignore_index: int | None = None,
+) -> LocalResult:
+    """Run ``plan`` (E epochs of minibatch SGD) on one client's data from ``global_params``."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(global_params[name])
+    params = list(model.parameters())
+    y_all = targets(data.y, ignore_index)
+    total = torch.zeros(())
+    steps = 0
+    for idx in batch_schedule(len(data), plan, rng):
+        ix = torch.from_numpy(idx)
+        loss = masked_mean_loss(model(data.x[ix]).unsqueeze(0), y_all[ix].unsqueeze(0))[0]
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            torch._foreach_add_(params, grads, alpha=-plan.lr)
+        total += loss.detach()
+        steps += 1
+    local = {name: p.detach().clone() for name, p in model.named_parameters()}
+    return LocalResult(local, float(total) / max(steps, 1))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, params: Params, data: ArrayData, ignore_index: int | None = None, batch_size: int = 2000
+) -> tuple[float, float]:
+    """Return (mean loss, accuracy) of ``params`` on ``data``, over all non-padding targets."""
+    for name, p in model.named_parameters():
+        p.copy_(params[name])
+    loss_sum, correct, count = 0.0, 0, 0
+    for i in range(0, len(data), batch_size):
+        logits = model(data.x[i : i + batch_size])
+        y = targets(data.y[i : i + batch_size], ignore_index)
+        valid = y != PAD_LABEL
+        loss_sum += float(F.cross_entropy(logits.flatten(0, -2), y.flatten(), ignore_index=PAD_LABEL, reduction="sum"))
+        correct += int(((logits.argmax(-1) == y) & valid).sum())
+        count += int(valid.sum())
+    return loss_sum / max(count, 1), correct / max(count, 1)

@@ -1,0 +1,119 @@
+"""Partitioners: split a data set's training examples across clients, deterministically under a seed.
+
+Each returns a tuple of index arrays, one per client; :func:`partition_stats` summarises any split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hamrah.core.errors import ConfigError
+
+
+def iid(num_examples: int, num_clients: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Shuffle and deal the examples into ``num_clients`` equal shards (McMahan's IID split)."""
+    _check_clients(num_clients, num_examples)
+    return tuple(np.sort(s) for s in np.array_split(rng.permutation(num_examples), num_clients))
+
+
+def shards(
+    labels: np.ndarray, num_clients: int, shards_per_client: int, rng: np.random.Generator
+) -> tuple[np.ndarray, ...]:
+    """McMahan et al.'s pathological non-IID split: sort by label, cut equal shards, deal each client some.
+
+    With 60,000 MNIST examples, 100 clients and 2 shards each: 200 shards of 300.
+    """
+    _check_clients(num_clients, len(labels))
+    num_shards = num_clients * shards_per_client
+    if shards_per_client < 1 or num_shards > len(labels):
+        raise ConfigError(
+            f"data.shards_per_client = {shards_per_client}: expected 1 <= shards_per_client <= "
+            f"{len(labels) // num_clients} for {num_clients} clients and {len(labels)} examples"
+        )
+    order = np.argsort(labels, kind="stable")
+    size = len(labels) // num_shards
+    pieces = [order[i * size : (i + 1) * size] for i in range(num_shards)]
+    assign = rng.permutation(num_shards).reshape(num_clients, shards_per_client)
+    return tuple(np.sort(np.concatenate([pieces[s] for s in row])) for row in assign)
+
+
+def dirichlet(
+    labels: np.ndarray,
+    num_clients: int,
+    alpha: float,
+    rng: np.random.Generator,
+    min_examples: int = 10,
+    max_tries: int = 100,
+) -> tuple[np.ndarray, ...]:
+    """Label skew: each class is split across clients in proportions drawn from Dirichlet(alpha).
+
+    Small ``alpha`` gives few classes per client; redraws until every client holds ``min_examples``.
+    """
+    _check_clients(num_clients, len(labels))
+    if not alpha > 0:
+        raise ConfigError(f"data.alpha = {alpha}: expected a positive number (e.g. 0.1 or 0.5)")
+    min_examples = min(min_examples, len(labels) // num_clients)
+    for _ in range(max_tries):
+        owned: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+        for c in np.unique(labels):
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            cuts = (np.cumsum(rng.dirichlet(np.full(num_clients, alpha))) * len(idx)).astype(int)[:-1]
+            for k, part in enumerate(np.split(idx, cuts)):
+                owned[k].append(part)
+        result = tuple(np.sort(np.concatenate(p)) for p in owned)
+        if min(len(r) for r in result) >= min_examples:
+            return result
+    raise ConfigError(
+        f"data.alpha = {alpha}: could not give each of {num_clients} clients {min_examples} examples "
+        f"in {max_tries} draws; use a larger alpha or fewer clients"
+    )
+
+
+def natural(groups: np.ndarray, num_clients: int | None, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """One client per natural group (writer, speaking role); ``num_clients`` picks a random subset."""
+    ids = np.unique(groups)
+    if num_clients is not None and num_clients > 0:
+        if num_clients > len(ids):
+            raise ConfigError(f"data.num_clients = {num_clients}: this data set has only {len(ids)} natural clients")
+        ids = np.sort(rng.choice(ids, size=num_clients, replace=False))
+    order = np.argsort(groups, kind="stable")
+    bounds = np.searchsorted(groups[order], ids)
+    ends = np.searchsorted(groups[order], ids, side="right")
+    return tuple(np.sort(order[b:e]) for b, e in zip(bounds, ends))
+
+
+def unbalanced(
+    num_examples: int, num_clients: int, sigma: float, rng: np.random.Generator
+) -> tuple[np.ndarray, ...]:
+    """IID content with log-normal client sizes (``sigma`` = spread; 0 gives equal sizes)."""
+    _check_clients(num_clients, num_examples)
+    if sigma < 0:
+        raise ConfigError(f"data.sigma = {sigma}: expected sigma >= 0")
+    weights = rng.lognormal(0.0, sigma, size=num_clients)
+    sizes = np.maximum(1, np.floor(weights / weights.sum() * (num_examples - num_clients)).astype(int) + 1)
+    cuts = np.cumsum(sizes)[:-1]
+    perm = rng.permutation(num_examples)[: sizes.sum()]
+    return tuple(np.sort(s) for s in np.split(perm, cuts))
+
+
+def partition_stats(client_indices: tuple[np.ndarray, ...], labels: np.ndarray | None) -> dict:
+    """Summarise a split: examples per client and (for 1-D labels) distinct labels per client."""
+    sizes = np.array([len(ix) for ix in client_indices])
+    stats = {
+        "num_clients": len(sizes),
+        "examples_total": int(sizes.sum()),
+        "examples_per_client": _describe(sizes),
+    }
+    if labels is not None and labels.ndim == 1:
+        per_client = np.array([len(np.unique(labels[ix])) for ix in client_indices])
+        stats["labels_per_client"] = _describe(per_client)
+    return stats
+
+
+def _describe(v: np.ndarray) -> dict:
+    return {"mean": float(v.mean()), "std": float(v.std()), "min": int(v.min()), "max": int(v.max())}
+
+
+def _check_clients(num_clients: int, num_examples: int) -> None:
+    if not 1 <= num_clients <= num_examples:
+        raise ConfigError(f"data.num_clients = {num_clients}: expected 1 <= num_clients <= {num_examples}")

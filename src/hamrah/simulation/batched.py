@@ -1,0 +1,71 @@
+"""Train a whole cohort at once: parameters stacked along a client dimension, one pass per step.
+
+Reproduces :func:`hamrah.algorithms.local.train_local` exactly (same batch schedule, same loss), but
+each SGD step runs every client's batch through the model's ``batched_forward`` together. Clients
+with fewer steps or a short last batch are padded with ``PAD_LABEL`` targets, which contribute no
+gradient, so their parameters stop moving exactly where the sequential loop would stop.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from hamrah.algorithms.base import LocalSGD
+from hamrah.algorithms.local import PAD_LABEL, LocalResult, batch_schedule, masked_mean_loss, targets
+from hamrah.core.params import Params, stack
+from hamrah.data.federated import ArrayData
+
+
+def supports_batching(model: nn.Module) -> bool:
+    """Return True when ``model`` can train many clients in one pass."""
+    return callable(getattr(model, "batched_forward", None))
+
+
+def _stacked_batches(
+    datas: Sequence[ArrayData], schedules: list[list[np.ndarray]], ignore_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather every client's batches into ``[K, S, B, ...]`` inputs and targets, padded."""
+    k = len(datas)
+    steps = max(len(s) for s in schedules)
+    width = max(len(b) for s in schedules for b in s)
+    n_max = max(len(d) for d in datas)
+    x = datas[0].x
+    xs = torch.zeros((k, n_max + 1, *x.shape[1:]), dtype=x.dtype)  # row n_max is the pad row
+    ys = torch.full((k, n_max + 1, *datas[0].y.shape[1:]), PAD_LABEL, dtype=torch.long)
+    idx = np.full((k, steps, width), n_max, dtype=np.int64)
+    for c, (d, sched) in enumerate(zip(datas, schedules)):
+        xs[c, : len(d)] = d.x
+        ys[c, : len(d)] = targets(d.y, ignore_index)
+        for s, b in enumerate(sched):
+            idx[c, s, : len(b)] = b
+    rows = torch.arange(k).view(k, 1, 1)
+    ix = torch.from_numpy(idx)
+    return xs[rows, ix], ys[rows, ix]
+
+
+def train_cohort(
+    model: nn.Module, global_params: Params, datas: Sequence[ArrayData], plan: LocalSGD,
+    rngs: Sequence[np.random.Generator], ignore_index: int | None = None,
+) -> list[LocalResult]:
+    """Train every client of a cohort from ``global_params`` in one batched loop."""
+    schedules = [batch_schedule(len(d), plan, rng) for d, rng in zip(datas, rngs)]
+    xb, yb = _stacked_batches(datas, schedules, ignore_index)
+    stacked = {k: v.requires_grad_() for k, v in stack(global_params, len(datas)).items()}
+    names, params = list(stacked), list(stacked.values())
+    loss_sum = torch.zeros(len(datas))
+    for s in range(xb.shape[1]):
+        losses = masked_mean_loss(model.batched_forward(stacked, xb[:, s]), yb[:, s])
+        grads = torch.autograd.grad(losses.sum(), params)
+        with torch.no_grad():
+            torch._foreach_add_(params, grads, alpha=-plan.lr)
+        loss_sum += losses.detach()
+    counts = torch.tensor([max(len(s), 1) for s in schedules], dtype=torch.float32)
+    mean_loss = (loss_sum / counts).tolist()
+    return [
+        LocalResult({n: p[c].detach().clone() for n, p in zip(names, params)}, mean_loss[c])
+        for c in range(len(datas))
+    ]
