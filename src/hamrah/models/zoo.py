@@ -35,6 +35,8 @@ class TwoNN(nn.Module):
         self.fc2 = nn.Linear(hidden, hidden)
         self.fc3 = nn.Linear(hidden, num_classes)
 
+    mlp_layers = ("fc1", "fc2", "fc3")  # a plain ReLU MLP: the simulator's fused path applies
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
         return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
@@ -94,6 +96,8 @@ class LogReg(nn.Module):
     def __init__(self, in_features: int = 784, num_classes: int = 10):
         super().__init__()
         self.fc = nn.Linear(in_features, num_classes)
+
+    mlp_layers = ("fc",)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x.flatten(1))

@@ -1,7 +1,10 @@
 """Train a whole cohort at once: parameters stacked along a client dimension, one pass per step.
 
 Reproduces :func:`hamrah.algorithms.local.train_local` exactly (same batch schedule, same loss), but
-each SGD step runs every client's batch through the model's ``batched_forward`` together. Clients
+each SGD step runs every client's batch through the model's ``batched_forward`` together. Models
+that are plain ReLU MLPs (``mlp_layers``) take a faster path with a hand-written backward pass that
+updates the weights in place (one ``baddbmm_`` per layer, no gradient tensors): on CPU the step is
+memory-bound, and this halves the traffic. Clients
 with fewer steps or a short last batch are padded with ``PAD_LABEL`` targets, which contribute no
 gradient, so their parameters stop moving exactly where the sequential loop would stop.
 """
@@ -54,18 +57,61 @@ def train_cohort(
     """Train every client of a cohort from ``global_params`` in one batched loop."""
     schedules = [batch_schedule(len(d), plan, rng) for d, rng in zip(datas, rngs)]
     xb, yb = _stacked_batches(datas, schedules, ignore_index)
-    stacked = {k: v.requires_grad_() for k, v in stack(global_params, len(datas)).items()}
+    stacked = stack(global_params, len(datas))
+    layers = getattr(model, "mlp_layers", None)
+    if layers is not None and yb.dim() == 3:
+        step = _mlp_step([(stacked[f"{n}.weight"], stacked[f"{n}.bias"]) for n in layers], plan.lr)
+    else:
+        step = _autograd_step(model, stacked, plan.lr)
     names, params = list(stacked), list(stacked.values())
     loss_sum = torch.zeros(len(datas))
     for s in range(xb.shape[1]):
-        losses = masked_mean_loss(model.batched_forward(stacked, xb[:, s]), yb[:, s])
-        grads = torch.autograd.grad(losses.sum(), params)
-        with torch.no_grad():
-            torch._foreach_add_(params, grads, alpha=-plan.lr)
-        loss_sum += losses.detach()
+        loss_sum += step(xb[:, s], yb[:, s])
     counts = torch.tensor([max(len(s), 1) for s in schedules], dtype=torch.float32)
     mean_loss = (loss_sum / counts).tolist()
     return [
         LocalResult({n: p[c].detach().clone() for n, p in zip(names, params)}, mean_loss[c])
         for c in range(len(datas))
     ]
+
+
+def _autograd_step(model: nn.Module, stacked: Params, lr: float):
+    params = [v.requires_grad_() for v in stacked.values()]
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        losses = masked_mean_loss(model.batched_forward(stacked, x), y)
+        grads = torch.autograd.grad(losses.sum(), params)
+        with torch.no_grad():
+            torch._foreach_add_(params, grads, alpha=-lr)
+        return losses.detach()
+
+    return step
+
+
+def _mlp_step(layers: list[tuple[torch.Tensor, torch.Tensor]], lr: float):
+    """SGD step of a ReLU MLP with per-client weights [K, out, in], backward written by hand."""
+
+    @torch.no_grad()
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        inputs = [x.flatten(2)]
+        for i, (w, b) in enumerate(layers):
+            z = torch.baddbmm(b.unsqueeze(1), inputs[-1], w.transpose(1, 2))
+            if i < len(layers) - 1:
+                inputs.append(z.clamp_(min=0))
+        valid = y != PAD_LABEL
+        count = valid.sum(1, keepdim=True).clamp(min=1)
+        label = y.clamp(min=0).unsqueeze(-1)
+        log_p = torch.log_softmax(z, -1)
+        losses = -(log_p.gather(2, label).squeeze(-1) * valid).sum(1) / count.squeeze(1)
+        # d(mean CE)/dz = (softmax - onehot) / count on valid rows, 0 on padding
+        dz = log_p.exp_().scatter_add_(2, label, torch.full_like(label, -1, dtype=z.dtype))
+        dz.mul_((valid / count).unsqueeze(-1))
+        for i in range(len(layers) - 1, -1, -1):
+            w, b = layers[i]
+            dh = torch.bmm(dz, w).mul_(inputs[i] > 0) if i > 0 else None
+            b.sub_(dz.sum(1), alpha=lr)
+            w.baddbmm_(dz.transpose(1, 2), inputs[i], alpha=-lr)
+            dz = dh
+        return losses
+
+    return step

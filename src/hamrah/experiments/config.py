@@ -1,0 +1,206 @@
+"""The experiment config: TOML sections ``[data]``, ``[model]``, ``[algorithm]``, ``[run]`` (and
+``[sweep]``), each a frozen dataclass. Unknown keys, wrong types and impossible values are refused
+with a :class:`~hamrah.core.errors.ConfigError` naming the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hamrah.core.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DATASETS = ("mnist", "shakespeare", "femnist")
+PARTITIONS = ("iid", "shards", "dirichlet", "natural", "unbalanced")
+MODELS = ("2nn", "cnn", "char_lstm", "logreg")
+ALGORITHMS = ("fedsgd", "fedavg")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mnist"
+    partition: str = "iid"
+    num_clients: int | None = 100  # natural: None or 0 = every natural client
+    shards_per_client: int = 2
+    alpha: float = 0.5  # dirichlet concentration
+    sigma: float = 1.0  # unbalanced: log-normal spread of client sizes
+    path: str | None = None  # explicit data folder or file
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "2nn"
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    name: str = "fedavg"
+    client_fraction: float = 0.1
+    local_epochs: int = 1
+    batch_size: int | None = 10  # None = "inf": the whole local data set
+    lr: float = 0.1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    rounds: int = 100
+    target_accuracy: float | None = None
+    eval_every: int = 1
+    seed: int = 0
+    stop_at_target: bool = False
+    batched: bool | None = None  # None = "auto"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    lrs: list[float] | None = None  # explicit rates, or the grid below
+    lr_min: float = 0.01
+    lr_max: float = 1.0
+    per_decade: int = 3  # the paper's grid: steps of 10^(1/3) (or 10^(1/6))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+    def to_dict(self) -> dict:
+        """Return the resolved config as plain data (``batch_size = None`` written as "inf")."""
+        d = dataclasses.asdict(self)
+        if d["algorithm"]["batch_size"] is None:
+            d["algorithm"]["batch_size"] = "inf"
+        return d
+
+    def replace(self, section: str, **changes: Any) -> ExperimentConfig:
+        """Return a copy with keys of one section changed (validated like the file)."""
+        raw = self.to_dict()
+        raw[section].update(changes)
+        return from_dict(raw)
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
+_CHOICES = {
+    ("data", "dataset"): DATASETS, ("data", "partition"): PARTITIONS,
+    ("model", "name"): MODELS, ("algorithm", "name"): ALGORITHMS,
+}
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a TOML experiment config.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or holds a wrong key, type or value.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    try:
+        return from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def from_dict(raw: dict) -> ExperimentConfig:
+    """Validate plain data (as parsed from TOML) into an :class:`ExperimentConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a table of sections")
+    _reject_unknown(raw, list(_SECTIONS), "section")
+    hints = typing.get_type_hints(ExperimentConfig)
+    sections = {}
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{name}] must be a table of keys, got {type(table).__name__}")
+        sections[name] = _section(name, hints[name], table)
+    cfg = ExperimentConfig(**sections)
+    _check_values(cfg)
+    return cfg
+
+
+def _section(name: str, cls: type, table: dict) -> Any:
+    hints = typing.get_type_hints(cls)
+    _reject_unknown(table, list(hints), f"key in [{name}]")
+    values = {}
+    for key, value in table.items():
+        if (name, key) == ("algorithm", "batch_size") and value in ("inf", "Inf", "INF"):
+            value = None
+        values[key] = _coerce(f"{name}.{key}", value, hints[key])
+        choices = _CHOICES.get((name, key))
+        if choices and values[key] not in choices:
+            raise ConfigError(f"{name}.{key} = {value!r}: expected one of {', '.join(choices)}")
+    return cls(**values)
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not list else hint
+    if value is None and optional:
+        return None
+    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if typing.get_origin(base) is list:
+        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{key} = {value!r}: expected a list of numbers")
+        return [float(v) for v in value]
+    if key == "algorithm.batch_size" and not (isinstance(value, int) and not isinstance(value, bool)):
+        raise ConfigError(f"{key} = {value!r}: expected an integer >= 1 or \"inf\" (the whole local data set)")
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} = {value!r}: expected {expected.get(base, base.__name__)}, got {type(value).__name__}")
+    return value
+
+
+def _reject_unknown(table: dict, allowed: list[str], what: str) -> None:
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown {what} {key!r}{hint}; expected one of {', '.join(allowed)}")
+
+
+def _check_values(cfg: ExperimentConfig) -> None:
+    a, r, d, s = cfg.algorithm, cfg.run, cfg.data, cfg.sweep
+    checks = [
+        (0.0 <= a.client_fraction <= 1.0, "algorithm.client_fraction", a.client_fraction, "0 <= C <= 1"),
+        (a.local_epochs >= 1, "algorithm.local_epochs", a.local_epochs, "an integer >= 1"),
+        (a.batch_size is None or a.batch_size >= 1, "algorithm.batch_size", a.batch_size, "an integer >= 1 or \"inf\""),
+        (a.lr > 0 and math.isfinite(a.lr), "algorithm.lr", a.lr, "a positive number"),
+        (r.rounds >= 1, "run.rounds", r.rounds, "an integer >= 1"),
+        (r.eval_every >= 1, "run.eval_every", r.eval_every, "an integer >= 1"),
+        (r.target_accuracy is None or 0 < r.target_accuracy <= 1, "run.target_accuracy", r.target_accuracy, "a fraction in (0, 1]"),
+        (r.seed >= 0, "run.seed", r.seed, "an integer >= 0"),
+        (d.num_clients is None or d.num_clients >= (0 if d.partition == "natural" else 1), "data.num_clients", d.num_clients, "an integer >= 1"),
+        (d.shards_per_client >= 1, "data.shards_per_client", d.shards_per_client, "an integer >= 1"),
+        (d.alpha > 0, "data.alpha", d.alpha, "a positive number"),
+        (d.sigma >= 0, "data.sigma", d.sigma, "a number >= 0"),
+        (0 < s.lr_min <= s.lr_max, "sweep.lr_min", s.lr_min, "0 < lr_min <= lr_max"),
+        (s.per_decade >= 1, "sweep.per_decade", s.per_decade, "an integer >= 1"),
+        (s.lrs is None or (len(s.lrs) > 0 and all(v > 0 for v in s.lrs)), "sweep.lrs", s.lrs, "a non-empty list of positive rates"),
+    ]
+    for ok, key, value, expected in checks:
+        if not ok:
+            raise ConfigError(f"{key} = {value!r}: expected {expected}")
+    if d.partition == "natural" and d.dataset == "mnist":
+        raise ConfigError("data.partition = 'natural': MNIST has no natural clients; use iid, shards, dirichlet or unbalanced")
+    if d.partition != "natural" and d.num_clients in (None, 0):
+        raise ConfigError(f"data.num_clients must be set (>= 1) for partition {d.partition!r}")

@@ -1,0 +1,34 @@
+"""Learning-curve plots (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(
+    curves: dict[str, tuple[Sequence[int], Sequence[float]]], path: Path, *, title: str = "",
+    target: float | None = None, ylabel: str = "test accuracy",
+) -> None:
+    """Write a PNG with one accuracy-per-round line per entry of ``curves``."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, (rounds, acc) in curves.items():
+        ax.plot(rounds, acc, label=label, linewidth=1.5)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.set_xlabel("communication round")
+    ax.set_ylabel(ylabel)
+    lows = [min(a) for _, a in curves.values() if len(a)]
+    if lows and target is not None:
+        ax.set_ylim(max(0.0, min(min(lows), target - 0.1)), 1.0)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

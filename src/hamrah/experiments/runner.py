@@ -1,0 +1,130 @@
+"""Run one experiment from a validated config: build data, model and algorithm, simulate, write results.
+
+Everything that can fail because of user input (config, data files, model/data mismatch) is checked
+in :func:`prepare`, before anything is written to the output folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+import hamrah
+from hamrah.algorithms import FedAvg, FedSGD, LocalSGD
+from hamrah.algorithms.base import Algorithm
+from hamrah.core.params import num_parameters
+from hamrah.data import Dataset, FederatedDataset, describe, federate, load_dataset
+from hamrah.experiments.config import AlgorithmConfig, ExperimentConfig
+from hamrah.experiments.plots import plot_curves
+from hamrah.experiments.targets import rounds_to_target
+from hamrah.models import build_model
+from hamrah.simulation import RoundRecord, SimulationConfig, Simulator, seeded
+
+
+def build_algorithm(cfg: AlgorithmConfig) -> Algorithm:
+    """Build the algorithm object a config names."""
+    if cfg.name == "fedsgd":
+        return FedSGD(cfg.client_fraction, cfg.lr)
+    return FedAvg(cfg.client_fraction, LocalSGD(cfg.local_epochs, cfg.batch_size, cfg.lr))
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(name: str, path: str | None) -> Dataset:
+    return load_dataset(name, path)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A config resolved into the objects a run needs."""
+
+    config: ExperimentConfig
+    data: FederatedDataset
+    model_factory: Callable[[], nn.Module]
+    algorithm: Algorithm
+
+    def simulator(self) -> Simulator:
+        run = self.config.run
+        sim_cfg = SimulationConfig(
+            rounds=run.rounds, eval_every=run.eval_every, seed=run.seed, batched=run.batched,
+            target_accuracy=run.target_accuracy, stop_at_target=run.stop_at_target,
+        )
+        return Simulator(seeded(self.model_factory, run.seed), self.data, self.algorithm, sim_cfg)
+
+
+def prepare(cfg: ExperimentConfig) -> Prepared:
+    """Load and split the data, check the model fits it, build the algorithm. Writes nothing."""
+    d = cfg.data
+    dataset = _dataset(d.dataset, d.path)
+    fed = federate(dataset, d.partition, d.num_clients, cfg.run.seed,
+                   shards_per_client=d.shards_per_client, alpha=d.alpha, sigma=d.sigma)
+    factory = functools.partial(build_model, cfg.model.name, dataset)
+    factory()  # raises ConfigError now if the model does not fit the data
+    return Prepared(cfg, fed, factory, build_algorithm(cfg.algorithm))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_experiment(
+    cfg: ExperimentConfig, out_dir: str | Path | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None, prepared: Prepared | None = None,
+) -> dict:
+    """Run ``cfg``; write ``metrics.jsonl``, ``summary.json`` and ``curve.png`` to ``out_dir``; return the summary."""
+    prep = prepared or prepare(cfg)
+    sim = prep.simulator()
+    out = Path(out_dir) if out_dir is not None else None
+    metrics_file = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        metrics_file = open(out / "metrics.jsonl", "w", encoding="utf-8")
+
+    def record(rec: RoundRecord) -> None:
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(asdict(rec)) + "\n")
+            metrics_file.flush()
+        if on_round is not None:
+            on_round(rec)
+
+    start = time.perf_counter()
+    try:
+        result = sim.run(record)
+    finally:
+        if metrics_file is not None:
+            metrics_file.close()
+    wall = time.perf_counter() - start
+    hist = result.history
+    rounds, accs = [h.round for h in hist], [h.test_accuracy for h in hist]
+    target = cfg.run.target_accuracy
+    summary = {
+        "config": cfg.to_dict(),
+        "num_parameters": num_parameters(result.params),
+        "num_clients": prep.data.num_clients,
+        "clients_per_round": sim.cohort,
+        "partition": describe(prep.data),
+        "batched": sim.batched,
+        "rounds_run": rounds[-1] if rounds else 0,
+        "final_accuracy": accs[-1] if accs else None,
+        "final_loss": hist[-1].test_loss if hist else None,
+        "best_accuracy": max(accs) if accs else None,
+        "rounds_to_target": rounds_to_target(rounds, accs, target) if target is not None else None,
+        "wall_s": round(wall, 3),
+        "seconds_per_round": round(wall / max(rounds[-1] if rounds else 1, 1), 4),
+        "versions": {"hamrah": hamrah.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    if out is not None:
+        _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        title = f"{cfg.algorithm.name} / {cfg.model.name} on {cfg.data.dataset} ({cfg.data.partition})"
+        plot_curves({f"lr={cfg.algorithm.lr:g}": (rounds, accs)}, out / "curve.png", title=title, target=target)
+    return summary

@@ -1,0 +1,76 @@
+"""Learning-rate sweeps: run one config at several rates, report each rate's rounds-to-target."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from hamrah.experiments.config import ExperimentConfig
+from hamrah.experiments.plots import plot_curves
+from hamrah.experiments.runner import build_algorithm, prepare, run_experiment
+from hamrah.experiments.targets import paper_grid
+from hamrah.simulation import RoundRecord
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    lr: float
+    rounds_to_target: float | None
+    best_accuracy: float
+    final_accuracy: float
+    rounds_run: int
+    wall_s: float
+    curve: tuple[tuple[int, ...], tuple[float, ...]]
+
+
+def sweep_rates(cfg: ExperimentConfig) -> list[float]:
+    """Return the rates a config's ``[sweep]`` section asks for."""
+    s = cfg.sweep
+    return list(s.lrs) if s.lrs else paper_grid(s.lr_min, s.lr_max, s.per_decade)
+
+
+def best_point(points: list[SweepPoint]) -> SweepPoint:
+    """Fewest rounds to target among rates that reach it; else the highest accuracy."""
+    reached = [p for p in points if p.rounds_to_target is not None]
+    if reached:
+        return min(reached, key=lambda p: (p.rounds_to_target, -p.best_accuracy))
+    return max(points, key=lambda p: p.best_accuracy)
+
+
+def run_sweep(
+    cfg: ExperimentConfig, rates: list[float], out_dir: Path | None = None,
+    on_start: Callable[[float], None] | None = None, on_round: Callable[[RoundRecord], None] | None = None,
+) -> list[SweepPoint]:
+    """Run ``cfg`` once per learning rate (data loaded once); write ``sweep.json`` and ``sweep.png``."""
+    base = prepare(cfg)
+    points = []
+    for lr in rates:
+        if on_start is not None:
+            on_start(lr)
+        run_cfg = cfg.replace("algorithm", lr=lr)
+        prep = dataclasses.replace(base, config=run_cfg, algorithm=build_algorithm(run_cfg.algorithm))
+        sub = out_dir / f"lr_{lr:g}" if out_dir is not None else None
+        hist: list[RoundRecord] = []
+
+        def record(rec: RoundRecord) -> None:
+            hist.append(rec)
+            if on_round is not None:
+                on_round(rec)
+
+        s = run_experiment(run_cfg, sub, on_round=record, prepared=prep)
+        curve = (tuple(h.round for h in hist), tuple(h.test_accuracy for h in hist))
+        points.append(SweepPoint(lr, s["rounds_to_target"], s["best_accuracy"], s["final_accuracy"],
+                                 s["rounds_run"], s["wall_s"], curve))
+    if out_dir is not None:
+        best = best_point(points)
+        payload = {"config": cfg.to_dict(), "best_lr": best.lr,
+                   "points": [{k: v for k, v in p.__dict__.items() if k != "curve"} for p in points]}
+        (out_dir / "sweep.json").write_text(json.dumps(payload, indent=2) + "\n")
+        plot_curves({f"lr={p.lr:g}": p.curve for p in points}, out_dir / "sweep.png",
+                    title=f"learning-rate sweep: {cfg.algorithm.name} / {cfg.model.name}",
+                    target=cfg.run.target_accuracy)
+    return points
+
