@@ -60,6 +60,7 @@ class RunConfig:
     seed: int = 0
     stop_at_target: bool = False
     batched: bool | None = None  # None = "auto"
+    workers: int | None = None  # None = "auto": processes training clients side by side
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
         (r.eval_every >= 1, "run.eval_every", r.eval_every, "an integer >= 1"),
         (r.target_accuracy is None or 0 < r.target_accuracy <= 1, "run.target_accuracy", r.target_accuracy, "a fraction in (0, 1]"),
         (r.seed >= 0, "run.seed", r.seed, "an integer >= 0"),
+        (r.workers is None or r.workers >= 1, "run.workers", r.workers, "an integer >= 1"),
         (d.num_clients is None or d.num_clients >= (0 if d.partition == "natural" else 1), "data.num_clients", d.num_clients, "an integer >= 1"),
         (d.shards_per_client >= 1, "data.shards_per_client", d.shards_per_client, "an integer >= 1"),
         (d.alpha > 0, "data.alpha", d.alpha, "a positive number"),

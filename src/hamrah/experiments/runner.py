@@ -54,7 +54,7 @@ class Prepared:
     def simulator(self) -> Simulator:
         run = self.config.run
         sim_cfg = SimulationConfig(
-            rounds=run.rounds, eval_every=run.eval_every, seed=run.seed, batched=run.batched,
+            rounds=run.rounds, eval_every=run.eval_every, seed=run.seed, batched=run.batched, workers=run.workers,
             target_accuracy=run.target_accuracy, stop_at_target=run.stop_at_target,
         )
         return Simulator(seeded(self.model_factory, run.seed), self.data, self.algorithm, sim_cfg)
@@ -114,6 +114,7 @@ def run_experiment(
         "clients_per_round": sim.cohort,
         "partition": describe(prep.data),
         "batched": sim.batched,
+        "workers": sim.workers,
         "rounds_run": rounds[-1] if rounds else 0,
         "final_accuracy": accs[-1] if accs else None,
         "final_loss": hist[-1].test_loss if hist else None,
