@@ -1,0 +1,125 @@
+"""hamrah's simulator against a straightforward sequential PyTorch loop doing the same work.
+
+McMahan et al. 2017's MNIST settings: 100 IID clients, C = 0.1, B = 10, lr = 0.1;
+2NN with E = 1 for 50 rounds, CNN with E = 5 (a few rounds: each is ~20 s sequentially on 2 cores).
+Both runs start from the same initial weights and sample the same clients; the baseline shuffles
+with its own generator. Reports seconds per round, the whole-run ratio, and final test accuracy.
+
+    python benchmarks/bench_simulator.py                # both models
+    python benchmarks/bench_simulator.py --model 2nn --rounds 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hamrah.algorithms import FedAvg, LocalSGD
+from hamrah.data import federate, load_mnist
+from hamrah.models import build_model
+from hamrah.simulation import SimulationConfig, Simulator, seeded
+
+
+def baseline_model(name: str) -> nn.Module:
+    """The models as anyone would write them in plain PyTorch (NCHW, nn.MaxPool2d)."""
+    if name == "2nn":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(), nn.Linear(512, 10),
+    )
+
+
+def run_baseline(name, init_state, fed, cohorts, epochs, batch, lr, seed=0):
+    """FedAvg as a plain loop: per client load the global weights, SGD over shuffled batches, average."""
+    model = baseline_model(name)
+    model.load_state_dict(init_state)
+    global_state = {k: v.clone() for k, v in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(seed)
+    x_all, y_all = fed.dataset.train.x, fed.dataset.train.y
+    start = time.perf_counter()
+    for ids in cohorts:
+        total = sum(len(fed.client_indices[c]) for c in ids)
+        new_state = {k: torch.zeros_like(v) for k, v in global_state.items()}
+        for c in ids:
+            idx = torch.as_tensor(fed.client_indices[c])
+            x, y = x_all[idx], y_all[idx]
+            model.load_state_dict(global_state)
+            opt = torch.optim.SGD(model.parameters(), lr=lr)
+            for _ in range(epochs):
+                perm = torch.randperm(len(idx), generator=gen)
+                for i in range(0, len(idx), batch):
+                    b = perm[i : i + batch]
+                    opt.zero_grad()
+                    F.cross_entropy(model(x[b]), y[b]).backward()
+                    opt.step()
+            for k, v in model.state_dict().items():
+                new_state[k] += v * (len(idx) / total)
+        global_state = new_state
+    wall = time.perf_counter() - start
+    model.load_state_dict(global_state)
+    with torch.no_grad():
+        acc = float((model(fed.dataset.test.x).argmax(1) == fed.dataset.test.y).float().mean())
+    return wall, acc
+
+
+def bench(name: str, rounds: int, epochs: int, batch: int = 10, lr: float = 0.1) -> dict:
+    ds = load_mnist()
+    fed = federate(ds, "iid", 100, seed=0)
+    algo = FedAvg(0.1, LocalSGD(epochs, batch, lr))
+    sim = Simulator(seeded(lambda: build_model(name, ds), 0), fed, algo, SimulationConfig(rounds=rounds, eval_every=rounds))
+    init = {k: v.clone() for k, v in sim.params.items()}
+    cohorts = [[int(c) for c in sim.sample(r)] for r in range(1, rounds + 1)]
+    base_state = dict(zip(baseline_model(name).state_dict(), init.values()))
+    print(f"[{name}] sequential baseline: {rounds} rounds ...", flush=True)
+    base_wall, base_acc = run_baseline(name, base_state, fed, cohorts, epochs, batch, lr)
+    print(f"[{name}] hamrah (batched={sim.batched}, workers={sim.workers}): {rounds} rounds ...", flush=True)
+    start = time.perf_counter()
+    result = sim.run()
+    ham_wall = time.perf_counter() - start
+    eval_s = result.history[-1].elapsed_s  # run() time including its final evaluation
+    return {
+        "model": name, "rounds": rounds, "clients_per_round": 10, "local_epochs": epochs, "batch_size": batch, "lr": lr,
+        "hamrah_path": "batched (fused MLP)" if sim.batched else f"{sim.workers} worker processes",
+        "baseline_s_per_round": base_wall / rounds, "hamrah_s_per_round": ham_wall / rounds,
+        "baseline_total_s": base_wall, "hamrah_total_s": ham_wall, "hamrah_run_loop_s": eval_s,
+        "speedup": base_wall / ham_wall,
+        "baseline_final_accuracy": base_acc, "hamrah_final_accuracy": result.history[-1].test_accuracy,
+        "accuracy_gap_points": 100 * abs(base_acc - result.history[-1].test_accuracy),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=["2nn", "cnn", "both"], default="both")
+    p.add_argument("--rounds", type=int, default=50, help="2NN rounds")
+    p.add_argument("--cnn-rounds", type=int, default=3)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "simulator.json"))
+    args = p.parse_args()
+    rows = []
+    if args.model in ("2nn", "both"):
+        rows.append(bench("2nn", args.rounds, epochs=1))
+    if args.model in ("cnn", "both"):
+        rows.append(bench("cnn", args.cnn_rounds, epochs=5))
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    print("\n| model | rounds | baseline s/round | hamrah s/round | speedup | baseline acc | hamrah acc | gap (points) | hamrah path |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} (E={r['local_epochs']}, B={r['batch_size']}) | {r['rounds']} | {r['baseline_s_per_round']:.3f} | "
+              f"{r['hamrah_s_per_round']:.3f} | {r['speedup']:.2f}x | {r['baseline_final_accuracy']:.4f} | "
+              f"{r['hamrah_final_accuracy']:.4f} | {r['accuracy_gap_points']:.2f} | {r['hamrah_path']} |")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
