@@ -166,11 +166,6 @@ def test_partition_prints_json(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.xfail(
-    reason="bug: data.path naming a folder without MNIST is ignored and the bundled copy is used "
-    "(data/locate.py candidate_dirs keeps searching after the explicit path; data/mnist.py find_mnist)",
-    strict=True,
-)
 def test_config_data_path_without_mnist_is_an_error(tmp_path, capsys):
     empty = tmp_path / "no_mnist_here"
     empty.mkdir()

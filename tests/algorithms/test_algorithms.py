@@ -278,3 +278,15 @@ def test_evaluate_sequences_skips_ignore_index():
     assert acc == pytest.approx(3 / 5)
     _, acc_all = evaluate(model, params, data)  # without ignore_index, padding counts as label 0
     assert acc_all == pytest.approx(3 / 10)
+
+
+@pytest.mark.parametrize("kwargs", [dict(epochs=True, batch_size=10, lr=0.1), dict(epochs=1, batch_size=10, lr=True),
+                                    dict(epochs=1, batch_size=True, lr=0.1)])
+def test_local_sgd_rejects_booleans(kwargs):
+    with pytest.raises(ConfigError):
+        LocalSGD(**kwargs)
+
+
+def test_fedsgd_rejects_infinite_lr():
+    with pytest.raises(ConfigError):
+        FedSGD(0.1, float("inf"))

@@ -82,11 +82,6 @@ def test_valid_explicit_copy_is_used(tmp_path, no_fallback):
     assert find_mnist(folder, download=False) == folder
 
 
-@pytest.mark.xfail(
-    reason="bug: an explicit path holding a corrupt copy is silently skipped and the bundled copy "
-    "is loaded instead (data/locate.py candidate_dirs + data/mnist.py find_mnist fall through)",
-    strict=True,
-)
 def test_corrupt_explicit_copy_raises(tmp_path, monkeypatch):
     monkeypatch.delenv("HAMRAH_DATA", raising=False)
     folder = _copy(tmp_path / "mine")
@@ -96,11 +91,6 @@ def test_corrupt_explicit_copy_raises(tmp_path, monkeypatch):
     assert str(folder) in str(e.value)
 
 
-@pytest.mark.xfail(
-    reason="bug: an explicit path missing the MNIST files is silently skipped and the bundled copy "
-    "is loaded instead (data/locate.py candidate_dirs + data/mnist.py find_mnist fall through)",
-    strict=True,
-)
 def test_explicit_folder_with_missing_files_raises(tmp_path, monkeypatch):
     monkeypatch.delenv("HAMRAH_DATA", raising=False)
     folder = tmp_path / "partial"

@@ -164,3 +164,12 @@ def test_missing_file(tmp_path):
 def test_config_error_is_value_error():
     with pytest.raises(ValueError):
         from_dict({"run": {"rounds": -1}})
+
+
+def test_auto_values_round_trip():
+    cfg = from_dict({"run": {"batched": "auto", "workers": "auto"}})
+    assert cfg.run.batched is None and cfg.run.workers is None
+    d = cfg.to_dict()
+    assert d["run"]["batched"] == "auto" and d["run"]["workers"] == "auto"
+    assert from_dict(d) == cfg
+    assert from_dict({"run": {"workers": 2}}).run.workers == 2

@@ -33,11 +33,13 @@ class LocalSGD:
     lr: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ConfigError(f"algorithm.local_epochs = {self.epochs!r}: expected an integer >= 1")
-        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
+        ):
             raise ConfigError(f"algorithm.batch_size = {self.batch_size!r}: expected an integer >= 1 or \"inf\"")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+        if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"algorithm.lr = {self.lr!r}: expected a positive finite number")
 
     def steps(self, num_examples: int) -> int:

@@ -3,6 +3,7 @@ one server step."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,7 +26,7 @@ class FedSGD:
     name: str = "fedsgd"
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
+        if isinstance(self.lr, bool) or not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"algorithm.lr = {self.lr!r}: expected a positive number")
 
     def cohort_size(self, population: int) -> int:

@@ -16,10 +16,14 @@ def cache_dir() -> Path:
 
 
 def candidate_dirs(subdir: str, explicit: str | os.PathLike | None = None) -> list[Path]:
-    """Return the folders searched for ``subdir``, in order of preference."""
-    dirs: list[Path] = []
+    """Return the folders searched for ``subdir``, in order of preference.
+
+    An explicit location is the only one searched: a bad explicit copy is an error, never silently
+    replaced by another copy.
+    """
     if explicit is not None:
-        dirs.append(Path(explicit))
+        return [Path(explicit)]
+    dirs: list[Path] = []
     if os.environ.get("HAMRAH_DATA"):
         dirs.append(Path(os.environ["HAMRAH_DATA"]) / subdir)
     dirs += [REPO_DATA / subdir, cache_dir() / subdir]

@@ -87,7 +87,7 @@ def find_mnist(path: str | os.PathLike | None = None, *, download: bool = True) 
         if problem is None:
             return folder
         tried.append(problem)
-    if download:
+    if download and path is None:
         target = cache_dir() / "mnist"
         problem = _download(target)
         if problem is None and _check_folder(target) is None:
