@@ -70,6 +70,25 @@ def run_baseline(name, init_state, fed, cohorts, epochs, batch, lr, seed=0):
     return wall, acc
 
 
+def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Measured float32 matrix-multiply throughput of this machine (the practical compute ceiling)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def train_flops_per_example(name: str) -> float:
+    """Multiply-adds of one training example (forward, weight gradients, input gradients) x 2."""
+    if name == "2nn":
+        layers = [784 * 200, 200 * 200, 200 * 10]
+        return 2 * (3 * sum(layers) - layers[0])  # no input gradient for the first layer
+    conv1, conv2, fc1, fc2 = 28 * 28 * 32 * 25, 14 * 14 * 64 * 32 * 25, 3136 * 512, 512 * 10
+    return 2 * (3 * (conv1 + conv2 + fc1 + fc2) - conv1)
+
+
 def bench(name: str, rounds: int, epochs: int, batch: int = 10, lr: float = 0.1) -> dict:
     ds = load_mnist()
     fed = federate(ds, "iid", 100, seed=0)
@@ -85,6 +104,8 @@ def bench(name: str, rounds: int, epochs: int, batch: int = 10, lr: float = 0.1)
     result = sim.run()
     ham_wall = time.perf_counter() - start
     eval_s = result.history[-1].elapsed_s  # run() time including its final evaluation
+    examples_per_round = sum(len(fed.client_indices[c]) for c in cohorts[0]) * epochs
+    flops_per_round = examples_per_round * train_flops_per_example(name)
     return {
         "model": name, "rounds": rounds, "clients_per_round": 10, "local_epochs": epochs, "batch_size": batch, "lr": lr,
         "hamrah_path": "batched (fused MLP)" if sim.batched else f"{sim.workers} worker processes",
@@ -93,6 +114,9 @@ def bench(name: str, rounds: int, epochs: int, batch: int = 10, lr: float = 0.1)
         "speedup": base_wall / ham_wall,
         "baseline_final_accuracy": base_acc, "hamrah_final_accuracy": result.history[-1].test_accuracy,
         "accuracy_gap_points": 100 * abs(base_acc - result.history[-1].test_accuracy),
+        "train_gflop_per_round": flops_per_round / 1e9,
+        "baseline_gflops": flops_per_round * rounds / base_wall / 1e9,
+        "hamrah_gflops": flops_per_round * rounds / ham_wall / 1e9,
     }
 
 
@@ -108,16 +132,19 @@ def main() -> None:
         rows.append(bench("2nn", args.rounds, epochs=1))
     if args.model in ("cnn", "both"):
         rows.append(bench("cnn", args.cnn_rounds, epochs=5))
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+    meta = {"gemm_gflops": gemm_gflops(), "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
-    print("\n| model | rounds | baseline s/round | hamrah s/round | speedup | baseline acc | hamrah acc | gap (points) | hamrah path |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\nfloat32 GEMM on this machine: {meta['gemm_gflops']:.0f} GFLOP/s")
+    print("\n| model | rounds | baseline s/round | hamrah s/round | speedup | baseline acc | hamrah acc | gap (points) "
+          "| baseline GFLOP/s | hamrah GFLOP/s | hamrah path |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} (E={r['local_epochs']}, B={r['batch_size']}) | {r['rounds']} | {r['baseline_s_per_round']:.3f} | "
               f"{r['hamrah_s_per_round']:.3f} | {r['speedup']:.2f}x | {r['baseline_final_accuracy']:.4f} | "
-              f"{r['hamrah_final_accuracy']:.4f} | {r['accuracy_gap_points']:.2f} | {r['hamrah_path']} |")
+              f"{r['hamrah_final_accuracy']:.4f} | {r['accuracy_gap_points']:.2f} | {r['baseline_gflops']:.0f} | "
+              f"{r['hamrah_gflops']:.0f} | {r['hamrah_path']} |")
     print(f"\nwrote {args.out}")
 
 
