@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["hamrah.algorithms", "hamrah.models", "hamrah.simulation", "hamrah.core", "hamrah.data"]
+PACKAGES = ["hamrah.algorithms", "hamrah.models", "hamrah.simulation", "hamrah.core", "hamrah.data", "hamrah.experiments"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

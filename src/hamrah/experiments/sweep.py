@@ -55,7 +55,7 @@ def run_sweep(
         sub = out_dir / f"lr_{lr:g}" if out_dir is not None else None
         hist: list[RoundRecord] = []
 
-        def record(rec: RoundRecord) -> None:
+        def record(rec: RoundRecord, hist: list[RoundRecord] = hist) -> None:
             hist.append(rec)
             if on_round is not None:
                 on_round(rec)
