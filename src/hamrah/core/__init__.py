@@ -1,5 +1,18 @@
 """Core types: errors, seeds, named parameters, federated training results."""
 
-from hamrah.core.errors import ConfigError, DataError, HamrahError, NotEnoughClients
+from hamrah.core.errors import (
+    AuthError,
+    BudgetExhausted,
+    ConfigError,
+    DataError,
+    DropoutThresholdExceeded,
+    HamrahError,
+    NotEnoughClients,
+    ProtocolError,
+    TransportError,
+)
 
-__all__ = ["ConfigError", "DataError", "HamrahError", "NotEnoughClients"]
+__all__ = [
+    "AuthError", "BudgetExhausted", "ConfigError", "DataError", "DropoutThresholdExceeded", "HamrahError",
+    "NotEnoughClients", "ProtocolError", "TransportError",
+]

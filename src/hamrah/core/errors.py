@@ -7,6 +7,12 @@ its message (no traceback) and exits non-zero.
   - ``ConfigError``: a config key, type or value is wrong; names the key and what was expected.
   - ``DataError``: a data set is missing, corrupt or malformed; names the file and what to do.
   - ``NotEnoughClients``: a round could not gather the clients it needs.
+  - ``ProtocolError``: a message broke the protocol (wrong round or task id, names, shapes, dtypes,
+    non-finite values, sizes); names the field and what was expected.
+  - ``TransportError``: the network failed (peer unreachable, stream cut).
+  - ``AuthError``: a device or message could not be authenticated.
+  - ``BudgetExhausted``: a privacy budget would be exceeded.
+  - ``DropoutThresholdExceeded``: too few clients survived a secure-aggregation stage.
 """
 
 from __future__ import annotations
@@ -26,3 +32,23 @@ class DataError(HamrahError):
 
 class NotEnoughClients(HamrahError):
     """A round could not gather the clients it needs."""
+
+
+class ProtocolError(HamrahError):
+    """A message broke the protocol: names the field and what was expected."""
+
+
+class TransportError(HamrahError):
+    """The network failed: a peer was unreachable or a stream was cut."""
+
+
+class AuthError(HamrahError):
+    """A device or message could not be authenticated."""
+
+
+class BudgetExhausted(HamrahError):
+    """Going on would exceed the privacy budget."""
+
+
+class DropoutThresholdExceeded(HamrahError):
+    """Fewer clients than the threshold survived a secure-aggregation stage."""
