@@ -1,0 +1,497 @@
+"""The client-update pipeline: a chain of stages, each with a client half and a server half.
+
+After local training each client's update (``Params``: name -> tensor) flows through a :class:`Chain`
+of stages (clipping, noise, compression, secure aggregation). The design follows optax's
+``GradientTransformation(init, update)`` + ``chain`` and pfl's ``Postprocessor``
+(``postprocess_one_user`` / ``postprocess_server``), with explicit state and exact wire bytes.
+
+How to write a stage (subclass :class:`BaseStage`, a frozen dataclass, and override what you need):
+
+- ``traits``: a :class:`StageTraits` declaring what the stage is (``kind``), whether its payload can be
+  summed in a ring, whether its server half needs each client's update, where it adds noise. :class:`Chain` checks these when it is built and refuses impossible orders.
+- ``init_state(template)``: the per-client state (e.g. an error-feedback residual) or ``None``. The
+  driver keeps one per client and stage across rounds (simulator: in memory; device: on disk).
+- ``init_server(template)``: the server state (e.g. an adaptive clipping norm) or ``None``. Clients
+  see it read-only as ``ctx.server_state`` (it is broadcast with the model: keep it public).
+- ``encode(update, state, ctx) -> (payload, new_state)``: the client half. Randomness comes only from
+  ``ctx.rng`` (a per-client, per-round numpy Generator) or ``ctx.round_seed`` (shared by the round's
+  clients); ``ctx.upstream`` is the previous stage's payload (a secure-sum stage reads ring integers
+  from it). Return a payload with ``nbytes == len(payload.to_bytes())``.
+- ``decode(payload) -> Params``: the server's reconstruction of one payload. A client applies it too,
+  to feed the next stage: only the LAST client-side stage's payload goes on the wire.
+- ``read(data, spec) -> payload``: parse wire bytes; malformed bytes raise ``ProtocolError``.
+- ``server(aggregate, state, ctx) -> (aggregate, new_state)``: the server half on the aggregate (central
+  noise, norm updates), run in reverse chain order after aggregation.
+- A stage of kind ``"secure_sum"`` (secure aggregation, HE) also implements
+  ``aggregate(payloads, ctx) -> Params`` returning the SUM of its clients' inputs; the server never
+  decodes a single payload of such a chain. In that mode each client's update is scaled by
+  ``weight * m`` before the first stage (1 for equal weights), and the chain divides the sum by m.
+- Auxiliary sums: a stage may add entries to the update under keys starting with ``"<stage name>:"``
+  (e.g. adaptive clipping's was-clipped bit, Andrew et al. 2021); they travel through later stages and
+  aggregation like any tensor (summed securely under secure aggregation) and its server half pops them.
+
+Example:
+    >>> import torch, numpy as np
+    >>> chain = Chain([Identity()])
+    >>> ups = {0: {"w": torch.ones(3)}, 1: {"w": torch.zeros(3)}}
+    >>> out = process_round(chain, ups, {0: 1.0, 1: 3.0}, {}, {k: np.random.default_rng(k) for k in ups})
+    >>> out.aggregate["w"].tolist(), out.bytes.up[0]
+    ([0.25, 0.25, 0.25], 30)
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
+from hamrah.core.params import Params
+
+Spec = tuple[tuple[str, tuple[int, ...]], ...]  # names and shapes, in order: what both sides agree on
+_MAGIC = b"HMR\x01"
+KINDS = ("identity", "codec", "clip", "noise", "secure_sum", "server")
+NOISE_WHERE = (None, "client", "aggregate")
+
+
+def spec_of(params: Mapping[str, torch.Tensor]) -> Spec:
+    """Return the (name, shape) list that a payload of ``params`` must match."""
+    return tuple((k, tuple(int(d) for d in v.shape)) for k, v in params.items())
+
+
+def header_nbytes(spec: Spec) -> int:
+    """Return the size of the wire header (magic, codec tag, names and shapes) for ``spec``."""
+    return 4 + 4 + 2 + sum(2 + len(n.encode()) + 1 + 4 * len(s) for n, s in spec)
+
+
+class WireWriter:
+    """Build a payload's bytes: header (magic, 4-byte codec tag, spec) then little-endian fields."""
+
+    def __init__(self, tag: bytes, spec: Spec):
+        self._parts = [_MAGIC, tag, struct.pack("<H", len(spec))]
+        for name, shape in spec:
+            raw = name.encode()
+            self._parts += [struct.pack("<HB", len(raw), len(shape)), raw, struct.pack(f"<{len(shape)}I", *shape)]
+
+    def pack(self, fmt: str, *values: Any) -> None:
+        """Append ``values`` packed with struct format ``fmt`` (little-endian)."""
+        self._parts.append(struct.pack("<" + fmt, *values))
+
+    def raw(self, data: bytes) -> None:
+        """Append raw bytes."""
+        self._parts.append(bytes(data))
+
+    def getvalue(self) -> bytes:
+        """Return the bytes written so far."""
+        return b"".join(self._parts)
+
+
+class WireReader:
+    """Parse bytes written by :class:`WireWriter`, checking the header against the expected spec.
+
+    Raises:
+        ProtocolError: wrong magic, codec tag or spec, truncated fields, or trailing bytes.
+    """
+
+    def __init__(self, data: bytes, tag: bytes, spec: Spec | None = None):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ProtocolError(f"payload: expected bytes, got {type(data).__name__}")
+        self._data, self._pos = memoryview(bytes(data)), 0
+        if self.raw(4) != _MAGIC:
+            raise ProtocolError(f"payload magic: expected {_MAGIC!r} (hamrah wire format version 1)")
+        got = self.raw(4)
+        if got != tag:
+            raise ProtocolError(f"payload codec tag: expected {tag!r}, got {got!r}")
+        (count,) = self.unpack("H")
+        entries = []
+        for _ in range(count):
+            n, ndim = self.unpack("HB")
+            try:
+                name = self.raw(n).decode()
+            except UnicodeDecodeError as exc:
+                raise ProtocolError("payload tensor name: expected UTF-8") from exc
+            entries.append((name, tuple(self.unpack(f"{ndim}I"))))
+        self.spec: Spec = tuple(entries)
+        if spec is not None and self.spec != tuple(spec):
+            raise ProtocolError(f"payload names/shapes: expected {list(spec)}, got {list(self.spec)}")
+
+    def raw(self, n: int) -> bytes:
+        """Return the next ``n`` bytes."""
+        if n < 0 or self._pos + n > len(self._data):
+            raise ProtocolError(f"payload truncated: needed {n} bytes at offset {self._pos}, "
+                                f"{len(self._data) - self._pos} left")
+        out = self._data[self._pos:self._pos + n].tobytes()
+        self._pos += n
+        return out
+
+    def unpack(self, fmt: str) -> tuple:
+        """Return the next fields, struct format ``fmt`` (little-endian)."""
+        return struct.unpack("<" + fmt, self.raw(struct.calcsize("<" + fmt)))
+
+    def finish(self) -> None:
+        """Raise ProtocolError if bytes are left over."""
+        if self._pos != len(self._data):
+            raise ProtocolError(f"payload has {len(self._data) - self._pos} trailing bytes after offset {self._pos}")
+
+
+class Payload(Protocol):
+    """What a stage's client half produces: knows its exact wire size and its bytes."""
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def to_bytes(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class StageTraits:
+    """What a stage is, for the chain's compatibility checks.
+
+    Attributes:
+        kind: one of ``KINDS``: identity, codec (lossy or not, changes the wire format), clip, noise,
+            secure_sum (the server sees only the sum), server (acts only on the aggregate).
+        summable_in_ring: its payload is integers with a scale shared by all clients, so a secure sum can
+            add them (the stage then implements ``ring_values(payload)`` and ``decode_sum(sums, count)``).
+        needs_per_client_view: its server half must see each client's update (robust aggregation).
+        adds_noise_where: None, "client" (local or distributed DP noise) or "aggregate" (central noise).
+        client_side: the stage changes the update on the client (False: a server-only stage).
+    """
+
+    kind: str
+    summable_in_ring: bool = False
+    needs_per_client_view: bool = False
+    adds_noise_where: str | None = None
+    client_side: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"stage kind {self.kind!r}: expected one of {KINDS}")
+        if self.adds_noise_where not in NOISE_WHERE:
+            raise ConfigError(f"adds_noise_where {self.adds_noise_where!r}: expected one of {NOISE_WHERE}")
+
+
+@dataclass(frozen=True)
+class ClientContext:
+    """What a stage's client half may use besides the update and its own state."""
+
+    client_id: int
+    round_idx: int
+    rng: np.random.Generator
+    round_seed: int = 0  # shared by every client of the round (e.g. a shared random mask)
+    weight: float = 1.0  # this client's normalised aggregation weight p_k (sum over the round = 1)
+    num_clients: int = 1
+    upstream: Any = None  # the previous stage's payload
+    server_state: Any = None  # this stage's server state, as broadcast
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """What a stage's server half may use besides the aggregate and its state."""
+
+    round_idx: int
+    num_clients: int
+    rng: np.random.Generator
+    total_weight: float = 1.0
+
+
+class Stage(Protocol):
+    """One transform of the pipeline; see the module docstring for how to write one."""
+
+    name: str
+    traits: StageTraits
+
+    def init_state(self, template: Params) -> Any: ...
+
+    def init_server(self, template: Params) -> Any: ...
+
+    def encode(self, update: Params, state: Any, ctx: ClientContext) -> tuple[Payload, Any]: ...
+
+    def decode(self, payload: Any) -> Params: ...
+
+    def read(self, data: bytes, spec: Spec) -> Payload: ...
+
+    def server(self, aggregate: Params, state: Any, ctx: ServerContext) -> tuple[Params, Any]: ...
+
+
+@dataclass(frozen=True)
+class DensePayload:
+    """An update sent as float32, unchanged: the baseline every codec is measured against."""
+
+    params: Params
+
+    @property
+    def nbytes(self) -> int:
+        return header_nbytes(spec_of(self.params)) + 4 * sum(v.numel() for v in self.params.values())
+
+    def to_bytes(self) -> bytes:
+        w = WireWriter(b"DENS", spec_of(self.params))
+        for v in self.params.values():
+            w.raw(v.detach().to(torch.float32).contiguous().numpy().astype("<f4", copy=False).tobytes())
+        return w.getvalue()
+
+
+class BaseStage:
+    """Defaults for a stage: no state, dense float32 payload, identity server half."""
+
+    name = "stage"
+    traits = StageTraits("identity")
+
+    def init_state(self, template: Params) -> Any:
+        return None
+
+    def init_server(self, template: Params) -> Any:
+        return None
+
+    def encode(self, update: Params, state: Any, ctx: ClientContext) -> tuple[Payload, Any]:
+        return DensePayload(update), state
+
+    def decode(self, payload: Any) -> Params:
+        return payload.params
+
+    def read(self, data: bytes, spec: Spec) -> Payload:
+        r = WireReader(data, b"DENS", spec)
+        out = {}
+        for name, shape in spec:
+            n = math.prod(shape)
+            arr = np.frombuffer(r.raw(4 * n), dtype="<f4").astype(np.float32).reshape(shape)
+            out[name] = torch.from_numpy(arr)
+        r.finish()
+        return DensePayload(out)
+
+    def server(self, aggregate: Params, state: Any, ctx: ServerContext) -> tuple[Params, Any]:
+        return aggregate, state
+
+
+@dataclass(frozen=True)
+class Identity(BaseStage):
+    """Send the update as float32, unchanged."""
+
+    name: str = "identity"
+    traits: StageTraits = StageTraits("identity")
+
+
+def check_chain(stages: Sequence[Stage]) -> None:
+    """Refuse an impossible order of stages with the reason.
+
+    Raises:
+        ConfigError: names the stages and the rule they break.
+    """
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"pipeline stage names {names}: expected distinct names (state is kept per name)")
+    traits = [s.traits for s in stages]
+    clips = [i for i, t in enumerate(traits) if t.kind == "clip"]
+    noises = [i for i, t in enumerate(traits) if t.adds_noise_where is not None]
+    if clips and noises and max(clips) > min(noises):
+        raise ConfigError(f"pipeline: clipping ({names[max(clips)]}) must come before noise ({names[min(noises)]}); "
+                          "noise is calibrated to the clipped sensitivity")
+    codecs = [i for i, t in enumerate(traits) if t.kind == "codec"]
+    if len(codecs) > 1:
+        raise ConfigError(f"pipeline: two codecs ({names[codecs[0]]}, {names[codecs[1]]}): only the last client "
+                          "stage's payload is sent, so the first's compression would be lost; use one codec")
+    sums = [i for i, t in enumerate(traits) if t.kind == "secure_sum"]
+    if len(sums) > 1:
+        raise ConfigError(f"pipeline: two secure aggregation stages ({names[sums[0]]}, {names[sums[1]]}); "
+                          "expected at most one (the second would mask an already masked sum)")
+    if sums:
+        _check_secure_sum(stages, sums[0])
+
+
+def _check_secure_sum(stages: Sequence[Stage], s: int) -> None:
+    sec = stages[s].name
+    for i, st in enumerate(stages):
+        t = st.traits
+        if t.needs_per_client_view:
+            raise ConfigError(f"pipeline: {st.name} needs each client's update, but {sec} shows the server only "
+                              "the sum; drop one of them")
+        if i < s and t.kind == "codec" and not t.summable_in_ring:
+            raise ConfigError(f"pipeline: {st.name} cannot be summed under secure aggregation ({sec}): its payload "
+                              "is not integers on positions and a scale shared by all clients (e.g. per-client "
+                              "top-k indices or per-client scales); use a quantizer with a shared range")
+        if i < s and t.adds_noise_where == "aggregate":
+            raise ConfigError(f"pipeline: central noise {st.name} comes before {sec}, where the server sees only "
+                              "the sum; add the noise on the clients (distributed noise) or put it after "
+                              f"{sec} (added after unmasking)")
+        if i > s and t.client_side:
+            raise ConfigError(f"pipeline: {st.name} changes client updates but comes after {sec}, which has "
+                              "already masked them; move it before the secure aggregation stage")
+
+
+@dataclass(frozen=True)
+class Chain:
+    """An ordered list of stages, checked when built (see :func:`check_chain`).
+
+    Example:
+        >>> Chain([Identity()]).names
+        ('identity',)
+    """
+
+    stages: tuple = ()
+
+    def __init__(self, stages: Sequence[Stage] = ()):
+        object.__setattr__(self, "stages", tuple(stages) or (Identity(),))
+        check_chain(self.stages)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    @property
+    def secure_sum(self) -> int | None:
+        """Return the index of the secure-sum stage, or None."""
+        return next((i for i, s in enumerate(self.stages) if s.traits.kind == "secure_sum"), None)
+
+    def _client_stages(self) -> list[int]:
+        idx = [i for i, s in enumerate(self.stages) if s.traits.client_side]
+        return idx or [-1]
+
+    def wire_stage(self) -> Stage:
+        """Return the stage whose payload goes on the wire (the last client-side stage)."""
+        i = self._client_stages()[-1]
+        return Identity() if i < 0 else self.stages[i]
+
+    def init_client(self, template: Params) -> tuple:
+        """Return a fresh per-client state: one entry per stage."""
+        return tuple(s.init_state(template) for s in self.stages)
+
+    def init_server(self, template: Params) -> tuple:
+        """Return a fresh server state: one entry per stage."""
+        return tuple(s.init_server(template) for s in self.stages)
+
+    def encode(self, update: Params, state: tuple, ctx: ClientContext, server_state: tuple) -> tuple[Payload, tuple]:
+        """Run the client halves on one update; return the wire payload and the new client state."""
+        states = list(state)
+        x, payload = update, None
+        client = self._client_stages()
+        for j, i in enumerate(client):
+            if i < 0:
+                return DensePayload(update), state
+            c = replace(ctx, upstream=payload, server_state=server_state[i])
+            payload, states[i] = self.stages[i].encode(x, states[i], c)
+            if j + 1 < len(client):
+                x = self.stages[i].decode(payload)
+        return payload, tuple(states)
+
+    def aggregate(self, payloads: Sequence[Any], weights: Sequence[float], ctx: ServerContext) -> Params:
+        """Return the weighted mean of the clients' updates (the secure-sum stage's sum / m if any)."""
+        s = self.secure_sum
+        if s is not None:
+            total = self.stages[s].aggregate(payloads, ctx)
+            return {k: v / len(payloads) for k, v in total.items()}
+        wire = self.wire_stage()
+        out: Params = {}
+        for p, w in zip(payloads, weights):
+            for k, v in wire.decode(p).items():
+                v = v.to(torch.float32)
+                out[k] = out[k].add_(v, alpha=w) if k in out else v * w
+        return out
+
+    def server(self, aggregate: Params, state: tuple, ctx: ServerContext) -> tuple[Params, tuple]:
+        """Run the server halves on the aggregate, last stage first."""
+        states = list(state)
+        for i in reversed(range(len(self.stages))):
+            aggregate, states[i] = self.stages[i].server(aggregate, states[i], ctx)
+        return aggregate, tuple(states)
+
+
+@dataclass(frozen=True)
+class RoundBytes:
+    """Exact wire bytes of one round: ``up[k]`` client k -> server, ``down[k]`` the model broadcast to k."""
+
+    up: dict[int, int] = field(default_factory=dict)
+    down: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def total_up(self) -> int:
+        return sum(self.up.values())
+
+    @property
+    def total_down(self) -> int:
+        return sum(self.down.values())
+
+
+@dataclass(frozen=True)
+class RoundOutput:
+    """What :func:`process_round` returns."""
+
+    aggregate: Params
+    bytes: RoundBytes
+    states: dict[int, tuple]  # the participating clients' new states (merge into the driver's store)
+    server_state: tuple
+
+
+def _weights(client_updates: Mapping[int, Params], weights: Mapping[int, float], round_idx: int) -> dict[int, float]:
+    if not client_updates:
+        raise NotEnoughClients(f"round {round_idx}: no client update to process")
+    if set(weights) != set(client_updates):
+        raise ConfigError(f"round {round_idx}: weights for clients {sorted(weights)}, updates from "
+                          f"{sorted(client_updates)}; expected the same clients")
+    w = {k: float(weights[k]) for k in client_updates}
+    if any(not math.isfinite(v) or v <= 0 for v in w.values()):
+        raise ConfigError(f"round {round_idx}: weights {w}: expected positive finite numbers")
+    total = sum(w.values())
+    return {k: v / total for k, v in w.items()}
+
+
+def process_round(
+    chain: Chain, client_updates: Mapping[int, Params], weights: Mapping[int, float],
+    states: Mapping[int, tuple], rngs: Mapping[int, np.random.Generator], *, server_state: tuple | None = None,
+    round_idx: int = 0, round_seed: int | None = None, server_rng: np.random.Generator | None = None,
+    through_bytes: bool = False,
+) -> RoundOutput:
+    """Apply ``chain`` to one round: encode each client's update, aggregate, run the server halves.
+
+    Args:
+        chain: the stages.
+        client_updates: client id -> update (delta = local - global).
+        weights: client id -> aggregation weight (e.g. n_k); normalised here.
+        states: client id -> that client's chain state from earlier rounds (missing: a fresh one).
+        rngs: client id -> the client's generator for this round.
+        server_state: the chain's server state (None: fresh).
+        round_idx: the round, for contexts and messages.
+        round_seed: seed shared by the round's clients (None: ``round_idx``).
+        server_rng: the server's generator (None: one derived from ``round_seed``).
+        through_bytes: serialise each payload and parse it back, as the real server does.
+
+    Returns:
+        The weighted mean of the processed updates, the exact bytes each way, new client and server states.
+
+    Raises:
+        NotEnoughClients: no update. ConfigError: weights do not match the updates.
+    """
+    p = _weights(client_updates, weights, round_idx)
+    template = next(iter(client_updates.values()))
+    spec = spec_of(template)
+    seed = round_idx if round_seed is None else int(round_seed)
+    sstate = chain.init_server(template) if server_state is None else server_state
+    m, summing = len(p), chain.secure_sum is not None
+    payloads, new_states, up = [], {}, {}
+    for k, update in client_updates.items():
+        if summing:  # the server sees only the sum: weight on the client (x 1 for equal weights)
+            update = {n: v * (p[k] * m) for n, v in update.items()}
+        ctx = ClientContext(k, round_idx, rngs[k], seed, p[k], m)
+        state = states.get(k) or chain.init_client(template)
+        if len(state) != len(chain.stages):
+            raise ConfigError(f"round {round_idx}: client {k} has state for {len(state)} stages; expected "
+                              f"{len(chain.stages)} ({', '.join(chain.names)})")
+        payload, new_states[k] = chain.encode(update, state, ctx, sstate)
+        up[k] = payload.nbytes
+        if through_bytes and not summing:
+            payload = chain.wire_stage().read(payload.to_bytes(), spec)
+        payloads.append(payload)
+    sctx = ServerContext(round_idx, m, server_rng or np.random.default_rng(np.random.SeedSequence([seed, 1])))
+    agg = chain.aggregate(payloads, [p[k] for k in client_updates], sctx)
+    agg, sstate = chain.server(agg, sstate, sctx)
+    down = DensePayload(template).nbytes
+    return RoundOutput(agg, RoundBytes(up, {k: down for k in client_updates}), new_states, sstate)
+
+
+__all__ = [
+    "BaseStage", "Chain", "ClientContext", "DensePayload", "Identity", "KINDS", "Payload", "RoundBytes",
+    "RoundOutput", "ServerContext", "Spec", "Stage", "StageTraits", "WireReader", "WireWriter", "check_chain",
+    "header_nbytes", "process_round", "spec_of",
+]

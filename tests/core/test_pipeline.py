@@ -1,0 +1,203 @@
+"""The update pipeline: chains, compatibility rules, round processing, wire framing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from hamrah.algorithms.base import ClientResult, weighted_mean_delta
+from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
+from hamrah.core.pipeline import (
+    BaseStage, Chain, DensePayload, Identity, StageTraits, WireReader, WireWriter, header_nbytes, process_round,
+    spec_of,
+)
+
+
+def _updates(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {k: {"a.weight": torch.randn(3, 4, generator=g), "b": torch.randn(5, generator=g)} for k in range(n)}
+
+
+def _rngs(keys):
+    return {k: np.random.default_rng(k) for k in keys}
+
+
+@dataclass(frozen=True)
+class Clip(BaseStage):
+    name: str = "clip"
+    traits: StageTraits = StageTraits("clip")
+
+
+@dataclass(frozen=True)
+class Noise(BaseStage):
+    name: str = "noise"
+    where: str = "aggregate"
+
+    @property
+    def traits(self):
+        return StageTraits("noise" if self.where == "client" else "server", adds_noise_where=self.where,
+                           client_side=self.where == "client")
+
+
+@dataclass(frozen=True)
+class Codec(BaseStage):
+    name: str = "codec"
+    ring: bool = False
+
+    @property
+    def traits(self):
+        return StageTraits("codec", summable_in_ring=self.ring)
+
+
+@dataclass(frozen=True)
+class PlainSum(BaseStage):
+    """An insecure stand-in for secure aggregation: returns only the sum."""
+
+    name: str = "sum"
+    traits: StageTraits = StageTraits("secure_sum")
+
+    def aggregate(self, payloads, ctx):
+        out = {}
+        for p in payloads:
+            for k, v in p.params.items():
+                out[k] = out[k] + v if k in out else v.clone()
+        return out
+
+
+@dataclass(frozen=True)
+class Robust(BaseStage):
+    name: str = "median"
+    traits: StageTraits = StageTraits("server", needs_per_client_view=True, client_side=False)
+
+
+@dataclass(frozen=True)
+class Counter(BaseStage):
+    """Counts the rounds a client took part in; adds the count as an auxiliary sum; the server pops it."""
+
+    name: str = "count"
+
+    def init_state(self, template):
+        return 0
+
+    def init_server(self, template):
+        return {"seen": 0.0}
+
+    def encode(self, update, state, ctx):
+        return DensePayload({**update, "count:n": torch.tensor(float(state + 1))}), state + 1
+
+    def server(self, aggregate, state, ctx):
+        agg = dict(aggregate)
+        n = float(agg.pop("count:n"))
+        return agg, {"seen": n}
+
+
+def test_identity_chain_equals_weighted_mean():
+    ups = _updates()
+    w = {0: 10, 1: 20, 2: 5, 3: 65}
+    out = process_round(Chain([Identity(), Clip()]), ups, w, {}, _rngs(ups))
+    want = weighted_mean_delta([ClientResult(k, ups[k], w[k]) for k in ups])
+    for k in want:
+        torch.testing.assert_close(out.aggregate[k], want[k])
+
+
+def test_empty_chain_is_identity_and_through_bytes_is_exact():
+    ups = _updates()
+    w = {k: 1.0 for k in ups}
+    a = process_round(Chain([]), ups, w, {}, _rngs(ups))
+    b = process_round(Chain([]), ups, w, {}, _rngs(ups), through_bytes=True)
+    for k in a.aggregate:
+        assert torch.equal(a.aggregate[k], b.aggregate[k])
+
+
+def test_bytes_equal_serialized_length_and_formula():
+    ups = _updates(2)
+    p = DensePayload(ups[0])
+    spec = spec_of(ups[0])
+    assert p.nbytes == len(p.to_bytes()) == header_nbytes(spec) + 4 * 17
+    assert header_nbytes(spec) == 4 + 4 + 2 + (2 + 8 + 1 + 8) + (2 + 1 + 1 + 4)
+    out = process_round(Chain([Identity()]), ups, {0: 1, 1: 1}, {}, _rngs(ups))
+    assert out.bytes.up == {0: p.nbytes, 1: p.nbytes} and out.bytes.down == {0: p.nbytes, 1: p.nbytes}
+    assert out.bytes.total_up == 2 * p.nbytes
+
+
+def test_state_persists_and_server_pops_auxiliary_sum():
+    ups = _updates(3)
+    chain = Chain([Counter()])
+    states, w = {}, {0: 1, 1: 1, 2: 2}
+    out = process_round(chain, ups, w, states, _rngs(ups))
+    states.update(out.states)
+    out2 = process_round(chain, {0: ups[0], 2: ups[2]}, {0: 1, 2: 1}, states, _rngs([0, 2]),
+                         server_state=out.server_state)
+    assert out.states == {0: (1,), 1: (1,), 2: (1,)} and out2.states == {0: (2,), 2: (2,)}
+    assert out2.server_state == ({"seen": 2.0},) and "count:n" not in out2.aggregate
+
+
+def test_secure_sum_mode_gives_weighted_mean():
+    ups = _updates()
+    w = {0: 1, 1: 2, 2: 3, 3: 4}
+    out = process_round(Chain([Clip(), PlainSum(), Noise()]), ups, w, {}, _rngs(ups))
+    want = weighted_mean_delta([ClientResult(k, ups[k], w[k]) for k in ups])
+    for k in want:
+        torch.testing.assert_close(out.aggregate[k], want[k])
+
+
+@pytest.mark.parametrize("stages, reason", [
+    ([Noise("n", "client"), Clip()], "clipping (clip) must come before noise (n)"),
+    ([PlainSum("s1"), PlainSum("s2")], "two secure aggregation stages (s1, s2)"),
+    ([Noise("n"), PlainSum()], "central noise n comes before sum"),
+    ([Codec("topk"), PlainSum()], "topk cannot be summed under secure aggregation"),
+    ([PlainSum(), Robust()], "median needs each client's update"),
+    ([PlainSum(), Clip()], "clip changes client updates but comes after sum"),
+    ([Codec("q8"), Codec("topk")], "two codecs (q8, topk)"),
+    ([Identity(), Identity()], "expected distinct names"),
+])
+def test_incompatible_chains_are_refused_with_reason(stages, reason):
+    with pytest.raises(ConfigError) as err:
+        Chain(stages)
+    assert reason in str(err.value)
+
+
+def test_compatible_chains_are_accepted():
+    Chain([Clip(), Noise("n", "client"), Codec("q", ring=True), PlainSum(), Noise("central")])
+    Chain([Clip(), Codec("topk"), Noise("central"), Robust()])
+
+
+def test_round_input_errors():
+    ups = _updates(2)
+    with pytest.raises(NotEnoughClients):
+        process_round(Chain(), {}, {}, {}, {})
+    with pytest.raises(ConfigError, match="expected the same clients"):
+        process_round(Chain(), ups, {0: 1}, {}, _rngs(ups))
+    with pytest.raises(ConfigError, match="positive finite"):
+        process_round(Chain(), ups, {0: 1, 1: -1}, {}, _rngs(ups))
+    with pytest.raises(ConfigError, match="state for 2 stages"):
+        process_round(Chain(), ups, {0: 1, 1: 1}, {0: (None, None)}, _rngs(ups))
+
+
+def test_malformed_bytes_raise_protocol_error():
+    ups = _updates(1)
+    spec = spec_of(ups[0])
+    data = DensePayload(ups[0]).to_bytes()
+    stage = Identity()
+    restored = stage.read(data, spec)
+    assert all(torch.equal(restored.params[k], ups[0][k]) for k in ups[0])
+    cases = {
+        "truncated": data[:-3], "trailing": data + b"\0", "magic": b"XXXX" + data[4:],
+        "codec tag": data[:4] + b"QSGD" + data[8:], "names/shapes": data, "expected bytes": "text",
+    }
+    for what, bad in cases.items():
+        want_spec = (("other", (1,)),) if what == "names/shapes" else spec
+        with pytest.raises(ProtocolError, match=what):
+            stage.read(bad, want_spec)
+
+
+def test_wire_writer_reader_round_trip():
+    w = WireWriter(b"TEST", (("x", (2, 3)),))
+    w.pack("If", 7, 1.5)
+    w.raw(b"abc")
+    r = WireReader(w.getvalue(), b"TEST", (("x", (2, 3)),))
+    assert r.unpack("If") == (7, 1.5) and r.raw(3) == b"abc"
+    r.finish()
