@@ -1,0 +1,120 @@
+"""Named tensors on the wire: safetensors bytes, cut into chunks, checked against what was expected.
+
+safetensors is used rather than pickle (``torch.save``) because loading it cannot run code: a
+malicious update is at worst refused, never executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from hamrah.core.errors import ProtocolError
+from hamrah.core.params import Params
+
+CHUNK_BYTES = 1 << 20  # 1 MiB per gRPC message: well under gRPC's 4 MiB default
+
+
+def encode_params(params: Mapping[str, torch.Tensor]) -> bytes:
+    """Return ``params`` as safetensors bytes (contiguous CPU tensors, names sorted)."""
+    return st_save({k: params[k].detach().to("cpu").contiguous() for k in sorted(params)})
+
+
+def decode_params(data: bytes, what: str = "update") -> Params:
+    """Parse safetensors bytes.
+
+    Raises:
+        ProtocolError: the bytes are not a valid safetensors payload.
+    """
+    try:
+        return dict(st_load(bytes(data)))
+    except (SafetensorError, ValueError, RuntimeError, OverflowError) as e:
+        raise ProtocolError(f"{what}: not a valid safetensors payload ({e})") from None
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Yield ``data`` in pieces of at most ``size`` bytes (one empty piece for empty data)."""
+    if not data:
+        yield b""
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def join_chunks(parts: Iterable[bytes], expected: int, limit: int, what: str = "update") -> bytes:
+    """Concatenate streamed pieces, refusing more than ``limit`` bytes or a total other than ``expected``.
+
+    Raises:
+        ProtocolError: the stream is over the size limit or its length differs from the header's.
+    """
+    if expected > limit:
+        raise ProtocolError(f"{what}: announced {expected:,} bytes, over the limit of {limit:,}")
+    buf = bytearray()
+    for part in parts:
+        buf += part
+        if len(buf) > limit:
+            raise ProtocolError(f"{what}: stream exceeds the limit of {limit:,} bytes")
+    if len(buf) != expected:
+        raise ProtocolError(f"{what}: received {len(buf):,} bytes, the header announced {expected:,}")
+    return bytes(buf)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+def spec_of(params: Mapping[str, torch.Tensor]) -> dict[str, TensorSpec]:
+    """Return the name -> (shape, dtype) an update must match."""
+    return {k: TensorSpec(tuple(v.shape), v.dtype) for k, v in params.items()}
+
+
+def check_update(update: Mapping[str, torch.Tensor], spec: Mapping[str, TensorSpec], what: str = "update") -> None:
+    """Check names, shapes, dtypes and finiteness of ``update`` against ``spec``.
+
+    Raises:
+        ProtocolError: naming the first parameter that does not match and what was expected.
+    """
+    missing, extra = sorted(set(spec) - set(update)), sorted(set(update) - set(spec))
+    if missing or extra:
+        raise ProtocolError(f"{what}: parameter names differ (missing {missing}, unexpected {extra})")
+    for name, s in spec.items():
+        t = update[name]
+        if tuple(t.shape) != s.shape:
+            raise ProtocolError(f"{what}: {name} has shape {tuple(t.shape)}, expected {s.shape}")
+        if t.dtype != s.dtype:
+            raise ProtocolError(f"{what}: {name} has dtype {t.dtype}, expected {s.dtype}")
+        if not bool(torch.isfinite(t).all()):
+            raise ProtocolError(f"{what}: {name} holds NaN or infinite values")
+
+
+def decode_metrics(data: bytes) -> dict[str, float]:
+    """Parse a JSON object of finite numbers.
+
+    Raises:
+        ProtocolError: not UTF-8 JSON, not an object, or a value that is not a finite number.
+    """
+    if not data:
+        return {}
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProtocolError(f"metrics: not a JSON object ({e})") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"metrics: expected a JSON object, got {type(obj).__name__}")
+    for k, v in obj.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ProtocolError(f"metrics: {k!r} = {v!r} is not a finite number")
+    return {k: float(v) for k, v in obj.items()}
