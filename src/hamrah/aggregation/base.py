@@ -1,0 +1,90 @@
+"""The aggregator contract and the flattening helpers every rule shares.
+
+An aggregator is a callable ``(deltas, weights) -> Params`` that folds the clients' model changes of
+one round into one change, plus ``check(cohort_size)``, which refuses, before any training, a
+configuration that cannot work for that many clients per round. Rules work on one ``[K, D]`` matrix
+(the deltas flattened and stacked): distances, sorts and medians then run as a few large torch ops
+instead of one op per parameter tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, Sequence
+
+import torch
+
+from hamrah.core.errors import ConfigError, NotEnoughClients
+from hamrah.core.params import Params
+
+Spec = list[tuple[str, torch.Size]]
+
+
+class Aggregator(Protocol):
+    """A server-side rule that folds one round's client deltas into one delta."""
+
+    name: str
+
+    def __call__(self, deltas: list[Params], weights: list[float]) -> Params: ...
+
+    def check(self, cohort_size: int) -> None: ...
+
+
+def flatten(deltas: Sequence[Params]) -> tuple[torch.Tensor, Spec]:
+    """Return the deltas as one ``[K, D]`` float matrix and the names and shapes to undo it.
+
+    Raises:
+        NotEnoughClients: ``deltas`` is empty.
+    """
+    if not deltas:
+        raise NotEnoughClients("no client delta to aggregate")
+    spec = [(k, v.shape) for k, v in deltas[0].items()]
+    matrix = torch.stack([torch.cat([d[k].reshape(-1).float() for k, _ in spec]) for d in deltas])
+    return matrix, spec
+
+
+def unflatten(vector: torch.Tensor, spec: Spec) -> Params:
+    """Return the named tensors that ``vector`` (one row of :func:`flatten`'s matrix) holds."""
+    out, start = {}, 0
+    for name, shape in spec:
+        n = math.prod(shape)
+        out[name] = vector[start : start + n].reshape(shape).clone()
+        start += n
+    return out
+
+
+def as_weights(weights: Sequence[float], count: int) -> torch.Tensor:
+    """Return ``weights`` normalised to sum to one.
+
+    Raises:
+        ConfigError: the count differs from the number of deltas, or a weight is negative, or all are zero.
+    """
+    if len(weights) != count:
+        raise ConfigError(f"got {len(weights)} weights for {count} deltas: expected one weight per delta")
+    w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
+    if bool((w < 0).any()) or not bool(torch.isfinite(w).all()) or float(w.sum()) <= 0:
+        raise ConfigError(f"weights {list(weights)}: expected finite numbers >= 0 with a positive sum")
+    return (w / w.sum()).float()
+
+
+def require_cohort(name: str, cohort_size: int, needed: int, why: str) -> None:
+    """Raise ``ConfigError`` naming the rule, the cohort and the bound when ``cohort_size < needed``."""
+    if cohort_size < needed:
+        raise ConfigError(f"aggregator {name}: {cohort_size} clients per round is too few; {why} needs at least {needed}")
+
+
+def check_int(name: str, key: str, value: object, minimum: int) -> None:
+    """Raise ``ConfigError`` unless ``value`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"aggregator {name}: {key} = {value!r}: expected an integer >= {minimum}")
+
+
+def check_number(name: str, key: str, value: object, low: float, high: float = math.inf, *, open_low: bool = False,
+                 open_high: bool = False) -> None:
+    """Raise ``ConfigError`` unless ``value`` is a finite number in the given interval."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+    if not ok:
+        lo, hi = "(" if open_low else "[", ")" if open_high else "]"
+        raise ConfigError(f"aggregator {name}: {key} = {value!r}: expected a number in {lo}{low:g}, {high:g}{hi}")

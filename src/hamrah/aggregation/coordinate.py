@@ -1,0 +1,83 @@
+"""Coordinate-wise median and trimmed mean (Yin et al. 2018, *Byzantine-Robust Distributed
+Learning: Towards Optimal Statistical Rates*).
+
+Both treat the clients equally and ignore the weights: the weights are what clients report about
+themselves, so an attacker could inflate them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from hamrah.aggregation.base import as_weights, check_number, flatten, unflatten
+from hamrah.core.errors import ConfigError
+from hamrah.core.params import Params
+
+
+def coordinate_median(x: torch.Tensor) -> torch.Tensor:
+    """Return the median of each column of ``x`` (the mean of the two middle values for even K)."""
+    s = x.sort(0).values
+    k = x.shape[0]
+    return s[k // 2] if k % 2 else 0.5 * (s[k // 2 - 1] + s[k // 2])
+
+
+@dataclass(frozen=True)
+class Median:
+    """Coordinate-wise median of the deltas.
+
+    Tolerance: fewer than half of the cohort malicious (a majority moves every coordinate).
+
+    Example:
+        >>> import torch
+        >>> Median()([{"w": torch.tensor([v])} for v in (1.0, 2.0, 100.0)], [1, 1, 1])["w"]
+        tensor([2.])
+    """
+
+    name: str = "median"
+
+    def check(self, cohort_size: int) -> None:
+        """Accept any cohort of at least one client (one client is its own median)."""
+
+    def __call__(self, deltas: list[Params], weights: list[float]) -> Params:
+        x, spec = flatten(deltas)
+        as_weights(weights, len(deltas))
+        return unflatten(coordinate_median(x), spec)
+
+
+@dataclass(frozen=True)
+class TrimmedMean:
+    """Coordinate-wise beta-trimmed mean: drop the floor(beta*K) largest and smallest values of
+    each coordinate, average the rest.
+
+    Tolerance: up to floor(beta*K) malicious clients.
+
+    Example:
+        >>> import torch
+        >>> TrimmedMean(0.25)([{"w": torch.tensor([v])} for v in (-50.0, 1.0, 3.0, 90.0)], [1] * 4)["w"]
+        tensor([2.])
+    """
+
+    beta: float = 0.1
+    name: str = "trimmed_mean"
+
+    def __post_init__(self) -> None:
+        check_number(self.name, "beta", self.beta, 0.0, 0.5)
+
+    def trimmed(self, cohort_size: int) -> int:
+        """Return the number of values cut from each end of a coordinate for ``cohort_size`` clients."""
+        return int(math.floor(self.beta * cohort_size + 1e-9))
+
+    def check(self, cohort_size: int) -> None:
+        """Refuse a cohort where trimming 2 * floor(beta*K) values leaves none."""
+        if cohort_size - 2 * self.trimmed(cohort_size) < 1:
+            raise ConfigError(f"aggregator {self.name}: beta = {self.beta} trims every one of {cohort_size} clients")
+
+    def __call__(self, deltas: list[Params], weights: list[float]) -> Params:
+        x, spec = flatten(deltas)
+        as_weights(weights, len(deltas))
+        k = self.trimmed(len(deltas))
+        s = x.sort(0).values
+        return unflatten(s[k : len(deltas) - k].mean(0), spec)

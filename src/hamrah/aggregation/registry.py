@@ -1,0 +1,68 @@
+"""Build an aggregator from its name and parameters, as a config names it."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import torch
+
+from hamrah.aggregation.base import Aggregator
+from hamrah.aggregation.coordinate import Median, TrimmedMean
+from hamrah.aggregation.geomed import GeometricMedian
+from hamrah.aggregation.krum import Bulyan, Krum
+from hamrah.aggregation.mean import WeightedMean
+from hamrah.aggregation.norm import NormBound
+from hamrah.core.errors import ConfigError
+
+
+def _multi_krum(f: int, m: int) -> Krum:
+    return Krum(f=f, m=m, name="multi_krum")
+
+
+def _norm_bound(bound: float, noise_std: float = 0.0, seed: int = 0) -> NormBound:
+    gen = torch.Generator().manual_seed(int(seed)) if noise_std else None
+    return NormBound(bound, noise_std, gen)
+
+
+AGGREGATORS: dict[str, Callable[..., Aggregator]] = {
+    "mean": WeightedMean,
+    "median": Median,
+    "trimmed_mean": TrimmedMean,
+    "krum": Krum,
+    "multi_krum": _multi_krum,
+    "bulyan": Bulyan,
+    "norm_bound": _norm_bound,
+    "geomed": GeometricMedian,
+}
+
+
+def build_aggregator(name: str, **params: Any) -> Aggregator:
+    """Return the aggregator ``name`` built with ``params``.
+
+    Names: mean, median, trimmed_mean (beta), krum (f), multi_krum (f, m), bulyan (f),
+    norm_bound (bound, noise_std, seed), geomed (nu, max_iter, tol).
+
+    Raises:
+        ConfigError: an unknown name, an unknown or missing parameter, or an impossible value.
+
+    Example:
+        >>> build_aggregator("krum", f=2).check(7)
+        >>> build_aggregator("krum", f=3).check(7)
+        Traceback (most recent call last):
+        ...
+        hamrah.core.errors.ConfigError: aggregator krum: 7 clients per round is too few; Krum with f = 3 (K > 2f + 2) needs at least 9
+    """
+    if name not in AGGREGATORS:
+        raise ConfigError(f"unknown aggregator {name!r}; expected one of {', '.join(AGGREGATORS)}")
+    factory = AGGREGATORS[name]
+    sig = inspect.signature(factory)
+    allowed = [p for p in sig.parameters if p != "name"]
+    for key in params:
+        if key not in allowed:
+            raise ConfigError(f"aggregator {name}: unknown parameter {key!r}; expected "
+                              f"{', '.join(allowed) if allowed else 'none'}")
+    missing = [p for p, v in sig.parameters.items() if v.default is inspect.Parameter.empty and p not in params]
+    if missing:
+        raise ConfigError(f"aggregator {name}: missing parameter {', '.join(missing)}")
+    return factory(**params)
