@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -11,7 +12,15 @@ import torch
 from hamrah.algorithms.base import ClientResult, weighted_mean_delta
 from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
 from hamrah.core.pipeline import (
-    BaseStage, Chain, DensePayload, Identity, StageTraits, WireReader, WireWriter, header_nbytes, process_round,
+    BaseStage,
+    Chain,
+    DensePayload,
+    Identity,
+    StageTraits,
+    WireReader,
+    WireWriter,
+    header_nbytes,
+    process_round,
     spec_of,
 )
 
@@ -28,7 +37,7 @@ def _rngs(keys):
 @dataclass(frozen=True)
 class Clip(BaseStage):
     name: str = "clip"
-    traits: StageTraits = StageTraits("clip")
+    traits: ClassVar[StageTraits] = StageTraits("clip")
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,7 @@ class PlainSum(BaseStage):
     """An insecure stand-in for secure aggregation: returns only the sum."""
 
     name: str = "sum"
-    traits: StageTraits = StageTraits("secure_sum")
+    traits: ClassVar[StageTraits] = StageTraits("secure_sum")
 
     def aggregate(self, payloads, ctx):
         out = {}
@@ -70,7 +79,7 @@ class PlainSum(BaseStage):
 @dataclass(frozen=True)
 class Robust(BaseStage):
     name: str = "median"
-    traits: StageTraits = StageTraits("server", needs_per_client_view=True, client_side=False)
+    traits: ClassVar[StageTraits] = StageTraits("server", needs_per_client_view=True, client_side=False)
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -271,7 +272,7 @@ class Identity(BaseStage):
     """Send the update as float32, unchanged."""
 
     name: str = "identity"
-    traits: StageTraits = StageTraits("identity")
+    traits: ClassVar[StageTraits] = StageTraits("identity")
 
 
 def check_chain(stages: Sequence[Stage]) -> None:
@@ -491,7 +492,23 @@ def process_round(
 
 
 __all__ = [
-    "BaseStage", "Chain", "ClientContext", "DensePayload", "Identity", "KINDS", "Payload", "RoundBytes",
-    "RoundOutput", "ServerContext", "Spec", "Stage", "StageTraits", "WireReader", "WireWriter", "check_chain",
-    "header_nbytes", "process_round", "spec_of",
+    "KINDS",
+    "BaseStage",
+    "Chain",
+    "ClientContext",
+    "DensePayload",
+    "Identity",
+    "Payload",
+    "RoundBytes",
+    "RoundOutput",
+    "ServerContext",
+    "Spec",
+    "Stage",
+    "StageTraits",
+    "WireReader",
+    "WireWriter",
+    "check_chain",
+    "header_nbytes",
+    "process_round",
+    "spec_of",
 ]
