@@ -1,36 +1,62 @@
 """The contract every federated algorithm follows: a client half and a server half, no I/O.
 
-A driver (the simulator now; the server and the device runtime later) asks the algorithm how many
-clients to sample (:meth:`Algorithm.cohort_size`), what local training each runs
-(:meth:`Algorithm.local_plan`), and folds the reported :class:`ClientResult` values into the next
-global model (:meth:`Algorithm.server_update`).
+A driver (the simulator, the server and the device runtime) asks the algorithm:
+
+- how many clients to sample: :meth:`Algorithm.cohort_size`;
+- the round's server->client extras: :meth:`Algorithm.broadcast` (SCAFFOLD's c, else None);
+- the client half, always run through :func:`hamrah.algorithms.client_update`: the local plan
+  (:meth:`Algorithm.local_plan`), the gradient transforms added to plain SGD
+  (:meth:`Algorithm.local_transforms`) and the client's next persistent state
+  (:meth:`Algorithm.next_client_state`);
+- the server half: :meth:`Algorithm.init_server_state` and :meth:`Algorithm.server_update`, which
+  folds the :class:`ClientResult` values into the next global model and server state.
+
+Server state is a frozen dataclass whose fields are ``Params`` or numbers
+(:mod:`hamrah.algorithms.state` flattens it for a checkpoint).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, ClassVar, Protocol, Sequence
 
 import torch
 
 from hamrah.core.errors import ConfigError, NotEnoughClients
 from hamrah.core.params import Params
 
+Aggregator = Callable[[list[Params], list[float]], Params]
+"""Combine client deltas with their weights (n_k) into one delta; None means the weighted mean."""
+
+
+def _number(key: str, value: object, lo: float, hi: float = math.inf, *, lo_open: bool = False,
+            hi_open: bool = False) -> None:
+    """Raise ConfigError unless ``value`` is a real number in the given interval."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        left, right = "(" if lo_open else "[", ")" if hi_open or hi == math.inf else "]"
+        raise ConfigError(f"{key} = {value!r}: expected a number in {left}{lo:g}, {hi:g}{right}")
+
 
 @dataclass(frozen=True)
 class LocalSGD:
-    """Local training a client runs: ``epochs`` passes of minibatch SGD.
+    """Local training a client runs: ``epochs`` passes of minibatch SGD (with optional momentum).
 
     Attributes:
         epochs: E, local passes over the client's data.
         batch_size: B, or None for the whole local data set as one batch (B = inf).
         lr: local learning rate.
+        momentum: heavy-ball momentum rho of the local solver (0 = plain SGD).
+        num_steps: if set, run exactly this many steps (fresh shuffle every pass) instead of epochs.
     """
 
     epochs: int
     batch_size: int | None
     lr: float
+    momentum: float = 0.0
+    num_steps: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -41,9 +67,16 @@ class LocalSGD:
             raise ConfigError(f"algorithm.batch_size = {self.batch_size!r}: expected an integer >= 1 or \"inf\"")
         if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"algorithm.lr = {self.lr!r}: expected a positive finite number")
+        _number("algorithm.momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        if self.num_steps is not None and (
+            isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1
+        ):
+            raise ConfigError(f"algorithm.local_steps = {self.num_steps!r}: expected an integer >= 1")
 
     def steps(self, num_examples: int) -> int:
         """Return the number of local SGD steps on ``num_examples`` examples (u_k in the paper)."""
+        if self.num_steps is not None:
+            return self.num_steps
         b = num_examples if self.batch_size is None else self.batch_size
         return self.epochs * math.ceil(num_examples / max(b, 1))
 
@@ -52,7 +85,14 @@ class LocalSGD:
 class ClientResult:
     """What one client reports after a round: its model change and how much data produced it.
 
-    ``error`` is set (and ``delta`` empty) when the client failed: failures are values.
+    Attributes:
+        client_id: the client.
+        delta: local model minus the round's global model.
+        num_examples: n_k, the weight of this client in data-weighted means.
+        metrics: numbers about the round; :func:`client_update` always sets ``train_loss`` and
+            ``local_steps`` (tau_k, the SGD steps actually run).
+        error: set (and ``delta`` empty) when the client failed: failures are values.
+        aux: the change of the client's persistent state (SCAFFOLD's Delta c_i), sent for the server half.
     """
 
     client_id: int
@@ -60,18 +100,80 @@ class ClientResult:
     num_examples: int
     metrics: dict = field(default_factory=dict)
     error: str | None = None
+    aux: Params = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """The client half's output: the result to send and the client's new persistent state (or None)."""
+
+    result: ClientResult
+    state: Params | None = None
+
+
+@dataclass(frozen=True)
+class NoState:
+    """The server state of an algorithm that keeps none (FedAvg, FedSGD, FedProx, FedNova)."""
+
+
+class GradientTransform(Protocol):
+    """Change a minibatch gradient before the SGD step: ``(names, params, grads) -> grads``.
+
+    ``names`` are the parameter names in the order of ``params`` and ``grads``. Transforms may keep
+    state for one client's local run (momentum buffers); a fresh one is built per run.
+    """
+
+    def __call__(self, names: list[str], params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]: ...
 
 
 class Algorithm(Protocol):
-    """A federated algorithm: ``cohort_size`` + ``local_plan`` (client half) + ``server_update``."""
+    """A federated algorithm: a client half and a server half, with explicit typed state."""
 
     name: str
+    accepts_partial_work: ClassVar[bool]  # keep results of stragglers that ran fewer steps
+    stateful_clients: ClassVar[bool]  # clients keep state between their rounds (SCAFFOLD)
 
     def cohort_size(self, population: int) -> int: ...
 
     def local_plan(self) -> LocalSGD: ...
 
-    def server_update(self, global_params: Params, results: Sequence[ClientResult]) -> Params: ...
+    def local_transforms(self, global_params: Params, broadcast: Params | None,
+                         client_state: Params | None) -> list[GradientTransform]: ...
+
+    def next_client_state(self, global_params: Params, local_params: Params, steps: int,
+                          broadcast: Params | None, client_state: Params | None) -> Params | None: ...
+
+    def init_server_state(self, params: Params) -> object: ...
+
+    def broadcast(self, server_state: object) -> Params | None: ...
+
+    def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: object,
+                      aggregator: Aggregator | None = None) -> tuple[Params, object]: ...
+
+
+class Stateless:
+    """Defaults for an algorithm whose client half is plain local SGD and whose server keeps no state."""
+
+    accepts_partial_work: ClassVar[bool] = False
+    stateful_clients: ClassVar[bool] = False
+
+    def local_transforms(self, global_params: Params, broadcast: Params | None,
+                         client_state: Params | None) -> list[GradientTransform]:
+        """Return no transforms: plain SGD."""
+        return []
+
+    def next_client_state(self, global_params: Params, local_params: Params, steps: int,
+                          broadcast: Params | None, client_state: Params | None) -> Params | None:
+        """Return None: the client keeps nothing between rounds."""
+        return None
+
+    def init_server_state(self, params: Params) -> NoState:
+        """Return the empty state."""
+        return NoState()
+
+    def broadcast(self, server_state: object) -> Params | None:
+        """Return None: the round carries only the global model."""
+        return None
 
 
 def cohort_size(client_fraction: float, population: int) -> int:
@@ -81,15 +183,35 @@ def cohort_size(client_fraction: float, population: int) -> int:
     return max(int(client_fraction * population + 1e-9), 1)
 
 
-def weighted_mean_delta(results: Sequence[ClientResult], round_idx: int | None = None) -> Params:
-    """Return sum_k n_k delta_k / sum_k n_k over the clients that reported without error."""
+def reported(results: Sequence[ClientResult], round_idx: int | None = None) -> list[ClientResult]:
+    """Return the results without error and with data; raise NotEnoughClients when none is left."""
     ok = [r for r in results if r.error is None and r.num_examples > 0]
     if not ok:
         raise NotEnoughClients(f"round {round_idx}: no client reported an update")
-    total = float(sum(r.num_examples for r in ok))
-    out = {k: torch.zeros_like(v) for k, v in ok[0].delta.items()}
-    for r in ok:
-        w = r.num_examples / total
-        for k, v in r.delta.items():
-            out[k].add_(v, alpha=w)
+    return ok
+
+
+def mean_params(deltas: Sequence[Params], weights: Sequence[float]) -> Params:
+    """Return sum_k w_k d_k / sum_k w_k (the default aggregator)."""
+    total = float(sum(weights))
+    out = {k: torch.zeros_like(v) for k, v in deltas[0].items()}
+    for d, w in zip(deltas, weights):
+        for k, v in d.items():
+            out[k].add_(v, alpha=w / total)
     return out
+
+
+def aggregate(deltas: Sequence[Params], weights: Sequence[float], aggregator: Aggregator | None) -> Params:
+    """Combine ``deltas`` with ``aggregator`` (None: the weighted mean)."""
+    return (aggregator or mean_params)(list(deltas), [float(w) for w in weights])
+
+
+def weighted_mean_delta(results: Sequence[ClientResult], round_idx: int | None = None) -> Params:
+    """Return sum_k n_k delta_k / sum_k n_k over the clients that reported without error."""
+    ok = reported(results, round_idx)
+    return mean_params([r.delta for r in ok], [r.num_examples for r in ok])
+
+
+def apply_delta(params: Params, delta: Params, scale: float = 1.0) -> Params:
+    """Return ``params + scale * delta`` as new tensors."""
+    return {k: params[k] + scale * delta[k] for k in params}

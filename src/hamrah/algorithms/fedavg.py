@@ -6,14 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from hamrah.algorithms.base import ClientResult, LocalSGD, cohort_size, weighted_mean_delta
+from hamrah.algorithms.base import (
+    Aggregator, ClientResult, LocalSGD, NoState, Stateless, aggregate, apply_delta, cohort_size, reported,
+)
 from hamrah.core.params import Params
 
 
 @dataclass(frozen=True)
-class FedAvg:
+class FedAvg(Stateless):
     """FedAvg: each of m = max(C*K, 1) clients runs E epochs of SGD with batch size B from the
     global model; the server replaces the model by the n_k-weighted average of the client models.
+
+    Stragglers' partial work is dropped (``accepts_partial_work = False``), as in Li et al. 2020's
+    FedAvg baseline.
 
     Example:
         >>> algo = FedAvg(client_fraction=0.1, local=LocalSGD(epochs=1, batch_size=10, lr=0.1))
@@ -31,7 +36,9 @@ class FedAvg:
     def local_plan(self) -> LocalSGD:
         return self.local
 
-    def server_update(self, global_params: Params, results: Sequence[ClientResult]) -> Params:
-        # w_{t+1} = sum_k n_k/n w_k = w_t + sum_k n_k/n (w_k - w_t)
-        mean = weighted_mean_delta(results)
-        return {k: global_params[k] + mean[k] for k in global_params}
+    def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: NoState,
+                      aggregator: Aggregator | None = None) -> tuple[Params, NoState]:
+        """Return w + agg_k(delta_k; n_k) (= sum_k n_k/n w_k for the mean) and the unchanged state."""
+        ok = reported(results)
+        mean = aggregate([r.delta for r in ok], [r.num_examples for r in ok], aggregator)
+        return apply_delta(global_params, mean), server_state

@@ -7,13 +7,15 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from hamrah.algorithms.base import ClientResult, LocalSGD, cohort_size, weighted_mean_delta
+from hamrah.algorithms.base import (
+    Aggregator, ClientResult, LocalSGD, NoState, Stateless, aggregate, apply_delta, cohort_size, reported,
+)
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 
 
 @dataclass(frozen=True)
-class FedSGD:
+class FedSGD(Stateless):
     """FedSGD: each client computes g_k = grad F_k(w_t) over all its data; the server steps
     w_{t+1} = w_t - lr * sum_k n_k/n g_k.
 
@@ -35,6 +37,9 @@ class FedSGD:
     def local_plan(self) -> LocalSGD:
         return LocalSGD(epochs=1, batch_size=None, lr=1.0)
 
-    def server_update(self, global_params: Params, results: Sequence[ClientResult]) -> Params:
-        mean_neg_grad = weighted_mean_delta(results)
-        return {k: global_params[k] + self.lr * mean_neg_grad[k] for k in global_params}
+    def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: NoState,
+                      aggregator: Aggregator | None = None) -> tuple[Params, NoState]:
+        """Return w - lr * agg_k(g_k; n_k) and the unchanged state."""
+        ok = reported(results)
+        mean_neg_grad = aggregate([r.delta for r in ok], [r.num_examples for r in ok], aggregator)
+        return apply_delta(global_params, mean_neg_grad, self.lr), server_state

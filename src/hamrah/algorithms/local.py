@@ -7,13 +7,15 @@ and loss defined here, so both paths give the same model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hamrah.algorithms.base import LocalSGD
+from hamrah.algorithms.base import GradientTransform, LocalSGD
+from hamrah.algorithms.transforms import Momentum
 from hamrah.core.params import Params
 from hamrah.data.federated import ArrayData
 
@@ -21,13 +23,17 @@ PAD_LABEL = -100  # targets with this value are ignored by the loss (torch's def
 
 
 def batch_schedule(num_examples: int, plan: LocalSGD, rng: np.random.Generator) -> list[np.ndarray]:
-    """Return the index batches of local training: per epoch a fresh shuffle cut into batches of B."""
+    """Return the index batches of local training: per pass a fresh shuffle cut into batches of B.
+
+    ``plan.epochs`` passes, or with ``plan.num_steps`` set as many passes as needed, cut to that many steps.
+    """
     b = num_examples if plan.batch_size is None else plan.batch_size
     batches: list[np.ndarray] = []
-    for _ in range(plan.epochs):
+    passes = plan.epochs if plan.num_steps is None else -(-plan.num_steps // max(-(-num_examples // max(b, 1)), 1))
+    for _ in range(passes):
         perm = rng.permutation(num_examples)
         batches += [perm[i : i + b] for i in range(0, num_examples, b)]
-    return batches
+    return batches if plan.num_steps is None else batches[: plan.num_steps]
 
 
 def masked_mean_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -49,17 +55,24 @@ def targets(y: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class LocalResult:
-    """The outcome of local training: the client's new model and its mean training loss."""
+    """The outcome of local training: the client's new model, its mean training loss, its step count."""
 
     params: Params
     train_loss: float
+    steps: int = 0
 
 
 def train_local(
     model: nn.Module, global_params: Params, data: ArrayData, plan: LocalSGD, rng: np.random.Generator,
-    ignore_index: int | None = None,
+    ignore_index: int | None = None, transforms: Sequence[GradientTransform] = (),
 ) -> LocalResult:
-    """Run ``plan`` (E epochs of minibatch SGD) on one client's data from ``global_params``."""
+    """Run ``plan`` (minibatch SGD) on one client's data from ``global_params``.
+
+    Each minibatch gradient passes through ``transforms`` in order, then the plan's momentum, then
+    w <- w - lr * direction. This is the only local training loop; algorithms differ by transforms.
+    """
+    chain = list(transforms) + ([Momentum(plan.momentum)] if plan.momentum > 0 else [])
+    names = [n for n, _ in model.named_parameters()]
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(global_params[name])
@@ -70,13 +83,15 @@ def train_local(
     for idx in batch_schedule(len(data), plan, rng):
         ix = torch.from_numpy(idx)
         loss = masked_mean_loss(model(data.x[ix]).unsqueeze(0), y_all[ix].unsqueeze(0))[0]
-        grads = torch.autograd.grad(loss, params)
+        grads = list(torch.autograd.grad(loss, params))
         with torch.no_grad():
+            for t in chain:
+                grads = t(names, params, grads)
             torch._foreach_add_(params, grads, alpha=-plan.lr)
         total += loss.detach()
         steps += 1
     local = {name: p.detach().clone() for name, p in model.named_parameters()}
-    return LocalResult(local, float(total) / max(steps, 1))
+    return LocalResult(local, float(total) / max(steps, 1), steps)
 
 
 @torch.no_grad()

@@ -51,11 +51,18 @@ def _stacked_batches(
 
 
 def train_cohort(
-    model: nn.Module, global_params: Params, datas: Sequence[ArrayData], plan: LocalSGD,
+    model: nn.Module, global_params: Params, datas: Sequence[ArrayData], plan: LocalSGD | Sequence[LocalSGD],
     rngs: Sequence[np.random.Generator], ignore_index: int | None = None,
 ) -> list[LocalResult]:
-    """Train every client of a cohort from ``global_params`` in one batched loop."""
-    schedules = [batch_schedule(len(d), plan, rng) for d, rng in zip(datas, rngs)]
+    """Train every client of a cohort from ``global_params`` in one batched loop (plain SGD).
+
+    ``plan`` is one plan for all, or one per client (epochs and steps may differ; lr must not).
+    """
+    plans = [plan] * len(datas) if isinstance(plan, LocalSGD) else list(plan)
+    if len({p.lr for p in plans}) > 1 or any(p.momentum for p in plans):
+        raise ValueError("train_cohort: every client needs the same lr and no momentum")
+    plan = plans[0]
+    schedules = [batch_schedule(len(d), p, rng) for d, p, rng in zip(datas, plans, rngs)]
     xb, yb = _stacked_batches(datas, schedules, ignore_index)
     stacked = stack(global_params, len(datas))
     layers = getattr(model, "mlp_layers", None)
@@ -70,7 +77,7 @@ def train_cohort(
     counts = torch.tensor([max(len(s), 1) for s in schedules], dtype=torch.float32)
     mean_loss = (loss_sum / counts).tolist()
     return [
-        LocalResult({n: p[c].detach().clone() for n, p in zip(names, params)}, mean_loss[c])
+        LocalResult({n: p[c].detach().clone() for n, p in zip(names, params)}, mean_loss[c], len(schedules[c]))
         for c in range(len(datas))
     ]
 

@@ -2,29 +2,65 @@
 
 On a few CPU cores a convolutional model trains faster as independent single-threaded clients side
 by side than as one client at a time with every core on small batches. Workers receive the model
-and the federated data once (tensors travel through shared memory); per round each gets the global
-model and its share of client ids, and derives every client's random stream from the same seeds as
-the in-process path, so results match it.
+and the federated data once (tensors travel through shared memory); per round each gets a
+:class:`RoundTask` with its share of client ids, and derives every client's random stream from the
+same seeds as the in-process path, so results match it.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+import dataclasses
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from hamrah.algorithms.base import LocalSGD
-from hamrah.algorithms.local import LocalResult, train_local
-from hamrah.core.params import Params
+from hamrah.algorithms.base import Algorithm, ClientResult, ClientUpdate, LocalSGD
+from hamrah.algorithms.client import client_update
+from hamrah.core.params import Params, sub
 from hamrah.core.seeds import client_rng
-from hamrah.data.federated import FederatedDataset
+from hamrah.data.federated import ArrayData, FederatedDataset
 from hamrah.simulation.batched import train_cohort
 
 _STATE: dict = {}
+
+
+@dataclass(frozen=True)
+class RoundTask:
+    """What a set of clients needs to train one round.
+
+    Attributes:
+        algorithm: whose client half runs.
+        params: the global model.
+        ids: the clients, and ``plans`` their local work (same order).
+        seed, round_idx: derive each client's generator (``client_rng``).
+        batched: train them in one batched loop (plain SGD only).
+        broadcast: the round's server payload.
+        states: client id -> the client's persistent state (stateful algorithms).
+        data: client id -> data that replaces the client's own (a poisoned copy).
+    """
+
+    algorithm: Algorithm
+    params: Params
+    ids: list[int]
+    plans: list[LocalSGD]
+    seed: int
+    round_idx: int
+    batched: bool
+    broadcast: Params | None = None
+    states: dict[int, Params] = field(default_factory=dict)
+    data: dict[int, ArrayData] = field(default_factory=dict)
+
+    def subset(self, ids: list[int]) -> RoundTask:
+        """Return the task for ``ids`` only."""
+        plans = dict(zip(self.ids, self.plans))
+        return dataclasses.replace(
+            self, ids=ids, plans=[plans[c] for c in ids], states={c: self.states[c] for c in ids if c in self.states},
+            data={c: self.data[c] for c in ids if c in self.data},
+        )
 
 
 def _init(model: nn.Module, data: FederatedDataset) -> None:
@@ -34,24 +70,30 @@ def _init(model: nn.Module, data: FederatedDataset) -> None:
     _STATE["model"], _STATE["data"] = copy.deepcopy(model), data
 
 
-def train_clients(
-    model: nn.Module, data: FederatedDataset, params: Params, ids: Sequence[int], plan: LocalSGD,
-    seed: int, round_idx: int, batched: bool,
-) -> list[LocalResult]:
-    """Train clients ``ids`` from ``params``, batched or one after another."""
-    datas = [data.client_data(c) for c in ids]
-    rngs = [client_rng(seed, round_idx, c) for c in ids]
+def train_clients(model: nn.Module, data: FederatedDataset, task: RoundTask) -> list[ClientUpdate]:
+    """Run the client half for ``task.ids``, batched or one after another through ``client_update``."""
+    datas = [task.data[c] if c in task.data else data.client_data(c) for c in task.ids]
+    rngs = [client_rng(task.seed, task.round_idx, c) for c in task.ids]
     ignore = data.dataset.ignore_index
-    if batched:
-        return train_cohort(model, params, datas, plan, rngs, ignore)
-    return [train_local(model, params, d, plan, r, ignore) for d, r in zip(datas, rngs)]
+    if task.batched:
+        locs = train_cohort(model, task.params, datas, task.plans, rngs, ignore)
+        return [
+            ClientUpdate(ClientResult(c, sub(loc.params, task.params), len(d),
+                                      {"train_loss": loc.train_loss, "local_steps": loc.steps}))
+            for c, d, loc in zip(task.ids, datas, locs)
+        ]
+    return [
+        client_update(task.algorithm, model, task.params, d, r, client_state=task.states.get(c),
+                      broadcast=task.broadcast, ignore_index=ignore, client_id=c, plan=p)
+        for c, d, r, p in zip(task.ids, datas, rngs, task.plans)
+    ]
 
 
-def _work(args: tuple) -> list[LocalResult]:
-    return train_clients(_STATE["model"], _STATE["data"], *args)
+def _work(task: RoundTask) -> list[ClientUpdate]:
+    return train_clients(_STATE["model"], _STATE["data"], task)
 
 
-def split_by_size(ids: Sequence[int], sizes: Sequence[int], parts: int) -> list[list[int]]:
+def split_by_size(ids: list[int], sizes: list[int], parts: int) -> list[list[int]]:
     """Deal client ids into ``parts`` groups of similar total size (largest first, greedy)."""
     groups: list[list[int]] = [[] for _ in range(parts)]
     load = np.zeros(parts)
@@ -69,16 +111,12 @@ class ProcessPool:
         self.workers = workers
         self._pool = mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(model, data))
 
-    def train(
-        self, params: Params, ids: Sequence[int], sizes: Sequence[int], plan: LocalSGD,
-        seed: int, round_idx: int, batched: bool,
-    ) -> dict[int, LocalResult]:
-        """Train clients ``ids`` across the workers; return each client's result by id."""
-        groups = split_by_size(list(ids), list(sizes), self.workers)
-        jobs = [(params, g, plan, seed, round_idx, batched) for g in groups]
-        out: dict[int, LocalResult] = {}
-        for group, results in zip(groups, self._pool.map(_work, jobs)):
-            out.update(zip(group, results))
+    def train(self, task: RoundTask, sizes: list[int]) -> dict[int, ClientUpdate]:
+        """Train ``task``'s clients across the workers; return each client's update by id."""
+        groups = split_by_size(list(task.ids), list(sizes), self.workers)
+        out: dict[int, ClientUpdate] = {}
+        for group, updates in zip(groups, self._pool.map(_work, [task.subset(g) for g in groups])):
+            out.update(zip(group, updates))
         return out
 
     def close(self) -> None:

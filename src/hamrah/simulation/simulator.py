@@ -10,20 +10,45 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from hamrah.algorithms.base import Algorithm, ClientResult
+from hamrah.algorithms.base import Aggregator, Algorithm, ClientResult
 from hamrah.algorithms.local import evaluate
-from hamrah.core.errors import ConfigError
-from hamrah.core.params import Params, clone, sub
+from hamrah.core.errors import ConfigError, NotEnoughClients
+from hamrah.core.params import Params, clone
 from hamrah.core.seeds import sampling_rng
-from hamrah.data.federated import FederatedDataset
+from hamrah.data.federated import ArrayData, FederatedDataset
 from hamrah.simulation.batched import supports_batching
-from hamrah.simulation.parallel import ProcessPool, train_clients
+from hamrah.simulation.heterogeneity import DROPPED, STRAGGLER, Heterogeneity, draw_work
+from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
+
+# Spawn-key tags for the simulator's own streams, apart from hamrah.core.seeds' tags (0-3).
+_WORK_TAG, _ATTACK_TAG = 101, 102
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=tuple(int(k) for k in key)))
+
+
+class Attack(Protocol):
+    """The attack hook a security lab plugs into :class:`Simulator` (all methods pure, seeded by ``rng``)."""
+
+    def is_malicious(self, client_id: int) -> bool:
+        """Return True when ``client_id`` is controlled by the attacker."""
+        ...
+
+    def poison_data(self, client_id: int, data: ArrayData, rng: np.random.Generator) -> ArrayData:
+        """Return the data a malicious client trains on instead of its own."""
+        ...
+
+    def poison_updates(self, malicious: list[ClientResult], benign: list[ClientResult],
+                       rng: np.random.Generator) -> list[ClientResult]:
+        """Return the results that replace the malicious clients' results of the round."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -40,6 +65,7 @@ class SimulationConfig:
             trained one client at a time, else 1).
         target_accuracy: stop once reached, if ``stop_at_target``.
         stop_at_target: end the run at the first evaluation reaching ``target_accuracy``.
+        heterogeneity: per-client local work, stragglers and drop-out (None: every client alike).
     """
 
     rounds: int
@@ -49,6 +75,7 @@ class SimulationConfig:
     workers: int | None = None
     target_accuracy: float | None = None
     stop_at_target: bool = False
+    heterogeneity: Heterogeneity | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -80,18 +107,35 @@ class SimulationResult:
 class Simulator:
     """Drive ``algorithm`` over ``data``'s clients with ``model``.
 
+    Args:
+        model, data, algorithm, config: what to run and how.
+        aggregator: replaces the weighted mean in the server half (a robust aggregator), or None.
+        attack: optional :class:`Attack` hook (malicious clients' data and updates), or None.
+
+    A round: sample the cohort, draw each client's work, run the client half (batched for plain SGD
+    on MLPs, else :func:`hamrah.algorithms.client_update` in-process or in workers), then
+    :meth:`server_half`, the one place between local training and the algorithm's server update.
+
     Example:
         >>> sim = Simulator(model, fed, FedAvg(0.1, LocalSGD(1, 10, 0.1)), SimulationConfig(rounds=5))  # doctest: +SKIP
         >>> result = sim.run()  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, data: FederatedDataset, algorithm: Algorithm, config: SimulationConfig):
+    def __init__(self, model: nn.Module, data: FederatedDataset, algorithm: Algorithm, config: SimulationConfig,
+                 *, aggregator: Aggregator | None = None, attack: Attack | None = None):
         self.model, self.data, self.algorithm, self.config = model, data, algorithm, config
+        self.aggregator, self.attack = aggregator, attack
         if config.batched and not supports_batching(model):
             raise ConfigError(f"run.batched = true: model {type(model).__name__} has no batched form")
-        auto_batched = hasattr(model, "mlp_layers")
-        self.batched = auto_batched if config.batched is None else config.batched
         self.params: Params = clone(dict(model.named_parameters()))
+        self.server_state = algorithm.init_server_state(self.params)
+        self.client_states: dict[int, Params] = {}
+        plain = _plain_sgd(algorithm, self.params, self.server_state)
+        if config.batched and not plain:
+            raise ConfigError(f"run.batched = true: algorithm {algorithm.name} changes local SGD "
+                              "(proximal term, control variates, momentum); the batched trainer runs plain SGD only")
+        auto_batched = hasattr(model, "mlp_layers") and plain
+        self.batched = auto_batched if config.batched is None else config.batched
         self.cohort = algorithm.cohort_size(data.num_clients)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         auto_workers = 1 if self.batched else min(cores, self.cohort)
@@ -104,21 +148,57 @@ class Simulator:
         return np.sort(rng.choice(self.data.num_clients, size=self.cohort, replace=False))
 
     def train_round(self, round_idx: int) -> list[ClientResult]:
-        """Train the round's cohort from the current global model; return each client's result."""
+        """Run the client half for the round's cohort; return each client's result (failures as errors)."""
+        seed = self.config.seed
         ids = [int(c) for c in self.sample(round_idx)]
         sizes = [len(self.data.client_indices[c]) for c in ids]
-        plan, seed = self.algorithm.local_plan(), self.config.seed
+        work = draw_work(self.config.heterogeneity, self.algorithm.local_plan(), sizes, _rng(seed, _WORK_TAG, round_idx))
+        failed = {c: DROPPED for c, w in zip(ids, work) if w.dropped}
+        if not self.algorithm.accepts_partial_work:
+            failed.update({c: STRAGGLER for c, w in zip(ids, work) if w.straggler and not w.dropped})
+        run = [(c, n, w.plan) for c, n, w in zip(ids, sizes, work) if c not in failed]
+        updates = self._train([c for c, _, _ in run], [n for _, n, _ in run], [p for _, _, p in run], round_idx)
+        if self.algorithm.stateful_clients:
+            self.client_states.update({c: u.state for c, u in updates.items() if u.state is not None})
+        return [updates[c].result if c not in failed else ClientResult(c, {}, n, error=failed[c])
+                for c, n in zip(ids, sizes)]
+
+    def _train(self, ids: list[int], sizes: list[int], plans: list, round_idx: int) -> dict:
+        task = RoundTask(
+            self.algorithm, self.params, ids, plans, self.config.seed, round_idx, self.batched,
+            broadcast=self.algorithm.broadcast(self.server_state),
+            states={c: self.client_states[c] for c in ids if c in self.client_states},
+            data=self._poisoned_data(ids, round_idx),
+        )
+        if not ids:
+            return {}
         if self.workers > 1:
             if self._pool is None:
                 self._pool = ProcessPool(self.model, self.data, self.workers)
-            by_id = self._pool.train(self.params, ids, sizes, plan, seed, round_idx, self.batched)
-            locals_ = [by_id[c] for c in ids]
-        else:
-            locals_ = train_clients(self.model, self.data, self.params, ids, plan, seed, round_idx, self.batched)
-        return [
-            ClientResult(c, sub(loc.params, self.params), n, {"train_loss": loc.train_loss})
-            for c, n, loc in zip(ids, sizes, locals_)
-        ]
+            return self._pool.train(task, sizes)
+        return dict(zip(ids, train_clients(self.model, self.data, task)))
+
+    def _poisoned_data(self, ids: list[int], round_idx: int) -> dict[int, ArrayData]:
+        if self.attack is None:
+            return {}
+        return {c: self.attack.poison_data(c, self.data.client_data(c), _rng(self.config.seed, _ATTACK_TAG, round_idx, c))
+                for c in ids if self.attack.is_malicious(c)}
+
+    def server_half(self, round_idx: int, results: list[ClientResult]) -> None:
+        """Apply the attack's update poisoning, then the algorithm's server update, to the round's results.
+
+        This is the single point between local training and aggregation.
+        """
+        if self.attack is not None:
+            mal = [r for r in results if r.error is None and self.attack.is_malicious(r.client_id)]
+            ben = [r for r in results if not (r.error is None and self.attack.is_malicious(r.client_id))]
+            poisoned = self.attack.poison_updates(mal, ben, _rng(self.config.seed, _ATTACK_TAG, round_idx))
+            results = sorted(ben + list(poisoned), key=lambda r: r.client_id)
+        try:
+            self.params, self.server_state = self.algorithm.server_update(
+                self.params, results, self.server_state, self.aggregator)
+        except NotEnoughClients:
+            pass  # no client reported: the model stays as it was (the round is recorded with 0 clients)
 
     def close(self) -> None:
         """Stop the worker processes, if any."""
@@ -145,18 +225,26 @@ class Simulator:
         cfg = self.config
         for r in range(1, cfg.rounds + 1):
             results = self.train_round(r)
-            self.params = self.algorithm.server_update(self.params, results)
+            self.server_half(r, results)
             if r % cfg.eval_every and r != cfg.rounds:
                 continue
             loss, acc = self.evaluate()
-            ok = [x for x in results if x.error is None]
-            train_loss = float(np.average([x.metrics["train_loss"] for x in ok], weights=[x.num_examples for x in ok]))
+            ok = [x for x in results if x.error is None and x.num_examples > 0]
+            train_loss = (float(np.average([x.metrics["train_loss"] for x in ok], weights=[x.num_examples for x in ok]))
+                          if ok else float("nan"))
             record = RoundRecord(r, acc, loss, train_loss, len(ok), time.perf_counter() - start)
             result.history.append(record)
             if on_round is not None:
                 on_round(record)
             if cfg.stop_at_target and cfg.target_accuracy is not None and acc >= cfg.target_accuracy:
                 break
+
+
+def _plain_sgd(algorithm: Algorithm, params: Params, server_state: object) -> bool:
+    """Return True when the algorithm's client half is plain SGD (what the batched trainer runs)."""
+    if algorithm.stateful_clients or algorithm.local_plan().momentum:
+        return False
+    return not algorithm.local_transforms(params, algorithm.broadcast(server_state), None)
 
 
 def seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:

@@ -1,0 +1,48 @@
+"""The client half of every algorithm, one entry point for the simulator and the device runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from hamrah.algorithms.base import Algorithm, ClientResult, ClientUpdate, LocalSGD
+from hamrah.algorithms.local import train_local
+from hamrah.core.params import Params, sub
+from hamrah.data.federated import ArrayData
+
+
+def client_update(
+    algorithm: Algorithm, model: nn.Module, global_params: Params, data: ArrayData, rng: np.random.Generator, *,
+    client_state: Params | None = None, broadcast: Params | None = None, ignore_index: int | None = None,
+    client_id: int = 0, plan: LocalSGD | None = None,
+) -> ClientUpdate:
+    """Run ``algorithm``'s client half on one client's data from ``global_params``.
+
+    Args:
+        algorithm: any :class:`~hamrah.algorithms.base.Algorithm`.
+        model: a module of the global model's architecture (its parameters are overwritten).
+        global_params: the round's global model.
+        data: the client's training examples.
+        rng: the client's generator for this round (batch shuffles).
+        client_state: the state this client kept from its last round (None: first round).
+        broadcast: the round's extra server payload, ``algorithm.broadcast(server_state)``.
+        ignore_index: target value that is padding (sequence data), or None.
+        client_id: written into the result.
+        plan: this client's local work if it differs from ``algorithm.local_plan()`` (heterogeneous
+            epochs or steps, a straggler's partial work).
+
+    Returns:
+        The :class:`ClientResult` (delta = local - global, n_k, metrics ``train_loss`` and
+        ``local_steps``, the algorithm's ``aux`` payload) and the client's new state.
+
+    Example:
+        >>> up = client_update(FedAvg(0.1, LocalSGD(1, 10, 0.1)), model, params, data, rng)  # doctest: +SKIP
+        >>> up.result.delta, up.state  # doctest: +SKIP
+    """
+    plan = plan or algorithm.local_plan()
+    transforms = algorithm.local_transforms(global_params, broadcast, client_state)
+    local = train_local(model, global_params, data, plan, rng, ignore_index, transforms)
+    state = algorithm.next_client_state(global_params, local.params, local.steps, broadcast, client_state)
+    aux = sub(state, client_state) if state is not None and client_state is not None else (state or {})
+    metrics = {"train_loss": local.train_loss, "local_steps": local.steps}
+    return ClientUpdate(ClientResult(client_id, sub(local.params, global_params), len(data), metrics, aux=aux), state)
