@@ -1,0 +1,64 @@
+"""Build an attack from its name and parameters, as a lab config names it."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from hamrah.attacks.base import Attack
+from hamrah.attacks.data import LabelFlip, PixelBackdoor
+from hamrah.attacks.model import GaussianUpdate, LittleIsEnough, ModelReplacement, ScaleUpdate, SignFlip
+from hamrah.core.errors import ConfigError
+
+# name -> (data poisoning factory or None, update poisoning factory or None)
+_PARTS: dict[str, tuple[Callable | None, Callable | None]] = {
+    "none": (None, None),
+    "label_flip": (LabelFlip, None),
+    "targeted_flip": (lambda source=7, target=1, num_classes=10: LabelFlip(source, target, num_classes), None),
+    "sign_flip": (None, SignFlip),
+    "scale": (None, ScaleUpdate),
+    "gaussian": (None, GaussianUpdate),
+    "alie": (None, LittleIsEnough),
+    "backdoor": (PixelBackdoor, None),
+    "model_replacement": (PixelBackdoor, ModelReplacement),
+}
+ATTACKS = tuple(_PARTS)
+TARGETED = ("targeted_flip", "backdoor", "model_replacement")
+
+
+def _params_of(factory: Callable | None) -> dict[str, inspect.Parameter]:
+    if factory is None:
+        return {}
+    return {k: v for k, v in inspect.signature(factory).parameters.items() if k != "self"}
+
+
+def build_attack(name: str, malicious: frozenset[int], **params: Any) -> Attack:
+    """Return the attack ``name`` played by the clients ``malicious``.
+
+    Names and parameters: none; label_flip (num_classes); targeted_flip (source = 7, target = 1);
+    sign_flip (scale); scale (factor); gaussian (std); alie (z); backdoor (target, fraction, size,
+    margin, value); model_replacement (the backdoor's, plus boost).
+
+    Raises:
+        ConfigError: an unknown name, an unknown or missing parameter, or an impossible value.
+
+    Example:
+        >>> build_attack("targeted_flip", frozenset({1, 2}), source=7, target=1).is_malicious(2)
+        True
+    """
+    if name not in _PARTS:
+        raise ConfigError(f"unknown attack {name!r}; expected one of {', '.join(_PARTS)}")
+    data_f, update_f = _PARTS[name]
+    data_p, update_p = _params_of(data_f), _params_of(update_f)
+    for key in params:
+        if key not in data_p and key not in update_p:
+            allowed = [*data_p, *update_p]
+            raise ConfigError(f"attack {name}: unknown parameter {key!r}; expected "
+                              f"{', '.join(allowed) if allowed else 'none'}")
+    for sig in (data_p, update_p):
+        missing = [k for k, p in sig.items() if p.default is inspect.Parameter.empty and k not in params]
+        if missing:
+            raise ConfigError(f"attack {name}: missing parameter {', '.join(missing)}")
+    data = data_f(**{k: v for k, v in params.items() if k in data_p}) if data_f else None
+    update = update_f(**{k: v for k, v in params.items() if k in update_p}) if update_f else None
+    return Attack(name, frozenset() if name == "none" else frozenset(malicious), data, update)
