@@ -14,7 +14,6 @@ Three schemes, all rounding stochastically so that E[decode(encode(x))] = x:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,7 @@ from hamrah.core.params import Params
 from hamrah.core.pipeline import (
     BaseStage,
     ClientContext,
+    RingCodes,
     Spec,
     StageTraits,
     WireReader,
@@ -52,6 +52,17 @@ class QuantizedPayload:
     @property
     def nbytes(self) -> int:
         return header_nbytes(self.spec) + sum(8 + packing.packed_nbytes(c.size, self.bits) for c in self.codes)
+
+    def ring(self) -> RingCodes:
+        """Return the codes as integers a secure sum can add (shared-range "ring" scheme only).
+
+        Raises:
+            ConfigError: the payload's scheme has per-client scales.
+        """
+        if not self.tag.endswith(b"RG"):
+            raise ConfigError(f"quantized payload {self.tag!r}: codes are summable only with scheme 'ring'")
+        (offset, step), codes = self.scales[0], {n: c.astype(np.int64) for (n, _), c in zip(self.spec, self.codes)}
+        return RingCodes(self.spec, codes, self.bits, offset, step)
 
     def to_bytes(self) -> bytes:
         w = WireWriter(self.tag, self.spec)
@@ -110,7 +121,7 @@ class StochasticQuantizer(BaseStage):
             x = v.detach().reshape(-1).to(torch.float32)
             u = torch.from_numpy(ctx.rng.random(x.numel(), dtype=np.float32))
             scale, code = self._quantize(x, u)
-            scales.append(scale)
+            scales.append((float(np.float32(scale[0])), float(np.float32(scale[1]))))  # as sent
             codes.append(code.to(torch.uint8).numpy())
         return QuantizedPayload(spec_of(update), self.tag, self.bits, tuple(scales), tuple(codes)), state
 
@@ -150,22 +161,6 @@ class StochasticQuantizer(BaseStage):
             codes.append(c)
         r.finish()
         return QuantizedPayload(spec, self.tag, self.bits, tuple(scales), tuple(codes))
-
-    def ring_values(self, payload: QuantizedPayload) -> dict[str, np.ndarray]:
-        """Return the codes as int64 vectors (ring scheme): what secure aggregation adds up."""
-        self._require_ring()
-        return {name: c.astype(np.int64) for (name, _), c in zip(payload.spec, payload.codes)}
-
-    def decode_sum(self, sums: Mapping[str, np.ndarray], count: int, spec: Spec) -> Params:
-        """Return the sum of ``count`` clients' decoded updates from the sum of their codes (ring scheme)."""
-        self._require_ring()
-        lo, step = -float(self.clip), 2 * float(self.clip) / self.levels
-        return {name: (count * lo + step * torch.from_numpy(np.asarray(sums[name], dtype=np.float64))
-                       ).to(torch.float32).reshape(shape) for name, shape in spec}
-
-    def _require_ring(self) -> None:
-        if self.scheme != "ring":
-            raise ConfigError(f"quantize scheme {self.scheme!r}: codes are summable only with scheme 'ring'")
 
 
 def _stochastic_floor(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ of stages (clipping, noise, compression, secure aggregation). The design follows
 
 How to write a stage (subclass :class:`BaseStage`, a frozen dataclass, and override what you need):
 
-- ``traits``: a :class:`StageTraits` declaring what the stage is (``kind``), whether its payload can be
+- ``traits`` (a ``ClassVar`` or a property): a :class:`StageTraits` declaring what the stage is (``kind``), whether its payload can be
   summed in a ring, whether its server half needs each client's update, where it adds noise. :class:`Chain` checks these when it is built and refuses impossible orders.
 - ``init_state(template)``: the per-client state (e.g. an error-feedback residual) or ``None``. The
   driver keeps one per client and stage across rounds (simulator: in memory; device: on disk).
@@ -16,7 +16,7 @@ How to write a stage (subclass :class:`BaseStage`, a frozen dataclass, and overr
 - ``encode(update, state, ctx) -> (payload, new_state)``: the client half. Randomness comes only from
   ``ctx.rng`` (a per-client, per-round numpy Generator) or ``ctx.round_seed`` (shared by the round's
   clients); ``ctx.upstream`` is the previous stage's payload (a secure-sum stage reads ring integers
-  from it). Return a payload with ``nbytes == len(payload.to_bytes())``.
+  from it, see :class:`RingCodes`). Return a payload with ``nbytes == len(payload.to_bytes())``.
 - ``decode(payload) -> Params``: the server's reconstruction of one payload. A client applies it too,
   to feed the next stage: only the LAST client-side stage's payload goes on the wire.
 - ``read(data, spec) -> payload``: parse wire bytes; malformed bytes raise ``ProtocolError``.
@@ -156,7 +156,7 @@ class StageTraits:
         kind: one of ``KINDS``: identity, codec (lossy or not, changes the wire format), clip, noise,
             secure_sum (the server sees only the sum), server (acts only on the aggregate).
         summable_in_ring: its payload is integers with a scale shared by all clients, so a secure sum can
-            add them (the stage then implements ``ring_values(payload)`` and ``decode_sum(sums, count)``).
+            add them: the payload then has a ``ring()`` method returning :class:`RingCodes`.
         needs_per_client_view: its server half must see each client's update (robust aggregation).
         adds_noise_where: None, "client" (local or distributed DP noise) or "aggregate" (central noise).
         client_side: the stage changes the update on the client (False: a server-only stage).
@@ -173,6 +173,25 @@ class StageTraits:
             raise ConfigError(f"stage kind {self.kind!r}: expected one of {KINDS}")
         if self.adds_noise_where not in NOISE_WHERE:
             raise ConfigError(f"adds_noise_where {self.adds_noise_where!r}: expected one of {NOISE_WHERE}")
+
+
+@dataclass(frozen=True)
+class RingCodes:
+    """Integers a secure sum can add: value = offset + step * code, codes in [0, 2**bits), same for all clients.
+
+    A sum of m clients' codes needs ``bits + ceil(log2 m)`` bits of ring to hold without wrapping.
+    """
+
+    spec: Spec
+    codes: dict[str, np.ndarray]  # int64, flat, one per tensor of spec
+    bits: int
+    offset: float
+    step: float
+
+    def decode_sum(self, sums: Mapping[str, np.ndarray], count: int) -> Params:
+        """Return the sum of ``count`` clients' decoded values from the sum of their codes."""
+        return {name: (count * self.offset + self.step * torch.from_numpy(np.asarray(sums[name], dtype=np.float64))
+                       ).to(torch.float32).reshape(shape) for name, shape in self.spec}
 
 
 @dataclass(frozen=True)
