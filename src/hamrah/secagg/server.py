@@ -1,0 +1,237 @@
+"""The server half of secure aggregation: a state machine that collects each round and broadcasts the next.
+
+Bonawitz et al. 2017, *Practical Secure Aggregation for Privacy-Preserving Machine Learning* (CCS),
+Figure 4, semi-honest variant; SecAgg+ of Bell et al. 2020 (CCS) when the config has a neighbour
+degree. ``receive`` takes one client message (any order within a round); ``close_*`` ends the round,
+checks the drop-out threshold and returns the per-client messages of the next one. No I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from hamrah.core.errors import DropoutThresholdExceeded, ProtocolError
+from hamrah.secagg import crypto, shamir
+from hamrah.secagg.client import _x
+from hamrah.secagg.config import SecAggConfig
+from hamrah.secagg.graph import masking_graph
+from hamrah.secagg.messages import (AdvertiseKeys, KeysBroadcast, MaskedInput, PeerKeys, SharesBroadcast,
+                                    ShareKeys, UnmaskRequest, UnmaskShares, decode)
+from hamrah.secagg.ring import dequantize_sum, reduce, ring_dtype, unpack
+
+STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+"""The four rounds, in order; a client dropped "at" a stage sends nothing from that stage on."""
+
+_EXPECTED = dict(zip(STAGES, (AdvertiseKeys, ShareKeys, MaskedInput, UnmaskShares)))
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """The outcome of one round of secure aggregation.
+
+    Attributes:
+        sum: the float sum of the inputs of ``contributors`` (dequantized).
+        ring_sum: the same sum in Z_{2^k}, before dequantization.
+        contributors: U3, the clients whose masked input is in the sum.
+        survivors: the clients that completed each stage (U1 .. U4), by stage name.
+        self_masks_removed: clients whose b_u was rebuilt (= contributors).
+        keys_rebuilt: dropped clients whose s_u^SK was rebuilt to cancel their pairwise masks.
+    """
+
+    sum: np.ndarray
+    ring_sum: np.ndarray
+    contributors: tuple[int, ...]
+    survivors: dict[str, tuple[int, ...]]
+    self_masks_removed: tuple[int, ...]
+    keys_rebuilt: tuple[int, ...]
+
+
+class SecAggServer:
+    """The server of one secure-aggregation round.
+
+    Args:
+        config: the round's settings, the same as the clients'.
+        round_id: the round; messages of other rounds are refused.
+        graph_seed: seeds the SecAgg+ neighbour graph (unused by full SecAgg).
+        client_ids: the clients of the round; default ``range(config.num_clients)``.
+    """
+
+    def __init__(self, config: SecAggConfig, *, round_id: int = 0, graph_seed: int = 0,
+                 client_ids: Sequence[int] | None = None):
+        ids = list(range(config.num_clients)) if client_ids is None else [int(i) for i in client_ids]
+        if len(ids) != config.num_clients or len(set(ids)) != len(ids) or not all(0 <= i < 2**32 - 1 for i in ids):
+            raise ProtocolError(f"client_ids must be {config.num_clients} distinct ids in [0, 2^32 - 1)")
+        self.config, self.round_id = config, round_id
+        self.graph = masking_graph(ids, config.neighbours, graph_seed)
+        self.stage = STAGES[0]
+        self._inbox: dict[str, dict[int, object]] = {s: {} for s in STAGES}
+        self._alive: dict[str, set[int]] = {"start": set(ids)}
+        self._total = np.zeros(config.vector_length, dtype=ring_dtype(config.ring_bits))
+
+    def receive(self, message) -> None:
+        """Take one client message of the current round (a message object or its bytes).
+
+        Raises:
+            ProtocolError: malformed bytes, a message of another kind, round or stage, an unknown client,
+                a client that did not finish the previous stage, a duplicate, or contents that break the
+                protocol (wrong recipients, wrong vector length or ring, wrong share owners).
+        """
+        if isinstance(message, (bytes, bytearray, memoryview)):
+            message = decode(message)
+        expected = _EXPECTED.get(self.stage)
+        if expected is None or not isinstance(message, expected):
+            raise ProtocolError(f"got {type(message).__name__} while the server is at stage {self.stage!r}, "
+                                f"expected {expected.__name__ if expected else 'nothing (the round is over)'}")
+        u = message.client_id
+        if message.round_id != self.round_id:
+            raise ProtocolError(f"client {u}: message of round {message.round_id}, this is round {self.round_id}")
+        if u not in self._previous_alive():
+            raise ProtocolError(f"client {u} is not a survivor of the previous stage, cannot take part in {self.stage!r}")
+        if u in self._inbox[self.stage]:
+            raise ProtocolError(f"client {u} sent a second {type(message).__name__} in stage {self.stage!r}")
+        getattr(self, "_check_" + self.stage)(message)
+        # A masked vector is folded into the running sum on arrival and not kept.
+        self._inbox[self.stage][u] = None if isinstance(message, MaskedInput) else message
+
+    def close_advertise_keys(self) -> dict[int, KeysBroadcast]:
+        """End round 0; return each survivor's neighbours' public keys (U1)."""
+        u1 = self._close("advertise_keys")
+        keys = self._inbox["advertise_keys"]
+        return {u: KeysBroadcast(self.round_id, u, tuple(PeerKeys(v, keys[v].c_public, keys[v].s_public)
+                                                        for v in sorted(self.graph[u] & u1)))
+                for u in sorted(u1)}
+
+    def close_share_keys(self) -> dict[int, SharesBroadcast]:
+        """End round 1; route each ciphertext to its receiver (U2)."""
+        u2 = self._close("share_keys")
+        routed: dict[int, list] = {u: [] for u in u2}
+        for sender in sorted(u2):
+            for receiver, ct in self._inbox["share_keys"][sender].ciphertexts:
+                if receiver in u2:
+                    routed[receiver].append((sender, ct))
+        return {u: SharesBroadcast(self.round_id, u, tuple(cts)) for u, cts in routed.items()}
+
+    def close_masked_input(self) -> dict[int, UnmaskRequest]:
+        """End round 2; tell each contributor which of its share holders contributed (U3)."""
+        u3 = self._close("masked_input")
+        return {u: UnmaskRequest(self.round_id, u, tuple(sorted(self._view(u) & u3))) for u in sorted(u3)}
+
+    def close_unmasking(self) -> AggregateResult:
+        """End round 3: rebuild b_u for u in U3 and s_u^SK for dropped u in U2 \\ U3, remove the masks.
+
+        Raises:
+            DropoutThresholdExceeded: a secret that must be rebuilt has fewer than t surviving holders.
+            ProtocolError: a rebuilt mask key does not match the public key its owner advertised.
+        """
+        self._close("unmasking")
+        u2, u3 = self._alive["share_keys"], self._alive["masked_input"]
+        cfg, dtype = self.config, self._total.dtype
+        total = self._total.copy()
+        for u, b in self._rebuild(sorted(u3), 0).items():
+            total -= crypto.prg(crypto.derive(b.to_bytes(32, "big"), b"self-mask", self.round_id),
+                                cfg.vector_length, dtype)
+        dropped = sorted(u for u in u2 - u3 if self.graph[u] & u3)
+        rebuilt = self._rebuild(dropped, 1)
+        for u, secret in rebuilt.items():
+            s_sk = secret.to_bytes(32, "big")
+            if crypto.keypair(lambda _: s_sk)[1] != self._inbox["advertise_keys"][u].s_public:
+                raise ProtocolError(f"the rebuilt mask key of client {u} does not match its advertised key: "
+                                    f"a share holder sent a wrong share")
+            for v in self.graph[u] & u3:
+                p = crypto.prg(crypto.agree(s_sk, self._inbox["advertise_keys"][v].s_public, b"mask", self.round_id),
+                               cfg.vector_length, dtype)
+                if v > u:
+                    total -= p
+                else:
+                    total += p
+        ring_sum = reduce(total, cfg.ring_bits)
+        return AggregateResult(
+            sum=dequantize_sum(ring_sum, len(u3), cfg.clip, cfg.input_bits), ring_sum=ring_sum,
+            contributors=tuple(sorted(u3)), survivors={s: tuple(sorted(self._alive[s])) for s in STAGES},
+            self_masks_removed=tuple(sorted(u3)), keys_rebuilt=tuple(rebuilt))
+
+    # -- stage bookkeeping ----------------------------------------------------------------------------
+
+    def _previous_alive(self) -> set[int]:
+        i = STAGES.index(self.stage)
+        return self._alive["start" if i == 0 else STAGES[i - 1]]
+
+    def _view(self, u: int) -> set[int]:
+        """The holders of u's shares that took part in round 1 (what u saw in U2), u included."""
+        return (self.graph[u] & self._alive["share_keys"]) | {u}
+
+    def _close(self, stage: str) -> set[int]:
+        if self.stage != stage:
+            raise ProtocolError(f"close_{stage} called while the server is at stage {self.stage!r}")
+        alive = set(self._inbox[stage])
+        self._alive[stage] = alive
+        self._check_threshold(stage, alive)
+        self.stage = STAGES[STAGES.index(stage) + 1] if stage != STAGES[-1] else "done"
+        return alive
+
+    def _check_threshold(self, stage: str, alive: set[int]) -> None:
+        t, n = self.config.threshold, self.config.num_clients
+        if self.config.neighbours is None or not alive:
+            if len(alive) < t:
+                raise DropoutThresholdExceeded(f"secure aggregation aborted at stage {stage!r}: {len(alive)} of {n} "
+                                               f"clients survived, the threshold is t={t}")
+            return
+        if stage == "unmasking":
+            return  # checked per secret in _rebuild
+        for u in sorted(alive):
+            left = len((self.graph[u] & alive) | {u})
+            if left < t:
+                raise DropoutThresholdExceeded(
+                    f"secure aggregation (SecAgg+) aborted at stage {stage!r}: client {u} has {left} surviving "
+                    f"holders of its shares (itself and its neighbours), the threshold is t={t}; "
+                    f"{len(alive)} of {n} clients survived")
+
+    def _rebuild(self, owners: list[int], which: int) -> dict[int, int]:
+        """Rebuild secret ``which`` (0: b_u, 1: s_u^SK) of each owner from the shares sent in round 3."""
+        t, coeff_cache, out = self.config.threshold, {}, {}
+        name = ("self-mask seed b_u", "mask key s_u^SK")[which]
+        u4 = self._inbox["unmasking"]
+        by_holder = {h: dict((m.self_mask_shares, m.key_shares)[which]) for h, m in u4.items()}
+        for u in owners:
+            shares = {_x(h): held[u] for h, held in by_holder.items() if u in held}
+            if len(shares) < t:
+                raise DropoutThresholdExceeded(
+                    f"secure aggregation aborted at stage 'unmasking': {len(shares)} holders returned shares of "
+                    f"client {u}'s {name}, the threshold is t={t}; {len(u4)} of {self.config.num_clients} "
+                    f"clients survived")
+            xs = tuple(sorted(shares)[:t])
+            if xs not in coeff_cache:
+                coeff_cache[xs] = shamir.lagrange_at_zero(xs)
+            out[u] = shamir.combine(coeff_cache[xs], [shares[x] for x in xs])
+        return out
+
+    # -- per-stage message checks ---------------------------------------------------------------------
+
+    def _check_advertise_keys(self, m: AdvertiseKeys) -> None:
+        if m.c_public == m.s_public:
+            raise ProtocolError(f"client {m.client_id} advertised the same key for encryption and masking")
+
+    def _check_share_keys(self, m: ShareKeys) -> None:
+        expected = self.graph[m.client_id] & self._alive["advertise_keys"]
+        got = {v for v, _ in m.ciphertexts}
+        if got != expected:
+            raise ProtocolError(f"client {m.client_id} sent ciphertexts for {sorted(got)}, expected one for each "
+                                f"neighbour in U1: {sorted(expected)}")
+
+    def _check_masked_input(self, m: MaskedInput) -> None:
+        cfg = self.config
+        if m.ring_bits != cfg.ring_bits or m.length != cfg.vector_length:
+            raise ProtocolError(f"client {m.client_id}: masked input of {m.length} {m.ring_bits}-bit values, "
+                                f"expected {cfg.vector_length} {cfg.ring_bits}-bit values")
+        self._total += unpack(m.data, m.ring_bits, m.length)
+
+    def _check_unmasking(self, m: UnmaskShares) -> None:
+        view, u3 = self._view(m.client_id), self._alive["masked_input"]
+        want_b, want_s = view & u3, view - u3
+        got_b, got_s = {v for v, _ in m.self_mask_shares}, {v for v, _ in m.key_shares}
+        if got_b != want_b or got_s != want_s:
+            raise ProtocolError(f"client {m.client_id}: shares of b_v for {sorted(got_b)} and of s_v^SK for "
+                                f"{sorted(got_s)}, expected b_v for {sorted(want_b)} and s_v^SK for {sorted(want_s)}")
