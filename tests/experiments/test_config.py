@@ -113,10 +113,19 @@ BAD = [
     (_edit("lr = 0.1", "lr = true"), ["algorithm.lr", "True", "expected a number", "bool"]),
     (_edit("seed = 0", "seed = 1.5"), ["run.seed", "expected an integer"]),
     (_edit("num_clients = 100", "num_clients = true"), ["data.num_clients", "expected an integer"]),
-    (_edit('dataset = "mnist"', 'dataset = "cifar10"'), ["data.dataset", "'cifar10'", "mnist, shakespeare, femnist"]),
+    (_edit('dataset = "mnist"', 'dataset = "cifar100"'), ["data.dataset", "'cifar100'", "mnist, shakespeare, femnist, cifar10"]),
     (_edit('partition = "shards"', 'partition = "random"'), ["data.partition", "'random'", "iid"]),
     (_edit('name = "2nn"', 'name = "resnet"'), ["model.name", "'resnet'", "2nn, cnn, char_lstm, logreg"]),
-    (_edit('name = "fedavg"', 'name = "fedprox"'), ["algorithm.name", "'fedprox'", "fedsgd, fedavg"]),
+    (_edit('name = "fedavg"', 'name = "fedfoo"'), ["algorithm.name", "'fedfoo'", "fedsgd, fedavg, fedprox, scaffold"]),
+    (_edit('name = "fedavg"', 'name = "fedprox"\nmu = -1.0'), ["algorithm.mu", "-1.0", "[0, inf)"]),
+    (_edit("lr = 0.1", "lr = 0.1\nmu = 0.5"), ["algorithm.mu", "not a hyperparameter of fedavg", "fedprox, fednova"]),
+    (_edit('name = "fedavg"', 'name = "fedadam"\nbeta2 = 1.0'), ["algorithm.beta2", "[0, 1)"]),
+    (_edit('name = "fedavg"', 'name = "scaffold"\nserver_lr = 0'), ["algorithm.server_lr", "(0, inf)"]),
+    (_edit("lr = 0.1", "lr = 0.1\nmomentum = 1.0"), ["algorithm.momentum", "[0, 1)"]),
+    (ISSUE_TOML + "[heterogeneity]\nepochs = [5, 2]\n", ["heterogeneity.epochs", "1 <= lo <= hi"]),
+    (ISSUE_TOML + "[heterogeneity]\nepochs = [1.5, 2]\n", ["heterogeneity.epochs", "two integers"]),
+    (ISSUE_TOML + "[heterogeneity]\nstraggler_fraction = 1.5\n", ["heterogeneity.straggler_fraction", "[0, 1]"]),
+    (ISSUE_TOML + "[heterogeneity]\nepochs = [1, 2]\nsteps = [1, 2]\n", ["epochs or steps"]),
     (_edit("client_fraction = 0.1", "client_fraction = 1.5"), ["algorithm.client_fraction", "1.5", "0 <= C <= 1"]),
     (_edit("client_fraction = 0.1", "client_fraction = -0.1"), ["algorithm.client_fraction", "0 <= C <= 1"]),
     (_edit("batch_size = 10 ", "batch_size = 0 "), ["algorithm.batch_size", "integer >= 1", "inf"]),
@@ -173,3 +182,14 @@ def test_auto_values_round_trip():
     assert d["run"]["batched"] == "auto" and d["run"]["workers"] == "auto"
     assert from_dict(d) == cfg
     assert from_dict({"run": {"workers": 2}}).run.workers == 2
+
+
+def test_new_algorithm_keys_load_and_round_trip(tmp_path):
+    text = ISSUE_TOML.replace('name = "fedavg"', 'name = "fedprox"\nmu = 1').replace("seed = 0", "seed = 0\n[heterogeneity]\nstraggler_fraction = 0.9\nepochs = [2, 5]")
+    cfg = load_config(_write(tmp_path, text))
+    assert cfg.algorithm.mu == 1.0 and cfg.heterogeneity.epochs == [2, 5] and cfg.heterogeneity.straggler_fraction == 0.9
+    assert from_dict(cfg.to_dict()) == cfg
+    from hamrah.experiments.runner import build_algorithm
+
+    algo = build_algorithm(cfg.algorithm)
+    assert (algo.name, algo.mu, algo.local.lr) == ("fedprox", 1.0, 0.1)

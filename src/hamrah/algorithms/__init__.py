@@ -6,11 +6,20 @@ from hamrah.algorithms.base import (
 )
 from hamrah.algorithms.client import client_update
 from hamrah.algorithms.fedavg import FedAvg
+from hamrah.algorithms.fednova import FedNova, a_norm
+from hamrah.algorithms.fedopt import FedOpt, FedOptState
+from hamrah.algorithms.fedprox import FedProx
 from hamrah.algorithms.fedsgd import FedSGD
 from hamrah.algorithms.local import LocalResult, batch_schedule, evaluate, train_local
+from hamrah.algorithms.registry import ALGORITHMS, build, hyperparameters
+from hamrah.algorithms.scaffold import Scaffold, ScaffoldState
+from hamrah.algorithms.state import flatten_state, unflatten_state
+from hamrah.algorithms.transforms import Correction, Momentum, Proximal
 
 __all__ = [
-    "Aggregator", "Algorithm", "ClientResult", "ClientUpdate", "FedAvg", "FedSGD", "GradientTransform",
-    "LocalResult", "LocalSGD", "NoState", "batch_schedule", "client_update", "cohort_size", "evaluate",
-    "mean_params", "train_local", "weighted_mean_delta",
+    "ALGORITHMS", "Aggregator", "Algorithm", "ClientResult", "ClientUpdate", "Correction", "FedAvg", "FedNova",
+    "FedOpt", "FedOptState", "FedProx", "FedSGD", "GradientTransform", "LocalResult", "LocalSGD", "Momentum",
+    "NoState", "Proximal", "Scaffold", "ScaffoldState", "a_norm", "batch_schedule", "build", "client_update",
+    "cohort_size", "evaluate", "flatten_state", "hyperparameters", "mean_params", "train_local", "unflatten_state",
+    "weighted_mean_delta",
 ]

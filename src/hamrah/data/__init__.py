@@ -14,9 +14,20 @@ from hamrah.data.mnist import load_mnist
 
 
 def load_dataset(name: str, path: str | os.PathLike | None = None) -> Dataset:
-    """Load a data set by name: ``mnist``, ``shakespeare`` or ``femnist`` (the bundled LEAF sample)."""
+    """Load a data set by name: ``mnist``, ``shakespeare``, ``femnist`` (the bundled LEAF sample),
+    ``cifar10`` (a JPEG copy) or ``synthetic_<alpha>_<beta>`` / ``synthetic_iid`` (FedProx's generator)."""
     if name == "mnist":
         return load_mnist(path)
+    if name == "cifar10":
+        from hamrah.data.cifar10 import load_cifar10
+
+        return load_cifar10(path)
+    if name.startswith("synthetic"):
+        from hamrah.data.synthetic import parse_name, synthetic
+
+        parsed = parse_name(name)
+        if parsed is not None:
+            return synthetic(parsed[0], parsed[1], iid=parsed[2])
     if name == "shakespeare":
         from hamrah.data.shakespeare import load_shakespeare
 
@@ -28,7 +39,8 @@ def load_dataset(name: str, path: str | os.PathLike | None = None) -> Dataset:
             if (root / "train").is_dir():
                 return load_leaf(root, name="femnist")
         raise DataError("FEMNIST (LEAF JSON) not found; looked in: " + ", ".join(map(str, candidate_dirs("femnist/sample_a", path))))
-    raise ConfigError(f"data.dataset = {name!r}: expected one of mnist, shakespeare, femnist")
+    raise ConfigError(f"data.dataset = {name!r}: expected one of mnist, shakespeare, femnist, cifar10, "
+                      "synthetic_<alpha>_<beta> (e.g. synthetic_1_1), synthetic_iid")
 
 
 def federate(

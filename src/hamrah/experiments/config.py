@@ -21,10 +21,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DATASETS = ("mnist", "shakespeare", "femnist")
+DATASETS = ("mnist", "shakespeare", "femnist", "cifar10", "synthetic_0_0", "synthetic_0.5_0.5", "synthetic_1_1",
+            "synthetic_iid")
 PARTITIONS = ("iid", "shards", "dirichlet", "natural", "unbalanced")
 MODELS = ("2nn", "cnn", "char_lstm", "logreg")
-ALGORITHMS = ("fedsgd", "fedavg")
+ALGORITHMS = ("fedsgd", "fedavg", "fedprox", "scaffold", "fednova", "fedadam", "fedyogi", "fedadagrad", "fedavgm")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,22 @@ class AlgorithmConfig:
     local_epochs: int = 1
     batch_size: int | None = 10  # None = "inf": the whole local data set
     lr: float = 0.1
+    # Unset (None) keys take the algorithm's default; a key the algorithm does not use is refused.
+    momentum: float | None = None  # local heavy-ball momentum
+    local_steps: int | None = None  # run this many local steps instead of epochs
+    mu: float | None = None  # fedprox, fednova: proximal weight
+    server_lr: float | None = None  # scaffold, fedadam/yogi/adagrad/avgm
+    beta1: float | None = None  # fedadam/yogi/adagrad: first moment; fedavgm: server momentum
+    beta2: float | None = None  # fedadam/yogi
+    tau: float | None = None  # fedadam/yogi/adagrad: adaptivity
+
+
+@dataclass(frozen=True)
+class HeterogeneityConfig:
+    epochs: list[int] | None = None  # [lo, hi]: local epochs per client, uniform
+    steps: list[int] | None = None  # [lo, hi]: local steps per client, uniform (instead of epochs)
+    straggler_fraction: float = 0.0  # share of each cohort doing partial work (dropped unless the algorithm accepts it)
+    dropout: float = 0.0  # probability a sampled client fails
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    heterogeneity: HeterogeneityConfig = field(default_factory=HeterogeneityConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def to_dict(self) -> dict:
@@ -163,6 +181,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if value is None and optional:
         return None
     expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if typing.get_origin(base) is list and typing.get_args(base) == (int,):
+        if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{key} = {value!r}: expected [lo, hi], two integers")
+        return list(value)
     if typing.get_origin(base) is list:
         if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             raise ConfigError(f"{key} = {value!r}: expected a list of numbers")
@@ -207,7 +229,39 @@ def _check_values(cfg: ExperimentConfig) -> None:
     for ok, key, value, expected in checks:
         if not ok:
             raise ConfigError(f"{key} = {value!r}: expected {expected}")
-    if d.partition == "natural" and d.dataset == "mnist":
-        raise ConfigError("data.partition = 'natural': MNIST has no natural clients; use iid, shards, dirichlet or unbalanced")
+    _check_algorithm(cfg)
+    if d.partition == "natural" and d.dataset in ("mnist", "cifar10"):
+        raise ConfigError(f"data.partition = 'natural': {d.dataset.upper()} has no natural clients; use iid, shards, dirichlet or unbalanced")
     if d.partition != "natural" and d.num_clients in (None, 0):
         raise ConfigError(f"data.num_clients must be set (>= 1) for partition {d.partition!r}")
+
+
+_EXTRAS = ("momentum", "local_steps", "mu", "server_lr", "beta1", "beta2", "tau")
+
+
+def algorithm_hyperparameters(a: AlgorithmConfig) -> dict:
+    """Return the ``[algorithm]`` keys to pass to :func:`hamrah.algorithms.build`: the base keys the
+    algorithm takes, and every extra that is set (so one it does not take is refused by name)."""
+    from hamrah.algorithms import hyperparameters
+
+    keys = hyperparameters(a.name)
+    base = {k: getattr(a, k) for k in ("local_epochs", "batch_size", "lr") if k in keys}
+    return {**base, **{k: getattr(a, k) for k in _EXTRAS if getattr(a, k) is not None}}
+
+
+def _check_algorithm(cfg: ExperimentConfig) -> None:
+    """Build the algorithm and the heterogeneity once, so bad values are refused before a run."""
+    from hamrah.algorithms import build
+
+    build(cfg.algorithm.name, cfg.algorithm.client_fraction, **algorithm_hyperparameters(cfg.algorithm))
+    heterogeneity(cfg.heterogeneity)
+
+
+def heterogeneity(h: HeterogeneityConfig):
+    """Return the simulator's Heterogeneity for ``[heterogeneity]``, or None when every client is alike."""
+    from hamrah.simulation.heterogeneity import Heterogeneity
+
+    if h == HeterogeneityConfig():
+        return None
+    return Heterogeneity(tuple(h.epochs) if h.epochs else None, tuple(h.steps) if h.steps else None,
+                         h.straggler_fraction, h.dropout)

@@ -19,22 +19,23 @@ import torch
 from torch import nn
 
 import hamrah
-from hamrah.algorithms import FedAvg, FedSGD, LocalSGD
+from hamrah.algorithms import build
 from hamrah.algorithms.base import Algorithm
 from hamrah.core.params import num_parameters
 from hamrah.data import Dataset, FederatedDataset, describe, federate, load_dataset
-from hamrah.experiments.config import AlgorithmConfig, ExperimentConfig
+from hamrah.experiments.config import AlgorithmConfig, ExperimentConfig, algorithm_hyperparameters, heterogeneity
 from hamrah.experiments.plots import plot_curves
 from hamrah.experiments.targets import rounds_to_target
 from hamrah.models import build_model
 from hamrah.simulation import RoundRecord, SimulationConfig, Simulator, seeded
 
 
-def build_algorithm(cfg: AlgorithmConfig) -> Algorithm:
-    """Build the algorithm object a config names."""
-    if cfg.name == "fedsgd":
-        return FedSGD(cfg.client_fraction, cfg.lr)
-    return FedAvg(cfg.client_fraction, LocalSGD(cfg.local_epochs, cfg.batch_size, cfg.lr))
+def build_algorithm(cfg: AlgorithmConfig, num_clients: int | None = None) -> Algorithm:
+    """Build the algorithm object a config names (``num_clients`` = N, for SCAFFOLD's control variate)."""
+    hp = algorithm_hyperparameters(cfg)
+    if cfg.name == "scaffold" and num_clients:
+        hp["num_clients"] = num_clients
+    return build(cfg.name, cfg.client_fraction, **hp)
 
 
 @functools.lru_cache(maxsize=4)
@@ -56,6 +57,7 @@ class Prepared:
         sim_cfg = SimulationConfig(
             rounds=run.rounds, eval_every=run.eval_every, seed=run.seed, batched=run.batched, workers=run.workers,
             target_accuracy=run.target_accuracy, stop_at_target=run.stop_at_target,
+            heterogeneity=heterogeneity(self.config.heterogeneity),
         )
         return Simulator(seeded(self.model_factory, run.seed), self.data, self.algorithm, sim_cfg)
 
@@ -68,7 +70,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
                    shards_per_client=d.shards_per_client, alpha=d.alpha, sigma=d.sigma)
     factory = functools.partial(build_model, cfg.model.name, dataset)
     factory()  # raises ConfigError now if the model does not fit the data
-    return Prepared(cfg, fed, factory, build_algorithm(cfg.algorithm))
+    return Prepared(cfg, fed, factory, build_algorithm(cfg.algorithm, fed.num_clients))
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -1,0 +1,98 @@
+"""Adaptive server optimisers: FedAdam, FedYogi, FedAdagrad (Reddi et al. 2021, *Adaptive Federated
+Optimization*, ICLR; Algorithm 2) and FedAvgM, server momentum (Hsu et al. 2019, *Measuring the
+Effects of Non-Identical Data Distribution for Federated Visual Classification*)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from hamrah.algorithms.base import (
+    Aggregator, ClientResult, LocalSGD, Stateless, _number, aggregate, cohort_size, reported,
+)
+from hamrah.core.errors import ConfigError
+from hamrah.core.params import Params
+
+SERVER_OPTIMIZERS = ("adam", "yogi", "adagrad", "avgm")
+
+
+@dataclass(frozen=True)
+class FedOptState:
+    """Server optimiser state: first moment m (momentum for FedAvgM), second moment v, rounds applied."""
+
+    m: Params
+    v: Params
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class FedOpt(Stateless):
+    """FedOpt: clients run local SGD as in FedAvg; the server treats Delta = agg(delta_k; n_k) as a
+    pseudo-gradient and steps with ``optimizer``:
+
+    - m = beta1 m + (1 - beta1) Delta (adam, yogi, adagrad use m; Reddi et al. set beta1 = 0.9);
+    - adam: v = beta2 v + (1 - beta2) Delta^2; yogi: v = v - (1 - beta2) Delta^2 sign(v - Delta^2);
+      adagrad: v = v + Delta^2; then x = x + server_lr m / (sqrt(v) + tau), v starting at tau^2;
+    - avgm: m = beta1 m + Delta, x = x + server_lr m (server momentum, beta1 = 0.9 in Hsu et al.).
+
+    As in the paper there is no bias correction. FedAvgM with beta1 = 0, server_lr = 1 is FedAvg.
+
+    Example:
+        >>> FedOpt(0.1, LocalSGD(1, 10, 0.1), "adam", server_lr=0.01).name
+        'fedadam'
+    """
+
+    client_fraction: float
+    local: LocalSGD
+    optimizer: str = "adam"
+    server_lr: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.99
+    tau: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in SERVER_OPTIMIZERS:
+            raise ConfigError(f"server optimizer {self.optimizer!r}: expected one of {', '.join(SERVER_OPTIMIZERS)}")
+        _number("algorithm.server_lr", self.server_lr, 0.0, lo_open=True)
+        _number("algorithm.beta1", self.beta1, 0.0, 1.0, hi_open=True)
+        _number("algorithm.beta2", self.beta2, 0.0, 1.0, hi_open=True)
+        _number("algorithm.tau", self.tau, 0.0, lo_open=True)
+
+    @property
+    def name(self) -> str:
+        return "fed" + self.optimizer
+
+    def cohort_size(self, population: int) -> int:
+        return cohort_size(self.client_fraction, population)
+
+    def local_plan(self) -> LocalSGD:
+        return self.local
+
+    def init_server_state(self, params: Params) -> FedOptState:
+        """Return m = 0 and v = tau^2."""
+        return FedOptState({k: torch.zeros_like(v) for k, v in params.items()},
+                           {k: torch.full_like(v, self.tau ** 2) for k, v in params.items()})
+
+    def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: FedOptState,
+                      aggregator: Aggregator | None = None) -> tuple[Params, FedOptState]:
+        """Return the model after one server optimiser step on Delta, and the new moments."""
+        ok = reported(results)
+        delta = aggregate([r.delta for r in ok], [r.num_examples for r in ok], aggregator)
+        b1, b2, s = self.beta1, self.beta2, server_state
+        if self.optimizer == "avgm":
+            m = {k: b1 * s.m[k] + delta[k] for k in delta}
+            new = {k: global_params[k] + self.server_lr * m[k] for k in global_params}
+            return new, FedOptState(m, s.v, s.step + 1)
+        m = {k: b1 * s.m[k] + (1 - b1) * delta[k] for k in delta}
+        v = {k: self._second_moment(s.v[k], delta[k] ** 2) for k in delta}
+        new = {k: global_params[k] + self.server_lr * m[k] / (v[k].sqrt() + self.tau) for k in global_params}
+        return new, FedOptState(m, v, s.step + 1)
+
+    def _second_moment(self, v: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
+        if self.optimizer == "adam":
+            return self.beta2 * v + (1 - self.beta2) * d2
+        if self.optimizer == "yogi":
+            return v - (1 - self.beta2) * d2 * torch.sign(v - d2)
+        return v + d2

@@ -1,0 +1,76 @@
+"""Build an algorithm by name from plain hyperparameters: one factory for the runner and the device."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from hamrah.algorithms.base import Algorithm, LocalSGD
+from hamrah.algorithms.fedavg import FedAvg
+from hamrah.algorithms.fednova import FedNova
+from hamrah.algorithms.fedopt import FedOpt
+from hamrah.algorithms.fedprox import FedProx
+from hamrah.algorithms.fedsgd import FedSGD
+from hamrah.algorithms.scaffold import Scaffold
+from hamrah.core.errors import ConfigError
+
+_LOCAL = {"local_epochs": 1, "batch_size": 10, "lr": 0.1, "momentum": 0.0, "local_steps": None}
+_OPT = ("server_lr", "beta1", "beta2", "tau")
+
+
+def _local(hp: dict) -> LocalSGD:
+    v = {**_LOCAL, **{k: hp[k] for k in _LOCAL if k in hp}}
+    return LocalSGD(v["local_epochs"], v["batch_size"], v["lr"], v["momentum"], v["local_steps"])
+
+
+def _pick(hp: dict, keys: tuple[str, ...]) -> dict:
+    return {k: hp[k] for k in keys if k in hp}
+
+
+_FACTORIES: dict[str, tuple[tuple[str, ...], Callable[[float, dict], Algorithm]]] = {
+    "fedsgd": (("client_fraction", "lr"), lambda c, hp: FedSGD(c, hp.get("lr", 0.1))),
+    "fedavg": (tuple(_LOCAL), lambda c, hp: FedAvg(c, _local(hp))),
+    "fedprox": ((*_LOCAL, "mu"), lambda c, hp: FedProx(c, _local(hp), **_pick(hp, ("mu",)))),
+    "scaffold": ((*_LOCAL, "server_lr", "num_clients"),
+                 lambda c, hp: Scaffold(c, _local(hp), **_pick(hp, ("server_lr", "num_clients")))),
+    "fednova": ((*_LOCAL, "mu"), lambda c, hp: FedNova(c, _local(hp), **_pick(hp, ("mu",)))),
+    **{
+        f"fed{opt}": ((*_LOCAL, *_OPT), lambda c, hp, opt=opt: FedOpt(c, _local(hp), opt, **_pick(hp, _OPT)))
+        for opt in ("adam", "yogi", "adagrad", "avgm")
+    },
+}
+ALGORITHMS = tuple(_FACTORIES)
+
+
+def hyperparameters(name: str) -> tuple[str, ...]:
+    """Return the hyperparameter names algorithm ``name`` accepts (besides client_fraction)."""
+    if name not in _FACTORIES:
+        raise ConfigError(f"algorithm.name = {name!r}: expected one of {', '.join(ALGORITHMS)}")
+    return tuple(k for k in _FACTORIES[name][0] if k != "client_fraction")
+
+
+def build(name: str, client_fraction: float = 0.1, **hyperparameters: Any) -> Algorithm:
+    """Return the algorithm ``name`` built from plain hyperparameters (as in a config or an FL plan).
+
+    Args:
+        name: one of ``ALGORITHMS`` (fedsgd, fedavg, fedprox, scaffold, fednova, fedadam, fedyogi,
+            fedadagrad, fedavgm).
+        client_fraction: C, the share of clients per round.
+        **hyperparameters: local_epochs, batch_size (None = inf), lr, momentum, local_steps, and per
+            algorithm mu, server_lr, beta1, beta2, tau, num_clients. Missing ones take defaults.
+
+    Raises:
+        ConfigError: unknown name, a hyperparameter the algorithm does not use, or a bad value.
+
+    Example:
+        >>> build("fedprox", client_fraction=0.1, lr=0.01, local_epochs=20, mu=1.0).mu
+        1.0
+    """
+    if name not in _FACTORIES:
+        raise ConfigError(f"algorithm.name = {name!r}: expected one of {', '.join(ALGORITHMS)}")
+    allowed, factory = _FACTORIES[name]
+    for key in hyperparameters:
+        if key not in allowed:
+            users = [n for n, (keys, _) in _FACTORIES.items() if key in keys]
+            where = f" (used by {', '.join(users)})" if users else ""
+            raise ConfigError(f"algorithm.{key} is not a hyperparameter of {name}{where}")
+    return factory(client_fraction, hyperparameters)

@@ -1,0 +1,94 @@
+"""SCAFFOLD (Karimireddy et al. 2020, *SCAFFOLD: Stochastic Controlled Averaging for Federated
+Learning*, ICML; Algorithm 1 with option II control variates)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import torch
+
+from hamrah.algorithms.base import (
+    Aggregator, ClientResult, GradientTransform, LocalSGD, _number, aggregate, apply_delta, cohort_size, reported,
+)
+from hamrah.algorithms.transforms import Correction
+from hamrah.core.errors import ConfigError
+from hamrah.core.params import Params
+
+
+@dataclass(frozen=True)
+class ScaffoldState:
+    """SCAFFOLD's server state: the server control variate c."""
+
+    c: Params
+
+
+@dataclass(frozen=True)
+class Scaffold:
+    """SCAFFOLD: local steps y <- y - lr (g(y) + c - c_i); option II c_i+ = c_i - c + (x - y)/(K lr);
+    the server steps x <- x + server_lr * mean(Delta y) and c <- c + (1/N) sum_i Delta c_i.
+
+    Clients are stateful: c_i persists between a client's rounds (``client_update``'s ``state``;
+    the change Delta c_i travels in ``ClientResult.aux``). Departures from the paper, both to make
+    the first round with c = c_i = 0 equal FedAvg's: Delta y is averaged with n_k weights (the paper
+    uses 1/|S|), through the optional robust ``aggregator``. ``num_clients`` is N; when None the
+    server uses |S|/N = client_fraction, c <- c + C * mean(Delta c_i).
+
+    Example:
+        >>> Scaffold(0.1, LocalSGD(1, 10, 0.05), server_lr=1.0).name
+        'scaffold'
+    """
+
+    client_fraction: float
+    local: LocalSGD
+    server_lr: float = 1.0
+    num_clients: int | None = None
+    name: str = "scaffold"
+    accepts_partial_work: ClassVar[bool] = False
+    stateful_clients: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _number("algorithm.server_lr", self.server_lr, 0.0, lo_open=True)
+        if self.num_clients is not None and (not isinstance(self.num_clients, int) or self.num_clients < 1):
+            raise ConfigError(f"algorithm.num_clients = {self.num_clients!r}: expected an integer >= 1")
+
+    def cohort_size(self, population: int) -> int:
+        return cohort_size(self.client_fraction, population)
+
+    def local_plan(self) -> LocalSGD:
+        return self.local
+
+    def init_server_state(self, params: Params) -> ScaffoldState:
+        """Return c = 0."""
+        return ScaffoldState({k: torch.zeros_like(v) for k, v in params.items()})
+
+    def broadcast(self, server_state: ScaffoldState) -> Params:
+        """Return c, sent to the round's clients with the model."""
+        return server_state.c
+
+    def local_transforms(self, global_params: Params, broadcast: Params | None,
+                         client_state: Params | None) -> list[GradientTransform]:
+        """Return the correction c - c_i (c_i = 0 for a client's first round)."""
+        c = broadcast if broadcast is not None else {k: torch.zeros_like(v) for k, v in global_params.items()}
+        offset = {k: c[k] - client_state[k] for k in c} if client_state is not None else dict(c)
+        return [Correction(offset)]
+
+    def next_client_state(self, global_params: Params, local_params: Params, steps: int,
+                          broadcast: Params | None, client_state: Params | None) -> Params:
+        """Return option II's c_i+ = c_i - c + (x - y_i) / (K lr)."""
+        scale = 1.0 / (max(steps, 1) * self.local.lr)
+        out = {}
+        for k, x in global_params.items():
+            ci = client_state[k] if client_state is not None else torch.zeros_like(x)
+            c = broadcast[k] if broadcast is not None else torch.zeros_like(x)
+            out[k] = ci - c + (x - local_params[k]) * scale
+        return out
+
+    def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: ScaffoldState,
+                      aggregator: Aggregator | None = None) -> tuple[Params, ScaffoldState]:
+        """Return x + server_lr * agg(Delta y; n_k) and c + (1/N) sum Delta c_i."""
+        ok = reported(results)
+        dy = aggregate([r.delta for r in ok], [r.num_examples for r in ok], aggregator)
+        share = 1.0 / self.num_clients if self.num_clients else self.client_fraction / len(ok)
+        c = {k: v + share * sum(r.aux[k] for r in ok) for k, v in server_state.c.items()}
+        return apply_delta(global_params, dy, self.server_lr), ScaffoldState(c)
