@@ -56,8 +56,9 @@ class SecAggClient:
     def advertise_keys(self) -> AdvertiseKeys:
         """Round 0: generate the key pairs (c_u, s_u) and return their public halves."""
         self._advance("advertise_keys")
-        self._c_sk, c_pk = crypto.keypair(self._rand)
+        c_sk, c_pk = crypto.keypair(self._rand)
         self._s_sk, s_pk = crypto.keypair(self._rand)
+        self._c_key, self._s_key = crypto.private_key(c_sk), crypto.private_key(self._s_sk)
         return AdvertiseKeys(self.round_id, self.client_id, c_pk, s_pk)
 
     def share_keys(self, message: KeysBroadcast) -> ShareKeys:
@@ -79,8 +80,8 @@ class SecAggClient:
         b_shares = shamir.split(int.from_bytes(self._b, "big"), t, xs, self._rand)
         self._own = (s_shares[xs[0]], b_shares[xs[0]])
         cts = []
-        for v, peer in peers.items():
-            key = crypto.agree(self._c_sk, peer.c_public, b"enc", self.round_id)
+        self._enc_keys = {v: crypto.agree(self._c_key, p.c_public, b"enc", self.round_id) for v, p in peers.items()}
+        for v, key in self._enc_keys.items():
             plain = s_shares[_x(v)].to_bytes(shamir.SHARE_BYTES, "big") + b_shares[_x(v)].to_bytes(shamir.SHARE_BYTES, "big")
             cts.append((v, crypto.seal(key, self.client_id, v, self.round_id, plain)))
         return ShareKeys(self.round_id, self.client_id, tuple(cts))
@@ -103,8 +104,7 @@ class SecAggClient:
                                 f"which are not among its neighbours")
         self._check_threshold("masked_input", len(senders) + 1)
         for v, ct in message.ciphertexts:
-            key = crypto.agree(self._c_sk, self._peers[v].c_public, b"enc", self.round_id)
-            plain = crypto.open_sealed(key, v, self.client_id, self.round_id, ct)
+            plain = crypto.open_sealed(self._enc_keys[v], v, self.client_id, self.round_id, ct)
             half = shamir.SHARE_BYTES
             self._received[v] = (int.from_bytes(plain[:half], "big"), int.from_bytes(plain[half:], "big"))
         cfg = self.config
@@ -112,7 +112,7 @@ class SecAggClient:
         y = quantize(x, cfg.clip, cfg.input_bits, dtype)
         y += crypto.prg(crypto.derive(self._b, b"self-mask", self.round_id), cfg.vector_length, dtype)
         for v in senders:
-            p = crypto.prg(crypto.agree(self._s_sk, self._peers[v].s_public, b"mask", self.round_id),
+            p = crypto.prg(crypto.agree(self._s_key, self._peers[v].s_public, b"mask", self.round_id),
                            cfg.vector_length, dtype)
             if self.client_id > v:
                 y += p

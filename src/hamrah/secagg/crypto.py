@@ -48,14 +48,19 @@ def keypair(randbytes) -> tuple[bytes, bytes]:
     return private, public
 
 
-def agree(private: bytes, peer_public: bytes, purpose: bytes, round_id: int) -> bytes:
+def private_key(raw: bytes) -> X25519PrivateKey:
+    """Return the X25519 private key object of 32 raw bytes (load once, agree many times)."""
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def agree(private: X25519PrivateKey, peer_public: bytes, purpose: bytes, round_id: int) -> bytes:
     """Return the 32-byte key that ``private`` and ``peer_public`` share for ``purpose`` in ``round_id``.
 
     Raises:
         ProtocolError: the peer's public key is not a valid X25519 point (wrong length, low order).
     """
     try:
-        shared = X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(peer_public))
+        shared = private.exchange(X25519PublicKey.from_public_bytes(peer_public))
     except ValueError as exc:
         raise ProtocolError(f"invalid X25519 public key: {exc}") from None
     return derive(shared, purpose, round_id)

@@ -133,11 +133,11 @@ class SecAggServer:
         for u, b in self._rebuild(sorted(u3), 0).items():
             total -= crypto.prg(crypto.derive(b.to_bytes(32, "big"), b"self-mask", self.round_id),
                                 cfg.vector_length, dtype)
-        dropped = sorted(u for u in u2 - u3 if self.graph[u] & u3)
+        dropped = sorted(self._needed(u3) - u3)
         rebuilt = self._rebuild(dropped, 1)
         for u, secret in rebuilt.items():
-            s_sk = secret.to_bytes(32, "big")
-            if crypto.keypair(lambda _: s_sk)[1] != self._inbox["advertise_keys"][u].s_public:
+            s_sk = crypto.private_key(secret.to_bytes(32, "big"))
+            if s_sk.public_key().public_bytes_raw() != self._inbox["advertise_keys"][u].s_public:
                 raise ProtocolError(f"the rebuilt mask key of client {u} does not match its advertised key: "
                                     f"a share holder sent a wrong share")
             for v in self.graph[u] & u3:
@@ -181,13 +181,17 @@ class SecAggServer:
             return
         if stage == "unmasking":
             return  # checked per secret in _rebuild
-        for u in sorted(alive):
-            left = len((self.graph[u] & alive) | {u})
+        for u in sorted(alive if stage in STAGES[:2] else self._needed(alive)):
+            left = len((self.graph[u] | {u}) & alive)
             if left < t:
                 raise DropoutThresholdExceeded(
                     f"secure aggregation (SecAgg+) aborted at stage {stage!r}: client {u} has {left} surviving "
                     f"holders of its shares (itself and its neighbours), the threshold is t={t}; "
                     f"{len(alive)} of {n} clients survived")
+
+    def _needed(self, u3: set[int]) -> set[int]:
+        """Clients whose secrets unmasking must rebuild: b_u of U3, s_u^SK of dropped neighbours of U3."""
+        return u3 | {u for u in self._alive["share_keys"] - u3 if self.graph[u] & u3}
 
     def _rebuild(self, owners: list[int], which: int) -> dict[int, int]:
         """Rebuild secret ``which`` (0: b_u, 1: s_u^SK) of each owner from the shares sent in round 3."""
