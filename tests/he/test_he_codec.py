@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 
 from hamrah.core.errors import ProtocolError
-from hamrah.he import (Packing, decrypt_vector, encrypt_packed, encrypt_vector, mul_plain, public_key_from_bytes,
-                       public_key_to_bytes, sum_vectors, vector_from_bytes, vector_to_bytes)
+from hamrah.he import (
+    Packing,
+    decrypt_vector,
+    encrypt_packed,
+    encrypt_vector,
+    mul_plain,
+    public_key_from_bytes,
+    public_key_to_bytes,
+    sum_vectors,
+    vector_from_bytes,
+    vector_to_bytes,
+)
 
 HEADER = 4 + 46  # magic + struct header
 

@@ -6,8 +6,21 @@ import numpy as np
 import pytest
 
 from hamrah.core.errors import ConfigError, ProtocolError
-from hamrah.he import (FixedPoint, Packing, add, add_plain, decrypt_ints, decrypt_vector, dot_plain, encrypt_packed,
-                       encrypt_vector, matvec_plain, mul_plain, paillier_keygen, sum_vectors)
+from hamrah.he import (
+    FixedPoint,
+    Packing,
+    add,
+    add_plain,
+    decrypt_ints,
+    decrypt_vector,
+    dot_plain,
+    encrypt_packed,
+    encrypt_vector,
+    matvec_plain,
+    mul_plain,
+    paillier_keygen,
+    sum_vectors,
+)
 
 
 def test_seeded_keygen_is_reproducible_and_sized(keys):

@@ -6,10 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-import hamrah.he as he
+from hamrah import he
 from hamrah.core.errors import ConfigError, ProtocolError
-from hamrah.he import (CKKSConfig, CKKSScheme, PaillierConfig, PaillierScheme, ParamsLayout, flatten_params,
-                       unflatten_params)
+from hamrah.he import (
+    CKKSConfig,
+    CKKSScheme,
+    PaillierConfig,
+    PaillierScheme,
+    ParamsLayout,
+    flatten_params,
+    unflatten_params,
+)
 
 SCHEMES = {
     "paillier": lambda: PaillierScheme(PaillierConfig(key_bits=1024, precision_bits=20, bound=1.0, max_clients=5)),

@@ -27,8 +27,19 @@ from hamrah.he.paillier import (
     paillier_keygen,
     sum_vectors,
 )
-from hamrah.he.paillier_codec import public_key_from_bytes, public_key_to_bytes, vector_from_bytes, vector_to_bytes
-from hamrah.he.scheme import CKKSScheme, HEKeys, HEScheme, PaillierConfig, PaillierScheme
+from hamrah.he.paillier_codec import (
+    public_key_from_bytes,
+    public_key_to_bytes,
+    vector_from_bytes,
+    vector_to_bytes,
+)
+from hamrah.he.scheme import (
+    CKKSScheme,
+    HEKeys,
+    HEScheme,
+    PaillierConfig,
+    PaillierScheme,
+)
 
 __all__ = [
     "CKKSCiphertext", "CKKSConfig", "CKKSScheme", "EncryptedVector", "FixedPoint", "HEKeys", "HEScheme", "Packing",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ class ParamsLayout:
     dtypes: tuple[torch.dtype, ...]
 
     @classmethod
-    def of(cls, params: Mapping[str, torch.Tensor]) -> "ParamsLayout":
+    def of(cls, params: Mapping[str, torch.Tensor]) -> ParamsLayout:
         """Return the layout of ``params`` in their iteration order."""
         return cls(tuple(params), tuple(tuple(v.shape) for v in params.values()),
                    tuple(v.dtype for v in params.values()))

@@ -23,9 +23,9 @@ for tests and simulations; numpy's PCG64 is not a cryptographic generator.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import reduce
-from typing import Sequence
 
 import gmpy2
 import numpy as np

@@ -4,7 +4,7 @@ Public key: ``b"HPK1"``, the byte length of ``n`` (u16), ``n`` big-endian.
 Vector: ``b"HPV1"``, a fixed header (below), then every ciphertext big-endian in ``width`` bytes
 (the byte length of ``n^2``: 512 bytes for a 2048-bit key). The header names the key by an 8-byte
 SHA-256 fingerprint of ``n`` rather than carrying it, so a vector costs its ciphertexts plus
-59 bytes. Every field is checked on decoding; anything malformed raises ``ProtocolError``.
+50 bytes. Every field is checked on decoding; anything malformed raises ``ProtocolError``.
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -112,9 +113,9 @@ class PaillierScheme(HEScheme):
 
     name = "paillier"
 
-    def __init__(self, config: PaillierConfig = PaillierConfig()) -> None:
-        self.config = config
-        self.packing = config.packing  # validates the headroom now, not at the first encryption
+    def __init__(self, config: PaillierConfig | None = None) -> None:
+        self.config = config or PaillierConfig()
+        self.packing = self.config.packing  # validates the headroom now, not at the first encryption
 
     def keygen(self, rng: np.random.Generator | None = None) -> HEKeys:
         public, secret = paillier.paillier_keygen(self.config.key_bits, rng)
@@ -166,8 +167,8 @@ class CKKSScheme(HEScheme):
 
     name = "ckks"
 
-    def __init__(self, config: ckks.CKKSConfig = ckks.CKKSConfig()) -> None:
-        self.config = config
+    def __init__(self, config: ckks.CKKSConfig | None = None) -> None:
+        self.config = config or ckks.CKKSConfig()
 
     def keygen(self, rng: np.random.Generator | None = None) -> HEKeys:
         public, secret = ckks.ckks_keygen(self.config)
