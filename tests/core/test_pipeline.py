@@ -81,6 +81,9 @@ class Robust(BaseStage):
     name: str = "median"
     traits: ClassVar[StageTraits] = StageTraits("server", needs_per_client_view=True, client_side=False)
 
+    def combine(self, updates, weights, ctx):
+        return {k: torch.stack([u[k] for u in updates]).median(0).values for k in updates[0]}
+
 
 @dataclass(frozen=True)
 class Counter(BaseStage):
@@ -162,6 +165,7 @@ def test_secure_sum_mode_gives_weighted_mean():
     ([PlainSum(), Clip()], "clip changes client updates but comes after sum"),
     ([Codec("q8"), Codec("topk")], "two codecs (q8, topk)"),
     ([Identity(), Identity()], "expected distinct names"),
+    ([Robust("m1"), Robust("m2")], "['m1', 'm2'] each replace the mean"),
 ])
 def test_incompatible_chains_are_refused_with_reason(stages, reason):
     with pytest.raises(ConfigError) as err:
@@ -172,6 +176,13 @@ def test_incompatible_chains_are_refused_with_reason(stages, reason):
 def test_compatible_chains_are_accepted():
     Chain([Clip(), Noise("n", "client"), Codec("q", ring=True), PlainSum(), Noise("central")])
     Chain([Clip(), Codec("topk"), Noise("central"), Robust()])
+
+
+def test_per_client_view_stage_replaces_the_mean():
+    ups = _updates(5)
+    out = process_round(Chain([Codec("c"), Robust()]), ups, {k: 1 for k in ups}, {}, _rngs(ups))
+    want = torch.stack([ups[k]["b"] for k in ups]).median(0).values
+    assert torch.equal(out.aggregate["b"], want)
 
 
 def test_round_input_errors():

@@ -7,8 +7,9 @@ of stages (clipping, noise, compression, secure aggregation). The design follows
 
 How to write a stage (subclass :class:`BaseStage`, a frozen dataclass, and override what you need):
 
-- ``traits`` (a ``ClassVar`` or a property): a :class:`StageTraits` declaring what the stage is (``kind``), whether its payload can be
-  summed in a ring, whether its server half needs each client's update, where it adds noise. :class:`Chain` checks these when it is built and refuses impossible orders.
+- ``traits`` (a ``ClassVar`` or a property): a :class:`StageTraits` declaring what the stage is
+  (``kind``), whether its payload can be summed in a ring, whether its server half needs each client's
+  update, where it adds noise. :class:`Chain` checks these when built and refuses impossible orders.
 - ``init_state(template)``: the per-client state (e.g. an error-feedback residual) or ``None``. The
   driver keeps one per client and stage across rounds (simulator: in memory; device: on disk).
 - ``init_server(template)``: the server state (e.g. an adaptive clipping norm) or ``None``. Clients
@@ -26,6 +27,8 @@ How to write a stage (subclass :class:`BaseStage`, a frozen dataclass, and overr
   ``aggregate(payloads, ctx) -> Params`` returning the SUM of its clients' inputs; the server never
   decodes a single payload of such a chain. In that mode each client's update is scaled by
   ``weight * m`` before the first stage (1 for equal weights), and the chain divides the sum by m.
+- A stage with ``traits.needs_per_client_view`` (robust aggregation) implements
+  ``combine(updates, weights, ctx) -> Params``, which replaces the weighted mean of decoded updates.
 - Auxiliary sums: a stage may add entries to the update under keys starting with ``"<stage name>:"``
   (e.g. adaptive clipping's was-clipped bit, Andrew et al. 2021); they travel through later stages and
   aggregation like any tensor (summed securely under secure aggregation) and its server half pops them.
@@ -313,6 +316,9 @@ def check_chain(stages: Sequence[Stage]) -> None:
     if len(codecs) > 1:
         raise ConfigError(f"pipeline: two codecs ({names[codecs[0]]}, {names[codecs[1]]}): only the last client "
                           "stage's payload is sent, so the first's compression would be lost; use one codec")
+    viewers = [names[i] for i, t in enumerate(traits) if t.needs_per_client_view]
+    if len(viewers) > 1:
+        raise ConfigError(f"pipeline: {viewers} each replace the mean of per-client updates; expected at most one")
     sums = [i for i, t in enumerate(traits) if t.kind == "secure_sum"]
     if len(sums) > 1:
         raise ConfigError(f"pipeline: two secure aggregation stages ({names[sums[0]]}, {names[sums[1]]}); "
@@ -403,6 +409,9 @@ class Chain:
             total = self.stages[s].aggregate(payloads, ctx)
             return {k: v / len(payloads) for k, v in total.items()}
         wire = self.wire_stage()
+        viewer = next((st for st in self.stages if st.traits.needs_per_client_view), None)
+        if viewer is not None:
+            return viewer.combine([wire.decode(p) for p in payloads], list(weights), ctx)
         out: Params = {}
         for p, w in zip(payloads, weights):
             for k, v in wire.decode(p).items():
