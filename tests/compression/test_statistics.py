@@ -26,7 +26,7 @@ from hamrah.core.pipeline import (
     process_round,
 )
 
-N = 3000
+N = 2000
 
 
 def _x(d=40, seed=0):
