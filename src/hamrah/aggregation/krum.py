@@ -17,16 +17,29 @@ from hamrah.core.errors import ConfigError, NotEnoughClients
 from hamrah.core.params import Params
 
 
-def krum_scores(x: torch.Tensor, f: int) -> torch.Tensor:
-    """Return each row's Krum score: the sum of squared distances to its K - f - 2 nearest rows.
+def squared_distances(x: torch.Tensor) -> torch.Tensor:
+    """Return the ``[K, K]`` matrix of squared L2 distances between the rows of ``x`` (float64).
 
-    Uses at least one neighbour, so Bulyan's last selections (few rows left) stay defined.
+    One Gram matrix of the centred rows (centring keeps float32 cancellation small); Bulyan reuses
+    it for every subset instead of recomputing distances.
     """
-    xd = x.double()
-    d2 = torch.cdist(xd, xd).pow(2)
-    neighbours = max(x.shape[0] - f - 2, 1)
+    xc = x - x.mean(0, keepdim=True)
+    g = (xc @ xc.t()).double()
+    sq = g.diagonal()
+    return (sq[:, None] + sq[None, :] - 2 * g).clamp(min=0).fill_diagonal_(0)
+
+
+def krum_scores_from(d2: torch.Tensor, f: int) -> torch.Tensor:
+    """Return each row's Krum score from squared distances ``d2``: the sum over its K - f - 2
+    nearest other rows (at least one, so Bulyan's last selections stay defined)."""
+    neighbours = max(d2.shape[0] - f - 2, 1)
     # column 0 of each sorted row is the row itself (distance 0)
     return d2.sort(1).values[:, 1 : neighbours + 1].sum(1)
+
+
+def krum_scores(x: torch.Tensor, f: int) -> torch.Tensor:
+    """Return each row's Krum score: the sum of squared distances to its K - f - 2 nearest rows."""
+    return krum_scores_from(squared_distances(x), f)
 
 
 @dataclass(frozen=True)
@@ -96,13 +109,15 @@ class Bulyan:
         n, f = len(deltas), self.f
         if n < 4 * f + 3:
             raise NotEnoughClients(f"aggregator {self.name}: {n} deltas, Bulyan with f = {f} needs {4 * f + 3}")
+        d2 = squared_distances(x)
         remaining = list(range(n))
         chosen = []
         for _ in range(n - 2 * f):
-            best = int(krum_scores(x[remaining], f).argmin())
+            idx = torch.tensor(remaining)
+            best = int(krum_scores_from(d2[idx][:, idx], f).argmin())
             chosen.append(remaining.pop(best))
-        sel = x[chosen]
-        med = coordinate_median(sel)
+        sel = x[chosen].t().contiguous()  # [D, theta]
+        med = coordinate_median(sel.t())
         beta = len(chosen) - 2 * f
-        closest = (sel - med).abs().argsort(0)[:beta]
-        return unflatten(sel.gather(0, closest).mean(0), spec)
+        closest = (sel - med[:, None]).abs().argsort(1)[:, :beta]
+        return unflatten(sel.gather(1, closest).mean(1), spec)
