@@ -87,6 +87,9 @@ def test_pack_round_trips(bits):
     data = pack(values, bits)
     assert len(data) == packed_size(37, bits)
     assert np.array_equal(unpack(data, bits, 37), values)
+    # The layout is the plain bit stream: value i holds bits [i * bits, (i + 1) * bits), LSB first.
+    stream = np.unpackbits(values.astype("<u8").view(np.uint8).reshape(37, 8), axis=1, bitorder="little")[:, :bits]
+    assert data == np.packbits(stream.reshape(-1), bitorder="little").tobytes()
     with pytest.raises(ProtocolError, match="needs"):
         unpack(data + b"\0", bits, 37)
 

@@ -49,8 +49,27 @@ def pack(values: np.ndarray, bits: int) -> bytes:
     values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
     if bits == values.dtype.itemsize * 8:
         return values.tobytes()
+    if bits <= _FAST_BITS and len(values):
+        return _pack_words(values.astype(np.uint64), bits)
     unpacked = np.unpackbits(values.view(np.uint8).reshape(len(values), -1), axis=1, bitorder="little")
     return np.packbits(unpacked[:, :bits], bitorder="little").tobytes()
+
+
+_FAST_BITS = 57  # a value plus its bit shift within a byte fits one 64-bit word
+
+
+def _pack_words(values: np.ndarray, bits: int) -> bytes:
+    """Pack into 64-bit words: each value's low part ORs into the word its first bit falls in (values
+    starting in one word are OR-reduced together), its high part into the next word when it spills."""
+    offsets = np.arange(len(values), dtype=np.uint64) * np.uint64(bits)
+    word, shift = offsets >> np.uint64(6), offsets & np.uint64(63)
+    words = np.zeros(int(word[-1]) + 2, dtype=np.uint64)
+    starts = np.flatnonzero(np.r_[True, word[1:] != word[:-1]])
+    words[word[starts]] = np.bitwise_or.reduceat(values << shift, starts)
+    # The part past the word's end, v >> (64 - s), written as two shifts so that s = 0 gives 0.
+    spill = (values >> np.uint64(1)) >> (np.uint64(63) - shift)
+    words[word[starts] + np.uint64(1)] |= np.bitwise_or.reduceat(spill, starts)
+    return words.astype("<u8").tobytes()[:packed_size(len(values), bits)]
 
 
 def packed_size(length: int, bits: int) -> int:
@@ -70,6 +89,13 @@ def unpack(data: bytes, bits: int, length: int) -> np.ndarray:
                             f"bytes, got {len(data)}")
     if bits == dtype.itemsize * 8:
         return np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype)
+    if bits <= _FAST_BITS and length:
+        # Read the unaligned 64-bit word at each value's first byte, shift and mask.
+        padded = np.frombuffer(data + bytes(8), dtype=np.uint8)
+        words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
+        offsets = np.arange(length, dtype=np.int64) * bits
+        picked = words[offsets >> 3] >> (offsets & 7).astype(np.uint64)
+        return (picked & np.uint64((1 << bits) - 1)).astype(dtype)
     flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little", count=length * bits)
     padded = np.zeros((length, dtype.itemsize * 8), dtype=np.uint8)
     padded[:, :bits] = flat.reshape(length, bits)
