@@ -22,12 +22,13 @@ from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.pipeline import ClientContext, DensePayload, header_nbytes, spec_of
 
 CODECS = [
-    StochasticQuantizer(8), StochasticQuantizer(4), StochasticQuantizer(2), StochasticQuantizer(4, "qsgd"),
+    StochasticQuantizer(8), StochasticQuantizer(4), StochasticQuantizer(2), StochasticQuantizer(4, "qsgd"), StochasticQuantizer(8, "qsgd", bucket=16), StochasticQuantizer(2, bucket=5),
     StochasticQuantizer(2, "ring", clip=2.0), SignEF(), SignEF(error_feedback=False), TopK(0.1),
     TopK(0.2, value_dtype="float16"), RandomMask(0.3), RandomMask(0.3, shared=True), HalfPrecision("float16"),
     HalfPrecision("bfloat16"),
 ]
-IDS = [f"{type(c).__name__}-{getattr(c, 'bits', '')}{getattr(c, 'scheme', '')}{getattr(c, 'dtype', '')}" for c in CODECS]
+IDS = [f"{type(c).__name__}-{getattr(c, 'bits', '')}{getattr(c, 'scheme', '')}{getattr(c, 'bucket', '')}"
+       f"{getattr(c, 'dtype', '')}{getattr(c, 'p', '')}" for c in CODECS]
 
 
 def _update(seed=0):
@@ -62,7 +63,9 @@ def test_byte_formulas():
     assert dense == h + 4 * d
     for bits, body in [(8, 91 + 7 + 1), (4, 46 + 4 + 1), (2, 23 + 2 + 1)]:  # ceil(n * bits / 8) per tensor
         p, _ = StochasticQuantizer(bits).encode(u, None, _ctx())
-        assert p.nbytes == quantized_nbytes(spec, bits) == h + 3 * 8 + body
+        assert p.nbytes == quantized_nbytes(spec, bits) == h + 4 + 3 * 8 + body
+    p, _ = StochasticQuantizer(8, bucket=10).encode(u, None, _ctx())  # buckets: 10 + 1 + 1
+    assert p.nbytes == quantized_nbytes(spec, 8, bucket=10) == h + 4 + 12 * 8 + d
     p, _ = SignEF().encode(u, None, _ctx())
     assert p.nbytes == h + 3 * 4 + (12 + 1 + 1)
     p, _ = TopK(0.1).encode(u, None, _ctx())
@@ -94,7 +97,7 @@ def test_quantizer_hand_computed_minmax_levels():
     # 2 bits over [-1, 2]: levels -1, 0, 1, 2; values on a level are exact whatever the random draws
     u = {"x": torch.tensor([-1.0, 0.0, 1.0, 2.0])}
     p, _ = StochasticQuantizer(2).encode(u, None, _ctx())
-    assert p.codes[0].tolist() == [0, 1, 2, 3] and p.scales[0] == (-1.0, 1.0)
+    assert p.codes[0].tolist() == [0, 1, 2, 3] and p.scales[0].tolist() == [[-1.0, 1.0]]
     assert StochasticQuantizer(2).decode(p)["x"].tolist() == [-1.0, 0.0, 1.0, 2.0]
 
 
@@ -138,11 +141,13 @@ def test_codec_specific_malformed_fields():
     codes = list(p.codes)
     codes[0] = np.full_like(codes[0], 15)  # above 2s = 14
     with pytest.raises(ProtocolError, match="expected codes <= 14"):
-        q.read(type(p)(p.spec, p.tag, p.bits, p.scales, tuple(codes)).to_bytes(), spec)
+        q.read(type(p)(p.spec, p.tag, p.bits, p.bucket, p.scales, tuple(codes)).to_bytes(), spec)
     p, _ = StochasticQuantizer(8).encode(u, None, _ctx())
-    scales = ((math.inf, 1.0),) + p.scales[1:]
+    scales = (np.array([[math.inf, 1.0]], dtype=np.float32),) + p.scales[1:]
     with pytest.raises(ProtocolError, match="finite"):
-        StochasticQuantizer(8).read(type(p)(p.spec, p.tag, p.bits, scales, p.codes).to_bytes(), spec)
+        StochasticQuantizer(8).read(type(p)(p.spec, p.tag, p.bits, p.bucket, scales, p.codes).to_bytes(), spec)
+    with pytest.raises(ProtocolError, match="bucket = 0: expected 4"):
+        StochasticQuantizer(8, bucket=4).read(p.to_bytes(), spec)
     big = {k: v * 1e6 for k, v in u.items()}
     with pytest.raises(ProtocolError, match="finite"):
         HalfPrecision().read(HalfPrecision().encode(big, None, _ctx())[0].to_bytes(), spec)

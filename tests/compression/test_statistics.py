@@ -46,9 +46,11 @@ def _mean_of_encodings(codec, x, n=N):
     (StochasticQuantizer(8), lambda x: (x.max() - x.min()) / 255 / 2),
     (StochasticQuantizer(2), lambda x: (x.max() - x.min()) / 3 / 2),
     (StochasticQuantizer(2, "qsgd"), lambda x: x.norm() / 2),
+    (StochasticQuantizer(4, "qsgd", bucket=8), lambda x: x.norm() / 7 / 2),
+    (StochasticQuantizer(2, bucket=8), lambda x: (x.max() - x.min()) / 3 / 2),
     (StochasticQuantizer(4, "ring", clip=4.0), lambda x: 8.0 / 15 / 2),
     (RandomMask(0.25), lambda x: x.abs() * (0.75 / 0.25) ** 0.5),
-], ids=["q8", "q2", "qsgd2", "ring4", "mask"])
+], ids=["q8", "q2", "qsgd2", "qsgd4-bucket8", "q2-bucket8", "ring4", "mask"])
 def test_stochastic_codecs_are_unbiased(codec, sigma):
     x = _x()
     mean = _mean_of_encodings(codec, x)

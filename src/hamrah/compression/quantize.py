@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from hamrah.compression import bits as packing
-from hamrah.compression.common import finite_scalar
+from hamrah.compression.common import floats
 from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import (
@@ -41,17 +41,20 @@ SCHEMES = ("minmax", "qsgd", "ring")
 
 @dataclass(frozen=True)
 class QuantizedPayload:
-    """Per tensor two float32 scale fields (offset, step) and packed b-bit codes."""
+    """The bucket size (uint32, 0: one bucket per tensor); per tensor, per bucket two float32 scale
+    fields (offset, step), then the tensor's packed b-bit codes; value = offset + step * code."""
 
     spec: Spec
     tag: bytes
     bits: int
-    scales: tuple[tuple[float, float], ...]
-    codes: tuple[np.ndarray, ...]
+    bucket: int
+    scales: tuple[np.ndarray, ...]  # float32 [buckets, 2] per tensor
+    codes: tuple[np.ndarray, ...]  # uint8, flat, per tensor
 
     @property
     def nbytes(self) -> int:
-        return header_nbytes(self.spec) + sum(8 + packing.packed_nbytes(c.size, self.bits) for c in self.codes)
+        return header_nbytes(self.spec) + 4 + sum(s.nbytes + packing.packed_nbytes(c.size, self.bits)
+                                                  for s, c in zip(self.scales, self.codes))
 
     def ring(self) -> RingCodes:
         """Return the codes as integers a secure sum can add (shared-range "ring" scheme only).
@@ -61,26 +64,29 @@ class QuantizedPayload:
         """
         if not self.tag.endswith(b"RG"):
             raise ConfigError(f"quantized payload {self.tag!r}: codes are summable only with scheme 'ring'")
-        (offset, step), codes = self.scales[0], {n: c.astype(np.int64) for (n, _), c in zip(self.spec, self.codes)}
+        offset, step = (float(v) for v in self.scales[0][0])
+        codes = {n: c.astype(np.int64) for (n, _), c in zip(self.spec, self.codes)}
         return RingCodes(self.spec, codes, self.bits, offset, step)
 
     def to_bytes(self) -> bytes:
         w = WireWriter(self.tag, self.spec)
-        for (a, b), c in zip(self.scales, self.codes):
-            w.pack("ff", a, b)
+        w.pack("I", self.bucket)
+        for s, c in zip(self.scales, self.codes):
+            w.raw(s.astype("<f4").tobytes())
             w.raw(packing.pack(c, self.bits))
         return w.getvalue()
 
 
 @dataclass(frozen=True)
 class StochasticQuantizer(BaseStage):
-    """Quantize each tensor to ``bits`` bits with stochastic rounding (unbiased).
+    """Quantize each tensor (or each bucket of ``bucket`` values) to ``bits`` bits, rounding stochastically.
 
     Args:
         bits: 2, 4 or 8.
         scheme: "minmax" (Suresh et al. 2017), "qsgd" (Alistarh et al. 2017) or "ring" (shared range,
             summable under secure aggregation).
         clip: r, the shared range [-r, r] of the "ring" scheme.
+        bucket: values that share one scale (QSGD uses 512); None: one scale per tensor.
 
     Example:
         >>> q = StochasticQuantizer(8)
@@ -91,6 +97,7 @@ class StochasticQuantizer(BaseStage):
     bits: int = 8
     scheme: str = "minmax"
     clip: float | None = None
+    bucket: int | None = None
     name: str = "quantize"
 
     def __post_init__(self) -> None:
@@ -101,6 +108,8 @@ class StochasticQuantizer(BaseStage):
         if self.scheme == "ring" and not (isinstance(self.clip, (int, float)) and math.isfinite(self.clip)
                                           and self.clip > 0):
             raise ConfigError(f"quantize clip = {self.clip!r}: the ring scheme needs a positive finite range r")
+        if self.bucket is not None and not (isinstance(self.bucket, int) and 1 <= self.bucket < 2**32):
+            raise ConfigError(f"quantize bucket = {self.bucket!r}: expected None or an integer >= 1")
 
     @property
     def traits(self) -> StageTraits:
@@ -115,52 +124,73 @@ class StochasticQuantizer(BaseStage):
         """Return s: the top code (minmax, ring) or the number of magnitude levels (qsgd)."""
         return 2 ** (self.bits - 1) - 1 if self.scheme == "qsgd" else 2 ** self.bits - 1
 
+    def _rows(self, n: int) -> tuple[int, int]:
+        """Return (buckets, bucket size) for a tensor of ``n`` values."""
+        size = max(1, n if self.bucket is None else min(self.bucket, n))
+        return math.ceil(n / size), size
+
     def encode(self, update: Params, state: Any, ctx: ClientContext) -> tuple[QuantizedPayload, Any]:
         scales, codes = [], []
         for v in update.values():
             x = v.detach().reshape(-1).to(torch.float32)
-            u = torch.from_numpy(ctx.rng.random(x.numel(), dtype=np.float32))
-            scale, code = self._quantize(x, u)
-            scales.append((float(np.float32(scale[0])), float(np.float32(scale[1]))))  # as sent
-            codes.append(code.to(torch.uint8).numpy())
-        return QuantizedPayload(spec_of(update), self.tag, self.bits, tuple(scales), tuple(codes)), state
+            rows, size = self._rows(x.numel())
+            pad = rows * size - x.numel()
+            fill = 0.0 if self.scheme == "qsgd" or not x.numel() else float(x[-1])  # leaves min, max, norm as they are
+            xr = torch.cat([x, x.new_full((pad,), fill)]).view(rows, size)
+            u = torch.from_numpy(ctx.rng.random(rows * size, dtype=np.float32)).view(rows, size)
+            scale, code = self._quantize(xr, u)
+            scales.append(scale.numpy())
+            codes.append(code.reshape(-1)[:x.numel()].to(torch.uint8).numpy())
+        return QuantizedPayload(spec_of(update), self.tag, self.bits, self.bucket or 0, tuple(scales), tuple(codes)), state
 
-    def _quantize(self, x: torch.Tensor, u: torch.Tensor) -> tuple[tuple[float, float], torch.Tensor]:
+    def _quantize(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return per-row float32 (offset, step) [rows, 2] and integer codes for the rows of ``x``."""
         s = self.levels
         if self.scheme == "qsgd":
-            norm = float(x.norm()) if x.numel() else 0.0
-            t = x.abs() * (s / norm) if norm > 0 else torch.zeros_like(x)
+            norm = x.norm(dim=1, keepdim=True)
+            scale = torch.cat([-norm, norm / s], 1).to(torch.float32)
+            t = torch.where(norm > 0, x.abs() * s / norm.clamp_min(1e-38), torch.zeros_like(x))
             level = _stochastic_floor(t, u).clamp_(0, s)
-            return (-norm, norm / s), (level * torch.sign(x) + s)
+            return scale, level * torch.sign(x) + s
         if self.scheme == "ring":
-            lo, hi = -float(self.clip), float(self.clip)
-            x = x.clamp(lo, hi)
+            lo = torch.full((x.shape[0], 1), -float(self.clip))
+            hi = -lo
+            x = x.clamp(-float(self.clip), float(self.clip))
         else:
-            lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
-        step = (hi - lo) / s
-        t = (x - lo) / step if step > 0 else torch.zeros_like(x)
-        return (lo, step), _stochastic_floor(t, u).clamp_(0, s)
+            lo, hi = x.min(1, keepdim=True).values, x.max(1, keepdim=True).values
+        scale = torch.cat([lo, (hi - lo) / s], 1).to(torch.float32)  # rounded as sent
+        lo, step = scale[:, :1], scale[:, 1:]
+        t = torch.where(step > 0, (x - lo) / step.clamp_min(1e-38), torch.zeros_like(x))
+        return scale, _stochastic_floor(t, u).clamp_(0, s)
 
     def decode(self, payload: QuantizedPayload) -> Params:
         out = {}
-        for (name, shape), (a, b), c in zip(payload.spec, payload.scales, payload.codes):
-            out[name] = (a + b * torch.from_numpy(c.astype(np.float32))).reshape(shape)
+        for (name, shape), scale, c in zip(payload.spec, payload.scales, payload.codes):
+            rows, size = self._rows(c.size)
+            code = torch.zeros(rows * size)
+            code[:c.size] = torch.from_numpy(c.astype(np.float32))
+            sc = torch.from_numpy(scale)
+            out[name] = (sc[:, :1] + sc[:, 1:] * code.view(rows, size)).reshape(-1)[:c.size].reshape(shape)
         return out
 
     def read(self, data: bytes, spec: Spec) -> QuantizedPayload:
         r = WireReader(data, self.tag, spec)
+        (bucket,) = r.unpack("I")
+        if bucket != (self.bucket or 0):
+            raise ProtocolError(f"payload bucket = {bucket}: expected {self.bucket or 0}")
+        top = 2 * self.levels if self.scheme == "qsgd" else self.levels
         scales, codes = [], []
         for name, shape in spec:
-            a, b = (finite_scalar(v, f"{name} scale") for v in r.unpack("ff"))
             n = math.prod(shape)
+            rows, _ = self._rows(n)
+            sc = floats(r, 2 * rows, "<f4").astype(np.float32).reshape(rows, 2)
             c = packing.unpack(r.raw(packing.packed_nbytes(n, self.bits)), n, self.bits)
-            top = 2 * self.levels if self.scheme == "qsgd" else self.levels
             if c.size and int(c.max()) > top:
                 raise ProtocolError(f"payload {name} codes: expected codes <= {top}, got {int(c.max())}")
-            scales.append((a, b))
+            scales.append(sc)
             codes.append(c)
         r.finish()
-        return QuantizedPayload(spec, self.tag, self.bits, tuple(scales), tuple(codes))
+        return QuantizedPayload(spec, self.tag, self.bits, self.bucket or 0, tuple(scales), tuple(codes))
 
 
 def _stochastic_floor(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -169,9 +199,11 @@ def _stochastic_floor(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return fl + (u < (t - fl)).to(t.dtype)
 
 
-def quantized_nbytes(spec: Spec, bits: int) -> int:
+def quantized_nbytes(spec: Spec, bits: int, bucket: int | None = None) -> int:
     """Return the wire size of a ``bits``-bit quantized payload of ``spec`` (the formula the tests check)."""
-    return header_nbytes(spec) + sum(8 + packing.packed_nbytes(math.prod(s), bits) for _, s in spec)
+    sizes = [math.prod(s) for _, s in spec]
+    buckets = [1 if bucket is None else max(1, math.ceil(n / bucket)) for n in sizes]
+    return header_nbytes(spec) + 4 + sum(8 * b + packing.packed_nbytes(n, bits) for n, b in zip(sizes, buckets))
 
 
 __all__ = ["SCHEMES", "QuantizedPayload", "StochasticQuantizer", "quantized_nbytes"]
