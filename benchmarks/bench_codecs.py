@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hamrah.compression import HalfPrecision, RandomMask, SignEF, StochasticQuantizer, TopK
+from hamrah.compression import (
+    HalfPrecision,
+    RandomMask,
+    SignEF,
+    StochasticQuantizer,
+    TopK,
+)
 from hamrah.core.pipeline import ClientContext, Identity, spec_of
 from hamrah.data import load_mnist
 from hamrah.models import build_model
@@ -28,7 +34,8 @@ from hamrah.models import build_model
 CODECS = {
     "float32": Identity(), "float16": HalfPrecision("float16"), "bfloat16": HalfPrecision("bfloat16"),
     "q8 minmax": StochasticQuantizer(8), "q4 minmax": StochasticQuantizer(4), "q2 minmax": StochasticQuantizer(2),
-    "q8 qsgd": StochasticQuantizer(8, "qsgd"), "q8 ring": StochasticQuantizer(8, "ring", clip=0.05),
+    "q8 qsgd b512": StochasticQuantizer(8, "qsgd", bucket=512),
+    "q4 qsgd b512": StochasticQuantizer(4, "qsgd", bucket=512), "q8 ring": StochasticQuantizer(8, "ring", clip=0.05),
     "sign + EF": SignEF(), "top-1% + EF": TopK(0.01), "top-1% fp16 + EF": TopK(0.01, value_dtype="float16"),
     "mask 10%": RandomMask(0.1),
 }

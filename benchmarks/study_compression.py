@@ -9,6 +9,7 @@ every codec and reported once.
 
     python benchmarks/study_compression.py                       # ~10 min on 2 shared cores
     python benchmarks/study_compression.py --rounds 40 --codecs float32,q8,sign
+    python benchmarks/study_compression.py --report                # the table of the last run
 """
 
 from __future__ import annotations
@@ -80,6 +81,25 @@ def run_codec(name: str, fed, args, deadline: float) -> dict:
             "best_accuracy": max(c["accuracy"] for c in curve), "curve": curve}
 
 
+def table(data: dict) -> str:
+    """Return the study as a markdown table (accuracy at the round every codec reached, bytes to targets)."""
+    recs, setup = data["codecs"], data["setup"]
+    common = min(r["rounds_run"] for r in recs)
+    t1, t2 = setup["target"], setup["secondary_target"]
+    mb = lambda b: "not reached" if b is None else f"{b / 1e6:,.1f}"
+    rd = lambda r: "not reached" if r is None else str(r)
+    head = (f"| codec | bytes/update | vs float32 | rounds run | accuracy at round {common} | uplink MB at round "
+            f"{common} | rounds to {t2} | uplink MB to {t2} | rounds to {t1} | uplink MB to {t1} | best accuracy |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in recs:
+        at = r["curve"][common - 1]
+        lines.append(f"| {r['label']} | {r['bytes_per_update']:,.0f} | {r['bytes_ratio']:.4f} | {r['rounds_run']} | "
+                     f"{at['accuracy']:.4f} | {at['bytes_up'] / 1e6:,.1f} | {rd(r['rounds_to_secondary'])} | "
+                     f"{mb(r['bytes_up_to_secondary'])} | {rd(r['rounds_to_target'])} | {mb(r['bytes_up_to_target'])} | "
+                     f"{r['best_accuracy']:.4f} |")
+    return "\n".join(lines)
+
+
 def plot(records: list[dict], target: float, path: Path) -> None:
     """Write accuracy against cumulative uplink bytes and against rounds, one line per codec."""
     import matplotlib
@@ -119,7 +139,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/compression.json")
     ap.add_argument("--plot", default="docs/img/compression_tradeoff.png")
+    ap.add_argument("--report", action="store_true", help="print the table of an existing --out file and exit")
     args = ap.parse_args()
+    if args.report:
+        print(table(json.loads(Path(args.out).read_text())))
+        return
     fed = federate(load_mnist(), "iid", num_clients=100, seed=args.seed)
     names = args.codecs.split(",")
     records, start = [], time.perf_counter()
@@ -140,6 +164,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"setup": setup, "codecs": records}, indent=1))
     plot(records, args.target, Path(args.plot))
+    print(table({"setup": setup, "codecs": records}))
     print(f"wrote {args.out} and {args.plot}")
 
 
