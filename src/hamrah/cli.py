@@ -74,6 +74,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     reproduce_main(args)
 
 
+def _cmd_lab(args: argparse.Namespace) -> None:
+    from hamrah.experiments.lab import main as lab_main
+
+    lab_main(args)
+
+
 def _cmd_partition(args: argparse.Namespace) -> None:
     from hamrah.data import describe
     from hamrah.experiments.config import load_config
@@ -108,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rounds", type=int, help="absolute round cap per run (for long cells)")
     p.add_argument("--out", default="runs/reproduce_mcmahan", help="output folder")
     p.set_defaults(func=_cmd_reproduce)
+    p = sub.add_parser("lab", help="attack x defence matrix (poisoning, backdoors, robust aggregation)")
+    p.add_argument("config", nargs="?", default="configs/lab_mnist.toml")
+    p.add_argument("--rounds", type=int, help="override run.rounds")
+    p.add_argument("--attacks", help="comma-separated subset of lab.attacks")
+    p.add_argument("--defences", help="comma-separated subset of lab.defences")
+    p.add_argument("--check", action="store_true", help="validate the config (cohort, attacks, trigger) and exit")
+    p.add_argument("--out", default="runs/lab", help="folder for lab.json")
+    p.add_argument("--doc", default="docs/security.md", help="Markdown file whose results block is rewritten")
+    p.add_argument("--img", default="docs/img/security_heatmap.png", help="heatmap PNG")
+    p.set_defaults(func=_cmd_lab)
     p = sub.add_parser("partition", help="print a config's partition statistics")
     p.add_argument("config")
     p.set_defaults(func=_cmd_partition)
