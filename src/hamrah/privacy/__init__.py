@@ -1,0 +1,42 @@
+"""Differential privacy: clipping, Gaussian noise, adaptive clipping, DP-SGD, accounting, the budget.
+
+- Central user-level DP-FedAvg (McMahan et al. 2018): :func:`clip_update`, :func:`dp_fedavg_aggregate`.
+- Adaptive clipping (Andrew et al. 2021): :class:`AdaptiveClipper`.
+- Local DP: :func:`local_dp_release`, accounted with :meth:`RoundSpec.unsampled`.
+- On-device DP-SGD (Abadi et al. 2016): :func:`train_local_dpsgd`, :class:`DPSGDPlan`.
+- Accounting with dp-accounting (RDP, PLD): :class:`PrivacyAccountant`, :class:`RoundSpec`.
+- The budget: :class:`BudgetLedger`.
+
+See ``docs/dp.md``.
+"""
+
+from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, epsilon_of
+from hamrah.privacy.adaptive import (
+    AdaptiveClipper,
+    AdaptiveClipState,
+    geometric_clip_update,
+    noised_unclipped_fraction,
+    unclipped_bit,
+    update_noise_multiplier,
+)
+from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
+from hamrah.privacy.dpsgd import DPSGDPlan, clip_per_example, noisy_mean_gradient, per_example_grads, train_local_dpsgd
+from hamrah.privacy.ledger import BudgetLedger
+from hamrah.privacy.mechanisms import (
+    add_gaussian_noise,
+    central_noise_std,
+    clip_update,
+    dp_fedavg_aggregate,
+    estimator_denominator,
+    gaussian_noise_like,
+    l2_norm,
+    local_dp_release,
+)
+
+__all__ = [
+    "AdaptiveClipConfig", "AdaptiveClipState", "AdaptiveClipper", "BudgetLedger", "DPConfig", "DPSGDPlan",
+    "PrivacyAccountant", "RoundSpec", "add_gaussian_noise", "central_noise_std", "clip_per_example", "clip_update",
+    "dp_fedavg_aggregate", "epsilon_of", "estimator_denominator", "gaussian_noise_like", "geometric_clip_update",
+    "l2_norm", "local_dp_release", "noised_unclipped_fraction", "noisy_mean_gradient", "per_example_grads",
+    "train_local_dpsgd", "unclipped_bit", "update_noise_multiplier",
+]

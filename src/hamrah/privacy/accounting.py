@@ -1,0 +1,278 @@
+"""Privacy accounting with Google's dp-accounting: (epsilon, delta) of the rounds run so far.
+
+Each round is one sampled Gaussian mechanism, described by a :class:`RoundSpec`:
+
+- ``poisson``: every client joins independently with probability q; add/remove-one neighbours;
+  ``PoissonSampledDpEvent(q, GaussianDpEvent(z))`` (sum sensitivity S, noise std z*S).
+- ``fixed``: m of K clients without replacement; replace-one neighbours (K is public);
+  ``SampledWithoutReplacementDpEvent(K, m, GaussianDpEvent(z / 2))``: replacing one clipped update
+  moves the sum by up to 2S, and dp-accounting's multiplier is std / sensitivity. Only the RDP
+  accountant supports this event (Wang, Balle, Kasiviswanathan 2019); the PLD accountant of
+  dp-accounting 0.6 does not, so that combination is refused (:class:`hamrah.privacy.DPConfig`).
+- ``none``: no sampling, replace-one neighbours, ``GaussianDpEvent(z / 2)``: a local-DP release
+  (any two updates of one client differ by up to 2S) or one epoch of shuffled DP-SGD.
+
+Rounds compose with ``SelfComposedDpEvent``; rounds of different specs with ``ComposedDpEvent``.
+Accountants: RDP (Mironov 2017; ``dp_accounting.rdp.RdpAccountant``) and PLD (Meiser & Mohammadi 2018,
+Koskela et al. 2020; ``dp_accounting.pld.PLDAccountant``, pessimistic discretisation, an upper bound).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import dp_accounting
+import numpy as np
+from dp_accounting import pld, rdp
+from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+from dp_accounting.privacy_accountant import NeighboringRelation
+
+from hamrah.core.errors import ConfigError
+
+SAMPLING_KINDS = ("poisson", "fixed", "none")
+METHODS = ("rdp", "pld")
+PLD_DISCRETIZATION = 1e-3  # 10x coarser than the library default: same epsilon to 1e-4 here, 10x faster
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """The mechanism of one round: noise multiplier z and how the participants were drawn.
+
+    Attributes:
+        noise_multiplier: z, noise std / clip norm on the sum of clipped updates.
+        sampling: "poisson" | "fixed" | "none" (see the module docstring).
+        sampling_probability: q for "poisson"; ignored otherwise.
+        population: K for "fixed".
+        cohort: m for "fixed".
+
+    Raises:
+        ConfigError: a value is out of range or missing for the sampling kind.
+    """
+
+    noise_multiplier: float
+    sampling: str = "poisson"
+    sampling_probability: float = 1.0
+    population: int | None = None
+    cohort: int | None = None
+
+    def __post_init__(self) -> None:
+        z = self.noise_multiplier
+        if isinstance(z, bool) or not isinstance(z, (int, float)) or not (z >= 0 and math.isfinite(z)):
+            raise ConfigError(f"noise_multiplier = {z!r}: expected a finite number >= 0")
+        if self.sampling not in SAMPLING_KINDS:
+            raise ConfigError(f"sampling = {self.sampling!r}: expected one of {' | '.join(SAMPLING_KINDS)}")
+        if self.sampling == "poisson" and not 0.0 < self.sampling_probability <= 1.0:
+            raise ConfigError(f"sampling_probability = {self.sampling_probability!r}: expected 0 < q <= 1")
+        if self.sampling == "fixed":
+            k, m = self.population, self.cohort
+            if not (isinstance(k, int) and isinstance(m, int) and 1 <= m <= k):
+                raise ConfigError(f"population = {k!r}, cohort = {m!r}: expected integers with 1 <= m <= K")
+
+    @classmethod
+    def poisson(cls, noise_multiplier: float, q: float) -> "RoundSpec":
+        """Return a Poisson-sampled round with sampling probability ``q``."""
+        return cls(noise_multiplier, "poisson", q)
+
+    @classmethod
+    def fixed(cls, noise_multiplier: float, cohort: int, population: int) -> "RoundSpec":
+        """Return a round of ``cohort`` clients drawn without replacement from ``population``."""
+        return cls(noise_multiplier, "fixed", cohort / population, population, cohort)
+
+    @classmethod
+    def unsampled(cls, noise_multiplier: float) -> "RoundSpec":
+        """Return an unsampled release under replace-one neighbours (local DP, a shuffled DP-SGD epoch)."""
+        return cls(noise_multiplier, "none")
+
+    @property
+    def relation(self) -> NeighboringRelation:
+        """Return the neighbouring relation the guarantee is stated for."""
+        return NeighboringRelation.ADD_OR_REMOVE_ONE if self.sampling == "poisson" else NeighboringRelation.REPLACE_ONE
+
+    def with_noise(self, noise_multiplier: float) -> "RoundSpec":
+        """Return this spec with another noise multiplier."""
+        return RoundSpec(noise_multiplier, self.sampling, self.sampling_probability, self.population, self.cohort)
+
+    def event(self) -> dp_accounting.DpEvent:
+        """Return the dp-accounting event of one round."""
+        z = self.noise_multiplier
+        if self.sampling == "poisson":
+            return dp_accounting.PoissonSampledDpEvent(self.sampling_probability, dp_accounting.GaussianDpEvent(z))
+        if self.sampling == "fixed":
+            return dp_accounting.SampledWithoutReplacementDpEvent(
+                self.population, self.cohort, dp_accounting.GaussianDpEvent(z / 2))
+        return dp_accounting.GaussianDpEvent(z / 2)
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RoundSpec":
+        """Return the spec written by :meth:`to_dict`."""
+        return cls(**d)
+
+
+def composed_event(groups: Iterable[tuple[RoundSpec, int]]) -> dp_accounting.DpEvent:
+    """Return the event of ``count`` rounds of each spec, composed."""
+    events = [dp_accounting.SelfComposedDpEvent(s.event(), n) for s, n in groups if n > 0]
+    return dp_accounting.ComposedDpEvent(events) if events else dp_accounting.NoOpDpEvent()
+
+
+def fresh_accountant(method: str, relation: NeighboringRelation) -> dp_accounting.PrivacyAccountant:
+    """Return an empty RDP or PLD accountant for ``relation``."""
+    if method == "rdp":
+        return rdp.RdpAccountant(neighboring_relation=relation)
+    if method == "pld":
+        return pld.PLDAccountant(relation, value_discretization_interval=PLD_DISCRETIZATION)
+    raise ConfigError(f"accountant = {method!r}: expected one of {' | '.join(METHODS)}")
+
+
+def epsilon_of(groups: Sequence[tuple[RoundSpec, int]], delta: float, method: str = "rdp") -> float:
+    """Return epsilon at ``delta`` after ``groups`` (spec, rounds) composed; 0 for no rounds.
+
+    Raises:
+        ConfigError: the specs mix neighbouring relations, or the accountant cannot handle one.
+    """
+    if not 0.0 < delta < 1.0:
+        raise ConfigError(f"delta = {delta!r}: expected a number in (0, 1)")
+    groups = [(s, n) for s, n in groups if n > 0]
+    if not groups:
+        return 0.0
+    relations = {s.relation for s, _ in groups}
+    if len(relations) > 1:
+        raise ConfigError("rounds mix Poisson sampling (add/remove-one) with fixed or no sampling (replace-one): "
+                          "expected one sampling kind per budget")
+    relation = relations.pop()
+    event = composed_event(groups)
+    if not fresh_accountant(method, relation).supports(event):
+        raise ConfigError(f"the {method} accountant of dp-accounting does not support {groups[0][0].sampling} "
+                          "sampling: expected accountant = \"rdp\" or sampling = \"poisson\"")
+    if method == "rdp":  # RDP adds up over rounds: n rounds cost n times one round's curve
+        orders, _ = _rdp_curve(groups[0][0])
+        curve = sum(n * _rdp_curve(s)[1] for s, n in groups)
+        return float(compute_epsilon(orders, curve, delta)[0])
+    return float(fresh_accountant(method, relation).compose(event).get_epsilon(delta))
+
+
+@functools.lru_cache(maxsize=256)
+def _rdp_curve(spec: RoundSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Return (orders, RDP of one round of ``spec``), computed once by dp-accounting's RdpAccountant."""
+    accountant = fresh_accountant("rdp", spec.relation).compose(spec.event())
+    return np.asarray(accountant.orders), np.asarray(accountant.rdp)
+
+
+class PrivacyAccountant:
+    """The rounds run so far and their (epsilon, delta), from dp-accounting.
+
+    Args:
+        spec: the mechanism of a default round.
+        method: "rdp" or "pld".
+        history: (spec, rounds) groups already run (e.g. loaded from a ledger).
+
+    Example:
+        >>> acc = PrivacyAccountant(RoundSpec.poisson(1.0, 0.01))
+        >>> acc.step(100)
+        >>> round(acc.epsilon(1e-5), 2)  # doctest: +SKIP
+    """
+
+    def __init__(self, spec: RoundSpec, method: str = "rdp", history: Sequence[tuple[RoundSpec, int]] = ()):
+        if method not in METHODS:
+            raise ConfigError(f"accountant = {method!r}: expected one of {' | '.join(METHODS)}")
+        self.spec = spec
+        self.method = method
+        self.history: list[tuple[RoundSpec, int]] = [(s, int(n)) for s, n in history]
+
+    @property
+    def rounds(self) -> int:
+        """Return the number of rounds composed so far."""
+        return sum(n for _, n in self.history)
+
+    def step(self, rounds: int = 1, spec: RoundSpec | None = None) -> None:
+        """Compose ``rounds`` more rounds of ``spec`` (default: the accountant's spec)."""
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+            raise ConfigError(f"rounds = {rounds!r}: expected an integer >= 0")
+        spec = spec or self.spec
+        if self.history and self.history[-1][0] == spec:
+            self.history[-1] = (spec, self.history[-1][1] + rounds)
+        elif rounds:
+            self.history.append((spec, rounds))
+
+    def epsilon(self, delta: float, extra_rounds: int = 0) -> float:
+        """Return epsilon at ``delta`` so far, plus ``extra_rounds`` rounds of the default spec if given."""
+        return epsilon_of(self.history + [(self.spec, extra_rounds)], delta, self.method)
+
+    def rounds_possible(self, target_epsilon: float, delta: float, limit: int = 10**7) -> int:
+        """Return the largest number of further rounds of the default spec that keep epsilon <= target.
+
+        Exponential then binary search on the round count (epsilon grows with rounds); capped at
+        ``limit`` (returned when even ``limit`` rounds fit, e.g. with no noise sampling at q -> 0).
+        """
+        if self.epsilon(delta) > target_epsilon:
+            return 0
+        lo, hi = 0, 1
+        while hi < limit and self.epsilon(delta, hi) <= target_epsilon:
+            lo, hi = hi, min(2 * hi, limit)
+        if hi >= limit and self.epsilon(delta, limit) <= target_epsilon:
+            return limit
+        while hi - lo > 1:  # invariant: lo fits, hi does not
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.epsilon(delta, mid) <= target_epsilon else (lo, mid)
+        return lo
+
+    def noise_for(self, target_epsilon: float, delta: float, rounds: int, q: float | None = None,
+                  tol: float = 1e-4) -> float:
+        """Return the smallest z (within ``tol``) for which ``rounds`` more rounds keep epsilon <= target.
+
+        Calibrated with dp-accounting's ``calibrate_dp_mechanism`` (Brent's method with a guarantee that
+        the returned z is on the private side). ``q`` replaces the default spec's sampling rate
+        (Poisson q, or m/K for fixed-size cohorts).
+
+        Raises:
+            ConfigError: the rounds already run spend the target, or no z below 2^30 fits.
+        """
+        spec = self._with_rate(q)
+        if self.epsilon(delta) >= target_epsilon:
+            raise ConfigError(f"target epsilon {target_epsilon} is already spent ({self.epsilon(delta):.4g} "
+                              f"after {self.rounds} rounds): expected a larger target")
+        groups = list(self.history)
+
+        def gap(z: float) -> float:
+            return epsilon_of(groups + [(spec.with_noise(z), rounds)], delta, self.method) - target_epsilon
+
+        # RDP bounds PLD from above, so the RDP z brackets the PLD z from above; search its lower end.
+        upper = _calibrate(groups, spec, rounds, target_epsilon, delta, "rdp", tol)
+        if self.method == "rdp":
+            return upper
+        lower = upper / 2
+        while gap(lower) <= 0 and lower > 1e-3:
+            lower /= 2
+        return float(dp_accounting.calibrate_dp_mechanism(
+            lambda: fresh_accountant("pld", spec.relation),
+            lambda z: composed_event(groups + [(spec.with_noise(z), rounds)]), target_epsilon, delta,
+            dp_accounting.ExplicitBracketInterval(lower, upper), tol=tol))
+
+    def _with_rate(self, q: float | None) -> RoundSpec:
+        s = self.spec
+        if q is None:
+            return s
+        if s.sampling == "fixed":
+            return RoundSpec.fixed(s.noise_multiplier, max(1, round(q * s.population)), s.population)
+        if s.sampling == "poisson":
+            return RoundSpec.poisson(s.noise_multiplier, q)
+        return s
+
+
+def _calibrate(groups: list[tuple[RoundSpec, int]], spec: RoundSpec, rounds: int, target_epsilon: float,
+               delta: float, method: str, tol: float) -> float:
+    """Return the smallest z (within tol, on the private side) with dp-accounting's calibrate_dp_mechanism."""
+    try:
+        return float(dp_accounting.calibrate_dp_mechanism(
+            lambda: fresh_accountant(method, spec.relation),
+            lambda z: composed_event(groups + [(spec.with_noise(z), rounds)]), target_epsilon, delta,
+            dp_accounting.LowerEndpointAndGuess(1e-2, 1.0), tol=tol))
+    except (ValueError, dp_accounting.mechanism_calibration.NoBracketIntervalFoundError) as err:
+        raise ConfigError(f"no noise multiplier fits epsilon {target_epsilon} at delta {delta} "
+                          f"over {rounds} rounds: {err}") from err

@@ -1,0 +1,115 @@
+"""Adaptive clipping: the clip norm tracks a quantile of the update norms, privately.
+
+Andrew et al. 2021, *Differentially Private Learning with Adaptive Clipping* (NeurIPS), Algorithm 1:
+each client reports b_i = 1 if ||Delta_i|| <= C; the server forms the noised fraction
+b = (sum_i b_i + N(0, sigma_b^2)) / m and updates C <- C * exp(-eta_C (b - gamma)) (geometric
+update). Releasing the count costs privacy too, so the update noise multiplier is raised to
+z_Delta = (z^-2 - (2 sigma_b)^-2)^(-1/2) (their Theorem 1): the pair (z_Delta on the update,
+sigma_b on the count) composes to one Gaussian mechanism with multiplier z, so the accountant keeps
+using z.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import torch
+
+from hamrah.core.errors import ConfigError
+from hamrah.privacy.config import AdaptiveClipConfig
+
+
+def update_noise_multiplier(noise_multiplier: float, clip_count_stddev: float) -> float:
+    """Return z_Delta = (z^-2 - (2 sigma_b)^-2)^(-1/2), the noise multiplier of the update itself.
+
+    Args:
+        noise_multiplier: z, the multiplier the accountant charges for a whole round.
+        clip_count_stddev: sigma_b, the std of the noise on the unclipped count.
+
+    Raises:
+        ConfigError: 2 sigma_b <= z (the count alone would spend the whole round's budget).
+    """
+    z, sb = noise_multiplier, clip_count_stddev
+    if z == 0:
+        return 0.0
+    if not 2 * sb > z:
+        raise ConfigError(
+            f"adaptive.clip_count_stddev = {sb!r} with noise_multiplier = {z!r}: expected 2*sigma_b > z "
+            "(Andrew et al. 2021: z_Delta = (z^-2 - (2 sigma_b)^-2)^-1/2 must be real)"
+        )
+    return (z ** -2 - (2 * sb) ** -2) ** -0.5
+
+
+def unclipped_bit(norm: float, clip: float) -> bool:
+    """Return b_i: True when an update of L2 norm ``norm`` passes the clip ``clip`` unchanged (client half)."""
+    return norm <= clip
+
+
+def noised_unclipped_fraction(
+    bits: Sequence[bool], clip_count_stddev: float, denominator: float, generator: torch.Generator
+) -> float:
+    """Return b = (sum_i b_i + N(0, sigma_b^2)) / denominator (server half)."""
+    count = float(sum(1 for b in bits if b))
+    noise = float(torch.randn((), generator=generator, device=generator.device)) * clip_count_stddev
+    return (count + noise) / denominator
+
+
+def geometric_clip_update(clip: float, unclipped_fraction: float, target_quantile: float, learning_rate: float) -> float:
+    """Return C * exp(-eta_C (b - gamma)), Andrew et al.'s geometric update."""
+    return clip * math.exp(-learning_rate * (unclipped_fraction - target_quantile))
+
+
+@dataclass(frozen=True)
+class AdaptiveClipState:
+    """The clip norm of the next round and the rounds it has been updated (explicit server state)."""
+
+    clip: float
+    rounds: int = 0
+
+
+@dataclass(frozen=True)
+class AdaptiveClipper:
+    """Andrew et al. 2021's adaptive clip: the server half of the clip-norm estimate.
+
+    Attributes:
+        config: target quantile, learning rate and sigma_b.
+        noise_multiplier: z, the multiplier charged by the accountant for a round.
+        expected_cohort: m (fixed) or q*K (Poisson), the fixed denominator of the fraction.
+
+    Example:
+        >>> c = AdaptiveClipper(AdaptiveClipConfig(), noise_multiplier=1.0, expected_cohort=100)
+        >>> s = c.init(0.1)
+        >>> s = c.step(s, [unclipped_bit(n, s.clip) for n in (0.05, 0.2)], torch.Generator().manual_seed(0))
+    """
+
+    config: AdaptiveClipConfig
+    noise_multiplier: float
+    expected_cohort: float
+
+    def __post_init__(self) -> None:
+        if not self.expected_cohort > 0:
+            raise ConfigError(f"expected cohort = {self.expected_cohort!r}: expected a positive number")
+        self.update_noise_multiplier()  # validates 2 sigma_b > z now, not in the middle of a run
+
+    @property
+    def clip_count_stddev(self) -> float:
+        """Return sigma_b for this cohort size."""
+        return self.config.count_stddev(self.expected_cohort)
+
+    def update_noise_multiplier(self) -> float:
+        """Return z_Delta, the multiplier to use for the noise on the averaged update."""
+        return update_noise_multiplier(self.noise_multiplier, self.clip_count_stddev)
+
+    def init(self, clip: float) -> AdaptiveClipState:
+        """Return the state before the first round, starting from ``clip``."""
+        if not (clip > 0 and math.isfinite(clip)):
+            raise ConfigError(f"initial clip = {clip!r}: expected a positive finite number")
+        return AdaptiveClipState(float(clip))
+
+    def step(self, state: AdaptiveClipState, bits: Sequence[bool], generator: torch.Generator) -> AdaptiveClipState:
+        """Return the state after a round whose clients reported ``bits`` (b_i = norm_i <= state.clip)."""
+        b = noised_unclipped_fraction(bits, self.clip_count_stddev, self.expected_cohort, generator)
+        new = geometric_clip_update(state.clip, b, self.config.target_quantile, self.config.learning_rate)
+        return replace(state, clip=new, rounds=state.rounds + 1)

@@ -1,0 +1,189 @@
+"""The privacy budget: a target (epsilon, delta), the rounds spent against it, saved across restarts.
+
+Before each round the server calls :meth:`BudgetLedger.check_round`, which refuses (BudgetExhausted) the
+round that would take epsilon past the target; after it, :meth:`BudgetLedger.record_round`. Before a
+run, :meth:`BudgetLedger.refuse_start` refuses a plan that cannot fit, naming the largest feasible
+number of rounds and the noise multiplier the plan would need. The state is a small JSON document
+written atomically (temporary file + ``os.replace``), so a crash mid-write leaves the old file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from hamrah.core.errors import BudgetExhausted, ConfigError, DataError
+from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, epsilon_of
+
+FORMAT = "hamrah-dp-ledger"
+VERSION = 1
+
+
+class BudgetLedger:
+    """A privacy budget and the rounds composed against it.
+
+    Args:
+        target_epsilon: the budget's epsilon.
+        delta: the budget's delta.
+        spec: the mechanism of a planned round.
+        method: "rdp" or "pld".
+        history: (spec, rounds) already spent.
+
+    Raises:
+        ConfigError: the target or delta are out of range.
+
+    Example:
+        >>> ledger = BudgetLedger(2.0, 1e-5, RoundSpec.poisson(1.0, 0.01))
+        >>> ledger.check_round(); ledger.record_round()
+    """
+
+    def __init__(self, target_epsilon: float, delta: float, spec: RoundSpec, method: str = "rdp",
+                 history: Sequence[tuple[RoundSpec, int]] = ()):
+        if isinstance(target_epsilon, bool) or not (isinstance(target_epsilon, (int, float)) and target_epsilon > 0
+                                                    and math.isfinite(target_epsilon)):
+            raise ConfigError(f"target_epsilon = {target_epsilon!r}: expected a positive finite number")
+        if isinstance(delta, bool) or not (isinstance(delta, (int, float)) and 0.0 < delta < 1.0):
+            raise ConfigError(f"delta = {delta!r}: expected a number in (0, 1)")
+        self.target_epsilon = float(target_epsilon)
+        self.delta = float(delta)
+        self.accountant = PrivacyAccountant(spec, method, history)
+
+    @property
+    def rounds_done(self) -> int:
+        """Return the number of rounds charged so far."""
+        return self.accountant.rounds
+
+    def spent(self) -> float:
+        """Return the epsilon spent so far at the budget's delta."""
+        return self.accountant.epsilon(self.delta)
+
+    def check_round(self, spec: RoundSpec | None = None) -> float:
+        """Return epsilon after one more round of ``spec``; raise if that would exceed the target.
+
+        Raises:
+            BudgetExhausted: the next round would take epsilon past the target.
+        """
+        spec = spec or self.accountant.spec
+        after = epsilon_of(self.accountant.history + [(spec, 1)], self.delta, self.accountant.method)
+        if after > self.target_epsilon:
+            raise BudgetExhausted(
+                f"privacy budget: round {self.rounds_done + 1} would bring epsilon to {after:.4g} > target "
+                f"{self.target_epsilon:g} at delta {self.delta:g}; spent {self.spent():.4g} in {self.rounds_done} rounds"
+            )
+        return after
+
+    def record_round(self, spec: RoundSpec | None = None) -> float:
+        """Charge one round of ``spec`` (default: the planned spec); return the epsilon spent."""
+        self.accountant.step(1, spec)
+        return self.spent()
+
+    def refuse_start(self, rounds: int) -> None:
+        """Raise unless ``rounds`` more rounds of the planned spec fit in the budget.
+
+        Raises:
+            ConfigError: naming the largest number of rounds that fits and the noise multiplier that
+                would make ``rounds`` fit.
+        """
+        eps = self.accountant.epsilon(self.delta, rounds)
+        if eps <= self.target_epsilon:
+            return
+        feasible = self.accountant.rounds_possible(self.target_epsilon, self.delta)
+        try:
+            z = f"noise_multiplier >= {self.accountant.noise_for(self.target_epsilon, self.delta, rounds):.4g}"
+        except ConfigError:
+            z = "no noise multiplier (the budget is already spent)"
+        raise ConfigError(
+            f"privacy budget: {rounds} rounds at noise_multiplier {self.accountant.spec.noise_multiplier:g} reach "
+            f"epsilon {eps:.4g} > target {self.target_epsilon:g} at delta {self.delta:g} "
+            f"(already spent {self.spent():.4g} in {self.rounds_done} rounds); expected at most {feasible} rounds, "
+            f"or {z} for {rounds} rounds"
+        )
+
+    def to_dict(self) -> dict:
+        """Return the ledger as a JSON-ready dict (the events composed so far and the spent epsilon)."""
+        return {
+            "format": FORMAT, "version": VERSION, "target_epsilon": self.target_epsilon, "delta": self.delta,
+            "method": self.accountant.method, "spec": self.accountant.spec.to_dict(),
+            "history": [{"spec": s.to_dict(), "rounds": n} for s, n in self.accountant.history],
+            "rounds_done": self.rounds_done, "spent_epsilon": self.spent(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "ledger") -> "BudgetLedger":
+        """Return the ledger :meth:`to_dict` wrote.
+
+        Raises:
+            DataError: a field is missing or malformed, or the stored epsilon disagrees with the events.
+        """
+        try:
+            if d.get("format") != FORMAT or d.get("version") != VERSION:
+                raise ValueError(f"format/version {d.get('format')!r}/{d.get('version')!r}, "
+                                 f"expected {FORMAT!r}/{VERSION}")
+            history = [(RoundSpec.from_dict(h["spec"]), int(h["rounds"])) for h in d["history"]]
+            if any(n < 0 for _, n in history):
+                raise ValueError("negative round count")
+            ledger = cls(d["target_epsilon"], d["delta"], RoundSpec.from_dict(d["spec"]), d["method"], history)
+            stored = float(d["spent_epsilon"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:  # ConfigError is a ValueError
+            raise DataError(f"{source}: corrupt privacy ledger ({err}); expected the JSON BudgetLedger.save writes") from err
+        if not math.isclose(ledger.spent(), stored, rel_tol=1e-6, abs_tol=1e-9):
+            raise DataError(f"{source}: corrupt privacy ledger: stored spent epsilon {stored:.6g} but its events "
+                            f"give {ledger.spent():.6g}")
+        return ledger
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the ledger to ``path`` atomically (temporary file in the same folder, fsync, os.replace)."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "BudgetLedger":
+        """Read a ledger saved by :meth:`save`.
+
+        Raises:
+            DataError: the file is missing, not JSON, or not a valid ledger.
+        """
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise DataError(f"{path}: cannot read the privacy ledger ({err.strerror})") from err
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: corrupt privacy ledger: not JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise DataError(f"{path}: corrupt privacy ledger: expected a JSON object")
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def resume(cls, path: str | os.PathLike, target_epsilon: float, delta: float, spec: RoundSpec,
+               method: str = "rdp") -> "BudgetLedger":
+        """Return the ledger saved at ``path`` (a server restart), or a new one when there is no file.
+
+        Raises:
+            DataError: the file exists but is corrupt.
+            ConfigError: the saved budget (target, delta, accountant) differs from the configured one.
+        """
+        if not Path(path).exists():
+            return cls(target_epsilon, delta, spec, method)
+        ledger = cls.load(path)
+        saved = (ledger.target_epsilon, ledger.delta, ledger.accountant.method)
+        if saved != (float(target_epsilon), float(delta), method):
+            raise ConfigError(f"{path}: saved budget (epsilon, delta, accountant) = {saved} but the run asks for "
+                              f"{(float(target_epsilon), float(delta), method)}; expected the same budget "
+                              "(start a new ledger file to start a new budget)")
+        ledger.accountant.spec = spec
+        return ledger
