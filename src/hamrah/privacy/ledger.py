@@ -93,7 +93,8 @@ class BudgetLedger:
             return
         feasible = self.accountant.rounds_possible(self.target_epsilon, self.delta)
         try:
-            z = f"noise_multiplier >= {self.accountant.noise_for(self.target_epsilon, self.delta, rounds):.4g}"
+            needed = self.accountant.noise_for(self.target_epsilon, self.delta, rounds)
+            z = f"noise_multiplier >= {math.ceil(needed * 1e4) / 1e4:.4f}"  # rounded up: still fits
         except ConfigError:
             z = "no noise multiplier (the budget is already spent)"
         raise ConfigError(
