@@ -89,6 +89,138 @@ def _cmd_partition(args: argparse.Namespace) -> None:
     print(json.dumps(describe(prep.data), indent=2))
 
 
+def _logging(verbose: bool = False) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def _cmd_server(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from hamrah.experiments.serve import load_server_config, server_setup
+    from hamrah.server.app import FLServer
+
+    _logging(args.verbose)
+    exp, srv = load_server_config(args.config)
+    server = FLServer(server_setup(exp, srv), args.state)
+    summary = asyncio.run(server.serve(args.port, args.host))
+    acc = summary["final_accuracy"]
+    print(f"done: {summary['rounds_committed']} rounds committed"
+          + (f", final accuracy {acc:.4f}" if acc is not None else "") + f". State in {args.state}")
+
+
+def _device_config(args: argparse.Namespace, population: str):
+    from hamrah.device.runtime import DeviceConfig
+
+    return DeviceConfig(server=args.server, token=getattr(args, "token", None), population=population,
+                        device_id=args.device_id, client_key=args.client_key, tls_ca=args.tls_ca,
+                        tls_cert=args.tls_cert, tls_key=args.tls_key, max_tasks=args.max_tasks)
+
+
+def _cmd_device(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from hamrah.device.eligibility import HostState, ScriptedState
+    from hamrah.device.runtime import DeviceRuntime
+    from hamrah.device.store import ExampleStore
+
+    _logging(args.verbose)
+    if not Path(args.store).is_file():
+        raise HamrahError(f"--store {args.store}: no such example store (make one with `hamrah store import`)")
+    state = ScriptedState.always() if args.assume_eligible else HostState()
+    with ExampleStore(args.store) as store:
+        stats = asyncio.run(DeviceRuntime(_device_config(args, args.population), store, state).run())
+    print(f"device done: {stats.tasks} tasks, {stats.reported} reported, {stats.aborted} aborted, "
+          f"{stats.failed} failed, {stats.refused} refused")
+
+
+def _cmd_fleet(args: argparse.Namespace) -> None:
+    import asyncio
+    import tempfile
+
+    from hamrah.device.fleet import Churn, make_tokens, run_fleet
+    from hamrah.experiments.serve import import_stores, load_server_config
+
+    _logging(args.verbose)
+    exp, srv = load_server_config(args.config)
+    stores_dir = Path(args.stores) if args.stores else Path(tempfile.mkdtemp(prefix="hamrah-fleet-"))
+    first = args.first_client
+    stores = import_stores(exp, stores_dir, list(range(first, first + args.devices)))
+    tokens_path = Path(args.tokens_file) if args.tokens_file else (Path(srv.tokens_file) if srv.tokens_file else None)
+    tokens = make_tokens(tokens_path, first + args.devices)[first:] if tokens_path else [None] * args.devices
+    churn = Churn(args.offline, args.unplug, args.fail, args.kill, seed=exp.run.seed)
+    base = _device_config(args, srv.population)
+    print(f"fleet: {args.devices} devices (stores in {stores_dir}) -> {args.server}")
+    stats = asyncio.run(run_fleet(base, stores, tokens, churn, list(range(first, first + args.devices))))
+    alive = [s for s in stats if s is not None]
+    print(f"fleet done: {len(alive)} devices alive, {sum(s.reported for s in alive)} updates reported, "
+          f"{sum(s.aborted for s in alive)} aborted, {sum(s.failed for s in alive)} failed")
+
+
+def _cmd_store(args: argparse.Namespace) -> None:
+    from hamrah.device.store import ExampleStore
+    from hamrah.experiments.config import load_config
+    from hamrah.experiments.runner import prepare
+
+    if args.action == "import":
+        from hamrah.device.store import import_partition
+
+        prep = prepare(load_config(args.config))
+        if not 0 <= args.client < prep.data.num_clients:
+            raise HamrahError(f"--client {args.client}: the partition has clients 0..{prep.data.num_clients - 1}")
+        n = import_partition(args.out, prep.data.client_data(args.client))
+        print(f"{args.out}: {n} examples of client {args.client}")
+    else:
+        with ExampleStore(args.out) as store:
+            print(f"{args.out}: {store.count()} live examples")
+
+
+def _add_device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", required=True, help="HOST:PORT")
+    p.add_argument("--device-id", default="device", help="name in logs")
+    p.add_argument("--client-key", type=int, default=0, help="seeds local shuffles (a simulated client's id)")
+    p.add_argument("--tls-ca", help="CA certificate to trust (enables TLS)")
+    p.add_argument("--tls-cert", help="client certificate (mutual TLS)")
+    p.add_argument("--tls-key", help="client key (mutual TLS)")
+    p.add_argument("--max-tasks", type=int, help="stop after this many tasks")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _add_system_commands(sub) -> None:
+    p = sub.add_parser("server", help="run the FL server (coordinator, selectors, aggregators) over gRPC")
+    p.add_argument("--config", required=True, help="TOML: [data], [model], [algorithm], [run], [server]")
+    p.add_argument("--port", type=int, default=50051)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--state", required=True, help="state folder: checkpoints, round records; resumes from it")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=_cmd_server)
+    p = sub.add_parser("device", help="run one device's FL runtime against a server")
+    _add_device_args(p)
+    p.add_argument("--store", required=True, help="the device's example store (SQLite)")
+    p.add_argument("--token", help="the device's authentication token")
+    p.add_argument("--population", default="default")
+    p.add_argument("--assume-eligible", action="store_true", help="skip the idle/charging/unmetered checks")
+    p.set_defaults(func=_cmd_device)
+    p = sub.add_parser("fleet", help="run N real device runtimes over a config's partition")
+    _add_device_args(p)
+    p.add_argument("--devices", type=int, required=True)
+    p.add_argument("--config", required=True)
+    p.add_argument("--stores", help="folder for the devices' example stores (default: a temporary folder)")
+    p.add_argument("--first-client", type=int, default=0, help="partition client of the first device")
+    p.add_argument("--tokens-file", help="device tokens, one per line (default: the config's server.tokens_file)")
+    for name in ("offline", "unplug", "fail", "kill"):
+        p.add_argument(f"--{name}", type=float, default=0.0, help=f"per-task probability a device goes {name}")
+    p.set_defaults(func=_cmd_fleet)
+    p = sub.add_parser("store", help="fill or inspect a device's example store")
+    p.add_argument("action", choices=["import", "count"])
+    p.add_argument("--config", help="import: the config whose partition to take a client from")
+    p.add_argument("--client", type=int, default=0, help="import: the partition's client id")
+    p.add_argument("--out", required=True, help="the store's path")
+    p.set_defaults(func=_cmd_store)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hamrah", description="Federated learning: simulate, sweep, reproduce.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("partition", help="print a config's partition statistics")
     p.add_argument("config")
     p.set_defaults(func=_cmd_partition)
+    _add_system_commands(sub)
     return parser
 
 

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from hamrah.core.errors import DataError
+from hamrah.core.params import Params
 from hamrah.data.federated import ArrayData
+from hamrah.transport.codec import decode_params, encode_params
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -28,6 +30,7 @@ CREATE TABLE IF NOT EXISTS examples (
     expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS examples_expiry ON examples (expires_at);
+CREATE TABLE IF NOT EXISTS runtime (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 _DTYPES = {"float32": np.float32, "int64": np.int64}
 
@@ -145,6 +148,17 @@ class ExampleStore:
         if not xs:
             raise DataError(f"{self.path}: the example store is empty")
         return ArrayData(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
+
+
+    def client_state(self) -> Params | None:
+        """Return the algorithm state this client kept from its last round (SCAFFOLD's c_i), or None."""
+        row = self._db.execute("SELECT value FROM runtime WHERE key = 'client_state'").fetchone()
+        return None if row is None else decode_params(row[0], what=f"{self.path}: client state")
+
+    def save_client_state(self, state: Params) -> None:
+        """Keep the algorithm's client state for this client's next round (atomically)."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO runtime VALUES ('client_state', ?)", (encode_params(state),))
 
 
 def import_partition(path: str | Path, data: ArrayData, ttl_s: float | None = None) -> int:

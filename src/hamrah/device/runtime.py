@@ -1,0 +1,243 @@
+"""The FL runtime on a device (Bonawitz et al. 2019, section 3).
+
+Loop: wait until eligible (idle, charging, unmetered); check in; on a task, download the
+checkpoint, run the plan on the Example Store's data with the same client code the simulator uses
+(:func:`hamrah.algorithms.client_update`), watching eligibility all along (a condition that stops
+holding aborts the task and tells the server), report the update; then come back when the server
+said to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import grpc
+import numpy as np
+
+import hamrah
+from hamrah.algorithms import build, client_update
+from hamrah.algorithms.local import evaluate
+from hamrah.core.errors import AuthError, HamrahError, ProtocolError, TransportError
+from hamrah.core.params import Params
+from hamrah.core.seeds import client_rng
+from hamrah.device.eligibility import StateSource
+from hamrah.device.store import ExampleStore
+from hamrah.transport.codec import CHUNK_BYTES, chunks, decode_params, encode_params, join_chunks, sha256
+from hamrah.transport.plan import Plan
+from hamrah.transport.proto import fl_pb2 as pb
+from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
+from hamrah.transport.security import channel_credentials, token_metadata
+
+log = logging.getLogger("hamrah.device")
+BROADCAST_PREFIX, AUX_PREFIX = "broadcast/", "aux/"
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", CHUNK_BYTES + (1 << 16)),
+                   ("grpc.max_send_message_length", CHUNK_BYTES + (1 << 16))]
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """How a device reaches its server.
+
+    Attributes:
+        server: ``host:port``.
+        token: the device's authentication token.
+        population: the population it trains for.
+        device_id: a name for logs.
+        client_key: the integer that seeds this device's local shuffles with the plan's seed and round
+            (a simulated client's id makes a device run reproduce the simulator).
+        tls_ca, tls_cert, tls_key: TLS trust anchor, and a client certificate for mutual TLS.
+        poll_s: how often eligibility is checked while training.
+        max_tasks: stop after this many tasks (None: until the server says training is over).
+        max_checkpoint_mb: largest checkpoint accepted.
+    """
+
+    server: str
+    token: str | None = None
+    population: str = "default"
+    device_id: str = "device"
+    client_key: int = 0
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    poll_s: float = 0.05
+    retry_s: float = 0.5
+    max_retry_s: float = 5.0
+    unreachable_after_s: float = 60.0
+    max_tasks: int | None = None
+    max_checkpoint_mb: float = 1024.0
+
+
+@dataclass
+class DeviceStats:
+    check_ins: int = 0
+    tasks: int = 0
+    reported: int = 0
+    aborted: int = 0
+    failed: int = 0
+    refused: int = 0
+    messages: list[str] = field(default_factory=list)
+
+
+class TaskAborted(Exception):
+    """An eligibility condition stopped holding mid-task."""
+
+
+class DeviceRuntime:
+    """One device: its store, its state source, its channel to the server.
+
+    ``fault`` (simulated fleets) is asked at the start of each task and may return "offline"
+    (vanish mid-task without a word), "fail" (an error mid-task, reported) or None.
+    """
+
+    def __init__(self, cfg: DeviceConfig, store: ExampleStore, state: StateSource,
+                 fault: Callable[[int], str | None] | None = None):
+        self.cfg, self.store, self.state, self.fault = cfg, store, state, fault
+        self.stats = DeviceStats()
+        self._metadata = token_metadata(cfg.token) if cfg.token else ()
+
+    def _channel(self) -> grpc.aio.Channel:
+        c = self.cfg
+        if c.tls_ca:
+            creds = channel_credentials(c.tls_ca, c.tls_cert, c.tls_key)
+            return grpc.aio.secure_channel(c.server, creds, options=CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(c.server, options=CHANNEL_OPTIONS)
+
+    async def run(self) -> DeviceStats:
+        """Check in and run tasks until the server ends training or ``max_tasks`` are done.
+
+        Raises:
+            AuthError: the server refused the device's token.
+            TransportError: the server stayed unreachable for ``unreachable_after_s``.
+        """
+        async with self._channel() as channel:
+            stub = pb_grpc.FederatedLearningStub(channel)
+            while self.cfg.max_tasks is None or self.stats.tasks < self.cfg.max_tasks:
+                state = self.state.read()
+                if not state.eligible:
+                    await asyncio.sleep(self.cfg.poll_s * 10)
+                    continue
+                reply = await self._call(stub.CheckIn, self._check_in_request(state))
+                self.stats.check_ins += 1
+                if reply.finished:
+                    break
+                if reply.HasField("task"):
+                    wait = await self._run_task(stub, reply.task)
+                else:
+                    wait = reply.reconnect_after_s
+                await asyncio.sleep(max(wait, 0.0))
+        return self.stats
+
+    def _check_in_request(self, state) -> pb.CheckInRequest:
+        ds = pb.DeviceState(idle=state.idle, charging=state.charging, unmetered=state.unmetered, battery=state.battery)
+        return pb.CheckInRequest(population=self.cfg.population, runtime_version=hamrah.__version__,
+                                 device_id=self.cfg.device_id, state=ds, num_examples=self.store.count())
+
+    async def _call(self, method, request):
+        """Call a unary method, retrying while the server is unreachable (it may be restarting)."""
+        delay, since = self.cfg.retry_s, time.monotonic()
+        while True:
+            try:
+                return await method(request, metadata=self._metadata)
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    raise AuthError(f"server {self.cfg.server} refused this device: {e.details()}") from None
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise TransportError(f"{e.code().name}: {e.details()}") from None
+                if time.monotonic() - since > self.cfg.unreachable_after_s:
+                    raise TransportError(f"server {self.cfg.server} unreachable for {self.cfg.unreachable_after_s:.0f} s") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cfg.max_retry_s)
+
+    async def _run_task(self, stub, task: pb.Task) -> float:
+        """Run one task and report it; return the reconnect delay."""
+        self.stats.tasks += 1
+        fault = self.fault(task.round) if self.fault else None
+        try:
+            plan = Plan.from_json(task.plan)
+            weights = await self._download(stub, task)
+            if fault == "offline":  # gone without a word; back later
+                return self.cfg.max_retry_s
+            header, payload = await self._execute(plan, task, weights, fault)
+        except TaskAborted as e:
+            self.stats.aborted += 1
+            header, payload = pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.ABORTED, reason=str(e)), b""
+        except (HamrahError, RuntimeError, ValueError) as e:
+            self.stats.failed += 1
+            header, payload = pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.FAILED, reason=str(e)[:500]), b""
+        except grpc.aio.AioRpcError as e:
+            self.stats.refused += 1
+            self.stats.messages.append(f"round {task.round}: checkpoint refused: {e.details()}")
+            return self.cfg.retry_s
+        return await self._report(stub, header, payload)
+
+    async def _download(self, stub, task: pb.Task) -> dict:
+        limit = int(self.cfg.max_checkpoint_mb * 2**20)
+        parts = [c.data async for c in stub.DownloadCheckpoint(pb.CheckpointRequest(task_id=task.task_id),
+                                                                metadata=self._metadata)]
+        data = join_chunks(parts, task.checkpoint_bytes, limit, what="checkpoint")
+        if sha256(data) != task.checkpoint_sha256:
+            raise ProtocolError("checkpoint: sha256 differs from the task's")
+        return decode_params(data, what="checkpoint")
+
+    async def _execute(self, plan: Plan, task: pb.Task, tensors: dict, fault: str | None):
+        params = {k: v for k, v in tensors.items() if not k.startswith(BROADCAST_PREFIX)}
+        broadcast = {k[len(BROADCAST_PREFIX):]: v for k, v in tensors.items() if k.startswith(BROADCAST_PREFIX)}
+        start = time.monotonic()
+        work = asyncio.ensure_future(asyncio.to_thread(self._compute, plan, params, broadcast or None, fault))
+        while not work.done():
+            state = self.state.read()
+            if not state.eligible:
+                work.add_done_callback(lambda f: f.exception())  # the thread finishes; its result is dropped
+                raise TaskAborted(f"eligibility lost mid-task: {', '.join(state.blockers())}")
+            await asyncio.wait({work}, timeout=self.cfg.poll_s)
+        num_examples, metrics, update = work.result()
+        metrics["duration_s"] = time.monotonic() - start
+        payload = encode_params(update) if update else b""
+        header = pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.COMPLETED, num_examples=num_examples,
+                                 metrics=json.dumps(metrics).encode(), update_bytes=len(payload))
+        return header, payload
+
+    def _compute(self, plan: Plan, params: Params, broadcast: Params | None, fault: str | None):
+        """Run the plan on the store's data (in a worker thread); return (n, metrics, update tensors)."""
+        if fault == "fail":
+            raise RuntimeError("simulated device failure mid-task")
+        data = self.store.read_all()
+        model = plan.model.build()
+        if plan.kind == "evaluate":
+            loss, acc = evaluate(model, params, data, plan.ignore_index)
+            return len(data), {"loss": loss, "accuracy": acc}, {}
+        algorithm = build(**plan.algorithm)
+        rng = client_rng(plan.seed, plan.round, self.cfg.client_key)
+        up = client_update(algorithm, model, params, data, rng, client_state=self.store.client_state(),
+                           broadcast=broadcast, ignore_index=plan.ignore_index, client_id=self.cfg.client_key)
+        if up.state is not None:
+            self.store.save_client_state(up.state)
+        r = up.result
+        metrics = {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float, np.floating))}
+        update = dict(r.delta)
+        update.update({AUX_PREFIX + k: v for k, v in r.aux.items()})
+        return r.num_examples, metrics, update
+
+    async def _report(self, stub, header: pb.ReportHeader, payload: bytes) -> float:
+        async def parts():
+            yield pb.ReportPart(header=header)
+            if header.status == pb.COMPLETED:
+                for piece in chunks(payload):
+                    yield pb.ReportPart(chunk=pb.Chunk(data=piece))
+
+        try:
+            reply = await stub.Report(parts(), metadata=self._metadata)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise AuthError(f"server {self.cfg.server} refused this device: {e.details()}") from None
+            self.stats.refused += 1
+            self.stats.messages.append(f"round {header.round}: report refused: {e.details()}")
+            return self.cfg.retry_s
+        if header.status == pb.COMPLETED:
+            self.stats.reported += 1
+        return reply.reconnect_after_s

@@ -1,0 +1,116 @@
+"""Assemble and run a server: the actors, the gRPC endpoint, the state folder."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from hamrah.algorithms.base import Algorithm
+from hamrah.core.errors import ConfigError
+from hamrah.core.params import num_parameters
+from hamrah.core.targets import rounds_to_target
+from hamrah.data.federated import ArrayData
+from hamrah.models import ModelSpec
+from hamrah.server.config import ServerConfig
+from hamrah.server.coordinator import Coordinator, RunPlan
+from hamrah.server.selector import Selector
+from hamrah.server.service import FederatedLearningService
+from hamrah.server.state import ServerStore
+from hamrah.transport.codec import CHUNK_BYTES
+from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
+from hamrah.transport.security import TokenRegistry, server_credentials
+
+log = logging.getLogger("hamrah.server")
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", CHUNK_BYTES + (1 << 16)),
+    ("grpc.max_send_message_length", CHUNK_BYTES + (1 << 16)),
+    ("grpc.so_reuseport", 0),
+]
+
+
+@dataclass(frozen=True)
+class ServerSetup:
+    """Everything a server run needs, resolved from a config (see ``hamrah.experiments.serve``)."""
+
+    server: ServerConfig
+    run: RunPlan
+    algorithm: Algorithm
+    algorithm_plan: dict
+    model: ModelSpec
+    test_data: ArrayData | None
+    goal: int
+    config: dict
+    ignore_index: int | None = None
+
+
+class FLServer:
+    """One population's server: ``await FLServer(setup, state_dir).serve(port)``."""
+
+    def __init__(self, setup: ServerSetup, state_dir: str | Path):
+        self.setup = setup
+        self.store = ServerStore(state_dir, setup.config)
+        s = setup.server
+        self.coordinator = Coordinator(s, setup.run, setup.algorithm, setup.algorithm_plan, setup.model,
+                                       setup.test_data, self.store, setup.goal, setup.ignore_index)
+        self.selectors = [Selector(i, self.coordinator, s.checkin_hold_s) for i in range(s.selectors)]
+        tokens = TokenRegistry(s.tokens_file, s.revoked_file) if s.tokens_file else None
+        if tokens is None:
+            log.warning("server.tokens_file is not set: devices are NOT authenticated")
+        self.service = FederatedLearningService(self.coordinator, self.selectors, tokens)
+        self.port: int | None = None
+
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> int:
+        """Start listening; return the bound port."""
+        s = self.setup.server
+        self._grpc = grpc.aio.server(options=GRPC_OPTIONS)
+        pb_grpc.add_FederatedLearningServicer_to_server(self.service, self._grpc)
+        address = f"{host}:{port}"
+        if s.tls_cert:
+            bound = self._grpc.add_secure_port(address, server_credentials(s.tls_cert, s.tls_key, s.client_ca))
+        else:
+            bound = self._grpc.add_insecure_port(address)
+        if bound == 0:
+            raise ConfigError(f"--port {port}: cannot listen on {address} (in use?)")
+        await self._grpc.start()
+        self.port = bound
+        params = self.coordinator.params
+        log.info("serving population %r on %s:%d (%s, %s: %s parameters; goal %d per round; state %s)",
+                 s.population, host, bound, "TLS" if s.tls_cert else "plaintext", self.setup.model.name,
+                 f"{num_parameters(params):,}", self.setup.goal, self.store.dir)
+        return bound
+
+    async def serve(self, port: int = 0, host: str = "127.0.0.1", linger_s: float = 1.0) -> dict:
+        """Serve until every round is committed; return the summary."""
+        if self.port is None:
+            await self.start(port, host)
+        try:
+            await self.coordinator.run()
+            await asyncio.sleep(linger_s)  # tell devices that check in now that training is over
+        finally:
+            await self._grpc.stop(grace=0.5)
+            summary = self.summary()
+            self.store.write_summary(summary)
+            self.store.close()
+        return summary
+
+    def summary(self) -> dict:
+        records = self.store.committed_rounds()
+        evals = [r for r in records if "test_accuracy" in r]
+        rounds, accs = [r["round"] for r in evals], [r["test_accuracy"] for r in evals]
+        target = self.setup.run.target_accuracy
+        return {
+            "config": self.setup.config,
+            "num_parameters": num_parameters(self.coordinator.params),
+            "rounds_committed": len(records),
+            "final_accuracy": accs[-1] if accs else None,
+            "best_accuracy": max(accs) if accs else None,
+            "rounds_to_target": rounds_to_target(rounds, accs, target) if target is not None and accs else None,
+            "wall_s": records[-1]["elapsed_s"] if records else 0.0,
+            "refused_messages": self.service.refused,
+            "devices_forwarded": sum(s.forwarded for s in self.selectors),
+            "devices_turned_away": sum(s.turned_away for s in self.selectors),
+        }

@@ -1,0 +1,125 @@
+"""The ``[server]`` section of a config: round protocol, actors, security, limits."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import typing
+from dataclasses import dataclass
+
+from hamrah.core.errors import ConfigError
+
+BACKENDS = ("asyncio", "ray")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the server runs rounds (Bonawitz et al. 2019, section 4).
+
+    Attributes:
+        population: the population name devices check in for.
+        goal_count: reports a round needs (None: the algorithm's cohort size for ``data.num_clients``).
+        over_selection: select ``ceil(goal_count * over_selection)`` devices to absorb drop-outs.
+        selection_timeout_s: how long selection waits for devices.
+        min_selected_fraction: a round starts only with at least this fraction of the goal selected.
+        reporting_timeout_s: how long the round waits for reports after selection.
+        min_reports: fewest reports that commit a round (None: ceil(0.8 * goal_count)).
+        selectors, aggregators: how many of each actor.
+        checkin_hold_s: how long a check-in waits for a selection slot before being turned away.
+        reconnect_min_s, reconnect_max_s: the range of reconnect times given to devices turned away.
+        retry_delay_s: pause before retrying an abandoned round.
+        max_update_mb: largest update accepted (0: twice the model's size plus 1 MB).
+        tokens_file, revoked_file: device tokens, one per line.
+        tls_cert, tls_key, client_ca: TLS files (client_ca set: mutual TLS).
+        backend: the actor runtime, "asyncio" (one process) or "ray".
+    """
+
+    population: str = "default"
+    goal_count: int | None = None
+    over_selection: float = 1.3
+    selection_timeout_s: float = 30.0
+    min_selected_fraction: float = 0.8
+    reporting_timeout_s: float = 60.0
+    min_reports: int | None = None
+    selectors: int = 2
+    aggregators: int = 2
+    checkin_hold_s: float = 2.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 10.0
+    retry_delay_s: float = 1.0
+    max_update_mb: float = 0.0
+    tokens_file: str | None = None
+    revoked_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None
+    backend: str = "asyncio"
+
+    def goal(self, default: int) -> int:
+        return self.goal_count if self.goal_count is not None else default
+
+    def selection_target(self, goal: int) -> int:
+        return max(goal, math.ceil(goal * self.over_selection - 1e-9))
+
+    def reports_needed(self, goal: int) -> int:
+        return self.min_reports if self.min_reports is not None else max(1, math.ceil(0.8 * goal))
+
+
+def server_config(table: dict) -> ServerConfig:
+    """Validate the ``[server]`` table.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, or an impossible value, naming it.
+    """
+    hints = typing.get_type_hints(ServerConfig)
+    values = {}
+    for key, value in table.items():
+        if key not in hints:
+            close = difflib.get_close_matches(key, list(hints), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown key in [server] {key!r}{hint}; expected one of {', '.join(hints)}")
+        values[key] = _coerce(f"server.{key}", value, hints[key])
+    cfg = ServerConfig(**values)
+    _check(cfg)
+    return cfg
+
+
+def _coerce(key: str, value, hint):
+    args = typing.get_args(hint)
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        names = {int: "an integer", float: "a number", str: "a string"}
+        raise ConfigError(f"{key} = {value!r}: expected {names.get(base, base.__name__)}, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} = {value!r}: expected a finite number")
+    return value
+
+
+def _check(c: ServerConfig) -> None:
+    checks = [
+        (c.goal_count is None or c.goal_count >= 1, "goal_count", c.goal_count, "an integer >= 1"),
+        (c.over_selection >= 1.0, "over_selection", c.over_selection, "a number >= 1 (e.g. 1.3)"),
+        (c.selection_timeout_s > 0, "selection_timeout_s", c.selection_timeout_s, "a positive number of seconds"),
+        (0 < c.min_selected_fraction <= 1, "min_selected_fraction", c.min_selected_fraction, "a fraction in (0, 1]"),
+        (c.reporting_timeout_s > 0, "reporting_timeout_s", c.reporting_timeout_s, "a positive number of seconds"),
+        (c.min_reports is None or c.min_reports >= 1, "min_reports", c.min_reports, "an integer >= 1"),
+        (c.selectors >= 1, "selectors", c.selectors, "an integer >= 1"),
+        (c.aggregators >= 1, "aggregators", c.aggregators, "an integer >= 1"),
+        (c.checkin_hold_s >= 0, "checkin_hold_s", c.checkin_hold_s, "a number >= 0"),
+        (0 < c.reconnect_min_s <= c.reconnect_max_s, "reconnect_min_s", c.reconnect_min_s, "0 < reconnect_min_s <= reconnect_max_s"),
+        (c.retry_delay_s >= 0, "retry_delay_s", c.retry_delay_s, "a number >= 0"),
+        (c.max_update_mb >= 0, "max_update_mb", c.max_update_mb, "a number >= 0 (0: automatic)"),
+        (c.backend in BACKENDS, "backend", c.backend, f"one of {', '.join(BACKENDS)}"),
+        ((c.tls_cert is None) == (c.tls_key is None), "tls_cert", c.tls_cert, "tls_cert and tls_key set together"),
+        (c.client_ca is None or c.tls_cert is not None, "client_ca", c.client_ca, "mutual TLS only with tls_cert and tls_key"),
+    ]
+    for ok, key, value, expected in checks:
+        if not ok:
+            raise ConfigError(f"server.{key} = {value!r}: expected {expected}")
+    if c.goal_count is not None and c.min_reports is not None and c.min_reports > c.goal_count:
+        raise ConfigError(f"server.min_reports = {c.min_reports}: expected at most goal_count ({c.goal_count})")
+
+
+__all__ = ["BACKENDS", "ServerConfig", "server_config"]

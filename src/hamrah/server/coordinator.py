@@ -1,0 +1,323 @@
+"""The Coordinator: drives one population's rounds and owns the global model and round state
+(Bonawitz et al. 2019, section 4.2).
+
+A round is Selection (devices checking in are given tasks until ``ceil(goal * over_selection)``
+are selected or the selection timeout passes), Configuration (each selected device gets the plan
+at once and downloads the checkpoint), and Reporting (updates are accepted until ``goal`` have
+arrived, every selected device has answered, or the reporting timeout passes; later reports are
+refused as stale). Too few selected devices or reports abandon the round, which is retried.
+A committed round is durable before the next one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import torch
+
+from hamrah.algorithms.base import Algorithm, ClientResult
+from hamrah.algorithms.state import flatten_state, unflatten_state
+from hamrah.algorithms.local import evaluate
+from hamrah.core.errors import ProtocolError
+from hamrah.core.params import Params
+from hamrah.data.federated import ArrayData
+from hamrah.models import ModelSpec
+from hamrah.server.aggregators import MasterAggregator
+from hamrah.server.config import ServerConfig
+from hamrah.server.state import ServerStore
+from hamrah.transport.codec import check_update, decode_metrics, decode_params, encode_params, sha256, spec_of
+from hamrah.transport.plan import Plan
+from hamrah.transport.proto import fl_pb2 as pb
+
+log = logging.getLogger("hamrah.server")
+
+# Server halves that need only the n_k-weighted mean of the deltas: Aggregators keep a running sum.
+STREAMING = frozenset({"fedavg", "fedsgd", "fedadam", "fedyogi", "fedadagrad", "fedavgm"})
+BROADCAST_PREFIX, AUX_PREFIX = "broadcast/", "aux/"
+MAX_EXAMPLES = 10**9
+
+
+class LateReport(ProtocolError):
+    """A report for a task whose round has closed or moved on: a straggler, ignored."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The ``[run]`` settings the server honours."""
+
+    rounds: int
+    seed: int = 0
+    eval_every: int = 1
+    target_accuracy: float | None = None
+    stop_at_target: bool = False
+
+
+@dataclass
+class TaskInfo:
+    task_id: str
+    device: str
+    round: int
+    aggregator: int
+    status: str = "selected"  # selected | reported | aborted | failed | refused
+
+
+@dataclass
+class RoundState:
+    round: int
+    attempt: int
+    goal: int
+    target: int
+    started: float
+    tasks: dict[str, TaskInfo] = field(default_factory=dict)
+    selection_open: bool = True
+    reporting_open: bool = False
+    reporting_deadline: float = 0.0
+    selected: asyncio.Event = field(default_factory=asyncio.Event)
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+    refused: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(t.status == status for t in self.tasks.values())
+
+
+class Coordinator:
+    """Drives rounds of ``algorithm`` for one population; see the module docstring."""
+
+    def __init__(self, cfg: ServerConfig, run: RunPlan, algorithm: Algorithm, algorithm_plan: dict,
+                 model: ModelSpec, test_data: ArrayData | None, store: ServerStore, goal: int,
+                 ignore_index: int | None = None):
+        self.cfg, self.run_plan, self.algorithm, self.algorithm_plan = cfg, run, algorithm, algorithm_plan
+        self.model_spec, self.test_data, self.store, self.ignore_index = model, test_data, store, ignore_index
+        self.goal = goal
+        self.model = model.build()
+        self.master = MasterAggregator(cfg.aggregators)
+        self.rng = random.Random(run.seed)
+        self.current: RoundState | None = None
+        self.finished = False
+        self._opened = asyncio.Event()
+        self.started = time.monotonic()
+        self.round_s = cfg.reconnect_min_s  # moving average of committed rounds' durations
+        resumed = store.latest()
+        if resumed is None:
+            with torch.random.fork_rng(devices=[]):
+                from hamrah.core.seeds import init_seed
+
+                torch.manual_seed(init_seed(run.seed))
+                self.params: Params = {k: v.detach().clone() for k, v in model.build().named_parameters()}
+            self.server_state = algorithm.init_server_state(self.params)
+            self.last_round = 0
+        else:
+            self.last_round, self.params, tensors, scalars = resumed
+            template = algorithm.init_server_state(self.params)
+            self.server_state = unflatten_state(type(template), tensors, scalars)
+            log.info("resuming from committed round %d (state %s)", self.last_round, store.dir)
+        self.spec = spec_of(self.params)
+        self.update_limit = int(cfg.max_update_mb * 2**20) or 2 * len(encode_params(self.params)) + 2**20
+
+    # --- called by selectors -----------------------------------------------------------------
+
+    async def wait_for_selection(self, timeout: float) -> None:
+        """Return when a round opens selection, or after ``timeout`` seconds."""
+        await asyncio.sleep(0)
+        try:
+            await asyncio.wait_for(self._opened.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def has_task(self, device: str) -> bool:
+        rs = self.current
+        return rs is not None and any(t.device == device for t in rs.tasks.values())
+
+    def offer(self, device: str) -> pb.Task | None:
+        """Select ``device`` for the open round if a slot is left; return its task."""
+        rs = self.current
+        if rs is None or not rs.selection_open or self.has_task(device) or len(rs.tasks) >= rs.target:
+            return None
+        info = TaskInfo(uuid.uuid4().hex, device, rs.round, self.master.assign())
+        rs.tasks[info.task_id] = info
+        if len(rs.tasks) >= rs.target:
+            self._close_selection(rs)
+        plan = Plan("train", rs.round, self.algorithm_plan, self.model_spec, self.run_plan.seed, self.ignore_index)
+        return pb.Task(task_id=info.task_id, round=rs.round, kind=pb.TRAIN, plan=plan.to_json(),
+                       checkpoint_bytes=len(self._ckpt), checkpoint_sha256=self._ckpt_sha,
+                       report_deadline_s=self.cfg.selection_timeout_s + self.cfg.reporting_timeout_s)
+
+    def _close_selection(self, rs: RoundState) -> None:
+        rs.selection_open = False
+        self._opened = asyncio.Event()
+        rs.selected.set()
+
+    def reconnect_after(self) -> float:
+        """Pace steering: when a turned-away device should come back: about when the next round's
+        selection opens (estimated from recent round durations), spread out so devices do not return
+        all at once, within [reconnect_min_s, reconnect_max_s]."""
+        rs = self.current
+        elapsed = time.monotonic() - rs.started if rs is not None else 0.0
+        wait = max(self.round_s - elapsed, 0.0) + self.rng.uniform(0.0, 0.5 * self.round_s)
+        return min(max(wait, self.cfg.reconnect_min_s), self.cfg.reconnect_max_s)
+
+    # --- called by the gRPC service ------------------------------------------------------------
+
+    def checkpoint(self, task_id: str, device: str) -> bytes:
+        """Return the checkpoint bytes of a live task of ``device``."""
+        self._live_task(task_id, device)
+        return self._ckpt
+
+    def _live_task(self, task_id: str, device: str) -> TaskInfo:
+        rs = self.current
+        info = rs.tasks.get(task_id) if rs is not None else None
+        if info is None:
+            raise LateReport(f"task {task_id[:12]!r} is not a task of the current round (late or unknown)")
+        if info.device != device:
+            raise ProtocolError(f"task {task_id[:12]!r} belongs to another device")
+        return info
+
+    def report(self, device: str, header: pb.ReportHeader, payload: bytes) -> str:
+        """Accept one device's report into its Aggregator; return a short acknowledgement.
+
+        Raises:
+            ProtocolError: stale or unknown task, a task of another device, a second report, or an
+                update that does not match the model (names, shapes, dtypes, finite values, sizes).
+        """
+        info = self._live_task(header.task_id, device)
+        rs = self.current
+        if header.round != rs.round:
+            raise ProtocolError(f"report for round {header.round}, the task is in round {rs.round}")
+        if not rs.reporting_open and not rs.selection_open or self.master.reports() >= rs.goal:
+            raise LateReport(f"round {rs.round} no longer accepts reports")
+        if info.status != "selected":
+            raise ProtocolError(f"task {header.task_id[:12]!r} already {info.status}")
+        if header.status in (pb.ABORTED, pb.FAILED):
+            info.status = "aborted" if header.status == pb.ABORTED else "failed"
+            log.info("round %d: device %s %s its task: %s", rs.round, device[:8], info.status, header.reason[:200])
+            rs.progress.set()
+            return info.status
+        if header.status != pb.COMPLETED:
+            raise ProtocolError(f"report status {header.status}: expected COMPLETED, ABORTED or FAILED")
+        if not 1 <= header.num_examples <= MAX_EXAMPLES:
+            raise ProtocolError(f"num_examples = {header.num_examples}: expected 1..{MAX_EXAMPLES}")
+        result = self._decode_result(info, header, payload)
+        share = self.master.route(info.aggregator)
+        if share is None:
+            raise ProtocolError("no aggregator is alive to take the update")
+        share.add(result)
+        info.status = "reported"
+        if rs.selection_open and self.master.reports() >= rs.goal:
+            self._close_selection(rs)
+        rs.progress.set()
+        return "accepted"
+
+    def _decode_result(self, info: TaskInfo, header: pb.ReportHeader, payload: bytes) -> ClientResult:
+        tensors = decode_params(payload)
+        delta = {k: v for k, v in tensors.items() if not k.startswith(AUX_PREFIX)}
+        aux = {k[len(AUX_PREFIX):]: v for k, v in tensors.items() if k.startswith(AUX_PREFIX)}
+        check_update(delta, self.spec)
+        unknown = sorted(set(aux) - set(self.spec))
+        if unknown:
+            raise ProtocolError(f"aux: unexpected tensors {unknown[:5]}; expected names of the model's parameters")
+        check_update(aux, {k: self.spec[k] for k in aux}, what="aux")
+        metrics = decode_metrics(header.metrics)
+        return ClientResult(int(info.device[:8], 16), delta, int(header.num_examples), metrics, aux=aux)
+
+    # --- the round loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run rounds until ``run.rounds`` are committed (or the target is reached, if asked)."""
+        r, attempt = self.last_round + 1, 1
+        while r <= self.run_plan.rounds and not self.finished:
+            record = await self._round(r, attempt)
+            if record is None:
+                attempt += 1
+                await asyncio.sleep(self.cfg.retry_delay_s)
+                continue
+            r, attempt = r + 1, 1
+            acc, target = record.get("test_accuracy"), self.run_plan.target_accuracy
+            if self.run_plan.stop_at_target and acc is not None and target is not None and acc >= target:
+                log.info("target accuracy %.4f reached at round %d: stopping", target, record["round"])
+                break
+        self.finished = True
+        self._opened.set()
+
+    def _prepare_checkpoint(self) -> None:
+        tensors = dict(self.params)
+        extra = self.algorithm.broadcast(self.server_state)
+        if extra:
+            tensors.update({BROADCAST_PREFIX + k: v for k, v in extra.items()})
+        self._ckpt = encode_params(tensors)
+        self._ckpt_sha = sha256(self._ckpt)
+
+    async def _round(self, r: int, attempt: int) -> dict | None:
+        cfg = self.cfg
+        self._prepare_checkpoint()
+        self.master.start_round(buffered=self.algorithm.name not in STREAMING)
+        rs = RoundState(r, attempt, self.goal, cfg.selection_target(self.goal), time.monotonic())
+        self.current = rs
+        self._opened.set()
+        log.info("round %d%s: selecting %d devices (goal %d)", r, f" (attempt {attempt})" if attempt > 1 else "",
+                 rs.target, rs.goal)
+        try:
+            await asyncio.wait_for(rs.selected.wait(), cfg.selection_timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        self._close_selection(rs)
+        selected, t_sel = len(rs.tasks), time.monotonic() - rs.started
+        if selected < math.ceil(cfg.min_selected_fraction * rs.goal):
+            log.warning("round %d: abandoned in selection: %d devices selected, %d needed; retrying", r, selected,
+                        math.ceil(cfg.min_selected_fraction * rs.goal))
+            self.current = None
+            return None
+        rs.reporting_open = True
+        rs.reporting_deadline = time.monotonic() + cfg.reporting_timeout_s
+        await self._await_reports(rs)
+        rs.reporting_open = False
+        reported, t_rep = self.master.reports(), time.monotonic() - rs.started - t_sel
+        needed = cfg.reports_needed(rs.goal)
+        if reported < needed:
+            log.warning("round %d: abandoned in reporting: %d reports, %d needed; retrying", r, reported, needed)
+            self.current = None
+            return None
+        results, train_loss = self.master.finalize()
+        record = await asyncio.to_thread(self._commit, rs, results, train_loss, t_sel, t_rep)
+        self.current = None
+        self.round_s = 0.7 * self.round_s + 0.3 * record["round_s"]
+        acc = record.get("test_accuracy")
+        log.info("round %d: selected %d (goal %d), reported %d, dropped %d%s, %s%.1f s", r, selected, rs.goal, reported,
+                 selected - reported, f", refused {rs.refused}" if rs.refused else "",
+                 f"accuracy {acc:.4f}, " if acc is not None else "", record["round_s"])
+        return record
+
+    async def _await_reports(self, rs: RoundState) -> None:
+        while True:
+            answered = sum(t.status != "selected" for t in rs.tasks.values())
+            if self.master.reports() >= rs.goal or answered >= len(rs.tasks):
+                return
+            left = rs.reporting_deadline - time.monotonic()
+            if left <= 0:
+                return
+            rs.progress.clear()
+            try:
+                await asyncio.wait_for(rs.progress.wait(), left)
+            except asyncio.TimeoutError:
+                return
+
+    def _commit(self, rs: RoundState, results: list[ClientResult], train_loss: float, t_sel: float, t_rep: float) -> dict:
+        params, state = self.algorithm.server_update(self.params, results, self.server_state)
+        record = {"round": rs.round, "attempts": rs.attempt, "selected": len(rs.tasks), "goal": rs.goal,
+                  "reported": self.master.reports(), "aborted": rs.count("aborted"), "failed": rs.count("failed"),
+                  "refused": rs.refused, "lost_with_aggregators": self.master.lost, "train_loss": train_loss, "selection_s": round(t_sel, 3),
+                  "reporting_s": round(t_rep, 3)}
+        record["dropped"] = record["selected"] - record["reported"]
+        if self.test_data is not None and (rs.round % self.run_plan.eval_every == 0 or rs.round == self.run_plan.rounds):
+            loss, acc = evaluate(self.model, params, self.test_data, self.ignore_index)
+            record.update(test_loss=loss, test_accuracy=acc)
+        record["round_s"] = round(time.monotonic() - rs.started, 3)
+        record["elapsed_s"] = round(time.monotonic() - self.started, 3)
+        self.store.commit(rs.round, params, *flatten_state(state), record)
+        self.params, self.server_state, self.last_round = params, state, rs.round
+        return record

@@ -1,0 +1,42 @@
+"""Selectors: accept device check-ins, forward as many as the Coordinator asks for, and turn the
+rest away with a reconnect time (pace steering; Bonawitz et al. 2019, sections 2.3 and 4.2)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from hamrah.server.coordinator import Coordinator
+from hamrah.transport.proto import fl_pb2 as pb
+
+
+@dataclass
+class Selector:
+    index: int
+    coordinator: Coordinator
+    hold_s: float
+    forwarded: int = 0
+    turned_away: int = 0
+
+    async def check_in(self, device: str, request: pb.CheckInRequest) -> pb.CheckInResponse:
+        """Answer one check-in: a task if the open round has a slot, else when to come back."""
+        coord = self.coordinator
+        if coord.finished:
+            return pb.CheckInResponse(finished=True, message="training is over")
+        state = request.state
+        if not (state.idle and state.charging and state.unmetered):
+            return pb.CheckInResponse(reconnect_after_s=coord.cfg.reconnect_max_s, message="device is not eligible")
+        deadline = time.monotonic() + self.hold_s
+        while not coord.has_task(device):
+            task = coord.offer(device)
+            if task is not None:
+                self.forwarded += 1
+                return pb.CheckInResponse(task=task)
+            left = deadline - time.monotonic()
+            if left <= 0 or coord.finished:
+                break
+            await coord.wait_for_selection(left)
+        self.turned_away += 1
+        if coord.finished:
+            return pb.CheckInResponse(finished=True, message="training is over")
+        return pb.CheckInResponse(reconnect_after_s=coord.reconnect_after(), message="no slot in this round")

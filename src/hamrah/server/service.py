@@ -1,0 +1,103 @@
+"""The gRPC face of the server: authenticates every call, validates every message, and hands it to
+a Selector or the Coordinator. A refused message gets a clear status; the round goes on."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+import grpc
+
+from hamrah.core.errors import ProtocolError
+from hamrah.server.coordinator import Coordinator, LateReport
+from hamrah.server.selector import Selector
+from hamrah.transport.codec import chunks, join_chunks
+from hamrah.transport.proto import fl_pb2 as pb
+from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
+from hamrah.transport.security import TokenRegistry, token_from_metadata
+
+log = logging.getLogger("hamrah.server")
+MAX_FIELD = 256  # longest population / version / device id string accepted
+
+
+class FederatedLearningService(pb_grpc.FederatedLearningServicer):
+    def __init__(self, coordinator: Coordinator, selectors: list[Selector], tokens: TokenRegistry | None):
+        self.coordinator, self.selectors, self.tokens = coordinator, selectors, tokens
+        self.refused = 0
+
+    async def _device(self, context: grpc.aio.ServicerContext, claimed: str = "") -> str:
+        """Return the caller's device key, or end the call with UNAUTHENTICATED."""
+        if self.tokens is None:
+            return "anon-" + (claimed or context.peer())
+        key = self.tokens.authenticate(token_from_metadata(context.invocation_metadata()))
+        if key is None:
+            self.refused += 1
+            log.warning("refused a call from %s: unknown or revoked device token", context.peer())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked device token")
+        return key
+
+    async def _refuse(self, context, device: str, what: str, err: ProtocolError, code=grpc.StatusCode.INVALID_ARGUMENT):
+        self.refused += 1
+        rs = self.coordinator.current
+        if rs is not None:
+            rs.refused += 1
+        log.warning("refused %s from device %s: %s", what, device[:8], err)
+        await context.abort(code, str(err))
+
+    async def CheckIn(self, request: pb.CheckInRequest, context) -> pb.CheckInResponse:
+        device = await self._device(context, request.device_id[:MAX_FIELD])
+        for name in ("population", "runtime_version", "device_id"):
+            if len(getattr(request, name)) > MAX_FIELD:
+                await self._refuse(context, device, "a check-in", ProtocolError(f"{name} longer than {MAX_FIELD} characters"))
+        if request.population != self.coordinator.cfg.population:
+            await self._refuse(context, device, "a check-in", ProtocolError(
+                f"population {request.population!r} is not served here (expected {self.coordinator.cfg.population!r})"),
+                grpc.StatusCode.NOT_FOUND)
+        selector = self.selectors[zlib.crc32(device.encode()) % len(self.selectors)]
+        return await selector.check_in(device, request)
+
+    async def DownloadCheckpoint(self, request: pb.CheckpointRequest, context):
+        device = await self._device(context)
+        try:
+            data = self.coordinator.checkpoint(request.task_id, device)
+        except ProtocolError as e:
+            await self._refuse(context, device, "a checkpoint request", e, grpc.StatusCode.FAILED_PRECONDITION)
+        for piece in chunks(data):
+            yield pb.Chunk(data=piece)
+
+    async def Report(self, request_iterator, context) -> pb.ReportResponse:
+        device = await self._device(context)
+        try:
+            first = await anext(aiter(request_iterator), None)
+            if first is None or not first.HasField("header"):
+                raise ProtocolError("a report must start with its header")
+            header = first.header
+            payload = b""
+            if header.status == pb.COMPLETED:
+                payload = await self._payload(request_iterator, header.update_bytes)
+            message = self.coordinator.report(device, header, payload)
+        except LateReport as e:
+            log.info("ignored a late report from device %s: %s", device[:8], e)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        except ProtocolError as e:
+            await self._refuse(context, device, "an update", e)
+        return pb.ReportResponse(accepted=True, message=message, reconnect_after_s=self.coordinator.reconnect_after())
+
+    async def _payload(self, request_iterator, expected: int) -> bytes:
+        limit = self.coordinator.update_limit
+
+        async def parts():
+            async for part in request_iterator:
+                if not part.HasField("chunk"):
+                    raise ProtocolError("a report carries one header, then chunks")
+                yield part.chunk.data
+
+        if expected > limit:
+            raise ProtocolError(f"update: announced {expected:,} bytes, over the limit of {limit:,}")
+        buf, size = [], 0
+        async for piece in parts():
+            buf.append(piece)
+            size += len(piece)
+            if size > limit:
+                raise ProtocolError(f"update: stream exceeds the limit of {limit:,} bytes")
+        return join_chunks(buf, expected, limit)

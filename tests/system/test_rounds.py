@@ -1,0 +1,99 @@
+"""A real server and real devices over gRPC on loopback: rounds, drop-outs, aggregator failure,
+eligibility, and the server/simulator equivalence."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hamrah.core.params import max_abs_diff
+from hamrah.device.fleet import Churn
+from hamrah.experiments.runner import prepare
+from hamrah.server.state import ServerStore
+from hamrah.simulation import SimulationConfig, Simulator, seeded
+
+from hamrah.device.fleet import make_tokens
+from hamrah.experiments.serve import import_stores
+
+from tests.system.harness import experiment, make_setup, run_system
+
+
+def records(state_dir, setup):
+    store = ServerStore(state_dir, setup.config)
+    try:
+        return store.committed_rounds()
+    finally:
+        store.close()
+
+
+def test_twenty_devices_complete_three_rounds_of_fedavg(tmp_path):
+    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=3), devices=20, goal_count=10)
+    server, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
+    recs = records(tmp_path / "state", setup)
+    assert [r["round"] for r in recs] == [1, 2, 3]
+    assert all(r["reported"] >= 8 and r["selected"] >= r["reported"] for r in recs)
+    assert all(r["selected"] <= 13 for r in recs)  # ceil(10 * 1.3)
+    assert summary["rounds_committed"] == 3 and summary["final_accuracy"] > 0.2
+    assert recs[-1]["test_accuracy"] > recs[0]["test_accuracy"]
+    assert sum(s.reported for s in stats) >= 30
+    lines = (tmp_path / "state" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+
+
+def test_rounds_complete_when_30_percent_of_selected_devices_die(tmp_path):
+    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=3), devices=30, goal_count=8,
+                                       over_selection=1.5, min_reports=8)
+    _, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, Churn(kill=0.3, seed=3)))
+    recs = records(tmp_path / "state", setup)
+    assert [r["round"] for r in recs] == [1, 2, 3]
+    assert all(r["reported"] >= 8 for r in recs)
+    dead = sum(s is None for s in stats)
+    assert dead >= 3, "the churn script should have killed devices"
+    assert sum(r["dropped"] for r in recs) >= 1
+
+
+def test_an_aggregator_failure_loses_only_its_share(tmp_path):
+    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=2), devices=16, goal_count=6,
+                                       over_selection=2.0, min_reports=6, aggregators=2)
+    crashed = {}
+
+    async def crash_in_round_2(server, port):
+        coord = server.coordinator
+        while True:
+            rs = coord.current
+            if rs is not None and rs.round == 2 and coord.master.shares[0].count >= 1:
+                crashed["lost"] = coord.master.crash(0)
+                return
+            await asyncio.sleep(0.002)
+
+    asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, during=crash_in_round_2))
+    recs = records(tmp_path / "state", setup)
+    assert [r["round"] for r in recs] == [1, 2]
+    assert crashed["lost"] >= 1
+    assert recs[1]["lost_with_aggregators"] == crashed["lost"]
+    assert recs[1]["reported"] >= 6  # the round still reached its reports from the live aggregator
+
+
+def test_device_that_stops_charging_mid_task_aborts(tmp_path):
+    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=2), devices=12, goal_count=6, min_reports=5)
+    _, _, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, Churn(unplug=0.5, away_s=0.3, seed=1)))
+    recs = records(tmp_path / "state", setup)
+    assert [r["round"] for r in recs] == [1, 2]
+    assert sum(s.aborted for s in stats if s) >= 1
+    assert sum(r["aborted"] for r in recs) >= 1
+
+
+def test_server_round_equals_simulator_round(tmp_path):
+    """Devices holding exactly the clients the simulator samples, keyed by client id, give the same model."""
+    algo = {"name": "fedavg", "client_fraction": 0.08, "local_epochs": 1, "batch_size": 10, "lr": 0.1}
+    exp = experiment(rounds=1, num_clients=100, partition="shards", algorithm=algo)
+    prep = prepare(exp)
+    sim = Simulator(seeded(prep.model_factory, 0), prep.data, prep.algorithm,
+                    SimulationConfig(rounds=1, seed=0, batched=False, workers=1))
+    cohort = [int(c) for c in sim.sample(1)]
+    setup, _, tokens = make_setup(tmp_path, exp, devices=0, goal_count=8, over_selection=1.0, min_reports=8)
+    stores = import_stores(exp, tmp_path / "stores", cohort)
+    tokens = make_tokens(tmp_path / "tokens.txt", 8)
+    server, _, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, client_keys=cohort))
+    result = sim.run()
+    assert max_abs_diff(server.coordinator.params, result.params) < 1e-5
+    assert max_abs_diff(server.coordinator.params, dict(seeded(prep.model_factory, 0).named_parameters())) > 1e-3
