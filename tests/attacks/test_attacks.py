@@ -10,8 +10,18 @@ from torch import nn
 from hamrah.aggregation import build_aggregator
 from hamrah.algorithms import ClientResult, weighted_mean_delta
 from hamrah.attacks import (
-    Attack, GaussianUpdate, LabelFlip, LittleIsEnough, ModelReplacement, PixelBackdoor, ScaleUpdate, SignFlip,
-    attack_success_rate, build_attack, choose_malicious, main_accuracy, z_max,
+    GaussianUpdate,
+    LabelFlip,
+    LittleIsEnough,
+    ModelReplacement,
+    PixelBackdoor,
+    ScaleUpdate,
+    SignFlip,
+    attack_success_rate,
+    build_attack,
+    choose_malicious,
+    main_accuracy,
+    z_max,
 )
 from hamrah.core.errors import ConfigError
 from hamrah.data.federated import ArrayData

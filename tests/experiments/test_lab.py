@@ -9,7 +9,15 @@ import json
 import pytest
 
 from hamrah.core.errors import ConfigError
-from hamrah.experiments.lab import BEGIN, END, lab_from_dict, load_lab_config, main, run_lab, write_doc
+from hamrah.experiments.lab import (
+    BEGIN,
+    END,
+    lab_from_dict,
+    load_lab_config,
+    main,
+    run_lab,
+    write_doc,
+)
 
 TINY = {
     "data": {"dataset": "mnist", "partition": "iid", "num_clients": 200},
@@ -61,7 +69,7 @@ def test_a_lab_that_cannot_work_is_refused_with_the_reason(changes, message):
 
 def test_shipped_configs(tmp_path):
     cfg = load_lab_config("configs/lab_mnist.toml")
-    assert cfg.cohort() == 20 and len(cfg.attacks) * len(cfg.defences) >= 70
+    assert cfg.cohort() == 10 and len(cfg.attacks) * len(cfg.defences) >= 70
     with pytest.raises(ConfigError, match="needs at least 13"):
         load_lab_config("configs/lab_bad_krum.toml")
     with pytest.raises(ConfigError, match="not in lab.attacks"):

@@ -10,7 +10,8 @@ instead of one op per parameter tensor.
 from __future__ import annotations
 
 import math
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 

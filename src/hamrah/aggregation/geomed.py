@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 import torch
 
-from hamrah.aggregation.base import as_weights, check_int, check_number, flatten, unflatten
+from hamrah.aggregation.base import (
+    as_weights,
+    check_int,
+    check_number,
+    flatten,
+    unflatten,
+)
 from hamrah.aggregation.coordinate import coordinate_median
 from hamrah.core.params import Params
 

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
-from hamrah.aggregation.base import as_weights, check_int, flatten, require_cohort, unflatten
+from hamrah.aggregation.base import (
+    as_weights,
+    check_int,
+    flatten,
+    require_cohort,
+    unflatten,
+)
 from hamrah.aggregation.coordinate import coordinate_median
 from hamrah.core.errors import ConfigError, NotEnoughClients
 from hamrah.core.params import Params

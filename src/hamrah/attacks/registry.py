@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hamrah.attacks.base import Attack
 from hamrah.attacks.data import LabelFlip, PixelBackdoor
-from hamrah.attacks.model import GaussianUpdate, LittleIsEnough, ModelReplacement, ScaleUpdate, SignFlip
+from hamrah.attacks.model import (
+    GaussianUpdate,
+    LittleIsEnough,
+    ModelReplacement,
+    ScaleUpdate,
+    SignFlip,
+)
 from hamrah.core.errors import ConfigError
 
 # name -> (data poisoning factory or None, update poisoning factory or None)

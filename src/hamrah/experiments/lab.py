@@ -20,15 +20,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hamrah.aggregation import build_aggregator
 from hamrah.algorithms.base import cohort_size
-from hamrah.attacks import Attack, attack_success_rate, build_attack, choose_malicious, main_accuracy
+from hamrah.attacks import (
+    Attack,
+    attack_success_rate,
+    build_attack,
+    choose_malicious,
+    main_accuracy,
+)
 from hamrah.attacks.data import PixelBackdoor
 from hamrah.core.errors import ConfigError
 from hamrah.experiments.config import ExperimentConfig, from_dict
@@ -284,7 +292,7 @@ def _describe(cfg: LabConfig, prep: Prepared) -> str:
 
 def main(args: argparse.Namespace) -> None:
     """CLI entry: ``hamrah lab CONFIG [--rounds N] [--attacks a,b] [--defences c,d] [--check]``."""
-    split = lambda s: [x for x in s.split(",") if x] if s else None  # noqa: E731
+    split = lambda s: [x for x in s.split(",") if x] if s else None
     cfg = load_lab_config(args.config).select(split(args.attacks), split(args.defences), args.rounds)
     prep = prepare_lab(cfg)
     print(f"hamrah lab: {len(cfg.attacks)} attacks x {len(cfg.defences)} defences; {_describe(cfg, prep)}", flush=True)
@@ -302,7 +310,7 @@ def main(args: argparse.Namespace) -> None:
     plot_heatmap(rows, img, title=_describe(cfg, prep).split(";")[0])
     command = " ".join(["hamrah lab", str(args.config)] + [f"--{k} {getattr(args, k)}" for k in ("rounds", "attacks", "defences")
                                                            if getattr(args, k) is not None])
-    rel = Path(*img.parts[len(Path(args.doc).parent.parts):]) if img.parts[: len(Path(args.doc).parent.parts)] == Path(args.doc).parent.parts else img
+    rel = Path(os.path.relpath(img.resolve(), Path(args.doc).resolve().parent))  # the image as the doc links it
     block = (f"Made by `{command}` in {wall / 60:.1f} min ({len(rows)} runs; {_describe(cfg, prep)}).\n\n"
              f"![attack x defence heatmap]({rel.as_posix()})\n\n" + markdown_tables(rows))
     write_doc(Path(args.doc), block)
