@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import hamrah.privacy as privacy
+from hamrah import privacy
 from hamrah.core.errors import ConfigError
 from hamrah.privacy import AdaptiveClipConfig, DPConfig
 

@@ -6,11 +6,13 @@
 - On-device DP-SGD (Abadi et al. 2016): :func:`train_local_dpsgd`, :class:`DPSGDPlan`.
 - Accounting with dp-accounting (RDP, PLD): :class:`PrivacyAccountant`, :class:`RoundSpec`.
 - The budget: :class:`BudgetLedger`.
+- Pipeline stages (:mod:`hamrah.core.pipeline`): :class:`DPClip`, :class:`CentralGaussianNoise`,
+  :class:`LocalGaussian`, :func:`dp_stages`.
 
 See ``docs/dp.md``.
 """
 
-from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, epsilon_of
+from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, epsilon_of, noise_multiplier_for, round_spec_for
 from hamrah.privacy.adaptive import (
     AdaptiveClipper,
     AdaptiveClipState,
@@ -32,11 +34,38 @@ from hamrah.privacy.mechanisms import (
     l2_norm,
     local_dp_release,
 )
+from hamrah.privacy.stages import CentralGaussianNoise, DPClip, LocalGaussian, dp_stages
 
 __all__ = [
-    "AdaptiveClipConfig", "AdaptiveClipState", "AdaptiveClipper", "BudgetLedger", "DPConfig", "DPSGDPlan",
-    "PrivacyAccountant", "RoundSpec", "add_gaussian_noise", "central_noise_std", "clip_per_example", "clip_update",
-    "dp_fedavg_aggregate", "epsilon_of", "estimator_denominator", "gaussian_noise_like", "geometric_clip_update",
-    "l2_norm", "local_dp_release", "noised_unclipped_fraction", "noisy_mean_gradient", "per_example_grads",
-    "train_local_dpsgd", "unclipped_bit", "update_noise_multiplier",
+    "AdaptiveClipConfig",
+    "AdaptiveClipState",
+    "AdaptiveClipper",
+    "BudgetLedger",
+    "CentralGaussianNoise",
+    "DPClip",
+    "DPConfig",
+    "DPSGDPlan",
+    "LocalGaussian",
+    "PrivacyAccountant",
+    "RoundSpec",
+    "add_gaussian_noise",
+    "central_noise_std",
+    "clip_per_example",
+    "clip_update",
+    "dp_fedavg_aggregate",
+    "dp_stages",
+    "epsilon_of",
+    "estimator_denominator",
+    "gaussian_noise_like",
+    "geometric_clip_update",
+    "l2_norm",
+    "local_dp_release",
+    "noise_multiplier_for",
+    "noised_unclipped_fraction",
+    "noisy_mean_gradient",
+    "per_example_grads",
+    "round_spec_for",
+    "train_local_dpsgd",
+    "unclipped_bit",
+    "update_noise_multiplier",
 ]

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
 
 import dp_accounting
 import numpy as np
 from dp_accounting import pld, rdp
-from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 from dp_accounting.privacy_accountant import NeighboringRelation
+from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 
 from hamrah.core.errors import ConfigError
+from hamrah.privacy.config import DPConfig
 
 SAMPLING_KINDS = ("poisson", "fixed", "none")
 METHODS = ("rdp", "pld")
@@ -72,17 +73,17 @@ class RoundSpec:
                 raise ConfigError(f"population = {k!r}, cohort = {m!r}: expected integers with 1 <= m <= K")
 
     @classmethod
-    def poisson(cls, noise_multiplier: float, q: float) -> "RoundSpec":
+    def poisson(cls, noise_multiplier: float, q: float) -> RoundSpec:
         """Return a Poisson-sampled round with sampling probability ``q``."""
         return cls(noise_multiplier, "poisson", q)
 
     @classmethod
-    def fixed(cls, noise_multiplier: float, cohort: int, population: int) -> "RoundSpec":
+    def fixed(cls, noise_multiplier: float, cohort: int, population: int) -> RoundSpec:
         """Return a round of ``cohort`` clients drawn without replacement from ``population``."""
         return cls(noise_multiplier, "fixed", cohort / population, population, cohort)
 
     @classmethod
-    def unsampled(cls, noise_multiplier: float) -> "RoundSpec":
+    def unsampled(cls, noise_multiplier: float) -> RoundSpec:
         """Return an unsampled release under replace-one neighbours (local DP, a shuffled DP-SGD epoch)."""
         return cls(noise_multiplier, "none")
 
@@ -91,7 +92,7 @@ class RoundSpec:
         """Return the neighbouring relation the guarantee is stated for."""
         return NeighboringRelation.ADD_OR_REMOVE_ONE if self.sampling == "poisson" else NeighboringRelation.REPLACE_ONE
 
-    def with_noise(self, noise_multiplier: float) -> "RoundSpec":
+    def with_noise(self, noise_multiplier: float) -> RoundSpec:
         """Return this spec with another noise multiplier."""
         return RoundSpec(noise_multiplier, self.sampling, self.sampling_probability, self.population, self.cohort)
 
@@ -110,7 +111,7 @@ class RoundSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RoundSpec":
+    def from_dict(cls, d: dict) -> RoundSpec:
         """Return the spec written by :meth:`to_dict`."""
         return cls(**d)
 
@@ -276,3 +277,32 @@ def _calibrate(groups: list[tuple[RoundSpec, int]], spec: RoundSpec, rounds: int
     except (ValueError, dp_accounting.mechanism_calibration.NoBracketIntervalFoundError) as err:
         raise ConfigError(f"no noise multiplier fits epsilon {target_epsilon} at delta {delta} "
                           f"over {rounds} rounds: {err}") from err
+
+
+def round_spec_for(config: DPConfig, noise_multiplier: float, population: int, cohort: int | None = None,
+                   sampling_probability: float | None = None) -> RoundSpec:
+    """Return the mechanism of one round of a central or local DP run.
+
+    Central: Poisson sampling with q (default cohort / population) or m of K without replacement.
+    Local: one unsampled release per participation (a client knows it took part, so no amplification).
+
+    Raises:
+        ConfigError: DP-SGD (its events come from :meth:`hamrah.privacy.DPSGDPlan.privacy_events`) or
+            missing sizes.
+    """
+    if config.mode == "local":
+        return RoundSpec.unsampled(noise_multiplier)
+    if config.mode != "central":
+        raise ConfigError(f"privacy.mode = {config.mode!r}: rounds are accounted for central or local DP; "
+                          "expected DPSGDPlan.privacy_events for dpsgd")
+    if config.sampling == "fixed":
+        return RoundSpec.fixed(noise_multiplier, cohort, population)
+    q = sampling_probability if sampling_probability is not None else (cohort or 0) / population
+    return RoundSpec.poisson(noise_multiplier, q)
+
+
+def noise_multiplier_for(config: DPConfig, rounds: int, spec: RoundSpec) -> float:
+    """Return the configured z, or the smallest z for which ``rounds`` rounds of ``spec`` fit the target."""
+    if config.noise_multiplier is not None:
+        return float(config.noise_multiplier)
+    return PrivacyAccountant(spec, config.accountant).noise_for(config.target_epsilon, config.delta, rounds)

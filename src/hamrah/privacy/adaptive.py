@@ -12,8 +12,8 @@ using z.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import torch
 
@@ -51,12 +51,20 @@ def noised_unclipped_fraction(
     bits: Sequence[bool], clip_count_stddev: float, denominator: float, generator: torch.Generator
 ) -> float:
     """Return b = (sum_i b_i + N(0, sigma_b^2)) / denominator (server half)."""
-    count = float(sum(1 for b in bits if b))
+    return noised_count_fraction(float(sum(1 for b in bits if b)), clip_count_stddev, denominator, generator)
+
+
+def noised_count_fraction(
+    count: float, clip_count_stddev: float, denominator: float, generator: torch.Generator
+) -> float:
+    """Return (count + N(0, sigma_b^2)) / denominator, from an already summed count."""
     noise = float(torch.randn((), generator=generator, device=generator.device)) * clip_count_stddev
     return (count + noise) / denominator
 
 
-def geometric_clip_update(clip: float, unclipped_fraction: float, target_quantile: float, learning_rate: float) -> float:
+def geometric_clip_update(
+    clip: float, unclipped_fraction: float, target_quantile: float, learning_rate: float
+) -> float:
     """Return C * exp(-eta_C (b - gamma)), Andrew et al.'s geometric update."""
     return clip * math.exp(-learning_rate * (unclipped_fraction - target_quantile))
 
@@ -110,6 +118,10 @@ class AdaptiveClipper:
 
     def step(self, state: AdaptiveClipState, bits: Sequence[bool], generator: torch.Generator) -> AdaptiveClipState:
         """Return the state after a round whose clients reported ``bits`` (b_i = norm_i <= state.clip)."""
-        b = noised_unclipped_fraction(bits, self.clip_count_stddev, self.expected_cohort, generator)
+        return self.step_count(state, float(sum(1 for b in bits if b)), generator)
+
+    def step_count(self, state: AdaptiveClipState, unclipped: float, generator: torch.Generator) -> AdaptiveClipState:
+        """Return the state after a round in which ``unclipped`` clients (the sum of their b_i) were not clipped."""
+        b = noised_count_fraction(unclipped, self.clip_count_stddev, self.expected_cohort, generator)
         new = geometric_clip_update(state.clip, b, self.config.target_quantile, self.config.learning_rate)
         return replace(state, clip=new, rounds=state.rounds + 1)

@@ -13,8 +13,8 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hamrah.core.errors import BudgetExhausted, ConfigError, DataError
 from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, epsilon_of
@@ -72,7 +72,8 @@ class BudgetLedger:
         if after > self.target_epsilon:
             raise BudgetExhausted(
                 f"privacy budget: round {self.rounds_done + 1} would bring epsilon to {after:.4g} > target "
-                f"{self.target_epsilon:g} at delta {self.delta:g}; spent {self.spent():.4g} in {self.rounds_done} rounds"
+                f"{self.target_epsilon:g} at delta {self.delta:g}; "
+                f"spent {self.spent():.4g} in {self.rounds_done} rounds"
             )
         return after
 
@@ -114,7 +115,7 @@ class BudgetLedger:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "ledger") -> "BudgetLedger":
+    def from_dict(cls, d: dict, source: str = "ledger") -> BudgetLedger:
         """Return the ledger :meth:`to_dict` wrote.
 
         Raises:
@@ -130,7 +131,8 @@ class BudgetLedger:
             ledger = cls(d["target_epsilon"], d["delta"], RoundSpec.from_dict(d["spec"]), d["method"], history)
             stored = float(d["spent_epsilon"])
         except (KeyError, TypeError, ValueError, AttributeError) as err:  # ConfigError is a ValueError
-            raise DataError(f"{source}: corrupt privacy ledger ({err}); expected the JSON BudgetLedger.save writes") from err
+            raise DataError(f"{source}: corrupt privacy ledger ({err}); "
+                            "expected the JSON BudgetLedger.save writes") from err
         if not math.isclose(ledger.spent(), stored, rel_tol=1e-6, abs_tol=1e-9):
             raise DataError(f"{source}: corrupt privacy ledger: stored spent epsilon {stored:.6g} but its events "
                             f"give {ledger.spent():.6g}")
@@ -151,7 +153,7 @@ class BudgetLedger:
             raise
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "BudgetLedger":
+    def load(cls, path: str | os.PathLike) -> BudgetLedger:
         """Read a ledger saved by :meth:`save`.
 
         Raises:
@@ -171,7 +173,7 @@ class BudgetLedger:
 
     @classmethod
     def resume(cls, path: str | os.PathLike, target_epsilon: float, delta: float, spec: RoundSpec,
-               method: str = "rdp") -> "BudgetLedger":
+               method: str = "rdp") -> BudgetLedger:
         """Return the ledger saved at ``path`` (a server restart), or a new one when there is no file.
 
         Raises:

@@ -12,7 +12,7 @@ Randomness comes only from the ``torch.Generator`` passed in, never from global 
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -89,7 +89,8 @@ def estimator_denominator(sampling: str, cohort_size: int | None = None,
         return float(cohort_size)
     if sampling == "poisson":
         if not sampling_probability or not population or sampling_probability * population <= 0:
-            raise ConfigError(f"q = {sampling_probability!r}, K = {population!r}: expected q*K > 0 for Poisson sampling")
+            raise ConfigError(f"q = {sampling_probability!r}, K = {population!r}: "
+                              "expected q*K > 0 for Poisson sampling")
         return float(sampling_probability * population)
     raise ConfigError(f"sampling = {sampling!r}: expected poisson | fixed")
 

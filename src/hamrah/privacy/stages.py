@@ -1,0 +1,176 @@
+"""DP as stages of the update pipeline (:mod:`hamrah.core.pipeline`).
+
+- Central user-level DP-FedAvg (McMahan et al. 2018): :class:`DPClip` on the client (kind "clip"),
+  :class:`CentralGaussianNoise` on the aggregate (kind "noise", server only, so it may follow a secure
+  sum: the noise is added where the server sees only the sum). With adaptive clipping (Andrew et al.
+  2021) the clip stage also sends the bit b_i under the auxiliary key ``"<clip name>:unclipped"``; the
+  noise stage pops it, noises the count with sigma_b, computes the next clip norm and hands it to the
+  clip stage's server half (which broadcasts it) under ``"<clip name>:next_clip"``.
+- Local DP: :class:`LocalGaussian` clips and adds noise z*S on the client (kind "noise", client noise).
+
+The estimator is McMahan et al.'s fixed-denominator f_f with unit weights: clients must be given equal
+aggregation weights (the stages refuse otherwise), the chain's mean over the m' reporting clients is
+turned into sum / (expected cohort: m, or q*K for Poisson) before the noise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import torch
+
+from hamrah.core.errors import ConfigError
+from hamrah.core.params import Params
+from hamrah.core.pipeline import BaseStage, ClientContext, DensePayload, ServerContext, StageTraits
+from hamrah.privacy.adaptive import AdaptiveClipper, AdaptiveClipState, unclipped_bit
+from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
+from hamrah.privacy.mechanisms import add_gaussian_noise, clip_update, local_dp_release
+
+UNCLIPPED, NEXT_CLIP = "unclipped", "next_clip"
+
+
+def _torch_generator(rng: Any) -> torch.Generator:
+    """Return a torch Generator seeded from the context's numpy Generator (no global state)."""
+    return torch.Generator().manual_seed(int(rng.integers(2**62)))
+
+
+def _require_equal_weights(ctx: ClientContext, stage: str) -> None:
+    if not math.isclose(ctx.weight * ctx.num_clients, 1.0, rel_tol=1e-6):
+        raise ConfigError(f"{stage}: client {ctx.client_id} has aggregation weight {ctx.weight:.4g} among "
+                          f"{ctx.num_clients} clients; expected equal weights (DP-FedAvg's sensitivity bound "
+                          "assumes each client contributes at most S / m: pass weight 1 for every client)")
+
+
+@dataclass(frozen=True)
+class DPClip(BaseStage):
+    """Client half of DP-FedAvg: clip the update in L2 to S over all tensors (McMahan et al. 2018).
+
+    With ``adaptive`` the norm is the server state broadcast to clients (Andrew et al. 2021) and the
+    client adds its bit b_i = [norm <= C] under ``"<name>:unclipped"``.
+
+    Example:
+        >>> DPClip(clip=0.5).traits.kind
+        'clip'
+    """
+
+    clip: float = 1.0
+    adaptive: bool = False
+    name: str = "dp_clip"
+    traits: ClassVar[StageTraits] = StageTraits("clip")
+
+    def __post_init__(self) -> None:
+        if not (self.clip > 0 and math.isfinite(self.clip)):
+            raise ConfigError(f"{self.name}: clip = {self.clip!r}: expected a positive finite number")
+
+    def init_server(self, template: Params) -> AdaptiveClipState | None:
+        return AdaptiveClipState(float(self.clip)) if self.adaptive else None
+
+    def encode(self, update: Params, state: Any, ctx: ClientContext) -> tuple[DensePayload, Any]:
+        _require_equal_weights(ctx, self.name)
+        clip = ctx.server_state.clip if self.adaptive else self.clip
+        clipped, norm = clip_update(update, clip)
+        if self.adaptive:
+            clipped[f"{self.name}:{UNCLIPPED}"] = torch.tensor([1.0 if unclipped_bit(norm, clip) else 0.0])
+        return DensePayload(clipped), state
+
+    def server(self, aggregate: Params, state: Any, ctx: ServerContext) -> tuple[Params, Any]:
+        if not self.adaptive:
+            return aggregate, state
+        out = dict(aggregate)
+        nxt = out.pop(f"{self.name}:{NEXT_CLIP}", None)
+        if nxt is None or f"{self.name}:{UNCLIPPED}" in out:
+            raise ConfigError(f"{self.name}: adaptive clipping needs a CentralGaussianNoise stage with "
+                              f"clip_stage = {self.name!r} later in the chain")
+        return out, replace(state, clip=float(nxt), rounds=state.rounds + 1)
+
+
+@dataclass(frozen=True)
+class CentralGaussianNoise(BaseStage):
+    """Server half of DP-FedAvg: sum / expected cohort + N(0, (z S / expected cohort)^2).
+
+    Attributes:
+        noise_multiplier: z, the multiplier charged per round (with adaptive clipping the update gets
+            z_Delta > z and the count sigma_b, Andrew et al. 2021, Theorem 1).
+        clip: S (fixed), or the initial clip norm (adaptive).
+        expected_cohort: the fixed denominator: m (fixed-size sampling) or q*K (Poisson).
+        adaptive: adaptive clipping parameters, or None.
+        clip_stage: the name of the matching :class:`DPClip`.
+    """
+
+    noise_multiplier: float = 1.0
+    clip: float = 1.0
+    expected_cohort: float = 1.0
+    adaptive: AdaptiveClipConfig | None = None
+    clip_stage: str = "dp_clip"
+    name: str = "dp_noise"
+    traits: ClassVar[StageTraits] = StageTraits("noise", adds_noise_where="aggregate", client_side=False)
+
+    def __post_init__(self) -> None:
+        if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
+            raise ConfigError(f"{self.name}: noise_multiplier = {self.noise_multiplier!r}: "
+                              "expected a finite number >= 0")
+        if not self.expected_cohort > 0:
+            raise ConfigError(f"{self.name}: expected_cohort = {self.expected_cohort!r}: expected a positive number")
+        if self.adaptive is not None:
+            self.clipper()  # validates 2 sigma_b > z before the first round
+
+    def clipper(self) -> AdaptiveClipper:
+        """Return the adaptive clipper (adaptive mode only)."""
+        return AdaptiveClipper(self.adaptive, self.noise_multiplier, self.expected_cohort)
+
+    def init_server(self, template: Params) -> AdaptiveClipState | None:
+        return AdaptiveClipState(float(self.clip)) if self.adaptive is not None else None
+
+    def server(self, aggregate: Params, state: Any, ctx: ServerContext) -> tuple[Params, Any]:
+        generator = _torch_generator(ctx.rng)
+        out = dict(aggregate)
+        bit_key = f"{self.clip_stage}:{UNCLIPPED}"
+        bits = out.pop(bit_key, None)
+        if (bits is None) != (self.adaptive is None):
+            raise ConfigError(f"{self.name}: adaptive = {self.adaptive is not None} but the aggregate "
+                              f"{'lacks' if bits is None else 'has'} {bit_key!r}; expected DPClip(adaptive=...) "
+                              "to match")
+        clip = state.clip if self.adaptive is not None else self.clip
+        z = self.clipper().update_noise_multiplier() if self.adaptive is not None else self.noise_multiplier
+        scale = ctx.num_clients / self.expected_cohort  # mean over the reporting clients -> fixed-denominator
+        out = add_gaussian_noise({k: v * scale for k, v in out.items()}, z * clip / self.expected_cohort, generator)
+        if self.adaptive is None:
+            return out, state
+        unclipped = float(bits.sum()) * ctx.num_clients  # equal weights: the mean of the bits times m'
+        state = self.clipper().step_count(state, unclipped, generator)
+        out[f"{self.clip_stage}:{NEXT_CLIP}"] = torch.tensor([state.clip], dtype=torch.float64)
+        return out, state
+
+
+@dataclass(frozen=True)
+class LocalGaussian(BaseStage):
+    """Local DP: clip to S and add N(0, (z S)^2) on the client; the server averages as usual.
+
+    Each release is (epsilon, delta)-DP for the client's whole update against anyone who sees it
+    (accounted as ``RoundSpec.unsampled(z)``, sensitivity 2S).
+    """
+
+    clip: float = 1.0
+    noise_multiplier: float = 1.0
+    name: str = "local_dp"
+    traits: ClassVar[StageTraits] = StageTraits("noise", adds_noise_where="client")
+
+    def encode(self, update: Params, state: Any, ctx: ClientContext) -> tuple[DensePayload, Any]:
+        release = local_dp_release(update, self.clip, self.noise_multiplier, _torch_generator(ctx.rng))
+        return DensePayload(release), state
+
+
+def dp_stages(config: DPConfig, noise_multiplier: float, expected_cohort: float) -> list[BaseStage]:
+    """Return the pipeline stages of ``config``: [DPClip, CentralGaussianNoise] (central), [LocalGaussian]
+    (local), [] (dpsgd: the privacy is in local training, :func:`hamrah.privacy.train_local_dpsgd`).
+
+    Put a secure-aggregation stage between the two central stages if one is used.
+    """
+    if config.mode == "central":
+        return [DPClip(config.clip, adaptive=config.adaptive is not None),
+                CentralGaussianNoise(noise_multiplier, config.clip, expected_cohort, config.adaptive)]
+    if config.mode == "local":
+        return [LocalGaussian(config.clip, noise_multiplier)]
+    return []
