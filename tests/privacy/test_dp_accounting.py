@@ -36,7 +36,9 @@ def test_rdp_and_pld_agree_and_pld_is_tighter():
 
 
 def test_epsilon_grows_with_rounds_and_q_and_falls_with_z():
-    e = lambda z, q, n: epsilon_of([(RoundSpec.poisson(z, q), n)], DELTA)
+    def e(z: float, q: float, n: int) -> float:
+        return epsilon_of([(RoundSpec.poisson(z, q), n)], DELTA)
+
     assert e(1.0, 0.01, 10) < e(1.0, 0.01, 100) < e(1.0, 0.01, 1000)
     assert e(1.0, 0.01, 100) < e(1.0, 0.05, 100) < e(1.0, 0.2, 100)
     assert e(2.0, 0.01, 100) < e(1.0, 0.01, 100) < e(0.7, 0.01, 100)
