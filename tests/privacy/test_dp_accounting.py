@@ -112,3 +112,13 @@ def test_round_spec_validation(kwargs, match):
     args = dict(noise_multiplier=1.0) | kwargs
     with pytest.raises(ConfigError, match=match):
         RoundSpec(**args)
+
+
+@pytest.mark.parametrize("z", [1.0, 5.0, 50.0])
+def test_local_release_pld_matches_the_exact_gaussian_mechanism(z):
+    # One release, sensitivity 2S, std z*S: exact epsilon of the Gaussian mechanism with sigma = z/2
+    # (Balle & Wang 2018, dp-accounting's get_epsilon_gaussian). PLD is tight; RDP is an upper bound.
+    exact = dp_accounting.get_epsilon_gaussian(z / 2, DELTA)
+    pld = epsilon_of([(RoundSpec.unsampled(z), 1)], DELTA, "pld")
+    assert pld == pytest.approx(exact, rel=1e-3)
+    assert epsilon_of([(RoundSpec.unsampled(z), 1)], DELTA, "rdp") >= pld

@@ -9,8 +9,10 @@ Each round is one sampled Gaussian mechanism, described by a :class:`RoundSpec`:
   moves the sum by up to 2S, and dp-accounting's multiplier is std / sensitivity. Only the RDP
   accountant supports this event (Wang, Balle, Kasiviswanathan 2019); the PLD accountant of
   dp-accounting 0.6 does not, so that combination is refused (:class:`hamrah.privacy.DPConfig`).
-- ``none``: no sampling, replace-one neighbours, ``GaussianDpEvent(z / 2)``: a local-DP release
-  (any two updates of one client differ by up to 2S) or one epoch of shuffled DP-SGD.
+- ``none``: no sampling, replace-one neighbours: a local-DP release (any two updates of one client
+  differ by up to 2S) or one epoch of shuffled DP-SGD. RDP: ``GaussianDpEvent(z / 2)``; PLD:
+  ``GaussianDpEvent(z)``, because dp-accounting's PLD builds the factor 2 into REPLACE_ONE (it compares
+  N(-S, .) with N(+S, .)) while its RDP Gaussian takes std / (largest change).
 
 Rounds compose with ``SelfComposedDpEvent``; rounds of different specs with ``ComposedDpEvent``.
 Accountants: RDP (Mironov 2017; ``dp_accounting.rdp.RdpAccountant``) and PLD (Meiser & Mohammadi 2018,
@@ -96,15 +98,20 @@ class RoundSpec:
         """Return this spec with another noise multiplier."""
         return RoundSpec(noise_multiplier, self.sampling, self.sampling_probability, self.population, self.cohort)
 
-    def event(self) -> dp_accounting.DpEvent:
-        """Return the dp-accounting event of one round."""
+    def event(self, method: str = "rdp") -> dp_accounting.DpEvent:
+        """Return the dp-accounting event of one round for the ``method`` accountant.
+
+        Under replace-one the two accountants state sensitivity differently: RDP's multiplier is
+        std / (largest change of the sum) = z / 2, while PLD's REPLACE_ONE Gaussian already compares
+        the noise centred at -S and +S, so it takes std / S = z.
+        """
         z = self.noise_multiplier
         if self.sampling == "poisson":
             return dp_accounting.PoissonSampledDpEvent(self.sampling_probability, dp_accounting.GaussianDpEvent(z))
         if self.sampling == "fixed":
             return dp_accounting.SampledWithoutReplacementDpEvent(
                 self.population, self.cohort, dp_accounting.GaussianDpEvent(z / 2))
-        return dp_accounting.GaussianDpEvent(z / 2)
+        return dp_accounting.GaussianDpEvent(z if method == "pld" else z / 2)
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
@@ -116,9 +123,9 @@ class RoundSpec:
         return cls(**d)
 
 
-def composed_event(groups: Iterable[tuple[RoundSpec, int]]) -> dp_accounting.DpEvent:
-    """Return the event of ``count`` rounds of each spec, composed."""
-    events = [dp_accounting.SelfComposedDpEvent(s.event(), n) for s, n in groups if n > 0]
+def composed_event(groups: Iterable[tuple[RoundSpec, int]], method: str = "rdp") -> dp_accounting.DpEvent:
+    """Return the event of ``count`` rounds of each spec, composed, for the ``method`` accountant."""
+    events = [dp_accounting.SelfComposedDpEvent(s.event(method), n) for s, n in groups if n > 0]
     return dp_accounting.ComposedDpEvent(events) if events else dp_accounting.NoOpDpEvent()
 
 
@@ -147,7 +154,7 @@ def epsilon_of(groups: Sequence[tuple[RoundSpec, int]], delta: float, method: st
         raise ConfigError("rounds mix Poisson sampling (add/remove-one) with fixed or no sampling (replace-one): "
                           "expected one sampling kind per budget")
     relation = relations.pop()
-    event = composed_event(groups)
+    event = composed_event(groups, method)
     if not fresh_accountant(method, relation).supports(event):
         raise ConfigError(f"the {method} accountant of dp-accounting does not support {groups[0][0].sampling} "
                           "sampling: expected accountant = \"rdp\" or sampling = \"poisson\"")
@@ -252,7 +259,7 @@ class PrivacyAccountant:
             lower /= 2
         return float(dp_accounting.calibrate_dp_mechanism(
             lambda: fresh_accountant("pld", spec.relation),
-            lambda z: composed_event(groups + [(spec.with_noise(z), rounds)]), target_epsilon, delta,
+            lambda z: composed_event(groups + [(spec.with_noise(z), rounds)], "pld"), target_epsilon, delta,
             dp_accounting.ExplicitBracketInterval(lower, upper), tol=tol))
 
     def _with_rate(self, q: float | None) -> RoundSpec:
@@ -272,7 +279,7 @@ def _calibrate(groups: list[tuple[RoundSpec, int]], spec: RoundSpec, rounds: int
     try:
         return float(dp_accounting.calibrate_dp_mechanism(
             lambda: fresh_accountant(method, spec.relation),
-            lambda z: composed_event(groups + [(spec.with_noise(z), rounds)]), target_epsilon, delta,
+            lambda z: composed_event(groups + [(spec.with_noise(z), rounds)], method), target_epsilon, delta,
             dp_accounting.LowerEndpointAndGuess(1e-2, 1.0), tol=tol))
     except (ValueError, dp_accounting.mechanism_calibration.NoBracketIntervalFoundError) as err:
         raise ConfigError(f"no noise multiplier fits epsilon {target_epsilon} at delta {delta} "
