@@ -108,3 +108,8 @@ def test_missing_file_is_a_data_error(tmp_path):
 def test_bad_budget_is_a_config_error(eps, delta, match):
     with pytest.raises(ConfigError, match=match):
         BudgetLedger(eps, delta, SPEC)
+
+
+def test_save_into_a_missing_folder_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="cannot write"):
+        BudgetLedger(1.0, DELTA, SPEC).save(tmp_path / "no" / "ledger.json")

@@ -102,3 +102,14 @@ def test_plan_validation(kwargs, match):
     args = dict(epochs=1, batch_size=10, lr=0.1, clip=1.0, noise_multiplier=1.0) | kwargs
     with pytest.raises(ConfigError, match=match):
         DPSGDPlan(**args)
+
+
+def test_poisson_batches_on_a_client_smaller_than_b_divide_by_its_size():
+    # q = min(1, B/n) = 1: every example is in every batch; without noise the step is plain full-batch GD.
+    torch.manual_seed(0)
+    model, data = LogReg(), _data(6)
+    params = _params(model)
+    plain = train_local(model, params, data, LocalSGD(1, None, 0.1), np.random.default_rng(0))
+    dp = train_local_dpsgd(model, params, data, DPSGDPlan(1, 50, 0.1, 1e30, 0.0), np.random.default_rng(0))
+    for k in params:
+        assert torch.allclose(plain.params[k], dp.params[k], atol=1e-6)

@@ -143,7 +143,8 @@ def train_local_dpsgd(
     total, steps = 0.0, 0
     for idx in batches:
         ix = torch.from_numpy(idx)
-        denominator = float(plan.batch_size) if plan.poisson else float(max(len(idx), 1))
+        # Poisson: the expected batch size q*n (= B unless the client has fewer than B examples)
+        denominator = float(min(plan.batch_size, len(data))) if plan.poisson else float(max(len(idx), 1))
         if len(idx):
             grads, losses = per_example_grads(model, params, data.x[ix], y_all[ix])
             total += float(losses.mean())

@@ -139,9 +139,17 @@ class BudgetLedger:
         return ledger
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the ledger to ``path`` atomically (temporary file in the same folder, fsync, os.replace)."""
+        """Write the ledger to ``path`` atomically (temporary file in the same folder, fsync, os.replace).
+
+        Raises:
+            DataError: the folder does not exist or cannot be written.
+        """
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as err:
+            raise DataError(f"{path}: cannot write the privacy ledger ({err.strerror}); "
+                            "expected an existing, writable folder") from err
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(self.to_dict(), f, indent=1)
