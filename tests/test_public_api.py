@@ -6,7 +6,11 @@ import importlib
 
 import pytest
 
-PACKAGES = ["hamrah.algorithms", "hamrah.models", "hamrah.simulation", "hamrah.core", "hamrah.data", "hamrah.experiments"]
+PACKAGES = [
+    "hamrah.algorithms", "hamrah.models", "hamrah.simulation", "hamrah.core", "hamrah.data", "hamrah.experiments",
+    "hamrah.aggregation", "hamrah.attacks", "hamrah.compression", "hamrah.privacy", "hamrah.secagg", "hamrah.he",
+    "hamrah.transport", "hamrah.server", "hamrah.device",
+]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -314,8 +314,9 @@ class Coordinator:
                   "reporting_s": round(t_rep, 3)}
         record["dropped"] = record["selected"] - record["reported"]
         if self.test_data is not None and (rs.round % self.run_plan.eval_every == 0 or rs.round == self.run_plan.rounds):
+            t0 = time.monotonic()
             loss, acc = evaluate(self.model, params, self.test_data, self.ignore_index)
-            record.update(test_loss=loss, test_accuracy=acc)
+            record.update(test_loss=loss, test_accuracy=acc, eval_s=round(time.monotonic() - t0, 3))
         record["round_s"] = round(time.monotonic() - rs.started, 3)
         record["elapsed_s"] = round(time.monotonic() - self.started, 3)
         self.store.commit(rs.round, params, *flatten_state(state), record)

@@ -1,0 +1,187 @@
+"""Load test of the server on loopback: N connected devices, rounds of G reporting devices, 2NN- or
+CNN-sized updates.
+
+The server runs as a real ``hamrah server`` process; the devices are light gRPC clients in this
+process (one channel each) that check in, download the checkpoint, wait ``--compute-s`` (standing
+in for training) and upload a pre-built update of the model's exact size. Server overhead per round
+= round wall time - the devices' compute time. Both processes share this machine's cores.
+
+    python benchmarks/bench_server_load.py --devices 100,500,1000 --model cnn --goal 100 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import psutil
+import torch
+
+from hamrah.device.fleet import make_tokens
+from hamrah.models import ModelSpec
+from hamrah.transport.codec import chunks, encode_params
+from hamrah.transport.proto import fl_pb2 as pb
+from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
+from hamrah.transport.security import token_metadata
+
+SHAPES = {"2nn": (1, 28, 28), "cnn": (1, 28, 28)}
+CONFIG = """
+[data]
+dataset = "mnist"
+partition = "iid"
+num_clients = {devices}
+[model]
+name = "{model}"
+[algorithm]
+name = "fedavg"
+client_fraction = 0.1
+[run]
+rounds = {rounds}
+eval_every = 100000
+seed = 0
+[server]
+goal_count = {goal}
+over_selection = 1.0
+min_reports = {goal}
+selection_timeout_s = 120
+reporting_timeout_s = 120
+checkin_hold_s = 5.0
+reconnect_min_s = 0.5
+reconnect_max_s = 5.0
+aggregators = 4
+selectors = 4
+tokens_file = "tokens.txt"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def device(port: int, token: str, payload: bytes, compute_s: float, stop: asyncio.Event, stats: dict) -> None:
+    meta = token_metadata(token)
+    opts = [("grpc.max_receive_message_length", 2 << 20), ("grpc.max_send_message_length", 2 << 20)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=opts) as ch:
+        stub = pb_grpc.FederatedLearningStub(ch)
+        req = pb.CheckInRequest(population="default", state=pb.DeviceState(idle=True, charging=True, unmetered=True))
+        while not stop.is_set():
+            try:
+                reply = await stub.CheckIn(req, metadata=meta)
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.5)
+                continue
+            stats["connected"].add(token)
+            if reply.finished:
+                return
+            if not reply.HasField("task"):
+                await asyncio.sleep(reply.reconnect_after_s)
+                continue
+            t = reply.task
+            [c async for c in stub.DownloadCheckpoint(pb.CheckpointRequest(task_id=t.task_id), metadata=meta)]
+            await asyncio.sleep(compute_s)
+
+            async def parts():
+                yield pb.ReportPart(header=pb.ReportHeader(task_id=t.task_id, round=t.round, status=pb.COMPLETED,
+                                                           num_examples=600, metrics=b'{"train_loss": 1.0}',
+                                                           update_bytes=len(payload)))
+                for piece in chunks(payload):
+                    yield pb.ReportPart(chunk=pb.Chunk(data=piece))
+
+            try:
+                reply = await stub.Report(parts(), metadata=meta)
+                stats["reported"] += 1
+                await asyncio.sleep(reply.reconnect_after_s)
+            except grpc.aio.AioRpcError:
+                stats["late"] += 1
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_s: float) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="hamrah-load-"))
+    tokens = make_tokens(work / "tokens.txt", devices)
+    (work / "server.toml").write_text(CONFIG.format(devices=max(devices, 100), model=model, rounds=rounds, goal=goal))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "hamrah.cli", "server", "--config", str(work / "server.toml"),
+                               "--port", str(port), "--state", str(work / "state")],
+                              stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)
+    spec = ModelSpec(model, SHAPES[model], 10)
+    net = spec.build()
+    payload = encode_params({k: torch.randn_like(v) * 1e-3 for k, v in net.named_parameters()})
+    stats = {"connected": set(), "reported": 0, "late": 0}
+    stop = asyncio.Event()
+    idle_rss, rss = None, 0.0
+    tasks = [asyncio.ensure_future(device(port, tokens[i], payload, compute_s, stop, stats)) for i in range(devices)]
+    start = time.monotonic()
+    while server.poll() is None:
+        await asyncio.sleep(0.5)
+        if idle_rss is None and len(stats["connected"]) >= devices:
+            idle_rss = peak_rss_mb(server.pid)
+        try:
+            now = peak_rss_mb(server.pid)
+        except FileNotFoundError:
+            break
+        if now == now:  # not NaN (an exited process has no VmHWM)
+            rss = max(rss, now)
+    wall = time.monotonic() - start
+    stop.set()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    records = [json.loads(x) for x in (work / "state" / "metrics.jsonl").read_text().splitlines()]
+    steady = records[1:] or records  # round 1 includes the devices' first connection
+    overhead = [r["round_s"] - r.get("eval_s", 0.0) - compute_s for r in steady]
+    mb = len(payload) / 2**20
+    return {
+        "model": model, "devices": devices, "goal": goal, "rounds": len(records), "update_mb": round(mb, 3),
+        "connected": len(stats["connected"]), "round_s": [r["round_s"] for r in records],
+        "server_overhead_s": round(sum(overhead) / len(overhead), 3), "compute_s": compute_s,
+        "updates_per_s": round(goal / (sum(overhead) / len(overhead)), 1),
+        "mb_ingested_per_s": round(goal * mb / (sum(overhead) / len(overhead)), 1),
+        "server_peak_rss_mb": round(rss, 1),
+        "server_rss_all_connected_mb": None if idle_rss is None else round(idle_rss, 1), "wall_s": round(wall, 1),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--devices", default="100,500,1000")
+    p.add_argument("--model", default="cnn", choices=list(SHAPES))
+    p.add_argument("--goal", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--compute-s", type=float, default=1.0)
+    p.add_argument("--out", default="benchmarks/results/server_load.json")
+    args = p.parse_args()
+    results = []
+    for n in [int(x) for x in args.devices.split(",")]:
+        r = asyncio.run(one_setting(args.model, n, min(args.goal, n), args.rounds, args.compute_s))
+        print(json.dumps(r))
+        results.append(r)
+    out = Path(args.out)
+    old = json.loads(out.read_text()) if out.exists() else {"results": []}
+    keep = [r for r in old["results"] if r["model"] != args.model]
+    meta = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "grpc": grpc.__version__,
+            "psutil": psutil.__version__}
+    out.write_text(json.dumps({"meta": meta, "results": keep + results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
