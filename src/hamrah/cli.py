@@ -167,6 +167,8 @@ def _cmd_store(args: argparse.Namespace) -> None:
     if args.action == "import":
         from hamrah.device.store import import_partition
 
+        if not args.config:
+            raise HamrahError("store import: --config is required (the partition to take the client from)")
         prep = prepare(load_config(args.config))
         if not 0 <= args.client < prep.data.num_clients:
             raise HamrahError(f"--client {args.client}: the partition has clients 0..{prep.data.num_clients - 1}")
@@ -175,6 +177,14 @@ def _cmd_store(args: argparse.Namespace) -> None:
     else:
         with ExampleStore(args.out) as store:
             print(f"{args.out}: {store.count()} live examples")
+
+
+def _cmd_tokens(args: argparse.Namespace) -> None:
+    from hamrah.device.fleet import make_tokens
+
+    existed = Path(args.file).exists()
+    tokens = make_tokens(Path(args.file), args.count)
+    print(f"{args.file}: {len(tokens)} device tokens" + (" (kept the existing file)" if existed else " (new)"))
 
 
 def _add_device_args(p: argparse.ArgumentParser) -> None:
@@ -219,6 +229,10 @@ def _add_system_commands(sub) -> None:
     p.add_argument("--client", type=int, default=0, help="import: the partition's client id")
     p.add_argument("--out", required=True, help="the store's path")
     p.set_defaults(func=_cmd_store)
+    p = sub.add_parser("tokens", help="create a file of device tokens (one per line) if it does not exist")
+    p.add_argument("file")
+    p.add_argument("--count", type=int, required=True)
+    p.set_defaults(func=_cmd_tokens)
 
 
 def build_parser() -> argparse.ArgumentParser:
