@@ -92,6 +92,7 @@ class FLServer:
             await asyncio.sleep(linger_s)  # tell devices that check in now that training is over
         finally:
             await self._grpc.stop(grace=0.5)
+            self.coordinator.master.close()
             summary = self.summary()
             self.store.write_summary(summary)
             self.store.close()

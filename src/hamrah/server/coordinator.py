@@ -28,7 +28,7 @@ from hamrah.core.errors import ProtocolError
 from hamrah.core.params import Params
 from hamrah.data.federated import ArrayData
 from hamrah.models import ModelSpec
-from hamrah.server.aggregators import MasterAggregator
+from hamrah.server.aggregators import master_aggregator
 from hamrah.server.config import ServerConfig
 from hamrah.server.state import ServerStore
 from hamrah.transport.codec import check_update, decode_metrics, decode_params, encode_params, sha256, spec_of
@@ -96,7 +96,7 @@ class Coordinator:
         self.model_spec, self.test_data, self.store, self.ignore_index = model, test_data, store, ignore_index
         self.goal = goal
         self.model = model.build()
-        self.master = MasterAggregator(cfg.aggregators)
+        self.master = master_aggregator(cfg.aggregators, cfg.backend)
         self.rng = random.Random(run.seed)
         self.current: RoundState | None = None
         self.finished = False
@@ -282,8 +282,7 @@ class Coordinator:
             log.warning("round %d: abandoned in reporting: %d reports, %d needed; retrying", r, reported, needed)
             self.current = None
             return None
-        results, train_loss = self.master.finalize()
-        record = await asyncio.to_thread(self._commit, rs, results, train_loss, t_sel, t_rep)
+        record = await asyncio.to_thread(self._commit, rs, t_sel, t_rep)
         self.current = None
         self.round_s = 0.7 * self.round_s + 0.3 * record["round_s"]
         acc = record.get("test_accuracy")
@@ -306,7 +305,8 @@ class Coordinator:
             except asyncio.TimeoutError:
                 return
 
-    def _commit(self, rs: RoundState, results: list[ClientResult], train_loss: float, t_sel: float, t_rep: float) -> dict:
+    def _commit(self, rs: RoundState, t_sel: float, t_rep: float) -> dict:
+        results, train_loss = self.master.finalize()  # may block (Ray backend): runs in a worker thread
         params, state = self.algorithm.server_update(self.params, results, self.server_state)
         record = {"round": rs.round, "attempts": rs.attempt, "selected": len(rs.tasks), "goal": rs.goal,
                   "reported": self.master.reports(), "aborted": rs.count("aborted"), "failed": rs.count("failed"),

@@ -1,0 +1,112 @@
+"""The Ray actor backend of the server (``[server] backend = "ray"``; Bonawitz et al. 2019, section 4.2).
+
+The round's Aggregators run as Ray actors, so aggregation spreads over a Ray cluster's machines;
+the Coordinator, the Selectors and the gRPC service stay in the server process, which holds the
+device connections. Each actor hosts the same ``Aggregator`` class as the asyncio backend.
+
+A report is sent with ``actor.add.remote(result)`` and not waited for; the reports routed to each
+actor are counted here, so ``MasterAggregator.reports()`` never blocks. Ray runs one caller's tasks
+on an actor in submission order, so the ``partial`` call at the end of the round sees every ``add``
+before it. The Coordinator calls ``MasterAggregator.finalize`` (the blocking ``ray.get``) in a
+worker thread, off the event loop. A failed actor (``crash``: ``ray.kill``, or one found dead when
+the round closes) loses only its share. Actors are kept from round to round, and a dead one is
+replaced in the next round.
+
+``ray.init()`` is called here only if the process has not initialised Ray: it joins the cluster
+named by ``RAY_ADDRESS`` or starts a local instance (then shut down by ``close``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from hamrah.algorithms.base import ClientResult
+from hamrah.core.errors import ConfigError
+from hamrah.server.aggregators import Aggregator, Partial
+
+try:
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+except ImportError as e:  # the optional extra is missing
+    raise ConfigError("server.backend = 'ray' needs the ray extra: pip install 'hamrah[ray]'") from e
+
+log = logging.getLogger("hamrah.server")
+GATHER_TIMEOUT_S = 120.0  # an actor that does not answer within this is counted as failed
+
+
+class AggregatorActor:
+    """Host one round's ``Aggregator`` at a time, so one actor process serves many rounds."""
+
+    def __init__(self) -> None:
+        self.aggregator: Aggregator | None = None
+
+    def start(self, index: int, buffered: bool) -> None:
+        self.aggregator = Aggregator(index, buffered)
+
+    def add(self, result: ClientResult) -> None:
+        self.aggregator.add(result)
+
+    def partial(self) -> Partial:
+        return self.aggregator.partial()
+
+
+RemoteAggregator = ray.remote(AggregatorActor).options(scheduling_strategy="SPREAD")
+
+
+class RayShare:
+    """The Master Aggregator's handle on one Aggregator actor; counts what it routed there."""
+
+    def __init__(self, index: int, actor) -> None:
+        self.index, self.actor = index, actor
+        self.alive, self.count = True, 0
+
+    def add(self, result: ClientResult) -> None:
+        """Send one result to the actor without waiting for it."""
+        self.actor.add.remote(result)
+        self.count += 1
+
+    def crash(self) -> None:
+        """Fail: kill the actor; its share is lost."""
+        if self.alive:
+            ray.kill(self.actor, no_restart=True)
+        self.alive = False
+
+
+class RayBackend:
+    """Spawn Aggregators as Ray actors (one per index, reused across rounds) and gather their sums."""
+
+    def __init__(self) -> None:
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            ray.init(include_dashboard=False, log_to_driver=False)
+        self._pool: dict[int, RayShare] = {}
+
+    def spawn(self, index: int, buffered: bool) -> RayShare:
+        """Return a live actor for ``index`` (a new one if there is none or it failed), reset for a round."""
+        old = self._pool.get(index)
+        actor = old.actor if old is not None and old.alive else RemoteAggregator.remote()
+        actor.start.remote(index, buffered)
+        self._pool[index] = RayShare(index, actor)
+        return self._pool[index]
+
+    def gather(self, shares: list[RayShare]) -> list[Partial | None]:
+        """Return each share's partial sums (blocking); None for an actor that died or did not answer."""
+        refs = [s.actor.partial.remote() for s in shares]
+        out: list[Partial | None] = []
+        for share, ref in zip(shares, refs):
+            try:
+                out.append(ray.get(ref, timeout=GATHER_TIMEOUT_S))
+            except (RayActorError, GetTimeoutError) as e:
+                log.warning("aggregator %d failed (%s): its %d reports are lost", share.index, type(e).__name__,
+                            share.count)
+                share.crash()
+                out.append(None)
+        return out
+
+    def close(self) -> None:
+        """Kill the actors; shut Ray down if this backend started it."""
+        for share in self._pool.values():
+            share.crash()
+        self._pool.clear()
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
