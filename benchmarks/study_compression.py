@@ -10,6 +10,7 @@ every codec and reported once.
     python benchmarks/study_compression.py                       # ~10 min on 2 shared cores
     python benchmarks/study_compression.py --rounds 40 --codecs float32,q8,sign
     python benchmarks/study_compression.py --report                # the table of the last run
+    python benchmarks/study_compression.py --codecs sign --rounds 60 --merge   # re-run some codecs, keep the rest
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/compression.json")
     ap.add_argument("--plot", default="docs/img/compression_tradeoff.png")
+    ap.add_argument("--merge", action="store_true", help="replace only these codecs' records in an existing --out")
     ap.add_argument("--report", action="store_true", help="print the table of an existing --out file and exit")
     args = ap.parse_args()
     if args.report:
@@ -155,12 +157,19 @@ def main() -> None:
               f"to {args.target}: {rec['rounds_to_target']} rounds, {rec['bytes_up_to_target']} B up; "
               f"to {args.secondary_target}: {rec['rounds_to_secondary']} rounds, {rec['bytes_up_to_secondary']} B up; "
               f"best {rec['best_accuracy']:.4f}", flush=True)
+    runs = [{"codecs": names, "max_rounds": args.rounds, "budget_s": args.budget_s,
+             "wall_s": time.perf_counter() - start}]
+    if args.merge and Path(args.out).exists():  # runs are deterministic per codec: merge re-runs of some codecs
+        old = json.loads(Path(args.out).read_text())
+        kept = [r for r in old["codecs"] if r["codec"] not in names]
+        records = sorted(kept + records, key=lambda r: list(CODECS).index(r["codec"]))
+        runs = old["setup"].get("runs", []) + runs
     base = next((r["bytes_per_update"] for r in records if r["codec"] == "float32"), None)
     for r in records:
         r["bytes_ratio"] = r["bytes_per_update"] / base if base else None
     setup = {"model": "2nn", "dataset": "mnist", "partition": "iid", "clients": 100, "C": 0.1, "E": 1, "B": 10,
-             "lr": 0.1, "target": args.target, "secondary_target": args.secondary_target, "seed": args.seed, "max_rounds": args.rounds,
-             "budget_s": args.budget_s, "wall_s": time.perf_counter() - start, "note": "shared 2-core machine"}
+             "lr": 0.1, "target": args.target, "secondary_target": args.secondary_target, "seed": args.seed,
+             "runs": runs, "note": "shared 2-core machine"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"setup": setup, "codecs": records}, indent=1))
     plot(records, args.target, Path(args.plot))
