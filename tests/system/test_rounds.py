@@ -97,3 +97,15 @@ def test_server_round_equals_simulator_round(tmp_path):
     result = sim.run()
     assert max_abs_diff(server.coordinator.params, result.params) < 1e-5
     assert max_abs_diff(server.coordinator.params, dict(seeded(prep.model_factory, 0).named_parameters())) > 1e-3
+
+
+def test_evaluate_tasks_report_on_device_accuracy(tmp_path):
+    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=2), devices=12, goal_count=5, over_selection=1.0,
+                                       min_reports=5, eval_devices=3)
+    _, _, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
+    recs = records(tmp_path / "state", setup)
+    assert [r["round"] for r in recs] == [1, 2]
+    for r in recs:
+        assert r["selected"] == 5 and r["eval_selected"] == 3 and r["reported"] == 5
+    assert sum(r["eval_reported"] for r in recs) >= 1  # evaluations racing the training goal may arrive late
+    assert all(0.0 <= r["device_accuracy"] <= 1.0 for r in recs if r["eval_reported"])

@@ -64,7 +64,8 @@ class TaskInfo:
     device: str
     round: int
     aggregator: int
-    status: str = "selected"  # selected | reported | aborted | failed | refused
+    kind: str = "train"  # train | evaluate
+    status: str = "selected"  # selected | reported | aborted | failed
 
 
 @dataclass
@@ -81,9 +82,14 @@ class RoundState:
     selected: asyncio.Event = field(default_factory=asyncio.Event)
     progress: asyncio.Event = field(default_factory=asyncio.Event)
     refused: int = 0
+    eval_target: int = 0
+    evals: list[tuple[int, dict]] = field(default_factory=list)  # (examples, metrics) of evaluate tasks
 
-    def count(self, status: str) -> int:
-        return sum(t.status == status for t in self.tasks.values())
+    def count(self, status: str, kind: str = "train") -> int:
+        return sum(t.status == status and t.kind == kind for t in self.tasks.values())
+
+    def picked(self, kind: str = "train") -> int:
+        return sum(t.kind == kind for t in self.tasks.values())
 
 
 class Coordinator:
@@ -135,17 +141,20 @@ class Coordinator:
         return rs is not None and any(t.device == device for t in rs.tasks.values())
 
     def offer(self, device: str) -> pb.Task | None:
-        """Select ``device`` for the open round if a slot is left; return its task."""
+        """Select ``device`` for the open round if a slot is left; return its task (train or evaluate)."""
         rs = self.current
-        if rs is None or not rs.selection_open or self.has_task(device) or len(rs.tasks) >= rs.target:
+        if rs is None or not rs.selection_open or self.has_task(device) or len(rs.tasks) >= rs.target + rs.eval_target:
             return None
-        info = TaskInfo(uuid.uuid4().hex, device, rs.round, self.master.assign())
+        trains, evals = rs.picked("train"), rs.picked("evaluate")
+        share = rs.eval_target / (rs.target + rs.eval_target)
+        kind = "evaluate" if evals < rs.eval_target and (trains >= rs.target or self.rng.random() < share) else "train"
+        info = TaskInfo(uuid.uuid4().hex, device, rs.round, self.master.assign() if kind == "train" else -1, kind)
         rs.tasks[info.task_id] = info
-        if len(rs.tasks) >= rs.target:
+        if len(rs.tasks) >= rs.target + rs.eval_target:
             self._close_selection(rs)
-        plan = Plan("train", rs.round, self.algorithm_plan, self.model_spec, self.run_plan.seed, self.ignore_index)
-        return pb.Task(task_id=info.task_id, round=rs.round, kind=pb.TRAIN, plan=plan.to_json(),
-                       checkpoint_bytes=len(self._ckpt), checkpoint_sha256=self._ckpt_sha,
+        plan = Plan(kind, rs.round, self.algorithm_plan, self.model_spec, self.run_plan.seed, self.ignore_index)
+        return pb.Task(task_id=info.task_id, round=rs.round, kind=pb.TRAIN if kind == "train" else pb.EVALUATE,
+                       plan=plan.to_json(), checkpoint_bytes=len(self._ckpt), checkpoint_sha256=self._ckpt_sha,
                        report_deadline_s=self.cfg.selection_timeout_s + self.cfg.reporting_timeout_s)
 
     def _close_selection(self, rs: RoundState) -> None:
@@ -189,7 +198,7 @@ class Coordinator:
         rs = self.current
         if header.round != rs.round:
             raise ProtocolError(f"report for round {header.round}, the task is in round {rs.round}")
-        if not rs.reporting_open and not rs.selection_open or self.master.reports() >= rs.goal:
+        if not rs.reporting_open and not rs.selection_open or (info.kind == "train" and self.master.reports() >= rs.goal):
             raise LateReport(f"round {rs.round} no longer accepts reports")
         if info.status != "selected":
             raise ProtocolError(f"task {header.task_id[:12]!r} already {info.status}")
@@ -202,6 +211,14 @@ class Coordinator:
             raise ProtocolError(f"report status {header.status}: expected COMPLETED, ABORTED or FAILED")
         if not 1 <= header.num_examples <= MAX_EXAMPLES:
             raise ProtocolError(f"num_examples = {header.num_examples}: expected 1..{MAX_EXAMPLES}")
+        if info.kind == "evaluate":
+            metrics = decode_metrics(header.metrics)
+            if not {"loss", "accuracy"} <= set(metrics) or payload:
+                raise ProtocolError("an evaluate report carries metrics loss and accuracy and no update")
+            rs.evals.append((int(header.num_examples), metrics))
+            info.status = "reported"
+            rs.progress.set()
+            return "accepted"
         result = self._decode_result(info, header, payload)
         share = self.master.route(info.aggregator)
         if share is None:
@@ -256,7 +273,8 @@ class Coordinator:
         cfg = self.cfg
         self._prepare_checkpoint()
         self.master.start_round(buffered=self.algorithm.name not in STREAMING)
-        rs = RoundState(r, attempt, self.goal, cfg.selection_target(self.goal), time.monotonic())
+        rs = RoundState(r, attempt, self.goal, cfg.selection_target(self.goal), time.monotonic(),
+                        eval_target=cfg.eval_devices)
         self.current = rs
         self._opened.set()
         log.info("round %d%s: selecting %d devices (goal %d)", r, f" (attempt {attempt})" if attempt > 1 else "",
@@ -266,7 +284,7 @@ class Coordinator:
         except asyncio.TimeoutError:
             pass
         self._close_selection(rs)
-        selected, t_sel = len(rs.tasks), time.monotonic() - rs.started
+        selected, t_sel = rs.picked("train"), time.monotonic() - rs.started
         if selected < math.ceil(cfg.min_selected_fraction * rs.goal):
             log.warning("round %d: abandoned in selection: %d devices selected, %d needed; retrying", r, selected,
                         math.ceil(cfg.min_selected_fraction * rs.goal))
@@ -286,9 +304,12 @@ class Coordinator:
         self.current = None
         self.round_s = 0.7 * self.round_s + 0.3 * record["round_s"]
         acc = record.get("test_accuracy")
-        log.info("round %d: selected %d (goal %d), reported %d, dropped %d%s, %s%.1f s", r, selected, rs.goal, reported,
+        dev = record.get("device_accuracy")
+        log.info("round %d: selected %d (goal %d), reported %d, dropped %d%s, %s%s%.1f s", r, selected, rs.goal, reported,
                  selected - reported, f", refused {rs.refused}" if rs.refused else "",
-                 f"accuracy {acc:.4f}, " if acc is not None else "", record["round_s"])
+                 f"accuracy {acc:.4f}, " if acc is not None else "",
+                 f"on-device accuracy {dev:.4f} ({record['eval_reported']} devices), " if dev is not None else "",
+                 record["round_s"])
         return record
 
     async def _await_reports(self, rs: RoundState) -> None:
@@ -308,11 +329,16 @@ class Coordinator:
     def _commit(self, rs: RoundState, t_sel: float, t_rep: float) -> dict:
         results, train_loss = self.master.finalize()  # may block (Ray backend): runs in a worker thread
         params, state = self.algorithm.server_update(self.params, results, self.server_state)
-        record = {"round": rs.round, "attempts": rs.attempt, "selected": len(rs.tasks), "goal": rs.goal,
+        record = {"round": rs.round, "attempts": rs.attempt, "selected": rs.picked("train"), "goal": rs.goal,
                   "reported": self.master.reports(), "aborted": rs.count("aborted"), "failed": rs.count("failed"),
                   "refused": rs.refused, "lost_with_aggregators": self.master.lost, "train_loss": train_loss, "selection_s": round(t_sel, 3),
                   "reporting_s": round(t_rep, 3)}
         record["dropped"] = record["selected"] - record["reported"]
+        if rs.eval_target:
+            n = sum(k for k, _ in rs.evals)
+            record.update(eval_selected=rs.picked("evaluate"), eval_reported=len(rs.evals),
+                          device_accuracy=sum(k * m["accuracy"] for k, m in rs.evals) / n if n else None,
+                          device_loss=sum(k * m["loss"] for k, m in rs.evals) / n if n else None)
         if self.test_data is not None and (rs.round % self.run_plan.eval_every == 0 or rs.round == self.run_plan.rounds):
             t0 = time.monotonic()
             loss, acc = evaluate(self.model, params, self.test_data, self.ignore_index)
