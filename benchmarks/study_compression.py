@@ -140,7 +140,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/compression.json")
     ap.add_argument("--plot", default="docs/img/compression_tradeoff.png")
-    ap.add_argument("--merge", action="store_true", help="replace only these codecs' records in an existing --out")
+    ap.add_argument("--merge", action="store_true",
+                    help="merge into an existing --out, keeping the longer run of each codec")
     ap.add_argument("--report", action="store_true", help="print the table of an existing --out file and exit")
     args = ap.parse_args()
     if args.report:
@@ -161,8 +162,11 @@ def main() -> None:
              "wall_s": time.perf_counter() - start}]
     if args.merge and Path(args.out).exists():  # runs are deterministic per codec: merge re-runs of some codecs
         old = json.loads(Path(args.out).read_text())
-        kept = [r for r in old["codecs"] if r["codec"] not in names]
-        records = sorted(kept + records, key=lambda r: list(CODECS).index(r["codec"]))
+        longest = {r["codec"]: r for r in old["codecs"]}
+        for r in records:  # a longer run of the same codec extends a shorter one (same seed, same prefix)
+            if r["rounds_run"] > longest.get(r["codec"], {"rounds_run": 0})["rounds_run"]:
+                longest[r["codec"]] = r
+        records = sorted(longest.values(), key=lambda r: list(CODECS).index(r["codec"]))
         runs = old["setup"].get("runs", []) + runs
     base = next((r["bytes_per_update"] for r in records if r["codec"] == "float32"), None)
     for r in records:
