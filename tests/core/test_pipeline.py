@@ -221,3 +221,41 @@ def test_wire_writer_reader_round_trip():
     r = WireReader(w.getvalue(), b"TEST", (("x", (2, 3)),))
     assert r.unpack("If") == (7, 1.5) and r.raw(3) == b"abc"
     r.finish()
+
+
+def _dp_chain(adaptive):
+    from hamrah.privacy import AdaptiveClipConfig, CentralGaussianNoise, DPClip
+
+    cfg = AdaptiveClipConfig(clip_count_stddev=2.0) if adaptive else None
+    return Chain([DPClip(0.5, adaptive=adaptive), CentralGaussianNoise(1.0, 0.5, 4.0, cfg)])
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_through_bytes_accepts_auxiliary_keys_and_equals_in_memory(adaptive):
+    chain, ups = _dp_chain(adaptive), _updates()
+    w = {k: 1.0 for k in ups}
+    a = process_round(chain, ups, w, {}, _rngs(ups), round_idx=3)
+    b = process_round(chain, ups, w, {}, _rngs(ups), round_idx=3, through_bytes=True)
+    assert set(a.aggregate) == set(ups[0])
+    assert all(torch.equal(a.aggregate[k], b.aggregate[k]) for k in a.aggregate)
+    assert a.bytes.up == b.bytes.up
+
+
+def test_wire_spec_lists_the_auxiliary_bit_of_adaptive_clipping():
+    from hamrah.core.pipeline import wire_spec
+
+    spec = wire_spec(_dp_chain(True), _updates()[0])
+    assert spec[-1] == ("dp_clip:unclipped", (1,)) and spec[:-1] == spec_of(_updates()[0])
+
+
+def test_empty_round_with_template_releases_central_noise_alone():
+    template = {"w": torch.zeros(20000)}
+    out = process_round(_dp_chain(False), {}, {}, {}, {}, template=template, round_idx=1)
+    std = float(out.aggregate["w"].std())
+    assert abs(std - 1.0 * 0.5 / 4.0) < 0.005  # z S / expected cohort
+    assert out.bytes.up == {} and out.bytes.down == {}
+
+
+def test_empty_round_without_template_is_refused():
+    with pytest.raises(NotEnoughClients, match="no client update"):
+        process_round(Chain([Identity()]), {}, {}, {}, {})

@@ -453,9 +453,20 @@ class RoundOutput:
     server_state: tuple
 
 
+def wire_spec(chain: Chain, template: Params, server_state: tuple | None = None) -> Spec:
+    """Return the names and shapes the wire payload of ``chain`` carries for updates shaped like ``template``.
+
+    The model's tensors plus any auxiliary ``"<stage>:"`` entries the client stages add (adaptive
+    clipping's bit): found by encoding a zero update with fresh state (no client's data is involved).
+    """
+    zeros = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in template.items()}
+    sstate = chain.init_server(template) if server_state is None else server_state
+    ctx = ClientContext(-1, 0, np.random.default_rng(0))
+    payload, _ = chain.encode(zeros, chain.init_client(template), ctx, sstate)
+    return spec_of(chain.wire_stage().decode(payload))
+
+
 def _weights(client_updates: Mapping[int, Params], weights: Mapping[int, float], round_idx: int) -> dict[int, float]:
-    if not client_updates:
-        raise NotEnoughClients(f"round {round_idx}: no client update to process")
     if set(weights) != set(client_updates):
         raise ConfigError(f"round {round_idx}: weights for clients {sorted(weights)}, updates from "
                           f"{sorted(client_updates)}; expected the same clients")
@@ -470,7 +481,7 @@ def process_round(
     chain: Chain, client_updates: Mapping[int, Params], weights: Mapping[int, float],
     states: Mapping[int, tuple], rngs: Mapping[int, np.random.Generator], *, server_state: tuple | None = None,
     round_idx: int = 0, round_seed: int | None = None, server_rng: np.random.Generator | None = None,
-    through_bytes: bool = False,
+    through_bytes: bool = False, template: Params | None = None,
 ) -> RoundOutput:
     """Apply ``chain`` to one round: encode each client's update, aggregate, run the server halves.
 
@@ -484,19 +495,24 @@ def process_round(
         round_idx: the round, for contexts and messages.
         round_seed: seed shared by the round's clients (None: ``round_idx``).
         server_rng: the server's generator (None: one derived from ``round_seed``).
-        through_bytes: serialise each payload and parse it back, as the real server does.
+        through_bytes: serialise each payload and parse it back, as the real server does (against
+            :func:`wire_spec`, so auxiliary ``"<stage>:"`` entries are expected).
+        template: the model's tensors; with it an empty round (Poisson sampling may draw no client)
+            still runs the server halves on a zero aggregate, so central noise is released.
 
     Returns:
         The weighted mean of the processed updates, the exact bytes each way, new client and server states.
 
     Raises:
-        NotEnoughClients: no update. ConfigError: weights do not match the updates.
+        NotEnoughClients: no update and no ``template``. ConfigError: weights do not match the updates.
     """
-    p = _weights(client_updates, weights, round_idx)
-    template = next(iter(client_updates.values()))
-    spec = spec_of(template)
+    if not client_updates and template is None:
+        raise NotEnoughClients(f"round {round_idx}: no client update to process")
+    p = _weights(client_updates, weights, round_idx) if client_updates else {}
+    template = template if template is not None else next(iter(client_updates.values()))
     seed = round_idx if round_seed is None else int(round_seed)
     sstate = chain.init_server(template) if server_state is None else server_state
+    spec = wire_spec(chain, template, sstate) if through_bytes or not client_updates else ()
     m, summing = len(p), chain.secure_sum is not None
     payloads, new_states, up = [], {}, {}
     for k, update in client_updates.items():
@@ -513,7 +529,10 @@ def process_round(
             payload = chain.wire_stage().read(payload.to_bytes(), spec)
         payloads.append(payload)
     sctx = ServerContext(round_idx, m, server_rng or np.random.default_rng(np.random.SeedSequence([seed, 1])))
-    agg = chain.aggregate(payloads, [p[k] for k in client_updates], sctx)
+    if payloads:
+        agg = chain.aggregate(payloads, [p[k] for k in client_updates], sctx)
+    else:  # an empty round: the server halves still run (central DP releases noise alone)
+        agg = {name: torch.zeros(shape, dtype=torch.float32) for name, shape in spec}
     agg, sstate = chain.server(agg, sstate, sctx)
     down = DensePayload(template).nbytes
     return RoundOutput(agg, RoundBytes(up, {k: down for k in client_updates}), new_states, sstate)
@@ -539,4 +558,5 @@ __all__ = [
     "header_nbytes",
     "process_round",
     "spec_of",
+    "wire_spec",
 ]
