@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hamrah.compression as compression
-import hamrah.core.pipeline as pipeline
+from hamrah import compression
+from hamrah.core import pipeline
 from hamrah.core.pipeline import BaseStage, StageTraits
 
 
