@@ -89,6 +89,47 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class CompressionConfig:
+    """``[compression]``: the codec every client update goes through (see ``docs/compression.md``)."""
+
+    codec: str = "none"  # none | quantize | sign | topk | mask | float16 | bfloat16
+    bits: int | None = None  # quantize: 2, 4 or 8
+    scheme: str | None = None  # quantize: minmax | qsgd | ring
+    range: float | None = None  # quantize ring: the shared range [-r, r]
+    bucket: int | None = None  # quantize: values sharing one scale
+    fraction: float | None = None  # topk: k / d
+    error_feedback: bool | None = None  # sign, topk
+    value_dtype: str | None = None  # topk: float32 | float16
+    p: float | None = None  # mask: kept fraction
+    shared: bool | None = None  # mask: one mask for the whole round
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """``[privacy]``: differential privacy of the client updates (see ``docs/dp.md``)."""
+
+    mode: str = "central"  # central (DP-FedAvg) | local
+    clip: float = 1.0  # S, L2 norm of a client's update (the initial norm when adaptive)
+    noise_multiplier: float | None = None  # z; unset: calibrated to target_epsilon over run.rounds
+    target_epsilon: float | None = None  # the budget; a run that cannot fit is refused, training stops before it
+    delta: float = 1e-5
+    sampling: str = "poisson"  # poisson (each client joins with probability C) | fixed (m of K)
+    accountant: str = "rdp"  # rdp | pld
+    adaptive: bool = False  # adaptive clipping (Andrew et al. 2021)
+    target_quantile: float = 0.5
+    clip_learning_rate: float = 0.2
+    clip_count_stddev: float | None = None  # None: expected cohort / 20
+
+    def to_dp(self) -> dict:
+        """Return the settings as :class:`hamrah.privacy.DPConfig` takes them (plain data)."""
+        d = dataclasses.asdict(self)
+        adaptive = {"target_quantile": d.pop("target_quantile"), "learning_rate": d.pop("clip_learning_rate"),
+                    "clip_count_stddev": d.pop("clip_count_stddev")}
+        d["adaptive"] = adaptive if self.adaptive else None
+        return d
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -96,10 +137,13 @@ class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
     heterogeneity: HeterogeneityConfig = field(default_factory=HeterogeneityConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    compression: CompressionConfig | None = None  # absent: updates travel as float32
+    privacy: PrivacyConfig | None = None  # absent: no differential privacy
 
     def to_dict(self) -> dict:
-        """Return the resolved config as plain data (``batch_size = None`` written as "inf")."""
-        d = dataclasses.asdict(self)
+        """Return the resolved config as plain data (``batch_size = None`` written as "inf"; absent
+        optional sections left out)."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
         if d["algorithm"]["batch_size"] is None:
             d["algorithm"]["batch_size"] = "inf"
         for key in ("batched", "workers"):
@@ -110,14 +154,18 @@ class ExperimentConfig:
     def replace(self, section: str, **changes: Any) -> ExperimentConfig:
         """Return a copy with keys of one section changed (validated like the file)."""
         raw = self.to_dict()
-        raw[section].update(changes)
+        raw.setdefault(section, {}).update(changes)
         return from_dict(raw)
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
+_OPTIONAL = {"compression": CompressionConfig, "privacy": PrivacyConfig}
 _CHOICES = {
     ("data", "dataset"): DATASETS, ("data", "partition"): PARTITIONS,
     ("model", "name"): MODELS, ("algorithm", "name"): ALGORITHMS,
+    ("compression", "codec"): ("none", "quantize", "sign", "topk", "mask", "float16", "bfloat16"),
+    ("privacy", "mode"): ("central", "local"), ("privacy", "sampling"): ("poisson", "fixed"),
+    ("privacy", "accountant"): ("rdp", "pld"),
 }
 
 
@@ -152,7 +200,7 @@ def from_dict(raw: dict) -> ExperimentConfig:
     for name, table in raw.items():
         if not isinstance(table, dict):
             raise ConfigError(f"[{name}] must be a table of keys, got {type(table).__name__}")
-        sections[name] = _section(name, hints[name], table)
+        sections[name] = _section(name, _OPTIONAL.get(name, hints[name]), table)
     cfg = ExperimentConfig(**sections)
     _check_values(cfg)
     return cfg
@@ -230,6 +278,8 @@ def _check_values(cfg: ExperimentConfig) -> None:
         if not ok:
             raise ConfigError(f"{key} = {value!r}: expected {expected}")
     _check_algorithm(cfg)
+    if d.num_clients:
+        pipeline_spec(cfg, d.num_clients)
     if d.partition == "natural" and d.dataset in ("mnist", "cifar10"):
         raise ConfigError(f"data.partition = 'natural': {d.dataset.upper()} has no natural clients; use iid, shards, dirichlet or unbalanced")
     if d.partition != "natural" and d.num_clients in (None, 0):
@@ -265,3 +315,27 @@ def heterogeneity(h: HeterogeneityConfig):
         return None
     return Heterogeneity(tuple(h.epochs) if h.epochs else None, tuple(h.steps) if h.steps else None,
                          h.straggler_fraction, h.dropout)
+
+
+def pipeline_spec(cfg: ExperimentConfig, population: int):
+    """Return the run's client-update pipeline (:class:`hamrah.privacy.PipelineSpec`) or None.
+
+    The chain is built (an impossible order is refused with the reason), the noise multiplier resolved
+    (calibrated to ``privacy.target_epsilon`` over ``run.rounds`` when not given), and a budget that
+    ``run.rounds`` rounds cannot fit is refused, naming the largest number of rounds that fits.
+
+    Raises:
+        ConfigError: naming the key or the reason.
+    """
+    from hamrah.algorithms.base import cohort_size
+    from hamrah.privacy import BudgetLedger, resolve_pipeline
+
+    comp = None if cfg.compression is None else {k: v for k, v in dataclasses.asdict(cfg.compression).items()
+                                                 if v is not None}
+    priv = None if cfg.privacy is None else cfg.privacy.to_dp()
+    spec = resolve_pipeline(comp, priv, population, cohort_size(cfg.algorithm.client_fraction, population),
+                            cfg.run.rounds)
+    dp = spec.dp if spec is not None else None
+    if dp is not None and dp.target_epsilon is not None:
+        BudgetLedger(dp.target_epsilon, dp.delta, spec.round_spec(), dp.accountant).refuse_start(cfg.run.rounds)
+    return spec

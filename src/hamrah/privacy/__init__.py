@@ -8,11 +8,14 @@
 - The budget: :class:`BudgetLedger`.
 - Pipeline stages (:mod:`hamrah.core.pipeline`): :class:`DPClip`, :class:`CentralGaussianNoise`,
   :class:`LocalGaussian`, :func:`dp_stages`.
+- A run's whole pipeline (codec + DP stages) from plain settings: :class:`PipelineSpec`,
+  :func:`resolve_pipeline`; a driver's state across rounds: :class:`PipelineRun`.
 
 See ``docs/dp.md``.
 """
 
 from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, epsilon_of, noise_multiplier_for, round_spec_for
+from hamrah.privacy.chains import CODECS, PipelineRun, PipelineSpec, codec_stage, dp_config, resolve_pipeline
 from hamrah.privacy.adaptive import (
     AdaptiveClipper,
     AdaptiveClipState,
@@ -37,6 +40,12 @@ from hamrah.privacy.mechanisms import (
 from hamrah.privacy.stages import CentralGaussianNoise, DPClip, LocalGaussian, dp_stages
 
 __all__ = [
+    "CODECS",
+    "PipelineRun",
+    "PipelineSpec",
+    "codec_stage",
+    "dp_config",
+    "resolve_pipeline",
     "AdaptiveClipConfig",
     "AdaptiveClipState",
     "AdaptiveClipper",

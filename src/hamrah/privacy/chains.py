@@ -1,0 +1,264 @@
+"""The client-update pipeline of a run: built from plain settings, driven round by round.
+
+One JSON-ready :class:`PipelineSpec` is resolved from an experiment's ``[compression]`` and
+``[privacy]`` sections (:func:`resolve_pipeline`), travels to devices in the FL plan's
+``extra["pipeline"]`` and rebuilds the same :class:`~hamrah.core.pipeline.Chain` on every side:
+
+- central DP: ``[DPClip, codec, CentralGaussianNoise]`` (McMahan et al. 2018; adaptive clipping of
+  Andrew et al. 2021): the client clips then compresses, the server noises the aggregate;
+- local DP: ``[LocalGaussian, codec]``: clipped and noised on the client, then compressed;
+- compression only: ``[codec]``.
+
+:class:`PipelineRun` is what a driver (the simulator, the server) keeps across rounds: each client's
+stage state (error feedback), the chain's server state, and the privacy accountant or budget ledger.
+It lives here, below the drivers, because it needs both the codecs and the DP stages; it does no I/O
+beyond the ledger file the caller names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hamrah.compression import HalfPrecision, RandomMask, SignEF, StochasticQuantizer, TopK
+from hamrah.core.errors import ConfigError
+from hamrah.core.params import Params
+from hamrah.core.pipeline import Chain, RoundOutput, ServerContext, Stage, process_round, wire_spec
+from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, noise_multiplier_for, round_spec_for
+from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
+from hamrah.privacy.ledger import BudgetLedger
+from hamrah.privacy.stages import dp_stages
+
+# codec name -> the settings it takes (anything else in [compression] is refused by name)
+CODECS: dict[str, tuple[str, ...]] = {
+    "none": (), "quantize": ("bits", "scheme", "range", "bucket"), "sign": ("error_feedback",),
+    "topk": ("fraction", "error_feedback", "value_dtype"), "mask": ("p", "shared"), "float16": (), "bfloat16": (),
+}
+
+
+def codec_stage(settings: Mapping[str, Any]) -> Stage | None:
+    """Return the codec stage ``settings`` name (``{"codec": "quantize", "bits": 8}``), or None for "none".
+
+    Raises:
+        ConfigError: an unknown codec, a setting the codec does not take, or a bad value, named.
+    """
+    s = {k: v for k, v in settings.items() if v is not None}
+    name = s.pop("codec", "none")
+    if name not in CODECS:
+        raise ConfigError(f"compression.codec = {name!r}: expected one of {', '.join(CODECS)}")
+    unused = sorted(set(s) - set(CODECS[name]))
+    if unused:
+        takes = ", ".join(CODECS[name]) or "no settings"
+        raise ConfigError(f"compression.{unused[0]} = {s[unused[0]]!r}: codec {name!r} does not use it "
+                          f"(it takes {takes})")
+    try:
+        return _build_codec(name, s)
+    except ConfigError as err:
+        raise ConfigError(f"compression: {err}") from None
+
+
+def _build_codec(name: str, s: dict) -> Stage | None:
+    if name == "quantize":
+        return StochasticQuantizer(s.get("bits", 8), s.get("scheme", "minmax"), s.get("range"), s.get("bucket"))
+    if name == "sign":
+        return SignEF(s.get("error_feedback", True))
+    if name == "topk":
+        return TopK(s.get("fraction", 0.01), s.get("error_feedback", True), s.get("value_dtype", "float32"))
+    if name == "mask":
+        return RandomMask(s.get("p", 0.1), s.get("shared", False))
+    if name in ("float16", "bfloat16"):
+        return HalfPrecision(name)
+    return None
+
+
+def dp_config(settings: Mapping[str, Any] | None) -> DPConfig | None:
+    """Return the DPConfig of plain ``settings`` (DPConfig's fields; ``adaptive`` a table or None)."""
+    if settings is None:
+        return None
+    d = dict(settings)
+    fields = {f.name for f in dataclasses.fields(DPConfig)}
+    unknown = sorted(set(d) - fields)
+    if unknown:
+        raise ConfigError(f"privacy.{unknown[0]}: unknown setting; expected one of {', '.join(sorted(fields))}")
+    if isinstance(d.get("adaptive"), Mapping):
+        d["adaptive"] = AdaptiveClipConfig(**d["adaptive"])
+    return DPConfig(**d)
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """Everything needed to rebuild a run's chain on any side; JSON-ready (:meth:`to_dict`).
+
+    Attributes:
+        compression: ``{"codec": name, setting: value}``.
+        privacy: DPConfig's fields as plain data, or None for no DP.
+        noise_multiplier: z, resolved (configured, or calibrated to the target epsilon).
+        population: K, the clients that may be sampled.
+        cohort: m, clients per round (fixed-size sampling) or the expected q*K (Poisson).
+    """
+
+    compression: dict
+    privacy: dict | None = None
+    noise_multiplier: float = 0.0
+    population: int = 1
+    cohort: int = 1
+
+    @property
+    def dp(self) -> DPConfig | None:
+        return dp_config(self.privacy)
+
+    @property
+    def equal_weights(self) -> bool:
+        """Return True when clients are weighted 1 each (DP's sensitivity bound), not by n_k."""
+        return self.privacy is not None
+
+    @property
+    def poisson_q(self) -> float | None:
+        """Return q when the accounting assumes Poisson sampling (the driver must sample so), else None."""
+        dp = self.dp
+        return self.cohort / self.population if dp is not None and dp.mode == "central" and \
+            dp.sampling == "poisson" else None
+
+    def stages(self) -> list[Stage]:
+        """Return the chain's stages (see the module docstring for the order)."""
+        codec = codec_stage(self.compression)
+        dp = self.dp
+        privacy = dp_stages(dp, self.noise_multiplier, float(self.cohort)) if dp is not None else []
+        codecs = [codec] if codec is not None else []
+        if dp is not None and dp.mode == "central":
+            return [privacy[0], *codecs, privacy[1]]
+        return privacy + codecs
+
+    def chain(self) -> Chain:
+        """Return the checked chain (ConfigError with the reason if it cannot work)."""
+        return Chain(self.stages())
+
+    def round_spec(self) -> RoundSpec | None:
+        """Return the mechanism charged per round, or None without DP."""
+        dp = self.dp
+        return None if dp is None else round_spec_for(dp, self.noise_multiplier, self.population, self.cohort)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PipelineSpec:
+        """Return the spec :meth:`to_dict` wrote (checked by building its chain).
+
+        Raises:
+            ConfigError: a field is missing or wrong, or the chain cannot work.
+        """
+        try:
+            spec = cls(dict(d["compression"]), None if d.get("privacy") is None else dict(d["privacy"]),
+                       float(d["noise_multiplier"]), int(d["population"]), int(d["cohort"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"pipeline spec: missing or malformed field ({err!r})") from None
+        spec.chain()
+        return spec
+
+
+def resolve_pipeline(compression: Mapping[str, Any] | None, privacy: Mapping[str, Any] | None, population: int,
+                     cohort: int, rounds: int) -> PipelineSpec | None:
+    """Return the run's pipeline (None when neither section is set), its chain checked and z resolved.
+
+    Args:
+        compression, privacy: the config sections as plain data (None: absent).
+        population: K. cohort: m per round (the expected cohort under Poisson sampling).
+        rounds: planned rounds, to calibrate z to ``privacy.target_epsilon`` when z is not given.
+
+    Raises:
+        ConfigError: a bad setting, an impossible chain, or (on-device DP-SGD) a mode not wired into runs.
+    """
+    if compression is None and privacy is None:
+        return None
+    dp = dp_config(privacy)
+    z = 0.0
+    if dp is not None:
+        if dp.mode == "dpsgd":
+            raise ConfigError("privacy.mode = \"dpsgd\": on-device DP-SGD changes local training and is not a "
+                              "pipeline stage; expected \"central\" or \"local\" (see docs/dp.md for DP-SGD)")
+        z = noise_multiplier_for(dp, rounds, round_spec_for(dp, 1.0, population, cohort))
+    spec = PipelineSpec(dict(compression or {"codec": "none"}), None if privacy is None else dict(privacy),
+                        float(z), int(population), int(cohort))
+    spec.chain()
+    return spec
+
+
+class PipelineRun:
+    """A driver's pipeline state across rounds: client states, server state, accountant or ledger.
+
+    Args:
+        spec: the pipeline.
+        template: the model's parameters (names and shapes of an update).
+        ledger_path: where the budget ledger is kept (a server's state folder), or None (in memory).
+    """
+
+    def __init__(self, spec: PipelineSpec, template: Params, ledger_path: str | None = None):
+        self.spec, self.chain, self.template = spec, spec.chain(), template
+        self.client_states: dict[int, tuple] = {}
+        self.server_state = self.chain.init_server(template)
+        self.ledger_path = ledger_path
+        dp, rs = spec.dp, spec.round_spec()
+        self.delta = dp.delta if dp is not None else None
+        self.ledger: BudgetLedger | None = None
+        self.accountant: PrivacyAccountant | None = None
+        if dp is not None and dp.target_epsilon is not None:
+            self.ledger = (BudgetLedger.resume(ledger_path, dp.target_epsilon, dp.delta, rs, dp.accountant)
+                           if ledger_path else BudgetLedger(dp.target_epsilon, dp.delta, rs, dp.accountant))
+            self.accountant = self.ledger.accountant
+        elif dp is not None:
+            self.accountant = PrivacyAccountant(rs, dp.accountant)
+
+    def refuse_start(self, rounds: int) -> None:
+        """Raise ConfigError (naming the largest feasible number) unless ``rounds`` rounds fit the budget."""
+        if self.ledger is not None:
+            self.ledger.refuse_start(rounds)
+
+    def check_round(self) -> None:
+        """Raise BudgetExhausted if one more round would take epsilon past the target."""
+        if self.ledger is not None:
+            self.ledger.check_round()
+
+    def record_round(self) -> float | None:
+        """Charge one round to the accountant (and save the ledger); return epsilon so far, or None."""
+        if self.accountant is None:
+            return None
+        self.accountant.step(1)
+        if self.ledger is not None and self.ledger_path:
+            self.ledger.save(self.ledger_path)
+        return self.epsilon()
+
+    def epsilon(self) -> float | None:
+        """Return epsilon spent so far at the configured delta, or None without DP."""
+        return None if self.accountant is None else self.accountant.epsilon(self.delta)
+
+    def weight(self, num_examples: int) -> float:
+        """Return the aggregation weight of a client with ``num_examples`` examples."""
+        return 1.0 if self.spec.equal_weights else float(num_examples)
+
+    def process(self, round_idx: int, updates: Mapping[int, Params], num_examples: Mapping[int, int],
+                rngs: Mapping[int, np.random.Generator], server_rng: np.random.Generator) -> RoundOutput:
+        """Run the chain on one round (an empty round still releases central noise); keep the new states."""
+        weights = {k: self.weight(num_examples[k]) for k in updates}
+        out = process_round(self.chain, updates, weights, self.client_states, rngs, server_state=self.server_state,
+                            round_idx=round_idx, server_rng=server_rng, template=self.template)
+        self.client_states.update(out.states)
+        self.server_state = out.server_state
+        return out
+
+    def wire_spec(self) -> tuple:
+        """Return the names and shapes of a payload on the wire (model tensors plus auxiliary entries)."""
+        return wire_spec(self.chain, self.template, self.server_state)
+
+    def server_half(self, aggregate: Params, num_clients: int, round_idx: int, rng: np.random.Generator) -> Params:
+        """Run the server halves on an aggregate computed elsewhere (the real server's Aggregators)."""
+        out, self.server_state = self.chain.server(aggregate, self.server_state,
+                                                   ServerContext(round_idx, num_clients, rng))
+        return out
+
+
+__all__ = ["CODECS", "PipelineRun", "PipelineSpec", "codec_stage", "dp_config", "resolve_pipeline"]
