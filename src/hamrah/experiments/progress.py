@@ -29,6 +29,10 @@ def round_progress(total_rounds: int, label: str = "training", log_rounds: bool 
         if log_rounds:
             line = (f"round {rec.round:4d}: accuracy {rec.test_accuracy:.4f}  test loss {rec.test_loss:.4f}  "
                     f"train loss {rec.train_loss:.4f}  clients {rec.clients}  {rec.elapsed_s:.1f} s")
+            if getattr(rec, "epsilon", None) is not None:
+                line += f"  epsilon {rec.epsilon:.3f}"
+            if getattr(rec, "bytes_up", None) is not None:
+                line += f"  up {rec.bytes_up / 2**20:.2f} MiB"
             if console.is_terminal:
                 progress.console.print(line, markup=False)
             else:  # plain text for logs and pipes (rich's renderer costs ~0.3 s a line there)

@@ -23,10 +23,17 @@ from hamrah.algorithms import build
 from hamrah.algorithms.base import Algorithm
 from hamrah.core.params import num_parameters
 from hamrah.data import Dataset, FederatedDataset, describe, federate, load_dataset
-from hamrah.experiments.config import AlgorithmConfig, ExperimentConfig, algorithm_hyperparameters, heterogeneity
+from hamrah.experiments.config import (
+    AlgorithmConfig,
+    ExperimentConfig,
+    algorithm_hyperparameters,
+    heterogeneity,
+    pipeline_spec,
+)
 from hamrah.experiments.plots import plot_curves
 from hamrah.experiments.targets import rounds_to_target
 from hamrah.models import build_model
+from hamrah.privacy import PipelineSpec
 from hamrah.simulation import RoundRecord, SimulationConfig, Simulator, seeded
 
 
@@ -51,6 +58,7 @@ class Prepared:
     data: FederatedDataset
     model_factory: Callable[[], nn.Module]
     algorithm: Algorithm
+    pipeline: PipelineSpec | None = None  # [compression] / [privacy], resolved
 
     def simulator(self) -> Simulator:
         run = self.config.run
@@ -59,7 +67,8 @@ class Prepared:
             target_accuracy=run.target_accuracy, stop_at_target=run.stop_at_target,
             heterogeneity=heterogeneity(self.config.heterogeneity),
         )
-        return Simulator(seeded(self.model_factory, run.seed), self.data, self.algorithm, sim_cfg)
+        return Simulator(seeded(self.model_factory, run.seed), self.data, self.algorithm, sim_cfg,
+                         pipeline=self.pipeline)
 
 
 def prepare(cfg: ExperimentConfig) -> Prepared:
@@ -70,7 +79,8 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
                    shards_per_client=d.shards_per_client, alpha=d.alpha, sigma=d.sigma)
     factory = functools.partial(build_model, cfg.model.name, dataset)
     factory()  # raises ConfigError now if the model does not fit the data
-    return Prepared(cfg, fed, factory, build_algorithm(cfg.algorithm, fed.num_clients))
+    return Prepared(cfg, fed, factory, build_algorithm(cfg.algorithm, fed.num_clients),
+                    pipeline_spec(cfg, fed.num_clients))
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -94,7 +104,7 @@ def run_experiment(
 
     def record(rec: RoundRecord) -> None:
         if metrics_file is not None:
-            metrics_file.write(json.dumps(asdict(rec)) + "\n")
+            metrics_file.write(json.dumps({k: v for k, v in asdict(rec).items() if v is not None}) + "\n")
             metrics_file.flush()
         if on_round is not None:
             on_round(rec)
@@ -124,6 +134,7 @@ def run_experiment(
         "rounds_to_target": rounds_to_target(rounds, accs, target) if target is not None else None,
         "wall_s": round(wall, 3),
         "seconds_per_round": round(wall / max(rounds[-1] if rounds else 1, 1), 4),
+        **_pipeline_summary(sim, result),
         "versions": {"hamrah": hamrah.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     if out is not None:
@@ -131,3 +142,17 @@ def run_experiment(
         title = f"{cfg.algorithm.name} / {cfg.model.name} on {cfg.data.dataset} ({cfg.data.partition})"
         plot_curves({f"lr={cfg.algorithm.lr:g}": (rounds, accs)}, out / "curve.png", title=title, target=target)
     return summary
+
+
+def _pipeline_summary(sim: Simulator, result) -> dict:
+    """Return the pipeline's totals for the summary: bytes each way, epsilon spent, an early stop."""
+    if sim.pipeline is None:
+        return {}
+    out = {"pipeline": list(sim.pipeline.chain.names), "bytes_up_total": sim.bytes_total[0],
+           "bytes_down_total": sim.bytes_total[1]}
+    if sim.pipeline.accountant is not None:
+        out.update(epsilon=sim.pipeline.epsilon(), delta=sim.pipeline.delta,
+                   noise_multiplier=sim.pipeline.spec.noise_multiplier)
+    if result.stopped:
+        out["stopped"] = result.stopped
+    return out

@@ -18,16 +18,19 @@ from torch import nn
 
 from hamrah.algorithms.base import Aggregator, Algorithm, ClientResult
 from hamrah.algorithms.local import evaluate
-from hamrah.core.errors import ConfigError, NotEnoughClients
+from hamrah.core.errors import BudgetExhausted, ConfigError, NotEnoughClients
 from hamrah.core.params import Params, clone
 from hamrah.core.seeds import sampling_rng
 from hamrah.data.federated import ArrayData, FederatedDataset
+from hamrah.privacy.chains import PipelineRun, PipelineSpec
 from hamrah.simulation.batched import supports_batching
 from hamrah.simulation.heterogeneity import DROPPED, STRAGGLER, Heterogeneity, draw_work
 from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
 
 # Spawn-key tags for the simulator's own streams, apart from hamrah.core.seeds' tags (0-3).
-_WORK_TAG, _ATTACK_TAG = 101, 102
+_WORK_TAG, _ATTACK_TAG, _PIPELINE_TAG = 101, 102, 103
+# Server halves that need only the weighted mean of the deltas: the pipeline's aggregate replaces it.
+MEAN_ALGORITHMS = frozenset({"fedavg", "fedsgd", "fedadam", "fedyogi", "fedadagrad", "fedavgm"})
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -96,12 +99,16 @@ class RoundRecord:
     train_loss: float
     clients: int
     elapsed_s: float
+    bytes_up: int | None = None  # exact wire bytes of this round's client updates (with a pipeline)
+    bytes_down: int | None = None  # exact wire bytes of this round's model broadcasts (with a pipeline)
+    epsilon: float | None = None  # (epsilon, delta)-DP spent so far, at privacy.delta (with DP)
 
 
 @dataclass
 class SimulationResult:
     params: Params
     history: list[RoundRecord] = field(default_factory=list)
+    stopped: str | None = None  # why training ended early (the privacy budget), or None
 
 
 class Simulator:
@@ -111,6 +118,7 @@ class Simulator:
         model, data, algorithm, config: what to run and how.
         aggregator: replaces the weighted mean in the server half (a robust aggregator), or None.
         attack: optional :class:`Attack` hook (malicious clients' data and updates), or None.
+        pipeline: the client-update pipeline (compression, DP) applied in :meth:`server_half`, or None.
 
     A round: sample the cohort, draw each client's work, run the client half (batched for plain SGD
     on MLPs, else :func:`hamrah.algorithms.client_update` in-process or in workers), then
@@ -122,7 +130,8 @@ class Simulator:
     """
 
     def __init__(self, model: nn.Module, data: FederatedDataset, algorithm: Algorithm, config: SimulationConfig,
-                 *, aggregator: Aggregator | None = None, attack: Attack | None = None):
+                 *, aggregator: Aggregator | None = None, attack: Attack | None = None,
+                 pipeline: PipelineSpec | None = None):
         self.model, self.data, self.algorithm, self.config = model, data, algorithm, config
         self.aggregator, self.attack = aggregator, attack
         if config.batched and not supports_batching(model):
@@ -141,10 +150,29 @@ class Simulator:
         auto_workers = 1 if self.batched else min(cores, self.cohort)
         self.workers = auto_workers if config.workers is None else min(config.workers, self.cohort)
         self._pool: ProcessPool | None = None
+        self.pipeline = self._pipeline_run(pipeline)
+        self.round_bytes: tuple[int, int] | None = None  # (up, down) of the last round through the pipeline
+        self.bytes_total = [0, 0]  # (up, down) over the run
+
+    def _pipeline_run(self, spec: PipelineSpec | None) -> PipelineRun | None:
+        if spec is None:
+            return None
+        if self.algorithm.name not in MEAN_ALGORITHMS:
+            raise ConfigError(f"algorithm {self.algorithm.name} with [compression]/[privacy]: the pipeline replaces "
+                              f"the weighted mean of the updates; expected one of {', '.join(sorted(MEAN_ALGORITHMS))}")
+        if self.aggregator is not None:
+            raise ConfigError("a robust aggregator with [compression]/[privacy]: expected one of the two (the "
+                              "pipeline's aggregate is a mean of processed updates)")
+        run = PipelineRun(spec, self.params)
+        run.refuse_start(self.config.rounds)
+        return run
 
     def sample(self, round_idx: int) -> np.ndarray:
         """Return the sorted client ids of round ``round_idx``'s cohort."""
         rng = sampling_rng(self.config.seed, round_idx)
+        q = self.pipeline.spec.poisson_q if self.pipeline is not None else None
+        if q is not None:  # the DP accounting assumes Poisson sampling: each client joins with probability q
+            return np.flatnonzero(rng.random(self.data.num_clients) < q)
         return np.sort(rng.choice(self.data.num_clients, size=self.cohort, replace=False))
 
     def train_round(self, round_idx: int) -> list[ClientResult]:
@@ -194,11 +222,28 @@ class Simulator:
             ben = [r for r in results if not (r.error is None and self.attack.is_malicious(r.client_id))]
             poisoned = self.attack.poison_updates(mal, ben, _rng(self.config.seed, _ATTACK_TAG, round_idx))
             results = sorted(ben + list(poisoned), key=lambda r: r.client_id)
+        if self.pipeline is not None:
+            results = self._through_pipeline(round_idx, results)
         try:
             self.params, self.server_state = self.algorithm.server_update(
                 self.params, results, self.server_state, self.aggregator)
         except NotEnoughClients:
             pass  # no client reported: the model stays as it was (the round is recorded with 0 clients)
+
+    def _through_pipeline(self, round_idx: int, results: list[ClientResult]) -> list[ClientResult]:
+        """Encode each reported update through the chain, aggregate, run the server halves; return one
+        result holding the processed mean (an empty round still carries central noise)."""
+        ok = [r for r in results if r.error is None and r.num_examples > 0]
+        seed = self.config.seed
+        out = self.pipeline.process(
+            round_idx, {r.client_id: r.delta for r in ok}, {r.client_id: r.num_examples for r in ok},
+            {r.client_id: _rng(seed, _PIPELINE_TAG, round_idx, r.client_id) for r in ok},
+            _rng(seed, _PIPELINE_TAG, round_idx))
+        self.round_bytes = (out.bytes.total_up, out.bytes.total_down)
+        self.bytes_total = [self.bytes_total[0] + out.bytes.total_up, self.bytes_total[1] + out.bytes.total_down]
+        weight = sum(self.pipeline.weight(r.num_examples) for r in ok)
+        loss = float(np.mean([r.metrics.get("train_loss", 0.0) for r in ok])) if ok else 0.0
+        return [ClientResult(-1, out.aggregate, max(int(round(weight)), 1), {"train_loss": loss})]
 
     def close(self) -> None:
         """Stop the worker processes, if any."""
@@ -223,16 +268,25 @@ class Simulator:
 
     def _run_rounds(self, result: SimulationResult, start: float, on_round) -> None:
         cfg = self.config
+        pipe = self.pipeline
         for r in range(1, cfg.rounds + 1):
+            try:
+                if pipe is not None:
+                    pipe.check_round()
+            except BudgetExhausted as err:
+                result.stopped = str(err)
+                break
             results = self.train_round(r)
             self.server_half(r, results)
+            epsilon = pipe.record_round() if pipe is not None else None
             if r % cfg.eval_every and r != cfg.rounds:
                 continue
             loss, acc = self.evaluate()
             ok = [x for x in results if x.error is None and x.num_examples > 0]
             train_loss = (float(np.average([x.metrics["train_loss"] for x in ok], weights=[x.num_examples for x in ok]))
                           if ok else float("nan"))
-            record = RoundRecord(r, acc, loss, train_loss, len(ok), time.perf_counter() - start)
+            up, down = self.round_bytes if pipe is not None else (None, None)
+            record = RoundRecord(r, acc, loss, train_loss, len(ok), time.perf_counter() - start, up, down, epsilon)
             result.history.append(record)
             if on_round is not None:
                 on_round(record)
