@@ -17,6 +17,7 @@ from hamrah.data.federated import ArrayData
 from hamrah.models import ModelSpec
 from hamrah.server.config import ServerConfig
 from hamrah.server.coordinator import Coordinator, RunPlan
+from hamrah.server.pipeline import ServerPipeline
 from hamrah.server.selector import Selector
 from hamrah.server.service import FederatedLearningService
 from hamrah.server.state import ServerStore
@@ -56,6 +57,11 @@ class FLServer:
         s = setup.server
         self.coordinator = Coordinator(s, setup.run, setup.algorithm, setup.algorithm_plan, setup.model,
                                        setup.test_data, self.store, setup.goal, setup.ignore_index)
+        pipeline = ServerPipeline.from_config(setup.config, self.coordinator.params, setup.goal, self.store.dir,
+                                              setup.algorithm.name)
+        self.coordinator.pipeline = pipeline
+        if pipeline is not None:
+            pipeline.refuse_start(setup.run.rounds - self.coordinator.last_round)
         self.selectors = [Selector(i, self.coordinator, s.checkin_hold_s) for i in range(s.selectors)]
         tokens = TokenRegistry(s.tokens_file, s.revoked_file) if s.tokens_file else None
         if tokens is None:

@@ -32,6 +32,7 @@ class ServerConfig:
         tokens_file, revoked_file: device tokens, one per line.
         tls_cert, tls_key, client_ca: TLS files (client_ca set: mutual TLS).
         backend: the actor runtime, "asyncio" (one process) or "ray".
+        max_concurrent_uploads: updates received at once (bounds server memory; others wait).
         eval_devices: per round, this many extra devices evaluate the round's global model on their
             own data (federated evaluation; reported as ``device_accuracy``).
     """
@@ -57,6 +58,7 @@ class ServerConfig:
     client_ca: str | None = None
     backend: str = "asyncio"
     eval_devices: int = 0
+    max_concurrent_uploads: int = 16
 
     def goal(self, default: int) -> int:
         return self.goal_count if self.goal_count is not None else default
@@ -114,6 +116,7 @@ def _check(c: ServerConfig) -> None:
         (0 < c.reconnect_min_s <= c.reconnect_max_s, "reconnect_min_s", c.reconnect_min_s, "0 < reconnect_min_s <= reconnect_max_s"),
         (c.retry_delay_s >= 0, "retry_delay_s", c.retry_delay_s, "a number >= 0"),
         (c.max_update_mb >= 0, "max_update_mb", c.max_update_mb, "a number >= 0 (0: automatic)"),
+        (c.max_concurrent_uploads >= 1, "max_concurrent_uploads", c.max_concurrent_uploads, "an integer >= 1"),
         (c.eval_devices >= 0, "eval_devices", c.eval_devices, "an integer >= 0"),
         (c.backend in BACKENDS, "backend", c.backend, f"one of {', '.join(BACKENDS)}"),
         ((c.tls_cert is None) == (c.tls_key is None), "tls_cert", c.tls_cert, "tls_cert and tls_key set together"),

@@ -97,7 +97,8 @@ class Coordinator:
 
     def __init__(self, cfg: ServerConfig, run: RunPlan, algorithm: Algorithm, algorithm_plan: dict,
                  model: ModelSpec, test_data: ArrayData | None, store: ServerStore, goal: int,
-                 ignore_index: int | None = None):
+                 ignore_index: int | None = None, pipeline=None):
+        self.pipeline = pipeline  # hamrah.server.pipeline.ServerPipeline, or None
         self.cfg, self.run_plan, self.algorithm, self.algorithm_plan = cfg, run, algorithm, algorithm_plan
         self.model_spec, self.test_data, self.store, self.ignore_index = model, test_data, store, ignore_index
         self.goal = goal
@@ -152,7 +153,8 @@ class Coordinator:
         rs.tasks[info.task_id] = info
         if len(rs.tasks) >= rs.target + rs.eval_target:
             self._close_selection(rs)
-        plan = Plan(kind, rs.round, self.algorithm_plan, self.model_spec, self.run_plan.seed, self.ignore_index)
+        plan = Plan(kind, rs.round, self.algorithm_plan, self.model_spec, self.run_plan.seed, self.ignore_index,
+                    self.pipeline.plan_extra() if self.pipeline is not None and kind == "train" else {})
         return pb.Task(task_id=info.task_id, round=rs.round, kind=pb.TRAIN if kind == "train" else pb.EVALUATE,
                        plan=plan.to_json(), checkpoint_bytes=len(self._ckpt), checkpoint_sha256=self._ckpt_sha,
                        report_deadline_s=self.cfg.selection_timeout_s + self.cfg.reporting_timeout_s)
@@ -232,6 +234,9 @@ class Coordinator:
 
     def _decode_result(self, info: TaskInfo, header: pb.ReportHeader, payload: bytes) -> ClientResult:
         tensors = decode_params(payload)
+        if self.pipeline is not None:
+            return self.pipeline.decode_result(int(info.device[:8], 16), tensors, int(header.num_examples),
+                                               decode_metrics(header.metrics))
         delta = {k: v for k, v in tensors.items() if not k.startswith(AUX_PREFIX)}
         aux = {k[len(AUX_PREFIX):]: v for k, v in tensors.items() if k.startswith(AUX_PREFIX)}
         check_update(delta, self.spec)
@@ -248,6 +253,8 @@ class Coordinator:
         """Run rounds until ``run.rounds`` are committed (or the target is reached, if asked)."""
         r, attempt = self.last_round + 1, 1
         while r <= self.run_plan.rounds and not self.finished:
+            if self.pipeline is not None and not self.pipeline.may_run(r):
+                break
             record = await self._round(r, attempt)
             if record is None:
                 attempt += 1
@@ -328,6 +335,8 @@ class Coordinator:
 
     def _commit(self, rs: RoundState, t_sel: float, t_rep: float) -> dict:
         results, train_loss = self.master.finalize()  # may block (Ray backend): runs in a worker thread
+        if self.pipeline is not None:
+            results = self.pipeline.server_half(results, rs.round, self.master.reports())
         params, state = self.algorithm.server_update(self.params, results, self.server_state)
         record = {"round": rs.round, "attempts": rs.attempt, "selected": rs.picked("train"), "goal": rs.goal,
                   "reported": self.master.reports(), "aborted": rs.count("aborted"), "failed": rs.count("failed"),
@@ -343,6 +352,8 @@ class Coordinator:
             t0 = time.monotonic()
             loss, acc = evaluate(self.model, params, self.test_data, self.ignore_index)
             record.update(test_loss=loss, test_accuracy=acc, eval_s=round(time.monotonic() - t0, 3))
+        if self.pipeline is not None:
+            record.update(self.pipeline.record_round())
         record["round_s"] = round(time.monotonic() - rs.started, 3)
         record["elapsed_s"] = round(time.monotonic() - self.started, 3)
         self.store.commit(rs.round, params, *flatten_state(state), record)

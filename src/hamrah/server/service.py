@@ -3,6 +3,7 @@ a Selector or the Coordinator. A refused message gets a clear status; the round 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 
@@ -24,6 +25,9 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
     def __init__(self, coordinator: Coordinator, selectors: list[Selector], tokens: TokenRegistry | None):
         self.coordinator, self.selectors, self.tokens = coordinator, selectors, tokens
         self.refused = 0
+        # Updates received at once: bounds the memory of buffered payloads whatever the number of
+        # devices; the others wait under gRPC flow control.
+        self._uploads = asyncio.Semaphore(coordinator.cfg.max_concurrent_uploads)
 
     async def _device(self, context: grpc.aio.ServicerContext, claimed: str = "") -> str:
         """Return the caller's device key, or end the call with UNAUTHENTICATED."""
@@ -73,9 +77,11 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 raise ProtocolError("a report must start with its header")
             header = first.header
             payload = b""
-            if header.status == pb.COMPLETED:
-                payload = await self._payload(request_iterator, header.update_bytes)
-            message = self.coordinator.report(device, header, payload)
+            async with self._uploads:
+                if header.status == pb.COMPLETED:
+                    payload = await self._payload(request_iterator, header.update_bytes)
+                message = self.coordinator.report(device, header, payload)
+                del payload
         except LateReport as e:
             log.info("ignored a late report from device %s: %s", device[:8], e)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))

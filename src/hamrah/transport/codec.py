@@ -20,7 +20,7 @@ from safetensors.torch import save as st_save
 from hamrah.core.errors import ProtocolError
 from hamrah.core.params import Params
 
-CHUNK_BYTES = 1 << 20  # 1 MiB per gRPC message: well under gRPC's 4 MiB default
+CHUNK_BYTES = 1 << 20  # per gRPC message: under gRPC's 4 MiB default
 
 
 def encode_params(params: Mapping[str, torch.Tensor]) -> bytes:
@@ -35,7 +35,7 @@ def decode_params(data: bytes, what: str = "update") -> Params:
         ProtocolError: the bytes are not a valid safetensors payload.
     """
     try:
-        return dict(st_load(bytes(data)))
+        return dict(st_load(data if isinstance(data, bytes) else bytes(data)))
     except (SafetensorError, ValueError, RuntimeError, OverflowError) as e:
         raise ProtocolError(f"{what}: not a valid safetensors payload ({e})") from None
 
@@ -52,7 +52,7 @@ def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[bytes]:
         yield data[i : i + size]
 
 
-def join_chunks(parts: Iterable[bytes], expected: int, limit: int, what: str = "update") -> bytes:
+def join_chunks(parts_in: Iterable[bytes], expected: int, limit: int, what: str = "update") -> bytes:
     """Concatenate streamed pieces, refusing more than ``limit`` bytes or a total other than ``expected``.
 
     Raises:
@@ -60,14 +60,15 @@ def join_chunks(parts: Iterable[bytes], expected: int, limit: int, what: str = "
     """
     if expected > limit:
         raise ProtocolError(f"{what}: announced {expected:,} bytes, over the limit of {limit:,}")
-    buf = bytearray()
-    for part in parts:
-        buf += part
-        if len(buf) > limit:
+    parts, size = [], 0
+    for part in parts_in:
+        parts.append(part)
+        size += len(part)
+        if size > limit:
             raise ProtocolError(f"{what}: stream exceeds the limit of {limit:,} bytes")
-    if len(buf) != expected:
-        raise ProtocolError(f"{what}: received {len(buf):,} bytes, the header announced {expected:,}")
-    return bytes(buf)
+    if size != expected:
+        raise ProtocolError(f"{what}: received {size:,} bytes, the header announced {expected:,}")
+    return b"".join(parts)
 
 
 @dataclass(frozen=True)
