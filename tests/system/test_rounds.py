@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from hamrah.core.errors import ConfigError
 from hamrah.core.params import max_abs_diff
 from hamrah.device.fleet import Churn
 from hamrah.experiments.runner import prepare
+from hamrah.server.app import FLServer
 from hamrah.server.state import ServerStore
 from hamrah.simulation import SimulationConfig, Simulator, seeded
 
@@ -109,3 +113,19 @@ def test_evaluate_tasks_report_on_device_accuracy(tmp_path):
         assert r["selected"] == 5 and r["eval_selected"] == 3 and r["reported"] == 5
     assert sum(r["eval_reported"] for r in recs) >= 1  # evaluations racing the training goal may arrive late
     assert all(0.0 <= r["device_accuracy"] <= 1.0 for r in recs if r["eval_reported"])
+
+
+def test_a_robust_aggregator_runs_unchanged_in_the_server(tmp_path):
+    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=1), devices=6, goal_count=5, over_selection=1.0,
+                                       min_reports=5, aggregator={"name": "median"})
+    server, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
+    assert summary["rounds_committed"] == 1
+    assert type(server.coordinator.aggregator).__name__ == "Median"
+
+
+def test_an_aggregator_that_cannot_work_for_the_goal_is_refused_before_any_round(tmp_path):
+    setup, _, _ = make_setup(tmp_path, experiment(rounds=1), devices=0, goal_count=5,
+                             aggregator={"name": "krum", "f": 2})
+    with pytest.raises(ConfigError, match="Krum with f = 2"):
+        FLServer(setup, tmp_path / "state")
+    assert not (tmp_path / "state").exists()  # nothing written

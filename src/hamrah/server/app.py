@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from hamrah.aggregation import build_aggregator
 from hamrah.algorithms.base import Algorithm
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import num_parameters
@@ -53,6 +54,8 @@ class FLServer:
 
     def __init__(self, setup: ServerSetup, state_dir: str | Path):
         self.setup = setup
+        if setup.server.aggregator is not None:  # refuse before anything is written
+            build_aggregator(**setup.server.aggregator).check(setup.goal)
         self.store = ServerStore(state_dir, setup.config)
         s = setup.server
         self.coordinator = Coordinator(s, setup.run, setup.algorithm, setup.algorithm_plan, setup.model,

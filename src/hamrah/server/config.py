@@ -7,6 +7,7 @@ import math
 import typing
 from dataclasses import dataclass
 
+from hamrah.aggregation import build_aggregator
 from hamrah.core.errors import ConfigError
 
 BACKENDS = ("asyncio", "ray")
@@ -32,6 +33,8 @@ class ServerConfig:
         tokens_file, revoked_file: device tokens, one per line.
         tls_cert, tls_key, client_ca: TLS files (client_ca set: mutual TLS).
         backend: the actor runtime, "asyncio" (one process) or "ray".
+        aggregator: a robust aggregator for the server half, as a table ``{name = "median", ...}``
+            (``hamrah.aggregation.build_aggregator``); None: the n_k-weighted mean.
         max_concurrent_uploads: updates received at once (bounds server memory; others wait).
         eval_devices: per round, this many extra devices evaluate the round's global model on their
             own data (federated evaluation; reported as ``device_accuracy``).
@@ -59,6 +62,7 @@ class ServerConfig:
     backend: str = "asyncio"
     eval_devices: int = 0
     max_concurrent_uploads: int = 16
+    aggregator: dict | None = None
 
     def goal(self, default: int) -> int:
         return self.goal_count if self.goal_count is not None else default
@@ -95,7 +99,7 @@ def _coerce(key: str, value, hint):
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-        names = {int: "an integer", float: "a number", str: "a string"}
+        names = {int: "an integer", float: "a number", str: "a string", dict: "a table"}
         raise ConfigError(f"{key} = {value!r}: expected {names.get(base, base.__name__)}, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key} = {value!r}: expected a finite number")
@@ -125,6 +129,10 @@ def _check(c: ServerConfig) -> None:
     for ok, key, value, expected in checks:
         if not ok:
             raise ConfigError(f"server.{key} = {value!r}: expected {expected}")
+    if c.aggregator is not None:
+        if "name" not in c.aggregator:
+            raise ConfigError("server.aggregator: expected a table with a name, e.g. {name = \"median\"}")
+        build_aggregator(**c.aggregator)
     if c.goal_count is not None and c.min_reports is not None and c.min_reports > c.goal_count:
         raise ConfigError(f"server.min_reports = {c.min_reports}: expected at most goal_count ({c.goal_count})")
 

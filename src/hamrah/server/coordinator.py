@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hamrah.aggregation import build_aggregator
 from hamrah.algorithms.base import Algorithm, ClientResult
 from hamrah.algorithms.state import flatten_state, unflatten_state
 from hamrah.algorithms.local import evaluate
@@ -103,6 +104,7 @@ class Coordinator:
         self.model_spec, self.test_data, self.store, self.ignore_index = model, test_data, store, ignore_index
         self.goal = goal
         self.model = model.build()
+        self.aggregator = build_aggregator(**cfg.aggregator) if cfg.aggregator is not None else None
         self.master = master_aggregator(cfg.aggregators, cfg.backend)
         self.rng = random.Random(run.seed)
         self.current: RoundState | None = None
@@ -279,7 +281,7 @@ class Coordinator:
     async def _round(self, r: int, attempt: int) -> dict | None:
         cfg = self.cfg
         self._prepare_checkpoint()
-        self.master.start_round(buffered=self.algorithm.name not in STREAMING)
+        self.master.start_round(buffered=self.algorithm.name not in STREAMING or self.aggregator is not None)
         rs = RoundState(r, attempt, self.goal, cfg.selection_target(self.goal), time.monotonic(),
                         eval_target=cfg.eval_devices)
         self.current = rs
@@ -337,7 +339,7 @@ class Coordinator:
         results, train_loss = self.master.finalize()  # may block (Ray backend): runs in a worker thread
         if self.pipeline is not None:
             results = self.pipeline.server_half(results, rs.round, self.master.reports())
-        params, state = self.algorithm.server_update(self.params, results, self.server_state)
+        params, state = self.algorithm.server_update(self.params, results, self.server_state, self.aggregator)
         record = {"round": rs.round, "attempts": rs.attempt, "selected": rs.picked("train"), "goal": rs.goal,
                   "reported": self.master.reports(), "aborted": rs.count("aborted"), "failed": rs.count("failed"),
                   "refused": rs.refused, "lost_with_aggregators": self.master.lost, "train_loss": train_loss, "selection_s": round(t_sel, 3),
