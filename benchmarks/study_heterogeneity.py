@@ -1,7 +1,11 @@
 """Heterogeneity study: FedProx vs FedAvg with stragglers, five algorithms on MNIST Dirichlet label skew,
-FedNova vs FedAvg with heterogeneous local epochs. Writes runs/study/<part>.json and docs/img/<part>.png.
+FedNova vs FedAvg with heterogeneous local epochs, three algorithms on the bundled CIFAR-10 subset (a slightly
+lossy JPEG copy). Writes runs/study/<name>.json, docs/img/<name>.png and
+benchmarks/results/heterogeneity_<part>.json (every curve of the part plus a summary: accuracy at the last
+common round and rounds to --target).
 
-Usage: python benchmarks/study_heterogeneity.py [prox|mnist|nova ...] [--rounds N]
+Usage: python benchmarks/study_heterogeneity.py [prox|mnist|nova|cifar ...] [--rounds N] [--eval-every K]
+       [--target A]
 Sized to a few minutes per part on a shared 2-core CPU machine.
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -50,7 +55,8 @@ def part_prox(rounds: int) -> dict:
     return out
 
 
-def part_mnist(rounds: int, alpha: float) -> dict:
+def part_mnist(rounds: int, alpha: float, eval_every: int) -> dict:
+    """Five algorithms on MNIST 2NN with Dirichlet(alpha) label skew (Hsu et al. 2019), 100 clients, 10 per round."""
     fed = federate(load_dataset("mnist"), "dirichlet", 100, 0, alpha=alpha)
     base = dict(client_fraction=0.1, local_epochs=1, batch_size=10, lr=0.05)
     algos = [("FedAvg", "fedavg", {}), ("FedProx mu=0.01", "fedprox", {"mu": 0.01}),
@@ -58,21 +64,58 @@ def part_mnist(rounds: int, alpha: float) -> dict:
              ("FedAdam", "fedadam", {"server_lr": 0.003, "tau": 1e-3})]
     out = {}
     for label, name, extra in algos:
-        out[label] = run(fed, "2nn", build(name, **base, **extra), rounds, 5)
+        out[label] = run(fed, "2nn", build(name, **base, **extra), rounds, eval_every)
         print(alpha, label, out[label]["acc"][-1], out[label]["wall_s"], flush=True)
     return out
 
 
-def part_nova(rounds: int) -> dict:
+def part_nova(rounds: int, eval_every: int) -> dict:
     """Wang et al. 2020's setting on MNIST: Dirichlet(0.1), local epochs uniform in 2..5."""
     fed = federate(load_dataset("mnist"), "dirichlet", 100, 0, alpha=0.1)
     het = Heterogeneity(epochs=(2, 5))
     base = dict(client_fraction=0.1, local_epochs=2, batch_size=50, lr=0.02)
     out = {}
     for label, name in [("FedAvg", "fedavg"), ("FedNova", "fednova")]:
-        out[label] = run(fed, "2nn", build(name, **base), rounds, 5, het)
+        out[label] = run(fed, "2nn", build(name, **base), rounds, eval_every, het)
         print(label, out[label]["acc"][-1], out[label]["wall_s"], flush=True)
     return out
+
+
+def part_cifar(rounds: int, eval_every: int) -> dict:
+    """CIFAR-10 subset (slightly lossy JPEG copy), CNN, Dirichlet(0.5), 50 clients, 10 per round."""
+    fed = federate(load_dataset("cifar10"), "dirichlet", 50, 0, alpha=0.5)
+    base = dict(client_fraction=0.2, local_epochs=2, batch_size=20, lr=0.05)
+    out = {}
+    for label, name, extra in [("FedAvg", "fedavg", {}), ("FedProx mu=0.01", "fedprox", {"mu": 0.01}),
+                               ("SCAFFOLD", "scaffold", {"num_clients": 50})]:
+        out[label] = run(fed, "cnn", build(name, **base, **extra), rounds, eval_every)
+        print(label, out[label]["acc"][-1], out[label]["wall_s"], flush=True)
+    return out
+
+
+def rounds_to(res: dict, target: float) -> int | None:
+    """Return the first evaluated round whose test accuracy reaches ``target``, else None."""
+    return next((r for r, a in zip(res["rounds"], res["acc"]) if a >= target), None)
+
+
+def summary(res: dict, target: float) -> dict:
+    """Return, per algorithm, accuracy at the last round all runs evaluated, best accuracy and rounds to target."""
+    last = min(v["rounds"][-1] for v in res.values())
+    return {k: {"round": last, "acc": v["acc"][v["rounds"].index(last)], "best": max(v["acc"]),
+                "target": target, "rounds_to_target": rounds_to(v, target), "wall_s": v["wall_s"]}
+            for k, v in res.items()}
+
+
+def write_result(part: str, curves: dict, target: float, args: list[str]) -> None:
+    """Write benchmarks/results/heterogeneity_<part>.json: the command, curves and summaries of a part."""
+    out = {"command": "python benchmarks/study_heterogeneity.py " + " ".join(args),
+           "machine": "shared 2-core CPU, other jobs running", "seed": 0,
+           "runs": {name: {"curves": res, "summary": summary(res, target)} for name, res in curves.items()}}
+    path = ROOT / f"benchmarks/results/heterogeneity_{part}.json"
+    path.write_text(json.dumps(out, indent=1))
+    for name, run_ in out["runs"].items():
+        for k, v in run_["summary"].items():
+            print(part, name, k, v, flush=True)
 
 
 def save(name: str, res: dict, title: str, key: str = "acc") -> None:
@@ -86,16 +129,28 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("parts", nargs="*", default=["prox", "mnist", "nova"])
     ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--eval-every", type=int, default=5)
+    ap.add_argument("--target", type=float, default=None, help="accuracy for rounds-to-target")
     a = ap.parse_args()
+    argv = sys.argv[1:]
     if "prox" in a.parts:
         res = part_prox(a.rounds or 100)
         save("prox_synthetic", res, "synthetic(1,1), 90% stragglers: test accuracy")
         save("prox_synthetic_loss", res, "synthetic(1,1), 90% stragglers: training loss", key="train_loss")
     if "mnist" in a.parts:
+        curves = {}
         for alpha in (0.1, 0.5):
-            save(f"mnist_dir{alpha}", part_mnist(a.rounds or 100, alpha), f"MNIST 2NN, Dirichlet({alpha})")
+            curves[f"mnist_dir{alpha}"] = part_mnist(a.rounds or 100, alpha, a.eval_every)
+            save(f"mnist_dir{alpha}", curves[f"mnist_dir{alpha}"], f"MNIST 2NN, Dirichlet({alpha})")
+        write_result("mnist", curves, a.target or 0.9, argv)
     if "nova" in a.parts:
-        save("nova_mnist", part_nova(a.rounds or 100), "MNIST 2NN Dir(0.1), E ~ U{2..5}")
+        res = part_nova(a.rounds or 100, a.eval_every)
+        save("nova_mnist", res, "MNIST 2NN Dir(0.1), E ~ U{2..5}")
+        write_result("nova", {"nova_mnist": res}, a.target or 0.9, argv)
+    if "cifar" in a.parts:
+        res = part_cifar(a.rounds or 50, a.eval_every)
+        save("het_cifar10_dir0.5", res, "CIFAR-10 subset (lossy JPEG) CNN, Dirichlet(0.5)")
+        write_result("cifar", {"cifar10_dir0.5": res}, a.target or 0.3, argv)
 
 
 if __name__ == "__main__":
