@@ -26,6 +26,7 @@ from hamrah.core.errors import AuthError, HamrahError, ProtocolError, TransportE
 from hamrah.core.params import Params
 from hamrah.core.seeds import client_rng
 from hamrah.device.eligibility import StateSource
+from hamrah.device.pipeline import encode_update, uses_pipeline
 from hamrah.device.store import ExampleStore
 from hamrah.transport.codec import CHUNK_BYTES, chunks, decode_params, encode_params, join_chunks, sha256
 from hamrah.transport.plan import Plan
@@ -221,6 +222,9 @@ class DeviceRuntime:
         metrics = {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float, np.floating))}
         update = dict(r.delta)
         update.update({AUX_PREFIX + k: v for k, v in r.aux.items()})
+        if uses_pipeline(plan.extra):
+            update = encode_update(plan.extra, dict(r.delta), self.cfg.client_key, plan.round,
+                                   self.__dict__.setdefault("pipeline_states", {}))
         return r.num_examples, metrics, update
 
     async def _report(self, stub, header: pb.ReportHeader, payload: bytes) -> float:

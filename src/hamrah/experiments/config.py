@@ -122,11 +122,9 @@ class PrivacyConfig:
 
     def to_dp(self) -> dict:
         """Return the settings as :class:`hamrah.privacy.DPConfig` takes them (plain data)."""
-        d = dataclasses.asdict(self)
-        adaptive = {"target_quantile": d.pop("target_quantile"), "learning_rate": d.pop("clip_learning_rate"),
-                    "clip_count_stddev": d.pop("clip_count_stddev")}
-        d["adaptive"] = adaptive if self.adaptive else None
-        return d
+        from hamrah.privacy.chains import dp_settings
+
+        return dp_settings(dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,19 @@ def dp_config(settings: Mapping[str, Any] | None) -> DPConfig | None:
     return DPConfig(**d)
 
 
+_ADAPTIVE_KEYS = {"target_quantile": "target_quantile", "clip_learning_rate": "learning_rate",
+                  "clip_count_stddev": "clip_count_stddev"}
+
+
+def dp_settings(section: Mapping[str, Any]) -> dict:
+    """Return DPConfig's settings from a flat ``[privacy]`` section (``adaptive = true`` plus
+    ``target_quantile``, ``clip_learning_rate``, ``clip_count_stddev``)."""
+    d = dict(section)
+    adaptive = {new: d.pop(old) for old, new in _ADAPTIVE_KEYS.items() if old in d}
+    d["adaptive"] = adaptive if d.get("adaptive") else None
+    return d
+
+
 @dataclass(frozen=True)
 class PipelineSpec:
     """Everything needed to rebuild a run's chain on any side; JSON-ready (:meth:`to_dict`).
@@ -261,4 +274,4 @@ class PipelineRun:
         return out
 
 
-__all__ = ["CODECS", "PipelineRun", "PipelineSpec", "codec_stage", "dp_config", "resolve_pipeline"]
+__all__ = ["CODECS", "PipelineRun", "PipelineSpec", "codec_stage", "dp_config", "dp_settings", "resolve_pipeline"]
