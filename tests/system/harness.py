@@ -13,7 +13,7 @@ from hamrah.experiments.serve import import_stores, server_setup
 from hamrah.server.app import FLServer
 from hamrah.server.config import server_config
 
-FAST = {"selection_timeout_s": 5.0, "reporting_timeout_s": 10.0, "checkin_hold_s": 0.5, "reconnect_min_s": 0.05,
+FAST = {"selection_timeout_s": 15.0, "reporting_timeout_s": 60.0, "checkin_hold_s": 0.5, "reconnect_min_s": 0.05,
         "reconnect_max_s": 0.5, "retry_delay_s": 0.1}
 
 
@@ -46,7 +46,7 @@ async def run_system(setup, state_dir, stores, tokens, churn=Churn(), during=Non
     base = device_config(port, population=setup.server.population, **(device_kw or {}))
     fleet = asyncio.ensure_future(run_fleet(base, stores, tokens, churn, client_keys))
     extra = asyncio.ensure_future(during(server, port)) if during else None
-    summary = await server.serve(linger_s=0.8)
+    summary = await asyncio.wait_for(server.serve(linger_s=0.8), 240)  # fail, do not hang, if rounds stall
     try:
         stats = await asyncio.wait_for(fleet, 10)
     except asyncio.TimeoutError:
