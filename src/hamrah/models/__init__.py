@@ -74,7 +74,10 @@ def build_model(name: str, dataset: Dataset) -> nn.Module:
         >>> from hamrah.data import load_dataset
         >>> build_model("2nn", load_dataset("mnist"))  # doctest: +SKIP
     """
-    return ModelSpec.of(name, dataset).build()
+    try:
+        return ModelSpec.of(name, dataset).build()
+    except ConfigError as e:
+        raise ConfigError(f"{e} (data set {dataset.name!r})") from None
 
 
 __all__ = ["CNN", "CharLSTM", "LogReg", "MODELS", "ModelSpec", "TwoNN", "build_model"]

@@ -25,7 +25,7 @@ from hamrah.aggregation import build_aggregator
 from hamrah.algorithms.base import Algorithm, ClientResult
 from hamrah.algorithms.state import flatten_state, unflatten_state
 from hamrah.algorithms.local import evaluate
-from hamrah.core.errors import ProtocolError
+from hamrah.core.errors import DataError, ProtocolError
 from hamrah.core.params import Params
 from hamrah.data.federated import ArrayData
 from hamrah.models import ModelSpec
@@ -93,6 +93,19 @@ class RoundState:
         return sum(t.kind == kind for t in self.tasks.values())
 
 
+def _in_model_order(saved: Params, model, where) -> Params:
+    """Return checkpointed params in the model's parameter order (checkpoints store names sorted;
+    payload specs compare names in order).
+
+    Raises:
+        DataError: the checkpoint's names or shapes do not match the model.
+    """
+    names = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    if {k: tuple(v.shape) for k, v in saved.items()} != names:
+        raise DataError(f"{where}: the checkpoint's parameters do not match the model {sorted(names)}")
+    return {k: saved[k] for k in names}
+
+
 class Coordinator:
     """Drives rounds of ``algorithm`` for one population; see the module docstring."""
 
@@ -122,7 +135,8 @@ class Coordinator:
             self.server_state = algorithm.init_server_state(self.params)
             self.last_round = 0
         else:
-            self.last_round, self.params, tensors, scalars = resumed
+            self.last_round, saved, tensors, scalars = resumed
+            self.params = _in_model_order(saved, self.model, store.dir)
             template = algorithm.init_server_state(self.params)
             self.server_state = unflatten_state(type(template), tensors, scalars)
             log.info("resuming from committed round %d (state %s)", self.last_round, store.dir)
