@@ -167,21 +167,30 @@ _CHOICES = {
 }
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate a TOML experiment config.
+def read_toml(path: str | Path) -> dict:
+    """Return a TOML file's tables.
 
     Raises:
-        ConfigError: the file is missing, not TOML, or holds a wrong key, type or value.
+        ConfigError: the file is missing, unreadable or not valid TOML, naming the file.
     """
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a TOML experiment config.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or holds a wrong key, type or value.
+    """
+    raw = read_toml(path)
     try:
         return from_dict(raw)
     except ConfigError as e:

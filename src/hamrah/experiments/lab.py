@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,14 +38,9 @@ from hamrah.attacks import (
 )
 from hamrah.attacks.data import PixelBackdoor
 from hamrah.core.errors import ConfigError
-from hamrah.experiments.config import ExperimentConfig, from_dict
+from hamrah.experiments.config import ExperimentConfig, from_dict, read_toml
 from hamrah.experiments.runner import Prepared, prepare
 from hamrah.simulation import SimulationConfig, Simulator, seeded
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 BEGIN, END = "<!-- lab:begin -->", "<!-- lab:end -->"
 
@@ -86,12 +80,7 @@ def load_lab_config(path: str | Path) -> LabConfig:
         ConfigError: the file is missing or not TOML, or a key, type or value is wrong.
     """
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: lab config not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read lab config ({e})") from None
+    raw = read_toml(path)
     try:
         return lab_from_dict(raw)
     except ConfigError as e:

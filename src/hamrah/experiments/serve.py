@@ -4,23 +4,17 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 from hamrah.algorithms import build
 from hamrah.core.errors import ConfigError
 from hamrah.device.store import import_partition
-from hamrah.experiments.config import ExperimentConfig, algorithm_hyperparameters, from_dict
+from hamrah.experiments.config import ExperimentConfig, algorithm_hyperparameters, from_dict, read_toml
 from hamrah.experiments.runner import prepare
 from hamrah.models import ModelSpec
 from hamrah.server.app import ServerSetup
 from hamrah.server.config import ServerConfig, server_config
 from hamrah.server.coordinator import RunPlan
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 def load_server_config(path: str | Path) -> tuple[ExperimentConfig, ServerConfig]:
@@ -32,12 +26,7 @@ def load_server_config(path: str | Path) -> tuple[ExperimentConfig, ServerConfig
         ConfigError: the file is missing or not TOML, or a key, type or value is wrong.
     """
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config ({e})") from None
+    raw = read_toml(path)
     table = raw.pop("server", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [server] must be a table of keys")
