@@ -36,4 +36,4 @@ def sub(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> Params:
 
 def max_abs_diff(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
     """Return the largest absolute difference between two parameter sets."""
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
+    return max(float((a[k].detach() - b[k].detach()).abs().max()) for k in a)
