@@ -129,3 +129,22 @@ def test_an_aggregator_that_cannot_work_for_the_goal_is_refused_before_any_round
     with pytest.raises(ConfigError, match="Krum with f = 2"):
         FLServer(setup, tmp_path / "state")
     assert not (tmp_path / "state").exists()  # nothing written
+
+
+def test_scaffold_runs_over_the_server_with_device_kept_control_variates(tmp_path):
+    algo = {"name": "scaffold", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 10, "lr": 0.05}
+    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=2, algorithm=algo), devices=6, goal_count=5,
+                                       over_selection=1.0, min_reports=5)
+    server, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
+    assert summary["rounds_committed"] == 2
+    c = server.coordinator.server_state.c  # the server control variate moved from zero
+    assert max(float(v.abs().max()) for v in c.values()) > 0
+    from hamrah.device.store import ExampleStore
+
+    kept = 0
+    for path in stores:
+        with ExampleStore(path) as store:
+            kept += store.client_state() is not None  # each device that trained kept its c_i
+    assert kept >= 5
+    recs = records(tmp_path / "state", setup)
+    assert all(0.0 <= r["train_loss"] for r in recs)

@@ -99,6 +99,7 @@ class DeviceRuntime:
                  fault: Callable[[int], str | None] | None = None):
         self.cfg, self.store, self.state, self.fault = cfg, store, state, fault
         self.stats = DeviceStats()
+        self.pipeline_states: dict = {}  # the update pipeline's per-stage client state (error feedback)
         self._metadata = token_metadata(cfg.token) if cfg.token else ()
 
     def _channel(self) -> grpc.aio.Channel:
@@ -220,11 +221,12 @@ class DeviceRuntime:
             self.store.save_client_state(up.state)
         r = up.result
         metrics = {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float, np.floating))}
+        local = {k: params[k] + r.delta[k] for k in r.delta}
+        metrics["loss"], metrics["accuracy"] = evaluate(model, local, data, plan.ignore_index)  # on local data
         update = dict(r.delta)
         update.update({AUX_PREFIX + k: v for k, v in r.aux.items()})
         if uses_pipeline(plan.extra):
-            update = encode_update(plan.extra, dict(r.delta), self.cfg.client_key, plan.round,
-                                   self.__dict__.setdefault("pipeline_states", {}))
+            update = encode_update(plan.extra, dict(r.delta), self.cfg.client_key, plan.round, self.pipeline_states)
         return r.num_examples, metrics, update
 
     async def _report(self, stub, header: pb.ReportHeader, payload: bytes) -> float:
