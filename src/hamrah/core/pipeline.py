@@ -25,7 +25,9 @@ How to write a stage (subclass :class:`BaseStage`, a frozen dataclass, and overr
   noise, norm updates), run in reverse chain order after aggregation.
 - A stage of kind ``"secure_sum"`` (secure aggregation, HE) also implements
   ``aggregate(payloads, ctx) -> Params`` returning the SUM of its clients' inputs; the server never
-  decodes a single payload of such a chain. In that mode each client's update is scaled by
+  decodes a single payload of such a chain. A multi-message protocol implements
+  ``secure_round(payloads, ctx) -> (sum, bytes sent per client, bytes received per client)`` instead,
+  and the round's byte report carries those protocol bytes. In that mode each client's update is scaled by
   ``weight * m`` before the first stage (1 for equal weights), and the chain divides the sum by m.
 - A stage with ``traits.needs_per_client_view`` (robust aggregation) implements
   ``combine(updates, weights, ctx) -> Params``, which replaces the weighted mean of decoded updates.
@@ -529,13 +531,21 @@ def process_round(
             payload = chain.wire_stage().read(payload.to_bytes(), spec)
         payloads.append(payload)
     sctx = ServerContext(round_idx, m, server_rng or np.random.default_rng(np.random.SeedSequence([seed, 1])))
-    if payloads:
+    secure = chain.stages[chain.secure_sum] if summing else None
+    protocol_down: dict[int, int] = {}  # bytes a multi-message protocol sends to each client
+    if payloads and hasattr(secure, "secure_round"):  # a protocol that reports its own wire bytes
+        total, sent, received = secure.secure_round(payloads, sctx)
+        agg = {k: v / m for k, v in total.items()}
+        up = dict(zip(client_updates, sent))
+        protocol_down = dict(zip(client_updates, received))
+    elif payloads:
         agg = chain.aggregate(payloads, [p[k] for k in client_updates], sctx)
     else:  # an empty round: the server halves still run (central DP releases noise alone)
         agg = {name: torch.zeros(shape, dtype=torch.float32) for name, shape in spec}
     agg, sstate = chain.server(agg, sstate, sctx)
     down = DensePayload(template).nbytes
-    return RoundOutput(agg, RoundBytes(up, {k: down for k in client_updates}), new_states, sstate)
+    down_bytes = {k: down + protocol_down.get(k, 0) for k in client_updates}
+    return RoundOutput(agg, RoundBytes(up, down_bytes), new_states, sstate)
 
 
 __all__ = [

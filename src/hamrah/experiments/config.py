@@ -128,6 +128,15 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class SecureAggregationConfig:
+    """``[secure_aggregation]``: the server sees only the sum of the updates (see ``docs/secagg.md``)."""
+
+    variant: str = "secagg"  # secagg (Bonawitz et al. 2017) | secagg+ (Bell et al. 2020)
+    clip: float = 1.0  # coordinates clipped to [-clip, clip] before fixed-point quantization
+    input_bits: int = 16
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -137,6 +146,7 @@ class ExperimentConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     compression: CompressionConfig | None = None  # absent: updates travel as float32
     privacy: PrivacyConfig | None = None  # absent: no differential privacy
+    secure_aggregation: SecureAggregationConfig | None = None  # absent: the server sees each update
 
     def to_dict(self) -> dict:
         """Return the resolved config as plain data (``batch_size = None`` written as "inf"; absent
@@ -157,13 +167,14 @@ class ExperimentConfig:
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
-_OPTIONAL = {"compression": CompressionConfig, "privacy": PrivacyConfig}
+_OPTIONAL = {"compression": CompressionConfig, "privacy": PrivacyConfig,
+             "secure_aggregation": SecureAggregationConfig}
 _CHOICES = {
     ("data", "dataset"): DATASETS, ("data", "partition"): PARTITIONS,
     ("model", "name"): MODELS, ("algorithm", "name"): ALGORITHMS,
     ("compression", "codec"): ("none", "quantize", "sign", "topk", "mask", "float16", "bfloat16"),
     ("privacy", "mode"): ("central", "local"), ("privacy", "sampling"): ("poisson", "fixed"),
-    ("privacy", "accountant"): ("rdp", "pld"),
+    ("privacy", "accountant"): ("rdp", "pld"), ("secure_aggregation", "variant"): ("secagg", "secagg+"),
 }
 
 
@@ -340,8 +351,9 @@ def pipeline_spec(cfg: ExperimentConfig, population: int):
     comp = None if cfg.compression is None else {k: v for k, v in dataclasses.asdict(cfg.compression).items()
                                                  if v is not None}
     priv = None if cfg.privacy is None else cfg.privacy.to_dp()
+    sec = None if cfg.secure_aggregation is None else dataclasses.asdict(cfg.secure_aggregation)
     spec = resolve_pipeline(comp, priv, population, cohort_size(cfg.algorithm.client_fraction, population),
-                            cfg.run.rounds)
+                            cfg.run.rounds, sec)
     dp = spec.dp if spec is not None else None
     if dp is not None and dp.target_epsilon is not None:
         BudgetLedger(dp.target_epsilon, dp.delta, spec.round_spec(), dp.accountant).refuse_start(cfg.run.rounds)

@@ -7,7 +7,9 @@ One JSON-ready :class:`PipelineSpec` is resolved from an experiment's ``[compres
 - central DP: ``[DPClip, codec, CentralGaussianNoise]`` (McMahan et al. 2018; adaptive clipping of
   Andrew et al. 2021): the client clips then compresses, the server noises the aggregate;
 - local DP: ``[LocalGaussian, codec]``: clipped and noised on the client, then compressed;
-- compression only: ``[codec]``.
+- compression only: ``[codec]``;
+- with ``[secure_aggregation]``, :class:`~hamrah.secagg.stage.SecureAggregation` after the codec (and
+  before central noise, which the server then adds to the unmasked sum).
 
 :class:`PipelineRun` is what a driver (the simulator, the server) keeps across rounds: each client's
 stage state (error feedback), the chain's server state, and the privacy accountant or budget ledger.
@@ -32,6 +34,7 @@ from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, noise_multip
 from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
 from hamrah.privacy.ledger import BudgetLedger
 from hamrah.privacy.stages import dp_stages
+from hamrah.secagg.stage import SecureAggregation
 
 # codec name -> the settings it takes (anything else in [compression] is refused by name)
 CODECS: dict[str, tuple[str, ...]] = {
@@ -112,6 +115,8 @@ class PipelineSpec:
         noise_multiplier: z, resolved (configured, or calibrated to the target epsilon).
         population: K, the clients that may be sampled.
         cohort: m, clients per round (fixed-size sampling) or the expected q*K (Poisson).
+        secure: ``SecureAggregation``'s settings (variant, clip, input_bits), or None: the server then
+            sees only the sum of the updates (noise, if central, is added after unmasking).
     """
 
     compression: dict
@@ -119,6 +124,7 @@ class PipelineSpec:
     noise_multiplier: float = 0.0
     population: int = 1
     cohort: int = 1
+    secure: dict | None = None
 
     @property
     def dp(self) -> DPConfig | None:
@@ -142,9 +148,10 @@ class PipelineSpec:
         dp = self.dp
         privacy = dp_stages(dp, self.noise_multiplier, float(self.cohort)) if dp is not None else []
         codecs = [codec] if codec is not None else []
+        secure = [SecureAggregation(**self.secure)] if self.secure is not None else []
         if dp is not None and dp.mode == "central":
-            return [privacy[0], *codecs, privacy[1]]
-        return privacy + codecs
+            return [privacy[0], *codecs, *secure, privacy[1]]
+        return privacy + codecs + secure
 
     def chain(self) -> Chain:
         """Return the checked chain (ConfigError with the reason if it cannot work)."""
@@ -167,7 +174,8 @@ class PipelineSpec:
         """
         try:
             spec = cls(dict(d["compression"]), None if d.get("privacy") is None else dict(d["privacy"]),
-                       float(d["noise_multiplier"]), int(d["population"]), int(d["cohort"]))
+                       float(d["noise_multiplier"]), int(d["population"]), int(d["cohort"]),
+                       None if d.get("secure") is None else dict(d["secure"]))
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"pipeline spec: missing or malformed field ({err!r})") from None
         spec.chain()
@@ -175,18 +183,18 @@ class PipelineSpec:
 
 
 def resolve_pipeline(compression: Mapping[str, Any] | None, privacy: Mapping[str, Any] | None, population: int,
-                     cohort: int, rounds: int) -> PipelineSpec | None:
+                     cohort: int, rounds: int, secure: Mapping[str, Any] | None = None) -> PipelineSpec | None:
     """Return the run's pipeline (None when neither section is set), its chain checked and z resolved.
 
     Args:
-        compression, privacy: the config sections as plain data (None: absent).
+        compression, privacy, secure: the config sections as plain data (None: absent).
         population: K. cohort: m per round (the expected cohort under Poisson sampling).
         rounds: planned rounds, to calibrate z to ``privacy.target_epsilon`` when z is not given.
 
     Raises:
         ConfigError: a bad setting, an impossible chain, or (on-device DP-SGD) a mode not wired into runs.
     """
-    if compression is None and privacy is None:
+    if compression is None and privacy is None and secure is None:
         return None
     dp = dp_config(privacy)
     z = 0.0
@@ -196,7 +204,7 @@ def resolve_pipeline(compression: Mapping[str, Any] | None, privacy: Mapping[str
                               "pipeline stage; expected \"central\" or \"local\" (see docs/dp.md for DP-SGD)")
         z = noise_multiplier_for(dp, rounds, round_spec_for(dp, 1.0, population, cohort))
     spec = PipelineSpec(dict(compression or {"codec": "none"}), None if privacy is None else dict(privacy),
-                        float(z), int(population), int(cohort))
+                        float(z), int(population), int(cohort), None if secure is None else dict(secure))
     spec.chain()
     return spec
 
