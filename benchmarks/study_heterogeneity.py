@@ -1,17 +1,19 @@
 """Heterogeneity study: FedProx vs FedAvg with stragglers, five algorithms on MNIST Dirichlet label skew,
-FedNova vs FedAvg with heterogeneous local epochs, three algorithms on the bundled CIFAR-10 subset (a slightly
+FedNova vs FedAvg with heterogeneous local epochs, up to five algorithms and several Dirichlet alphas on the
+bundled CIFAR-10 subset (a slightly
 lossy JPEG copy). Writes runs/study/<name>.json, docs/img/<name>.png and
 benchmarks/results/heterogeneity_<part>.json (every curve of the part plus a summary: accuracy at the last
 common round and rounds to --target).
 
 Usage: python benchmarks/study_heterogeneity.py [prox|mnist|nova|cifar ...] [--rounds N] [--eval-every K]
-       [--target A]
+       [--target A] [--alphas 0.1 0.5] [--algos fedavg fedprox scaffold fednova fedadam]
 Sized to a few minutes per part on a shared 2-core CPU machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import sys
@@ -21,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from hamrah.algorithms import build
-from hamrah.data import federate, load_dataset
+from hamrah.core.errors import ConfigError
+from hamrah.core.seeds import partition_rng
+from hamrah.data import FederatedDataset, federate, load_dataset, partition
 from hamrah.experiments.plots import plot_curves
 from hamrah.models import build_model
 from hamrah.simulation import SimulationConfig, Simulator, seeded
@@ -81,16 +85,56 @@ def part_nova(rounds: int, eval_every: int) -> dict:
     return out
 
 
-def part_cifar(rounds: int, eval_every: int) -> dict:
-    """CIFAR-10 subset (slightly lossy JPEG copy), CNN, Dirichlet(0.5), 50 clients, 10 per round."""
-    fed = federate(load_dataset("cifar10"), "dirichlet", 50, 0, alpha=0.5)
+CIFAR_ALGOS = {"fedavg": ("FedAvg", {}), "fedprox": ("FedProx mu=0.01", {"mu": 0.01}),
+               "scaffold": ("SCAFFOLD", {"num_clients": 50}), "fednova": ("FedNova", {}),
+               "fedadam": ("FedAdam", {"server_lr": 0.003, "tau": 1e-3})}
+
+
+def cifar_federated(alpha: float, num_clients: int = 50, seed: int = 0) -> FederatedDataset:
+    """Split the CIFAR-10 subset by Dirichlet(alpha); if no draw gives every client 10 examples, ask for 5.
+
+    federate()'s 10-example floor is not met by Dir(0.1) over 50 clients and 5,000 images in 100 draws.
+    """
+    ds = load_dataset("cifar10")
+    try:
+        return federate(ds, "dirichlet", num_clients, seed, alpha=alpha)
+    except ConfigError:
+        parts = partition.dirichlet(ds.train.y.numpy(), num_clients, alpha, partition_rng(seed), min_examples=5)
+        return FederatedDataset(ds, parts, "dirichlet")
+
+
+def part_cifar(rounds: int, eval_every: int, alpha: float, algos: list[str], on_done) -> dict:
+    """CIFAR-10 subset (slightly lossy JPEG copy), CNN, Dirichlet(alpha), 50 clients, 10 per round.
+
+    Calls ``on_done(label, result)`` after each algorithm so finished runs are kept if a later one is stopped.
+    """
+    fed = cifar_federated(alpha)
     base = dict(client_fraction=0.2, local_epochs=2, batch_size=20, lr=0.05)
     out = {}
-    for label, name, extra in [("FedAvg", "fedavg", {}), ("FedProx mu=0.01", "fedprox", {"mu": 0.01}),
-                               ("SCAFFOLD", "scaffold", {"num_clients": 50})]:
+    for name in algos:
+        label, extra = CIFAR_ALGOS[name]
         out[label] = run(fed, "cnn", build(name, **base, **extra), rounds, eval_every)
-        print(label, out[label]["acc"][-1], out[label]["wall_s"], flush=True)
+        print(alpha, label, out[label]["acc"][-1], out[label]["wall_s"], flush=True)
+        on_done(label, out[label])
     return out
+
+
+def merge_cifar(run_name: str, label: str, res: dict, target: float, args: list[str]) -> None:
+    """Add one run to benchmarks/results/heterogeneity_cifar.json, keeping the others, and redraw its plot."""
+    path = ROOT / "benchmarks/results/heterogeneity_cifar.json"
+    (ROOT / "runs").mkdir(exist_ok=True)
+    with open(ROOT / "runs/heterogeneity_cifar.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+        data["machine"], data["seed"] = "shared 2-core CPU, other jobs running", 0
+        data.setdefault("commands", {})[f"{run_name}/{label}"] = (
+            "python benchmarks/study_heterogeneity.py " + " ".join(args))
+        curves = data["runs"].setdefault(run_name, {"curves": {}})["curves"]
+        curves[label] = res
+        data["runs"][run_name]["summary"] = summary(curves, target)
+        path.write_text(json.dumps(data, indent=1))
+    alpha = run_name.removeprefix("cifar10_dir")
+    save(f"het_cifar10_dir{alpha}", curves, f"CIFAR-10 subset (lossy JPEG) CNN, Dirichlet({alpha})")
 
 
 def rounds_to(res: dict, target: float) -> int | None:
@@ -131,6 +175,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--target", type=float, default=None, help="accuracy for rounds-to-target")
+    ap.add_argument("--alphas", type=float, nargs="+", default=[0.5], help="cifar: Dirichlet alphas")
+    ap.add_argument("--algos", nargs="+", default=["fedavg", "fedprox", "scaffold"], choices=sorted(CIFAR_ALGOS),
+                    help="cifar: algorithms; each finished run is merged into heterogeneity_cifar.json")
     a = ap.parse_args()
     argv = sys.argv[1:]
     if "prox" in a.parts:
@@ -148,10 +195,10 @@ def main() -> None:
         save("nova_mnist", res, "MNIST 2NN Dir(0.1), E ~ U{2..5}")
         write_result("nova", {"nova_mnist": res}, a.target or 0.9, argv)
     if "cifar" in a.parts:
-        res = part_cifar(a.rounds or 50, a.eval_every)
-        save("het_cifar10_dir0.5", res, "CIFAR-10 subset (lossy JPEG) CNN, Dirichlet(0.5)")
-        write_result("cifar", {"cifar10_dir0.5": res}, a.target or 0.3, argv)
-
+        for alpha in a.alphas:
+            name = f"cifar10_dir{alpha}"
+            part_cifar(a.rounds or 50, a.eval_every, alpha, a.algos,
+                       lambda label, res, n=name: merge_cifar(n, label, res, a.target or 0.4, argv))
 
 if __name__ == "__main__":
     main()
