@@ -45,14 +45,15 @@ def test_twenty_devices_complete_three_rounds_of_fedavg(tmp_path):
 
 def test_rounds_complete_when_30_percent_of_selected_devices_die(tmp_path):
     setup, stores, tokens = make_setup(tmp_path, experiment(rounds=3), devices=30, goal_count=8,
-                                       over_selection=1.5, min_reports=8)
-    _, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, Churn(kill=0.3, seed=3)))
+                                       over_selection=1.6, min_reports=8)
+    churn = Churn(kill=0.3, seed=3, only_round=2)  # about 30% of round 2's 13 selected devices die mid-round
+    _, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, churn))
     recs = records(tmp_path / "state", setup)
     assert [r["round"] for r in recs] == [1, 2, 3]
     assert all(r["reported"] >= 8 for r in recs)
     dead = sum(s is None for s in stats)
-    assert dead >= 3, "the churn script should have killed devices"
-    assert sum(r["dropped"] for r in recs) >= 1
+    assert dead >= 2, "the churn script should have killed devices"
+    assert recs[1]["dropped"] >= 2
 
 
 def test_an_aggregator_failure_loses_only_its_share(tmp_path):

@@ -35,6 +35,7 @@ class Churn:
     kill: float = 0.0
     away_s: float = 1.0
     seed: int = 0
+    only_round: int | None = None  # faults strike only tasks of this round (None: every round)
 
     def __post_init__(self) -> None:
         probs = {k: getattr(self, k) for k in ("offline", "unplug", "fail", "kill")}
@@ -61,6 +62,8 @@ class _Device:
 
     def fault(self, round_idx: int) -> str | None:
         u, c = self.rng.random(), self.churn
+        if c.only_round is not None and round_idx != c.only_round:
+            return None
         for name in ("offline", "unplug", "fail", "kill"):
             p = getattr(c, name)
             if u < p:

@@ -164,7 +164,7 @@ class DeviceRuntime:
             weights = await self._download(stub, task)
             if fault == "offline":  # gone without a word; back later
                 return self.cfg.max_retry_s
-            header, payload = await self._execute(plan, task, weights, fault)
+            header, payload, new_state = await self._execute(plan, task, weights, fault)
         except TaskAborted as e:
             self.stats.aborted += 1
             header, payload = pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.ABORTED, reason=str(e)), b""
@@ -175,7 +175,12 @@ class DeviceRuntime:
             self.stats.refused += 1
             self.stats.messages.append(f"round {task.round}: checkpoint refused: {e.details()}")
             return self.cfg.retry_s
-        return await self._report(stub, header, payload)
+        else:
+            accepted, wait = await self._report(stub, header, payload)
+            if accepted and new_state is not None:  # keep c_i only once the server has its delta
+                self.store.save_client_state(new_state)
+            return wait
+        return (await self._report(stub, header, payload))[1]
 
     async def _download(self, stub, task: pb.Task) -> dict:
         limit = int(self.cfg.max_checkpoint_mb * 2**20)
@@ -197,28 +202,27 @@ class DeviceRuntime:
                 work.add_done_callback(lambda f: f.exception())  # the thread finishes; its result is dropped
                 raise TaskAborted(f"eligibility lost mid-task: {', '.join(state.blockers())}")
             await asyncio.wait({work}, timeout=self.cfg.poll_s)
-        num_examples, metrics, update = work.result()
+        num_examples, metrics, update, new_state = work.result()
         metrics["duration_s"] = time.monotonic() - start
         payload = encode_params(update) if update else b""
         header = pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.COMPLETED, num_examples=num_examples,
                                  metrics=json.dumps(metrics).encode(), update_bytes=len(payload))
-        return header, payload
+        return header, payload, new_state
 
     def _compute(self, plan: Plan, params: Params, broadcast: Params | None, fault: str | None):
-        """Run the plan on the store's data (in a worker thread); return (n, metrics, update tensors)."""
+        """Run the plan on the store's data (in a worker thread); return (n, metrics, update tensors,
+        the client's new algorithm state or None)."""
         if fault == "fail":
             raise RuntimeError("simulated device failure mid-task")
         data = self.store.read_all()
         model = plan.model.build()
         if plan.kind == "evaluate":
             loss, acc = evaluate(model, params, data, plan.ignore_index)
-            return len(data), {"loss": loss, "accuracy": acc}, {}
+            return len(data), {"loss": loss, "accuracy": acc}, {}, None
         algorithm = build(**plan.algorithm)
         rng = client_rng(plan.seed, plan.round, self.cfg.client_key)
         up = client_update(algorithm, model, params, data, rng, client_state=self.store.client_state(),
                            broadcast=broadcast, ignore_index=plan.ignore_index, client_id=self.cfg.client_key)
-        if up.state is not None:
-            self.store.save_client_state(up.state)
         r = up.result
         metrics = {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float, np.floating))}
         local = {k: params[k] + r.delta[k] for k in r.delta}
@@ -227,9 +231,10 @@ class DeviceRuntime:
         update.update({AUX_PREFIX + k: v for k, v in r.aux.items()})
         if uses_pipeline(plan.extra):
             update = encode_update(plan.extra, dict(r.delta), self.cfg.client_key, plan.round, self.pipeline_states)
-        return r.num_examples, metrics, update
+        return r.num_examples, metrics, update, up.state
 
-    async def _report(self, stub, header: pb.ReportHeader, payload: bytes) -> float:
+    async def _report(self, stub, header: pb.ReportHeader, payload: bytes) -> tuple[bool, float]:
+        """Send a report; return (accepted, reconnect delay)."""
         async def parts():
             yield pb.ReportPart(header=header)
             if header.status == pb.COMPLETED:
@@ -243,7 +248,7 @@ class DeviceRuntime:
                 raise AuthError(f"server {self.cfg.server} refused this device: {e.details()}") from None
             self.stats.refused += 1
             self.stats.messages.append(f"round {header.round}: report refused: {e.details()}")
-            return self.cfg.retry_s
+            return False, self.cfg.retry_s
         if header.status == pb.COMPLETED:
             self.stats.reported += 1
-        return reply.reconnect_after_s
+        return True, reply.reconnect_after_s
