@@ -4,13 +4,10 @@ Optimization*, NeurIPS; section 4, eq. 6-7 and appendix on momentum and proximal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Sequence
 
-from hamrah.algorithms.base import (
-    Aggregator, ClientResult, GradientTransform, LocalSGD, NoState, Stateless, _number, aggregate, apply_delta,
-    cohort_size, reported,
-)
-from hamrah.algorithms.transforms import Proximal
+from hamrah.algorithms.base import Aggregator, ClientResult, NoState, aggregate, apply_delta, reported
+from hamrah.algorithms.fedprox import FedProx
 from hamrah.core.params import Params
 
 
@@ -31,38 +28,21 @@ def a_norm(steps: int, lr: float, momentum: float = 0.0, mu: float = 0.0) -> flo
 
 
 @dataclass(frozen=True)
-class FedNova(Stateless):
+class FedNova(FedProx):
     """FedNova: normalised averaging. Client i reports delta_i after tau_i steps; with p_i = n_i / n
     the server steps x <- x + tau_eff * sum_i p_i delta_i / ||a_i||_1, tau_eff = sum_i p_i ||a_i||_1.
 
-    The local solver is SGD with the plan's momentum and an optional proximal term ``mu`` (FedProx's);
-    ||a_i||_1 is computed from each client's reported ``local_steps``. Equal local steps give FedAvg.
-    Partial work is accepted: normalisation is what makes it safe.
+    The client half is FedProx's: SGD with the plan's momentum and an optional proximal term ``mu``
+    (0 by default), partial work accepted (normalisation is what makes it safe). ||a_i||_1 is computed
+    from each client's reported ``local_steps``. Equal local steps give FedAvg.
 
     Example:
         >>> FedNova(0.1, LocalSGD(2, 50, 0.02)).name
         'fednova'
     """
 
-    client_fraction: float
-    local: LocalSGD
     mu: float = 0.0
     name: str = "fednova"
-    accepts_partial_work: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        _number("algorithm.mu", self.mu, 0.0)
-
-    def cohort_size(self, population: int) -> int:
-        return cohort_size(self.client_fraction, population)
-
-    def local_plan(self) -> LocalSGD:
-        return self.local
-
-    def local_transforms(self, global_params: Params, broadcast: Params | None,
-                         client_state: Params | None) -> list[GradientTransform]:
-        """Return the proximal gradient when mu > 0, else none."""
-        return [Proximal(self.mu, global_params)] if self.mu > 0 else []
 
     def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: NoState,
                       aggregator: Aggregator | None = None) -> tuple[Params, NoState]:
