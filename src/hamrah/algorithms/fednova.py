@@ -37,6 +37,7 @@ class FedNova(FedProx):
     from each client's reported ``local_steps``. Equal local steps give FedAvg.
 
     Example:
+        >>> from hamrah.algorithms import LocalSGD
         >>> FedNova(0.1, LocalSGD(2, 50, 0.02)).name
         'fednova'
     """
