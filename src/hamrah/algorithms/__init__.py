@@ -11,13 +11,13 @@ from hamrah.algorithms.fedopt import FedOpt, FedOptState
 from hamrah.algorithms.fedprox import FedProx
 from hamrah.algorithms.fedsgd import FedSGD
 from hamrah.algorithms.local import LocalResult, batch_schedule, evaluate, train_local
-from hamrah.algorithms.registry import ALGORITHMS, build, hyperparameters
+from hamrah.algorithms.registry import ALGORITHMS, WEIGHTED_MEAN_ALGORITHMS, build, hyperparameters
 from hamrah.algorithms.scaffold import Scaffold, ScaffoldState
 from hamrah.algorithms.state import flatten_state, unflatten_state
 from hamrah.algorithms.transforms import Correction, Momentum, Proximal
 
 __all__ = [
-    "ALGORITHMS", "Aggregator", "Algorithm", "ClientResult", "ClientUpdate", "Correction", "FedAvg", "FedNova",
+    "ALGORITHMS", "WEIGHTED_MEAN_ALGORITHMS", "Aggregator", "Algorithm", "ClientResult", "ClientUpdate", "Correction", "FedAvg", "FedNova",
     "FedOpt", "FedOptState", "FedProx", "FedSGD", "GradientTransform", "LocalResult", "LocalSGD", "Momentum",
     "NoState", "Proximal", "Scaffold", "ScaffoldState", "a_norm", "batch_schedule", "build", "client_update",
     "cohort_size", "evaluate", "flatten_state", "hyperparameters", "mean_params", "train_local", "unflatten_state",

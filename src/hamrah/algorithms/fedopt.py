@@ -80,7 +80,7 @@ class FedOpt(Stateless):
         """Return the model after one server optimiser step on Delta, and the new moments."""
         ok = reported(results)
         delta = aggregate([r.delta for r in ok], [r.num_examples for r in ok], aggregator)
-        b1, b2, s = self.beta1, self.beta2, server_state
+        b1, s = self.beta1, server_state
         if self.optimizer == "avgm":
             m = {k: b1 * s.m[k] + delta[k] for k in delta}
             new = {k: global_params[k] + self.server_lr * m[k] for k in global_params}

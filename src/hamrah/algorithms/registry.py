@@ -39,6 +39,9 @@ _FACTORIES: dict[str, tuple[tuple[str, ...], Callable[[float, dict], Algorithm]]
     },
 }
 ALGORITHMS = tuple(_FACTORIES)
+# Server halves that depend only on the n_k-weighted mean of the deltas: a driver may hand them one
+# merged result (streaming aggregation) or a pipeline's mean in place of the per-client results.
+WEIGHTED_MEAN_ALGORITHMS = frozenset({"fedsgd", "fedavg", "fedadam", "fedyogi", "fedadagrad", "fedavgm"})
 
 
 def hyperparameters(name: str) -> tuple[str, ...]:

@@ -28,14 +28,15 @@ from hamrah.core.seeds import client_rng
 from hamrah.device.eligibility import StateSource
 from hamrah.device.pipeline import encode_update, uses_pipeline
 from hamrah.device.store import ExampleStore
-from hamrah.transport.codec import CHUNK_BYTES, chunks, decode_params, encode_params, join_chunks, sha256
+from hamrah.transport.codec import (
+    AUX_PREFIX, BROADCAST_PREFIX, CHUNK_BYTES, chunks, decode_params, encode_params, join_chunks, sha256,
+)
 from hamrah.transport.plan import Plan
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
 from hamrah.transport.security import channel_credentials, token_metadata
 
 log = logging.getLogger("hamrah.device")
-BROADCAST_PREFIX, AUX_PREFIX = "broadcast/", "aux/"
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", CHUNK_BYTES + (1 << 16)),
                    ("grpc.max_send_message_length", CHUNK_BYTES + (1 << 16))]
 

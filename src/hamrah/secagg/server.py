@@ -127,7 +127,7 @@ class SecAggServer:
             ProtocolError: a rebuilt mask key does not match the public key its owner advertised.
         """
         self._close("unmasking")
-        u2, u3 = self._alive["share_keys"], self._alive["masked_input"]
+        u3 = self._alive["masked_input"]
         cfg, dtype = self.config, self._total.dtype
         total = self._total.copy()
         for u, b in self._rebuild(sorted(u3), 0).items():

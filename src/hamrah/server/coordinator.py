@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hamrah.aggregation import build_aggregator
+from hamrah.algorithms import WEIGHTED_MEAN_ALGORITHMS
 from hamrah.algorithms.base import Algorithm, ClientResult
 from hamrah.algorithms.state import flatten_state, unflatten_state
 from hamrah.algorithms.local import evaluate
@@ -32,15 +33,14 @@ from hamrah.models import ModelSpec
 from hamrah.server.aggregators import master_aggregator
 from hamrah.server.config import ServerConfig
 from hamrah.server.state import ServerStore
-from hamrah.transport.codec import check_update, decode_metrics, decode_params, encode_params, sha256, spec_of
+from hamrah.transport.codec import (
+    AUX_PREFIX, BROADCAST_PREFIX, check_update, decode_metrics, decode_params, encode_params, sha256, spec_of,
+)
 from hamrah.transport.plan import Plan
 from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
 
-# Server halves that need only the n_k-weighted mean of the deltas: Aggregators keep a running sum.
-STREAMING = frozenset({"fedavg", "fedsgd", "fedadam", "fedyogi", "fedadagrad", "fedavgm"})
-BROADCAST_PREFIX, AUX_PREFIX = "broadcast/", "aux/"
 MAX_EXAMPLES = 10**9
 
 
@@ -295,7 +295,7 @@ class Coordinator:
     async def _round(self, r: int, attempt: int) -> dict | None:
         cfg = self.cfg
         self._prepare_checkpoint()
-        self.master.start_round(buffered=self.algorithm.name not in STREAMING or self.aggregator is not None)
+        self.master.start_round(buffered=self.algorithm.name not in WEIGHTED_MEAN_ALGORITHMS or self.aggregator is not None)
         rs = RoundState(r, attempt, self.goal, cfg.selection_target(self.goal), time.monotonic(),
                         eval_target=cfg.eval_devices)
         self.current = rs

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hamrah.algorithms import WEIGHTED_MEAN_ALGORITHMS
 from hamrah.algorithms.base import ClientResult
 from hamrah.core.errors import BudgetExhausted, ConfigError, ProtocolError
 from hamrah.core.params import Params
@@ -25,7 +26,6 @@ from hamrah.privacy.chains import PipelineRun, PipelineSpec, dp_settings, resolv
 
 log = logging.getLogger("hamrah.server")
 PLAN_KEY, PAYLOAD_KEY, LEDGER_FILE = "pipeline", "pipeline/payload", "privacy.json"
-MEAN_ALGORITHMS = frozenset({"fedavg", "fedsgd", "fedadam", "fedyogi", "fedadagrad", "fedavgm"})
 
 
 class ServerPipeline:
@@ -58,9 +58,9 @@ class ServerPipeline:
         comp, priv = config.get("compression"), config.get("privacy")
         if comp is None and priv is None:
             return None
-        if algorithm not in MEAN_ALGORITHMS:
+        if algorithm not in WEIGHTED_MEAN_ALGORITHMS:
             raise ConfigError(f"algorithm {algorithm} with [compression]/[privacy]: expected one of "
-                              f"{', '.join(sorted(MEAN_ALGORITHMS))} (the pipeline replaces the weighted mean)")
+                              f"{', '.join(sorted(WEIGHTED_MEAN_ALGORITHMS))} (the pipeline replaces the weighted mean)")
         comp = None if comp is None else {k: v for k, v in comp.items() if v is not None}
         spec = resolve_pipeline(comp, None if priv is None else dp_settings(priv), int(config["data"]["num_clients"]),
                                 goal, int(config["run"]["rounds"]))

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from hamrah.algorithms.base import Aggregator, Algorithm, ClientResult
+from hamrah.algorithms.registry import WEIGHTED_MEAN_ALGORITHMS
 from hamrah.algorithms.local import evaluate
 from hamrah.core.errors import BudgetExhausted, ConfigError, NotEnoughClients
 from hamrah.core.params import Params, clone
@@ -29,8 +30,6 @@ from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
 
 # Spawn-key tags for the simulator's own streams, apart from hamrah.core.seeds' tags (0-3).
 _WORK_TAG, _ATTACK_TAG, _PIPELINE_TAG = 101, 102, 103
-# Server halves that need only the weighted mean of the deltas: the pipeline's aggregate replaces it.
-MEAN_ALGORITHMS = frozenset({"fedavg", "fedsgd", "fedadam", "fedyogi", "fedadagrad", "fedavgm"})
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -157,9 +156,9 @@ class Simulator:
     def _pipeline_run(self, spec: PipelineSpec | None) -> PipelineRun | None:
         if spec is None:
             return None
-        if self.algorithm.name not in MEAN_ALGORITHMS:
+        if self.algorithm.name not in WEIGHTED_MEAN_ALGORITHMS:
             raise ConfigError(f"algorithm {self.algorithm.name} with [compression]/[privacy]: the pipeline replaces "
-                              f"the weighted mean of the updates; expected one of {', '.join(sorted(MEAN_ALGORITHMS))}")
+                              f"the weighted mean of the updates; expected one of {', '.join(sorted(WEIGHTED_MEAN_ALGORITHMS))}")
         if self.aggregator is not None:
             raise ConfigError("a robust aggregator with [compression]/[privacy]: expected one of the two (the "
                               "pipeline's aggregate is a mean of processed updates)")

@@ -20,6 +20,9 @@ from safetensors.torch import save as st_save
 from hamrah.core.errors import ProtocolError
 from hamrah.core.params import Params
 
+# Names of the extra tensors beside the model's: the algorithm's broadcast in a checkpoint (SCAFFOLD's
+# c) and the client's state change in an update (SCAFFOLD's delta c_i).
+BROADCAST_PREFIX, AUX_PREFIX = "broadcast/", "aux/"
 CHUNK_BYTES = 1 << 20  # per gRPC message: under gRPC's 4 MiB default
 
 
