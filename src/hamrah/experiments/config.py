@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hamrah.algorithms import ALGORITHMS
 from hamrah.core.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -25,7 +26,6 @@ DATASETS = ("mnist", "shakespeare", "femnist", "cifar10", "synthetic_0_0", "synt
             "synthetic_iid")
 PARTITIONS = ("iid", "shards", "dirichlet", "natural", "unbalanced")
 MODELS = ("2nn", "cnn", "char_lstm", "logreg")
-ALGORITHMS = ("fedsgd", "fedavg", "fedprox", "scaffold", "fednova", "fedadam", "fedyogi", "fedadagrad", "fedavgm")
 
 
 @dataclass(frozen=True)
