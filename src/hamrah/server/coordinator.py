@@ -295,7 +295,8 @@ class Coordinator:
     async def _round(self, r: int, attempt: int) -> dict | None:
         cfg = self.cfg
         self._prepare_checkpoint()
-        self.master.start_round(buffered=self.algorithm.name not in WEIGHTED_MEAN_ALGORITHMS or self.aggregator is not None)
+        buffered = self.algorithm.name not in WEIGHTED_MEAN_ALGORITHMS or self.aggregator is not None
+        self.master.start_round(buffered=buffered or (self.pipeline is not None and self.pipeline.buffered))
         rs = RoundState(r, attempt, self.goal, cfg.selection_target(self.goal), time.monotonic(),
                         eval_target=cfg.eval_devices)
         self.current = rs

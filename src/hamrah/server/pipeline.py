@@ -46,6 +46,7 @@ class ServerPipeline:
         self.wire = self.run.wire_spec()
         self.stage = self.run.chain.wire_stage()
         self.bytes_up = 0  # this round's accepted payload bytes
+        self.buffered = False  # True: the Aggregators keep each report (a stage must see them all)
 
     @classmethod
     def from_config(cls, config: dict, params: Params, goal: int, state_dir: str | Path,
@@ -55,15 +56,15 @@ class ServerPipeline:
         Raises:
             ConfigError: a bad section, an impossible chain, or an algorithm that is not a weighted mean.
         """
-        comp, priv = config.get("compression"), config.get("privacy")
-        if comp is None and priv is None:
+        comp, priv, secure = config.get("compression"), config.get("privacy"), config.get("secure_aggregation")
+        if comp is None and priv is None and secure is None:
             return None
         if algorithm not in WEIGHTED_MEAN_ALGORITHMS:
             raise ConfigError(f"algorithm {algorithm} with [compression]/[privacy]: expected one of "
                               f"{', '.join(sorted(WEIGHTED_MEAN_ALGORITHMS))} (the pipeline replaces the weighted mean)")
         comp = None if comp is None else {k: v for k, v in comp.items() if v is not None}
         spec = resolve_pipeline(comp, None if priv is None else dp_settings(priv), int(config["data"]["num_clients"]),
-                                goal, int(config["run"]["rounds"]))
+                                goal, int(config["run"]["rounds"]), secure)
         return cls(spec, params, state_dir)
 
     def plan_extra(self) -> dict:
