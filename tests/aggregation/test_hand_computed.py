@@ -90,7 +90,8 @@ def test_check_refuses_a_cohort_that_cannot_work(name, params, cohort, reason):
     ("krum", {"f": -1}, "f = -1: expected an integer >= 0"),
     ("krum", {}, "missing parameter f"),
     ("median", {"beta": 0.1}, "unknown parameter 'beta'"),
-    ("fltrust", {}, "unknown aggregator 'fltrust'"),
+    ("foolsgold", {}, "unknown aggregator 'foolsgold'"),
+    ("fltrust", {"root_size": 0}, "root_size = 0: expected an integer >= 1"),
 ])
 def test_bad_parameters_are_refused(name, params, message):
     with pytest.raises(ConfigError, match=message):

@@ -6,6 +6,7 @@ server half takes one as ``aggregator=``. Pure torch, no I/O.
 
 from hamrah.aggregation.base import Aggregator, flatten, unflatten
 from hamrah.aggregation.coordinate import Median, TrimmedMean, coordinate_median
+from hamrah.aggregation.fltrust import FLTrust, fltrust_combine, trust_scores
 from hamrah.aggregation.geomed import GeometricMedian, smoothed_weiszfeld
 from hamrah.aggregation.krum import Bulyan, Krum, krum_scores
 from hamrah.aggregation.mean import WeightedMean
@@ -13,7 +14,7 @@ from hamrah.aggregation.norm import NormBound
 from hamrah.aggregation.registry import AGGREGATORS, build_aggregator
 
 __all__ = [
-    "AGGREGATORS", "Aggregator", "Bulyan", "GeometricMedian", "Krum", "Median", "NormBound", "TrimmedMean",
-    "WeightedMean", "build_aggregator", "coordinate_median", "flatten", "krum_scores", "smoothed_weiszfeld",
-    "unflatten",
+    "AGGREGATORS", "Aggregator", "Bulyan", "FLTrust", "GeometricMedian", "Krum", "Median", "NormBound", "TrimmedMean",
+    "WeightedMean", "build_aggregator", "coordinate_median", "flatten", "fltrust_combine", "krum_scores",
+    "smoothed_weiszfeld", "trust_scores", "unflatten",
 ]

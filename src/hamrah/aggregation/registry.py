@@ -10,6 +10,7 @@ import torch
 
 from hamrah.aggregation.base import Aggregator
 from hamrah.aggregation.coordinate import Median, TrimmedMean
+from hamrah.aggregation.fltrust import FLTrust
 from hamrah.aggregation.geomed import GeometricMedian
 from hamrah.aggregation.krum import Bulyan, Krum
 from hamrah.aggregation.mean import WeightedMean
@@ -19,6 +20,10 @@ from hamrah.core.errors import ConfigError
 
 def _multi_krum(f: int, m: int) -> Krum:
     return Krum(f=f, m=m, name="multi_krum")
+
+
+def _fltrust(root_size: int = 100) -> FLTrust:
+    return FLTrust(root_size)
 
 
 def _norm_bound(bound: float, noise_std: float = 0.0, seed: int = 0) -> NormBound:
@@ -35,6 +40,7 @@ AGGREGATORS: dict[str, Callable[..., Aggregator]] = {
     "bulyan": Bulyan,
     "norm_bound": _norm_bound,
     "geomed": GeometricMedian,
+    "fltrust": _fltrust,
 }
 
 
@@ -42,7 +48,8 @@ def build_aggregator(name: str, **params: Any) -> Aggregator:
     """Return the aggregator ``name`` built with ``params``.
 
     Names: mean, median, trimmed_mean (beta), krum (f), multi_krum (f, m), bulyan (f),
-    norm_bound (bound, noise_std, seed), geomed (nu, max_iter, tol).
+    norm_bound (bound, noise_std, seed), geomed (nu, max_iter, tol), fltrust (root_size; the driver
+    supplies each round's reference update, see :class:`~hamrah.aggregation.fltrust.FLTrust`).
 
     Raises:
         ConfigError: an unknown name, an unknown or missing parameter, or an impossible value.

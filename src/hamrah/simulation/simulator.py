@@ -27,9 +27,10 @@ from hamrah.privacy.chains import PipelineRun, PipelineSpec
 from hamrah.simulation.batched import supports_batching
 from hamrah.simulation.heterogeneity import DROPPED, STRAGGLER, Heterogeneity, draw_work
 from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
+from hamrah.simulation.reference import RootReference, needs_reference
 
 # Spawn-key tags for the simulator's own streams, apart from hamrah.core.seeds' tags (0-3).
-_WORK_TAG, _ATTACK_TAG, _PIPELINE_TAG = 101, 102, 103
+_WORK_TAG, _ATTACK_TAG, _PIPELINE_TAG, _ROOT_TAG = 101, 102, 103, 104
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -133,6 +134,8 @@ class Simulator:
                  pipeline: PipelineSpec | None = None):
         self.model, self.data, self.algorithm, self.config = model, data, algorithm, config
         self.aggregator, self.attack = aggregator, attack
+        self.reference = (RootReference(model, data, algorithm, aggregator.root_size, _rng(config.seed, _ROOT_TAG))
+                          if needs_reference(aggregator) else None)  # FLTrust's root set and server update
         if config.batched and not supports_batching(model):
             raise ConfigError(f"run.batched = true: model {type(model).__name__} has no batched form")
         self.params: Params = clone(dict(model.named_parameters()))
@@ -223,9 +226,13 @@ class Simulator:
             results = sorted(ben + list(poisoned), key=lambda r: r.client_id)
         if self.pipeline is not None:
             results = self._through_pipeline(round_idx, results)
+        aggregator = self.aggregator
+        if self.reference is not None:
+            aggregator = aggregator.with_reference(self.reference.update(
+                self.params, self.algorithm.broadcast(self.server_state), _rng(self.config.seed, _ROOT_TAG, round_idx)))
         try:
             self.params, self.server_state = self.algorithm.server_update(
-                self.params, results, self.server_state, self.aggregator)
+                self.params, results, self.server_state, aggregator)
         except NotEnoughClients:
             pass  # no client reported: the model stays as it was (the round is recorded with 0 clients)
 
