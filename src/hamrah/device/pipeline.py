@@ -1,24 +1,29 @@
 """The client half of the update pipeline on a device (see :mod:`hamrah.server.pipeline`).
 
 When the FL plan's ``extra`` carries ``"pipeline"``, the device rebuilds the chain from it, encodes its
-update (clip, local noise, codec) and sends the wire bytes as one uint8 tensor ``"pipeline/payload"``.
-Randomness (stochastic rounding, local DP noise) comes from OS entropy, not from the run's seed, so
-nobody who knows the config can subtract it. Per-client stage state (error feedback) is kept in
-memory by the runtime for the life of the process.
+update (clip, local noise, codec, or encryption under the public key the spec carries) and sends the
+wire bytes as one uint8 tensor ``"pipeline/payload"``. The server state clients read (adaptive
+clipping's current norm) comes with each task in ``extra["pipeline/server_state"]``; without it the
+chain's initial state is used. Randomness (stochastic rounding, local DP noise) comes from OS entropy,
+not from the run's seed, so nobody who knows the config can subtract it; encryption nonces come from the
+OS CSPRNG. Per-client stage state (error feedback) is kept in memory by the runtime for the life of the
+process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
 import torch
 
+from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import ClientContext
-from hamrah.privacy.chains import PipelineSpec
+from hamrah.privacy.chains import PipelineSpec, server_state_from_dict
 
-PLAN_KEY, PAYLOAD_KEY = "pipeline", "pipeline/payload"
+PLAN_KEY, PAYLOAD_KEY, STATE_KEY = "pipeline", "pipeline/payload", "pipeline/server_state"
 
 
 def uses_pipeline(extra: dict) -> bool:
@@ -35,16 +40,19 @@ def encode_update(extra: dict, update: Params, client_key: int, round_idx: int, 
         states: this runtime's chain state, kept across tasks (updated in place).
 
     Raises:
-        ConfigError: the plan's pipeline is malformed or cannot work.
+        ConfigError: the plan's pipeline or server state is malformed or cannot work.
     """
     spec = PipelineSpec.from_dict(extra[PLAN_KEY])
     chain = spec.chain()
-    key = json.dumps(extra[PLAN_KEY], sort_keys=True)
+    broadcast = extra.get(STATE_KEY)
+    if broadcast is not None and not isinstance(broadcast, dict):
+        raise ConfigError(f"plan: {STATE_KEY} is {type(broadcast).__name__}; expected an object of stage states")
+    key = hashlib.sha256(json.dumps(extra[PLAN_KEY], sort_keys=True).encode()).hexdigest()
     state = states.get(key) or chain.init_client(update)
     ctx = ClientContext(client_key, round_idx, np.random.default_rng())
-    payload, states[key] = chain.encode(update, state, ctx, chain.init_server(update))
+    payload, states[key] = chain.encode(update, state, ctx, server_state_from_dict(chain, update, broadcast))
     data = payload.to_bytes()
     return {PAYLOAD_KEY: torch.frombuffer(bytearray(data), dtype=torch.uint8)}
 
 
-__all__ = ["PAYLOAD_KEY", "PLAN_KEY", "encode_update", "uses_pipeline"]
+__all__ = ["PAYLOAD_KEY", "PLAN_KEY", "STATE_KEY", "encode_update", "uses_pipeline"]

@@ -137,6 +137,20 @@ class SecureAggregationConfig:
 
 
 @dataclass(frozen=True)
+class HomomorphicEncryptionConfig:
+    """``[homomorphic_encryption]``: clients encrypt, the server adds ciphertexts, a key holder decrypts the
+    sum (see ``docs/he.md``). Unset keys take the scheme's defaults; a key the scheme does not use is refused."""
+
+    scheme: str = "paillier"  # paillier (packed, exact) | ckks (batched, approximate)
+    key_bits: int | None = None  # paillier: modulus bits (2048)
+    precision_bits: int | None = None  # paillier: fixed-point fraction bits (24)
+    poly_modulus_degree: int | None = None  # ckks: ring degree N (8192)
+    scale_bits: int | None = None  # ckks: scale 2^scale_bits (the largest that leaves room for the sum, <= 40)
+    bound: float | None = None  # each encrypted coordinate clipped to [-bound, bound] (1.0)
+    max_weight: int | None = None  # headroom: total weight of a sum (2m + 16 clients with DP, else 2^20 examples)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -147,6 +161,7 @@ class ExperimentConfig:
     compression: CompressionConfig | None = None  # absent: updates travel as float32
     privacy: PrivacyConfig | None = None  # absent: no differential privacy
     secure_aggregation: SecureAggregationConfig | None = None  # absent: the server sees each update
+    homomorphic_encryption: HomomorphicEncryptionConfig | None = None  # absent: updates are not encrypted
 
     def to_dict(self) -> dict:
         """Return the resolved config as plain data (``batch_size = None`` written as "inf"; absent
@@ -168,13 +183,14 @@ class ExperimentConfig:
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
 _OPTIONAL = {"compression": CompressionConfig, "privacy": PrivacyConfig,
-             "secure_aggregation": SecureAggregationConfig}
+             "secure_aggregation": SecureAggregationConfig, "homomorphic_encryption": HomomorphicEncryptionConfig}
 _CHOICES = {
     ("data", "dataset"): DATASETS, ("data", "partition"): PARTITIONS,
     ("model", "name"): MODELS, ("algorithm", "name"): ALGORITHMS,
     ("compression", "codec"): ("none", "quantize", "sign", "topk", "mask", "float16", "bfloat16"),
     ("privacy", "mode"): ("central", "local"), ("privacy", "sampling"): ("poisson", "fixed"),
     ("privacy", "accountant"): ("rdp", "pld"), ("secure_aggregation", "variant"): ("secagg", "secagg+"),
+    ("homomorphic_encryption", "scheme"): ("paillier", "ckks"),
 }
 
 
@@ -352,8 +368,9 @@ def pipeline_spec(cfg: ExperimentConfig, population: int):
                                                  if v is not None}
     priv = None if cfg.privacy is None else cfg.privacy.to_dp()
     sec = None if cfg.secure_aggregation is None else dataclasses.asdict(cfg.secure_aggregation)
+    he = None if cfg.homomorphic_encryption is None else dataclasses.asdict(cfg.homomorphic_encryption)
     spec = resolve_pipeline(comp, priv, population, cohort_size(cfg.algorithm.client_fraction, population),
-                            cfg.run.rounds, sec)
+                            cfg.run.rounds, sec, he)
     dp = spec.dp if spec is not None else None
     if dp is not None and dp.target_epsilon is not None:
         BudgetLedger(dp.target_epsilon, dp.delta, spec.round_spec(), dp.accountant).refuse_start(cfg.run.rounds)

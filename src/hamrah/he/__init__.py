@@ -6,9 +6,11 @@
 - :mod:`hamrah.he.ckks`: batched CKKS through TenSEAL.
 - :mod:`hamrah.he.scheme`: one interface over both (``PaillierScheme``, ``CKKSScheme``).
 - :mod:`hamrah.he.layout`: named parameters to one vector and back.
+- :mod:`hamrah.he.stage`: :class:`HomomorphicSum`, the pipeline's secure-sum stage under encryption, and
+  :class:`KeyHolder`, the one object that holds the secret key and decrypts aggregates.
 """
 
-from hamrah.he.ckks import CKKSCiphertext, CKKSConfig
+from hamrah.he.ckks import CKKSCiphertext, CKKSConfig, ckks_scale
 from hamrah.he.encoding import FixedPoint, Packing
 from hamrah.he.layout import ParamsLayout, flatten_params, unflatten_params
 from hamrah.he.paillier import (
@@ -25,6 +27,7 @@ from hamrah.he.paillier import (
     matvec_plain,
     mul_plain,
     paillier_keygen,
+    scale_packed,
     sum_vectors,
 )
 from hamrah.he.paillier_codec import (
@@ -40,11 +43,13 @@ from hamrah.he.scheme import (
     PaillierConfig,
     PaillierScheme,
 )
+from hamrah.he.stage import HEPayload, HESettings, HomomorphicSum, KeyHolder, he_settings
 
 __all__ = [
-    "CKKSCiphertext", "CKKSConfig", "CKKSScheme", "EncryptedVector", "FixedPoint", "HEKeys", "HEScheme", "Packing",
-    "PaillierConfig", "PaillierScheme", "ParamsLayout", "PrivateKey", "PublicKey", "add", "add_plain",
-    "decrypt_ints", "decrypt_vector", "dot_plain", "encrypt_packed", "encrypt_vector", "flatten_params",
-    "matvec_plain", "mul_plain", "paillier_keygen", "public_key_from_bytes", "public_key_to_bytes", "sum_vectors",
+    "CKKSCiphertext", "CKKSConfig", "CKKSScheme", "EncryptedVector", "FixedPoint", "HEKeys", "HEPayload", "HEScheme",
+    "HESettings", "HomomorphicSum", "KeyHolder", "Packing", "PaillierConfig", "PaillierScheme", "ParamsLayout",
+    "PrivateKey", "PublicKey", "add", "add_plain", "ckks_scale", "decrypt_ints", "decrypt_vector", "dot_plain",
+    "encrypt_packed", "encrypt_vector", "flatten_params", "he_settings", "matvec_plain", "mul_plain",
+    "paillier_keygen", "public_key_from_bytes", "public_key_to_bytes", "scale_packed", "sum_vectors",
     "unflatten_params", "vector_from_bytes", "vector_to_bytes",
 ]

@@ -150,6 +150,33 @@ def ckks_add(a: CKKSCiphertext, b: CKKSCiphertext, config: CKKSConfig) -> CKKSCi
     return replace(a, vectors=tuple(x + y for x, y in zip(a.vectors, b.vectors)), count=a.count + b.count)
 
 
+def ckks_scale(c: CKKSCiphertext, k: int, config: CKKSConfig) -> CKKSCiphertext:
+    """Return the encryption of ``k * c`` for a positive integer ``k``, by doubling and adding ciphertexts.
+
+    A ciphertext-plaintext product would square the scale and need a rescaling level that the
+    aggregation parameters do not have; ``floor(log2 k)`` doublings and at most as many additions
+    keep the scale and add no level. The result counts as ``k * count`` summands against
+    ``config.max_clients`` (the room for the sum); its error grows like ``k``.
+
+    Raises:
+        ConfigError: if ``k`` is not a positive integer or ``k * count`` exceeds ``config.max_clients``.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"ckks_scale: expected a positive integer factor, got {k!r}")
+    factor = int(k)
+    if c.count * factor > config.max_clients:
+        raise ConfigError(f"CKKS: a weight of {factor} on a sum of {c.count} makes {c.count * factor} summands, more "
+                          f"than max_clients={config.max_clients}, the count the modulus headroom was checked for")
+    out, power, rest = None, list(c.vectors), factor
+    while rest:
+        if rest & 1:
+            out = list(power) if out is None else [x + y for x, y in zip(out, power)]
+        rest >>= 1
+        if rest:
+            power = [x + x for x in power]
+    return replace(c, vectors=tuple(out), count=c.count * factor)
+
+
 def ckks_decrypt(secret: ts.Context, c: CKKSCiphertext) -> np.ndarray:
     """Return the float64 values ``c`` encrypts.
 

@@ -171,6 +171,28 @@ def sum_vectors(vectors: Sequence[EncryptedVector]) -> EncryptedVector:
     return reduce(add, vectors)
 
 
+def scale_packed(a: EncryptedVector, k: int) -> EncryptedVector:
+    """Return the encryption of ``k * a`` for a positive integer ``k`` (``c^k mod n^2``), packed or not.
+
+    Every slot of a packed vector is multiplied by ``k`` (its offset too), so the result counts as ``k``
+    summands against ``packing.max_clients``: a server can weight a client's vector by its example
+    count ``n_k`` without the secret key (the weighted sum of FedAvg, McMahan et al. 2017).
+
+    Raises:
+        ConfigError: if ``k`` is not a positive integer, or the scaled count exceeds ``packing.max_clients``.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"scale_packed: expected a positive integer factor, got {k!r}")
+    k = int(k)
+    if a.packing is not None:
+        a.packing.check_clients(a.count * k)
+    if k == 1:
+        return a
+    nsq = gmpy2.mpz(a.public_key.nsquare)
+    out = tuple(int(gmpy2.powmod(gmpy2.mpz(c), k, nsq)) for c in a.ciphertexts)
+    return replace(a, ciphertexts=out, count=a.count * k)
+
+
 def _require_unpacked(a: EncryptedVector, op: str) -> None:
     if a.packing is not None:
         raise ProtocolError(f"{op}: needs one value per ciphertext; got a packed vector (only add is defined)")

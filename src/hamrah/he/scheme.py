@@ -55,6 +55,10 @@ class HEScheme(ABC):
         """Return the encryption of ``a + b`` (the server's step; no secret key)."""
 
     @abstractmethod
+    def scale(self, a: Any, k: int) -> Any:
+        """Return the encryption of ``k * a`` for a positive integer ``k`` (the server's weighting; no secret key)."""
+
+    @abstractmethod
     def decrypt_sum(self, secret: Any, aggregate: Any) -> np.ndarray:
         """Return the float64 sum an aggregate encrypts (the key holder's step)."""
 
@@ -127,6 +131,9 @@ class PaillierScheme(HEScheme):
     def add(self, a, b) -> paillier.EncryptedVector:
         return paillier.add(a, b)
 
+    def scale(self, a, k: int) -> paillier.EncryptedVector:
+        return paillier.scale_packed(a, k)
+
     def decrypt_sum(self, secret, aggregate) -> np.ndarray:
         if not isinstance(secret, paillier.PrivateKey):
             raise ProtocolError(f"decrypt_sum: expected a Paillier private key, got {type(secret).__name__}")
@@ -179,6 +186,9 @@ class CKKSScheme(HEScheme):
 
     def add(self, a, b) -> ckks.CKKSCiphertext:
         return ckks.ckks_add(a, b, self.config)
+
+    def scale(self, a, k: int) -> ckks.CKKSCiphertext:
+        return ckks.ckks_scale(a, k, self.config)
 
     def decrypt_sum(self, secret, aggregate) -> np.ndarray:
         return ckks.ckks_decrypt(secret, aggregate)

@@ -9,7 +9,11 @@ One JSON-ready :class:`PipelineSpec` is resolved from an experiment's ``[compres
 - local DP: ``[LocalGaussian, codec]``: clipped and noised on the client, then compressed;
 - compression only: ``[codec]``;
 - with ``[secure_aggregation]``, :class:`~hamrah.secagg.stage.SecureAggregation` after the codec (and
-  before central noise, which the server then adds to the unmasked sum).
+  before central noise, which the server then adds to the unmasked sum);
+- with ``[homomorphic_encryption]``, :class:`~hamrah.he.stage.HomomorphicSum` in the same place: clients
+  encrypt, the sum is decrypted by the run's :class:`~hamrah.he.stage.KeyHolder` (central noise after
+  decryption). The spec carries the public key only (``homomorphic["public_key"]``, base64), never the
+  secret key, which stays in the key holder of the driver that aggregates.
 
 :class:`PipelineRun` is what a driver (the simulator, the server) keeps across rounds: each client's
 stage state (error feedback), the chain's server state, and the privacy accountant or budget ledger.
@@ -20,6 +24,7 @@ beyond the ledger file the caller names.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +35,9 @@ from hamrah.compression import HalfPrecision, RandomMask, SignEF, StochasticQuan
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import Chain, RoundOutput, ServerContext, Stage, process_round, wire_spec
+from hamrah.he.stage import (
+    HESettings, HomomorphicSum, KeyHolder, decode_public_key, default_max_weight, encode_public_key, he_settings,
+)
 from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, noise_multiplier_for, round_spec_for
 from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
 from hamrah.privacy.ledger import BudgetLedger
@@ -117,6 +125,8 @@ class PipelineSpec:
         cohort: m, clients per round (fixed-size sampling) or the expected q*K (Poisson).
         secure: ``SecureAggregation``'s settings (variant, clip, input_bits), or None: the server then
             sees only the sum of the updates (noise, if central, is added after unmasking).
+        homomorphic: :class:`~hamrah.he.stage.HESettings` as plain data plus, once a key holder exists,
+            ``"public_key"`` (base64); None for no encryption. Never a secret key.
     """
 
     compression: dict
@@ -125,6 +135,7 @@ class PipelineSpec:
     population: int = 1
     cohort: int = 1
     secure: dict | None = None
+    homomorphic: dict | None = None
 
     @property
     def dp(self) -> DPConfig | None:
@@ -142,20 +153,42 @@ class PipelineSpec:
         return self.cohort / self.population if dp is not None and dp.mode == "central" and \
             dp.sampling == "poisson" else None
 
-    def stages(self) -> list[Stage]:
-        """Return the chain's stages (see the module docstring for the order)."""
+    def he_settings(self) -> HESettings | None:
+        """Return the homomorphic encryption settings (without the public key), or None."""
+        if self.homomorphic is None:
+            return None
+        return HESettings(**{k: v for k, v in self.homomorphic.items() if k != "public_key"})
+
+    def public_key(self) -> bytes | None:
+        """Return the key holder's public key bytes the spec carries, or None."""
+        text = (self.homomorphic or {}).get("public_key")
+        return None if text is None else decode_public_key(text)
+
+    def with_public_key(self, data: bytes) -> PipelineSpec:
+        """Return this spec carrying the public key ``data`` (what devices encrypt under)."""
+        return dataclasses.replace(self, homomorphic={**self.he_settings().to_dict(),
+                                                      "public_key": encode_public_key(data)})
+
+    def stages(self, key_holder: KeyHolder | None = None) -> list[Stage]:
+        """Return the chain's stages (see the module docstring for the order); ``key_holder`` goes to the
+        homomorphic stage on the side that decrypts sums."""
         codec = codec_stage(self.compression)
         dp = self.dp
         privacy = dp_stages(dp, self.noise_multiplier, float(self.cohort)) if dp is not None else []
         codecs = [codec] if codec is not None else []
         secure = [SecureAggregation(**self.secure)] if self.secure is not None else []
+        if self.homomorphic is not None:
+            secure.append(HomomorphicSum(self.he_settings(), self.public_key(), key_holder))
         if dp is not None and dp.mode == "central":
             return [privacy[0], *codecs, *secure, privacy[1]]
         return privacy + codecs + secure
 
-    def chain(self) -> Chain:
+    def chain(self, key_holder: KeyHolder | None = None) -> Chain:
         """Return the checked chain (ConfigError with the reason if it cannot work)."""
-        return Chain(self.stages())
+        stages = self.stages(key_holder)
+        if self.homomorphic is not None:
+            _check_homomorphic(self, stages)
+        return Chain(stages)
 
     def round_spec(self) -> RoundSpec | None:
         """Return the mechanism charged per round, or None without DP."""
@@ -175,7 +208,8 @@ class PipelineSpec:
         try:
             spec = cls(dict(d["compression"]), None if d.get("privacy") is None else dict(d["privacy"]),
                        float(d["noise_multiplier"]), int(d["population"]), int(d["cohort"]),
-                       None if d.get("secure") is None else dict(d["secure"]))
+                       None if d.get("secure") is None else dict(d["secure"]),
+                       None if d.get("homomorphic") is None else dict(d["homomorphic"]))
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"pipeline spec: missing or malformed field ({err!r})") from None
         spec.chain()
@@ -183,18 +217,20 @@ class PipelineSpec:
 
 
 def resolve_pipeline(compression: Mapping[str, Any] | None, privacy: Mapping[str, Any] | None, population: int,
-                     cohort: int, rounds: int, secure: Mapping[str, Any] | None = None) -> PipelineSpec | None:
-    """Return the run's pipeline (None when neither section is set), its chain checked and z resolved.
+                     cohort: int, rounds: int, secure: Mapping[str, Any] | None = None,
+                     homomorphic: Mapping[str, Any] | None = None) -> PipelineSpec | None:
+    """Return the run's pipeline (None when no section is set), its chain checked and z resolved.
 
     Args:
-        compression, privacy, secure: the config sections as plain data (None: absent).
+        compression, privacy, secure, homomorphic: the config sections as plain data (None: absent);
+            ``homomorphic``'s unset settings take defaults (:func:`~hamrah.he.stage.he_settings`).
         population: K. cohort: m per round (the expected cohort under Poisson sampling).
         rounds: planned rounds, to calibrate z to ``privacy.target_epsilon`` when z is not given.
 
     Raises:
         ConfigError: a bad setting, an impossible chain, or (on-device DP-SGD) a mode not wired into runs.
     """
-    if compression is None and privacy is None and secure is None:
+    if compression is None and privacy is None and secure is None and homomorphic is None:
         return None
     dp = dp_config(privacy)
     z = 0.0
@@ -203,10 +239,28 @@ def resolve_pipeline(compression: Mapping[str, Any] | None, privacy: Mapping[str
             raise ConfigError("privacy.mode = \"dpsgd\": on-device DP-SGD changes local training and is not a "
                               "pipeline stage; expected \"central\" or \"local\" (see docs/dp.md for DP-SGD)")
         z = noise_multiplier_for(dp, rounds, round_spec_for(dp, 1.0, population, cohort))
+    he = None
+    if homomorphic is not None:
+        he = he_settings(homomorphic, default_max_weight(privacy is not None, cohort)).to_dict()
     spec = PipelineSpec(dict(compression or {"codec": "none"}), None if privacy is None else dict(privacy),
-                        float(z), int(population), int(cohort), None if secure is None else dict(secure))
+                        float(z), int(population), int(cohort), None if secure is None else dict(secure), he)
     spec.chain()
     return spec
+
+
+def _check_homomorphic(spec: PipelineSpec, stages: list[Stage]) -> None:
+    """Refuse chains homomorphic encryption cannot serve, with the reason (before the generic chain rules)."""
+    if spec.secure is not None:
+        raise ConfigError("[homomorphic_encryption] with [secure_aggregation]: each already shows the server only "
+                          "the sum of the updates, and the second would hide an already hidden update; expected "
+                          "one of the two sections")
+    for st in stages:
+        if st.traits.kind == "codec" and not st.traits.summable_in_ring:
+            raise ConfigError(f"compression.codec = {spec.compression.get('codec')!r} before [homomorphic_encryption]:"
+                              " its payload (per-client indices, signs or scales) cannot be added under encryption;"
+                              " expected codec = \"none\" or quantize with scheme = \"ring\" (a range shared by "
+                              "all clients)")
+
 
 
 class PipelineRun:
@@ -216,10 +270,17 @@ class PipelineRun:
         spec: the pipeline.
         template: the model's parameters (names and shapes of an update).
         ledger_path: where the budget ledger is kept (a server's state folder), or None (in memory).
+        key_holder: with ``[homomorphic_encryption]``, the key holder that decrypts sums (None: a fresh
+            key pair from the OS CSPRNG); the run's spec then carries its public key.
     """
 
-    def __init__(self, spec: PipelineSpec, template: Params, ledger_path: str | None = None):
-        self.spec, self.chain, self.template = spec, spec.chain(), template
+    def __init__(self, spec: PipelineSpec, template: Params, ledger_path: str | None = None,
+                 key_holder: KeyHolder | None = None):
+        if spec.homomorphic is not None:  # the driver that aggregates keeps the key holder; devices get the public key
+            key_holder = key_holder or KeyHolder.generate(spec.he_settings())
+            spec = spec.with_public_key(key_holder.public_bytes)
+        self.key_holder = key_holder
+        self.spec, self.chain, self.template = spec, spec.chain(key_holder), template
         self.client_states: dict[int, tuple] = {}
         self.server_state = self.chain.init_server(template)
         self.ledger_path = ledger_path
@@ -282,4 +343,39 @@ class PipelineRun:
         return out
 
 
-__all__ = ["CODECS", "PipelineRun", "PipelineSpec", "codec_stage", "dp_config", "dp_settings", "resolve_pipeline"]
+def server_state_to_dict(chain: Chain, state: tuple, client_side_only: bool = False) -> dict:
+    """Return the stages' server states that are dataclasses (adaptive clipping's norm) as plain data.
+
+    Args:
+        chain: the stages. state: the chain's server state.
+        client_side_only: only the states clients read (``ctx.server_state``): what a plan broadcasts.
+    """
+    return {st.name: dataclasses.asdict(x) for st, x in zip(chain.stages, state)
+            if dataclasses.is_dataclass(x) and (st.traits.client_side or not client_side_only)}
+
+
+def server_state_from_dict(chain: Chain, template: Params, data: Mapping[str, Any] | None) -> tuple:
+    """Return the chain's fresh server state with the entries of :func:`server_state_to_dict` put back.
+
+    Raises:
+        ConfigError: an unknown stage, an unknown field, or a value that is not a finite number.
+    """
+    state = list(chain.init_server(template))
+    names = {st.name: i for i, st in enumerate(chain.stages)}
+    for name, fields in (data or {}).items():
+        i = names.get(name)
+        if i is None or not dataclasses.is_dataclass(state[i]) or not isinstance(fields, Mapping):
+            raise ConfigError(f"pipeline server state: stage {name!r} has no server state to restore; expected one "
+                              f"of {[n for n, j in names.items() if dataclasses.is_dataclass(state[j])]}")
+        known = {f.name: type(getattr(state[i], f.name)) for f in dataclasses.fields(state[i])}
+        for key, value in fields.items():
+            if key not in known or isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value < 0 or (known[key] is float and value == 0):
+                raise ConfigError(f"pipeline server state: {name}.{key} = {value!r}: expected a finite number "
+                                  f"(> 0 for a norm, >= 0 for a count) for one of {sorted(known)}")
+        state[i] = dataclasses.replace(state[i], **{k: known[k](v) for k, v in fields.items()})
+    return tuple(state)
+
+
+__all__ = ["CODECS", "PipelineRun", "PipelineSpec", "codec_stage", "dp_config", "dp_settings", "resolve_pipeline",
+           "server_state_from_dict", "server_state_to_dict"]

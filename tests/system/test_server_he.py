@@ -1,0 +1,83 @@
+"""Homomorphic encryption over the real server: devices encrypt their update under the public key the
+plan carries, the server adds ciphertexts weighted by n_k without the secret key, the key holder decrypts
+only the sum; the committed model equals a plain FedAvg run within fixed-point precision."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from hamrah.core.errors import ProtocolError
+from hamrah.experiments.config import from_dict
+from hamrah.server.pipeline import PAYLOAD_KEY, ServerPipeline
+from hamrah.server.state import ServerStore
+
+from tests.system.harness import make_setup, run_system
+
+
+def _experiment(he=None, rounds=2):
+    raw = {
+        "data": {"dataset": "mnist", "partition": "unbalanced", "num_clients": 20, "sigma": 1.0},
+        "model": {"name": "logreg"},
+        "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
+        "run": {"rounds": rounds, "seed": 0},
+    }
+    if he is not None:
+        raw["homomorphic_encryption"] = he
+    return from_dict(raw)
+
+
+def _serve(tmp_path, exp, name):
+    # every device takes part in every round (devices = goal), so both runs train the same clients
+    setup, stores, tokens = make_setup(tmp_path / name, exp, devices=4, goal_count=4, over_selection=1.0,
+                                       min_reports=4)
+    state = tmp_path / name / "state"
+    server, summary, _ = asyncio.run(run_system(setup, state, stores, tokens))
+    store = ServerStore(state, setup.config)
+    try:
+        records = store.committed_rounds()
+    finally:
+        store.close()
+    return server, records
+
+
+def test_paillier_fedavg_over_grpc_equals_a_plain_run(tmp_path):
+    he_server, he_records = _serve(tmp_path, _experiment({"scheme": "paillier", "key_bits": 1024, "bound": 4.0}), "he")
+    plain_server, _ = _serve(tmp_path, _experiment(), "plain")
+    assert [r["round"] for r in he_records] == [1, 2]
+    assert all(r["reported"] == 4 for r in he_records)
+    pipeline = he_server.coordinator.pipeline
+    assert pipeline.buffered and pipeline.run.key_holder.decryptions == 2  # one decryption per round: the sum
+    a, b = he_server.coordinator.params, plain_server.coordinator.params
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert diff < 1e-5  # fixed-point precision 2^-25 per client, n_k-weighted mean
+    moved = max(float((a[k] - dict(pipeline.run.template)[k]).abs().max()) for k in a)
+    assert moved > 1e-3
+    # the ciphertext is what went up: 4 clients x ~357 ciphertexts of 256 bytes, more than float32's 31,400
+    assert all(r["bytes_up"] > 4 * 4 * 7850 for r in he_records)
+
+
+def test_a_malformed_or_wrong_size_ciphertext_is_refused(tmp_path):
+    exp = _experiment({"scheme": "paillier", "key_bits": 1024})
+    setup, _, _ = make_setup(tmp_path, exp, devices=0, goal_count=4)
+    params = {"weight": torch.zeros(10, 784), "bias": torch.zeros(10)}
+    pipe = ServerPipeline.from_config(setup.config, params, setup.goal, tmp_path, "fedavg")
+    from hamrah.device.pipeline import encode_update
+
+    good = encode_update(pipe.plan_extra(), {k: v + 0.01 for k, v in params.items()}, 1, 1, {})
+    r = pipe.decode_result(1, good, 100, {})
+    assert r.num_examples == 100 and set(r.delta) == {PAYLOAD_KEY}
+    data = good[PAYLOAD_KEY]
+    with pytest.raises(ProtocolError, match="malformed ciphertext .*expected a paillier ciphertext of 7850 values"):
+        pipe.decode_result(1, {PAYLOAD_KEY: data[:-256]}, 100, {})  # one ciphertext short
+    flipped = data.clone()
+    flipped[-1] ^= 1
+    tampered_header = data.clone()
+    tampered_header[8] ^= 0xFF  # the spec's name count
+    with pytest.raises(ProtocolError):
+        pipe.decode_result(1, {PAYLOAD_KEY: tampered_header}, 100, {})
+    pipe.decode_result(1, {PAYLOAD_KEY: flipped}, 100, {})  # a changed ciphertext still parses: it is only garbage
+    with pytest.raises(ProtocolError, match="past homomorphic_encryption.max_weight"):
+        pipe.decode_result(1, good, 2**20, {})
