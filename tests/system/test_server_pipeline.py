@@ -76,17 +76,3 @@ def test_a_restart_that_cannot_fit_the_spent_budget_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"already spent [0-9.]+ in 1 rounds"):
         FLServer(many, state)
     assert spent > 0
-
-
-def test_secure_aggregation_is_refused_by_the_real_server_before_anything_is_written(tmp_path):
-    from hamrah.server.app import FLServer
-
-    exp = from_dict({
-        "data": {"dataset": "mnist", "partition": "iid", "num_clients": 20}, "model": {"name": "logreg"},
-        "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
-        "run": {"rounds": 1, "seed": 0}, "secure_aggregation": {"variant": "secagg+"},
-    })
-    setup, _, _ = make_setup(tmp_path, exp, devices=0, goal_count=4)
-    with pytest.raises(ConfigError, match="not carried over gRPC yet"):
-        FLServer(setup, tmp_path / "state")
-    assert not (tmp_path / "state").exists()

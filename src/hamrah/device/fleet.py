@@ -15,9 +15,11 @@ from pathlib import Path
 from hamrah.core.errors import ConfigError, TransportError
 from hamrah.device.eligibility import DeviceState, FunctionState
 from hamrah.device.runtime import DeviceConfig, DeviceRuntime, DeviceStats
+from hamrah.device.secure import SECAGG_STAGES
 from hamrah.device.store import ExampleStore
 
 log = logging.getLogger("hamrah.fleet")
+FAULTS = ("offline", "unplug", "fail", "kill", "drop")
 
 
 @dataclass(frozen=True)
@@ -26,19 +28,24 @@ class Churn:
 
     offline: vanishes mid-task without a word, back after ``away_s``; unplug: stops charging mid-task
     (the runtime aborts and tells the server), charging again after ``away_s``; fail: an error
-    mid-task, reported; kill: the device dies mid-task and never returns.
+    mid-task, reported; kill: the device dies mid-task and never returns; drop: under secure
+    aggregation, vanishes before sending its message of protocol stage ``drop_stage``.
     """
 
     offline: float = 0.0
     unplug: float = 0.0
     fail: float = 0.0
     kill: float = 0.0
+    drop: float = 0.0
+    drop_stage: str = "masked_input"
     away_s: float = 1.0
     seed: int = 0
     only_round: int | None = None  # faults strike only tasks of this round (None: every round)
 
     def __post_init__(self) -> None:
-        probs = {k: getattr(self, k) for k in ("offline", "unplug", "fail", "kill")}
+        probs = {k: getattr(self, k) for k in FAULTS}
+        if self.drop_stage not in SECAGG_STAGES:
+            raise ConfigError(f"churn drop_stage = {self.drop_stage!r}: expected one of {', '.join(SECAGG_STAGES)}")
         for k, v in probs.items():
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"churn {k} = {v!r}: expected a probability in [0, 1]")
@@ -64,14 +71,14 @@ class _Device:
         u, c = self.rng.random(), self.churn
         if c.only_round is not None and round_idx != c.only_round:
             return None
-        for name in ("offline", "unplug", "fail", "kill"):
+        for name in FAULTS:
             p = getattr(c, name)
             if u < p:
                 if name == "unplug":
                     self.unplugged_until = time.monotonic() + c.away_s
                 if name == "kill":
                     raise DeviceKilled(f"round {round_idx}")
-                return name
+                return f"drop:{c.drop_stage}" if name == "drop" else name
             u -= p
         return None
 

@@ -27,6 +27,8 @@ from hamrah.core.params import Params
 from hamrah.core.seeds import client_rng
 from hamrah.device.eligibility import StateSource
 from hamrah.device.pipeline import encode_update, uses_pipeline
+from hamrah.device.secure import SecureSession, secure_stage
+from hamrah.privacy.chains import PipelineSpec
 from hamrah.device.store import ExampleStore
 from hamrah.transport.codec import (
     AUX_PREFIX, BROADCAST_PREFIX, CHUNK_BYTES, chunks, decode_params, encode_params, join_chunks, sha256,
@@ -165,7 +167,12 @@ class DeviceRuntime:
             weights = await self._download(stub, task)
             if fault == "offline":  # gone without a word; back later
                 return self.cfg.max_retry_s
-            header, payload, new_state = await self._execute(plan, task, weights, fault)
+            header, update, new_state = await self._execute(plan, task, weights, fault)
+            stage = secure_stage(plan.extra) if plan.kind == "train" else None
+            if stage is not None:
+                return await self._secure_report(stub, task, plan, stage, header, update, new_state, fault)
+            payload = encode_params(update) if update else b""
+            header.update_bytes = len(payload)
         except TaskAborted as e:
             self.stats.aborted += 1
             header, payload = pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.ABORTED, reason=str(e)), b""
@@ -182,6 +189,29 @@ class DeviceRuntime:
                 self.store.save_client_state(new_state)
             return wait
         return (await self._report(stub, header, payload))[1]
+
+    async def _secure_report(self, stub, task: pb.Task, plan: Plan, stage, header: pb.ReportHeader, update: Params,
+                             new_state, fault: str | None) -> float:
+        """Send the update through secure aggregation; return the reconnect delay."""
+        drop = fault.split(":", 1)[1] if fault and fault.startswith("drop:") else None
+        call = stub.SecureAggregation(metadata=self._metadata)
+        session = SecureSession(call, task, drop_before=drop)
+        equal = PipelineSpec.from_dict(plan.extra["pipeline"]).equal_weights
+        try:
+            wait = await session.run(stage, update, int(header.num_examples), json.loads(header.metrics), plan.extra,
+                                     equal, self.cfg.client_key, self.pipeline_states)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise AuthError(f"server {self.cfg.server} refused this device: {e.details()}") from None
+            self.stats.refused += 1
+            self.stats.messages.append(f"round {task.round}: secure aggregation refused: {e.details()}")
+            return self.cfg.retry_s
+        if wait is None:  # dropped out on purpose (simulated)
+            return self.cfg.max_retry_s
+        self.stats.reported += 1
+        if new_state is not None:
+            self.store.save_client_state(new_state)
+        return wait
 
     async def _download(self, stub, task: pb.Task) -> dict:
         limit = int(self.cfg.max_checkpoint_mb * 2**20)
@@ -205,10 +235,9 @@ class DeviceRuntime:
             await asyncio.wait({work}, timeout=self.cfg.poll_s)
         num_examples, metrics, update, new_state = work.result()
         metrics["duration_s"] = time.monotonic() - start
-        payload = encode_params(update) if update else b""
         header = pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.COMPLETED, num_examples=num_examples,
-                                 metrics=json.dumps(metrics).encode(), update_bytes=len(payload))
-        return header, payload, new_state
+                                 metrics=json.dumps(metrics).encode())
+        return header, update, new_state
 
     def _compute(self, plan: Plan, params: Params, broadcast: Params | None, fault: str | None):
         """Run the plan on the store's data (in a worker thread); return (n, metrics, update tensors,
@@ -230,7 +259,7 @@ class DeviceRuntime:
         metrics["loss"], metrics["accuracy"] = evaluate(model, local, data, plan.ignore_index)  # on local data
         update = dict(r.delta)
         update.update({AUX_PREFIX + k: v for k, v in r.aux.items()})
-        if uses_pipeline(plan.extra):
+        if uses_pipeline(plan.extra) and secure_stage(plan.extra) is None:
             update = encode_update(plan.extra, dict(r.delta), self.cfg.client_key, plan.round, self.pipeline_states)
         return r.num_examples, metrics, update, up.state
 

@@ -20,7 +20,7 @@ from hamrah.secagg.driver import SecAggRun, random_dropouts, run_secure_aggregat
 from hamrah.secagg.graph import masking_graph
 from hamrah.secagg.messages import (AdvertiseKeys, KeysBroadcast, MaskedInput, PeerKeys, SharesBroadcast,
                                     ShareKeys, UnmaskRequest, UnmaskShares, decode)
-from hamrah.secagg.params import ParamsLayout, flatten_params, secure_weighted_mean, unflatten_params
+from hamrah.secagg.params import ParamsLayout, flatten_params, secure_weighted_mean, unflatten_params, wire_layout
 from hamrah.secagg.server import STAGES, AggregateResult, SecAggServer
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "PeerKeys", "STAGES", "SecAggClient", "SecAggConfig", "SecAggRun", "SecAggServer", "ShareKeys",
     "SharesBroadcast", "UnmaskRequest", "UnmaskShares", "decode", "flatten_params", "masking_graph",
     "random_dropouts", "run_secure_aggregation", "secaggplus_degree", "secure_weighted_mean", "unflatten_params",
+    "wire_layout",
 ]

@@ -46,6 +46,13 @@ def flatten_params(params: Mapping[str, torch.Tensor]) -> tuple[np.ndarray, Para
     return np.concatenate([params[k].detach().cpu().double().reshape(-1).numpy() for k in names]), layout
 
 
+def wire_layout(spec: Sequence[tuple[str, Sequence[int]]]) -> ParamsLayout:
+    """Return the layout a device and the server both flatten a wire spec's ``(name, shape)`` pairs in:
+    names sorted, float32."""
+    pairs = sorted((str(n), tuple(int(d) for d in s)) for n, s in spec)
+    return ParamsLayout(tuple(n for n, _ in pairs), tuple(s for _, s in pairs), tuple(torch.float32 for _ in pairs))
+
+
 def unflatten_params(vector: np.ndarray, layout: ParamsLayout) -> Params:
     """Split ``vector`` back into named tensors of ``layout``'s shapes and dtypes.
 

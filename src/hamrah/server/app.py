@@ -54,9 +54,9 @@ class FLServer:
 
     def __init__(self, setup: ServerSetup, state_dir: str | Path):
         self.setup = setup
-        if setup.config.get("secure_aggregation") is not None:  # refuse before anything is written
-            raise ConfigError("[secure_aggregation] on the real server: the protocol's four message rounds are not "
-                              "carried over gRPC yet (it runs in the simulator); remove the section to serve")
+        if setup.config.get("secure_aggregation") is not None and setup.server.aggregator is not None:
+            raise ConfigError("[secure_aggregation] with server.aggregator: a robust aggregator needs each update, "
+                              "the server sees only their sum; expected one of the two")
         if setup.server.aggregator is not None:
             build_aggregator(**setup.server.aggregator).check(setup.goal)
         self.store = ServerStore(state_dir, setup.config)

@@ -38,6 +38,8 @@ class ServerConfig:
         max_concurrent_uploads: updates received at once (bounds server memory; others wait).
         eval_devices: per round, this many extra devices evaluate the round's global model on their
             own data (federated evaluation; reported as ``device_accuracy``).
+        secagg_stage_timeout_s: with ``[secure_aggregation]``, how long each protocol stage after the
+            first waits for devices (the first, JOIN, is open until the reporting timeout).
     """
 
     population: str = "default"
@@ -63,6 +65,7 @@ class ServerConfig:
     eval_devices: int = 0
     max_concurrent_uploads: int = 16
     aggregator: dict | None = None
+    secagg_stage_timeout_s: float = 30.0
 
     def goal(self, default: int) -> int:
         return self.goal_count if self.goal_count is not None else default
@@ -122,6 +125,8 @@ def _check(c: ServerConfig) -> None:
         (c.max_update_mb >= 0, "max_update_mb", c.max_update_mb, "a number >= 0 (0: automatic)"),
         (c.max_concurrent_uploads >= 1, "max_concurrent_uploads", c.max_concurrent_uploads, "an integer >= 1"),
         (c.eval_devices >= 0, "eval_devices", c.eval_devices, "an integer >= 0"),
+        (c.secagg_stage_timeout_s > 0, "secagg_stage_timeout_s", c.secagg_stage_timeout_s,
+         "a positive number of seconds"),
         (c.backend in BACKENDS, "backend", c.backend, f"one of {', '.join(BACKENDS)}"),
         ((c.tls_cert is None) == (c.tls_key is None), "tls_cert", c.tls_cert, "tls_cert and tls_key set together"),
         (c.client_ca is None or c.tls_cert is not None, "client_ca", c.client_ca, "mutual TLS only with tls_cert and tls_key"),

@@ -26,12 +26,15 @@ from hamrah.algorithms import WEIGHTED_MEAN_ALGORITHMS
 from hamrah.algorithms.base import Algorithm, ClientResult
 from hamrah.algorithms.state import flatten_state, unflatten_state
 from hamrah.algorithms.local import evaluate
-from hamrah.core.errors import DataError, ProtocolError
+from hamrah.core.errors import ConfigError, DataError, ProtocolError
 from hamrah.core.params import Params
 from hamrah.data.federated import ArrayData
 from hamrah.models import ModelSpec
 from hamrah.server.aggregators import master_aggregator
+from hamrah.secagg.params import wire_layout
+from hamrah.secagg.stage import SecureAggregation
 from hamrah.server.config import ServerConfig
+from hamrah.server.secure import SecureOutcome, SecureRound
 from hamrah.server.state import ServerStore
 from hamrah.transport.codec import (
     AUX_PREFIX, BROADCAST_PREFIX, check_update, decode_metrics, decode_params, encode_params, sha256, spec_of,
@@ -85,6 +88,8 @@ class RoundState:
     refused: int = 0
     eval_target: int = 0
     evals: list[tuple[int, dict]] = field(default_factory=list)  # (examples, metrics) of evaluate tasks
+    secure: SecureRound | None = None  # this round's secure aggregation, once selection has closed
+    secure_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def count(self, status: str, kind: str = "train") -> int:
         return sum(t.status == status and t.kind == kind for t in self.tasks.values())
@@ -222,6 +227,8 @@ class Coordinator:
             raise ProtocolError(f"task {header.task_id[:12]!r} already {info.status}")
         if header.status in (pb.ABORTED, pb.FAILED):
             info.status = "aborted" if header.status == pb.ABORTED else "failed"
+            if rs.secure is not None:
+                rs.secure.leave(info.task_id)
             log.info("round %d: device %s %s its task: %s", rs.round, device[:8], info.status, header.reason[:200])
             rs.progress.set()
             return info.status
@@ -237,6 +244,9 @@ class Coordinator:
             info.status = "reported"
             rs.progress.set()
             return "accepted"
+        if self.secure_stage() is not None:
+            raise ProtocolError("this round uses secure aggregation: a training update goes through the "
+                                "SecureAggregation stream, not Report")
         result = self._decode_result(info, header, payload)
         share = self.master.route(info.aggregator)
         if share is None:
@@ -247,6 +257,32 @@ class Coordinator:
             self._close_selection(rs)
         rs.progress.set()
         return "accepted"
+
+    async def secure_exchange(self, device: str, header: pb.SecAggHeader, message: bytes) -> tuple[pb.SecAggHeader, bytes]:
+        """Take one device's secure-aggregation message; return its next one when the stage closes.
+
+        Raises:
+            ProtocolError: not a live training task of this device, a round without secure aggregation,
+                or a message the protocol refuses (see :meth:`SecureRound.exchange`).
+        """
+        info = self._live_task(header.task_id, device)
+        rs = self.current
+        if header.round != rs.round:
+            raise ProtocolError(f"secure aggregation message for round {header.round}, the task is in round {rs.round}")
+        if info.kind != "train" or self.secure_stage() is None:
+            raise ProtocolError("this task does not take part in secure aggregation")
+        await rs.secure_ready.wait()
+        if rs.secure is None or rs is not self.current:
+            raise LateReport(f"round {rs.round} was abandoned")
+        return await rs.secure.exchange(info.task_id, header, message)
+
+    def secure_stage(self) -> SecureAggregation | None:
+        """Return the pipeline's secure-aggregation stage, or None."""
+        if self.pipeline is None:
+            return None
+        chain = self.pipeline.run.chain
+        stage = None if chain.secure_sum is None else chain.stages[chain.secure_sum]
+        return stage if isinstance(stage, SecureAggregation) else None
 
     def _decode_result(self, info: TaskInfo, header: pb.ReportHeader, payload: bytes) -> ClientResult:
         tensors = decode_params(payload)
@@ -313,18 +349,21 @@ class Coordinator:
             log.warning("round %d: abandoned in selection: %d devices selected, %d needed; retrying", r, selected,
                         math.ceil(cfg.min_selected_fraction * rs.goal))
             self.current = None
+            rs.secure_ready.set()
             return None
         rs.reporting_open = True
         rs.reporting_deadline = time.monotonic() + cfg.reporting_timeout_s
-        await self._await_reports(rs)
+        secure = await self._secure_round(rs) if self.secure_stage() is not None else None
+        if secure is None and self.secure_stage() is None:
+            await self._await_reports(rs)
         rs.reporting_open = False
-        reported, t_rep = self.master.reports(), time.monotonic() - rs.started - t_sel
-        needed = cfg.reports_needed(rs.goal)
+        reported = secure.contributors if secure is not None else self.master.reports()
+        t_rep, needed = time.monotonic() - rs.started - t_sel, cfg.reports_needed(rs.goal)
         if reported < needed:
             log.warning("round %d: abandoned in reporting: %d reports, %d needed; retrying", r, reported, needed)
             self.current = None
             return None
-        record = await asyncio.to_thread(self._commit, rs, t_sel, t_rep)
+        record = await asyncio.to_thread(self._commit, rs, t_sel, t_rep, secure)
         self.current = None
         self.round_s = 0.7 * self.round_s + 0.3 * record["round_s"]
         acc = record.get("test_accuracy")
@@ -335,6 +374,19 @@ class Coordinator:
                  f"on-device accuracy {dev:.4f} ({record['eval_reported']} devices), " if dev is not None else "",
                  record["round_s"])
         return record
+
+    async def _secure_round(self, rs: RoundState) -> SecureOutcome | None:
+        """Run the round's secure aggregation over its training devices; None if it was aborted."""
+        tasks = [t.task_id for t in rs.tasks.values() if t.kind == "train"]
+        try:
+            rs.secure = SecureRound(self.secure_stage(), wire_layout(self.pipeline.wire), tasks, rs.round,
+                                    self.pipeline.spec.equal_weights, self.cfg.secagg_stage_timeout_s)
+        except ConfigError as err:  # e.g. fewer than 2 devices
+            log.warning("round %d: secure aggregation cannot start: %s", rs.round, err)
+            return None
+        finally:
+            rs.secure_ready.set()
+        return await rs.secure.run(rs.reporting_deadline)
 
     async def _await_reports(self, rs: RoundState) -> None:
         while True:
@@ -350,16 +402,24 @@ class Coordinator:
             except asyncio.TimeoutError:
                 return
 
-    def _commit(self, rs: RoundState, t_sel: float, t_rep: float) -> dict:
-        results, train_loss = self.master.finalize()  # may block (Ray backend): runs in a worker thread
+    def _commit(self, rs: RoundState, t_sel: float, t_rep: float, secure: SecureOutcome | None = None) -> dict:
+        if secure is None:
+            results, train_loss = self.master.finalize()  # may block (Ray backend): runs in a worker thread
+            reported = self.master.reports()
+        else:
+            results = [ClientResult(0, secure.mean, secure.num_examples, {"train_loss": secure.train_loss})]
+            train_loss, reported = secure.train_loss, secure.contributors
+            self.pipeline.bytes_up += rs.secure.bytes_up
         if self.pipeline is not None:
-            results = self.pipeline.server_half(results, rs.round, self.master.reports())
+            results = self.pipeline.server_half(results, rs.round, reported)
         params, state = self.algorithm.server_update(self.params, results, self.server_state, self.aggregator)
         record = {"round": rs.round, "attempts": rs.attempt, "selected": rs.picked("train"), "goal": rs.goal,
-                  "reported": self.master.reports(), "aborted": rs.count("aborted"), "failed": rs.count("failed"),
+                  "reported": reported, "aborted": rs.count("aborted"), "failed": rs.count("failed"),
                   "refused": rs.refused, "lost_with_aggregators": self.master.lost, "train_loss": train_loss, "selection_s": round(t_sel, 3),
                   "reporting_s": round(t_rep, 3)}
         record["dropped"] = record["selected"] - record["reported"]
+        if secure is not None:
+            record.update(secagg_survivors=secure.survivors, bytes_down_protocol=rs.secure.bytes_down)
         if rs.eval_target:
             n = sum(k for k, _ in rs.evals)
             record.update(eval_selected=rs.picked("evaluate"), eval_reported=len(rs.evals),

@@ -11,6 +11,7 @@ import grpc
 
 from hamrah.core.errors import ProtocolError
 from hamrah.server.coordinator import Coordinator, LateReport
+from hamrah.server.secure import DroppedFromRound, SecureRoundAborted
 from hamrah.server.selector import Selector
 from hamrah.transport.codec import chunks, join_chunks
 from hamrah.transport.proto import fl_pb2 as pb
@@ -88,6 +89,50 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         except ProtocolError as e:
             await self._refuse(context, device, "an update", e)
         return pb.ReportResponse(accepted=True, message=message, reconnect_after_s=self.coordinator.reconnect_after())
+
+    async def SecureAggregation(self, request_iterator, context):
+        """Walk one device through a round's secure aggregation: per stage, read its message (a header,
+        then chunks), hold until the stage closes, answer with its message of the next stage."""
+        device = await self._device(context)
+        parts = aiter(request_iterator)
+        limit = self.coordinator.update_limit
+        try:
+            while True:
+                first = await anext(parts, None)
+                if first is None:
+                    return
+                if not first.HasField("header"):
+                    raise ProtocolError("a secure aggregation message must start with its header")
+                header = first.header
+                if header.message_bytes > limit:
+                    raise ProtocolError(f"secure aggregation: announced {header.message_bytes:,} bytes, "
+                                        f"over the limit of {limit:,}")
+                async with self._uploads:
+                    message = await self._chunks(parts, header.message_bytes, limit)
+                reply, data = await self.coordinator.secure_exchange(device, header, message)
+                if header.stage == pb.UNMASKING:
+                    reply.reconnect_after_s = self.coordinator.reconnect_after()
+                yield pb.SecAggPart(header=reply)
+                for piece in chunks(data) if data else ():
+                    yield pb.SecAggPart(chunk=pb.Chunk(data=piece))
+                if header.stage == pb.UNMASKING:
+                    return
+        except (LateReport, DroppedFromRound, SecureRoundAborted) as e:
+            log.info("secure aggregation: device %s is out of the round: %s", device[:8], e)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        except ProtocolError as e:
+            await self._refuse(context, device, "a secure aggregation message", e)
+
+    async def _chunks(self, parts, expected: int, limit: int) -> bytes:
+        """Read ``expected`` bytes of chunks from ``parts`` (exactly: the next header is not consumed)."""
+        buf, size = [], 0
+        while size < expected:
+            part = await anext(parts, None)
+            if part is None or not part.HasField("chunk"):
+                raise ProtocolError(f"secure aggregation: the message ended after {size:,} of {expected:,} bytes")
+            buf.append(part.chunk.data)
+            size += len(part.chunk.data)
+        return join_chunks(buf, expected, limit, what="secure aggregation message")
 
     async def _payload(self, request_iterator, expected: int) -> bytes:
         limit = self.coordinator.update_limit

@@ -18,6 +18,15 @@ class ReportStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMPLETED: _ClassVar[ReportStatus]
     ABORTED: _ClassVar[ReportStatus]
     FAILED: _ClassVar[ReportStatus]
+
+class SecAggStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SECAGG_STAGE_UNSPECIFIED: _ClassVar[SecAggStage]
+    JOIN: _ClassVar[SecAggStage]
+    ADVERTISE_KEYS: _ClassVar[SecAggStage]
+    SHARE_KEYS: _ClassVar[SecAggStage]
+    MASKED_INPUT: _ClassVar[SecAggStage]
+    UNMASKING: _ClassVar[SecAggStage]
 TASK_KIND_UNSPECIFIED: TaskKind
 TRAIN: TaskKind
 EVALUATE: TaskKind
@@ -25,6 +34,12 @@ REPORT_STATUS_UNSPECIFIED: ReportStatus
 COMPLETED: ReportStatus
 ABORTED: ReportStatus
 FAILED: ReportStatus
+SECAGG_STAGE_UNSPECIFIED: SecAggStage
+JOIN: SecAggStage
+ADVERTISE_KEYS: SecAggStage
+SHARE_KEYS: SecAggStage
+MASKED_INPUT: SecAggStage
+UNMASKING: SecAggStage
 
 class DeviceState(_message.Message):
     __slots__ = ("idle", "charging", "unmetered", "battery")
@@ -129,3 +144,35 @@ class ReportResponse(_message.Message):
     message: str
     reconnect_after_s: float
     def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ..., reconnect_after_s: _Optional[float] = ...) -> None: ...
+
+class SecAggHeader(_message.Message):
+    __slots__ = ("task_id", "round", "stage", "message_bytes", "num_examples", "metrics", "client_index", "num_clients", "weight_scale", "reconnect_after_s")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_SCALE_FIELD_NUMBER: _ClassVar[int]
+    RECONNECT_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    round: int
+    stage: SecAggStage
+    message_bytes: int
+    num_examples: int
+    metrics: bytes
+    client_index: int
+    num_clients: int
+    weight_scale: float
+    reconnect_after_s: float
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., stage: _Optional[_Union[SecAggStage, str]] = ..., message_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[bytes] = ..., client_index: _Optional[int] = ..., num_clients: _Optional[int] = ..., weight_scale: _Optional[float] = ..., reconnect_after_s: _Optional[float] = ...) -> None: ...
+
+class SecAggPart(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: SecAggHeader
+    chunk: Chunk
+    def __init__(self, header: _Optional[_Union[SecAggHeader, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...

@@ -49,6 +49,11 @@ class FederatedLearningStub:
                 request_serializer=hamrah_dot_transport_dot_proto_dot_fl__pb2.ReportPart.SerializeToString,
                 response_deserializer=hamrah_dot_transport_dot_proto_dot_fl__pb2.ReportResponse.FromString,
                 _registered_method=True)
+        self.SecureAggregation = channel.stream_stream(
+                '/hamrah.v1.FederatedLearning/SecureAggregation',
+                request_serializer=hamrah_dot_transport_dot_proto_dot_fl__pb2.SecAggPart.SerializeToString,
+                response_deserializer=hamrah_dot_transport_dot_proto_dot_fl__pb2.SecAggPart.FromString,
+                _registered_method=True)
 
 
 class FederatedLearningServicer:
@@ -72,6 +77,12 @@ class FederatedLearningServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecureAggregation(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederatedLearningServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +100,11 @@ def add_FederatedLearningServicer_to_server(servicer, server):
                     servicer.Report,
                     request_deserializer=hamrah_dot_transport_dot_proto_dot_fl__pb2.ReportPart.FromString,
                     response_serializer=hamrah_dot_transport_dot_proto_dot_fl__pb2.ReportResponse.SerializeToString,
+            ),
+            'SecureAggregation': grpc.stream_stream_rpc_method_handler(
+                    servicer.SecureAggregation,
+                    request_deserializer=hamrah_dot_transport_dot_proto_dot_fl__pb2.SecAggPart.FromString,
+                    response_serializer=hamrah_dot_transport_dot_proto_dot_fl__pb2.SecAggPart.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +188,33 @@ class FederatedLearning:
             '/hamrah.v1.FederatedLearning/Report',
             hamrah_dot_transport_dot_proto_dot_fl__pb2.ReportPart.SerializeToString,
             hamrah_dot_transport_dot_proto_dot_fl__pb2.ReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecureAggregation(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/hamrah.v1.FederatedLearning/SecureAggregation',
+            hamrah_dot_transport_dot_proto_dot_fl__pb2.SecAggPart.SerializeToString,
+            hamrah_dot_transport_dot_proto_dot_fl__pb2.SecAggPart.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,223 @@
+"""Secure aggregation over gRPC: one round of SecAgg / SecAgg+ driven by the Coordinator.
+
+The protocol's state machine is :class:`hamrah.secagg.SecAggServer` (no I/O), the same object the
+simulator and the benchmarks drive in memory. This module adds what a network needs: the round's
+devices get protocol ids 0..n-1 in selection order; each stage is open until every device still in
+the protocol has sent its message or the stage times out; a device's call is held until its stage
+closes and is answered with that device's message of the next stage. Before the four rounds of
+Bonawitz et al. 2017 comes a JOIN stage: a device that has trained announces its ``num_examples``
+(as a plain report does) and learns its id, n and the weight scale W = max n_k over the joined
+devices; it then inputs ``(n_k / W) * update`` (1 * update under DP's equal weights), so the server
+unmasks sum_k w_k delta_k and divides by sum_k w_k over the contributors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from hamrah.core.errors import DropoutThresholdExceeded, ProtocolError
+from hamrah.core.params import Params
+from hamrah.secagg import SecAggServer
+from hamrah.secagg.messages import decode
+from hamrah.secagg.params import ParamsLayout, unflatten_params
+from hamrah.secagg.stage import SecureAggregation
+from hamrah.transport.codec import decode_metrics
+from hamrah.transport.proto import fl_pb2 as pb
+
+log = logging.getLogger("hamrah.server")
+MAX_EXAMPLES = 10**9
+STAGES = (pb.JOIN, pb.ADVERTISE_KEYS, pb.SHARE_KEYS, pb.MASKED_INPUT, pb.UNMASKING)
+NAMES = {pb.JOIN: "join", pb.ADVERTISE_KEYS: "advertise_keys", pb.SHARE_KEYS: "share_keys",
+         pb.MASKED_INPUT: "masked_input", pb.UNMASKING: "unmasking"}
+
+
+class SecureRoundAborted(ProtocolError):
+    """The round's secure aggregation stopped (too many drop-outs, or a protocol violation)."""
+
+
+class DroppedFromRound(ProtocolError):
+    """The device missed a stage (late, or the round went on without it)."""
+
+
+@dataclass(frozen=True)
+class SecureOutcome:
+    """What a completed secure round gives the Coordinator."""
+
+    mean: Params          # sum_k w_k delta_k / sum_k w_k over the contributors
+    contributors: int
+    num_examples: int     # sum of n_k over the contributors
+    train_loss: float     # n_k-weighted mean of the contributors' announced losses
+    joined: int
+    survivors: dict       # stage name -> devices that completed it
+
+
+def weight_of(num_examples: int, scale: float, equal_weights: bool) -> float:
+    """Return a device's input weight w_k: 1 under equal weights, else n_k / W (at most 1)."""
+    return 1.0 if equal_weights else num_examples / scale
+
+
+class SecureRound:
+    """One round's secure aggregation over the devices selected for training.
+
+    Args:
+        stage: the pipeline's SecureAggregation settings (variant, clip, input_bits).
+        layout: the names and shapes of an input (the pipeline's wire spec, flattened in this order).
+        task_ids: the round's training tasks, in selection order (protocol id = position).
+        round_idx: the round (carried by every protocol message).
+        equal_weights: weight every device 1 (DP) instead of n_k.
+        stage_timeout_s: how long each stage after JOIN stays open.
+    """
+
+    def __init__(self, stage: SecureAggregation, layout: ParamsLayout, task_ids: list[str], round_idx: int,
+                 equal_weights: bool, stage_timeout_s: float):
+        self.layout, self.round_idx, self.equal_weights = layout, round_idx, equal_weights
+        self.stage_timeout_s = stage_timeout_s
+        self.index = {t: u for u, t in enumerate(task_ids)}
+        self.n = len(task_ids)
+        self.config = stage.config(self.n, layout.size)
+        self.server = SecAggServer(self.config, round_id=round_idx, graph_seed=secrets.randbits(32))
+        self.current = 0  # index into STAGES
+        self.expected: set[int] = set(range(self.n))  # who may send in the current stage
+        self.sent: set[int] = set()
+        self.closed = [asyncio.Event() for _ in STAGES]
+        self.replies: list[dict[int, bytes]] = [{} for _ in STAGES]
+        self.progress = asyncio.Event()
+        self.failure: str | None = None
+        self.examples: dict[int, int] = {}
+        self.losses: dict[int, float] = {}
+        self.scale = 1.0
+        self.survivors: dict[str, int] = {}
+        self.bytes_up = self.bytes_down = 0  # protocol message bytes received from / sent to devices
+
+    # --- called per device message (from the gRPC service) -------------------------------------
+
+    async def exchange(self, task_id: str, header: pb.SecAggHeader, message: bytes) -> tuple[pb.SecAggHeader, bytes]:
+        """Take one device's message of the current stage; when the stage closes, return its next message.
+
+        Raises:
+            ProtocolError: a stage out of order, a second message, a malformed or forged message.
+            DroppedFromRound: the stage closed without this device. SecureRoundAborted: the round failed.
+        """
+        u = self.index[task_id]
+        i = self._stage_index(header.stage, u)
+        if i == 0:
+            self._join(u, header)
+        else:
+            msg = decode(message)
+            if msg.client_id != u:
+                raise ProtocolError(f"secure aggregation: a message signed as client {msg.client_id} from the device "
+                                    f"with id {u}")
+            self.server.receive(msg)
+        self.sent.add(u)
+        self.bytes_up += len(message)
+        self.progress.set()
+        if STAGES[i] == pb.UNMASKING:
+            return pb.SecAggHeader(round=self.round_idx, stage=pb.UNMASKING), b""
+        await self.closed[i].wait()
+        if self.failure is not None:
+            raise SecureRoundAborted(self.failure)
+        reply = self.replies[i].get(u)
+        if reply is None:
+            raise DroppedFromRound(f"secure aggregation: the round went on without this device after {NAMES[STAGES[i]]}")
+        self.bytes_down += len(reply)
+        out = pb.SecAggHeader(round=self.round_idx, stage=STAGES[i], message_bytes=len(reply))
+        if i == 0:
+            out.client_index, out.num_clients, out.weight_scale = u, self.n, self.scale
+        return out, reply
+
+    def _stage_index(self, stage: int, u: int) -> int:
+        if stage not in STAGES:
+            raise ProtocolError(f"secure aggregation: unknown stage {stage}; expected one of "
+                                f"{', '.join(NAMES.values())}")
+        i = STAGES.index(stage)
+        if self.failure is not None:
+            raise SecureRoundAborted(self.failure)
+        if u in self.sent or (i < self.current and u in self.replies[i]):
+            raise ProtocolError(f"secure aggregation: a second {NAMES[stage]} message from this device")
+        if i < self.current or u not in self.expected:
+            raise DroppedFromRound(f"secure aggregation: stage {NAMES[stage]} closed without this device")
+        if i > self.current:
+            raise ProtocolError(f"secure aggregation: a {NAMES[stage]} message while the round is at "
+                                f"{NAMES[STAGES[self.current]]}")
+        return i
+
+    def _join(self, u: int, header: pb.SecAggHeader) -> None:
+        if not 1 <= header.num_examples <= MAX_EXAMPLES:
+            raise ProtocolError(f"num_examples = {header.num_examples}: expected 1..{MAX_EXAMPLES}")
+        metrics = decode_metrics(header.metrics)
+        self.examples[u] = int(header.num_examples)
+        self.losses[u] = float(metrics.get("train_loss", metrics.get("loss", 0.0)))
+
+    def leave(self, task_id: str) -> None:
+        """A device reported ABORTED / FAILED: stop waiting for it."""
+        u = self.index.get(task_id)
+        if u is not None:
+            self.expected.discard(u)
+            self.progress.set()
+
+    # --- driven by the Coordinator -------------------------------------------------------------
+
+    async def run(self, join_deadline: float) -> SecureOutcome | None:
+        """Run the stages to the end; return the outcome, or None when the round must be abandoned."""
+        for i, stage in enumerate(STAGES):
+            deadline = join_deadline if i == 0 else time.monotonic() + self.stage_timeout_s
+            await self._wait_stage(deadline)
+            try:
+                replies = await asyncio.to_thread(self._close, i)
+            except (DropoutThresholdExceeded, ProtocolError) as err:
+                self.failure = str(err)
+                log.warning("round %d: secure aggregation aborted at %s: %s", self.round_idx, NAMES[stage], err)
+                for event in self.closed:
+                    event.set()
+                return None
+            self.survivors[NAMES[stage]] = len(self.sent)
+            if stage == pb.UNMASKING:
+                self.closed[i].set()
+                return self._outcome(replies)
+            self.replies[i] = replies
+            self.expected, self.sent, self.current = set(replies), set(), i + 1
+            self.closed[i].set()
+        return None
+
+    async def _wait_stage(self, deadline: float) -> None:
+        while not self.expected <= self.sent:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.progress.clear()
+            try:
+                await asyncio.wait_for(self.progress.wait(), left)
+            except asyncio.TimeoutError:
+                return
+
+    def _close(self, i: int):
+        stage = STAGES[i]
+        if stage == pb.JOIN:
+            joined = sorted(self.sent)
+            if len(joined) < self.config.threshold:
+                raise DropoutThresholdExceeded(f"secure aggregation aborted at stage 'join': {len(joined)} of {self.n} "
+                                               f"devices joined, the threshold is t={self.config.threshold}")
+            self.scale = float(max(self.examples[u] for u in joined))
+            return {u: b"" for u in joined}
+        closer = {pb.ADVERTISE_KEYS: self.server.close_advertise_keys, pb.SHARE_KEYS: self.server.close_share_keys,
+                  pb.MASKED_INPUT: self.server.close_masked_input, pb.UNMASKING: self.server.close_unmasking}[stage]
+        out = closer()
+        return out if stage == pb.UNMASKING else {u: m.to_bytes() for u, m in out.items()}
+
+    def _outcome(self, result) -> SecureOutcome:
+        contributors = list(result.contributors)
+        weights = {u: weight_of(self.examples[u], self.scale, self.equal_weights) for u in contributors}
+        total = unflatten_params(np.asarray(result.sum, dtype=np.float64), self.layout)
+        mean = {k: (v.double() / sum(weights.values())).float() for k, v in total.items()}
+        n = sum(self.examples[u] for u in contributors)
+        loss = sum(self.examples[u] * self.losses[u] for u in contributors) / n
+        return SecureOutcome(mean, len(contributors), n, loss, self.survivors["join"], dict(self.survivors))
+
+
+__all__ = ["DroppedFromRound", "SecureOutcome", "SecureRound", "SecureRoundAborted", "weight_of"]
