@@ -4,7 +4,7 @@ The server learns only the sum of the round's updates: each round runs the full 
 Bonawitz et al. 2017 (or SecAgg+ of Bell et al. 2020) over the clients' updates, with the same client
 and server state machines the benchmarks measure (:func:`run_secure_aggregation`), and the round's
 byte report carries the protocol's real wire bytes per client. The protocol runs in one process here
-(the simulator); the real server does not carry it over gRPC yet and refuses this stage.
+(the simulator); the real server carries the same state machines over gRPC (:mod:`hamrah.server.secure`).
 """
 
 from __future__ import annotations
