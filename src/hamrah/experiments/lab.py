@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hamrah.aggregation import build_aggregator
+import numpy as np
+
+from hamrah.aggregation import AGGREGATORS, build_aggregator
 from hamrah.algorithms.base import cohort_size
 from hamrah.attacks import (
     Attack,
@@ -41,6 +43,7 @@ from hamrah.core.errors import ConfigError
 from hamrah.experiments.config import ExperimentConfig, from_dict, read_toml
 from hamrah.experiments.runner import Prepared, prepare
 from hamrah.simulation import SimulationConfig, Simulator, seeded
+from hamrah.simulation.reference import RootReference, needs_reference
 
 BEGIN, END = "<!-- lab:begin -->", "<!-- lab:end -->"
 
@@ -63,9 +66,14 @@ class LabConfig:
 
     def select(self, attacks: list[str] | None = None, defences: list[str] | None = None,
                rounds: int | None = None) -> LabConfig:
-        """Return a copy restricted to some of the attacks/defences, or with another round count."""
+        """Return a copy restricted to some of the attacks/defences, or with another round count.
+
+        ``defences`` may also name a registered aggregator the config does not list (e.g. ``fltrust``
+        for a run of its own); it is built with its default parameters.
+        """
         for chosen, have, what in ((attacks, self.attacks, "attacks"), (defences, self.defences, "defences")):
-            unknown = [x for x in chosen or [] if x not in have]
+            extra = AGGREGATORS if what == "defences" else ()
+            unknown = [x for x in chosen or [] if x not in have and x not in extra]
             if unknown:
                 raise ConfigError(f"--{what}: {', '.join(unknown)} not in lab.{what} ({', '.join(have)})")
         exp = self.experiment if rounds is None else self.experiment.replace("run", rounds=rounds)
@@ -162,8 +170,16 @@ def check(cfg: LabConfig) -> None:
 
 
 def prepare_lab(cfg: LabConfig) -> Prepared:
-    """Load and split the data, build the model; check every backdoor trigger fits the images."""
+    """Load and split the data, build the model; check every backdoor trigger fits the images and
+    every root-set defence (FLTrust) can draw its root set and score the algorithm's updates."""
     prep = prepare(cfg.experiment)
+    for name in cfg.defences:
+        agg = build_defence(cfg, name)
+        if needs_reference(agg):
+            try:
+                RootReference(prep.model_factory(), prep.data, prep.algorithm, agg.root_size, np.random.default_rng(0))
+            except ConfigError as e:
+                raise ConfigError(f"defence {name!r} cannot work: {e}") from None
     test = prep.data.dataset.test
     for name in cfg.attacks:
         poison = build_lab_attack(cfg, name, prep.data.num_clients).data_poisoning
