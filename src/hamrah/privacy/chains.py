@@ -157,7 +157,11 @@ class PipelineSpec:
         """Return the homomorphic encryption settings (without the public key), or None."""
         if self.homomorphic is None:
             return None
-        return HESettings(**{k: v for k, v in self.homomorphic.items() if k != "public_key"})
+        try:
+            return HESettings(**{k: v for k, v in self.homomorphic.items() if k != "public_key"})
+        except TypeError as err:
+            raise ConfigError(f"pipeline spec: homomorphic settings {sorted(self.homomorphic)}: expected the fields "
+                              f"of HESettings ({err})") from None
 
     def public_key(self) -> bytes | None:
         """Return the key holder's public key bytes the spec carries, or None."""
