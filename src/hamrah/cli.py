@@ -150,7 +150,7 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
     stores = import_stores(exp, stores_dir, list(range(first, first + args.devices)))
     tokens_path = Path(args.tokens_file) if args.tokens_file else (Path(srv.tokens_file) if srv.tokens_file else None)
     tokens = make_tokens(tokens_path, first + args.devices)[first:] if tokens_path else [None] * args.devices
-    churn = Churn(args.offline, args.unplug, args.fail, args.kill, seed=exp.run.seed)
+    churn = Churn(args.offline, args.unplug, args.fail, args.kill, args.drop, args.drop_stage, seed=exp.run.seed)
     base = _device_config(args, srv.population)
     print(f"fleet: {args.devices} devices (stores in {stores_dir}) -> {args.server}")
     stats = asyncio.run(run_fleet(base, stores, tokens, churn, list(range(first, first + args.devices))))
@@ -222,6 +222,11 @@ def _add_system_commands(sub) -> None:
     p.add_argument("--tokens-file", help="device tokens, one per line (default: the config's server.tokens_file)")
     for name in ("offline", "unplug", "fail", "kill"):
         p.add_argument(f"--{name}", type=float, default=0.0, help=f"per-task probability a device goes {name}")
+    p.add_argument("--drop", type=float, default=0.0,
+                   help="under secure aggregation: per-task probability a device vanishes mid-protocol")
+    p.add_argument("--drop-stage", default="masked_input",
+                   choices=["advertise_keys", "share_keys", "masked_input", "unmasking"],
+                   help="the protocol stage whose message a dropping device never sends")
     p.set_defaults(func=_cmd_fleet)
     p = sub.add_parser("store", help="fill or inspect a device's example store")
     p.add_argument("action", choices=["import", "count"])
@@ -264,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", default="configs/lab_mnist.toml")
     p.add_argument("--rounds", type=int, help="override run.rounds")
     p.add_argument("--attacks", help="comma-separated subset of lab.attacks")
-    p.add_argument("--defences", help="comma-separated subset of lab.defences")
+    p.add_argument("--defences", help="comma-separated defences (default: lab.defences; any registered aggregator)")
     p.add_argument("--check", action="store_true", help="validate the config (cohort, attacks, trigger) and exit")
     p.add_argument("--out", default="runs/lab", help="folder for lab.json")
     p.add_argument("--doc", default="docs/security.md", help="Markdown file whose results block is rewritten")

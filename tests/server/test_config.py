@@ -23,3 +23,8 @@ def test_bad_values_are_refused_with_the_key(table, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
                        .replace("[", r"\[")):
         server_config(table)
+
+
+def test_an_aggregator_that_needs_a_server_root_set_is_refused_on_the_server():
+    with pytest.raises(ConfigError, match="'fltrust' needs the server's own update"):
+        server_config({"aggregator": {"name": "fltrust"}})

@@ -137,7 +137,10 @@ def _check(c: ServerConfig) -> None:
     if c.aggregator is not None:
         if "name" not in c.aggregator:
             raise ConfigError("server.aggregator: expected a table with a name, e.g. {name = \"median\"}")
-        build_aggregator(**c.aggregator)
+        if getattr(build_aggregator(**c.aggregator), "needs_reference", False):
+            raise ConfigError(f"server.aggregator = {c.aggregator['name']!r} needs the server's own update on a root "
+                              "data set each round, which the real server does not compute yet; expected an "
+                              "aggregator that needs only the reports (it runs in the simulator and the lab)")
     if c.goal_count is not None and c.min_reports is not None and c.min_reports > c.goal_count:
         raise ConfigError(f"server.min_reports = {c.min_reports}: expected at most goal_count ({c.goal_count})")
 
