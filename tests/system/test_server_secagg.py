@@ -146,3 +146,13 @@ def test_churn_refuses_an_unknown_drop_stage():
 
     with pytest.raises(ConfigError, match="drop_stage"):
         dataclasses.replace(Churn(), drop_stage="later")
+
+
+def test_adaptive_clipping_under_secure_aggregation_moves_the_norm_from_the_unmasked_bits(tmp_path):
+    """Each device's clipped bit rides inside its masked input; the server sees only their noisy sum."""
+    privacy = {"mode": "central", "clip": 0.01, "noise_multiplier": 0.1, "sampling": "fixed", "adaptive": True,
+               "target_quantile": 0.5, "clip_learning_rate": 0.5, "clip_count_stddev": 0.1}
+    setup, stores, tokens = _setup(tmp_path, _experiment({"variant": "secagg", "clip": 0.5}, privacy))
+    asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
+    clips = [r["pipeline_state"]["dp_clip"]["clip"] for r in _records(tmp_path / "state", setup)]
+    assert 0.01 * 1.15 < clips[0] < clips[1] < 0.01 * 1.8  # every update clipped: the norm grows each round

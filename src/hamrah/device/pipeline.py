@@ -20,7 +20,7 @@ import torch
 
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
-from hamrah.core.pipeline import ClientContext
+from hamrah.core.pipeline import Chain, ClientContext, Payload
 from hamrah.privacy.chains import PipelineSpec, server_state_from_dict
 
 PLAN_KEY, PAYLOAD_KEY, STATE_KEY = "pipeline", "pipeline/payload", "pipeline/server_state"
@@ -31,8 +31,8 @@ def uses_pipeline(extra: dict) -> bool:
     return PLAN_KEY in extra
 
 
-def encode_update(extra: dict, update: Params, client_key: int, round_idx: int, states: dict) -> Params:
-    """Return the tensors to report: the chain's wire payload as one uint8 tensor.
+def encode_payload(extra: dict, update: Params, client_key: int, round_idx: int, states: dict) -> tuple[Chain, Payload]:
+    """Run the plan's chain over ``update``; return the chain and its wire payload.
 
     Args:
         extra: the plan's ``extra`` dict. update: the delta from local training.
@@ -51,8 +51,13 @@ def encode_update(extra: dict, update: Params, client_key: int, round_idx: int, 
     state = states.get(key) or chain.init_client(update)
     ctx = ClientContext(client_key, round_idx, np.random.default_rng())
     payload, states[key] = chain.encode(update, state, ctx, server_state_from_dict(chain, update, broadcast))
-    data = payload.to_bytes()
+    return chain, payload
+
+
+def encode_update(extra: dict, update: Params, client_key: int, round_idx: int, states: dict) -> Params:
+    """Return the tensors to report: the chain's wire payload (:func:`encode_payload`) as one uint8 tensor."""
+    data = encode_payload(extra, update, client_key, round_idx, states)[1].to_bytes()
     return {PAYLOAD_KEY: torch.frombuffer(bytearray(data), dtype=torch.uint8)}
 
 
-__all__ = ["PAYLOAD_KEY", "PLAN_KEY", "STATE_KEY", "encode_update", "uses_pipeline"]
+__all__ = ["PAYLOAD_KEY", "PLAN_KEY", "STATE_KEY", "encode_payload", "encode_update", "uses_pipeline"]

@@ -18,14 +18,14 @@ import torch
 
 from hamrah.core.errors import ProtocolError
 from hamrah.core.params import Params
-from hamrah.core.pipeline import ClientContext, spec_of
+from hamrah.core.pipeline import spec_of
+from hamrah.device.pipeline import PLAN_KEY, encode_payload
 from hamrah.privacy.chains import PipelineSpec
 from hamrah.secagg import SecAggClient, decode, wire_layout
 from hamrah.secagg.stage import SecureAggregation
 from hamrah.transport.codec import chunks, join_chunks
 from hamrah.transport.proto import fl_pb2 as pb
 
-PLAN_KEY = "pipeline"
 SECAGG_STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
 MAX_MESSAGE = 1 << 30
 
@@ -50,13 +50,8 @@ def secure_input(extra: dict, update: Params, weight: float, client_key: int, ro
     Args:
         states: the runtime's pipeline state across tasks (updated in place), as for plain reports.
     """
-    spec = PipelineSpec.from_dict(extra[PLAN_KEY])
-    chain = spec.chain()
-    key = json.dumps(extra[PLAN_KEY], sort_keys=True)
     scaled = {k: v.to(torch.float32) * weight for k, v in update.items()}
-    state = states.get(key) or chain.init_client(scaled)
-    ctx = ClientContext(client_key, round_idx, np.random.default_rng())
-    payload, states[key] = chain.encode(scaled, state, ctx, chain.init_server(scaled))
+    chain, payload = encode_payload(extra, scaled, client_key, round_idx, states)
     decoded = chain.wire_stage().decode(payload)
     layout = wire_layout(spec_of(decoded))
     return np.concatenate([decoded[n].detach().double().reshape(-1).numpy() for n in layout.names])
