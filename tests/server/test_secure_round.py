@@ -118,3 +118,19 @@ def test_wire_layout_sorts_names_and_ignores_the_spec_order():
     a = wire_layout((("w", (2, 2)), ("b", (3,))))
     assert a == wire_layout((("b", (3,)), ("w", (2, 2)))) and a.names == ("b", "w") and a.size == 7
     assert a.dtypes == (torch.float32, torch.float32)
+
+
+def test_a_device_that_leaves_is_not_waited_for_at_later_stages():
+    async def go():
+        rnd = _round(3, timeout=30.0)  # a stage waiting for the leaver would outlast the test's 5 s budget
+        runner = asyncio.ensure_future(rnd.run(time.monotonic() + 30))
+        joins = [asyncio.ensure_future(rnd.exchange(f"t{u}", _header(u, pb.JOIN, num_examples=5), b""))
+                 for u in range(3)]
+        while len(rnd.sent) < 3 and rnd.current == 0:
+            await asyncio.sleep(0)
+        rnd.leave("t2")  # joined, then hung up while waiting for the reply
+        await asyncio.gather(*joins)
+        assert rnd.current == 1 and rnd.expected == {0, 1}
+        runner.cancel()
+
+    asyncio.run(asyncio.wait_for(go(), 5))

@@ -276,6 +276,13 @@ class Coordinator:
             raise LateReport(f"round {rs.round} was abandoned")
         return await rs.secure.exchange(info.task_id, header, message)
 
+    def secure_leave(self, task_id: str, device: str) -> None:
+        """A device hung up mid-protocol: stop waiting for it (it is a drop-out from the next stage on)."""
+        rs = self.current
+        info = rs.tasks.get(task_id) if rs is not None else None
+        if info is not None and info.device == device and rs.secure is not None:
+            rs.secure.leave(task_id)
+
     def secure_stage(self) -> SecureAggregation | None:
         """Return the pipeline's secure-aggregation stage, or None."""
         if self.pipeline is None:

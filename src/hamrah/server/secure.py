@@ -85,6 +85,7 @@ class SecureRound:
         self.current = 0  # index into STAGES
         self.expected: set[int] = set(range(self.n))  # who may send in the current stage
         self.sent: set[int] = set()
+        self.gone: set[int] = set()  # devices known to have left (not waited for)
         self.closed = [asyncio.Event() for _ in STAGES]
         self.replies: list[dict[int, bytes]] = [{} for _ in STAGES]
         self.progress = asyncio.Event()
@@ -155,9 +156,10 @@ class SecureRound:
         self.losses[u] = float(metrics.get("train_loss", metrics.get("loss", 0.0)))
 
     def leave(self, task_id: str) -> None:
-        """A device reported ABORTED / FAILED: stop waiting for it."""
+        """A device reported ABORTED / FAILED or hung up: stop waiting for it, at this stage and later."""
         u = self.index.get(task_id)
         if u is not None:
+            self.gone.add(u)
             self.expected.discard(u)
             self.progress.set()
 
@@ -181,7 +183,7 @@ class SecureRound:
                 self.closed[i].set()
                 return self._outcome(replies)
             self.replies[i] = replies
-            self.expected, self.sent, self.current = set(replies), set(), i + 1
+            self.expected, self.sent, self.current = set(replies) - self.gone, set(), i + 1
             self.closed[i].set()
         return None
 

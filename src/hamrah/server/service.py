@@ -96,6 +96,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         device = await self._device(context)
         parts = aiter(request_iterator)
         limit = self.coordinator.update_limit
+        task_id = None
         try:
             while True:
                 first = await anext(parts, None)
@@ -104,6 +105,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 if not first.HasField("header"):
                     raise ProtocolError("a secure aggregation message must start with its header")
                 header = first.header
+                task_id = header.task_id
                 if header.message_bytes > limit:
                     raise ProtocolError(f"secure aggregation: announced {header.message_bytes:,} bytes, "
                                         f"over the limit of {limit:,}")
@@ -117,6 +119,10 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                     yield pb.SecAggPart(chunk=pb.Chunk(data=piece))
                 if header.stage == pb.UNMASKING:
                     return
+        except asyncio.CancelledError:  # the device hung up mid-protocol: do not wait for it at later stages
+            if task_id is not None:
+                self.coordinator.secure_leave(task_id, device)
+            raise
         except (LateReport, DroppedFromRound, SecureRoundAborted) as e:
             log.info("secure aggregation: device %s is out of the round: %s", device[:8], e)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
