@@ -12,6 +12,7 @@ from hamrah.experiments.config import from_dict
 from hamrah.experiments.serve import import_stores, server_setup
 from hamrah.server.app import FLServer
 from hamrah.server.config import server_config
+from hamrah.server.state import ServerStore
 
 FAST = {"selection_timeout_s": 15.0, "reporting_timeout_s": 60.0, "checkin_hold_s": 0.5, "reconnect_min_s": 0.05,
         "reconnect_max_s": 0.5, "retry_delay_s": 0.1}
@@ -54,3 +55,12 @@ async def run_system(setup, state_dir, stores, tokens, churn=Churn(), during=Non
     if extra is not None:
         await asyncio.wait_for(extra, 10)
     return server, summary, stats
+
+
+def records(state_dir, setup) -> list[dict]:
+    """Return the committed round records in a server's state folder."""
+    store = ServerStore(state_dir, setup.config)
+    try:
+        return store.committed_rounds()
+    finally:
+        store.close()

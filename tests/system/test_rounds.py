@@ -12,21 +12,13 @@ from hamrah.core.params import max_abs_diff
 from hamrah.device.fleet import Churn
 from hamrah.experiments.runner import prepare
 from hamrah.server.app import FLServer
-from hamrah.server.state import ServerStore
 from hamrah.simulation import SimulationConfig, Simulator, seeded
 
 from hamrah.device.fleet import make_tokens
 from hamrah.experiments.serve import import_stores
 
-from tests.system.harness import experiment, make_setup, run_system
+from tests.system.harness import experiment, make_setup, records, run_system
 
-
-def records(state_dir, setup):
-    store = ServerStore(state_dir, setup.config)
-    try:
-        return store.committed_rounds()
-    finally:
-        store.close()
 
 
 def test_twenty_devices_complete_three_rounds_of_fedavg(tmp_path):

@@ -18,9 +18,8 @@ from hamrah.experiments.config import from_dict
 from hamrah.privacy.chains import PipelineSpec
 from hamrah.server.app import FLServer
 from hamrah.server.pipeline import STATE_FILE
-from hamrah.server.state import ServerStore
 
-from tests.system.harness import make_setup, run_system
+from tests.system.harness import make_setup, records, run_system
 
 CLIP0 = 0.01  # far below logreg's update norms: every client is clipped, so the norm must grow
 
@@ -35,19 +34,12 @@ def _experiment(rounds):
     })
 
 
-def _records(state, setup):
-    store = ServerStore(state, setup.config)
-    try:
-        return store.committed_rounds()
-    finally:
-        store.close()
-
 
 def test_the_clip_norm_moves_across_rounds_and_survives_a_restart(tmp_path):
     setup, stores, tokens = make_setup(tmp_path, _experiment(2), devices=5, goal_count=4, min_reports=4)
     state = tmp_path / "state"
     asyncio.run(run_system(setup, state, stores, tokens))
-    recs = _records(state, setup)
+    recs = records(state, setup)
     clips = [r["pipeline_state"]["dp_clip"]["clip"] for r in recs]
     # every update is clipped (b ~ 0 +- 0.025), so each round multiplies the norm by about exp(0.25)
     assert [r["round"] for r in recs] == [1, 2]
@@ -65,7 +57,7 @@ def test_the_clip_norm_moves_across_rounds_and_survives_a_restart(tmp_path):
     finally:
         server.store.close()
     asyncio.run(run_system(setup3, state, stores, tokens))
-    recs = _records(state, setup3)
+    recs = records(state, setup3)
     assert [r["round"] for r in recs] == [1, 2, 3]
     assert clips[1] * 1.05 < recs[2]["pipeline_state"]["dp_clip"]["clip"] < clips[1] * 1.5
 

@@ -12,9 +12,8 @@ import torch
 from hamrah.core.errors import ProtocolError
 from hamrah.experiments.config import from_dict
 from hamrah.server.pipeline import PAYLOAD_KEY, ServerPipeline
-from hamrah.server.state import ServerStore
 
-from tests.system.harness import make_setup, run_system
+from tests.system.harness import make_setup, records, run_system
 
 
 def _experiment(he=None, rounds=2):
@@ -35,12 +34,7 @@ def _serve(tmp_path, exp, name):
                                        min_reports=4)
     state = tmp_path / name / "state"
     server, summary, _ = asyncio.run(run_system(setup, state, stores, tokens))
-    store = ServerStore(state, setup.config)
-    try:
-        records = store.committed_rounds()
-    finally:
-        store.close()
-    return server, records
+    return server, records(state, setup)
 
 
 def test_paillier_fedavg_over_grpc_equals_a_plain_run(tmp_path):

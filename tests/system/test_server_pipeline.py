@@ -12,9 +12,8 @@ import pytest
 from hamrah.core.errors import ConfigError
 from hamrah.experiments.config import from_dict
 from hamrah.server.pipeline import LEDGER_FILE
-from hamrah.server.state import ServerStore
 
-from tests.system.harness import make_setup, run_system
+from tests.system.harness import make_setup, records, run_system
 
 
 def _experiment(rounds, target_epsilon=None):
@@ -31,20 +30,13 @@ def _experiment(rounds, target_epsilon=None):
     })
 
 
-def _records(state_dir, setup):
-    store = ServerStore(state_dir, setup.config)
-    try:
-        return store.committed_rounds()
-    finally:
-        store.close()
-
 
 def test_central_dp_with_quantization_commits_rounds_and_keeps_epsilon_across_a_restart(tmp_path):
     exp = _experiment(rounds=2, target_epsilon=100.0)
     setup, stores, tokens = make_setup(tmp_path, exp, devices=6, goal_count=4, min_reports=4)
     state = tmp_path / "state"
     asyncio.run(run_system(setup, state, stores, tokens))
-    recs = _records(state, setup)
+    recs = records(state, setup)
     assert [r["round"] for r in recs] == [1, 2]
     eps = [r["epsilon"] for r in recs]
     assert 0 < eps[0] < eps[1]
@@ -57,7 +49,7 @@ def test_central_dp_with_quantization_commits_rounds_and_keeps_epsilon_across_a_
     setup3, _, _ = make_setup(tmp_path, exp3, devices=6, goal_count=4, min_reports=4)
     setup3 = dataclasses.replace(setup3, config=setup.config | {"run": setup3.config["run"]})
     asyncio.run(run_system(setup3, state, stores, tokens))
-    recs = _records(state, setup3)
+    recs = records(state, setup3)
     assert [r["round"] for r in recs] == [1, 2, 3]
     assert recs[2]["epsilon"] > eps[1]
     assert json.loads((state / LEDGER_FILE).read_text())["rounds_done"] == 3

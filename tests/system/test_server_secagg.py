@@ -14,12 +14,11 @@ from hamrah.core.params import max_abs_diff
 from hamrah.device.fleet import Churn, run_fleet
 from hamrah.experiments.config import from_dict
 from hamrah.server.app import FLServer
-from hamrah.server.state import ServerStore
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
 from hamrah.transport.security import token_metadata
 
-from tests.system.harness import device_config, make_setup, run_system
+from tests.system.harness import device_config, make_setup, records, run_system
 
 DEVICES = 6
 
@@ -43,13 +42,6 @@ def _setup(tmp_path, exp, **server):
     return make_setup(tmp_path, exp, devices=DEVICES, goal_count=DEVICES, over_selection=1.0, min_reports=5, **server)
 
 
-def _records(state_dir, setup):
-    store = ServerStore(state_dir, setup.config)
-    try:
-        return store.committed_rounds()
-    finally:
-        store.close()
-
 
 async def _two_fleets(setup, state_dir, stores, tokens, churn_last: Churn):
     """Serve while devices 0..4 run cleanly and device 5 runs with ``churn_last``."""
@@ -70,7 +62,7 @@ def test_secure_rounds_commit_the_same_model_as_plain_rounds(tmp_path, variant):
     setup, _, _ = _setup(tmp_path, _experiment({"variant": variant, "clip": 0.5, "input_bits": 20}))
     secure, summary, stats = asyncio.run(run_system(setup, tmp_path / "secure", stores, tokens))
 
-    recs = _records(tmp_path / "secure", setup)
+    recs = records(tmp_path / "secure", setup)
     assert [r["round"] for r in recs] == [1, 2] and summary["rounds_committed"] == 2
     assert all(r["reported"] == DEVICES and r["secagg_survivors"]["unmasking"] == DEVICES for r in recs)
     assert all(r["bytes_up"] > 0 and r["bytes_down_protocol"] > 0 for r in recs)
@@ -88,7 +80,7 @@ def test_a_device_that_vanishes_before_its_masked_input_is_left_out_of_the_sum(t
                          secagg_stage_timeout_s=3.0)
     secure = asyncio.run(_two_fleets(setup, tmp_path / "secure", stores, tokens,
                                      Churn(drop=1.0, drop_stage="masked_input", only_round=1)))
-    (rec,) = _records(tmp_path / "secure", setup)
+    (rec,) = records(tmp_path / "secure", setup)
     assert rec["reported"] == DEVICES - 1
     assert rec["secagg_survivors"] == {"join": 6, "advertise_keys": 6, "share_keys": 6, "masked_input": 5,
                                        "unmasking": 5}
@@ -99,7 +91,7 @@ def test_central_dp_noise_is_added_after_unmasking_and_charged(tmp_path):
     privacy = {"mode": "central", "clip": 0.5, "noise_multiplier": 1.0, "sampling": "fixed"}
     setup, stores, tokens = _setup(tmp_path, _experiment({"variant": "secagg", "clip": 0.5}, privacy))
     asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
-    recs = _records(tmp_path / "state", setup)
+    recs = records(tmp_path / "state", setup)
     assert [r["round"] for r in recs] == [1, 2]
     assert 0 < recs[0]["epsilon"] < recs[1]["epsilon"]
 
@@ -154,5 +146,5 @@ def test_adaptive_clipping_under_secure_aggregation_moves_the_norm_from_the_unma
                "target_quantile": 0.5, "clip_learning_rate": 0.5, "clip_count_stddev": 0.1}
     setup, stores, tokens = _setup(tmp_path, _experiment({"variant": "secagg", "clip": 0.5}, privacy))
     asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
-    clips = [r["pipeline_state"]["dp_clip"]["clip"] for r in _records(tmp_path / "state", setup)]
+    clips = [r["pipeline_state"]["dp_clip"]["clip"] for r in records(tmp_path / "state", setup)]
     assert 0.01 * 1.15 < clips[0] < clips[1] < 0.01 * 1.8  # every update clipped: the norm grows each round
