@@ -198,6 +198,7 @@ def seed_stats(file: str, target: float) -> dict:
     for name, entry in data["runs"].items():
         alpha = name.split("_seed")[0]
         for label, s in entry["summary"].items():
+            s = dict(s, last3=last_mean(entry["curves"][label]))
             by.setdefault(alpha, {}).setdefault(label, []).append((entry["seed"], s))
     stats = {}
     for alpha, labels in by.items():
@@ -209,7 +210,16 @@ def seed_stats(file: str, target: float) -> dict:
                 "seeds": [sd for sd, _ in rows], "round": rows[0][1]["round"], "acc": acc.tolist(),
                 "acc_mean": float(acc.mean()), "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
                 "best_mean": float(best.mean()), "best_std": float(best.std(ddof=1)) if len(best) > 1 else 0.0,
+                "last3": [s["last3"] for _, s in rows], "last3_mean": float(np.mean([s["last3"] for _, s in rows])),
+                "last3_std": float(np.std([s["last3"] for _, s in rows], ddof=1)) if len(rows) > 1 else 0.0,
                 "target": target, "rounds_to_target": hit}
+    for alpha, labels in by.items():
+        curves = {}
+        for label in labels:
+            runs = [e["curves"][label] for n, e in data["runs"].items() if n.startswith(alpha + "_seed")]
+            curves[f"{label} (mean of {len(runs)} seeds)"] = {
+                "rounds": runs[0]["rounds"], "acc": np.mean([r["acc"] for r in runs], axis=0).tolist()}
+        save(f"{alpha}_seeds", curves, f"MNIST 2NN, Dirichlet({alpha.removeprefix('mnist_dir')}): mean over seeds")
     data["over_seeds"] = stats
     data["std"] = "sample standard deviation (ddof = 1) over seeds"
     path.write_text(json.dumps(data, indent=1))
