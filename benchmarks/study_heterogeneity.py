@@ -400,6 +400,8 @@ def main() -> None:
         res = part_nova(a.rounds or 100, a.eval_every)
         save("nova_mnist", res, "MNIST 2NN Dir(0.1), E ~ U{2..5}")
         write_result("nova", {"nova_mnist": res}, a.target or 0.9, argv)
+    if "cifar" in a.parts and "scaffold-uniform" in (a.algos or ()):
+        ap.error("cifar: scaffold-uniform is only for the scaffold-lr part")
     if "cifar" in a.parts:
         for alpha in a.alphas or [0.5]:
             name = f"cifar10_dir{alpha}"
