@@ -78,14 +78,14 @@ def test_too_many_drop_outs_abort_the_round_and_tell_the_waiting_devices():
     assert all(isinstance(r, SecureRoundAborted) for r in results[3:])
 
 
-def test_a_message_signed_as_another_client_is_refused():
+def test_a_message_naming_another_client_is_refused():
     async def go():
         rnd = _round(3)
         runner = asyncio.ensure_future(rnd.run(time.monotonic() + 5))
         joins = [rnd.exchange(f"t{u}", _header(u, pb.JOIN, num_examples=5), b"") for u in range(3)]
         await asyncio.gather(*joins)
         forged = SecAggClient(1, rnd.config, round_id=7).advertise_keys().to_bytes()
-        with pytest.raises(ProtocolError, match="signed as client 1 from the device with id 0"):
+        with pytest.raises(ProtocolError, match="naming client 1 from the device with id 0"):
             await rnd.exchange("t0", _header(0, pb.ADVERTISE_KEYS), forged)
         with pytest.raises(ProtocolError, match="second join"):
             await rnd.exchange("t1", _header(1, pb.JOIN, num_examples=5), b"")

@@ -112,7 +112,7 @@ class SecureRound:
         else:
             msg = decode(message)
             if msg.client_id != u:
-                raise ProtocolError(f"secure aggregation: a message signed as client {msg.client_id} from the device "
+                raise ProtocolError(f"secure aggregation: a message naming client {msg.client_id} from the device "
                                     f"with id {u}")
             self.server.receive(msg)
         self.sent.add(u)
