@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from hamrah.core.errors import ConfigError, HamrahError, ProtocolError
+from hamrah.core.settings import variant_settings
 from hamrah.core.params import Params
 from hamrah.core.pipeline import (
     BaseStage, ClientContext, ServerContext, Spec, StageTraits, WireReader, WireWriter, header_nbytes, spec_of,
@@ -113,14 +114,7 @@ def he_settings(section: Mapping[str, Any], max_weight: int) -> HESettings:
     Raises:
         ConfigError: an unknown scheme, a setting the scheme does not take, or values that cannot work.
     """
-    s = {k: v for k, v in section.items() if v is not None}
-    scheme = s.pop("scheme", "paillier")
-    if scheme not in SCHEMES:
-        raise ConfigError(f"homomorphic_encryption.scheme = {scheme!r}: expected one of {', '.join(SCHEMES)}")
-    unused = sorted(set(s) - set(SCHEME_SETTINGS[scheme]))
-    if unused:
-        raise ConfigError(f"homomorphic_encryption.{unused[0]} = {s[unused[0]]!r}: scheme {scheme!r} does not use it "
-                          f"(it takes {', '.join(SCHEME_SETTINGS[scheme])})")
+    scheme, s = variant_settings(section, "scheme", "paillier", SCHEME_SETTINGS, "homomorphic_encryption", "scheme")
     s.setdefault("max_weight", int(max_weight))
     if scheme == "ckks" and "scale_bits" not in s:  # the most precise scale that leaves room for the sum
         room = coeff_bits(s.get("poly_modulus_degree", 8192))[0] - 2

@@ -33,6 +33,7 @@ import numpy as np
 
 from hamrah.compression import HalfPrecision, RandomMask, SignEF, StochasticQuantizer, TopK
 from hamrah.core.errors import ConfigError
+from hamrah.core.settings import variant_settings
 from hamrah.core.params import Params
 from hamrah.core.pipeline import Chain, RoundOutput, ServerContext, Stage, process_round, wire_spec
 from hamrah.he.stage import (
@@ -57,15 +58,7 @@ def codec_stage(settings: Mapping[str, Any]) -> Stage | None:
     Raises:
         ConfigError: an unknown codec, a setting the codec does not take, or a bad value, named.
     """
-    s = {k: v for k, v in settings.items() if v is not None}
-    name = s.pop("codec", "none")
-    if name not in CODECS:
-        raise ConfigError(f"compression.codec = {name!r}: expected one of {', '.join(CODECS)}")
-    unused = sorted(set(s) - set(CODECS[name]))
-    if unused:
-        takes = ", ".join(CODECS[name]) or "no settings"
-        raise ConfigError(f"compression.{unused[0]} = {s[unused[0]]!r}: codec {name!r} does not use it "
-                          f"(it takes {takes})")
+    name, s = variant_settings(settings, "codec", "none", CODECS, "compression", "codec")
     try:
         return _build_codec(name, s)
     except ConfigError as err:

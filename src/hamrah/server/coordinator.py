@@ -360,8 +360,10 @@ class Coordinator:
             return None
         rs.reporting_open = True
         rs.reporting_deadline = time.monotonic() + cfg.reporting_timeout_s
-        secure = await self._secure_round(rs) if self.secure_stage() is not None else None
-        if secure is None and self.secure_stage() is None:
+        secure = None
+        if self.secure_stage() is not None:
+            secure = await self._secure_round(rs)
+        else:
             await self._await_reports(rs)
         rs.reporting_open = False
         reported = secure.contributors if secure is not None else self.master.reports()

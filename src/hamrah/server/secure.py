@@ -53,7 +53,6 @@ class SecureOutcome:
     contributors: int
     num_examples: int     # sum of n_k over the contributors
     train_loss: float     # n_k-weighted mean of the contributors' announced losses
-    joined: int
     survivors: dict       # stage name -> devices that completed it
 
 
@@ -219,7 +218,7 @@ class SecureRound:
         mean = {k: (v.double() / sum(weights.values())).float() for k, v in total.items()}
         n = sum(self.examples[u] for u in contributors)
         loss = sum(self.examples[u] * self.losses[u] for u in contributors) / n
-        return SecureOutcome(mean, len(contributors), n, loss, self.survivors["join"], dict(self.survivors))
+        return SecureOutcome(mean, len(contributors), n, loss, dict(self.survivors))
 
 
 __all__ = ["DroppedFromRound", "SecureOutcome", "SecureRound", "SecureRoundAborted", "weight_of"]
