@@ -1,9 +1,11 @@
 """hamrah's simulator against a straightforward sequential PyTorch loop doing the same work.
 
 McMahan et al. 2017's MNIST settings: 100 IID clients, C = 0.1, B = 10, lr = 0.1;
-2NN with E = 1 for 50 rounds, CNN with E = 5 (a few rounds: each is ~20 s sequentially on 2 cores).
-Both runs start from the same initial weights and sample the same clients; the baseline shuffles
-with its own generator. Reports seconds per round, the whole-run ratio, and final test accuracy.
+2NN with E = 1 for 50 rounds, CNN with E = 5 for 20 rounds (the paper's rounds to 99%; each is
+~17 s sequentially on 2 cores). Both runs start from the same initial weights and sample the same
+clients; the baseline shuffles with its own generator. Each run's time covers its final test
+evaluation, and hamrah's its worker start-up. Reports seconds per round, the whole-run ratio, and
+final test accuracy.
 
     python benchmarks/bench_simulator.py                # both models
     python benchmarks/bench_simulator.py --model 2nn --rounds 50
@@ -63,11 +65,10 @@ def run_baseline(name, init_state, fed, cohorts, epochs, batch, lr, seed=0):
             for k, v in model.state_dict().items():
                 new_state[k] += v * (len(idx) / total)
         global_state = new_state
-    wall = time.perf_counter() - start
     model.load_state_dict(global_state)
-    with torch.no_grad():
+    with torch.no_grad():  # the final test evaluation is part of the run, as in hamrah's
         acc = float((model(fed.dataset.test.x).argmax(1) == fed.dataset.test.y).float().mean())
-    return wall, acc
+    return time.perf_counter() - start, acc
 
 
 def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -124,7 +125,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["2nn", "cnn", "both"], default="both")
     p.add_argument("--rounds", type=int, default=50, help="2NN rounds")
-    p.add_argument("--cnn-rounds", type=int, default=3)
+    p.add_argument("--cnn-rounds", type=int, default=20, help="CNN rounds (20: the paper's rounds to 99%% in this setting)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "simulator.json"))
     args = p.parse_args()
     rows = []

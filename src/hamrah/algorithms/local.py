@@ -70,6 +70,7 @@ def train_local(
 
     Each minibatch gradient passes through ``transforms`` in order, then the plan's momentum, then
     w <- w - lr * direction. This is the only local training loop; algorithms differ by transforms.
+    Plain SGD on class labels runs the model's hand-written ``sgd_step(lr)`` when it has one.
     """
     chain = list(transforms) + ([Momentum(plan.momentum)] if plan.momentum > 0 else [])
     names = [n for n, _ in model.named_parameters()]
@@ -78,17 +79,25 @@ def train_local(
             p.copy_(global_params[name])
     params = list(model.parameters())
     y_all = targets(data.y, ignore_index)
+    fused = getattr(model, "sgd_step", None)
+    if fused is not None and not chain and ignore_index is None:
+        step = fused(plan.lr)  # the model's hand-written plain-SGD step: the same update, faster
+    else:
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            loss = masked_mean_loss(model(x).unsqueeze(0), y.unsqueeze(0))[0]
+            grads = list(torch.autograd.grad(loss, params))
+            with torch.no_grad():
+                for t in chain:
+                    grads = t(names, params, grads)
+                torch._foreach_add_(params, grads, alpha=-plan.lr)
+            return loss.detach()
+
     total = torch.zeros(())
     steps = 0
     for idx in batch_schedule(len(data), plan, rng):
         ix = torch.from_numpy(idx)
-        loss = masked_mean_loss(model(data.x[ix]).unsqueeze(0), y_all[ix].unsqueeze(0))[0]
-        grads = list(torch.autograd.grad(loss, params))
-        with torch.no_grad():
-            for t in chain:
-                grads = t(names, params, grads)
-            torch._foreach_add_(params, grads, alpha=-plan.lr)
-        total += loss.detach()
+        total += step(data.x[ix], y_all[ix])
         steps += 1
     local = {name: p.detach().clone() for name, p in model.named_parameters()}
     return LocalResult(local, float(total) / max(steps, 1), steps)

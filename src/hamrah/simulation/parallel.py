@@ -10,6 +10,7 @@ same seeds as the in-process path, so results match it.
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -63,8 +64,23 @@ class RoundTask:
         )
 
 
+def keep_freed_memory() -> None:
+    """Keep freed blocks in glibc's heap instead of returning them to the OS.
+
+    A training step frees and reallocates the same megabyte-sized activations every step; by default
+    each comes back as a fresh mapping at ~200 page faults per CNN step (5% of its time).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return
+    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks up to 32 MB come from the heap
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GB of free heap
+
+
 def _init(model: nn.Module, data: FederatedDataset) -> None:
     torch.set_num_threads(1)
+    keep_freed_memory()
     # Tensors arrive in shared memory, the same storage in every worker: give each worker its own
     # parameters to train in place. The data stays shared (read only).
     _STATE["model"], _STATE["data"] = copy.deepcopy(model), data

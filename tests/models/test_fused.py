@@ -1,0 +1,46 @@
+"""The CNN's hand-written SGD step computes what the autograd loop computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hamrah.algorithms.base import LocalSGD
+from hamrah.algorithms.local import train_local
+from hamrah.core.params import max_abs_diff
+from hamrah.data import ArrayData
+from hamrah.models import CNN
+
+
+def _identity(names, params, grads):  # any transform sends train_local down the autograd path
+    return grads
+
+
+def _train(model, start, data, transforms, batch):
+    return train_local(model, start, data, LocalSGD(2, batch, 0.05), np.random.default_rng(3), transforms=transforms)
+
+
+@pytest.mark.parametrize("channels,size,batch", [(1, 28, 10), (3, 32, 7), (1, 28, None)])
+def test_cnn_fused_step_matches_autograd(channels, size, batch):
+    torch.manual_seed(0)
+    data = ArrayData(torch.rand(40, channels, size, size), torch.randint(0, 10, (40,)))
+    model = CNN(channels, 10, size)
+    start = {k: v.detach().clone() for k, v in model.named_parameters()}
+    fused = _train(model, start, data, (), batch)
+    reference = _train(model, start, data, (_identity,), batch)
+    assert fused.steps == reference.steps == (8 if batch == 10 else 12 if batch == 7 else 2)
+    assert fused.train_loss == pytest.approx(reference.train_loss, rel=1e-5)
+    assert max_abs_diff(fused.params, reference.params) < 1e-5
+    assert max_abs_diff(reference.params, start) > 1e-3  # training moved the weights
+
+
+def test_cnn_forward_is_channels_last_and_pooling_commutes_with_relu():
+    torch.manual_seed(0)
+    model, x = CNN(), torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        h = model.conv1(x)
+        expected = torch.nn.functional.max_pool2d(torch.relu(h), 2)
+        got = torch.relu(torch.nn.functional.max_pool2d(h.contiguous(memory_format=torch.channels_last), 2))
+    assert torch.equal(expected, got)
+    assert model(x).shape == (4, 10)
