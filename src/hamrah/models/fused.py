@@ -40,10 +40,10 @@ def _dense_backward(dz, x, w, b, lr, relu_input: bool):
     return dx
 
 
-def _conv_backward(dz, x, w, b, lr, padding: int, input_grad: bool):
-    """Convolution backward (oneDNN) and the in-place update; returns the input gradient or None."""
+def _conv_backward(dz, x, w, b, lr, padding: int):
+    """Input gradient of a stride-1 convolution (oneDNN), then the in-place update."""
     dx, dw, db = _aten.convolution_backward(
-        dz, x, w, [w.shape[0]], [1, 1], [padding, padding], [1, 1], False, [0, 0], 1, [input_grad, True, True]
+        dz, x, w, [w.shape[0]], [1, 1], [padding, padding], [1, 1], False, [0, 0], 1, [True, True, True]
     )
     w.sub_(dw, alpha=lr)
     b.sub_(db, alpha=lr)
@@ -85,7 +85,7 @@ def cnn_sgd_step(model: nn.Module, lr: float) -> Callable[[torch.Tensor, torch.T
         dh1 = _dense_backward(dz, h1, d2.weight, d2.bias, lr, relu_input=True)
         da2 = _dense_backward(dh1, a2, d1.weight, d1.bias, lr, relu_input=True)
         dz2 = _pool_backward(da2.view(p2.shape).contiguous(memory_format=_CL), z2, i2)
-        da1 = _aten.threshold_backward(_conv_backward(dz2, a1, c2.weight, c2.bias, lr, pad2, input_grad=True), a1, 0)
+        da1 = _aten.threshold_backward(_conv_backward(dz2, a1, c2.weight, c2.bias, lr, pad2), a1, 0)
         dz1 = _pool_backward(da1, z1, i1).permute(0, 2, 3, 1).reshape(cols.shape[0], -1)
         _dense_backward(dz1, cols, w1, c1.bias, lr, relu_input=False)
         return loss
