@@ -68,11 +68,14 @@ def keep_freed_memory() -> None:
     """Keep freed blocks in glibc's heap instead of returning them to the OS.
 
     A training step frees and reallocates the same megabyte-sized activations every step; by default
-    each comes back as a fresh mapping at ~200 page faults per CNN step (5% of its time).
+    they come back as fresh mappings, tens to hundreds of page faults per CNN step
+    (``benchmarks/bench_cnn_step.py``).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc: nothing to tune
+        return
+    if not hasattr(libc, "mallopt"):
         return
     libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks up to 32 MB come from the heap
     libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GB of free heap
