@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cells", help="comma-separated cell ids (see --list)")
     p.add_argument("--list", action="store_true", help="list the cells and exit")
     p.add_argument("--max-rounds-factor", type=float, default=2.0, help="round cap as a multiple of the paper's count")
-    p.add_argument("--max-rounds", type=int, help="absolute round cap per run (for long cells)")
+    p.add_argument("--max-rounds", type=int, help="round cap per run; replaces --max-rounds-factor")
     p.add_argument("--out", default="runs/reproduce_mcmahan", help="output folder")
     p.set_defaults(func=_cmd_reproduce)
     p = sub.add_parser("lab", help="attack x defence matrix (poisoning, backdoors, robust aggregation)")

@@ -65,6 +65,11 @@ def cell_config(cell: Cell, max_rounds: int, seed: int = 0):
     })
 
 
+def round_cap(cell: Cell, factor: float, max_rounds: int | None = None) -> int:
+    """Rounds each run of ``cell`` may take: ``max_rounds`` when given, else ``factor`` x the paper's count."""
+    return max_rounds if max_rounds is not None else max(int(cell.paper_rounds * factor), 10)
+
+
 def reproduce_cell(cell: Cell, out_dir: Path, max_rounds: int, log=print) -> dict:
     """Tune the learning rate of one cell on its grid; return the paper-vs-hamrah row."""
     cfg = cell_config(cell, max_rounds)
@@ -112,9 +117,7 @@ def main(args: argparse.Namespace) -> None:
     rows = []
     for cid in ids:
         cell = CELLS[cid]
-        cap = max(int(cell.paper_rounds * args.max_rounds_factor), 10)
-        if args.max_rounds is not None:
-            cap = min(cap, args.max_rounds)
+        cap = round_cap(cell, args.max_rounds_factor, args.max_rounds)
         print(f"{cid}: paper {cell.paper_rounds:g} rounds to {cell.target:g}; grid {cell.lrs}; cap {cap} rounds", flush=True)
         rows.append(reproduce_cell(cell, out, cap))
         (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
