@@ -28,6 +28,14 @@ def _conv_same(params: Params, name: str, x: torch.Tensor, k: int) -> torch.Tens
     return F.conv2d(x, w.flatten(0, 1), b.flatten(), padding=w.shape[-1] // 2, groups=k)
 
 
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in channels-last layout; as is under torch.func transforms (DP-SGD's per-example
+    gradients): ``vmap`` cannot change the layout of a batched tensor."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(t):
+        return t
+    return t.contiguous(memory_format=torch.channels_last)
+
+
 class TwoNN(nn.Module):
     """McMahan et al.'s 2NN: MLP 784-200-200-10 with ReLU (199,210 parameters)."""
 
@@ -65,8 +73,7 @@ class CNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Channels-last runs oneDNN's NHWC convolutions and pooling (NCHW pooling is several times slower);
         # a 1-channel input gives an NCHW conv1 output, so convert it. Pooling before ReLU: same values.
-        cl = torch.channels_last
-        x = F.relu(F.max_pool2d(self.conv1(x.contiguous(memory_format=cl)).contiguous(memory_format=cl), 2))
+        x = F.relu(F.max_pool2d(_channels_last(self.conv1(_channels_last(x))), 2))
         x = F.relu(F.max_pool2d(self.conv2(x), 2))
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
