@@ -13,6 +13,8 @@ its message (no traceback) and exits non-zero.
   - ``AuthError``: a device or message could not be authenticated.
   - ``BudgetExhausted``: a privacy budget would be exceeded.
   - ``DropoutThresholdExceeded``: too few clients survived a secure-aggregation stage.
+  - ``PartyFailed``: another party of a multi-party protocol (vertical FL) failed, went silent or
+    went away; names the party.
 """
 
 from __future__ import annotations
@@ -52,3 +54,15 @@ class BudgetExhausted(HamrahError):
 
 class DropoutThresholdExceeded(HamrahError):
     """Fewer clients than the threshold survived a secure-aggregation stage."""
+
+
+class PartyFailed(HamrahError):
+    """Another party of a multi-party protocol failed, went silent or went away.
+
+    Attributes:
+        party: the name of the party at fault.
+    """
+
+    def __init__(self, party: str, message: str):
+        super().__init__(f"party {party!r}: {message}")
+        self.party = party
