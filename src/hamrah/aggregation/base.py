@@ -44,12 +44,37 @@ def flatten(deltas: Sequence[Params]) -> tuple[torch.Tensor, Spec]:
     return matrix, spec
 
 
+def finite_rows(x: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Return the rows of ``x`` whose values are all finite (and their weights, renormalised).
+
+    A non-finite update is never aggregated: the rules that cannot score it as worst (everything but
+    Krum and Bulyan, which give it an infinite distance) drop it before they start. The simulator and
+    the server refuse such updates earlier (:func:`hamrah.core.updates.check_update`); this keeps a
+    rule called directly on its own safe too.
+
+    Raises:
+        NotEnoughClients: no row is finite.
+    """
+    keep = torch.isfinite(x).all(1)
+    if not bool(keep.any()):
+        raise NotEnoughClients(f"none of the {x.shape[0]} client deltas is finite: expected at least one "
+                               "without NaN or infinite values")
+    if bool(keep.all()):
+        return x, weights
+    if weights is None:
+        return x[keep], None
+    w = weights[keep]
+    if float(w.sum()) <= 0:
+        raise NotEnoughClients("every finite client delta has weight 0: expected a positive weight on one")
+    return x[keep], w / w.sum()
+
+
 def unflatten(vector: torch.Tensor, spec: Spec) -> Params:
-    """Return the named tensors that ``vector`` (one row of :func:`flatten`'s matrix) holds."""
+    """Return the named float32 tensors that ``vector`` (a row like :func:`flatten`'s) holds."""
     out, start = {}, 0
     for name, shape in spec:
         n = math.prod(shape)
-        out[name] = vector[start : start + n].reshape(shape).clone()
+        out[name] = vector[start : start + n].reshape(shape).to(torch.float32).clone()
         start += n
     return out
 

@@ -36,17 +36,29 @@ def fltrust_combine(x: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Ten
     """Return (sum_i TS_i (||g_0|| / ||x_i||) x_i / sum_i TS_i, TS) for the rows x_i of ``x``.
 
     A round where every trust score is 0 (or g_0 is zero) returns the zero update: the model stays.
+    Everything runs in float64 (a float32 norm or dot product of values near 3e38 overflows and
+    made the scores NaN); rows that are not finite get trust 0. The result is a convex combination
+    of vectors of norm ||g_0||, so its norm is at most ||g_0||.
 
     Args:
         x: the ``[K, D]`` client updates.
         reference: the ``[D]`` server update g_0.
+
+    Returns:
+        The ``[D]`` combined update (in ``reference``'s dtype) and the ``[K]`` trust scores (``x``'s dtype).
     """
-    ts = trust_scores(x, reference)
+    finite = torch.isfinite(x).all(1)
+    xd = torch.where(finite[:, None], x.double(), torch.zeros((), dtype=torch.float64))
+    ref = reference.double()
+    if not bool(torch.isfinite(ref).all()):
+        raise ConfigError("aggregator fltrust: the server's reference update is not finite")
+    ts = trust_scores(xd, ref)
     total = ts.sum()
     if float(total) <= 0.0:
-        return torch.zeros_like(reference), ts
-    scale = reference.norm() / x.norm(dim=1).clamp(min=torch.finfo(x.dtype).tiny)
-    return (ts * scale) @ x / total, ts
+        return torch.zeros_like(reference), ts.to(x.dtype)
+    norms = xd.norm(dim=1)
+    scale = torch.where(norms > 0, ref.norm() / norms.clamp(min=torch.finfo(xd.dtype).tiny), 0.0)  # a zero row has TS 0
+    return ((ts * scale) @ xd / total).to(reference.dtype), ts.to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,8 @@ class FLTrust:
     flipped) gets weight 0, and no update moves the result by more than ||g_0|| however it is scaled;
     attackers aligned with g_0 keep their weight, so the rule relies on the root set being clean and
     representative. The clients' weights n_k are ignored, as in the paper (they are self-reported).
+    Promise (tested over arbitrary finite inputs): the result is finite and its norm is at most
+    ||g_0||, whatever and however many attackers send; a non-finite delta gets trust 0.
 
     Args:
         root_size: examples in the server's root set (the paper's default: 100); the driver draws

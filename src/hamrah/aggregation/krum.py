@@ -24,15 +24,33 @@ from hamrah.core.params import Params
 
 
 def squared_distances(x: torch.Tensor) -> torch.Tensor:
-    """Return the ``[K, K]`` matrix of squared L2 distances between the rows of ``x`` (float64).
+    """Return the ``[K, K]`` matrix of squared L2 distances between the rows of ``x``, in float64.
 
-    One Gram matrix of the centred rows (centring keeps float32 cancellation small); Bulyan reuses
-    it for every subset instead of recomputing distances.
+    One float64 Gram matrix of the rows centred on the coordinate-wise median of the finite rows;
+    Bulyan reuses it for every subset instead of recomputing distances. Float64 cannot overflow on
+    float32 inputs (at most 1.2e77 per coordinate), and the median centre keeps the honest rows, a
+    majority, near the origin, so their distances do not cancel against a far attacker's norm (the
+    mean centre moved them 1e17 away when one client sent 1e18). A row holding NaN or an infinity is
+    at distance +inf from every other row, so its Krum score is +inf: it is never selected while
+    finite rows remain.
+
+    Args:
+        x: the ``[K, D]`` client deltas.
+
+    Returns:
+        The symmetric ``[K, K]`` float64 matrix, zero on the diagonal.
     """
-    xc = x - x.mean(0, keepdim=True)
-    g = (xc @ xc.t()).double()
+    finite = torch.isfinite(x).all(1)
+    xd = torch.where(finite[:, None], x.double(), torch.zeros((), dtype=torch.float64))
+    if bool(finite.any()):
+        xd = torch.where(finite[:, None], xd - coordinate_median(xd[finite]), xd)
+    g = xd @ xd.t()
     sq = g.diagonal()
-    return (sq[:, None] + sq[None, :] - 2 * g).clamp(min=0).fill_diagonal_(0)
+    d2 = (sq[:, None] + sq[None, :] - 2 * g).clamp(min=0)
+    bad = ~finite
+    d2[bad, :] = torch.inf
+    d2[:, bad] = torch.inf
+    return d2.fill_diagonal_(0)
 
 
 def krum_scores_from(d2: torch.Tensor, f: int) -> torch.Tensor:
@@ -53,6 +71,12 @@ class Krum:
     """Krum (m = 1) or Multi-Krum (m > 1): average the m deltas with the lowest Krum score.
 
     Tolerance: f malicious clients when K > 2f + 2.
+    Promise (tested over arbitrary finite inputs): with at most f attackers, every selected delta
+    lies within sqrt(K - f - 2) * D_h of some honest delta, where D_h is the largest distance
+    between two honest deltas (its score is at most the best honest score, at most (K - f - 2) D_h^2,
+    and one of its K - f - 2 nearest is honest). So the result (the mean of the selected) lies within
+    (sqrt(K - f - 2) + 1) D_h of the honest mean. Not a per-coordinate bound: Krum may pick an
+    attacker that sits close to the honest cluster. A non-finite delta scores +inf and is never picked.
 
     Example:
         >>> import torch
@@ -81,8 +105,12 @@ class Krum:
         as_weights(weights, len(deltas))
         if len(deltas) < 2 * self.f + 3:
             raise NotEnoughClients(f"aggregator {self.name}: {len(deltas)} deltas, Krum with f = {self.f} needs {2 * self.f + 3}")
-        best = krum_scores(x, self.f).argsort()[: min(self.m, len(deltas) - self.f)]
-        return unflatten(x[best].mean(0), spec)
+        scores = krum_scores(x, self.f)
+        best = scores.argsort()[: min(self.m, len(deltas) - self.f)]
+        best = best[torch.isfinite(scores[best])]  # never a non-finite row, even past f of them
+        if len(best) == 0:
+            raise NotEnoughClients(f"aggregator {self.name}: no finite delta to select among {len(deltas)}")
+        return unflatten(x[best].double().mean(0), spec)
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,12 @@ class Bulyan:
     beta = theta - 2f values closest to the coordinate's median.
 
     Tolerance: f malicious clients when K >= 4f + 3.
+    Promise (tested over arbitrary finite inputs): with at most f attackers, every coordinate of the
+    result lies in [lo - W, hi + W], where lo and hi are the smallest and largest honest values of
+    that coordinate and W = hi - lo. (The median of the theta selected values is within [lo, hi]; a
+    kept value is no farther from it than any of the 2f values left out, at least f of which are
+    honest.) The repeated Krum uses K - f - 2 nearest neighbours but "at least one", so the last
+    selections, among fewer than f + 3 remaining deltas, stay defined.
 
     Example:
         >>> import torch
@@ -120,10 +154,13 @@ class Bulyan:
         chosen = []
         for _ in range(n - 2 * f):
             idx = torch.tensor(remaining)
-            best = int(krum_scores_from(d2[idx][:, idx], f).argmin())
+            scores = krum_scores_from(d2[idx][:, idx], f)
+            best = int(scores.argmin())
+            if not bool(torch.isfinite(scores[best])):
+                raise NotEnoughClients(f"aggregator {self.name}: more than f = {f} of {n} deltas are not finite")
             chosen.append(remaining.pop(best))
         sel = x[chosen].t().contiguous()  # [D, theta]
         med = coordinate_median(sel.t())
         beta = len(chosen) - 2 * f
         closest = (sel - med[:, None]).abs().argsort(1)[:, :beta]
-        return unflatten(sel.gather(1, closest).mean(1), spec)
+        return unflatten(sel.gather(1, closest).double().mean(1), spec)

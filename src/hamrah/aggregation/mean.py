@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hamrah.aggregation.base import as_weights, flatten, unflatten
+from hamrah.aggregation.base import as_weights, finite_rows, flatten, unflatten
 from hamrah.core.params import Params
 
 
@@ -12,7 +12,8 @@ from hamrah.core.params import Params
 class WeightedMean:
     """Return sum_k w_k delta_k / sum_k w_k (w_k = n_k, the client's examples).
 
-    One client can move the mean arbitrarily far: its breakdown point is 0.
+    One client can move the mean arbitrarily far: its breakdown point is 0. Non-finite deltas are
+    dropped (the simulator and server refuse them earlier); the sum is taken in float64.
 
     Example:
         >>> import torch
@@ -27,5 +28,5 @@ class WeightedMean:
 
     def __call__(self, deltas: list[Params], weights: list[float]) -> Params:
         x, spec = flatten(deltas)
-        w = as_weights(weights, len(deltas))
-        return unflatten(w @ x, spec)
+        x, w = finite_rows(x, as_weights(weights, len(deltas)))
+        return unflatten(w.double() @ x.double(), spec)
