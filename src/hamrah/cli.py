@@ -114,9 +114,13 @@ def _cmd_server(args: argparse.Namespace) -> None:
 def _device_config(args: argparse.Namespace, population: str):
     from hamrah.device.runtime import DeviceConfig
 
+    if args.retry_for < 0:
+        raise HamrahError(f"--retry-for {args.retry_for:g}: expected seconds >= 0 (0: retry for ever)")
     return DeviceConfig(server=args.server, token=getattr(args, "token", None), population=population,
                         device_id=args.device_id, client_key=args.client_key, tls_ca=args.tls_ca,
-                        tls_cert=args.tls_cert, tls_key=args.tls_key, max_tasks=args.max_tasks)
+                        tls_cert=args.tls_cert, tls_key=args.tls_key, max_tasks=args.max_tasks,
+                        signing_key=getattr(args, "signing_key", None),
+                        unreachable_after_s=args.retry_for or None, max_retry_s=args.max_backoff)
 
 
 def _cmd_device(args: argparse.Namespace) -> None:
@@ -130,8 +134,13 @@ def _cmd_device(args: argparse.Namespace) -> None:
     if not Path(args.store).is_file():
         raise HamrahError(f"--store {args.store}: no such example store (make one with `hamrah store import`)")
     state = ScriptedState.always() if args.assume_eligible else HostState()
+    cfg = _device_config(args, args.population)
+    if args.credentials:
+        from hamrah.transport.provision import DeviceCredentials
+
+        cfg = DeviceCredentials.load(args.credentials).apply(cfg)
     with ExampleStore(args.store) as store:
-        stats = asyncio.run(DeviceRuntime(_device_config(args, args.population), store, state).run())
+        stats = asyncio.run(DeviceRuntime(cfg, store, state).run())
     print(f"device done: {stats.tasks} tasks, {stats.reported} reported, {stats.aborted} aborted, "
           f"{stats.failed} failed, {stats.refused} refused")
 
@@ -148,15 +157,25 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
     stores_dir = Path(args.stores) if args.stores else Path(tempfile.mkdtemp(prefix="hamrah-fleet-"))
     first = args.first_client
     stores = import_stores(exp, stores_dir, list(range(first, first + args.devices)))
-    tokens_path = Path(args.tokens_file) if args.tokens_file else (Path(srv.tokens_file) if srv.tokens_file else None)
-    tokens = make_tokens(tokens_path, first + args.devices)[first:] if tokens_path else [None] * args.devices
+    if args.credentials:
+        from hamrah.transport.provision import device_folders
+
+        tokens = device_folders(args.credentials, first + args.devices)[first:]
+    else:
+        tokens_path = Path(args.tokens_file) if args.tokens_file else (Path(srv.tokens_file) if srv.tokens_file else None)
+        tokens = make_tokens(tokens_path, first + args.devices)[first:] if tokens_path else [None] * args.devices
     churn = Churn(args.offline, args.unplug, args.fail, args.kill, args.drop, args.drop_stage, seed=exp.run.seed)
     base = _device_config(args, srv.population)
     print(f"fleet: {args.devices} devices (stores in {stores_dir}) -> {args.server}")
     stats = asyncio.run(run_fleet(base, stores, tokens, churn, list(range(first, first + args.devices))))
     alive = [s for s in stats if s is not None]
+    stopped = [(i, s.messages[-1]) for i, s in enumerate(stats) if s is not None and s.messages
+               and s.messages[-1].startswith("stopped: ")]
+    for i, line in stopped:
+        print(f"device {first + i} {line}")
     print(f"fleet done: {len(alive)} devices alive, {sum(s.reported for s in alive)} updates reported, "
-          f"{sum(s.aborted for s in alive)} aborted, {sum(s.failed for s in alive)} failed")
+          f"{sum(s.aborted for s in alive)} aborted, {sum(s.failed for s in alive)} failed"
+          + (f", {len(stopped)} refused by the server" if stopped else ""))
 
 
 def _cmd_store(args: argparse.Namespace) -> None:
@@ -183,8 +202,21 @@ def _cmd_tokens(args: argparse.Namespace) -> None:
     from hamrah.device.fleet import make_tokens
 
     existed = Path(args.file).exists()
-    tokens = make_tokens(Path(args.file), args.count)
-    print(f"{args.file}: {len(tokens)} device tokens" + (" (kept the existing file)" if existed else " (new)"))
+    server_file = Path(args.server_file) if args.server_file else None
+    tokens = make_tokens(Path(args.file), args.count, server_file)
+    print(f"{args.file}: {len(tokens)} device tokens" + (" (kept the existing file)" if existed else " (new)")
+          + (f"; their sha256 digests for the server in {server_file}" if server_file else ""))
+
+
+def _cmd_provision(args: argparse.Namespace) -> None:
+    from hamrah.transport.provision import provision
+
+    files = provision(args.out, args.devices, tuple(args.hosts.split(",")), args.prefix)
+    print(f"{args.out}: a CA ({files['ca']}), the server's kit ({files['server']}: server.pem, server.key, "
+          f"{files['registry'].name}) and {args.devices} device kits in {files['devices']}.\n"
+          f"Server config: tls_cert, tls_key, client_ca = the server kit's server.pem, server.key, ca.pem; "
+          f"tokens_file = {files['registry']}.\nDevices: hamrah fleet ... --credentials {files['devices']} "
+          f"(or hamrah device ... --credentials {files['devices']}/<name>).")
 
 
 def _add_device_args(p: argparse.ArgumentParser) -> None:
@@ -195,6 +227,9 @@ def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", help="client certificate (mutual TLS)")
     p.add_argument("--tls-key", help="client key (mutual TLS)")
     p.add_argument("--max-tasks", type=int, help="stop after this many tasks")
+    p.add_argument("--retry-for", type=float, default=600.0,
+                   help="seconds to keep retrying an unreachable server, with jittered backoff (0: for ever)")
+    p.add_argument("--max-backoff", type=float, default=5.0, help="longest pause between retries, seconds")
     p.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -210,6 +245,8 @@ def _add_system_commands(sub) -> None:
     _add_device_args(p)
     p.add_argument("--store", required=True, help="the device's example store (SQLite)")
     p.add_argument("--token", help="the device's authentication token")
+    p.add_argument("--signing-key", help="the device's Ed25519 signing key (signs every call)")
+    p.add_argument("--credentials", help="a device kit from `hamrah provision` (token, signing key, TLS files)")
     p.add_argument("--population", default="default")
     p.add_argument("--assume-eligible", action="store_true", help="skip the idle/charging/unmetered checks")
     p.set_defaults(func=_cmd_device)
@@ -220,6 +257,7 @@ def _add_system_commands(sub) -> None:
     p.add_argument("--stores", help="folder for the devices' example stores (default: a temporary folder)")
     p.add_argument("--first-client", type=int, default=0, help="partition client of the first device")
     p.add_argument("--tokens-file", help="device tokens, one per line (default: the config's server.tokens_file)")
+    p.add_argument("--credentials", help="the devices folder of `hamrah provision` (one kit per device)")
     for name in ("offline", "unplug", "fail", "kill"):
         p.add_argument(f"--{name}", type=float, default=0.0, help=f"per-task probability a device goes {name}")
     p.add_argument("--drop", type=float, default=0.0,
@@ -235,9 +273,16 @@ def _add_system_commands(sub) -> None:
     p.add_argument("--out", required=True, help="the store's path")
     p.set_defaults(func=_cmd_store)
     p = sub.add_parser("tokens", help="create a file of device tokens (one per line) if it does not exist")
-    p.add_argument("file")
+    p.add_argument("file", help="the devices' tokens (written 0600)")
     p.add_argument("--count", type=int, required=True)
+    p.add_argument("--server-file", help="also write the tokens' sha256 digests here: the server's tokens_file")
     p.set_defaults(func=_cmd_tokens)
+    p = sub.add_parser("provision", help="make a CA, the server's credentials and per-device kits (one folder each)")
+    p.add_argument("out", help="the provisioning folder (rerun with more --devices to add devices)")
+    p.add_argument("--devices", type=int, required=True)
+    p.add_argument("--hosts", default="localhost,127.0.0.1", help="comma-separated names/addresses of the server")
+    p.add_argument("--prefix", default="device", help="device names: PREFIX-0000, PREFIX-0001...")
+    p.set_defaults(func=_cmd_provision)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 # Spawn-key tags keep the streams of different purposes apart.
-_INIT, _SAMPLE, _CLIENT, _PARTITION = 0, 1, 2, 3
+_INIT, _SAMPLE, _CLIENT, _PARTITION, _CHURN = 0, 1, 2, 3, 4
 
 
 def _seq(seed: int, *key: int) -> np.random.SeedSequence:
@@ -30,3 +30,8 @@ def client_rng(seed: int, round_idx: int, client_id: int) -> np.random.Generator
 def partition_rng(seed: int) -> np.random.Generator:
     """Return the generator used to partition a data set across clients."""
     return np.random.default_rng(_seq(seed, _PARTITION))
+
+
+def churn_rng(seed: int, device: int) -> np.random.Generator:
+    """Return the generator of simulated faults (churn) for fleet member ``device``: independent per device."""
+    return np.random.default_rng(_seq(seed, _CHURN, device))

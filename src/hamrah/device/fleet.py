@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hamrah.core.errors import ConfigError, TransportError
+from hamrah.core.errors import AuthError, ConfigError, TransportError
+from hamrah.core.seeds import churn_rng
 from hamrah.device.eligibility import DeviceState, FunctionState
 from hamrah.device.runtime import DeviceConfig, DeviceRuntime, DeviceStats
 from hamrah.device.secure import SECAGG_STAGES
 from hamrah.device.store import ExampleStore
+from hamrah.transport.identity import token_digest, write_private
+from hamrah.transport.provision import DeviceCredentials
 
 log = logging.getLogger("hamrah.fleet")
 FAULTS = ("offline", "unplug", "fail", "kill", "drop")
@@ -61,7 +63,9 @@ class _Device:
     """One fleet member's state source and fault script."""
 
     def __init__(self, index: int, churn: Churn):
-        self.churn, self.rng = churn, random.Random(churn.seed * 1_000_003 + index)
+        # One independent stream per device (SeedSequence spawn keys): the first draws of devices
+        # 0, 1, 2... are uniform and independent, so a 10% fault strikes about 10% of them.
+        self.churn, self.rng = churn, churn_rng(churn.seed, index)
         self.unplugged_until = 0.0
 
     def read(self) -> DeviceState:
@@ -83,16 +87,35 @@ class _Device:
         return None
 
 
-async def run_fleet(base: DeviceConfig, stores: list[Path], tokens: list[str | None], churn: Churn = Churn(),
-                    client_keys: list[int] | None = None) -> list[DeviceStats | None]:
-    """Run one device runtime per store until the server ends training; None for devices that died."""
+async def run_fleet(base: DeviceConfig, stores: list[Path], tokens: list[str | None | DeviceCredentials],
+                    churn: Churn = Churn(), client_keys: list[int] | None = None) -> list[DeviceStats | None]:
+    """Run one device runtime per store until the server ends training.
+
+    Args:
+        base: the settings every device shares.
+        stores: one Example Store per device.
+        tokens: per device a token, None (no authentication) or a provisioned kit (token, signing key,
+            TLS files).
+        churn: simulated faults.
+        client_keys: per device the partition client it holds (seeds its shuffles).
+
+    Returns:
+        Per device its stats; None for a device that died (simulated). A device the server refuses
+        (revoked token, bad signature) or that cannot reach it stops alone, with a log line; the
+        others go on.
+
+    Raises:
+        ConfigError: not one token per store.
+    """
     if len(tokens) != len(stores):
         raise ConfigError(f"{len(stores)} stores but {len(tokens)} tokens: expected one token per device")
     keys = client_keys if client_keys is not None else list(range(len(stores)))
 
     async def one(i: int) -> DeviceStats | None:
         member = _Device(i, churn)
-        cfg = replace(base, token=tokens[i], device_id=f"{base.device_id}-{i}", client_key=keys[i])
+        cfg = replace(base, device_id=f"{base.device_id}-{i}", client_key=keys[i])
+        kit = tokens[i]
+        cfg = kit.apply(cfg) if isinstance(kit, DeviceCredentials) else replace(cfg, token=kit)
         with ExampleStore(stores[i]) as store:
             runtime = DeviceRuntime(cfg, store, FunctionState(member.read), member.fault)
             try:
@@ -103,16 +126,35 @@ async def run_fleet(base: DeviceConfig, stores: list[Path], tokens: list[str | N
             except TransportError as e:  # the server went away for good: training is over for us
                 log.info("device %d stops: %s", i, e)
                 return runtime.stats
+            except AuthError as e:  # this device only: revoked, or its credentials are refused
+                log.warning("device %d stops: %s", i, e)
+                runtime.stats.messages.append(f"stopped: {e}")
+                return runtime.stats
 
     return list(await asyncio.gather(*(one(i) for i in range(len(stores)))))
 
 
-def make_tokens(path: Path, count: int) -> list[str]:
-    """Return ``count`` device tokens from ``path`` (one per line), creating the file if it does not exist."""
+def make_tokens(path: Path, count: int, server_file: Path | None = None) -> list[str]:
+    """Return ``count`` device tokens from ``path`` (one per line), creating the file (mode 0600) if it
+    does not exist.
+
+    Args:
+        path: the devices' tokens (secret: readable by the owner only).
+        count: how many tokens are needed.
+        server_file: if given, also write there what the server needs: one ``sha256:<hex>`` digest per
+            token (mode 0600), never the tokens themselves.
+
+    Raises:
+        ConfigError: the file holds fewer than ``count`` tokens, or holds digests instead of tokens.
+    """
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(secrets.token_urlsafe(24) + "\n" for _ in range(count)), encoding="utf-8")
+        write_private(path, "".join(secrets.token_urlsafe(24) + "\n" for _ in range(count)).encode())
     tokens = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if any(t.startswith("sha256:") for t in tokens):
+        raise ConfigError(f"{path}: holds token digests (the server's file), not tokens: give the devices' "
+                          "tokens file")
+    if server_file is not None:
+        write_private(server_file, "".join(f"sha256:{token_digest(t)}\n" for t in tokens).encode())
     if len(tokens) < count:
         raise ConfigError(f"{path}: holds {len(tokens)} tokens, the fleet needs {count}")
     return tokens[:count]

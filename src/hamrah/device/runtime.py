@@ -10,8 +10,10 @@ said to.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -36,7 +38,8 @@ from hamrah.transport.codec import (
 from hamrah.transport.plan import Plan
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
-from hamrah.transport.security import channel_credentials, token_metadata
+from hamrah.transport.identity import DeviceKey, RequestSigner, jittered
+from hamrah.transport.security import channel_credentials
 
 log = logging.getLogger("hamrah.device")
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", CHUNK_BYTES + (1 << 16)),
@@ -54,8 +57,13 @@ class DeviceConfig:
         device_id: a name for logs.
         client_key: the integer that seeds this device's local shuffles with the plan's seed and round
             (a simulated client's id makes a device run reproduce the simulator).
+        signing_key: path of the device's Ed25519 signing key (``hamrah provision``); every call is then
+            signed with a timestamp and a nonce (:mod:`hamrah.transport.identity`).
         tls_ca, tls_cert, tls_key: TLS trust anchor, and a client certificate for mutual TLS.
         poll_s: how often eligibility is checked while training.
+        retry_s, max_retry_s: first and longest backoff while the server is unreachable (doubled per
+            attempt, each sleep jittered in [d/2, d] so a fleet does not come back at once).
+        unreachable_after_s: give up after the server has been unreachable this long (None: never).
         max_tasks: stop after this many tasks (None: until the server says training is over).
         max_checkpoint_mb: largest checkpoint accepted.
     """
@@ -65,13 +73,14 @@ class DeviceConfig:
     population: str = "default"
     device_id: str = "device"
     client_key: int = 0
+    signing_key: str | None = None
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     poll_s: float = 0.05
     retry_s: float = 0.5
     max_retry_s: float = 5.0
-    unreachable_after_s: float = 60.0
+    unreachable_after_s: float | None = 600.0
     max_tasks: int | None = None
     max_checkpoint_mb: float = 1024.0
 
@@ -103,7 +112,9 @@ class DeviceRuntime:
         self.cfg, self.store, self.state, self.fault = cfg, store, state, fault
         self.stats = DeviceStats()
         self.pipeline_states: dict = {}  # the update pipeline's per-stage client state (error feedback)
-        self._metadata = token_metadata(cfg.token) if cfg.token else ()
+        key = DeviceKey.load(cfg.signing_key) if cfg.signing_key else None
+        self._signer = RequestSigner(cfg.token, key, cfg.device_id)
+        self._jitter = random.Random(hashlib.sha256(f"{cfg.device_id}/{cfg.client_key}".encode()).digest())
 
     def _channel(self) -> grpc.aio.Channel:
         c = self.cfg
@@ -118,6 +129,7 @@ class DeviceRuntime:
         Raises:
             AuthError: the server refused the device's token.
             TransportError: the server stayed unreachable for ``unreachable_after_s``.
+            ConfigError: the signing key cannot be read (raised by the constructor).
         """
         async with self._channel() as channel:
             stub = pb_grpc.FederatedLearningStub(channel)
@@ -142,20 +154,21 @@ class DeviceRuntime:
         return pb.CheckInRequest(population=self.cfg.population, runtime_version=hamrah.__version__,
                                  device_id=self.cfg.device_id, state=ds, num_examples=self.store.count())
 
-    async def _call(self, method, request):
-        """Call a unary method, retrying while the server is unreachable (it may be restarting)."""
-        delay, since = self.cfg.retry_s, time.monotonic()
+    async def _call(self, method, request, name: str = "CheckIn"):
+        """Call the unary method ``name``, retrying with jittered exponential backoff while the server is
+        unreachable (it may be restarting), for at most ``unreachable_after_s``."""
+        delay, since, limit = self.cfg.retry_s, time.monotonic(), self.cfg.unreachable_after_s
         while True:
             try:
-                return await method(request, metadata=self._metadata)
+                return await method(request, metadata=self._signer.metadata(name))
             except grpc.aio.AioRpcError as e:
                 if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                     raise AuthError(f"server {self.cfg.server} refused this device: {e.details()}") from None
                 if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise TransportError(f"{e.code().name}: {e.details()}") from None
-                if time.monotonic() - since > self.cfg.unreachable_after_s:
-                    raise TransportError(f"server {self.cfg.server} unreachable for {self.cfg.unreachable_after_s:.0f} s") from None
-                await asyncio.sleep(delay)
+                if limit is not None and time.monotonic() - since > limit:
+                    raise TransportError(f"server {self.cfg.server} unreachable for {limit:.0f} s") from None
+                await asyncio.sleep(jittered(delay, self._jitter))
                 delay = min(delay * 2, self.cfg.max_retry_s)
 
     async def _run_task(self, stub, task: pb.Task) -> float:
@@ -194,7 +207,7 @@ class DeviceRuntime:
                              new_state, fault: str | None) -> float:
         """Send the update through secure aggregation; return the reconnect delay."""
         drop = fault.split(":", 1)[1] if fault and fault.startswith("drop:") else None
-        call = stub.SecureAggregation(metadata=self._metadata)
+        call = stub.SecureAggregation(metadata=self._signer.metadata("SecureAggregation"))
         session = SecureSession(call, task, drop_before=drop)
         equal = PipelineSpec.from_dict(plan.extra["pipeline"]).equal_weights
         try:
@@ -216,7 +229,7 @@ class DeviceRuntime:
     async def _download(self, stub, task: pb.Task) -> dict:
         limit = int(self.cfg.max_checkpoint_mb * 2**20)
         parts = [c.data async for c in stub.DownloadCheckpoint(pb.CheckpointRequest(task_id=task.task_id),
-                                                                metadata=self._metadata)]
+                                                                metadata=self._signer.metadata("DownloadCheckpoint"))]
         data = join_chunks(parts, task.checkpoint_bytes, limit, what="checkpoint")
         if sha256(data) != task.checkpoint_sha256:
             raise ProtocolError("checkpoint: sha256 differs from the task's")
@@ -272,7 +285,7 @@ class DeviceRuntime:
                     yield pb.ReportPart(chunk=pb.Chunk(data=piece))
 
         try:
-            reply = await stub.Report(parts(), metadata=self._metadata)
+            reply = await stub.Report(parts(), metadata=self._signer.metadata("Report"))
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise AuthError(f"server {self.cfg.server} refused this device: {e.details()}") from None

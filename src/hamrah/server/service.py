@@ -9,14 +9,15 @@ import zlib
 
 import grpc
 
-from hamrah.core.errors import ProtocolError
+from hamrah.core.errors import AuthError, ProtocolError
 from hamrah.server.coordinator import Coordinator, LateReport
 from hamrah.server.secure import DroppedFromRound, SecureRoundAborted
 from hamrah.server.selector import Selector
 from hamrah.transport.codec import chunks, join_chunks
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
-from hamrah.transport.security import TokenRegistry, token_from_metadata
+from hamrah.transport.identity import DEVICE_HEADER, anonymous_key
+from hamrah.transport.security import TokenRegistry, peer_cert_sha256
 
 log = logging.getLogger("hamrah.server")
 MAX_FIELD = 256  # longest population / version / device id string accepted
@@ -30,16 +31,19 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         # devices; the others wait under gRPC flow control.
         self._uploads = asyncio.Semaphore(coordinator.cfg.max_concurrent_uploads)
 
-    async def _device(self, context: grpc.aio.ServicerContext, claimed: str = "") -> str:
-        """Return the caller's device key, or end the call with UNAUTHENTICATED."""
+    async def _device(self, context: grpc.aio.ServicerContext, method: str, claimed: str = "") -> str:
+        """Return the caller's device key, the same on every call of one device; or end the call with
+        UNAUTHENTICATED, naming why (the reason is counted in ``tokens.refusals``)."""
         if self.tokens is None:
-            return "anon-" + (claimed or context.peer())
-        key = self.tokens.authenticate(token_from_metadata(context.invocation_metadata()))
-        if key is None:
+            md = dict((k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str))
+            return anonymous_key(md.get(DEVICE_HEADER, "")[:MAX_FIELD] or claimed or context.peer())
+        try:
+            return self.tokens.verify(context.invocation_metadata(), method,
+                                      peer_cert_sha256(context.auth_context())).key
+        except AuthError as e:
             self.refused += 1
-            log.warning("refused a call from %s: unknown or revoked device token", context.peer())
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked device token")
-        return key
+            log.warning("refused a %s call from %s: %s", method, context.peer(), e)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
 
     async def _refuse(self, context, device: str, what: str, err: ProtocolError, code=grpc.StatusCode.INVALID_ARGUMENT):
         self.refused += 1
@@ -50,7 +54,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         await context.abort(code, str(err))
 
     async def CheckIn(self, request: pb.CheckInRequest, context) -> pb.CheckInResponse:
-        device = await self._device(context, request.device_id[:MAX_FIELD])
+        device = await self._device(context, "CheckIn", request.device_id[:MAX_FIELD])
         for name in ("population", "runtime_version", "device_id"):
             if len(getattr(request, name)) > MAX_FIELD:
                 await self._refuse(context, device, "a check-in", ProtocolError(f"{name} longer than {MAX_FIELD} characters"))
@@ -62,7 +66,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         return await selector.check_in(device, request)
 
     async def DownloadCheckpoint(self, request: pb.CheckpointRequest, context):
-        device = await self._device(context)
+        device = await self._device(context, "DownloadCheckpoint")
         try:
             data = self.coordinator.checkpoint(request.task_id, device)
         except ProtocolError as e:
@@ -71,7 +75,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
             yield pb.Chunk(data=piece)
 
     async def Report(self, request_iterator, context) -> pb.ReportResponse:
-        device = await self._device(context)
+        device = await self._device(context, "Report")
         try:
             first = await anext(aiter(request_iterator), None)
             if first is None or not first.HasField("header"):
@@ -93,7 +97,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
     async def SecureAggregation(self, request_iterator, context):
         """Walk one device through a round's secure aggregation: per stage, read its message (a header,
         then chunks), hold until the stage closes, answer with its message of the next stage."""
-        device = await self._device(context)
+        device = await self._device(context, "SecureAggregation")
         parts = aiter(request_iterator)
         limit = self.coordinator.update_limit
         task_id = None

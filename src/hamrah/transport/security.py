@@ -1,81 +1,203 @@
-"""TLS credentials, device tokens, and certificate generation for tests and demos."""
+"""The server's device registry (hashed tokens, registered signing keys, certificate binding), TLS
+credentials, and certificates with proper key usage (see also :mod:`hamrah.transport.provision`)."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
-import hmac
 import ipaddress
-import os
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hamrah.core.errors import ConfigError
+from hamrah.transport.identity import (  # noqa: F401  (token_metadata: re-exported for callers)
+    NonceCache, RequestRefused, check_request, token_digest, token_from_metadata, token_metadata, write_private,
+)
 
-TOKEN_HEADER = "authorization"
-
-
-def token_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """Return the call metadata that carries a device token."""
-    return ((TOKEN_HEADER, f"Bearer {token}"),)
+log = logging.getLogger("hamrah.security")
 
 
-def token_from_metadata(metadata) -> str | None:
-    """Return the bearer token of a call's metadata, or None."""
-    for key, value in metadata or ():
-        if key == TOKEN_HEADER and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer "):]
-    return None
+@dataclass(frozen=True)
+class DeviceRecord:
+    """What the server knows about one device: never its token, only the token's sha256.
+
+    Attributes:
+        name: the device's name (``device-0007``; a digest prefix for a plain tokens file).
+        token_sha256: hex sha256 of the device's bearer token.
+        signing_key: the raw Ed25519 public key whose signature every call must carry (None: token only).
+        cert_sha256: hex sha256 (DER) of the device's mTLS client certificate (None: not bound).
+    """
+
+    name: str
+    token_sha256: str
+    signing_key: bytes | None = None
+    cert_sha256: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The server's key for this device (logs, task binding): a prefix of the token's digest."""
+        return self.token_sha256[:16]
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+def _hex64(value, where: str) -> str:
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ConfigError(f"{where}: expected 64 lowercase hex digits (a sha256)")
+    return value
 
 
-def _read_lines(path: Path | None) -> list[str]:
-    if path is None or not path.exists():
-        return []
-    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+def _json_records(text: str, path: Path) -> list[DeviceRecord]:
+    try:
+        doc = json.loads(text)
+        entries = doc["devices"]
+        assert isinstance(entries, list)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise ConfigError(f"{path}: not a device registry (expected JSON {{\"devices\": [...]}} as "
+                          "`hamrah provision` writes)") from None
+    out = []
+    for i, e in enumerate(entries):
+        where = f"{path}: device {i}"
+        if not isinstance(e, dict) or not isinstance(e.get("name"), str):
+            raise ConfigError(f"{where}: expected an object with name, token_sha256, signing_key")
+        try:
+            pub = base64.b64decode(e.get("signing_key") or "", validate=True)
+        except ValueError:
+            pub = b""
+        if len(pub) != 32:
+            raise ConfigError(f"{where} ({e['name']}): signing_key must be a base64 Ed25519 public key (32 bytes)")
+        cert = e.get("cert_sha256")
+        out.append(DeviceRecord(e["name"], _hex64(e.get("token_sha256"), f"{where} token_sha256"), pub,
+                                _hex64(cert, f"{where} cert_sha256") if cert is not None else None))
+    return out
+
+
+def _line_records(text: str, path: Path) -> list[DeviceRecord]:
+    out, plain = [], 0
+    for ln in _lines(text):
+        if ln.startswith("sha256:"):
+            d = _hex64(ln[len("sha256:"):], f"{path}: line {ln[:20]!r}")
+        else:
+            d, plain = token_digest(ln), plain + 1
+        out.append(DeviceRecord(d[:16], d))
+    if plain:
+        log.warning("%s holds %d plaintext tokens: keep only their digests on the server "
+                    "(`hamrah tokens --server-file`, or `hamrah provision`)", path, plain)
+    return out
+
+
+def _lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
 class TokenRegistry:
-    """The devices the server knows: one token per line in ``tokens_file``, minus those in ``revoked_file``.
+    """The devices the server knows, from ``tokens_file``, minus those in ``revoked_file``.
 
-    Files are reread when they change, so a token can be revoked while the server runs. Only
-    sha256 digests are kept in memory; comparison is constant-time.
+    ``tokens_file`` is either a device registry written by ``hamrah provision`` (JSON: per device a
+    name, the sha256 of its token, its Ed25519 public key and its certificate's sha256: every call
+    must then be signed, see :mod:`hamrah.transport.identity`), or one token per line, each a
+    ``sha256:<hex>`` digest or (legacy, logged) the token itself. ``revoked_file`` lists tokens,
+    ``sha256:<hex>`` digests or device names. Both are reread when they change, so a device can be
+    revoked while the server runs. Only digests are kept in memory.
+
+    Attributes:
+        refusals: calls refused so far, by reason.
     """
 
-    def __init__(self, tokens_file: str | Path, revoked_file: str | Path | None = None):
+    def __init__(self, tokens_file: str | Path, revoked_file: str | Path | None = None, max_skew_s: float = 60.0):
         self.tokens_file = Path(tokens_file)
         if not self.tokens_file.is_file():
-            raise ConfigError(f"server.tokens_file = {str(tokens_file)!r}: file not found (one device token per line)")
+            raise ConfigError(f"server.tokens_file = {str(tokens_file)!r}: file not found (a device registry from "
+                              "`hamrah provision`, or one token digest per line)")
         self.revoked_file = Path(revoked_file) if revoked_file else None
+        self.max_skew_s = max_skew_s
+        self.nonces = NonceCache(2 * max_skew_s)
+        self.refusals: Counter[str] = Counter()
         self._stamp: tuple = ()
-        self._known: set[str] = set()
+        self._known: dict[str, DeviceRecord] = {}
         self._revoked: set[str] = set()
+        self._reload()
 
     def _reload(self) -> None:
-        stamp = tuple(p.stat().st_mtime_ns if p and p.exists() else 0 for p in (self.tokens_file, self.revoked_file))
-        if stamp != self._stamp:
-            self._known = {_digest(t) for t in _read_lines(self.tokens_file)}
-            self._revoked = {_digest(t) for t in _read_lines(self.revoked_file)}
-            self._stamp = stamp
+        files = (self.tokens_file, self.revoked_file)
+        stamp = tuple(p.stat().st_mtime_ns if p and p.exists() else 0 for p in files)
+        if stamp == self._stamp:
+            return
+        try:
+            text = self.tokens_file.read_text(encoding="utf-8")
+            parse = _json_records if text.lstrip().startswith("{") else _line_records
+            known = {r.token_sha256: r for r in parse(text, self.tokens_file)}
+            revoked_lines = _lines(self.revoked_file.read_text(encoding="utf-8")) if stamp[1] else []
+        except (OSError, UnicodeDecodeError, ConfigError) as e:
+            if not self._stamp:
+                raise ConfigError(f"server.tokens_file = {str(self.tokens_file)!r}: {e}") from None
+            log.error("kept the previous device registry: %s", e)
+            return
+        revoked = {ln[len("sha256:"):] if ln.startswith("sha256:") else token_digest(ln) for ln in revoked_lines}
+        names = set(revoked_lines)
+        self._revoked = revoked | {d for d, r in known.items() if r.name in names}
+        self._known, self._stamp = known, stamp
 
-    def authenticate(self, token: str | None) -> str | None:
-        """Return the device key (a digest prefix) for a known, unrevoked token, else None."""
+    def record(self, token: str | None) -> DeviceRecord | None:
+        """Return the record of a known, unrevoked token, else None."""
         if not token:
             return None
         self._reload()
-        d = _digest(token)
-        known = any(hmac.compare_digest(d, k) for k in self._known)
-        if not known or d in self._revoked:
-            return None
-        return d[:16]
+        d = token_digest(token)
+        rec = self._known.get(d)  # d is a digest of the caller's token: a dict lookup leaks nothing of others'
+        return None if rec is None or d in self._revoked else rec
+
+    def authenticate(self, token: str | None) -> str | None:
+        """Return the device key for a known, unrevoked token, else None (the token alone; no signature check)."""
+        rec = self.record(token)
+        return rec.key if rec is not None else None
+
+    def verify(self, metadata, method: str, peer_cert_sha256: str | None = None) -> DeviceRecord:
+        """Authenticate one call: token, then (for registered keys) signature, freshness, nonce, certificate.
+
+        Args:
+            metadata: the call's invocation metadata (key, value pairs).
+            method: the RPC being served, e.g. ``"Report"`` (signed, so a signature cannot move to another call).
+            peer_cert_sha256: sha256 of the caller's TLS client certificate (DER), when it presented one.
+
+        Returns:
+            The caller's record.
+
+        Raises:
+            RequestRefused: naming why (counted in ``refusals``).
+        """
+        try:
+            return self._verify(metadata, method, peer_cert_sha256)
+        except RequestRefused as e:
+            self.refusals[e.reason] += 1
+            raise
+
+    def _verify(self, metadata, method: str, peer_cert_sha256: str | None) -> DeviceRecord:
+        md = {k: v for k, v in metadata or () if isinstance(v, str)}
+        token = token_from_metadata(metadata)
+        if not token:
+            raise RequestRefused("no token", "no device token (expected metadata authorization: Bearer <token>)")
+        self._reload()
+        d = token_digest(token)
+        rec = self._known.get(d)
+        if rec is None:
+            raise RequestRefused("unknown token", "unknown device token")
+        if d in self._revoked:
+            raise RequestRefused("revoked", f"device {rec.name}: its token is revoked")
+        if rec.cert_sha256 is not None and peer_cert_sha256 is not None and peer_cert_sha256 != rec.cert_sha256:
+            raise RequestRefused("certificate mismatch", f"the client certificate is not {rec.name}'s: a token is "
+                                 "valid only with its own device's certificate")
+        if rec.signing_key is not None:
+            check_request(md, method, d, rec.signing_key, self.nonces, self.max_skew_s)
+        return rec
 
 
 def _read(path: str | Path | None, key: str) -> bytes | None:
@@ -99,35 +221,111 @@ def channel_credentials(ca: str | Path, cert: str | Path | None = None, key: str
     return grpc.ssl_channel_credentials(_read(ca, "--tls-ca"), _read(key, "--tls-key"), _read(cert, "--tls-cert"))
 
 
-def _cert(subject: str, pub, signer_key, issuer: x509.Name | None, ca: bool, hosts: tuple[str, ...]) -> x509.Certificate:
+ROLES = ("ca", "server", "client")
+
+
+def _usage(role: str, pub, issuer_pub) -> list[tuple[x509.ExtensionType, bool]]:
+    """Return the extensions of a certificate for ``role``: a CA signs certificates only; a server
+    certificate is good for TLS server authentication only, a client certificate for client
+    authentication only (RFC 5280 key usage and extended key usage)."""
+    ku = dict(digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
+              key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False)
+    ext: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=role == "ca", path_length=0 if role == "ca" else None), True),
+        (x509.SubjectKeyIdentifier.from_public_key(pub), False),
+    ]
+    if role == "ca":
+        ext.append((x509.KeyUsage(**{**ku, "key_cert_sign": True, "crl_sign": True}), True))
+        return ext
+    ext.append((x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_pub), False))
+    ext.append((x509.KeyUsage(**{**ku, "digital_signature": True}), True))
+    purpose = ExtendedKeyUsageOID.SERVER_AUTH if role == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+    ext.append((x509.ExtendedKeyUsage([purpose]), True))
+    return ext
+
+
+def make_cert(role: str, subject: str, pub, signer_key, issuer: x509.Name | None = None,
+              hosts: tuple[str, ...] = (), days: int = 365) -> x509.Certificate:
+    """Return a certificate for ``role`` ("ca", "server" or "client") with that role's key usage.
+
+    Args:
+        role: "ca" (self-signed when ``issuer`` is None), "server" (``hosts`` become its subject
+            alternative names) or "client".
+        subject: the common name.
+        pub, signer_key: the subject's public key and the issuer's private key.
+        issuer: the issuer's name (None: self-signed).
+        hosts: DNS names or IP addresses (server certificates).
+        days: validity.
+
+    Raises:
+        ConfigError: an unknown role.
+    """
+    if role not in ROLES:
+        raise ConfigError(f"certificate role {role!r}: expected one of {', '.join(ROLES)}")
     now = datetime.datetime.now(datetime.timezone.utc)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name).public_key(pub)
          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-         .not_valid_after(now + datetime.timedelta(days=365))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+         .not_valid_after(now + datetime.timedelta(days=days)))
+    for ext, critical in _usage(role, pub, signer_key.public_key()):
+        b = b.add_extension(ext, critical=critical)
     if hosts:
-        alt = [x509.IPAddress(ipaddress.ip_address(h)) if h.replace(".", "").isdigit() else x509.DNSName(h) for h in hosts]
+        alt = [_host(h) for h in hosts]
         b = b.add_extension(x509.SubjectAlternativeName(alt), critical=False)
     return b.sign(signer_key, hashes.SHA256())
 
 
+def _host(h: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(h))
+    except ValueError:
+        return x509.DNSName(h)
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    """Return a certificate as PEM bytes."""
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def cert_sha256(cert: x509.Certificate | bytes) -> str:
+    """Return the hex sha256 of a certificate's DER bytes (``cert`` an object or PEM bytes)."""
+    if isinstance(cert, bytes):
+        cert = x509.load_pem_x509_certificate(cert)
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def key_pem(key) -> bytes:
+    """Return a private key as unencrypted PKCS#8 PEM (write it with ``write_private``)."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
 def generate_tls(out_dir: str | Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> dict[str, Path]:
-    """Write a CA, a server certificate for ``hosts`` and a client certificate (PEM) into ``out_dir``."""
+    """Write a CA, a server certificate for ``hosts`` and a client certificate (PEM) into ``out_dir``.
+
+    The server certificate is valid for TLS server authentication only and the client certificate for
+    client authentication only; private keys are written 0600. For real deployments use
+    ``hamrah provision`` (one folder per party, device tokens and signing keys).
+
+    Returns:
+        Paths: ``ca``, ``server``, ``server_key``, ``client``, ``client_key``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("hamrah test CA", ca_key.public_key(), ca_key, None, True, ())
+    ca = make_cert("ca", "hamrah test CA", ca_key.public_key(), ca_key)
     files = {"ca": out / "ca.pem"}
-    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files["ca"].write_bytes(pem(ca))
     for role, role_hosts in (("server", hosts), ("client", ())):
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _cert(f"hamrah {role}", key.public_key(), ca_key, ca.subject, False, role_hosts)
+        cert = make_cert(role, f"hamrah {role}", key.public_key(), ca_key, ca.subject, role_hosts)
         files[role], files[f"{role}_key"] = out / f"{role}.pem", out / f"{role}.key"
-        files[role].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        fd = os.open(files[f"{role}_key"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key_pem)
+        files[role].write_bytes(pem(cert))
+        write_private(files[f"{role}_key"], key_pem(key))
     return files
+
+
+def peer_cert_sha256(auth_context: dict) -> str | None:
+    """Return the sha256 of the TLS client certificate in a gRPC call's ``auth_context()``, or None."""
+    certs = (auth_context or {}).get("x509_pem_cert") or []
+    return cert_sha256(certs[0]) if certs else None

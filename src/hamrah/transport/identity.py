@@ -1,0 +1,285 @@
+"""Device identity that cannot be replayed: Ed25519 device keys and signed, fresh, single-use requests.
+
+Every device holds an Ed25519 signing key (RFC 8032) whose public half the server registered at
+provisioning time (:mod:`hamrah.transport.provision`). Each call carries, beside its bearer token, a
+timestamp, a random nonce and a signature over ``(purpose, method, timestamp, nonce, sha256(token))``.
+The server (:class:`hamrah.transport.security.TokenRegistry`) checks the signature under the key
+registered for that token, that the timestamp is within ``max_skew_s`` of its clock, and that it has
+not seen the nonce before (:class:`NonceCache`). A captured request cannot be replayed, a stolen token
+is useless without the device's signing key, and a device's key cannot be used with another device's
+token. The scheme follows the idea of Flower's SuperNode authentication (a registered node key that
+signs a timestamp in the call metadata) and adds a nonce, so the freshness window cannot be used to
+replay a request.
+
+Signatures cover metadata only (a few hundred bytes), never the update payload: its integrity on
+the wire is TLS's job, and a round's task binding (:mod:`hamrah.server.coordinator`) stops a device
+from reporting for another one.
+
+:class:`DeviceKey` is also the API for signing other protocol messages with the same key (e.g.
+secure-aggregation key advertisements): ``key.sign("secagg-advertise", data)`` and
+``verify_signature(public, "secagg-advertise", data, sig)``; the purpose string keeps signatures of
+different kinds from standing in for each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import os
+import random
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from hamrah.core.errors import AuthError, ConfigError
+
+TS_HEADER, NONCE_HEADER, SIG_HEADER, KEY_HEADER = "hamrah-ts", "hamrah-nonce", "hamrah-sig", "hamrah-key"
+DEVICE_HEADER, TOKEN_HEADER = "hamrah-device", "authorization"
+REQUEST_PURPOSE = "request"
+NONCE_BYTES = 16
+
+
+def token_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """Return the call metadata that carries a device token (no signature: see :class:`RequestSigner`)."""
+    return ((TOKEN_HEADER, f"Bearer {token}"),)
+
+
+def token_from_metadata(metadata) -> str | None:
+    """Return the bearer token of a call's metadata, or None."""
+    for key, value in metadata or ():
+        if key == TOKEN_HEADER and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer "):]
+    return None
+
+
+def token_digest(token: str) -> str:
+    """Return the hex sha256 of a device token: what the server stores instead of the token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def key_id(public: bytes) -> str:
+    """Return a short public name of a public key: the first 16 hex digits of its sha256."""
+    return hashlib.sha256(public).hexdigest()[:16]
+
+
+def anonymous_key(name: str) -> str:
+    """Return the key of a device on a server without tokens: ``anon-`` and a digest prefix of the name
+    it sends on every call (:data:`DEVICE_HEADER`), so all its calls (check-in, download, report) map to
+    one device. Such a name is a claim, not a proof: see ``docs/system.md``."""
+    return "anon-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+
+
+def write_private(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` readable by its owner only (mode 0600), all or nothing.
+
+    The bytes go to a temporary file created 0600 in the same folder, which is then renamed, so a
+    reader never sees a half-written or world-readable file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _message(purpose: str, data: bytes) -> bytes:
+    return b"hamrah/" + purpose.encode("utf-8") + b"\0" + data
+
+
+@dataclass(frozen=True)
+class DeviceKey:
+    """A device's Ed25519 signing key.
+
+    Example:
+        >>> key = DeviceKey.generate()
+        >>> verify_signature(key.public_bytes, "demo", b"hi", key.sign("demo", b"hi"))
+        True
+    """
+
+    private: Ed25519PrivateKey
+
+    @staticmethod
+    def generate() -> DeviceKey:
+        """Return a fresh key from the operating system's random source."""
+        return DeviceKey(Ed25519PrivateKey.generate())
+
+    @staticmethod
+    def load(path: str | Path) -> DeviceKey:
+        """Read a PEM (PKCS#8) Ed25519 private key.
+
+        Raises:
+            ConfigError: the file is missing or is not an unencrypted Ed25519 private key.
+        """
+        try:
+            key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        except OSError as e:
+            raise ConfigError(f"signing key {str(path)!r}: cannot read ({e.strerror})") from None
+        except (ValueError, TypeError):
+            raise ConfigError(f"signing key {str(path)!r}: not a PEM private key (expected an unencrypted "
+                              "Ed25519 key, as `hamrah provision` writes)") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"signing key {str(path)!r}: a {type(key).__name__}, expected an Ed25519 key")
+        return DeviceKey(key)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the key as PEM (PKCS#8), mode 0600."""
+        pem = self.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption())
+        return write_private(path, pem)
+
+    @property
+    def public_bytes(self) -> bytes:
+        """The 32-byte raw public key (what the server registers)."""
+        return self.private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    def sign(self, purpose: str, data: bytes) -> bytes:
+        """Sign ``data`` for ``purpose`` (domain-separated: a signature of one purpose never verifies for another)."""
+        return self.private.sign(_message(purpose, data))
+
+
+def verify_signature(public: bytes, purpose: str, data: bytes, signature: bytes) -> bool:
+    """Return whether ``signature`` is ``public``'s signature of ``data`` for ``purpose``."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, _message(purpose, data))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def request_data(method: str, ts_ms: int, nonce: str, token_sha256: str) -> bytes:
+    """Return the bytes a request signature covers."""
+    return f"{method}\n{ts_ms}\n{nonce}\n{token_sha256}".encode("utf-8")
+
+
+class RequestSigner:
+    """Make the call metadata of one device: token, device name, and a fresh signature per call.
+
+    Args:
+        token: the device's bearer token (None: an unauthenticated server).
+        key: the device's signing key (None: token only, for servers with a plain tokens file).
+        device_id: the device's name, sent on every call (an unauthenticated server keys devices by it).
+    """
+
+    def __init__(self, token: str | None, key: DeviceKey | None, device_id: str):
+        self.token, self.key, self.device_id = token, key, device_id
+        self._digest = token_digest(token) if token else ""
+        self._key_id = key_id(key.public_bytes) if key else ""
+
+    def metadata(self, method: str) -> tuple[tuple[str, str], ...]:
+        """Return the metadata for one call of ``method`` (e.g. ``"CheckIn"``); never reuse it."""
+        md = [(DEVICE_HEADER, self.device_id)]
+        if self.token:
+            md += token_metadata(self.token)
+        if self.key is not None and self.token:
+            ts, nonce = int(time.time() * 1000), secrets.token_hex(NONCE_BYTES)
+            sig = self.key.sign(REQUEST_PURPOSE, request_data(method, ts, nonce, self._digest))
+            md += [(TS_HEADER, str(ts)), (NONCE_HEADER, nonce), (KEY_HEADER, self._key_id),
+                   (SIG_HEADER, base64.b64encode(sig).decode("ascii"))]
+        return tuple(md)
+
+
+class NonceCache:
+    """The nonces seen within the freshness window; memory is bounded by ``capacity``.
+
+    A nonce is kept until its timestamp leaves the window (after which its request is refused as
+    stale anyway), so a replay is caught however late it comes.
+    """
+
+    def __init__(self, window_s: float, capacity: int = 1_000_000):
+        self.window_s, self.capacity = window_s, capacity
+        self._seen: set[str] = set()
+        self._expiry: list[tuple[float, str]] = []
+
+    def add(self, nonce: str, ts_s: float, now: float) -> None:
+        """Record ``nonce``.
+
+        Raises:
+            AuthError: the nonce was seen before (a replay), or the cache is full.
+        """
+        while self._expiry and self._expiry[0][0] < now:
+            self._seen.discard(heapq.heappop(self._expiry)[1])
+        if nonce in self._seen:
+            raise RequestRefused("replayed", "replayed request: this nonce was already used")
+        if len(self._seen) >= self.capacity:
+            raise RequestRefused("busy", "too many requests in the freshness window: try again later")
+        self._seen.add(nonce)
+        heapq.heappush(self._expiry, (ts_s + self.window_s, nonce))
+
+
+class RequestRefused(AuthError):
+    """A call the server refuses to authenticate.
+
+    Attributes:
+        reason: a short label for counting (``"replayed"``, ``"stale"``, ``"wrong key"``...).
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _header(md: dict, name: str) -> str:
+    value = md.get(name)
+    if value is None:
+        raise RequestRefused("unsigned", f"unsigned request: header {name!r} is missing (expected {TS_HEADER}, {NONCE_HEADER}, "
+                        f"{KEY_HEADER}, {SIG_HEADER}; does the device have its signing key?)")
+    return value
+
+
+def check_request(md: dict, method: str, token_sha256: str, public: bytes, nonces: NonceCache,
+                  max_skew_s: float, now: float | None = None) -> None:
+    """Check a call's signature headers against the key registered for its token.
+
+    Args:
+        md: the call metadata as a dict.
+        method: the RPC name the server is serving (``"CheckIn"``, ``"Report"``...).
+        token_sha256: the digest of the call's (already known) token.
+        public: the raw Ed25519 public key registered for that token.
+        nonces: the server's nonce cache.
+        max_skew_s: how far the timestamp may be from the server's clock.
+        now: the server's clock (tests).
+
+    Raises:
+        AuthError: a header is missing or malformed, the timestamp is stale, the key or signature is
+            wrong, or the nonce was seen before; the message names which.
+    """
+    now = time.time() if now is None else now
+    ts_raw, nonce = _header(md, TS_HEADER), _header(md, NONCE_HEADER)
+    kid, sig_raw = _header(md, KEY_HEADER), _header(md, SIG_HEADER)
+    if not ts_raw.isdigit() or len(ts_raw) > 16:
+        raise RequestRefused("malformed", f"malformed {TS_HEADER}: expected milliseconds since the epoch")
+    if len(nonce) != 2 * NONCE_BYTES or any(c not in "0123456789abcdef" for c in nonce):
+        raise RequestRefused("malformed", f"malformed {NONCE_HEADER}: expected {2 * NONCE_BYTES} lowercase hex digits")
+    ts = int(ts_raw) / 1000
+    if abs(now - ts) > max_skew_s:
+        raise RequestRefused("stale", f"stale timestamp: {now - ts:+.0f} s from the server's clock (at most {max_skew_s:g} s "
+                        "allowed; is the device's clock right?)")
+    if kid != key_id(public):
+        raise RequestRefused("wrong key", "wrong key: the request is signed with a key not registered for this token")
+    try:
+        sig = base64.b64decode(sig_raw, validate=True)
+    except ValueError:
+        raise RequestRefused("malformed", f"malformed {SIG_HEADER}: expected base64") from None
+    if not verify_signature(public, REQUEST_PURPOSE, request_data(method, int(ts_raw), nonce, token_sha256), sig):
+        raise RequestRefused("bad signature", f"bad signature: it does not verify for {method} under the key registered for this token")
+    nonces.add(nonce, ts, now)
+
+
+def jittered(delay: float, rng: random.Random) -> float:
+    """Return a backoff sleep: uniformly in [delay / 2, delay] ("equal jitter"), so devices spread out."""
+    return delay / 2 + rng.random() * delay / 2

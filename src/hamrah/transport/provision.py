@@ -1,0 +1,179 @@
+"""Provisioning: one folder of credentials per party, made once by the operator (the idea of NVIDIA
+FLARE's startup kits: each participant receives a kit that holds everything it needs and nothing of
+the others').
+
+``provision(out, devices=N)`` writes::
+
+    out/ca/           ca.pem, ca.key               the CA (keep its key offline; needed to add devices)
+    out/server/       ca.pem, server.pem, server.key, devices.json
+    out/devices/device-0000/  ca.pem, client.pem, client.key, token, signing.key
+    ...
+
+``devices.json`` is the server's device registry: per device its name, the sha256 of its token (never
+the token), its Ed25519 public key and the sha256 of its client certificate. The server certificate
+is good for TLS server authentication only, device certificates for client authentication only.
+Every private file (keys, tokens, the registry) is written 0600. Running it again with a larger
+``devices`` keeps the CA, the server's credentials and the existing devices, and adds the new ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from hamrah.core.errors import ConfigError
+from hamrah.transport.identity import DeviceKey, token_digest, write_private
+from hamrah.transport.security import cert_sha256, key_pem, make_cert, pem
+
+REGISTRY = "devices.json"
+DEVICE_FILES = ("ca.pem", "client.pem", "client.key", "token", "signing.key")
+
+
+@dataclass(frozen=True)
+class DeviceCredentials:
+    """One device's kit, as paths (see :func:`provision`).
+
+    Attributes:
+        name: the device's name (its folder's name).
+        token: the bearer token.
+        signing_key: its Ed25519 signing key (PEM).
+        tls_ca, tls_cert, tls_key: the CA to trust and the device's client certificate and key.
+    """
+
+    name: str
+    token: str
+    signing_key: str
+    tls_ca: str
+    tls_cert: str
+    tls_key: str
+
+    @staticmethod
+    def load(folder: str | Path) -> DeviceCredentials:
+        """Read a device folder written by :func:`provision`.
+
+        Raises:
+            ConfigError: a file is missing or the token file is empty.
+        """
+        d = Path(folder)
+        missing = [f for f in DEVICE_FILES if not (d / f).is_file()]
+        if missing:
+            raise ConfigError(f"device credentials {str(d)!r}: missing {', '.join(missing)} (expected a folder "
+                              "written by `hamrah provision`)")
+        token = (d / "token").read_text(encoding="utf-8").strip()
+        if not token:
+            raise ConfigError(f"device credentials {str(d)!r}: the token file is empty")
+        return DeviceCredentials(d.name, token, str(d / "signing.key"), str(d / "ca.pem"), str(d / "client.pem"),
+                                 str(d / "client.key"))
+
+    def apply(self, cfg):
+        """Return a ``DeviceConfig`` (any frozen dataclass with these fields) that uses this kit."""
+        return replace(cfg, token=self.token, signing_key=self.signing_key, tls_ca=self.tls_ca,
+                       tls_cert=self.tls_cert, tls_key=self.tls_key)
+
+
+def device_folders(devices_dir: str | Path, count: int) -> list[DeviceCredentials]:
+    """Return the first ``count`` device kits of a provisioned ``devices`` folder (by name).
+
+    Raises:
+        ConfigError: the folder is missing or holds fewer than ``count`` kits.
+    """
+    d = Path(devices_dir)
+    if (d / "devices").is_dir():  # the provisioning folder itself
+        d = d / "devices"
+    folders = sorted(p for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+    if len(folders) < count:
+        raise ConfigError(f"{str(d)!r}: holds {len(folders)} device kits, {count} needed "
+                          f"(`hamrah provision {d.parent} --devices {count}` adds the missing ones)")
+    return [DeviceCredentials.load(p) for p in folders[:count]]
+
+
+def _load_ca(ca_dir: Path):
+    key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
+    return key, x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+
+
+def _ensure_ca(out: Path):
+    ca_dir = out / "ca"
+    if (ca_dir / "ca.key").is_file() and (ca_dir / "ca.pem").is_file():
+        return _load_ca(ca_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    ca = make_cert("ca", "hamrah CA", key.public_key(), key, days=3650)
+    write_private(ca_dir / "ca.key", key_pem(key))
+    (ca_dir / "ca.pem").write_bytes(pem(ca))
+    return key, ca
+
+
+def _ensure_server(out: Path, ca_key, ca, hosts: tuple[str, ...]) -> None:
+    d = out / "server"
+    if (d / "server.pem").is_file() and (d / "server.key").is_file():
+        return
+    key = ec.generate_private_key(ec.SECP256R1())
+    write_private(d / "server.key", key_pem(key))
+    (d / "server.pem").write_bytes(pem(make_cert("server", "hamrah server", key.public_key(), ca_key, ca.subject,
+                                                 hosts)))
+    (d / "ca.pem").write_bytes(pem(ca))
+
+
+def _new_device(d: Path, name: str, ca_key, ca) -> dict:
+    tls_key = ec.generate_private_key(ec.SECP256R1())
+    cert = make_cert("client", name, tls_key.public_key(), ca_key, ca.subject)
+    signing, token = DeviceKey.generate(), secrets.token_urlsafe(32)
+    (d / "ca.pem").parent.mkdir(parents=True, exist_ok=True)
+    (d / "ca.pem").write_bytes(pem(ca))
+    (d / "client.pem").write_bytes(pem(cert))
+    write_private(d / "client.key", key_pem(tls_key))
+    signing.save(d / "signing.key")
+    write_private(d / "token", (token + "\n").encode())
+    return _entry(name, token, signing, cert)
+
+
+def _entry(name: str, token: str, signing: DeviceKey, cert: x509.Certificate) -> dict:
+    return {"name": name, "token_sha256": token_digest(token),
+            "signing_key": base64.b64encode(signing.public_bytes).decode("ascii"), "cert_sha256": cert_sha256(cert)}
+
+
+def _existing_device(d: Path) -> dict:
+    kit = DeviceCredentials.load(d)
+    cert = x509.load_pem_x509_certificate(Path(kit.tls_cert).read_bytes())
+    return _entry(kit.name, kit.token, DeviceKey.load(kit.signing_key), cert)
+
+
+def provision(out: str | Path, devices: int, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
+              prefix: str = "device") -> dict[str, Path]:
+    """Make (or extend) a provisioning folder: a CA, the server's kit and ``devices`` device kits.
+
+    Args:
+        out: the folder.
+        devices: how many device kits it should hold (existing ones are kept).
+        hosts: the names and addresses devices use to reach the server (the server certificate's SANs).
+        prefix: device names are ``{prefix}-0000``, ``{prefix}-0001``...
+
+    Returns:
+        Paths: ``ca``, ``server`` (the server's folder), ``registry``, ``devices`` (the devices' folder).
+
+    Raises:
+        ConfigError: ``devices`` is not positive, ``hosts`` is empty, or an existing kit is damaged.
+    """
+    if devices < 1:
+        raise ConfigError(f"--devices {devices}: expected at least 1")
+    if not hosts or not all(h.strip() for h in hosts):
+        raise ConfigError("--hosts: expected at least one host name or address of the server")
+    if not prefix.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"--prefix {prefix!r}: expected letters, digits, '-' or '_'")
+    out = Path(out)
+    ca_key, ca = _ensure_ca(out)
+    _ensure_server(out, ca_key, ca, tuple(h.strip() for h in hosts))
+    entries = []
+    for i in range(devices):
+        d = out / "devices" / f"{prefix}-{i:04d}"
+        entries.append(_existing_device(d) if d.is_dir() else _new_device(d, d.name, ca_key, ca))
+    registry = out / "server" / REGISTRY
+    write_private(registry, json.dumps({"version": 1, "devices": entries}, indent=1).encode())
+    return {"ca": out / "ca", "server": out / "server", "registry": registry, "devices": out / "devices"}
