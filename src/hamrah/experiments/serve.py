@@ -40,12 +40,18 @@ def load_server_config(path: str | Path) -> tuple[ExperimentConfig, ServerConfig
 
 
 def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
-    """Build what the server needs: algorithm, model spec, test data, goal, run settings."""
+    """Build what the server needs: algorithm, model spec, test data, goal, run settings.
+
+    ``server.max_example_weight = 0`` resolves to the largest client of the configured partition, so
+    honest devices keep their paper weights and no report counts for more than the largest client.
+    """
     prep = prepare(exp)
     ds = prep.data.dataset
     goal = srv.goal(prep.algorithm.cohort_size(prep.data.num_clients))
     if srv.min_reports is not None and srv.min_reports > goal:
         raise ConfigError(f"server.min_reports = {srv.min_reports}: expected at most the goal count ({goal})")
+    if srv.max_example_weight == 0:  # the weight the server trusts: the largest client it knows of
+        srv = dataclasses.replace(srv, max_example_weight=max(1, int(prep.data.client_sizes().max())))
     r = exp.run
     config = exp.to_dict()
     config["server"] = dataclasses.asdict(srv)

@@ -40,6 +40,25 @@ class ServerConfig:
             own data (federated evaluation; reported as ``device_accuracy``).
         secagg_stage_timeout_s: with ``[secure_aggregation]``, how long each protocol stage after the
             first waits for devices (the first, JOIN, is open until the reporting timeout).
+        bounded_influence: bound each report's weight and norm (``hamrah.server.influence``); false only
+            on explicit request, and the server then logs a warning at start.
+        max_example_weight: the most ``num_examples`` one report counts for (0: the largest client of
+            the configured partition).
+        clip_norm: the largest L2 norm a report's delta keeps (0: ``clip_ratio`` times the norm of the
+            model at start).
+        clip_ratio: the clip bound relative to the model's norm, used when ``clip_norm`` is 0.
+        max_round_attempts: a round abandoned this many times stops the server with a clear error.
+        selection_window_s: check-ins arriving within this window are drawn from at random (seeded),
+            not served first-come.
+        no_show_rounds: a device that held a training task and never answered is not selected for
+            this many rounds.
+        stream_timeout_s: the longest a Report or DownloadCheckpoint stream may stay open; a stalled
+            stream is cut and its upload slot freed.
+        max_streams_per_device: streams (Report, DownloadCheckpoint, SecureAggregation) one device may
+            hold open at once.
+        rate_per_s, rate_burst: per-device token bucket on calls (refill rate and bucket size).
+        keep_last: checkpoints kept besides the best one (0: keep every checkpoint).
+        keep_best: also keep the checkpoint of the best test accuracy.
     """
 
     population: str = "default"
@@ -66,6 +85,19 @@ class ServerConfig:
     max_concurrent_uploads: int = 16
     aggregator: dict | None = None
     secagg_stage_timeout_s: float = 30.0
+    bounded_influence: bool = True
+    max_example_weight: int = 0
+    clip_norm: float = 0.0
+    clip_ratio: float = 0.5
+    max_round_attempts: int = 20
+    selection_window_s: float = 0.2
+    no_show_rounds: int = 2
+    stream_timeout_s: float = 120.0
+    max_streams_per_device: int = 2
+    rate_per_s: float = 20.0
+    rate_burst: int = 40
+    keep_last: int = 5
+    keep_best: bool = True
 
     def goal(self, default: int) -> int:
         return self.goal_count if self.goal_count is not None else default
@@ -102,7 +134,7 @@ def _coerce(key: str, value, hint):
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-        names = {int: "an integer", float: "a number", str: "a string", dict: "a table"}
+        names = {int: "an integer", float: "a number", str: "a string", dict: "a table", bool: "true or false"}
         raise ConfigError(f"{key} = {value!r}: expected {names.get(base, base.__name__)}, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key} = {value!r}: expected a finite number")
@@ -127,6 +159,17 @@ def _check(c: ServerConfig) -> None:
         (c.eval_devices >= 0, "eval_devices", c.eval_devices, "an integer >= 0"),
         (c.secagg_stage_timeout_s > 0, "secagg_stage_timeout_s", c.secagg_stage_timeout_s,
          "a positive number of seconds"),
+        (c.max_example_weight >= 0, "max_example_weight", c.max_example_weight, "an integer >= 0 (0: automatic)"),
+        (c.clip_norm >= 0, "clip_norm", c.clip_norm, "a number >= 0 (0: clip_ratio times the model's norm)"),
+        (c.clip_ratio > 0, "clip_ratio", c.clip_ratio, "a positive number (e.g. 0.5)"),
+        (c.max_round_attempts >= 1, "max_round_attempts", c.max_round_attempts, "an integer >= 1"),
+        (c.selection_window_s >= 0, "selection_window_s", c.selection_window_s, "a number >= 0"),
+        (c.no_show_rounds >= 0, "no_show_rounds", c.no_show_rounds, "an integer >= 0"),
+        (c.stream_timeout_s > 0, "stream_timeout_s", c.stream_timeout_s, "a positive number of seconds"),
+        (c.max_streams_per_device >= 1, "max_streams_per_device", c.max_streams_per_device, "an integer >= 1"),
+        (c.rate_per_s > 0, "rate_per_s", c.rate_per_s, "a positive number of calls per second"),
+        (c.rate_burst >= 1, "rate_burst", c.rate_burst, "an integer >= 1"),
+        (c.keep_last >= 0, "keep_last", c.keep_last, "an integer >= 0 (0: keep every checkpoint)"),
         (c.backend in BACKENDS, "backend", c.backend, f"one of {', '.join(BACKENDS)}"),
         ((c.tls_cert is None) == (c.tls_key is None), "tls_cert", c.tls_cert, "tls_cert and tls_key set together"),
         (c.client_ca is None or c.tls_cert is not None, "client_ca", c.client_ca, "mutual TLS only with tls_cert and tls_key"),

@@ -12,104 +12,63 @@ A committed round is durable before the next one starts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
 
 import torch
 
 from hamrah.aggregation import build_aggregator
 from hamrah.algorithms import WEIGHTED_MEAN_ALGORITHMS
 from hamrah.algorithms.base import Algorithm, ClientResult
-from hamrah.algorithms.state import flatten_state, unflatten_state
 from hamrah.algorithms.local import evaluate
-from hamrah.core.errors import ConfigError, DataError, ProtocolError
+from hamrah.algorithms.state import flatten_state, unflatten_state
+from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
 from hamrah.core.params import Params
 from hamrah.data.federated import ArrayData
 from hamrah.models import ModelSpec
-from hamrah.server.aggregators import master_aggregator
 from hamrah.secagg.params import wire_layout
 from hamrah.secagg.stage import SecureAggregation
+from hamrah.server.aggregators import master_aggregator
 from hamrah.server.config import ServerConfig
+from hamrah.server.influence import (
+    DEFAULT_MAX_WEIGHT,
+    InfluenceBound,
+    check_finite,
+    check_metrics,
+    resolve_clip,
+)
+from hamrah.server.rounds import (
+    MAX_EXAMPLES,
+    LateReport,
+    RoundState,
+    RunPlan,
+    TaskInfo,
+    client_id,
+    draw,
+    in_model_order,
+    no_shows,
+    round_record,
+)
 from hamrah.server.secure import SecureOutcome, SecureRound
 from hamrah.server.state import ServerStore
 from hamrah.transport.codec import (
-    AUX_PREFIX, BROADCAST_PREFIX, check_update, decode_metrics, decode_params, encode_params, sha256, spec_of,
+    AUX_PREFIX,
+    BROADCAST_PREFIX,
+    check_update,
+    decode_metrics,
+    decode_params,
+    encode_params,
+    sha256,
+    spec_of,
 )
 from hamrah.transport.plan import Plan
 from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
-
-MAX_EXAMPLES = 10**9
-
-
-class LateReport(ProtocolError):
-    """A report for a task whose round has closed or moved on: a straggler, ignored."""
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """The ``[run]`` settings the server honours."""
-
-    rounds: int
-    seed: int = 0
-    eval_every: int = 1
-    target_accuracy: float | None = None
-    stop_at_target: bool = False
-
-
-@dataclass
-class TaskInfo:
-    task_id: str
-    device: str
-    round: int
-    aggregator: int
-    kind: str = "train"  # train | evaluate
-    status: str = "selected"  # selected | reported | aborted | failed
-
-
-@dataclass
-class RoundState:
-    round: int
-    attempt: int
-    goal: int
-    target: int
-    started: float
-    tasks: dict[str, TaskInfo] = field(default_factory=dict)
-    selection_open: bool = True
-    reporting_open: bool = False
-    reporting_deadline: float = 0.0
-    selected: asyncio.Event = field(default_factory=asyncio.Event)
-    progress: asyncio.Event = field(default_factory=asyncio.Event)
-    refused: int = 0
-    eval_target: int = 0
-    evals: list[tuple[int, dict]] = field(default_factory=list)  # (examples, metrics) of evaluate tasks
-    secure: SecureRound | None = None  # this round's secure aggregation, once selection has closed
-    secure_ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def count(self, status: str, kind: str = "train") -> int:
-        return sum(t.status == status and t.kind == kind for t in self.tasks.values())
-
-    def picked(self, kind: str = "train") -> int:
-        return sum(t.kind == kind for t in self.tasks.values())
-
-
-def _in_model_order(saved: Params, model, where) -> Params:
-    """Return checkpointed params in the model's parameter order (checkpoints store names sorted;
-    payload specs compare names in order).
-
-    Raises:
-        DataError: the checkpoint's names or shapes do not match the model.
-    """
-    names = {k: tuple(v.shape) for k, v in model.named_parameters()}
-    if {k: tuple(v.shape) for k, v in saved.items()} != names:
-        raise DataError(f"{where}: the checkpoint's parameters do not match the model {sorted(names)}")
-    return {k: saved[k] for k in names}
-
 
 class Coordinator:
     """Drives rounds of ``algorithm`` for one population; see the module docstring."""
@@ -130,23 +89,45 @@ class Coordinator:
         self._opened = asyncio.Event()
         self.started = time.monotonic()
         self.round_s = cfg.reconnect_min_s  # moving average of committed rounds' durations
+        self.refused_aggregates = 0
+        self.elapsed_before = 0.0  # elapsed_s of the last committed round of earlier processes
+        self.no_show: dict[str, int] = {}  # device -> last round it sits out (held a task, never answered)
+        initial = self._initial_params()
         resumed = store.latest()
         if resumed is None:
-            with torch.random.fork_rng(devices=[]):
-                from hamrah.core.seeds import init_seed
-
-                torch.manual_seed(init_seed(run.seed))
-                self.params: Params = {k: v.detach().clone() for k, v in model.build().named_parameters()}
+            self.params: Params = initial
             self.server_state = algorithm.init_server_state(self.params)
             self.last_round = 0
         else:
             self.last_round, saved, tensors, scalars = resumed
-            self.params = _in_model_order(saved, self.model, store.dir)
+            self.params = in_model_order(saved, self.model, store.dir)
             template = algorithm.init_server_state(self.params)
             self.server_state = unflatten_state(type(template), tensors, scalars)
+            self.elapsed_before = float(store.committed_rounds()[-1].get("elapsed_s", 0.0))
             log.info("resuming from committed round %d (state %s)", self.last_round, store.dir)
+        self.bound = self._influence_bound(initial)
         self.spec = spec_of(self.params)
         self.update_limit = int(cfg.max_update_mb * 2**20) or 2 * len(encode_params(self.params)) + 2**20
+
+    def _initial_params(self) -> Params:
+        """The seeded initial model (also the scale the default clip bound is taken from)."""
+        from hamrah.core.seeds import init_seed
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed(self.run_plan.seed))
+            return {k: v.detach().clone() for k, v in self.model_spec.build().named_parameters()}
+
+    def _influence_bound(self, initial: Params) -> InfluenceBound:
+        cfg = self.cfg
+        if not cfg.bounded_influence:
+            log.warning("server.bounded_influence = false: num_examples up to %d is trusted as each report's weight "
+                        "and deltas are not norm-bounded; one device can move the model at will", MAX_EXAMPLES)
+            return InfluenceBound(MAX_EXAMPLES, None)
+        bound = InfluenceBound(cfg.max_example_weight or DEFAULT_MAX_WEIGHT,
+                               resolve_clip(cfg.clip_norm, cfg.clip_ratio, initial))
+        log.info("bounded influence: a report counts for at most %d examples; deltas are clipped to L2 norm %.4g",
+                 bound.max_weight, bound.clip)
+        return bound
 
     # --- called by selectors -----------------------------------------------------------------
 
@@ -162,17 +143,42 @@ class Coordinator:
         rs = self.current
         return rs is not None and any(t.device == device for t in rs.tasks.values())
 
-    def offer(self, device: str) -> pb.Task | None:
-        """Select ``device`` for the open round if a slot is left; return its task (train or evaluate)."""
+    async def request(self, device: str, window_s: float | None = None) -> pb.Task | None:
+        """Put ``device`` in the open round's next draw; return its task (train or evaluate) if drawn.
+
+        Check-ins that arrive within ``window_s`` (default ``selection_window_s``) of the first one are
+        drawn from uniformly at random with the seeded rng (:func:`hamrah.server.rounds.draw`), so
+        arriving first buys nothing. None: no round is selecting, the device already has a task or sits
+        out after a no-show, or it was not drawn.
+        """
         rs = self.current
-        if rs is None or not rs.selection_open or self.has_task(device) or len(rs.tasks) >= rs.target + rs.eval_target:
+        if (rs is None or not rs.selection_open or self.has_task(device) or device in rs.candidates
+                or self.no_show.get(device, 0) >= rs.round):
             return None
+        loop = asyncio.get_running_loop()
+        fut = rs.candidates[device] = loop.create_future()
+        if rs.draw is None:
+            rs.draw = loop.call_later(self.cfg.selection_window_s if window_s is None else window_s, self._draw, rs)
+        try:
+            return await fut
+        finally:
+            rs.candidates.pop(device, None)
+
+    def _draw(self, rs: RoundState) -> None:
+        rs.draw = None
+        waiting = {d: f for d, f in rs.candidates.items() if not f.done()}
+        chosen = draw(list(waiting), rs.slots() if rs.selection_open and rs is self.current else 0, self.rng)
+        for device in sorted(waiting):
+            waiting[device].set_result(self._assign(rs, device) if device in chosen else None)
+
+    def _assign(self, rs: RoundState, device: str) -> pb.Task:
+        """Give ``device`` a slot of ``rs``: a task of the kind still needed."""
         trains, evals = rs.picked("train"), rs.picked("evaluate")
         share = rs.eval_target / (rs.target + rs.eval_target)
         kind = "evaluate" if evals < rs.eval_target and (trains >= rs.target or self.rng.random() < share) else "train"
         info = TaskInfo(uuid.uuid4().hex, device, rs.round, self.master.assign() if kind == "train" else -1, kind)
         rs.tasks[info.task_id] = info
-        if len(rs.tasks) >= rs.target + rs.eval_target:
+        if rs.slots() <= 0:
             self._close_selection(rs)
         plan = Plan(kind, rs.round, self.algorithm_plan, self.model_spec, self.run_plan.seed, self.ignore_index,
                     self.pipeline.plan_extra() if self.pipeline is not None and kind == "train" else {})
@@ -210,12 +216,12 @@ class Coordinator:
             raise ProtocolError(f"task {task_id[:12]!r} belongs to another device")
         return info
 
-    def report(self, device: str, header: pb.ReportHeader, payload: bytes) -> str:
-        """Accept one device's report into its Aggregator; return a short acknowledgement.
+    def admit(self, device: str, header: pb.ReportHeader) -> TaskInfo:
+        """Check a report's header before its payload is read (the upload slot is taken only after this).
 
         Raises:
-            ProtocolError: stale or unknown task, a task of another device, a second report, or an
-                update that does not match the model (names, shapes, dtypes, finite values, sizes).
+            LateReport: the task's round has closed or moved on.
+            ProtocolError: unknown task, a task of another device, another round, or a second report.
         """
         info = self._live_task(header.task_id, device)
         rs = self.current
@@ -225,6 +231,21 @@ class Coordinator:
             raise LateReport(f"round {rs.round} no longer accepts reports")
         if info.status != "selected":
             raise ProtocolError(f"task {header.task_id[:12]!r} already {info.status}")
+        return info
+
+    def report(self, device: str, header: pb.ReportHeader, payload: bytes) -> str:
+        """Accept one device's report into its Aggregator; return a short acknowledgement.
+
+        The report's weight is ``num_examples`` capped at the influence bound, its delta is scaled to
+        the norm bound, and its metrics are range-checked (``hamrah.server.influence``).
+
+        Raises:
+            ProtocolError: stale or unknown task, a task of another device, a second report, or an
+                update that does not match the model (names, shapes, dtypes, finite values, sizes), or
+                metrics out of range.
+        """
+        info = self.admit(device, header)
+        rs = self.current
         if header.status in (pb.ABORTED, pb.FAILED):
             info.status = "aborted" if header.status == pb.ABORTED else "failed"
             if rs.secure is not None:
@@ -237,10 +258,10 @@ class Coordinator:
         if not 1 <= header.num_examples <= MAX_EXAMPLES:
             raise ProtocolError(f"num_examples = {header.num_examples}: expected 1..{MAX_EXAMPLES}")
         if info.kind == "evaluate":
-            metrics = decode_metrics(header.metrics)
-            if not {"loss", "accuracy"} <= set(metrics) or payload:
+            if payload:
                 raise ProtocolError("an evaluate report carries metrics loss and accuracy and no update")
-            rs.evals.append((int(header.num_examples), metrics))
+            metrics = check_metrics(decode_metrics(header.metrics), required=("loss", "accuracy"))
+            rs.evals.append((self._weight(rs, header.num_examples), metrics))
             info.status = "reported"
             rs.progress.set()
             return "accepted"
@@ -291,11 +312,23 @@ class Coordinator:
         stage = None if chain.secure_sum is None else chain.stages[chain.secure_sum]
         return stage if isinstance(stage, SecureAggregation) else None
 
+    def _weight(self, rs: RoundState, num_examples: int) -> int:
+        weight = self.bound.weight(num_examples)
+        rs.capped += weight < num_examples
+        return weight
+
     def _decode_result(self, info: TaskInfo, header: pb.ReportHeader, payload: bytes) -> ClientResult:
         tensors = decode_params(payload)
+        rs = self.current
+        metrics = check_metrics(decode_metrics(header.metrics))
+        weight = self._weight(rs, header.num_examples)
         if self.pipeline is not None:
-            return self.pipeline.decode_result(int(info.device[:8], 16), tensors, int(header.num_examples),
-                                               decode_metrics(header.metrics))
+            result = self.pipeline.decode_result(client_id(info.device), tensors, weight, metrics)
+            if not all(v.is_floating_point() for v in result.delta.values()):
+                return result  # homomorphic ciphertext: bounded only by its weight (docs/reliability.md)
+            delta, norm = self.bound.bound(result.delta)
+            rs.clipped += self.bound.clip is not None and norm > self.bound.clip
+            return dataclasses.replace(result, delta=delta)
         delta = {k: v for k, v in tensors.items() if not k.startswith(AUX_PREFIX)}
         aux = {k[len(AUX_PREFIX):]: v for k, v in tensors.items() if k.startswith(AUX_PREFIX)}
         check_update(delta, self.spec)
@@ -303,8 +336,9 @@ class Coordinator:
         if unknown:
             raise ProtocolError(f"aux: unexpected tensors {unknown[:5]}; expected names of the model's parameters")
         check_update(aux, {k: self.spec[k] for k in aux}, what="aux")
-        metrics = decode_metrics(header.metrics)
-        return ClientResult(int(info.device[:8], 16), delta, int(header.num_examples), metrics, aux=aux)
+        delta, norm = self.bound.bound(delta)
+        rs.clipped += self.bound.clip is not None and norm > self.bound.clip
+        return ClientResult(client_id(info.device), delta, weight, metrics, aux=aux)
 
     # --- the round loop ------------------------------------------------------------------------
 
@@ -316,6 +350,13 @@ class Coordinator:
                 break
             record = await self._round(r, attempt)
             if record is None:
+                if attempt >= self.cfg.max_round_attempts:
+                    self.finished = True
+                    self._opened.set()
+                    raise NotEnoughClients(
+                        f"round {r}: abandoned {attempt} times (server.max_round_attempts = "
+                        f"{self.cfg.max_round_attempts}); expected enough devices checking in and reporting "
+                        "(see the warnings above for why each attempt failed); committed rounds are kept")
                 attempt += 1
                 await asyncio.sleep(self.cfg.retry_delay_s)
                 continue
@@ -368,12 +409,20 @@ class Coordinator:
         rs.reporting_open = False
         reported = secure.contributors if secure is not None else self.master.reports()
         t_rep, needed = time.monotonic() - rs.started - t_sel, cfg.reports_needed(rs.goal)
+        for device in no_shows(rs):
+            self.no_show[device] = r + cfg.no_show_rounds
         if reported < needed:
             log.warning("round %d: abandoned in reporting: %d reports, %d needed; retrying", r, reported, needed)
             self.current = None
             return None
-        record = await asyncio.to_thread(self._commit, rs, t_sel, t_rep, secure)
-        self.current = None
+        try:
+            record = await asyncio.to_thread(self._commit, rs, t_sel, t_rep, secure)
+        except ProtocolError as err:
+            log.warning("round %d: refused the aggregate, the round is repeated: %s", r, err)
+            self.refused_aggregates += 1
+            return None
+        finally:
+            self.current = None
         self.round_s = 0.7 * self.round_s + 0.3 * record["round_s"]
         acc = record.get("test_accuracy")
         dev = record.get("device_accuracy")
@@ -422,18 +471,12 @@ class Coordinator:
         if self.pipeline is not None:
             results = self.pipeline.server_half(results, rs.round, reported)
         params, state = self.algorithm.server_update(self.params, results, self.server_state, self.aggregator)
-        record = {"round": rs.round, "attempts": rs.attempt, "selected": rs.picked("train"), "goal": rs.goal,
-                  "reported": reported, "aborted": rs.count("aborted"), "failed": rs.count("failed"),
-                  "refused": rs.refused, "lost_with_aggregators": self.master.lost, "train_loss": train_loss, "selection_s": round(t_sel, 3),
-                  "reporting_s": round(t_rep, 3)}
-        record["dropped"] = record["selected"] - record["reported"]
+        tensors, scalars = flatten_state(state)
+        check_finite(params, f"round {rs.round}'s new model")
+        check_finite(tensors, f"round {rs.round}'s server state")
+        record = round_record(rs, reported, train_loss, self.master.lost, t_sel, t_rep)
         if secure is not None:
             record.update(secagg_survivors=secure.survivors, bytes_down_protocol=rs.secure.bytes_down)
-        if rs.eval_target:
-            n = sum(k for k, _ in rs.evals)
-            record.update(eval_selected=rs.picked("evaluate"), eval_reported=len(rs.evals),
-                          device_accuracy=sum(k * m["accuracy"] for k, m in rs.evals) / n if n else None,
-                          device_loss=sum(k * m["loss"] for k, m in rs.evals) / n if n else None)
         if self.test_data is not None and (rs.round % self.run_plan.eval_every == 0 or rs.round == self.run_plan.rounds):
             t0 = time.monotonic()
             loss, acc = evaluate(self.model, params, self.test_data, self.ignore_index)
@@ -441,7 +484,7 @@ class Coordinator:
         if self.pipeline is not None:
             record.update(self.pipeline.record_round())
         record["round_s"] = round(time.monotonic() - rs.started, 3)
-        record["elapsed_s"] = round(time.monotonic() - self.started, 3)
-        self.store.commit(rs.round, params, *flatten_state(state), record)
+        record["elapsed_s"] = round(self.elapsed_before + time.monotonic() - self.started, 3)
+        self.store.commit(rs.round, params, tensors, scalars, record)
         self.params, self.server_state, self.last_round = params, state, rs.round
         return record

@@ -19,7 +19,8 @@ class Selector:
     turned_away: int = 0
 
     async def check_in(self, device: str, request: pb.CheckInRequest) -> pb.CheckInResponse:
-        """Answer one check-in: a task if the open round has a slot, else when to come back."""
+        """Answer one check-in: a task if the device is drawn for the open round's slots, else when to
+        come back."""
         coord = self.coordinator
         if coord.finished:
             return pb.CheckInResponse(finished=True, message="training is over")
@@ -28,7 +29,7 @@ class Selector:
             return pb.CheckInResponse(reconnect_after_s=coord.cfg.reconnect_max_s, message="device is not eligible")
         deadline = time.monotonic() + self.hold_s
         while not coord.has_task(device):
-            task = coord.offer(device)
+            task = await coord.request(device)
             if task is not None:
                 self.forwarded += 1
                 return pb.CheckInResponse(task=task)

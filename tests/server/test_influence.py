@@ -1,0 +1,193 @@
+"""Bounded influence: one report cannot move the model past the bound, whatever num_examples and
+values it claims; a non-finite aggregate is refused and its round repeated, never committed.
+
+The review's two cases (delta = -params with num_examples = 1e9; 3e38 everywhere) fail on the code
+before bounded influence: the first committed a model near zero (accuracy 0.79 -> 0.09), the second
+committed 3e38 values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
+from hamrah.server.influence import InfluenceBound, check_finite, check_metrics, l2_norm64, resolve_clip
+
+from hamrah.transport.proto import fl_pb2 as pb
+
+from tests.server.driver import make_coordinator, one_round, open_round, select, send
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(finite, min_size=1, max_size=40), st.floats(1e-3, 1e3), st.integers(1, 10**9), st.integers(1, 10**4))
+def test_a_bounded_delta_never_exceeds_the_clip_and_keeps_its_direction(values, clip, n, cap):
+    bound = InfluenceBound(cap, clip)
+    delta = {"w": torch.tensor(values, dtype=torch.float32)}
+    out, norm = bound.bound(delta)
+    assert math.isfinite(norm)
+    after = l2_norm64(out)
+    assert after <= clip * (1 + 1e-5)
+    assert torch.isfinite(out["w"]).all()
+    if norm <= clip:
+        assert torch.equal(out["w"], delta["w"])
+    elif norm > 0:  # same direction: a non-negative multiple
+        assert float((out["w"].double() * delta["w"].double()).sum()) >= 0
+    assert 1 <= bound.weight(n) <= cap and bound.weight(n) <= n
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(["accuracy", "loss", "train_loss", "other"]),
+                       st.floats(allow_nan=True, allow_infinity=True), max_size=4))
+def test_metrics_out_of_range_are_refused_in_range_kept(metrics):
+    ranges = {"accuracy": (0, 1), "loss": (0, math.inf), "train_loss": (0, math.inf), "other": (-math.inf, math.inf)}
+    ok = all(math.isfinite(v) and ranges[k][0] <= v <= ranges[k][1] for k, v in metrics.items())
+    if ok:
+        assert check_metrics(metrics) == metrics
+    else:
+        with pytest.raises(ProtocolError, match="metrics: .* expected a finite number in"):
+            check_metrics(metrics)
+
+
+def test_check_finite_names_the_tensor():
+    with pytest.raises(ProtocolError, match="fc2.bias holds NaN"):
+        check_finite({"fc1.weight": torch.zeros(2), "fc2.bias": torch.tensor([1.0, math.inf])}, "model")
+
+
+def test_impossible_bounds_are_config_errors():
+    with pytest.raises(ConfigError, match="max_weight"):
+        InfluenceBound(0, 1.0)
+    with pytest.raises(ConfigError, match="clip"):
+        InfluenceBound(10, math.inf)
+    with pytest.raises(ConfigError, match="clip_norm"):
+        resolve_clip(0.0, 0.5, {"w": torch.zeros(3)})
+
+
+def _distance(a, b) -> float:
+    return l2_norm64({k: a[k].double() - b[k].double() for k in a})
+
+
+def _zeros(coord):
+    return {k: torch.zeros_like(v) for k, v in coord.params.items()}
+
+
+def test_weight_inflation_with_minus_params_moves_the_model_at_most_the_bound(tmp_path):
+    """The review's case: 9 honest reports (here: no change, 600 examples) and one delta = -params
+    with num_examples = 1e9. Unbounded, the new model is ~0 and accuracy falls to ~0.1."""
+    coord = make_coordinator(tmp_path, goal_count=10, over_selection=1.0, min_reports=10)
+
+    async def go():
+        runner = asyncio.ensure_future(coord.run())
+        await open_round(coord, 1)
+        before = {k: v.clone() for k, v in coord.params.items()}
+        reports = {f"honest{i}": (_zeros(coord), 600) for i in range(9)}
+        reports["mallory"] = ({k: -v for k, v in coord.params.items()}, 10**9)
+        await one_round(coord, 1, reports)
+        await runner
+        return before
+
+    before = asyncio.run(go())
+    rec = coord.store.committed_rounds()[0]
+    w = coord.bound.max_weight
+    assert w == 600  # the largest client of the 100-client MNIST shards partition
+    assert _distance(coord.params, before) <= w / (10 * 600) * coord.bound.clip * (1 + 1e-4)
+    assert rec["weight_capped"] == 1 and rec["clipped"] == 1
+    assert rec["test_accuracy"] > 0.05  # sanity: evaluation ran
+    coord.store.close()
+
+
+def test_huge_finite_values_are_bounded_and_training_goes_on(tmp_path):
+    """The review's case: 3e38 everywhere. Unbounded it was committed and every later honest update was
+    refused; bounded, round 1 moves at most the bound and round 2 accepts honest updates."""
+    coord = make_coordinator(tmp_path, rounds=2, goal_count=4, over_selection=1.0, min_reports=4)
+
+    async def go():
+        runner = asyncio.ensure_future(coord.run())
+        await open_round(coord, 1)
+        before = {k: v.clone() for k, v in coord.params.items()}
+        huge = {k: torch.full_like(v, 3e38) for k, v in coord.params.items()}
+        await one_round(coord, 1, {"a": (_zeros(coord), 600), "b": (_zeros(coord), 600), "c": (_zeros(coord), 600),
+                                   "mallory": (huge, 600)})
+        await one_round(coord, 2, {d: (_zeros(coord), 600) for d in ("a", "b", "c", "d")})
+        await runner
+        return before
+
+    before = asyncio.run(go())
+    assert [r["round"] for r in coord.store.committed_rounds()] == [1, 2]
+    assert all(bool(torch.isfinite(v).all()) for v in coord.params.values())
+    assert _distance(coord.params, before) <= 0.25 * coord.bound.clip * (1 + 1e-4)
+    coord.store.close()
+
+
+def test_a_non_finite_aggregate_is_refused_and_the_round_repeated(tmp_path, caplog):
+    """With bounds explicitly off and a server learning rate of 2, two 3e38 reports make the new model
+    infinite: the round is refused, repeated, and the committed model is finite."""
+    algorithm = {"name": "fedavgm", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 10, "lr": 0.1,
+                 "server_lr": 2.0, "beta1": 0.0}
+    coord = make_coordinator(tmp_path, algorithm=algorithm, goal_count=2, over_selection=1.0, min_reports=2,
+                             bounded_influence=False)
+
+    async def go():
+        runner = asyncio.ensure_future(coord.run())
+        huge = {k: torch.full_like(v, 3e38) for k, v in coord.params.items()}
+        await one_round(coord, 1, {"m1": (huge, 10**9), "m2": (huge, 10**9)})
+        while coord.refused_aggregates == 0:
+            await asyncio.sleep(0.005)
+        await one_round(coord, 1, {"a": (_zeros(coord), 600), "b": (_zeros(coord), 600)})
+        await runner
+
+    with caplog.at_level("WARNING", logger="hamrah.server"):
+        asyncio.run(go())
+    assert "bounded_influence = false" in caplog.text
+    assert "refused the aggregate" in caplog.text and "NaN or infinite" in caplog.text
+    recs = coord.store.committed_rounds()
+    assert [r["round"] for r in recs] == [1] and recs[0]["attempts"] == 2
+    assert all(bool(torch.isfinite(v).all()) for v in coord.params.values())
+    coord.store.close()
+
+
+def test_bad_evaluate_metrics_and_train_loss_are_refused(tmp_path):
+    coord = make_coordinator(tmp_path, goal_count=2, over_selection=1.0, min_reports=2, eval_devices=1)
+
+    async def go():
+        runner = asyncio.ensure_future(coord.run())
+        await open_round(coord, 1)
+        tasks = await select(coord, ["a", "b", "c"])
+        seen = []
+        for d, t in tasks.items():
+            if t.kind == pb.EVALUATE:
+                for bad in ({"loss": 0.3, "accuracy": 1e300}, {"loss": -5.0, "accuracy": 0.5}, {"loss": 0.1}):
+                    with pytest.raises(ProtocolError, match="metrics") as err:
+                        send(coord, d, t, None, 10, bad)
+                    seen.append(str(err.value))
+                send(coord, d, t, None, 10, {"loss": 0.3, "accuracy": 0.9})
+            else:
+                with pytest.raises(ProtocolError, match="train_loss"):
+                    send(coord, d, t, _zeros(coord), 10, {"train_loss": -1.0})
+                send(coord, d, t, _zeros(coord), 10, {"train_loss": 0.4})
+        await runner
+        return seen
+
+    seen = asyncio.run(go())
+    assert len(seen) == 3
+    text = (tmp_path / "metrics.jsonl").read_text()
+    rec = json.loads(text)
+    assert rec["device_accuracy"] == 0.9
+    coord.store.close()
+
+
+def test_rounds_abandoned_past_the_cap_stop_with_a_clear_error(tmp_path):
+    coord = make_coordinator(tmp_path, goal_count=2, over_selection=1.0, selection_timeout_s=0.05,
+                             max_round_attempts=3)
+    with pytest.raises(NotEnoughClients, match=r"round 1: abandoned 3 times \(server.max_round_attempts = 3\)"):
+        asyncio.run(coord.run())
+    assert coord.finished and coord.store.committed_rounds() == []
+    coord.store.close()
