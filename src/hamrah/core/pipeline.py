@@ -31,6 +31,10 @@ How to write a stage (subclass :class:`BaseStage`, a frozen dataclass, and overr
   ``weight * m`` before the first stage (1 for equal weights), and the chain divides the sum by m.
 - A stage with ``traits.needs_per_client_view`` (robust aggregation) implements
   ``combine(updates, weights, ctx) -> Params``, which replaces the weighted mean of decoded updates.
+- A stage may implement ``bound_decoded(update, server_state) -> Params``: the server applies it to
+  each client's decoded update before aggregation (central DP re-clips there, so a lossy codec cannot
+  raise a client's contribution above the clip norm the noise is calibrated to). Under a secure sum
+  the server never sees one client's update: such a stage must bound the contribution on the client.
 - Auxiliary sums: a stage may add entries to the update under keys starting with ``"<stage name>:"``
   (e.g. adaptive clipping's was-clipped bit, Andrew et al. 2021); they travel through later stages and
   aggregation like any tensor (summed securely under secure aggregation) and its server half pops them.
@@ -404,19 +408,31 @@ class Chain:
                 x = self.stages[i].decode(payload)
         return payload, tuple(states)
 
-    def aggregate(self, payloads: Sequence[Any], weights: Sequence[float], ctx: ServerContext) -> Params:
-        """Return the weighted mean of the clients' updates (the secure-sum stage's sum / m if any)."""
+    def decode_client(self, payload: Any, server_state: tuple | None = None) -> Params:
+        """Return one client's decoded update, bounded by every stage's ``bound_decoded`` (server side)."""
+        update = self.wire_stage().decode(payload)
+        for i, st in enumerate(self.stages):
+            bound = getattr(st, "bound_decoded", None)
+            if bound is not None:
+                update = bound(update, None if server_state is None else server_state[i])
+        return update
+
+    def aggregate(self, payloads: Sequence[Any], weights: Sequence[float], ctx: ServerContext,
+                  server_state: tuple | None = None) -> Params:
+        """Return the weighted mean of the clients' updates (the secure-sum stage's sum / m if any).
+
+        Each decoded update is bounded first (:meth:`decode_client`, with the chain's ``server_state``)."""
         s = self.secure_sum
         if s is not None:
             total = self.stages[s].aggregate(payloads, ctx)
             return {k: v / len(payloads) for k, v in total.items()}
-        wire = self.wire_stage()
+        sstate = server_state
         viewer = next((st for st in self.stages if st.traits.needs_per_client_view), None)
         if viewer is not None:
-            return viewer.combine([wire.decode(p) for p in payloads], list(weights), ctx)
+            return viewer.combine([self.decode_client(p, sstate) for p in payloads], list(weights), ctx)
         out: Params = {}
         for p, w in zip(payloads, weights):
-            for k, v in wire.decode(p).items():
+            for k, v in self.decode_client(p, sstate).items():
                 v = v.to(torch.float32)
                 out[k] = out[k].add_(v, alpha=w) if k in out else v * w
         return out
@@ -539,7 +555,7 @@ def process_round(
         up = dict(zip(client_updates, sent))
         protocol_down = dict(zip(client_updates, received))
     elif payloads:
-        agg = chain.aggregate(payloads, [p[k] for k in client_updates], sctx)
+        agg = chain.aggregate(payloads, [p[k] for k in client_updates], sctx, sstate)
     else:  # an empty round: the server halves still run (central DP releases noise alone)
         agg = {name: torch.zeros(shape, dtype=torch.float32) for name, shape in spec}
     agg, sstate = chain.server(agg, sstate, sctx)

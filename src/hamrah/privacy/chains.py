@@ -42,6 +42,7 @@ from hamrah.he.stage import (
 from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, noise_multiplier_for, round_spec_for
 from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
 from hamrah.privacy.ledger import BudgetLedger
+from hamrah.privacy.sensitivity import decode_error
 from hamrah.privacy.stages import dp_stages
 from hamrah.secagg.stage import SecureAggregation
 
@@ -171,11 +172,14 @@ class PipelineSpec:
         homomorphic stage on the side that decrypts sums."""
         codec = codec_stage(self.compression)
         dp = self.dp
-        privacy = dp_stages(dp, self.noise_multiplier, float(self.cohort)) if dp is not None else []
         codecs = [codec] if codec is not None else []
         secure = [SecureAggregation(**self.secure)] if self.secure is not None else []
         if self.homomorphic is not None:
             secure.append(HomomorphicSum(self.he_settings(), self.public_key(), key_holder))
+        err = 0.0  # under a secure sum the client bounds its own contribution (hamrah.privacy.sensitivity)
+        if dp is not None and dp.mode == "central" and secure and all(c.traits.summable_in_ring for c in codecs):
+            err = decode_error([*codecs, *secure])
+        privacy = dp_stages(dp, self.noise_multiplier, float(self.cohort), err) if dp is not None else []
         if dp is not None and dp.mode == "central":
             return [privacy[0], *codecs, *secure, privacy[1]]
         return privacy + codecs + secure
@@ -280,6 +284,9 @@ class PipelineRun:
         self.spec, self.chain, self.template = spec, spec.chain(key_holder), template
         self.client_states: dict[int, tuple] = {}
         self.server_state = self.chain.init_server(template)
+        for st in self.chain.stages:  # refuse before round 1 a clip the secure sum's rounding could exceed
+            if getattr(st, "decode_error", 0.0) > 0 and hasattr(st, "pre_clip"):
+                st.pre_clip(st.clip, sum(v.numel() for v in template.values()))
         self.ledger_path = ledger_path
         dp, rs = spec.dp, spec.round_spec()
         self.delta = dp.delta if dp is not None else None

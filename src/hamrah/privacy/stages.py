@@ -24,9 +24,9 @@ import torch
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import BaseStage, ClientContext, DensePayload, ServerContext, StageTraits
-from hamrah.privacy.adaptive import AdaptiveClipper, AdaptiveClipState, unclipped_bit
+from hamrah.privacy.adaptive import BIT_SENSITIVITY, AdaptiveClipper, AdaptiveClipState, shifted_bit
 from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
-from hamrah.privacy.mechanisms import add_gaussian_noise, clip_update, local_dp_release
+from hamrah.privacy.mechanisms import add_gaussian_noise, clip_update, l2_norm, local_dp_release
 
 UNCLIPPED, NEXT_CLIP = "unclipped", "next_clip"
 
@@ -34,6 +34,16 @@ UNCLIPPED, NEXT_CLIP = "unclipped", "next_clip"
 def _torch_generator(rng: Any) -> torch.Generator:
     """Return a torch Generator seeded from the context's numpy Generator (no global state)."""
     return torch.Generator().manual_seed(int(rng.integers(2**62)))
+
+
+def _is_model_key(name: str) -> bool:
+    """Return True for a model tensor, False for an auxiliary ``"<stage>:<what>"`` entry."""
+    return ":" not in name
+
+
+def model_numel(update: Params) -> int:
+    """Return the number of model coordinates in ``update`` (auxiliary entries excluded)."""
+    return sum(v.numel() for k, v in update.items() if _is_model_key(k))
 
 
 def _require_equal_weights(ctx: ClientContext, stage: str) -> None:
@@ -48,7 +58,16 @@ class DPClip(BaseStage):
     """Client half of DP-FedAvg: clip the update in L2 to S over all tensors (McMahan et al. 2018).
 
     With ``adaptive`` the norm is the server state broadcast to clients (Andrew et al. 2021) and the
-    client adds its bit b_i = [norm <= C] under ``"<name>:unclipped"``.
+    client adds its shifted bit b_i - 1/2 (b_i = [norm <= C]) under ``"<name>:unclipped"``.
+
+    The accountant assumes each client's *decoded* contribution has model norm <= C and bit in
+    [-1/2, 1/2]. A lossy codec after the clip can break that, so it is enforced twice:
+
+    - where the server decodes each client's payload (no secure sum), :meth:`bound_decoded` clips the
+      decoded model part to C again and clamps the bit (every codec, error feedback included);
+    - under a secure sum the server sees only the total, so the client clips to C - e * sqrt(d)
+      instead, where ``decode_error`` e bounds how far the later stages (a shared-range quantizer, the
+      secure sum's fixed-point rounding) move any one coordinate; then ||decoded|| <= C exactly.
 
     Example:
         >>> DPClip(clip=0.5).traits.kind
@@ -57,23 +76,59 @@ class DPClip(BaseStage):
 
     clip: float = 1.0
     adaptive: bool = False
+    decode_error: float = 0.0
     name: str = "dp_clip"
     traits: ClassVar[StageTraits] = StageTraits("clip")
 
     def __post_init__(self) -> None:
         if not (self.clip > 0 and math.isfinite(self.clip)):
             raise ConfigError(f"{self.name}: clip = {self.clip!r}: expected a positive finite number")
+        if not (self.decode_error >= 0 and math.isfinite(self.decode_error)):
+            raise ConfigError(f"{self.name}: decode_error = {self.decode_error!r}: expected a finite number >= 0")
 
     def init_server(self, template: Params) -> AdaptiveClipState | None:
         return AdaptiveClipState(float(self.clip)) if self.adaptive else None
 
+    def current_clip(self, server_state: Any) -> float:
+        """Return C: the fixed clip, or the adaptive norm in ``server_state``."""
+        return float(server_state.clip) if self.adaptive else float(self.clip)
+
+    def margin(self, numel: int) -> float:
+        """Return e * sqrt(d): the most the later stages can add to the norm of a d-coordinate update."""
+        return self.decode_error * math.sqrt(numel)
+
+    def pre_clip(self, clip: float, numel: int) -> float:
+        """Return C - e sqrt(d), the norm the client clips a d-coordinate update to so its sum-side norm is <= C.
+
+        Raises:
+            ConfigError: C is not above the margin (the rounding alone could exceed it).
+        """
+        target = clip - self.margin(numel)
+        if not target > 0:
+            raise ConfigError(f"{self.name}: clip norm {clip:.6g} is not above {self.margin(numel):.6g}, the most the "
+                              f"fixed-point rounding after it can add to a {numel}-coordinate update; expected a "
+                              "larger clip or more input bits (secure_aggregation.input_bits, a quantizer's bits)")
+        return target
+
     def encode(self, update: Params, state: Any, ctx: ClientContext) -> tuple[DensePayload, Any]:
         _require_equal_weights(ctx, self.name)
-        clip = ctx.server_state.clip if self.adaptive else self.clip
-        clipped, norm = clip_update(update, clip)
+        clip = self.current_clip(ctx.server_state)
+        clipped, norm = clip_update(update, self.pre_clip(clip, model_numel(update)))
         if self.adaptive:
-            clipped[f"{self.name}:{UNCLIPPED}"] = torch.tensor([1.0 if unclipped_bit(norm, clip) else 0.0])
+            clipped[f"{self.name}:{UNCLIPPED}"] = torch.tensor([shifted_bit(norm, clip)])
         return DensePayload(clipped), state
+
+    def bound_decoded(self, update: Params, server_state: Any) -> Params:
+        """Return one client's decoded update with its model part clipped to C and its bit clamped to
+        [-1/2, 1/2]: the sensitivity the accountant assumes, whatever the codec did (server side)."""
+        clip = self.current_clip(server_state)
+        model = {k: v for k, v in update.items() if _is_model_key(k)}
+        out = dict(update)
+        out.update(clip_update(model, clip)[0] if l2_norm(model) > clip else model)
+        bit = f"{self.name}:{UNCLIPPED}"
+        if bit in out:
+            out[bit] = out[bit].clamp(-BIT_SENSITIVITY, BIT_SENSITIVITY)
+        return out
 
     def server(self, aggregate: Params, state: Any, ctx: ServerContext) -> tuple[Params, Any]:
         if not self.adaptive:
@@ -97,6 +152,9 @@ class CentralGaussianNoise(BaseStage):
         expected_cohort: the fixed denominator: m (fixed-size sampling) or q*K (Poisson).
         adaptive: adaptive clipping parameters, or None.
         clip_stage: the name of the matching :class:`DPClip`.
+        decode_error: the matching :class:`DPClip`'s bound on a later stage's per-coordinate rounding
+            (a secure sum's fixed point): it adds to the bit's sensitivity, and the adaptive norm is
+            kept at >= 2 e sqrt(d) so that the client's margin never exceeds it.
     """
 
     noise_multiplier: float = 1.0
@@ -104,6 +162,7 @@ class CentralGaussianNoise(BaseStage):
     expected_cohort: float = 1.0
     adaptive: AdaptiveClipConfig | None = None
     clip_stage: str = "dp_clip"
+    decode_error: float = 0.0
     name: str = "dp_noise"
     traits: ClassVar[StageTraits] = StageTraits("noise", adds_noise_where="aggregate", client_side=False)
 
@@ -118,7 +177,8 @@ class CentralGaussianNoise(BaseStage):
 
     def clipper(self) -> AdaptiveClipper:
         """Return the adaptive clipper (adaptive mode only)."""
-        return AdaptiveClipper(self.adaptive, self.noise_multiplier, self.expected_cohort)
+        return AdaptiveClipper(self.adaptive, self.noise_multiplier, self.expected_cohort,
+                               BIT_SENSITIVITY + self.decode_error)
 
     def init_server(self, template: Params) -> AdaptiveClipState | None:
         return AdaptiveClipState(float(self.clip)) if self.adaptive is not None else None
@@ -138,8 +198,10 @@ class CentralGaussianNoise(BaseStage):
         out = add_gaussian_noise({k: v * scale for k, v in out.items()}, z * clip / self.expected_cohort, generator)
         if self.adaptive is None:
             return out, state
-        unclipped = float(bits.sum()) * ctx.num_clients  # equal weights: the mean of the bits times m'
-        state = self.clipper().step_count(state, unclipped, generator)
+        shifted = float(bits.sum()) * ctx.num_clients  # equal weights: the mean of the shifted bits times m'
+        state = self.clipper().step_count(state, shifted, generator)
+        floor = 2 * self.decode_error * math.sqrt(model_numel(out))
+        state = replace(state, clip=max(state.clip, floor)) if floor > 0 else state
         out[f"{self.clip_stage}:{NEXT_CLIP}"] = torch.tensor([state.clip], dtype=torch.float64)
         return out, state
 
@@ -162,15 +224,18 @@ class LocalGaussian(BaseStage):
         return DensePayload(release), state
 
 
-def dp_stages(config: DPConfig, noise_multiplier: float, expected_cohort: float) -> list[BaseStage]:
+def dp_stages(config: DPConfig, noise_multiplier: float, expected_cohort: float,
+              decode_error: float = 0.0) -> list[BaseStage]:
     """Return the pipeline stages of ``config``: [DPClip, CentralGaussianNoise] (central), [LocalGaussian]
     (local), [] (dpsgd: the privacy is in local training, :func:`hamrah.privacy.train_local_dpsgd`).
 
-    Put a secure-aggregation stage between the two central stages if one is used.
+    Put a secure-aggregation stage between the two central stages if one is used, and pass its (and
+    its codec's) per-coordinate rounding bound as ``decode_error`` (:func:`hamrah.privacy.sensitivity.decode_error`).
     """
     if config.mode == "central":
-        return [DPClip(config.clip, adaptive=config.adaptive is not None),
-                CentralGaussianNoise(noise_multiplier, config.clip, expected_cohort, config.adaptive)]
+        return [DPClip(config.clip, adaptive=config.adaptive is not None, decode_error=decode_error),
+                CentralGaussianNoise(noise_multiplier, config.clip, expected_cohort, config.adaptive,
+                                     decode_error=decode_error)]
     if config.mode == "local":
         return [LocalGaussian(config.clip, noise_multiplier)]
     return []

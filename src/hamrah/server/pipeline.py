@@ -157,7 +157,7 @@ class ServerPipeline:
             self.weight_in += weight
             self.bytes_up += len(data)
             return ClientResult(client_id, {PAYLOAD_KEY: tensors[PAYLOAD_KEY]}, weight, metrics)
-        delta = self.stage.decode(self.stage.read(data, self.wire))
+        delta = self.run.chain.decode_client(self.stage.read(data, self.wire), self.run.server_state)  # DP re-clip
         if not all(bool(torch.isfinite(v).all()) for v in delta.values()):
             raise ProtocolError("update: decoded values are not all finite")
         self.bytes_up += len(data)
