@@ -1,0 +1,344 @@
+"""The one Paillier backend of vertical FL: keys, integer vectors, and the few operations protocols need.
+
+Paillier 1999 (*Public-Key Cryptosystems Based on Composite Degree Residuosity Classes*), on
+``phe``'s keys and CRT decryption (:mod:`hamrah.he.paillier`) and ``gmpy2`` arithmetic, with two
+speed-ups measured in ``benchmarks/bench_paillier_libs.py`` (``docs/vertical.md``):
+
+- **Encryption** is ``(1 + m n) * hs^r mod n^2`` with ``hs = h^n`` for a random square ``h`` and a
+  short exponent ``r`` of ``key_bits / 2`` bits (Damgard, Jurik and Nielsen 2010, *A generalization
+  of Paillier's public-key system*, section 4.2; SecretFlow HEU's ``ZPaillier`` does the same), and
+  ``hs^r`` comes from a fixed-base table of ``hs^(d * 2^(8i))``: 128 modular multiplications instead
+  of a 2048-bit exponentiation ``r^n`` at 2048-bit keys.
+- **Plaintext-matrix times ciphertext-vector** (``X^T [[d]]``, every vertical LR gradient) uses the
+  bucket method of multi-exponentiation (Pippenger 1980) instead of one exponentiation per entry.
+
+Values are signed integers ``|v| <= n // 3`` (negatives as ``n - |v|``; decryption refuses the gap,
+which catches overflow). Fixed-point scaling is the caller's: :func:`encode` / :func:`decode`. To pack
+several values in one plaintext, form the integer yourself (``a + b * 2^k``) and keep it below
+``public.max_int``.
+
+Who sees what: a :class:`CipherVector` reveals its length only; :func:`to_wire` carries the
+ciphertexts and a fingerprint of the public key, so a vector under a wrong key is refused by name;
+:func:`from_wire` checks the count and that every ciphertext lies in ``[1, n^2)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import gmpy2
+import numpy as np
+from phe import paillier
+
+from hamrah.core.errors import ConfigError, ProtocolError
+from hamrah.he.encoding import FixedPoint
+from hamrah.he.paillier import paillier_keygen
+
+WINDOW_BITS = 8
+__all__ = ["CipherVector", "PublicKey", "SecretKey", "add", "add_plain", "decode", "decrypt", "encode",
+           "encrypt", "from_wire", "keygen", "matvec", "mul_plain", "public_from_wire", "public_to_wire",
+           "sum_all", "to_wire"]
+
+
+def _random_below(bound: int, rng: np.random.Generator | None) -> int:
+    if rng is None:
+        return secrets.randbelow(bound)
+    nbytes = (bound.bit_length() + 7) // 8 + 8
+    return int.from_bytes(rng.bytes(nbytes), "big") % bound
+
+
+@dataclass(frozen=True, eq=False)
+class PublicKey:
+    """A Paillier public key with the DJN base ``hs`` and its fixed-base table.
+
+    Attributes:
+        n: the modulus.
+        hs: ``h^n mod n^2`` for a random ``h = -x^2 mod n`` (public).
+    """
+
+    n: int
+    hs: int
+    nsq: gmpy2.mpz = field(init=False, repr=False)
+    _table: tuple = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        nsq = gmpy2.mpz(self.n) ** 2
+        object.__setattr__(self, "nsq", nsq)
+        windows, table, base = (self.r_bits + WINDOW_BITS - 1) // WINDOW_BITS, [], gmpy2.mpz(self.hs)
+        for _ in range(windows):
+            row = [gmpy2.mpz(1)]
+            for _ in range((1 << WINDOW_BITS) - 1):
+                row.append(row[-1] * base % nsq)
+            table.append(tuple(row))
+            base = row[-1] * base % nsq
+        object.__setattr__(self, "_table", tuple(table))
+
+    @property
+    def key_bits(self) -> int:
+        return self.n.bit_length()
+
+    @property
+    def r_bits(self) -> int:
+        """Bits of the random exponent: half the modulus, as HEU's ZPaillier."""
+        return self.n.bit_length() // 2
+
+    @property
+    def max_int(self) -> int:
+        """The largest magnitude a signed plaintext may have (``n // 3``)."""
+        return self.n // 3
+
+    @property
+    def fingerprint(self) -> bytes:
+        """16 bytes naming this key on the wire."""
+        return hashlib.sha256(b"hamrah-paillier|%d|%d" % (self.n, self.hs)).digest()[:16]
+
+    def hs_power(self, r: int) -> gmpy2.mpz:
+        """Return ``hs^r mod n^2`` from the fixed-base table (``0 <= r < 2^r_bits``)."""
+        acc, nsq, mask = gmpy2.mpz(1), self.nsq, (1 << WINDOW_BITS) - 1
+        for row in self._table:
+            if r & mask:
+                acc = acc * row[r & mask] % nsq
+            r >>= WINDOW_BITS
+        return acc
+
+
+@dataclass(frozen=True, eq=False)
+class SecretKey:
+    """The secret half: ``phe``'s private key (CRT decryption) and the public key it belongs to."""
+
+    public: PublicKey
+    private: paillier.PaillierPrivateKey = field(repr=False)
+
+
+def keygen(key_bits: int = 2048, rng: np.random.Generator | None = None) -> tuple[PublicKey, SecretKey]:
+    """Return a fresh key pair.
+
+    Args:
+        key_bits: modulus size: 2048 for real use (about 112-bit security); tests use 1024 for speed.
+        rng: ``None`` for the OS CSPRNG (the only secure choice); a Generator for reproducible test keys.
+
+    Raises:
+        ConfigError: ``key_bits`` is not an even integer >= 512.
+    """
+    phe_public, phe_private = paillier_keygen(key_bits, rng)
+    n = phe_public.n
+    x = _random_below(n - 2, rng) + 2
+    hs = int(gmpy2.powmod(n - x * x % n, n, gmpy2.mpz(n) ** 2))
+    public = PublicKey(n, hs)
+    return public, SecretKey(public, phe_private)
+
+
+@dataclass(frozen=True, eq=False)
+class CipherVector:
+    """Encrypted signed integers under ``public``, one per ciphertext."""
+
+    public: PublicKey
+    cts: tuple = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.cts)
+
+
+def _plain(public: PublicKey, v: int) -> int:
+    if abs(v) > public.max_int:
+        raise ProtocolError(f"plaintext {v}: exceeds the key's range (|v| <= n // 3)")
+    return v % public.n
+
+
+def encrypt(public: PublicKey, ints: Sequence[int], rng: np.random.Generator | None = None) -> CipherVector:
+    """Encrypt signed integers.
+
+    Raises:
+        ProtocolError: a value exceeds ``public.max_int``.
+    """
+    n, nsq, bound = public.n, public.nsq, 1 << public.r_bits
+    out = []
+    for v in ints:
+        m = _plain(public, int(v))
+        out.append((1 + m * n) % nsq * public.hs_power(_random_below(bound, rng)) % nsq)
+    return CipherVector(public, tuple(out))
+
+
+def _same(a: CipherVector, b: CipherVector) -> None:
+    if a.public is not b.public and a.public.fingerprint != b.public.fingerprint:
+        raise ProtocolError("ciphertexts: encrypted under different public keys")
+    if len(a) != len(b):
+        raise ProtocolError(f"ciphertexts: lengths differ ({len(a)} vs {len(b)})")
+
+
+def add(a: CipherVector, b: CipherVector) -> CipherVector:
+    """Return the encryption of ``a + b`` element-wise."""
+    _same(a, b)
+    nsq = a.public.nsq
+    return CipherVector(a.public, tuple(x * y % nsq for x, y in zip(a.cts, b.cts)))
+
+
+def add_plain(a: CipherVector, ints: Sequence[int]) -> CipherVector:
+    """Return the encryption of ``a + ints`` element-wise (no randomness added).
+
+    Raises:
+        ProtocolError: a length mismatch or a value out of range.
+    """
+    if len(ints) != len(a):
+        raise ProtocolError(f"add_plain: expected {len(a)} values, got {len(ints)}")
+    n, nsq = a.public.n, a.public.nsq
+    return CipherVector(a.public, tuple(c * ((1 + _plain(a.public, int(v)) * n) % nsq) % nsq
+                                        for c, v in zip(a.cts, ints)))
+
+
+def _power(c, k: int, nsq):
+    return gmpy2.powmod(gmpy2.invert(c, nsq), -k, nsq) if k < 0 else gmpy2.powmod(c, k, nsq)
+
+
+def mul_plain(a: CipherVector, ints: Sequence[int] | int) -> CipherVector:
+    """Return the encryption of ``a * k`` element-wise (``ints`` a sequence, or one int for all)."""
+    ks = [int(ints)] * len(a) if isinstance(ints, (int, np.integer)) else [int(k) for k in ints]
+    if len(ks) != len(a):
+        raise ProtocolError(f"mul_plain: expected {len(a)} factors, got {len(ks)}")
+    return CipherVector(a.public, tuple(_power(c, k, a.public.nsq) for c, k in zip(a.cts, ks)))
+
+
+def sum_all(a: CipherVector) -> CipherVector:
+    """Return the encryption of the sum of ``a``'s values, as a vector of length 1."""
+    acc, nsq = gmpy2.mpz(1), a.public.nsq
+    for c in a.cts:
+        acc = acc * c % nsq
+    return CipherVector(a.public, (acc,))
+
+
+def _multiexp(bases: Sequence, exps: Sequence[int], nsq, window: int = 4):
+    """Return ``prod bases[i]^exps[i] mod nsq`` for non-negative exps (Pippenger's bucket method)."""
+    top = max(exps, default=0).bit_length()
+    acc, mask = gmpy2.mpz(1), (1 << window) - 1
+    for shift in range(((top + window - 1) // window - 1) * window, -1, -window):
+        for _ in range(window):
+            acc = acc * acc % nsq
+        buckets = [None] * (1 << window)
+        for b, e in zip(bases, exps):
+            d = (e >> shift) & mask
+            if d:
+                buckets[d] = b if buckets[d] is None else buckets[d] * b % nsq
+        running, total = gmpy2.mpz(1), gmpy2.mpz(1)
+        for d in range(mask, 0, -1):
+            if buckets[d] is not None:
+                running = running * buckets[d] % nsq
+            total = total * running % nsq
+        acc = acc * total % nsq
+    return acc
+
+
+def matvec(matrix: np.ndarray, a: CipherVector) -> CipherVector:
+    """Return the encryption of ``matrix @ a`` for a signed integer ``matrix`` of shape ``(rows, len(a))``.
+
+    Vertical LR's encrypted gradient ``X^T [[d]]`` is ``matvec(X_int.T, d)``.
+
+    Raises:
+        ProtocolError: ``matrix`` has the wrong shape.
+    """
+    m = np.asarray(matrix)
+    if m.ndim != 2 or m.shape[1] != len(a):
+        raise ProtocolError(f"matvec: expected a matrix of shape (rows, {len(a)}), got {m.shape}")
+    nsq = a.public.nsq
+    inverses = [gmpy2.invert(c, nsq) for c in a.cts] if (m < 0).any() else None
+    out = []
+    for row in m.tolist():
+        pos = [(c, k) for c, k in zip(a.cts, row) if k > 0]
+        neg = [(ci, -k) for ci, k in zip(inverses or (), row) if k < 0]
+        both = pos + neg
+        out.append(_multiexp([b for b, _ in both], [k for _, k in both], nsq))
+    return CipherVector(a.public, tuple(out))
+
+
+def decrypt(secret: SecretKey, a: CipherVector) -> list[int]:
+    """Return the signed integers ``a`` encrypts.
+
+    Raises:
+        ProtocolError: the vector is under another key, or a value overflowed ``n // 3``.
+    """
+    if secret.public.fingerprint != a.public.fingerprint:
+        raise ProtocolError("decrypt: the ciphertexts were made under another public key")
+    n, top, out = secret.public.n, secret.public.max_int, []
+    for i, c in enumerate(a.cts):
+        m = int(secret.private.raw_decrypt(int(c)))
+        if top < m < n - top:
+            raise ProtocolError(f"decrypt: value {i} overflowed the key's signed range (|v| <= n // 3)")
+        out.append(m - n if m >= n - top else m)
+    return out
+
+
+def encode(x: np.ndarray | Sequence[float], precision_bits: int) -> list[int]:
+    """Return ``round(x * 2^precision_bits)`` as Python ints (see :class:`hamrah.he.encoding.FixedPoint`)."""
+    return FixedPoint(precision_bits).encode(np.ravel(np.asarray(x, dtype=np.float64)))
+
+
+def decode(ints: Sequence[int], scale_bits: int) -> np.ndarray:
+    """Return ``ints / 2^scale_bits`` as float64."""
+    return np.array([v / (1 << scale_bits) for v in ints], dtype=np.float64)
+
+
+def to_wire(a: CipherVector) -> dict:
+    """Return the message fields carrying ``a`` (ciphertexts as big ints, the key's fingerprint)."""
+    return {"ct": tuple(int(c) for c in a.cts), "key": a.public.fingerprint}
+
+
+def from_wire(public: PublicKey, fields: dict, expected_len: int, what: str = "ciphertexts") -> CipherVector:
+    """Rebuild a :class:`CipherVector` from message fields, checking key, count and range.
+
+    Args:
+        public: the key the sender must have used.
+        fields: the received message (``ct`` and ``key``).
+        expected_len: how many ciphertexts the protocol expects here.
+        what: the name used in errors.
+
+    Raises:
+        ProtocolError: missing fields, another key, the wrong count, or a value outside ``[1, n^2)``.
+    """
+    cts, key = fields.get("ct"), fields.get("key")
+    if not isinstance(cts, tuple) or not isinstance(key, bytes):
+        raise ProtocolError(f"{what}: expected fields 'ct' (big ints) and 'key' (bytes)")
+    if key != public.fingerprint:
+        raise ProtocolError(f"{what}: made under another public key (fingerprint {key.hex()}, "
+                            f"expected {public.fingerprint.hex()})")
+    if len(cts) != expected_len:
+        raise ProtocolError(f"{what}: expected {expected_len} ciphertexts, got {len(cts)}")
+    nsq = public.nsq
+    for i, c in enumerate(cts):
+        if not 0 < c < nsq:
+            raise ProtocolError(f"{what}[{i}]: not a ciphertext (expected a value in [1, n^2))")
+    return CipherVector(public, tuple(gmpy2.mpz(c) for c in cts))
+
+
+def public_to_wire(public: PublicKey) -> dict:
+    """Return the message fields carrying a public key."""
+    return {"n": (public.n,), "hs": (public.hs,)}
+
+
+def public_from_wire(fields: dict, min_bits: int = 1024) -> PublicKey:
+    """Rebuild a public key from message fields.
+
+    Raises:
+        ProtocolError: missing fields, a modulus under ``min_bits`` bits or even, or ``hs`` out of range.
+    """
+    n, hs = fields.get("n"), fields.get("hs")
+    if not (isinstance(n, tuple) and isinstance(hs, tuple) and len(n) == 1 and len(hs) == 1):
+        raise ProtocolError("public key: expected fields 'n' and 'hs', one big int each")
+    n, hs = n[0], hs[0]
+    if n.bit_length() < min_bits or n % 2 == 0:
+        raise ProtocolError(f"public key: expected an odd modulus of at least {min_bits} bits, "
+                            f"got {n.bit_length()} bits")
+    if not 1 < hs < n * n or gmpy2.gcd(hs, n) != 1:
+        raise ProtocolError("public key: hs must be a unit in [2, n^2)")
+    return PublicKey(n, hs)
+
+
+def check_key_bits(key_bits: int) -> None:
+    """Refuse a key size that is not an even integer >= 1024 (1024 only for tests).
+
+    Raises:
+        ConfigError: naming the value and what was expected.
+    """
+    if isinstance(key_bits, bool) or not isinstance(key_bits, int) or key_bits < 1024 or key_bits % 2:
+        raise ConfigError(f"key_bits: expected an even integer >= 1024 (2048 for real use), got {key_bits!r}")
