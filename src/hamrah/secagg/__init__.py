@@ -1,4 +1,5 @@
-"""Secure aggregation: SecAgg (Bonawitz et al. 2017, CCS) and SecAgg+ (Bell et al. 2020, CCS).
+"""Secure aggregation: SecAgg (Bonawitz et al. 2017, CCS) and SecAgg+ (Bell et al. 2020, CCS),
+semi-honest or, with identity keys, actively secure against a malicious server (``hamrah.secagg.active``).
 
 Client and server are state machines without I/O (``SecAggClient``, ``SecAggServer``); their messages
 are frozen dataclasses with a versioned binary codec; ``run_secure_aggregation`` drives a round in
@@ -13,6 +14,10 @@ Example:
     [0.5, 0.5, 0.5, 0.5]
 """
 
+from hamrah.secagg.active import (ACTIVE_STAGES, ActiveSecAggClient, ActiveSecAggServer, identity_public_key,
+                                  resolve_consistency_threshold, simulated_identities)
+from hamrah.secagg.active_messages import (ConsistencyBroadcast, ConsistencyRequest, ConsistencySignature,
+                                           SignedAdvertiseKeys, SignedKeysBroadcast, SignedPeerKeys)
 from hamrah.secagg.client import SecAggClient
 from hamrah.secagg.config import SecAggConfig, secaggplus_degree
 from hamrah.secagg.crypto import DeterministicRandom
@@ -24,6 +29,9 @@ from hamrah.secagg.params import ParamsLayout, flatten_params, secure_weighted_m
 from hamrah.secagg.server import STAGES, AggregateResult, SecAggServer
 
 __all__ = [
+    "ACTIVE_STAGES", "ActiveSecAggClient", "ActiveSecAggServer", "ConsistencyBroadcast", "ConsistencyRequest",
+    "ConsistencySignature", "SignedAdvertiseKeys", "SignedKeysBroadcast", "SignedPeerKeys", "identity_public_key",
+    "resolve_consistency_threshold", "simulated_identities",
     "AdvertiseKeys", "AggregateResult", "DeterministicRandom", "KeysBroadcast", "MaskedInput", "ParamsLayout",
     "PeerKeys", "STAGES", "SecAggClient", "SecAggConfig", "SecAggRun", "SecAggServer", "ShareKeys",
     "SharesBroadcast", "UnmaskRequest", "UnmaskShares", "decode", "flatten_params", "masking_graph",

@@ -45,11 +45,14 @@ class SecAggClient:
         80
     """
 
+    _ORDER = _ORDER
+    """The stages in order; the actively secure client inserts its consistency check."""
+
     def __init__(self, client_id: int, config: SecAggConfig, *, round_id: int = 0,
                  randbytes: Callable[[int], bytes] = os.urandom):
         self.client_id, self.config, self.round_id = client_id, config, round_id
         self._rand = randbytes
-        self._stage = "advertise_keys"
+        self._stage = self._ORDER[0]
         self._peers: dict[int, PeerKeys] = {}
         self._received: dict[int, tuple[int, int]] = {}  # sender -> (share of s_sender^SK, share of b_sender)
 
@@ -148,7 +151,7 @@ class SecAggClient:
         if self._stage != stage:
             raise ProtocolError(f"client {self.client_id}: {stage} called out of order, the client is at "
                                 f"stage {self._stage!r}")
-        self._stage = _ORDER[_ORDER.index(stage) + 1]
+        self._stage = self._ORDER[self._ORDER.index(stage) + 1]
 
     def _check(self, message, kind, stage: str) -> None:
         if not isinstance(message, kind):

@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from hamrah.core.errors import ConfigError
+from hamrah.secagg.active import ActiveSecAggClient, ActiveSecAggServer, identity_public_key
 from hamrah.secagg.client import SecAggClient
 from hamrah.secagg.config import SecAggConfig
 from hamrah.secagg.crypto import DeterministicRandom
@@ -68,7 +69,8 @@ class _Meter:
 
 def run_secure_aggregation(inputs: Sequence[np.ndarray], config: SecAggConfig,
                            dropouts: Mapping[str, Iterable[int]] | None = None, seed: int = 0, *,
-                           round_id: int = 0, clock: Callable[[], float] | None = None) -> SecAggRun:
+                           round_id: int = 0, clock: Callable[[], float] | None = None,
+                           identities: Mapping[int, bytes] | None = None) -> SecAggRun:
     """Run one round of SecAgg (or SecAgg+) over ``inputs`` in memory.
 
     Args:
@@ -76,46 +78,63 @@ def run_secure_aggregation(inputs: Sequence[np.ndarray], config: SecAggConfig,
         config: the round's settings; ``config.num_clients`` must equal ``len(inputs)``.
         dropouts: ``{stage: clients}``: a client listed under a stage sends nothing from that stage on.
             Stages: ``advertise_keys``, ``share_keys`` (dropped after advertising), ``masked_input``
-            (after sharing keys), ``unmasking`` (after sending its masked input).
+            (after sharing keys), ``consistency_check`` (actively secure variant only: after its masked
+            input), ``unmasking`` (after sending its masked input, or its consistency signature).
         seed: seeds the clients' key material (``DeterministicRandom``: simulation only) and the graph.
         round_id: the round id carried by every message.
         clock: e.g. ``time.perf_counter`` to time each party; None to skip timing.
+        identities: ``client id -> 32-byte Ed25519 identity key`` of every client: runs the actively
+            secure variant (signed keys and the ConsistencyCheck round, :mod:`hamrah.secagg.active`);
+            None runs the semi-honest one.
 
     Returns:
         A :class:`SecAggRun` with the sum and the per-party bytes (and seconds).
 
     Raises:
-        ConfigError: ``inputs`` or ``dropouts`` do not fit the config.
+        ConfigError: ``inputs``, ``dropouts`` or ``identities`` do not fit the config.
         DropoutThresholdExceeded: too few clients survived a stage (the message names it).
     """
     n = config.num_clients
     if len(inputs) != n:
         raise ConfigError(f"got {len(inputs)} inputs for a config of num_clients={n}")
-    dropped = _check_dropouts(dropouts or {}, n)
     streams = np.random.SeedSequence(seed).generate_state(n + 1, dtype=np.uint64)
-    clients = [SecAggClient(u, config, round_id=round_id, randbytes=DeterministicRandom(int(streams[u])))
-               for u in range(n)]
-    server = SecAggServer(config, round_id=round_id, graph_seed=int(streams[n]))
-    meter = _Meter(n, clock)
+    if identities is None:
+        clients = [SecAggClient(u, config, round_id=round_id, randbytes=DeterministicRandom(int(streams[u])))
+                   for u in range(n)]
+        server = SecAggServer(config, round_id=round_id, graph_seed=int(streams[n]))
+    else:
+        if set(identities) != set(range(n)):
+            raise ConfigError(f"identities must hold one signing key for each client 0..{n - 1}")
+        public = {u: identity_public_key(key) for u, key in identities.items()}
+        clients = [ActiveSecAggClient(u, config, signing_key=identities[u], verify_keys=public, round_id=round_id,
+                                      randbytes=DeterministicRandom(int(streams[u]))) for u in range(n)]
+        server = ActiveSecAggServer(config, verify_keys=public, round_id=round_id, graph_seed=int(streams[n]))
+    dropped = _check_dropouts(dropouts or {}, n, server.stages)
+    return _drive(clients, server, inputs, dropped, _Meter(n, clock))
+
+
+_STEPS = {"advertise_keys": lambda c, m, x: c.advertise_keys(), "share_keys": lambda c, m, x: c.share_keys(m),
+          "masked_input": lambda c, m, x: c.masked_input(m, np.asarray(x)),
+          "consistency_check": lambda c, m, x: c.consistency_check(m), "unmasking": lambda c, m, x: c.unmask(m)}
+
+
+def _drive(clients, server, inputs, dropped: dict[str, set[int]], meter: _Meter) -> SecAggRun:
+    """Carry every stage's messages (as bytes) between the clients and the server; drop clients as told."""
     gone: set[int] = set()
-    pending = {u: None for u in range(n)}
-    steps = (lambda c, m: c.advertise_keys(), lambda c, m: c.share_keys(m),
-             lambda c, m: c.masked_input(m, np.asarray(inputs[c.client_id])), lambda c, m: c.unmask(m))
-    closers = (server.close_advertise_keys, server.close_share_keys, server.close_masked_input,
-               server.close_unmasking)
+    pending = {u: None for u in range(len(clients))}
     server_sent = server_recv = 0
-    for stage, step, close in zip(STAGES, steps, closers):
+    for stage in server.stages:
         gone |= dropped.get(stage, set())
         for u, wire in pending.items():
             if u in gone:
                 continue
             message = None if wire is None else meter.client(u, decode, wire)
-            reply = meter.client(u, step, clients[u], message).to_bytes()
+            reply = meter.client(u, _STEPS[stage], clients[u], message, inputs[u]).to_bytes()
             meter.sent[u] += len(reply)
             server_recv += len(reply)
             meter.server(server.receive, reply)
-        out = meter.server(close)
-        if stage == STAGES[-1]:
+        out = meter.server(getattr(server, "close_" + stage))
+        if stage == server.stages[-1]:
             result = out
             break
         pending = {u: meter.server(lambda m: m.to_bytes(), m) for u, m in out.items()}
@@ -123,16 +142,17 @@ def run_secure_aggregation(inputs: Sequence[np.ndarray], config: SecAggConfig,
             server_sent += len(wire)
             if u not in gone:
                 meter.recv[u] += len(wire)
-    timed = clock is not None
+    timed = meter.clock is not None
     return SecAggRun(result, meter.sent, meter.recv, server_sent, server_recv,
                      meter.client_s if timed else None, meter.server_s if timed else None)
 
 
-def _check_dropouts(dropouts: Mapping[str, Iterable[int]], n: int) -> dict[str, set[int]]:
+def _check_dropouts(dropouts: Mapping[str, Iterable[int]], n: int,
+                    stages: Sequence[str] = STAGES) -> dict[str, set[int]]:
     out = {}
     for stage, ids in dropouts.items():
-        if stage not in STAGES:
-            raise ConfigError(f"unknown drop-out stage {stage!r}, expected one of {list(STAGES)}")
+        if stage not in stages:
+            raise ConfigError(f"unknown drop-out stage {stage!r}, expected one of {list(stages)}")
         ids = {int(u) for u in ids}
         if not all(0 <= u < n for u in ids):
             raise ConfigError(f"drop-outs at {stage!r} name clients outside [0, {n})")

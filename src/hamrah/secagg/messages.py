@@ -269,6 +269,14 @@ _KINDS = {c.KIND: c for c in (AdvertiseKeys, KeysBroadcast, ShareKeys, SharesBro
                               UnmaskRequest, UnmaskShares)}
 
 
+def register(cls):
+    """Make :func:`decode` know message class ``cls`` (the actively secure variant's messages); returns ``cls``."""
+    if _KINDS.get(cls.KIND, cls) is not cls:
+        raise ValueError(f"message kind {cls.KIND} is taken by {_KINDS[cls.KIND].__name__}")
+    _KINDS[cls.KIND] = cls
+    return cls
+
+
 def decode(data: bytes):
     """Decode any secure-aggregation message.
 

@@ -59,6 +59,10 @@ class SecAggServer:
         client_ids: the clients of the round; default ``range(config.num_clients)``.
     """
 
+    stages: tuple[str, ...] = STAGES
+    """The rounds in order; the actively secure server inserts its consistency check."""
+    _expected: dict[str, type] = _EXPECTED
+
     def __init__(self, config: SecAggConfig, *, round_id: int = 0, graph_seed: int = 0,
                  client_ids: Sequence[int] | None = None):
         ids = list(range(config.num_clients)) if client_ids is None else [int(i) for i in client_ids]
@@ -66,8 +70,8 @@ class SecAggServer:
             raise ProtocolError(f"client_ids must be {config.num_clients} distinct ids in [0, 2^32 - 1)")
         self.config, self.round_id = config, round_id
         self.graph = masking_graph(ids, config.neighbours, graph_seed)
-        self.stage = STAGES[0]
-        self._inbox: dict[str, dict[int, object]] = {s: {} for s in STAGES}
+        self.stage = self.stages[0]
+        self._inbox: dict[str, dict[int, object]] = {s: {} for s in self.stages}
         self._alive: dict[str, set[int]] = {"start": set(ids)}
         self._total = np.zeros(config.vector_length, dtype=ring_dtype(config.ring_bits))
 
@@ -81,7 +85,7 @@ class SecAggServer:
         """
         if isinstance(message, (bytes, bytearray, memoryview)):
             message = decode(message)
-        expected = _EXPECTED.get(self.stage)
+        expected = self._expected.get(self.stage)
         if expected is None or not isinstance(message, expected):
             raise ProtocolError(f"got {type(message).__name__} while the server is at stage {self.stage!r}, "
                                 f"expected {expected.__name__ if expected else 'nothing (the round is over)'}")
@@ -150,14 +154,14 @@ class SecAggServer:
         ring_sum = reduce(total, cfg.ring_bits)
         return AggregateResult(
             sum=dequantize_sum(ring_sum, len(u3), cfg.clip, cfg.input_bits), ring_sum=ring_sum,
-            contributors=tuple(sorted(u3)), survivors={s: tuple(sorted(self._alive[s])) for s in STAGES},
+            contributors=tuple(sorted(u3)), survivors={s: tuple(sorted(self._alive[s])) for s in self.stages},
             self_masks_removed=tuple(sorted(u3)), keys_rebuilt=tuple(rebuilt))
 
     # -- stage bookkeeping ----------------------------------------------------------------------------
 
     def _previous_alive(self) -> set[int]:
-        i = STAGES.index(self.stage)
-        return self._alive["start" if i == 0 else STAGES[i - 1]]
+        i = self.stages.index(self.stage)
+        return self._alive["start" if i == 0 else self.stages[i - 1]]
 
     def _view(self, u: int) -> set[int]:
         """The holders of u's shares that took part in round 1 (what u saw in U2), u included."""
@@ -169,7 +173,7 @@ class SecAggServer:
         alive = set(self._inbox[stage])
         self._alive[stage] = alive
         self._check_threshold(stage, alive)
-        self.stage = STAGES[STAGES.index(stage) + 1] if stage != STAGES[-1] else "done"
+        self.stage = self.stages[self.stages.index(stage) + 1] if stage != self.stages[-1] else "done"
         return alive
 
     def _check_threshold(self, stage: str, alive: set[int]) -> None:
