@@ -37,7 +37,10 @@ from hamrah.privacy.config import DPConfig
 
 SAMPLING_KINDS = ("poisson", "fixed", "none")
 METHODS = ("rdp", "pld")
-PLD_DISCRETIZATION = 1e-3  # 10x coarser than the library default: same epsilon to 1e-4 here, 10x faster
+# 10x coarser than the library default (1e-4); pessimistic, so still an upper bound, but not the same
+# number: 0.1913 against 0.1856 (+3%) at q = 1e-3, z = 1, 1000 rounds, delta = 1e-6; +2e-5 (5e-6 relative)
+# at q = 0.1, z = 1, 100 rounds, delta = 1e-3; 3-9x less CPU (tests/privacy/test_dp_accounting_direct.py)
+PLD_DISCRETIZATION = 1e-3
 
 
 @dataclass(frozen=True)
