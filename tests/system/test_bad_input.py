@@ -41,7 +41,8 @@ def _report(stub, meta, task_id, rnd, payload: bytes, *, status=pb.COMPLETED, n=
 
 def test_bad_messages_are_refused_and_the_round_completes(tmp_path):
     setup, stores, tokens = make_setup(tmp_path, experiment(rounds=1), devices=3, goal_count=4, over_selection=1.0,
-                                       min_reports=3, revoked_file=str(tmp_path / "revoked.txt"))
+                                       min_reports=3, revoked_file=str(tmp_path / "revoked.txt"),
+                                       max_streams_per_device=16)  # the cases below open their streams at once
     all_tokens = (tmp_path / "tokens.txt").read_text().split()
     mine, revoked = all_tokens[5], all_tokens[6]
     (tmp_path / "revoked.txt").write_text(revoked + "\n")

@@ -18,12 +18,12 @@ from hamrah.data.federated import ArrayData
 from hamrah.models import ModelSpec
 from hamrah.server.config import ServerConfig
 from hamrah.server.coordinator import Coordinator, RunPlan
+from hamrah.server.guard import add_service
 from hamrah.server.pipeline import ServerPipeline
 from hamrah.server.selector import Selector
 from hamrah.server.service import FederatedLearningService
 from hamrah.server.state import ServerStore
 from hamrah.transport.codec import CHUNK_BYTES
-from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
 from hamrah.transport.security import TokenRegistry, server_credentials
 
 log = logging.getLogger("hamrah.server")
@@ -79,7 +79,7 @@ class FLServer:
         """Start listening; return the bound port."""
         s = self.setup.server
         self._grpc = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_FederatedLearningServicer_to_server(self.service, self._grpc)
+        add_service(self.service, self._grpc)  # malformed messages reach the handlers as MALFORMED
         address = f"{host}:{port}"
         if s.tls_cert:
             bound = self._grpc.add_secure_port(address, server_credentials(s.tls_cert, s.tls_key, s.client_ca))
@@ -124,6 +124,8 @@ class FLServer:
             "rounds_to_target": rounds_to_target(rounds, accs, target) if target is not None and accs else None,
             "wall_s": records[-1]["elapsed_s"] if records else 0.0,
             "refused_messages": self.service.refused,
+            "refusals": dict(sorted(self.service.guard.refusals.items())),
+            "refused_aggregates": self.coordinator.refused_aggregates,
             "devices_forwarded": sum(s.forwarded for s in self.selectors),
             "devices_turned_away": sum(s.turned_away for s in self.selectors),
         }

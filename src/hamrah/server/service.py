@@ -11,12 +11,13 @@ import grpc
 
 from hamrah.core.errors import AuthError, ProtocolError
 from hamrah.server.coordinator import Coordinator, LateReport
+from hamrah.server.guard import Guard, Malformed, RateLimited, TooManyStreams, reason_of
 from hamrah.server.secure import DroppedFromRound, SecureRoundAborted
 from hamrah.server.selector import Selector
 from hamrah.transport.codec import chunks, join_chunks
+from hamrah.transport.identity import DEVICE_HEADER, anonymous_key
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
-from hamrah.transport.identity import DEVICE_HEADER, anonymous_key
 from hamrah.transport.security import TokenRegistry, peer_cert_sha256
 
 log = logging.getLogger("hamrah.server")
@@ -30,6 +31,8 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         # Updates received at once: bounds the memory of buffered payloads whatever the number of
         # devices; the others wait under gRPC flow control.
         self._uploads = asyncio.Semaphore(coordinator.cfg.max_concurrent_uploads)
+        cfg = coordinator.cfg
+        self.guard = Guard(cfg.rate_per_s, cfg.rate_burst, cfg.max_streams_per_device)
 
     async def _device(self, context: grpc.aio.ServicerContext, method: str, claimed: str = "") -> str:
         """Return the caller's device key, the same on every call of one device; or end the call with
@@ -47,13 +50,28 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
 
     async def _refuse(self, context, device: str, what: str, err: ProtocolError, code=grpc.StatusCode.INVALID_ARGUMENT):
         self.refused += 1
+        self.guard.count(reason_of(err))
         rs = self.coordinator.current
         if rs is not None:
             rs.refused += 1
         log.warning("refused %s from device %s: %s", what, device[:8], err)
         await context.abort(code, str(err))
 
+    async def _malformed(self, context, method: str) -> None:
+        """Refuse a request that did not parse (before authentication: there is nothing to read)."""
+        await self._refuse(context, context.peer(), f"a {method} call", ProtocolError(
+            f"{method}: the request is not a valid protobuf message; expected hamrah.v1 {method}"))
+
+    async def _charge(self, context, device: str, what: str) -> None:
+        """Charge one call to ``device``'s rate limit; refuse it with RESOURCE_EXHAUSTED when over."""
+        try:
+            self.guard.call(device, asyncio.get_running_loop().time())
+        except RateLimited as e:
+            await self._refuse(context, device, what, e, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
     async def CheckIn(self, request: pb.CheckInRequest, context) -> pb.CheckInResponse:
+        if isinstance(request, Malformed):
+            await self._malformed(context, "CheckIn")
         device = await self._device(context, "CheckIn", request.device_id[:MAX_FIELD])
         for name in ("population", "runtime_version", "device_id"):
             if len(getattr(request, name)) > MAX_FIELD:
@@ -62,42 +80,73 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
             await self._refuse(context, device, "a check-in", ProtocolError(
                 f"population {request.population!r} is not served here (expected {self.coordinator.cfg.population!r})"),
                 grpc.StatusCode.NOT_FOUND)
+        await self._charge(context, device, "a check-in")
         selector = self.selectors[zlib.crc32(device.encode()) % len(self.selectors)]
         return await selector.check_in(device, request)
 
-    async def DownloadCheckpoint(self, request: pb.CheckpointRequest, context):
+    async def DownloadCheckpoint(self, request: pb.CheckpointRequest, context) -> None:
+        """Stream a live task's checkpoint; a download open past ``stream_timeout_s`` is cut."""
+        if isinstance(request, Malformed):
+            await self._malformed(context, "DownloadCheckpoint")
         device = await self._device(context, "DownloadCheckpoint")
+        await self._charge(context, device, "a checkpoint request")
         try:
             data = self.coordinator.checkpoint(request.task_id, device)
         except ProtocolError as e:
             await self._refuse(context, device, "a checkpoint request", e, grpc.StatusCode.FAILED_PRECONDITION)
-        for piece in chunks(data):
-            yield pb.Chunk(data=piece)
+        timeout = self.coordinator.cfg.stream_timeout_s
+        try:
+            with self.guard.stream(device):
+                async with asyncio.timeout(timeout):
+                    for piece in chunks(data):
+                        await context.write(pb.Chunk(data=piece))
+        except TooManyStreams as e:
+            await self._refuse(context, device, "a checkpoint request", e, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        except TimeoutError:
+            await self._refuse(context, device, "a checkpoint download", ProtocolError(
+                f"stream_timeout: download open longer than server.stream_timeout_s = {timeout:g} s; cut"),
+                grpc.StatusCode.DEADLINE_EXCEEDED)
 
     async def Report(self, request_iterator, context) -> pb.ReportResponse:
+        """Take one report: the header is checked against the device's task before an upload slot is
+        taken; the stream is cut after ``stream_timeout_s``."""
         device = await self._device(context, "Report")
+        await self._charge(context, device, "a report")
+        timeout = self.coordinator.cfg.stream_timeout_s
         try:
-            first = await anext(aiter(request_iterator), None)
-            if first is None or not first.HasField("header"):
-                raise ProtocolError("a report must start with its header")
-            header = first.header
-            payload = b""
-            async with self._uploads:
-                if header.status == pb.COMPLETED:
-                    payload = await self._payload(request_iterator, header.update_bytes)
-                message = self.coordinator.report(device, header, payload)
-                del payload
+            with self.guard.stream(device):
+                async with asyncio.timeout(timeout):
+                    message = await self._report(device, request_iterator)
         except LateReport as e:
             log.info("ignored a late report from device %s: %s", device[:8], e)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        except TooManyStreams as e:
+            await self._refuse(context, device, "a report", e, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        except TimeoutError:
+            await self._refuse(context, device, "an update", ProtocolError(
+                f"stream_timeout: report open longer than server.stream_timeout_s = {timeout:g} s; cut, "
+                "its upload slot freed"), grpc.StatusCode.DEADLINE_EXCEEDED)
         except ProtocolError as e:
             await self._refuse(context, device, "an update", e)
         return pb.ReportResponse(accepted=True, message=message, reconnect_after_s=self.coordinator.reconnect_after())
+
+    async def _report(self, device: str, request_iterator) -> str:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("header"):
+            raise ProtocolError("a report must start with its header")
+        header = first.header
+        self.coordinator.admit(device, header)  # the task is checked before an upload slot is taken
+        async with self._uploads:
+            payload = b""
+            if header.status == pb.COMPLETED:
+                payload = await self._payload(request_iterator, header.update_bytes)
+            return self.coordinator.report(device, header, payload)
 
     async def SecureAggregation(self, request_iterator, context):
         """Walk one device through a round's secure aggregation: per stage, read its message (a header,
         then chunks), hold until the stage closes, answer with its message of the next stage."""
         device = await self._device(context, "SecureAggregation")
+        await self._charge(context, device, "a secure aggregation message")
         parts = aiter(request_iterator)
         limit = self.coordinator.update_limit
         task_id = None
@@ -113,7 +162,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 if header.message_bytes > limit:
                     raise ProtocolError(f"secure aggregation: announced {header.message_bytes:,} bytes, "
                                         f"over the limit of {limit:,}")
-                async with self._uploads:
+                async with asyncio.timeout(self.coordinator.cfg.stream_timeout_s), self._uploads:
                     message = await self._chunks(parts, header.message_bytes, limit)
                 reply, data = await self.coordinator.secure_exchange(device, header, message)
                 if header.stage == pb.UNMASKING:
@@ -130,6 +179,10 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         except (LateReport, DroppedFromRound, SecureRoundAborted) as e:
             log.info("secure aggregation: device %s is out of the round: %s", device[:8], e)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        except TimeoutError:
+            await self._refuse(context, device, "a secure aggregation message", ProtocolError(
+                "stream_timeout: message upload open longer than server.stream_timeout_s; cut"),
+                grpc.StatusCode.DEADLINE_EXCEEDED)
         except ProtocolError as e:
             await self._refuse(context, device, "a secure aggregation message", e)
 
