@@ -1,0 +1,166 @@
+"""Small torch pieces shared by split learning and federated transfer learning.
+
+Each party builds its networks from a seed keyed by its own name, so a party's initial weights do not
+depend on who else takes part, and a central model of the same architecture can be built with exactly
+the same weights (the equivalence tests of :mod:`hamrah.vertical.splitnn`). Weights are drawn from a
+numpy ``Generator``, never from torch's global random state.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from hamrah.core.errors import ConfigError, DataError, ProtocolError
+
+
+def keyed_rng(seed: int, *keys: str | int) -> np.random.Generator:
+    """Return an independent numpy generator for ``seed`` and a path of names or numbers.
+
+    Args:
+        seed: the run's root seed.
+        keys: names (a party, a purpose) and numbers (an epoch), hashed to spawn keys.
+
+    Returns:
+        A generator that depends only on ``seed`` and ``keys``.
+    """
+    spawn = tuple(zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=spawn))
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, rng: np.random.Generator,
+        out_activation: bool = False) -> nn.Sequential:
+    """Return a ReLU multilayer perceptron initialised from ``rng``.
+
+    Weights and biases are uniform in ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]`` (PyTorch's default range
+    for ``nn.Linear``), drawn from ``rng`` so that the same generator gives the same network.
+
+    Args:
+        in_dim: input width.
+        hidden: widths of the hidden layers (may be empty: a linear map).
+        out_dim: output width.
+        rng: the generator to draw the weights from.
+        out_activation: end with a ReLU too (a cut layer).
+
+    Returns:
+        The network, float32.
+    """
+    dims = [in_dim, *hidden, out_dim]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        lin = nn.Linear(a, b)
+        bound = 1.0 / np.sqrt(a)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(rng.uniform(-bound, bound, (b, a)).astype(np.float32)))
+            lin.bias.copy_(torch.from_numpy(rng.uniform(-bound, bound, b).astype(np.float32)))
+        layers.append(lin)
+        if i < len(dims) - 2 or out_activation:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-column mean and scale fitted on one party's training rows (kept by that party only)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> Standardizer:
+        """Fit on ``x`` (rows x features); constant columns get scale 1.
+
+        Raises:
+            DataError: ``x`` is empty or holds a non-finite value.
+        """
+        if x.ndim != 2 or len(x) == 0 or not np.all(np.isfinite(x)):
+            raise DataError(f"features: expected a non-empty finite matrix, got shape {x.shape}")
+        scale = x.std(axis=0)
+        return cls(x.mean(axis=0), np.where(scale > 0, scale, 1.0))
+
+    def __call__(self, x: np.ndarray) -> torch.Tensor:
+        """Return ``x`` standardised as a float32 tensor.
+
+        Raises:
+            DataError: ``x`` has a different number of columns or a non-finite value.
+        """
+        if x.ndim != 2 or x.shape[1] != len(self.mean) or not np.all(np.isfinite(x)):
+            raise DataError(f"features: expected a finite matrix with {len(self.mean)} columns, got shape {x.shape}")
+        return torch.from_numpy(((x - self.mean) / self.scale).astype(np.float32))
+
+
+class RowIndex:
+    """Find the rows of given ids in a party's table (a party answers only for ids it holds)."""
+
+    def __init__(self, ids: np.ndarray):
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted = ids[self._order]
+
+    def rows(self, ids: np.ndarray, who: str) -> np.ndarray:
+        """Return the row positions of ``ids``.
+
+        Raises:
+            ProtocolError: ``ids`` is not a 1-D int64 array or holds an id this party does not have.
+        """
+        if not isinstance(ids, np.ndarray) or ids.dtype != np.int64 or ids.ndim != 1:
+            raise ProtocolError(f"{who}: expected a 1-D int64 array of ids")
+        pos = np.clip(np.searchsorted(self._sorted, ids), 0, max(len(self._sorted) - 1, 0))
+        if len(self._sorted) == 0 or np.any(self._sorted[pos] != ids):
+            missing = int(np.sum(self._sorted[pos] != ids)) if len(self._sorted) else len(ids)
+            raise ProtocolError(f"{who}: {missing} of {len(ids)} ids are not in this party's table "
+                                "(expected ids from the private set intersection)")
+        return self._order[pos]
+
+
+def check_array(value: object, name: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """Return ``value`` if it is a finite array of ``shape`` and ``dtype``, else refuse it.
+
+    Raises:
+        ProtocolError: naming the field, what came and what was expected.
+    """
+    if not isinstance(value, np.ndarray) or value.dtype.name != dtype or value.shape != shape:
+        got = f"{value.dtype.name} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+        raise ProtocolError(f"{name}: expected a {dtype} array of shape {shape}, got {got}")
+    if not np.all(np.isfinite(value)):
+        raise ProtocolError(f"{name}: expected finite values")
+    return value
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Return the area under the ROC curve (Mann-Whitney U, ties counted half).
+
+    Raises:
+        DataError: the labels are not all 0/1, lengths differ or one class is absent.
+    """
+    y, s = np.asarray(labels, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1 or not np.all((y == 0) | (y == 1)):
+        raise DataError("roc_auc: expected equal-length 1-D arrays with 0/1 labels")
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    if pos == 0 or neg == 0:
+        raise DataError("roc_auc: both classes must be present")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    # average ranks over ties
+    _, start, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = start + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def check_positive(name: str, value: object, kind: type = int, allow_zero: bool = False) -> None:
+    """Refuse a config value that is not a positive ``kind`` (``allow_zero``: non-negative).
+
+    Raises:
+        ConfigError: naming the key and what was expected.
+    """
+    ok = isinstance(value, kind) and not isinstance(value, bool) if kind is int else (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value))
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        want = "a non-negative" if allow_zero else "a positive"
+        raise ConfigError(f"{name}: expected {want} {'integer' if kind is int else 'number'}, got {value!r}")

@@ -1,0 +1,408 @@
+"""Split learning (SplitNN) between a label holder and feature holders.
+
+Vepakomma, Gupta, Swedish, Raskar 2018, *Split learning for health: Distributed deep learning without
+sharing raw patient data* (the vertically partitioned configuration); Ceballos et al. 2020, *SplitNN-driven
+vertical partitioning*. Every party runs a bottom network on its own features up to the cut layer; the
+label holder (guest) concatenates its own cut-layer output with the hosts', runs the top network and the
+loss, and sends each host the gradient of the loss with respect to that host's activations. The top
+network and the labels never leave the guest; features and bottom networks never leave their party.
+
+Per mini-batch (ids agreed by a private set intersection beforehand):
+
+1. guest -> host ``splitnn/batch``: step number, mode (``train`` / ``eval`` / ``stop``) and the batch's ids;
+2. host -> guest ``splitnn/activations``: the host's cut-layer activations for those ids, cast to the
+   wire dtype (``float16`` halves the bytes), with Gaussian noise of ``noise_std`` added when asked;
+3. train mode only: guest -> host ``splitnn/gradient``: d loss / d activations, in the wire dtype.
+
+Messages carry the step number, so a replayed or reordered message is refused. Who sees what is in
+``docs/splitnn_ftl.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from hamrah.core.errors import ConfigError, DataError, ProtocolError
+from hamrah.data.vertical import PartyTable
+from hamrah.vertical.channel import Channel
+from hamrah.vertical.nets import RowIndex, Standardizer, check_array, check_positive, keyed_rng, mlp
+
+WIRE_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class SplitNNConfig:
+    """The architecture and training schedule all parties agree on (checked at setup).
+
+    Attributes:
+        bottom_hidden: hidden widths of every party's bottom network.
+        cut_dim: width of each party's cut layer (the activations it sends).
+        top_hidden: hidden widths of the guest's top network.
+        epochs: passes over the training ids.
+        batch_size: ids per mini-batch.
+        lr: Adam learning rate (every party).
+        weight_decay: L2 coefficient of Adam (every party).
+        wire_dtype: ``float32`` or ``float16`` for activations and gradients on the wire.
+        noise_std: standard deviation of Gaussian noise a host adds to the activations it sends.
+        seed: root seed: initial weights (keyed by party name) and the batch order.
+    """
+
+    bottom_hidden: tuple[int, ...] = (16,)
+    cut_dim: int = 8
+    top_hidden: tuple[int, ...] = (8,)
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    wire_dtype: str = "float32"
+    noise_std: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("bottom_hidden", "top_hidden"):
+            widths = getattr(self, name)
+            if not isinstance(widths, tuple):
+                raise ConfigError(f"{name}: expected a tuple of positive integers, got {widths!r}")
+            for w in widths:
+                check_positive(name, w)
+        for name in ("cut_dim", "epochs", "batch_size"):
+            check_positive(name, getattr(self, name))
+        check_positive("lr", self.lr, float)
+        check_positive("weight_decay", self.weight_decay, float, allow_zero=True)
+        check_positive("noise_std", self.noise_std, float, allow_zero=True)
+        check_positive("seed", self.seed, allow_zero=True)
+        if self.wire_dtype not in WIRE_DTYPES:
+            raise ConfigError(f"wire_dtype: expected one of {list(WIRE_DTYPES)}, got {self.wire_dtype!r}")
+
+    def digest(self) -> str:
+        """Return the config as canonical JSON (compared by the parties at setup)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class BottomModel:
+    """One party's trained half: its bottom network and its feature standardiser (never sent)."""
+
+    party: str
+    feature_names: tuple[str, ...]
+    standardizer: Standardizer
+    network: nn.Sequential
+
+
+@dataclass(frozen=True)
+class GuestModel:
+    """The label holder's trained model: its bottom network, the top network and the hosts' order."""
+
+    bottom: BottomModel
+    top: nn.Sequential
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SplitNNResult:
+    """What the guest's training returns.
+
+    Attributes:
+        model: the guest's half of the trained model.
+        train_loss: mean training loss of each epoch.
+        scores: predicted probabilities for ``eval_ids`` (empty when none were given).
+    """
+
+    model: GuestModel
+    train_loss: tuple[float, ...]
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def bottom_network(config: SplitNNConfig, party: str, in_dim: int) -> nn.Sequential:
+    """Return ``party``'s initial bottom network (ReLU at the cut layer)."""
+    return mlp(in_dim, config.bottom_hidden, config.cut_dim, keyed_rng(config.seed, "splitnn", party),
+               out_activation=True)
+
+
+def top_network(config: SplitNNConfig, num_parties: int) -> nn.Sequential:
+    """Return the guest's initial top network over ``num_parties`` concatenated cut layers."""
+    return mlp(config.cut_dim * num_parties, config.top_hidden, 1, keyed_rng(config.seed, "splitnn", "top"))
+
+
+def batches(config: SplitNNConfig, num_rows: int, epoch: int) -> list[np.ndarray]:
+    """Return the row positions of each mini-batch of ``epoch`` (a seeded shuffle)."""
+    order = keyed_rng(config.seed, "splitnn-shuffle", epoch).permutation(num_rows)
+    return [order[i:i + config.batch_size] for i in range(0, num_rows, config.batch_size)]
+
+
+def _adam(config: SplitNNConfig, *networks: nn.Module) -> torch.optim.Adam:
+    params = [p for net in networks for p in net.parameters()]
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _to_wire(x: torch.Tensor, config: SplitNNConfig) -> np.ndarray:
+    return x.detach().numpy().astype(config.wire_dtype)
+
+
+# ---------------------------------------------------------------------------------------------- host
+
+
+def host(channel: Channel, table: PartyTable, config: SplitNNConfig, guest: str = "guest") -> BottomModel:
+    """Run a feature holder: train its bottom network, then answer evaluation batches until told to stop.
+
+    Args:
+        channel: this party's channel.
+        table: this party's rows (no labels needed).
+        config: must equal the guest's config.
+        guest: the label holder's name.
+
+    Returns:
+        This party's trained bottom model.
+
+    Raises:
+        ProtocolError: the guest's config differs, it asked for ids this party lacks, or a message
+            is malformed, replayed or out of order.
+    """
+    setup = channel.recv(guest, "splitnn/setup")
+    if setup.get("config") != config.digest():
+        raise ProtocolError(f"splitnn/setup from {guest!r}: the guest's config differs from this party's "
+                            f"(expected {config.digest()})")
+    index = RowIndex(table.ids)
+    rows = index.rows(setup.get("train_ids"), f"splitnn/setup from {guest!r}")
+    model = BottomModel(channel.name, table.feature_names, Standardizer.fit(table.features[rows]),
+                        bottom_network(config, channel.name, table.features.shape[1]))
+    channel.send(guest, "splitnn/ready", {"rows": len(rows)})
+    serve(channel, model, table, config, guest, train=True)
+    return model
+
+
+def serve(channel: Channel, model: BottomModel, table: PartyTable, config: SplitNNConfig, guest: str = "guest",
+          train: bool = False) -> int:
+    """Answer the guest's batches with this party's activations (and learn from gradients if ``train``).
+
+    Args:
+        channel: this party's channel.
+        model: this party's bottom model.
+        table: this party's rows; its feature names must be the model's.
+        config: the agreed config.
+        guest: the label holder's name.
+        train: accept ``train`` batches (a prediction session refuses them).
+
+    Returns:
+        The number of batches answered.
+
+    Raises:
+        DataError: ``table`` has other features than the model was trained on.
+        ProtocolError: a malformed, replayed or out-of-order message, or an unexpected mode.
+    """
+    if table.feature_names != model.feature_names:
+        raise DataError(f"{model.party}: the table's features {list(table.feature_names)} differ from the "
+                        f"model's {list(model.feature_names)}")
+    index, opt = RowIndex(table.ids), _adam(config, model.network)
+    noise = keyed_rng(config.seed, "splitnn-noise", model.party)
+    for step in range(1 << 62):
+        msg = channel.recv(guest, "splitnn/batch")
+        mode = msg.get("mode")
+        if msg.get("step") != step:
+            raise ProtocolError(f"splitnn/batch from {guest!r}: expected step {step}, got {msg.get('step')!r} "
+                                "(a replayed or reordered message)")
+        if mode == "stop":
+            return step
+        if mode not in (("train", "eval") if train else ("eval",)):
+            raise ProtocolError(f"splitnn/batch from {guest!r}: unexpected mode {mode!r}")
+        rows = index.rows(msg.get("ids"), f"splitnn/batch from {guest!r}")
+        x = model.standardizer(table.features[rows])
+        with torch.set_grad_enabled(mode == "train"):
+            act = model.network(x)
+        wire = act.detach().numpy()
+        if config.noise_std > 0:
+            wire = wire + noise.normal(0.0, config.noise_std, wire.shape)
+        channel.send(guest, "splitnn/activations", {"step": step, "a": wire.astype(config.wire_dtype)})
+        if mode == "train":
+            msg = channel.recv(guest, "splitnn/gradient")
+            if msg.get("step") != step:
+                raise ProtocolError(f"splitnn/gradient from {guest!r}: expected step {step}, got {msg.get('step')!r}")
+            g = check_array(msg.get("g"), f"splitnn/gradient from {guest!r}", tuple(act.shape), config.wire_dtype)
+            opt.zero_grad()
+            act.backward(torch.from_numpy(g.astype(np.float32)))
+            opt.step()
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------------------------- guest
+
+
+class _Session:
+    """The guest's side of one conversation: numbers the steps, checks what comes back."""
+
+    def __init__(self, channel: Channel, config: SplitNNConfig, hosts: Sequence[str]):
+        self.channel, self.config, self.hosts, self.step = channel, config, tuple(hosts), 0
+
+    def activations(self, ids: np.ndarray, mode: str) -> list[torch.Tensor]:
+        for h in self.hosts:
+            self.channel.send(h, "splitnn/batch", {"step": self.step, "mode": mode, "ids": ids})
+        out = []
+        for h in self.hosts:
+            msg = self.channel.recv(h, "splitnn/activations")
+            if msg.get("step") != self.step:
+                raise ProtocolError(f"splitnn/activations from {h!r}: expected step {self.step}, "
+                                    f"got {msg.get('step')!r} (a replayed or reordered message)")
+            a = check_array(msg.get("a"), f"splitnn/activations from {h!r}", (len(ids), self.config.cut_dim),
+                            self.config.wire_dtype)
+            out.append(torch.from_numpy(a.astype(np.float32)).requires_grad_(mode == "train"))
+        return out
+
+    def gradients(self, acts: list[torch.Tensor]) -> None:
+        for h, a in zip(self.hosts, acts):
+            self.channel.send(h, "splitnn/gradient", {"step": self.step, "g": _to_wire(a.grad, self.config)})
+
+    def next(self) -> None:
+        self.step += 1
+
+    def stop(self) -> None:
+        for h in self.hosts:
+            self.channel.send(h, "splitnn/batch", {"step": self.step, "mode": "stop", "ids": np.zeros(0, np.int64)})
+
+
+def _check_labels(table: PartyTable) -> np.ndarray:
+    if table.labels is None or not np.all((table.labels == 0) | (table.labels == 1)):
+        raise DataError("guest: expected a table with 0/1 labels (the label holder)")
+    return table.labels
+
+
+def guest(channel: Channel, table: PartyTable, config: SplitNNConfig, hosts: Sequence[str] = ("host",),
+          train_ids: np.ndarray | None = None, eval_ids: np.ndarray | None = None) -> SplitNNResult:
+    """Run the label holder: train bottom + top networks with the hosts, then score ``eval_ids``.
+
+    Args:
+        channel: this party's channel.
+        table: the guest's rows with 0/1 labels.
+        config: the agreed config.
+        hosts: the feature holders, in the order their cut layers are concatenated.
+        train_ids: ids to train on (default: all of ``table``), all held by every party.
+        eval_ids: ids to score after training (default: none).
+
+    Returns:
+        The guest's model, the loss per epoch and the scores of ``eval_ids``.
+
+    Raises:
+        DataError: the table has no 0/1 labels or lacks a training id.
+        ProtocolError: a host's message is malformed, replayed, or of the wrong shape or dtype.
+    """
+    labels = _check_labels(table)
+    ids = table.ids if train_ids is None else np.asarray(train_ids, dtype=np.int64)
+    rows = RowIndex(table.ids).rows(ids, "guest: train_ids")
+    model = GuestModel(BottomModel(channel.name, table.feature_names, Standardizer.fit(table.features[rows]),
+                                   bottom_network(config, channel.name, table.features.shape[1])),
+                       top_network(config, 1 + len(hosts)), tuple(hosts))
+    for h in hosts:
+        channel.send(h, "splitnn/setup", {"config": config.digest(), "train_ids": ids})
+    for h in hosts:
+        channel.recv(h, "splitnn/ready")
+    session, opt, loss_fn = _Session(channel, config, hosts), _adam(config, model.bottom.network, model.top), \
+        nn.BCEWithLogitsLoss()
+    x_all, y_all = model.bottom.standardizer(table.features[rows]), torch.from_numpy(labels[rows].astype(np.float32))
+    history = []
+    for epoch in range(config.epochs):
+        total = 0.0
+        for batch in batches(config, len(rows), epoch):
+            acts = session.activations(ids[batch], "train")
+            logits = model.top(torch.cat([model.bottom.network(x_all[batch]), *acts], dim=1)).squeeze(1)
+            loss = loss_fn(logits, y_all[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            session.gradients(acts)
+            session.next()
+            total += float(loss.detach()) * len(batch)
+        history.append(total / len(rows))
+    scores = np.zeros(0) if eval_ids is None else _score(session, model, table, np.asarray(eval_ids, np.int64))
+    session.stop()
+    return SplitNNResult(model, tuple(history), scores)
+
+
+def _score(session: _Session, model: GuestModel, table: PartyTable, ids: np.ndarray) -> np.ndarray:
+    rows = RowIndex(table.ids).rows(ids, "guest: eval ids")
+    x = model.bottom.standardizer(table.features[rows])
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(ids), session.config.batch_size):
+            part = slice(start, start + session.config.batch_size)
+            acts = session.activations(ids[part], "eval")
+            out.append(torch.sigmoid(model.top(torch.cat([model.bottom.network(x[part]), *acts], 1))).squeeze(1))
+            session.next()
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+
+def predict(channel: Channel, model: GuestModel, table: PartyTable, config: SplitNNConfig,
+            ids: np.ndarray) -> np.ndarray:
+    """Score ``ids`` with a trained split model; each host runs :func:`serve` with its bottom model.
+
+    Returns:
+        The predicted probabilities, one per id (only the guest learns them).
+
+    Raises:
+        DataError: ``table`` has other features than the model, or lacks an id.
+        ProtocolError: a host's message is malformed or replayed.
+    """
+    if table.feature_names != model.bottom.feature_names:
+        raise DataError(f"guest: the table's features {list(table.feature_names)} differ from the model's "
+                        f"{list(model.bottom.feature_names)}")
+    session = _Session(channel, config, model.hosts)
+    scores = _score(session, model, table, np.asarray(ids, dtype=np.int64))
+    session.stop()
+    return scores
+
+
+def train_central(tables: dict[str, PartyTable], config: SplitNNConfig, guest: str = "guest",
+                  train_ids: np.ndarray | None = None, eval_ids: np.ndarray | None = None) -> SplitNNResult:
+    """Train the same architecture on the joined table in one place: the baseline SplitNN must match.
+
+    The networks start from the same weights as in :func:`guest` / :func:`host` (seeds keyed by party
+    name), see the same standardised features and the same batch order, so in ``float32`` without
+    noise the split run computes the same model up to float rounding.
+
+    Args:
+        tables: party name -> table, the guest's first and with labels; the others in the hosts' order.
+        config: the architecture and schedule (``wire_dtype`` and ``noise_std`` do not apply).
+        guest: the label holder's name (a key of ``tables``).
+        train_ids: ids to train on (default: all of the guest's).
+        eval_ids: ids to score after training.
+
+    Returns:
+        The guest part of the model, the loss per epoch and the scores of ``eval_ids``.
+
+    Raises:
+        DataError: no 0/1 labels, or a table lacks an id.
+    """
+    labels = _check_labels(tables[guest])
+    ids = tables[guest].ids if train_ids is None else np.asarray(train_ids, dtype=np.int64)
+    names = [guest, *[n for n in tables if n != guest]]
+    parts = {n: tables[n].select(ids) for n in names}
+    scalers = {n: Standardizer.fit(parts[n].features) for n in names}
+    nets = {n: bottom_network(config, n, parts[n].features.shape[1]) for n in names}
+    top = top_network(config, len(names))
+    opt, loss_fn = _adam(config, *nets.values(), top), nn.BCEWithLogitsLoss()
+    x = {n: scalers[n](parts[n].features) for n in names}
+    y = torch.from_numpy(tables[guest].select(ids).labels.astype(np.float32))
+    del labels
+    history = []
+    for epoch in range(config.epochs):
+        total = 0.0
+        for batch in batches(config, len(ids), epoch):
+            loss = loss_fn(top(torch.cat([nets[n](x[n][batch]) for n in names], 1)).squeeze(1), y[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(batch)
+        history.append(total / len(ids))
+    scores = np.zeros(0)
+    if eval_ids is not None:
+        ev = np.asarray(eval_ids, dtype=np.int64)
+        with torch.no_grad():
+            joined = torch.cat([nets[n](scalers[n](tables[n].select(ev).features)) for n in names], 1)
+            scores = torch.sigmoid(top(joined)).squeeze(1).numpy().astype(np.float64)
+    model = GuestModel(BottomModel(guest, tables[guest].feature_names, scalers[guest], nets[guest]), top,
+                       tuple(names[1:]))
+    return SplitNNResult(model, tuple(history), scores)
