@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +60,20 @@ class FLServer:
                               "the server sees only their sum; expected one of the two")
         if setup.server.aggregator is not None:
             build_aggregator(**setup.server.aggregator).check(setup.goal)
-        self.store = ServerStore(state_dir, setup.config)
         s = setup.server
+        self.store = ServerStore(state_dir, setup.config, keep_last=s.keep_last, keep_best=s.keep_best)
+        try:
+            self._build(setup)
+        except BaseException:
+            self.store.close()  # release the state folder's lock: nothing half-started holds it
+            raise
+
+    def _build(self, setup: ServerSetup) -> None:
+        s = setup.server
+        self.base_totals = self.store.totals()  # counters of earlier processes on this state folder
         self.coordinator = Coordinator(s, setup.run, setup.algorithm, setup.algorithm_plan, setup.model,
                                        setup.test_data, self.store, setup.goal, setup.ignore_index)
+        self.coordinator.totals = self.totals
         pipeline = ServerPipeline.from_config(setup.config, self.coordinator.params, setup.goal, self.store.dir,
                                               setup.algorithm.name)
         self.coordinator.pipeline = pipeline
@@ -99,6 +110,7 @@ class FLServer:
         """Serve until every round is committed; return the summary."""
         if self.port is None:
             await self.start(port, host)
+        self._on_sigterm()
         try:
             await self.coordinator.run()
             await asyncio.sleep(linger_s)  # tell devices that check in now that training is over
@@ -110,9 +122,35 @@ class FLServer:
             self.store.close()
         return summary
 
+    def _on_sigterm(self) -> None:
+        """Drain on SIGTERM (main thread only): finish the round in flight, commit it, then stop."""
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.drain)
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread, or no signals here
+            pass
+
+    def drain(self) -> None:
+        """Start no new round; the server stops once the round in flight is committed or abandoned."""
+        log.warning("SIGTERM: draining: the round in flight finishes, then the server stops")
+        self.coordinator.drain()
+
+    def totals(self) -> dict:
+        """Return the run's counters: this process's plus those saved by earlier processes."""
+        base, guard = self.base_totals, self.service.guard
+        refusals = dict(base.get("refusals", {}))
+        for reason, n in guard.refusals.items():
+            refusals[reason] = refusals.get(reason, 0) + n
+        now = {"refused_messages": self.service.refused, "refused_aggregates": self.coordinator.refused_aggregates,
+               "devices_forwarded": sum(s.forwarded for s in self.selectors),
+               "devices_turned_away": sum(s.turned_away for s in self.selectors)}
+        out = {k: int(base.get(k, 0)) + v for k, v in now.items()}
+        out["refusals"] = dict(sorted(refusals.items()))
+        out["restarts"] = int(base.get("restarts", -1)) + 1 if base else 0
+        return out
+
     def summary(self) -> dict:
         records = self.store.committed_rounds()
-        evals = [r for r in records if "test_accuracy" in r]
+        evals = [r for r in records if r.get("test_accuracy") is not None]
         rounds, accs = [r["round"] for r in evals], [r["test_accuracy"] for r in evals]
         target = self.setup.run.target_accuracy
         return {
@@ -123,9 +161,5 @@ class FLServer:
             "best_accuracy": max(accs) if accs else None,
             "rounds_to_target": rounds_to_target(rounds, accs, target) if target is not None and accs else None,
             "wall_s": records[-1]["elapsed_s"] if records else 0.0,
-            "refused_messages": self.service.refused,
-            "refusals": dict(sorted(self.service.guard.refusals.items())),
-            "refused_aggregates": self.coordinator.refused_aggregates,
-            "devices_forwarded": sum(s.forwarded for s in self.selectors),
-            "devices_turned_away": sum(s.turned_away for s in self.selectors),
+            **self.totals(),
         }

@@ -90,6 +90,8 @@ class Coordinator:
         self.started = time.monotonic()
         self.round_s = cfg.reconnect_min_s  # moving average of committed rounds' durations
         self.refused_aggregates = 0
+        self.draining = False
+        self.totals = None  # a callable returning the run's counters, saved with each commit (FLServer sets it)
         self.elapsed_before = 0.0  # elapsed_s of the last committed round of earlier processes
         self.no_show: dict[str, int] = {}  # device -> last round it sits out (held a task, never answered)
         initial = self._initial_params()
@@ -345,7 +347,7 @@ class Coordinator:
     async def run(self) -> None:
         """Run rounds until ``run.rounds`` are committed (or the target is reached, if asked)."""
         r, attempt = self.last_round + 1, 1
-        while r <= self.run_plan.rounds and not self.finished:
+        while r <= self.run_plan.rounds and not self.finished and not self.draining:
             if self.pipeline is not None and not self.pipeline.may_run(r):
                 break
             record = await self._round(r, attempt)
@@ -365,8 +367,12 @@ class Coordinator:
             if self.run_plan.stop_at_target and acc is not None and target is not None and acc >= target:
                 log.info("target accuracy %.4f reached at round %d: stopping", target, record["round"])
                 break
-        self.finished = True
+        self.finished = not self.draining  # a drained server is restarting: devices should come back
         self._opened.set()
+
+    def drain(self) -> None:
+        """Start no new round (SIGTERM): :meth:`run` returns after the round in flight."""
+        self.draining = True
 
     def _prepare_checkpoint(self) -> None:
         tensors = dict(self.params)
@@ -485,6 +491,6 @@ class Coordinator:
             record.update(self.pipeline.record_round())
         record["round_s"] = round(time.monotonic() - rs.started, 3)
         record["elapsed_s"] = round(self.elapsed_before + time.monotonic() - self.started, 3)
-        self.store.commit(rs.round, params, tensors, scalars, record)
+        self.store.commit(rs.round, params, tensors, scalars, record, self.totals() if self.totals else None)
         self.params, self.server_state, self.last_round = params, state, rs.round
         return record

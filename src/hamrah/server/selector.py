@@ -34,7 +34,7 @@ class Selector:
                 self.forwarded += 1
                 return pb.CheckInResponse(task=task)
             left = deadline - time.monotonic()
-            if left <= 0 or coord.finished:
+            if left <= 0 or coord.finished or coord.draining:
                 break
             await coord.wait_for_selection(left)
         self.turned_away += 1

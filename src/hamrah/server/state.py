@@ -8,11 +8,19 @@ Layout of ``--state DIR``: ``state.db`` (SQLite: the run's config and one row pe
 A commit writes the checkpoint to a temporary file, fsyncs it, renames it into place, then inserts
 the round row in one transaction: the row is the commit point. A checkpoint without a row (a crash
 in between) is ignored and overwritten when the round is repeated.
+
+One server at a time: the folder is locked (``hamrah.server.durability.StateLock``). A last
+checkpoint that is missing or corrupt is skipped for the newest valid one (its newer rows are
+dropped, so those rounds are repeated). Retention keeps the newest ``keep_last`` checkpoints and the
+best one. Records are written as standard JSON (a non-finite number becomes null). Run totals
+(``wall_s``, refusal counters) are saved with each round row, so they survive restarts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import sqlite3
 import time
@@ -20,6 +28,7 @@ from pathlib import Path
 
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.core.params import Params
+from hamrah.server.durability import StateLock, checkpoints_to_delete
 from hamrah.transport.codec import decode_params, encode_params, sha256
 
 _SCHEMA = """
@@ -34,6 +43,21 @@ CREATE TABLE IF NOT EXISTS rounds (
 );
 """
 _STATE_PREFIX = "server_state/"
+log = logging.getLogger("hamrah.server")
+
+
+def finite_json(obj) -> str:
+    """Return ``obj`` as standard JSON: NaN and infinities become null (never ``NaN``/``Infinity``)."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(obj), allow_nan=False)
 
 
 def _write_durable(path: Path, data: bytes) -> None:
@@ -53,9 +77,24 @@ def _write_durable(path: Path, data: bytes) -> None:
 class ServerStore:
     """The ``--state`` folder of one server run."""
 
-    def __init__(self, directory: str | Path, config: dict):
+    def __init__(self, directory: str | Path, config: dict, *, keep_last: int = 0, keep_best: bool = True,
+                 lock: bool = True):
+        """Open (or create) a state folder.
+
+        Args:
+            directory: the ``--state`` folder.
+            config: the run's config (its data, model and algorithm sections must match the folder's).
+            keep_last, keep_best: checkpoint retention (``durability.checkpoints_to_delete``; 0: keep all).
+            lock: take the single-writer lock (False: read the folder only, e.g. in tests and reports).
+
+        Raises:
+            ConfigError: another server holds the folder, or it was made by a different run.
+            DataError: ``state.db`` is not a hamrah state database.
+        """
         self.dir = Path(directory)
         (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.keep_last, self.keep_best = keep_last, keep_best
+        self._lock = StateLock(self.dir).acquire() if lock else None
         try:
             self._db = sqlite3.connect(self.dir / "state.db", isolation_level=None, check_same_thread=False)
             self._db.executescript(_SCHEMA)
@@ -82,6 +121,9 @@ class ServerStore:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def committed_rounds(self) -> list[dict]:
         """Return the records of every committed round, in order."""
@@ -89,16 +131,37 @@ class ServerStore:
         return [json.loads(r[0]) for r in rows]
 
     def latest(self) -> tuple[int, Params, Params, dict] | None:
-        """Return (round, global params, server state tensors, server state scalars) of the last
-        committed round, or None.
+        """Return (round, global params, server state tensors, server state scalars) of the newest
+        committed round whose checkpoint is intact, or None when no round is committed.
+
+        A newer round whose checkpoint is missing or corrupt is skipped with a warning and its row
+        dropped (the round is repeated).
 
         Raises:
-            DataError: the checkpoint file is missing or does not match its recorded sha256.
+            DataError: rounds are committed but none has an intact checkpoint.
         """
-        row = self._db.execute(
-            "SELECT round, checkpoint, sha256, server_state FROM rounds ORDER BY round DESC LIMIT 1").fetchone()
-        if row is None:
-            return None
+        rows = self._db.execute("SELECT round, checkpoint, sha256, server_state FROM rounds ORDER BY round DESC").fetchall()
+        problems = []
+        for row in rows:
+            try:
+                tensors = self._load(row)
+            except DataError as e:
+                problems.append(str(e))
+                continue
+            if problems:
+                log.warning("falling back to committed round %d: %s; the rounds after it are repeated", row[0],
+                            "; ".join(problems))
+                with self._db:
+                    self._db.execute("DELETE FROM rounds WHERE round > ?", (row[0],))
+                self._write_reports()
+            params = {k: v for k, v in tensors.items() if not k.startswith(_STATE_PREFIX)}
+            state = {k[len(_STATE_PREFIX):]: v for k, v in tensors.items() if k.startswith(_STATE_PREFIX)}
+            return int(row[0]), params, state, json.loads(row[3])
+        if problems:
+            raise DataError(f"{self.dir}: no committed round has an intact checkpoint ({'; '.join(problems[:3])})")
+        return None
+
+    def _load(self, row) -> Params:
         path = self.dir / "checkpoints" / row[1]
         try:
             data = path.read_bytes()
@@ -106,13 +169,17 @@ class ServerStore:
             raise DataError(f"{path}: checkpoint of committed round {row[0]} unreadable ({e.strerror})") from None
         if sha256(data) != row[2]:
             raise DataError(f"{path}: checkpoint of committed round {row[0]} does not match its sha256")
-        tensors = decode_params(data, what=str(path))
-        params = {k: v for k, v in tensors.items() if not k.startswith(_STATE_PREFIX)}
-        state = {k[len(_STATE_PREFIX):]: v for k, v in tensors.items() if k.startswith(_STATE_PREFIX)}
-        return int(row[0]), params, state, json.loads(row[3])
+        return decode_params(data, what=str(path))
 
-    def commit(self, round_idx: int, params: Params, server_state: Params, scalars: dict, record: dict) -> None:
-        """Make round ``round_idx`` durable: checkpoint first, then its row (the commit point)."""
+    def totals(self) -> dict:
+        """Return the run totals saved with the last commit ({} before the first)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'totals'").fetchone()
+        return json.loads(row[0]) if row is not None else {}
+
+    def commit(self, round_idx: int, params: Params, server_state: Params, scalars: dict, record: dict,
+               totals: dict | None = None) -> None:
+        """Make round ``round_idx`` durable: checkpoint first, then its row (the commit point), with the
+        run ``totals`` in the same transaction; then apply checkpoint retention."""
         name = f"round_{round_idx:06d}.safetensors"
         tensors = dict(params)
         tensors.update({_STATE_PREFIX + k: v for k, v in server_state.items()})
@@ -121,14 +188,26 @@ class ServerStore:
         with self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?)",
-                (round_idx, name, sha256(data), json.dumps(record), json.dumps(scalars), time.time()),
+                (round_idx, name, sha256(data), finite_json(record), json.dumps(scalars), time.time()),
             )
+            if totals is not None:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('totals', ?)", (finite_json(totals),))
         self._write_reports()
+        self._retain()
+
+    def _retain(self) -> None:
+        folder = self.dir / "checkpoints"
+        rows = self._db.execute("SELECT round, checkpoint, record FROM rounds").fetchall()
+        present = [(r, name, json.loads(rec).get("test_accuracy")) for r, name, rec in rows if (folder / name).exists()]
+        names = {r: name for r, name, _ in present}
+        for r in checkpoints_to_delete([(r, acc) for r, _, acc in present], self.keep_last, self.keep_best):
+            (folder / names[r]).unlink(missing_ok=True)
 
     def _write_reports(self) -> None:
         records = self.committed_rounds()
-        lines = "".join(json.dumps(r) + "\n" for r in records)
+        lines = "".join(finite_json(r) + "\n" for r in records)
         _write_durable(self.dir / "metrics.jsonl", lines.encode("utf-8"))
 
     def write_summary(self, summary: dict) -> None:
-        _write_durable(self.dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+        text = json.dumps(json.loads(finite_json(summary)), indent=2)
+        _write_durable(self.dir / "summary.json", (text + "\n").encode("utf-8"))

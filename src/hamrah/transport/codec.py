@@ -119,6 +119,8 @@ def decode_metrics(data: bytes) -> dict[str, float]:
         obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProtocolError(f"metrics: not a JSON object ({e})") from None
+    except RecursionError:  # e.g. 100,000 nested arrays
+        raise ProtocolError("metrics: nested too deeply; expected a flat JSON object of numbers") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"metrics: expected a JSON object, got {type(obj).__name__}")
     for k, v in obj.items():
