@@ -1,0 +1,184 @@
+"""SecureBoost's host role: encrypted histograms of its binned features, its own split lookup table.
+
+The protocol and who sees what are described in :mod:`hamrah.vertical.secureboost`. The host keeps
+its feature values and thresholds; it sends only histogram ciphertexts (re-randomised, compressed)
+and, for the splits the guest assigns it, which rows go left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hamrah.core.errors import DataError, ProtocolError
+from hamrah.data.vertical import PartyTable
+from hamrah.vertical import he
+from hamrah.vertical.binning import QuantileBins, fit_bins
+from hamrah.vertical.channel import Channel
+from hamrah.vertical.secureboost_core import bin_offsets, histogram
+from hamrah.vertical.secureboost_crypto import (GHPacking, SparseLayout, compress, encrypted_histogram,
+                                                packing_for, sparse_layout, subtract)
+from hamrah.vertical.secureboost_model import HostModel
+
+
+@dataclass(frozen=True)
+class _Host:
+    """The host's fixed state during training."""
+
+    channel: Channel
+    guest: str
+    bins: np.ndarray
+    edges: QuantileBins
+    layout: SparseLayout
+    public: he.PublicKey | None
+    packing: GHPacking | None
+    precision_bits: int
+
+
+def _int_field(msg: dict, name: str, low: int, high: int) -> int:
+    v = msg.get(name)
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise ProtocolError(f"from guest: {name!r} must be an integer in {low}..{high}, got {v!r}")
+    return v
+
+
+def _setup(channel: Channel, table: PartyTable, guest: str) -> _Host:
+    msg = channel.recv(guest, "sbt.setup")
+    ids = msg.get("ids")
+    if not isinstance(ids, np.ndarray) or ids.shape != table.ids.shape or not np.array_equal(ids, table.ids):
+        raise DataError(f"host: the guest's {getattr(ids, 'size', '?')} ids differ from this host's "
+                        f"{len(table.ids)} ids (align both tables on the same ids, in the same order, e.g. with PSI)")
+    max_bins, precision = _int_field(msg, "max_bins", 2, 256), _int_field(msg, "precision_bits", 8, 32)
+    if not isinstance(msg.get("encrypted"), bool):
+        raise ProtocolError("from guest: 'encrypted' must be a boolean")
+    public = he.public_from_wire(msg) if msg["encrypted"] else None
+    packing = packing_for(precision, len(ids), public.key_bits) if public else None
+    edges = fit_bins(table.features, max_bins)
+    bins = edges.transform(table.features)
+    layout = sparse_layout(bins, edges.num_bins)
+    channel.send(guest, "sbt.schema", {"num_bins": layout.num_bins, "default": layout.default})
+    return _Host(channel, guest, bins, edges, layout, public, packing, precision)
+
+
+def host(channel: Channel, table: PartyTable, guest: str = "guest",
+         rng: np.random.Generator | None = None) -> HostModel:
+    """Take part in SecureBoost training as a feature holder; return this host's lookup table.
+
+    Args:
+        channel: this party's channel.
+        table: the host's rows, aligned with the guest's (same ids, same order).
+        guest: the guest's party name.
+        rng: ``None`` for the OS CSPRNG (re-randomisation); a Generator only for reproducible tests.
+
+    Raises:
+        DataError: the guest's ids differ from this table's, or a feature is not finite.
+        ProtocolError: a guest message broke the protocol (wrong kind, shape, key or ciphertext count).
+    """
+    ctx = _setup(channel, table, guest)
+    features: list[int] = []
+    thresholds: list[float] = []
+    while True:
+        msg = channel.recv(guest, "sbt.tree")
+        if not isinstance(msg.get("more"), bool):
+            raise ProtocolError("from guest: 'more' must be a boolean")
+        if not msg["more"]:
+            return HostModel(np.array(features, dtype=np.int64), np.array(thresholds, dtype=np.float64),
+                             table.features.shape[1])
+        _host_tree(ctx, _read_gh(ctx, msg), features, thresholds, rng)
+
+
+def _read_gh(ctx: _Host, msg: dict):
+    rows = len(ctx.bins)
+    if ctx.public is not None:
+        return he.from_wire(ctx.public, msg, rows, "packed gradients").cts
+    g, h = msg.get("g"), msg.get("h")
+    top = 1 << ctx.precision_bits
+    for name, arr in (("g", g), ("h", h)):
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.int64 or arr.shape != (rows,) or \
+                (arr.size and np.abs(arr).max() > top):
+            raise ProtocolError(f"from guest: {name!r} must be {rows} int64 values within +-2^{ctx.precision_bits}")
+    return g, h
+
+
+def _check_level(msg: dict, rows: int, prev: dict) -> None:
+    pos, nodes, par, sib, direct = (msg.get(k) for k in ("pos", "nodes", "parent", "sibling", "direct"))
+    if not (isinstance(pos, np.ndarray) and pos.dtype == np.int64 and pos.shape == (rows,)):
+        raise ProtocolError(f"from guest: 'pos' must be {rows} int64 node ids")
+    if not all(isinstance(a, np.ndarray) and a.dtype == np.int64 and a.shape == nodes.shape and a.ndim == 1
+               for a in (nodes, par, sib)) or not (isinstance(direct, np.ndarray) and direct.dtype == bool
+                                                    and direct.shape == nodes.shape):
+        raise ProtocolError("from guest: 'nodes', 'parent', 'sibling' (int64) and 'direct' (bool) must have one "
+                            "entry per node")
+    built = set(nodes[direct].tolist())
+    for node, p, s, d in zip(nodes.tolist(), par.tolist(), sib.tolist(), direct.tolist()):
+        if not d and (p not in prev or s not in built):
+            raise ProtocolError(f"from guest: node {node} is derived from parent {p} and sibling {s}, "
+                                "which this host has not built")
+
+
+def _host_tree(ctx: _Host, gh, features: list[int], thresholds: list[float], rng) -> None:
+    """Serve one tree: per level, histograms then splits, until the guest says done."""
+    prev: dict = {}
+    while True:
+        msg = ctx.channel.recv(ctx.guest, "sbt.level")
+        if msg.get("done") is True:
+            return
+        _check_level(msg, len(ctx.bins), prev)
+        hists = _level_hists(ctx, gh, msg, prev)
+        order = msg["nodes"].tolist()
+        if ctx.public is None:
+            ctx.channel.send(ctx.guest, "sbt.hist", {
+                "g": np.stack([hists[v][0] for v in order]), "h": np.stack([hists[v][1] for v in order])})
+        else:
+            flat = [c for v in order for c in hists[v]]
+            ctx.channel.send(ctx.guest, "sbt.hist", he.to_wire(compress(ctx.public, flat, ctx.packing, rng)))
+        _host_splits(ctx, msg["pos"], set(order), features, thresholds)
+        prev = hists
+
+
+def _level_hists(ctx: _Host, gh, msg: dict, prev: dict) -> dict:
+    """Build the smaller child of each pair, derive its sibling from the parent (histogram subtraction)."""
+    pos, out = msg["pos"], {}
+    kept = ctx.layout.kept_index()
+    offsets = bin_offsets(ctx.layout.num_bins)
+    for node, direct in zip(msg["nodes"].tolist(), msg["direct"].tolist()):
+        if not direct:
+            continue
+        rows = np.flatnonzero(pos == node)
+        if ctx.public is None:
+            g, h = histogram(ctx.bins, offsets, rows, gh[0], gh[1])
+            out[node] = (g[kept], h[kept])
+        else:
+            out[node] = encrypted_histogram(gh, ctx.public.nsq, ctx.bins, rows, ctx.layout)
+    for node, par, sib, direct in zip(*(msg[k].tolist() for k in ("nodes", "parent", "sibling", "direct"))):
+        if direct:
+            continue
+        if ctx.public is None:
+            out[node] = (prev[par][0] - out[sib][0], prev[par][1] - out[sib][1])
+        else:
+            out[node] = subtract(prev[par], out[sib], ctx.public.nsq)
+    return out
+
+
+def _host_splits(ctx: _Host, pos: np.ndarray, level_nodes: set, features: list[int],
+                 thresholds: list[float]) -> None:
+    """Apply the splits the guest assigned to this host; answer which rows go left and the record ids."""
+    msg = ctx.channel.recv(ctx.guest, "sbt.split")
+    nodes, feat, bins = (msg.get(k) for k in ("nodes", "feature", "bin"))
+    if not all(isinstance(a, np.ndarray) and a.dtype == np.int64 and a.ndim == 1 and a.shape == nodes.shape
+               for a in (nodes, feat, bins)):
+        raise ProtocolError("from guest: 'nodes', 'feature' and 'bin' must be int64 arrays of one length")
+    left = np.zeros(len(pos), dtype=bool)
+    records = []
+    nb = ctx.layout.num_bins
+    for node, f, b in zip(nodes.tolist(), feat.tolist(), bins.tolist()):
+        if node not in level_nodes or not 0 <= f < len(nb) or not 0 <= b < nb[f] - 1:
+            raise ProtocolError(f"from guest: split (node {node}, feature {f}, bin {b}) is not a split "
+                                "candidate of this level")
+        rows = pos == node
+        left[rows] = ctx.bins[rows, f] <= b
+        records.append(len(features))
+        features.append(f)
+        thresholds.append(ctx.edges.threshold(f, b))
+    ctx.channel.send(ctx.guest, "sbt.partition", {"left": left, "records": np.array(records, dtype=np.int64)})
