@@ -108,7 +108,7 @@ class CompressionConfig:
 class PrivacyConfig:
     """``[privacy]``: differential privacy of the client updates (see ``docs/dp.md``)."""
 
-    mode: str = "central"  # central (DP-FedAvg) | local
+    mode: str = "central"  # central (DP-FedAvg) | ftrl (DP-FTRL, no sampling assumed) | local
     clip: float = 1.0  # S, L2 norm of a client's update (the initial norm when adaptive)
     noise_multiplier: float | None = None  # z; unset: calibrated to target_epsilon over run.rounds
     target_epsilon: float | None = None  # the budget; a run that cannot fit is refused, training stops before it
@@ -119,6 +119,7 @@ class PrivacyConfig:
     target_quantile: float = 0.5
     clip_learning_rate: float = 0.2
     clip_count_stddev: float | None = None  # None: expected cohort / 20
+    tree_rounds: int | None = None  # ftrl: rounds per tree; each client at most once per tree
 
     def to_dp(self) -> dict:
         """Return the settings as :class:`hamrah.privacy.DPConfig` takes them (plain data)."""
@@ -188,7 +189,7 @@ _CHOICES = {
     ("data", "dataset"): DATASETS, ("data", "partition"): PARTITIONS,
     ("model", "name"): MODELS, ("algorithm", "name"): ALGORITHMS,
     ("compression", "codec"): ("none", "quantize", "sign", "topk", "mask", "float16", "bfloat16"),
-    ("privacy", "mode"): ("central", "local"), ("privacy", "sampling"): ("poisson", "fixed"),
+    ("privacy", "mode"): ("central", "ftrl", "local"), ("privacy", "sampling"): ("poisson", "fixed"),
     ("privacy", "accountant"): ("rdp", "pld"), ("secure_aggregation", "variant"): ("secagg", "secagg+"),
     ("homomorphic_encryption", "scheme"): ("paillier", "ckks"),
 }

@@ -147,6 +147,34 @@ class PipelineSpec:
         return self.cohort / self.population if dp is not None and dp.mode == "central" and \
             dp.sampling == "poisson" else None
 
+    @property
+    def tree_rounds(self) -> int | None:
+        """Return k when DP-FTRL's accounting assumes each client at most once per tree of k rounds, else None."""
+        dp = self.dp
+        return dp.tree_rounds if dp is not None and dp.mode == "ftrl" else None
+
+    @property
+    def claims_sampling(self) -> bool:
+        """Return True when the epsilon rests on how clients are sampled (central DP-FedAvg: Poisson or
+        fixed-size draws), which a driver that takes whoever checks in cannot prove."""
+        dp = self.dp
+        return dp is not None and dp.mode == "central"
+
+    def cohort_of(self, round_idx: int, population: int, rng_for_tree) -> np.ndarray | None:
+        """Return round ``round_idx``'s cohort under DP-FTRL: the tree's rounds take disjoint slices of
+        one permutation of the population (each client at most once per tree); None without DP-FTRL.
+
+        Args:
+            round_idx: 1-based round. population: K.
+            rng_for_tree: tree index -> a numpy Generator (the same for every round of that tree).
+        """
+        k = self.tree_rounds
+        if k is None:
+            return None
+        tree, pos = divmod(round_idx - 1, k)
+        perm = rng_for_tree(tree).permutation(population)
+        return np.sort(perm[pos * self.cohort:(pos + 1) * self.cohort])
+
     def he_settings(self) -> HESettings | None:
         """Return the homomorphic encryption settings (without the public key), or None."""
         if self.homomorphic is None:
@@ -177,10 +205,10 @@ class PipelineSpec:
         if self.homomorphic is not None:
             secure.append(HomomorphicSum(self.he_settings(), self.public_key(), key_holder))
         err = 0.0  # under a secure sum the client bounds its own contribution (hamrah.privacy.sensitivity)
-        if dp is not None and dp.mode == "central" and secure and all(c.traits.summable_in_ring for c in codecs):
+        if dp is not None and dp.mode in ("central", "ftrl") and secure and all(c.traits.summable_in_ring for c in codecs):
             err = decode_error([*codecs, *secure])
         privacy = dp_stages(dp, self.noise_multiplier, float(self.cohort), err) if dp is not None else []
-        if dp is not None and dp.mode == "central":
+        if dp is not None and dp.mode in ("central", "ftrl"):
             return [privacy[0], *codecs, *secure, privacy[1]]
         return privacy + codecs + secure
 
@@ -240,6 +268,10 @@ def resolve_pipeline(compression: Mapping[str, Any] | None, privacy: Mapping[str
             raise ConfigError("privacy.mode = \"dpsgd\": on-device DP-SGD changes local training and is not a "
                               "pipeline stage; expected \"central\" or \"local\" (see docs/dp.md for DP-SGD)")
         z = noise_multiplier_for(dp, rounds, round_spec_for(dp, 1.0, population, cohort))
+        if dp.mode == "ftrl" and dp.tree_rounds * cohort > population:
+            raise ConfigError(f"privacy.tree_rounds = {dp.tree_rounds} with {cohort} clients a round and {population} "
+                              "in all: DP-FTRL's accounting needs each client at most once per tree, so expected "
+                              f"tree_rounds <= {population // max(cohort, 1)} (population / cohort)")
     he = None
     if homomorphic is not None:
         he = he_settings(homomorphic, default_max_weight(privacy is not None, cohort)).to_dict()

@@ -5,6 +5,10 @@ Modes (see ``docs/dp.md``):
 - ``central``: user-level DP-FedAvg (McMahan et al. 2018, *Learning Differentially Private Recurrent
   Language Models*): clip each client's update, Gaussian noise on the aggregate at the server.
 - ``local``: clip and Gaussian noise on the device (the server is not trusted).
+- ``ftrl``: user-level DP-FTRL (Kairouz et al. 2021, *Practical and Private (Deep) Learning without
+  Sampling or Shuffling*): clip each client's update, tree-aggregated Gaussian noise on the running sum
+  at the server; needs no sampling assumption, only that each client contributes at most once per tree
+  of ``tree_rounds`` rounds (which the driver enforces).
 - ``dpsgd``: example-level DP-SGD on the device (Abadi et al. 2016, *Deep Learning with Differential
   Privacy*): per-example clipping and noise in every local step.
 """
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 
 from hamrah.core.errors import ConfigError
 
-MODES = ("central", "local", "dpsgd")
+MODES = ("central", "local", "dpsgd", "ftrl")
 SAMPLINGS = ("poisson", "fixed")
 ACCOUNTANTS = ("rdp", "pld")
 
@@ -71,6 +75,8 @@ class DPConfig:
         sampling: "poisson" (each client joins with probability q) or "fixed" (m of K without replacement).
         accountant: "rdp" or "pld" (both from Google's dp-accounting).
         adaptive: adaptive clipping parameters (central mode only), or None for a fixed clip norm.
+        tree_rounds: k, rounds per tree of DP-FTRL (mode "ftrl" only): the tree restarts every k rounds
+            and each client contributes at most once per tree.
 
     Raises:
         ConfigError: a value is out of range, of the wrong type, or the combination is unsupported.
@@ -84,6 +90,7 @@ class DPConfig:
     sampling: str = "poisson"
     accountant: str = "rdp"
     adaptive: AdaptiveClipConfig | None = None
+    tree_rounds: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.mode in MODES, "mode", self.mode, " | ".join(MODES))
@@ -100,6 +107,13 @@ class DPConfig:
                self.adaptive, "an AdaptiveClipConfig or None")
         _check(self.adaptive is None or self.mode == "central", "adaptive", self.adaptive,
                "None unless privacy.mode = \"central\" (Andrew et al. 2021 clip adaptively at the server)")
+        k = self.tree_rounds
+        _check((k is None) == (self.mode != "ftrl") and (k is None or (isinstance(k, int) and not isinstance(k, bool)
+                                                                     and k >= 1)),
+               "tree_rounds", k, "an integer >= 1 with privacy.mode = \"ftrl\" (rounds per tree; each client at most "
+               "once per tree), and unset otherwise")
+        _check(self.mode != "ftrl" or self.accountant == "rdp", "accountant", self.accountant,
+               "\"rdp\" with privacy.mode = \"ftrl\" (dp-accounting accounts tree aggregation with RDP only)")
         if self.accountant == "pld" and self.sampling == "fixed" and self.mode == "central":
             raise ConfigError(
                 "privacy.accountant = \"pld\" with privacy.sampling = \"fixed\": dp-accounting's PLD accountant "

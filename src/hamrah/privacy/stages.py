@@ -26,6 +26,7 @@ from hamrah.core.params import Params
 from hamrah.core.pipeline import BaseStage, ClientContext, DensePayload, ServerContext, StageTraits
 from hamrah.privacy.adaptive import BIT_SENSITIVITY, AdaptiveClipper, AdaptiveClipState, shifted_bit
 from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
+from hamrah.privacy.ftrl import TreeAggregationNoise
 from hamrah.privacy.mechanisms import add_gaussian_noise, clip_update, l2_norm, local_dp_release
 
 UNCLIPPED, NEXT_CLIP = "unclipped", "next_clip"
@@ -226,7 +227,8 @@ class LocalGaussian(BaseStage):
 
 def dp_stages(config: DPConfig, noise_multiplier: float, expected_cohort: float,
               decode_error: float = 0.0) -> list[BaseStage]:
-    """Return the pipeline stages of ``config``: [DPClip, CentralGaussianNoise] (central), [LocalGaussian]
+    """Return the pipeline stages of ``config``: [DPClip, CentralGaussianNoise] (central), [DPClip,
+    TreeAggregationNoise] (ftrl, DP-FTRL of Kairouz et al. 2021), [LocalGaussian]
     (local), [] (dpsgd: the privacy is in local training, :func:`hamrah.privacy.train_local_dpsgd`).
 
     Put a secure-aggregation stage between the two central stages if one is used, and pass its (and
@@ -236,6 +238,9 @@ def dp_stages(config: DPConfig, noise_multiplier: float, expected_cohort: float,
         return [DPClip(config.clip, adaptive=config.adaptive is not None, decode_error=decode_error),
                 CentralGaussianNoise(noise_multiplier, config.clip, expected_cohort, config.adaptive,
                                      decode_error=decode_error)]
+    if config.mode == "ftrl":
+        return [DPClip(config.clip, decode_error=decode_error),
+                TreeAggregationNoise(noise_multiplier, config.clip, expected_cohort, config.tree_rounds)]
     if config.mode == "local":
         return [LocalGaussian(config.clip, noise_multiplier)]
     return []

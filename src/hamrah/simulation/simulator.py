@@ -173,6 +173,10 @@ class Simulator:
         """Return the sorted client ids of round ``round_idx``'s cohort."""
         rng = sampling_rng(self.config.seed, round_idx)
         q = self.pipeline.spec.poisson_q if self.pipeline is not None else None
+        tree = None if self.pipeline is None else self.pipeline.spec.cohort_of(  # DP-FTRL: once per tree
+            round_idx, self.data.num_clients, lambda t: np.random.default_rng([self.config.seed, 0x74726565, t]))
+        if tree is not None:
+            return tree
         if q is not None:  # the DP accounting assumes Poisson sampling: each client joins with probability q
             return np.flatnonzero(rng.random(self.data.num_clients) < q)
         return np.sort(rng.choice(self.data.num_clients, size=self.cohort, replace=False))
