@@ -112,7 +112,7 @@ class SecAggClient:
             self._received[v] = (int.from_bytes(plain[:half], "big"), int.from_bytes(plain[half:], "big"))
         cfg = self.config
         dtype = ring_dtype(cfg.ring_bits)
-        y = quantize(x, cfg.clip, cfg.input_bits, dtype)
+        y = x.astype(dtype) if cfg.prequantized else quantize(x, cfg.clip, cfg.input_bits, dtype)
         y += crypto.prg(crypto.derive(self._b, b"self-mask", self.round_id), cfg.vector_length, dtype)
         for v in senders:
             p = crypto.prg(crypto.agree(self._s_key, self._peers[v].s_public, b"mask", self.round_id),
@@ -185,4 +185,8 @@ class SecAggClient:
                                 f"({self.config.vector_length},)")
         if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
             raise ProtocolError(f"client {self.client_id}: input must be finite numbers")
+        if self.config.prequantized and not (np.issubdtype(x.dtype, np.integer) and np.all(x >= 0)
+                                             and np.all(x < (1 << self.config.ring_bits))):
+            raise ProtocolError(f"client {self.client_id}: prequantized input must be integers in "
+                                f"[0, 2^{self.config.ring_bits})")
         return x

@@ -25,6 +25,10 @@ class SecAggConfig:
         input_bits: b, bits per quantized input entry.
         ring_bits: k, the ring is Z_{2^k}; default b + ceil(log2 n), the least that cannot overflow.
         neighbours: None for SecAgg (complete graph); an even degree k < n - 1 for SecAgg+.
+        prequantized: inputs are already ring elements (unsigned integers in [0, 2^k)), e.g. the noisy
+            integer vectors of distributed DP (:mod:`hamrah.secagg.ddg`): no clipping or quantization, and
+            the sum is taken mod 2^k on purpose (modular clipping), so ``ring_bits`` must be given and no
+            overflow check applies; the result's ``sum`` is then the ring sum itself.
 
     Raises:
         ConfigError: a value is out of range, or n clients' b-bit inputs could overflow Z_{2^k}.
@@ -37,6 +41,7 @@ class SecAggConfig:
     input_bits: int = 16
     ring_bits: int | None = None
     neighbours: int | None = None
+    prequantized: bool = False
 
     def __post_init__(self):
         n = self.num_clients
@@ -49,6 +54,10 @@ class SecAggConfig:
         if not isinstance(self.input_bits, int) or not 1 <= self.input_bits <= 62:
             raise ConfigError(f"input_bits must be an integer in [1, 62], got {self.input_bits!r}")
         self._check_neighbours()
+        if self.prequantized not in (True, False):
+            raise ConfigError(f"prequantized must be True or False, got {self.prequantized!r}")
+        if self.prequantized and self.ring_bits is None:
+            raise ConfigError("prequantized inputs need ring_bits: the ring Z_2^k they are elements of")
         if self.ring_bits is None:
             object.__setattr__(self, "ring_bits", self.input_bits + math.ceil(math.log2(n)))
         self._check_ring()
@@ -71,7 +80,7 @@ class SecAggConfig:
         k, b, n = self.ring_bits, self.input_bits, self.num_clients
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 64:
             raise ConfigError(f"ring_bits must be an integer in [1, 64], got {k!r}")
-        if n * ((1 << b) - 1) > (1 << k) - 1:
+        if not self.prequantized and n * ((1 << b) - 1) > (1 << k) - 1:
             need = (n * ((1 << b) - 1)).bit_length()
             raise ConfigError(f"the sum of {n} clients' {b}-bit inputs needs {need} bits but the ring Z_2^{k} "
                               f"has {k}: raise ring_bits to >= {need}, or lower input_bits or num_clients")

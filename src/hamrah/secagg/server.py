@@ -153,7 +153,9 @@ class SecAggServer:
                     total += p
         ring_sum = reduce(total, cfg.ring_bits)
         return AggregateResult(
-            sum=dequantize_sum(ring_sum, len(u3), cfg.clip, cfg.input_bits), ring_sum=ring_sum,
+            sum=ring_sum.astype(np.float64) if cfg.prequantized else dequantize_sum(ring_sum, len(u3), cfg.clip,
+                                                                                      cfg.input_bits),
+            ring_sum=ring_sum,
             contributors=tuple(sorted(u3)), survivors={s: tuple(sorted(self._alive[s])) for s in self.stages},
             self_masks_removed=tuple(sorted(u3)), keys_rebuilt=tuple(rebuilt))
 

@@ -1,0 +1,115 @@
+"""Distributed DP with secure aggregation (Kairouz, Liu, Steinke 2021): the accountant against dp-accounting,
+drop-outs, and the stage through the update pipeline with the real SecAgg protocol."""
+
+from __future__ import annotations
+
+import math
+
+import dp_accounting
+import numpy as np
+import pytest
+import torch
+from dp_accounting.rdp import rdp_privacy_accountant as rdp_lib
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hamrah.core.errors import ConfigError
+from hamrah.core.pipeline import Chain, process_round
+from hamrah.privacy.distributed import (ORDERS, DistributedAccountant, DistributedDiscreteGaussian, DistributedRound,
+                                        _poisson_subsampled)
+from hamrah.secagg import ddg
+
+
+def _round(sigma_int: float, n: int, q: float = 1.0, dim: int = 1024, clip_units: float = 2000.0) -> DistributedRound:
+    gamma = 1e-3
+    params = ddg.DDGParams(dim, clip_units * gamma, gamma, sigma_int * gamma, ring_bits=40)
+    return DistributedRound(params, n, q)
+
+
+def test_without_tau_and_sampling_the_rdp_is_the_gaussian_mechanisms():
+    r = _round(sigma_int=500.0, n=10)  # tau = 10 sum exp(-2 pi^2 500^2 ...) = 0
+    l1, l2, tau = r.scales()
+    assert tau == 0.0
+    acc = dp_accounting.rdp.RdpAccountant(list(ORDERS))
+    acc.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(1 / l2), 30))
+    ours = DistributedAccountant(r)
+    ours.step(30)
+    assert math.isclose(ours.epsilon(1e-5), acc.get_epsilon(1e-5), rel_tol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(1e-3, 0.9), st.floats(0.5, 20.0), st.sampled_from([2, 3, 5, 8, 16, 40, 128]))
+def test_the_subsampling_bound_is_never_below_the_exact_gaussian_one(q, z, order):
+    ours = _poisson_subsampled(order, q, lambda a: np.asarray(a) / (2 * z * z))
+    exact = float(rdp_lib._compute_rdp_poisson_subsampled_gaussian(q, z, [order])[0])
+    assert ours >= exact * (1 - 1e-9)
+    if order == 2:
+        assert math.isclose(ours, exact, rel_tol=1e-6)
+
+
+def test_a_small_local_noise_pays_the_tau_term():
+    coarse, fine = _round(sigma_int=0.6, n=20), _round(sigma_int=500.0, n=20)
+    assert coarse.scales()[2] > 1e-3 and fine.scales()[2] == 0.0
+    # Same noise-to-sensitivity ratio (scaled clip), but the sum of few-unit discrete Gaussians is not one.
+    ratio = 0.6 / 500.0
+    scaled = _round(sigma_int=0.6, n=20, clip_units=2000.0 * ratio)
+    assert scaled.unsampled_rdp(8) > fine.unsampled_rdp(8) * 0.99
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(2, 60), st.integers(1, 59), st.floats(0.01, 1.0))
+def test_fewer_guaranteed_contributors_cost_more_epsilon(n, fewer, q):
+    fewer = min(fewer, n - 1) or 1
+    a, b = DistributedAccountant(_round(3.0, n, q)), DistributedAccountant(_round(3.0, fewer, q))
+    a.step(10)
+    b.step(10)
+    assert b.epsilon(1e-5) >= a.epsilon(1e-5)
+
+
+def _updates(n: int, dim: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {k: {"w": torch.tensor(rng.normal(size=dim) * 0.1, dtype=torch.float32)} for k in range(n)}
+
+
+def _run(stage, updates, round_idx=1):
+    rngs = {k: np.random.default_rng(100 + k) for k in updates}
+    return process_round(Chain([stage]), updates, {k: 1.0 for k in updates}, {}, rngs, round_idx=round_idx,
+                         server_rng=np.random.default_rng(7))
+
+
+def test_the_stage_releases_the_noisy_sum_over_the_fixed_denominator():
+    n, dim = 6, 40
+    stage = DistributedDiscreteGaussian(clip=1.0, noise_multiplier=1e-3, min_contributors=4, expected_cohort=8,
+                                        ring_bits=24)
+    updates = _updates(n, dim)
+    out = _run(stage, updates)
+    clipped = [u["w"].double() * min(1.0, 1.0 / float(u["w"].norm())) for u in updates.values()]
+    expected = torch.stack(clipped).sum(0) / 8
+    # Noise std z c = 1e-3 on the sum (x sqrt(6 / 4): more contributors than n_min), rounding gamma ~ 1e-5.
+    assert float((out.aggregate["w"].double() - expected).abs().max()) < 6 * 1.3e-3 / 8
+    assert all(b > 0 for b in out.bytes.up.values())  # the protocol's real bytes
+
+
+def test_noise_on_any_released_sum_is_at_least_z_c():
+    dim, z = 4096, 0.5
+    stage = DistributedDiscreteGaussian(clip=1.0, noise_multiplier=z, min_contributors=4, expected_cohort=4,
+                                        ring_bits=24)
+    zero = {k: {"w": torch.zeros(dim)} for k in range(5)}
+    out = _run(stage, zero)
+    std = float(out.aggregate["w"].double().std()) * 4  # undo the fixed denominator: the noise on the sum
+    assert std == pytest.approx(z * math.sqrt(5 / 4), rel=0.05)
+
+
+def test_a_round_below_min_contributors_releases_nothing():
+    stage = DistributedDiscreteGaussian(clip=1.0, noise_multiplier=1.0, min_contributors=5, expected_cohort=6)
+    out = _run(stage, _updates(4, 10))
+    assert float(out.aggregate["w"].abs().max()) == 0.0
+
+
+def test_bad_settings_are_refused_by_name():
+    with pytest.raises(ConfigError, match="variant = 'secagg\\+' with privacy.mode = \"distributed\""):
+        DistributedDiscreteGaussian(variant="secagg+")
+    with pytest.raises(ConfigError, match="min_contributors = 1"):
+        DistributedDiscreteGaussian(min_contributors=1)
+    with pytest.raises(ConfigError, match="ring_bits = 70"):
+        DistributedDiscreteGaussian(ring_bits=70)
