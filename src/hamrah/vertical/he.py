@@ -252,8 +252,8 @@ def matvec(matrix: np.ndarray, a: CipherVector) -> CipherVector:
     return CipherVector(a.public, tuple(out))
 
 
-def decrypt(secret: SecretKey, a: CipherVector) -> list[int]:
-    """Return the signed integers ``a`` encrypts.
+def decrypt(secret: SecretKey, a: CipherVector, signed: bool = True) -> list[int]:
+    """Return the signed integers ``a`` encrypts (``signed=False``: the residues in ``[0, n)``, for masked values).
 
     Raises:
         ProtocolError: the vector is under another key, or a value overflowed ``n // 3``.
@@ -263,6 +263,9 @@ def decrypt(secret: SecretKey, a: CipherVector) -> list[int]:
     n, top, out = secret.public.n, secret.public.max_int, []
     for i, c in enumerate(a.cts):
         m = int(secret.private.raw_decrypt(int(c)))
+        if not signed:
+            out.append(m)
+            continue
         if top < m < n - top:
             raise ProtocolError(f"decrypt: value {i} overflowed the key's signed range (|v| <= n // 3)")
         out.append(m - n if m >= n - top else m)

@@ -88,8 +88,8 @@ def _from_array(fields: dict, frm: str) -> list[bytes]:
     return [data[i:i + POINT] for i in range(0, len(data), POINT)]
 
 
-def _ring(channel, leader: str) -> tuple[str, ...]:
-    names = set(channel.peers) | {channel.name}
+def _ring(channel, leader: str, parties: tuple[str, ...] | None) -> tuple[str, ...]:
+    names = set(parties or channel.peers) | {channel.name}
     if leader not in names:
         raise ConfigError(f"psi.leader = {leader!r}: not one of the parties {sorted(names)}")
     return (leader,) + tuple(sorted(names - {leader}))
@@ -103,7 +103,7 @@ def _check_ids(ids: np.ndarray) -> np.ndarray:
 
 
 def intersect(channel, ids: np.ndarray, config: PSIConfig = PSIConfig(),
-              rng: np.random.Generator | None = None) -> np.ndarray:
+              rng: np.random.Generator | None = None, parties: tuple[str, ...] | None = None) -> np.ndarray:
     """Run PSI as the party behind ``channel`` and return the shared ids, sorted.
 
     Args:
@@ -111,6 +111,7 @@ def intersect(channel, ids: np.ndarray, config: PSIConfig = PSIConfig(),
         ids: this party's int64 ids, unique.
         config: which party leads.
         rng: shuffles the party's list (``None``: the OS CSPRNG). The X25519 key always comes from the OS.
+        parties: the PSI parties (default: this party and all its peers; an arbiter stays out).
 
     Returns:
         The ids every party holds, sorted.
@@ -120,7 +121,7 @@ def intersect(channel, ids: np.ndarray, config: PSIConfig = PSIConfig(),
         ProtocolError: a malformed list, or a result that is not a subset of this party's set.
     """
     ids = _check_ids(ids)
-    ring = _ring(channel, config.leader)
+    ring = _ring(channel, config.leader, parties)
     me = ring.index(channel.name)
     nxt, prv = ring[(me + 1) % len(ring)], ring[me - 1]
     order = (rng or np.random.default_rng(np.random.SeedSequence())).permutation(len(ids))

@@ -1,0 +1,321 @@
+"""What both vertical logistic-regression protocols share: settings, data preparation, the plaintext
+and Paillier arithmetic behind one interface, resumable training state, and prediction.
+
+Both protocols (``lr_coordinated``: an arbiter holds the key, Hardy et al. 2017, *Private federated
+learning on vertically partitioned data via entity resolution and additively homomorphic encryption*;
+``lr_sshe``: no third party) minimise the L2-regularised logistic loss with mini-batch gradient
+descent on the second-order Taylor expansion of the loss at 0, as FATE does: the residual of a row is
+``d = 0.25 (u_guest + u_host) + 0.5 - y`` for labels ``y`` in {0, 1}, where ``u_p = X_p w_p`` is a
+party's partial score, and a party's gradient is ``X_p^T d / |B| + l2 w_p``.
+
+Each party standardises its own columns with its own training mean and deviation (nothing leaves it)
+and the guest adds the intercept. The batch order of an epoch comes from ``(seed, epoch)`` only, so a
+run resumed from a checkpoint takes the same batches; encrypted and plaintext arithmetic decrypt to
+the same fixed-point values, so an encrypted run is reproducible too.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hamrah.core.errors import ConfigError, DataError, ProtocolError
+from hamrah.data.vertical import PartyTable
+from hamrah.vertical import he
+from hamrah.vertical.psi import PSIConfig, intersect
+
+
+@dataclass(frozen=True)
+class LRConfig:
+    """Settings of vertical logistic regression (both protocols).
+
+    Attributes:
+        epochs: passes over the data at most. batch_size: rows per mini-batch (0: all rows).
+        lr: the step size. l2: the L2 penalty. tol: stop when the norm of an epoch's weight change is
+        below it. encrypted: False runs the same messages in plaintext (the HE-overhead baseline).
+        key_bits: Paillier modulus (2048; 1024 only in tests). precision_bits: fixed-point bits of
+        features and residuals. seed: batch order. psi: align rows with PSI first (else the tables
+        must already hold the same ids in the same order). clip: clip each standardised feature to
+        ``[-clip, clip]`` at its owner (0: no clipping; tames heavy tails the Taylor loss handles badly).
+        guest, host, arbiter: party names.
+    """
+
+    epochs: int = 20
+    batch_size: int = 0
+    lr: float = 0.5
+    l2: float = 0.0
+    tol: float = 1e-4
+    encrypted: bool = True
+    key_bits: int = 2048
+    precision_bits: int = 16
+    seed: int = 0
+    psi: bool = True
+    clip: float = 0.0
+    guest: str = "guest"
+    host: str = "host"
+    arbiter: str = "arbiter"
+
+    def __post_init__(self) -> None:
+        for name, low in (("epochs", 1), ("batch_size", 0), ("seed", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"lr.{name} = {v!r}: expected an integer >= {low}")
+        for name in ("lr", "l2", "tol"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v) or v < 0:
+                raise ConfigError(f"lr.{name} = {v!r}: expected a finite number >= 0")
+        if not 8 <= self.precision_bits <= 24:
+            raise ConfigError(f"lr.precision_bits = {self.precision_bits!r}: expected 8..24")
+        he.check_key_bits(self.key_bits)
+
+
+@dataclass(frozen=True)
+class LRState:
+    """One party's part of a model after ``epoch`` completed epochs (what a checkpoint holds)."""
+
+    epoch: int
+    weights: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    converged: bool = False
+    history: tuple = field(default=())
+
+
+OnEpoch = Callable[[LRState], None]
+Step = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
+
+
+def prepare(channel, table: PartyTable, config: LRConfig, guest: bool, others: tuple[str, ...]
+            ) -> tuple[PartyTable, np.ndarray]:
+    """Align rows (PSI) and return the table and its standardised feature matrix (+ intercept for the guest).
+
+    Raises:
+        DataError: a non-finite feature, labels other than 0/1 at the guest, or no shared rows.
+    """
+    if config.psi:
+        table = table.select(intersect(channel, table.ids, PSIConfig(config.guest),
+                                       parties=(channel.name,) + others))
+    if len(table.ids) == 0:
+        raise DataError("lr: the parties share no ids")
+    if not np.all(np.isfinite(table.features)):
+        raise DataError("lr: the features hold a non-finite value")
+    if guest and (table.labels is None or not np.all(np.isin(table.labels, (0, 1)))):
+        raise DataError("lr: the guest's labels must be 0 or 1")
+    return table, table.features
+
+
+def hello(channel, config: LRConfig, others: tuple[str, ...], epochs: list[int] | None, dim: int,
+          rows: int = 0) -> tuple[int, dict[str, int]]:
+    """Agree on the epoch to resume from and tell each other the model sizes.
+
+    The guest collects every party's completed epochs (``None``: the arbiter, which keeps none) and
+    picks the last one all of them hold (0: start afresh).
+
+    Returns:
+        The start epoch and each party's number of weights.
+
+    Raises:
+        ProtocolError: a malformed hello.
+    """
+    mine = {"epochs": np.array(sorted(epochs or []), dtype=np.int64), "any": epochs is None, "dim": dim}
+    if channel.name != config.guest:
+        channel.send(config.guest, "lr/hello", mine)
+        reply = channel.recv(config.guest, "lr/start")
+        return _int_field(reply, "start", config.guest), {k: _int_field(reply, k, config.guest) for k in reply
+                                                          if k != "start"}
+    common, dims = set(mine["epochs"].tolist()) | {0}, {channel.name: dim, "rows": rows}
+    for peer in others:
+        msg = channel.recv(peer, "lr/hello")
+        dims[peer] = _int_field(msg, "dim", peer)
+        if msg.get("any") is not True:
+            got = msg.get("epochs")
+            if not isinstance(got, np.ndarray) or got.dtype != np.int64 or got.ndim != 1:
+                raise ProtocolError(f"lr/hello from {peer!r}: expected 'epochs' as an int64 vector")
+            common &= set(got.tolist()) | {0}
+    start = max(common)
+    for peer in others:
+        channel.send(peer, "lr/start", {"start": start, **dims})
+    return start, dims
+
+
+def _int_field(msg: dict, key: str, frm: str) -> int:
+    v = msg.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ProtocolError(f"from {frm!r}: expected a non-negative integer {key!r}, got {v!r}")
+    return v
+
+
+def decide_stop(channel, config: LRConfig, decider: str, others: tuple[str, ...], epoch: int,
+                dw2: float) -> bool:
+    """Pool the parties' squared weight changes at ``decider``; stop when the norm is below ``tol``.
+
+    Each party reveals only ``||w_new - w_old||^2`` of its own part, once per epoch.
+    """
+    tag = f"lr/dw/{epoch}"
+    if channel.name != decider:
+        channel.send(decider, tag, {"dw2": float(dw2)})
+        return bool(channel.recv(decider, f"lr/stop/{epoch}").get("stop") is True)
+    total = float(dw2)
+    for peer in others:
+        v = channel.recv(peer, tag).get("dw2")
+        if not isinstance(v, float) or not np.isfinite(v) or v < 0:
+            raise ProtocolError(f"{tag} from {peer!r}: expected a finite non-negative float 'dw2'")
+        total += v
+    stop = bool(np.sqrt(total) < config.tol or epoch + 1 >= config.epochs)
+    for peer in others:
+        channel.send(peer, f"lr/stop/{epoch}", {"stop": stop})
+    return stop
+
+
+def train_loop(channel, config: LRConfig, z: np.ndarray, start: tuple[int, LRState | None], step: Step,
+               stop_at: tuple[str, tuple[str, ...]], on_epoch: OnEpoch | None, stats: tuple) -> LRState:
+    """Run the epochs of one party: ``step(tag, rows, w)`` returns the data gradient of a batch.
+
+    Args:
+        start: the epoch to start from and the checkpoint of the epoch before (None: zeros).
+        stop_at: the party that decides convergence, and the others it hears from.
+        stats: this party's standardisation ``(mean, std)``, saved in every state.
+    """
+    epoch, state = start
+    w = np.zeros(z.shape[1]) if state is None else np.array(state.weights, dtype=np.float64)
+    if w.shape != (z.shape[1],):
+        raise DataError(f"lr: the checkpoint holds {w.size} weights, the data has {z.shape[1]} columns")
+    history = () if state is None else state.history
+    while True:
+        w_old = w.copy()
+        for b, rows in enumerate(batches(len(z), config, epoch)):
+            w = w - config.lr * (step(f"{epoch}/{b}", rows, w) + config.l2 * w)
+        stop = decide_stop(channel, config, stop_at[0], stop_at[1], epoch, float(np.sum((w - w_old) ** 2)))
+        history += (float(np.sqrt(np.sum((w - w_old) ** 2))),)
+        state = LRState(epoch + 1, w, stats[0], stats[1], stop, history)
+        if on_epoch is not None:
+            on_epoch(state)
+        if stop:
+            return state
+        epoch += 1
+
+
+def standardise(x: np.ndarray, state: LRState | None, intercept: bool, clip: float = 0.0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(z, mean, std)``: ``x`` standardised with its own statistics (or a checkpoint's), clipped."""
+    mean = x.mean(axis=0) if state is None else state.mean
+    std = x.std(axis=0) if state is None else state.std
+    std = np.where(std > 0, std, 1.0)
+    z = (x - mean) / std
+    z = np.clip(z, -clip, clip) if clip else z
+    return (np.hstack([z, np.ones((len(z), 1))]) if intercept else z), mean, std
+
+
+def batches(rows: int, config: LRConfig, epoch: int) -> list[np.ndarray]:
+    """Return the row indices of each mini-batch of ``epoch`` (the same at every party)."""
+    order = np.random.default_rng([config.seed, epoch]).permutation(rows)
+    size = config.batch_size or rows
+    return [order[i:i + size] for i in range(0, rows, size)]
+
+
+class PlainOps:
+    """The plaintext baseline: the same messages, floats instead of ciphertexts."""
+
+    encrypted = False
+
+    def enc(self, x: np.ndarray):
+        return np.asarray(x, dtype=np.float64)
+
+    def add_plain(self, e, x: np.ndarray):
+        return e + x
+
+    def xt(self, x: np.ndarray, e):
+        return x.T @ e
+
+    def to_wire(self, e) -> dict:
+        return {"v": np.asarray(e, dtype=np.float64)}
+
+    def from_wire(self, fields: dict, count: int, what: str):
+        v = fields.get("v")
+        if not isinstance(v, np.ndarray) or v.dtype != np.float64 or v.shape != (count,) or not np.all(np.isfinite(v)):
+            raise ProtocolError(f"{what}: expected {count} finite float64 values")
+        return v
+
+    def mask(self, e):
+        return e, None
+
+    def reveal(self, e) -> dict:
+        return {"v": np.asarray(e, dtype=np.float64)}
+
+    def unmask(self, fields: dict, masks, count: int, what: str) -> np.ndarray:
+        return self.from_wire(fields, count, what)
+
+
+@dataclass(frozen=True)
+class Enc:
+    """A Paillier vector and its fixed-point scale (values are ``ints / 2^scale``)."""
+
+    cv: he.CipherVector
+    scale: int
+
+
+class PaillierOps:
+    """Paillier arithmetic at ``precision_bits`` fixed point; ``secret`` only at the key holder."""
+
+    encrypted = True
+
+    def __init__(self, public: he.PublicKey, precision_bits: int, secret: he.SecretKey | None = None):
+        self.public, self.bits, self.secret = public, precision_bits, secret
+
+    def enc(self, x: np.ndarray) -> Enc:
+        return Enc(he.encrypt(self.public, he.encode(x, self.bits)), self.bits)
+
+    def add_plain(self, e: Enc, x: np.ndarray) -> Enc:
+        return Enc(he.add_plain(e.cv, he.encode(x, e.scale)), e.scale)
+
+    def xt(self, x: np.ndarray, e: Enc) -> Enc:
+        ints = np.rint(np.asarray(x).T * (1 << self.bits)).astype(np.int64)
+        return Enc(he.matvec(ints, e.cv), e.scale + self.bits)
+
+    def to_wire(self, e: Enc) -> dict:
+        return {**he.to_wire(e.cv), "scale": e.scale}
+
+    def from_wire(self, fields: dict, count: int, what: str) -> Enc:
+        scale = fields.get("scale")
+        if not isinstance(scale, int) or not 0 < scale <= 4 * self.bits:
+            raise ProtocolError(f"{what}: expected a fixed-point 'scale' in 1..{4 * self.bits}, got {scale!r}")
+        return Enc(he.from_wire(self.public, fields, count, what), scale)
+
+    def mask(self, e: Enc) -> tuple[Enc, tuple]:
+        """Add a uniform mask modulo ``n`` to every value: the decrypted result says nothing."""
+        masks = [secrets.randbelow(self.public.n) for _ in range(len(e.cv))]
+        n, nsq = self.public.n, self.public.nsq
+        return Enc(he.CipherVector(self.public, tuple(c * (1 + m * n) % nsq for c, m in zip(e.cv.cts, masks))),
+                   e.scale), (tuple(masks), e.scale)
+
+    def reveal(self, e: Enc) -> dict:
+        """Decrypt masked values (the key holder): residues modulo ``n``."""
+        return {"ct": tuple(he.decrypt(self.secret, e.cv, signed=False))}
+
+    def unmask(self, fields: dict, masks: tuple, count: int, what: str) -> np.ndarray:
+        values, (ms, scale) = fields.get("ct"), masks
+        if not isinstance(values, tuple) or len(values) != count or not all(0 <= v < self.public.n for v in values):
+            raise ProtocolError(f"{what}: expected {count} residues modulo n")
+        n, top = self.public.n, self.public.max_int
+        ints = [(v - m) % n for v, m in zip(values, ms)]
+        if any(top < v < n - top for v in ints):
+            raise ProtocolError(f"{what}: an unmasked value is out of range (tampered or overflowed)")
+        return he.decode([v - n if v >= n - top else v for v in ints], scale)
+
+
+def predict_guest(channel, z: np.ndarray, weights: np.ndarray, host: str, tag: str = "predict") -> np.ndarray:
+    """Return probabilities for the guest's rows ``z``: the host sends only its partial scores ``X_B w_B``."""
+    u_host = PlainOps().from_wire(channel.recv(host, tag), len(z), f"{tag} from {host!r}")
+    return 1.0 / (1.0 + np.exp(-(z @ weights + u_host)))
+
+
+def predict_host(channel, z: np.ndarray, weights: np.ndarray, guest: str = "guest", tag: str = "predict") -> None:
+    """Send the host's partial scores for its rows ``z`` to the guest (its weights stay with it)."""
+    channel.send(guest, tag, {"v": z @ weights})
+
+
+__all__ = ["Enc", "LRConfig", "LRState", "PaillierOps", "PlainOps", "batches", "decide_stop", "hello", "train_loop",
+           "predict_guest", "predict_host", "prepare", "standardise"]

@@ -1,0 +1,109 @@
+"""Vertical logistic regression with an arbiter holding the Paillier key (FATE's CoordinatedLR).
+
+Hardy et al. 2017, *Private federated learning on vertically partitioned data via entity resolution
+and additively homomorphic encryption*; FATE's CoordinatedLR. Per mini-batch:
+
+1. the host sends ``[[0.25 u_B]]`` (its partial scores, encrypted under the arbiter's key);
+2. the guest adds its plaintext part and the labels: ``[[d]] = [[0.25 u_B]] + 0.25 u_A + 0.5 - y``,
+   and sends ``[[d]]`` to the host;
+3. each party computes its encrypted gradient ``X_p^T [[d]]``, adds a mask uniform modulo ``n``,
+   and the arbiter decrypts the masked sum; the party removes its mask and updates its weights.
+
+Who holds what: the arbiter holds the secret key and no data; guest and host hold the public key.
+What each sees: the host sees ``[[d]]`` (ciphertexts); the guest sees ``[[u_B]]`` (ciphertexts); the
+arbiter sees only masked gradients (uniform modulo ``n``: nothing) and, once per epoch, each party's
+squared weight change (for the convergence test). Nobody sees another party's features, weights or
+gradients. If the arbiter colludes with a party, that party can decrypt the other's ``[[u_B]]`` or
+``[[d]]``: the protocol assumes a non-colluding arbiter (use ``sshe_lr`` when there is none to trust).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from hamrah.data.vertical import PartyTable
+from hamrah.vertical import he
+from hamrah.vertical.lr_common import (
+    LRConfig, LRState, OnEpoch, PaillierOps, PlainOps, decide_stop, hello, prepare, standardise, train_loop,
+)
+
+__all__ = ["LRConfig", "arbiter", "guest", "host"]
+
+
+def _ops(channel, config: LRConfig):
+    msg = channel.recv(config.arbiter, "lr/key")
+    if not config.encrypted:
+        return PlainOps()
+    return PaillierOps(he.public_from_wire(msg, min_bits=config.key_bits), config.precision_bits)
+
+
+def _resume(resume: Mapping[int, LRState] | None, start: int) -> tuple[int, LRState | None]:
+    return start, (resume[start] if start else None)
+
+
+def guest(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRState] | None = None,
+          on_epoch: OnEpoch | None = None) -> LRState:
+    """The label holder's role. Returns its part of the model.
+
+    Raises:
+        DataError: bad labels or features, no shared ids. ProtocolError: a malformed message.
+        PartyFailed: another party went away.
+    """
+    others = (config.host, config.arbiter)
+    table, x = prepare(channel, table, config, True, (config.host,))
+    start, dims = hello(channel, config, others, list(resume or ()), x.shape[1] + 1, len(table.ids))
+    z, mean, std = standardise(x, resume[start] if start else None, intercept=True, clip=config.clip)
+    ops, y = _ops(channel, config), table.labels
+
+    def step(tag: str, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+        ub = ops.from_wire(channel.recv(config.host, f"lr/ub/{tag}"), len(rows), f"[[u_B]] {tag}")
+        d = ops.add_plain(ub, 0.25 * (z[rows] @ w) + 0.5 - y[rows])
+        channel.send(config.host, f"lr/d/{tag}", ops.to_wire(d))
+        masked, masks = ops.mask(ops.xt(z[rows], d))
+        channel.send(config.arbiter, f"lr/g/{tag}", ops.to_wire(masked))
+        return ops.unmask(channel.recv(config.arbiter, f"lr/g/{tag}"), masks, z.shape[1], f"gradient {tag}") / len(rows)
+
+    return train_loop(channel, config, z, _resume(resume, start), step, (config.arbiter, others), on_epoch,
+                      (mean, std))
+
+
+def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRState] | None = None,
+         on_epoch: OnEpoch | None = None) -> LRState:
+    """A feature holder's role (no labels). Returns its part of the model."""
+    others = (config.guest, config.arbiter)
+    table, x = prepare(channel, table, config, False, (config.guest,))
+    start, _ = hello(channel, config, others, list(resume or ()), x.shape[1])
+    z, mean, std = standardise(x, resume[start] if start else None, intercept=False, clip=config.clip)
+    ops = _ops(channel, config)
+
+    def step(tag: str, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+        channel.send(config.guest, f"lr/ub/{tag}", ops.to_wire(ops.enc(0.25 * (z[rows] @ w))))
+        d = ops.from_wire(channel.recv(config.guest, f"lr/d/{tag}"), len(rows), f"[[d]] {tag}")
+        masked, masks = ops.mask(ops.xt(z[rows], d))
+        channel.send(config.arbiter, f"lr/g/{tag}", ops.to_wire(masked))
+        return ops.unmask(channel.recv(config.arbiter, f"lr/g/{tag}"), masks, z.shape[1], f"gradient {tag}") / len(rows)
+
+    return train_loop(channel, config, z, _resume(resume, start), step, (config.arbiter, others), on_epoch,
+                      (mean, std))
+
+
+def arbiter(channel, table: PartyTable | None, config: LRConfig, resume=None, on_epoch=None) -> LRState:
+    """The key holder's role: decrypts masked gradients and decides convergence. Holds no data."""
+    others = (config.guest, config.host)
+    start, dims = hello(channel, config, others, None, 0)
+    public, secret = he.keygen(config.key_bits) if config.encrypted else (None, None)
+    for peer in others:
+        channel.send(peer, "lr/key", he.public_to_wire(public) if public else {})
+    ops = PaillierOps(public, config.precision_bits, secret) if public else PlainOps()
+    epoch = start
+    while True:
+        for b, _ in enumerate(range(0, dims["rows"], config.batch_size or max(dims["rows"], 1))):
+            for peer in others:
+                tag = f"lr/g/{epoch}/{b}"
+                channel.send(peer, tag, ops.reveal(ops.from_wire(channel.recv(peer, tag), dims[peer], tag)))
+        if decide_stop(channel, config, channel.name, others, epoch, 0.0):
+            return LRState(epoch + 1, np.zeros(0), np.zeros(0), np.zeros(0), True)
+        epoch += 1
+

@@ -1,0 +1,105 @@
+"""Vertical logistic regression between two parties without a third party: Paillier plus masking.
+
+In the spirit of FATE's SSHE-LR (Chen et al. 2021, *When homomorphic encryption marries secret
+sharing: secure large-scale sparse logistic regression and applications in risk control*) and of Yang
+et al. 2019 (*Parallel distributed logistic regression for vertical federated learning without
+third-party coordinator*). Guest and host each generate a Paillier key pair and keep the secret key.
+Per mini-batch:
+
+1. the guest sends ``[[z_A]]_G = [[0.25 u_A + 0.5 - y]]`` under its own key; the host sends
+   ``[[0.25 u_B]]_H`` under its own key;
+2. the host forms ``[[d]]_G = [[z_A]]_G + 0.25 u_B`` and ``[[X_B^T d]]_G``; the guest forms
+   ``[[X_A^T 0.25 u_B]]_H``;
+3. each adds a mask uniform modulo ``n`` (an additive secret share of its gradient) and asks the key
+   owner to decrypt; the owner sees a uniform residue, the sender removes the mask. The guest's
+   gradient is ``X_A^T z_A + X_A^T 0.25 u_B``.
+
+Who sees what: the host sees only ciphertexts under the guest's key and uniform residues: no label,
+residual, feature, weight or gradient of the guest. The guest sees ciphertexts under the host's key
+and uniform residues: none of the host's features, scores, weights or gradients. Each party holds its
+own weights in the clear (FATE's SSHE-LR secret-shares them too, so neither party knows even its own;
+here each party's model part is its own). Once per epoch the host tells the guest its squared weight
+change (the convergence test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from hamrah.data.vertical import PartyTable
+from hamrah.vertical import he
+from hamrah.vertical.lr_common import (
+    LRConfig, LRState, OnEpoch, PaillierOps, PlainOps, hello, prepare, standardise, train_loop,
+)
+
+__all__ = ["LRConfig", "guest", "host"]
+
+
+def _keys(channel, config: LRConfig, peer: str) -> tuple:
+    """Exchange public keys: return (my ops with my secret, ops under the peer's key)."""
+    if not config.encrypted:
+        channel.send(peer, "lr/key", {})
+        channel.recv(peer, "lr/key")
+        return PlainOps(), PlainOps()
+    public, secret = he.keygen(config.key_bits)
+    channel.send(peer, "lr/key", he.public_to_wire(public))
+    theirs = he.public_from_wire(channel.recv(peer, "lr/key"), min_bits=config.key_bits)
+    return PaillierOps(public, config.precision_bits, secret), PaillierOps(theirs, config.precision_bits)
+
+
+def _reveal_for(channel, peer: str, mine, tag: str, count: int) -> None:
+    """Decrypt the peer's masked gradient (a uniform residue to us) and send it back."""
+    channel.send(peer, f"{tag}/reveal", mine.reveal(mine.from_wire(channel.recv(peer, f"{tag}/mask"), count, tag)))
+
+
+def guest(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRState] | None = None,
+          on_epoch: OnEpoch | None = None) -> LRState:
+    """The label holder's role. Returns its part of the model.
+
+    Raises:
+        DataError: bad labels or features, no shared ids. ProtocolError: a malformed message.
+        PartyFailed: the host went away.
+    """
+    peer = config.host
+    table, x = prepare(channel, table, config, True, (peer,))
+    start, dims = hello(channel, config, (peer,), list(resume or ()), x.shape[1] + 1, len(table.ids))
+    z, mean, std = standardise(x, resume[start] if start else None, intercept=True, clip=config.clip)
+    mine, theirs = _keys(channel, config, peer)
+    y = table.labels
+
+    def step(tag: str, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+        za = 0.25 * (z[rows] @ w) + 0.5 - y[rows]
+        channel.send(peer, f"lr/za/{tag}", mine.to_wire(mine.enc(za)))
+        ub = theirs.from_wire(channel.recv(peer, f"lr/ub/{tag}"), len(rows), f"[[u_B]] {tag}")
+        masked, masks = theirs.mask(theirs.xt(z[rows], ub))
+        channel.send(peer, f"lr/gA/{tag}/mask", theirs.to_wire(masked))
+        _reveal_for(channel, peer, mine, f"lr/gB/{tag}", dims[peer])
+        cross = theirs.unmask(channel.recv(peer, f"lr/gA/{tag}/reveal"), masks, z.shape[1], f"gradient {tag}")
+        return (z[rows].T @ za + cross) / len(rows)
+
+    return train_loop(channel, config, z, (start, resume[start] if start else None), step,
+                      (channel.name, (peer,)), on_epoch, (mean, std))
+
+
+def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRState] | None = None,
+         on_epoch: OnEpoch | None = None) -> LRState:
+    """The feature holder's role (no labels). Returns its part of the model."""
+    peer = config.guest
+    table, x = prepare(channel, table, config, False, (peer,))
+    start, dims = hello(channel, config, (peer,), list(resume or ()), x.shape[1])
+    z, mean, std = standardise(x, resume[start] if start else None, intercept=False, clip=config.clip)
+    mine, theirs = _keys(channel, config, peer)
+
+    def step(tag: str, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+        ub = 0.25 * (z[rows] @ w)
+        channel.send(peer, f"lr/ub/{tag}", mine.to_wire(mine.enc(ub)))
+        za = theirs.from_wire(channel.recv(peer, f"lr/za/{tag}"), len(rows), f"[[z_A]] {tag}")
+        masked, masks = theirs.mask(theirs.xt(z[rows], theirs.add_plain(za, ub)))
+        channel.send(peer, f"lr/gB/{tag}/mask", theirs.to_wire(masked))
+        _reveal_for(channel, peer, mine, f"lr/gA/{tag}", dims[peer])
+        return theirs.unmask(channel.recv(peer, f"lr/gB/{tag}/reveal"), masks, z.shape[1], f"gradient {tag}") / len(rows)
+
+    return train_loop(channel, config, z, (start, resume[start] if start else None), step,
+                      (peer, (channel.name,)), on_epoch, (mean, std))

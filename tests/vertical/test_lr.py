@@ -1,0 +1,164 @@
+"""Vertical LR (CoordinatedLR with an arbiter, SSHE-LR without): plaintext and Paillier agree, the
+breast model matches central sklearn, training converges and resumes, and bad input is refused."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from hamrah.core.errors import DataError, PartyFailed, ProtocolError
+from hamrah.data.vertical import PartyTable, load_vertical
+from hamrah.vertical import he, lr_coordinated, lr_sshe, run_parties
+from hamrah.vertical.lr_common import LRConfig, predict_guest, predict_host, standardise
+
+PROTOCOLS = [lr_coordinated, lr_sshe]
+BREAST = load_vertical("breast")
+
+
+def roles(mod, guest: PartyTable, host: PartyTable, cfg: LRConfig, resume=None, wrap=None, **kw):
+    wrap = wrap or {}
+    out = {"guest": lambda ch: mod.guest(wrap.get("guest", lambda c: c)(ch), guest, cfg, (resume or {}).get("guest"), **kw),
+           "host": lambda ch: mod.host(wrap.get("host", lambda c: c)(ch), host, cfg, (resume or {}).get("host"), **kw)}
+    if mod is lr_coordinated:
+        out["arbiter"] = lambda ch: mod.arbiter(ch, None, cfg)
+    return out
+
+
+def scores(res, guest: PartyTable, host: PartyTable, cfg: LRConfig) -> np.ndarray:
+    host = host.select(guest.ids)
+    zg, _, _ = standardise(guest.features, res["guest"], True, cfg.clip)
+    zh, _, _ = standardise(host.features, res["host"], False, cfg.clip)
+    return zg @ res["guest"].weights + zh @ res["host"].weights
+
+
+def table(draw_rows, feats, labels=False):
+    ids = np.arange(len(draw_rows), dtype=np.int64)
+    x = np.array(draw_rows, dtype=np.float64).reshape(len(draw_rows), feats)
+    y = (x.sum(axis=1) > 0).astype(np.float64) if labels else None
+    return PartyTable(ids, x, tuple(f"f{i}" for i in range(feats)), y)
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.data())
+def test_encrypted_and_plaintext_modes_agree(data):
+    rows = data.draw(st.integers(4, 12))
+    cell = st.floats(-5, 5, allow_nan=False)
+    g = table(data.draw(st.lists(st.lists(cell, min_size=2, max_size=2), min_size=rows, max_size=rows)), 2, True)
+    h = table(data.draw(st.lists(st.lists(cell, min_size=3, max_size=3), min_size=rows, max_size=rows)), 3)
+    mod = data.draw(st.sampled_from(PROTOCOLS))
+    base = dict(epochs=2, batch_size=data.draw(st.integers(0, rows)), lr=0.3, l2=0.01, key_bits=1024, tol=0.0)
+    plain, _ = run_parties(roles(mod, g, h, LRConfig(encrypted=False, **base)), timeout_s=60)
+    enc, _ = run_parties(roles(mod, g, h, LRConfig(encrypted=True, **base)), timeout_s=60)
+    for party in ("guest", "host"):
+        np.testing.assert_allclose(enc[party].weights, plain[party].weights, atol=1e-3)
+
+
+@pytest.mark.parametrize("mod", PROTOCOLS)
+def test_breast_auc_within_0005_of_central_sklearn(mod):
+    g, h = BREAST["guest"], BREAST["host"]
+    x = np.hstack([g.features, h.select(g.ids).features])
+    x = (x - x.mean(0)) / x.std(0)
+    central = roc_auc_score(g.labels, LogisticRegression(max_iter=5000).fit(x, g.labels).decision_function(x))
+    cfg = LRConfig(epochs=10, batch_size=64, lr=0.5, l2=1 / len(g.ids), encrypted=False, tol=0.0)
+    res, _ = run_parties(roles(mod, g, h, cfg), timeout_s=60)
+    assert roc_auc_score(g.labels, scores(res, g, h, cfg)) > central - 0.005
+
+
+def test_one_encrypted_breast_epoch_matches_plaintext():
+    g, h = BREAST["guest"], BREAST["host"]
+    base = dict(epochs=1, batch_size=256, lr=0.5, key_bits=1024)
+    plain, _ = run_parties(roles(lr_coordinated, g, h, LRConfig(encrypted=False, **base)), timeout_s=60)
+    enc, stats = run_parties(roles(lr_coordinated, g, h, LRConfig(encrypted=True, **base)), timeout_s=60)
+    np.testing.assert_allclose(enc["host"].weights, plain["host"].weights, atol=1e-4)
+    assert stats["arbiter"].total_bytes > 0
+
+
+@pytest.mark.parametrize("mod", PROTOCOLS)
+def test_converges_and_resumes_to_the_same_model(mod):
+    g, h = BREAST["guest"], BREAST["host"]
+    cfg = LRConfig(epochs=40, batch_size=128, lr=0.2, l2=0.01, encrypted=False, tol=0.02)
+    seen = {"guest": {}, "host": {}}
+    full, _ = run_parties(roles(mod, g, h, cfg, on_epoch=None), timeout_s=60)
+    assert full["guest"].converged and full["guest"].epoch < cfg.epochs
+    assert full["guest"].history[-1] < cfg.tol <= full["guest"].history[0]
+
+    def keep(party):
+        return lambda state: seen[party].__setitem__(state.epoch, state)
+    run_parties({"guest": lambda ch: mod.guest(ch, g, cfg, on_epoch=keep("guest")),
+                 "host": lambda ch: mod.host(ch, h, cfg, on_epoch=keep("host")),
+                 **({"arbiter": lambda ch: mod.arbiter(ch, None, cfg)} if mod is lr_coordinated else {})}, timeout_s=60)
+    # The host lost its last epoch: both resume from the last one they both completed.
+    resume = {"guest": seen["guest"], "host": {k: v for k, v in seen["host"].items() if k <= 2}}
+    again, _ = run_parties(roles(mod, g, h, cfg, resume=resume), timeout_s=60)
+    for party in ("guest", "host"):
+        np.testing.assert_array_equal(again[party].weights, full[party].weights)
+
+
+def test_prediction_reveals_only_partial_scores():
+    g, h = BREAST["guest"], BREAST["host"].select(BREAST["guest"].ids)
+    cfg = LRConfig(epochs=2, batch_size=128, encrypted=False)
+    res, _ = run_parties(roles(lr_sshe, g, h, cfg), timeout_s=60)
+    zg, _, _ = standardise(g.features, res["guest"], True)
+    zh, _, _ = standardise(h.features, res["host"], False)
+    out, stats = run_parties({"guest": lambda ch: predict_guest(ch, zg, res["guest"].weights, "host"),
+                              "host": lambda ch: predict_host(ch, zh, res["host"].weights)}, timeout_s=30)
+    np.testing.assert_allclose(out["guest"], 1 / (1 + np.exp(-scores(res, g, h, cfg))))
+    assert stats["host"].received_bytes == {}  # the host learns nothing
+
+
+class Tamper:
+    """A channel that rewrites one kind of outgoing message."""
+
+    def __init__(self, channel, tag_part: str, change):
+        self.inner, self.tag_part, self.change = channel, tag_part, change
+        self.name, self.peers, self.stats = channel.name, channel.peers, channel.stats
+
+    def send(self, to, tag, message):
+        self.inner.send(to, tag, self.change(dict(message)) if self.tag_part in tag else message)
+
+    def recv(self, frm, tag):
+        return self.inner.recv(frm, tag)
+
+
+ENC = LRConfig(epochs=1, batch_size=256, key_bits=1024, psi=False)
+
+
+@pytest.mark.parametrize("mod, tag", [(lr_coordinated, "lr/ub/"), (lr_sshe, "lr/ub/")])
+def test_a_ciphertext_of_the_wrong_size_is_refused(mod, tag, caplog):
+    g, h = BREAST["guest"], BREAST["host"].select(BREAST["guest"].ids)
+    short = {"host": lambda ch: Tamper(ch, tag, lambda m: {**m, "ct": m["ct"][:-1]})}
+    with caplog.at_level(logging.DEBUG), pytest.raises(ProtocolError, match="expected 256 ciphertexts, got 255"):
+        run_parties(roles(mod, g, h, ENC, wrap=short), timeout_s=60)
+    assert not [r for r in caplog.records if r.name.startswith("hamrah")]  # nothing logged, no plaintext
+
+
+def test_a_wrong_key_and_a_replay_are_refused():
+    g, h = BREAST["guest"], BREAST["host"].select(BREAST["guest"].ids)
+    other, _ = he.keygen(1024, np.random.default_rng(5))
+    wrong = {"host": lambda ch: Tamper(ch, "lr/ub/", lambda m: {**m, **he.to_wire(he.encrypt(other, [0] * len(m["ct"])))})}
+    with pytest.raises(ProtocolError, match="another public key"):
+        run_parties(roles(lr_coordinated, g, h, ENC, wrap=wrong), timeout_s=60)
+
+    class Replay(Tamper):
+        def send(self, to, tag, message):
+            if tag.startswith("lr/ub/0/1"):
+                tag = "lr/ub/0/0"  # batch 0's message sent again as batch 1's
+            self.inner.send(to, tag, message)
+    with pytest.raises(ProtocolError, match="expected a 'lr/ub/0/1' message, got 'lr/ub/0/0'"):
+        run_parties(roles(lr_coordinated, g, h, ENC, wrap={"host": lambda ch: Replay(ch, "", None)}), timeout_s=60)
+
+
+def test_bad_tables_are_refused_and_the_others_stop_cleanly():
+    g, h = BREAST["guest"], BREAST["host"]
+    bad = PartyTable(g.ids, g.features, g.feature_names, g.labels * 2)
+    with pytest.raises(DataError, match="labels must be 0 or 1"):
+        run_parties(roles(lr_sshe, bad, h, LRConfig(encrypted=False)), timeout_s=30)
+    stranger = PartyTable(h.ids + 10**6, h.features, h.feature_names)
+    with pytest.raises((DataError, PartyFailed), match="share no ids"):
+        run_parties(roles(lr_sshe, g, stranger, LRConfig(encrypted=False)), timeout_s=30)
