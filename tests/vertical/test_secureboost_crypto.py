@@ -10,8 +10,14 @@ from hypothesis import strategies as st
 from hamrah.core.errors import ProtocolError
 from hamrah.vertical import he
 from hamrah.vertical.secureboost_core import bin_offsets, histogram
-from hamrah.vertical.secureboost_crypto import (compress, decompress, encrypted_histogram, packing_for,
-                                                sparse_layout, subtract)
+from hamrah.vertical.secureboost_crypto import (
+    compress,
+    decompress,
+    encrypted_histogram,
+    packing_for,
+    sparse_layout,
+    subtract,
+)
 
 KEY = {}
 

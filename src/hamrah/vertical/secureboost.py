@@ -38,8 +38,15 @@ from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
 from hamrah.vertical.binning import QuantileBins, fit_bins
 from hamrah.vertical.channel import Channel
-from hamrah.vertical.secureboost_core import (SecureBoostConfig, Split, best_split, bin_offsets, histogram,
-                                              leaf_weight, logloss_gh)
+from hamrah.vertical.secureboost_core import (
+    SecureBoostConfig,
+    Split,
+    best_split,
+    bin_offsets,
+    histogram,
+    leaf_weight,
+    logloss_gh,
+)
 from hamrah.vertical.secureboost_crypto import SparseLayout, decompress, packing_for
 from hamrah.vertical.secureboost_model import GUEST, LEAF, GuestModel, Tree
 
@@ -191,7 +198,7 @@ def _grow(ctx: _Guest, g: np.ndarray, h: np.ndarray) -> tuple[Tree, np.ndarray]:
         nxt: list[int] = []
         chosen = {}
         for i, node in enumerate(frontier):
-            total = (int(round(totals[0][node])), int(round(totals[1][node])))
+            total = (round(totals[0][node]), round(totals[1][node]))
             best = _choose(ctx, hists[node], [hh[i] for hh in host_hists], total)
             if best is None:
                 builder.cols["value"][node] = leaf_weight(total, ctx.config)
@@ -241,7 +248,7 @@ def _recv_hists(ctx: _Guest, peer: _Peer, plan: dict, totals) -> list[tuple[np.n
         sent_g, sent_h = (a.reshape(k, size) for a in decompress(ctx.secret, vector, packing, k * size))
     out = []
     for i, node in enumerate(plan["nodes"].tolist()):
-        total_g, total_h = int(round(totals[0][node])), int(round(totals[1][node]))
+        total_g, total_h = round(totals[0][node]), round(totals[1][node])
         out.append((peer.layout.fill(sent_g[i], total_g), peer.layout.fill(sent_h[i], total_h)))
     return out
 

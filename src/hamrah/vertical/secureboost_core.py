@@ -158,8 +158,9 @@ def best_split(hist_g: np.ndarray, hist_h: np.ndarray, offsets: np.ndarray, tota
     gt, ht = total[0] / scale, total[1] / scale
     gr, hr = gt - gl, ht - hl
     lam = config.reg_lambda
-    gain = 0.5 * (gl * gl / (hl + lam) + gr * gr / (hr + lam) - gt * gt / (ht + lam))
-    valid = (hl >= config.min_child_weight) & (hr >= config.min_child_weight)
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 only when lambda = 0 and a side is empty
+        gain = 0.5 * (gl * gl / (hl + lam) + gr * gr / (hr + lam) - gt * gt / (ht + lam))
+    valid = (hl >= config.min_child_weight) & (hr >= config.min_child_weight) & np.isfinite(gain)
     valid[offsets[1:] - 1] = False  # the last bin of a feature sends every row left
     gain = np.where(valid, gain, -np.inf)
     if gain.size == 0:
@@ -174,4 +175,5 @@ def best_split(hist_g: np.ndarray, hist_h: np.ndarray, offsets: np.ndarray, tota
 def leaf_weight(total: tuple[int, int], config: SecureBoostConfig) -> float:
     """Return the shrunk leaf value ``-eta * G / (H + lambda)`` of a node's fixed-point sums."""
     scale = float(1 << config.precision_bits)
-    return -config.learning_rate * (total[0] / scale) / (total[1] / scale + config.reg_lambda)
+    denominator = total[1] / scale + config.reg_lambda
+    return 0.0 if denominator <= 0 else -config.learning_rate * (total[0] / scale) / denominator

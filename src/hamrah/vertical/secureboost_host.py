@@ -17,8 +17,15 @@ from hamrah.vertical import he
 from hamrah.vertical.binning import QuantileBins, fit_bins
 from hamrah.vertical.channel import Channel
 from hamrah.vertical.secureboost_core import bin_offsets, histogram
-from hamrah.vertical.secureboost_crypto import (GHPacking, SparseLayout, compress, encrypted_histogram,
-                                                packing_for, sparse_layout, subtract)
+from hamrah.vertical.secureboost_crypto import (
+    GHPacking,
+    SparseLayout,
+    compress,
+    encrypted_histogram,
+    packing_for,
+    sparse_layout,
+    subtract,
+)
 from hamrah.vertical.secureboost_model import HostModel
 
 

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,7 +24,16 @@ from hamrah.vertical.channel import ChannelStats, run_parties
 from hamrah.vertical.secureboost import guest
 from hamrah.vertical.secureboost_core import SecureBoostConfig
 from hamrah.vertical.secureboost_host import host
-from hamrah.vertical.secureboost_model import GuestModel, HostModel, predict_guest, predict_host
+from hamrah.vertical.secureboost_model import (
+    GuestModel,
+    HostModel,
+    predict_guest,
+    predict_host,
+)
+
+
+def _host_role(channel, table: PartyTable, rng: np.random.Generator | None) -> HostModel:
+    return host(channel, table, "guest", rng)
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,7 @@ def fit_local(tables: Mapping[str, PartyTable], config: SecureBoostConfig,
     rngs = dict(zip(("guest", *hosts), rng.spawn(1 + len(hosts)))) if rng is not None else {}
     roles = {"guest": lambda ch: guest(ch, tables["guest"], config, hosts, rngs.get("guest"))}
     for name in hosts:
-        roles[name] = (lambda n: lambda ch: host(ch, tables[n], "guest", rngs.get(n)))(name)
+        roles[name] = functools.partial(_host_role, table=tables[name], rng=rngs.get(name))
     results, stats = run_parties(roles)
     return LocalFit(results["guest"], {n: results[n] for n in hosts}, stats)
 
@@ -60,6 +70,6 @@ def predict_local(fit: LocalFit, tables: Mapping[str, PartyTable]) -> np.ndarray
     """Return the probabilities of class 1 for the aligned rows of ``tables``."""
     roles = {"guest": lambda ch: predict_guest(ch, fit.guest, tables["guest"])}
     for name in fit.hosts:
-        roles[name] = (lambda n: lambda ch: predict_host(ch, fit.hosts[n], tables[n]))(name)
+        roles[name] = functools.partial(predict_host, model=fit.hosts[name], table=tables[name])
     results, _ = run_parties(roles)
     return results["guest"]

@@ -1,0 +1,168 @@
+"""SecureBoost: encrypted = plaintext = XGBoost on the same bins; central AUC; hostile parties refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+
+from hamrah.core.errors import ConfigError, DataError, ProtocolError
+from hamrah.data.vertical import PartyTable, load_vertical
+from hamrah.vertical.binning import fit_bins
+from hamrah.vertical.channel import run_parties
+from hamrah.vertical.secureboost import guest
+from hamrah.vertical.secureboost_core import SecureBoostConfig
+from hamrah.vertical.secureboost_host import host
+from hamrah.vertical.secureboost_local import fit_local, predict_local
+
+KEY_BITS = 1024  # test-only key size, for speed; docs and benchmarks use 2048
+
+
+@pytest.fixture(scope="module")
+def breast():
+    return load_vertical("breast")
+
+
+def _rows(tables, idx):
+    return {k: v.select(v.ids[idx]) for k, v in tables.items()}
+
+
+def _split(tables, seed=0):
+    n = len(tables["guest"].ids)
+    perm = np.random.default_rng(seed).permutation(n)
+    cut = int(0.8 * n)
+    return _rows(tables, np.sort(perm[:cut])), _rows(tables, np.sort(perm[cut:]))
+
+
+def test_encrypted_and_plaintext_grow_the_same_trees(breast):
+    config = SecureBoostConfig(num_trees=2, max_depth=3, key_bits=KEY_BITS)
+    plain = fit_local(breast, SecureBoostConfig(num_trees=2, max_depth=3, encrypted=False))
+    enc = fit_local(breast, config, rng=np.random.default_rng(1))
+    for a, b in zip(plain.guest.trees, enc.guest.trees):
+        assert a.splits() == b.splits() or np.allclose(a.threshold, b.threshold, equal_nan=True)
+        for name in ("owner", "feature", "left", "right", "value"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    np.testing.assert_array_equal(plain.hosts["host"].thresholds, enc.hosts["host"].thresholds)
+    assert any((t.owner == 1).any() for t in enc.guest.trees), "expected some host splits"
+    np.testing.assert_array_equal(predict_local(plain, breast), predict_local(enc, breast))
+    # the guest holds no host threshold; the encrypted run moved ciphertexts, not int64 gradients
+    assert all(np.isnan(t.threshold[t.owner == 1]).all() for t in enc.guest.trees)
+    assert enc.stats["host"].received_bytes["guest"] > 4 * plain.stats["host"].received_bytes["guest"]
+
+
+def _xgb_on_bins(tables, config):
+    bins = [fit_bins(tables[k].features, config.max_bins) for k in ("guest", "host")]
+    x = np.hstack([b.transform(tables[k].features) for b, k in zip(bins, ("guest", "host"))]).astype(np.float64)
+    y = tables["guest"].labels
+    model = xgb.XGBClassifier(n_estimators=config.num_trees, max_depth=config.max_depth,
+                              learning_rate=config.learning_rate, reg_lambda=config.reg_lambda,
+                              min_child_weight=config.min_child_weight, tree_method="hist", max_bin=256,
+                              base_score=float(y.mean()), n_jobs=1).fit(x, y)
+    return model.predict_proba(x)[:, 1]
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(1, 4), st.sampled_from([0.1, 0.3, 1.0]), st.sampled_from([0.0, 1.0, 5.0]),
+       st.sampled_from([0.5, 1.0, 4.0]), st.sampled_from([4, 16, 32]))
+def test_same_binning_gives_xgboosts_trees(breast, depth, lr, lam, mcw, max_bins):
+    """SecureBoost is lossless: on the same bins it predicts what central XGBoost predicts."""
+    config = SecureBoostConfig(num_trees=3, max_depth=depth, learning_rate=lr, reg_lambda=lam,
+                               min_child_weight=mcw, max_bins=max_bins, encrypted=False)
+    ours = predict_local(fit_local(breast, config), breast)
+    np.testing.assert_allclose(ours, _xgb_on_bins(breast, config), atol=1e-5)
+
+
+def test_auc_within_0005_of_central_xgboost(breast):
+    train, test = _split(breast)
+    config = SecureBoostConfig(num_trees=10, max_depth=3, encrypted=False)
+    auc = roc_auc_score(test["guest"].labels, predict_local(fit_local(train, config), test))
+    x = lambda t: np.hstack([t["guest"].features, t["host"].features])
+    central = xgb.XGBClassifier(n_estimators=10, max_depth=3, learning_rate=0.3, tree_method="hist", max_bin=32,
+                                base_score=float(train["guest"].labels.mean()), n_jobs=1)
+    central.fit(x(train), train["guest"].labels)
+    central_auc = roc_auc_score(test["guest"].labels, central.predict_proba(x(test))[:, 1])
+    assert auc >= central_auc - 0.005, (auc, central_auc)
+
+
+def test_two_hosts_equal_one_host_with_their_features(breast):
+    feats = breast["host"].features
+    split = {"guest": breast["guest"],
+             "h1": PartyTable(breast["host"].ids, feats[:, :12], breast["host"].feature_names[:12]),
+             "h2": PartyTable(breast["host"].ids, feats[:, 12:], breast["host"].feature_names[12:])}
+    config = SecureBoostConfig(num_trees=3, max_depth=3, encrypted=False)
+    two = fit_local(split, config)
+    assert {o for t in two.guest.trees for o in t.owner.tolist()} >= {0, 1}
+    np.testing.assert_array_equal(predict_local(two, split), predict_local(fit_local(breast, config), breast))
+
+
+@pytest.mark.parametrize("kw, key", [({"num_trees": 0}, "num_trees"), ({"max_depth": 17}, "max_depth"),
+                                     ({"learning_rate": 0.0}, "learning_rate"), ({"reg_lambda": -1}, "reg_lambda"),
+                                     ({"max_bins": 1}, "max_bins"), ({"encrypted": 1}, "encrypted"),
+                                     ({"key_bits": 1023}, "key_bits"), ({"precision_bits": 40}, "precision_bits"),
+                                     ({"min_child_weight": float("nan")}, "min_child_weight")])
+def test_bad_config_names_the_key(kw, key):
+    with pytest.raises(ConfigError, match=f"secureboost.{key}"):
+        SecureBoostConfig(**kw)
+
+
+def test_mismatched_ids_and_bad_labels_are_data_errors(breast):
+    config = SecureBoostConfig(num_trees=1, encrypted=False)
+    shuffled = breast["host"].select(breast["host"].ids[::-1])
+    with pytest.raises(DataError, match="ids differ"):
+        fit_local({"guest": breast["guest"], "host": shuffled}, config)
+    g = breast["guest"]
+    bad = PartyTable(g.ids, g.features, g.feature_names, g.labels * 2)
+    with pytest.raises(DataError, match="0/1 labels"):
+        fit_local({"guest": bad, "host": breast["host"]}, config)
+
+
+class _Tamper:
+    """A channel that rewrites the first outgoing message with a given tag."""
+
+    def __init__(self, channel, tag, rewrite):
+        self.inner, self.tag, self.rewrite, self.done = channel, tag, rewrite, False
+        self.name, self.peers, self.stats = channel.name, channel.peers, channel.stats
+
+    def send(self, to, tag, message):
+        if tag == self.tag and not self.done:
+            self.done = True
+            tag, message = self.rewrite(tag, dict(message))
+        self.inner.send(to, tag, message)
+
+    def recv(self, frm, tag):
+        return self.inner.recv(frm, tag)
+
+
+def _run(tables, config, who, tag, rewrite):
+    roles = {"guest": lambda ch: guest(ch, tables["guest"], config, ("host",), np.random.default_rng(3)),
+             "host": lambda ch: host(ch, tables["host"], "guest", np.random.default_rng(4))}
+    inner = roles[who]
+    roles[who] = lambda ch: inner(_Tamper(ch, tag, rewrite))
+    return run_parties(roles, timeout_s=60)
+
+
+ENC = SecureBoostConfig(num_trees=1, max_depth=2, key_bits=KEY_BITS)
+
+
+@pytest.mark.parametrize("who, tag, rewrite, match", [
+    ("host", "sbt.hist", lambda t, m: (t, {**m, "ct": m["ct"][:-1]}), r"histograms: expected \d+ ciphertexts, got"),
+    ("host", "sbt.hist", lambda t, m: (t, {**m, "key": b"\0" * 16}), "another public key"),
+    ("guest", "sbt.tree", lambda t, m: (t, {**m, "ct": (1 << 3000,) + m["ct"][1:]}), "not a ciphertext"),
+    ("host", "sbt.hist", lambda t, m: ("sbt.schema", {}), "expected a 'sbt.hist' message, got 'sbt.schema'"),
+    ("host", "sbt.partition", lambda t, m: (t, {**m, "left": m["left"][:-1]}), "'left'"),
+    ("guest", "sbt.split", lambda t, m: (t, {"nodes": np.array([1]), "feature": np.array([0]),
+                                             "bin": np.array([99])}), "not a split candidate"),
+])
+def test_hostile_messages_stop_with_a_clear_error(breast, who, tag, rewrite, match):
+    with pytest.raises(ProtocolError, match=match):
+        _run(_rows(breast, np.arange(150)), ENC, who, tag, rewrite)
+
+
+def test_prediction_refuses_other_ids(breast):
+    fit = fit_local(breast, SecureBoostConfig(num_trees=1, encrypted=False))
+    other = {"guest": breast["guest"], "host": breast["host"].select(breast["host"].ids[::-1])}
+    with pytest.raises(DataError, match="ids differ"):
+        predict_local(fit, other)
