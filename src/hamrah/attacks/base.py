@@ -84,6 +84,9 @@ class Attack:
         """Return the data client ``client_id`` trains on: poisoned if it is malicious."""
         if self.data_poisoning is None or not self.is_malicious(client_id):
             return data
+        per_client = getattr(self.data_poisoning, "poison_client", None)  # DBA: each attacker its own part
+        if per_client is not None:
+            return per_client(client_id, data, rng)
         return self.data_poisoning.poison(data, rng)
 
     def poison_updates(self, malicious: list[ClientResult], benign: list[ClientResult],

@@ -121,3 +121,78 @@ class PixelBackdoor:
         """Return the triggered test images whose true label is not ``target``, labelled ``target``."""
         keep = test.y != self.target
         return ArrayData(self.stamp(test.x[keep]), torch.full_like(test.y[keep], self.target))
+
+
+@dataclass(frozen=True)
+class DistributedBackdoor:
+    """DBA (Xie, Huang, Chen & Li 2020, *DBA: Distributed Backdoor Attacks against Federated
+    Learning*, ICLR): the global trigger is split into ``parts`` local triggers; each malicious client
+    stamps only its own part (part = client id mod ``parts``) on ``fraction`` of its images and labels
+    them ``target``. Success is measured with the full global trigger, which no single attacker used.
+
+    The trigger follows the paper's MNIST layout: ``parts`` horizontal bars of 1 x ``size`` pixels set
+    to ``value``, two per row, ``gap`` pixels apart, starting ``shift`` pixels from the top-left corner.
+
+    Example:
+        >>> import torch
+        >>> dba = DistributedBackdoor(target=0, fraction=1.0)
+        >>> x = dba.stamp_part(torch.zeros(1, 1, 28, 28), 1)
+        >>> int(x.sum()), float(dba.stamp(torch.zeros(1, 1, 28, 28)).sum())
+        (4, 16.0)
+    """
+
+    target: int
+    fraction: float = 0.5
+    parts: int = 4
+    size: int = 4
+    gap: int = 2
+    shift: int = 1
+    value: float = 1.0
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        PixelBackdoor(self.target, self.fraction, 1, 0, self.value, self.num_classes)  # same checks
+        for key, low in (("parts", 1), ("size", 1), ("gap", 0), ("shift", 0)):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"attack dba {key} = {v!r}: expected an integer >= {low}")
+
+    def _cells(self, part: int) -> tuple[int, int]:
+        row, col = divmod(part, 2)
+        return self.shift + row * self.gap, self.shift + col * (self.size + self.gap)
+
+    def stamp_part(self, x: torch.Tensor, part: int) -> torch.Tensor:
+        """Return a copy of images ``x`` with local trigger ``part`` stamped on."""
+        r, c = self._cells(part)
+        h, w = x.shape[-2], x.shape[-1]
+        if r >= h or c + self.size > w:
+            raise ConfigError(f"attack dba: trigger part {part} at row {r}, columns {c}..{c + self.size - 1} "
+                              f"does not fit {h}x{w} images")
+        out = x.clone()
+        out[..., r, c : c + self.size] = self.value
+        return out
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Return a copy of images ``x`` with the global trigger (every part) stamped on."""
+        for part in range(self.parts):
+            x = self.stamp_part(x, part)
+        return x
+
+    def poison(self, data: ArrayData, rng: np.random.Generator) -> ArrayData:
+        """Return ``data`` with part 0 of the trigger (use :meth:`poison_client` for a client's own part)."""
+        return self.poison_client(0, data, rng)
+
+    def poison_client(self, client_id: int, data: ArrayData, rng: np.random.Generator) -> ArrayData:
+        """Return client ``client_id``'s data with ``fraction`` of it carrying its local trigger, relabelled."""
+        n = len(data)
+        count = max(int(round(self.fraction * n)), 1) if n else 0
+        idx = torch.from_numpy(np.sort(rng.choice(n, size=count, replace=False))).long()
+        x, y = data.x.clone(), data.y.clone()
+        x[idx] = self.stamp_part(x[idx], int(client_id) % self.parts)
+        y[idx] = self.target
+        return ArrayData(x, y)
+
+    def success_data(self, test: ArrayData) -> ArrayData:
+        """Return the test images whose true label is not ``target``, with the global trigger, labelled ``target``."""
+        keep = test.y != self.target
+        return ArrayData(self.stamp(test.x[keep]), torch.full_like(test.y[keep], self.target))

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from hamrah.attacks.base import Attack
-from hamrah.attacks.data import LabelFlip, PixelBackdoor
+from hamrah.attacks.adaptive import FangKrum, FangTrim, FLTrustAdaptive, InnerProduct, MinMax, MinSum
+from hamrah.attacks.data import DistributedBackdoor, LabelFlip, PixelBackdoor
 from hamrah.attacks.model import (
     GaussianUpdate,
     LittleIsEnough,
@@ -28,9 +29,16 @@ _PARTS: dict[str, tuple[Callable | None, Callable | None]] = {
     "alie": (None, LittleIsEnough),
     "backdoor": (PixelBackdoor, None),
     "model_replacement": (PixelBackdoor, ModelReplacement),
+    "min_max": (None, MinMax),
+    "min_sum": (None, MinSum),
+    "ipm": (None, InnerProduct),
+    "fang_trim": (None, FangTrim),
+    "fang_krum": (None, FangKrum),
+    "fltrust_adaptive": (None, FLTrustAdaptive),
+    "dba": (DistributedBackdoor, None),
 }
 ATTACKS = tuple(_PARTS)
-TARGETED = ("targeted_flip", "backdoor", "model_replacement")
+TARGETED = ("targeted_flip", "backdoor", "model_replacement", "dba")
 
 
 def _params_of(factory: Callable | None) -> dict[str, inspect.Parameter]:
@@ -44,7 +52,9 @@ def build_attack(name: str, malicious: frozenset[int], **params: Any) -> Attack:
 
     Names and parameters: none; label_flip (num_classes); targeted_flip (source = 7, target = 1);
     sign_flip (scale); scale (factor); gaussian (std); alie (z); backdoor (target, fraction, size,
-    margin, value); model_replacement (the backdoor's, plus boost).
+    margin, value); model_replacement (the backdoor's, plus boost); min_max and min_sum
+    (perturbation = std | unit | sign, gamma_init); ipm (epsilon); fang_trim (b); fang_krum
+    (threshold); fltrust_adaptive (cosine); dba (target, fraction, parts, size, gap, shift, value).
 
     Raises:
         ConfigError: an unknown name, an unknown or missing parameter, or an impossible value.
