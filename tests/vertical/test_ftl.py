@@ -174,3 +174,13 @@ def test_the_linear_maps_give_the_gradients_of_the_loss(b, d, seed, gamma):
     np.testing.assert_allclose(out[-1], float(loss.detach()), atol=1e-9)
     m, c = fm.host_map(u, gamma)
     np.testing.assert_allclose(m @ fm.guest_terms(y, p, a) + c, ub.grad.numpy().ravel(), atol=1e-9)
+
+
+def test_registry_roles_find_the_overlap_by_psi_and_score_the_hosts_other_rows(breast):
+    from hamrah.vertical.registry import build_config, resolve
+    spec = resolve("ftl")
+    cfg = build_config("ftl", {"hidden": [4], "dim": 2, "epochs": 1})
+    res, _ = run_parties({p: (lambda c, p=p: spec.roles[p](c, getattr(breast, p), cfg)) for p in ("guest", "host")},
+                         timeout_s=60)
+    direct, _ = _run(breast, cfg)
+    np.testing.assert_allclose(res["host"].scores, direct["host"].scores, atol=1e-6)

@@ -29,6 +29,7 @@ from hamrah.vertical import he
 from hamrah.vertical import ftl_math as fm
 from hamrah.vertical.channel import Channel
 from hamrah.vertical.ftl_crypto import PaillierLink, PlainLink
+from hamrah.vertical.psi import PSIConfig, intersect
 from hamrah.vertical.nets import RowIndex, Standardizer, check_positive, keyed_rng, mlp
 
 MODES = ("plain", "paillier")
@@ -297,3 +298,16 @@ def host(channel: Channel, table: PartyTable, config: FTLConfig, score_ids: Sequ
         u_b = fm.represent(model.network, x_all[score_rows]).double().numpy()
     scores = link.apply(step, u_b, np.zeros(len(score_ids)), theirs, 0)
     return HostResult(model, scores)
+
+
+def party_guest(channel: Channel, table: PartyTable, config: FTLConfig) -> GuestResult:
+    """The registry's guest role: find the overlap by PSI (this party leads), then run :func:`guest`."""
+    overlap = intersect(channel, table.ids, PSIConfig(leader=channel.name))
+    return guest(channel, table, overlap, config, peer=channel.peers[0])
+
+
+def party_host(channel: Channel, table: PartyTable, config: FTLConfig) -> HostResult:
+    """The registry's host role: PSI with the guest, then :func:`host`, scoring every id outside the overlap."""
+    peer = channel.peers[0]
+    overlap = intersect(channel, table.ids, PSIConfig(leader=peer))
+    return host(channel, table, config, np.setdiff1d(table.ids, overlap), peer=peer)

@@ -51,6 +51,10 @@ PROTOCOLS: dict[str, ProtocolEntry] = {
         "vertical logistic regression, Paillier key held by an arbiter (FATE CoordinatedLR)"),
     "sshe_lr": ProtocolEntry("hamrah.vertical.lr_sshe", "LRConfig", {"guest": "guest", "host": "host"},
                              "vertical logistic regression without a third party: HE plus secret sharing (SSHE-LR)"),
+    "splitnn": ProtocolEntry("hamrah.vertical.splitnn", "SplitNNConfig", {"guest": "guest", "host": "host"},
+                             "split learning: bottom networks at every party, the top network at the label holder"),
+    "ftl": ProtocolEntry("hamrah.vertical.ftl", "FTLConfig", {"guest": "party_guest", "host": "party_host"},
+                         "federated transfer learning (Liu et al. 2020), plain or Paillier with masks; PSI first"),
 }
 
 
