@@ -15,7 +15,9 @@ from hamrah.experiments.lab import (
     lab_from_dict,
     load_lab_config,
     main,
+    markdown_tables,
     run_lab,
+    summarize,
     write_doc,
 )
 
@@ -89,18 +91,40 @@ def test_tiny_lab_end_to_end(tmp_path, capsys):
     assert [(r["attack"], r["defence"]) for r in rows] == [("sign_flip", "krum"), ("backdoor", "krum")]
     assert all(0.0 <= r["main_accuracy"] <= 1.0 for r in rows)
     assert rows[0]["attack_success"] is None and 0.0 <= rows[1]["attack_success"] <= 1.0
+    # the clean model (trained without attack, same defence and seed) scores the backdoor's inputs too
+    assert rows[0]["clean_success"] is None and 0.0 <= rows[1]["clean_success"] <= 1.0
     assert rows[1]["malicious_clients"] == 40
 
     cfg_path = tmp_path / "lab.toml"
     cfg_path.write_text(_toml(_with(lab__attacks=["none"], lab__defences=["median"])))
     doc = tmp_path / "docs" / "security.md"
+    doc.parent.mkdir()
+    doc.write_text(f"# kept\n{BEGIN}\nold\n{END}\n")
     args = argparse.Namespace(config=str(cfg_path), rounds=1, attacks=None, defences=None, check=False,
                               out=str(tmp_path / "out"), doc=str(doc), img=str(tmp_path / "docs" / "img" / "h.png"))
-    main(args)
+    main(args)  # no --update-doc: the doc is left alone, the results go to --out
+    assert doc.read_text() == f"# kept\n{BEGIN}\nold\n{END}\n" and not (tmp_path / "docs" / "img").exists()
+    assert "| none | " in (tmp_path / "out" / "results.md").read_text()
+    assert (tmp_path / "out" / "heatmap.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "out" / "lab.json").read_text())["rows"][0]["defence"] == "median"
+
+    main(argparse.Namespace(**vars(args), update_doc=True))
     text = doc.read_text()
     assert BEGIN in text and "hamrah lab" in text and "--rounds 1" in text and "](img/h.png)" in text
     assert "| none | " in text and (tmp_path / "docs" / "img" / "h.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "out" / "lab.json").read_text())["rows"][0]["defence"] == "median"
+
+
+def test_seeds_give_one_row_per_seed_and_a_mean_with_spread():
+    cfg = lab_from_dict(_with(lab__attacks=["backdoor"], lab__defences=["median"], lab__seeds=[0, 1]))
+    rows = run_lab(cfg.select(rounds=1), log=lambda m: None)
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert rows[0]["main_accuracy"] != rows[1]["main_accuracy"]  # another partition, init and attackers
+    (s,) = summarize(rows)
+    assert s["seeds"] == 2 and abs(s["main_accuracy"] - (rows[0]["main_accuracy"] + rows[1]["main_accuracy"]) / 2) < 1e-12
+    assert s["main_accuracy_sd"] > 0 and s["clean_success"] is not None
+    assert " ± " in markdown_tables([s])
+    with pytest.raises(ConfigError, match=r"lab.seeds = \[-1\]: expected a non-empty list of integers >= 0"):
+        lab_from_dict(_with(lab__seeds=[-1]))
 
 
 def _toml(raw: dict) -> str:

@@ -6,6 +6,7 @@ A lab config is an experiment config (``[data]``, ``[model]``, ``[algorithm]``, 
     attacks = ["none", "sign_flip", "backdoor"]      # names of hamrah.attacks.build_attack
     defences = ["mean", "median", "krum"]            # names of hamrah.aggregation.build_aggregator
     malicious_fraction = 0.2                         # share of the population the attacker controls
+    seeds = [0, 1, 2]                                # optional: one run per seed (default: run.seed)
     [attacks.backdoor]                               # parameters of one attack
     target = 0
     [defences.krum]                                  # parameters of one defence
@@ -13,17 +14,22 @@ A lab config is an experiment config (``[data]``, ``[model]``, ``[algorithm]``, 
 
 Every aggregator is checked against the cohort size and every attack built (and its trigger fitted
 to the images) before the first round, so a config that cannot work stops with the reason.
+
+Each seed changes the partition, the model initialisation, the malicious clients and the sampling.
+Under every defence and seed the lab also trains without attack, and scores each targeted attack's
+inputs on that clean model: the rate a model reaches without any attacker (the baseline the attack
+success is read against). Results go to the ``--out`` folder; ``--update-doc`` also rewrites the
+results block of ``docs/security.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +38,22 @@ import numpy as np
 from hamrah.aggregation import AGGREGATORS, build_aggregator
 from hamrah.algorithms.base import cohort_size
 from hamrah.attacks import (
+    TARGETED,
     Attack,
     attack_success_rate,
     build_attack,
     choose_malicious,
     main_accuracy,
 )
-from hamrah.attacks.data import PixelBackdoor
 from hamrah.core.errors import ConfigError
 from hamrah.experiments.config import ExperimentConfig, from_dict, read_toml
+from hamrah.experiments.lab_report import BEGIN, END, markdown_tables, plot_heatmap, summarize, write_doc
 from hamrah.experiments.runner import Prepared, prepare
 from hamrah.simulation import SimulationConfig, Simulator, seeded
 from hamrah.simulation.reference import RootReference, needs_reference
 
-BEGIN, END = "<!-- lab:begin -->", "<!-- lab:end -->"
+__all__ = ["BEGIN", "END", "LabConfig", "lab_from_dict", "load_lab_config", "main", "markdown_tables", "run_lab",
+           "summarize", "write_doc"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,15 @@ class LabConfig:
     malicious_fraction: float = 0.2
     attack_params: dict[str, dict] = field(default_factory=dict)
     defence_params: dict[str, dict] = field(default_factory=dict)
+    seeds: tuple[int, ...] = ()
+
+    def run_seeds(self) -> tuple[int, ...]:
+        """Return the seeds to run: ``seeds``, or the experiment's ``run.seed``."""
+        return self.seeds or (self.experiment.run.seed,)
+
+    def for_seed(self, seed: int) -> LabConfig:
+        """Return this lab with ``run.seed`` = ``seed`` (partition, initialisation, attackers, sampling)."""
+        return replace(self, experiment=self.experiment.replace("run", seed=seed), seeds=(seed,))
 
     def cohort(self) -> int:
         """Return the clients per round."""
@@ -65,8 +82,8 @@ class LabConfig:
         return cohort_size(e.algorithm.client_fraction, e.data.num_clients or 1)
 
     def select(self, attacks: list[str] | None = None, defences: list[str] | None = None,
-               rounds: int | None = None) -> LabConfig:
-        """Return a copy restricted to some of the attacks/defences, or with another round count.
+               rounds: int | None = None, seeds: list[int] | None = None) -> LabConfig:
+        """Return a copy restricted to some of the attacks/defences, or with another round count or seeds.
 
         ``defences`` may also name a registered aggregator the config does not list (e.g. ``fltrust``
         for a run of its own); it is built with its default parameters.
@@ -78,7 +95,8 @@ class LabConfig:
                 raise ConfigError(f"--{what}: {', '.join(unknown)} not in lab.{what} ({', '.join(have)})")
         exp = self.experiment if rounds is None else self.experiment.replace("run", rounds=rounds)
         return LabConfig(exp, tuple(attacks or self.attacks), tuple(defences or self.defences),
-                         self.malicious_fraction, self.attack_params, self.defence_params)
+                         self.malicious_fraction, self.attack_params, self.defence_params,
+                         _seeds(seeds) if seeds is not None else self.seeds)
 
 
 def load_lab_config(path: str | Path) -> LabConfig:
@@ -104,6 +122,15 @@ def _names(lab: dict, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _seeds(value: Any) -> tuple[int, ...]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+        raise ConfigError(f"lab.seeds = {value!r}: expected a non-empty list of integers >= 0")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"lab.seeds lists a seed twice: {value}")
+    return tuple(value)
+
+
 def _tables(raw: Any, section: str, listed: tuple[str, ...]) -> dict[str, dict]:
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
         raise ConfigError(f"[{section}] must hold one table per name, e.g. [{section}.{listed[0]}]")
@@ -119,16 +146,17 @@ def lab_from_dict(raw: dict) -> LabConfig:
     lab = raw.pop("lab", None)
     if not isinstance(lab, dict):
         raise ConfigError("a lab config needs a [lab] table with attacks, defences and malicious_fraction")
-    unknown = [k for k in lab if k not in ("attacks", "defences", "malicious_fraction")]
+    unknown = [k for k in lab if k not in ("attacks", "defences", "malicious_fraction", "seeds")]
     if unknown:
-        raise ConfigError(f"unknown key in [lab] {unknown[0]!r}; expected attacks, defences, malicious_fraction")
+        raise ConfigError(f"unknown key in [lab] {unknown[0]!r}; expected attacks, defences, malicious_fraction, seeds")
     attacks, defences = _names(lab, "attacks"), _names(lab, "defences")
     fraction = lab.get("malicious_fraction", 0.2)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
         raise ConfigError(f"lab.malicious_fraction = {fraction!r}: expected a number in [0, 1)")
     attack_params = _tables(raw.pop("attacks", {}), "attacks", attacks)
     defence_params = _tables(raw.pop("defences", {}), "defences", defences)
-    cfg = LabConfig(from_dict(raw), attacks, defences, float(fraction), attack_params, defence_params)
+    seeds = _seeds(lab["seeds"]) if "seeds" in lab else ()
+    cfg = LabConfig(from_dict(raw), attacks, defences, float(fraction), attack_params, defence_params, seeds)
     check(cfg)
     return cfg
 
@@ -183,141 +211,151 @@ def prepare_lab(cfg: LabConfig) -> Prepared:
     test = prep.data.dataset.test
     for name in cfg.attacks:
         poison = build_lab_attack(cfg, name, prep.data.num_clients).data_poisoning
-        if isinstance(poison, PixelBackdoor):
+        if hasattr(poison, "stamp"):  # a pixel trigger (backdoor, model replacement, DBA)
             if test.x.dim() < 3:
                 raise ConfigError(f"attack {name!r}: a pixel trigger needs image data, {prep.data.dataset.name} has none")
             poison.stamp(test.x[:1])
     return prep
 
 
-def run_cell(cfg: LabConfig, prep: Prepared, attack_name: str, defence_name: str) -> dict:
-    """Train once under one attack and one defence; return main accuracy and attack success."""
+def _train(cfg: LabConfig, prep: Prepared, attack: Attack, defence_name: str):
     run = cfg.experiment.run
     sim_cfg = SimulationConfig(rounds=run.rounds, eval_every=run.rounds, seed=run.seed, batched=run.batched,
                                workers=run.workers)
-    attack = build_lab_attack(cfg, attack_name, prep.data.num_clients)
     sim = Simulator(seeded(prep.model_factory, run.seed), prep.data, prep.algorithm, sim_cfg,
                     aggregator=build_defence(cfg, defence_name), attack=attack)
+    return sim.model, sim.run().params
+
+
+def run_cell(cfg: LabConfig, prep: Prepared, attack_name: str, defence_name: str,
+             clean: tuple | None = None) -> dict:
+    """Train once under one attack and one defence at ``cfg``'s ``run.seed``.
+
+    Args:
+        cfg: the lab, at the seed to run.
+        prep: its prepared data and model.
+        attack_name: the attack.
+        defence_name: the defence.
+        clean: (model, params) trained without attack under the same defence and seed, or None.
+
+    Returns:
+        A row: attack, defence, seed, main_accuracy, attack_success (None when untargeted),
+        clean_success (the attack's inputs on the clean model; None without one or untargeted),
+        malicious_clients, wall_s, and ``_model`` / ``_params`` (the trained model, not for JSON).
+    """
+    attack = build_lab_attack(cfg, attack_name, prep.data.num_clients)
     start = time.perf_counter()
-    result = sim.run()
+    model, params = _train(cfg, prep, attack, defence_name)
     test = prep.data.dataset.test
-    acc = main_accuracy(sim.model, result.params, test)
-    asr = attack_success_rate(sim.model, result.params, test, attack)
-    return {"attack": attack_name, "defence": defence_name, "main_accuracy": acc, "attack_success": asr,
-            "malicious_clients": len(attack.malicious), "wall_s": round(time.perf_counter() - start, 2)}
+    base = None if clean is None else attack_success_rate(clean[0], clean[1], test, attack)
+    return {"attack": attack_name, "defence": defence_name, "seed": cfg.experiment.run.seed,
+            "main_accuracy": main_accuracy(model, params, test),
+            "attack_success": attack_success_rate(model, params, test, attack), "clean_success": base,
+            "malicious_clients": len(attack.malicious), "wall_s": round(time.perf_counter() - start, 2),
+            "_model": model, "_params": params}
 
 
-def run_lab(cfg: LabConfig, log: Callable[[str], None] = print, prep: Prepared | None = None) -> list[dict]:
-    """Run every (attack, defence) pair; return one row per pair."""
+def run_lab(cfg: LabConfig, log: Callable[[str], None] = print, prep: Prepared | None = None,
+            on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run every (attack, defence) pair at every seed; return one row per pair and seed.
+
+    Under each defence and seed the clean model (attack ``none``) is trained first, also when the
+    config does not list ``none`` (its row is then left out), so each targeted attack's success can
+    be read against the rate the clean model already gives its inputs.
+
+    Args:
+        cfg: the lab.
+        log: called with one line per finished cell.
+        prep: the prepared data of a single-seed lab (prepared here when None or with several seeds).
+        on_row: called with each finished row (e.g. to save progress).
+    """
     check(cfg)
-    prep = prep or prepare_lab(cfg)
     rows = []
-    for a in cfg.attacks:
+    for seed in cfg.run_seeds():
+        one = cfg.for_seed(seed)
+        p = prep if prep is not None and len(cfg.run_seeds()) == 1 else prepare_lab(one)
         for d in cfg.defences:
-            rows.append(run_cell(cfg, prep, a, d))
-            r = rows[-1]
-            asr = "-" if r["attack_success"] is None else f"{r['attack_success']:.3f}"
-            log(f"  {a:>18s} x {d:<13s} accuracy {r['main_accuracy']:.4f}  attack success {asr}  ({r['wall_s']} s)")
-    return rows
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
-
-
-def markdown_tables(rows: list[dict]) -> str:
-    """Render the rows as two attack x defence tables: main accuracy and attack success (in %)."""
-    attacks = list(dict.fromkeys(r["attack"] for r in rows))
-    defences = list(dict.fromkeys(r["defence"] for r in rows))
-    cell = {(r["attack"], r["defence"]): r for r in rows}
-    out = []
-    for key, title in (("main_accuracy", "Main-task test accuracy (%)"),
-                       ("attack_success", "Attack success rate (%; targeted attacks only)")):
-        out += [f"**{title}**", "", "| attack | " + " | ".join(defences) + " |", "|---|" + "---|" * len(defences)]
-        for a in attacks:
-            out.append(f"| {a} | " + " | ".join(_pct(cell[(a, d)][key]) if (a, d) in cell else "" for d in defences) + " |")
-        out.append("")
-    return "\n".join(out)
-
-
-def plot_heatmap(rows: list[dict], path: Path, title: str = "") -> None:
-    """Write a PNG with two heatmaps (main accuracy, attack success), one cell per pair, values printed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    attacks = list(dict.fromkeys(r["attack"] for r in rows))
-    defences = list(dict.fromkeys(r["defence"] for r in rows))
-    cell = {(r["attack"], r["defence"]): r for r in rows}
-    fig, axes = plt.subplots(1, 2, figsize=(2.6 + 1.5 * len(defences), 1.2 + 0.45 * len(attacks)), squeeze=False)
-    for ax, key, label, cmap in ((axes[0, 0], "main_accuracy", "main accuracy (%)", "RdYlGn"),
-                                 (axes[0, 1], "attack_success", "attack success (%)", "RdYlGn_r")):
-        grid = np.full((len(attacks), len(defences)), np.nan)
-        for i, a in enumerate(attacks):
-            for j, d in enumerate(defences):
-                v = cell.get((a, d), {}).get(key)
-                grid[i, j] = np.nan if v is None else 100 * v
-        ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=100, aspect="auto")
-        for i in range(len(attacks)):
-            for j in range(len(defences)):
-                ax.text(j, i, "-" if np.isnan(grid[i, j]) else f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(defences)), defences, rotation=35, ha="right", fontsize=8)
-        ax.set_yticks(range(len(attacks)), attacks, fontsize=8)
-        ax.set_title(label, fontsize=10)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_doc(doc: Path, block: str) -> None:
-    """Replace the text between the lab markers of ``doc`` with ``block`` (append the markers if absent)."""
-    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Security lab\n"
-    wrapped = f"{BEGIN}\n{block.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + wrapped + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + wrapped + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text, encoding="utf-8")
+            clean = None
+            for a in ("none",) + tuple(x for x in cfg.attacks if x != "none"):
+                if a == "none" and "none" not in cfg.attacks and not any(x in TARGETED for x in cfg.attacks):
+                    continue
+                r = run_cell(one, p, a, d, clean if a in TARGETED else None)
+                if a == "none":
+                    clean = (r["_model"], r["_params"])
+                    if "none" not in cfg.attacks:
+                        continue
+                row = {k: v for k, v in r.items() if not k.startswith("_")}
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+                asr = "-" if row["attack_success"] is None else f"{row['attack_success']:.3f}"
+                log(f"  seed {seed} {a:>18s} x {d:<13s} accuracy {row['main_accuracy']:.4f}  attack success {asr}"
+                    f"  ({row['wall_s']} s)")
+    order = {a: i for i, a in enumerate(cfg.attacks)}
+    return sorted(rows, key=lambda r: (r["seed"], cfg.defences.index(r["defence"]), order[r["attack"]]))
 
 
 def _describe(cfg: LabConfig, prep: Prepared) -> str:
     e = cfg.experiment
     a = e.algorithm
+    seeds = cfg.run_seeds()
     return (f"{e.data.dataset} {e.model.name}, {prep.data.num_clients} clients ({e.data.partition}), "
             f"{cfg.cohort()} per round (C = {a.client_fraction}), E = {a.local_epochs}, B = {a.batch_size or 'inf'}, "
-            f"lr = {a.lr}, {e.run.rounds} rounds, seed {e.run.seed}; "
+            f"lr = {a.lr}, {e.run.rounds} rounds, {'seeds ' + ', '.join(map(str, seeds)) if len(seeds) > 1 else f'seed {seeds[0]}'}; "
             f"{round(cfg.malicious_fraction * prep.data.num_clients)} malicious clients "
             f"({cfg.malicious_fraction:.0%} of the population)")
 
 
+def _command(args: argparse.Namespace) -> str:
+    opts = [f"--{k} {getattr(args, k)}" for k in ("rounds", "attacks", "defences", "seeds") if getattr(args, k, None) is not None]
+    return " ".join(["hamrah lab", str(args.config), *opts])
+
+
 def main(args: argparse.Namespace) -> None:
-    """CLI entry: ``hamrah lab CONFIG [--rounds N] [--attacks a,b] [--defences c,d] [--check]``."""
+    """CLI entry: ``hamrah lab CONFIG [--rounds N] [--attacks a,b] [--defences c,d] [--seeds 0,1,2] [--check]
+    [--out DIR] [--update-doc [--doc docs/security.md --img docs/img/security_heatmap.png]]``.
+
+    Writes ``lab.json`` (every row, per seed), ``rows.jsonl`` (each row as it finishes), ``results.md``
+    (the tables) and ``heatmap.png`` into ``--out``; only with ``--update-doc`` does it also rewrite the
+    results block of ``--doc`` and the image ``--img``.
+    """
     split = lambda s: [x for x in s.split(",") if x] if s else None
-    cfg = load_lab_config(args.config).select(split(args.attacks), split(args.defences), args.rounds)
-    prep = prepare_lab(cfg)
+    seeds = getattr(args, "seeds", None)
+    try:
+        seed_list = [int(x) for x in split(seeds)] if seeds else None
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds}: expected comma-separated integers, e.g. 0,1,2") from None
+    cfg = load_lab_config(args.config).select(split(args.attacks), split(args.defences), args.rounds, seed_list)
+    prep = prepare_lab(cfg.for_seed(cfg.run_seeds()[0]))
     print(f"hamrah lab: {len(cfg.attacks)} attacks x {len(cfg.defences)} defences; {_describe(cfg, prep)}", flush=True)
     if args.check:
         print("config ok: every defence accepts the cohort and every attack is well formed")
         return
-    start = time.perf_counter()
-    rows = run_lab(cfg, log=lambda m: print(m, flush=True), prep=prep)
-    wall = time.perf_counter() - start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lab.json").write_text(json.dumps({"config": str(args.config), "rows": rows, "wall_s": round(wall, 1)},
-                                             indent=2) + "\n")
-    img = Path(args.img)
-    plot_heatmap(rows, img, title=_describe(cfg, prep).split(";")[0])
-    command = " ".join(["hamrah lab", str(args.config)] + [f"--{k} {getattr(args, k)}" for k in ("rounds", "attacks", "defences")
-                                                           if getattr(args, k) is not None])
-    rel = Path(os.path.relpath(img.resolve(), Path(args.doc).resolve().parent))  # the image as the doc links it
-    block = (f"Made by `{command}` in {wall / 60:.1f} min ({len(rows)} runs; {_describe(cfg, prep)}).\n\n"
-             f"![attack x defence heatmap]({rel.as_posix()})\n\n" + markdown_tables(rows))
-    write_doc(Path(args.doc), block)
-    print("\n" + markdown_tables(rows))
-    print(f"Wrote {out}/lab.json, {img} and the results block of {args.doc} ({wall:.0f} s)")
+    progress = out / "rows.jsonl"
+    progress.write_text("")
+
+    def save(row: dict) -> None:
+        with progress.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    start = time.perf_counter()
+    rows = run_lab(cfg, log=lambda m: print(m, flush=True), prep=prep, on_row=save)
+    wall = time.perf_counter() - start
+    summary = summarize(rows)
+    (out / "lab.json").write_text(json.dumps({"config": str(args.config), "command": _command(args), "rows": rows,
+                                              "summary": summary, "wall_s": round(wall, 1)}, indent=2) + "\n")
+    title = _describe(cfg, prep).split(";")[0]
+    head = f"Made by `{_command(args)}` in {wall / 60:.1f} min ({len(rows)} runs; {_describe(cfg, prep)})."
+    plot_heatmap(summary, out / "heatmap.png", title=title)
+    (out / "results.md").write_text(head + "\n\n![attack x defence heatmap](heatmap.png)\n\n" + markdown_tables(summary))
+    print("\n" + markdown_tables(summary))
+    written = f"{out}/lab.json, {out}/results.md, {out}/heatmap.png"
+    if getattr(args, "update_doc", False):
+        img, doc = Path(args.img), Path(args.doc)
+        plot_heatmap(summary, img, title=title)
+        rel = Path(os.path.relpath(img.resolve(), doc.resolve().parent))  # the image as the doc links it
+        write_doc(doc, f"{head}\n\n![attack x defence heatmap]({rel.as_posix()})\n\n" + markdown_tables(summary))
+        written += f", {img} and the results block of {doc}"
+    print(f"Wrote {written} ({wall:.0f} s)")
