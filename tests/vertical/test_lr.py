@@ -19,6 +19,8 @@ from hamrah.vertical.lr_common import LRConfig, predict_guest, predict_host, sta
 
 PROTOCOLS = [lr_coordinated, lr_sshe]
 BREAST = load_vertical("breast")
+G, H = BREAST["guest"], BREAST["host"].select(BREAST["guest"].ids)  # aligned: the tests below skip PSI
+SMALL_G, SMALL_H = G.select(G.ids[:200]), H.select(G.ids[:200])
 
 
 def roles(mod, guest: PartyTable, host: PartyTable, cfg: LRConfig, resume=None, wrap=None, **kw):
@@ -65,14 +67,14 @@ def test_breast_auc_within_0005_of_central_sklearn(mod):
     x = np.hstack([g.features, h.select(g.ids).features])
     x = (x - x.mean(0)) / x.std(0)
     central = roc_auc_score(g.labels, LogisticRegression(max_iter=5000).fit(x, g.labels).decision_function(x))
-    cfg = LRConfig(epochs=10, batch_size=64, lr=0.5, l2=1 / len(g.ids), encrypted=False, tol=0.0)
+    cfg = LRConfig(epochs=10, batch_size=64, lr=0.5, l2=1 / len(g.ids), encrypted=False, tol=0.0, psi=False)
     res, _ = run_parties(roles(mod, g, h, cfg), timeout_s=60)
     assert roc_auc_score(g.labels, scores(res, g, h, cfg)) > central - 0.005
 
 
 def test_one_encrypted_breast_epoch_matches_plaintext():
-    g, h = BREAST["guest"], BREAST["host"]
-    base = dict(epochs=1, batch_size=256, lr=0.5, key_bits=1024)
+    g, h = SMALL_G, SMALL_H
+    base = dict(epochs=1, batch_size=128, lr=0.5, key_bits=1024, psi=False)
     plain, _ = run_parties(roles(lr_coordinated, g, h, LRConfig(encrypted=False, **base)), timeout_s=60)
     enc, stats = run_parties(roles(lr_coordinated, g, h, LRConfig(encrypted=True, **base)), timeout_s=60)
     np.testing.assert_allclose(enc["host"].weights, plain["host"].weights, atol=1e-4)
@@ -81,8 +83,8 @@ def test_one_encrypted_breast_epoch_matches_plaintext():
 
 @pytest.mark.parametrize("mod", PROTOCOLS)
 def test_converges_and_resumes_to_the_same_model(mod):
-    g, h = BREAST["guest"], BREAST["host"]
-    cfg = LRConfig(epochs=40, batch_size=128, lr=0.2, l2=0.01, encrypted=False, tol=0.02)
+    g, h = G, H
+    cfg = LRConfig(epochs=40, batch_size=128, lr=0.2, l2=0.01, encrypted=False, tol=0.02, psi=False)
     seen = {"guest": {}, "host": {}}
     full, _ = run_parties(roles(mod, g, h, cfg, on_epoch=None), timeout_s=60)
     assert full["guest"].converged and full["guest"].epoch < cfg.epochs
@@ -101,8 +103,8 @@ def test_converges_and_resumes_to_the_same_model(mod):
 
 
 def test_prediction_reveals_only_partial_scores():
-    g, h = BREAST["guest"], BREAST["host"].select(BREAST["guest"].ids)
-    cfg = LRConfig(epochs=2, batch_size=128, encrypted=False)
+    g, h = G, H
+    cfg = LRConfig(epochs=2, batch_size=128, encrypted=False, psi=False)
     res, _ = run_parties(roles(lr_sshe, g, h, cfg), timeout_s=60)
     zg, _, _ = standardise(g.features, res["guest"], True)
     zh, _, _ = standardise(h.features, res["host"], False)
@@ -126,20 +128,20 @@ class Tamper:
         return self.inner.recv(frm, tag)
 
 
-ENC = LRConfig(epochs=1, batch_size=256, key_bits=1024, psi=False)
+ENC = LRConfig(epochs=1, batch_size=64, key_bits=1024, psi=False)
 
 
 @pytest.mark.parametrize("mod, tag", [(lr_coordinated, "lr/ub/"), (lr_sshe, "lr/ub/")])
 def test_a_ciphertext_of_the_wrong_size_is_refused(mod, tag, caplog):
-    g, h = BREAST["guest"], BREAST["host"].select(BREAST["guest"].ids)
+    g, h = SMALL_G, SMALL_H
     short = {"host": lambda ch: Tamper(ch, tag, lambda m: {**m, "ct": m["ct"][:-1]})}
-    with caplog.at_level(logging.DEBUG), pytest.raises(ProtocolError, match="expected 256 ciphertexts, got 255"):
+    with caplog.at_level(logging.DEBUG), pytest.raises(ProtocolError, match="expected 64 ciphertexts, got 63"):
         run_parties(roles(mod, g, h, ENC, wrap=short), timeout_s=60)
     assert not [r for r in caplog.records if r.name.startswith("hamrah")]  # nothing logged, no plaintext
 
 
 def test_a_wrong_key_and_a_replay_are_refused():
-    g, h = BREAST["guest"], BREAST["host"].select(BREAST["guest"].ids)
+    g, h = SMALL_G.select(SMALL_G.ids[:128]), SMALL_H.select(SMALL_G.ids[:128])
     other, _ = he.keygen(1024, np.random.default_rng(5))
     wrong = {"host": lambda ch: Tamper(ch, "lr/ub/", lambda m: {**m, **he.to_wire(he.encrypt(other, [0] * len(m["ct"])))})}
     with pytest.raises(ProtocolError, match="another public key"):

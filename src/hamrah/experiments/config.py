@@ -135,6 +135,8 @@ class SecureAggregationConfig:
     variant: str = "secagg"  # secagg (Bonawitz et al. 2017) | secagg+ (Bell et al. 2020)
     clip: float = 1.0  # coordinates clipped to [-clip, clip] before fixed-point quantization
     input_bits: int = 16
+    ring_bits: int | None = None  # privacy.mode = "distributed": the ring Z_2^ring_bits of the noisy sum (20)
+    min_contributors: int | None = None  # distributed: fewest clients whose noise is in a released sum (m / 2)
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ _CHOICES = {
     ("data", "dataset"): DATASETS, ("data", "partition"): PARTITIONS,
     ("model", "name"): MODELS, ("algorithm", "name"): ALGORITHMS,
     ("compression", "codec"): ("none", "quantize", "sign", "topk", "mask", "float16", "bfloat16"),
-    ("privacy", "mode"): ("central", "ftrl", "local"), ("privacy", "sampling"): ("poisson", "fixed"),
+    ("privacy", "mode"): ("central", "ftrl", "local", "distributed"), ("privacy", "sampling"): ("poisson", "fixed"),
     ("privacy", "accountant"): ("rdp", "pld"), ("secure_aggregation", "variant"): ("secagg", "secagg+"),
     ("homomorphic_encryption", "scheme"): ("paillier", "ckks"),
 }

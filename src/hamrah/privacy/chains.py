@@ -43,6 +43,7 @@ from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, noise_multip
 from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
 from hamrah.privacy.ledger import BudgetLedger
 from hamrah.privacy.sensitivity import decode_error
+from hamrah.privacy.distributed import distributed_accountant, distributed_stage
 from hamrah.privacy.stages import dp_stages
 from hamrah.secagg.stage import SecureAggregation
 
@@ -144,7 +145,7 @@ class PipelineSpec:
     def poisson_q(self) -> float | None:
         """Return q when the accounting assumes Poisson sampling (the driver must sample so), else None."""
         dp = self.dp
-        return self.cohort / self.population if dp is not None and dp.mode == "central" and \
+        return self.cohort / self.population if dp is not None and dp.mode in ("central", "distributed") and \
             dp.sampling == "poisson" else None
 
     @property
@@ -200,6 +201,8 @@ class PipelineSpec:
         homomorphic stage on the side that decrypts sums."""
         codec = codec_stage(self.compression)
         dp = self.dp
+        if dp is not None and dp.mode == "distributed":  # DDG noise on the clients, summed under SecAgg
+            return [distributed_stage(dp, self.noise_multiplier, self.cohort, self.secure, codec)]
         codecs = [codec] if codec is not None else []
         secure = [SecureAggregation(**self.secure)] if self.secure is not None else []
         if self.homomorphic is not None:
@@ -222,7 +225,8 @@ class PipelineSpec:
     def round_spec(self) -> RoundSpec | None:
         """Return the mechanism charged per round, or None without DP."""
         dp = self.dp
-        return None if dp is None else round_spec_for(dp, self.noise_multiplier, self.population, self.cohort)
+        return None if dp is None or dp.mode == "distributed" else round_spec_for(
+            dp, self.noise_multiplier, self.population, self.cohort)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -267,7 +271,8 @@ def resolve_pipeline(compression: Mapping[str, Any] | None, privacy: Mapping[str
         if dp.mode == "dpsgd":
             raise ConfigError("privacy.mode = \"dpsgd\": on-device DP-SGD changes local training and is not a "
                               "pipeline stage; expected \"central\" or \"local\" (see docs/dp.md for DP-SGD)")
-        z = noise_multiplier_for(dp, rounds, round_spec_for(dp, 1.0, population, cohort))
+        z = (dp.noise_multiplier or 0.0) if dp.mode == "distributed" else noise_multiplier_for(
+            dp, rounds, round_spec_for(dp, 1.0, population, cohort))
         if dp.mode == "ftrl" and dp.tree_rounds * cohort > population:
             raise ConfigError(f"privacy.tree_rounds = {dp.tree_rounds} with {cohort} clients a round and {population} "
                               "in all: DP-FTRL's accounting needs each client at most once per tree, so expected "
@@ -329,7 +334,8 @@ class PipelineRun:
                            if ledger_path else BudgetLedger(dp.target_epsilon, dp.delta, rs, dp.accountant))
             self.accountant = self.ledger.accountant
         elif dp is not None:
-            self.accountant = PrivacyAccountant(rs, dp.accountant)
+            self.accountant = (distributed_accountant(self.chain.stages[0], template, spec.poisson_q)
+                               if dp.mode == "distributed" else PrivacyAccountant(rs, dp.accountant))
 
     def refuse_start(self, rounds: int) -> None:
         """Raise ConfigError (naming the largest feasible number) unless ``rounds`` rounds fit the budget."""

@@ -5,6 +5,8 @@ Modes (see ``docs/dp.md``):
 - ``central``: user-level DP-FedAvg (McMahan et al. 2018, *Learning Differentially Private Recurrent
   Language Models*): clip each client's update, Gaussian noise on the aggregate at the server.
 - ``local``: clip and Gaussian noise on the device (the server is not trusted).
+- ``distributed``: distributed DP with secure aggregation (Kairouz, Liu, Steinke 2021): each client adds
+  discrete Gaussian noise in the ring before SecAgg masks it (:mod:`hamrah.privacy.distributed`).
 - ``ftrl``: user-level DP-FTRL (Kairouz et al. 2021, *Practical and Private (Deep) Learning without
   Sampling or Shuffling*): clip each client's update, tree-aggregated Gaussian noise on the running sum
   at the server; needs no sampling assumption, only that each client contributes at most once per tree
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from hamrah.core.errors import ConfigError
 
-MODES = ("central", "local", "dpsgd", "ftrl")
+MODES = ("central", "local", "dpsgd", "ftrl", "distributed")
 SAMPLINGS = ("poisson", "fixed")
 ACCOUNTANTS = ("rdp", "pld")
 

@@ -254,9 +254,49 @@ class DistributedDiscreteGaussian(BaseStage):
         return {k: v * scale for k, v in aggregate.items()}, state
 
 
+def distributed_stage(dp, noise_multiplier: float, cohort: float, secure: dict | None,
+                      codec: Any = None) -> DistributedDiscreteGaussian:
+    """Return the DDG stage of ``[privacy] mode = "distributed"`` with ``[secure_aggregation]``.
+
+    Args:
+        dp: the run's :class:`~hamrah.privacy.config.DPConfig`. noise_multiplier: z. cohort: m (or q K).
+        secure: the ``[secure_aggregation]`` settings: ``variant``, and optionally ``ring_bits`` (20) and
+            ``min_contributors`` (default: half the cohort, at least 2); ``clip`` and ``input_bits`` do not
+            apply (the DDG stage clips in L2 and quantizes itself).
+        codec: the ``[compression]`` stage, which must be None (the DDG stage is the quantizer).
+
+    Raises:
+        ConfigError: no secure aggregation, a codec, a target epsilon, fixed-size sampling or PLD accounting.
+    """
+    if secure is None:
+        raise ConfigError("privacy.mode = \"distributed\" needs [secure_aggregation]: the clients' noise protects "
+                          "only a sum the server cannot see the parts of")
+    if codec is not None:
+        raise ConfigError("privacy.mode = \"distributed\" with [compression]: the DDG stage quantizes the update "
+                          "into the ring itself; expected no [compression] section (or codec = \"none\")")
+    if dp.target_epsilon is not None or dp.noise_multiplier is None:
+        raise ConfigError("privacy.mode = \"distributed\": expected privacy.noise_multiplier and no target_epsilon "
+                          "(the distributed accountant reports the epsilon spent; calibrating z needs the model's "
+                          "dimension and is not wired)")
+    if dp.sampling != "poisson" or dp.accountant != "rdp":
+        raise ConfigError("privacy.mode = \"distributed\": expected sampling = \"poisson\" and accountant = "
+                          "\"rdp\" (the DDG accountant is Zhu-Wang's Poisson-subsampled RDP)")
+    n_min = secure.get("min_contributors") or max(2, int(cohort) // 2)
+    return DistributedDiscreteGaussian(dp.clip, float(noise_multiplier), int(n_min), float(cohort),
+                                       int(secure.get("ring_bits") or 20), variant=secure.get("variant", "secagg"))
+
+
+def distributed_accountant(stage: DistributedDiscreteGaussian, template: Params,
+                           sampling_probability: float) -> DistributedAccountant:
+    """Return the accountant of a run whose updates are shaped like ``template``."""
+    dim = sum(v.numel() for v in template.values())
+    return DistributedAccountant(stage.round_mechanism(dim, min(1.0, sampling_probability)))
+
+
 def _rotation_seed(round_idx: int) -> int:
     """The public seed of round ``round_idx``'s rotation (the same for its clients and the server)."""
     return int(np.random.SeedSequence([0xDD6, int(round_idx)]).generate_state(1)[0])
 
 
-__all__ = ["DistributedAccountant", "DistributedDiscreteGaussian", "DistributedRound", "ORDERS", "RingPayload"]
+__all__ = ["DistributedAccountant", "DistributedDiscreteGaussian", "DistributedRound", "ORDERS", "RingPayload",
+           "distributed_accountant", "distributed_stage"]

@@ -33,11 +33,15 @@ class SecureAggregation(BaseStage):
         clip: each coordinate is clipped to [-clip, clip] before fixed-point quantization (the
             pipeline has already scaled a client's update by p_k * m: 1 with equal weights).
         input_bits: bits per quantized coordinate; the ring adds ceil(log2 n) bits so sums cannot wrap.
+        ring_bits, min_contributors: settings of distributed DP (``[privacy] mode = "distributed"``,
+            :mod:`hamrah.privacy.distributed`); refused here, where they would mean nothing.
     """
 
     variant: str = "secagg"
     clip: float = 1.0
     input_bits: int = 16
+    ring_bits: int | None = None
+    min_contributors: int | None = None
     name: str = "secagg"
     traits: ClassVar[StageTraits] = StageTraits("secure_sum")
 
@@ -48,6 +52,10 @@ class SecureAggregation(BaseStage):
             raise ConfigError(f"secure_aggregation.clip = {self.clip!r}: expected a positive number")
         if isinstance(self.input_bits, bool) or not (isinstance(self.input_bits, int) and 2 <= self.input_bits <= 32):
             raise ConfigError(f"secure_aggregation.input_bits = {self.input_bits!r}: expected an integer in 2..32")
+        for key in ("ring_bits", "min_contributors"):
+            if getattr(self, key) is not None:
+                raise ConfigError(f"secure_aggregation.{key} applies only with privacy.mode = \"distributed\" "
+                                  "(distributed DP's ring and noise); expected it unset")
 
     def config(self, num_clients: int, length: int) -> SecAggConfig:
         plus = self.variant == "secagg+" and num_clients > 4

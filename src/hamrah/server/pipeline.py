@@ -94,6 +94,9 @@ class ServerPipeline:
         comp = None if comp is None else {k: v for k, v in comp.items() if v is not None}
         spec = resolve_pipeline(comp, None if priv is None else dp_settings(priv), int(config["data"]["num_clients"]),
                                 goal, int(config["run"]["rounds"]), secure, he)
+        if spec is not None and spec.dp is not None and spec.dp.mode == "distributed":
+            raise ConfigError("privacy.mode = \"distributed\" runs in the simulator (hamrah run); the server does "
+                              "not carry distributed DP's ring vectors through its SecAgg rounds yet")
         return cls(spec, params, state_dir)
 
     def _load_state(self) -> None:
