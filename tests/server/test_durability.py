@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.server.durability import checkpoints_to_delete
 from hamrah.server.state import ServerStore
-
 from tests.server.driver import make_coordinator, one_round, open_round
 
 CFG = {"data": {"dataset": "mnist"}, "model": {"name": "2nn"}, "algorithm": {"name": "fedavg"}}
@@ -74,7 +73,7 @@ def test_retention_keeps_the_newest_rounds_and_the_best(accs, keep_last, keep_be
         assert not gone
         return
     assert rounds[-1][0] in kept  # what a restart resumes from
-    assert set(r for r, _ in rounds[-keep_last:]) <= set(kept)
+    assert {r for r, _ in rounds[-keep_last:]} <= set(kept)
     scored = [(a, r) for r, a in rounds if a is not None]
     if keep_best and scored:
         best = max(a for a, _ in scored)

@@ -44,14 +44,16 @@ class ServerConfig:
             on explicit request, and the server then logs a warning at start.
         max_example_weight: the most ``num_examples`` one report counts for (0: the largest client of
             the configured partition).
-        clip_norm: the largest L2 norm a report's delta keeps (0: ``clip_ratio`` times the norm of the
-            model at start).
-        clip_ratio: the clip bound relative to the model's norm, used when ``clip_norm`` is 0.
+        clip_norm: a fixed largest L2 norm a report's delta keeps (0: adaptive, see ``clip_multiplier``).
+        clip_ratio: the first round's clip bound relative to the initial model's norm (when ``clip_norm`` is 0).
+        clip_multiplier: after each committed round, the clip bound becomes this multiple of the median
+            norm of that round's reports (when ``clip_norm`` is 0): one report pulls at most as hard as
+            ``clip_multiplier`` median honest reports, as long as most reports are honest.
         max_round_attempts: a round abandoned this many times stops the server with a clear error.
         selection_window_s: check-ins arriving within this window are drawn from at random (seeded),
             not served first-come.
-        no_show_rounds: a device that held a training task and never answered is not selected for
-            this many rounds.
+        no_show_rounds: a device that held a training task of a round that waited until its reporting
+            deadline, and never answered, is not selected for this many rounds.
         stream_timeout_s: the longest a Report or DownloadCheckpoint stream may stay open; a stalled
             stream is cut and its upload slot freed.
         max_streams_per_device: streams (Report, DownloadCheckpoint, SecureAggregation) one device may
@@ -88,7 +90,8 @@ class ServerConfig:
     bounded_influence: bool = True
     max_example_weight: int = 0
     clip_norm: float = 0.0
-    clip_ratio: float = 0.5
+    clip_ratio: float = 2.0
+    clip_multiplier: float = 2.0
     max_round_attempts: int = 20
     selection_window_s: float = 0.2
     no_show_rounds: int = 2
@@ -161,7 +164,8 @@ def _check(c: ServerConfig) -> None:
          "a positive number of seconds"),
         (c.max_example_weight >= 0, "max_example_weight", c.max_example_weight, "an integer >= 0 (0: automatic)"),
         (c.clip_norm >= 0, "clip_norm", c.clip_norm, "a number >= 0 (0: clip_ratio times the model's norm)"),
-        (c.clip_ratio > 0, "clip_ratio", c.clip_ratio, "a positive number (e.g. 0.5)"),
+        (c.clip_ratio > 0, "clip_ratio", c.clip_ratio, "a positive number (e.g. 2.0)"),
+        (c.clip_multiplier >= 1, "clip_multiplier", c.clip_multiplier, "a number >= 1 (e.g. 2.0)"),
         (c.max_round_attempts >= 1, "max_round_attempts", c.max_round_attempts, "an integer >= 1"),
         (c.selection_window_s >= 0, "selection_window_s", c.selection_window_s, "a number >= 0"),
         (c.no_show_rounds >= 0, "no_show_rounds", c.no_show_rounds, "an integer >= 0"),

@@ -12,7 +12,6 @@ A committed round is durable before the next one starts.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import random
@@ -26,21 +25,19 @@ from hamrah.algorithms import WEIGHTED_MEAN_ALGORITHMS
 from hamrah.algorithms.base import Algorithm, ClientResult
 from hamrah.algorithms.local import evaluate
 from hamrah.algorithms.state import flatten_state, unflatten_state
-from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
+from hamrah.core.errors import NotEnoughClients, ProtocolError
 from hamrah.core.params import Params
 from hamrah.data.federated import ArrayData
 from hamrah.models import ModelSpec
-from hamrah.secagg.params import wire_layout
-from hamrah.secagg.stage import SecureAggregation
 from hamrah.server.aggregators import master_aggregator
 from hamrah.server.config import ServerConfig
 from hamrah.server.influence import (
-    DEFAULT_MAX_WEIGHT,
-    InfluenceBound,
+    adapt_clip,
     check_finite,
     check_metrics,
-    resolve_clip,
+    influence_bound,
 )
+from hamrah.server.reports import train_result
 from hamrah.server.rounds import (
     MAX_EXAMPLES,
     LateReport,
@@ -48,17 +45,16 @@ from hamrah.server.rounds import (
     RunPlan,
     TaskInfo,
     client_id,
-    draw,
     in_model_order,
     no_shows,
     round_record,
 )
-from hamrah.server.secure import SecureOutcome, SecureRound
+from hamrah.server.rounds import draw as draw_devices
+from hamrah.server.secure import SecureOutcome
+from hamrah.server.secure_rounds import SecureRounds
 from hamrah.server.state import ServerStore
 from hamrah.transport.codec import (
-    AUX_PREFIX,
     BROADCAST_PREFIX,
-    check_update,
     decode_metrics,
     decode_params,
     encode_params,
@@ -70,7 +66,7 @@ from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
 
-class Coordinator:
+class Coordinator(SecureRounds):
     """Drives rounds of ``algorithm`` for one population; see the module docstring."""
 
     def __init__(self, cfg: ServerConfig, run: RunPlan, algorithm: Algorithm, algorithm_plan: dict,
@@ -107,7 +103,7 @@ class Coordinator:
             self.server_state = unflatten_state(type(template), tensors, scalars)
             self.elapsed_before = float(store.committed_rounds()[-1].get("elapsed_s", 0.0))
             log.info("resuming from committed round %d (state %s)", self.last_round, store.dir)
-        self.bound = self._influence_bound(initial)
+        self.bound = influence_bound(cfg, initial, store.committed_rounds()[-1:] if resumed else [])
         self.spec = spec_of(self.params)
         self.update_limit = int(cfg.max_update_mb * 2**20) or 2 * len(encode_params(self.params)) + 2**20
 
@@ -118,18 +114,6 @@ class Coordinator:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed(self.run_plan.seed))
             return {k: v.detach().clone() for k, v in self.model_spec.build().named_parameters()}
-
-    def _influence_bound(self, initial: Params) -> InfluenceBound:
-        cfg = self.cfg
-        if not cfg.bounded_influence:
-            log.warning("server.bounded_influence = false: num_examples up to %d is trusted as each report's weight "
-                        "and deltas are not norm-bounded; one device can move the model at will", MAX_EXAMPLES)
-            return InfluenceBound(MAX_EXAMPLES, None)
-        bound = InfluenceBound(cfg.max_example_weight or DEFAULT_MAX_WEIGHT,
-                               resolve_clip(cfg.clip_norm, cfg.clip_ratio, initial))
-        log.info("bounded influence: a report counts for at most %d examples; deltas are clipped to L2 norm %.4g",
-                 bound.max_weight, bound.clip)
-        return bound
 
     # --- called by selectors -----------------------------------------------------------------
 
@@ -169,7 +153,7 @@ class Coordinator:
     def _draw(self, rs: RoundState) -> None:
         rs.draw = None
         waiting = {d: f for d, f in rs.candidates.items() if not f.done()}
-        chosen = draw(list(waiting), rs.slots() if rs.selection_open and rs is self.current else 0, self.rng)
+        chosen = draw_devices(list(waiting), rs.slots() if rs.selection_open and rs is self.current else 0, self.rng)
         for device in sorted(waiting):
             waiting[device].set_result(self._assign(rs, device) if device in chosen else None)
 
@@ -281,66 +265,20 @@ class Coordinator:
         rs.progress.set()
         return "accepted"
 
-    async def secure_exchange(self, device: str, header: pb.SecAggHeader, message: bytes) -> tuple[pb.SecAggHeader, bytes]:
-        """Take one device's secure-aggregation message; return its next one when the stage closes.
-
-        Raises:
-            ProtocolError: not a live training task of this device, a round without secure aggregation,
-                or a message the protocol refuses (see :meth:`SecureRound.exchange`).
-        """
-        info = self._live_task(header.task_id, device)
-        rs = self.current
-        if header.round != rs.round:
-            raise ProtocolError(f"secure aggregation message for round {header.round}, the task is in round {rs.round}")
-        if info.kind != "train" or self.secure_stage() is None:
-            raise ProtocolError("this task does not take part in secure aggregation")
-        await rs.secure_ready.wait()
-        if rs.secure is None or rs is not self.current:
-            raise LateReport(f"round {rs.round} was abandoned")
-        return await rs.secure.exchange(info.task_id, header, message)
-
-    def secure_leave(self, task_id: str, device: str) -> None:
-        """A device hung up mid-protocol: stop waiting for it (it is a drop-out from the next stage on)."""
-        rs = self.current
-        info = rs.tasks.get(task_id) if rs is not None else None
-        if info is not None and info.device == device and rs.secure is not None:
-            rs.secure.leave(task_id)
-
-    def secure_stage(self) -> SecureAggregation | None:
-        """Return the pipeline's secure-aggregation stage, or None."""
-        if self.pipeline is None:
-            return None
-        chain = self.pipeline.run.chain
-        stage = None if chain.secure_sum is None else chain.stages[chain.secure_sum]
-        return stage if isinstance(stage, SecureAggregation) else None
-
     def _weight(self, rs: RoundState, num_examples: int) -> int:
         weight = self.bound.weight(num_examples)
         rs.capped += weight < num_examples
         return weight
 
     def _decode_result(self, info: TaskInfo, header: pb.ReportHeader, payload: bytes) -> ClientResult:
-        tensors = decode_params(payload)
         rs = self.current
         metrics = check_metrics(decode_metrics(header.metrics))
-        weight = self._weight(rs, header.num_examples)
-        if self.pipeline is not None:
-            result = self.pipeline.decode_result(client_id(info.device), tensors, weight, metrics)
-            if not all(v.is_floating_point() for v in result.delta.values()):
-                return result  # homomorphic ciphertext: bounded only by its weight (docs/reliability.md)
-            delta, norm = self.bound.bound(result.delta)
+        result, norm = train_result(client_id(info.device), decode_params(payload), self._weight(rs, header.num_examples),
+                                       metrics, self.spec, self.bound, self.pipeline)
+        if norm is not None:
+            rs.norms.append(norm)
             rs.clipped += self.bound.clip is not None and norm > self.bound.clip
-            return dataclasses.replace(result, delta=delta)
-        delta = {k: v for k, v in tensors.items() if not k.startswith(AUX_PREFIX)}
-        aux = {k[len(AUX_PREFIX):]: v for k, v in tensors.items() if k.startswith(AUX_PREFIX)}
-        check_update(delta, self.spec)
-        unknown = sorted(set(aux) - set(self.spec))
-        if unknown:
-            raise ProtocolError(f"aux: unexpected tensors {unknown[:5]}; expected names of the model's parameters")
-        check_update(aux, {k: self.spec[k] for k in aux}, what="aux")
-        delta, norm = self.bound.bound(delta)
-        rs.clipped += self.bound.clip is not None and norm > self.bound.clip
-        return ClientResult(client_id(info.device), delta, weight, metrics, aux=aux)
+        return result
 
     # --- the round loop ------------------------------------------------------------------------
 
@@ -415,8 +353,9 @@ class Coordinator:
         rs.reporting_open = False
         reported = secure.contributors if secure is not None else self.master.reports()
         t_rep, needed = time.monotonic() - rs.started - t_sel, cfg.reports_needed(rs.goal)
-        for device in no_shows(rs):
-            self.no_show[device] = r + cfg.no_show_rounds
+        if secure is None and reported < rs.goal:  # the round waited for them until its deadline
+            for device in no_shows(rs):
+                self.no_show[device] = r + cfg.no_show_rounds
         if reported < needed:
             log.warning("round %d: abandoned in reporting: %d reports, %d needed; retrying", r, reported, needed)
             self.current = None
@@ -438,19 +377,6 @@ class Coordinator:
                  f"on-device accuracy {dev:.4f} ({record['eval_reported']} devices), " if dev is not None else "",
                  record["round_s"])
         return record
-
-    async def _secure_round(self, rs: RoundState) -> SecureOutcome | None:
-        """Run the round's secure aggregation over its training devices; None if it was aborted."""
-        tasks = [t.task_id for t in rs.tasks.values() if t.kind == "train"]
-        try:
-            rs.secure = SecureRound(self.secure_stage(), wire_layout(self.pipeline.wire), tasks, rs.round,
-                                    self.pipeline.spec.equal_weights, self.cfg.secagg_stage_timeout_s)
-        except ConfigError as err:  # e.g. fewer than 2 devices
-            log.warning("round %d: secure aggregation cannot start: %s", rs.round, err)
-            return None
-        finally:
-            rs.secure_ready.set()
-        return await rs.secure.run(rs.reporting_deadline)
 
     async def _await_reports(self, rs: RoundState) -> None:
         while True:
@@ -481,6 +407,8 @@ class Coordinator:
         check_finite(params, f"round {rs.round}'s new model")
         check_finite(tensors, f"round {rs.round}'s server state")
         record = round_record(rs, reported, train_loss, self.master.lost, t_sel, t_rep)
+        next_bound = adapt_clip(self.bound, rs.norms, self.cfg.clip_multiplier, self.cfg.clip_norm > 0)
+        record.update(clip_norm=self.bound.clip, clip_norm_next=next_bound.clip)
         if secure is not None:
             record.update(secagg_survivors=secure.survivors, bytes_down_protocol=rs.secure.bytes_down)
         if self.test_data is not None and (rs.round % self.run_plan.eval_every == 0 or rs.round == self.run_plan.rounds):
@@ -492,5 +420,5 @@ class Coordinator:
         record["round_s"] = round(time.monotonic() - rs.started, 3)
         record["elapsed_s"] = round(self.elapsed_before + time.monotonic() - self.started, 3)
         self.store.commit(rs.round, params, tensors, scalars, record, self.totals() if self.totals else None)
-        self.params, self.server_state, self.last_round = params, state, rs.round
+        self.params, self.server_state, self.last_round, self.bound = params, state, rs.round, next_bound
         return record

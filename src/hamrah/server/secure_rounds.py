@@ -1,0 +1,70 @@
+"""The Coordinator's secure-aggregation part: a round whose pipeline ends in SecAgg/SecAgg+ runs the
+protocol over one stream per training device (``hamrah.server.secure``); the Coordinator only
+receives the sum's mean."""
+
+from __future__ import annotations
+
+import logging
+
+from hamrah.core.errors import ConfigError, ProtocolError
+from hamrah.secagg.params import wire_layout
+from hamrah.secagg.stage import SecureAggregation
+from hamrah.server.rounds import LateReport, RoundState
+from hamrah.server.secure import SecureOutcome, SecureRound
+from hamrah.transport.proto import fl_pb2 as pb
+
+log = logging.getLogger("hamrah.server")
+
+
+class SecureRounds:
+    """Mixed into :class:`hamrah.server.coordinator.Coordinator` (uses its ``current``, ``cfg``,
+    ``pipeline`` and ``_live_task``)."""
+
+    async def secure_exchange(self, device: str, header: pb.SecAggHeader, message: bytes) -> tuple[pb.SecAggHeader, bytes]:
+        """Take one device's secure-aggregation message; return its next one when the stage closes.
+
+        Raises:
+            ProtocolError: not a live training task of this device, a round without secure aggregation,
+                or a message the protocol refuses (see :meth:`SecureRound.exchange`).
+        """
+        info = self._live_task(header.task_id, device)
+        rs = self.current
+        if header.round != rs.round:
+            raise ProtocolError(f"secure aggregation message for round {header.round}, the task is in round {rs.round}")
+        if info.kind != "train" or self.secure_stage() is None:
+            raise ProtocolError("this task does not take part in secure aggregation")
+        await rs.secure_ready.wait()
+        if rs.secure is None or rs is not self.current:
+            raise LateReport(f"round {rs.round} was abandoned")
+        return await rs.secure.exchange(info.task_id, header, message)
+
+    def secure_leave(self, task_id: str, device: str) -> None:
+        """A device hung up mid-protocol: stop waiting for it (it is a drop-out from the next stage on)."""
+        rs = self.current
+        info = rs.tasks.get(task_id) if rs is not None else None
+        if info is not None and info.device == device and rs.secure is not None:
+            rs.secure.leave(task_id)
+
+    def secure_stage(self) -> SecureAggregation | None:
+        """Return the pipeline's secure-aggregation stage, or None."""
+        if self.pipeline is None:
+            return None
+        chain = self.pipeline.run.chain
+        stage = None if chain.secure_sum is None else chain.stages[chain.secure_sum]
+        return stage if isinstance(stage, SecureAggregation) else None
+
+    async def _secure_round(self, rs: RoundState) -> SecureOutcome | None:
+        """Run the round's secure aggregation over its training devices; None if it was aborted."""
+        tasks = [t.task_id for t in rs.tasks.values() if t.kind == "train"]
+        try:
+            rs.secure = SecureRound(self.secure_stage(), wire_layout(self.pipeline.wire), tasks, rs.round,
+                                    self.pipeline.spec.equal_weights, self.cfg.secagg_stage_timeout_s)
+        except ConfigError as err:  # e.g. fewer than 2 devices
+            log.warning("round %d: secure aggregation cannot start: %s", rs.round, err)
+            return None
+        finally:
+            rs.secure_ready.set()
+        return await rs.secure.run(rs.reporting_deadline)
+
+
+__all__ = ["SecureRounds"]
