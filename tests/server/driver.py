@@ -11,7 +11,6 @@ from hamrah.server.coordinator import Coordinator
 from hamrah.server.state import ServerStore
 from hamrah.transport.codec import encode_params
 from hamrah.transport.proto import fl_pb2 as pb
-
 from tests.system.harness import FAST, experiment
 
 FAST_COORD = {**FAST, "selection_timeout_s": 5.0, "reporting_timeout_s": 5.0, "selection_window_s": 0.0,
