@@ -1,12 +1,13 @@
 """Adaptive clipping (Andrew et al. 2021) over the real server: the clip norm travels to devices in the
 plan, their clipped bits come back inside the payload, the server moves the norm after each round and
-keeps it in <state>/pipeline_state.json, so a restarted server continues from the same norm."""
+keeps it in the state database (committed with the round), so a restarted server continues from the same norm."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
+import sqlite3
 
 import pytest
 import torch
@@ -17,7 +18,6 @@ from hamrah.device.pipeline import PAYLOAD_KEY, STATE_KEY, encode_update
 from hamrah.experiments.config import from_dict
 from hamrah.privacy.chains import PipelineSpec
 from hamrah.server.app import FLServer
-from hamrah.server.pipeline import STATE_FILE
 
 from tests.system.harness import make_setup, records, run_system
 
@@ -44,7 +44,7 @@ def test_the_clip_norm_moves_across_rounds_and_survives_a_restart(tmp_path):
     # every update is clipped (b ~ 0 +- 0.025), so each round multiplies the norm by about exp(0.25)
     assert [r["round"] for r in recs] == [1, 2]
     assert CLIP0 * 1.15 < clips[0] < clips[1] < CLIP0 * 1.8
-    saved = json.loads((state / STATE_FILE).read_text())["stages"]
+    saved = _row(state, "pipeline_state")["stages"]
     assert saved["dp_clip"] == {"clip": clips[1], "rounds": 2} and saved["dp_noise"]["clip"] == clips[1]
 
     # restart with one more round: the server resumes at the saved norm and broadcasts it
@@ -60,6 +60,11 @@ def test_the_clip_norm_moves_across_rounds_and_survives_a_restart(tmp_path):
     recs = records(state, setup3)
     assert [r["round"] for r in recs] == [1, 2, 3]
     assert clips[1] * 1.05 < recs[2]["pipeline_state"]["dp_clip"]["clip"] < clips[1] * 1.5
+
+
+def _row(state, key):
+    with sqlite3.connect(state / "state.db") as db:
+        return json.loads(db.execute("SELECT value FROM privacy WHERE key = ?", (key,)).fetchone()[0])
 
 
 def _spec():
@@ -84,9 +89,9 @@ def test_the_device_clips_to_the_broadcast_norm_and_reports_its_bit():
     update = {"w": torch.tensor([3.0, 4.0, 0.0])}  # norm 5
     extra = {"pipeline": spec.to_dict()}
     small = _decode(spec, encode_update({**extra, STATE_KEY: {"dp_clip": {"clip": 1.0, "rounds": 3}}}, update, 1, 1, {}))
-    assert torch.allclose(small["w"], torch.tensor([0.6, 0.8, 0.0])) and float(small["dp_clip:unclipped"]) == 0.0
+    assert torch.allclose(small["w"], torch.tensor([0.6, 0.8, 0.0])) and float(small["dp_clip:unclipped"]) == -0.5
     large = _decode(spec, encode_update({**extra, STATE_KEY: {"dp_clip": {"clip": 10.0, "rounds": 3}}}, update, 1, 1, {}))
-    assert torch.equal(large["w"], update["w"]) and float(large["dp_clip:unclipped"]) == 1.0
+    assert torch.equal(large["w"], update["w"]) and float(large["dp_clip:unclipped"]) == 0.5
     initial = _decode(spec, encode_update(extra, update, 1, 1, {}))  # no broadcast: the configured initial norm
     assert float(initial["w"].norm()) == pytest.approx(CLIP0, rel=1e-5)
     for bad in ({"dp_clip": {"clip": -1.0}}, {"dp_clip": {"clip": "big"}}, {"nope": {"clip": 1.0}}):
@@ -94,10 +99,12 @@ def test_the_device_clips_to_the_broadcast_norm_and_reports_its_bit():
             encode_update({**extra, STATE_KEY: bad}, update, 1, 1, {})
 
 
-def test_a_corrupt_state_file_is_refused_on_start(tmp_path):
+def test_a_corrupt_stage_state_is_refused_on_start(tmp_path):
     setup, _, _ = make_setup(tmp_path, _experiment(1), devices=0, goal_count=4)
     state = tmp_path / "state"
-    state.mkdir()
-    (state / STATE_FILE).write_text('{"stages": {"dp_clip": {"clip": "x"}}}')
+    FLServer(setup, state).store.close()  # creates state.db
+    with sqlite3.connect(state / "state.db") as db:
+        db.execute("CREATE TABLE IF NOT EXISTS privacy (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO privacy VALUES ('pipeline_state', ?)", ('{"stages": {"dp_clip": {"clip": "x"}}}',))
     with pytest.raises(DataError, match="cannot restore the pipeline's server state"):
         FLServer(setup, state)

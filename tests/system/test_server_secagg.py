@@ -93,7 +93,9 @@ def test_central_dp_noise_is_added_after_unmasking_and_charged(tmp_path):
     asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
     recs = records(tmp_path / "state", setup)
     assert [r["round"] for r in recs] == [1, 2]
-    assert 0 < recs[0]["epsilon"] < recs[1]["epsilon"]
+    # noised, but no epsilon claimed: central DP's accounting assumes a random sample of the population,
+    # and the server takes the devices that check in (issue 12; DP-FTRL is the provable alternative)
+    assert all("epsilon" not in r for r in recs)
 
 
 def test_a_forged_or_out_of_order_message_is_refused_and_the_round_goes_on(tmp_path):

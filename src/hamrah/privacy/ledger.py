@@ -198,3 +198,40 @@ class BudgetLedger:
                               "(start a new ledger file to start a new budget)")
         ledger.accountant.spec = spec
         return ledger
+
+
+def accountant_to_dict(accountant: PrivacyAccountant, delta: float, target_epsilon: float | None = None) -> dict:
+    """Return the rounds an accountant has composed as a JSON-ready dict (a budget ledger without a
+    target when ``target_epsilon`` is None): what a server keeps with its checkpoints."""
+    return {
+        "format": FORMAT, "version": VERSION, "target_epsilon": target_epsilon, "delta": float(delta),
+        "method": accountant.method, "spec": accountant.spec.to_dict(),
+        "history": [{"spec": s.to_dict(), "rounds": n} for s, n in accountant.history],
+        "rounds_done": accountant.rounds, "spent_epsilon": accountant.epsilon(delta),
+    }
+
+
+def accountant_from_dict(d: dict, source: str) -> tuple[PrivacyAccountant, float | None, float]:
+    """Return (accountant, target epsilon or None, delta) from :func:`accountant_to_dict`'s dict.
+
+    Raises:
+        DataError: a field is missing or malformed, or the stored epsilon disagrees with the events.
+    """
+    if d.get("target_epsilon") is not None:
+        ledger = BudgetLedger.from_dict(d, source)
+        return ledger.accountant, ledger.target_epsilon, ledger.delta
+    try:
+        if d.get("format") != FORMAT or d.get("version") != VERSION:
+            raise ValueError(f"format/version {d.get('format')!r}/{d.get('version')!r}, expected {FORMAT!r}/{VERSION}")
+        history = [(RoundSpec.from_dict(h["spec"]), int(h["rounds"])) for h in d["history"]]
+        if any(n < 0 for _, n in history):
+            raise ValueError("negative round count")
+        delta = float(d["delta"])
+        accountant = PrivacyAccountant(RoundSpec.from_dict(d["spec"]), d["method"], history)
+        spent, stored = accountant.epsilon(delta), float(d["spent_epsilon"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise DataError(f"{source}: corrupt privacy ledger ({err}); expected the ledger the server wrote") from err
+    if not math.isclose(spent, stored, rel_tol=1e-6, abs_tol=1e-9):
+        raise DataError(f"{source}: corrupt privacy ledger: stored spent epsilon {stored:.6g} but its events "
+                        f"give {spent:.6g}")
+    return accountant, None, delta

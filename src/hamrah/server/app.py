@@ -75,7 +75,7 @@ class FLServer:
                                        setup.test_data, self.store, setup.goal, setup.ignore_index)
         self.coordinator.totals = self.totals
         pipeline = ServerPipeline.from_config(setup.config, self.coordinator.params, setup.goal, self.store.dir,
-                                              setup.algorithm.name)
+                                              setup.algorithm.name, store=self.store)
         self.coordinator.pipeline = pipeline
         if pipeline is not None:
             pipeline.refuse_start(setup.run.rounds - self.coordinator.last_round)

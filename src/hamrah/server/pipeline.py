@@ -6,13 +6,14 @@ device encodes its update through the chain's client half (:mod:`hamrah.device.p
 wire bytes as one uint8 tensor ``"pipeline/payload"``; the server parses and decodes each report (the
 Aggregators then sum decoded updates, weight 1 each under DP), runs the server halves on the mean
 (central noise, from OS entropy: never from the run's seed), charges the round to the budget ledger
-``<state>/privacy.json`` (saved before the round's commit, so a crash over-counts rather than forgets)
-and puts epsilon in the round record. On restart the ledger is reloaded, so the spent budget survives.
+(a row of ``state.db`` written in the round's own commit transaction, :mod:`hamrah.server.privacy`)
+and puts epsilon in the round record when the server can prove it (DP-FTRL, local DP; never a
+sampling-based epsilon). On restart the ledger is reloaded, so the spent budget survives.
 
 Adaptive clipping (Andrew et al. 2021): the clip norm is the clip stage's server state; it travels to
 devices in ``extra["pipeline/server_state"]`` with every task, the clipped bit comes back inside the
 payload, the noise stage updates the norm after the round, and the stages' server states are saved in
-``<state>/pipeline_state.json`` next to the ledger (also before the commit) and reloaded on restart.
+``state.db`` with the ledger (same transaction as the round) and reloaded on restart.
 
 Homomorphic encryption: the server generates a key pair when it starts (never written to disk: no
 ciphertext outlives a round, so a restart simply makes a new pair) and keeps the
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +34,20 @@ import torch
 
 from hamrah.algorithms import WEIGHTED_MEAN_ALGORITHMS
 from hamrah.algorithms.base import ClientResult
-from hamrah.core.errors import BudgetExhausted, ConfigError, DataError, ProtocolError
+from hamrah.core.errors import BudgetExhausted, ConfigError, ProtocolError
 from hamrah.core.params import Params
 from hamrah.privacy.chains import (
-    PipelineRun, PipelineSpec, dp_settings, resolve_pipeline, server_state_from_dict, server_state_to_dict,
+    PipelineRun,
+    PipelineSpec,
+    dp_settings,
+    resolve_pipeline,
+    server_state_to_dict,
 )
+from hamrah.server.privacy import ServerPrivacy, refuse_unprovable
 
 log = logging.getLogger("hamrah.server")
-PLAN_KEY, PAYLOAD_KEY, LEDGER_FILE = "pipeline", "pipeline/payload", "privacy.json"
-STATE_KEY, STATE_FILE = "pipeline/server_state", "pipeline_state.json"
+PLAN_KEY, PAYLOAD_KEY = "pipeline", "pipeline/payload"
+STATE_KEY = "pipeline/server_state"
 MAX_PLAN_BYTES = 900_000  # the plan travels in one gRPC message of at most 1 MiB + 64 KiB
 
 
@@ -51,19 +56,20 @@ class ServerPipeline:
 
     Args:
         spec: the pipeline. params: the model's parameters (the update template).
-        state_dir: the server's ``--state`` folder (the ledger and the stages' server state live there).
+        state_dir: the server's ``--state`` folder.
+        store: the server's :class:`~hamrah.server.state.ServerStore`: the ledger and the stages' server
+            state are rows of its database, committed with each round (None: kept in memory only).
 
     Raises:
         ConfigError: the plan would not fit one gRPC message (a CKKS public context above N = 16384),
-            or the saved stage state does not match the chain.
+            or the saved budget differs from the configured one.
+        DataError: checkpoints without a ledger, or a corrupt ledger or stage state.
     """
 
-    def __init__(self, spec: PipelineSpec, params: Params, state_dir: str | Path):
-        dp = spec.dp
-        self.state_path = Path(state_dir) / STATE_FILE
-        self.run = PipelineRun(spec, params, str(Path(state_dir) / LEDGER_FILE) if dp is not None else None)
+    def __init__(self, spec: PipelineSpec, params: Params, state_dir: str | Path, store=None):
+        self.run = PipelineRun(spec, params)
         self.spec = self.run.spec  # with the key holder's public key, if any
-        self._load_state()
+        self.privacy = ServerPrivacy(self.run, store)
         self.wire = self.run.wire_spec()
         self.stage = self.run.chain.wire_stage()
         self.he = self.stage if self.spec.homomorphic is not None else None
@@ -77,11 +83,12 @@ class ServerPipeline:
 
     @classmethod
     def from_config(cls, config: dict, params: Params, goal: int, state_dir: str | Path,
-                    algorithm: str) -> ServerPipeline | None:
+                    algorithm: str, store=None) -> ServerPipeline | None:
         """Return the pipeline of a server config (``ServerSetup.config``), or None when it has none.
 
         Raises:
-            ConfigError: a bad section, an impossible chain, or an algorithm that is not a weighted mean.
+            ConfigError: a bad section, an impossible chain, an algorithm that is not a weighted mean, or
+                an epsilon the server could not prove (:func:`hamrah.server.privacy.refuse_unprovable`).
         """
         comp, priv, secure = config.get("compression"), config.get("privacy"), config.get("secure_aggregation")
         he = config.get("homomorphic_encryption")
@@ -97,26 +104,8 @@ class ServerPipeline:
         if spec is not None and spec.dp is not None and spec.dp.mode == "distributed":
             raise ConfigError("privacy.mode = \"distributed\" runs in the simulator (hamrah run); the server does "
                               "not carry distributed DP's ring vectors through its SecAgg rounds yet")
-        return cls(spec, params, state_dir)
-
-    def _load_state(self) -> None:
-        if not self.state_path.exists():
-            return
-        try:
-            data = json.loads(self.state_path.read_text(encoding="utf-8"))
-            self.run.server_state = server_state_from_dict(self.run.chain, self.run.template, data["stages"])
-        except (OSError, ValueError, KeyError, TypeError, ConfigError) as err:
-            raise DataError(f"{self.state_path}: cannot restore the pipeline's server state ({err}); expected the "
-                            f"file this server wrote for stages {', '.join(self.run.chain.names)}") from None
-        log.info("pipeline server state restored from %s: %s", self.state_path, data["stages"])
-
-    def _save_state(self) -> None:
-        stages = server_state_to_dict(self.run.chain, self.run.server_state)
-        if not stages:
-            return
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"stages": stages}, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.state_path)
+        refuse_unprovable(spec, secure is not None)
+        return cls(spec, params, state_dir, store)
 
     def plan_extra(self) -> dict:
         """Return what the FL plan's ``extra`` carries for devices: the spec and the state clients read."""
@@ -132,6 +121,7 @@ class ServerPipeline:
     def may_run(self, round_idx: int) -> bool:
         """Return False (and log why) when the next round would exceed the privacy budget; start a round's counts."""
         self.bytes_up, self.weight_in = 0, 0
+        self.privacy.start_round(round_idx)
         try:
             self.run.check_round()
         except BudgetExhausted as err:
@@ -157,12 +147,14 @@ class ServerPipeline:
             if self.weight_in + weight > limit:
                 raise ProtocolError(f"update: weight {weight} would take this round's encrypted sum to "
                                     f"{self.weight_in + weight}, past homomorphic_encryption.max_weight = {limit}")
+            self.privacy.admit(client_id)  # DP-FTRL: at most one report per device per tree
             self.weight_in += weight
             self.bytes_up += len(data)
             return ClientResult(client_id, {PAYLOAD_KEY: tensors[PAYLOAD_KEY]}, weight, metrics)
         delta = self.run.chain.decode_client(self.stage.read(data, self.wire), self.run.server_state)  # DP re-clip
         if not all(bool(torch.isfinite(v).all()) for v in delta.values()):
             raise ProtocolError("update: decoded values are not all finite")
+        self.privacy.admit(client_id)  # DP-FTRL: at most one report per device per tree
         self.bytes_up += len(data)
         return ClientResult(client_id, delta, weight, metrics)
 
@@ -191,14 +183,12 @@ class ServerPipeline:
     def record_round(self) -> dict:
         """Charge the committed round to the ledger and save the stages' server state; return the round
         record's extra fields."""
-        eps = self.run.record_round()
-        self._save_state()
-        out = {"bytes_up": self.bytes_up}
+        out = {"bytes_up": self.bytes_up, **self.privacy.record_round()}
         broadcast = server_state_to_dict(self.run.chain, self.run.server_state, client_side_only=True)
         if broadcast:  # e.g. {"dp_clip": {"clip": C, "rounds": r}}: what the next round's plan carries
             out["pipeline_state"] = broadcast
         self.bytes_up, self.weight_in = 0, 0
-        return out if eps is None else {**out, "epsilon": eps, "delta": self.run.delta}
+        return out
 
 
-__all__ = ["LEDGER_FILE", "PAYLOAD_KEY", "PLAN_KEY", "STATE_FILE", "STATE_KEY", "ServerPipeline"]
+__all__ = ["PAYLOAD_KEY", "PLAN_KEY", "STATE_KEY", "ServerPipeline"]

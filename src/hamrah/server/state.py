@@ -192,6 +192,7 @@ class ServerStore:
             )
             if totals is not None:
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('totals', ?)", (finite_json(totals),))
+            self._write_privacy_rows()  # the budget this round charges, in the round's own transaction
         self._write_reports()
         self._retain()
 
@@ -211,3 +212,50 @@ class ServerStore:
     def write_summary(self, summary: dict) -> None:
         text = json.dumps(json.loads(finite_json(summary)), indent=2)
         _write_durable(self.dir / "summary.json", (text + "\n").encode("utf-8"))
+
+    # --- the privacy ledger (docs/dp.md): kept in state.db, written with the round it charges ---------
+
+    def _privacy_table(self) -> None:
+        self._db.execute("CREATE TABLE IF NOT EXISTS privacy (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def stage_privacy(self, key: str, value: dict) -> None:
+        """Queue ``value`` (the budget ledger, DP-FTRL's participants, stage states) under ``key``: the next
+        :meth:`commit` writes it in the same transaction as its round row, so neither exists without the other."""
+        if not hasattr(self, "_privacy_pending"):
+            self._privacy_pending: dict[str, str] = {}
+        self._privacy_pending[key] = json.dumps(value, sort_keys=True)
+
+    def _write_privacy_rows(self) -> None:
+        pending = getattr(self, "_privacy_pending", {})
+        if pending:
+            self._privacy_table()
+            self._db.executemany("INSERT OR REPLACE INTO privacy VALUES (?, ?)", list(pending.items()))
+        self._privacy_pending = {}
+
+    def privacy_row(self, key: str) -> dict | None:
+        """Return the committed value under ``key``, or None.
+
+        Raises:
+            DataError: the stored value is not a JSON object.
+        """
+        self._privacy_table()
+        row = self._db.execute("SELECT value FROM privacy WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            value = json.loads(row[0])
+        except ValueError as e:
+            raise DataError(f"{self.dir / 'state.db'}: privacy entry {key!r} is not JSON ({e})") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{self.dir / 'state.db'}: privacy entry {key!r}: expected a JSON object")
+        return value
+
+    def has_checkpoints(self) -> bool:
+        """Return True when this folder holds a committed round or any checkpoint file."""
+        row = self._db.execute("SELECT COUNT(*) FROM rounds").fetchone()
+        return bool(row[0]) or any((self.dir / "checkpoints").glob("round_*.safetensors"))
+
+    def last_committed_round(self) -> int:
+        """Return the newest committed round number (0: none)."""
+        row = self._db.execute("SELECT MAX(round) FROM rounds").fetchone()
+        return int(row[0] or 0)
