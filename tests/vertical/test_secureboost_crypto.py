@@ -111,3 +111,17 @@ def test_decompress_refuses_a_wrong_count():
     vector = compress(public, [he.encrypt(public, [5]).cts[0]] * 3, packing)
     with pytest.raises(ProtocolError, match="expected 2 ciphertexts, got 1"):
         decompress(secret, vector, packing, packing.per_ciphertext + 1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(-(2**1020), 2**1020) | st.sampled_from([0, 1, -1]), min_size=1, max_size=6),
+       st.integers(0, 2**32 - 1))
+def test_key_holder_encryption_decrypts_and_adds_like_encrypt(values, seed):
+    public, secret = keys()
+    limit = public.max_int
+    values = [max(-limit, min(limit, v)) // 2 for v in values]
+    if "encryptor" not in KEY:
+        KEY["encryptor"] = he.KeyHolderEncryptor(secret)
+    fast = KEY["encryptor"].encrypt(values, np.random.default_rng(seed))
+    assert he.decrypt(secret, fast) == values
+    assert he.decrypt(secret, he.add(fast, he.encrypt(public, values))) == [2 * v for v in values]

@@ -38,7 +38,7 @@ from hamrah.he.encoding import FixedPoint
 from hamrah.he.paillier import paillier_keygen
 
 WINDOW_BITS = 8
-__all__ = ["CipherVector", "PublicKey", "SecretKey", "add", "add_plain", "decode", "decrypt", "encode",
+__all__ = ["CipherVector", "KeyHolderEncryptor", "PublicKey", "SecretKey", "add", "add_plain", "decode", "decrypt", "encode",
            "encrypt", "from_wire", "keygen", "matvec", "mul_plain", "public_from_wire", "public_to_wire",
            "sum_all", "to_wire"]
 
@@ -160,6 +160,59 @@ def encrypt(public: PublicKey, ints: Sequence[int], rng: np.random.Generator | N
         m = _plain(public, int(v))
         out.append((1 + m * n) % nsq * public.hs_power(_random_below(bound, rng)) % nsq)
     return CipherVector(public, tuple(out))
+
+
+class KeyHolderEncryptor:
+    """Encryption by the holder of the secret key, about twice as fast as :func:`encrypt`.
+
+    The same ciphertexts as :func:`encrypt` (``(1 + m n) * hs^r mod n^2``, ``r`` of ``r_bits`` bits),
+    computed modulo ``p^2`` and ``q^2`` from fixed-base tables of half the width and joined by the
+    Chinese remainder theorem. Only the key holder knows ``p`` and ``q``: SecureBoost's guest uses
+    it to encrypt gradients.
+
+    Args:
+        secret: the secret key.
+    """
+
+    def __init__(self, secret: SecretKey):
+        self.public = secret.public
+        p, q = gmpy2.mpz(secret.private.p), gmpy2.mpz(secret.private.q)
+        self._mods = (p * p, q * q)
+        self._tables = tuple(self._table(gmpy2.mpz(self.public.hs) % m, m) for m in self._mods)
+        self._inv = gmpy2.invert(self._mods[0], self._mods[1])
+
+    def _table(self, base, mod) -> tuple:
+        table = []
+        for _ in range((self.public.r_bits + WINDOW_BITS - 1) // WINDOW_BITS):
+            row = [gmpy2.mpz(1)]
+            for _ in range((1 << WINDOW_BITS) - 1):
+                row.append(row[-1] * base % mod)
+            table.append(tuple(row))
+            base = row[-1] * base % mod
+        return tuple(table)
+
+    def _power(self, which: int, digits: bytes):
+        acc, mod = gmpy2.mpz(1), self._mods[which]
+        for row, d in zip(self._tables[which], digits):  # WINDOW_BITS = 8: one byte per window
+            if d:
+                acc = acc * row[d] % mod
+        return acc
+
+    def encrypt(self, ints: Sequence[int], rng: np.random.Generator | None = None) -> CipherVector:
+        """Encrypt signed integers (as :func:`encrypt`).
+
+        Raises:
+            ProtocolError: a value exceeds ``public.max_int``.
+        """
+        n, bound = self.public.n, 1 << self.public.r_bits
+        (psq, qsq), out = self._mods, []
+        for v in ints:
+            m = _plain(self.public, int(v))
+            r = _random_below(bound, rng).to_bytes(len(self._tables[0]), "little")
+            cp = (1 + m * n) % psq * self._power(0, r) % psq
+            cq = (1 + m * n) % qsq * self._power(1, r) % qsq
+            out.append(cp + psq * ((cq - cp) * self._inv % qsq))
+        return CipherVector(self.public, tuple(out))
 
 
 def _same(a: CipherVector, b: CipherVector) -> None:

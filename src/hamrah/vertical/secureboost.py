@@ -71,6 +71,7 @@ class _Guest:
     offsets: np.ndarray
     peers: tuple[_Peer, ...]
     secret: he.SecretKey | None
+    encryptor: he.KeyHolderEncryptor | None
     rng: np.random.Generator | None
 
 
@@ -145,7 +146,7 @@ def guest(channel: Channel, table: PartyTable, config: SecureBoostConfig, hosts:
     public, secret = he.keygen(config.key_bits, rng) if config.encrypted else (None, None)
     peers = _handshake(channel, table, config, tuple(hosts), public)
     ctx = _Guest(channel, config, edges.transform(table.features), edges, bin_offsets(edges.num_bins), peers,
-                 secret, rng)
+                 secret, he.KeyHolderEncryptor(secret) if secret else None, rng)
     mean = float(np.clip(labels.mean(), 1e-6, 1 - 1e-6))
     base = float(np.log(mean / (1 - mean)))
     margin, trees = np.full(len(labels), base), []
@@ -165,7 +166,7 @@ def _send_gh(ctx: _Guest, g: np.ndarray, h: np.ndarray) -> None:
         body = {"g": g, "h": h}
     else:
         packing = packing_for(ctx.config.precision_bits, len(g), ctx.config.key_bits)
-        body = he.to_wire(he.encrypt(ctx.secret.public, packing.pack(g, h), ctx.rng))
+        body = he.to_wire(ctx.encryptor.encrypt(packing.pack(g, h), ctx.rng))
     for peer in ctx.peers:
         ctx.channel.send(peer.name, "sbt.tree", {"more": True, **body})
 
