@@ -63,7 +63,7 @@ def _reference(split, cfg):
 @given(st.integers(1, 6), st.tuples(st.integers(2, 10)) | st.just(()), st.floats(0.0, 1.0), st.integers(5, 40),
        st.integers(0, 2**31))
 def test_plain_protocol_equals_autograd_on_the_papers_loss(breast, dim, hidden, gamma, batch, seed):
-    cfg = ftl.FTLConfig(dim=dim, hidden=hidden, gamma=gamma, batch_size=batch, seed=seed, epochs=2)
+    cfg = ftl.FTLConfig(dim=dim, hidden=hidden, gamma=gamma, batch_size=batch, seed=seed, epochs=1)
     res, _ = _run(breast, cfg)
     np.testing.assert_allclose(res["host"].scores, _reference(breast, cfg), atol=2e-5)
 

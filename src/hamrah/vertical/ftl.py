@@ -212,26 +212,16 @@ def guest(channel: Channel, table: PartyTable, overlap: np.ndarray, config: FTLC
     scaler = Standardizer.fit(table.features)
     model = FTLParty(table.feature_names, scaler, representation_network(config, channel.name, table.features.shape[1]))
     link, msg = _setup(channel, peer, config, fm.num_params(model.network) + 1, {"overlap": overlap})
-    peer_len, d = msg["out_len"], config.dim
+    peer_len = msg["out_len"]
     x_all, y_all = scaler(table.features), torch.from_numpy(2 * table.labels.astype(np.float32) - 1)
     opt = torch.optim.Adam(model.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history, step = [], 0
     for epoch in range(config.epochs):
         total = 0.0
         for ids in overlap_batches(config, overlap, epoch):
-            rows = index.rows(ids, "ftl guest: batch")
             channel.send(peer, "ftl/batch", {"step": step, "mode": "train", "ids": ids})
-            with torch.no_grad():
-                phi = fm.phi_of(fm.represent(model.network, x_all), y_all).double().numpy()
-                u_a = fm.represent(model.network, x_all[rows]).double().numpy()
-            y = y_all[rows].double().numpy()
-            theirs = link.swap(step, fm.guest_terms(y, phi, u_a), len(ids) * d + d * d + 1)
-            jac = np.vstack([fm.phi_jacobian(model.network, x_all, y_all), fm.jacobian(model.network, x_all[rows])])
-            m, c = fm.guest_map(y, phi, u_a, config.gamma)
-            w_mat = np.vstack([jac.T @ m[:-1], m[-1:]])
-            out = link.apply(step, w_mat, np.concatenate([jac.T @ c[:-1], c[-1:]]), theirs, peer_len)
-            fm.apply_gradient(model.network, opt, out[:-1] / len(ids))
-            total += float(out[-1])
+            total += _guest_step(link, step, (model.network, opt), (x_all, y_all, index.rows(ids, "ftl guest: batch")),
+                                 config, peer_len)
             step += 1
         history.append(total / len(overlap))
     channel.send(peer, "ftl/batch", {"step": step, "mode": "score", "ids": np.zeros(0, np.int64)})
@@ -241,6 +231,22 @@ def guest(channel: Channel, table: PartyTable, overlap: np.ndarray, config: FTLC
     theirs = link.swap(step, phi, 0)
     link.apply(step, np.zeros((0, 0)), np.zeros(0), theirs, count)
     return GuestResult(model, phi, tuple(history))
+
+
+def _guest_step(link, step: int, net_opt: tuple, data: tuple, config: FTLConfig, peer_len: int) -> float:
+    """One training step of the guest: swap terms, learn its parameter gradient, update; return the batch loss."""
+    (net, opt), (x_all, y_all, rows), d = net_opt, data, config.dim
+    with torch.no_grad():
+        phi = fm.phi_of(fm.represent(net, x_all), y_all).double().numpy()
+        u_a = fm.represent(net, x_all[rows]).double().numpy()
+    y = y_all[rows].double().numpy()
+    theirs = link.swap(step, fm.guest_terms(y, phi, u_a), len(rows) * d + d * d + 1)
+    jac = np.vstack([fm.phi_jacobian(net, x_all, y_all), fm.jacobian(net, x_all[rows])])
+    m, c = fm.guest_map(y, phi, u_a, config.gamma)
+    out = link.apply(step, np.vstack([jac.T @ m[:-1], m[-1:]]), np.concatenate([jac.T @ c[:-1], c[-1:]]), theirs,
+                     peer_len)
+    fm.apply_gradient(net, opt, out[:-1] / len(rows))
+    return float(out[-1])
 
 
 def _score_request(channel: Channel, peer: str, step: int) -> int:
@@ -311,3 +317,7 @@ def party_host(channel: Channel, table: PartyTable, config: FTLConfig) -> HostRe
     peer = channel.peers[0]
     overlap = intersect(channel, table.ids, PSIConfig(leader=peer))
     return host(channel, table, config, np.setdiff1d(table.ids, overlap), peer=peer)
+
+
+__all__ = ["FTLConfig", "FTLParty", "GuestResult", "HostResult", "TransferSplit", "guest", "host", "overlap_batches",
+           "party_guest", "party_host", "representation_network", "transfer_split"]

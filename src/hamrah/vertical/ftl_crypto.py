@@ -116,3 +116,6 @@ class PaillierLink:
                 raise ProtocolError(f"ftl/unmasked {what}: a value is out of range (tampered or overflowed)")
             out.append(m)
         return out
+
+
+__all__ = ["MASK_SLACK_BITS", "PaillierLink", "PlainLink"]

@@ -143,3 +143,7 @@ def apply_gradient(net: nn.Module, optimizer: torch.optim.Optimizer, grad: np.nd
 def num_params(net: nn.Module) -> int:
     """Return the number of parameters of ``net``."""
     return sum(p.numel() for p in net.parameters())
+
+
+__all__ = ["apply_gradient", "guest_map", "guest_terms", "host_map", "host_terms", "jacobian", "num_params", "phi_jacobian",
+           "phi_of", "represent", "represent_with"]

@@ -164,3 +164,6 @@ def check_positive(name: str, value: object, kind: type = int, allow_zero: bool 
     if not ok or value < 0 or (value == 0 and not allow_zero):
         want = "a non-negative" if allow_zero else "a positive"
         raise ConfigError(f"{name}: expected {want} {'integer' if kind is int else 'number'}, got {value!r}")
+
+
+__all__ = ["RowIndex", "Standardizer", "check_array", "check_positive", "keyed_rng", "mlp", "roc_auc"]

@@ -406,3 +406,7 @@ def train_central(tables: dict[str, PartyTable], config: SplitNNConfig, guest: s
     model = GuestModel(BottomModel(guest, tables[guest].feature_names, scalers[guest], nets[guest]), top,
                        tuple(names[1:]))
     return SplitNNResult(model, tuple(history), scores)
+
+
+__all__ = ["BottomModel", "GuestModel", "SplitNNConfig", "SplitNNResult", "batches", "bottom_network", "guest", "host",
+           "predict", "serve", "top_network", "train_central"]
