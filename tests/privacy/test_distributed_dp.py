@@ -66,6 +66,18 @@ def test_fewer_guaranteed_contributors_cost_more_epsilon(n, fewer, q):
     assert b.epsilon(1e-5) >= a.epsilon(1e-5)
 
 
+def test_calibrated_noise_spends_the_target_and_no_less_noise_would():
+    from hamrah.privacy.distributed import calibrate_noise
+    stage = DistributedDiscreteGaussian(clip=0.5, noise_multiplier=1.0, min_contributors=20, expected_cohort=25)
+    z = calibrate_noise(stage, 1000, 0.2, 10, 1e-5, 3.0, tol=1e-4)
+
+    def eps(zz):
+        acc = DistributedAccountant(DistributedDiscreteGaussian(0.5, zz, 20, 25).round_mechanism(1000, 0.2))
+        acc.step(10)
+        return acc.epsilon(1e-5)
+    assert eps(z) <= 3.0 < eps(z * 0.999)
+
+
 def _updates(n: int, dim: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     return {k: {"w": torch.tensor(rng.normal(size=dim) * 0.1, dtype=torch.float32)} for k in range(n)}

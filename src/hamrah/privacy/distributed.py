@@ -29,7 +29,7 @@ than n_min clients. The accountant charges every round as a sum of exactly n_min
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -293,10 +293,32 @@ def distributed_accountant(stage: DistributedDiscreteGaussian, template: Params,
     return DistributedAccountant(stage.round_mechanism(dim, min(1.0, sampling_probability)))
 
 
+def calibrate_noise(stage: DistributedDiscreteGaussian, dim: int, sampling_probability: float, rounds: int,
+                    delta: float, target_epsilon: float, tol: float = 1e-3) -> float:
+    """Return the smallest z (to ``tol``, relative) at which ``rounds`` rounds of ``stage`` spend <= ``target_epsilon``.
+
+    Raises:
+        ConfigError: no z up to 10^4 reaches the target.
+    """
+    def eps(z: float) -> float:
+        acc = DistributedAccountant(replace(stage, noise_multiplier=z).round_mechanism(dim, sampling_probability))
+        acc.step(rounds)
+        return acc.epsilon(delta)
+    low, high = 1e-3, 1.0
+    while eps(high) > target_epsilon:
+        low, high = high, high * 2
+        if high > 1e4:
+            raise ConfigError(f"distributed DP: no noise multiplier up to 1e4 spends <= {target_epsilon} in {rounds} rounds")
+    while high - low > tol * high:
+        mid = (low + high) / 2
+        low, high = (mid, high) if eps(mid) > target_epsilon else (low, mid)
+    return high
+
+
 def _rotation_seed(round_idx: int) -> int:
     """The public seed of round ``round_idx``'s rotation (the same for its clients and the server)."""
     return int(np.random.SeedSequence([0xDD6, int(round_idx)]).generate_state(1)[0])
 
 
 __all__ = ["DistributedAccountant", "DistributedDiscreteGaussian", "DistributedRound", "ORDERS", "RingPayload",
-           "distributed_accountant", "distributed_stage"]
+           "calibrate_noise", "distributed_accountant", "distributed_stage"]
