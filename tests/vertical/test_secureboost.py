@@ -138,7 +138,7 @@ class _Tamper:
 
 def _run(tables, config, who, tag, rewrite):
     roles = {"guest": lambda ch: guest(ch, tables["guest"], config, ("host",), np.random.default_rng(3)),
-             "host": lambda ch: host(ch, tables["host"], "guest", np.random.default_rng(4))}
+             "host": lambda ch: host(ch, tables["host"], rng=np.random.default_rng(4))}
     inner = roles[who]
     roles[who] = lambda ch: inner(_Tamper(ch, tag, rewrite))
     return run_parties(roles, timeout_s=60)
@@ -166,3 +166,21 @@ def test_prediction_refuses_other_ids(breast):
     other = {"guest": breast["guest"], "host": breast["host"].select(breast["host"].ids[::-1])}
     with pytest.raises(DataError, match="ids differ"):
         predict_local(fit, other)
+
+
+def test_a_host_set_to_encrypted_refuses_a_plaintext_guest(breast):
+    tables = _rows(breast, np.arange(60))
+    roles = {"guest": lambda ch: guest(ch, tables["guest"], SecureBoostConfig(num_trees=1, encrypted=False)),
+             "host": lambda ch: host(ch, tables["host"], SecureBoostConfig(key_bits=KEY_BITS))}
+    with pytest.raises(ProtocolError, match="encrypted = False, but this host is set to True"):
+        run_parties(roles, timeout_s=60)
+
+
+def test_registry_builds_secureboost_from_toml_settings():
+    from hamrah.vertical.registry import build_config, resolve
+    spec = resolve("secureboost")
+    assert set(spec.roles) == {"guest", "host"}
+    config = build_config("secureboost", {"num_trees": 5, "learning_rate": 1, "encrypted": False})
+    assert config == SecureBoostConfig(num_trees=5, learning_rate=1.0, encrypted=False)
+    with pytest.raises(ConfigError, match="max_depth"):
+        build_config("secureboost", {"max_depth": 0})

@@ -53,6 +53,9 @@ PROTOCOLS: dict[str, ProtocolEntry] = {
                              "vertical logistic regression without a third party: HE plus secret sharing (SSHE-LR)"),
     "splitnn": ProtocolEntry("hamrah.vertical.splitnn", "SplitNNConfig", {"guest": "guest", "host": "host"},
                              "split learning: bottom networks at every party, the top network at the label holder"),
+    "secureboost": ProtocolEntry(
+        "hamrah.vertical.secureboost", "SecureBoostConfig", {"guest": "guest", "host": "host"},
+        "SecureBoost: vertical gradient-boosted trees, gradients Paillier-encrypted by the label holder"),
     "ftl": ProtocolEntry("hamrah.vertical.ftl", "FTLConfig", {"guest": "party_guest", "host": "party_host"},
                          "federated transfer learning (Liu et al. 2020), plain or Paillier with masks; PSI first"),
 }

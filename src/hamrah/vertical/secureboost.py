@@ -48,7 +48,10 @@ from hamrah.vertical.secureboost_core import (
     logloss_gh,
 )
 from hamrah.vertical.secureboost_crypto import SparseLayout, decompress, packing_for
+from hamrah.vertical.secureboost_host import host
 from hamrah.vertical.secureboost_model import GUEST, LEAF, GuestModel, Tree
+
+__all__ = ["SecureBoostConfig", "guest", "host"]
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def _handshake(channel: Channel, table: PartyTable, config: SecureBoostConfig, h
     return tuple(peers)
 
 
-def guest(channel: Channel, table: PartyTable, config: SecureBoostConfig, hosts: tuple[str, ...] = ("host",),
+def guest(channel: Channel, table: PartyTable, config: SecureBoostConfig, hosts: tuple[str, ...] | None = None,
           rng: np.random.Generator | None = None) -> GuestModel:
     """Train SecureBoost as the label holder; return the guest's half of the model.
 
@@ -134,13 +137,14 @@ def guest(channel: Channel, table: PartyTable, config: SecureBoostConfig, hosts:
         channel: this party's channel.
         table: the guest's rows (with 0/1 labels), aligned with every host's.
         config: hyperparameters and the mode.
-        hosts: the hosts' party names.
+        hosts: the hosts' party names (``None``: every peer of ``channel``).
         rng: ``None`` for the OS CSPRNG (keys, encryption); a Generator only for reproducible tests.
 
     Raises:
         DataError: labels that are not 0/1, or non-finite features.
         ProtocolError: a host's message broke the protocol.
     """
+    hosts = tuple(channel.peers) if hosts is None else tuple(hosts)
     labels = _labels(table)
     edges = fit_bins(table.features, config.max_bins)
     public, secret = he.keygen(config.key_bits, rng) if config.encrypted else (None, None)

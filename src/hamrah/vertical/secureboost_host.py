@@ -16,7 +16,7 @@ from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
 from hamrah.vertical.binning import QuantileBins, fit_bins
 from hamrah.vertical.channel import Channel
-from hamrah.vertical.secureboost_core import bin_offsets, histogram
+from hamrah.vertical.secureboost_core import SecureBoostConfig, bin_offsets, histogram
 from hamrah.vertical.secureboost_crypto import (
     GHPacking,
     SparseLayout,
@@ -50,7 +50,17 @@ def _int_field(msg: dict, name: str, low: int, high: int) -> int:
     return v
 
 
-def _setup(channel: Channel, table: PartyTable, guest: str) -> _Host:
+def _agree(msg: dict, config: SecureBoostConfig | None) -> None:
+    if config is None:
+        return
+    for key in ("encrypted", "max_bins", "precision_bits"):
+        if msg.get(key) != getattr(config, key):
+            raise ProtocolError(f"from guest: {key} = {msg.get(key)!r}, but this host is set to {getattr(config, key)!r}")
+    if config.encrypted and msg["n"][0].bit_length() < config.key_bits:
+        raise ProtocolError(f"from guest: a {msg['n'][0].bit_length()}-bit key, this host requires {config.key_bits}")
+
+
+def _setup(channel: Channel, table: PartyTable, guest: str, config: SecureBoostConfig | None) -> _Host:
     msg = channel.recv(guest, "sbt.setup")
     ids = msg.get("ids")
     if not isinstance(ids, np.ndarray) or ids.shape != table.ids.shape or not np.array_equal(ids, table.ids):
@@ -60,6 +70,7 @@ def _setup(channel: Channel, table: PartyTable, guest: str) -> _Host:
     if not isinstance(msg.get("encrypted"), bool):
         raise ProtocolError("from guest: 'encrypted' must be a boolean")
     public = he.public_from_wire(msg) if msg["encrypted"] else None
+    _agree(msg, config)
     packing = packing_for(precision, len(ids), public.key_bits) if public else None
     edges = fit_bins(table.features, max_bins)
     bins = edges.transform(table.features)
@@ -68,21 +79,25 @@ def _setup(channel: Channel, table: PartyTable, guest: str) -> _Host:
     return _Host(channel, guest, bins, edges, layout, public, packing, precision)
 
 
-def host(channel: Channel, table: PartyTable, guest: str = "guest",
+def host(channel: Channel, table: PartyTable, config: SecureBoostConfig | None = None, guest: str = "guest",
          rng: np.random.Generator | None = None) -> HostModel:
     """Take part in SecureBoost training as a feature holder; return this host's lookup table.
 
     Args:
         channel: this party's channel.
         table: the host's rows, aligned with the guest's (same ids, same order).
+        config: this host's own settings, if it has any: the guest's announced mode, bins and
+            precision must then match them (a host set to ``encrypted = true`` refuses a guest that
+            asks for the plaintext mode). ``None`` accepts the guest's.
         guest: the guest's party name.
         rng: ``None`` for the OS CSPRNG (re-randomisation); a Generator only for reproducible tests.
 
     Raises:
         DataError: the guest's ids differ from this table's, or a feature is not finite.
-        ProtocolError: a guest message broke the protocol (wrong kind, shape, key or ciphertext count).
+        ProtocolError: a guest message broke the protocol (wrong kind, shape, key or ciphertext count)
+            or announced settings other than ``config``'s.
     """
-    ctx = _setup(channel, table, guest)
+    ctx = _setup(channel, table, guest, config)
     features: list[int] = []
     thresholds: list[float] = []
     while True:

@@ -33,7 +33,7 @@ from hamrah.vertical.secureboost_model import (
 
 
 def _host_role(channel, table: PartyTable, rng: np.random.Generator | None) -> HostModel:
-    return host(channel, table, "guest", rng)
+    return host(channel, table, guest="guest", rng=rng)
 
 
 @dataclass(frozen=True)
