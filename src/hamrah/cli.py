@@ -157,10 +157,11 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
     stores_dir = Path(args.stores) if args.stores else Path(tempfile.mkdtemp(prefix="hamrah-fleet-"))
     first = args.first_client
     stores = import_stores(exp, stores_dir, list(range(first, first + args.devices)))
-    if args.credentials:
-        from hamrah.transport.provision import device_folders
+    from hamrah.transport.provision import device_folders, kits_beside
 
-        tokens = device_folders(args.credentials, first + args.devices)[first:]
+    kits = args.credentials or (kits_beside(srv.tokens_file) if srv.tokens_file and not args.tokens_file else None)
+    if kits:
+        tokens = device_folders(kits, first + args.devices)[first:]
     else:
         tokens_path = Path(args.tokens_file) if args.tokens_file else (Path(srv.tokens_file) if srv.tokens_file else None)
         tokens = make_tokens(tokens_path, first + args.devices)[first:] if tokens_path else [None] * args.devices
@@ -217,6 +218,35 @@ def _cmd_provision(args: argparse.Namespace) -> None:
           f"Server config: tls_cert, tls_key, client_ca = the server kit's server.pem, server.key, ca.pem; "
           f"tokens_file = {files['registry']}.\nDevices: hamrah fleet ... --credentials {files['devices']} "
           f"(or hamrah device ... --credentials {files['devices']}/<name>).")
+
+
+def _cmd_party(args: argparse.Namespace) -> None:
+    if args.make_tls:
+        from hamrah.parties.tls import make_party_tls
+
+        names = [n for n in (args.names or "").split(",") if n]
+        make_party_tls(args.make_tls, names, tuple(args.hosts.split(",")))
+        print(f"{args.make_tls}: ca.pem and <name>-server/-client .pem/.key for {', '.join(names)}")
+        return
+    if not args.config:
+        from hamrah.core.errors import ConfigError
+
+        raise ConfigError("hamrah party: expected --config PARTY.toml (or --make-tls DIR --names a,b)")
+    from hamrah.parties.config import load_party_config
+    from hamrah.parties.runner import run_party
+
+    cfg = load_party_config(args.config)
+    summary = run_party(cfg, report=lambda line: print(line, flush=True))
+    print(f"{cfg.name}: done; wrote {cfg.out}/summary.json" + (", model.npz" if "epochs" in summary else ""))
+
+
+def _add_party_command(sub) -> None:
+    p = sub.add_parser("party", help="run one party of a vertical-FL protocol (PSI, vertical LR) over gRPC + TLS")
+    p.add_argument("--config", help="the party's TOML: [party], [data], [peers], [tls], [protocol]")
+    p.add_argument("--make-tls", metavar="DIR", help="write a CA and per-party certificates into DIR instead")
+    p.add_argument("--names", help="party names for --make-tls, comma-separated")
+    p.add_argument("--hosts", default="localhost,127.0.0.1", help="server certificate hosts for --make-tls")
+    p.set_defaults(func=_cmd_party)
 
 
 def _add_device_args(p: argparse.ArgumentParser) -> None:
@@ -326,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.set_defaults(func=_cmd_partition)
     _add_system_commands(sub)
+    _add_party_command(sub)
     return parser
 
 

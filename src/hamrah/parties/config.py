@@ -1,0 +1,138 @@
+"""One party's TOML config for ``hamrah party``: who it is, its data, its peers, TLS and the protocol.
+
+Example (``configs/vertical_sshe_guest.toml``)::
+
+    [party]
+    name = "guest"              # this party; also the common name of its TLS certificates
+    role = "guest"              # the protocol role it plays: guest | host | arbiter
+    listen = "127.0.0.1:50071"
+    out = "runs/vertical/guest" # model, checkpoints (one per completed epoch) and summary
+    timeout_s = 300             # silence before a peer counts as gone
+    retries = 3                 # times to resume after a peer went away
+
+    [data]                      # absent for an arbiter
+    path = "../data/vertical/breast_hetero_guest.csv.gz"
+    label_column = "y"          # the label holder only; id_column = "id" by default
+
+    [peers]                     # every other party: name = "host:port"
+    host = "127.0.0.1:50072"
+
+    [tls]                       # the parties' CA, this party's server and client certificates
+    ca = "tls/ca.pem"
+    cert = "tls/guest-server.pem"
+    key = "tls/guest-server.key"
+    client_cert = "tls/guest-client.pem"
+    client_key = "tls/guest-client.key"
+
+    [protocol]                  # the protocol's name and its settings (hamrah.vertical.registry)
+    name = "sshe_lr"
+    epochs = 10
+
+Relative paths are relative to the TOML file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from hamrah.core.errors import ConfigError
+from hamrah.parties.channel import TLSFiles
+from hamrah.vertical.registry import PROTOCOLS, build_config
+
+SECTIONS = {"party": {"name", "role", "listen", "out", "timeout_s", "retries"},
+            "data": {"path", "id_column", "label_column"}, "peers": None,
+            "tls": {"ca", "cert", "key", "client_cert", "client_key"}, "protocol": None}
+
+
+@dataclass(frozen=True)
+class PartyConfig:
+    """A parsed party config (see the module docstring for the keys)."""
+
+    name: str
+    role: str
+    listen: str
+    out: Path
+    peers: dict
+    tls: TLSFiles
+    protocol: str
+    settings: object
+    data_path: Path | None = None
+    id_column: str = "id"
+    label_column: str | None = None
+    timeout_s: float = 300.0
+    retries: int = 3
+
+
+def _check_keys(doc: dict, path: Path) -> None:
+    for section, value in doc.items():
+        if section not in SECTIONS:
+            close = difflib.get_close_matches(section, SECTIONS, n=1)
+            raise ConfigError(f"{path}: unknown section [{section}] (expected {', '.join(SECTIONS)})"
+                              + (f"; did you mean [{close[0]}]?" if close else ""))
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        allowed = SECTIONS[section]
+        for key in value:
+            if allowed is not None and key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                raise ConfigError(f"{path}: unknown key {section}.{key} (expected {', '.join(sorted(allowed))})"
+                                  + (f"; did you mean {close[0]!r}?" if close else ""))
+
+
+def _str(section: dict, key: str, where: str, default: str | None = None) -> str:
+    value = section.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def load_party_config(path: str | Path) -> PartyConfig:
+    """Read and validate one party's TOML.
+
+    Raises:
+        ConfigError: a missing file, bad TOML, an unknown section or key, a wrong type or value.
+    """
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    _check_keys(doc, path)
+    base = path.parent
+    party, data, peers, tls = (doc.get(s, {}) for s in ("party", "data", "peers", "tls"))
+    protocol = dict(doc.get("protocol", {}))
+    name = protocol.pop("name", None)
+    if name not in PROTOCOLS:
+        raise ConfigError(f"{path}: protocol.name = {name!r}: expected one of {', '.join(sorted(PROTOCOLS))}")
+    role = _str(party, "role", "party")
+    roles = tuple(PROTOCOLS[name].roles)
+    if role not in roles:
+        raise ConfigError(f"{path}: party.role = {role!r}: protocol {name!r} has roles {', '.join(roles)}")
+    if not peers or not all(isinstance(v, str) and ":" in v for v in peers.values()):
+        raise ConfigError(f"{path}: [peers] must name every other party as name = \"host:port\"")
+    if role != "arbiter" and "path" not in data:
+        raise ConfigError(f"{path}: data.path is required for a {role}")
+    for key in ("timeout_s", "retries"):
+        v = party.get(key, 1)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(f"{path}: party.{key} = {v!r}: expected a number >= 0")
+    files = TLSFiles(*(str(base / _str(tls, k, "tls")) for k in ("ca", "cert", "key", "client_cert", "client_key")))
+    return PartyConfig(
+        name=_str(party, "name", "party"), role=role, listen=_str(party, "listen", "party"),
+        out=base / _str(party, "out", "party", f"runs/party-{party.get('name', 'x')}"), peers=dict(peers), tls=files,
+        protocol=name, settings=build_config(name, protocol),
+        data_path=base / data["path"] if "path" in data else None, id_column=data.get("id_column", "id"),
+        label_column=data.get("label_column"), timeout_s=float(party.get("timeout_s", 300.0)),
+        retries=int(party.get("retries", 3)))
+
+
+__all__ = ["PartyConfig", "load_party_config"]

@@ -1,0 +1,106 @@
+"""Run one party of a vertical protocol as its own process: data, channel, checkpoints, resumption.
+
+The driver half of ``hamrah.vertical``: the role function is the same one ``run_parties`` runs in
+threads; here it talks over :class:`~hamrah.parties.channel.GrpcChannel`. After every completed epoch
+the party writes a checkpoint (``out/checkpoints/epoch-0003.npz``, written to a temporary file and
+renamed, so a crash leaves no half-written file). When a peer goes away (:class:`PartyFailed`) the
+party says so, keeps its server up, and starts the protocol again; the parties agree on the last
+epoch all of them completed (``lr_common.hello``) and go on from there.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from hamrah.core.errors import DataError, PartyFailed
+from hamrah.data.vertical import read_party_csv
+from hamrah.parties.channel import PartyServer
+from hamrah.parties.config import PartyConfig
+from hamrah.vertical.lr_common import LRState
+from hamrah.vertical.registry import resolve
+
+
+def _save(folder: Path, state: LRState) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".epoch-{state.epoch:04d}.npz"
+    with open(tmp, "wb") as f:
+        np.savez(f, epoch=state.epoch, weights=state.weights, mean=state.mean, std=state.std,
+                 converged=state.converged, history=np.array(state.history, dtype=np.float64))
+    os.replace(tmp, folder / f"epoch-{state.epoch:04d}.npz")
+
+
+def load_checkpoints(folder: Path) -> dict[int, LRState]:
+    """Return the completed epochs saved in ``folder``.
+
+    Raises:
+        DataError: a checkpoint that cannot be read.
+    """
+    states = {}
+    for path in sorted(folder.glob("epoch-*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                states[int(z["epoch"])] = LRState(int(z["epoch"]), z["weights"], z["mean"], z["std"],
+                                                  bool(z["converged"]), tuple(z["history"].tolist()))
+        except (OSError, KeyError, ValueError) as e:
+            raise DataError(f"{path}: not a readable checkpoint ({e}); delete it to start that epoch again") from None
+    return states
+
+
+def _write_result(cfg: PartyConfig, result, stats) -> dict:
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    summary = {"party": cfg.name, "role": cfg.role, "protocol": cfg.protocol,
+               "sent_bytes": stats.sent_bytes, "received_bytes": stats.received_bytes}
+    if isinstance(result, LRState):
+        with open(cfg.out / "model.npz", "wb") as f:
+            np.savez(f, weights=result.weights, mean=result.mean, std=result.std)
+        summary.update(epochs=result.epoch, converged=result.converged, weight_change=list(result.history))
+    elif isinstance(result, np.ndarray):
+        np.savetxt(cfg.out / "intersection.csv", result, fmt="%d", header="id", comments="")
+        summary["intersection"] = int(len(result))
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) -> dict:
+    """Run this party until the protocol ends; resume after a peer goes away, up to ``cfg.retries`` times.
+
+    Returns:
+        The summary written to ``out/summary.json``.
+
+    Raises:
+        PartyFailed: a peer went away more than ``retries`` times (or never came back).
+        HamrahError: bad data, a protocol violation.
+    """
+    table = None if cfg.data_path is None else read_party_csv(cfg.data_path, cfg.id_column, cfg.label_column)
+    role = resolve(cfg.protocol).roles[cfg.role]
+    resumable = "resume" in inspect.signature(role).parameters
+    folder = cfg.out / "checkpoints"
+    server = PartyServer(cfg.name, cfg.peers, cfg.listen, cfg.tls, timeout_s=cfg.timeout_s)
+    try:
+        for attempt in range(cfg.retries + 1):
+            channel = server.channel()
+            kwargs = {}
+            if resumable:
+                done = load_checkpoints(folder)
+                kwargs = {"resume": done, "on_epoch": lambda s: (_save(folder, s), report(f"epoch {s.epoch} done"))}
+                report(f"{cfg.name}: {cfg.protocol} as {cfg.role}, "
+                       + (f"resuming after epoch {max(done)}" if done else "starting") + f" (attempt {attempt + 1})")
+            try:
+                return _write_result(cfg, role(channel, table, cfg.settings, **kwargs), channel.stats)
+            except PartyFailed as e:
+                channel.close()
+                if attempt == cfg.retries:
+                    raise
+                report(f"{cfg.name}: {e}; waiting for it to come back, then resuming from the last epoch "
+                       "every party completed")
+    finally:
+        server.stop()
+
+
+__all__ = ["load_checkpoints", "run_party"]

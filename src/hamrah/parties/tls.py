@@ -1,0 +1,49 @@
+"""Certificates for a group of parties: one CA, and per party a server and a client certificate.
+
+A party's common name is its party name: the receiving party reads the sender's name from the TLS
+client certificate (``hamrah.parties.channel``). Built on ``transport.security.make_cert`` (key usage
+per role: server certificates for TLS server authentication only, client certificates for client
+authentication only); private keys are written 0600.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from hamrah.core.errors import ConfigError
+from hamrah.parties.channel import TLSFiles
+from hamrah.transport.security import key_pem, make_cert, pem, write_private
+
+
+def make_party_tls(out_dir: str | Path, names: list[str] | tuple[str, ...],
+                   hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> dict[str, TLSFiles]:
+    """Write ``ca.pem`` and ``<name>-server.pem/.key``, ``<name>-client.pem/.key`` for each party.
+
+    Returns:
+        Each party's :class:`TLSFiles`.
+
+    Raises:
+        ConfigError: a party name that is empty, repeated or not a plain word.
+    """
+    if len(set(names)) != len(names) or not all(n and n.replace("-", "").replace("_", "").isalnum() for n in names):
+        raise ConfigError(f"party names: expected distinct plain words, got {list(names)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = make_cert("ca", "hamrah parties CA", ca_key.public_key(), ca_key)
+    (out / "ca.pem").write_bytes(pem(ca))
+    files = {}
+    for name in names:
+        for role, role_hosts in (("server", hosts), ("client", ())):
+            key = ec.generate_private_key(ec.SECP256R1())
+            (out / f"{name}-{role}.pem").write_bytes(pem(make_cert(role, name, key.public_key(), ca_key, ca.subject,
+                                                                   role_hosts)))
+            write_private(out / f"{name}-{role}.key", key_pem(key))
+        files[name] = TLSFiles(str(out / "ca.pem"), str(out / f"{name}-server.pem"), str(out / f"{name}-server.key"),
+                               str(out / f"{name}-client.pem"), str(out / f"{name}-client.key"))
+    return files
+
+
+__all__ = ["make_party_tls"]

@@ -1,0 +1,143 @@
+"""Real parties: guest and host as separate processes over loopback mutual TLS give the model
+run_parties gives; a host that is killed mid-training is reported, restarted, and training resumes
+from the last completed epoch to the same model."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hamrah.core.errors import ConfigError, PartyFailed
+from hamrah.data.vertical import load_vertical
+from hamrah.parties import PartyServer, load_party_config, make_party_tls
+from hamrah.vertical import lr_sshe, run_parties
+from hamrah.vertical.lr_common import LRConfig
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "vertical"
+SETTINGS = dict(epochs=3, batch_size=128, lr=0.3, l2=0.01, tol=0.0, key_bits=1024)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write(tmp: Path, settings: dict, timeout_s: float = 60) -> dict[str, Path]:
+    make_party_tls(tmp / "tls", ["guest", "host"])
+    ports = {"guest": _port(), "host": _port()}
+    files = {}
+    for name, other in (("guest", "host"), ("host", "guest")):
+        label = 'label_column = "y"\n' if name == "guest" else ""
+        proto = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items())
+        files[name] = tmp / f"{name}.toml"
+        files[name].write_text(f"""[party]
+name = "{name}"
+role = "{name}"
+listen = "127.0.0.1:{ports[name]}"
+out = "out/{name}"
+timeout_s = {timeout_s}
+retries = 2
+
+[data]
+path = "{DATA}/breast_hetero_{name}.csv.gz"
+{label}
+[peers]
+{other} = "127.0.0.1:{ports[other]}"
+
+[tls]
+ca = "tls/ca.pem"
+cert = "tls/{name}-server.pem"
+key = "tls/{name}-server.key"
+client_cert = "tls/{name}-client.pem"
+client_key = "tls/{name}-client.key"
+
+[protocol]
+name = "sshe_lr"
+{proto}
+""")
+    return files
+
+
+def _start(config: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "hamrah.cli", "party", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _in_process(settings: dict) -> dict:
+    d = load_vertical("breast")
+    cfg = LRConfig(**settings)
+    res, _ = run_parties({"guest": lambda ch: lr_sshe.guest(ch, d["guest"], cfg),
+                          "host": lambda ch: lr_sshe.host(ch, d["host"], cfg)}, timeout_s=120)
+    return res
+
+
+def _model(tmp: Path, name: str) -> np.ndarray:
+    with np.load(tmp / "out" / name / "model.npz") as z:
+        return z["weights"].copy()
+
+
+def test_separate_processes_over_tls_give_the_in_process_model(tmp_path):
+    files = _write(tmp_path, SETTINGS)
+    procs = {n: _start(f) for n, f in files.items()}
+    outs = {n: p.communicate(timeout=240)[0] for n, p in procs.items()}
+    assert all(p.returncode == 0 for p in procs.values()), outs
+    expected = _in_process(SETTINGS)
+    for name in ("guest", "host"):
+        np.testing.assert_allclose(_model(tmp_path, name), expected[name].weights, rtol=0, atol=1e-12)
+
+
+def test_a_host_killed_mid_training_is_reported_and_training_resumes(tmp_path):
+    settings = {**SETTINGS, "batch_size": 64}
+    files = _write(tmp_path, settings, timeout_s=60)
+    guest, host = _start(files["guest"]), _start(files["host"])
+    second = tmp_path / "out" / "host" / "checkpoints" / "epoch-0001.npz"
+    deadline = time.monotonic() + 180
+    while not second.exists() and host.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert second.exists() and host.poll() is None, "the host should still be training after epoch 1"
+    host.kill()
+    host.wait()
+    host = _start(files["host"])
+    g_out, h_out = guest.communicate(timeout=240)[0], host.communicate(timeout=240)[0]
+    assert guest.returncode == 0 and host.returncode == 0, (g_out, h_out)
+    assert "party 'host'" in g_out and "resuming" in g_out
+    assert "resuming after epoch" in h_out
+    expected = _in_process(settings)
+    for name in ("guest", "host"):
+        np.testing.assert_allclose(_model(tmp_path, name), expected[name].weights, rtol=0, atol=1e-12)
+
+
+def test_a_stranger_certificate_is_refused(tmp_path):
+    tls = make_party_tls(tmp_path / "tls", ["guest", "host", "mallory"])
+    p1, p2 = _port(), _port()
+    guest = PartyServer("guest", {"host": f"127.0.0.1:{p2}"}, f"127.0.0.1:{p1}", tls["guest"], timeout_s=2)
+    mallory = PartyServer("mallory", {"guest": f"127.0.0.1:{p1}"}, f"127.0.0.1:{p2}", tls["mallory"], timeout_s=5)
+    try:
+        from hamrah.core.errors import ProtocolError
+        with pytest.raises(ProtocolError, match="certificate 'mallory' is not a peer of 'guest'"):
+            mallory.channel().send("guest", "psi/ring1", {"x": 1})
+        with pytest.raises(PartyFailed, match="party 'host': sent nothing"):
+            guest.channel().recv("host", "psi/ring1")
+    finally:
+        guest.stop()
+        mallory.stop()
+
+
+def test_config_errors_name_the_key(tmp_path):
+    files = _write(tmp_path, SETTINGS)
+    text = files["guest"].read_text()
+    files["guest"].write_text(text.replace("epochs = 3", "epocs = 3"))
+    with pytest.raises(ConfigError, match="protocol.epocs.*did you mean 'epochs'"):
+        load_party_config(files["guest"])
+    files["guest"].write_text(text.replace('role = "guest"', 'role = "arbiter"'))
+    with pytest.raises(ConfigError, match="party.role = 'arbiter'"):
+        load_party_config(files["guest"])
