@@ -157,10 +157,11 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
     stores_dir = Path(args.stores) if args.stores else Path(tempfile.mkdtemp(prefix="hamrah-fleet-"))
     first = args.first_client
     stores = import_stores(exp, stores_dir, list(range(first, first + args.devices)))
-    if args.credentials:
-        from hamrah.transport.provision import device_folders
+    from hamrah.transport.provision import device_folders, kits_beside
 
-        tokens = device_folders(args.credentials, first + args.devices)[first:]
+    kits = args.credentials or (kits_beside(srv.tokens_file) if srv.tokens_file and not args.tokens_file else None)
+    if kits:
+        tokens = device_folders(kits, first + args.devices)[first:]
     else:
         tokens_path = Path(args.tokens_file) if args.tokens_file else (Path(srv.tokens_file) if srv.tokens_file else None)
         tokens = make_tokens(tokens_path, first + args.devices)[first:] if tokens_path else [None] * args.devices

@@ -177,3 +177,13 @@ def provision(out: str | Path, devices: int, hosts: tuple[str, ...] = ("localhos
     registry = out / "server" / REGISTRY
     write_private(registry, json.dumps({"version": 1, "devices": entries}, indent=1).encode())
     return {"ca": out / "ca", "server": out / "server", "registry": registry, "devices": out / "devices"}
+
+
+def kits_beside(tokens_file: str | Path) -> Path | None:
+    """Return the devices folder of the provisioning folder whose registry is ``tokens_file``, or None
+    when ``tokens_file`` is not a provisioned registry (a fleet on the server's machine finds its kits)."""
+    p = Path(tokens_file)
+    if p.name != REGISTRY or p.parent.name != "server":
+        return None
+    d = p.parent.parent / "devices"
+    return d if d.is_dir() else None
