@@ -142,8 +142,9 @@ def _kind(name: str, kind: object) -> None:
 @dataclass(frozen=True)
 class InnerProduct:
     """IPM (Xie et al. 2020): every attacker sends -epsilon * mu, so that the aggregate's inner product
-    with the true mean turns negative. The paper breaks Krum with a small epsilon (0.1) and the median
-    and trimmed mean with a large one (100 in its experiments).
+    with the true mean turns negative. A small epsilon keeps the crafted update near the honest ones
+    (distance-based rules such as Krum keep it); a large one dominates a mean. The default 0.1 is the
+    small case.
 
     Example:
         >>> b = [ClientResult(1, {"w": torch.tensor([2.0, -4.0])}, 1)]

@@ -271,10 +271,12 @@ def run_lab(cfg: LabConfig, log: Callable[[str], None] = print, prep: Prepared |
     """
     check(cfg)
     rows = []
-    for seed in cfg.run_seeds():
-        one = cfg.for_seed(seed)
-        p = prep if prep is not None and len(cfg.run_seeds()) == 1 else prepare_lab(one)
-        for d in cfg.defences:
+    seeds = cfg.run_seeds()
+    preps = {seeds[0]: prep} if prep is not None and len(seeds) == 1 else {}
+    for d in cfg.defences:  # defence-major: a run stopped early leaves whole defences, every seed
+        for seed in seeds:
+            one = cfg.for_seed(seed)
+            p = preps[seed] if seed in preps else preps.setdefault(seed, prepare_lab(one))
             clean = None
             for a in ("none",) + tuple(x for x in cfg.attacks if x != "none"):
                 if a == "none" and "none" not in cfg.attacks and not any(x in TARGETED for x in cfg.attacks):
@@ -292,7 +294,7 @@ def run_lab(cfg: LabConfig, log: Callable[[str], None] = print, prep: Prepared |
                 log(f"  seed {seed} {a:>18s} x {d:<13s} accuracy {row['main_accuracy']:.4f}  attack success {asr}"
                     f"  ({row['wall_s']} s)")
     order = {a: i for i, a in enumerate(cfg.attacks)}
-    return sorted(rows, key=lambda r: (r["seed"], cfg.defences.index(r["defence"]), order[r["attack"]]))
+    return sorted(rows, key=lambda r: (r["seed"], order[r["attack"]], cfg.defences.index(r["defence"])))
 
 
 def _describe(cfg: LabConfig, prep: Prepared) -> str:
