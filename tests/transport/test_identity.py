@@ -31,7 +31,7 @@ def _registry(tmp_path, tokens: list[str], keys: list[DeviceKey], revoked: list[
                 "signing_key": base64.b64encode(k.public_bytes).decode()} for i, (t, k) in enumerate(zip(tokens, keys))]
     write_private(tmp_path / "devices.json", json.dumps({"version": 1, "devices": devices}).encode())
     (tmp_path / "revoked.txt").write_text("".join(r + "\n" for r in revoked))
-    return TokenRegistry(tmp_path / "devices.json", tmp_path / "revoked.txt")
+    return TokenRegistry(tmp_path / "devices.json", tmp_path / "revoked.txt", recheck_s=0.0)
 
 
 @settings(max_examples=40, deadline=None)

@@ -28,6 +28,7 @@ import hashlib
 import heapq
 import os
 import random
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ TS_HEADER, NONCE_HEADER, SIG_HEADER, KEY_HEADER = "hamrah-ts", "hamrah-nonce", "
 DEVICE_HEADER, TOKEN_HEADER = "hamrah-device", "authorization"
 REQUEST_PURPOSE = "request"
 NONCE_BYTES = 16
+_NONCE = re.compile(f"[0-9a-f]{{{2 * NONCE_BYTES}}}")
 
 
 def token_metadata(token: str) -> tuple[tuple[str, str], ...]:
@@ -263,7 +265,7 @@ def check_request(md: dict, method: str, token_sha256: str, public: bytes, nonce
     kid, sig_raw = _header(md, KEY_HEADER), _header(md, SIG_HEADER)
     if not ts_raw.isdigit() or len(ts_raw) > 16:
         raise RequestRefused("malformed", f"malformed {TS_HEADER}: expected milliseconds since the epoch")
-    if len(nonce) != 2 * NONCE_BYTES or any(c not in "0123456789abcdef" for c in nonce):
+    if not _NONCE.fullmatch(nonce):
         raise RequestRefused("malformed", f"malformed {NONCE_HEADER}: expected {2 * NONCE_BYTES} lowercase hex digits")
     ts = int(ts_raw) / 1000
     if abs(now - ts) > max_skew_s:

@@ -9,6 +9,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,20 +106,23 @@ class TokenRegistry:
     name, the sha256 of its token, its Ed25519 public key and its certificate's sha256: every call
     must then be signed, see :mod:`hamrah.transport.identity`), or one token per line, each a
     ``sha256:<hex>`` digest or (legacy, logged) the token itself. ``revoked_file`` lists tokens,
-    ``sha256:<hex>`` digests or device names. Both are reread when they change, so a device can be
-    revoked while the server runs. Only digests are kept in memory.
+    ``sha256:<hex>`` digests or device names. Both are checked for changes at most every
+    ``recheck_s`` seconds and reread when they change, so a device can be revoked while the server
+    runs. Only digests are kept in memory.
 
     Attributes:
         refusals: calls refused so far, by reason.
     """
 
-    def __init__(self, tokens_file: str | Path, revoked_file: str | Path | None = None, max_skew_s: float = 60.0):
+    def __init__(self, tokens_file: str | Path, revoked_file: str | Path | None = None, max_skew_s: float = 60.0,
+                 recheck_s: float = 0.2):
         self.tokens_file = Path(tokens_file)
         if not self.tokens_file.is_file():
             raise ConfigError(f"server.tokens_file = {str(tokens_file)!r}: file not found (a device registry from "
                               "`hamrah provision`, or one token digest per line)")
         self.revoked_file = Path(revoked_file) if revoked_file else None
-        self.max_skew_s = max_skew_s
+        self.max_skew_s, self.recheck_s = max_skew_s, recheck_s
+        self._checked = 0.0
         self.nonces = NonceCache(2 * max_skew_s)
         self.refusals: Counter[str] = Counter()
         self._stamp: tuple = ()
@@ -127,6 +131,10 @@ class TokenRegistry:
         self._reload()
 
     def _reload(self) -> None:
+        now = time.monotonic()
+        if self._stamp and now - self._checked < self.recheck_s:  # two stat calls per request otherwise
+            return
+        self._checked = now
         files = (self.tokens_file, self.revoked_file)
         stamp = tuple(p.stat().st_mtime_ns if p and p.exists() else 0 for p in files)
         if stamp == self._stamp:
