@@ -76,6 +76,7 @@ def secureboost(train: dict, test: dict, config: SecureBoostConfig) -> tuple[dic
     seconds = CLOCK() - start
     traffic = sum(fit.stats["guest"].sent_bytes.values()) + sum(fit.stats["guest"].received_bytes.values())
     return {**scores(test["guest"].labels, predict_local(fit, test)), "cpu_s_per_tree": seconds / config.num_trees,
+            "party_cpu_s_per_tree": {n: s / config.num_trees for n, s in fit.cpu_s.items()},
             "bytes_per_tree": traffic / config.num_trees}, fit
 
 

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -38,11 +39,12 @@ def _host_role(channel, table: PartyTable, rng: np.random.Generator | None) -> H
 
 @dataclass(frozen=True)
 class LocalFit:
-    """Both halves of a model trained in one process, and each party's traffic."""
+    """Both halves of a model trained in one process, each party's traffic and CPU seconds (its thread)."""
 
     guest: GuestModel
     hosts: dict[str, HostModel]
     stats: dict[str, ChannelStats]
+    cpu_s: dict[str, float]
 
 
 def fit_local(tables: Mapping[str, PartyTable], config: SecureBoostConfig,
@@ -62,8 +64,15 @@ def fit_local(tables: Mapping[str, PartyTable], config: SecureBoostConfig,
     roles = {"guest": lambda ch: guest(ch, tables["guest"], config, hosts, rngs.get("guest"))}
     for name in hosts:
         roles[name] = functools.partial(_host_role, table=tables[name], rng=rngs.get(name))
-    results, stats = run_parties(roles)
-    return LocalFit(results["guest"], {n: results[n] for n in hosts}, stats)
+    results, stats = run_parties({name: functools.partial(_timed, role) for name, role in roles.items()})
+    return LocalFit(results["guest"][0], {n: results[n][0] for n in hosts}, stats,
+                    {n: r[1] for n, r in results.items()})
+
+
+def _timed(role, channel):
+    start = time.thread_time()
+    result = role(channel)
+    return result, time.thread_time() - start
 
 
 def predict_local(fit: LocalFit, tables: Mapping[str, PartyTable]) -> np.ndarray:
