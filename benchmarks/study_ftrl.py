@@ -9,7 +9,7 @@ Two tasks, short runs that fit a shared 2-core machine:
 Per task: no DP; DP-FedAvg with Poisson sampling (q = C) at z; DP-FTRL with trees of k = K / m rounds
 (each client exactly once per tree, no sampling assumed) at the same z; and DP-FTRL at the z that spends
 DP-FedAvg's epsilon (calibrated with dp-accounting). Delta = 1e-5, RDP, seed 0. Results go to
-``benchmarks/results/ftrl.json`` (written after every run).
+``benchmarks/results/ftrl_<task>.json`` (written after every run).
 
     .venv/bin/python benchmarks/study_ftrl.py                 # both tasks
     .venv/bin/python benchmarks/study_ftrl.py --task mnist    # one task
@@ -32,7 +32,7 @@ from hamrah.experiments.runner import prepare
 from hamrah.privacy import RoundSpec, epsilon_of, resolve_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "ftrl.json"
+OUT = ROOT / "benchmarks" / "results" / "ftrl_{task}.json"  # one file per task
 DELTA = 1e-5
 TASKS = {
     "mnist": {"data": {"dataset": "mnist", "partition": "iid", "num_clients": 100}, "model": {"name": "logreg"},
@@ -81,7 +81,7 @@ def run_task(name: str, out: dict) -> None:
                "wall_s": round(time.perf_counter() - start, 1), "cpu_s": round(time.process_time() - cpu, 1)}
         out["runs"].append(row)
         print(json.dumps(row), flush=True)
-        OUT.write_text(json.dumps(out, indent=1) + "\n")
+        Path(str(OUT).format(task=name)).write_text(json.dumps(out, indent=1) + "\n")
 
 
 def main() -> None:
@@ -93,7 +93,7 @@ def main() -> None:
                      "python": platform.python_version(), "machine": "shared 2-core CPU machine",
                      "command": ".venv/bin/python benchmarks/study_ftrl.py"}, "runs": []}
     for name in args.task or sorted(TASKS):
-        run_task(name, out)
+        run_task(name, {**out, "runs": []})
 
 
 if __name__ == "__main__":

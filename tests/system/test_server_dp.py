@@ -15,7 +15,6 @@ from hamrah.experiments.config import from_dict
 from hamrah.privacy import RoundSpec, epsilon_of
 from hamrah.server.app import FLServer
 from hamrah.server.pipeline import ServerPipeline
-
 from tests.system.harness import make_setup, records, run_system
 
 

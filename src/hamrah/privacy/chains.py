@@ -24,7 +24,6 @@ beyond the ledger file the caller names.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,17 +32,18 @@ import numpy as np
 
 from hamrah.compression import HalfPrecision, RandomMask, SignEF, StochasticQuantizer, TopK
 from hamrah.core.errors import ConfigError
-from hamrah.core.settings import variant_settings
 from hamrah.core.params import Params
 from hamrah.core.pipeline import Chain, RoundOutput, ServerContext, Stage, process_round, wire_spec
+from hamrah.core.settings import variant_settings
 from hamrah.he.stage import (
     HESettings, HomomorphicSum, KeyHolder, decode_public_key, default_max_weight, encode_public_key, he_settings,
 )
 from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, noise_multiplier_for, round_spec_for
 from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
+from hamrah.privacy.distributed import distributed_accountant, distributed_stage
 from hamrah.privacy.ledger import BudgetLedger
 from hamrah.privacy.sensitivity import decode_error
-from hamrah.privacy.distributed import distributed_accountant, distributed_stage
+from hamrah.privacy.server_state import server_state_from_dict, server_state_to_dict
 from hamrah.privacy.stages import dp_stages
 from hamrah.secagg.stage import SecureAggregation
 
@@ -383,40 +383,6 @@ class PipelineRun:
         out, self.server_state = self.chain.server(aggregate, self.server_state,
                                                    ServerContext(round_idx, num_clients, rng))
         return out
-
-
-def server_state_to_dict(chain: Chain, state: tuple, client_side_only: bool = False) -> dict:
-    """Return the stages' server states that are dataclasses (adaptive clipping's norm) as plain data.
-
-    Args:
-        chain: the stages. state: the chain's server state.
-        client_side_only: only the states clients read (``ctx.server_state``): what a plan broadcasts.
-    """
-    return {st.name: dataclasses.asdict(x) for st, x in zip(chain.stages, state)
-            if dataclasses.is_dataclass(x) and (st.traits.client_side or not client_side_only)}
-
-
-def server_state_from_dict(chain: Chain, template: Params, data: Mapping[str, Any] | None) -> tuple:
-    """Return the chain's fresh server state with the entries of :func:`server_state_to_dict` put back.
-
-    Raises:
-        ConfigError: an unknown stage, an unknown field, or a value that is not a finite number.
-    """
-    state = list(chain.init_server(template))
-    names = {st.name: i for i, st in enumerate(chain.stages)}
-    for name, fields in (data or {}).items():
-        i = names.get(name)
-        if i is None or not dataclasses.is_dataclass(state[i]) or not isinstance(fields, Mapping):
-            raise ConfigError(f"pipeline server state: stage {name!r} has no server state to restore; expected one "
-                              f"of {[n for n, j in names.items() if dataclasses.is_dataclass(state[j])]}")
-        known = {f.name: type(getattr(state[i], f.name)) for f in dataclasses.fields(state[i])}
-        for key, value in fields.items():
-            if key not in known or isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or value < 0 or (known[key] is float and value == 0):
-                raise ConfigError(f"pipeline server state: {name}.{key} = {value!r}: expected a finite number "
-                                  f"(> 0 for a norm, >= 0 for a count) for one of {sorted(known)}")
-        state[i] = dataclasses.replace(state[i], **{k: known[k](v) for k, v in fields.items()})
-    return tuple(state)
 
 
 __all__ = ["CODECS", "PipelineRun", "PipelineSpec", "codec_stage", "dp_config", "dp_settings", "resolve_pipeline",

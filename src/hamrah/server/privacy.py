@@ -21,13 +21,13 @@ from __future__ import annotations
 import logging
 
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
-from hamrah.privacy.ftrl import TreeState
 from hamrah.privacy.chains import (
     PipelineRun,
     PipelineSpec,
     server_state_from_dict,
     server_state_to_dict,
 )
+from hamrah.privacy.ftrl import TreeState
 from hamrah.privacy.ledger import accountant_from_dict, accountant_to_dict
 
 log = logging.getLogger("hamrah.server")
