@@ -149,25 +149,30 @@ def _int_field(msg: dict, key: str, frm: str) -> int:
 
 
 def decide_stop(channel, config: LRConfig, decider: str, others: tuple[str, ...], epoch: int,
-                dw2: float) -> bool:
-    """Pool the parties' squared weight changes at ``decider``; stop when the norm is below ``tol``.
+                dw2: float) -> tuple[bool, bool]:
+    """Pool the parties' squared weight changes at ``decider``; converged when the norm is below ``tol``.
 
     Each party reveals only ``||w_new - w_old||^2`` of its own part, once per epoch.
+
+    Returns:
+        ``(stop, converged)``: stop after this epoch (converged or the last epoch), and whether it converged.
     """
     tag = f"lr/dw/{epoch}"
     if channel.name != decider:
         channel.send(decider, tag, {"dw2": float(dw2)})
-        return bool(channel.recv(decider, f"lr/stop/{epoch}").get("stop") is True)
+        reply = channel.recv(decider, f"lr/stop/{epoch}")
+        return bool(reply.get("stop") is True), bool(reply.get("converged") is True)
     total = float(dw2)
     for peer in others:
         v = channel.recv(peer, tag).get("dw2")
         if not isinstance(v, float) or not np.isfinite(v) or v < 0:
             raise ProtocolError(f"{tag} from {peer!r}: expected a finite non-negative float 'dw2'")
         total += v
-    stop = bool(np.sqrt(total) < config.tol or epoch + 1 >= config.epochs)
+    converged = bool(np.sqrt(total) < config.tol)
+    stop = converged or epoch + 1 >= config.epochs
     for peer in others:
-        channel.send(peer, f"lr/stop/{epoch}", {"stop": stop})
-    return stop
+        channel.send(peer, f"lr/stop/{epoch}", {"stop": stop, "converged": converged})
+    return stop, converged
 
 
 def train_loop(channel, config: LRConfig, z: np.ndarray, start: tuple[int, LRState | None], step: Step,
@@ -188,9 +193,9 @@ def train_loop(channel, config: LRConfig, z: np.ndarray, start: tuple[int, LRSta
         w_old = w.copy()
         for b, rows in enumerate(batches(len(z), config, epoch)):
             w = w - config.lr * (step(f"{epoch}/{b}", rows, w) + config.l2 * w)
-        stop = decide_stop(channel, config, stop_at[0], stop_at[1], epoch, float(np.sum((w - w_old) ** 2)))
+        stop, converged = decide_stop(channel, config, stop_at[0], stop_at[1], epoch, float(np.sum((w - w_old) ** 2)))
         history += (float(np.sqrt(np.sum((w - w_old) ** 2))),)
-        state = LRState(epoch + 1, w, stats[0], stats[1], stop, history)
+        state = LRState(epoch + 1, w, stats[0], stats[1], converged, history)
         if on_epoch is not None:
             on_epoch(state)
         if stop:

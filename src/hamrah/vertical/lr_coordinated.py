@@ -103,7 +103,8 @@ def arbiter(channel, table: PartyTable | None, config: LRConfig, resume=None, on
             for peer in others:
                 tag = f"lr/g/{epoch}/{b}"
                 channel.send(peer, tag, ops.reveal(ops.from_wire(channel.recv(peer, tag), dims[peer], tag)))
-        if decide_stop(channel, config, channel.name, others, epoch, 0.0):
-            return LRState(epoch + 1, np.zeros(0), np.zeros(0), np.zeros(0), True)
+        stop, converged = decide_stop(channel, config, channel.name, others, epoch, 0.0)
+        if stop:
+            return LRState(epoch + 1, np.zeros(0), np.zeros(0), np.zeros(0), converged)
         epoch += 1
 

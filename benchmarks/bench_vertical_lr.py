@@ -1,0 +1,121 @@
+"""Vertical LR (CoordinatedLR, SSHE-LR) against central models, and the cost of encryption.
+
+For each data set: central sklearn LogisticRegression (C=1) and XGBoost on the joined, standardised
+table, sklearn on the guest's columns alone, and both protocols trained in plaintext mode to
+convergence (``--epochs``), encrypted unless ``--train-plaintext`` (the two modes give the same model
+within fixed-point rounding, which ``tests/vertical/test_lr.py`` checks). AUC and accuracy (threshold 0.5) on the training rows.
+
+Cost per epoch, in CPU-seconds of all parties together (``time.process_time`` over the threads of
+``run_parties``): the plaintext protocol and the Paillier protocol (``--key-bits``, 2048) run in the
+same process on ``--enc-rows`` rows (the first ones; all rows when 0); time per epoch grows linearly
+with rows (every row is encrypted once or twice and enters ``X^T [[d]]`` once), so the full-data
+figure is scaled by rows and said so. Bytes per epoch from the channels' counts. Writes
+``benchmarks/results/vertical_lr.json``.
+
+    python benchmarks/bench_vertical_lr.py --data breast --enc-rows 0
+    python benchmarks/bench_vertical_lr.py --data default_credit --train-plaintext --enc-rows 1000 \
+        --batch-size 1024 --lr 0.3 --clip 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from hamrah.data.vertical import PartyTable, load_vertical
+from hamrah.vertical import lr_coordinated, lr_sshe, run_parties
+from hamrah.vertical.lr_common import LRConfig, standardise
+
+PROTOCOLS = {"coordinated_lr": lr_coordinated, "sshe_lr": lr_sshe}
+
+
+def _metrics(y: np.ndarray, score: np.ndarray) -> dict:
+    return {"auc": round(float(roc_auc_score(y, score)), 4), "accuracy": round(float(accuracy_score(y, score > 0)), 4)}
+
+
+def central(g: PartyTable, h: PartyTable, clip: float) -> dict:
+    from xgboost import XGBClassifier
+    x = np.hstack([g.features, h.features])
+    z = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1)
+    z = np.clip(z, -clip, clip) if clip else z
+    y, dg = g.labels, g.features.shape[1]
+    lr = LogisticRegression(max_iter=5000).fit(z, y)
+    guest = LogisticRegression(max_iter=5000).fit(z[:, :dg], y)
+    xgb = XGBClassifier(n_estimators=100, max_depth=3, learning_rate=0.3, n_jobs=1).fit(x, y)
+    margin = xgb.predict(x, output_margin=True)
+    return {"central_sklearn_lr": _metrics(y, lr.decision_function(z)), "central_xgboost": _metrics(y, margin),
+            "guest_alone_lr": _metrics(y, guest.decision_function(z[:, :dg]))}
+
+
+def _roles(mod, g, h, cfg):
+    roles = {"guest": lambda ch: mod.guest(ch, g, cfg), "host": lambda ch: mod.host(ch, h, cfg)}
+    if mod is lr_coordinated:
+        roles["arbiter"] = lambda ch: mod.arbiter(ch, None, cfg)
+    return roles
+
+
+def _run(mod, g, h, cfg):
+    cpu = time.process_time()
+    res, stats = run_parties(_roles(mod, g, h, cfg), timeout_s=3600)
+    return res, time.process_time() - cpu, sum(s.total_bytes for s in stats.values()) // 2
+
+
+def federated(mod, g, h, cfg: LRConfig) -> dict:
+    res, cpu, nbytes = _run(mod, g, h, cfg)
+    zg, _, _ = standardise(g.features, res["guest"], True, cfg.clip)
+    zh, _, _ = standardise(h.features, res["host"], False, cfg.clip)
+    epochs = res["guest"].epoch
+    return {**_metrics(g.labels, zg @ res["guest"].weights + zh @ res["host"].weights), "epochs": epochs,
+            "converged": res["guest"].converged, "encrypted": cfg.encrypted, "train_cpu_s_per_epoch": round(cpu / epochs, 4)}
+
+
+def cost(mod, g, h, cfg: LRConfig, rows: int) -> dict:
+    """One epoch, plaintext then Paillier, on the first ``rows`` rows."""
+    if rows:
+        g, h = g.select(g.ids[:rows]), h.select(g.ids[:rows])
+    one = dict(epochs=1, tol=0.0)
+    _, plain, plain_bytes = _run(mod, g, h, LRConfig(**{**cfg.__dict__, **one, "encrypted": False}))
+    res, enc, enc_bytes = _run(mod, g, h, LRConfig(**{**cfg.__dict__, **one, "encrypted": True}))
+    return {"rows": len(g.ids), "guest_features": g.features.shape[1], "host_features": h.features.shape[1],
+            "plain_cpu_s": round(plain, 4), "paillier_cpu_s": round(enc, 2), "he_overhead": round(enc / plain, 1),
+            "plain_bytes": plain_bytes, "paillier_bytes": enc_bytes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="breast")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.5)
+    parser.add_argument("--clip", type=float, default=0.0)
+    parser.add_argument("--key-bits", type=int, default=2048)
+    parser.add_argument("--enc-rows", type=int, default=0)
+    parser.add_argument("--train-plaintext", action="store_true", help="train the AUC runs in plaintext mode")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    d = load_vertical(args.data)
+    g = d["guest"]
+    h = d["host"].select(g.ids)
+    cfg = LRConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=1.0 / len(g.ids), tol=1e-4,
+                   key_bits=args.key_bits, clip=args.clip, psi=False, encrypted=not args.train_plaintext)
+    out = {"data": args.data, "rows": len(g.ids), "settings": cfg.__dict__, **central(g, h, args.clip)}
+    print(json.dumps({k: v for k, v in out.items() if k != "settings"}), flush=True)
+    for name, mod in PROTOCOLS.items():
+        out[name] = {**federated(mod, g, h, cfg), "cost": cost(mod, g, h, cfg, args.enc_rows)}
+        c = out[name]["cost"]
+        c["paillier_cpu_s_per_full_epoch"] = round(c["paillier_cpu_s"] * len(g.ids) / c["rows"], 1)
+        c["paillier_bytes_per_full_epoch"] = int(c["paillier_bytes"] * len(g.ids) / c["rows"])
+        print(name, json.dumps(out[name]), flush=True)
+    path = Path(args.out or f"benchmarks/results/vertical_lr_{args.data}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
