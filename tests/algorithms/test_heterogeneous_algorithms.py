@@ -187,7 +187,7 @@ def test_aggregator_hook_replaces_weighted_mean():
         seen["weights"] = weights
         return {"w": torch.stack([d["w"] for d in deltas]).median(0).values}
 
-    for algo in (FedAvg(1.0, PLAN), FedProx(1.0, PLAN, mu=0.1), Scaffold(1.0, PLAN)):
+    for algo in (FedAvg(1.0, PLAN), FedProx(1.0, PLAN, mu=0.1), Scaffold(1.0, PLAN, num_clients=3)):
         res_aux = [ClientResult(r.client_id, r.delta, r.num_examples, aux={"w": T([0.0])}) for r in res]
         new, _ = algo.server_update(g, res_aux, algo.init_server_state(g), median)
         torch.testing.assert_close(new["w"], T([2.0]))

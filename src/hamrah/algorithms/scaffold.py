@@ -31,8 +31,17 @@ class Scaffold:
     Clients are stateful: c_i persists between a client's rounds (``client_update``'s ``state``;
     the change Delta c_i travels in ``ClientResult.aux``). Departures from the paper, both to make
     the first round with c = c_i = 0 equal FedAvg's: Delta y is averaged with n_k weights (the paper
-    uses 1/|S|), through the optional robust ``aggregator``. ``num_clients`` is N; when None the
-    server uses |S|/N = client_fraction, c <- c + C * mean(Delta c_i).
+    uses 1/|S|), through the optional robust ``aggregator``.
+
+    ``num_clients`` is N, the population: c moves by (1/N) sum_i Delta c_i always, as in the paper,
+    whoever drops out. The client half needs no N (a device builds it from the FL plan, which carries
+    N anyway); the server half refuses to run without it (a guess such as C / |reported| exceeds 1/N
+    whenever clients drop out). The runner and the server fill N from the partition.
+
+    Plain local SGD only: option II's c_i+ = c_i - c + (x - y_i)/(K lr) estimates the average
+    corrected gradient from the distance travelled, which equals it only when each of the K steps
+    moves by lr times the gradient; heavy-ball momentum moves farther (up to 1/(1 - rho) times), so
+    ``momentum > 0`` is refused at construction.
 
     Example:
         >>> Scaffold(0.1, LocalSGD(1, 10, 0.05), server_lr=1.0).name
@@ -49,8 +58,12 @@ class Scaffold:
 
     def __post_init__(self) -> None:
         _number("algorithm.server_lr", self.server_lr, 0.0, lo_open=True)
-        if self.num_clients is not None and (not isinstance(self.num_clients, int) or self.num_clients < 1):
+        if self.num_clients is not None and (isinstance(self.num_clients, bool) or not isinstance(self.num_clients, int)
+                                             or self.num_clients < 1):
             raise ConfigError(f"algorithm.num_clients = {self.num_clients!r}: expected an integer >= 1")
+        if self.local.momentum:
+            raise ConfigError(f"algorithm.momentum = {self.local.momentum}: SCAFFOLD's option II control variate "
+                              "(x - y_i) / (K lr) assumes plain local SGD; expected momentum = 0 with scaffold")
 
     def cohort_size(self, population: int) -> int:
         return cohort_size(self.client_fraction, population)
@@ -86,9 +99,18 @@ class Scaffold:
 
     def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: ScaffoldState,
                       aggregator: Aggregator | None = None) -> tuple[Params, ScaffoldState]:
-        """Return x + server_lr * agg(Delta y; n_k) and c + (1/N) sum Delta c_i."""
+        """Return x + server_lr * agg(Delta y; n_k) and c + (1/N) sum Delta c_i.
+
+        Raises:
+            ConfigError: ``num_clients`` (N) is not set: the control variate's share cannot be guessed.
+            NotEnoughClients: no client reported.
+        """
+        if self.num_clients is None:
+            raise ConfigError("scaffold: the server half needs the population size N (num_clients) for the control "
+                              "variate's 1/N share; expected Scaffold(..., num_clients=N) (the runner and the "
+                              "server set it from the partition)")
         ok = reported(results)
         dy = aggregate([r.delta for r in ok], [r.num_examples for r in ok], aggregator)
-        share = 1.0 / self.num_clients if self.num_clients else self.client_fraction / len(ok)
+        share = 1.0 / self.num_clients
         c = {k: v + share * sum(r.aux[k] for r in ok) for k, v in server_state.c.items()}
         return apply_delta(global_params, dy, self.server_lr), ScaffoldState(c)
