@@ -17,7 +17,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from hamrah.core.errors import DropoutThresholdExceeded
-from hamrah.secagg import STAGES, SecAggConfig, masking_graph, run_secure_aggregation
+from hamrah.secagg import (ACTIVE_STAGES, STAGES, SecAggConfig, masking_graph, resolve_consistency_threshold,
+                           run_secure_aggregation, simulated_identities)
 from hamrah.secagg.ring import quantize, reduce, ring_dtype
 
 M = 3
@@ -32,7 +33,7 @@ def scenarios(draw):
     holders = n if k is None else k + 1
     t = draw(st.integers(1, holders))
     # Each client leaves at one stage or never; never-leaving is likelier so both outcomes are common.
-    leave = draw(st.lists(st.sampled_from([0, 1, 2, 3, NEVER, NEVER, NEVER]), min_size=n, max_size=n))
+    leave = draw(st.lists(st.sampled_from([0, 1, 2, 3] + [NEVER] * 8), min_size=n, max_size=n))
     xs = draw(st.lists(st.lists(st.floats(-2.0, 2.0, allow_nan=False), min_size=M, max_size=M),
                        min_size=n, max_size=n))
     seed = draw(st.integers(0, 2**16))
@@ -46,16 +47,27 @@ def _graph(config: SecAggConfig, seed: int) -> dict[int, frozenset[int]]:
     return masking_graph(range(n), config.neighbours, graph_seed)
 
 
-def _first_failing_stage(config: SecAggConfig, leave: list[int], graph) -> str | None:
-    """The documented abort rule, evaluated stage by stage; None when the round must succeed."""
+def _first_failing_stage(config: SecAggConfig, leave: list[int], graph, active: bool = False) -> str | None:
+    """The documented abort rule, evaluated stage by stage; None when the round must succeed.
+
+    Active variant: the same rule, plus at least T contributors (masked_input) and T signers (consistency_check).
+    """
     t, n = config.threshold, config.num_clients
-    alive = [{u for u in range(n) if leave[u] > i} for i in range(len(STAGES))]  # U1 .. U4
+    stages = ACTIVE_STAGES if active else STAGES
+    big_t = resolve_consistency_threshold(config) if active else 0
+    alive = [{u for u in range(n) if leave[u] > i} for i in range(len(stages))]  # U1 .. U4 (U5)
     u2, u3 = alive[1], alive[2]
     needed = u3 | {u for u in u2 - u3 if graph[u] & u3}
-    for i, stage in enumerate(STAGES):
+    for i, stage in enumerate(stages):
         survivors = alive[i]
+        if stage == "consistency_check":
+            if len(survivors) < big_t:
+                return stage
+            continue
         owners = survivors if i < 2 else needed
         if not survivors or any(len((graph[u] | {u}) & survivors) < t for u in owners):
+            return stage
+        if stage == "masked_input" and len(survivors) < big_t:
             return stage
     return None
 
@@ -80,4 +92,29 @@ def test_any_dropout_pattern_gives_the_exact_sum_or_a_clean_abort(scenario):
     for u in contributors:
         expected += quantize(inputs[u], config.clip, config.input_bits, dtype)
     # Exact: the unmasked ring sum is the plain sum of the quantized inputs, bit for bit.
+    assert reduce(expected, config.ring_bits).tolist() == run.result.ring_sum.tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(scenarios(), st.lists(st.sampled_from([0, 1, 2, 3, 4] + [5] * 12), min_size=10, max_size=10))
+def test_the_actively_secure_round_gives_the_exact_sum_or_a_clean_abort(scenario, leave5):
+    config, _, xs, seed = scenario
+    n = config.num_clients
+    leave = leave5[:n]  # 0..4: the stage of ACTIVE_STAGES where the client leaves; 5: never
+    inputs = [np.asarray(x) for x in xs]
+    dropouts = {stage: {u for u in range(n) if leave[u] == i} for i, stage in enumerate(ACTIVE_STAGES)}
+    failing = _first_failing_stage(config, leave, _graph(config, seed), active=True)
+    event(f"active {config.variant}: {failing or 'success'}")
+    identities = simulated_identities(n, seed)
+    if failing is not None:
+        with pytest.raises(DropoutThresholdExceeded, match=f"stage '{failing}'"):
+            run_secure_aggregation(inputs, config, dropouts, seed=seed, identities=identities)
+        return
+    run = run_secure_aggregation(inputs, config, dropouts, seed=seed, identities=identities)
+    contributors = [u for u in range(n) if leave[u] > 2]
+    assert list(run.result.contributors) == contributors
+    dtype = ring_dtype(config.ring_bits)
+    expected = np.zeros(M, dtype=dtype)
+    for u in contributors:
+        expected += quantize(inputs[u], config.clip, config.input_bits, dtype)
     assert reduce(expected, config.ring_bits).tolist() == run.result.ring_sum.tolist()
