@@ -45,10 +45,11 @@ class ServerConfig:
         max_example_weight: the most ``num_examples`` one report counts for (0: the largest client of
             the configured partition).
         clip_norm: a fixed largest L2 norm a report's delta keeps (0: adaptive, see ``clip_multiplier``).
-        clip_ratio: the first round's clip bound relative to the initial model's norm (when ``clip_norm`` is 0).
-        clip_multiplier: after each committed round, the clip bound becomes this multiple of the median
-            norm of that round's reports (when ``clip_norm`` is 0): one report pulls at most as hard as
-            ``clip_multiplier`` median honest reports, as long as most reports are honest.
+        clip_multiplier: when ``clip_norm`` is 0, each delta is clipped to this multiple of the median
+            norm of the last ``clip_window`` reports (the first 3 reports of a run are held until 3
+            norms are known): one report pulls at most as hard as ``clip_multiplier`` median reports,
+            as long as most recent reports are honest.
+        clip_window: how many recent report norms the median is taken over.
         max_round_attempts: a round abandoned this many times stops the server with a clear error.
         selection_window_s: check-ins arriving within this window are drawn from at random (seeded),
             not served first-come.
@@ -90,8 +91,8 @@ class ServerConfig:
     bounded_influence: bool = True
     max_example_weight: int = 0
     clip_norm: float = 0.0
-    clip_ratio: float = 2.0
     clip_multiplier: float = 2.0
+    clip_window: int = 64
     max_round_attempts: int = 20
     selection_window_s: float = 0.2
     no_show_rounds: int = 2
@@ -164,8 +165,8 @@ def _check(c: ServerConfig) -> None:
          "a positive number of seconds"),
         (c.max_example_weight >= 0, "max_example_weight", c.max_example_weight, "an integer >= 0 (0: automatic)"),
         (c.clip_norm >= 0, "clip_norm", c.clip_norm, "a number >= 0 (0: clip_ratio times the model's norm)"),
-        (c.clip_ratio > 0, "clip_ratio", c.clip_ratio, "a positive number (e.g. 2.0)"),
         (c.clip_multiplier >= 1, "clip_multiplier", c.clip_multiplier, "a number >= 1 (e.g. 2.0)"),
+        (c.clip_window >= 1, "clip_window", c.clip_window, "an integer >= 1"),
         (c.max_round_attempts >= 1, "max_round_attempts", c.max_round_attempts, "an integer >= 1"),
         (c.selection_window_s >= 0, "selection_window_s", c.selection_window_s, "a number >= 0"),
         (c.no_show_rounds >= 0, "no_show_rounds", c.no_show_rounds, "an integer >= 0"),

@@ -12,6 +12,7 @@ A committed round is durable before the next one starts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import random
@@ -32,7 +33,7 @@ from hamrah.models import ModelSpec
 from hamrah.server.aggregators import master_aggregator
 from hamrah.server.config import ServerConfig
 from hamrah.server.influence import (
-    adapt_clip,
+    InfluenceBound,
     check_finite,
     check_metrics,
     influence_bound,
@@ -90,10 +91,9 @@ class Coordinator(SecureRounds):
         self.totals = None  # a callable returning the run's counters, saved with each commit (FLServer sets it)
         self.elapsed_before = 0.0  # elapsed_s of the last committed round of earlier processes
         self.no_show: dict[str, int] = {}  # device -> last round it sits out (held a task, never answered)
-        initial = self._initial_params()
         resumed = store.latest()
         if resumed is None:
-            self.params: Params = initial
+            self.params: Params = self._initial_params()
             self.server_state = algorithm.init_server_state(self.params)
             self.last_round = 0
         else:
@@ -103,12 +103,12 @@ class Coordinator(SecureRounds):
             self.server_state = unflatten_state(type(template), tensors, scalars)
             self.elapsed_before = float(store.committed_rounds()[-1].get("elapsed_s", 0.0))
             log.info("resuming from committed round %d (state %s)", self.last_round, store.dir)
-        self.bound = influence_bound(cfg, initial, store.committed_rounds()[-1:] if resumed else [])
+        self.max_weight, self.clip = influence_bound(cfg, store.committed_rounds()[-1:] if resumed else [])
         self.spec = spec_of(self.params)
         self.update_limit = int(cfg.max_update_mb * 2**20) or 2 * len(encode_params(self.params)) + 2**20
 
     def _initial_params(self) -> Params:
-        """The seeded initial model (also the scale the default clip bound is taken from)."""
+        """The seeded initial model."""
         from hamrah.core.seeds import init_seed
 
         with torch.random.fork_rng(devices=[]):
@@ -213,7 +213,7 @@ class Coordinator(SecureRounds):
         rs = self.current
         if header.round != rs.round:
             raise ProtocolError(f"report for round {header.round}, the task is in round {rs.round}")
-        if not rs.reporting_open and not rs.selection_open or (info.kind == "train" and self.master.reports() >= rs.goal):
+        if not rs.reporting_open and not rs.selection_open or (info.kind == "train" and self._reports(rs) >= rs.goal):
             raise LateReport(f"round {rs.round} no longer accepts reports")
         if info.status != "selected":
             raise ProtocolError(f"task {header.task_id[:12]!r} already {info.status}")
@@ -254,31 +254,49 @@ class Coordinator(SecureRounds):
         if self.secure_stage() is not None:
             raise ProtocolError("this round uses secure aggregation: a training update goes through the "
                                 "SecureAggregation stream, not Report")
-        result = self._decode_result(info, header, payload)
-        share = self.master.route(info.aggregator)
-        if share is None:
-            raise ProtocolError("no aggregator is alive to take the update")
-        share.add(result)
+        self._fold(rs, info, *self._decode_result(info, header, payload))
         info.status = "reported"
-        if rs.selection_open and self.master.reports() >= rs.goal:
+        if rs.selection_open and self._reports(rs) >= rs.goal:
             self._close_selection(rs)
         rs.progress.set()
         return "accepted"
 
     def _weight(self, rs: RoundState, num_examples: int) -> int:
-        weight = self.bound.weight(num_examples)
+        weight = min(int(num_examples), self.max_weight)
         rs.capped += weight < num_examples
         return weight
 
-    def _decode_result(self, info: TaskInfo, header: pb.ReportHeader, payload: bytes) -> ClientResult:
-        rs = self.current
+    def _decode_result(self, info: TaskInfo, header: pb.ReportHeader, payload: bytes) -> tuple[ClientResult, float]:
         metrics = check_metrics(decode_metrics(header.metrics))
-        result, norm = train_result(client_id(info.device), decode_params(payload), self._weight(rs, header.num_examples),
-                                       metrics, self.spec, self.bound, self.pipeline)
-        if norm is not None:
+        return train_result(client_id(info.device), decode_params(payload), self._weight(self.current, header.num_examples),
+                            metrics, self.spec, self.pipeline)
+
+    def _reports(self, rs: RoundState) -> int:
+        return self.master.reports() + len(rs.held)
+
+    def _fold(self, rs: RoundState, info: TaskInfo, result: ClientResult, norm: float | None) -> None:
+        """Note the report's norm and pass it on; hold it while the norm bound is not known yet (the
+        first reports of a run: ``AdaptiveClip.min_norms``)."""
+        if norm is not None and self.clip is not None:
+            self.clip.observe(norm)
             rs.norms.append(norm)
-            rs.clipped += self.bound.clip is not None and norm > self.bound.clip
-        return result
+        rs.held.append((info, result, norm))
+        if self.clip is None or self.clip.ready():
+            self._release(rs)
+
+    def _release(self, rs: RoundState) -> None:
+        """Clip the held reports to the current bound and hand them to their Aggregators."""
+        clip = self.clip.clip() if self.clip is not None else None
+        for info, result, norm in rs.held:
+            if clip is not None and norm is not None and norm > clip:
+                result = dataclasses.replace(result, delta=InfluenceBound(self.max_weight, clip).bound(result.delta)[0])
+                rs.clipped += 1
+            share = self.master.route(info.aggregator)
+            if share is None:
+                raise ProtocolError("no aggregator is alive to take the update")
+            share.add(result)
+        rs.held.clear()
+        rs.clip = clip
 
     # --- the round loop ------------------------------------------------------------------------
 
@@ -351,6 +369,8 @@ class Coordinator(SecureRounds):
         else:
             await self._await_reports(rs)
         rs.reporting_open = False
+        if secure is None:
+            self._release(rs)  # reports still held for want of a norm bound are folded in now
         reported = secure.contributors if secure is not None else self.master.reports()
         t_rep, needed = time.monotonic() - rs.started - t_sel, cfg.reports_needed(rs.goal)
         if secure is None and reported < rs.goal:  # the round waited for them until its deadline
@@ -381,7 +401,7 @@ class Coordinator(SecureRounds):
     async def _await_reports(self, rs: RoundState) -> None:
         while True:
             answered = sum(t.status != "selected" for t in rs.tasks.values())
-            if self.master.reports() >= rs.goal or answered >= len(rs.tasks):
+            if self._reports(rs) >= rs.goal or answered >= len(rs.tasks):
                 return
             left = rs.reporting_deadline - time.monotonic()
             if left <= 0:
@@ -407,8 +427,6 @@ class Coordinator(SecureRounds):
         check_finite(params, f"round {rs.round}'s new model")
         check_finite(tensors, f"round {rs.round}'s server state")
         record = round_record(rs, reported, train_loss, self.master.lost, t_sel, t_rep)
-        next_bound = adapt_clip(self.bound, rs.norms, self.cfg.clip_multiplier, self.cfg.clip_norm > 0)
-        record.update(clip_norm=self.bound.clip, clip_norm_next=next_bound.clip)
         if secure is not None:
             record.update(secagg_survivors=secure.survivors, bytes_down_protocol=rs.secure.bytes_down)
         if self.test_data is not None and (rs.round % self.run_plan.eval_every == 0 or rs.round == self.run_plan.rounds):
@@ -420,5 +438,5 @@ class Coordinator(SecureRounds):
         record["round_s"] = round(time.monotonic() - rs.started, 3)
         record["elapsed_s"] = round(self.elapsed_before + time.monotonic() - self.started, 3)
         self.store.commit(rs.round, params, tensors, scalars, record, self.totals() if self.totals else None)
-        self.params, self.server_state, self.last_round, self.bound = params, state, rs.round, next_bound
+        self.params, self.server_state, self.last_round = params, state, rs.round
         return record

@@ -83,6 +83,7 @@ class Guard:
     buckets: collections.OrderedDict = field(default_factory=collections.OrderedDict)
     streams: collections.Counter = field(default_factory=collections.Counter)
     refusals: collections.Counter = field(default_factory=collections.Counter)
+    warned: set = field(default_factory=set)
 
     def call(self, device: str, now: float) -> None:
         """Charge one call of ``device`` at time ``now``.
@@ -118,6 +119,16 @@ class Guard:
 
     def count(self, reason: str) -> None:
         self.refusals[reason] += 1
+
+    def first(self, device: str, what: str) -> bool:
+        """Return True the first time ``device`` is refused for ``what`` (to log it once, not per call)."""
+        key = (device, what)
+        if key in self.warned:
+            return False
+        if len(self.warned) >= self.max_devices:
+            self.warned.clear()
+        self.warned.add(key)
+        return True
 
 
 def reason_of(err: Exception) -> str:

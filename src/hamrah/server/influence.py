@@ -18,12 +18,12 @@ Values and pure functions only: no I/O, no clock.
 
 from __future__ import annotations
 
-import dataclasses
+import collections
 import logging
 import math
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -50,8 +50,8 @@ class InfluenceBound:
     def __post_init__(self) -> None:
         if not isinstance(self.max_weight, int) or self.max_weight < 1:
             raise ConfigError(f"influence bound: max_weight = {self.max_weight!r}: expected an integer >= 1")
-        if self.clip is not None and not (self.clip > 0 and math.isfinite(self.clip)):
-            raise ConfigError(f"influence bound: clip = {self.clip!r}: expected a positive finite number")
+        if self.clip is not None and not (self.clip >= 0 and math.isfinite(self.clip)):
+            raise ConfigError(f"influence bound: clip = {self.clip!r}: expected a finite number >= 0")
 
     def weight(self, num_examples: int) -> int:
         """Return the weight the server gives a report claiming ``num_examples`` (capped at ``max_weight``)."""
@@ -70,7 +70,7 @@ class InfluenceBound:
         norm = l2_norm64(delta)
         if self.clip is None or norm <= self.clip:
             return dict(delta), norm
-        scale = self.clip / norm
+        scale = self.clip / norm  # norm > clip >= 0
         return {k: (v.to(torch.float64) * scale).to(v.dtype) for k, v in delta.items()}, norm
 
 
@@ -80,66 +80,78 @@ def l2_norm64(tensors: Mapping[str, torch.Tensor]) -> float:
     return math.sqrt(sum(n * n for n in norms))
 
 
-def resolve_clip(clip_norm: float, clip_ratio: float, params: Mapping[str, torch.Tensor]) -> float:
-    """Return the clip bound: ``clip_norm`` when set (> 0), else ``clip_ratio`` times the model's norm.
+@dataclass
+class AdaptiveClip:
+    """The norm bound each report is clipped to: ``multiplier`` times the median (low) of the norms of
+    the last ``window`` accepted reports, or a fixed bound.
 
-    The ratio form gives the first round a bound on the model's scale: honest first-round FedAvg
-    updates on MNIST measured 0.18-0.25 of the initial model's norm for the 2NN and 1.5 for logistic
-    regression (``docs/reliability.md``); later rounds adapt (:func:`adapt_clip`).
+    The median is robust: as long as most recent reports are honest, a minority cannot move it past
+    the honest norms, so the bound follows the honest updates' scale as training converges (adaptive
+    clipping at a quantile, Andrew et al. 2021, *Differentially Private Learning with Adaptive
+    Clipping*, here computed by the server, which sees each norm). Until ``min_norms`` norms are known
+    (the first reports of a run) the Coordinator holds reports back instead of folding them in.
 
-    Raises:
-        ConfigError: the resulting bound is not a positive finite number (e.g. an all-zero model).
+    Attributes:
+        multiplier: >= 1; one report pulls at most as hard as ``multiplier`` median reports.
+        fixed: the operator's ``clip_norm``, or None (adaptive).
+        window: how many recent norms the median is taken over.
+        min_norms: norms needed before the adaptive bound is trusted.
     """
-    clip = clip_norm if clip_norm > 0 else clip_ratio * l2_norm64(params)
-    if not (clip > 0 and math.isfinite(clip)):
-        raise ConfigError(f"server.clip_ratio = {clip_ratio}: the model's norm gives a clip bound of {clip}; "
-                          "expected a positive finite bound (set server.clip_norm)")
-    return clip
+
+    multiplier: float
+    fixed: float | None = None
+    window: int = 64
+    min_norms: int = 3
+    norms: collections.deque = field(default_factory=collections.deque)
+
+    def observe(self, norm: float) -> None:
+        """Add one accepted report's norm (before bounding)."""
+        self.norms.append(norm)
+        while len(self.norms) > self.window:
+            self.norms.popleft()
+
+    def ready(self) -> bool:
+        return self.fixed is not None or len(self.norms) >= self.min_norms
+
+    def clip(self) -> float | None:
+        """Return the current bound (None: no norm known yet). A median of 0 gives 0: deltas are zeroed."""
+        if self.fixed is not None:
+            return self.fixed
+        if not self.norms:
+            return None
+        clip = self.multiplier * statistics.median_low(self.norms)
+        return clip if math.isfinite(clip) else None
+
+    def seed(self, clip) -> None:
+        """Resume from a committed round's bound: as if ``min_norms`` reports of that median were seen."""
+        if self.fixed is None and isinstance(clip, float) and clip > 0 and math.isfinite(clip):
+            for _ in range(self.min_norms):
+                self.observe(clip / self.multiplier)
 
 
-def influence_bound(cfg, initial: Mapping[str, torch.Tensor], last: list[dict] = ()) -> InfluenceBound:
-    """Return the bound a server config asks for, and log it (a warning when it is off).
+def influence_bound(cfg, last: list[dict] = ()) -> tuple[int, AdaptiveClip | None]:
+    """Return the weight cap and the norm bound a server config asks for, and log them (a warning when
+    they are off).
 
     Args:
         cfg: a ``hamrah.server.config.ServerConfig`` (``bounded_influence``, ``max_example_weight``,
-            ``clip_norm``, ``clip_ratio``).
-        initial: the seeded initial model, whose norm scales the first round's clip bound.
-        last: the last committed round's record, if any: a resumed server keeps its ``clip_norm_next``.
+            ``clip_norm``, ``clip_multiplier``, ``clip_window``).
+        last: the last committed round's record, if any: a resumed server starts from its ``clip_norm``.
+
+    Returns:
+        (the most examples a report counts for, the clip rule or None when bounds are off).
     """
     if not cfg.bounded_influence:
         log.warning("server.bounded_influence = false: num_examples up to %d is trusted as each report's weight "
                     "and deltas are not norm-bounded; one device can move the model at will", UNBOUNDED_WEIGHT)
-        return InfluenceBound(UNBOUNDED_WEIGHT, None)
-    clip = resolve_clip(cfg.clip_norm, cfg.clip_ratio, initial)
-    resumed = last[0].get("clip_norm_next") if last else None
-    if cfg.clip_norm == 0 and isinstance(resumed, float) and resumed > 0 and math.isfinite(resumed):
-        clip = resumed
-    bound = InfluenceBound(cfg.max_example_weight or DEFAULT_MAX_WEIGHT, clip)
-    log.info("bounded influence: a report counts for at most %d examples; deltas are clipped to L2 norm %.4g",
-             bound.max_weight, bound.clip)
-    return bound
-
-
-def adapt_clip(bound: InfluenceBound, norms: list[float], multiplier: float, fixed: bool) -> InfluenceBound:
-    """Return the next round's bound: ``multiplier`` times the median (low) of this round's report norms.
-
-    The median is robust: reports of a minority of devices cannot move it past the honest norms, so
-    the bound follows the honest updates' scale as training converges (the idea of adaptive clipping at
-    a quantile, Andrew et al. 2021, computed here by the server, which sees each norm).
-
-    Args:
-        bound: this round's bound.
-        norms: L2 norms (before bounding) of the round's accepted training deltas.
-        multiplier: >= 1.
-        fixed: the operator set ``clip_norm``: the bound does not adapt.
-
-    Returns:
-        The new bound; unchanged when fixed, off, without reports, or when the median is 0.
-    """
-    if fixed or bound.clip is None or not norms:
-        return bound
-    clip = multiplier * statistics.median_low(norms)
-    return dataclasses.replace(bound, clip=clip) if clip > 0 and math.isfinite(clip) else bound
+        return UNBOUNDED_WEIGHT, None
+    clip = AdaptiveClip(cfg.clip_multiplier, cfg.clip_norm or None, cfg.clip_window)
+    clip.seed(last[0].get("clip_norm") if last else None)
+    weight = cfg.max_example_weight or DEFAULT_MAX_WEIGHT
+    log.info("bounded influence: a report counts for at most %d examples; deltas are clipped to %s", weight,
+             f"L2 norm {clip.fixed:g}" if clip.fixed else
+             f"{cfg.clip_multiplier:g}x the median norm of the last {cfg.clip_window} reports")
+    return weight, clip
 
 
 def check_finite(params: Mapping[str, torch.Tensor], what: str) -> None:
@@ -183,5 +195,5 @@ def check_metrics(metrics: Mapping[str, float], required: tuple[str, ...] = ()) 
     return dict(metrics)
 
 
-__all__ = ["DEFAULT_MAX_WEIGHT", "METRIC_RANGES", "UNBOUNDED_WEIGHT", "InfluenceBound", "adapt_clip", "check_finite",
-           "check_metrics", "influence_bound", "l2_norm64", "resolve_clip"]
+__all__ = ["DEFAULT_MAX_WEIGHT", "METRIC_RANGES", "UNBOUNDED_WEIGHT", "AdaptiveClip", "InfluenceBound", "check_finite",
+           "check_metrics", "influence_bound", "l2_norm64"]

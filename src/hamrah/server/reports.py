@@ -1,20 +1,18 @@
-"""Turn one training report's tensors into the ClientResult the Aggregators fold in, within the
-influence bound (``hamrah.server.influence``)."""
+"""Turn one training report's tensors into the ClientResult the Aggregators fold in, and measure the
+norm the influence bound (``hamrah.server.influence``) is applied to."""
 
 from __future__ import annotations
-
-import dataclasses
 
 from hamrah.algorithms.base import ClientResult
 from hamrah.core.errors import ProtocolError
 from hamrah.core.params import Params
-from hamrah.server.influence import InfluenceBound
+from hamrah.server.influence import l2_norm64
 from hamrah.transport.codec import AUX_PREFIX, check_update
 
 
-def train_result(client: int, tensors: Params, weight: int, metrics: dict, spec: dict, bound: InfluenceBound,
+def train_result(client: int, tensors: Params, weight: int, metrics: dict, spec: dict,
                  pipeline=None) -> tuple[ClientResult, float | None]:
-    """Check and bound one training report.
+    """Check one training report and measure its delta's norm (the Coordinator bounds it).
 
     Args:
         client: the client id the result carries.
@@ -22,12 +20,11 @@ def train_result(client: int, tensors: Params, weight: int, metrics: dict, spec:
         weight: the weight the server trusts (``num_examples`` already capped).
         metrics: the report's checked metrics.
         spec: the model's tensor specs (names, shapes, dtypes).
-        bound: the influence bound; the delta is scaled to its norm bound.
         pipeline: the round's ``ServerPipeline`` or None.
 
     Returns:
-        (the result, its delta's L2 norm before bounding; None when unseen). A homomorphic ciphertext is returned as the
-        pipeline decoded it: the server cannot see its norm, only its weight is bounded.
+        (the result, its delta's L2 norm in float64; None for a homomorphic ciphertext: the server
+        cannot see its norm, only its weight is bounded).
 
     Raises:
         ProtocolError: names, shapes, dtypes or values that do not match the model.
@@ -36,8 +33,7 @@ def train_result(client: int, tensors: Params, weight: int, metrics: dict, spec:
         result = pipeline.decode_result(client, tensors, weight, metrics)
         if not all(v.is_floating_point() for v in result.delta.values()):
             return result, None
-        delta, norm = bound.bound(result.delta)
-        return dataclasses.replace(result, delta=delta), norm
+        return result, l2_norm64(result.delta)
     delta = {k: v for k, v in tensors.items() if not k.startswith(AUX_PREFIX)}
     aux = {k[len(AUX_PREFIX):]: v for k, v in tensors.items() if k.startswith(AUX_PREFIX)}
     check_update(delta, spec)
@@ -45,8 +41,7 @@ def train_result(client: int, tensors: Params, weight: int, metrics: dict, spec:
     if unknown:
         raise ProtocolError(f"aux: unexpected tensors {unknown[:5]}; expected names of the model's parameters")
     check_update(aux, {k: spec[k] for k in aux}, what="aux")
-    delta, norm = bound.bound(delta)
-    return ClientResult(client, delta, weight, metrics, aux=aux), norm
+    return ClientResult(client, delta, weight, metrics, aux=aux), l2_norm64(delta)
 
 
 __all__ = ["train_result"]

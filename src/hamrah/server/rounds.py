@@ -65,6 +65,8 @@ class RoundState:
     clipped: int = 0  # reports whose delta was scaled down to the norm bound
     capped: int = 0  # reports whose num_examples was capped
     norms: list[float] = field(default_factory=list)  # L2 norms of accepted training deltas, before bounding
+    held: list[tuple] = field(default_factory=list)  # (info, result, norm) waiting for a norm bound
+    clip: float | None = None  # the norm bound the round's reports were clipped to
 
     def count(self, status: str, kind: str = "train") -> int:
         return sum(t.status == status and t.kind == kind for t in self.tasks.values())
@@ -126,7 +128,7 @@ def round_record(rs: RoundState, reported: int, train_loss: float, lost: int, t_
               "reported": reported, "aborted": rs.count("aborted"), "failed": rs.count("failed"),
               "refused": rs.refused, "lost_with_aggregators": lost, "train_loss": train_loss,
               "clipped": rs.clipped, "weight_capped": rs.capped,
-              "update_norm_median": statistics.median_low(rs.norms) if rs.norms else None,
+              "update_norm_median": statistics.median_low(rs.norms) if rs.norms else None, "clip_norm": rs.clip,
               "selection_s": round(t_sel, 3), "reporting_s": round(t_rep, 3)}
     record["dropped"] = record["selected"] - record["reported"]
     if rs.eval_target:

@@ -67,6 +67,10 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         try:
             self.guard.call(device, asyncio.get_running_loop().time())
         except RateLimited as e:
+            if not self.guard.first(device, "rate"):  # one log line per flooding device, all counted
+                self.refused += 1
+                self.guard.count(reason_of(e))
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
             await self._refuse(context, device, what, e, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
     async def CheckIn(self, request: pb.CheckInRequest, context) -> pb.CheckInResponse:
