@@ -141,3 +141,11 @@ def test_config_errors_name_the_key(tmp_path):
     files["guest"].write_text(text.replace('role = "guest"', 'role = "arbiter"'))
     with pytest.raises(ConfigError, match="party.role = 'arbiter'"):
         load_party_config(files["guest"])
+
+
+def test_the_shipped_vertical_configs_load():
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("vertical_*.toml"))
+    assert len(configs) >= 7
+    for path in configs:
+        cfg = load_party_config(path)
+        assert cfg.name == cfg.role and cfg.name not in cfg.peers
