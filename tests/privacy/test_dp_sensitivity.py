@@ -1,4 +1,4 @@
-"""The sensitivity the accountant assumes is the one the code enforces, for every central-DP chain.
+"""The sensitivity the accountant assumes is the one the code enforces, for every DP chain.
 
 For every codec and setting the config accepts together with central DP (with and without adaptive
 clipping, error feedback over several rounds of a steady update direction, with and without secure
@@ -55,9 +55,12 @@ def chains(draw):
     secure = draw(st.booleans())
     compression = {k: v for k, v in draw(_codecs(secure)).items() if v is not None}
     clip = draw(st.sampled_from([0.05, 0.3, 1.0, 5.0]))
-    privacy = {"mode": "central", "clip": clip, "noise_multiplier": 1.0, "sampling": "fixed"}
-    if draw(st.booleans()):
-        privacy["adaptive"] = {"clip_count_stddev": 2.0}
+    if draw(st.booleans()):  # DP-FTRL: the same clip stage, tree noise instead of per-round noise
+        privacy = {"mode": "ftrl", "clip": clip, "noise_multiplier": 1.0, "tree_rounds": 5}
+    else:
+        privacy = {"mode": "central", "clip": clip, "noise_multiplier": 1.0, "sampling": "fixed"}
+        if draw(st.booleans()):
+            privacy["adaptive"] = {"clip_count_stddev": 2.0}
     sec = {"variant": "secagg", "clip": draw(st.sampled_from([0.5, 1.0, 4.0])),
            "input_bits": draw(st.sampled_from([12, 16, 24]))} if secure else None
     try:
@@ -90,7 +93,7 @@ def test_every_accepted_central_chain_bounds_each_decoded_contribution(spec, sca
         return
     chain = spec.chain()
     clip_stage = next(s for s in chain.stages if isinstance(s, DPClip))
-    noise = next(s for s in chain.stages if isinstance(s, CentralGaussianNoise))
+    noise = next((s for s in chain.stages if isinstance(s, CentralGaussianNoise)), None)
     sstate = chain.init_server(TEMPLATE)
     if clip_stage.adaptive:  # any norm the server may broadcast (>= the floor it keeps under a secure sum)
         i = chain.stages.index(clip_stage)
@@ -105,7 +108,8 @@ def test_every_accepted_central_chain_bounds_each_decoded_contribution(spec, sca
     g = torch.Generator().manual_seed(seed)
     direction = {k: torch.randn(v.shape, generator=g) for k, v in TEMPLATE.items()}  # steady: EF accumulates
     state = chain.init_client(TEMPLATE)
-    bit_bound = noise.clipper().bit_sensitivity if noise.adaptive is not None else 0.0
+    adaptive = noise is not None and noise.adaptive is not None
+    bit_bound = noise.clipper().bit_sensitivity if adaptive else 0.0
     for r in range(rounds):
         update = {k: v * scale + 0.01 * scale * torch.randn(v.shape, generator=g) for k, v in direction.items()}
         ctx = ClientContext(0, r, np.random.default_rng([seed, r]), round_seed=seed + r, weight=1.0, num_clients=1)
@@ -117,7 +121,7 @@ def test_every_accepted_central_chain_bounds_each_decoded_contribution(spec, sca
         assert _norm(seen) <= c * (1 + TOL) + 1e-7, (spec.compression, r, _norm(seen), c)
         bits = [float(v.abs().max()) for k, v in seen.items() if not _is_model_key(k)]
         assert all(b <= bit_bound + 1e-6 for b in bits)
-        assert bool(bits) == (noise.adaptive is not None)
+        assert bool(bits) == adaptive
 
 
 def _spec(chain, sstate):
@@ -154,3 +158,15 @@ def test_margin_is_the_secagg_rounding_bound_times_sqrt_d():
     clip = spec.chain().stages[0]
     assert isinstance(spec.chain().stages[1], SecureAggregation)
     assert clip.margin(400) == pytest.approx(2.0 / 65535 * math.sqrt(400))
+
+
+@settings(max_examples=50, deadline=None)
+@given(clip=st.floats(1e-3, 1e3), scale=st.floats(1e-3, 1e4), seed=st.integers(0, 2**16))
+def test_local_dp_clips_to_s_before_its_noise(clip, scale, seed):
+    """Local DP is accounted as a replace-one Gaussian of sensitivity 2S: the release without noise is <= S."""
+    from hamrah.privacy import local_dp_release
+
+    g = torch.Generator().manual_seed(seed)
+    update = {k: torch.randn(v.shape, generator=g) * scale for k, v in TEMPLATE.items()}
+    released = local_dp_release(update, clip, 0.0, torch.Generator().manual_seed(0))
+    assert _norm(released) <= clip * (1 + TOL)
