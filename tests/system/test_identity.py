@@ -85,9 +85,12 @@ def test_a_server_without_tokens_completes_rounds(tmp_path):
     setup, stores, _ = make_setup(tmp_path, experiment(rounds=2), devices=5, goal_count=4, over_selection=1.0,
                                   min_reports=4)
     setup = dataclasses.replace(setup, server=dataclasses.replace(setup.server, tokens_file=None))
-    server, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, [None] * 5))
+    # Devices retry for ever: the fleet still ends once one of them hears that training is over.
+    server, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, [None] * 5,
+                                                    device_kw={"unreachable_after_s": None}))
     assert server.service.tokens is None
-    assert summary["rounds_committed"] == 2 and sum(s.reported for s in stats) >= 8
+    assert summary["rounds_committed"] == 2
+    assert stats is not None and sum(s.reported for s in stats) >= 8 and any(s.finished for s in stats)
 
 
 def test_a_revoked_device_stops_alone_and_its_fleet_goes_on(tmp_path):

@@ -111,27 +111,45 @@ async def run_fleet(base: DeviceConfig, stores: list[Path], tokens: list[str | N
         raise ConfigError(f"{len(stores)} stores but {len(tokens)} tokens: expected one token per device")
     keys = client_keys if client_keys is not None else list(range(len(stores)))
 
-    async def one(i: int) -> DeviceStats | None:
+    over = asyncio.Event()  # a device heard that training is over: so it is for every device of the fleet
+    stats: list[DeviceStats | None] = [DeviceStats() for _ in stores]
+
+    async def one(i: int) -> None:
         member = _Device(i, churn)
         cfg = replace(base, device_id=f"{base.device_id}-{i}", client_key=keys[i])
         kit = tokens[i]
         cfg = kit.apply(cfg) if isinstance(kit, DeviceCredentials) else replace(cfg, token=kit)
         with ExampleStore(stores[i]) as store:
             runtime = DeviceRuntime(cfg, store, FunctionState(member.read), member.fault)
+            stats[i] = runtime.stats
             try:
-                return await runtime.run()
+                if (await runtime.run()).finished:
+                    over.set()
             except DeviceKilled as e:
                 log.info("device %d killed mid-task (%s)", i, e)
-                return None
+                stats[i] = None
             except TransportError as e:  # the server went away for good: training is over for us
                 log.info("device %d stops: %s", i, e)
-                return runtime.stats
             except AuthError as e:  # this device only: revoked, or its credentials are refused
                 log.warning("device %d stops: %s", i, e)
                 runtime.stats.messages.append(f"stopped: {e}")
-                return runtime.stats
 
-    return list(await asyncio.gather(*(one(i) for i in range(len(stores)))))
+    async def until_over(i: int) -> None:
+        """Run device i until it stops, or until another device hears that training is over (this one
+        may be sleeping or retrying a server that has ended: it would otherwise wait out its retry time)."""
+        task, done = asyncio.ensure_future(one(i)), asyncio.ensure_future(over.wait())
+        try:
+            await asyncio.wait({task, done}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            done.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if not task.cancelled():
+            task.result()  # an unexpected error (a bad credentials file) is the user's to see
+
+    await asyncio.gather(*(until_over(i) for i in range(len(stores))))
+    return stats
 
 
 def make_tokens(path: Path, count: int, server_file: Path | None = None) -> list[str]:

@@ -88,6 +88,7 @@ class DeviceConfig:
 @dataclass
 class DeviceStats:
     check_ins: int = 0
+    finished: bool = False  # the server said training is over
     tasks: int = 0
     reported: int = 0
     aborted: int = 0
@@ -141,6 +142,7 @@ class DeviceRuntime:
                 reply = await self._call(stub.CheckIn, self._check_in_request(state))
                 self.stats.check_ins += 1
                 if reply.finished:
+                    self.stats.finished = True
                     break
                 if reply.HasField("task"):
                     wait = await self._run_task(stub, reply.task)
