@@ -36,6 +36,7 @@ from hamrah.algorithms import WEIGHTED_MEAN_ALGORITHMS
 from hamrah.algorithms.base import ClientResult
 from hamrah.core.errors import BudgetExhausted, ConfigError, ProtocolError
 from hamrah.core.params import Params
+from hamrah.core.updates import check_update
 from hamrah.privacy.chains import (
     PipelineRun,
     PipelineSpec,
@@ -152,8 +153,7 @@ class ServerPipeline:
             self.bytes_up += len(data)
             return ClientResult(client_id, {PAYLOAD_KEY: tensors[PAYLOAD_KEY]}, weight, metrics)
         delta = self.run.chain.decode_client(self.stage.read(data, self.wire), self.run.server_state)  # DP re-clip
-        if not all(bool(torch.isfinite(v).all()) for v in delta.values()):
-            raise ProtocolError("update: decoded values are not all finite")
+        check_update(delta, what="update (decoded)")  # the simulator's check too (hamrah.core.updates)
         self.privacy.admit(client_id)  # DP-FTRL: at most one report per device per tree
         self.bytes_up += len(data)
         return ClientResult(client_id, delta, weight, metrics)

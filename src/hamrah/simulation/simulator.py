@@ -22,6 +22,7 @@ from hamrah.algorithms.local import evaluate
 from hamrah.core.errors import BudgetExhausted, ConfigError, NotEnoughClients
 from hamrah.core.params import Params, clone
 from hamrah.core.seeds import sampling_rng
+from hamrah.core.updates import update_problem
 from hamrah.data.federated import ArrayData, FederatedDataset
 from hamrah.privacy.chains import PipelineRun, PipelineSpec
 from hamrah.simulation.batched import supports_batching
@@ -155,6 +156,7 @@ class Simulator:
         self.pipeline = self._pipeline_run(pipeline)
         self.round_bytes: tuple[int, int] | None = None  # (up, down) of the last round through the pipeline
         self.bytes_total = [0, 0]  # (up, down) over the run
+        self.refused = 0  # client updates refused by hamrah.core.updates (NaN/inf, wrong names or shapes)
 
     def _pipeline_run(self, spec: PipelineSpec | None) -> PipelineRun | None:
         if spec is None:
@@ -218,16 +220,18 @@ class Simulator:
         return {c: self.attack.poison_data(c, self.data.client_data(c), _rng(self.config.seed, _ATTACK_TAG, round_idx, c))
                 for c in ids if self.attack.is_malicious(c)}
 
-    def server_half(self, round_idx: int, results: list[ClientResult]) -> None:
+    def server_half(self, round_idx: int, results: list[ClientResult]) -> list[ClientResult]:
         """Apply the attack's update poisoning, then the algorithm's server update, to the round's results.
 
-        This is the single point between local training and aggregation.
+        This is the single point between local training and aggregation. Returns the round's results as
+        aggregated: poisoned, and with each refused update (hamrah.core.updates) turned into a failure.
         """
         if self.attack is not None:
             mal = [r for r in results if r.error is None and self.attack.is_malicious(r.client_id)]
             ben = [r for r in results if not (r.error is None and self.attack.is_malicious(r.client_id))]
             poisoned = self.attack.poison_updates(mal, ben, _rng(self.config.seed, _ATTACK_TAG, round_idx))
             results = sorted(ben + list(poisoned), key=lambda r: r.client_id)
+        results = checked = [self._validated(r) for r in results]  # the server's check: refused, counted
         if self.pipeline is not None:
             results = self._through_pipeline(round_idx, results)
         aggregator = self.aggregator
@@ -239,6 +243,14 @@ class Simulator:
                 self.params, results, self.server_state, aggregator)
         except NotEnoughClients:
             pass  # no client reported: the model stays as it was (the round is recorded with 0 clients)
+        return checked
+
+    def _validated(self, r: ClientResult) -> ClientResult:
+        problem = None if r.error is not None else (update_problem(r.delta, self.params) or update_problem(r.aux))
+        if problem is None:
+            return r
+        self.refused += 1
+        return ClientResult(r.client_id, {}, r.num_examples, r.metrics, error=f"refused: {problem}")
 
     def _through_pipeline(self, round_idx: int, results: list[ClientResult]) -> list[ClientResult]:
         """Encode each reported update through the chain, aggregate, run the server halves; return one
@@ -287,7 +299,7 @@ class Simulator:
                 result.stopped = str(err)
                 break
             results = self.train_round(r)
-            self.server_half(r, results)
+            results = self.server_half(r, results)
             epsilon = pipe.record_round() if pipe is not None else None
             if r % cfg.eval_every and r != cfg.rounds:
                 continue

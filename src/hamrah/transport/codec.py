@@ -19,6 +19,7 @@ from safetensors.torch import save as st_save
 
 from hamrah.core.errors import ProtocolError
 from hamrah.core.params import Params
+from hamrah.core.updates import check_update as core_check_update
 
 # Names of the extra tensors beside the model's: the algorithm's broadcast in a checkpoint (SCAFFOLD's
 # c) and the client's state change in an update (SCAFFOLD's delta c_i).
@@ -100,11 +101,7 @@ def check_update(update: Mapping[str, torch.Tensor], spec: Mapping[str, TensorSp
             raise ProtocolError(f"{what}: {name} has shape {tuple(t.shape)}, expected {s.shape}")
         if t.dtype != s.dtype:
             raise ProtocolError(f"{what}: {name} has dtype {t.dtype}, expected {s.dtype}")
-        # A float64 sum of float32 values cannot overflow: it is finite exactly when every value is
-        # (15x faster than isfinite().all() on a CNN-sized update).
-        total = t.sum(dtype=torch.float64) if t.is_floating_point() else t.sum()
-        if not bool(torch.isfinite(total)):
-            raise ProtocolError(f"{what}: {name} holds NaN or infinite values")
+    core_check_update(update, what=what)  # finiteness: the same check the simulator runs (hamrah.core.updates)
 
 
 def decode_metrics(data: bytes) -> dict[str, float]:
