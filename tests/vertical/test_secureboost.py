@@ -153,6 +153,8 @@ ENC = SecureBoostConfig(num_trees=1, max_depth=2, key_bits=KEY_BITS)
     ("guest", "sbt.tree", lambda t, m: (t, {**m, "ct": (1 << 3000,) + m["ct"][1:]}), "not a ciphertext"),
     ("host", "sbt.hist", lambda t, m: ("sbt.schema", {}), "expected a 'sbt.hist' message, got 'sbt.schema'"),
     ("host", "sbt.partition", lambda t, m: (t, {**m, "left": m["left"][:-1]}), "'left'"),
+    ("host", "sbt.partition", lambda t, m: (t, {**m, "records": np.full(max(1, len(m["records"])), -1)}),
+     "'records'"),
     ("guest", "sbt.split", lambda t, m: (t, {"nodes": np.array([1]), "feature": np.array([0]),
                                              "bin": np.array([99])}), "not a split candidate"),
 ])

@@ -287,9 +287,10 @@ def _apply_splits(ctx: _Guest, builder: _TreeBuilder, chosen: dict[int, tuple[in
         msg = ctx.channel.recv(peer.name, "sbt.partition")
         got, recs = msg.get("left"), msg.get("records")
         if not (isinstance(got, np.ndarray) and got.dtype == bool and got.shape == pos.shape
-                and isinstance(recs, np.ndarray) and recs.dtype == np.int64 and recs.shape == (len(mine),)):
+                and isinstance(recs, np.ndarray) and recs.dtype == np.int64 and recs.shape == (len(mine),)
+                and (recs >= 0).all() and len(set(recs.tolist())) == len(mine)):
             raise ProtocolError(f"from {peer.name!r}: expected 'left' (bool, one per row) and 'records' "
-                                f"(int64, one per split node)")
+                                f"(distinct non-negative int64, one per split node)")
         in_nodes = np.isin(pos, mine)
         left[in_nodes] = got[in_nodes]
         records.update(zip(mine, recs.tolist()))
