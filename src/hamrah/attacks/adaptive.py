@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hamrah.aggregation import flatten, krum_scores, unflatten
+from hamrah.aggregation import flatten, unflatten
+from hamrah.aggregation.krum import krum_scores_from, squared_distances
 from hamrah.algorithms.base import ClientResult
 from hamrah.core.errors import ConfigError
 
@@ -215,12 +216,18 @@ class FangKrum:
     def poison(self, malicious: list[ClientResult], benign: list[ClientResult], rng) -> list[ClientResult]:
         """Return the malicious results all carrying -lambda * s."""
         x, spec = reference_matrix(malicious, benign)
-        c, d = len(malicious), x.shape[1]
+        c, n = len(malicious), x.shape[0]
         s = torch.sign(x.mean(0))
+        # distances once: benign-benign from the Gram matrix, crafted-benign in closed form
+        # ||-lam s - x_i||^2 = lam^2 ||s||^2 + 2 lam s.x_i + ||x_i||^2; the c copies are at distance 0
+        d2 = torch.zeros(c + n, c + n, dtype=torch.float64)
+        d2[c:, c:] = squared_distances(x)
+        ss, sx, xx = float(s @ s), x @ s, (x * x).sum(1)
         lam = upper_lambda(x, c)
         while lam > self.threshold:
-            crafted = (-lam * s).expand(c, d)
-            if int(krum_scores(torch.cat([crafted, x]).float(), c).argmin()) < c:
+            d2[:c, c:] = (lam * lam * ss + 2 * lam * sx + xx).clamp(min=0)
+            d2[c:, :c] = d2[:c, c:].t()
+            if int(krum_scores_from(d2, c).argmin()) < c:
                 break
             lam /= 2
         return _send(malicious, -lam * s, spec)
