@@ -186,3 +186,14 @@ def test_registry_builds_secureboost_from_toml_settings():
     assert config == SecureBoostConfig(num_trees=5, learning_rate=1.0, encrypted=False)
     with pytest.raises(ConfigError, match="max_depth"):
         build_config("secureboost", {"max_depth": 0})
+
+
+def test_prediction_refuses_another_schema_and_logs_nothing(breast, caplog):
+    caplog.set_level("DEBUG")
+    fit = fit_local(breast, SecureBoostConfig(num_trees=2, encrypted=False))
+    predict_local(fit, breast)
+    assert not [r for r in caplog.records if r.name.startswith("hamrah")], "SecureBoost must not log"
+    h = breast["host"]
+    narrow = {"guest": breast["guest"], "host": PartyTable(h.ids, h.features[:, :5], h.feature_names[:5])}
+    with pytest.raises(DataError, match="host: 5 features, the model was trained on 20"):
+        predict_local(fit, narrow)
