@@ -49,8 +49,13 @@ def central(g: PartyTable, h: PartyTable, clip: float) -> dict:
     guest = LogisticRegression(max_iter=5000).fit(z[:, :dg], y)
     xgb = XGBClassifier(n_estimators=100, max_depth=3, learning_rate=0.3, n_jobs=1).fit(x, y)
     margin = xgb.predict(x, output_margin=True)
-    return {"central_sklearn_lr": _metrics(y, lr.decision_function(z)), "central_xgboost": _metrics(y, margin),
-            "guest_alone_lr": _metrics(y, guest.decision_function(z[:, :dg]))}
+    out = {"central_sklearn_lr": _metrics(y, lr.decision_function(z)), "central_xgboost": _metrics(y, margin),
+           "guest_alone_lr": _metrics(y, guest.decision_function(z[:, :dg]))}
+    if clip:
+        plain = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1)
+        out["central_sklearn_lr_unclipped"] = _metrics(y, LogisticRegression(max_iter=5000).fit(plain, y)
+                                                       .decision_function(plain))
+    return out
 
 
 def _roles(mod, g, h, cfg):

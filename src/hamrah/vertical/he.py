@@ -144,7 +144,7 @@ class CipherVector:
 
 def _plain(public: PublicKey, v: int) -> int:
     if abs(v) > public.max_int:
-        raise ProtocolError(f"plaintext {v}: exceeds the key's range (|v| <= n // 3)")
+        raise ProtocolError(f"a {abs(v).bit_length()}-bit plaintext exceeds the key's range (|v| <= n // 3)")
     return v % public.n
 
 
