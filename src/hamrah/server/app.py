@@ -106,8 +106,12 @@ class FLServer:
                  f"{num_parameters(params):,}", self.setup.goal, self.store.dir)
         return bound
 
-    async def serve(self, port: int = 0, host: str = "127.0.0.1", linger_s: float = 1.0) -> dict:
-        """Serve until every round is committed; return the summary."""
+    async def serve(self, port: int = 0, host: str = "127.0.0.1", linger_s: float | None = None) -> dict:
+        """Serve until every round is committed, then ``linger_s`` more (default: the longest reconnect
+        time plus the check-in hold, so every device that comes back hears that training is over and
+        stops, instead of retrying an ended server); return the summary."""
+        s = self.setup.server
+        linger_s = s.reconnect_max_s + s.checkin_hold_s if linger_s is None else linger_s
         if self.port is None:
             await self.start(port, host)
         self._on_sigterm()
