@@ -72,7 +72,7 @@ def _run(mod, g, h, cfg):
 
 
 def federated(mod, g, h, cfg: LRConfig) -> dict:
-    res, cpu, nbytes = _run(mod, g, h, cfg)
+    res, cpu, _ = _run(mod, g, h, cfg)
     zg, _, _ = standardise(g.features, res["guest"], True, cfg.clip)
     zh, _, _ = standardise(h.features, res["host"], False, cfg.clip)
     epochs = res["guest"].epoch
@@ -84,9 +84,9 @@ def cost(mod, g, h, cfg: LRConfig, rows: int) -> dict:
     """One epoch, plaintext then Paillier, on the first ``rows`` rows."""
     if rows:
         g, h = g.select(g.ids[:rows]), h.select(g.ids[:rows])
-    one = dict(epochs=1, tol=0.0)
+    one = {"epochs": 1, "tol": 0.0}
     _, plain, plain_bytes = _run(mod, g, h, LRConfig(**{**cfg.__dict__, **one, "encrypted": False}))
-    res, enc, enc_bytes = _run(mod, g, h, LRConfig(**{**cfg.__dict__, **one, "encrypted": True}))
+    _, enc, enc_bytes = _run(mod, g, h, LRConfig(**{**cfg.__dict__, **one, "encrypted": True}))
     return {"rows": len(g.ids), "guest_features": g.features.shape[1], "host_features": h.features.shape[1],
             "plain_cpu_s": round(plain, 4), "paillier_cpu_s": round(enc, 2), "he_overhead": round(enc / plain, 1),
             "plain_bytes": plain_bytes, "paillier_bytes": enc_bytes}

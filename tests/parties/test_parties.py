@@ -21,7 +21,7 @@ from hamrah.vertical import lr_sshe, run_parties
 from hamrah.vertical.lr_common import LRConfig
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "vertical"
-SETTINGS = dict(epochs=3, batch_size=128, lr=0.3, l2=0.01, tol=0.0, key_bits=1024)
+SETTINGS = {"epochs": 3, "batch_size": 128, "lr": 0.3, "l2": 0.01, "tol": 0.0, "key_bits": 1024}
 
 
 def _port() -> int:

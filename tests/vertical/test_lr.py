@@ -54,7 +54,8 @@ def test_encrypted_and_plaintext_modes_agree(data):
     g = table(data.draw(st.lists(st.lists(cell, min_size=2, max_size=2), min_size=rows, max_size=rows)), 2, True)
     h = table(data.draw(st.lists(st.lists(cell, min_size=3, max_size=3), min_size=rows, max_size=rows)), 3)
     mod = data.draw(st.sampled_from(PROTOCOLS))
-    base = dict(epochs=2, batch_size=data.draw(st.integers(0, rows)), lr=0.3, l2=0.01, key_bits=1024, tol=0.0)
+    base = {"epochs": 2, "batch_size": data.draw(st.integers(0, rows)), "lr": 0.3, "l2": 0.01, "key_bits": 1024,
+            "tol": 0.0}
     plain, _ = run_parties(roles(mod, g, h, LRConfig(encrypted=False, **base)), timeout_s=60)
     enc, _ = run_parties(roles(mod, g, h, LRConfig(encrypted=True, **base)), timeout_s=60)
     for party in ("guest", "host"):
@@ -74,7 +75,7 @@ def test_breast_auc_within_0005_of_central_sklearn(mod):
 
 def test_one_encrypted_breast_epoch_matches_plaintext():
     g, h = SMALL_G, SMALL_H
-    base = dict(epochs=1, batch_size=128, lr=0.5, key_bits=1024, psi=False)
+    base = {"epochs": 1, "batch_size": 128, "lr": 0.5, "key_bits": 1024, "psi": False}
     plain, _ = run_parties(roles(lr_coordinated, g, h, LRConfig(encrypted=False, **base)), timeout_s=60)
     enc, stats = run_parties(roles(lr_coordinated, g, h, LRConfig(encrypted=True, **base)), timeout_s=60)
     np.testing.assert_allclose(enc["host"].weights, plain["host"].weights, atol=1e-4)

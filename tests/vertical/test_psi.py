@@ -15,8 +15,8 @@ id_sets = st.sets(st.integers(-2**63, 2**63 - 1), max_size=25)
 
 
 def _run(sets: dict, leader: str = "guest"):
-    roles = {name: (lambda ch, ids=np.array(sorted(s), dtype=np.int64): intersect(ch, ids, PSIConfig(leader)))
-             for name, s in sets.items()}
+    tables = {name: np.array(sorted(s), dtype=np.int64) for name, s in sets.items()}
+    roles = {name: (lambda ch, ids=ids: intersect(ch, ids, PSIConfig(leader))) for name, ids in tables.items()}
     return run_parties(roles, timeout_s=30)
 
 
@@ -77,3 +77,11 @@ def intersect_as_leader_until_set(ch):
     ch.send("host", "psi/full", {"points": _to_array(blind(key, _from_array(ch.recv("host", "psi/ring1"), "host")))})
     ch.recv("host", "psi/full")
     ch.recv("host", "psi/set")
+
+
+def test_a_point_of_small_order_is_refused():
+    def bad_host(ch):
+        ch.recv("guest", "psi/ring1")
+        ch.send("guest", "psi/ring1", {"points": np.zeros((1, POINT), np.uint8)})  # u = 0: order 1
+    with pytest.raises(ProtocolError, match="small order"):
+        run_parties({"guest": lambda ch: intersect(ch, np.array([1])), "host": bad_host}, timeout_s=10)

@@ -26,7 +26,16 @@ import numpy as np
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
 from hamrah.vertical.lr_common import (
-    LRConfig, LRState, OnEpoch, PaillierOps, PlainOps, decide_stop, hello, prepare, standardise, train_loop,
+    LRConfig,
+    LRState,
+    OnEpoch,
+    PaillierOps,
+    PlainOps,
+    decide_stop,
+    hello,
+    prepare,
+    standardise,
+    train_loop,
 )
 
 __all__ = ["LRConfig", "arbiter", "guest", "host"]
@@ -53,7 +62,7 @@ def guest(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRS
     """
     others = (config.host, config.arbiter)
     table, x = prepare(channel, table, config, True, (config.host,))
-    start, dims = hello(channel, config, others, list(resume or ()), x.shape[1] + 1, len(table.ids))
+    start, _ = hello(channel, config, others, list(resume or ()), x.shape[1] + 1, len(table.ids))
     z, mean, std = standardise(x, resume[start] if start else None, intercept=True, clip=config.clip)
     ops, y = _ops(channel, config), table.labels
 
