@@ -9,6 +9,10 @@ in for training), upload a pre-built update of the model's exact size and check 
 left out. Both processes share this machine's cores.
 
     python benchmarks/bench_server_load.py --devices 100,500,1000 --model cnn --goal 100 --rounds 3
+
+With ``--signed`` the devices are provisioned (``hamrah provision``) and every call carries an Ed25519
+signature with a timestamp and a nonce, which the server verifies (the server's tokens_file is the
+provisioned registry).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from hamrah.models import ModelSpec
 from hamrah.transport.codec import CHUNK_BYTES, chunks, encode_params
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
-from hamrah.transport.security import token_metadata
+from hamrah.transport.identity import DeviceKey, RequestSigner
+from hamrah.transport.provision import device_folders, provision
 
 SHAPES = {"2nn": (1, 28, 28), "cnn": (1, 28, 28)}
 CONFIG = """
@@ -72,8 +77,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def device(port: int, token: str, payload: bytes, compute_s: float, stop: asyncio.Event, stats: dict) -> None:
-    meta = token_metadata(token)
+async def device(port: int, signer: RequestSigner, payload: bytes, compute_s: float, stop: asyncio.Event,
+                 stats: dict) -> None:
+    token = signer.token
+    sign = signer.metadata
+
+    def signed(method: str):
+        stats["calls"] += 1
+        return sign(method)
+
     limit = CHUNK_BYTES + (1 << 16)
     opts = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=opts) as ch:
@@ -81,7 +93,7 @@ async def device(port: int, token: str, payload: bytes, compute_s: float, stop: 
         req = pb.CheckInRequest(population="default", state=pb.DeviceState(idle=True, charging=True, unmetered=True))
         while not stop.is_set():
             try:
-                reply = await stub.CheckIn(req, metadata=meta)
+                reply = await stub.CheckIn(req, metadata=signed("CheckIn"))
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(0.5)
                 continue
@@ -92,7 +104,8 @@ async def device(port: int, token: str, payload: bytes, compute_s: float, stop: 
                 await asyncio.sleep(reply.reconnect_after_s)
                 continue
             t = reply.task
-            [c async for c in stub.DownloadCheckpoint(pb.CheckpointRequest(task_id=t.task_id), metadata=meta)]
+            [c async for c in stub.DownloadCheckpoint(pb.CheckpointRequest(task_id=t.task_id),
+                                                      metadata=signed("DownloadCheckpoint"))]
             await asyncio.sleep(compute_s)
 
             async def parts():
@@ -103,7 +116,7 @@ async def device(port: int, token: str, payload: bytes, compute_s: float, stop: 
                     yield pb.ReportPart(chunk=pb.Chunk(data=piece))
 
             try:
-                await stub.Report(parts(), metadata=meta)
+                await stub.Report(parts(), metadata=signed("Report"))
                 stats["reported"] += 1
                 await asyncio.sleep(0.05)  # back at once: round time then measures the server, not device pacing
             except grpc.aio.AioRpcError:
@@ -118,9 +131,17 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_s: float) -> dict:
+def _signers(work: Path, devices: int, signed: bool) -> list[RequestSigner]:
+    if not signed:
+        return [RequestSigner(t, None, "load") for t in make_tokens(work / "tokens.txt", devices)]
+    provision(work / "pki", devices)
+    (work / "tokens.txt").symlink_to(work / "pki" / "server" / "devices.json")
+    return [RequestSigner(k.token, DeviceKey.load(k.signing_key), k.name) for k in device_folders(work / "pki", devices)]
+
+
+async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_s: float, signed: bool = False) -> dict:
     work = Path(tempfile.mkdtemp(prefix="hamrah-load-"))
-    tokens = make_tokens(work / "tokens.txt", devices)
+    signers = _signers(work, devices, signed)
     (work / "server.toml").write_text(CONFIG.format(devices=max(devices, 100), model=model, rounds=rounds, goal=goal))
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "hamrah.cli", "server", "--config", str(work / "server.toml"),
@@ -129,10 +150,10 @@ async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_
     spec = ModelSpec(model, SHAPES[model], 10)
     net = spec.build()
     payload = encode_params({k: torch.randn_like(v) * 1e-3 for k, v in net.named_parameters()})
-    stats = {"connected": set(), "reported": 0, "late": 0}
+    stats = {"connected": set(), "reported": 0, "late": 0, "calls": 0}
     stop = asyncio.Event()
     rss = 0.0
-    tasks = [asyncio.ensure_future(device(port, tokens[i], payload, compute_s, stop, stats)) for i in range(devices)]
+    tasks = [asyncio.ensure_future(device(port, signers[i], payload, compute_s, stop, stats)) for i in range(devices)]
     start = time.monotonic()
     while server.poll() is None:
         await asyncio.sleep(0.5)
@@ -152,12 +173,13 @@ async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_
     overhead = [r["round_s"] - r.get("eval_s", 0.0) - compute_s for r in steady]
     mb = len(payload) / 2**20
     return {
-        "model": model, "devices": devices, "goal": goal, "rounds": len(records), "update_mb": round(mb, 3),
+        "model": model, "signed": signed, "devices": devices, "goal": goal, "rounds": len(records), "update_mb": round(mb, 3),
         "connected": len(stats["connected"]), "round_s": [r["round_s"] for r in records],
         "server_overhead_s": round(sum(overhead) / len(overhead), 3), "compute_s": compute_s,
         "updates_per_s": round(goal / (sum(overhead) / len(overhead)), 1),
         "mb_ingested_per_s": round(goal * mb / (sum(overhead) / len(overhead)), 1),
         "server_peak_rss_mb": round(rss, 1), "wall_s": round(wall, 1),
+        "calls_per_round": round(stats["calls"] / max(len(records), 1)),
     }
 
 
@@ -168,16 +190,17 @@ def main() -> None:
     p.add_argument("--goal", type=int, default=100)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--compute-s", type=float, default=1.0)
+    p.add_argument("--signed", action="store_true", help="provisioned devices; every call signed (Ed25519, nonce)")
     p.add_argument("--out", default="benchmarks/results/server_load.json")
     args = p.parse_args()
     results = []
     for n in [int(x) for x in args.devices.split(",")]:
-        r = asyncio.run(one_setting(args.model, n, min(args.goal, n), args.rounds, args.compute_s))
+        r = asyncio.run(one_setting(args.model, n, min(args.goal, n), args.rounds, args.compute_s, args.signed))
         print(json.dumps(r))
         results.append(r)
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.exists() else {"results": []}
-    keep = [r for r in old["results"] if r["model"] != args.model]
+    keep = [r for r in old["results"] if (r["model"], r.get("signed", False)) != (args.model, args.signed)]
     meta = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "grpc": grpc.__version__,
             "psutil": psutil.__version__}
     out.write_text(json.dumps({"meta": meta, "results": keep + results}, indent=2) + "\n")
