@@ -170,3 +170,12 @@ def test_a_simulated_run_charges_the_distributed_accountant():
     expected = DistributedAccountant(stage.round_mechanism(7850, 0.1))
     expected.step(2)
     assert history[-1].epsilon == pytest.approx(expected.epsilon(1e-5))
+
+
+def test_the_real_server_refuses_distributed_dp_at_start(tmp_path):
+    from hamrah.server.pipeline import ServerPipeline
+    config = {"data": {"num_clients": 100}, "run": {"rounds": 2},
+              "privacy": {"mode": "distributed", "clip": 0.5, "noise_multiplier": 1.0},
+              "secure_aggregation": {"variant": "secagg"}}
+    with pytest.raises(ConfigError, match="runs in the simulator"):
+        ServerPipeline.from_config(config, {"w": torch.zeros(3)}, 10, tmp_path, "fedavg")
