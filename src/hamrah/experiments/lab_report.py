@@ -46,9 +46,12 @@ def markdown_tables(rows: list[dict]) -> str:
     defences = list(dict.fromkeys(r["defence"] for r in rows))
     cell = {(r["attack"], r["defence"]): r for r in rows}
     spread = any(r.get("seeds", 1) > 1 for r in rows)
+    most = max((r.get("seeds", 1) for r in rows), default=1)
 
     def text(r: dict, key: str) -> str:
         out = _pct(r[key], r.get(f"{key}_sd") if spread else None)
+        if r.get("seeds", 1) < most and out != "-":
+            out += f" [{r['seeds']} of {most} seeds]"
         if key == "attack_success" and r.get("clean_success") is not None:
             out += f" ({_pct(r['clean_success'])})"
         return out
@@ -109,3 +112,21 @@ def write_doc(doc: Path, block: str) -> None:
         text = text.rstrip() + "\n\n" + wrapped + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m hamrah.experiments.lab_report ROWS.jsonl [ROWS.jsonl ...]``: print the summary tables of
+    the rows that one or more lab runs saved (``rows.jsonl`` in each ``--out``), e.g. of a run stopped
+    early or split over several processes by ``--defences``."""
+    import json
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    rows = [json.loads(line) for p in paths for line in Path(p).read_text(encoding="utf-8").splitlines() if line]
+    seeds = sorted({r["seed"] for r in rows})
+    print(f"{len(rows)} runs from {', '.join(paths)}; seeds {', '.join(map(str, seeds))}\n")
+    print(markdown_tables(summarize(rows)))
+
+
+if __name__ == "__main__":
+    main()
