@@ -71,13 +71,19 @@ class InfluenceBound:
         if self.clip is None or norm <= self.clip:
             return dict(delta), norm
         scale = self.clip / norm  # norm > clip >= 0
-        return {k: (v.to(torch.float64) * scale).to(v.dtype) for k, v in delta.items()}, norm
+        return {k: v * scale if v.is_floating_point() else v for k, v in delta.items()}, norm  # scale < 1
 
 
 def l2_norm64(tensors: Mapping[str, torch.Tensor]) -> float:
     """Return the L2 norm over all of ``tensors`` together, computed in float64 (no float32 overflow)."""
-    norms = [float(torch.linalg.vector_norm(v, dtype=torch.float64)) for v in tensors.values() if v.is_floating_point()]
-    return math.sqrt(sum(n * n for n in norms))
+    total = 0.0
+    for v in tensors.values():
+        if v.is_floating_point():
+            n = float(torch.linalg.vector_norm(v))  # fast path in the tensor's dtype
+            if not math.isfinite(n):  # float32 overflow (values past ~1e19): redo in float64
+                n = float(torch.linalg.vector_norm(v, dtype=torch.float64))
+            total += n * n
+    return math.sqrt(total)
 
 
 @dataclass
