@@ -14,7 +14,6 @@ from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
 from hamrah.transport.provision import device_folders, provision
 from hamrah.transport.security import channel_credentials
-
 from tests.system.harness import experiment, make_setup, run_system
 
 

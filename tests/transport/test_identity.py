@@ -14,8 +14,20 @@ from hypothesis import strategies as st
 from hamrah.core.errors import AuthError, ConfigError
 from hamrah.device.fleet import make_tokens
 from hamrah.transport.identity import (
-    KEY_HEADER, NONCE_HEADER, SIG_HEADER, TS_HEADER, DeviceKey, NonceCache, RequestRefused, RequestSigner,
-    anonymous_key, check_request, jittered, token_digest, verify_signature, write_private,
+    KEY_HEADER,
+    NONCE_HEADER,
+    SIG_HEADER,
+    TS_HEADER,
+    DeviceKey,
+    NonceCache,
+    RequestRefused,
+    RequestSigner,
+    anonymous_key,
+    check_request,
+    jittered,
+    token_digest,
+    verify_signature,
+    write_private,
 )
 from hamrah.transport.security import TokenRegistry
 

@@ -36,7 +36,10 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from hamrah.core.errors import AuthError, ConfigError
 
@@ -165,7 +168,7 @@ def verify_signature(public: bytes, purpose: str, data: bytes, signature: bytes)
 
 def request_data(method: str, ts_ms: int, nonce: str, token_sha256: str) -> bytes:
     """Return the bytes a request signature covers."""
-    return f"{method}\n{ts_ms}\n{nonce}\n{token_sha256}".encode("utf-8")
+    return f"{method}\n{ts_ms}\n{nonce}\n{token_sha256}".encode()
 
 
 class RequestSigner:

@@ -22,7 +22,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hamrah.core.errors import ConfigError
 from hamrah.transport.identity import (  # noqa: F401  (token_metadata: re-exported for callers)
-    NonceCache, RequestRefused, check_request, token_digest, token_from_metadata, token_metadata, write_private,
+    NonceCache,
+    RequestRefused,
+    check_request,
+    token_digest,
+    token_from_metadata,
+    token_metadata,
+    write_private,
 )
 
 log = logging.getLogger("hamrah.security")
@@ -236,8 +242,9 @@ def _usage(role: str, pub, issuer_pub) -> list[tuple[x509.ExtensionType, bool]]:
     """Return the extensions of a certificate for ``role``: a CA signs certificates only; a server
     certificate is good for TLS server authentication only, a client certificate for client
     authentication only (RFC 5280 key usage and extended key usage)."""
-    ku = dict(digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
-              key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False)
+    usages = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+              "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    ku = {name: False for name in usages}
     ext: list[tuple[x509.ExtensionType, bool]] = [
         (x509.BasicConstraints(ca=role == "ca", path_length=0 if role == "ca" else None), True),
         (x509.SubjectKeyIdentifier.from_public_key(pub), False),
