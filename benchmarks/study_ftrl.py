@@ -3,8 +3,8 @@
 Two tasks, short runs that fit a shared 2-core machine:
 
 - MNIST, logistic regression, 100 IID clients, 10 a round, E = 1, B = 10, lr 0.1, clip 0.5, 40 rounds;
-- Shakespeare (LEAF's natural partition), char LSTM, 10 clients a round, E = 1, B = 10, lr 1.47, clip 1.0,
-  10 rounds.
+- Shakespeare (LEAF's natural partition, 100 speaking roles), char LSTM, 10 clients a round, E = 1,
+  B = 10, lr 1.47, clip 1.0, 10 rounds (one tree of k = 10).
 
 Per task: no DP; DP-FedAvg with Poisson sampling (q = C) at z; DP-FTRL with trees of k = K / m rounds
 (each client exactly once per tree, no sampling assumed) at the same z; and DP-FTRL at the z that spends
@@ -38,8 +38,9 @@ TASKS = {
     "mnist": {"data": {"dataset": "mnist", "partition": "iid", "num_clients": 100}, "model": {"name": "logreg"},
               "algorithm": {"name": "fedavg", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 10, "lr": 0.1},
               "rounds": 40, "clip": 0.5, "z": 1.0},
-    "shakespeare": {"data": {"dataset": "shakespeare", "partition": "natural"}, "model": {"name": "char_lstm"},
-                    "algorithm": {"name": "fedavg", "client_fraction": 0.01, "local_epochs": 1, "batch_size": 10,
+    "shakespeare": {"data": {"dataset": "shakespeare", "partition": "natural", "num_clients": 100},
+                    "model": {"name": "char_lstm"},
+                    "algorithm": {"name": "fedavg", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 10,
                                   "lr": 1.47},
                     "rounds": 10, "clip": 1.0, "z": 1.0},
 }
