@@ -213,3 +213,14 @@ def test_backoff_jitter_stays_within_half_and_the_full_delay(delay, seed):
 
 def test_refusals_are_auth_errors():
     assert issubclass(RequestRefused, AuthError)
+
+
+def test_a_protocol_can_check_a_devices_own_signature_through_the_registry(tmp_path):
+    """The API for signing other messages (SecAgg key advertisements) with the same device keys."""
+    reg = _registry(tmp_path, ["tok-a", "tok-b"], KEYS[:2])
+    key = reg.verify(RequestSigner("tok-b", KEYS[1], "b").metadata("CheckIn"), "CheckIn").key
+    advert = b"public keys of round 7"
+    sig = KEYS[1].sign("secagg-advertise", advert)
+    assert verify_signature(reg.by_key(key).signing_key, "secagg-advertise", advert, sig)
+    assert not verify_signature(reg.by_key(key).signing_key, "request", advert, sig)
+    assert reg.by_key("0" * 16) is None

@@ -169,6 +169,15 @@ class TokenRegistry:
         rec = self._known.get(d)  # d is a digest of the caller's token: a dict lookup leaks nothing of others'
         return None if rec is None or d in self._revoked else rec
 
+    def by_key(self, key: str) -> DeviceRecord | None:
+        """Return the record of the device whose server key (``DeviceRecord.key``) is ``key``, else None.
+
+        For protocols that check a device's own signatures (e.g. secure-aggregation key advertisements
+        signed with ``DeviceKey.sign``): its ``signing_key`` is the public key to verify them with.
+        """
+        self._reload()
+        return next((r for d, r in self._known.items() if r.key == key and d not in self._revoked), None)
+
     def authenticate(self, token: str | None) -> str | None:
         """Return the device key for a known, unrevoked token, else None (the token alone; no signature check)."""
         rec = self.record(token)
