@@ -13,7 +13,8 @@ the round closes) loses only its share. Actors are kept from round to round, and
 replaced in the next round.
 
 ``ray.init()`` is called here only if the process has not initialised Ray: it joins the cluster
-named by ``RAY_ADDRESS`` or starts a local instance (then shut down by ``close``).
+named by ``RAY_ADDRESS`` or starts a local instance (then shut down by ``close``, and killed by a
+watchdog if the server is SIGKILLed: ``hamrah.server.reaper``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 from hamrah.algorithms.base import ClientResult
 from hamrah.core.errors import ConfigError
 from hamrah.server.aggregators import Aggregator, Partial
+from hamrah.server.reaper import process_tree, reap_on_death, stop_reaper
 
 try:
     import ray
@@ -77,8 +79,11 @@ class RayBackend:
 
     def __init__(self) -> None:
         self._owns_ray = not ray.is_initialized()
+        self._reaper = None
         if self._owns_ray:
             ray.init(include_dashboard=False, log_to_driver=False)
+            # Ray's daemons die with this process even on a SIGKILL (hamrah.server.reaper)
+            self._reaper = reap_on_death(process_tree())
         self._pool: dict[int, RayShare] = {}
 
     def spawn(self, index: int, buffered: bool) -> RayShare:
@@ -110,3 +115,5 @@ class RayBackend:
         self._pool.clear()
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
+        if self._reaper is not None:
+            stop_reaper(self._reaper)
