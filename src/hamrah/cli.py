@@ -236,8 +236,8 @@ def _cmd_party(args: argparse.Namespace) -> None:
     from hamrah.parties.runner import run_party
 
     cfg = load_party_config(args.config)
-    summary = run_party(cfg, report=lambda line: print(line, flush=True))
-    print(f"{cfg.name}: done; wrote {cfg.out}/summary.json" + (", model.npz" if "epochs" in summary else ""))
+    run_party(cfg, report=lambda line: print(line, flush=True))
+    print(f"{cfg.name}: done; wrote {cfg.out}/summary.json" + (", model.npz" if (cfg.out / "model.npz").exists() else ""))
 
 
 def _add_party_command(sub) -> None:

@@ -34,6 +34,7 @@ Relative paths are relative to the TOML file's folder.
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,7 +129,8 @@ def load_party_config(path: str | Path) -> PartyConfig:
     files = TLSFiles(*(str(base / _str(tls, k, "tls")) for k in ("ca", "cert", "key", "client_cert", "client_key")))
     return PartyConfig(
         name=_str(party, "name", "party"), role=role, listen=_str(party, "listen", "party"),
-        out=base / _str(party, "out", "party", f"runs/party-{party.get('name', 'x')}"), peers=dict(peers), tls=files,
+        out=Path(os.path.normpath(base / _str(party, "out", "party", f"runs/party-{party.get('name', 'x')}"))),
+        peers=dict(peers), tls=files,
         protocol=name, settings=build_config(name, protocol),
         data_path=base / data["path"] if "path" in data else None, id_column=data.get("id_column", "id"),
         label_column=data.get("label_column"), timeout_s=float(party.get("timeout_s", 300.0)),

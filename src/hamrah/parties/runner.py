@@ -56,15 +56,21 @@ def _write_result(cfg: PartyConfig, result, stats) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     summary = {"party": cfg.name, "role": cfg.role, "protocol": cfg.protocol,
                "sent_bytes": stats.sent_bytes, "received_bytes": stats.received_bytes}
-    if isinstance(result, LRState):
+    if isinstance(result, LRState) and result.weights.size:
         with open(cfg.out / "model.npz", "wb") as f:
             np.savez(f, weights=result.weights, mean=result.mean, std=result.std)
+    if isinstance(result, LRState):
         summary.update(epochs=result.epoch, converged=result.converged, weight_change=list(result.history))
     elif isinstance(result, np.ndarray):
         np.savetxt(cfg.out / "intersection.csv", result, fmt="%d", header="id", comments="")
-        summary["intersection"] = int(len(result))
+        summary["intersection"] = len(result)
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _progress(name: str, state: LRState) -> str:
+    change = f", own weight change {state.history[-1]:.3g}" if state.history else ""
+    return f"{name}: epoch {state.epoch} done{change}" + (" (converged)" if state.converged else "")
 
 
 def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) -> dict:
@@ -88,7 +94,7 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
             kwargs = {}
             if resumable:
                 done = load_checkpoints(folder)
-                kwargs = {"resume": done, "on_epoch": lambda s: (_save(folder, s), report(f"epoch {s.epoch} done"))}
+                kwargs = {"resume": done, "on_epoch": lambda s: (_save(folder, s), report(_progress(cfg.name, s)))}
                 report(f"{cfg.name}: {cfg.protocol} as {cfg.role}, "
                        + (f"resuming after epoch {max(done)}" if done else "starting") + f" (attempt {attempt + 1})")
             try:
