@@ -5,6 +5,7 @@
 - Local DP: :func:`local_dp_release`, accounted with :meth:`RoundSpec.unsampled`.
 - On-device DP-SGD (Abadi et al. 2016): :func:`train_local_dpsgd`, :class:`DPSGDPlan`.
 - Accounting with dp-accounting (RDP, PLD): :class:`PrivacyAccountant`, :class:`RoundSpec`.
+- DP-FTRL without sampling (Kairouz et al. 2021): :class:`TreeAggregationNoise`, ``RoundSpec.tree``.
 - The budget: :class:`BudgetLedger`.
 - Pipeline stages (:mod:`hamrah.core.pipeline`): :class:`DPClip`, :class:`CentralGaussianNoise`,
   :class:`LocalGaussian`, :func:`dp_stages`.
@@ -26,6 +27,7 @@ from hamrah.privacy.adaptive import (
 )
 from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
 from hamrah.privacy.dpsgd import DPSGDPlan, clip_per_example, noisy_mean_gradient, per_example_grads, train_local_dpsgd
+from hamrah.privacy.ftrl import TreeAggregationNoise
 from hamrah.privacy.ledger import BudgetLedger
 from hamrah.privacy.mechanisms import (
     add_gaussian_noise,
@@ -57,6 +59,7 @@ __all__ = [
     "LocalGaussian",
     "PrivacyAccountant",
     "RoundSpec",
+    "TreeAggregationNoise",
     "add_gaussian_noise",
     "central_noise_std",
     "clip_per_example",
