@@ -5,14 +5,15 @@ A round is Selection (devices checking in are given tasks until ``ceil(goal * ov
 are selected or the selection timeout passes), Configuration (each selected device gets the plan
 at once and downloads the checkpoint), and Reporting (updates are accepted until ``goal`` have
 arrived, every selected device has answered, or the reporting timeout passes; later reports are
-refused as stale). Too few selected devices or reports abandon the round, which is retried.
-A committed round is durable before the next one starts.
+refused as stale). Too few selected devices or reports abandon the round, which is retried up to
+``max_round_attempts`` times. Check-ins are drawn from at random (seeded), not first-come. Each
+report's influence is bounded (``hamrah.server.influence``); a round whose new model is not finite is
+refused and repeated. A committed round is durable before the next one starts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import random
@@ -33,19 +34,17 @@ from hamrah.models import ModelSpec
 from hamrah.server.aggregators import master_aggregator
 from hamrah.server.config import ServerConfig
 from hamrah.server.influence import (
-    InfluenceBound,
     check_finite,
     check_metrics,
     influence_bound,
 )
-from hamrah.server.reports import train_result
+from hamrah.server.reports import BoundedReports
 from hamrah.server.rounds import (
     MAX_EXAMPLES,
     LateReport,
     RoundState,
     RunPlan,
     TaskInfo,
-    client_id,
     in_model_order,
     no_shows,
     round_record,
@@ -57,7 +56,6 @@ from hamrah.server.state import ServerStore
 from hamrah.transport.codec import (
     BROADCAST_PREFIX,
     decode_metrics,
-    decode_params,
     encode_params,
     sha256,
     spec_of,
@@ -67,7 +65,7 @@ from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
 
-class Coordinator(SecureRounds):
+class Coordinator(SecureRounds, BoundedReports):
     """Drives rounds of ``algorithm`` for one population; see the module docstring."""
 
     def __init__(self, cfg: ServerConfig, run: RunPlan, algorithm: Algorithm, algorithm_plan: dict,
@@ -260,43 +258,6 @@ class Coordinator(SecureRounds):
             self._close_selection(rs)
         rs.progress.set()
         return "accepted"
-
-    def _weight(self, rs: RoundState, num_examples: int) -> int:
-        weight = min(int(num_examples), self.max_weight)
-        rs.capped += weight < num_examples
-        return weight
-
-    def _decode_result(self, info: TaskInfo, header: pb.ReportHeader, payload: bytes) -> tuple[ClientResult, float]:
-        metrics = check_metrics(decode_metrics(header.metrics))
-        return train_result(client_id(info.device), decode_params(payload), self._weight(self.current, header.num_examples),
-                            metrics, self.spec, self.pipeline)
-
-    def _reports(self, rs: RoundState) -> int:
-        return self.master.reports() + len(rs.held)
-
-    def _fold(self, rs: RoundState, info: TaskInfo, result: ClientResult, norm: float | None) -> None:
-        """Note the report's norm and pass it on; hold it while the norm bound is not known yet (the
-        first reports of a run: ``AdaptiveClip.min_norms``)."""
-        if norm is not None and self.clip is not None:
-            self.clip.observe(norm)
-            rs.norms.append(norm)
-        rs.held.append((info, result, norm))
-        if self.clip is None or self.clip.ready():
-            self._release(rs)
-
-    def _release(self, rs: RoundState) -> None:
-        """Clip the held reports to the current bound and hand them to their Aggregators."""
-        clip = self.clip.clip() if self.clip is not None else None
-        for info, result, norm in rs.held:
-            if clip is not None and norm is not None and norm > clip:
-                result = dataclasses.replace(result, delta=InfluenceBound(self.max_weight, clip).bound(result.delta)[0])
-                rs.clipped += 1
-            share = self.master.route(info.aggregator)
-            if share is None:
-                raise ProtocolError("no aggregator is alive to take the update")
-            share.add(result)
-        rs.held.clear()
-        rs.clip = clip
 
     # --- the round loop ------------------------------------------------------------------------
 

@@ -3,11 +3,20 @@ norm the influence bound (``hamrah.server.influence``) is applied to."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from hamrah.algorithms.base import ClientResult
 from hamrah.core.errors import ProtocolError
 from hamrah.core.params import Params
-from hamrah.server.influence import l2_norm64
-from hamrah.transport.codec import AUX_PREFIX, check_update
+from hamrah.server.influence import InfluenceBound, check_metrics, l2_norm64
+from hamrah.server.rounds import RoundState, TaskInfo, client_id
+from hamrah.transport.codec import (
+    AUX_PREFIX,
+    check_update,
+    decode_metrics,
+    decode_params,
+)
+from hamrah.transport.proto import fl_pb2 as pb
 
 
 def train_result(client: int, tensors: Params, weight: int, metrics: dict, spec: dict,
@@ -44,4 +53,47 @@ def train_result(client: int, tensors: Params, weight: int, metrics: dict, spec:
     return ClientResult(client, delta, weight, metrics, aux=aux), l2_norm64(delta)
 
 
-__all__ = ["train_result"]
+class BoundedReports:
+    """Mixed into :class:`hamrah.server.coordinator.Coordinator`: turn an accepted report into a
+    bounded result and hand it to its Aggregator (uses ``current``, ``max_weight``, ``clip``,
+    ``master``, ``spec`` and ``pipeline``)."""
+
+    def _weight(self, rs: RoundState, num_examples: int) -> int:
+        weight = min(int(num_examples), self.max_weight)
+        rs.capped += weight < num_examples
+        return weight
+
+    def _decode_result(self, info: TaskInfo, header: pb.ReportHeader, payload: bytes) -> tuple[ClientResult, float]:
+        metrics = check_metrics(decode_metrics(header.metrics))
+        return train_result(client_id(info.device), decode_params(payload), self._weight(self.current, header.num_examples),
+                            metrics, self.spec, self.pipeline)
+
+    def _reports(self, rs: RoundState) -> int:
+        return self.master.reports() + len(rs.held)
+
+    def _fold(self, rs: RoundState, info: TaskInfo, result: ClientResult, norm: float | None) -> None:
+        """Note the report's norm and pass it on; hold it while the norm bound is not known yet (the
+        first reports of a run: ``AdaptiveClip.min_norms``)."""
+        if norm is not None and self.clip is not None:
+            self.clip.observe(norm)
+            rs.norms.append(norm)
+        rs.held.append((info, result, norm))
+        if self.clip is None or self.clip.ready():
+            self._release(rs)
+
+    def _release(self, rs: RoundState) -> None:
+        """Clip the held reports to the current bound and hand them to their Aggregators."""
+        clip = self.clip.clip() if self.clip is not None else None
+        for info, result, norm in rs.held:
+            if clip is not None and norm is not None and norm > clip:
+                result = dataclasses.replace(result, delta=InfluenceBound(self.max_weight, clip).bound(result.delta)[0])
+                rs.clipped += 1
+            share = self.master.route(info.aggregator)
+            if share is None:
+                raise ProtocolError("no aggregator is alive to take the update")
+            share.add(result)
+        rs.held.clear()
+        rs.clip = clip
+
+
+__all__ = ["BoundedReports", "train_result"]
