@@ -156,10 +156,10 @@ class PipelineSpec:
 
     @property
     def claims_sampling(self) -> bool:
-        """Return True when the epsilon rests on how clients are sampled (central DP-FedAvg: Poisson or
-        fixed-size draws), which a driver that takes whoever checks in cannot prove."""
+        """Return True when the epsilon rests on how clients are sampled (central DP-FedAvg and distributed
+        DP: Poisson or fixed-size draws), which a driver that takes whoever checks in cannot prove."""
         dp = self.dp
-        return dp is not None and dp.mode == "central"
+        return dp is not None and dp.mode in ("central", "distributed")
 
     def cohort_of(self, round_idx: int, population: int, rng_for_tree) -> np.ndarray | None:
         """Return round ``round_idx``'s cohort under DP-FTRL: the tree's rounds take disjoint slices of

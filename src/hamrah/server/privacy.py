@@ -4,8 +4,8 @@
   McMahan et al. 2018) assumes the server *draws* the cohort at random from the whole population. The
   real server takes eligible devices as they check in, which nobody can show to be such a draw, so a
   sampling-based epsilon is never printed or recorded here: ``privacy.target_epsilon`` with
-  ``mode = "central"`` is refused at config time, and central noise without a target runs with no
-  epsilon claimed. DP-FTRL (``mode = "ftrl"``, Kairouz et al. 2021) needs no sampling, only that each
+  ``mode = "central"`` (or ``"distributed"``, whose accounting samples too) is refused at config time,
+  and noise without a target runs with no epsilon claimed. DP-FTRL (``mode = "ftrl"``, Kairouz et al. 2021) needs no sampling, only that each
   device contributes at most once per tree of ``tree_rounds`` rounds: the server enforces that by
   refusing a second report of one device within a tree, and then reports the epsilon it can prove.
   Local DP's accounting charges every round as if every client took part, which holds whoever checks in.
@@ -46,7 +46,7 @@ def refuse_unprovable(spec: PipelineSpec, secure: bool) -> None:
         return
     if spec.claims_sampling and dp.target_epsilon is not None:
         raise ConfigError(
-            f"privacy.mode = \"central\" with privacy.target_epsilon on the server: its epsilon assumes {dp.sampling} "
+            f"privacy.mode = \"{dp.mode}\" with privacy.target_epsilon on the server: its epsilon assumes {dp.sampling} "
             "sampling of the population, but the server takes the devices that check in, so that epsilon would not "
             "be a guarantee; expected privacy.mode = \"ftrl\" (DP-FTRL: no sampling assumed, each device at most once "
             "per tree of privacy.tree_rounds rounds) or no target_epsilon (noise added, no epsilon claimed)")
@@ -75,7 +75,7 @@ class ServerPrivacy:
         self.tree_rounds = run.spec.tree_rounds
         self.tree, self.members, self.pending = -1, set(), set()
         if run.spec.claims_sampling:
-            log.warning("central DP noise is added, but no epsilon is claimed: the server takes the devices that check "
+            log.warning("DP noise is added, but no epsilon is claimed: the server takes the devices that check "
                         "in, not the random sample the accounting assumes (use privacy.mode = \"ftrl\")")
         if store is not None:
             self._restore()
