@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from hamrah.aggregation.base import as_weights, check_number, finite_rows, flatten, unflatten
+from hamrah.aggregation.base import (
+    as_weights,
+    check_number,
+    finite_rows,
+    flatten,
+    unflatten,
+)
 from hamrah.core.errors import ConfigError, NotEnoughClients
 from hamrah.core.params import Params
 

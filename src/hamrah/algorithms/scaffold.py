@@ -3,13 +3,22 @@ Learning*, ICML; Algorithm 1 with option II control variates)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import torch
 
 from hamrah.algorithms.base import (
-    Aggregator, ClientResult, GradientTransform, LocalSGD, _number, aggregate, apply_delta, cohort_size, reported,
+    Aggregator,
+    ClientResult,
+    GradientTransform,
+    LocalSGD,
+    _number,
+    aggregate,
+    apply_delta,
+    cohort_size,
+    reported,
 )
 from hamrah.algorithms.transforms import Correction
 from hamrah.core.errors import ConfigError

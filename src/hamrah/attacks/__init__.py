@@ -7,7 +7,14 @@ FLTrust), the seeded choice of malicious clients, and the metrics
 (main-task accuracy, attack success rate).
 """
 
-from hamrah.attacks.adaptive import FangKrum, FangTrim, FLTrustAdaptive, InnerProduct, MinMax, MinSum
+from hamrah.attacks.adaptive import (
+    FangKrum,
+    FangTrim,
+    FLTrustAdaptive,
+    InnerProduct,
+    MinMax,
+    MinSum,
+)
 from hamrah.attacks.base import Attack, DataPoisoning, UpdatePoisoning, choose_malicious
 from hamrah.attacks.data import DistributedBackdoor, LabelFlip, PixelBackdoor
 from hamrah.attacks.metrics import attack_success_rate, main_accuracy

@@ -6,8 +6,15 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from hamrah.attacks.adaptive import (
+    FangKrum,
+    FangTrim,
+    FLTrustAdaptive,
+    InnerProduct,
+    MinMax,
+    MinSum,
+)
 from hamrah.attacks.base import Attack
-from hamrah.attacks.adaptive import FangKrum, FangTrim, FLTrustAdaptive, InnerProduct, MinMax, MinSum
 from hamrah.attacks.data import DistributedBackdoor, LabelFlip, PixelBackdoor
 from hamrah.attacks.model import (
     GaussianUpdate,

@@ -47,7 +47,14 @@ from hamrah.attacks import (
 )
 from hamrah.core.errors import ConfigError
 from hamrah.experiments.config import ExperimentConfig, from_dict, read_toml
-from hamrah.experiments.lab_report import BEGIN, END, markdown_tables, plot_heatmap, summarize, write_doc
+from hamrah.experiments.lab_report import (
+    BEGIN,
+    END,
+    markdown_tables,
+    plot_heatmap,
+    summarize,
+    write_doc,
+)
 from hamrah.experiments.runner import Prepared, prepare
 from hamrah.simulation import SimulationConfig, Simulator, seeded
 from hamrah.simulation.reference import RootReference, needs_reference
