@@ -165,3 +165,20 @@ def test_bad_tables_are_refused_and_the_others_stop_cleanly():
     stranger = PartyTable(h.ids + 10**6, h.features, h.feature_names)
     with pytest.raises((DataError, PartyFailed), match="share no ids"):
         run_parties(roles(lr_sshe, g, stranger, LRConfig(encrypted=False)), timeout_s=30)
+
+
+KEY = he.keygen(1024, np.random.default_rng(7))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(-(2**95), 2**95), min_size=1, max_size=20))
+def test_masked_gradients_pack_and_unpack_exactly(values):
+    from hamrah.vertical.lr_common import Enc, PaillierOps
+    ops = PaillierOps(KEY[0], 16, KEY[1])
+    masked, masks = ops.mask(Enc(he.encrypt(KEY[0], values), 32))
+    assert len(masked.cv) == ops.wire_count(len(values)) < len(values) + 1
+    fields = ops.reveal(ops.from_wire(ops.to_wire(masked), ops.wire_count(len(values)), "g"))
+    got = ops.unmask(fields, masks, len(values), "g")
+    np.testing.assert_array_equal(got, he.decode(values, 32))
+    with pytest.raises(ProtocolError, match="packed values"):
+        ops.unmask({"ct": fields["ct"] + (1,)}, masks, len(values), "g")

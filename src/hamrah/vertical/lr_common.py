@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import gmpy2
 import numpy as np
 
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
@@ -27,6 +28,10 @@ from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
 from hamrah.vertical.psi import PSIConfig, intersect
 
+# Masked gradients travel packed: a value of up to VALUE_BITS bits (fixed point at 2 * precision_bits:
+# |X^T d| < 2^(VALUE_BITS - 2 * precision_bits), far beyond any finite training) plus its mask per slot.
+VALUE_BITS = 96
+SLOT_BITS = VALUE_BITS + 43
 
 @dataclass(frozen=True)
 class LRConfig:
@@ -250,6 +255,9 @@ class PlainOps:
     def reveal(self, e) -> dict:
         return {"v": np.asarray(e, dtype=np.float64)}
 
+    def wire_count(self, count: int) -> int:
+        return count
+
     def unmask(self, fields: dict, masks, count: int, what: str) -> np.ndarray:
         return self.from_wire(fields, count, what)
 
@@ -289,26 +297,50 @@ class PaillierOps:
             raise ProtocolError(f"{what}: expected a fixed-point 'scale' in 1..{4 * self.bits}, got {scale!r}")
         return Enc(he.from_wire(self.public, fields, count, what), scale)
 
+    def wire_count(self, count: int) -> int:
+        """How many ciphertexts a masked vector of ``count`` values travels as (packed)."""
+        return -(-count // self.slots)
+
+    @property
+    def slots(self) -> int:
+        return (self.public.n.bit_length() - 3) // SLOT_BITS
+
     def mask(self, e: Enc) -> tuple[Enc, tuple]:
-        """Add a uniform mask modulo ``n`` to every value: the decrypted result says nothing."""
-        masks = [secrets.randbelow(self.public.n) for _ in range(len(e.cv))]
-        n, nsq = self.public.n, self.public.nsq
-        return Enc(he.CipherVector(self.public, tuple(c * (1 + m * n) % nsq for c, m in zip(e.cv.cts, masks))),
-                   e.scale), (tuple(masks), e.scale)
+        """Pack ``slots`` values per ciphertext (Horner: ``c_0 * (c_1 * ...)^(2^SLOT_BITS)``) and mask each slot.
+
+        A slot holds ``v + 2^VALUE_BITS + r`` with ``|v| < 2^VALUE_BITS`` and ``r`` uniform below
+        ``2^(VALUE_BITS + 41)``: the key holder sees each value hidden up to statistical distance
+        ``2^-40``, and decrypts one ciphertext per ``slots`` values instead of one per value.
+        """
+        nsq, n, shift = self.public.nsq, self.public.n, 1 << SLOT_BITS
+        out, masks = [], []
+        for i in range(0, len(e.cv), self.slots):
+            group = e.cv.cts[i:i + self.slots]
+            acc = group[-1]
+            for c in reversed(group[:-1]):
+                acc = gmpy2.powmod(acc, shift, nsq) * c % nsq
+            rs = [secrets.randbits(VALUE_BITS + 41) for _ in group]
+            plain = sum(((1 << VALUE_BITS) + r) << (j * SLOT_BITS) for j, r in enumerate(rs))
+            out.append(acc * ((1 + plain * n) % nsq) % nsq)
+            masks.extend(rs)
+        return Enc(he.CipherVector(self.public, tuple(out)), e.scale), (tuple(masks), e.scale)
 
     def reveal(self, e: Enc) -> dict:
-        """Decrypt masked values (the key holder): residues modulo ``n``."""
+        """Decrypt masked packed values (the key holder): residues modulo ``n``."""
         return {"ct": tuple(he.decrypt(self.secret, e.cv, signed=False))}
 
     def unmask(self, fields: dict, masks: tuple, count: int, what: str) -> np.ndarray:
-        values, (ms, scale) = fields.get("ct"), masks
-        if not isinstance(values, tuple) or len(values) != count or not all(0 <= v < self.public.n for v in values):
-            raise ProtocolError(f"{what}: expected {count} residues modulo n")
-        n, top = self.public.n, self.public.max_int
-        ints = [(v - m) % n for v, m in zip(values, ms)]
-        if any(top < v < n - top for v in ints):
+        values, (rs, scale) = fields.get("ct"), masks
+        packed = self.wire_count(count)
+        if not isinstance(values, tuple) or len(values) != packed or not all(0 <= v < self.public.max_int for v in values):
+            raise ProtocolError(f"{what}: expected {packed} packed values below n // 3")
+        low, out = (1 << SLOT_BITS) - 1, []
+        for k, r in enumerate(rs):
+            slot = (values[k // self.slots] >> ((k % self.slots) * SLOT_BITS)) & low
+            out.append(slot - (1 << VALUE_BITS) - r)
+        if any(abs(v) >= 1 << VALUE_BITS for v in out):
             raise ProtocolError(f"{what}: an unmasked value is out of range (tampered or overflowed)")
-        return he.decode([v - n if v >= n - top else v for v in ints], scale)
+        return he.decode(out, scale)
 
 
 def predict_guest(channel, z: np.ndarray, weights: np.ndarray, host: str, tag: str = "predict") -> np.ndarray:
@@ -322,5 +354,18 @@ def predict_host(channel, z: np.ndarray, weights: np.ndarray, guest: str = "gues
     channel.send(guest, tag, {"v": z @ weights})
 
 
-__all__ = ["Enc", "LRConfig", "LRState", "PaillierOps", "PlainOps", "batches", "decide_stop", "hello", "train_loop",
-           "predict_guest", "predict_host", "prepare", "standardise"]
+__all__ = [
+    "Enc",
+    "LRConfig",
+    "LRState",
+    "PaillierOps",
+    "PlainOps",
+    "batches",
+    "decide_stop",
+    "hello",
+    "predict_guest",
+    "predict_host",
+    "prepare",
+    "standardise",
+    "train_loop",
+]

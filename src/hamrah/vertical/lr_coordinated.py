@@ -111,7 +111,7 @@ def arbiter(channel, table: PartyTable | None, config: LRConfig, resume=None, on
         for b, _ in enumerate(range(0, dims["rows"], config.batch_size or max(dims["rows"], 1))):
             for peer in others:
                 tag = f"lr/g/{epoch}/{b}"
-                channel.send(peer, tag, ops.reveal(ops.from_wire(channel.recv(peer, tag), dims[peer], tag)))
+                channel.send(peer, tag, ops.reveal(ops.from_wire(channel.recv(peer, tag), ops.wire_count(dims[peer]), tag)))
         stop, converged = decide_stop(channel, config, channel.name, others, epoch, 0.0)
         if stop:
             return LRState(epoch + 1, np.zeros(0), np.zeros(0), np.zeros(0), converged)

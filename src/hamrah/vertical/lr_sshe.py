@@ -31,7 +31,15 @@ import numpy as np
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
 from hamrah.vertical.lr_common import (
-    LRConfig, LRState, OnEpoch, PaillierOps, PlainOps, hello, prepare, standardise, train_loop,
+    LRConfig,
+    LRState,
+    OnEpoch,
+    PaillierOps,
+    PlainOps,
+    hello,
+    prepare,
+    standardise,
+    train_loop,
 )
 
 __all__ = ["LRConfig", "guest", "host"]
@@ -51,7 +59,7 @@ def _keys(channel, config: LRConfig, peer: str) -> tuple:
 
 def _reveal_for(channel, peer: str, mine, tag: str, count: int) -> None:
     """Decrypt the peer's masked gradient (a uniform residue to us) and send it back."""
-    channel.send(peer, f"{tag}/reveal", mine.reveal(mine.from_wire(channel.recv(peer, f"{tag}/mask"), count, tag)))
+    channel.send(peer, f"{tag}/reveal", mine.reveal(mine.from_wire(channel.recv(peer, f"{tag}/mask"), mine.wire_count(count), tag)))
 
 
 def guest(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRState] | None = None,
