@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import threading
+import time
 
 import grpc
 import pytest
@@ -21,7 +22,6 @@ from hamrah.server.app import FLServer
 from hamrah.transport.codec import decode_params, encode_params
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.security import token_metadata
-
 from tests.system.harness import experiment, make_setup
 
 SERVICE = "/hamrah.v1.FederatedLearning/"
@@ -49,6 +49,7 @@ class Running:
         self.setup, _, _ = make_setup(tmp, exp, devices=0, goal_count=20, over_selection=1.0,
                                       selection_timeout_s=600.0, rate_per_s=10_000.0, rate_burst=10_000,
                                       max_streams_per_device=64, stream_timeout_s=5.0)
+        self.tmp = tmp
         self.token = (tmp / "tokens.txt").read_text().split()[0]
         self.errors = _Errors()  # every ERROR logged while fuzzing (gRPC logs a traceback per escaped exception)
         logging.getLogger().addHandler(self.errors)
@@ -69,18 +70,18 @@ class Running:
         except (asyncio.CancelledError, Exception):  # stopped by close()
             pass
 
-    def _task(self) -> pb.Task:
+    def _task(self, meta=None) -> pb.Task:
         checkin = self.channel.unary_unary(SERVICE + "CheckIn", request_serializer=pb.CheckInRequest.SerializeToString,
                                            response_deserializer=pb.CheckInResponse.FromString)
         for _ in range(200):
             reply = checkin(pb.CheckInRequest(population="default", device_id="fuzzer", state=STATE),
-                            metadata=self.meta)
+                            metadata=meta or self.meta)
             if reply.HasField("task"):
                 return reply.task
         raise AssertionError("the fuzzing device never got a task")
 
     def raw(self, method: str, kind: str):
-        ident = lambda b: b  # noqa: E731
+        ident = lambda b: b
         make = {"uu": self.channel.unary_unary, "us": self.channel.unary_stream,
                 "su": self.channel.stream_unary, "ss": self.channel.stream_stream}[kind]
         return make(SERVICE + method, request_serializer=ident, response_deserializer=ident)
@@ -190,6 +191,39 @@ def test_metric_injection_is_refused(running, metrics):
     code = _code(lambda: running.raw("Report", "su")(iter(_report_parts(running.task, b"", metrics)),
                                                        metadata=running.meta, timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_report_for_no_task_is_refused_while_every_upload_slot_is_held(running):
+    """All upload slots held by stalled streams of a real task: a report naming no task of this
+    device is answered at once (its task is checked before a slot is taken), and the stalled streams
+    are cut at stream_timeout_s, freeing the slots."""
+    release = threading.Event()
+    slots = running.setup.server.max_concurrent_uploads
+    meta = token_metadata((running.tmp / "tokens.txt").read_text().split()[1])  # a second device, a fresh task
+    task = running._task(meta)
+    header = pb.ReportPart(header=pb.ReportHeader(task_id=task.task_id, round=task.round,
+                                                  status=pb.COMPLETED, num_examples=10, metrics=b"{}",
+                                                  update_bytes=10**6)).SerializeToString()
+
+    def stalled():
+        yield header
+        release.wait(30)
+
+    call = running.raw("Report", "su")
+    held = [call.future(stalled(), metadata=meta, timeout=30) for _ in range(slots)]
+    time.sleep(0.5)
+    bogus = _report_parts(pb.Task(task_id="0" * 32, round=running.task.round), b"")
+    start = time.monotonic()
+    assert _code(lambda: call(iter(bogus), metadata=running.meta, timeout=10)) == grpc.StatusCode.FAILED_PRECONDITION
+    assert time.monotonic() - start < 3.0  # not queued behind the stalled uploads (cut after 5 s)
+    codes = set()
+    for f in held:
+        try:
+            f.result(timeout=30)
+        except grpc.RpcError as e:
+            codes.add(e.code())
+    release.set()
+    assert codes == {grpc.StatusCode.DEADLINE_EXCEEDED}  # cut by the server, slots freed
 
 
 def test_after_the_fuzzing_the_server_serves_and_counted_every_refusal_with_a_reason(running):
