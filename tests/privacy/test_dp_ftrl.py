@@ -143,3 +143,21 @@ def test_a_target_epsilon_calibrates_z_for_the_trees():
 def test_two_tree_settings_in_one_budget_are_refused():
     with pytest.raises(ConfigError, match="one noise multiplier and tree size"):
         epsilon_of([(RoundSpec.tree(1.0, 4), 3), (RoundSpec.tree(2.0, 4), 3)], 1e-5)
+
+
+def test_a_simulated_ftrl_run_keeps_each_client_once_per_tree_and_charges_the_tree():
+    from hamrah.experiments.config import from_dict
+    from hamrah.experiments.runner import prepare
+
+    cfg = from_dict({"data": {"dataset": "synthetic_0_0", "partition": "natural", "num_clients": 12},
+                     "model": {"name": "logreg"},
+                     "algorithm": {"name": "fedavg", "client_fraction": 0.25, "local_epochs": 1, "batch_size": 10,
+                                   "lr": 0.1},
+                     "run": {"rounds": 5, "seed": 3, "eval_every": 5},
+                     "privacy": {"mode": "ftrl", "clip": 0.5, "noise_multiplier": 1.5, "tree_rounds": 4}})
+    sim = prepare(cfg).simulator()
+    cohorts = [sim.sample(r).tolist() for r in range(1, 6)]
+    first_tree = [c for ids in cohorts[:4] for c in ids]
+    assert all(len(ids) == 3 for ids in cohorts) and len(first_tree) == len(set(first_tree)) == 12
+    result = sim.run()
+    assert result.history[-1].epsilon == pytest.approx(epsilon_of([(RoundSpec.tree(1.5, 4), 5)], 1e-5), rel=1e-9)
