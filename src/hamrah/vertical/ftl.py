@@ -30,7 +30,7 @@ from hamrah.vertical import ftl_math as fm
 from hamrah.vertical.channel import Channel
 from hamrah.vertical.ftl_crypto import PaillierLink, PlainLink
 from hamrah.vertical.psi import PSIConfig, intersect
-from hamrah.vertical.nets import RowIndex, Standardizer, check_positive, keyed_rng, mlp
+from hamrah.vertical.nets import RowIndex, Standardizer, check_positive, keyed_rng, mlp, one_torch_thread
 
 MODES = ("plain", "paillier")
 
@@ -186,6 +186,7 @@ def _setup(channel: Channel, peer: str, config: FTLConfig, out_len: int, extra: 
     return PaillierLink(channel, peer, secret, peer_public, config.precision_bits), msg
 
 
+@one_torch_thread
 def guest(channel: Channel, table: PartyTable, overlap: np.ndarray, config: FTLConfig, peer: str = "host"
           ) -> GuestResult:
     """Run the label holder: train on the overlap with the host, then help score the host's rows.
@@ -256,6 +257,7 @@ def _score_request(channel: Channel, peer: str, step: int) -> int:
     return msg["count"]
 
 
+@one_torch_thread
 def host(channel: Channel, table: PartyTable, config: FTLConfig, score_ids: Sequence[int] = (),
          peer: str = "guest") -> HostResult:
     """Run the feature holder without labels: train on the overlap, then score ``score_ids``.

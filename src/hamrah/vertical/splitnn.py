@@ -31,7 +31,7 @@ from torch import nn
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
-from hamrah.vertical.nets import RowIndex, Standardizer, check_array, check_positive, keyed_rng, mlp
+from hamrah.vertical.nets import RowIndex, Standardizer, check_array, check_positive, keyed_rng, mlp, one_torch_thread
 
 WIRE_DTYPES = ("float32", "float16")
 
@@ -148,6 +148,7 @@ def _to_wire(x: torch.Tensor, config: SplitNNConfig) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- host
 
 
+@one_torch_thread
 def host(channel: Channel, table: PartyTable, config: SplitNNConfig, guest: str = "guest") -> BottomModel:
     """Run a feature holder: train its bottom network, then answer evaluation batches until told to stop.
 
@@ -177,6 +178,7 @@ def host(channel: Channel, table: PartyTable, config: SplitNNConfig, guest: str 
     return model
 
 
+@one_torch_thread
 def serve(channel: Channel, model: BottomModel, table: PartyTable, config: SplitNNConfig, guest: str = "guest",
           train: bool = False) -> int:
     """Answer the guest's batches with this party's activations (and learn from gradients if ``train``).
@@ -271,6 +273,7 @@ def _check_labels(table: PartyTable) -> np.ndarray:
     return table.labels
 
 
+@one_torch_thread
 def guest(channel: Channel, table: PartyTable, config: SplitNNConfig, hosts: Sequence[str] = ("host",),
           train_ids: np.ndarray | None = None, eval_ids: np.ndarray | None = None) -> SplitNNResult:
     """Run the label holder: train bottom + top networks with the hosts, then score ``eval_ids``.
@@ -335,6 +338,7 @@ def _score(session: _Session, model: GuestModel, table: PartyTable, ids: np.ndar
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
 
+@one_torch_thread
 def predict(channel: Channel, model: GuestModel, table: PartyTable, config: SplitNNConfig,
             ids: np.ndarray) -> np.ndarray:
     """Score ``ids`` with a trained split model; each host runs :func:`serve` with its bottom model.
