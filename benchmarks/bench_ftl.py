@@ -27,19 +27,19 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: each party's thread would spin its own OpenMP team
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
 
-from hamrah.data.vertical import load_vertical  # noqa: E402
-from hamrah.vertical import ftl, run_parties  # noqa: E402
-from hamrah.vertical.nets import roc_auc  # noqa: E402
+from hamrah.data.vertical import load_vertical
+from hamrah.vertical import ftl, run_parties
+from hamrah.vertical.nets import roc_auc
 
 EPOCHS = {"breast": 20, "default_credit": 5}
 

@@ -25,12 +25,19 @@ from torch import nn
 
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
-from hamrah.vertical import he
 from hamrah.vertical import ftl_math as fm
+from hamrah.vertical import he
 from hamrah.vertical.channel import Channel
 from hamrah.vertical.ftl_crypto import PaillierLink, PlainLink
+from hamrah.vertical.nets import (
+    RowIndex,
+    Standardizer,
+    check_positive,
+    keyed_rng,
+    mlp,
+    one_torch_thread,
+)
 from hamrah.vertical.psi import PSIConfig, intersect
-from hamrah.vertical.nets import RowIndex, Standardizer, check_positive, keyed_rng, mlp, one_torch_thread
 
 MODES = ("plain", "paillier")
 
@@ -120,7 +127,7 @@ def transfer_split(tables: dict[str, PartyTable], overlap_fraction: float = 0.1,
     if g.labels is None or not np.array_equal(np.sort(g.ids), np.sort(h.ids)):
         raise DataError("transfer_split: expected a labelled guest table and a host table over the same ids")
     ids = keyed_rng(seed, "ftl-split").permutation(np.sort(g.ids))
-    k = max(1, int(round(overlap_fraction * len(ids))))
+    k = max(1, round(overlap_fraction * len(ids)))
     overlap, rest = np.sort(ids[:k]), ids[k:]
     guest_only, host_only = np.sort(rest[: len(rest) // 2]), np.sort(rest[len(rest) // 2:])
     host_part = h.select(np.concatenate([overlap, host_only]))

@@ -9,6 +9,7 @@ numpy ``Generator``, never from torch's global random state.
 from __future__ import annotations
 
 import functools
+import itertools
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, rng: np.random.Generat
     """
     dims = [in_dim, *hidden, out_dim]
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
         lin = nn.Linear(a, b)
         bound = 1.0 / np.sqrt(a)
         with torch.no_grad():

@@ -31,7 +31,15 @@ from torch import nn
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
-from hamrah.vertical.nets import RowIndex, Standardizer, check_array, check_positive, keyed_rng, mlp, one_torch_thread
+from hamrah.vertical.nets import (
+    RowIndex,
+    Standardizer,
+    check_array,
+    check_positive,
+    keyed_rng,
+    mlp,
+    one_torch_thread,
+)
 
 WIRE_DTYPES = ("float32", "float16")
 
