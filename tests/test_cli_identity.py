@@ -30,3 +30,20 @@ def test_tokens_writes_the_devices_tokens_and_the_servers_digests_0600(tmp_path)
     tokens = dev.read_text().split()
     assert srv.read_text().split() == [f"sha256:{token_digest(t)}" for t in tokens]
     assert {stat.S_IMODE(os.stat(p).st_mode) for p in (dev, srv)} == {0o600}
+
+
+def test_bad_retry_settings_print_one_line(tmp_path, capsys):
+    store = tmp_path / "s.db"
+    store.write_bytes(b"")
+    for flag, value in (("--retry-for", "-1"), ("--max-backoff", "0")):
+        assert main(["device", "--server", "127.0.0.1:1", "--store", str(store), flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and flag in err
+
+
+def test_a_missing_device_kit_prints_one_line(tmp_path, capsys):
+    store = tmp_path / "s.db"
+    store.write_bytes(b"")
+    assert main(["device", "--server", "127.0.0.1:1", "--store", str(store), "--credentials", str(tmp_path / "kit")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing" in err and "hamrah provision" in err

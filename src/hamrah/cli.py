@@ -114,8 +114,10 @@ def _cmd_server(args: argparse.Namespace) -> None:
 def _device_config(args: argparse.Namespace, population: str):
     from hamrah.device.runtime import DeviceConfig
 
-    if args.retry_for < 0:
+    if not args.retry_for >= 0:
         raise HamrahError(f"--retry-for {args.retry_for:g}: expected seconds >= 0 (0: retry for ever)")
+    if not args.max_backoff > 0:
+        raise HamrahError(f"--max-backoff {args.max_backoff:g}: expected a positive number of seconds")
     return DeviceConfig(server=args.server, token=getattr(args, "token", None), population=population,
                         device_id=args.device_id, client_key=args.client_key, tls_ca=args.tls_ca,
                         tls_cert=args.tls_cert, tls_key=args.tls_key, max_tasks=args.max_tasks,

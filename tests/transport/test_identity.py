@@ -166,6 +166,8 @@ def test_tokens_files_are_private_and_the_server_keeps_only_digests(tmp_path):
     assert reg.verify(RequestSigner(tokens[0], None, "d").metadata("CheckIn"), "CheckIn").signing_key is None
     with pytest.raises(ConfigError, match="digests"):
         make_tokens(tmp_path / "server.txt", 5)
+    (tmp_path / "tokens.txt").chmod(0o644)  # a file from an older version
+    assert make_tokens(tmp_path / "tokens.txt", 5) == tokens and _mode(tmp_path / "tokens.txt") == 0o600
 
 
 @pytest.mark.parametrize("text, word", [("{not json", "registry"), ('{"devices": [{"name": "d"}]}', "signing_key"),

@@ -167,6 +167,9 @@ def make_tokens(path: Path, count: int, server_file: Path | None = None) -> list
     """
     if not path.exists():
         write_private(path, "".join(secrets.token_urlsafe(24) + "\n" for _ in range(count)).encode())
+    elif path.stat().st_mode & 0o077:  # an older, world-readable tokens file: make it private
+        log.warning("%s was readable by others: made it readable by its owner only (0600)", path)
+        path.chmod(0o600)
     tokens = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     if any(t.startswith("sha256:") for t in tokens):
         raise ConfigError(f"{path}: holds token digests (the server's file), not tokens: give the devices' "
