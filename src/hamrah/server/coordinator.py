@@ -331,7 +331,7 @@ class Coordinator(SecureRounds, BoundedReports):
             await self._await_reports(rs)
         rs.reporting_open = False
         if secure is None:
-            self._release(rs)  # reports still held for want of a norm bound are folded in now
+            self._release(rs, closing=True)  # reports still held for want of a norm bound are folded in now
         reported = secure.contributors if secure is not None else self.master.reports()
         t_rep, needed = time.monotonic() - rs.started - t_sel, cfg.reports_needed(rs.goal)
         if secure is None and reported < rs.goal:  # the round waited for them until its deadline

@@ -81,19 +81,22 @@ class BoundedReports:
         if self.clip is None or self.clip.ready():
             self._release(rs)
 
-    def _release(self, rs: RoundState) -> None:
+    def _release(self, rs: RoundState, closing: bool = False) -> None:
         """Clip the held reports to the current bound and hand them to their Aggregators."""
         clip = self.clip.clip() if self.clip is not None else None
-        for info, result, norm in rs.held:
+        rs.clip = clip
+        while rs.held:
+            info, result, norm = rs.held.pop(0)  # popped first: a refusal below cannot fold one in twice
             if clip is not None and norm is not None and norm > clip:
                 result = dataclasses.replace(result, delta=InfluenceBound(self.max_weight, clip).bound(result.delta)[0])
                 rs.clipped += 1
             share = self.master.route(info.aggregator)
+            if share is None and closing:  # every Aggregator failed: the report is lost with them
+                self.master.lost += 1
+                continue
             if share is None:
                 raise ProtocolError("no aggregator is alive to take the update")
             share.add(result)
-        rs.held.clear()
-        rs.clip = clip
 
 
 __all__ = ["BoundedReports", "train_result"]
