@@ -70,6 +70,20 @@ def test_the_nonce_cache_refuses_exactly_the_nonces_seen_before(nonces):
             seen.add(n)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from("abc"), max_size=40))
+def test_a_flooding_device_is_refused_without_crowding_out_the_others(devices):
+    cache, held = NonceCache(window_s=60, per_device=5), {}
+    for i, d in enumerate(devices):
+        if held.get(d, 0) >= 5:
+            with pytest.raises(RequestRefused, match="too many"):
+                cache.add(f"{i:032x}", 0.0, 0.0, d)
+        else:
+            cache.add(f"{i:032x}", 0.0, 0.0, d)
+            held[d] = held.get(d, 0) + 1
+    cache.add("f" * 32, 100.0, 100.0, "a")  # the window has passed: every device starts afresh
+
+
 def test_a_nonce_is_forgotten_only_once_its_timestamp_is_stale():
     cache = NonceCache(window_s=10)
     cache.add("a" * 32, 100.0, 100.0)

@@ -199,31 +199,39 @@ class RequestSigner:
 
 
 class NonceCache:
-    """The nonces seen within the freshness window; memory is bounded by ``capacity``.
+    """The nonces seen within the freshness window; memory is bounded per device and in total.
 
     A nonce is kept until its timestamp leaves the window (after which its request is refused as
-    stale anyway), so a replay is caught however late it comes.
+    stale anyway), so a replay is caught however late it comes. One device may hold at most
+    ``per_device`` nonces at once: a device that floods signed calls is refused (``busy``) without
+    crowding out the others.
     """
 
-    def __init__(self, window_s: float, capacity: int = 1_000_000):
-        self.window_s, self.capacity = window_s, capacity
+    def __init__(self, window_s: float, capacity: int = 1_000_000, per_device: int = 10_000):
+        self.window_s, self.capacity, self.per_device = window_s, capacity, per_device
         self._seen: set[str] = set()
-        self._expiry: list[tuple[float, str]] = []
+        self._count: dict[str, int] = {}
+        self._expiry: list[tuple[float, str, str]] = []
 
-    def add(self, nonce: str, ts_s: float, now: float) -> None:
-        """Record ``nonce``.
+    def add(self, nonce: str, ts_s: float, now: float, device: str = "") -> None:
+        """Record ``nonce`` of ``device``.
 
         Raises:
-            AuthError: the nonce was seen before (a replay), or the cache is full.
+            RequestRefused: the nonce was seen before (a replay), or the device or the cache is full.
         """
         while self._expiry and self._expiry[0][0] < now:
-            self._seen.discard(heapq.heappop(self._expiry)[1])
+            _, old, owner = heapq.heappop(self._expiry)
+            self._seen.discard(old)
+            self._count[owner] -= 1
+            if not self._count[owner]:
+                del self._count[owner]
         if nonce in self._seen:
             raise RequestRefused("replayed", "replayed request: this nonce was already used")
-        if len(self._seen) >= self.capacity:
+        if self._count.get(device, 0) >= self.per_device or len(self._seen) >= self.capacity:
             raise RequestRefused("busy", "too many requests in the freshness window: try again later")
         self._seen.add(nonce)
-        heapq.heappush(self._expiry, (ts_s + self.window_s, nonce))
+        self._count[device] = self._count.get(device, 0) + 1
+        heapq.heappush(self._expiry, (ts_s + self.window_s, nonce, device))
 
 
 class RequestRefused(AuthError):
@@ -282,7 +290,7 @@ def check_request(md: dict, method: str, token_sha256: str, public: bytes, nonce
         raise RequestRefused("malformed", f"malformed {SIG_HEADER}: expected base64") from None
     if not verify_signature(public, REQUEST_PURPOSE, request_data(method, int(ts_raw), nonce, token_sha256), sig):
         raise RequestRefused("bad signature", f"bad signature: it does not verify for {method} under the key registered for this token")
-    nonces.add(nonce, ts, now)
+    nonces.add(nonce, ts, now, token_sha256)
 
 
 def jittered(delay: float, rng: random.Random) -> float:
