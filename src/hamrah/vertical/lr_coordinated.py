@@ -6,12 +6,13 @@ and additively homomorphic encryption*; FATE's CoordinatedLR. Per mini-batch:
 1. the host sends ``[[0.25 u_B]]`` (its partial scores, encrypted under the arbiter's key);
 2. the guest adds its plaintext part and the labels: ``[[d]] = [[0.25 u_B]] + 0.25 u_A + 0.5 - y``,
    and sends ``[[d]]`` to the host;
-3. each party computes its encrypted gradient ``X_p^T [[d]]``, adds a mask uniform modulo ``n``,
+3. each party computes its encrypted gradient ``X_p^T [[d]]``, packs it and masks every value,
    and the arbiter decrypts the masked sum; the party removes its mask and updates its weights.
 
 Who holds what: the arbiter holds the secret key and no data; guest and host hold the public key.
 What each sees: the host sees ``[[d]]`` (ciphertexts); the guest sees ``[[u_B]]`` (ciphertexts); the
-arbiter sees only masked gradients (uniform modulo ``n``: nothing) and, once per epoch, each party's
+arbiter sees only masked gradients (each value plus a uniform 137-bit mask: statistically
+hidden, distance 2^-40) and, once per epoch, each party's
 squared weight change (for the convergence test). Nobody sees another party's features, weights or
 gradients. If the arbiter colludes with a party, that party can decrypt the other's ``[[u_B]]`` or
 ``[[d]]``: the protocol assumes a non-colluding arbiter (use ``sshe_lr`` when there is none to trust).

@@ -10,13 +10,14 @@ Per mini-batch:
    ``[[0.25 u_B]]_H`` under its own key;
 2. the host forms ``[[d]]_G = [[z_A]]_G + 0.25 u_B`` and ``[[X_B^T d]]_G``; the guest forms
    ``[[X_A^T 0.25 u_B]]_H``;
-3. each adds a mask uniform modulo ``n`` (an additive secret share of its gradient) and asks the key
-   owner to decrypt; the owner sees a uniform residue, the sender removes the mask. The guest's
+3. each packs its encrypted gradient and masks every value (an additive share of it: a uniform
+   137-bit mask, statistical distance 2^-40) and asks the key owner to decrypt; the owner sees masked
+   values only, the sender removes the masks. The guest's
    gradient is ``X_A^T z_A + X_A^T 0.25 u_B``.
 
-Who sees what: the host sees only ciphertexts under the guest's key and uniform residues: no label,
+Who sees what: the host sees only ciphertexts under the guest's key and masked values: no label,
 residual, feature, weight or gradient of the guest. The guest sees ciphertexts under the host's key
-and uniform residues: none of the host's features, scores, weights or gradients. Each party holds its
+and masked values: none of the host's features, scores, weights or gradients. Each party holds its
 own weights in the clear (FATE's SSHE-LR secret-shares them too, so neither party knows even its own;
 here each party's model part is its own). Once per epoch the host tells the guest its squared weight
 change (the convergence test).
@@ -58,7 +59,7 @@ def _keys(channel, config: LRConfig, peer: str) -> tuple:
 
 
 def _reveal_for(channel, peer: str, mine, tag: str, count: int) -> None:
-    """Decrypt the peer's masked gradient (a uniform residue to us) and send it back."""
+    """Decrypt the peer's masked gradient (masked values to us) and send it back."""
     channel.send(peer, f"{tag}/reveal", mine.reveal(mine.from_wire(channel.recv(peer, f"{tag}/mask"), mine.wire_count(count), tag)))
 
 
