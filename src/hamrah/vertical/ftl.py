@@ -251,8 +251,9 @@ def _guest_step(link, step: int, net_opt: tuple, data: tuple, config: FTLConfig,
     theirs = link.swap(step, fm.guest_terms(y, phi, u_a), len(rows) * d + d * d + 1)
     jac = np.vstack([fm.phi_jacobian(net, x_all, y_all), fm.jacobian(net, x_all[rows])])
     m, c = fm.guest_map(y, phi, u_a, config.gamma)
-    out = link.apply(step, np.vstack([jac.T @ m[:-1], m[-1:]]), np.concatenate([jac.T @ c[:-1], c[-1:]]), theirs,
-                     peer_len)
+    left = np.zeros((jac.shape[1] + 1, jac.shape[0] + 1))  # [J^T, 0; 0, 1]: the loss row passes through
+    left[:-1, :-1], left[-1, -1] = jac.T, 1.0
+    out = link.apply(step, m, c, theirs, peer_len, left=left)
     fm.apply_gradient(net, opt, out[:-1] / len(rows))
     return float(out[-1])
 
@@ -305,7 +306,7 @@ def host(channel: Channel, table: PartyTable, config: FTLConfig, score_ids: Sequ
         theirs = link.swap(step, fm.host_terms(u_b), 2 * len(ids) * d + d * d)
         jac = fm.jacobian(model.network, x_all[rows])
         m, c = fm.host_map(u_b, config.gamma)
-        out = link.apply(step, jac.T @ m, jac.T @ c, theirs, peer_len)
+        out = link.apply(step, m, c, theirs, peer_len, left=jac.T)
         fm.apply_gradient(model.network, opt, out / len(ids))
     channel.send(peer, "ftl/score", {"step": step, "count": len(score_ids)})
     theirs = link.swap(step, np.zeros(0), d)

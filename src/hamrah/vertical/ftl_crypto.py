@@ -12,10 +12,11 @@ four messages' worth of logic:
   ``W t + w + r`` and returns it (``ftl/unmasked``); the party removes ``r``. A party learns its own
   parameter gradient and nothing else; the other party sees only masked sums.
 
-Fixed point: terms and ``W`` at ``2^precision_bits``, so results come back at ``2^(2 precision_bits)``.
-Masks are uniform below ``2^(2 precision_bits + MASK_SLACK_BITS)``: at least 40 bits more than any
-value they hide (values stay below ``2^(2 precision_bits + 48)``), so ``W t + w + r`` reveals at most
-``2^-40`` statistically about ``W t + w``.
+Fixed point: terms, ``W`` and the optional left factor at ``2^precision_bits``, so results come back
+at ``2^(2 precision_bits)`` (``2^(3 precision_bits)`` with a left factor). Masks are uniform below
+``2^(scale + MASK_SLACK_BITS)``: at least 40 bits more than any value they hide (values stay below
+``2^(scale + 48)``, checked after unmasking), so the masked result reveals at most ``2^-40``
+statistically about the value.
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ class PlainLink:
         msg = _check_step(self.channel.recv(self.peer, "ftl/terms"), step, f"ftl/terms from {self.peer!r}")
         return check_array(msg.get("t"), f"ftl/terms from {self.peer!r}", (their_len,), "float64")
 
-    def apply(self, step: int, w_mat: np.ndarray, w_vec: np.ndarray, theirs: np.ndarray, peer_out_len: int
-              ) -> np.ndarray:
-        """Return ``W t + w`` (the peer computes its own; nothing is sent)."""
-        return w_mat @ theirs + w_vec
+    def apply(self, step: int, w_mat: np.ndarray, w_vec: np.ndarray, theirs: np.ndarray, peer_out_len: int,
+              left: np.ndarray | None = None) -> np.ndarray:
+        """Return ``W t + w``, or ``left (W t + w)`` (the peer computes its own; nothing is sent)."""
+        out = w_mat @ theirs + w_vec
+        return out if left is None else left @ out
 
 
 class PaillierLink:
@@ -79,20 +81,29 @@ class PaillierLink:
         msg = _check_step(self.channel.recv(self.peer, "ftl/terms"), step, f"ftl/terms from {self.peer!r}")
         return he.from_wire(self.peer_public, msg, their_len, f"ftl/terms from {self.peer!r}")
 
-    def apply(self, step: int, w_mat: np.ndarray, w_vec: np.ndarray, theirs: he.CipherVector, peer_out_len: int
-              ) -> np.ndarray:
-        """Return ``W t + w`` computed under the peer's key and decrypted by the peer behind a mask.
+    def _ints(self, matrix: np.ndarray) -> np.ndarray:
+        return np.array(he.encode(matrix.ravel(), self.bits), dtype=object).reshape(matrix.shape)
 
-        Also decrypts the peer's masked result (``peer_out_len`` values) for it.
+    def apply(self, step: int, w_mat: np.ndarray, w_vec: np.ndarray, theirs: he.CipherVector, peer_out_len: int,
+              left: np.ndarray | None = None) -> np.ndarray:
+        """Return ``W t + w`` (or ``left (W t + w)``) computed under the peer's key, decrypted by the peer behind a mask.
+
+        ``left`` (a party's Jacobian, transposed) is applied to the encrypted ``W t + w``: when ``W`` is
+        sparse this costs far fewer exponentiations than the dense ``(left W) t``. Also decrypts the
+        peer's masked result (``peer_out_len`` values) for it.
 
         Raises:
             ProtocolError: a message of the wrong size, key, step or range.
         """
         what = f"from {self.peer!r}"
-        if len(w_vec):
-            w_ints = np.array(he.encode(w_mat.ravel(), self.bits), dtype=object).reshape(w_mat.shape)
-            out = he.add_plain(he.matvec(w_ints, theirs), [v << self.bits for v in he.encode(w_vec, self.bits)])
-            masks = [secrets.randbits(2 * self.bits + MASK_SLACK_BITS) for _ in range(len(w_vec))]
+        scale = 2 * self.bits if left is None else 3 * self.bits
+        rows = len(w_vec) if left is None else left.shape[0]
+        if rows:
+            out = he.add_plain(he.matvec(self._ints(w_mat), theirs),
+                               [v << self.bits for v in he.encode(w_vec, self.bits)])
+            if left is not None:
+                out = he.matvec(self._ints(left), out)
+            masks = [secrets.randbits(scale + MASK_SLACK_BITS) for _ in range(rows)]
             out = he.add_plain(out, masks)
         else:
             out, masks = he.CipherVector(self.peer_public, ()), []
@@ -102,9 +113,9 @@ class PaillierLink:
         self.channel.send(self.peer, "ftl/unmasked",
                           {"step": step, "v": tuple(he.decrypt(self.secret, peer_masked, signed=False))})
         msg = _check_step(self.channel.recv(self.peer, "ftl/unmasked"), step, f"ftl/unmasked {what}")
-        return he.decode(self._unmask(msg.get("v"), masks, what), 2 * self.bits)
+        return he.decode(self._unmask(msg.get("v"), masks, what, scale), scale)
 
-    def _unmask(self, values: object, masks: list[int], what: str) -> list[int]:
+    def _unmask(self, values: object, masks: list[int], what: str, scale: int) -> list[int]:
         n = self.peer_public.n
         if not isinstance(values, tuple) or len(values) != len(masks) or not all(0 <= v < n for v in values):
             raise ProtocolError(f"ftl/unmasked {what}: expected {len(masks)} residues modulo the key's n")
@@ -112,7 +123,7 @@ class PaillierLink:
         for v, r in zip(values, masks):
             m = (v - r) % n
             m = m - n if m > n // 2 else m
-            if abs(m) > 1 << (2 * self.bits + 48):
+            if abs(m) > 1 << (scale + 48):
                 raise ProtocolError(f"ftl/unmasked {what}: a value is out of range (tampered or overflowed)")
             out.append(m)
         return out
