@@ -66,3 +66,39 @@ def test_stream_and_rate_limits_refuse_with_their_reason():
         pass
     assert reason_of(RateLimited("device over its rate limit of 1 calls/s")).startswith("RateLimited")
     assert not MALFORMED.HasField("header") and callable(add_service)
+
+
+def test_a_device_sitting_out_is_turned_away_without_spinning(tmp_path):
+    """A no-show device checking in while a round selects is answered after one look (the Selector
+    used to loop on the open round's event, asking again and again until its hold expired)."""
+    import asyncio
+
+    from hamrah.server.selector import Selector
+    from hamrah.transport.proto import fl_pb2 as pb
+
+    from tests.server.driver import make_coordinator, open_round
+
+    coord = make_coordinator(tmp_path, goal_count=2, over_selection=1.0, selection_timeout_s=2.0, max_round_attempts=1)
+    coord.no_show["lazy"] = 10**6
+    asked = []
+    original = coord.request
+
+    async def counting(device, window_s=None):
+        asked.append(device)
+        return await original(device, window_s)
+
+    coord.request = counting
+    selector = Selector(0, coord, hold_s=1.5)
+    state = pb.DeviceState(idle=True, charging=True, unmetered=True)
+
+    async def go():
+        runner = asyncio.ensure_future(coord.run())
+        await open_round(coord, 1)
+        reply = await selector.check_in("lazy", pb.CheckInRequest(state=state))
+        runner.cancel()
+        return reply
+
+    reply = asyncio.run(go())
+    assert not reply.HasField("task") and reply.message == "no slot in this round"
+    assert asked == ["lazy"]  # one look, no spin
+    coord.store.close()

@@ -34,8 +34,9 @@ class Selector:
                 self.forwarded += 1
                 return pb.CheckInResponse(task=task)
             left = deadline - time.monotonic()
-            if left <= 0 or coord.finished or coord.draining:
-                break
+            rs = coord.current
+            if left <= 0 or coord.finished or coord.draining or (rs is not None and rs.selection_open):
+                break  # still selecting but not for this device (sitting out, or already waiting): no spin
             await coord.wait_for_selection(left)
         self.turned_away += 1
         if coord.finished:
