@@ -277,8 +277,13 @@ class PaillierOps:
 
     def __init__(self, public: he.PublicKey, precision_bits: int, secret: he.SecretKey | None = None):
         self.public, self.bits, self.secret = public, precision_bits, secret
+        self._fast: he.KeyHolderEncryptor | None = None
 
     def enc(self, x: np.ndarray) -> Enc:
+        if self.secret is not None:  # the key holder encrypts by CRT, about twice as fast
+            if self._fast is None:
+                self._fast = he.KeyHolderEncryptor(self.secret)
+            return Enc(self._fast.encrypt(he.encode(x, self.bits)), self.bits)
         return Enc(he.encrypt(self.public, he.encode(x, self.bits)), self.bits)
 
     def add_plain(self, e: Enc, x: np.ndarray) -> Enc:
