@@ -76,6 +76,9 @@ def test_shipped_configs(tmp_path):
         load_lab_config("configs/lab_bad_krum.toml")
     with pytest.raises(ConfigError, match="not in lab.attacks"):
         cfg.select(attacks=["poison_ivy"])
+    adaptive = load_lab_config("configs/lab_adaptive.toml")
+    assert adaptive.run_seeds() == (0, 1, 2) and {"min_max", "fang_krum", "fltrust_adaptive", "dba"} <= set(adaptive.attacks)
+    assert adaptive.select(seeds=[4]).run_seeds() == (4,)
 
 
 def test_write_doc_replaces_only_the_block(tmp_path):
