@@ -117,12 +117,19 @@ def write_doc(doc: Path, block: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """``python -m hamrah.experiments.lab_report ROWS.jsonl [ROWS.jsonl ...]``: print the summary tables of
     the rows that one or more lab runs saved (``rows.jsonl`` in each ``--out``), e.g. of a run stopped
-    early or split over several processes by ``--defences``."""
+    early or split over several processes by ``--defences``. A cell (attack, defence, seed) found in
+    more than one file keeps its first row."""
     import json
     import sys
 
     paths = sys.argv[1:] if argv is None else argv
-    rows = [json.loads(line) for p in paths for line in Path(p).read_text(encoding="utf-8").splitlines() if line]
+    rows, seen = [], set()
+    for p in paths:
+        for line in Path(p).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line) if line else None
+            if row is not None and (row["attack"], row["defence"], row["seed"]) not in seen:
+                seen.add((row["attack"], row["defence"], row["seed"]))
+                rows.append(row)
     seeds = sorted({r["seed"] for r in rows})
     print(f"{len(rows)} runs from {', '.join(paths)}; seeds {', '.join(map(str, seeds))}\n")
     print(markdown_tables(summarize(rows)))
