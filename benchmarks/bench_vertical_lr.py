@@ -39,6 +39,13 @@ def _metrics(y: np.ndarray, score: np.ndarray) -> dict:
     return {"auc": round(float(roc_auc_score(y, score)), 4), "accuracy": round(float(accuracy_score(y, score > 0)), 4)}
 
 
+def _taylor_optimum(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Scores of the exact minimiser of the protocols' loss (Taylor at 0, l2 = 1/rows): a linear solve."""
+    zi = np.hstack([z, np.ones((len(z), 1))])
+    w = np.linalg.solve(0.25 * zi.T @ zi / len(z) + np.eye(zi.shape[1]) / len(z), zi.T @ (y - 0.5) / len(z))
+    return zi @ w
+
+
 def central(g: PartyTable, h: PartyTable, clip: float) -> dict:
     from xgboost import XGBClassifier
     x = np.hstack([g.features, h.features])
@@ -51,8 +58,10 @@ def central(g: PartyTable, h: PartyTable, clip: float) -> dict:
     margin = xgb.predict(x, output_margin=True)
     out = {"central_sklearn_lr": _metrics(y, lr.decision_function(z)), "central_xgboost": _metrics(y, margin),
            "guest_alone_lr": _metrics(y, guest.decision_function(z[:, :dg]))}
+    out["taylor_optimum"] = _metrics(y, _taylor_optimum(z, y))
     if clip:
         plain = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1)
+        out["taylor_optimum_unclipped"] = _metrics(y, _taylor_optimum(plain, y))
         out["central_sklearn_lr_unclipped"] = _metrics(y, LogisticRegression(max_iter=5000).fit(plain, y)
                                                        .decision_function(plain))
     return out
