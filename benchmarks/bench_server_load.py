@@ -139,10 +139,13 @@ def _signers(work: Path, devices: int, signed: bool) -> list[RequestSigner]:
     return [RequestSigner(k.token, DeviceKey.load(k.signing_key), k.name) for k in device_folders(work / "pki", devices)]
 
 
-async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_s: float, signed: bool = False) -> dict:
+async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_s: float, signed: bool = False,
+                      server_set: str = "") -> dict:
     work = Path(tempfile.mkdtemp(prefix="hamrah-load-"))
     signers = _signers(work, devices, signed)
-    (work / "server.toml").write_text(CONFIG.format(devices=max(devices, 100), model=model, rounds=rounds, goal=goal))
+    extra = "".join(f"{kv.strip()}\n" for kv in server_set.split(",") if kv.strip())  # e.g. bounded_influence = false
+    (work / "server.toml").write_text(CONFIG.format(devices=max(devices, 100), model=model, rounds=rounds, goal=goal)
+                                      + extra)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "hamrah.cli", "server", "--config", str(work / "server.toml"),
                                "--port", str(port), "--state", str(work / "state")],
@@ -192,10 +195,14 @@ def main() -> None:
     p.add_argument("--compute-s", type=float, default=1.0)
     p.add_argument("--signed", action="store_true", help="provisioned devices; every call signed (Ed25519, nonce)")
     p.add_argument("--out", default="benchmarks/results/server_load.json")
+    p.add_argument("--server-set", default="", help="extra [server] keys, comma-separated TOML, e.g. "
+                   "'bounded_influence = false, selection_window_s = 0' (the baseline without the reliability defaults)")
     args = p.parse_args()
     results = []
     for n in [int(x) for x in args.devices.split(",")]:
-        r = asyncio.run(one_setting(args.model, n, min(args.goal, n), args.rounds, args.compute_s, args.signed))
+        r = asyncio.run(one_setting(args.model, n, min(args.goal, n), args.rounds, args.compute_s, args.signed,
+                                    args.server_set))
+        r["server_set"] = args.server_set
         print(json.dumps(r))
         results.append(r)
     out = Path(args.out)
