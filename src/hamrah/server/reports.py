@@ -8,7 +8,8 @@ import dataclasses
 from hamrah.algorithms.base import ClientResult
 from hamrah.core.errors import ProtocolError
 from hamrah.core.params import Params
-from hamrah.server.influence import InfluenceBound, check_metrics, l2_norm64
+from hamrah.privacy.mechanisms import l2_norm
+from hamrah.server.influence import InfluenceBound, check_metrics
 from hamrah.server.rounds import RoundState, TaskInfo, client_id
 from hamrah.transport.codec import (
     AUX_PREFIX,
@@ -42,7 +43,7 @@ def train_result(client: int, tensors: Params, weight: int, metrics: dict, spec:
         result = pipeline.decode_result(client, tensors, weight, metrics)
         if not all(v.is_floating_point() for v in result.delta.values()):
             return result, None
-        return result, l2_norm64(result.delta)
+        return result, l2_norm(result.delta)
     delta = {k: v for k, v in tensors.items() if not k.startswith(AUX_PREFIX)}
     aux = {k[len(AUX_PREFIX):]: v for k, v in tensors.items() if k.startswith(AUX_PREFIX)}
     check_update(delta, spec)
@@ -50,7 +51,7 @@ def train_result(client: int, tensors: Params, weight: int, metrics: dict, spec:
     if unknown:
         raise ProtocolError(f"aux: unexpected tensors {unknown[:5]}; expected names of the model's parameters")
     check_update(aux, {k: spec[k] for k in aux}, what="aux")
-    return ClientResult(client, delta, weight, metrics, aux=aux), l2_norm64(delta)
+    return ClientResult(client, delta, weight, metrics, aux=aux), l2_norm(delta)
 
 
 class BoundedReports:
