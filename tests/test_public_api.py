@@ -10,6 +10,7 @@ PACKAGES = [
     "hamrah.algorithms", "hamrah.models", "hamrah.simulation", "hamrah.core", "hamrah.data", "hamrah.experiments",
     "hamrah.aggregation", "hamrah.attacks", "hamrah.compression", "hamrah.privacy", "hamrah.secagg", "hamrah.he",
     "hamrah.transport", "hamrah.server", "hamrah.device", "hamrah.vertical",
+    "hamrah.observe",
 ]
 
 
