@@ -53,20 +53,8 @@ def federate(
     labels = dataset.train.y.numpy()
     if scheme in ("shards", "dirichlet") and labels.ndim != 1:
         raise ConfigError(f"data.partition = {scheme!r} needs one label per example; {dataset.name} has sequences")
-    if scheme == "iid":
-        parts = partition.iid(n, num_clients, rng)
-    elif scheme == "shards":
-        parts = partition.shards(labels, num_clients, shards_per_client, rng)
-    elif scheme == "dirichlet":
-        parts = partition.dirichlet(labels, num_clients, alpha, rng)
-    elif scheme == "unbalanced":
-        parts = partition.unbalanced(n, num_clients, sigma, rng)
-    elif scheme == "natural":
-        if dataset.train_groups is None:
-            raise ConfigError(f"data.partition = 'natural': {dataset.name} has no natural clients")
-        parts = partition.natural(dataset.train_groups, num_clients or None, rng)
-    else:
-        raise ConfigError(f"data.partition = {scheme!r}: expected one of {', '.join(('iid', 'shards', 'dirichlet', 'natural', 'unbalanced'))}")
+    spec = partition.PartitionSpec(scheme, num_clients, shards_per_client, alpha, sigma)
+    parts = partition.split(spec, rng, num_examples=n, labels=labels, groups=dataset.train_groups)
     return FederatedDataset(dataset, parts, scheme)
 
 
