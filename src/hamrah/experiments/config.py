@@ -222,13 +222,19 @@ def load_config(path: str | Path) -> ExperimentConfig:
     """
     raw = read_toml(path)
     try:
-        return from_dict(raw)
+        return from_dict(raw, Path(path).parent)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def from_dict(raw: dict) -> ExperimentConfig:
-    """Validate plain data (as parsed from TOML) into an :class:`ExperimentConfig`."""
+def from_dict(raw: dict, base: str | Path | None = None) -> ExperimentConfig:
+    """Validate plain data (as parsed from TOML) into an :class:`ExperimentConfig`.
+
+    Args:
+        raw: the parsed TOML.
+        base: the config file's folder: a relative ``data.path`` is resolved from it (as the server's
+            paths are), not from the working directory. None: left as written.
+    """
     if not isinstance(raw, dict):
         raise ConfigError("expected a table of sections")
     _reject_unknown(raw, list(_SECTIONS), "section")
@@ -240,6 +246,8 @@ def from_dict(raw: dict) -> ExperimentConfig:
         sections[name] = _section(name, _OPTIONAL.get(name, hints[name]), table)
     cfg = ExperimentConfig(**sections)
     _check_values(cfg)
+    if base is not None and cfg.data.path is not None and not Path(cfg.data.path).is_absolute():
+        cfg = cfg.replace("data", path=str((Path(base) / cfg.data.path).resolve()))
     return cfg
 
 

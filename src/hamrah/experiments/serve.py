@@ -31,7 +31,7 @@ def load_server_config(path: str | Path) -> tuple[ExperimentConfig, ServerConfig
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [server] must be a table of keys")
     try:
-        exp, srv = from_dict(raw), server_config(table)
+        exp, srv = from_dict(raw, path.parent), server_config(table)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     files = {k: str((path.parent / v).resolve()) for k in ("tokens_file", "revoked_file", "tls_cert", "tls_key", "client_ca")
