@@ -31,7 +31,8 @@ def _save(folder: Path, state: LRState) -> None:
     tmp = folder / f".epoch-{state.epoch:04d}.npz"
     with open(tmp, "wb") as f:
         np.savez(f, epoch=state.epoch, weights=state.weights, mean=state.mean, std=state.std,
-                 converged=state.converged, history=np.array(state.history, dtype=np.float64))
+                 converged=state.converged, history=np.array(state.history, dtype=np.float64),
+                 quantiles=state.quantiles)
     os.replace(tmp, folder / f"epoch-{state.epoch:04d}.npz")
 
 
@@ -45,8 +46,9 @@ def load_checkpoints(folder: Path) -> dict[int, LRState]:
     for path in sorted(folder.glob("epoch-*.npz")):
         try:
             with np.load(path, allow_pickle=False) as z:
+                quantiles = z["quantiles"] if "quantiles" in z.files else np.zeros((0, 0))
                 states[int(z["epoch"])] = LRState(int(z["epoch"]), z["weights"], z["mean"], z["std"],
-                                                  bool(z["converged"]), tuple(z["history"].tolist()))
+                                                  bool(z["converged"]), tuple(z["history"].tolist()), quantiles)
         except (OSError, KeyError, ValueError) as e:
             raise DataError(f"{path}: not a readable checkpoint ({e}); delete it to start that epoch again") from None
     return states
@@ -58,7 +60,7 @@ def _write_result(cfg: PartyConfig, result, stats) -> dict:
                "sent_bytes": stats.sent_bytes, "received_bytes": stats.received_bytes}
     if isinstance(result, LRState) and result.weights.size:
         with open(cfg.out / "model.npz", "wb") as f:
-            np.savez(f, weights=result.weights, mean=result.mean, std=result.std)
+            np.savez(f, weights=result.weights, mean=result.mean, std=result.std, quantiles=result.quantiles)
     if isinstance(result, LRState):
         summary.update(epochs=result.epoch, converged=result.converged, weight_change=list(result.history))
     elif isinstance(result, np.ndarray):

@@ -26,6 +26,7 @@ import numpy as np
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
+from hamrah.vertical.features import check_transform, quantile_fit, quantile_normal
 from hamrah.vertical.psi import PSIConfig, intersect
 
 # Masked gradients travel packed: a value of up to VALUE_BITS bits (fixed point at 2 * precision_bits:
@@ -45,7 +46,9 @@ class LRConfig:
         features and residuals. seed: batch order. psi: align rows with PSI first (else the tables
         must already hold the same ids in the same order). clip: clip each standardised feature to
         ``[-clip, clip]`` at its owner (0: no clipping; tames heavy tails the Taylor loss handles badly).
-        guest, host, arbiter: party names.
+        transform: ``"standard"`` (mean and deviation) or ``"quantile"`` (each column through its
+        rank-Gauss map first, :mod:`hamrah.vertical.features`: the Taylor loss's least-squares optimum
+        is close to logistic regression on Gaussian-like columns). guest, host, arbiter: party names.
     """
 
     epochs: int = 20
@@ -59,6 +62,7 @@ class LRConfig:
     seed: int = 0
     psi: bool = True
     clip: float = 0.0
+    transform: str = "standard"
     guest: str = "guest"
     host: str = "host"
     arbiter: str = "arbiter"
@@ -75,11 +79,15 @@ class LRConfig:
         if not 8 <= self.precision_bits <= 24:
             raise ConfigError(f"lr.precision_bits = {self.precision_bits!r}: expected 8..24")
         he.check_key_bits(self.key_bits)
+        check_transform(self.transform)
 
 
 @dataclass(frozen=True)
 class LRState:
-    """One party's part of a model after ``epoch`` completed epochs (what a checkpoint holds)."""
+    """One party's part of a model after ``epoch`` completed epochs (what a checkpoint holds).
+
+    ``quantiles`` is the rank-Gauss table of its columns (``transform = "quantile"``; empty otherwise).
+    """
 
     epoch: int
     weights: np.ndarray
@@ -87,6 +95,7 @@ class LRState:
     std: np.ndarray
     converged: bool = False
     history: tuple = field(default=())
+    quantiles: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
 
 OnEpoch = Callable[[LRState], None]
@@ -187,7 +196,7 @@ def train_loop(channel, config: LRConfig, z: np.ndarray, start: tuple[int, LRSta
     Args:
         start: the epoch to start from and the checkpoint of the epoch before (None: zeros).
         stop_at: the party that decides convergence, and the others it hears from.
-        stats: this party's standardisation ``(mean, std)``, saved in every state.
+        stats: this party's feature transform ``(mean, std, quantiles)``, saved in every state.
     """
     epoch, state = start
     w = np.zeros(z.shape[1]) if state is None else np.array(state.weights, dtype=np.float64)
@@ -200,7 +209,7 @@ def train_loop(channel, config: LRConfig, z: np.ndarray, start: tuple[int, LRSta
             w = w - config.lr * (step(f"{epoch}/{b}", rows, w) + config.l2 * w)
         stop, converged = decide_stop(channel, config, stop_at[0], stop_at[1], epoch, float(np.sum((w - w_old) ** 2)))
         history += (float(np.sqrt(np.sum((w - w_old) ** 2))),)
-        state = LRState(epoch + 1, w, stats[0], stats[1], converged, history)
+        state = LRState(epoch + 1, w, stats[0], stats[1], converged, history, stats[2])
         if on_epoch is not None:
             on_epoch(state)
         if stop:
@@ -208,15 +217,28 @@ def train_loop(channel, config: LRConfig, z: np.ndarray, start: tuple[int, LRSta
         epoch += 1
 
 
-def standardise(x: np.ndarray, state: LRState | None, intercept: bool, clip: float = 0.0
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return ``(z, mean, std)``: ``x`` standardised with its own statistics (or a checkpoint's), clipped."""
+def standardise(x: np.ndarray, state: LRState | None, intercept: bool, clip: float = 0.0,
+                transform: str = "standard") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(z, mean, std, quantiles)``: ``x`` transformed with its own statistics (or a checkpoint's).
+
+    Args:
+        x: the party's features. state: a checkpoint whose statistics to reuse (None: fit on ``x``).
+        intercept: append a column of ones (the guest). clip: clip to ``[-clip, clip]`` (0: no).
+        transform: ``"quantile"`` maps each column through its rank-Gauss table before standardising.
+
+    Raises:
+        DataError: ``x`` does not fit the checkpoint's quantile table.
+    """
+    quantiles = np.zeros((0, 0))
+    if transform == "quantile":
+        quantiles = quantile_fit(x) if state is None else state.quantiles
+        x = quantile_normal(x, quantiles)
     mean = x.mean(axis=0) if state is None else state.mean
     std = x.std(axis=0) if state is None else state.std
     std = np.where(std > 0, std, 1.0)
     z = (x - mean) / std
     z = np.clip(z, -clip, clip) if clip else z
-    return (np.hstack([z, np.ones((len(z), 1))]) if intercept else z), mean, std
+    return (np.hstack([z, np.ones((len(z), 1))]) if intercept else z), mean, std, quantiles
 
 
 def batches(rows: int, config: LRConfig, epoch: int) -> list[np.ndarray]:

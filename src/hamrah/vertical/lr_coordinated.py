@@ -64,7 +64,7 @@ def guest(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRS
     others = (config.host, config.arbiter)
     table, x = prepare(channel, table, config, True, (config.host,))
     start, _ = hello(channel, config, others, list(resume or ()), x.shape[1] + 1, len(table.ids))
-    z, mean, std = standardise(x, resume[start] if start else None, intercept=True, clip=config.clip)
+    z, *stats = standardise(x, resume[start] if start else None, True, config.clip, config.transform)
     ops, y = _ops(channel, config), table.labels
 
     def step(tag: str, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -76,7 +76,7 @@ def guest(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRS
         return ops.unmask(channel.recv(config.arbiter, f"lr/g/{tag}"), masks, z.shape[1], f"gradient {tag}") / len(rows)
 
     return train_loop(channel, config, z, _resume(resume, start), step, (config.arbiter, others), on_epoch,
-                      (mean, std))
+                      tuple(stats))
 
 
 def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRState] | None = None,
@@ -85,7 +85,7 @@ def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRSt
     others = (config.guest, config.arbiter)
     table, x = prepare(channel, table, config, False, (config.guest,))
     start, _ = hello(channel, config, others, list(resume or ()), x.shape[1])
-    z, mean, std = standardise(x, resume[start] if start else None, intercept=False, clip=config.clip)
+    z, *stats = standardise(x, resume[start] if start else None, False, config.clip, config.transform)
     ops = _ops(channel, config)
 
     def step(tag: str, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -96,7 +96,7 @@ def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRSt
         return ops.unmask(channel.recv(config.arbiter, f"lr/g/{tag}"), masks, z.shape[1], f"gradient {tag}") / len(rows)
 
     return train_loop(channel, config, z, _resume(resume, start), step, (config.arbiter, others), on_epoch,
-                      (mean, std))
+                      tuple(stats))
 
 
 def arbiter(channel, table: PartyTable | None, config: LRConfig, resume=None, on_epoch=None) -> LRState:
