@@ -94,7 +94,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| cell | source | E | B | target | paper rounds | hamrah rounds | ratio | best lr | best accuracy | wall s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ours = "not reached in %d" % r["max_rounds"] if r["rounds_to_target"] is None else f"{r['rounds_to_target']:.1f}"
+        ours = f"not reached in {r['max_rounds']}" if r["rounds_to_target"] is None else f"{r['rounds_to_target']:.1f}"
         ratio = "-" if r["ratio_to_paper"] is None else f"{r['ratio_to_paper']:.2f}"
         b = "inf" if r["batch_size"] is None else r["batch_size"]
         lines.append(f"| {r['id']} | {r['table']} | {r['epochs']} | {b} | {r['target']} | {r['paper_rounds']:g} | "
