@@ -14,7 +14,8 @@ figure is scaled by rows and said so. Bytes per epoch from the channels' counts.
 
     python benchmarks/bench_vertical_lr.py --data breast --enc-rows 0
     python benchmarks/bench_vertical_lr.py --data default_credit --train-plaintext --enc-rows 1000 \
-        --batch-size 1024 --lr 0.3 --epochs 20 --transform quantile --out benchmarks/results/vertical_lr_default_credit.json
+        --batch-size 1024 --lr 0.3 --epochs 20 --transform quantile \
+        --out benchmarks/results/vertical_lr_default_credit.json
     python benchmarks/bench_vertical_lr.py --data default_credit --train-plaintext --enc-rows 1000 \
         --batch-size 1024 --lr 0.3 --epochs 20 --clip 3 --out benchmarks/results/vertical_lr_default_credit_clip.json
 """
@@ -120,7 +121,8 @@ def main() -> None:
     g = d["guest"]
     h = d["host"].select(g.ids)
     cfg = LRConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=1.0 / len(g.ids), tol=1e-4,
-                   key_bits=args.key_bits, clip=args.clip, transform=args.transform, psi=False, encrypted=not args.train_plaintext)
+                   key_bits=args.key_bits, clip=args.clip, transform=args.transform, psi=False,
+                   encrypted=not args.train_plaintext)
     out = {"data": args.data, "rows": len(g.ids), "settings": cfg.__dict__, **central(g, h, args.clip, args.transform)}
     print(json.dumps({k: v for k, v in out.items() if k != "settings"}), flush=True)
     for name, mod in PROTOCOLS.items():

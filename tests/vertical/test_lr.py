@@ -16,7 +16,6 @@ from hamrah.core.errors import DataError, PartyFailed, ProtocolError
 from hamrah.data.vertical import PartyTable, load_vertical
 from hamrah.vertical import he, lr_coordinated, lr_sshe, run_parties
 from hamrah.vertical.features import TRANSFORMS
-from hamrah.vertical.features import TRANSFORMS
 from hamrah.vertical.lr_common import LRConfig, predict_guest, predict_host, standardise
 
 PROTOCOLS = [lr_coordinated, lr_sshe]
