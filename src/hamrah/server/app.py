@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +62,20 @@ class FLServer:
         if setup.server.aggregator is not None:
             build_aggregator(**setup.server.aggregator).check(setup.goal)
         s = setup.server
+        self._new_state = None if Path(state_dir).exists() else Path(state_dir)  # made by this start, if any
         self.store = ServerStore(state_dir, setup.config, keep_last=s.keep_last, keep_best=s.keep_best)
         try:
             self._build(setup)
         except BaseException:
-            self.store.close()  # release the state folder's lock: nothing half-started holds it
+            self._abandon()
             raise
+
+    def _abandon(self) -> None:
+        """Undo a start that failed before serving: release the state folder's lock and remove the
+        folder if this start created it (a wrong config or a busy port leaves nothing behind)."""
+        self.store.close()
+        if self._new_state is not None:
+            shutil.rmtree(self._new_state, ignore_errors=True)
 
     def _build(self, setup: ServerSetup) -> None:
         s = setup.server
@@ -92,12 +101,18 @@ class FLServer:
         self._grpc = grpc.aio.server(options=GRPC_OPTIONS)
         add_service(self.service, self._grpc)  # malformed messages reach the handlers as MALFORMED
         address = f"{host}:{port}"
-        if s.tls_cert:
-            bound = self._grpc.add_secure_port(address, server_credentials(s.tls_cert, s.tls_key, s.client_ca))
-        else:
-            bound = self._grpc.add_insecure_port(address)
+        try:
+            if s.tls_cert:
+                bound = self._grpc.add_secure_port(address, server_credentials(s.tls_cert, s.tls_key, s.client_ca))
+            else:
+                bound = self._grpc.add_insecure_port(address)
+        except RuntimeError:  # grpc's "Failed to bind": the port is taken or the address is not this host's
+            bound = 0
         if bound == 0:
-            raise ConfigError(f"--port {port}: cannot listen on {address} (in use?)")
+            self._abandon()
+            raise ConfigError(f"--port {port}: cannot listen on {address}: the port is in use or the address "
+                              "is not one of this machine's; expected a free port (0 picks one)")
+        self._new_state = None  # serving: the state folder is the server's now
         await self._grpc.start()
         self.port = bound
         params = self.coordinator.params
