@@ -160,6 +160,7 @@ class DeviceRuntime:
         """Call the unary method ``name``, retrying with jittered exponential backoff while the server is
         unreachable (it may be restarting), for at most ``unreachable_after_s``."""
         delay, since, limit = self.cfg.retry_s, time.monotonic(), self.cfg.unreachable_after_s
+        warned = False
         while True:
             try:
                 return await method(request, metadata=self._signer.metadata(name))
@@ -170,6 +171,11 @@ class DeviceRuntime:
                     raise TransportError(f"{e.code().name}: {e.details()}") from None
                 if limit is not None and time.monotonic() - since > limit:
                     raise TransportError(f"server {self.cfg.server} unreachable for {limit:.0f} s") from None
+                if not warned:  # say so at once (a wrong address was silent until the limit)
+                    log.warning("device %s: server %s unreachable (%s); retrying for %s", self.cfg.device_id,
+                                self.cfg.server, e.details() or e.code().name,
+                                "ever" if limit is None else f"up to {limit:.0f} s")
+                    warned = True
                 await asyncio.sleep(jittered(delay, self._jitter))
                 delay = min(delay * 2, self.cfg.max_retry_s)
 
