@@ -96,7 +96,7 @@ def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRSt
         return ops.unmask(channel.recv(config.arbiter, f"lr/g/{tag}"), masks, z.shape[1], f"gradient {tag}") / len(rows)
 
     return train_loop(channel, config, z, _resume(resume, start), step, (config.arbiter, others), on_epoch,
-                      tuple(stats))
+                      tuple(stats), ops)
 
 
 def arbiter(channel, table: PartyTable | None, config: LRConfig, resume=None, on_epoch=None) -> LRState:

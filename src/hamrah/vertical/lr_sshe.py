@@ -89,7 +89,7 @@ def guest(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRS
         return (z[rows].T @ za + cross) / len(rows)
 
     return train_loop(channel, config, z, (start, resume[start] if start else None), step,
-                      (channel.name, (peer,)), on_epoch, tuple(stats))
+                      (channel.name, (peer,)), on_epoch, tuple(stats), mine)
 
 
 def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRState] | None = None,
@@ -111,4 +111,4 @@ def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRSt
         return theirs.unmask(channel.recv(peer, f"lr/gB/{tag}/reveal"), masks, z.shape[1], f"gradient {tag}") / len(rows)
 
     return train_loop(channel, config, z, (start, resume[start] if start else None), step,
-                      (peer, (channel.name,)), on_epoch, tuple(stats))
+                      (peer, (channel.name,)), on_epoch, tuple(stats), mine)
