@@ -28,6 +28,7 @@ from hamrah.vertical.features import check_transform, quantile_fit, quantile_nor
 from hamrah.vertical.lr_ops import Enc, PaillierOps, PlainOps
 from hamrah.vertical.psi import PSIConfig, intersect
 
+
 @dataclass(frozen=True)
 class LRConfig:
     """Settings of vertical logistic regression (both protocols).

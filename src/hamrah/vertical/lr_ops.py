@@ -198,4 +198,4 @@ class PaillierOps:
 
 
 
-__all__ = ["Enc", "ObfuscatorPool", "PaillierOps", "PlainOps", "SLOT_BITS", "VALUE_BITS"]
+__all__ = ["SLOT_BITS", "VALUE_BITS", "Enc", "ObfuscatorPool", "PaillierOps", "PlainOps"]
