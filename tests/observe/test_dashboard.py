@@ -97,7 +97,7 @@ def test_read_only_and_bad_requests_get_clear_errors(server):
         assert status == 404 and "error" in json.loads(body)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:  # not HTTP at all
         s.sendall(b"\x16\x03\x01garbage\r\n\r\n")
-        assert s.recv(200).split(b" ")[1] == b"400"
+        assert b"400" in s.recv(2000)  # the standard library's "Bad request" page
     assert get(server, "/api/runs")[0] == 200  # still serving
 
 
