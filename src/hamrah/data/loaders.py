@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hamrah.core.errors import DataError
-from hamrah.data.examples import Examples
 from hamrah.data.schema import Schema
+
+if TYPE_CHECKING:
+    from hamrah.data.examples import Examples
 
 FORMATS = ("csv", "parquet", "npz", "images", "hf")
 
