@@ -14,9 +14,9 @@ import gzip
 import importlib
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -178,7 +178,8 @@ def _read_file(path: Path, spec: TableSpec) -> tuple[list[str], dict[str, np.nda
     first_line = 1 if spec.column_names else 2
     bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
     if bad is not None:
-        raise DataError(f"{path}:{bad + first_line}: {len(body[bad])} values, expected {len(header)} ({', '.join(header)})")
+        raise DataError(f"{path}:{bad + first_line}: {len(body[bad])} values, "
+                        f"expected {len(header)} ({', '.join(header)})")
     table = np.array(body, dtype=object).reshape(len(body), len(header))
     return header, {h: np.array([v.strip() for v in table[:, i]], dtype=object)
                     for i, h in enumerate(header)}, first_line
@@ -284,7 +285,8 @@ def _column(raw: _Raw, name: str, is_label: bool, categorical: bool, declared: F
     if declared is not None:
         if declared.dtype in ("int64", "int32", "uint8") and not np.array_equal(nums, np.round(nums)):
             row = int(np.flatnonzero(nums != np.round(nums))[0])
-            raise DataError(f"{raw.where(row, name)}: {values[row]!r} is not a whole number (expected {declared.dtype})")
+            raise DataError(f"{raw.where(row, name)}: {values[row]!r} is not a whole number "
+                            f"(expected {declared.dtype})")
         return declared, nums
     if is_label and len(nums) and np.array_equal(nums, np.round(nums)):
         return Field(name, "int64"), nums.astype(np.int64)

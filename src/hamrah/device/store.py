@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -201,7 +202,8 @@ class ExampleStore:
             self._db.execute("ROLLBACK")
             raise
 
-    def add_many(self, xs: np.ndarray, ys: np.ndarray, timestamp: float | None = None, ttl_s: float | None = None) -> int:
+    def add_many(self, xs: np.ndarray, ys: np.ndarray, timestamp: float | None = None,
+                 ttl_s: float | None = None) -> int:
         """Add examples ``(xs[i], ys[i])`` to a store of schema ``x, y (label)``, in one transaction.
 
         The first write to a store without a schema fixes it from ``xs[0]`` and ``ys[0]``

@@ -9,8 +9,9 @@ schema must match) or none.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from hamrah.core.errors import DataError
 from hamrah.data.loaders import SourceSpec, load_examples
@@ -71,15 +72,18 @@ def select_group(examples: Examples, group: str) -> Examples:
     return examples.take((examples.groups == gid).nonzero()[0])
 
 
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(c.strip() for c in text.split(",") if c.strip()) if text else None
+
+
 def import_command(args: argparse.Namespace, out: TextIO) -> str:
     """Run ``hamrah store import --from``; write progress to ``out``; return the summary line.
 
     Raises:
         DataError: a bad source, option or store (one line, nothing written).
     """
-    split = (lambda s: tuple(c.strip() for c in s.split(",") if c.strip()) if s else None)
-    spec = SourceSpec(args.format, args.label, split(args.features), args.client_column, args.split,
-                      args.missing, split(args.columns))
+    spec = SourceSpec(args.format, args.label, _names(args.features), args.client_column, args.split,
+                      args.missing, _names(args.columns))
     examples = load_examples(args.source, spec)
     if args.group is not None:
         examples = select_group(examples, args.group)
