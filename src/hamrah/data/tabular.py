@@ -241,11 +241,12 @@ def _is_missing(values: np.ndarray) -> np.ndarray:
 def _apply_missing(raw: _Raw, used: list[str], policy: str) -> _Raw:
     holes = {c: _is_missing(raw.columns[c]) for c in used}
     if policy == "error":
-        for c, mask in holes.items():
-            if mask.any():
-                row = int(np.flatnonzero(mask)[0])
-                raise DataError(f"{raw.where(row, c)}: missing value (missing='error': expected a value; "
-                                "or drop such rows with missing='drop')")
+        first = {c: int(np.flatnonzero(mask)[0]) for c, mask in holes.items() if mask.any()}
+        if first:
+            c = min(first, key=lambda k: (first[k], used.index(k)))
+            row = first[c]
+            raise DataError(f"{raw.where(row, c)}: missing value (missing='error': expected a value; "
+                            "or drop such rows with missing='drop')")
         return raw
     keep = ~np.logical_or.reduce(list(holes.values())) if holes else np.ones(len(raw.file_of_row), bool)
     return _Raw({c: v[keep] for c, v in raw.columns.items()}, raw.file_of_row[keep], raw.line_of_row[keep], raw.files)
@@ -287,7 +288,10 @@ def _column(raw: _Raw, name: str, is_label: bool, categorical: bool, declared: F
             row = int(np.flatnonzero(nums != np.round(nums))[0])
             raise DataError(f"{raw.where(row, name)}: {values[row]!r} is not a whole number "
                             f"(expected {declared.dtype})")
-        return declared, nums
+        if declared.dtype == "bool" and not np.isin(nums, (0, 1)).all():
+            row = int(np.flatnonzero(~np.isin(nums, (0, 1)))[0])
+            raise DataError(f"{raw.where(row, name)}: {values[row]!r} is not 0 or 1 (expected bool)")
+        return declared, nums.astype(declared.dtype)
     if is_label and len(nums) and np.array_equal(nums, np.round(nums)):
         return Field(name, "int64"), nums.astype(np.int64)
     return Field(name, "float32"), nums.astype(np.float32)
