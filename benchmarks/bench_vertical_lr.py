@@ -16,6 +16,7 @@ figure is scaled by rows and said so. Bytes per epoch from the channels' counts.
 ``benchmarks/results/vertical_lr.json``.
 
     python benchmarks/bench_vertical_lr.py --data breast --enc-rows 0
+    python benchmarks/bench_vertical_lr.py --data default_credit --profile 1000 --batch-size 1024 --transform quantile
     python benchmarks/bench_vertical_lr.py --data default_credit --train-plaintext --enc-rows 1000 \
         --batch-size 1024 --lr 0.3 --epochs 20 --transform quantile \
         --out benchmarks/results/vertical_lr_default_credit.json
@@ -122,6 +123,38 @@ def cost(mod, g, h, cfg: LRConfig, rows: int) -> dict:
     return r
 
 
+def profile(mod, g, h, cfg: LRConfig, rows: int) -> dict:
+    """Where one encrypted epoch's CPU goes: thread CPU-seconds inside each ``he`` / ops call (all parties)."""
+    from hamrah.vertical import he, lr_ops
+    spent: dict[str, list] = {}
+
+    def wrap(owner, name, label):
+        inner = getattr(owner, name)
+
+        def timed(*a, **k):
+            t = time.thread_time()
+            try:
+                return inner(*a, **k)
+            finally:
+                spent.setdefault(label, [0.0, 0])
+                spent[label][0] += time.thread_time() - t
+                spent[label][1] += 1
+        setattr(owner, name, timed)
+        return inner
+    targets = [(he, n, f"he.{n}") for n in ("keygen", "matvec", "decrypt", "add_plain")]
+    targets += [(he.PublicKey, "__post_init__", "public key table"), (he.KeyHolderEncryptor, "__init__", "CRT tables")]
+    targets += [(lr_ops.ObfuscatorPool, "fill", "random factors (offline)"), (lr_ops.PaillierOps, "mask", "pack+mask")]
+    saved = [(o, n, wrap(o, n, label)) for o, n, label in targets]
+    try:
+        g, h = g.select(g.ids[:rows]), h.select(g.ids[:rows])
+        _, cpu, _ = _run(mod, g, h, LRConfig(**{**cfg.__dict__, "epochs": 1, "tol": 0.0, "encrypted": True}))
+    finally:
+        for o, n, inner in saved:
+            setattr(o, n, inner)
+    return {"rows": rows, "cpu_s": round(cpu, 3),
+            **{k: {"cpu_s": round(v[0], 3), "calls": v[1]} for k, v in sorted(spent.items(), key=lambda kv: -kv[1][0])}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="breast")
@@ -134,6 +167,7 @@ def main() -> None:
     parser.add_argument("--enc-rows", type=int, default=0)
     parser.add_argument("--train-plaintext", action="store_true", help="train the AUC runs in plaintext mode")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--profile", type=int, default=0, help="only profile one encrypted epoch on this many rows")
     args = parser.parse_args()
     d = load_vertical(args.data)
     g = d["guest"]
@@ -141,6 +175,10 @@ def main() -> None:
     cfg = LRConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=1.0 / len(g.ids), tol=1e-4,
                    key_bits=args.key_bits, clip=args.clip, transform=args.transform, psi=False,
                    encrypted=not args.train_plaintext)
+    if args.profile:
+        for name, mod in PROTOCOLS.items():
+            print(name, json.dumps(profile(mod, g, h, cfg, args.profile)), flush=True)
+        return
     out = {"data": args.data, "rows": len(g.ids), "settings": cfg.__dict__, **central(g, h, args.clip, args.transform)}
     print(json.dumps({k: v for k, v in out.items() if k != "settings"}), flush=True)
     for name, mod in PROTOCOLS.items():
