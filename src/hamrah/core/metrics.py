@@ -85,10 +85,14 @@ def merge_metrics(a: Mapping[str, Metric], b: Mapping[str, Metric]) -> dict[str,
         if name not in out:
             out[name] = value
             continue
-        if type(out[name]) is not type(value):
-            raise ConfigError(f"metric {name!r}: cannot merge {type(out[name]).__name__} with "
+        mine = out[name]
+        if isinstance(mine, Weighted) and isinstance(value, Weighted):
+            out[name] = mine + value
+        elif isinstance(mine, Summed) and isinstance(value, Summed):
+            out[name] = mine + value
+        else:
+            raise ConfigError(f"metric {name!r}: cannot merge {type(mine).__name__} with "
                               f"{type(value).__name__}; expected the same reduction on every client")
-        out[name] = out[name] + value
     return out
 
 
