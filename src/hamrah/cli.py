@@ -128,12 +128,15 @@ def _logging(verbose: bool = False) -> None:
 def _cmd_server(args: argparse.Namespace) -> None:
     import asyncio
 
-    from hamrah.experiments.serve import load_server_config, server_setup
+    import dataclasses
+
+    from hamrah.experiments.serve import load_dashboard_config, load_server_config, server_setup
     from hamrah.server.app import FLServer
 
     _logging(args.verbose)
     exp, srv = load_server_config(args.config)
-    server = FLServer(server_setup(exp, srv), args.state)
+    dashboard = load_dashboard_config(args.config)
+    server = FLServer(dataclasses.replace(server_setup(exp, srv), dashboard=dashboard), args.state)
     summary = asyncio.run(server.serve(args.port, args.host))
     acc = summary["final_accuracy"]
     print(f"done: {summary['rounds_committed']} rounds committed"

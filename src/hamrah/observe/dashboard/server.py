@@ -187,8 +187,11 @@ class Handler(BaseHTTPRequestHandler):
         return values[0]
 
     def _state(self, run: str | None) -> bytes:
+        """The stream's message; without a run named, the first run (what the page shows first)."""
         src = self.server.source
-        return _json({"runs": src.runs(), "run": src.run(run) if run else None, "live": src.live()})
+        runs = src.runs()
+        name = run if run is not None else (runs[0]["name"] if runs else None)
+        return _json({"runs": runs, "run": src.run(name) if name is not None else None, "live": src.live()})
 
     def _stream(self, query: dict) -> None:
         """Push the state (runs, the chosen run, live telemetry) as server-sent events when it changes."""

@@ -81,6 +81,7 @@ function renderOverview() {
   const budget = run && run.config && run.config.privacy ? run.config.privacy.target_epsilon : null;
   $("stat-budget").textContent = num(budget) ? fmt(budget, 3) : "-";
   $("stat-connected").textContent = live ? String(live.connected) : "-";
+  for (const k of ["selected", "reported", "dropped"]) $("stat-" + k).textContent = fmt(last[k]);
   const err = $("error-box");
   err.hidden = !(run && run.error);
   err.textContent = run && run.error ? "failed: " + run.error : "";
@@ -207,13 +208,11 @@ function connect() {
   S.stream = es;
   es.addEventListener("state", (ev) => {
     const st = JSON.parse(ev.data);
-    S.runs = st.runs; S.live = st.live;
-    if (S.selected === null && S.runs.length) {
-      S.selected = S.runs[0].name;
+    S.runs = st.runs; S.live = st.live; S.run = st.run;
+    if (S.selected === null && st.run) {  // the server sends its first run when none is named
+      S.selected = st.run.name;
       if (!S.compare.size) S.runs.slice(0, 8).forEach((r) => S.compare.add(r.name));
-      return connect();  // now with the chosen run
     }
-    S.run = st.run;
     $("conn").textContent = "live"; $("conn").className = "badge ok";
     render();
   });
