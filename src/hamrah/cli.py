@@ -137,7 +137,10 @@ def _cmd_server(args: argparse.Namespace) -> None:
     exp, srv = load_server_config(args.config)
     dashboard = load_dashboard_config(args.config)
     server = FLServer(dataclasses.replace(server_setup(exp, srv), dashboard=dashboard), args.state)
-    summary = asyncio.run(server.serve(args.port, args.host))
+    from hamrah.experiments.progress import follow_rounds
+
+    with follow_rounds(Path(args.state) / "metrics.jsonl", exp.run.rounds):  # a bar on a terminal only
+        summary = asyncio.run(server.serve(args.port, args.host))
     acc = summary["final_accuracy"]
     print(f"done: {summary['rounds_committed']} rounds committed"
           + (f", final accuracy {acc:.4f}" if acc is not None else "") + f". State in {args.state}")
