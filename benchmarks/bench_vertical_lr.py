@@ -10,7 +10,8 @@ Cost per epoch, in CPU-seconds of all parties together (``time.process_time`` ov
 same process on ``--enc-rows`` rows (the first ones; all rows when 0), each as a short and a longer
 run whose difference gives the steady-state epoch (key generation and tables are one-off), split into
 the offline part (random factors of the encryptions, made at the start of the epoch) and the online
-part (everything else); time per epoch grows linearly
+part (everything else), for Paillier and for OU (``--scheme`` sets the training runs' scheme);
+time per epoch grows linearly
 with rows (every row is encrypted once or twice and enters ``X^T [[d]]`` once), so the full-data
 figure is scaled by rows and said so. Bytes per epoch from the channels' counts. Writes
 ``benchmarks/results/vertical_lr.json``.
@@ -38,6 +39,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from hamrah.data.vertical import PartyTable, load_vertical
 from hamrah.vertical import lr_coordinated, lr_sshe, run_parties
 from hamrah.vertical.lr_common import LRConfig, standardise
+from hamrah.vertical.lr_ops import SCHEMES
 
 PROTOCOLS = {"coordinated_lr": lr_coordinated, "sshe_lr": lr_sshe}
 
@@ -114,12 +116,13 @@ def cost(mod, g, h, cfg: LRConfig, rows: int) -> dict:
     if rows:
         g, h = g.select(g.ids[:rows]), h.select(g.ids[:rows])
     plain = _per_epoch(mod, g, h, LRConfig(**{**cfg.__dict__, "encrypted": False}), 1, 21)
-    enc = _per_epoch(mod, g, h, LRConfig(**{**cfg.__dict__, "encrypted": True}), 1, 3)
     r = {"rows": len(g.ids), "guest_features": g.features.shape[1], "host_features": h.features.shape[1],
-         "plain_cpu_s": round(plain["cpu_s"], 5), "plain_bytes": plain["bytes"], "paillier_bytes": enc["bytes"],
-         **{f"paillier_{k}": round(v, 3) for k, v in enc.items() if k != "bytes"}}
-    r["he_overhead_total"] = round(enc["cpu_s"] / plain["cpu_s"], 1)
-    r["he_overhead_online"] = round(enc["online_cpu_s"] / plain["cpu_s"], 1)
+         "plain_cpu_s": round(plain["cpu_s"], 5), "plain_bytes": plain["bytes"]}
+    for scheme in SCHEMES:  # "paillier_*" and "ou_*" keys
+        enc = _per_epoch(mod, g, h, LRConfig(**{**cfg.__dict__, "encrypted": True, "scheme": scheme}), 1, 3)
+        r.update({f"{scheme}_{k}": round(v, 3) for k, v in enc.items()})
+        r[f"{scheme}_he_overhead_total"] = round(enc["cpu_s"] / plain["cpu_s"], 1)
+        r[f"{scheme}_he_overhead_online"] = round(enc["online_cpu_s"] / plain["cpu_s"], 1)
     return r
 
 
@@ -164,6 +167,7 @@ def main() -> None:
     parser.add_argument("--clip", type=float, default=0.0)
     parser.add_argument("--transform", default="standard", choices=("standard", "quantile"))
     parser.add_argument("--key-bits", type=int, default=2048)
+    parser.add_argument("--scheme", default="paillier", choices=SCHEMES)
     parser.add_argument("--enc-rows", type=int, default=0)
     parser.add_argument("--train-plaintext", action="store_true", help="train the AUC runs in plaintext mode")
     parser.add_argument("--out", default=None)
@@ -173,7 +177,7 @@ def main() -> None:
     g = d["guest"]
     h = d["host"].select(g.ids)
     cfg = LRConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=1.0 / len(g.ids), tol=1e-4,
-                   key_bits=args.key_bits, clip=args.clip, transform=args.transform, psi=False,
+                   key_bits=args.key_bits, clip=args.clip, transform=args.transform, psi=False, scheme=args.scheme,
                    encrypted=not args.train_plaintext)
     if args.profile:
         for name, mod in PROTOCOLS.items():
@@ -184,9 +188,9 @@ def main() -> None:
     for name, mod in PROTOCOLS.items():
         out[name] = {**federated(mod, g, h, cfg), "cost": cost(mod, g, h, cfg, args.enc_rows)}
         c = out[name]["cost"]
-        c["paillier_cpu_s_per_full_epoch"] = round(c["paillier_cpu_s"] * len(g.ids) / c["rows"], 1)
-        c["paillier_online_cpu_s_per_full_epoch"] = round(c["paillier_online_cpu_s"] * len(g.ids) / c["rows"], 1)
-        c["paillier_bytes_per_full_epoch"] = int(c["paillier_bytes"] * len(g.ids) / c["rows"])
+        for scheme in SCHEMES:
+            for key in ("cpu_s", "online_cpu_s", "bytes"):
+                c[f"{scheme}_{key}_per_full_epoch"] = round(c[f"{scheme}_{key}"] * len(g.ids) / c["rows"], 1)
         print(name, json.dumps(out[name]), flush=True)
     path = Path(args.out or f"benchmarks/results/vertical_lr_{args.data}.json")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,12 +18,38 @@ import gmpy2
 import numpy as np
 
 from hamrah.core.errors import ProtocolError
-from hamrah.vertical import he
+from hamrah.vertical import he, he_ou
+
+SCHEMES = ("paillier", "ou")
 
 # Masked gradients travel packed: a value of up to VALUE_BITS bits (fixed point at 2 * precision_bits:
 # |X^T d| < 2^(VALUE_BITS - 2 * precision_bits), far beyond any finite training) plus its mask per slot.
 VALUE_BITS = 96
 SLOT_BITS = VALUE_BITS + 43
+
+def _scheme(public):
+    """The module that implements ``public``'s scheme (:mod:`he` for Paillier, :mod:`he_ou` for OU)."""
+    return he_ou if isinstance(public, he_ou.PublicKey) else he
+
+
+def keygen(scheme: str, key_bits: int) -> tuple:
+    """Return a fresh key pair of ``scheme`` (``paillier`` or ``ou``)."""
+    return (he_ou if scheme == "ou" else he).keygen(key_bits)
+
+
+def public_to_wire(public) -> dict:
+    """Return the message fields of a public key of either scheme."""
+    return _scheme(public).public_to_wire(public)
+
+
+def public_from_wire(scheme: str, fields: dict, min_bits: int):
+    """Rebuild the peer's public key of the agreed ``scheme``.
+
+    Raises:
+        ProtocolError: a malformed key, or a key of the other scheme.
+    """
+    return (he_ou if scheme == "ou" else he).public_from_wire(fields, min_bits=min_bits)
+
 
 class ObfuscatorPool:
     """Random factors ``hs^r mod n^2`` of Paillier encryptions, computed ahead of the encryptions.
@@ -40,7 +66,7 @@ class ObfuscatorPool:
 
     def __init__(self, public: he.PublicKey, secret: he.SecretKey | None = None):
         self.public, self.cpu_s, self._items = public, 0.0, []
-        self._fast = he.KeyHolderEncryptor(secret) if secret is not None else None
+        self._fast = he.KeyHolderEncryptor(secret) if isinstance(secret, he.SecretKey) else None
 
     def _one(self) -> gmpy2.mpz:
         return self._fast.obfuscator() if self._fast else self.public.hs_power(secrets.randbits(self.public.r_bits))
@@ -111,7 +137,11 @@ class Enc:
 
 
 class PaillierOps:
-    """Paillier arithmetic at ``precision_bits`` fixed point; ``secret`` only at the key holder."""
+    """Encrypted arithmetic at ``precision_bits`` fixed point; ``secret`` only at the key holder.
+
+    Paillier (:mod:`he`) or OU (:mod:`he_ou`), whichever scheme ``public`` belongs to: the same
+    messages, packing and masks.
+    """
 
     encrypted = True
 
@@ -132,10 +162,11 @@ class PaillierOps:
 
     def enc(self, x: np.ndarray) -> Enc:
         ints = he.encode(x, self.bits)
-        return Enc(he.add_plain(he.CipherVector(self.public, tuple(self.pool.take(len(ints)))), ints), self.bits)
+        factors = he.CipherVector(self.public, tuple(self.pool.take(len(ints))))
+        return Enc(_scheme(self.public).add_plain(factors, ints), self.bits)
 
     def add_plain(self, e: Enc, x: np.ndarray) -> Enc:
-        return Enc(he.add_plain(e.cv, he.encode(x, e.scale)), e.scale)
+        return Enc(_scheme(self.public).add_plain(e.cv, he.encode(x, e.scale)), e.scale)
 
     def xt(self, x: np.ndarray, e: Enc) -> Enc:
         ints = np.rint(np.asarray(x).T * (1 << self.bits)).astype(np.int64)
@@ -156,7 +187,7 @@ class PaillierOps:
 
     @property
     def slots(self) -> int:
-        return (self.public.n.bit_length() - 3) // SLOT_BITS
+        return (self.public.max_int.bit_length() - 2) // SLOT_BITS
 
     def mask(self, e: Enc) -> tuple[Enc, tuple]:
         """Pack ``slots`` values per ciphertext (Horner: ``c_0 * (c_1 * ...)^(2^SLOT_BITS)``) and mask each slot.
@@ -174,12 +205,15 @@ class PaillierOps:
                 acc = gmpy2.powmod(acc, shift, nsq) * c % nsq
             rs = [secrets.randbits(VALUE_BITS + 41) for _ in group]
             plain = sum(((1 << VALUE_BITS) + r) << (j * SLOT_BITS) for j, r in enumerate(rs))
-            out.append(acc * ((1 + plain * n) % nsq) % nsq)
+            factor = self.public.plain_factor(plain) if _scheme(self.public) is he_ou else (1 + plain * n) % nsq
+            out.append(acc * factor % nsq)
             masks.extend(rs)
         return Enc(he.CipherVector(self.public, tuple(out)), e.scale), (tuple(masks), e.scale)
 
     def reveal(self, e: Enc) -> dict:
         """Decrypt masked packed values (the key holder): residues modulo ``n``."""
+        if _scheme(self.public) is he_ou:  # refuse anything a packed masked vector cannot hold (OU's key guard)
+            return {"ct": tuple(he_ou.decrypt(self.secret, e.cv, signed=False, bound=1 << (self.slots * SLOT_BITS)))}
         return {"ct": tuple(he.decrypt(self.secret, e.cv, signed=False))}
 
     def unmask(self, fields: dict, masks: tuple, count: int, what: str) -> np.ndarray:
@@ -198,4 +232,5 @@ class PaillierOps:
 
 
 
-__all__ = ["SLOT_BITS", "VALUE_BITS", "Enc", "ObfuscatorPool", "PaillierOps", "PlainOps"]
+__all__ = ["SCHEMES", "SLOT_BITS", "VALUE_BITS", "Enc", "ObfuscatorPool", "PaillierOps", "PlainOps", "keygen",
+           "public_from_wire", "public_to_wire"]
