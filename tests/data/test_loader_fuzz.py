@@ -71,7 +71,7 @@ def test_any_npz_arrays_load_or_are_one_data_error(tmp_path, spec, n):
     np.savez(buf, **arrays)
     (tmp_path / "a.npz").write_bytes(buf.getvalue())
     for split in (None, "train"):
-        _ok_or_data_error(lambda: load_npz(tmp_path / "a.npz", split=split))
+        _ok_or_data_error(lambda split=split: load_npz(tmp_path / "a.npz", split=split))
 
 
 def test_a_zip_that_is_not_an_npz(tmp_path):
