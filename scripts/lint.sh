@@ -4,6 +4,7 @@
 #   bash scripts/lint.sh --fix    apply ruff's safe fixes and the formatter, then check
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ -f .venv/bin/activate ] || { echo "no .venv here: run bash scripts/install.sh first" >&2; exit 2; }
 . .venv/bin/activate
 paths=(src tests benchmarks)
 if [ "${1:-}" = "--fix" ]; then
