@@ -210,3 +210,18 @@ def test_store_import_of_the_bundled_nsl_kdd_sample(tmp_path):
                  "--label", "attack"]) == 0
     with ExampleStore(tmp_path / "k.db") as store:
         assert store.count() == 2100 and store.schema.field("protocol_type").categories == ("icmp", "tcp", "udp")
+
+
+def test_data_blockers_name_a_schema_mismatch_and_too_few_live_examples(tmp_path):
+    from hamrah.device.eligibility import data_blockers
+
+    with ExampleStore(tmp_path / "s.db", MOVIES) as store:
+        store.append({"user": 1, "movie": 2, "genre": "drama", "liked": 1}, timestamp=0.0, ttl_s=10.0)
+        assert data_blockers(store.schema, store.count(now=5.0), MOVIES) == []
+        assert data_blockers(store.schema, store.count(now=50.0), MOVIES) == [
+            "the example store has 0 live examples, the task needs at least 1"]
+        other = Schema((Field("x", "float32"),))
+        assert data_blockers(store.schema, 1, other) == [
+            f"the example store holds ({MOVIES.describe()}), the task expects (x: float32)"]
+    assert data_blockers(None, 0, other, min_examples=0) == ["the example store holds (no schema), the task "
+                                                              "expects (x: float32)"]
