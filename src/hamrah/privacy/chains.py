@@ -313,15 +313,17 @@ class PipelineRun:
         ledger_path: where the budget ledger is kept (a server's state folder), or None (in memory).
         key_holder: with ``[homomorphic_encryption]``, the key holder that decrypts sums (None: a fresh
             key pair from the OS CSPRNG); the run's spec then carries its public key.
+        model: the model's parameters (what is broadcast, for the bytes down; None: ``template``).
     """
 
     def __init__(self, spec: PipelineSpec, template: Params, ledger_path: str | None = None,
-                 key_holder: KeyHolder | None = None):
+                 key_holder: KeyHolder | None = None, model: Params | None = None):
         if spec.homomorphic is not None:  # the driver that aggregates keeps the key holder; devices get the public key
             key_holder = key_holder or KeyHolder.generate(spec.he_settings())
             spec = spec.with_public_key(key_holder.public_bytes)
         self.key_holder = key_holder
         self.spec, self.chain, self.template = spec, spec.chain(key_holder), template
+        self.model = template if model is None else model
         self.client_states: dict[int, tuple] = {}
         self.server_state = self.chain.init_server(template)
         for st in self.chain.stages:  # refuse before round 1 a clip the secure sum's rounding could exceed
@@ -381,7 +383,8 @@ class PipelineRun:
         ``combine`` is a robust rule that replaces the weighted mean of the decoded updates."""
         weights = {k: self.weight(num_examples[k]) for k in updates}
         out = process_round(self.chain, updates, weights, self.client_states, rngs, server_state=self.server_state,
-                            round_idx=round_idx, server_rng=server_rng, template=self.template, combine=combine)
+                            round_idx=round_idx, server_rng=server_rng, template=self.template, combine=combine,
+                            model=self.model)
         self.client_states.update(out.states)
         self.server_state = out.server_state
         return out

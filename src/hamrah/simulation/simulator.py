@@ -166,7 +166,7 @@ class Simulator:
     def _pipeline_run(self, spec: PipelineSpec | None) -> PipelineRun | None:
         if spec is None:
             return None
-        run = PipelineRun(spec, statistics_template(self.algorithm.statistics, self.params))
+        run = PipelineRun(spec, statistics_template(self.algorithm.statistics, self.params), model=self.params)
         run.check(self.algorithm.statistics, robust=self.aggregator is not None)
         run.refuse_start(self.config.rounds)
         return run
