@@ -225,3 +225,22 @@ def test_data_blockers_name_a_schema_mismatch_and_too_few_live_examples(tmp_path
             f"the example store holds ({MOVIES.describe()}), the task expects (x: float32)"]
     assert data_blockers(None, 0, other, min_examples=0) == ["the example store holds (no schema), the task "
                                                               "expects (x: float32)"]
+
+
+junk = st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=3), st.none(), st.booleans(),
+                 st.lists(st.one_of(st.integers(0, 3), st.lists(st.integers(0, 3), max_size=2)), max_size=3),
+                 st.dictionaries(st.text(max_size=2), st.integers(), max_size=1), st.sampled_from(["drama", 1e300]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.sampled_from(["user", "movie", "genre", "liked", "extra"]), junk, max_size=5))
+def test_any_junk_record_is_stored_whole_or_refused_with_one_data_error(record):
+    with ExampleStore(":memory:", MOVIES) as store:
+        try:
+            store.append(record)
+        except DataError as e:
+            assert "\n" not in str(e) and store.count() == 0
+            return
+        back = store.examples()
+        assert store.count() == 1 and back.schema == MOVIES
+        assert back["genre"][0] in (0, 1, 2) and back["user"][0] == np.int64(record["user"])
