@@ -18,7 +18,7 @@ from hamrah.algorithms import ALGORITHMS, build
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import max_abs_diff
 from hamrah.data import ArrayData, Dataset, FederatedDataset
-from hamrah.privacy.chains import resolve_pipeline
+from hamrah.pipeline import resolve_pipeline
 from hamrah.simulation import SimulationConfig, Simulator, seeded
 
 POPULATION, COHORT, ROUNDS = 10, 5, 2

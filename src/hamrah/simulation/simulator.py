@@ -27,7 +27,7 @@ from hamrah.core.params import Params, clone
 from hamrah.core.seeds import Stream, sampling_rng, stream_rng
 from hamrah.core.updates import update_problem
 from hamrah.data.federated import ArrayData, FederatedDataset
-from hamrah.privacy.chains import PipelineRun, PipelineSpec
+from hamrah.pipeline import PipelineRun, PipelineSpec
 from hamrah.simulation.batched import supports_batching
 from hamrah.simulation.heterogeneity import DROPPED, STRAGGLER, Heterogeneity, draw_work
 from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
