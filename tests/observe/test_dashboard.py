@@ -169,3 +169,14 @@ def test_mtls_dashboard_requires_a_client_certificate(runs, tmp_path):
         assert srv.url.startswith("https://")
     finally:
         srv.stop()
+
+
+def test_cli_refuses_a_remote_or_missing_folder_in_one_line(runs, tmp_path, capsys):
+    from hamrah.cli import main
+
+    assert main(["dashboard", str(runs), "--host", "0.0.0.0"]) == 2
+    assert main(["dashboard", str(runs), "--host", "0.0.0.0", "--allow-remote"]) == 2
+    assert main(["dashboard", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("hamrah: error: ") for line in err)
+    assert "not a loopback" in err[0] and "token_file" in err[1] and "no such folder" in err[2]

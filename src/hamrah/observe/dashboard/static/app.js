@@ -93,6 +93,7 @@ function renderOverview() {
   lineChart("chart-epsilon", [{ name: "epsilon", points: recs.filter((r) => num(eps(r))).map((r) => [r.round, eps(r)]) }],
             { budget, empty: "no epsilon in this run's records (no DP accounting, or one the server cannot prove)" });
   $("log").textContent = ((run && run.log) || []).join("\n") || "(no log lines)";
+  $("log").scrollTop = $("log").scrollHeight;  // the newest lines in view
   $("config").textContent = run && run.config ? JSON.stringify(run.config, null, 2) : "(no config)";
 }
 
@@ -210,9 +211,11 @@ function connect() {
     const st = JSON.parse(ev.data);
     S.runs = st.runs; S.live = st.live;
     if ("run" in st) S.run = st.run;  // sent only when the run's files changed
-    if (S.selected === null && st.run) {  // the server sends its first run when none is named
-      S.selected = st.run.name;
-      if (!S.compare.size) S.runs.slice(0, 8).forEach((r) => S.compare.add(r.name));
+    if (S.selected === null && st.run) S.selected = st.run.name;  // the server sends its first run when none is named
+    if (!S.compareInit && S.runs.length) {  // ?compare=a,b, else the first 8 runs
+      S.compareInit = true;
+      const given = new URLSearchParams(location.search).get("compare");
+      (given ? given.split(",") : S.runs.slice(0, 8).map((r) => r.name)).forEach((n) => S.compare.add(n));
     }
     $("conn").textContent = "live"; $("conn").className = "badge ok";
     render();
