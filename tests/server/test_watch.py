@@ -1,0 +1,40 @@
+"""The server's observation side: a failed run leaves failed.json with its error and last log lines; a
+restart clears it; nothing is served unless [dashboard] is enabled."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from hamrah.observe.dashboard import DashboardConfig
+from hamrah.observe.runs import RunFolder
+from hamrah.server.config import ServerConfig
+from hamrah.server.watch import Watch
+
+
+def test_failure_is_recorded_with_the_last_log_lines_and_cleared_on_restart(tmp_path):
+    watch = Watch(DashboardConfig(enabled=True, port=0), None, tmp_path, {}, lambda: False)
+    watch.start(ServerConfig())
+    try:
+        assert watch.status() == ("running", None)
+        logging.getLogger("hamrah.server").warning("round 3: abandoned")
+        watch.failed(RuntimeError("round 3: abandoned 20 times"))
+        assert watch.status() == ("failed", "RuntimeError: round 3: abandoned 20 times")
+        saved = json.loads((tmp_path / "failed.json").read_text())
+        assert saved["error"] == "RuntimeError: round 3: abandoned 20 times"
+        assert any("round 3: abandoned" in line for line in saved["log"])
+        assert RunFolder(tmp_path).run(".")["status"] == "failed"
+    finally:
+        watch.stop()
+    again = Watch(DashboardConfig(enabled=True, port=0), None, tmp_path, {}, lambda: True)
+    again.start(ServerConfig())
+    again.stop()
+    assert not (tmp_path / "failed.json").exists()
+
+
+def test_off_by_default(tmp_path):
+    for cfg in (None, DashboardConfig()):
+        watch = Watch(cfg, None, tmp_path, {}, lambda: False)
+        watch.start(ServerConfig())
+        assert watch.telemetry is None and watch.dashboard is None
+        watch.stop()
