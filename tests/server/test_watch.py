@@ -59,3 +59,18 @@ def test_server_tracking_gets_each_committed_record(tmp_path):
     acc = EventAccumulator(str(tmp_path / "tensorboard"))
     acc.Reload()
     assert [(e.step, round(e.value, 6)) for e in acc.Scalars("test_accuracy")] == [(1, 0.1), (2, 0.2), (3, 0.3)]
+
+
+def test_a_taken_dashboard_port_is_a_clear_error(tmp_path):
+    import socket
+
+    import pytest
+
+    from hamrah.core.errors import ConfigError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        watch = Watch(DashboardConfig(enabled=True, port=s.getsockname()[1]), None, tmp_path, {}, lambda: False)
+        with pytest.raises(ConfigError, match="cannot listen on 127.0.0.1"):
+            watch.start(ServerConfig())

@@ -60,11 +60,11 @@ class Watch:
             self._feed = RecordFeed(self.state_dir / "metrics.jsonl", self.tracking.log_round).start()
         if self.telemetry is None:
             return
-        self._ring = LogRing(self.telemetry)
-        logging.getLogger("hamrah").addHandler(self._ring)
         tls = (server.tls_cert, server.tls_key, server.client_ca) if server.tls_cert else None
         source = Source(RunFolder(self.state_dir, always=(".",)), self.telemetry, self.status, self.config)
-        self.dashboard = DashboardServer(source, self.cfg, tls).start()
+        self.dashboard = DashboardServer(source, self.cfg, tls).start()  # raises ConfigError on a taken port
+        self._ring = LogRing(self.telemetry)
+        logging.getLogger("hamrah").addHandler(self._ring)
         log.info("dashboard on %s (%s)", self.dashboard.url,
                  "token required" if self.dashboard.tokens.required else "no token: loopback only")
 
