@@ -103,7 +103,8 @@ function renderRounds() {
   lr.replaceChildren();
   if (live) for (const [k, v] of Object.entries(live.live)) lr.append(el("div", { class: "card" }, el("div", { class: "k" }, "live " + k), el("div", { class: "v", id: "live-" + k }, String(v))));
   const present = PHASES.filter((p) => recs.some((r) => p in phasesOf(r)));
-  phaseChart(recs.slice(-60), present);
+  const split = present.some((p) => ["download", "training", "upload"].includes(p));
+  phaseChart(recs.slice(-60), present.filter((p) => !(split && p === "reporting")));  // reporting = download + training + upload
   const reasons = live ? live.counters.refusals || {} : (S.run && S.run.summary && S.run.summary.refusals) || {};
   table("refusals", ["reason", "count"], Object.entries(reasons).sort((a, b) => b[1] - a[1]).map(([r, n]) => [r, n]));
   const cols = ["round", "selected", "reported", "dropped", "aborted", "failed", "refused", "clipped", "bytes_up", "bytes_down",
