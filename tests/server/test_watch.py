@@ -13,8 +13,9 @@ from hamrah.server.watch import Watch
 
 
 def test_failure_is_recorded_with_the_last_log_lines_and_cleared_on_restart(tmp_path):
-    watch = Watch(DashboardConfig(enabled=True, port=0), None, tmp_path, {"privacy": {"target_epsilon": 3.0}},
-                  lambda: False)
+    watch = Watch(
+        DashboardConfig(enabled=True, port=0), None, tmp_path, {"privacy": {"target_epsilon": 3.0}}, lambda: False
+    )
     watch.start(ServerConfig())
     try:
         assert watch.status() == ("running", None)

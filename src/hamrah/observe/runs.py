@@ -193,14 +193,31 @@ class RunFolder:
         logs = (failed or {}).get("log") or []
         for log in sorted(folder.glob("*.log"))[:3]:
             logs = logs + tail_lines(log)
-        out = {"name": name, "status": status.status, "error": status.error,
-               "rounds": max((r.get("round", 0) for r in recs if isinstance(r.get("round"), int)), default=0),
-               "last": recs[-1] if recs else None}
+        out = {
+            "name": name,
+            "status": status.status,
+            "error": status.error,
+            "rounds": max((r.get("round", 0) for r in recs if isinstance(r.get("round"), int)), default=0),
+            "last": recs[-1] if recs else None,
+        }
         if full:
-            out.update(config=config, summary={k: v for k, v in (summary or {}).items() if k != "config"},
-                       records=recs, log=[str(x)[:500] for x in logs][-40:])
+            out.update(
+                config=config,
+                summary={k: v for k, v in (summary or {}).items() if k != "config"},
+                records=recs,
+                log=[str(x)[:500] for x in logs][-40:],
+            )
         return out
 
 
-__all__ = ["PHASES", "RunFolder", "RunStatus", "epsilon_of", "phases_of", "read_records", "run_status",
-           "tail_lines", "write_failure"]
+__all__ = [
+    "PHASES",
+    "RunFolder",
+    "RunStatus",
+    "epsilon_of",
+    "phases_of",
+    "read_records",
+    "run_status",
+    "tail_lines",
+    "write_failure",
+]

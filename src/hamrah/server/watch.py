@@ -35,8 +35,14 @@ class Watch:
         ConfigError: a tracking sink's package is missing (names the extra).
     """
 
-    def __init__(self, dashboard: DashboardConfig | None, tracking: TrackingConfig | None, state_dir: Path,
-                 config: dict, finished: Callable[[], bool]):
+    def __init__(
+        self,
+        dashboard: DashboardConfig | None,
+        tracking: TrackingConfig | None,
+        state_dir: Path,
+        config: dict,
+        finished: Callable[[], bool],
+    ):
         self.cfg, self.state_dir, self.finished, self.config = dashboard, Path(state_dir), finished, config
         on = dashboard is not None and dashboard.enabled
         self.telemetry = Telemetry() if on else None
@@ -62,8 +68,11 @@ class Watch:
             self.dashboard = DashboardServer(source, self.cfg, tls).start()  # ConfigError on a taken port
             self._ring = LogRing(self.telemetry)
             logging.getLogger("hamrah").addHandler(self._ring)
-            log.info("dashboard on %s (%s)", self.dashboard.url,
-                     "token required" if self.dashboard.tokens.required else "no token: loopback only")
+            log.info(
+                "dashboard on %s (%s)",
+                self.dashboard.url,
+                "token required" if self.dashboard.tokens.required else "no token: loopback only",
+            )
         if self.tracking.sinks:
             self._feed = RecordFeed(self.state_dir / "metrics.jsonl", self.tracking.log_round).start()
 
