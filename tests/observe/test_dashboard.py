@@ -215,3 +215,21 @@ def test_any_address_gets_a_clear_answer_and_never_a_file(server, tail):
     assert b"SECRET-WEIGHTS" not in body and b"Traceback" not in body
     if status >= 400:
         assert "error" in json.loads(body)
+
+
+def test_the_page_embeds_its_first_state_and_no_name_can_break_out(tmp_path):
+    import re
+
+    evil = "x</script><script>alert(1)</script><!--"
+    (tmp_path / evil).mkdir(parents=True)  # "/" nests folders: the run name is the path
+    (tmp_path / evil / "metrics.jsonl").write_text('{"round": 1, "test_accuracy": 0.5}\n')
+    srv = DashboardServer(Source(RunFolder(tmp_path)), DashboardConfig(enabled=True, port=0)).start()
+    try:
+        status, body, _ = get(srv, "/", token=None)
+    finally:
+        srv.stop()
+    html = body.decode()
+    assert status == 200 and html.count("</script>") == 2 and "alert(1)</script>" not in html
+    blob = re.search(r'<script type="application/json" id="initial">(.*?)</script>', html, re.S).group(1)
+    state = json.loads(blob)
+    assert state["run"]["name"] == evil and state["run"]["rounds"] == 1 and state["compare"][0]["name"] == evil

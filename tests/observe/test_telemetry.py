@@ -180,3 +180,23 @@ def test_status_finished_failed_running(tmp_path):
     run = RunFolder(tmp_path).run(".")
     assert run["status"] == "failed" and "ValueError: boom" in run["error"] and run["log"] == ["line 1", "line 2"]
     assert run["rounds"] == 1 and run["records"] == [{"round": 1, "test_accuracy": 0.5}]
+
+
+def test_a_lab_folder_is_a_run_of_cells(tmp_path):
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    rows = [
+        {"attack": a, "defence": d, "seed": 0, "main_accuracy": 0.8}
+        for d in ("mean", "median")
+        for a in ("none", "sign_flip")
+    ]
+    (lab / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    folder = RunFolder(tmp_path)
+    assert folder.names() == ["lab"]
+    run = folder.run("lab")
+    assert (run["kind"], run["cells"], run["status"], run["cell_rows"]) == ("lab", 3, "running", rows[:3])
+    (lab / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (lab / "lab.json").write_text(json.dumps({"config": "configs/lab_mnist.toml", "rows": rows, "wall_s": 9.0}))
+    run = folder.run("lab")
+    assert (run["cells"], run["status"], run["config"]) == (4, "finished", "configs/lab_mnist.toml")
+    assert "rows" not in run["summary"] and run["summary"]["wall_s"] == 9.0

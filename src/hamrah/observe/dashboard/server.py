@@ -174,6 +174,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _route(self, path: str, query: dict) -> None:
         src = self.server.source
+        if path == "/":
+            return self._send(HTTPStatus.OK, self.server.page(query), STATIC["/"][1])
         if path in STATIC:
             name, ctype = STATIC[path]
             return self._send(HTTPStatus.OK, self.server.static(name), ctype)
@@ -290,6 +292,29 @@ class DashboardServer(ThreadingHTTPServer):
             )  # in the handler's thread
         self.port = self.server_address[1]
         self._thread: threading.Thread | None = None
+
+    def page(self, query: dict) -> bytes:
+        """Return the page with its first state embedded (a JSON data block, never executed: the page
+        draws it before any event arrives, so the first paint and a headless browser's DOM hold data).
+        The run is ``?run=`` (default: the first); the comparison ``?compare=a,b`` (default: the first 8)."""
+        src = self.source
+        runs = src.runs()
+        run = (query.get("run") or [None])[0]
+        names = [r["name"] for r in runs]
+        if run not in names:
+            run = names[0] if names else None
+        given = [n for n in (query.get("compare") or [""])[0].split(",") if n in names]
+        state = {
+            "runs": runs,
+            "live": src.live(),
+            "run": src.run(run) if run is not None else None,
+            "compare": [src.run(n) for n in (given or names[:8])],
+        }
+        blob = _json(state).replace(b"<", b"\\u003c")  # '<' only occurs in strings: no text can end the block
+        tag = b'<script src="/app.js"></script>'
+        return self.static("index.html").replace(
+            tag, b'<script type="application/json" id="initial">' + blob + b"</script>\n" + tag
+        )
 
     def static(self, name: str) -> bytes:
         if name not in self._static:
