@@ -299,7 +299,8 @@ def main() -> None:
 def _extra(args: argparse.Namespace) -> None:
     """Run the --cohorts / --groups / --startup measurements and write them to one JSON file."""
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "load_avg_before": os.getloadavg(), "group_size": batched.GROUP_SIZE}
+            "cpu_count": os.cpu_count(), "load_avg_before": os.getloadavg(), "group_size": batched.GROUP_SIZE,
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset")}
     out: dict = {"meta": meta}
     if args.cohorts:
         out["cohorts"] = bench_cohorts([float(c) for c in args.cohorts.split(",")], args.cohort_rounds, args.repeats)
