@@ -131,3 +131,20 @@ def test_a_corrupt_source_is_refused_even_with_a_cache(cache, tmp_path):
     (bad / "train-labels-idx1-ubyte.gz").write_bytes(b"\x00" * 10)
     with pytest.raises(DataError, match="sha256 mismatch"):
         load_mnist(bad)
+
+
+def test_leaf_from_cache_equals_parsing_the_json(cache):
+    """FEMNIST (LEAF JSON, the slowest loader) read back from the cache equals a fresh parse, users and all."""
+    from hamrah.data.leaf import _decode, _json_files, load_leaf
+
+    root = BUNDLED.parent / "femnist" / "sample_a"
+    cold, warm = load_leaf(root), load_leaf(root)
+    assert len(list(cache.glob("leaf-femnist-*.npz"))) == 1
+    ref = _decode(root, _json_files(root / "train"), _json_files(root / "test"), (1, 28, 28))
+    for ds in (cold, warm):
+        assert torch.equal(ds.train.x, torch.from_numpy(ref["train_x"])) and torch.equal(ds.test.y, torch.from_numpy(ref["test_y"]))
+        assert np.array_equal(ds.train_groups, ref["train_groups"]) and np.array_equal(ds.info["test_groups"], ref["test_groups"])
+        assert list(ds.group_names) == [str(u) for u in ref["names"]] and ds.num_classes == 62
+    assert cold.info == {**warm.info, "test_groups": cold.info["test_groups"]}
+    flat = load_leaf(root, image_shape=None)  # another shape is another entry, not the 28x28 one
+    assert flat.train.x.shape == (len(cold.train), 784) and len(list(cache.glob("leaf-femnist-*.npz"))) == 2
