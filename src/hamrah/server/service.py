@@ -51,9 +51,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
     async def _refuse(self, context, device: str, what: str, err: ProtocolError, code=grpc.StatusCode.INVALID_ARGUMENT):
         self.refused += 1
         self.guard.count(reason_of(err))
-        rs = self.coordinator.current
-        if rs is not None:
-            rs.refused += 1
+        self.coordinator.refused(device, reason_of(err))
         log.warning("refused %s from device %s: %s", what, device[:8], err)
         await context.abort(code, str(err))
 
@@ -104,6 +102,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 async with asyncio.timeout(timeout):
                     for piece in chunks(data):
                         await context.write(pb.Chunk(data=piece))
+            self.coordinator.downloaded(request.task_id, device)
         except TooManyStreams as e:
             await self._refuse(context, device, "a checkpoint request", e, grpc.StatusCode.RESOURCE_EXHAUSTED)
         except TimeoutError:
