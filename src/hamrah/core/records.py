@@ -34,8 +34,8 @@ class PhaseTimings:
     ``upload_s``: mean report header -> last payload byte received. ``reporting_s``: selection closed
     -> reporting closed. ``aggregation_s``: decoding and folding the reports in, merging the
     Aggregators' shares and the pipeline's server half. ``eval_s``: the test-set evaluation.
-    ``commit_s``: the algorithm's server half, the finiteness checks and the durable write.
-    ``round_s``: round opened -> round record made.
+    ``commit_s``: the algorithm's server half and the finiteness checks (the durable write of the
+    record itself comes after and is not in it). ``round_s``: round opened -> round record made.
     """
 
     selection_s: float | None = None

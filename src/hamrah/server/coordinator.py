@@ -7,7 +7,7 @@ values of :mod:`hamrah.server.events`, keeps the timers, folds reports into the 
 bounded influence (``hamrah.server.reports``), runs secure aggregation (``secure_rounds``), and
 commits rounds (:meth:`Coordinator._commit`, in a worker thread). Everything but waiting is sync, so
 a test or a replay drives the same object with a fake clock and no sockets
-(``tests/server/test_recorded_run.py``).
+(``tests/system/test_recorded_run.py``).
 """
 
 from __future__ import annotations
