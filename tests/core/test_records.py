@@ -79,4 +79,4 @@ def test_the_summary_is_the_same_for_typed_and_flattened_records(accs, target):
     if target is None or not evaluated:
         assert typed["rounds_to_target"] is None
     else:
-        assert typed["rounds_to_target"] == rounds_to_target(*zip(*evaluated), target)
+        assert typed["rounds_to_target"] == rounds_to_target(*zip(*evaluated, strict=True), target)

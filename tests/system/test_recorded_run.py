@@ -116,7 +116,7 @@ def test_a_fake_clock_replay_reproduces_a_recorded_grpc_run(tmp_path):
         assert torch.equal(replay.params[name], value), name  # the same committed model, bit for bit
     recorded, replayed = records(tmp_path / "state", setup), records(tmp_path / "replay", setup)
     assert [r["round"] for r in recorded] == [1, 2]
-    for a, b in zip(recorded, replayed):
+    for a, b in zip(recorded, replayed, strict=True):
         assert set(a) == set(b)
         for key in set(a) - TIMINGS_OF_THE_COMMIT:
             if key == "upload_s":

@@ -9,8 +9,9 @@ shell must do (answer a device, prepare a round, commit one, log an abandonment)
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, Union
+from typing import Protocol
 
 from hamrah.core.records import RoundRecord
 
@@ -175,8 +176,8 @@ class CommitRefused:
     reason: str
 
 
-Event = Union[CheckedIn, TaskAsked, Downloaded, ReportArrived, DeviceAborted, ReportRefused, TimerFired,
-              OpenRound, Stop, SecureDone, Committed, CommitRefused]
+Event = (CheckedIn | TaskAsked | Downloaded | ReportArrived | DeviceAborted | ReportRefused | TimerFired | OpenRound
+         | Stop | SecureDone | Committed | CommitRefused)
 
 # --- outputs ------------------------------------------------------------------------------------
 
@@ -261,8 +262,8 @@ class RunFailed:
     message: str
 
 
-Output = Union[RoundDue, RoundOpened, TaskAssigned, NotDrawn, SelectionClosed, ReportingOpened, CommitDue,
-               RoundAbandoned, RunFinished, RunFailed]
+Output = (RoundDue | RoundOpened | TaskAssigned | NotDrawn | SelectionClosed | ReportingOpened | CommitDue
+          | RoundAbandoned | RunFinished | RunFailed)
 
 __all__ = [
     "ABORTED", "COMPLETED", "FAILED", "CheckedIn", "Clock", "CommitDue", "CommitRefused", "Committed",

@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from hamrah.core.errors import ProtocolError
 from hamrah.server import events as ev
@@ -55,7 +55,7 @@ class MachineConfig:
     stop_at_target: bool = False
 
     @classmethod
-    def of(cls, cfg, run, goal: int) -> "MachineConfig":
+    def of(cls, cfg, run, goal: int) -> MachineConfig:
         """Build from a ``ServerConfig``, a ``RunPlan`` and the per-round goal."""
         return cls(run.rounds, goal, cfg.selection_target(goal), cfg.reports_needed(goal),
                    math.ceil(cfg.min_selected_fraction * goal), cfg.eval_devices, cfg.selection_timeout_s,
@@ -199,7 +199,9 @@ class RoundMachine:
             return self._open(e.secure)
         if isinstance(e, ev.Stop):
             self.draining = self.draining or e.drained
-            return self._finish("drained" if e.drained else "stopped", e.reason) if self.phase in (DUE, RETRY_WAIT) else []
+            if self.phase not in (DUE, RETRY_WAIT):
+                return []  # the round in flight finishes first
+            return self._finish("drained" if e.drained else "stopped", e.reason)
         if isinstance(e, ev.SecureDone):
             return self._close_reporting(e.contributors or 0) if self.phase == REPORTING else []
         if isinstance(e, ev.Committed):
