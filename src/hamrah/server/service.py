@@ -14,6 +14,7 @@ from hamrah.server.coordinator import Coordinator, LateReport
 from hamrah.server.guard import Guard, Malformed, RateLimited, TooManyStreams, reason_of
 from hamrah.server.secure import DroppedFromRound, SecureRoundAborted
 from hamrah.server.selector import Selector
+from hamrah.server.shell import report_of
 from hamrah.transport.codec import chunks, join_chunks
 from hamrah.transport.identity import DEVICE_HEADER, anonymous_key
 from hamrah.transport.proto import fl_pb2 as pb
@@ -143,7 +144,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
             payload = b""
             if header.status == pb.COMPLETED:
                 payload = await self._payload(request_iterator, header.update_bytes)
-            return self.coordinator.report(device, header, payload)
+            return self.coordinator.accept(device, report_of(header, payload))  # the typed envelope
 
     async def SecureAggregation(self, request_iterator, context):
         """Walk one device through a round's secure aggregation: per stage, read its message (a header,
