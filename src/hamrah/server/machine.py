@@ -97,6 +97,17 @@ class RoundMachine:
     def finished(self) -> bool:
         return self.phase == FINISHED
 
+    @property
+    def round_in_flight(self) -> RoundState:
+        """The round being selected, reported or committed.
+
+        Raises:
+            LateReport: no round is in flight (between rounds, or after the run).
+        """
+        if self.current is None:
+            raise LateReport(f"no round is in flight ({self.phase})")
+        return self.current
+
     def start(self) -> list[ev.Output]:
         """Return the first decision: the first round is due, or the run has nothing left to do."""
         if self.next_round > self.cfg.rounds:
@@ -146,7 +157,7 @@ class RoundMachine:
             ProtocolError: unknown task, a task of another device, another round, or a second report.
         """
         info = self.live_task(task_id, device)
-        rs = self.current
+        rs = self.round_in_flight
         if round_idx != rs.round:
             raise ProtocolError(f"report for round {round_idx}, the task is in round {rs.round}")
         if self.phase not in (SELECTING, REPORTING) or (info.kind == "train" and rs.counted >= rs.goal):
@@ -221,7 +232,7 @@ class RoundMachine:
 
     def _checked_in(self, device: str) -> list[ev.Output]:
         rs = self.current
-        if (self.phase != SELECTING or self.has_task(device) or device in rs.candidates
+        if (rs is None or self.phase != SELECTING or self.has_task(device) or device in rs.candidates
                 or self.no_show.get(device, 0) >= rs.round):
             return [ev.NotDrawn(device)]
         rs.candidates.append(device)
@@ -230,10 +241,13 @@ class RoundMachine:
         return []
 
     def _timers(self) -> list[ev.Output]:
-        now, rs, out = self.clock.now(), self.current, []
+        now, rs = self.clock.now(), self.current
+        out: list[ev.Output] = []
         if self.phase == RETRY_WAIT and self.retry_at is not None and now >= self.retry_at:
             self.retry_at, self.phase = None, DUE
             return [ev.RoundDue(self.next_round, self.attempt)]
+        if rs is None:
+            return out
         if self.phase == SELECTING and rs.draw_at is not None and now >= rs.draw_at:
             out += self._draw(rs)
         if self.phase == SELECTING and now >= rs.selection_deadline:
@@ -277,7 +291,7 @@ class RoundMachine:
 
     def _answered(self, e: ev.ReportArrived | ev.DeviceAborted) -> list[ev.Output]:
         info = self.admit(e.device, e.task_id, e.round)
-        rs = self.current
+        rs = self.round_in_flight
         if isinstance(e, ev.DeviceAborted):
             info.status = "failed" if e.failed else "aborted"
         else:
@@ -295,7 +309,7 @@ class RoundMachine:
         return []
 
     def _close_reporting(self, reported: int) -> list[ev.Output]:
-        rs = self.current
+        rs = self.round_in_flight
         rs.reporting_open, rs.reporting_closed_at = False, self.clock.now()
         if not rs.secure_mode and reported < rs.goal:  # the round waited for them until its deadline
             for device in no_shows(rs):
