@@ -193,7 +193,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
             self._feed(ev.DeviceAborted(device, info.task_id, rs.round, report.status == ev.FAILED, report.reason))
             return report.status
         if report.status != ev.COMPLETED:
-            raise ProtocolError(f"report status {report.status!r}: expected COMPLETED, ABORTED or FAILED")
+            raise ProtocolError(f"report status {report.status}: expected COMPLETED, ABORTED or FAILED")
         if not 1 <= report.num_examples <= MAX_EXAMPLES:
             raise ProtocolError(f"num_examples = {report.num_examples}: expected 1..{MAX_EXAMPLES}")
         t0 = self.clock.now()

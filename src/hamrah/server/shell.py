@@ -61,7 +61,8 @@ class ShellEvents:
         self._commit_due: ev.CommitDue | None = None
         self._wake: asyncio.Event | None = None
         self._opened = asyncio.Event()
-        self._secure = None
+        self._secure = None  # the round's SecureOutcome, once its protocol ended
+        self._secure_job: asyncio.Future | None = None
         self._started = False
         self._round = None  # the RoundState last opened (its secure_ready outlives an abandonment)
         self.ended: ev.RunFinished | ev.RunFailed | None = None
