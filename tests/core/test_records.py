@@ -43,13 +43,13 @@ def test_a_simulator_record_writes_the_documented_keys_only():
 
 def test_a_server_record_keeps_every_key_the_dict_had_and_adds_phases():
     rec = RoundRecord(2, train_loss=0.5, clients=8, elapsed_s=4.0, selected=10, refused=1,
-                      phases=PhaseTimings(selection_s=1.0, download_s=0.1, train_s=0.5, upload_s=0.05,
+                      phases=PhaseTimings(selection_s=1.0, download_s=0.1, training_s=0.5, upload_s=0.05,
                                           reporting_s=2.0, aggregation_s=0.01, commit_s=0.02, round_s=3.1),
                       server=ServerCounts(attempts=1, goal=8), extra={"secagg_survivors": {"join": 8}})
     flat = _strict(record_line(rec))
     assert SERVER_KEYS <= set(flat)
     assert flat["reported"] == flat["clients"] == 8 and flat["dropped"] == 2
-    assert {"download_s", "train_s", "upload_s", "aggregation_s", "commit_s"} <= set(flat)
+    assert {"download_s", "training_s", "upload_s", "aggregation_s", "commit_s"} <= set(flat)
     assert flat["secagg_survivors"] == {"join": 8}
     evaluated = RoundRecord(2, selected=3, clients=3, server=ServerCounts(), device_eval=DeviceEval(2, 1, 0.9, 0.3))
     assert _strict(record_line(evaluated))["device_accuracy"] == 0.9

@@ -63,3 +63,19 @@ def test_a_device_gives_up_after_its_configured_time_with_a_clear_error():
 
 def test_the_default_retry_window_outlasts_a_slow_restart():
     assert DeviceConfig(server="x").unreachable_after_s >= 600
+
+
+def test_an_unreachable_server_is_reported_at_once_not_after_the_retry_window(caplog):
+    """The issue's new-user case: a device pointed at a wrong address was silent for 60 s."""
+    calls = {"n": 0}
+
+    async def flaky(request, metadata):
+        calls["n"] += 1
+        if calls["n"] < 20:
+            raise _unavailable()
+        return "answer"
+
+    with caplog.at_level("WARNING", logger="hamrah.device"):
+        assert asyncio.run(_runtime(unreachable_after_s=None, device_id="ward-7")._call(flaky, None)) == "answer"
+    lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert lines == ["device ward-7: server 127.0.0.1:1 unreachable (down); retrying for ever"]  # once, named

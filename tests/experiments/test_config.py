@@ -193,3 +193,19 @@ def test_new_algorithm_keys_load_and_round_trip(tmp_path):
 
     algo = build_algorithm(cfg.algorithm)
     assert (algo.name, algo.mu, algo.local.lr) == ("fedprox", 1.0, 0.1)
+
+
+def test_a_relative_data_path_is_resolved_from_the_config_file_not_the_working_directory(tmp_path, monkeypatch):
+    """The issue's new-user case: ``data.path`` followed the working directory while ``[server]`` paths
+    followed the config file."""
+    (tmp_path / "project" / "configs").mkdir(parents=True)
+    config = tmp_path / "project" / "configs" / "run.toml"
+    config.write_text('[data]\ndataset = "mnist"\npath = "../data/mnist"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert Path(load_config(config).data.path) == (tmp_path / "project" / "data" / "mnist").resolve()
+    absolute = tmp_path / "abs"
+    config.write_text(f'[data]\ndataset = "mnist"\npath = "{absolute}"\n')
+    assert Path(load_config(config).data.path) == absolute
+    assert from_dict({"data": {"dataset": "mnist", "path": "rel"}}).data.path == "rel"  # no file: as written

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from hamrah.core.errors import ConfigError
 from hamrah.core.pipeline import Chain, process_round
-from hamrah.privacy.distributed import (ORDERS, DistributedAccountant, DistributedDiscreteGaussian, DistributedRound,
+from hamrah.pipeline.distributed import (ORDERS, DistributedAccountant, DistributedDiscreteGaussian, DistributedRound,
                                         _poisson_subsampled)
 from hamrah.secagg import ddg
 
@@ -67,7 +67,7 @@ def test_fewer_guaranteed_contributors_cost_more_epsilon(n, fewer, q):
 
 
 def test_calibrated_noise_spends_the_target_and_no_less_noise_would():
-    from hamrah.privacy.distributed import calibrate_noise
+    from hamrah.pipeline.distributed import calibrate_noise
     stage = DistributedDiscreteGaussian(clip=0.5, noise_multiplier=1.0, min_contributors=20, expected_cohort=25)
     z = calibrate_noise(stage, 1000, 0.2, 10, 1e-5, 3.0, tol=1e-4)
 

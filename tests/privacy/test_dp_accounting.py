@@ -122,3 +122,17 @@ def test_local_release_pld_matches_the_exact_gaussian_mechanism(z):
     pld = epsilon_of([(RoundSpec.unsampled(z), 1)], DELTA, "pld")
     assert pld == pytest.approx(exact, rel=1e-3)
     assert epsilon_of([(RoundSpec.unsampled(z), 1)], DELTA, "rdp") >= pld
+
+
+def test_dp_accountings_convergence_notes_are_not_printed(caplog):
+    """A 5-round DP run printed ~140 absl "failed to converge" warnings (low RDP orders at small z)."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    import hamrah.privacy.accounting  # noqa: F401  (installs the filter)
+
+    acc = rdp.RdpAccountant()
+    acc.compose(dp_accounting.PoissonSampledDpEvent(0.1, dp_accounting.GaussianDpEvent(0.5049)), 5)
+    with caplog.at_level("WARNING"):
+        assert math.isfinite(acc.get_epsilon(1e-5))
+    assert not [r for r in caplog.records if "failed to converge" in r.getMessage()]

@@ -114,3 +114,20 @@ def test_local_release_is_clipped_plus_z_s_noise():
     u = {"x": torch.ones(100_000)}  # norm 316: clipped to S = 2, each entry 2/316
     out = local_dp_release(u, 2.0, 0.5, torch.Generator().manual_seed(2))
     _sample_std_ok(out["x"] - 2.0 / math.sqrt(100_000), 0.5 * 2.0)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=1, max_size=20),
+                min_size=1, max_size=4))
+def test_l2_norm_is_the_float64_norm_even_where_float32_overflows(rows):
+    """A hostile update of huge finite float32 values gets its true norm, not inf (clipping then holds)."""
+    update = {f"t{i}": torch.tensor(r, dtype=torch.float32) for i, r in enumerate(rows)}
+    exact = math.sqrt(sum(float(x) ** 2 for r in rows for x in torch.tensor(r, dtype=torch.float32).double()))
+    assert math.isfinite(l2_norm(update))
+    assert l2_norm(update) == pytest.approx(exact, rel=1e-5)
+    clipped, _ = clip_update(update, 1.0)
+    assert l2_norm(clipped) <= 1.0 + 1e-5

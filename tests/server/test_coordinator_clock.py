@@ -12,7 +12,7 @@ from hamrah.server.config import server_config
 from hamrah.server.coordinator import Coordinator
 from hamrah.server.state import ServerStore
 from hamrah.transport.codec import encode_params
-from tests.server.driver import FAST_COORD
+from tests.server.driver import FAST_COORD, as_statistics
 from tests.system.harness import experiment
 
 
@@ -43,7 +43,7 @@ def _one_round(coord: Coordinator, clock: ev.FakeClock, scale: float) -> dict[st
         coord._upload_started[task.task_id] = clock.now()
         clock.advance(0.25)
         coord.accept(device, ev.Report(task.task_id, task.round, ev.COMPLETED, 10, {"train_loss": 0.5, "duration_s": 1.5},
-                                       encode_params(delta)))
+                                       encode_params(as_statistics(delta))))
     due, coord._commit_due = coord._commit_due, None
     coord.committed(coord._commit_step(due))
     return tasks
@@ -59,7 +59,7 @@ def test_a_round_commits_on_the_fake_clock_and_a_restart_resumes_after_it(tmp_pa
     assert max_abs_diff(coord.params, {k: v + 1e-3 for k, v in before.items()}) < 1e-6
     (rec,) = coord.store.committed_rounds()
     assert rec["selection_s"] == 1.0 and rec["download_s"] == (0.5 + 1.0 + 1.5) / 3 and rec["upload_s"] == 0.25
-    assert rec["train_s"] == 1.5 and rec["reporting_s"] == 3 * 0.5 + 3 * 2.25
+    assert rec["training_s"] == 1.5 and rec["reporting_s"] == 3 * 0.5 + 3 * 2.25
     assert rec["reported"] == 3 and rec["dropped"] == 0 and rec["clients"] == 3
     params = {k: v.clone() for k, v in coord.params.items()}
     coord.store.close()

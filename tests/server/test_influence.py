@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from hamrah.algorithms.local import evaluate
 from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
-from hamrah.server.influence import AdaptiveClip, InfluenceBound, check_finite, check_metrics, l2_norm64
+from hamrah.privacy.mechanisms import l2_norm
+from hamrah.server.influence import AdaptiveClip, InfluenceBound, check_finite, check_metrics
 from hamrah.transport.proto import fl_pb2 as pb
 
 from tests.server.driver import make_coordinator, one_round, open_round, select, send
@@ -34,7 +35,7 @@ def test_a_bounded_delta_never_exceeds_the_clip_and_keeps_its_direction(values, 
     delta = {"w": torch.tensor(values, dtype=torch.float32)}
     out, norm = bound.bound(delta)
     assert math.isfinite(norm)
-    after = l2_norm64(out)
+    after = l2_norm(out)
     assert after <= clip * (1 + 1e-5)
     assert torch.isfinite(out["w"]).all()
     if norm <= clip:
@@ -70,7 +71,7 @@ def test_impossible_bounds_are_config_errors():
 
 
 def _distance(a, b) -> float:
-    return l2_norm64({k: a[k].double() - b[k].double() for k in a})
+    return l2_norm({k: a[k].double() - b[k].double() for k in a})
 
 
 def _zeros(coord):
@@ -111,7 +112,7 @@ def test_weight_inflation_with_minus_params_moves_the_model_at_most_the_bound(tm
     # the attacker's pull: its capped weight share times the clip bound (2x the median honest norm)
     pull = _distance(coord.params, _without_attacker(before, honest, 10 * 600))
     assert pull <= 600 / (10 * 600) * rec["clip_norm"] * (1 + 1e-3)
-    assert rec["clip_norm"] <= 2 * max(l2_norm64(h) for h in honest) * (1 + 1e-6)
+    assert rec["clip_norm"] <= 2 * max(l2_norm(h) for h in honest) * (1 + 1e-6)
     assert rec["test_accuracy"] >= base_acc - 0.02  # unbounded: 0.09
 
 

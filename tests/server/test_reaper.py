@@ -9,6 +9,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from hamrah.server.reaper import process_tree, reap_on_death, stop_reaper
 
@@ -57,3 +58,35 @@ def test_a_clean_shutdown_stops_the_watchdog_without_killing():
     finally:
         child.kill()
         child.wait(10)
+
+
+RAY_SERVER = """
+import sys, time
+from hamrah.server.reaper import process_tree
+from hamrah.server.ray_backend import RayBackend
+backend = RayBackend()                 # what a server with backend = "ray" does: its own local Ray
+share = backend.spawn(0, False)        # an actor: a Ray worker started after the watchdog
+backend.gather([share])
+print(" ".join(map(str, process_tree())), flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.slow
+def test_a_sigkilled_ray_server_leaves_no_ray_process_behind():
+    """The review's case on real Ray: the GCS server, raylet and the actor's worker all die with the server."""
+    pytest.importorskip("ray")
+    server = subprocess.Popen([sys.executable, "-c", RAY_SERVER], stdout=subprocess.PIPE, text=True,
+                              stderr=subprocess.DEVNULL)
+    try:
+        line = server.stdout.readline()
+        pids = [int(p) for p in line.split()]
+        names = {p: psutil.Process(p).name() for p in pids if psutil.pid_exists(p)}
+        assert any("raylet" in n for n in names.values()), names  # Ray really started its daemons
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(10)
+        left = {p: n for p, n in names.items() if not _gone(p, within=30.0)}
+        assert not left, f"Ray processes outlived the SIGKILLed server: {left}"
+    finally:
+        if server.poll() is None:
+            server.kill()

@@ -47,7 +47,8 @@ def test_paillier_fedavg_over_grpc_equals_a_plain_run(tmp_path):
     a, b = he_server.coordinator.params, plain_server.coordinator.params
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert diff < 1e-5  # fixed-point precision 2^-25 per client, n_k-weighted mean
-    moved = max(float((a[k] - dict(pipeline.run.template)[k]).abs().max()) for k in a)
+    start = he_server.coordinator._initial_params()
+    moved = max(float((a[k] - start[k]).abs().max()) for k in a)
     assert moved > 1e-3
     # the ciphertext is what went up: 4 clients x ~357 ciphertexts of 256 bytes, more than float32's 31,400
     assert all(r["bytes_up"] > 4 * 4 * 7850 for r in he_records)
@@ -60,9 +61,9 @@ def test_a_malformed_or_wrong_size_ciphertext_is_refused(tmp_path):
     pipe = ServerPipeline.from_config(setup.config, params, setup.goal, tmp_path, "fedavg")
     from hamrah.device.pipeline import encode_update
 
-    good = encode_update(pipe.plan_extra(), {k: v + 0.01 for k, v in params.items()}, 1, 1, {})
+    good = encode_update(pipe.plan_extra(), {"delta/" + k: v + 0.01 for k, v in params.items()}, 1, 1, {})
     r = pipe.decode_result(1, good, 100, {})
-    assert r.num_examples == 100 and set(r.delta) == {PAYLOAD_KEY}
+    assert r.weight == 100 and set(r.stats) == {PAYLOAD_KEY}
     data = good[PAYLOAD_KEY]
     with pytest.raises(ProtocolError, match="malformed ciphertext .*expected a paillier ciphertext of 7850 values"):
         pipe.decode_result(1, {PAYLOAD_KEY: data[:-256]}, 100, {})  # one ciphertext short

@@ -15,7 +15,9 @@ from sklearn.metrics import roc_auc_score
 from hamrah.core.errors import DataError, PartyFailed, ProtocolError
 from hamrah.data.vertical import PartyTable, load_vertical
 from hamrah.vertical import he, lr_coordinated, lr_sshe, run_parties
+from hamrah.vertical.features import TRANSFORMS
 from hamrah.vertical.lr_common import LRConfig, predict_guest, predict_host, standardise
+from hamrah.vertical.lr_ops import SCHEMES
 
 PROTOCOLS = [lr_coordinated, lr_sshe]
 BREAST = load_vertical("breast")
@@ -34,8 +36,8 @@ def roles(mod, guest: PartyTable, host: PartyTable, cfg: LRConfig, resume=None, 
 
 def scores(res, guest: PartyTable, host: PartyTable, cfg: LRConfig) -> np.ndarray:
     host = host.select(guest.ids)
-    zg, _, _ = standardise(guest.features, res["guest"], True, cfg.clip)
-    zh, _, _ = standardise(host.features, res["host"], False, cfg.clip)
+    zg = standardise(guest.features, res["guest"], True, cfg.clip, cfg.transform)[0]
+    zh = standardise(host.features, res["host"], False, cfg.clip, cfg.transform)[0]
     return zg @ res["guest"].weights + zh @ res["host"].weights
 
 
@@ -46,7 +48,7 @@ def table(draw_rows, feats, labels=False):
     return PartyTable(ids, x, tuple(f"f{i}" for i in range(feats)), y)
 
 
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(st.data())
 def test_encrypted_and_plaintext_modes_agree(data):
     rows = data.draw(st.integers(4, 12))
@@ -55,7 +57,7 @@ def test_encrypted_and_plaintext_modes_agree(data):
     h = table(data.draw(st.lists(st.lists(cell, min_size=3, max_size=3), min_size=rows, max_size=rows)), 3)
     mod = data.draw(st.sampled_from(PROTOCOLS))
     base = {"epochs": 2, "batch_size": data.draw(st.integers(0, rows)), "lr": 0.3, "l2": 0.01, "key_bits": 1024,
-            "tol": 0.0}
+            "tol": 0.0, "transform": data.draw(st.sampled_from(TRANSFORMS)), "scheme": data.draw(st.sampled_from(SCHEMES))}
     plain, _ = run_parties(roles(mod, g, h, LRConfig(encrypted=False, **base)), timeout_s=60)
     enc, _ = run_parties(roles(mod, g, h, LRConfig(encrypted=True, **base)), timeout_s=60)
     for party in ("guest", "host"):
@@ -73,19 +75,21 @@ def test_breast_auc_within_0005_of_central_sklearn(mod):
     assert roc_auc_score(g.labels, scores(res, g, h, cfg)) > central - 0.005
 
 
-def test_one_encrypted_breast_epoch_matches_plaintext():
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_one_encrypted_breast_epoch_matches_plaintext(scheme):
     g, h = SMALL_G, SMALL_H
-    base = {"epochs": 1, "batch_size": 128, "lr": 0.5, "key_bits": 1024, "psi": False}
+    base = {"epochs": 1, "batch_size": 128, "lr": 0.5, "key_bits": 1024, "psi": False, "scheme": scheme}
     plain, _ = run_parties(roles(lr_coordinated, g, h, LRConfig(encrypted=False, **base)), timeout_s=60)
     enc, stats = run_parties(roles(lr_coordinated, g, h, LRConfig(encrypted=True, **base)), timeout_s=60)
     np.testing.assert_allclose(enc["host"].weights, plain["host"].weights, atol=1e-4)
     assert stats["arbiter"].total_bytes > 0
 
 
-@pytest.mark.parametrize("mod", PROTOCOLS)
-def test_converges_and_resumes_to_the_same_model(mod):
+@pytest.mark.parametrize("mod,transform", [(lr_coordinated, "standard"), (lr_sshe, "quantile")])
+def test_converges_and_resumes_to_the_same_model(mod, transform):
     g, h = G, H
-    cfg = LRConfig(epochs=40, batch_size=128, lr=0.2, l2=0.01, encrypted=False, tol=0.02, psi=False)
+    cfg = LRConfig(epochs=40, batch_size=128, lr=0.2, l2=0.01, encrypted=False, tol=0.02, psi=False,
+                   transform=transform)
     seen = {"guest": {}, "host": {}}
     full, _ = run_parties(roles(mod, g, h, cfg, on_epoch=None), timeout_s=60)
     assert full["guest"].converged and full["guest"].epoch < cfg.epochs
@@ -107,8 +111,8 @@ def test_prediction_reveals_only_partial_scores():
     g, h = G, H
     cfg = LRConfig(epochs=2, batch_size=128, encrypted=False, psi=False)
     res, _ = run_parties(roles(lr_sshe, g, h, cfg), timeout_s=60)
-    zg, _, _ = standardise(g.features, res["guest"], True)
-    zh, _, _ = standardise(h.features, res["host"], False)
+    zg = standardise(g.features, res["guest"], True)[0]
+    zh = standardise(h.features, res["host"], False)[0]
     out, stats = run_parties({"guest": lambda ch: predict_guest(ch, zg, res["guest"].weights, "host"),
                               "host": lambda ch: predict_host(ch, zh, res["host"].weights)}, timeout_s=30)
     np.testing.assert_allclose(out["guest"], 1 / (1 + np.exp(-scores(res, g, h, cfg))))

@@ -30,7 +30,7 @@ class PhaseTimings:
     """Where a server round's time went, in seconds (None: the phase did not happen or was not measured).
 
     ``selection_s``: round opened -> selection closed. ``download_s``: mean, over training tasks that
-    finished downloading, of task assigned -> last checkpoint byte sent. ``train_s``: mean local
+    finished downloading, of task assigned -> last checkpoint byte sent. ``training_s``: mean local
     training time as the reporting devices state it (their ``duration_s`` metric; not verified).
     ``upload_s``: mean report header -> last payload byte received. ``reporting_s``: selection closed
     -> reporting closed. ``aggregation_s``: decoding and folding the reports in, merging the
@@ -41,7 +41,7 @@ class PhaseTimings:
 
     selection_s: float | None = None
     download_s: float | None = None
-    train_s: float | None = None
+    training_s: float | None = None
     upload_s: float | None = None
     reporting_s: float | None = None
     aggregation_s: float | None = None

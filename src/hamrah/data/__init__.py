@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 
-
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.core.seeds import partition_rng
 from hamrah.data import partition
+from hamrah.data.examples import Examples, dataset_examples, to_dataset
 from hamrah.data.federated import ArrayData, Dataset, FederatedDataset
+from hamrah.data.loaders import SourceSpec, load_examples
 from hamrah.data.locate import candidate_dirs
 from hamrah.data.mnist import load_mnist
+from hamrah.data.partition import PartitionSpec, split_examples
+from hamrah.data.schema import Field, Schema
 
 
 def load_dataset(name: str, path: str | os.PathLike | None = None) -> Dataset:
@@ -53,20 +56,8 @@ def federate(
     labels = dataset.train.y.numpy()
     if scheme in ("shards", "dirichlet") and labels.ndim != 1:
         raise ConfigError(f"data.partition = {scheme!r} needs one label per example; {dataset.name} has sequences")
-    if scheme == "iid":
-        parts = partition.iid(n, num_clients, rng)
-    elif scheme == "shards":
-        parts = partition.shards(labels, num_clients, shards_per_client, rng)
-    elif scheme == "dirichlet":
-        parts = partition.dirichlet(labels, num_clients, alpha, rng)
-    elif scheme == "unbalanced":
-        parts = partition.unbalanced(n, num_clients, sigma, rng)
-    elif scheme == "natural":
-        if dataset.train_groups is None:
-            raise ConfigError(f"data.partition = 'natural': {dataset.name} has no natural clients")
-        parts = partition.natural(dataset.train_groups, num_clients or None, rng)
-    else:
-        raise ConfigError(f"data.partition = {scheme!r}: expected one of {', '.join(('iid', 'shards', 'dirichlet', 'natural', 'unbalanced'))}")
+    spec = partition.PartitionSpec(scheme, num_clients, shards_per_client, alpha, sigma)
+    parts = partition.split(spec, rng, num_examples=n, labels=labels, groups=dataset.train_groups)
     return FederatedDataset(dataset, parts, scheme)
 
 
@@ -76,4 +67,5 @@ def describe(fed: FederatedDataset) -> dict:
     return partition.partition_stats(fed.client_indices, labels if labels.ndim == 1 else None)
 
 
-__all__ = ["ArrayData", "Dataset", "FederatedDataset", "describe", "federate", "load_dataset", "load_mnist"]
+__all__ = ["ArrayData", "Dataset", "Examples", "FederatedDataset", "Field", "PartitionSpec", "Schema", "SourceSpec",
+           "dataset_examples", "describe", "federate", "load_dataset", "load_examples", "load_mnist", "split_examples", "to_dataset"]

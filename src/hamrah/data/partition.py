@@ -5,9 +5,106 @@ Each returns a tuple of index arrays, one per client; :func:`partition_stats` su
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.seeds import partition_rng
+
+if TYPE_CHECKING:
+    from hamrah.data.examples import Examples
+
+SCHEMES = ("iid", "shards", "dirichlet", "natural", "unbalanced")
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """How to split a data set across clients.
+
+    Attributes:
+        scheme: one of :data:`SCHEMES`.
+        num_clients: the number of clients (natural: a random subset of the groups; None or 0 = all).
+        shards_per_client: shards: shards dealt to each client.
+        alpha: dirichlet: the concentration (small = few classes per client).
+        sigma: unbalanced: the log-normal spread of client sizes (0 = equal sizes).
+    """
+
+    scheme: str
+    num_clients: int | None
+    shards_per_client: int = 2
+    alpha: float = 0.5
+    sigma: float = 1.0
+
+
+def split(spec: PartitionSpec, rng: np.random.Generator, *, num_examples: int,
+          labels: np.ndarray | None = None, groups: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Split ``num_examples`` examples with ``spec``: the one entry point of every partitioner.
+
+    Works on any labelled data set: ``labels`` may be integers, booleans, text or (shards only)
+    real numbers; ``groups`` may be any ids of natural clients (files, users, hospitals).
+
+    Args:
+        spec: the scheme and its parameters.
+        rng: the partition's random stream (``hamrah.core.seeds.partition_rng(seed)``).
+        num_examples: how many examples there are.
+        labels: one label per example (shards, dirichlet).
+        groups: one natural-client id per example (natural).
+
+    Returns:
+        One sorted index array per client; no index is in two of them.
+
+    Raises:
+        ConfigError: an unknown scheme, impossible parameters, or missing labels/groups.
+    """
+    k = spec.num_clients
+    if spec.scheme in ("shards", "dirichlet"):
+        labels = _one_label_per_example(spec.scheme, labels, num_examples)
+        if spec.scheme == "shards":
+            return shards(labels, k, spec.shards_per_client, rng)
+        if labels.dtype.kind in "fc":
+            raise ConfigError("data.partition = 'dirichlet' needs class labels (integers, booleans or text); "
+                              "this label holds real numbers: use shards (sorted by value), iid or unbalanced")
+        return dirichlet(labels, k, spec.alpha, rng)
+    if spec.scheme == "iid":
+        return iid(num_examples, k, rng)
+    if spec.scheme == "unbalanced":
+        return unbalanced(num_examples, k, spec.sigma, rng)
+    if spec.scheme == "natural":
+        if groups is None or len(groups) != num_examples:
+            raise ConfigError("data.partition = 'natural': this data set has no natural clients "
+                              "(load one file per client, or name a client-id column)")
+        return natural(np.asarray(groups), k or None, rng)
+    raise ConfigError(f"data.partition = {spec.scheme!r}: expected one of {', '.join(SCHEMES)}")
+
+
+def split_examples(examples: Examples, spec: PartitionSpec, seed: int) -> tuple[np.ndarray, ...]:
+    """Split any labelled :class:`~hamrah.data.examples.Examples` across clients under ``seed``.
+
+    The label field drives shards and dirichlet; the examples' groups (one file per client, a
+    client-id column) drive natural. Client ``k`` owns ``examples.take(result[k])``.
+
+    Example:
+        >>> from hamrah.data.examples import Examples
+        >>> from hamrah.data.schema import Field, Schema
+        >>> ex = Examples.from_columns({"y": ["a", "b"] * 10},
+        ...     Schema((Field("y", "int64", categories=("a", "b")),), label="y"))
+        >>> [len(ix) for ix in split_examples(ex, PartitionSpec("iid", 4), seed=0)]
+        [5, 5, 5, 5]
+    """
+    labels = examples.labels if examples.schema.label is not None else None
+    return split(spec, partition_rng(seed), num_examples=len(examples), labels=labels, groups=examples.groups)
+
+
+def _one_label_per_example(scheme: str, labels: np.ndarray | None, n: int) -> np.ndarray:
+    if labels is None:
+        raise ConfigError(f"data.partition = {scheme!r} needs labels; this data set has no label field")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != n:
+        raise ConfigError(f"data.partition = {scheme!r} needs one label per example; this data set's labels "
+                          f"have shape {list(labels.shape)}")
+    return labels
 
 
 def iid(num_examples: int, num_clients: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
@@ -47,12 +144,14 @@ def dirichlet(
 ) -> tuple[np.ndarray, ...]:
     """Label skew: each class is split across clients in proportions drawn from Dirichlet(alpha).
 
-    Small ``alpha`` gives few classes per client; redraws until every client holds ``min_examples``.
+    Small ``alpha`` gives few classes per client; redraws until every client holds ``min_examples``
+    (at most half of ``n / num_clients``, so that small data sets can be split).
     """
     _check_clients(num_clients, len(labels))
     if not alpha > 0:
         raise ConfigError(f"data.alpha = {alpha}: expected a positive number (e.g. 0.1 or 0.5)")
-    min_examples = min(min_examples, len(labels) // num_clients)
+    # at most half a fair share: on a small data set, n // num_clients would demand a perfectly even split
+    min_examples = min(min_examples, max(1, len(labels) // (2 * num_clients)))
     for _ in range(max_tries):
         owned: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
         for c in np.unique(labels):
@@ -115,5 +214,6 @@ def _describe(v: np.ndarray) -> dict:
 
 
 def _check_clients(num_clients: int, num_examples: int) -> None:
-    if not 1 <= num_clients <= num_examples:
+    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) \
+            or not 1 <= num_clients <= num_examples:
         raise ConfigError(f"data.num_clients = {num_clients}: expected 1 <= num_clients <= {num_examples}")

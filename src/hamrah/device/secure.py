@@ -20,7 +20,7 @@ from hamrah.core.errors import ProtocolError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import spec_of
 from hamrah.device.pipeline import PLAN_KEY, encode_payload
-from hamrah.privacy.chains import PipelineSpec
+from hamrah.pipeline import PipelineSpec
 from hamrah.secagg import SecAggClient, decode, wire_layout
 from hamrah.secagg.stage import SecureAggregation
 from hamrah.transport.codec import chunks, join_chunks

@@ -16,6 +16,7 @@ from typing import Any
 
 from hamrah.algorithms import ALGORITHMS
 from hamrah.core.errors import ConfigError
+from hamrah.observe.tracking import TrackingConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -123,7 +124,7 @@ class PrivacyConfig:
 
     def to_dp(self) -> dict:
         """Return the settings as :class:`hamrah.privacy.DPConfig` takes them (plain data)."""
-        from hamrah.privacy.chains import dp_settings
+        from hamrah.pipeline import dp_settings
 
         return dp_settings(dataclasses.asdict(self))
 
@@ -165,6 +166,7 @@ class ExperimentConfig:
     privacy: PrivacyConfig | None = None  # absent: no differential privacy
     secure_aggregation: SecureAggregationConfig | None = None  # absent: the server sees each update
     homomorphic_encryption: HomomorphicEncryptionConfig | None = None  # absent: updates are not encrypted
+    tracking: TrackingConfig | None = None  # absent: no TensorBoard / MLflow sinks (hamrah.observe.tracking)
 
     def to_dict(self) -> dict:
         """Return the resolved config as plain data (``batch_size = None`` written as "inf"; absent
@@ -186,7 +188,8 @@ class ExperimentConfig:
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
 _OPTIONAL = {"compression": CompressionConfig, "privacy": PrivacyConfig,
-             "secure_aggregation": SecureAggregationConfig, "homomorphic_encryption": HomomorphicEncryptionConfig}
+             "secure_aggregation": SecureAggregationConfig, "homomorphic_encryption": HomomorphicEncryptionConfig,
+             "tracking": TrackingConfig}
 _CHOICES = {
     ("data", "dataset"): DATASETS, ("data", "partition"): PARTITIONS,
     ("model", "name"): MODELS, ("algorithm", "name"): ALGORITHMS,
@@ -222,13 +225,19 @@ def load_config(path: str | Path) -> ExperimentConfig:
     """
     raw = read_toml(path)
     try:
-        return from_dict(raw)
+        return from_dict(raw, Path(path).parent)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def from_dict(raw: dict) -> ExperimentConfig:
-    """Validate plain data (as parsed from TOML) into an :class:`ExperimentConfig`."""
+def from_dict(raw: dict, base: str | Path | None = None) -> ExperimentConfig:
+    """Validate plain data (as parsed from TOML) into an :class:`ExperimentConfig`.
+
+    Args:
+        raw: the parsed TOML.
+        base: the config file's folder: a relative ``data.path`` is resolved from it (as the server's
+            paths are), not from the working directory. None: left as written.
+    """
     if not isinstance(raw, dict):
         raise ConfigError("expected a table of sections")
     _reject_unknown(raw, list(_SECTIONS), "section")
@@ -240,6 +249,8 @@ def from_dict(raw: dict) -> ExperimentConfig:
         sections[name] = _section(name, _OPTIONAL.get(name, hints[name]), table)
     cfg = ExperimentConfig(**sections)
     _check_values(cfg)
+    if base is not None and cfg.data.path is not None and not Path(cfg.data.path).is_absolute():
+        cfg = cfg.replace("data", path=str((Path(base) / cfg.data.path).resolve()))
     return cfg
 
 
@@ -365,7 +376,8 @@ def pipeline_spec(cfg: ExperimentConfig, population: int):
         ConfigError: naming the key or the reason.
     """
     from hamrah.algorithms.base import cohort_size
-    from hamrah.privacy import BudgetLedger, resolve_pipeline
+    from hamrah.pipeline import resolve_pipeline
+    from hamrah.privacy.ledger import BudgetLedger
 
     comp = None if cfg.compression is None else {k: v for k, v in dataclasses.asdict(cfg.compression).items()
                                                  if v is not None}

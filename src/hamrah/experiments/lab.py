@@ -115,7 +115,7 @@ def load_lab_config(path: str | Path) -> LabConfig:
     path = Path(path)
     raw = read_toml(path)
     try:
-        return lab_from_dict(raw)
+        return lab_from_dict(raw, path.parent)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
@@ -147,7 +147,7 @@ def _tables(raw: Any, section: str, listed: tuple[str, ...]) -> dict[str, dict]:
     return {k: dict(v) for k, v in raw.items()}
 
 
-def lab_from_dict(raw: dict) -> LabConfig:
+def lab_from_dict(raw: dict, base: str | Path | None = None) -> LabConfig:
     """Validate plain data (as parsed from TOML) into a :class:`LabConfig`; nothing is loaded yet."""
     raw = dict(raw)
     lab = raw.pop("lab", None)
@@ -163,7 +163,7 @@ def lab_from_dict(raw: dict) -> LabConfig:
     attack_params = _tables(raw.pop("attacks", {}), "attacks", attacks)
     defence_params = _tables(raw.pop("defences", {}), "defences", defences)
     seeds = _seeds(lab["seeds"]) if "seeds" in lab else ()
-    cfg = LabConfig(from_dict(raw), attacks, defences, float(fraction), attack_params, defence_params, seeds)
+    cfg = LabConfig(from_dict(raw, base), attacks, defences, float(fraction), attack_params, defence_params, seeds)
     check(cfg)
     return cfg
 
@@ -308,9 +308,10 @@ def _describe(cfg: LabConfig, prep: Prepared) -> str:
     e = cfg.experiment
     a = e.algorithm
     seeds = cfg.run_seeds()
+    seed_text = "seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 else f"seed {seeds[0]}"
     return (f"{e.data.dataset} {e.model.name}, {prep.data.num_clients} clients ({e.data.partition}), "
             f"{cfg.cohort()} per round (C = {a.client_fraction}), E = {a.local_epochs}, B = {a.batch_size or 'inf'}, "
-            f"lr = {a.lr}, {e.run.rounds} rounds, {'seeds ' + ', '.join(map(str, seeds)) if len(seeds) > 1 else f'seed {seeds[0]}'}; "
+            f"lr = {a.lr}, {e.run.rounds} rounds, {seed_text}; "
             f"{round(cfg.malicious_fraction * prep.data.num_clients)} malicious clients "
             f"({cfg.malicious_fraction:.0%} of the population)")
 
@@ -318,6 +319,11 @@ def _describe(cfg: LabConfig, prep: Prepared) -> str:
 def _command(args: argparse.Namespace) -> str:
     opts = [f"--{k} {getattr(args, k)}" for k in ("rounds", "attacks", "defences", "seeds") if getattr(args, k, None) is not None]
     return " ".join(["hamrah lab", str(args.config), *opts])
+
+
+def _split(s: str | None) -> list[str] | None:
+    """``"a,b,"`` -> ``["a", "b"]``; None or ``""`` (the option not given) -> None."""
+    return [x for x in s.split(",") if x] if s else None
 
 
 def main(args: argparse.Namespace) -> None:
@@ -328,13 +334,12 @@ def main(args: argparse.Namespace) -> None:
     (the tables) and ``heatmap.png`` into ``--out``; only with ``--update-doc`` does it also rewrite the
     results block of ``--doc`` and the image ``--img``.
     """
-    split = lambda s: [x for x in s.split(",") if x] if s else None
     seeds = getattr(args, "seeds", None)
     try:
-        seed_list = [int(x) for x in split(seeds)] if seeds else None
+        seed_list = [int(x) for x in _split(seeds)] if seeds else None
     except ValueError:
         raise ConfigError(f"--seeds {seeds}: expected comma-separated integers, e.g. 0,1,2") from None
-    cfg = load_lab_config(args.config).select(split(args.attacks), split(args.defences), args.rounds, seed_list)
+    cfg = load_lab_config(args.config).select(_split(args.attacks), _split(args.defences), args.rounds, seed_list)
     prep = prepare_lab(cfg.for_seed(cfg.run_seeds()[0]))
     print(f"hamrah lab: {len(cfg.attacks)} attacks x {len(cfg.defences)} defences; {_describe(cfg, prep)}", flush=True)
     if args.check:
@@ -350,7 +355,11 @@ def main(args: argparse.Namespace) -> None:
             fh.write(json.dumps(row) + "\n")
 
     start = time.perf_counter()
-    rows = run_lab(cfg, log=lambda m: print(m, flush=True), prep=prep, on_row=save)
+    from hamrah.experiments.progress import work_progress
+
+    cells = len(cfg.defences) * len(cfg.run_seeds()) * len(cfg.attacks)  # one row per cell
+    with work_progress(cells, "lab", "cells") as step:  # a bar on a terminal, plain lines otherwise
+        rows = run_lab(cfg, log=step, prep=prep, on_row=save)
     wall = time.perf_counter() - start
     summary = summarize(rows)
     (out / "lab.json").write_text(json.dumps({"config": str(args.config), "command": _command(args), "rows": rows,

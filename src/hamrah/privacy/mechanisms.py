@@ -21,10 +21,20 @@ from hamrah.core.params import Params
 
 
 def l2_norm(update: Mapping[str, torch.Tensor]) -> float:
-    """Return the L2 norm of ``update`` taken over all its tensors together."""
-    if not update:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v.float()) for v in update.values()])))
+    """Return the L2 norm of ``update``'s floating-point tensors taken together.
+
+    Each tensor's norm is taken in its own dtype (fast) and redone in float64 when that overflows
+    (float32 values past ~1e19), so a hostile update gets its true norm rather than ``inf``.
+    Integer tensors (BatchNorm's counters) are not model weights and are left out.
+    """
+    total = 0.0
+    for v in update.values():
+        if v.is_floating_point():
+            n = float(torch.linalg.vector_norm(v))
+            if math.isinf(n) and bool(torch.isfinite(v).all()):
+                n = float(torch.linalg.vector_norm(v, dtype=torch.float64))
+            total = math.hypot(total, n)
+    return total
 
 
 def clip_update(update: Mapping[str, torch.Tensor], clip: float) -> tuple[Params, float]:

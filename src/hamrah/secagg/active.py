@@ -27,7 +27,8 @@ SecAgg+ in active mode tolerates fewer drop-outs than in semi-honest mode.
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -234,8 +235,8 @@ class ActiveSecAggServer(SecAggServer):
     """
 
     stages = ACTIVE_STAGES
-    _expected = dict(zip(ACTIVE_STAGES, (SignedAdvertiseKeys, ShareKeys, MaskedInput, ConsistencySignature,
-                                         UnmaskShares)))
+    _expected: ClassVar[Mapping[str, type]] = dict(
+        zip(ACTIVE_STAGES, (SignedAdvertiseKeys, ShareKeys, MaskedInput, ConsistencySignature, UnmaskShares)))
 
     def __init__(self, config: SecAggConfig, *, verify_keys: Mapping[int, bytes], round_id: int = 0,
                  graph_seed: int = 0, client_ids: Sequence[int] | None = None,

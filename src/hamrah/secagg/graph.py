@@ -2,7 +2,7 @@
 
 Bell et al. 2020 (CCS), Section 3, replace SecAgg's complete graph with a sparse random graph of
 degree k = O(log n): a client masks with, and shares its secrets among, its neighbours only. They
-analyse an Erdős–Rényi graph; we use the Harary graph H(k, n) (client at position i joined to the
+analyse an Erdős-Rényi graph; we use the Harary graph H(k, n) (client at position i joined to the
 positions i +- 1 .. i +- k/2 of a ring) over a uniformly random permutation of the clients, drawn
 from a seed the server picks. Every client then has exactly k neighbours (no client is left with a
 thin neighbourhood by chance), while which clients are adjacent is still random and unknown to the

@@ -8,8 +8,9 @@ checks the drop-out threshold and returns the per-client messages of the next on
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class SecAggServer:
 
     stages: tuple[str, ...] = STAGES
     """The rounds in order; the actively secure server inserts its consistency check."""
-    _expected: dict[str, type] = _EXPECTED
+    _expected: ClassVar[Mapping[str, type]] = _EXPECTED
 
     def __init__(self, config: SecAggConfig, *, round_id: int = 0, graph_seed: int = 0,
                  client_ids: Sequence[int] | None = None):
@@ -134,7 +135,7 @@ class SecAggServer:
         u3 = self._alive["masked_input"]
         cfg, dtype = self.config, self._total.dtype
         total = self._total.copy()
-        for u, b in self._rebuild(sorted(u3), 0).items():
+        for b in self._rebuild(sorted(u3), 0).values():
             total -= crypto.prg(crypto.derive(b.to_bytes(32, "big"), b"self-mask", self.round_id),
                                 cfg.vector_length, dtype)
         dropped = sorted(self._needed(u3) - u3)

@@ -34,7 +34,7 @@ class SecureAggregation(BaseStage):
             pipeline has already scaled a client's update by p_k * m: 1 with equal weights).
         input_bits: bits per quantized coordinate; the ring adds ceil(log2 n) bits so sums cannot wrap.
         ring_bits, min_contributors: settings of distributed DP (``[privacy] mode = "distributed"``,
-            :mod:`hamrah.privacy.distributed`); refused here, where they would mean nothing.
+            :mod:`hamrah.pipeline.distributed`); refused here, where they would mean nothing.
     """
 
     variant: str = "secagg"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from hamrah.core.params import num_parameters
 from hamrah.core.records import accuracy_summary
 from hamrah.data.federated import ArrayData
 from hamrah.models import ModelSpec
+from hamrah.observe.dashboard import DashboardConfig
+from hamrah.observe.tracking import TrackingConfig
 from hamrah.server.config import ServerConfig
 from hamrah.server.coordinator import Coordinator, RunPlan
 from hamrah.server.guard import add_service
@@ -24,6 +27,7 @@ from hamrah.server.pipeline import ServerPipeline
 from hamrah.server.selector import Selector
 from hamrah.server.service import FederatedLearningService
 from hamrah.server.state import ServerStore
+from hamrah.server.watch import Watch
 from hamrah.transport.codec import CHUNK_BYTES
 from hamrah.transport.security import TokenRegistry, server_credentials
 
@@ -48,6 +52,8 @@ class ServerSetup:
     goal: int
     config: dict
     ignore_index: int | None = None
+    dashboard: DashboardConfig | None = None  # [dashboard]: live pages and /metrics on a second port
+    tracking: TrackingConfig | None = None  # [tracking]: TensorBoard / MLflow sinks
 
 
 class FLServer:
@@ -61,12 +67,20 @@ class FLServer:
         if setup.server.aggregator is not None:
             build_aggregator(**setup.server.aggregator).check(setup.goal)
         s = setup.server
+        self._new_state = None if Path(state_dir).exists() else Path(state_dir)  # made by this start, if any
         self.store = ServerStore(state_dir, setup.config, keep_last=s.keep_last, keep_best=s.keep_best)
         try:
             self._build(setup)
         except BaseException:
-            self.store.close()  # release the state folder's lock: nothing half-started holds it
+            self._abandon()
             raise
+
+    def _abandon(self) -> None:
+        """Undo a start that failed before serving: release the state folder's lock and remove the
+        folder if this start created it (a wrong config or a busy port leaves nothing behind)."""
+        self.store.close()
+        if self._new_state is not None:
+            shutil.rmtree(self._new_state, ignore_errors=True)
 
     def _build(self, setup: ServerSetup) -> None:
         s = setup.server
@@ -84,6 +98,8 @@ class FLServer:
         if tokens is None:
             log.warning("server.tokens_file is not set: devices are NOT authenticated")
         self.service = FederatedLearningService(self.coordinator, self.selectors, tokens)
+        self.watch = Watch(setup.dashboard, setup.tracking, self.store.dir, setup.config, lambda: self.coordinator.finished)
+        self.service.telemetry = self.watch.telemetry
         self.port: int | None = None
 
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> int:
@@ -92,14 +108,21 @@ class FLServer:
         self._grpc = grpc.aio.server(options=GRPC_OPTIONS)
         add_service(self.service, self._grpc)  # malformed messages reach the handlers as MALFORMED
         address = f"{host}:{port}"
-        if s.tls_cert:
-            bound = self._grpc.add_secure_port(address, server_credentials(s.tls_cert, s.tls_key, s.client_ca))
-        else:
-            bound = self._grpc.add_insecure_port(address)
+        try:
+            if s.tls_cert:
+                bound = self._grpc.add_secure_port(address, server_credentials(s.tls_cert, s.tls_key, s.client_ca))
+            else:
+                bound = self._grpc.add_insecure_port(address)
+        except RuntimeError:  # grpc's "Failed to bind": the port is taken or the address is not this host's
+            bound = 0
         if bound == 0:
-            raise ConfigError(f"--port {port}: cannot listen on {address} (in use?)")
+            self._abandon()
+            raise ConfigError(f"--port {port}: cannot listen on {address}: the port is in use or the address "
+                              "is not one of this machine's; expected a free port (0 picks one)")
+        self._new_state = None  # serving: the state folder is the server's now
         await self._grpc.start()
         self.port = bound
+        self.watch.start(s)
         params = self.coordinator.params
         log.info("serving population %r on %s:%d (%s, %s: %s parameters; goal %d per round; state %s)",
                  s.population, host, bound, "TLS" if s.tls_cert else "plaintext", self.setup.model.name,
@@ -118,12 +141,16 @@ class FLServer:
         try:
             await self.coordinator.run()
             await asyncio.sleep(linger_s)  # tell devices that check in now that training is over
+        except Exception as e:
+            self.watch.failed(e)  # failed.json: the error and the last log lines, for the dashboard
+            raise
         finally:
             await self._grpc.stop(grace=0.5)
             self.coordinator.master.close()
             summary = self.summary()
             self.store.write_summary(summary)
             self.store.close()
+            self.watch.stop()
         return summary
 
     def _on_sigterm(self) -> None:

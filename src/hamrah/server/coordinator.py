@@ -19,8 +19,7 @@ from collections.abc import Callable
 import torch
 
 from hamrah.aggregation import build_aggregator
-from hamrah.algorithms import WEIGHTED_MEAN_ALGORITHMS
-from hamrah.algorithms.base import Algorithm, ClientResult
+from hamrah.algorithms.base import Algorithm
 from hamrah.algorithms.local import evaluate
 from hamrah.algorithms.state import flatten_state, unflatten_state
 from hamrah.core.errors import NotEnoughClients, ProtocolError
@@ -258,7 +257,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
             tensors.update({BROADCAST_PREFIX + k: v for k, v in extra.items()})
         self._ckpt = encode_params(tensors)
         self._ckpt_sha = sha256(self._ckpt)
-        buffered = self.algorithm.name not in WEIGHTED_MEAN_ALGORITHMS or self.aggregator is not None
+        buffered = self.aggregator is not None  # a robust rule needs each report; every algorithm streams
         self.master.start_round(buffered=buffered or (self.pipeline is not None and self.pipeline.buffered))
         self._secure = None
         return ev.OpenRound(secure=self.secure_stage() is not None)
@@ -282,6 +281,8 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
                 return ev.CommitRefused(rs.round, f"{self.master.reports()} reports left after Aggregator failures")
         try:
             record = self._commit(rs, secure)
+        except NotEnoughClients as err:  # nothing to apply: the round is repeated
+            return ev.CommitRefused(rs.round, str(err))
         except ProtocolError as err:
             self.refused_aggregates += 1
             return ev.CommitRefused(rs.round, str(err))
@@ -293,19 +294,23 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
 
         Raises:
             ProtocolError: the new model or server state is not finite (nothing is written).
+            NotEnoughClients: no report reached the aggregate (every Aggregator failed).
         """
         t0 = self.clock.now()
-        if secure is None:
-            results, train_loss = self.master.finalize()  # may block (Ray backend): runs in a worker thread
+        reports = []
+        if secure is None:  # finalize may block (Ray backend): runs in a worker thread
+            aggregate, reports = self.master.finalize(self.algorithm.statistics, self.aggregator)
             reported = self.master.reports()
         else:
-            results = [ClientResult(0, secure.mean, secure.num_examples, {"train_loss": secure.train_loss})]
-            train_loss, reported = secure.train_loss, secure.contributors
+            aggregate, reported = secure.aggregate, secure.contributors
             self.pipeline.bytes_up += rs.secure.bytes_up
         if self.pipeline is not None:
-            results = self.pipeline.server_half(results, rs.round, reported)
+            aggregate = self.pipeline.server_half(aggregate, reports, rs.round, reported)
+        if aggregate is None:
+            raise NotEnoughClients(f"round {rs.round}: no report reached the aggregate")
+        train_loss = aggregate.metric("train_loss")
         t1 = self.clock.now()
-        params, state = self.algorithm.server_update(self.params, results, self.server_state, self.aggregator)
+        params, state = self.algorithm.apply(self.params, aggregate, self.server_state)
         tensors, scalars = flatten_state(state)
         check_finite(params, f"round {rs.round}'s new model")
         check_finite(tensors, f"round {rs.round}'s server state")

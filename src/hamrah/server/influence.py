@@ -29,6 +29,7 @@ import torch
 
 from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.params import Params
+from hamrah.privacy.mechanisms import l2_norm
 
 log = logging.getLogger("hamrah.server")
 DEFAULT_MAX_WEIGHT = 1000  # the weight cap when the server does not know the partition's client sizes
@@ -67,23 +68,11 @@ class InfluenceBound:
             (the bounded delta in its own dtypes, its float64 norm before bounding). A delta within
             the bound, or any delta when ``clip`` is None, is returned unchanged.
         """
-        norm = l2_norm64(delta)
+        norm = l2_norm(delta)
         if self.clip is None or norm <= self.clip:
             return dict(delta), norm
         scale = self.clip / norm  # norm > clip >= 0
         return {k: v * scale if v.is_floating_point() else v for k, v in delta.items()}, norm  # scale < 1
-
-
-def l2_norm64(tensors: Mapping[str, torch.Tensor]) -> float:
-    """Return the L2 norm over all of ``tensors`` together, computed in float64 (no float32 overflow)."""
-    total = 0.0
-    for v in tensors.values():
-        if v.is_floating_point():
-            n = float(torch.linalg.vector_norm(v))  # fast path in the tensor's dtype
-            if not math.isfinite(n):  # float32 overflow (values past ~1e19): redo in float64
-                n = float(torch.linalg.vector_norm(v, dtype=torch.float64))
-            total += n * n
-    return math.sqrt(total)
 
 
 @dataclass
@@ -202,4 +191,4 @@ def check_metrics(metrics: Mapping[str, float], required: tuple[str, ...] = ()) 
 
 
 __all__ = ["DEFAULT_MAX_WEIGHT", "METRIC_RANGES", "UNBOUNDED_WEIGHT", "AdaptiveClip", "InfluenceBound", "check_finite",
-           "check_metrics", "influence_bound", "l2_norm64"]
+           "check_metrics", "influence_bound"]

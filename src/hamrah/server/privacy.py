@@ -21,12 +21,8 @@ from __future__ import annotations
 import logging
 
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
-from hamrah.privacy.chains import (
-    PipelineRun,
-    PipelineSpec,
-    server_state_from_dict,
-    server_state_to_dict,
-)
+from hamrah.pipeline import PipelineRun, PipelineSpec
+from hamrah.privacy.server_state import server_state_from_dict, server_state_to_dict
 from hamrah.privacy.ftrl import TreeState
 from hamrah.privacy.ledger import accountant_from_dict, accountant_to_dict
 

@@ -153,7 +153,7 @@ def phase_times(rs: RoundState, **later: float | None) -> PhaseTimings:
     return PhaseTimings(
         selection_s=round(closed - rs.started, 3),
         download_s=_mean([t.downloaded_at - t.assigned_at for t in train if t.downloaded_at is not None]),
-        train_s=_mean([t.train_s for t in train if t.train_s is not None]),
+        training_s=_mean([t.train_s for t in train if t.train_s is not None]),
         upload_s=_mean([t.upload_s for t in train if t.upload_s is not None]),
         reporting_s=round(done - closed, 3),
         **{k: (round(v, 3) if v is not None else None) for k, v in later.items()})

@@ -12,12 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from hamrah.core.params import Params
 from hamrah.server import events as ev
-from hamrah.server.influence import check_metrics
-from hamrah.server.reports import train_result
-from hamrah.server.rounds import TaskInfo, client_id
-from hamrah.transport.codec import decode_metrics, decode_params
+from hamrah.server.rounds import TaskInfo
+from hamrah.transport.codec import decode_metrics
 from hamrah.transport.plan import Plan
 from hamrah.transport.proto import fl_pb2 as pb
 
@@ -163,13 +160,6 @@ class ShellEvents:
             return await fut
         finally:
             self._waiting.pop(device, None)
-
-    def _decode_report(self, info: TaskInfo, report: ev.Report) -> tuple:
-        """Check a training report's metrics and payload; return (ClientResult, delta norm)."""
-        metrics = check_metrics(report.metrics)
-        tensors: Params = decode_params(report.payload)
-        return train_result(client_id(info.device), tensors, self._weight(self.current, report.num_examples),
-                            metrics, self.spec, self.pipeline)
 
 
 __all__ = ["ShellEvents", "report_of", "task_message"]
