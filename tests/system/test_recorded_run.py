@@ -23,6 +23,10 @@ from hamrah.server.state import ServerStore
 from tests.system.harness import device_config, experiment, make_setup, records
 
 TIMINGS_OF_THE_COMMIT = {"aggregation_s", "eval_s", "commit_s", "round_s", "elapsed_s"}  # run in a thread
+# report norms are float32 reductions (privacy.mechanisms.l2_norm) whose summation order torch picks per
+# call (threads, memory alignment of the decoded payload): equal to float32 precision, not bit for bit
+# (seen: 2.243071824269178 vs 2.2430718242691783); the model itself is summed in float64 and is bit-identical
+FLOAT32_NORMS = {"update_norm_median", "clip_norm"}
 
 
 async def _recorded_run(setup, state_dir, stores, tokens):
@@ -121,6 +125,8 @@ def test_a_fake_clock_replay_reproduces_a_recorded_grpc_run(tmp_path):
         for key in set(a) - TIMINGS_OF_THE_COMMIT:
             if key == "upload_s":
                 assert math.isclose(a[key], b[key], abs_tol=1e-3)
+            elif key in FLOAT32_NORMS and a[key] is not None:
+                assert math.isclose(a[key], b[key], rel_tol=1e-6), key
             else:
                 assert a[key] == b[key], key
     assert all(r["download_s"] is not None and r["selection_s"] > 0 for r in recorded)
