@@ -169,3 +169,26 @@ def test_mtls_dashboard_requires_a_client_certificate(runs, tmp_path):
         assert srv.url.startswith("https://")
     finally:
         srv.stop()
+
+
+def test_cli_refuses_a_remote_or_missing_folder_in_one_line(runs, tmp_path, capsys):
+    from hamrah.cli import main
+
+    assert main(["dashboard", str(runs), "--host", "0.0.0.0"]) == 2
+    assert main(["dashboard", str(runs), "--host", "0.0.0.0", "--allow-remote"]) == 2
+    assert main(["dashboard", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("hamrah: error: ") for line in err)
+    assert "not a loopback" in err[0] and "token_file" in err[1] and "no such folder" in err[2]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(st.characters(min_codepoint=33, max_codepoint=0x2FFF), max_size=60))
+def test_any_address_gets_a_clear_answer_and_never_a_file(server, tail):
+    from urllib.parse import quote
+
+    status, body, _ = get(server, "/" + quote(tail, safe="/?=&%.,"))
+    assert status in (200, 303, 400, 404)  # never a server error
+    assert b"SECRET-WEIGHTS" not in body and b"Traceback" not in body
+    if status >= 400:
+        assert "error" in json.loads(body)

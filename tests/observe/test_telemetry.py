@@ -74,7 +74,9 @@ def test_new_round_resets_live_counts():
     tel.report("d1", "accepted", rnd=1, nbytes=10)
     tel.answered("d1", "selected", rnd=2)
     assert tel.snapshot()["live"] == {"round": 2, "selected": 1, "evaluate": 0, "reported": 0, "aborted": 0,
-                                      "failed": 0, "refused": 0}
+                                      "failed": 0, "late": 0, "refused": 0}
+    tel.report("d2", "late", rnd=2)
+    assert tel.snapshot()["live"]["late"] == 1
 
 
 @settings(max_examples=40, deadline=None)

@@ -19,8 +19,7 @@ import torch
 from hamrah.core.errors import ProtocolError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import spec_of
-from hamrah.device.pipeline import PLAN_KEY, encode_payload
-from hamrah.pipeline import PipelineSpec
+from hamrah.device.pipeline import PLAN_KEY, encode_payload, plan_pipeline
 from hamrah.secagg import SecAggClient, decode, wire_layout
 from hamrah.secagg.stage import SecureAggregation
 from hamrah.transport.codec import chunks, join_chunks
@@ -38,7 +37,7 @@ def secure_stage(extra: dict) -> SecureAggregation | None:
     """
     if PLAN_KEY not in extra:
         return None
-    chain = PipelineSpec.from_dict(extra[PLAN_KEY]).chain()
+    chain = plan_pipeline(extra)[1]
     stage = None if chain.secure_sum is None else chain.stages[chain.secure_sum]
     return stage if isinstance(stage, SecureAggregation) else None
 

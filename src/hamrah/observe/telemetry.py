@@ -36,6 +36,7 @@ class DeviceView:
     reported: int = 0
     aborted: int = 0
     failed: int = 0
+    late: int = 0
     refused: int = 0
     last: str = ""
 
@@ -50,6 +51,7 @@ class LiveRound:
     reported: int = 0
     aborted: int = 0
     failed: int = 0
+    late: int = 0  # stragglers: reports that came after their round closed
     refused: int = 0
 
 
@@ -126,7 +128,7 @@ class Telemetry:
             self._on_round(rnd)
             self.counters["reports", status] += 1
             self.counters["bytes", "up"] += max(int(nbytes), 0)
-            field = {"accepted": "reported", "aborted": "aborted", "failed": "failed"}.get(status)
+            field = {"accepted": "reported", "aborted": "aborted", "failed": "failed", "late": "late"}.get(status)
             if field is not None:
                 setattr(view, field, getattr(view, field) + 1)
                 setattr(self.live, field, getattr(self.live, field) + 1)

@@ -29,8 +29,9 @@ than n_min clients. The accountant charges every round as a sum of exactly n_min
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -320,5 +321,13 @@ def _rotation_seed(round_idx: int) -> int:
     return int(np.random.SeedSequence([0xDD6, int(round_idx)]).generate_state(1)[0])
 
 
-__all__ = ["DistributedAccountant", "DistributedDiscreteGaussian", "DistributedRound", "ORDERS", "RingPayload",
-           "calibrate_noise", "distributed_accountant", "distributed_stage"]
+__all__ = [
+    "ORDERS",
+    "DistributedAccountant",
+    "DistributedDiscreteGaussian",
+    "DistributedRound",
+    "RingPayload",
+    "calibrate_noise",
+    "distributed_accountant",
+    "distributed_stage",
+]

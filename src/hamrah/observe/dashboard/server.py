@@ -47,15 +47,20 @@ class Source:
         folder: the runs (``hamrah dashboard RUNS_DIR``), or a live server's state folder.
         telemetry: the live server's registry (None: runs read from disk only).
         live_status: returns the live run's ``(status, error)``; its run is the folder itself (".").
+        live_config: the live run's resolved config (its summary, which also carries it, is written
+            only at the end).
     """
 
-    def __init__(self, folder: RunFolder, telemetry: Telemetry | None = None, live_status=None):
-        self.folder, self.telemetry, self.live_status = folder, telemetry, live_status
+    def __init__(self, folder: RunFolder, telemetry: Telemetry | None = None, live_status=None,
+                 live_config: dict | None = None):
+        self.folder, self.telemetry, self.live_status, self.live_config = folder, telemetry, live_status, live_config
 
     def run(self, name: str, full: bool = True) -> dict:
         run = self.folder.run(name, full)
         if self.live_status is not None and name == ".":
             run["status"], run["error"] = self.live_status()
+            if full and not run.get("config"):
+                run["config"] = self.live_config
             if full and self.telemetry is not None:
                 run["log"] = self.telemetry.snapshot(max_devices=0)["logs"][-40:] or run["log"]
         return run

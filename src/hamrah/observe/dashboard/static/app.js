@@ -93,6 +93,7 @@ function renderOverview() {
   lineChart("chart-epsilon", [{ name: "epsilon", points: recs.filter((r) => num(eps(r))).map((r) => [r.round, eps(r)]) }],
             { budget, empty: "no epsilon in this run's records (no DP accounting, or one the server cannot prove)" });
   $("log").textContent = ((run && run.log) || []).join("\n") || "(no log lines)";
+  $("log").scrollTop = $("log").scrollHeight;  // the newest lines in view
   $("config").textContent = run && run.config ? JSON.stringify(run.config, null, 2) : "(no config)";
 }
 
@@ -102,7 +103,8 @@ function renderRounds() {
   lr.replaceChildren();
   if (live) for (const [k, v] of Object.entries(live.live)) lr.append(el("div", { class: "card" }, el("div", { class: "k" }, "live " + k), el("div", { class: "v", id: "live-" + k }, String(v))));
   const present = PHASES.filter((p) => recs.some((r) => p in phasesOf(r)));
-  phaseChart(recs.slice(-60), present);
+  const split = present.some((p) => ["download", "training", "upload"].includes(p));
+  phaseChart(recs.slice(-60), present.filter((p) => !(split && p === "reporting")));  // reporting = download + training + upload
   const reasons = live ? live.counters.refusals || {} : (S.run && S.run.summary && S.run.summary.refusals) || {};
   table("refusals", ["reason", "count"], Object.entries(reasons).sort((a, b) => b[1] - a[1]).map(([r, n]) => [r, n]));
   const cols = ["round", "selected", "reported", "dropped", "aborted", "failed", "refused", "clipped", "bytes_up", "bytes_down",
@@ -210,9 +212,11 @@ function connect() {
     const st = JSON.parse(ev.data);
     S.runs = st.runs; S.live = st.live;
     if ("run" in st) S.run = st.run;  // sent only when the run's files changed
-    if (S.selected === null && st.run) {  // the server sends its first run when none is named
-      S.selected = st.run.name;
-      if (!S.compare.size) S.runs.slice(0, 8).forEach((r) => S.compare.add(r.name));
+    if (S.selected === null && st.run) S.selected = st.run.name;  // the server sends its first run when none is named
+    if (!S.compareInit && S.runs.length) {  // ?compare=a,b, else the first 8 runs
+      S.compareInit = true;
+      const given = new URLSearchParams(location.search).get("compare");
+      (given ? given.split(",") : S.runs.slice(0, 8).map((r) => r.name)).forEach((n) => S.compare.add(n));
     }
     $("conn").textContent = "live"; $("conn").className = "badge ok";
     render();
