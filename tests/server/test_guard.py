@@ -83,9 +83,9 @@ def test_a_device_sitting_out_is_turned_away_without_spinning(tmp_path):
     asked = []
     original = coord.request
 
-    async def counting(device, window_s=None):
+    async def counting(device):
         asked.append(device)
-        return await original(device, window_s)
+        return await original(device)
 
     coord.request = counting
     selector = Selector(0, coord, hold_s=1.5)

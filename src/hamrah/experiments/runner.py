@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -22,6 +22,7 @@ import hamrah
 from hamrah.algorithms import build
 from hamrah.algorithms.base import Algorithm
 from hamrah.core.params import num_parameters
+from hamrah.core.records import accuracy_summary, record_line
 from hamrah.data import Dataset, FederatedDataset, describe, federate, load_dataset
 from hamrah.experiments.config import (
     AlgorithmConfig,
@@ -31,7 +32,6 @@ from hamrah.experiments.config import (
     pipeline_spec,
 )
 from hamrah.experiments.plots import plot_curves
-from hamrah.experiments.targets import rounds_to_target
 from hamrah.models import build_model
 from hamrah.observe.runs import write_failure
 from hamrah.observe.tracking import Tracking
@@ -132,9 +132,9 @@ def run_experiment(
         metrics_file = open(out / "metrics.jsonl", "w", encoding="utf-8")
 
     def record(rec: RoundRecord) -> None:
-        row = {k: v for k, v in asdict(rec).items() if v is not None}
+        row = rec.to_dict()
         if metrics_file is not None:
-            metrics_file.write(json.dumps(row) + "\n")
+            metrics_file.write(record_line(row) + "\n")
             metrics_file.flush()
         tracking.log_round(row)
         if on_round is not None:
@@ -164,10 +164,8 @@ def run_experiment(
         "batched": sim.batched,
         "workers": sim.workers,
         "rounds_run": rounds[-1] if rounds else 0,
-        "final_accuracy": accs[-1] if accs else None,
+        **accuracy_summary(hist, target),
         "final_loss": hist[-1].test_loss if hist else None,
-        "best_accuracy": max(accs) if accs else None,
-        "rounds_to_target": rounds_to_target(rounds, accs, target) if target is not None else None,
         "wall_s": round(wall, 3),
         "seconds_per_round": round(wall / max(rounds[-1] if rounds else 1, 1), 4),
         **_pipeline_summary(sim, result),

@@ -15,7 +15,7 @@ from hamrah.aggregation import build_aggregator
 from hamrah.algorithms.base import Algorithm
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import num_parameters
-from hamrah.core.targets import rounds_to_target
+from hamrah.core.records import accuracy_summary
 from hamrah.data.federated import ArrayData
 from hamrah.models import ModelSpec
 from hamrah.observe.dashboard import DashboardConfig
@@ -185,16 +185,11 @@ class FLServer:
 
     def summary(self) -> dict:
         records = self.store.committed_rounds()
-        evals = [r for r in records if r.get("test_accuracy") is not None]
-        rounds, accs = [r["round"] for r in evals], [r["test_accuracy"] for r in evals]
-        target = self.setup.run.target_accuracy
         return {
             "config": self.setup.config,
             "num_parameters": num_parameters(self.coordinator.params),
             "rounds_committed": len(records),
-            "final_accuracy": accs[-1] if accs else None,
-            "best_accuracy": max(accs) if accs else None,
-            "rounds_to_target": rounds_to_target(rounds, accs, target) if target is not None and accs else None,
+            **accuracy_summary(records, self.setup.run.target_accuracy),
             "wall_s": records[-1]["elapsed_s"] if records else 0.0,
             **self.totals(),
         }

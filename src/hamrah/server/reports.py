@@ -11,10 +11,10 @@ from hamrah.core.errors import ProtocolError
 from hamrah.core.metrics import Weighted
 from hamrah.core.params import Params
 from hamrah.privacy.mechanisms import l2_norm
+from hamrah.server.events import Report
 from hamrah.server.influence import InfluenceBound, check_metrics
 from hamrah.server.rounds import RoundState, TaskInfo, client_id
-from hamrah.transport.codec import check_update, decode_metrics, decode_params, spec_of
-from hamrah.transport.proto import fl_pb2 as pb
+from hamrah.transport.codec import check_update, decode_params, spec_of
 
 
 def train_result(client: int, tensors: Params, weight: int, metrics: dict, spec: dict,
@@ -58,13 +58,15 @@ class BoundedReports:
         rs.capped += weight < num_examples
         return weight
 
-    def _decode_result(self, info: TaskInfo, header: pb.ReportHeader, payload: bytes) -> tuple[Contribution, float]:
-        metrics = check_metrics(decode_metrics(header.metrics))
+    def _decode_report(self, info: TaskInfo, report: Report) -> tuple[Contribution, float | None]:
+        """Check a training report's metrics and payload; return (contribution, its norm)."""
+        metrics = check_metrics(report.metrics)
         stats = self.algorithm.statistics
         if getattr(self, "_stats_spec", None) is None:
             self._stats_spec = spec_of(statistics_template(stats, self.params))
-        return train_result(client_id(info.device), decode_params(payload), self._weight(self.current, header.num_examples),
-                            metrics, self._stats_spec, self.pipeline, stats)
+        return train_result(client_id(info.device), decode_params(report.payload),
+                            self._weight(self.current, report.num_examples), metrics, self._stats_spec, self.pipeline,
+                            stats)
 
     def _reports(self, rs: RoundState) -> int:
         return self.master.reports() + len(rs.held)

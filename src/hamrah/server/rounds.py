@@ -4,15 +4,15 @@ record says. No sockets and no clock of their own: the Coordinator passes times 
 
 from __future__ import annotations
 
-import asyncio
 import random
 import statistics
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from hamrah.core.errors import DataError, ProtocolError
 from hamrah.core.params import Params
-from hamrah.server.secure import SecureRound
+from hamrah.core.records import DeviceEval, PhaseTimings, RoundRecord, ServerCounts
 
 MAX_EXAMPLES = 10**9  # the protocol's range for num_examples; the weight the server trusts is capped lower
 
@@ -34,16 +34,25 @@ class RunPlan:
 
 @dataclass
 class TaskInfo:
+    """One device's task in a round, with the times the round machine noted (its clock)."""
+
     task_id: str
     device: str
     round: int
     aggregator: int
     kind: str = "train"  # train | evaluate
     status: str = "selected"  # selected | reported | aborted | failed
+    assigned_at: float = 0.0
+    downloaded_at: float | None = None
+    train_s: float | None = None  # as the device states it
+    upload_s: float | None = None
 
 
 @dataclass
 class RoundState:
+    """One round in flight: the machine's selection/reporting state (``hamrah.server.machine``) and,
+    below it, what the shell's aggregation keeps for the round (no asyncio, no protobuf)."""
+
     round: int
     attempt: int
     goal: int
@@ -52,21 +61,26 @@ class RoundState:
     tasks: dict[str, TaskInfo] = field(default_factory=dict)
     selection_open: bool = True
     reporting_open: bool = False
+    selection_deadline: float = 0.0
     reporting_deadline: float = 0.0
-    selected: asyncio.Event = field(default_factory=asyncio.Event)
-    progress: asyncio.Event = field(default_factory=asyncio.Event)
+    selection_closed_at: float | None = None
+    reporting_closed_at: float | None = None
+    secure_mode: bool = False
+    counted: int = 0  # reports the Aggregators hold towards the goal (from the last ReportArrived)
     refused: int = 0
     eval_target: int = 0
+    candidates: list[str] = field(default_factory=list)  # check-ins waiting for the next draw
+    draw_at: float | None = None
+    # --- kept by the shell's aggregation (``hamrah.server.reports``, ``secure_rounds``) -------
     evals: list[tuple[int, dict]] = field(default_factory=list)  # (examples, metrics) of evaluate tasks
-    secure: SecureRound | None = None  # this round's secure aggregation, once selection has closed
-    secure_ready: asyncio.Event = field(default_factory=asyncio.Event)
-    candidates: dict[str, asyncio.Future] = field(default_factory=dict)  # check-ins waiting for the next draw
-    draw: asyncio.TimerHandle | None = None
+    secure: Any = None  # this round's ``hamrah.server.secure.SecureRound``, once selection has closed
+    secure_ready: Any = None  # an asyncio.Event the shell sets when ``secure`` is ready (or never will be)
     clipped: int = 0  # reports whose delta was scaled down to the norm bound
     capped: int = 0  # reports whose num_examples was capped
     norms: list[float] = field(default_factory=list)  # L2 norms of accepted training deltas, before bounding
     held: list[tuple] = field(default_factory=list)  # (info, result, norm) waiting for a norm bound
     clip: float | None = None  # the norm bound the round's reports were clipped to
+    aggregation_s: float = 0.0  # time spent decoding and folding reports in
 
     def count(self, status: str, kind: str = "train") -> int:
         return sum(t.status == status and t.kind == kind for t in self.tasks.values())
@@ -76,6 +90,10 @@ class RoundState:
 
     def slots(self) -> int:
         return self.target + self.eval_target - len(self.tasks)
+
+    def answered(self) -> bool:
+        """Every task of the round has reported, aborted or failed."""
+        return all(t.status != "selected" for t in self.tasks.values())
 
 
 def draw(candidates: list[str], slots: int, rng: random.Random) -> set[str]:
@@ -122,21 +140,52 @@ def in_model_order(saved: Params, model, where) -> Params:
     return {k: saved[k] for k in names}
 
 
-def round_record(rs: RoundState, reported: int, train_loss: float, lost: int, t_sel: float, t_rep: float) -> dict:
-    """Return the committed round's record (counts and phase times; evaluation fields are added later)."""
-    record = {"round": rs.round, "attempts": rs.attempt, "selected": rs.picked("train"), "goal": rs.goal,
-              "reported": reported, "aborted": rs.count("aborted"), "failed": rs.count("failed"),
-              "refused": rs.refused, "lost_with_aggregators": lost, "train_loss": train_loss,
-              "clipped": rs.clipped, "weight_capped": rs.capped,
-              "update_norm_median": statistics.median_low(rs.norms) if rs.norms else None, "clip_norm": rs.clip,
-              "selection_s": round(t_sel, 3), "reporting_s": round(t_rep, 3)}
-    record["dropped"] = record["selected"] - record["reported"]
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def phase_times(rs: RoundState, **later: float | None) -> PhaseTimings:
+    """Return the round's phase timings known when reporting closed; ``later`` adds the shell's
+    (``aggregation_s``, ``eval_s``, ``commit_s``, ``round_s``), rounded to milliseconds."""
+    closed = rs.selection_closed_at if rs.selection_closed_at is not None else rs.started
+    done = rs.reporting_closed_at if rs.reporting_closed_at is not None else closed
+    train = [t for t in rs.tasks.values() if t.kind == "train"]
+    return PhaseTimings(
+        selection_s=round(closed - rs.started, 3),
+        download_s=_mean([t.downloaded_at - t.assigned_at for t in train if t.downloaded_at is not None]),
+        training_s=_mean([t.train_s for t in train if t.train_s is not None]),
+        upload_s=_mean([t.upload_s for t in train if t.upload_s is not None]),
+        reporting_s=round(done - closed, 3),
+        **{k: (round(v, 3) if v is not None else None) for k, v in later.items()})
+
+
+def round_record(rs: RoundState, reported: int, train_loss: float, lost: int, phases: PhaseTimings,
+                 elapsed_s: float, **more) -> RoundRecord:
+    """Return the committed round's record.
+
+    Args:
+        rs: the round.
+        reported: updates folded in (the Aggregators' count, or secure aggregation's contributors).
+        train_loss: n_k-weighted mean training loss of those updates.
+        lost: reports lost with failed Aggregators.
+        phases: :func:`phase_times`.
+        elapsed_s: run time so far, earlier processes included.
+        more: other :class:`hamrah.core.records.RoundRecord` fields (test accuracy and loss,
+            ``bytes_up``, ``epsilon``, ``extra``).
+    """
+    counts = ServerCounts(attempts=rs.attempt, goal=rs.goal, aborted=rs.count("aborted"), failed=rs.count("failed"),
+                          lost_with_aggregators=lost, clipped=rs.clipped, weight_capped=rs.capped,
+                          update_norm_median=statistics.median_low(rs.norms) if rs.norms else None,
+                          clip_norm=rs.clip)
+    device_eval = None
     if rs.eval_target:
         n = sum(k for k, _ in rs.evals)
-        record.update(eval_selected=rs.picked("evaluate"), eval_reported=len(rs.evals),
-                      device_accuracy=sum(k * m["accuracy"] for k, m in rs.evals) / n if n else None,
-                      device_loss=sum(k * m["loss"] for k, m in rs.evals) / n if n else None)
-    return record
+        device_eval = DeviceEval(rs.picked("evaluate"), len(rs.evals),
+                                 sum(k * m["accuracy"] for k, m in rs.evals) / n if n else None,
+                                 sum(k * m["loss"] for k, m in rs.evals) / n if n else None)
+    return RoundRecord(rs.round, train_loss=train_loss, clients=reported, elapsed_s=round(elapsed_s, 3),
+                       selected=rs.picked("train"), refused=rs.refused, phases=phases, server=counts,
+                       device_eval=device_eval, **more)
 
 
 __all__ = [
@@ -149,5 +198,6 @@ __all__ = [
     "draw",
     "in_model_order",
     "no_shows",
+    "phase_times",
     "round_record",
 ]

@@ -14,6 +14,7 @@ from hamrah.server.coordinator import Coordinator, LateReport
 from hamrah.server.guard import Guard, Malformed, RateLimited, TooManyStreams, reason_of
 from hamrah.server.secure import DroppedFromRound, SecureRoundAborted
 from hamrah.server.selector import Selector
+from hamrah.server.shell import report_of
 from hamrah.transport.codec import chunks, join_chunks
 from hamrah.transport.identity import DEVICE_HEADER, anonymous_key
 from hamrah.transport.proto import fl_pb2 as pb
@@ -56,9 +57,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         self.guard.count(reason_of(err))
         if self.telemetry is not None:
             self.telemetry.refused(device, reason_of(err), self._round())
-        rs = self.coordinator.current
-        if rs is not None:
-            rs.refused += 1
+        self.coordinator.refused(device, reason_of(err))
         log.warning("refused %s from device %s: %s", what, device[:8], err)
         await context.abort(code, str(err))
 
@@ -117,6 +116,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 async with asyncio.timeout(timeout):
                     for piece in chunks(data):
                         await context.write(pb.Chunk(data=piece))
+            self.coordinator.downloaded(request.task_id, device)
             if self.telemetry is not None:
                 self.telemetry.transferred("down", len(data))
         except TooManyStreams as e:
@@ -161,7 +161,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
             payload = b""
             if header.status == pb.COMPLETED:
                 payload = await self._payload(request_iterator, header.update_bytes)
-            status = self.coordinator.report(device, header, payload)
+            status = self.coordinator.accept(device, report_of(header, payload))  # the typed envelope
             if self.telemetry is not None:
                 self.telemetry.report(device, status, header.round, len(payload))
             return status

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sqlite3
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.core.params import Params
+from hamrah.core.records import RoundRecord, finite_json, record_line
 from hamrah.server.durability import StateLock, checkpoints_to_delete
 from hamrah.transport.codec import decode_params, encode_params, sha256
 
@@ -44,20 +44,6 @@ CREATE TABLE IF NOT EXISTS rounds (
 """
 _STATE_PREFIX = "server_state/"
 log = logging.getLogger("hamrah.server")
-
-
-def finite_json(obj) -> str:
-    """Return ``obj`` as standard JSON: NaN and infinities become null (never ``NaN``/``Infinity``)."""
-    def clean(x):
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        return x
-
-    return json.dumps(clean(obj), allow_nan=False)
 
 
 def _write_durable(path: Path, data: bytes) -> None:
@@ -176,10 +162,13 @@ class ServerStore:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'totals'").fetchone()
         return json.loads(row[0]) if row is not None else {}
 
-    def commit(self, round_idx: int, params: Params, server_state: Params, scalars: dict, record: dict,
-               totals: dict | None = None) -> None:
+    def commit(self, round_idx: int, params: Params, server_state: Params, scalars: dict,
+               record: RoundRecord | dict, totals: dict | None = None) -> None:
         """Make round ``round_idx`` durable: checkpoint first, then its row (the commit point), with the
-        run ``totals`` in the same transaction; then apply checkpoint retention."""
+        run ``totals`` in the same transaction; then apply checkpoint retention.
+
+        ``record`` is stored flattened (:meth:`hamrah.core.records.RoundRecord.to_dict`), as
+        ``metrics.jsonl`` shows it; :meth:`committed_rounds` returns those dicts."""
         name = f"round_{round_idx:06d}.safetensors"
         tensors = dict(params)
         tensors.update({_STATE_PREFIX + k: v for k, v in server_state.items()})
@@ -188,7 +177,7 @@ class ServerStore:
         with self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?)",
-                (round_idx, name, sha256(data), finite_json(record), json.dumps(scalars), time.time()),
+                (round_idx, name, sha256(data), record_line(record), json.dumps(scalars), time.time()),
             )
             if totals is not None:
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('totals', ?)", (finite_json(totals),))
@@ -206,7 +195,7 @@ class ServerStore:
 
     def _write_reports(self) -> None:
         records = self.committed_rounds()
-        lines = "".join(finite_json(r) + "\n" for r in records)
+        lines = "".join(record_line(r) + "\n" for r in records)
         _write_durable(self.dir / "metrics.jsonl", lines.encode("utf-8"))
 
     def write_summary(self, summary: dict) -> None:

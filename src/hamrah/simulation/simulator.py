@@ -25,6 +25,7 @@ from hamrah.core.aggregate import Aggregate, Contribution, aggregate_contributio
 from hamrah.core.errors import BudgetExhausted, ConfigError, NotEnoughClients
 from hamrah.core.metrics import merge_metrics
 from hamrah.core.params import Params, clone
+from hamrah.core.records import RoundRecord
 from hamrah.core.seeds import Stream, sampling_rng, stream_rng
 from hamrah.core.updates import update_problem
 from hamrah.data.federated import ArrayData, FederatedDataset
@@ -91,21 +92,6 @@ class SimulationConfig:
             raise ConfigError(f"run.workers = {self.workers}: expected an integer >= 1")
         if self.eval_every < 1:
             raise ConfigError(f"run.eval_every = {self.eval_every}: expected an integer >= 1")
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """One evaluated round."""
-
-    round: int
-    test_accuracy: float
-    test_loss: float
-    train_loss: float
-    clients: int
-    elapsed_s: float
-    bytes_up: int | None = None  # exact wire bytes of this round's client updates (with a pipeline)
-    bytes_down: int | None = None  # exact wire bytes of this round's model broadcasts (with a pipeline)
-    epsilon: float | None = None  # (epsilon, delta)-DP spent so far, at privacy.delta (with DP)
 
 
 @dataclass
