@@ -21,6 +21,7 @@ from hamrah.core.params import Params
 from hamrah.core.pipeline import spec_of
 from hamrah.device.pipeline import PLAN_KEY, encode_payload
 from hamrah.privacy.chains import PipelineSpec
+from hamrah.privacy.distributed import DistributedDiscreteGaussian, RingPayload
 from hamrah.secagg import SecAggClient, decode, wire_layout
 from hamrah.secagg.stage import SecureAggregation
 from hamrah.transport.codec import chunks, join_chunks
@@ -30,8 +31,8 @@ SECAGG_STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
 MAX_MESSAGE = 1 << 30
 
 
-def secure_stage(extra: dict) -> SecureAggregation | None:
-    """Return the plan's SecureAggregation stage, or None when its pipeline has none.
+def secure_stage(extra: dict) -> SecureAggregation | DistributedDiscreteGaussian | None:
+    """Return the plan's secure-sum stage (SecAgg, or distributed DP's DDG), or None when its pipeline has none.
 
     Raises:
         ConfigError: the plan's pipeline is malformed.
@@ -40,18 +41,22 @@ def secure_stage(extra: dict) -> SecureAggregation | None:
         return None
     chain = PipelineSpec.from_dict(extra[PLAN_KEY]).chain()
     stage = None if chain.secure_sum is None else chain.stages[chain.secure_sum]
-    return stage if isinstance(stage, SecureAggregation) else None
+    return stage if isinstance(stage, (SecureAggregation, DistributedDiscreteGaussian)) else None
 
 
 def secure_input(extra: dict, update: Params, weight: float, client_key: int, round_idx: int,
                  states: dict) -> np.ndarray:
-    """Return this device's input to the secure sum: ``weight * update`` through the client stages, flattened.
+    """Return this device's input to the secure sum: ``weight * update`` through the client stages, flattened
+    (under distributed DP: the DDG stage's ring vector, clipped, rotated, rounded and noised on this device).
 
     Args:
         states: the runtime's pipeline state across tasks (updated in place), as for plain reports.
     """
-    scaled = {k: v.to(torch.float32) * weight for k, v in update.items()}
+    # names sorted (wire_layout's order): the DDG stage flattens in key order and only the server unflattens
+    scaled = {k: update[k].to(torch.float32) * weight for k in sorted(update)}
     chain, payload = encode_payload(extra, scaled, client_key, round_idx, states)
+    if isinstance(payload, RingPayload):  # distributed DP: clipped, rotated, rounded, noised ring elements
+        return payload.values
     decoded = chain.wire_stage().decode(payload)
     layout = wire_layout(spec_of(decoded))
     return np.concatenate([decoded[n].detach().double().reshape(-1).numpy() for n in layout.names])

@@ -57,7 +57,16 @@ class SecureAggregation(BaseStage):
                 raise ConfigError(f"secure_aggregation.{key} applies only with privacy.mode = \"distributed\" "
                                   "(distributed DP's ring and noise); expected it unset")
 
+    def secure_length(self, dim: int) -> int:
+        """Return the length of a client's input vector for updates of ``dim`` coordinates (``dim`` itself)."""
+        return dim
+
+    def decode_secure(self, result, dim: int, round_idx: int) -> np.ndarray:
+        """Return the float sum a SecAgg result stands for (its dequantized ``sum``)."""
+        return np.asarray(result.sum, dtype=np.float64)
+
     def config(self, num_clients: int, length: int) -> SecAggConfig:
+        """Return the SecAgg settings of a round of ``num_clients`` inputs of ``length`` entries."""
         plus = self.variant == "secagg+" and num_clients > 4
         degree = secaggplus_degree(num_clients) if plus else None
         return SecAggConfig(num_clients=num_clients, vector_length=length, clip=self.clip,

@@ -79,7 +79,8 @@ class SecureRound:
         self.stage_timeout_s = stage_timeout_s
         self.index = {t: u for u, t in enumerate(task_ids)}
         self.n = len(task_ids)
-        self.config = stage.config(self.n, layout.size)
+        self.stage = stage
+        self.config = stage.config(self.n, stage.secure_length(layout.size))
         self.server = SecAggServer(self.config, round_id=round_idx, graph_seed=secrets.randbits(32))
         self.current = 0  # index into STAGES
         self.expected: set[int] = set(range(self.n))  # who may send in the current stage
@@ -214,7 +215,7 @@ class SecureRound:
     def _outcome(self, result) -> SecureOutcome:
         contributors = list(result.contributors)
         weights = {u: weight_of(self.examples[u], self.scale, self.equal_weights) for u in contributors}
-        total = unflatten_params(np.asarray(result.sum, dtype=np.float64), self.layout)
+        total = unflatten_params(self.stage.decode_secure(result, self.layout.size, self.round_idx), self.layout)
         mean = {k: (v.double() / sum(weights.values())).float() for k, v in total.items()}
         n = sum(self.examples[u] for u in contributors)
         loss = sum(self.examples[u] * self.losses[u] for u in contributors) / n

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from hamrah.core.errors import ConfigError, ProtocolError
+from hamrah.privacy.distributed import DistributedDiscreteGaussian
 from hamrah.secagg.params import wire_layout
 from hamrah.secagg.stage import SecureAggregation
 from hamrah.server.rounds import LateReport, RoundState
@@ -45,13 +46,13 @@ class SecureRounds:
         if info is not None and info.device == device and rs.secure is not None:
             rs.secure.leave(task_id)
 
-    def secure_stage(self) -> SecureAggregation | None:
+    def secure_stage(self) -> SecureAggregation | DistributedDiscreteGaussian | None:
         """Return the pipeline's secure-aggregation stage, or None."""
         if self.pipeline is None:
             return None
         chain = self.pipeline.run.chain
         stage = None if chain.secure_sum is None else chain.stages[chain.secure_sum]
-        return stage if isinstance(stage, SecureAggregation) else None
+        return stage if isinstance(stage, (SecureAggregation, DistributedDiscreteGaussian)) else None
 
     async def _secure_round(self, rs: RoundState) -> SecureOutcome | None:
         """Run the round's secure aggregation over its training devices; None if it was aborted."""
