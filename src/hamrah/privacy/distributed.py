@@ -43,7 +43,9 @@ from hamrah.core.params import Params
 from hamrah.core.pipeline import BaseStage, ClientContext, ServerContext, StageTraits, WireWriter, spec_of
 from hamrah.privacy.stages import _require_equal_weights
 from hamrah.secagg import ddg
+from hamrah.secagg.active import simulated_identities
 from hamrah.secagg.config import SecAggConfig
+from hamrah.secagg.stage import check_flag
 from hamrah.secagg.driver import run_secure_aggregation
 from hamrah.secagg.params import flatten_params, unflatten_params
 from hamrah.secagg.ring import pack, packed_size
@@ -212,6 +214,7 @@ class DistributedDiscreteGaussian(BaseStage):
         beta: conditional rounding's parameter.
         k_stddevs: how many standard deviations of the sum gamma leaves room for in Z_{2^b}.
         variant: "secagg" only (SecAgg+ clients cannot check the global contributor count).
+        malicious_server: the sum runs the actively secure SecAgg (:mod:`hamrah.secagg.active`).
     """
 
     clip: float = 1.0
@@ -222,6 +225,7 @@ class DistributedDiscreteGaussian(BaseStage):
     beta: float = math.exp(-0.5)
     k_stddevs: float = 4.0
     variant: str = "secagg"
+    malicious_server: bool = False
     name: str = "ddg"
     traits: ClassVar[StageTraits] = StageTraits("secure_sum", adds_noise_where="client")
 
@@ -230,6 +234,7 @@ class DistributedDiscreteGaussian(BaseStage):
             raise ConfigError(f"secure_aggregation.variant = {self.variant!r} with privacy.mode = \"distributed\": "
                               "expected \"secagg\"; a SecAgg+ client sees only its neighbourhood, so it cannot refuse a "
                               "sum of fewer than min_contributors clients, whose noise would then be too small")
+        check_flag(self.malicious_server)
         if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0):
             raise ConfigError(f"privacy.noise_multiplier = {self.noise_multiplier!r}: expected a positive number for "
                               "distributed DP")
@@ -294,8 +299,9 @@ class DistributedDiscreteGaussian(BaseStage):
         if n < self.min_contributors:  # released nothing: the noise of fewer clients would be too small
             return {k: torch.zeros(s) for k, s in spec}, [0] * n, [0] * n
         config = self.config(n, self.secure_length(layout.size))
-        run = run_secure_aggregation([p.values for p in payloads], config, seed=int(ctx.rng.integers(2**31)),
-                                     round_id=ctx.round_idx)
+        seed = int(ctx.rng.integers(2**31))
+        run = run_secure_aggregation([p.values for p in payloads], config, seed=seed, round_id=ctx.round_idx,
+                                     identities=simulated_identities(n, seed) if self.malicious_server else None)
         total = self.decode_secure(run.result, layout.size, ctx.round_idx)
         return unflatten_params(total, layout), [int(b) for b in run.client_bytes_sent], \
             [int(b) for b in run.client_bytes_received]
@@ -338,7 +344,8 @@ def distributed_stage(dp, noise_multiplier: float, cohort: float, secure: dict |
                           "\"rdp\" (the DDG accountant is Zhu-Wang's Poisson-subsampled RDP)")
     n_min = secure.get("min_contributors") or max(2, int(cohort) // 2)
     return DistributedDiscreteGaussian(dp.clip, float(noise_multiplier), int(n_min), float(cohort),
-                                       int(secure.get("ring_bits") or 20), variant=secure.get("variant", "secagg"))
+                                       int(secure.get("ring_bits") or 20), variant=secure.get("variant", "secagg"),
+                                       malicious_server=secure.get("malicious_server", False))
 
 
 def distributed_accountant(stage: DistributedDiscreteGaussian, template: Params,
