@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hamrah.core.errors import AuthError, ProtocolError
-from hamrah.secagg import ActiveSecAggClient, ActiveSecAggServer, SecAggConfig, identity_public_key, simulated_identities
+from hamrah.secagg import (
+    ActiveSecAggClient,
+    ActiveSecAggServer,
+    SecAggConfig,
+    identity_public_key,
+    simulated_identities,
+)
 from hamrah.secagg.active import contributors_payload, keys_payload
 from hamrah.secagg.roster import NONCE_BYTES, JoinIdentity, Roster, RosterEntry, session_id
 

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 import pytest
+from tests.system.harness import records, run_system
+from tests.system.test_server_secagg import DEVICES, _experiment, _setup
 
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import max_abs_diff
@@ -18,8 +20,6 @@ from hamrah.privacy.distributed import DistributedAccountant, DistributedDiscret
 from hamrah.secagg.params import wire_layout
 from hamrah.server.app import FLServer
 from hamrah.server.secure import SecureRound
-from tests.system.harness import records, run_system
-from tests.system.test_server_secagg import DEVICES, _experiment, _setup
 
 DIM = 7850  # logreg on MNIST
 

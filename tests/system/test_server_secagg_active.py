@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import ClassVar
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from tests.system.harness import device_config, make_setup, records, run_system
+from tests.system.test_server_secagg import _experiment
 
 from hamrah.core.errors import ConfigError, NotEnoughClients
 from hamrah.core.params import max_abs_diff
@@ -26,9 +29,7 @@ from hamrah.server.secure import SecureRound
 from hamrah.transport.identity import DeviceKey, identity_certificate
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.provision import device_folders, provision
-from hamrah.transport.security import make_cert, pem
-from tests.system.harness import device_config, make_setup, records, run_system
-from tests.system.test_server_secagg import _experiment
+from hamrah.transport.security import make_cert
 
 DEVICES = 6
 SECURE = {"variant": "secagg", "clip": 0.5, "input_bits": 20, "malicious_server": True}
@@ -59,7 +60,7 @@ def test_honest_malicious_server_mode_commits_the_plain_model(tmp_path):
 class _LyingRound(SecureRound):
     """A malicious server's secure round: it relays whatever serves it and records every share it gets."""
 
-    shares: list[int] = []
+    shares: ClassVar[list[int]] = []
     lie: str = ""
 
     def receive(self, stage, message):
@@ -119,7 +120,7 @@ def test_a_roster_with_a_made_up_device_is_refused_by_every_device(tmp_path, mon
     """The server adds a device of its own (a certificate signed by a CA it made): devices check every
     certificate against their kit's CA and abort before advertising keys."""
     class Forger(_LyingRound):
-        shares: list[int] = []
+        shares: ClassVar[list[int]] = []
 
         def _start_active(self, joined):
             key = ec.generate_private_key(ec.SECP256R1())

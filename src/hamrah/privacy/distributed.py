@@ -28,8 +28,8 @@ than n_min clients. The accountant charges every round as a sum of exactly n_min
 
 from __future__ import annotations
 
-import math
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Sequence
 
@@ -45,10 +45,10 @@ from hamrah.privacy.stages import _require_equal_weights
 from hamrah.secagg import ddg
 from hamrah.secagg.active import simulated_identities
 from hamrah.secagg.config import SecAggConfig
-from hamrah.secagg.stage import check_flag
 from hamrah.secagg.driver import run_secure_aggregation
 from hamrah.secagg.params import flatten_params, unflatten_params
 from hamrah.secagg.ring import pack, packed_size
+from hamrah.secagg.stage import check_flag
 
 ORDERS = tuple(range(2, 129)) + (256,)
 """Integer Rényi orders (the subsampling bound needs integers)."""
@@ -382,6 +382,16 @@ def _rotation_seed(round_idx: int) -> int:
     return int(np.random.SeedSequence([0xDD6, int(round_idx)]).generate_state(1)[0])
 
 
-__all__ = ["DistributedAccountant", "DistributedDiscreteGaussian", "DistributedRound", "LEDGER_FORMAT", "ORDERS",
-           "RingPayload", "calibrate_noise", "distributed_accountant", "distributed_stage", "ledger_to_dict",
-           "restore_ledger"]
+__all__ = [
+    "LEDGER_FORMAT",
+    "ORDERS",
+    "DistributedAccountant",
+    "DistributedDiscreteGaussian",
+    "DistributedRound",
+    "RingPayload",
+    "calibrate_noise",
+    "distributed_accountant",
+    "distributed_stage",
+    "ledger_to_dict",
+    "restore_ledger",
+]

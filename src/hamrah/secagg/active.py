@@ -34,8 +34,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hamrah.core.errors import AuthError, ConfigError, DropoutThresholdExceeded, ProtocolError
-from hamrah.secagg.active_messages import (ConsistencyBroadcast, ConsistencyRequest, ConsistencySignature,
-                                           SignedAdvertiseKeys, SignedKeysBroadcast, SignedPeerKeys)
+from hamrah.secagg.active_messages import (
+    ConsistencyBroadcast,
+    ConsistencyRequest,
+    ConsistencySignature,
+    SignedAdvertiseKeys,
+    SignedKeysBroadcast,
+    SignedPeerKeys,
+)
 from hamrah.secagg.client import SecAggClient
 from hamrah.secagg.config import SecAggConfig
 from hamrah.secagg.crypto import DeterministicRandom

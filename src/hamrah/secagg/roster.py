@@ -130,4 +130,4 @@ def _open(data: bytes, kind: int) -> _Reader:
     return _Reader(bytes(data), 4)
 
 
-__all__ = ["JoinIdentity", "NONCE_BYTES", "Roster", "RosterEntry", "session_id"]
+__all__ = ["NONCE_BYTES", "JoinIdentity", "Roster", "RosterEntry", "session_id"]

@@ -44,7 +44,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-
 from cryptography.x509.oid import NameOID
 
 from hamrah.core.errors import AuthError, ConfigError
