@@ -144,3 +144,20 @@ def test_malicious_server_mode_is_refused_at_start_without_provisioned_keys(tmp_
     with pytest.raises(ConfigError, match="needs server.tokens_file"):
         FLServer(bare, tmp_path / "state2")
     assert not (tmp_path / "state").exists() and not (tmp_path / "state2").exists()
+
+
+def test_distributed_dp_runs_over_the_malicious_server_protocol(tmp_path):
+    """Both at once: devices noise their ring vectors, and the sum runs the actively secure protocol."""
+    privacy = {"mode": "distributed", "clip": 50.0, "noise_multiplier": 1e-6, "delta": 1e-5, "sampling": "poisson"}
+    secure = {"variant": "secagg", "ring_bits": 32, "min_contributors": 4, "malicious_server": True}
+    files = provision(tmp_path / "pki", DEVICES)
+    s = files["server"]
+    setup, stores, _ = make_setup(tmp_path, _experiment(secure, privacy, rounds=1), devices=DEVICES,
+                                  tokens_file=str(files["registry"]), tls_cert=str(s / "server.pem"),
+                                  tls_key=str(s / "server.key"), client_ca=str(s / "ca.pem"), goal_count=DEVICES,
+                                  over_selection=1.0, min_reports=5)
+    kits = device_folders(files["devices"], DEVICES)
+    _, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, kits))
+    (rec,) = records(tmp_path / "state", setup)
+    assert summary["rounds_committed"] == 1 and rec["secagg_survivors"]["consistency_check"] == DEVICES
+    assert rec["epsilon"] > 0
