@@ -28,14 +28,15 @@ def _cmd_run(args: argparse.Namespace) -> None:
         f"{prep.data.num_clients} clients, {sim_cohort} per round, {cfg.run.rounds} rounds -> {out}"
     )
     with round_progress(cfg.run.rounds, log_rounds=not args.quiet) as on_round:
-        s = run_experiment(cfg, out, on_round=on_round, prepared=prep)
+        s = run_experiment(cfg, out, on_round=on_round, prepared=prep, plot=not args.no_plot)
     rtt = s["rounds_to_target"]
     target = cfg.run.target_accuracy
     console.print(
         f"\n[bold]done[/bold] in {s['wall_s']:.1f} s ({s['seconds_per_round'] * 1000:.0f} ms/round): "
         f"final accuracy {s['final_accuracy']:.4f}, best {s['best_accuracy']:.4f}"
         + (f", rounds to {target:g}: {rtt:.1f}" if rtt is not None else (f", target {target:g} not reached" if target else ""))
-        + f"\n{s['num_parameters']:,} parameters. Wrote {out}/metrics.jsonl, summary.json, curve.png"
+        + f"\n{s['num_parameters']:,} parameters. Wrote {out}/metrics.jsonl, summary.json"
+        + ("" if args.no_plot else ", curve.png")
     )
 
 
@@ -89,6 +90,34 @@ def _cmd_partition(args: argparse.Namespace) -> None:
     print(json.dumps(describe(prep.data), indent=2))
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> None:
+    import time
+
+    from hamrah.observe.dashboard import DashboardConfig, serve_folder
+    from hamrah.observe.dashboard.config import check_exposure
+
+    cfg = DashboardConfig(enabled=True, host=args.host, port=args.port, token_file=args.token_file,
+                          allow_remote=args.allow_remote)
+    check_exposure(cfg)
+    server = serve_folder(args.runs_dir, cfg)
+    print(f"dashboard of {args.runs_dir} on {server.url} (Ctrl-C stops it)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.stop()
+
+
+def _add_dashboard_command(sub) -> None:
+    p = sub.add_parser("dashboard", help="serve a read-only live dashboard of the runs under a folder")
+    p.add_argument("runs_dir", help="folder of runs: hamrah run / sweep / server output folders")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (non-loopback: needs --allow-remote)")
+    p.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    p.add_argument("--token-file", help="sha256 digests of viewer tokens, one per line (hamrah tokens --server-file)")
+    p.add_argument("--allow-remote", action="store_true", help="listen on a non-loopback --host (needs --token-file)")
+    p.set_defaults(func=_cmd_dashboard)
+
+
 def _logging(verbose: bool = False) -> None:
     import logging
 
@@ -99,13 +128,19 @@ def _logging(verbose: bool = False) -> None:
 def _cmd_server(args: argparse.Namespace) -> None:
     import asyncio
 
-    from hamrah.experiments.serve import load_server_config, server_setup
+    import dataclasses
+
+    from hamrah.experiments.serve import load_dashboard_config, load_server_config, server_setup
     from hamrah.server.app import FLServer
 
     _logging(args.verbose)
     exp, srv = load_server_config(args.config)
-    server = FLServer(server_setup(exp, srv), args.state)
-    summary = asyncio.run(server.serve(args.port, args.host))
+    dashboard = load_dashboard_config(args.config)
+    server = FLServer(dataclasses.replace(server_setup(exp, srv), dashboard=dashboard), args.state)
+    from hamrah.experiments.progress import follow_rounds
+
+    with follow_rounds(Path(args.state) / "metrics.jsonl", exp.run.rounds):  # a bar on a terminal only
+        summary = asyncio.run(server.serve(args.port, args.host))
     acc = summary["final_accuracy"]
     print(f"done: {summary['rounds_committed']} rounds committed"
           + (f", final accuracy {acc:.4f}" if acc is not None else "") + f". State in {args.state}")
@@ -189,8 +224,13 @@ def _cmd_store(args: argparse.Namespace) -> None:
     if args.action == "import":
         from hamrah.device.store import import_partition
 
+        if args.source:
+            from hamrah.device.store_import import import_command
+
+            print(import_command(args, sys.stderr))
+            return
         if not args.config:
-            raise HamrahError("store import: --config is required (the partition to take the client from)")
+            raise HamrahError("store import: --from FILE_OR_DIR or --config (a partition's client) is required")
         prep = prepare(load_config(args.config))
         if not 0 <= args.client < prep.data.num_clients:
             raise HamrahError(f"--client {args.client}: the partition has clients 0..{prep.data.num_clients - 1}")
@@ -198,7 +238,7 @@ def _cmd_store(args: argparse.Namespace) -> None:
         print(f"{args.out}: {n} examples of client {args.client}")
     else:
         with ExampleStore(args.out) as store:
-            print(f"{args.out}: {store.count()} live examples")
+            print(f"{args.out}: {store.count()} live examples" + (f" ({store.schema.describe()})" if store.schema else ""))
 
 
 def _cmd_tokens(args: argparse.Namespace) -> None:
@@ -302,7 +342,17 @@ def _add_system_commands(sub) -> None:
     p.add_argument("action", choices=["import", "count"])
     p.add_argument("--config", help="import: the config whose partition to take a client from")
     p.add_argument("--client", type=int, default=0, help="import: the partition's client id")
-    p.add_argument("--out", required=True, help="the store's path")
+    p.add_argument("--store", "--out", dest="out", required=True, help="the store's path")
+    p.add_argument("--from", dest="source", help="import: a data file or folder (CSV, Parquet, .npz, images, hf)")
+    p.add_argument("--format", choices=["csv", "parquet", "npz", "images", "hf"], help="default: told by the path")
+    p.add_argument("--label", help="import --from: the label column / array")
+    p.add_argument("--features", help="import --from: comma-separated feature columns (default: all others)")
+    p.add_argument("--columns", help="import --from: comma-separated column names of a CSV without a header")
+    p.add_argument("--client-column", help="import --from: a column (npz: an array) of client ids")
+    p.add_argument("--group", help="import --from: import only this natural client (a file stem or client id)")
+    p.add_argument("--split", help="import --from: the split folder / keys to read (train, test)")
+    p.add_argument("--missing", choices=["error", "drop"], default="error", help="rows with a missing value")
+    p.add_argument("--ttl", type=float, help="import --from: seconds until the imported examples expire")
     p.set_defaults(func=_cmd_store)
     p = sub.add_parser("tokens", help="create a file of device tokens (one per line) if it does not exist")
     p.add_argument("file", help="the devices' tokens (written 0600)")
@@ -326,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, help="override run.rounds")
     p.add_argument("--stop-at-target", action="store_true", help="stop once run.target_accuracy is reached")
     p.add_argument("--quiet", action="store_true", help="no per-round log lines")
+    p.add_argument("--no-plot", action="store_true", help="write no curve.png (matplotlib is not imported)")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("sweep", help="learning-rate sweep of a config")
     p.add_argument("config")
@@ -359,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_partition)
     _add_system_commands(sub)
     _add_party_command(sub)
+    _add_dashboard_command(sub)
     return parser
 
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hamrah.algorithms import (
-    ClientResult, FedAvg, FedSGD, LocalSGD, NoState, batch_schedule, cohort_size, evaluate, train_local, weighted_mean_delta,
+    DELTA, ClientResult, FedAvg, FedSGD, LocalSGD, NoState, aggregate_results, apply_results, batch_schedule,
+    cohort_size, evaluate, train_local,
 )
 from hamrah.algorithms.local import PAD_LABEL, masked_mean_loss
 from hamrah.core.errors import ConfigError, NotEnoughClients
@@ -47,10 +48,19 @@ def _res(cid, delta, n, error=None):
     return ClientResult(cid, {k: torch.tensor(v, dtype=torch.float32) for k, v in delta.items()}, n, error=error)
 
 
+_AVG = FedAvg(0.1, LocalSGD(1, 10, 0.1))
+
+
+def weighted_mean_delta(results):
+    return aggregate_results(_AVG, results).mean(DELTA)
+
+
 def test_weighted_mean_delta_weights_by_examples():
     results = [_res(0, {"w": [1.0, 0.0]}, 1), _res(1, {"w": [0.0, 4.0]}, 3)]
     mean = weighted_mean_delta(results)
     torch.testing.assert_close(mean["w"], torch.tensor([0.25, 3.0]))
+    agg = aggregate_results(_AVG, results)
+    assert (agg.weight, agg.count) == (4.0, 2)
 
 
 def test_weighted_mean_delta_skips_failed_and_empty_clients():
@@ -65,12 +75,12 @@ def test_weighted_mean_delta_skips_failed_and_empty_clients():
 
 def test_not_enough_clients_when_all_failed():
     results = [ClientResult(0, {}, 10, error="crash"), ClientResult(1, {}, 5, error="crash")]
-    with pytest.raises(NotEnoughClients, match="round 4"):
-        weighted_mean_delta(results, round_idx=4)
+    with pytest.raises(NotEnoughClients, match="no client"):
+        weighted_mean_delta(results)
     with pytest.raises(NotEnoughClients):
         weighted_mean_delta([])
     with pytest.raises(NotEnoughClients):
-        FedAvg(0.1, LocalSGD(1, 10, 0.1)).server_update({"w": torch.zeros(1)}, results, NoState())
+        apply_results(FedAvg(0.1, LocalSGD(1, 10, 0.1)), {"w": torch.zeros(1)}, results, NoState())
 
 
 def test_fedavg_server_update_hand_computed():
@@ -80,7 +90,7 @@ def test_fedavg_server_update_hand_computed():
     w2 = {"w": torch.tensor([[1.0, 6.0], [7.0, 4.0]]), "b": torch.tensor([-0.5])}
     results = [ClientResult(0, sub(w1, g), 100), ClientResult(1, sub(w2, g), 300),
                ClientResult(2, {}, 50, error="dropped")]
-    new = FedAvg(0.5, LocalSGD(1, 10, 0.1)).server_update(g, results, NoState())[0]
+    new = apply_results(FedAvg(0.5, LocalSGD(1, 10, 0.1)), g, results, NoState())[0]
     torch.testing.assert_close(new["w"], torch.tensor([[1.25, 5.0], [6.0, 3.0]]))
     torch.testing.assert_close(new["b"], torch.tensor([0.0]))
     # The input model is not modified in place.
@@ -90,7 +100,7 @@ def test_fedavg_server_update_hand_computed():
 def test_fedsgd_server_update_hand_computed():
     g = {"w": torch.tensor([1.0, 1.0])}
     results = [_res(0, {"w": [-1.0, 0.0]}, 1), _res(1, {"w": [0.0, -2.0]}, 1)]  # deltas = -gradients
-    new = FedSGD(0.1, lr=0.5).server_update(g, results, NoState())[0]
+    new = apply_results(FedSGD(0.1, lr=0.5), g, results, NoState())[0]
     torch.testing.assert_close(new["w"], torch.tensor([0.75, 0.5]))
 
 
@@ -120,7 +130,7 @@ def test_fedsgd_equals_fedavg_e1_binf():
         for c, d in enumerate(datas):
             loc = train_local(model, g, d, algo.local_plan(), np.random.default_rng(c))
             results.append(ClientResult(c, sub(loc.params, g), len(d)))
-        return algo.server_update(g, results, NoState())[0]
+        return apply_results(algo, g, results, NoState())[0]
 
     w_sgd, w_avg = round_with(sgd), round_with(avg)
     assert max_abs_diff(w_sgd, w_avg) < 1e-6

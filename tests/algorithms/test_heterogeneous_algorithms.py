@@ -8,8 +8,8 @@ import torch
 
 from hamrah.algorithms import (
     ALGORITHMS, ClientResult, Correction, FedAvg, FedNova, FedOpt, FedOptState, FedProx, LocalSGD, Momentum,
-    NoState, Proximal, Scaffold, ScaffoldState, a_norm, build, client_update, flatten_state, train_local,
-    unflatten_state,
+    NoState, Proximal, Scaffold, ScaffoldState, a_norm, apply_results, build, client_update, flatten_state,
+    train_local, unflatten_state,
 )
 from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.params import clone, max_abs_diff
@@ -25,11 +25,11 @@ def _data(n: int, seed: int) -> ArrayData:
 
 
 def _round(algo, model, g, datas, state=None, client_states=None):
-    """One full round through client_update and server_update; returns (params, state, updates)."""
+    """One full round through client_update and apply; returns (params, state, updates)."""
     state = algo.init_server_state(g) if state is None else state
     ups = [client_update(algo, model, g, d, np.random.default_rng(i), client_id=i, broadcast=algo.broadcast(state),
                          client_state=(client_states or {}).get(i)) for i, d in enumerate(datas)]
-    new, new_state = algo.server_update(g, [u.result for u in ups], state)
+    new, new_state = apply_results(algo, g, [u.result for u in ups], state)
     return new, new_state, ups
 
 
@@ -129,7 +129,7 @@ def test_fednova_server_update_hand_computed():
     # Client 1: 2 steps, delta -2 (n=1); client 2: 4 steps, delta -8 (n=3). p = 1/4, 3/4.
     res = [ClientResult(0, {"w": T([-2.0])}, 1, {"local_steps": 2}),
            ClientResult(1, {"w": T([-8.0])}, 3, {"local_steps": 4})]
-    new, _ = FedNova(1.0, LocalSGD(1, 10, 0.1)).server_update(g, res, NoState())
+    new, _ = apply_results(FedNova(1.0, LocalSGD(1, 10, 0.1)), g, res, NoState())
     tau_eff = 0.25 * 2 + 0.75 * 4  # 3.5
     torch.testing.assert_close(new["w"], T([tau_eff * (0.25 * -1.0 + 0.75 * -2.0)]))
 
@@ -144,7 +144,7 @@ def test_scaffold_client_and_server_hand_computed():
     torch.testing.assert_close(tr(["w"], [T([0.0])], [T([1.0])])[0], T([1.1]))  # g + c - c_i
     res = [ClientResult(0, {"w": T([-1.0])}, 1, aux={"w": T([0.8])}),
            ClientResult(1, {"w": T([-3.0])}, 1, aux={"w": T([0.4])})]
-    new, st = algo.server_update(x, res, ScaffoldState(c))
+    new, st = apply_results(algo, x, res, ScaffoldState(c))
     torch.testing.assert_close(new["w"], T([1.0 + 2.0 * -2.0]))
     torch.testing.assert_close(st.c["w"], T([0.2 + (0.8 + 0.4) / 4]))
 
@@ -160,7 +160,7 @@ def test_fedopt_hand_computed(opt, v_new):
     st = algo.init_server_state(g)
     torch.testing.assert_close(st.v["w"], T([0.25]))  # v_{-1} = tau^2
     res = [ClientResult(0, {"w": T([2.0])}, 1), ClientResult(1, {"w": T([2.0])}, 3)]
-    new, st2 = algo.server_update(g, res, st)
+    new, st2 = apply_results(algo, g, res, st)
     m = 0.5 * 2.0
     torch.testing.assert_close(st2.m["w"], T([m]))
     torch.testing.assert_close(st2.v["w"], T([v_new]))
@@ -173,8 +173,8 @@ def test_fedavgm_hand_computed():
     g = {"w": T([0.0])}
     st = algo.init_server_state(g)
     res = [ClientResult(0, {"w": T([1.0])}, 1)]
-    g1, st = algo.server_update(g, res, st)
-    g2, st = algo.server_update(g1, res, st)
+    g1, st = apply_results(algo, g, res, st)
+    g2, st = apply_results(algo, g1, res, st)
     torch.testing.assert_close(g2["w"], T([1.0 + 1.5]))  # m1 = 1, m2 = 0.5 * 1 + 1
 
 
@@ -189,7 +189,7 @@ def test_aggregator_hook_replaces_weighted_mean():
 
     for algo in (FedAvg(1.0, PLAN), FedProx(1.0, PLAN, mu=0.1), Scaffold(1.0, PLAN, num_clients=3)):
         res_aux = [ClientResult(r.client_id, r.delta, r.num_examples, aux={"w": T([0.0])}) for r in res]
-        new, _ = algo.server_update(g, res_aux, algo.init_server_state(g), median)
+        new, _ = apply_results(algo, g, res_aux, algo.init_server_state(g), median)
         torch.testing.assert_close(new["w"], T([2.0]))
     assert seen["weights"] == [1.0, 1.0, 1.0]
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hamrah.algorithms import ClientResult, LocalSGD, build
+from hamrah.algorithms import ClientResult, LocalSGD, apply_results, build
 from hamrah.algorithms.scaffold import Scaffold
 from hamrah.core.errors import ConfigError
 
@@ -34,7 +34,7 @@ def test_control_variate_moves_by_one_over_n_whoever_drops_out(n_extra, aux, dat
     algo = Scaffold(0.3, PLAN, num_clients=population)
     g = {"w": torch.tensor([0.0], dtype=torch.float64)}
     state = algo.init_server_state(g)
-    _, new = algo.server_update(g, _results(aux, dropped), state)
+    _, new = apply_results(algo, g, _results(aux, dropped), state)
     want = sum(v for i, v in enumerate(aux) if i not in dropped) / population
     assert abs(float(new.c["w"]) - want) <= 1e-9 * (1 + abs(want))
 
@@ -43,7 +43,7 @@ def test_unknown_population_is_refused_not_guessed():
     algo = Scaffold(0.5, PLAN)  # the client half alone needs no N
     g = {"w": torch.tensor([0.0])}
     with pytest.raises(ConfigError, match=r"needs the population size N \(num_clients\)"):
-        algo.server_update(g, _results([1.0, 2.0], {1}), algo.init_server_state(g))
+        apply_results(algo, g, _results([1.0, 2.0], {1}), algo.init_server_state(g))
 
 
 def test_local_momentum_is_refused_with_the_reason():

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from hamrah.aggregation import build_aggregator
-from hamrah.algorithms import ClientResult, weighted_mean_delta
+from hamrah.algorithms import ClientResult
+from hamrah.core.aggregate import weighted_mean
 from hamrah.attacks import (
     GaussianUpdate,
     LabelFlip,
@@ -116,8 +117,9 @@ def test_model_replacement_replaces_the_weighted_mean():
     benign = [_result(c, [0.01 * c, -0.01 * c], n=20 + c) for c in range(1, 9)]
     backdoored = [_result(0, [3.0, 1.0], n=15)]
     boosted = ModelReplacement().poison(backdoored, benign, None)
-    mean = weighted_mean_delta(boosted + benign)["w"]
-    benign_part = weighted_mean_delta(benign)["w"] * sum(r.num_examples for r in benign) / (15 + sum(
+    mean = weighted_mean([r.delta for r in boosted + benign], [r.num_examples for r in boosted + benign])["w"]
+    benign_part = weighted_mean([r.delta for r in benign], [r.num_examples for r in benign])["w"] * sum(
+        r.num_examples for r in benign) / (15 + sum(
         r.num_examples for r in benign))
     assert torch.allclose(mean, torch.tensor([3.0, 1.0]) + benign_part)
     assert ModelReplacement(boost=4.0).poison(backdoored, benign, None)[0].delta["w"].tolist() == [12.0, 4.0]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hamrah.algorithms.base import ClientResult, weighted_mean_delta
+from hamrah.core.aggregate import weighted_mean
 from hamrah.compression import (
     HalfPrecision,
     RandomMask,
@@ -125,5 +125,5 @@ def test_process_round_with_codecs_keeps_client_state_and_reports_bytes():
     assert set(out.states) == set(ups) and all(s[0] is not None for s in out.states.values())
     assert set(out.bytes.up.values()) == {TopK(0.1).encode(ups[0], None, ClientContext(0, 0, rngs[0]))[0].nbytes}
     half = process_round(Chain([HalfPrecision()]), ups, w, {}, rngs)
-    want = weighted_mean_delta([ClientResult(k, ups[k], w[k]) for k in ups])
+    want = weighted_mean([ups[k] for k in ups], [w[k] for k in ups])
     torch.testing.assert_close(half.aggregate["x"], want["x"], atol=5e-3, rtol=0)

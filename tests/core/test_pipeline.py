@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hamrah.algorithms.base import ClientResult, weighted_mean_delta
+from hamrah.core.aggregate import weighted_mean
 from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
 from hamrah.core.pipeline import (
     BaseStage,
@@ -110,7 +110,7 @@ def test_identity_chain_equals_weighted_mean():
     ups = _updates()
     w = {0: 10, 1: 20, 2: 5, 3: 65}
     out = process_round(Chain([Identity(), Clip()]), ups, w, {}, _rngs(ups))
-    want = weighted_mean_delta([ClientResult(k, ups[k], w[k]) for k in ups])
+    want = weighted_mean([ups[k] for k in ups], [w[k] for k in ups])
     for k in want:
         torch.testing.assert_close(out.aggregate[k], want[k])
 
@@ -151,7 +151,7 @@ def test_secure_sum_mode_gives_weighted_mean():
     ups = _updates()
     w = {0: 1, 1: 2, 2: 3, 3: 4}
     out = process_round(Chain([Clip(), PlainSum(), Noise()]), ups, w, {}, _rngs(ups))
-    want = weighted_mean_delta([ClientResult(k, ups[k], w[k]) for k in ups])
+    want = weighted_mean([ups[k] for k in ups], [w[k] for k in ups])
     for k in want:
         torch.testing.assert_close(out.aggregate[k], want[k])
 

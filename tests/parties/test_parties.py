@@ -1,6 +1,7 @@
-"""Real parties: guest and host as separate processes over loopback mutual TLS give the model
-run_parties gives; a host that is killed mid-training is reported, restarted, and training resumes
-from the last completed epoch to the same model."""
+"""Real parties: guest and host, each through ``run_party`` over loopback gRPC with mutual TLS, give
+the model run_parties gives (in threads of this process: the same runner, channel and TLS as
+``hamrah party``); as separate processes, a host that is killed mid-training is reported, restarted,
+and training resumes from the last completed epoch to the same model. Every protocol's model is saved."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,8 +20,10 @@ import pytest
 from hamrah.core.errors import ConfigError, PartyFailed
 from hamrah.data.vertical import load_vertical
 from hamrah.parties import PartyServer, load_party_config, make_party_tls
+from hamrah.parties.runner import _write_result, model_arrays, run_party
 from hamrah.vertical import lr_sshe, run_parties
 from hamrah.vertical.lr_common import LRConfig
+from hamrah.vertical.registry import build_config, resolve
 
 SETTINGS = {"epochs": 3, "batch_size": 64, "lr": 0.3, "l2": 0.01, "tol": 0.0, "key_bits": 1024}
 
@@ -104,14 +109,53 @@ def _model(tmp: Path, name: str) -> np.ndarray:
         return z["weights"].copy()
 
 
-def test_separate_processes_over_tls_give_the_in_process_model(tmp_path):
+def test_run_party_over_grpc_tls_gives_the_in_process_model(tmp_path):
     files = _write(tmp_path, SETTINGS)
-    procs = {n: _start(f) for n, f in files.items()}
-    outs = {n: p.communicate(timeout=240)[0] for n, p in procs.items()}
-    assert all(p.returncode == 0 for p in procs.values()), outs
+    done, errors = {}, []
+
+    def party(name):
+        try:
+            done[name] = run_party(load_party_config(files[name]))
+        except Exception as e:
+            errors.append(e)
+    threads = [threading.Thread(target=party, args=(n,)) for n in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(240)
+    assert not errors and set(done) == {"guest", "host"}, errors
+    assert done["guest"]["epochs"] == SETTINGS["epochs"] and done["host"]["sent_bytes"]
     expected = _in_process(SETTINGS)
     for name in ("guest", "host"):
         np.testing.assert_allclose(_model(tmp_path, name), expected[name].weights, rtol=0, atol=1e-12)
+
+
+TINY = {"splitnn": {"epochs": 1, "bottom_hidden": (4,), "cut_dim": 2, "top_hidden": (2,)},
+        "secureboost": {"num_trees": 1, "max_depth": 2, "key_bits": 1024},
+        "ftl": {"epochs": 1, "hidden": (4,), "dim": 2, "mode": "plain"}}
+
+
+@pytest.mark.parametrize("protocol", sorted(TINY))
+def test_every_protocols_model_is_saved(tmp_path, protocol):
+    spec, cfg = resolve(protocol), build_config(protocol, TINY[protocol])
+    d = _subset()
+    if protocol == "ftl":  # a partial overlap: the host's other rows are the ones FTL scores
+        d["host"] = d["host"].select(d["host"].ids[:150])
+        d["guest"] = d["guest"].select(d["guest"].ids[100:])
+    res, stats = run_parties({n: (lambda ch, n=n: spec.roles[n](ch, d[n], cfg)) for n in ("guest", "host")},
+                             timeout_s=120)
+    for name in ("guest", "host"):
+        out = tmp_path / name
+        summary = _write_result(SimpleNamespace(out=out, name=name, role=name, protocol=protocol), res[name],
+                                stats[name])
+        assert summary["model"] == type(res[name]).__name__
+        with np.load(out / "model.npz", allow_pickle=False) as z:
+            saved = {k: z[k] for k in z.files}
+        assert saved.keys() == model_arrays(res[name]).keys() and len(saved) > 1
+        for key, value in model_arrays(res[name]).items():
+            np.testing.assert_array_equal(saved[key], value)
+    if protocol != "secureboost":  # a network's first weight matrix is among the saved arrays
+        assert any(k.endswith("0.weight") for k in saved)
 
 
 def test_a_host_killed_mid_training_is_reported_and_training_resumes(tmp_path):

@@ -42,8 +42,14 @@ def header(task: pb.Task, payload: bytes, n: int, metrics: dict | None = None) -
                            metrics=json.dumps(metrics or {"train_loss": 0.5}).encode(), update_bytes=len(payload))
 
 
+def as_statistics(delta: dict) -> dict:
+    """Return a model delta as the statistics FedAvg-like algorithms report (``"delta/<param>"``); names
+    that already carry a namespace are kept."""
+    return {k if "/" in k else "delta/" + k: v for k, v in delta.items()}
+
+
 def send(coord: Coordinator, device: str, task: pb.Task, delta, n: int, metrics: dict | None = None) -> str:
-    payload = encode_params(delta) if delta is not None else b""
+    payload = encode_params(as_statistics(delta)) if delta is not None else b""
     return coord.report(device, header(task, payload, n, metrics), payload)
 
 

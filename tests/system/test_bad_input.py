@@ -68,11 +68,11 @@ def test_bad_messages_are_refused_and_the_round_completes(tmp_path):
                 _collect(stub.DownloadCheckpoint(pb.CheckpointRequest(task_id="f" * 32), metadata=meta)))
             ckpt = b"".join([c.data async for c in stub.DownloadCheckpoint(pb.CheckpointRequest(task_id=task.task_id),
                                                                           metadata=meta)])
-            good = {k: torch.zeros_like(v) for k, v in decode_params(ckpt).items()}
+            good = {"delta/" + k: torch.zeros_like(v) for k, v in decode_params(ckpt).items()}  # FedAvg's statistics
             nan = dict(good)
-            nan["fc1.weight"] = torch.full_like(good["fc1.weight"], math.nan)
+            nan["delta/fc1.weight"] = torch.full_like(good["delta/fc1.weight"], math.nan)
             shape = dict(good)
-            shape["fc1.bias"] = torch.zeros(3)
+            shape["delta/fc1.bias"] = torch.zeros(3)
             dtype = {k: v.double() for k, v in good.items()}
             extra = {**good, "evil": torch.zeros(1)}
             t, r = task.task_id, task.round

@@ -171,7 +171,7 @@ def test_mutated_safetensors_headers_are_refused(running, m):
     refused (or, if the mutation left a valid matching update, accepted once); never a crash."""
     ckpt = b"".join(pb.Chunk.FromString(c).data for c in running.raw("DownloadCheckpoint", "us")(
         pb.CheckpointRequest(task_id=running.task.task_id).SerializeToString(), metadata=running.meta, timeout=10))
-    zeros = {k: torch.zeros_like(v) for k, v in decode_params(ckpt).items()}
+    zeros = {"delta/" + k: torch.zeros_like(v) for k, v in decode_params(ckpt).items()}  # FedAvg's statistics
     good = encode_params(zeros)
     size = int.from_bytes(good[:8], "little")
     cuts, flips = m

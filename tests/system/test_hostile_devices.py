@@ -66,7 +66,8 @@ async def _hostile(name, stub, meta, coord, seen, forever):
         if name == "inflator":  # 3e38 everywhere, claiming 1e9 examples
             ckpt = b"".join([c.data async for c in stub.DownloadCheckpoint(
                 pb.CheckpointRequest(task_id=task.task_id), metadata=meta)])
-            huge = {k: torch.full_like(v, 3e38) for k, v in decode_params(ckpt).items() if not k.startswith("broadcast/")}
+            huge = {"delta/" + k: torch.full_like(v, 3e38) for k, v in decode_params(ckpt).items()
+                    if not k.startswith("broadcast/")}
             seen.setdefault(name, []).append(await _status(_report(stub, meta, task, encode_params(huge), 10**9)))
         elif name == "staller":  # two stalled uploads (the most allowed) and a third, refused
             calls = [_stalled_report(stub, meta, task, forever) for _ in range(3)]

@@ -9,7 +9,9 @@ import sys
 import pytest
 import torch
 
-from hamrah.algorithms.base import ClientResult
+from hamrah.algorithms import DELTA
+from hamrah.core.aggregate import Contribution
+from hamrah.core.metrics import Weighted
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import max_abs_diff
 from hamrah.device.fleet import make_tokens
@@ -31,8 +33,8 @@ def local_ray():
     ray.shutdown()
 
 
-def result(cid: int, value: float, n: int) -> ClientResult:
-    return ClientResult(cid, {"w": torch.full((3,), value)}, n, {"train_loss": value})
+def result(cid: int, value: float, n: int) -> Contribution:
+    return Contribution(cid, {"delta/w": torch.full((3,), value)}, float(n), {"train_loss": Weighted.of(value, n)})
 
 
 def test_missing_ray_is_a_config_error(monkeypatch):
@@ -46,7 +48,7 @@ def test_asyncio_backend_does_not_import_ray(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     master = master_aggregator(2, "asyncio")
     master.start_round(buffered=False)
-    assert type(master.shares[0]).__name__ == "Aggregator"
+    assert type(master.shares[0]).__name__ == "AggregatorShare"
 
 
 def test_ray_shares_finalize_like_local_ones_and_a_killed_actor_loses_its_share(local_ray):
@@ -57,13 +59,14 @@ def test_ray_shares_finalize_like_local_ones_and_a_killed_actor_loses_its_share(
         for i, r in enumerate(reports):
             master.route(i % 3).add(r)
         lost = master.crash(1)  # reports 1 and 4: weights 20 and 50
-        outcomes.append((lost, master.reports(), master.finalize()))
+        outcomes.append((lost, master.reports(), master.finalize((DELTA,))[0]))
         master.close()
-    (lost_l, n_l, (res_l, loss_l)), (lost_r, n_r, (res_r, loss_r)) = outcomes
+    (lost_l, n_l, agg_l), (lost_r, n_r, agg_r) = outcomes
     assert lost_l == lost_r == 2 and n_l == n_r == 4
     # survivors: values 1, 3, 4, 6 with weights 10, 30, 40, 60 -> (10 + 90 + 160 + 360) / 140
-    assert res_r[0].num_examples == 140 and torch.allclose(res_r[0].delta["w"], torch.full((3,), 620 / 140))
-    assert max_abs_diff(res_l[0].delta, res_r[0].delta) == 0.0 and loss_l == loss_r
+    assert agg_r.weight == 140 and torch.allclose(agg_r.mean(DELTA)["w"], torch.full((3,), 620 / 140))
+    assert max_abs_diff(agg_l.mean(DELTA), agg_r.mean(DELTA)) == 0.0
+    assert agg_l.metric("train_loss") == agg_r.metric("train_loss") == pytest.approx(620 / 140)
 
 
 def test_a_ray_actor_found_dead_at_finalize_is_lost(local_ray):
@@ -72,8 +75,8 @@ def test_a_ray_actor_found_dead_at_finalize_is_lost(local_ray):
     for i in range(4):
         master.route(i % 2).add(result(i, float(i), 5))
     ray.kill(master.shares[0].actor)  # dies behind the master's back
-    results, _ = master.finalize()
-    assert sorted(r.client_id for r in results) == [1, 3] and master.lost == 2
+    aggregate, reports = master.finalize((DELTA,))
+    assert sorted(r.client_id for r in reports) == [1, 3] and master.lost == 2 and aggregate.count == 2
     master.close()
 
 

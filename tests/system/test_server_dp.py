@@ -9,6 +9,8 @@ import sqlite3
 import pytest
 import torch
 
+from hamrah.algorithms import DELTA
+from hamrah.core.aggregate import aggregate_contributions
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
 from hamrah.device.pipeline import encode_update
 from hamrah.experiments.config import from_dict
@@ -73,15 +75,14 @@ def _pipeline(tmp_path, tree_rounds):
 
 
 def _report(pipe, params, client):
-    update = {k: torch.ones_like(v) for k, v in params.items()}
+    update = {"delta/" + k: torch.ones_like(v) for k, v in params.items()}
     tensors = encode_update(pipe.plan_extra(), update, client, 1, {})
     return pipe.decode_result(client, tensors, 10, {})
 
 
 def _commit(pipe, results, round_idx):
     """What the Coordinator does with a round's reports: the server halves on their mean, then the record."""
-    mean = {k: sum(r.delta[k] for r in results) / len(results) for k in results[0].delta}
-    pipe.server_half([results[0].__class__(-1, mean, len(results), {})], round_idx, len(results))
+    pipe.server_half(aggregate_contributions(results, (DELTA,)), [], round_idx, len(results))
     return pipe.record_round()
 
 
@@ -106,7 +107,7 @@ def test_an_abandoned_attempt_neither_advances_the_tree_nor_uses_up_its_devices(
     pipe, params = _pipeline(tmp_path, tree_rounds=2)
     assert pipe.may_run(1)
     result = _report(pipe, params, 7)
-    pipe.server_half([result], 1, 1)  # noise drawn, tree position 1 ...
+    pipe.server_half(aggregate_contributions([result], (DELTA,)), [], 1, 1)  # noise drawn, tree position 1 ...
     assert pipe.may_run(1)  # ... but the attempt was abandoned: retried from the committed state
     assert pipe.run.server_state[-1].rounds == 0
     _report(pipe, params, 7)  # device 7's report of the abandoned attempt was never released

@@ -184,3 +184,12 @@ def test_registry_roles_find_the_overlap_by_psi_and_score_the_hosts_other_rows(b
                          timeout_s=60)
     direct, _ = _run(breast, cfg)
     np.testing.assert_allclose(res["host"].scores, direct["host"].scores, atol=1e-6)
+
+
+def test_ftl_scores_the_hosts_breast_rows_the_label_holder_cannot(breast):
+    """The label holder has no features for the host's other rows: alone it can only give them one score
+    (AUC 0.5). FTL, with the settings bench_ftl.py's cross-validation on the overlap chose, ranks them."""
+    res, _ = _run(breast, ftl.FTLConfig(dim=8, epochs=20, gamma=1.0))
+    y = breast.host_only_labels
+    assert roc_auc(y, np.full(len(y), breast.guest.labels.mean())) == 0.5
+    assert roc_auc(y, res["host"].scores) > 0.95

@@ -17,6 +17,7 @@ from hamrah.data.vertical import PartyTable, load_vertical
 from hamrah.vertical import he, lr_coordinated, lr_sshe, run_parties
 from hamrah.vertical.features import TRANSFORMS
 from hamrah.vertical.lr_common import LRConfig, predict_guest, predict_host, standardise
+from hamrah.vertical.lr_ops import SCHEMES
 
 PROTOCOLS = [lr_coordinated, lr_sshe]
 BREAST = load_vertical("breast")
@@ -47,7 +48,7 @@ def table(draw_rows, feats, labels=False):
     return PartyTable(ids, x, tuple(f"f{i}" for i in range(feats)), y)
 
 
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(st.data())
 def test_encrypted_and_plaintext_modes_agree(data):
     rows = data.draw(st.integers(4, 12))
@@ -56,7 +57,7 @@ def test_encrypted_and_plaintext_modes_agree(data):
     h = table(data.draw(st.lists(st.lists(cell, min_size=3, max_size=3), min_size=rows, max_size=rows)), 3)
     mod = data.draw(st.sampled_from(PROTOCOLS))
     base = {"epochs": 2, "batch_size": data.draw(st.integers(0, rows)), "lr": 0.3, "l2": 0.01, "key_bits": 1024,
-            "tol": 0.0, "transform": data.draw(st.sampled_from(TRANSFORMS))}
+            "tol": 0.0, "transform": data.draw(st.sampled_from(TRANSFORMS)), "scheme": data.draw(st.sampled_from(SCHEMES))}
     plain, _ = run_parties(roles(mod, g, h, LRConfig(encrypted=False, **base)), timeout_s=60)
     enc, _ = run_parties(roles(mod, g, h, LRConfig(encrypted=True, **base)), timeout_s=60)
     for party in ("guest", "host"):
@@ -74,9 +75,10 @@ def test_breast_auc_within_0005_of_central_sklearn(mod):
     assert roc_auc_score(g.labels, scores(res, g, h, cfg)) > central - 0.005
 
 
-def test_one_encrypted_breast_epoch_matches_plaintext():
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_one_encrypted_breast_epoch_matches_plaintext(scheme):
     g, h = SMALL_G, SMALL_H
-    base = {"epochs": 1, "batch_size": 128, "lr": 0.5, "key_bits": 1024, "psi": False}
+    base = {"epochs": 1, "batch_size": 128, "lr": 0.5, "key_bits": 1024, "psi": False, "scheme": scheme}
     plain, _ = run_parties(roles(lr_coordinated, g, h, LRConfig(encrypted=False, **base)), timeout_s=60)
     enc, stats = run_parties(roles(lr_coordinated, g, h, LRConfig(encrypted=True, **base)), timeout_s=60)
     np.testing.assert_allclose(enc["host"].weights, plain["host"].weights, atol=1e-4)

@@ -1,10 +1,12 @@
 """Robust aggregation: rules that fold one round's client deltas into one, resisting outliers.
 
-Every rule is a callable ``(deltas, weights) -> Params`` with ``check(cohort_size)``; FedAvg's
-server half takes one as ``aggregator=``. Pure torch, no I/O.
+Every rule is a :class:`RobustAggregator`: a callable ``(deltas, weights) -> Params`` with
+``check(cohort_size)``. A driver applies it, in place of the weighted mean, to the statistics an
+algorithm declares ``robust`` (the delta) while building the round's
+:class:`~hamrah.core.aggregate.Aggregate`. Pure torch, no I/O.
 """
 
-from hamrah.aggregation.base import Aggregator, flatten, unflatten
+from hamrah.aggregation.base import RobustAggregator, flatten, unflatten
 from hamrah.aggregation.coordinate import Median, TrimmedMean, coordinate_median
 from hamrah.aggregation.fltrust import FLTrust, fltrust_combine, trust_scores
 from hamrah.aggregation.geomed import GeometricMedian, smoothed_weiszfeld
@@ -14,7 +16,7 @@ from hamrah.aggregation.norm import NormBound
 from hamrah.aggregation.registry import AGGREGATORS, build_aggregator
 
 __all__ = [
-    "AGGREGATORS", "Aggregator", "Bulyan", "FLTrust", "GeometricMedian", "Krum", "Median", "NormBound", "TrimmedMean",
-    "WeightedMean", "build_aggregator", "coordinate_median", "flatten", "fltrust_combine", "krum_scores",
+    "AGGREGATORS", "Bulyan", "FLTrust", "GeometricMedian", "Krum", "Median", "NormBound", "RobustAggregator",
+    "TrimmedMean", "WeightedMean", "build_aggregator", "coordinate_median", "flatten", "fltrust_combine", "krum_scores",
     "smoothed_weiszfeld", "trust_scores", "unflatten",
 ]

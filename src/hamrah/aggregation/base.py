@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, overload
 
 import torch
 
@@ -21,10 +21,13 @@ from hamrah.core.params import Params
 Spec = list[tuple[str, torch.Size]]
 
 
-class Aggregator(Protocol):
+class RobustAggregator(Protocol):
     """A server-side rule that folds one round's client deltas into one delta."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The rule's registry name (read-only: the rules are frozen dataclasses)."""
+        ...
 
     def __call__(self, deltas: list[Params], weights: list[float]) -> Params: ...
 
@@ -42,6 +45,14 @@ def flatten(deltas: Sequence[Params]) -> tuple[torch.Tensor, Spec]:
     spec = [(k, v.shape) for k, v in deltas[0].items()]
     matrix = torch.stack([torch.cat([d[k].reshape(-1).float() for k, _ in spec]) for d in deltas])
     return matrix, spec
+
+
+@overload
+def finite_rows(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def finite_rows(x: torch.Tensor, weights: None = None) -> tuple[torch.Tensor, None]: ...
 
 
 def finite_rows(x: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -108,8 +119,8 @@ def check_int(name: str, key: str, value: object, minimum: int) -> None:
 def check_number(name: str, key: str, value: object, low: float, high: float = math.inf, *, open_low: bool = False,
                  open_high: bool = False) -> None:
     """Raise ``ConfigError`` unless ``value`` is a finite number in the given interval."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
+    ok = False
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         ok = (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
     if not ok:
         lo, hi = "(" if open_low else "[", ")" if open_high else "]"

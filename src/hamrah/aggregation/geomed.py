@@ -47,7 +47,8 @@ def smoothed_weiszfeld(x: torch.Tensor, alpha: torch.Tensor, nu: float, max_iter
     z = coordinate_median(xd)
 
     def objective(z: torch.Tensor) -> torch.Tensor:
-        return (a * (xd - z).norm(dim=1).clamp(min=nu)).sum()
+        dist: torch.Tensor = (xd - z).norm(dim=1)  # torch types Tensor.norm as Any
+        return (a * dist.clamp(min=nu)).sum()
 
     best, obj = z, objective(z)
     for _ in range(max_iter):

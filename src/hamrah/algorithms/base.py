@@ -8,8 +8,12 @@ A driver (the simulator, the server and the device runtime) asks the algorithm:
   (:meth:`Algorithm.local_plan`), the gradient transforms added to plain SGD
   (:meth:`Algorithm.local_transforms`) and the client's next persistent state
   (:meth:`Algorithm.next_client_state`);
-- the server half: :meth:`Algorithm.init_server_state` and :meth:`Algorithm.server_update`, which
-  folds the :class:`ClientResult` values into the next global model and server state.
+- the statistics its clients send (:attr:`Algorithm.statistics`, computed from a client's
+  :class:`ClientResult` by :meth:`Algorithm.client_statistics`, on the client);
+- the server half: :meth:`Algorithm.init_server_state` and :meth:`Algorithm.apply`, which turns ONE
+  :class:`~hamrah.core.aggregate.Aggregate` of those statistics (built by whatever path the round took:
+  the weighted mean, a robust rule, the update pipeline, secure aggregation, HE, the server's streaming
+  Aggregators) into the next global model and server state. No path hands it per-client results.
 
 Server state is a frozen dataclass whose fields are ``Params`` or numbers
 (:mod:`hamrah.algorithms.state` flattens it for a checkpoint).
@@ -19,15 +23,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Protocol, Sequence
+from typing import ClassVar, Protocol
 
 import torch
 
-from hamrah.core.errors import ConfigError, NotEnoughClients
+from hamrah.core.aggregate import Aggregate, Statistic
+from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 
-Aggregator = Callable[[list[Params], list[float]], Params]
-"""Combine client deltas with their weights (n_k) into one delta; None means the weighted mean."""
+DELTA = Statistic("delta", robust=True)
+"""The model change w_local - w_global, n_k-weighted; the one statistic a robust aggregator may combine."""
 
 
 def _number(key: str, value: object, lo: float, hi: float = math.inf, *, lo_open: bool = False,
@@ -143,12 +148,15 @@ class Algorithm(Protocol):
     def next_client_state(self, global_params: Params, local_params: Params, steps: int,
                           broadcast: Params | None, client_state: Params | None) -> Params | None: ...
 
+    statistics: ClassVar[tuple[Statistic, ...]]  # what each client sends (the delta first)
+
+    def client_statistics(self, result: ClientResult) -> Params: ...
+
     def init_server_state(self, params: Params) -> object: ...
 
     def broadcast(self, server_state: object) -> Params | None: ...
 
-    def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: object,
-                      aggregator: Aggregator | None = None) -> tuple[Params, object]: ...
+    def apply(self, params: Params, aggregate: Aggregate, server_state: object) -> tuple[Params, object]: ...
 
 
 class Stateless:
@@ -156,6 +164,11 @@ class Stateless:
 
     accepts_partial_work: ClassVar[bool] = False
     stateful_clients: ClassVar[bool] = False
+    statistics: ClassVar[tuple[Statistic, ...]] = (DELTA,)
+
+    def client_statistics(self, result: ClientResult) -> Params:
+        """Return the client's statistics: its delta, as ``"delta/<param>"``."""
+        return delta_statistics(result)
 
     def local_transforms(self, global_params: Params, broadcast: Params | None,
                          client_state: Params | None) -> list[GradientTransform]:
@@ -183,35 +196,20 @@ def cohort_size(client_fraction: float, population: int) -> int:
     return max(int(client_fraction * population + 1e-9), 1)
 
 
-def reported(results: Sequence[ClientResult], round_idx: int | None = None) -> list[ClientResult]:
-    """Return the results without error and with data; raise NotEnoughClients when none is left."""
-    ok = [r for r in results if r.error is None and r.num_examples > 0]
-    if not ok:
-        raise NotEnoughClients(f"round {round_idx}: no client reported an update")
-    return ok
+def delta_statistics(result: ClientResult) -> Params:
+    """Return ``{"delta/<param>": delta}`` of one client's result."""
+    return {f"{DELTA.name}/{k}": v for k, v in result.delta.items()}
 
 
-def mean_params(deltas: Sequence[Params], weights: Sequence[float]) -> Params:
-    """Return sum_k w_k d_k / sum_k w_k (the default aggregator)."""
-    total = float(sum(weights))
-    out = {k: torch.zeros_like(v) for k, v in deltas[0].items()}
-    for d, w in zip(deltas, weights):
-        for k, v in d.items():
-            out[k].add_(v, alpha=w / total)
-    return out
-
-
-def aggregate(deltas: Sequence[Params], weights: Sequence[float], aggregator: Aggregator | None) -> Params:
-    """Combine ``deltas`` with ``aggregator`` (None: the weighted mean)."""
-    return (aggregator or mean_params)(list(deltas), [float(w) for w in weights])
-
-
-def weighted_mean_delta(results: Sequence[ClientResult], round_idx: int | None = None) -> Params:
-    """Return sum_k n_k delta_k / sum_k n_k over the clients that reported without error."""
-    ok = reported(results, round_idx)
-    return mean_params([r.delta for r in ok], [r.num_examples for r in ok])
+def mean_delta(aggregate: Aggregate) -> Params:
+    """Return the round's aggregated delta: sum_k w_k delta_k / sum_k w_k (or a robust rule's combination)."""
+    return aggregate.mean(DELTA)
 
 
 def apply_delta(params: Params, delta: Params, scale: float = 1.0) -> Params:
     """Return ``params + scale * delta`` as new tensors."""
     return {k: params[k] + scale * delta[k] for k in params}
+
+
+__all__ = ["DELTA", "Algorithm", "ClientResult", "ClientUpdate", "GradientTransform", "LocalSGD", "NoState",
+           "Stateless", "apply_delta", "cohort_size", "delta_statistics", "mean_delta"]

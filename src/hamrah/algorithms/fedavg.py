@@ -4,11 +4,8 @@ from Decentralized Data*, Algorithm 1)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
-
-from hamrah.algorithms.base import (
-    Aggregator, ClientResult, LocalSGD, NoState, Stateless, aggregate, apply_delta, cohort_size, reported,
-)
+from hamrah.algorithms.base import LocalSGD, NoState, Stateless, apply_delta, cohort_size, mean_delta
+from hamrah.core.aggregate import Aggregate
 from hamrah.core.params import Params
 
 
@@ -36,9 +33,6 @@ class FedAvg(Stateless):
     def local_plan(self) -> LocalSGD:
         return self.local
 
-    def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: NoState,
-                      aggregator: Aggregator | None = None) -> tuple[Params, NoState]:
-        """Return w + agg_k(delta_k; n_k) (= sum_k n_k/n w_k for the mean) and the unchanged state."""
-        ok = reported(results)
-        mean = aggregate([r.delta for r in ok], [r.num_examples for r in ok], aggregator)
-        return apply_delta(global_params, mean), server_state
+    def apply(self, params: Params, aggregate: Aggregate, server_state: NoState) -> tuple[Params, NoState]:
+        """Return w + mean_k(delta_k; n_k) (= sum_k n_k/n w_k for the weighted mean) and the unchanged state."""
+        return apply_delta(params, mean_delta(aggregate)), server_state

@@ -4,11 +4,18 @@ Optimization*, NeurIPS; section 4, eq. 6-7 and appendix on momentum and proximal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar
 
-from hamrah.algorithms.base import Aggregator, ClientResult, NoState, aggregate, apply_delta, reported
+import torch
+
+from hamrah.algorithms.base import DELTA, ClientResult, NoState, apply_delta
 from hamrah.algorithms.fedprox import FedProx
+from hamrah.core.aggregate import Aggregate, Statistic
 from hamrah.core.params import Params
+
+A_NORM = Statistic("a_norm", shape="scalar", bounded=False)
+"""||a_i||_1, n_k-weighted: its weighted mean is tau_eff. A count (>= 1, growing with the local steps,
+which reveal n_k), so neither DP's clip nor a secure sum's coordinate range bounds it."""
 
 
 def a_norm(steps: int, lr: float, momentum: float = 0.0, mu: float = 0.0) -> float:
@@ -32,6 +39,9 @@ class FedNova(FedProx):
     """FedNova: normalised averaging. Client i reports delta_i after tau_i steps; with p_i = n_i / n
     the server steps x <- x + tau_eff * sum_i p_i delta_i / ||a_i||_1, tau_eff = sum_i p_i ||a_i||_1.
 
+    Each client sends two n_k-weighted statistics (computed on the client from its own step count):
+    ``delta`` = delta_i / ||a_i||_1 (a robust aggregator may replace its mean) and ``a_norm`` = ||a_i||_1.
+
     The client half is FedProx's: SGD with the plan's momentum and an optional proximal term ``mu``
     (0 by default), partial work accepted (normalisation is what makes it safe). ||a_i||_1 is computed
     from each client's reported ``local_steps``. Equal local steps give FedAvg.
@@ -44,13 +54,16 @@ class FedNova(FedProx):
 
     mu: float = 0.0
     name: str = "fednova"
+    statistics: ClassVar[tuple[Statistic, ...]] = (DELTA, A_NORM)
 
-    def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: NoState,
-                      aggregator: Aggregator | None = None) -> tuple[Params, NoState]:
-        """Return x + tau_eff * agg(delta_i / ||a_i||_1; n_i) and the unchanged state."""
-        ok = reported(results)
-        norms = [a_norm(int(r.metrics["local_steps"]), self.local.lr, self.local.momentum, self.mu) for r in ok]
-        n = float(sum(r.num_examples for r in ok))
-        tau_eff = sum(r.num_examples / n * a for r, a in zip(ok, norms))
-        normed = [{k: v / a for k, v in r.delta.items()} for r, a in zip(ok, norms)]
-        return apply_delta(global_params, aggregate(normed, [r.num_examples for r in ok], aggregator), tau_eff), server_state
+    def client_statistics(self, result: ClientResult) -> Params:
+        """Return ``delta/`` = delta_i / ||a_i||_1 and ``a_norm`` = ||a_i||_1 (from the result's ``local_steps``)."""
+        a = a_norm(int(result.metrics["local_steps"]), self.local.lr, self.local.momentum, self.mu)
+        out = {f"{DELTA.name}/{k}": v / a for k, v in result.delta.items()}
+        out[A_NORM.name] = torch.tensor([a], dtype=torch.float32)
+        return out
+
+    def apply(self, params: Params, aggregate: Aggregate, server_state: NoState) -> tuple[Params, NoState]:
+        """Return x + tau_eff * mean(delta_i / ||a_i||_1; n_i), tau_eff = mean(||a_i||_1; n_i), and the state."""
+        tau_eff = float(aggregate.mean(A_NORM)[A_NORM.name].reshape(-1)[0])
+        return apply_delta(params, aggregate.mean(DELTA), tau_eff), server_state

@@ -5,13 +5,10 @@ Effects of Non-Identical Data Distribution for Federated Visual Classification*)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
-
 import torch
 
-from hamrah.algorithms.base import (
-    Aggregator, ClientResult, LocalSGD, Stateless, _number, aggregate, cohort_size, reported,
-)
+from hamrah.algorithms.base import LocalSGD, Stateless, _number, cohort_size, mean_delta
+from hamrah.core.aggregate import Aggregate
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 
@@ -75,19 +72,17 @@ class FedOpt(Stateless):
         return FedOptState({k: torch.zeros_like(v) for k, v in params.items()},
                            {k: torch.full_like(v, self.tau ** 2) for k, v in params.items()})
 
-    def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: FedOptState,
-                      aggregator: Aggregator | None = None) -> tuple[Params, FedOptState]:
-        """Return the model after one server optimiser step on Delta, and the new moments."""
-        ok = reported(results)
-        delta = aggregate([r.delta for r in ok], [r.num_examples for r in ok], aggregator)
+    def apply(self, params: Params, aggregate: Aggregate, server_state: FedOptState) -> tuple[Params, FedOptState]:
+        """Return the model after one server optimiser step on Delta = the aggregated delta, and the new moments."""
+        delta = mean_delta(aggregate)
         b1, s = self.beta1, server_state
         if self.optimizer == "avgm":
             m = {k: b1 * s.m[k] + delta[k] for k in delta}
-            new = {k: global_params[k] + self.server_lr * m[k] for k in global_params}
+            new = {k: params[k] + self.server_lr * m[k] for k in params}
             return new, FedOptState(m, s.v, s.step + 1)
         m = {k: b1 * s.m[k] + (1 - b1) * delta[k] for k in delta}
         v = {k: self._second_moment(s.v[k], delta[k] ** 2) for k in delta}
-        new = {k: global_params[k] + self.server_lr * m[k] / (v[k].sqrt() + self.tau) for k in global_params}
+        new = {k: params[k] + self.server_lr * m[k] / (v[k].sqrt() + self.tau) for k in params}
         return new, FedOptState(m, v, s.step + 1)
 
     def _second_moment(self, v: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 from hamrah.algorithms.base import (
-    Aggregator, ClientResult, GradientTransform, LocalSGD, NoState, Stateless, _number, aggregate, apply_delta,
-    cohort_size, reported,
+    GradientTransform, LocalSGD, NoState, Stateless, _number, apply_delta, cohort_size, mean_delta,
 )
+from hamrah.core.aggregate import Aggregate
 from hamrah.algorithms.transforms import Proximal
 from hamrah.core.params import Params
 
@@ -45,8 +45,6 @@ class FedProx(Stateless):
         """Return the proximal gradient mu (w - w_t) (none when mu = 0)."""
         return [Proximal(self.mu, global_params)] if self.mu > 0 else []
 
-    def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: NoState,
-                      aggregator: Aggregator | None = None) -> tuple[Params, NoState]:
-        """Return w + agg_k(delta_k; n_k): the n_k-weighted mean of the local models, stragglers included."""
-        ok = reported(results)
-        return apply_delta(global_params, aggregate([r.delta for r in ok], [r.num_examples for r in ok], aggregator)), server_state
+    def apply(self, params: Params, aggregate: Aggregate, server_state: NoState) -> tuple[Params, NoState]:
+        """Return w + mean_k(delta_k; n_k): the n_k-weighted mean of the local models, stragglers included."""
+        return apply_delta(params, mean_delta(aggregate)), server_state

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
-
-from hamrah.algorithms.base import (
-    Aggregator, ClientResult, LocalSGD, NoState, Stateless, aggregate, apply_delta, cohort_size, reported,
-)
+from hamrah.algorithms.base import LocalSGD, NoState, Stateless, apply_delta, cohort_size, mean_delta
+from hamrah.core.aggregate import Aggregate
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 
@@ -37,9 +34,6 @@ class FedSGD(Stateless):
     def local_plan(self) -> LocalSGD:
         return LocalSGD(epochs=1, batch_size=None, lr=1.0)
 
-    def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: NoState,
-                      aggregator: Aggregator | None = None) -> tuple[Params, NoState]:
-        """Return w - lr * agg_k(g_k; n_k) and the unchanged state."""
-        ok = reported(results)
-        mean_neg_grad = aggregate([r.delta for r in ok], [r.num_examples for r in ok], aggregator)
-        return apply_delta(global_params, mean_neg_grad, self.lr), server_state
+    def apply(self, params: Params, aggregate: Aggregate, server_state: NoState) -> tuple[Params, NoState]:
+        """Return w - lr * mean_k(g_k; n_k) (the aggregated delta is -g) and the unchanged state."""
+        return apply_delta(params, mean_delta(aggregate), self.lr), server_state

@@ -11,6 +11,7 @@ from hamrah.algorithms.fedopt import FedOpt
 from hamrah.algorithms.fedprox import FedProx
 from hamrah.algorithms.fedsgd import FedSGD
 from hamrah.algorithms.scaffold import Scaffold
+from hamrah.core.aggregate import Statistic
 from hamrah.core.errors import ConfigError
 
 _LOCAL = {"local_epochs": 1, "batch_size": 10, "lr": 0.1, "momentum": 0.0, "local_steps": None}
@@ -39,9 +40,20 @@ _FACTORIES: dict[str, tuple[tuple[str, ...], Callable[[float, dict], Algorithm]]
     },
 }
 ALGORITHMS = tuple(_FACTORIES)
-# Server halves that depend only on the n_k-weighted mean of the deltas: a driver may hand them one
-# merged result (streaming aggregation) or a pipeline's mean in place of the per-client results.
-WEIGHTED_MEAN_ALGORITHMS = frozenset({"fedsgd", "fedavg", "fedadam", "fedyogi", "fedadagrad", "fedavgm"})
+_CLASSES: dict[str, type] = {"fedsgd": FedSGD, "fedavg": FedAvg, "fedprox": FedProx, "scaffold": Scaffold,
+                             "fednova": FedNova, **{f"fed{opt}": FedOpt for opt in ("adam", "yogi", "adagrad", "avgm")}}
+
+
+def statistics_of(name: str) -> tuple[Statistic, ...]:
+    """Return the statistics the clients of algorithm ``name`` send (what a server needs before any
+    hyperparameter is known: the update template of the pipeline and the report check).
+
+    Raises:
+        ConfigError: unknown name.
+    """
+    if name not in _CLASSES:
+        raise ConfigError(f"algorithm.name = {name!r}: expected one of {', '.join(ALGORITHMS)}")
+    return _CLASSES[name].statistics
 
 
 def hyperparameters(name: str) -> tuple[str, ...]:

@@ -3,26 +3,19 @@ Learning*, ICML; Algorithm 1 with option II control variates)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from hamrah.algorithms.base import (
-    Aggregator,
-    ClientResult,
-    GradientTransform,
-    LocalSGD,
-    _number,
-    aggregate,
-    apply_delta,
-    cohort_size,
-    reported,
-)
+from hamrah.algorithms.base import DELTA, ClientResult, GradientTransform, LocalSGD, _number, apply_delta, cohort_size
 from hamrah.algorithms.transforms import Correction
+from hamrah.core.aggregate import Aggregate, Statistic
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
+
+CONTROL = Statistic("control", weighting="unit")
+"""Delta c_i = c_i+ - c_i, summed plainly over the clients (the server divides by N)."""
 
 
 @dataclass(frozen=True)
@@ -38,9 +31,10 @@ class Scaffold:
     the server steps x <- x + server_lr * mean(Delta y) and c <- c + (1/N) sum_i Delta c_i.
 
     Clients are stateful: c_i persists between a client's rounds (``client_update``'s ``state``;
-    the change Delta c_i travels in ``ClientResult.aux``). Departures from the paper, both to make
-    the first round with c = c_i = 0 equal FedAvg's: Delta y is averaged with n_k weights (the paper
-    uses 1/|S|), through the optional robust ``aggregator``.
+    the change Delta c_i travels in ``ClientResult.aux``). Clients send two statistics: ``delta``
+    (Delta y, n_k-weighted; a robust aggregator may replace its mean) and ``control`` (Delta c_i, a
+    plain sum). Departure from the paper, to make the first round with c = c_i = 0 equal FedAvg's:
+    Delta y is averaged with n_k weights (the paper uses 1/|S|).
 
     ``num_clients`` is N, the population: c moves by (1/N) sum_i Delta c_i always, as in the paper,
     whoever drops out. The client half needs no N (a device builds it from the FL plan, which carries
@@ -64,6 +58,7 @@ class Scaffold:
     name: str = "scaffold"
     accepts_partial_work: ClassVar[bool] = False
     stateful_clients: ClassVar[bool] = True
+    statistics: ClassVar[tuple[Statistic, ...]] = (DELTA, CONTROL)
 
     def __post_init__(self) -> None:
         _number("algorithm.server_lr", self.server_lr, 0.0, lo_open=True)
@@ -106,20 +101,26 @@ class Scaffold:
             out[k] = ci - c + (x - local_params[k]) * scale
         return out
 
-    def server_update(self, global_params: Params, results: Sequence[ClientResult], server_state: ScaffoldState,
-                      aggregator: Aggregator | None = None) -> tuple[Params, ScaffoldState]:
-        """Return x + server_lr * agg(Delta y; n_k) and c + (1/N) sum Delta c_i.
+    def client_statistics(self, result: ClientResult) -> Params:
+        """Return ``delta/`` = Delta y and ``control/`` = Delta c_i (zeros when the result carries none)."""
+        out = {f"{DELTA.name}/{k}": v for k, v in result.delta.items()}
+        out.update({f"{CONTROL.name}/{k}": result.aux[k] if k in result.aux else torch.zeros_like(v)
+                    for k, v in result.delta.items()})
+        return out
+
+    def apply(self, params: Params, aggregate: Aggregate, server_state: ScaffoldState) -> tuple[Params, ScaffoldState]:
+        """Return x + server_lr * mean(Delta y; n_k) and c + (1/N) sum_i Delta c_i.
 
         Raises:
             ConfigError: ``num_clients`` (N) is not set: the control variate's share cannot be guessed.
-            NotEnoughClients: no client reported.
+            NotEnoughClients: the aggregate has weight 0.
         """
         if self.num_clients is None:
             raise ConfigError("scaffold: the server half needs the population size N (num_clients) for the control "
                               "variate's 1/N share; expected Scaffold(..., num_clients=N) (the runner and the "
                               "server set it from the partition)")
-        ok = reported(results)
-        dy = aggregate([r.delta for r in ok], [r.num_examples for r in ok], aggregator)
+        dy = aggregate.mean(DELTA)
+        total = aggregate.total(CONTROL)
         share = 1.0 / self.num_clients
-        c = {k: v + share * sum(r.aux[k] for r in ok) for k, v in server_state.c.items()}
-        return apply_delta(global_params, dy, self.server_lr), ScaffoldState(c)
+        c = {k: v + share * total[k] for k, v in server_state.c.items()}
+        return apply_delta(params, dy, self.server_lr), ScaffoldState(c)

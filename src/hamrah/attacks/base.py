@@ -15,9 +15,8 @@ import numpy as np
 
 from hamrah.algorithms.base import ClientResult
 from hamrah.core.errors import ConfigError
+from hamrah.core.seeds import Stream, stream_rng
 from hamrah.data.federated import ArrayData
-
-_MALICIOUS_TAG = 103  # spawn-key tag of the malicious-client draw, apart from hamrah.core.seeds' tags
 
 
 class DataPoisoning(Protocol):
@@ -50,7 +49,7 @@ def choose_malicious(num_clients: int, fraction: float, seed: int) -> frozenset[
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
         raise ConfigError(f"attack.malicious_fraction = {fraction!r}: expected a number in [0, 1)")
     count = int(round(fraction * num_clients))
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_MALICIOUS_TAG,)))
+    rng = stream_rng(seed, Stream.MALICIOUS)
     return frozenset(int(c) for c in rng.choice(num_clients, size=count, replace=False))
 
 

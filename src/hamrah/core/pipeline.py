@@ -59,6 +59,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
+from hamrah.core.aggregate import CombineRule, Statistic, weighted_sum
 from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
 from hamrah.core.params import Params
 
@@ -353,6 +354,44 @@ def _check_secure_sum(stages: Sequence[Stage], s: int) -> None:
                               "already masked them; move it before the secure aggregation stage")
 
 
+def check_statistics(stages: Sequence[Stage], statistics: Sequence[Statistic], robust: bool = False) -> None:
+    """Refuse, with the reason, a pipeline that cannot carry an algorithm's statistics soundly.
+
+    The rules follow from the statistics' declarations and the stages' traits, never from names:
+
+    - a statistic declared ``bounded = False`` (a count such as FedNova's ||a_i||_1) cannot pass a clip
+      or DP noise (the clip norm that calibrates the noise does not bound it, and clipping it with the
+      update would rescale the server step) nor a stage that clips coordinates to a shared range
+      (a secure sum, a ring quantizer): its sum would be clipped;
+    - a robust aggregator (``robust = True``) needs each client's update, so it cannot follow a secure
+      sum (the server sees only the sum), and it cannot feed central noise, which is calibrated to the
+      sensitivity of the mean (a robust rule such as Krum can move by a whole clipped update).
+
+    Raises:
+        ConfigError: names the statistic or aggregator, the stage and the reason.
+    """
+    for st in stages:
+        t = st.traits
+        private = t.kind == "clip" or t.adds_noise_where is not None
+        ranged = t.kind == "secure_sum" or (t.kind == "codec" and t.summable_in_ring)
+        for s in statistics:
+            if s.bounded or not (private or ranged):
+                continue
+            why = ("its sensitivity is not bounded by the clip norm the noise is calibrated to, and clipping it "
+                   "with the update would rescale the server step" if private else
+                   "the stage clips every coordinate to a shared range, which would clip its sum")
+            raise ConfigError(f"pipeline stage {st.name} cannot carry statistic {s.name!r} (a count that grows with "
+                              f"local work, declared bounded=False): {why}; expected a pipeline without DP, secure "
+                              "sums or ring quantizers for this algorithm")
+        if robust and t.kind == "secure_sum":
+            raise ConfigError(f"a robust aggregator with pipeline stage {st.name}: the server sees only the sum of the "
+                              "updates, and a robust rule needs each client's update; expected one of the two")
+        if robust and t.adds_noise_where == "aggregate":
+            raise ConfigError(f"a robust aggregator with central noise ({st.name}): the noise is calibrated to the "
+                              "sensitivity of the mean of clipped updates, and a robust rule can move by a whole "
+                              "update; expected the weighted mean with central DP (or local DP with the rule)")
+
+
 @dataclass(frozen=True)
 class Chain:
     """An ordered list of stages, checked when built (see :func:`check_chain`).
@@ -418,10 +457,11 @@ class Chain:
         return update
 
     def aggregate(self, payloads: Sequence[Any], weights: Sequence[float], ctx: ServerContext,
-                  server_state: tuple | None = None) -> Params:
+                  server_state: tuple | None = None, combine: CombineRule | None = None) -> Params:
         """Return the weighted mean of the clients' updates (the secure-sum stage's sum / m if any).
 
-        Each decoded update is bounded first (:meth:`decode_client`, with the chain's ``server_state``)."""
+        Each decoded update is bounded first (:meth:`decode_client`, with the chain's ``server_state``);
+        ``combine`` (a robust aggregation of the decoded updates) replaces the mean when given."""
         s = self.secure_sum
         if s is not None:
             total = self.stages[s].aggregate(payloads, ctx)
@@ -430,12 +470,10 @@ class Chain:
         viewer = next((st for st in self.stages if st.traits.needs_per_client_view), None)
         if viewer is not None:
             return viewer.combine([self.decode_client(p, sstate) for p in payloads], list(weights), ctx)
-        out: Params = {}
-        for p, w in zip(payloads, weights):
-            for k, v in self.decode_client(p, sstate).items():
-                v = v.to(torch.float32)
-                out[k] = out[k].add_(v, alpha=w) if k in out else v * w
-        return out
+        decoded = [self.decode_client(p, sstate) for p in payloads]
+        if combine is not None:
+            return combine(decoded, list(weights))
+        return weighted_sum(decoded, list(weights))
 
     def server(self, aggregate: Params, state: tuple, ctx: ServerContext) -> tuple[Params, tuple]:
         """Run the server halves on the aggregate, last stage first."""
@@ -499,7 +537,7 @@ def process_round(
     chain: Chain, client_updates: Mapping[int, Params], weights: Mapping[int, float],
     states: Mapping[int, tuple], rngs: Mapping[int, np.random.Generator], *, server_state: tuple | None = None,
     round_idx: int = 0, round_seed: int | None = None, server_rng: np.random.Generator | None = None,
-    through_bytes: bool = False, template: Params | None = None,
+    through_bytes: bool = False, template: Params | None = None, combine: CombineRule | None = None,
 ) -> RoundOutput:
     """Apply ``chain`` to one round: encode each client's update, aggregate, run the server halves.
 
@@ -517,6 +555,8 @@ def process_round(
             :func:`wire_spec`, so auxiliary ``"<stage>:"`` entries are expected).
         template: the model's tensors; with it an empty round (Poisson sampling may draw no client)
             still runs the server halves on a zero aggregate, so central noise is released.
+        combine: a robust rule over the decoded updates that replaces the weighted mean (refused with a
+            secure sum or central noise: :func:`check_statistics`).
 
     Returns:
         The weighted mean of the processed updates, the exact bytes each way, new client and server states.
@@ -555,7 +595,7 @@ def process_round(
         up = dict(zip(client_updates, sent))
         protocol_down = dict(zip(client_updates, received))
     elif payloads:
-        agg = chain.aggregate(payloads, [p[k] for k in client_updates], sctx, sstate)
+        agg = chain.aggregate(payloads, [p[k] for k in client_updates], sctx, sstate, combine)
     else:  # an empty round: the server halves still run (central DP releases noise alone)
         agg = {name: torch.zeros(shape, dtype=torch.float32) for name, shape in spec}
     agg, sstate = chain.server(agg, sstate, sctx)
@@ -581,6 +621,7 @@ __all__ = [
     "WireReader",
     "WireWriter",
     "check_chain",
+    "check_statistics",
     "header_nbytes",
     "process_round",
     "spec_of",

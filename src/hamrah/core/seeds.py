@@ -1,11 +1,40 @@
-"""One seed at the root, split per round and per client with numpy's SeedSequence."""
+"""One seed at the root, split per round and per client with numpy's SeedSequence.
+
+Every stream of the code base is ``SeedSequence(seed, spawn_key=(tag, ...))`` with its tag from ONE
+enum, :class:`Stream`, so two purposes can never share a tag (the malicious-client draw and the
+simulator's pipeline stream both used 103 before: a stream with key ``(103,)`` is the parent of the
+keys ``(103, r, k)``, so its children would have been the pipeline's streams).
+"""
 
 from __future__ import annotations
 
+import enum
+
 import numpy as np
 
-# Spawn-key tags keep the streams of different purposes apart.
-_INIT, _SAMPLE, _CLIENT, _PARTITION, _CHURN = 0, 1, 2, 3, 4
+
+class Stream(enum.IntEnum):
+    """Spawn-key tags: the first entry of every stream's spawn key (all distinct, checked by a test)."""
+
+    INIT = 0  # the global model's initialisation
+    SAMPLE = 1  # the cohort of round r
+    CLIENT = 2  # client k's shuffles in round r
+    PARTITION = 3  # the partition of a data set
+    CHURN = 4  # simulated faults of fleet member d
+    SYNTHETIC = 7  # the synthetic data sets
+    WORK = 101  # the simulator's per-client local work (heterogeneity)
+    ATTACK = 102  # the simulator's attack hook (poisoned data and updates)
+    PIPELINE = 103  # the simulator's update pipeline (stochastic rounding, noise), per round and client
+    ROOT = 104  # FLTrust's root set and its reference update
+    MALICIOUS = 105  # which clients an attack controls (was 103: see the module docstring)
+
+
+_INIT, _SAMPLE, _CLIENT, _PARTITION, _CHURN = Stream.INIT, Stream.SAMPLE, Stream.CLIENT, Stream.PARTITION, Stream.CHURN
+
+
+def stream_rng(seed: int, tag: Stream, *key: int) -> np.random.Generator:
+    """Return the generator of stream ``tag`` (and the further spawn-key entries ``key``) under ``seed``."""
+    return np.random.default_rng(_seq(seed, int(tag), *key))
 
 
 def _seq(seed: int, *key: int) -> np.random.SeedSequence:

@@ -8,7 +8,7 @@ from hamrah.core.errors import ConfigError
 
 
 def variant_settings(section: Mapping[str, Any], key: str, default: str, takes: Mapping[str, tuple[str, ...]],
-                     where: str, kind: str) -> tuple[str, dict]:
+                     where: str, kind: str) -> tuple[str, dict[str, Any]]:
     """Return ``(variant, its settings)`` from a section, dropping None values.
 
     Args:

@@ -19,7 +19,7 @@ def rounds_to_target(rounds: Sequence[int], accuracies: Sequence[float], target:
     for r, acc in zip(rounds, accuracies):
         best = max(best, acc)
         if best >= target:
-            if prev_round is None or best == prev_best:
+            if prev_round is None or prev_best is None or best == prev_best:
                 return float(r)
             return prev_round + (target - prev_best) / (best - prev_best) * (r - prev_round)
         prev_round, prev_best = r, best

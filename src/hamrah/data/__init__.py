@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 
-
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.core.seeds import partition_rng
 from hamrah.data import partition
+from hamrah.data.examples import Examples, to_dataset
 from hamrah.data.federated import ArrayData, Dataset, FederatedDataset
+from hamrah.data.loaders import SourceSpec, load_examples
 from hamrah.data.locate import candidate_dirs
 from hamrah.data.mnist import load_mnist
+from hamrah.data.partition import PartitionSpec, split_examples
+from hamrah.data.schema import Field, Schema
 
 
 def load_dataset(name: str, path: str | os.PathLike | None = None) -> Dataset:
@@ -64,4 +67,5 @@ def describe(fed: FederatedDataset) -> dict:
     return partition.partition_stats(fed.client_indices, labels if labels.ndim == 1 else None)
 
 
-__all__ = ["ArrayData", "Dataset", "FederatedDataset", "describe", "federate", "load_dataset", "load_mnist"]
+__all__ = ["ArrayData", "Dataset", "Examples", "FederatedDataset", "Field", "PartitionSpec", "Schema", "SourceSpec",
+           "describe", "federate", "load_dataset", "load_examples", "load_mnist", "split_examples", "to_dataset"]

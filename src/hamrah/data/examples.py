@@ -8,9 +8,10 @@ today's built-in models and trainers take.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,30 +109,34 @@ class Examples:
     def to_array_data(self, features: tuple[str, ...] | None = None) -> ArrayData:
         """Return ``(x, y)`` tensors for the built-in models and trainers.
 
-        One feature field keeps its shape (an image stays ``[N, C, H, W]``); several are flattened
-        and concatenated, a categorical field as its one-hot columns. ``x`` is float32; ``y`` is the
-        label (int64 for integer labels, float32 otherwise; zeros when there is no label).
+        One feature field keeps its shape and dtype (an image stays float32 ``[N, C, H, W]``, token
+        ids stay int64; other numbers become float32); several are flattened and concatenated as float32,
+        a categorical field as its one-hot columns. ``y`` is the label (int64 for integer labels,
+        float32 otherwise; zeros when there is no label).
 
         Args:
             features: the feature fields to use, in order (default: every field but the label).
         """
         names = self.schema.features if features is None else tuple(features)
-        cols = [self._feature_matrix(n, keep_shape=len(names) == 1) for n in names]
-        if not cols:
+        if not names:
             raise DataError(f"{self.source or 'examples'}: no feature fields (schema: {self.schema.describe()})")
-        x = cols[0] if len(cols) == 1 else np.concatenate(cols, axis=1)
+        if len(names) == 1 and self.schema.field(names[0]).categories is None:
+            v = self[names[0]]
+            x = v.astype(np.int64) if v.dtype.kind == "i" else v.astype(np.float32)
+        else:
+            x = np.concatenate([self._feature_matrix(n) for n in names], axis=1)
         if self.schema.label is None:
             y = np.zeros(len(self), np.int64)
         else:
             y = self.labels
             y = y.astype(np.int64) if y.dtype.kind in "iub" else y.astype(np.float32)
-        return ArrayData(torch.from_numpy(np.array(x, dtype=np.float32)), torch.from_numpy(np.array(y)))
+        return ArrayData(torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y)))
 
-    def _feature_matrix(self, name: str, keep_shape: bool) -> np.ndarray:
+    def _feature_matrix(self, name: str) -> np.ndarray:
         f, v = self.schema.field(name), self[name]
         if f.categories is not None:
             return np.eye(len(f.categories), dtype=np.float32)[v]
-        return v.astype(np.float32) if keep_shape else v.reshape(len(v), -1).astype(np.float32)
+        return v.reshape(len(v), -1).astype(np.float32)
 
 
 def to_dataset(name: str, train: Examples, test: Examples | None = None,

@@ -9,12 +9,16 @@ Formats: ``csv`` and ``parquet`` (:mod:`hamrah.data.tabular`), ``images`` (a fol
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hamrah.core.errors import DataError
-from hamrah.data.examples import Examples
 from hamrah.data.schema import Schema
+
+if TYPE_CHECKING:
+    from hamrah.data.examples import Examples
 
 FORMATS = ("csv", "parquet", "npz", "images", "hf")
 
@@ -77,11 +81,12 @@ def detect_format(path: str | os.PathLike) -> str:
     return "images"
 
 
-def load_examples(source: str | os.PathLike, spec: SourceSpec = SourceSpec(), schema: Schema | None = None) -> Examples:
+def load_examples(source: str | os.PathLike | Sequence[str | os.PathLike], spec: SourceSpec = SourceSpec(),
+                  schema: Schema | None = None) -> Examples:
     """Load the user's data from a file or folder with the loader of its format.
 
     Args:
-        source: the file or folder.
+        source: the file or folder (tables: also a list of files, one client each).
         spec: the format and the columns, split and policies to use.
         schema: a schema to match (tables, hf: the test set loaded with the training set's schema).
 
@@ -91,7 +96,12 @@ def load_examples(source: str | os.PathLike, spec: SourceSpec = SourceSpec(), sc
     Raises:
         DataError: from the loader: one line naming the file, the field and what was expected.
     """
-    fmt = spec.format or detect_format(source)
+    many = not isinstance(source, (str, os.PathLike))
+    if many and not source:
+        raise DataError("no data files given")
+    fmt = spec.format or detect_format(source[0] if many else source)  # type: ignore[index]
+    if many and fmt not in ("csv", "parquet"):
+        raise DataError(f"format {fmt!r} reads one file or folder; a list of files is for CSV or Parquet tables")
     if fmt in ("csv", "parquet"):
         from hamrah.data.tabular import TableSpec, load_table
 

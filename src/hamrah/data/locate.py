@@ -1,10 +1,21 @@
-"""Find a data file: explicit path, $HAMRAH_DATA, the copy bundled in the repo, the user cache."""
+"""Find a data file: explicit path, $HAMRAH_DATA, the copy bundled in the repo, the user cache.
+
+Also the decoded-array cache (:func:`cached_arrays`): a data set is decoded once, its arrays kept as
+one ``.npz`` in the user cache, keyed by the digests of the verified source files and checked against
+its own sha256 on every load; a corrupt, truncated or stale entry is decoded again and replaced.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import numpy as np
 
 REPO_DATA = Path(__file__).resolve().parents[3] / "data"
 
@@ -37,3 +48,78 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+CACHE_FORMAT = 1  # bump when the layout of cached arrays changes: old entries are then ignored
+
+
+def cache_key(sources: Mapping[str, str]) -> str:
+    """Return the cache key of a data set made from ``sources`` (file name -> verified sha256)."""
+    text = json.dumps({"format": CACHE_FORMAT, "sources": dict(sorted(sources.items()))}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cached_arrays(
+    name: str, sources: Mapping[str, str], decode: Callable[[], dict[str, np.ndarray]],
+) -> dict[str, np.ndarray]:
+    """Return ``decode()``'s arrays, read from the decoded-array cache when it holds a verified copy.
+
+    The entry lives in ``cache_dir()/decoded/<name>-<key>.npz`` with a manifest ``.json`` beside it
+    holding the key and the ``.npz``'s sha256. An entry whose manifest is missing, unreadable, for other
+    sources, or whose file does not match its digest is decoded again and replaced (atomically: a
+    reader sees the old entry or the new one, never half of one). A cache folder that cannot be written
+    only costs the speed-up.
+
+    Args:
+        name: the data set's name (part of the file name).
+        sources: file name -> sha256 of the source files the arrays are decoded from, already verified.
+        decode: returns the arrays (name -> array, numeric dtypes only) from the sources.
+
+    Returns:
+        The arrays, equal to ``decode()``'s.
+    """
+    key = cache_key(sources)
+    folder = cache_dir() / "decoded"
+    npz, manifest = folder / f"{name}-{key[:24]}.npz", folder / f"{name}-{key[:24]}.json"
+    arrays = _read_entry(npz, manifest, key)
+    if arrays is not None:
+        return arrays
+    arrays = decode()
+    try:
+        _write_entry(npz, manifest, key, arrays)
+    except OSError:
+        pass  # a read-only or full cache: the arrays are still right, only not kept
+    return arrays
+
+
+def _read_entry(npz: Path, manifest: Path, key: str) -> dict[str, np.ndarray] | None:
+    """Return the entry's arrays when its manifest matches ``key`` and its digest; else None."""
+    try:
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or meta.get("key") != key or sha256_file(npz) != meta.get("sha256"):
+            return None
+        with np.load(npz, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return arrays if sorted(arrays) == sorted(meta.get("arrays", ())) else None
+
+
+def _write_entry(npz: Path, manifest: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
+    """Write the entry: the ``.npz`` first, then the manifest naming its digest (each atomically)."""
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(npz, lambda f: np.savez(f, **arrays))
+    meta = {"key": key, "sha256": sha256_file(npz), "arrays": sorted(arrays)}
+    _atomic_write(manifest, lambda f: f.write(json.dumps(meta).encode()))
+
+
+def _atomic_write(path: Path, write: Callable) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then move it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -3,6 +3,9 @@
 Looked up in: an explicit folder, ``$HAMRAH_DATA/mnist``, the copy bundled in the repo
 (``data/mnist``), the user cache (``~/.cache/hamrah/mnist``); when none holds valid files it
 downloads into the cache and verifies, and if that fails one error lists every place tried.
+
+The source files are verified on every load; their decoded pixels and labels are kept in the
+decoded-array cache (:func:`hamrah.data.locate.cached_arrays`), so only the first load gunzips them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from hamrah.core.errors import DataError
 from hamrah.data.federated import ArrayData, Dataset
-from hamrah.data.locate import cache_dir, candidate_dirs, sha256_file
+from hamrah.data.locate import cache_dir, cached_arrays, candidate_dirs, sha256_file
 
 FILES = {
     "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
@@ -109,15 +112,17 @@ def load_mnist(path: str | os.PathLike | None = None, *, download: bool = True) 
         (60000, 10000)
     """
     folder = find_mnist(path, download=download)
+    raw = cached_arrays("mnist", FILES, lambda: {name.split("-idx")[0]: _read_idx(folder / name) for name in FILES})
+    unit = np.arange(256, dtype=np.float32) / np.float32(255.0)  # byte -> [0, 1], as bytes.astype(float32) / 255
 
-    def images(name: str) -> torch.Tensor:
-        return torch.from_numpy(_read_idx(folder / name).astype(np.float32) / 255.0).unsqueeze(1)
+    def images(split: str) -> torch.Tensor:
+        return torch.from_numpy(unit[raw[f"{split}-images"]]).unsqueeze(1)
 
-    def labels(name: str) -> torch.Tensor:
-        return torch.from_numpy(_read_idx(folder / name).astype(np.int64))
+    def labels(split: str) -> torch.Tensor:
+        return torch.from_numpy(raw[f"{split}-labels"].astype(np.int64))
 
-    train = ArrayData(images("train-images-idx3-ubyte.gz"), labels("train-labels-idx1-ubyte.gz"))
-    test = ArrayData(images("t10k-images-idx3-ubyte.gz"), labels("t10k-labels-idx1-ubyte.gz"))
+    train = ArrayData(images("train"), labels("train"))
+    test = ArrayData(images("t10k"), labels("t10k"))
     for split, d in (("train", train), ("test", test)):
         if d.x.shape[0] != d.y.shape[0]:
             raise DataError(f"MNIST {split}: {d.x.shape[0]} images but {d.y.shape[0]} labels in {folder}")

@@ -144,12 +144,14 @@ def dirichlet(
 ) -> tuple[np.ndarray, ...]:
     """Label skew: each class is split across clients in proportions drawn from Dirichlet(alpha).
 
-    Small ``alpha`` gives few classes per client; redraws until every client holds ``min_examples``.
+    Small ``alpha`` gives few classes per client; redraws until every client holds ``min_examples``
+    (at most half of ``n / num_clients``, so that small data sets can be split).
     """
     _check_clients(num_clients, len(labels))
     if not alpha > 0:
         raise ConfigError(f"data.alpha = {alpha}: expected a positive number (e.g. 0.1 or 0.5)")
-    min_examples = min(min_examples, len(labels) // num_clients)
+    # at most half a fair share: on a small data set, n // num_clients would demand a perfectly even split
+    min_examples = min(min_examples, max(1, len(labels) // (2 * num_clients)))
     for _ in range(max_tries):
         owned: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
         for c in np.unique(labels):

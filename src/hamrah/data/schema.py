@@ -11,8 +11,9 @@ label); text values are encoded through it, so two files or two devices always a
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -14,9 +14,9 @@ import gzip
 import importlib
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -178,7 +178,8 @@ def _read_file(path: Path, spec: TableSpec) -> tuple[list[str], dict[str, np.nda
     first_line = 1 if spec.column_names else 2
     bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
     if bad is not None:
-        raise DataError(f"{path}:{bad + first_line}: {len(body[bad])} values, expected {len(header)} ({', '.join(header)})")
+        raise DataError(f"{path}:{bad + first_line}: {len(body[bad])} values, "
+                        f"expected {len(header)} ({', '.join(header)})")
     table = np.array(body, dtype=object).reshape(len(body), len(header))
     return header, {h: np.array([v.strip() for v in table[:, i]], dtype=object)
                     for i, h in enumerate(header)}, first_line
@@ -240,11 +241,12 @@ def _is_missing(values: np.ndarray) -> np.ndarray:
 def _apply_missing(raw: _Raw, used: list[str], policy: str) -> _Raw:
     holes = {c: _is_missing(raw.columns[c]) for c in used}
     if policy == "error":
-        for c, mask in holes.items():
-            if mask.any():
-                row = int(np.flatnonzero(mask)[0])
-                raise DataError(f"{raw.where(row, c)}: missing value (missing='error': expected a value; "
-                                "or drop such rows with missing='drop')")
+        first = {c: int(np.flatnonzero(mask)[0]) for c, mask in holes.items() if mask.any()}
+        if first:
+            c = min(first, key=lambda k: (first[k], used.index(k)))
+            row = first[c]
+            raise DataError(f"{raw.where(row, c)}: missing value (missing='error': expected a value; "
+                            "or drop such rows with missing='drop')")
         return raw
     keep = ~np.logical_or.reduce(list(holes.values())) if holes else np.ones(len(raw.file_of_row), bool)
     return _Raw({c: v[keep] for c, v in raw.columns.items()}, raw.file_of_row[keep], raw.line_of_row[keep], raw.files)
@@ -284,8 +286,12 @@ def _column(raw: _Raw, name: str, is_label: bool, categorical: bool, declared: F
     if declared is not None:
         if declared.dtype in ("int64", "int32", "uint8") and not np.array_equal(nums, np.round(nums)):
             row = int(np.flatnonzero(nums != np.round(nums))[0])
-            raise DataError(f"{raw.where(row, name)}: {values[row]!r} is not a whole number (expected {declared.dtype})")
-        return declared, nums
+            raise DataError(f"{raw.where(row, name)}: {values[row]!r} is not a whole number "
+                            f"(expected {declared.dtype})")
+        if declared.dtype == "bool" and not np.isin(nums, (0, 1)).all():
+            row = int(np.flatnonzero(~np.isin(nums, (0, 1)))[0])
+            raise DataError(f"{raw.where(row, name)}: {values[row]!r} is not 0 or 1 (expected bool)")
+        return declared, nums.astype(declared.dtype)
     if is_label and len(nums) and np.array_equal(nums, np.round(nums)):
         return Field(name, "int64"), nums.astype(np.int64)
     return Field(name, "float32"), nums.astype(np.float32)

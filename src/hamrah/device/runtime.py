@@ -24,6 +24,7 @@ import numpy as np
 import hamrah
 from hamrah.algorithms import build, client_update
 from hamrah.algorithms.local import evaluate
+from hamrah.core.aggregate import pack
 from hamrah.core.errors import AuthError, HamrahError, ProtocolError, TransportError
 from hamrah.core.params import Params
 from hamrah.core.seeds import client_rng
@@ -33,7 +34,7 @@ from hamrah.device.secure import SecAggIdentity, SecureSession, secure_stage
 from hamrah.privacy.chains import PipelineSpec
 from hamrah.device.store import ExampleStore
 from hamrah.transport.codec import (
-    AUX_PREFIX, BROADCAST_PREFIX, CHUNK_BYTES, chunks, decode_params, encode_params, join_chunks, sha256,
+    BROADCAST_PREFIX, CHUNK_BYTES, chunks, decode_params, encode_params, join_chunks, sha256,
 )
 from hamrah.transport.plan import Plan
 from hamrah.transport.proto import fl_pb2 as pb
@@ -279,10 +280,12 @@ class DeviceRuntime:
         metrics = {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float, np.floating))}
         local = {k: params[k] + r.delta[k] for k in r.delta}
         metrics["loss"], metrics["accuracy"] = evaluate(model, local, data, plan.ignore_index)  # on local data
-        update = dict(r.delta)
-        update.update({AUX_PREFIX + k: v for k, v in r.aux.items()})
-        if uses_pipeline(plan.extra) and secure_stage(plan.extra) is None:
-            update = encode_update(plan.extra, dict(r.delta), self.cfg.client_key, plan.round, self.pipeline_states)
+        update = algorithm.client_statistics(r)  # the statistics the algorithm declares, namespaced
+        if uses_pipeline(plan.extra):  # packed for the pipeline's weighted sum (w_k = n_k, or 1 under DP)
+            weight = 1.0 if PipelineSpec.from_dict(plan.extra["pipeline"]).equal_weights else float(r.num_examples)
+            update = pack(update, algorithm.statistics, weight)
+            if secure_stage(plan.extra) is None:
+                update = encode_update(plan.extra, update, self.cfg.client_key, plan.round, self.pipeline_states)
         return r.num_examples, metrics, update, up.state
 
     async def _report(self, stub, header: pb.ReportHeader, payload: bytes) -> tuple[bool, float]:

@@ -1,58 +1,131 @@
 """The Example Store: a device's training examples in an SQLite database, never leaving the device.
 
-The app adds examples (features and label, with a timestamp and an optional time-to-live); the FL
-runtime counts and reads them in batches. Every example of one store has the same feature and label
-shape and dtype, fixed by the first write and kept in the ``meta`` table.
+Every record holds the named fields of one example under the store's declared
+:class:`~hamrah.data.schema.Schema` (kept as JSON in the ``meta`` table), with a timestamp and an
+optional time-to-live. The app adds records as they happen (:meth:`ExampleStore.append`: the
+movie-recommender writes one when the user reacts); the FL runtime counts and reads the live ones.
+A record's fields are packed in schema order into one blob (numpy's structured layout of
+:meth:`Schema.record_dtype`), so a batch decodes with one ``frombuffer``.
+
+Stores written by hamrah before named fields (one ``examples`` table with ``x`` and ``y`` blobs)
+still open: they read and write as the schema ``x, y (label)``; an empty one is upgraded in place.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
-import torch
 
 from hamrah.core.errors import DataError
 from hamrah.core.params import Params
+from hamrah.data.examples import Examples
 from hamrah.data.federated import ArrayData
+from hamrah.data.schema import Field, Schema
 from hamrah.transport.codec import decode_params, encode_params
 
-_SCHEMA = """
+FORMAT = "2"
+_TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS examples (
+CREATE TABLE IF NOT EXISTS runtime (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+_RECORDS = """
+CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    x BLOB NOT NULL,
-    y BLOB NOT NULL,
+    record BLOB NOT NULL,
     created_at REAL NOT NULL,
     expires_at REAL
 );
-CREATE INDEX IF NOT EXISTS examples_expiry ON examples (expires_at);
-CREATE TABLE IF NOT EXISTS runtime (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at);
 """
-_DTYPES = {"float32": np.float32, "int64": np.int64}
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
 class ExampleStore:
     """An on-device example store backed by SQLite.
 
+    Args:
+        path: the SQLite file (created if missing).
+        schema: the schema the task declares: written into a new store, checked against an
+            existing one. None: take the store's own (or, for ``add_many``, fix it on first write).
+
+    Raises:
+        DataError: not an SQLite example store, a store of another schema, or of a newer format.
+
     Example:
-        >>> store = ExampleStore("device.db")  # doctest: +SKIP
-        >>> store.add(np.zeros((1, 28, 28), np.float32), 7)  # doctest: +SKIP
-        >>> store.count()  # doctest: +SKIP
-        1
+        >>> from hamrah.data.schema import Field, Schema
+        >>> schema = Schema((Field("movie", "int64"), Field("liked", "int64")), label="liked")
+        >>> with ExampleStore(":memory:", schema) as store:
+        ...     store.append({"movie": 17, "liked": 1}, ttl_s=30 * 86400)
+        ...     store.examples()["movie"].tolist()
+        [17]
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, schema: Schema | None = None):
         self.path = Path(path)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.executescript(_SCHEMA)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.executescript(_TABLES)
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            self._legacy = "examples" in tables and not self._upgrade_empty_legacy(meta)
+            if not self._legacy:
+                self._db.executescript(_RECORDS)
         except sqlite3.DatabaseError as e:
             raise DataError(f"{self.path}: not a usable example store ({e})") from None
-        self._meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        self._schema = self._read_schema(meta)
+        if schema is not None:
+            self.declare(schema)
+
+    def _upgrade_empty_legacy(self, meta: dict) -> bool:
+        """Turn an old-format store that never held an example into the current format."""
+        if self._db.execute("SELECT COUNT(*) FROM examples").fetchone()[0]:
+            return False
+        with self._db:
+            self._db.execute("DROP TABLE examples")
+            self._db.execute("DELETE FROM meta")
+        meta.clear()
+        return True
+
+    def _read_schema(self, meta: dict) -> Schema | None:
+        if self._legacy:
+            if not meta:
+                return None
+            shape = [tuple(int(v) for v in meta[k].split(",") if v) for k in ("x_shape", "y_shape")]
+            return Schema((Field("x", meta["x_dtype"], shape[0]), Field("y", meta["y_dtype"], shape[1])), label="y")
+        if meta.get("format", FORMAT) != FORMAT:
+            raise DataError(f"{self.path}: example store format {meta['format']!r}, this hamrah reads format "
+                            f"{FORMAT}; upgrade hamrah or rebuild the store with `hamrah store import`")
+        return Schema.from_json(meta["schema"], f"{self.path}: schema") if "schema" in meta else None
+
+    @property
+    def schema(self) -> Schema | None:
+        """The store's schema, or None before it is declared."""
+        return self._schema
+
+    def declare(self, schema: Schema) -> None:
+        """Fix the store's schema (a new store), or check that it is the store's.
+
+        Raises:
+            DataError: the store holds another schema (says how to rebuild it).
+        """
+        if self._schema is not None:
+            if self._schema != schema:
+                raise DataError(f"{self.path}: the store's records are ({self._schema.describe()}), expected "
+                                f"({schema.describe()}); rebuild it with `hamrah store import --store NEW_PATH`")
+            return
+        if self._legacy:
+            raise DataError(f"{self.path}: an old-format store (x/y columns) cannot take the schema "
+                            f"({schema.describe()}); rebuild it with `hamrah store import --store NEW_PATH`")
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [("format", FORMAT), ("schema", schema.to_json())])
+        self._schema = schema
 
     def close(self) -> None:
         self._db.close()
@@ -63,22 +136,79 @@ class ExampleStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _layout(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Fix the store's shapes and dtypes on first write; refuse examples that do not match them."""
-        layout = {"x_shape": ",".join(map(str, x.shape)), "x_dtype": str(x.dtype),
-                  "y_shape": ",".join(map(str, y.shape)), "y_dtype": str(y.dtype)}
-        for key in ("x_dtype", "y_dtype"):
-            if layout[key] not in _DTYPES:
-                raise DataError(f"example {key[0]} has dtype {layout[key]}: expected one of {', '.join(_DTYPES)}")
-        if not self._meta:
-            with self._db:
-                self._db.executemany("INSERT INTO meta VALUES (?, ?)", layout.items())
-            self._meta = layout
-        elif any(self._meta[k] != v for k, v in layout.items()):
-            raise DataError(f"{self.path}: example layout {layout} differs from the store's {self._meta}")
+    # ---- writing -------------------------------------------------------------------------------
 
-    def add_many(self, xs: np.ndarray, ys: np.ndarray, timestamp: float | None = None, ttl_s: float | None = None) -> int:
-        """Add examples (``xs[i]``, ``ys[i]``) in one transaction; return how many were added."""
+    def append(self, record: Mapping[str, Any], timestamp: float | None = None, ttl_s: float | None = None) -> None:
+        """Add one example as it happens (e.g. when the user reacts), with an optional time-to-live.
+
+        Raises:
+            DataError: the record does not match the schema (names the field and what was expected).
+        """
+        if not isinstance(record, Mapping):
+            raise DataError(f"{self.path}: a record is a mapping of field name to value, got {type(record).__name__}")
+        self.append_many({k: np.asarray(v)[None] for k, v in record.items()}, timestamp, ttl_s)
+
+    def append_many(self, columns: Mapping[str, Any], timestamp: float | None = None, ttl_s: float | None = None,
+                    progress: Callable[[int], None] | None = None) -> int:
+        """Add a batch of examples in one transaction: all of them, or none on any error.
+
+        Args:
+            columns: field name -> values of every example (text is accepted for categorical fields).
+            timestamp: the creation time (default: now).
+            ttl_s: seconds until the examples expire (None: never).
+            progress: called with the number of examples written so far, every 10,000.
+
+        Returns:
+            The number of examples added.
+
+        Raises:
+            DataError: no schema declared, a field that does not match it, or a bad time-to-live.
+        """
+        if self._schema is None:
+            raise DataError(f"{self.path}: no schema declared; open the store with the task's schema "
+                            "(ExampleStore(path, schema)) before adding records")
+        records = self._pack(self._schema.check(columns, f"{self.path}: record"))
+        self._insert(records, timestamp, ttl_s, progress)
+        return len(records)
+
+    def _pack(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        n = len(next(iter(arrays.values())))
+        records = np.empty(n, dtype=self._schema.record_dtype())
+        for name, values in arrays.items():
+            records[name] = values
+        return records
+
+    def _insert(self, records: np.ndarray, timestamp: float | None, ttl_s: float | None,
+                progress: Callable[[int], None] | None) -> None:
+        if ttl_s is not None and not (isinstance(ttl_s, (int, float)) and math.isfinite(ttl_s) and ttl_s > 0):
+            raise DataError(f"ttl_s = {ttl_s!r}: expected a positive number of seconds, or None for no expiry")
+        now = time.time() if timestamp is None else float(timestamp)
+        expires = None if ttl_s is None else now + ttl_s
+        self._db.execute("BEGIN")
+        try:
+            for start in range(0, len(records), 10_000):
+                chunk = records[start : start + 10_000]
+                if self._legacy:
+                    rows = [(r["x"].tobytes(), r["y"].tobytes(), now, expires) for r in chunk]
+                    sql = "INSERT INTO examples (x, y, created_at, expires_at) VALUES (?, ?, ?, ?)"
+                else:
+                    rows = [(r.tobytes(), now, expires) for r in chunk]
+                    sql = "INSERT INTO records (record, created_at, expires_at) VALUES (?, ?, ?)"
+                self._db.executemany(sql, rows)
+                if progress is not None:
+                    progress(start + len(chunk))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def add_many(self, xs: np.ndarray, ys: np.ndarray, timestamp: float | None = None,
+                 ttl_s: float | None = None) -> int:
+        """Add examples ``(xs[i], ys[i])`` to a store of schema ``x, y (label)``, in one transaction.
+
+        The first write to a store without a schema fixes it from ``xs[0]`` and ``ys[0]``
+        (float64 features are stored as float32).
+        """
         xs, ys = np.asarray(xs), np.asarray(ys)
         if len(xs) != len(ys):
             raise DataError(f"add_many: {len(xs)} feature rows but {len(ys)} labels")
@@ -86,69 +216,89 @@ class ExampleStore:
             return 0
         if xs.dtype == np.float64:
             xs = xs.astype(np.float32)
-        self._layout(xs[0], ys[0])
-        now = time.time() if timestamp is None else timestamp
-        expires = None if ttl_s is None else now + ttl_s
-        rows = [(np.ascontiguousarray(x).tobytes(), np.ascontiguousarray(y).tobytes(), now, expires) for x, y in zip(xs, ys)]
-        self._db.execute("BEGIN")
-        try:
-            self._db.executemany("INSERT INTO examples (x, y, created_at, expires_at) VALUES (?, ?, ?, ?)", rows)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        return len(rows)
+        if self._schema is None:
+            self.declare(Schema((Field("x", xs.dtype.name, xs.shape[1:]), Field("y", ys.dtype.name, ys.shape[1:])),
+                                label="y"))
+        return self.append_many({"x": xs, "y": ys}, timestamp, ttl_s)
 
     def add(self, x: np.ndarray, y, timestamp: float | None = None, ttl_s: float | None = None) -> None:
-        """Add one example."""
+        """Add one ``(x, y)`` example (see :meth:`add_many`)."""
         self.add_many(np.asarray(x)[None], np.asarray(y)[None], timestamp, ttl_s)
 
     def expire(self, now: float | None = None) -> int:
         """Delete examples whose time-to-live has passed; return how many were deleted."""
         now = time.time() if now is None else now
         with self._db:
-            cur = self._db.execute("DELETE FROM examples WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+            cur = self._db.execute(f"DELETE FROM {self._table} WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                                   (now,))
         return cur.rowcount
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    @property
+    def _table(self) -> str:
+        return "examples" if self._legacy else "records"
 
     def count(self, now: float | None = None) -> int:
         """Return the number of live (unexpired) examples."""
         now = time.time() if now is None else now
-        q = "SELECT COUNT(*) FROM examples WHERE expires_at IS NULL OR expires_at > ?"
-        return int(self._db.execute(q, (now,)).fetchone()[0])
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {self._table} WHERE {_LIVE}", (now,)).fetchone()[0])
 
-    def _decode(self, rows: list[tuple[bytes, bytes]]) -> tuple[np.ndarray, np.ndarray]:
-        m = self._meta
-        shapes = [tuple(int(v) for v in m[k].split(",") if v) for k in ("x_shape", "y_shape")]
-        dts = [_DTYPES[m[k]] for k in ("x_dtype", "y_dtype")]
-        try:
-            x = np.frombuffer(b"".join(r[0] for r in rows), dts[0]).reshape(len(rows), *shapes[0])
-            y = np.frombuffer(b"".join(r[1] for r in rows), dts[1]).reshape(len(rows), *shapes[1])
-        except ValueError as e:
-            raise DataError(f"{self.path}: corrupt example rows ({e})") from None
-        return x, y
-
-    def batches(self, batch_size: int, now: float | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield live examples in insertion order as (features, labels) arrays of up to ``batch_size``."""
+    def iter_examples(self, batch_size: int, now: float | None = None) -> Iterator[Examples]:
+        """Yield the live examples in insertion order, ``batch_size`` at a time."""
         now = time.time() if now is None else now
+        cols = "x, y" if self._legacy else "record"
+        q = f"SELECT id, {cols} FROM {self._table} WHERE id > ? AND {_LIVE} ORDER BY id LIMIT ?"
         last = 0
-        q = "SELECT id, x, y FROM examples WHERE id > ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY id LIMIT ?"
         while True:
             rows = self._db.execute(q, (last, now, batch_size)).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
-            yield self._decode([(r[1], r[2]) for r in rows])
+            yield self._decode([b"".join(r[1:]) for r in rows])
+
+    def _decode(self, blobs: list[bytes]) -> Examples:
+        if self._schema is None:
+            raise DataError(f"{self.path}: records but no schema in the meta table (a damaged store); rebuild it")
+        dtype = self._schema.record_dtype()
+        if any(len(b) != dtype.itemsize for b in blobs):
+            raise DataError(f"{self.path}: corrupt records (expected {dtype.itemsize} bytes each for "
+                            f"{self._schema.describe()})")
+        arr = np.frombuffer(b"".join(blobs), dtype=dtype)
+        return Examples(self._schema, {name: arr[name] for name in self._schema.names}, source=str(self.path))
+
+    def examples(self, now: float | None = None) -> Examples:
+        """Return every live example under the store's schema.
+
+        Raises:
+            DataError: the store has no schema yet.
+        """
+        parts = list(self.iter_examples(4096, now))
+        if not parts:
+            if self._schema is None:
+                raise DataError(f"{self.path}: the example store is empty and has no schema")
+            return Examples(self._schema, {f.name: np.zeros((0, *f.shape), f.dtype) for f in self._schema.fields},
+                            source=str(self.path))
+        return Examples(self._schema, {n: np.concatenate([p[n] for p in parts]) for n in self._schema.names},
+                        source=str(self.path))
+
+    def batches(self, batch_size: int, now: float | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield live examples in insertion order as (features, labels) arrays (see ``Examples.to_array_data``)."""
+        for part in self.iter_examples(batch_size, now):
+            data = part.to_array_data()
+            yield data.x.numpy(), data.y.numpy()
 
     def read_all(self, now: float | None = None) -> ArrayData:
-        """Return every live example as tensors, the form the shared client code trains on."""
-        xs, ys = [], []
-        for x, y in self.batches(4096, now):
-            xs.append(x)
-            ys.append(y)
-        if not xs:
-            raise DataError(f"{self.path}: the example store is empty")
-        return ArrayData(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
+        """Return every live example as ``(x, y)`` tensors, the form today's client code trains on.
 
+        Raises:
+            DataError: the store holds no live example.
+        """
+        if self.count(now) == 0:
+            raise DataError(f"{self.path}: the example store is empty")
+        return self.examples(now).to_array_data()
+
+    # ---- runtime state -------------------------------------------------------------------------
 
     def client_state(self) -> Params | None:
         """Return the algorithm state this client kept from its last round (SCAFFOLD's c_i), or None."""

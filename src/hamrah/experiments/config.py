@@ -16,6 +16,7 @@ from typing import Any
 
 from hamrah.algorithms import ALGORITHMS
 from hamrah.core.errors import ConfigError
+from hamrah.observe.tracking import TrackingConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -166,6 +167,7 @@ class ExperimentConfig:
     privacy: PrivacyConfig | None = None  # absent: no differential privacy
     secure_aggregation: SecureAggregationConfig | None = None  # absent: the server sees each update
     homomorphic_encryption: HomomorphicEncryptionConfig | None = None  # absent: updates are not encrypted
+    tracking: TrackingConfig | None = None  # absent: no TensorBoard / MLflow sinks (hamrah.observe.tracking)
 
     def to_dict(self) -> dict:
         """Return the resolved config as plain data (``batch_size = None`` written as "inf"; absent
@@ -187,7 +189,8 @@ class ExperimentConfig:
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
 _OPTIONAL = {"compression": CompressionConfig, "privacy": PrivacyConfig,
-             "secure_aggregation": SecureAggregationConfig, "homomorphic_encryption": HomomorphicEncryptionConfig}
+             "secure_aggregation": SecureAggregationConfig, "homomorphic_encryption": HomomorphicEncryptionConfig,
+             "tracking": TrackingConfig}
 _CHOICES = {
     ("data", "dataset"): DATASETS, ("data", "partition"): PARTITIONS,
     ("model", "name"): MODELS, ("algorithm", "name"): ALGORITHMS,

@@ -355,7 +355,11 @@ def main(args: argparse.Namespace) -> None:
             fh.write(json.dumps(row) + "\n")
 
     start = time.perf_counter()
-    rows = run_lab(cfg, log=lambda m: print(m, flush=True), prep=prep, on_row=save)
+    from hamrah.experiments.progress import work_progress
+
+    cells = len(cfg.defences) * len(cfg.run_seeds()) * len(cfg.attacks)  # one row per cell
+    with work_progress(cells, "lab", "cells") as step:  # a bar on a terminal, plain lines otherwise
+        rows = run_lab(cfg, log=step, prep=prep, on_row=save)
     wall = time.perf_counter() - start
     summary = summarize(rows)
     (out / "lab.json").write_text(json.dumps({"config": str(args.config), "command": _command(args), "rows": rows,

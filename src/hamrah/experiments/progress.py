@@ -1,16 +1,43 @@
-"""Live progress for long runs: a rich progress bar plus one log line per evaluated round."""
+"""Live progress for long commands: rich progress bars (done, rate, time left) on a terminal, plain
+lines otherwise: per evaluated round (``run``, ``sweep``), per cell (``lab``, ``reproduce``), per
+committed round (``server``)."""
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from hamrah.simulation import RoundRecord
 
 console = Console(highlight=False, soft_wrap=True)
+
+
+class RateColumn(ProgressColumn):
+    """Items per second (rich's estimate over the recent steps)."""
+
+    def __init__(self, unit: str = "rounds"):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        speed = task.speed
+        if not speed:
+            return Text("")
+        return Text(f"{speed:.2f} {self.unit}/s" if speed >= 0.1 else f"{1 / speed:.0f} s/{self.unit.rstrip('s')}")
 
 
 @contextmanager
@@ -18,7 +45,7 @@ def round_progress(total_rounds: int, label: str = "training", log_rounds: bool 
     """Yield a callback ``on_round(record)`` that advances a progress bar and logs the round."""
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        TextColumn("{task.fields[stats]}"), RateColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
         console=console, transient=True, disable=not console.is_terminal,
     )
     task = progress.add_task(label, total=total_rounds, stats="")
@@ -40,3 +67,69 @@ def round_progress(total_rounds: int, label: str = "training", log_rounds: bool 
 
     with progress:
         yield on_round
+
+
+def _eta(done: int, total: int, elapsed: float) -> str:
+    """Return "rate, time left" for ``done`` of ``total`` items in ``elapsed`` seconds."""
+    if done <= 0 or elapsed <= 0:
+        return "rate unknown yet"
+    per = elapsed / done
+    left = max(total - done, 0) * per
+    rate = f"{per:.1f} s each" if per >= 1 else f"{1 / per:.1f}/s"
+    return f"{rate}, about {left / 60:.1f} min left" if left >= 120 else f"{rate}, about {left:.0f} s left"
+
+
+@contextmanager
+def work_progress(total: int, label: str, unit: str = "items") -> Iterator:
+    """Yield ``step(line="")``: call it once per finished item (a lab cell, a reproduction cell).
+
+    On a terminal a progress bar shows items done, the rate and the time left, and ``line`` is printed
+    above it; otherwise each step prints one plain line: ``line``, then ``label: done/total unit
+    (rate, time left)``, so logs and pipes stay line-oriented.
+    """
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+        RateColumn(unit), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console, transient=True, disable=not console.is_terminal,
+    )
+    task = progress.add_task(label, total=total)
+    start, done = time.perf_counter(), [0]
+
+    def step(line: str = "") -> None:
+        done[0] += 1
+        progress.update(task, completed=done[0])
+        if console.is_terminal:
+            if line:
+                progress.console.print(line, markup=False)
+        else:
+            if line:
+                print(line, flush=True)
+            print(f"{label}: {done[0]}/{total} {unit} ({_eta(done[0], total, time.perf_counter() - start)})", flush=True)
+
+    with progress:
+        yield step
+
+
+@contextmanager
+def follow_rounds(metrics: Path, total_rounds: int, label: str = "server") -> Iterator[None]:
+    """Show a progress bar of committed rounds (rate, time left) while a server runs, on a terminal
+    only: it follows the state folder's ``metrics.jsonl`` in a thread (the server logs a line per
+    round anyway, which is what a pipe or a log file gets)."""
+    if not console.is_terminal:
+        yield
+        return
+    from hamrah.observe.tracking import RecordFeed
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rounds"),
+        RateColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
+    )
+    task = progress.add_task(label, total=total_rounds)
+    feed = RecordFeed(metrics, lambda rec: progress.update(task, completed=int(rec.get("round", 0))))
+    progress.update(task, completed=max((r for r in feed.seen if isinstance(r, int)), default=0))
+    with progress:
+        feed.start()
+        try:
+            yield
+        finally:
+            feed.stop()

@@ -114,15 +114,18 @@ def main(args: argparse.Namespace) -> None:
         raise ConfigError(f"--cells: unknown cell(s) {', '.join(unknown)}; expected some of {', '.join(CELLS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from hamrah.experiments.progress import work_progress
+
     rows = []
-    for cid in ids:
-        cell = CELLS[cid]
-        cap = round_cap(cell, args.max_rounds_factor, args.max_rounds)
-        print(f"{cid}: paper {cell.paper_rounds:g} rounds to {cell.target:g}; grid {cell.lrs}; cap {cap} rounds", flush=True)
-        rows.append(reproduce_cell(cell, out, cap))
-        (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-        (out / "results.md").write_text(markdown_table(rows))
-        r = rows[-1]
-        print(f"  -> {r['rounds_to_target']} rounds (paper {cell.paper_rounds:g}), best lr {r['best_lr']:g}", flush=True)
+    with work_progress(len(ids), "reproduce", "cells") as step:  # a bar on a terminal, plain lines otherwise
+        for cid in ids:
+            cell = CELLS[cid]
+            cap = round_cap(cell, args.max_rounds_factor, args.max_rounds)
+            print(f"{cid}: paper {cell.paper_rounds:g} rounds to {cell.target:g}; grid {cell.lrs}; cap {cap} rounds", flush=True)
+            rows.append(reproduce_cell(cell, out, cap))
+            (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+            (out / "results.md").write_text(markdown_table(rows))
+            r = rows[-1]
+            step(f"  -> {r['rounds_to_target']} rounds (paper {cell.paper_rounds:g}), best lr {r['best_lr']:g}")
     print("\n" + markdown_table(rows))
     print(f"Wrote {out}/results.json, results.md and one PNG per cell")

@@ -13,7 +13,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -33,8 +33,12 @@ from hamrah.experiments.config import (
 from hamrah.experiments.plots import plot_curves
 from hamrah.experiments.targets import rounds_to_target
 from hamrah.models import build_model
-from hamrah.privacy import PipelineSpec
+from hamrah.observe.runs import write_failure
+from hamrah.observe.tracking import Tracking
 from hamrah.simulation import RoundRecord, SimulationConfig, Simulator, seeded
+
+if TYPE_CHECKING:  # the pipeline's libraries (dp_accounting, tenseal, phe) load only for a run that uses them
+    from hamrah.privacy import PipelineSpec
 
 
 def build_algorithm(cfg: AlgorithmConfig, num_clients: int | None = None) -> Algorithm:
@@ -80,7 +84,16 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     factory = functools.partial(build_model, cfg.model.name, dataset)
     factory()  # raises ConfigError now if the model does not fit the data
     return Prepared(cfg, fed, factory, build_algorithm(cfg.algorithm, fed.num_clients),
-                    pipeline_spec(cfg, fed.num_clients))
+                    pipeline_spec(cfg, fed.num_clients) if uses_pipeline(cfg) else None)
+
+
+def uses_pipeline(cfg: ExperimentConfig) -> bool:
+    """Return True when ``cfg`` configures a client-update pipeline (compression, DP, SecAgg or HE).
+
+    A run without one never imports the pipeline's modules (nor dp_accounting, tenseal or phe).
+    """
+    return any(x is not None for x in (cfg.compression, cfg.privacy, cfg.secure_aggregation,
+                                       cfg.homomorphic_encryption))
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -91,27 +104,50 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def run_experiment(
     cfg: ExperimentConfig, out_dir: str | Path | None = None,
-    on_round: Callable[[RoundRecord], None] | None = None, prepared: Prepared | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None, prepared: Prepared | None = None, *, plot: bool = True,
 ) -> dict:
-    """Run ``cfg``; write ``metrics.jsonl``, ``summary.json`` and ``curve.png`` to ``out_dir``; return the summary."""
+    """Run ``cfg``; write ``metrics.jsonl``, ``summary.json`` and ``curve.png`` to ``out_dir``; return the summary.
+
+    Args:
+        cfg: the validated config.
+        out_dir: where to write the results (None: write nothing).
+        on_round: called with each evaluated round's record.
+        prepared: ``prepare(cfg)``'s result when the caller already has it.
+        plot: write ``curve.png`` (False: matplotlib is never imported).
+
+    Returns:
+        The summary (also written to ``summary.json``).
+
+    Raises:
+        ConfigError, DataError: a bad config or data file, before anything is written.
+    """
     prep = prepared or prepare(cfg)
     sim = prep.simulator()
     out = Path(out_dir) if out_dir is not None else None
     metrics_file = None
+    tracking = Tracking(cfg.tracking if out is not None else None, out, cfg.to_dict())  # a missing extra stops here
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        (out / "failed.json").unlink(missing_ok=True)  # a rerun in the same folder is not shown as failed
         metrics_file = open(out / "metrics.jsonl", "w", encoding="utf-8")
 
     def record(rec: RoundRecord) -> None:
+        row = {k: v for k, v in asdict(rec).items() if v is not None}
         if metrics_file is not None:
-            metrics_file.write(json.dumps({k: v for k, v in asdict(rec).items() if v is not None}) + "\n")
+            metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
+        tracking.log_round(row)
         if on_round is not None:
             on_round(rec)
 
     start = time.perf_counter()
     try:
         result = sim.run(record)
+    except BaseException as e:  # the dashboard shows the run as failed, with its error
+        tracking.close("FAILED")
+        if out is not None:
+            write_failure(out, e)
+        raise
     finally:
         if metrics_file is not None:
             metrics_file.close()
@@ -137,8 +173,10 @@ def run_experiment(
         **_pipeline_summary(sim, result),
         "versions": {"hamrah": hamrah.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
+    tracking.close("FINISHED")
     if out is not None:
         _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if out is not None and plot:
         title = f"{cfg.algorithm.name} / {cfg.model.name} on {cfg.data.dataset} ({cfg.data.partition})"
         plot_curves({f"lr={cfg.algorithm.lr:g}": (rounds, accs)}, out / "curve.png", title=title, target=target)
     return summary

@@ -12,6 +12,7 @@ from hamrah.device.store import import_partition
 from hamrah.experiments.config import ExperimentConfig, algorithm_hyperparameters, from_dict, read_toml
 from hamrah.experiments.runner import prepare
 from hamrah.models import ModelSpec
+from hamrah.observe.dashboard import DashboardConfig, dashboard_config
 from hamrah.server.app import ServerSetup
 from hamrah.server.config import ServerConfig, server_config
 from hamrah.server.coordinator import RunPlan
@@ -28,6 +29,7 @@ def load_server_config(path: str | Path) -> tuple[ExperimentConfig, ServerConfig
     path = Path(path)
     raw = read_toml(path)
     table = raw.pop("server", {})
+    raw.pop("dashboard", None)  # read by load_dashboard_config
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [server] must be a table of keys")
     try:
@@ -37,6 +39,23 @@ def load_server_config(path: str | Path) -> tuple[ExperimentConfig, ServerConfig
     files = {k: str((path.parent / v).resolve()) for k in ("tokens_file", "revoked_file", "tls_cert", "tls_key", "client_ca")
              if (v := getattr(srv, k)) is not None}
     return exp, dataclasses.replace(srv, **files)
+
+
+def load_dashboard_config(path: str | Path) -> DashboardConfig | None:
+    """Read a server config's ``[dashboard]`` section (None: absent); a relative token_file is taken
+    relative to the config file.
+
+    Raises:
+        ConfigError: a wrong key or value, or a non-loopback host without allow_remote and a token file.
+    """
+    path = Path(path)
+    table = read_toml(path).get("dashboard")
+    if table is None:
+        return None
+    try:
+        return dashboard_config(table, path.parent)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
@@ -59,7 +78,7 @@ def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
     return ServerSetup(
         server=srv, run=RunPlan(r.rounds, r.seed, r.eval_every, r.target_accuracy, r.stop_at_target),
         algorithm=build(**plan), algorithm_plan=plan, model=ModelSpec.of(exp.model.name, ds),
-        test_data=ds.test, goal=goal, config=config, ignore_index=ds.ignore_index,
+        test_data=ds.test, goal=goal, config=config, ignore_index=ds.ignore_index, tracking=exp.tracking,
     )
 
 

@@ -125,8 +125,9 @@ def write_failure(folder: str | Path, error: BaseException | str, log_lines: lis
 class RunFolder:
     """The runs under one folder, re-read only when a file's size or time changes."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, always: tuple[str, ...] = ()):
         self.root = Path(root).resolve()
+        self.always = always  # names listed even before their first file (a live server's ".")
         if not self.root.is_dir():
             raise ConfigError(f"{root}: no such folder; expected a folder of runs (hamrah run/sweep/server outputs)")
         self._cache: dict[Path, tuple[tuple, list[dict]]] = {}
@@ -142,7 +143,7 @@ class RunFolder:
                 found.append(Path(dirpath).relative_to(self.root).as_posix())
             if len(found) >= MAX_RUNS:
                 break
-        return sorted(found)
+        return sorted(set(found) | set(self.always))
 
     def folder(self, name: str) -> Path:
         """Return the folder of run ``name``.

@@ -29,7 +29,7 @@ class DeviceView:
 
     key: str
     first_seen: float
-    last_checkin: float
+    last_checkin: float | None = None  # None: seen only in other calls (a refused one, say)
     eligible: bool | None = None
     checkins: int = 0
     tasks: int = 0
@@ -79,7 +79,7 @@ class Telemetry:
 
     def _device(self, key: str, now: float) -> DeviceView:
         key = key[:KEY_CHARS]
-        view = self.devices.pop(key, None) or DeviceView(key, now, now)
+        view = self.devices.pop(key, None) or DeviceView(key, now)
         self.devices[key] = view
         while len(self.devices) > self.max_devices:
             self.devices.popitem(last=False)
@@ -165,14 +165,14 @@ class Telemetry:
         with self._lock:
             now = self.clock()
             devices = list(self.devices.values())
-            recent = [asdict(d) for d in reversed(devices[-max_devices:])]
+            shown = [asdict(d) for d in reversed(devices[-max_devices:])] if max_devices else []
             counters: dict[str, dict[str, int]] = {}
             for (name, label), n in self.counters.items():
                 counters.setdefault(name, {})[label] = n
-            connected = sum(now - d.last_checkin <= self.connected_s for d in devices)
-            eligible = sum(bool(d.eligible) for d in devices if now - d.last_checkin <= self.connected_s)
+            recent = [d for d in devices if d.last_checkin is not None and now - d.last_checkin <= self.connected_s]
+            connected, eligible = len(recent), sum(bool(d.eligible) for d in recent)
             return {"now": now, "version": self.version, "counters": counters, "live": asdict(self.live),
-                    "devices": recent, "known_devices": len(devices), "connected": connected,
+                    "devices": shown, "known_devices": len(devices), "connected": connected,
                     "eligible": eligible, "events": list(self.events)[-50:], "logs": list(self.logs)}
 
 

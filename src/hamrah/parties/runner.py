@@ -10,6 +10,7 @@ epoch all of them completed (``lr_common.hello``) and go on from there.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -54,18 +55,58 @@ def load_checkpoints(folder: Path) -> dict[int, LRState]:
     return states
 
 
+def model_arrays(value, prefix: str = "") -> dict[str, np.ndarray]:
+    """Flatten a trained model into named arrays for ``model.npz`` (no pickle).
+
+    Dataclass fields become ``name.``-prefixed keys, networks their ``state_dict`` tensors, tuples of
+    models one key per index, and arrays, numbers and names are kept as they are (names as text arrays).
+
+    Args:
+        value: a role's result (SecureBoost, SplitNN or FTL model, or anything built of the above).
+        prefix: the key prefix of ``value``'s arrays.
+
+    Returns:
+        ``{key: array}``, every array of a plain (non-object) dtype.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            out.update(model_arrays(getattr(value, f.name), f"{prefix}{f.name}."))
+        return out
+    if hasattr(value, "state_dict"):
+        return {f"{prefix}{k}": v.detach().cpu().numpy() for k, v in value.state_dict().items()}
+    if isinstance(value, (tuple, list)) and any(dataclasses.is_dataclass(v) or hasattr(v, "state_dict") for v in value):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(model_arrays(v, f"{prefix}{i}."))
+        return out
+    arr = np.asarray(value)
+    return {prefix.rstrip("."): arr.astype(str) if arr.dtype == object else arr}
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    """Write ``arrays`` to ``path`` through a temporary file and a rename (never half-written)."""
+    tmp = path.with_name(f".{path.name}")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
 def _write_result(cfg: PartyConfig, result, stats) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     summary = {"party": cfg.name, "role": cfg.role, "protocol": cfg.protocol,
                "sent_bytes": stats.sent_bytes, "received_bytes": stats.received_bytes}
     if isinstance(result, LRState) and result.weights.size:
-        with open(cfg.out / "model.npz", "wb") as f:
-            np.savez(f, weights=result.weights, mean=result.mean, std=result.std, quantiles=result.quantiles)
+        _save_npz(cfg.out / "model.npz", {"weights": result.weights, "mean": result.mean, "std": result.std,
+                                          "quantiles": result.quantiles})
     if isinstance(result, LRState):
         summary.update(epochs=result.epoch, converged=result.converged, weight_change=list(result.history))
     elif isinstance(result, np.ndarray):
         np.savetxt(cfg.out / "intersection.csv", result, fmt="%d", header="id", comments="")
         summary["intersection"] = len(result)
+    elif result is not None:  # SecureBoost, SplitNN, FTL: their model
+        _save_npz(cfg.out / "model.npz", model_arrays(result))
+        summary["model"] = type(result).__name__
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -111,4 +152,4 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
         server.stop()
 
 
-__all__ = ["load_checkpoints", "run_party"]
+__all__ = ["load_checkpoints", "model_arrays", "run_party"]

@@ -24,7 +24,7 @@ beyond the ledger file the caller names.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,10 @@ import numpy as np
 from hamrah.compression import HalfPrecision, RandomMask, SignEF, StochasticQuantizer, TopK
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
-from hamrah.core.pipeline import Chain, RoundOutput, ServerContext, Stage, process_round, wire_spec
+from hamrah.core.aggregate import CombineRule, Statistic
+from hamrah.core.pipeline import (
+    Chain, RoundOutput, ServerContext, Stage, check_statistics, process_round, wire_spec,
+)
 from hamrah.core.settings import variant_settings
 from hamrah.he.stage import (
     HESettings, HomomorphicSum, KeyHolder, decode_public_key, default_max_weight, encode_public_key, he_settings,
@@ -364,12 +367,21 @@ class PipelineRun:
         """Return the aggregation weight of a client with ``num_examples`` examples."""
         return 1.0 if self.spec.equal_weights else float(num_examples)
 
+    def check(self, statistics: Sequence[Statistic], robust: bool = False) -> None:
+        """Refuse (ConfigError with the reason) statistics or a robust aggregator this chain cannot carry
+        soundly (:func:`hamrah.core.pipeline.check_statistics`)."""
+        check_statistics(self.chain.stages, statistics, robust)
+
     def process(self, round_idx: int, updates: Mapping[int, Params], num_examples: Mapping[int, int],
-                rngs: Mapping[int, np.random.Generator], server_rng: np.random.Generator) -> RoundOutput:
-        """Run the chain on one round (an empty round still releases central noise); keep the new states."""
+                rngs: Mapping[int, np.random.Generator], server_rng: np.random.Generator,
+                combine: CombineRule | None = None) -> RoundOutput:
+        """Run the chain on one round (an empty round still releases central noise); keep the new states.
+
+        ``updates`` are packed statistics (:func:`hamrah.core.aggregate.pack` with :meth:`weight`);
+        ``combine`` is a robust rule that replaces the weighted mean of the decoded updates."""
         weights = {k: self.weight(num_examples[k]) for k in updates}
         out = process_round(self.chain, updates, weights, self.client_states, rngs, server_state=self.server_state,
-                            round_idx=round_idx, server_rng=server_rng, template=self.template)
+                            round_idx=round_idx, server_rng=server_rng, template=self.template, combine=combine)
         self.client_states.update(out.states)
         self.server_state = out.server_state
         return out

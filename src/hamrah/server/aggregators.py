@@ -1,28 +1,28 @@
 """The Master Aggregator and its Aggregators (Bonawitz et al. 2019, section 4.2).
 
-Each round the Master Aggregator spawns Aggregators; every accepted report goes to one of them.
-For algorithms whose server half needs only the n_k-weighted mean of the deltas (FedAvg, FedSGD,
-FedOpt), an Aggregator keeps just a running weighted sum: its memory does not grow with the number
-of reports. Other algorithms (per-client normalisation, control variates, robust aggregation) get
-the reports themselves, kept by the Aggregator that received them.
+Each round the Master Aggregator spawns Aggregators; every accepted report (one client's packed
+statistics, a :class:`~hamrah.core.aggregate.Contribution`) goes to one of them. Every algorithm's
+server half takes one :class:`~hamrah.core.aggregate.Aggregate` of weighted sums, so an Aggregator
+keeps just a running weighted sum (:class:`~hamrah.core.aggregate.Accumulator`): its memory does not
+grow with the number of reports. Only a robust aggregator (which needs each client's delta) and
+homomorphic encryption (whose ciphertexts are weighted and added at commit) keep the reports
+themselves (``buffered``).
 
 An Aggregator that fails loses only its own share: the Master Aggregator finalises the round from
 the ones still alive, and the Coordinator counts only their reports towards the goal.
 
 Where the Aggregators run is a backend: ``LocalBackend`` (the default) keeps them as plain objects
-in the server process; ``hamrah.server.ray_backend.RayBackend`` runs the same ``Aggregator`` class
-as Ray actors. The Master Aggregator talks to either through the ``Share`` handles they spawn.
+in the server process; ``hamrah.server.ray_backend.RayBackend`` runs the same ``AggregatorShare``
+class as Ray actors. The Master Aggregator talks to either through the ``Share`` handles they spawn.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import torch
-
-from hamrah.algorithms.base import ClientResult
-from hamrah.core.params import Params
+from hamrah.core.aggregate import Accumulator, Aggregate, CombineRule, Contribution, Statistic, aggregate_contributions
 
 
 @dataclass(frozen=True)
@@ -31,49 +31,37 @@ class Partial:
 
     buffered: bool
     count: int
-    weight: float
-    loss_sum: float
-    total: Params  # sum_k n_k delta_k in float64 (streaming shares)
-    dtypes: dict
-    results: list[ClientResult]  # the reports themselves (buffered shares)
+    sums: Accumulator  # the running weighted sum (streaming shares)
+    contributions: list[Contribution]  # the reports themselves (buffered shares)
 
 
 @dataclass
-class Aggregator:
-    """One Aggregator's share of a round: a running weighted sum, or the buffered reports."""
+class AggregatorShare:
+    """One Aggregator's share of a round (the paper's "Aggregator"): a running weighted sum, or the
+    buffered reports."""
 
     index: int
     buffered: bool
     alive: bool = True
     count: int = 0
-    weight: float = 0.0
-    loss_sum: float = 0.0
-    total: Params = field(default_factory=dict)  # sum_k n_k delta_k in float64
-    dtypes: dict = field(default_factory=dict)
-    results: list[ClientResult] = field(default_factory=list)
+    sums: Accumulator = field(default_factory=Accumulator)
+    contributions: list[Contribution] = field(default_factory=list)
 
-    def add(self, result: ClientResult) -> None:
-        """Fold one client's result into this share."""
-        n = float(result.num_examples)
+    def add(self, contribution: Contribution) -> None:
+        """Fold one client's packed statistics into this share."""
         if self.buffered:
-            self.results.append(result)
-        elif not self.total:
-            self.dtypes = {k: v.dtype for k, v in result.delta.items()}
-            self.total = {k: v.to(torch.float64) * n for k, v in result.delta.items()}
+            self.contributions.append(contribution)
         else:
-            for k, v in result.delta.items():
-                self.total[k].add_(v.to(torch.float64), alpha=n)
+            self.sums.add(contribution)
         self.count += 1
-        self.weight += n
-        self.loss_sum += n * float(result.metrics.get("train_loss", 0.0))
 
     def partial(self) -> Partial:
         """Return this share's sums (or buffered reports) for the Master Aggregator."""
-        return Partial(self.buffered, self.count, self.weight, self.loss_sum, self.total, self.dtypes, self.results)
+        return Partial(self.buffered, self.count, self.sums, self.contributions)
 
     def crash(self) -> None:
         """Fail: everything this Aggregator held is lost."""
-        self.alive, self.total, self.results = False, {}, []
+        self.alive, self.sums, self.contributions = False, Accumulator(), []
 
 
 class Share(Protocol):
@@ -83,7 +71,7 @@ class Share(Protocol):
     alive: bool
     count: int  # reports routed to it (tracked by the handle, so reading it never blocks)
 
-    def add(self, result: ClientResult) -> None: ...
+    def add(self, contribution: Contribution) -> None: ...
 
     def crash(self) -> None: ...
 
@@ -103,10 +91,10 @@ class Backend(Protocol):
 class LocalBackend:
     """Aggregators as plain objects in the server process (the asyncio backend)."""
 
-    def spawn(self, index: int, buffered: bool) -> Aggregator:
-        return Aggregator(index, buffered)
+    def spawn(self, index: int, buffered: bool) -> AggregatorShare:
+        return AggregatorShare(index, buffered)
 
-    def gather(self, shares: list[Aggregator]) -> list[Partial | None]:
+    def gather(self, shares: list[AggregatorShare]) -> list[Partial | None]:
         return [a.partial() for a in shares]
 
     def close(self) -> None:
@@ -152,12 +140,15 @@ class MasterAggregator:
     def reports(self) -> int:
         return sum(a.count for a in self.shares if a.alive)
 
-    def finalize(self) -> tuple[list[ClientResult], float]:
-        """Return the results the server half folds in, and the mean training loss.
+    def finalize(self, statistics: Sequence[Statistic], rule: CombineRule | None = None
+                 ) -> tuple[Aggregate | None, list[Contribution]]:
+        """Return the round's aggregate of the live shares (None when no report is left) and, for
+        buffered shares, the reports themselves (what homomorphic encryption adds at commit).
 
-        Streaming shares are merged into one result whose delta is the weighted mean and whose
-        weight is the total: for a weighted-mean server half this equals folding in every report.
-        A share the backend finds dead now is lost like a crashed one.
+        Streaming shares' weighted sums are merged (equal to folding in every report); buffered shares'
+        reports are aggregated here, with ``rule`` for the statistics declared robust. A buffered round
+        whose reports are ciphertexts returns no aggregate, only the reports. A share the backend finds
+        dead now is lost like a crashed one.
         """
         candidates = [a for a in self.shares if a.alive and a.count]
         live = []
@@ -167,14 +158,17 @@ class MasterAggregator:
                 share.alive = False
             else:
                 live.append(part)
-        weight = sum(p.weight for p in live)
-        loss = sum(p.loss_sum for p in live) / weight if weight else float("nan")
         if not live:
-            return [], loss
+            return None, []
         if live[0].buffered:
-            return [r for p in live for r in p.results], loss
-        merged = {k: (sum(p.total[k] for p in live) / weight).to(dtype) for k, dtype in live[0].dtypes.items()}
-        return [ClientResult(-1, merged, int(weight), {"train_loss": loss})], loss
+            reports = [c for p in live for c in p.contributions]
+            if not reports or not all(v.is_floating_point() for v in reports[0].stats.values()):
+                return None, reports
+            return aggregate_contributions(reports, statistics, rule), reports
+        total = Accumulator()
+        for p in live:
+            total.merge(p.sums)
+        return (total.result() if total.count else None), []
 
     def close(self) -> None:
         """Release the backend (Ray: kill the Aggregator actors)."""

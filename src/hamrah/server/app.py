@@ -18,6 +18,8 @@ from hamrah.core.params import num_parameters
 from hamrah.core.targets import rounds_to_target
 from hamrah.data.federated import ArrayData
 from hamrah.models import ModelSpec
+from hamrah.observe.dashboard import DashboardConfig
+from hamrah.observe.tracking import TrackingConfig
 from hamrah.server.config import ServerConfig
 from hamrah.server.coordinator import Coordinator, RunPlan
 from hamrah.server.guard import add_service
@@ -26,6 +28,7 @@ from hamrah.server.secure_rounds import refuse_malicious_server_without_keys
 from hamrah.server.selector import Selector
 from hamrah.server.service import FederatedLearningService
 from hamrah.server.state import ServerStore
+from hamrah.server.watch import Watch
 from hamrah.transport.codec import CHUNK_BYTES
 from hamrah.transport.security import TokenRegistry, server_credentials
 
@@ -50,6 +53,8 @@ class ServerSetup:
     goal: int
     config: dict
     ignore_index: int | None = None
+    dashboard: DashboardConfig | None = None  # [dashboard]: live pages and /metrics on a second port
+    tracking: TrackingConfig | None = None  # [tracking]: TensorBoard / MLflow sinks
 
 
 class FLServer:
@@ -97,6 +102,8 @@ class FLServer:
         if tokens is not None:
             self.coordinator.device_identity = lambda device: getattr(tokens.by_key(device), "signing_key", None)
         self.service = FederatedLearningService(self.coordinator, self.selectors, tokens)
+        self.watch = Watch(setup.dashboard, setup.tracking, self.store.dir, setup.config, lambda: self.coordinator.finished)
+        self.service.telemetry = self.watch.telemetry
         self.port: int | None = None
 
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> int:
@@ -119,6 +126,7 @@ class FLServer:
         self._new_state = None  # serving: the state folder is the server's now
         await self._grpc.start()
         self.port = bound
+        self.watch.start(s)
         params = self.coordinator.params
         log.info("serving population %r on %s:%d (%s, %s: %s parameters; goal %d per round; state %s)",
                  s.population, host, bound, "TLS" if s.tls_cert else "plaintext", self.setup.model.name,
@@ -137,12 +145,16 @@ class FLServer:
         try:
             await self.coordinator.run()
             await asyncio.sleep(linger_s)  # tell devices that check in now that training is over
+        except Exception as e:
+            self.watch.failed(e)  # failed.json: the error and the last log lines, for the dashboard
+            raise
         finally:
             await self._grpc.stop(grace=0.5)
             self.coordinator.master.close()
             summary = self.summary()
             self.store.write_summary(summary)
             self.store.close()
+            self.watch.stop()
         return summary
 
     def _on_sigterm(self) -> None:

@@ -23,8 +23,7 @@ import uuid
 import torch
 
 from hamrah.aggregation import build_aggregator
-from hamrah.algorithms import WEIGHTED_MEAN_ALGORITHMS
-from hamrah.algorithms.base import Algorithm, ClientResult
+from hamrah.algorithms.base import Algorithm
 from hamrah.algorithms.local import evaluate
 from hamrah.algorithms.state import flatten_state, unflatten_state
 from hamrah.core.errors import NotEnoughClients, ProtocolError
@@ -302,7 +301,7 @@ class Coordinator(SecureRounds, BoundedReports):
     async def _round(self, r: int, attempt: int) -> dict | None:
         cfg = self.cfg
         self._prepare_checkpoint()
-        buffered = self.algorithm.name not in WEIGHTED_MEAN_ALGORITHMS or self.aggregator is not None
+        buffered = self.aggregator is not None  # a robust rule needs each report; every algorithm streams
         self.master.start_round(buffered=buffered or (self.pipeline is not None and self.pipeline.buffered))
         rs = RoundState(r, attempt, self.goal, cfg.selection_target(self.goal), time.monotonic(),
                         eval_target=cfg.eval_devices)
@@ -374,16 +373,19 @@ class Coordinator(SecureRounds, BoundedReports):
                 return
 
     def _commit(self, rs: RoundState, t_sel: float, t_rep: float, secure: SecureOutcome | None = None) -> dict:
-        if secure is None:
-            results, train_loss = self.master.finalize()  # may block (Ray backend): runs in a worker thread
+        reports = []
+        if secure is None:  # finalize may block (Ray backend): runs in a worker thread
+            aggregate, reports = self.master.finalize(self.algorithm.statistics, self.aggregator)
             reported = self.master.reports()
         else:
-            results = [ClientResult(0, secure.mean, secure.num_examples, {"train_loss": secure.train_loss})]
-            train_loss, reported = secure.train_loss, secure.contributors
+            aggregate, reported = secure.aggregate, secure.contributors
             self.pipeline.bytes_up += rs.secure.bytes_up
         if self.pipeline is not None:
-            results = self.pipeline.server_half(results, rs.round, reported)
-        params, state = self.algorithm.server_update(self.params, results, self.server_state, self.aggregator)
+            aggregate = self.pipeline.server_half(aggregate, reports, rs.round, reported)
+        if aggregate is None:
+            raise NotEnoughClients(f"round {rs.round}: no report reached the aggregate")
+        train_loss = aggregate.metric("train_loss")
+        params, state = self.algorithm.apply(self.params, aggregate, self.server_state)
         tensors, scalars = flatten_state(state)
         check_finite(params, f"round {rs.round}'s new model")
         check_finite(tensors, f"round {rs.round}'s server state")

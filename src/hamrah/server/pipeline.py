@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hamrah.algorithms import WEIGHTED_MEAN_ALGORITHMS
-from hamrah.algorithms.base import ClientResult
+from hamrah.algorithms import DELTA, statistics_of
+from hamrah.core.aggregate import Aggregate, Contribution, Statistic, statistics_template
 from hamrah.core.errors import BudgetExhausted, ConfigError, ProtocolError
+from hamrah.core.metrics import Weighted, merge_metrics
 from hamrah.core.params import Params
 from hamrah.core.updates import check_update
 from hamrah.privacy.chains import (
@@ -62,21 +63,24 @@ class ServerPipeline:
     """The server's side of the pipeline: decode reports, noise the mean, keep the budget and clip norm.
 
     Args:
-        spec: the pipeline. params: the model's parameters (the update template).
+        spec: the pipeline. params: the model's parameters.
         state_dir: the server's ``--state`` folder.
         store: the server's :class:`~hamrah.server.state.ServerStore`: the ledger and the stages' server
             state are rows of its database, committed with each round (None: kept in memory only).
 
     Raises:
         ConfigError: the plan would not fit one gRPC message (a CKKS public context above N = 16384),
-            or the saved budget differs from the configured one.
+            or the saved budget differs from the configured one, or the chain cannot carry the algorithm's
+            ``statistics`` (the update template is those statistics, namespaced).
         DataError: checkpoints without a ledger, or a corrupt ledger or stage state.
     """
 
-    def __init__(self, spec: PipelineSpec, params: Params, state_dir: str | Path, store=None):
-        self.run = PipelineRun(spec, params)
+    def __init__(self, spec: PipelineSpec, params: Params, state_dir: str | Path, store=None,
+                 statistics: tuple[Statistic, ...] = (DELTA,), robust: bool = False):
+        self.run = PipelineRun(spec, statistics_template(statistics, params))
+        self.run.check(statistics, robust)
         if spec.dp is not None and spec.dp.mode == "distributed":  # no sampling amplification: see the docstring
-            self.run.accountant = distributed_accountant(self.run.chain.stages[0], params, 1.0)
+            self.run.accountant = distributed_accountant(self.run.chain.stages[0], self.run.template, 1.0)
         self.spec = self.run.spec  # with the key holder's public key, if any
         self.privacy = ServerPrivacy(self.run, store)
         self.wire = self.run.wire_spec()
@@ -96,22 +100,21 @@ class ServerPipeline:
         """Return the pipeline of a server config (``ServerSetup.config``), or None when it has none.
 
         Raises:
-            ConfigError: a bad section, an impossible chain, an algorithm that is not a weighted mean, or
-                an epsilon the server could not prove (:func:`hamrah.server.privacy.refuse_unprovable`).
+            ConfigError: a bad section, an impossible chain, a chain that cannot carry the algorithm's
+                statistics soundly (:func:`hamrah.core.pipeline.check_statistics`: e.g. a robust
+                aggregator behind a secure sum), or an epsilon the server could not prove
+                (:func:`hamrah.server.privacy.refuse_unprovable`).
         """
         comp, priv, secure = config.get("compression"), config.get("privacy"), config.get("secure_aggregation")
         he = config.get("homomorphic_encryption")
         if comp is None and priv is None and secure is None and he is None:
             return None
-        if algorithm not in WEIGHTED_MEAN_ALGORITHMS:
-            raise ConfigError(f"algorithm {algorithm} with [compression]/[privacy]/[homomorphic_encryption]: expected "
-                              f"one of {', '.join(sorted(WEIGHTED_MEAN_ALGORITHMS))} (the pipeline replaces the "
-                              "weighted mean)")
+        robust = bool((config.get("server") or {}).get("aggregator"))
         comp = None if comp is None else {k: v for k, v in comp.items() if v is not None}
         spec = resolve_pipeline(comp, None if priv is None else dp_settings(priv), int(config["data"]["num_clients"]),
                                 goal, int(config["run"]["rounds"]), secure, he)
         refuse_unprovable(spec, secure is not None)
-        return cls(spec, params, state_dir, store)
+        return cls(spec, params, state_dir, store, statistics_of(algorithm), robust)
 
     def plan_extra(self) -> dict:
         """Return what the FL plan's ``extra`` carries for devices: the spec and the state clients read."""
@@ -135,8 +138,9 @@ class ServerPipeline:
             return False
         return True
 
-    def decode_result(self, client_id: int, tensors: Params, num_examples: int, metrics: dict) -> ClientResult:
-        """Return the ClientResult of one device's encoded report.
+    def decode_result(self, client_id: int, tensors: Params, num_examples: int, metrics: dict) -> Contribution:
+        """Return the Contribution of one device's encoded report (its decoded packed statistics, or, under
+        HE, its ciphertext as one uint8 tensor).
 
         Raises:
             ProtocolError: the report is not one pipeline payload, its bytes do not parse, or (HE) its
@@ -147,6 +151,7 @@ class ServerPipeline:
                                 f"{', '.join(self.run.chain.names)}), got {sorted(tensors)[:5]}")
         data = tensors[PAYLOAD_KEY].numpy().tobytes()
         weight = int(self.run.weight(num_examples))
+        loss = {"train_loss": Weighted.of(float(metrics.get("train_loss", 0.0)), float(weight))}
         if self.he is not None:
             self.he.read(data, self.wire)  # parse and check now; the ciphertext is added at commit
             limit = self.he.settings.max_weight
@@ -156,34 +161,34 @@ class ServerPipeline:
             self.privacy.admit(client_id)  # DP-FTRL: at most one report per device per tree
             self.weight_in += weight
             self.bytes_up += len(data)
-            return ClientResult(client_id, {PAYLOAD_KEY: tensors[PAYLOAD_KEY]}, weight, metrics)
+            return Contribution(client_id, {PAYLOAD_KEY: tensors[PAYLOAD_KEY]}, float(weight), loss)
         delta = self.run.chain.decode_client(self.stage.read(data, self.wire), self.run.server_state)  # DP re-clip
         check_update(delta, what="update (decoded)")  # the simulator's check too (hamrah.core.updates)
         self.privacy.admit(client_id)  # DP-FTRL: at most one report per device per tree
         self.bytes_up += len(data)
-        return ClientResult(client_id, delta, weight, metrics)
+        return Contribution(client_id, delta, float(weight), loss)
 
-    def server_half(self, results: list[ClientResult], round_idx: int, reported: int) -> list[ClientResult]:
-        """Run the server halves on the merged mean the Master Aggregator returned (HE: on the decrypted
-        weighted sum of the buffered reports' ciphertexts, divided by their total weight)."""
-        if not results:
-            return results
-        if self.he is not None:
-            results = [self._decrypt_mean(results)]
-        if len(results) != 1:
-            raise ConfigError("pipeline: expected the streaming Aggregators' one merged result")
-        r = results[0]
+    def server_half(self, aggregate: Aggregate | None, reports: list[Contribution], round_idx: int,
+                    reported: int) -> Aggregate | None:
+        """Run the server halves on the round's mean (HE: on the decrypted weighted sum of the buffered
+        reports' ciphertexts); return the aggregate the algorithm applies (None: nothing to apply)."""
+        if self.he is not None and reports:
+            aggregate = self._decrypt(reports)
+        if aggregate is None:
+            return None
+        mean = {k: (v / aggregate.weight).to(torch.float32) for k, v in aggregate.sums.items()}
         rng = np.random.default_rng()  # OS entropy: the noise must not be reproducible from the config
-        return [ClientResult(r.client_id, self.run.server_half(r.delta, reported, round_idx, rng), r.num_examples,
-                             r.metrics)]
+        out = self.run.server_half(mean, reported, round_idx, rng)
+        return Aggregate.from_mean(out, aggregate.weight, aggregate.count, aggregate.metrics)
 
-    def _decrypt_mean(self, results: list[ClientResult]) -> ClientResult:
-        payloads = [self.he.read(r.delta[PAYLOAD_KEY].numpy().tobytes(), self.wire) for r in results]
-        weights = [int(r.num_examples) for r in results]
+    def _decrypt(self, reports: list[Contribution]) -> Aggregate:
+        payloads = [self.he.read(r.stats[PAYLOAD_KEY].numpy().tobytes(), self.wire) for r in reports]
+        weights = [int(r.weight) for r in reports]
         total = self.he.decrypt(self.he.weighted_sum(payloads, weights), self.wire)
-        weight = sum(weights)
-        loss = sum(w * float(r.metrics.get("train_loss", 0.0)) for w, r in zip(weights, results)) / weight
-        return ClientResult(-1, {k: v / weight for k, v in total.items()}, weight, {"train_loss": loss})
+        metrics: dict = {}
+        for r in reports:
+            metrics = merge_metrics(metrics, r.metrics)
+        return Aggregate({k: v.to(torch.float64) for k, v in total.items()}, float(sum(weights)), len(reports), metrics)
 
     def record_round(self) -> dict:
         """Charge the committed round to the ledger and save the stages' server state; return the round

@@ -2,7 +2,7 @@
 
 The round's Aggregators run as Ray actors, so aggregation spreads over a Ray cluster's machines;
 the Coordinator, the Selectors and the gRPC service stay in the server process, which holds the
-device connections. Each actor hosts the same ``Aggregator`` class as the asyncio backend.
+device connections. Each actor hosts the same ``AggregatorShare`` class as the asyncio backend.
 
 A report is sent with ``actor.add.remote(result)`` and not waited for; the reports routed to each
 actor are counted here, so ``MasterAggregator.reports()`` never blocks. Ray runs one caller's tasks
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 
-from hamrah.algorithms.base import ClientResult
+from hamrah.core.aggregate import Contribution
 from hamrah.core.errors import ConfigError
-from hamrah.server.aggregators import Aggregator, Partial
+from hamrah.server.aggregators import AggregatorShare, Partial
 from hamrah.server.reaper import process_tree, reap_on_death, stop_reaper
 
 try:
@@ -37,16 +37,16 @@ GATHER_TIMEOUT_S = 120.0  # an actor that does not answer within this is counted
 
 
 class AggregatorActor:
-    """Host one round's ``Aggregator`` at a time, so one actor process serves many rounds."""
+    """Host one round's ``AggregatorShare`` at a time, so one actor process serves many rounds."""
 
     def __init__(self) -> None:
-        self.aggregator: Aggregator | None = None
+        self.aggregator: AggregatorShare | None = None
 
     def start(self, index: int, buffered: bool) -> None:
-        self.aggregator = Aggregator(index, buffered)
+        self.aggregator = AggregatorShare(index, buffered)
 
-    def add(self, result: ClientResult) -> None:
-        self.aggregator.add(result)
+    def add(self, contribution: Contribution) -> None:
+        self.aggregator.add(contribution)
 
     def partial(self) -> Partial:
         return self.aggregator.partial()
@@ -62,9 +62,9 @@ class RayShare:
         self.index, self.actor = index, actor
         self.alive, self.count = True, 0
 
-    def add(self, result: ClientResult) -> None:
-        """Send one result to the actor without waiting for it."""
-        self.actor.add.remote(result)
+    def add(self, contribution: Contribution) -> None:
+        """Send one client's packed statistics to the actor without waiting for it."""
+        self.actor.add.remote(contribution)
         self.count += 1
 
     def crash(self) -> None:

@@ -28,8 +28,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
+from hamrah.core.aggregate import Aggregate
 from hamrah.core.errors import AuthError, ConfigError, DropoutThresholdExceeded, ProtocolError
-from hamrah.core.params import Params
+from hamrah.core.metrics import Weighted
 from hamrah.secagg import ActiveSecAggServer, SecAggServer
 from hamrah.secagg.messages import decode
 from hamrah.secagg.params import ParamsLayout, unflatten_params
@@ -59,11 +62,21 @@ class DroppedFromRound(ProtocolError):
 class SecureOutcome:
     """What a completed secure round gives the Coordinator."""
 
-    mean: Params          # sum_k w_k delta_k / sum_k w_k over the contributors
+    aggregate: Aggregate  # sums of w_k x_k over the contributors (w_k = n_k, or 1 under DP), and train_loss
     contributors: int
     num_examples: int     # sum of n_k over the contributors
-    train_loss: float     # n_k-weighted mean of the contributors' announced losses
     survivors: dict       # stage name -> devices that completed it
+
+    @property
+    def mean(self) -> dict:
+        """Return sum_k w_k x_k / sum_k w_k over the contributors, key by key (float32)."""
+        a = self.aggregate
+        return {k: (v / a.weight).to(a.dtypes.get(k, torch.float32)) for k, v in a.sums.items()}
+
+    @property
+    def train_loss(self) -> float:
+        """Return the contributors' announced losses, averaged with their aggregation weights."""
+        return self.aggregate.metric("train_loss")
 
 
 def weight_of(num_examples: int, scale: float, equal_weights: bool) -> float:
@@ -277,8 +290,10 @@ class SecureRound:
         total = unflatten_params(self.stage.decode_secure(result, self.layout.size, self.round_idx), self.layout)
         mean = {k: (v.double() / sum(weights.values())).float() for k, v in total.items()}
         n = sum(self.examples[u] for u in contributors)
-        loss = sum(self.examples[u] * self.losses[u] for u in contributors) / n
-        return SecureOutcome(mean, len(contributors), n, loss, dict(self.survivors))
+        agg_w = {u: 1.0 if self.equal_weights else float(self.examples[u]) for u in contributors}  # w_k
+        metrics = {"train_loss": Weighted(sum(agg_w[u] * self.losses[u] for u in contributors), sum(agg_w.values()))}
+        aggregate = Aggregate.from_mean(mean, sum(agg_w.values()), len(contributors), metrics)
+        return SecureOutcome(aggregate, len(contributors), n, dict(self.survivors))
 
 
 __all__ = ["DroppedFromRound", "SecureOutcome", "SecureRound", "SecureRoundAborted", "weight_of"]

@@ -33,6 +33,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         self._uploads = asyncio.Semaphore(coordinator.cfg.max_concurrent_uploads)
         cfg = coordinator.cfg
         self.guard = Guard(cfg.rate_per_s, cfg.rate_burst, cfg.max_streams_per_device)
+        self.telemetry = None  # hamrah.observe.Telemetry when the dashboard is on: one call per event
 
     async def _device(self, context: grpc.aio.ServicerContext, method: str, claimed: str = "") -> str:
         """Return the caller's device key, the same on every call of one device; or end the call with
@@ -45,12 +46,16 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                                       peer_cert_sha256(context.auth_context())).key
         except AuthError as e:
             self.refused += 1
+            if self.telemetry is not None:
+                self.telemetry.refused("unauthenticated", reason_of(e), self._round())
             log.warning("refused a %s call from %s: %s", method, context.peer(), e)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
 
     async def _refuse(self, context, device: str, what: str, err: ProtocolError, code=grpc.StatusCode.INVALID_ARGUMENT):
         self.refused += 1
         self.guard.count(reason_of(err))
+        if self.telemetry is not None:
+            self.telemetry.refused(device, reason_of(err), self._round())
         rs = self.coordinator.current
         if rs is not None:
             rs.refused += 1
@@ -70,6 +75,8 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
             if not self.guard.first(device, "rate"):  # one log line per flooding device, all counted
                 self.refused += 1
                 self.guard.count(reason_of(e))
+                if self.telemetry is not None:
+                    self.telemetry.refused(device, reason_of(e), self._round())
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
             await self._refuse(context, device, what, e, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
@@ -86,7 +93,13 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 grpc.StatusCode.NOT_FOUND)
         await self._charge(context, device, "a check-in")
         selector = self.selectors[zlib.crc32(device.encode()) % len(self.selectors)]
-        return await selector.check_in(device, request)
+        if self.telemetry is None:
+            return await selector.check_in(device, request)
+        state = request.state
+        self.telemetry.checkin(device, state.idle and state.charging and state.unmetered)
+        response = await selector.check_in(device, request)
+        self.telemetry.answered(device, _outcome(response), response.task.round or self._round())
+        return response
 
     async def DownloadCheckpoint(self, request: pb.CheckpointRequest, context) -> None:
         """Stream a live task's checkpoint; a download open past ``stream_timeout_s`` is cut."""
@@ -104,6 +117,8 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 async with asyncio.timeout(timeout):
                     for piece in chunks(data):
                         await context.write(pb.Chunk(data=piece))
+            if self.telemetry is not None:
+                self.telemetry.transferred("down", len(data))
         except TooManyStreams as e:
             await self._refuse(context, device, "a checkpoint request", e, grpc.StatusCode.RESOURCE_EXHAUSTED)
         except TimeoutError:
@@ -123,6 +138,8 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                     message = await self._report(device, request_iterator)
         except LateReport as e:
             log.info("ignored a late report from device %s: %s", device[:8], e)
+            if self.telemetry is not None:
+                self.telemetry.report(device, "late", self._round())
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         except TooManyStreams as e:
             await self._refuse(context, device, "a report", e, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -144,7 +161,10 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
             payload = b""
             if header.status == pb.COMPLETED:
                 payload = await self._payload(request_iterator, header.update_bytes)
-            return self.coordinator.report(device, header, payload)
+            status = self.coordinator.report(device, header, payload)
+            if self.telemetry is not None:
+                self.telemetry.report(device, status, header.round, len(payload))
+            return status
 
     async def SecureAggregation(self, request_iterator, context):
         """Walk one device through a round's secure aggregation: per stage, read its message (a header,
@@ -169,6 +189,9 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 async with asyncio.timeout(self.coordinator.cfg.stream_timeout_s), self._uploads:
                     message = await self._chunks(parts, header.message_bytes, limit)
                 reply, data = await self.coordinator.secure_exchange(device, header, message)
+                if self.telemetry is not None:
+                    self.telemetry.transferred("up", len(message))
+                    self.telemetry.transferred("down", len(data or b""))
                 if header.stage == pb.UNMASKING:
                     reply.reconnect_after_s = self.coordinator.reconnect_after()
                 yield pb.SecAggPart(header=reply)
@@ -189,6 +212,10 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 grpc.StatusCode.DEADLINE_EXCEEDED)
         except ProtocolError as e:
             await self._refuse(context, device, "a secure aggregation message", e)
+
+    def _round(self) -> int:
+        rs = self.coordinator.current
+        return rs.round if rs is not None else 0
 
     async def _chunks(self, parts, expected: int, limit: int) -> bytes:
         """Read ``expected`` bytes of chunks from ``parts`` (exactly: the next header is not consumed)."""
@@ -219,3 +246,12 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
             if size > limit:
                 raise ProtocolError(f"update: stream exceeds the limit of {limit:,} bytes")
         return join_chunks(buf, expected, limit)
+
+
+def _outcome(response: pb.CheckInResponse) -> str:
+    """Name a check-in's answer for the telemetry (``hamrah.observe.telemetry.SELECT_OUTCOMES``)."""
+    if response.HasField("task"):
+        return "evaluate" if response.task.kind == pb.EVALUATE else "selected"
+    if response.finished:
+        return "finished"
+    return "not_eligible" if response.message == "device is not eligible" else "turned_away"

@@ -16,12 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from hamrah.algorithms.base import Aggregator, Algorithm, ClientResult
-from hamrah.algorithms.registry import WEIGHTED_MEAN_ALGORITHMS
+from hamrah.aggregation.base import RobustAggregator
+from hamrah.algorithms.base import Algorithm, ClientResult
 from hamrah.algorithms.local import evaluate
+from hamrah.algorithms.aggregate import contributions
+from hamrah.core.aggregate import Aggregate, Contribution, aggregate_contributions, robust_mean, statistics_template
 from hamrah.core.errors import BudgetExhausted, ConfigError, NotEnoughClients
+from hamrah.core.metrics import merge_metrics
 from hamrah.core.params import Params, clone
-from hamrah.core.seeds import sampling_rng
+from hamrah.core.seeds import Stream, sampling_rng, stream_rng
 from hamrah.core.updates import update_problem
 from hamrah.data.federated import ArrayData, FederatedDataset
 from hamrah.privacy.chains import PipelineRun, PipelineSpec
@@ -30,12 +33,11 @@ from hamrah.simulation.heterogeneity import DROPPED, STRAGGLER, Heterogeneity, d
 from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
 from hamrah.simulation.reference import RootReference, needs_reference
 
-# Spawn-key tags for the simulator's own streams, apart from hamrah.core.seeds' tags (0-3).
-_WORK_TAG, _ATTACK_TAG, _PIPELINE_TAG, _ROOT_TAG = 101, 102, 103, 104
+_WORK_TAG, _ATTACK_TAG, _PIPELINE_TAG, _ROOT_TAG = Stream.WORK, Stream.ATTACK, Stream.PIPELINE, Stream.ROOT
 
 
-def _rng(seed: int, *key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=tuple(int(k) for k in key)))
+def _rng(seed: int, tag: Stream, *key: int) -> np.random.Generator:
+    return stream_rng(seed, tag, *key)
 
 
 class Attack(Protocol):
@@ -117,13 +119,16 @@ class Simulator:
 
     Args:
         model, data, algorithm, config: what to run and how.
-        aggregator: replaces the weighted mean in the server half (a robust aggregator), or None.
+        aggregator: a robust aggregator that replaces the weighted mean of the statistics the algorithm
+            declares robust (the delta), or None.
         attack: optional :class:`Attack` hook (malicious clients' data and updates), or None.
         pipeline: the client-update pipeline (compression, DP) applied in :meth:`server_half`, or None.
 
     A round: sample the cohort, draw each client's work, run the client half (batched for plain SGD
     on MLPs, else :func:`hamrah.algorithms.client_update` in-process or in workers), then
-    :meth:`server_half`, the one place between local training and the algorithm's server update.
+    :meth:`server_half`, the one place between local training and the algorithm's ``apply``: it turns
+    the round's results into the algorithm's statistics and those into one
+    :class:`~hamrah.core.aggregate.Aggregate` (weighted mean, robust rule, or the pipeline).
 
     Example:
         >>> sim = Simulator(model, fed, FedAvg(0.1, LocalSGD(1, 10, 0.1)), SimulationConfig(rounds=5))  # doctest: +SKIP
@@ -131,7 +136,7 @@ class Simulator:
     """
 
     def __init__(self, model: nn.Module, data: FederatedDataset, algorithm: Algorithm, config: SimulationConfig,
-                 *, aggregator: Aggregator | None = None, attack: Attack | None = None,
+                 *, aggregator: RobustAggregator | None = None, attack: Attack | None = None,
                  pipeline: PipelineSpec | None = None):
         self.model, self.data, self.algorithm, self.config = model, data, algorithm, config
         self.aggregator, self.attack = aggregator, attack
@@ -161,13 +166,8 @@ class Simulator:
     def _pipeline_run(self, spec: PipelineSpec | None) -> PipelineRun | None:
         if spec is None:
             return None
-        if self.algorithm.name not in WEIGHTED_MEAN_ALGORITHMS:
-            raise ConfigError(f"algorithm {self.algorithm.name} with [compression]/[privacy]: the pipeline replaces "
-                              f"the weighted mean of the updates; expected one of {', '.join(sorted(WEIGHTED_MEAN_ALGORITHMS))}")
-        if self.aggregator is not None:
-            raise ConfigError("a robust aggregator with [compression]/[privacy]: expected one of the two (the "
-                              "pipeline's aggregate is a mean of processed updates)")
-        run = PipelineRun(spec, self.params)
+        run = PipelineRun(spec, statistics_template(self.algorithm.statistics, self.params))
+        run.check(self.algorithm.statistics, robust=self.aggregator is not None)
         run.refuse_start(self.config.rounds)
         return run
 
@@ -220,30 +220,42 @@ class Simulator:
         return {c: self.attack.poison_data(c, self.data.client_data(c), _rng(self.config.seed, _ATTACK_TAG, round_idx, c))
                 for c in ids if self.attack.is_malicious(c)}
 
-    def server_half(self, round_idx: int, results: list[ClientResult]) -> list[ClientResult]:
-        """Apply the attack's update poisoning, then the algorithm's server update, to the round's results.
+    def server_half(self, round_idx: int, results: list[ClientResult]) -> Aggregate | None:
+        """Apply the attack's update poisoning, aggregate the clients' statistics, and ``apply`` the aggregate.
 
-        This is the single point between local training and aggregation. Returns the round's results as
-        aggregated: poisoned, and with each refused update (hamrah.core.updates) turned into a failure.
+        This is the single point between local training and aggregation. Returns the round's aggregate
+        (None when no client reported and no pipeline released noise: the model stays as it was).
         """
         if self.attack is not None:
             mal = [r for r in results if r.error is None and self.attack.is_malicious(r.client_id)]
             ben = [r for r in results if not (r.error is None and self.attack.is_malicious(r.client_id))]
             poisoned = self.attack.poison_updates(mal, ben, _rng(self.config.seed, _ATTACK_TAG, round_idx))
             results = sorted(ben + list(poisoned), key=lambda r: r.client_id)
-        results = checked = [self._validated(r) for r in results]  # the server's check: refused, counted
-        if self.pipeline is not None:
-            results = self._through_pipeline(round_idx, results)
-        aggregator = self.aggregator
-        if self.reference is not None:
-            aggregator = aggregator.with_reference(self.reference.update(
+        results = [self._validated(r) for r in results]  # the server's check: refused, counted
+        ok = [r for r in results if r.error is None and r.num_examples > 0]
+        aggregate = self._aggregate(round_idx, ok)
+        if aggregate is not None:
+            self.params, self.server_state = self.algorithm.apply(self.params, aggregate, self.server_state)
+        return aggregate
+
+    def _rule(self, round_idx: int):
+        """Return the robust rule of the round (FLTrust: with this round's root-set reference), or None."""
+        rule = self.aggregator
+        if rule is not None and self.reference is not None:
+            rule = rule.with_reference(self.reference.update(
                 self.params, self.algorithm.broadcast(self.server_state), _rng(self.config.seed, _ROOT_TAG, round_idx)))
+        return rule
+
+    def _aggregate(self, round_idx: int, ok: list[ClientResult]) -> Aggregate | None:
+        """Return the aggregate of the clients' statistics (the pipeline's when configured), or None."""
+        contribs = contributions(self.algorithm, ok, self.pipeline.weight if self.pipeline is not None else float)
+        rule = self._rule(round_idx)
+        if self.pipeline is not None:
+            return self._through_pipeline(round_idx, contribs, rule)
         try:
-            self.params, self.server_state = self.algorithm.server_update(
-                self.params, results, self.server_state, aggregator)
+            return aggregate_contributions(contribs, self.algorithm.statistics, rule)
         except NotEnoughClients:
-            pass  # no client reported: the model stays as it was (the round is recorded with 0 clients)
-        return checked
+            return None  # no client reported: the round is recorded with 0 clients
 
     def _validated(self, r: ClientResult) -> ClientResult:
         problem = None if r.error is not None else (update_problem(r.delta, self.params) or update_problem(r.aux))
@@ -252,20 +264,23 @@ class Simulator:
         self.refused += 1
         return ClientResult(r.client_id, {}, r.num_examples, r.metrics, error=f"refused: {problem}")
 
-    def _through_pipeline(self, round_idx: int, results: list[ClientResult]) -> list[ClientResult]:
-        """Encode each reported update through the chain, aggregate, run the server halves; return one
-        result holding the processed mean (an empty round still carries central noise)."""
-        ok = [r for r in results if r.error is None and r.num_examples > 0]
-        seed = self.config.seed
+    def _through_pipeline(self, round_idx: int, contribs: list[Contribution], rule) -> Aggregate:
+        """Encode each client's packed statistics through the chain, aggregate, run the server halves; return
+        the aggregate (an empty round still carries central noise, applied with weight 1)."""
+        seed, stats = self.config.seed, self.algorithm.statistics
+        combine = None if rule is None else (lambda updates, weights: robust_mean(updates, weights, stats, rule))
         out = self.pipeline.process(
-            round_idx, {r.client_id: r.delta for r in ok}, {r.client_id: r.num_examples for r in ok},
-            {r.client_id: _rng(seed, _PIPELINE_TAG, round_idx, r.client_id) for r in ok},
-            _rng(seed, _PIPELINE_TAG, round_idx))
+            round_idx, {c.client_id: c.stats for c in contribs},
+            {c.client_id: c.weight for c in contribs},
+            {c.client_id: _rng(seed, _PIPELINE_TAG, round_idx, c.client_id) for c in contribs},
+            _rng(seed, _PIPELINE_TAG, round_idx), combine)
         self.round_bytes = (out.bytes.total_up, out.bytes.total_down)
         self.bytes_total = [self.bytes_total[0] + out.bytes.total_up, self.bytes_total[1] + out.bytes.total_down]
-        weight = sum(self.pipeline.weight(r.num_examples) for r in ok)
-        loss = float(np.mean([r.metrics.get("train_loss", 0.0) for r in ok])) if ok else 0.0
-        return [ClientResult(-1, out.aggregate, max(int(round(weight)), 1), {"train_loss": loss})]
+        weight = sum(c.weight for c in contribs)
+        metrics: dict = {}
+        for c in contribs:
+            metrics = merge_metrics(metrics, c.metrics)
+        return Aggregate.from_mean(out.aggregate, weight if weight > 0 else 1.0, len(contribs), metrics)
 
     def close(self) -> None:
         """Stop the worker processes, if any."""
@@ -298,17 +313,15 @@ class Simulator:
             except BudgetExhausted as err:
                 result.stopped = str(err)
                 break
-            results = self.train_round(r)
-            results = self.server_half(r, results)
+            aggregate = self.server_half(r, self.train_round(r))
             epsilon = pipe.record_round() if pipe is not None else None
             if r % cfg.eval_every and r != cfg.rounds:
                 continue
             loss, acc = self.evaluate()
-            ok = [x for x in results if x.error is None and x.num_examples > 0]
-            train_loss = (float(np.average([x.metrics["train_loss"] for x in ok], weights=[x.num_examples for x in ok]))
-                          if ok else float("nan"))
+            count = aggregate.count if aggregate is not None else 0
+            train_loss = aggregate.metric("train_loss") if count else float("nan")
             up, down = self.round_bytes if pipe is not None else (None, None)
-            record = RoundRecord(r, acc, loss, train_loss, len(ok), time.perf_counter() - start, up, down, epsilon)
+            record = RoundRecord(r, acc, loss, train_loss, count, time.perf_counter() - start, up, down, epsilon)
             result.history.append(record)
             if on_round is not None:
                 on_round(record)

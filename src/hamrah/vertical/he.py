@@ -198,21 +198,19 @@ class KeyHolderEncryptor:
                 acc = acc * row[d] % mod
         return acc
 
+    def obfuscator(self, rng: np.random.Generator | None = None) -> gmpy2.mpz:
+        """Return ``hs^r mod n^2`` for a fresh random ``r``: the random factor of one encryption (by CRT)."""
+        r = _random_below(1 << self.public.r_bits, rng).to_bytes(len(self._tables[0]), "little")
+        cp, cq = self._power(0, r), self._power(1, r)
+        return cp + self._mods[0] * ((cq - cp) * self._inv % self._mods[1])
+
     def encrypt(self, ints: Sequence[int], rng: np.random.Generator | None = None) -> CipherVector:
         """Encrypt signed integers (as :func:`encrypt`).
 
         Raises:
             ProtocolError: a value exceeds ``public.max_int``.
         """
-        n, bound = self.public.n, 1 << self.public.r_bits
-        (psq, qsq), out = self._mods, []
-        for v in ints:
-            m = _plain(self.public, int(v))
-            r = _random_below(bound, rng).to_bytes(len(self._tables[0]), "little")
-            cp = (1 + m * n) % psq * self._power(0, r) % psq
-            cq = (1 + m * n) % qsq * self._power(1, r) % qsq
-            out.append(cp + psq * ((cq - cp) * self._inv % qsq))
-        return CipherVector(self.public, tuple(out))
+        return add_plain(CipherVector(self.public, tuple(self.obfuscator(rng) for _ in ints)), ints)
 
 
 def _same(a: CipherVector, b: CipherVector) -> None:
@@ -262,9 +260,14 @@ def sum_all(a: CipherVector) -> CipherVector:
     return CipherVector(a.public, (acc,))
 
 
-def _multiexp(bases: Sequence, exps: Sequence[int], nsq, window: int = 4):
-    """Return ``prod bases[i]^exps[i] mod nsq`` for non-negative exps (Pippenger's bucket method)."""
+def _multiexp(bases: Sequence, exps: Sequence[int], nsq, window: int = 0):
+    """Return ``prod bases[i]^exps[i] mod nsq`` for non-negative exps (Pippenger's bucket method).
+
+    ``window`` 0 picks the bucket width that minimises ``ceil(bits / w) * (len(bases) + 2^(w+1))``
+    multiplications (4 bits for a few dozen bases, 6 for a thousand: 1.4x faster there).
+    """
     top = max(exps, default=0).bit_length()
+    window = window or min(range(2, 11), key=lambda w: -(-top // w) * (len(bases) + (2 << w)))
     acc, mask = gmpy2.mpz(1), (1 << window) - 1
     for shift in range(((top + window - 1) // window - 1) * window, -1, -window):
         for _ in range(window):

@@ -16,23 +16,18 @@ the same fixed-point values, so an encrypted run is reproducible too.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import gmpy2
 import numpy as np
 
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
 from hamrah.vertical.features import check_transform, quantile_fit, quantile_normal
+from hamrah.vertical.lr_ops import SCHEMES, Enc, PaillierOps, PlainOps
 from hamrah.vertical.psi import PSIConfig, intersect
 
-# Masked gradients travel packed: a value of up to VALUE_BITS bits (fixed point at 2 * precision_bits:
-# |X^T d| < 2^(VALUE_BITS - 2 * precision_bits), far beyond any finite training) plus its mask per slot.
-VALUE_BITS = 96
-SLOT_BITS = VALUE_BITS + 43
 
 @dataclass(frozen=True)
 class LRConfig:
@@ -48,7 +43,12 @@ class LRConfig:
         ``[-clip, clip]`` at its owner (0: no clipping; tames heavy tails the Taylor loss handles badly).
         transform: ``"standard"`` (mean and deviation) or ``"quantile"`` (each column through its
         rank-Gauss map first, :mod:`hamrah.vertical.features`: the Taylor loss's least-squares optimum
-        is close to logistic regression on Gaussian-like columns). guest, host, arbiter: party names.
+        is close to logistic regression on Gaussian-like columns). precompute: at the start of every
+        epoch, compute the random factors of the epoch's encryptions ahead (the offline phase,
+        ``lr_ops.ObfuscatorPool``; its CPU time is kept apart in ``LRState.offline_cpu_s``).
+        scheme: ``"paillier"`` or ``"ou"`` (Okamoto-Uchiyama, :mod:`hamrah.vertical.he_ou`: arithmetic
+        modulo ``n`` instead of ``n^2``, about 3x cheaper per epoch; its security assumptions there).
+        guest, host, arbiter: party names.
     """
 
     epochs: int = 20
@@ -63,6 +63,8 @@ class LRConfig:
     psi: bool = True
     clip: float = 0.0
     transform: str = "standard"
+    precompute: bool = True
+    scheme: str = "paillier"
     guest: str = "guest"
     host: str = "host"
     arbiter: str = "arbiter"
@@ -80,13 +82,16 @@ class LRConfig:
             raise ConfigError(f"lr.precision_bits = {self.precision_bits!r}: expected 8..24")
         he.check_key_bits(self.key_bits)
         check_transform(self.transform)
+        if self.scheme not in SCHEMES:
+            raise ConfigError(f"lr.scheme = {self.scheme!r}: expected one of {', '.join(SCHEMES)}")
 
 
 @dataclass(frozen=True)
 class LRState:
     """One party's part of a model after ``epoch`` completed epochs (what a checkpoint holds).
 
-    ``quantiles`` is the rank-Gauss table of its columns (``transform = "quantile"``; empty otherwise).
+    ``quantiles`` is the rank-Gauss table of its columns (``transform = "quantile"``; empty otherwise);
+    ``offline_cpu_s`` the CPU-seconds this party spent in the offline phase of this run (``precompute``).
     """
 
     epoch: int
@@ -96,6 +101,7 @@ class LRState:
     converged: bool = False
     history: tuple = field(default=())
     quantiles: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    offline_cpu_s: float = 0.0
 
 
 OnEpoch = Callable[[LRState], None]
@@ -190,26 +196,31 @@ def decide_stop(channel, config: LRConfig, decider: str, others: tuple[str, ...]
 
 
 def train_loop(channel, config: LRConfig, z: np.ndarray, start: tuple[int, LRState | None], step: Step,
-               stop_at: tuple[str, tuple[str, ...]], on_epoch: OnEpoch | None, stats: tuple) -> LRState:
+               stop_at: tuple[str, tuple[str, ...]], on_epoch: OnEpoch | None, stats: tuple,
+               ops=None) -> LRState:
     """Run the epochs of one party: ``step(tag, rows, w)`` returns the data gradient of a batch.
 
     Args:
         start: the epoch to start from and the checkpoint of the epoch before (None: zeros).
         stop_at: the party that decides convergence, and the others it hears from.
         stats: this party's feature transform ``(mean, std, quantiles)``, saved in every state.
+        ops: the arithmetic this party encrypts with, one vector of ``len(z)`` values per epoch
+            (``precompute``: its random factors are made at the start of the epoch); None: none.
     """
     epoch, state = start
     w = np.zeros(z.shape[1]) if state is None else np.array(state.weights, dtype=np.float64)
     if w.shape != (z.shape[1],):
         raise DataError(f"lr: the checkpoint holds {w.size} weights, the data has {z.shape[1]} columns")
-    history = () if state is None else state.history
+    history, offline = (() if state is None else state.history), 0.0
     while True:
+        if ops is not None and config.precompute:
+            offline += ops.reserve(len(z))
         w_old = w.copy()
         for b, rows in enumerate(batches(len(z), config, epoch)):
             w = w - config.lr * (step(f"{epoch}/{b}", rows, w) + config.l2 * w)
         stop, converged = decide_stop(channel, config, stop_at[0], stop_at[1], epoch, float(np.sum((w - w_old) ** 2)))
         history += (float(np.sqrt(np.sum((w - w_old) ** 2))),)
-        state = LRState(epoch + 1, w, stats[0], stats[1], converged, history, stats[2])
+        state = LRState(epoch + 1, w, stats[0], stats[1], converged, history, stats[2], offline)
         if on_epoch is not None:
             on_epoch(state)
         if stop:
@@ -246,128 +257,6 @@ def batches(rows: int, config: LRConfig, epoch: int) -> list[np.ndarray]:
     order = np.random.default_rng([config.seed, epoch]).permutation(rows)
     size = config.batch_size or rows
     return [order[i:i + size] for i in range(0, rows, size)]
-
-
-class PlainOps:
-    """The plaintext baseline: the same messages, floats instead of ciphertexts."""
-
-    encrypted = False
-
-    def enc(self, x: np.ndarray):
-        return np.asarray(x, dtype=np.float64)
-
-    def add_plain(self, e, x: np.ndarray):
-        return e + x
-
-    def xt(self, x: np.ndarray, e):
-        return x.T @ e
-
-    def to_wire(self, e) -> dict:
-        return {"v": np.asarray(e, dtype=np.float64)}
-
-    def from_wire(self, fields: dict, count: int, what: str):
-        v = fields.get("v")
-        if not isinstance(v, np.ndarray) or v.dtype != np.float64 or v.shape != (count,) or not np.all(np.isfinite(v)):
-            raise ProtocolError(f"{what}: expected {count} finite float64 values")
-        return v
-
-    def mask(self, e):
-        return e, None
-
-    def reveal(self, e) -> dict:
-        return {"v": np.asarray(e, dtype=np.float64)}
-
-    def wire_count(self, count: int) -> int:
-        return count
-
-    def unmask(self, fields: dict, masks, count: int, what: str) -> np.ndarray:
-        return self.from_wire(fields, count, what)
-
-
-@dataclass(frozen=True)
-class Enc:
-    """A Paillier vector and its fixed-point scale (values are ``ints / 2^scale``)."""
-
-    cv: he.CipherVector
-    scale: int
-
-
-class PaillierOps:
-    """Paillier arithmetic at ``precision_bits`` fixed point; ``secret`` only at the key holder."""
-
-    encrypted = True
-
-    def __init__(self, public: he.PublicKey, precision_bits: int, secret: he.SecretKey | None = None):
-        self.public, self.bits, self.secret = public, precision_bits, secret
-        self._fast: he.KeyHolderEncryptor | None = None
-
-    def enc(self, x: np.ndarray) -> Enc:
-        if self.secret is not None:  # the key holder encrypts by CRT, about twice as fast
-            if self._fast is None:
-                self._fast = he.KeyHolderEncryptor(self.secret)
-            return Enc(self._fast.encrypt(he.encode(x, self.bits)), self.bits)
-        return Enc(he.encrypt(self.public, he.encode(x, self.bits)), self.bits)
-
-    def add_plain(self, e: Enc, x: np.ndarray) -> Enc:
-        return Enc(he.add_plain(e.cv, he.encode(x, e.scale)), e.scale)
-
-    def xt(self, x: np.ndarray, e: Enc) -> Enc:
-        ints = np.rint(np.asarray(x).T * (1 << self.bits)).astype(np.int64)
-        return Enc(he.matvec(ints, e.cv), e.scale + self.bits)
-
-    def to_wire(self, e: Enc) -> dict:
-        return {**he.to_wire(e.cv), "scale": e.scale}
-
-    def from_wire(self, fields: dict, count: int, what: str) -> Enc:
-        scale = fields.get("scale")
-        if not isinstance(scale, int) or not 0 < scale <= 4 * self.bits:
-            raise ProtocolError(f"{what}: expected a fixed-point 'scale' in 1..{4 * self.bits}, got {scale!r}")
-        return Enc(he.from_wire(self.public, fields, count, what), scale)
-
-    def wire_count(self, count: int) -> int:
-        """How many ciphertexts a masked vector of ``count`` values travels as (packed)."""
-        return -(-count // self.slots)
-
-    @property
-    def slots(self) -> int:
-        return (self.public.n.bit_length() - 3) // SLOT_BITS
-
-    def mask(self, e: Enc) -> tuple[Enc, tuple]:
-        """Pack ``slots`` values per ciphertext (Horner: ``c_0 * (c_1 * ...)^(2^SLOT_BITS)``) and mask each slot.
-
-        A slot holds ``v + 2^VALUE_BITS + r`` with ``|v| < 2^VALUE_BITS`` and ``r`` uniform below
-        ``2^(VALUE_BITS + 41)``: the key holder sees each value hidden up to statistical distance
-        ``2^-40``, and decrypts one ciphertext per ``slots`` values instead of one per value.
-        """
-        nsq, n, shift = self.public.nsq, self.public.n, 1 << SLOT_BITS
-        out, masks = [], []
-        for i in range(0, len(e.cv), self.slots):
-            group = e.cv.cts[i:i + self.slots]
-            acc = group[-1]
-            for c in reversed(group[:-1]):
-                acc = gmpy2.powmod(acc, shift, nsq) * c % nsq
-            rs = [secrets.randbits(VALUE_BITS + 41) for _ in group]
-            plain = sum(((1 << VALUE_BITS) + r) << (j * SLOT_BITS) for j, r in enumerate(rs))
-            out.append(acc * ((1 + plain * n) % nsq) % nsq)
-            masks.extend(rs)
-        return Enc(he.CipherVector(self.public, tuple(out)), e.scale), (tuple(masks), e.scale)
-
-    def reveal(self, e: Enc) -> dict:
-        """Decrypt masked packed values (the key holder): residues modulo ``n``."""
-        return {"ct": tuple(he.decrypt(self.secret, e.cv, signed=False))}
-
-    def unmask(self, fields: dict, masks: tuple, count: int, what: str) -> np.ndarray:
-        values, (rs, scale) = fields.get("ct"), masks
-        packed = self.wire_count(count)
-        if not isinstance(values, tuple) or len(values) != packed or not all(0 <= v < self.public.max_int for v in values):
-            raise ProtocolError(f"{what}: expected {packed} packed values below n // 3")
-        low, out = (1 << SLOT_BITS) - 1, []
-        for k, r in enumerate(rs):
-            slot = (values[k // self.slots] >> ((k % self.slots) * SLOT_BITS)) & low
-            out.append(slot - (1 << VALUE_BITS) - r)
-        if any(abs(v) >= 1 << VALUE_BITS for v in out):
-            raise ProtocolError(f"{what}: an unmasked value is out of range (tampered or overflowed)")
-        return he.decode(out, scale)
 
 
 def predict_guest(channel, z: np.ndarray, weights: np.ndarray, host: str, tag: str = "predict") -> np.ndarray:

@@ -25,7 +25,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from hamrah.data.vertical import PartyTable
-from hamrah.vertical import he
 from hamrah.vertical.lr_common import (
     LRConfig,
     LRState,
@@ -38,6 +37,7 @@ from hamrah.vertical.lr_common import (
     standardise,
     train_loop,
 )
+from hamrah.vertical.lr_ops import keygen, public_from_wire, public_to_wire
 
 __all__ = ["LRConfig", "arbiter", "guest", "host"]
 
@@ -46,7 +46,7 @@ def _ops(channel, config: LRConfig):
     msg = channel.recv(config.arbiter, "lr/key")
     if not config.encrypted:
         return PlainOps()
-    return PaillierOps(he.public_from_wire(msg, min_bits=config.key_bits), config.precision_bits)
+    return PaillierOps(public_from_wire(config.scheme, msg, config.key_bits), config.precision_bits)
 
 
 def _resume(resume: Mapping[int, LRState] | None, start: int) -> tuple[int, LRState | None]:
@@ -96,16 +96,16 @@ def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRSt
         return ops.unmask(channel.recv(config.arbiter, f"lr/g/{tag}"), masks, z.shape[1], f"gradient {tag}") / len(rows)
 
     return train_loop(channel, config, z, _resume(resume, start), step, (config.arbiter, others), on_epoch,
-                      tuple(stats))
+                      tuple(stats), ops)
 
 
 def arbiter(channel, table: PartyTable | None, config: LRConfig, resume=None, on_epoch=None) -> LRState:
     """The key holder's role: decrypts masked gradients and decides convergence. Holds no data."""
     others = (config.guest, config.host)
     start, dims = hello(channel, config, others, None, 0)
-    public, secret = he.keygen(config.key_bits) if config.encrypted else (None, None)
+    public, secret = keygen(config.scheme, config.key_bits) if config.encrypted else (None, None)
     for peer in others:
-        channel.send(peer, "lr/key", he.public_to_wire(public) if public else {})
+        channel.send(peer, "lr/key", public_to_wire(public) if public else {})
     ops = PaillierOps(public, config.precision_bits, secret) if public else PlainOps()
     epoch = start
     while True:

@@ -30,7 +30,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from hamrah.data.vertical import PartyTable
-from hamrah.vertical import he
 from hamrah.vertical.lr_common import (
     LRConfig,
     LRState,
@@ -42,6 +41,7 @@ from hamrah.vertical.lr_common import (
     standardise,
     train_loop,
 )
+from hamrah.vertical.lr_ops import keygen, public_from_wire, public_to_wire
 
 __all__ = ["LRConfig", "guest", "host"]
 
@@ -52,9 +52,9 @@ def _keys(channel, config: LRConfig, peer: str) -> tuple:
         channel.send(peer, "lr/key", {})
         channel.recv(peer, "lr/key")
         return PlainOps(), PlainOps()
-    public, secret = he.keygen(config.key_bits)
-    channel.send(peer, "lr/key", he.public_to_wire(public))
-    theirs = he.public_from_wire(channel.recv(peer, "lr/key"), min_bits=config.key_bits)
+    public, secret = keygen(config.scheme, config.key_bits)
+    channel.send(peer, "lr/key", public_to_wire(public))
+    theirs = public_from_wire(config.scheme, channel.recv(peer, "lr/key"), config.key_bits)
     return PaillierOps(public, config.precision_bits, secret), PaillierOps(theirs, config.precision_bits)
 
 
@@ -89,7 +89,7 @@ def guest(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRS
         return (z[rows].T @ za + cross) / len(rows)
 
     return train_loop(channel, config, z, (start, resume[start] if start else None), step,
-                      (channel.name, (peer,)), on_epoch, tuple(stats))
+                      (channel.name, (peer,)), on_epoch, tuple(stats), mine)
 
 
 def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRState] | None = None,
@@ -111,4 +111,4 @@ def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRSt
         return theirs.unmask(channel.recv(peer, f"lr/gB/{tag}/reveal"), masks, z.shape[1], f"gradient {tag}") / len(rows)
 
     return train_loop(channel, config, z, (start, resume[start] if start else None), step,
-                      (peer, (channel.name,)), on_epoch, tuple(stats))
+                      (peer, (channel.name,)), on_epoch, tuple(stats), mine)

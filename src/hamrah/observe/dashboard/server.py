@@ -1,0 +1,293 @@
+"""The dashboard's HTTP server (the standard library's threading server): static pages, a JSON API,
+a server-sent-events stream and Prometheus ``/metrics``. Read-only: every route is a GET.
+
+Routes: ``/`` (the page), ``/app.js``, ``/app.css``, ``/api/runs``, ``/api/run?name=``,
+``/api/compare?names=a,b``, ``/api/live``, ``/api/stream?run=`` (server-sent events: the state is
+pushed when it changes), ``/metrics``. With a token file, each request carries the token as
+``Authorization: Bearer``, as the ``hamrah_dashboard`` cookie, or once as ``?token=`` on ``/`` (which
+sets the cookie and redirects, so the token leaves the address bar). Data comes from a
+:class:`Source`: run folders and, on a live server, its telemetry. It runs in its own threads: the
+server's event loop is never blocked by a viewer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import ssl
+import threading
+import time
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from hamrah.core.errors import ConfigError, HamrahError
+from hamrah.observe.dashboard.config import DashboardConfig, TokenCheck, check_exposure
+from hamrah.observe.prometheus import CONTENT_TYPE, TelemetryCollector, exposition
+from hamrah.observe.runs import RunFolder
+from hamrah.observe.telemetry import Telemetry
+
+log = logging.getLogger("hamrah.dashboard")
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+          "/app.css": ("app.css", "text/css; charset=utf-8")}
+COOKIE = "hamrah_dashboard"
+POLL_S = 0.5  # how often a live stream looks for changes
+HEARTBEAT_S = 10.0
+
+
+class Source:
+    """What the dashboard shows: the runs under a folder, plus a live server's telemetry.
+
+    Args:
+        folder: the runs (``hamrah dashboard RUNS_DIR``), or a live server's state folder.
+        telemetry: the live server's registry (None: runs read from disk only).
+        live_status: returns the live run's ``(status, error)``; its run is the folder itself (".").
+    """
+
+    def __init__(self, folder: RunFolder, telemetry: Telemetry | None = None, live_status=None):
+        self.folder, self.telemetry, self.live_status = folder, telemetry, live_status
+
+    def run(self, name: str, full: bool = True) -> dict:
+        run = self.folder.run(name, full)
+        if self.live_status is not None and name == ".":
+            run["status"], run["error"] = self.live_status()
+            if full and self.telemetry is not None:
+                run["log"] = self.telemetry.snapshot(max_devices=0)["logs"][-40:] or run["log"]
+        return run
+
+    def runs(self) -> list[dict]:
+        return [self.run(n, full=False) for n in self.folder.names()]
+
+    def live(self) -> dict | None:
+        return self.telemetry.snapshot() if self.telemetry is not None else None
+
+    def stamp(self) -> tuple:
+        return (self.folder.stamp(), self.telemetry.version if self.telemetry is not None else 0,
+                self.live_status() if self.live_status is not None else None)
+
+    def records(self) -> list[dict]:
+        names = self.folder.names()
+        name = "." if "." in names else (names[0] if len(names) == 1 else None)
+        return self.folder.records(self.folder.root / name) if name is not None else []
+
+
+def _json(obj) -> bytes:
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(obj), separators=(",", ":")).encode("utf-8")
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One request; ``self.server`` is a :class:`DashboardServer`."""
+
+    server_version = "hamrah-dashboard"
+    sys_version = ""
+    timeout = 30  # a client that sends nothing is dropped; it does not hold a thread for ever
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args) -> None:  # the default prints every request to stderr
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/json", headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, _json({"error": message}))
+
+    def _token(self, query: dict) -> tuple[str | None, bool]:
+        """Return (the token offered, whether it came in the address)."""
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            return auth[7:].strip(), False
+        try:
+            cookie = SimpleCookie(self.headers.get("Cookie", ""))
+        except CookieError:
+            cookie = SimpleCookie()
+        if COOKIE in cookie:
+            return cookie[COOKIE].value, False
+        return (query.get("token") or [None])[0], True
+
+    def do_POST(self) -> None:  # read-only: nothing is ever changed through the dashboard
+        self._error(HTTPStatus.METHOD_NOT_ALLOWED, "the dashboard is read-only; expected GET")
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        try:
+            url = urlsplit(self.path)
+            query = parse_qs(url.query, max_num_fields=8)
+        except ValueError:
+            return self._error(HTTPStatus.BAD_REQUEST, "malformed address; expected a path and a short query")
+        token, in_url = self._token(query)
+        if not self.server.tokens.allows(token):
+            self.server.refused += 1
+            return self._error(HTTPStatus.UNAUTHORIZED, "missing or wrong dashboard token; expected "
+                                                        "Authorization: Bearer <token>, or /?token=<token> once")
+        if in_url and token and url.path == "/":
+            cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/" + ("; Secure" if self.server.tls else "")
+            return self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": "/", "Set-Cookie": cookie})
+        try:
+            self._route(url.path, query)
+        except HamrahError as e:
+            self._error(HTTPStatus.NOT_FOUND, str(e))
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
+
+    def _route(self, path: str, query: dict) -> None:
+        src = self.server.source
+        if path in STATIC:
+            name, ctype = STATIC[path]
+            return self._send(HTTPStatus.OK, self.server.static(name), ctype)
+        if path == "/api/runs":
+            return self._send(HTTPStatus.OK, _json({"live": src.telemetry is not None, "runs": src.runs()}))
+        if path == "/api/run":
+            return self._send(HTTPStatus.OK, _json(src.run(self._one(query, "name"))))
+        if path == "/api/compare":
+            names = [n for n in self._one(query, "names").split(",") if n][:12]
+            return self._send(HTTPStatus.OK, _json({"runs": [src.run(n) for n in names]}))
+        if path == "/api/live":
+            return self._send(HTTPStatus.OK, _json(src.live()))
+        if path == "/api/stream":
+            return self._stream(query)
+        if path == "/metrics" and self.server.cfg.metrics:
+            body = exposition(TelemetryCollector(src.telemetry, src.records))
+            return self._send(HTTPStatus.OK, body, CONTENT_TYPE)
+        return self._error(HTTPStatus.NOT_FOUND, f"no page {path[:80]!r}; expected /, /api/runs, /api/run, "
+                                                 "/api/compare, /api/live, /api/stream or /metrics")
+
+    @staticmethod
+    def _one(query: dict, key: str) -> str:
+        values = query.get(key)
+        if not values or len(values) != 1 or len(values[0]) > 2000:
+            raise ConfigError(f"expected one ?{key}= parameter")
+        return values[0]
+
+    def _state(self, run: str | None) -> bytes:
+        """The stream's message; without a run named, the first run (what the page shows first)."""
+        src = self.server.source
+        runs = src.runs()
+        name = run if run is not None else (runs[0]["name"] if runs else None)
+        return _json({"runs": runs, "run": src.run(name) if name is not None else None, "live": src.live()})
+
+    def _stream(self, query: dict) -> None:
+        """Push the state (runs, the chosen run, live telemetry) as server-sent events when it changes."""
+        run = (query.get("run") or [None])[0]
+        if run is not None:
+            self.server.source.folder.folder(run)  # an unknown run: 404 now, not a stream of errors
+        if not self.server.streams.acquire(blocking=False):
+            return self._error(HTTPStatus.SERVICE_UNAVAILABLE, "too many live viewers; expected at most "
+                                                               f"dashboard.max_streams = {self.server.cfg.max_streams}")
+        try:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.close_connection = True
+            last, beat = None, time.monotonic()
+            while not self.server.stopping.is_set():
+                stamp = self.server.source.stamp()
+                if stamp != last:
+                    self.wfile.write(b"event: state\ndata: " + self._state(run) + b"\n\n")
+                    self.wfile.flush()
+                    last, beat = stamp, time.monotonic()
+                elif time.monotonic() - beat > HEARTBEAT_S:
+                    self.wfile.write(b": keep-alive\n\n")
+                    self.wfile.flush()
+                    beat = time.monotonic()
+                self.server.stopping.wait(POLL_S)
+        finally:
+            self.server.streams.release()
+
+
+class DashboardServer(ThreadingHTTPServer):
+    """Serve a :class:`Source` on ``cfg.host:cfg.port`` in a background thread.
+
+    Args:
+        source: what to show.
+        cfg: address, tokens, limits (checked: a non-loopback address needs allow_remote and a token).
+        tls: (cert, key, client_ca or None) to serve HTTPS, with client certificates required when a
+            CA is given (the server's own mTLS choice); None: plain HTTP.
+
+    Raises:
+        ConfigError: the address is refused (see :func:`check_exposure`) or cannot be bound.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, source: Source, cfg: DashboardConfig, tls: tuple[str, str, str | None] | None = None):
+        check_exposure(cfg)
+        self.source, self.cfg, self.tls = source, cfg, tls is not None
+        self.tokens = TokenCheck(cfg.token_file)
+        self.streams = threading.BoundedSemaphore(cfg.max_streams)
+        self.stopping = threading.Event()
+        self.refused = 0
+        self._static: dict[str, bytes] = {}
+        try:
+            super().__init__((cfg.host, cfg.port), Handler)
+        except OSError as e:
+            raise ConfigError(f"dashboard: cannot listen on {cfg.host}:{cfg.port} ({e.strerror}); expected a free "
+                              "port (dashboard.port, 0: any)") from None
+        if tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(tls[0], tls[1])
+            if tls[2]:
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(tls[2])
+            self.socket = ctx.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)  # in the handler's thread
+        self.port = self.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def static(self, name: str) -> bytes:
+        if name not in self._static:
+            self._static[name] = resources.files("hamrah.observe.dashboard").joinpath("static", name).read_bytes()
+        return self._static[name]
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.cfg.host}:{self.port}/"
+
+    def start(self) -> DashboardServer:
+        """Serve in a daemon thread; return self."""
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="hamrah-dashboard", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and end the live streams."""
+        self.stopping.set()
+        self.shutdown()
+        self.server_close()
+
+
+def serve_folder(root: str | Path, cfg: DashboardConfig) -> DashboardServer:
+    """Return a started dashboard over the runs under ``root`` (``hamrah dashboard RUNS_DIR``)."""
+    return DashboardServer(Source(RunFolder(root)), cfg).start()
+
+
+__all__ = ["DashboardServer", "Handler", "Source", "serve_folder"]

@@ -1,0 +1,203 @@
+"""Run tracking sinks: every round record also goes to TensorBoard and/or MLflow (a local store), for
+the simulator (``hamrah run``, sweeps, reproductions, the lab) and the server alike.
+
+Switched on by a ``[tracking]`` section::
+
+    [tracking]
+    tensorboard = true          # event files in <out>/tensorboard (or tensorboard_dir)
+    mlflow = true               # a local MLflow store in <out>/mlruns (or mlflow_uri, e.g. sqlite:///m.db)
+    experiment = "hamrah"       # MLflow experiment name
+
+Both libraries are the optional extra ``pip install 'hamrah[tracking]'``; a sink asked for without it
+stops with a :class:`ConfigError` naming the extra, before the run starts. Numeric fields of each
+record become scalars/metrics at step = round; the resolved config becomes TensorBoard text and MLflow
+parameters. MLflow is driven through an ``MlflowClient`` (no global active run); its file store is in
+maintenance mode in MLflow 3, so for a ``file:`` store this module sets ``MLFLOW_ALLOW_FILE_STORE``
+unless the environment already sets it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hamrah.core.errors import ConfigError
+from hamrah.observe.runs import read_records
+
+EXTRA = "pip install 'hamrah[tracking]'  (tensorboard, mlflow-skinny)"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """The ``[tracking]`` section: which sinks get the round records.
+
+    Attributes:
+        tensorboard: write TensorBoard event files.
+        mlflow: log to an MLflow tracking store.
+        tensorboard_dir: where (default ``<out>/tensorboard``).
+        mlflow_uri: the store (default ``<out>/mlruns`` as a local file store).
+        experiment: the MLflow experiment name.
+        run_name: the run's name in both (default: the output folder's name).
+    """
+
+    tensorboard: bool = False
+    mlflow: bool = False
+    tensorboard_dir: str | None = None
+    mlflow_uri: str | None = None
+    experiment: str = "hamrah"
+    run_name: str | None = None
+
+
+def _scalars(record: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in record.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "round" and math.isfinite(v)}
+
+
+def _flat(config: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v)[:500]
+    return out
+
+
+class TensorBoardSink:
+    """Round records as TensorBoard scalars (``torch.utils.tensorboard.SummaryWriter``)."""
+
+    def __init__(self, log_dir: Path, config: dict):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError(f"[tracking] tensorboard = true needs the tensorboard package: {EXTRA}") from None
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
+
+    def log_round(self, record: dict) -> None:
+        step = int(record.get("round", 0))
+        for key, value in _scalars(record).items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self, status: str = "FINISHED") -> None:
+        self.writer.add_text("status", status, 0)
+        self.writer.close()
+
+
+class MLflowSink:
+    """Round records as MLflow metrics (step = round), the config as parameters."""
+
+    def __init__(self, uri: str, experiment: str, run_name: str, config: dict):
+        if uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        try:
+            from mlflow.entities import Metric, Param
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise ConfigError(f"[tracking] mlflow = true needs the mlflow package: {EXTRA}") from None
+        self._metric = Metric
+        self.client = MlflowClient(uri)
+        found = self.client.get_experiment_by_name(experiment)
+        exp_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
+        self.run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
+        params = [Param(k, v) for k, v in sorted(_flat(config).items())]
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=params[i:i + 100])
+
+    def log_round(self, record: dict) -> None:
+        step, now = int(record.get("round", 0)), int(time.time() * 1000)
+        metrics = [self._metric(k, v, now, step) for k, v in _scalars(record).items()]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+
+    def close(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+class Tracking:
+    """The sinks a ``[tracking]`` section asks for, opened for one run in ``out``.
+
+    Args:
+        cfg: the section (None or nothing switched on: no sinks, every call is a no-op).
+        out: the run's output folder (default places for both sinks).
+        config: the resolved run config (logged once).
+
+    Raises:
+        ConfigError: a sink's package is not installed (names the extra).
+    """
+
+    def __init__(self, cfg: TrackingConfig | None, out: Path, config: dict):
+        self.sinks: list = []
+        if cfg is None:
+            return
+        name = cfg.run_name or Path(out).resolve().name
+        if cfg.tensorboard:
+            self.sinks.append(TensorBoardSink(Path(cfg.tensorboard_dir or Path(out) / "tensorboard"), config))
+        if cfg.mlflow:
+            uri = cfg.mlflow_uri or (Path(out) / "mlruns").resolve().as_uri()
+            self.sinks.append(MLflowSink(uri, cfg.experiment, name, config))
+
+    def log_round(self, record: dict) -> None:
+        for sink in self.sinks:
+            sink.log_round(record)
+
+    def close(self, status: str = "FINISHED") -> None:
+        for sink in self.sinks:
+            sink.close(status)
+
+
+class RecordFeed:
+    """Follow a ``metrics.jsonl`` that another writer rewrites (the server's store) in a thread and
+    hand each new record to ``on_record``: the server's event loop does no tracking I/O.
+
+    Args:
+        path: the ``metrics.jsonl`` to follow.
+        on_record: called with each new record, in round order, from the feed's thread.
+        poll_s: how often the file's size and time are checked.
+    """
+
+    def __init__(self, path: Path, on_record, poll_s: float = 0.5):
+        self.path, self.on_record, self.poll_s = Path(path), on_record, poll_s
+        self.seen = {r.get("round") for r in read_records(self.path)}  # rounds of earlier processes
+        self._stop = threading.Event()
+        self._stamp = None
+        self._thread = threading.Thread(target=self._loop, name="hamrah-record-feed", daemon=True)
+
+    def start(self) -> RecordFeed:
+        self._thread.start()
+        return self
+
+    def poll(self) -> int:
+        """Hand on the records not seen yet; return how many."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return 0
+        if (st.st_mtime_ns, st.st_size) == self._stamp:
+            return 0
+        self._stamp = (st.st_mtime_ns, st.st_size)
+        new = [r for r in read_records(self.path) if r.get("round") not in self.seen]
+        for rec in new:
+            self.seen.add(rec.get("round"))
+            self.on_record(rec)
+        return len(new)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.poll()
+
+    def stop(self) -> None:
+        """Stop following, after a last look at the file."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.poll()
+
+
+__all__ = ["EXTRA", "MLflowSink", "RecordFeed", "TensorBoardSink", "Tracking", "TrackingConfig"]

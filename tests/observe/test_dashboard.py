@@ -1,0 +1,147 @@
+"""The dashboard over real HTTP on loopback: tokens, read-only routes, bad requests, exposure rules."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import socket
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hamrah.core.errors import ConfigError
+from hamrah.observe.dashboard import DashboardConfig, DashboardServer, Source, TokenCheck, dashboard_config
+from hamrah.observe.runs import RunFolder
+from hamrah.observe.telemetry import Telemetry
+
+TOKEN = "operator-secret-token"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for name, acc in (("a", 0.5), ("sweep/lr_0.1", 0.7)):
+        (root / name).mkdir(parents=True)
+        (root / name / "metrics.jsonl").write_text(
+            "".join(json.dumps({"round": r, "test_accuracy": acc, "selection_s": 0.1, "epsilon": 0.5 * r}) + "\n"
+                    for r in (1, 2, 3)))
+        (root / name / "summary.json").write_text(json.dumps({"config": {"model": {"name": "2nn"}}, "best_accuracy": acc}))
+    (root / "a" / "model.npz").write_bytes(b"\x00SECRET-WEIGHTS" * 100)  # never served
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(runs, tmp_path_factory):
+    digests = tmp_path_factory.mktemp("tok") / "dashboard_tokens"
+    digests.write_text("sha256:" + hashlib.sha256(TOKEN.encode()).hexdigest() + "\n")
+    tel = Telemetry()
+    tel.checkin("d" * 64, True)
+    tel.refused("e" * 64, "ProtocolError: update")
+    srv = DashboardServer(Source(RunFolder(runs), tel), DashboardConfig(enabled=True, port=0, token_file=str(digests))).start()
+    yield srv
+    srv.stop()
+
+
+def get(srv, path, token=TOKEN, method="GET", headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    hdrs = {"Authorization": f"Bearer {token}"} if token else {}
+    conn.request(method, path, headers={**hdrs, **(headers or {})})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, body, resp
+
+
+def test_pages_and_api_with_the_token(server):
+    for path in ("/", "/app.js", "/app.css"):
+        status, body, _ = get(server, path)
+        assert status == 200 and body
+        assert b"http://" not in body.replace(b"http://www.w3.org/2000/svg", b"")  # nothing fetched from elsewhere
+    status, body, _ = get(server, "/api/runs")
+    names = [r["name"] for r in json.loads(body)["runs"]]
+    assert status == 200 and names == ["a", "sweep/lr_0.1"]
+    status, body, _ = get(server, "/api/run?name=a")
+    run = json.loads(body)
+    assert run["rounds"] == 3 and run["status"] == "finished" and len(run["records"]) == 3
+    status, body, _ = get(server, "/api/compare?names=a,sweep/lr_0.1")
+    assert [r["summary"]["best_accuracy"] for r in json.loads(body)["runs"]] == [0.5, 0.7]
+    status, body, _ = get(server, "/metrics")
+    assert status == 200 and b"hamrah_checkins_total 1.0" in body and b'hamrah_refusals_total{reason="ProtocolError: update"} 1.0' in body
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong", TOKEN + "x"])
+def test_a_request_without_the_right_token_is_refused(server, token):
+    for path in ("/", "/api/runs", "/api/run?name=a", "/api/stream", "/metrics", "/app.js"):
+        status, body, _ = get(server, path, token=token)
+        assert status == 401 and b"token" in body and b"0.5" not in body
+
+
+def test_token_in_the_address_becomes_a_cookie(server):
+    status, _, resp = get(server, f"/?token={TOKEN}", token=None)
+    assert status == 303 and resp.getheader("Location") == "/"
+    cookie = resp.getheader("Set-Cookie")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    status, _, _ = get(server, "/api/runs", token=None, headers={"Cookie": cookie.split(";")[0]})
+    assert status == 200
+
+
+def test_read_only_and_bad_requests_get_clear_errors(server):
+    for method in ("POST", "PUT", "DELETE"):
+        status, body, _ = get(server, "/api/runs", method=method)
+        assert status == 405 and b"read-only" in body
+    for path in ("/api/run?name=../../etc", "/api/run", "/api/run?name=a&name=b", "/nope", "/api/stream?run=zz",
+                 "/api/run?name=a/model.npz", "/a/model.npz"):
+        status, body, _ = get(server, path)
+        assert status == 404 and "error" in json.loads(body)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:  # not HTTP at all
+        s.sendall(b"\x16\x03\x01garbage\r\n\r\n")
+        assert b"400" in s.recv(2000)  # the standard library's "Bad request" page
+    assert get(server, "/api/runs")[0] == 200  # still serving
+
+
+def test_no_update_contents_served(server, runs):
+    bodies = b"".join(get(server, p)[1] for p in ("/api/runs", "/api/run?name=a", "/api/live", "/metrics",
+                                                  "/api/compare?names=a,sweep/lr_0.1"))
+    assert b"SECRET-WEIGHTS" not in bodies and b"model.npz" not in bodies
+
+
+def test_stream_pushes_the_state(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/api/stream?run=a", headers={"Authorization": f"Bearer {TOKEN}"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+    assert resp.fp.readline() == b"event: state\n"
+    state = json.loads(resp.fp.readline().removeprefix(b"data: "))
+    assert state["run"]["rounds"] == 3 and state["live"]["connected"] == 1
+    conn.close()
+
+
+def test_remote_addresses_need_allow_remote_and_a_token():
+    with pytest.raises(ConfigError, match="not a loopback"):
+        dashboard_config({"enabled": True, "host": "0.0.0.0"})
+    with pytest.raises(ConfigError, match="token_file"):
+        dashboard_config({"enabled": True, "host": "0.0.0.0", "allow_remote": True})
+    with pytest.raises(ConfigError, match="unknown key"):
+        dashboard_config({"enabeld": True})
+    with pytest.raises(ConfigError, match="expected int"):
+        dashboard_config({"port": "80"})
+    assert dashboard_config({"host": "::1"}).host == "::1"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(max_size=60))
+def test_only_the_operator_token_passes(token):
+    check = TokenCheck.__new__(TokenCheck)
+    check.digests = [hashlib.sha256(TOKEN.encode()).digest()]
+    assert check.allows(token) == (token == TOKEN)
+
+
+def test_token_file_must_hold_digests(tmp_path):
+    bad = tmp_path / "t"
+    bad.write_text("not-a-digest\n")
+    with pytest.raises(ConfigError, match="sha256 hex digest"):
+        TokenCheck(str(bad))
+    with pytest.raises(ConfigError, match="cannot read"):
+        TokenCheck(str(tmp_path / "missing"))
