@@ -13,6 +13,11 @@ left out. Both processes share this machine's cores.
 With ``--signed`` the devices are provisioned (``hamrah provision``) and every call carries an Ed25519
 signature with a timestamp and a nonce, which the server verifies (the server's tokens_file is the
 provisioned registry).
+
+With ``--dashboard both`` each setting runs twice in the same invocation, without and then with the
+live dashboard and ``/metrics`` (``[dashboard] enabled = true``), while a viewer in this process holds
+the dashboard's live stream open and scrapes ``/metrics`` every second: the ratio of the two round
+throughputs is the dashboard's and the exporters' cost.
 """
 
 from __future__ import annotations
@@ -139,30 +144,57 @@ def _signers(work: Path, devices: int, signed: bool) -> list[RequestSigner]:
     return [RequestSigner(k.token, DeviceKey.load(k.signing_key), k.name) for k in device_folders(work / "pki", devices)]
 
 
+def _viewer(port: int, stop: asyncio.Event, seen: dict) -> None:
+    """A dashboard viewer: holds the live stream open and scrapes /metrics every second (a thread)."""
+    import http.client
+
+    while not stop.is_set():
+        try:
+            if "stream" not in seen:
+                seen["stream"] = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                seen["stream"].request("GET", "/api/stream")
+                seen["stream"].getresponse()  # left open: the server pushes on every change
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/metrics")
+            seen["scrapes"] = seen.get("scrapes", 0) + (conn.getresponse().read().startswith(b"# HELP") and 1)
+            conn.close()
+        except OSError:
+            pass
+        time.sleep(1.0)
+
+
 async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_s: float, signed: bool = False,
-                      server_set: str = "") -> dict:
+                      server_set: str = "", dashboard: bool = False) -> dict:
     work = Path(tempfile.mkdtemp(prefix="hamrah-load-"))
     signers = _signers(work, devices, signed)
     extra = "".join(f"{kv.strip()}\n" for kv in server_set.split(",") if kv.strip())  # e.g. bounded_influence = false
     (work / "server.toml").write_text(CONFIG.format(devices=max(devices, 100), model=model, rounds=rounds, goal=goal)
                                       + extra)
+    dash_port = free_port()
+    if dashboard:
+        with open(work / "server.toml", "a") as f:
+            f.write(f"[dashboard]\nenabled = true\nport = {dash_port}\n")
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "hamrah.cli", "server", "--config", str(work / "server.toml"),
                                "--port", str(port), "--state", str(work / "state")],
                               stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)
     spec = ModelSpec(model, SHAPES[model], 10)
     net = spec.build()
-    payload = encode_params({k: torch.randn_like(v) * 1e-3 for k, v in net.named_parameters()})
+    payload = encode_params({f"delta/{k}": torch.randn_like(v) * 1e-3 for k, v in net.named_parameters()})  # FedAvg's statistic
     stats = {"connected": set(), "reported": 0, "late": 0, "calls": 0}
     stop = asyncio.Event()
     rss = 0.0
     tasks = [asyncio.ensure_future(device(port, signers[i], payload, compute_s, stop, stats)) for i in range(devices)]
+    seen: dict = {}
+    viewer = asyncio.ensure_future(asyncio.to_thread(_viewer, dash_port, stop, seen)) if dashboard else None
     start = time.monotonic()
+    cpu = 0.0
     while server.poll() is None:
         await asyncio.sleep(0.5)
         try:
             now = peak_rss_mb(server.pid)
-        except FileNotFoundError:
+            cpu = sum(psutil.Process(server.pid).cpu_times()[:2])  # the server's CPU seconds so far
+        except (FileNotFoundError, psutil.NoSuchProcess):
             break
         if now == now:  # not NaN (an exited process has no VmHWM)
             rss = max(rss, now)
@@ -171,6 +203,8 @@ async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if viewer is not None:
+        await viewer
     records = [json.loads(x) for x in (work / "state" / "metrics.jsonl").read_text().splitlines()]
     steady = records[1:] or records  # round 1 includes the devices' first connection
     overhead = [r["round_s"] - r.get("eval_s", 0.0) - compute_s for r in steady]
@@ -183,6 +217,8 @@ async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_
         "mb_ingested_per_s": round(goal * mb / (sum(overhead) / len(overhead)), 1),
         "server_peak_rss_mb": round(rss, 1), "wall_s": round(wall, 1),
         "calls_per_round": round(stats["calls"] / max(len(records), 1)),
+        "dashboard": dashboard, "metrics_scrapes": seen.get("scrapes", 0), "server_cpu_s": round(cpu, 1),
+        "steady_rounds_per_s": round(len(steady) / sum(r["round_s"] for r in steady), 3),
     }
 
 
@@ -197,14 +233,18 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/server_load.json")
     p.add_argument("--server-set", default="", help="extra [server] keys, comma-separated TOML, e.g. "
                    "'bounded_influence = false, selection_window_s = 0' (the baseline without the reliability defaults)")
+    p.add_argument("--dashboard", default="off", choices=["off", "on", "both"],
+                   help="run with the live dashboard and /metrics on (a viewer attached); both: off, then on")
     args = p.parse_args()
     results = []
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.dashboard]
     for n in [int(x) for x in args.devices.split(",")]:
-        r = asyncio.run(one_setting(args.model, n, min(args.goal, n), args.rounds, args.compute_s, args.signed,
-                                    args.server_set))
-        r["server_set"] = args.server_set
-        print(json.dumps(r))
-        results.append(r)
+        for dash in modes:
+            r = asyncio.run(one_setting(args.model, n, min(args.goal, n), args.rounds, args.compute_s, args.signed,
+                                        args.server_set, dash))
+            r["server_set"] = args.server_set
+            print(json.dumps(r), flush=True)
+            results.append(r)
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.exists() else {"results": []}
     keep = [r for r in old["results"] if (r["model"], r.get("signed", False)) != (args.model, args.signed)]

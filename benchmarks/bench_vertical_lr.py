@@ -18,6 +18,9 @@ figure is scaled by rows and said so. Bytes per epoch from the channels' counts.
 
     python benchmarks/bench_vertical_lr.py --data breast --enc-rows 0
     python benchmarks/bench_vertical_lr.py --data default_credit --profile 1000 --batch-size 1024 --transform quantile
+    python benchmarks/bench_vertical_lr.py --data default_credit --train-plaintext --enc-rows 0 --batch-size 1024 \
+        --lr 0.3 --epochs 20 --transform quantile --schemes ou --protocols coordinated_lr \
+        --out benchmarks/results/vertical_lr_default_credit_full_ou.json   # a measured full epoch, OU
     python benchmarks/bench_vertical_lr.py --data default_credit --train-plaintext --enc-rows 1000 \
         --batch-size 1024 --lr 0.3 --epochs 20 --transform quantile \
         --out benchmarks/results/vertical_lr_default_credit.json
@@ -111,14 +114,14 @@ def _per_epoch(mod, g, h, cfg: LRConfig, few: int, many: int) -> dict:
             "one_off_cpu_s": runs[0][0] - few * total, "bytes": (runs[1][2] - runs[0][2]) // k}
 
 
-def cost(mod, g, h, cfg: LRConfig, rows: int) -> dict:
+def cost(mod, g, h, cfg: LRConfig, rows: int, schemes=SCHEMES) -> dict:
     """CPU-seconds per epoch, plaintext then Paillier, on the first ``rows`` rows (all when 0)."""
     if rows:
         g, h = g.select(g.ids[:rows]), h.select(g.ids[:rows])
     plain = _per_epoch(mod, g, h, LRConfig(**{**cfg.__dict__, "encrypted": False}), 1, 21)
     r = {"rows": len(g.ids), "guest_features": g.features.shape[1], "host_features": h.features.shape[1],
          "plain_cpu_s": round(plain["cpu_s"], 5), "plain_bytes": plain["bytes"]}
-    for scheme in SCHEMES:  # "paillier_*" and "ou_*" keys
+    for scheme in schemes:  # "paillier_*" and "ou_*" keys
         enc = _per_epoch(mod, g, h, LRConfig(**{**cfg.__dict__, "encrypted": True, "scheme": scheme}), 1, 3)
         r.update({f"{scheme}_{k}": round(v, 3) for k, v in enc.items()})
         r[f"{scheme}_he_overhead_total"] = round(enc["cpu_s"] / plain["cpu_s"], 1)
@@ -168,6 +171,8 @@ def main() -> None:
     parser.add_argument("--transform", default="standard", choices=("standard", "quantile"))
     parser.add_argument("--key-bits", type=int, default=2048)
     parser.add_argument("--scheme", default="paillier", choices=SCHEMES)
+    parser.add_argument("--schemes", default=",".join(SCHEMES), help="schemes whose cost per epoch is measured")
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS))
     parser.add_argument("--enc-rows", type=int, default=0)
     parser.add_argument("--train-plaintext", action="store_true", help="train the AUC runs in plaintext mode")
     parser.add_argument("--out", default=None)
@@ -186,9 +191,11 @@ def main() -> None:
     out = {"data": args.data, "rows": len(g.ids), "settings": cfg.__dict__, **central(g, h, args.clip, args.transform)}
     print(json.dumps({k: v for k, v in out.items() if k != "settings"}), flush=True)
     for name, mod in PROTOCOLS.items():
-        out[name] = {**federated(mod, g, h, cfg), "cost": cost(mod, g, h, cfg, args.enc_rows)}
+        if name not in args.protocols.split(","):
+            continue
+        out[name] = {**federated(mod, g, h, cfg), "cost": cost(mod, g, h, cfg, args.enc_rows, args.schemes.split(","))}
         c = out[name]["cost"]
-        for scheme in SCHEMES:
+        for scheme in args.schemes.split(","):
             for key in ("cpu_s", "online_cpu_s", "bytes"):
                 c[f"{scheme}_{key}_per_full_epoch"] = round(c[f"{scheme}_{key}"] * len(g.ids) / c["rows"], 1)
         print(name, json.dumps(out[name]), flush=True)

@@ -3,7 +3,7 @@
 McMahan et al. 2017's 2NN on MNIST, 100 IID clients, C = 0.1, E = 1, B = 10, lr = 0.1, target 0.97.
 Each round: the simulator's client half (``Simulator.train_round``, batched), then the codec chain
 (``hamrah.core.pipeline.process_round``, with per-client error-feedback state kept across rounds),
-then FedAvg's server half (``Simulator.server_half`` on the chain's aggregate). Every codec starts from
+then FedAvg's ``apply`` on the chain's aggregate. Every codec starts from
 the same model and samples the same clients. The downlink (float32 model broadcast) is the same for
 every codec and reported once.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hamrah.algorithms import ClientResult, FedAvg, LocalSGD
+from hamrah.algorithms import FedAvg, LocalSGD
 from hamrah.compression import (
     HalfPrecision,
     RandomMask,
@@ -30,6 +30,7 @@ from hamrah.compression import (
     StochasticQuantizer,
     TopK,
 )
+from hamrah.core.aggregate import Aggregate
 from hamrah.core.pipeline import Chain, Identity, process_round
 from hamrah.data import federate, load_mnist
 from hamrah.models import build_model
@@ -61,7 +62,10 @@ def run_codec(name: str, fed, args, deadline: float) -> dict:
                             states, rngs, server_state=sstate, round_idx=r, round_seed=r)
         states.update(out.states)
         sstate = out.server_state
-        sim.server_half(r, [ClientResult(-1, out.aggregate, 1)])  # FedAvg: w + the chain's weighted mean
+        # FedAvg applies the chain's weighted mean as its one aggregate
+        sim.params, sim.server_state = sim.algorithm.apply(
+            sim.params, Aggregate.from_mean({"delta/" + k: v for k, v in out.aggregate.items()}, 1.0, len(ok)),
+            sim.server_state)
         up_total += out.bytes.total_up
         down_total += out.bytes.total_down
         _, acc = sim.evaluate()

@@ -6,7 +6,7 @@ q = 0.5 (about 50 clients a round), 20 rounds, clip 0.5, delta 1e-5, seed 0. Cel
 - ``central``: central DP-FedAvg at z = 2.5 (dp-accounting's RDP accountant);
 - ``ddg_same_z``: distributed DP at the same z = 2.5 (n_min = 40): the mechanism's accuracy cost alone;
 - ``ddg_same_eps``: distributed DP at the z whose DDG accounting spends the central cell's epsilon
-  (:func:`hamrah.privacy.distributed.calibrate_noise`), n_min = 40;
+  (:func:`hamrah.pipeline.distributed.calibrate_noise`), n_min = 40;
 - ``ddg_same_eps_nmin25``: the same with n_min = 25: each client adds noise for a sum of only 25, so a
   sum of ~50 carries sqrt(2) x the noise (the price of tolerating more drop-outs);
 - ``none``: no DP.
@@ -27,7 +27,7 @@ from pathlib import Path
 from hamrah.experiments.config import from_dict
 from hamrah.experiments.runner import prepare
 from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec
-from hamrah.privacy.distributed import DistributedDiscreteGaussian, calibrate_noise
+from hamrah.pipeline.distributed import DistributedDiscreteGaussian, calibrate_noise
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "distributed_dp.jsonl"
 ROUNDS, Q, CLIP, DELTA, Z_CENTRAL, DIM, COHORT = 20, 0.5, 0.5, 1e-5, 2.5, 7850, 50

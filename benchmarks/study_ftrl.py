@@ -29,7 +29,8 @@ import torch
 
 from hamrah.experiments.config import from_dict, pipeline_spec
 from hamrah.experiments.runner import prepare
-from hamrah.privacy import RoundSpec, epsilon_of, resolve_pipeline
+from hamrah.pipeline import resolve_pipeline
+from hamrah.privacy import RoundSpec, epsilon_of
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "ftrl_{task}.json"  # one file per task

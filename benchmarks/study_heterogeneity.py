@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from hamrah.algorithms import build
-from hamrah.algorithms.base import mean_params
+from hamrah.core.aggregate import weighted_mean
 from hamrah.core.errors import ConfigError
 from hamrah.core.seeds import partition_rng
 from hamrah.data import FederatedDataset, federate, load_dataset, partition
@@ -149,7 +149,7 @@ def merge_grid(run_name: str, optimizer: str, label: str, hp: dict, res: dict, a
 
 def uniform_mean(deltas: list, weights: list[float]):
     """Aggregate with equal weights 1/|S| (SCAFFOLD's paper), ignoring n_k."""
-    return mean_params(deltas, [1.0] * len(deltas))
+    return weighted_mean(deltas, [1.0] * len(deltas))
 
 
 def part_scaffold_lr(rounds: int, eval_every: int, alpha: float, lrs: list[float], algos: list[str], on_done) -> None:

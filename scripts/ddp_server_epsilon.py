@@ -4,8 +4,8 @@ noise multiplier the server would need for the simulator's epsilon (docs/distrib
 
 from __future__ import annotations
 
+from hamrah.pipeline.distributed import DistributedAccountant, calibrate_noise, distributed_stage
 from hamrah.privacy.config import DPConfig
-from hamrah.privacy.distributed import DistributedAccountant, calibrate_noise, distributed_stage
 
 DIM, ROUNDS, DELTA = 7850, 20, 1e-5
 

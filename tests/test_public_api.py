@@ -9,7 +9,7 @@ import pytest
 PACKAGES = [
     "hamrah.algorithms", "hamrah.models", "hamrah.simulation", "hamrah.core", "hamrah.data", "hamrah.experiments",
     "hamrah.aggregation", "hamrah.attacks", "hamrah.compression", "hamrah.privacy", "hamrah.secagg", "hamrah.he",
-    "hamrah.transport", "hamrah.server", "hamrah.device", "hamrah.vertical",
+    "hamrah.transport", "hamrah.server", "hamrah.device", "hamrah.vertical", "hamrah.pipeline",
     "hamrah.observe",
 ]
 

@@ -353,6 +353,8 @@ def _add_system_commands(sub) -> None:
     p.add_argument("--split", help="import --from: the split folder / keys to read (train, test)")
     p.add_argument("--missing", choices=["error", "drop"], default="error", help="rows with a missing value")
     p.add_argument("--ttl", type=float, help="import --from: seconds until the imported examples expire")
+    p.add_argument("--schema", help="import --from: read the data under this schema JSON (shared codes)")
+    p.add_argument("--save-schema", help="import --from: write the imported data's schema JSON here")
     p.set_defaults(func=_cmd_store)
     p = sub.add_parser("tokens", help="create a file of device tokens (one per line) if it does not exist")
     p.add_argument("file", help="the devices' tokens (written 0600)")

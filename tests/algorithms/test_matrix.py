@@ -18,7 +18,7 @@ from hamrah.algorithms import ALGORITHMS, build
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import max_abs_diff
 from hamrah.data import ArrayData, Dataset, FederatedDataset
-from hamrah.privacy.chains import resolve_pipeline
+from hamrah.pipeline import resolve_pipeline
 from hamrah.simulation import SimulationConfig, Simulator, seeded
 
 POPULATION, COHORT, ROUNDS = 10, 5, 2
@@ -143,3 +143,15 @@ def test_a_robust_aggregator_runs_with_a_codec_and_with_local_dp(fed):
     for pipeline in ("topk", "local_dp"):
         result = _simulator(fed, "scaffold", pipeline, aggregator=Median()).run()
         assert all(torch.isfinite(v).all() for v in result.params.values())
+
+
+@pytest.mark.parametrize("pipeline, equal", [("none", False), ("topk", False), ("local_dp", True), ("secagg", False)])
+def test_train_loss_is_the_aggregation_weighted_mean_of_the_clients_losses(fed, pipeline, equal):
+    """One definition on every path: weighted by n_k, or equally under DP (the server does the same)."""
+    sim = _simulator(fed, "fedavg", pipeline)
+    results = sim.train_round(1)
+    aggregate = sim.server_half(1, results)
+    losses = [r.metrics["train_loss"] for r in results]
+    weights = [1.0 if equal else r.num_examples for r in results]
+    assert len(set(weights)) > 1 or equal  # unequal n_k, so the two definitions differ
+    assert aggregate.metric("train_loss") == pytest.approx(np.average(losses, weights=weights), rel=1e-9)

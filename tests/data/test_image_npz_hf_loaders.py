@@ -124,3 +124,18 @@ def test_hf_errors(tmp_path):
     (broken / "data-00000-of-00001.arrow").write_bytes(b"garbage")
     with pytest.raises(DataError, match="data-00000-of-00001.arrow: cannot read the Arrow file"):
         load_hf(broken)
+
+
+def test_declared_classes_and_schemas_fix_the_codes(tmp_path):
+    _png(tmp_path / "dog" / "1.png", 9)
+    ex = load_images(tmp_path, ImageSpec(classes=("cat", "dog")))
+    assert ex.labels.tolist() == [1] and ex.schema.field("label").categories == ("cat", "dog")
+    with pytest.raises(DataError, match="class folder 'dog' is not a declared class"):
+        load_images(tmp_path, ImageSpec(classes=("cat", "emu")))
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 1)), y=np.array(["b", "b"]))
+    own = load_npz(tmp_path / "d.npz")
+    assert own.labels.tolist() == [0, 0]  # its own vocabulary has only "b"
+    from hamrah.data.schema import Field, Schema
+
+    task = Schema((Field("x", "float32", (1,)), Field("y", "int64", categories=("a", "b"))), label="y")
+    assert load_examples(tmp_path / "d.npz", schema=task).labels.tolist() == [1, 1]

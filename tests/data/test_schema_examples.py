@@ -125,3 +125,28 @@ def test_to_dataset_bridges_to_the_simulator_dataset():
                      {"x": np.zeros((1, 3)), "y": [0]})
     with pytest.raises(DataError, match="schema=train.schema"):
         to_dataset("toy", ex, other)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 5), st.sampled_from([(), (3,), (1, 2, 2)]), st.sampled_from([torch.float32, torch.int64]),
+       st.sampled_from([(), (4,)]))
+def test_array_data_round_trips_through_examples(n, x_shape, x_dtype, y_shape):
+    from hamrah.data.federated import ArrayData
+
+    data = ArrayData(torch.arange(n * int(np.prod(x_shape)), dtype=x_dtype).reshape(n, *x_shape),
+                     torch.arange(n * int(np.prod(y_shape))).reshape(n, *y_shape))
+    back = Examples.from_array_data(data).to_array_data()
+    assert torch.equal(back.x, data.x) and torch.equal(back.y, data.y) and back.x.dtype == data.x.dtype
+
+
+def test_a_built_in_dataset_as_examples_keeps_its_natural_clients():
+    from hamrah.data.examples import dataset_examples
+    from hamrah.data.federated import ArrayData, Dataset
+    from hamrah.data.partition import PartitionSpec, split_examples
+
+    d = ArrayData(torch.zeros(6, 2), torch.tensor([0, 1, 0, 1, 0, 1]))
+    ds = Dataset("toy", d, d, 2, train_groups=np.array([0, 0, 1, 1, 2, 2]), group_names=("a", "b", "c"))
+    train, test = dataset_examples(ds)
+    assert train.schema.describe() == "x: float32[2], y: int64 (label)" and len(test) == 6
+    assert [p.tolist() for p in split_examples(train, PartitionSpec("natural", None), seed=0)] == [[0, 1], [2, 3],
+                                                                                                      [4, 5]]

@@ -210,3 +210,78 @@ def test_store_import_of_the_bundled_nsl_kdd_sample(tmp_path):
                  "--label", "attack"]) == 0
     with ExampleStore(tmp_path / "k.db") as store:
         assert store.count() == 2100 and store.schema.field("protocol_type").categories == ("icmp", "tcp", "udp")
+
+
+def test_data_blockers_name_a_schema_mismatch_and_too_few_live_examples(tmp_path):
+    from hamrah.device.eligibility import data_blockers
+
+    with ExampleStore(tmp_path / "s.db", MOVIES) as store:
+        store.append({"user": 1, "movie": 2, "genre": "drama", "liked": 1}, timestamp=0.0, ttl_s=10.0)
+        assert data_blockers(store.schema, store.count(now=5.0), MOVIES) == []
+        assert data_blockers(store.schema, store.count(now=50.0), MOVIES) == [
+            "the example store has 0 live examples, the task needs at least 1"]
+        other = Schema((Field("x", "float32"),))
+        assert data_blockers(store.schema, 1, other) == [
+            f"the example store holds ({MOVIES.describe()}), the task expects (x: float32)"]
+    assert data_blockers(None, 0, other, min_examples=0) == ["the example store holds (no schema), the task "
+                                                              "expects (x: float32)"]
+
+
+junk = st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=3), st.none(), st.booleans(),
+                 st.lists(st.one_of(st.integers(0, 3), st.lists(st.integers(0, 3), max_size=2)), max_size=3),
+                 st.dictionaries(st.text(max_size=2), st.integers(), max_size=1), st.sampled_from(["drama", 1e300]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.sampled_from(["user", "movie", "genre", "liked", "extra"]), junk, max_size=5))
+def test_any_junk_record_is_stored_whole_or_refused_with_one_data_error(record):
+    with ExampleStore(":memory:", MOVIES) as store:
+        try:
+            store.append(record)
+        except DataError as e:
+            assert "\n" not in str(e) and store.count() == 0
+            return
+        back = store.examples()
+        assert store.count() == 1 and back.schema == MOVIES
+        assert back["genre"][0] in (0, 1, 2) and back["user"][0] == np.int64(record["user"])
+
+
+def test_store_import_from_npz_images_and_hf_folders(tmp_path, capsys):
+    from PIL import Image
+
+    np.savez(tmp_path / "d.npz", x_train=np.ones((3, 2), np.float32), y_train=np.array([0, 1, 1]))
+    assert main(["store", "import", "--store", str(tmp_path / "n.db"), "--from", str(tmp_path / "d.npz"),
+                 "--split", "train"]) == 0
+    for k, cls in enumerate(("cat", "dog")):
+        (tmp_path / "img" / cls).mkdir(parents=True)
+        Image.fromarray(np.full((2, 2, 3), k, np.uint8)).save(tmp_path / "img" / cls / "a.png")
+    assert main(["store", "import", "--store", str(tmp_path / "i.db"), "--from", str(tmp_path / "img")]) == 0
+    hf = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "hf_tiny"
+    assert main(["store", "import", "--store", str(tmp_path / "h.db"), "--from", str(hf), "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "imported 3 examples (x: float32[2], y: int64 (label))" in out
+    assert "imported 2 examples (image: float32[3, 2, 2], label: int64{2 categories} (label))" in out
+    with ExampleStore(tmp_path / "h.db") as store:
+        assert store.count() == 3 and store.schema.field("label").categories == ("cat", "dog")
+    assert main(["store", "import", "--store", str(tmp_path / "h.db"), "--from", str(hf), "--split", "train",
+                 "--format", "npz"]) == 2
+    assert "not a readable .npz archive" in capsys.readouterr().err
+
+
+def test_sites_importing_their_own_files_share_codes_through_a_schema_file(tmp_path, capsys):
+    (tmp_path / "ref.csv").write_text("ward,age,sick\ncardio,50,1\nonco,40,0\northo,30,0\n")
+    (tmp_path / "site_b.csv").write_text("ward,age,sick\northo,61,1\n")  # only one of the wards
+    schema_file = tmp_path / "schema.json"
+    assert main(["store", "import", "--store", str(tmp_path / "a.db"), "--from", str(tmp_path / "ref.csv"),
+                 "--label", "sick", "--save-schema", str(schema_file)]) == 0
+    assert main(["store", "import", "--store", str(tmp_path / "b.db"), "--from", str(tmp_path / "site_b.csv"),
+                 "--schema", str(schema_file)]) == 0
+    with ExampleStore(tmp_path / "a.db") as a, ExampleStore(tmp_path / "b.db") as b:
+        assert a.schema == b.schema and b.examples()["ward"].tolist() == [2]  # 'ortho' is code 2 everywhere
+    (tmp_path / "site_c.csv").write_text("ward,age,sick\nicu,61,1\n")
+    assert main(["store", "import", "--store", str(tmp_path / "c.db"), "--from", str(tmp_path / "site_c.csv"),
+                 "--schema", str(schema_file)]) == 2
+    assert "column 'ward': unknown category 'icu'" in capsys.readouterr().err
+    assert main(["store", "import", "--store", str(tmp_path / "c.db"), "--from", str(tmp_path / "site_c.csv"),
+                 "--schema", str(tmp_path / "nope.json")]) == 2
+    assert "--schema" in capsys.readouterr().err and not (tmp_path / "c.db").exists()

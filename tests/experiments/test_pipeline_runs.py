@@ -33,7 +33,8 @@ def _run(cfg):
 
 def test_a_codec_reports_the_exact_bytes_it_sends():
     sim, result = _run(_cfg(compression={"codec": "quantize", "bits": 8}))
-    spec = spec_of(sim.params)
+    spec = spec_of(sim.pipeline.template)  # the statistics on the wire: "delta/fc.weight", ...
+    assert [n for n, _ in spec] == ["delta/" + k for k in sim.params]
     for rec in result.history:
         assert rec.clients == 4
         assert rec.bytes_up == 4 * quantized_nbytes(spec, 8)
@@ -118,8 +119,10 @@ def test_plain_metrics_lines_keep_their_keys(tmp_path):
     assert "epsilon" not in line and "bytes_up" not in line
 
 
-def test_a_pipeline_with_an_algorithm_that_is_not_a_mean_is_refused():
-    cfg = _cfg(algorithm={"name": "fednova", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
-               compression={"codec": "sign"})
-    with pytest.raises(ConfigError, match="replaces the weighted mean"):
+def test_fednova_runs_with_a_codec_and_is_refused_under_dp_with_the_reason():
+    fednova = {"name": "fednova", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1}
+    sim = prepare(_cfg(rounds=1, algorithm=fednova, compression={"codec": "sign"})).simulator()
+    assert sim.run().history[-1].clients == 4  # issue 11: once refused by a name list
+    cfg = _cfg(algorithm=fednova, privacy={"mode": "central", "clip": 0.5, "noise_multiplier": 1.0, "sampling": "fixed"})
+    with pytest.raises(ConfigError, match="cannot carry statistic 'a_norm'.*not bounded by the clip norm"):
         prepare(cfg).simulator()

@@ -14,7 +14,7 @@ from hamrah.he import CKKSConfig, HESettings, HomomorphicSum, KeyHolder, Paillie
 from hamrah.he import ckks_scale, encrypt_packed, paillier_keygen, scale_packed
 from hamrah.he.ckks import ckks_decrypt, ckks_encrypt, ckks_keygen
 from hamrah.he.paillier import decrypt_ints
-from hamrah.privacy.chains import PipelineRun, resolve_pipeline
+from hamrah.pipeline import PipelineRun, resolve_pipeline
 
 PAILLIER = HESettings("paillier", key_bits=1024, max_weight=64)
 CKKS = HESettings("ckks", max_weight=64)

@@ -145,3 +145,27 @@ def test_token_file_must_hold_digests(tmp_path):
         TokenCheck(str(bad))
     with pytest.raises(ConfigError, match="cannot read"):
         TokenCheck(str(tmp_path / "missing"))
+
+
+def test_mtls_dashboard_requires_a_client_certificate(runs, tmp_path):
+    import ssl
+
+    from hamrah.transport.security import generate_tls
+
+    files = generate_tls(tmp_path / "tls")
+    srv = DashboardServer(Source(RunFolder(runs)), DashboardConfig(enabled=True, port=0),
+                          tls=(str(files["server"]), str(files["server_key"]), str(files["ca"]))).start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(files["ca"]))
+        bare = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=10, context=ctx)
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):  # no client certificate: no answer
+            bare.request("GET", "/api/runs")
+            bare.getresponse().read()
+        ctx.load_cert_chain(str(files["client"]), str(files["client_key"]))
+        conn = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=10, context=ctx)
+        conn.request("GET", "/api/runs")
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["runs"]
+        assert srv.url.startswith("https://")
+    finally:
+        srv.stop()

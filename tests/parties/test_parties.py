@@ -52,6 +52,10 @@ def _write_csv(path: Path, table) -> None:
     np.savetxt(path, np.hstack(cols), delimiter=",", header=",".join(names), comments="", fmt="%.17g")
 
 
+def _toml(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else f'"{value}"' if isinstance(value, str) else str(value)
+
+
 def _write(tmp: Path, settings: dict, timeout_s: float = 60) -> dict[str, Path]:
     make_party_tls(tmp / "tls", ["guest", "host"])
     for name, table in _subset().items():
@@ -60,7 +64,7 @@ def _write(tmp: Path, settings: dict, timeout_s: float = 60) -> dict[str, Path]:
     files = {}
     for name, other in (("guest", "host"), ("host", "guest")):
         label = 'label_column = "y"\n' if name == "guest" else ""
-        proto = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items())
+        proto = "\n".join(f"{k} = {_toml(v)}" for k, v in settings.items())
         files[name] = tmp / f"{name}.toml"
         files[name].write_text(f"""[party]
 name = "{name}"
@@ -110,7 +114,9 @@ def _model(tmp: Path, name: str) -> np.ndarray:
 
 
 def test_run_party_over_grpc_tls_gives_the_in_process_model(tmp_path):
-    files = _write(tmp_path, SETTINGS)
+    # OU and the rank-Gauss transform here (the process-level test below runs Paillier, standardised)
+    settings = {**SETTINGS, "scheme": "ou", "transform": "quantile"}
+    files = _write(tmp_path, settings)
     done, errors = {}, []
 
     def party(name):
@@ -124,10 +130,12 @@ def test_run_party_over_grpc_tls_gives_the_in_process_model(tmp_path):
     for t in threads:
         t.join(240)
     assert not errors and set(done) == {"guest", "host"}, errors
-    assert done["guest"]["epochs"] == SETTINGS["epochs"] and done["host"]["sent_bytes"]
-    expected = _in_process(SETTINGS)
+    assert done["guest"]["epochs"] == settings["epochs"] and done["host"]["sent_bytes"]
+    expected = _in_process(settings)
     for name in ("guest", "host"):
         np.testing.assert_allclose(_model(tmp_path, name), expected[name].weights, rtol=0, atol=1e-12)
+        with np.load(tmp_path / "out" / name / "model.npz") as z:
+            np.testing.assert_array_equal(z["quantiles"], expected[name].quantiles)
 
 
 TINY = {"splitnn": {"epochs": 1, "bottom_hidden": (4,), "cut_dim": 2, "top_hidden": (2,)},

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from hamrah.core.errors import ConfigError
 from hamrah.core.pipeline import Chain, process_round
-from hamrah.privacy.distributed import (ORDERS, DistributedAccountant, DistributedDiscreteGaussian, DistributedRound,
+from hamrah.pipeline.distributed import (ORDERS, DistributedAccountant, DistributedDiscreteGaussian, DistributedRound,
                                         _poisson_subsampled)
 from hamrah.secagg import ddg
 
@@ -69,7 +69,7 @@ def test_fewer_guaranteed_contributors_cost_more_epsilon(n, fewer, q):
 
 
 def test_calibrated_noise_spends_the_target_and_no_less_noise_would():
-    from hamrah.privacy.distributed import calibrate_noise
+    from hamrah.pipeline.distributed import calibrate_noise
     stage = DistributedDiscreteGaussian(clip=0.5, noise_multiplier=1.0, min_contributors=20, expected_cohort=25)
     z = calibrate_noise(stage, 1000, 0.2, 10, 1e-5, 3.0, tol=1e-4)
 
@@ -196,7 +196,7 @@ def test_the_real_server_accounts_distributed_dp_without_sampling_amplification(
 @given(rounds=st.integers(0, 50), tamper=st.floats(1e-3, 10.0))
 def test_the_servers_ddg_ledger_restores_its_rounds_and_refuses_a_forged_epsilon(rounds, tamper):
     from hamrah.core.errors import DataError
-    from hamrah.privacy.distributed import ledger_to_dict, restore_ledger
+    from hamrah.pipeline.distributed import ledger_to_dict, restore_ledger
     stage = DistributedDiscreteGaussian(0.5, 1.0, 4, 10.0, 20)
     acc = DistributedAccountant(stage.round_mechanism(100, 1.0))
     acc.step(rounds)

@@ -17,9 +17,9 @@ from dp_accounting import pld, rdp
 from dp_accounting.privacy_accountant import NeighboringRelation
 
 from hamrah.core.pipeline import ClientContext
-from hamrah.privacy import resolve_pipeline
+from hamrah.pipeline import resolve_pipeline
 from hamrah.privacy.accounting import PLD_DISCRETIZATION
-from hamrah.privacy.chains import PipelineRun
+from hamrah.pipeline import PipelineRun
 from hamrah.privacy.stages import CentralGaussianNoise, DPClip, LocalGaussian
 
 TEMPLATE = {"w": torch.zeros(30)}

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from hamrah.core.errors import ConfigError
 from hamrah.core.pipeline import Chain, ServerContext, process_round
-from hamrah.privacy import DPConfig, RoundSpec, epsilon_of, resolve_pipeline
-from hamrah.privacy.chains import PipelineRun
+from hamrah.pipeline import PipelineRun, resolve_pipeline
+from hamrah.privacy import DPConfig, RoundSpec, epsilon_of
 from hamrah.privacy.ftrl import TreeAggregationNoise, TreeState, dyadic_nodes
 from hamrah.privacy.stages import DPClip
 

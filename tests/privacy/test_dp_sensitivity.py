@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 
 from hamrah.core.errors import ConfigError
 from hamrah.core.pipeline import ClientContext
-from hamrah.privacy import resolve_pipeline
-from hamrah.privacy.chains import PipelineRun
+from hamrah.pipeline import PipelineRun, resolve_pipeline
 from hamrah.privacy.stages import CentralGaussianNoise, DPClip, _is_model_key
 from hamrah.secagg.ring import dequantize_sum, quantize, ring_dtype
 from hamrah.secagg.stage import SecureAggregation

@@ -11,7 +11,8 @@ from hamrah.algorithms.local import masked_mean_loss
 from hamrah.core.errors import ConfigError
 from hamrah.data.federated import ArrayData
 from hamrah.models.zoo import CNN, LogReg, TwoNN
-from hamrah.privacy import DPSGDPlan, RoundSpec, clip_per_example, epsilon_of, per_example_grads, train_local_dpsgd
+from hamrah.algorithms.dpsgd import DPSGDPlan, clip_per_example, per_example_grads, train_local_dpsgd
+from hamrah.privacy import RoundSpec, epsilon_of
 
 
 def _data(n: int = 24, image: bool = False) -> ArrayData:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hamrah.core.errors import ConfigError, DataError
+from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.secagg import SecAggConfig, flatten_params, secure_weighted_mean, unflatten_params
 
 
@@ -24,7 +24,7 @@ def test_flatten_round_trips_names_shapes_dtypes():
     assert vec.tolist() == [0, 1, 2, 3, 4, 5, 1.5] and layout.size == 7
     back = unflatten_params(vec, layout)
     assert list(back) == ["a", "b"] and back["a"].dtype == torch.float32 and torch.equal(back["a"], params["a"])
-    with pytest.raises(DataError, match="does not fit a layout of 7"):
+    with pytest.raises(ProtocolError, match="does not fit a layout of 7"):  # one ParamsLayout (hamrah.core.params)
         unflatten_params(vec[:-1], layout)
 
 

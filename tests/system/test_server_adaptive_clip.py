@@ -16,7 +16,7 @@ from hamrah.core.errors import ConfigError, DataError
 from hamrah.core.pipeline import DensePayload
 from hamrah.device.pipeline import PAYLOAD_KEY, STATE_KEY, encode_update
 from hamrah.experiments.config import from_dict
-from hamrah.privacy.chains import PipelineSpec
+from hamrah.pipeline import PipelineSpec
 from hamrah.server.app import FLServer
 
 from tests.system.harness import make_setup, records, run_system

@@ -16,7 +16,7 @@ from tests.system.test_server_secagg import DEVICES, _experiment, _setup
 
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import max_abs_diff
-from hamrah.privacy.distributed import DistributedAccountant, DistributedDiscreteGaussian
+from hamrah.pipeline.distributed import DistributedAccountant, DistributedDiscreteGaussian
 from hamrah.secagg.params import wire_layout
 from hamrah.server.app import FLServer
 from hamrah.server.secure import SecureRound

@@ -61,9 +61,9 @@ def test_a_malformed_or_wrong_size_ciphertext_is_refused(tmp_path):
     pipe = ServerPipeline.from_config(setup.config, params, setup.goal, tmp_path, "fedavg")
     from hamrah.device.pipeline import encode_update
 
-    good = encode_update(pipe.plan_extra(), {k: v + 0.01 for k, v in params.items()}, 1, 1, {})
+    good = encode_update(pipe.plan_extra(), {"delta/" + k: v + 0.01 for k, v in params.items()}, 1, 1, {})
     r = pipe.decode_result(1, good, 100, {})
-    assert r.num_examples == 100 and set(r.delta) == {PAYLOAD_KEY}
+    assert r.weight == 100 and set(r.stats) == {PAYLOAD_KEY}
     data = good[PAYLOAD_KEY]
     with pytest.raises(ProtocolError, match="malformed ciphertext .*expected a paillier ciphertext of 7850 values"):
         pipe.decode_result(1, {PAYLOAD_KEY: data[:-256]}, 100, {})  # one ciphertext short

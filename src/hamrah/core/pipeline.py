@@ -538,6 +538,7 @@ def process_round(
     states: Mapping[int, tuple], rngs: Mapping[int, np.random.Generator], *, server_state: tuple | None = None,
     round_idx: int = 0, round_seed: int | None = None, server_rng: np.random.Generator | None = None,
     through_bytes: bool = False, template: Params | None = None, combine: CombineRule | None = None,
+    model: Params | None = None,
 ) -> RoundOutput:
     """Apply ``chain`` to one round: encode each client's update, aggregate, run the server halves.
 
@@ -557,6 +558,7 @@ def process_round(
             still runs the server halves on a zero aggregate, so central noise is released.
         combine: a robust rule over the decoded updates that replaces the weighted mean (refused with a
             secure sum or central noise: :func:`check_statistics`).
+        model: what the server sends each client, for the bytes down (None: ``template``).
 
     Returns:
         The weighted mean of the processed updates, the exact bytes each way, new client and server states.
@@ -599,7 +601,7 @@ def process_round(
     else:  # an empty round: the server halves still run (central DP releases noise alone)
         agg = {name: torch.zeros(shape, dtype=torch.float32) for name, shape in spec}
     agg, sstate = chain.server(agg, sstate, sctx)
-    down = DensePayload(template).nbytes
+    down = DensePayload(template if model is None else model).nbytes
     down_bytes = {k: down + protocol_down.get(k, 0) for k in client_updates}
     return RoundOutput(agg, RoundBytes(up, down_bytes), new_states, sstate)
 

@@ -7,7 +7,7 @@ import os
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.core.seeds import partition_rng
 from hamrah.data import partition
-from hamrah.data.examples import Examples, to_dataset
+from hamrah.data.examples import Examples, dataset_examples, to_dataset
 from hamrah.data.federated import ArrayData, Dataset, FederatedDataset
 from hamrah.data.loaders import SourceSpec, load_examples
 from hamrah.data.locate import candidate_dirs
@@ -68,4 +68,4 @@ def describe(fed: FederatedDataset) -> dict:
 
 
 __all__ = ["ArrayData", "Dataset", "Examples", "FederatedDataset", "Field", "PartitionSpec", "Schema", "SourceSpec",
-           "describe", "federate", "load_dataset", "load_examples", "load_mnist", "split_examples", "to_dataset"]
+           "dataset_examples", "describe", "federate", "load_dataset", "load_examples", "load_mnist", "split_examples", "to_dataset"]

@@ -21,7 +21,7 @@ _WIDEN = {"f": "float32", "i": "int64", "u": "int64", "b": "bool"}
 
 
 def load_npz(path: str | os.PathLike, label: str | None = None, split: str | None = None,
-             client: str | None = None) -> Examples:
+             client: str | None = None, schema: Schema | None = None) -> Examples:
     """Load a ``.npz`` archive.
 
     Args:
@@ -29,6 +29,8 @@ def load_npz(path: str | os.PathLike, label: str | None = None, split: str | Non
         label: the label array's key (default: ``y``, else ``label``, else none).
         split: take the arrays ``<name>_<split>`` (e.g. ``"train"``), without the suffix.
         client: the key of an array of client ids (the natural partition); not a field.
+        schema: a schema to match (a task's): its fields are the arrays, its categories encode
+            text arrays.
 
     Returns:
         Examples with one field per array (float64/float32/int64/int32/uint8/bool kept, other
@@ -64,6 +66,8 @@ def load_npz(path: str | os.PathLike, label: str | None = None, split: str | Non
     bad = next((k for k, s in sizes.items() if s != n), None)
     if bad is not None:
         raise DataError(f"{path}: array {bad!r} has {sizes[bad]} rows, expected {n} like the others")
+    if schema is not None:
+        return Examples(schema, arrays, groups, group_names, str(path))
     fields, columns = [], {}
     for k, v in arrays.items():
         field, columns[k] = _field(path, k, v)

@@ -18,7 +18,7 @@ import torch
 
 from hamrah.core.errors import DataError
 from hamrah.data.federated import ArrayData, Dataset
-from hamrah.data.schema import Schema
+from hamrah.data.schema import Field, Schema
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,18 @@ class Examples:
     def from_columns(columns: Mapping[str, Any], schema: Schema, **kw: Any) -> Examples:
         """Build examples from any array-likes (lists, numpy arrays, text for categorical fields)."""
         return Examples(schema, dict(columns), **kw)
+
+    @staticmethod
+    def from_array_data(data: ArrayData, groups: np.ndarray | None = None,
+                        group_names: tuple[str, ...] | None = None, source: str = "") -> Examples:
+        """View ``(x, y)`` tensors (a built-in data set) as examples of schema ``x, y (label)``.
+
+        The inverse of :meth:`to_array_data` for one feature field: ``from_array_data(d).to_array_data()``
+        gives back ``d``'s tensors (float32 or int64 features).
+        """
+        x, y = data.x.numpy(), data.y.numpy()
+        schema = Schema((Field("x", x.dtype.name, x.shape[1:]), Field("y", y.dtype.name, y.shape[1:])), label="y")
+        return Examples(schema, {"x": x, "y": y}, groups, group_names, source)
 
     def __len__(self) -> int:
         return len(next(iter(self.fields.values())))
@@ -162,3 +174,12 @@ def to_dataset(name: str, train: Examples, test: Examples | None = None,
     if test is not None and test.num_classes is not None:
         classes = max(classes, test.num_classes)
     return Dataset(name, tr, te, classes, train.groups, train.group_names)
+
+
+def dataset_examples(dataset: Dataset) -> tuple[Examples, Examples]:
+    """Return a built-in :class:`~hamrah.data.federated.Dataset`'s train and test sets as examples.
+
+    The train set keeps the natural clients (``train_groups``), so every partitioner applies.
+    """
+    train = Examples.from_array_data(dataset.train, dataset.train_groups, dataset.group_names, dataset.name)
+    return train, Examples.from_array_data(dataset.test, source=dataset.name)

@@ -30,11 +30,14 @@ class ImageSpec:
         split: the split folder to read (``"train"``, ``"test"``), or None when there is none.
         mode: ``"RGB"`` (3 channels) or ``"L"`` (grey, 1 channel).
         size: resize every image to (height, width), or None: every image must already share one size.
+        classes: the class names in label order (a task's declared classes, so that every device
+            agrees), or None: the sorted class folders.
     """
 
     split: str | None = None
     mode: str = "RGB"
     size: tuple[int, int] | None = None
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("RGB", "L"):
@@ -73,6 +76,12 @@ def load_images(root: str | os.PathLike, spec: ImageSpec = ImageSpec()) -> Examp
             raise DataError(f"{root}: no split folder {spec.split!r} (expected {root}/{spec.split}/<class>/)")
         classes = sorted(c.name for c in root.iterdir() if c.is_dir())
         folder = root
+    if spec.classes is not None:
+        extra = sorted(set(classes) - set(spec.classes))
+        if extra:
+            raise DataError(f"{root}: class folder {extra[0]!r} is not a declared class "
+                            f"(expected one of {', '.join(spec.classes)})")
+        classes = list(spec.classes)
     if not classes:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/<image>.png)")
     files, labels = [], []

@@ -88,7 +88,8 @@ def load_examples(source: str | os.PathLike | Sequence[str | os.PathLike], spec:
     Args:
         source: the file or folder (tables: also a list of files, one client each).
         spec: the format and the columns, split and policies to use.
-        schema: a schema to match (tables, hf: the test set loaded with the training set's schema).
+        schema: a schema to match: a task's declared schema, or the training set's for a test set.
+            Its categories encode text values, so every client gets the same codes.
 
     Returns:
         The examples, under their schema.
@@ -110,11 +111,14 @@ def load_examples(source: str | os.PathLike | Sequence[str | os.PathLike], spec:
     if fmt == "npz":
         from hamrah.data.arrays import load_npz
 
-        return _matched(load_npz(source, spec.label, spec.split, spec.client_column), schema)
+        return load_npz(source, spec.label, spec.split, spec.client_column, schema)
     if fmt == "images":
         from hamrah.data.images import ImageSpec, load_images
 
-        return _matched(load_images(source, ImageSpec(spec.split, spec.image_mode, spec.image_size)), schema)
+        classes = None
+        if schema is not None and schema.label is not None:
+            classes = schema.field(schema.label).categories
+        return _matched(load_images(source, ImageSpec(spec.split, spec.image_mode, spec.image_size, classes)), schema)
     from hamrah.data.hub import load_hf
 
     return load_hf(source, spec.split, spec.label, spec.image_mode, schema)

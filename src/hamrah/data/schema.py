@@ -172,7 +172,10 @@ class Schema:
 def _check_field(f: Field, columns: Mapping[str, Any], where: str, describe) -> np.ndarray:
     if f.name not in columns:
         raise DataError(f"{where}: field {f.name!r} is missing (schema: {describe()})")
-    arr = np.asarray(columns[f.name])
+    try:
+        arr = np.asarray(columns[f.name])
+    except (ValueError, TypeError) as e:  # ragged lists, unconvertible objects
+        raise DataError(f"{where}: field {f.name!r} is not an array of one shape ({e})") from None
     if f.categories is not None and arr.dtype.kind in "USO":
         arr = encode_categories(arr, f.categories, f"{where}: field {f.name!r}")
     if arr.ndim == 0 or arr.shape[1:] != f.shape:
@@ -183,6 +186,8 @@ def _check_field(f: Field, columns: Mapping[str, Any], where: str, describe) -> 
         raise DataError(f"{where}: field {f.name!r} holds {arr.dtype} values, expected {f.dtype}")
     if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
         raise DataError(f"{where}: field {f.name!r} holds NaN or infinite values, expected finite numbers")
+    if target.kind == "f" and arr.size and np.abs(arr).max() > np.finfo(target).max:
+        raise DataError(f"{where}: field {f.name!r} holds values outside {f.dtype}'s range")
     if target.kind in "iu" and arr.size and arr.dtype != target:
         info = np.iinfo(target)
         if arr.min() < info.min or arr.max() > info.max:

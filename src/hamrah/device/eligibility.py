@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from hamrah.core.errors import ConfigError
+from hamrah.data.schema import Schema
 
 
 @dataclass(frozen=True)
@@ -89,3 +90,29 @@ class FunctionState:
 
     def read(self) -> DeviceState:
         return self.fn()
+
+
+def data_blockers(store_schema: Schema | None, live_examples: int, expected: Schema | None = None,
+                  min_examples: int = 1) -> list[str]:
+    """Return why this device's Example Store cannot serve a task (empty when it can).
+
+    Checked before a device checks in, beside :meth:`DeviceState.blockers`: a store whose schema is
+    not the task's, or that holds too few live (unexpired) examples, is a reason to say so in one
+    line instead of failing mid-round.
+
+    Args:
+        store_schema: the store's schema (``ExampleStore.schema``), None when it has none.
+        live_examples: the store's live examples (``ExampleStore.count()``).
+        expected: the schema the task declares, or None to accept any.
+        min_examples: the fewest live examples worth training on.
+
+    Returns:
+        One line per problem, naming what was found and what was expected.
+    """
+    out = []
+    if expected is not None and store_schema != expected:
+        found = store_schema.describe() if store_schema is not None else "no schema"
+        out.append(f"the example store holds ({found}), the task expects ({expected.describe()})")
+    if live_examples < min_examples:
+        out.append(f"the example store has {live_examples} live examples, the task needs at least {min_examples}")
+    return out

@@ -21,7 +21,8 @@ import torch
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import Chain, ClientContext, Payload
-from hamrah.privacy.chains import PipelineSpec, server_state_from_dict
+from hamrah.pipeline import PipelineSpec
+from hamrah.privacy.server_state import server_state_from_dict
 
 PLAN_KEY, PAYLOAD_KEY, STATE_KEY = "pipeline", "pipeline/payload", "pipeline/server_state"
 

@@ -31,7 +31,7 @@ from hamrah.core.seeds import client_rng
 from hamrah.device.eligibility import StateSource
 from hamrah.device.pipeline import encode_update, uses_pipeline
 from hamrah.device.secure import SecAggIdentity, SecureSession, secure_stage
-from hamrah.privacy.chains import PipelineSpec
+from hamrah.pipeline import PipelineSpec
 from hamrah.device.store import ExampleStore
 from hamrah.transport.codec import (
     BROADCAST_PREFIX, CHUNK_BYTES, chunks, decode_params, encode_params, join_chunks, sha256,

@@ -31,8 +31,8 @@ from hamrah.core.errors import ConfigError, HamrahError, ProtocolError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import spec_of
 from hamrah.device.pipeline import PLAN_KEY, encode_payload
-from hamrah.privacy.chains import PipelineSpec
-from hamrah.privacy.distributed import DistributedDiscreteGaussian, RingPayload
+from hamrah.pipeline import PipelineSpec
+from hamrah.pipeline.distributed import DistributedDiscreteGaussian, RingPayload
 from hamrah.secagg import ACTIVE_STAGES, ActiveSecAggClient, SecAggClient, decode, wire_layout
 from hamrah.secagg.roster import NONCE_BYTES, JoinIdentity, Roster, session_id
 from hamrah.secagg.stage import SecureAggregation

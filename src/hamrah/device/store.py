@@ -146,7 +146,7 @@ class ExampleStore:
         """
         if not isinstance(record, Mapping):
             raise DataError(f"{self.path}: a record is a mapping of field name to value, got {type(record).__name__}")
-        self.append_many({k: np.asarray(v)[None] for k, v in record.items()}, timestamp, ttl_s)
+        self.append_many({k: [v] for k, v in record.items()}, timestamp, ttl_s)
 
     def append_many(self, columns: Mapping[str, Any], timestamp: float | None = None, ttl_s: float | None = None,
                     progress: Callable[[int], None] | None = None) -> int:

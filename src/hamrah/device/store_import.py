@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from hamrah.core.errors import DataError
 from hamrah.data.loaders import SourceSpec, load_examples
+from hamrah.data.schema import Schema
 
 if TYPE_CHECKING:
     from hamrah.data.examples import Examples
@@ -72,6 +73,15 @@ def select_group(examples: Examples, group: str) -> Examples:
     return examples.take((examples.groups == gid).nonzero()[0])
 
 
+def _read_schema(path: str) -> Schema:
+    """Read a schema JSON file (``--schema``: e.g. written by ``--save-schema`` on a reference file)."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"--schema {path}: cannot read the schema file ({e})") from None
+    return Schema.from_json(text, f"--schema {path}")
+
+
 def _names(text: str | None) -> tuple[str, ...] | None:
     return tuple(c.strip() for c in text.split(",") if c.strip()) if text else None
 
@@ -79,12 +89,16 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 def import_command(args: argparse.Namespace, out: TextIO) -> str:
     """Run ``hamrah store import --from``; write progress to ``out``; return the summary line.
 
+    With ``--schema PATH`` the data is read under that schema (a task's: every device then shares
+    its columns and category codes); ``--save-schema PATH`` writes the imported data's schema as JSON.
+
     Raises:
         DataError: a bad source, option or store (one line, nothing written).
     """
     spec = SourceSpec(args.format, args.label, _names(args.features), args.client_column, args.split,
                       args.missing, _names(args.columns))
-    examples = load_examples(args.source, spec)
+    schema = _read_schema(args.schema) if getattr(args, "schema", None) else None
+    examples = load_examples(args.source, spec, schema)
     if args.group is not None:
         examples = select_group(examples, args.group)
     total = len(examples)
@@ -99,4 +113,6 @@ def import_command(args: argparse.Namespace, out: TextIO) -> str:
     n = fill_store(args.out, examples, ttl_s=args.ttl, progress=progress)
     if total > 10_000:
         out.write("\n")
+    if getattr(args, "save_schema", None):
+        Path(args.save_schema).write_text(examples.schema.to_json() + "\n")
     return f"{args.out}: imported {n:,} examples ({examples.schema.describe()})"

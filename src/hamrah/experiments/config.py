@@ -124,7 +124,7 @@ class PrivacyConfig:
 
     def to_dp(self) -> dict:
         """Return the settings as :class:`hamrah.privacy.DPConfig` takes them (plain data)."""
-        from hamrah.privacy.chains import dp_settings
+        from hamrah.pipeline import dp_settings
 
         return dp_settings(dataclasses.asdict(self))
 
@@ -377,7 +377,8 @@ def pipeline_spec(cfg: ExperimentConfig, population: int):
         ConfigError: naming the key or the reason.
     """
     from hamrah.algorithms.base import cohort_size
-    from hamrah.privacy import BudgetLedger, resolve_pipeline
+    from hamrah.pipeline import resolve_pipeline
+    from hamrah.privacy.ledger import BudgetLedger
 
     comp = None if cfg.compression is None else {k: v for k, v in dataclasses.asdict(cfg.compression).items()
                                                  if v is not None}

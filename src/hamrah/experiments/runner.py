@@ -38,7 +38,7 @@ from hamrah.observe.tracking import Tracking
 from hamrah.simulation import RoundRecord, SimulationConfig, Simulator, seeded
 
 if TYPE_CHECKING:  # the pipeline's libraries (dp_accounting, tenseal, phe) load only for a run that uses them
-    from hamrah.privacy import PipelineSpec
+    from hamrah.pipeline import PipelineSpec
 
 
 def build_algorithm(cfg: AlgorithmConfig, num_clients: int | None = None) -> Algorithm:

@@ -273,9 +273,7 @@ class HomomorphicSum(BaseStage):
         """Return the named tensors of an aggregate, decrypted by the key holder."""
         if self.key_holder is None:
             raise ConfigError(f"{self.name}: no key holder on this side; only the aggregating side decrypts sums")
-        layout = ParamsLayout(tuple(n for n, _ in spec), tuple(tuple(s) for _, s in spec),
-                              tuple(torch.float32 for _ in spec))
-        return layout.unflatten(self.key_holder.decrypt(aggregate).astype(np.float32))
+        return ParamsLayout.of_spec(spec).unflatten(self.key_holder.decrypt(aggregate).astype(np.float32))
 
     def aggregate(self, payloads: Sequence[HEPayload], ctx: ServerContext) -> Params:
         return self.secure_round(payloads, ctx)[0]

@@ -78,8 +78,8 @@ class Telemetry:
         self.started = clock()
 
     def _device(self, key: str, now: float) -> DeviceView:
-        key = key[:KEY_CHARS]
-        view = self.devices.pop(key, None) or DeviceView(key, now)
+        key = key[:128]  # the table is keyed by the whole key; only its first KEY_CHARS are shown
+        view = self.devices.pop(key, None) or DeviceView(key[:KEY_CHARS], now)
         self.devices[key] = view
         while len(self.devices) > self.max_devices:
             self.devices.popitem(last=False)
@@ -160,12 +160,12 @@ class Telemetry:
         with self._lock:
             return self.counters[name, label]
 
-    def snapshot(self, max_devices: int = 500) -> dict:
+    def snapshot(self, max_devices: int = 200) -> dict:
         """Return a JSON-ready copy: counters, the live round, the most recently seen devices, events."""
         with self._lock:
             now = self.clock()
             devices = list(self.devices.values())
-            shown = [asdict(d) for d in reversed(devices[-max_devices:])] if max_devices else []
+            shown = [dict(vars(d)) for d in reversed(devices[-max_devices:])] if max_devices else []
             counters: dict[str, dict[str, int]] = {}
             for (name, label), n in self.counters.items():
                 counters.setdefault(name, {})[label] = n

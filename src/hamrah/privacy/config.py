@@ -6,7 +6,7 @@ Modes (see ``docs/dp.md``):
   Language Models*): clip each client's update, Gaussian noise on the aggregate at the server.
 - ``local``: clip and Gaussian noise on the device (the server is not trusted).
 - ``distributed``: distributed DP with secure aggregation (Kairouz, Liu, Steinke 2021): each client adds
-  discrete Gaussian noise in the ring before SecAgg masks it (:mod:`hamrah.privacy.distributed`).
+  discrete Gaussian noise in the ring before SecAgg masks it (:mod:`hamrah.pipeline.distributed`).
 - ``ftrl``: user-level DP-FTRL (Kairouz et al. 2021, *Practical and Private (Deep) Learning without
   Sampling or Shuffling*): clip each client's update, tree-aggregated Gaussian noise on the running sum
   at the server; needs no sampling assumption, only that each client contributes at most once per tree

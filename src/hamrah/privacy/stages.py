@@ -232,7 +232,7 @@ def dp_stages(config: DPConfig, noise_multiplier: float, expected_cohort: float,
     (local), [] (dpsgd: the privacy is in local training, :func:`hamrah.privacy.train_local_dpsgd`).
 
     Put a secure-aggregation stage between the two central stages if one is used, and pass its (and
-    its codec's) per-coordinate rounding bound as ``decode_error`` (:func:`hamrah.privacy.sensitivity.decode_error`).
+    its codec's) per-coordinate rounding bound as ``decode_error`` (:func:`hamrah.pipeline.sensitivity.decode_error`).
     """
     if config.mode == "central":
         return [DPClip(config.clip, adaptive=config.adaptive is not None, decode_error=decode_error),

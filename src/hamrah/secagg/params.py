@@ -1,4 +1,5 @@
-"""Model updates under secure aggregation: named tensors to one vector and back, and a weighted mean.
+"""Model updates under secure aggregation: named tensors to one vector and back (the one
+:class:`~hamrah.core.params.ParamsLayout`), and a weighted mean.
 
 FedAvg (McMahan et al. 2017) needs sum_k n_k delta_k / sum_k n_k over the clients that made it, and
 under secure aggregation the server learns only sums, over the clients that survived to the masked
@@ -10,63 +11,21 @@ drop-outs change the mean's support, never its weighting.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from hamrah.core.errors import ConfigError, DataError
-from hamrah.core.params import Params
+from hamrah.core.errors import ConfigError
+from hamrah.core.params import Params, ParamsLayout, flatten_params, unflatten_params
 from hamrah.secagg.config import SecAggConfig
 from hamrah.secagg.driver import SecAggRun, run_secure_aggregation
-
-
-@dataclass(frozen=True)
-class ParamsLayout:
-    """Names, shapes and dtypes of flattened parameters, in order."""
-
-    names: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-    dtypes: tuple[torch.dtype, ...]
-
-    @property
-    def size(self) -> int:
-        """Total number of scalars."""
-        return sum(math.prod(s) for s in self.shapes)
-
-
-def flatten_params(params: Mapping[str, torch.Tensor]) -> tuple[np.ndarray, ParamsLayout]:
-    """Concatenate ``params`` (in key order) into one float64 vector; return it with its layout."""
-    names = tuple(params)
-    layout = ParamsLayout(names, tuple(tuple(params[k].shape) for k in names), tuple(params[k].dtype for k in names))
-    if not names:
-        return np.zeros(0), layout
-    return np.concatenate([params[k].detach().cpu().double().reshape(-1).numpy() for k in names]), layout
 
 
 def wire_layout(spec: Sequence[tuple[str, Sequence[int]]]) -> ParamsLayout:
     """Return the layout a device and the server both flatten a wire spec's ``(name, shape)`` pairs in:
     names sorted, float32."""
-    pairs = sorted((str(n), tuple(int(d) for d in s)) for n, s in spec)
-    return ParamsLayout(tuple(n for n, _ in pairs), tuple(s for _, s in pairs), tuple(torch.float32 for _ in pairs))
-
-
-def unflatten_params(vector: np.ndarray, layout: ParamsLayout) -> Params:
-    """Split ``vector`` back into named tensors of ``layout``'s shapes and dtypes.
-
-    Raises:
-        DataError: the vector's length is not ``layout.size``.
-    """
-    if vector.shape != (layout.size,):
-        raise DataError(f"vector of shape {vector.shape} does not fit a layout of {layout.size} scalars")
-    out, pos = {}, 0
-    for name, shape, dtype in zip(layout.names, layout.shapes, layout.dtypes):
-        size = math.prod(shape)
-        out[name] = torch.from_numpy(np.array(vector[pos:pos + size])).reshape(shape).to(dtype)
-        pos += size
-    return out
+    return ParamsLayout.of_spec(spec, sort=True)
 
 
 def secure_weighted_mean(deltas: Sequence[Mapping[str, torch.Tensor]], num_examples: Sequence[int],
@@ -99,3 +58,6 @@ def secure_weighted_mean(deltas: Sequence[Mapping[str, torch.Tensor]], num_examp
     run = run_secure_aggregation(inputs, config, dropouts, seed)
     total = run.sum
     return unflatten_params(total[:-1] / (total[-1] / config.clip), layout), run
+
+
+__all__ = ["ParamsLayout", "flatten_params", "secure_weighted_mean", "unflatten_params", "wire_layout"]

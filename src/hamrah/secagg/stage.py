@@ -41,7 +41,7 @@ class SecureAggregation(BaseStage):
             pipeline has already scaled a client's update by p_k * m: 1 with equal weights).
         input_bits: bits per quantized coordinate; the ring adds ceil(log2 n) bits so sums cannot wrap.
         ring_bits, min_contributors: settings of distributed DP (``[privacy] mode = "distributed"``,
-            :mod:`hamrah.privacy.distributed`); refused here, where they would mean nothing.
+            :mod:`hamrah.pipeline.distributed`); refused here, where they would mean nothing.
         malicious_server: run the actively secure variant (signed keys and the ConsistencyCheck round,
             :mod:`hamrah.secagg.active`): in simulation with seeded identities, on the real server with
             the devices' provisioned identity keys and certificates.

@@ -43,14 +43,9 @@ from hamrah.core.errors import BudgetExhausted, ConfigError, ProtocolError
 from hamrah.core.metrics import Weighted, merge_metrics
 from hamrah.core.params import Params
 from hamrah.core.updates import check_update
-from hamrah.privacy.chains import (
-    PipelineRun,
-    PipelineSpec,
-    dp_settings,
-    resolve_pipeline,
-    server_state_to_dict,
-)
-from hamrah.privacy.distributed import distributed_accountant
+from hamrah.pipeline import PipelineRun, PipelineSpec, dp_settings, resolve_pipeline
+from hamrah.pipeline.distributed import distributed_accountant
+from hamrah.privacy.server_state import server_state_to_dict
 from hamrah.server.privacy import ServerPrivacy, refuse_unprovable
 
 log = logging.getLogger("hamrah.server")

@@ -22,13 +22,9 @@ from __future__ import annotations
 import logging
 
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
-from hamrah.privacy.chains import (
-    PipelineRun,
-    PipelineSpec,
-    server_state_from_dict,
-    server_state_to_dict,
-)
-from hamrah.privacy.distributed import DistributedAccountant, ledger_to_dict, restore_ledger
+from hamrah.pipeline import PipelineRun, PipelineSpec
+from hamrah.pipeline.distributed import DistributedAccountant, ledger_to_dict, restore_ledger
+from hamrah.privacy.server_state import server_state_from_dict, server_state_to_dict
 from hamrah.privacy.ftrl import TreeState
 from hamrah.privacy.ledger import accountant_from_dict, accountant_to_dict
 

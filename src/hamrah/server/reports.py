@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from hamrah.core.aggregate import Contribution, Statistic, pack, statistics_template
+from hamrah.core.errors import ProtocolError
 from hamrah.core.metrics import Weighted
 from hamrah.core.params import Params
 from hamrah.privacy.mechanisms import l2_norm

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from hamrah.core.errors import ConfigError, ProtocolError
-from hamrah.privacy.distributed import DistributedDiscreteGaussian
+from hamrah.pipeline.distributed import DistributedDiscreteGaussian
 from hamrah.secagg.params import wire_layout
 from hamrah.secagg.stage import SecureAggregation
 from hamrah.server.rounds import LateReport, RoundState

@@ -7,6 +7,12 @@ updates the weights in place (one ``baddbmm_`` per layer, no gradient tensors): 
 memory-bound, and this halves the traffic. Clients
 with fewer steps or a short last batch are padded with ``PAD_LABEL`` targets, which contribute no
 gradient, so their parameters stop moving exactly where the sequential loop would stop.
+
+A large cohort trains in groups of ``GROUP_SIZE`` clients, each group through all of its steps
+before the next starts: one step reads and writes every client's stacked weights (0.8 MB per 2NN
+client), and past about ten clients they no longer stay in cache between steps, so the cost per
+client rose by about 2x from 10 to 20 clients per round (issue 11; ``benchmarks/bench_simulator.py
+--cohorts``). Clients never interact inside a step, so grouping does not change the arithmetic.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from hamrah.algorithms.local import PAD_LABEL, LocalResult, batch_schedule, mask
 from hamrah.core.params import Params, stack
 from hamrah.data.federated import ArrayData
 
+GROUP_SIZE = 10  # clients trained together (measured: docs/benchmarks.md, "Large cohorts")
+
 
 def supports_batching(model: nn.Module) -> bool:
     """Return True when ``model`` can train many clients in one pass."""
@@ -29,12 +37,11 @@ def supports_batching(model: nn.Module) -> bool:
 
 
 def _stacked_batches(
-    datas: Sequence[ArrayData], schedules: list[list[np.ndarray]], ignore_index: int | None
+    datas: Sequence[ArrayData], schedules: list[list[np.ndarray]], ignore_index: int | None, width: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather every client's batches into ``[K, S, B, ...]`` inputs and targets, padded."""
+    """Gather every client's batches into ``[K, S, width, ...]`` inputs and targets, padded."""
     k = len(datas)
     steps = max(len(s) for s in schedules)
-    width = max(len(b) for s in schedules for b in s)
     n_max = max(len(d) for d in datas)
     x = datas[0].x
     xs = torch.zeros((k, n_max + 1, *x.shape[1:]), dtype=x.dtype)  # row n_max is the pad row
@@ -52,24 +59,55 @@ def _stacked_batches(
 
 def train_cohort(
     model: nn.Module, global_params: Params, datas: Sequence[ArrayData], plan: LocalSGD | Sequence[LocalSGD],
-    rngs: Sequence[np.random.Generator], ignore_index: int | None = None,
+    rngs: Sequence[np.random.Generator], ignore_index: int | None = None, group_size: int = GROUP_SIZE,
 ) -> list[LocalResult]:
-    """Train every client of a cohort from ``global_params`` in one batched loop (plain SGD).
+    """Train every client of a cohort from ``global_params`` in batched loops (plain SGD), a group at a time.
 
-    ``plan`` is one plan for all, or one per client (epochs and steps may differ; lr must not).
+    Args:
+        model: the model (its ``mlp_layers`` or ``batched_forward`` is used; its parameters are not changed).
+        global_params: the starting point of every client.
+        datas: each client's examples.
+        plan: one plan for all, or one per client (epochs and steps may differ; lr must not).
+        rngs: each client's generator (its batch schedule).
+        ignore_index: target value that contributes no loss, or None.
+        group_size: clients stacked in one loop (the result does not depend on it).
+
+    Returns:
+        One :class:`LocalResult` per client, in the order of ``datas``.
+
+    Raises:
+        ValueError: plans with different learning rates, momentum, or ``group_size < 1``.
     """
     plans = [plan] * len(datas) if isinstance(plan, LocalSGD) else list(plan)
     if len({p.lr for p in plans}) > 1 or any(p.momentum for p in plans):
         raise ValueError("train_cohort: every client needs the same lr and no momentum")
-    plan = plans[0]
+    if group_size < 1:
+        raise ValueError(f"train_cohort: group_size = {group_size}, expected an integer >= 1")
     schedules = [batch_schedule(len(d), p, rng) for d, p, rng in zip(datas, plans, rngs)]
-    xb, yb = _stacked_batches(datas, schedules, ignore_index)
+    # Every group is padded to the cohort's widest batch: a matrix product summed over a different
+    # number of (zero) rows may round differently, and then grouping would change the models.
+    width = max((len(b) for s in schedules for b in s), default=0)
+    if width == 0:  # no client has a step: every model stays at the start
+        return [LocalResult({n: v.detach().clone() for n, v in global_params.items()}, 0.0, 0) for _ in datas]
+    out: list[LocalResult] = []
+    for i in range(0, len(datas), group_size):
+        part = slice(i, i + group_size)
+        out += _train_group(model, global_params, datas[part], schedules[part], plans[0].lr, ignore_index, width)
+    return out
+
+
+def _train_group(
+    model: nn.Module, global_params: Params, datas: Sequence[ArrayData], schedules: list[list[np.ndarray]],
+    lr: float, ignore_index: int | None, width: int,
+) -> list[LocalResult]:
+    """Train one group of clients, stacked, through their batch schedules (batches padded to ``width``)."""
+    xb, yb = _stacked_batches(datas, schedules, ignore_index, width)
     stacked = stack(global_params, len(datas))
     layers = getattr(model, "mlp_layers", None)
     if layers is not None and yb.dim() == 3:
-        step = _mlp_step([(stacked[f"{n}.weight"], stacked[f"{n}.bias"]) for n in layers], plan.lr)
+        step = _mlp_step([(stacked[f"{n}.weight"], stacked[f"{n}.bias"]) for n in layers], lr)
     else:
-        step = _autograd_step(model, stacked, plan.lr)
+        step = _autograd_step(model, stacked, lr)
     names, params = list(stacked), list(stacked.values())
     loss_sum = torch.zeros(len(datas))
     for s in range(xb.shape[1]):

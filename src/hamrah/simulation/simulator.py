@@ -27,7 +27,7 @@ from hamrah.core.params import Params, clone
 from hamrah.core.seeds import Stream, sampling_rng, stream_rng
 from hamrah.core.updates import update_problem
 from hamrah.data.federated import ArrayData, FederatedDataset
-from hamrah.privacy.chains import PipelineRun, PipelineSpec
+from hamrah.pipeline import PipelineRun, PipelineSpec
 from hamrah.simulation.batched import supports_batching
 from hamrah.simulation.heterogeneity import DROPPED, STRAGGLER, Heterogeneity, draw_work
 from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
@@ -166,7 +166,7 @@ class Simulator:
     def _pipeline_run(self, spec: PipelineSpec | None) -> PipelineRun | None:
         if spec is None:
             return None
-        run = PipelineRun(spec, statistics_template(self.algorithm.statistics, self.params))
+        run = PipelineRun(spec, statistics_template(self.algorithm.statistics, self.params), model=self.params)
         run.check(self.algorithm.statistics, robust=self.aggregator is not None)
         run.refuse_start(self.config.rounds)
         return run

@@ -47,7 +47,7 @@ class LRConfig:
         epoch, compute the random factors of the epoch's encryptions ahead (the offline phase,
         ``lr_ops.ObfuscatorPool``; its CPU time is kept apart in ``LRState.offline_cpu_s``).
         scheme: ``"paillier"`` or ``"ou"`` (Okamoto-Uchiyama, :mod:`hamrah.vertical.he_ou`: arithmetic
-        modulo ``n`` instead of ``n^2``, about 3x cheaper per epoch; its security assumptions there).
+        modulo ``n`` instead of ``n^2``: 2.3-2.6x cheaper per epoch in docs/vertical.md; its assumptions there).
         guest, host, arbiter: party names.
     """
 

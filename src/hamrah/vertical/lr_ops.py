@@ -1,11 +1,11 @@
-"""The arithmetic of vertical LR behind one interface: plaintext floats or Paillier ciphertexts.
+"""The arithmetic of vertical LR behind one interface: plaintext floats or ciphertexts (Paillier or OU).
 
 Both protocols (``lr_coordinated``, ``lr_sshe``) send the same messages in either mode; :class:`PlainOps`
 is the plaintext baseline of the HE-overhead measurement, :class:`PaillierOps` the encrypted mode
-(fixed point at ``precision_bits``, packed and masked gradients). Encryption can draw its random
-factors ``hs^r`` from an :class:`ObfuscatorPool` filled ahead of time (the offline phase: the
-exponentiation is the dear part of an encryption), so the online cost of an encryption is two modular
-multiplications.
+(fixed point at ``precision_bits``, packed and masked gradients) under a Paillier (:mod:`he`) or OU
+(:mod:`he_ou`) key. Encryption draws its random factors (``hs^r``, OU's ``h^r``) from an
+:class:`ObfuscatorPool` filled ahead of time (the offline phase: the exponentiation is the dear part
+of an encryption), so the online cost of an encryption is a multiplication or two.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ SCHEMES = ("paillier", "ou")
 # |X^T d| < 2^(VALUE_BITS - 2 * precision_bits), far beyond any finite training) plus its mask per slot.
 VALUE_BITS = 96
 SLOT_BITS = VALUE_BITS + 43
+
 
 def _scheme(public):
     """The module that implements ``public``'s scheme (:mod:`he` for Paillier, :mod:`he_ou` for OU)."""
@@ -52,19 +53,19 @@ def public_from_wire(scheme: str, fields: dict, min_bits: int):
 
 
 class ObfuscatorPool:
-    """Random factors ``hs^r mod n^2`` of Paillier encryptions, computed ahead of the encryptions.
+    """Random factors ``hs^r mod n^2`` of Paillier encryptions (OU: ``h^r mod n``), computed ahead.
 
-    An encryption is ``(1 + m n) * hs^r mod n^2`` (:mod:`hamrah.vertical.he`); the exponentiation
+    An encryption is ``(1 + m n) * hs^r mod n^2`` (:mod:`hamrah.vertical.he`; OU: ``g^m h^r mod n``); the exponentiation
     ``hs^r`` does not depend on ``m``, so it can be computed before the message is known (the offline
     phase) and the online encryption is two multiplications. Each factor is used once and then dropped
     (a reused factor would let anyone divide two ciphertexts and test their plaintexts' difference).
-    The key holder computes them by CRT (:meth:`he.KeyHolderEncryptor.obfuscator`, twice as fast).
+    A Paillier key holder computes them by CRT (:meth:`he.KeyHolderEncryptor.obfuscator`, faster).
 
     Attributes:
         cpu_s: CPU-seconds spent in :meth:`fill` (the offline cost).
     """
 
-    def __init__(self, public: he.PublicKey, secret: he.SecretKey | None = None):
+    def __init__(self, public, secret=None):
         self.public, self.cpu_s, self._items = public, 0.0, []
         self._fast = he.KeyHolderEncryptor(secret) if isinstance(secret, he.SecretKey) else None
 
@@ -211,7 +212,11 @@ class PaillierOps:
         return Enc(he.CipherVector(self.public, tuple(out)), e.scale), (tuple(masks), e.scale)
 
     def reveal(self, e: Enc) -> dict:
-        """Decrypt masked packed values (the key holder): residues modulo ``n``."""
+        """Decrypt masked packed values (the key holder): residues modulo ``n`` (OU: below the packed bound).
+
+        Raises:
+            ProtocolError: another key; with OU, a value a packed masked vector cannot hold (refused).
+        """
         if _scheme(self.public) is he_ou:  # refuse anything a packed masked vector cannot hold (OU's key guard)
             return {"ct": tuple(he_ou.decrypt(self.secret, e.cv, signed=False, bound=1 << (self.slots * SLOT_BITS)))}
         return {"ct": tuple(he.decrypt(self.secret, e.cv, signed=False))}
@@ -219,8 +224,9 @@ class PaillierOps:
     def unmask(self, fields: dict, masks: tuple, count: int, what: str) -> np.ndarray:
         values, (rs, scale) = fields.get("ct"), masks
         packed = self.wire_count(count)
-        if not isinstance(values, tuple) or len(values) != packed or not all(0 <= v < self.public.max_int for v in values):
-            raise ProtocolError(f"{what}: expected {packed} packed values below n // 3")
+        top = self.public.max_int
+        if not isinstance(values, tuple) or len(values) != packed or not all(0 <= v < top for v in values):
+            raise ProtocolError(f"{what}: expected {packed} packed values below the key's plaintext bound")
         low, out = (1 << SLOT_BITS) - 1, []
         for k, r in enumerate(rs):
             slot = (values[k // self.slots] >> ((k % self.slots) * SLOT_BITS)) & low

@@ -35,7 +35,8 @@ log = logging.getLogger("hamrah.dashboard")
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/app.css": ("app.css", "text/css; charset=utf-8")}
 COOKIE = "hamrah_dashboard"
-POLL_S = 0.5  # how often a live stream looks for changes
+POLL_S = 0.5  # how often a live stream looks for changes (a committed round is sent within this)
+LIVE_S = 1.0  # the live telemetry alone is sent at most this often
 HEARTBEAT_S = 10.0
 
 
@@ -186,12 +187,17 @@ class Handler(BaseHTTPRequestHandler):
             raise ConfigError(f"expected one ?{key}= parameter")
         return values[0]
 
-    def _state(self, run: str | None) -> bytes:
-        """The stream's message; without a run named, the first run (what the page shows first)."""
+    def _state(self, run: str | None, with_run: bool = True) -> bytes:
+        """The stream's message; without a run named, the first run (what the page shows first). The
+        run (its records, config, log) is sent only when its files changed (``with_run``): a change of
+        the live telemetry alone sends the runs list and the telemetry."""
         src = self.server.source
         runs = src.runs()
-        name = run if run is not None else (runs[0]["name"] if runs else None)
-        return _json({"runs": runs, "run": src.run(name) if name is not None else None, "live": src.live()})
+        msg = {"runs": runs, "live": src.live()}
+        if with_run:
+            name = run if run is not None else (runs[0]["name"] if runs else None)
+            msg["run"] = src.run(name) if name is not None else None
+        return _json(msg)
 
     def _stream(self, query: dict) -> None:
         """Push the state (runs, the chosen run, live telemetry) as server-sent events when it changes."""
@@ -210,8 +216,9 @@ class Handler(BaseHTTPRequestHandler):
             last, beat = None, time.monotonic()
             while not self.server.stopping.is_set():
                 stamp = self.server.source.stamp()
-                if stamp != last:
-                    self.wfile.write(b"event: state\ndata: " + self._state(run) + b"\n\n")
+                files_changed = last is None or stamp[0] != last[0] or stamp[2] != last[2]
+                if files_changed or (stamp != last and time.monotonic() - beat >= LIVE_S):
+                    self.wfile.write(b"event: state\ndata: " + self._state(run, files_changed) + b"\n\n")
                     self.wfile.flush()
                     last, beat = stamp, time.monotonic()
                 elif time.monotonic() - beat > HEARTBEAT_S:

@@ -208,7 +208,8 @@ function connect() {
   S.stream = es;
   es.addEventListener("state", (ev) => {
     const st = JSON.parse(ev.data);
-    S.runs = st.runs; S.live = st.live; S.run = st.run;
+    S.runs = st.runs; S.live = st.live;
+    if ("run" in st) S.run = st.run;  // sent only when the run's files changed
     if (S.selected === null && st.run) {  // the server sends its first run when none is named
       S.selected = st.run.name;
       if (!S.compare.size) S.runs.slice(0, 8).forEach((r) => S.compare.add(r.name));

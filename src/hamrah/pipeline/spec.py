@@ -1,8 +1,9 @@
-"""The client-update pipeline of a run: built from plain settings, driven round by round.
+"""A run's client-update pipeline as one typed, JSON-ready spec: which stages, in which order, built lazily.
 
-One JSON-ready :class:`PipelineSpec` is resolved from an experiment's ``[compression]`` and
-``[privacy]`` sections (:func:`resolve_pipeline`), travels to devices in the FL plan's
-``extra["pipeline"]`` and rebuilds the same :class:`~hamrah.core.pipeline.Chain` on every side:
+One :class:`PipelineSpec` is resolved from an experiment's ``[compression]``, ``[privacy]``,
+``[secure_aggregation]`` and ``[homomorphic_encryption]`` sections (:func:`resolve_pipeline`), travels
+to devices in the FL plan's ``extra["pipeline"]`` and rebuilds the same
+:class:`~hamrah.core.pipeline.Chain` on every side:
 
 - central DP: ``[DPClip, codec, CentralGaussianNoise]`` (McMahan et al. 2018; adaptive clipping of
   Andrew et al. 2021): the client clips then compresses, the server noises the aggregate;
@@ -15,40 +16,53 @@ One JSON-ready :class:`PipelineSpec` is resolved from an experiment's ``[compres
   decryption). The spec carries the public key only (``homomorphic["public_key"]``, base64), never the
   secret key, which stays in the key holder of the driver that aggregates.
 
-:class:`PipelineRun` is what a driver (the simulator, the server) keeps across rounds: each client's
-stage state (error feedback), the chain's server state, and the privacy accountant or budget ledger.
-It lives here, below the drivers, because it needs both the codecs and the DP stages; it does no I/O
-beyond the ledger file the caller names.
+Stages are built through a lazy registry: a run without DP imports neither ``hamrah.privacy``'s
+accountant nor dp_accounting, a run without HE neither tenseal nor phe (``tests/pipeline``). The
+settings are parsed once per spec (:attr:`PipelineSpec.dp`, :meth:`PipelineSpec.he_settings` are
+cached), not on every access.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hamrah.compression import HalfPrecision, RandomMask, SignEF, StochasticQuantizer, TopK
 from hamrah.core.errors import ConfigError
-from hamrah.core.params import Params
-from hamrah.core.aggregate import CombineRule, Statistic
-from hamrah.core.pipeline import (
-    Chain, RoundOutput, ServerContext, Stage, check_statistics, process_round, wire_spec,
-)
+from hamrah.core.pipeline import Chain, Stage
 from hamrah.core.settings import variant_settings
-from hamrah.he.stage import (
-    HESettings, HomomorphicSum, KeyHolder, decode_public_key, default_max_weight, encode_public_key, he_settings,
-)
-from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, noise_multiplier_for, round_spec_for
-from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
-from hamrah.privacy.distributed import distributed_accountant, distributed_stage
-from hamrah.privacy.ledger import BudgetLedger
-from hamrah.privacy.sensitivity import decode_error
-from hamrah.privacy.server_state import server_state_from_dict, server_state_to_dict
-from hamrah.privacy.stages import dp_stages
-from hamrah.secagg.stage import SecureAggregation
+
+if TYPE_CHECKING:
+    from hamrah.he.stage import HESettings, KeyHolder
+    from hamrah.privacy.accounting import RoundSpec
+    from hamrah.privacy.config import DPConfig
+
+# stage name -> "module:attribute", imported only when a spec uses it (the lazy stage registry)
+STAGES: dict[str, str] = {
+    "quantize": "hamrah.compression:StochasticQuantizer", "sign": "hamrah.compression:SignEF",
+    "topk": "hamrah.compression:TopK", "mask": "hamrah.compression:RandomMask",
+    "float16": "hamrah.compression:HalfPrecision", "bfloat16": "hamrah.compression:HalfPrecision",
+    "secagg": "hamrah.secagg.stage:SecureAggregation", "homomorphic": "hamrah.he.stage:HomomorphicSum",
+    "dp": "hamrah.privacy.stages:dp_stages", "distributed_dp": "hamrah.pipeline.distributed:distributed_stage",
+}
+
+
+def stage_factory(name: str) -> Any:
+    """Return the class or factory the lazy registry holds for stage ``name``, importing its module now.
+
+    Raises:
+        ConfigError: an unknown stage name.
+    """
+    if name not in STAGES:
+        raise ConfigError(f"pipeline stage {name!r}: expected one of {', '.join(STAGES)}")
+    module, attr = STAGES[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
 
 # codec name -> the settings it takes (anything else in [compression] is refused by name)
 CODECS: dict[str, tuple[str, ...]] = {
@@ -71,23 +85,26 @@ def codec_stage(settings: Mapping[str, Any]) -> Stage | None:
 
 
 def _build_codec(name: str, s: dict) -> Stage | None:
+    if name == "none":
+        return None
+    cls = stage_factory(name)
     if name == "quantize":
-        return StochasticQuantizer(s.get("bits", 8), s.get("scheme", "minmax"), s.get("range"), s.get("bucket"))
+        return cls(s.get("bits", 8), s.get("scheme", "minmax"), s.get("range"), s.get("bucket"))
     if name == "sign":
-        return SignEF(s.get("error_feedback", True))
+        return cls(s.get("error_feedback", True))
     if name == "topk":
-        return TopK(s.get("fraction", 0.01), s.get("error_feedback", True), s.get("value_dtype", "float32"))
+        return cls(s.get("fraction", 0.01), s.get("error_feedback", True), s.get("value_dtype", "float32"))
     if name == "mask":
-        return RandomMask(s.get("p", 0.1), s.get("shared", False))
-    if name in ("float16", "bfloat16"):
-        return HalfPrecision(name)
-    return None
+        return cls(s.get("p", 0.1), s.get("shared", False))
+    return cls(name)  # float16, bfloat16
 
 
 def dp_config(settings: Mapping[str, Any] | None) -> DPConfig | None:
     """Return the DPConfig of plain ``settings`` (DPConfig's fields; ``adaptive`` a table or None)."""
     if settings is None:
         return None
+    from hamrah.privacy.config import AdaptiveClipConfig, DPConfig
+
     d = dict(settings)
     fields = {f.name for f in dataclasses.fields(DPConfig)}
     unknown = sorted(set(d) - fields)
@@ -135,8 +152,9 @@ class PipelineSpec:
     secure: dict | None = None
     homomorphic: dict | None = None
 
-    @property
+    @cached_property
     def dp(self) -> DPConfig | None:
+        """Return the parsed DP settings (parsed once per spec), or None."""
         return dp_config(self.privacy)
 
     @property
@@ -180,9 +198,15 @@ class PipelineSpec:
         return np.sort(perm[pos * self.cohort:(pos + 1) * self.cohort])
 
     def he_settings(self) -> HESettings | None:
-        """Return the homomorphic encryption settings (without the public key), or None."""
+        """Return the homomorphic encryption settings (without the public key), or None (parsed once)."""
+        return self._he
+
+    @cached_property
+    def _he(self) -> HESettings | None:
         if self.homomorphic is None:
             return None
+        from hamrah.he.stage import HESettings
+
         try:
             return HESettings(**{k: v for k, v in self.homomorphic.items() if k != "public_key"})
         except TypeError as err:
@@ -192,10 +216,16 @@ class PipelineSpec:
     def public_key(self) -> bytes | None:
         """Return the key holder's public key bytes the spec carries, or None."""
         text = (self.homomorphic or {}).get("public_key")
-        return None if text is None else decode_public_key(text)
+        if text is None:
+            return None
+        from hamrah.he.stage import decode_public_key
+
+        return decode_public_key(text)
 
     def with_public_key(self, data: bytes) -> PipelineSpec:
         """Return this spec carrying the public key ``data`` (what devices encrypt under)."""
+        from hamrah.he.stage import encode_public_key
+
         return dataclasses.replace(self, homomorphic={**self.he_settings().to_dict(),
                                                       "public_key": encode_public_key(data)})
 
@@ -205,15 +235,17 @@ class PipelineSpec:
         codec = codec_stage(self.compression)
         dp = self.dp
         if dp is not None and dp.mode == "distributed":  # DDG noise on the clients, summed under SecAgg
-            return [distributed_stage(dp, self.noise_multiplier, self.cohort, self.secure, codec)]
+            return [stage_factory("distributed_dp")(dp, self.noise_multiplier, self.cohort, self.secure, codec)]
         codecs = [codec] if codec is not None else []
-        secure = [SecureAggregation(**self.secure)] if self.secure is not None else []
+        secure = [stage_factory("secagg")(**self.secure)] if self.secure is not None else []
         if self.homomorphic is not None:
-            secure.append(HomomorphicSum(self.he_settings(), self.public_key(), key_holder))
-        err = 0.0  # under a secure sum the client bounds its own contribution (hamrah.privacy.sensitivity)
+            secure.append(stage_factory("homomorphic")(self.he_settings(), self.public_key(), key_holder))
+        err = 0.0  # under a secure sum the client bounds its own contribution (hamrah.pipeline.sensitivity)
         if dp is not None and dp.mode in ("central", "ftrl") and secure and all(c.traits.summable_in_ring for c in codecs):
+            from hamrah.pipeline.sensitivity import decode_error
+
             err = decode_error([*codecs, *secure])
-        privacy = dp_stages(dp, self.noise_multiplier, float(self.cohort), err) if dp is not None else []
+        privacy = stage_factory("dp")(dp, self.noise_multiplier, float(self.cohort), err) if dp is not None else []
         if dp is not None and dp.mode in ("central", "ftrl"):
             return [privacy[0], *codecs, *secure, privacy[1]]
         return privacy + codecs + secure
@@ -228,10 +260,14 @@ class PipelineSpec:
     def round_spec(self) -> RoundSpec | None:
         """Return the mechanism charged per round, or None without DP."""
         dp = self.dp
-        return None if dp is None or dp.mode == "distributed" else round_spec_for(
-            dp, self.noise_multiplier, self.population, self.cohort)
+        if dp is None or dp.mode == "distributed":
+            return None
+        from hamrah.privacy.accounting import round_spec_for
+
+        return round_spec_for(dp, self.noise_multiplier, self.population, self.cohort)
 
     def to_dict(self) -> dict:
+        """Return the spec as plain JSON-ready data (what :meth:`from_dict` reads)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -271,6 +307,8 @@ def resolve_pipeline(compression: Mapping[str, Any] | None, privacy: Mapping[str
     dp = dp_config(privacy)
     z = 0.0
     if dp is not None:
+        from hamrah.privacy.accounting import noise_multiplier_for, round_spec_for
+
         if dp.mode == "dpsgd":
             raise ConfigError("privacy.mode = \"dpsgd\": on-device DP-SGD changes local training and is not a "
                               "pipeline stage; expected \"central\" or \"local\" (see docs/dp.md for DP-SGD)")
@@ -282,6 +320,8 @@ def resolve_pipeline(compression: Mapping[str, Any] | None, privacy: Mapping[str
                               f"tree_rounds <= {population // max(cohort, 1)} (population / cohort)")
     he = None
     if homomorphic is not None:
+        from hamrah.he.stage import default_max_weight, he_settings
+
         he = he_settings(homomorphic, default_max_weight(privacy is not None, cohort)).to_dict()
     spec = PipelineSpec(dict(compression or {"codec": "none"}), None if privacy is None else dict(privacy),
                         float(z), int(population), int(cohort), None if secure is None else dict(secure), he)
@@ -304,98 +344,5 @@ def _check_homomorphic(spec: PipelineSpec, stages: list[Stage]) -> None:
 
 
 
-class PipelineRun:
-    """A driver's pipeline state across rounds: client states, server state, accountant or ledger.
-
-    Args:
-        spec: the pipeline.
-        template: the model's parameters (names and shapes of an update).
-        ledger_path: where the budget ledger is kept (a server's state folder), or None (in memory).
-        key_holder: with ``[homomorphic_encryption]``, the key holder that decrypts sums (None: a fresh
-            key pair from the OS CSPRNG); the run's spec then carries its public key.
-    """
-
-    def __init__(self, spec: PipelineSpec, template: Params, ledger_path: str | None = None,
-                 key_holder: KeyHolder | None = None):
-        if spec.homomorphic is not None:  # the driver that aggregates keeps the key holder; devices get the public key
-            key_holder = key_holder or KeyHolder.generate(spec.he_settings())
-            spec = spec.with_public_key(key_holder.public_bytes)
-        self.key_holder = key_holder
-        self.spec, self.chain, self.template = spec, spec.chain(key_holder), template
-        self.client_states: dict[int, tuple] = {}
-        self.server_state = self.chain.init_server(template)
-        for st in self.chain.stages:  # refuse before round 1 a clip the secure sum's rounding could exceed
-            if getattr(st, "decode_error", 0.0) > 0 and hasattr(st, "pre_clip"):
-                st.pre_clip(st.clip, sum(v.numel() for v in template.values()))
-        self.ledger_path = ledger_path
-        dp, rs = spec.dp, spec.round_spec()
-        self.delta = dp.delta if dp is not None else None
-        self.ledger: BudgetLedger | None = None
-        self.accountant: PrivacyAccountant | None = None
-        if dp is not None and dp.target_epsilon is not None:
-            self.ledger = (BudgetLedger.resume(ledger_path, dp.target_epsilon, dp.delta, rs, dp.accountant)
-                           if ledger_path else BudgetLedger(dp.target_epsilon, dp.delta, rs, dp.accountant))
-            self.accountant = self.ledger.accountant
-        elif dp is not None:
-            self.accountant = (distributed_accountant(self.chain.stages[0], template, spec.poisson_q)
-                               if dp.mode == "distributed" else PrivacyAccountant(rs, dp.accountant))
-
-    def refuse_start(self, rounds: int) -> None:
-        """Raise ConfigError (naming the largest feasible number) unless ``rounds`` rounds fit the budget."""
-        if self.ledger is not None:
-            self.ledger.refuse_start(rounds)
-
-    def check_round(self) -> None:
-        """Raise BudgetExhausted if one more round would take epsilon past the target."""
-        if self.ledger is not None:
-            self.ledger.check_round()
-
-    def record_round(self) -> float | None:
-        """Charge one round to the accountant (and save the ledger); return epsilon so far, or None."""
-        if self.accountant is None:
-            return None
-        self.accountant.step(1)
-        if self.ledger is not None and self.ledger_path:
-            self.ledger.save(self.ledger_path)
-        return self.epsilon()
-
-    def epsilon(self) -> float | None:
-        """Return epsilon spent so far at the configured delta, or None without DP."""
-        return None if self.accountant is None else self.accountant.epsilon(self.delta)
-
-    def weight(self, num_examples: int) -> float:
-        """Return the aggregation weight of a client with ``num_examples`` examples."""
-        return 1.0 if self.spec.equal_weights else float(num_examples)
-
-    def check(self, statistics: Sequence[Statistic], robust: bool = False) -> None:
-        """Refuse (ConfigError with the reason) statistics or a robust aggregator this chain cannot carry
-        soundly (:func:`hamrah.core.pipeline.check_statistics`)."""
-        check_statistics(self.chain.stages, statistics, robust)
-
-    def process(self, round_idx: int, updates: Mapping[int, Params], num_examples: Mapping[int, int],
-                rngs: Mapping[int, np.random.Generator], server_rng: np.random.Generator,
-                combine: CombineRule | None = None) -> RoundOutput:
-        """Run the chain on one round (an empty round still releases central noise); keep the new states.
-
-        ``updates`` are packed statistics (:func:`hamrah.core.aggregate.pack` with :meth:`weight`);
-        ``combine`` is a robust rule that replaces the weighted mean of the decoded updates."""
-        weights = {k: self.weight(num_examples[k]) for k in updates}
-        out = process_round(self.chain, updates, weights, self.client_states, rngs, server_state=self.server_state,
-                            round_idx=round_idx, server_rng=server_rng, template=self.template, combine=combine)
-        self.client_states.update(out.states)
-        self.server_state = out.server_state
-        return out
-
-    def wire_spec(self) -> tuple:
-        """Return the names and shapes of a payload on the wire (model tensors plus auxiliary entries)."""
-        return wire_spec(self.chain, self.template, self.server_state)
-
-    def server_half(self, aggregate: Params, num_clients: int, round_idx: int, rng: np.random.Generator) -> Params:
-        """Run the server halves on an aggregate computed elsewhere (the real server's Aggregators)."""
-        out, self.server_state = self.chain.server(aggregate, self.server_state,
-                                                   ServerContext(round_idx, num_clients, rng))
-        return out
-
-
-__all__ = ["CODECS", "PipelineRun", "PipelineSpec", "codec_stage", "dp_config", "dp_settings", "resolve_pipeline",
-           "server_state_from_dict", "server_state_to_dict"]
+__all__ = ["CODECS", "STAGES", "PipelineSpec", "codec_stage", "dp_config", "dp_settings", "resolve_pipeline",
+           "stage_factory"]
