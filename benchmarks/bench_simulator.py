@@ -9,13 +9,27 @@ final test accuracy.
 
     python benchmarks/bench_simulator.py                # both models
     python benchmarks/bench_simulator.py --model 2nn --rounds 50
+
+Large cohorts and start-up (issue 11), 2NN, IID, E = 1, B = 10:
+
+    python benchmarks/bench_simulator.py --cohorts 0.1,0.2,0.5,1.0   # 10 rounds at each C, grouped vs one loop
+    python benchmarks/bench_simulator.py --groups 1,2,5,10,20,50     # the group size, at C = 1.0
+    python benchmarks/bench_simulator.py --startup 3                 # whole `hamrah run` process, 50 rounds
+
+``--cohorts`` trains each C twice in the same run, alternating: in groups of ``GROUP_SIZE`` clients
+(now) and as one stacked loop over the whole cohort (before), and reports ms per round and per client,
+wall and CPU (``time.process_time``: less sensitive to other jobs on a shared machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +41,9 @@ from hamrah.algorithms import FedAvg, LocalSGD
 from hamrah.data import federate, load_mnist
 from hamrah.models import build_model
 from hamrah.simulation import SimulationConfig, Simulator, seeded
+from hamrah.simulation import batched
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def baseline_model(name: str) -> nn.Module:
@@ -121,13 +138,108 @@ def bench(name: str, rounds: int, epochs: int, batch: int = 10, lr: float = 0.1)
     }
 
 
+def _timed_run(ds, fed, fraction: float, rounds: int, group: int) -> tuple[float, float, int]:
+    """Run FedAvg (2NN, E=1, B=10) for ``rounds`` with ``group`` clients per stacked loop.
+
+    Returns (wall s, CPU s, clients per round) of ``Simulator.run``.
+    """
+    algo = FedAvg(fraction, LocalSGD(1, 10, 0.1))
+    sim = Simulator(seeded(lambda: build_model("2nn", ds), 0), fed, algo, SimulationConfig(rounds=rounds, eval_every=rounds))
+    saved, batched.GROUP_SIZE = batched.GROUP_SIZE, group
+    try:
+        wall, cpu = time.perf_counter(), time.process_time()
+        sim.run()
+        return time.perf_counter() - wall, time.process_time() - cpu, sim.cohort
+    finally:
+        batched.GROUP_SIZE = saved
+
+
+def bench_cohorts(fractions: list[float], rounds: int, repeats: int) -> list[dict]:
+    """Per-round and per-client cost at each client fraction: grouped (now) against one loop (before)."""
+    ds = load_mnist()
+    fed = federate(ds, "iid", 100, seed=0)
+    _timed_run(ds, fed, 0.1, 2, batched.GROUP_SIZE)  # warm up (first-touch allocations, oneDNN kernels)
+    rows = []
+    for c in fractions:
+        runs: dict[str, list[tuple[float, float]]] = {"grouped": [], "one loop": []}
+        for _ in range(repeats):
+            for mode, group in (("grouped", batched.GROUP_SIZE), ("one loop", 10**9)):
+                wall, cpu, k = _timed_run(ds, fed, c, rounds, group)
+                runs[mode].append((wall, cpu))
+        for mode, vals in runs.items():
+            wall, cpu = min(v[0] for v in vals), min(v[1] for v in vals)
+            rows.append({"client_fraction": c, "clients_per_round": k, "mode": mode, "rounds": rounds,
+                         "group_size": batched.GROUP_SIZE if mode == "grouped" else k, "repeats": repeats,
+                         "ms_per_round": 1e3 * wall / rounds, "ms_per_client": 1e3 * wall / rounds / k,
+                         "cpu_ms_per_round": 1e3 * cpu / rounds, "cpu_ms_per_client": 1e3 * cpu / rounds / k,
+                         "all_wall_s": [round(v[0], 3) for v in vals], "all_cpu_s": [round(v[1], 3) for v in vals]})
+            print(f"C={c} ({k} clients) {mode}: {rows[-1]['ms_per_round']:.0f} ms/round, "
+                  f"{rows[-1]['ms_per_client']:.1f} ms/client (CPU {rows[-1]['cpu_ms_per_client']:.1f})", flush=True)
+    return rows
+
+
+def bench_groups(groups: list[int], fraction: float, rounds: int, repeats: int) -> list[dict]:
+    """Cost per client at client fraction ``fraction`` for each group size (to choose ``GROUP_SIZE``)."""
+    ds = load_mnist()
+    fed = federate(ds, "iid", 100, seed=0)
+    _timed_run(ds, fed, 0.1, 2, batched.GROUP_SIZE)
+    best: dict[int, list[float]] = {g: [] for g in groups}
+    cpus: dict[int, list[float]] = {g: [] for g in groups}
+    for _ in range(repeats):  # interleaved, so a burst of load hits every size alike
+        for g in groups:
+            wall, cpu, k = _timed_run(ds, fed, fraction, rounds, g)
+            best[g].append(wall)
+            cpus[g].append(cpu)
+    rows = [{"group_size": g, "client_fraction": fraction, "clients_per_round": k, "rounds": rounds,
+             "ms_per_client": 1e3 * min(best[g]) / rounds / k, "cpu_ms_per_client": 1e3 * min(cpus[g]) / rounds / k}
+            for g in groups]
+    for r in rows:
+        print(f"group {r['group_size']}: {r['ms_per_client']:.1f} ms/client (CPU {r['cpu_ms_per_client']:.1f})", flush=True)
+    return rows
+
+
+def bench_startup(repeats: int, config: str = "configs/mnist_2nn_50.toml") -> list[dict]:
+    """Whole-process time of ``hamrah run`` (start-up, 50 rounds, one evaluation, results written).
+
+    Each repeat runs it once without the plot and once with it; the user cache keeps the decoded data
+    set between runs (the first run ever decodes it). Returns one row per run.
+    """
+    rows = []
+    for i in range(repeats):
+        for plot in (False, True):
+            out = Path("/tmp") / f"hamrah-bench-startup-{os.getpid()}-{i}-{int(plot)}"
+            cmd = [sys.executable, "-m", "hamrah.cli", "run", config, "--out", str(out), "--quiet"] + ([] if plot else ["--no-plot"])
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            summary = json.loads((out / "summary.json").read_text())
+            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            rows.append({"plot": plot, "process_s": wall, "process_cpu_s": cpu, "run_loop_s": summary["wall_s"],
+                         "ms_per_round": 1e3 * summary["seconds_per_round"], "accuracy": summary["final_accuracy"]})
+            print(f"hamrah run ({'with' if plot else 'no'} plot): {wall:.2f} s process ({cpu:.2f} s CPU), "
+                  f"{summary['wall_s']:.2f} s in rounds, {rows[-1]['ms_per_round']:.0f} ms/round", flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["2nn", "cnn", "both"], default="both")
     p.add_argument("--rounds", type=int, default=50, help="2NN rounds")
     p.add_argument("--cnn-rounds", type=int, default=20, help="CNN rounds (20: the paper's rounds to 99%% in this setting)")
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "simulator.json"))
+    p.add_argument("--out", default=None, help="JSON results (default benchmarks/results/simulator*.json)")
+    p.add_argument("--cohorts", help="comma-separated client fractions: per-round and per-client cost (2NN)")
+    p.add_argument("--groups", help="comma-separated group sizes: cost per client at --group-fraction")
+    p.add_argument("--group-fraction", type=float, default=1.0)
+    p.add_argument("--cohort-rounds", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=2, help="repeats of each --cohorts/--groups cell (best kept)")
+    p.add_argument("--startup", type=int, metavar="N", help="N whole `hamrah run` processes (50 rounds)")
     args = p.parse_args()
+    if args.cohorts or args.groups or args.startup:
+        _extra(args)
+        return
+    args.out = args.out or str(Path(__file__).parent / "results" / "simulator.json")
     rows = []
     if args.model in ("2nn", "both"):
         rows.append(bench("2nn", args.rounds, epochs=1))
@@ -147,6 +259,25 @@ def main() -> None:
               f"{r['hamrah_final_accuracy']:.4f} | {r['accuracy_gap_points']:.2f} | {r['baseline_gflops']:.0f} | "
               f"{r['hamrah_gflops']:.0f} | {r['hamrah_path']} |")
     print(f"\nwrote {args.out}")
+
+
+def _extra(args: argparse.Namespace) -> None:
+    """Run the --cohorts / --groups / --startup measurements and write them to one JSON file."""
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "load_avg_before": os.getloadavg(), "group_size": batched.GROUP_SIZE}
+    out: dict = {"meta": meta}
+    if args.cohorts:
+        out["cohorts"] = bench_cohorts([float(c) for c in args.cohorts.split(",")], args.cohort_rounds, args.repeats)
+    if args.groups:
+        out["groups"] = bench_groups([int(g) for g in args.groups.split(",")], args.group_fraction,
+                                     args.cohort_rounds, args.repeats)
+    if args.startup:
+        out["startup"] = bench_startup(args.startup)
+    meta["load_avg_after"] = os.getloadavg()
+    path = Path(args.out or Path(__file__).parent / "results" / "simulator_cohorts.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"load average before {meta['load_avg_before']}, after {meta['load_avg_after']}\nwrote {path}")
 
 
 if __name__ == "__main__":

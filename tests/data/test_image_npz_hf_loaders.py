@@ -139,3 +139,44 @@ def test_declared_classes_and_schemas_fix_the_codes(tmp_path):
 
     task = Schema((Field("x", "float32", (1,)), Field("y", "int64", categories=("a", "b"))), label="y")
     assert load_examples(tmp_path / "d.npz", schema=task).labels.tolist() == [1, 1]
+
+
+def _hf_folder(path: Path, table, features: dict) -> Path:
+    import json
+
+    pa = pytest.importorskip("pyarrow")
+    path.mkdir()
+    with pa.OSFile(str(path / "data-00000-of-00001.arrow"), "wb") as sink, \
+            pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    (path / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+    (path / "dataset_info.json").write_text(json.dumps({"features": features}))
+    return path
+
+
+def test_hf_variable_length_and_unsupported_features_are_refused(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    from hamrah.data.hub import load_hf
+
+    ragged = _hf_folder(tmp_path / "ragged", pa.table({"v": [[1.0, 2.0], [3.0]], "label": [0, 1]}),
+                        {"v": {"feature": {"dtype": "float32", "_type": "Value"}, "_type": "List"},
+                         "label": {"names": ["a", "b"], "_type": "ClassLabel"}})
+    with pytest.raises(DataError, match="column 'v': rows of different lengths or types"):
+        load_hf(ragged)
+    audio = _hf_folder(tmp_path / "audio", pa.table({"a": [b"x"], "label": [0]}),
+                       {"a": {"_type": "Audio"}, "label": {"names": ["a"], "_type": "ClassLabel"}})
+    with pytest.raises(DataError, match="column 'a': feature type Audio is not supported"):
+        load_hf(audio)
+    holes = _hf_folder(tmp_path / "holes", pa.table({"n": [1, None], "label": [0, 1]}),
+                       {"n": {"dtype": "int64", "_type": "Value"},
+                        "label": {"names": ["a", "b"], "_type": "ClassLabel"}})
+    with pytest.raises(DataError, match="column 'n': has missing values"):
+        load_hf(holes)
+
+
+def test_tsv_files_are_tab_separated(tmp_path):
+    from hamrah.data.tabular import TableSpec, load_table
+
+    (tmp_path / "t.tsv").write_text("a\tb\ty\n1\tred\t0\n2\tblue\t1\n")
+    ex = load_table(tmp_path / "t.tsv", TableSpec(label="y"))
+    assert ex["a"].tolist() == [1.0, 2.0] and ex.schema.field("b").categories == ("blue", "red")

@@ -161,3 +161,23 @@ def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"x.parquet: reading Parquet needs the pyarrow.parquet library.*"
                                         r"pip install 'hamrah\[data\]'"):
         load_table(_write(tmp_path / "x.parquet", ""), TableSpec())
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["ab", "b", "c d", "é", "x,y", "7"]), min_size=1, max_size=5),
+                min_size=1, max_size=4))
+def test_every_file_of_one_load_shares_one_vocabulary(tmp_path_factory, per_file):
+    import csv
+
+    d = tmp_path_factory.mktemp("v")
+    paths = []
+    for i, words in enumerate(per_file):
+        paths.append(d / f"client{i}.csv")
+        with open(paths[-1], "w", newline="") as f:
+            csv.writer(f).writerows([["word", "y"], *[(w, 0) for w in words]])
+    ex = load_table(paths, TableSpec(label="y", categorical=("word",)))
+    cats = ex.schema.field("word").categories
+    assert cats == tuple(sorted({w for words in per_file for w in words}))
+    for i, words in enumerate(per_file):
+        mine = ex.take(np.flatnonzero(ex.groups == i)) if len(paths) > 1 else ex
+        assert [cats[c] for c in mine["word"]] == words

@@ -1,11 +1,20 @@
 """Federated algorithms: each a client half (local SGD + gradient transforms), the statistics its clients
 send, and a server half that applies one aggregate of them."""
 
-from hamrah.algorithms.base import (
-    DELTA, Algorithm, ClientResult, ClientUpdate, GradientTransform, LocalSGD, NoState, apply_delta, cohort_size,
-    delta_statistics, mean_delta,
-)
 from hamrah.algorithms.aggregate import aggregate_results, apply_results, contributions
+from hamrah.algorithms.base import (
+    DELTA,
+    Algorithm,
+    ClientResult,
+    ClientUpdate,
+    GradientTransform,
+    LocalSGD,
+    NoState,
+    apply_delta,
+    cohort_size,
+    delta_statistics,
+    mean_delta,
+)
 from hamrah.algorithms.client import client_update
 from hamrah.algorithms.fedavg import FedAvg
 from hamrah.algorithms.fednova import A_NORM, FedNova, a_norm
@@ -19,9 +28,43 @@ from hamrah.algorithms.state import flatten_state, unflatten_state
 from hamrah.algorithms.transforms import Correction, Momentum, Proximal
 
 __all__ = [
-    "ALGORITHMS", "A_NORM", "Algorithm", "CONTROL", "ClientResult", "ClientUpdate", "Correction", "DELTA", "FedAvg",
-    "FedNova", "FedOpt", "FedOptState", "FedProx", "FedSGD", "GradientTransform", "LocalResult", "LocalSGD",
-    "Momentum", "NoState", "Proximal", "Scaffold", "ScaffoldState", "a_norm", "aggregate_results", "apply_delta", "apply_results", "batch_schedule",
-    "build", "client_update", "cohort_size", "contributions", "delta_statistics", "evaluate", "flatten_state", "hyperparameters",
-    "mean_delta", "statistics_of", "train_local", "unflatten_state",
+    "ALGORITHMS",
+    "A_NORM",
+    "CONTROL",
+    "DELTA",
+    "Algorithm",
+    "ClientResult",
+    "ClientUpdate",
+    "Correction",
+    "FedAvg",
+    "FedNova",
+    "FedOpt",
+    "FedOptState",
+    "FedProx",
+    "FedSGD",
+    "GradientTransform",
+    "LocalResult",
+    "LocalSGD",
+    "Momentum",
+    "NoState",
+    "Proximal",
+    "Scaffold",
+    "ScaffoldState",
+    "a_norm",
+    "aggregate_results",
+    "apply_delta",
+    "apply_results",
+    "batch_schedule",
+    "build",
+    "client_update",
+    "cohort_size",
+    "contributions",
+    "delta_statistics",
+    "evaluate",
+    "flatten_state",
+    "hyperparameters",
+    "mean_delta",
+    "statistics_of",
+    "train_local",
+    "unflatten_state",
 ]

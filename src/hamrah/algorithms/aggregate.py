@@ -44,7 +44,8 @@ def contributions(algorithm: Algorithm, results: Sequence[ClientResult],
     for r in reported(results):
         w = float(weight_of(r.num_examples))
         stats = pack(algorithm.client_statistics(r), algorithm.statistics, w)
-        out.append(Contribution(r.client_id, stats, w, {"train_loss": Weighted.of(r.metrics.get("train_loss", 0.0), w)}))
+        loss = Weighted.of(r.metrics.get("train_loss", 0.0), w)
+        out.append(Contribution(r.client_id, stats, w, {"train_loss": loss}))
     return out
 
 

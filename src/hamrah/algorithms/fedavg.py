@@ -4,6 +4,7 @@ from Decentralized Data*, Algorithm 1)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from hamrah.algorithms.base import LocalSGD, NoState, Stateless, apply_delta, cohort_size, mean_delta
 from hamrah.core.aggregate import Aggregate
 from hamrah.core.params import Params

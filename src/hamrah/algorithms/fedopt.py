@@ -5,6 +5,7 @@ Effects of Non-Identical Data Distribution for Federated Visual Classification*)
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 
 from hamrah.algorithms.base import LocalSGD, Stateless, _number, cohort_size, mean_delta

@@ -6,10 +6,17 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hamrah.algorithms.base import (
-    GradientTransform, LocalSGD, NoState, Stateless, _number, apply_delta, cohort_size, mean_delta,
+    GradientTransform,
+    LocalSGD,
+    NoState,
+    Stateless,
+    _number,
+    apply_delta,
+    cohort_size,
+    mean_delta,
 )
-from hamrah.core.aggregate import Aggregate
 from hamrah.algorithms.transforms import Proximal
+from hamrah.core.aggregate import Aggregate
 from hamrah.core.params import Params
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 from hamrah.algorithms.base import LocalSGD, NoState, Stateless, apply_delta, cohort_size, mean_delta
 from hamrah.core.aggregate import Aggregate
 from hamrah.core.errors import ConfigError

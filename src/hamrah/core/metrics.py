@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Union
 
 from hamrah.core.errors import ConfigError
 
@@ -71,7 +70,7 @@ class Summed:
         return Summed(self.total + other.total)
 
 
-Metric = Union[Weighted, Summed]
+Metric = Weighted | Summed
 
 
 def merge_metrics(a: Mapping[str, Metric], b: Mapping[str, Metric]) -> dict[str, Metric]:

@@ -5,9 +5,8 @@ robust aggregators)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch

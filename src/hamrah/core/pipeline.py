@@ -51,7 +51,6 @@ Example:
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
@@ -59,103 +58,14 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
-from hamrah.core.aggregate import CombineRule, Statistic, weighted_sum
-from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
+from hamrah.core.aggregate import CombineRule, weighted_sum
+from hamrah.core.checks import check_chain, check_statistics
+from hamrah.core.errors import ConfigError, NotEnoughClients
 from hamrah.core.params import Params
+from hamrah.core.wire import DensePayload, Payload, Spec, WireReader, WireWriter, header_nbytes, spec_of
 
-Spec = tuple[tuple[str, tuple[int, ...]], ...]  # names and shapes, in order: what both sides agree on
-_MAGIC = b"HMR\x01"
 KINDS = ("identity", "codec", "clip", "noise", "secure_sum", "server")
 NOISE_WHERE = (None, "client", "aggregate")
-
-
-def spec_of(params: Mapping[str, torch.Tensor]) -> Spec:
-    """Return the (name, shape) list that a payload of ``params`` must match."""
-    return tuple((k, tuple(int(d) for d in v.shape)) for k, v in params.items())
-
-
-def header_nbytes(spec: Spec) -> int:
-    """Return the size of the wire header (magic, codec tag, names and shapes) for ``spec``."""
-    return 4 + 4 + 2 + sum(2 + len(n.encode()) + 1 + 4 * len(s) for n, s in spec)
-
-
-class WireWriter:
-    """Build a payload's bytes: header (magic, 4-byte codec tag, spec) then little-endian fields."""
-
-    def __init__(self, tag: bytes, spec: Spec):
-        self._parts = [_MAGIC, tag, struct.pack("<H", len(spec))]
-        for name, shape in spec:
-            raw = name.encode()
-            self._parts += [struct.pack("<HB", len(raw), len(shape)), raw, struct.pack(f"<{len(shape)}I", *shape)]
-
-    def pack(self, fmt: str, *values: Any) -> None:
-        """Append ``values`` packed with struct format ``fmt`` (little-endian)."""
-        self._parts.append(struct.pack("<" + fmt, *values))
-
-    def raw(self, data: bytes) -> None:
-        """Append raw bytes."""
-        self._parts.append(bytes(data))
-
-    def getvalue(self) -> bytes:
-        """Return the bytes written so far."""
-        return b"".join(self._parts)
-
-
-class WireReader:
-    """Parse bytes written by :class:`WireWriter`, checking the header against the expected spec.
-
-    Raises:
-        ProtocolError: wrong magic, codec tag or spec, truncated fields, or trailing bytes.
-    """
-
-    def __init__(self, data: bytes, tag: bytes, spec: Spec | None = None):
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise ProtocolError(f"payload: expected bytes, got {type(data).__name__}")
-        self._data, self._pos = memoryview(bytes(data)), 0
-        if self.raw(4) != _MAGIC:
-            raise ProtocolError(f"payload magic: expected {_MAGIC!r} (hamrah wire format version 1)")
-        got = self.raw(4)
-        if got != tag:
-            raise ProtocolError(f"payload codec tag: expected {tag!r}, got {got!r}")
-        (count,) = self.unpack("H")
-        entries = []
-        for _ in range(count):
-            n, ndim = self.unpack("HB")
-            try:
-                name = self.raw(n).decode()
-            except UnicodeDecodeError as exc:
-                raise ProtocolError("payload tensor name: expected UTF-8") from exc
-            entries.append((name, tuple(self.unpack(f"{ndim}I"))))
-        self.spec: Spec = tuple(entries)
-        if spec is not None and self.spec != tuple(spec):
-            raise ProtocolError(f"payload names/shapes: expected {list(spec)}, got {list(self.spec)}")
-
-    def raw(self, n: int) -> bytes:
-        """Return the next ``n`` bytes."""
-        if n < 0 or self._pos + n > len(self._data):
-            raise ProtocolError(f"payload truncated: needed {n} bytes at offset {self._pos}, "
-                                f"{len(self._data) - self._pos} left")
-        out = self._data[self._pos:self._pos + n].tobytes()
-        self._pos += n
-        return out
-
-    def unpack(self, fmt: str) -> tuple:
-        """Return the next fields, struct format ``fmt`` (little-endian)."""
-        return struct.unpack("<" + fmt, self.raw(struct.calcsize("<" + fmt)))
-
-    def finish(self) -> None:
-        """Raise ProtocolError if bytes are left over."""
-        if self._pos != len(self._data):
-            raise ProtocolError(f"payload has {len(self._data) - self._pos} trailing bytes after offset {self._pos}")
-
-
-class Payload(Protocol):
-    """What a stage's client half produces: knows its exact wire size and its bytes."""
-
-    @property
-    def nbytes(self) -> int: ...
-
-    def to_bytes(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -247,23 +157,6 @@ class Stage(Protocol):
     def server(self, aggregate: Params, state: Any, ctx: ServerContext) -> tuple[Params, Any]: ...
 
 
-@dataclass(frozen=True)
-class DensePayload:
-    """An update sent as float32, unchanged: the baseline every codec is measured against."""
-
-    params: Params
-
-    @property
-    def nbytes(self) -> int:
-        return header_nbytes(spec_of(self.params)) + 4 * sum(v.numel() for v in self.params.values())
-
-    def to_bytes(self) -> bytes:
-        w = WireWriter(b"DENS", spec_of(self.params))
-        for v in self.params.values():
-            w.raw(v.detach().to(torch.float32).contiguous().numpy().astype("<f4", copy=False).tobytes())
-        return w.getvalue()
-
-
 class BaseStage:
     """Defaults for a stage: no state, dense float32 payload, identity server half."""
 
@@ -302,94 +195,6 @@ class Identity(BaseStage):
 
     name: str = "identity"
     traits: ClassVar[StageTraits] = StageTraits("identity")
-
-
-def check_chain(stages: Sequence[Stage]) -> None:
-    """Refuse an impossible order of stages with the reason.
-
-    Raises:
-        ConfigError: names the stages and the rule they break.
-    """
-    names = [s.name for s in stages]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"pipeline stage names {names}: expected distinct names (state is kept per name)")
-    traits = [s.traits for s in stages]
-    clips = [i for i, t in enumerate(traits) if t.kind == "clip"]
-    noises = [i for i, t in enumerate(traits) if t.adds_noise_where is not None]
-    if clips and noises and max(clips) > min(noises):
-        raise ConfigError(f"pipeline: clipping ({names[max(clips)]}) must come before noise ({names[min(noises)]}); "
-                          "noise is calibrated to the clipped sensitivity")
-    codecs = [i for i, t in enumerate(traits) if t.kind == "codec"]
-    if len(codecs) > 1:
-        raise ConfigError(f"pipeline: two codecs ({names[codecs[0]]}, {names[codecs[1]]}): only the last client "
-                          "stage's payload is sent, so the first's compression would be lost; use one codec")
-    viewers = [names[i] for i, t in enumerate(traits) if t.needs_per_client_view]
-    if len(viewers) > 1:
-        raise ConfigError(f"pipeline: {viewers} each replace the mean of per-client updates; expected at most one")
-    sums = [i for i, t in enumerate(traits) if t.kind == "secure_sum"]
-    if len(sums) > 1:
-        raise ConfigError(f"pipeline: two secure aggregation stages ({names[sums[0]]}, {names[sums[1]]}); "
-                          "expected at most one (the second would mask an already masked sum)")
-    if sums:
-        _check_secure_sum(stages, sums[0])
-
-
-def _check_secure_sum(stages: Sequence[Stage], s: int) -> None:
-    sec = stages[s].name
-    for i, st in enumerate(stages):
-        t = st.traits
-        if t.needs_per_client_view:
-            raise ConfigError(f"pipeline: {st.name} needs each client's update, but {sec} shows the server only "
-                              "the sum; drop one of them")
-        if i < s and t.kind == "codec" and not t.summable_in_ring:
-            raise ConfigError(f"pipeline: {st.name} cannot be summed under secure aggregation ({sec}): its payload "
-                              "is not integers on positions and a scale shared by all clients (e.g. per-client "
-                              "top-k indices or per-client scales); use a quantizer with a shared range")
-        if i < s and t.adds_noise_where == "aggregate":
-            raise ConfigError(f"pipeline: central noise {st.name} comes before {sec}, where the server sees only "
-                              "the sum; add the noise on the clients (distributed noise) or put it after "
-                              f"{sec} (added after unmasking)")
-        if i > s and t.client_side:
-            raise ConfigError(f"pipeline: {st.name} changes client updates but comes after {sec}, which has "
-                              "already masked them; move it before the secure aggregation stage")
-
-
-def check_statistics(stages: Sequence[Stage], statistics: Sequence[Statistic], robust: bool = False) -> None:
-    """Refuse, with the reason, a pipeline that cannot carry an algorithm's statistics soundly.
-
-    The rules follow from the statistics' declarations and the stages' traits, never from names:
-
-    - a statistic declared ``bounded = False`` (a count such as FedNova's ||a_i||_1) cannot pass a clip
-      or DP noise (the clip norm that calibrates the noise does not bound it, and clipping it with the
-      update would rescale the server step) nor a stage that clips coordinates to a shared range
-      (a secure sum, a ring quantizer): its sum would be clipped;
-    - a robust aggregator (``robust = True``) needs each client's update, so it cannot follow a secure
-      sum (the server sees only the sum), and it cannot feed central noise, which is calibrated to the
-      sensitivity of the mean (a robust rule such as Krum can move by a whole clipped update).
-
-    Raises:
-        ConfigError: names the statistic or aggregator, the stage and the reason.
-    """
-    for st in stages:
-        t = st.traits
-        private = t.kind == "clip" or t.adds_noise_where is not None
-        ranged = t.kind == "secure_sum" or (t.kind == "codec" and t.summable_in_ring)
-        for s in statistics:
-            if s.bounded or not (private or ranged):
-                continue
-            why = ("its sensitivity is not bounded by the clip norm the noise is calibrated to, and clipping it "
-                   "with the update would rescale the server step" if private else
-                   "the stage clips every coordinate to a shared range, which would clip its sum")
-            raise ConfigError(f"pipeline stage {st.name} cannot carry statistic {s.name!r} (a count that grows with "
-                              f"local work, declared bounded=False): {why}; expected a pipeline without DP, secure "
-                              "sums or ring quantizers for this algorithm")
-        if robust and t.kind == "secure_sum":
-            raise ConfigError(f"a robust aggregator with pipeline stage {st.name}: the server sees only the sum of the "
-                              "updates, and a robust rule needs each client's update; expected one of the two")
-        if robust and t.adds_noise_where == "aggregate":
-            raise ConfigError(f"a robust aggregator with central noise ({st.name}): the noise is calibrated to the "
-                              "sensitivity of the mean of clipped updates, and a robust rule can move by a whole "
-                              "update; expected the weighted mean with central DP (or local DP with the rule)")
 
 
 @dataclass(frozen=True)

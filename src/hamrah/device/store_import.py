@@ -114,5 +114,9 @@ def import_command(args: argparse.Namespace, out: TextIO) -> str:
     if total > 10_000:
         out.write("\n")
     if getattr(args, "save_schema", None):
-        Path(args.save_schema).write_text(examples.schema.to_json() + "\n")
+        try:
+            Path(args.save_schema).write_text(examples.schema.to_json() + "\n")
+        except OSError as e:
+            raise DataError(f"{args.out}: imported {n:,} examples, but --save-schema {args.save_schema} "
+                            f"could not be written ({e})") from None
     return f"{args.out}: imported {n:,} examples ({examples.schema.describe()})"

@@ -13,7 +13,14 @@ The stages themselves (:mod:`hamrah.core.pipeline`'s protocol) live in the leave
 
 from hamrah.pipeline.run import PipelineRun
 from hamrah.pipeline.spec import (
-    CODECS, STAGES, PipelineSpec, codec_stage, dp_config, dp_settings, resolve_pipeline, stage_factory,
+    CODECS,
+    STAGES,
+    PipelineSpec,
+    codec_stage,
+    dp_config,
+    dp_settings,
+    resolve_pipeline,
+    stage_factory,
 )
 
 __all__ = ["CODECS", "STAGES", "PipelineRun", "PipelineSpec", "codec_stage", "dp_config", "dp_settings",

@@ -16,6 +16,7 @@ from hamrah.core.params import Params
 from hamrah.core.pipeline import RoundOutput, ServerContext, check_statistics, process_round, wire_spec
 from hamrah.pipeline.spec import PipelineSpec
 
+
 class PipelineRun:
     """A driver's pipeline state across rounds: client states, server state, accountant or ledger.
 

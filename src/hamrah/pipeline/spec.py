@@ -241,7 +241,8 @@ class PipelineSpec:
         if self.homomorphic is not None:
             secure.append(stage_factory("homomorphic")(self.he_settings(), self.public_key(), key_holder))
         err = 0.0  # under a secure sum the client bounds its own contribution (hamrah.pipeline.sensitivity)
-        if dp is not None and dp.mode in ("central", "ftrl") and secure and all(c.traits.summable_in_ring for c in codecs):
+        ring = all(c.traits.summable_in_ring for c in codecs)
+        if dp is not None and dp.mode in ("central", "ftrl") and secure and ring:
             from hamrah.pipeline.sensitivity import decode_error
 
             err = decode_error([*codecs, *secure])

@@ -59,7 +59,7 @@ def _stacked_batches(
 
 def train_cohort(
     model: nn.Module, global_params: Params, datas: Sequence[ArrayData], plan: LocalSGD | Sequence[LocalSGD],
-    rngs: Sequence[np.random.Generator], ignore_index: int | None = None, group_size: int = GROUP_SIZE,
+    rngs: Sequence[np.random.Generator], ignore_index: int | None = None, group_size: int | None = None,
 ) -> list[LocalResult]:
     """Train every client of a cohort from ``global_params`` in batched loops (plain SGD), a group at a time.
 
@@ -70,7 +70,7 @@ def train_cohort(
         plan: one plan for all, or one per client (epochs and steps may differ; lr must not).
         rngs: each client's generator (its batch schedule).
         ignore_index: target value that contributes no loss, or None.
-        group_size: clients stacked in one loop (the result does not depend on it).
+        group_size: clients stacked in one loop (None: ``GROUP_SIZE``); the result does not depend on it.
 
     Returns:
         One :class:`LocalResult` per client, in the order of ``datas``.
@@ -81,6 +81,7 @@ def train_cohort(
     plans = [plan] * len(datas) if isinstance(plan, LocalSGD) else list(plan)
     if len({p.lr for p in plans}) > 1 or any(p.momentum for p in plans):
         raise ValueError("train_cohort: every client needs the same lr and no momentum")
+    group_size = GROUP_SIZE if group_size is None else group_size
     if group_size < 1:
         raise ValueError(f"train_cohort: group_size = {group_size}, expected an integer >= 1")
     schedules = [batch_schedule(len(d), p, rng) for d, p, rng in zip(datas, plans, rngs)]

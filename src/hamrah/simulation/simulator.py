@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from hamrah.aggregation.base import RobustAggregator
+from hamrah.algorithms.aggregate import contributions
 from hamrah.algorithms.base import Algorithm, ClientResult
 from hamrah.algorithms.local import evaluate
-from hamrah.algorithms.aggregate import contributions
 from hamrah.core.aggregate import Aggregate, Contribution, aggregate_contributions, robust_mean, statistics_template
 from hamrah.core.errors import BudgetExhausted, ConfigError, NotEnoughClients
 from hamrah.core.metrics import merge_metrics
