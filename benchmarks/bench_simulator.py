@@ -15,6 +15,7 @@ Large cohorts and start-up (issue 11), 2NN, IID, E = 1, B = 10:
     python benchmarks/bench_simulator.py --cohorts 0.1,0.2,0.5,1.0   # 10 rounds at each C, grouped vs one loop
     python benchmarks/bench_simulator.py --groups 1,2,5,10,20,50     # the group size, at C = 1.0
     python benchmarks/bench_simulator.py --startup 3                 # whole `hamrah run` process, 50 rounds
+    python benchmarks/bench_simulator.py --imports 3 --before-src ../before/src   # import + data load CPU
 
 ``--cohorts`` trains each C twice in the same run, alternating: in groups of ``GROUP_SIZE`` clients
 (now) and as one stacked loop over the whole cohort (before), and reports ms per round and per client,
@@ -190,6 +191,7 @@ def bench_groups(groups: list[int], fraction: float, rounds: int, repeats: int) 
             wall, cpu, k = _timed_run(ds, fed, fraction, rounds, g)
             best[g].append(wall)
             cpus[g].append(cpu)
+            print(f"  group {g}: {1e3 * wall / rounds / k:.1f} ms/client (CPU {1e3 * cpu / rounds / k:.1f})", flush=True)
     rows = [{"group_size": g, "client_fraction": fraction, "clients_per_round": k, "rounds": rounds,
              "ms_per_client": 1e3 * min(best[g]) / rounds / k, "cpu_ms_per_client": 1e3 * min(cpus[g]) / rounds / k}
             for g in groups]
@@ -223,6 +225,36 @@ def bench_startup(repeats: int, config: str = "configs/mnist_2nn_50.toml") -> li
     return rows
 
 
+_IMPORTS = """
+import json, sys, time
+t = time.process_time()
+import hamrah.experiments.runner  # what `hamrah run` imports
+from hamrah.experiments.config import load_config
+cfg = load_config("configs/mnist_2nn_50.toml")  # validation
+imports = time.process_time() - t
+from hamrah.data import load_mnist
+t = time.process_time()
+load_mnist()
+heavy = [m for m in ("matplotlib", "dp_accounting", "tenseal", "phe", "grpc", "ray", "scipy") if m in sys.modules]
+print(json.dumps({"import_cpu_s": imports, "load_mnist_cpu_s": time.process_time() - t, "heavy": heavy}))
+"""
+
+
+def bench_imports(repeats: int, before_src: str | None) -> list[dict]:
+    """CPU time of importing what ``hamrah run`` imports (plus config validation) and of loading MNIST,
+    in fresh interpreters, for this checkout and (``before_src``) another checkout's ``src``, interleaved."""
+    rows = []
+    srcs = [("now", str(ROOT / "src"))] + ([("before", before_src)] if before_src else [])
+    for _ in range(repeats):
+        for label, src in srcs:
+            env = {**os.environ, "PYTHONPATH": src}
+            out = subprocess.run([sys.executable, "-c", _IMPORTS], cwd=ROOT, env=env, capture_output=True, text=True,
+                                 check=True)
+            rows.append({"code": label, "src": src, **json.loads(out.stdout.strip().splitlines()[-1])})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["2nn", "cnn", "both"], default="both")
@@ -235,8 +267,11 @@ def main() -> None:
     p.add_argument("--cohort-rounds", type=int, default=10)
     p.add_argument("--repeats", type=int, default=2, help="repeats of each --cohorts/--groups cell (best kept)")
     p.add_argument("--startup", type=int, metavar="N", help="N whole `hamrah run` processes (50 rounds)")
+    p.add_argument("--imports", type=int, metavar="N", help="N fresh interpreters: import and MNIST-load CPU time")
+    p.add_argument("--before-src", help="with --imports: another checkout's src/ to compare (e.g. a worktree of "
+                   "the commit before the change)")
     args = p.parse_args()
-    if args.cohorts or args.groups or args.startup:
+    if args.cohorts or args.groups or args.startup or args.imports:
         _extra(args)
         return
     args.out = args.out or str(Path(__file__).parent / "results" / "simulator.json")
@@ -264,7 +299,8 @@ def main() -> None:
 def _extra(args: argparse.Namespace) -> None:
     """Run the --cohorts / --groups / --startup measurements and write them to one JSON file."""
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "load_avg_before": os.getloadavg(), "group_size": batched.GROUP_SIZE}
+            "cpu_count": os.cpu_count(), "load_avg_before": os.getloadavg(), "group_size": batched.GROUP_SIZE,
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset")}
     out: dict = {"meta": meta}
     if args.cohorts:
         out["cohorts"] = bench_cohorts([float(c) for c in args.cohorts.split(",")], args.cohort_rounds, args.repeats)
@@ -273,6 +309,8 @@ def _extra(args: argparse.Namespace) -> None:
                                      args.cohort_rounds, args.repeats)
     if args.startup:
         out["startup"] = bench_startup(args.startup)
+    if args.imports:
+        out["imports"] = bench_imports(args.imports, args.before_src)
     meta["load_avg_after"] = os.getloadavg()
     path = Path(args.out or Path(__file__).parent / "results" / "simulator_cohorts.json")
     path.parent.mkdir(parents=True, exist_ok=True)

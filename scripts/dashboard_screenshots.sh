@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Take the screenshots of docs/dashboard.md with headless Chromium: a live server (configs/server_dashboard.toml's
 # sections, in a temporary folder) and a fleet of 8 devices for the overview, rounds and devices pages, then a
-# learning-rate sweep under `hamrah dashboard` for the comparisons page. About a minute on 2 cores.
+# learning-rate sweep (FedProx's synthetic(1,1), logistic regression) under `hamrah dashboard` for the comparisons page.
 #   bash scripts/dashboard_screenshots.sh [docs/img]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. .venv/bin/activate
+if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
 IMG=${1:-docs/img}
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
@@ -26,7 +26,24 @@ for page in overview rounds devices; do
   shot "http://127.0.0.1:18790/?token=$TOKEN#$page" "$IMG/dashboard_$page.png"
 done
 kill %1 %2 2>/dev/null || true
-hamrah sweep configs/quickstart.toml --lrs 0.03,0.1,0.3 --rounds 20 --out "$W/runs/sweep" >/dev/null
+cat > "$W/sweep.toml" <<TOML
+[data]
+dataset = "synthetic_1_1"
+partition = "natural"
+num_clients = 30
+[model]
+name = "logreg"
+[algorithm]
+name = "fedavg"
+client_fraction = 0.2
+local_epochs = 1
+batch_size = 10
+lr = 0.05
+[run]
+rounds = 40
+seed = 0
+TOML
+hamrah sweep "$W/sweep.toml" --lrs 0.003,0.01,0.03 --out "$W/runs/sweep" >/dev/null
 hamrah dashboard "$W/runs" --port 18791 >/dev/null &
 sleep 2
 shot "http://127.0.0.1:18791/?run=sweep/lr_0.1#compare" "$IMG/dashboard_compare.png"

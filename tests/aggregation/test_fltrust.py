@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hamrah.aggregation import FLTrust, build_aggregator, fltrust_combine, trust_scores
-from hamrah.algorithms import FedAvg, FedNova, LocalSGD
+from hamrah.algorithms import FedAvg, FedNova, LocalSGD, client_update
 from hamrah.core.errors import ConfigError
 from hamrah.data import ArrayData, Dataset, FederatedDataset
 from hamrah.models import LogReg
@@ -159,7 +159,13 @@ def test_root_set_refusals_before_the_run():
     fed = _tiny()
     with pytest.raises(ConfigError, match="root set of 301 examples: expected 1..300"):
         _sim(fed, build_aggregator("fltrust", root_size=301))
-    with pytest.raises(ConfigError, match="fednova with a root-set aggregator"):
-        _sim(fed, build_aggregator("fltrust"), algo=FedNova(1.0, LocalSGD(1, 10, 0.5)))
+    # FedNova's clients send delta / ||a||_1: the server's g_0 is the same statistic (no name list, issue 11)
+    nova = _sim(fed, build_aggregator("fltrust"), algo=FedNova(1.0, LocalSGD(1, 10, 0.5)))
+    g0 = nova.reference.update(nova.params, None, np.random.default_rng(0))
+    up = client_update(nova.algorithm, nova.model, nova.params, nova.reference.root, np.random.default_rng(0),
+                       client_id=-1, plan=nova.reference.plan)
+    steps = nova.reference.plan.num_steps
+    for k, v in up.result.delta.items():
+        torch.testing.assert_close(g0[k], v / steps)  # plain SGD: ||a||_1 = the local steps
     with pytest.raises(ConfigError, match="root set of 0 examples"):
         RootReference(LogReg(5, 3), fed, FedAvg(1.0, LocalSGD(1, 10, 0.5)), 0, np.random.default_rng(0))

@@ -83,7 +83,7 @@ def test_not_enough_clients_when_all_failed():
         apply_results(FedAvg(0.1, LocalSGD(1, 10, 0.1)), {"w": torch.zeros(1)}, results, NoState())
 
 
-def test_fedavg_server_update_hand_computed():
+def test_fedavg_apply_hand_computed():
     g = {"w": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "b": torch.tensor([0.5])}
     # Client models w_1 (n=100) and w_2 (n=300); the server takes their weighted average.
     w1 = {"w": torch.tensor([[2.0, 2.0], [3.0, 0.0]]), "b": torch.tensor([1.5])}
@@ -97,7 +97,7 @@ def test_fedavg_server_update_hand_computed():
     torch.testing.assert_close(g["w"], torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
 
 
-def test_fedsgd_server_update_hand_computed():
+def test_fedsgd_apply_hand_computed():
     g = {"w": torch.tensor([1.0, 1.0])}
     results = [_res(0, {"w": [-1.0, 0.0]}, 1), _res(1, {"w": [0.0, -2.0]}, 1)]  # deltas = -gradients
     new = apply_results(FedSGD(0.1, lr=0.5), g, results, NoState())[0]

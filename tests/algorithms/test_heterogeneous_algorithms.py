@@ -124,7 +124,7 @@ def test_fednova_a_norm_closed_forms():
     assert a_norm(tau, lr, mu=mu) == pytest.approx((1 - (1 - alpha) ** tau) / alpha)
 
 
-def test_fednova_server_update_hand_computed():
+def test_fednova_apply_hand_computed():
     g = {"w": T([0.0])}
     # Client 1: 2 steps, delta -2 (n=1); client 2: 4 steps, delta -8 (n=3). p = 1/4, 3/4.
     res = [ClientResult(0, {"w": T([-2.0])}, 1, {"local_steps": 2}),

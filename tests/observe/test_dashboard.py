@@ -25,9 +25,14 @@ def runs(tmp_path_factory):
     for name, acc in (("a", 0.5), ("sweep/lr_0.1", 0.7)):
         (root / name).mkdir(parents=True)
         (root / name / "metrics.jsonl").write_text(
-            "".join(json.dumps({"round": r, "test_accuracy": acc, "selection_s": 0.1, "epsilon": 0.5 * r}) + "\n"
-                    for r in (1, 2, 3)))
-        (root / name / "summary.json").write_text(json.dumps({"config": {"model": {"name": "2nn"}}, "best_accuracy": acc}))
+            "".join(
+                json.dumps({"round": r, "test_accuracy": acc, "selection_s": 0.1, "epsilon": 0.5 * r}) + "\n"
+                for r in (1, 2, 3)
+            )
+        )
+        (root / name / "summary.json").write_text(
+            json.dumps({"config": {"model": {"name": "2nn"}}, "best_accuracy": acc})
+        )
     (root / "a" / "model.npz").write_bytes(b"\x00SECRET-WEIGHTS" * 100)  # never served
     return root
 
@@ -39,7 +44,9 @@ def server(runs, tmp_path_factory):
     tel = Telemetry()
     tel.checkin("d" * 64, True)
     tel.refused("e" * 64, "ProtocolError: update")
-    srv = DashboardServer(Source(RunFolder(runs), tel), DashboardConfig(enabled=True, port=0, token_file=str(digests))).start()
+    srv = DashboardServer(
+        Source(RunFolder(runs), tel), DashboardConfig(enabled=True, port=0, token_file=str(digests))
+    ).start()
     yield srv
     srv.stop()
 
@@ -68,7 +75,11 @@ def test_pages_and_api_with_the_token(server):
     status, body, _ = get(server, "/api/compare?names=a,sweep/lr_0.1")
     assert [r["summary"]["best_accuracy"] for r in json.loads(body)["runs"]] == [0.5, 0.7]
     status, body, _ = get(server, "/metrics")
-    assert status == 200 and b"hamrah_checkins_total 1.0" in body and b'hamrah_refusals_total{reason="ProtocolError: update"} 1.0' in body
+    assert (
+        status == 200
+        and b"hamrah_checkins_total 1.0" in body
+        and b'hamrah_refusals_total{reason="ProtocolError: update"} 1.0' in body
+    )
 
 
 @pytest.mark.parametrize("token", [None, "", "wrong", TOKEN + "x"])
@@ -91,8 +102,15 @@ def test_read_only_and_bad_requests_get_clear_errors(server):
     for method in ("POST", "PUT", "DELETE"):
         status, body, _ = get(server, "/api/runs", method=method)
         assert status == 405 and b"read-only" in body
-    for path in ("/api/run?name=../../etc", "/api/run", "/api/run?name=a&name=b", "/nope", "/api/stream?run=zz",
-                 "/api/run?name=a/model.npz", "/a/model.npz"):
+    for path in (
+        "/api/run?name=../../etc",
+        "/api/run",
+        "/api/run?name=a&name=b",
+        "/nope",
+        "/api/stream?run=zz",
+        "/api/run?name=a/model.npz",
+        "/a/model.npz",
+    ):
         status, body, _ = get(server, path)
         assert status == 404 and "error" in json.loads(body)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:  # not HTTP at all
@@ -102,8 +120,10 @@ def test_read_only_and_bad_requests_get_clear_errors(server):
 
 
 def test_no_update_contents_served(server, runs):
-    bodies = b"".join(get(server, p)[1] for p in ("/api/runs", "/api/run?name=a", "/api/live", "/metrics",
-                                                  "/api/compare?names=a,sweep/lr_0.1"))
+    bodies = b"".join(
+        get(server, p)[1]
+        for p in ("/api/runs", "/api/run?name=a", "/api/live", "/metrics", "/api/compare?names=a,sweep/lr_0.1")
+    )
     assert b"SECRET-WEIGHTS" not in bodies and b"model.npz" not in bodies
 
 
@@ -153,8 +173,11 @@ def test_mtls_dashboard_requires_a_client_certificate(runs, tmp_path):
     from hamrah.transport.security import generate_tls
 
     files = generate_tls(tmp_path / "tls")
-    srv = DashboardServer(Source(RunFolder(runs)), DashboardConfig(enabled=True, port=0),
-                          tls=(str(files["server"]), str(files["server_key"]), str(files["ca"]))).start()
+    srv = DashboardServer(
+        Source(RunFolder(runs)),
+        DashboardConfig(enabled=True, port=0),
+        tls=(str(files["server"]), str(files["server_key"]), str(files["ca"])),
+    ).start()
     try:
         ctx = ssl.create_default_context(cafile=str(files["ca"]))
         bare = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=10, context=ctx)
@@ -169,3 +192,44 @@ def test_mtls_dashboard_requires_a_client_certificate(runs, tmp_path):
         assert srv.url.startswith("https://")
     finally:
         srv.stop()
+
+
+def test_cli_refuses_a_remote_or_missing_folder_in_one_line(runs, tmp_path, capsys):
+    from hamrah.cli import main
+
+    assert main(["dashboard", str(runs), "--host", "0.0.0.0"]) == 2
+    assert main(["dashboard", str(runs), "--host", "0.0.0.0", "--allow-remote"]) == 2
+    assert main(["dashboard", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("hamrah: error: ") for line in err)
+    assert "not a loopback" in err[0] and "token_file" in err[1] and "no such folder" in err[2]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(st.characters(min_codepoint=33, max_codepoint=0x2FFF), max_size=60))
+def test_any_address_gets_a_clear_answer_and_never_a_file(server, tail):
+    from urllib.parse import quote
+
+    status, body, _ = get(server, "/" + quote(tail, safe="/?=&%.,"))
+    assert status in (200, 303, 400, 404)  # never a server error
+    assert b"SECRET-WEIGHTS" not in body and b"Traceback" not in body
+    if status >= 400:
+        assert "error" in json.loads(body)
+
+
+def test_the_page_embeds_its_first_state_and_no_name_can_break_out(tmp_path):
+    import re
+
+    evil = "x</script><script>alert(1)</script><!--"
+    (tmp_path / evil).mkdir(parents=True)  # "/" nests folders: the run name is the path
+    (tmp_path / evil / "metrics.jsonl").write_text('{"round": 1, "test_accuracy": 0.5}\n')
+    srv = DashboardServer(Source(RunFolder(tmp_path)), DashboardConfig(enabled=True, port=0)).start()
+    try:
+        status, body, _ = get(srv, "/", token=None)
+    finally:
+        srv.stop()
+    html = body.decode()
+    assert status == 200 and html.count("</script>") == 2 and "alert(1)</script>" not in html
+    blob = re.search(r'<script type="application/json" id="initial">(.*?)</script>', html, re.S).group(1)
+    state = json.loads(blob)
+    assert state["run"]["name"] == evil and state["run"]["rounds"] == 1 and state["compare"][0]["name"] == evil

@@ -15,13 +15,16 @@ from hamrah.observe.runs import RunFolder, epsilon_of, phases_of, read_records, 
 from hamrah.observe.telemetry import REPORT_STATUSES, SELECT_OUTCOMES, Telemetry
 
 devices = st.text("0123456789abcdef", min_size=1, max_size=16)
-events = st.lists(st.one_of(
-    st.tuples(st.just("checkin"), devices, st.booleans()),
-    st.tuples(st.just("answered"), devices, st.sampled_from(SELECT_OUTCOMES)),
-    st.tuples(st.just("report"), devices, st.sampled_from(REPORT_STATUSES), st.integers(0, 10**7)),
-    st.tuples(st.just("refused"), devices, st.text(max_size=100)),
-    st.tuples(st.just("down"), st.integers(0, 10**7)),
-), max_size=60)
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("checkin"), devices, st.booleans()),
+        st.tuples(st.just("answered"), devices, st.sampled_from(SELECT_OUTCOMES)),
+        st.tuples(st.just("report"), devices, st.sampled_from(REPORT_STATUSES), st.integers(0, 10**7)),
+        st.tuples(st.just("refused"), devices, st.text(max_size=100)),
+        st.tuples(st.just("down"), st.integers(0, 10**7)),
+    ),
+    max_size=60,
+)
 
 
 def feed(tel: Telemetry, evs) -> None:
@@ -73,17 +76,37 @@ def test_new_round_resets_live_counts():
     tel.answered("d1", "selected", rnd=1)
     tel.report("d1", "accepted", rnd=1, nbytes=10)
     tel.answered("d1", "selected", rnd=2)
-    assert tel.snapshot()["live"] == {"round": 2, "selected": 1, "evaluate": 0, "reported": 0, "aborted": 0,
-                                      "failed": 0, "refused": 0}
+    assert tel.snapshot()["live"] == {
+        "round": 2,
+        "selected": 1,
+        "evaluate": 0,
+        "reported": 0,
+        "aborted": 0,
+        "failed": 0,
+        "late": 0,
+        "refused": 0,
+    }
+    tel.report("d2", "late", rnd=2)
+    assert tel.snapshot()["live"]["late"] == 1
 
 
 @settings(max_examples=40, deadline=None)
-@given(events, st.lists(st.fixed_dictionaries({"round": st.integers(1, 999)}, optional={
-    "selection_s": st.floats(0, 500), "reporting_s": st.floats(0, 500), "epsilon": st.floats(0, 50)}), max_size=12))
+@given(
+    events,
+    st.lists(
+        st.fixed_dictionaries(
+            {"round": st.integers(1, 999)},
+            optional={"selection_s": st.floats(0, 500), "reporting_s": st.floats(0, 500), "epsilon": st.floats(0, 50)},
+        ),
+        max_size=12,
+    ),
+)
 def test_exposition_parses_back_to_the_counts(evs, records):
     tel = Telemetry()
     feed(tel, evs)
-    families = {f.name: f for f in text_string_to_metric_families(exposition(TelemetryCollector(tel, lambda: records)).decode())}
+    families = {
+        f.name: f for f in text_string_to_metric_families(exposition(TelemetryCollector(tel, lambda: records)).decode())
+    }
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
     assert samples[("hamrah_checkins_total", ())] == sum(e[0] == "checkin" for e in evs)
     refused = sum(v for (n, _), v in samples.items() if n == "hamrah_refusals_total")
@@ -111,12 +134,15 @@ def test_phase_histogram_buckets_are_cumulative_and_complete(times):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.dictionaries(st.sampled_from(["round", "test_accuracy", "epsilon"]), st.integers(0, 100)), max_size=8),
-       st.text(max_size=40))
+@given(
+    st.lists(st.dictionaries(st.sampled_from(["round", "test_accuracy", "epsilon"]), st.integers(0, 100)), max_size=8),
+    st.text(max_size=40),
+)
 def test_records_survive_garbage_lines(tmp_path_factory, recs, garbage):
     path = tmp_path_factory.mktemp("run") / "metrics.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" + garbage.replace("{", "(") + "\n" for r in recs) + '{"round": 9',
-                    encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(r) + "\n" + garbage.replace("{", "(") + "\n" for r in recs) + '{"round": 9', encoding="utf-8"
+    )
     got = read_records(path)
     assert [r for r in got if r in recs] == recs  # every record back, in order; a half line skipped
 
@@ -154,3 +180,23 @@ def test_status_finished_failed_running(tmp_path):
     run = RunFolder(tmp_path).run(".")
     assert run["status"] == "failed" and "ValueError: boom" in run["error"] and run["log"] == ["line 1", "line 2"]
     assert run["rounds"] == 1 and run["records"] == [{"round": 1, "test_accuracy": 0.5}]
+
+
+def test_a_lab_folder_is_a_run_of_cells(tmp_path):
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    rows = [
+        {"attack": a, "defence": d, "seed": 0, "main_accuracy": 0.8}
+        for d in ("mean", "median")
+        for a in ("none", "sign_flip")
+    ]
+    (lab / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    folder = RunFolder(tmp_path)
+    assert folder.names() == ["lab"]
+    run = folder.run("lab")
+    assert (run["kind"], run["cells"], run["status"], run["cell_rows"]) == ("lab", 3, "running", rows[:3])
+    (lab / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (lab / "lab.json").write_text(json.dumps({"config": "configs/lab_mnist.toml", "rows": rows, "wall_s": 9.0}))
+    run = folder.run("lab")
+    assert (run["cells"], run["status"], run["config"]) == (4, "finished", "configs/lab_mnist.toml")
+    assert "rows" not in run["summary"] and run["summary"]["wall_s"] == 9.0

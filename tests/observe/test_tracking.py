@@ -22,10 +22,15 @@ pytest.importorskip("mlflow", reason="the tracking extra: pip install 'hamrah[tr
 
 
 def tiny(**tracking):
-    return from_dict({"data": {"dataset": "synthetic_0_0", "partition": "natural", "num_clients": 10},
-                      "model": {"name": "logreg"},
-                      "algorithm": {"name": "fedavg", "client_fraction": 0.3, "local_epochs": 1, "batch_size": 10, "lr": 0.05},
-                      "run": {"rounds": 3, "seed": 0}, "tracking": tracking})
+    return from_dict(
+        {
+            "data": {"dataset": "synthetic_0_0", "partition": "natural", "num_clients": 10},
+            "model": {"name": "logreg"},
+            "algorithm": {"name": "fedavg", "client_fraction": 0.3, "local_epochs": 1, "batch_size": 10, "lr": 0.05},
+            "run": {"rounds": 3, "seed": 0},
+            "tracking": tracking,
+        }
+    )
 
 
 def test_sinks_receive_the_records_of_metrics_jsonl(tmp_path):

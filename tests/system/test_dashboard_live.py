@@ -16,11 +16,11 @@ import socket
 import time
 
 import pytest
+from tests.system.harness import make_setup, records, run_system
 
 from hamrah.experiments.config import from_dict
 from hamrah.observe.dashboard import DashboardConfig
 from hamrah.observe.runs import read_records
-from tests.system.harness import make_setup, records, run_system
 
 pytestmark = pytest.mark.slow
 TOKEN = "operator-token-for-the-test"
@@ -29,13 +29,15 @@ BROWSER = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "g
 
 
 def _experiment():
-    return from_dict({
-        "data": {"dataset": "mnist", "partition": "iid", "num_clients": 20},
-        "model": {"name": "logreg"},
-        "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
-        "run": {"rounds": ROUNDS, "seed": 0},
-        "privacy": {"mode": "ftrl", "clip": 0.5, "noise_multiplier": 2.0, "tree_rounds": 1},
-    })
+    return from_dict(
+        {
+            "data": {"dataset": "mnist", "partition": "iid", "num_clients": 20},
+            "model": {"name": "logreg"},
+            "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
+            "run": {"rounds": ROUNDS, "seed": 0},
+            "privacy": {"mode": "ftrl", "clip": 0.5, "noise_multiplier": 2.0, "tree_rounds": 1},
+        }
+    )
 
 
 async def _dom(port: int, page: str, profile) -> str:
@@ -43,9 +45,17 @@ async def _dom(port: int, page: str, profile) -> str:
     arrived over server-sent events (a longer wait is tried when the machine is slow)."""
     for wait_ms in (4000, 8000, 16000):
         proc = await asyncio.create_subprocess_exec(
-            BROWSER, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-            f"--timeout={wait_ms}", "--dump-dom", f"http://127.0.0.1:{port}/?token={TOKEN}#{page}",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            BROWSER,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={profile}",
+            f"--timeout={wait_ms}",
+            "--dump-dom",
+            f"http://127.0.0.1:{port}/?token={TOKEN}#{page}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
         dom = out.decode("utf-8", "replace")
         if 'data-ready="1"' in dom:
@@ -78,12 +88,15 @@ def _bad_requests(port: int, seen: dict) -> None:
     seen["bodies"] = b"".join(_get(port, p)[1] for p in ("/api/runs", "/api/run?name=.", "/api/live", "/metrics"))
 
 
-@pytest.mark.skipif(BROWSER is None, reason="no chromium: scripts/install.sh installs it (apt-get install chromium) as root")
+@pytest.mark.skipif(
+    BROWSER is None, reason="no chromium: scripts/install.sh installs it (apt-get install chromium) as root"
+)
 def test_browser_shows_what_the_server_recorded(tmp_path):
     digests = tmp_path / "dashboard_tokens"
     digests.write_text(hashlib.sha256(TOKEN.encode()).hexdigest() + "\n")
-    setup, stores, tokens = make_setup(tmp_path, _experiment(), devices=8, goal_count=4, min_reports=4,
-                                     selection_window_s=1.0)  # rounds of >= 1 s: the browser looks while they run
+    setup, stores, tokens = make_setup(
+        tmp_path, _experiment(), devices=8, goal_count=4, min_reports=4, selection_window_s=1.0
+    )  # rounds of >= 1 s: the browser looks while they run
     setup = dataclasses.replace(setup, dashboard=DashboardConfig(enabled=True, port=0, token_file=str(digests)))
     state = tmp_path / "state"
     seen: dict = {}

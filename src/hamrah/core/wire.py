@@ -88,7 +88,7 @@ class WireReader:
         self._pos += n
         return out
 
-    def unpack(self, fmt: str) -> tuple:
+    def unpack(self, fmt: str) -> tuple[Any, ...]:
         """Return the next fields, struct format ``fmt`` (little-endian)."""
         return struct.unpack("<" + fmt, self.raw(struct.calcsize("<" + fmt)))
 

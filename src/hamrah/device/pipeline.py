@@ -12,6 +12,7 @@ process.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
@@ -32,6 +33,21 @@ def uses_pipeline(extra: dict) -> bool:
     return PLAN_KEY in extra
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed(text: str) -> tuple[PipelineSpec, Chain]:
+    spec = PipelineSpec.from_dict(json.loads(text))  # checks the chain once
+    return spec, spec.chain()
+
+
+def plan_pipeline(extra: dict) -> tuple[PipelineSpec, Chain]:
+    """Return the plan's pipeline spec and chain, parsed once per distinct plan (not on every use in a task).
+
+    Raises:
+        ConfigError: the plan's pipeline is malformed or cannot work.
+    """
+    return _parsed(json.dumps(extra[PLAN_KEY], sort_keys=True))
+
+
 def encode_payload(extra: dict, update: Params, client_key: int, round_idx: int, states: dict) -> tuple[Chain, Payload]:
     """Run the plan's chain over ``update``; return the chain and its wire payload.
 
@@ -43,8 +59,7 @@ def encode_payload(extra: dict, update: Params, client_key: int, round_idx: int,
     Raises:
         ConfigError: the plan's pipeline or server state is malformed or cannot work.
     """
-    spec = PipelineSpec.from_dict(extra[PLAN_KEY])
-    chain = spec.chain()
+    _, chain = plan_pipeline(extra)
     broadcast = extra.get(STATE_KEY)
     if broadcast is not None and not isinstance(broadcast, dict):
         raise ConfigError(f"plan: {STATE_KEY} is {type(broadcast).__name__}; expected an object of stage states")
@@ -61,4 +76,4 @@ def encode_update(extra: dict, update: Params, client_key: int, round_idx: int, 
     return {PAYLOAD_KEY: torch.frombuffer(bytearray(data), dtype=torch.uint8)}
 
 
-__all__ = ["PAYLOAD_KEY", "PLAN_KEY", "STATE_KEY", "encode_payload", "encode_update", "uses_pipeline"]
+__all__ = ["PAYLOAD_KEY", "PLAN_KEY", "STATE_KEY", "encode_payload", "encode_update", "plan_pipeline", "uses_pipeline"]

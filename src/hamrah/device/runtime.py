@@ -29,9 +29,8 @@ from hamrah.core.errors import AuthError, HamrahError, ProtocolError, TransportE
 from hamrah.core.params import Params
 from hamrah.core.seeds import client_rng
 from hamrah.device.eligibility import StateSource
-from hamrah.device.pipeline import encode_update, uses_pipeline
+from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
 from hamrah.device.secure import SecAggIdentity, SecureSession, secure_stage
-from hamrah.pipeline import PipelineSpec
 from hamrah.device.store import ExampleStore
 from hamrah.transport.codec import (
     BROADCAST_PREFIX, CHUNK_BYTES, chunks, decode_params, encode_params, join_chunks, sha256,
@@ -219,7 +218,7 @@ class DeviceRuntime:
         identity = SecAggIdentity.load(self.cfg.signing_key, self.cfg.tls_ca) if stage.malicious_server else None
         call = stub.SecureAggregation(metadata=self._signer.metadata("SecureAggregation"))
         session = SecureSession(call, task, drop_before=drop)
-        equal = PipelineSpec.from_dict(plan.extra["pipeline"]).equal_weights
+        equal = plan_pipeline(plan.extra)[0].equal_weights
         try:
             wait = await session.run(stage, update, int(header.num_examples), json.loads(header.metrics), plan.extra,
                                      equal, self.cfg.client_key, self.pipeline_states, identity)
@@ -282,7 +281,7 @@ class DeviceRuntime:
         metrics["loss"], metrics["accuracy"] = evaluate(model, local, data, plan.ignore_index)  # on local data
         update = algorithm.client_statistics(r)  # the statistics the algorithm declares, namespaced
         if uses_pipeline(plan.extra):  # packed for the pipeline's weighted sum (w_k = n_k, or 1 under DP)
-            weight = 1.0 if PipelineSpec.from_dict(plan.extra["pipeline"]).equal_weights else float(r.num_examples)
+            weight = 1.0 if plan_pipeline(plan.extra)[0].equal_weights else float(r.num_examples)
             update = pack(update, algorithm.statistics, weight)
             if secure_stage(plan.extra) is None:
                 update = encode_update(plan.extra, update, self.cfg.client_key, plan.round, self.pipeline_states)

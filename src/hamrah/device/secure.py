@@ -30,8 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from hamrah.core.errors import ConfigError, HamrahError, ProtocolError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import spec_of
-from hamrah.device.pipeline import PLAN_KEY, encode_payload
-from hamrah.pipeline import PipelineSpec
+from hamrah.device.pipeline import PLAN_KEY, encode_payload, plan_pipeline
 from hamrah.pipeline.distributed import DistributedDiscreteGaussian, RingPayload
 from hamrah.secagg import ACTIVE_STAGES, ActiveSecAggClient, SecAggClient, decode, wire_layout
 from hamrah.secagg.roster import NONCE_BYTES, JoinIdentity, Roster, session_id
@@ -52,7 +51,7 @@ def secure_stage(extra: dict) -> SecureAggregation | DistributedDiscreteGaussian
     """
     if PLAN_KEY not in extra:
         return None
-    chain = PipelineSpec.from_dict(extra[PLAN_KEY]).chain()
+    chain = plan_pipeline(extra)[1]
     stage = None if chain.secure_sum is None else chain.stages[chain.secure_sum]
     return stage if isinstance(stage, (SecureAggregation, DistributedDiscreteGaussian)) else None
 

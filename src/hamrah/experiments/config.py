@@ -378,7 +378,6 @@ def pipeline_spec(cfg: ExperimentConfig, population: int):
     """
     from hamrah.algorithms.base import cohort_size
     from hamrah.pipeline import resolve_pipeline
-    from hamrah.privacy.ledger import BudgetLedger
 
     comp = None if cfg.compression is None else {k: v for k, v in dataclasses.asdict(cfg.compression).items()
                                                  if v is not None}
@@ -389,5 +388,7 @@ def pipeline_spec(cfg: ExperimentConfig, population: int):
                             cfg.run.rounds, sec, he)
     dp = spec.dp if spec is not None else None
     if dp is not None and dp.target_epsilon is not None:
+        from hamrah.privacy.ledger import BudgetLedger  # dp_accounting: only for a run with a DP budget
+
         BudgetLedger(dp.target_epsilon, dp.delta, spec.round_spec(), dp.accountant).refuse_start(cfg.run.rounds)
     return spec

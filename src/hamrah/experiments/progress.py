@@ -5,9 +5,9 @@ committed round (``server``)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -44,9 +44,17 @@ class RateColumn(ProgressColumn):
 def round_progress(total_rounds: int, label: str = "training", log_rounds: bool = True) -> Iterator:
     """Yield a callback ``on_round(record)`` that advances a progress bar and logs the round."""
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"), RateColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console, transient=True, disable=not console.is_terminal,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
     )
     task = progress.add_task(label, total=total_rounds, stats="")
 
@@ -54,8 +62,10 @@ def round_progress(total_rounds: int, label: str = "training", log_rounds: bool 
         stats = f"acc {rec.test_accuracy:.4f} loss {rec.test_loss:.4f}"
         progress.update(task, completed=rec.round, stats=stats)
         if log_rounds:
-            line = (f"round {rec.round:4d}: accuracy {rec.test_accuracy:.4f}  test loss {rec.test_loss:.4f}  "
-                    f"train loss {rec.train_loss:.4f}  clients {rec.clients}  {rec.elapsed_s:.1f} s")
+            line = (
+                f"round {rec.round:4d}: accuracy {rec.test_accuracy:.4f}  test loss {rec.test_loss:.4f}  "
+                f"train loss {rec.train_loss:.4f}  clients {rec.clients}  {rec.elapsed_s:.1f} s"
+            )
             if getattr(rec, "epsilon", None) is not None:
                 line += f"  epsilon {rec.epsilon:.3f}"
             if getattr(rec, "bytes_up", None) is not None:
@@ -71,7 +81,7 @@ def round_progress(total_rounds: int, label: str = "training", log_rounds: bool 
 
 def _eta(done: int, total: int, elapsed: float) -> str:
     """Return "rate, time left" for ``done`` of ``total`` items in ``elapsed`` seconds."""
-    if done <= 0 or elapsed <= 0:
+    if done <= 0 or elapsed <= 1e-9:  # nothing measurable yet (and no division by an underflowed zero)
         return "rate unknown yet"
     per = elapsed / done
     left = max(total - done, 0) * per
@@ -88,9 +98,17 @@ def work_progress(total: int, label: str, unit: str = "items") -> Iterator:
     (rate, time left)``, so logs and pipes stay line-oriented.
     """
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-        RateColumn(unit), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console, transient=True, disable=not console.is_terminal,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        RateColumn(unit),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
     )
     task = progress.add_task(label, total=total)
     start, done = time.perf_counter(), [0]
@@ -104,7 +122,9 @@ def work_progress(total: int, label: str, unit: str = "items") -> Iterator:
         else:
             if line:
                 print(line, flush=True)
-            print(f"{label}: {done[0]}/{total} {unit} ({_eta(done[0], total, time.perf_counter() - start)})", flush=True)
+            print(
+                f"{label}: {done[0]}/{total} {unit} ({_eta(done[0], total, time.perf_counter() - start)})", flush=True
+            )
 
     with progress:
         yield step
@@ -121,8 +141,16 @@ def follow_rounds(metrics: Path, total_rounds: int, label: str = "server") -> It
     from hamrah.observe.tracking import RecordFeed
 
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rounds"),
-        RateColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rounds"),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     )
     task = progress.add_task(label, total=total_rounds)
     feed = RecordFeed(metrics, lambda rec: progress.update(task, completed=int(rec.get("round", 0))))

@@ -27,7 +27,9 @@ PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 3
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def phase_histograms(records: Iterable[dict], buckets: tuple[float, ...] = PHASE_BUCKETS) -> dict[str, tuple[list[int], float, int]]:
+def phase_histograms(
+    records: Iterable[dict], buckets: tuple[float, ...] = PHASE_BUCKETS
+) -> dict[str, tuple[list[int], float, int]]:
     """Return, per phase, (cumulative counts per bucket upper bound, sum, count) over ``records``.
 
     Args:
@@ -79,10 +81,12 @@ class TelemetryCollector:
     def _counters(snap: dict):
         c = snap["counters"]
         yield CounterMetricFamily("hamrah_checkins", "Device check-ins", value=c.get("checkins", {}).get("", 0))
-        for name, label, doc in (("selections", "outcome", "Answers to check-ins"),
-                                 ("reports", "status", "Reports by status"),
-                                 ("refusals", "reason", "Refused calls by reason"),
-                                 ("bytes", "direction", "Bytes moved (up: to the server)")):
+        for name, label, doc in (
+            ("selections", "outcome", "Answers to check-ins"),
+            ("reports", "status", "Reports by status"),
+            ("refusals", "reason", "Refused calls by reason"),
+            ("bytes", "direction", "Bytes moved (up: to the server)"),
+        ):
             fam = CounterMetricFamily(f"hamrah_{name}", doc, labels=[label])
             for value, n in sorted(c.get(name, {}).items()):
                 fam.add_metric([value], n)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hamrah.core.errors import ConfigError
 
-RUN_FILES = ("metrics.jsonl", "summary.json", "failed.json")
+RUN_FILES = ("metrics.jsonl", "summary.json", "failed.json", "rows.jsonl", "lab.json")  # rows, lab: hamrah lab
 MAX_DEPTH = 4  # folders below RUNS_DIR searched for runs
 MAX_RUNS = 500
 RUNNING_S = 120.0  # a run without summary whose records changed this recently is shown as running
@@ -103,11 +103,15 @@ def run_status(folder: Path, summary: dict | None, failed: dict | None, now: flo
         return RunStatus("failed", str(failed.get("error", "unknown error"))[:2000])
     if summary is not None:
         return RunStatus("finished")
-    try:
-        age = (now or time.time()) - (folder / "metrics.jsonl").stat().st_mtime
-    except OSError:
+    stamps = []
+    for name in ("metrics.jsonl", "rows.jsonl"):  # a simulator or server run's rounds; a lab's cells
+        try:
+            stamps.append((folder / name).stat().st_mtime)
+        except OSError:
+            pass
+    if not stamps:
         return RunStatus("stopped")
-    return RunStatus("running" if age <= RUNNING_S else "stopped")
+    return RunStatus("running" if (now or time.time()) - max(stamps) <= RUNNING_S else "stopped")
 
 
 def write_failure(folder: str | Path, error: BaseException | str, log_lines: list[str] | None = None) -> Path:
@@ -155,8 +159,9 @@ class RunFolder:
             raise ConfigError(f"run {str(name)[:80]!r} not found; expected one of the runs under {self.root}")
         return self.root / name
 
-    def records(self, folder: Path) -> list[dict]:
-        path = folder / "metrics.jsonl"
+    def records(self, folder: Path, file: str = "metrics.jsonl") -> list[dict]:
+        """Return a run's round records (or, with ``file = "rows.jsonl"``, a lab's finished cells)."""
+        path = folder / file
         try:
             st = path.stat()
             stamp = (st.st_mtime_ns, st.st_size)
@@ -187,20 +192,43 @@ class RunFolder:
         """Return one run as plain data: status, config, summary (without its config), records, log tail."""
         folder = self.folder(name)
         summary, failed = _read_json(folder / "summary.json"), _read_json(folder / "failed.json")
+        lab = _read_json(folder / "lab.json") if summary is None else None  # hamrah lab's result, once done
+        if lab is not None:
+            summary = {k: v for k, v in lab.items() if k != "rows"}
         status = run_status(folder, summary, failed)
-        recs = self.records(folder)
+        recs, cells = self.records(folder), self.records(folder, "rows.jsonl")
         config = (summary or {}).get("config") or _read_json(folder / "config.json")
         logs = (failed or {}).get("log") or []
         for log in sorted(folder.glob("*.log"))[:3]:
             logs = logs + tail_lines(log)
-        out = {"name": name, "status": status.status, "error": status.error,
-               "rounds": max((r.get("round", 0) for r in recs if isinstance(r.get("round"), int)), default=0),
-               "last": recs[-1] if recs else None}
+        out = {
+            "name": name,
+            "status": status.status,
+            "error": status.error,
+            "rounds": max((r.get("round", 0) for r in recs if isinstance(r.get("round"), int)), default=0),
+            "last": recs[-1] if recs else None,
+            "kind": "lab" if cells and not recs else "rounds",
+            "cells": len(cells),
+        }
         if full:
-            out.update(config=config, summary={k: v for k, v in (summary or {}).items() if k != "config"},
-                       records=recs, log=[str(x)[:500] for x in logs][-40:])
+            out.update(
+                config=config,
+                summary={k: v for k, v in (summary or {}).items() if k != "config"},
+                records=recs,
+                cell_rows=cells,
+                log=[str(x)[:500] for x in logs][-40:],
+            )
         return out
 
 
-__all__ = ["PHASES", "RunFolder", "RunStatus", "epsilon_of", "phases_of", "read_records", "run_status",
-           "tail_lines", "write_failure"]
+__all__ = [
+    "PHASES",
+    "RunFolder",
+    "RunStatus",
+    "epsilon_of",
+    "phases_of",
+    "read_records",
+    "run_status",
+    "tail_lines",
+    "write_failure",
+]

@@ -36,6 +36,7 @@ class DeviceView:
     reported: int = 0
     aborted: int = 0
     failed: int = 0
+    late: int = 0
     refused: int = 0
     last: str = ""
 
@@ -50,6 +51,7 @@ class LiveRound:
     reported: int = 0
     aborted: int = 0
     failed: int = 0
+    late: int = 0  # stragglers: reports that came after their round closed
     refused: int = 0
 
 
@@ -63,8 +65,13 @@ class Telemetry:
         clock: wall-clock seconds (injected in tests).
     """
 
-    def __init__(self, max_devices: int = 10_000, max_events: int = 200, connected_s: float = 60.0,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        max_devices: int = 10_000,
+        max_events: int = 200,
+        connected_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ):
         if max_devices < 1 or max_events < 1 or connected_s <= 0:
             raise ValueError("max_devices, max_events >= 1 and connected_s > 0 expected")
         self.max_devices, self.connected_s, self.clock = max_devices, connected_s, clock
@@ -126,7 +133,7 @@ class Telemetry:
             self._on_round(rnd)
             self.counters["reports", status] += 1
             self.counters["bytes", "up"] += max(int(nbytes), 0)
-            field = {"accepted": "reported", "aborted": "aborted", "failed": "failed"}.get(status)
+            field = {"accepted": "reported", "aborted": "aborted", "failed": "failed", "late": "late"}.get(status)
             if field is not None:
                 setattr(view, field, getattr(view, field) + 1)
                 setattr(self.live, field, getattr(self.live, field) + 1)
@@ -171,9 +178,18 @@ class Telemetry:
                 counters.setdefault(name, {})[label] = n
             recent = [d for d in devices if d.last_checkin is not None and now - d.last_checkin <= self.connected_s]
             connected, eligible = len(recent), sum(bool(d.eligible) for d in recent)
-            return {"now": now, "version": self.version, "counters": counters, "live": asdict(self.live),
-                    "devices": shown, "known_devices": len(devices), "connected": connected,
-                    "eligible": eligible, "events": list(self.events)[-50:], "logs": list(self.logs)}
+            return {
+                "now": now,
+                "version": self.version,
+                "counters": counters,
+                "live": asdict(self.live),
+                "devices": shown,
+                "known_devices": len(devices),
+                "connected": connected,
+                "eligible": eligible,
+                "events": list(self.events)[-50:],
+                "logs": list(self.logs),
+            }
 
 
 class LogRing(logging.Handler):

@@ -54,8 +54,11 @@ class TrackingConfig:
 
 
 def _scalars(record: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in record.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "round" and math.isfinite(v)}
+    return {
+        k: float(v)
+        for k, v in record.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "round" and math.isfinite(v)
+    }
 
 
 def _flat(config: dict, prefix: str = "") -> dict[str, str]:
@@ -108,13 +111,13 @@ class MLflowSink:
         self.run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
         params = [Param(k, v) for k, v in sorted(_flat(config).items())]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(self.run_id, params=params[i:i + 100])
+            self.client.log_batch(self.run_id, params=params[i : i + 100])
 
     def log_round(self, record: dict) -> None:
         step, now = int(record.get("round", 0)), int(time.time() * 1000)
         metrics = [self._metric(k, v, now, step) for k, v in _scalars(record).items()]
         for i in range(0, len(metrics), 1000):
-            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
 
     def close(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)

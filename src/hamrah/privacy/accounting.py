@@ -366,7 +366,7 @@ def round_spec_for(config: DPConfig, noise_multiplier: float, population: int, c
     Local: one unsampled release per participation (a client knows it took part, so no amplification).
 
     Raises:
-        ConfigError: DP-SGD (its events come from :meth:`hamrah.privacy.DPSGDPlan.privacy_events`) or
+        ConfigError: DP-SGD (its events come from :meth:`hamrah.algorithms.dpsgd.DPSGDPlan.privacy_events`) or
             missing sizes.
     """
     if config.mode == "local":

@@ -229,7 +229,7 @@ def dp_stages(config: DPConfig, noise_multiplier: float, expected_cohort: float,
               decode_error: float = 0.0) -> list[BaseStage]:
     """Return the pipeline stages of ``config``: [DPClip, CentralGaussianNoise] (central), [DPClip,
     TreeAggregationNoise] (ftrl, DP-FTRL of Kairouz et al. 2021), [LocalGaussian]
-    (local), [] (dpsgd: the privacy is in local training, :func:`hamrah.privacy.train_local_dpsgd`).
+    (local), [] (dpsgd: the privacy is in local training, :func:`hamrah.algorithms.dpsgd.train_local_dpsgd`).
 
     Put a secure-aggregation stage between the two central stages if one is used, and pass its (and
     its codec's) per-coordinate rounding bound as ``decode_error`` (:func:`hamrah.pipeline.sensitivity.decode_error`).

@@ -125,8 +125,12 @@ class FLServer:
                               "is not one of this machine's; expected a free port (0 picks one)")
         self._new_state = None  # serving: the state folder is the server's now
         await self._grpc.start()
+        try:
+            self.watch.start(s)
+        except BaseException:  # the dashboard's port is taken: stop, having served nothing
+            await self._grpc.stop(grace=0)
+            raise
         self.port = bound
-        self.watch.start(s)
         params = self.coordinator.params
         log.info("serving population %r on %s:%d (%s, %s: %s parameters; goal %d per round; state %s)",
                  s.population, host, bound, "TLS" if s.tls_cert else "plaintext", self.setup.model.name,

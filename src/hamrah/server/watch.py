@@ -35,9 +35,15 @@ class Watch:
         ConfigError: a tracking sink's package is missing (names the extra).
     """
 
-    def __init__(self, dashboard: DashboardConfig | None, tracking: TrackingConfig | None, state_dir: Path,
-                 config: dict, finished: Callable[[], bool]):
-        self.cfg, self.state_dir, self.finished = dashboard, Path(state_dir), finished
+    def __init__(
+        self,
+        dashboard: DashboardConfig | None,
+        tracking: TrackingConfig | None,
+        state_dir: Path,
+        config: dict,
+        finished: Callable[[], bool],
+    ):
+        self.cfg, self.state_dir, self.finished, self.config = dashboard, Path(state_dir), finished, config
         on = dashboard is not None and dashboard.enabled
         self.telemetry = Telemetry() if on else None
         self.tracking = Tracking(tracking, self.state_dir, config)
@@ -56,17 +62,19 @@ class Watch:
         """Start the dashboard (HTTPS with the server's certificate, and client certificates required
         when the server requires them) and the tracking feed."""
         (self.state_dir / "failed.json").unlink(missing_ok=True)  # a restarted run is not failed
+        if self.telemetry is not None:
+            tls = (server.tls_cert, server.tls_key, server.client_ca) if server.tls_cert else None
+            source = Source(RunFolder(self.state_dir, always=(".",)), self.telemetry, self.status, self.config)
+            self.dashboard = DashboardServer(source, self.cfg, tls).start()  # ConfigError on a taken port
+            self._ring = LogRing(self.telemetry)
+            logging.getLogger("hamrah").addHandler(self._ring)
+            log.info(
+                "dashboard on %s (%s)",
+                self.dashboard.url,
+                "token required" if self.dashboard.tokens.required else "no token: loopback only",
+            )
         if self.tracking.sinks:
             self._feed = RecordFeed(self.state_dir / "metrics.jsonl", self.tracking.log_round).start()
-        if self.telemetry is None:
-            return
-        self._ring = LogRing(self.telemetry)
-        logging.getLogger("hamrah").addHandler(self._ring)
-        tls = (server.tls_cert, server.tls_key, server.client_ca) if server.tls_cert else None
-        source = Source(RunFolder(self.state_dir, always=(".",)), self.telemetry, self.status)
-        self.dashboard = DashboardServer(source, self.cfg, tls).start()
-        log.info("dashboard on %s (%s)", self.dashboard.url,
-                 "token required" if self.dashboard.tokens.required else "no token: loopback only")
 
     def failed(self, err: BaseException) -> None:
         """Record that the run failed: shown live, and written to ``failed.json`` with the last log lines."""

@@ -9,10 +9,13 @@ with fewer steps or a short last batch are padded with ``PAD_LABEL`` targets, wh
 gradient, so their parameters stop moving exactly where the sequential loop would stop.
 
 A large cohort trains in groups of ``GROUP_SIZE`` clients, each group through all of its steps
-before the next starts: one step reads and writes every client's stacked weights (0.8 MB per 2NN
-client), and past about ten clients they no longer stay in cache between steps, so the cost per
-client rose by about 2x from 10 to 20 clients per round (issue 11; ``benchmarks/bench_simulator.py
---cohorts``). Clients never interact inside a step, so grouping does not change the arithmetic.
+before the next starts. One step reads and writes every stacked client's weights (0.8 MB per 2NN
+client): ten clients' (8 MB) can stay in cache from one step to the next, a whole cohort of 100 (80
+MB) cannot, and issue 11 measured the cost per client doubling from 10 to 20-100 clients per round.
+Grouping keeps every stacked loop at the size of the fast case; ``benchmarks/bench_simulator.py
+--cohorts`` measures grouped against one loop in the same run (``docs/benchmarks.md``). Clients never
+interact inside a step and every group is padded to the cohort's widest batch, so grouping does not
+change the arithmetic: the models are bit-for-bit those of one loop.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from hamrah.algorithms.local import PAD_LABEL, LocalResult, batch_schedule, mask
 from hamrah.core.params import Params, stack
 from hamrah.data.federated import ArrayData
 
-GROUP_SIZE = 10  # clients trained together (measured: docs/benchmarks.md, "Large cohorts")
+GROUP_SIZE = 10  # clients stacked in one loop (docs/benchmarks.md, "Large cohorts")
 
 
 def supports_batching(model: nn.Module) -> bool:

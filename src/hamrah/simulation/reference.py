@@ -11,13 +11,10 @@ from torch import nn
 
 from hamrah.algorithms.base import Algorithm
 from hamrah.algorithms.client import client_update
+from hamrah.core.aggregate import view
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 from hamrah.data.federated import ArrayData, FederatedDataset
-
-# Algorithms whose server half aggregates something other than the raw client deltas, which a raw
-# root-set update cannot be compared with (FedNova aggregates delta_i / ||a_i||_1).
-_NOT_RAW_DELTAS = frozenset({"fednova"})
 
 
 def needs_reference(aggregator: object) -> bool:
@@ -34,8 +31,8 @@ class RootReference:
     iterations for server and clients).
 
     Raises:
-        ConfigError: the root set is empty or larger than the training data, or the algorithm does not
-            aggregate raw deltas.
+        ConfigError: the root set is empty or larger than the training data, or the algorithm declares
+            no statistic a robust rule may combine.
     """
 
     def __init__(self, model: nn.Module, data: FederatedDataset, algorithm: Algorithm, root_size: int,
@@ -44,9 +41,11 @@ class RootReference:
         if not 0 < root_size <= len(train):
             raise ConfigError(f"aggregator root set of {root_size} examples: expected 1..{len(train)} "
                               "(the server's update needs a non-empty root set drawn from the training data)")
-        if algorithm.name in _NOT_RAW_DELTAS:
-            raise ConfigError(f"algorithm {algorithm.name} with a root-set aggregator (FLTrust): its server half "
-                              "aggregates normalised deltas, which the server's raw update cannot score")
+        robust = [s for s in algorithm.statistics if s.robust]
+        if len(robust) != 1:
+            raise ConfigError(f"algorithm {algorithm.name} with a root-set aggregator (FLTrust): expected exactly one "
+                              f"statistic a robust rule may combine, it declares {[s.name for s in robust]}")
+        self.statistic = robust[0]
         ix = torch.as_tensor(np.sort(rng.choice(len(train), size=root_size, replace=False)), dtype=torch.long)
         self.root = ArrayData(train.x[ix], train.y[ix])
         self.model, self.algorithm, self.ignore_index = model, algorithm, data.dataset.ignore_index
@@ -54,7 +53,8 @@ class RootReference:
         self.plan = replace(plan, num_steps=plan.steps(round(float(np.mean(data.client_sizes())))))
 
     def update(self, params: Params, broadcast: Params | None, rng: np.random.Generator) -> Params:
-        """Return g_0 = the server's local model minus ``params`` after training on the root set."""
+        """Return g_0: the robust statistic the clients send (their delta; FedNova's delta / ||a||_1),
+        computed the same way from the server's local training on the root set."""
         up = client_update(self.algorithm, self.model, params, self.root, rng, broadcast=broadcast,
                            ignore_index=self.ignore_index, client_id=-1, plan=self.plan)
-        return up.result.delta
+        return view(self.algorithm.client_statistics(up.result), self.statistic)

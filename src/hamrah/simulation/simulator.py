@@ -254,7 +254,8 @@ class Simulator:
         if self.pipeline is not None:
             return self._through_pipeline(round_idx, contribs, rule)
         try:
-            return aggregate_contributions(contribs, self.algorithm.statistics, rule)
+            # float32 sums for a cohort of tens (as the simulator always summed); the server keeps float64
+            return aggregate_contributions(contribs, self.algorithm.statistics, rule, torch.float32)
         except NotEnoughClients:
             return None  # no client reported: the round is recorded with 0 clients
 

@@ -21,7 +21,8 @@ class DashboardConfig:
         host: address to listen on; loopback by default.
         port: port (0: any free port, logged at start).
         token_file: sha256 hex digests of operator tokens, one per line, ``sha256:`` prefix allowed
-            (``hamrah tokens FILE --count 1 --server-file DIGESTS`` writes both); set: every request needs one of the tokens.
+            (``hamrah tokens FILE --count 1 --server-file DIGESTS`` writes both); set: every request
+            needs one of the tokens.
         allow_remote: listen on a non-loopback ``host``; refused unless true, and then only with a
             ``token_file`` (a remote dashboard is never open).
         metrics: also serve Prometheus ``/metrics``.
@@ -83,11 +84,15 @@ def check_exposure(cfg: DashboardConfig) -> None:
     if is_loopback(cfg.host):
         return
     if not cfg.allow_remote:
-        raise ConfigError(f"dashboard.host = {cfg.host!r} is not a loopback address; expected 127.0.0.1, or "
-                          "allow_remote = true with a token_file to serve it to other machines")
+        raise ConfigError(
+            f"dashboard.host = {cfg.host!r} is not a loopback address; expected 127.0.0.1, or "
+            "allow_remote = true with a token_file to serve it to other machines"
+        )
     if cfg.token_file is None:
-        raise ConfigError(f"dashboard.host = {cfg.host!r} with allow_remote = true: expected a token_file too "
-                          "(a dashboard reachable from other machines is never open)")
+        raise ConfigError(
+            f"dashboard.host = {cfg.host!r} with allow_remote = true: expected a token_file too "
+            "(a dashboard reachable from other machines is never open)"
+        )
 
 
 class TokenCheck:
@@ -114,8 +119,11 @@ class TokenCheck:
             except ValueError:
                 digest = b""
             if len(digest) != 32:
-                raise ConfigError(f"dashboard.token_file {token_file}: {line[:16]!r}... is not a sha256 hex digest; "
-                                  "expected one 64-hex-digit digest per line, sha256: prefix allowed (hamrah tokens --server-file writes them)")
+                raise ConfigError(
+                    f"dashboard.token_file {token_file}: {line[:16]!r}... is not a sha256 hex digest; "
+                    "expected one 64-hex-digit digest per line, sha256: prefix allowed "
+                    "(hamrah tokens --server-file writes them)"
+                )
             self.digests.append(digest)
         if not self.digests:
             raise ConfigError(f"dashboard.token_file {token_file}: no digests; expected at least one")

@@ -32,8 +32,11 @@ from hamrah.observe.runs import RunFolder
 from hamrah.observe.telemetry import Telemetry
 
 log = logging.getLogger("hamrah.dashboard")
-STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-          "/app.css": ("app.css", "text/css; charset=utf-8")}
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/app.css": ("app.css", "text/css; charset=utf-8"),
+}
 COOKIE = "hamrah_dashboard"
 POLL_S = 0.5  # how often a live stream looks for changes (a committed round is sent within this)
 LIVE_S = 1.0  # the live telemetry alone is sent at most this often
@@ -47,15 +50,21 @@ class Source:
         folder: the runs (``hamrah dashboard RUNS_DIR``), or a live server's state folder.
         telemetry: the live server's registry (None: runs read from disk only).
         live_status: returns the live run's ``(status, error)``; its run is the folder itself (".").
+        live_config: the live run's resolved config (its summary, which also carries it, is written
+            only at the end).
     """
 
-    def __init__(self, folder: RunFolder, telemetry: Telemetry | None = None, live_status=None):
-        self.folder, self.telemetry, self.live_status = folder, telemetry, live_status
+    def __init__(
+        self, folder: RunFolder, telemetry: Telemetry | None = None, live_status=None, live_config: dict | None = None
+    ):
+        self.folder, self.telemetry, self.live_status, self.live_config = folder, telemetry, live_status, live_config
 
     def run(self, name: str, full: bool = True) -> dict:
         run = self.folder.run(name, full)
         if self.live_status is not None and name == ".":
             run["status"], run["error"] = self.live_status()
+            if full and not run.get("config"):
+                run["config"] = self.live_config
             if full and self.telemetry is not None:
                 run["log"] = self.telemetry.snapshot(max_devices=0)["logs"][-40:] or run["log"]
         return run
@@ -67,8 +76,11 @@ class Source:
         return self.telemetry.snapshot() if self.telemetry is not None else None
 
     def stamp(self) -> tuple:
-        return (self.folder.stamp(), self.telemetry.version if self.telemetry is not None else 0,
-                self.live_status() if self.live_status is not None else None)
+        return (
+            self.folder.stamp(),
+            self.telemetry.version if self.telemetry is not None else 0,
+            self.live_status() if self.live_status is not None else None,
+        )
 
     def records(self) -> list[dict]:
         names = self.folder.names()
@@ -146,8 +158,10 @@ class Handler(BaseHTTPRequestHandler):
         token, in_url = self._token(query)
         if not self.server.tokens.allows(token):
             self.server.refused += 1
-            return self._error(HTTPStatus.UNAUTHORIZED, "missing or wrong dashboard token; expected "
-                                                        "Authorization: Bearer <token>, or /?token=<token> once")
+            return self._error(
+                HTTPStatus.UNAUTHORIZED,
+                "missing or wrong dashboard token; expected Authorization: Bearer <token>, or /?token=<token> once",
+            )
         if in_url and token and url.path == "/":
             cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/" + ("; Secure" if self.server.tls else "")
             return self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": "/", "Set-Cookie": cookie})
@@ -160,6 +174,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _route(self, path: str, query: dict) -> None:
         src = self.server.source
+        if path == "/":
+            return self._send(HTTPStatus.OK, self.server.page(query), STATIC["/"][1])
         if path in STATIC:
             name, ctype = STATIC[path]
             return self._send(HTTPStatus.OK, self.server.static(name), ctype)
@@ -177,8 +193,10 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/metrics" and self.server.cfg.metrics:
             body = exposition(TelemetryCollector(src.telemetry, src.records))
             return self._send(HTTPStatus.OK, body, CONTENT_TYPE)
-        return self._error(HTTPStatus.NOT_FOUND, f"no page {path[:80]!r}; expected /, /api/runs, /api/run, "
-                                                 "/api/compare, /api/live, /api/stream or /metrics")
+        return self._error(
+            HTTPStatus.NOT_FOUND,
+            f"no page {path[:80]!r}; expected /, /api/runs, /api/run, /api/compare, /api/live, /api/stream or /metrics",
+        )
 
     @staticmethod
     def _one(query: dict, key: str) -> str:
@@ -205,8 +223,10 @@ class Handler(BaseHTTPRequestHandler):
         if run is not None:
             self.server.source.folder.folder(run)  # an unknown run: 404 now, not a stream of errors
         if not self.server.streams.acquire(blocking=False):
-            return self._error(HTTPStatus.SERVICE_UNAVAILABLE, "too many live viewers; expected at most "
-                                                               f"dashboard.max_streams = {self.server.cfg.max_streams}")
+            return self._error(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"too many live viewers; expected at most dashboard.max_streams = {self.server.cfg.max_streams}",
+            )
         try:
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/event-stream")
@@ -257,17 +277,44 @@ class DashboardServer(ThreadingHTTPServer):
         try:
             super().__init__((cfg.host, cfg.port), Handler)
         except OSError as e:
-            raise ConfigError(f"dashboard: cannot listen on {cfg.host}:{cfg.port} ({e.strerror}); expected a free "
-                              "port (dashboard.port, 0: any)") from None
+            raise ConfigError(
+                f"dashboard: cannot listen on {cfg.host}:{cfg.port} ({e.strerror}); expected a free "
+                "port (dashboard.port, 0: any)"
+            ) from None
         if tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(tls[0], tls[1])
             if tls[2]:
                 ctx.verify_mode = ssl.CERT_REQUIRED
                 ctx.load_verify_locations(tls[2])
-            self.socket = ctx.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)  # in the handler's thread
+            self.socket = ctx.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )  # in the handler's thread
         self.port = self.server_address[1]
         self._thread: threading.Thread | None = None
+
+    def page(self, query: dict) -> bytes:
+        """Return the page with its first state embedded (a JSON data block, never executed: the page
+        draws it before any event arrives, so the first paint and a headless browser's DOM hold data).
+        The run is ``?run=`` (default: the first); the comparison ``?compare=a,b`` (default: the first 8)."""
+        src = self.source
+        runs = src.runs()
+        run = (query.get("run") or [None])[0]
+        names = [r["name"] for r in runs]
+        if run not in names:
+            run = names[0] if names else None
+        given = [n for n in (query.get("compare") or [""])[0].split(",") if n in names]
+        state = {
+            "runs": runs,
+            "live": src.live(),
+            "run": src.run(run) if run is not None else None,
+            "compare": [src.run(n) for n in (given or names[:8])],
+        }
+        blob = _json(state).replace(b"<", b"\\u003c")  # '<' only occurs in strings: no text can end the block
+        tag = b'<script src="/app.js"></script>'
+        return self.static("index.html").replace(
+            tag, b'<script type="application/json" id="initial">' + blob + b"</script>\n" + tag
+        )
 
     def static(self, name: str) -> bytes:
         if name not in self._static:
@@ -280,8 +327,9 @@ class DashboardServer(ThreadingHTTPServer):
 
     def start(self) -> DashboardServer:
         """Serve in a daemon thread; return self."""
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="hamrah-dashboard", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="hamrah-dashboard", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -93,6 +93,7 @@ function renderOverview() {
   lineChart("chart-epsilon", [{ name: "epsilon", points: recs.filter((r) => num(eps(r))).map((r) => [r.round, eps(r)]) }],
             { budget, empty: "no epsilon in this run's records (no DP accounting, or one the server cannot prove)" });
   $("log").textContent = ((run && run.log) || []).join("\n") || "(no log lines)";
+  $("log").scrollTop = $("log").scrollHeight;  // the newest lines in view
   $("config").textContent = run && run.config ? JSON.stringify(run.config, null, 2) : "(no config)";
 }
 
@@ -102,7 +103,8 @@ function renderRounds() {
   lr.replaceChildren();
   if (live) for (const [k, v] of Object.entries(live.live)) lr.append(el("div", { class: "card" }, el("div", { class: "k" }, "live " + k), el("div", { class: "v", id: "live-" + k }, String(v))));
   const present = PHASES.filter((p) => recs.some((r) => p in phasesOf(r)));
-  phaseChart(recs.slice(-60), present);
+  const split = present.some((p) => ["download", "training", "upload"].includes(p));
+  phaseChart(recs.slice(-60), present.filter((p) => !(split && p === "reporting")));  // reporting = download + training + upload
   const reasons = live ? live.counters.refusals || {} : (S.run && S.run.summary && S.run.summary.refusals) || {};
   table("refusals", ["reason", "count"], Object.entries(reasons).sort((a, b) => b[1] - a[1]).map(([r, n]) => [r, n]));
   const cols = ["round", "selected", "reported", "dropped", "aborted", "failed", "refused", "clipped", "bytes_up", "bytes_down",
@@ -164,19 +166,54 @@ async function renderCompare() {
     const box = el("input", { type: "checkbox", value: r.name });
     box.checked = S.compare.has(r.name);
     box.addEventListener("change", () => { box.checked ? S.compare.add(r.name) : S.compare.delete(r.name); renderCompare(); });
-    return el("label", {}, box, ` ${r.name} (${r.status}, ${r.rounds} rounds)`);
+    return el("label", {}, box, ` ${r.name} (${r.status}, ${r.kind === "lab" ? r.cells + " cells" : r.rounds + " rounds"})`);
   }));
   const names = [...S.compare];
-  if (!names.length) { lineChart("chart-compare", [], { width: 860, empty: "tick runs above" }); table("compare-table", ["run"], []); return; }
-  const res = await fetch("/api/compare?names=" + encodeURIComponent(names.join(",")), { credentials: "same-origin" });
-  if (!res.ok) return;
-  const runs = (await res.json()).runs, metric = $("compare-metric").value;
+  if (!names.length) {
+    lineChart("chart-compare", [], { width: 860, empty: "tick runs above" });
+    table("compare-table", ["run"], []); $("chart-lab").replaceChildren();
+    return;
+  }
+  const key = names.join(",");
+  if (!S.compared || S.compared.key !== key) {  // the page's first state carries the first comparison
+    const res = await fetch("/api/compare?names=" + encodeURIComponent(key), { credentials: "same-origin" });
+    if (!res.ok) return;
+    S.compared = { key, runs: (await res.json()).runs };
+  }
+  const runs = S.compared.runs, metric = $("compare-metric").value;
+  labChart(runs, metric);
   const pick = (r) => (metric === "epsilon" ? eps(r) : r[metric]);
   lineChart("chart-compare", runs.map((r) => ({ name: r.name, points: r.records.filter((x) => num(pick(x))).map((x) => [x.round, pick(x)]) })), { width: 860 });
   table("compare-table", ["run", "status", "rounds", "final " + metric, "best accuracy"], runs.map((r) => {
     const v = r.records.map(pick).filter(num);
     return [r.name, r.status, r.rounds, fmt(v[v.length - 1]), fmt(r.summary && r.summary.best_accuracy)];
   }));
+}
+
+// A lab's cells: one group of bars per defence, one bar per attack (mean over seeds), y in [0, 1].
+function labChart(runs, metric) {
+  const box = $("chart-lab");
+  box.replaceChildren();
+  const key = ["main_accuracy", "attack_success"].includes(metric) ? metric : "main_accuracy";
+  for (const r of runs.filter((x) => x.kind === "lab" && (x.cell_rows || []).length)) {
+    const vals = {};
+    for (const c of r.cell_rows) if (num(c[key])) ((vals[c.defence] ||= {})[c.attack] ||= []).push(c[key]);
+    const defs = Object.keys(vals), atts = [...new Set(r.cell_rows.map((c) => c.attack))];
+    const W = 860, H = 230, L = 36, B = 22, gw = (W - L) / Math.max(defs.length, 1), bw = gw / (atts.length + 1);
+    const svg = el("svg:svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}` });
+    svg.append(el("svg:text", { x: 2, y: 10 }, "1.0"), el("svg:text", { x: 2, y: H - B }, "0"));
+    defs.forEach((d, i) => {
+      svg.append(el("svg:text", { x: L + i * gw, y: H - 6 }, d));
+      atts.forEach((a, j) => {
+        const v = (vals[d][a] || []).reduce((s, x, _, xs) => s + x / xs.length, 0);
+        if (!(vals[d][a] || []).length) return;
+        const h = Math.max(0, Math.min(1, v)) * (H - B - 12);
+        svg.append(el("svg:rect", { class: `c${j % 8}`, x: L + i * gw + j * bw, y: H - B - h, width: Math.max(bw - 1, 1), height: h },
+                      el("svg:title", {}, `${d} / ${a}: ${fmt(v)}`)));
+      });
+    });
+    box.append(el("h2", {}, `${r.name}: ${key} by defence and attack (mean over seeds)`), svg, legend(atts));
+  }
 }
 
 function renderRunSelect() {
@@ -201,28 +238,41 @@ function render() {
   document.body.dataset.ready = "1";
 }
 
+// One state message (the page's embedded first state, then each server-sent event).
+function applyState(st) {
+  S.runs = st.runs; S.live = st.live;
+  if ("run" in st) S.run = st.run;  // sent only when the run's files changed
+  if (S.selected === null && st.run) S.selected = st.run.name;  // the server sends its first run when none is named
+  if (!S.compareInit && S.runs.length) {  // ?compare=a,b, else the first 8 runs
+    S.compareInit = true;
+    const given = new URLSearchParams(location.search).get("compare");
+    (given ? given.split(",") : S.runs.slice(0, 8).map((r) => r.name)).forEach((n) => S.compare.add(n));
+  }
+  if (st.compare) S.compared = { key: st.compare.map((r) => r.name).join(","), runs: st.compare };
+  else if ("run" in st) S.compared = null;  // files changed: the comparison is fetched again
+  render();
+}
+
 function connect() {
   if (S.stream) S.stream.close();
   const q = S.selected !== null ? "?run=" + encodeURIComponent(S.selected) : "";
   const es = new EventSource("/api/stream" + q, { withCredentials: true });
   S.stream = es;
   es.addEventListener("state", (ev) => {
-    const st = JSON.parse(ev.data);
-    S.runs = st.runs; S.live = st.live;
-    if ("run" in st) S.run = st.run;  // sent only when the run's files changed
-    if (S.selected === null && st.run) {  // the server sends its first run when none is named
-      S.selected = st.run.name;
-      if (!S.compare.size) S.runs.slice(0, 8).forEach((r) => S.compare.add(r.name));
-    }
     $("conn").textContent = "live"; $("conn").className = "badge ok";
-    render();
+    applyState(JSON.parse(ev.data));
   });
   es.onerror = () => { $("conn").textContent = "disconnected: retrying"; $("conn").className = "badge bad"; };
 }
 
+function showError(msg) { $("conn").textContent = "page error: " + msg; $("conn").className = "badge bad"; }
+window.addEventListener("error", (e) => showError(e.message));
+window.addEventListener("unhandledrejection", (e) => showError(String(e.reason)));
 $("run-select").addEventListener("change", (e) => { S.selected = e.target.value; connect(); });
 $("compare-metric").addEventListener("change", renderCompare);
 window.addEventListener("hashchange", render);
 const want = new URLSearchParams(location.search).get("run");
 if (want !== null) S.selected = want;
+const first = $("initial");  // the state when the page was served: drawn before any event arrives
+if (first) applyState(JSON.parse(first.textContent));
 connect();

@@ -1,0 +1,40 @@
+"""The server refuses, before any round, a pipeline the algorithm's declared statistics cannot carry or a
+robust aggregator behind a sum-only pipeline, with the reason (no list of algorithm names: issue 11)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hamrah.core.errors import ConfigError
+from hamrah.server.pipeline import ServerPipeline
+
+PARAMS = {"w": torch.zeros(3, 4), "b": torch.zeros(3)}
+
+
+def _config(**sections) -> dict:
+    return {"data": {"num_clients": 20}, "run": {"rounds": 2}, **sections}
+
+
+def test_fednova_with_dp_is_refused_naming_its_count_statistic(tmp_path):
+    cfg = _config(privacy={"mode": "local", "clip": 1.0, "noise_multiplier": 1.0})
+    with pytest.raises(ConfigError, match="cannot carry statistic 'a_norm'"):
+        ServerPipeline.from_config(cfg, PARAMS, 4, tmp_path, "fednova")
+    ServerPipeline.from_config(cfg, PARAMS, 4, tmp_path, "scaffold")  # SCAFFOLD's statistics are clip-bounded
+
+
+def test_a_robust_aggregator_behind_secure_aggregation_is_refused(tmp_path):
+    cfg = _config(secure_aggregation={"variant": "secagg", "clip": 1.0}, server={"aggregator": {"name": "median"}})
+    with pytest.raises(ConfigError, match="the server sees only the sum"):
+        ServerPipeline.from_config(cfg, PARAMS, 4, tmp_path, "fedavg")
+
+
+@pytest.mark.parametrize("algorithm, names", [
+    ("fedavg", ["delta/w", "delta/b"]),
+    ("scaffold", ["delta/w", "delta/b", "control/w", "control/b"]),
+    ("fednova", ["delta/w", "delta/b", "a_norm"]),
+])
+def test_the_wire_spec_is_the_algorithms_statistics(tmp_path, algorithm, names):
+    pipe = ServerPipeline.from_config(_config(compression={"codec": "topk", "fraction": 0.5}), PARAMS, 4, tmp_path,
+                                      algorithm)
+    assert [n for n, _ in pipe.wire] == names
