@@ -180,7 +180,8 @@ async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_
                               stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)
     spec = ModelSpec(model, SHAPES[model], 10)
     net = spec.build()
-    payload = encode_params({f"delta/{k}": torch.randn_like(v) * 1e-3 for k, v in net.named_parameters()})  # FedAvg's statistic
+    # FedAvg's statistic: the delta, named delta/<param>
+    payload = encode_params({f"delta/{k}": torch.randn_like(v) * 1e-3 for k, v in net.named_parameters()})
     stats = {"connected": set(), "reported": 0, "late": 0, "calls": 0}
     stop = asyncio.Event()
     rss = 0.0
@@ -238,13 +239,18 @@ def main() -> None:
     args = p.parse_args()
     results = []
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.dashboard]
-    for n in [int(x) for x in args.devices.split(",")]:
-        for dash in modes:
-            r = asyncio.run(one_setting(args.model, n, min(args.goal, n), args.rounds, args.compute_s, args.signed,
-                                        args.server_set, dash))
-            r["server_set"] = args.server_set
-            print(json.dumps(r), flush=True)
-            results.append(r)
+    settings = [(n, dash) for n in [int(x) for x in args.devices.split(",")] for dash in modes]
+    start = time.monotonic()
+    for k, (n, dash) in enumerate(settings):
+        if k:  # progress on stderr, one line per setting: done, rate, time left
+            per = (time.monotonic() - start) / k
+            print(f"setting {k + 1}/{len(settings)} ({per:.0f} s each, about {per * (len(settings) - k):.0f} s left)",
+                  file=sys.stderr, flush=True)
+        r = asyncio.run(one_setting(args.model, n, min(args.goal, n), args.rounds, args.compute_s, args.signed,
+                                    args.server_set, dash))
+        r["server_set"] = args.server_set
+        print(json.dumps(r), flush=True)
+        results.append(r)
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.exists() else {"results": []}
     keep = [r for r in old["results"] if (r["model"], r.get("signed", False)) != (args.model, args.signed)]

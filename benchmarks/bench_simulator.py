@@ -41,8 +41,7 @@ from torch import nn
 from hamrah.algorithms import FedAvg, LocalSGD
 from hamrah.data import federate, load_mnist
 from hamrah.models import build_model
-from hamrah.simulation import SimulationConfig, Simulator, seeded
-from hamrah.simulation import batched
+from hamrah.simulation import SimulationConfig, Simulator, batched, seeded
 
 ROOT = Path(__file__).resolve().parents[1]
 

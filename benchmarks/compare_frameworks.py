@@ -38,8 +38,17 @@ FW = ROOT / "benchmarks" / "frameworks"
 def commands(fw_python: str, out: Path) -> dict[str, list[str]]:
     """Return each framework's command line (run from the repo root)."""
     return {
-        "hamrah": [sys.executable, "-m", "hamrah.cli", "run", "configs/mnist_2nn_50.toml", "--no-plot", "--quiet",
-                   "--out", str(out / "hamrah")],
+        "hamrah": [
+            sys.executable,
+            "-m",
+            "hamrah.cli",
+            "run",
+            "configs/mnist_2nn_50.toml",
+            "--no-plot",
+            "--quiet",
+            "--out",
+            str(out / "hamrah"),
+        ],
         "plain": [fw_python, str(FW / "plain_torch.py")],
         "pfl": [fw_python, str(FW / "pfl_sim.py")],
         "flower": [fw_python, str(FW / "flower_sim.py")],
@@ -57,7 +66,7 @@ def run_one(name: str, cmd: list[str], env: dict[str, str], out: Path) -> dict:
         summary = json.loads((out / "hamrah" / "summary.json").read_text())
         row.update(accuracy=summary["final_accuracy"], rounds_s=summary["wall_s"])
     else:
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{\"framework\"")]
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{"framework"')]
         if lines:
             row.update(json.loads(lines[-1]))
     return row
@@ -86,10 +95,18 @@ def main() -> None:
             row = run_one(name, cmds[name], env, logs) | {"repeat": rep, "load_avg_1min_before": round(load, 2)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    best = {n: min(r["process_s"] for r in rows if r["name"] == n and r["rc"] == 0) for n in names
-            if any(r["name"] == n and r["rc"] == 0 for r in rows)}
-    meta = {"python": platform.python_version(), "cpu_count": os.cpu_count(), "env": args.env, "repeats": args.repeats,
-            "logs": str(logs)}
+    best = {
+        n: min(r["process_s"] for r in rows if r["name"] == n and r["rc"] == 0)
+        for n in names
+        if any(r["name"] == n and r["rc"] == 0 for r in rows)
+    }
+    meta = {
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "env": args.env,
+        "repeats": args.repeats,
+        "logs": str(logs),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "runs": rows, "best_process_s": best}, indent=2) + "\n")
     print("\n| framework | best process s | x hamrah |\n|---|---|---|")

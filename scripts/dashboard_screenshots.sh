@@ -44,6 +44,10 @@ rounds = 40
 seed = 0
 TOML
 hamrah sweep "$W/sweep.toml" --lrs 0.003,0.01,0.03 --out "$W/runs/sweep" >/dev/null
+COMPARE=sweep/lr_0.003,sweep/lr_0.01,sweep/lr_0.03
+if [ -f runs/lab_adaptive/rows.jsonl ]; then  # docs/security.md's adaptive lab, when this checkout has run it
+  mkdir -p "$W/runs/lab" && cp runs/lab_adaptive/rows.jsonl runs/lab_adaptive/lab.json "$W/runs/lab/" && COMPARE=$COMPARE,lab
+fi
 hamrah dashboard "$W/runs" --port 18791 >/dev/null &
 sleep 2
-shot "http://127.0.0.1:18791/?run=sweep/lr_0.1#compare" "$IMG/dashboard_compare.png"
+shot "http://127.0.0.1:18791/?run=sweep/lr_0.01&compare=$COMPARE#compare" "$IMG/dashboard_compare.png"

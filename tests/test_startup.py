@@ -37,8 +37,14 @@ print(json.dumps({"accuracy": summary["final_accuracy"], "after_run": after_run,
 
 def _run(tmp_path: Path) -> dict:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "PYTHONPATH": str(ROOT / "src")}
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "run")],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -56,3 +62,19 @@ def test_a_run_without_plots_imports_neither_matplotlib_nor_grpc(tmp_path):
     assert "matplotlib" not in res["after_plots_import"]
     assert "matplotlib" in res["after_plot"]
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_cli_no_plot_writes_the_results_but_no_curve(tmp_path):
+    """``hamrah run --no-plot`` writes metrics.jsonl and summary.json, and no curve.png; without it, the curve."""
+    from hamrah.cli import main
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(
+        '[data]\ndataset = "mnist"\npartition = "iid"\nnum_clients = 10\n[model]\nname = "logreg"\n'
+        '[algorithm]\nname = "fedavg"\nclient_fraction = 0.2\nlocal_epochs = 1\nbatch_size = 100\nlr = 0.1\n'
+        "[run]\nrounds = 1\nseed = 0\n"
+    )
+    for flag, out in ((["--no-plot"], tmp_path / "a"), ([], tmp_path / "b")):
+        assert main(["run", str(cfg), "--out", str(out), "--quiet", *flag]) == 0
+        assert (out / "summary.json").is_file() and (out / "metrics.jsonl").is_file()
+        assert (out / "curve.png").exists() == (not flag)

@@ -33,14 +33,19 @@ def _idx(name: str) -> np.ndarray:
 
 def load() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return MNIST train and test as float32 [N, 784] in [0, 1] and int64 labels."""
+
     def x(name: str) -> torch.Tensor:
         return torch.from_numpy(_idx(name).reshape(-1, 784).astype(np.float32) / 255.0)
 
     def y(name: str) -> torch.Tensor:
         return torch.from_numpy(_idx(name).astype(np.int64))
 
-    return (x("train-images-idx3-ubyte.gz"), y("train-labels-idx1-ubyte.gz"),
-            x("t10k-images-idx3-ubyte.gz"), y("t10k-labels-idx1-ubyte.gz"))
+    return (
+        x("train-images-idx3-ubyte.gz"),
+        y("train-labels-idx1-ubyte.gz"),
+        x("t10k-images-idx3-ubyte.gz"),
+        y("t10k-labels-idx1-ubyte.gz"),
+    )
 
 
 def iid_split(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -59,5 +64,15 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def report(framework: str, acc: float, **extra) -> None:
     """Print the one JSON line the driver reads (time since this module was imported, too)."""
-    print(json.dumps({"framework": framework, "accuracy": acc, "rounds": ROUNDS,
-                      "in_process_s": time.perf_counter() - START, **extra}), flush=True)
+    print(
+        json.dumps(
+            {
+                "framework": framework,
+                "accuracy": acc,
+                "rounds": ROUNDS,
+                "in_process_s": time.perf_counter() - START,
+                **extra,
+            }
+        ),
+        flush=True,
+    )

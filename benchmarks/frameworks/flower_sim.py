@@ -7,13 +7,12 @@ import os
 
 import torch
 import torch.nn.functional as F
+from common import BATCH, CLIENTS, EPOCHS, FRACTION, LR, ROUNDS, accuracy, iid_split, load, report, two_nn
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
-
-from common import BATCH, CLIENTS, EPOCHS, FRACTION, LR, ROUNDS, accuracy, iid_split, load, report, two_nn
 
 _DATA: dict = {}
 
@@ -44,8 +43,9 @@ def train(msg: Message, context: Context) -> Message:
             opt.zero_grad()
             F.cross_entropy(model(x[b]), y[b]).backward()
             opt.step()
-    content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
-                          "metrics": MetricRecord({"num-examples": len(idx)})})
+    content = RecordDict(
+        {"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord({"num-examples": len(idx)})}
+    )
     return Message(content=content, reply_to=msg)
 
 
@@ -56,8 +56,12 @@ server = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     torch.manual_seed(0)
     model = two_nn()
-    strategy = FedAvg(fraction_train=FRACTION, fraction_evaluate=0.0, min_train_nodes=int(CLIENTS * FRACTION),
-                      min_available_nodes=CLIENTS)
+    strategy = FedAvg(
+        fraction_train=FRACTION,
+        fraction_evaluate=0.0,
+        min_train_nodes=int(CLIENTS * FRACTION),
+        min_available_nodes=CLIENTS,
+    )
 
     def central(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round != ROUNDS:  # one evaluation, after the last round
@@ -72,5 +76,9 @@ def main(grid: Grid, context: Context) -> None:
 
 
 if __name__ == "__main__":
-    run_simulation(server_app=server, client_app=client, num_supernodes=CLIENTS,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+    run_simulation(
+        server_app=server,
+        client_app=client,
+        num_supernodes=CLIENTS,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+    )

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from common import BATCH, COHORT, CLIENTS, EPOCHS, LR, ROUNDS, accuracy, iid_split, load, report, two_nn
+from common import BATCH, CLIENTS, COHORT, EPOCHS, LR, ROUNDS, accuracy, iid_split, load, report, two_nn
 
 
 def main() -> None:

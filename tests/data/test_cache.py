@@ -42,9 +42,11 @@ def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
 
 arrays_st = st.dictionaries(
     st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True),
-    st.tuples(st.sampled_from([np.uint8, np.int64, np.float32]), st.lists(st.integers(0, 255), max_size=40))
-    .map(lambda t: np.asarray(t[1], dtype=t[0])),
-    min_size=1, max_size=4,
+    st.tuples(st.sampled_from([np.uint8, np.int64, np.float32]), st.lists(st.integers(0, 255), max_size=40)).map(
+        lambda t: np.asarray(t[1], dtype=t[0])
+    ),
+    min_size=1,
+    max_size=4,
 )
 
 
@@ -78,8 +80,10 @@ def test_hit_equals_decode_and_any_damage_is_rebuilt(cache, arrays, flip, how):
 
 
 @settings(max_examples=20, deadline=None)
-@given(a=st.dictionaries(st.text(min_size=1, max_size=6), st.text(max_size=8), min_size=1, max_size=3),
-       b=st.dictionaries(st.text(min_size=1, max_size=6), st.text(max_size=8), min_size=1, max_size=3))
+@given(
+    a=st.dictionaries(st.text(min_size=1, max_size=6), st.text(max_size=8), min_size=1, max_size=3),
+    b=st.dictionaries(st.text(min_size=1, max_size=6), st.text(max_size=8), min_size=1, max_size=3),
+)
 def test_key_is_the_set_of_sources(a, b):
     """Equal source digests give one key whatever the order; different ones give different keys."""
     assert cache_key(a) == cache_key(dict(reversed(list(a.items()))))
@@ -131,3 +135,24 @@ def test_a_corrupt_source_is_refused_even_with_a_cache(cache, tmp_path):
     (bad / "train-labels-idx1-ubyte.gz").write_bytes(b"\x00" * 10)
     with pytest.raises(DataError, match="sha256 mismatch"):
         load_mnist(bad)
+
+
+def test_leaf_from_cache_equals_parsing_the_json(cache):
+    """FEMNIST (LEAF JSON, the slowest loader) read back from the cache equals a fresh parse, users and all."""
+    from hamrah.data.leaf import _decode, _json_files, load_leaf
+
+    root = BUNDLED.parent / "femnist" / "sample_a"
+    cold, warm = load_leaf(root), load_leaf(root)
+    assert len(list(cache.glob("leaf-femnist-*.npz"))) == 1
+    ref = _decode(root, _json_files(root / "train"), _json_files(root / "test"), (1, 28, 28))
+    for ds in (cold, warm):
+        assert torch.equal(ds.train.x, torch.from_numpy(ref["train_x"])) and torch.equal(
+            ds.test.y, torch.from_numpy(ref["test_y"])
+        )
+        assert np.array_equal(ds.train_groups, ref["train_groups"]) and np.array_equal(
+            ds.info["test_groups"], ref["test_groups"]
+        )
+        assert list(ds.group_names) == [str(u) for u in ref["names"]] and ds.num_classes == 62
+    assert cold.info == {**warm.info, "test_groups": cold.info["test_groups"]}
+    flat = load_leaf(root, image_shape=None)  # another shape is another entry, not the 28x28 one
+    assert flat.train.x.shape == (len(cold.train), 784) and len(list(cache.glob("leaf-femnist-*.npz"))) == 2

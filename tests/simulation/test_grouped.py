@@ -20,7 +20,9 @@ FEATURES, CLASSES = 12, 4
 
 def _clients(sizes: list[int], seed: int) -> list[ArrayData]:
     g = torch.Generator().manual_seed(seed)
-    return [ArrayData(torch.rand(n, FEATURES, generator=g), torch.randint(0, CLASSES, (n,), generator=g)) for n in sizes]
+    return [
+        ArrayData(torch.rand(n, FEATURES, generator=g), torch.randint(0, CLASSES, (n,), generator=g)) for n in sizes
+    ]
 
 
 def _train(model, datas, plans, group_size, seed):
@@ -30,18 +32,31 @@ def _train(model, datas, plans, group_size, seed):
 
 
 def _equal(a, b) -> bool:
-    return (len(a) == len(b) and all(x.steps == y.steps and x.train_loss == y.train_loss for x, y in zip(a, b))
-            and all(torch.equal(x.params[k], y.params[k]) for x, y in zip(a, b) for k in x.params))
+    return (
+        len(a) == len(b)
+        and all(x.steps == y.steps and x.train_loss == y.train_loss for x, y in zip(a, b))
+        and all(torch.equal(x.params[k], y.params[k]) for x, y in zip(a, b) for k in x.params)
+    )
 
 
-plan_st = st.builds(LocalSGD, epochs=st.integers(1, 2), batch_size=st.sampled_from([1, 3, 5, None]),
-                    lr=st.just(0.1), num_steps=st.one_of(st.none(), st.integers(1, 7)))
+plan_st = st.builds(
+    LocalSGD,
+    epochs=st.integers(1, 2),
+    batch_size=st.sampled_from([1, 3, 5, None]),
+    lr=st.just(0.1),
+    num_steps=st.one_of(st.none(), st.integers(1, 7)),
+)
 
 
 @settings(max_examples=30, deadline=None)
-@given(sizes=st.lists(st.integers(1, 23), min_size=1, max_size=13), group=st.integers(1, 14),
-       plans=st.lists(plan_st, min_size=13, max_size=13), same_plan=st.booleans(), seed=st.integers(0, 2**16),
-       mlp=st.sampled_from(["2nn", "logreg"]))
+@given(
+    sizes=st.lists(st.integers(1, 23), min_size=1, max_size=13),
+    group=st.integers(1, 14),
+    plans=st.lists(plan_st, min_size=13, max_size=13),
+    same_plan=st.booleans(),
+    seed=st.integers(0, 2**16),
+    mlp=st.sampled_from(["2nn", "logreg"]),
+)
 def test_grouped_equals_one_stacked_loop(sizes, group, plans, same_plan, seed, mlp):
     """Any client sizes (short last batches), any per-client plans (batch sizes, epochs, steps), any group
     size: every client's model, loss and step count equal those of the whole cohort in one loop, bit for bit."""
@@ -83,8 +98,10 @@ def test_grouped_equals_sequential(sizes, group, seed):
 def test_grouped_autograd_path_equals_one_loop():
     """Models without the fused MLP step (the CNN's grouped convolutions, through autograd) group the same way."""
     g = torch.Generator().manual_seed(0)
-    datas = [ArrayData(torch.rand(n, 1, 8, 8, generator=g), torch.randint(0, CLASSES, (n,), generator=g))
-             for n in (4, 7, 2, 5, 3)]
+    datas = [
+        ArrayData(torch.rand(n, 1, 8, 8, generator=g), torch.randint(0, CLASSES, (n,), generator=g))
+        for n in (4, 7, 2, 5, 3)
+    ]
     model = seeded(lambda: CNN(1, CLASSES, 8), 0)
     plan = LocalSGD(epochs=1, batch_size=3, lr=0.05)
     _, whole = _train(model, datas, plan, len(datas), 0)
@@ -96,8 +113,14 @@ def test_grouped_autograd_path_equals_one_loop():
 @pytest.mark.parametrize("bad", [0, -3])
 def test_group_size_below_one_is_refused(bad):
     with pytest.raises(ValueError, match="group_size"):
-        train_cohort(LogReg(FEATURES, CLASSES), dict(LogReg(FEATURES, CLASSES).named_parameters()),
-                     _clients([3], 0), LocalSGD(1, 2, 0.1), [np.random.default_rng(0)], group_size=bad)
+        train_cohort(
+            LogReg(FEATURES, CLASSES),
+            dict(LogReg(FEATURES, CLASSES).named_parameters()),
+            _clients([3], 0),
+            LocalSGD(1, 2, 0.1),
+            [np.random.default_rng(0)],
+            group_size=bad,
+        )
 
 
 def test_default_group_size_is_a_positive_int():

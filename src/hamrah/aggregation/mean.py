@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hamrah.aggregation.base import as_weights, finite_rows, flatten, unflatten
+from hamrah.aggregation.base import as_weights
+from hamrah.core.aggregate import weighted_mean
+from hamrah.core.errors import NotEnoughClients
 from hamrah.core.params import Params
+from hamrah.core.updates import first_non_finite
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,21 @@ class WeightedMean:
         """Accept any cohort of at least one client."""
 
     def __call__(self, deltas: list[Params], weights: list[float]) -> Params:
-        x, spec = flatten(deltas)
-        x, w = finite_rows(x, as_weights(weights, len(deltas)))
-        return unflatten(w.double() @ x.double(), spec)
+        """Return the weighted mean of the finite deltas (:func:`hamrah.core.aggregate.weighted_mean`, the
+        one weighted mean of the code base).
+
+        Raises:
+            NotEnoughClients: no delta, none finite, or every finite one has weight 0.
+            ConfigError: the weights do not match the deltas or are not valid.
+        """
+        if not deltas:
+            raise NotEnoughClients("no client delta to aggregate")
+        w = as_weights(weights, len(deltas))
+        keep = [i for i, d in enumerate(deltas) if first_non_finite(d) is None]
+        if not keep:
+            raise NotEnoughClients(f"none of the {len(deltas)} client deltas is finite: expected at least one "
+                                   "without NaN or infinite values")
+        kept = [float(w[i]) for i in keep]
+        if sum(kept) <= 0:
+            raise NotEnoughClients("every finite client delta has weight 0: expected a positive weight on one")
+        return weighted_mean([deltas[i] for i in keep], kept)

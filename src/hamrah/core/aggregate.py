@@ -20,7 +20,7 @@ Example:
     >>> xs = [pack({"delta/w": torch.tensor([1.0]), "control/w": torch.tensor([2.0])}, stats, 1.0),
     ...       pack({"delta/w": torch.tensor([4.0]), "control/w": torch.tensor([6.0])}, stats, 3.0)]
     >>> agg = aggregate_contributions([Contribution(0, xs[0], 1.0), Contribution(1, xs[1], 3.0)], stats)
-    >>> agg.mean("delta")["w"].item(), agg.total("control")["w"].item(), agg.count
+    >>> agg.mean(stats[0])["w"].item(), agg.total(stats[1])["w"].item(), agg.count
     (3.25, 8.0, 2)
 """
 

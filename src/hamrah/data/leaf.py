@@ -28,6 +28,7 @@ import torch
 
 from hamrah.core.errors import DataError
 from hamrah.data.federated import ArrayData, Dataset
+from hamrah.data.locate import cached_arrays, sha256_file
 
 __all__ = ["FEMNIST_CLASSES", "load_leaf"]
 
@@ -140,6 +141,41 @@ def _read_split(
     return users, xs, ys, features
 
 
+def _decode(root: Path, train_files: list[Path], test_files: list[Path],
+            image_shape: tuple[int, ...] | None) -> dict[str, np.ndarray]:
+    """Parse the JSON files into the arrays :func:`load_leaf` returns (what the cache keeps).
+
+    Raises:
+        DataError: a file is malformed, or a split has no examples.
+    """
+    features = math.prod(image_shape) if image_shape is not None else None
+    tr_users, tr_x, tr_y, features = _read_split(train_files, features)
+    te_users, te_x, te_y, _ = _read_split(test_files, features)
+    names = list(tr_users) + [u for u in te_users if u not in tr_x]
+    index = {u: i for i, u in enumerate(names)}
+
+    def pool(users, xs, ys, where):
+        x_parts = [x for u in users for x in xs[u] if len(x)]
+        y = np.concatenate([y for u in users for y in ys[u]] or [np.zeros(0, np.int64)])
+        groups = np.concatenate(
+            [np.full(len(y_), index[u], np.int64) for u in users for y_ in ys[u]]
+            or [np.zeros(0, np.int64)]
+        )
+        if not x_parts:
+            raise DataError(f"LEAF data: no examples in {where}.")
+        x = np.concatenate(x_parts)
+        if image_shape is not None:
+            x = x.reshape(len(x), *image_shape)
+        return x, y, groups
+
+    out: dict[str, np.ndarray] = {}
+    for split, users, xs, ys in (("train", tr_users, tr_x, tr_y), ("test", te_users, te_x, te_y)):
+        out[f"{split}_x"], out[f"{split}_y"], out[f"{split}_groups"] = pool(users, xs, ys, root / split)
+    out["names"] = np.array(names, dtype=str)
+    out["num_users"] = np.array([len(tr_users), len(te_users)], dtype=np.int64)
+    return out
+
+
 def load_leaf(
     root: str | os.PathLike,
     *,
@@ -167,32 +203,16 @@ def load_leaf(
     root = Path(root).expanduser()
     if image_shape is _DEFAULT_SHAPE:
         image_shape = (1, 28, 28) if name == "femnist" else None
-    features = math.prod(image_shape) if image_shape is not None else None
     train_files = _json_files(root / "train")
     test_files = _json_files(root / "test")
-    tr_users, tr_x, tr_y, features = _read_split(train_files, features)
-    te_users, te_x, te_y, _ = _read_split(test_files, features)
-
-    names = list(tr_users) + [u for u in te_users if u not in tr_x]
-    index = {u: i for i, u in enumerate(names)}
-
-    def pool(users, xs, ys, where):
-        x_parts = [x for u in users for x in xs[u] if len(x)]
-        y = np.concatenate([y for u in users for y in ys[u]] or [np.zeros(0, np.int64)])
-        groups = np.concatenate(
-            [np.full(len(y_), index[u], np.int64) for u in users for y_ in ys[u]]
-            or [np.zeros(0, np.int64)]
-        )
-        if not x_parts:
-            raise DataError(f"LEAF data: no examples in {where}.")
-        x = np.concatenate(x_parts)
-        if image_shape is not None:
-            x = x.reshape(len(x), *image_shape)
-        return ArrayData(torch.from_numpy(x), torch.from_numpy(y)), groups
-
-    train, train_groups = pool(tr_users, tr_x, tr_y, root / "train")
-    test, test_groups = pool(te_users, te_x, te_y, root / "test")
-
+    sources = {f"{f.parent.name}/{f.name}": sha256_file(f) for f in train_files + test_files}
+    sources["image_shape"] = repr(image_shape)  # the arrays are stored in this shape
+    a = cached_arrays(f"leaf-{name}", sources, lambda: _decode(root, train_files, test_files, image_shape))
+    train = ArrayData(torch.from_numpy(a["train_x"]), torch.from_numpy(a["train_y"]))
+    test = ArrayData(torch.from_numpy(a["test_x"]), torch.from_numpy(a["test_y"]))
+    train_groups, test_groups = a["train_groups"], a["test_groups"]
+    names = [str(u) for u in a["names"]]
+    num_train_users, num_test_users = (int(v) for v in a["num_users"])
     max_label = int(max(train.y.max(), test.y.max()))
     if name == "femnist":
         if max_label >= FEMNIST_CLASSES:
@@ -207,8 +227,8 @@ def load_leaf(
     info = {
         "root": str(root),
         "num_users": len(names),
-        "num_train_users": len(tr_users),
-        "num_test_users": len(te_users),
+        "num_train_users": num_train_users,
+        "num_test_users": num_test_users,
         "num_train_files": len(train_files),
         "num_test_files": len(test_files),
         "test_groups": test_groups,

@@ -80,7 +80,8 @@ def cached_arrays(
     """
     key = cache_key(sources)
     folder = cache_dir() / "decoded"
-    npz, manifest = folder / f"{name}-{key[:24]}.npz", folder / f"{name}-{key[:24]}.json"
+    stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) + f"-{key[:24]}"
+    npz, manifest = folder / f"{stem}.npz", folder / f"{stem}.json"
     arrays = _read_entry(npz, manifest, key)
     if arrays is not None:
         return arrays

@@ -6,8 +6,8 @@ plot never loads it (about 0.4 s of start-up, ``python -X importtime``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def _pyplot():

@@ -20,7 +20,7 @@ change the arithmetic: the models are bit-for-bit those of one loop.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
