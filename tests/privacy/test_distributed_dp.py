@@ -3,7 +3,9 @@ drop-outs, and the stage through the update pipeline with the real SecAgg protoc
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
 
 import dp_accounting
 import numpy as np
@@ -172,10 +174,38 @@ def test_a_simulated_run_charges_the_distributed_accountant():
     assert history[-1].epsilon == pytest.approx(expected.epsilon(1e-5))
 
 
-def test_the_real_server_refuses_distributed_dp_at_start(tmp_path):
+def test_the_real_server_accounts_distributed_dp_without_sampling_amplification(tmp_path):
+    """The server takes the devices that check in, so it cannot prove Poisson sampling: its DDG accountant
+    charges every round unsampled (q = 1), which holds whoever checks in, and it claims that epsilon (it
+    refused distributed DP before the SecAgg rounds carried ring vectors)."""
     from hamrah.server.pipeline import ServerPipeline
     config = {"data": {"num_clients": 100}, "run": {"rounds": 2},
               "privacy": {"mode": "distributed", "clip": 0.5, "noise_multiplier": 1.0},
               "secure_aggregation": {"variant": "secagg"}}
-    with pytest.raises(ConfigError, match="runs in the simulator"):
-        ServerPipeline.from_config(config, {"w": torch.zeros(3)}, 10, tmp_path, "fedavg")
+    pipe = ServerPipeline.from_config(config, {"w": torch.zeros(3)}, 10, tmp_path, "fedavg")
+    acc = pipe.run.accountant
+    assert isinstance(acc, DistributedAccountant) and acc.spec.sampling_probability == 1.0
+    assert pipe.privacy.claims
+    sampled = DistributedAccountant(pipe.run.chain.stages[0].round_mechanism(3, 0.1))
+    acc.step(2)
+    sampled.step(2)
+    assert acc.epsilon(1e-5) > sampled.epsilon(1e-5)  # no amplification claimed
+
+
+@settings(max_examples=15, deadline=None)
+@given(rounds=st.integers(0, 50), tamper=st.floats(1e-3, 10.0))
+def test_the_servers_ddg_ledger_restores_its_rounds_and_refuses_a_forged_epsilon(rounds, tamper):
+    from hamrah.core.errors import DataError
+    from hamrah.pipeline.distributed import ledger_to_dict, restore_ledger
+    stage = DistributedDiscreteGaussian(0.5, 1.0, 4, 10.0, 20)
+    acc = DistributedAccountant(stage.round_mechanism(100, 1.0))
+    acc.step(rounds)
+    saved = ledger_to_dict(acc, 1e-5)
+    fresh = DistributedAccountant(stage.round_mechanism(100, 1.0))
+    restore_ledger(fresh, json.loads(json.dumps(saved)), 1e-5, "state.db")
+    assert fresh.rounds == rounds and fresh.epsilon(1e-5) == acc.epsilon(1e-5)
+    with pytest.raises(DataError, match="spent epsilon"):
+        restore_ledger(fresh, {**saved, "spent_epsilon": saved["spent_epsilon"] + tamper}, 1e-5, "state.db")
+    other = DistributedAccountant(replace(stage, noise_multiplier=2.0).round_mechanism(100, 1.0))
+    with pytest.raises(ConfigError, match="differs"):
+        restore_ledger(other, saved, 1e-5, "state.db")

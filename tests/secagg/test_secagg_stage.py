@@ -71,3 +71,19 @@ def test_a_simulated_run_with_secure_aggregation_and_central_dp(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(5 * 2 * 7850 < r["bytes_up"] < 5 * 4 * 7850 for r in rows)  # 16-bit inputs in a 19-bit ring + keys
     assert rows[-1]["epsilon"] > rows[0]["epsilon"] > 0
+
+
+@pytest.mark.parametrize("variant", ["secagg", "secagg+"])
+def test_malicious_server_mode_gives_the_same_sum_and_pays_for_the_signatures(variant):
+    """[secure_aggregation] malicious_server = true runs the actively secure protocol in simulation (seeded
+    identities): the same aggregate as the semi-honest stage, and more bytes up per client (signatures)."""
+    ups = _updates(8)
+    rngs = {k: np.random.default_rng(k) for k in ups}
+    plain = process_round(Chain([SecureAggregation(variant=variant)]), ups, {k: 1.0 for k in ups}, {}, rngs,
+                          server_rng=np.random.default_rng(1))
+    active = process_round(Chain([SecureAggregation(variant=variant, malicious_server=True)]), ups,
+                           {k: 1.0 for k in ups}, {}, rngs, server_rng=np.random.default_rng(1))
+    assert all(torch.equal(active.aggregate[n], plain.aggregate[n]) for n in ("w", "b"))
+    assert all(active.bytes.up[k] > plain.bytes.up[k] for k in ups)
+    with pytest.raises(ConfigError, match="malicious_server"):
+        SecureAggregation(malicious_server="yes")

@@ -30,7 +30,7 @@ from hamrah.core.params import Params
 from hamrah.core.seeds import client_rng
 from hamrah.device.eligibility import StateSource
 from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
-from hamrah.device.secure import SecureSession, secure_stage
+from hamrah.device.secure import SecAggIdentity, SecureSession, secure_stage
 from hamrah.device.store import ExampleStore
 from hamrah.transport.codec import (
     BROADCAST_PREFIX, CHUNK_BYTES, chunks, decode_params, encode_params, join_chunks, sha256,
@@ -215,12 +215,13 @@ class DeviceRuntime:
                              new_state, fault: str | None) -> float:
         """Send the update through secure aggregation; return the reconnect delay."""
         drop = fault.split(":", 1)[1] if fault and fault.startswith("drop:") else None
+        identity = SecAggIdentity.load(self.cfg.signing_key, self.cfg.tls_ca) if stage.malicious_server else None
         call = stub.SecureAggregation(metadata=self._signer.metadata("SecureAggregation"))
         session = SecureSession(call, task, drop_before=drop)
         equal = plan_pipeline(plan.extra)[0].equal_weights
         try:
             wait = await session.run(stage, update, int(header.num_examples), json.loads(header.metrics), plan.extra,
-                                     equal, self.cfg.client_key, self.pipeline_states)
+                                     equal, self.cfg.client_key, self.pipeline_states, identity)
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise AuthError(f"server {self.cfg.server} refused this device: {e.details()}") from None

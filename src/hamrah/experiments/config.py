@@ -138,6 +138,7 @@ class SecureAggregationConfig:
     input_bits: int = 16
     ring_bits: int | None = None  # privacy.mode = "distributed": the ring Z_2^ring_bits of the noisy sum (20)
     min_contributors: int | None = None  # distributed: fewest clients whose noise is in a released sum (m / 2)
+    malicious_server: bool = False  # the actively secure variant: signed keys + consistency check (needs device keys)
 
 
 @dataclass(frozen=True)

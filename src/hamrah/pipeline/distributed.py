@@ -28,9 +28,10 @@ than n_min clients. The accountant charges every round as a sum of exactly n_min
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,15 +39,17 @@ import torch
 from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 from scipy import special
 
-from hamrah.core.errors import ConfigError
+from hamrah.core.errors import ConfigError, DataError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import BaseStage, ClientContext, ServerContext, StageTraits, WireWriter, spec_of
 from hamrah.privacy.stages import _require_equal_weights
 from hamrah.secagg import ddg
+from hamrah.secagg.active import simulated_identities
 from hamrah.secagg.config import SecAggConfig
 from hamrah.secagg.driver import run_secure_aggregation
 from hamrah.secagg.params import flatten_params, unflatten_params
 from hamrah.secagg.ring import pack, packed_size
+from hamrah.secagg.stage import check_flag
 
 ORDERS = tuple(range(2, 129)) + (256,)
 """Integer Rényi orders (the subsampling bound needs integers)."""
@@ -147,6 +150,38 @@ class DistributedAccountant:
         return float(compute_epsilon(ORDERS, self._rdp * rounds, delta)[0])
 
 
+LEDGER_FORMAT = "hamrah-ddg-ledger"
+
+
+def ledger_to_dict(accountant: DistributedAccountant, delta: float) -> dict:
+    """Return what a server keeps of a DDG accountant with its checkpoints (the mechanism and the rounds charged)."""
+    return {"format": LEDGER_FORMAT, "version": 1, "delta": float(delta), "mechanism": asdict(accountant.spec),
+            "rounds_done": accountant.rounds, "spent_epsilon": accountant.epsilon(delta)}
+
+
+def restore_ledger(accountant: DistributedAccountant, d: dict, delta: float, source: str) -> None:
+    """Set ``accountant``'s rounds from :func:`ledger_to_dict`'s dict.
+
+    Raises:
+        DataError: the entry is not a DDG ledger, is malformed, or its epsilon disagrees with its rounds.
+        ConfigError: it was written for another mechanism or delta (a new budget needs a new state folder).
+    """
+    if not isinstance(d, dict) or d.get("format") != LEDGER_FORMAT or d.get("version") != 1:
+        raise DataError(f"{source}: the privacy ledger is not a distributed-DP ledger (format {LEDGER_FORMAT!r}); "
+                        "expected the entry this server wrote")
+    saved, want = d.get("mechanism"), json.loads(json.dumps(asdict(accountant.spec)))
+    if saved != want or d.get("delta") != float(delta):
+        raise ConfigError(f"{source}: the saved distributed-DP mechanism or delta differs from the configured one; "
+                          "expected the same (a new budget needs a new --state)")
+    rounds = d.get("rounds_done")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+        raise DataError(f"{source}: corrupt privacy ledger: rounds_done = {rounds!r}, expected an integer >= 0")
+    accountant.rounds = rounds
+    if not math.isclose(accountant.epsilon(delta), float(d.get("spent_epsilon", -1.0)), rel_tol=1e-6, abs_tol=1e-9):
+        raise DataError(f"{source}: corrupt privacy ledger: stored spent epsilon {d.get('spent_epsilon')!r} but "
+                        f"{rounds} rounds give {accountant.epsilon(delta):.6g}")
+
+
 @dataclass(frozen=True)
 class RingPayload:
     """One client's ring vector on the wire: ``bits``-bit values, bit-packed."""
@@ -180,6 +215,7 @@ class DistributedDiscreteGaussian(BaseStage):
         beta: conditional rounding's parameter.
         k_stddevs: how many standard deviations of the sum gamma leaves room for in Z_{2^b}.
         variant: "secagg" only (SecAgg+ clients cannot check the global contributor count).
+        malicious_server: the sum runs the actively secure SecAgg (:mod:`hamrah.secagg.active`).
     """
 
     clip: float = 1.0
@@ -190,6 +226,7 @@ class DistributedDiscreteGaussian(BaseStage):
     beta: float = math.exp(-0.5)
     k_stddevs: float = 4.0
     variant: str = "secagg"
+    malicious_server: bool = False
     name: str = "ddg"
     traits: ClassVar[StageTraits] = StageTraits("secure_sum", adds_noise_where="client")
 
@@ -198,6 +235,7 @@ class DistributedDiscreteGaussian(BaseStage):
             raise ConfigError(f"secure_aggregation.variant = {self.variant!r} with privacy.mode = \"distributed\": "
                               "expected \"secagg\"; a SecAgg+ client sees only its neighbourhood, so it cannot refuse a "
                               "sum of fewer than min_contributors clients, whose noise would then be too small")
+        check_flag(self.malicious_server)
         if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0):
             raise ConfigError(f"privacy.noise_multiplier = {self.noise_multiplier!r}: expected a positive number for "
                               "distributed DP")
@@ -212,6 +250,30 @@ class DistributedDiscreteGaussian(BaseStage):
         clients = max(math.ceil(self.expected_cohort), self.min_contributors)
         gamma = ddg.choose_gamma(self.clip, sigma, self.ring_bits, clients, padded, self.k_stddevs)
         return ddg.DDGParams(dim, self.clip, gamma, sigma, self.ring_bits, self.beta)
+
+    def secure_length(self, dim: int) -> int:
+        """Return the length of a client's ring vector for updates of ``dim`` coordinates: d' (padded)."""
+        return self.params(dim).padded_dim
+
+    def config(self, num_clients: int, length: int) -> SecAggConfig:
+        """Return the SecAgg settings of a round of ``num_clients`` ring vectors of ``length`` entries.
+
+        The threshold is at least n_min, so honest clients never unmask a sum of fewer contributors.
+
+        Raises:
+            ConfigError: fewer than n_min clients (their noise would be too small: nothing is released).
+        """
+        n = num_clients
+        if n < self.min_contributors:
+            raise ConfigError(f"distributed DP: {n} clients in the round, fewer than secure_aggregation."
+                              f"min_contributors = {self.min_contributors}; their noise would be too small, so the "
+                              "round releases nothing")
+        return SecAggConfig(num_clients=n, vector_length=length, ring_bits=self.ring_bits, prequantized=True,
+                            threshold=min(n, max(n // 2 + 1, self.min_contributors)))
+
+    def decode_secure(self, result, dim: int, round_idx: int) -> np.ndarray:
+        """Return the float sum of ``dim`` coordinates that a SecAgg result's ring sum stands for."""
+        return ddg.decode_sum(result.ring_sum, self.params(dim), _rotation_seed(round_idx))
 
     def round_mechanism(self, dim: int, sampling_probability: float) -> DistributedRound:
         """Return what one round releases, for the accountant."""
@@ -237,12 +299,11 @@ class DistributedDiscreteGaussian(BaseStage):
         n = len(payloads)
         if n < self.min_contributors:  # released nothing: the noise of fewer clients would be too small
             return {k: torch.zeros(s) for k, s in spec}, [0] * n, [0] * n
-        params = self.params(layout.size)
-        config = SecAggConfig(num_clients=n, vector_length=params.padded_dim, ring_bits=self.ring_bits,
-                              prequantized=True, threshold=min(n, max(n // 2 + 1, self.min_contributors)))
-        run = run_secure_aggregation([p.values for p in payloads], config, seed=int(ctx.rng.integers(2**31)),
-                                     round_id=ctx.round_idx)
-        total = ddg.decode_sum(run.result.ring_sum, params, _rotation_seed(ctx.round_idx))
+        config = self.config(n, self.secure_length(layout.size))
+        seed = int(ctx.rng.integers(2**31))
+        run = run_secure_aggregation([p.values for p in payloads], config, seed=seed, round_id=ctx.round_idx,
+                                     identities=simulated_identities(n, seed) if self.malicious_server else None)
+        total = self.decode_secure(run.result, layout.size, ctx.round_idx)
         return unflatten_params(total, layout), [int(b) for b in run.client_bytes_sent], \
             [int(b) for b in run.client_bytes_received]
 
@@ -284,7 +345,8 @@ def distributed_stage(dp, noise_multiplier: float, cohort: float, secure: dict |
                           "\"rdp\" (the DDG accountant is Zhu-Wang's Poisson-subsampled RDP)")
     n_min = secure.get("min_contributors") or max(2, int(cohort) // 2)
     return DistributedDiscreteGaussian(dp.clip, float(noise_multiplier), int(n_min), float(cohort),
-                                       int(secure.get("ring_bits") or 20), variant=secure.get("variant", "secagg"))
+                                       int(secure.get("ring_bits") or 20), variant=secure.get("variant", "secagg"),
+                                       malicious_server=secure.get("malicious_server", False))
 
 
 def distributed_accountant(stage: DistributedDiscreteGaussian, template: Params,
@@ -322,6 +384,7 @@ def _rotation_seed(round_idx: int) -> int:
 
 
 __all__ = [
+    "LEDGER_FORMAT",
     "ORDERS",
     "DistributedAccountant",
     "DistributedDiscreteGaussian",
@@ -330,4 +393,6 @@ __all__ = [
     "calibrate_noise",
     "distributed_accountant",
     "distributed_stage",
+    "ledger_to_dict",
+    "restore_ledger",
 ]

@@ -34,8 +34,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hamrah.core.errors import AuthError, ConfigError, DropoutThresholdExceeded, ProtocolError
-from hamrah.secagg.active_messages import (ConsistencyBroadcast, ConsistencyRequest, ConsistencySignature,
-                                           SignedAdvertiseKeys, SignedKeysBroadcast, SignedPeerKeys)
+from hamrah.secagg.active_messages import (
+    ConsistencyBroadcast,
+    ConsistencyRequest,
+    ConsistencySignature,
+    SignedAdvertiseKeys,
+    SignedKeysBroadcast,
+    SignedPeerKeys,
+)
 from hamrah.secagg.client import SecAggClient
 from hamrah.secagg.config import SecAggConfig
 from hamrah.secagg.crypto import DeterministicRandom
@@ -48,16 +54,19 @@ ACTIVE_STAGES = STAGES[:3] + ("consistency_check",) + STAGES[3:]
 _LABEL = b"hamrah-secagg-active/1/"
 
 
-def keys_payload(round_id: int, client_id: int, c_public: bytes, s_public: bytes) -> bytes:
-    """Return the bytes a client signs in AdvertiseKeys: label, round id, client id and both public keys."""
-    return _LABEL + b"keys/" + round_id.to_bytes(8, "big") + client_id.to_bytes(4, "big") + c_public + s_public
+def keys_payload(round_id: int, client_id: int, c_public: bytes, s_public: bytes, session: bytes = b"") -> bytes:
+    """Return the bytes a client signs in AdvertiseKeys: label, round id, client id, both public keys and
+    the session id (empty in memory; over a network :func:`hamrah.secagg.roster.session_id`)."""
+    return (_LABEL + b"keys/" + round_id.to_bytes(8, "big") + client_id.to_bytes(4, "big") + c_public + s_public
+            + session)
 
 
-def contributors_payload(round_id: int, contributors: Sequence[int]) -> bytes:
-    """Return the bytes a client signs in the ConsistencyCheck: label, round id and the sorted set U3."""
+def contributors_payload(round_id: int, contributors: Sequence[int], session: bytes = b"") -> bytes:
+    """Return the bytes a client signs in the ConsistencyCheck: label, round id, the sorted set U3 and the
+    session id."""
     ids = sorted(contributors)
     return (_LABEL + b"u3/" + round_id.to_bytes(8, "big") + len(ids).to_bytes(4, "big")
-            + b"".join(i.to_bytes(4, "big") for i in ids))
+            + b"".join(i.to_bytes(4, "big") for i in ids) + session)
 
 
 def identity_public_key(private: bytes | Ed25519PrivateKey) -> bytes:
@@ -124,6 +133,8 @@ class ActiveSecAggClient(SecAggClient):
         signing_key: this client's Ed25519 identity key (raw 32 bytes or a key object).
         verify_keys: ``client id -> raw 32-byte Ed25519 public key`` of every client of the round (the PKI).
         consistency_threshold: T, see :func:`resolve_consistency_threshold`.
+        session: the session id every signature covers (:func:`hamrah.secagg.roster.session_id`; empty in
+            memory, where the driver runs each session once).
 
     Raises:
         ConfigError: a key is malformed, or T is out of range.
@@ -133,8 +144,10 @@ class ActiveSecAggClient(SecAggClient):
 
     def __init__(self, client_id: int, config: SecAggConfig, *, signing_key: bytes | Ed25519PrivateKey,
                  verify_keys: Mapping[int, bytes], round_id: int = 0,
-                 randbytes: Callable[[int], bytes] = os.urandom, consistency_threshold: int | None = None):
+                 randbytes: Callable[[int], bytes] = os.urandom, consistency_threshold: int | None = None,
+                 session: bytes = b""):
         super().__init__(client_id, config, round_id=round_id, randbytes=randbytes)
+        self.session = bytes(session)
         self._identity = _private(signing_key)
         self._keys = _public_keys(verify_keys)
         self.consistency_threshold = resolve_consistency_threshold(config, consistency_threshold)
@@ -143,7 +156,8 @@ class ActiveSecAggClient(SecAggClient):
     def advertise_keys(self) -> SignedAdvertiseKeys:
         """Round 0: the key pairs of :meth:`SecAggClient.advertise_keys`, signed with the identity key."""
         m = super().advertise_keys()
-        signature = self._identity.sign(keys_payload(self.round_id, self.client_id, m.c_public, m.s_public))
+        signature = self._identity.sign(keys_payload(self.round_id, self.client_id, m.c_public, m.s_public,
+                                                     self.session))
         return SignedAdvertiseKeys(m.round_id, m.client_id, m.c_public, m.s_public, signature)
 
     def share_keys(self, message: SignedKeysBroadcast) -> ShareKeys:
@@ -156,7 +170,7 @@ class ActiveSecAggClient(SecAggClient):
         self._header(message, SignedKeysBroadcast, "share_keys")
         for p in message.peers:
             _verify(self._keys, p.client_id, p.signature,
-                    keys_payload(self.round_id, p.client_id, p.c_public, p.s_public), "advertised keys",
+                    keys_payload(self.round_id, p.client_id, p.c_public, p.s_public, self.session), "advertised keys",
                     f"client {self.client_id} aborts at stage 'share_keys'")
         plain = tuple(PeerKeys(p.client_id, p.c_public, p.s_public) for p in message.peers)
         return super().share_keys(KeysBroadcast(message.round_id, message.client_id, plain))
@@ -183,7 +197,7 @@ class ActiveSecAggClient(SecAggClient):
             raise DropoutThresholdExceeded(f"{me}: {len(u3)} contributors, the consistency threshold is "
                                            f"T={self.consistency_threshold}")
         self._contributors = tuple(sorted(u3))
-        signature = self._identity.sign(contributors_payload(self.round_id, self._contributors))
+        signature = self._identity.sign(contributors_payload(self.round_id, self._contributors, self.session))
         return ConsistencySignature(self.round_id, self.client_id, signature)
 
     def unmask(self, message: ConsistencyBroadcast) -> UnmaskShares:
@@ -200,7 +214,7 @@ class ActiveSecAggClient(SecAggClient):
         signers = {v for v, _ in message.signatures}
         if not signers <= set(self._contributors):
             raise ProtocolError(f"{me}: signers {sorted(signers - set(self._contributors))} are not contributors")
-        payload = contributors_payload(self.round_id, self._contributors)
+        payload = contributors_payload(self.round_id, self._contributors, self.session)
         for v, signature in message.signatures:
             _verify(self._keys, v, signature, payload, "contributor set", me)
         if len(signers) < self.consistency_threshold:
@@ -229,6 +243,7 @@ class ActiveSecAggServer(SecAggServer):
         config, round_id, graph_seed, client_ids: as for :class:`SecAggServer`.
         verify_keys: ``client id -> raw 32-byte Ed25519 public key`` of every client of the round.
         consistency_threshold: T, see :func:`resolve_consistency_threshold`.
+        session: the session id the clients' signatures cover (see :class:`ActiveSecAggClient`).
 
     Raises:
         ConfigError: a client of the round has no registered key, a key is malformed, or T is out of range.
@@ -240,8 +255,9 @@ class ActiveSecAggServer(SecAggServer):
 
     def __init__(self, config: SecAggConfig, *, verify_keys: Mapping[int, bytes], round_id: int = 0,
                  graph_seed: int = 0, client_ids: Sequence[int] | None = None,
-                 consistency_threshold: int | None = None):
+                 consistency_threshold: int | None = None, session: bytes = b""):
         super().__init__(config, round_id=round_id, graph_seed=graph_seed, client_ids=client_ids)
+        self.session = bytes(session)
         self._keys = _public_keys(verify_keys)
         missing = sorted(set(self.graph) - set(self._keys))
         if missing:
@@ -281,9 +297,10 @@ class ActiveSecAggServer(SecAggServer):
 
     def _check_advertise_keys(self, m: SignedAdvertiseKeys) -> None:
         super()._check_advertise_keys(m)
-        _verify(self._keys, m.client_id, m.signature, keys_payload(m.round_id, m.client_id, m.c_public, m.s_public),
-                "advertised keys", "server")
+        _verify(self._keys, m.client_id, m.signature,
+                keys_payload(m.round_id, m.client_id, m.c_public, m.s_public, self.session), "advertised keys", "server")
 
     def _check_consistency_check(self, m: ConsistencySignature) -> None:
         _verify(self._keys, m.client_id, m.signature,
-                contributors_payload(self.round_id, self._alive["masked_input"]), "contributor set", "server")
+                contributors_payload(self.round_id, self._alive["masked_input"], self.session), "contributor set",
+                "server")

@@ -24,6 +24,7 @@ from hamrah.server.config import ServerConfig
 from hamrah.server.coordinator import Coordinator, RunPlan
 from hamrah.server.guard import add_service
 from hamrah.server.pipeline import ServerPipeline
+from hamrah.server.secure_rounds import refuse_malicious_server_without_keys
 from hamrah.server.selector import Selector
 from hamrah.server.service import FederatedLearningService
 from hamrah.server.state import ServerStore
@@ -97,6 +98,9 @@ class FLServer:
         tokens = TokenRegistry(s.tokens_file, s.revoked_file) if s.tokens_file else None
         if tokens is None:
             log.warning("server.tokens_file is not set: devices are NOT authenticated")
+        refuse_malicious_server_without_keys(pipeline, tokens)
+        if tokens is not None:
+            self.coordinator.device_identity = lambda device: getattr(tokens.by_key(device), "signing_key", None)
         self.service = FederatedLearningService(self.coordinator, self.selectors, tokens)
         self.watch = Watch(setup.dashboard, setup.tracking, self.store.dir, setup.config, lambda: self.coordinator.finished)
         self.service.telemetry = self.watch.telemetry

@@ -10,6 +10,11 @@ Aggregators then sum decoded updates, weight 1 each under DP), runs the server h
 and puts epsilon in the round record when the server can prove it (DP-FTRL, local DP; never a
 sampling-based epsilon). On restart the ledger is reloaded, so the spent budget survives.
 
+Distributed DP (``[privacy] mode = "distributed"``): devices add the discrete Gaussian noise in the ring
+before masking and the server's SecAgg round decodes only the noisy sum (:mod:`hamrah.server.secure`).
+Its accountant here charges every round as a sum of n_min noised devices *without* sampling
+amplification (q = 1): that holds whichever devices check in, so the server records that epsilon.
+
 Adaptive clipping (Andrew et al. 2021): the clip norm is the clip stage's server state; it travels to
 devices in ``extra["pipeline/server_state"]`` with every task, the clipped bit comes back inside the
 payload, the noise stage updates the norm after the round, and the stages' server states are saved in
@@ -39,6 +44,7 @@ from hamrah.core.metrics import Weighted, merge_metrics
 from hamrah.core.params import Params
 from hamrah.core.updates import check_update
 from hamrah.pipeline import PipelineRun, PipelineSpec, dp_settings, resolve_pipeline
+from hamrah.pipeline.distributed import distributed_accountant
 from hamrah.privacy.server_state import server_state_to_dict
 from hamrah.server.privacy import ServerPrivacy, refuse_unprovable
 
@@ -68,6 +74,8 @@ class ServerPipeline:
                  statistics: tuple[Statistic, ...] = (DELTA,), robust: bool = False):
         self.run = PipelineRun(spec, statistics_template(statistics, params))
         self.run.check(statistics, robust)
+        if spec.dp is not None and spec.dp.mode == "distributed":  # no sampling amplification: see the docstring
+            self.run.accountant = distributed_accountant(self.run.chain.stages[0], self.run.template, 1.0)
         self.spec = self.run.spec  # with the key holder's public key, if any
         self.privacy = ServerPrivacy(self.run, store)
         self.wire = self.run.wire_spec()
@@ -100,9 +108,6 @@ class ServerPipeline:
         comp = None if comp is None else {k: v for k, v in comp.items() if v is not None}
         spec = resolve_pipeline(comp, None if priv is None else dp_settings(priv), int(config["data"]["num_clients"]),
                                 goal, int(config["run"]["rounds"]), secure, he)
-        if spec is not None and spec.dp is not None and spec.dp.mode == "distributed":
-            raise ConfigError("privacy.mode = \"distributed\" runs in the simulator (hamrah run); the server does "
-                              "not carry distributed DP's ring vectors through its SecAgg rounds yet")
         refuse_unprovable(spec, secure is not None)
         return cls(spec, params, state_dir, store, statistics_of(algorithm), robust)
 

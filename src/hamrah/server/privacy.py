@@ -4,8 +4,9 @@
   McMahan et al. 2018) assumes the server *draws* the cohort at random from the whole population. The
   real server takes eligible devices as they check in, which nobody can show to be such a draw, so a
   sampling-based epsilon is never printed or recorded here: ``privacy.target_epsilon`` with
-  ``mode = "central"`` (or ``"distributed"``, whose accounting samples too) is refused at config time,
-  and noise without a target runs with no epsilon claimed. DP-FTRL (``mode = "ftrl"``, Kairouz et al. 2021) needs no sampling, only that each
+  ``mode = "central"`` is refused at config time, and noise without a target runs with no epsilon
+  claimed. Distributed DP (``mode = "distributed"``) is accounted here without sampling amplification
+  (every round charged as if every device took part), which holds whoever checks in, so it is claimed. DP-FTRL (``mode = "ftrl"``, Kairouz et al. 2021) needs no sampling, only that each
   device contributes at most once per tree of ``tree_rounds`` rounds: the server enforces that by
   refusing a second report of one device within a tree, and then reports the epsilon it can prove.
   Local DP's accounting charges every round as if every client took part, which holds whoever checks in.
@@ -22,6 +23,7 @@ import logging
 
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
 from hamrah.pipeline import PipelineRun, PipelineSpec
+from hamrah.pipeline.distributed import DistributedAccountant, ledger_to_dict, restore_ledger
 from hamrah.privacy.server_state import server_state_from_dict, server_state_to_dict
 from hamrah.privacy.ftrl import TreeState
 from hamrah.privacy.ledger import accountant_from_dict, accountant_to_dict
@@ -67,10 +69,12 @@ class ServerPrivacy:
 
     def __init__(self, run: PipelineRun, store=None):
         self.run, self.store = run, store
-        self.claims = run.accountant is not None and not run.spec.claims_sampling
+        self.ddg = isinstance(run.accountant, DistributedAccountant)
+        unsampled = self.ddg and run.accountant.spec.sampling_probability == 1.0  # distributed DP, no amplification
+        self.claims = run.accountant is not None and (not run.spec.claims_sampling or unsampled)
         self.tree_rounds = run.spec.tree_rounds
         self.tree, self.members, self.pending = -1, set(), set()
-        if run.spec.claims_sampling:
+        if run.spec.claims_sampling and not unsampled:
             log.warning("DP noise is added, but no epsilon is claimed: the server takes the devices that check "
                         "in, not the random sample the accounting assumes (use privacy.mode = \"ftrl\")")
         if store is not None:
@@ -85,7 +89,12 @@ class ServerPrivacy:
                 raise DataError(f"{self.store.dir}: checkpoints but no privacy ledger in state.db; expected the ledger "
                                 "committed with them (a budget cannot restart apart from its model). If those rounds "
                                 "ran without [privacy], start a new --state folder")
-            if ledger is not None:
+            if ledger is not None and self.ddg:
+                restore_ledger(self.run.accountant, ledger, self.run.delta, where)
+                if self.run.accountant.rounds < self.store.last_committed_round():
+                    raise DataError(f"{where}: the privacy ledger charges fewer rounds than are committed; expected "
+                                    "at least as many (the ledger is written with each round)")
+            elif ledger is not None:
                 self._restore_ledger(ledger, where)
         state = self.store.privacy_row(STATE_KEY)
         if state is not None:
@@ -149,7 +158,8 @@ class ServerPrivacy:
         if self.store is not None:
             if self.run.accountant is not None:
                 target = self.run.ledger.target_epsilon if self.run.ledger is not None else None
-                self.store.stage_privacy(LEDGER_KEY, accountant_to_dict(self.run.accountant, self.run.delta, target))
+                self.store.stage_privacy(LEDGER_KEY, ledger_to_dict(self.run.accountant, self.run.delta) if self.ddg
+                                         else accountant_to_dict(self.run.accountant, self.run.delta, target))
             stages = server_state_to_dict(self.run.chain, self.run.server_state)
             if stages:
                 self.store.stage_privacy(STATE_KEY, {"stages": stages})

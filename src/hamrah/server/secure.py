@@ -9,6 +9,14 @@ Bonawitz et al. 2017 comes a JOIN stage: a device that has trained announces its
 (as a plain report does) and learns its id, n and the weight scale W = max n_k over the joined
 devices; it then inputs ``(n_k / W) * update`` (1 * update under DP's equal weights), so the server
 unmasks sum_k w_k delta_k and divides by sum_k w_k over the contributors.
+
+With ``[secure_aggregation] malicious_server = true`` the round runs the actively secure variant
+(:class:`hamrah.secagg.ActiveSecAggServer`, Bonawitz et al. 2017 Figure 4): at JOIN each device also
+sends its CA-signed identity certificate and a fresh nonce (:class:`hamrah.secagg.roster.JoinIdentity`);
+the server checks that the certificate's key is the one registered for the device, and answers every
+device with the same :class:`~hamrah.secagg.roster.Roster` of the joined devices (ids are their
+selection positions, n the number that joined). Devices check the roster against their own CA and
+bind every signature to its hash; a CONSISTENCY_CHECK stage comes between MASKED_INPUT and UNMASKING.
 """
 
 from __future__ import annotations
@@ -17,26 +25,29 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from hamrah.core.aggregate import Aggregate
-from hamrah.core.errors import DropoutThresholdExceeded, ProtocolError
+from hamrah.core.errors import AuthError, ConfigError, DropoutThresholdExceeded, ProtocolError
 from hamrah.core.metrics import Weighted
-from hamrah.secagg import SecAggServer
+from hamrah.secagg import ActiveSecAggServer, SecAggServer
 from hamrah.secagg.messages import decode
 from hamrah.secagg.params import ParamsLayout, unflatten_params
+from hamrah.secagg.roster import JoinIdentity, Roster, RosterEntry, session_id
 from hamrah.secagg.stage import SecureAggregation
 from hamrah.transport.codec import decode_metrics
+from hamrah.transport.identity import certified_key
 from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
 MAX_EXAMPLES = 10**9
 STAGES = (pb.JOIN, pb.ADVERTISE_KEYS, pb.SHARE_KEYS, pb.MASKED_INPUT, pb.UNMASKING)
+ACTIVE_STAGES = (pb.JOIN, pb.ADVERTISE_KEYS, pb.SHARE_KEYS, pb.MASKED_INPUT, pb.CONSISTENCY_CHECK, pb.UNMASKING)
 NAMES = {pb.JOIN: "join", pb.ADVERTISE_KEYS: "advertise_keys", pb.SHARE_KEYS: "share_keys",
-         pb.MASKED_INPUT: "masked_input", pb.UNMASKING: "unmasking"}
+         pb.MASKED_INPUT: "masked_input", pb.CONSISTENCY_CHECK: "consistency_check", pb.UNMASKING: "unmasking"}
 
 
 class SecureRoundAborted(ProtocolError):
@@ -83,22 +94,38 @@ class SecureRound:
         round_idx: the round (carried by every protocol message).
         equal_weights: weight every device 1 (DP) instead of n_k.
         stage_timeout_s: how long each stage after JOIN stays open.
+        identity_key: ``task id -> raw Ed25519 public key`` registered for the task's device (None: not
+            registered); needed when the stage asks for ``malicious_server``.
+
+    Raises:
+        ConfigError: too few devices for the stage's settings, or ``malicious_server`` without identity keys.
     """
 
     def __init__(self, stage: SecureAggregation, layout: ParamsLayout, task_ids: list[str], round_idx: int,
-                 equal_weights: bool, stage_timeout_s: float):
+                 equal_weights: bool, stage_timeout_s: float,
+                 identity_key: Callable[[str], bytes | None] | None = None):
         self.layout, self.round_idx, self.equal_weights = layout, round_idx, equal_weights
         self.stage_timeout_s = stage_timeout_s
+        self.tasks = list(task_ids)
         self.index = {t: u for u, t in enumerate(task_ids)}
         self.n = len(task_ids)
-        self.config = stage.config(self.n, layout.size)
-        self.server = SecAggServer(self.config, round_id=round_idx, graph_seed=secrets.randbits(32))
-        self.current = 0  # index into STAGES
+        self.stage = stage
+        self.active = bool(getattr(stage, "malicious_server", False))
+        self.stages = ACTIVE_STAGES if self.active else STAGES
+        if self.active and identity_key is None:
+            raise ConfigError("secure_aggregation.malicious_server needs the devices' registered identity keys "
+                              "(server.tokens_file from `hamrah provision`)")
+        self.identity_key = identity_key
+        self.config = stage.config(self.n, stage.secure_length(layout.size))  # active: redone over the joined
+        self.server = None if self.active else SecAggServer(self.config, round_id=round_idx,
+                                                            graph_seed=secrets.randbits(32))
+        self.identities: dict[int, JoinIdentity] = {}
+        self.current = 0  # index into self.stages
         self.expected: set[int] = set(range(self.n))  # who may send in the current stage
         self.sent: set[int] = set()
         self.gone: set[int] = set()  # devices known to have left (not waited for)
-        self.closed = [asyncio.Event() for _ in STAGES]
-        self.replies: list[dict[int, bytes]] = [{} for _ in STAGES]
+        self.closed = [asyncio.Event() for _ in self.stages]
+        self.replies: list[dict[int, bytes]] = [{} for _ in self.stages]
         self.progress = asyncio.Event()
         self.failure: str | None = None
         self.examples: dict[int, int] = {}
@@ -119,35 +146,40 @@ class SecureRound:
         u = self.index[task_id]
         i = self._stage_index(header.stage, u)
         if i == 0:
-            self._join(u, header)
+            self._join(u, header, task_id, message)
         else:
             msg = decode(message)
             if msg.client_id != u:
                 raise ProtocolError(f"secure aggregation: a message naming client {msg.client_id} from the device "
                                     f"with id {u}")
-            self.server.receive(msg)
+            self.receive(self.stages[i], msg)
         self.sent.add(u)
         self.bytes_up += len(message)
         self.progress.set()
-        if STAGES[i] == pb.UNMASKING:
+        if self.stages[i] == pb.UNMASKING:
             return pb.SecAggHeader(round=self.round_idx, stage=pb.UNMASKING), b""
         await self.closed[i].wait()
         if self.failure is not None:
             raise SecureRoundAborted(self.failure)
         reply = self.replies[i].get(u)
         if reply is None:
-            raise DroppedFromRound(f"secure aggregation: the round went on without this device after {NAMES[STAGES[i]]}")
+            raise DroppedFromRound(f"secure aggregation: the round went on without this device after "
+                                   f"{NAMES[self.stages[i]]}")
         self.bytes_down += len(reply)
-        out = pb.SecAggHeader(round=self.round_idx, stage=STAGES[i], message_bytes=len(reply))
+        out = pb.SecAggHeader(round=self.round_idx, stage=self.stages[i], message_bytes=len(reply))
         if i == 0:
-            out.client_index, out.num_clients, out.weight_scale = u, self.n, self.scale
+            out.client_index, out.num_clients, out.weight_scale = u, self.config.num_clients, self.scale
         return out, reply
 
+    def receive(self, stage: int, message) -> None:
+        """Hand one decoded protocol message of ``stage`` to the state machine (a test double may lie here)."""
+        self.server.receive(message)
+
     def _stage_index(self, stage: int, u: int) -> int:
-        if stage not in STAGES:
+        if stage not in self.stages:
             raise ProtocolError(f"secure aggregation: unknown stage {stage}; expected one of "
-                                f"{', '.join(NAMES.values())}")
-        i = STAGES.index(stage)
+                                f"{', '.join(NAMES[s] for s in self.stages)}")
+        i = self.stages.index(stage)
         if self.failure is not None:
             raise SecureRoundAborted(self.failure)
         if u in self.sent or (i < self.current and u in self.replies[i]):
@@ -156,12 +188,25 @@ class SecureRound:
             raise DroppedFromRound(f"secure aggregation: stage {NAMES[stage]} closed without this device")
         if i > self.current:
             raise ProtocolError(f"secure aggregation: a {NAMES[stage]} message while the round is at "
-                                f"{NAMES[STAGES[self.current]]}")
+                                f"{NAMES[self.stages[self.current]]}")
         return i
 
-    def _join(self, u: int, header: pb.SecAggHeader) -> None:
+    def _join(self, u: int, header: pb.SecAggHeader, task_id: str, message: bytes) -> None:
         if not 1 <= header.num_examples <= MAX_EXAMPLES:
             raise ProtocolError(f"num_examples = {header.num_examples}: expected 1..{MAX_EXAMPLES}")
+        if self.active:  # its certificate must carry the key registered for this device
+            join = JoinIdentity.from_bytes(message)
+            try:
+                _, public = certified_key(join.certificate)
+            except AuthError as err:
+                raise ProtocolError(f"secure aggregation: {err}") from None
+            if public != self.identity_key(task_id):
+                raise ProtocolError("secure aggregation: the identity certificate is not for this device's "
+                                    "registered signing key")
+            self.identities[u] = join
+        elif message:
+            raise ProtocolError("secure aggregation: a JOIN carries no message bytes in this round (no "
+                                "malicious_server)")
         metrics = decode_metrics(header.metrics)
         self.examples[u] = int(header.num_examples)
         self.losses[u] = float(metrics.get("train_loss", metrics.get("loss", 0.0)))
@@ -178,12 +223,12 @@ class SecureRound:
 
     async def run(self, join_deadline: float) -> SecureOutcome | None:
         """Run the stages to the end; return the outcome, or None when the round must be abandoned."""
-        for i, stage in enumerate(STAGES):
+        for i, stage in enumerate(self.stages):
             deadline = join_deadline if i == 0 else time.monotonic() + self.stage_timeout_s
             await self._wait_stage(deadline)
             try:
                 replies = await asyncio.to_thread(self._close, i)
-            except (DropoutThresholdExceeded, ProtocolError) as err:
+            except (DropoutThresholdExceeded, ProtocolError, AuthError, ConfigError) as err:
                 self.failure = str(err)
                 log.warning("round %d: secure aggregation aborted at %s: %s", self.round_idx, NAMES[stage], err)
                 for event in self.closed:
@@ -210,23 +255,39 @@ class SecureRound:
                 return
 
     def _close(self, i: int):
-        stage = STAGES[i]
+        stage = self.stages[i]
         if stage == pb.JOIN:
             joined = sorted(self.sent)
+            roster = self._start_active(joined) if self.active else b""
             if len(joined) < self.config.threshold:
                 raise DropoutThresholdExceeded(f"secure aggregation aborted at stage 'join': {len(joined)} of {self.n} "
                                                f"devices joined, the threshold is t={self.config.threshold}")
             self.scale = float(max(self.examples[u] for u in joined))
-            return {u: b"" for u in joined}
-        closer = {pb.ADVERTISE_KEYS: self.server.close_advertise_keys, pb.SHARE_KEYS: self.server.close_share_keys,
-                  pb.MASKED_INPUT: self.server.close_masked_input, pb.UNMASKING: self.server.close_unmasking}[stage]
-        out = closer()
+            return {u: roster for u in joined}
+        out = self.close(stage)
         return out if stage == pb.UNMASKING else {u: m.to_bytes() for u, m in out.items()}
+
+    def close(self, stage: int):
+        """Close ``stage`` in the state machine; return its per-device messages (a test double may lie here)."""
+        return getattr(self.server, "close_" + NAMES[stage])()
+
+    def _start_active(self, joined: list[int]) -> bytes:
+        """Build the actively secure server over the joined devices; return the roster every one of them gets."""
+        if len(joined) < 2:
+            raise DropoutThresholdExceeded(f"secure aggregation aborted at stage 'join': {len(joined)} of {self.n} "
+                                           "devices joined, at least 2 are needed")
+        self.config = self.stage.config(len(joined), self.stage.secure_length(self.layout.size))
+        roster = Roster(self.round_idx, tuple(RosterEntry(u, self.identities[u].nonce, self.identities[u].certificate)
+                                               for u in joined))
+        keys = {u: certified_key(self.identities[u].certificate)[1] for u in joined}
+        self.server = ActiveSecAggServer(self.config, verify_keys=keys, round_id=self.round_idx,
+                                         graph_seed=secrets.randbits(32), client_ids=joined, session=session_id(roster))
+        return roster.to_bytes()
 
     def _outcome(self, result) -> SecureOutcome:
         contributors = list(result.contributors)
         weights = {u: weight_of(self.examples[u], self.scale, self.equal_weights) for u in contributors}
-        total = unflatten_params(np.asarray(result.sum, dtype=np.float64), self.layout)
+        total = unflatten_params(self.stage.decode_secure(result, self.layout.size, self.round_idx), self.layout)
         mean = {k: (v.double() / sum(weights.values())).float() for k, v in total.items()}
         n = sum(self.examples[u] for u in contributors)
         agg_w = {u: 1.0 if self.equal_weights else float(self.examples[u]) for u in contributors}  # w_k

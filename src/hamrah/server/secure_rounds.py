@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from hamrah.core.errors import ConfigError, ProtocolError
+from hamrah.pipeline.distributed import DistributedDiscreteGaussian
 from hamrah.secagg.params import wire_layout
 from hamrah.secagg.stage import SecureAggregation
 from hamrah.server.rounds import LateReport, RoundState
@@ -18,7 +19,8 @@ log = logging.getLogger("hamrah.server")
 
 class SecureRounds:
     """Mixed into :class:`hamrah.server.coordinator.Coordinator` (uses its ``current``, ``cfg``,
-    ``pipeline`` and ``_live_task``)."""
+    ``pipeline`` and ``_live_task``; ``device_identity``, set by :class:`hamrah.server.app.FLServer`, maps a
+    device key to its registered Ed25519 key for ``malicious_server`` rounds)."""
 
     async def secure_exchange(self, device: str, header: pb.SecAggHeader, message: bytes) -> tuple[pb.SecAggHeader, bytes]:
         """Take one device's secure-aggregation message; return its next one when the stage closes.
@@ -45,20 +47,22 @@ class SecureRounds:
         if info is not None and info.device == device and rs.secure is not None:
             rs.secure.leave(task_id)
 
-    def secure_stage(self) -> SecureAggregation | None:
+    def secure_stage(self) -> SecureAggregation | DistributedDiscreteGaussian | None:
         """Return the pipeline's secure-aggregation stage, or None."""
         if self.pipeline is None:
             return None
         chain = self.pipeline.run.chain
         stage = None if chain.secure_sum is None else chain.stages[chain.secure_sum]
-        return stage if isinstance(stage, SecureAggregation) else None
+        return stage if isinstance(stage, (SecureAggregation, DistributedDiscreteGaussian)) else None
 
     async def _secure_round(self, rs: RoundState) -> SecureOutcome | None:
         """Run the round's secure aggregation over its training devices; None if it was aborted."""
         tasks = [t.task_id for t in rs.tasks.values() if t.kind == "train"]
+        lookup = getattr(self, "device_identity", None)  # device key -> registered Ed25519 key (set by the app)
+        identity_key = None if lookup is None else (lambda task_id: lookup(rs.tasks[task_id].device))
         try:
             rs.secure = SecureRound(self.secure_stage(), wire_layout(self.pipeline.wire), tasks, rs.round,
-                                    self.pipeline.spec.equal_weights, self.cfg.secagg_stage_timeout_s)
+                                    self.pipeline.spec.equal_weights, self.cfg.secagg_stage_timeout_s, identity_key)
         except ConfigError as err:  # e.g. fewer than 2 devices
             log.warning("round %d: secure aggregation cannot start: %s", rs.round, err)
             return None
@@ -67,4 +71,29 @@ class SecureRounds:
         return await rs.secure.run(rs.reporting_deadline)
 
 
-__all__ = ["SecureRounds"]
+def refuse_malicious_server_without_keys(pipeline, tokens) -> None:
+    """Refuse, before the server starts, ``malicious_server`` without provisioned device identity keys.
+
+    Raises:
+        ConfigError: no ``server.tokens_file``, or a registry with devices that have no Ed25519 key (a plain
+            tokens file), naming why: the actively secure protocol's signatures need them.
+    """
+    if pipeline is None:
+        return
+    chain = pipeline.run.chain
+    stage = None if chain.secure_sum is None else chain.stages[chain.secure_sum]
+    if not getattr(stage, "malicious_server", False):
+        return
+    why = "devices sign their keys and the contributor set with their provisioned Ed25519 identity keys, " \
+          "which devices check against the CA's identity certificates"
+    if tokens is None:
+        raise ConfigError(f"secure_aggregation.malicious_server = true needs server.tokens_file = a device registry "
+                          f"from `hamrah provision` ({why}); the server has none")
+    missing = tokens.unsigned_devices()
+    if missing:
+        raise ConfigError(f"secure_aggregation.malicious_server = true: devices {', '.join(missing[:5])}"
+                          f"{' ...' if len(missing) > 5 else ''} have no identity key in server.tokens_file ({why}); "
+                          "expected a registry from `hamrah provision`, not a plain tokens file")
+
+
+__all__ = ["SecureRounds", "refuse_malicious_server_without_keys"]

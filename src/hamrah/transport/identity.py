@@ -18,12 +18,15 @@ from reporting for another one.
 :class:`DeviceKey` is also the API for signing other protocol messages with the same key (e.g.
 secure-aggregation key advertisements): ``key.sign("secagg-advertise", data)`` and
 ``verify_signature(public, "secagg-advertise", data, sig)``; the purpose string keeps signatures of
-different kinds from standing in for each other.
+different kinds from standing in for each other. For the actively secure SecAgg, the CA also signs an
+identity certificate per device (:func:`identity_certificate`, ``identity.pem`` in its kit) binding its
+name to this key, so that devices can check each other's keys with the CA alone (:func:`verify_identity`).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import heapq
 import os
@@ -34,12 +37,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.x509.oid import NameOID
 
 from hamrah.core.errors import AuthError, ConfigError
 
@@ -155,6 +160,79 @@ class DeviceKey:
     def sign(self, purpose: str, data: bytes) -> bytes:
         """Sign ``data`` for ``purpose`` (domain-separated: a signature of one purpose never verifies for another)."""
         return self.private.sign(_message(purpose, data))
+
+
+IDENTITY_CERT = "identity.pem"
+"""The file name of a device's identity certificate in its kit, beside ``signing.key``."""
+
+
+def identity_certificate(name: str, public: bytes, ca_key, ca: x509.Certificate, days: int = 3650) -> x509.Certificate:
+    """Return the CA's certificate binding device ``name`` to its raw Ed25519 public key ``public``.
+
+    It is what lets one device check another's secure-aggregation signatures without trusting the
+    server (which only relays it): key usage digital signature only, not a CA, signed by the operator's
+    CA key (kept offline by ``hamrah provision``).
+    """
+    now = datetime.datetime.now(datetime.timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca.subject)
+               .public_key(Ed25519PublicKey.from_public_bytes(public)).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True))
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def certified_key(der: bytes) -> tuple[str, bytes]:
+    """Return (name, raw Ed25519 public key) of an identity certificate, without checking who signed it
+    (the server compares the key with its registry; devices use :func:`verify_identity`).
+
+    Raises:
+        AuthError: not a DER certificate of an Ed25519 key with a name.
+    """
+    try:
+        cert = x509.load_der_x509_certificate(bytes(der))
+        key = cert.public_key()
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except (ValueError, TypeError):
+        raise AuthError("identity certificate: not a DER X.509 certificate") from None
+    if not isinstance(key, Ed25519PublicKey) or not names:
+        raise AuthError("identity certificate: expected a named device's Ed25519 key")
+    return str(names[0].value), key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def verify_identity(der: bytes, ca: x509.Certificate, now: datetime.datetime | None = None) -> tuple[str, bytes]:
+    """Check a device identity certificate against the CA; return (device name, raw Ed25519 public key).
+
+    Raises:
+        AuthError: not a DER certificate, not signed by ``ca``, outside its validity, not an Ed25519
+            signing-only end-entity certificate, or without a name; the message names which.
+    """
+    try:
+        cert = x509.load_der_x509_certificate(bytes(der))
+    except (ValueError, TypeError):
+        raise AuthError("identity certificate: not a DER X.509 certificate") from None
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise AuthError("identity certificate: not signed by this device's CA (a certificate the server or "
+                        "anyone else made up, or of another fleet)") from None
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise AuthError(f"identity certificate of {cert.subject.rfc4514_string()}: expired or not yet valid")
+    key = cert.public_key()
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        ca_flag = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        raise AuthError("identity certificate: key usage or basic constraints missing") from None
+    if not isinstance(key, Ed25519PublicKey) or not usage.digital_signature or usage.key_cert_sign or ca_flag:
+        raise AuthError("identity certificate: expected an Ed25519 signing key of an end device (not a CA, "
+                        "not a TLS certificate)")
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names or not str(names[0].value):
+        raise AuthError("identity certificate: no device name (common name)")
+    return str(names[0].value), key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def verify_signature(public: bytes, purpose: str, data: bytes, signature: bytes) -> bool:

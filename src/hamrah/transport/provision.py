@@ -6,11 +6,13 @@ the others').
 
     out/ca/           ca.pem, ca.key               the CA (keep its key offline; needed to add devices)
     out/server/       ca.pem, server.pem, server.key, devices.json
-    out/devices/device-0000/  ca.pem, client.pem, client.key, token, signing.key
+    out/devices/device-0000/  ca.pem, client.pem, client.key, token, signing.key, identity.pem
     ...
 
 ``devices.json`` is the server's device registry: per device its name, the sha256 of its token (never
-the token), its Ed25519 public key and the sha256 of its client certificate. The server certificate
+the token), its Ed25519 public key and the sha256 of its client certificate. ``identity.pem`` is the
+CA's certificate of the device's Ed25519 key (for secure aggregation against a malicious server:
+devices check each other's keys with the CA, not the server). The server certificate
 is good for TLS server authentication only, device certificates for client authentication only.
 Every private file (keys, tokens, the registry) is written 0600. Running it again with a larger
 ``devices`` keeps the CA, the server's credentials and the existing devices, and adds the new ones.
@@ -29,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hamrah.core.errors import ConfigError
-from hamrah.transport.identity import DeviceKey, token_digest, write_private
+from hamrah.transport.identity import IDENTITY_CERT, DeviceKey, identity_certificate, token_digest, write_private
 from hamrah.transport.security import cert_sha256, key_pem, make_cert, pem
 
 REGISTRY = "devices.json"
@@ -130,6 +132,7 @@ def _new_device(d: Path, name: str, ca_key, ca) -> dict:
     (d / "client.pem").write_bytes(pem(cert))
     write_private(d / "client.key", key_pem(tls_key))
     signing.save(d / "signing.key")
+    (d / IDENTITY_CERT).write_bytes(pem(identity_certificate(name, signing.public_bytes, ca_key, ca)))
     write_private(d / "token", (token + "\n").encode())
     return _entry(name, token, signing, cert)
 
@@ -139,10 +142,13 @@ def _entry(name: str, token: str, signing: DeviceKey, cert: x509.Certificate) ->
             "signing_key": base64.b64encode(signing.public_bytes).decode("ascii"), "cert_sha256": cert_sha256(cert)}
 
 
-def _existing_device(d: Path) -> dict:
+def _existing_device(d: Path, ca_key, ca) -> dict:
     kit = DeviceCredentials.load(d)
     cert = x509.load_pem_x509_certificate(Path(kit.tls_cert).read_bytes())
-    return _entry(kit.name, kit.token, DeviceKey.load(kit.signing_key), cert)
+    signing = DeviceKey.load(kit.signing_key)
+    if not (d / IDENTITY_CERT).is_file():  # kits made before identity certificates: add one
+        (d / IDENTITY_CERT).write_bytes(pem(identity_certificate(kit.name, signing.public_bytes, ca_key, ca)))
+    return _entry(kit.name, kit.token, signing, cert)
 
 
 def provision(out: str | Path, devices: int, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
@@ -173,7 +179,7 @@ def provision(out: str | Path, devices: int, hosts: tuple[str, ...] = ("localhos
     entries = []
     for i in range(devices):
         d = out / "devices" / f"{prefix}-{i:04d}"
-        entries.append(_existing_device(d) if d.is_dir() else _new_device(d, d.name, ca_key, ca))
+        entries.append(_existing_device(d, ca_key, ca) if d.is_dir() else _new_device(d, d.name, ca_key, ca))
     registry = out / "server" / REGISTRY
     write_private(registry, json.dumps({"version": 1, "devices": entries}, indent=1).encode())
     return {"ca": out / "ca", "server": out / "server", "registry": registry, "devices": out / "devices"}

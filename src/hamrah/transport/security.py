@@ -178,6 +178,11 @@ class TokenRegistry:
         self._reload()
         return next((r for d, r in self._known.items() if r.key == key and d not in self._revoked), None)
 
+    def unsigned_devices(self) -> list[str]:
+        """Return the names of the registered devices without an Ed25519 signing key (a plain tokens file: all)."""
+        self._reload()
+        return sorted(r.name for r in self._known.values() if r.signing_key is None)
+
     def authenticate(self, token: str | None) -> str | None:
         """Return the device key for a known, unrevoked token, else None (the token alone; no signature check)."""
         rec = self.record(token)

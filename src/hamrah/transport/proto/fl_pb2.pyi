@@ -27,6 +27,7 @@ class SecAggStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SHARE_KEYS: _ClassVar[SecAggStage]
     MASKED_INPUT: _ClassVar[SecAggStage]
     UNMASKING: _ClassVar[SecAggStage]
+    CONSISTENCY_CHECK: _ClassVar[SecAggStage]
 TASK_KIND_UNSPECIFIED: TaskKind
 TRAIN: TaskKind
 EVALUATE: TaskKind
@@ -40,6 +41,7 @@ ADVERTISE_KEYS: SecAggStage
 SHARE_KEYS: SecAggStage
 MASKED_INPUT: SecAggStage
 UNMASKING: SecAggStage
+CONSISTENCY_CHECK: SecAggStage
 
 class DeviceState(_message.Message):
     __slots__ = ("idle", "charging", "unmetered", "battery")
