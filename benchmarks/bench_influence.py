@@ -15,7 +15,8 @@ import torch
 
 from hamrah.data import load_mnist
 from hamrah.models import build_model
-from hamrah.server.influence import AdaptiveClip, InfluenceBound, l2_norm64
+from hamrah.privacy.mechanisms import l2_norm
+from hamrah.server.influence import AdaptiveClip, InfluenceBound
 from hamrah.transport.codec import check_update, decode_params, encode_params, spec_of
 
 
@@ -41,7 +42,7 @@ def main() -> None:
     t0 = time.process_time()
     clipped = 0
     for d in deltas:
-        norm = l2_norm64(d)
+        norm = l2_norm(d)
         clip.observe(norm)
         bound = clip.clip()
         if norm > bound:

@@ -38,7 +38,8 @@ class BudgetLedger:
 
     Example:
         >>> ledger = BudgetLedger(2.0, 1e-5, RoundSpec.poisson(1.0, 0.01))
-        >>> ledger.check_round(); ledger.record_round()
+        >>> round(ledger.check_round(), 4), round(ledger.record_round(), 4)
+        (0.9555, 0.9555)
     """
 
     def __init__(self, target_epsilon: float, delta: float, spec: RoundSpec, method: str = "rdp",
