@@ -38,7 +38,7 @@ from hamrah.transport.codec import (
 from hamrah.transport.plan import Plan
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
-from hamrah.transport.identity import DeviceKey, RequestSigner, jittered
+from hamrah.transport.identity import RETRY_MAX_S, DeviceKey, RequestSigner, jittered
 from hamrah.transport.security import channel_credentials
 
 log = logging.getLogger("hamrah.device")
@@ -79,7 +79,7 @@ class DeviceConfig:
     tls_key: str | None = None
     poll_s: float = 0.05
     retry_s: float = 0.5
-    max_retry_s: float = 5.0
+    max_retry_s: float = RETRY_MAX_S
     unreachable_after_s: float | None = 600.0
     max_tasks: int | None = None
     max_checkpoint_mb: float = 1024.0

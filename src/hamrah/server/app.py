@@ -30,6 +30,7 @@ from hamrah.server.service import FederatedLearningService
 from hamrah.server.state import ServerStore
 from hamrah.server.watch import Watch
 from hamrah.transport.codec import CHUNK_BYTES
+from hamrah.transport.identity import RETRY_MAX_S
 from hamrah.transport.security import TokenRegistry, server_credentials
 
 log = logging.getLogger("hamrah.server")
@@ -138,11 +139,13 @@ class FLServer:
         return bound
 
     async def serve(self, port: int = 0, host: str = "127.0.0.1", linger_s: float | None = None) -> dict:
-        """Serve until every round is committed, then ``linger_s`` more (default: the longest reconnect
-        time plus the check-in hold, so every device that comes back hears that training is over and
-        stops, instead of retrying an ended server); return the summary."""
+        """Serve until every round is committed, then ``linger_s`` more (default: the longest wait a device
+        may be in, a reconnect delay or a retry of an unreachable server, plus the check-in hold), so every
+        device that comes back hears that training is over and stops instead of retrying an ended server;
+        return the summary."""
         s = self.setup.server
-        linger_s = s.reconnect_max_s + s.checkin_hold_s if linger_s is None else linger_s
+        if linger_s is None:
+            linger_s = max(s.reconnect_max_s, RETRY_MAX_S) + s.checkin_hold_s
         if self.port is None:
             await self.start(port, host)
         self._on_sigterm()

@@ -371,6 +371,9 @@ def check_request(md: dict, method: str, token_sha256: str, public: bytes, nonce
     nonces.add(nonce, ts, now, token_sha256)
 
 
+RETRY_MAX_S = 5.0  # a device that cannot reach the server tries again at least this often (the server lingers as long)
+
+
 def jittered(delay: float, rng: random.Random) -> float:
     """Return a backoff sleep: uniformly in [delay / 2, delay] ("equal jitter"), so devices spread out."""
     return delay / 2 + rng.random() * delay / 2
