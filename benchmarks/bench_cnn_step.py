@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench_simulator import baseline_model
 from hamrah.models import CNN
 from hamrah.simulation.parallel import keep_freed_memory
-
-from bench_simulator import baseline_model
 
 
 def _time(step, x, y, steps: int, repeats: int) -> float:
@@ -71,10 +70,10 @@ def parts() -> dict[str, float]:
 
 def page_faults_per_step(x, y, steps: int = 200) -> float:
     step = CNN().sgd_step(0.01)
-    for i in range(20):
+    for _i in range(20):
         step(x[:10], y[:10])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for i in range(steps):
+    for _i in range(steps):
         step(x[:10], y[:10])
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
 
@@ -107,12 +106,24 @@ def main() -> None:
         "hamrah CNN (channels-last), autograd": _autograd_step(CNN()),
         "hamrah CNN, hand-written sgd_step": CNN().sgd_step(0.01),
     }
-    rows = [{"variant": name, "ms_per_step": _time(step, x, y, args.steps, args.repeats)} for name, step in variants.items()]
+    rows = [
+        {"variant": name, "ms_per_step": _time(step, x, y, args.steps, args.repeats)} for name, step in variants.items()
+    ]
     micro = parts()
     torch.set_num_threads(2)
-    rows.append({"variant": "hamrah CNN, hand-written sgd_step, 2 threads",
-                 "ms_per_step": _time(CNN().sgd_step(0.01), x, y, args.steps, args.repeats)})
-    out = {"batch": 10, "torch": torch.__version__, "results": rows, "parts_us_1_thread": micro, "page_faults_per_step": faults}
+    rows.append(
+        {
+            "variant": "hamrah CNN, hand-written sgd_step, 2 threads",
+            "ms_per_step": _time(CNN().sgd_step(0.01), x, y, args.steps, args.repeats),
+        }
+    )
+    out = {
+        "batch": 10,
+        "torch": torch.__version__,
+        "results": rows,
+        "parts_us_1_thread": micro,
+        "page_faults_per_step": faults,
+    }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print("| step (10 images) | ms per step |\n|---|---|")
     for r in rows:

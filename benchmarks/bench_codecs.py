@@ -32,11 +32,18 @@ from hamrah.data import load_mnist
 from hamrah.models import build_model
 
 CODECS = {
-    "float32": Identity(), "float16": HalfPrecision("float16"), "bfloat16": HalfPrecision("bfloat16"),
-    "q8 minmax": StochasticQuantizer(8), "q4 minmax": StochasticQuantizer(4), "q2 minmax": StochasticQuantizer(2),
+    "float32": Identity(),
+    "float16": HalfPrecision("float16"),
+    "bfloat16": HalfPrecision("bfloat16"),
+    "q8 minmax": StochasticQuantizer(8),
+    "q4 minmax": StochasticQuantizer(4),
+    "q2 minmax": StochasticQuantizer(2),
     "q8 qsgd b512": StochasticQuantizer(8, "qsgd", bucket=512),
-    "q4 qsgd b512": StochasticQuantizer(4, "qsgd", bucket=512), "q8 ring": StochasticQuantizer(8, "ring", clip=0.05),
-    "sign + EF": SignEF(), "top-1% + EF": TopK(0.01), "top-1% fp16 + EF": TopK(0.01, value_dtype="float16"),
+    "q4 qsgd b512": StochasticQuantizer(4, "qsgd", bucket=512),
+    "q8 ring": StochasticQuantizer(8, "ring", clip=0.05),
+    "sign + EF": SignEF(),
+    "top-1% + EF": TopK(0.01),
+    "top-1% fp16 + EF": TopK(0.01, value_dtype="float16"),
     "mask 10%": RandomMask(0.1),
 }
 
@@ -80,13 +87,28 @@ def main() -> None:
         print("| codec | bytes | vs float32 | ms (enc+ser+parse+dec) | time vs float32 |\n|---|---:|---:|---:|---:|")
         for name, codec in CODECS.items():
             s, b = (base_s, base_b) if name == "float32" else time_codec(codec, update, args.repeats)
-            rows.append({"model": model, "floats": d, "codec": name, "bytes": b, "bytes_ratio": b / base_b,
-                         "ms": s * 1e3, "time_ratio": s / base_s})
+            rows.append(
+                {
+                    "model": model,
+                    "floats": d,
+                    "codec": name,
+                    "bytes": b,
+                    "bytes_ratio": b / base_b,
+                    "ms": s * 1e3,
+                    "time_ratio": s / base_s,
+                }
+            )
             print(f"| {name} | {b:,} | {b / base_b:.4f} | {s * 1e3:.1f} | {s / base_s:.1f}x |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": platform.platform(), "processor": platform.processor(), "torch_threads": 1,
-            "repeats": args.repeats, "torch": torch.__version__, "note": "shared 2-core machine"}
+    meta = {
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "torch_threads": 1,
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+        "note": "shared 2-core machine",
+    }
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"\nwrote {out}")
 

@@ -53,8 +53,13 @@ EPOCHS = {"breast": 20, "default_credit": 5}
 
 def run(split, cfg) -> tuple[dict, dict, float]:
     t0 = time.process_time()
-    res, stats = run_parties({"guest": lambda c: ftl.guest(c, split.guest, split.overlap, cfg),
-                              "host": lambda c: ftl.host(c, split.host, cfg, split.host_only)}, timeout_s=3600)
+    res, stats = run_parties(
+        {
+            "guest": lambda c: ftl.guest(c, split.guest, split.overlap, cfg),
+            "host": lambda c: ftl.host(c, split.host, cfg, split.host_only),
+        },
+        timeout_s=3600,
+    )
     return res, stats, time.process_time() - t0
 
 
@@ -104,14 +109,18 @@ def accuracy(name: str, overlap: float, choose: bool = False) -> dict:
     host_ov, host_only = split.host.select(split.overlap), split.host.select(split.host_only)
     labels_ov = split.guest.select(split.overlap).labels
     return {
-        "ids": {"overlap": len(split.overlap), "guest_only": len(split.guest.ids) - len(split.overlap),
-                "host_only": len(split.host_only)},
+        "ids": {
+            "overlap": len(split.overlap),
+            "guest_only": len(split.guest.ids) - len(split.overlap),
+            "host_only": len(split.host_only),
+        },
         "config": vars(cfg),
         "ftl_auc": round(roc_auc(y, res["host"].scores), 4),
         "ftl_accuracy": round(float(np.mean((res["host"].scores >= 0) == (y == 1))), 4),
         "guest_alone_lr_auc": round(roc_auc(y, np.full(len(y), split.guest.labels.mean())), 4),
-        "guest_alone_oracle_features_lr_auc": lr_auc(split.guest.features, split.guest.labels,
-                                                     tables["guest"].select(split.host_only).features, y),
+        "guest_alone_oracle_features_lr_auc": lr_auc(
+            split.guest.features, split.guest.labels, tables["guest"].select(split.host_only).features, y
+        ),
         "host_overlap_labels_lr_auc": lr_auc(host_ov.features, labels_ov, host_only.features, y),
         "host_all_labels_lr_auc_in_sample": lr_auc(host_only.features, y, host_only.features, y),
         "cpu_s_per_epoch": round(cpu / cfg.epochs, 3),
@@ -128,8 +137,12 @@ def he_overhead(key_bits: int, epochs: int, overlap: float) -> dict:
     re_, se, ce = run(split, replace(plain, mode="paillier"))
     steps = epochs * -(-len(split.overlap) // plain.batch_size)
     return {
-        "key_bits": key_bits, "epochs": epochs, "steps": steps, "overlap": len(split.overlap),
-        "plain_cpu_s_per_epoch": round(cp / epochs, 3), "paillier_cpu_s_per_epoch": round(ce / epochs, 2),
+        "key_bits": key_bits,
+        "epochs": epochs,
+        "steps": steps,
+        "overlap": len(split.overlap),
+        "plain_cpu_s_per_epoch": round(cp / epochs, 3),
+        "paillier_cpu_s_per_epoch": round(ce / epochs, 2),
         "overhead_ratio": round(ce / cp, 1),
         "plain_bytes_per_epoch": sp["guest"].total_bytes // epochs,
         "paillier_bytes_per_epoch": se["guest"].total_bytes // epochs,

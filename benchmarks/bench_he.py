@@ -4,9 +4,10 @@ For each scheme (packed Paillier, batched CKKS) and each client count n, with th
 n clients (Paillier's slot headroom grows with log2 n): a key holder makes keys; clients encrypt
 and serialise their update (Paillier: ``--encryptions`` distinct clients are timed, the others reuse
 their ciphertexts, which changes no cost; CKKS: all n encrypt, since its error bound holds for independent
-encryptions and a reused ciphertext's error adds n times); the server parses the uploads with the public key only and adds n ciphertext vectors
-(n - 1 additions); the key holder decrypts the aggregate, checked against the plaintext sum. The
-baseline does the same with plain float32 vectors: ``tobytes`` / ``frombuffer`` and numpy adds.
+encryptions and a reused ciphertext's error adds n times); the server parses the uploads with the
+public key only and adds n ciphertext vectors (n - 1 additions); the key holder decrypts the
+aggregate, checked against the plaintext sum. The baseline does the same with plain float32 vectors:
+``tobytes`` / ``frombuffer`` and numpy adds.
 Times are process CPU seconds (the machine is shared); ``wall_s`` is each point's wall time.
 
     python benchmarks/bench_he.py                                   # 199,210 floats, n = 2, 10, 50
@@ -61,8 +62,12 @@ def plaintext_baseline(xs: list[np.ndarray], n: int) -> dict:
         for i in range(1, n):
             total += parsed[i % len(parsed)]
     add_s = (CLOCK() - start) / REPEAT
-    return {"bytes_per_client": len(blobs[0]), "client_s": enc_s / len(xs),
-            "server_add_s_per_client": add_s / max(n - 1, 1), "decrypt_s": 0.0}
+    return {
+        "bytes_per_client": len(blobs[0]),
+        "client_s": enc_s / len(xs),
+        "server_add_s_per_client": add_s / max(n - 1, 1),
+        "decrypt_s": 0.0,
+    }
 
 
 def bench_scheme(scheme: HEScheme, xs: list[np.ndarray], n: int, tolerance: float) -> dict:
@@ -87,11 +92,20 @@ def bench_scheme(scheme: HEScheme, xs: list[np.ndarray], n: int, tolerance: floa
     expected = sum(xs[i % len(xs)] for i in range(n))
     err = float(np.abs(result - expected).max())
     return {
-        "clients": n, "length": len(xs[0]), "ciphertexts_per_client": scheme.num_ciphertexts(len(xs[0])),
-        "keygen_s": keygen_s, "public_key_bytes": len(public_bytes), "bytes_per_client": len(uploads[0]),
-        "client_encrypt_s": float(np.mean(enc_s)), "client_serialize_s": float(np.mean(ser_s)),
-        "server_parse_s_per_client": parse_s / len(uploads), "server_add_s_per_client": add_s / max(n - 1, 1),
-        "server_add_total_s": add_s, "decrypt_s": dec_s, "max_abs_error": err, "error_bound": tolerance,
+        "clients": n,
+        "length": len(xs[0]),
+        "ciphertexts_per_client": scheme.num_ciphertexts(len(xs[0])),
+        "keygen_s": keygen_s,
+        "public_key_bytes": len(public_bytes),
+        "bytes_per_client": len(uploads[0]),
+        "client_encrypt_s": float(np.mean(enc_s)),
+        "client_serialize_s": float(np.mean(ser_s)),
+        "server_parse_s_per_client": parse_s / len(uploads),
+        "server_add_s_per_client": add_s / max(n - 1, 1),
+        "server_add_total_s": add_s,
+        "decrypt_s": dec_s,
+        "max_abs_error": err,
+        "error_bound": tolerance,
         "within_bound": err <= tolerance,
     }
 
@@ -101,12 +115,22 @@ def make_scheme(name: str, n: int, args) -> tuple[HEScheme, float, dict]:
     if name == "paillier":
         cfg = PaillierConfig(args.key_bits, args.precision_bits, args.bound, n)
         p = cfg.packing
-        params = {"key_bits": cfg.key_bits, "precision_bits": cfg.precision_bits, "bound": cfg.bound,
-                  "slot_bits": p.slot_bits, "headroom_bits": p.headroom_bits, "slots_per_ciphertext": p.slots}
+        params = {
+            "key_bits": cfg.key_bits,
+            "precision_bits": cfg.precision_bits,
+            "bound": cfg.bound,
+            "slot_bits": p.slot_bits,
+            "headroom_bits": p.headroom_bits,
+            "slots_per_ciphertext": p.slots,
+        }
         return PaillierScheme(cfg), n * 2.0 ** -(cfg.precision_bits + 1), params
     cfg = CKKSConfig(args.poly_degree, tuple(args.coeff_bits), args.scale_bits, args.bound, n)
-    params = {"poly_modulus_degree": cfg.poly_modulus_degree, "coeff_mod_bit_sizes": list(cfg.coeff_mod_bit_sizes),
-              "scale_bits": cfg.scale_bits, "slots_per_ciphertext": cfg.slots}
+    params = {
+        "poly_modulus_degree": cfg.poly_modulus_degree,
+        "coeff_mod_bit_sizes": list(cfg.coeff_mod_bit_sizes),
+        "scale_bits": cfg.scale_bits,
+        "slots_per_ciphertext": cfg.slots,
+    }
     return CKKSScheme(cfg), cfg.error_bound(n), params
 
 
@@ -128,7 +152,7 @@ def main() -> None:
 
     clients = [int(v) for v in args.clients.split(",")]
     all_xs = client_updates(args.length, max(clients + [args.encryptions]), args.bound, args.seed)
-    xs = all_xs[:args.encryptions]
+    xs = all_xs[: args.encryptions]
     rows = []
     for n in clients:
         base = plaintext_baseline(xs, n)
@@ -139,18 +163,33 @@ def main() -> None:
             wall = time.perf_counter()
             r = bench_scheme(scheme, all_xs[:n] if name == "ckks" else xs, n, tol)
             r["wall_s"] = time.perf_counter() - wall
-            r.update(scheme=name, params=params, bytes_vs_plaintext=r["bytes_per_client"] / base["bytes_per_client"],
-                     server_add_vs_plaintext=r["server_add_s_per_client"] / base["server_add_s_per_client"])
+            r.update(
+                scheme=name,
+                params=params,
+                bytes_vs_plaintext=r["bytes_per_client"] / base["bytes_per_client"],
+                server_add_vs_plaintext=r["server_add_s_per_client"] / base["server_add_s_per_client"],
+            )
             rows.append(r)
-            print(f"{name} n={n}: encrypt {r['client_encrypt_s']:.2f} s, add {r['server_add_s_per_client']*1e3:.1f} "
-                  f"ms/client, decrypt {r['decrypt_s']:.2f} s, {r['bytes_per_client']/1e6:.2f} MB/client "
-                  f"({r['bytes_vs_plaintext']:.1f}x), max error {r['max_abs_error']:.2e}", flush=True)
-    meta = {"python": platform.python_version(), "cpu": platform.machine(), "phe": version("phe"),
-            "gmpy2": version("gmpy2"), "tenseal": version("tenseal"),
-            "machine": "shared 2-core CPU machine (other jobs running); times are process CPU seconds",
-            "command": "python benchmarks/bench_he.py " + " ".join(
-                f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
-                for k, v in vars(args).items() if k != "out")}
+            print(
+                f"{name} n={n}: encrypt {r['client_encrypt_s']:.2f} s, add {r['server_add_s_per_client'] * 1e3:.1f} "
+                f"ms/client, decrypt {r['decrypt_s']:.2f} s, {r['bytes_per_client'] / 1e6:.2f} MB/client "
+                f"({r['bytes_vs_plaintext']:.1f}x), max error {r['max_abs_error']:.2e}",
+                flush=True,
+            )
+    meta = {
+        "python": platform.python_version(),
+        "cpu": platform.machine(),
+        "phe": version("phe"),
+        "gmpy2": version("gmpy2"),
+        "tenseal": version("tenseal"),
+        "machine": "shared 2-core CPU machine (other jobs running); times are process CPU seconds",
+        "command": "python benchmarks/bench_he.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items()
+            if k != "out"
+        ),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -52,10 +52,20 @@ def one_row(section: dict, weighted: bool, clients: int, examples: int) -> dict:
     mean, dec_s = cpu(stage.decrypt, total, spec)
     err = max(float((mean[k] / (weight * clients) - update[k]).abs().max()) for k in update)
     plain = DensePayload(update).nbytes
-    return {"scheme": section["scheme"], "settings": settings.to_dict(), "weighted_by_examples": weighted,
-            "clients": clients, "bytes_per_client": len(payload), "float32_bytes": plain,
-            "vs_float32": len(payload) / plain, "encrypt_s": enc_s, "parse_s_per_client": read_s / clients,
-            "weight_and_add_s": add_s, "decrypt_s": dec_s, "max_abs_error_of_mean": err}
+    return {
+        "scheme": section["scheme"],
+        "settings": settings.to_dict(),
+        "weighted_by_examples": weighted,
+        "clients": clients,
+        "bytes_per_client": len(payload),
+        "float32_bytes": plain,
+        "vs_float32": len(payload) / plain,
+        "encrypt_s": enc_s,
+        "parse_s_per_client": read_s / clients,
+        "weight_and_add_s": add_s,
+        "decrypt_s": dec_s,
+        "max_abs_error_of_mean": err,
+    }
 
 
 def main() -> None:
@@ -68,12 +78,22 @@ def main() -> None:
     for section, weighted in ROWS:
         row = one_row(section, weighted, args.clients, args.examples)
         rows.append(row)
-        print(f"{row['scheme']:8s} max_weight {row['settings']['max_weight']:>8} {row['bytes_per_client']:>8,} B/client "
-              f"({row['vs_float32']:.1f}x float32), encrypt {row['encrypt_s']:.3f} s, weight+add {args.clients} "
-              f"{row['weight_and_add_s']:.3f} s, decrypt {row['decrypt_s']:.3f} s, error {row['max_abs_error_of_mean']:.1e}",
-              flush=True)
-    out = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
-                       "clock": "process CPU seconds"}, "args": vars(args), "rows": rows}
+        print(
+            f"{row['scheme']:8s} max_weight {row['settings']['max_weight']:>8} {row['bytes_per_client']:>8,} B/client "
+            f"({row['vs_float32']:.1f}x float32), encrypt {row['encrypt_s']:.3f} s, weight+add {args.clients} "
+            f"{row['weight_and_add_s']:.3f} s, decrypt {row['decrypt_s']:.3f} s, "
+            f"error {row['max_abs_error_of_mean']:.1e}",
+            flush=True,
+        )
+    out = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "clock": "process CPU seconds",
+        },
+        "args": vars(args),
+        "rows": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")

@@ -29,8 +29,10 @@ def main() -> None:
     params = {k: v.detach() for k, v in build_model(args.model, load_mnist()).named_parameters()}
     spec = spec_of(params)
     g = torch.Generator().manual_seed(0)
-    payloads = [encode_params({k: torch.randn(v.shape, generator=g) * (1e-3 if i % 2 else 1.0) for k, v in params.items()})
-                for i in range(args.reports)]
+    payloads = [
+        encode_params({k: torch.randn(v.shape, generator=g) * (1e-3 if i % 2 else 1.0) for k, v in params.items()})
+        for i in range(args.reports)
+    ]
     t0 = time.process_time()
     deltas = []
     for data in payloads:
@@ -49,9 +51,19 @@ def main() -> None:
             InfluenceBound(10**6, bound).bound(d)
             clipped += 1
     t_bound = time.process_time() - t0
-    print(json.dumps({"model": args.model, "reports": args.reports, "parameters": sum(v.numel() for v in params.values()),
-                      "decode_and_check_cpu_s": round(t_decode, 3), "norm_and_clip_cpu_s": round(t_bound, 3),
-                      "clipped": clipped, "ratio": round(t_bound / t_decode, 2)}))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "reports": args.reports,
+                "parameters": sum(v.numel() for v in params.values()),
+                "decode_and_check_cpu_s": round(t_decode, 3),
+                "norm_and_clip_cpu_s": round(t_bound, 3),
+                "clipped": clipped,
+                "ratio": round(t_bound / t_decode, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,14 +37,19 @@ def _rate(fn, count: int) -> float:
 
 def bench_phe(bits: int, xs: list[int], ks: list[int]) -> dict:
     from phe import paillier
+
     pub, priv = paillier.generate_paillier_keypair(n_length=bits)
     nsq = gmpy2.mpz(pub.nsquare)
     box = {}
     out = {"encrypt": _rate(lambda: box.setdefault("c", [gmpy2.mpz(pub.raw_encrypt(x % pub.n)) for x in xs]), len(xs))}
     cs = box["c"]
     out["add"] = _rate(lambda: [a * b % nsq for a, b in zip(cs, cs)], len(xs))
-    out["mul_plain"] = _rate(lambda: [gmpy2.powmod(c, k, nsq) if k >= 0 else gmpy2.powmod(gmpy2.invert(c, nsq), -k, nsq)
-                                      for c, k in zip(cs, ks)], len(xs))
+    out["mul_plain"] = _rate(
+        lambda: [
+            gmpy2.powmod(c, k, nsq) if k >= 0 else gmpy2.powmod(gmpy2.invert(c, nsq), -k, nsq) for c, k in zip(cs, ks)
+        ],
+        len(xs),
+    )
     out["decrypt"] = _rate(lambda: [priv.raw_decrypt(int(c)) for c in cs], len(xs))
     return out
 
@@ -68,6 +73,7 @@ def bench_hamrah(bits: int, xs: list[int], ks: list[int], scheme=he) -> dict:
 def bench_heu(bits: int, xs: list[int], ks: list[int], schema: str) -> dict:
     from heu import numpy as hnp
     from heu import phe
+
     kit = hnp.setup(getattr(phe.SchemaType, schema), bits)
     enc = phe.IntegerEncoder(getattr(phe.SchemaType, schema))
     plain = kit.array(np.array(xs, dtype=np.int64), enc)
@@ -88,24 +94,36 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/paillier_libs.json")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    xs = [int(v) for v in rng.integers(-2**40, 2**40, size=args.n)]
-    ks = [int(v) for v in rng.integers(-2**27, 2**27, size=args.n)]
-    results = {"phe+gmpy2": bench_phe(args.bits, xs, ks), "hamrah.vertical.he": bench_hamrah(args.bits, xs, ks),
-               "hamrah.vertical.he_ou (OU)": bench_hamrah(args.bits, xs, ks, he_ou)}
+    xs = [int(v) for v in rng.integers(-(2**40), 2**40, size=args.n)]
+    ks = [int(v) for v in rng.integers(-(2**27), 2**27, size=args.n)]
+    results = {
+        "phe+gmpy2": bench_phe(args.bits, xs, ks),
+        "hamrah.vertical.he": bench_hamrah(args.bits, xs, ks),
+        "hamrah.vertical.he_ou (OU)": bench_hamrah(args.bits, xs, ks, he_ou),
+    }
     try:
-        import heu  # noqa: F401
         import os
+
+        import heu  # noqa: F401
+
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         for schema in ("ZPaillier", "OU"):
             results[f"sf-heu {schema}"] = bench_heu(args.bits, xs, ks, schema)
     except ImportError:
         results["sf-heu"] = "not installed"
     print(f"{args.bits}-bit keys, {args.n} values, operations per CPU-second (one thread)")
-    print(f"{'library':28s}" + "".join(f"{op:>14s}" for op in ("encrypt", "add", "mul_plain", "matvec_entry", "decrypt")))
+    print(
+        f"{'library':28s}" + "".join(f"{op:>14s}" for op in ("encrypt", "add", "mul_plain", "matvec_entry", "decrypt"))
+    )
     for name, r in results.items():
         if isinstance(r, dict):
-            print(f"{name:28s}" + "".join(f"{r.get(op, float('nan')):14.0f}" for op in
-                                          ("encrypt", "add", "mul_plain", "matvec_entry", "decrypt")))
+            print(
+                f"{name:28s}"
+                + "".join(
+                    f"{r.get(op, float('nan')):14.0f}"
+                    for op in ("encrypt", "add", "mul_plain", "matvec_entry", "decrypt")
+                )
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"bits": args.bits, "n": args.n, "results": results}, indent=2))
 

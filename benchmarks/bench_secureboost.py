@@ -43,7 +43,8 @@ def load(name: str) -> tuple[dict, dict]:
     """Return aligned (train, test) tables: a9a's own split, else a seeded 80/20 split of the rows."""
     if name == "a9a":
         read = lambda split, party: read_party_csv(
-            ROOT / f"data/a9a/a9a_{split}_{party}.csv.gz", label_column="y" if party == "guest" else None)
+            ROOT / f"data/a9a/a9a_{split}_{party}.csv.gz", label_column="y" if party == "guest" else None
+        )
         return ({p: read("train", p) for p in ("guest", "host")}, {p: read("test", p) for p in ("guest", "host")})
     tables = load_vertical(name)
     perm = np.random.default_rng(0).permutation(len(tables["guest"].ids))
@@ -60,15 +61,24 @@ def xgboost(train: dict, test: dict, config: SecureBoostConfig, parties: tuple[s
     """Central XGBoost on the given parties' features, the same hyperparameters, one thread."""
     x = lambda t: np.hstack([t[p].features for p in parties])
     y = train["guest"].labels
-    model = xgb.XGBClassifier(n_estimators=config.num_trees, max_depth=config.max_depth,
-                              learning_rate=config.learning_rate, reg_lambda=config.reg_lambda,
-                              min_child_weight=config.min_child_weight, tree_method="hist",
-                              max_bin=config.max_bins, base_score=float(y.mean()), n_jobs=1)
+    model = xgb.XGBClassifier(
+        n_estimators=config.num_trees,
+        max_depth=config.max_depth,
+        learning_rate=config.learning_rate,
+        reg_lambda=config.reg_lambda,
+        min_child_weight=config.min_child_weight,
+        tree_method="hist",
+        max_bin=config.max_bins,
+        base_score=float(y.mean()),
+        n_jobs=1,
+    )
     start = CLOCK()
     model.fit(x(train), y)
     seconds = CLOCK() - start
-    return {**scores(test["guest"].labels, model.predict_proba(x(test))[:, 1]),
-            "cpu_s_per_tree": seconds / config.num_trees}
+    return {
+        **scores(test["guest"].labels, model.predict_proba(x(test))[:, 1]),
+        "cpu_s_per_tree": seconds / config.num_trees,
+    }
 
 
 def secureboost(train: dict, test: dict, config: SecureBoostConfig) -> tuple[dict, object]:
@@ -76,9 +86,12 @@ def secureboost(train: dict, test: dict, config: SecureBoostConfig) -> tuple[dic
     fit = fit_local(train, config)
     seconds = CLOCK() - start
     traffic = sum(fit.stats["guest"].sent_bytes.values()) + sum(fit.stats["guest"].received_bytes.values())
-    return {**scores(test["guest"].labels, predict_local(fit, test)), "cpu_s_per_tree": seconds / config.num_trees,
-            "party_cpu_s_per_tree": {n: s / config.num_trees for n, s in fit.cpu_s.items()},
-            "bytes_per_tree": traffic / config.num_trees}, fit
+    return {
+        **scores(test["guest"].labels, predict_local(fit, test)),
+        "cpu_s_per_tree": seconds / config.num_trees,
+        "party_cpu_s_per_tree": {n: s / config.num_trees for n, s in fit.cpu_s.items()},
+        "bytes_per_tree": traffic / config.num_trees,
+    }, fit
 
 
 def main() -> None:
@@ -94,25 +107,46 @@ def main() -> None:
     args = ap.parse_args()
     train, test = load(args.data)
     if args.rows:
-        train = {k: t.select(t.ids[:args.rows]) for k, t in train.items()}
-    base = SecureBoostConfig(num_trees=args.trees, max_depth=args.depth, learning_rate=args.lr,
-                             max_bins=args.bins, encrypted=False, key_bits=args.key_bits)
-    out = {"data": args.data, "rows": {"train": len(train["guest"].ids), "test": len(test["guest"].ids)},
-           "features": {p: train[p].features.shape[1] for p in ("guest", "host")},
-           "config": {k: getattr(base, k) for k in ("num_trees", "max_depth", "learning_rate", "max_bins",
-                                                    "min_child_weight", "reg_lambda", "key_bits")},
-           "central_xgboost": xgboost(train, test, base, ("guest", "host")),
-           "guest_alone_xgboost": xgboost(train, test, base, ("guest",))}
+        train = {k: t.select(t.ids[: args.rows]) for k, t in train.items()}
+    base = SecureBoostConfig(
+        num_trees=args.trees,
+        max_depth=args.depth,
+        learning_rate=args.lr,
+        max_bins=args.bins,
+        encrypted=False,
+        key_bits=args.key_bits,
+    )
+    out = {
+        "data": args.data,
+        "rows": {"train": len(train["guest"].ids), "test": len(test["guest"].ids)},
+        "features": {p: train[p].features.shape[1] for p in ("guest", "host")},
+        "config": {
+            k: getattr(base, k)
+            for k in (
+                "num_trees",
+                "max_depth",
+                "learning_rate",
+                "max_bins",
+                "min_child_weight",
+                "reg_lambda",
+                "key_bits",
+            )
+        },
+        "central_xgboost": xgboost(train, test, base, ("guest", "host")),
+        "guest_alone_xgboost": xgboost(train, test, base, ("guest",)),
+    }
     out["plaintext"], _ = secureboost(train, test, base)
     small = SecureBoostConfig(**{**out["config"], "num_trees": args.enc_trees, "encrypted": False})
     plain_small, plain_fit = secureboost(train, test, small)
-    out["encrypted"], enc_fit = secureboost(train, test, SecureBoostConfig(**{**out["config"],
-                                                                            "num_trees": args.enc_trees}))
+    out["encrypted"], enc_fit = secureboost(
+        train, test, SecureBoostConfig(**{**out["config"], "num_trees": args.enc_trees})
+    )
     out["encrypted"]["trees"] = args.enc_trees
     out["encrypted"]["same_trees_as_plaintext"] = all(
         np.array_equal(getattr(a, k), getattr(b, k), equal_nan=k == "threshold")
         for a, b in zip(plain_fit.guest.trees, enc_fit.guest.trees)
-        for k in ("owner", "feature", "threshold", "left", "right", "value"))
+        for k in ("owner", "feature", "threshold", "left", "right", "value")
+    )
     out["he_overhead"] = out["encrypted"]["cpu_s_per_tree"] / plain_small["cpu_s_per_tree"]
     out["auc_gap_to_central"] = out["plaintext"]["auc"] - out["central_xgboost"]["auc"]
     out["machine"] = {"python": platform.python_version(), "processor": platform.processor() or platform.machine()}

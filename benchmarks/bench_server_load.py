@@ -41,9 +41,9 @@ import torch
 from hamrah.device.fleet import make_tokens
 from hamrah.models import ModelSpec
 from hamrah.transport.codec import CHUNK_BYTES, chunks, encode_params
+from hamrah.transport.identity import DeviceKey, RequestSigner
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
-from hamrah.transport.identity import DeviceKey, RequestSigner
 from hamrah.transport.provision import device_folders, provision
 
 SHAPES = {"2nn": (1, 28, 28), "cnn": (1, 28, 28)}
@@ -82,8 +82,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def device(port: int, signer: RequestSigner, payload: bytes, compute_s: float, stop: asyncio.Event,
-                 stats: dict) -> None:
+async def device(
+    port: int, signer: RequestSigner, payload: bytes, compute_s: float, stop: asyncio.Event, stats: dict
+) -> None:
     token = signer.token
     sign = signer.metadata
 
@@ -109,14 +110,25 @@ async def device(port: int, signer: RequestSigner, payload: bytes, compute_s: fl
                 await asyncio.sleep(reply.reconnect_after_s)
                 continue
             t = reply.task
-            [c async for c in stub.DownloadCheckpoint(pb.CheckpointRequest(task_id=t.task_id),
-                                                      metadata=signed("DownloadCheckpoint"))]
+            [
+                c
+                async for c in stub.DownloadCheckpoint(
+                    pb.CheckpointRequest(task_id=t.task_id), metadata=signed("DownloadCheckpoint")
+                )
+            ]
             await asyncio.sleep(compute_s)
 
-            async def parts():
-                yield pb.ReportPart(header=pb.ReportHeader(task_id=t.task_id, round=t.round, status=pb.COMPLETED,
-                                                           num_examples=600, metrics=b'{"train_loss": 1.0}',
-                                                           update_bytes=len(payload)))
+            async def parts(t=t):
+                yield pb.ReportPart(
+                    header=pb.ReportHeader(
+                        task_id=t.task_id,
+                        round=t.round,
+                        status=pb.COMPLETED,
+                        num_examples=600,
+                        metrics=b'{"train_loss": 1.0}',
+                        update_bytes=len(payload),
+                    )
+                )
                 for piece in chunks(payload):
                     yield pb.ReportPart(chunk=pb.Chunk(data=piece))
 
@@ -141,7 +153,9 @@ def _signers(work: Path, devices: int, signed: bool) -> list[RequestSigner]:
         return [RequestSigner(t, None, "load") for t in make_tokens(work / "tokens.txt", devices)]
     provision(work / "pki", devices)
     (work / "tokens.txt").symlink_to(work / "pki" / "server" / "devices.json")
-    return [RequestSigner(k.token, DeviceKey.load(k.signing_key), k.name) for k in device_folders(work / "pki", devices)]
+    return [
+        RequestSigner(k.token, DeviceKey.load(k.signing_key), k.name) for k in device_folders(work / "pki", devices)
+    ]
 
 
 def _viewer(port: int, stop: asyncio.Event, seen: dict) -> None:
@@ -163,21 +177,43 @@ def _viewer(port: int, stop: asyncio.Event, seen: dict) -> None:
         time.sleep(1.0)
 
 
-async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_s: float, signed: bool = False,
-                      server_set: str = "", dashboard: bool = False) -> dict:
+async def one_setting(
+    model: str,
+    devices: int,
+    goal: int,
+    rounds: int,
+    compute_s: float,
+    signed: bool = False,
+    server_set: str = "",
+    dashboard: bool = False,
+) -> dict:
     work = Path(tempfile.mkdtemp(prefix="hamrah-load-"))
     signers = _signers(work, devices, signed)
     extra = "".join(f"{kv.strip()}\n" for kv in server_set.split(",") if kv.strip())  # e.g. bounded_influence = false
-    (work / "server.toml").write_text(CONFIG.format(devices=max(devices, 100), model=model, rounds=rounds, goal=goal)
-                                      + extra)
+    (work / "server.toml").write_text(
+        CONFIG.format(devices=max(devices, 100), model=model, rounds=rounds, goal=goal) + extra
+    )
     dash_port = free_port()
     if dashboard:
         with open(work / "server.toml", "a") as f:
             f.write(f"[dashboard]\nenabled = true\nport = {dash_port}\n")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "hamrah.cli", "server", "--config", str(work / "server.toml"),
-                               "--port", str(port), "--state", str(work / "state")],
-                              stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hamrah.cli",
+            "server",
+            "--config",
+            str(work / "server.toml"),
+            "--port",
+            str(port),
+            "--state",
+            str(work / "state"),
+        ],
+        stdout=open(work / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     spec = ModelSpec(model, SHAPES[model], 10)
     net = spec.build()
     # FedAvg's statistic: the delta, named delta/<param>
@@ -211,14 +247,24 @@ async def one_setting(model: str, devices: int, goal: int, rounds: int, compute_
     overhead = [r["round_s"] - r.get("eval_s", 0.0) - compute_s for r in steady]
     mb = len(payload) / 2**20
     return {
-        "model": model, "signed": signed, "devices": devices, "goal": goal, "rounds": len(records), "update_mb": round(mb, 3),
-        "connected": len(stats["connected"]), "round_s": [r["round_s"] for r in records],
-        "server_overhead_s": round(sum(overhead) / len(overhead), 3), "compute_s": compute_s,
+        "model": model,
+        "signed": signed,
+        "devices": devices,
+        "goal": goal,
+        "rounds": len(records),
+        "update_mb": round(mb, 3),
+        "connected": len(stats["connected"]),
+        "round_s": [r["round_s"] for r in records],
+        "server_overhead_s": round(sum(overhead) / len(overhead), 3),
+        "compute_s": compute_s,
         "updates_per_s": round(goal / (sum(overhead) / len(overhead)), 1),
         "mb_ingested_per_s": round(goal * mb / (sum(overhead) / len(overhead)), 1),
-        "server_peak_rss_mb": round(rss, 1), "wall_s": round(wall, 1),
+        "server_peak_rss_mb": round(rss, 1),
+        "wall_s": round(wall, 1),
         "calls_per_round": round(stats["calls"] / max(len(records), 1)),
-        "dashboard": dashboard, "metrics_scrapes": seen.get("scrapes", 0), "server_cpu_s": round(cpu, 1),
+        "dashboard": dashboard,
+        "metrics_scrapes": seen.get("scrapes", 0),
+        "server_cpu_s": round(cpu, 1),
         "steady_rounds_per_s": round(len(steady) / sum(r["round_s"] for r in steady), 3),
     }
 
@@ -232,10 +278,18 @@ def main() -> None:
     p.add_argument("--compute-s", type=float, default=1.0)
     p.add_argument("--signed", action="store_true", help="provisioned devices; every call signed (Ed25519, nonce)")
     p.add_argument("--out", default="benchmarks/results/server_load.json")
-    p.add_argument("--server-set", default="", help="extra [server] keys, comma-separated TOML, e.g. "
-                   "'bounded_influence = false, selection_window_s = 0' (the baseline without the reliability defaults)")
-    p.add_argument("--dashboard", default="off", choices=["off", "on", "both"],
-                   help="run with the live dashboard and /metrics on (a viewer attached); both: off, then on")
+    p.add_argument(
+        "--server-set",
+        default="",
+        help="extra [server] keys, comma-separated TOML, e.g. "
+        "'bounded_influence = false, selection_window_s = 0' (the baseline without the reliability defaults)",
+    )
+    p.add_argument(
+        "--dashboard",
+        default="off",
+        choices=["off", "on", "both"],
+        help="run with the live dashboard and /metrics on (a viewer attached); both: off, then on",
+    )
     args = p.parse_args()
     results = []
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.dashboard]
@@ -244,18 +298,28 @@ def main() -> None:
     for k, (n, dash) in enumerate(settings):
         if k:  # progress on stderr, one line per setting: done, rate, time left
             per = (time.monotonic() - start) / k
-            print(f"setting {k + 1}/{len(settings)} ({per:.0f} s each, about {per * (len(settings) - k):.0f} s left)",
-                  file=sys.stderr, flush=True)
-        r = asyncio.run(one_setting(args.model, n, min(args.goal, n), args.rounds, args.compute_s, args.signed,
-                                    args.server_set, dash))
+            print(
+                f"setting {k + 1}/{len(settings)} ({per:.0f} s each, about {per * (len(settings) - k):.0f} s left)",
+                file=sys.stderr,
+                flush=True,
+            )
+        r = asyncio.run(
+            one_setting(
+                args.model, n, min(args.goal, n), args.rounds, args.compute_s, args.signed, args.server_set, dash
+            )
+        )
         r["server_set"] = args.server_set
         print(json.dumps(r), flush=True)
         results.append(r)
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.exists() else {"results": []}
     keep = [r for r in old["results"] if (r["model"], r.get("signed", False)) != (args.model, args.signed)]
-    meta = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "grpc": grpc.__version__,
-            "psutil": psutil.__version__}
+    meta = {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "grpc": grpc.__version__,
+        "psutil": psutil.__version__,
+    }
     out.write_text(json.dumps({"meta": meta, "results": keep + results}, indent=2) + "\n")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import platform
 import tempfile
@@ -39,24 +38,40 @@ MODES = {
     "secagg+": {"secure_aggregation": {"variant": "secagg+", "clip": 0.5, "input_bits": 20}},
     "paillier": {"homomorphic_encryption": {"scheme": "paillier", "key_bits": 2048, "bound": 1.0}},
 }
-SERVER = {"selection_timeout_s": 30.0, "reporting_timeout_s": 600.0, "checkin_hold_s": 0.5, "reconnect_min_s": 0.05,
-          "reconnect_max_s": 0.5, "retry_delay_s": 0.1, "over_selection": 1.0}
+SERVER = {
+    "selection_timeout_s": 30.0,
+    "reporting_timeout_s": 600.0,
+    "checkin_hold_s": 0.5,
+    "reconnect_min_s": 0.05,
+    "reconnect_max_s": 0.5,
+    "retry_delay_s": 0.1,
+    "over_selection": 1.0,
+}
 
 
 def experiment(model: str, devices: int, rounds: int, mode: str):
-    return from_dict({
-        "data": {"dataset": "mnist", "partition": "iid", "num_clients": devices},
-        "model": {"name": model},
-        "algorithm": {"name": "fedavg", "client_fraction": 1.0, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
-        "run": {"rounds": rounds, "seed": 0}, **MODES[mode],
-    })
+    return from_dict(
+        {
+            "data": {"dataset": "mnist", "partition": "iid", "num_clients": devices},
+            "model": {"name": model},
+            "algorithm": {"name": "fedavg", "client_fraction": 1.0, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
+            "run": {"rounds": rounds, "seed": 0},
+            **MODES[mode],
+        }
+    )
 
 
 async def serve(setup, state: Path, stores, tokens):
     server = FLServer(setup, state)
     port = await server.start(0)
-    base = DeviceConfig(server=f"127.0.0.1:{port}", population=setup.server.population, retry_s=0.05,
-                        max_retry_s=0.3, poll_s=0.01, unreachable_after_s=5.0)
+    base = DeviceConfig(
+        server=f"127.0.0.1:{port}",
+        population=setup.server.population,
+        retry_s=0.05,
+        max_retry_s=0.3,
+        poll_s=0.01,
+        unreachable_after_s=5.0,
+    )
     fleet = asyncio.ensure_future(run_fleet(base, stores, tokens))
     await server.serve(linger_s=0.5)
     await asyncio.wait_for(fleet, 30)
@@ -75,12 +90,19 @@ def run_mode(mode: str, args, work: Path, stores, tokens, reference=None) -> tup
     recs = store.committed_rounds()
     store.close()
     later = recs[1:] or recs
-    row = {"mode": mode, "rounds": len(recs), "wall_s": wall,
-           "round_s": sum(r["round_s"] for r in later) / len(later),
-           "bytes_up_per_device": (sum(r["bytes_up"] for r in later) / len(later) / args.devices if "bytes_up" in recs[0]
-                                   else len(encode_params(server.coordinator.params))),  # plain: one safetensors update
-           "final_accuracy": recs[-1].get("test_accuracy"),
-           "max_diff_vs_plain": None if reference is None else max_abs_diff(server.coordinator.params, reference)}
+    row = {
+        "mode": mode,
+        "rounds": len(recs),
+        "wall_s": wall,
+        "round_s": sum(r["round_s"] for r in later) / len(later),
+        "bytes_up_per_device": (
+            sum(r["bytes_up"] for r in later) / len(later) / args.devices
+            if "bytes_up" in recs[0]
+            else len(encode_params(server.coordinator.params))
+        ),  # plain: one safetensors update
+        "final_accuracy": recs[-1].get("test_accuracy"),
+        "max_diff_vs_plain": None if reference is None else max_abs_diff(server.coordinator.params, reference),
+    }
     return row, server.coordinator.params
 
 
@@ -98,20 +120,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hamrah-modes-") as tmp:
         work = Path(tmp)
         tokens = make_tokens(work / "tokens.txt", args.devices)
-        stores = import_stores(experiment(args.model, args.devices, args.rounds, "plain"), work / "stores",
-                               list(range(args.devices)))
+        stores = import_stores(
+            experiment(args.model, args.devices, args.rounds, "plain"), work / "stores", list(range(args.devices))
+        )
         rows, reference = [], None
         for mode in modes:
             row, params = run_mode(mode, args, work, stores, tokens, reference)
             reference = params if reference is None else reference
             rows.append(row)
             plain = rows[0]
-            print(f"{mode:9s} {row['round_s']:6.2f} s/round (x{row['round_s'] / plain['round_s']:.2f} plain), "
-                  f"{row['bytes_up_per_device'] / 1e6:.3f} MB up/device/round, accuracy {row['final_accuracy']:.4f}"
-                  + (f", max |diff| vs plain {row['max_diff_vs_plain']:.2e}" if row["max_diff_vs_plain"] is not None
-                     else ""), flush=True)
-    out = {"machine": {"platform": platform.platform(), "python": platform.python_version()},
-           "args": vars(args), "rows": rows}
+            print(
+                f"{mode:9s} {row['round_s']:6.2f} s/round (x{row['round_s'] / plain['round_s']:.2f} plain), "
+                f"{row['bytes_up_per_device'] / 1e6:.3f} MB up/device/round, accuracy {row['final_accuracy']:.4f}"
+                + (
+                    f", max |diff| vs plain {row['max_diff_vs_plain']:.2e}"
+                    if row["max_diff_vs_plain"] is not None
+                    else ""
+                ),
+                flush=True,
+            )
+    out = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "args": vars(args),
+        "rows": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")

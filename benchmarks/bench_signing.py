@@ -45,11 +45,21 @@ def main() -> None:
     sign_us = _cpu(lambda i: metadata.append(signers[i % m].metadata("Report")), n)
     verify_us = _cpu(lambda i: registry.verify(metadata[i], "Report"), n)
     token_only = [md[:2] for md in metadata]  # device name and bearer token: what a token-only server reads
-    token_us = _cpu(lambda i: registry.authenticate(token_only[i][1][1][len("Bearer "):]), n)
+    token_us = _cpu(lambda i: registry.authenticate(token_only[i][1][1][len("Bearer ") :]), n)
     extra_ms = (verify_us - token_us) * args.calls_per_round / 1000
-    print(json.dumps({"devices": args.devices, "calls": n, "device_sign_us": round(sign_us, 1),
-                      "server_verify_us": round(verify_us, 1), "server_token_only_us": round(token_us, 1),
-                      "calls_per_round": args.calls_per_round, "server_extra_ms_per_round": round(extra_ms, 1)}))
+    print(
+        json.dumps(
+            {
+                "devices": args.devices,
+                "calls": n,
+                "device_sign_us": round(sign_us, 1),
+                "server_verify_us": round(verify_us, 1),
+                "server_token_only_us": round(token_us, 1),
+                "calls_per_round": args.calls_per_round,
+                "server_extra_ms_per_round": round(extra_ms, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -49,10 +49,20 @@ ROOT = Path(__file__).resolve().parents[1]
 def baseline_model(name: str) -> nn.Module:
     """The models as anyone would write them in plain PyTorch (NCHW, nn.MaxPool2d)."""
     if name == "2nn":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10))
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10)
+        )
     return nn.Sequential(
-        nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(), nn.Linear(512, 10),
+        nn.Conv2d(1, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3136, 512),
+        nn.ReLU(),
+        nn.Linear(512, 10),
     )
 
 
@@ -111,7 +121,9 @@ def bench(name: str, rounds: int, epochs: int, batch: int = 10, lr: float = 0.1)
     ds = load_mnist()
     fed = federate(ds, "iid", 100, seed=0)
     algo = FedAvg(0.1, LocalSGD(epochs, batch, lr))
-    sim = Simulator(seeded(lambda: build_model(name, ds), 0), fed, algo, SimulationConfig(rounds=rounds, eval_every=rounds))
+    sim = Simulator(
+        seeded(lambda: build_model(name, ds), 0), fed, algo, SimulationConfig(rounds=rounds, eval_every=rounds)
+    )
     init = {k: v.clone() for k, v in sim.params.items()}
     cohorts = [[int(c) for c in sim.sample(r)] for r in range(1, rounds + 1)]
     base_state = dict(zip(baseline_model(name).state_dict(), init.values()))
@@ -125,12 +137,21 @@ def bench(name: str, rounds: int, epochs: int, batch: int = 10, lr: float = 0.1)
     examples_per_round = sum(len(fed.client_indices[c]) for c in cohorts[0]) * epochs
     flops_per_round = examples_per_round * train_flops_per_example(name)
     return {
-        "model": name, "rounds": rounds, "clients_per_round": 10, "local_epochs": epochs, "batch_size": batch, "lr": lr,
+        "model": name,
+        "rounds": rounds,
+        "clients_per_round": 10,
+        "local_epochs": epochs,
+        "batch_size": batch,
+        "lr": lr,
         "hamrah_path": "batched (fused MLP)" if sim.batched else f"{sim.workers} worker processes",
-        "baseline_s_per_round": base_wall / rounds, "hamrah_s_per_round": ham_wall / rounds,
-        "baseline_total_s": base_wall, "hamrah_total_s": ham_wall, "hamrah_run_loop_s": eval_s,
+        "baseline_s_per_round": base_wall / rounds,
+        "hamrah_s_per_round": ham_wall / rounds,
+        "baseline_total_s": base_wall,
+        "hamrah_total_s": ham_wall,
+        "hamrah_run_loop_s": eval_s,
         "speedup": base_wall / ham_wall,
-        "baseline_final_accuracy": base_acc, "hamrah_final_accuracy": result.history[-1].test_accuracy,
+        "baseline_final_accuracy": base_acc,
+        "hamrah_final_accuracy": result.history[-1].test_accuracy,
         "accuracy_gap_points": 100 * abs(base_acc - result.history[-1].test_accuracy),
         "train_gflop_per_round": flops_per_round / 1e9,
         "baseline_gflops": flops_per_round * rounds / base_wall / 1e9,
@@ -144,7 +165,9 @@ def _timed_run(ds, fed, fraction: float, rounds: int, group: int) -> tuple[float
     Returns (wall s, CPU s, clients per round) of ``Simulator.run``.
     """
     algo = FedAvg(fraction, LocalSGD(1, 10, 0.1))
-    sim = Simulator(seeded(lambda: build_model("2nn", ds), 0), fed, algo, SimulationConfig(rounds=rounds, eval_every=rounds))
+    sim = Simulator(
+        seeded(lambda: build_model("2nn", ds), 0), fed, algo, SimulationConfig(rounds=rounds, eval_every=rounds)
+    )
     saved, batched.GROUP_SIZE = batched.GROUP_SIZE, group
     try:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -168,13 +191,27 @@ def bench_cohorts(fractions: list[float], rounds: int, repeats: int) -> list[dic
                 runs[mode].append((wall, cpu))
         for mode, vals in runs.items():
             wall, cpu = min(v[0] for v in vals), min(v[1] for v in vals)
-            rows.append({"client_fraction": c, "clients_per_round": k, "mode": mode, "rounds": rounds,
-                         "group_size": batched.GROUP_SIZE if mode == "grouped" else k, "repeats": repeats,
-                         "ms_per_round": 1e3 * wall / rounds, "ms_per_client": 1e3 * wall / rounds / k,
-                         "cpu_ms_per_round": 1e3 * cpu / rounds, "cpu_ms_per_client": 1e3 * cpu / rounds / k,
-                         "all_wall_s": [round(v[0], 3) for v in vals], "all_cpu_s": [round(v[1], 3) for v in vals]})
-            print(f"C={c} ({k} clients) {mode}: {rows[-1]['ms_per_round']:.0f} ms/round, "
-                  f"{rows[-1]['ms_per_client']:.1f} ms/client (CPU {rows[-1]['cpu_ms_per_client']:.1f})", flush=True)
+            rows.append(
+                {
+                    "client_fraction": c,
+                    "clients_per_round": k,
+                    "mode": mode,
+                    "rounds": rounds,
+                    "group_size": batched.GROUP_SIZE if mode == "grouped" else k,
+                    "repeats": repeats,
+                    "ms_per_round": 1e3 * wall / rounds,
+                    "ms_per_client": 1e3 * wall / rounds / k,
+                    "cpu_ms_per_round": 1e3 * cpu / rounds,
+                    "cpu_ms_per_client": 1e3 * cpu / rounds / k,
+                    "all_wall_s": [round(v[0], 3) for v in vals],
+                    "all_cpu_s": [round(v[1], 3) for v in vals],
+                }
+            )
+            print(
+                f"C={c} ({k} clients) {mode}: {rows[-1]['ms_per_round']:.0f} ms/round, "
+                f"{rows[-1]['ms_per_client']:.1f} ms/client (CPU {rows[-1]['cpu_ms_per_client']:.1f})",
+                flush=True,
+            )
     return rows
 
 
@@ -190,12 +227,25 @@ def bench_groups(groups: list[int], fraction: float, rounds: int, repeats: int) 
             wall, cpu, k = _timed_run(ds, fed, fraction, rounds, g)
             best[g].append(wall)
             cpus[g].append(cpu)
-            print(f"  group {g}: {1e3 * wall / rounds / k:.1f} ms/client (CPU {1e3 * cpu / rounds / k:.1f})", flush=True)
-    rows = [{"group_size": g, "client_fraction": fraction, "clients_per_round": k, "rounds": rounds,
-             "ms_per_client": 1e3 * min(best[g]) / rounds / k, "cpu_ms_per_client": 1e3 * min(cpus[g]) / rounds / k}
-            for g in groups]
+            print(
+                f"  group {g}: {1e3 * wall / rounds / k:.1f} ms/client (CPU {1e3 * cpu / rounds / k:.1f})", flush=True
+            )
+    rows = [
+        {
+            "group_size": g,
+            "client_fraction": fraction,
+            "clients_per_round": k,
+            "rounds": rounds,
+            "ms_per_client": 1e3 * min(best[g]) / rounds / k,
+            "cpu_ms_per_client": 1e3 * min(cpus[g]) / rounds / k,
+        }
+        for g in groups
+    ]
     for r in rows:
-        print(f"group {r['group_size']}: {r['ms_per_client']:.1f} ms/client (CPU {r['cpu_ms_per_client']:.1f})", flush=True)
+        print(
+            f"group {r['group_size']}: {r['ms_per_client']:.1f} ms/client (CPU {r['cpu_ms_per_client']:.1f})",
+            flush=True,
+        )
     return rows
 
 
@@ -209,7 +259,9 @@ def bench_startup(repeats: int, config: str = "configs/mnist_2nn_50.toml") -> li
     for i in range(repeats):
         for plot in (False, True):
             out = Path("/tmp") / f"hamrah-bench-startup-{os.getpid()}-{i}-{int(plot)}"
-            cmd = [sys.executable, "-m", "hamrah.cli", "run", config, "--out", str(out), "--quiet"] + ([] if plot else ["--no-plot"])
+            cmd = [sys.executable, "-m", "hamrah.cli", "run", config, "--out", str(out), "--quiet"] + (
+                [] if plot else ["--no-plot"]
+            )
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -217,10 +269,21 @@ def bench_startup(repeats: int, config: str = "configs/mnist_2nn_50.toml") -> li
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             summary = json.loads((out / "summary.json").read_text())
             cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-            rows.append({"plot": plot, "process_s": wall, "process_cpu_s": cpu, "run_loop_s": summary["wall_s"],
-                         "ms_per_round": 1e3 * summary["seconds_per_round"], "accuracy": summary["final_accuracy"]})
-            print(f"hamrah run ({'with' if plot else 'no'} plot): {wall:.2f} s process ({cpu:.2f} s CPU), "
-                  f"{summary['wall_s']:.2f} s in rounds, {rows[-1]['ms_per_round']:.0f} ms/round", flush=True)
+            rows.append(
+                {
+                    "plot": plot,
+                    "process_s": wall,
+                    "process_cpu_s": cpu,
+                    "run_loop_s": summary["wall_s"],
+                    "ms_per_round": 1e3 * summary["seconds_per_round"],
+                    "accuracy": summary["final_accuracy"],
+                }
+            )
+            print(
+                f"hamrah run ({'with' if plot else 'no'} plot): {wall:.2f} s process ({cpu:.2f} s CPU), "
+                f"{summary['wall_s']:.2f} s in rounds, {rows[-1]['ms_per_round']:.0f} ms/round",
+                flush=True,
+            )
     return rows
 
 
@@ -247,8 +310,9 @@ def bench_imports(repeats: int, before_src: str | None) -> list[dict]:
     for _ in range(repeats):
         for label, src in srcs:
             env = {**os.environ, "PYTHONPATH": src}
-            out = subprocess.run([sys.executable, "-c", _IMPORTS], cwd=ROOT, env=env, capture_output=True, text=True,
-                                 check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", _IMPORTS], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+            )
             rows.append({"code": label, "src": src, **json.loads(out.stdout.strip().splitlines()[-1])})
             print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -258,7 +322,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["2nn", "cnn", "both"], default="both")
     p.add_argument("--rounds", type=int, default=50, help="2NN rounds")
-    p.add_argument("--cnn-rounds", type=int, default=20, help="CNN rounds (20: the paper's rounds to 99%% in this setting)")
+    p.add_argument(
+        "--cnn-rounds", type=int, default=20, help="CNN rounds (20: the paper's rounds to 99%% in this setting)"
+    )
     p.add_argument("--out", default=None, help="JSON results (default benchmarks/results/simulator*.json)")
     p.add_argument("--cohorts", help="comma-separated client fractions: per-round and per-client cost (2NN)")
     p.add_argument("--groups", help="comma-separated group sizes: cost per client at --group-fraction")
@@ -267,8 +333,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="repeats of each --cohorts/--groups cell (best kept)")
     p.add_argument("--startup", type=int, metavar="N", help="N whole `hamrah run` processes (50 rounds)")
     p.add_argument("--imports", type=int, metavar="N", help="N fresh interpreters: import and MNIST-load CPU time")
-    p.add_argument("--before-src", help="with --imports: another checkout's src/ to compare (e.g. a worktree of "
-                   "the commit before the change)")
+    p.add_argument(
+        "--before-src",
+        help="with --imports: another checkout's src/ to compare (e.g. a worktree of the commit before the change)",
+    )
     args = p.parse_args()
     if args.cohorts or args.groups or args.startup or args.imports:
         _extra(args)
@@ -279,33 +347,50 @@ def main() -> None:
         rows.append(bench("2nn", args.rounds, epochs=1))
     if args.model in ("cnn", "both"):
         rows.append(bench("cnn", args.cnn_rounds, epochs=5))
-    meta = {"gemm_gflops": gemm_gflops(), "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "cpu": platform.processor() or platform.machine()}
+    meta = {
+        "gemm_gflops": gemm_gflops(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     print(f"\nfloat32 GEMM on this machine: {meta['gemm_gflops']:.0f} GFLOP/s")
-    print("\n| model | rounds | baseline s/round | hamrah s/round | speedup | baseline acc | hamrah acc | gap (points) "
-          "| baseline GFLOP/s | hamrah GFLOP/s | hamrah path |")
+    print(
+        "\n| model | rounds | baseline s/round | hamrah s/round | speedup | baseline acc | hamrah acc | gap (points) "
+        "| baseline GFLOP/s | hamrah GFLOP/s | hamrah path |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} (E={r['local_epochs']}, B={r['batch_size']}) | {r['rounds']} | {r['baseline_s_per_round']:.3f} | "
-              f"{r['hamrah_s_per_round']:.3f} | {r['speedup']:.2f}x | {r['baseline_final_accuracy']:.4f} | "
-              f"{r['hamrah_final_accuracy']:.4f} | {r['accuracy_gap_points']:.2f} | {r['baseline_gflops']:.0f} | "
-              f"{r['hamrah_gflops']:.0f} | {r['hamrah_path']} |")
+        print(
+            f"| {r['model']} (E={r['local_epochs']}, B={r['batch_size']}) | {r['rounds']} | "
+            f"{r['baseline_s_per_round']:.3f} | "
+            f"{r['hamrah_s_per_round']:.3f} | {r['speedup']:.2f}x | {r['baseline_final_accuracy']:.4f} | "
+            f"{r['hamrah_final_accuracy']:.4f} | {r['accuracy_gap_points']:.2f} | {r['baseline_gflops']:.0f} | "
+            f"{r['hamrah_gflops']:.0f} | {r['hamrah_path']} |"
+        )
     print(f"\nwrote {args.out}")
 
 
 def _extra(args: argparse.Namespace) -> None:
     """Run the --cohorts / --groups / --startup measurements and write them to one JSON file."""
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "load_avg_before": os.getloadavg(), "group_size": batched.GROUP_SIZE,
-            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset")}
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_before": os.getloadavg(),
+        "group_size": batched.GROUP_SIZE,
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset"),
+    }
     out: dict = {"meta": meta}
     if args.cohorts:
         out["cohorts"] = bench_cohorts([float(c) for c in args.cohorts.split(",")], args.cohort_rounds, args.repeats)
     if args.groups:
-        out["groups"] = bench_groups([int(g) for g in args.groups.split(",")], args.group_fraction,
-                                     args.cohort_rounds, args.repeats)
+        out["groups"] = bench_groups(
+            [int(g) for g in args.groups.split(",")], args.group_fraction, args.cohort_rounds, args.repeats
+        )
     if args.startup:
         out["startup"] = bench_startup(args.startup)
     if args.imports:

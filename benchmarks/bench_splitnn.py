@@ -46,13 +46,21 @@ def metrics(y: np.ndarray, p: np.ndarray) -> dict:
 
 def split_run(g, h, cfg, tr, te) -> dict:
     t0 = time.process_time()
-    res, stats = run_parties({"guest": lambda c: sn.guest(c, g, cfg, train_ids=tr),
-                              "host": lambda c: sn.host(c, h, cfg)})
+    res, stats = run_parties(
+        {"guest": lambda c: sn.guest(c, g, cfg, train_ids=tr), "host": lambda c: sn.host(c, h, cfg)}
+    )
     cpu = time.process_time() - t0
-    scores, _ = run_parties({"guest": lambda c: sn.predict(c, res["guest"].model, g, cfg, te),
-                             "host": lambda c: sn.serve(c, res["host"], h, cfg)})
-    return {**metrics(g.select(te).labels, scores["guest"]), "cpu_s_per_epoch": round(cpu / cfg.epochs, 3),
-            "bytes_per_epoch": stats["guest"].total_bytes // cfg.epochs}
+    scores, _ = run_parties(
+        {
+            "guest": lambda c: sn.predict(c, res["guest"].model, g, cfg, te),
+            "host": lambda c: sn.serve(c, res["host"], h, cfg),
+        }
+    )
+    return {
+        **metrics(g.select(te).labels, scores["guest"]),
+        "cpu_s_per_epoch": round(cpu / cfg.epochs, 3),
+        "bytes_per_epoch": stats["guest"].total_bytes // cfg.epochs,
+    }
 
 
 def central_run(tables, cfg, tr, te) -> dict:
@@ -79,17 +87,22 @@ def bench(name: str, epochs: int | None, noise: float) -> dict:
     gt, ht = g.select(tr), h.select(tr)
     ge, he_ = g.select(te), h.select(te)
     out = {
-        "rows": [len(tr), len(te)], "features": [g.features.shape[1], h.features.shape[1]], "config": vars(cfg),
+        "rows": [len(tr), len(te)],
+        "features": [g.features.shape[1], h.features.shape[1]],
+        "config": vars(cfg),
         "splitnn_float32": split_run(g, h, cfg, tr, te),
         "splitnn_float16": split_run(g, h, replace(cfg, wire_dtype="float16"), tr, te),
         f"splitnn_noise_{noise:g}": split_run(g, h, replace(cfg, noise_std=noise), tr, te),
         "central_same_architecture": central_run({"guest": g, "host": h}, cfg, tr, te),
         "guest_alone_same_bottom_and_top": central_run({"guest": g}, cfg, tr, te),
-        "sklearn_lr_joined": sklearn_lr(np.hstack([gt.features, ht.features]), gt.labels,
-                                        np.hstack([ge.features, he_.features]), ge.labels),
+        "sklearn_lr_joined": sklearn_lr(
+            np.hstack([gt.features, ht.features]), gt.labels, np.hstack([ge.features, he_.features]), ge.labels
+        ),
         "sklearn_lr_guest_alone": sklearn_lr(gt.features, gt.labels, ge.features, ge.labels),
     }
-    out["auc_gap_float32_vs_central"] = round(out["splitnn_float32"]["auc"] - out["central_same_architecture"]["auc"], 4)
+    out["auc_gap_float32_vs_central"] = round(
+        out["splitnn_float32"]["auc"] - out["central_same_architecture"]["auc"], 4
+    )
     return out
 
 

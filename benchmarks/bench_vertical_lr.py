@@ -3,7 +3,8 @@
 For each data set: central sklearn LogisticRegression (C=1) and XGBoost on the joined, standardised
 table, sklearn on the guest's columns alone, and both protocols trained in plaintext mode to
 convergence (``--epochs``), encrypted unless ``--train-plaintext`` (the two modes give the same model
-within fixed-point rounding, which ``tests/vertical/test_lr.py`` checks). AUC and accuracy (threshold 0.5) on the training rows.
+within fixed-point rounding, which ``tests/vertical/test_lr.py`` checks).
+AUC and accuracy (threshold 0.5) on the training rows.
 
 Cost per epoch, in CPU-seconds of all parties together (``time.process_time`` over the threads of
 ``run_parties``): the plaintext protocol and the Paillier protocol (``--key-bits``, 2048) run in the
@@ -61,6 +62,7 @@ def _taylor_optimum(z: np.ndarray, y: np.ndarray) -> np.ndarray:
 def central(g: PartyTable, h: PartyTable, clip: float, transform: str = "standard") -> dict:
     """Central models on the joined table, its columns transformed exactly as the parties transform theirs."""
     from xgboost import XGBClassifier
+
     x = np.hstack([g.features, h.features])
     z = standardise(x, None, False, clip, transform)[0]  # column-wise: the same as each party on its own
     y, dg = g.labels, g.features.shape[1]
@@ -68,14 +70,18 @@ def central(g: PartyTable, h: PartyTable, clip: float, transform: str = "standar
     guest = LogisticRegression(max_iter=5000).fit(z[:, :dg], y)
     xgb = XGBClassifier(n_estimators=100, max_depth=3, learning_rate=0.3, n_jobs=1).fit(x, y)
     margin = xgb.predict(x, output_margin=True)
-    out = {"central_sklearn_lr": _metrics(y, lr.decision_function(z)), "central_xgboost": _metrics(y, margin),
-           "guest_alone_lr": _metrics(y, guest.decision_function(z[:, :dg]))}
+    out = {
+        "central_sklearn_lr": _metrics(y, lr.decision_function(z)),
+        "central_xgboost": _metrics(y, margin),
+        "guest_alone_lr": _metrics(y, guest.decision_function(z[:, :dg])),
+    }
     out["taylor_optimum"] = _metrics(y, _taylor_optimum(z, y))
     if clip or transform != "standard":
         plain = standardise(x, None, False)[0]
         out["taylor_optimum_unclipped"] = _metrics(y, _taylor_optimum(plain, y))
-        out["central_sklearn_lr_unclipped"] = _metrics(y, LogisticRegression(max_iter=5000).fit(plain, y)
-                                                       .decision_function(plain))
+        out["central_sklearn_lr_unclipped"] = _metrics(
+            y, LogisticRegression(max_iter=5000).fit(plain, y).decision_function(plain)
+        )
     return out
 
 
@@ -97,8 +103,13 @@ def federated(mod, g, h, cfg: LRConfig) -> dict:
     zg = standardise(g.features, res["guest"], True, cfg.clip, cfg.transform)[0]
     zh = standardise(h.features, res["host"], False, cfg.clip, cfg.transform)[0]
     epochs = res["guest"].epoch
-    return {**_metrics(g.labels, zg @ res["guest"].weights + zh @ res["host"].weights), "epochs": epochs,
-            "converged": res["guest"].converged, "encrypted": cfg.encrypted, "train_cpu_s_per_epoch": round(cpu / epochs, 4)}
+    return {
+        **_metrics(g.labels, zg @ res["guest"].weights + zh @ res["host"].weights),
+        "epochs": epochs,
+        "converged": res["guest"].converged,
+        "encrypted": cfg.encrypted,
+        "train_cpu_s_per_epoch": round(cpu / epochs, 4),
+    }
 
 
 def _per_epoch(mod, g, h, cfg: LRConfig, few: int, many: int) -> dict:
@@ -110,8 +121,13 @@ def _per_epoch(mod, g, h, cfg: LRConfig, few: int, many: int) -> dict:
         runs.append((cpu, sum(s.offline_cpu_s for s in res.values()), sent))
     k = many - few
     total, offline = (runs[1][0] - runs[0][0]) / k, (runs[1][1] - runs[0][1]) / k
-    return {"cpu_s": total, "offline_cpu_s": offline, "online_cpu_s": total - offline,
-            "one_off_cpu_s": runs[0][0] - few * total, "bytes": (runs[1][2] - runs[0][2]) // k}
+    return {
+        "cpu_s": total,
+        "offline_cpu_s": offline,
+        "online_cpu_s": total - offline,
+        "one_off_cpu_s": runs[0][0] - few * total,
+        "bytes": (runs[1][2] - runs[0][2]) // k,
+    }
 
 
 def cost(mod, g, h, cfg: LRConfig, rows: int, schemes=SCHEMES) -> dict:
@@ -119,8 +135,13 @@ def cost(mod, g, h, cfg: LRConfig, rows: int, schemes=SCHEMES) -> dict:
     if rows:
         g, h = g.select(g.ids[:rows]), h.select(g.ids[:rows])
     plain = _per_epoch(mod, g, h, LRConfig(**{**cfg.__dict__, "encrypted": False}), 1, 21)
-    r = {"rows": len(g.ids), "guest_features": g.features.shape[1], "host_features": h.features.shape[1],
-         "plain_cpu_s": round(plain["cpu_s"], 5), "plain_bytes": plain["bytes"]}
+    r = {
+        "rows": len(g.ids),
+        "guest_features": g.features.shape[1],
+        "host_features": h.features.shape[1],
+        "plain_cpu_s": round(plain["cpu_s"], 5),
+        "plain_bytes": plain["bytes"],
+    }
     for scheme in schemes:  # "paillier_*" and "ou_*" keys
         enc = _per_epoch(mod, g, h, LRConfig(**{**cfg.__dict__, "encrypted": True, "scheme": scheme}), 1, 3)
         r.update({f"{scheme}_{k}": round(v, 3) for k, v in enc.items()})
@@ -132,6 +153,7 @@ def cost(mod, g, h, cfg: LRConfig, rows: int, schemes=SCHEMES) -> dict:
 def profile(mod, g, h, cfg: LRConfig, rows: int) -> dict:
     """Where one encrypted epoch's CPU goes: thread CPU-seconds inside each ``he`` / ops call (all parties)."""
     from hamrah.vertical import he, lr_ops
+
     spent: dict[str, list] = {}
 
     def wrap(owner, name, label):
@@ -145,8 +167,10 @@ def profile(mod, g, h, cfg: LRConfig, rows: int) -> dict:
                 spent.setdefault(label, [0.0, 0])
                 spent[label][0] += time.thread_time() - t
                 spent[label][1] += 1
+
         setattr(owner, name, timed)
         return inner
+
     targets = [(he, n, f"he.{n}") for n in ("keygen", "matvec", "decrypt", "add_plain")]
     targets += [(he.PublicKey, "__post_init__", "public key table"), (he.KeyHolderEncryptor, "__init__", "CRT tables")]
     targets += [(lr_ops.ObfuscatorPool, "fill", "random factors (offline)"), (lr_ops.PaillierOps, "mask", "pack+mask")]
@@ -157,8 +181,11 @@ def profile(mod, g, h, cfg: LRConfig, rows: int) -> dict:
     finally:
         for o, n, inner in saved:
             setattr(o, n, inner)
-    return {"rows": rows, "cpu_s": round(cpu, 3),
-            **{k: {"cpu_s": round(v[0], 3), "calls": v[1]} for k, v in sorted(spent.items(), key=lambda kv: -kv[1][0])}}
+    return {
+        "rows": rows,
+        "cpu_s": round(cpu, 3),
+        **{k: {"cpu_s": round(v[0], 3), "calls": v[1]} for k, v in sorted(spent.items(), key=lambda kv: -kv[1][0])},
+    }
 
 
 def main() -> None:
@@ -181,9 +208,19 @@ def main() -> None:
     d = load_vertical(args.data)
     g = d["guest"]
     h = d["host"].select(g.ids)
-    cfg = LRConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, l2=1.0 / len(g.ids), tol=1e-4,
-                   key_bits=args.key_bits, clip=args.clip, transform=args.transform, psi=False, scheme=args.scheme,
-                   encrypted=not args.train_plaintext)
+    cfg = LRConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        l2=1.0 / len(g.ids),
+        tol=1e-4,
+        key_bits=args.key_bits,
+        clip=args.clip,
+        transform=args.transform,
+        psi=False,
+        scheme=args.scheme,
+        encrypted=not args.train_plaintext,
+    )
     if args.profile:
         for name, mod in PROTOCOLS.items():
             print(name, json.dumps(profile(mod, g, h, cfg, args.profile)), flush=True)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from hamrah.experiments.config import from_dict
 from hamrah.experiments.runner import prepare
-from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec
 from hamrah.pipeline.distributed import DistributedDiscreteGaussian, calibrate_noise
+from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "distributed_dp.jsonl"
 ROUNDS, Q, CLIP, DELTA, Z_CENTRAL, DIM, COHORT = 20, 0.5, 0.5, 1e-5, 2.5, 7850, 50
@@ -40,14 +40,17 @@ def central_epsilon() -> float:
 
 
 def same_eps_z(n_min: int) -> float:
-    stage = DistributedDiscreteGaussian(clip=CLIP, noise_multiplier=1.0, min_contributors=n_min,
-                                        expected_cohort=COHORT, ring_bits=20)
+    stage = DistributedDiscreteGaussian(
+        clip=CLIP, noise_multiplier=1.0, min_contributors=n_min, expected_cohort=COHORT, ring_bits=20
+    )
     return calibrate_noise(stage, DIM, Q, ROUNDS, DELTA, central_epsilon())
 
 
 def cell_settings(cell: str) -> tuple[dict | None, dict | None]:
-    ddg = lambda z, n: ({"mode": "distributed", "clip": CLIP, "noise_multiplier": z, "delta": DELTA},
-                        {"variant": "secagg", "ring_bits": 20, "min_contributors": n})
+    ddg = lambda z, n: (
+        {"mode": "distributed", "clip": CLIP, "noise_multiplier": z, "delta": DELTA},
+        {"variant": "secagg", "ring_bits": 20, "min_contributors": n},
+    )
     cells = {
         "none": lambda: (None, None),
         "central": lambda: ({"mode": "central", "clip": CLIP, "noise_multiplier": Z_CENTRAL, "delta": DELTA}, None),
@@ -60,18 +63,26 @@ def cell_settings(cell: str) -> tuple[dict | None, dict | None]:
 
 def run(cell: str) -> dict:
     privacy, secure = cell_settings(cell)
-    d = {"data": {"dataset": "mnist", "partition": "iid", "num_clients": 100}, "model": {"name": "logreg"},
-         "algorithm": {"name": "fedavg", "client_fraction": Q, "local_epochs": 1, "batch_size": 10, "lr": 0.1},
-         "run": {"rounds": ROUNDS, "seed": 0, "eval_every": ROUNDS}}
+    d = {
+        "data": {"dataset": "mnist", "partition": "iid", "num_clients": 100},
+        "model": {"name": "logreg"},
+        "algorithm": {"name": "fedavg", "client_fraction": Q, "local_epochs": 1, "batch_size": 10, "lr": 0.1},
+        "run": {"rounds": ROUNDS, "seed": 0, "eval_every": ROUNDS},
+    }
     if privacy is not None:
         d["privacy"] = privacy
     if secure is not None:
         d["secure_aggregation"] = secure
     start = time.process_time()
     last = prepare(from_dict(d)).simulator().run().history[-1]
-    row = {"cell": cell, "noise_multiplier": None if privacy is None else privacy["noise_multiplier"],
-           "min_contributors": None if secure is None else secure["min_contributors"],
-           "epsilon": last.epsilon, "accuracy": last.test_accuracy, "cpu_s": round(time.process_time() - start, 1)}
+    row = {
+        "cell": cell,
+        "noise_multiplier": None if privacy is None else privacy["noise_multiplier"],
+        "min_contributors": None if secure is None else secure["min_contributors"],
+        "epsilon": last.epsilon,
+        "accuracy": last.test_accuracy,
+        "cpu_s": round(time.process_time() - start, 1),
+    }
     with OUT.open("a") as f:
         f.write(json.dumps(row) + "\n")
     return row

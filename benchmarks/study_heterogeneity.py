@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -44,15 +43,23 @@ BATCHED: bool | None = None  # --sequential sets False: one client at a time (fa
 
 def run(fed, model_name, algo, rounds, eval_every, het=None, seed=0, aggregator=None):
     """Return (rounds, test accuracies, train losses, wall seconds) of one simulated run."""
-    sim = Simulator(seeded(lambda: build_model(model_name, fed.dataset), seed), fed, algo,
-                    SimulationConfig(rounds=rounds, eval_every=eval_every, seed=seed, heterogeneity=het,
-                                     batched=BATCHED), aggregator=aggregator)
+    sim = Simulator(
+        seeded(lambda: build_model(model_name, fed.dataset), seed),
+        fed,
+        algo,
+        SimulationConfig(rounds=rounds, eval_every=eval_every, seed=seed, heterogeneity=het, batched=BATCHED),
+        aggregator=aggregator,
+    )
     t = time.perf_counter()
     res = sim.run()
     h = res.history
-    return {"rounds": [r.round for r in h], "acc": [r.test_accuracy for r in h],
-            "train_loss": [r.train_loss for r in h], "test_loss": [r.test_loss for r in h],
-            "wall_s": round(time.perf_counter() - t, 1)}
+    return {
+        "rounds": [r.round for r in h],
+        "acc": [r.test_accuracy for r in h],
+        "train_loss": [r.train_loss for r in h],
+        "test_loss": [r.test_loss for r in h],
+        "wall_s": round(time.perf_counter() - t, 1),
+    }
 
 
 def part_prox(rounds: int) -> dict:
@@ -61,8 +68,11 @@ def part_prox(rounds: int) -> dict:
     het = Heterogeneity(straggler_fraction=0.9)
     base = dict(client_fraction=10 / 30, local_epochs=20, batch_size=10, lr=0.01)
     out = {}
-    for label, name, extra in [("FedAvg (drops stragglers)", "fedavg", {}), ("FedProx mu=0", "fedprox", {"mu": 0.0}),
-                               ("FedProx mu=1", "fedprox", {"mu": 1.0})]:
+    for label, name, extra in [
+        ("FedAvg (drops stragglers)", "fedavg", {}),
+        ("FedProx mu=0", "fedprox", {"mu": 0.0}),
+        ("FedProx mu=1", "fedprox", {"mu": 1.0}),
+    ]:
         out[label] = run(fed, "logreg", build(name, **base, **extra), rounds, 5, het)
         print(label, out[label]["acc"][-1], out[label]["wall_s"], flush=True)
     return out
@@ -74,9 +84,13 @@ MNIST_BASE = dict(client_fraction=0.1, local_epochs=1, batch_size=10, lr=0.05)
 def mnist_algos(fedadam_lr: float = 0.003, fedadam_tau: float = 1e-3) -> dict:
     """Return name -> (label, extra hyperparameters) of the MNIST study's algorithms."""
     adam = "FedAdam" if (fedadam_lr, fedadam_tau) == (0.003, 1e-3) else f"FedAdam lr={fedadam_lr:g} tau={fedadam_tau:g}"
-    return {"fedavg": ("FedAvg", {}), "fedprox": ("FedProx mu=0.01", {"mu": 0.01}),
-            "scaffold": ("SCAFFOLD", {"num_clients": 100}), "fednova": ("FedNova", {}),
-            "fedadam": (adam, {"server_lr": fedadam_lr, "tau": fedadam_tau})}
+    return {
+        "fedavg": ("FedAvg", {}),
+        "fedprox": ("FedProx mu=0.01", {"mu": 0.01}),
+        "scaffold": ("SCAFFOLD", {"num_clients": 100}),
+        "fednova": ("FedNova", {}),
+        "fedadam": (adam, {"server_lr": fedadam_lr, "tau": fedadam_tau}),
+    }
 
 
 def mnist_federated(alpha: float, seed: int = 0) -> FederatedDataset:
@@ -109,8 +123,9 @@ def grid_label(optimizer: str, hp: dict) -> str:
     return optimizer + " " + " ".join(f"{k}={v:g}" for k, v in hp.items())
 
 
-def part_grid(rounds: int, alpha: float, eval_every: int, optimizer: str, points: list[dict], on_done,
-              seed: int = 0) -> None:
+def part_grid(
+    rounds: int, alpha: float, eval_every: int, optimizer: str, points: list[dict], on_done, seed: int = 0
+) -> None:
     """Run one FedOpt optimizer at every server hyperparameter point on MNIST 2NN, Dirichlet(alpha).
 
     Clients as in the MNIST study (E = 1, B = 10, client lr 0.05). Calls ``on_done(label, hp, result)`` per point.
@@ -137,11 +152,18 @@ def merge_grid(run_name: str, optimizer: str, label: str, hp: dict, res: dict, a
         data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
         data["machine"], data["seed"] = "shared 2-core CPU, other jobs running", 0
         data["selection"] = "highest mean test accuracy over the last 3 evaluations (ties: higher final accuracy)"
-        data.setdefault("commands", {})[f"{run_name}/{label}"] = (
-            "python benchmarks/study_heterogeneity.py " + " ".join(args))
+        data.setdefault("commands", {})[f"{run_name}/{label}"] = "python benchmarks/study_heterogeneity.py " + " ".join(
+            args
+        )
         grid = data["runs"].setdefault(run_name, {}).setdefault(optimizer, {"points": {}})
-        grid["points"][label] = {"hyperparameters": hp, "final": res["acc"][-1], "round": res["rounds"][-1],
-                                 "best": max(res["acc"]), "last3_mean": last_mean(res), "curve": res}
+        grid["points"][label] = {
+            "hyperparameters": hp,
+            "final": res["acc"][-1],
+            "round": res["rounds"][-1],
+            "best": max(res["acc"]),
+            "last3_mean": last_mean(res),
+            "curve": res,
+        }
         pts = grid["points"]
         grid["selected"] = max(pts, key=lambda k: (round(pts[k]["last3_mean"], 4), pts[k]["final"]))
         path.write_text(json.dumps(data, indent=1))
@@ -171,8 +193,9 @@ def part_scaffold_lr(rounds: int, eval_every: int, alpha: float, lrs: list[float
             on_done(label, res)
 
 
-def merge_results(file: str, run_name: str, label: str, res: dict, target: float, args: list[str],
-                  seed: int = 0) -> dict:
+def merge_results(
+    file: str, run_name: str, label: str, res: dict, target: float, args: list[str], seed: int = 0
+) -> dict:
     """Add one curve to benchmarks/results/<file> (kept runs are not touched); return the run's curves."""
     path = ROOT / f"benchmarks/results/{file}"
     (ROOT / "runs").mkdir(exist_ok=True)
@@ -180,8 +203,9 @@ def merge_results(file: str, run_name: str, label: str, res: dict, target: float
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
         data["machine"] = "shared 2-core CPU, other jobs running"
-        data.setdefault("commands", {})[f"{run_name}/{label}"] = (
-            "python benchmarks/study_heterogeneity.py " + " ".join(args))
+        data.setdefault("commands", {})[f"{run_name}/{label}"] = "python benchmarks/study_heterogeneity.py " + " ".join(
+            args
+        )
         entry = data["runs"].setdefault(run_name, {"curves": {}})
         entry["seed"] = seed
         entry["curves"][label] = res
@@ -207,18 +231,27 @@ def seed_stats(file: str, target: float) -> dict:
             best = np.array([s["best"] for _, s in rows])
             hit = [s["rounds_to_target"] for _, s in rows]
             stats.setdefault(alpha, {})[label] = {
-                "seeds": [sd for sd, _ in rows], "round": rows[0][1]["round"], "acc": acc.tolist(),
-                "acc_mean": float(acc.mean()), "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-                "best_mean": float(best.mean()), "best_std": float(best.std(ddof=1)) if len(best) > 1 else 0.0,
-                "last3": [s["last3"] for _, s in rows], "last3_mean": float(np.mean([s["last3"] for _, s in rows])),
+                "seeds": [sd for sd, _ in rows],
+                "round": rows[0][1]["round"],
+                "acc": acc.tolist(),
+                "acc_mean": float(acc.mean()),
+                "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                "best_mean": float(best.mean()),
+                "best_std": float(best.std(ddof=1)) if len(best) > 1 else 0.0,
+                "last3": [s["last3"] for _, s in rows],
+                "last3_mean": float(np.mean([s["last3"] for _, s in rows])),
                 "last3_std": float(np.std([s["last3"] for _, s in rows], ddof=1)) if len(rows) > 1 else 0.0,
-                "target": target, "rounds_to_target": hit}
+                "target": target,
+                "rounds_to_target": hit,
+            }
     for alpha, labels in by.items():
         curves = {}
         for label in labels:
             runs = [e["curves"][label] for n, e in data["runs"].items() if n.startswith(alpha + "_seed")]
             curves[f"{label} (mean of {len(runs)} seeds)"] = {
-                "rounds": runs[0]["rounds"], "acc": np.mean([r["acc"] for r in runs], axis=0).tolist()}
+                "rounds": runs[0]["rounds"],
+                "acc": np.mean([r["acc"] for r in runs], axis=0).tolist(),
+            }
         save(f"{alpha}_seeds", curves, f"MNIST 2NN, Dirichlet({alpha.removeprefix('mnist_dir')}): mean over seeds")
     data["over_seeds"] = stats
     data["std"] = "sample standard deviation (ddof = 1) over seeds"
@@ -241,9 +274,13 @@ def part_nova(rounds: int, eval_every: int) -> dict:
     return out
 
 
-CIFAR_ALGOS = {"fedavg": ("FedAvg", {}), "fedprox": ("FedProx mu=0.01", {"mu": 0.01}),
-               "scaffold": ("SCAFFOLD", {"num_clients": 50}), "fednova": ("FedNova", {}),
-               "fedadam": ("FedAdam", {"server_lr": 0.003, "tau": 1e-3})}
+CIFAR_ALGOS = {
+    "fedavg": ("FedAvg", {}),
+    "fedprox": ("FedProx mu=0.01", {"mu": 0.01}),
+    "scaffold": ("SCAFFOLD", {"num_clients": 50}),
+    "fednova": ("FedNova", {}),
+    "fedadam": ("FedAdam", {"server_lr": 0.003, "tau": 1e-3}),
+}
 
 
 def cifar_federated(alpha: float, num_clients: int = 50, seed: int = 0) -> FederatedDataset:
@@ -283,8 +320,9 @@ def merge_cifar(run_name: str, label: str, res: dict, target: float, args: list[
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
         data["machine"], data["seed"] = "shared 2-core CPU, other jobs running", 0
-        data.setdefault("commands", {})[f"{run_name}/{label}"] = (
-            "python benchmarks/study_heterogeneity.py " + " ".join(args))
+        data.setdefault("commands", {})[f"{run_name}/{label}"] = "python benchmarks/study_heterogeneity.py " + " ".join(
+            args
+        )
         curves = data["runs"].setdefault(run_name, {"curves": {}})["curves"]
         curves[label] = res
         data["runs"][run_name]["summary"] = summary(curves, target)
@@ -301,16 +339,27 @@ def rounds_to(res: dict, target: float) -> int | None:
 def summary(res: dict, target: float) -> dict:
     """Return, per algorithm, accuracy at the last round all runs evaluated, best accuracy and rounds to target."""
     last = min(v["rounds"][-1] for v in res.values())
-    return {k: {"round": last, "acc": v["acc"][v["rounds"].index(last)], "best": max(v["acc"]),
-                "target": target, "rounds_to_target": rounds_to(v, target), "wall_s": v["wall_s"]}
-            for k, v in res.items()}
+    return {
+        k: {
+            "round": last,
+            "acc": v["acc"][v["rounds"].index(last)],
+            "best": max(v["acc"]),
+            "target": target,
+            "rounds_to_target": rounds_to(v, target),
+            "wall_s": v["wall_s"],
+        }
+        for k, v in res.items()
+    }
 
 
 def write_result(part: str, curves: dict, target: float, args: list[str]) -> None:
     """Write benchmarks/results/heterogeneity_<part>.json: the command, curves and summaries of a part."""
-    out = {"command": "python benchmarks/study_heterogeneity.py " + " ".join(args),
-           "machine": "shared 2-core CPU, other jobs running", "seed": 0,
-           "runs": {name: {"curves": res, "summary": summary(res, target)} for name, res in curves.items()}}
+    out = {
+        "command": "python benchmarks/study_heterogeneity.py " + " ".join(args),
+        "machine": "shared 2-core CPU, other jobs running",
+        "seed": 0,
+        "runs": {name: {"curves": res, "summary": summary(res, target)} for name, res in curves.items()},
+    }
     path = ROOT / f"benchmarks/results/heterogeneity_{part}.json"
     path.write_text(json.dumps(out, indent=1))
     for name, run_ in out["runs"].items():
@@ -338,26 +387,47 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--target", type=float, default=None, help="accuracy for rounds-to-target")
-    ap.add_argument("--alphas", type=float, nargs="+", default=None,
-                    help="Dirichlet alphas (cifar, scaffold-lr: 0.5 and 0.1 by default; mnist, grid: 0.1 and 0.5)")
-    ap.add_argument("--algos", nargs="+", default=None,
-                    choices=sorted(CIFAR_ALGOS) + ["scaffold-uniform"],
-                    help="cifar: algorithms (default fedavg fedprox scaffold), merged into heterogeneity_cifar.json; "
-                         "mnist: a subset of the five; scaffold-lr: fedavg, scaffold, scaffold-uniform")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
-                    help="mnist: seeds (partition, sampling and init); more than one or --out writes --out")
+    ap.add_argument(
+        "--alphas",
+        type=float,
+        nargs="+",
+        default=None,
+        help="Dirichlet alphas (cifar, scaffold-lr: 0.5 and 0.1 by default; mnist, grid: 0.1 and 0.5)",
+    )
+    ap.add_argument(
+        "--algos",
+        nargs="+",
+        default=None,
+        choices=sorted(CIFAR_ALGOS) + ["scaffold-uniform"],
+        help="cifar: algorithms (default fedavg fedprox scaffold), merged into heterogeneity_cifar.json; "
+        "mnist: a subset of the five; scaffold-lr: fedavg, scaffold, scaffold-uniform",
+    )
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="mnist: seeds (partition, sampling and init); more than one or --out writes --out",
+    )
     ap.add_argument("--out", default=None, help="mnist: results file name under benchmarks/results/ (merged)")
     ap.add_argument("--fedadam-lr", type=float, default=0.003, help="mnist: FedAdam's server lr")
     ap.add_argument("--fedadam-tau", type=float, default=1e-3, help="mnist: FedAdam's tau")
-    ap.add_argument("--optimizer", default="fedadam", choices=["fedadam", "fedyogi", "fedadagrad", "fedavgm"],
-                    help="grid: the FedOpt server optimizer")
+    ap.add_argument(
+        "--optimizer",
+        default="fedadam",
+        choices=["fedadam", "fedyogi", "fedadagrad", "fedavgm"],
+        help="grid: the FedOpt server optimizer",
+    )
     ap.add_argument("--server-lrs", default="0.001,0.003,0.01,0.03,0.1", help="grid: comma-separated server lrs")
     ap.add_argument("--taus", default="1e-3", help="grid: comma-separated taus (not used by fedavgm)")
     ap.add_argument("--beta1", type=float, default=None, help="grid: server beta1 (default: the algorithm's 0.9)")
     ap.add_argument("--lrs", default="0.05,0.02,0.01", help="scaffold-lr: comma-separated client lrs")
-    ap.add_argument("--sequential", action="store_true",
-                    help="train clients one at a time, never batched (the batched pass pads every client to the "
-                         "largest, slow under Dirichlet(0.1)); same SGD steps, equal up to float rounding")
+    ap.add_argument(
+        "--sequential",
+        action="store_true",
+        help="train clients one at a time, never batched (the batched pass pads every client to the "
+        "largest, slow under Dirichlet(0.1)); same SGD steps, equal up to float rounding",
+    )
     a = ap.parse_args()
     argv = sys.argv[1:]
     global BATCHED
@@ -389,13 +459,25 @@ def main() -> None:
     if "grid" in a.parts:
         points = grid_points(a.optimizer, floats(a.server_lrs), floats(a.taus), a.beta1)
         for alpha in a.alphas or (0.1, 0.5):
-            part_grid(a.rounds or 30, alpha, a.eval_every, a.optimizer, points,
-                      lambda label, hp, res, n=f"mnist_dir{alpha}": merge_grid(n, a.optimizer, label, hp, res, argv))
+            part_grid(
+                a.rounds or 30,
+                alpha,
+                a.eval_every,
+                a.optimizer,
+                points,
+                lambda label, hp, res, n=f"mnist_dir{alpha}": merge_grid(n, a.optimizer, label, hp, res, argv),
+            )
     if "scaffold-lr" in a.parts:
         for alpha in a.alphas or (0.1,):
             name = f"cifar10_dir{alpha}"
-            part_scaffold_lr(a.rounds or 40, a.eval_every, alpha, floats(a.lrs), a.algos or ["fedavg", "scaffold"],
-                             lambda label, res, n=name: save_scaffold_lr(n, label, res, a.target or 0.3, argv))
+            part_scaffold_lr(
+                a.rounds or 40,
+                a.eval_every,
+                alpha,
+                floats(a.lrs),
+                a.algos or ["fedavg", "scaffold"],
+                lambda label, res, n=name: save_scaffold_lr(n, label, res, a.target or 0.3, argv),
+            )
     if "nova" in a.parts:
         res = part_nova(a.rounds or 100, a.eval_every)
         save("nova_mnist", res, "MNIST 2NN Dir(0.1), E ~ U{2..5}")
@@ -405,8 +487,14 @@ def main() -> None:
     if "cifar" in a.parts:
         for alpha in a.alphas or [0.5]:
             name = f"cifar10_dir{alpha}"
-            part_cifar(a.rounds or 50, a.eval_every, alpha, a.algos or ["fedavg", "fedprox", "scaffold"],
-                       lambda label, res, n=name: merge_cifar(n, label, res, a.target or 0.4, argv))
+            part_cifar(
+                a.rounds or 50,
+                a.eval_every,
+                alpha,
+                a.algos or ["fedavg", "fedprox", "scaffold"],
+                lambda label, res, n=name: merge_cifar(n, label, res, a.target or 0.4, argv),
+            )
+
 
 if __name__ == "__main__":
     main()

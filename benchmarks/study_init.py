@@ -57,9 +57,16 @@ def run(ds, partition: str, init: str, lr: float, cap: int) -> dict:
     start = time.perf_counter()
     history = Simulator(model, fed, FedAvg(0.1, LocalSGD(1, 10, lr)), cfg).run().history
     rounds, accs = [h.round for h in history], [h.test_accuracy for h in history]
-    return {"partition": partition, "init": init, "lr": lr, "cap": cap, "rounds_run": rounds[-1],
-            "best_accuracy": max(accs), "rounds_to_97": rounds_to_target(rounds, accs, 0.97),
-            "wall_s": time.perf_counter() - start}
+    return {
+        "partition": partition,
+        "init": init,
+        "lr": lr,
+        "cap": cap,
+        "rounds_run": rounds[-1],
+        "best_accuracy": max(accs),
+        "rounds_to_97": rounds_to_target(rounds, accs, 0.97),
+        "wall_s": time.perf_counter() - start,
+    }
 
 
 def main() -> None:
@@ -80,8 +87,11 @@ def main() -> None:
                 row = run(ds, partition, init, lr, args.cap_iid if partition == "iid" else args.cap_noniid)
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(f"{partition:6s} {init:12s} lr {lr:<7g} rounds to 97%: {row['rounds_to_97']} "
-                      f"(best {row['best_accuracy']:.4f}, {row['rounds_run']} rounds, {row['wall_s']:.0f} s)", flush=True)
+                print(
+                    f"{partition:6s} {init:12s} lr {lr:<7g} rounds to 97%: {row['rounds_to_97']} "
+                    f"(best {row['best_accuracy']:.4f}, {row['rounds_run']} rounds, {row['wall_s']:.0f} s)",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -40,20 +40,43 @@ ROUNDS, SEEDS, DELTA = 40, (0,), 1e-5
 
 def one_run(model: str, c: float, z: float | None, seed: int) -> dict:
     """Run one configuration; return its final accuracy and epsilon."""
-    privacy = {} if z is None else {"privacy": {"mode": "central", "clip": MODELS[model], "noise_multiplier": z,
-                                                "delta": DELTA, "sampling": "poisson", "accountant": "rdp"}}
-    cfg = from_dict({
-        "data": {"dataset": "mnist", "partition": "iid", "num_clients": 100}, "model": {"name": model},
-        "algorithm": {"name": "fedavg", "client_fraction": c, "local_epochs": 1, "batch_size": 10, "lr": 0.1},
-        "run": {"rounds": ROUNDS, "seed": seed, "eval_every": ROUNDS}, **privacy,
-    })
+    privacy = (
+        {}
+        if z is None
+        else {
+            "privacy": {
+                "mode": "central",
+                "clip": MODELS[model],
+                "noise_multiplier": z,
+                "delta": DELTA,
+                "sampling": "poisson",
+                "accountant": "rdp",
+            }
+        }
+    )
+    cfg = from_dict(
+        {
+            "data": {"dataset": "mnist", "partition": "iid", "num_clients": 100},
+            "model": {"name": model},
+            "algorithm": {"name": "fedavg", "client_fraction": c, "local_epochs": 1, "batch_size": 10, "lr": 0.1},
+            "run": {"rounds": ROUNDS, "seed": seed, "eval_every": ROUNDS},
+            **privacy,
+        }
+    )
     start = time.perf_counter()
     result = prepare(cfg).simulator().run()
     last = result.history[-1]
-    return {"model": model, "client_fraction": c, "noise_multiplier": z, "seed": seed, "clip": MODELS[model],
-            "accuracy": last.test_accuracy,
-            "epsilon": last.epsilon if last.epsilon is not None and last.epsilon < float("inf") else None, "noise_std_on_mean": None if z is None else
-            z * MODELS[model] / (c * 100), "wall_s": round(time.perf_counter() - start, 2)}
+    return {
+        "model": model,
+        "client_fraction": c,
+        "noise_multiplier": z,
+        "seed": seed,
+        "clip": MODELS[model],
+        "accuracy": last.test_accuracy,
+        "epsilon": last.epsilon if last.epsilon is not None and last.epsilon < float("inf") else None,
+        "noise_std_on_mean": None if z is None else z * MODELS[model] / (c * 100),
+        "wall_s": round(time.perf_counter() - start, 2),
+    }
 
 
 def grid() -> list[tuple[str, float, float | None]]:
@@ -65,11 +88,26 @@ def grid() -> list[tuple[str, float, float | None]]:
 
 
 def run_study() -> dict:
-    out = {"setup": {"rounds": ROUNDS, "seeds": list(SEEDS), "delta": DELTA, "num_clients": 100, "partition": "iid",
-                     "local_epochs": 1, "batch_size": 10, "lr": 0.1, "sampling": "poisson", "accountant": "rdp",
-                     "clip": MODELS, "machine": "shared 2-core CPU machine", "torch": torch.__version__,
-                     "python": platform.python_version(),
-                     "command": ".venv/bin/python benchmarks/study_privacy.py"}, "runs": []}
+    out = {
+        "setup": {
+            "rounds": ROUNDS,
+            "seeds": list(SEEDS),
+            "delta": DELTA,
+            "num_clients": 100,
+            "partition": "iid",
+            "local_epochs": 1,
+            "batch_size": 10,
+            "lr": 0.1,
+            "sampling": "poisson",
+            "accountant": "rdp",
+            "clip": MODELS,
+            "machine": "shared 2-core CPU machine",
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "command": ".venv/bin/python benchmarks/study_privacy.py",
+        },
+        "runs": [],
+    }
     for model, c, z in grid():
         for seed in SEEDS:
             row = one_run(model, c, z, seed)
@@ -89,9 +127,19 @@ def table(runs: list[dict]) -> list[dict]:
     rows = []
     for (model, c, z), rs in cells.items():
         accs = [r["accuracy"] for r in rs]
-        rows.append({"model": model, "client_fraction": c, "noise_multiplier": z, "epsilon": rs[0]["epsilon"],
-                     "noise_std_on_mean": rs[0]["noise_std_on_mean"], "accuracy_mean": statistics.fmean(accs),
-                     "accuracy_min": min(accs), "accuracy_max": max(accs), "seeds": len(rs)})
+        rows.append(
+            {
+                "model": model,
+                "client_fraction": c,
+                "noise_multiplier": z,
+                "epsilon": rs[0]["epsilon"],
+                "noise_std_on_mean": rs[0]["noise_std_on_mean"],
+                "accuracy_mean": statistics.fmean(accs),
+                "accuracy_min": min(accs),
+                "accuracy_max": max(accs),
+                "seeds": len(rs),
+            }
+        )
     return rows
 
 
@@ -103,16 +151,24 @@ def plot(data: dict) -> None:
 
     rows = data.get("table") or table(data["runs"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, x_key, xlabel in ((axes[0], "epsilon", "epsilon at delta = 1e-5 (RDP)"),
-                              (axes[1], "noise_std_on_mean", "noise std on the mean update, z S / m")):
+    for ax, x_key, xlabel in (
+        (axes[0], "epsilon", "epsilon at delta = 1e-5 (RDP)"),
+        (axes[1], "noise_std_on_mean", "noise std on the mean update, z S / m"),
+    ):
         for model, style in (("2nn", "-"), ("logreg", "--")):
             for c, color in ((0.1, "tab:blue"), (0.5, "tab:orange")):
-                pts = sorted((r[x_key], r["accuracy_mean"]) for r in rows if r["model"] == model
-                             and r["client_fraction"] == c and r["noise_multiplier"])
+                pts = sorted(
+                    (r[x_key], r["accuracy_mean"])
+                    for r in rows
+                    if r["model"] == model and r["client_fraction"] == c and r["noise_multiplier"]
+                )
                 if pts:
                     ax.plot(*zip(*pts), style, marker="o", color=color, label=f"{model}, ~{int(c * 100)} clients/round")
-                base = [r["accuracy_mean"] for r in rows if r["model"] == model and r["client_fraction"] == c
-                        and r["noise_multiplier"] is None]
+                base = [
+                    r["accuracy_mean"]
+                    for r in rows
+                    if r["model"] == model and r["client_fraction"] == c and r["noise_multiplier"] is None
+                ]
                 if base and c == 0.1:
                     ax.axhline(base[0], linestyle=style, color="grey", linewidth=0.8)
         ax.set_xscale("log")

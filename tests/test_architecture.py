@@ -16,7 +16,8 @@ def _lint_imports() -> str:
 
 
 def test_import_contracts_hold():
-    proc = subprocess.run([_lint_imports(), "--config", str(ROOT / ".importlinter")], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [_lint_imports(), "--config", str(ROOT / ".importlinter")], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 broken" in proc.stdout

@@ -93,7 +93,11 @@ def test_run_subprocess(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HAMRAH_DATA"}
     proc = subprocess.run(
         [sys.executable, "-m", "hamrah.cli", "run", str(_config(tmp_path)), "--out", str(out), "--quiet"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -127,7 +131,10 @@ def test_bad_config_subprocess(tmp_path):
     cfg = _config(tmp_path, BAD[1][0])
     proc = subprocess.run(
         [sys.executable, "-m", "hamrah.cli", "run", str(cfg), "--out", str(out)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "run.rounds" in proc.stderr and str(cfg) in proc.stderr

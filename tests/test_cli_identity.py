@@ -44,6 +44,8 @@ def test_bad_retry_settings_print_one_line(tmp_path, capsys):
 def test_a_missing_device_kit_prints_one_line(tmp_path, capsys):
     store = tmp_path / "s.db"
     store.write_bytes(b"")
-    assert main(["device", "--server", "127.0.0.1:1", "--store", str(store), "--credentials", str(tmp_path / "kit")]) == 2
+    assert (
+        main(["device", "--server", "127.0.0.1:1", "--store", str(store), "--credentials", str(tmp_path / "kit")]) == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing" in err and "hamrah provision" in err

@@ -7,9 +7,23 @@ import importlib
 import pytest
 
 PACKAGES = [
-    "hamrah.algorithms", "hamrah.models", "hamrah.simulation", "hamrah.core", "hamrah.data", "hamrah.experiments",
-    "hamrah.aggregation", "hamrah.attacks", "hamrah.compression", "hamrah.privacy", "hamrah.secagg", "hamrah.he",
-    "hamrah.transport", "hamrah.server", "hamrah.device", "hamrah.vertical", "hamrah.pipeline",
+    "hamrah.algorithms",
+    "hamrah.models",
+    "hamrah.simulation",
+    "hamrah.core",
+    "hamrah.data",
+    "hamrah.experiments",
+    "hamrah.aggregation",
+    "hamrah.attacks",
+    "hamrah.compression",
+    "hamrah.privacy",
+    "hamrah.secagg",
+    "hamrah.he",
+    "hamrah.transport",
+    "hamrah.server",
+    "hamrah.device",
+    "hamrah.vertical",
+    "hamrah.pipeline",
     "hamrah.observe",
 ]
 

@@ -1,10 +1,9 @@
 """The tree stays linted, formatted, type-checked and its docstring examples run (issue 11, item 6).
 
 ruff and mypy run as subprocesses with the project's configuration (``pyproject.toml``: ``[tool.ruff]``,
-``[tool.mypy]``) and a failure shows their output. The two tree-wide ruff checks wait for the one-off
-``ruff check --fix`` / ``ruff format`` pass over the whole tree (``ruff_after_format`` below); the other
-tests run now: they prove the tools are installed, the configuration parses and selects what it says,
-mypy passes on the configured packages, and every ``>>>`` example is collected by pytest.
+``[tool.mypy]``) and a failure shows their output: the tree passes ``ruff check`` and ``ruff format --check``,
+the configuration parses and selects what it says, mypy passes on the configured packages, and every ``>>>``
+example is collected by pytest.
 """
 
 from __future__ import annotations
@@ -24,9 +23,6 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = ROOT / "pyproject.toml"
 LINTED = ("src", "tests", "benchmarks")
-
-# Removed by the lead once `ruff check --fix` and `ruff format` have run over the whole tree.
-ruff_after_format = pytest.mark.skip(reason="enabled after the tree-wide format (issue 11 item 6)")
 
 
 def _config() -> dict:
@@ -48,12 +44,10 @@ def _assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
         pytest.fail(_report(proc), pytrace=False)
 
 
-@ruff_after_format
 def test_ruff_check_passes_on_the_tree():
     _assert_ok(_run("ruff", "check", *LINTED))
 
 
-@ruff_after_format
 def test_ruff_format_leaves_the_tree_unchanged():
     _assert_ok(_run("ruff", "format", "--check", *LINTED))
 

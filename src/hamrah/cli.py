@@ -34,7 +34,11 @@ def _cmd_run(args: argparse.Namespace) -> None:
     console.print(
         f"\n[bold]done[/bold] in {s['wall_s']:.1f} s ({s['seconds_per_round'] * 1000:.0f} ms/round): "
         f"final accuracy {s['final_accuracy']:.4f}, best {s['best_accuracy']:.4f}"
-        + (f", rounds to {target:g}: {rtt:.1f}" if rtt is not None else (f", target {target:g} not reached" if target else ""))
+        + (
+            f", rounds to {target:g}: {rtt:.1f}"
+            if rtt is not None
+            else (f", target {target:g} not reached" if target else "")
+        )
         + f"\n{s['num_parameters']:,} parameters. Wrote {out}/metrics.jsonl, summary.json"
         + ("" if args.no_plot else ", curve.png")
     )
@@ -96,8 +100,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> None:
     from hamrah.observe.dashboard import DashboardConfig, serve_folder
     from hamrah.observe.dashboard.config import check_exposure
 
-    cfg = DashboardConfig(enabled=True, host=args.host, port=args.port, token_file=args.token_file,
-                          allow_remote=args.allow_remote)
+    cfg = DashboardConfig(
+        enabled=True, host=args.host, port=args.port, token_file=args.token_file, allow_remote=args.allow_remote
+    )
     check_exposure(cfg)
     server = serve_folder(args.runs_dir, cfg)
     print(f"dashboard of {args.runs_dir} on {server.url} (Ctrl-C stops it)", flush=True)
@@ -121,13 +126,13 @@ def _add_dashboard_command(sub) -> None:
 def _logging(verbose: bool = False) -> None:
     import logging
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
 
 def _cmd_server(args: argparse.Namespace) -> None:
     import asyncio
-
     import dataclasses
 
     from hamrah.experiments.serve import load_dashboard_config, load_server_config, server_setup
@@ -142,8 +147,11 @@ def _cmd_server(args: argparse.Namespace) -> None:
     with follow_rounds(Path(args.state) / "metrics.jsonl", exp.run.rounds):  # a bar on a terminal only
         summary = asyncio.run(server.serve(args.port, args.host))
     acc = summary["final_accuracy"]
-    print(f"done: {summary['rounds_committed']} rounds committed"
-          + (f", final accuracy {acc:.4f}" if acc is not None else "") + f". State in {args.state}")
+    print(
+        f"done: {summary['rounds_committed']} rounds committed"
+        + (f", final accuracy {acc:.4f}" if acc is not None else "")
+        + f". State in {args.state}"
+    )
 
 
 def _device_config(args: argparse.Namespace, population: str):
@@ -153,11 +161,20 @@ def _device_config(args: argparse.Namespace, population: str):
         raise HamrahError(f"--retry-for {args.retry_for:g}: expected seconds >= 0 (0: retry for ever)")
     if not args.max_backoff > 0:
         raise HamrahError(f"--max-backoff {args.max_backoff:g}: expected a positive number of seconds")
-    return DeviceConfig(server=args.server, token=getattr(args, "token", None), population=population,
-                        device_id=args.device_id, client_key=args.client_key, tls_ca=args.tls_ca,
-                        tls_cert=args.tls_cert, tls_key=args.tls_key, max_tasks=args.max_tasks,
-                        signing_key=getattr(args, "signing_key", None),
-                        unreachable_after_s=args.retry_for or None, max_retry_s=args.max_backoff)
+    return DeviceConfig(
+        server=args.server,
+        token=getattr(args, "token", None),
+        population=population,
+        device_id=args.device_id,
+        client_key=args.client_key,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        max_tasks=args.max_tasks,
+        signing_key=getattr(args, "signing_key", None),
+        unreachable_after_s=args.retry_for or None,
+        max_retry_s=args.max_backoff,
+    )
 
 
 def _cmd_device(args: argparse.Namespace) -> None:
@@ -178,8 +195,10 @@ def _cmd_device(args: argparse.Namespace) -> None:
         cfg = DeviceCredentials.load(args.credentials).apply(cfg)
     with ExampleStore(args.store) as store:
         stats = asyncio.run(DeviceRuntime(cfg, store, state).run())
-    print(f"device done: {stats.tasks} tasks, {stats.reported} reported, {stats.aborted} aborted, "
-          f"{stats.failed} failed, {stats.refused} refused")
+    print(
+        f"device done: {stats.tasks} tasks, {stats.reported} reported, {stats.aborted} aborted, "
+        f"{stats.failed} failed, {stats.refused} refused"
+    )
 
 
 def _cmd_fleet(args: argparse.Namespace) -> None:
@@ -200,20 +219,27 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
     if kits:
         tokens = device_folders(kits, first + args.devices)[first:]
     else:
-        tokens_path = Path(args.tokens_file) if args.tokens_file else (Path(srv.tokens_file) if srv.tokens_file else None)
+        tokens_path = (
+            Path(args.tokens_file) if args.tokens_file else (Path(srv.tokens_file) if srv.tokens_file else None)
+        )
         tokens = make_tokens(tokens_path, first + args.devices)[first:] if tokens_path else [None] * args.devices
     churn = Churn(args.offline, args.unplug, args.fail, args.kill, args.drop, args.drop_stage, seed=exp.run.seed)
     base = _device_config(args, srv.population)
     print(f"fleet: {args.devices} devices (stores in {stores_dir}) -> {args.server}")
     stats = asyncio.run(run_fleet(base, stores, tokens, churn, list(range(first, first + args.devices))))
     alive = [s for s in stats if s is not None]
-    stopped = [(i, s.messages[-1]) for i, s in enumerate(stats) if s is not None and s.messages
-               and s.messages[-1].startswith("stopped: ")]
+    stopped = [
+        (i, s.messages[-1])
+        for i, s in enumerate(stats)
+        if s is not None and s.messages and s.messages[-1].startswith("stopped: ")
+    ]
     for i, line in stopped:
         print(f"device {first + i} {line}")
-    print(f"fleet done: {len(alive)} devices alive, {sum(s.reported for s in alive)} updates reported, "
-          f"{sum(s.aborted for s in alive)} aborted, {sum(s.failed for s in alive)} failed"
-          + (f", {len(stopped)} refused by the server" if stopped else ""))
+    print(
+        f"fleet done: {len(alive)} devices alive, {sum(s.reported for s in alive)} updates reported, "
+        f"{sum(s.aborted for s in alive)} aborted, {sum(s.failed for s in alive)} failed"
+        + (f", {len(stopped)} refused by the server" if stopped else "")
+    )
 
 
 def _cmd_store(args: argparse.Namespace) -> None:
@@ -238,7 +264,9 @@ def _cmd_store(args: argparse.Namespace) -> None:
         print(f"{args.out}: {n} examples of client {args.client}")
     else:
         with ExampleStore(args.out) as store:
-            print(f"{args.out}: {store.count()} live examples" + (f" ({store.schema.describe()})" if store.schema else ""))
+            print(
+                f"{args.out}: {store.count()} live examples" + (f" ({store.schema.describe()})" if store.schema else "")
+            )
 
 
 def _cmd_tokens(args: argparse.Namespace) -> None:
@@ -247,19 +275,24 @@ def _cmd_tokens(args: argparse.Namespace) -> None:
     existed = Path(args.file).exists()
     server_file = Path(args.server_file) if args.server_file else None
     tokens = make_tokens(Path(args.file), args.count, server_file)
-    print(f"{args.file}: {len(tokens)} device tokens" + (" (kept the existing file)" if existed else " (new)")
-          + (f"; their sha256 digests for the server in {server_file}" if server_file else ""))
+    print(
+        f"{args.file}: {len(tokens)} device tokens"
+        + (" (kept the existing file)" if existed else " (new)")
+        + (f"; their sha256 digests for the server in {server_file}" if server_file else "")
+    )
 
 
 def _cmd_provision(args: argparse.Namespace) -> None:
     from hamrah.transport.provision import provision
 
     files = provision(args.out, args.devices, tuple(args.hosts.split(",")), args.prefix)
-    print(f"{args.out}: a CA ({files['ca']}), the server's kit ({files['server']}: server.pem, server.key, "
-          f"{files['registry'].name}) and {args.devices} device kits in {files['devices']}.\n"
-          f"Server config: tls_cert, tls_key, client_ca = the server kit's server.pem, server.key, ca.pem; "
-          f"tokens_file = {files['registry']}.\nDevices: hamrah fleet ... --credentials {files['devices']} "
-          f"(or hamrah device ... --credentials {files['devices']}/<name>).")
+    print(
+        f"{args.out}: a CA ({files['ca']}), the server's kit ({files['server']}: server.pem, server.key, "
+        f"{files['registry'].name}) and {args.devices} device kits in {files['devices']}.\n"
+        f"Server config: tls_cert, tls_key, client_ca = the server kit's server.pem, server.key, ca.pem; "
+        f"tokens_file = {files['registry']}.\nDevices: hamrah fleet ... --credentials {files['devices']} "
+        f"(or hamrah device ... --credentials {files['devices']}/<name>)."
+    )
 
 
 def _cmd_party(args: argparse.Namespace) -> None:
@@ -279,7 +312,9 @@ def _cmd_party(args: argparse.Namespace) -> None:
 
     cfg = load_party_config(args.config)
     run_party(cfg, report=lambda line: print(line, flush=True))
-    print(f"{cfg.name}: done; wrote {cfg.out}/summary.json" + (", model.npz" if (cfg.out / "model.npz").exists() else ""))
+    print(
+        f"{cfg.name}: done; wrote {cfg.out}/summary.json" + (", model.npz" if (cfg.out / "model.npz").exists() else "")
+    )
 
 
 def _add_party_command(sub) -> None:
@@ -299,8 +334,12 @@ def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", help="client certificate (mutual TLS)")
     p.add_argument("--tls-key", help="client key (mutual TLS)")
     p.add_argument("--max-tasks", type=int, help="stop after this many tasks")
-    p.add_argument("--retry-for", type=float, default=600.0,
-                   help="seconds to keep retrying an unreachable server, with jittered backoff (0: for ever)")
+    p.add_argument(
+        "--retry-for",
+        type=float,
+        default=600.0,
+        help="seconds to keep retrying an unreachable server, with jittered backoff (0: for ever)",
+    )
     p.add_argument("--max-backoff", type=float, default=5.0, help="longest pause between retries, seconds")
     p.add_argument("-v", "--verbose", action="store_true")
 
@@ -332,11 +371,18 @@ def _add_system_commands(sub) -> None:
     p.add_argument("--credentials", help="the devices folder of `hamrah provision` (one kit per device)")
     for name in ("offline", "unplug", "fail", "kill"):
         p.add_argument(f"--{name}", type=float, default=0.0, help=f"per-task probability a device goes {name}")
-    p.add_argument("--drop", type=float, default=0.0,
-                   help="under secure aggregation: per-task probability a device vanishes mid-protocol")
-    p.add_argument("--drop-stage", default="masked_input",
-                   choices=["advertise_keys", "share_keys", "masked_input", "unmasking"],
-                   help="the protocol stage whose message a dropping device never sends")
+    p.add_argument(
+        "--drop",
+        type=float,
+        default=0.0,
+        help="under secure aggregation: per-task probability a device vanishes mid-protocol",
+    )
+    p.add_argument(
+        "--drop-stage",
+        default="masked_input",
+        choices=["advertise_keys", "share_keys", "masked_input", "unmasking"],
+        help="the protocol stage whose message a dropping device never sends",
+    )
     p.set_defaults(func=_cmd_fleet)
     p = sub.add_parser("store", help="fill or inspect a device's example store")
     p.add_argument("action", choices=["import", "count"])
@@ -401,10 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attacks", help="comma-separated subset of lab.attacks")
     p.add_argument("--defences", help="comma-separated defences (default: lab.defences; any registered aggregator)")
     p.add_argument("--check", action="store_true", help="validate the config (cohort, attacks, trigger) and exit")
-    p.add_argument("--seeds", help="comma-separated seeds, one run of each cell per seed (default: lab.seeds or run.seed)")
+    p.add_argument(
+        "--seeds", help="comma-separated seeds, one run of each cell per seed (default: lab.seeds or run.seed)"
+    )
     p.add_argument("--out", default="runs/lab", help="folder for lab.json, results.md and heatmap.png")
     p.add_argument("--update-doc", action="store_true", help="also rewrite the results block of --doc and --img")
-    p.add_argument("--doc", default="docs/security.md", help="with --update-doc: Markdown file whose results block is rewritten")
+    p.add_argument(
+        "--doc", default="docs/security.md", help="with --update-doc: Markdown file whose results block is rewritten"
+    )
     p.add_argument("--img", default="docs/img/security_heatmap.png", help="with --update-doc: heatmap PNG")
     p.set_defaults(func=_cmd_lab)
     p = sub.add_parser("partition", help="print a config's partition statistics")

@@ -139,14 +139,22 @@ class _SignFlip:
 
 def _sim(fed, aggregator, attack=None, algo=None, rounds=15):
     algo = algo or FedAvg(1.0, LocalSGD(1, 10, 0.5))
-    return Simulator(seeded(lambda: LogReg(5, 3), 0), fed, algo, SimulationConfig(rounds=rounds, eval_every=rounds),
-                     aggregator=aggregator, attack=attack)
+    return Simulator(
+        seeded(lambda: LogReg(5, 3), 0),
+        fed,
+        algo,
+        SimulationConfig(rounds=rounds, eval_every=rounds),
+        aggregator=aggregator,
+        attack=attack,
+    )
 
 
 def test_simulator_supplies_the_root_set_reference_and_fltrust_resists_sign_flipping():
     fed = _tiny()
-    acc = {name: _sim(fed, build_aggregator(name), _SignFlip()).run().history[-1].test_accuracy
-           for name in ("mean", "fltrust")}
+    acc = {
+        name: _sim(fed, build_aggregator(name), _SignFlip()).run().history[-1].test_accuracy
+        for name in ("mean", "fltrust")
+    }
     clean = _sim(fed, None).run().history[-1].test_accuracy
     assert acc["fltrust"] > clean - 0.05 and acc["fltrust"] > acc["mean"] + 0.2
     sim = _sim(fed, build_aggregator("fltrust", root_size=40))
@@ -162,8 +170,15 @@ def test_root_set_refusals_before_the_run():
     # FedNova's clients send delta / ||a||_1: the server's g_0 is the same statistic (no name list, issue 11)
     nova = _sim(fed, build_aggregator("fltrust"), algo=FedNova(1.0, LocalSGD(1, 10, 0.5)))
     g0 = nova.reference.update(nova.params, None, np.random.default_rng(0))
-    up = client_update(nova.algorithm, nova.model, nova.params, nova.reference.root, np.random.default_rng(0),
-                       client_id=-1, plan=nova.reference.plan)
+    up = client_update(
+        nova.algorithm,
+        nova.model,
+        nova.params,
+        nova.reference.root,
+        np.random.default_rng(0),
+        client_id=-1,
+        plan=nova.reference.plan,
+    )
     steps = nova.reference.plan.num_steps
     for k, v in up.result.delta.items():
         torch.testing.assert_close(g0[k], v / steps)  # plain SGD: ||a||_1 = the local steps

@@ -70,12 +70,15 @@ def test_bulyan_by_hand():
     assert 0.15 < out < 0.35
 
 
-@pytest.mark.parametrize("name,params,cohort,reason", [
-    ("krum", {"f": 3}, 8, "Krum with f = 3 (K > 2f + 2) needs at least 9"),
-    ("multi_krum", {"f": 2, "m": 6}, 7, "m = 6 averages more than the K - f = 5"),
-    ("bulyan", {"f": 2}, 10, "Bulyan with f = 2 (K >= 4f + 3) needs at least 11"),
-    ("trimmed_mean", {"beta": 0.5}, 4, "beta = 0.5 trims every one of 4 clients"),
-])
+@pytest.mark.parametrize(
+    "name,params,cohort,reason",
+    [
+        ("krum", {"f": 3}, 8, "Krum with f = 3 (K > 2f + 2) needs at least 9"),
+        ("multi_krum", {"f": 2, "m": 6}, 7, "m = 6 averages more than the K - f = 5"),
+        ("bulyan", {"f": 2}, 10, "Bulyan with f = 2 (K >= 4f + 3) needs at least 11"),
+        ("trimmed_mean", {"beta": 0.5}, 4, "beta = 0.5 trims every one of 4 clients"),
+    ],
+)
 def test_check_refuses_a_cohort_that_cannot_work(name, params, cohort, reason):
     agg = build_aggregator(name, **params)
     with pytest.raises(ConfigError, match=reason.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
@@ -83,16 +86,19 @@ def test_check_refuses_a_cohort_that_cannot_work(name, params, cohort, reason):
     agg.check(cohort + 1)
 
 
-@pytest.mark.parametrize("name,params,message", [
-    ("norm_bound", {"bound": -1.0}, "bound = -1.0: expected a number in \\(0, inf\\]"),
-    ("norm_bound", {"bound": 0.0}, "bound = 0.0"),
-    ("trimmed_mean", {"beta": 0.6}, "beta = 0.6"),
-    ("krum", {"f": -1}, "f = -1: expected an integer >= 0"),
-    ("krum", {}, "missing parameter f"),
-    ("median", {"beta": 0.1}, "unknown parameter 'beta'"),
-    ("foolsgold", {}, "unknown aggregator 'foolsgold'"),
-    ("fltrust", {"root_size": 0}, "root_size = 0: expected an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "name,params,message",
+    [
+        ("norm_bound", {"bound": -1.0}, "bound = -1.0: expected a number in \\(0, inf\\]"),
+        ("norm_bound", {"bound": 0.0}, "bound = 0.0"),
+        ("trimmed_mean", {"beta": 0.6}, "beta = 0.6"),
+        ("krum", {"f": -1}, "f = -1: expected an integer >= 0"),
+        ("krum", {}, "missing parameter f"),
+        ("median", {"beta": 0.1}, "unknown parameter 'beta'"),
+        ("foolsgold", {}, "unknown aggregator 'foolsgold'"),
+        ("fltrust", {"root_size": 0}, "root_size = 0: expected an integer >= 1"),
+    ],
+)
 def test_bad_parameters_are_refused(name, params, message):
     with pytest.raises(ConfigError, match=message):
         build_aggregator(name, **params)

@@ -20,8 +20,7 @@ def _review_cohort(bad: float, k: int = 10, d: int = D_2NN) -> list[dict]:
     return rows + [{"w": torch.full((d,), bad)}]
 
 
-@pytest.mark.parametrize("name,params", [("krum", {"f": 1}), ("multi_krum", {"f": 1, "m": 5}),
-                                         ("bulyan", {"f": 1})])
+@pytest.mark.parametrize("name,params", [("krum", {"f": 1}), ("multi_krum", {"f": 1, "m": 5}), ("bulyan", {"f": 1})])
 def test_a_1e18_client_is_never_selected(name, params):
     deltas = _review_cohort(1e18)
     out = build_aggregator(name, **params)(deltas, [1.0] * len(deltas))["w"]
@@ -30,9 +29,18 @@ def test_a_1e18_client_is_never_selected(name, params):
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
-@pytest.mark.parametrize("name,params", [("krum", {"f": 1}), ("multi_krum", {"f": 1, "m": 5}), ("bulyan", {"f": 1}),
-                                         ("median", {}), ("trimmed_mean", {"beta": 0.2}), ("geomed", {}),
-                                         ("norm_bound", {"bound": 1.0})])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("krum", {"f": 1}),
+        ("multi_krum", {"f": 1, "m": 5}),
+        ("bulyan", {"f": 1}),
+        ("median", {}),
+        ("trimmed_mean", {"beta": 0.2}),
+        ("geomed", {}),
+        ("norm_bound", {"bound": 1.0}),
+    ],
+)
 def test_one_non_finite_client_leaves_the_result_finite(name, params, bad):
     deltas = _review_cohort(bad, d=50)
     deltas[-1]["w"][3:] = 0.0  # a single bad coordinate is enough

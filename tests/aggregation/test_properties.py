@@ -72,7 +72,9 @@ def _box(honest: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @SETTINGS
-@given(st.sampled_from(["median", "trimmed_mean"]).flatmap(lambda r: st.tuples(st.just(r), cohort(r))), st.integers(0, 99))
+@given(
+    st.sampled_from(["median", "trimmed_mean"]).flatmap(lambda r: st.tuples(st.just(r), cohort(r))), st.integers(0, 99)
+)
 def test_coordinate_rules_stay_in_the_honest_range(case, order):
     name, (honest, bad, params) = case
     out = _run(name, honest, bad, params, order)
@@ -122,8 +124,11 @@ def test_geometric_median_stays_within_its_distance_bound(case, order):
 
 
 @SETTINGS
-@given(hnp.arrays(np.float32, st.tuples(st.integers(1, 8), st.integers(1, 5)), elements=ANY),
-       st.floats(1e-3, 1e3), st.lists(st.floats(0.0, 100.0), min_size=8, max_size=8))
+@given(
+    hnp.arrays(np.float32, st.tuples(st.integers(1, 8), st.integers(1, 5)), elements=ANY),
+    st.floats(1e-3, 1e3),
+    st.lists(st.floats(0.0, 100.0), min_size=8, max_size=8),
+)
 def test_norm_bound_never_exceeds_its_bound(rows, bound, weights):
     if not np.isfinite(rows).all(axis=1).any():
         rows[0] = 0.0  # at least one finite client (none at all is NotEnoughClients, tested elsewhere)

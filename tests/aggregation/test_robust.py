@@ -83,4 +83,6 @@ def test_geomed_uses_the_weights():
     pts = [{"w": torch.tensor([0.0])}, {"w": torch.tensor([10.0])}]
     assert float(build_aggregator("geomed")(pts, [0.6, 0.4])["w"]) == pytest.approx(0.0, abs=0.05)
     assert float(build_aggregator("geomed")(pts, [0.4, 0.6])["w"]) == pytest.approx(10.0, abs=0.05)
-    assert float(build_aggregator("geomed", max_iter=200, tol=0.0)(pts, [0.6, 0.4])["w"]) == pytest.approx(0.0, abs=1e-4)
+    assert float(build_aggregator("geomed", max_iter=200, tol=0.0)(pts, [0.6, 0.4])["w"]) == pytest.approx(
+        0.0, abs=1e-4
+    )

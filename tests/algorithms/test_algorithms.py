@@ -11,8 +11,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from hamrah.algorithms import (
-    DELTA, ClientResult, FedAvg, FedSGD, LocalSGD, NoState, aggregate_results, apply_results, batch_schedule,
-    cohort_size, evaluate, train_local,
+    DELTA,
+    ClientResult,
+    FedAvg,
+    FedSGD,
+    LocalSGD,
+    NoState,
+    aggregate_results,
+    apply_results,
+    batch_schedule,
+    cohort_size,
+    evaluate,
+    train_local,
 )
 from hamrah.algorithms.local import PAD_LABEL, masked_mean_loss
 from hamrah.core.errors import ConfigError, NotEnoughClients
@@ -20,14 +30,23 @@ from hamrah.core.params import clone, max_abs_diff, sub
 from hamrah.data import ArrayData
 from hamrah.models import LogReg, TwoNN
 
-
 # ---- cohort size ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "c, k, m",
-    [(0.0, 100, 1), (0.1, 100, 10), (1.0, 100, 100), (1.0, 7, 7), (0.01, 50, 1), (0.2, 10, 2),
-     (0.3, 10, 3), (0.7, 10, 7), (0.29, 100, 29), (0.5, 3, 1)],
+    [
+        (0.0, 100, 1),
+        (0.1, 100, 10),
+        (1.0, 100, 100),
+        (1.0, 7, 7),
+        (0.01, 50, 1),
+        (0.2, 10, 2),
+        (0.3, 10, 3),
+        (0.7, 10, 7),
+        (0.29, 100, 29),
+        (0.5, 3, 1),
+    ],
 )
 def test_cohort_size(c, k, m):
     assert cohort_size(c, k) == m
@@ -88,8 +107,11 @@ def test_fedavg_apply_hand_computed():
     # Client models w_1 (n=100) and w_2 (n=300); the server takes their weighted average.
     w1 = {"w": torch.tensor([[2.0, 2.0], [3.0, 0.0]]), "b": torch.tensor([1.5])}
     w2 = {"w": torch.tensor([[1.0, 6.0], [7.0, 4.0]]), "b": torch.tensor([-0.5])}
-    results = [ClientResult(0, sub(w1, g), 100), ClientResult(1, sub(w2, g), 300),
-               ClientResult(2, {}, 50, error="dropped")]
+    results = [
+        ClientResult(0, sub(w1, g), 100),
+        ClientResult(1, sub(w2, g), 300),
+        ClientResult(2, {}, 50, error="dropped"),
+    ]
     new = apply_results(FedAvg(0.5, LocalSGD(1, 10, 0.1)), g, results, NoState())[0]
     torch.testing.assert_close(new["w"], torch.tensor([[1.25, 5.0], [6.0, 3.0]]))
     torch.testing.assert_close(new["b"], torch.tensor([0.0]))
@@ -290,8 +312,14 @@ def test_evaluate_sequences_skips_ignore_index():
     assert acc_all == pytest.approx(3 / 10)
 
 
-@pytest.mark.parametrize("kwargs", [dict(epochs=True, batch_size=10, lr=0.1), dict(epochs=1, batch_size=10, lr=True),
-                                    dict(epochs=1, batch_size=True, lr=0.1)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(epochs=True, batch_size=10, lr=0.1),
+        dict(epochs=1, batch_size=10, lr=True),
+        dict(epochs=1, batch_size=True, lr=0.1),
+    ],
+)
 def test_local_sgd_rejects_booleans(kwargs):
     with pytest.raises(ConfigError):
         LocalSGD(**kwargs)

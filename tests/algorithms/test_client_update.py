@@ -48,8 +48,10 @@ def test_num_steps_schedule_cycles_fresh_shuffles():
     assert LocalSGD(1, 4, 0.1, num_steps=5).steps(10) == 5
 
 
-@pytest.mark.parametrize("kwargs, key", [(dict(momentum=-0.1), "momentum"), (dict(momentum=1.0), "momentum"),
-                                         (dict(num_steps=0), "local_steps")])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [(dict(momentum=-0.1), "momentum"), (dict(momentum=1.0), "momentum"), (dict(num_steps=0), "local_steps")],
+)
 def test_local_sgd_rejects_bad_momentum_and_steps(kwargs, key):
     with pytest.raises(ConfigError, match=f"algorithm.{key}"):
         LocalSGD(1, 10, 0.1, **kwargs)

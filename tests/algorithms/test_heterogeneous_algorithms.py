@@ -7,9 +7,27 @@ import pytest
 import torch
 
 from hamrah.algorithms import (
-    ALGORITHMS, ClientResult, Correction, FedAvg, FedNova, FedOpt, FedOptState, FedProx, LocalSGD, Momentum,
-    NoState, Proximal, Scaffold, ScaffoldState, a_norm, apply_results, build, client_update, flatten_state,
-    train_local, unflatten_state,
+    ALGORITHMS,
+    ClientResult,
+    Correction,
+    FedAvg,
+    FedNova,
+    FedOpt,
+    FedOptState,
+    FedProx,
+    LocalSGD,
+    Momentum,
+    NoState,
+    Proximal,
+    Scaffold,
+    ScaffoldState,
+    a_norm,
+    apply_results,
+    build,
+    client_update,
+    flatten_state,
+    train_local,
+    unflatten_state,
 )
 from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.params import clone, max_abs_diff
@@ -27,8 +45,19 @@ def _data(n: int, seed: int) -> ArrayData:
 def _round(algo, model, g, datas, state=None, client_states=None):
     """One full round through client_update and apply; returns (params, state, updates)."""
     state = algo.init_server_state(g) if state is None else state
-    ups = [client_update(algo, model, g, d, np.random.default_rng(i), client_id=i, broadcast=algo.broadcast(state),
-                         client_state=(client_states or {}).get(i)) for i, d in enumerate(datas)]
+    ups = [
+        client_update(
+            algo,
+            model,
+            g,
+            d,
+            np.random.default_rng(i),
+            client_id=i,
+            broadcast=algo.broadcast(state),
+            client_state=(client_states or {}).get(i),
+        )
+        for i, d in enumerate(datas)
+    ]
     new, new_state = apply_results(algo, g, [u.result for u in ups], state)
     return new, new_state, ups
 
@@ -119,7 +148,7 @@ def test_momentum_local_sgd_matches_torch_sgd(setup):
 def test_fednova_a_norm_closed_forms():
     tau, lr, rho, mu = 7, 0.1, 0.9, 0.5
     assert a_norm(tau, lr) == pytest.approx(tau)
-    assert a_norm(tau, lr, momentum=rho) == pytest.approx((tau - rho * (1 - rho ** tau) / (1 - rho)) / (1 - rho))
+    assert a_norm(tau, lr, momentum=rho) == pytest.approx((tau - rho * (1 - rho**tau) / (1 - rho)) / (1 - rho))
     alpha = lr * mu
     assert a_norm(tau, lr, mu=mu) == pytest.approx((1 - (1 - alpha) ** tau) / alpha)
 
@@ -127,8 +156,10 @@ def test_fednova_a_norm_closed_forms():
 def test_fednova_apply_hand_computed():
     g = {"w": T([0.0])}
     # Client 1: 2 steps, delta -2 (n=1); client 2: 4 steps, delta -8 (n=3). p = 1/4, 3/4.
-    res = [ClientResult(0, {"w": T([-2.0])}, 1, {"local_steps": 2}),
-           ClientResult(1, {"w": T([-8.0])}, 3, {"local_steps": 4})]
+    res = [
+        ClientResult(0, {"w": T([-2.0])}, 1, {"local_steps": 2}),
+        ClientResult(1, {"w": T([-8.0])}, 3, {"local_steps": 4}),
+    ]
     new, _ = apply_results(FedNova(1.0, LocalSGD(1, 10, 0.1)), g, res, NoState())
     tau_eff = 0.25 * 2 + 0.75 * 4  # 3.5
     torch.testing.assert_close(new["w"], T([tau_eff * (0.25 * -1.0 + 0.75 * -2.0)]))
@@ -142,18 +173,23 @@ def test_scaffold_client_and_server_hand_computed():
     torch.testing.assert_close(algo.next_client_state(x, y, 2, c, ci)["w"], T([0.9]))
     (tr,) = algo.local_transforms(x, c, ci)
     torch.testing.assert_close(tr(["w"], [T([0.0])], [T([1.0])])[0], T([1.1]))  # g + c - c_i
-    res = [ClientResult(0, {"w": T([-1.0])}, 1, aux={"w": T([0.8])}),
-           ClientResult(1, {"w": T([-3.0])}, 1, aux={"w": T([0.4])})]
+    res = [
+        ClientResult(0, {"w": T([-1.0])}, 1, aux={"w": T([0.8])}),
+        ClientResult(1, {"w": T([-3.0])}, 1, aux={"w": T([0.4])}),
+    ]
     new, st = apply_results(algo, x, res, ScaffoldState(c))
     torch.testing.assert_close(new["w"], T([1.0 + 2.0 * -2.0]))
     torch.testing.assert_close(st.c["w"], T([0.2 + (0.8 + 0.4) / 4]))
 
 
-@pytest.mark.parametrize("opt, v_new", [
-    ("adam", 0.5 * 0.25 + 0.5 * 4.0),  # beta2 v + (1 - beta2) d^2
-    ("yogi", 0.25 - 0.5 * 4.0 * -1.0),  # v - (1 - beta2) d^2 sign(v - d^2)
-    ("adagrad", 0.25 + 4.0),
-])
+@pytest.mark.parametrize(
+    "opt, v_new",
+    [
+        ("adam", 0.5 * 0.25 + 0.5 * 4.0),  # beta2 v + (1 - beta2) d^2
+        ("yogi", 0.25 - 0.5 * 4.0 * -1.0),  # v - (1 - beta2) d^2 sign(v - d^2)
+        ("adagrad", 0.25 + 4.0),
+    ],
+)
 def test_fedopt_hand_computed(opt, v_new):
     algo = FedOpt(1.0, LocalSGD(1, 10, 0.1), opt, server_lr=0.1, beta1=0.5, beta2=0.5, tau=0.5)
     g = {"w": T([1.0])}
@@ -164,7 +200,7 @@ def test_fedopt_hand_computed(opt, v_new):
     m = 0.5 * 2.0
     torch.testing.assert_close(st2.m["w"], T([m]))
     torch.testing.assert_close(st2.v["w"], T([v_new]))
-    torch.testing.assert_close(new["w"], T([1.0 + 0.1 * m / (v_new ** 0.5 + 0.5)]))
+    torch.testing.assert_close(new["w"], T([1.0 + 0.1 * m / (v_new**0.5 + 0.5)]))
     assert st2.step == 1 and algo.name == "fed" + opt
 
 
@@ -205,14 +241,17 @@ def test_registry_builds_every_algorithm():
     assert build("fedadam", server_lr=0.03, tau=1e-2).tau == 1e-2
 
 
-@pytest.mark.parametrize("name, kwargs, match", [
-    ("fedavg", {"mu": 1.0}, "not a hyperparameter of fedavg.*fedprox"),
-    ("fedprox", {"mu": -0.1}, "algorithm.mu"),
-    ("scaffold", {"server_lr": 0.0}, "algorithm.server_lr"),
-    ("fedyogi", {"beta2": 1.0}, "algorithm.beta2"),
-    ("fedadam", {"tau": -1.0}, "algorithm.tau"),
-    ("fedfoo", {}, "fedsgd, fedavg, fedprox"),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, match",
+    [
+        ("fedavg", {"mu": 1.0}, "not a hyperparameter of fedavg.*fedprox"),
+        ("fedprox", {"mu": -0.1}, "algorithm.mu"),
+        ("scaffold", {"server_lr": 0.0}, "algorithm.server_lr"),
+        ("fedyogi", {"beta2": 1.0}, "algorithm.beta2"),
+        ("fedadam", {"tau": -1.0}, "algorithm.tau"),
+        ("fedfoo", {}, "fedsgd, fedavg, fedprox"),
+    ],
+)
 def test_registry_refuses_bad_values(name, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         build(name, **kwargs)

@@ -70,8 +70,12 @@ def fed() -> FederatedDataset:
     w = rng.normal(size=(4, 3))
     x = rng.normal(size=(260, 4)).astype(np.float32)
     y = (x @ w).argmax(1)
-    ds = Dataset("tiny", ArrayData(torch.from_numpy(x[:200]), torch.from_numpy(y[:200])),
-                 ArrayData(torch.from_numpy(x[200:]), torch.from_numpy(y[200:])), num_classes=3)
+    ds = Dataset(
+        "tiny",
+        ArrayData(torch.from_numpy(x[:200]), torch.from_numpy(y[:200])),
+        ArrayData(torch.from_numpy(x[200:]), torch.from_numpy(y[200:])),
+        num_classes=3,
+    )
     sizes = [8, 12, 16, 20, 24, 16, 20, 28, 24, 32]  # unequal n_k: the weighting matters
     cuts = np.cumsum(sizes)[:-1]
     return FederatedDataset(ds, tuple(np.split(np.arange(200), cuts)), "hand")
@@ -86,10 +90,17 @@ def _algorithm(name: str):
 
 def _simulator(fed, name: str, pipeline: str, aggregator=None, **over) -> Simulator:
     p = {**PIPELINES[pipeline], **over}
-    spec = resolve_pipeline(p.get("compression"), p.get("privacy"), POPULATION, COHORT, ROUNDS, p.get("secure"),
-                            p.get("homomorphic"))
-    return Simulator(seeded(Tiny, 0), fed, _algorithm(name), SimulationConfig(rounds=ROUNDS, workers=1),
-                     aggregator=aggregator, pipeline=spec)
+    spec = resolve_pipeline(
+        p.get("compression"), p.get("privacy"), POPULATION, COHORT, ROUNDS, p.get("secure"), p.get("homomorphic")
+    )
+    return Simulator(
+        seeded(Tiny, 0),
+        fed,
+        _algorithm(name),
+        SimulationConfig(rounds=ROUNDS, workers=1),
+        aggregator=aggregator,
+        pipeline=spec,
+    )
 
 
 @pytest.mark.parametrize("pipeline", list(PIPELINES))
@@ -129,11 +140,14 @@ def test_fednova_under_a_lossless_pipeline_equals_fednova_plain(fed):
     assert [r.train_loss for r in plain.history] == pytest.approx([r.train_loss for r in piped.history])
 
 
-@pytest.mark.parametrize("pipeline, reason", [
-    ("secagg", "the server sees only the sum"),
-    ("paillier", "the server sees only the sum"),
-    ("central_dp", "calibrated to the sensitivity of the mean"),
-])
+@pytest.mark.parametrize(
+    "pipeline, reason",
+    [
+        ("secagg", "the server sees only the sum"),
+        ("paillier", "the server sees only the sum"),
+        ("central_dp", "calibrated to the sensitivity of the mean"),
+    ],
+)
 def test_a_robust_aggregator_with_a_sum_only_or_centrally_noised_pipeline_is_refused(fed, pipeline, reason):
     with pytest.raises(ConfigError, match=reason):
         _simulator(fed, "fedavg", pipeline, aggregator=Median())

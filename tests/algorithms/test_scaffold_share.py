@@ -22,7 +22,9 @@ def _results(aux_values: list[float], dropped: set[int]) -> list[ClientResult]:
         if i in dropped:
             out.append(ClientResult(i, {}, 10, error="dropped"))
         else:
-            out.append(ClientResult(i, {"w": torch.tensor([1.0])}, 10, aux={"w": torch.tensor([v], dtype=torch.float64)}))
+            out.append(
+                ClientResult(i, {"w": torch.tensor([1.0])}, 10, aux={"w": torch.tensor([v], dtype=torch.float64)})
+            )
     return out
 
 
@@ -56,5 +58,9 @@ def test_a_config_with_scaffold_and_momentum_is_refused_when_read():
     from hamrah.experiments.config import from_dict
 
     with pytest.raises(ConfigError, match="momentum = 0.5: SCAFFOLD's option II"):
-        from_dict({"data": {"dataset": "mnist", "num_clients": 10},
-                   "algorithm": {"name": "scaffold", "client_fraction": 0.5, "momentum": 0.5}})
+        from_dict(
+            {
+                "data": {"dataset": "mnist", "num_clients": 10},
+                "algorithm": {"name": "scaffold", "client_fraction": 0.5, "momentum": 0.5},
+            }
+        )

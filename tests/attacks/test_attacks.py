@@ -9,7 +9,6 @@ from torch import nn
 
 from hamrah.aggregation import build_aggregator
 from hamrah.algorithms import ClientResult
-from hamrah.core.aggregate import weighted_mean
 from hamrah.attacks import (
     GaussianUpdate,
     LabelFlip,
@@ -24,6 +23,7 @@ from hamrah.attacks import (
     main_accuracy,
     z_max,
 )
+from hamrah.core.aggregate import weighted_mean
 from hamrah.core.errors import ConfigError
 from hamrah.data.federated import ArrayData
 
@@ -118,9 +118,11 @@ def test_model_replacement_replaces_the_weighted_mean():
     backdoored = [_result(0, [3.0, 1.0], n=15)]
     boosted = ModelReplacement().poison(backdoored, benign, None)
     mean = weighted_mean([r.delta for r in boosted + benign], [r.num_examples for r in boosted + benign])["w"]
-    benign_part = weighted_mean([r.delta for r in benign], [r.num_examples for r in benign])["w"] * sum(
-        r.num_examples for r in benign) / (15 + sum(
-        r.num_examples for r in benign))
+    benign_part = (
+        weighted_mean([r.delta for r in benign], [r.num_examples for r in benign])["w"]
+        * sum(r.num_examples for r in benign)
+        / (15 + sum(r.num_examples for r in benign))
+    )
     assert torch.allclose(mean, torch.tensor([3.0, 1.0]) + benign_part)
     assert ModelReplacement(boost=4.0).poison(backdoored, benign, None)[0].delta["w"].tolist() == [12.0, 4.0]
 
@@ -136,15 +138,18 @@ def test_attack_touches_only_malicious_clients():
     assert not none.is_malicious(1)
 
 
-@pytest.mark.parametrize("name,params,message", [
-    ("teleport", {}, "unknown attack 'teleport'"),
-    ("sign_flip", {"factor": 2.0}, "unknown parameter 'factor'; expected scale"),
-    ("backdoor", {}, "missing parameter target"),
-    ("backdoor", {"target": 10}, "target = 10: expected a class label in 0..9"),
-    ("targeted_flip", {"source": 3, "target": 3}, "source = target = 3"),
-    ("scale", {"factor": -1.0}, "factor = -1.0: expected a positive number"),
-    ("backdoor", {"target": 1, "fraction": 0.0}, r"fraction = 0.0: expected a number in \(0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "name,params,message",
+    [
+        ("teleport", {}, "unknown attack 'teleport'"),
+        ("sign_flip", {"factor": 2.0}, "unknown parameter 'factor'; expected scale"),
+        ("backdoor", {}, "missing parameter target"),
+        ("backdoor", {"target": 10}, "target = 10: expected a class label in 0..9"),
+        ("targeted_flip", {"source": 3, "target": 3}, "source = target = 3"),
+        ("scale", {"factor": -1.0}, "factor = -1.0: expected a positive number"),
+        ("backdoor", {"target": 1, "fraction": 0.0}, r"fraction = 0.0: expected a number in \(0, 1\]"),
+    ],
+)
 def test_bad_attack_parameters_are_refused(name, params, message):
     with pytest.raises(ConfigError, match=message):
         build_attack(name, frozenset({0}), **params)

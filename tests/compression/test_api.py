@@ -15,8 +15,13 @@ def test_all_names_exist_once():
 
 
 def test_codecs_are_stages_with_codec_traits():
-    stages = [compression.HalfPrecision(), compression.RandomMask(), compression.SignEF(),
-              compression.StochasticQuantizer(), compression.TopK()]
+    stages = [
+        compression.HalfPrecision(),
+        compression.RandomMask(),
+        compression.SignEF(),
+        compression.StochasticQuantizer(),
+        compression.TopK(),
+    ]
     for s in stages:
         assert isinstance(s, BaseStage) and isinstance(s.traits, StageTraits) and s.traits.kind == "codec"
     assert len({s.name for s in stages}) == len(stages)

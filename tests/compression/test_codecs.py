@@ -22,19 +22,36 @@ from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.pipeline import ClientContext, DensePayload, header_nbytes, spec_of
 
 CODECS = [
-    StochasticQuantizer(8), StochasticQuantizer(4), StochasticQuantizer(2), StochasticQuantizer(4, "qsgd"), StochasticQuantizer(8, "qsgd", bucket=16), StochasticQuantizer(2, bucket=5),
-    StochasticQuantizer(2, "ring", clip=2.0), SignEF(), SignEF(error_feedback=False), TopK(0.1),
-    TopK(0.2, value_dtype="float16"), RandomMask(0.3), RandomMask(0.3, shared=True), HalfPrecision("float16"),
+    StochasticQuantizer(8),
+    StochasticQuantizer(4),
+    StochasticQuantizer(2),
+    StochasticQuantizer(4, "qsgd"),
+    StochasticQuantizer(8, "qsgd", bucket=16),
+    StochasticQuantizer(2, bucket=5),
+    StochasticQuantizer(2, "ring", clip=2.0),
+    SignEF(),
+    SignEF(error_feedback=False),
+    TopK(0.1),
+    TopK(0.2, value_dtype="float16"),
+    RandomMask(0.3),
+    RandomMask(0.3, shared=True),
+    HalfPrecision("float16"),
     HalfPrecision("bfloat16"),
 ]
-IDS = [f"{type(c).__name__}-{getattr(c, 'bits', '')}{getattr(c, 'scheme', '')}{getattr(c, 'bucket', '')}"
-       f"{getattr(c, 'dtype', '')}{getattr(c, 'p', '')}" for c in CODECS]
+IDS = [
+    f"{type(c).__name__}-{getattr(c, 'bits', '')}{getattr(c, 'scheme', '')}{getattr(c, 'bucket', '')}"
+    f"{getattr(c, 'dtype', '')}{getattr(c, 'p', '')}"
+    for c in CODECS
+]
 
 
 def _update(seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"fc1.weight": torch.randn(7, 13, generator=g), "fc1.bias": torch.randn(7, generator=g),
-            "scale": torch.randn((), generator=g)}
+    return {
+        "fc1.weight": torch.randn(7, 13, generator=g),
+        "fc1.bias": torch.randn(7, generator=g),
+        "scale": torch.randn((), generator=g),
+    }
 
 
 def _ctx(seed=0, round_seed=11):
@@ -77,8 +94,14 @@ def test_byte_formulas():
 
 
 def test_eight_bit_is_a_quarter_of_float32_on_a_2nn_update():
-    u = {"fc1.weight": torch.randn(200, 784), "fc1.bias": torch.randn(200), "fc2.weight": torch.randn(200, 200),
-         "fc2.bias": torch.randn(200), "fc3.weight": torch.randn(10, 200), "fc3.bias": torch.randn(10)}
+    u = {
+        "fc1.weight": torch.randn(200, 784),
+        "fc1.bias": torch.randn(200),
+        "fc2.weight": torch.randn(200, 200),
+        "fc2.bias": torch.randn(200),
+        "fc3.weight": torch.randn(10, 200),
+        "fc3.bias": torch.randn(10),
+    }
     dense = DensePayload(u).nbytes
     ratios = {b: StochasticQuantizer(b).encode(u, None, _ctx())[0].nbytes / dense for b in (8, 4, 2)}
     assert 0.25 < ratios[8] < 0.2503 and 0.125 < ratios[4] < 0.1253 and 0.0625 < ratios[2] < 0.0628
@@ -115,9 +138,13 @@ def test_malformed_bytes_raise_protocol_error(codec):
     spec = spec_of(u)
     data = codec.encode(u, codec.init_state(u), _ctx())[0].to_bytes()
     other = DensePayload(u).to_bytes()
-    for what, bad, want_spec in [("truncated", data[:-1], spec), ("trailing", data + b"\x00", spec),
-                                 ("codec tag", other, spec), ("names/shapes", data, (("x", (3,)),)),
-                                 ("magic", b"\x00" + data[1:], spec)]:
+    for what, bad, want_spec in [
+        ("truncated", data[:-1], spec),
+        ("trailing", data + b"\x00", spec),
+        ("codec tag", other, spec),
+        ("names/shapes", data, (("x", (3,)),)),
+        ("magic", b"\x00" + data[1:], spec),
+    ]:
         with pytest.raises(ProtocolError, match=what):
             codec.read(bad, want_spec)
 
@@ -154,11 +181,14 @@ def test_codec_specific_malformed_fields():
 
 
 def test_bad_codec_configs_are_refused():
-    for make, msg in [(lambda: StochasticQuantizer(3), "expected 2, 4 or 8"),
-                      (lambda: StochasticQuantizer(8, "ring"), "positive finite range"),
-                      (lambda: StochasticQuantizer(8, "log"), "expected one of"),
-                      (lambda: TopK(0.0), "0 < fraction <= 1"), (lambda: RandomMask(1.5), "0 < p <= 1"),
-                      (lambda: HalfPrecision("float8"), "expected one of"),
-                      (lambda: StochasticQuantizer(8).encode(_update(), None, _ctx())[0].ring(), "scheme 'ring'")]:
+    for make, msg in [
+        (lambda: StochasticQuantizer(3), "expected 2, 4 or 8"),
+        (lambda: StochasticQuantizer(8, "ring"), "positive finite range"),
+        (lambda: StochasticQuantizer(8, "log"), "expected one of"),
+        (lambda: TopK(0.0), "0 < fraction <= 1"),
+        (lambda: RandomMask(1.5), "0 < p <= 1"),
+        (lambda: HalfPrecision("float8"), "expected one of"),
+        (lambda: StochasticQuantizer(8).encode(_update(), None, _ctx())[0].ring(), "scheme 'ring'"),
+    ]:
         with pytest.raises(ConfigError, match=msg):
             make()

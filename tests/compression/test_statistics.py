@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from hamrah.core.aggregate import weighted_mean
 from hamrah.compression import (
     HalfPrecision,
     RandomMask,
@@ -17,6 +16,7 @@ from hamrah.compression import (
     StochasticQuantizer,
     TopK,
 )
+from hamrah.core.aggregate import weighted_mean
 from hamrah.core.errors import ConfigError
 from hamrah.core.pipeline import (
     BaseStage,
@@ -42,19 +42,23 @@ def _mean_of_encodings(codec, x, n=N):
     return total / n
 
 
-@pytest.mark.parametrize("codec, sigma", [
-    (StochasticQuantizer(8), lambda x: (x.max() - x.min()) / 255 / 2),
-    (StochasticQuantizer(2), lambda x: (x.max() - x.min()) / 3 / 2),
-    (StochasticQuantizer(2, "qsgd"), lambda x: x.norm() / 2),
-    (StochasticQuantizer(4, "qsgd", bucket=8), lambda x: x.norm() / 7 / 2),
-    (StochasticQuantizer(2, bucket=8), lambda x: (x.max() - x.min()) / 3 / 2),
-    (StochasticQuantizer(4, "ring", clip=4.0), lambda x: 8.0 / 15 / 2),
-    (RandomMask(0.25), lambda x: x.abs() * (0.75 / 0.25) ** 0.5),
-], ids=["q8", "q2", "qsgd2", "qsgd4-bucket8", "q2-bucket8", "ring4", "mask"])
+@pytest.mark.parametrize(
+    "codec, sigma",
+    [
+        (StochasticQuantizer(8), lambda x: (x.max() - x.min()) / 255 / 2),
+        (StochasticQuantizer(2), lambda x: (x.max() - x.min()) / 3 / 2),
+        (StochasticQuantizer(2, "qsgd"), lambda x: x.norm() / 2),
+        (StochasticQuantizer(4, "qsgd", bucket=8), lambda x: x.norm() / 7 / 2),
+        (StochasticQuantizer(2, bucket=8), lambda x: (x.max() - x.min()) / 3 / 2),
+        (StochasticQuantizer(4, "ring", clip=4.0), lambda x: 8.0 / 15 / 2),
+        (RandomMask(0.25), lambda x: x.abs() * (0.75 / 0.25) ** 0.5),
+    ],
+    ids=["q8", "q2", "qsgd2", "qsgd4-bucket8", "q2-bucket8", "ring4", "mask"],
+)
 def test_stochastic_codecs_are_unbiased(codec, sigma):
     x = _x()
     mean = _mean_of_encodings(codec, x)
-    bound = 5 * sigma(x["x"].double()) / N ** 0.5 + 1e-6  # std of one encoding <= sigma, per coordinate
+    bound = 5 * sigma(x["x"].double()) / N**0.5 + 1e-6  # std of one encoding <= sigma, per coordinate
     assert bool(((mean - x["x"].double()).abs() <= bound).all())
 
 
@@ -63,11 +67,12 @@ def test_deterministic_rounding_would_fail_the_unbiasedness_bound():
     x = _x()["x"].double()
     step = (x.max() - x.min()) / 3
     nearest = x.min() + torch.round((x - x.min()) / step) * step
-    assert bool(((nearest - x).abs() > 5 * step / 2 / N ** 0.5).any())
+    assert bool(((nearest - x).abs() > 5 * step / 2 / N**0.5).any())
 
 
-@pytest.mark.parametrize("codec", [SignEF(), TopK(0.1), TopK(0.1, value_dtype="float16")],
-                         ids=["sign", "topk", "topk16"])
+@pytest.mark.parametrize(
+    "codec", [SignEF(), TopK(0.1), TopK(0.1, value_dtype="float16")], ids=["sign", "topk", "topk16"]
+)
 def test_error_feedback_conserves_the_sum(codec):
     inputs = [{"x": torch.randn(5, 6), "b": torch.randn(6)} for _ in range(6)]
     state, sent = codec.init_state(inputs[0]), {"x": torch.zeros(5, 6), "b": torch.zeros(6)}

@@ -18,7 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hamrah.core.aggregate import (
-    Accumulator, Aggregate, Contribution, Statistic, aggregate_contributions, pack, robust_mean, statistics_template,
+    Accumulator,
+    Aggregate,
+    Contribution,
+    Statistic,
+    aggregate_contributions,
+    pack,
+    robust_mean,
+    statistics_template,
     weighted_mean,
 )
 from hamrah.core.errors import ConfigError, NotEnoughClients
@@ -31,18 +38,30 @@ STATS = (DELTA, CONTROL, COUNT)
 MODEL = {"w": torch.zeros(3), "b": torch.zeros(1)}
 
 values = st.floats(-100, 100, allow_nan=False, width=32)
-client = st.tuples(st.lists(values, min_size=4, max_size=4), st.lists(values, min_size=4, max_size=4),
-                   st.floats(1, 50), st.integers(1, 1000), values)
+client = st.tuples(
+    st.lists(values, min_size=4, max_size=4),
+    st.lists(values, min_size=4, max_size=4),
+    st.floats(1, 50),
+    st.integers(1, 1000),
+    values,
+)
 
 
 def _raw(delta, control, a):
-    return {"delta/w": torch.tensor(delta[:3]), "delta/b": torch.tensor(delta[3:]),
-            "control/w": torch.tensor(control[:3]), "control/b": torch.tensor(control[3:]), "a_norm": torch.tensor([a])}
+    return {
+        "delta/w": torch.tensor(delta[:3]),
+        "delta/b": torch.tensor(delta[3:]),
+        "control/w": torch.tensor(control[:3]),
+        "control/b": torch.tensor(control[3:]),
+        "a_norm": torch.tensor([a]),
+    }
 
 
 def _contributions(clients):
-    return [Contribution(i, pack(_raw(d, c, a), STATS, float(n)), float(n), {"train_loss": Weighted.of(loss, n)})
-            for i, (d, c, a, n, loss) in enumerate(clients)]
+    return [
+        Contribution(i, pack(_raw(d, c, a), STATS, float(n)), float(n), {"train_loss": Weighted.of(loss, n)})
+        for i, (d, c, a, n, loss) in enumerate(clients)
+    ]
 
 
 @settings(max_examples=60, deadline=None)
@@ -57,8 +76,9 @@ def test_sums_are_weighted_for_examples_and_plain_for_unit_statistics_however_sp
         want_control = sum(c[1][j] for c in clients)  # a plain sum, whatever the weights
         assert float(agg.total(DELTA)[name][idx]) == pytest.approx(want_delta, rel=1e-4, abs=1e-2)
         assert float(agg.total(CONTROL)[name][idx]) == pytest.approx(want_control, rel=1e-4, abs=1e-2)
-    assert float(agg.mean(COUNT)["a_norm"][0]) == pytest.approx(sum(w * c[2] for w, c in zip(n, clients)) / sum(n),
-                                                                rel=1e-4, abs=1e-3)
+    assert float(agg.mean(COUNT)["a_norm"][0]) == pytest.approx(
+        sum(w * c[2] for w, c in zip(n, clients)) / sum(n), rel=1e-4, abs=1e-3
+    )
     assert agg.count == len(clients) and agg.weight == pytest.approx(sum(n))
     want_loss = sum(w * c[4] for w, c in zip(n, clients)) / sum(n)
     assert agg.metric("train_loss") == pytest.approx(want_loss, rel=1e-6, abs=1e-6)
@@ -95,8 +115,10 @@ def test_a_robust_rule_replaces_only_the_robust_statistics_mean(clients):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(-1e3, 1e3), st.floats(0, 1e3)), min_size=1, max_size=10),
-       st.lists(st.floats(0, 1e3), max_size=10))
+@given(
+    st.lists(st.tuples(st.floats(-1e3, 1e3), st.floats(0, 1e3)), min_size=1, max_size=10),
+    st.lists(st.floats(0, 1e3), max_size=10),
+)
 def test_metrics_merge_with_their_own_reduction(weighted, summed):
     a = {"loss": Weighted(0.0, 0.0), "bytes": Summed(0.0)}
     for x, w in weighted:

@@ -47,8 +47,11 @@ class Noise(BaseStage):
 
     @property
     def traits(self):
-        return StageTraits("noise" if self.where == "client" else "server", adds_noise_where=self.where,
-                           client_side=self.where == "client")
+        return StageTraits(
+            "noise" if self.where == "client" else "server",
+            adds_noise_where=self.where,
+            client_side=self.where == "client",
+        )
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,9 @@ def test_state_persists_and_server_pops_auxiliary_sum():
     states, w = {}, {0: 1, 1: 1, 2: 2}
     out = process_round(chain, ups, w, states, _rngs(ups))
     states.update(out.states)
-    out2 = process_round(chain, {0: ups[0], 2: ups[2]}, {0: 1, 2: 1}, states, _rngs([0, 2]),
-                         server_state=out.server_state)
+    out2 = process_round(
+        chain, {0: ups[0], 2: ups[2]}, {0: 1, 2: 1}, states, _rngs([0, 2]), server_state=out.server_state
+    )
     assert out.states == {0: (1,), 1: (1,), 2: (1,)} and out2.states == {0: (2,), 2: (2,)}
     assert out2.server_state == ({"seen": 2.0},) and "count:n" not in out2.aggregate
 
@@ -156,17 +160,20 @@ def test_secure_sum_mode_gives_weighted_mean():
         torch.testing.assert_close(out.aggregate[k], want[k])
 
 
-@pytest.mark.parametrize("stages, reason", [
-    ([Noise("n", "client"), Clip()], "clipping (clip) must come before noise (n)"),
-    ([PlainSum("s1"), PlainSum("s2")], "two secure aggregation stages (s1, s2)"),
-    ([Noise("n"), PlainSum()], "central noise n comes before sum"),
-    ([Codec("topk"), PlainSum()], "topk cannot be summed under secure aggregation"),
-    ([PlainSum(), Robust()], "median needs each client's update"),
-    ([PlainSum(), Clip()], "clip changes client updates but comes after sum"),
-    ([Codec("q8"), Codec("topk")], "two codecs (q8, topk)"),
-    ([Identity(), Identity()], "expected distinct names"),
-    ([Robust("m1"), Robust("m2")], "['m1', 'm2'] each replace the mean"),
-])
+@pytest.mark.parametrize(
+    "stages, reason",
+    [
+        ([Noise("n", "client"), Clip()], "clipping (clip) must come before noise (n)"),
+        ([PlainSum("s1"), PlainSum("s2")], "two secure aggregation stages (s1, s2)"),
+        ([Noise("n"), PlainSum()], "central noise n comes before sum"),
+        ([Codec("topk"), PlainSum()], "topk cannot be summed under secure aggregation"),
+        ([PlainSum(), Robust()], "median needs each client's update"),
+        ([PlainSum(), Clip()], "clip changes client updates but comes after sum"),
+        ([Codec("q8"), Codec("topk")], "two codecs (q8, topk)"),
+        ([Identity(), Identity()], "expected distinct names"),
+        ([Robust("m1"), Robust("m2")], "['m1', 'm2'] each replace the mean"),
+    ],
+)
 def test_incompatible_chains_are_refused_with_reason(stages, reason):
     with pytest.raises(ConfigError) as err:
         Chain(stages)
@@ -205,8 +212,12 @@ def test_malformed_bytes_raise_protocol_error():
     restored = stage.read(data, spec)
     assert all(torch.equal(restored.params[k], ups[0][k]) for k in ups[0])
     cases = {
-        "truncated": data[:-3], "trailing": data + b"\0", "magic": b"XXXX" + data[4:],
-        "codec tag": data[:4] + b"QSGD" + data[8:], "names/shapes": data, "expected bytes": "text",
+        "truncated": data[:-3],
+        "trailing": data + b"\0",
+        "magic": b"XXXX" + data[4:],
+        "codec tag": data[:4] + b"QSGD" + data[8:],
+        "names/shapes": data,
+        "expected bytes": "text",
     }
     for what, bad in cases.items():
         want_spec = (("other", (1,)),) if what == "names/shapes" else spec

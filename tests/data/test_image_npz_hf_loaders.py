@@ -62,21 +62,30 @@ def test_image_errors_name_the_file(tmp_path):
 
 def test_npz_fields_splits_text_labels_and_clients(tmp_path):
     f = tmp_path / "d.npz"
-    np.savez(f, x_train=np.ones((4, 2), np.float16), y_train=np.array(["b", "a", "b", "c"]),
-             who_train=np.array([7, 7, 9, 9]), x_test=np.zeros((1, 2)), y_test=np.array(["a"]))
+    np.savez(
+        f,
+        x_train=np.ones((4, 2), np.float16),
+        y_train=np.array(["b", "a", "b", "c"]),
+        who_train=np.array([7, 7, 9, 9]),
+        x_test=np.zeros((1, 2)),
+        y_test=np.array(["a"]),
+    )
     ex = load_npz(f, split="train", client="who")
     assert ex.schema.describe() == "x: float32[2], y: int64{3 categories} (label)"
     assert ex.labels.tolist() == [1, 0, 1, 2] and ex.group_names == ("7", "9")
     assert len(load_examples(f, SourceSpec(split="test"))) == 1
 
 
-@pytest.mark.parametrize("arrays, kw, match", [
-    ({"x": np.array([{"a": 1}], dtype=object)}, {}, "without pickled objects"),
-    ({"x": np.zeros((3, 2)), "y": np.zeros(2)}, {}, "array 'x' has 3 rows, expected 2"),
-    ({"x": np.zeros(3)}, {"label": "y"}, "no label array 'y'"),
-    ({"x": np.zeros(3)}, {"split": "train"}, "no arrays of split 'train'"),
-    ({"x": np.zeros(3, np.complex64)}, {}, "dtype complex64, expected numbers"),
-])
+@pytest.mark.parametrize(
+    "arrays, kw, match",
+    [
+        ({"x": np.array([{"a": 1}], dtype=object)}, {}, "without pickled objects"),
+        ({"x": np.zeros((3, 2)), "y": np.zeros(2)}, {}, "array 'x' has 3 rows, expected 2"),
+        ({"x": np.zeros(3)}, {"label": "y"}, "no label array 'y'"),
+        ({"x": np.zeros(3)}, {"split": "train"}, "no arrays of split 'train'"),
+        ({"x": np.zeros(3, np.complex64)}, {}, "dtype complex64, expected numbers"),
+    ],
+)
 def test_npz_errors(tmp_path, arrays, kw, match):
     f = tmp_path / "d.npz"
     np.savez(f, **arrays)
@@ -97,9 +106,11 @@ def test_hf_folder_made_by_datasets_reads_offline_with_pyarrow():
     pytest.importorskip("pyarrow")
     train = load_examples(HF_TINY, SourceSpec(split="train"))
     assert detect_format(HF_TINY) == "hf"
-    assert train.schema.describe() == ("x: float32[3], n: int32, flag: bool, city: int64{3 categories}, "
-                                       "grid: float32[2, 2], img: float32[3, 2, 2], label: int64{2 categories} "
-                                       "(label)")
+    assert train.schema.describe() == (
+        "x: float32[3], n: int32, flag: bool, city: int64{3 categories}, "
+        "grid: float32[2, 2], img: float32[3, 2, 2], label: int64{2 categories} "
+        "(label)"
+    )
     assert train["x"][1].tolist() == [1.0, 0.5, -1.0] and train["grid"][3].tolist() == [[3, 1], [2, 3]]
     assert train.labels.tolist() == [0, 1, 0, 1, 0, 1] and train.schema.field("label").categories == ("cat", "dog")
     np.testing.assert_allclose(train["img"][1].transpose(1, 2, 0).ravel(), (np.arange(12) + 1) / 255, atol=1e-7)
@@ -146,8 +157,10 @@ def _hf_folder(path: Path, table, features: dict) -> Path:
 
     pa = pytest.importorskip("pyarrow")
     path.mkdir()
-    with pa.OSFile(str(path / "data-00000-of-00001.arrow"), "wb") as sink, \
-            pa.ipc.new_stream(sink, table.schema) as writer:
+    with (
+        pa.OSFile(str(path / "data-00000-of-00001.arrow"), "wb") as sink,
+        pa.ipc.new_stream(sink, table.schema) as writer,
+    ):
         writer.write_table(table)
     (path / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
     (path / "dataset_info.json").write_text(json.dumps({"features": features}))
@@ -158,18 +171,28 @@ def test_hf_variable_length_and_unsupported_features_are_refused(tmp_path):
     pa = pytest.importorskip("pyarrow")
     from hamrah.data.hub import load_hf
 
-    ragged = _hf_folder(tmp_path / "ragged", pa.table({"v": [[1.0, 2.0], [3.0]], "label": [0, 1]}),
-                        {"v": {"feature": {"dtype": "float32", "_type": "Value"}, "_type": "List"},
-                         "label": {"names": ["a", "b"], "_type": "ClassLabel"}})
+    ragged = _hf_folder(
+        tmp_path / "ragged",
+        pa.table({"v": [[1.0, 2.0], [3.0]], "label": [0, 1]}),
+        {
+            "v": {"feature": {"dtype": "float32", "_type": "Value"}, "_type": "List"},
+            "label": {"names": ["a", "b"], "_type": "ClassLabel"},
+        },
+    )
     with pytest.raises(DataError, match="column 'v': rows of different lengths or types"):
         load_hf(ragged)
-    audio = _hf_folder(tmp_path / "audio", pa.table({"a": [b"x"], "label": [0]}),
-                       {"a": {"_type": "Audio"}, "label": {"names": ["a"], "_type": "ClassLabel"}})
+    audio = _hf_folder(
+        tmp_path / "audio",
+        pa.table({"a": [b"x"], "label": [0]}),
+        {"a": {"_type": "Audio"}, "label": {"names": ["a"], "_type": "ClassLabel"}},
+    )
     with pytest.raises(DataError, match="column 'a': feature type Audio is not supported"):
         load_hf(audio)
-    holes = _hf_folder(tmp_path / "holes", pa.table({"n": [1, None], "label": [0, 1]}),
-                       {"n": {"dtype": "int64", "_type": "Value"},
-                        "label": {"names": ["a", "b"], "_type": "ClassLabel"}})
+    holes = _hf_folder(
+        tmp_path / "holes",
+        pa.table({"n": [1, None], "label": [0, 1]}),
+        {"n": {"dtype": "int64", "_type": "Value"}, "label": {"names": ["a", "b"], "_type": "ClassLabel"}},
+    )
     with pytest.raises(DataError, match="column 'n': has missing values"):
         load_hf(holes)
 

@@ -41,8 +41,8 @@ def test_bundled_femnist_sample(femnist):
     assert ds.train.x.dtype == torch.float32 and ds.train.y.dtype == torch.int64
     assert ds.train.y.shape == (14_640,) and ds.test.y.shape == (1_677,)
     for split in (ds.train, ds.test):
-        assert 0 <= int(split.y.min()) and int(split.y.max()) < 62
-        assert 0.0 <= float(split.x.min()) and float(split.x.max()) <= 1.0
+        assert int(split.y.min()) >= 0 and int(split.y.max()) < 62
+        assert float(split.x.min()) >= 0.0 and float(split.x.max()) <= 1.0
     assert len(torch.unique(ds.train.y)) == 62
 
 

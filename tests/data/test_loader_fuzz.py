@@ -15,8 +15,10 @@ from hamrah.data.arrays import load_npz
 from hamrah.data.images import ImageSpec, load_images
 from hamrah.data.tabular import TableSpec, load_table
 
-cells = st.one_of(st.sampled_from(["", "1", "-2.5", "NA", "?", "inf", "nan", "x", "1e400", "0x10", " 3 ", '"q"',
-                                   "tehran", "1,2"]), st.text(max_size=4))
+cells = st.one_of(
+    st.sampled_from(["", "1", "-2.5", "NA", "?", "inf", "nan", "x", "1e400", "0x10", " 3 ", '"q"', "tehran", "1,2"]),
+    st.text(max_size=4),
+)
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -31,8 +33,11 @@ def _ok_or_data_error(load):
 
 
 @FUZZ
-@given(st.lists(st.lists(cells, min_size=1, max_size=4), min_size=0, max_size=6),
-       st.sampled_from(["error", "drop"]), st.booleans())
+@given(
+    st.lists(st.lists(cells, min_size=1, max_size=4), min_size=0, max_size=6),
+    st.sampled_from(["error", "drop"]),
+    st.booleans(),
+)
 def test_any_csv_text_loads_or_is_one_data_error(tmp_path, rows, missing, gz):
     import csv
     import gzip
@@ -60,9 +65,14 @@ def test_any_bytes_as_npz_or_image_or_gzip_csv_are_one_data_error(tmp_path, blob
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["x", "y", "x_train", "y_train", "label"]),
-                       st.sampled_from(["f2", "i1", "u2", "b", "U3", "c8", "f8", "scalar"]), max_size=4),
-       st.integers(0, 4))
+@given(
+    st.dictionaries(
+        st.sampled_from(["x", "y", "x_train", "y_train", "label"]),
+        st.sampled_from(["f2", "i1", "u2", "b", "U3", "c8", "f8", "scalar"]),
+        max_size=4,
+    ),
+    st.integers(0, 4),
+)
 def test_any_npz_arrays_load_or_are_one_data_error(tmp_path, spec, n):
     arrays = {}
     for key, dt in spec.items():

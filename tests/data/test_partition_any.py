@@ -24,12 +24,20 @@ def labelled(draw):
     n = draw(st.integers(1, 120))
     kind = draw(label_kinds)
     raw = draw(st.lists(st.integers(0, 6), min_size=n, max_size=n))
-    labels = {"int": np.array(raw), "text": np.array([f"class-{v}" for v in raw]),
-              "bool": np.array(raw) % 2 == 0, "float": np.array(raw) * 0.25 + 0.1}[kind]
+    labels = {
+        "int": np.array(raw),
+        "text": np.array([f"class-{v}" for v in raw]),
+        "bool": np.array(raw) % 2 == 0,
+        "float": np.array(raw) * 0.25 + 0.1,
+    }[kind]
     groups = np.array([f"site{v}" for v in draw(st.lists(st.integers(0, 5), min_size=n, max_size=n))])
-    spec = PartitionSpec(draw(st.sampled_from(SCHEMES)), draw(st.integers(1, 12)),
-                         shards_per_client=draw(st.integers(1, 3)), alpha=draw(st.sampled_from([0.1, 0.5, 5.0])),
-                         sigma=draw(st.sampled_from([0.0, 0.5, 2.0])))
+    spec = PartitionSpec(
+        draw(st.sampled_from(SCHEMES)),
+        draw(st.integers(1, 12)),
+        shards_per_client=draw(st.integers(1, 3)),
+        alpha=draw(st.sampled_from([0.1, 0.5, 5.0])),
+        sigma=draw(st.sampled_from([0.0, 0.5, 2.0])),
+    )
     return labels, groups, spec
 
 
@@ -86,23 +94,31 @@ def test_shards_sort_real_valued_labels_dirichlet_refuses_them():
         _run(y, None, PartitionSpec("dirichlet", 5), 0)
 
 
-@pytest.mark.parametrize("spec, labels, groups, match", [
-    (PartitionSpec("natural", 2), np.zeros(10), None, "no natural clients"),
-    (PartitionSpec("shards", 2), None, None, "needs labels"),
-    (PartitionSpec("dirichlet", 2), np.zeros((10, 3)), None, "one label per example"),
-    (PartitionSpec("round_robin", 2), np.zeros(10), None, "expected one of iid"),
-    (PartitionSpec("iid", None), np.zeros(10), None, "data.num_clients"),
-])
+@pytest.mark.parametrize(
+    "spec, labels, groups, match",
+    [
+        (PartitionSpec("natural", 2), np.zeros(10), None, "no natural clients"),
+        (PartitionSpec("shards", 2), None, None, "needs labels"),
+        (PartitionSpec("dirichlet", 2), np.zeros((10, 3)), None, "one label per example"),
+        (PartitionSpec("round_robin", 2), np.zeros(10), None, "expected one of iid"),
+        (PartitionSpec("iid", None), np.zeros(10), None, "data.num_clients"),
+    ],
+)
 def test_bad_requests_get_config_errors(spec, labels, groups, match):
     with pytest.raises(ConfigError, match=match):
         split(spec, partition_rng(0), num_examples=10, labels=labels, groups=groups)
 
 
 def test_split_examples_uses_the_label_field_and_the_groups():
-    schema = Schema((Field("x", "float32"), Field("diagnosis", "int64", categories=("benign", "malignant"))),
-                    label="diagnosis")
-    ex = Examples.from_columns({"x": np.arange(12.0), "diagnosis": ["benign"] * 6 + ["malignant"] * 6}, schema,
-                               groups=np.arange(12) % 3, group_names=("h1", "h2", "h3"))
+    schema = Schema(
+        (Field("x", "float32"), Field("diagnosis", "int64", categories=("benign", "malignant"))), label="diagnosis"
+    )
+    ex = Examples.from_columns(
+        {"x": np.arange(12.0), "diagnosis": ["benign"] * 6 + ["malignant"] * 6},
+        schema,
+        groups=np.arange(12) % 3,
+        group_names=("h1", "h2", "h3"),
+    )
     natural = split_examples(ex, PartitionSpec("natural", None), seed=0)
     assert [ex.take(p).groups.tolist() for p in natural] == [[0] * 4, [1] * 4, [2] * 4]
     shards = split_examples(ex, PartitionSpec("shards", 2, shards_per_client=1), seed=3)

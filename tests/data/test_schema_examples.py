@@ -71,20 +71,31 @@ def test_check_messages_say_what_was_expected():
         cat.check({"c": np.array([2])}, "f")
 
 
-@pytest.mark.parametrize("bad", [
-    lambda: Field("", "float32"), lambda: Field("a", "float16"), lambda: Field("a", "int64", (0,)),
-    lambda: Field("a", "float32", categories=("x",)), lambda: Schema(()),
-    lambda: Schema((Field("a", "int64"), Field("a", "int64"))), lambda: Schema((Field("a", "int64"),), label="b"),
-    lambda: Schema.from_json("{not json", "store"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: Field("", "float32"),
+        lambda: Field("a", "float16"),
+        lambda: Field("a", "int64", (0,)),
+        lambda: Field("a", "float32", categories=("x",)),
+        lambda: Schema(()),
+        lambda: Schema((Field("a", "int64"), Field("a", "int64"))),
+        lambda: Schema((Field("a", "int64"),), label="b"),
+        lambda: Schema.from_json("{not json", "store"),
+    ],
+)
 def test_bad_schemas_are_refused(bad):
     with pytest.raises(DataError):
         bad()
 
 
 def test_examples_take_labels_and_array_data():
-    ex = Examples(XY, {"x": np.arange(8, dtype=np.float32).reshape(4, 2), "y": [0, 1, 2, 1]},
-                  groups=np.array([0, 0, 1, 1]), group_names=("a", "b"))
+    ex = Examples(
+        XY,
+        {"x": np.arange(8, dtype=np.float32).reshape(4, 2), "y": [0, 1, 2, 1]},
+        groups=np.array([0, 0, 1, 1]),
+        group_names=("a", "b"),
+    )
     assert len(ex) == 4 and ex.num_classes == 3
     part = ex.take(np.array([3, 1]))
     assert part.labels.tolist() == [1, 1] and part.groups.tolist() == [1, 0]
@@ -99,10 +110,18 @@ def test_examples_take_labels_and_array_data():
 
 
 def test_several_fields_flatten_and_categorical_one_hot():
-    schema = Schema((Field("age", "float64"), Field("city", "int64", categories=("a", "b", "c")),
-                     Field("img", "uint8", (2, 2)), Field("sick", "bool")), label="sick")
-    ex = Examples.from_columns({"age": [30.0, 40.0], "city": ["c", "a"], "img": np.ones((2, 2, 2), np.uint8),
-                                "sick": [True, False]}, schema)
+    schema = Schema(
+        (
+            Field("age", "float64"),
+            Field("city", "int64", categories=("a", "b", "c")),
+            Field("img", "uint8", (2, 2)),
+            Field("sick", "bool"),
+        ),
+        label="sick",
+    )
+    ex = Examples.from_columns(
+        {"age": [30.0, 40.0], "city": ["c", "a"], "img": np.ones((2, 2, 2), np.uint8), "sick": [True, False]}, schema
+    )
     data = ex.to_array_data()
     assert data.x.shape == (2, 1 + 3 + 4) and data.x.dtype == torch.float32
     assert data.x[0, 1:4].tolist() == [0, 0, 1] and data.x[1, 1:4].tolist() == [1, 0, 0]
@@ -116,25 +135,36 @@ def test_one_integer_field_stays_token_ids():
 
 
 def test_to_dataset_bridges_to_the_simulator_dataset():
-    ex = Examples(XY, {"x": np.zeros((6, 2), np.float32), "y": [0, 1, 0, 1, 0, 1]},
-                  groups=np.array([0, 1, 0, 1, 0, 1]), group_names=("h1", "h2"))
+    ex = Examples(
+        XY,
+        {"x": np.zeros((6, 2), np.float32), "y": [0, 1, 0, 1, 0, 1]},
+        groups=np.array([0, 1, 0, 1, 0, 1]),
+        group_names=("h1", "h2"),
+    )
     ds = to_dataset("toy", ex, ex.take(np.arange(2)))
     assert ds.num_classes == 2 and len(ds.train) == 6 and len(ds.test) == 2
     assert ds.train_groups.tolist() == [0, 1, 0, 1, 0, 1]
-    other = Examples(Schema((Field("x", "float32", (3,)), Field("y", "int64")), label="y"),
-                     {"x": np.zeros((1, 3)), "y": [0]})
+    other = Examples(
+        Schema((Field("x", "float32", (3,)), Field("y", "int64")), label="y"), {"x": np.zeros((1, 3)), "y": [0]}
+    )
     with pytest.raises(DataError, match="schema=train.schema"):
         to_dataset("toy", ex, other)
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 5), st.sampled_from([(), (3,), (1, 2, 2)]), st.sampled_from([torch.float32, torch.int64]),
-       st.sampled_from([(), (4,)]))
+@given(
+    st.integers(0, 5),
+    st.sampled_from([(), (3,), (1, 2, 2)]),
+    st.sampled_from([torch.float32, torch.int64]),
+    st.sampled_from([(), (4,)]),
+)
 def test_array_data_round_trips_through_examples(n, x_shape, x_dtype, y_shape):
     from hamrah.data.federated import ArrayData
 
-    data = ArrayData(torch.arange(n * int(np.prod(x_shape)), dtype=x_dtype).reshape(n, *x_shape),
-                     torch.arange(n * int(np.prod(y_shape))).reshape(n, *y_shape))
+    data = ArrayData(
+        torch.arange(n * int(np.prod(x_shape)), dtype=x_dtype).reshape(n, *x_shape),
+        torch.arange(n * int(np.prod(y_shape))).reshape(n, *y_shape),
+    )
     back = Examples.from_array_data(data).to_array_data()
     assert torch.equal(back.x, data.x) and torch.equal(back.y, data.y) and back.x.dtype == data.x.dtype
 
@@ -148,5 +178,8 @@ def test_a_built_in_dataset_as_examples_keeps_its_natural_clients():
     ds = Dataset("toy", d, d, 2, train_groups=np.array([0, 0, 1, 1, 2, 2]), group_names=("a", "b", "c"))
     train, test = dataset_examples(ds)
     assert train.schema.describe() == "x: float32[2], y: int64 (label)" and len(test) == 6
-    assert [p.tolist() for p in split_examples(train, PartitionSpec("natural", None), seed=0)] == [[0, 1], [2, 3],
-                                                                                                      [4, 5]]
+    assert [p.tolist() for p in split_examples(train, PartitionSpec("natural", None), seed=0)] == [
+        [0, 1],
+        [2, 3],
+        [4, 5],
+    ]

@@ -47,7 +47,7 @@ def test_containers_and_shapes(ds):
     for split in (ds.train, ds.test):
         assert split.x.dtype == split.y.dtype == torch.int64
         assert split.x.shape == split.y.shape and split.x.shape[1] == SEQ_LEN
-        assert 0 <= int(split.x.min()) and int(split.x.max()) < NUM_CLASSES
+        assert int(split.x.min()) >= 0 and int(split.x.max()) < NUM_CLASSES
     assert len(ds.train) == ds.info["num_train_sequences"] > 40_000
     assert len(ds.test) == ds.info["num_test_sequences"] > 10_000
     assert ds.train_groups.dtype == np.int64 and ds.train_groups.shape == (len(ds.train),)
@@ -123,22 +123,49 @@ def test_train_test_line_split():
 
 
 def test_split_into_plays_on_a_small_text():
-    text = "\n".join([
-        "THE SONNETS", "", "by William Shakespeare", "", "  1", "  From fairest. creatures",
-        "", "A PLAY", "", "by William Shakespeare", "",
-        "  KING. Hello there,",
-        "    my good friend.",
-        "                              Exit.",
-        "",
-        "  FOOL. Nuncle!",
-        "  KING. Who calls?",
-        "", "", "THE COMEDY OF ERRORS", "", "by William Shakespeare", "",
-        "ACT I. SCENE 1", "DUKE. Merchant of Syracuse,", "  plead no more.", "",
-        "Enter AEGEON", "AEGEON. Proceed.", "<<COPYRIGHT", "AEGEON. Again.",
-        "", "A POEM", "", "by William Shakespeare", "", "  NARRATOR. Once.",
-        "End of the Project Gutenberg EBook",
-        "  LATER. Not parsed.",
-    ])
+    text = "\n".join(
+        [
+            "THE SONNETS",
+            "",
+            "by William Shakespeare",
+            "",
+            "  1",
+            "  From fairest. creatures",
+            "",
+            "A PLAY",
+            "",
+            "by William Shakespeare",
+            "",
+            "  KING. Hello there,",
+            "    my good friend.",
+            "                              Exit.",
+            "",
+            "  FOOL. Nuncle!",
+            "  KING. Who calls?",
+            "",
+            "",
+            "THE COMEDY OF ERRORS",
+            "",
+            "by William Shakespeare",
+            "",
+            "ACT I. SCENE 1",
+            "DUKE. Merchant of Syracuse,",
+            "  plead no more.",
+            "",
+            "Enter AEGEON",
+            "AEGEON. Proceed.",
+            "<<COPYRIGHT",
+            "AEGEON. Again.",
+            "",
+            "A POEM",
+            "",
+            "by William Shakespeare",
+            "",
+            "  NARRATOR. Once.",
+            "End of the Project Gutenberg EBook",
+            "  LATER. Not parsed.",
+        ]
+    )
     plays = split_into_plays(text)
     assert [t for t, _ in plays] == ["A PLAY", "THE COMEDY OF ERRORS"]
     assert plays[0][1] == {

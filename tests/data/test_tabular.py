@@ -70,15 +70,18 @@ def test_missing_values_error_or_drop(tmp_path):
     assert ex["a"].tolist() == [1.0, 5.0] and ex.labels.tolist() == [0, 1]
 
 
-@pytest.mark.parametrize("text, spec, match", [
-    ("a,y\n1,0\n", TableSpec(label="label"), r"bad.csv: no label column 'label' \(columns: a, y\)"),
-    ("a,y\n1,0\n", TableSpec(label="y", features=("b",)), "no feature column 'b'"),
-    ("a,y\n1,0\nx,1\n", TableSpec(label="y"), r"bad.csv:3, column 'a': 'x' is not a number .*categorical"),
-    ("a,y\n1,0\n2\n", TableSpec(label="y"), r"bad.csv:3: 1 values, expected 2"),
-    ("a,y\ninf,0\n", TableSpec(label="y"), "not a finite number"),
-    ("", TableSpec(label="y"), "empty file"),
-    ("a,a\n1,2\n", TableSpec(), "appears twice"),
-])
+@pytest.mark.parametrize(
+    "text, spec, match",
+    [
+        ("a,y\n1,0\n", TableSpec(label="label"), r"bad.csv: no label column 'label' \(columns: a, y\)"),
+        ("a,y\n1,0\n", TableSpec(label="y", features=("b",)), "no feature column 'b'"),
+        ("a,y\n1,0\nx,1\n", TableSpec(label="y"), r"bad.csv:3, column 'a': 'x' is not a number .*categorical"),
+        ("a,y\n1,0\n2\n", TableSpec(label="y"), r"bad.csv:3: 1 values, expected 2"),
+        ("a,y\ninf,0\n", TableSpec(label="y"), "not a finite number"),
+        ("", TableSpec(label="y"), "empty file"),
+        ("a,a\n1,2\n", TableSpec(), "appears twice"),
+    ],
+)
 def test_bad_tables_get_one_line_naming_file_and_column(tmp_path, text, spec, match):
     with pytest.raises(DataError, match=match):
         load_table(_write(tmp_path / "bad.csv", text), spec)
@@ -158,14 +161,20 @@ def test_parquet_nested_column_refused(tmp_path):
 def test_missing_pyarrow_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)  # import pyarrow now raises ImportError
     monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)
-    with pytest.raises(DataError, match=r"x.parquet: reading Parquet needs the pyarrow.parquet library.*"
-                                        r"pip install 'hamrah\[data\]'"):
+    with pytest.raises(
+        DataError,
+        match=r"x.parquet: reading Parquet needs the pyarrow.parquet library.*"
+        r"pip install 'hamrah\[data\]'",
+    ):
         load_table(_write(tmp_path / "x.parquet", ""), TableSpec())
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.lists(st.sampled_from(["ab", "b", "c d", "é", "x,y", "7"]), min_size=1, max_size=5),
-                min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["ab", "b", "c d", "é", "x,y", "7"]), min_size=1, max_size=5), min_size=1, max_size=4
+    )
+)
 def test_every_file_of_one_load_shares_one_vocabulary(tmp_path_factory, per_file):
     import csv
 

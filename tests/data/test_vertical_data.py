@@ -35,6 +35,7 @@ def test_bad_files_name_the_problem(tmp_path):
 
 def test_checksum_mismatch_is_refused(tmp_path):
     import gzip
+
     (tmp_path / "breast_hetero_guest.csv.gz").write_bytes(gzip.compress(b"id,y,x0\n1,0,0.5\n"))
     with pytest.raises(DataError, match="checksum mismatch"):
         load_vertical("breast", tmp_path)

@@ -27,8 +27,10 @@ def _ca():
 CA_KEY, CA = _ca()
 OTHER_KEY, OTHER = _ca()
 KEYS = [DeviceKey.generate() for _ in range(6)]
-CERTS = [identity_certificate(f"device-{i:04d}", k.public_bytes, CA_KEY, CA).public_bytes(serialization.Encoding.DER)
-         for i, k in enumerate(KEYS)]
+CERTS = [
+    identity_certificate(f"device-{i:04d}", k.public_bytes, CA_KEY, CA).public_bytes(serialization.Encoding.DER)
+    for i, k in enumerate(KEYS)
+]
 
 
 def _roster(n: int, ids: list[int]) -> tuple[Roster, list[JoinIdentity]]:
@@ -37,11 +39,15 @@ def _roster(n: int, ids: list[int]) -> tuple[Roster, list[JoinIdentity]]:
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(2, 6), me=st.integers(0, 5), gaps=st.lists(st.integers(1, 3), min_size=6, max_size=6),
-       attack=st.sampled_from(["none", "foreign", "own_nonce", "own_cert", "twice", "count", "round"]))
+@given(
+    n=st.integers(2, 6),
+    me=st.integers(0, 5),
+    gaps=st.lists(st.integers(1, 3), min_size=6, max_size=6),
+    attack=st.sampled_from(["none", "foreign", "own_nonce", "own_cert", "twice", "count", "round"]),
+)
 def test_a_device_accepts_exactly_the_honest_roster(n, me, gaps, attack):
     me %= n
-    ids = [sum(gaps[:i + 1]) for i in range(n)]  # sorted, not necessarily 0..n-1 (ids are selection positions)
+    ids = [sum(gaps[: i + 1]) for i in range(n)]  # sorted, not necessarily 0..n-1 (ids are selection positions)
     roster, joins = _roster(n, ids)
     entries, count, round_idx = list(roster.entries), n, 3
     victim = (me + 1) % n

@@ -19,8 +19,10 @@ SCHEMA = Schema((Field("v", "float32"), Field("y", "int64")), label="y")
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 1000), st.one_of(st.none(), st.floats(0.001, 1000))), max_size=12),
-       st.floats(0, 2500))
+@given(
+    st.lists(st.tuples(st.floats(0, 1000), st.one_of(st.none(), st.floats(0.001, 1000))), max_size=12),
+    st.floats(0, 2500),
+)
 def test_a_record_is_served_exactly_while_it_has_not_expired(writes, now):
     with ExampleStore(":memory:", SCHEMA) as store:
         for i, (t, ttl) in enumerate(writes):
@@ -48,9 +50,21 @@ def test_store_import_writes_every_row_or_leaves_no_store(tmp_path, rows, existi
         with ExampleStore(store, SCHEMA) as s:
             s.append({"v": 1.0, "y": 1})
         before = 1
-    args = argparse.Namespace(out=str(store), source=str(tmp_path / "in.csv"), format=None, label="y", features=None,
-                              columns=None, client_column=None, group=None, split=None, missing="error", ttl=None,
-                              schema=None, save_schema=None)
+    args = argparse.Namespace(
+        out=str(store),
+        source=str(tmp_path / "in.csv"),
+        format=None,
+        label="y",
+        features=None,
+        columns=None,
+        client_column=None,
+        group=None,
+        split=None,
+        missing="error",
+        ttl=None,
+        schema=None,
+        save_schema=None,
+    )
     try:
         import_command(args, io.StringIO())
     except DataError:

@@ -18,9 +18,15 @@ from hamrah.data.schema import Field, Schema
 from hamrah.device.store import ExampleStore
 from hamrah.device.store_import import fill_store
 
-MOVIES = Schema((Field("user", "int64"), Field("movie", "int64"),
-                 Field("genre", "int64", categories=("comedy", "drama", "horror")),
-                 Field("liked", "int64")), label="liked")
+MOVIES = Schema(
+    (
+        Field("user", "int64"),
+        Field("movie", "int64"),
+        Field("genre", "int64", categories=("comedy", "drama", "horror")),
+        Field("liked", "int64"),
+    ),
+    label="liked",
+)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -37,14 +43,17 @@ def test_the_app_adds_examples_as_the_user_reacts_and_reads_back_the_live_ones(t
         assert store.read_all(now=0.0).x.shape == (1, 2 + 3)  # user, movie, one-hot genre
 
 
-@pytest.mark.parametrize("record, match", [
-    ({"user": 1, "movie": 2, "genre": "western", "liked": 1}, "unknown category 'western'"),
-    ({"user": 1, "movie": 2, "genre": "drama"}, "field 'liked' is missing"),
-    ({"user": 1, "movie": 2, "genre": "drama", "liked": 1, "rating": 5}, "unexpected field 'rating'"),
-    ({"user": 1.5, "movie": 2, "genre": "drama", "liked": 1}, "field 'user' holds float64 values, expected int64"),
-    ({"user": [1, 2], "movie": 2, "genre": "drama", "liked": 1}, r"field 'user' has shape \[2\] per example"),
-    ([1, 2, "drama", 1], "a record is a mapping"),
-])
+@pytest.mark.parametrize(
+    "record, match",
+    [
+        ({"user": 1, "movie": 2, "genre": "western", "liked": 1}, "unknown category 'western'"),
+        ({"user": 1, "movie": 2, "genre": "drama"}, "field 'liked' is missing"),
+        ({"user": 1, "movie": 2, "genre": "drama", "liked": 1, "rating": 5}, "unexpected field 'rating'"),
+        ({"user": 1.5, "movie": 2, "genre": "drama", "liked": 1}, "field 'user' holds float64 values, expected int64"),
+        ({"user": [1, 2], "movie": 2, "genre": "drama", "liked": 1}, r"field 'user' has shape \[2\] per example"),
+        ([1, 2, "drama", 1], "a record is a mapping"),
+    ],
+)
 def test_a_record_that_does_not_match_the_schema_is_refused(tmp_path, record, match):
     with ExampleStore(tmp_path / "s.db", MOVIES) as store:
         with pytest.raises(DataError, match=match):
@@ -79,8 +88,11 @@ def test_a_store_of_another_schema_is_refused_with_how_to_rebuild(tmp_path):
     with ExampleStore(tmp_path / "s.db", MOVIES):
         pass
     other = Schema((Field("x", "float32", (3,)), Field("y", "int64")), label="y")
-    with pytest.raises(DataError, match=r"expected \(x: float32\[3\], y: int64 \(label\)\); rebuild it with "
-                                        r"`hamrah store import"):
+    with pytest.raises(
+        DataError,
+        match=r"expected \(x: float32\[3\], y: int64 \(label\)\); rebuild it with "
+        r"`hamrah store import",
+    ):
         ExampleStore(tmp_path / "s.db", other)
     with ExampleStore(tmp_path / "fresh.db") as store, pytest.raises(DataError, match="no schema declared"):
         store.append_many({"x": np.zeros((1, 3))})
@@ -118,11 +130,19 @@ def _old_store(path: Path, xs: np.ndarray, ys: np.ndarray) -> None:
     db = sqlite3.connect(path)
     db.executescript(_OLD)
     if len(xs):
-        db.executemany("INSERT INTO meta VALUES (?, ?)", [("x_shape", ",".join(map(str, xs.shape[1:]))),
-                       ("x_dtype", str(xs.dtype)), ("y_shape", ""), ("y_dtype", str(ys.dtype))])
-        db.executemany("INSERT INTO examples (x, y, created_at, expires_at) VALUES (?, ?, ?, ?)",
-                       [(x.tobytes(), y.tobytes(), 10.0, 20.0 if i == 0 else None) for i, (x, y) in
-                        enumerate(zip(xs, ys))])
+        db.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [
+                ("x_shape", ",".join(map(str, xs.shape[1:]))),
+                ("x_dtype", str(xs.dtype)),
+                ("y_shape", ""),
+                ("y_dtype", str(ys.dtype)),
+            ],
+        )
+        db.executemany(
+            "INSERT INTO examples (x, y, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            [(x.tobytes(), y.tobytes(), 10.0, 20.0 if i == 0 else None) for i, (x, y) in enumerate(zip(xs, ys))],
+        )
     db.commit()
     db.close()
 
@@ -175,8 +195,23 @@ def test_store_import_from_csv_by_group_and_its_errors(tmp_path, capsys):
     a.write_text("age,sick\n30,1\n41,0\n")
     (tmp_path / "hospital_b.csv").write_text("age,sick\n50,1\n")
     out = tmp_path / "a.db"
-    assert main(["store", "import", "--store", str(out), "--from", str(tmp_path), "--label", "sick",
-                 "--group", "hospital_a"]) == 0
+    assert (
+        main(
+            [
+                "store",
+                "import",
+                "--store",
+                str(out),
+                "--from",
+                str(tmp_path),
+                "--label",
+                "sick",
+                "--group",
+                "hospital_a",
+            ]
+        )
+        == 0
+    )
     assert "imported 2 examples (age: float32, sick: int64 (label))" in capsys.readouterr().out
     assert main(["store", "count", "--store", str(out)]) == 0
     assert "2 live examples (age: float32, sick: int64 (label))" in capsys.readouterr().out
@@ -184,8 +219,23 @@ def test_store_import_from_csv_by_group_and_its_errors(tmp_path, capsys):
     assert main(["store", "import", "--store", str(bad), "--from", str(a), "--label", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no label column 'nope' (columns: age, sick)" in err
-    assert main(["store", "import", "--store", str(bad), "--from", str(tmp_path), "--label", "sick",
-                 "--group", "hospital_z"]) == 2
+    assert (
+        main(
+            [
+                "store",
+                "import",
+                "--store",
+                str(bad),
+                "--from",
+                str(tmp_path),
+                "--label",
+                "sick",
+                "--group",
+                "hospital_z",
+            ]
+        )
+        == 2
+    )
     assert "no client 'hospital_z' (clients: hospital_a, hospital_b)" in capsys.readouterr().err
     assert not bad.exists() and not (tmp_path / "b.db.partial").exists()
 
@@ -193,8 +243,10 @@ def test_store_import_from_csv_by_group_and_its_errors(tmp_path, capsys):
 def test_store_import_of_a_large_file_shows_progress(tmp_path, capsys):
     f = tmp_path / "big.csv"
     f.write_text("v,y\n" + "".join(f"{i},{i % 2}\n" for i in range(12_000)))
-    assert main(["store", "import", "--store", str(tmp_path / "s.db"), "--from", str(f), "--label", "y",
-                 "--ttl", "86400"]) == 0
+    assert (
+        main(["store", "import", "--store", str(tmp_path / "s.db"), "--from", str(f), "--label", "y", "--ttl", "86400"])
+        == 0
+    )
     captured = capsys.readouterr()
     assert "12,000 / 12,000 examples" in captured.err and "imported 12,000 examples" in captured.out
     with ExampleStore(tmp_path / "s.db") as store:
@@ -205,9 +257,25 @@ def test_store_import_of_the_bundled_nsl_kdd_sample(tmp_path):
     kdd = REPO / "data" / "tabular" / "nsl_kdd_sample"
     columns = (kdd / "columns.txt").read_text().strip()
     features = ",".join(columns.split(",")[:41])
-    assert main(["store", "import", "--store", str(tmp_path / "k.db"), "--from",
-                 str(kdd / "KDDTrain+_20Percent_every12.txt.gz"), "--columns", columns, "--features", features,
-                 "--label", "attack"]) == 0
+    assert (
+        main(
+            [
+                "store",
+                "import",
+                "--store",
+                str(tmp_path / "k.db"),
+                "--from",
+                str(kdd / "KDDTrain+_20Percent_every12.txt.gz"),
+                "--columns",
+                columns,
+                "--features",
+                features,
+                "--label",
+                "attack",
+            ]
+        )
+        == 0
+    )
     with ExampleStore(tmp_path / "k.db") as store:
         assert store.count() == 2100 and store.schema.field("protocol_type").categories == ("icmp", "tcp", "udp")
 
@@ -219,17 +287,27 @@ def test_data_blockers_name_a_schema_mismatch_and_too_few_live_examples(tmp_path
         store.append({"user": 1, "movie": 2, "genre": "drama", "liked": 1}, timestamp=0.0, ttl_s=10.0)
         assert data_blockers(store.schema, store.count(now=5.0), MOVIES) == []
         assert data_blockers(store.schema, store.count(now=50.0), MOVIES) == [
-            "the example store has 0 live examples, the task needs at least 1"]
+            "the example store has 0 live examples, the task needs at least 1"
+        ]
         other = Schema((Field("x", "float32"),))
         assert data_blockers(store.schema, 1, other) == [
-            f"the example store holds ({MOVIES.describe()}), the task expects (x: float32)"]
-    assert data_blockers(None, 0, other, min_examples=0) == ["the example store holds (no schema), the task "
-                                                              "expects (x: float32)"]
+            f"the example store holds ({MOVIES.describe()}), the task expects (x: float32)"
+        ]
+    assert data_blockers(None, 0, other, min_examples=0) == [
+        "the example store holds (no schema), the task expects (x: float32)"
+    ]
 
 
-junk = st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=3), st.none(), st.booleans(),
-                 st.lists(st.one_of(st.integers(0, 3), st.lists(st.integers(0, 3), max_size=2)), max_size=3),
-                 st.dictionaries(st.text(max_size=2), st.integers(), max_size=1), st.sampled_from(["drama", 1e300]))
+junk = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=3),
+    st.none(),
+    st.booleans(),
+    st.lists(st.one_of(st.integers(0, 3), st.lists(st.integers(0, 3), max_size=2)), max_size=3),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+    st.sampled_from(["drama", 1e300]),
+)
 
 
 @settings(max_examples=100, deadline=None)
@@ -250,8 +328,21 @@ def test_store_import_from_npz_images_and_hf_folders(tmp_path, capsys):
     from PIL import Image
 
     np.savez(tmp_path / "d.npz", x_train=np.ones((3, 2), np.float32), y_train=np.array([0, 1, 1]))
-    assert main(["store", "import", "--store", str(tmp_path / "n.db"), "--from", str(tmp_path / "d.npz"),
-                 "--split", "train"]) == 0
+    assert (
+        main(
+            [
+                "store",
+                "import",
+                "--store",
+                str(tmp_path / "n.db"),
+                "--from",
+                str(tmp_path / "d.npz"),
+                "--split",
+                "train",
+            ]
+        )
+        == 0
+    )
     for k, cls in enumerate(("cat", "dog")):
         (tmp_path / "img" / cls).mkdir(parents=True)
         Image.fromarray(np.full((2, 2, 3), k, np.uint8)).save(tmp_path / "img" / cls / "a.png")
@@ -263,8 +354,23 @@ def test_store_import_from_npz_images_and_hf_folders(tmp_path, capsys):
     assert "imported 2 examples (image: float32[3, 2, 2], label: int64{2 categories} (label))" in out
     with ExampleStore(tmp_path / "h.db") as store:
         assert store.count() == 3 and store.schema.field("label").categories == ("cat", "dog")
-    assert main(["store", "import", "--store", str(tmp_path / "h.db"), "--from", str(hf), "--split", "train",
-                 "--format", "npz"]) == 2
+    assert (
+        main(
+            [
+                "store",
+                "import",
+                "--store",
+                str(tmp_path / "h.db"),
+                "--from",
+                str(hf),
+                "--split",
+                "train",
+                "--format",
+                "npz",
+            ]
+        )
+        == 2
+    )
     assert "not a readable .npz archive" in capsys.readouterr().err
 
 
@@ -272,16 +378,70 @@ def test_sites_importing_their_own_files_share_codes_through_a_schema_file(tmp_p
     (tmp_path / "ref.csv").write_text("ward,age,sick\ncardio,50,1\nonco,40,0\northo,30,0\n")
     (tmp_path / "site_b.csv").write_text("ward,age,sick\northo,61,1\n")  # only one of the wards
     schema_file = tmp_path / "schema.json"
-    assert main(["store", "import", "--store", str(tmp_path / "a.db"), "--from", str(tmp_path / "ref.csv"),
-                 "--label", "sick", "--save-schema", str(schema_file)]) == 0
-    assert main(["store", "import", "--store", str(tmp_path / "b.db"), "--from", str(tmp_path / "site_b.csv"),
-                 "--schema", str(schema_file)]) == 0
+    assert (
+        main(
+            [
+                "store",
+                "import",
+                "--store",
+                str(tmp_path / "a.db"),
+                "--from",
+                str(tmp_path / "ref.csv"),
+                "--label",
+                "sick",
+                "--save-schema",
+                str(schema_file),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "store",
+                "import",
+                "--store",
+                str(tmp_path / "b.db"),
+                "--from",
+                str(tmp_path / "site_b.csv"),
+                "--schema",
+                str(schema_file),
+            ]
+        )
+        == 0
+    )
     with ExampleStore(tmp_path / "a.db") as a, ExampleStore(tmp_path / "b.db") as b:
         assert a.schema == b.schema and b.examples()["ward"].tolist() == [2]  # 'ortho' is code 2 everywhere
     (tmp_path / "site_c.csv").write_text("ward,age,sick\nicu,61,1\n")
-    assert main(["store", "import", "--store", str(tmp_path / "c.db"), "--from", str(tmp_path / "site_c.csv"),
-                 "--schema", str(schema_file)]) == 2
+    assert (
+        main(
+            [
+                "store",
+                "import",
+                "--store",
+                str(tmp_path / "c.db"),
+                "--from",
+                str(tmp_path / "site_c.csv"),
+                "--schema",
+                str(schema_file),
+            ]
+        )
+        == 2
+    )
     assert "column 'ward': unknown category 'icu'" in capsys.readouterr().err
-    assert main(["store", "import", "--store", str(tmp_path / "c.db"), "--from", str(tmp_path / "site_c.csv"),
-                 "--schema", str(tmp_path / "nope.json")]) == 2
+    assert (
+        main(
+            [
+                "store",
+                "import",
+                "--store",
+                str(tmp_path / "c.db"),
+                "--from",
+                str(tmp_path / "site_c.csv"),
+                "--schema",
+                str(tmp_path / "nope.json"),
+            ]
+        )
+        == 2
+    )
     assert "--schema" in capsys.readouterr().err and not (tmp_path / "c.db").exists()

@@ -44,7 +44,11 @@ def _write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
 
 def _check_issue_config(cfg: ExperimentConfig) -> None:
     assert (cfg.data.dataset, cfg.data.partition, cfg.data.num_clients, cfg.data.shards_per_client) == (
-        "mnist", "shards", 100, 2)
+        "mnist",
+        "shards",
+        100,
+        2,
+    )
     assert cfg.model.name == "2nn"
     a = cfg.algorithm
     assert (a.name, a.client_fraction, a.local_epochs, a.batch_size, a.lr) == ("fedavg", 0.1, 1, 10, 0.1)
@@ -106,14 +110,16 @@ def _edit(old: str, new: str) -> str:
 BAD = [
     # (toml text, substrings the message must contain)
     (ISSUE_TOML + "[training]\nrounds = 3\n", ["unknown section 'training'", "data", "run"]),
-    (_edit("local_epochs = 1", "local_epoch = 1"),
-     ["'local_epoch'", "[algorithm]", "did you mean 'local_epochs'"]),
+    (_edit("local_epochs = 1", "local_epoch = 1"), ["'local_epoch'", "[algorithm]", "did you mean 'local_epochs'"]),
     (_edit("rounds = 300", "roudns = 300"), ["'roudns'", "[run]", "did you mean 'rounds'"]),
     (_edit("rounds = 300", 'rounds = "ten"'), ["run.rounds", "'ten'", "expected an integer", "str"]),
     (_edit("lr = 0.1", "lr = true"), ["algorithm.lr", "True", "expected a number", "bool"]),
     (_edit("seed = 0", "seed = 1.5"), ["run.seed", "expected an integer"]),
     (_edit("num_clients = 100", "num_clients = true"), ["data.num_clients", "expected an integer"]),
-    (_edit('dataset = "mnist"', 'dataset = "cifar100"'), ["data.dataset", "'cifar100'", "mnist, shakespeare, femnist, cifar10"]),
+    (
+        _edit('dataset = "mnist"', 'dataset = "cifar100"'),
+        ["data.dataset", "'cifar100'", "mnist, shakespeare, femnist, cifar10"],
+    ),
     (_edit('partition = "shards"', 'partition = "random"'), ["data.partition", "'random'", "iid"]),
     (_edit('name = "2nn"', 'name = "resnet"'), ["model.name", "'resnet'", "2nn, cnn, char_lstm, logreg"]),
     (_edit('name = "fedavg"', 'name = "fedfoo"'), ["algorithm.name", "'fedfoo'", "fedsgd, fedavg, fedprox, scaffold"]),
@@ -141,7 +147,7 @@ BAD = [
     (_edit('partition = "shards"', 'partition = "natural"'), ["data.partition", "natural", "MNIST"]),
     (_edit("[model]", "model = 3\n[model]"), ["unknown key in [data] 'model'", "dataset"]),
     ("rounds = 3\n" + ISSUE_TOML, ["unknown section 'rounds'"]),
-    ('data = 3\n', ["[data]", "table"]),
+    ("data = 3\n", ["[data]", "table"]),
 ]
 
 
@@ -185,9 +191,13 @@ def test_auto_values_round_trip():
 
 
 def test_new_algorithm_keys_load_and_round_trip(tmp_path):
-    text = ISSUE_TOML.replace('name = "fedavg"', 'name = "fedprox"\nmu = 1').replace("seed = 0", "seed = 0\n[heterogeneity]\nstraggler_fraction = 0.9\nepochs = [2, 5]")
+    text = ISSUE_TOML.replace('name = "fedavg"', 'name = "fedprox"\nmu = 1').replace(
+        "seed = 0", "seed = 0\n[heterogeneity]\nstraggler_fraction = 0.9\nepochs = [2, 5]"
+    )
     cfg = load_config(_write(tmp_path, text))
-    assert cfg.algorithm.mu == 1.0 and cfg.heterogeneity.epochs == [2, 5] and cfg.heterogeneity.straggler_fraction == 0.9
+    assert (
+        cfg.algorithm.mu == 1.0 and cfg.heterogeneity.epochs == [2, 5] and cfg.heterogeneity.straggler_fraction == 0.9
+    )
     assert from_dict(cfg.to_dict()) == cfg
     from hamrah.experiments.runner import build_algorithm
 

@@ -42,21 +42,39 @@ def _with(**changes):
     return raw
 
 
-@pytest.mark.parametrize("changes,message", [
-    ({"defences__krum": {"f": 2}}, "defence 'krum' with 5 clients per round cannot work: .*Krum with f = 2 .* needs at least 7"),
-    ({"lab__defences": ["bulyan"], "defences__krum": None}, None),
-    ({"lab__defences": ["trimmed_mean"], "defences__trimmed_mean": {"beta": 0.5}, "defences__krum": None,
-      "algorithm__client_fraction": 0.02}, "trims every one of 4 clients"),
-    ({"lab__defences": ["norm_bound"], "defences__norm_bound": {"bound": -1.0}, "defences__krum": None},
-     r"bound = -1.0: expected a number in \(0, inf\]"),
-    ({"lab__malicious_fraction": 0.001}, "makes no malicious client"),
-    ({"lab__malicious_fraction": 1.0}, r"expected a number in \[0, 1\)"),
-    ({"lab__attacks": ["none", "teleport"]}, "unknown attack 'teleport'"),
-    ({"attacks__sign_flip": {"factor": 2}}, "unknown parameter 'factor'"),
-    ({"attacks__gaussian": {"std": 1.0}}, r"\[attacks.gaussian\] sets parameters of 'gaussian', which lab.attacks does not list"),
-    ({"lab__speed": 3}, "unknown key in \\[lab\\] 'speed'"),
-    ({"run__rounds": 0}, "run.rounds = 0"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (
+            {"defences__krum": {"f": 2}},
+            "defence 'krum' with 5 clients per round cannot work: .*Krum with f = 2 .* needs at least 7",
+        ),
+        ({"lab__defences": ["bulyan"], "defences__krum": None}, None),
+        (
+            {
+                "lab__defences": ["trimmed_mean"],
+                "defences__trimmed_mean": {"beta": 0.5},
+                "defences__krum": None,
+                "algorithm__client_fraction": 0.02,
+            },
+            "trims every one of 4 clients",
+        ),
+        (
+            {"lab__defences": ["norm_bound"], "defences__norm_bound": {"bound": -1.0}, "defences__krum": None},
+            r"bound = -1.0: expected a number in \(0, inf\]",
+        ),
+        ({"lab__malicious_fraction": 0.001}, "makes no malicious client"),
+        ({"lab__malicious_fraction": 1.0}, r"expected a number in \[0, 1\)"),
+        ({"lab__attacks": ["none", "teleport"]}, "unknown attack 'teleport'"),
+        ({"attacks__sign_flip": {"factor": 2}}, "unknown parameter 'factor'"),
+        (
+            {"attacks__gaussian": {"std": 1.0}},
+            r"\[attacks.gaussian\] sets parameters of 'gaussian', which lab.attacks does not list",
+        ),
+        ({"lab__speed": 3}, "unknown key in \\[lab\\] 'speed'"),
+        ({"run__rounds": 0}, "run.rounds = 0"),
+    ],
+)
 def test_a_lab_that_cannot_work_is_refused_with_the_reason(changes, message):
     raw = _with(**changes)
     if "attacks__gaussian" in changes:
@@ -77,7 +95,9 @@ def test_shipped_configs(tmp_path):
     with pytest.raises(ConfigError, match="not in lab.attacks"):
         cfg.select(attacks=["poison_ivy"])
     adaptive = load_lab_config("configs/lab_adaptive.toml")
-    assert adaptive.run_seeds() == (0, 1, 2) and {"min_max", "fang_krum", "fltrust_adaptive", "dba"} <= set(adaptive.attacks)
+    assert adaptive.run_seeds() == (0, 1, 2) and {"min_max", "fang_krum", "fltrust_adaptive", "dba"} <= set(
+        adaptive.attacks
+    )
     assert adaptive.select(seeds=[4]).run_seeds() == (4,)
 
 
@@ -103,8 +123,16 @@ def test_tiny_lab_end_to_end(tmp_path, capsys):
     doc = tmp_path / "docs" / "security.md"
     doc.parent.mkdir()
     doc.write_text(f"# kept\n{BEGIN}\nold\n{END}\n")
-    args = argparse.Namespace(config=str(cfg_path), rounds=1, attacks=None, defences=None, check=False,
-                              out=str(tmp_path / "out"), doc=str(doc), img=str(tmp_path / "docs" / "img" / "h.png"))
+    args = argparse.Namespace(
+        config=str(cfg_path),
+        rounds=1,
+        attacks=None,
+        defences=None,
+        check=False,
+        out=str(tmp_path / "out"),
+        doc=str(doc),
+        img=str(tmp_path / "docs" / "img" / "h.png"),
+    )
     main(args)  # no --update-doc: the doc is left alone, the results go to --out
     assert doc.read_text() == f"# kept\n{BEGIN}\nold\n{END}\n" and not (tmp_path / "docs" / "img").exists()
     assert "| none | " in (tmp_path / "out" / "results.md").read_text()
@@ -123,7 +151,9 @@ def test_seeds_give_one_row_per_seed_and_a_mean_with_spread():
     assert [r["seed"] for r in rows] == [0, 1]
     assert rows[0]["main_accuracy"] != rows[1]["main_accuracy"]  # another partition, init and attackers
     (s,) = summarize(rows)
-    assert s["seeds"] == 2 and abs(s["main_accuracy"] - (rows[0]["main_accuracy"] + rows[1]["main_accuracy"]) / 2) < 1e-12
+    assert (
+        s["seeds"] == 2 and abs(s["main_accuracy"] - (rows[0]["main_accuracy"] + rows[1]["main_accuracy"]) / 2) < 1e-12
+    )
     assert s["main_accuracy_sd"] > 0 and s["clean_success"] is not None
     assert " ± " in markdown_tables([s])
     with pytest.raises(ConfigError, match=r"lab.seeds = \[-1\]: expected a non-empty list of integers >= 0"):

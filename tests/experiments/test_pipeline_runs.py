@@ -89,9 +89,11 @@ def test_the_identity_chain_equals_the_plain_run():
 
 
 def test_poisson_rounds_without_clients_still_release_noise():
-    cfg = _cfg(rounds=6, algorithm={"name": "fedavg", "client_fraction": 0.05, "local_epochs": 1, "batch_size": 50,
-                                    "lr": 0.1},
-               privacy={"mode": "central", "clip": 0.5, "noise_multiplier": 1.0})
+    cfg = _cfg(
+        rounds=6,
+        algorithm={"name": "fedavg", "client_fraction": 0.05, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
+        privacy={"mode": "central", "clip": 0.5, "noise_multiplier": 1.0},
+    )
     sim = prepare(cfg).simulator()
     sizes = [len(sim.sample(r)) for r in range(1, 7)]
     assert 0 in sizes, "seed 0 should draw an empty Poisson round in 6"
@@ -105,8 +107,11 @@ def test_poisson_rounds_without_clients_still_release_noise():
 
 
 def test_run_experiment_writes_bytes_and_epsilon(tmp_path):
-    cfg = _cfg(rounds=2, compression={"codec": "float16"},
-               privacy={"mode": "central", "clip": 0.5, "noise_multiplier": 1.0, "sampling": "fixed"})
+    cfg = _cfg(
+        rounds=2,
+        compression={"codec": "float16"},
+        privacy={"mode": "central", "clip": 0.5, "noise_multiplier": 1.0, "sampling": "fixed"},
+    )
     summary = run_experiment(cfg, tmp_path)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert all('"epsilon"' in line and '"bytes_up"' in line for line in lines)
@@ -123,6 +128,8 @@ def test_fednova_runs_with_a_codec_and_is_refused_under_dp_with_the_reason():
     fednova = {"name": "fednova", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1}
     sim = prepare(_cfg(rounds=1, algorithm=fednova, compression={"codec": "sign"})).simulator()
     assert sim.run().history[-1].clients == 4  # issue 11: once refused by a name list
-    cfg = _cfg(algorithm=fednova, privacy={"mode": "central", "clip": 0.5, "noise_multiplier": 1.0, "sampling": "fixed"})
+    cfg = _cfg(
+        algorithm=fednova, privacy={"mode": "central", "clip": 0.5, "noise_multiplier": 1.0, "sampling": "fixed"}
+    )
     with pytest.raises(ConfigError, match="cannot carry statistic 'a_norm'.*not bounded by the clip norm"):
         prepare(cfg).simulator()

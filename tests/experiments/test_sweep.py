@@ -10,10 +10,13 @@ def test_a_scaffold_sweep_gives_the_algorithm_the_population_size(monkeypatch):
     """SCAFFOLD's server control variate averages over N = all clients, not over the sampled share."""
     seen, real = [], sweep.build_algorithm
     monkeypatch.setattr(sweep, "build_algorithm", lambda cfg, n=None: seen.append(n) or real(cfg, n))
-    cfg = from_dict({
-        "data": {"dataset": "mnist", "partition": "iid", "num_clients": 10}, "model": {"name": "logreg"},
-        "algorithm": {"name": "scaffold", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 500, "lr": 0.1},
-        "run": {"rounds": 1, "seed": 0},
-    })
+    cfg = from_dict(
+        {
+            "data": {"dataset": "mnist", "partition": "iid", "num_clients": 10},
+            "model": {"name": "logreg"},
+            "algorithm": {"name": "scaffold", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 500, "lr": 0.1},
+            "run": {"rounds": 1, "seed": 0},
+        }
+    )
     points = sweep.run_sweep(cfg, [0.05, 0.1])
     assert seen == [10, 10] and len(points) == 2

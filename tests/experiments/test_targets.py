@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -53,7 +54,7 @@ def test_paper_grid():
     g = paper_grid(0.01, 1, 3)
     assert len(g) == 7
     assert g[0] == pytest.approx(0.01) and g[-1] == pytest.approx(1.0)
-    for a, b in zip(g, g[1:]):
+    for a, b in itertools.pairwise(g):
         assert b / a == pytest.approx(10 ** (1 / 3), rel=1e-4)
     assert len(paper_grid(0.01, 1, 6)) == 13
     assert paper_grid(0.1, 0.1, 3) == [0.1]

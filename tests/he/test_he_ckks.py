@@ -60,15 +60,18 @@ def test_ciphertext_round_trip(scheme_keys):
     assert np.abs(scheme.decrypt_sum(keys.secret, back) - 2 * x).max() <= CONFIG.error_bound(2)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: b"XXXX" + d[4:], "starting with"),
-    (lambda d: d[:10], "starting with"),
-    (lambda d: d[:-5], "cannot be parsed|truncated"),
-    (lambda d: d + b"\x00", "left over"),
-    (lambda d: d[:4] + (3000).to_bytes(8, "big") + d[12:], "do not fit"),     # length says 2 ciphertexts
-    (lambda d: d[:12] + (0).to_bytes(4, "big") + d[16:], "do not fit"),       # count 0
-    (lambda d: d[:60] + b"\x00" * 64 + d[124:], "cannot be parsed"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: b"XXXX" + d[4:], "starting with"),
+        (lambda d: d[:10], "starting with"),
+        (lambda d: d[:-5], "cannot be parsed|truncated"),
+        (lambda d: d + b"\x00", "left over"),
+        (lambda d: d[:4] + (3000).to_bytes(8, "big") + d[12:], "do not fit"),  # length says 2 ciphertexts
+        (lambda d: d[:12] + (0).to_bytes(4, "big") + d[16:], "do not fit"),  # count 0
+        (lambda d: d[:60] + b"\x00" * 64 + d[124:], "cannot be parsed"),
+    ],
+)
 def test_malformed_ciphertext_raises_protocol_error(scheme_keys, mutate, message):
     scheme, keys = scheme_keys
     data = scheme.ciphertext_to_bytes(scheme.encrypt(keys.public, np.zeros(100)))
@@ -86,12 +89,15 @@ def test_values_beyond_the_bound_and_sums_beyond_max_clients_are_refused(scheme_
         scheme.add(total, c)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"poly_modulus_degree": 2048}, "poly_modulus_degree"),
-    ({"poly_modulus_degree": 4096, "coeff_mod_bit_sizes": (60, 60)}, "128-bit security"),
-    ({"coeff_mod_bit_sizes": (60,)}, ">= 2 primes"),
-    ({"scale_bits": 50, "max_clients": 1000}, "2\\^9"),   # 60 - 1 - 50 = 9 bits of room < log2(1000)
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"poly_modulus_degree": 2048}, "poly_modulus_degree"),
+        ({"poly_modulus_degree": 4096, "coeff_mod_bit_sizes": (60, 60)}, "128-bit security"),
+        ({"coeff_mod_bit_sizes": (60,)}, ">= 2 primes"),
+        ({"scale_bits": 50, "max_clients": 1000}, "2\\^9"),  # 60 - 1 - 50 = 9 bits of room < log2(1000)
+    ],
+)
 def test_bad_parameters_are_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         CKKSConfig(**kwargs)
@@ -99,6 +105,9 @@ def test_bad_parameters_are_config_errors(kwargs, message):
 
 def test_default_parameters_are_accepted_by_seal():
     cfg = CKKSConfig()
-    ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=cfg.poly_modulus_degree,
-                     coeff_mod_bit_sizes=list(cfg.coeff_mod_bit_sizes))
+    ctx = ts.context(
+        ts.SCHEME_TYPE.CKKS,
+        poly_modulus_degree=cfg.poly_modulus_degree,
+        coeff_mod_bit_sizes=list(cfg.coeff_mod_bit_sizes),
+    )
     assert cfg.slots == 4096 and ctx.is_private()

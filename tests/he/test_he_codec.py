@@ -31,13 +31,16 @@ def test_public_key_round_trip(keys):
     assert public_key_from_bytes(data) == pub
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda d: b"XXXX" + d[4:],
-    lambda d: d[:-1],
-    lambda d: d + b"\x00",
-    lambda d: d[:6] + b"\x00" * (len(d) - 7) + b"\x02",  # even, tiny modulus
-    lambda d: b"",
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: b"XXXX" + d[4:],
+        lambda d: d[:-1],
+        lambda d: d + b"\x00",
+        lambda d: d[:6] + b"\x00" * (len(d) - 7) + b"\x02",  # even, tiny modulus
+        lambda d: b"",
+    ],
+)
 def test_malformed_public_key_raises_protocol_error(keys, mutate):
     with pytest.raises(ProtocolError, match="public key"):
         public_key_from_bytes(mutate(public_key_to_bytes(keys[0])))
@@ -52,7 +55,7 @@ def test_packed_vector_round_trip_and_size(keys):
     assert len(data) == HEADER + packing.num_plaintexts(200) * 256  # 2048-bit ciphertexts
     back = vector_from_bytes(data, public_key_from_bytes(public_key_to_bytes(pub)))
     assert back == total
-    assert np.abs(decrypt_vector(priv, back) - 2 * x).max() <= 2 * 2.0 ** -16
+    assert np.abs(decrypt_vector(priv, back) - 2 * x).max() <= 2 * 2.0**-16
 
 
 def test_unpacked_vector_round_trip_keeps_the_scale(keys):
@@ -64,21 +67,24 @@ def test_unpacked_vector_round_trip_keeps_the_scale(keys):
 
 
 def _patch(data: bytes, offset: int, fmt: str, value) -> bytes:
-    return data[:offset] + struct.pack(fmt, value) + data[offset + struct.calcsize(fmt):]
+    return data[:offset] + struct.pack(fmt, value) + data[offset + struct.calcsize(fmt) :]
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: b"HPV2" + d[4:], "starting with"),
-    (lambda d: d[:30], "header"),
-    (lambda d: d[:-1], "bytes"),
-    (lambda d: d + b"\x00" * 256, "bytes"),
-    (lambda d: _patch(d, 4, ">B", 7), "bad header"),
-    (lambda d: _patch(d, 23, ">I", 0), "bad header"),                      # count 0
-    (lambda d: _patch(d, 23, ">I", 5), "bad packing header"),              # count > max_clients
-    (lambda d: _patch(d, 13, ">Q", 10_000), "expected"),                  # length disagrees
-    (lambda d: d[:HEADER] + b"\xff" * 256 + d[HEADER + 256:], "outside"),  # ciphertext >= n^2
-    (lambda d: d[:HEADER] + b"\x00" * 256 + d[HEADER + 256:], "outside"),  # ciphertext 0
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: b"HPV2" + d[4:], "starting with"),
+        (lambda d: d[:30], "header"),
+        (lambda d: d[:-1], "bytes"),
+        (lambda d: d + b"\x00" * 256, "bytes"),
+        (lambda d: _patch(d, 4, ">B", 7), "bad header"),
+        (lambda d: _patch(d, 23, ">I", 0), "bad header"),  # count 0
+        (lambda d: _patch(d, 23, ">I", 5), "bad packing header"),  # count > max_clients
+        (lambda d: _patch(d, 13, ">Q", 10_000), "expected"),  # length disagrees
+        (lambda d: d[:HEADER] + b"\xff" * 256 + d[HEADER + 256 :], "outside"),  # ciphertext >= n^2
+        (lambda d: d[:HEADER] + b"\x00" * 256 + d[HEADER + 256 :], "outside"),  # ciphertext 0
+    ],
+)
 def test_malformed_vector_raises_protocol_error(keys, mutate, message):
     pub, _ = keys
     data = vector_to_bytes(encrypt_packed(pub, np.zeros(200), Packing(1024, 16, 1.0, 4)))

@@ -14,7 +14,7 @@ def test_fixed_point_round_trip_is_within_half_a_step():
     x = np.array([0.0, 1.0, -1.0, 0.123456, -3.999])
     ints = fp.encode(x)
     assert ints[:3] == [0, 1024, -1024]
-    assert np.abs(fp.decode(ints) - x).max() <= 2.0 ** -11
+    assert np.abs(fp.decode(ints) - x).max() <= 2.0**-11
 
 
 @pytest.mark.parametrize("bad", [0, 53, 1.5, True])
@@ -35,8 +35,8 @@ def test_headroom_is_the_bit_length_of_the_largest_sum():
     p = Packing(key_bits=512, precision_bits=8, bound=1.0, max_clients=5)
     assert (p.offset, p.value_bits, p.slot_bits, p.headroom_bits) == (256, 10, 12, 2)
     assert p.slots == 511 // 12
-    assert Packing(512, 8, 1.0, 4).slot_bits == 12      # 4 * 512 = 2048: 12 bits
-    assert Packing(512, 8, 1.0, 8).slot_bits == 13      # 8 * 512 = 4096: 13 bits
+    assert Packing(512, 8, 1.0, 4).slot_bits == 12  # 4 * 512 = 2048: 12 bits
+    assert Packing(512, 8, 1.0, 8).slot_bits == 13  # 8 * 512 = 4096: 13 bits
 
 
 def _plain_sum(packed: list[list[int]]) -> list[int]:
@@ -67,7 +67,7 @@ def test_one_client_beyond_the_headroom_carries_into_the_next_slot_and_is_refuse
 
 def test_packing_that_cannot_fit_one_slot_is_a_config_error():
     with pytest.raises(ConfigError, match="does not fit in a 512-bit key"):
-        Packing(key_bits=512, precision_bits=50, bound=1.0, max_clients=2 ** 470)
+        Packing(key_bits=512, precision_bits=50, bound=1.0, max_clients=2**470)
     with pytest.raises(ConfigError, match="bound"):
         Packing(bound=-1.0)
     with pytest.raises(ConfigError, match="max_clients"):

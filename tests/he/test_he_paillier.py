@@ -43,7 +43,7 @@ def test_unpacked_sum_is_the_exact_fixed_point_sum(keys):
     xs = [rng.normal(0, 3, 8) for _ in range(4)]
     total = sum_vectors([encrypt_vector(pub, x, 20, rng) for x in xs])
     assert decrypt_ints(priv, total) == np.sum([FixedPoint(20).encode(x) for x in xs], axis=0).tolist()
-    assert np.abs(decrypt_vector(priv, total) - np.sum(xs, axis=0)).max() <= 4 * 2.0 ** -20
+    assert np.abs(decrypt_vector(priv, total) - np.sum(xs, axis=0)).max() <= 4 * 2.0**-20
 
 
 def test_encryption_is_randomised_but_seedable(keys):
@@ -91,7 +91,7 @@ def test_packed_encrypted_sum_at_the_headroom_limit_and_refusal_beyond(keys):
     total = sum_vectors(cts)
     assert total.count == 3
     assert decrypt_ints(priv, total) == np.sum([FixedPoint(16).encode(x) for x in xs], axis=0).tolist()
-    assert np.abs(decrypt_vector(priv, total) - np.sum(xs, axis=0)).max() <= 3 * 2.0 ** -16
+    assert np.abs(decrypt_vector(priv, total) - np.sum(xs, axis=0)).max() <= 3 * 2.0**-16
     with pytest.raises(ConfigError, match="a sum of 4 vectors would overflow"):
         add(total, cts[0])
 

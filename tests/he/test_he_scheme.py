@@ -26,23 +26,25 @@ SCHEMES = {
 
 def _updates(n: int) -> list[dict[str, torch.Tensor]]:
     gen = torch.Generator().manual_seed(0)
-    return [{"fc.weight": torch.rand(4, 3, generator=gen) - 0.5, "fc.bias": torch.rand(4, generator=gen) - 0.5}
-            for _ in range(n)]
+    return [
+        {"fc.weight": torch.rand(4, 3, generator=gen) - 0.5, "fc.bias": torch.rand(4, generator=gen) - 0.5}
+        for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize("name", SCHEMES)
 def test_encrypted_aggregation_of_params_equals_the_plain_sum(name):
     scheme = SCHEMES[name]()
-    keys = scheme.keygen(np.random.default_rng(0))            # key holder
-    public_bytes = scheme.public_to_bytes(keys.public)       # sent to clients and server
+    keys = scheme.keygen(np.random.default_rng(0))  # key holder
+    public_bytes = scheme.public_to_bytes(keys.public)  # sent to clients and server
     client_pub = scheme.public_from_bytes(public_bytes)
     updates = _updates(5)
     layout = ParamsLayout.of(updates[0])
     uploads = [scheme.ciphertext_to_bytes(scheme.encrypt(client_pub, layout.flatten(u))) for u in updates]
-    server_pub = scheme.public_from_bytes(public_bytes)       # the server never sees keys.secret
+    server_pub = scheme.public_from_bytes(public_bytes)  # the server never sees keys.secret
     aggregate = scheme.sum([scheme.ciphertext_from_bytes(server_pub, b) for b in uploads])
     result = unflatten_params(scheme.decrypt_sum(keys.secret, aggregate), layout)
-    tol = 5 * 2.0 ** -20 if name == "paillier" else scheme.config.error_bound(5)
+    tol = 5 * 2.0**-20 if name == "paillier" else scheme.config.error_bound(5)
     for k in layout.names:
         expected = sum(u[k].double() for u in updates).float()
         assert result[k].dtype == torch.float32 and result[k].shape == expected.shape
@@ -62,7 +64,7 @@ def test_decrypting_with_the_public_part_is_refused(name):
 
 def test_paillier_scheme_checks_the_headroom_when_configured():
     with pytest.raises(ConfigError, match="does not fit"):
-        PaillierScheme(PaillierConfig(key_bits=512, precision_bits=52, bound=2.0 ** -2, max_clients=2 ** 470))
+        PaillierScheme(PaillierConfig(key_bits=512, precision_bits=52, bound=2.0**-2, max_clients=2**470))
 
 
 def test_paillier_scheme_refuses_a_vector_packed_differently():

@@ -9,9 +9,19 @@ import pytest
 import torch
 
 from hamrah.core.errors import ConfigError, ProtocolError
-from hamrah.core.pipeline import Chain, ServerContext, process_round, wire_spec
-from hamrah.he import CKKSConfig, HESettings, HomomorphicSum, KeyHolder, PaillierConfig, PaillierScheme
-from hamrah.he import ckks_scale, encrypt_packed, paillier_keygen, scale_packed
+from hamrah.core.pipeline import Chain, process_round, wire_spec
+from hamrah.he import (
+    CKKSConfig,
+    HESettings,
+    HomomorphicSum,
+    KeyHolder,
+    PaillierConfig,
+    PaillierScheme,
+    ckks_scale,
+    encrypt_packed,
+    paillier_keygen,
+    scale_packed,
+)
 from hamrah.he.ckks import ckks_decrypt, ckks_encrypt, ckks_keygen
 from hamrah.he.paillier import decrypt_ints
 from hamrah.pipeline import PipelineRun, resolve_pipeline
@@ -44,7 +54,7 @@ def _max_diff(a, b):
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in b)
 
 
-@pytest.mark.parametrize("scheme,tol", [("paillier", 3 * 2.0 ** -25), ("ckks", 2e-7)])
+@pytest.mark.parametrize("scheme,tol", [("paillier", 3 * 2.0**-25), ("ckks", 2e-7)])
 def test_the_decrypted_mean_equals_the_plain_weighted_mean(holders, scheme, tol):
     ups, weights = _updates(), {0: 1.0, 1: 2.0, 2: 5.0}
     out = process_round(Chain([_stage(holders[scheme])]), ups, weights, {}, {k: np.random.default_rng(k) for k in ups})
@@ -65,7 +75,7 @@ def test_bytes_up_are_the_ciphertext_bytes_and_down_carries_the_public_key(holde
     assert out.bytes.down[0] == model + len(holders["paillier"].public_bytes)
 
 
-@pytest.mark.parametrize("scheme,tol", [("paillier", 3 * 2.0 ** -25), ("ckks", 2e-6)])
+@pytest.mark.parametrize("scheme,tol", [("paillier", 3 * 2.0**-25), ("ckks", 2e-6)])
 def test_the_server_weights_ciphertexts_by_n_k_without_the_secret_key(holders, scheme, tol):
     stage, ups = _stage(holders[scheme], with_key_holder=False), _updates()
     spec = wire_spec(Chain([stage]), ups[0])
@@ -106,8 +116,9 @@ def test_ckks_scale_doubles_and_adds_without_a_new_level():
 
 def test_coordinates_beyond_the_bound_are_clipped(holders):
     stage = _stage(holders["paillier"])
-    out = process_round(Chain([stage]), {0: {"w": torch.tensor([3.0, -0.5, -7.0])}}, {0: 1.0}, {},
-                        {0: np.random.default_rng(0)})
+    out = process_round(
+        Chain([stage]), {0: {"w": torch.tensor([3.0, -0.5, -7.0])}}, {0: 1.0}, {}, {0: np.random.default_rng(0)}
+    )
     assert torch.allclose(out.aggregate["w"], torch.tensor([1.0, -0.5, -1.0]), atol=1e-7)
 
 
@@ -130,7 +141,7 @@ def test_malformed_payloads_are_refused_naming_what_was_expected(holders):
     # a client cannot send a sum of several (its count would shift every slot's offset)
     two = stage.scheme.ciphertext_to_bytes(stage.scheme.add(parsed.ciphertext, parsed.ciphertext))
     with pytest.raises(ProtocolError, match="summing 2 clients"):
-        stage.read(data[:data.index(b"HPV1")] + two, spec)
+        stage.read(data[: data.index(b"HPV1")] + two, spec)
 
 
 def test_an_empty_round_still_runs_the_server_halves(holders):
@@ -140,14 +151,24 @@ def test_an_empty_round_still_runs_the_server_halves(holders):
 
 
 def _resolve(**sections):
-    return resolve_pipeline(sections.get("compression"), sections.get("privacy"), 100, 10, 5, sections.get("secure"),
-                            sections.get("he", {"scheme": "paillier", "key_bits": 1024}))
+    return resolve_pipeline(
+        sections.get("compression"),
+        sections.get("privacy"),
+        100,
+        10,
+        5,
+        sections.get("secure"),
+        sections.get("he", {"scheme": "paillier", "key_bits": 1024}),
+    )
 
 
-@pytest.mark.parametrize("codec", [{"codec": "topk"}, {"codec": "sign"}, {"codec": "mask"},
-                                   {"codec": "quantize", "bits": 8}])
+@pytest.mark.parametrize(
+    "codec", [{"codec": "topk"}, {"codec": "sign"}, {"codec": "mask"}, {"codec": "quantize", "bits": 8}]
+)
 def test_a_codec_whose_payload_cannot_be_summed_under_encryption_is_refused(codec):
-    with pytest.raises(ConfigError, match=f"compression.codec = '{codec['codec']}' before \\[homomorphic_encryption\\]"):
+    with pytest.raises(
+        ConfigError, match=f"compression.codec = '{codec['codec']}' before \\[homomorphic_encryption\\]"
+    ):
         _resolve(compression=codec)
 
 
@@ -172,8 +193,9 @@ def test_refused_and_accepted_chains():
 
 def test_the_spec_carries_only_the_public_key_and_rebuilds_on_a_device():
     spec = _resolve()
-    run = PipelineRun(spec, {"w": torch.zeros(3)}, key_holder=KeyHolder.generate(spec.he_settings(),
-                                                                              np.random.default_rng(1)))
+    run = PipelineRun(
+        spec, {"w": torch.zeros(3)}, key_holder=KeyHolder.generate(spec.he_settings(), np.random.default_rng(1))
+    )
     d = run.spec.to_dict()
     assert set(d["homomorphic"]) == set(HESettings().to_dict()) | {"public_key"}
     assert run.spec.public_key() == run.key_holder.public_bytes
@@ -188,15 +210,23 @@ def test_the_simulator_runs_ckks_and_matches_a_plain_run():
     from hamrah.experiments.runner import prepare
     from hamrah.simulation import SimulationConfig, Simulator, seeded
 
-    raw = {"data": {"dataset": "mnist", "partition": "unbalanced", "num_clients": 20}, "model": {"name": "logreg"},
-           "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
-           "run": {"rounds": 1, "seed": 0}}
+    raw = {
+        "data": {"dataset": "mnist", "partition": "unbalanced", "num_clients": 20},
+        "model": {"name": "logreg"},
+        "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
+        "run": {"rounds": 1, "seed": 0},
+    }
     results = []
     for he in (None, {"scheme": "ckks", "bound": 4.0}):
         cfg = from_dict({**raw, "homomorphic_encryption": he} if he else raw)
         prep = prepare(cfg)
-        sim = Simulator(seeded(prep.model_factory, 0), prep.data, prep.algorithm,
-                        SimulationConfig(rounds=1, seed=0, batched=False, workers=1), pipeline=pipeline_spec(cfg, 20))
+        sim = Simulator(
+            seeded(prep.model_factory, 0),
+            prep.data,
+            prep.algorithm,
+            SimulationConfig(rounds=1, seed=0, batched=False, workers=1),
+            pipeline=pipeline_spec(cfg, 20),
+        )
         results.append(sim.run())
     assert results[1].history[-1].bytes_up > 4 * 4 * 7850  # ciphertexts were sent
     assert _max_diff(results[1].params, results[0].params) < 1e-5

@@ -96,15 +96,22 @@ name = "sshe_lr"
 
 def _start(config: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "hamrah.cli", "party", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hamrah.cli", "party", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
 
 def _in_process(settings: dict) -> dict:
     d = _subset()
     cfg = LRConfig(**settings)
-    res, _ = run_parties({"guest": lambda ch: lr_sshe.guest(ch, d["guest"], cfg),
-                          "host": lambda ch: lr_sshe.host(ch, d["host"], cfg)}, timeout_s=120)
+    res, _ = run_parties(
+        {"guest": lambda ch: lr_sshe.guest(ch, d["guest"], cfg), "host": lambda ch: lr_sshe.host(ch, d["host"], cfg)},
+        timeout_s=120,
+    )
     return res
 
 
@@ -124,6 +131,7 @@ def test_run_party_over_grpc_tls_gives_the_in_process_model(tmp_path):
             done[name] = run_party(load_party_config(files[name]))
         except Exception as e:
             errors.append(e)
+
     threads = [threading.Thread(target=party, args=(n,)) for n in files]
     for t in threads:
         t.start()
@@ -138,9 +146,11 @@ def test_run_party_over_grpc_tls_gives_the_in_process_model(tmp_path):
             np.testing.assert_array_equal(z["quantiles"], expected[name].quantiles)
 
 
-TINY = {"splitnn": {"epochs": 1, "bottom_hidden": (4,), "cut_dim": 2, "top_hidden": (2,)},
-        "secureboost": {"num_trees": 1, "max_depth": 2, "key_bits": 1024},
-        "ftl": {"epochs": 1, "hidden": (4,), "dim": 2, "mode": "plain"}}
+TINY = {
+    "splitnn": {"epochs": 1, "bottom_hidden": (4,), "cut_dim": 2, "top_hidden": (2,)},
+    "secureboost": {"num_trees": 1, "max_depth": 2, "key_bits": 1024},
+    "ftl": {"epochs": 1, "hidden": (4,), "dim": 2, "mode": "plain"},
+}
 
 
 @pytest.mark.parametrize("protocol", sorted(TINY))
@@ -150,12 +160,14 @@ def test_every_protocols_model_is_saved(tmp_path, protocol):
     if protocol == "ftl":  # a partial overlap: the host's other rows are the ones FTL scores
         d["host"] = d["host"].select(d["host"].ids[:150])
         d["guest"] = d["guest"].select(d["guest"].ids[100:])
-    res, stats = run_parties({n: (lambda ch, n=n: spec.roles[n](ch, d[n], cfg)) for n in ("guest", "host")},
-                             timeout_s=120)
+    res, stats = run_parties(
+        {n: (lambda ch, n=n: spec.roles[n](ch, d[n], cfg)) for n in ("guest", "host")}, timeout_s=120
+    )
     for name in ("guest", "host"):
         out = tmp_path / name
-        summary = _write_result(SimpleNamespace(out=out, name=name, role=name, protocol=protocol), res[name],
-                                stats[name])
+        summary = _write_result(
+            SimpleNamespace(out=out, name=name, role=name, protocol=protocol), res[name], stats[name]
+        )
         assert summary["model"] == type(res[name]).__name__
         with np.load(out / "model.npz", allow_pickle=False) as z:
             saved = {k: z[k] for k in z.files}
@@ -194,6 +206,7 @@ def test_a_stranger_certificate_is_refused(tmp_path):
     mallory = PartyServer("mallory", {"guest": f"127.0.0.1:{p1}"}, f"127.0.0.1:{p2}", tls["mallory"], timeout_s=5)
     try:
         from hamrah.core.errors import ProtocolError
+
         with pytest.raises(ProtocolError, match="certificate 'mallory' is not a peer of 'guest'"):
             mallory.channel().send("guest", "psi/ring1", {"x": 1})
         with pytest.raises(PartyFailed, match="party 'host': sent nothing"):

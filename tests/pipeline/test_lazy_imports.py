@@ -42,8 +42,9 @@ print(json.dumps(sorted(m for m in ("dp_accounting", "tenseal", "phe", "matplotl
 
 
 def _imported(sections: dict) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(sections)], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(sections)], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

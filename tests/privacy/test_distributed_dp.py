@@ -17,8 +17,13 @@ from hypothesis import strategies as st
 
 from hamrah.core.errors import ConfigError
 from hamrah.core.pipeline import Chain, process_round
-from hamrah.pipeline.distributed import (ORDERS, DistributedAccountant, DistributedDiscreteGaussian, DistributedRound,
-                                        _poisson_subsampled)
+from hamrah.pipeline.distributed import (
+    ORDERS,
+    DistributedAccountant,
+    DistributedDiscreteGaussian,
+    DistributedRound,
+    _poisson_subsampled,
+)
 from hamrah.secagg import ddg
 
 
@@ -70,6 +75,7 @@ def test_fewer_guaranteed_contributors_cost_more_epsilon(n, fewer, q):
 
 def test_calibrated_noise_spends_the_target_and_no_less_noise_would():
     from hamrah.pipeline.distributed import calibrate_noise
+
     stage = DistributedDiscreteGaussian(clip=0.5, noise_multiplier=1.0, min_contributors=20, expected_cohort=25)
     z = calibrate_noise(stage, 1000, 0.2, 10, 1e-5, 3.0, tol=1e-4)
 
@@ -77,6 +83,7 @@ def test_calibrated_noise_spends_the_target_and_no_less_noise_would():
         acc = DistributedAccountant(DistributedDiscreteGaussian(0.5, zz, 20, 25).round_mechanism(1000, 0.2))
         acc.step(10)
         return acc.epsilon(1e-5)
+
     assert eps(z) <= 3.0 < eps(z * 0.999)
 
 
@@ -87,14 +94,22 @@ def _updates(n: int, dim: int, seed: int = 0) -> dict:
 
 def _run(stage, updates, round_idx=1):
     rngs = {k: np.random.default_rng(100 + k) for k in updates}
-    return process_round(Chain([stage]), updates, {k: 1.0 for k in updates}, {}, rngs, round_idx=round_idx,
-                         server_rng=np.random.default_rng(7))
+    return process_round(
+        Chain([stage]),
+        updates,
+        {k: 1.0 for k in updates},
+        {},
+        rngs,
+        round_idx=round_idx,
+        server_rng=np.random.default_rng(7),
+    )
 
 
 def test_the_stage_releases_the_noisy_sum_over_the_fixed_denominator():
     n, dim = 6, 40
-    stage = DistributedDiscreteGaussian(clip=1.0, noise_multiplier=1e-3, min_contributors=4, expected_cohort=8,
-                                        ring_bits=24)
+    stage = DistributedDiscreteGaussian(
+        clip=1.0, noise_multiplier=1e-3, min_contributors=4, expected_cohort=8, ring_bits=24
+    )
     updates = _updates(n, dim)
     out = _run(stage, updates)
     clipped = [u["w"].double() * min(1.0, 1.0 / float(u["w"].norm())) for u in updates.values()]
@@ -106,8 +121,9 @@ def test_the_stage_releases_the_noisy_sum_over_the_fixed_denominator():
 
 def test_noise_on_any_released_sum_is_at_least_z_c():
     dim, z = 4096, 0.5
-    stage = DistributedDiscreteGaussian(clip=1.0, noise_multiplier=z, min_contributors=4, expected_cohort=4,
-                                        ring_bits=24)
+    stage = DistributedDiscreteGaussian(
+        clip=1.0, noise_multiplier=z, min_contributors=4, expected_cohort=4, ring_bits=24
+    )
     zero = {k: {"w": torch.zeros(dim)} for k in range(5)}
     out = _run(stage, zero)
     std = float(out.aggregate["w"].double().std()) * 4  # undo the fixed denominator: the noise on the sum
@@ -131,39 +147,59 @@ def test_bad_settings_are_refused_by_name():
 
 # -- the config path: [privacy] mode = "distributed" + [secure_aggregation] ------------------------------
 
-def _config(privacy: dict, secure: dict | None = {"variant": "secagg"}, **extra):
+
+def _config(privacy: dict, secure: dict | None = None, **extra):
     from hamrah.experiments.config import from_dict
-    d = {"data": {"dataset": "mnist", "partition": "iid", "num_clients": 100}, "model": {"name": "logreg"},
-         "algorithm": {"name": "fedavg", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
-         "run": {"rounds": 2, "seed": 0, "eval_every": 2},
-         "privacy": {"mode": "distributed", "clip": 0.5, "noise_multiplier": 1.0, **privacy}, **extra}
+
+    if secure is None:
+        secure = {"variant": "secagg"}
+    d = {
+        "data": {"dataset": "mnist", "partition": "iid", "num_clients": 100},
+        "model": {"name": "logreg"},
+        "algorithm": {"name": "fedavg", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
+        "run": {"rounds": 2, "seed": 0, "eval_every": 2},
+        "privacy": {"mode": "distributed", "clip": 0.5, "noise_multiplier": 1.0, **privacy},
+        **extra,
+    }
     if secure is not None:
         d["secure_aggregation"] = secure
     return from_dict(d)
 
 
-@pytest.mark.parametrize("privacy,secure,extra,match", [
-    ({}, None, {}, "needs \\[secure_aggregation\\]"),
-    ({}, {"variant": "secagg+"}, {}, "expected \"secagg\""),
-    ({"noise_multiplier": None, "target_epsilon": 4.0}, {"variant": "secagg"}, {}, "expected privacy.noise_multiplier"),
-    ({"sampling": "fixed"}, {"variant": "secagg"}, {}, "expected sampling = \"poisson\""),
-    ({}, {"variant": "secagg"}, {"compression": {"codec": "quantize", "bits": 8}}, "with \\[compression\\]"),
-])
+@pytest.mark.parametrize(
+    "privacy,secure,extra,match",
+    [
+        ({}, None, {}, "needs \\[secure_aggregation\\]"),
+        ({}, {"variant": "secagg+"}, {}, 'expected "secagg"'),
+        (
+            {"noise_multiplier": None, "target_epsilon": 4.0},
+            {"variant": "secagg"},
+            {},
+            "expected privacy.noise_multiplier",
+        ),
+        ({"sampling": "fixed"}, {"variant": "secagg"}, {}, 'expected sampling = "poisson"'),
+        ({}, {"variant": "secagg"}, {"compression": {"codec": "quantize", "bits": 8}}, "with \\[compression\\]"),
+    ],
+)
 def test_the_config_path_refuses_what_distributed_dp_cannot_guarantee(privacy, secure, extra, match):
     from hamrah.experiments.config import pipeline_spec  # the resolver the runner calls
+
     with pytest.raises(ConfigError, match=match):
         pipeline_spec(_config(privacy, secure, **extra), 100)
 
 
 def test_ring_settings_without_distributed_dp_are_refused():
     from hamrah.experiments.config import from_dict, pipeline_spec
+
     with pytest.raises(ConfigError, match="secure_aggregation.ring_bits applies only with privacy.mode"):
-        pipeline_spec(from_dict({"data": {"dataset": "mnist", "num_clients": 100},
-                                 "secure_aggregation": {"ring_bits": 20}}), 100)
+        pipeline_spec(
+            from_dict({"data": {"dataset": "mnist", "num_clients": 100}, "secure_aggregation": {"ring_bits": 20}}), 100
+        )
 
 
 def test_a_simulated_run_charges_the_distributed_accountant():
     from hamrah.experiments.runner import prepare
+
     sim = prepare(_config({}, {"variant": "secagg", "ring_bits": 20, "min_contributors": 3})).simulator()
     stage = sim.pipeline.chain.stages[0]
     assert isinstance(stage, DistributedDiscreteGaussian) and stage.min_contributors == 3
@@ -179,9 +215,13 @@ def test_the_real_server_accounts_distributed_dp_without_sampling_amplification(
     charges every round unsampled (q = 1), which holds whoever checks in, and it claims that epsilon (it
     refused distributed DP before the SecAgg rounds carried ring vectors)."""
     from hamrah.server.pipeline import ServerPipeline
-    config = {"data": {"num_clients": 100}, "run": {"rounds": 2},
-              "privacy": {"mode": "distributed", "clip": 0.5, "noise_multiplier": 1.0},
-              "secure_aggregation": {"variant": "secagg"}}
+
+    config = {
+        "data": {"num_clients": 100},
+        "run": {"rounds": 2},
+        "privacy": {"mode": "distributed", "clip": 0.5, "noise_multiplier": 1.0},
+        "secure_aggregation": {"variant": "secagg"},
+    }
     pipe = ServerPipeline.from_config(config, {"w": torch.zeros(3)}, 10, tmp_path, "fedavg")
     acc = pipe.run.accountant
     assert isinstance(acc, DistributedAccountant) and acc.spec.sampling_probability == 1.0
@@ -197,6 +237,7 @@ def test_the_real_server_accounts_distributed_dp_without_sampling_amplification(
 def test_the_servers_ddg_ledger_restores_its_rounds_and_refuses_a_forged_epsilon(rounds, tamper):
     from hamrah.core.errors import DataError
     from hamrah.pipeline.distributed import ledger_to_dict, restore_ledger
+
     stage = DistributedDiscreteGaussian(0.5, 1.0, 4, 10.0, 20)
     acc = DistributedAccountant(stage.round_mechanism(100, 1.0))
     acc.step(rounds)

@@ -101,13 +101,16 @@ def test_noise_for_a_spent_budget_is_refused():
         acc.noise_for(1.0, DELTA, rounds=10)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(noise_multiplier=-1.0), "noise_multiplier = -1.0"),
-    (dict(noise_multiplier=float("nan")), "noise_multiplier"),
-    (dict(sampling="poisson", sampling_probability=0.0), "0 < q <= 1"),
-    (dict(sampling="fixed", population=10, cohort=11), "1 <= m <= K"),
-    (dict(sampling="shuffle"), "poisson \\| fixed \\| none"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(noise_multiplier=-1.0), "noise_multiplier = -1.0"),
+        (dict(noise_multiplier=float("nan")), "noise_multiplier"),
+        (dict(sampling="poisson", sampling_probability=0.0), "0 < q <= 1"),
+        (dict(sampling="fixed", population=10, cohort=11), "1 <= m <= K"),
+        (dict(sampling="shuffle"), "poisson \\| fixed \\| none"),
+    ],
+)
 def test_round_spec_validation(kwargs, match):
     args = dict(noise_multiplier=1.0) | kwargs
     with pytest.raises(ConfigError, match=match):

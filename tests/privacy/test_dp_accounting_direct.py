@@ -17,9 +17,8 @@ from dp_accounting import pld, rdp
 from dp_accounting.privacy_accountant import NeighboringRelation
 
 from hamrah.core.pipeline import ClientContext
-from hamrah.pipeline import resolve_pipeline
+from hamrah.pipeline import PipelineRun, resolve_pipeline
 from hamrah.privacy.accounting import PLD_DISCRETIZATION
-from hamrah.pipeline import PipelineRun
 from hamrah.privacy.stages import CentralGaussianNoise, DPClip, LocalGaussian
 
 TEMPLATE = {"w": torch.zeros(30)}
@@ -51,14 +50,19 @@ def _charged(spec) -> float:
 
 
 def test_adaptive_clipping_charges_the_multiplier_its_noise_and_bits_give():
-    privacy = {"mode": "central", "clip": 1.0, "noise_multiplier": 1.0, "sampling": "poisson",
-               "adaptive": {"clip_count_stddev": 1.0}}
+    privacy = {
+        "mode": "central",
+        "clip": 1.0,
+        "noise_multiplier": 1.0,
+        "sampling": "poisson",
+        "adaptive": {"clip_count_stddev": 1.0},
+    }
     spec = resolve_pipeline(None, privacy, population=200, cohort=20, rounds=ROUNDS)
     chain = spec.chain()
     noise = next(s for s in chain.stages if isinstance(s, CentralGaussianNoise))
     s_b = _bit_sensitivity(chain)
     z_delta, sigma_b = noise.clipper().update_noise_multiplier(), noise.clipper().clip_count_stddev
-    z_real = (z_delta ** -2 + (sigma_b / s_b) ** -2) ** -0.5  # update: sensitivity C, std z_Delta C
+    z_real = (z_delta**-2 + (sigma_b / s_b) ** -2) ** -0.5  # update: sensitivity C, std z_Delta C
     assert s_b == 0.5  # shifted bits (with 0/1 bits this is 1 and z_real = 0.756)
     assert z_real == pytest.approx(1.0, rel=1e-9)
     direct = _direct_rdp(dp_accounting.PoissonSampledDpEvent(0.1, dp_accounting.GaussianDpEvent(z_real)))
@@ -66,11 +70,21 @@ def test_adaptive_clipping_charges_the_multiplier_its_noise_and_bits_give():
 
 
 def test_the_update_noise_the_stage_adds_has_std_z_delta_c_over_the_cohort():
-    noise = CentralGaussianNoise(1.0, 1.0, 20.0, resolve_pipeline(
-        None, {"mode": "central", "clip": 1.0, "noise_multiplier": 1.0, "adaptive": {"clip_count_stddev": 1.0}},
-        200, 20, 10).dp.adaptive)
+    noise = CentralGaussianNoise(
+        1.0,
+        1.0,
+        20.0,
+        resolve_pipeline(
+            None,
+            {"mode": "central", "clip": 1.0, "noise_multiplier": 1.0, "adaptive": {"clip_count_stddev": 1.0}},
+            200,
+            20,
+            10,
+        ).dp.adaptive,
+    )
     from hamrah.core.pipeline import ServerContext
     from hamrah.privacy.adaptive import AdaptiveClipState
+
     agg = {"w": torch.zeros(200_000), "dp_clip:unclipped": torch.zeros(1)}
     out, _ = noise.server(agg, AdaptiveClipState(1.0), ServerContext(0, 20, np.random.default_rng(0)))
     want = noise.clipper().update_noise_multiplier() * 1.0 / 20.0
@@ -105,8 +119,13 @@ def test_local_dp_charges_a_replace_one_gaussian_of_sensitivity_2s():
 def test_pld_discretisation_is_an_upper_bound_within_the_documented_gap():
     """accounting.PLD_DISCRETIZATION's comment: pessimistic, +3% at q = 1e-3, z = 1, 1000 rounds, delta 1e-6."""
     ev = dp_accounting.SelfComposedDpEvent(
-        dp_accounting.PoissonSampledDpEvent(1e-3, dp_accounting.GaussianDpEvent(1.0)), 1000)
-    coarse, fine = (pld.PLDAccountant(NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=d)
-                    .compose(ev).get_epsilon(1e-6) for d in (PLD_DISCRETIZATION, 1e-4))
+        dp_accounting.PoissonSampledDpEvent(1e-3, dp_accounting.GaussianDpEvent(1.0)), 1000
+    )
+    coarse, fine = (
+        pld.PLDAccountant(NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=d)
+        .compose(ev)
+        .get_epsilon(1e-6)
+        for d in (PLD_DISCRETIZATION, 1e-4)
+    )
     assert fine <= coarse <= fine * 1.04
     assert coarse == pytest.approx(0.1913, abs=5e-4) and fine == pytest.approx(0.1856, abs=5e-4)

@@ -23,7 +23,7 @@ def test_z_delta_hand_computed_and_composes_back_to_z():
     # z = 1, sigma_b = 1: z_Delta = (1 - 1/4)^-1/2 = 2/sqrt(3)
     assert update_noise_multiplier(1.0, 1.0) == pytest.approx(2 / math.sqrt(3))
     z_delta = update_noise_multiplier(0.8, 5.0)
-    assert (z_delta ** -2 + (2 * 5.0) ** -2) ** -0.5 == pytest.approx(0.8)
+    assert (z_delta**-2 + (2 * 5.0) ** -2) ** -0.5 == pytest.approx(0.8)
     assert z_delta > 0.8
 
 

@@ -22,7 +22,7 @@ from hamrah.privacy.stages import DPClip
 
 
 def _interval(level: int, index: int) -> range:
-    return range(index * 2 ** level + 1, (index + 1) * 2 ** level + 1)
+    return range(index * 2**level + 1, (index + 1) * 2**level + 1)
 
 
 @settings(max_examples=200, deadline=None)
@@ -96,8 +96,9 @@ def test_clip_then_tree_through_process_round_is_bounded_and_seeded():
 def test_simulated_cohorts_take_each_client_at_most_once_per_tree(population, data):
     cohort = data.draw(st.integers(1, population))
     k = data.draw(st.integers(1, population // cohort))
-    spec = resolve_pipeline(None, {"mode": "ftrl", "clip": 1.0, "noise_multiplier": 1.0, "tree_rounds": k},
-                            population, cohort, 3 * k)
+    spec = resolve_pipeline(
+        None, {"mode": "ftrl", "clip": 1.0, "noise_multiplier": 1.0, "tree_rounds": k}, population, cohort, 3 * k
+    )
     for tree in range(3):
         seen = []
         for r in range(tree * k + 1, (tree + 1) * k + 1):
@@ -112,8 +113,15 @@ def test_a_tree_longer_than_the_population_allows_is_refused():
         resolve_pipeline(None, {"mode": "ftrl", "clip": 1.0, "noise_multiplier": 1.0, "tree_rounds": 11}, 100, 10, 50)
 
 
-@pytest.mark.parametrize("bad", [{"tree_rounds": 0}, {"tree_rounds": None}, {"tree_rounds": 4, "accountant": "pld"},
-                                 {"tree_rounds": 4, "adaptive": object()}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tree_rounds": 0},
+        {"tree_rounds": None},
+        {"tree_rounds": 4, "accountant": "pld"},
+        {"tree_rounds": 4, "adaptive": object()},
+    ],
+)
 def test_bad_ftrl_settings_are_refused(bad):
     with pytest.raises(ConfigError, match="privacy"):
         DPConfig(mode="ftrl", noise_multiplier=1.0, **bad)
@@ -123,8 +131,9 @@ def test_bad_ftrl_settings_are_refused(bad):
 
 @pytest.mark.parametrize("rounds,k", [(1, 1), (7, 3), (25, 10), (100, 16)])
 def test_the_charged_epsilon_is_dp_accountings_tree_event(rounds, k):
-    spec = resolve_pipeline(None, {"mode": "ftrl", "clip": 1.0, "noise_multiplier": 3.0, "tree_rounds": k},
-                            1000, 10, rounds)
+    spec = resolve_pipeline(
+        None, {"mode": "ftrl", "clip": 1.0, "noise_multiplier": 3.0, "tree_rounds": k}, 1000, 10, rounds
+    )
     run = PipelineRun(spec, {"w": torch.zeros(3)})
     for _ in range(rounds):
         eps = run.record_round()
@@ -149,12 +158,15 @@ def test_a_simulated_ftrl_run_keeps_each_client_once_per_tree_and_charges_the_tr
     from hamrah.experiments.config import from_dict
     from hamrah.experiments.runner import prepare
 
-    cfg = from_dict({"data": {"dataset": "synthetic_0_0", "partition": "natural", "num_clients": 12},
-                     "model": {"name": "logreg"},
-                     "algorithm": {"name": "fedavg", "client_fraction": 0.25, "local_epochs": 1, "batch_size": 10,
-                                   "lr": 0.1},
-                     "run": {"rounds": 5, "seed": 3, "eval_every": 5},
-                     "privacy": {"mode": "ftrl", "clip": 0.5, "noise_multiplier": 1.5, "tree_rounds": 4}})
+    cfg = from_dict(
+        {
+            "data": {"dataset": "synthetic_0_0", "partition": "natural", "num_clients": 12},
+            "model": {"name": "logreg"},
+            "algorithm": {"name": "fedavg", "client_fraction": 0.25, "local_epochs": 1, "batch_size": 10, "lr": 0.1},
+            "run": {"rounds": 5, "seed": 3, "eval_every": 5},
+            "privacy": {"mode": "ftrl", "clip": 0.5, "noise_multiplier": 1.5, "tree_rounds": 4},
+        }
+    )
     sim = prepare(cfg).simulator()
     cohorts = [sim.sample(r).tolist() for r in range(1, 6)]
     first_tree = [c for ids in cohorts[:4] for c in ids]

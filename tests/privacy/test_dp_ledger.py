@@ -69,11 +69,14 @@ def test_resume_without_file_starts_fresh_and_refuses_another_budget(tmp_path):
         BudgetLedger.resume(path, 5.0, DELTA, SPEC)
 
 
-@pytest.mark.parametrize("content, match", [
-    ("{not json", "not JSON"),
-    ("[1, 2]", "JSON object"),
-    ('{"format": "other"}', "format/version"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"format": "other"}', "format/version"),
+    ],
+)
 def test_corrupt_file_is_a_data_error(tmp_path, content, match):
     path = tmp_path / "ledger.json"
     path.write_text(content)
@@ -103,8 +106,9 @@ def test_missing_file_is_a_data_error(tmp_path):
         BudgetLedger.load(tmp_path / "nope.json")
 
 
-@pytest.mark.parametrize("eps, delta, match", [(0, 1e-5, "target_epsilon"), (1.0, 1.0, "delta"),
-                                               (float("inf"), 1e-5, "target_epsilon")])
+@pytest.mark.parametrize(
+    "eps, delta, match", [(0, 1e-5, "target_epsilon"), (1.0, 1.0, "delta"), (float("inf"), 1e-5, "target_epsilon")]
+)
 def test_bad_budget_is_a_config_error(eps, delta, match):
     with pytest.raises(ConfigError, match=match):
         BudgetLedger(eps, delta, SPEC)

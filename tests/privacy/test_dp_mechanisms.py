@@ -121,8 +121,13 @@ from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=1, max_size=20),
-                min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=1, max_size=20),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_l2_norm_is_the_float64_norm_even_where_float32_overflows(rows):
     """A hostile update of huge finite float32 values gets its true norm, not inf (clipping then holds)."""
     update = {f"t{i}": torch.tensor(r, dtype=torch.float32) for i, r in enumerate(rows)}

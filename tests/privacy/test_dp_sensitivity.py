@@ -29,22 +29,49 @@ TOL = 1e-5  # float32 rounding of a rescaled vector
 
 
 def _codecs(secure: bool) -> st.SearchStrategy[dict]:
-    ring = st.fixed_dictionaries({"codec": st.just("quantize"), "scheme": st.just("ring"),
-                                  "bits": st.sampled_from([8]), "range": st.sampled_from([0.5, 1.0, 2.0])})
+    ring = st.fixed_dictionaries(
+        {
+            "codec": st.just("quantize"),
+            "scheme": st.just("ring"),
+            "bits": st.sampled_from([8]),
+            "range": st.sampled_from([0.5, 1.0, 2.0]),
+        }
+    )
     if secure:
         return st.one_of(st.just({"codec": "none"}), ring)
     bucket = st.sampled_from([None, 4, 16])
     return st.one_of(
-        st.just({"codec": "none"}), st.just({"codec": "float16"}), st.just({"codec": "bfloat16"}),
-        st.fixed_dictionaries({"codec": st.just("quantize"), "bits": st.sampled_from([2, 4, 8]),
-                               "scheme": st.sampled_from(["minmax", "qsgd"]), "bucket": bucket}),
-        st.fixed_dictionaries({"codec": st.just("quantize"), "scheme": st.just("ring"),
-                               "bits": st.sampled_from([2, 4, 8]), "range": st.sampled_from([0.05, 0.5, 2.0])}),
+        st.just({"codec": "none"}),
+        st.just({"codec": "float16"}),
+        st.just({"codec": "bfloat16"}),
+        st.fixed_dictionaries(
+            {
+                "codec": st.just("quantize"),
+                "bits": st.sampled_from([2, 4, 8]),
+                "scheme": st.sampled_from(["minmax", "qsgd"]),
+                "bucket": bucket,
+            }
+        ),
+        st.fixed_dictionaries(
+            {
+                "codec": st.just("quantize"),
+                "scheme": st.just("ring"),
+                "bits": st.sampled_from([2, 4, 8]),
+                "range": st.sampled_from([0.05, 0.5, 2.0]),
+            }
+        ),
         st.fixed_dictionaries({"codec": st.just("sign"), "error_feedback": st.booleans()}),
-        st.fixed_dictionaries({"codec": st.just("topk"), "fraction": st.sampled_from([0.01, 0.1, 0.5]),
-                               "error_feedback": st.booleans(), "value_dtype": st.sampled_from(["float32", "float16"])}),
-        st.fixed_dictionaries({"codec": st.just("mask"), "p": st.sampled_from([0.01, 0.1, 0.5]),
-                               "shared": st.booleans()}),
+        st.fixed_dictionaries(
+            {
+                "codec": st.just("topk"),
+                "fraction": st.sampled_from([0.01, 0.1, 0.5]),
+                "error_feedback": st.booleans(),
+                "value_dtype": st.sampled_from(["float32", "float16"]),
+            }
+        ),
+        st.fixed_dictionaries(
+            {"codec": st.just("mask"), "p": st.sampled_from([0.01, 0.1, 0.5]), "shared": st.booleans()}
+        ),
     )
 
 
@@ -60,8 +87,15 @@ def chains(draw):
         privacy = {"mode": "central", "clip": clip, "noise_multiplier": 1.0, "sampling": "fixed"}
         if draw(st.booleans()):
             privacy["adaptive"] = {"clip_count_stddev": 2.0}
-    sec = {"variant": "secagg", "clip": draw(st.sampled_from([0.5, 1.0, 4.0])),
-           "input_bits": draw(st.sampled_from([12, 16, 24]))} if secure else None
+    sec = (
+        {
+            "variant": "secagg",
+            "clip": draw(st.sampled_from([0.5, 1.0, 4.0])),
+            "input_bits": draw(st.sampled_from([12, 16, 24])),
+        }
+        if secure
+        else None
+    )
     try:
         spec = resolve_pipeline(compression, privacy, population=100, cohort=10, rounds=10, secure=sec)
     except ConfigError:
@@ -97,8 +131,9 @@ def test_every_accepted_central_chain_bounds_each_decoded_contribution(spec, sca
     if clip_stage.adaptive:  # any norm the server may broadcast (>= the floor it keeps under a secure sum)
         i = chain.stages.index(clip_stage)
         floor = 2 * clip_stage.margin(47)
-        sstate = tuple(x if j != i else type(x)(max(clip_stage.clip * scale ** 0.5 / 10, floor * 1.01))
-                       for j, x in enumerate(sstate))
+        sstate = tuple(
+            x if j != i else type(x)(max(clip_stage.clip * scale**0.5 / 10, floor * 1.01)) for j, x in enumerate(sstate)
+        )
     c = clip_stage.current_clip(sstate[chain.stages.index(clip_stage)])
     if not c > clip_stage.margin(47):  # the rounding alone could exceed C: refused before round 1
         with pytest.raises(ConfigError, match="fixed-point rounding"):
@@ -125,35 +160,53 @@ def test_every_accepted_central_chain_bounds_each_decoded_contribution(spec, sca
 
 def _spec(chain, sstate):
     from hamrah.core.pipeline import wire_spec
+
     return wire_spec(chain, TEMPLATE, sstate)
 
 
 @settings(max_examples=40, deadline=None)
-@given(z=st.floats(0.1, 5.0), cohort=st.floats(2.0, 1000.0), ratio=st.floats(1.01, 20.0),
-       error=st.sampled_from([0.0, 1e-5, 0.01]))
+@given(
+    z=st.floats(0.1, 5.0),
+    cohort=st.floats(2.0, 1000.0),
+    ratio=st.floats(1.01, 20.0),
+    error=st.sampled_from([0.0, 1e-5, 0.01]),
+)
 def test_update_and_count_noise_compose_to_the_charged_multiplier(z, cohort, ratio, error):
     """Andrew et al. 2021, Theorem 1 with the bit sensitivity the stage assumes: the charged z is exact."""
     sb = ratio * z * (0.5 + error)  # sigma_b / s_b = ratio * z > z: accepted
     from hamrah.privacy import AdaptiveClipConfig
+
     noise = CentralGaussianNoise(z, 1.0, cohort, AdaptiveClipConfig(clip_count_stddev=sb), decode_error=error)
     clipper = noise.clipper()
     z_delta = clipper.update_noise_multiplier()
     s_b = clipper.bit_sensitivity
     assert s_b == pytest.approx(0.5 + error)
-    assert (z_delta ** -2 + (sb / s_b) ** -2) ** -0.5 == pytest.approx(z, rel=1e-9)
+    assert (z_delta**-2 + (sb / s_b) ** -2) ** -0.5 == pytest.approx(z, rel=1e-9)
 
 
 def test_a_clip_below_the_secure_sums_rounding_margin_is_refused_before_round_one():
     big = {"w": torch.zeros(100_000)}
-    spec = resolve_pipeline(None, {"mode": "central", "clip": 0.001, "noise_multiplier": 1.0, "sampling": "fixed"},
-                            100, 10, 10, secure={"variant": "secagg", "clip": 1.0, "input_bits": 8})
+    spec = resolve_pipeline(
+        None,
+        {"mode": "central", "clip": 0.001, "noise_multiplier": 1.0, "sampling": "fixed"},
+        100,
+        10,
+        10,
+        secure={"variant": "secagg", "clip": 1.0, "input_bits": 8},
+    )
     with pytest.raises(ConfigError, match="not above .* fixed-point rounding"):
         PipelineRun(spec, big)
 
 
 def test_margin_is_the_secagg_rounding_bound_times_sqrt_d():
-    spec = resolve_pipeline(None, {"mode": "central", "clip": 1.0, "noise_multiplier": 1.0, "sampling": "fixed"},
-                            100, 10, 10, secure={"variant": "secagg", "clip": 2.0, "input_bits": 16})
+    spec = resolve_pipeline(
+        None,
+        {"mode": "central", "clip": 1.0, "noise_multiplier": 1.0, "sampling": "fixed"},
+        100,
+        10,
+        10,
+        secure={"variant": "secagg", "clip": 2.0, "input_bits": 16},
+    )
     clip = spec.chain().stages[0]
     assert isinstance(spec.chain().stages[1], SecureAggregation)
     assert clip.margin(400) == pytest.approx(2.0 / 65535 * math.sqrt(400))

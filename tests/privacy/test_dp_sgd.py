@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from hamrah.algorithms import LocalSGD, train_local
+from hamrah.algorithms.dpsgd import DPSGDPlan, clip_per_example, per_example_grads, train_local_dpsgd
 from hamrah.algorithms.local import masked_mean_loss
 from hamrah.core.errors import ConfigError
 from hamrah.data.federated import ArrayData
 from hamrah.models.zoo import CNN, LogReg, TwoNN
-from hamrah.algorithms.dpsgd import DPSGDPlan, clip_per_example, per_example_grads, train_local_dpsgd
 from hamrah.privacy import RoundSpec, epsilon_of
 
 
@@ -53,8 +53,9 @@ def test_no_noise_and_huge_clip_equals_plain_sgd(make):
     model, data = make(), _data(24)
     params = _params(model)
     plain = train_local(model, params, data, LocalSGD(2, 5, 0.1), np.random.default_rng(7))
-    dp = train_local_dpsgd(model, params, data, DPSGDPlan(2, 5, 0.1, 1e30, 0.0, poisson=False),
-                           np.random.default_rng(7))
+    dp = train_local_dpsgd(
+        model, params, data, DPSGDPlan(2, 5, 0.1, 1e30, 0.0, poisson=False), np.random.default_rng(7)
+    )
     for k in params:
         assert torch.allclose(plain.params[k], dp.params[k], atol=1e-6)
     assert dp.train_loss == pytest.approx(plain.train_loss, rel=1e-5)
@@ -78,8 +79,9 @@ def test_step_noise_has_std_z_s_over_b():
     model = LogReg()
     data = ArrayData(torch.zeros(40, 784), torch.full((40,), -100))
     params = _params(model)
-    out = train_local_dpsgd(model, params, data, DPSGDPlan(1, 40, 1.0, 2.0, 1.5, poisson=False),
-                            np.random.default_rng(0), ignore_index=-100)
+    out = train_local_dpsgd(
+        model, params, data, DPSGDPlan(1, 40, 1.0, 2.0, 1.5, poisson=False), np.random.default_rng(0), ignore_index=-100
+    )
     residual = out.params["fc.weight"] - params["fc.weight"]
     std = 1.5 * 2.0 / 40
     assert abs(float(residual.std()) / std - 1) < 6 / np.sqrt(2 * residual.numel())
@@ -95,10 +97,15 @@ def test_accounting_of_a_plan():
     assert eps < shuffled.epsilon(600, 1e-5, participations=3)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(clip=0.0), "clip"), (dict(noise_multiplier=-1.0), "noise_multiplier"),
-    (dict(batch_size=None), "batch_size"), (dict(epochs=0), "local_epochs"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(clip=0.0), "clip"),
+        (dict(noise_multiplier=-1.0), "noise_multiplier"),
+        (dict(batch_size=None), "batch_size"),
+        (dict(epochs=0), "local_epochs"),
+    ],
+)
 def test_plan_validation(kwargs, match):
     args = dict(epochs=1, batch_size=10, lr=0.1, clip=1.0, noise_multiplier=1.0) | kwargs
     with pytest.raises(ConfigError, match=match):

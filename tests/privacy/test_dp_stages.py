@@ -21,8 +21,9 @@ def _updates(m: int, d: int = 50, seed: int = 0) -> dict[int, dict[str, torch.Te
 
 def _round(chain: Chain, ups, server_state=None, round_idx=0, weights=None, **kw):
     rngs = {k: np.random.default_rng([round_idx, k]) for k in ups}
-    return process_round(chain, ups, weights or {k: 1.0 for k in ups}, {}, rngs, server_state=server_state,
-                         round_idx=round_idx, **kw)
+    return process_round(
+        chain, ups, weights or {k: 1.0 for k in ups}, {}, rngs, server_state=server_state, round_idx=round_idx, **kw
+    )
 
 
 def test_without_noise_central_stages_give_the_clipped_mean():
@@ -62,8 +63,13 @@ def test_noise_before_clipping_is_refused_by_the_chain():
 
 def test_adaptive_clip_tracks_the_median_across_rounds():
     m = 50
-    chain = Chain(dp_stages(DPConfig(clip=0.05, noise_multiplier=1.0, adaptive=AdaptiveClipConfig(0.5, 0.3)),
-                            noise_multiplier=1.0, expected_cohort=m))
+    chain = Chain(
+        dp_stages(
+            DPConfig(clip=0.05, noise_multiplier=1.0, adaptive=AdaptiveClipConfig(0.5, 0.3)),
+            noise_multiplier=1.0,
+            expected_cohort=m,
+        )
+    )
     state, rng = None, np.random.default_rng(0)
     for r in range(120):
         norms = rng.lognormal(0.0, 0.5, size=m)  # median norm 1

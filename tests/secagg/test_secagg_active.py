@@ -15,11 +15,25 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from hamrah.core.errors import AuthError, ConfigError, DropoutThresholdExceeded, HamrahError, ProtocolError
-from hamrah.secagg import (ACTIVE_STAGES, ActiveSecAggClient, ActiveSecAggServer, ConsistencyBroadcast,
-                           ConsistencyRequest, DeterministicRandom, SecAggClient, SecAggConfig, SecAggServer,
-                           SignedKeysBroadcast, SignedPeerKeys, UnmaskRequest, identity_public_key, random_dropouts,
-                           run_secure_aggregation, simulated_identities)
-from hamrah.secagg import crypto
+from hamrah.secagg import (
+    ACTIVE_STAGES,
+    ActiveSecAggClient,
+    ActiveSecAggServer,
+    ConsistencyBroadcast,
+    ConsistencyRequest,
+    DeterministicRandom,
+    SecAggClient,
+    SecAggConfig,
+    SecAggServer,
+    SignedKeysBroadcast,
+    SignedPeerKeys,
+    UnmaskRequest,
+    crypto,
+    identity_public_key,
+    random_dropouts,
+    run_secure_aggregation,
+    simulated_identities,
+)
 from hamrah.secagg.active import resolve_consistency_threshold
 from hamrah.secagg.ring import quantize, reduce, ring_dtype, unpack
 
@@ -34,8 +48,12 @@ def _inputs(n: int, seed: int = 0) -> list[np.ndarray]:
 def _parties(config: SecAggConfig, seed: int = 0):
     ids = simulated_identities(config.num_clients, seed)
     public = {u: identity_public_key(k) for u, k in ids.items()}
-    clients = [ActiveSecAggClient(u, config, signing_key=ids[u], verify_keys=public,
-                                  randbytes=DeterministicRandom(seed * 1000 + u)) for u in range(config.num_clients)]
+    clients = [
+        ActiveSecAggClient(
+            u, config, signing_key=ids[u], verify_keys=public, randbytes=DeterministicRandom(seed * 1000 + u)
+        )
+        for u in range(config.num_clients)
+    ]
     server = ActiveSecAggServer(config, verify_keys=public, graph_seed=seed)
     return clients, server, public
 
@@ -84,6 +102,7 @@ def _both_secrets_revealed(replies) -> set[int]:
 
 # -- the honest protocol ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("neighbours,threshold", [(None, None), (4, 3)])
 def test_honest_active_round_gives_the_sum_under_dropouts_at_every_stage(neighbours, threshold):
     n = 12
@@ -115,8 +134,9 @@ def test_active_round_costs_the_signatures_on_the_wire():
 def test_too_few_signers_abort_the_consistency_check():
     config = SecAggConfig(num_clients=8, vector_length=M)  # T = max(t, 5) = 5
     with pytest.raises(DropoutThresholdExceeded, match=r"'consistency_check': 4 of 8 .* consistency threshold is T=5"):
-        run_secure_aggregation(_inputs(8), config, {"consistency_check": {0, 1, 2, 3}},
-                               identities=simulated_identities(8, 0))
+        run_secure_aggregation(
+            _inputs(8), config, {"consistency_check": {0, 1, 2, 3}}, identities=simulated_identities(8, 0)
+        )
 
 
 def test_consistency_threshold_must_be_a_majority():
@@ -137,6 +157,7 @@ def test_missing_identity_is_refused():
 
 # -- lies about keys -------------------------------------------------------------------------------------
 
+
 def test_substituted_mask_key_is_caught_before_any_share_is_sent():
     config = SecAggConfig(num_clients=4, vector_length=M)
     clients, server, _ = _parties(config)
@@ -145,10 +166,15 @@ def test_substituted_mask_key_is_caught_before_any_share_is_sent():
     keys = server.close_advertise_keys()
     # The server puts its own X25519 key in place of client 1's mask key, keeping 1's signature.
     _, own_public = crypto.keypair(DeterministicRandom(99))
-    forged = tuple(SignedPeerKeys(p.client_id, p.c_public, own_public if p.client_id == 1 else p.s_public, p.signature)
-                   for p in keys[0].peers)
-    with pytest.raises(AuthError, match=r"client 0 aborts at stage 'share_keys': client 1's signature over its "
-                                        r"advertised keys does not verify"):
+    forged = tuple(
+        SignedPeerKeys(p.client_id, p.c_public, own_public if p.client_id == 1 else p.s_public, p.signature)
+        for p in keys[0].peers
+    )
+    with pytest.raises(
+        AuthError,
+        match=r"client 0 aborts at stage 'share_keys': client 1's signature over its "
+        r"advertised keys does not verify",
+    ):
         clients[0].share_keys(SignedKeysBroadcast(0, 0, forged))
 
 
@@ -157,14 +183,17 @@ def test_server_refuses_an_unsigned_or_forged_advertisement():
     clients, server, _ = _parties(config)
     m = clients[0].advertise_keys()
     from dataclasses import replace
+
     with pytest.raises(AuthError, match="client 0's signature over its advertised keys does not verify"):
         server.receive(replace(m, signature=bytes(64)))
     from hamrah.secagg import AdvertiseKeys
+
     with pytest.raises(ProtocolError, match="got AdvertiseKeys .* expected SignedAdvertiseKeys"):
         server.receive(AdvertiseKeys(0, 1, m.c_public, m.s_public))
 
 
 # -- lies about who dropped ------------------------------------------------------------------------------
+
 
 def test_forged_signatures_do_not_count():
     config = SecAggConfig(num_clients=6, vector_length=M)
@@ -187,8 +216,10 @@ def test_different_dropout_stories_to_two_groups_make_every_honest_client_abort(
         clients2, server2, _, _ = _through_masked_input(config, _inputs(n))
         for u in range(n):
             clients2[u].consistency_check(ConsistencyRequest(0, u, story[u]))
-        sigs = {u: tuple((v, signed[v].signature) for v in range(n) if relay == "everyone" or story[v] == story[u])
-                for u in range(n)}
+        sigs = {
+            u: tuple((v, signed[v].signature) for v in range(n) if relay == "everyone" or story[v] == story[u])
+            for u in range(n)
+        }
         replies = _reveals(clients2, {u: ConsistencyBroadcast(0, u, sigs[u]) for u in range(n)})
         assert all(isinstance(r, (AuthError, DropoutThresholdExceeded, ProtocolError)) for r in replies.values()), relay
 
@@ -200,8 +231,9 @@ def test_claiming_a_contributor_dropped_reveals_its_mask_key_but_never_its_self_
     clients, server, masked, _ = _through_masked_input(config, inputs)
     story = tuple(v for v in range(n) if v != victim)  # the victim's masked input arrived; the server hides it
     honest = [c for c in clients if c.client_id != victim]
-    sigs = tuple((c.client_id, c.consistency_check(ConsistencyRequest(0, c.client_id, story)).signature)
-                 for c in honest)
+    sigs = tuple(
+        (c.client_id, c.consistency_check(ConsistencyRequest(0, c.client_id, story)).signature) for c in honest
+    )
     replies = _reveals(honest, {c.client_id: ConsistencyBroadcast(0, c.client_id, sigs) for c in honest})
     assert not any(isinstance(r, Exception) for r in replies.values())  # a consistent story is accepted
     key_holders = [u for u, r in replies.items() if victim in dict(r.key_shares)]
@@ -240,8 +272,12 @@ def test_the_same_lie_unmasks_an_input_under_the_semi_honest_protocol():
     for c in clients:
         c.masked_input(shares[c.client_id], inputs[c.client_id])
     everyone = tuple(range(n))
-    replies = [c.unmask(UnmaskRequest(0, c.client_id, everyone if c.client_id < 4 else
-                                      tuple(v for v in everyone if v != victim))) for c in clients[:-1]]
+    replies = [
+        c.unmask(
+            UnmaskRequest(0, c.client_id, everyone if c.client_id < 4 else tuple(v for v in everyone if v != victim))
+        )
+        for c in clients[:-1]
+    ]
     assert _both_secrets_revealed(replies) == {victim}
 
 
@@ -253,8 +289,11 @@ def lies(draw):
     late = draw(st.sets(st.integers(0, n - 1), max_size=n // 3))  # clients whose masked input never arrived
     truth = tuple(u for u in range(n) if u not in late)
     # Stories near the truth: some contributors called dropped, some late clients called contributors.
-    stories = [(frozenset(truth) - draw(st.sets(st.sampled_from(truth), max_size=2))) | draw(st.sets(st.sampled_from(
-        sorted(late)), max_size=2) if late else st.just(set())) for _ in range(draw(st.integers(1, 3)))]
+    stories = [
+        (frozenset(truth) - draw(st.sets(st.sampled_from(truth), max_size=2)))
+        | draw(st.sets(st.sampled_from(sorted(late)), max_size=2) if late else st.just(set()))
+        for _ in range(draw(st.integers(1, 3)))
+    ]
     # Each client is told one of the stories (with itself added, else it refuses at once) or the truth (-1).
     told = draw(st.lists(st.sampled_from([-1, -1] + list(range(len(stories)))), min_size=n, max_size=n))
     relay = draw(st.lists(st.sampled_from(["same story", "all", "random"]), min_size=n, max_size=n))
@@ -295,5 +334,6 @@ def test_active_stages_are_the_papers_five_rounds():
     assert ACTIVE_STAGES == ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
     config = SecAggConfig(num_clients=5, vector_length=M)
     drops = random_dropouts(5, {}, np.random.default_rng(0))
-    assert run_secure_aggregation(_inputs(5), config, drops, identities=simulated_identities(5, 1)).result.contributors \
-        == (0, 1, 2, 3, 4)
+    assert run_secure_aggregation(
+        _inputs(5), config, drops, identities=simulated_identities(5, 1)
+    ).result.contributors == (0, 1, 2, 3, 4)

@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from hamrah.core.errors import ConfigError, ProtocolError
-from hamrah.secagg import SecAggConfig, STAGES, run_secure_aggregation
-from hamrah.secagg import ddg
+from hamrah.secagg import STAGES, SecAggConfig, ddg, run_secure_aggregation
 
 finite = st.floats(-1e6, 1e6, allow_nan=False)
 
@@ -31,13 +30,19 @@ def test_rotation_keeps_norms_and_inverts(x, seed):
 
 def test_walsh_hadamard_matches_the_matrix():
     from scipy.linalg import hadamard
+
     x = np.random.default_rng(0).normal(size=32)
     np.testing.assert_allclose(ddg.fwht(x), hadamard(32) @ x / math.sqrt(32), atol=1e-12)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(finite, min_size=1, max_size=60), st.floats(1e-3, 10.0), st.floats(1e-4, 1.0),
-       st.sampled_from([0.0, 0.1, math.exp(-0.5), 0.9]), st.integers(0, 2**32))
+@given(
+    st.lists(finite, min_size=1, max_size=60),
+    st.floats(1e-3, 10.0),
+    st.floats(1e-4, 1.0),
+    st.sampled_from([0.0, 0.1, math.exp(-0.5), 0.9]),
+    st.integers(0, 2**32),
+)
 def test_the_rounded_vector_never_exceeds_the_sensitivity_the_accountant_assumes(x, clip, gamma, beta, seed):
     # No noise and a ring wide enough not to wrap: what comes out is the rounded vector itself.
     params = ddg.DDGParams(len(x), clip, gamma, 0.0, ring_bits=62, beta=beta)
@@ -55,8 +60,8 @@ def test_conditional_rounding_refuses_an_impossible_bound():
 def test_discrete_gaussian_has_the_discrete_gaussian_pmf(sigma):
     values = ddg.discrete_gaussian(sigma, 60_000, np.random.default_rng(1))
     support = np.arange(-int(4 * sigma) - 1, int(4 * sigma) + 2)
-    pmf = np.exp(-support ** 2 / (2 * sigma ** 2))
-    full = np.exp(-np.arange(-200, 201) ** 2 / (2 * sigma ** 2)).sum()
+    pmf = np.exp(-(support**2) / (2 * sigma**2))
+    full = np.exp(-(np.arange(-200, 201) ** 2) / (2 * sigma**2)).sum()
     expected = pmf / full * len(values)
     observed = np.array([(values == k).sum() for k in support])
     inside = observed.sum()
@@ -78,8 +83,9 @@ def test_ring_maps_are_modular_clipping():
 @settings(max_examples=20, deadline=None)
 @given(st.integers(3, 8), st.lists(st.integers(0, len(STAGES)), min_size=8, max_size=8), st.integers(0, 2**16))
 def test_secagg_sums_noisy_ring_vectors_exactly(n, leave, seed):
-    params = ddg.DDGParams(dim=13, clip=1.0, gamma=ddg.choose_gamma(1.0, 0.3, 16, n, 16), local_stddev=0.3,
-                           ring_bits=16)
+    params = ddg.DDGParams(
+        dim=13, clip=1.0, gamma=ddg.choose_gamma(1.0, 0.3, 16, n, 16), local_stddev=0.3, ring_bits=16
+    )
     rng = np.random.default_rng(seed)
     xs = [rng.normal(size=13) for _ in range(n)]
     enc = [ddg.encode(x, params, seed, np.random.default_rng(seed + u)) for u, x in enumerate(xs)]
@@ -107,7 +113,7 @@ def test_prequantized_inputs_must_be_ring_elements():
 
 def test_choose_gamma_fits_k_stddevs_in_the_ring():
     gamma = ddg.choose_gamma(1.0, 0.5, 16, 50, 1024, k_stddevs=4)
-    spread = 4 * math.sqrt(50 ** 2 / 1024 + 50 * 0.5 ** 2 + 50 * gamma ** 2 / 4) / gamma
-    assert math.isclose(2 * spread, 2 ** 16, rel_tol=1e-9)
+    spread = 4 * math.sqrt(50**2 / 1024 + 50 * 0.5**2 + 50 * gamma**2 / 4) / gamma
+    assert math.isclose(2 * spread, 2**16, rel_tol=1e-9)
     with pytest.raises(ConfigError, match="a 2-bit ring cannot hold 4 standard deviations"):
         ddg.choose_gamma(1.0, 0.5, 2, 50, 1024)

@@ -17,8 +17,15 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from hamrah.core.errors import DropoutThresholdExceeded
-from hamrah.secagg import (ACTIVE_STAGES, STAGES, SecAggConfig, masking_graph, resolve_consistency_threshold,
-                           run_secure_aggregation, simulated_identities)
+from hamrah.secagg import (
+    ACTIVE_STAGES,
+    STAGES,
+    SecAggConfig,
+    masking_graph,
+    resolve_consistency_threshold,
+    run_secure_aggregation,
+    simulated_identities,
+)
 from hamrah.secagg.ring import quantize, reduce, ring_dtype
 
 M = 3
@@ -34,8 +41,7 @@ def scenarios(draw):
     t = draw(st.integers(1, holders))
     # Each client leaves at one stage or never; never-leaving is likelier so both outcomes are common.
     leave = draw(st.lists(st.sampled_from([0, 1, 2, 3] + [NEVER] * 8), min_size=n, max_size=n))
-    xs = draw(st.lists(st.lists(st.floats(-2.0, 2.0, allow_nan=False), min_size=M, max_size=M),
-                       min_size=n, max_size=n))
+    xs = draw(st.lists(st.lists(st.floats(-2.0, 2.0, allow_nan=False), min_size=M, max_size=M), min_size=n, max_size=n))
     seed = draw(st.integers(0, 2**16))
     return SecAggConfig(num_clients=n, vector_length=M, neighbours=k, threshold=t, input_bits=8), leave, xs, seed
 

@@ -7,9 +7,21 @@ import numpy as np
 import pytest
 
 from hamrah.core.errors import AuthError, DropoutThresholdExceeded, ProtocolError
-from hamrah.secagg import (AdvertiseKeys, DeterministicRandom, KeysBroadcast, MaskedInput, PeerKeys,
-                           SecAggClient, SecAggConfig, SecAggServer, SharesBroadcast, ShareKeys, UnmaskRequest,
-                           UnmaskShares, decode)
+from hamrah.secagg import (
+    AdvertiseKeys,
+    DeterministicRandom,
+    KeysBroadcast,
+    MaskedInput,
+    PeerKeys,
+    SecAggClient,
+    SecAggConfig,
+    SecAggServer,
+    ShareKeys,
+    SharesBroadcast,
+    UnmaskRequest,
+    UnmaskShares,
+    decode,
+)
 from hamrah.secagg.messages import CIPHERTEXT_BYTES
 
 K32 = bytes(range(32))
@@ -110,7 +122,9 @@ def test_server_refuses_wrong_recipients_and_late_joiners():
     keys = server.close_advertise_keys()
     assert set(keys) == {0, 1, 2}
     reply = clients[0].share_keys(keys[0])
-    with pytest.raises(ProtocolError, match="ciphertexts for \\[1\\], expected one for each neighbour in U1: \\[1, 2\\]"):
+    with pytest.raises(
+        ProtocolError, match="ciphertexts for \\[1\\], expected one for each neighbour in U1: \\[1, 2\\]"
+    ):
         server.receive(ShareKeys(7, 0, reply.ciphertexts[:1]))
     with pytest.raises(ProtocolError, match="client 3 is not a survivor"):
         server.receive(ShareKeys(7, 3, ()))
@@ -169,8 +183,9 @@ def test_tampered_share_ciphertext_is_rejected_by_its_receiver():
     with pytest.raises(AuthError, match=f"from client {sender} to client 2 failed authentication"):
         clients[2].masked_input(tampered, np.zeros(5))
     # A ciphertext meant for another client is refused the same way.
-    swapped = SharesBroadcast(7, 3, ((shares[2].ciphertexts[0][0], shares[2].ciphertexts[0][1]),)
-                              + shares[3].ciphertexts[1:])
+    swapped = SharesBroadcast(
+        7, 3, ((shares[2].ciphertexts[0][0], shares[2].ciphertexts[0][1]),) + shares[3].ciphertexts[1:]
+    )
     with pytest.raises(AuthError):
         clients[3].masked_input(swapped, np.zeros(5))
 

@@ -32,11 +32,15 @@ def _assert_plain_sum(run, inputs, config):
 
 
 PATTERNS = {"none": {}, **{s: {s: 0.3} for s in STAGES}, "every_stage": {s: 0.1 for s in STAGES}}
-CASES = [(v, n, p) for v in ("secagg", "secagg+") for n in (3, 5, 10, 30, 100) for p in PATTERNS
-         # SecAgg+ needs n >= 10 here: with 5 clients the only degree is 2, and two adjacent drop-outs
-         # leave a dropped client's key with one holder (< t = 2): a correct abort, tested below.
-         if not (v == "secagg+" and n < 10)
-         and not (v == "secagg" and n == 100 and p != "every_stage")]  # 2n^2 X25519: keep it fast
+CASES = [
+    (v, n, p)
+    for v in ("secagg", "secagg+")
+    for n in (3, 5, 10, 30, 100)
+    for p in PATTERNS
+    # SecAgg+ needs n >= 10 here: with 5 clients the only degree is 2, and two adjacent drop-outs
+    # leave a dropped client's key with one holder (< t = 2): a correct abort, tested below.
+    if not (v == "secagg+" and n < 10) and not (v == "secagg" and n == 100 and p != "every_stage")
+]  # 2n^2 X25519: keep it fast
 
 
 @pytest.mark.parametrize("variant,n,pattern", CASES)
@@ -77,7 +81,9 @@ def test_overflowing_ring_is_refused():
 @pytest.mark.parametrize("stage", STAGES)
 def test_too_many_dropouts_abort_naming_the_stage(stage):
     config = SecAggConfig(num_clients=10, vector_length=M)  # t = 6
-    with pytest.raises(DropoutThresholdExceeded, match=rf"stage '{stage}': 5 of 10 clients survived, the threshold is t=6"):
+    with pytest.raises(
+        DropoutThresholdExceeded, match=rf"stage '{stage}': 5 of 10 clients survived, the threshold is t=6"
+    ):
         run_secure_aggregation(_inputs(10, 0), config, {stage: {0, 3, 4, 7, 9}})
 
 
@@ -104,6 +110,7 @@ def test_secaggplus_with_degree_two_cannot_lose_two_adjacent_clients():
     assert run.result.contributors == (0, 1, 2, 3, 4)
     # Find a client and a neighbour (the graph is the server's; rebuild it the way the driver seeds it).
     from hamrah.secagg import masking_graph
+
     graph_seed = int(np.random.SeedSequence(0).generate_state(6, dtype=np.uint64)[5])
     u, v = 0, min(masking_graph(range(5), 2, graph_seed)[0])
     with pytest.raises(DropoutThresholdExceeded, match=r"stage 'masked_input': client \d has 1 surviving holders"):

@@ -35,7 +35,7 @@ def test_a_roster_round_trips_and_any_truncation_or_garbage_is_refused(round_id,
     join = JoinIdentity(*items[0])
     assert JoinIdentity.from_bytes(join.to_bytes()) == join
     with pytest.raises(ProtocolError):
-        Roster.from_bytes(data[:cut % len(data)])
+        Roster.from_bytes(data[: cut % len(data)])
     with pytest.raises(ProtocolError):
         Roster.from_bytes(data + b"\0" + junk)
     with pytest.raises(ProtocolError):
@@ -79,5 +79,6 @@ def test_a_signature_of_one_session_never_verifies_in_another(n, s1, s2, round_i
     key.verify(signature, contributors_payload(round_id, u3, s1))
     with pytest.raises(InvalidSignature):
         key.verify(signature, contributors_payload(round_id, u3, s2))
-    assert keys_payload(round_id, 0, advert.c_public, advert.s_public, s1) != \
-        keys_payload(round_id, 0, advert.c_public, advert.s_public, s2)
+    assert keys_payload(round_id, 0, advert.c_public, advert.s_public, s1) != keys_payload(
+        round_id, 0, advert.c_public, advert.s_public, s2
+    )

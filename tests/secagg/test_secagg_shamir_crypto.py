@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 from hamrah.core.errors import AuthError, ProtocolError
-from hamrah.secagg import DeterministicRandom, masking_graph
-from hamrah.secagg import crypto, shamir
+from hamrah.secagg import DeterministicRandom, crypto, masking_graph, shamir
 from hamrah.secagg.ring import pack, packed_size, ring_dtype, unpack
 
 
 def test_field_is_the_smallest_prime_above_2_256():
-    assert gmpy2.is_prime(shamir.PRIME) and shamir.PRIME == gmpy2.next_prime(2**256)
+    assert gmpy2.is_prime(shamir.PRIME) and gmpy2.next_prime(2**256) == shamir.PRIME
 
 
 def test_any_t_shares_rebuild_the_secret():

@@ -6,15 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 
+from tests.system.harness import FAST, experiment
+
 from hamrah.server.config import server_config
 from hamrah.server.coordinator import Coordinator
 from hamrah.server.state import ServerStore
 from hamrah.transport.codec import encode_params
 from hamrah.transport.proto import fl_pb2 as pb
-from tests.system.harness import FAST, experiment
 
-FAST_COORD = {**FAST, "selection_timeout_s": 5.0, "reporting_timeout_s": 5.0, "selection_window_s": 0.0,
-              "retry_delay_s": 0.0}
+FAST_COORD = {
+    **FAST,
+    "selection_timeout_s": 5.0,
+    "reporting_timeout_s": 5.0,
+    "selection_window_s": 0.0,
+    "retry_delay_s": 0.0,
+}
 
 
 def make_coordinator(tmp, rounds=1, algorithm=None, **server) -> Coordinator:
@@ -22,8 +28,17 @@ def make_coordinator(tmp, rounds=1, algorithm=None, **server) -> Coordinator:
 
     setup = server_setup(experiment(rounds=rounds, algorithm=algorithm), server_config({**FAST_COORD, **server}))
     store = ServerStore(tmp, setup.config)
-    return Coordinator(setup.server, setup.run, setup.algorithm, setup.algorithm_plan, setup.model, setup.test_data,
-                       store, setup.goal, setup.ignore_index)
+    return Coordinator(
+        setup.server,
+        setup.run,
+        setup.algorithm,
+        setup.algorithm_plan,
+        setup.model,
+        setup.test_data,
+        store,
+        setup.goal,
+        setup.ignore_index,
+    )
 
 
 async def open_round(coord: Coordinator, round_idx: int):
@@ -38,8 +53,14 @@ async def select(coord: Coordinator, devices: list[str]) -> dict[str, pb.Task]:
 
 
 def header(task: pb.Task, payload: bytes, n: int, metrics: dict | None = None) -> pb.ReportHeader:
-    return pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.COMPLETED, num_examples=n,
-                           metrics=json.dumps(metrics or {"train_loss": 0.5}).encode(), update_bytes=len(payload))
+    return pb.ReportHeader(
+        task_id=task.task_id,
+        round=task.round,
+        status=pb.COMPLETED,
+        num_examples=n,
+        metrics=json.dumps(metrics or {"train_loss": 0.5}).encode(),
+        update_bytes=len(payload),
+    )
 
 
 def as_statistics(delta: dict) -> dict:

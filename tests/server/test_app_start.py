@@ -7,10 +7,10 @@ import dataclasses
 import socket
 
 import pytest
+from tests.system.harness import experiment, make_setup
 
 from hamrah.core.errors import ConfigError
 from hamrah.server.app import FLServer
-from tests.system.harness import experiment, make_setup
 
 
 def test_a_port_in_use_is_a_config_error_and_no_state_folder_is_left(tmp_path):

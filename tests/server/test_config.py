@@ -10,18 +10,22 @@ def test_defaults_and_derived_counts():
     assert ServerConfig().backend == "asyncio"
 
 
-@pytest.mark.parametrize("table, message", [
-    ({"goal_cont": 3}, "did you mean 'goal_count'"),
-    ({"over_selection": 0.5}, "server.over_selection = 0.5: expected a number >= 1"),
-    ({"goal_count": "ten"}, "expected an integer, got str"),
-    ({"goal_count": 5, "min_reports": 6}, "at most goal_count"),
-    ({"backend": "spark"}, "one of asyncio, ray"),
-    ({"tls_cert": "a.pem"}, "tls_cert and tls_key set together"),
-    ({"reporting_timeout_s": float("inf")}, "finite"),
-])
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"goal_cont": 3}, "did you mean 'goal_count'"),
+        ({"over_selection": 0.5}, "server.over_selection = 0.5: expected a number >= 1"),
+        ({"goal_count": "ten"}, "expected an integer, got str"),
+        ({"goal_count": 5, "min_reports": 6}, "at most goal_count"),
+        ({"backend": "spark"}, "one of asyncio, ray"),
+        ({"tls_cert": "a.pem"}, "tls_cert and tls_key set together"),
+        ({"reporting_timeout_s": float("inf")}, "finite"),
+    ],
+)
 def test_bad_values_are_refused_with_the_key(table, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
-                       .replace("[", r"\[")):
+    with pytest.raises(
+        ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.").replace("[", r"\[")
+    ):
         server_config(table)
 
 

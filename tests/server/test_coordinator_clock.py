@@ -5,6 +5,8 @@ clock, and a new Coordinator on the same state folder resumes after it."""
 from __future__ import annotations
 
 import torch
+from tests.server.driver import FAST_COORD, as_statistics
+from tests.system.harness import experiment
 
 from hamrah.core.params import max_abs_diff
 from hamrah.server import events as ev
@@ -12,18 +14,36 @@ from hamrah.server.config import server_config
 from hamrah.server.coordinator import Coordinator
 from hamrah.server.state import ServerStore
 from hamrah.transport.codec import encode_params
-from tests.server.driver import FAST_COORD, as_statistics
-from tests.system.harness import experiment
 
 
 def _coordinator(tmp, clock: ev.FakeClock) -> Coordinator:
     from hamrah.experiments.serve import server_setup
 
-    setup = server_setup(experiment(rounds=3), server_config({**FAST_COORD, "goal_count": 3, "over_selection": 1.0,
-                                                             "min_reports": 3, "selection_window_s": 1.0,
-                                                             "reporting_timeout_s": 60.0}))
-    return Coordinator(setup.server, setup.run, setup.algorithm, setup.algorithm_plan, setup.model, setup.test_data,
-                       ServerStore(tmp, setup.config), setup.goal, setup.ignore_index, clock=clock)
+    setup = server_setup(
+        experiment(rounds=3),
+        server_config(
+            {
+                **FAST_COORD,
+                "goal_count": 3,
+                "over_selection": 1.0,
+                "min_reports": 3,
+                "selection_window_s": 1.0,
+                "reporting_timeout_s": 60.0,
+            }
+        ),
+    )
+    return Coordinator(
+        setup.server,
+        setup.run,
+        setup.algorithm,
+        setup.algorithm_plan,
+        setup.model,
+        setup.test_data,
+        ServerStore(tmp, setup.config),
+        setup.goal,
+        setup.ignore_index,
+        clock=clock,
+    )
 
 
 def _one_round(coord: Coordinator, clock: ev.FakeClock, scale: float) -> dict[str, ev.TaskAssigned]:
@@ -42,8 +62,17 @@ def _one_round(coord: Coordinator, clock: ev.FakeClock, scale: float) -> dict[st
         clock.advance(2.0)
         coord._upload_started[task.task_id] = clock.now()
         clock.advance(0.25)
-        coord.accept(device, ev.Report(task.task_id, task.round, ev.COMPLETED, 10, {"train_loss": 0.5, "duration_s": 1.5},
-                                       encode_params(as_statistics(delta))))
+        coord.accept(
+            device,
+            ev.Report(
+                task.task_id,
+                task.round,
+                ev.COMPLETED,
+                10,
+                {"train_loss": 0.5, "duration_s": 1.5},
+                encode_params(as_statistics(delta)),
+            ),
+        )
     due, coord._commit_due = coord._commit_due, None
     coord.committed(coord._commit_step(due))
     return tasks

@@ -11,11 +11,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.server.driver import make_coordinator, one_round, open_round
 
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.server.durability import checkpoints_to_delete
 from hamrah.server.state import ServerStore
-from tests.server.driver import make_coordinator, one_round, open_round
 
 CFG = {"data": {"dataset": "mnist"}, "model": {"name": "2nn"}, "algorithm": {"name": "fedavg"}}
 

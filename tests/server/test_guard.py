@@ -57,9 +57,8 @@ def test_stream_and_rate_limits_refuse_with_their_reason():
     guard.call("b", 0.0)  # another device has its own bucket
     guard.call("a", 1.5)  # refilled
     with guard.stream("a"):
-        with pytest.raises(TooManyStreams, match="at most 1"):
-            with guard.stream("a"):
-                pass
+        with pytest.raises(TooManyStreams, match="at most 1"), guard.stream("a"):
+            pass
         with guard.stream("b"):
             pass
     with guard.stream("a"):  # released
@@ -73,10 +72,10 @@ def test_a_device_sitting_out_is_turned_away_without_spinning(tmp_path):
     used to loop on the open round's event, asking again and again until its hold expired)."""
     import asyncio
 
+    from tests.server.driver import make_coordinator, open_round
+
     from hamrah.server.selector import Selector
     from hamrah.transport.proto import fl_pb2 as pb
-
-    from tests.server.driver import make_coordinator, open_round
 
     coord = make_coordinator(tmp_path, goal_count=2, over_selection=1.0, selection_timeout_s=2.0, max_round_attempts=1)
     coord.no_show["lazy"] = 10**6

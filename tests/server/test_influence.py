@@ -16,14 +16,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.server.driver import make_coordinator, one_round, open_round, select, send
 
 from hamrah.algorithms.local import evaluate
 from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
 from hamrah.privacy.mechanisms import l2_norm
 from hamrah.server.influence import AdaptiveClip, InfluenceBound, check_finite, check_metrics
 from hamrah.transport.proto import fl_pb2 as pb
-
-from tests.server.driver import make_coordinator, one_round, open_round, select, send
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
 
@@ -46,8 +45,13 @@ def test_a_bounded_delta_never_exceeds_the_clip_and_keeps_its_direction(values, 
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(st.sampled_from(["accuracy", "loss", "train_loss", "other"]),
-                       st.floats(allow_nan=True, allow_infinity=True), max_size=4))
+@given(
+    st.dictionaries(
+        st.sampled_from(["accuracy", "loss", "train_loss", "other"]),
+        st.floats(allow_nan=True, allow_infinity=True),
+        max_size=4,
+    )
+)
 def test_metrics_out_of_range_are_refused_in_range_kept(metrics):
     ranges = {"accuracy": (0, 1), "loss": (0, math.inf), "train_loss": (0, math.inf), "other": (-math.inf, math.inf)}
     ok = all(math.isfinite(v) and ranges[k][0] <= v <= ranges[k][1] for k, v in metrics.items())
@@ -141,8 +145,9 @@ def test_huge_finite_values_are_bounded_and_training_goes_on(tmp_path):
         await open_round(coord, 1)
         before = {k: v.clone() for k, v in coord.params.items()}
         huge = {k: torch.full_like(v, 3e38) for k, v in coord.params.items()}
-        await one_round(coord, 1, {"a": (honest[0], 600), "mallory": (huge, 600), "b": (honest[1], 600),
-                                   "c": (honest[2], 600)})
+        await one_round(
+            coord, 1, {"a": (honest[0], 600), "mallory": (huge, 600), "b": (honest[1], 600), "c": (honest[2], 600)}
+        )
         after_1 = {k: v.clone() for k, v in coord.params.items()}
         await one_round(coord, 2, {d: (_honest(coord, 10 + i), 600) for i, d in enumerate("abcd")})
         await runner
@@ -158,10 +163,18 @@ def test_huge_finite_values_are_bounded_and_training_goes_on(tmp_path):
 def test_a_non_finite_aggregate_is_refused_and_the_round_repeated(tmp_path, caplog):
     """With bounds explicitly off and a server learning rate of 2, two 3e38 reports make the new model
     infinite: the round is refused, repeated, and the committed model is finite."""
-    algorithm = {"name": "fedavgm", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 10, "lr": 0.1,
-                 "server_lr": 2.0, "beta1": 0.0}
-    coord = make_coordinator(tmp_path, algorithm=algorithm, goal_count=2, over_selection=1.0, min_reports=2,
-                             bounded_influence=False)
+    algorithm = {
+        "name": "fedavgm",
+        "client_fraction": 0.1,
+        "local_epochs": 1,
+        "batch_size": 10,
+        "lr": 0.1,
+        "server_lr": 2.0,
+        "beta1": 0.0,
+    }
+    coord = make_coordinator(
+        tmp_path, algorithm=algorithm, goal_count=2, over_selection=1.0, min_reports=2, bounded_influence=False
+    )
 
     async def go():
         runner = asyncio.ensure_future(coord.run())
@@ -214,8 +227,7 @@ def test_bad_evaluate_metrics_and_train_loss_are_refused(tmp_path):
 
 
 def test_rounds_abandoned_past_the_cap_stop_with_a_clear_error(tmp_path):
-    coord = make_coordinator(tmp_path, goal_count=2, over_selection=1.0, selection_timeout_s=0.05,
-                             max_round_attempts=3)
+    coord = make_coordinator(tmp_path, goal_count=2, over_selection=1.0, selection_timeout_s=0.05, max_round_attempts=3)
     with pytest.raises(NotEnoughClients, match=r"round 1: abandoned 3 times \(server.max_round_attempts = 3\)"):
         asyncio.run(coord.run())
     assert coord.finished and coord.store.committed_rounds() == []

@@ -29,12 +29,16 @@ def test_a_robust_aggregator_behind_secure_aggregation_is_refused(tmp_path):
         ServerPipeline.from_config(cfg, PARAMS, 4, tmp_path, "fedavg")
 
 
-@pytest.mark.parametrize("algorithm, names", [
-    ("fedavg", ["delta/w", "delta/b"]),
-    ("scaffold", ["delta/w", "delta/b", "control/w", "control/b"]),
-    ("fednova", ["delta/w", "delta/b", "a_norm"]),
-])
+@pytest.mark.parametrize(
+    "algorithm, names",
+    [
+        ("fedavg", ["delta/w", "delta/b"]),
+        ("scaffold", ["delta/w", "delta/b", "control/w", "control/b"]),
+        ("fednova", ["delta/w", "delta/b", "a_norm"]),
+    ],
+)
 def test_the_wire_spec_is_the_algorithms_statistics(tmp_path, algorithm, names):
-    pipe = ServerPipeline.from_config(_config(compression={"codec": "topk", "fraction": 0.5}), PARAMS, 4, tmp_path,
-                                      algorithm)
+    pipe = ServerPipeline.from_config(
+        _config(compression={"codec": "topk", "fraction": 0.5}), PARAMS, 4, tmp_path, algorithm
+    )
     assert [n for n, _ in pipe.wire] == names

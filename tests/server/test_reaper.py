@@ -76,8 +76,9 @@ time.sleep(300)
 def test_a_sigkilled_ray_server_leaves_no_ray_process_behind():
     """The review's case on real Ray: the GCS server, raylet and the actor's worker all die with the server."""
     pytest.importorskip("ray")
-    server = subprocess.Popen([sys.executable, "-c", RAY_SERVER], stdout=subprocess.PIPE, text=True,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-c", RAY_SERVER], stdout=subprocess.PIPE, text=True, stderr=subprocess.DEVNULL
+    )
     try:
         line = server.stdout.readline()
         pids = [int(p) for p in line.split()]

@@ -14,9 +14,19 @@ from hamrah.server.rounds import LateReport
 
 
 def config(**kw) -> MachineConfig:
-    base = dict(rounds=3, goal=4, target=6, reports_needed=3, min_selected=3, selection_timeout_s=10.0,
-                reporting_timeout_s=20.0, selection_window_s=1.0, max_round_attempts=3, retry_delay_s=2.0,
-                no_show_rounds=2)
+    base = dict(
+        rounds=3,
+        goal=4,
+        target=6,
+        reports_needed=3,
+        min_selected=3,
+        selection_timeout_s=10.0,
+        reporting_timeout_s=20.0,
+        selection_window_s=1.0,
+        max_round_attempts=3,
+        retry_delay_s=2.0,
+        no_show_rounds=2,
+    )
     return MachineConfig(**{**base, **kw})
 
 
@@ -56,8 +66,11 @@ class Driver:
             self.feed(ev.CheckedIn(d))
 
     def assigned(self, round_idx: int | None = None) -> dict[str, ev.TaskAssigned]:
-        return {o.device: o for o in self.outs if isinstance(o, ev.TaskAssigned)
-                and (round_idx is None or o.round == round_idx)}
+        return {
+            o.device: o
+            for o in self.outs
+            if isinstance(o, ev.TaskAssigned) and (round_idx is None or o.round == round_idx)
+        }
 
     def report(self, task: ev.TaskAssigned, counted: int) -> list:
         return self.feed(ev.ReportArrived(task.device, task.task_id, task.round, counted))
@@ -222,8 +235,12 @@ def test_the_draw_depends_on_the_seed_not_on_arrival_order(order, seed):
     assert {k: v.kind for k, v in first.assigned().items()} == {k: v.kind for k, v in second.assigned().items()}
 
 
-_EVENTS = st.lists(st.tuples(st.sampled_from(["checkin", "report", "abort", "refuse", "tick"]),
-                             st.integers(0, 15), st.floats(0.0, 12.0)), max_size=80)
+_EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["checkin", "report", "abort", "refuse", "tick"]), st.integers(0, 15), st.floats(0.0, 12.0)
+    ),
+    max_size=80,
+)
 
 
 @settings(max_examples=60, deadline=None)

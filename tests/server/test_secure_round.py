@@ -20,8 +20,14 @@ SPEC = (("w", (2, 2)), ("b", (3,)))
 
 
 def _round(n: int, timeout: float = 0.5) -> SecureRound:
-    return SecureRound(SecureAggregation(clip=1.0, input_bits=16), wire_layout(SPEC), [f"t{u}" for u in range(n)],
-                       round_idx=7, equal_weights=False, stage_timeout_s=timeout)
+    return SecureRound(
+        SecureAggregation(clip=1.0, input_bits=16),
+        wire_layout(SPEC),
+        [f"t{u}" for u in range(n)],
+        round_idx=7,
+        equal_weights=False,
+        stage_timeout_s=timeout,
+    )
 
 
 def _header(u: int, stage: int, **kw) -> pb.SecAggHeader:
@@ -30,13 +36,18 @@ def _header(u: int, stage: int, **kw) -> pb.SecAggHeader:
 
 async def _device(rnd: SecureRound, u: int, x: np.ndarray, examples: int, stop_before: int | None = None):
     """Walk one device through the protocol; return the header of the last reply."""
-    join, _ = await rnd.exchange(f"t{u}", _header(u, pb.JOIN, num_examples=examples,
-                                                    metrics=json.dumps({"train_loss": 1.0}).encode()), b"")
+    join, _ = await rnd.exchange(
+        f"t{u}", _header(u, pb.JOIN, num_examples=examples, metrics=json.dumps({"train_loss": 1.0}).encode()), b""
+    )
     w = examples / join.weight_scale
     client = SecAggClient(join.client_index, rnd.config, round_id=7)
     reply, head = None, join
-    steps = ((pb.ADVERTISE_KEYS, lambda m: client.advertise_keys()), (pb.SHARE_KEYS, client.share_keys),
-             (pb.MASKED_INPUT, lambda m: client.masked_input(m, w * x)), (pb.UNMASKING, client.unmask))
+    steps = (
+        (pb.ADVERTISE_KEYS, lambda m: client.advertise_keys()),
+        (pb.SHARE_KEYS, client.share_keys),
+        (pb.MASKED_INPUT, lambda m: client.masked_input(m, w * x)),
+        (pb.UNMASKING, client.unmask),
+    )
     for stage, step in steps:
         if stage == stop_before:
             return None
@@ -72,8 +83,9 @@ def test_the_unmasked_mean_is_the_n_k_weighted_mean_over_the_contributors():
 
 def test_too_many_drop_outs_abort_the_round_and_tell_the_waiting_devices():
     rnd = _round(5)  # threshold t = 3
-    outcome, results = asyncio.run(_drive(rnd, _inputs(5), [1] * 5,
-                                          stop_before={0: pb.SHARE_KEYS, 1: pb.SHARE_KEYS, 2: pb.SHARE_KEYS}))
+    outcome, results = asyncio.run(
+        _drive(rnd, _inputs(5), [1] * 5, stop_before={0: pb.SHARE_KEYS, 1: pb.SHARE_KEYS, 2: pb.SHARE_KEYS})
+    )
     assert outcome is None and "threshold is t=3" in rnd.failure
     assert all(isinstance(r, SecureRoundAborted) for r in results[3:])
 
@@ -124,8 +136,9 @@ def test_a_device_that_leaves_is_not_waited_for_at_later_stages():
     async def go():
         rnd = _round(3, timeout=30.0)  # a stage waiting for the leaver would outlast the test's 5 s budget
         runner = asyncio.ensure_future(rnd.run(time.monotonic() + 30))
-        joins = [asyncio.ensure_future(rnd.exchange(f"t{u}", _header(u, pb.JOIN, num_examples=5), b""))
-                 for u in range(3)]
+        joins = [
+            asyncio.ensure_future(rnd.exchange(f"t{u}", _header(u, pb.JOIN, num_examples=5), b"")) for u in range(3)
+        ]
         while len(rnd.sent) < 3 and rnd.current == 0:
             await asyncio.sleep(0)
         rnd.leave("t2")  # joined, then hung up while waiting for the reply

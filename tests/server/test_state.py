@@ -13,7 +13,13 @@ def test_commit_then_resume_returns_the_last_committed_round(tmp_path):
     store = ServerStore(tmp_path, CFG)
     assert store.latest() is None
     for r in (1, 2):
-        store.commit(r, {"w": torch.full((2,), float(r))}, {"m/w": torch.zeros(2)}, {"step": r}, {"round": r, "test_accuracy": 0.1 * r})
+        store.commit(
+            r,
+            {"w": torch.full((2,), float(r))},
+            {"m/w": torch.zeros(2)},
+            {"step": r},
+            {"round": r, "test_accuracy": 0.1 * r},
+        )
     store.close()
     again = ServerStore(tmp_path, CFG)
     r, params, state, scalars = again.latest()

@@ -19,8 +19,9 @@ from hamrah.simulation.heterogeneity import Heterogeneity, draw_work
 
 @pytest.fixture(scope="module")
 def small(mnist):
-    return Dataset("m", ArrayData(mnist.train.x[:600], mnist.train.y[:600]),
-                   ArrayData(mnist.test.x[:200], mnist.test.y[:200]), 10)
+    return Dataset(
+        "m", ArrayData(mnist.train.x[:600], mnist.train.y[:600]), ArrayData(mnist.test.x[:200], mnist.test.y[:200]), 10
+    )
 
 
 def _sim(fed, algo, model=LogReg, **kw):
@@ -29,8 +30,9 @@ def _sim(fed, algo, model=LogReg, **kw):
 
 def test_draw_work_epochs_stragglers_dropout():
     rng = np.random.default_rng(0)
-    work = draw_work(Heterogeneity(epochs=(2, 5), straggler_fraction=0.5, dropout=0.2), LocalSGD(3, 10, 0.1),
-                     [50] * 40, rng)
+    work = draw_work(
+        Heterogeneity(epochs=(2, 5), straggler_fraction=0.5, dropout=0.2), LocalSGD(3, 10, 0.1), [50] * 40, rng
+    )
     assert sum(w.straggler for w in work) == 20
     assert 0 < sum(w.dropped for w in work) < 40
     assert {w.plan.epochs for w in work if not w.straggler} <= {2, 3, 4, 5}
@@ -101,7 +103,9 @@ class _Attack:
 def test_attack_hooks_are_applied(small):
     fed = federate(small, "iid", 3, seed=0)
     attack = _Attack()
-    sim = Simulator(seeded(LogReg, 0), fed, FedAvg(1.0, LocalSGD(1, 20, 0.1)), SimulationConfig(rounds=1), attack=attack)
+    sim = Simulator(
+        seeded(LogReg, 0), fed, FedAvg(1.0, LocalSGD(1, 20, 0.1)), SimulationConfig(rounds=1), attack=attack
+    )
     clean = _sim(fed, FedAvg(1.0, LocalSGD(1, 20, 0.1)), workers=1)
     sim.run(), clean.run()
     assert ("data", 0) in attack.calls and ("updates", [0], 2) in attack.calls

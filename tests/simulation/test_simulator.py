@@ -285,4 +285,6 @@ def test_char_lstm_runs_sequentially():
 def test_char_lstm_batched_true_is_refused():
     fed = federate(_fake_text(), "iid", 4, seed=0)
     with pytest.raises(ConfigError, match="batched"):
-        Simulator(CharLSTM(12, hidden=16), fed, FedAvg(0.5, LocalSGD(1, 5, 0.5)), SimulationConfig(rounds=1, batched=True))
+        Simulator(
+            CharLSTM(12, hidden=16), fed, FedAvg(0.5, LocalSGD(1, 5, 0.5)), SimulationConfig(rounds=1, batched=True)
+        )

@@ -23,8 +23,14 @@ BAD = [float("nan"), float("inf"), -float("inf")]
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False, allow_subnormal=False), min_size=1, max_size=20), st.integers(0, 19),
-       st.sampled_from(BAD + [None]), st.sampled_from([torch.float32, torch.float64, torch.float16]))
+@given(
+    st.lists(
+        st.floats(width=32, allow_nan=False, allow_infinity=False, allow_subnormal=False), min_size=1, max_size=20
+    ),
+    st.integers(0, 19),
+    st.sampled_from(BAD + [None]),
+    st.sampled_from([torch.float32, torch.float64, torch.float16]),
+)
 def test_update_problem_names_exactly_the_non_finite_tensor(values, where, bad, dtype):
     a = torch.tensor(values, dtype=torch.float32).to(dtype)
     if dtype == torch.float16:
@@ -52,18 +58,22 @@ class _SendNaN:
     value: float = float("nan")
 
     def poison(self, malicious, benign, rng):
-        return [dataclasses.replace(r, delta={k: torch.full_like(v, self.value) for k, v in r.delta.items()})
-                for r in malicious]
+        return [
+            dataclasses.replace(r, delta={k: torch.full_like(v, self.value) for k, v in r.delta.items()})
+            for r in malicious
+        ]
 
 
 @pytest.mark.parametrize("value", BAD)
 def test_simulator_refuses_a_non_finite_client_and_counts_it(mnist, value):
-    data = Dataset("m", ArrayData(mnist.train.x[:400], mnist.train.y[:400]),
-                   ArrayData(mnist.test.x[:100], mnist.test.y[:100]), 10)
+    data = Dataset(
+        "m", ArrayData(mnist.train.x[:400], mnist.train.y[:400]), ArrayData(mnist.test.x[:100], mnist.test.y[:100]), 10
+    )
     fed = federate(data, "iid", 4, seed=0)
     attack = Attack("nan", frozenset({1}), update_poisoning=_SendNaN(value))
-    sim = Simulator(seeded(LogReg, 0), fed, FedAvg(1.0, LocalSGD(1, 20, 0.1)), SimulationConfig(rounds=2, seed=0),
-                    attack=attack)
+    sim = Simulator(
+        seeded(LogReg, 0), fed, FedAvg(1.0, LocalSGD(1, 20, 0.1)), SimulationConfig(rounds=2, seed=0), attack=attack
+    )
     result = sim.run()
     assert all(bool(torch.isfinite(v).all()) for v in result.params.values())
     assert sim.refused == 2  # client 1 in both rounds

@@ -14,17 +14,26 @@ from hamrah.server.app import FLServer
 from hamrah.server.config import server_config
 from hamrah.server.state import ServerStore
 
-FAST = {"selection_timeout_s": 15.0, "reporting_timeout_s": 60.0, "checkin_hold_s": 0.5, "reconnect_min_s": 0.05,
-        "reconnect_max_s": 0.5, "retry_delay_s": 0.1}
+FAST = {
+    "selection_timeout_s": 15.0,
+    "reporting_timeout_s": 60.0,
+    "checkin_hold_s": 0.5,
+    "reconnect_min_s": 0.05,
+    "reconnect_max_s": 0.5,
+    "retry_delay_s": 0.1,
+}
 
 
 def experiment(rounds=3, num_clients=100, partition="shards", algorithm=None, **run):
-    return from_dict({
-        "data": {"dataset": "mnist", "partition": partition, "num_clients": num_clients},
-        "model": {"name": "2nn"},
-        "algorithm": algorithm or {"name": "fedavg", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 10, "lr": 0.1},
-        "run": {"rounds": rounds, "seed": 0, **run},
-    })
+    return from_dict(
+        {
+            "data": {"dataset": "mnist", "partition": partition, "num_clients": num_clients},
+            "model": {"name": "2nn"},
+            "algorithm": algorithm
+            or {"name": "fedavg", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 10, "lr": 0.1},
+            "run": {"rounds": rounds, "seed": 0, **run},
+        }
+    )
 
 
 def make_setup(tmp: Path, exp, devices: int, **server):

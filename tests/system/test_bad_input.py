@@ -9,13 +9,12 @@ import math
 
 import grpc
 import torch
+from tests.system.harness import experiment, make_setup, run_system
 
 from hamrah.transport.codec import chunks, decode_params, encode_params
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
 from hamrah.transport.security import token_metadata
-
-from tests.system.harness import experiment, make_setup, run_system
 
 
 async def _status(call) -> tuple[grpc.StatusCode, str]:
@@ -26,13 +25,21 @@ async def _status(call) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.OK, ""
 
 
-def _report(stub, meta, task_id, rnd, payload: bytes, *, status=pb.COMPLETED, n=10, metrics=b"{}", announced=None,
-            header=True):
+def _report(
+    stub, meta, task_id, rnd, payload: bytes, *, status=pb.COMPLETED, n=10, metrics=b"{}", announced=None, header=True
+):
     async def parts():
         if header:
-            yield pb.ReportPart(header=pb.ReportHeader(task_id=task_id, round=rnd, status=status, num_examples=n,
-                                                       metrics=metrics, update_bytes=announced if announced is not None
-                                                       else len(payload)))
+            yield pb.ReportPart(
+                header=pb.ReportHeader(
+                    task_id=task_id,
+                    round=rnd,
+                    status=status,
+                    num_examples=n,
+                    metrics=metrics,
+                    update_bytes=announced if announced is not None else len(payload),
+                )
+            )
         for piece in chunks(payload):
             yield pb.ReportPart(chunk=pb.Chunk(data=piece))
 
@@ -40,9 +47,16 @@ def _report(stub, meta, task_id, rnd, payload: bytes, *, status=pb.COMPLETED, n=
 
 
 def test_bad_messages_are_refused_and_the_round_completes(tmp_path):
-    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=1), devices=3, goal_count=4, over_selection=1.0,
-                                       min_reports=3, revoked_file=str(tmp_path / "revoked.txt"),
-                                       max_streams_per_device=16)  # the cases below open their streams at once
+    setup, stores, tokens = make_setup(
+        tmp_path,
+        experiment(rounds=1),
+        devices=3,
+        goal_count=4,
+        over_selection=1.0,
+        min_reports=3,
+        revoked_file=str(tmp_path / "revoked.txt"),
+        max_streams_per_device=16,
+    )  # the cases below open their streams at once
     all_tokens = (tmp_path / "tokens.txt").read_text().split()
     mine, revoked = all_tokens[5], all_tokens[6]
     (tmp_path / "revoked.txt").write_text(revoked + "\n")
@@ -51,23 +65,32 @@ def test_bad_messages_are_refused_and_the_round_completes(tmp_path):
     async def attacker(server, port):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = pb_grpc.FederatedLearningStub(ch)
-            req = pb.CheckInRequest(population="default", device_id="mallory",
-                                    state=pb.DeviceState(idle=True, charging=True, unmetered=True))
+            req = pb.CheckInRequest(
+                population="default",
+                device_id="mallory",
+                state=pb.DeviceState(idle=True, charging=True, unmetered=True),
+            )
             seen["no token"] = await _status(stub.CheckIn(req))
             seen["unknown token"] = await _status(stub.CheckIn(req, metadata=token_metadata("not-a-token")))
             seen["revoked token"] = await _status(stub.CheckIn(req, metadata=token_metadata(revoked)))
             meta = token_metadata(mine)
-            seen["wrong population"] = await _status(stub.CheckIn(
-                pb.CheckInRequest(population="other", state=req.state), metadata=meta))
+            seen["wrong population"] = await _status(
+                stub.CheckIn(pb.CheckInRequest(population="other", state=req.state), metadata=meta)
+            )
             reply = await stub.CheckIn(req, metadata=meta)
             while not reply.HasField("task"):
                 await asyncio.sleep(0.05)
                 reply = await stub.CheckIn(req, metadata=meta)
             task = reply.task
             seen["someone else's checkpoint"] = await _status(
-                _collect(stub.DownloadCheckpoint(pb.CheckpointRequest(task_id="f" * 32), metadata=meta)))
-            ckpt = b"".join([c.data async for c in stub.DownloadCheckpoint(pb.CheckpointRequest(task_id=task.task_id),
-                                                                          metadata=meta)])
+                _collect(stub.DownloadCheckpoint(pb.CheckpointRequest(task_id="f" * 32), metadata=meta))
+            )
+            ckpt = b"".join(
+                [
+                    c.data
+                    async for c in stub.DownloadCheckpoint(pb.CheckpointRequest(task_id=task.task_id), metadata=meta)
+                ]
+            )
             good = {"delta/" + k: torch.zeros_like(v) for k, v in decode_params(ckpt).items()}  # FedAvg's statistics
             nan = dict(good)
             nan["delta/fc1.weight"] = torch.full_like(good["delta/fc1.weight"], math.nan)
@@ -104,10 +127,20 @@ def test_bad_messages_are_refused_and_the_round_completes(tmp_path):
         assert seen[name][0] == code.UNAUTHENTICATED, name
     assert seen["wrong population"][0] == code.NOT_FOUND
     assert seen["someone else's checkpoint"][0] == code.FAILED_PRECONDITION
-    expected_words = {"NaN": "NaN", "wrong shape": "shape", "wrong dtype": "dtype", "unexpected tensor": "evil",
-                      "garbage bytes": "safetensors", "oversized": "limit", "length mismatch": "announced",
-                      "bad metrics": "finite", "zero examples": "num_examples", "wrong round": "round 8",
-                      "no header": "header", "second report": "already failed"}
+    expected_words = {
+        "NaN": "NaN",
+        "wrong shape": "shape",
+        "wrong dtype": "dtype",
+        "unexpected tensor": "evil",
+        "garbage bytes": "safetensors",
+        "oversized": "limit",
+        "length mismatch": "announced",
+        "bad metrics": "finite",
+        "zero examples": "num_examples",
+        "wrong round": "round 8",
+        "no header": "header",
+        "second report": "already failed",
+    }
     for name, word in expected_words.items():
         assert seen[name][0] == code.INVALID_ARGUMENT and word in seen[name][1], (name, seen[name])
     assert seen["unknown task"][0] == code.FAILED_PRECONDITION

@@ -67,8 +67,18 @@ def test_server_killed_mid_round_resumes_from_last_committed_round(tmp_path):
     fleet_log, server_log = open(tmp_path / "fleet.log", "w"), open(tmp_path / "server.log", "w")
     args = ["server", "--config", str(tmp_path / "server.toml"), "--port", str(port), "--state", str(state)]
     server = _hamrah(*args, log=server_log)
-    fleet = _hamrah("fleet", "--server", f"127.0.0.1:{port}", "--devices", "8", "--config", str(tmp_path / "server.toml"),
-                    "--stores", str(tmp_path / "stores"), log=fleet_log)
+    fleet = _hamrah(
+        "fleet",
+        "--server",
+        f"127.0.0.1:{port}",
+        "--devices",
+        "8",
+        "--config",
+        str(tmp_path / "server.toml"),
+        "--stores",
+        str(tmp_path / "stores"),
+        log=fleet_log,
+    )
     try:
         deadline = time.monotonic() + 120
         while len(_rounds(metrics)) < 1 and time.monotonic() < deadline:

@@ -17,17 +17,24 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.system.harness import experiment, make_setup
 
 from hamrah.server.app import FLServer
 from hamrah.transport.codec import decode_params, encode_params
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.security import token_metadata
-from tests.system.harness import experiment, make_setup
 
 SERVICE = "/hamrah.v1.FederatedLearning/"
-CLEAR = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
-         grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED,
-         grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+CLEAR = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+}
 STATE = pb.DeviceState(idle=True, charging=True, unmetered=True)
 
 
@@ -46,9 +53,18 @@ class Running:
     def __init__(self, tmp):
         exp = experiment(rounds=1)
         # A round that stays in selection for the whole test: nothing can commit behind our back.
-        self.setup, _, _ = make_setup(tmp, exp, devices=0, goal_count=20, over_selection=1.0,
-                                      selection_timeout_s=600.0, rate_per_s=10_000.0, rate_burst=10_000,
-                                      max_streams_per_device=64, stream_timeout_s=5.0)
+        self.setup, _, _ = make_setup(
+            tmp,
+            exp,
+            devices=0,
+            goal_count=20,
+            over_selection=1.0,
+            selection_timeout_s=600.0,
+            rate_per_s=10_000.0,
+            rate_burst=10_000,
+            max_streams_per_device=64,
+            stream_timeout_s=5.0,
+        )
         self.tmp = tmp
         self.token = (tmp / "tokens.txt").read_text().split()[0]
         self.errors = _Errors()  # every ERROR logged while fuzzing (gRPC logs a traceback per escaped exception)
@@ -71,19 +87,27 @@ class Running:
             pass
 
     def _task(self, meta=None) -> pb.Task:
-        checkin = self.channel.unary_unary(SERVICE + "CheckIn", request_serializer=pb.CheckInRequest.SerializeToString,
-                                           response_deserializer=pb.CheckInResponse.FromString)
+        checkin = self.channel.unary_unary(
+            SERVICE + "CheckIn",
+            request_serializer=pb.CheckInRequest.SerializeToString,
+            response_deserializer=pb.CheckInResponse.FromString,
+        )
         for _ in range(200):
-            reply = checkin(pb.CheckInRequest(population="default", device_id="fuzzer", state=STATE),
-                            metadata=meta or self.meta)
+            reply = checkin(
+                pb.CheckInRequest(population="default", device_id="fuzzer", state=STATE), metadata=meta or self.meta
+            )
             if reply.HasField("task"):
                 return reply.task
         raise AssertionError("the fuzzing device never got a task")
 
     def raw(self, method: str, kind: str):
         ident = lambda b: b
-        make = {"uu": self.channel.unary_unary, "us": self.channel.unary_stream,
-                "su": self.channel.stream_unary, "ss": self.channel.stream_stream}[kind]
+        make = {
+            "uu": self.channel.unary_unary,
+            "us": self.channel.unary_stream,
+            "su": self.channel.stream_unary,
+            "ss": self.channel.stream_stream,
+        }[kind]
         return make(SERVICE + method, request_serializer=ident, response_deserializer=ident)
 
     def close(self):
@@ -120,13 +144,17 @@ def _mutate(data: bytes, cuts: list[int], flips: list[tuple[int, int]]) -> bytes
     return bytes(out)
 
 
-mutations = st.tuples(st.lists(st.integers(0, 10**6), max_size=1),
-                      st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6))
+mutations = st.tuples(
+    st.lists(st.integers(0, 10**6), max_size=1),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6),
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(data=st.binary(max_size=300), method=st.sampled_from(["CheckIn", "DownloadCheckpoint", "Report",
-                                                             "SecureAggregation"]))
+@given(
+    data=st.binary(max_size=300),
+    method=st.sampled_from(["CheckIn", "DownloadCheckpoint", "Report", "SecureAggregation"]),
+)
 def test_random_bytes_on_every_rpc_get_a_clear_status(running, data, method):
     kind = {"CheckIn": "uu", "DownloadCheckpoint": "us", "Report": "su", "SecureAggregation": "ss"}[method]
     call = running.raw(method, kind)
@@ -150,18 +178,33 @@ def test_truncated_and_mutated_protobufs_get_a_clear_status(running, m, which):
         call = running.raw("DownloadCheckpoint", "us")
         code = _code(lambda: call(_mutate(msg, *m), metadata=running.meta, timeout=10))
     else:
-        header = pb.ReportPart(header=pb.ReportHeader(task_id=t.task_id, round=t.round, status=pb.COMPLETED,
-                                                      num_examples=10, metrics=b"{}", update_bytes=8))
+        header = pb.ReportPart(
+            header=pb.ReportHeader(
+                task_id=t.task_id, round=t.round, status=pb.COMPLETED, num_examples=10, metrics=b"{}", update_bytes=8
+            )
+        )
         call = running.raw("Report", "su")
-        parts = [_mutate(header.SerializeToString(), *m), pb.ReportPart(chunk=pb.Chunk(data=b"x" * 8)).SerializeToString()]
+        parts = [
+            _mutate(header.SerializeToString(), *m),
+            pb.ReportPart(chunk=pb.Chunk(data=b"x" * 8)).SerializeToString(),
+        ]
         code = _code(lambda: call(iter(parts), metadata=running.meta, timeout=10))
     assert code in CLEAR, (which, code)
 
 
 def _report_parts(task: pb.Task, payload: bytes, metrics: bytes = b'{"train_loss": 0.5}', n: int = 10):
-    header = pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.COMPLETED, num_examples=n,
-                             metrics=metrics, update_bytes=len(payload))
-    return [pb.ReportPart(header=header).SerializeToString(), pb.ReportPart(chunk=pb.Chunk(data=payload)).SerializeToString()]
+    header = pb.ReportHeader(
+        task_id=task.task_id,
+        round=task.round,
+        status=pb.COMPLETED,
+        num_examples=n,
+        metrics=metrics,
+        update_bytes=len(payload),
+    )
+    return [
+        pb.ReportPart(header=header).SerializeToString(),
+        pb.ReportPart(chunk=pb.Chunk(data=payload)).SerializeToString(),
+    ]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
@@ -169,27 +212,45 @@ def _report_parts(task: pb.Task, payload: bytes, metrics: bytes = b'{"train_loss
 def test_mutated_safetensors_headers_are_refused(running, m):
     """Flip and cut bytes inside the safetensors JSON header of a well-formed zero update: the report is
     refused (or, if the mutation left a valid matching update, accepted once); never a crash."""
-    ckpt = b"".join(pb.Chunk.FromString(c).data for c in running.raw("DownloadCheckpoint", "us")(
-        pb.CheckpointRequest(task_id=running.task.task_id).SerializeToString(), metadata=running.meta, timeout=10))
+    ckpt = b"".join(
+        pb.Chunk.FromString(c).data
+        for c in running.raw("DownloadCheckpoint", "us")(
+            pb.CheckpointRequest(task_id=running.task.task_id).SerializeToString(), metadata=running.meta, timeout=10
+        )
+    )
     zeros = {"delta/" + k: torch.zeros_like(v) for k, v in decode_params(ckpt).items()}  # FedAvg's statistics
     good = encode_params(zeros)
     size = int.from_bytes(good[:8], "little")
     cuts, flips = m
-    head = _mutate(good[8: 8 + size], [], [(8 + p % size, b) for p, b in flips]) if flips else good[8: 8 + size]
-    payload = good[:8] + head + good[8 + size:]
+    head = _mutate(good[8 : 8 + size], [], [(8 + p % size, b) for p, b in flips]) if flips else good[8 : 8 + size]
+    payload = good[:8] + head + good[8 + size :]
     if cuts:
         payload = payload[: cuts[0] % (len(payload) + 1)]
-    code = _code(lambda: running.raw("Report", "su")(iter(_report_parts(running.task, payload)), metadata=running.meta,
-                                                       timeout=10))
+    code = _code(
+        lambda: running.raw("Report", "su")(
+            iter(_report_parts(running.task, payload)), metadata=running.meta, timeout=10
+        )
+    )
     assert code in CLEAR
 
 
-@pytest.mark.parametrize("metrics", [b'{"accuracy": 1e300, "loss": 0.1}', b'{"train_loss": -5}', b'{"train_loss": NaN}',
-                                     b'{"train_loss": Infinity}', b"[" * 100_000 + b"]" * 100_000,
-                                     json.dumps({f"m{i}": 1 for i in range(1000)}).encode()])
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        b'{"accuracy": 1e300, "loss": 0.1}',
+        b'{"train_loss": -5}',
+        b'{"train_loss": NaN}',
+        b'{"train_loss": Infinity}',
+        b"[" * 100_000 + b"]" * 100_000,
+        json.dumps({f"m{i}": 1 for i in range(1000)}).encode(),
+    ],
+)
 def test_metric_injection_is_refused(running, metrics):
-    code = _code(lambda: running.raw("Report", "su")(iter(_report_parts(running.task, b"", metrics)),
-                                                       metadata=running.meta, timeout=10))
+    code = _code(
+        lambda: running.raw("Report", "su")(
+            iter(_report_parts(running.task, b"", metrics)), metadata=running.meta, timeout=10
+        )
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -201,9 +262,16 @@ def test_a_report_for_no_task_is_refused_while_every_upload_slot_is_held(running
     slots = running.setup.server.max_concurrent_uploads
     meta = token_metadata((running.tmp / "tokens.txt").read_text().split()[1])  # a second device, a fresh task
     task = running._task(meta)
-    header = pb.ReportPart(header=pb.ReportHeader(task_id=task.task_id, round=task.round,
-                                                  status=pb.COMPLETED, num_examples=10, metrics=b"{}",
-                                                  update_bytes=10**6)).SerializeToString()
+    header = pb.ReportPart(
+        header=pb.ReportHeader(
+            task_id=task.task_id,
+            round=task.round,
+            status=pb.COMPLETED,
+            num_examples=10,
+            metrics=b"{}",
+            update_bytes=10**6,
+        )
+    ).SerializeToString()
 
     def stalled():
         yield header
@@ -235,7 +303,11 @@ def test_after_the_fuzzing_the_server_serves_and_counted_every_refusal_with_a_re
     assert coord.store.committed_rounds() == []  # nothing committed from hostile input
     assert all(bool(torch.isfinite(v).all()) for v in coord.params.values())
     checkin = running.raw("CheckIn", "uu")
-    reply = pb.CheckInResponse.FromString(checkin(pb.CheckInRequest(population="default", device_id="later",
-                                                                    state=STATE).SerializeToString(),
-                                                  metadata=running.meta, timeout=10))
+    reply = pb.CheckInResponse.FromString(
+        checkin(
+            pb.CheckInRequest(population="default", device_id="later", state=STATE).SerializeToString(),
+            metadata=running.meta,
+            timeout=10,
+        )
+    )
     assert not reply.finished and math.isfinite(reply.reconnect_after_s)

@@ -11,12 +11,12 @@ import math
 import grpc
 import pytest
 import torch
+from tests.system.harness import experiment, make_setup, run_system
 
 from hamrah.transport.codec import chunks, decode_params, encode_params
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
 from hamrah.transport.security import token_metadata
-from tests.system.harness import experiment, make_setup, run_system
 
 STATE = pb.DeviceState(idle=True, charging=True, unmetered=True)
 
@@ -31,8 +31,16 @@ async def _status(coro) -> grpc.StatusCode:
 
 def _stalled_report(stub, meta, task: pb.Task, forever: asyncio.Event):
     async def parts():
-        yield pb.ReportPart(header=pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.COMPLETED,
-                                                   num_examples=600, metrics=b"{}", update_bytes=10**6))
+        yield pb.ReportPart(
+            header=pb.ReportHeader(
+                task_id=task.task_id,
+                round=task.round,
+                status=pb.COMPLETED,
+                num_examples=600,
+                metrics=b"{}",
+                update_bytes=10**6,
+            )
+        )
         await forever.wait()  # never send the payload
 
     return stub.Report(parts(), metadata=meta)
@@ -40,9 +48,16 @@ def _stalled_report(stub, meta, task: pb.Task, forever: asyncio.Event):
 
 def _report(stub, meta, task: pb.Task, payload: bytes, n: int):
     async def parts():
-        yield pb.ReportPart(header=pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.COMPLETED,
-                                                   num_examples=n, metrics=b'{"train_loss": 0.1}',
-                                                   update_bytes=len(payload)))
+        yield pb.ReportPart(
+            header=pb.ReportHeader(
+                task_id=task.task_id,
+                round=task.round,
+                status=pb.COMPLETED,
+                num_examples=n,
+                metrics=b'{"train_loss": 0.1}',
+                update_bytes=len(payload),
+            )
+        )
         for piece in chunks(payload):
             yield pb.ReportPart(chunk=pb.Chunk(data=piece))
 
@@ -53,8 +68,9 @@ async def _hostile(name, stub, meta, coord, seen, forever):
     """Check in for as long as training runs; with a task, misbehave as ``name`` says."""
     while not coord.finished:
         try:
-            reply = await stub.CheckIn(pb.CheckInRequest(population="default", device_id=name, state=STATE),
-                                       metadata=meta)
+            reply = await stub.CheckIn(
+                pb.CheckInRequest(population="default", device_id=name, state=STATE), metadata=meta
+            )
         except grpc.aio.AioRpcError as e:
             seen.setdefault(name, []).append(e.code())
             await asyncio.sleep(0.2)
@@ -64,10 +80,17 @@ async def _hostile(name, stub, meta, coord, seen, forever):
             continue
         task = reply.task
         if name == "inflator":  # 3e38 everywhere, claiming 1e9 examples
-            ckpt = b"".join([c.data async for c in stub.DownloadCheckpoint(
-                pb.CheckpointRequest(task_id=task.task_id), metadata=meta)])
-            huge = {"delta/" + k: torch.full_like(v, 3e38) for k, v in decode_params(ckpt).items()
-                    if not k.startswith("broadcast/")}
+            ckpt = b"".join(
+                [
+                    c.data
+                    async for c in stub.DownloadCheckpoint(pb.CheckpointRequest(task_id=task.task_id), metadata=meta)
+                ]
+            )
+            huge = {
+                "delta/" + k: torch.full_like(v, 3e38)
+                for k, v in decode_params(ckpt).items()
+                if not k.startswith("broadcast/")
+            }
             seen.setdefault(name, []).append(await _status(_report(stub, meta, task, encode_params(huge), 10**9)))
         elif name == "staller":  # two stalled uploads (the most allowed) and a third, refused
             calls = [_stalled_report(stub, meta, task, forever) for _ in range(3)]
@@ -77,18 +100,35 @@ async def _hostile(name, stub, meta, coord, seen, forever):
 
 
 async def _flood(stub, meta, seen):
-    codes = await asyncio.gather(*(_status(stub.CheckIn(pb.CheckInRequest(population="default", device_id="flood",
-                                                                          state=pb.DeviceState()), metadata=meta))
-                                   for _ in range(120)))
+    codes = await asyncio.gather(
+        *(
+            _status(
+                stub.CheckIn(
+                    pb.CheckInRequest(population="default", device_id="flood", state=pb.DeviceState()), metadata=meta
+                )
+            )
+            for _ in range(120)
+        )
+    )
     seen["flood"] = codes
 
 
 @pytest.mark.slow
 def test_hostile_devices_do_not_stop_or_poison_training(tmp_path):
     exp = experiment(rounds=3, partition="iid")
-    setup, stores, tokens = make_setup(tmp_path, exp, devices=8, goal_count=4, over_selection=1.5, min_reports=4,
-                                       max_concurrent_uploads=2, stream_timeout_s=2.0, reporting_timeout_s=8.0,
-                                       selection_timeout_s=6.0, selection_window_s=0.3)
+    setup, stores, tokens = make_setup(
+        tmp_path,
+        exp,
+        devices=8,
+        goal_count=4,
+        over_selection=1.5,
+        min_reports=4,
+        max_concurrent_uploads=2,
+        stream_timeout_s=2.0,
+        reporting_timeout_s=8.0,
+        selection_timeout_s=6.0,
+        selection_window_s=0.3,
+    )
     extra = (tmp_path / "tokens.txt").read_text().split()[8:12]
     seen: dict[str, list] = {}
 
@@ -97,9 +137,13 @@ def test_hostile_devices_do_not_stop_or_poison_training(tmp_path):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = pb_grpc.FederatedLearningStub(ch)
             names = ["inflator", "staller", "squatter1", "squatter2"]
-            await asyncio.gather(_flood(stub, token_metadata(extra[3]), seen),
-                                 *(_hostile(n, stub, token_metadata(t), server.coordinator, seen, forever)
-                                   for n, t in zip(names, extra)))
+            await asyncio.gather(
+                _flood(stub, token_metadata(extra[3]), seen),
+                *(
+                    _hostile(n, stub, token_metadata(t), server.coordinator, seen, forever)
+                    for n, t in zip(names, extra)
+                ),
+            )
             forever.set()
 
     server, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, during=attackers))

@@ -14,9 +14,9 @@ import sys
 import time
 
 import pytest
+from tests.system.test_crash_recovery import CONFIG, _free_port, _rounds
 
 from hamrah.device.fleet import make_tokens
-from tests.system.test_crash_recovery import CONFIG, _free_port, _rounds
 
 ROUNDS = 5
 
@@ -43,19 +43,33 @@ def test_second_server_refused_sigkill_at_random_points_then_sigterm_drain(tmp_p
     args = ["server", "--config", str(tmp_path / "server.toml"), "--port", str(port), "--state", str(state)]
     rng = random.Random(13)
     server = _hamrah(*args, log=server_log)
-    fleet = _hamrah("fleet", "--server", f"127.0.0.1:{port}", "--devices", "8", "--config", str(tmp_path / "server.toml"),
-                    "--stores", str(tmp_path / "stores"), log=fleet_log)
+    fleet = _hamrah(
+        "fleet",
+        "--server",
+        f"127.0.0.1:{port}",
+        "--devices",
+        "8",
+        "--config",
+        str(tmp_path / "server.toml"),
+        "--stores",
+        str(tmp_path / "stores"),
+        log=fleet_log,
+    )
     snapshots = []
     try:
         _wait_rounds(metrics, 1, server, log_path)
         server.send_signal(signal.SIGSTOP)  # paused, not gone: it still holds the state folder
         try:
-            other = subprocess.run([sys.executable, "-m", "hamrah.cli", *args[:3], "--port", str(_free_port()), "--state",
-                                    str(state)], capture_output=True, text=True, timeout=120)
+            other = subprocess.run(
+                [sys.executable, "-m", "hamrah.cli", *args[:3], "--port", str(_free_port()), "--state", str(state)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
         finally:
             server.send_signal(signal.SIGCONT)
         assert other.returncode == 2 and "another server (pid" in other.stderr + other.stdout, other
-        for kill in range(2):  # SIGKILL at a random point of a round, then restart
+        for _kill in range(2):  # SIGKILL at a random point of a round, then restart
             time.sleep(rng.uniform(0.0, 1.5))
             os.kill(server.pid, signal.SIGKILL)
             server.wait(10)

@@ -8,11 +8,12 @@ import sys
 
 import pytest
 import torch
+from tests.system.harness import experiment, make_setup, run_system
 
 from hamrah.algorithms import DELTA
 from hamrah.core.aggregate import Contribution
-from hamrah.core.metrics import Weighted
 from hamrah.core.errors import ConfigError
+from hamrah.core.metrics import Weighted
 from hamrah.core.params import max_abs_diff
 from hamrah.device.fleet import make_tokens
 from hamrah.experiments.runner import prepare
@@ -20,8 +21,6 @@ from hamrah.experiments.serve import import_stores
 from hamrah.server.aggregators import MasterAggregator, master_aggregator
 from hamrah.server.state import ServerStore
 from hamrah.simulation import SimulationConfig, Simulator, seeded
-
-from tests.system.harness import experiment, make_setup, run_system
 
 ray = pytest.importorskip("ray")
 
@@ -81,8 +80,9 @@ def test_a_ray_actor_found_dead_at_finalize_is_lost(local_ray):
 
 
 def serve_cohort(tmp, exp, cohort, backend):
-    setup, _, _ = make_setup(tmp, exp, devices=0, goal_count=8, over_selection=1.0, min_reports=8,
-                             aggregators=2, backend=backend)
+    setup, _, _ = make_setup(
+        tmp, exp, devices=0, goal_count=8, over_selection=1.0, min_reports=8, aggregators=2, backend=backend
+    )
     stores = import_stores(exp, tmp / "stores", cohort)
     tokens = make_tokens(tmp / "tokens.txt", 8)
     server, summary, _ = asyncio.run(run_system(setup, tmp / "state", stores, tokens, client_keys=cohort))
@@ -104,8 +104,16 @@ def test_ray_backend_gives_the_asyncio_backends_model(tmp_path, local_ray):
 
 
 def test_killing_a_ray_aggregator_mid_round_loses_only_its_share(tmp_path, local_ray):
-    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=1), devices=16, goal_count=6,
-                                       over_selection=2.0, min_reports=6, aggregators=2, backend="ray")
+    setup, stores, tokens = make_setup(
+        tmp_path,
+        experiment(rounds=1),
+        devices=16,
+        goal_count=6,
+        over_selection=2.0,
+        min_reports=6,
+        aggregators=2,
+        backend="ray",
+    )
     crashed = {}
 
     async def kill_one(server, port):

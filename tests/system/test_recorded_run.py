@@ -14,13 +14,13 @@ import dataclasses
 import math
 
 import torch
+from tests.system.harness import device_config, experiment, make_setup, records
 
 from hamrah.device.fleet import Churn, run_fleet
 from hamrah.server import events as ev
 from hamrah.server.app import FLServer
 from hamrah.server.coordinator import Coordinator
 from hamrah.server.state import ServerStore
-from tests.system.harness import device_config, experiment, make_setup, records
 
 TIMINGS_OF_THE_COMMIT = {"aggregation_s", "eval_s", "commit_s", "round_s", "elapsed_s"}  # run in a thread
 # report norms are float32 reductions (privacy.mechanisms.l2_norm) whose summation order torch picks per
@@ -64,9 +64,19 @@ def _replay(journal, setup, state_dir) -> Coordinator:
     ids = iter([o.task_id for _, _, outs in journal for o in outs if isinstance(o, ev.TaskAssigned)])
     clock = ev.FakeClock(journal[0][0])
     store = ServerStore(state_dir, setup.config)
-    coord = Coordinator(setup.server, setup.run, setup.algorithm, setup.algorithm_plan, setup.model,
-                        setup.test_data, store, setup.goal, setup.ignore_index, clock=clock,
-                        new_task_id=lambda: next(ids))
+    coord = Coordinator(
+        setup.server,
+        setup.run,
+        setup.algorithm,
+        setup.algorithm_plan,
+        setup.model,
+        setup.test_data,
+        store,
+        setup.goal,
+        setup.ignore_index,
+        clock=clock,
+        new_task_id=lambda: next(ids),
+    )
     script = iter(journal)
     handle = coord.machine.handle
     coord.replayed = []  # every output of the replay, in order
@@ -101,8 +111,9 @@ def _replay(journal, setup, state_dir) -> Coordinator:
 
 
 def test_a_fake_clock_replay_reproduces_a_recorded_grpc_run(tmp_path):
-    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=2), devices=8, goal_count=4,
-                                       over_selection=1.5, min_reports=4)
+    setup, stores, tokens = make_setup(
+        tmp_path, experiment(rounds=2), devices=8, goal_count=4, over_selection=1.5, min_reports=4
+    )
     server = asyncio.run(_recorded_run(setup, tmp_path / "state", stores, tokens))
     journal = server.coordinator.machine.journal
     kinds = {type(e).__name__ for _, e, _ in journal}

@@ -6,19 +6,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tests.system.harness import experiment, make_setup, records, run_system
 
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import max_abs_diff
-from hamrah.device.fleet import Churn
+from hamrah.device.fleet import Churn, make_tokens
 from hamrah.experiments.runner import prepare
+from hamrah.experiments.serve import import_stores
 from hamrah.server.app import FLServer
 from hamrah.simulation import SimulationConfig, Simulator, seeded
-
-from hamrah.device.fleet import make_tokens
-from hamrah.experiments.serve import import_stores
-
-from tests.system.harness import experiment, make_setup, records, run_system
-
 
 
 def test_twenty_devices_complete_three_rounds_of_fedavg(tmp_path):
@@ -36,8 +32,9 @@ def test_twenty_devices_complete_three_rounds_of_fedavg(tmp_path):
 
 
 def test_rounds_complete_when_30_percent_of_selected_devices_die(tmp_path):
-    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=3), devices=30, goal_count=8,
-                                       over_selection=1.6, min_reports=8)
+    setup, stores, tokens = make_setup(
+        tmp_path, experiment(rounds=3), devices=30, goal_count=8, over_selection=1.6, min_reports=8
+    )
     churn = Churn(kill=0.3, seed=3, only_round=2)  # about 30% of round 2's 13 selected devices die mid-round
     _, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, churn))
     recs = records(tmp_path / "state", setup)
@@ -49,8 +46,9 @@ def test_rounds_complete_when_30_percent_of_selected_devices_die(tmp_path):
 
 
 def test_an_aggregator_failure_loses_only_its_share(tmp_path):
-    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=2), devices=16, goal_count=6,
-                                       over_selection=2.0, min_reports=6, aggregators=2)
+    setup, stores, tokens = make_setup(
+        tmp_path, experiment(rounds=2), devices=16, goal_count=6, over_selection=2.0, min_reports=6, aggregators=2
+    )
     crashed = {}
 
     async def crash_in_round_2(server, port):
@@ -72,7 +70,9 @@ def test_an_aggregator_failure_loses_only_its_share(tmp_path):
 
 def test_device_that_stops_charging_mid_task_aborts(tmp_path):
     setup, stores, tokens = make_setup(tmp_path, experiment(rounds=2), devices=12, goal_count=6, min_reports=5)
-    _, _, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, Churn(unplug=0.5, away_s=0.3, seed=1)))
+    _, _, stats = asyncio.run(
+        run_system(setup, tmp_path / "state", stores, tokens, Churn(unplug=0.5, away_s=0.3, seed=1))
+    )
     recs = records(tmp_path / "state", setup)
     assert [r["round"] for r in recs] == [1, 2]
     assert sum(s.aborted for s in stats if s) >= 1
@@ -84,8 +84,12 @@ def test_server_round_equals_simulator_round(tmp_path):
     algo = {"name": "fedavg", "client_fraction": 0.08, "local_epochs": 1, "batch_size": 10, "lr": 0.1}
     exp = experiment(rounds=1, num_clients=100, partition="shards", algorithm=algo)
     prep = prepare(exp)
-    sim = Simulator(seeded(prep.model_factory, 0), prep.data, prep.algorithm,
-                    SimulationConfig(rounds=1, seed=0, batched=False, workers=1))
+    sim = Simulator(
+        seeded(prep.model_factory, 0),
+        prep.data,
+        prep.algorithm,
+        SimulationConfig(rounds=1, seed=0, batched=False, workers=1),
+    )
     cohort = [int(c) for c in sim.sample(1)]
     setup, _, tokens = make_setup(tmp_path, exp, devices=0, goal_count=8, over_selection=1.0, min_reports=8)
     stores = import_stores(exp, tmp_path / "stores", cohort)
@@ -97,8 +101,9 @@ def test_server_round_equals_simulator_round(tmp_path):
 
 
 def test_evaluate_tasks_report_on_device_accuracy(tmp_path):
-    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=2), devices=12, goal_count=5, over_selection=1.0,
-                                       min_reports=5, eval_devices=3)
+    setup, stores, tokens = make_setup(
+        tmp_path, experiment(rounds=2), devices=12, goal_count=5, over_selection=1.0, min_reports=5, eval_devices=3
+    )
     _, _, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
     recs = records(tmp_path / "state", setup)
     assert [r["round"] for r in recs] == [1, 2]
@@ -109,16 +114,24 @@ def test_evaluate_tasks_report_on_device_accuracy(tmp_path):
 
 
 def test_a_robust_aggregator_runs_unchanged_in_the_server(tmp_path):
-    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=1), devices=6, goal_count=5, over_selection=1.0,
-                                       min_reports=5, aggregator={"name": "median"})
+    setup, stores, tokens = make_setup(
+        tmp_path,
+        experiment(rounds=1),
+        devices=6,
+        goal_count=5,
+        over_selection=1.0,
+        min_reports=5,
+        aggregator={"name": "median"},
+    )
     server, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
     assert summary["rounds_committed"] == 1
     assert type(server.coordinator.aggregator).__name__ == "Median"
 
 
 def test_an_aggregator_that_cannot_work_for_the_goal_is_refused_before_any_round(tmp_path):
-    setup, _, _ = make_setup(tmp_path, experiment(rounds=1), devices=0, goal_count=5,
-                             aggregator={"name": "krum", "f": 2})
+    setup, _, _ = make_setup(
+        tmp_path, experiment(rounds=1), devices=0, goal_count=5, aggregator={"name": "krum", "f": 2}
+    )
     with pytest.raises(ConfigError, match="Krum with f = 2"):
         FLServer(setup, tmp_path / "state")
     assert not (tmp_path / "state").exists()  # nothing written
@@ -126,8 +139,9 @@ def test_an_aggregator_that_cannot_work_for_the_goal_is_refused_before_any_round
 
 def test_scaffold_runs_over_the_server_with_device_kept_control_variates(tmp_path):
     algo = {"name": "scaffold", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 10, "lr": 0.05}
-    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=2, algorithm=algo), devices=6, goal_count=5,
-                                       over_selection=1.0, min_reports=5)
+    setup, stores, tokens = make_setup(
+        tmp_path, experiment(rounds=2, algorithm=algo), devices=6, goal_count=5, over_selection=1.0, min_reports=5
+    )
     server, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
     assert summary["rounds_committed"] == 2
     c = server.coordinator.server_state.c  # the server control variate moved from zero
@@ -140,4 +154,4 @@ def test_scaffold_runs_over_the_server_with_device_kept_control_variates(tmp_pat
             kept += store.client_state() is not None  # each device that trained kept its c_i
     assert kept >= 5
     recs = records(tmp_path / "state", setup)
-    assert all(0.0 <= r["train_loss"] for r in recs)
+    assert all(r["train_loss"] >= 0.0 for r in recs)

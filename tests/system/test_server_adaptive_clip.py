@@ -11,6 +11,7 @@ import sqlite3
 
 import pytest
 import torch
+from tests.system.harness import make_setup, records, run_system
 
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.core.pipeline import DensePayload
@@ -19,20 +20,28 @@ from hamrah.experiments.config import from_dict
 from hamrah.pipeline import PipelineSpec
 from hamrah.server.app import FLServer
 
-from tests.system.harness import make_setup, records, run_system
-
 CLIP0 = 0.01  # far below logreg's update norms: every client is clipped, so the norm must grow
 
 
 def _experiment(rounds):
-    return from_dict({
-        "data": {"dataset": "mnist", "partition": "iid", "num_clients": 20}, "model": {"name": "logreg"},
-        "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
-        "run": {"rounds": rounds, "seed": 0},
-        "privacy": {"mode": "central", "clip": CLIP0, "noise_multiplier": 0.1, "sampling": "fixed", "adaptive": True,
-                    "target_quantile": 0.5, "clip_learning_rate": 0.5, "clip_count_stddev": 0.1},
-    })
-
+    return from_dict(
+        {
+            "data": {"dataset": "mnist", "partition": "iid", "num_clients": 20},
+            "model": {"name": "logreg"},
+            "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
+            "run": {"rounds": rounds, "seed": 0},
+            "privacy": {
+                "mode": "central",
+                "clip": CLIP0,
+                "noise_multiplier": 0.1,
+                "sampling": "fixed",
+                "adaptive": True,
+                "target_quantile": 0.5,
+                "clip_learning_rate": 0.5,
+                "clip_count_stddev": 0.1,
+            },
+        }
+    )
 
 
 def test_the_clip_norm_moves_across_rounds_and_survives_a_restart(tmp_path):
@@ -88,9 +97,13 @@ def test_the_device_clips_to_the_broadcast_norm_and_reports_its_bit():
     spec = _spec()
     update = {"w": torch.tensor([3.0, 4.0, 0.0])}  # norm 5
     extra = {"pipeline": spec.to_dict()}
-    small = _decode(spec, encode_update({**extra, STATE_KEY: {"dp_clip": {"clip": 1.0, "rounds": 3}}}, update, 1, 1, {}))
+    small = _decode(
+        spec, encode_update({**extra, STATE_KEY: {"dp_clip": {"clip": 1.0, "rounds": 3}}}, update, 1, 1, {})
+    )
     assert torch.allclose(small["w"], torch.tensor([0.6, 0.8, 0.0])) and float(small["dp_clip:unclipped"]) == -0.5
-    large = _decode(spec, encode_update({**extra, STATE_KEY: {"dp_clip": {"clip": 10.0, "rounds": 3}}}, update, 1, 1, {}))
+    large = _decode(
+        spec, encode_update({**extra, STATE_KEY: {"dp_clip": {"clip": 10.0, "rounds": 3}}}, update, 1, 1, {})
+    )
     assert torch.equal(large["w"], update["w"]) and float(large["dp_clip:unclipped"]) == 0.5
     initial = _decode(spec, encode_update(extra, update, 1, 1, {}))  # no broadcast: the configured initial norm
     assert float(initial["w"].norm()) == pytest.approx(CLIP0, rel=1e-5)

@@ -42,6 +42,7 @@ class _Recorder:
         def outcome(round_, result):
             self.sums.append(round_.stage.decode_secure(result, round_.layout.size, round_.round_idx))
             return original(round_, result)
+
         monkeypatch.setattr(SecureRound, "_outcome", outcome)
 
 
@@ -77,8 +78,9 @@ def test_the_only_sum_the_server_decodes_carries_the_devices_noise(tmp_path, mon
     ddp, _, _ = asyncio.run(run_system(setup, tmp_path / "ddp", stores, tokens))
     start = FLServer(plain_setup, tmp_path / "fresh").coordinator.params
     layout = wire_layout([(k, tuple(v.shape)) for k, v in start.items()])
-    clean = DEVICES * np.concatenate([(plain.coordinator.params[k] - start[k]).double().reshape(-1).numpy()
-                                      for k in layout.names])
+    clean = DEVICES * np.concatenate(
+        [(plain.coordinator.params[k] - start[k]).double().reshape(-1).numpy() for k in layout.names]
+    )
     (noisy,) = recorder.sums
     noise = noisy - clean
     expected = z * clip * math.sqrt(DEVICES / n_min)

@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 import torch
+from tests.system.harness import make_setup, records, run_system
 
 from hamrah.algorithms import DELTA
 from hamrah.core.aggregate import aggregate_contributions
@@ -17,17 +18,18 @@ from hamrah.experiments.config import from_dict
 from hamrah.privacy import RoundSpec, epsilon_of
 from hamrah.server.app import FLServer
 from hamrah.server.pipeline import ServerPipeline
-from tests.system.harness import make_setup, records, run_system
 
 
 def _experiment(privacy, rounds=2):
-    return from_dict({
-        "data": {"dataset": "mnist", "partition": "iid", "num_clients": 20},
-        "model": {"name": "logreg"},
-        "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
-        "run": {"rounds": rounds, "seed": 0},
-        "privacy": privacy,
-    })
+    return from_dict(
+        {
+            "data": {"dataset": "mnist", "partition": "iid", "num_clients": 20},
+            "model": {"name": "logreg"},
+            "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
+            "run": {"rounds": rounds, "seed": 0},
+            "privacy": privacy,
+        }
+    )
 
 
 FTRL = {"mode": "ftrl", "clip": 0.5, "noise_multiplier": 2.0, "tree_rounds": 1}
@@ -36,7 +38,7 @@ FTRL = {"mode": "ftrl", "clip": 0.5, "noise_multiplier": 2.0, "tree_rounds": 1}
 def test_a_sampling_based_budget_is_refused_on_the_server(tmp_path):
     central = {"mode": "central", "clip": 0.5, "noise_multiplier": 1.0, "sampling": "poisson", "target_epsilon": 10.0}
     setup, _, _ = make_setup(tmp_path, _experiment(central), devices=0, goal_count=4)
-    with pytest.raises(ConfigError, match="would not be a guarantee; expected privacy.mode = \"ftrl\""):
+    with pytest.raises(ConfigError, match='would not be a guarantee; expected privacy.mode = "ftrl"'):
         FLServer(setup, tmp_path / "state")
 
 
@@ -60,8 +62,7 @@ def test_dp_ftrl_reports_its_epsilon_and_the_ledger_cannot_be_dropped_apart_from
 
 def test_central_noise_without_a_budget_runs_but_claims_no_epsilon(tmp_path):
     central = {"mode": "central", "clip": 0.5, "noise_multiplier": 1.0, "sampling": "fixed"}
-    setup, stores, tokens = make_setup(tmp_path, _experiment(central, rounds=1), devices=5, goal_count=4,
-                                       min_reports=4)
+    setup, stores, tokens = make_setup(tmp_path, _experiment(central, rounds=1), devices=5, goal_count=4, min_reports=4)
     asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
     (rec,) = records(tmp_path / "state", setup)
     assert "epsilon" not in rec and rec["reported"] == 4

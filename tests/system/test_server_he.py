@@ -8,12 +8,11 @@ import asyncio
 
 import pytest
 import torch
+from tests.system.harness import make_setup, records, run_system
 
 from hamrah.core.errors import ProtocolError
 from hamrah.experiments.config import from_dict
 from hamrah.server.pipeline import PAYLOAD_KEY, ServerPipeline
-
-from tests.system.harness import make_setup, records, run_system
 
 
 def _experiment(he=None, rounds=2):
@@ -30,8 +29,7 @@ def _experiment(he=None, rounds=2):
 
 def _serve(tmp_path, exp, name):
     # every device takes part in every round (devices = goal), so both runs train the same clients
-    setup, stores, tokens = make_setup(tmp_path / name, exp, devices=4, goal_count=4, over_selection=1.0,
-                                       min_reports=4)
+    setup, stores, tokens = make_setup(tmp_path / name, exp, devices=4, goal_count=4, over_selection=1.0, min_reports=4)
     state = tmp_path / name / "state"
     server, summary, _ = asyncio.run(run_system(setup, state, stores, tokens))
     return server, records(state, setup)

@@ -10,31 +10,31 @@ import json
 import sqlite3
 
 import pytest
+from tests.system.harness import make_setup, records, run_system
 
 from hamrah.core.errors import ConfigError
 from hamrah.experiments.config import from_dict
-
-from tests.system.harness import make_setup, records, run_system
 
 
 def _experiment(rounds, target_epsilon=None):
     privacy = {"mode": "ftrl", "clip": 0.5, "noise_multiplier": 1.0, "tree_rounds": 1}
     if target_epsilon is not None:
         privacy["target_epsilon"] = target_epsilon
-    return from_dict({
-        "data": {"dataset": "mnist", "partition": "iid", "num_clients": 20},
-        "model": {"name": "logreg"},
-        "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
-        "run": {"rounds": rounds, "seed": 0},
-        "compression": {"codec": "quantize", "bits": 8},
-        "privacy": privacy,
-    })
+    return from_dict(
+        {
+            "data": {"dataset": "mnist", "partition": "iid", "num_clients": 20},
+            "model": {"name": "logreg"},
+            "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
+            "run": {"rounds": rounds, "seed": 0},
+            "compression": {"codec": "quantize", "bits": 8},
+            "privacy": privacy,
+        }
+    )
 
 
 def _ledger(state):
     with sqlite3.connect(state / "state.db") as db:
         return json.loads(db.execute("SELECT value FROM privacy WHERE key = 'ledger'").fetchone()[0])
-
 
 
 def test_central_dp_with_quantization_commits_rounds_and_keeps_epsilon_across_a_restart(tmp_path):

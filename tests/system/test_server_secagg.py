@@ -9,6 +9,7 @@ import dataclasses
 
 import grpc
 import pytest
+from tests.system.harness import device_config, make_setup, records, run_system
 
 from hamrah.core.params import max_abs_diff
 from hamrah.device.fleet import Churn, run_fleet
@@ -17,8 +18,6 @@ from hamrah.server.app import FLServer
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
 from hamrah.transport.security import token_metadata
-
-from tests.system.harness import device_config, make_setup, records, run_system
 
 DEVICES = 6
 
@@ -42,14 +41,15 @@ def _setup(tmp_path, exp, **server):
     return make_setup(tmp_path, exp, devices=DEVICES, goal_count=DEVICES, over_selection=1.0, min_reports=5, **server)
 
 
-
 async def _two_fleets(setup, state_dir, stores, tokens, churn_last: Churn):
     """Serve while devices 0..4 run cleanly and device 5 runs with ``churn_last``."""
     server = FLServer(setup, state_dir)
     port = await server.start(0)
     base = device_config(port, population=setup.server.population)
-    fleets = asyncio.gather(run_fleet(base, stores[:-1], tokens[:-1]),
-                            run_fleet(base, stores[-1:], tokens[-1:], churn_last, client_keys=[DEVICES - 1]))
+    fleets = asyncio.gather(
+        run_fleet(base, stores[:-1], tokens[:-1]),
+        run_fleet(base, stores[-1:], tokens[-1:], churn_last, client_keys=[DEVICES - 1]),
+    )
     await asyncio.wait_for(server.serve(linger_s=0.8), 240)
     await asyncio.wait_for(fleets, 20)
     return server
@@ -76,14 +76,25 @@ def test_a_device_that_vanishes_before_its_masked_input_is_left_out_of_the_sum(t
     cancel its pairwise masks, and the mean is over the five contributors, as when it fails in a plain round."""
     plain_setup, stores, tokens = _setup(tmp_path, _experiment(None, rounds=1))
     plain = asyncio.run(_two_fleets(plain_setup, tmp_path / "plain", stores, tokens, Churn(fail=1.0, only_round=1)))
-    setup, _, _ = _setup(tmp_path, _experiment({"variant": "secagg", "clip": 0.5, "input_bits": 20}, rounds=1),
-                         secagg_stage_timeout_s=3.0)
-    secure = asyncio.run(_two_fleets(setup, tmp_path / "secure", stores, tokens,
-                                     Churn(drop=1.0, drop_stage="masked_input", only_round=1)))
+    setup, _, _ = _setup(
+        tmp_path,
+        _experiment({"variant": "secagg", "clip": 0.5, "input_bits": 20}, rounds=1),
+        secagg_stage_timeout_s=3.0,
+    )
+    secure = asyncio.run(
+        _two_fleets(
+            setup, tmp_path / "secure", stores, tokens, Churn(drop=1.0, drop_stage="masked_input", only_round=1)
+        )
+    )
     (rec,) = records(tmp_path / "secure", setup)
     assert rec["reported"] == DEVICES - 1
-    assert rec["secagg_survivors"] == {"join": 6, "advertise_keys": 6, "share_keys": 6, "masked_input": 5,
-                                       "unmasking": 5}
+    assert rec["secagg_survivors"] == {
+        "join": 6,
+        "advertise_keys": 6,
+        "share_keys": 6,
+        "masked_input": 5,
+        "unmasking": 5,
+    }
     assert max_abs_diff(secure.coordinator.params, plain.coordinator.params) < 1e-4
 
 
@@ -122,8 +133,9 @@ def test_a_forged_or_out_of_order_message_is_refused_and_the_round_goes_on(tmp_p
 
     _, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, during=intruder))
     assert summary["rounds_committed"] == 1
-    assert errors == [(grpc.StatusCode.INVALID_ARGUMENT,
-                       "secure aggregation: a masked_input message while the round is at join")]
+    assert errors == [
+        (grpc.StatusCode.INVALID_ARGUMENT, "secure aggregation: a masked_input message while the round is at join")
+    ]
 
 
 def test_secure_aggregation_with_a_robust_aggregator_is_refused_before_anything_is_written(tmp_path):
@@ -144,8 +156,16 @@ def test_churn_refuses_an_unknown_drop_stage():
 
 def test_adaptive_clipping_under_secure_aggregation_moves_the_norm_from_the_unmasked_bits(tmp_path):
     """Each device's clipped bit rides inside its masked input; the server sees only their noisy sum."""
-    privacy = {"mode": "central", "clip": 0.01, "noise_multiplier": 0.1, "sampling": "fixed", "adaptive": True,
-               "target_quantile": 0.5, "clip_learning_rate": 0.5, "clip_count_stddev": 0.1}
+    privacy = {
+        "mode": "central",
+        "clip": 0.01,
+        "noise_multiplier": 0.1,
+        "sampling": "fixed",
+        "adaptive": True,
+        "target_quantile": 0.5,
+        "clip_learning_rate": 0.5,
+        "clip_count_stddev": 0.1,
+    }
     setup, stores, tokens = _setup(tmp_path, _experiment({"variant": "secagg", "clip": 0.5}, privacy))
     asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
     clips = [r["pipeline_state"]["dp_clip"]["clip"] for r in records(tmp_path / "state", setup)]

@@ -38,10 +38,19 @@ SECURE = {"variant": "secagg", "clip": 0.5, "input_bits": 20, "malicious_server"
 def _kits(tmp_path, secure, rounds=1, **server):
     files = provision(tmp_path / "pki", DEVICES)
     s = files["server"]
-    setup, stores, _ = make_setup(tmp_path, _experiment(secure, rounds=rounds), devices=DEVICES,
-                                  tokens_file=str(files["registry"]), tls_cert=str(s / "server.pem"),
-                                  tls_key=str(s / "server.key"), client_ca=str(s / "ca.pem"), goal_count=DEVICES,
-                                  over_selection=1.0, min_reports=5, **server)
+    setup, stores, _ = make_setup(
+        tmp_path,
+        _experiment(secure, rounds=rounds),
+        devices=DEVICES,
+        tokens_file=str(files["registry"]),
+        tls_cert=str(s / "server.pem"),
+        tls_key=str(s / "server.key"),
+        client_ca=str(s / "ca.pem"),
+        goal_count=DEVICES,
+        over_selection=1.0,
+        min_reports=5,
+        **server,
+    )
     return setup, stores, device_folders(files["devices"], DEVICES)
 
 
@@ -52,8 +61,14 @@ def test_honest_malicious_server_mode_commits_the_plain_model(tmp_path):
     active, summary, stats = asyncio.run(run_system(setup, tmp_path / "active", stores, kits))
     (rec,) = records(tmp_path / "active", setup)
     assert summary["rounds_committed"] == 1 and rec["reported"] == DEVICES
-    assert rec["secagg_survivors"] == {"join": 6, "advertise_keys": 6, "share_keys": 6, "masked_input": 6,
-                                       "consistency_check": 6, "unmasking": 6}
+    assert rec["secagg_survivors"] == {
+        "join": 6,
+        "advertise_keys": 6,
+        "share_keys": 6,
+        "masked_input": 6,
+        "consistency_check": 6,
+        "unmasking": 6,
+    }
     assert max_abs_diff(active.coordinator.params, plain.coordinator.params) < 1e-4
 
 
@@ -76,17 +91,33 @@ class _LyingRound(SecureRound):
         if stage == pb.ADVERTISE_KEYS and self.lie == "substitute":
             # replace device 5's mask key, for everyone, by one the server knows the secret of
             fake = b"\x09" * 32
-            return {u: SignedKeysBroadcast(m.round_id, u, tuple(
-                SignedPeerKeys(p.client_id, p.c_public, fake, p.signature) if p.client_id == 5 else p
-                for p in m.peers)) for u, m in out.items()}
+            return {
+                u: SignedKeysBroadcast(
+                    m.round_id,
+                    u,
+                    tuple(
+                        SignedPeerKeys(p.client_id, p.c_public, fake, p.signature) if p.client_id == 5 else p
+                        for p in m.peers
+                    ),
+                )
+                for u, m in out.items()
+            }
         if stage == pb.MASKED_INPUT and self.lie == "split":
             # the lie that unmasks x_5 under the semi-honest protocol: "5 dropped" to 0-2, "5 survived" to 3-5
-            return {u: ConsistencyRequest(m.round_id, u, tuple(v for v in m.contributors if u > 2 or v != 5))
-                    for u, m in out.items()}
+            return {
+                u: ConsistencyRequest(m.round_id, u, tuple(v for v in m.contributors if u > 2 or v != 5))
+                for u, m in out.items()
+            }
         if stage == pb.CONSISTENCY_CHECK:
             # best relay for the liar: each group gets every signature over the set it was told
-            return {u: ConsistencyBroadcast(self.round_idx, u, tuple(
-                (v, self.inbox[v].signature) for v in sorted(self.inbox) if (v > 2) == (u > 2))) for u in self.inbox}
+            return {
+                u: ConsistencyBroadcast(
+                    self.round_idx,
+                    u,
+                    tuple((v, self.inbox[v].signature) for v in sorted(self.inbox) if (v > 2) == (u > 2)),
+                )
+                for u in self.inbox
+            }
         return out
 
 
@@ -119,6 +150,7 @@ def test_honest_devices_abort_before_revealing_anything_when_the_server_lies(tmp
 def test_a_roster_with_a_made_up_device_is_refused_by_every_device(tmp_path, monkeypatch):
     """The server adds a device of its own (a certificate signed by a CA it made): devices check every
     certificate against their kit's CA and abort before advertising keys."""
+
     class Forger(_LyingRound):
         shares: ClassVar[list[int]] = []
 
@@ -129,6 +161,7 @@ def test_a_roster_with_a_made_up_device_is_refused_by_every_device(tmp_path, mon
             self.identities[99] = JoinIdentity(b"\x01" * 32, fake.public_bytes(serialization.Encoding.DER))
             self.examples[99], self.losses[99] = 1, 0.0
             return super()._start_active([*joined, 99])
+
     monkeypatch.setattr(secure_rounds, "SecureRound", Forger)
     setup, stores, kits = _kits(tmp_path, SECURE, secagg_stage_timeout_s=2.0, max_round_attempts=1)
     stats = asyncio.run(_serve_liar(setup, tmp_path / "state", stores, kits))
@@ -152,10 +185,18 @@ def test_distributed_dp_runs_over_the_malicious_server_protocol(tmp_path):
     secure = {"variant": "secagg", "ring_bits": 32, "min_contributors": 4, "malicious_server": True}
     files = provision(tmp_path / "pki", DEVICES)
     s = files["server"]
-    setup, stores, _ = make_setup(tmp_path, _experiment(secure, privacy, rounds=1), devices=DEVICES,
-                                  tokens_file=str(files["registry"]), tls_cert=str(s / "server.pem"),
-                                  tls_key=str(s / "server.key"), client_ca=str(s / "ca.pem"), goal_count=DEVICES,
-                                  over_selection=1.0, min_reports=5)
+    setup, stores, _ = make_setup(
+        tmp_path,
+        _experiment(secure, privacy, rounds=1),
+        devices=DEVICES,
+        tokens_file=str(files["registry"]),
+        tls_cert=str(s / "server.pem"),
+        tls_key=str(s / "server.key"),
+        client_ca=str(s / "ca.pem"),
+        goal_count=DEVICES,
+        over_selection=1.0,
+        min_reports=5,
+    )
     kits = device_folders(files["devices"], DEVICES)
     _, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, kits))
     (rec,) = records(tmp_path / "state", setup)

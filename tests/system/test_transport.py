@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from tests.system.harness import device_config, experiment, make_setup, run_system
 
 from hamrah.core.errors import TransportError
 from hamrah.core.params import num_parameters
@@ -20,14 +21,20 @@ from hamrah.transport.codec import CHUNK_BYTES
 from hamrah.transport.identity import write_private
 from hamrah.transport.security import generate_tls, key_pem, make_cert, pem
 
-from tests.system.harness import device_config, experiment, make_setup, run_system
-
 
 def test_a_round_over_mutual_tls(tmp_path):
     tls = generate_tls(tmp_path / "tls")
-    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=1), devices=3, goal_count=3, over_selection=1.0,
-                                       min_reports=3, tls_cert=str(tls["server"]), tls_key=str(tls["server_key"]),
-                                       client_ca=str(tls["ca"]))
+    setup, stores, tokens = make_setup(
+        tmp_path,
+        experiment(rounds=1),
+        devices=3,
+        goal_count=3,
+        over_selection=1.0,
+        min_reports=3,
+        tls_cert=str(tls["server"]),
+        tls_key=str(tls["server_key"]),
+        client_ca=str(tls["ca"]),
+    )
     kw = {"tls_ca": str(tls["ca"]), "tls_cert": str(tls["client"]), "tls_key": str(tls["client_key"])}
     _, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, device_kw=kw))
     assert summary["rounds_committed"] == 1 and sum(s.reported for s in stats) == 3
@@ -35,9 +42,15 @@ def test_a_round_over_mutual_tls(tmp_path):
 
 def test_mutual_tls_refuses_a_device_without_a_client_certificate(tmp_path):
     tls = generate_tls(tmp_path / "tls")
-    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=1), devices=1, goal_count=1,
-                                       tls_cert=str(tls["server"]), tls_key=str(tls["server_key"]),
-                                       client_ca=str(tls["ca"]))
+    setup, stores, tokens = make_setup(
+        tmp_path,
+        experiment(rounds=1),
+        devices=1,
+        goal_count=1,
+        tls_cert=str(tls["server"]),
+        tls_key=str(tls["server_key"]),
+        client_ca=str(tls["ca"]),
+    )
 
     async def attempt():
         server = FLServer(setup, tmp_path / "state")
@@ -56,10 +69,12 @@ def test_mutual_tls_refuses_a_device_without_a_client_certificate(tmp_path):
 
 @pytest.mark.slow
 def test_a_model_over_50_mb_moves_through_a_full_round(tmp_path):
-    exp = experiment(rounds=1, algorithm={"name": "fedavg", "client_fraction": 0.1, "local_epochs": 1,
-                                          "batch_size": 100, "lr": 0.05})
-    setup, stores, tokens = make_setup(tmp_path, exp, devices=2, goal_count=2, over_selection=1.0, min_reports=2,
-                                       reporting_timeout_s=120.0)
+    exp = experiment(
+        rounds=1, algorithm={"name": "fedavg", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 100, "lr": 0.05}
+    )
+    setup, stores, tokens = make_setup(
+        tmp_path, exp, devices=2, goal_count=2, over_selection=1.0, min_reports=2, reporting_timeout_s=120.0
+    )
     big = ModelSpec("2nn", setup.model.input_shape, setup.model.num_classes, hidden=3600)
     setup = dataclasses.replace(setup, model=big)
     server, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
@@ -87,6 +102,7 @@ def _cert_with_role(tmp_path, role: str) -> tuple[str, str, str]:
 def _one_device(tmp_path, setup, store, **kw):
     """Run one device against a server that opens no round for 3 s: return its stats (check-ins made),
     or raise what stopped it (TransportError: TLS refused the connection)."""
+
     async def attempt():
         server = FLServer(setup, tmp_path / "state")
         port = await server.start(0)
@@ -109,22 +125,43 @@ def _one_device(tmp_path, setup, store, **kw):
 def test_a_server_certificate_is_refused_as_a_client_certificate(tmp_path):
     """On today's code generate_tls's certificates served any purpose: the server's was a valid client certificate."""
     tls = generate_tls(tmp_path / "tls")
-    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=1), devices=1, goal_count=1,
-                                       tls_cert=str(tls["server"]), tls_key=str(tls["server_key"]),
-                                       client_ca=str(tls["ca"]))
+    setup, stores, tokens = make_setup(
+        tmp_path,
+        experiment(rounds=1),
+        devices=1,
+        goal_count=1,
+        tls_cert=str(tls["server"]),
+        tls_key=str(tls["server_key"]),
+        client_ca=str(tls["ca"]),
+    )
     with pytest.raises(TransportError):
-        _one_device(tmp_path, setup, stores[0], token=tokens[0], tls_ca=str(tls["ca"]), tls_cert=str(tls["server"]),
-                    tls_key=str(tls["server_key"]))
-    stats = _one_device(tmp_path, setup, stores[0], token=tokens[0], tls_ca=str(tls["ca"]),
-                        tls_cert=str(tls["client"]), tls_key=str(tls["client_key"]))
+        _one_device(
+            tmp_path,
+            setup,
+            stores[0],
+            token=tokens[0],
+            tls_ca=str(tls["ca"]),
+            tls_cert=str(tls["server"]),
+            tls_key=str(tls["server_key"]),
+        )
+    stats = _one_device(
+        tmp_path,
+        setup,
+        stores[0],
+        token=tokens[0],
+        tls_ca=str(tls["ca"]),
+        tls_cert=str(tls["client"]),
+        tls_key=str(tls["client_key"]),
+    )
     assert stats.check_ins >= 1  # the same server takes the client certificate
 
 
 @pytest.mark.parametrize("role, refused", [("client", True), ("server", False)])
 def test_a_client_certificate_is_refused_as_a_server_certificate(tmp_path, role, refused):
     ca, cert, key = _cert_with_role(tmp_path, role)
-    setup, stores, tokens = make_setup(tmp_path, experiment(rounds=1), devices=1, goal_count=1, tls_cert=cert,
-                                       tls_key=key)
+    setup, stores, tokens = make_setup(
+        tmp_path, experiment(rounds=1), devices=1, goal_count=1, tls_cert=cert, tls_key=key
+    )
     if refused:
         with pytest.raises(TransportError):
             _one_device(tmp_path, setup, stores[0], token=tokens[0], tls_ca=ca)

@@ -8,7 +8,13 @@ import torch
 from hamrah.core.errors import ProtocolError
 from hamrah.models import ModelSpec
 from hamrah.transport.codec import (
-    check_update, chunks, decode_metrics, decode_params, encode_params, join_chunks, spec_of,
+    check_update,
+    chunks,
+    decode_metrics,
+    decode_params,
+    encode_params,
+    join_chunks,
+    spec_of,
 )
 from hamrah.transport.plan import Plan
 
@@ -61,8 +67,11 @@ def test_metrics_must_be_an_object_of_finite_numbers():
 def test_plan_round_trip_and_refusals():
     plan = Plan("train", 3, {"name": "fedavg", "lr": 0.1}, ModelSpec("2nn", (1, 28, 28), 10), seed=5)
     assert Plan.from_json(plan.to_json()) == plan
-    for text, word in [(b"nope", "not JSON"), (b'{"version": 99}', "version 99"),
-                       (plan.to_json().replace(b'"train"', b'"mine"'), "kind"),
-                       (plan.to_json().replace(b'"2nn"', b'"gpt"'), "can build")]:
+    for text, word in [
+        (b"nope", "not JSON"),
+        (b'{"version": 99}', "version 99"),
+        (plan.to_json().replace(b'"train"', b'"mine"'), "kind"),
+        (plan.to_json().replace(b'"2nn"', b'"gpt"'), "can build"),
+    ]:
         with pytest.raises(ProtocolError, match=word):
             Plan.from_json(text)

@@ -39,8 +39,14 @@ def _mode(path) -> int:
 
 
 def _registry(tmp_path, tokens: list[str], keys: list[DeviceKey], revoked: list[str] = ()) -> TokenRegistry:
-    devices = [{"name": f"device-{i:04d}", "token_sha256": token_digest(t),
-                "signing_key": base64.b64encode(k.public_bytes).decode()} for i, (t, k) in enumerate(zip(tokens, keys))]
+    devices = [
+        {
+            "name": f"device-{i:04d}",
+            "token_sha256": token_digest(t),
+            "signing_key": base64.b64encode(k.public_bytes).decode(),
+        }
+        for i, (t, k) in enumerate(zip(tokens, keys))
+    ]
     write_private(tmp_path / "devices.json", json.dumps({"version": 1, "devices": devices}).encode())
     (tmp_path / "revoked.txt").write_text("".join(r + "\n" for r in revoked))
     return TokenRegistry(tmp_path / "devices.json", tmp_path / "revoked.txt", recheck_s=0.0)
@@ -135,8 +141,13 @@ header_values = st.one_of(st.text(max_size=60), st.sampled_from(["", "0", "9" * 
 
 
 @settings(max_examples=80, deadline=None)
-@given(ts=header_values, nonce=header_values, kid=header_values, sig=header_values,
-       drop=st.sets(st.sampled_from([TS_HEADER, NONCE_HEADER, KEY_HEADER, SIG_HEADER])))
+@given(
+    ts=header_values,
+    nonce=header_values,
+    kid=header_values,
+    sig=header_values,
+    drop=st.sets(st.sampled_from([TS_HEADER, NONCE_HEADER, KEY_HEADER, SIG_HEADER])),
+)
 def test_arbitrary_signature_headers_are_refused_with_a_reason(tmp_path_factory, ts, nonce, kid, sig, drop):
     reg = _registry(tmp_path_factory.mktemp("reg"), ["tok-a"], KEYS[:1])
     md = {"authorization": "Bearer tok-a", TS_HEADER: ts, NONCE_HEADER: nonce, KEY_HEADER: kid, SIG_HEADER: sig}
@@ -159,8 +170,12 @@ def test_revocation_by_name_digest_or_token_takes_effect_on_the_next_call(tmp_pa
 
 
 def test_a_token_bound_to_a_certificate_is_refused_with_another_certificate(tmp_path):
-    entry = {"name": "d", "token_sha256": token_digest("t"), "signing_key": base64.b64encode(KEYS[0].public_bytes).decode(),
-             "cert_sha256": "a" * 64}
+    entry = {
+        "name": "d",
+        "token_sha256": token_digest("t"),
+        "signing_key": base64.b64encode(KEYS[0].public_bytes).decode(),
+        "cert_sha256": "a" * 64,
+    }
     write_private(tmp_path / "devices.json", json.dumps({"devices": [entry]}).encode())
     reg = TokenRegistry(tmp_path / "devices.json")
     signer = RequestSigner("t", KEYS[0], "d")
@@ -184,8 +199,9 @@ def test_tokens_files_are_private_and_the_server_keeps_only_digests(tmp_path):
     assert make_tokens(tmp_path / "tokens.txt", 5) == tokens and _mode(tmp_path / "tokens.txt") == 0o600
 
 
-@pytest.mark.parametrize("text, word", [("{not json", "registry"), ('{"devices": [{"name": "d"}]}', "signing_key"),
-                                        ("sha256:xyz\n", "hex")])
+@pytest.mark.parametrize(
+    "text, word", [("{not json", "registry"), ('{"devices": [{"name": "d"}]}', "signing_key"), ("sha256:xyz\n", "hex")]
+)
 def test_a_malformed_registry_is_a_config_error(tmp_path, text, word):
     (tmp_path / "reg").write_text(text)
     with pytest.raises(ConfigError, match=word):

@@ -55,8 +55,12 @@ def test_every_kit_matches_the_registry_and_every_secret_is_0600(tmp_path_factor
         assert entry["cert_sha256"] == cert_sha256(_cert(kit.tls_cert))
         assert _cert(kit.tls_cert).subject.rfc4514_string() == f"CN={kit.name}"
     registry = TokenRegistry(files["registry"])
-    assert registry.verify(RequestSigner(kits[-1].token, DeviceKey.load(kits[-1].signing_key), "d").metadata("CheckIn"),
-                           "CheckIn").name == kits[-1].name
+    assert (
+        registry.verify(
+            RequestSigner(kits[-1].token, DeviceKey.load(kits[-1].signing_key), "d").metadata("CheckIn"), "CheckIn"
+        ).name
+        == kits[-1].name
+    )
 
 
 def test_certificates_carry_their_roles_key_usage(tmp_path):
@@ -75,8 +79,14 @@ def test_certificates_carry_their_roles_key_usage(tmp_path):
     assert stat.S_IMODE(os.stat(tls["client_key"]).st_mode) == 0o600
 
 
-@pytest.mark.parametrize("kw, word", [({"devices": 0}, "--devices"), ({"devices": 1, "hosts": ()}, "--hosts"),
-                                      ({"devices": 1, "prefix": "a/b"}, "--prefix")])
+@pytest.mark.parametrize(
+    "kw, word",
+    [
+        ({"devices": 0}, "--devices"),
+        ({"devices": 1, "hosts": ()}, "--hosts"),
+        ({"devices": 1, "prefix": "a/b"}, "--prefix"),
+    ],
+)
 def test_bad_provisioning_arguments_are_config_errors_and_write_nothing(tmp_path, kw, word):
     with pytest.raises(ConfigError, match=word):
         provision(tmp_path / "pki", **kw)

@@ -13,9 +13,17 @@ from hamrah.vertical import LocalNetwork, decode, encode, run_parties
 
 arrays = hnp.arrays(
     dtype=st.sampled_from([np.float32, np.float64, np.int64, np.uint8, np.bool_, np.int32]),
-    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5))
-values = st.one_of(arrays, st.binary(max_size=64), st.text(max_size=20), st.integers(), st.booleans(),
-                   st.floats(allow_nan=False), st.tuples(*[st.integers(0, 2**2100)] * 3))
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+)
+values = st.one_of(
+    arrays,
+    st.binary(max_size=64),
+    st.text(max_size=20),
+    st.integers(),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.tuples(*[st.integers(0, 2**2100)] * 3),
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -37,7 +45,7 @@ def test_any_message_round_trips(tag, message):
 def test_mutated_or_truncated_messages_are_refused_cleanly(data):
     raw = bytearray(encode("grad", {"g": np.arange(6, dtype=np.float64), "c": (5, 7, 2**100), "s": "x"}))
     if data.draw(st.booleans()):
-        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
     else:
         for _ in range(data.draw(st.integers(1, 4))):
             raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))

@@ -25,21 +25,22 @@ GRID = st.integers(-50, 50).map(lambda v: v / 4.0)
 
 
 @settings(max_examples=40, deadline=None)
-@given(arrays(np.float64, st.tuples(st.integers(2, 60), st.integers(1, 4)), elements=GRID),
-       st.integers(2, 1000))
+@given(arrays(np.float64, st.tuples(st.integers(2, 60), st.integers(1, 4)), elements=GRID), st.integers(2, 1000))
 def test_quantile_normal_is_sklearns_map(x, q):
     table = quantile_fit(x, q)
     ours = quantile_normal(x, table)
-    theirs = QuantileTransformer(output_distribution="normal", n_quantiles=min(q, len(x)),
-                                 subsample=10**9).fit(x)
+    theirs = QuantileTransformer(output_distribution="normal", n_quantiles=min(q, len(x)), subsample=10**9).fit(x)
     np.testing.assert_allclose(table, theirs.quantiles_, atol=1e-9)
     np.testing.assert_allclose(ours, theirs.transform(x), atol=1e-6)
 
 
 @settings(max_examples=40, deadline=None)
-@given(arrays(np.float64, st.tuples(st.integers(1, 40), st.integers(1, 3)),
-              elements=st.floats(-1e6, 1e6, allow_nan=False)),
-       arrays(np.float64, st.tuples(st.integers(1, 20), st.just(1)), elements=st.floats(-1e7, 1e7, allow_nan=False)))
+@given(
+    arrays(
+        np.float64, st.tuples(st.integers(1, 40), st.integers(1, 3)), elements=st.floats(-1e6, 1e6, allow_nan=False)
+    ),
+    arrays(np.float64, st.tuples(st.integers(1, 20), st.just(1)), elements=st.floats(-1e7, 1e7, allow_nan=False)),
+)
 def test_quantile_normal_is_monotone_bounded_and_finite(train, new):
     table = quantile_fit(train)
     new = np.repeat(new, train.shape[1], axis=1)
@@ -65,14 +66,17 @@ def test_default_credit_auc_within_0005_of_central_sklearn_on_the_same_features(
     # the settings of docs/vertical.md's default-credit row.
     d = load_vertical("default_credit")
     g, h = d["guest"], d["host"].select(d["guest"].ids)
-    cfg = LRConfig(epochs=20, batch_size=1024, lr=0.3, l2=1 / len(g.ids), encrypted=False, psi=False,
-                   transform="quantile")
+    cfg = LRConfig(
+        epochs=20, batch_size=1024, lr=0.3, l2=1 / len(g.ids), encrypted=False, psi=False, transform="quantile"
+    )
     z = standardise(np.hstack([g.features, h.features]), None, False, 0.0, "quantile")[0]
     central = roc_auc_score(g.labels, LogisticRegression(max_iter=5000).fit(z, g.labels).decision_function(z))
     roles = {"guest": lambda ch: mod.guest(ch, g, cfg), "host": lambda ch: mod.host(ch, h, cfg)}
     if mod is lr_coordinated:
         roles["arbiter"] = lambda ch: mod.arbiter(ch, None, cfg)
     res, _ = run_parties(roles, timeout_s=120)
-    score = (standardise(g.features, res["guest"], True, 0.0, "quantile")[0] @ res["guest"].weights
-             + standardise(h.features, res["host"], False, 0.0, "quantile")[0] @ res["host"].weights)
+    score = (
+        standardise(g.features, res["guest"], True, 0.0, "quantile")[0] @ res["guest"].weights
+        + standardise(h.features, res["host"], False, 0.0, "quantile")[0] @ res["host"].weights
+    )
     assert roc_auc_score(g.labels, score) > central - 0.005

@@ -26,9 +26,13 @@ def breast():
 
 
 def _run(split, cfg, guest_role=None, host_role=None, timeout_s=60):
-    return run_parties({"guest": guest_role or (lambda c: ftl.guest(c, split.guest, split.overlap, cfg)),
-                        "host": host_role or (lambda c: ftl.host(c, split.host, cfg, split.host_only))},
-                       timeout_s=timeout_s)
+    return run_parties(
+        {
+            "guest": guest_role or (lambda c: ftl.guest(c, split.guest, split.overlap, cfg)),
+            "host": host_role or (lambda c: ftl.host(c, split.host, cfg, split.host_only)),
+        },
+        timeout_s=timeout_s,
+    )
 
 
 def _reference(split, cfg):
@@ -47,8 +51,7 @@ def _reference(split, cfg):
             phi = fm.phi_of(fm.represent(net_a, xa), ya).double()
             ua, ub = fm.represent(net_a, xa[ia]).double(), fm.represent(net_b, xb[ib]).double()
             f = ub @ phi
-            loss = (np.log(2) - 0.5 * ya[ia].double() * f + f ** 2 / 8).sum() \
-                + cfg.gamma / 2 * ((ua - ub) ** 2).sum()
+            loss = (np.log(2) - 0.5 * ya[ia].double() * f + f**2 / 8).sum() + cfg.gamma / 2 * ((ua - ub) ** 2).sum()
             for o in opts:
                 o.zero_grad()
             (loss / len(ids)).backward()
@@ -60,8 +63,13 @@ def _reference(split, cfg):
 
 
 @settings(max_examples=4, deadline=None)
-@given(st.integers(1, 6), st.tuples(st.integers(2, 10)) | st.just(()), st.floats(0.0, 1.0), st.integers(5, 40),
-       st.integers(0, 2**31))
+@given(
+    st.integers(1, 6),
+    st.tuples(st.integers(2, 10)) | st.just(()),
+    st.floats(0.0, 1.0),
+    st.integers(5, 40),
+    st.integers(0, 2**31),
+)
 def test_plain_protocol_equals_autograd_on_the_papers_loss(breast, dim, hidden, gamma, batch, seed):
     cfg = ftl.FTLConfig(dim=dim, hidden=hidden, gamma=gamma, batch_size=batch, seed=seed, epochs=1)
     res, _ = _run(breast, cfg)
@@ -83,6 +91,7 @@ def test_paillier_mode_gives_the_plain_model_up_to_fixed_point(breast):
 def test_ftl_beats_the_label_holder_alone_on_the_hosts_rows():
     """Default credit, 2,000 rows, 15% overlap: the host's features carry more signal than the guest's."""
     from sklearn.linear_model import LogisticRegression
+
     full = load_vertical("default_credit")
     ids = np.sort(np.random.default_rng(1).choice(full["guest"].ids, 2000, replace=False))
     tables = {k: v.select(ids) for k, v in full.items()}
@@ -91,7 +100,9 @@ def test_ftl_beats_the_label_holder_alone_on_the_hosts_rows():
     ftl_auc = roc_auc(split.host_only_labels, res["host"].scores)
     alone = LogisticRegression(max_iter=2000).fit(split.guest.features, split.guest.labels)
     # optimistic for the guest: it uses guest features of the host's rows, which the guest does not have
-    alone_auc = roc_auc(split.host_only_labels, alone.decision_function(tables["guest"].select(split.host_only).features))
+    alone_auc = roc_auc(
+        split.host_only_labels, alone.decision_function(tables["guest"].select(split.host_only).features)
+    )
     assert ftl_auc > alone_auc + 0.01
 
 
@@ -113,13 +124,16 @@ def _tampered_host(split, cfg, tag, change):
     return lambda c: ftl.host(_Tamper(c, tag, change), split.host, cfg, split.host_only)
 
 
-@pytest.mark.parametrize("tag,change,match", [
-    ("ftl/terms", lambda m: {**m, "ct": m["ct"][:-1]}, "expected .* ciphertexts"),
-    ("ftl/terms", lambda m: {**m, "key": b"\0" * 16}, "another public key"),
-    ("ftl/terms", lambda m: {**m, "step": m["step"] - 1}, "replayed"),
-    ("ftl/masked", lambda m: {**m, "ct": (0,) * len(m["ct"])}, "not a ciphertext"),
-    ("ftl/unmasked", lambda m: {**m, "v": tuple(v ^ (1 << 700) for v in m["v"])}, "out of range"),
-])
+@pytest.mark.parametrize(
+    "tag,change,match",
+    [
+        ("ftl/terms", lambda m: {**m, "ct": m["ct"][:-1]}, "expected .* ciphertexts"),
+        ("ftl/terms", lambda m: {**m, "key": b"\0" * 16}, "another public key"),
+        ("ftl/terms", lambda m: {**m, "step": m["step"] - 1}, "replayed"),
+        ("ftl/masked", lambda m: {**m, "ct": (0,) * len(m["ct"])}, "not a ciphertext"),
+        ("ftl/unmasked", lambda m: {**m, "v": tuple(v ^ (1 << 700) for v in m["v"])}, "out of range"),
+    ],
+)
 def test_tampered_encrypted_messages_are_refused_by_name(breast, tag, change, match):
     cfg = replace(SMALL, mode="paillier")
     with pytest.raises(ProtocolError, match=match) as e:
@@ -143,10 +157,20 @@ def test_mismatched_configs_and_unknown_overlap_ids_are_refused(breast):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from(["dim", "epochs", "batch_size", "lr", "gamma", "mode", "key_bits", "precision_bits",
-                        "hidden", "weight_decay"]),
-       st.one_of(st.integers(-3, 0), st.floats(allow_nan=True), st.text(max_size=3), st.just([4]), st.just(512),
-                 st.just(True), st.just(40)))
+@given(
+    st.sampled_from(
+        ["dim", "epochs", "batch_size", "lr", "gamma", "mode", "key_bits", "precision_bits", "hidden", "weight_decay"]
+    ),
+    st.one_of(
+        st.integers(-3, 0),
+        st.floats(allow_nan=True),
+        st.text(max_size=3),
+        st.just([4]),
+        st.just(512),
+        st.just(True),
+        st.just(40),
+    ),
+)
 def test_bad_config_values_are_refused_by_name(name, value):
     try:
         ftl.FTLConfig(**{name: value})
@@ -164,7 +188,7 @@ def test_the_linear_maps_give_the_gradients_of_the_loss(b, d, seed, gamma):
     y = rng.choice([-1.0, 1.0], b)
     phi, ua, ub = (torch.tensor(rng.uniform(-1, 1, s), requires_grad=True) for s in (d, (b, d), (b, d)))
     f = ub @ phi
-    loss = (np.log(2) - 0.5 * torch.from_numpy(y) * f + f ** 2 / 8).sum() + gamma / 2 * ((ua - ub) ** 2).sum()
+    loss = (np.log(2) - 0.5 * torch.from_numpy(y) * f + f**2 / 8).sum() + gamma / 2 * ((ua - ub) ** 2).sum()
     loss.backward()
     p, a, u = (t.detach().numpy() for t in (phi, ua, ub))
     m, c = fm.guest_map(y, p, a, gamma)
@@ -178,10 +202,12 @@ def test_the_linear_maps_give_the_gradients_of_the_loss(b, d, seed, gamma):
 
 def test_registry_roles_find_the_overlap_by_psi_and_score_the_hosts_other_rows(breast):
     from hamrah.vertical.registry import build_config, resolve
+
     spec = resolve("ftl")
     cfg = build_config("ftl", {"hidden": [4], "dim": 2, "epochs": 1})
-    res, _ = run_parties({p: (lambda c, p=p: spec.roles[p](c, getattr(breast, p), cfg)) for p in ("guest", "host")},
-                         timeout_s=60)
+    res, _ = run_parties(
+        {p: (lambda c, p=p: spec.roles[p](c, getattr(breast, p), cfg)) for p in ("guest", "host")}, timeout_s=60
+    )
     direct, _ = _run(breast, cfg)
     np.testing.assert_allclose(res["host"].scores, direct["host"].scores, atol=1e-6)
 

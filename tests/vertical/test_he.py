@@ -13,7 +13,7 @@ from hamrah.vertical import he
 # 1024-bit keys are a test-only choice (speed); docs and benchmarks use 2048.
 PUB, SEC = he.keygen(1024, np.random.default_rng(1))
 OTHER_PUB, OTHER_SEC = he.keygen(1024, np.random.default_rng(2))
-ints = st.lists(st.integers(-2**60, 2**60), min_size=1, max_size=6)
+ints = st.lists(st.integers(-(2**60), 2**60), min_size=1, max_size=6)
 
 
 @settings(max_examples=15, deadline=None)
@@ -31,10 +31,16 @@ def test_encrypt_add_decrypt_match_integers(xs, seed):
 @settings(max_examples=15, deadline=None)
 @given(st.data())
 def test_mul_plain_and_matvec_match_integers(data):
-    xs = data.draw(st.lists(st.integers(-2**40, 2**40), min_size=1, max_size=5))
+    xs = data.draw(st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=5))
     rows = data.draw(st.integers(1, 3))
-    m = np.array(data.draw(st.lists(st.lists(st.integers(-2**30, 2**30), min_size=len(xs), max_size=len(xs)),
-                                    min_size=rows, max_size=rows)), dtype=np.int64)
+    m = np.array(
+        data.draw(
+            st.lists(
+                st.lists(st.integers(-(2**30), 2**30), min_size=len(xs), max_size=len(xs)), min_size=rows, max_size=rows
+            )
+        ),
+        dtype=np.int64,
+    )
     a = he.encrypt(PUB, xs, np.random.default_rng(0))
     assert he.decrypt(SEC, he.mul_plain(a, m[0].tolist())) == [int(x) * int(k) for x, k in zip(xs, m[0])]
     assert he.decrypt(SEC, he.matvec(m, a)) == [sum(int(k) * x for k, x in zip(row, xs)) for row in m]

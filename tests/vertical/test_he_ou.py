@@ -26,8 +26,11 @@ def test_the_key_has_the_promised_shape():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(VALUE, min_size=1, max_size=6), st.lists(VALUE, min_size=6, max_size=6),
-       st.lists(st.integers(-(2**40), 2**40), min_size=6, max_size=6))
+@given(
+    st.lists(VALUE, min_size=1, max_size=6),
+    st.lists(VALUE, min_size=6, max_size=6),
+    st.lists(st.integers(-(2**40), 2**40), min_size=6, max_size=6),
+)
 def test_encrypt_add_matvec_decrypt(values, others, weights):
     pub, sec = KEY
     k = len(values)

@@ -27,8 +27,12 @@ SMALL_G, SMALL_H = G.select(G.ids[:200]), H.select(G.ids[:200])
 
 def roles(mod, guest: PartyTable, host: PartyTable, cfg: LRConfig, resume=None, wrap=None, **kw):
     wrap = wrap or {}
-    out = {"guest": lambda ch: mod.guest(wrap.get("guest", lambda c: c)(ch), guest, cfg, (resume or {}).get("guest"), **kw),
-           "host": lambda ch: mod.host(wrap.get("host", lambda c: c)(ch), host, cfg, (resume or {}).get("host"), **kw)}
+    out = {
+        "guest": lambda ch: mod.guest(
+            wrap.get("guest", lambda c: c)(ch), guest, cfg, (resume or {}).get("guest"), **kw
+        ),
+        "host": lambda ch: mod.host(wrap.get("host", lambda c: c)(ch), host, cfg, (resume or {}).get("host"), **kw),
+    }
     if mod is lr_coordinated:
         out["arbiter"] = lambda ch: mod.arbiter(ch, None, cfg)
     return out
@@ -56,8 +60,16 @@ def test_encrypted_and_plaintext_modes_agree(data):
     g = table(data.draw(st.lists(st.lists(cell, min_size=2, max_size=2), min_size=rows, max_size=rows)), 2, True)
     h = table(data.draw(st.lists(st.lists(cell, min_size=3, max_size=3), min_size=rows, max_size=rows)), 3)
     mod = data.draw(st.sampled_from(PROTOCOLS))
-    base = {"epochs": 2, "batch_size": data.draw(st.integers(0, rows)), "lr": 0.3, "l2": 0.01, "key_bits": 1024,
-            "tol": 0.0, "transform": data.draw(st.sampled_from(TRANSFORMS)), "scheme": data.draw(st.sampled_from(SCHEMES))}
+    base = {
+        "epochs": 2,
+        "batch_size": data.draw(st.integers(0, rows)),
+        "lr": 0.3,
+        "l2": 0.01,
+        "key_bits": 1024,
+        "tol": 0.0,
+        "transform": data.draw(st.sampled_from(TRANSFORMS)),
+        "scheme": data.draw(st.sampled_from(SCHEMES)),
+    }
     plain, _ = run_parties(roles(mod, g, h, LRConfig(encrypted=False, **base)), timeout_s=60)
     enc, _ = run_parties(roles(mod, g, h, LRConfig(encrypted=True, **base)), timeout_s=60)
     for party in ("guest", "host"):
@@ -88,8 +100,9 @@ def test_one_encrypted_breast_epoch_matches_plaintext(scheme):
 @pytest.mark.parametrize("mod,transform", [(lr_coordinated, "standard"), (lr_sshe, "quantile")])
 def test_converges_and_resumes_to_the_same_model(mod, transform):
     g, h = G, H
-    cfg = LRConfig(epochs=40, batch_size=128, lr=0.2, l2=0.01, encrypted=False, tol=0.02, psi=False,
-                   transform=transform)
+    cfg = LRConfig(
+        epochs=40, batch_size=128, lr=0.2, l2=0.01, encrypted=False, tol=0.02, psi=False, transform=transform
+    )
     seen = {"guest": {}, "host": {}}
     full, _ = run_parties(roles(mod, g, h, cfg, on_epoch=None), timeout_s=60)
     assert full["guest"].converged and full["guest"].epoch < cfg.epochs
@@ -97,9 +110,15 @@ def test_converges_and_resumes_to_the_same_model(mod, transform):
 
     def keep(party):
         return lambda state: seen[party].__setitem__(state.epoch, state)
-    run_parties({"guest": lambda ch: mod.guest(ch, g, cfg, on_epoch=keep("guest")),
-                 "host": lambda ch: mod.host(ch, h, cfg, on_epoch=keep("host")),
-                 **({"arbiter": lambda ch: mod.arbiter(ch, None, cfg)} if mod is lr_coordinated else {})}, timeout_s=60)
+
+    run_parties(
+        {
+            "guest": lambda ch: mod.guest(ch, g, cfg, on_epoch=keep("guest")),
+            "host": lambda ch: mod.host(ch, h, cfg, on_epoch=keep("host")),
+            **({"arbiter": lambda ch: mod.arbiter(ch, None, cfg)} if mod is lr_coordinated else {}),
+        },
+        timeout_s=60,
+    )
     # The host lost its last epoch: both resume from the last one they both completed.
     resume = {"guest": seen["guest"], "host": {k: v for k, v in seen["host"].items() if k <= 2}}
     again, _ = run_parties(roles(mod, g, h, cfg, resume=resume), timeout_s=60)
@@ -113,8 +132,13 @@ def test_prediction_reveals_only_partial_scores():
     res, _ = run_parties(roles(lr_sshe, g, h, cfg), timeout_s=60)
     zg = standardise(g.features, res["guest"], True)[0]
     zh = standardise(h.features, res["host"], False)[0]
-    out, stats = run_parties({"guest": lambda ch: predict_guest(ch, zg, res["guest"].weights, "host"),
-                              "host": lambda ch: predict_host(ch, zh, res["host"].weights)}, timeout_s=30)
+    out, stats = run_parties(
+        {
+            "guest": lambda ch: predict_guest(ch, zg, res["guest"].weights, "host"),
+            "host": lambda ch: predict_host(ch, zh, res["host"].weights),
+        },
+        timeout_s=30,
+    )
     np.testing.assert_allclose(out["guest"], 1 / (1 + np.exp(-scores(res, g, h, cfg))))
     assert stats["host"].received_bytes == {}  # the host learns nothing
 
@@ -148,7 +172,9 @@ def test_a_ciphertext_of_the_wrong_size_is_refused(mod, tag, caplog):
 def test_a_wrong_key_and_a_replay_are_refused():
     g, h = SMALL_G.select(SMALL_G.ids[:128]), SMALL_H.select(SMALL_G.ids[:128])
     other, _ = he.keygen(1024, np.random.default_rng(5))
-    wrong = {"host": lambda ch: Tamper(ch, "lr/ub/", lambda m: {**m, **he.to_wire(he.encrypt(other, [0] * len(m["ct"])))})}
+    wrong = {
+        "host": lambda ch: Tamper(ch, "lr/ub/", lambda m: {**m, **he.to_wire(he.encrypt(other, [0] * len(m["ct"])))})
+    }
     with pytest.raises(ProtocolError, match="another public key"):
         run_parties(roles(lr_coordinated, g, h, ENC, wrap=wrong), timeout_s=60)
 
@@ -157,6 +183,7 @@ def test_a_wrong_key_and_a_replay_are_refused():
             if tag.startswith("lr/ub/0/1"):
                 tag = "lr/ub/0/0"  # batch 0's message sent again as batch 1's
             self.inner.send(to, tag, message)
+
     with pytest.raises(ProtocolError, match="expected a 'lr/ub/0/1' message, got 'lr/ub/0/0'"):
         run_parties(roles(lr_coordinated, g, h, ENC, wrap={"host": lambda ch: Replay(ch, "", None)}), timeout_s=60)
 
@@ -178,6 +205,7 @@ KEY = he.keygen(1024, np.random.default_rng(7))
 @given(st.lists(st.integers(-(2**95), 2**95), min_size=1, max_size=20))
 def test_masked_gradients_pack_and_unpack_exactly(values):
     from hamrah.vertical.lr_common import Enc, PaillierOps
+
     ops = PaillierOps(KEY[0], 16, KEY[1])
     masked, masks = ops.mask(Enc(he.encrypt(KEY[0], values), 32))
     assert len(masked.cv) == ops.wire_count(len(values)) < len(values) + 1

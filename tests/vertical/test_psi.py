@@ -11,7 +11,7 @@ from hamrah.core.errors import ConfigError, DataError, PartyFailed, ProtocolErro
 from hamrah.vertical import run_parties
 from hamrah.vertical.psi import POINT, PSIConfig, intersect
 
-id_sets = st.sets(st.integers(-2**63, 2**63 - 1), max_size=25)
+id_sets = st.sets(st.integers(-(2**63), 2**63 - 1), max_size=25)
 
 
 def _run(sets: dict, leader: str = "guest"):
@@ -39,11 +39,18 @@ def test_leader_can_be_any_party():
 
 def test_duplicate_ids_and_unknown_leader_are_refused():
     with pytest.raises(DataError, match="duplicate"):
-        run_parties({"guest": lambda ch: intersect(ch, np.array([1, 1])),
-                     "host": lambda ch: intersect(ch, np.array([1]))}, timeout_s=10)
+        run_parties(
+            {"guest": lambda ch: intersect(ch, np.array([1, 1])), "host": lambda ch: intersect(ch, np.array([1]))},
+            timeout_s=10,
+        )
     with pytest.raises(ConfigError, match="leader"):
-        run_parties({"guest": lambda ch: intersect(ch, np.array([1]), PSIConfig("bank")),
-                     "host": lambda ch: intersect(ch, np.array([1]), PSIConfig("bank"))}, timeout_s=10)
+        run_parties(
+            {
+                "guest": lambda ch: intersect(ch, np.array([1]), PSIConfig("bank")),
+                "host": lambda ch: intersect(ch, np.array([1]), PSIConfig("bank")),
+            },
+            timeout_s=10,
+        )
 
 
 def test_tampered_lists_are_refused_and_named():
@@ -52,18 +59,21 @@ def test_tampered_lists_are_refused_and_named():
         ch.send("guest", "psi/ring1", {"points": np.zeros((0, POINT), np.uint8)})
         ch.send("guest", "psi/full", {"points": pts[1:]})
         ch.recv("guest", "psi/full")
+
     with pytest.raises(ProtocolError, match="returned 2 blinded ids, expected this party's 3"):
         run_parties({"guest": lambda ch: intersect(ch, np.array([1, 2, 3])), "host": short_host}, timeout_s=10)
 
     def liar_guest(ch):  # claims an intersection value the host never had
         intersect_as_leader_until_set(ch)
         ch.send("host", "psi/result", {"points": np.full((1, POINT), 7, np.uint8)})
+
     with pytest.raises(ProtocolError, match="not in this party's set"):
         run_parties({"guest": liar_guest, "host": lambda ch: intersect(ch, np.array([5]))}, timeout_s=10)
 
     def bad_shape(ch):
         ch.send("host", "psi/ring1", {"points": np.zeros((2, 31), np.uint8)})
         ch.recv("host", "psi/ring1")
+
     with pytest.raises((ProtocolError, PartyFailed), match="shape"):
         run_parties({"guest": bad_shape, "host": lambda ch: intersect(ch, np.array([5]))}, timeout_s=10)
 
@@ -72,6 +82,7 @@ def intersect_as_leader_until_set(ch):
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     from hamrah.vertical.psi import _from_array, _to_array, blind, hash_ids
+
     key = X25519PrivateKey.generate()
     ch.send("host", "psi/ring1", {"points": _to_array(blind(key, hash_ids(np.array([9]))))})
     ch.send("host", "psi/full", {"points": _to_array(blind(key, _from_array(ch.recv("host", "psi/ring1"), "host")))})
@@ -83,5 +94,6 @@ def test_a_point_of_small_order_is_refused():
     def bad_host(ch):
         ch.recv("guest", "psi/ring1")
         ch.send("guest", "psi/ring1", {"points": np.zeros((1, POINT), np.uint8)})  # u = 0: order 1
+
     with pytest.raises(ProtocolError, match="small order"):
         run_parties({"guest": lambda ch: intersect(ch, np.array([1])), "host": bad_host}, timeout_s=10)

@@ -57,20 +57,39 @@ def _xgb_on_bins(tables, config):
     bins = [fit_bins(tables[k].features, config.max_bins) for k in ("guest", "host")]
     x = np.hstack([b.transform(tables[k].features) for b, k in zip(bins, ("guest", "host"))]).astype(np.float64)
     y = tables["guest"].labels
-    model = xgb.XGBClassifier(n_estimators=config.num_trees, max_depth=config.max_depth,
-                              learning_rate=config.learning_rate, reg_lambda=config.reg_lambda,
-                              min_child_weight=config.min_child_weight, tree_method="hist", max_bin=256,
-                              base_score=float(y.mean()), n_jobs=1).fit(x, y)
+    model = xgb.XGBClassifier(
+        n_estimators=config.num_trees,
+        max_depth=config.max_depth,
+        learning_rate=config.learning_rate,
+        reg_lambda=config.reg_lambda,
+        min_child_weight=config.min_child_weight,
+        tree_method="hist",
+        max_bin=256,
+        base_score=float(y.mean()),
+        n_jobs=1,
+    ).fit(x, y)
     return model.predict_proba(x)[:, 1]
 
 
 @settings(max_examples=8, deadline=None)
-@given(st.integers(1, 4), st.sampled_from([0.1, 0.3, 1.0]), st.sampled_from([0.0, 1.0, 5.0]),
-       st.sampled_from([0.5, 1.0, 4.0]), st.sampled_from([4, 16, 32]))
+@given(
+    st.integers(1, 4),
+    st.sampled_from([0.1, 0.3, 1.0]),
+    st.sampled_from([0.0, 1.0, 5.0]),
+    st.sampled_from([0.5, 1.0, 4.0]),
+    st.sampled_from([4, 16, 32]),
+)
 def test_same_binning_gives_xgboosts_trees(breast, depth, lr, lam, mcw, max_bins):
     """SecureBoost is lossless: on the same bins it predicts what central XGBoost predicts."""
-    config = SecureBoostConfig(num_trees=3, max_depth=depth, learning_rate=lr, reg_lambda=lam,
-                               min_child_weight=mcw, max_bins=max_bins, encrypted=False)
+    config = SecureBoostConfig(
+        num_trees=3,
+        max_depth=depth,
+        learning_rate=lr,
+        reg_lambda=lam,
+        min_child_weight=mcw,
+        max_bins=max_bins,
+        encrypted=False,
+    )
     ours = predict_local(fit_local(breast, config), breast)
     np.testing.assert_allclose(ours, _xgb_on_bins(breast, config), atol=1e-5)
 
@@ -80,8 +99,15 @@ def test_auc_within_0005_of_central_xgboost(breast):
     config = SecureBoostConfig(num_trees=10, max_depth=3, encrypted=False)
     auc = roc_auc_score(test["guest"].labels, predict_local(fit_local(train, config), test))
     x = lambda t: np.hstack([t["guest"].features, t["host"].features])
-    central = xgb.XGBClassifier(n_estimators=10, max_depth=3, learning_rate=0.3, tree_method="hist", max_bin=32,
-                                base_score=float(train["guest"].labels.mean()), n_jobs=1)
+    central = xgb.XGBClassifier(
+        n_estimators=10,
+        max_depth=3,
+        learning_rate=0.3,
+        tree_method="hist",
+        max_bin=32,
+        base_score=float(train["guest"].labels.mean()),
+        n_jobs=1,
+    )
     central.fit(x(train), train["guest"].labels)
     central_auc = roc_auc_score(test["guest"].labels, central.predict_proba(x(test))[:, 1])
     assert auc >= central_auc - 0.005, (auc, central_auc)
@@ -89,20 +115,31 @@ def test_auc_within_0005_of_central_xgboost(breast):
 
 def test_two_hosts_equal_one_host_with_their_features(breast):
     feats = breast["host"].features
-    split = {"guest": breast["guest"],
-             "h1": PartyTable(breast["host"].ids, feats[:, :12], breast["host"].feature_names[:12]),
-             "h2": PartyTable(breast["host"].ids, feats[:, 12:], breast["host"].feature_names[12:])}
+    split = {
+        "guest": breast["guest"],
+        "h1": PartyTable(breast["host"].ids, feats[:, :12], breast["host"].feature_names[:12]),
+        "h2": PartyTable(breast["host"].ids, feats[:, 12:], breast["host"].feature_names[12:]),
+    }
     config = SecureBoostConfig(num_trees=3, max_depth=3, encrypted=False)
     two = fit_local(split, config)
     assert {o for t in two.guest.trees for o in t.owner.tolist()} >= {0, 1}
     np.testing.assert_array_equal(predict_local(two, split), predict_local(fit_local(breast, config), breast))
 
 
-@pytest.mark.parametrize("kw, key", [({"num_trees": 0}, "num_trees"), ({"max_depth": 17}, "max_depth"),
-                                     ({"learning_rate": 0.0}, "learning_rate"), ({"reg_lambda": -1}, "reg_lambda"),
-                                     ({"max_bins": 1}, "max_bins"), ({"encrypted": 1}, "encrypted"),
-                                     ({"key_bits": 1023}, "key_bits"), ({"precision_bits": 40}, "precision_bits"),
-                                     ({"min_child_weight": float("nan")}, "min_child_weight")])
+@pytest.mark.parametrize(
+    "kw, key",
+    [
+        ({"num_trees": 0}, "num_trees"),
+        ({"max_depth": 17}, "max_depth"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"reg_lambda": -1}, "reg_lambda"),
+        ({"max_bins": 1}, "max_bins"),
+        ({"encrypted": 1}, "encrypted"),
+        ({"key_bits": 1023}, "key_bits"),
+        ({"precision_bits": 40}, "precision_bits"),
+        ({"min_child_weight": float("nan")}, "min_child_weight"),
+    ],
+)
 def test_bad_config_names_the_key(kw, key):
     with pytest.raises(ConfigError, match=f"secureboost.{key}"):
         SecureBoostConfig(**kw)
@@ -137,8 +174,10 @@ class _Tamper:
 
 
 def _run(tables, config, who, tag, rewrite):
-    roles = {"guest": lambda ch: guest(ch, tables["guest"], config, ("host",), np.random.default_rng(3)),
-             "host": lambda ch: host(ch, tables["host"], rng=np.random.default_rng(4))}
+    roles = {
+        "guest": lambda ch: guest(ch, tables["guest"], config, ("host",), np.random.default_rng(3)),
+        "host": lambda ch: host(ch, tables["host"], rng=np.random.default_rng(4)),
+    }
     inner = roles[who]
     roles[who] = lambda ch: inner(_Tamper(ch, tag, rewrite))
     return run_parties(roles, timeout_s=60)
@@ -147,17 +186,28 @@ def _run(tables, config, who, tag, rewrite):
 ENC = SecureBoostConfig(num_trees=1, max_depth=2, key_bits=KEY_BITS)
 
 
-@pytest.mark.parametrize("who, tag, rewrite, match", [
-    ("host", "sbt.hist", lambda t, m: (t, {**m, "ct": m["ct"][:-1]}), r"histograms: expected \d+ ciphertexts, got"),
-    ("host", "sbt.hist", lambda t, m: (t, {**m, "key": b"\0" * 16}), "another public key"),
-    ("guest", "sbt.tree", lambda t, m: (t, {**m, "ct": (1 << 3000,) + m["ct"][1:]}), "not a ciphertext"),
-    ("host", "sbt.hist", lambda t, m: ("sbt.schema", {}), "expected a 'sbt.hist' message, got 'sbt.schema'"),
-    ("host", "sbt.partition", lambda t, m: (t, {**m, "left": m["left"][:-1]}), "'left'"),
-    ("host", "sbt.partition", lambda t, m: (t, {**m, "records": np.full(max(1, len(m["records"])), -1)}),
-     "'records'"),
-    ("guest", "sbt.split", lambda t, m: (t, {"nodes": np.array([1]), "feature": np.array([0]),
-                                             "bin": np.array([99])}), "not a split candidate"),
-])
+@pytest.mark.parametrize(
+    "who, tag, rewrite, match",
+    [
+        ("host", "sbt.hist", lambda t, m: (t, {**m, "ct": m["ct"][:-1]}), r"histograms: expected \d+ ciphertexts, got"),
+        ("host", "sbt.hist", lambda t, m: (t, {**m, "key": b"\0" * 16}), "another public key"),
+        ("guest", "sbt.tree", lambda t, m: (t, {**m, "ct": (1 << 3000,) + m["ct"][1:]}), "not a ciphertext"),
+        ("host", "sbt.hist", lambda t, m: ("sbt.schema", {}), "expected a 'sbt.hist' message, got 'sbt.schema'"),
+        ("host", "sbt.partition", lambda t, m: (t, {**m, "left": m["left"][:-1]}), "'left'"),
+        (
+            "host",
+            "sbt.partition",
+            lambda t, m: (t, {**m, "records": np.full(max(1, len(m["records"])), -1)}),
+            "'records'",
+        ),
+        (
+            "guest",
+            "sbt.split",
+            lambda t, m: (t, {"nodes": np.array([1]), "feature": np.array([0]), "bin": np.array([99])}),
+            "not a split candidate",
+        ),
+    ],
+)
 def test_hostile_messages_stop_with_a_clear_error(breast, who, tag, rewrite, match):
     with pytest.raises(ProtocolError, match=match):
         _run(_rows(breast, np.arange(150)), ENC, who, tag, rewrite)
@@ -172,14 +222,17 @@ def test_prediction_refuses_other_ids(breast):
 
 def test_a_host_set_to_encrypted_refuses_a_plaintext_guest(breast):
     tables = _rows(breast, np.arange(60))
-    roles = {"guest": lambda ch: guest(ch, tables["guest"], SecureBoostConfig(num_trees=1, encrypted=False)),
-             "host": lambda ch: host(ch, tables["host"], SecureBoostConfig(key_bits=KEY_BITS))}
+    roles = {
+        "guest": lambda ch: guest(ch, tables["guest"], SecureBoostConfig(num_trees=1, encrypted=False)),
+        "host": lambda ch: host(ch, tables["host"], SecureBoostConfig(key_bits=KEY_BITS)),
+    }
     with pytest.raises(ProtocolError, match="encrypted = False, but this host is set to True"):
         run_parties(roles, timeout_s=60)
 
 
 def test_registry_builds_secureboost_from_toml_settings():
     from hamrah.vertical.registry import build_config, resolve
+
     spec = resolve("secureboost")
     assert set(spec.roles) == {"guest", "host"}
     config = build_config("secureboost", {"num_trees": 5, "learning_rate": 1, "encrypted": False})

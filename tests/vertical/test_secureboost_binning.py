@@ -11,8 +11,11 @@ from hypothesis.extra import numpy as hnp
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.vertical.binning import fit_bins
 
-matrices = hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40),
-                      elements=st.floats(-1e6, 1e6, allow_nan=False) | st.sampled_from([0.0, 1.0]))
+matrices = hnp.arrays(
+    np.float64,
+    hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40),
+    elements=st.floats(-1e6, 1e6, allow_nan=False) | st.sampled_from([0.0, 1.0]),
+)
 
 
 @settings(max_examples=120, deadline=None)

@@ -114,8 +114,10 @@ def test_decompress_refuses_a_wrong_count():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.integers(-(2**1020), 2**1020) | st.sampled_from([0, 1, -1]), min_size=1, max_size=6),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.lists(st.integers(-(2**1020), 2**1020) | st.sampled_from([0, 1, -1]), min_size=1, max_size=6),
+    st.integers(0, 2**32 - 1),
+)
 def test_key_holder_encryption_decrypts_and_adds_like_encrypt(values, seed):
     public, secret = keys()
     limit = public.max_int

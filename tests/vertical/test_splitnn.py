@@ -32,8 +32,13 @@ def _split(g, h, cfg, tr, te, hosts=None):
 
 
 @settings(max_examples=6, deadline=None)
-@given(st.tuples(st.integers(1, 12)).map(tuple) | st.just(()), st.integers(1, 6), st.integers(8, 130),
-       st.integers(0, 2**31), st.integers(1, 2))
+@given(
+    st.tuples(st.integers(1, 12)).map(tuple) | st.just(()),
+    st.integers(1, 6),
+    st.integers(8, 130),
+    st.integers(0, 2**31),
+    st.integers(1, 2),
+)
 def test_split_run_equals_central_run_of_the_same_architecture(breast, hidden, cut, batch, seed, epochs):
     g, h, tr, te = breast
     cfg = sn.SplitNNConfig(bottom_hidden=hidden, cut_dim=cut, batch_size=batch, seed=seed, epochs=epochs)
@@ -73,8 +78,13 @@ def test_prediction_session_gives_the_training_runs_scores(breast):
     g, h, tr, te = breast
     cfg = sn.SplitNNConfig(epochs=2)
     res, _ = _split(g, h, cfg, tr, te)
-    out, _ = run_parties({"guest": lambda c: sn.predict(c, res["guest"].model, g, cfg, te),
-                          "host": lambda c: sn.serve(c, res["host"], h, cfg)}, timeout_s=60)
+    out, _ = run_parties(
+        {
+            "guest": lambda c: sn.predict(c, res["guest"].model, g, cfg, te),
+            "host": lambda c: sn.serve(c, res["host"], h, cfg),
+        },
+        timeout_s=60,
+    )
     np.testing.assert_allclose(out["guest"], res["guest"].scores, atol=1e-6)
     assert out["host"] == -(-len(te) // cfg.batch_size)  # batches answered
 
@@ -91,15 +101,21 @@ def test_guest_sends_only_ids_steps_and_gradients(breast):
         def recording(to, tag, message):
             seen.setdefault(tag, set()).update(message)
             send(to, tag, message)
+
         c.send = recording
         return sn.guest(c, g, cfg, train_ids=tr)
+
     run_parties({"guest": spy, "host": lambda c: sn.host(c, h, cfg)}, timeout_s=60)
-    assert seen == {"splitnn/setup": {"config", "train_ids"}, "splitnn/batch": {"step", "mode", "ids"},
-                    "splitnn/gradient": {"step", "g"}}
+    assert seen == {
+        "splitnn/setup": {"config", "train_ids"},
+        "splitnn/batch": {"step", "mode", "ids"},
+        "splitnn/gradient": {"step", "g"},
+    }
 
 
 def _bad_host(behaviour):
     """A host that follows the protocol except for one faulty activations message."""
+
     def role(c):
         c.recv("guest", "splitnn/setup")
         c.send("guest", "splitnn/ready", {"rows": 1})
@@ -107,22 +123,25 @@ def _bad_host(behaviour):
         a = np.zeros((len(msg["ids"]), 8), np.float32)
         c.send("guest", "splitnn/activations", behaviour(msg["step"], a))
         c.recv("guest", "splitnn/gradient")  # never comes: the guest stops first
+
     return role
 
 
-@pytest.mark.parametrize("behaviour,match", [
-    (lambda s, a: {"step": s, "a": a[:, :5]}, "shape"),
-    (lambda s, a: {"step": s, "a": a.astype(np.float64)}, "float32"),
-    (lambda s, a: {"step": s, "a": np.full_like(a, np.nan)}, "finite"),
-    (lambda s, a: {"step": s - 1, "a": a}, "replayed"),
-    (lambda s, a: {"a": a}, "step"),
-])
+@pytest.mark.parametrize(
+    "behaviour,match",
+    [
+        (lambda s, a: {"step": s, "a": a[:, :5]}, "shape"),
+        (lambda s, a: {"step": s, "a": a.astype(np.float64)}, "float32"),
+        (lambda s, a: {"step": s, "a": np.full_like(a, np.nan)}, "finite"),
+        (lambda s, a: {"step": s - 1, "a": a}, "replayed"),
+        (lambda s, a: {"a": a}, "step"),
+    ],
+)
 def test_a_faulty_host_message_is_refused_by_name(breast, behaviour, match):
     g, _, tr, _ = breast
     cfg = sn.SplitNNConfig(epochs=1)
     with pytest.raises(ProtocolError, match=match) as e:
-        run_parties({"guest": lambda c: sn.guest(c, g, cfg, train_ids=tr), "host": _bad_host(behaviour)},
-                    timeout_s=20)
+        run_parties({"guest": lambda c: sn.guest(c, g, cfg, train_ids=tr), "host": _bad_host(behaviour)}, timeout_s=20)
     assert "activations from 'host'" in str(e.value)
 
 
@@ -130,11 +149,21 @@ def test_mismatched_configs_and_ids_are_refused(breast):
     g, h, tr, _ = breast
     cfg = sn.SplitNNConfig(epochs=1)
     with pytest.raises(ProtocolError, match="config differs"):
-        run_parties({"guest": lambda c: sn.guest(c, g, cfg, train_ids=tr),
-                     "host": lambda c: sn.host(c, h, replace(cfg, cut_dim=4))}, timeout_s=20)
+        run_parties(
+            {
+                "guest": lambda c: sn.guest(c, g, cfg, train_ids=tr),
+                "host": lambda c: sn.host(c, h, replace(cfg, cut_dim=4)),
+            },
+            timeout_s=20,
+        )
     with pytest.raises(ProtocolError, match="ids are not in this party's table"):
-        run_parties({"guest": lambda c: sn.guest(c, g, cfg, train_ids=tr),
-                     "host": lambda c: sn.host(c, h.select(tr[:-3]), cfg)}, timeout_s=20)
+        run_parties(
+            {
+                "guest": lambda c: sn.guest(c, g, cfg, train_ids=tr),
+                "host": lambda c: sn.host(c, h.select(tr[:-3]), cfg),
+            },
+            timeout_s=20,
+        )
 
 
 def test_prediction_with_another_schema_is_refused(breast):
@@ -147,10 +176,14 @@ def test_prediction_with_another_schema_is_refused(breast):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from(["cut_dim", "epochs", "batch_size", "lr", "noise_std", "wire_dtype", "bottom_hidden",
-                        "weight_decay", "seed"]),
-       st.one_of(st.integers(-5, 0), st.floats(allow_nan=True), st.text(max_size=3), st.just([4]),
-                 st.just(True), st.just((0,))))
+@given(
+    st.sampled_from(
+        ["cut_dim", "epochs", "batch_size", "lr", "noise_std", "wire_dtype", "bottom_hidden", "weight_decay", "seed"]
+    ),
+    st.one_of(
+        st.integers(-5, 0), st.floats(allow_nan=True), st.text(max_size=3), st.just([4]), st.just(True), st.just((0,))
+    ),
+)
 def test_bad_config_values_are_refused_by_name(name, value):
     try:
         sn.SplitNNConfig(**{name: value})
@@ -166,6 +199,8 @@ def test_a_host_that_fails_is_named_and_the_guest_stops(breast):
     def dies(c):
         c.recv("guest", "splitnn/setup")
         raise DataError("host data file unreadable")
+
     with pytest.raises(HamrahError, match="unreadable"):
-        run_parties({"guest": lambda c: sn.guest(c, g, sn.SplitNNConfig(epochs=1), train_ids=tr), "host": dies},
-                    timeout_s=20)
+        run_parties(
+            {"guest": lambda c: sn.guest(c, g, sn.SplitNNConfig(epochs=1), train_ids=tr), "host": dies}, timeout_s=20
+        )

@@ -16,7 +16,22 @@ from hamrah.aggregation.norm import NormBound
 from hamrah.aggregation.registry import AGGREGATORS, build_aggregator
 
 __all__ = [
-    "AGGREGATORS", "Bulyan", "FLTrust", "GeometricMedian", "Krum", "Median", "NormBound", "RobustAggregator",
-    "TrimmedMean", "WeightedMean", "build_aggregator", "coordinate_median", "flatten", "fltrust_combine", "krum_scores",
-    "smoothed_weiszfeld", "trust_scores", "unflatten",
+    "AGGREGATORS",
+    "Bulyan",
+    "FLTrust",
+    "GeometricMedian",
+    "Krum",
+    "Median",
+    "NormBound",
+    "RobustAggregator",
+    "TrimmedMean",
+    "WeightedMean",
+    "build_aggregator",
+    "coordinate_median",
+    "flatten",
+    "fltrust_combine",
+    "krum_scores",
+    "smoothed_weiszfeld",
+    "trust_scores",
+    "unflatten",
 ]

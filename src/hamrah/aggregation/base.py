@@ -68,8 +68,9 @@ def finite_rows(x: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[t
     """
     keep = torch.isfinite(x).all(1)
     if not bool(keep.any()):
-        raise NotEnoughClients(f"none of the {x.shape[0]} client deltas is finite: expected at least one "
-                               "without NaN or infinite values")
+        raise NotEnoughClients(
+            f"none of the {x.shape[0]} client deltas is finite: expected at least one without NaN or infinite values"
+        )
     if bool(keep.all()):
         return x, weights
     if weights is None:
@@ -107,7 +108,9 @@ def as_weights(weights: Sequence[float], count: int) -> torch.Tensor:
 def require_cohort(name: str, cohort_size: int, needed: int, why: str) -> None:
     """Raise ``ConfigError`` naming the rule, the cohort and the bound when ``cohort_size < needed``."""
     if cohort_size < needed:
-        raise ConfigError(f"aggregator {name}: {cohort_size} clients per round is too few; {why} needs at least {needed}")
+        raise ConfigError(
+            f"aggregator {name}: {cohort_size} clients per round is too few; {why} needs at least {needed}"
+        )
 
 
 def check_int(name: str, key: str, value: object, minimum: int) -> None:
@@ -116,8 +119,16 @@ def check_int(name: str, key: str, value: object, minimum: int) -> None:
         raise ConfigError(f"aggregator {name}: {key} = {value!r}: expected an integer >= {minimum}")
 
 
-def check_number(name: str, key: str, value: object, low: float, high: float = math.inf, *, open_low: bool = False,
-                 open_high: bool = False) -> None:
+def check_number(
+    name: str,
+    key: str,
+    value: object,
+    low: float,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> None:
     """Raise ``ConfigError`` unless ``value`` is a finite number in the given interval."""
     ok = False
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):

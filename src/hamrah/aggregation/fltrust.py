@@ -108,14 +108,18 @@ class FLTrust:
             NotEnoughClients: ``deltas`` is empty.
         """
         if self.reference is None:
-            raise ConfigError(f"aggregator {self.name}: no reference update for this round; the driver must "
-                              "compute the server's update on its root set and pass it with with_reference()")
+            raise ConfigError(
+                f"aggregator {self.name}: no reference update for this round; the driver must "
+                "compute the server's update on its root set and pass it with with_reference()"
+            )
         x, spec = flatten(deltas)
         as_weights(weights, len(deltas))  # validated, not used: trust replaces the self-reported n_k
         ref_spec = {k: tuple(v.shape) for k, v in self.reference.items()}
         if ref_spec != {k: tuple(shape) for k, shape in spec}:
-            raise ConfigError(f"aggregator {self.name}: the reference update holds {ref_spec}, the client deltas "
-                              f"{ {k: tuple(shape) for k, shape in spec} }: expected the same tensors and shapes")
+            raise ConfigError(
+                f"aggregator {self.name}: the reference update holds {ref_spec}, the client deltas "
+                f"{ {k: tuple(shape) for k, shape in spec} }: expected the same tensors and shapes"
+            )
         ref = torch.cat([self.reference[k].reshape(-1).float() for k, _ in spec])
         out, _ = fltrust_combine(x, ref)
         return unflatten(out, spec)

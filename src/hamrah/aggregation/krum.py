@@ -97,14 +97,18 @@ class Krum:
         """Refuse K <= 2f + 2 (Blanchard et al.'s condition) or m > K - f."""
         require_cohort(self.name, cohort_size, 2 * self.f + 3, f"Krum with f = {self.f} (K > 2f + 2)")
         if self.m > cohort_size - self.f:
-            raise ConfigError(f"aggregator {self.name}: m = {self.m} averages more than the K - f = "
-                              f"{cohort_size - self.f} clients assumed honest")
+            raise ConfigError(
+                f"aggregator {self.name}: m = {self.m} averages more than the K - f = "
+                f"{cohort_size - self.f} clients assumed honest"
+            )
 
     def __call__(self, deltas: list[Params], weights: list[float]) -> Params:
         x, spec = flatten(deltas)
         as_weights(weights, len(deltas))
         if len(deltas) < 2 * self.f + 3:
-            raise NotEnoughClients(f"aggregator {self.name}: {len(deltas)} deltas, Krum with f = {self.f} needs {2 * self.f + 3}")
+            raise NotEnoughClients(
+                f"aggregator {self.name}: {len(deltas)} deltas, Krum with f = {self.f} needs {2 * self.f + 3}"
+            )
         scores = krum_scores(x, self.f)
         best = scores.argsort()[: min(self.m, len(deltas) - self.f)]
         best = best[torch.isfinite(scores[best])]  # never a non-finite row, even past f of them

@@ -42,8 +42,10 @@ class WeightedMean:
         w = as_weights(weights, len(deltas))
         keep = [i for i, d in enumerate(deltas) if first_non_finite(d) is None]
         if not keep:
-            raise NotEnoughClients(f"none of the {len(deltas)} client deltas is finite: expected at least one "
-                                   "without NaN or infinite values")
+            raise NotEnoughClients(
+                f"none of the {len(deltas)} client deltas is finite: expected at least one "
+                "without NaN or infinite values"
+            )
         kept = [float(w[i]) for i in keep]
         if sum(kept) <= 0:
             raise NotEnoughClients("every finite client delta has weight 0: expected a positive weight on one")

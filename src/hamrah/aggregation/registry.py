@@ -68,8 +68,9 @@ def build_aggregator(name: str, **params: Any) -> RobustAggregator:
     allowed = [p for p in sig.parameters if p != "name"]
     for key in params:
         if key not in allowed:
-            raise ConfigError(f"aggregator {name}: unknown parameter {key!r}; expected "
-                              f"{', '.join(allowed) if allowed else 'none'}")
+            raise ConfigError(
+                f"aggregator {name}: unknown parameter {key!r}; expected {', '.join(allowed) if allowed else 'none'}"
+            )
     missing = [p for p, v in sig.parameters.items() if v.default is inspect.Parameter.empty and p not in params]
     if missing:
         raise ConfigError(f"aggregator {name}: missing parameter {', '.join(missing)}")

@@ -31,8 +31,9 @@ def reported(results: Sequence[ClientResult]) -> list[ClientResult]:
     return [r for r in results if r.error is None and r.num_examples > 0]
 
 
-def contributions(algorithm: Algorithm, results: Sequence[ClientResult],
-                  weight_of: Callable[[int], float] = float) -> list[Contribution]:
+def contributions(
+    algorithm: Algorithm, results: Sequence[ClientResult], weight_of: Callable[[int], float] = float
+) -> list[Contribution]:
     """Return each reported client's packed statistics, weight ``weight_of(n_k)`` and train loss.
 
     Args:
@@ -49,8 +50,12 @@ def contributions(algorithm: Algorithm, results: Sequence[ClientResult],
     return out
 
 
-def aggregate_results(algorithm: Algorithm, results: Sequence[ClientResult], rule: CombineRule | None = None,
-                      weight_of: Callable[[int], float] = float) -> Aggregate:
+def aggregate_results(
+    algorithm: Algorithm,
+    results: Sequence[ClientResult],
+    rule: CombineRule | None = None,
+    weight_of: Callable[[int], float] = float,
+) -> Aggregate:
     """Return the aggregate of the reported results (weighted sums; ``rule`` for the robust statistics).
 
     Raises:
@@ -59,8 +64,13 @@ def aggregate_results(algorithm: Algorithm, results: Sequence[ClientResult], rul
     return aggregate_contributions(contributions(algorithm, results, weight_of), algorithm.statistics, rule)
 
 
-def apply_results(algorithm: Algorithm, params: Params, results: Sequence[ClientResult], server_state: object,
-                  rule: CombineRule | None = None) -> tuple[Params, object]:
+def apply_results(
+    algorithm: Algorithm,
+    params: Params,
+    results: Sequence[ClientResult],
+    server_state: object,
+    rule: CombineRule | None = None,
+) -> tuple[Params, object]:
     """Return ``algorithm.apply(params, aggregate_results(algorithm, results, rule), server_state)``: one
     in-memory server step from client results (tests, studies; drivers aggregate on their own paths).
 

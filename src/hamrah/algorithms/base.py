@@ -35,8 +35,9 @@ DELTA = Statistic("delta", robust=True)
 """The model change w_local - w_global, n_k-weighted; the one statistic a robust aggregator may combine."""
 
 
-def _number(key: str, value: object, lo: float, hi: float = math.inf, *, lo_open: bool = False,
-            hi_open: bool = False) -> None:
+def _number(
+    key: str, value: object, lo: float, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False
+) -> None:
     """Raise ConfigError unless ``value`` is a real number in the given interval."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
@@ -69,8 +70,10 @@ class LocalSGD:
         if self.batch_size is not None and (
             isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
         ):
-            raise ConfigError(f"algorithm.batch_size = {self.batch_size!r}: expected an integer >= 1 or \"inf\"")
-        if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f'algorithm.batch_size = {self.batch_size!r}: expected an integer >= 1 or "inf"')
+        if isinstance(self.lr, bool) or not (
+            isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)
+        ):
             raise ConfigError(f"algorithm.lr = {self.lr!r}: expected a positive finite number")
         _number("algorithm.momentum", self.momentum, 0.0, 1.0, hi_open=True)
         if self.num_steps is not None and (
@@ -128,7 +131,9 @@ class GradientTransform(Protocol):
     state for one client's local run (momentum buffers); a fresh one is built per run.
     """
 
-    def __call__(self, names: list[str], params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]: ...
+    def __call__(
+        self, names: list[str], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> list[torch.Tensor]: ...
 
 
 class Algorithm(Protocol):
@@ -142,11 +147,18 @@ class Algorithm(Protocol):
 
     def local_plan(self) -> LocalSGD: ...
 
-    def local_transforms(self, global_params: Params, broadcast: Params | None,
-                         client_state: Params | None) -> list[GradientTransform]: ...
+    def local_transforms(
+        self, global_params: Params, broadcast: Params | None, client_state: Params | None
+    ) -> list[GradientTransform]: ...
 
-    def next_client_state(self, global_params: Params, local_params: Params, steps: int,
-                          broadcast: Params | None, client_state: Params | None) -> Params | None: ...
+    def next_client_state(
+        self,
+        global_params: Params,
+        local_params: Params,
+        steps: int,
+        broadcast: Params | None,
+        client_state: Params | None,
+    ) -> Params | None: ...
 
     statistics: ClassVar[tuple[Statistic, ...]]  # what each client sends (the delta first)
 
@@ -170,13 +182,20 @@ class Stateless:
         """Return the client's statistics: its delta, as ``"delta/<param>"``."""
         return delta_statistics(result)
 
-    def local_transforms(self, global_params: Params, broadcast: Params | None,
-                         client_state: Params | None) -> list[GradientTransform]:
+    def local_transforms(
+        self, global_params: Params, broadcast: Params | None, client_state: Params | None
+    ) -> list[GradientTransform]:
         """Return no transforms: plain SGD."""
         return []
 
-    def next_client_state(self, global_params: Params, local_params: Params, steps: int,
-                          broadcast: Params | None, client_state: Params | None) -> Params | None:
+    def next_client_state(
+        self,
+        global_params: Params,
+        local_params: Params,
+        steps: int,
+        broadcast: Params | None,
+        client_state: Params | None,
+    ) -> Params | None:
         """Return None: the client keeps nothing between rounds."""
         return None
 
@@ -211,5 +230,17 @@ def apply_delta(params: Params, delta: Params, scale: float = 1.0) -> Params:
     return {k: params[k] + scale * delta[k] for k in params}
 
 
-__all__ = ["DELTA", "Algorithm", "ClientResult", "ClientUpdate", "GradientTransform", "LocalSGD", "NoState",
-           "Stateless", "apply_delta", "cohort_size", "delta_statistics", "mean_delta"]
+__all__ = [
+    "DELTA",
+    "Algorithm",
+    "ClientResult",
+    "ClientUpdate",
+    "GradientTransform",
+    "LocalSGD",
+    "NoState",
+    "Stateless",
+    "apply_delta",
+    "cohort_size",
+    "delta_statistics",
+    "mean_delta",
+]

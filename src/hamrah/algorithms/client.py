@@ -12,9 +12,17 @@ from hamrah.data.federated import ArrayData
 
 
 def client_update(
-    algorithm: Algorithm, model: nn.Module, global_params: Params, data: ArrayData, rng: np.random.Generator, *,
-    client_state: Params | None = None, broadcast: Params | None = None, ignore_index: int | None = None,
-    client_id: int = 0, plan: LocalSGD | None = None,
+    algorithm: Algorithm,
+    model: nn.Module,
+    global_params: Params,
+    data: ArrayData,
+    rng: np.random.Generator,
+    *,
+    client_state: Params | None = None,
+    broadcast: Params | None = None,
+    ignore_index: int | None = None,
+    client_id: int = 0,
+    plan: LocalSGD | None = None,
 ) -> ClientUpdate:
     """Run ``algorithm``'s client half on one client's data from ``global_params``.
 

@@ -126,7 +126,11 @@ def _batches(n: int, plan: DPSGDPlan, rng: np.random.Generator) -> list[np.ndarr
 
 
 def train_local_dpsgd(
-    model: nn.Module, global_params: Params, data: ArrayData, plan: DPSGDPlan, rng: np.random.Generator,
+    model: nn.Module,
+    global_params: Params,
+    data: ArrayData,
+    plan: DPSGDPlan,
+    rng: np.random.Generator,
     ignore_index: int | None = None,
 ) -> LocalResult:
     """Run ``plan`` (E epochs of DP-SGD) on one client's data from ``global_params``.

@@ -70,8 +70,10 @@ class FedOpt(Stateless):
 
     def init_server_state(self, params: Params) -> FedOptState:
         """Return m = 0 and v = tau^2."""
-        return FedOptState({k: torch.zeros_like(v) for k, v in params.items()},
-                           {k: torch.full_like(v, self.tau ** 2) for k, v in params.items()})
+        return FedOptState(
+            {k: torch.zeros_like(v) for k, v in params.items()},
+            {k: torch.full_like(v, self.tau**2) for k, v in params.items()},
+        )
 
     def apply(self, params: Params, aggregate: Aggregate, server_state: FedOptState) -> tuple[Params, FedOptState]:
         """Return the model after one server optimiser step on Delta = the aggregated delta, and the new moments."""

@@ -47,8 +47,9 @@ class FedProx(Stateless):
     def local_plan(self) -> LocalSGD:
         return self.local
 
-    def local_transforms(self, global_params: Params, broadcast: Params | None,
-                         client_state: Params | None) -> list[GradientTransform]:
+    def local_transforms(
+        self, global_params: Params, broadcast: Params | None, client_state: Params | None
+    ) -> list[GradientTransform]:
         """Return the proximal gradient mu (w - w_t) (none when mu = 0)."""
         return [Proximal(self.mu, global_params)] if self.mu > 0 else []
 

@@ -63,8 +63,13 @@ class LocalResult:
 
 
 def train_local(
-    model: nn.Module, global_params: Params, data: ArrayData, plan: LocalSGD, rng: np.random.Generator,
-    ignore_index: int | None = None, transforms: Sequence[GradientTransform] = (),
+    model: nn.Module,
+    global_params: Params,
+    data: ArrayData,
+    plan: LocalSGD,
+    rng: np.random.Generator,
+    ignore_index: int | None = None,
+    transforms: Sequence[GradientTransform] = (),
 ) -> LocalResult:
     """Run ``plan`` (minibatch SGD) on one client's data from ``global_params``.
 

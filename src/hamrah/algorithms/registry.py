@@ -32,8 +32,10 @@ _FACTORIES: dict[str, tuple[tuple[str, ...], Callable[[float, dict], Algorithm]]
     "fedsgd": (("client_fraction", "lr"), lambda c, hp: FedSGD(c, hp.get("lr", 0.1))),
     "fedavg": (tuple(_LOCAL), lambda c, hp: FedAvg(c, _local(hp))),
     "fedprox": ((*_LOCAL, "mu"), lambda c, hp: FedProx(c, _local(hp), **_pick(hp, ("mu",)))),
-    "scaffold": ((*_LOCAL, "server_lr", "num_clients"),
-                 lambda c, hp: Scaffold(c, _local(hp), **_pick(hp, ("server_lr", "num_clients")))),
+    "scaffold": (
+        (*_LOCAL, "server_lr", "num_clients"),
+        lambda c, hp: Scaffold(c, _local(hp), **_pick(hp, ("server_lr", "num_clients"))),
+    ),
     "fednova": ((*_LOCAL, "mu"), lambda c, hp: FedNova(c, _local(hp), **_pick(hp, ("mu",)))),
     **{
         f"fed{opt}": ((*_LOCAL, *_OPT), lambda c, hp, opt=opt: FedOpt(c, _local(hp), opt, **_pick(hp, _OPT)))
@@ -41,8 +43,14 @@ _FACTORIES: dict[str, tuple[tuple[str, ...], Callable[[float, dict], Algorithm]]
     },
 }
 ALGORITHMS = tuple(_FACTORIES)
-_CLASSES: dict[str, type] = {"fedsgd": FedSGD, "fedavg": FedAvg, "fedprox": FedProx, "scaffold": Scaffold,
-                             "fednova": FedNova, **{f"fed{opt}": FedOpt for opt in ("adam", "yogi", "adagrad", "avgm")}}
+_CLASSES: dict[str, type] = {
+    "fedsgd": FedSGD,
+    "fedavg": FedAvg,
+    "fedprox": FedProx,
+    "scaffold": Scaffold,
+    "fednova": FedNova,
+    **{f"fed{opt}": FedOpt for opt in ("adam", "yogi", "adagrad", "avgm")},
+}
 
 
 def statistics_of(name: str) -> tuple[Statistic, ...]:

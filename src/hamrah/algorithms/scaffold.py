@@ -62,12 +62,15 @@ class Scaffold:
 
     def __post_init__(self) -> None:
         _number("algorithm.server_lr", self.server_lr, 0.0, lo_open=True)
-        if self.num_clients is not None and (isinstance(self.num_clients, bool) or not isinstance(self.num_clients, int)
-                                             or self.num_clients < 1):
+        if self.num_clients is not None and (
+            isinstance(self.num_clients, bool) or not isinstance(self.num_clients, int) or self.num_clients < 1
+        ):
             raise ConfigError(f"algorithm.num_clients = {self.num_clients!r}: expected an integer >= 1")
         if self.local.momentum:
-            raise ConfigError(f"algorithm.momentum = {self.local.momentum}: SCAFFOLD's option II control variate "
-                              "(x - y_i) / (K lr) assumes plain local SGD; expected momentum = 0 with scaffold")
+            raise ConfigError(
+                f"algorithm.momentum = {self.local.momentum}: SCAFFOLD's option II control variate "
+                "(x - y_i) / (K lr) assumes plain local SGD; expected momentum = 0 with scaffold"
+            )
 
     def cohort_size(self, population: int) -> int:
         return cohort_size(self.client_fraction, population)
@@ -83,15 +86,22 @@ class Scaffold:
         """Return c, sent to the round's clients with the model."""
         return server_state.c
 
-    def local_transforms(self, global_params: Params, broadcast: Params | None,
-                         client_state: Params | None) -> list[GradientTransform]:
+    def local_transforms(
+        self, global_params: Params, broadcast: Params | None, client_state: Params | None
+    ) -> list[GradientTransform]:
         """Return the correction c - c_i (c_i = 0 for a client's first round)."""
         c = broadcast if broadcast is not None else {k: torch.zeros_like(v) for k, v in global_params.items()}
         offset = {k: c[k] - client_state[k] for k in c} if client_state is not None else dict(c)
         return [Correction(offset)]
 
-    def next_client_state(self, global_params: Params, local_params: Params, steps: int,
-                          broadcast: Params | None, client_state: Params | None) -> Params:
+    def next_client_state(
+        self,
+        global_params: Params,
+        local_params: Params,
+        steps: int,
+        broadcast: Params | None,
+        client_state: Params | None,
+    ) -> Params:
         """Return option II's c_i+ = c_i - c + (x - y_i) / (K lr)."""
         scale = 1.0 / (max(steps, 1) * self.local.lr)
         out = {}
@@ -104,8 +114,12 @@ class Scaffold:
     def client_statistics(self, result: ClientResult) -> Params:
         """Return ``delta/`` = Delta y and ``control/`` = Delta c_i (zeros when the result carries none)."""
         out = {f"{DELTA.name}/{k}": v for k, v in result.delta.items()}
-        out.update({f"{CONTROL.name}/{k}": result.aux[k] if k in result.aux else torch.zeros_like(v)
-                    for k, v in result.delta.items()})
+        out.update(
+            {
+                f"{CONTROL.name}/{k}": result.aux[k] if k in result.aux else torch.zeros_like(v)
+                for k, v in result.delta.items()
+            }
+        )
         return out
 
     def apply(self, params: Params, aggregate: Aggregate, server_state: ScaffoldState) -> tuple[Params, ScaffoldState]:
@@ -116,9 +130,11 @@ class Scaffold:
             NotEnoughClients: the aggregate has weight 0.
         """
         if self.num_clients is None:
-            raise ConfigError("scaffold: the server half needs the population size N (num_clients) for the control "
-                              "variate's 1/N share; expected Scaffold(..., num_clients=N) (the runner and the "
-                              "server set it from the partition)")
+            raise ConfigError(
+                "scaffold: the server half needs the population size N (num_clients) for the control "
+                "variate's 1/N share; expected Scaffold(..., num_clients=N) (the runner and the "
+                "server set it from the partition)"
+            )
         dy = aggregate.mean(DELTA)
         total = aggregate.total(CONTROL)
         share = 1.0 / self.num_clients

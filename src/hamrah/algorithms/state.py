@@ -42,7 +42,7 @@ def unflatten_state(cls: type[S], tensors: dict[str, torch.Tensor], scalars: dic
     for f in dataclasses.fields(cls):
         if f.name in scalars.get("__params__", []):
             prefix = f.name + "/"
-            values[f.name] = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            values[f.name] = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         elif f.name in scalars:
             values[f.name] = scalars[f.name]
     return cls(**values)

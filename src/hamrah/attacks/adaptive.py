@@ -182,8 +182,9 @@ class FangTrim:
     def __post_init__(self) -> None:
         _number(self.name, "b", self.b, 1.0)
 
-    def poison(self, malicious: list[ClientResult], benign: list[ClientResult],
-               rng: np.random.Generator) -> list[ClientResult]:
+    def poison(
+        self, malicious: list[ClientResult], benign: list[ClientResult], rng: np.random.Generator
+    ) -> list[ClientResult]:
         """Return the malicious results, each with its own draw in the ranges above."""
         x, spec = reference_matrix(malicious, benign)
         up = x.mean(0) > 0

@@ -30,8 +30,9 @@ class DataPoisoning(Protocol):
 class UpdatePoisoning(Protocol):
     """Replace the malicious clients' results, knowing the benign ones of the round."""
 
-    def poison(self, malicious: list[ClientResult], benign: list[ClientResult],
-               rng: np.random.Generator) -> list[ClientResult]: ...
+    def poison(
+        self, malicious: list[ClientResult], benign: list[ClientResult], rng: np.random.Generator
+    ) -> list[ClientResult]: ...
 
 
 def choose_malicious(num_clients: int, fraction: float, seed: int) -> frozenset[int]:
@@ -88,8 +89,9 @@ class Attack:
             return per_client(client_id, data, rng)
         return self.data_poisoning.poison(data, rng)
 
-    def poison_updates(self, malicious: list[ClientResult], benign: list[ClientResult],
-                       rng: np.random.Generator) -> list[ClientResult]:
+    def poison_updates(
+        self, malicious: list[ClientResult], benign: list[ClientResult], rng: np.random.Generator
+    ) -> list[ClientResult]:
         """Return the results the malicious clients send instead of ``malicious``."""
         if self.update_poisoning is None or not malicious:
             return list(malicious)

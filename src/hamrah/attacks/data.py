@@ -100,8 +100,9 @@ class PixelBackdoor:
         h, w = x.shape[-2], x.shape[-1]
         r0, c0 = h - self.margin - self.size, w - self.margin - self.size
         if r0 < 0 or c0 < 0:
-            raise ConfigError(f"attack backdoor: a {self.size}px trigger {self.margin}px from the corner "
-                              f"does not fit {h}x{w} images")
+            raise ConfigError(
+                f"attack backdoor: a {self.size}px trigger {self.margin}px from the corner does not fit {h}x{w} images"
+            )
         ii, jj = torch.meshgrid(torch.arange(self.size), torch.arange(self.size), indexing="ij")
         pattern = ((ii + jj) % 2 == 0).to(x.dtype) * self.value
         out[..., r0 : r0 + self.size, c0 : c0 + self.size] = pattern
@@ -166,8 +167,10 @@ class DistributedBackdoor:
         r, c = self._cells(part)
         h, w = x.shape[-2], x.shape[-1]
         if r >= h or c + self.size > w:
-            raise ConfigError(f"attack dba: trigger part {part} at row {r}, columns {c}..{c + self.size - 1} "
-                              f"does not fit {h}x{w} images")
+            raise ConfigError(
+                f"attack dba: trigger part {part} at row {r}, columns {c}..{c + self.size - 1} "
+                f"does not fit {h}x{w} images"
+            )
         out = x.clone()
         out[..., r, c : c + self.size] = self.value
         return out

@@ -29,7 +29,9 @@ from hamrah.core.params import Params
 def _positive(name: str, key: str, value: object, allow_zero: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"attack {name}: {key} = {value!r}: expected a {'non-negative' if allow_zero else 'positive'} number")
+        raise ConfigError(
+            f"attack {name}: {key} = {value!r}: expected a {'non-negative' if allow_zero else 'positive'} number"
+        )
 
 
 def _with_delta(result: ClientResult, delta: Params) -> ClientResult:
@@ -84,12 +86,17 @@ class GaussianUpdate:
     def __post_init__(self) -> None:
         _positive("gaussian", "std", self.std)
 
-    def poison(self, malicious: list[ClientResult], benign: list[ClientResult],
-               rng: np.random.Generator) -> list[ClientResult]:
+    def poison(
+        self, malicious: list[ClientResult], benign: list[ClientResult], rng: np.random.Generator
+    ) -> list[ClientResult]:
         """Return the malicious results with noise deltas drawn from a torch generator seeded by ``rng``."""
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        return [_with_delta(r, {k: self.std * torch.randn(v.shape, generator=gen, dtype=v.dtype)
-                                for k, v in r.delta.items()}) for r in malicious]
+        return [
+            _with_delta(
+                r, {k: self.std * torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in r.delta.items()}
+            )
+            for r in malicious
+        ]
 
 
 def z_max(n: int, m: int) -> float:

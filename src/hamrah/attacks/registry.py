@@ -77,8 +77,9 @@ def build_attack(name: str, malicious: frozenset[int], **params: Any) -> Attack:
     for key in params:
         if key not in data_p and key not in update_p:
             allowed = [*data_p, *update_p]
-            raise ConfigError(f"attack {name}: unknown parameter {key!r}; expected "
-                              f"{', '.join(allowed) if allowed else 'none'}")
+            raise ConfigError(
+                f"attack {name}: unknown parameter {key!r}; expected {', '.join(allowed) if allowed else 'none'}"
+            )
     for sig in (data_p, update_p):
         missing = [k for k, p in sig.items() if p.default is inspect.Parameter.empty and k not in params]
         if missing:

@@ -19,6 +19,17 @@ from hamrah.compression.sign import SignEF, SignPayload
 from hamrah.compression.topk import SparsePayload, TopK, topk_nbytes
 
 __all__ = [
-    "HalfPayload", "HalfPrecision", "MaskedPayload", "QuantizedPayload", "RandomMask", "SignEF", "SignPayload",
-    "SparsePayload", "StochasticQuantizer", "TopK", "mask_nbytes", "quantized_nbytes", "topk_nbytes",
+    "HalfPayload",
+    "HalfPrecision",
+    "MaskedPayload",
+    "QuantizedPayload",
+    "RandomMask",
+    "SignEF",
+    "SignPayload",
+    "SparsePayload",
+    "StochasticQuantizer",
+    "TopK",
+    "mask_nbytes",
+    "quantized_nbytes",
+    "topk_nbytes",
 ]

@@ -28,7 +28,7 @@ def pack(codes: np.ndarray, bits: int) -> bytes:
         return np.packbits(codes, bitorder="little").tobytes()
     per = 8 // bits
     padded = np.zeros(math.ceil(codes.size / per) * per, dtype=np.uint8)
-    padded[:codes.size] = codes
+    padded[: codes.size] = codes
     grid = padded.reshape(-1, per)
     out = grid[:, 0].copy()
     for j in range(1, per):
@@ -43,8 +43,9 @@ def unpack(data: bytes, count: int, bits: int) -> np.ndarray:
         ProtocolError: ``data`` does not hold exactly that many codes.
     """
     if len(data) != packed_nbytes(count, bits):
-        raise ProtocolError(f"packed codes: expected {packed_nbytes(count, bits)} bytes for {count} "
-                            f"{bits}-bit codes, got {len(data)}")
+        raise ProtocolError(
+            f"packed codes: expected {packed_nbytes(count, bits)} bytes for {count} {bits}-bit codes, got {len(data)}"
+        )
     raw = np.frombuffer(data, dtype=np.uint8)
     if bits == 8:
         return raw.copy()

@@ -27,7 +27,7 @@ def unflat(vec: torch.Tensor, spec: Spec) -> Params:
     out, start = {}, 0
     for name, shape in spec:
         n = math.prod(shape)
-        out[name] = vec[start:start + n].reshape(shape)
+        out[name] = vec[start : start + n].reshape(shape)
         start += n
     return out
 

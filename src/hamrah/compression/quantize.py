@@ -53,8 +53,11 @@ class QuantizedPayload:
 
     @property
     def nbytes(self) -> int:
-        return header_nbytes(self.spec) + 4 + sum(s.nbytes + packing.packed_nbytes(c.size, self.bits)
-                                                  for s, c in zip(self.scales, self.codes))
+        return (
+            header_nbytes(self.spec)
+            + 4
+            + sum(s.nbytes + packing.packed_nbytes(c.size, self.bits) for s, c in zip(self.scales, self.codes))
+        )
 
     def ring(self) -> RingCodes:
         """Return the codes as integers a secure sum can add (shared-range "ring" scheme only).
@@ -105,8 +108,9 @@ class StochasticQuantizer(BaseStage):
             raise ConfigError(f"quantize bits = {self.bits!r}: expected 2, 4 or 8")
         if self.scheme not in SCHEMES:
             raise ConfigError(f"quantize scheme = {self.scheme!r}: expected one of {SCHEMES}")
-        if self.scheme == "ring" and not (isinstance(self.clip, (int, float)) and math.isfinite(self.clip)
-                                          and self.clip > 0):
+        if self.scheme == "ring" and not (
+            isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0
+        ):
             raise ConfigError(f"quantize clip = {self.clip!r}: the ring scheme needs a positive finite range r")
         if self.bucket is not None and not (isinstance(self.bucket, int) and 1 <= self.bucket < 2**32):
             raise ConfigError(f"quantize bucket = {self.bucket!r}: expected None or an integer >= 1")
@@ -122,7 +126,7 @@ class StochasticQuantizer(BaseStage):
     @property
     def levels(self) -> int:
         """Return s: the top code (minmax, ring) or the number of magnitude levels (qsgd)."""
-        return 2 ** (self.bits - 1) - 1 if self.scheme == "qsgd" else 2 ** self.bits - 1
+        return 2 ** (self.bits - 1) - 1 if self.scheme == "qsgd" else 2**self.bits - 1
 
     def _rows(self, n: int) -> tuple[int, int]:
         """Return (buckets, bucket size) for a tensor of ``n`` values."""
@@ -140,8 +144,10 @@ class StochasticQuantizer(BaseStage):
             u = torch.from_numpy(ctx.rng.random(rows * size, dtype=np.float32)).view(rows, size)
             scale, code = self._quantize(xr, u)
             scales.append(scale.numpy())
-            codes.append(code.reshape(-1)[:x.numel()].to(torch.uint8).numpy())
-        return QuantizedPayload(spec_of(update), self.tag, self.bits, self.bucket or 0, tuple(scales), tuple(codes)), state
+            codes.append(code.reshape(-1)[: x.numel()].to(torch.uint8).numpy())
+        return QuantizedPayload(
+            spec_of(update), self.tag, self.bits, self.bucket or 0, tuple(scales), tuple(codes)
+        ), state
 
     def _quantize(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return per-row float32 (offset, step) [rows, 2] and integer codes for the rows of ``x``."""
@@ -168,9 +174,9 @@ class StochasticQuantizer(BaseStage):
         for (name, shape), scale, c in zip(payload.spec, payload.scales, payload.codes):
             rows, size = self._rows(c.size)
             code = torch.zeros(rows * size)
-            code[:c.size] = torch.from_numpy(c.astype(np.float32))
+            code[: c.size] = torch.from_numpy(c.astype(np.float32))
             sc = torch.from_numpy(scale)
-            out[name] = (sc[:, :1] + sc[:, 1:] * code.view(rows, size)).reshape(-1)[:c.size].reshape(shape)
+            out[name] = (sc[:, :1] + sc[:, 1:] * code.view(rows, size)).reshape(-1)[: c.size].reshape(shape)
         return out
 
     def read(self, data: bytes, spec: Spec) -> QuantizedPayload:

@@ -13,6 +13,13 @@ from hamrah.core.errors import (
 )
 
 __all__ = [
-    "AuthError", "BudgetExhausted", "ConfigError", "DataError", "DropoutThresholdExceeded", "HamrahError",
-    "NotEnoughClients", "ProtocolError", "TransportError",
+    "AuthError",
+    "BudgetExhausted",
+    "ConfigError",
+    "DataError",
+    "DropoutThresholdExceeded",
+    "HamrahError",
+    "NotEnoughClients",
+    "ProtocolError",
+    "TransportError",
 ]

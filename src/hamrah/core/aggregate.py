@@ -37,8 +37,18 @@ from hamrah.core.metrics import Metric, merge_metrics
 from hamrah.core.params import Params
 
 __all__ = [
-    "Accumulator", "Aggregate", "CombineRule", "Contribution", "Statistic", "aggregate_contributions", "pack",
-    "robust_mean", "statistics_template", "view", "weighted_mean", "weighted_sum",
+    "Accumulator",
+    "Aggregate",
+    "CombineRule",
+    "Contribution",
+    "Statistic",
+    "aggregate_contributions",
+    "pack",
+    "robust_mean",
+    "statistics_template",
+    "view",
+    "weighted_mean",
+    "weighted_sum",
 ]
 
 SHAPES = ("params", "scalar")
@@ -71,8 +81,10 @@ class Statistic:
         if not self.name or "/" in self.name:
             raise ConfigError(f"statistic name {self.name!r}: expected a non-empty name without '/'")
         if self.shape not in SHAPES or self.weighting not in WEIGHTINGS:
-            raise ConfigError(f"statistic {self.name}: shape {self.shape!r}, weighting {self.weighting!r}: expected "
-                              f"shape in {SHAPES} and weighting in {WEIGHTINGS}")
+            raise ConfigError(
+                f"statistic {self.name}: shape {self.shape!r}, weighting {self.weighting!r}: expected "
+                f"shape in {SHAPES} and weighting in {WEIGHTINGS}"
+            )
 
     def keys(self, template: Mapping[str, torch.Tensor]) -> list[str]:
         """Return this statistic's namespaced keys for a model shaped like ``template``."""
@@ -146,8 +158,12 @@ def weighted_mean(updates: Sequence[Mapping[str, torch.Tensor]], weights: Sequen
     return weighted_sum(updates, [float(w) / total for w in weights])
 
 
-def robust_mean(updates: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float],
-                statistics: Sequence[Statistic], rule: CombineRule) -> Params:
+def robust_mean(
+    updates: Sequence[Mapping[str, torch.Tensor]],
+    weights: Sequence[float],
+    statistics: Sequence[Statistic],
+    rule: CombineRule,
+) -> Params:
     """Return the weighted mean of packed statistics with ``rule`` in place of the mean of the robust ones."""
     mean = weighted_mean(updates, weights)
     for s in statistics:
@@ -189,11 +205,17 @@ class Aggregate:
         return self.dtypes.get(key, torch.float32)
 
     @classmethod
-    def from_mean(cls, mean: Mapping[str, torch.Tensor], weight: float, count: int,
-                  metrics: Mapping[str, Metric] | None = None) -> Aggregate:
+    def from_mean(
+        cls, mean: Mapping[str, torch.Tensor], weight: float, count: int, metrics: Mapping[str, Metric] | None = None
+    ) -> Aggregate:
         """Return the aggregate whose weighted mean is ``mean`` (what a pipeline or secure sum yields)."""
-        return cls({k: v.to(torch.float64) * weight for k, v in mean.items()}, float(weight), int(count),
-                   dict(metrics or {}), {k: v.dtype for k, v in mean.items()})
+        return cls(
+            {k: v.to(torch.float64) * weight for k, v in mean.items()},
+            float(weight),
+            int(count),
+            dict(metrics or {}),
+            {k: v.dtype for k, v in mean.items()},
+        )
 
     def total(self, statistic: Statistic) -> Params:
         """Return the statistic's sums in the clients' dtype, namespace stripped."""
@@ -268,8 +290,12 @@ class Accumulator:
         return Aggregate(dict(self.sums), self.weight, self.count, dict(self.metrics), dict(self.dtypes))
 
 
-def aggregate_contributions(contributions: Sequence[Contribution], statistics: Sequence[Statistic],
-                            rule: CombineRule | None = None, precision: torch.dtype = torch.float64) -> Aggregate:
+def aggregate_contributions(
+    contributions: Sequence[Contribution],
+    statistics: Sequence[Statistic],
+    rule: CombineRule | None = None,
+    precision: torch.dtype = torch.float64,
+) -> Aggregate:
     """Return the aggregate of the round's contributions: weighted sums (in ``precision``), ``rule`` for
     robust statistics.
 

@@ -85,13 +85,15 @@ def merge_metrics(a: Mapping[str, Metric], b: Mapping[str, Metric]) -> dict[str,
             out[name] = value
             continue
         mine = out[name]
-        if isinstance(mine, Weighted) and isinstance(value, Weighted):
+        if isinstance(mine, Weighted) and isinstance(value, Weighted):  # noqa: SIM114 (two branches: mypy narrows each)
             out[name] = mine + value
         elif isinstance(mine, Summed) and isinstance(value, Summed):
             out[name] = mine + value
         else:
-            raise ConfigError(f"metric {name!r}: cannot merge {type(mine).__name__} with "
-                              f"{type(value).__name__}; expected the same reduction on every client")
+            raise ConfigError(
+                f"metric {name!r}: cannot merge {type(mine).__name__} with "
+                f"{type(value).__name__}; expected the same reduction on every client"
+            )
     return out
 
 

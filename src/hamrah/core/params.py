@@ -35,8 +35,9 @@ class ParamsLayout:
     @classmethod
     def of(cls, params: Mapping[str, torch.Tensor]) -> ParamsLayout:
         """Return the layout of ``params`` in their iteration order."""
-        return cls(tuple(params), tuple(tuple(v.shape) for v in params.values()),
-                   tuple(v.dtype for v in params.values()))
+        return cls(
+            tuple(params), tuple(tuple(v.shape) for v in params.values()), tuple(v.dtype for v in params.values())
+        )
 
     @classmethod
     def of_spec(cls, spec: Sequence[tuple[str, Sequence[int]]], *, sort: bool = False) -> ParamsLayout:
@@ -74,8 +75,9 @@ class ParamsLayout:
         """
         vec = np.asarray(vector)
         if vec.ndim != 1 or vec.size != self.size:
-            raise ProtocolError(f"vector of shape {vec.shape} does not fit a layout of {self.size} scalars: "
-                                f"expected {self.size} values")
+            raise ProtocolError(
+                f"vector of shape {vec.shape} does not fit a layout of {self.size} scalars: expected {self.size} values"
+            )
         out: Params = {}
         start = 0
         for name, shape, dtype in zip(self.names, self.shapes, self.dtypes):

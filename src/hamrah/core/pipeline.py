@@ -110,8 +110,12 @@ class RingCodes:
 
     def decode_sum(self, sums: Mapping[str, np.ndarray], count: int) -> Params:
         """Return the sum of ``count`` clients' decoded values from the sum of their codes."""
-        return {name: (count * self.offset + self.step * torch.from_numpy(np.asarray(sums[name], dtype=np.float64))
-                       ).to(torch.float32).reshape(shape) for name, shape in self.spec}
+        return {
+            name: (count * self.offset + self.step * torch.from_numpy(np.asarray(sums[name], dtype=np.float64)))
+            .to(torch.float32)
+            .reshape(shape)
+            for name, shape in self.spec
+        }
 
 
 @dataclass(frozen=True)
@@ -261,8 +265,14 @@ class Chain:
                 update = bound(update, None if server_state is None else server_state[i])
         return update
 
-    def aggregate(self, payloads: Sequence[Any], weights: Sequence[float], ctx: ServerContext,
-                  server_state: tuple | None = None, combine: CombineRule | None = None) -> Params:
+    def aggregate(
+        self,
+        payloads: Sequence[Any],
+        weights: Sequence[float],
+        ctx: ServerContext,
+        server_state: tuple | None = None,
+        combine: CombineRule | None = None,
+    ) -> Params:
         """Return the weighted mean of the clients' updates (the secure-sum stage's sum / m if any).
 
         Each decoded update is bounded first (:meth:`decode_client`, with the chain's ``server_state``);
@@ -329,8 +339,10 @@ def wire_spec(chain: Chain, template: Params, server_state: tuple | None = None)
 
 def _weights(client_updates: Mapping[int, Params], weights: Mapping[int, float], round_idx: int) -> dict[int, float]:
     if set(weights) != set(client_updates):
-        raise ConfigError(f"round {round_idx}: weights for clients {sorted(weights)}, updates from "
-                          f"{sorted(client_updates)}; expected the same clients")
+        raise ConfigError(
+            f"round {round_idx}: weights for clients {sorted(weights)}, updates from "
+            f"{sorted(client_updates)}; expected the same clients"
+        )
     w = {k: float(weights[k]) for k in client_updates}
     if any(not math.isfinite(v) or v <= 0 for v in w.values()):
         raise ConfigError(f"round {round_idx}: weights {w}: expected positive finite numbers")
@@ -339,10 +351,19 @@ def _weights(client_updates: Mapping[int, Params], weights: Mapping[int, float],
 
 
 def process_round(
-    chain: Chain, client_updates: Mapping[int, Params], weights: Mapping[int, float],
-    states: Mapping[int, tuple], rngs: Mapping[int, np.random.Generator], *, server_state: tuple | None = None,
-    round_idx: int = 0, round_seed: int | None = None, server_rng: np.random.Generator | None = None,
-    through_bytes: bool = False, template: Params | None = None, combine: CombineRule | None = None,
+    chain: Chain,
+    client_updates: Mapping[int, Params],
+    weights: Mapping[int, float],
+    states: Mapping[int, tuple],
+    rngs: Mapping[int, np.random.Generator],
+    *,
+    server_state: tuple | None = None,
+    round_idx: int = 0,
+    round_seed: int | None = None,
+    server_rng: np.random.Generator | None = None,
+    through_bytes: bool = False,
+    template: Params | None = None,
+    combine: CombineRule | None = None,
     model: Params | None = None,
 ) -> RoundOutput:
     """Apply ``chain`` to one round: encode each client's update, aggregate, run the server halves.
@@ -386,8 +407,10 @@ def process_round(
         ctx = ClientContext(k, round_idx, rngs[k], seed, p[k], m)
         state = states.get(k) or chain.init_client(template)
         if len(state) != len(chain.stages):
-            raise ConfigError(f"round {round_idx}: client {k} has state for {len(state)} stages; expected "
-                              f"{len(chain.stages)} ({', '.join(chain.names)})")
+            raise ConfigError(
+                f"round {round_idx}: client {k} has state for {len(state)} stages; expected "
+                f"{len(chain.stages)} ({', '.join(chain.names)})"
+            )
         payload, new_states[k] = chain.encode(update, state, ctx, sstate)
         up[k] = payload.nbytes
         if through_bytes and not summing:

@@ -126,8 +126,13 @@ class RoundRecord:
         if self.device_eval is not None:
             out.update({f.name: getattr(self.device_eval, f.name) for f in fields(self.device_eval)})
         if self.phases is not None:
-            out.update({f.name: getattr(self.phases, f.name) for f in fields(self.phases)
-                        if getattr(self.phases, f.name) is not None})
+            out.update(
+                {
+                    f.name: getattr(self.phases, f.name)
+                    for f in fields(self.phases)
+                    if getattr(self.phases, f.name) is not None
+                }
+            )
         out.update(self.extra)
         return out
 
@@ -184,5 +189,13 @@ def accuracy_summary(records: Iterable[RoundRecord | Mapping[str, Any]], target:
     }
 
 
-__all__ = ["DeviceEval", "PhaseTimings", "RoundRecord", "ServerCounts", "accuracy_summary", "finite",
-           "finite_json", "record_line"]
+__all__ = [
+    "DeviceEval",
+    "PhaseTimings",
+    "RoundRecord",
+    "ServerCounts",
+    "accuracy_summary",
+    "finite",
+    "finite_json",
+    "record_line",
+]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from hamrah.core.errors import ConfigError
 
 
-def variant_settings(section: Mapping[str, Any], key: str, default: str, takes: Mapping[str, tuple[str, ...]],
-                     where: str, kind: str) -> tuple[str, dict[str, Any]]:
+def variant_settings(
+    section: Mapping[str, Any], key: str, default: str, takes: Mapping[str, tuple[str, ...]], where: str, kind: str
+) -> tuple[str, dict[str, Any]]:
     """Return ``(variant, its settings)`` from a section, dropping None values.
 
     Args:
@@ -25,8 +27,10 @@ def variant_settings(section: Mapping[str, Any], key: str, default: str, takes: 
         raise ConfigError(f"{where}.{key} = {name!r}: expected one of {', '.join(takes)}")
     unused = sorted(set(s) - set(takes[name]))
     if unused:
-        raise ConfigError(f"{where}.{unused[0]} = {s[unused[0]]!r}: {kind} {name!r} does not use it "
-                          f"(it takes {', '.join(takes[name]) or 'no settings'})")
+        raise ConfigError(
+            f"{where}.{unused[0]} = {s[unused[0]]!r}: {kind} {name!r} does not use it "
+            f"(it takes {', '.join(takes[name]) or 'no settings'})"
+        )
     return name, s
 
 

@@ -28,8 +28,11 @@ def first_non_finite(update: Mapping[str, torch.Tensor]) -> str | None:
     for name, t in update.items():
         if not t.is_floating_point():
             continue
-        finite = (bool(torch.isfinite(t).all()) if t.dtype == torch.float64
-                  else bool(torch.isfinite(t.sum(dtype=torch.float64))))
+        finite = (
+            bool(torch.isfinite(t).all())
+            if t.dtype == torch.float64
+            else bool(torch.isfinite(t.sum(dtype=torch.float64)))
+        )
         if not finite:
             return name
     return None
@@ -56,8 +59,9 @@ def update_problem(update: Mapping[str, torch.Tensor], like: Mapping[str, torch.
     return None if bad is None else f"{bad} holds NaN or infinite values; expected finite numbers"
 
 
-def check_update(update: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor] | None = None,
-                 what: str = "update") -> None:
+def check_update(
+    update: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor] | None = None, what: str = "update"
+) -> None:
     """Raise ``ProtocolError`` with :func:`update_problem`'s reason when ``update`` is not acceptable.
 
     Raises:

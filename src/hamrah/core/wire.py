@@ -82,9 +82,10 @@ class WireReader:
     def raw(self, n: int) -> bytes:
         """Return the next ``n`` bytes."""
         if n < 0 or self._pos + n > len(self._data):
-            raise ProtocolError(f"payload truncated: needed {n} bytes at offset {self._pos}, "
-                                f"{len(self._data) - self._pos} left")
-        out = self._data[self._pos:self._pos + n].tobytes()
+            raise ProtocolError(
+                f"payload truncated: needed {n} bytes at offset {self._pos}, {len(self._data) - self._pos} left"
+            )
+        out = self._data[self._pos : self._pos + n].tobytes()
         self._pos += n
         return out
 
@@ -105,7 +106,6 @@ class Payload(Protocol):
     def nbytes(self) -> int: ...
 
     def to_bytes(self) -> bytes: ...
-
 
 
 @dataclass(frozen=True)

@@ -41,14 +41,24 @@ def load_dataset(name: str, path: str | os.PathLike | None = None) -> Dataset:
         for root in candidate_dirs("femnist/sample_a", path):
             if (root / "train").is_dir():
                 return load_leaf(root, name="femnist")
-        raise DataError("FEMNIST (LEAF JSON) not found; looked in: " + ", ".join(map(str, candidate_dirs("femnist/sample_a", path))))
-    raise ConfigError(f"data.dataset = {name!r}: expected one of mnist, shakespeare, femnist, cifar10, "
-                      "synthetic_<alpha>_<beta> (e.g. synthetic_1_1), synthetic_iid")
+        raise DataError(
+            "FEMNIST (LEAF JSON) not found; looked in: " + ", ".join(map(str, candidate_dirs("femnist/sample_a", path)))
+        )
+    raise ConfigError(
+        f"data.dataset = {name!r}: expected one of mnist, shakespeare, femnist, cifar10, "
+        "synthetic_<alpha>_<beta> (e.g. synthetic_1_1), synthetic_iid"
+    )
 
 
 def federate(
-    dataset: Dataset, scheme: str, num_clients: int | None, seed: int, *,
-    shards_per_client: int = 2, alpha: float = 0.5, sigma: float = 1.0,
+    dataset: Dataset,
+    scheme: str,
+    num_clients: int | None,
+    seed: int,
+    *,
+    shards_per_client: int = 2,
+    alpha: float = 0.5,
+    sigma: float = 1.0,
 ) -> FederatedDataset:
     """Split ``dataset``'s training examples across clients with partitioner ``scheme``."""
     rng = partition_rng(seed)
@@ -67,5 +77,21 @@ def describe(fed: FederatedDataset) -> dict:
     return partition.partition_stats(fed.client_indices, labels if labels.ndim == 1 else None)
 
 
-__all__ = ["ArrayData", "Dataset", "Examples", "FederatedDataset", "Field", "PartitionSpec", "Schema", "SourceSpec",
-           "dataset_examples", "describe", "federate", "load_dataset", "load_examples", "load_mnist", "split_examples", "to_dataset"]
+__all__ = [
+    "ArrayData",
+    "Dataset",
+    "Examples",
+    "FederatedDataset",
+    "Field",
+    "PartitionSpec",
+    "Schema",
+    "SourceSpec",
+    "dataset_examples",
+    "describe",
+    "federate",
+    "load_dataset",
+    "load_examples",
+    "load_mnist",
+    "split_examples",
+    "to_dataset",
+]

@@ -20,8 +20,13 @@ from hamrah.data.schema import DTYPES, Field, Schema
 _WIDEN = {"f": "float32", "i": "int64", "u": "int64", "b": "bool"}
 
 
-def load_npz(path: str | os.PathLike, label: str | None = None, split: str | None = None,
-             client: str | None = None, schema: Schema | None = None) -> Examples:
+def load_npz(
+    path: str | os.PathLike,
+    label: str | None = None,
+    split: str | None = None,
+    client: str | None = None,
+    schema: Schema | None = None,
+) -> Examples:
     """Load a ``.npz`` archive.
 
     Args:
@@ -81,8 +86,10 @@ def _select_split(path: Path, arrays: dict[str, np.ndarray], split: str | None) 
         return arrays
     chosen = {k[: -len(split) - 1]: v for k, v in arrays.items() if k.endswith("_" + split)}
     if not chosen:
-        raise DataError(f"{path}: no arrays of split {split!r} (expected keys like x_{split}; "
-                        f"suffixes present: {', '.join(suffixed) or 'none'})")
+        raise DataError(
+            f"{path}: no arrays of split {split!r} (expected keys like x_{split}; "
+            f"suffixes present: {', '.join(suffixed) or 'none'})"
+        )
     return chosen
 
 

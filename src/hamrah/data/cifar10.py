@@ -39,7 +39,7 @@ def _from_npz(path: Path) -> tuple[list[bytes], np.ndarray, np.ndarray]:
         raise DataError(f"{path}: sha256 mismatch (expected {SUBSET_SHA256[:12]}...)")
     z = np.load(path)
     raw, off = z["jpeg"].tobytes(), z["offsets"]
-    return [raw[off[i]:off[i + 1]] for i in range(len(off) - 1)], z["labels"], z["test"]
+    return [raw[off[i] : off[i + 1]] for i in range(len(off) - 1)], z["labels"], z["test"]
 
 
 def _from_tar(path: Path) -> tuple[list[bytes], np.ndarray, np.ndarray]:
@@ -83,5 +83,10 @@ def load_cifar10(path: str | os.PathLike | None = None) -> Dataset:
     x = (x - mean) / std
     y = torch.from_numpy(labels).long()
     tr, te = torch.from_numpy(train), torch.from_numpy(test)
-    return Dataset("cifar10", ArrayData(x[tr].contiguous(), y[tr]), ArrayData(x[te].contiguous(), y[te]), 10,
-                   info={"source": str(src), "lossy": "JPEG re-encoding (quality ~75) of CIFAR-10"})
+    return Dataset(
+        "cifar10",
+        ArrayData(x[tr].contiguous(), y[tr]),
+        ArrayData(x[te].contiguous(), y[te]),
+        10,
+        info={"source": str(src), "lossy": "JPEG re-encoding (quality ~75) of CIFAR-10"},
+    )

@@ -69,8 +69,9 @@ class Examples:
         return Examples(schema, dict(columns), **kw)
 
     @staticmethod
-    def from_array_data(data: ArrayData, groups: np.ndarray | None = None,
-                        group_names: tuple[str, ...] | None = None, source: str = "") -> Examples:
+    def from_array_data(
+        data: ArrayData, groups: np.ndarray | None = None, group_names: tuple[str, ...] | None = None, source: str = ""
+    ) -> Examples:
         """View ``(x, y)`` tensors (a built-in data set) as examples of schema ``x, y (label)``.
 
         The inverse of :meth:`to_array_data` for one feature field: ``from_array_data(d).to_array_data()``
@@ -115,8 +116,13 @@ class Examples:
         ix = np.asarray(indices, dtype=np.int64)
         if ix.size and (ix.min() < 0 or ix.max() >= len(self)):
             raise DataError(f"{self.source or 'examples'}: an index is outside 0..{len(self) - 1}")
-        return Examples(self.schema, {k: v[ix] for k, v in self.fields.items()},
-                        None if self.groups is None else self.groups[ix], self.group_names, self.source)
+        return Examples(
+            self.schema,
+            {k: v[ix] for k, v in self.fields.items()},
+            None if self.groups is None else self.groups[ix],
+            self.group_names,
+            self.source,
+        )
 
     def to_array_data(self, features: tuple[str, ...] | None = None) -> ArrayData:
         """Return ``(x, y)`` tensors for the built-in models and trainers.
@@ -151,8 +157,9 @@ class Examples:
         return v.reshape(len(v), -1).astype(np.float32)
 
 
-def to_dataset(name: str, train: Examples, test: Examples | None = None,
-               features: tuple[str, ...] | None = None) -> Dataset:
+def to_dataset(
+    name: str, train: Examples, test: Examples | None = None, features: tuple[str, ...] | None = None
+) -> Dataset:
     """Return a :class:`~hamrah.data.federated.Dataset` for today's simulator (x/y tensors).
 
     Args:
@@ -164,8 +171,10 @@ def to_dataset(name: str, train: Examples, test: Examples | None = None,
         DataError: the train and test schemas differ, or the label is not a class label.
     """
     if test is not None and test.schema != train.schema:
-        raise DataError(f"{name}: the test set's schema ({test.schema.describe()}) differs from the training "
-                        f"set's ({train.schema.describe()}); load the test set with schema=train.schema")
+        raise DataError(
+            f"{name}: the test set's schema ({test.schema.describe()}) differs from the training "
+            f"set's ({train.schema.describe()}); load the test set with schema=train.schema"
+        )
     classes = train.num_classes
     if classes is None:
         raise DataError(f"{name}: label {train.schema.label!r} is not a class label (expected integer classes)")

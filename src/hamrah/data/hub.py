@@ -23,12 +23,27 @@ from hamrah.data.schema import DTYPES, Field, Schema
 from hamrah.data.tabular import require
 
 _WIDEN = {"f": "float32", "i": "int64", "u": "int64", "b": "bool"}
-_SUPPORTED = ("Value", "ClassLabel", "List", "Sequence", "LargeList", "Array2D", "Array3D", "Array4D", "Array5D",
-              "Image")
+_SUPPORTED = (
+    "Value",
+    "ClassLabel",
+    "List",
+    "Sequence",
+    "LargeList",
+    "Array2D",
+    "Array3D",
+    "Array4D",
+    "Array5D",
+    "Image",
+)
 
 
-def load_hf(path: str | os.PathLike, split: str | None = None, label: str | None = None,
-            image_mode: str = "RGB", schema: Schema | None = None) -> Examples:
+def load_hf(
+    path: str | os.PathLike,
+    split: str | None = None,
+    label: str | None = None,
+    image_mode: str = "RGB",
+    schema: Schema | None = None,
+) -> Examples:
     """Load a ``save_to_disk`` folder of a Hugging Face ``datasets`` data set.
 
     Args:
@@ -50,8 +65,10 @@ def load_hf(path: str | os.PathLike, split: str | None = None, label: str | None
     if (root / "dataset_dict.json").is_file():
         splits = _json(root / "dataset_dict.json").get("splits", [])
         if split not in splits:
-            raise DataError(f"{root}: a DatasetDict with splits {', '.join(map(str, splits))}; "
-                            f"choose one with split= (got {split!r})")
+            raise DataError(
+                f"{root}: a DatasetDict with splits {', '.join(map(str, splits))}; "
+                f"choose one with split= (got {split!r})"
+            )
         root = root / split
     elif split is not None:
         raise DataError(f"{root}: one data set without splits, so split={split!r} does not apply")

@@ -67,8 +67,9 @@ def load_images(root: str | os.PathLike, spec: ImageSpec = ImageSpec()) -> Examp
     splits = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name in SPLITS)
     if splits:
         if spec.split not in splits:
-            raise DataError(f"{root}: has split folders {', '.join(splits)}; choose one with split= "
-                            f"(got {spec.split!r})")
+            raise DataError(
+                f"{root}: has split folders {', '.join(splits)}; choose one with split= (got {spec.split!r})"
+            )
         classes = sorted({c.name for s in splits for c in (root / s).iterdir() if c.is_dir()})
         folder = root / spec.split
     else:
@@ -79,8 +80,9 @@ def load_images(root: str | os.PathLike, spec: ImageSpec = ImageSpec()) -> Examp
     if spec.classes is not None:
         extra = sorted(set(classes) - set(spec.classes))
         if extra:
-            raise DataError(f"{root}: class folder {extra[0]!r} is not a declared class "
-                            f"(expected one of {', '.join(spec.classes)})")
+            raise DataError(
+                f"{root}: class folder {extra[0]!r} is not a declared class (expected one of {', '.join(spec.classes)})"
+            )
         classes = list(spec.classes)
     if not classes:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/<image>.png)")
@@ -93,8 +95,9 @@ def load_images(root: str | os.PathLike, spec: ImageSpec = ImageSpec()) -> Examp
     if not files:
         raise DataError(f"{folder}: no images (expected {', '.join(IMAGE_SUFFIXES)} files in class folders)")
     pixels = _decode_all(files, spec)
-    schema = Schema((Field("image", "float32", pixels.shape[1:]),
-                     Field("label", "int64", categories=tuple(classes))), label="label")
+    schema = Schema(
+        (Field("image", "float32", pixels.shape[1:]), Field("label", "int64", categories=tuple(classes))), label="label"
+    )
     return Examples(schema, {"image": pixels, "label": np.array(labels, np.int64)}, source=str(folder))
 
 
@@ -108,8 +111,10 @@ def _decode_all(files: list[Path], spec: ImageSpec) -> np.ndarray:
         except OSError as e:
             raise DataError(f"{f}: cannot read ({e})") from None
         if img.shape != first.shape:
-            raise DataError(f"{f}: image of {img.shape[2]}x{img.shape[1]} pixels, expected {first.shape[2]}x"
-                            f"{first.shape[1]} like {files[0].name} (or resize all with size=(height, width))")
+            raise DataError(
+                f"{f}: image of {img.shape[2]}x{img.shape[1]} pixels, expected {first.shape[2]}x"
+                f"{first.shape[1]} like {files[0].name} (or resize all with size=(height, width))"
+            )
         out[i] = img
     return out
 

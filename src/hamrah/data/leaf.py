@@ -44,9 +44,7 @@ def _json_files(folder: Path) -> list[Path]:
             f"LEAF data: folder {folder} not found; expected <root>/train and <root>/test "
             "holding LEAF JSON files (*.json or *.json.gz)."
         )
-    files = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.name.endswith((".json", ".json.gz"))
-    )
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith((".json", ".json.gz")))
     if not files:
         raise DataError(f"LEAF data: no *.json or *.json.gz file in {folder}.")
     return files
@@ -68,10 +66,7 @@ def _read_json(p: Path) -> dict:
         raise DataError(f"LEAF data: {p} holds a JSON {type(obj).__name__}, expected an object.")
     for key in ("users", "user_data"):
         if key not in obj:
-            raise DataError(
-                f"LEAF data: {p} has no {key!r} key; expected keys 'users', 'num_samples', "
-                "'user_data'."
-            )
+            raise DataError(f"LEAF data: {p} has no {key!r} key; expected keys 'users', 'num_samples', 'user_data'.")
     if not isinstance(obj["users"], list) or not isinstance(obj["user_data"], dict):
         raise DataError(f"LEAF data: in {p}, 'users' must be a list and 'user_data' an object.")
     return obj
@@ -87,28 +82,22 @@ def _read_split(
     for p in files:
         obj = _read_json(p)
         num_samples = obj.get("num_samples")
-        if num_samples is not None and (
-            not isinstance(num_samples, list) or len(num_samples) != len(obj["users"])
-        ):
+        if num_samples is not None and (not isinstance(num_samples, list) or len(num_samples) != len(obj["users"])):
             raise DataError(
-                f"LEAF data: in {p}, 'num_samples' must be a list with one count per user "
-                f"({len(obj['users'])} users)."
+                f"LEAF data: in {p}, 'num_samples' must be a list with one count per user ({len(obj['users'])} users)."
             )
         for j, u in enumerate(obj["users"]):
             u = str(u)
             data = obj["user_data"].get(u)
             if not isinstance(data, dict) or "x" not in data or "y" not in data:
                 raise DataError(
-                    f"LEAF data: in {p}, user {u!r} is listed in 'users' but has no "
-                    "'user_data' entry with 'x' and 'y'."
+                    f"LEAF data: in {p}, user {u!r} is listed in 'users' but has no 'user_data' entry with 'x' and 'y'."
                 )
             try:
                 x = np.asarray(data["x"], dtype=np.float32)
                 y = np.asarray(data["y"], dtype=np.float64)
             except (TypeError, ValueError) as e:
-                raise DataError(
-                    f"LEAF data: in {p}, user {u!r} has ragged or non-numeric 'x'/'y' ({e})."
-                ) from e
+                raise DataError(f"LEAF data: in {p}, user {u!r} has ragged or non-numeric 'x'/'y' ({e}).") from e
             if x.ndim == 0 or y.ndim != 1 or len(x) != len(y):
                 nx = len(x) if x.ndim else "no list of"
                 ny = len(y) if y.ndim == 1 else "no list of"
@@ -117,20 +106,16 @@ def _read_split(
                     "expected a list of inputs and one label per input."
                 )
             if len(y) and (not np.all(np.isfinite(y)) or np.any(y != np.round(y)) or y.min() < 0):
-                raise DataError(
-                    f"LEAF data: in {p}, user {u!r} has labels that are not non-negative integers."
-                )
+                raise DataError(f"LEAF data: in {p}, user {u!r} has labels that are not non-negative integers.")
             if num_samples is not None and num_samples[j] != len(y):
                 raise DataError(
-                    f"LEAF data: in {p}, user {u!r} has num_samples {num_samples[j]} but "
-                    f"{len(y)} examples."
+                    f"LEAF data: in {p}, user {u!r} has num_samples {num_samples[j]} but {len(y)} examples."
                 )
             if len(x):
                 x = x.reshape(len(x), -1)
                 if features is not None and x.shape[1] != features:
                     raise DataError(
-                        f"LEAF data: in {p}, user {u!r} has inputs of {x.shape[1]} values; "
-                        f"expected {features}."
+                        f"LEAF data: in {p}, user {u!r} has inputs of {x.shape[1]} values; expected {features}."
                     )
                 features = x.shape[1]
             if u not in xs:
@@ -141,8 +126,9 @@ def _read_split(
     return users, xs, ys, features
 
 
-def _decode(root: Path, train_files: list[Path], test_files: list[Path],
-            image_shape: tuple[int, ...] | None) -> dict[str, np.ndarray]:
+def _decode(
+    root: Path, train_files: list[Path], test_files: list[Path], image_shape: tuple[int, ...] | None
+) -> dict[str, np.ndarray]:
     """Parse the JSON files into the arrays :func:`load_leaf` returns (what the cache keeps).
 
     Raises:
@@ -158,8 +144,7 @@ def _decode(root: Path, train_files: list[Path], test_files: list[Path],
         x_parts = [x for u in users for x in xs[u] if len(x)]
         y = np.concatenate([y for u in users for y in ys[u]] or [np.zeros(0, np.int64)])
         groups = np.concatenate(
-            [np.full(len(y_), index[u], np.int64) for u in users for y_ in ys[u]]
-            or [np.zeros(0, np.int64)]
+            [np.full(len(y_), index[u], np.int64) for u in users for y_ in ys[u]] or [np.zeros(0, np.int64)]
         )
         if not x_parts:
             raise DataError(f"LEAF data: no examples in {where}.")
@@ -216,10 +201,7 @@ def load_leaf(
     max_label = int(max(train.y.max(), test.y.max()))
     if name == "femnist":
         if max_label >= FEMNIST_CLASSES:
-            raise DataError(
-                f"LEAF data: {root} has label {max_label}; "
-                f"FEMNIST labels must be < {FEMNIST_CLASSES}."
-            )
+            raise DataError(f"LEAF data: {root} has label {max_label}; FEMNIST labels must be < {FEMNIST_CLASSES}.")
         num_classes = FEMNIST_CLASSES
     else:
         num_classes = max_label + 1

@@ -81,8 +81,11 @@ def detect_format(path: str | os.PathLike) -> str:
     return "images"
 
 
-def load_examples(source: str | os.PathLike | Sequence[str | os.PathLike], spec: SourceSpec = SourceSpec(),
-                  schema: Schema | None = None) -> Examples:
+def load_examples(
+    source: str | os.PathLike | Sequence[str | os.PathLike],
+    spec: SourceSpec = SourceSpec(),
+    schema: Schema | None = None,
+) -> Examples:
     """Load the user's data from a file or folder with the loader of its format.
 
     Args:
@@ -106,8 +109,13 @@ def load_examples(source: str | os.PathLike | Sequence[str | os.PathLike], spec:
     if fmt in ("csv", "parquet"):
         from hamrah.data.tabular import TableSpec, load_table
 
-        return load_table(source, TableSpec(spec.label, spec.features, spec.client_column, missing=spec.missing,
-                                            column_names=spec.column_names), schema)
+        return load_table(
+            source,
+            TableSpec(
+                spec.label, spec.features, spec.client_column, missing=spec.missing, column_names=spec.column_names
+            ),
+            schema,
+        )
     if fmt == "npz":
         from hamrah.data.arrays import load_npz
 
@@ -126,6 +134,8 @@ def load_examples(source: str | os.PathLike | Sequence[str | os.PathLike], spec:
 
 def _matched(examples: Examples, schema: Schema | None) -> Examples:
     if schema is not None and examples.schema != schema:
-        raise DataError(f"{examples.source}: its schema ({examples.schema.describe()}) does not match the "
-                        f"expected one ({schema.describe()})")
+        raise DataError(
+            f"{examples.source}: its schema ({examples.schema.describe()}) does not match the "
+            f"expected one ({schema.describe()})"
+        )
     return examples

@@ -60,7 +60,9 @@ def cache_key(sources: Mapping[str, str]) -> str:
 
 
 def cached_arrays(
-    name: str, sources: Mapping[str, str], decode: Callable[[], dict[str, np.ndarray]],
+    name: str,
+    sources: Mapping[str, str],
+    decode: Callable[[], dict[str, np.ndarray]],
 ) -> dict[str, np.ndarray]:
     """Return ``decode()``'s arrays, read from the decoded-array cache when it holds a verified copy.
 

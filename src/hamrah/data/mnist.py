@@ -53,7 +53,7 @@ def _download(folder: Path) -> str | None:
             try:
                 fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
                 os.close(fd)
-                urllib.request.urlretrieve(mirror + name, tmp)  # noqa: S310 (fixed https mirrors)
+                urllib.request.urlretrieve(mirror + name, tmp)
                 if sha256_file(Path(tmp)) == digest:
                     os.replace(tmp, folder / name)
                     break

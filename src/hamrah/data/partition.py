@@ -38,8 +38,14 @@ class PartitionSpec:
     sigma: float = 1.0
 
 
-def split(spec: PartitionSpec, rng: np.random.Generator, *, num_examples: int,
-          labels: np.ndarray | None = None, groups: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+def split(
+    spec: PartitionSpec,
+    rng: np.random.Generator,
+    *,
+    num_examples: int,
+    labels: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+) -> tuple[np.ndarray, ...]:
     """Split ``num_examples`` examples with ``spec``: the one entry point of every partitioner.
 
     Works on any labelled data set: ``labels`` may be integers, booleans, text or (shards only)
@@ -64,8 +70,10 @@ def split(spec: PartitionSpec, rng: np.random.Generator, *, num_examples: int,
         if spec.scheme == "shards":
             return shards(labels, k, spec.shards_per_client, rng)
         if labels.dtype.kind in "fc":
-            raise ConfigError("data.partition = 'dirichlet' needs class labels (integers, booleans or text); "
-                              "this label holds real numbers: use shards (sorted by value), iid or unbalanced")
+            raise ConfigError(
+                "data.partition = 'dirichlet' needs class labels (integers, booleans or text); "
+                "this label holds real numbers: use shards (sorted by value), iid or unbalanced"
+            )
         return dirichlet(labels, k, spec.alpha, rng)
     if spec.scheme == "iid":
         return iid(num_examples, k, rng)
@@ -73,8 +81,10 @@ def split(spec: PartitionSpec, rng: np.random.Generator, *, num_examples: int,
         return unbalanced(num_examples, k, spec.sigma, rng)
     if spec.scheme == "natural":
         if groups is None or len(groups) != num_examples:
-            raise ConfigError("data.partition = 'natural': this data set has no natural clients "
-                              "(load one file per client, or name a client-id column)")
+            raise ConfigError(
+                "data.partition = 'natural': this data set has no natural clients "
+                "(load one file per client, or name a client-id column)"
+            )
         return natural(np.asarray(groups), k or None, rng)
     raise ConfigError(f"data.partition = {spec.scheme!r}: expected one of {', '.join(SCHEMES)}")
 
@@ -102,8 +112,10 @@ def _one_label_per_example(scheme: str, labels: np.ndarray | None, n: int) -> np
         raise ConfigError(f"data.partition = {scheme!r} needs labels; this data set has no label field")
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != n:
-        raise ConfigError(f"data.partition = {scheme!r} needs one label per example; this data set's labels "
-                          f"have shape {list(labels.shape)}")
+        raise ConfigError(
+            f"data.partition = {scheme!r} needs one label per example; this data set's labels "
+            f"have shape {list(labels.shape)}"
+        )
     return labels
 
 
@@ -181,9 +193,7 @@ def natural(groups: np.ndarray, num_clients: int | None, rng: np.random.Generato
     return tuple(np.sort(order[b:e]) for b, e in zip(bounds, ends))
 
 
-def unbalanced(
-    num_examples: int, num_clients: int, sigma: float, rng: np.random.Generator
-) -> tuple[np.ndarray, ...]:
+def unbalanced(num_examples: int, num_clients: int, sigma: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """IID content with log-normal client sizes (``sigma`` = spread; 0 gives equal sizes)."""
     _check_clients(num_clients, num_examples)
     if sigma < 0:
@@ -214,6 +224,9 @@ def _describe(v: np.ndarray) -> dict:
 
 
 def _check_clients(num_clients: int, num_examples: int) -> None:
-    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) \
-            or not 1 <= num_clients <= num_examples:
+    if (
+        isinstance(num_clients, bool)
+        or not isinstance(num_clients, (int, np.integer))
+        or not 1 <= num_clients <= num_examples
+    ):
         raise ConfigError(f"data.num_clients = {num_clients}: expected 1 <= num_clients <= {num_examples}")

@@ -124,9 +124,21 @@ class Schema:
 
     def to_json(self) -> str:
         """Return the schema as JSON (kept in the Example Store's ``meta`` table)."""
-        return json.dumps({"label": self.label, "fields": [
-            {"name": f.name, "dtype": f.dtype, "shape": list(f.shape), "categories": None if f.categories is None
-             else list(f.categories)} for f in self.fields]}, sort_keys=True)
+        return json.dumps(
+            {
+                "label": self.label,
+                "fields": [
+                    {
+                        "name": f.name,
+                        "dtype": f.dtype,
+                        "shape": list(f.shape),
+                        "categories": None if f.categories is None else list(f.categories),
+                    }
+                    for f in self.fields
+                ],
+            },
+            sort_keys=True,
+        )
 
     @staticmethod
     def from_json(text: str, where: str = "schema") -> Schema:
@@ -137,9 +149,15 @@ class Schema:
         """
         try:
             obj = json.loads(text)
-            fields = tuple(Field(f["name"], f["dtype"], tuple(f["shape"]),
-                                 None if f.get("categories") is None else tuple(f["categories"]))
-                           for f in obj["fields"])
+            fields = tuple(
+                Field(
+                    f["name"],
+                    f["dtype"],
+                    tuple(f["shape"]),
+                    None if f.get("categories") is None else tuple(f["categories"]),
+                )
+                for f in obj["fields"]
+            )
             return Schema(fields, obj.get("label"))
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{where}: not a valid schema ({e})") from None
@@ -193,8 +211,10 @@ def _check_field(f: Field, columns: Mapping[str, Any], where: str, describe) -> 
         if arr.min() < info.min or arr.max() > info.max:
             raise DataError(f"{where}: field {f.name!r} holds values outside {f.dtype}'s range")
     if f.categories is not None and arr.size and (arr.min() < 0 or arr.max() >= len(f.categories)):
-        raise DataError(f"{where}: field {f.name!r} holds codes outside 0..{len(f.categories) - 1} "
-                        f"(its {len(f.categories)} categories)")
+        raise DataError(
+            f"{where}: field {f.name!r} holds codes outside 0..{len(f.categories) - 1} "
+            f"(its {len(f.categories)} categories)"
+        )
     return np.ascontiguousarray(arr, dtype=target)
 
 

@@ -342,9 +342,7 @@ def _read_text(p: Path) -> tuple[str, str]:
 
 
 def _cache_file(cache_dir: str | os.PathLike, text_sha: str, min_lines: int) -> Path:
-    return Path(cache_dir).expanduser() / (
-        f"shakespeare-{text_sha[:16]}-min{min_lines}-v{_CACHE_FORMAT}.npz"
-    )
+    return Path(cache_dir).expanduser() / (f"shakespeare-{text_sha[:16]}-min{min_lines}-v{_CACHE_FORMAT}.npz")
 
 
 def _load_cache(f: Path) -> dict[str, np.ndarray] | None:
@@ -353,7 +351,7 @@ def _load_cache(f: Path) -> dict[str, np.ndarray] | None:
             arrays = {k: z[k] for k in z.files}
     except Exception:  # missing or damaged: rebuild
         return None
-    return arrays if _CACHE_KEYS <= arrays.keys() else None
+    return arrays if arrays.keys() >= _CACHE_KEYS else None
 
 
 def _save_cache(f: Path, arrays: dict[str, np.ndarray]) -> None:

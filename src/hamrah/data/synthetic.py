@@ -64,8 +64,15 @@ def synthetic(alpha: float, beta: float, num_clients: int = 30, seed: int = 0, i
         name,
         ArrayData(torch.tensor(cat["xtr"], dtype=torch.float32), torch.tensor(cat["ytr"], dtype=torch.long)),
         ArrayData(torch.tensor(cat["xte"], dtype=torch.float32), torch.tensor(cat["yte"], dtype=torch.long)),
-        CLASSES, train_groups=cat["gtr"], group_names=tuple(f"device_{k}" for k in range(num_clients)),
-        info={"generator": "Li et al. 2020 synthetic(alpha, beta)", "alpha": alpha, "beta": beta, "sizes": sizes.tolist()},
+        CLASSES,
+        train_groups=cat["gtr"],
+        group_names=tuple(f"device_{k}" for k in range(num_clients)),
+        info={
+            "generator": "Li et al. 2020 synthetic(alpha, beta)",
+            "alpha": alpha,
+            "beta": beta,
+            "sizes": sizes.tolist(),
+        },
     )
 
 

@@ -83,8 +83,9 @@ def require(module: str, extra: str, what: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise DataError(f"{what} needs the {module} library, which is not installed: "
-                        f"pip install 'hamrah[{extra}]'") from None
+        raise DataError(
+            f"{what} needs the {module} library, which is not installed: pip install 'hamrah[{extra}]'"
+        ) from None
 
 
 def table_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[Path, ...]:
@@ -178,11 +179,15 @@ def _read_file(path: Path, spec: TableSpec) -> tuple[list[str], dict[str, np.nda
     first_line = 1 if spec.column_names else 2
     bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
     if bad is not None:
-        raise DataError(f"{path}:{bad + first_line}: {len(body[bad])} values, "
-                        f"expected {len(header)} ({', '.join(header)})")
+        raise DataError(
+            f"{path}:{bad + first_line}: {len(body[bad])} values, expected {len(header)} ({', '.join(header)})"
+        )
     table = np.array(body, dtype=object).reshape(len(body), len(header))
-    return header, {h: np.array([v.strip() for v in table[:, i]], dtype=object)
-                    for i, h in enumerate(header)}, first_line
+    return (
+        header,
+        {h: np.array([v.strip() for v in table[:, i]], dtype=object) for i, h in enumerate(header)},
+        first_line,
+    )
 
 
 def _read_parquet(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -195,8 +200,14 @@ def _read_parquet(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     cols = {}
     for name, col in zip(table.column_names, table.columns):
         t = col.type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
-                or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)):
+        if not (
+            pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_boolean(t)
+            or pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+            or pa.types.is_dictionary(t)
+        ):
             raise DataError(f"{path}: column {name!r} has type {t}, expected numbers, booleans or text")
         cols[name] = np.array(col.to_pylist(), dtype=object)
     return list(table.column_names), cols
@@ -207,8 +218,11 @@ def _concat(parts, files: tuple[Path, ...]) -> _Raw:
     for f, (header, _, _) in zip(files, parts):
         if set(header) != set(header0):
             missing, extra = sorted(set(header0) - set(header)), sorted(set(header) - set(header0))
-            raise DataError(f"{f}: its columns differ from {files[0]}'s"
-                            + (f"; missing {missing}" if missing else "") + (f"; extra {extra}" if extra else ""))
+            raise DataError(
+                f"{f}: its columns differ from {files[0]}'s"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; extra {extra}" if extra else "")
+            )
     cols = {h: np.concatenate([p[1][h] for p in parts]) for h in header0}
     sizes = [len(p[1][header0[0]]) for p in parts]
     file_of_row = np.repeat(np.arange(len(parts)), sizes)
@@ -234,8 +248,10 @@ def _choose_columns(raw: _Raw, label, features, client_column) -> list[str]:
 
 
 def _is_missing(values: np.ndarray) -> np.ndarray:
-    return np.array([v is None or (isinstance(v, str) and v in MISSING)
-                     or (isinstance(v, float) and v != v) for v in values], dtype=bool)
+    return np.array(
+        [v is None or (isinstance(v, str) and v in MISSING) or (isinstance(v, float) and v != v) for v in values],
+        dtype=bool,
+    )
 
 
 def _apply_missing(raw: _Raw, used: list[str], policy: str) -> _Raw:
@@ -245,8 +261,10 @@ def _apply_missing(raw: _Raw, used: list[str], policy: str) -> _Raw:
         if first:
             c = min(first, key=lambda k: (first[k], used.index(k)))
             row = first[c]
-            raise DataError(f"{raw.where(row, c)}: missing value (missing='error': expected a value; "
-                            "or drop such rows with missing='drop')")
+            raise DataError(
+                f"{raw.where(row, c)}: missing value (missing='error': expected a value; "
+                "or drop such rows with missing='drop')"
+            )
         return raw
     keep = ~np.logical_or.reduce(list(holes.values())) if holes else np.ones(len(raw.file_of_row), bool)
     return _Raw({c: v[keep] for c, v in raw.columns.items()}, raw.file_of_row[keep], raw.line_of_row[keep], raw.files)
@@ -276,8 +294,10 @@ def _column(raw: _Raw, name: str, is_label: bool, categorical: bool, declared: F
         text_rows = ~np.array([_is_number(v) for v in values], dtype=bool)
         if declared is not None or (not categorical and not text_rows.all()):
             expected = f"{declared.dtype} numbers" if declared is not None else "numbers like its other rows"
-            raise DataError(f"{raw.where(bad, name)}: {values[bad]!r} is not a number (expected {expected}; "
-                            "a column mixing numbers and text must be declared categorical)")
+            raise DataError(
+                f"{raw.where(bad, name)}: {values[bad]!r} is not a number (expected {expected}; "
+                "a column mixing numbers and text must be declared categorical)"
+            )
         cats = tuple(sorted({str(v) for v in values}))
         return Field(name, "int64", categories=cats), _encode(raw, name, values, cats)
     if not np.isfinite(nums).all():
@@ -286,8 +306,9 @@ def _column(raw: _Raw, name: str, is_label: bool, categorical: bool, declared: F
     if declared is not None:
         if declared.dtype in ("int64", "int32", "uint8") and not np.array_equal(nums, np.round(nums)):
             row = int(np.flatnonzero(nums != np.round(nums))[0])
-            raise DataError(f"{raw.where(row, name)}: {values[row]!r} is not a whole number "
-                            f"(expected {declared.dtype})")
+            raise DataError(
+                f"{raw.where(row, name)}: {values[row]!r} is not a whole number (expected {declared.dtype})"
+            )
         if declared.dtype == "bool" and not np.isin(nums, (0, 1)).all():
             row = int(np.flatnonzero(~np.isin(nums, (0, 1)))[0])
             raise DataError(f"{raw.where(row, name)}: {values[row]!r} is not 0 or 1 (expected bool)")

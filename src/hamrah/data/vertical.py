@@ -26,10 +26,14 @@ BUNDLED = {  # name -> party -> (file, sha256 of the CSV inside)
         "host": ("breast_hetero_host.csv.gz", "8f9edc41763176ba12598f86646a177e347c1b85b5549896044f9532d964ea6f"),
     },
     "default_credit": {
-        "guest": ("default_credit_hetero_guest.csv.gz",
-                  "4fd6be40766423cd4fd567f3ed4162f9ec512388a2eab2f265f46247c5ae90b0"),
-        "host": ("default_credit_hetero_host.csv.gz",
-                 "36880a1b1e6a5b85bcb1e7d8b58cb2b024b45422ec29881c8df562e17c4bc6b7"),
+        "guest": (
+            "default_credit_hetero_guest.csv.gz",
+            "4fd6be40766423cd4fd567f3ed4162f9ec512388a2eab2f265f46247c5ae90b0",
+        ),
+        "host": (
+            "default_credit_hetero_host.csv.gz",
+            "36880a1b1e6a5b85bcb1e7d8b58cb2b024b45422ec29881c8df562e17c4bc6b7",
+        ),
     },
 }
 
@@ -63,8 +67,9 @@ class PartyTable:
         missing = self.ids[rows] != ids
         if missing.any():
             raise DataError(f"{int(missing.sum())} ids (first: {int(ids[missing][0])}) are not in this table")
-        return PartyTable(self.ids[rows], self.features[rows], self.feature_names,
-                          None if self.labels is None else self.labels[rows])
+        return PartyTable(
+            self.ids[rows], self.features[rows], self.feature_names, None if self.labels is None else self.labels[rows]
+        )
 
 
 def _text(path: Path) -> str:
@@ -72,8 +77,9 @@ def _text(path: Path) -> str:
     return gzip.decompress(raw).decode() if path.suffix == ".gz" else raw.decode()
 
 
-def read_party_csv(path: str | os.PathLike, id_column: str = "id", label_column: str | None = None,
-                   text: str | None = None) -> PartyTable:
+def read_party_csv(
+    path: str | os.PathLike, id_column: str = "id", label_column: str | None = None, text: str | None = None
+) -> PartyTable:
     """Read one party's CSV.
 
     Args:

@@ -7,6 +7,18 @@ from hamrah.device.runtime import DeviceConfig, DeviceRuntime, DeviceStats, Task
 from hamrah.device.store import ExampleStore, import_partition
 
 __all__ = [
-    "Churn", "DeviceConfig", "DeviceRuntime", "DeviceState", "DeviceStats", "ExampleStore", "FunctionState",
-    "HostState", "ScriptedState", "StateSource", "TaskAborted", "import_partition", "make_tokens", "run_fleet",
+    "Churn",
+    "DeviceConfig",
+    "DeviceRuntime",
+    "DeviceState",
+    "DeviceStats",
+    "ExampleStore",
+    "FunctionState",
+    "HostState",
+    "ScriptedState",
+    "StateSource",
+    "TaskAborted",
+    "import_partition",
+    "make_tokens",
+    "run_fleet",
 ]

@@ -6,8 +6,9 @@ plays a script (tests and simulated fleets).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from hamrah.core.errors import ConfigError
 from hamrah.data.schema import Schema
@@ -92,8 +93,9 @@ class FunctionState:
         return self.fn()
 
 
-def data_blockers(store_schema: Schema | None, live_examples: int, expected: Schema | None = None,
-                  min_examples: int = 1) -> list[str]:
+def data_blockers(
+    store_schema: Schema | None, live_examples: int, expected: Schema | None = None, min_examples: int = 1
+) -> list[str]:
     """Return why this device's Example Store cannot serve a task (empty when it can).
 
     Checked before a device checks in, beside :meth:`DeviceState.blockers`: a store whose schema is

@@ -87,8 +87,13 @@ class _Device:
         return None
 
 
-async def run_fleet(base: DeviceConfig, stores: list[Path], tokens: list[str | None | DeviceCredentials],
-                    churn: Churn = Churn(), client_keys: list[int] | None = None) -> list[DeviceStats | None]:
+async def run_fleet(
+    base: DeviceConfig,
+    stores: list[Path],
+    tokens: list[str | DeviceCredentials | None],
+    churn: Churn = Churn(),
+    client_keys: list[int] | None = None,
+) -> list[DeviceStats | None]:
     """Run one device runtime per store until the server ends training.
 
     Args:
@@ -172,8 +177,7 @@ def make_tokens(path: Path, count: int, server_file: Path | None = None) -> list
         path.chmod(0o600)
     tokens = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     if any(t.startswith("sha256:") for t in tokens):
-        raise ConfigError(f"{path}: holds token digests (the server's file), not tokens: give the devices' "
-                          "tokens file")
+        raise ConfigError(f"{path}: holds token digests (the server's file), not tokens: give the devices' tokens file")
     if server_file is not None:
         write_private(server_file, "".join(f"sha256:{token_digest(t)}\n" for t in tokens).encode())
     if len(tokens) < count:

@@ -15,8 +15,8 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import grpc
 import numpy as np
@@ -33,17 +33,25 @@ from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
 from hamrah.device.secure import SecAggIdentity, SecureSession, secure_stage
 from hamrah.device.store import ExampleStore
 from hamrah.transport.codec import (
-    BROADCAST_PREFIX, CHUNK_BYTES, chunks, decode_params, encode_params, join_chunks, sha256,
+    BROADCAST_PREFIX,
+    CHUNK_BYTES,
+    chunks,
+    decode_params,
+    encode_params,
+    join_chunks,
+    sha256,
 )
+from hamrah.transport.identity import RETRY_MAX_S, DeviceKey, RequestSigner, jittered
 from hamrah.transport.plan import Plan
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
-from hamrah.transport.identity import RETRY_MAX_S, DeviceKey, RequestSigner, jittered
 from hamrah.transport.security import channel_credentials
 
 log = logging.getLogger("hamrah.device")
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", CHUNK_BYTES + (1 << 16)),
-                   ("grpc.max_send_message_length", CHUNK_BYTES + (1 << 16))]
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", CHUNK_BYTES + (1 << 16)),
+    ("grpc.max_send_message_length", CHUNK_BYTES + (1 << 16)),
+]
 
 
 @dataclass(frozen=True)
@@ -108,8 +116,13 @@ class DeviceRuntime:
     (vanish mid-task without a word), "fail" (an error mid-task, reported) or None.
     """
 
-    def __init__(self, cfg: DeviceConfig, store: ExampleStore, state: StateSource,
-                 fault: Callable[[int], str | None] | None = None):
+    def __init__(
+        self,
+        cfg: DeviceConfig,
+        store: ExampleStore,
+        state: StateSource,
+        fault: Callable[[int], str | None] | None = None,
+    ):
         self.cfg, self.store, self.state, self.fault = cfg, store, state, fault
         self.stats = DeviceStats()
         self.pipeline_states: dict = {}  # the update pipeline's per-stage client state (error feedback)
@@ -153,8 +166,13 @@ class DeviceRuntime:
 
     def _check_in_request(self, state) -> pb.CheckInRequest:
         ds = pb.DeviceState(idle=state.idle, charging=state.charging, unmetered=state.unmetered, battery=state.battery)
-        return pb.CheckInRequest(population=self.cfg.population, runtime_version=hamrah.__version__,
-                                 device_id=self.cfg.device_id, state=ds, num_examples=self.store.count())
+        return pb.CheckInRequest(
+            population=self.cfg.population,
+            runtime_version=hamrah.__version__,
+            device_id=self.cfg.device_id,
+            state=ds,
+            num_examples=self.store.count(),
+        )
 
     async def _call(self, method, request, name: str = "CheckIn"):
         """Call the unary method ``name``, retrying with jittered exponential backoff while the server is
@@ -172,9 +190,13 @@ class DeviceRuntime:
                 if limit is not None and time.monotonic() - since > limit:
                     raise TransportError(f"server {self.cfg.server} unreachable for {limit:.0f} s") from None
                 if not warned:  # say so at once (a wrong address was silent until the limit)
-                    log.warning("device %s: server %s unreachable (%s); retrying for %s", self.cfg.device_id,
-                                self.cfg.server, e.details() or e.code().name,
-                                "ever" if limit is None else f"up to {limit:.0f} s")
+                    log.warning(
+                        "device %s: server %s unreachable (%s); retrying for %s",
+                        self.cfg.device_id,
+                        self.cfg.server,
+                        e.details() or e.code().name,
+                        "ever" if limit is None else f"up to {limit:.0f} s",
+                    )
                     warned = True
                 await asyncio.sleep(jittered(delay, self._jitter))
                 delay = min(delay * 2, self.cfg.max_retry_s)
@@ -196,10 +218,16 @@ class DeviceRuntime:
             header.update_bytes = len(payload)
         except TaskAborted as e:
             self.stats.aborted += 1
-            header, payload = pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.ABORTED, reason=str(e)), b""
+            header, payload = (
+                pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.ABORTED, reason=str(e)),
+                b"",
+            )
         except (HamrahError, RuntimeError, ValueError) as e:
             self.stats.failed += 1
-            header, payload = pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.FAILED, reason=str(e)[:500]), b""
+            header, payload = (
+                pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.FAILED, reason=str(e)[:500]),
+                b"",
+            )
         except grpc.aio.AioRpcError as e:
             self.stats.refused += 1
             self.stats.messages.append(f"round {task.round}: checkpoint refused: {e.details()}")
@@ -211,8 +239,17 @@ class DeviceRuntime:
             return wait
         return (await self._report(stub, header, payload))[1]
 
-    async def _secure_report(self, stub, task: pb.Task, plan: Plan, stage, header: pb.ReportHeader, update: Params,
-                             new_state, fault: str | None) -> float:
+    async def _secure_report(
+        self,
+        stub,
+        task: pb.Task,
+        plan: Plan,
+        stage,
+        header: pb.ReportHeader,
+        update: Params,
+        new_state,
+        fault: str | None,
+    ) -> float:
         """Send the update through secure aggregation; return the reconnect delay."""
         drop = fault.split(":", 1)[1] if fault and fault.startswith("drop:") else None
         identity = SecAggIdentity.load(self.cfg.signing_key, self.cfg.tls_ca) if stage.malicious_server else None
@@ -220,8 +257,17 @@ class DeviceRuntime:
         session = SecureSession(call, task, drop_before=drop)
         equal = plan_pipeline(plan.extra)[0].equal_weights
         try:
-            wait = await session.run(stage, update, int(header.num_examples), json.loads(header.metrics), plan.extra,
-                                     equal, self.cfg.client_key, self.pipeline_states, identity)
+            wait = await session.run(
+                stage,
+                update,
+                int(header.num_examples),
+                json.loads(header.metrics),
+                plan.extra,
+                equal,
+                self.cfg.client_key,
+                self.pipeline_states,
+                identity,
+            )
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise AuthError(f"server {self.cfg.server} refused this device: {e.details()}") from None
@@ -237,8 +283,12 @@ class DeviceRuntime:
 
     async def _download(self, stub, task: pb.Task) -> dict:
         limit = int(self.cfg.max_checkpoint_mb * 2**20)
-        parts = [c.data async for c in stub.DownloadCheckpoint(pb.CheckpointRequest(task_id=task.task_id),
-                                                                metadata=self._signer.metadata("DownloadCheckpoint"))]
+        parts = [
+            c.data
+            async for c in stub.DownloadCheckpoint(
+                pb.CheckpointRequest(task_id=task.task_id), metadata=self._signer.metadata("DownloadCheckpoint")
+            )
+        ]
         data = join_chunks(parts, task.checkpoint_bytes, limit, what="checkpoint")
         if sha256(data) != task.checkpoint_sha256:
             raise ProtocolError("checkpoint: sha256 differs from the task's")
@@ -246,7 +296,7 @@ class DeviceRuntime:
 
     async def _execute(self, plan: Plan, task: pb.Task, tensors: dict, fault: str | None):
         params = {k: v for k, v in tensors.items() if not k.startswith(BROADCAST_PREFIX)}
-        broadcast = {k[len(BROADCAST_PREFIX):]: v for k, v in tensors.items() if k.startswith(BROADCAST_PREFIX)}
+        broadcast = {k[len(BROADCAST_PREFIX) :]: v for k, v in tensors.items() if k.startswith(BROADCAST_PREFIX)}
         start = time.monotonic()
         work = asyncio.ensure_future(asyncio.to_thread(self._compute, plan, params, broadcast or None, fault))
         while not work.done():
@@ -257,8 +307,13 @@ class DeviceRuntime:
             await asyncio.wait({work}, timeout=self.cfg.poll_s)
         num_examples, metrics, update, new_state = work.result()
         metrics["duration_s"] = time.monotonic() - start
-        header = pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.COMPLETED, num_examples=num_examples,
-                                 metrics=json.dumps(metrics).encode())
+        header = pb.ReportHeader(
+            task_id=task.task_id,
+            round=task.round,
+            status=pb.COMPLETED,
+            num_examples=num_examples,
+            metrics=json.dumps(metrics).encode(),
+        )
         return header, update, new_state
 
     def _compute(self, plan: Plan, params: Params, broadcast: Params | None, fault: str | None):
@@ -273,8 +328,17 @@ class DeviceRuntime:
             return len(data), {"loss": loss, "accuracy": acc}, {}, None
         algorithm = build(**plan.algorithm)
         rng = client_rng(plan.seed, plan.round, self.cfg.client_key)
-        up = client_update(algorithm, model, params, data, rng, client_state=self.store.client_state(),
-                           broadcast=broadcast, ignore_index=plan.ignore_index, client_id=self.cfg.client_key)
+        up = client_update(
+            algorithm,
+            model,
+            params,
+            data,
+            rng,
+            client_state=self.store.client_state(),
+            broadcast=broadcast,
+            ignore_index=plan.ignore_index,
+            client_id=self.cfg.client_key,
+        )
         r = up.result
         metrics = {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float, np.floating))}
         local = {k: params[k] + r.delta[k] for k in r.delta}
@@ -289,6 +353,7 @@ class DeviceRuntime:
 
     async def _report(self, stub, header: pb.ReportHeader, payload: bytes) -> tuple[bool, float]:
         """Send a report; return (accepted, reconnect delay)."""
+
         async def parts():
             yield pb.ReportPart(header=header)
             if header.status == pb.COMPLETED:

@@ -56,8 +56,9 @@ def secure_stage(extra: dict) -> SecureAggregation | DistributedDiscreteGaussian
     return stage if isinstance(stage, (SecureAggregation, DistributedDiscreteGaussian)) else None
 
 
-def secure_input(extra: dict, update: Params, weight: float, client_key: int, round_idx: int,
-                 states: dict) -> np.ndarray:
+def secure_input(
+    extra: dict, update: Params, weight: float, client_key: int, round_idx: int, states: dict
+) -> np.ndarray:
     """Return this device's input to the secure sum: ``weight * update`` through the client stages, flattened
     (under distributed DP: the DDG stage's ring vector, clipped, rotated, rounded and noised on this device).
 
@@ -97,22 +98,27 @@ class SecAggIdentity:
             ConfigError: no signing key or CA configured, or no identity certificate beside the key.
         """
         if not signing_key or not tls_ca:
-            raise ConfigError("this round runs secure aggregation against a malicious server: the device needs its "
-                              "signing key and the CA (signing_key, tls_ca: a kit from `hamrah provision`)")
+            raise ConfigError(
+                "this round runs secure aggregation against a malicious server: the device needs its "
+                "signing key and the CA (signing_key, tls_ca: a kit from `hamrah provision`)"
+            )
         path = Path(signing_key).parent / IDENTITY_CERT
         try:
             cert = x509.load_pem_x509_certificate(path.read_bytes())
             ca = x509.load_pem_x509_certificate(Path(tls_ca).read_bytes())
         except OSError as e:
-            raise ConfigError(f"{e.filename}: cannot read ({e.strerror}); re-run `hamrah provision` on the kit's "
-                              "folder to add identity.pem") from None
+            raise ConfigError(
+                f"{e.filename}: cannot read ({e.strerror}); re-run `hamrah provision` on the kit's "
+                "folder to add identity.pem"
+            ) from None
         except ValueError:
             raise ConfigError(f"{path} or {tls_ca}: not a PEM certificate") from None
         return SecAggIdentity(DeviceKey.load(signing_key), cert.public_bytes(serialization.Encoding.DER), ca)
 
 
-def check_roster(roster: Roster, me: int, num_clients: int, join: JoinIdentity, ca: x509.Certificate,
-                 round_idx: int) -> dict[int, bytes]:
+def check_roster(
+    roster: Roster, me: int, num_clients: int, join: JoinIdentity, ca: x509.Certificate, round_idx: int
+) -> dict[int, bytes]:
     """Check the server's roster against this device's own JOIN and the CA; return ``id -> Ed25519 key``.
 
     Raises:
@@ -121,8 +127,10 @@ def check_roster(roster: Roster, me: int, num_clients: int, join: JoinIdentity, 
             own nonce and certificate, or one device or key listed twice.
     """
     if roster.round_id != round_idx or len(roster.entries) != num_clients:
-        raise ProtocolError(f"secure aggregation: a roster of {len(roster.entries)} devices for round "
-                            f"{roster.round_id}, expected {num_clients} for round {round_idx}")
+        raise ProtocolError(
+            f"secure aggregation: a roster of {len(roster.entries)} devices for round "
+            f"{roster.round_id}, expected {num_clients} for round {round_idx}"
+        )
     keys: dict[int, bytes] = {}
     names: set[str] = set()
     for e in roster.entries:
@@ -148,9 +156,18 @@ class SecureSession:
     def __init__(self, call, task: pb.Task, drop_before: str | None = None):
         self.call, self.task, self.drop_before = call, task, drop_before
 
-    async def run(self, stage: SecureAggregation, update: Params, num_examples: int, metrics: dict,
-                  extra: dict, equal_weights: bool, client_key: int, states: dict,
-                  identity: SecAggIdentity | None = None) -> float | None:
+    async def run(
+        self,
+        stage: SecureAggregation,
+        update: Params,
+        num_examples: int,
+        metrics: dict,
+        extra: dict,
+        equal_weights: bool,
+        client_key: int,
+        states: dict,
+        identity: SecAggIdentity | None = None,
+    ) -> float | None:
         """Run the protocol; return the server's reconnect delay, or None if this device dropped out.
 
         Raises:
@@ -163,8 +180,12 @@ class SecureSession:
         if active and identity is None:
             raise ConfigError("secure_aggregation.malicious_server: this device has no identity (signing key, CA)")
         join_msg = JoinIdentity(os.urandom(NONCE_BYTES), identity.certificate) if active else None
-        join, data = await self._send(pb.JOIN, join_msg.to_bytes() if active else b"", num_examples=num_examples,
-                                      metrics=json.dumps(metrics).encode())
+        join, data = await self._send(
+            pb.JOIN,
+            join_msg.to_bytes() if active else b"",
+            num_examples=num_examples,
+            metrics=json.dumps(metrics).encode(),
+        )
         weight = 1.0 if equal_weights else num_examples / join.weight_scale
         vector = secure_input(extra, update, weight, client_key, self.task.round, states)
         try:
@@ -181,8 +202,14 @@ class SecureSession:
         else:
             roster = Roster.from_bytes(data)
             keys = check_roster(roster, me, n, join_msg, identity.ca, self.task.round)
-            client = ActiveSecAggClient(me, config, signing_key=identity.key.private, verify_keys=keys,
-                                        round_id=self.task.round, session=session_id(roster))
+            client = ActiveSecAggClient(
+                me,
+                config,
+                signing_key=identity.key.private,
+                verify_keys=keys,
+                round_id=self.task.round,
+                session=session_id(roster),
+            )
             stages = ACTIVE_STAGES
         reply = None
         for name in stages:
@@ -201,8 +228,9 @@ class SecureSession:
         return header.reconnect_after_s
 
     async def _send(self, stage: int, data: bytes, **fields) -> tuple[pb.SecAggHeader, bytes]:
-        header = pb.SecAggHeader(task_id=self.task.task_id, round=self.task.round, stage=stage,
-                                 message_bytes=len(data), **fields)
+        header = pb.SecAggHeader(
+            task_id=self.task.task_id, round=self.task.round, stage=stage, message_bytes=len(data), **fields
+        )
         await self.call.write(pb.SecAggPart(header=header))
         for piece in chunks(data) if data else ():
             await self.call.write(pb.SecAggPart(chunk=pb.Chunk(data=piece)))

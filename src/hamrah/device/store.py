@@ -99,8 +99,10 @@ class ExampleStore:
             shape = [tuple(int(v) for v in meta[k].split(",") if v) for k in ("x_shape", "y_shape")]
             return Schema((Field("x", meta["x_dtype"], shape[0]), Field("y", meta["y_dtype"], shape[1])), label="y")
         if meta.get("format", FORMAT) != FORMAT:
-            raise DataError(f"{self.path}: example store format {meta['format']!r}, this hamrah reads format "
-                            f"{FORMAT}; upgrade hamrah or rebuild the store with `hamrah store import`")
+            raise DataError(
+                f"{self.path}: example store format {meta['format']!r}, this hamrah reads format "
+                f"{FORMAT}; upgrade hamrah or rebuild the store with `hamrah store import`"
+            )
         return Schema.from_json(meta["schema"], f"{self.path}: schema") if "schema" in meta else None
 
     @property
@@ -116,15 +118,20 @@ class ExampleStore:
         """
         if self._schema is not None:
             if self._schema != schema:
-                raise DataError(f"{self.path}: the store's records are ({self._schema.describe()}), expected "
-                                f"({schema.describe()}); rebuild it with `hamrah store import --store NEW_PATH`")
+                raise DataError(
+                    f"{self.path}: the store's records are ({self._schema.describe()}), expected "
+                    f"({schema.describe()}); rebuild it with `hamrah store import --store NEW_PATH`"
+                )
             return
         if self._legacy:
-            raise DataError(f"{self.path}: an old-format store (x/y columns) cannot take the schema "
-                            f"({schema.describe()}); rebuild it with `hamrah store import --store NEW_PATH`")
+            raise DataError(
+                f"{self.path}: an old-format store (x/y columns) cannot take the schema "
+                f"({schema.describe()}); rebuild it with `hamrah store import --store NEW_PATH`"
+            )
         with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                 [("format", FORMAT), ("schema", schema.to_json())])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", [("format", FORMAT), ("schema", schema.to_json())]
+            )
         self._schema = schema
 
     def close(self) -> None:
@@ -148,8 +155,13 @@ class ExampleStore:
             raise DataError(f"{self.path}: a record is a mapping of field name to value, got {type(record).__name__}")
         self.append_many({k: [v] for k, v in record.items()}, timestamp, ttl_s)
 
-    def append_many(self, columns: Mapping[str, Any], timestamp: float | None = None, ttl_s: float | None = None,
-                    progress: Callable[[int], None] | None = None) -> int:
+    def append_many(
+        self,
+        columns: Mapping[str, Any],
+        timestamp: float | None = None,
+        ttl_s: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Add a batch of examples in one transaction: all of them, or none on any error.
 
         Args:
@@ -165,8 +177,10 @@ class ExampleStore:
             DataError: no schema declared, a field that does not match it, or a bad time-to-live.
         """
         if self._schema is None:
-            raise DataError(f"{self.path}: no schema declared; open the store with the task's schema "
-                            "(ExampleStore(path, schema)) before adding records")
+            raise DataError(
+                f"{self.path}: no schema declared; open the store with the task's schema "
+                "(ExampleStore(path, schema)) before adding records"
+            )
         records = self._pack(self._schema.check(columns, f"{self.path}: record"))
         self._insert(records, timestamp, ttl_s, progress)
         return len(records)
@@ -178,8 +192,9 @@ class ExampleStore:
             records[name] = values
         return records
 
-    def _insert(self, records: np.ndarray, timestamp: float | None, ttl_s: float | None,
-                progress: Callable[[int], None] | None) -> None:
+    def _insert(
+        self, records: np.ndarray, timestamp: float | None, ttl_s: float | None, progress: Callable[[int], None] | None
+    ) -> None:
         if ttl_s is not None and not (isinstance(ttl_s, (int, float)) and math.isfinite(ttl_s) and ttl_s > 0):
             raise DataError(f"ttl_s = {ttl_s!r}: expected a positive number of seconds, or None for no expiry")
         now = time.time() if timestamp is None else float(timestamp)
@@ -202,8 +217,9 @@ class ExampleStore:
             self._db.execute("ROLLBACK")
             raise
 
-    def add_many(self, xs: np.ndarray, ys: np.ndarray, timestamp: float | None = None,
-                 ttl_s: float | None = None) -> int:
+    def add_many(
+        self, xs: np.ndarray, ys: np.ndarray, timestamp: float | None = None, ttl_s: float | None = None
+    ) -> int:
         """Add examples ``(xs[i], ys[i])`` to a store of schema ``x, y (label)``, in one transaction.
 
         The first write to a store without a schema fixes it from ``xs[0]`` and ``ys[0]``
@@ -217,8 +233,9 @@ class ExampleStore:
         if xs.dtype == np.float64:
             xs = xs.astype(np.float32)
         if self._schema is None:
-            self.declare(Schema((Field("x", xs.dtype.name, xs.shape[1:]), Field("y", ys.dtype.name, ys.shape[1:])),
-                                label="y"))
+            self.declare(
+                Schema((Field("x", xs.dtype.name, xs.shape[1:]), Field("y", ys.dtype.name, ys.shape[1:])), label="y")
+            )
         return self.append_many({"x": xs, "y": ys}, timestamp, ttl_s)
 
     def add(self, x: np.ndarray, y, timestamp: float | None = None, ttl_s: float | None = None) -> None:
@@ -229,8 +246,9 @@ class ExampleStore:
         """Delete examples whose time-to-live has passed; return how many were deleted."""
         now = time.time() if now is None else now
         with self._db:
-            cur = self._db.execute(f"DELETE FROM {self._table} WHERE expires_at IS NOT NULL AND expires_at <= ?",
-                                   (now,))
+            cur = self._db.execute(
+                f"DELETE FROM {self._table} WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            )
         return cur.rowcount
 
     # ---- reading -------------------------------------------------------------------------------
@@ -262,8 +280,9 @@ class ExampleStore:
             raise DataError(f"{self.path}: records but no schema in the meta table (a damaged store); rebuild it")
         dtype = self._schema.record_dtype()
         if any(len(b) != dtype.itemsize for b in blobs):
-            raise DataError(f"{self.path}: corrupt records (expected {dtype.itemsize} bytes each for "
-                            f"{self._schema.describe()})")
+            raise DataError(
+                f"{self.path}: corrupt records (expected {dtype.itemsize} bytes each for {self._schema.describe()})"
+            )
         arr = np.frombuffer(b"".join(blobs), dtype=dtype)
         return Examples(self._schema, {name: arr[name] for name in self._schema.names}, source=str(self.path))
 
@@ -277,10 +296,14 @@ class ExampleStore:
         if not parts:
             if self._schema is None:
                 raise DataError(f"{self.path}: the example store is empty and has no schema")
-            return Examples(self._schema, {f.name: np.zeros((0, *f.shape), f.dtype) for f in self._schema.fields},
-                            source=str(self.path))
-        return Examples(self._schema, {n: np.concatenate([p[n] for p in parts]) for n in self._schema.names},
-                        source=str(self.path))
+            return Examples(
+                self._schema,
+                {f.name: np.zeros((0, *f.shape), f.dtype) for f in self._schema.fields},
+                source=str(self.path),
+            )
+        return Examples(
+            self._schema, {n: np.concatenate([p[n] for p in parts]) for n in self._schema.names}, source=str(self.path)
+        )
 
     def batches(self, batch_size: int, now: float | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield live examples in insertion order as (features, labels) arrays (see ``Examples.to_array_data``)."""

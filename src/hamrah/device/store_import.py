@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from hamrah.data.examples import Examples
 
 
-def fill_store(path: str | Path, examples: Examples, ttl_s: float | None = None,
-               progress: Callable[[int], None] | None = None) -> int:
+def fill_store(
+    path: str | Path, examples: Examples, ttl_s: float | None = None, progress: Callable[[int], None] | None = None
+) -> int:
     """Write ``examples`` into the store at ``path`` (new, or existing with the same schema).
 
     Args:
@@ -63,8 +64,10 @@ def select_group(examples: Examples, group: str) -> Examples:
         DataError: the examples have no natural clients, or none called ``group`` (lists some).
     """
     if examples.groups is None or examples.group_names is None:
-        raise DataError(f"{examples.source}: --group {group!r}, but the data has no natural clients "
-                        "(load several files, or name a --client-column)")
+        raise DataError(
+            f"{examples.source}: --group {group!r}, but the data has no natural clients "
+            "(load several files, or name a --client-column)"
+        )
     if group not in examples.group_names:
         names = examples.group_names
         shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
@@ -95,8 +98,15 @@ def import_command(args: argparse.Namespace, out: TextIO) -> str:
     Raises:
         DataError: a bad source, option or store (one line, nothing written).
     """
-    spec = SourceSpec(args.format, args.label, _names(args.features), args.client_column, args.split,
-                      args.missing, _names(args.columns))
+    spec = SourceSpec(
+        args.format,
+        args.label,
+        _names(args.features),
+        args.client_column,
+        args.split,
+        args.missing,
+        _names(args.columns),
+    )
     schema = _read_schema(args.schema) if getattr(args, "schema", None) else None
     examples = load_examples(args.source, spec, schema)
     if args.group is not None:
@@ -117,6 +127,7 @@ def import_command(args: argparse.Namespace, out: TextIO) -> str:
         try:
             Path(args.save_schema).write_text(examples.schema.to_json() + "\n")
         except OSError as e:
-            raise DataError(f"{args.out}: imported {n:,} examples, but --save-schema {args.save_schema} "
-                            f"could not be written ({e})") from None
+            raise DataError(
+                f"{args.out}: imported {n:,} examples, but --save-schema {args.save_schema} could not be written ({e})"
+            ) from None
     return f"{args.out}: imported {n:,} examples ({examples.schema.describe()})"

@@ -6,6 +6,12 @@ from hamrah.experiments.sweep import run_sweep
 from hamrah.experiments.targets import paper_grid, rounds_to_target
 
 __all__ = [
-    "ExperimentConfig", "from_dict", "load_config", "paper_grid", "prepare", "rounds_to_target", "run_experiment",
+    "ExperimentConfig",
+    "from_dict",
+    "load_config",
+    "paper_grid",
+    "prepare",
+    "rounds_to_target",
+    "run_experiment",
     "run_sweep",
 ]

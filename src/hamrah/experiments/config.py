@@ -23,8 +23,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DATASETS = ("mnist", "shakespeare", "femnist", "cifar10", "synthetic_0_0", "synthetic_0.5_0.5", "synthetic_1_1",
-            "synthetic_iid")
+DATASETS = (
+    "mnist",
+    "shakespeare",
+    "femnist",
+    "cifar10",
+    "synthetic_0_0",
+    "synthetic_0.5_0.5",
+    "synthetic_1_1",
+    "synthetic_iid",
+)
 PARTITIONS = ("iid", "shards", "dirichlet", "natural", "unbalanced")
 MODELS = ("2nn", "cnn", "char_lstm", "logreg")
 
@@ -188,15 +196,23 @@ class ExperimentConfig:
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
-_OPTIONAL = {"compression": CompressionConfig, "privacy": PrivacyConfig,
-             "secure_aggregation": SecureAggregationConfig, "homomorphic_encryption": HomomorphicEncryptionConfig,
-             "tracking": TrackingConfig}
+_OPTIONAL = {
+    "compression": CompressionConfig,
+    "privacy": PrivacyConfig,
+    "secure_aggregation": SecureAggregationConfig,
+    "homomorphic_encryption": HomomorphicEncryptionConfig,
+    "tracking": TrackingConfig,
+}
 _CHOICES = {
-    ("data", "dataset"): DATASETS, ("data", "partition"): PARTITIONS,
-    ("model", "name"): MODELS, ("algorithm", "name"): ALGORITHMS,
+    ("data", "dataset"): DATASETS,
+    ("data", "partition"): PARTITIONS,
+    ("model", "name"): MODELS,
+    ("algorithm", "name"): ALGORITHMS,
     ("compression", "codec"): ("none", "quantize", "sign", "topk", "mask", "float16", "bfloat16"),
-    ("privacy", "mode"): ("central", "ftrl", "local", "distributed"), ("privacy", "sampling"): ("poisson", "fixed"),
-    ("privacy", "accountant"): ("rdp", "pld"), ("secure_aggregation", "variant"): ("secagg", "secagg+"),
+    ("privacy", "mode"): ("central", "ftrl", "local", "distributed"),
+    ("privacy", "sampling"): ("poisson", "fixed"),
+    ("privacy", "accountant"): ("rdp", "pld"),
+    ("secure_aggregation", "variant"): ("secagg", "secagg+"),
     ("homomorphic_encryption", "scheme"): ("paillier", "ckks"),
 }
 
@@ -274,24 +290,34 @@ def _section(name: str, cls: type, table: dict) -> Any:
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     args = typing.get_args(hint)
     optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not list else hint
+    base = (
+        next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not list else hint
+    )
     if value is None and optional:
         return None
     expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     if typing.get_origin(base) is list and typing.get_args(base) == (int,):
-        if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
             raise ConfigError(f"{key} = {value!r}: expected [lo, hi], two integers")
         return list(value)
     if typing.get_origin(base) is list:
-        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
             raise ConfigError(f"{key} = {value!r}: expected a list of numbers")
         return [float(v) for v in value]
     if key == "algorithm.batch_size" and not (isinstance(value, int) and not isinstance(value, bool)):
-        raise ConfigError(f"{key} = {value!r}: expected an integer >= 1 or \"inf\" (the whole local data set)")
+        raise ConfigError(f'{key} = {value!r}: expected an integer >= 1 or "inf" (the whole local data set)')
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-        raise ConfigError(f"{key} = {value!r}: expected {expected.get(base, base.__name__)}, got {type(value).__name__}")
+        raise ConfigError(
+            f"{key} = {value!r}: expected {expected.get(base, base.__name__)}, got {type(value).__name__}"
+        )
     return value
 
 
@@ -308,20 +334,35 @@ def _check_values(cfg: ExperimentConfig) -> None:
     checks = [
         (0.0 <= a.client_fraction <= 1.0, "algorithm.client_fraction", a.client_fraction, "0 <= C <= 1"),
         (a.local_epochs >= 1, "algorithm.local_epochs", a.local_epochs, "an integer >= 1"),
-        (a.batch_size is None or a.batch_size >= 1, "algorithm.batch_size", a.batch_size, "an integer >= 1 or \"inf\""),
+        (a.batch_size is None or a.batch_size >= 1, "algorithm.batch_size", a.batch_size, 'an integer >= 1 or "inf"'),
         (a.lr > 0 and math.isfinite(a.lr), "algorithm.lr", a.lr, "a positive number"),
         (r.rounds >= 1, "run.rounds", r.rounds, "an integer >= 1"),
         (r.eval_every >= 1, "run.eval_every", r.eval_every, "an integer >= 1"),
-        (r.target_accuracy is None or 0 < r.target_accuracy <= 1, "run.target_accuracy", r.target_accuracy, "a fraction in (0, 1]"),
+        (
+            r.target_accuracy is None or 0 < r.target_accuracy <= 1,
+            "run.target_accuracy",
+            r.target_accuracy,
+            "a fraction in (0, 1]",
+        ),
         (r.seed >= 0, "run.seed", r.seed, "an integer >= 0"),
         (r.workers is None or r.workers >= 1, "run.workers", r.workers, "an integer >= 1"),
-        (d.num_clients is None or d.num_clients >= (0 if d.partition == "natural" else 1), "data.num_clients", d.num_clients, "an integer >= 1"),
+        (
+            d.num_clients is None or d.num_clients >= (0 if d.partition == "natural" else 1),
+            "data.num_clients",
+            d.num_clients,
+            "an integer >= 1",
+        ),
         (d.shards_per_client >= 1, "data.shards_per_client", d.shards_per_client, "an integer >= 1"),
         (d.alpha > 0, "data.alpha", d.alpha, "a positive number"),
         (d.sigma >= 0, "data.sigma", d.sigma, "a number >= 0"),
         (0 < s.lr_min <= s.lr_max, "sweep.lr_min", s.lr_min, "0 < lr_min <= lr_max"),
         (s.per_decade >= 1, "sweep.per_decade", s.per_decade, "an integer >= 1"),
-        (s.lrs is None or (len(s.lrs) > 0 and all(v > 0 for v in s.lrs)), "sweep.lrs", s.lrs, "a non-empty list of positive rates"),
+        (
+            s.lrs is None or (len(s.lrs) > 0 and all(v > 0 for v in s.lrs)),
+            "sweep.lrs",
+            s.lrs,
+            "a non-empty list of positive rates",
+        ),
     ]
     for ok, key, value, expected in checks:
         if not ok:
@@ -330,7 +371,10 @@ def _check_values(cfg: ExperimentConfig) -> None:
     if d.num_clients:
         pipeline_spec(cfg, d.num_clients)
     if d.partition == "natural" and d.dataset in ("mnist", "cifar10"):
-        raise ConfigError(f"data.partition = 'natural': {d.dataset.upper()} has no natural clients; use iid, shards, dirichlet or unbalanced")
+        raise ConfigError(
+            f"data.partition = 'natural': {d.dataset.upper()} has no natural clients; "
+            "use iid, shards, dirichlet or unbalanced"
+        )
     if d.partition != "natural" and d.num_clients in (None, 0):
         raise ConfigError(f"data.num_clients must be set (>= 1) for partition {d.partition!r}")
 
@@ -362,8 +406,9 @@ def heterogeneity(h: HeterogeneityConfig):
 
     if h == HeterogeneityConfig():
         return None
-    return Heterogeneity(tuple(h.epochs) if h.epochs else None, tuple(h.steps) if h.steps else None,
-                         h.straggler_fraction, h.dropout)
+    return Heterogeneity(
+        tuple(h.epochs) if h.epochs else None, tuple(h.steps) if h.steps else None, h.straggler_fraction, h.dropout
+    )
 
 
 def pipeline_spec(cfg: ExperimentConfig, population: int):
@@ -379,13 +424,17 @@ def pipeline_spec(cfg: ExperimentConfig, population: int):
     from hamrah.algorithms.base import cohort_size
     from hamrah.pipeline import resolve_pipeline
 
-    comp = None if cfg.compression is None else {k: v for k, v in dataclasses.asdict(cfg.compression).items()
-                                                 if v is not None}
+    comp = (
+        None
+        if cfg.compression is None
+        else {k: v for k, v in dataclasses.asdict(cfg.compression).items() if v is not None}
+    )
     priv = None if cfg.privacy is None else cfg.privacy.to_dp()
     sec = None if cfg.secure_aggregation is None else dataclasses.asdict(cfg.secure_aggregation)
     he = None if cfg.homomorphic_encryption is None else dataclasses.asdict(cfg.homomorphic_encryption)
-    spec = resolve_pipeline(comp, priv, population, cohort_size(cfg.algorithm.client_fraction, population),
-                            cfg.run.rounds, sec, he)
+    spec = resolve_pipeline(
+        comp, priv, population, cohort_size(cfg.algorithm.client_fraction, population), cfg.run.rounds, sec, he
+    )
     dp = spec.dp if spec is not None else None
     if dp is not None and dp.target_epsilon is not None:
         from hamrah.privacy.ledger import BudgetLedger  # dp_accounting: only for a run with a DP budget

@@ -59,8 +59,18 @@ from hamrah.experiments.runner import Prepared, prepare
 from hamrah.simulation import SimulationConfig, Simulator, seeded
 from hamrah.simulation.reference import RootReference, needs_reference
 
-__all__ = ["BEGIN", "END", "LabConfig", "lab_from_dict", "load_lab_config", "main", "markdown_tables", "run_lab",
-           "summarize", "write_doc"]
+__all__ = [
+    "BEGIN",
+    "END",
+    "LabConfig",
+    "lab_from_dict",
+    "load_lab_config",
+    "main",
+    "markdown_tables",
+    "run_lab",
+    "summarize",
+    "write_doc",
+]
 
 
 @dataclass(frozen=True)
@@ -88,8 +98,13 @@ class LabConfig:
         e = self.experiment
         return cohort_size(e.algorithm.client_fraction, e.data.num_clients or 1)
 
-    def select(self, attacks: list[str] | None = None, defences: list[str] | None = None,
-               rounds: int | None = None, seeds: list[int] | None = None) -> LabConfig:
+    def select(
+        self,
+        attacks: list[str] | None = None,
+        defences: list[str] | None = None,
+        rounds: int | None = None,
+        seeds: list[int] | None = None,
+    ) -> LabConfig:
         """Return a copy restricted to some of the attacks/defences, or with another round count or seeds.
 
         ``defences`` may also name a registered aggregator the config does not list (e.g. ``fltrust``
@@ -101,9 +116,15 @@ class LabConfig:
             if unknown:
                 raise ConfigError(f"--{what}: {', '.join(unknown)} not in lab.{what} ({', '.join(have)})")
         exp = self.experiment if rounds is None else self.experiment.replace("run", rounds=rounds)
-        return LabConfig(exp, tuple(attacks or self.attacks), tuple(defences or self.defences),
-                         self.malicious_fraction, self.attack_params, self.defence_params,
-                         _seeds(seeds) if seeds is not None else self.seeds)
+        return LabConfig(
+            exp,
+            tuple(attacks or self.attacks),
+            tuple(defences or self.defences),
+            self.malicious_fraction,
+            self.attack_params,
+            self.defence_params,
+            _seeds(seeds) if seeds is not None else self.seeds,
+        )
 
 
 def load_lab_config(path: str | Path) -> LabConfig:
@@ -130,8 +151,11 @@ def _names(lab: dict, key: str) -> tuple[str, ...]:
 
 
 def _seeds(value: Any) -> tuple[int, ...]:
-    if (not isinstance(value, list) or not value
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    ):
         raise ConfigError(f"lab.seeds = {value!r}: expected a non-empty list of integers >= 0")
     if len(set(value)) != len(value):
         raise ConfigError(f"lab.seeds lists a seed twice: {value}")
@@ -200,8 +224,10 @@ def check(cfg: LabConfig) -> None:
     for name in cfg.attacks:
         atk = build_lab_attack(cfg, name, num_clients)
         if name != "none" and not atk.malicious:
-            raise ConfigError(f"attack {name!r}: lab.malicious_fraction = {cfg.malicious_fraction} of "
-                              f"{num_clients} clients makes no malicious client")
+            raise ConfigError(
+                f"attack {name!r}: lab.malicious_fraction = {cfg.malicious_fraction} of "
+                f"{num_clients} clients makes no malicious client"
+            )
 
 
 def prepare_lab(cfg: LabConfig) -> Prepared:
@@ -220,22 +246,30 @@ def prepare_lab(cfg: LabConfig) -> Prepared:
         poison = build_lab_attack(cfg, name, prep.data.num_clients).data_poisoning
         if hasattr(poison, "stamp"):  # a pixel trigger (backdoor, model replacement, DBA)
             if test.x.dim() < 3:
-                raise ConfigError(f"attack {name!r}: a pixel trigger needs image data, {prep.data.dataset.name} has none")
+                raise ConfigError(
+                    f"attack {name!r}: a pixel trigger needs image data, {prep.data.dataset.name} has none"
+                )
             poison.stamp(test.x[:1])
     return prep
 
 
 def _train(cfg: LabConfig, prep: Prepared, attack: Attack, defence_name: str):
     run = cfg.experiment.run
-    sim_cfg = SimulationConfig(rounds=run.rounds, eval_every=run.rounds, seed=run.seed, batched=run.batched,
-                               workers=run.workers)
-    sim = Simulator(seeded(prep.model_factory, run.seed), prep.data, prep.algorithm, sim_cfg,
-                    aggregator=build_defence(cfg, defence_name), attack=attack)
+    sim_cfg = SimulationConfig(
+        rounds=run.rounds, eval_every=run.rounds, seed=run.seed, batched=run.batched, workers=run.workers
+    )
+    sim = Simulator(
+        seeded(prep.model_factory, run.seed),
+        prep.data,
+        prep.algorithm,
+        sim_cfg,
+        aggregator=build_defence(cfg, defence_name),
+        attack=attack,
+    )
     return sim.model, sim.run().params
 
 
-def run_cell(cfg: LabConfig, prep: Prepared, attack_name: str, defence_name: str,
-             clean: tuple | None = None) -> dict:
+def run_cell(cfg: LabConfig, prep: Prepared, attack_name: str, defence_name: str, clean: tuple | None = None) -> dict:
     """Train once under one attack and one defence at ``cfg``'s ``run.seed``.
 
     Args:
@@ -255,15 +289,26 @@ def run_cell(cfg: LabConfig, prep: Prepared, attack_name: str, defence_name: str
     model, params = _train(cfg, prep, attack, defence_name)
     test = prep.data.dataset.test
     base = None if clean is None else attack_success_rate(clean[0], clean[1], test, attack)
-    return {"attack": attack_name, "defence": defence_name, "seed": cfg.experiment.run.seed,
-            "main_accuracy": main_accuracy(model, params, test),
-            "attack_success": attack_success_rate(model, params, test, attack), "clean_success": base,
-            "malicious_clients": len(attack.malicious), "wall_s": round(time.perf_counter() - start, 2),
-            "_model": model, "_params": params}
+    return {
+        "attack": attack_name,
+        "defence": defence_name,
+        "seed": cfg.experiment.run.seed,
+        "main_accuracy": main_accuracy(model, params, test),
+        "attack_success": attack_success_rate(model, params, test, attack),
+        "clean_success": base,
+        "malicious_clients": len(attack.malicious),
+        "wall_s": round(time.perf_counter() - start, 2),
+        "_model": model,
+        "_params": params,
+    }
 
 
-def run_lab(cfg: LabConfig, log: Callable[[str], None] = print, prep: Prepared | None = None,
-            on_row: Callable[[dict], None] | None = None) -> list[dict]:
+def run_lab(
+    cfg: LabConfig,
+    log: Callable[[str], None] = print,
+    prep: Prepared | None = None,
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Run every (attack, defence) pair at every seed; return one row per pair and seed.
 
     Under each defence and seed the clean model (attack ``none``) is trained first, also when the
@@ -298,8 +343,10 @@ def run_lab(cfg: LabConfig, log: Callable[[str], None] = print, prep: Prepared |
                 if on_row is not None:
                     on_row(row)
                 asr = "-" if row["attack_success"] is None else f"{row['attack_success']:.3f}"
-                log(f"  seed {seed} {a:>18s} x {d:<13s} accuracy {row['main_accuracy']:.4f}  attack success {asr}"
-                    f"  ({row['wall_s']} s)")
+                log(
+                    f"  seed {seed} {a:>18s} x {d:<13s} accuracy {row['main_accuracy']:.4f}  attack success {asr}"
+                    f"  ({row['wall_s']} s)"
+                )
     order = {a: i for i, a in enumerate(cfg.attacks)}
     return sorted(rows, key=lambda r: (r["seed"], order[r["attack"]], cfg.defences.index(r["defence"])))
 
@@ -309,15 +356,21 @@ def _describe(cfg: LabConfig, prep: Prepared) -> str:
     a = e.algorithm
     seeds = cfg.run_seeds()
     seed_text = "seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 else f"seed {seeds[0]}"
-    return (f"{e.data.dataset} {e.model.name}, {prep.data.num_clients} clients ({e.data.partition}), "
-            f"{cfg.cohort()} per round (C = {a.client_fraction}), E = {a.local_epochs}, B = {a.batch_size or 'inf'}, "
-            f"lr = {a.lr}, {e.run.rounds} rounds, {seed_text}; "
-            f"{round(cfg.malicious_fraction * prep.data.num_clients)} malicious clients "
-            f"({cfg.malicious_fraction:.0%} of the population)")
+    return (
+        f"{e.data.dataset} {e.model.name}, {prep.data.num_clients} clients ({e.data.partition}), "
+        f"{cfg.cohort()} per round (C = {a.client_fraction}), E = {a.local_epochs}, B = {a.batch_size or 'inf'}, "
+        f"lr = {a.lr}, {e.run.rounds} rounds, {seed_text}; "
+        f"{round(cfg.malicious_fraction * prep.data.num_clients)} malicious clients "
+        f"({cfg.malicious_fraction:.0%} of the population)"
+    )
 
 
 def _command(args: argparse.Namespace) -> str:
-    opts = [f"--{k} {getattr(args, k)}" for k in ("rounds", "attacks", "defences", "seeds") if getattr(args, k, None) is not None]
+    opts = [
+        f"--{k} {getattr(args, k)}"
+        for k in ("rounds", "attacks", "defences", "seeds")
+        if getattr(args, k, None) is not None
+    ]
     return " ".join(["hamrah lab", str(args.config), *opts])
 
 
@@ -362,12 +415,25 @@ def main(args: argparse.Namespace) -> None:
         rows = run_lab(cfg, log=step, prep=prep, on_row=save)
     wall = time.perf_counter() - start
     summary = summarize(rows)
-    (out / "lab.json").write_text(json.dumps({"config": str(args.config), "command": _command(args), "rows": rows,
-                                              "summary": summary, "wall_s": round(wall, 1)}, indent=2) + "\n")
+    (out / "lab.json").write_text(
+        json.dumps(
+            {
+                "config": str(args.config),
+                "command": _command(args),
+                "rows": rows,
+                "summary": summary,
+                "wall_s": round(wall, 1),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     title = _describe(cfg, prep).split(";")[0]
     head = f"Made by `{_command(args)}` in {wall / 60:.1f} min ({len(rows)} runs; {_describe(cfg, prep)})."
     plot_heatmap(summary, out / "heatmap.png", title=title)
-    (out / "results.md").write_text(head + "\n\n![attack x defence heatmap](heatmap.png)\n\n" + markdown_tables(summary))
+    (out / "results.md").write_text(
+        head + "\n\n![attack x defence heatmap](heatmap.png)\n\n" + markdown_tables(summary)
+    )
     print("\n" + markdown_tables(summary))
     written = f"{out}/lab.json, {out}/results.md, {out}/heatmap.png"
     if getattr(args, "update_doc", False):

@@ -58,13 +58,19 @@ def markdown_tables(rows: list[dict]) -> str:
 
     suffix = "; mean ± standard deviation over seeds" if spread else ""
     out = []
-    for key, title in (("main_accuracy", f"Main-task test accuracy (%{suffix})"),
-                       ("attack_success", f"Attack success rate (%{suffix}; targeted attacks only; in brackets: "
-                                          "the same inputs on the model trained without attack, same defence)")):
+    for key, title in (
+        ("main_accuracy", f"Main-task test accuracy (%{suffix})"),
+        (
+            "attack_success",
+            f"Attack success rate (%{suffix}; targeted attacks only; in brackets: "
+            "the same inputs on the model trained without attack, same defence)",
+        ),
+    ):
         out += [f"**{title}**", "", "| attack | " + " | ".join(defences) + " |", "|---|" + "---|" * len(defences)]
         for a in attacks:
-            out.append(f"| {a} | " + " | ".join(text(cell[(a, d)], key) if (a, d) in cell else "" for d in defences)
-                       + " |")
+            out.append(
+                f"| {a} | " + " | ".join(text(cell[(a, d)], key) if (a, d) in cell else "" for d in defences) + " |"
+            )
         out.append("")
     return "\n".join(out)
 
@@ -81,8 +87,10 @@ def plot_heatmap(rows: list[dict], path: Path, title: str = "") -> None:
     defences = list(dict.fromkeys(r["defence"] for r in rows))
     cell = {(r["attack"], r["defence"]): r for r in rows}
     fig, axes = plt.subplots(1, 2, figsize=(2.6 + 1.5 * len(defences), 1.2 + 0.45 * len(attacks)), squeeze=False)
-    for ax, key, label, cmap in ((axes[0, 0], "main_accuracy", "main accuracy (%)", "RdYlGn"),
-                                 (axes[0, 1], "attack_success", "attack success (%)", "RdYlGn_r")):
+    for ax, key, label, cmap in (
+        (axes[0, 0], "main_accuracy", "main accuracy (%)", "RdYlGn"),
+        (axes[0, 1], "attack_success", "attack success (%)", "RdYlGn_r"),
+    ):
         grid = np.full((len(attacks), len(defences)), np.nan)
         for i, a in enumerate(attacks):
             for j, d in enumerate(defences):
@@ -91,7 +99,9 @@ def plot_heatmap(rows: list[dict], path: Path, title: str = "") -> None:
         ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=100, aspect="auto")
         for i in range(len(attacks)):
             for j in range(len(defences)):
-                ax.text(j, i, "-" if np.isnan(grid[i, j]) else f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=8)
+                ax.text(
+                    j, i, "-" if np.isnan(grid[i, j]) else f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=8
+                )
         ax.set_xticks(range(len(defences)), defences, rotation=35, ha="right", fontsize=8)
         ax.set_yticks(range(len(attacks)), attacks, fontsize=8)
         ax.set_title(label, fontsize=10)
@@ -107,7 +117,7 @@ def write_doc(doc: Path, block: str) -> None:
     text = doc.read_text(encoding="utf-8") if doc.exists() else "# Security lab\n"
     wrapped = f"{BEGIN}\n{block.rstrip()}\n{END}"
     if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + wrapped + text[text.index(END) + len(END):]
+        text = text[: text.index(BEGIN)] + wrapped + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip() + "\n\n" + wrapped + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)

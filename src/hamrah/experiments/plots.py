@@ -21,8 +21,12 @@ def _pyplot():
 
 
 def plot_curves(
-    curves: dict[str, tuple[Sequence[int], Sequence[float]]], path: Path, *, title: str = "",
-    target: float | None = None, ylabel: str = "test accuracy",
+    curves: dict[str, tuple[Sequence[int], Sequence[float]]],
+    path: Path,
+    *,
+    title: str = "",
+    target: float | None = None,
+    ylabel: str = "test accuracy",
 ) -> None:
     """Write a PNG with one accuracy-per-round line per entry of ``curves``.
 

@@ -38,31 +38,113 @@ class Cell:
     eval_every: int = 1
 
 
-CELLS = {c.id: c for c in [
-    Cell("2nn-iid-e1-b10", "Table 1 (C=0.1)", "mnist", "iid", "2nn", "fedavg", 1, 10, 0.97, 87, (0.0464, 0.1, 0.215, 0.464)),
-    Cell("2nn-noniid-e1-b10", "Table 1 (C=0.1)", "mnist", "shards", "2nn", "fedavg", 1, 10, 0.97, 664, (0.0464, 0.1, 0.215, 0.464)),
-    Cell("2nn-iid-e1-binf", "Table 1 (C=0.1)", "mnist", "iid", "2nn", "fedavg", 1, None, 0.97, 1474, (0.464, 1.0, 2.15), eval_every=5),
-    Cell("cnn-iid-e5-b10", "Table 2", "mnist", "iid", "cnn", "fedavg", 5, 10, 0.99, 20, (0.1, 0.215)),
-    Cell("cnn-iid-e1-b10", "Table 2", "mnist", "iid", "cnn", "fedavg", 1, 10, 0.99, 34, (0.0464, 0.1, 0.215)),
-    Cell("cnn-noniid-e5-b10", "Table 2", "mnist", "shards", "cnn", "fedavg", 5, 10, 0.99, 229, (0.0464, 0.1), eval_every=2),
-    Cell("cnn-iid-fedsgd", "Table 2", "mnist", "iid", "cnn", "fedsgd", 1, None, 0.99, 626, (0.215,), eval_every=5),
-    Cell("lstm-noniid-e1-b10", "Table 2", "shakespeare", "natural", "char_lstm", "fedavg", 1, 10, 0.54, 164, (1.47,), eval_every=10),
-]}
+CELLS = {
+    c.id: c
+    for c in [
+        Cell(
+            "2nn-iid-e1-b10",
+            "Table 1 (C=0.1)",
+            "mnist",
+            "iid",
+            "2nn",
+            "fedavg",
+            1,
+            10,
+            0.97,
+            87,
+            (0.0464, 0.1, 0.215, 0.464),
+        ),
+        Cell(
+            "2nn-noniid-e1-b10",
+            "Table 1 (C=0.1)",
+            "mnist",
+            "shards",
+            "2nn",
+            "fedavg",
+            1,
+            10,
+            0.97,
+            664,
+            (0.0464, 0.1, 0.215, 0.464),
+        ),
+        Cell(
+            "2nn-iid-e1-binf",
+            "Table 1 (C=0.1)",
+            "mnist",
+            "iid",
+            "2nn",
+            "fedavg",
+            1,
+            None,
+            0.97,
+            1474,
+            (0.464, 1.0, 2.15),
+            eval_every=5,
+        ),
+        Cell("cnn-iid-e5-b10", "Table 2", "mnist", "iid", "cnn", "fedavg", 5, 10, 0.99, 20, (0.1, 0.215)),
+        Cell("cnn-iid-e1-b10", "Table 2", "mnist", "iid", "cnn", "fedavg", 1, 10, 0.99, 34, (0.0464, 0.1, 0.215)),
+        Cell(
+            "cnn-noniid-e5-b10",
+            "Table 2",
+            "mnist",
+            "shards",
+            "cnn",
+            "fedavg",
+            5,
+            10,
+            0.99,
+            229,
+            (0.0464, 0.1),
+            eval_every=2,
+        ),
+        Cell("cnn-iid-fedsgd", "Table 2", "mnist", "iid", "cnn", "fedsgd", 1, None, 0.99, 626, (0.215,), eval_every=5),
+        Cell(
+            "lstm-noniid-e1-b10",
+            "Table 2",
+            "shakespeare",
+            "natural",
+            "char_lstm",
+            "fedavg",
+            1,
+            10,
+            0.54,
+            164,
+            (1.47,),
+            eval_every=10,
+        ),
+    ]
+}
 QUICK = ("2nn-iid-e1-b10", "2nn-noniid-e1-b10", "cnn-iid-e5-b10")
 
 
 def cell_config(cell: Cell, max_rounds: int, seed: int = 0):
     """Return the experiment config of a cell, capped at ``max_rounds``."""
-    return from_dict({
-        "data": {"dataset": cell.dataset, "partition": cell.partition,
-                 "num_clients": 0 if cell.partition == "natural" else 100, "shards_per_client": 2},
-        "model": {"name": cell.model},
-        "algorithm": {"name": cell.algorithm, "client_fraction": cell.client_fraction, "local_epochs": cell.epochs,
-                      "batch_size": "inf" if cell.batch_size is None else cell.batch_size, "lr": cell.lrs[0]},
-        "run": {"rounds": max_rounds, "target_accuracy": cell.target, "eval_every": cell.eval_every,
-                "seed": seed, "stop_at_target": True},
-        "sweep": {"lrs": list(cell.lrs)},
-    })
+    return from_dict(
+        {
+            "data": {
+                "dataset": cell.dataset,
+                "partition": cell.partition,
+                "num_clients": 0 if cell.partition == "natural" else 100,
+                "shards_per_client": 2,
+            },
+            "model": {"name": cell.model},
+            "algorithm": {
+                "name": cell.algorithm,
+                "client_fraction": cell.client_fraction,
+                "local_epochs": cell.epochs,
+                "batch_size": "inf" if cell.batch_size is None else cell.batch_size,
+                "lr": cell.lrs[0],
+            },
+            "run": {
+                "rounds": max_rounds,
+                "target_accuracy": cell.target,
+                "eval_every": cell.eval_every,
+                "seed": seed,
+                "stop_at_target": True,
+            },
+            "sweep": {"lrs": list(cell.lrs)},
+        }
+    )
 
 
 def round_cap(cell: Cell, factor: float, max_rounds: int | None = None) -> int:
@@ -79,26 +161,39 @@ def reproduce_cell(cell: Cell, out_dir: Path, max_rounds: int, log=print) -> dic
     ours = best.rounds_to_target
     row = {
         **{k: v for k, v in asdict(cell).items() if k != "lrs"},
-        "lr_grid": list(cell.lrs), "best_lr": best.lr, "rounds_to_target": ours, "max_rounds": max_rounds,
-        "best_accuracy": best.best_accuracy, "ratio_to_paper": None if ours is None else ours / cell.paper_rounds,
+        "lr_grid": list(cell.lrs),
+        "best_lr": best.lr,
+        "rounds_to_target": ours,
+        "max_rounds": max_rounds,
+        "best_accuracy": best.best_accuracy,
+        "ratio_to_paper": None if ours is None else ours / cell.paper_rounds,
         "within_30_percent": None if ours is None else abs(ours / cell.paper_rounds - 1) <= 0.30,
-        "per_lr": {f"{p.lr:g}": p.rounds_to_target for p in points}, "wall_s": round(time.perf_counter() - start, 1),
+        "per_lr": {f"{p.lr:g}": p.rounds_to_target for p in points},
+        "wall_s": round(time.perf_counter() - start, 1),
     }
-    plot_curves({f"lr={p.lr:g}": p.curve for p in points}, out_dir / f"{cell.id}.png",
-                title=f"{cell.id} (paper: {cell.paper_rounds:g} rounds to {cell.target:g})", target=cell.target)
+    plot_curves(
+        {f"lr={p.lr:g}": p.curve for p in points},
+        out_dir / f"{cell.id}.png",
+        title=f"{cell.id} (paper: {cell.paper_rounds:g} rounds to {cell.target:g})",
+        target=cell.target,
+    )
     return row
 
 
 def markdown_table(rows: list[dict]) -> str:
     """Render paper-vs-hamrah rows as a Markdown table."""
-    lines = ["| cell | source | E | B | target | paper rounds | hamrah rounds | ratio | best lr | best accuracy | wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| cell | source | E | B | target | paper rounds | hamrah rounds | ratio | best lr | best accuracy | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ours = f"not reached in {r['max_rounds']}" if r["rounds_to_target"] is None else f"{r['rounds_to_target']:.1f}"
         ratio = "-" if r["ratio_to_paper"] is None else f"{r['ratio_to_paper']:.2f}"
         b = "inf" if r["batch_size"] is None else r["batch_size"]
-        lines.append(f"| {r['id']} | {r['table']} | {r['epochs']} | {b} | {r['target']} | {r['paper_rounds']:g} | "
-                     f"{ours} | {ratio} | {r['best_lr']:g} | {r['best_accuracy']:.4f} | {r['wall_s']} |")
+        lines.append(
+            f"| {r['id']} | {r['table']} | {r['epochs']} | {b} | {r['target']} | {r['paper_rounds']:g} | "
+            f"{ours} | {ratio} | {r['best_lr']:g} | {r['best_accuracy']:.4f} | {r['wall_s']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -121,7 +216,10 @@ def main(args: argparse.Namespace) -> None:
         for cid in ids:
             cell = CELLS[cid]
             cap = round_cap(cell, args.max_rounds_factor, args.max_rounds)
-            print(f"{cid}: paper {cell.paper_rounds:g} rounds to {cell.target:g}; grid {cell.lrs}; cap {cap} rounds", flush=True)
+            print(
+                f"{cid}: paper {cell.paper_rounds:g} rounds to {cell.target:g}; grid {cell.lrs}; cap {cap} rounds",
+                flush=True,
+            )
             rows.append(reproduce_cell(cell, out, cap))
             (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
             (out / "results.md").write_text(markdown_table(rows))

@@ -11,9 +11,10 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -67,24 +68,42 @@ class Prepared:
     def simulator(self) -> Simulator:
         run = self.config.run
         sim_cfg = SimulationConfig(
-            rounds=run.rounds, eval_every=run.eval_every, seed=run.seed, batched=run.batched, workers=run.workers,
-            target_accuracy=run.target_accuracy, stop_at_target=run.stop_at_target,
+            rounds=run.rounds,
+            eval_every=run.eval_every,
+            seed=run.seed,
+            batched=run.batched,
+            workers=run.workers,
+            target_accuracy=run.target_accuracy,
+            stop_at_target=run.stop_at_target,
             heterogeneity=heterogeneity(self.config.heterogeneity),
         )
-        return Simulator(seeded(self.model_factory, run.seed), self.data, self.algorithm, sim_cfg,
-                         pipeline=self.pipeline)
+        return Simulator(
+            seeded(self.model_factory, run.seed), self.data, self.algorithm, sim_cfg, pipeline=self.pipeline
+        )
 
 
 def prepare(cfg: ExperimentConfig) -> Prepared:
     """Load and split the data, check the model fits it, build the algorithm. Writes nothing."""
     d = cfg.data
     dataset = _dataset(d.dataset, d.path)
-    fed = federate(dataset, d.partition, d.num_clients, cfg.run.seed,
-                   shards_per_client=d.shards_per_client, alpha=d.alpha, sigma=d.sigma)
+    fed = federate(
+        dataset,
+        d.partition,
+        d.num_clients,
+        cfg.run.seed,
+        shards_per_client=d.shards_per_client,
+        alpha=d.alpha,
+        sigma=d.sigma,
+    )
     factory = functools.partial(build_model, cfg.model.name, dataset)
     factory()  # raises ConfigError now if the model does not fit the data
-    return Prepared(cfg, fed, factory, build_algorithm(cfg.algorithm, fed.num_clients),
-                    pipeline_spec(cfg, fed.num_clients) if uses_pipeline(cfg) else None)
+    return Prepared(
+        cfg,
+        fed,
+        factory,
+        build_algorithm(cfg.algorithm, fed.num_clients),
+        pipeline_spec(cfg, fed.num_clients) if uses_pipeline(cfg) else None,
+    )
 
 
 def uses_pipeline(cfg: ExperimentConfig) -> bool:
@@ -92,8 +111,9 @@ def uses_pipeline(cfg: ExperimentConfig) -> bool:
 
     A run without one never imports the pipeline's modules (nor dp_accounting, tenseal or phe).
     """
-    return any(x is not None for x in (cfg.compression, cfg.privacy, cfg.secure_aggregation,
-                                       cfg.homomorphic_encryption))
+    return any(
+        x is not None for x in (cfg.compression, cfg.privacy, cfg.secure_aggregation, cfg.homomorphic_encryption)
+    )
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -103,8 +123,12 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def run_experiment(
-    cfg: ExperimentConfig, out_dir: str | Path | None = None,
-    on_round: Callable[[RoundRecord], None] | None = None, prepared: Prepared | None = None, *, plot: bool = True,
+    cfg: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    prepared: Prepared | None = None,
+    *,
+    plot: bool = True,
 ) -> dict:
     """Run ``cfg``; write ``metrics.jsonl``, ``summary.json`` and ``curve.png`` to ``out_dir``; return the summary.
 
@@ -129,7 +153,7 @@ def run_experiment(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "failed.json").unlink(missing_ok=True)  # a rerun in the same folder is not shown as failed
-        metrics_file = open(out / "metrics.jsonl", "w", encoding="utf-8")
+        metrics_file = open(out / "metrics.jsonl", "w", encoding="utf-8")  # noqa: SIM115 (closed in finally)
 
     def record(rec: RoundRecord) -> None:
         row = rec.to_dict()
@@ -184,11 +208,17 @@ def _pipeline_summary(sim: Simulator, result) -> dict:
     """Return the pipeline's totals for the summary: bytes each way, epsilon spent, an early stop."""
     if sim.pipeline is None:
         return {}
-    out = {"pipeline": list(sim.pipeline.chain.names), "bytes_up_total": sim.bytes_total[0],
-           "bytes_down_total": sim.bytes_total[1]}
+    out = {
+        "pipeline": list(sim.pipeline.chain.names),
+        "bytes_up_total": sim.bytes_total[0],
+        "bytes_down_total": sim.bytes_total[1],
+    }
     if sim.pipeline.accountant is not None:
-        out.update(epsilon=sim.pipeline.epsilon(), delta=sim.pipeline.delta,
-                   noise_multiplier=sim.pipeline.spec.noise_multiplier)
+        out.update(
+            epsilon=sim.pipeline.epsilon(),
+            delta=sim.pipeline.delta,
+            noise_multiplier=sim.pipeline.spec.noise_multiplier,
+        )
     if result.stopped:
         out["stopped"] = result.stopped
     return out

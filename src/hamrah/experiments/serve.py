@@ -36,8 +36,11 @@ def load_server_config(path: str | Path) -> tuple[ExperimentConfig, ServerConfig
         exp, srv = from_dict(raw, path.parent), server_config(table)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    files = {k: str((path.parent / v).resolve()) for k in ("tokens_file", "revoked_file", "tls_cert", "tls_key", "client_ca")
-             if (v := getattr(srv, k)) is not None}
+    files = {
+        k: str((path.parent / v).resolve())
+        for k in ("tokens_file", "revoked_file", "tls_cert", "tls_key", "client_ca")
+        if (v := getattr(srv, k)) is not None
+    }
     return exp, dataclasses.replace(srv, **files)
 
 
@@ -76,9 +79,16 @@ def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
     config["server"] = dataclasses.asdict(srv)
     plan = algorithm_plan(exp, prep.data.num_clients)
     return ServerSetup(
-        server=srv, run=RunPlan(r.rounds, r.seed, r.eval_every, r.target_accuracy, r.stop_at_target),
-        algorithm=build(**plan), algorithm_plan=plan, model=ModelSpec.of(exp.model.name, ds),
-        test_data=ds.test, goal=goal, config=config, ignore_index=ds.ignore_index, tracking=exp.tracking,
+        server=srv,
+        run=RunPlan(r.rounds, r.seed, r.eval_every, r.target_accuracy, r.stop_at_target),
+        algorithm=build(**plan),
+        algorithm_plan=plan,
+        model=ModelSpec.of(exp.model.name, ds),
+        test_data=ds.test,
+        goal=goal,
+        config=config,
+        ignore_index=ds.ignore_index,
+        tracking=exp.tracking,
     )
 
 

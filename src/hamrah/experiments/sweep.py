@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from hamrah.experiments.config import ExperimentConfig
 from hamrah.experiments.plots import plot_curves
@@ -41,8 +41,11 @@ def best_point(points: list[SweepPoint]) -> SweepPoint:
 
 
 def run_sweep(
-    cfg: ExperimentConfig, rates: list[float], out_dir: Path | None = None,
-    on_start: Callable[[float], None] | None = None, on_round: Callable[[RoundRecord], None] | None = None,
+    cfg: ExperimentConfig,
+    rates: list[float],
+    out_dir: Path | None = None,
+    on_start: Callable[[float], None] | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
 ) -> list[SweepPoint]:
     """Run ``cfg`` once per learning rate (data loaded once); write ``sweep.json`` and ``sweep.png``."""
     base = prepare(cfg)
@@ -51,7 +54,9 @@ def run_sweep(
         if on_start is not None:
             on_start(lr)
         run_cfg = cfg.replace("algorithm", lr=lr)
-        prep = dataclasses.replace(base, config=run_cfg, algorithm=build_algorithm(run_cfg.algorithm, base.data.num_clients))
+        prep = dataclasses.replace(
+            base, config=run_cfg, algorithm=build_algorithm(run_cfg.algorithm, base.data.num_clients)
+        )
         sub = out_dir / f"lr_{lr:g}" if out_dir is not None else None
         hist: list[RoundRecord] = []
 
@@ -62,15 +67,23 @@ def run_sweep(
 
         s = run_experiment(run_cfg, sub, on_round=record, prepared=prep)
         curve = (tuple(h.round for h in hist), tuple(h.test_accuracy for h in hist))
-        points.append(SweepPoint(lr, s["rounds_to_target"], s["best_accuracy"], s["final_accuracy"],
-                                 s["rounds_run"], s["wall_s"], curve))
+        points.append(
+            SweepPoint(
+                lr, s["rounds_to_target"], s["best_accuracy"], s["final_accuracy"], s["rounds_run"], s["wall_s"], curve
+            )
+        )
     if out_dir is not None:
         best = best_point(points)
-        payload = {"config": cfg.to_dict(), "best_lr": best.lr,
-                   "points": [{k: v for k, v in p.__dict__.items() if k != "curve"} for p in points]}
+        payload = {
+            "config": cfg.to_dict(),
+            "best_lr": best.lr,
+            "points": [{k: v for k, v in p.__dict__.items() if k != "curve"} for p in points],
+        }
         (out_dir / "sweep.json").write_text(json.dumps(payload, indent=2) + "\n")
-        plot_curves({f"lr={p.lr:g}": p.curve for p in points}, out_dir / "sweep.png",
-                    title=f"learning-rate sweep: {cfg.algorithm.name} / {cfg.model.name}",
-                    target=cfg.run.target_accuracy)
+        plot_curves(
+            {f"lr={p.lr:g}": p.curve for p in points},
+            out_dir / "sweep.png",
+            title=f"learning-rate sweep: {cfg.algorithm.name} / {cfg.model.name}",
+            target=cfg.run.target_accuracy,
+        )
     return points
-

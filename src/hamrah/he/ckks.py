@@ -52,16 +52,21 @@ class CKKSConfig:
         if n not in MAX_COEFF_BITS or n < 4096:
             raise ConfigError(f"poly_modulus_degree: expected one of 4096, 8192, 16384, 32768, got {n!r}")
         if len(bits) < 2 or sum(bits) > MAX_COEFF_BITS[n] or any(not 20 <= b <= 60 for b in bits):
-            raise ConfigError(f"coeff_mod_bit_sizes: expected >= 2 primes of 20..60 bits totalling at most "
-                              f"{MAX_COEFF_BITS[n]} bits for N={n} (128-bit security), got {bits}")
+            raise ConfigError(
+                f"coeff_mod_bit_sizes: expected >= 2 primes of 20..60 bits totalling at most "
+                f"{MAX_COEFF_BITS[n]} bits for N={n} (128-bit security), got {bits}"
+            )
         if not (isinstance(self.max_clients, int) and self.max_clients >= 1 and self.bound > 0):
-            raise ConfigError(f"bound, max_clients: expected > 0 and a positive integer, "
-                              f"got {self.bound!r}, {self.max_clients!r}")
+            raise ConfigError(
+                f"bound, max_clients: expected > 0 and a positive integer, got {self.bound!r}, {self.max_clients!r}"
+            )
         room = bits[0] - 1 - self.scale_bits
         if not 20 <= self.scale_bits < bits[0] or math.log2(self.bound * self.max_clients) >= room:
-            raise ConfigError(f"scale_bits: a sum of {self.max_clients} values of |x| <= {self.bound} at "
-                              f"2^{self.scale_bits} needs bound * max_clients < 2^(first prime bits - 1 - "
-                              f"scale_bits) = 2^{room}; lower scale_bits or raise coeff_mod_bit_sizes[0]")
+            raise ConfigError(
+                f"scale_bits: a sum of {self.max_clients} values of |x| <= {self.bound} at "
+                f"2^{self.scale_bits} needs bound * max_clients < 2^(first prime bits - 1 - "
+                f"scale_bits) = 2^{room}; lower scale_bits or raise coeff_mod_bit_sizes[0]"
+            )
 
     @property
     def slots(self) -> int:
@@ -74,7 +79,7 @@ class CKKSConfig:
 
     def error_bound(self, count: int) -> float:
         """Return the documented bound on the absolute error of each value of a sum of ``count`` vectors."""
-        return 2.0 * self.poly_modulus_degree * math.sqrt(count) * 2.0 ** -self.scale_bits
+        return 2.0 * self.poly_modulus_degree * math.sqrt(count) * 2.0**-self.scale_bits
 
 
 @dataclass(frozen=True)
@@ -91,16 +96,18 @@ def ckks_keygen(config: CKKSConfig) -> tuple[ts.Context, ts.Context]:
 
     SEAL draws keys from its own CSPRNG: TenSEAL exposes no seed, so CKKS keys are never reproducible.
     """
-    secret = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=config.poly_modulus_degree,
-                        coeff_mod_bit_sizes=list(config.coeff_mod_bit_sizes))
-    secret.global_scale = 2.0 ** config.scale_bits
+    secret = ts.context(
+        ts.SCHEME_TYPE.CKKS,
+        poly_modulus_degree=config.poly_modulus_degree,
+        coeff_mod_bit_sizes=list(config.coeff_mod_bit_sizes),
+    )
+    secret.global_scale = 2.0**config.scale_bits
     return ckks_public_from_bytes(ckks_public_to_bytes(secret)), secret
 
 
 def ckks_public_to_bytes(context: ts.Context) -> bytes:
     """Return the public part of a context: parameters and public key (no secret, relin or Galois keys)."""
-    return context.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False,
-                             save_relin_keys=False)
+    return context.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False)
 
 
 def ckks_public_from_bytes(data: bytes) -> ts.Context:
@@ -131,7 +138,7 @@ def ckks_encrypt(public: ts.Context, x: np.ndarray, config: CKKSConfig) -> CKKSC
     if over.size:
         raise ProtocolError(f"vector[{int(over[0])}] = {arr[over[0]]:g} exceeds the CKKS bound {config.bound}")
     k = config.slots
-    vectors = tuple(ts.ckks_vector(public, arr[i:i + k]) for i in range(0, arr.size, k))
+    vectors = tuple(ts.ckks_vector(public, arr[i : i + k]) for i in range(0, arr.size, k))
     return CKKSCiphertext(vectors, arr.size)
 
 
@@ -145,8 +152,10 @@ def ckks_add(a: CKKSCiphertext, b: CKKSCiphertext, config: CKKSConfig) -> CKKSCi
     if a.length != b.length or len(a.vectors) != len(b.vectors):
         raise ProtocolError(f"ciphertexts: length differs ({a.length} vs {b.length})")
     if a.count + b.count > config.max_clients:
-        raise ConfigError(f"CKKS: a sum of {a.count + b.count} vectors exceeds max_clients={config.max_clients}, "
-                          f"the count the modulus headroom was checked for")
+        raise ConfigError(
+            f"CKKS: a sum of {a.count + b.count} vectors exceeds max_clients={config.max_clients}, "
+            f"the count the modulus headroom was checked for"
+        )
     return replace(a, vectors=tuple(x + y for x, y in zip(a.vectors, b.vectors)), count=a.count + b.count)
 
 
@@ -165,8 +174,10 @@ def ckks_scale(c: CKKSCiphertext, k: int, config: CKKSConfig) -> CKKSCiphertext:
         raise ConfigError(f"ckks_scale: expected a positive integer factor, got {k!r}")
     factor = int(k)
     if c.count * factor > config.max_clients:
-        raise ConfigError(f"CKKS: a weight of {factor} on a sum of {c.count} makes {c.count * factor} summands, more "
-                          f"than max_clients={config.max_clients}, the count the modulus headroom was checked for")
+        raise ConfigError(
+            f"CKKS: a weight of {factor} on a sum of {c.count} makes {c.count * factor} summands, more "
+            f"than max_clients={config.max_clients}, the count the modulus headroom was checked for"
+        )
     out, power, rest = None, list(c.vectors), factor
     while rest:
         if rest & 1:
@@ -186,7 +197,7 @@ def ckks_decrypt(secret: ts.Context, c: CKKSCiphertext) -> np.ndarray:
     if not isinstance(secret, ts.Context) or not secret.is_private():
         raise ProtocolError("CKKS decrypt: the context holds no secret key (only the key holder can decrypt)")
     sk = secret.secret_key()
-    return np.concatenate([np.asarray(v.decrypt(sk), dtype=np.float64) for v in c.vectors])[:c.length]
+    return np.concatenate([np.asarray(v.decrypt(sk), dtype=np.float64) for v in c.vectors])[: c.length]
 
 
 def ckks_to_bytes(c: CKKSCiphertext) -> bytes:
@@ -210,14 +221,16 @@ def ckks_from_bytes(public: ts.Context, data: bytes, config: CKKSConfig) -> CKKS
         raise ProtocolError(f"CKKS vector: expected bytes starting with {_MAGIC!r}, got {data[:4]!r}")
     length, count, num = _HEADER.unpack(data[4:pos])
     if num != config.num_ciphertexts(length) or not 1 <= count <= config.max_clients:
-        raise ProtocolError(f"CKKS vector: {num} ciphertexts and count {count} do not fit {length} values "
-                            f"and max_clients={config.max_clients}")
+        raise ProtocolError(
+            f"CKKS vector: {num} ciphertexts and count {count} do not fit {length} values "
+            f"and max_clients={config.max_clients}"
+        )
     vectors = []
     for i in range(num):
         if len(data) < pos + 4:
             raise ProtocolError(f"CKKS vector: truncated before ciphertext {i}")
-        (size,) = struct.unpack(">I", data[pos:pos + 4])
-        blob, pos = data[pos + 4:pos + 4 + size], pos + 4 + size
+        (size,) = struct.unpack(">I", data[pos : pos + 4])
+        blob, pos = data[pos + 4 : pos + 4 + size], pos + 4 + size
         vectors.append(_parse(public, blob, i, min(config.slots, length - i * config.slots)))
     if pos != len(data):
         raise ProtocolError(f"CKKS vector: {len(data) - pos} bytes left over after {num} ciphertexts")

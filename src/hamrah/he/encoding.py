@@ -49,14 +49,17 @@ class FixedPoint:
     precision_bits: int = 24
 
     def __post_init__(self) -> None:
-        if isinstance(self.precision_bits, bool) or not isinstance(self.precision_bits, int) \
-                or not 1 <= self.precision_bits < _FLOAT64_EXACT_BITS:
+        if (
+            isinstance(self.precision_bits, bool)
+            or not isinstance(self.precision_bits, int)
+            or not 1 <= self.precision_bits < _FLOAT64_EXACT_BITS
+        ):
             raise ConfigError(f"precision_bits: expected an integer in 1..52, got {self.precision_bits!r}")
 
     @property
     def scale(self) -> float:
         """Return ``2^precision_bits``."""
-        return float(2 ** self.precision_bits)
+        return float(2**self.precision_bits)
 
     def encode(self, x: np.ndarray | list[float]) -> list[int]:
         """Return the signed integer encodings of a float vector.
@@ -66,9 +69,10 @@ class FixedPoint:
         """
         arr = _as_finite_vector(x)
         scaled = np.rint(arr * self.scale)
-        if arr.size and np.abs(scaled).max() >= 2.0 ** _FLOAT64_EXACT_BITS:
-            raise ProtocolError(f"vector: |value| * 2^{self.precision_bits} must stay below 2^53, "
-                                f"got max |value| {np.abs(arr).max():g}")
+        if arr.size and np.abs(scaled).max() >= 2.0**_FLOAT64_EXACT_BITS:
+            raise ProtocolError(
+                f"vector: |value| * 2^{self.precision_bits} must stay below 2^53, got max |value| {np.abs(arr).max():g}"
+            )
         return [int(v) for v in scaled]
 
     def decode(self, ints: list[int], scale_bits: int | None = None) -> np.ndarray:
@@ -112,17 +116,21 @@ class Packing:
         if not (isinstance(self.bound, (int, float)) and math.isfinite(self.bound) and self.bound > 0):
             raise ConfigError(f"bound: expected a finite number > 0, got {self.bound!r}")
         if self.offset >= 2 ** (_FLOAT64_EXACT_BITS - 1):
-            raise ConfigError(f"bound * 2^precision_bits: expected below 2^52, got {self.bound} * "
-                              f"2^{self.precision_bits}; lower bound or precision_bits")
+            raise ConfigError(
+                f"bound * 2^precision_bits: expected below 2^52, got {self.bound} * "
+                f"2^{self.precision_bits}; lower bound or precision_bits"
+            )
         if self.slots < 1:
-            raise ConfigError(f"packing: a slot of {self.slot_bits} bits (precision_bits={self.precision_bits}, "
-                              f"bound={self.bound}, max_clients={self.max_clients}) does not fit in a "
-                              f"{self.key_bits}-bit key; expected slot_bits <= key_bits - 1")
+            raise ConfigError(
+                f"packing: a slot of {self.slot_bits} bits (precision_bits={self.precision_bits}, "
+                f"bound={self.bound}, max_clients={self.max_clients}) does not fit in a "
+                f"{self.key_bits}-bit key; expected slot_bits <= key_bits - 1"
+            )
 
     @property
     def offset(self) -> int:
         """Return the shift that makes every encoding non-negative."""
-        return math.ceil(self.bound * 2 ** self.precision_bits)
+        return math.ceil(self.bound * 2**self.precision_bits)
 
     @property
     def value_bits(self) -> int:
@@ -155,8 +163,10 @@ class Packing:
             ConfigError: if ``count > max_clients``.
         """
         if count > self.max_clients:
-            raise ConfigError(f"packing: a sum of {count} vectors would overflow {self.slot_bits}-bit slots sized "
-                              f"for max_clients={self.max_clients}; configure max_clients >= {count}")
+            raise ConfigError(
+                f"packing: a sum of {count} vectors would overflow {self.slot_bits}-bit slots sized "
+                f"for max_clients={self.max_clients}; configure max_clients >= {count}"
+            )
 
     def pack(self, x: np.ndarray | list[float]) -> list[int]:
         """Return the plaintext integers holding ``x``, value ``i`` in slot ``i % slots`` (lowest bits first).
@@ -167,14 +177,16 @@ class Packing:
         arr = _as_finite_vector(x)
         over = np.flatnonzero(np.abs(arr) > self.bound)
         if over.size:
-            raise ProtocolError(f"vector[{int(over[0])}] = {arr[over[0]]:g} exceeds the packing bound "
-                                f"{self.bound}; clip first or configure a larger bound")
-        shifted = (np.rint(arr * 2.0 ** self.precision_bits).astype(np.int64) + self.offset).tolist()
+            raise ProtocolError(
+                f"vector[{int(over[0])}] = {arr[over[0]]:g} exceeds the packing bound "
+                f"{self.bound}; clip first or configure a larger bound"
+            )
+        shifted = (np.rint(arr * 2.0**self.precision_bits).astype(np.int64) + self.offset).tolist()
         w, k = self.slot_bits, self.slots
         out = []
         for start in range(0, len(shifted), k):
             acc = 0
-            for v in reversed(shifted[start:start + k]):
+            for v in reversed(shifted[start : start + k]):
                 acc = (acc << w) | v
             out.append(acc)
         return out
@@ -187,7 +199,7 @@ class Packing:
             ConfigError: if ``count`` exceeds ``max_clients``.
         """
         ints = self.unpack_ints(plaintexts, length, count)
-        return np.asarray(ints, dtype=np.float64) * 2.0 ** -self.precision_bits
+        return np.asarray(ints, dtype=np.float64) * 2.0**-self.precision_bits
 
     def unpack_ints(self, plaintexts: list[int], length: int, count: int) -> list[int]:
         """Return the exact fixed-point sums ``sum_k round(x_k[i] * 2^f)`` of ``count`` packed vectors.
@@ -198,8 +210,10 @@ class Packing:
         """
         self.check_clients(count)
         if len(plaintexts) != self.num_plaintexts(length):
-            raise ProtocolError(f"packed vector: expected {self.num_plaintexts(length)} plaintexts for "
-                                f"{length} values, got {len(plaintexts)}")
+            raise ProtocolError(
+                f"packed vector: expected {self.num_plaintexts(length)} plaintexts for "
+                f"{length} values, got {len(plaintexts)}"
+            )
         w, mask, shift = self.slot_bits, (1 << self.slot_bits) - 1, count * self.offset
         ints: list[int] = []
         for i, acc in enumerate(plaintexts):

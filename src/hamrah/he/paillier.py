@@ -69,8 +69,7 @@ def _prime(rng: np.random.Generator, bits: int) -> int:
     return int(gmpy2.next_prime(_random_int(rng, bits) | (1 << (bits - 1))))
 
 
-def paillier_keygen(key_bits: int = 2048,
-                    rng: np.random.Generator | None = None) -> tuple[PublicKey, PrivateKey]:
+def paillier_keygen(key_bits: int = 2048, rng: np.random.Generator | None = None) -> tuple[PublicKey, PrivateKey]:
     """Return a Paillier key pair whose modulus ``n`` has exactly ``key_bits`` bits.
 
     Args:
@@ -108,20 +107,26 @@ def _signed_plaintexts(public_key: PublicKey, ints: Sequence[int]) -> list[int]:
     return [v % public_key.n for v in ints]
 
 
-def encrypt_vector(public_key: PublicKey, x: np.ndarray | Sequence[float], precision_bits: int = 24,
-                   rng: np.random.Generator | None = None) -> EncryptedVector:
+def encrypt_vector(
+    public_key: PublicKey,
+    x: np.ndarray | Sequence[float],
+    precision_bits: int = 24,
+    rng: np.random.Generator | None = None,
+) -> EncryptedVector:
     """Return ``x`` encrypted one value per ciphertext at fixed-point scale ``2^precision_bits``.
 
     Raises:
         ProtocolError: if ``x`` is not a finite 1-D vector or a value is too large for the key.
     """
     ints = FixedPoint(precision_bits).encode(x)
-    return EncryptedVector(public_key, _encrypt_ints(public_key, _signed_plaintexts(public_key, ints), rng),
-                           len(ints), precision_bits)
+    return EncryptedVector(
+        public_key, _encrypt_ints(public_key, _signed_plaintexts(public_key, ints), rng), len(ints), precision_bits
+    )
 
 
-def encrypt_packed(public_key: PublicKey, x: np.ndarray | Sequence[float], packing: Packing,
-                   rng: np.random.Generator | None = None) -> EncryptedVector:
+def encrypt_packed(
+    public_key: PublicKey, x: np.ndarray | Sequence[float], packing: Packing, rng: np.random.Generator | None = None
+) -> EncryptedVector:
     """Return ``x`` packed ``packing.slots`` values per ciphertext and encrypted.
 
     Raises:
@@ -129,11 +134,11 @@ def encrypt_packed(public_key: PublicKey, x: np.ndarray | Sequence[float], packi
         ProtocolError: if ``x`` is not a finite 1-D vector or a value exceeds ``packing.bound``.
     """
     if public_key.n.bit_length() < packing.key_bits:
-        raise ConfigError(f"packing: sized for a {packing.key_bits}-bit key, got a "
-                          f"{public_key.n.bit_length()}-bit key")
+        raise ConfigError(f"packing: sized for a {packing.key_bits}-bit key, got a {public_key.n.bit_length()}-bit key")
     plaintexts = packing.pack(x)
-    return EncryptedVector(public_key, _encrypt_ints(public_key, plaintexts, rng), len(np.asarray(x)),
-                           packing.precision_bits, packing)
+    return EncryptedVector(
+        public_key, _encrypt_ints(public_key, plaintexts, rng), len(np.asarray(x)), packing.precision_bits, packing
+    )
 
 
 def _check_compatible(a: EncryptedVector, b: EncryptedVector) -> None:
@@ -214,7 +219,7 @@ def add_plain(a: EncryptedVector, x: np.ndarray | Sequence[float]) -> EncryptedV
     xs = np.asarray(x, dtype=np.float64)
     if xs.shape != (a.length,) or not np.all(np.isfinite(xs)):
         raise ProtocolError(f"add_plain: expected {a.length} finite values, got shape {xs.shape}")
-    ints = [round(float(v) * 2.0 ** a.scale_bits) for v in xs]  # exact: a power-of-two scaling
+    ints = [round(float(v) * 2.0**a.scale_bits) for v in xs]  # exact: a power-of-two scaling
     n, nsq = a.public_key.n, gmpy2.mpz(a.public_key.nsquare)
     plains = _signed_plaintexts(a.public_key, ints)
     return replace(a, ciphertexts=tuple(int(gmpy2.mpz(c) * (n * m + 1) % nsq) for c, m in zip(a.ciphertexts, plains)))
@@ -263,8 +268,12 @@ def matvec_plain(matrix: np.ndarray, a: EncryptedVector, precision_bits: int = 2
     if m.ndim != 2 or m.shape[1] != a.length:
         raise ProtocolError(f"matvec_plain: expected a matrix of shape (rows, {a.length}), got {m.shape}")
     rows = [dot_plain(a, row, precision_bits) for row in m]
-    return replace(rows[0] if rows else a, ciphertexts=tuple(r.ciphertexts[0] for r in rows), length=len(rows),
-                   scale_bits=a.scale_bits + precision_bits)
+    return replace(
+        rows[0] if rows else a,
+        ciphertexts=tuple(r.ciphertexts[0] for r in rows),
+        length=len(rows),
+        scale_bits=a.scale_bits + precision_bits,
+    )
 
 
 def decrypt_ints(private_key: PrivateKey, a: EncryptedVector) -> list[int]:

@@ -49,8 +49,9 @@ def public_key_from_bytes(data: bytes) -> PublicKey:
         raise ProtocolError(f"public key: header says {size} bytes of modulus, got {len(data) - 6}")
     n = int.from_bytes(data[6:], "big")
     if n.bit_length() < MIN_KEY_BITS or n % 2 == 0:
-        raise ProtocolError(f"public key: expected an odd modulus of at least {MIN_KEY_BITS} bits, "
-                            f"got {n.bit_length()} bits")
+        raise ProtocolError(
+            f"public key: expected an odd modulus of at least {MIN_KEY_BITS} bits, got {n.bit_length()} bits"
+        )
     return PublicKey(n)
 
 
@@ -58,9 +59,19 @@ def vector_to_bytes(vector: EncryptedVector) -> bytes:
     """Return an encrypted vector as a header followed by fixed-width ciphertexts."""
     pk = vector.packing or Packing(key_bits=vector.public_key.n.bit_length(), max_clients=1)
     width = (vector.public_key.nsquare.bit_length() + 7) // 8
-    header = _HEADER.pack(1 if vector.packing else 0, fingerprint(vector.public_key), vector.length,
-                          vector.scale_bits, vector.count, len(vector.ciphertexts), width,
-                          pk.key_bits, pk.precision_bits, pk.max_clients, float(pk.bound))
+    header = _HEADER.pack(
+        1 if vector.packing else 0,
+        fingerprint(vector.public_key),
+        vector.length,
+        vector.scale_bits,
+        vector.count,
+        len(vector.ciphertexts),
+        width,
+        pk.key_bits,
+        pk.precision_bits,
+        pk.max_clients,
+        float(pk.bound),
+    )
     return _VEC_MAGIC + header + b"".join(c.to_bytes(width, "big") for c in vector.ciphertexts)
 
 
@@ -73,30 +84,35 @@ def vector_from_bytes(data: bytes, public_key: PublicKey) -> EncryptedVector:
     data = bytes(data)
     start = len(_VEC_MAGIC) + _HEADER.size
     if data[:4] != _VEC_MAGIC or len(data) < start:
-        raise ProtocolError(f"encrypted vector: expected bytes starting with {_VEC_MAGIC!r} and a "
-                            f"{_HEADER.size}-byte header, got {len(data)} bytes starting {data[:4]!r}")
-    flags, fp, length, scale_bits, count, num, width, key_bits, precision_bits, max_clients, bound = \
-        _HEADER.unpack(data[4:start])
+        raise ProtocolError(
+            f"encrypted vector: expected bytes starting with {_VEC_MAGIC!r} and a "
+            f"{_HEADER.size}-byte header, got {len(data)} bytes starting {data[:4]!r}"
+        )
+    flags, fp, length, scale_bits, count, num, width, key_bits, precision_bits, max_clients, bound = _HEADER.unpack(
+        data[4:start]
+    )
     if fp != fingerprint(public_key):
         raise ProtocolError("encrypted vector: encrypted under a different public key (fingerprint mismatch)")
     nsq = public_key.nsquare
     if flags not in (0, 1) or width != (nsq.bit_length() + 7) // 8 or count < 1:
         raise ProtocolError(f"encrypted vector: bad header (flags={flags}, width={width}, count={count})")
     if len(data) != start + num * width:
-        raise ProtocolError(f"encrypted vector: header says {num} ciphertexts of {width} bytes, "
-                            f"got {len(data) - start} bytes")
+        raise ProtocolError(
+            f"encrypted vector: header says {num} ciphertexts of {width} bytes, got {len(data) - start} bytes"
+        )
     packing = _packing(flags, key_bits, precision_bits, bound, max_clients, count)
     expected = length if packing is None else packing.num_plaintexts(length)
     if num != expected or (packing is not None and scale_bits != precision_bits):
         raise ProtocolError(f"encrypted vector: expected {expected} ciphertexts for {length} values, got {num}")
-    cts = tuple(int.from_bytes(data[i:i + width], "big") for i in range(start, len(data), width))
+    cts = tuple(int.from_bytes(data[i : i + width], "big") for i in range(start, len(data), width))
     if any(not 0 < c < nsq for c in cts):
         raise ProtocolError("encrypted vector: a ciphertext is outside [1, n^2)")
     return EncryptedVector(public_key, cts, length, scale_bits, packing, count)
 
 
-def _packing(flags: int, key_bits: int, precision_bits: int, bound: float, max_clients: int,
-             count: int) -> Packing | None:
+def _packing(
+    flags: int, key_bits: int, precision_bits: int, bound: float, max_clients: int, count: int
+) -> Packing | None:
     if flags == 0:
         return None
     try:

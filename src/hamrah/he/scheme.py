@@ -46,8 +46,7 @@ class HEScheme(ABC):
         """Return a fresh key pair (``rng=None``: the OS CSPRNG)."""
 
     @abstractmethod
-    def encrypt(self, public: Any, vector: np.ndarray | Sequence[float],
-                rng: np.random.Generator | None = None) -> Any:
+    def encrypt(self, public: Any, vector: np.ndarray | Sequence[float], rng: np.random.Generator | None = None) -> Any:
         """Return ``vector`` encrypted under ``public`` (a client's step)."""
 
     @abstractmethod

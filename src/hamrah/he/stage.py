@@ -32,21 +32,31 @@ import numpy as np
 import torch
 
 from hamrah.core.errors import ConfigError, HamrahError, ProtocolError
-from hamrah.core.settings import variant_settings
 from hamrah.core.params import Params
 from hamrah.core.pipeline import (
-    BaseStage, ClientContext, ServerContext, Spec, StageTraits, WireReader, WireWriter, header_nbytes, spec_of,
+    BaseStage,
+    ClientContext,
+    ServerContext,
+    Spec,
+    StageTraits,
+    WireReader,
+    WireWriter,
+    header_nbytes,
+    spec_of,
 )
+from hamrah.core.settings import variant_settings
 from hamrah.he.ckks import CKKSConfig
 from hamrah.he.layout import ParamsLayout
 from hamrah.he.scheme import CKKSScheme, HEKeys, HEScheme, PaillierConfig, PaillierScheme
 
 SCHEMES = ("paillier", "ckks")
 # scheme -> the settings it takes (anything else in [homomorphic_encryption] is refused by name)
-SCHEME_SETTINGS = {"paillier": ("key_bits", "precision_bits", "bound", "max_weight"),
-                   "ckks": ("poly_modulus_degree", "scale_bits", "bound", "max_weight")}
+SCHEME_SETTINGS = {
+    "paillier": ("key_bits", "precision_bits", "bound", "max_weight"),
+    "ckks": ("poly_modulus_degree", "scale_bits", "bound", "max_weight"),
+}
 _TAGS = {"paillier": b"HEPA", "ckks": b"HECK"}
-_WEIGHTED_MAX = 2 ** 20  # default max_weight when the server weights by n_k: sums of up to ~1M examples
+_WEIGHTED_MAX = 2**20  # default max_weight when the server weights by n_k: sums of up to ~1M examples
 
 
 def coeff_bits(poly_modulus_degree: int) -> tuple[int, int]:
@@ -78,8 +88,9 @@ class HESettings:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ConfigError(f"homomorphic_encryption.scheme = {self.scheme!r}: expected one of {', '.join(SCHEMES)}")
-        if isinstance(self.bound, bool) or not (isinstance(self.bound, (int, float)) and math.isfinite(self.bound)
-                                                and self.bound > 0):
+        if isinstance(self.bound, bool) or not (
+            isinstance(self.bound, (int, float)) and math.isfinite(self.bound) and self.bound > 0
+        ):
             raise ConfigError(f"homomorphic_encryption.bound = {self.bound!r}: expected a positive number")
         if isinstance(self.max_weight, bool) or not isinstance(self.max_weight, int) or self.max_weight < 1:
             raise ConfigError(f"homomorphic_encryption.max_weight = {self.max_weight!r}: expected an integer >= 1")
@@ -91,14 +102,27 @@ class HESettings:
     def build(self) -> HEScheme:
         """Return the scheme these settings describe (ConfigError when they cannot work)."""
         if self.scheme == "paillier":
-            if isinstance(self.key_bits, bool) or not isinstance(self.key_bits, int) or self.key_bits < 512 \
-                    or self.key_bits % 2:
-                raise ConfigError(f"key_bits = {self.key_bits!r}: expected an even integer >= 512 (2048 or more "
-                                  "for real use)")
-            return PaillierScheme(PaillierConfig(self.key_bits, self.precision_bits, float(self.bound),
-                                                 self.max_weight))
-        return CKKSScheme(CKKSConfig(self.poly_modulus_degree, coeff_bits(self.poly_modulus_degree), self.scale_bits,
-                                     float(self.bound), self.max_weight))
+            if (
+                isinstance(self.key_bits, bool)
+                or not isinstance(self.key_bits, int)
+                or self.key_bits < 512
+                or self.key_bits % 2
+            ):
+                raise ConfigError(
+                    f"key_bits = {self.key_bits!r}: expected an even integer >= 512 (2048 or more for real use)"
+                )
+            return PaillierScheme(
+                PaillierConfig(self.key_bits, self.precision_bits, float(self.bound), self.max_weight)
+            )
+        return CKKSScheme(
+            CKKSConfig(
+                self.poly_modulus_degree,
+                coeff_bits(self.poly_modulus_degree),
+                self.scale_bits,
+                float(self.bound),
+                self.max_weight,
+            )
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -220,8 +244,10 @@ class HomomorphicSum(BaseStage):
     def public(self) -> Any:
         """Return the parsed public key (ConfigError when this stage was built without one)."""
         if self.public_key is None:
-            raise ConfigError(f"{self.name}: no public key; expected the pipeline spec to carry the key holder's "
-                              "public key (the server or the simulator generates it)")
+            raise ConfigError(
+                f"{self.name}: no public key; expected the pipeline spec to carry the key holder's "
+                "public key (the server or the simulator generates it)"
+            )
         return self.scheme.public_from_bytes(self.public_key)
 
     def encode(self, update: Params, state: Any, ctx: ClientContext) -> tuple[HEPayload, Any]:
@@ -233,8 +259,10 @@ class HomomorphicSum(BaseStage):
 
     def decode(self, payload: HEPayload) -> Params:
         if payload.plain is None:
-            raise ProtocolError(f"{self.name}: one client's ciphertext cannot be decoded without the secret key; "
-                                "expected the server to add ciphertexts and the key holder to decrypt the sum")
+            raise ProtocolError(
+                f"{self.name}: one client's ciphertext cannot be decoded without the secret key; "
+                "expected the server to add ciphertexts and the key holder to decrypt the sum"
+            )
         return payload.plain
 
     def read(self, data: bytes, spec: Spec) -> HEPayload:
@@ -244,17 +272,21 @@ class HomomorphicSum(BaseStage):
             ProtocolError: a wrong header, malformed or wrong-size ciphertext, another key, or a sum of several.
         """
         WireReader(data, _TAGS[self.scheme.name], spec)  # validates magic, tag, names and shapes
-        body = bytes(data)[header_nbytes(tuple(spec)):]
+        body = bytes(data)[header_nbytes(tuple(spec)) :]
         length = sum(math.prod(s) for _, s in spec)
-        expected = (f"a {self.scheme.name} ciphertext of {length} values in "
-                    f"{self.scheme.num_ciphertexts(length)} ciphertexts under this round's public key")
+        expected = (
+            f"a {self.scheme.name} ciphertext of {length} values in "
+            f"{self.scheme.num_ciphertexts(length)} ciphertexts under this round's public key"
+        )
         try:
             c = self.scheme.ciphertext_from_bytes(self.public, body)
         except HamrahError as err:
             raise ProtocolError(f"{self.name}: malformed ciphertext ({err}); expected {expected}") from None
         if c.length != length or c.count != 1:
-            raise ProtocolError(f"{self.name}: ciphertext of {c.length} values summing {c.count} clients; "
-                                f"expected {expected}, from one client")
+            raise ProtocolError(
+                f"{self.name}: ciphertext of {c.length} values summing {c.count} clients; "
+                f"expected {expected}, from one client"
+            )
         return HEPayload(tuple(spec), self.scheme, self.public, parsed=c)
 
     def weighted_sum(self, payloads: Sequence[HEPayload], weights: Sequence[int]) -> Any:
@@ -265,8 +297,10 @@ class HomomorphicSum(BaseStage):
         """
         total = sum(int(w) for w in weights)
         if total > self.settings.max_weight:
-            raise ConfigError(f"{self.name}: a sum of total weight {total} exceeds homomorphic_encryption.max_weight"
-                              f" = {self.settings.max_weight}, the headroom the scheme was sized for")
+            raise ConfigError(
+                f"{self.name}: a sum of total weight {total} exceeds homomorphic_encryption.max_weight"
+                f" = {self.settings.max_weight}, the headroom the scheme was sized for"
+            )
         return self.scheme.sum([self.scheme.scale(p.ciphertext, int(w)) for p, w in zip(payloads, weights)])
 
     def decrypt(self, aggregate: Any, spec: Spec) -> Params:
@@ -302,5 +336,16 @@ def decode_public_key(text: str) -> bytes:
         raise ConfigError(f"homomorphic_encryption.public_key: expected base64 text ({err})") from None
 
 
-__all__ = ["HEPayload", "HESettings", "HomomorphicSum", "KeyHolder", "SCHEMES", "SCHEME_SETTINGS", "coeff_bits",
-           "decode_public_key", "default_max_weight", "encode_public_key", "he_settings"]
+__all__ = [
+    "SCHEMES",
+    "SCHEME_SETTINGS",
+    "HEPayload",
+    "HESettings",
+    "HomomorphicSum",
+    "KeyHolder",
+    "coeff_bits",
+    "decode_public_key",
+    "default_max_weight",
+    "encode_public_key",
+    "he_settings",
+]

@@ -80,4 +80,4 @@ def build_model(name: str, dataset: Dataset) -> nn.Module:
         raise ConfigError(f"{e} (data set {dataset.name!r})") from None
 
 
-__all__ = ["CNN", "CharLSTM", "LogReg", "MODELS", "ModelSpec", "TwoNN", "build_model"]
+__all__ = ["CNN", "MODELS", "CharLSTM", "LogReg", "ModelSpec", "TwoNN", "build_model"]

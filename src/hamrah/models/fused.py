@@ -13,7 +13,7 @@ It computes the same loss and update as ``train_local``'s autograd loop (tested)
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

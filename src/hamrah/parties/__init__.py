@@ -10,5 +10,13 @@ from hamrah.parties.config import PartyConfig, load_party_config
 from hamrah.parties.runner import load_checkpoints, run_party
 from hamrah.parties.tls import make_party_tls
 
-__all__ = ["GrpcChannel", "PartyConfig", "PartyServer", "TLSFiles", "load_checkpoints", "load_party_config",
-           "make_party_tls", "run_party"]
+__all__ = [
+    "GrpcChannel",
+    "PartyConfig",
+    "PartyServer",
+    "TLSFiles",
+    "load_checkpoints",
+    "load_party_config",
+    "make_party_tls",
+    "run_party",
+]

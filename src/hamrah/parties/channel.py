@@ -91,16 +91,25 @@ class PartyServer:
         tls: certificates. timeout_s: silence before a peer is declared gone. ping_s: liveness checks.
     """
 
-    def __init__(self, name: str, peers: Mapping[str, str], listen: str, tls: TLSFiles,
-                 timeout_s: float = 300.0, ping_s: float = 1.0):
+    def __init__(
+        self,
+        name: str,
+        peers: Mapping[str, str],
+        listen: str,
+        tls: TLSFiles,
+        timeout_s: float = 300.0,
+        ping_s: float = 1.0,
+    ):
         self.name, self.addresses, self.tls = name, dict(peers), tls
         self.timeout_s, self.ping_s = timeout_s, ping_s
         self.inbox = Inbox(tuple(sorted(peers)))
         self.dead: set[bytes] = set()
         opts = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
         self.server = grpc.server(ThreadPoolExecutor(max_workers=4), options=opts)
-        handlers = {"Deliver": grpc.unary_unary_rpc_method_handler(self._deliver),
-                    "Ping": grpc.unary_unary_rpc_method_handler(lambda req, ctx: b"")}
+        handlers = {
+            "Deliver": grpc.unary_unary_rpc_method_handler(self._deliver),
+            "Ping": grpc.unary_unary_rpc_method_handler(lambda req, ctx: b""),
+        }
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         if not self.server.add_secure_port(listen, server_credentials(tls.cert, tls.key, client_ca=tls.ca)):
             raise TransportError(f"party {name!r}: cannot listen on {listen}")
@@ -118,7 +127,7 @@ class PartyServer:
         if len(request) < FRAME.size:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "frame shorter than its header")
         session, seq = FRAME.unpack_from(request)
-        error = self.inbox.put(sender, session, seq, request[FRAME.size:])
+        error = self.inbox.put(sender, session, seq, request[FRAME.size :])
         if error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
         return b""
@@ -158,8 +167,9 @@ class GrpcChannel:
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
                 raise ProtocolError(f"{to!r} refused our {tag!r} message: {e.details()}") from None
-            raise PartyFailed(to, f"unreachable at {self.server.addresses[to]} ({e.code().name}) "
-                                  f"while {self.name!r} sent {tag!r}") from None
+            raise PartyFailed(
+                to, f"unreachable at {self.server.addresses[to]} ({e.code().name}) while {self.name!r} sent {tag!r}"
+            ) from None
         self.seq[to] += 1
         self.alive.add(to)
         self.stats.count(to, len(data), sent=True)
@@ -187,8 +197,11 @@ class GrpcChannel:
                     self.alive.add(frm)
                     return data
                 if time.monotonic() > deadline:
-                    raise PartyFailed(frm, f"sent nothing for {self.server.timeout_s:g} s while {self.name!r} "
-                                           f"waited for its {tag!r} message")
+                    raise PartyFailed(
+                        frm,
+                        f"sent nothing for {self.server.timeout_s:g} s while {self.name!r} "
+                        f"waited for its {tag!r} message",
+                    )
                 inbox.cv.wait(self.server.ping_s)
                 if frm in self.alive and not inbox.items[frm]:
                     inbox.cv.release()
@@ -197,8 +210,11 @@ class GrpcChannel:
                     finally:
                         inbox.cv.acquire()
                     if gone:
-                        raise PartyFailed(frm, f"went away (unreachable at {self.server.addresses[frm]}) while "
-                                               f"{self.name!r} waited for {tag!r}")
+                        raise PartyFailed(
+                            frm,
+                            f"went away (unreachable at {self.server.addresses[frm]}) while "
+                            f"{self.name!r} waited for {tag!r}",
+                        )
 
     def recv(self, frm: str, tag: str) -> dict:
         self._peer(frm)

@@ -47,9 +47,13 @@ from hamrah.core.errors import ConfigError
 from hamrah.parties.channel import TLSFiles
 from hamrah.vertical.registry import PROTOCOLS, build_config
 
-SECTIONS = {"party": {"name", "role", "listen", "out", "timeout_s", "retries"},
-            "data": {"path", "id_column", "label_column"}, "peers": None,
-            "tls": {"ca", "cert", "key", "client_cert", "client_key"}, "protocol": None}
+SECTIONS = {
+    "party": {"name", "role", "listen", "out", "timeout_s", "retries"},
+    "data": {"path", "id_column", "label_column"},
+    "peers": None,
+    "tls": {"ca", "cert", "key", "client_cert", "client_key"},
+    "protocol": None,
+}
 
 
 @dataclass(frozen=True)
@@ -75,16 +79,20 @@ def _check_keys(doc: dict, path: Path) -> None:
     for section, value in doc.items():
         if section not in SECTIONS:
             close = difflib.get_close_matches(section, SECTIONS, n=1)
-            raise ConfigError(f"{path}: unknown section [{section}] (expected {', '.join(SECTIONS)})"
-                              + (f"; did you mean [{close[0]}]?" if close else ""))
+            raise ConfigError(
+                f"{path}: unknown section [{section}] (expected {', '.join(SECTIONS)})"
+                + (f"; did you mean [{close[0]}]?" if close else "")
+            )
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
         allowed = SECTIONS[section]
         for key in value:
             if allowed is not None and key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1)
-                raise ConfigError(f"{path}: unknown key {section}.{key} (expected {', '.join(sorted(allowed))})"
-                                  + (f"; did you mean {close[0]!r}?" if close else ""))
+                raise ConfigError(
+                    f"{path}: unknown key {section}.{key} (expected {', '.join(sorted(allowed))})"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                )
 
 
 def _str(section: dict, key: str, where: str, default: str | None = None) -> str:
@@ -119,7 +127,7 @@ def load_party_config(path: str | Path) -> PartyConfig:
     if role not in roles:
         raise ConfigError(f"{path}: party.role = {role!r}: protocol {name!r} has roles {', '.join(roles)}")
     if not peers or not all(isinstance(v, str) and ":" in v for v in peers.values()):
-        raise ConfigError(f"{path}: [peers] must name every other party as name = \"host:port\"")
+        raise ConfigError(f'{path}: [peers] must name every other party as name = "host:port"')
     if role != "arbiter" and "path" not in data:
         raise ConfigError(f"{path}: data.path is required for a {role}")
     for key in ("timeout_s", "retries"):
@@ -128,13 +136,20 @@ def load_party_config(path: str | Path) -> PartyConfig:
             raise ConfigError(f"{path}: party.{key} = {v!r}: expected a number >= 0")
     files = TLSFiles(*(str(base / _str(tls, k, "tls")) for k in ("ca", "cert", "key", "client_cert", "client_key")))
     return PartyConfig(
-        name=_str(party, "name", "party"), role=role, listen=_str(party, "listen", "party"),
+        name=_str(party, "name", "party"),
+        role=role,
+        listen=_str(party, "listen", "party"),
         out=Path(os.path.normpath(base / _str(party, "out", "party", f"runs/party-{party.get('name', 'x')}"))),
-        peers=dict(peers), tls=files,
-        protocol=name, settings=build_config(name, protocol),
-        data_path=base / data["path"] if "path" in data else None, id_column=data.get("id_column", "id"),
-        label_column=data.get("label_column"), timeout_s=float(party.get("timeout_s", 300.0)),
-        retries=int(party.get("retries", 3)))
+        peers=dict(peers),
+        tls=files,
+        protocol=name,
+        settings=build_config(name, protocol),
+        data_path=base / data["path"] if "path" in data else None,
+        id_column=data.get("id_column", "id"),
+        label_column=data.get("label_column"),
+        timeout_s=float(party.get("timeout_s", 300.0)),
+        retries=int(party.get("retries", 3)),
+    )
 
 
 __all__ = ["PartyConfig", "load_party_config"]

@@ -31,9 +31,16 @@ def _save(folder: Path, state: LRState) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".epoch-{state.epoch:04d}.npz"
     with open(tmp, "wb") as f:
-        np.savez(f, epoch=state.epoch, weights=state.weights, mean=state.mean, std=state.std,
-                 converged=state.converged, history=np.array(state.history, dtype=np.float64),
-                 quantiles=state.quantiles)
+        np.savez(
+            f,
+            epoch=state.epoch,
+            weights=state.weights,
+            mean=state.mean,
+            std=state.std,
+            converged=state.converged,
+            history=np.array(state.history, dtype=np.float64),
+            quantiles=state.quantiles,
+        )
     os.replace(tmp, folder / f"epoch-{state.epoch:04d}.npz")
 
 
@@ -48,8 +55,15 @@ def load_checkpoints(folder: Path) -> dict[int, LRState]:
         try:
             with np.load(path, allow_pickle=False) as z:
                 quantiles = z["quantiles"] if "quantiles" in z.files else np.zeros((0, 0))
-                states[int(z["epoch"])] = LRState(int(z["epoch"]), z["weights"], z["mean"], z["std"],
-                                                  bool(z["converged"]), tuple(z["history"].tolist()), quantiles)
+                states[int(z["epoch"])] = LRState(
+                    int(z["epoch"]),
+                    z["weights"],
+                    z["mean"],
+                    z["std"],
+                    bool(z["converged"]),
+                    tuple(z["history"].tolist()),
+                    quantiles,
+                )
         except (OSError, KeyError, ValueError) as e:
             raise DataError(f"{path}: not a readable checkpoint ({e}); delete it to start that epoch again") from None
     return states
@@ -94,11 +108,18 @@ def _save_npz(path: Path, arrays: dict) -> None:
 
 def _write_result(cfg: PartyConfig, result, stats) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
-    summary = {"party": cfg.name, "role": cfg.role, "protocol": cfg.protocol,
-               "sent_bytes": stats.sent_bytes, "received_bytes": stats.received_bytes}
+    summary = {
+        "party": cfg.name,
+        "role": cfg.role,
+        "protocol": cfg.protocol,
+        "sent_bytes": stats.sent_bytes,
+        "received_bytes": stats.received_bytes,
+    }
     if isinstance(result, LRState) and result.weights.size:
-        _save_npz(cfg.out / "model.npz", {"weights": result.weights, "mean": result.mean, "std": result.std,
-                                          "quantiles": result.quantiles})
+        _save_npz(
+            cfg.out / "model.npz",
+            {"weights": result.weights, "mean": result.mean, "std": result.std, "quantiles": result.quantiles},
+        )
     if isinstance(result, LRState):
         summary.update(epochs=result.epoch, converged=result.converged, weight_change=list(result.history))
     elif isinstance(result, np.ndarray):
@@ -138,16 +159,21 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
             if resumable:
                 done = load_checkpoints(folder)
                 kwargs = {"resume": done, "on_epoch": lambda s: (_save(folder, s), report(_progress(cfg.name, s)))}
-                report(f"{cfg.name}: {cfg.protocol} as {cfg.role}, "
-                       + (f"resuming after epoch {max(done)}" if done else "starting") + f" (attempt {attempt + 1})")
+                report(
+                    f"{cfg.name}: {cfg.protocol} as {cfg.role}, "
+                    + (f"resuming after epoch {max(done)}" if done else "starting")
+                    + f" (attempt {attempt + 1})"
+                )
             try:
                 return _write_result(cfg, role(channel, table, cfg.settings, **kwargs), channel.stats)
             except PartyFailed as e:
                 channel.close()
                 if attempt == cfg.retries:
                     raise
-                report(f"{cfg.name}: {e}; waiting for it to come back, then resuming from the last epoch "
-                       "every party completed")
+                report(
+                    f"{cfg.name}: {e}; waiting for it to come back, then resuming from the last epoch "
+                    "every party completed"
+                )
     finally:
         server.stop()
 

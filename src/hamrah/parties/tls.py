@@ -17,8 +17,9 @@ from hamrah.parties.channel import TLSFiles
 from hamrah.transport.security import key_pem, make_cert, pem, write_private
 
 
-def make_party_tls(out_dir: str | Path, names: list[str] | tuple[str, ...],
-                   hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> dict[str, TLSFiles]:
+def make_party_tls(
+    out_dir: str | Path, names: list[str] | tuple[str, ...], hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+) -> dict[str, TLSFiles]:
     """Write ``ca.pem`` and ``<name>-server.pem/.key``, ``<name>-client.pem/.key`` for each party.
 
     Returns:
@@ -38,11 +39,17 @@ def make_party_tls(out_dir: str | Path, names: list[str] | tuple[str, ...],
     for name in names:
         for role, role_hosts in (("server", hosts), ("client", ())):
             key = ec.generate_private_key(ec.SECP256R1())
-            (out / f"{name}-{role}.pem").write_bytes(pem(make_cert(role, name, key.public_key(), ca_key, ca.subject,
-                                                                   role_hosts)))
+            (out / f"{name}-{role}.pem").write_bytes(
+                pem(make_cert(role, name, key.public_key(), ca_key, ca.subject, role_hosts))
+            )
             write_private(out / f"{name}-{role}.key", key_pem(key))
-        files[name] = TLSFiles(str(out / "ca.pem"), str(out / f"{name}-server.pem"), str(out / f"{name}-server.key"),
-                               str(out / f"{name}-client.pem"), str(out / f"{name}-client.key"))
+        files[name] = TLSFiles(
+            str(out / "ca.pem"),
+            str(out / f"{name}-server.pem"),
+            str(out / f"{name}-server.key"),
+            str(out / f"{name}-client.pem"),
+            str(out / f"{name}-client.key"),
+        )
     return files
 
 

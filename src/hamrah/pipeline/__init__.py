@@ -23,5 +23,14 @@ from hamrah.pipeline.spec import (
     stage_factory,
 )
 
-__all__ = ["CODECS", "STAGES", "PipelineRun", "PipelineSpec", "codec_stage", "dp_config", "dp_settings",
-           "resolve_pipeline", "stage_factory"]
+__all__ = [
+    "CODECS",
+    "STAGES",
+    "PipelineRun",
+    "PipelineSpec",
+    "codec_stage",
+    "dp_config",
+    "dp_settings",
+    "resolve_pipeline",
+    "stage_factory",
+]

@@ -70,8 +70,11 @@ class DistributedRound:
     sampling_probability: float = 1.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.min_contributors, bool) or not isinstance(self.min_contributors, int) \
-                or self.min_contributors < 1:
+        if (
+            isinstance(self.min_contributors, bool)
+            or not isinstance(self.min_contributors, int)
+            or self.min_contributors < 1
+        ):
             raise ConfigError(f"min_contributors = {self.min_contributors!r}: expected a positive integer")
         if not 0 < self.sampling_probability <= 1:
             raise ConfigError(f"sampling_probability = {self.sampling_probability!r}: expected a number in (0, 1]")
@@ -97,8 +100,11 @@ class DistributedRound:
 
         def eps(orders: np.ndarray) -> np.ndarray:
             a = orders / 2
-            return np.minimum(np.minimum(a * l2 ** 2 + tau * d, a * (l2 ** 2 + 2 * l1 * tau + tau ** 2 * d)),
-                              a * (l2 + math.sqrt(d) * tau) ** 2)
+            return np.minimum(
+                np.minimum(a * l2**2 + tau * d, a * (l2**2 + 2 * l1 * tau + tau**2 * d)),
+                a * (l2 + math.sqrt(d) * tau) ** 2,
+            )
+
         return eps
 
     def rdp(self, orders: Sequence[int] = ORDERS) -> np.ndarray:
@@ -120,10 +126,15 @@ def _poisson_subsampled(order: int, q: float, eps) -> float:
         return math.inf
     j = np.arange(3, order + 1, dtype=np.float64)
     log_binom = special.gammaln(order + 1) - special.gammaln(j + 1) - special.gammaln(order - j + 1)
-    terms = np.concatenate([[0.0, e2], (j - 1) * np.asarray(eps(j)) + log_binom + (order - j) * math.log1p(-q)
-                            + j * math.log(q)])
-    coeff = np.concatenate([[(1 - q) ** (order - 1) * (order * q - q + 1),
-                             special.comb(order, 2) * q ** 2 * (1 - q) ** (order - 2)], np.full(len(j), 3.0)])
+    terms = np.concatenate(
+        [[0.0, e2], (j - 1) * np.asarray(eps(j)) + log_binom + (order - j) * math.log1p(-q) + j * math.log(q)]
+    )
+    coeff = np.concatenate(
+        [
+            [(1 - q) ** (order - 1) * (order * q - q + 1), special.comb(order, 2) * q**2 * (1 - q) ** (order - 2)],
+            np.full(len(j), 3.0),
+        ]
+    )
     return float(special.logsumexp(terms, b=coeff)) / (order - 1)
 
 
@@ -155,8 +166,14 @@ LEDGER_FORMAT = "hamrah-ddg-ledger"
 
 def ledger_to_dict(accountant: DistributedAccountant, delta: float) -> dict:
     """Return what a server keeps of a DDG accountant with its checkpoints (the mechanism and the rounds charged)."""
-    return {"format": LEDGER_FORMAT, "version": 1, "delta": float(delta), "mechanism": asdict(accountant.spec),
-            "rounds_done": accountant.rounds, "spent_epsilon": accountant.epsilon(delta)}
+    return {
+        "format": LEDGER_FORMAT,
+        "version": 1,
+        "delta": float(delta),
+        "mechanism": asdict(accountant.spec),
+        "rounds_done": accountant.rounds,
+        "spent_epsilon": accountant.epsilon(delta),
+    }
 
 
 def restore_ledger(accountant: DistributedAccountant, d: dict, delta: float, source: str) -> None:
@@ -167,19 +184,25 @@ def restore_ledger(accountant: DistributedAccountant, d: dict, delta: float, sou
         ConfigError: it was written for another mechanism or delta (a new budget needs a new state folder).
     """
     if not isinstance(d, dict) or d.get("format") != LEDGER_FORMAT or d.get("version") != 1:
-        raise DataError(f"{source}: the privacy ledger is not a distributed-DP ledger (format {LEDGER_FORMAT!r}); "
-                        "expected the entry this server wrote")
+        raise DataError(
+            f"{source}: the privacy ledger is not a distributed-DP ledger (format {LEDGER_FORMAT!r}); "
+            "expected the entry this server wrote"
+        )
     saved, want = d.get("mechanism"), json.loads(json.dumps(asdict(accountant.spec)))
     if saved != want or d.get("delta") != float(delta):
-        raise ConfigError(f"{source}: the saved distributed-DP mechanism or delta differs from the configured one; "
-                          "expected the same (a new budget needs a new --state)")
+        raise ConfigError(
+            f"{source}: the saved distributed-DP mechanism or delta differs from the configured one; "
+            "expected the same (a new budget needs a new --state)"
+        )
     rounds = d.get("rounds_done")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
         raise DataError(f"{source}: corrupt privacy ledger: rounds_done = {rounds!r}, expected an integer >= 0")
     accountant.rounds = rounds
     if not math.isclose(accountant.epsilon(delta), float(d.get("spent_epsilon", -1.0)), rel_tol=1e-6, abs_tol=1e-9):
-        raise DataError(f"{source}: corrupt privacy ledger: stored spent epsilon {d.get('spent_epsilon')!r} but "
-                        f"{rounds} rounds give {accountant.epsilon(delta):.6g}")
+        raise DataError(
+            f"{source}: corrupt privacy ledger: stored spent epsilon {d.get('spent_epsilon')!r} but "
+            f"{rounds} rounds give {accountant.epsilon(delta):.6g}"
+        )
 
 
 @dataclass(frozen=True)
@@ -232,15 +255,20 @@ class DistributedDiscreteGaussian(BaseStage):
 
     def __post_init__(self) -> None:
         if self.variant != "secagg":
-            raise ConfigError(f"secure_aggregation.variant = {self.variant!r} with privacy.mode = \"distributed\": "
-                              "expected \"secagg\"; a SecAgg+ client sees only its neighbourhood, so it cannot refuse a "
-                              "sum of fewer than min_contributors clients, whose noise would then be too small")
+            raise ConfigError(
+                f'secure_aggregation.variant = {self.variant!r} with privacy.mode = "distributed": '
+                'expected "secagg"; a SecAgg+ client sees only its neighbourhood, so it cannot refuse a '
+                "sum of fewer than min_contributors clients, whose noise would then be too small"
+            )
         check_flag(self.malicious_server)
         if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0):
-            raise ConfigError(f"privacy.noise_multiplier = {self.noise_multiplier!r}: expected a positive number for "
-                              "distributed DP")
+            raise ConfigError(
+                f"privacy.noise_multiplier = {self.noise_multiplier!r}: expected a positive number for distributed DP"
+            )
         if not (isinstance(self.min_contributors, int) and self.min_contributors >= 2):
-            raise ConfigError(f"secure_aggregation.min_contributors = {self.min_contributors!r}: expected an integer >= 2")
+            raise ConfigError(
+                f"secure_aggregation.min_contributors = {self.min_contributors!r}: expected an integer >= 2"
+            )
         ddg.DDGParams(1, self.clip, 1.0, 0.0, self.ring_bits, self.beta)  # validates clip, ring_bits, beta
 
     def params(self, dim: int) -> ddg.DDGParams:
@@ -265,11 +293,18 @@ class DistributedDiscreteGaussian(BaseStage):
         """
         n = num_clients
         if n < self.min_contributors:
-            raise ConfigError(f"distributed DP: {n} clients in the round, fewer than secure_aggregation."
-                              f"min_contributors = {self.min_contributors}; their noise would be too small, so the "
-                              "round releases nothing")
-        return SecAggConfig(num_clients=n, vector_length=length, ring_bits=self.ring_bits, prequantized=True,
-                            threshold=min(n, max(n // 2 + 1, self.min_contributors)))
+            raise ConfigError(
+                f"distributed DP: {n} clients in the round, fewer than secure_aggregation."
+                f"min_contributors = {self.min_contributors}; their noise would be too small, so the "
+                "round releases nothing"
+            )
+        return SecAggConfig(
+            num_clients=n,
+            vector_length=length,
+            ring_bits=self.ring_bits,
+            prequantized=True,
+            threshold=min(n, max(n // 2 + 1, self.min_contributors)),
+        )
 
     def decode_secure(self, result, dim: int, round_idx: int) -> np.ndarray:
         """Return the float sum of ``dim`` coordinates that a SecAgg result's ring sum stands for."""
@@ -301,11 +336,19 @@ class DistributedDiscreteGaussian(BaseStage):
             return {k: torch.zeros(s) for k, s in spec}, [0] * n, [0] * n
         config = self.config(n, self.secure_length(layout.size))
         seed = int(ctx.rng.integers(2**31))
-        run = run_secure_aggregation([p.values for p in payloads], config, seed=seed, round_id=ctx.round_idx,
-                                     identities=simulated_identities(n, seed) if self.malicious_server else None)
+        run = run_secure_aggregation(
+            [p.values for p in payloads],
+            config,
+            seed=seed,
+            round_id=ctx.round_idx,
+            identities=simulated_identities(n, seed) if self.malicious_server else None,
+        )
         total = self.decode_secure(run.result, layout.size, ctx.round_idx)
-        return unflatten_params(total, layout), [int(b) for b in run.client_bytes_sent], \
-            [int(b) for b in run.client_bytes_received]
+        return (
+            unflatten_params(total, layout),
+            [int(b) for b in run.client_bytes_sent],
+            [int(b) for b in run.client_bytes_received],
+        )
 
     def aggregate(self, payloads: Sequence[RingPayload], ctx: ServerContext) -> Params:
         return self.secure_round(payloads, ctx)[0]
@@ -316,8 +359,9 @@ class DistributedDiscreteGaussian(BaseStage):
         return {k: v * scale for k, v in aggregate.items()}, state
 
 
-def distributed_stage(dp, noise_multiplier: float, cohort: float, secure: dict | None,
-                      codec: Any = None) -> DistributedDiscreteGaussian:
+def distributed_stage(
+    dp, noise_multiplier: float, cohort: float, secure: dict | None, codec: Any = None
+) -> DistributedDiscreteGaussian:
     """Return the DDG stage of ``[privacy] mode = "distributed"`` with ``[secure_aggregation]``.
 
     Args:
@@ -331,47 +375,73 @@ def distributed_stage(dp, noise_multiplier: float, cohort: float, secure: dict |
         ConfigError: no secure aggregation, a codec, a target epsilon, fixed-size sampling or PLD accounting.
     """
     if secure is None:
-        raise ConfigError("privacy.mode = \"distributed\" needs [secure_aggregation]: the clients' noise protects "
-                          "only a sum the server cannot see the parts of")
+        raise ConfigError(
+            'privacy.mode = "distributed" needs [secure_aggregation]: the clients\' noise protects '
+            "only a sum the server cannot see the parts of"
+        )
     if codec is not None:
-        raise ConfigError("privacy.mode = \"distributed\" with [compression]: the DDG stage quantizes the update "
-                          "into the ring itself; expected no [compression] section (or codec = \"none\")")
+        raise ConfigError(
+            'privacy.mode = "distributed" with [compression]: the DDG stage quantizes the update '
+            'into the ring itself; expected no [compression] section (or codec = "none")'
+        )
     if dp.target_epsilon is not None or dp.noise_multiplier is None:
-        raise ConfigError("privacy.mode = \"distributed\": expected privacy.noise_multiplier and no target_epsilon "
-                          "(the distributed accountant reports the epsilon spent; calibrating z needs the model's "
-                          "dimension and is not wired)")
+        raise ConfigError(
+            'privacy.mode = "distributed": expected privacy.noise_multiplier and no target_epsilon '
+            "(the distributed accountant reports the epsilon spent; calibrating z needs the model's "
+            "dimension and is not wired)"
+        )
     if dp.sampling != "poisson" or dp.accountant != "rdp":
-        raise ConfigError("privacy.mode = \"distributed\": expected sampling = \"poisson\" and accountant = "
-                          "\"rdp\" (the DDG accountant is Zhu-Wang's Poisson-subsampled RDP)")
+        raise ConfigError(
+            'privacy.mode = "distributed": expected sampling = "poisson" and accountant = '
+            '"rdp" (the DDG accountant is Zhu-Wang\'s Poisson-subsampled RDP)'
+        )
     n_min = secure.get("min_contributors") or max(2, int(cohort) // 2)
-    return DistributedDiscreteGaussian(dp.clip, float(noise_multiplier), int(n_min), float(cohort),
-                                       int(secure.get("ring_bits") or 20), variant=secure.get("variant", "secagg"),
-                                       malicious_server=secure.get("malicious_server", False))
+    return DistributedDiscreteGaussian(
+        dp.clip,
+        float(noise_multiplier),
+        int(n_min),
+        float(cohort),
+        int(secure.get("ring_bits") or 20),
+        variant=secure.get("variant", "secagg"),
+        malicious_server=secure.get("malicious_server", False),
+    )
 
 
-def distributed_accountant(stage: DistributedDiscreteGaussian, template: Params,
-                           sampling_probability: float) -> DistributedAccountant:
+def distributed_accountant(
+    stage: DistributedDiscreteGaussian, template: Params, sampling_probability: float
+) -> DistributedAccountant:
     """Return the accountant of a run whose updates are shaped like ``template``."""
     dim = sum(v.numel() for v in template.values())
     return DistributedAccountant(stage.round_mechanism(dim, min(1.0, sampling_probability)))
 
 
-def calibrate_noise(stage: DistributedDiscreteGaussian, dim: int, sampling_probability: float, rounds: int,
-                    delta: float, target_epsilon: float, tol: float = 1e-3) -> float:
+def calibrate_noise(
+    stage: DistributedDiscreteGaussian,
+    dim: int,
+    sampling_probability: float,
+    rounds: int,
+    delta: float,
+    target_epsilon: float,
+    tol: float = 1e-3,
+) -> float:
     """Return the smallest z (to ``tol``, relative) at which ``rounds`` rounds of ``stage`` spend <= ``target_epsilon``.
 
     Raises:
         ConfigError: no z up to 10^4 reaches the target.
     """
+
     def eps(z: float) -> float:
         acc = DistributedAccountant(replace(stage, noise_multiplier=z).round_mechanism(dim, sampling_probability))
         acc.step(rounds)
         return acc.epsilon(delta)
+
     low, high = 1e-3, 1.0
     while eps(high) > target_epsilon:
         low, high = high, high * 2
         if high > 1e4:
-            raise ConfigError(f"distributed DP: no noise multiplier up to 1e4 spends <= {target_epsilon} in {rounds} rounds")
+            raise ConfigError(
+                f"distributed DP: no noise multiplier up to 1e4 spends <= {target_epsilon} in {rounds} rounds"
+            )
     while high - low > tol * high:
         mid = (low + high) / 2
         low, high = (mid, high) if eps(mid) > target_epsilon else (low, mid)

@@ -29,8 +29,14 @@ class PipelineRun:
         model: the model's parameters (what is broadcast, for the bytes down; None: ``template``).
     """
 
-    def __init__(self, spec: PipelineSpec, template: Params, ledger_path: str | None = None,
-                 key_holder=None, model: Params | None = None):
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        template: Params,
+        ledger_path: str | None = None,
+        key_holder=None,
+        model: Params | None = None,
+    ):
         if spec.homomorphic is not None:  # the driver that aggregates keeps the key holder; devices get the public key
             from hamrah.he.stage import KeyHolder
 
@@ -54,12 +60,18 @@ class PipelineRun:
             from hamrah.privacy.accounting import PrivacyAccountant
             from hamrah.privacy.ledger import BudgetLedger
         if dp is not None and dp.target_epsilon is not None:
-            self.ledger = (BudgetLedger.resume(ledger_path, dp.target_epsilon, dp.delta, rs, dp.accountant)
-                           if ledger_path else BudgetLedger(dp.target_epsilon, dp.delta, rs, dp.accountant))
+            self.ledger = (
+                BudgetLedger.resume(ledger_path, dp.target_epsilon, dp.delta, rs, dp.accountant)
+                if ledger_path
+                else BudgetLedger(dp.target_epsilon, dp.delta, rs, dp.accountant)
+            )
             self.accountant = self.ledger.accountant
         elif dp is not None:
-            self.accountant = (distributed_accountant(self.chain.stages[0], template, spec.poisson_q)
-                               if dp.mode == "distributed" else PrivacyAccountant(rs, dp.accountant))
+            self.accountant = (
+                distributed_accountant(self.chain.stages[0], template, spec.poisson_q)
+                if dp.mode == "distributed"
+                else PrivacyAccountant(rs, dp.accountant)
+            )
 
     def refuse_start(self, rounds: int) -> None:
         """Raise ConfigError (naming the largest feasible number) unless ``rounds`` rounds fit the budget."""
@@ -93,17 +105,33 @@ class PipelineRun:
         soundly (:func:`hamrah.core.pipeline.check_statistics`)."""
         check_statistics(self.chain.stages, statistics, robust)
 
-    def process(self, round_idx: int, updates: Mapping[int, Params], num_examples: Mapping[int, int],
-                rngs: Mapping[int, np.random.Generator], server_rng: np.random.Generator,
-                combine: CombineRule | None = None) -> RoundOutput:
+    def process(
+        self,
+        round_idx: int,
+        updates: Mapping[int, Params],
+        num_examples: Mapping[int, int],
+        rngs: Mapping[int, np.random.Generator],
+        server_rng: np.random.Generator,
+        combine: CombineRule | None = None,
+    ) -> RoundOutput:
         """Run the chain on one round (an empty round still releases central noise); keep the new states.
 
         ``updates`` are packed statistics (:func:`hamrah.core.aggregate.pack` with :meth:`weight`);
         ``combine`` is a robust rule that replaces the weighted mean of the decoded updates."""
         weights = {k: self.weight(num_examples[k]) for k in updates}
-        out = process_round(self.chain, updates, weights, self.client_states, rngs, server_state=self.server_state,
-                            round_idx=round_idx, server_rng=server_rng, template=self.template, combine=combine,
-                            model=self.model)
+        out = process_round(
+            self.chain,
+            updates,
+            weights,
+            self.client_states,
+            rngs,
+            server_state=self.server_state,
+            round_idx=round_idx,
+            server_rng=server_rng,
+            template=self.template,
+            combine=combine,
+            model=self.model,
+        )
         self.client_states.update(out.states)
         self.server_state = out.server_state
         return out
@@ -114,8 +142,9 @@ class PipelineRun:
 
     def server_half(self, aggregate: Params, num_clients: int, round_idx: int, rng: np.random.Generator) -> Params:
         """Run the server halves on an aggregate computed elsewhere (the real server's Aggregators)."""
-        out, self.server_state = self.chain.server(aggregate, self.server_state,
-                                                   ServerContext(round_idx, num_clients, rng))
+        out, self.server_state = self.chain.server(
+            aggregate, self.server_state, ServerContext(round_idx, num_clients, rng)
+        )
         return out
 
 

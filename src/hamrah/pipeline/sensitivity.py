@@ -40,7 +40,7 @@ def coordinate_error(stage: Stage) -> float | None:
     if isinstance(stage, StochasticQuantizer) and stage.scheme == "ring":
         return 2 * float(stage.clip) / stage.levels
     if isinstance(stage, SecureAggregation):
-        return float(stage.clip) / (2 ** stage.input_bits - 1)
+        return float(stage.clip) / (2**stage.input_bits - 1)
     if isinstance(stage, HomomorphicSum) and stage.settings.scheme == "paillier":
         return 2.0 ** -(stage.settings.precision_bits + 1)
     return None
@@ -59,10 +59,12 @@ def decode_error(stages: Sequence[Stage]) -> float:
     for st in stages:
         e = coordinate_error(st)
         if e is None:
-            raise ConfigError(f"privacy.mode = \"central\" with {st.name} before the secure sum: its rounding has no "
-                              "deterministic bound, so a client's summed contribution could exceed the clip norm "
-                              "the noise is calibrated to; expected SecAgg, Paillier, or a quantizer with "
-                              "scheme = \"ring\"")
+            raise ConfigError(
+                f'privacy.mode = "central" with {st.name} before the secure sum: its rounding has no '
+                "deterministic bound, so a client's summed contribution could exceed the clip norm "
+                "the noise is calibrated to; expected SecAgg, Paillier, or a quantizer with "
+                'scheme = "ring"'
+            )
         total += e
     return total
 

@@ -44,11 +44,16 @@ if TYPE_CHECKING:
 
 # stage name -> "module:attribute", imported only when a spec uses it (the lazy stage registry)
 STAGES: dict[str, str] = {
-    "quantize": "hamrah.compression:StochasticQuantizer", "sign": "hamrah.compression:SignEF",
-    "topk": "hamrah.compression:TopK", "mask": "hamrah.compression:RandomMask",
-    "float16": "hamrah.compression:HalfPrecision", "bfloat16": "hamrah.compression:HalfPrecision",
-    "secagg": "hamrah.secagg.stage:SecureAggregation", "homomorphic": "hamrah.he.stage:HomomorphicSum",
-    "dp": "hamrah.privacy.stages:dp_stages", "distributed_dp": "hamrah.pipeline.distributed:distributed_stage",
+    "quantize": "hamrah.compression:StochasticQuantizer",
+    "sign": "hamrah.compression:SignEF",
+    "topk": "hamrah.compression:TopK",
+    "mask": "hamrah.compression:RandomMask",
+    "float16": "hamrah.compression:HalfPrecision",
+    "bfloat16": "hamrah.compression:HalfPrecision",
+    "secagg": "hamrah.secagg.stage:SecureAggregation",
+    "homomorphic": "hamrah.he.stage:HomomorphicSum",
+    "dp": "hamrah.privacy.stages:dp_stages",
+    "distributed_dp": "hamrah.pipeline.distributed:distributed_stage",
 }
 
 
@@ -66,8 +71,13 @@ def stage_factory(name: str) -> Any:
 
 # codec name -> the settings it takes (anything else in [compression] is refused by name)
 CODECS: dict[str, tuple[str, ...]] = {
-    "none": (), "quantize": ("bits", "scheme", "range", "bucket"), "sign": ("error_feedback",),
-    "topk": ("fraction", "error_feedback", "value_dtype"), "mask": ("p", "shared"), "float16": (), "bfloat16": (),
+    "none": (),
+    "quantize": ("bits", "scheme", "range", "bucket"),
+    "sign": ("error_feedback",),
+    "topk": ("fraction", "error_feedback", "value_dtype"),
+    "mask": ("p", "shared"),
+    "float16": (),
+    "bfloat16": (),
 }
 
 
@@ -115,8 +125,11 @@ def dp_config(settings: Mapping[str, Any] | None) -> DPConfig | None:
     return DPConfig(**d)
 
 
-_ADAPTIVE_KEYS = {"target_quantile": "target_quantile", "clip_learning_rate": "learning_rate",
-                  "clip_count_stddev": "clip_count_stddev"}
+_ADAPTIVE_KEYS = {
+    "target_quantile": "target_quantile",
+    "clip_learning_rate": "learning_rate",
+    "clip_count_stddev": "clip_count_stddev",
+}
 
 
 def dp_settings(section: Mapping[str, Any]) -> dict:
@@ -166,8 +179,11 @@ class PipelineSpec:
     def poisson_q(self) -> float | None:
         """Return q when the accounting assumes Poisson sampling (the driver must sample so), else None."""
         dp = self.dp
-        return self.cohort / self.population if dp is not None and dp.mode in ("central", "distributed") and \
-            dp.sampling == "poisson" else None
+        return (
+            self.cohort / self.population
+            if dp is not None and dp.mode in ("central", "distributed") and dp.sampling == "poisson"
+            else None
+        )
 
     @property
     def tree_rounds(self) -> int | None:
@@ -195,7 +211,7 @@ class PipelineSpec:
             return None
         tree, pos = divmod(round_idx - 1, k)
         perm = rng_for_tree(tree).permutation(population)
-        return np.sort(perm[pos * self.cohort:(pos + 1) * self.cohort])
+        return np.sort(perm[pos * self.cohort : (pos + 1) * self.cohort])
 
     def he_settings(self) -> HESettings | None:
         """Return the homomorphic encryption settings (without the public key), or None (parsed once)."""
@@ -210,8 +226,10 @@ class PipelineSpec:
         try:
             return HESettings(**{k: v for k, v in self.homomorphic.items() if k != "public_key"})
         except TypeError as err:
-            raise ConfigError(f"pipeline spec: homomorphic settings {sorted(self.homomorphic)}: expected the fields "
-                              f"of HESettings ({err})") from None
+            raise ConfigError(
+                f"pipeline spec: homomorphic settings {sorted(self.homomorphic)}: expected the fields "
+                f"of HESettings ({err})"
+            ) from None
 
     def public_key(self) -> bytes | None:
         """Return the key holder's public key bytes the spec carries, or None."""
@@ -226,8 +244,9 @@ class PipelineSpec:
         """Return this spec carrying the public key ``data`` (what devices encrypt under)."""
         from hamrah.he.stage import encode_public_key
 
-        return dataclasses.replace(self, homomorphic={**self.he_settings().to_dict(),
-                                                      "public_key": encode_public_key(data)})
+        return dataclasses.replace(
+            self, homomorphic={**self.he_settings().to_dict(), "public_key": encode_public_key(data)}
+        )
 
     def stages(self, key_holder: KeyHolder | None = None) -> list[Stage]:
         """Return the chain's stages (see the module docstring for the order); ``key_holder`` goes to the
@@ -279,19 +298,30 @@ class PipelineSpec:
             ConfigError: a field is missing or wrong, or the chain cannot work.
         """
         try:
-            spec = cls(dict(d["compression"]), None if d.get("privacy") is None else dict(d["privacy"]),
-                       float(d["noise_multiplier"]), int(d["population"]), int(d["cohort"]),
-                       None if d.get("secure") is None else dict(d["secure"]),
-                       None if d.get("homomorphic") is None else dict(d["homomorphic"]))
+            spec = cls(
+                dict(d["compression"]),
+                None if d.get("privacy") is None else dict(d["privacy"]),
+                float(d["noise_multiplier"]),
+                int(d["population"]),
+                int(d["cohort"]),
+                None if d.get("secure") is None else dict(d["secure"]),
+                None if d.get("homomorphic") is None else dict(d["homomorphic"]),
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"pipeline spec: missing or malformed field ({err!r})") from None
         spec.chain()
         return spec
 
 
-def resolve_pipeline(compression: Mapping[str, Any] | None, privacy: Mapping[str, Any] | None, population: int,
-                     cohort: int, rounds: int, secure: Mapping[str, Any] | None = None,
-                     homomorphic: Mapping[str, Any] | None = None) -> PipelineSpec | None:
+def resolve_pipeline(
+    compression: Mapping[str, Any] | None,
+    privacy: Mapping[str, Any] | None,
+    population: int,
+    cohort: int,
+    rounds: int,
+    secure: Mapping[str, Any] | None = None,
+    homomorphic: Mapping[str, Any] | None = None,
+) -> PipelineSpec | None:
     """Return the run's pipeline (None when no section is set), its chain checked and z resolved.
 
     Args:
@@ -311,21 +341,35 @@ def resolve_pipeline(compression: Mapping[str, Any] | None, privacy: Mapping[str
         from hamrah.privacy.accounting import noise_multiplier_for, round_spec_for
 
         if dp.mode == "dpsgd":
-            raise ConfigError("privacy.mode = \"dpsgd\": on-device DP-SGD changes local training and is not a "
-                              "pipeline stage; expected \"central\" or \"local\" (see docs/dp.md for DP-SGD)")
-        z = (dp.noise_multiplier or 0.0) if dp.mode == "distributed" else noise_multiplier_for(
-            dp, rounds, round_spec_for(dp, 1.0, population, cohort))
+            raise ConfigError(
+                'privacy.mode = "dpsgd": on-device DP-SGD changes local training and is not a '
+                'pipeline stage; expected "central" or "local" (see docs/dp.md for DP-SGD)'
+            )
+        z = (
+            (dp.noise_multiplier or 0.0)
+            if dp.mode == "distributed"
+            else noise_multiplier_for(dp, rounds, round_spec_for(dp, 1.0, population, cohort))
+        )
         if dp.mode == "ftrl" and dp.tree_rounds * cohort > population:
-            raise ConfigError(f"privacy.tree_rounds = {dp.tree_rounds} with {cohort} clients a round and {population} "
-                              "in all: DP-FTRL's accounting needs each client at most once per tree, so expected "
-                              f"tree_rounds <= {population // max(cohort, 1)} (population / cohort)")
+            raise ConfigError(
+                f"privacy.tree_rounds = {dp.tree_rounds} with {cohort} clients a round and {population} "
+                "in all: DP-FTRL's accounting needs each client at most once per tree, so expected "
+                f"tree_rounds <= {population // max(cohort, 1)} (population / cohort)"
+            )
     he = None
     if homomorphic is not None:
         from hamrah.he.stage import default_max_weight, he_settings
 
         he = he_settings(homomorphic, default_max_weight(privacy is not None, cohort)).to_dict()
-    spec = PipelineSpec(dict(compression or {"codec": "none"}), None if privacy is None else dict(privacy),
-                        float(z), int(population), int(cohort), None if secure is None else dict(secure), he)
+    spec = PipelineSpec(
+        dict(compression or {"codec": "none"}),
+        None if privacy is None else dict(privacy),
+        float(z),
+        int(population),
+        int(cohort),
+        None if secure is None else dict(secure),
+        he,
+    )
     spec.chain()
     return spec
 
@@ -333,17 +377,28 @@ def resolve_pipeline(compression: Mapping[str, Any] | None, privacy: Mapping[str
 def _check_homomorphic(spec: PipelineSpec, stages: list[Stage]) -> None:
     """Refuse chains homomorphic encryption cannot serve, with the reason (before the generic chain rules)."""
     if spec.secure is not None:
-        raise ConfigError("[homomorphic_encryption] with [secure_aggregation]: each already shows the server only "
-                          "the sum of the updates, and the second would hide an already hidden update; expected "
-                          "one of the two sections")
+        raise ConfigError(
+            "[homomorphic_encryption] with [secure_aggregation]: each already shows the server only "
+            "the sum of the updates, and the second would hide an already hidden update; expected "
+            "one of the two sections"
+        )
     for st in stages:
         if st.traits.kind == "codec" and not st.traits.summable_in_ring:
-            raise ConfigError(f"compression.codec = {spec.compression.get('codec')!r} before [homomorphic_encryption]:"
-                              " its payload (per-client indices, signs or scales) cannot be added under encryption;"
-                              " expected codec = \"none\" or quantize with scheme = \"ring\" (a range shared by "
-                              "all clients)")
+            raise ConfigError(
+                f"compression.codec = {spec.compression.get('codec')!r} before [homomorphic_encryption]:"
+                " its payload (per-client indices, signs or scales) cannot be added under encryption;"
+                ' expected codec = "none" or quantize with scheme = "ring" (a range shared by '
+                "all clients)"
+            )
 
 
-
-__all__ = ["CODECS", "STAGES", "PipelineSpec", "codec_stage", "dp_config", "dp_settings", "resolve_pipeline",
-           "stage_factory"]
+__all__ = [
+    "CODECS",
+    "STAGES",
+    "PipelineSpec",
+    "codec_stage",
+    "dp_config",
+    "dp_settings",
+    "resolve_pipeline",
+    "stage_factory",
+]

@@ -23,13 +23,27 @@ import importlib
 
 _NAMES = {
     "accounting": ("PrivacyAccountant", "RoundSpec", "epsilon_of", "noise_multiplier_for", "round_spec_for"),
-    "adaptive": ("AdaptiveClipper", "AdaptiveClipState", "geometric_clip_update", "noised_unclipped_fraction",
-                 "unclipped_bit", "update_noise_multiplier"),
+    "adaptive": (
+        "AdaptiveClipper",
+        "AdaptiveClipState",
+        "geometric_clip_update",
+        "noised_unclipped_fraction",
+        "unclipped_bit",
+        "update_noise_multiplier",
+    ),
     "config": ("AdaptiveClipConfig", "DPConfig"),
     "ftrl": ("TreeAggregationNoise",),
     "ledger": ("BudgetLedger",),
-    "mechanisms": ("add_gaussian_noise", "central_noise_std", "clip_update", "dp_fedavg_aggregate",
-                   "estimator_denominator", "gaussian_noise_like", "l2_norm", "local_dp_release"),
+    "mechanisms": (
+        "add_gaussian_noise",
+        "central_noise_std",
+        "clip_update",
+        "dp_fedavg_aggregate",
+        "estimator_denominator",
+        "gaussian_noise_like",
+        "l2_norm",
+        "local_dp_release",
+    ),
     "stages": ("CentralGaussianNoise", "DPClip", "LocalGaussian", "dp_stages"),
 }
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}

@@ -100,8 +100,9 @@ class RoundSpec:
             k, m = self.population, self.cohort
             if not (isinstance(k, int) and isinstance(m, int) and 1 <= m <= k):
                 raise ConfigError(f"population = {k!r}, cohort = {m!r}: expected integers with 1 <= m <= K")
-        if self.sampling == "tree" and (isinstance(self.tree_size, bool) or not isinstance(self.tree_size, int)
-                                        or self.tree_size < 1):
+        if self.sampling == "tree" and (
+            isinstance(self.tree_size, bool) or not isinstance(self.tree_size, int) or self.tree_size < 1
+        ):
             raise ConfigError(f"tree_size = {self.tree_size!r}: expected an integer >= 1 (rounds per tree)")
 
     @classmethod
@@ -133,8 +134,9 @@ class RoundSpec:
 
     def with_noise(self, noise_multiplier: float) -> RoundSpec:
         """Return this spec with another noise multiplier."""
-        return RoundSpec(noise_multiplier, self.sampling, self.sampling_probability, self.population, self.cohort,
-                         self.tree_size)
+        return RoundSpec(
+            noise_multiplier, self.sampling, self.sampling_probability, self.population, self.cohort, self.tree_size
+        )
 
     def event(self, method: str = "rdp") -> dp_accounting.DpEvent:
         """Return the dp-accounting event of one round for the ``method`` accountant.
@@ -150,7 +152,8 @@ class RoundSpec:
             return dp_accounting.PoissonSampledDpEvent(self.sampling_probability, dp_accounting.GaussianDpEvent(z))
         if self.sampling == "fixed":
             return dp_accounting.SampledWithoutReplacementDpEvent(
-                self.population, self.cohort, dp_accounting.GaussianDpEvent(z / 2))
+                self.population, self.cohort, dp_accounting.GaussianDpEvent(z / 2)
+            )
         return dp_accounting.GaussianDpEvent(z if method == "pld" else z / 2)
 
     def to_dict(self) -> dict:
@@ -168,8 +171,9 @@ def tree_event(spec: RoundSpec, rounds: int) -> dp_accounting.DpEvent:
     k, z = spec.tree_size, spec.noise_multiplier
     events = []
     if rounds // k:
-        events.append(dp_accounting.SelfComposedDpEvent(dp_accounting.SingleEpochTreeAggregationDpEvent(z, k),
-                                                        rounds // k))
+        events.append(
+            dp_accounting.SelfComposedDpEvent(dp_accounting.SingleEpochTreeAggregationDpEvent(z, k), rounds // k)
+        )
     if rounds % k:
         events.append(dp_accounting.SingleEpochTreeAggregationDpEvent(z, rounds % k))
     return dp_accounting.ComposedDpEvent(events) if events else dp_accounting.NoOpDpEvent()
@@ -186,16 +190,21 @@ def _merge_trees(groups: Iterable[tuple[RoundSpec, int]]) -> list[tuple[RoundSpe
     if not trees:
         return groups
     if len(trees) > 1:
-        raise ConfigError(f"DP-FTRL rounds with different settings in one budget ({sorted(map(str, trees))}): "
-                          "expected one noise multiplier and tree size per run (trees count from round 1)")
-    return [(trees.pop(), sum(n for s, n in groups if s.sampling == "tree"))] + \
-        [(s, n) for s, n in groups if s.sampling != "tree"]
+        raise ConfigError(
+            f"DP-FTRL rounds with different settings in one budget ({sorted(map(str, trees))}): "
+            "expected one noise multiplier and tree size per run (trees count from round 1)"
+        )
+    return [(trees.pop(), sum(n for s, n in groups if s.sampling == "tree"))] + [
+        (s, n) for s, n in groups if s.sampling != "tree"
+    ]
 
 
 def composed_event(groups: Iterable[tuple[RoundSpec, int]], method: str = "rdp") -> dp_accounting.DpEvent:
     """Return the event of ``count`` rounds of each spec, composed, for the ``method`` accountant."""
-    events = [tree_event(s, n) if s.sampling == "tree" else dp_accounting.SelfComposedDpEvent(s.event(method), n)
-              for s, n in _merge_trees(groups)]
+    events = [
+        tree_event(s, n) if s.sampling == "tree" else dp_accounting.SelfComposedDpEvent(s.event(method), n)
+        for s, n in _merge_trees(groups)
+    ]
     return dp_accounting.ComposedDpEvent(events) if events else dp_accounting.NoOpDpEvent()
 
 
@@ -221,13 +230,17 @@ def epsilon_of(groups: Sequence[tuple[RoundSpec, int]], delta: float, method: st
         return 0.0
     relations = {s.relation for s, _ in groups}
     if len(relations) > 1:
-        raise ConfigError("rounds mix Poisson sampling (add/remove-one) with fixed or no sampling (replace-one): "
-                          "expected one sampling kind per budget")
+        raise ConfigError(
+            "rounds mix Poisson sampling (add/remove-one) with fixed or no sampling (replace-one): "
+            "expected one sampling kind per budget"
+        )
     relation = relations.pop()
     event = composed_event(groups, method)
     if not fresh_accountant(method, relation).supports(event):
-        raise ConfigError(f"the {method} accountant of dp-accounting does not support {groups[0][0].sampling} "
-                          "sampling: expected accountant = \"rdp\" or sampling = \"poisson\"")
+        raise ConfigError(
+            f"the {method} accountant of dp-accounting does not support {groups[0][0].sampling} "
+            'sampling: expected accountant = "rdp" or sampling = "poisson"'
+        )
     if method == "rdp" and relation == NeighboringRelation.REPLACE_SPECIAL:  # DP-FTRL: whole trees, not rounds
         return float(fresh_accountant(method, relation).compose(event).get_epsilon(delta))
     if method == "rdp":  # RDP adds up over rounds: n rounds cost n times one round's curve
@@ -302,8 +315,9 @@ class PrivacyAccountant:
             lo, hi = (mid, hi) if self.epsilon(delta, mid) <= target_epsilon else (lo, mid)
         return lo
 
-    def noise_for(self, target_epsilon: float, delta: float, rounds: int, q: float | None = None,
-                  tol: float = 1e-4) -> float:
+    def noise_for(
+        self, target_epsilon: float, delta: float, rounds: int, q: float | None = None, tol: float = 1e-4
+    ) -> float:
         """Return the smallest z (within ``tol``) for which ``rounds`` more rounds keep epsilon <= target.
 
         Calibrated with dp-accounting's ``calibrate_dp_mechanism`` (Brent's method with a guarantee that
@@ -315,8 +329,10 @@ class PrivacyAccountant:
         """
         spec = self._with_rate(q)
         if self.epsilon(delta) >= target_epsilon:
-            raise ConfigError(f"target epsilon {target_epsilon} is already spent ({self.epsilon(delta):.4g} "
-                              f"after {self.rounds} rounds): expected a larger target")
+            raise ConfigError(
+                f"target epsilon {target_epsilon} is already spent ({self.epsilon(delta):.4g} "
+                f"after {self.rounds} rounds): expected a larger target"
+            )
         groups = list(self.history)
 
         def gap(z: float) -> float:
@@ -329,10 +345,16 @@ class PrivacyAccountant:
         lower = upper / 2
         while gap(lower) <= 0 and lower > 1e-3:
             lower /= 2
-        return float(dp_accounting.calibrate_dp_mechanism(
-            lambda: fresh_accountant("pld", spec.relation),
-            lambda z: composed_event(groups + [(spec.with_noise(z), rounds)], "pld"), target_epsilon, delta,
-            dp_accounting.ExplicitBracketInterval(lower, upper), tol=tol))
+        return float(
+            dp_accounting.calibrate_dp_mechanism(
+                lambda: fresh_accountant("pld", spec.relation),
+                lambda z: composed_event(groups + [(spec.with_noise(z), rounds)], "pld"),
+                target_epsilon,
+                delta,
+                dp_accounting.ExplicitBracketInterval(lower, upper),
+                tol=tol,
+            )
+        )
 
     def _with_rate(self, q: float | None) -> RoundSpec:
         s = self.spec
@@ -345,21 +367,40 @@ class PrivacyAccountant:
         return s
 
 
-def _calibrate(groups: list[tuple[RoundSpec, int]], spec: RoundSpec, rounds: int, target_epsilon: float,
-               delta: float, method: str, tol: float) -> float:
+def _calibrate(
+    groups: list[tuple[RoundSpec, int]],
+    spec: RoundSpec,
+    rounds: int,
+    target_epsilon: float,
+    delta: float,
+    method: str,
+    tol: float,
+) -> float:
     """Return the smallest z (within tol, on the private side) with dp-accounting's calibrate_dp_mechanism."""
     try:
-        return float(dp_accounting.calibrate_dp_mechanism(
-            lambda: fresh_accountant(method, spec.relation),
-            lambda z: composed_event(groups + [(spec.with_noise(z), rounds)], method), target_epsilon, delta,
-            dp_accounting.LowerEndpointAndGuess(1e-2, 1.0), tol=tol))
+        return float(
+            dp_accounting.calibrate_dp_mechanism(
+                lambda: fresh_accountant(method, spec.relation),
+                lambda z: composed_event(groups + [(spec.with_noise(z), rounds)], method),
+                target_epsilon,
+                delta,
+                dp_accounting.LowerEndpointAndGuess(1e-2, 1.0),
+                tol=tol,
+            )
+        )
     except (ValueError, dp_accounting.mechanism_calibration.NoBracketIntervalFoundError) as err:
-        raise ConfigError(f"no noise multiplier fits epsilon {target_epsilon} at delta {delta} "
-                          f"over {rounds} rounds: {err}") from err
+        raise ConfigError(
+            f"no noise multiplier fits epsilon {target_epsilon} at delta {delta} over {rounds} rounds: {err}"
+        ) from err
 
 
-def round_spec_for(config: DPConfig, noise_multiplier: float, population: int, cohort: int | None = None,
-                   sampling_probability: float | None = None) -> RoundSpec:
+def round_spec_for(
+    config: DPConfig,
+    noise_multiplier: float,
+    population: int,
+    cohort: int | None = None,
+    sampling_probability: float | None = None,
+) -> RoundSpec:
     """Return the mechanism of one round of a central or local DP run.
 
     Central: Poisson sampling with q (default cohort / population) or m of K without replacement.
@@ -374,8 +415,10 @@ def round_spec_for(config: DPConfig, noise_multiplier: float, population: int, c
     if config.mode == "ftrl":
         return RoundSpec.tree(noise_multiplier, config.tree_rounds)
     if config.mode != "central":
-        raise ConfigError(f"privacy.mode = {config.mode!r}: rounds are accounted for central or local DP; "
-                          "expected DPSGDPlan.privacy_events for dpsgd")
+        raise ConfigError(
+            f"privacy.mode = {config.mode!r}: rounds are accounted for central or local DP; "
+            "expected DPSGDPlan.privacy_events for dpsgd"
+        )
     if config.sampling == "fixed":
         return RoundSpec.fixed(noise_multiplier, cohort, population)
     q = sampling_probability if sampling_probability is not None else (cohort or 0) / population

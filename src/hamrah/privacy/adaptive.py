@@ -27,9 +27,9 @@ from hamrah.privacy.config import AdaptiveClipConfig
 BIT_SENSITIVITY = 0.5  # |b_i - 1/2|: what one client adds to or removes from the shifted count
 
 
-
-def update_noise_multiplier(noise_multiplier: float, clip_count_stddev: float,
-                            bit_sensitivity: float = BIT_SENSITIVITY) -> float:
+def update_noise_multiplier(
+    noise_multiplier: float, clip_count_stddev: float, bit_sensitivity: float = BIT_SENSITIVITY
+) -> float:
     """Return z_Delta = (z^-2 - (s_b / sigma_b)^2)^(-1/2), the noise multiplier of the update itself.
 
     With the shifted bits' sensitivity s_b = 1/2 this is Andrew et al. 2021's (z^-2 - (2 sigma_b)^-2)^(-1/2).
@@ -52,7 +52,7 @@ def update_noise_multiplier(noise_multiplier: float, clip_count_stddev: float,
             f"(sigma_b / {bit_sensitivity:.6g} > z: Andrew et al. 2021's z_Delta = (z^-2 - (2 sigma_b)^-2)^-1/2 "
             "must be real)"
         )
-    return (z ** -2 - (bit_sensitivity / sb) ** 2) ** -0.5
+    return (z**-2 - (bit_sensitivity / sb) ** 2) ** -0.5
 
 
 def unclipped_bit(norm: float, clip: float) -> bool:

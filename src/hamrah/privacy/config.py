@@ -55,8 +55,12 @@ class AdaptiveClipConfig:
         q, lr, sb = self.target_quantile, self.learning_rate, self.clip_count_stddev
         _check(_is_number(q) and 0.0 < q < 1.0, "adaptive.target_quantile", q, "a number in (0, 1)")
         _check(_is_number(lr) and lr > 0, "adaptive.learning_rate", lr, "a positive finite number")
-        _check(sb is None or (_is_number(sb) and sb > 0), "adaptive.clip_count_stddev", sb,
-               "a positive finite number or None (= expected cohort / 20)")
+        _check(
+            sb is None or (_is_number(sb) and sb > 0),
+            "adaptive.clip_count_stddev",
+            sb,
+            "a positive finite number or None (= expected cohort / 20)",
+        )
 
     def count_stddev(self, expected_cohort: float) -> float:
         """Return sigma_b for a round with ``expected_cohort`` clients."""
@@ -102,22 +106,42 @@ class DPConfig:
         z, eps = self.noise_multiplier, self.target_epsilon
         _check(z is None or (_is_number(z) and z >= 0), "noise_multiplier", z, "a finite number >= 0 or None")
         _check(eps is None or (_is_number(eps) and eps > 0), "target_epsilon", eps, "a positive finite number or None")
-        _check(z is not None or eps is not None, "noise_multiplier", z,
-               "a value when privacy.target_epsilon is not set (one of the two is needed)")
+        _check(
+            z is not None or eps is not None,
+            "noise_multiplier",
+            z,
+            "a value when privacy.target_epsilon is not set (one of the two is needed)",
+        )
         _check(_is_number(self.delta) and 0.0 < self.delta < 1.0, "delta", self.delta, "a number in (0, 1)")
-        _check(self.adaptive is None or isinstance(self.adaptive, AdaptiveClipConfig), "adaptive",
-               self.adaptive, "an AdaptiveClipConfig or None")
-        _check(self.adaptive is None or self.mode == "central", "adaptive", self.adaptive,
-               "None unless privacy.mode = \"central\" (Andrew et al. 2021 clip adaptively at the server)")
+        _check(
+            self.adaptive is None or isinstance(self.adaptive, AdaptiveClipConfig),
+            "adaptive",
+            self.adaptive,
+            "an AdaptiveClipConfig or None",
+        )
+        _check(
+            self.adaptive is None or self.mode == "central",
+            "adaptive",
+            self.adaptive,
+            'None unless privacy.mode = "central" (Andrew et al. 2021 clip adaptively at the server)',
+        )
         k = self.tree_rounds
-        _check((k is None) == (self.mode != "ftrl") and (k is None or (isinstance(k, int) and not isinstance(k, bool)
-                                                                     and k >= 1)),
-               "tree_rounds", k, "an integer >= 1 with privacy.mode = \"ftrl\" (rounds per tree; each client at most "
-               "once per tree), and unset otherwise")
-        _check(self.mode != "ftrl" or self.accountant == "rdp", "accountant", self.accountant,
-               "\"rdp\" with privacy.mode = \"ftrl\" (dp-accounting accounts tree aggregation with RDP only)")
+        _check(
+            (k is None) == (self.mode != "ftrl")
+            and (k is None or (isinstance(k, int) and not isinstance(k, bool) and k >= 1)),
+            "tree_rounds",
+            k,
+            'an integer >= 1 with privacy.mode = "ftrl" (rounds per tree; each client at most '
+            "once per tree), and unset otherwise",
+        )
+        _check(
+            self.mode != "ftrl" or self.accountant == "rdp",
+            "accountant",
+            self.accountant,
+            '"rdp" with privacy.mode = "ftrl" (dp-accounting accounts tree aggregation with RDP only)',
+        )
         if self.accountant == "pld" and self.sampling == "fixed" and self.mode == "central":
             raise ConfigError(
-                "privacy.accountant = \"pld\" with privacy.sampling = \"fixed\": dp-accounting's PLD accountant "
-                "does not support sampling without replacement; expected accountant = \"rdp\" or sampling = \"poisson\""
+                'privacy.accountant = "pld" with privacy.sampling = "fixed": dp-accounting\'s PLD accountant '
+                'does not support sampling without replacement; expected accountant = "rdp" or sampling = "poisson"'
             )

@@ -83,7 +83,9 @@ class TreeAggregationNoise(BaseStage):
 
     def __post_init__(self) -> None:
         if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
-            raise ConfigError(f"{self.name}: noise_multiplier = {self.noise_multiplier!r}: expected a finite number >= 0")
+            raise ConfigError(
+                f"{self.name}: noise_multiplier = {self.noise_multiplier!r}: expected a finite number >= 0"
+            )
         if not self.expected_cohort > 0:
             raise ConfigError(f"{self.name}: expected_cohort = {self.expected_cohort!r}: expected a positive number")
         if isinstance(self.tree_rounds, bool) or not isinstance(self.tree_rounds, int) or self.tree_rounds < 1:
@@ -96,16 +98,19 @@ class TreeAggregationNoise(BaseStage):
         """Return N_t of tree ``tree``: the sum of its node noises covering rounds [1, t], std z per node."""
         out = {k: torch.zeros(v.shape, dtype=torch.float32) for k, v in like.items()}
         for level, index in dyadic_nodes(t):
-            g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, tree, level, index]).generate_state(1,
-                                                                                                              np.uint64)[0] >> 1))
+            g = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([seed, tree, level, index]).generate_state(1, np.uint64)[0] >> 1)
+            )
             for k in out:  # in the aggregate's (the model's) order: the same draws on every restart
                 out[k].add_(torch.randn(out[k].shape, generator=g), alpha=self.noise_multiplier)
         return out
 
     def server(self, aggregate: Params, state: Any, ctx: ServerContext) -> tuple[Params, Any]:
         if any(":" in k for k in aggregate):
-            raise ConfigError(f"{self.name}: auxiliary entries {sorted(k for k in aggregate if ':' in k)} in the "
-                              "aggregate; expected none (adaptive clipping is not available with DP-FTRL)")
+            raise ConfigError(
+                f"{self.name}: auxiliary entries {sorted(k for k in aggregate if ':' in k)} in the "
+                "aggregate; expected none (adaptive clipping is not available with DP-FTRL)"
+            )
         seed = state.seed or int(ctx.rng.integers(1, 2**62))
         tree, t = divmod(state.rounds, self.tree_rounds)
         now, before = self.prefix_noise(seed, tree, t + 1, aggregate), self.prefix_noise(seed, tree, t, aggregate)

@@ -42,10 +42,17 @@ class BudgetLedger:
         (0.9555, 0.9555)
     """
 
-    def __init__(self, target_epsilon: float, delta: float, spec: RoundSpec, method: str = "rdp",
-                 history: Sequence[tuple[RoundSpec, int]] = ()):
-        if isinstance(target_epsilon, bool) or not (isinstance(target_epsilon, (int, float)) and target_epsilon > 0
-                                                    and math.isfinite(target_epsilon)):
+    def __init__(
+        self,
+        target_epsilon: float,
+        delta: float,
+        spec: RoundSpec,
+        method: str = "rdp",
+        history: Sequence[tuple[RoundSpec, int]] = (),
+    ):
+        if isinstance(target_epsilon, bool) or not (
+            isinstance(target_epsilon, (int, float)) and target_epsilon > 0 and math.isfinite(target_epsilon)
+        ):
             raise ConfigError(f"target_epsilon = {target_epsilon!r}: expected a positive finite number")
         if isinstance(delta, bool) or not (isinstance(delta, (int, float)) and 0.0 < delta < 1.0):
             raise ConfigError(f"delta = {delta!r}: expected a number in (0, 1)")
@@ -109,10 +116,15 @@ class BudgetLedger:
     def to_dict(self) -> dict:
         """Return the ledger as a JSON-ready dict (the events composed so far and the spent epsilon)."""
         return {
-            "format": FORMAT, "version": VERSION, "target_epsilon": self.target_epsilon, "delta": self.delta,
-            "method": self.accountant.method, "spec": self.accountant.spec.to_dict(),
+            "format": FORMAT,
+            "version": VERSION,
+            "target_epsilon": self.target_epsilon,
+            "delta": self.delta,
+            "method": self.accountant.method,
+            "spec": self.accountant.spec.to_dict(),
             "history": [{"spec": s.to_dict(), "rounds": n} for s, n in self.accountant.history],
-            "rounds_done": self.rounds_done, "spent_epsilon": self.spent(),
+            "rounds_done": self.rounds_done,
+            "spent_epsilon": self.spent(),
         }
 
     @classmethod
@@ -124,19 +136,23 @@ class BudgetLedger:
         """
         try:
             if d.get("format") != FORMAT or d.get("version") != VERSION:
-                raise ValueError(f"format/version {d.get('format')!r}/{d.get('version')!r}, "
-                                 f"expected {FORMAT!r}/{VERSION}")
+                raise ValueError(
+                    f"format/version {d.get('format')!r}/{d.get('version')!r}, expected {FORMAT!r}/{VERSION}"
+                )
             history = [(RoundSpec.from_dict(h["spec"]), int(h["rounds"])) for h in d["history"]]
             if any(n < 0 for _, n in history):
                 raise ValueError("negative round count")
             ledger = cls(d["target_epsilon"], d["delta"], RoundSpec.from_dict(d["spec"]), d["method"], history)
             stored = float(d["spent_epsilon"])
         except (KeyError, TypeError, ValueError, AttributeError) as err:  # ConfigError is a ValueError
-            raise DataError(f"{source}: corrupt privacy ledger ({err}); "
-                            "expected the JSON BudgetLedger.save writes") from err
+            raise DataError(
+                f"{source}: corrupt privacy ledger ({err}); expected the JSON BudgetLedger.save writes"
+            ) from err
         if not math.isclose(ledger.spent(), stored, rel_tol=1e-6, abs_tol=1e-9):
-            raise DataError(f"{source}: corrupt privacy ledger: stored spent epsilon {stored:.6g} but its events "
-                            f"give {ledger.spent():.6g}")
+            raise DataError(
+                f"{source}: corrupt privacy ledger: stored spent epsilon {stored:.6g} but its events "
+                f"give {ledger.spent():.6g}"
+            )
         return ledger
 
     def save(self, path: str | os.PathLike) -> None:
@@ -149,8 +165,9 @@ class BudgetLedger:
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         except OSError as err:
-            raise DataError(f"{path}: cannot write the privacy ledger ({err.strerror}); "
-                            "expected an existing, writable folder") from err
+            raise DataError(
+                f"{path}: cannot write the privacy ledger ({err.strerror}); expected an existing, writable folder"
+            ) from err
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(self.to_dict(), f, indent=1)
@@ -181,8 +198,9 @@ class BudgetLedger:
         return cls.from_dict(data, str(path))
 
     @classmethod
-    def resume(cls, path: str | os.PathLike, target_epsilon: float, delta: float, spec: RoundSpec,
-               method: str = "rdp") -> BudgetLedger:
+    def resume(
+        cls, path: str | os.PathLike, target_epsilon: float, delta: float, spec: RoundSpec, method: str = "rdp"
+    ) -> BudgetLedger:
         """Return the ledger saved at ``path`` (a server restart), or a new one when there is no file.
 
         Raises:
@@ -194,9 +212,11 @@ class BudgetLedger:
         ledger = cls.load(path)
         saved = (ledger.target_epsilon, ledger.delta, ledger.accountant.method)
         if saved != (float(target_epsilon), float(delta), method):
-            raise ConfigError(f"{path}: saved budget (epsilon, delta, accountant) = {saved} but the run asks for "
-                              f"{(float(target_epsilon), float(delta), method)}; expected the same budget "
-                              "(start a new ledger file to start a new budget)")
+            raise ConfigError(
+                f"{path}: saved budget (epsilon, delta, accountant) = {saved} but the run asks for "
+                f"{(float(target_epsilon), float(delta), method)}; expected the same budget "
+                "(start a new ledger file to start a new budget)"
+            )
         ledger.accountant.spec = spec
         return ledger
 
@@ -205,10 +225,15 @@ def accountant_to_dict(accountant: PrivacyAccountant, delta: float, target_epsil
     """Return the rounds an accountant has composed as a JSON-ready dict (a budget ledger without a
     target when ``target_epsilon`` is None): what a server keeps with its checkpoints."""
     return {
-        "format": FORMAT, "version": VERSION, "target_epsilon": target_epsilon, "delta": float(delta),
-        "method": accountant.method, "spec": accountant.spec.to_dict(),
+        "format": FORMAT,
+        "version": VERSION,
+        "target_epsilon": target_epsilon,
+        "delta": float(delta),
+        "method": accountant.method,
+        "spec": accountant.spec.to_dict(),
         "history": [{"spec": s.to_dict(), "rounds": n} for s, n in accountant.history],
-        "rounds_done": accountant.rounds, "spent_epsilon": accountant.epsilon(delta),
+        "rounds_done": accountant.rounds,
+        "spent_epsilon": accountant.epsilon(delta),
     }
 
 
@@ -233,6 +258,7 @@ def accountant_from_dict(d: dict, source: str) -> tuple[PrivacyAccountant, float
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise DataError(f"{source}: corrupt privacy ledger ({err}); expected the ledger the server wrote") from err
     if not math.isclose(spent, stored, rel_tol=1e-6, abs_tol=1e-9):
-        raise DataError(f"{source}: corrupt privacy ledger: stored spent epsilon {stored:.6g} but its events "
-                        f"give {spent:.6g}")
+        raise DataError(
+            f"{source}: corrupt privacy ledger: stored spent epsilon {stored:.6g} but its events give {spent:.6g}"
+        )
     return accountant, None, delta

@@ -58,9 +58,7 @@ def clip_update(update: Mapping[str, torch.Tensor], clip: float) -> tuple[Params
     return {k: v * scale if scale < 1.0 else v.clone() for k, v in update.items()}, norm
 
 
-def gaussian_noise_like(
-    params: Mapping[str, torch.Tensor], std: float, generator: torch.Generator
-) -> Params:
+def gaussian_noise_like(params: Mapping[str, torch.Tensor], std: float, generator: torch.Generator) -> Params:
     """Return i.i.d. N(0, std^2) tensors shaped like ``params``, drawn from ``generator``.
 
     Raises:
@@ -86,8 +84,12 @@ def central_noise_std(clip: float, noise_multiplier: float, denominator: float) 
     return noise_multiplier * clip / denominator
 
 
-def estimator_denominator(sampling: str, cohort_size: int | None = None,
-                          sampling_probability: float | None = None, population: int | None = None) -> float:
+def estimator_denominator(
+    sampling: str,
+    cohort_size: int | None = None,
+    sampling_probability: float | None = None,
+    population: int | None = None,
+) -> float:
     """Return the fixed denominator: m for fixed-size cohorts, q*K (the expected cohort) for Poisson.
 
     Raises:
@@ -99,8 +101,9 @@ def estimator_denominator(sampling: str, cohort_size: int | None = None,
         return float(cohort_size)
     if sampling == "poisson":
         if not sampling_probability or not population or sampling_probability * population <= 0:
-            raise ConfigError(f"q = {sampling_probability!r}, K = {population!r}: "
-                              "expected q*K > 0 for Poisson sampling")
+            raise ConfigError(
+                f"q = {sampling_probability!r}, K = {population!r}: expected q*K > 0 for Poisson sampling"
+            )
         return float(sampling_probability * population)
     raise ConfigError(f"sampling = {sampling!r}: expected poisson | fixed")
 
@@ -115,8 +118,12 @@ def sum_updates(updates: Sequence[Mapping[str, torch.Tensor]]) -> Params:
 
 
 def dp_fedavg_aggregate(
-    clipped: Sequence[Mapping[str, torch.Tensor]], clip: float, noise_multiplier: float,
-    denominator: float, generator: torch.Generator, template: Mapping[str, torch.Tensor] | None = None,
+    clipped: Sequence[Mapping[str, torch.Tensor]],
+    clip: float,
+    noise_multiplier: float,
+    denominator: float,
+    generator: torch.Generator,
+    template: Mapping[str, torch.Tensor] | None = None,
 ) -> Params:
     """Return sum(clipped) / denominator + N(0, (z*S/denominator)^2): DP-FedAvg's noised average.
 

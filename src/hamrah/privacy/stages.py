@@ -49,9 +49,11 @@ def model_numel(update: Params) -> int:
 
 def _require_equal_weights(ctx: ClientContext, stage: str) -> None:
     if not math.isclose(ctx.weight * ctx.num_clients, 1.0, rel_tol=1e-6):
-        raise ConfigError(f"{stage}: client {ctx.client_id} has aggregation weight {ctx.weight:.4g} among "
-                          f"{ctx.num_clients} clients; expected equal weights (DP-FedAvg's sensitivity bound "
-                          "assumes each client contributes at most S / m: pass weight 1 for every client)")
+        raise ConfigError(
+            f"{stage}: client {ctx.client_id} has aggregation weight {ctx.weight:.4g} among "
+            f"{ctx.num_clients} clients; expected equal weights (DP-FedAvg's sensitivity bound "
+            "assumes each client contributes at most S / m: pass weight 1 for every client)"
+        )
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,11 @@ class DPClip(BaseStage):
         """
         target = clip - self.margin(numel)
         if not target > 0:
-            raise ConfigError(f"{self.name}: clip norm {clip:.6g} is not above {self.margin(numel):.6g}, the most the "
-                              f"fixed-point rounding after it can add to a {numel}-coordinate update; expected a "
-                              "larger clip or more input bits (secure_aggregation.input_bits, a quantizer's bits)")
+            raise ConfigError(
+                f"{self.name}: clip norm {clip:.6g} is not above {self.margin(numel):.6g}, the most the "
+                f"fixed-point rounding after it can add to a {numel}-coordinate update; expected a "
+                "larger clip or more input bits (secure_aggregation.input_bits, a quantizer's bits)"
+            )
         return target
 
     def encode(self, update: Params, state: Any, ctx: ClientContext) -> tuple[DensePayload, Any]:
@@ -137,8 +141,10 @@ class DPClip(BaseStage):
         out = dict(aggregate)
         nxt = out.pop(f"{self.name}:{NEXT_CLIP}", None)
         if nxt is None or f"{self.name}:{UNCLIPPED}" in out:
-            raise ConfigError(f"{self.name}: adaptive clipping needs a CentralGaussianNoise stage with "
-                              f"clip_stage = {self.name!r} later in the chain")
+            raise ConfigError(
+                f"{self.name}: adaptive clipping needs a CentralGaussianNoise stage with "
+                f"clip_stage = {self.name!r} later in the chain"
+            )
         return out, replace(state, clip=float(nxt), rounds=state.rounds + 1)
 
 
@@ -169,8 +175,9 @@ class CentralGaussianNoise(BaseStage):
 
     def __post_init__(self) -> None:
         if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
-            raise ConfigError(f"{self.name}: noise_multiplier = {self.noise_multiplier!r}: "
-                              "expected a finite number >= 0")
+            raise ConfigError(
+                f"{self.name}: noise_multiplier = {self.noise_multiplier!r}: expected a finite number >= 0"
+            )
         if not self.expected_cohort > 0:
             raise ConfigError(f"{self.name}: expected_cohort = {self.expected_cohort!r}: expected a positive number")
         if self.adaptive is not None:
@@ -178,8 +185,9 @@ class CentralGaussianNoise(BaseStage):
 
     def clipper(self) -> AdaptiveClipper:
         """Return the adaptive clipper (adaptive mode only)."""
-        return AdaptiveClipper(self.adaptive, self.noise_multiplier, self.expected_cohort,
-                               BIT_SENSITIVITY + self.decode_error)
+        return AdaptiveClipper(
+            self.adaptive, self.noise_multiplier, self.expected_cohort, BIT_SENSITIVITY + self.decode_error
+        )
 
     def init_server(self, template: Params) -> AdaptiveClipState | None:
         return AdaptiveClipState(float(self.clip)) if self.adaptive is not None else None
@@ -190,9 +198,11 @@ class CentralGaussianNoise(BaseStage):
         bit_key = f"{self.clip_stage}:{UNCLIPPED}"
         bits = out.pop(bit_key, None)
         if (bits is None) != (self.adaptive is None):
-            raise ConfigError(f"{self.name}: adaptive = {self.adaptive is not None} but the aggregate "
-                              f"{'lacks' if bits is None else 'has'} {bit_key!r}; expected DPClip(adaptive=...) "
-                              "to match")
+            raise ConfigError(
+                f"{self.name}: adaptive = {self.adaptive is not None} but the aggregate "
+                f"{'lacks' if bits is None else 'has'} {bit_key!r}; expected DPClip(adaptive=...) "
+                "to match"
+            )
         clip = state.clip if self.adaptive is not None else self.clip
         z = self.clipper().update_noise_multiplier() if self.adaptive is not None else self.noise_multiplier
         scale = ctx.num_clients / self.expected_cohort  # mean over the reporting clients -> fixed-denominator
@@ -225,8 +235,9 @@ class LocalGaussian(BaseStage):
         return DensePayload(release), state
 
 
-def dp_stages(config: DPConfig, noise_multiplier: float, expected_cohort: float,
-              decode_error: float = 0.0) -> list[BaseStage]:
+def dp_stages(
+    config: DPConfig, noise_multiplier: float, expected_cohort: float, decode_error: float = 0.0
+) -> list[BaseStage]:
     """Return the pipeline stages of ``config``: [DPClip, CentralGaussianNoise] (central), [DPClip,
     TreeAggregationNoise] (ftrl, DP-FTRL of Kairouz et al. 2021), [LocalGaussian]
     (local), [] (dpsgd: the privacy is in local training, :func:`hamrah.algorithms.dpsgd.train_local_dpsgd`).
@@ -235,12 +246,17 @@ def dp_stages(config: DPConfig, noise_multiplier: float, expected_cohort: float,
     its codec's) per-coordinate rounding bound as ``decode_error`` (:func:`hamrah.pipeline.sensitivity.decode_error`).
     """
     if config.mode == "central":
-        return [DPClip(config.clip, adaptive=config.adaptive is not None, decode_error=decode_error),
-                CentralGaussianNoise(noise_multiplier, config.clip, expected_cohort, config.adaptive,
-                                     decode_error=decode_error)]
+        return [
+            DPClip(config.clip, adaptive=config.adaptive is not None, decode_error=decode_error),
+            CentralGaussianNoise(
+                noise_multiplier, config.clip, expected_cohort, config.adaptive, decode_error=decode_error
+            ),
+        ]
     if config.mode == "ftrl":
-        return [DPClip(config.clip, decode_error=decode_error),
-                TreeAggregationNoise(noise_multiplier, config.clip, expected_cohort, config.tree_rounds)]
+        return [
+            DPClip(config.clip, decode_error=decode_error),
+            TreeAggregationNoise(noise_multiplier, config.clip, expected_cohort, config.tree_rounds),
+        ]
     if config.mode == "local":
         return [LocalGaussian(config.clip, noise_multiplier)]
     return []

@@ -14,27 +14,77 @@ Example:
     [0.5, 0.5, 0.5, 0.5]
 """
 
-from hamrah.secagg.active import (ACTIVE_STAGES, ActiveSecAggClient, ActiveSecAggServer, identity_public_key,
-                                  resolve_consistency_threshold, simulated_identities)
-from hamrah.secagg.active_messages import (ConsistencyBroadcast, ConsistencyRequest, ConsistencySignature,
-                                           SignedAdvertiseKeys, SignedKeysBroadcast, SignedPeerKeys)
+from hamrah.secagg.active import (
+    ACTIVE_STAGES,
+    ActiveSecAggClient,
+    ActiveSecAggServer,
+    identity_public_key,
+    resolve_consistency_threshold,
+    simulated_identities,
+)
+from hamrah.secagg.active_messages import (
+    ConsistencyBroadcast,
+    ConsistencyRequest,
+    ConsistencySignature,
+    SignedAdvertiseKeys,
+    SignedKeysBroadcast,
+    SignedPeerKeys,
+)
 from hamrah.secagg.client import SecAggClient
 from hamrah.secagg.config import SecAggConfig, secaggplus_degree
 from hamrah.secagg.crypto import DeterministicRandom
 from hamrah.secagg.driver import SecAggRun, random_dropouts, run_secure_aggregation
 from hamrah.secagg.graph import masking_graph
-from hamrah.secagg.messages import (AdvertiseKeys, KeysBroadcast, MaskedInput, PeerKeys, SharesBroadcast,
-                                    ShareKeys, UnmaskRequest, UnmaskShares, decode)
+from hamrah.secagg.messages import (
+    AdvertiseKeys,
+    KeysBroadcast,
+    MaskedInput,
+    PeerKeys,
+    ShareKeys,
+    SharesBroadcast,
+    UnmaskRequest,
+    UnmaskShares,
+    decode,
+)
 from hamrah.secagg.params import ParamsLayout, flatten_params, secure_weighted_mean, unflatten_params, wire_layout
 from hamrah.secagg.server import STAGES, AggregateResult, SecAggServer
 
 __all__ = [
-    "ACTIVE_STAGES", "ActiveSecAggClient", "ActiveSecAggServer", "ConsistencyBroadcast", "ConsistencyRequest",
-    "ConsistencySignature", "SignedAdvertiseKeys", "SignedKeysBroadcast", "SignedPeerKeys", "identity_public_key",
-    "resolve_consistency_threshold", "simulated_identities",
-    "AdvertiseKeys", "AggregateResult", "DeterministicRandom", "KeysBroadcast", "MaskedInput", "ParamsLayout",
-    "PeerKeys", "STAGES", "SecAggClient", "SecAggConfig", "SecAggRun", "SecAggServer", "ShareKeys",
-    "SharesBroadcast", "UnmaskRequest", "UnmaskShares", "decode", "flatten_params", "masking_graph",
-    "random_dropouts", "run_secure_aggregation", "secaggplus_degree", "secure_weighted_mean", "unflatten_params",
+    "ACTIVE_STAGES",
+    "STAGES",
+    "ActiveSecAggClient",
+    "ActiveSecAggServer",
+    "AdvertiseKeys",
+    "AggregateResult",
+    "ConsistencyBroadcast",
+    "ConsistencyRequest",
+    "ConsistencySignature",
+    "DeterministicRandom",
+    "KeysBroadcast",
+    "MaskedInput",
+    "ParamsLayout",
+    "PeerKeys",
+    "SecAggClient",
+    "SecAggConfig",
+    "SecAggRun",
+    "SecAggServer",
+    "ShareKeys",
+    "SharesBroadcast",
+    "SignedAdvertiseKeys",
+    "SignedKeysBroadcast",
+    "SignedPeerKeys",
+    "UnmaskRequest",
+    "UnmaskShares",
+    "decode",
+    "flatten_params",
+    "identity_public_key",
+    "masking_graph",
+    "random_dropouts",
+    "resolve_consistency_threshold",
+    "run_secure_aggregation",
+    "secaggplus_degree",
+    "secure_weighted_mean",
+    "simulated_identities",
+    "unflatten_params",
     "wire_layout",
 ]

@@ -57,16 +57,23 @@ _LABEL = b"hamrah-secagg-active/1/"
 def keys_payload(round_id: int, client_id: int, c_public: bytes, s_public: bytes, session: bytes = b"") -> bytes:
     """Return the bytes a client signs in AdvertiseKeys: label, round id, client id, both public keys and
     the session id (empty in memory; over a network :func:`hamrah.secagg.roster.session_id`)."""
-    return (_LABEL + b"keys/" + round_id.to_bytes(8, "big") + client_id.to_bytes(4, "big") + c_public + s_public
-            + session)
+    return (
+        _LABEL + b"keys/" + round_id.to_bytes(8, "big") + client_id.to_bytes(4, "big") + c_public + s_public + session
+    )
 
 
 def contributors_payload(round_id: int, contributors: Sequence[int], session: bytes = b"") -> bytes:
     """Return the bytes a client signs in the ConsistencyCheck: label, round id, the sorted set U3 and the
     session id."""
     ids = sorted(contributors)
-    return (_LABEL + b"u3/" + round_id.to_bytes(8, "big") + len(ids).to_bytes(4, "big")
-            + b"".join(i.to_bytes(4, "big") for i in ids) + session)
+    return (
+        _LABEL
+        + b"u3/"
+        + round_id.to_bytes(8, "big")
+        + len(ids).to_bytes(4, "big")
+        + b"".join(i.to_bytes(4, "big") for i in ids)
+        + session
+    )
 
 
 def identity_public_key(private: bytes | Ed25519PrivateKey) -> bytes:
@@ -86,8 +93,10 @@ def resolve_consistency_threshold(config: SecAggConfig, value: int | None = None
     if value is None:
         return max(config.threshold, low) if config.neighbours is None else low
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= n:
-        raise ConfigError(f"consistency_threshold must be an integer in [{low}, {n}] (more than half of the "
-                          f"{n} clients, so that only one contributor set can be certified), got {value!r}")
+        raise ConfigError(
+            f"consistency_threshold must be an integer in [{low}, {n}] (more than half of the "
+            f"{n} clients, so that only one contributor set can be certified), got {value!r}"
+        )
     return value
 
 
@@ -114,8 +123,9 @@ def _public_keys(verify_keys: Mapping[int, bytes]) -> dict[int, Ed25519PublicKey
     return out
 
 
-def _verify(keys: Mapping[int, Ed25519PublicKey], signer: int, signature: bytes, payload: bytes, what: str,
-            who: str) -> None:
+def _verify(
+    keys: Mapping[int, Ed25519PublicKey], signer: int, signature: bytes, payload: bytes, what: str, who: str
+) -> None:
     """Raise AuthError unless ``signature`` is ``signer``'s valid Ed25519 signature over ``payload``."""
     if signer not in keys:
         raise AuthError(f"{who}: no identity key is registered for client {signer} ({what})")
@@ -142,10 +152,18 @@ class ActiveSecAggClient(SecAggClient):
 
     _ORDER = ACTIVE_STAGES + ("done",)
 
-    def __init__(self, client_id: int, config: SecAggConfig, *, signing_key: bytes | Ed25519PrivateKey,
-                 verify_keys: Mapping[int, bytes], round_id: int = 0,
-                 randbytes: Callable[[int], bytes] = os.urandom, consistency_threshold: int | None = None,
-                 session: bytes = b""):
+    def __init__(
+        self,
+        client_id: int,
+        config: SecAggConfig,
+        *,
+        signing_key: bytes | Ed25519PrivateKey,
+        verify_keys: Mapping[int, bytes],
+        round_id: int = 0,
+        randbytes: Callable[[int], bytes] = os.urandom,
+        consistency_threshold: int | None = None,
+        session: bytes = b"",
+    ):
         super().__init__(client_id, config, round_id=round_id, randbytes=randbytes)
         self.session = bytes(session)
         self._identity = _private(signing_key)
@@ -156,8 +174,9 @@ class ActiveSecAggClient(SecAggClient):
     def advertise_keys(self) -> SignedAdvertiseKeys:
         """Round 0: the key pairs of :meth:`SecAggClient.advertise_keys`, signed with the identity key."""
         m = super().advertise_keys()
-        signature = self._identity.sign(keys_payload(self.round_id, self.client_id, m.c_public, m.s_public,
-                                                     self.session))
+        signature = self._identity.sign(
+            keys_payload(self.round_id, self.client_id, m.c_public, m.s_public, self.session)
+        )
         return SignedAdvertiseKeys(m.round_id, m.client_id, m.c_public, m.s_public, signature)
 
     def share_keys(self, message: SignedKeysBroadcast) -> ShareKeys:
@@ -169,9 +188,14 @@ class ActiveSecAggClient(SecAggClient):
         """
         self._header(message, SignedKeysBroadcast, "share_keys")
         for p in message.peers:
-            _verify(self._keys, p.client_id, p.signature,
-                    keys_payload(self.round_id, p.client_id, p.c_public, p.s_public, self.session), "advertised keys",
-                    f"client {self.client_id} aborts at stage 'share_keys'")
+            _verify(
+                self._keys,
+                p.client_id,
+                p.signature,
+                keys_payload(self.round_id, p.client_id, p.c_public, p.s_public, self.session),
+                "advertised keys",
+                f"client {self.client_id} aborts at stage 'share_keys'",
+            )
         plain = tuple(PeerKeys(p.client_id, p.c_public, p.s_public) for p in message.peers)
         return super().share_keys(KeysBroadcast(message.round_id, message.client_id, plain))
 
@@ -191,11 +215,14 @@ class ActiveSecAggClient(SecAggClient):
             raise ProtocolError(f"{me}: contributors {sorted(u3 - set(self._keys))} have no registered identity")
         unshared = (u3 & set(self._peers)) - set(self._received)
         if unshared:
-            raise ProtocolError(f"{me}: neighbours {sorted(unshared)} are listed as contributors but sent it no "
-                                f"shares (the contributors must lie within U2)")
+            raise ProtocolError(
+                f"{me}: neighbours {sorted(unshared)} are listed as contributors but sent it no "
+                f"shares (the contributors must lie within U2)"
+            )
         if len(u3) < self.consistency_threshold:
-            raise DropoutThresholdExceeded(f"{me}: {len(u3)} contributors, the consistency threshold is "
-                                           f"T={self.consistency_threshold}")
+            raise DropoutThresholdExceeded(
+                f"{me}: {len(u3)} contributors, the consistency threshold is T={self.consistency_threshold}"
+            )
         self._contributors = tuple(sorted(u3))
         signature = self._identity.sign(contributors_payload(self.round_id, self._contributors, self.session))
         return ConsistencySignature(self.round_id, self.client_id, signature)
@@ -218,22 +245,28 @@ class ActiveSecAggClient(SecAggClient):
         for v, signature in message.signatures:
             _verify(self._keys, v, signature, payload, "contributor set", me)
         if len(signers) < self.consistency_threshold:
-            raise DropoutThresholdExceeded(f"{me}: {len(signers)} clients signed the contributor set, the "
-                                           f"consistency threshold is T={self.consistency_threshold}")
+            raise DropoutThresholdExceeded(
+                f"{me}: {len(signers)} clients signed the contributor set, the "
+                f"consistency threshold is T={self.consistency_threshold}"
+            )
         survivors = tuple(sorted(set(self._contributors) & (set(self._received) | {self.client_id})))
         return super().unmask(UnmaskRequest(self.round_id, self.client_id, survivors))
 
     def _header(self, message, kind, stage: str) -> None:
         """Check kind, round, recipient and stage without advancing (the base method advances)."""
         if not isinstance(message, kind):
-            raise ProtocolError(f"client {self.client_id}: expected {kind.__name__} for {stage}, "
-                                f"got {type(message).__name__}")
+            raise ProtocolError(
+                f"client {self.client_id}: expected {kind.__name__} for {stage}, got {type(message).__name__}"
+            )
         if message.round_id != self.round_id or message.client_id != self.client_id:
-            raise ProtocolError(f"client {self.client_id}: message for client {message.client_id} in round "
-                                f"{message.round_id}, expected client {self.client_id} in round {self.round_id}")
+            raise ProtocolError(
+                f"client {self.client_id}: message for client {message.client_id} in round "
+                f"{message.round_id}, expected client {self.client_id} in round {self.round_id}"
+            )
         if self._stage != stage:
-            raise ProtocolError(f"client {self.client_id}: {stage} called out of order, the client is at "
-                                f"stage {self._stage!r}")
+            raise ProtocolError(
+                f"client {self.client_id}: {stage} called out of order, the client is at stage {self._stage!r}"
+            )
 
 
 class ActiveSecAggServer(SecAggServer):
@@ -251,11 +284,20 @@ class ActiveSecAggServer(SecAggServer):
 
     stages = ACTIVE_STAGES
     _expected: ClassVar[Mapping[str, type]] = dict(
-        zip(ACTIVE_STAGES, (SignedAdvertiseKeys, ShareKeys, MaskedInput, ConsistencySignature, UnmaskShares)))
+        zip(ACTIVE_STAGES, (SignedAdvertiseKeys, ShareKeys, MaskedInput, ConsistencySignature, UnmaskShares))
+    )
 
-    def __init__(self, config: SecAggConfig, *, verify_keys: Mapping[int, bytes], round_id: int = 0,
-                 graph_seed: int = 0, client_ids: Sequence[int] | None = None,
-                 consistency_threshold: int | None = None, session: bytes = b""):
+    def __init__(
+        self,
+        config: SecAggConfig,
+        *,
+        verify_keys: Mapping[int, bytes],
+        round_id: int = 0,
+        graph_seed: int = 0,
+        client_ids: Sequence[int] | None = None,
+        consistency_threshold: int | None = None,
+        session: bytes = b"",
+    ):
         super().__init__(config, round_id=round_id, graph_seed=graph_seed, client_ids=client_ids)
         self.session = bytes(session)
         self._keys = _public_keys(verify_keys)
@@ -267,9 +309,16 @@ class ActiveSecAggServer(SecAggServer):
     def close_advertise_keys(self) -> dict[int, SignedKeysBroadcast]:
         """End round 0; return each survivor's neighbours' signed keys (U1)."""
         keys = self._inbox["advertise_keys"]
-        return {u: SignedKeysBroadcast(self.round_id, u, tuple(
-                    SignedPeerKeys(p.client_id, p.c_public, p.s_public, keys[p.client_id].signature) for p in b.peers))
-                for u, b in super().close_advertise_keys().items()}
+        return {
+            u: SignedKeysBroadcast(
+                self.round_id,
+                u,
+                tuple(
+                    SignedPeerKeys(p.client_id, p.c_public, p.s_public, keys[p.client_id].signature) for p in b.peers
+                ),
+            )
+            for u, b in super().close_advertise_keys().items()
+        }
 
     def close_masked_input(self) -> dict[int, ConsistencyRequest]:
         """End round 2; send every contributor the whole contributor set U3 to sign."""
@@ -293,14 +342,26 @@ class ActiveSecAggServer(SecAggServer):
         if len(alive) < self.consistency_threshold:
             raise DropoutThresholdExceeded(
                 f"secure aggregation aborted at stage {stage!r}: {len(alive)} of {self.config.num_clients} "
-                f"clients survived, the consistency threshold is T={self.consistency_threshold}")
+                f"clients survived, the consistency threshold is T={self.consistency_threshold}"
+            )
 
     def _check_advertise_keys(self, m: SignedAdvertiseKeys) -> None:
         super()._check_advertise_keys(m)
-        _verify(self._keys, m.client_id, m.signature,
-                keys_payload(m.round_id, m.client_id, m.c_public, m.s_public, self.session), "advertised keys", "server")
+        _verify(
+            self._keys,
+            m.client_id,
+            m.signature,
+            keys_payload(m.round_id, m.client_id, m.c_public, m.s_public, self.session),
+            "advertised keys",
+            "server",
+        )
 
     def _check_consistency_check(self, m: ConsistencySignature) -> None:
-        _verify(self._keys, m.client_id, m.signature,
-                contributors_payload(self.round_id, self._alive["masked_input"], self.session), "contributor set",
-                "server")
+        _verify(
+            self._keys,
+            m.client_id,
+            m.signature,
+            contributors_payload(self.round_id, self._alive["masked_input"], self.session),
+            "contributor set",
+            "server",
+        )

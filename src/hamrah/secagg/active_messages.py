@@ -42,8 +42,13 @@ class SignedAdvertiseKeys(_Codec):
 
     @classmethod
     def _decode(cls, r: _Reader, round_id: int, client_id: int):
-        return cls(round_id, client_id, r.take(KEY_BYTES, "c_public"), r.take(KEY_BYTES, "s_public"),
-                   r.take(SIGNATURE_BYTES, "signature"))
+        return cls(
+            round_id,
+            client_id,
+            r.take(KEY_BYTES, "c_public"),
+            r.take(KEY_BYTES, "s_public"),
+            r.take(SIGNATURE_BYTES, "signature"),
+        )
 
 
 @dataclass(frozen=True)
@@ -68,16 +73,23 @@ class SignedKeysBroadcast(_Codec):
 
     def _body(self) -> bytes:
         return _ids_bytes(self.peers) + b"".join(
-            p.client_id.to_bytes(4, "big") + p.c_public + p.s_public + p.signature for p in self.peers)
+            p.client_id.to_bytes(4, "big") + p.c_public + p.s_public + p.signature for p in self.peers
+        )
 
     def _body_size(self) -> int:
         return 4 + len(self.peers) * (4 + 2 * KEY_BYTES + SIGNATURE_BYTES)
 
     @classmethod
     def _decode(cls, r: _Reader, round_id: int, client_id: int):
-        peers = tuple(SignedPeerKeys(r.u32("peer id"), r.take(KEY_BYTES, "c_public"), r.take(KEY_BYTES, "s_public"),
-                                     r.take(SIGNATURE_BYTES, "signature"))
-                      for _ in range(r.u32("peer count")))
+        peers = tuple(
+            SignedPeerKeys(
+                r.u32("peer id"),
+                r.take(KEY_BYTES, "c_public"),
+                r.take(KEY_BYTES, "s_public"),
+                r.take(SIGNATURE_BYTES, "signature"),
+            )
+            for _ in range(r.u32("peer count"))
+        )
         _unique([p.client_id for p in peers], "SignedKeysBroadcast")
         return cls(round_id, client_id, peers)
 

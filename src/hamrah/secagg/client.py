@@ -10,15 +10,23 @@ runtime) carries the bytes.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from hamrah.core.errors import DropoutThresholdExceeded, ProtocolError
 from hamrah.secagg import crypto, shamir
 from hamrah.secagg.config import SecAggConfig
-from hamrah.secagg.messages import (AdvertiseKeys, KeysBroadcast, MaskedInput, PeerKeys, SharesBroadcast,
-                                    ShareKeys, UnmaskRequest, UnmaskShares)
+from hamrah.secagg.messages import (
+    AdvertiseKeys,
+    KeysBroadcast,
+    MaskedInput,
+    PeerKeys,
+    ShareKeys,
+    SharesBroadcast,
+    UnmaskRequest,
+    UnmaskShares,
+)
 from hamrah.secagg.ring import pack, quantize, reduce, ring_dtype
 
 _ORDER = ("advertise_keys", "share_keys", "masked_input", "unmasking", "done")
@@ -48,8 +56,9 @@ class SecAggClient:
     _ORDER = _ORDER
     """The stages in order; the actively secure client inserts its consistency check."""
 
-    def __init__(self, client_id: int, config: SecAggConfig, *, round_id: int = 0,
-                 randbytes: Callable[[int], bytes] = os.urandom):
+    def __init__(
+        self, client_id: int, config: SecAggConfig, *, round_id: int = 0, randbytes: Callable[[int], bytes] = os.urandom
+    ):
         self.client_id, self.config, self.round_id = client_id, config, round_id
         self._rand = randbytes
         self._stage = self._ORDER[0]
@@ -85,7 +94,9 @@ class SecAggClient:
         cts = []
         self._enc_keys = {v: crypto.agree(self._c_key, p.c_public, b"enc", self.round_id) for v, p in peers.items()}
         for v, key in self._enc_keys.items():
-            plain = s_shares[_x(v)].to_bytes(shamir.SHARE_BYTES, "big") + b_shares[_x(v)].to_bytes(shamir.SHARE_BYTES, "big")
+            plain = s_shares[_x(v)].to_bytes(shamir.SHARE_BYTES, "big") + b_shares[_x(v)].to_bytes(
+                shamir.SHARE_BYTES, "big"
+            )
             cts.append((v, crypto.seal(key, self.client_id, v, self.round_id, plain)))
         return ShareKeys(self.round_id, self.client_id, tuple(cts))
 
@@ -103,8 +114,10 @@ class SecAggClient:
         x = self._check_input(x)
         senders = [v for v, _ in message.ciphertexts]
         if not set(senders) <= set(self._peers):
-            raise ProtocolError(f"client {self.client_id}: shares from {sorted(set(senders) - set(self._peers))}, "
-                                f"which are not among its neighbours")
+            raise ProtocolError(
+                f"client {self.client_id}: shares from {sorted(set(senders) - set(self._peers))}, "
+                f"which are not among its neighbours"
+            )
         self._check_threshold("masked_input", len(senders) + 1)
         for v, ct in message.ciphertexts:
             plain = crypto.open_sealed(self._enc_keys[v], v, self.client_id, self.round_id, ct)
@@ -115,8 +128,9 @@ class SecAggClient:
         y = x.astype(dtype) if cfg.prequantized else quantize(x, cfg.clip, cfg.input_bits, dtype)
         y += crypto.prg(crypto.derive(self._b, b"self-mask", self.round_id), cfg.vector_length, dtype)
         for v in senders:
-            p = crypto.prg(crypto.agree(self._s_key, self._peers[v].s_public, b"mask", self.round_id),
-                           cfg.vector_length, dtype)
+            p = crypto.prg(
+                crypto.agree(self._s_key, self._peers[v].s_public, b"mask", self.round_id), cfg.vector_length, dtype
+            )
             if self.client_id > v:
                 y += p
             else:
@@ -140,8 +154,10 @@ class SecAggClient:
             raise ProtocolError(f"client {self.client_id} asked to unmask but not listed among the survivors")
         survivors.discard(self.client_id)
         if not survivors <= set(self._received):
-            raise ProtocolError(f"client {self.client_id}: survivors {sorted(survivors - set(self._received))} "
-                                f"sent it no shares in round 1 (expected survivors within U2)")
+            raise ProtocolError(
+                f"client {self.client_id}: survivors {sorted(survivors - set(self._received))} "
+                f"sent it no shares in round 1 (expected survivors within U2)"
+            )
         self._check_threshold("unmasking", len(survivors) + 1)
         b_shares = [(self.client_id, self._own[1])] + [(v, self._received[v][1]) for v in sorted(survivors)]
         s_shares = [(v, self._received[v][0]) for v in sorted(set(self._received) - survivors)]
@@ -149,25 +165,30 @@ class SecAggClient:
 
     def _advance(self, stage: str) -> None:
         if self._stage != stage:
-            raise ProtocolError(f"client {self.client_id}: {stage} called out of order, the client is at "
-                                f"stage {self._stage!r}")
+            raise ProtocolError(
+                f"client {self.client_id}: {stage} called out of order, the client is at stage {self._stage!r}"
+            )
         self._stage = self._ORDER[self._ORDER.index(stage) + 1]
 
     def _check(self, message, kind, stage: str) -> None:
         if not isinstance(message, kind):
-            raise ProtocolError(f"client {self.client_id}: expected {kind.__name__} for {stage}, "
-                                f"got {type(message).__name__}")
+            raise ProtocolError(
+                f"client {self.client_id}: expected {kind.__name__} for {stage}, got {type(message).__name__}"
+            )
         if message.round_id != self.round_id or message.client_id != self.client_id:
-            raise ProtocolError(f"client {self.client_id}: message for client {message.client_id} in round "
-                                f"{message.round_id}, expected client {self.client_id} in round {self.round_id}")
+            raise ProtocolError(
+                f"client {self.client_id}: message for client {message.client_id} in round "
+                f"{message.round_id}, expected client {self.client_id} in round {self.round_id}"
+            )
         self._advance(stage)
 
     def _check_peers(self, peers: dict[int, PeerKeys]) -> None:
         if self.client_id in peers:
             raise ProtocolError(f"client {self.client_id}: KeysBroadcast lists the client as its own neighbour")
         if len(peers) > self.config.holders - 1:
-            raise ProtocolError(f"client {self.client_id}: {len(peers)} neighbours, at most "
-                                f"{self.config.holders - 1} expected")
+            raise ProtocolError(
+                f"client {self.client_id}: {len(peers)} neighbours, at most {self.config.holders - 1} expected"
+            )
         keys = [k for p in peers.values() for k in (p.c_public, p.s_public)]
         if len(set(keys)) != len(keys):
             raise ProtocolError(f"client {self.client_id}: KeysBroadcast repeats a public key")
@@ -176,17 +197,21 @@ class SecAggClient:
         if holders < self.config.threshold:
             raise DropoutThresholdExceeded(
                 f"client {self.client_id} aborts at stage {stage!r}: {holders} holders of its shares are left "
-                f"(itself and surviving neighbours), the threshold is t={self.config.threshold}")
+                f"(itself and surviving neighbours), the threshold is t={self.config.threshold}"
+            )
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if x.shape != (self.config.vector_length,):
-            raise ProtocolError(f"client {self.client_id}: input of shape {x.shape}, expected "
-                                f"({self.config.vector_length},)")
+            raise ProtocolError(
+                f"client {self.client_id}: input of shape {x.shape}, expected ({self.config.vector_length},)"
+            )
         if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
             raise ProtocolError(f"client {self.client_id}: input must be finite numbers")
-        if self.config.prequantized and not (np.issubdtype(x.dtype, np.integer) and np.all(x >= 0)
-                                             and np.all(x < (1 << self.config.ring_bits))):
-            raise ProtocolError(f"client {self.client_id}: prequantized input must be integers in "
-                                f"[0, 2^{self.config.ring_bits})")
+        if self.config.prequantized and not (
+            np.issubdtype(x.dtype, np.integer) and np.all(x >= 0) and np.all(x < (1 << self.config.ring_bits))
+        ):
+            raise ProtocolError(
+                f"client {self.client_id}: prequantized input must be integers in [0, 2^{self.config.ring_bits})"
+            )
         return x

@@ -65,16 +65,19 @@ class SecAggConfig:
             object.__setattr__(self, "threshold", self.holders // 2 + 1)
         t = self.threshold
         if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= self.holders:
-            raise ConfigError(f"threshold must be an integer in [1, {self.holders}] (the holders of each "
-                              f"client's shares), got {t!r}")
+            raise ConfigError(
+                f"threshold must be an integer in [1, {self.holders}] (the holders of each client's shares), got {t!r}"
+            )
 
     def _check_neighbours(self) -> None:
         k = self.neighbours
         if k is None:
             return
         if isinstance(k, bool) or not isinstance(k, int) or k < 2 or k % 2 or k >= self.num_clients - 1:
-            raise ConfigError(f"neighbours (SecAgg+ degree) must be an even integer in [2, {self.num_clients - 2}] "
-                              f"for {self.num_clients} clients, or None for full SecAgg; got {k!r}")
+            raise ConfigError(
+                f"neighbours (SecAgg+ degree) must be an even integer in [2, {self.num_clients - 2}] "
+                f"for {self.num_clients} clients, or None for full SecAgg; got {k!r}"
+            )
 
     def _check_ring(self) -> None:
         k, b, n = self.ring_bits, self.input_bits, self.num_clients
@@ -82,8 +85,10 @@ class SecAggConfig:
             raise ConfigError(f"ring_bits must be an integer in [1, 64], got {k!r}")
         if not self.prequantized and n * ((1 << b) - 1) > (1 << k) - 1:
             need = (n * ((1 << b) - 1)).bit_length()
-            raise ConfigError(f"the sum of {n} clients' {b}-bit inputs needs {need} bits but the ring Z_2^{k} "
-                              f"has {k}: raise ring_bits to >= {need}, or lower input_bits or num_clients")
+            raise ConfigError(
+                f"the sum of {n} clients' {b}-bit inputs needs {need} bits but the ring Z_2^{k} "
+                f"has {k}: raise ring_bits to >= {need}, or lower input_bits or num_clients"
+            )
 
     @property
     def holders(self) -> int:

@@ -94,8 +94,10 @@ def open_sealed(key: bytes, sender: int, receiver: int, round_id: int, ciphertex
     try:
         return AESGCM(key).decrypt(_nonce(sender, receiver), ciphertext, _aad(sender, receiver, round_id))
     except InvalidTag:
-        raise AuthError(f"share ciphertext from client {sender} to client {receiver} failed authentication "
-                        f"(tampered, or not made for round {round_id})") from None
+        raise AuthError(
+            f"share ciphertext from client {sender} to client {receiver} failed authentication "
+            f"(tampered, or not made for round {round_id})"
+        ) from None
 
 
 def prg(seed: bytes, length: int, dtype: np.dtype) -> np.ndarray:

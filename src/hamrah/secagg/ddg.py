@@ -62,8 +62,9 @@ class DDGParams:
             v = getattr(self, key)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"distributed DP: {key} = {v!r}: expected a positive finite number")
-        if not (isinstance(self.local_stddev, (int, float)) and math.isfinite(self.local_stddev)
-                and self.local_stddev >= 0):
+        if not (
+            isinstance(self.local_stddev, (int, float)) and math.isfinite(self.local_stddev) and self.local_stddev >= 0
+        ):
             raise ConfigError(f"distributed DP: local_stddev = {self.local_stddev!r}: expected a finite number >= 0")
         if isinstance(self.ring_bits, bool) or not isinstance(self.ring_bits, int) or not 2 <= self.ring_bits <= 62:
             raise ConfigError(f"distributed DP: ring_bits = {self.ring_bits!r}: expected an integer in 2..62")
@@ -92,12 +93,13 @@ def rounded_l2_bound(norm: float, beta: float, dim: int) -> float:
     loose = norm + math.sqrt(dim)
     if beta == 0:
         return loose
-    tight = math.sqrt(norm ** 2 + dim / 4 + math.sqrt(2 * math.log(1 / beta)) * (norm + math.sqrt(dim) / 2))
+    tight = math.sqrt(norm**2 + dim / 4 + math.sqrt(2 * math.log(1 / beta)) * (norm + math.sqrt(dim) / 2))
     return min(loose, tight)
 
 
-def choose_gamma(clip: float, local_stddev: float, ring_bits: int, clients: int, dim: int,
-                 k_stddevs: float = 4.0) -> float:
+def choose_gamma(
+    clip: float, local_stddev: float, ring_bits: int, clients: int, dim: int, k_stddevs: float = 4.0
+) -> float:
     """Return gamma so that k standard deviations of the sum of ``clients`` noisy vectors fit Z_{2^b}.
 
     Kairouz et al. 2021, Section 4.4 (a flat rotated vector of norm c has coordinates ~ c / sqrt(d); the
@@ -107,11 +109,13 @@ def choose_gamma(clip: float, local_stddev: float, ring_bits: int, clients: int,
     Raises:
         ConfigError: 2^b is too small to hold k standard deviations of even the rounding of n clients.
     """
-    room = 4.0 ** ring_bits - clients * k_stddevs ** 2
+    room = 4.0**ring_bits - clients * k_stddevs**2
     if room <= 0:
-        raise ConfigError(f"distributed DP: a {ring_bits}-bit ring cannot hold {k_stddevs:g} standard deviations of "
-                          f"{clients} clients' rounding; expected more bits or fewer clients")
-    return 2 * k_stddevs * math.sqrt(clients ** 2 * clip ** 2 / dim + clients * local_stddev ** 2) / math.sqrt(room)
+        raise ConfigError(
+            f"distributed DP: a {ring_bits}-bit ring cannot hold {k_stddevs:g} standard deviations of "
+            f"{clients} clients' rounding; expected more bits or fewer clients"
+        )
+    return 2 * k_stddevs * math.sqrt(clients**2 * clip**2 / dim + clients * local_stddev**2) / math.sqrt(room)
 
 
 def fwht(x: np.ndarray) -> np.ndarray:
@@ -137,7 +141,7 @@ def _signs(n: int, seed: int) -> np.ndarray:
 def rotate(x: np.ndarray, seed: int, padded_dim: int) -> np.ndarray:
     """Return H D [x, 0...] / sqrt(d'): pad to ``padded_dim``, flip signs drawn from ``seed``, transform."""
     y = np.zeros(padded_dim)
-    y[:len(x)] = x
+    y[: len(x)] = x
     return fwht(y * _signs(padded_dim, seed))
 
 
@@ -159,8 +163,10 @@ def conditional_round(z: np.ndarray, bound: float, rng: np.random.Generator, max
         out = low + (rng.random(z.shape) < frac)
         if np.linalg.norm(out) <= bound:
             return out.astype(np.int64)
-    raise ProtocolError(f"conditional rounding: no rounding of a vector of norm {np.linalg.norm(z):.4g} within "
-                        f"{bound:.4g} in {max_tries} draws; expected a larger beta or a smaller clip / gamma")
+    raise ProtocolError(
+        f"conditional rounding: no rounding of a vector of norm {np.linalg.norm(z):.4g} within "
+        f"{bound:.4g} in {max_tries} draws; expected a larger beta or a smaller clip / gamma"
+    )
 
 
 def discrete_gaussian(sigma: float, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -178,7 +184,7 @@ def discrete_gaussian(sigma: float, size: int, rng: np.random.Generator) -> np.n
     todo = np.arange(size)
     while len(todo):
         y = (rng.geometric(p, len(todo)) - rng.geometric(p, len(todo))).astype(np.int64)
-        keep = rng.random(len(todo)) < np.exp(-(np.abs(y) - sigma ** 2 / t) ** 2 / (2 * sigma ** 2))
+        keep = rng.random(len(todo)) < np.exp(-((np.abs(y) - sigma**2 / t) ** 2) / (2 * sigma**2))
         out[todo[keep]] = y[keep]
         todo = todo[~keep]
     return out

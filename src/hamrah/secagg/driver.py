@@ -7,8 +7,8 @@ counts are exact, and drops the clients it is told to drop at each stage.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -67,10 +67,16 @@ class _Meter:
         return out
 
 
-def run_secure_aggregation(inputs: Sequence[np.ndarray], config: SecAggConfig,
-                           dropouts: Mapping[str, Iterable[int]] | None = None, seed: int = 0, *,
-                           round_id: int = 0, clock: Callable[[], float] | None = None,
-                           identities: Mapping[int, bytes] | None = None) -> SecAggRun:
+def run_secure_aggregation(
+    inputs: Sequence[np.ndarray],
+    config: SecAggConfig,
+    dropouts: Mapping[str, Iterable[int]] | None = None,
+    seed: int = 0,
+    *,
+    round_id: int = 0,
+    clock: Callable[[], float] | None = None,
+    identities: Mapping[int, bytes] | None = None,
+) -> SecAggRun:
     """Run one round of SecAgg (or SecAgg+) over ``inputs`` in memory.
 
     Args:
@@ -99,23 +105,37 @@ def run_secure_aggregation(inputs: Sequence[np.ndarray], config: SecAggConfig,
         raise ConfigError(f"got {len(inputs)} inputs for a config of num_clients={n}")
     streams = np.random.SeedSequence(seed).generate_state(n + 1, dtype=np.uint64)
     if identities is None:
-        clients = [SecAggClient(u, config, round_id=round_id, randbytes=DeterministicRandom(int(streams[u])))
-                   for u in range(n)]
+        clients = [
+            SecAggClient(u, config, round_id=round_id, randbytes=DeterministicRandom(int(streams[u]))) for u in range(n)
+        ]
         server = SecAggServer(config, round_id=round_id, graph_seed=int(streams[n]))
     else:
         if set(identities) != set(range(n)):
             raise ConfigError(f"identities must hold one signing key for each client 0..{n - 1}")
         public = {u: identity_public_key(key) for u, key in identities.items()}
-        clients = [ActiveSecAggClient(u, config, signing_key=identities[u], verify_keys=public, round_id=round_id,
-                                      randbytes=DeterministicRandom(int(streams[u]))) for u in range(n)]
+        clients = [
+            ActiveSecAggClient(
+                u,
+                config,
+                signing_key=identities[u],
+                verify_keys=public,
+                round_id=round_id,
+                randbytes=DeterministicRandom(int(streams[u])),
+            )
+            for u in range(n)
+        ]
         server = ActiveSecAggServer(config, verify_keys=public, round_id=round_id, graph_seed=int(streams[n]))
     dropped = _check_dropouts(dropouts or {}, n, server.stages)
     return _drive(clients, server, inputs, dropped, _Meter(n, clock))
 
 
-_STEPS = {"advertise_keys": lambda c, m, x: c.advertise_keys(), "share_keys": lambda c, m, x: c.share_keys(m),
-          "masked_input": lambda c, m, x: c.masked_input(m, np.asarray(x)),
-          "consistency_check": lambda c, m, x: c.consistency_check(m), "unmasking": lambda c, m, x: c.unmask(m)}
+_STEPS = {
+    "advertise_keys": lambda c, m, x: c.advertise_keys(),
+    "share_keys": lambda c, m, x: c.share_keys(m),
+    "masked_input": lambda c, m, x: c.masked_input(m, np.asarray(x)),
+    "consistency_check": lambda c, m, x: c.consistency_check(m),
+    "unmasking": lambda c, m, x: c.unmask(m),
+}
 
 
 def _drive(clients, server, inputs, dropped: dict[str, set[int]], meter: _Meter) -> SecAggRun:
@@ -143,12 +163,20 @@ def _drive(clients, server, inputs, dropped: dict[str, set[int]], meter: _Meter)
             if u not in gone:
                 meter.recv[u] += len(wire)
     timed = meter.clock is not None
-    return SecAggRun(result, meter.sent, meter.recv, server_sent, server_recv,
-                     meter.client_s if timed else None, meter.server_s if timed else None)
+    return SecAggRun(
+        result,
+        meter.sent,
+        meter.recv,
+        server_sent,
+        server_recv,
+        meter.client_s if timed else None,
+        meter.server_s if timed else None,
+    )
 
 
-def _check_dropouts(dropouts: Mapping[str, Iterable[int]], n: int,
-                    stages: Sequence[str] = STAGES) -> dict[str, set[int]]:
+def _check_dropouts(
+    dropouts: Mapping[str, Iterable[int]], n: int, stages: Sequence[str] = STAGES
+) -> dict[str, set[int]]:
     out = {}
     for stage, ids in dropouts.items():
         if stage not in stages:

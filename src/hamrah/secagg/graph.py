@@ -11,7 +11,7 @@ clients before the server fixes the seed.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

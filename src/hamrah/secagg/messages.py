@@ -31,9 +31,10 @@ class _Reader:
 
     def take(self, n: int, what: str) -> bytes:
         if self.pos + n > len(self.data):
-            raise ProtocolError(f"message truncated: {what} needs {n} bytes at offset {self.pos}, "
-                                f"only {len(self.data) - self.pos} left")
-        out = self.data[self.pos:self.pos + n]
+            raise ProtocolError(
+                f"message truncated: {what} needs {n} bytes at offset {self.pos}, only {len(self.data) - self.pos} left"
+            )
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -124,15 +125,18 @@ class KeysBroadcast(_Codec):
 
     def _body(self) -> bytes:
         return _ids_bytes(self.peers) + b"".join(
-            p.client_id.to_bytes(4, "big") + p.c_public + p.s_public for p in self.peers)
+            p.client_id.to_bytes(4, "big") + p.c_public + p.s_public for p in self.peers
+        )
 
     def _body_size(self) -> int:
         return 4 + len(self.peers) * (4 + 2 * KEY_BYTES)
 
     @classmethod
     def _decode(cls, r: _Reader, round_id: int, client_id: int):
-        peers = tuple(PeerKeys(r.u32("peer id"), r.take(KEY_BYTES, "c_public"), r.take(KEY_BYTES, "s_public"))
-                      for _ in range(r.u32("peer count")))
+        peers = tuple(
+            PeerKeys(r.u32("peer id"), r.take(KEY_BYTES, "c_public"), r.take(KEY_BYTES, "s_public"))
+            for _ in range(r.u32("peer count"))
+        )
         _unique([p.client_id for p in peers], "KeysBroadcast")
         return cls(round_id, client_id, peers)
 
@@ -265,8 +269,10 @@ class UnmaskShares(_Codec):
         return cls(round_id, client_id, _decode_shares(r, "self-mask share"), _decode_shares(r, "key share"))
 
 
-_KINDS = {c.KIND: c for c in (AdvertiseKeys, KeysBroadcast, ShareKeys, SharesBroadcast, MaskedInput,
-                              UnmaskRequest, UnmaskShares)}
+_KINDS = {
+    c.KIND: c
+    for c in (AdvertiseKeys, KeysBroadcast, ShareKeys, SharesBroadcast, MaskedInput, UnmaskRequest, UnmaskShares)
+}
 
 
 def register(cls):

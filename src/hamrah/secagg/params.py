@@ -11,7 +11,7 @@ drop-outs change the mean's support, never its weighting.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,9 +28,15 @@ def wire_layout(spec: Sequence[tuple[str, Sequence[int]]]) -> ParamsLayout:
     return ParamsLayout.of_spec(spec, sort=True)
 
 
-def secure_weighted_mean(deltas: Sequence[Mapping[str, torch.Tensor]], num_examples: Sequence[int],
-                         config: SecAggConfig, *, weight_scale: float | None = None,
-                         dropouts: Mapping[str, set[int]] | None = None, seed: int = 0) -> tuple[Params, SecAggRun]:
+def secure_weighted_mean(
+    deltas: Sequence[Mapping[str, torch.Tensor]],
+    num_examples: Sequence[int],
+    config: SecAggConfig,
+    *,
+    weight_scale: float | None = None,
+    dropouts: Mapping[str, set[int]] | None = None,
+    seed: int = 0,
+) -> tuple[Params, SecAggRun]:
     """Return sum_k n_k delta_k / sum_k n_k over the contributors, computed under secure aggregation.
 
     Args:
@@ -49,8 +55,9 @@ def secure_weighted_mean(deltas: Sequence[Mapping[str, torch.Tensor]], num_examp
     flats = [flatten_params(d) for d in deltas]
     layout = flats[0][1]
     if config.vector_length != layout.size + 1:
-        raise ConfigError(f"config.vector_length must be {layout.size + 1} (parameters + 1 weight), "
-                          f"got {config.vector_length}")
+        raise ConfigError(
+            f"config.vector_length must be {layout.size + 1} (parameters + 1 weight), got {config.vector_length}"
+        )
     if any(k <= 0 for k in num_examples):
         raise ConfigError("num_examples must all be > 0")
     scale = float(weight_scale or max(num_examples))

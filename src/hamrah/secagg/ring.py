@@ -69,7 +69,7 @@ def _pack_words(values: np.ndarray, bits: int) -> bytes:
     # The part past the word's end, v >> (64 - s), written as two shifts so that s = 0 gives 0.
     spill = (values >> np.uint64(1)) >> (np.uint64(63) - shift)
     words[word[starts] + np.uint64(1)] |= np.bitwise_or.reduceat(spill, starts)
-    return words.astype("<u8").tobytes()[:packed_size(len(values), bits)]
+    return words.astype("<u8").tobytes()[: packed_size(len(values), bits)]
 
 
 def packed_size(length: int, bits: int) -> int:
@@ -85,8 +85,9 @@ def unpack(data: bytes, bits: int, length: int) -> np.ndarray:
     """
     dtype = ring_dtype(bits)
     if len(data) != packed_size(length, bits):
-        raise ProtocolError(f"masked input of {length} {bits}-bit values needs {packed_size(length, bits)} "
-                            f"bytes, got {len(data)}")
+        raise ProtocolError(
+            f"masked input of {length} {bits}-bit values needs {packed_size(length, bits)} bytes, got {len(data)}"
+        )
     if bits == dtype.itemsize * 8:
         return np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype)
     if bits <= _FAST_BITS and length:

@@ -125,8 +125,10 @@ def _cert(r: _Reader) -> bytes:
 
 def _open(data: bytes, kind: int) -> _Reader:
     if not isinstance(data, (bytes, bytearray)) or bytes(data[:3]) != _MAGIC or len(data) < 4 or data[3] != kind:
-        raise ProtocolError(f"not a secure-aggregation {'JoinIdentity' if kind == 1 else 'Roster'} message "
-                            f"(expected magic {_MAGIC!r} and kind {kind})")
+        raise ProtocolError(
+            f"not a secure-aggregation {'JoinIdentity' if kind == 1 else 'Roster'} message "
+            f"(expected magic {_MAGIC!r} and kind {kind})"
+        )
     return _Reader(bytes(data), 4)
 
 

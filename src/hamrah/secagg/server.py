@@ -19,8 +19,17 @@ from hamrah.secagg import crypto, shamir
 from hamrah.secagg.client import _x
 from hamrah.secagg.config import SecAggConfig
 from hamrah.secagg.graph import masking_graph
-from hamrah.secagg.messages import (AdvertiseKeys, KeysBroadcast, MaskedInput, PeerKeys, SharesBroadcast,
-                                    ShareKeys, UnmaskRequest, UnmaskShares, decode)
+from hamrah.secagg.messages import (
+    AdvertiseKeys,
+    KeysBroadcast,
+    MaskedInput,
+    PeerKeys,
+    ShareKeys,
+    SharesBroadcast,
+    UnmaskRequest,
+    UnmaskShares,
+    decode,
+)
 from hamrah.secagg.ring import dequantize_sum, reduce, ring_dtype, unpack
 
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
@@ -64,8 +73,9 @@ class SecAggServer:
     """The rounds in order; the actively secure server inserts its consistency check."""
     _expected: ClassVar[Mapping[str, type]] = _EXPECTED
 
-    def __init__(self, config: SecAggConfig, *, round_id: int = 0, graph_seed: int = 0,
-                 client_ids: Sequence[int] | None = None):
+    def __init__(
+        self, config: SecAggConfig, *, round_id: int = 0, graph_seed: int = 0, client_ids: Sequence[int] | None = None
+    ):
         ids = list(range(config.num_clients)) if client_ids is None else [int(i) for i in client_ids]
         if len(ids) != config.num_clients or len(set(ids)) != len(ids) or not all(0 <= i < 2**32 - 1 for i in ids):
             raise ProtocolError(f"client_ids must be {config.num_clients} distinct ids in [0, 2^32 - 1)")
@@ -88,13 +98,17 @@ class SecAggServer:
             message = decode(message)
         expected = self._expected.get(self.stage)
         if expected is None or not isinstance(message, expected):
-            raise ProtocolError(f"got {type(message).__name__} while the server is at stage {self.stage!r}, "
-                                f"expected {expected.__name__ if expected else 'nothing (the round is over)'}")
+            raise ProtocolError(
+                f"got {type(message).__name__} while the server is at stage {self.stage!r}, "
+                f"expected {expected.__name__ if expected else 'nothing (the round is over)'}"
+            )
         u = message.client_id
         if message.round_id != self.round_id:
             raise ProtocolError(f"client {u}: message of round {message.round_id}, this is round {self.round_id}")
         if u not in self._previous_alive():
-            raise ProtocolError(f"client {u} is not a survivor of the previous stage, cannot take part in {self.stage!r}")
+            raise ProtocolError(
+                f"client {u} is not a survivor of the previous stage, cannot take part in {self.stage!r}"
+            )
         if u in self._inbox[self.stage]:
             raise ProtocolError(f"client {u} sent a second {type(message).__name__} in stage {self.stage!r}")
         getattr(self, "_check_" + self.stage)(message)
@@ -105,9 +119,14 @@ class SecAggServer:
         """End round 0; return each survivor's neighbours' public keys (U1)."""
         u1 = self._close("advertise_keys")
         keys = self._inbox["advertise_keys"]
-        return {u: KeysBroadcast(self.round_id, u, tuple(PeerKeys(v, keys[v].c_public, keys[v].s_public)
-                                                        for v in sorted(self.graph[u] & u1)))
-                for u in sorted(u1)}
+        return {
+            u: KeysBroadcast(
+                self.round_id,
+                u,
+                tuple(PeerKeys(v, keys[v].c_public, keys[v].s_public) for v in sorted(self.graph[u] & u1)),
+            )
+            for u in sorted(u1)
+        }
 
     def close_share_keys(self) -> dict[int, SharesBroadcast]:
         """End round 1; route each ciphertext to its receiver (U2)."""
@@ -136,29 +155,39 @@ class SecAggServer:
         cfg, dtype = self.config, self._total.dtype
         total = self._total.copy()
         for b in self._rebuild(sorted(u3), 0).values():
-            total -= crypto.prg(crypto.derive(b.to_bytes(32, "big"), b"self-mask", self.round_id),
-                                cfg.vector_length, dtype)
+            total -= crypto.prg(
+                crypto.derive(b.to_bytes(32, "big"), b"self-mask", self.round_id), cfg.vector_length, dtype
+            )
         dropped = sorted(self._needed(u3) - u3)
         rebuilt = self._rebuild(dropped, 1)
         for u, secret in rebuilt.items():
             s_sk = crypto.private_key(secret.to_bytes(32, "big"))
             if s_sk.public_key().public_bytes_raw() != self._inbox["advertise_keys"][u].s_public:
-                raise ProtocolError(f"the rebuilt mask key of client {u} does not match its advertised key: "
-                                    f"a share holder sent a wrong share")
+                raise ProtocolError(
+                    f"the rebuilt mask key of client {u} does not match its advertised key: "
+                    f"a share holder sent a wrong share"
+                )
             for v in self.graph[u] & u3:
-                p = crypto.prg(crypto.agree(s_sk, self._inbox["advertise_keys"][v].s_public, b"mask", self.round_id),
-                               cfg.vector_length, dtype)
+                p = crypto.prg(
+                    crypto.agree(s_sk, self._inbox["advertise_keys"][v].s_public, b"mask", self.round_id),
+                    cfg.vector_length,
+                    dtype,
+                )
                 if v > u:
                     total -= p
                 else:
                     total += p
         ring_sum = reduce(total, cfg.ring_bits)
         return AggregateResult(
-            sum=ring_sum.astype(np.float64) if cfg.prequantized else dequantize_sum(ring_sum, len(u3), cfg.clip,
-                                                                                      cfg.input_bits),
+            sum=ring_sum.astype(np.float64)
+            if cfg.prequantized
+            else dequantize_sum(ring_sum, len(u3), cfg.clip, cfg.input_bits),
             ring_sum=ring_sum,
-            contributors=tuple(sorted(u3)), survivors={s: tuple(sorted(self._alive[s])) for s in self.stages},
-            self_masks_removed=tuple(sorted(u3)), keys_rebuilt=tuple(rebuilt))
+            contributors=tuple(sorted(u3)),
+            survivors={s: tuple(sorted(self._alive[s])) for s in self.stages},
+            self_masks_removed=tuple(sorted(u3)),
+            keys_rebuilt=tuple(rebuilt),
+        )
 
     # -- stage bookkeeping ----------------------------------------------------------------------------
 
@@ -183,8 +212,10 @@ class SecAggServer:
         t, n = self.config.threshold, self.config.num_clients
         if self.config.neighbours is None or not alive:
             if len(alive) < t:
-                raise DropoutThresholdExceeded(f"secure aggregation aborted at stage {stage!r}: {len(alive)} of {n} "
-                                               f"clients survived, the threshold is t={t}")
+                raise DropoutThresholdExceeded(
+                    f"secure aggregation aborted at stage {stage!r}: {len(alive)} of {n} "
+                    f"clients survived, the threshold is t={t}"
+                )
             return
         if stage == "unmasking":
             return  # checked per secret in _rebuild
@@ -194,7 +225,8 @@ class SecAggServer:
                 raise DropoutThresholdExceeded(
                     f"secure aggregation (SecAgg+) aborted at stage {stage!r}: client {u} has {left} surviving "
                     f"holders of its shares (itself and its neighbours), the threshold is t={t}; "
-                    f"{len(alive)} of {n} clients survived")
+                    f"{len(alive)} of {n} clients survived"
+                )
 
     def _needed(self, u3: set[int]) -> set[int]:
         """Clients whose secrets unmasking must rebuild: b_u of U3, s_u^SK of dropped neighbours of U3."""
@@ -212,7 +244,8 @@ class SecAggServer:
                 raise DropoutThresholdExceeded(
                     f"secure aggregation aborted at stage 'unmasking': {len(shares)} holders returned shares of "
                     f"client {u}'s {name}, the threshold is t={t}; {len(u4)} of {self.config.num_clients} "
-                    f"clients survived")
+                    f"clients survived"
+                )
             xs = tuple(sorted(shares)[:t])
             if xs not in coeff_cache:
                 coeff_cache[xs] = shamir.lagrange_at_zero(xs)
@@ -229,14 +262,18 @@ class SecAggServer:
         expected = self.graph[m.client_id] & self._alive["advertise_keys"]
         got = {v for v, _ in m.ciphertexts}
         if got != expected:
-            raise ProtocolError(f"client {m.client_id} sent ciphertexts for {sorted(got)}, expected one for each "
-                                f"neighbour in U1: {sorted(expected)}")
+            raise ProtocolError(
+                f"client {m.client_id} sent ciphertexts for {sorted(got)}, expected one for each "
+                f"neighbour in U1: {sorted(expected)}"
+            )
 
     def _check_masked_input(self, m: MaskedInput) -> None:
         cfg = self.config
         if m.ring_bits != cfg.ring_bits or m.length != cfg.vector_length:
-            raise ProtocolError(f"client {m.client_id}: masked input of {m.length} {m.ring_bits}-bit values, "
-                                f"expected {cfg.vector_length} {cfg.ring_bits}-bit values")
+            raise ProtocolError(
+                f"client {m.client_id}: masked input of {m.length} {m.ring_bits}-bit values, "
+                f"expected {cfg.vector_length} {cfg.ring_bits}-bit values"
+            )
         self._total += unpack(m.data, m.ring_bits, m.length)
 
     def _check_unmasking(self, m: UnmaskShares) -> None:
@@ -244,5 +281,7 @@ class SecAggServer:
         want_b, want_s = view & u3, view - u3
         got_b, got_s = {v for v, _ in m.self_mask_shares}, {v for v, _ in m.key_shares}
         if got_b != want_b or got_s != want_s:
-            raise ProtocolError(f"client {m.client_id}: shares of b_v for {sorted(got_b)} and of s_v^SK for "
-                                f"{sorted(got_s)}, expected b_v for {sorted(want_b)} and s_v^SK for {sorted(want_s)}")
+            raise ProtocolError(
+                f"client {m.client_id}: shares of b_v for {sorted(got_b)} and of s_v^SK for "
+                f"{sorted(got_s)}, expected b_v for {sorted(want_b)} and s_v^SK for {sorted(want_s)}"
+            )

@@ -14,7 +14,7 @@ computed once and reused (``lagrange_at_zero``). The field is the smallest prime
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from hamrah.core.errors import ProtocolError
 

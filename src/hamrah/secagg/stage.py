@@ -9,8 +9,9 @@ byte report carries the protocol's real wire bytes per client. The protocol runs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -66,8 +67,10 @@ class SecureAggregation(BaseStage):
         check_flag(self.malicious_server)
         for key in ("ring_bits", "min_contributors"):
             if getattr(self, key) is not None:
-                raise ConfigError(f"secure_aggregation.{key} applies only with privacy.mode = \"distributed\" "
-                                  "(distributed DP's ring and noise); expected it unset")
+                raise ConfigError(
+                    f'secure_aggregation.{key} applies only with privacy.mode = "distributed" '
+                    "(distributed DP's ring and noise); expected it unset"
+                )
 
     def secure_length(self, dim: int) -> int:
         """Return the length of a client's input vector for updates of ``dim`` coordinates (``dim`` itself)."""
@@ -81,8 +84,9 @@ class SecureAggregation(BaseStage):
         """Return the SecAgg settings of a round of ``num_clients`` inputs of ``length`` entries."""
         plus = self.variant == "secagg+" and num_clients > 4
         degree = secaggplus_degree(num_clients) if plus else None
-        return SecAggConfig(num_clients=num_clients, vector_length=length, clip=self.clip,
-                            input_bits=self.input_bits, neighbours=degree)
+        return SecAggConfig(
+            num_clients=num_clients, vector_length=length, clip=self.clip, input_bits=self.input_bits, neighbours=degree
+        )
 
     def identities(self, num_clients: int, seed: int) -> dict[int, bytes] | None:
         """Return simulated identity keys for the in-memory protocol when ``malicious_server`` (else None)."""
@@ -96,7 +100,12 @@ class SecureAggregation(BaseStage):
         flats = [flatten_params(p.params) for p in payloads]
         layout = flats[0][1]
         seed = int(ctx.rng.integers(2**31))
-        run = run_secure_aggregation([f for f, _ in flats], self.config(len(flats), layout.size), seed=seed,
-                                     round_id=ctx.round_idx, identities=self.identities(len(flats), seed))
+        run = run_secure_aggregation(
+            [f for f, _ in flats],
+            self.config(len(flats), layout.size),
+            seed=seed,
+            round_id=ctx.round_idx,
+            identities=self.identities(len(flats), seed),
+        )
         total = unflatten_params(np.asarray(run.sum, dtype=np.float64), layout)
         return total, [int(b) for b in run.client_bytes_sent], [int(b) for b in run.client_bytes_received]

@@ -9,6 +9,15 @@ from hamrah.server.selector import Selector
 from hamrah.server.state import ServerStore
 
 __all__ = [
-    "AggregatorShare", "Coordinator", "FLServer", "LateReport", "MasterAggregator", "RunPlan", "Selector", "ServerConfig",
-    "ServerSetup", "ServerStore", "server_config",
+    "AggregatorShare",
+    "Coordinator",
+    "FLServer",
+    "LateReport",
+    "MasterAggregator",
+    "RunPlan",
+    "Selector",
+    "ServerConfig",
+    "ServerSetup",
+    "ServerStore",
+    "server_config",
 ]

@@ -140,8 +140,9 @@ class MasterAggregator:
     def reports(self) -> int:
         return sum(a.count for a in self.shares if a.alive)
 
-    def finalize(self, statistics: Sequence[Statistic], rule: CombineRule | None = None
-                 ) -> tuple[Aggregate | None, list[Contribution]]:
+    def finalize(
+        self, statistics: Sequence[Statistic], rule: CombineRule | None = None
+    ) -> tuple[Aggregate | None, list[Contribution]]:
         """Return the round's aggregate of the live shares (None when no report is left) and, for
         buffered shares, the reports themselves (what homomorphic encryption adds at commit).
 

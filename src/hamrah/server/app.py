@@ -64,8 +64,10 @@ class FLServer:
     def __init__(self, setup: ServerSetup, state_dir: str | Path):
         self.setup = setup
         if setup.config.get("secure_aggregation") is not None and setup.server.aggregator is not None:
-            raise ConfigError("[secure_aggregation] with server.aggregator: a robust aggregator needs each update, "
-                              "the server sees only their sum; expected one of the two")
+            raise ConfigError(
+                "[secure_aggregation] with server.aggregator: a robust aggregator needs each update, "
+                "the server sees only their sum; expected one of the two"
+            )
         if setup.server.aggregator is not None:
             build_aggregator(**setup.server.aggregator).check(setup.goal)
         s = setup.server
@@ -87,11 +89,21 @@ class FLServer:
     def _build(self, setup: ServerSetup) -> None:
         s = setup.server
         self.base_totals = self.store.totals()  # counters of earlier processes on this state folder
-        self.coordinator = Coordinator(s, setup.run, setup.algorithm, setup.algorithm_plan, setup.model,
-                                       setup.test_data, self.store, setup.goal, setup.ignore_index)
+        self.coordinator = Coordinator(
+            s,
+            setup.run,
+            setup.algorithm,
+            setup.algorithm_plan,
+            setup.model,
+            setup.test_data,
+            self.store,
+            setup.goal,
+            setup.ignore_index,
+        )
         self.coordinator.totals = self.totals
-        pipeline = ServerPipeline.from_config(setup.config, self.coordinator.params, setup.goal, self.store.dir,
-                                              setup.algorithm.name, store=self.store)
+        pipeline = ServerPipeline.from_config(
+            setup.config, self.coordinator.params, setup.goal, self.store.dir, setup.algorithm.name, store=self.store
+        )
         self.coordinator.pipeline = pipeline
         if pipeline is not None:
             pipeline.refuse_start(setup.run.rounds - self.coordinator.last_round)
@@ -103,7 +115,9 @@ class FLServer:
         if tokens is not None:
             self.coordinator.device_identity = lambda device: getattr(tokens.by_key(device), "signing_key", None)
         self.service = FederatedLearningService(self.coordinator, self.selectors, tokens)
-        self.watch = Watch(setup.dashboard, setup.tracking, self.store.dir, setup.config, lambda: self.coordinator.finished)
+        self.watch = Watch(
+            setup.dashboard, setup.tracking, self.store.dir, setup.config, lambda: self.coordinator.finished
+        )
         self.service.telemetry = self.watch.telemetry
         self.port: int | None = None
 
@@ -122,8 +136,10 @@ class FLServer:
             bound = 0
         if bound == 0:
             self._abandon()
-            raise ConfigError(f"--port {port}: cannot listen on {address}: the port is in use or the address "
-                              "is not one of this machine's; expected a free port (0 picks one)")
+            raise ConfigError(
+                f"--port {port}: cannot listen on {address}: the port is in use or the address "
+                "is not one of this machine's; expected a free port (0 picks one)"
+            )
         self._new_state = None  # serving: the state folder is the server's now
         await self._grpc.start()
         try:
@@ -133,9 +149,17 @@ class FLServer:
             raise
         self.port = bound
         params = self.coordinator.params
-        log.info("serving population %r on %s:%d (%s, %s: %s parameters; goal %d per round; state %s)",
-                 s.population, host, bound, "TLS" if s.tls_cert else "plaintext", self.setup.model.name,
-                 f"{num_parameters(params):,}", self.setup.goal, self.store.dir)
+        log.info(
+            "serving population %r on %s:%d (%s, %s: %s parameters; goal %d per round; state %s)",
+            s.population,
+            host,
+            bound,
+            "TLS" if s.tls_cert else "plaintext",
+            self.setup.model.name,
+            f"{num_parameters(params):,}",
+            self.setup.goal,
+            self.store.dir,
+        )
         return bound
 
     async def serve(self, port: int = 0, host: str = "127.0.0.1", linger_s: float | None = None) -> dict:
@@ -182,9 +206,12 @@ class FLServer:
         refusals = dict(base.get("refusals", {}))
         for reason, n in guard.refusals.items():
             refusals[reason] = refusals.get(reason, 0) + n
-        now = {"refused_messages": self.service.refused, "refused_aggregates": self.coordinator.refused_aggregates,
-               "devices_forwarded": sum(s.forwarded for s in self.selectors),
-               "devices_turned_away": sum(s.turned_away for s in self.selectors)}
+        now = {
+            "refused_messages": self.service.refused,
+            "refused_aggregates": self.coordinator.refused_aggregates,
+            "devices_forwarded": sum(s.forwarded for s in self.selectors),
+            "devices_turned_away": sum(s.turned_away for s in self.selectors),
+        }
         out = {k: int(base.get(k, 0)) + v for k, v in now.items()}
         out["refusals"] = dict(sorted(refusals.items()))
         out["restarts"] = int(base.get("restarts", -1)) + 1 if base else 0

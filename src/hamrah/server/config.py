@@ -156,13 +156,22 @@ def _check(c: ServerConfig) -> None:
         (c.selectors >= 1, "selectors", c.selectors, "an integer >= 1"),
         (c.aggregators >= 1, "aggregators", c.aggregators, "an integer >= 1"),
         (c.checkin_hold_s >= 0, "checkin_hold_s", c.checkin_hold_s, "a number >= 0"),
-        (0 < c.reconnect_min_s <= c.reconnect_max_s, "reconnect_min_s", c.reconnect_min_s, "0 < reconnect_min_s <= reconnect_max_s"),
+        (
+            0 < c.reconnect_min_s <= c.reconnect_max_s,
+            "reconnect_min_s",
+            c.reconnect_min_s,
+            "0 < reconnect_min_s <= reconnect_max_s",
+        ),
         (c.retry_delay_s >= 0, "retry_delay_s", c.retry_delay_s, "a number >= 0"),
         (c.max_update_mb >= 0, "max_update_mb", c.max_update_mb, "a number >= 0 (0: automatic)"),
         (c.max_concurrent_uploads >= 1, "max_concurrent_uploads", c.max_concurrent_uploads, "an integer >= 1"),
         (c.eval_devices >= 0, "eval_devices", c.eval_devices, "an integer >= 0"),
-        (c.secagg_stage_timeout_s > 0, "secagg_stage_timeout_s", c.secagg_stage_timeout_s,
-         "a positive number of seconds"),
+        (
+            c.secagg_stage_timeout_s > 0,
+            "secagg_stage_timeout_s",
+            c.secagg_stage_timeout_s,
+            "a positive number of seconds",
+        ),
         (c.max_example_weight >= 0, "max_example_weight", c.max_example_weight, "an integer >= 0 (0: automatic)"),
         (c.clip_norm >= 0, "clip_norm", c.clip_norm, "a number >= 0 (0: clip_ratio times the model's norm)"),
         (c.clip_multiplier >= 1, "clip_multiplier", c.clip_multiplier, "a number >= 1 (e.g. 2.0)"),
@@ -177,18 +186,25 @@ def _check(c: ServerConfig) -> None:
         (c.keep_last >= 0, "keep_last", c.keep_last, "an integer >= 0 (0: keep every checkpoint)"),
         (c.backend in BACKENDS, "backend", c.backend, f"one of {', '.join(BACKENDS)}"),
         ((c.tls_cert is None) == (c.tls_key is None), "tls_cert", c.tls_cert, "tls_cert and tls_key set together"),
-        (c.client_ca is None or c.tls_cert is not None, "client_ca", c.client_ca, "mutual TLS only with tls_cert and tls_key"),
+        (
+            c.client_ca is None or c.tls_cert is not None,
+            "client_ca",
+            c.client_ca,
+            "mutual TLS only with tls_cert and tls_key",
+        ),
     ]
     for ok, key, value, expected in checks:
         if not ok:
             raise ConfigError(f"server.{key} = {value!r}: expected {expected}")
     if c.aggregator is not None:
         if "name" not in c.aggregator:
-            raise ConfigError("server.aggregator: expected a table with a name, e.g. {name = \"median\"}")
+            raise ConfigError('server.aggregator: expected a table with a name, e.g. {name = "median"}')
         if getattr(build_aggregator(**c.aggregator), "needs_reference", False):
-            raise ConfigError(f"server.aggregator = {c.aggregator['name']!r} needs the server's own update on a root "
-                              "data set each round, which the real server does not compute yet; expected an "
-                              "aggregator that needs only the reports (it runs in the simulator and the lab)")
+            raise ConfigError(
+                f"server.aggregator = {c.aggregator['name']!r} needs the server's own update on a root "
+                "data set each round, which the real server does not compute yet; expected an "
+                "aggregator that needs only the reports (it runs in the simulator and the lab)"
+            )
     if c.goal_count is not None and c.min_reports is not None and c.min_reports > c.goal_count:
         raise ConfigError(f"server.min_reports = {c.min_reports}: expected at most goal_count ({c.goal_count})")
 

@@ -61,10 +61,22 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
     every event with its time and the machine's outputs (``machine.journal``), to replay a run.
     """
 
-    def __init__(self, cfg: ServerConfig, run: RunPlan, algorithm: Algorithm, algorithm_plan: dict,
-                 model: ModelSpec, test_data: ArrayData | None, store: ServerStore, goal: int,
-                 ignore_index: int | None = None, pipeline=None, clock: ev.Clock | None = None,
-                 journal: bool = False, new_task_id: Callable[[], str] | None = None):
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        run: RunPlan,
+        algorithm: Algorithm,
+        algorithm_plan: dict,
+        model: ModelSpec,
+        test_data: ArrayData | None,
+        store: ServerStore,
+        goal: int,
+        ignore_index: int | None = None,
+        pipeline=None,
+        clock: ev.Clock | None = None,
+        journal: bool = False,
+        new_task_id: Callable[[], str] | None = None,
+    ):
         self.pipeline = pipeline  # hamrah.server.pipeline.ServerPipeline, or None
         self.cfg, self.run_plan, self.algorithm, self.algorithm_plan = cfg, run, algorithm, algorithm_plan
         self.model_spec, self.test_data, self.store, self.ignore_index = model, test_data, store, ignore_index
@@ -90,8 +102,9 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
             self.server_state = unflatten_state(type(template), tensors, scalars)
             self.elapsed_before = float(store.committed_rounds()[-1].get("elapsed_s", 0.0))
             log.info("resuming from committed round %d (state %s)", last_round, store.dir)
-        self.machine = RoundMachine(MachineConfig.of(cfg, run, goal), self.clock, run.seed, last_round,
-                                    new_task_id, journal)
+        self.machine = RoundMachine(
+            MachineConfig.of(cfg, run, goal), self.clock, run.seed, last_round, new_task_id, journal
+        )
         self.max_weight, self.clip = influence_bound(cfg, store.committed_rounds()[-1:] if resumed else [])
         self.spec = spec_of(self.params)
         self.update_limit = int(cfg.max_update_mb * 2**20) or 2 * len(encode_params(self.params)) + 2**20
@@ -202,15 +215,25 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
             metrics = check_metrics(report.metrics, required=("loss", "accuracy"))
             rs.evals.append((self._weight(rs, report.num_examples), metrics))
         elif self.secure_stage() is not None:
-            raise ProtocolError("this round uses secure aggregation: a training update goes through the "
-                                "SecureAggregation stream, not Report")
+            raise ProtocolError(
+                "this round uses secure aggregation: a training update goes through the "
+                "SecureAggregation stream, not Report"
+            )
         else:
             self._fold(rs, info, *self._decode_report(info, report))
             rs.aggregation_s += self.clock.now() - t0
         train_s = report.metrics.get("duration_s") if info.kind == "train" else None
-        self._feed(ev.ReportArrived(device, info.task_id, rs.round, self._reports(rs), train_s,
-                                    None if started is None else t0 - started,
-                                    report if self.machine.journal is not None else None))
+        self._feed(
+            ev.ReportArrived(
+                device,
+                info.task_id,
+                rs.round,
+                self._reports(rs),
+                train_s,
+                None if started is None else t0 - started,
+                report if self.machine.journal is not None else None,
+            )
+        )
         return "accepted"
 
     def refused(self, device: str, reason: str) -> None:
@@ -320,8 +343,16 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         self.params, self.server_state = params, state
         return record
 
-    def _record(self, rs: RoundState, params: Params, reported: int, train_loss: float,
-                secure: SecureOutcome | None, aggregation_s: float, commit_s: float) -> RoundRecord:
+    def _record(
+        self,
+        rs: RoundState,
+        params: Params,
+        reported: int,
+        train_loss: float,
+        secure: SecureOutcome | None,
+        aggregation_s: float,
+        commit_s: float,
+    ) -> RoundRecord:
         """Evaluate ``params`` if this round is evaluated; return the round's record."""
         more: dict = {}
         t0 = self.clock.now()
@@ -334,8 +365,16 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         if secure is not None:
             extra.update(secagg_survivors=secure.survivors, bytes_down_protocol=rs.secure.bytes_down)
         now = self.clock.now()
-        phases = phase_times(rs, aggregation_s=aggregation_s, eval_s=eval_s, commit_s=commit_s,
-                             round_s=now - rs.started)
-        return round_record(rs, reported, train_loss, self.master.lost, phases,
-                            self.elapsed_before + now - self.started, extra=extra, **more)
-
+        phases = phase_times(
+            rs, aggregation_s=aggregation_s, eval_s=eval_s, commit_s=commit_s, round_s=now - rs.started
+        )
+        return round_record(
+            rs,
+            reported,
+            train_loss,
+            self.master.lost,
+            phases,
+            self.elapsed_before + now - self.started,
+            extra=extra,
+            **more,
+        )

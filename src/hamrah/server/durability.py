@@ -39,8 +39,10 @@ class StateLock:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise ConfigError(f"--state {self.path.parent}: another server (pid {holder}) is using this state "
-                              "folder; expected one server per state folder (stop it, or use another --state)") from None
+            raise ConfigError(
+                f"--state {self.path.parent}: another server (pid {holder}) is using this state "
+                "folder; expected one server per state folder (stop it, or use another --state)"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         self._fd = fd

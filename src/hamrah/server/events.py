@@ -176,8 +176,20 @@ class CommitRefused:
     reason: str
 
 
-Event = (CheckedIn | TaskAsked | Downloaded | ReportArrived | DeviceAborted | ReportRefused | TimerFired | OpenRound
-         | Stop | SecureDone | Committed | CommitRefused)
+Event = (
+    CheckedIn
+    | TaskAsked
+    | Downloaded
+    | ReportArrived
+    | DeviceAborted
+    | ReportRefused
+    | TimerFired
+    | OpenRound
+    | Stop
+    | SecureDone
+    | Committed
+    | CommitRefused
+)
 
 # --- outputs ------------------------------------------------------------------------------------
 
@@ -262,13 +274,49 @@ class RunFailed:
     message: str
 
 
-Output = (RoundDue | RoundOpened | TaskAssigned | NotDrawn | SelectionClosed | ReportingOpened | CommitDue
-          | RoundAbandoned | RunFinished | RunFailed)
+Output = (
+    RoundDue
+    | RoundOpened
+    | TaskAssigned
+    | NotDrawn
+    | SelectionClosed
+    | ReportingOpened
+    | CommitDue
+    | RoundAbandoned
+    | RunFinished
+    | RunFailed
+)
 
 __all__ = [
-    "ABORTED", "COMPLETED", "FAILED", "CheckedIn", "Clock", "CommitDue", "CommitRefused", "Committed",
-    "DeviceAborted", "Downloaded", "Event", "FakeClock", "MonotonicClock", "NotDrawn", "OpenRound", "Output",
-    "Report", "ReportArrived", "ReportRefused", "ReportingOpened", "RoundAbandoned", "RoundDue", "RoundOpened",
-    "RunFailed", "RunFinished", "SecureDone", "SelectionClosed", "Stop", "TaskAsked", "TaskAssigned",
+    "ABORTED",
+    "COMPLETED",
+    "FAILED",
+    "CheckedIn",
+    "Clock",
+    "CommitDue",
+    "CommitRefused",
+    "Committed",
+    "DeviceAborted",
+    "Downloaded",
+    "Event",
+    "FakeClock",
+    "MonotonicClock",
+    "NotDrawn",
+    "OpenRound",
+    "Output",
+    "Report",
+    "ReportArrived",
+    "ReportRefused",
+    "ReportingOpened",
+    "RoundAbandoned",
+    "RoundDue",
+    "RoundOpened",
+    "RunFailed",
+    "RunFinished",
+    "SecureDone",
+    "SelectionClosed",
+    "Stop",
+    "TaskAsked",
+    "TaskAssigned",
     "TimerFired",
 ]

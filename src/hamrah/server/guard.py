@@ -96,8 +96,10 @@ class Guard:
         while len(self.buckets) > self.max_devices:
             self.buckets.popitem(last=False)
         if not bucket.take(now):
-            raise RateLimited(f"device over its rate limit of {self.rate_per_s:g} calls/s (burst "
-                              f"{self.rate_burst}); expected fewer calls (follow reconnect_after_s)")
+            raise RateLimited(
+                f"device over its rate limit of {self.rate_per_s:g} calls/s (burst "
+                f"{self.rate_burst}); expected fewer calls (follow reconnect_after_s)"
+            )
 
     @contextlib.contextmanager
     def stream(self, device: str) -> Iterator[None]:
@@ -107,8 +109,9 @@ class Guard:
             TooManyStreams: the device already holds ``max_streams`` streams.
         """
         if self.streams[device] >= self.max_streams:
-            raise TooManyStreams(f"device already holds {self.streams[device]} open streams; expected at most "
-                                 f"{self.max_streams} at once")
+            raise TooManyStreams(
+                f"device already holds {self.streams[device]} open streams; expected at most {self.max_streams} at once"
+            )
         self.streams[device] += 1
         try:
             yield
@@ -153,17 +156,25 @@ def add_service(servicer, server) -> None:
     hand :data:`MALFORMED` to the handler instead of raising on a corrupt message."""
     handlers = {
         "CheckIn": grpc.unary_unary_rpc_method_handler(
-            servicer.CheckIn, request_deserializer=_safe(pb.CheckInRequest.FromString),
-            response_serializer=pb.CheckInResponse.SerializeToString),
+            servicer.CheckIn,
+            request_deserializer=_safe(pb.CheckInRequest.FromString),
+            response_serializer=pb.CheckInResponse.SerializeToString,
+        ),
         "DownloadCheckpoint": grpc.unary_stream_rpc_method_handler(
-            servicer.DownloadCheckpoint, request_deserializer=_safe(pb.CheckpointRequest.FromString),
-            response_serializer=pb.Chunk.SerializeToString),
+            servicer.DownloadCheckpoint,
+            request_deserializer=_safe(pb.CheckpointRequest.FromString),
+            response_serializer=pb.Chunk.SerializeToString,
+        ),
         "Report": grpc.stream_unary_rpc_method_handler(
-            servicer.Report, request_deserializer=_safe(pb.ReportPart.FromString),
-            response_serializer=pb.ReportResponse.SerializeToString),
+            servicer.Report,
+            request_deserializer=_safe(pb.ReportPart.FromString),
+            response_serializer=pb.ReportResponse.SerializeToString,
+        ),
         "SecureAggregation": grpc.stream_stream_rpc_method_handler(
-            servicer.SecureAggregation, request_deserializer=_safe(pb.SecAggPart.FromString),
-            response_serializer=pb.SecAggPart.SerializeToString),
+            servicer.SecureAggregation,
+            request_deserializer=_safe(pb.SecAggPart.FromString),
+            response_serializer=pb.SecAggPart.SerializeToString,
+        ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("hamrah.v1.FederatedLearning", handlers),))
 

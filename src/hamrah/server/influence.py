@@ -137,15 +137,22 @@ def influence_bound(cfg, last: list[dict] = ()) -> tuple[int, AdaptiveClip | Non
         (the most examples a report counts for, the clip rule or None when bounds are off).
     """
     if not cfg.bounded_influence:
-        log.warning("server.bounded_influence = false: num_examples up to %d is trusted as each report's weight "
-                    "and deltas are not norm-bounded; one device can move the model at will", UNBOUNDED_WEIGHT)
+        log.warning(
+            "server.bounded_influence = false: num_examples up to %d is trusted as each report's weight "
+            "and deltas are not norm-bounded; one device can move the model at will",
+            UNBOUNDED_WEIGHT,
+        )
         return UNBOUNDED_WEIGHT, None
     clip = AdaptiveClip(cfg.clip_multiplier, cfg.clip_norm or None, cfg.clip_window)
     clip.seed(last[0].get("clip_norm") if last else None)
     weight = cfg.max_example_weight or DEFAULT_MAX_WEIGHT
-    log.info("bounded influence: a report counts for at most %d examples; deltas are clipped to %s", weight,
-             f"L2 norm {clip.fixed:g}" if clip.fixed else
-             f"{cfg.clip_multiplier:g}x the median norm of the last {cfg.clip_window} reports")
+    log.info(
+        "bounded influence: a report counts for at most %d examples; deltas are clipped to %s",
+        weight,
+        f"L2 norm {clip.fixed:g}"
+        if clip.fixed
+        else f"{cfg.clip_multiplier:g}x the median norm of the last {cfg.clip_window} reports",
+    )
     return weight, clip
 
 
@@ -190,5 +197,13 @@ def check_metrics(metrics: Mapping[str, float], required: tuple[str, ...] = ()) 
     return dict(metrics)
 
 
-__all__ = ["DEFAULT_MAX_WEIGHT", "METRIC_RANGES", "UNBOUNDED_WEIGHT", "AdaptiveClip", "InfluenceBound", "check_finite",
-           "check_metrics", "influence_bound"]
+__all__ = [
+    "DEFAULT_MAX_WEIGHT",
+    "METRIC_RANGES",
+    "UNBOUNDED_WEIGHT",
+    "AdaptiveClip",
+    "InfluenceBound",
+    "check_finite",
+    "check_metrics",
+    "influence_bound",
+]

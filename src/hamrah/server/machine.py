@@ -29,7 +29,13 @@ from hamrah.server import events as ev
 from hamrah.server.rounds import LateReport, RoundState, TaskInfo, draw, no_shows
 
 DUE, SELECTING, REPORTING, COMMITTING, RETRY_WAIT, FINISHED = (
-    "due", "selecting", "reporting", "committing", "retry_wait", "finished")
+    "due",
+    "selecting",
+    "reporting",
+    "committing",
+    "retry_wait",
+    "finished",
+)
 
 
 @dataclass(frozen=True)
@@ -57,11 +63,24 @@ class MachineConfig:
     @classmethod
     def of(cls, cfg, run, goal: int) -> MachineConfig:
         """Build from a ``ServerConfig``, a ``RunPlan`` and the per-round goal."""
-        return cls(run.rounds, goal, cfg.selection_target(goal), cfg.reports_needed(goal),
-                   math.ceil(cfg.min_selected_fraction * goal), cfg.eval_devices, cfg.selection_timeout_s,
-                   cfg.reporting_timeout_s, cfg.selection_window_s, cfg.max_round_attempts, cfg.retry_delay_s,
-                   cfg.no_show_rounds, cfg.reconnect_min_s, cfg.reconnect_max_s, run.target_accuracy,
-                   run.stop_at_target)
+        return cls(
+            run.rounds,
+            goal,
+            cfg.selection_target(goal),
+            cfg.reports_needed(goal),
+            math.ceil(cfg.min_selected_fraction * goal),
+            cfg.eval_devices,
+            cfg.selection_timeout_s,
+            cfg.reporting_timeout_s,
+            cfg.selection_window_s,
+            cfg.max_round_attempts,
+            cfg.retry_delay_s,
+            cfg.no_show_rounds,
+            cfg.reconnect_min_s,
+            cfg.reconnect_max_s,
+            run.target_accuracy,
+            run.stop_at_target,
+        )
 
 
 class RoundMachine:
@@ -77,8 +96,15 @@ class RoundMachine:
         journal: keep ``(time, event, outputs)`` of every event handled (to record a run).
     """
 
-    def __init__(self, cfg: MachineConfig, clock: ev.Clock, seed: int = 0, last_round: int = 0,
-                 new_task_id: Callable[[], str] | None = None, journal: bool = False):
+    def __init__(
+        self,
+        cfg: MachineConfig,
+        clock: ev.Clock,
+        seed: int = 0,
+        last_round: int = 0,
+        new_task_id: Callable[[], str] | None = None,
+        journal: bool = False,
+    ):
         self.cfg, self.clock = cfg, clock
         self.rng = random.Random(seed)
         self.pace_rng = random.Random(f"{seed}/pace")
@@ -225,15 +251,28 @@ class RoundMachine:
         if self.phase != DUE:
             raise ProtocolError(f"OpenRound while {self.phase}: expected a due round")
         now, c = self.clock.now(), self.cfg
-        self.current = RoundState(self.next_round, self.attempt, c.goal, c.target, now, eval_target=c.eval_target,
-                                  selection_deadline=now + c.selection_timeout_s, secure_mode=secure)
+        self.current = RoundState(
+            self.next_round,
+            self.attempt,
+            c.goal,
+            c.target,
+            now,
+            eval_target=c.eval_target,
+            selection_deadline=now + c.selection_timeout_s,
+            secure_mode=secure,
+        )
         self.phase = SELECTING
         return [ev.RoundOpened(self.next_round, self.attempt, c.target, c.goal)]
 
     def _checked_in(self, device: str) -> list[ev.Output]:
         rs = self.current
-        if (rs is None or self.phase != SELECTING or self.has_task(device) or device in rs.candidates
-                or self.no_show.get(device, 0) >= rs.round):
+        if (
+            rs is None
+            or self.phase != SELECTING
+            or self.has_task(device)
+            or device in rs.candidates
+            or self.no_show.get(device, 0) >= rs.round
+        ):
             return [ev.NotDrawn(device)]
         rs.candidates.append(device)
         if rs.draw_at is None:
@@ -282,8 +321,10 @@ class RoundMachine:
         selected = rs.picked("train")
         out.append(ev.SelectionClosed(rs.round, selected))
         if selected < self.cfg.min_selected:
-            return out + self._abandon("selection", f"abandoned in selection: {selected} devices selected, "
-                                       f"{self.cfg.min_selected} needed; retrying")
+            return out + self._abandon(
+                "selection",
+                f"abandoned in selection: {selected} devices selected, {self.cfg.min_selected} needed; retrying",
+            )
         self.phase, rs.reporting_open = REPORTING, True
         rs.reporting_deadline = self.clock.now() + self.cfg.reporting_timeout_s
         out.append(ev.ReportingOpened(rs.round, rs.secure_mode))
@@ -315,8 +356,9 @@ class RoundMachine:
             for device in no_shows(rs):
                 self.no_show[device] = rs.round + self.cfg.no_show_rounds
         if reported < self.cfg.reports_needed:
-            return self._abandon("reporting", f"abandoned in reporting: {reported} reports, "
-                                 f"{self.cfg.reports_needed} needed; retrying")
+            return self._abandon(
+                "reporting", f"abandoned in reporting: {reported} reports, {self.cfg.reports_needed} needed; retrying"
+            )
         self.phase = COMMITTING
         return [ev.CommitDue(rs.round, reported)]
 
@@ -325,9 +367,11 @@ class RoundMachine:
         self.current, self.retry_at = None, None
         out: list[ev.Output] = [ev.RoundAbandoned(r, attempt, phase, message)]
         if attempt >= self.cfg.max_round_attempts:
-            self.failure = (f"round {r}: abandoned {attempt} times (server.max_round_attempts = "
-                            f"{self.cfg.max_round_attempts}); expected enough devices checking in and reporting "
-                            "(see the warnings above for why each attempt failed); committed rounds are kept")
+            self.failure = (
+                f"round {r}: abandoned {attempt} times (server.max_round_attempts = "
+                f"{self.cfg.max_round_attempts}); expected enough devices checking in and reporting "
+                "(see the warnings above for why each attempt failed); committed rounds are kept"
+            )
             self.phase = FINISHED
             return out + [ev.RunFailed(self.failure)]
         self.attempt += 1
@@ -344,8 +388,12 @@ class RoundMachine:
             self.round_s = 0.7 * self.round_s + 0.3 * rec.phases.round_s
         self.current, self.last_round, self.next_round, self.attempt = None, e.round, e.round + 1, 1
         c = self.cfg
-        if c.stop_at_target and rec.test_accuracy is not None and c.target_accuracy is not None \
-                and rec.test_accuracy >= c.target_accuracy:
+        if (
+            c.stop_at_target
+            and rec.test_accuracy is not None
+            and c.target_accuracy is not None
+            and rec.test_accuracy >= c.target_accuracy
+        ):
             return self._finish("target", f"target accuracy {c.target_accuracy:.4f} reached at round {e.round}")
         if e.round >= c.rounds:
             return self._finish("rounds")

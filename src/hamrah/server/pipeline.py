@@ -70,8 +70,15 @@ class ServerPipeline:
         DataError: checkpoints without a ledger, or a corrupt ledger or stage state.
     """
 
-    def __init__(self, spec: PipelineSpec, params: Params, state_dir: str | Path, store=None,
-                 statistics: tuple[Statistic, ...] = (DELTA,), robust: bool = False):
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        params: Params,
+        state_dir: str | Path,
+        store=None,
+        statistics: tuple[Statistic, ...] = (DELTA,),
+        robust: bool = False,
+    ):
         self.run = PipelineRun(spec, statistics_template(statistics, params))
         self.run.check(statistics, robust)
         if spec.dp is not None and spec.dp.mode == "distributed":  # no sampling amplification: see the docstring
@@ -86,12 +93,15 @@ class ServerPipeline:
         self.buffered = self.he is not None  # True: the Aggregators keep each report (a stage must see them all)
         size = len(json.dumps(self.plan_extra()))
         if size > MAX_PLAN_BYTES:
-            raise ConfigError(f"pipeline: the plan's extra would be {size:,} bytes (the public key travels in it); "
-                              f"expected at most {MAX_PLAN_BYTES:,}: use a smaller poly_modulus_degree")
+            raise ConfigError(
+                f"pipeline: the plan's extra would be {size:,} bytes (the public key travels in it); "
+                f"expected at most {MAX_PLAN_BYTES:,}: use a smaller poly_modulus_degree"
+            )
 
     @classmethod
-    def from_config(cls, config: dict, params: Params, goal: int, state_dir: str | Path,
-                    algorithm: str, store=None) -> ServerPipeline | None:
+    def from_config(
+        cls, config: dict, params: Params, goal: int, state_dir: str | Path, algorithm: str, store=None
+    ) -> ServerPipeline | None:
         """Return the pipeline of a server config (``ServerSetup.config``), or None when it has none.
 
         Raises:
@@ -106,8 +116,15 @@ class ServerPipeline:
             return None
         robust = bool((config.get("server") or {}).get("aggregator"))
         comp = None if comp is None else {k: v for k, v in comp.items() if v is not None}
-        spec = resolve_pipeline(comp, None if priv is None else dp_settings(priv), int(config["data"]["num_clients"]),
-                                goal, int(config["run"]["rounds"]), secure, he)
+        spec = resolve_pipeline(
+            comp,
+            None if priv is None else dp_settings(priv),
+            int(config["data"]["num_clients"]),
+            goal,
+            int(config["run"]["rounds"]),
+            secure,
+            he,
+        )
         refuse_unprovable(spec, secure is not None)
         return cls(spec, params, state_dir, store, statistics_of(algorithm), robust)
 
@@ -142,8 +159,10 @@ class ServerPipeline:
                 ciphertext is malformed, of the wrong size, or would overflow the sum's headroom.
         """
         if set(tensors) != {PAYLOAD_KEY} or tensors[PAYLOAD_KEY].dtype != torch.uint8:
-            raise ProtocolError(f"update: expected one uint8 tensor {PAYLOAD_KEY!r} (this round's pipeline is "
-                                f"{', '.join(self.run.chain.names)}), got {sorted(tensors)[:5]}")
+            raise ProtocolError(
+                f"update: expected one uint8 tensor {PAYLOAD_KEY!r} (this round's pipeline is "
+                f"{', '.join(self.run.chain.names)}), got {sorted(tensors)[:5]}"
+            )
         data = tensors[PAYLOAD_KEY].numpy().tobytes()
         weight = int(self.run.weight(num_examples))
         loss = {"train_loss": Weighted.of(float(metrics.get("train_loss", 0.0)), float(weight))}
@@ -151,8 +170,10 @@ class ServerPipeline:
             self.he.read(data, self.wire)  # parse and check now; the ciphertext is added at commit
             limit = self.he.settings.max_weight
             if self.weight_in + weight > limit:
-                raise ProtocolError(f"update: weight {weight} would take this round's encrypted sum to "
-                                    f"{self.weight_in + weight}, past homomorphic_encryption.max_weight = {limit}")
+                raise ProtocolError(
+                    f"update: weight {weight} would take this round's encrypted sum to "
+                    f"{self.weight_in + weight}, past homomorphic_encryption.max_weight = {limit}"
+                )
             self.privacy.admit(client_id)  # DP-FTRL: at most one report per device per tree
             self.weight_in += weight
             self.bytes_up += len(data)
@@ -163,8 +184,9 @@ class ServerPipeline:
         self.bytes_up += len(data)
         return Contribution(client_id, delta, float(weight), loss)
 
-    def server_half(self, aggregate: Aggregate | None, reports: list[Contribution], round_idx: int,
-                    reported: int) -> Aggregate | None:
+    def server_half(
+        self, aggregate: Aggregate | None, reports: list[Contribution], round_idx: int, reported: int
+    ) -> Aggregate | None:
         """Run the server halves on the round's mean (HE: on the decrypted weighted sum of the buffered
         reports' ciphertexts); return the aggregate the algorithm applies (None: nothing to apply)."""
         if self.he is not None and reports:

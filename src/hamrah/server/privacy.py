@@ -6,7 +6,8 @@
   sampling-based epsilon is never printed or recorded here: ``privacy.target_epsilon`` with
   ``mode = "central"`` is refused at config time, and noise without a target runs with no epsilon
   claimed. Distributed DP (``mode = "distributed"``) is accounted here without sampling amplification
-  (every round charged as if every device took part), which holds whoever checks in, so it is claimed. DP-FTRL (``mode = "ftrl"``, Kairouz et al. 2021) needs no sampling, only that each
+  (every round charged as if every device took part), which holds whoever checks in, so it is claimed.
+  DP-FTRL (``mode = "ftrl"``, Kairouz et al. 2021) needs no sampling, only that each
   device contributes at most once per tree of ``tree_rounds`` rounds: the server enforces that by
   refusing a second report of one device within a tree, and then reports the epsilon it can prove.
   Local DP's accounting charges every round as if every client took part, which holds whoever checks in.
@@ -24,9 +25,9 @@ import logging
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
 from hamrah.pipeline import PipelineRun, PipelineSpec
 from hamrah.pipeline.distributed import DistributedAccountant, ledger_to_dict, restore_ledger
-from hamrah.privacy.server_state import server_state_from_dict, server_state_to_dict
 from hamrah.privacy.ftrl import TreeState
 from hamrah.privacy.ledger import accountant_from_dict, accountant_to_dict
+from hamrah.privacy.server_state import server_state_from_dict, server_state_to_dict
 
 log = logging.getLogger("hamrah.server")
 LEDGER_KEY, STATE_KEY, PARTICIPANTS_KEY = "ledger", "pipeline_state", "ftrl_participants"
@@ -44,14 +45,17 @@ def refuse_unprovable(spec: PipelineSpec, secure: bool) -> None:
         return
     if spec.claims_sampling and dp.target_epsilon is not None:
         raise ConfigError(
-            f"privacy.mode = \"{dp.mode}\" with privacy.target_epsilon on the server: its epsilon assumes {dp.sampling} "
+            f'privacy.mode = "{dp.mode}" with privacy.target_epsilon on the server: its epsilon assumes {dp.sampling} '
             "sampling of the population, but the server takes the devices that check in, so that epsilon would not "
-            "be a guarantee; expected privacy.mode = \"ftrl\" (DP-FTRL: no sampling assumed, each device at most once "
-            "per tree of privacy.tree_rounds rounds) or no target_epsilon (noise added, no epsilon claimed)")
+            'be a guarantee; expected privacy.mode = "ftrl" (DP-FTRL: no sampling assumed, each device at most once '
+            "per tree of privacy.tree_rounds rounds) or no target_epsilon (noise added, no epsilon claimed)"
+        )
     if dp.mode == "ftrl" and secure:
-        raise ConfigError("privacy.mode = \"ftrl\" with [secure_aggregation] on the server: the once-per-tree rule "
-                          "DP-FTRL's epsilon needs is enforced on each decoded report, which secure aggregation "
-                          "hides; expected one of the two")
+        raise ConfigError(
+            'privacy.mode = "ftrl" with [secure_aggregation] on the server: the once-per-tree rule '
+            "DP-FTRL's epsilon needs is enforced on each decoded report, which secure aggregation "
+            "hides; expected one of the two"
+        )
 
 
 class ServerPrivacy:
@@ -75,8 +79,10 @@ class ServerPrivacy:
         self.tree_rounds = run.spec.tree_rounds
         self.tree, self.members, self.pending = -1, set(), set()
         if run.spec.claims_sampling and not unsampled:
-            log.warning("DP noise is added, but no epsilon is claimed: the server takes the devices that check "
-                        "in, not the random sample the accounting assumes (use privacy.mode = \"ftrl\")")
+            log.warning(
+                "DP noise is added, but no epsilon is claimed: the server takes the devices that check "
+                'in, not the random sample the accounting assumes (use privacy.mode = "ftrl")'
+            )
         if store is not None:
             self._restore()
         self.committed = run.server_state  # each round attempt starts from the last committed stage state
@@ -86,14 +92,18 @@ class ServerPrivacy:
         ledger = self.store.privacy_row(LEDGER_KEY)
         if self.run.accountant is not None:
             if ledger is None and self.store.has_checkpoints():
-                raise DataError(f"{self.store.dir}: checkpoints but no privacy ledger in state.db; expected the ledger "
-                                "committed with them (a budget cannot restart apart from its model). If those rounds "
-                                "ran without [privacy], start a new --state folder")
+                raise DataError(
+                    f"{self.store.dir}: checkpoints but no privacy ledger in state.db; expected the ledger "
+                    "committed with them (a budget cannot restart apart from its model). If those rounds "
+                    "ran without [privacy], start a new --state folder"
+                )
             if ledger is not None and self.ddg:
                 restore_ledger(self.run.accountant, ledger, self.run.delta, where)
                 if self.run.accountant.rounds < self.store.last_committed_round():
-                    raise DataError(f"{where}: the privacy ledger charges fewer rounds than are committed; expected "
-                                    "at least as many (the ledger is written with each round)")
+                    raise DataError(
+                        f"{where}: the privacy ledger charges fewer rounds than are committed; expected "
+                        "at least as many (the ledger is written with each round)"
+                    )
             elif ledger is not None:
                 self._restore_ledger(ledger, where)
         state = self.store.privacy_row(STATE_KEY)
@@ -101,23 +111,32 @@ class ServerPrivacy:
             try:
                 self.run.server_state = server_state_from_dict(self.run.chain, self.run.template, state.get("stages"))
             except ConfigError as err:
-                raise DataError(f"{where}: cannot restore the pipeline's server state ({err}); expected the entry "
-                                f"this server wrote for stages {', '.join(self.run.chain.names)}") from None
+                raise DataError(
+                    f"{where}: cannot restore the pipeline's server state ({err}); expected the entry "
+                    f"this server wrote for stages {', '.join(self.run.chain.names)}"
+                ) from None
         members = self.store.privacy_row(PARTICIPANTS_KEY)
         if members is not None:
             self.tree, self.members = int(members.get("tree", -1)), {int(c) for c in members.get("clients", [])}
 
     def _restore_ledger(self, ledger: dict, where: str) -> None:
         acc, target, delta = accountant_from_dict(ledger, where)
-        want = (self.run.ledger.target_epsilon if self.run.ledger is not None else None, self.run.delta,
-                self.run.accountant.method)
+        want = (
+            self.run.ledger.target_epsilon if self.run.ledger is not None else None,
+            self.run.delta,
+            self.run.accountant.method,
+        )
         if (target, delta, acc.method) != want:
-            raise ConfigError(f"{where}: saved budget (epsilon, delta, accountant) = {(target, delta, acc.method)} but "
-                              f"the run asks for {want}; expected the same budget (a new budget needs a new --state)")
+            raise ConfigError(
+                f"{where}: saved budget (epsilon, delta, accountant) = {(target, delta, acc.method)} but "
+                f"the run asks for {want}; expected the same budget (a new budget needs a new --state)"
+            )
         last = self.store.last_committed_round()
         if acc.rounds < last:
-            raise DataError(f"{where}: the privacy ledger charges {acc.rounds} rounds but {last} are committed; "
-                            "expected at least as many (the ledger is written with each round)")
+            raise DataError(
+                f"{where}: the privacy ledger charges {acc.rounds} rounds but {last} are committed; "
+                "expected at least as many (the ledger is written with each round)"
+            )
         self.run.accountant.history = acc.history
         log.info("privacy ledger restored: %d rounds", acc.rounds)
 
@@ -144,9 +163,11 @@ class ServerPrivacy:
             return
         if client_id in self.members or client_id in self.pending:
             k = self.tree_rounds
-            raise ProtocolError(f"device {client_id:08x} already contributed to DP-FTRL tree {self.tree} (rounds "
-                                f"{self.tree * k + 1}-{(self.tree + 1) * k}); expected at most one report per device "
-                                "per tree (the epsilon the server reports relies on it)")
+            raise ProtocolError(
+                f"device {client_id:08x} already contributed to DP-FTRL tree {self.tree} (rounds "
+                f"{self.tree * k + 1}-{(self.tree + 1) * k}); expected at most one report per device "
+                "per tree (the epsilon the server reports relies on it)"
+            )
         self.pending.add(client_id)
 
     def record_round(self) -> dict:
@@ -158,8 +179,12 @@ class ServerPrivacy:
         if self.store is not None:
             if self.run.accountant is not None:
                 target = self.run.ledger.target_epsilon if self.run.ledger is not None else None
-                self.store.stage_privacy(LEDGER_KEY, ledger_to_dict(self.run.accountant, self.run.delta) if self.ddg
-                                         else accountant_to_dict(self.run.accountant, self.run.delta, target))
+                self.store.stage_privacy(
+                    LEDGER_KEY,
+                    ledger_to_dict(self.run.accountant, self.run.delta)
+                    if self.ddg
+                    else accountant_to_dict(self.run.accountant, self.run.delta, target),
+                )
             stages = server_state_to_dict(self.run.chain, self.run.server_state)
             if stages:
                 self.store.stage_privacy(STATE_KEY, {"stages": stages})

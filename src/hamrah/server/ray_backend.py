@@ -102,8 +102,9 @@ class RayBackend:
             try:
                 out.append(ray.get(ref, timeout=GATHER_TIMEOUT_S))
             except (RayActorError, GetTimeoutError) as e:
-                log.warning("aggregator %d failed (%s): its %d reports are lost", share.index, type(e).__name__,
-                            share.count)
+                log.warning(
+                    "aggregator %d failed (%s): its %d reports are lost", share.index, type(e).__name__, share.count
+                )
                 share.crash()
                 out.append(None)
         return out

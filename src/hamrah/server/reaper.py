@@ -42,8 +42,12 @@ def reap_on_death(pids: list[int]) -> subprocess.Popen:
     Returns:
         The watchdog process; :func:`stop_reaper` ends it on a clean exit.
     """
-    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), *map(str, pids)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), *map(str, pids)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def stop_reaper(watchdog: subprocess.Popen) -> None:

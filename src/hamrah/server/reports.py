@@ -17,8 +17,15 @@ from hamrah.server.rounds import RoundState, TaskInfo, client_id
 from hamrah.transport.codec import check_update, decode_params, spec_of
 
 
-def train_result(client: int, tensors: Params, weight: int, metrics: dict, spec: dict,
-                 pipeline=None, statistics: Sequence[Statistic] = ()) -> tuple[Contribution, float | None]:
+def train_result(
+    client: int,
+    tensors: Params,
+    weight: int,
+    metrics: dict,
+    spec: dict,
+    pipeline=None,
+    statistics: Sequence[Statistic] = (),
+) -> tuple[Contribution, float | None]:
     """Check one training report and measure its norm (the Coordinator bounds it).
 
     Args:
@@ -64,9 +71,15 @@ class BoundedReports:
         stats = self.algorithm.statistics
         if getattr(self, "_stats_spec", None) is None:
             self._stats_spec = spec_of(statistics_template(stats, self.params))
-        return train_result(client_id(info.device), decode_params(report.payload),
-                            self._weight(self.current, report.num_examples), metrics, self._stats_spec, self.pipeline,
-                            stats)
+        return train_result(
+            client_id(info.device),
+            decode_params(report.payload),
+            self._weight(self.current, report.num_examples),
+            metrics,
+            self._stats_spec,
+            self.pipeline,
+            stats,
+        )
 
     def _reports(self, rs: RoundState) -> int:
         return self.master.reports() + len(rs.held)

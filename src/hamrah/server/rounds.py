@@ -156,11 +156,13 @@ def phase_times(rs: RoundState, **later: float | None) -> PhaseTimings:
         training_s=_mean([t.train_s for t in train if t.train_s is not None]),
         upload_s=_mean([t.upload_s for t in train if t.upload_s is not None]),
         reporting_s=round(done - closed, 3),
-        **{k: (round(v, 3) if v is not None else None) for k, v in later.items()})
+        **{k: (round(v, 3) if v is not None else None) for k, v in later.items()},
+    )
 
 
-def round_record(rs: RoundState, reported: int, train_loss: float, lost: int, phases: PhaseTimings,
-                 elapsed_s: float, **more) -> RoundRecord:
+def round_record(
+    rs: RoundState, reported: int, train_loss: float, lost: int, phases: PhaseTimings, elapsed_s: float, **more
+) -> RoundRecord:
     """Return the committed round's record.
 
     Args:
@@ -173,19 +175,38 @@ def round_record(rs: RoundState, reported: int, train_loss: float, lost: int, ph
         more: other :class:`hamrah.core.records.RoundRecord` fields (test accuracy and loss,
             ``bytes_up``, ``epsilon``, ``extra``).
     """
-    counts = ServerCounts(attempts=rs.attempt, goal=rs.goal, aborted=rs.count("aborted"), failed=rs.count("failed"),
-                          lost_with_aggregators=lost, clipped=rs.clipped, weight_capped=rs.capped,
-                          update_norm_median=statistics.median_low(rs.norms) if rs.norms else None,
-                          clip_norm=rs.clip)
+    counts = ServerCounts(
+        attempts=rs.attempt,
+        goal=rs.goal,
+        aborted=rs.count("aborted"),
+        failed=rs.count("failed"),
+        lost_with_aggregators=lost,
+        clipped=rs.clipped,
+        weight_capped=rs.capped,
+        update_norm_median=statistics.median_low(rs.norms) if rs.norms else None,
+        clip_norm=rs.clip,
+    )
     device_eval = None
     if rs.eval_target:
         n = sum(k for k, _ in rs.evals)
-        device_eval = DeviceEval(rs.picked("evaluate"), len(rs.evals),
-                                 sum(k * m["accuracy"] for k, m in rs.evals) / n if n else None,
-                                 sum(k * m["loss"] for k, m in rs.evals) / n if n else None)
-    return RoundRecord(rs.round, train_loss=train_loss, clients=reported, elapsed_s=round(elapsed_s, 3),
-                       selected=rs.picked("train"), refused=rs.refused, phases=phases, server=counts,
-                       device_eval=device_eval, **more)
+        device_eval = DeviceEval(
+            rs.picked("evaluate"),
+            len(rs.evals),
+            sum(k * m["accuracy"] for k, m in rs.evals) / n if n else None,
+            sum(k * m["loss"] for k, m in rs.evals) / n if n else None,
+        )
+    return RoundRecord(
+        rs.round,
+        train_loss=train_loss,
+        clients=reported,
+        elapsed_s=round(elapsed_s, 3),
+        selected=rs.picked("train"),
+        refused=rs.refused,
+        phases=phases,
+        server=counts,
+        device_eval=device_eval,
+        **more,
+    )
 
 
 __all__ = [

@@ -46,8 +46,14 @@ log = logging.getLogger("hamrah.server")
 MAX_EXAMPLES = 10**9
 STAGES = (pb.JOIN, pb.ADVERTISE_KEYS, pb.SHARE_KEYS, pb.MASKED_INPUT, pb.UNMASKING)
 ACTIVE_STAGES = (pb.JOIN, pb.ADVERTISE_KEYS, pb.SHARE_KEYS, pb.MASKED_INPUT, pb.CONSISTENCY_CHECK, pb.UNMASKING)
-NAMES = {pb.JOIN: "join", pb.ADVERTISE_KEYS: "advertise_keys", pb.SHARE_KEYS: "share_keys",
-         pb.MASKED_INPUT: "masked_input", pb.CONSISTENCY_CHECK: "consistency_check", pb.UNMASKING: "unmasking"}
+NAMES = {
+    pb.JOIN: "join",
+    pb.ADVERTISE_KEYS: "advertise_keys",
+    pb.SHARE_KEYS: "share_keys",
+    pb.MASKED_INPUT: "masked_input",
+    pb.CONSISTENCY_CHECK: "consistency_check",
+    pb.UNMASKING: "unmasking",
+}
 
 
 class SecureRoundAborted(ProtocolError):
@@ -64,8 +70,8 @@ class SecureOutcome:
 
     aggregate: Aggregate  # sums of w_k x_k over the contributors (w_k = n_k, or 1 under DP), and train_loss
     contributors: int
-    num_examples: int     # sum of n_k over the contributors
-    survivors: dict       # stage name -> devices that completed it
+    num_examples: int  # sum of n_k over the contributors
+    survivors: dict  # stage name -> devices that completed it
 
     @property
     def mean(self) -> dict:
@@ -101,9 +107,16 @@ class SecureRound:
         ConfigError: too few devices for the stage's settings, or ``malicious_server`` without identity keys.
     """
 
-    def __init__(self, stage: SecureAggregation, layout: ParamsLayout, task_ids: list[str], round_idx: int,
-                 equal_weights: bool, stage_timeout_s: float,
-                 identity_key: Callable[[str], bytes | None] | None = None):
+    def __init__(
+        self,
+        stage: SecureAggregation,
+        layout: ParamsLayout,
+        task_ids: list[str],
+        round_idx: int,
+        equal_weights: bool,
+        stage_timeout_s: float,
+        identity_key: Callable[[str], bytes | None] | None = None,
+    ):
         self.layout, self.round_idx, self.equal_weights = layout, round_idx, equal_weights
         self.stage_timeout_s = stage_timeout_s
         self.tasks = list(task_ids)
@@ -113,12 +126,15 @@ class SecureRound:
         self.active = bool(getattr(stage, "malicious_server", False))
         self.stages = ACTIVE_STAGES if self.active else STAGES
         if self.active and identity_key is None:
-            raise ConfigError("secure_aggregation.malicious_server needs the devices' registered identity keys "
-                              "(server.tokens_file from `hamrah provision`)")
+            raise ConfigError(
+                "secure_aggregation.malicious_server needs the devices' registered identity keys "
+                "(server.tokens_file from `hamrah provision`)"
+            )
         self.identity_key = identity_key
         self.config = stage.config(self.n, stage.secure_length(layout.size))  # active: redone over the joined
-        self.server = None if self.active else SecAggServer(self.config, round_id=round_idx,
-                                                            graph_seed=secrets.randbits(32))
+        self.server = (
+            None if self.active else SecAggServer(self.config, round_id=round_idx, graph_seed=secrets.randbits(32))
+        )
         self.identities: dict[int, JoinIdentity] = {}
         self.current = 0  # index into self.stages
         self.expected: set[int] = set(range(self.n))  # who may send in the current stage
@@ -150,8 +166,9 @@ class SecureRound:
         else:
             msg = decode(message)
             if msg.client_id != u:
-                raise ProtocolError(f"secure aggregation: a message naming client {msg.client_id} from the device "
-                                    f"with id {u}")
+                raise ProtocolError(
+                    f"secure aggregation: a message naming client {msg.client_id} from the device with id {u}"
+                )
             self.receive(self.stages[i], msg)
         self.sent.add(u)
         self.bytes_up += len(message)
@@ -163,8 +180,9 @@ class SecureRound:
             raise SecureRoundAborted(self.failure)
         reply = self.replies[i].get(u)
         if reply is None:
-            raise DroppedFromRound(f"secure aggregation: the round went on without this device after "
-                                   f"{NAMES[self.stages[i]]}")
+            raise DroppedFromRound(
+                f"secure aggregation: the round went on without this device after {NAMES[self.stages[i]]}"
+            )
         self.bytes_down += len(reply)
         out = pb.SecAggHeader(round=self.round_idx, stage=self.stages[i], message_bytes=len(reply))
         if i == 0:
@@ -177,8 +195,9 @@ class SecureRound:
 
     def _stage_index(self, stage: int, u: int) -> int:
         if stage not in self.stages:
-            raise ProtocolError(f"secure aggregation: unknown stage {stage}; expected one of "
-                                f"{', '.join(NAMES[s] for s in self.stages)}")
+            raise ProtocolError(
+                f"secure aggregation: unknown stage {stage}; expected one of {', '.join(NAMES[s] for s in self.stages)}"
+            )
         i = self.stages.index(stage)
         if self.failure is not None:
             raise SecureRoundAborted(self.failure)
@@ -187,8 +206,9 @@ class SecureRound:
         if i < self.current or u not in self.expected:
             raise DroppedFromRound(f"secure aggregation: stage {NAMES[stage]} closed without this device")
         if i > self.current:
-            raise ProtocolError(f"secure aggregation: a {NAMES[stage]} message while the round is at "
-                                f"{NAMES[self.stages[self.current]]}")
+            raise ProtocolError(
+                f"secure aggregation: a {NAMES[stage]} message while the round is at {NAMES[self.stages[self.current]]}"
+            )
         return i
 
     def _join(self, u: int, header: pb.SecAggHeader, task_id: str, message: bytes) -> None:
@@ -201,12 +221,14 @@ class SecureRound:
             except AuthError as err:
                 raise ProtocolError(f"secure aggregation: {err}") from None
             if public != self.identity_key(task_id):
-                raise ProtocolError("secure aggregation: the identity certificate is not for this device's "
-                                    "registered signing key")
+                raise ProtocolError(
+                    "secure aggregation: the identity certificate is not for this device's registered signing key"
+                )
             self.identities[u] = join
         elif message:
-            raise ProtocolError("secure aggregation: a JOIN carries no message bytes in this round (no "
-                                "malicious_server)")
+            raise ProtocolError(
+                "secure aggregation: a JOIN carries no message bytes in this round (no malicious_server)"
+            )
         metrics = decode_metrics(header.metrics)
         self.examples[u] = int(header.num_examples)
         self.losses[u] = float(metrics.get("train_loss", metrics.get("loss", 0.0)))
@@ -260,8 +282,10 @@ class SecureRound:
             joined = sorted(self.sent)
             roster = self._start_active(joined) if self.active else b""
             if len(joined) < self.config.threshold:
-                raise DropoutThresholdExceeded(f"secure aggregation aborted at stage 'join': {len(joined)} of {self.n} "
-                                               f"devices joined, the threshold is t={self.config.threshold}")
+                raise DropoutThresholdExceeded(
+                    f"secure aggregation aborted at stage 'join': {len(joined)} of {self.n} "
+                    f"devices joined, the threshold is t={self.config.threshold}"
+                )
             self.scale = float(max(self.examples[u] for u in joined))
             return {u: roster for u in joined}
         out = self.close(stage)
@@ -274,14 +298,24 @@ class SecureRound:
     def _start_active(self, joined: list[int]) -> bytes:
         """Build the actively secure server over the joined devices; return the roster every one of them gets."""
         if len(joined) < 2:
-            raise DropoutThresholdExceeded(f"secure aggregation aborted at stage 'join': {len(joined)} of {self.n} "
-                                           "devices joined, at least 2 are needed")
+            raise DropoutThresholdExceeded(
+                f"secure aggregation aborted at stage 'join': {len(joined)} of {self.n} "
+                "devices joined, at least 2 are needed"
+            )
         self.config = self.stage.config(len(joined), self.stage.secure_length(self.layout.size))
-        roster = Roster(self.round_idx, tuple(RosterEntry(u, self.identities[u].nonce, self.identities[u].certificate)
-                                               for u in joined))
+        roster = Roster(
+            self.round_idx,
+            tuple(RosterEntry(u, self.identities[u].nonce, self.identities[u].certificate) for u in joined),
+        )
         keys = {u: certified_key(self.identities[u].certificate)[1] for u in joined}
-        self.server = ActiveSecAggServer(self.config, verify_keys=keys, round_id=self.round_idx,
-                                         graph_seed=secrets.randbits(32), client_ids=joined, session=session_id(roster))
+        self.server = ActiveSecAggServer(
+            self.config,
+            verify_keys=keys,
+            round_id=self.round_idx,
+            graph_seed=secrets.randbits(32),
+            client_ids=joined,
+            session=session_id(roster),
+        )
         return roster.to_bytes()
 
     def _outcome(self, result) -> SecureOutcome:

@@ -22,7 +22,9 @@ class SecureRounds:
     ``pipeline`` and ``_live_task``; ``device_identity``, set by :class:`hamrah.server.app.FLServer`, maps a
     device key to its registered Ed25519 key for ``malicious_server`` rounds)."""
 
-    async def secure_exchange(self, device: str, header: pb.SecAggHeader, message: bytes) -> tuple[pb.SecAggHeader, bytes]:
+    async def secure_exchange(
+        self, device: str, header: pb.SecAggHeader, message: bytes
+    ) -> tuple[pb.SecAggHeader, bytes]:
         """Take one device's secure-aggregation message; return its next one when the stage closes.
 
         Raises:
@@ -61,8 +63,15 @@ class SecureRounds:
         lookup = getattr(self, "device_identity", None)  # device key -> registered Ed25519 key (set by the app)
         identity_key = None if lookup is None else (lambda task_id: lookup(rs.tasks[task_id].device))
         try:
-            rs.secure = SecureRound(self.secure_stage(), wire_layout(self.pipeline.wire), tasks, rs.round,
-                                    self.pipeline.spec.equal_weights, self.cfg.secagg_stage_timeout_s, identity_key)
+            rs.secure = SecureRound(
+                self.secure_stage(),
+                wire_layout(self.pipeline.wire),
+                tasks,
+                rs.round,
+                self.pipeline.spec.equal_weights,
+                self.cfg.secagg_stage_timeout_s,
+                identity_key,
+            )
         except ConfigError as err:  # e.g. fewer than 2 devices
             log.warning("round %d: secure aggregation cannot start: %s", rs.round, err)
             return None
@@ -84,16 +93,22 @@ def refuse_malicious_server_without_keys(pipeline, tokens) -> None:
     stage = None if chain.secure_sum is None else chain.stages[chain.secure_sum]
     if not getattr(stage, "malicious_server", False):
         return
-    why = "devices sign their keys and the contributor set with their provisioned Ed25519 identity keys, " \
-          "which devices check against the CA's identity certificates"
+    why = (
+        "devices sign their keys and the contributor set with their provisioned Ed25519 identity keys, "
+        "which devices check against the CA's identity certificates"
+    )
     if tokens is None:
-        raise ConfigError(f"secure_aggregation.malicious_server = true needs server.tokens_file = a device registry "
-                          f"from `hamrah provision` ({why}); the server has none")
+        raise ConfigError(
+            f"secure_aggregation.malicious_server = true needs server.tokens_file = a device registry "
+            f"from `hamrah provision` ({why}); the server has none"
+        )
     missing = tokens.unsigned_devices()
     if missing:
-        raise ConfigError(f"secure_aggregation.malicious_server = true: devices {', '.join(missing[:5])}"
-                          f"{' ...' if len(missing) > 5 else ''} have no identity key in server.tokens_file ({why}); "
-                          "expected a registry from `hamrah provision`, not a plain tokens file")
+        raise ConfigError(
+            f"secure_aggregation.malicious_server = true: devices {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''} have no identity key in server.tokens_file ({why}); "
+            "expected a registry from `hamrah provision`, not a plain tokens file"
+        )
 
 
 __all__ = ["SecureRounds", "refuse_malicious_server_without_keys"]

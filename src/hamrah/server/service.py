@@ -43,8 +43,9 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
             md = dict((k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str))
             return anonymous_key(md.get(DEVICE_HEADER, "")[:MAX_FIELD] or claimed or context.peer())
         try:
-            return self.tokens.verify(context.invocation_metadata(), method,
-                                      peer_cert_sha256(context.auth_context())).key
+            return self.tokens.verify(
+                context.invocation_metadata(), method, peer_cert_sha256(context.auth_context())
+            ).key
         except AuthError as e:
             self.refused += 1
             if self.telemetry is not None:
@@ -63,8 +64,12 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
 
     async def _malformed(self, context, method: str) -> None:
         """Refuse a request that did not parse (before authentication: there is nothing to read)."""
-        await self._refuse(context, context.peer(), f"a {method} call", ProtocolError(
-            f"{method}: the request is not a valid protobuf message; expected hamrah.v1 {method}"))
+        await self._refuse(
+            context,
+            context.peer(),
+            f"a {method} call",
+            ProtocolError(f"{method}: the request is not a valid protobuf message; expected hamrah.v1 {method}"),
+        )
 
     async def _charge(self, context, device: str, what: str) -> None:
         """Charge one call to ``device``'s rate limit; refuse it with RESOURCE_EXHAUSTED when over."""
@@ -85,11 +90,20 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         device = await self._device(context, "CheckIn", request.device_id[:MAX_FIELD])
         for name in ("population", "runtime_version", "device_id"):
             if len(getattr(request, name)) > MAX_FIELD:
-                await self._refuse(context, device, "a check-in", ProtocolError(f"{name} longer than {MAX_FIELD} characters"))
+                await self._refuse(
+                    context, device, "a check-in", ProtocolError(f"{name} longer than {MAX_FIELD} characters")
+                )
         if request.population != self.coordinator.cfg.population:
-            await self._refuse(context, device, "a check-in", ProtocolError(
-                f"population {request.population!r} is not served here (expected {self.coordinator.cfg.population!r})"),
-                grpc.StatusCode.NOT_FOUND)
+            await self._refuse(
+                context,
+                device,
+                "a check-in",
+                ProtocolError(
+                    f"population {request.population!r} is not served here "
+                    f"(expected {self.coordinator.cfg.population!r})"
+                ),
+                grpc.StatusCode.NOT_FOUND,
+            )
         await self._charge(context, device, "a check-in")
         selector = self.selectors[zlib.crc32(device.encode()) % len(self.selectors)]
         if self.telemetry is None:
@@ -122,9 +136,15 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         except TooManyStreams as e:
             await self._refuse(context, device, "a checkpoint request", e, grpc.StatusCode.RESOURCE_EXHAUSTED)
         except TimeoutError:
-            await self._refuse(context, device, "a checkpoint download", ProtocolError(
-                f"stream_timeout: download open longer than server.stream_timeout_s = {timeout:g} s; cut"),
-                grpc.StatusCode.DEADLINE_EXCEEDED)
+            await self._refuse(
+                context,
+                device,
+                "a checkpoint download",
+                ProtocolError(
+                    f"stream_timeout: download open longer than server.stream_timeout_s = {timeout:g} s; cut"
+                ),
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
 
     async def Report(self, request_iterator, context) -> pb.ReportResponse:
         """Take one report: the header is checked against the device's task before an upload slot is
@@ -144,9 +164,16 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         except TooManyStreams as e:
             await self._refuse(context, device, "a report", e, grpc.StatusCode.RESOURCE_EXHAUSTED)
         except TimeoutError:
-            await self._refuse(context, device, "an update", ProtocolError(
-                f"stream_timeout: report open longer than server.stream_timeout_s = {timeout:g} s; cut, "
-                "its upload slot freed"), grpc.StatusCode.DEADLINE_EXCEEDED)
+            await self._refuse(
+                context,
+                device,
+                "an update",
+                ProtocolError(
+                    f"stream_timeout: report open longer than server.stream_timeout_s = {timeout:g} s; cut, "
+                    "its upload slot freed"
+                ),
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
         except ProtocolError as e:
             await self._refuse(context, device, "an update", e)
         return pb.ReportResponse(accepted=True, message=message, reconnect_after_s=self.coordinator.reconnect_after())
@@ -184,8 +211,9 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 header = first.header
                 task_id = header.task_id
                 if header.message_bytes > limit:
-                    raise ProtocolError(f"secure aggregation: announced {header.message_bytes:,} bytes, "
-                                        f"over the limit of {limit:,}")
+                    raise ProtocolError(
+                        f"secure aggregation: announced {header.message_bytes:,} bytes, over the limit of {limit:,}"
+                    )
                 async with asyncio.timeout(self.coordinator.cfg.stream_timeout_s), self._uploads:
                     message = await self._chunks(parts, header.message_bytes, limit)
                 reply, data = await self.coordinator.secure_exchange(device, header, message)
@@ -207,9 +235,13 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
             log.info("secure aggregation: device %s is out of the round: %s", device[:8], e)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         except TimeoutError:
-            await self._refuse(context, device, "a secure aggregation message", ProtocolError(
-                "stream_timeout: message upload open longer than server.stream_timeout_s; cut"),
-                grpc.StatusCode.DEADLINE_EXCEEDED)
+            await self._refuse(
+                context,
+                device,
+                "a secure aggregation message",
+                ProtocolError("stream_timeout: message upload open longer than server.stream_timeout_s; cut"),
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
         except ProtocolError as e:
             await self._refuse(context, device, "a secure aggregation message", e)
 

@@ -32,8 +32,7 @@ def report_of(header: pb.ReportHeader, payload: bytes) -> ev.Report:
     """
     status = _STATUS.get(header.status, str(header.status))
     metrics = decode_metrics(header.metrics) if status == ev.COMPLETED else {}
-    return ev.Report(header.task_id, header.round, status, int(header.num_examples), metrics, payload,
-                     header.reason)
+    return ev.Report(header.task_id, header.round, status, int(header.num_examples), metrics, payload, header.reason)
 
 
 def task_message(info: TaskInfo, coord, checkpoint: bytes, checkpoint_sha: str) -> pb.Task:
@@ -41,11 +40,18 @@ def task_message(info: TaskInfo, coord, checkpoint: bytes, checkpoint_sha: str) 
     and sha256 (``coord``: the Coordinator, for the plan's algorithm, model, seed and pipeline)."""
     train = info.kind == "train"
     extra = coord.pipeline.plan_extra() if coord.pipeline is not None and train else {}
-    plan = Plan(info.kind, info.round, coord.algorithm_plan, coord.model_spec, coord.run_plan.seed,
-                coord.ignore_index, extra)
-    return pb.Task(task_id=info.task_id, round=info.round, kind=pb.TRAIN if train else pb.EVALUATE,
-                   plan=plan.to_json(), checkpoint_bytes=len(checkpoint), checkpoint_sha256=checkpoint_sha,
-                   report_deadline_s=coord.cfg.selection_timeout_s + coord.cfg.reporting_timeout_s)
+    plan = Plan(
+        info.kind, info.round, coord.algorithm_plan, coord.model_spec, coord.run_plan.seed, coord.ignore_index, extra
+    )
+    return pb.Task(
+        task_id=info.task_id,
+        round=info.round,
+        kind=pb.TRAIN if train else pb.EVALUATE,
+        plan=plan.to_json(),
+        checkpoint_bytes=len(checkpoint),
+        checkpoint_sha256=checkpoint_sha,
+        report_deadline_s=coord.cfg.selection_timeout_s + coord.cfg.reporting_timeout_s,
+    )
 
 
 class ShellEvents:
@@ -88,8 +94,13 @@ class ShellEvents:
         elif isinstance(out, ev.RoundOpened):
             self._round = self.current
             self._round.secure_ready = asyncio.Event()
-            log.info("round %d%s: selecting %d devices (goal %d)", out.round,
-                     f" (attempt {out.attempt})" if out.attempt > 1 else "", out.target, out.goal)
+            log.info(
+                "round %d%s: selecting %d devices (goal %d)",
+                out.round,
+                f" (attempt {out.attempt})" if out.attempt > 1 else "",
+                out.target,
+                out.goal,
+            )
             self._opened.set()
         elif isinstance(out, ev.TaskAssigned):
             self._resolve(out.device, self._task(self.current.tasks[out.task_id]))
@@ -126,11 +137,18 @@ class ShellEvents:
             return
         rec, p = event.record, event.record.phases
         dev = rec.device_eval.device_accuracy if rec.device_eval is not None else None
-        log.info("round %d: selected %d (goal %d), reported %d, dropped %d%s, %s%s%.1f s", rec.round, rec.selected,
-                 rs.goal, rec.clients, rec.dropped, f", refused {rec.refused}" if rec.refused else "",
-                 f"accuracy {rec.test_accuracy:.4f}, " if rec.test_accuracy is not None else "",
-                 f"on-device accuracy {dev:.4f} ({rec.device_eval.eval_reported} devices), " if dev is not None else "",
-                 p.round_s)
+        log.info(
+            "round %d: selected %d (goal %d), reported %d, dropped %d%s, %s%s%.1f s",
+            rec.round,
+            rec.selected,
+            rs.goal,
+            rec.clients,
+            rec.dropped,
+            f", refused {rec.refused}" if rec.refused else "",
+            f"accuracy {rec.test_accuracy:.4f}, " if rec.test_accuracy is not None else "",
+            f"on-device accuracy {dev:.4f} ({rec.device_eval.eval_reported} devices), " if dev is not None else "",
+            p.round_s,
+        )
         if self.on_round is not None:
             self.on_round(rec)
 

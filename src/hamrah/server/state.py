@@ -63,8 +63,9 @@ def _write_durable(path: Path, data: bytes) -> None:
 class ServerStore:
     """The ``--state`` folder of one server run."""
 
-    def __init__(self, directory: str | Path, config: dict, *, keep_last: int = 0, keep_best: bool = True,
-                 lock: bool = True):
+    def __init__(
+        self, directory: str | Path, config: dict, *, keep_last: int = 0, keep_best: bool = True, lock: bool = True
+    ):
         """Open (or create) a state folder.
 
         Args:
@@ -126,7 +127,9 @@ class ServerStore:
         Raises:
             DataError: rounds are committed but none has an intact checkpoint.
         """
-        rows = self._db.execute("SELECT round, checkpoint, sha256, server_state FROM rounds ORDER BY round DESC").fetchall()
+        rows = self._db.execute(
+            "SELECT round, checkpoint, sha256, server_state FROM rounds ORDER BY round DESC"
+        ).fetchall()
         problems = []
         for row in rows:
             try:
@@ -135,13 +138,16 @@ class ServerStore:
                 problems.append(str(e))
                 continue
             if problems:
-                log.warning("falling back to committed round %d: %s; the rounds after it are repeated", row[0],
-                            "; ".join(problems))
+                log.warning(
+                    "falling back to committed round %d: %s; the rounds after it are repeated",
+                    row[0],
+                    "; ".join(problems),
+                )
                 with self._db:
                     self._db.execute("DELETE FROM rounds WHERE round > ?", (row[0],))
                 self._write_reports()
             params = {k: v for k, v in tensors.items() if not k.startswith(_STATE_PREFIX)}
-            state = {k[len(_STATE_PREFIX):]: v for k, v in tensors.items() if k.startswith(_STATE_PREFIX)}
+            state = {k[len(_STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_STATE_PREFIX)}
             return int(row[0]), params, state, json.loads(row[3])
         if problems:
             raise DataError(f"{self.dir}: no committed round has an intact checkpoint ({'; '.join(problems[:3])})")
@@ -162,8 +168,15 @@ class ServerStore:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'totals'").fetchone()
         return json.loads(row[0]) if row is not None else {}
 
-    def commit(self, round_idx: int, params: Params, server_state: Params, scalars: dict,
-               record: RoundRecord | dict, totals: dict | None = None) -> None:
+    def commit(
+        self,
+        round_idx: int,
+        params: Params,
+        server_state: Params,
+        scalars: dict,
+        record: RoundRecord | dict,
+        totals: dict | None = None,
+    ) -> None:
         """Make round ``round_idx`` durable: checkpoint first, then its row (the commit point), with the
         run ``totals`` in the same transaction; then apply checkpoint retention.
 

@@ -4,5 +4,11 @@ from hamrah.simulation.batched import supports_batching, train_cohort
 from hamrah.simulation.simulator import RoundRecord, SimulationConfig, SimulationResult, Simulator, seeded
 
 __all__ = [
-    "RoundRecord", "SimulationConfig", "SimulationResult", "Simulator", "seeded", "supports_batching", "train_cohort",
+    "RoundRecord",
+    "SimulationConfig",
+    "SimulationResult",
+    "Simulator",
+    "seeded",
+    "supports_batching",
+    "train_cohort",
 ]

@@ -40,7 +40,10 @@ def supports_batching(model: nn.Module) -> bool:
 
 
 def _stacked_batches(
-    datas: Sequence[ArrayData], schedules: list[list[np.ndarray]], ignore_index: int | None, width: int,
+    datas: Sequence[ArrayData],
+    schedules: list[list[np.ndarray]],
+    ignore_index: int | None,
+    width: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather every client's batches into ``[K, S, width, ...]`` inputs and targets, padded."""
     k = len(datas)
@@ -61,8 +64,13 @@ def _stacked_batches(
 
 
 def train_cohort(
-    model: nn.Module, global_params: Params, datas: Sequence[ArrayData], plan: LocalSGD | Sequence[LocalSGD],
-    rngs: Sequence[np.random.Generator], ignore_index: int | None = None, group_size: int | None = None,
+    model: nn.Module,
+    global_params: Params,
+    datas: Sequence[ArrayData],
+    plan: LocalSGD | Sequence[LocalSGD],
+    rngs: Sequence[np.random.Generator],
+    ignore_index: int | None = None,
+    group_size: int | None = None,
 ) -> list[LocalResult]:
     """Train every client of a cohort from ``global_params`` in batched loops (plain SGD), a group at a time.
 
@@ -101,8 +109,13 @@ def train_cohort(
 
 
 def _train_group(
-    model: nn.Module, global_params: Params, datas: Sequence[ArrayData], schedules: list[list[np.ndarray]],
-    lr: float, ignore_index: int | None, width: int,
+    model: nn.Module,
+    global_params: Params,
+    datas: Sequence[ArrayData],
+    schedules: list[list[np.ndarray]],
+    lr: float,
+    ignore_index: int | None,
+    width: int,
 ) -> list[LocalResult]:
     """Train one group of clients, stacked, through their batch schedules (batches padded to ``width``)."""
     xb, yb = _stacked_batches(datas, schedules, ignore_index, width)

@@ -9,8 +9,8 @@ gives the same work on every path.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -38,7 +38,9 @@ class Heterogeneity:
 
     def __post_init__(self) -> None:
         for key, rng_ in (("epochs", self.epochs), ("steps", self.steps)):
-            if rng_ is not None and not (len(rng_) == 2 and all(isinstance(v, int) for v in rng_) and 1 <= rng_[0] <= rng_[1]):
+            if rng_ is not None and not (
+                len(rng_) == 2 and all(isinstance(v, int) for v in rng_) and 1 <= rng_[0] <= rng_[1]
+            ):
                 raise ConfigError(f"heterogeneity.{key} = {rng_!r}: expected [lo, hi] integers with 1 <= lo <= hi")
         if self.epochs is not None and self.steps is not None:
             raise ConfigError("heterogeneity: set epochs or steps, not both")
@@ -58,7 +60,9 @@ class ClientWork:
     dropped: bool = False
 
 
-def draw_work(het: Heterogeneity | None, plan: LocalSGD, sizes: Sequence[int], rng: np.random.Generator) -> list[ClientWork]:
+def draw_work(
+    het: Heterogeneity | None, plan: LocalSGD, sizes: Sequence[int], rng: np.random.Generator
+) -> list[ClientWork]:
     """Return each cohort client's work: local epochs/steps, straggling and drop-out."""
     if het is None:
         return [ClientWork(plan) for _ in sizes]

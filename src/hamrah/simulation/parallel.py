@@ -59,7 +59,10 @@ class RoundTask:
         """Return the task for ``ids`` only."""
         plans = dict(zip(self.ids, self.plans))
         return dataclasses.replace(
-            self, ids=ids, plans=[plans[c] for c in ids], states={c: self.states[c] for c in ids if c in self.states},
+            self,
+            ids=ids,
+            plans=[plans[c] for c in ids],
+            states={c: self.states[c] for c in ids if c in self.states},
             data={c: self.data[c] for c in ids if c in self.data},
         )
 
@@ -95,13 +98,26 @@ def train_clients(model: nn.Module, data: FederatedDataset, task: RoundTask) -> 
     if task.batched:
         locs = train_cohort(model, task.params, datas, task.plans, rngs, ignore)
         return [
-            ClientUpdate(ClientResult(c, sub(loc.params, task.params), len(d),
-                                      {"train_loss": loc.train_loss, "local_steps": loc.steps}))
+            ClientUpdate(
+                ClientResult(
+                    c, sub(loc.params, task.params), len(d), {"train_loss": loc.train_loss, "local_steps": loc.steps}
+                )
+            )
             for c, d, loc in zip(task.ids, datas, locs)
         ]
     return [
-        client_update(task.algorithm, model, task.params, d, r, client_state=task.states.get(c),
-                      broadcast=task.broadcast, ignore_index=ignore, client_id=c, plan=p)
+        client_update(
+            task.algorithm,
+            model,
+            task.params,
+            d,
+            r,
+            client_state=task.states.get(c),
+            broadcast=task.broadcast,
+            ignore_index=ignore,
+            client_id=c,
+            plan=p,
+        )
         for c, d, r, p in zip(task.ids, datas, rngs, task.plans)
     ]
 

@@ -35,16 +35,21 @@ class RootReference:
             no statistic a robust rule may combine.
     """
 
-    def __init__(self, model: nn.Module, data: FederatedDataset, algorithm: Algorithm, root_size: int,
-                 rng: np.random.Generator):
+    def __init__(
+        self, model: nn.Module, data: FederatedDataset, algorithm: Algorithm, root_size: int, rng: np.random.Generator
+    ):
         train = data.dataset.train
         if not 0 < root_size <= len(train):
-            raise ConfigError(f"aggregator root set of {root_size} examples: expected 1..{len(train)} "
-                              "(the server's update needs a non-empty root set drawn from the training data)")
+            raise ConfigError(
+                f"aggregator root set of {root_size} examples: expected 1..{len(train)} "
+                "(the server's update needs a non-empty root set drawn from the training data)"
+            )
         robust = [s for s in algorithm.statistics if s.robust]
         if len(robust) != 1:
-            raise ConfigError(f"algorithm {algorithm.name} with a root-set aggregator (FLTrust): expected exactly one "
-                              f"statistic a robust rule may combine, it declares {[s.name for s in robust]}")
+            raise ConfigError(
+                f"algorithm {algorithm.name} with a root-set aggregator (FLTrust): expected exactly one "
+                f"statistic a robust rule may combine, it declares {[s.name for s in robust]}"
+            )
         self.statistic = robust[0]
         ix = torch.as_tensor(np.sort(rng.choice(len(train), size=root_size, replace=False)), dtype=torch.long)
         self.root = ArrayData(train.x[ix], train.y[ix])
@@ -55,6 +60,15 @@ class RootReference:
     def update(self, params: Params, broadcast: Params | None, rng: np.random.Generator) -> Params:
         """Return g_0: the robust statistic the clients send (their delta; FedNova's delta / ||a||_1),
         computed the same way from the server's local training on the root set."""
-        up = client_update(self.algorithm, self.model, params, self.root, rng, broadcast=broadcast,
-                           ignore_index=self.ignore_index, client_id=-1, plan=self.plan)
+        up = client_update(
+            self.algorithm,
+            self.model,
+            params,
+            self.root,
+            rng,
+            broadcast=broadcast,
+            ignore_index=self.ignore_index,
+            client_id=-1,
+            plan=self.plan,
+        )
         return view(self.algorithm.client_statistics(up.result), self.statistic)

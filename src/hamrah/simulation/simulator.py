@@ -53,8 +53,9 @@ class Attack(Protocol):
         """Return the data a malicious client trains on instead of its own."""
         ...
 
-    def poison_updates(self, malicious: list[ClientResult], benign: list[ClientResult],
-                       rng: np.random.Generator) -> list[ClientResult]:
+    def poison_updates(
+        self, malicious: list[ClientResult], benign: list[ClientResult], rng: np.random.Generator
+    ) -> list[ClientResult]:
         """Return the results that replace the malicious clients' results of the round."""
         ...
 
@@ -122,13 +123,24 @@ class Simulator:
         >>> result = sim.run()  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, data: FederatedDataset, algorithm: Algorithm, config: SimulationConfig,
-                 *, aggregator: RobustAggregator | None = None, attack: Attack | None = None,
-                 pipeline: PipelineSpec | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        data: FederatedDataset,
+        algorithm: Algorithm,
+        config: SimulationConfig,
+        *,
+        aggregator: RobustAggregator | None = None,
+        attack: Attack | None = None,
+        pipeline: PipelineSpec | None = None,
+    ):
         self.model, self.data, self.algorithm, self.config = model, data, algorithm, config
         self.aggregator, self.attack = aggregator, attack
-        self.reference = (RootReference(model, data, algorithm, aggregator.root_size, _rng(config.seed, _ROOT_TAG))
-                          if needs_reference(aggregator) else None)  # FLTrust's root set and server update
+        self.reference = (
+            RootReference(model, data, algorithm, aggregator.root_size, _rng(config.seed, _ROOT_TAG))
+            if needs_reference(aggregator)
+            else None
+        )  # FLTrust's root set and server update
         if config.batched and not supports_batching(model):
             raise ConfigError(f"run.batched = true: model {type(model).__name__} has no batched form")
         self.params: Params = clone(dict(model.named_parameters()))
@@ -136,8 +148,10 @@ class Simulator:
         self.client_states: dict[int, Params] = {}
         plain = _plain_sgd(algorithm, self.params, self.server_state)
         if config.batched and not plain:
-            raise ConfigError(f"run.batched = true: algorithm {algorithm.name} changes local SGD "
-                              "(proximal term, control variates, momentum); the batched trainer runs plain SGD only")
+            raise ConfigError(
+                f"run.batched = true: algorithm {algorithm.name} changes local SGD "
+                "(proximal term, control variates, momentum); the batched trainer runs plain SGD only"
+            )
         auto_batched = hasattr(model, "mlp_layers") and plain
         self.batched = auto_batched if config.batched is None else config.batched
         self.cohort = algorithm.cohort_size(data.num_clients)
@@ -162,8 +176,13 @@ class Simulator:
         """Return the sorted client ids of round ``round_idx``'s cohort."""
         rng = sampling_rng(self.config.seed, round_idx)
         q = self.pipeline.spec.poisson_q if self.pipeline is not None else None
-        tree = None if self.pipeline is None else self.pipeline.spec.cohort_of(  # DP-FTRL: once per tree
-            round_idx, self.data.num_clients, lambda t: np.random.default_rng([self.config.seed, 0x74726565, t]))
+        tree = (
+            None
+            if self.pipeline is None
+            else self.pipeline.spec.cohort_of(  # DP-FTRL: once per tree
+                round_idx, self.data.num_clients, lambda t: np.random.default_rng([self.config.seed, 0x74726565, t])
+            )
+        )
         if tree is not None:
             return tree
         if q is not None:  # the DP accounting assumes Poisson sampling: each client joins with probability q
@@ -175,7 +194,9 @@ class Simulator:
         seed = self.config.seed
         ids = [int(c) for c in self.sample(round_idx)]
         sizes = [len(self.data.client_indices[c]) for c in ids]
-        work = draw_work(self.config.heterogeneity, self.algorithm.local_plan(), sizes, _rng(seed, _WORK_TAG, round_idx))
+        work = draw_work(
+            self.config.heterogeneity, self.algorithm.local_plan(), sizes, _rng(seed, _WORK_TAG, round_idx)
+        )
         failed = {c: DROPPED for c, w in zip(ids, work) if w.dropped}
         if not self.algorithm.accepts_partial_work:
             failed.update({c: STRAGGLER for c, w in zip(ids, work) if w.straggler and not w.dropped})
@@ -183,12 +204,20 @@ class Simulator:
         updates = self._train([c for c, _, _ in run], [n for _, n, _ in run], [p for _, _, p in run], round_idx)
         if self.algorithm.stateful_clients:
             self.client_states.update({c: u.state for c, u in updates.items() if u.state is not None})
-        return [updates[c].result if c not in failed else ClientResult(c, {}, n, error=failed[c])
-                for c, n in zip(ids, sizes)]
+        return [
+            updates[c].result if c not in failed else ClientResult(c, {}, n, error=failed[c])
+            for c, n in zip(ids, sizes)
+        ]
 
     def _train(self, ids: list[int], sizes: list[int], plans: list, round_idx: int) -> dict:
         task = RoundTask(
-            self.algorithm, self.params, ids, plans, self.config.seed, round_idx, self.batched,
+            self.algorithm,
+            self.params,
+            ids,
+            plans,
+            self.config.seed,
+            round_idx,
+            self.batched,
             broadcast=self.algorithm.broadcast(self.server_state),
             states={c: self.client_states[c] for c in ids if c in self.client_states},
             data=self._poisoned_data(ids, round_idx),
@@ -204,8 +233,11 @@ class Simulator:
     def _poisoned_data(self, ids: list[int], round_idx: int) -> dict[int, ArrayData]:
         if self.attack is None:
             return {}
-        return {c: self.attack.poison_data(c, self.data.client_data(c), _rng(self.config.seed, _ATTACK_TAG, round_idx, c))
-                for c in ids if self.attack.is_malicious(c)}
+        return {
+            c: self.attack.poison_data(c, self.data.client_data(c), _rng(self.config.seed, _ATTACK_TAG, round_idx, c))
+            for c in ids
+            if self.attack.is_malicious(c)
+        }
 
     def server_half(self, round_idx: int, results: list[ClientResult]) -> Aggregate | None:
         """Apply the attack's update poisoning, aggregate the clients' statistics, and ``apply`` the aggregate.
@@ -229,8 +261,13 @@ class Simulator:
         """Return the robust rule of the round (FLTrust: with this round's root-set reference), or None."""
         rule = self.aggregator
         if rule is not None and self.reference is not None:
-            rule = rule.with_reference(self.reference.update(
-                self.params, self.algorithm.broadcast(self.server_state), _rng(self.config.seed, _ROOT_TAG, round_idx)))
+            rule = rule.with_reference(
+                self.reference.update(
+                    self.params,
+                    self.algorithm.broadcast(self.server_state),
+                    _rng(self.config.seed, _ROOT_TAG, round_idx),
+                )
+            )
         return rule
 
     def _aggregate(self, round_idx: int, ok: list[ClientResult]) -> Aggregate | None:
@@ -258,10 +295,13 @@ class Simulator:
         seed, stats = self.config.seed, self.algorithm.statistics
         combine = None if rule is None else (lambda updates, weights: robust_mean(updates, weights, stats, rule))
         out = self.pipeline.process(
-            round_idx, {c.client_id: c.stats for c in contribs},
+            round_idx,
+            {c.client_id: c.stats for c in contribs},
             {c.client_id: c.weight for c in contribs},
             {c.client_id: _rng(seed, _PIPELINE_TAG, round_idx, c.client_id) for c in contribs},
-            _rng(seed, _PIPELINE_TAG, round_idx), combine)
+            _rng(seed, _PIPELINE_TAG, round_idx),
+            combine,
+        )
         self.round_bytes = (out.bytes.total_up, out.bytes.total_down)
         self.bytes_total = [self.bytes_total[0] + out.bytes.total_up, self.bytes_total[1] + out.bytes.total_down]
         weight = sum(c.weight for c in contribs)

@@ -64,7 +64,7 @@ def token_from_metadata(metadata) -> str | None:
     """Return the bearer token of a call's metadata, or None."""
     for key, value in metadata or ():
         if key == TOKEN_HEADER and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer "):]
+            return value[len("Bearer ") :]
     return None
 
 
@@ -140,16 +140,19 @@ class DeviceKey:
         except OSError as e:
             raise ConfigError(f"signing key {str(path)!r}: cannot read ({e.strerror})") from None
         except (ValueError, TypeError):
-            raise ConfigError(f"signing key {str(path)!r}: not a PEM private key (expected an unencrypted "
-                              "Ed25519 key, as `hamrah provision` writes)") from None
+            raise ConfigError(
+                f"signing key {str(path)!r}: not a PEM private key (expected an unencrypted "
+                "Ed25519 key, as `hamrah provision` writes)"
+            ) from None
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError(f"signing key {str(path)!r}: a {type(key).__name__}, expected an Ed25519 key")
         return DeviceKey(key)
 
     def save(self, path: str | Path) -> Path:
         """Write the key as PEM (PKCS#8), mode 0600."""
-        pem = self.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption())
+        pem = self.private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         return write_private(path, pem)
 
     @property
@@ -175,11 +178,17 @@ def identity_certificate(name: str, public: bytes, ca_key, ca: x509.Certificate,
     """
     now = datetime.datetime.now(datetime.timezone.utc)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca.subject)
-               .public_key(Ed25519PublicKey.from_public_bytes(public)).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=days))
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.subject)
+        .public_key(Ed25519PublicKey.from_public_bytes(public))
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+    )
     return builder.sign(ca_key, hashes.SHA256())
 
 
@@ -215,8 +224,10 @@ def verify_identity(der: bytes, ca: x509.Certificate, now: datetime.datetime | N
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
-        raise AuthError("identity certificate: not signed by this device's CA (a certificate the server or "
-                        "anyone else made up, or of another fleet)") from None
+        raise AuthError(
+            "identity certificate: not signed by this device's CA (a certificate the server or "
+            "anyone else made up, or of another fleet)"
+        ) from None
     now = now or datetime.datetime.now(datetime.timezone.utc)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise AuthError(f"identity certificate of {cert.subject.rfc4514_string()}: expired or not yet valid")
@@ -227,8 +238,9 @@ def verify_identity(der: bytes, ca: x509.Certificate, now: datetime.datetime | N
     except x509.ExtensionNotFound:
         raise AuthError("identity certificate: key usage or basic constraints missing") from None
     if not isinstance(key, Ed25519PublicKey) or not usage.digital_signature or usage.key_cert_sign or ca_flag:
-        raise AuthError("identity certificate: expected an Ed25519 signing key of an end device (not a CA, "
-                        "not a TLS certificate)")
+        raise AuthError(
+            "identity certificate: expected an Ed25519 signing key of an end device (not a CA, not a TLS certificate)"
+        )
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not names or not str(names[0].value):
         raise AuthError("identity certificate: no device name (common name)")
@@ -271,8 +283,12 @@ class RequestSigner:
         if self.key is not None and self.token:
             ts, nonce = int(time.time() * 1000), secrets.token_hex(NONCE_BYTES)
             sig = self.key.sign(REQUEST_PURPOSE, request_data(method, ts, nonce, self._digest))
-            md += [(TS_HEADER, str(ts)), (NONCE_HEADER, nonce), (KEY_HEADER, self._key_id),
-                   (SIG_HEADER, base64.b64encode(sig).decode("ascii"))]
+            md += [
+                (TS_HEADER, str(ts)),
+                (NONCE_HEADER, nonce),
+                (KEY_HEADER, self._key_id),
+                (SIG_HEADER, base64.b64encode(sig).decode("ascii")),
+            ]
         return tuple(md)
 
 
@@ -327,13 +343,23 @@ class RequestRefused(AuthError):
 def _header(md: dict, name: str) -> str:
     value = md.get(name)
     if value is None:
-        raise RequestRefused("unsigned", f"unsigned request: header {name!r} is missing (expected {TS_HEADER}, {NONCE_HEADER}, "
-                        f"{KEY_HEADER}, {SIG_HEADER}; does the device have its signing key?)")
+        raise RequestRefused(
+            "unsigned",
+            f"unsigned request: header {name!r} is missing (expected {TS_HEADER}, {NONCE_HEADER}, "
+            f"{KEY_HEADER}, {SIG_HEADER}; does the device have its signing key?)",
+        )
     return value
 
 
-def check_request(md: dict, method: str, token_sha256: str, public: bytes, nonces: NonceCache,
-                  max_skew_s: float, now: float | None = None) -> None:
+def check_request(
+    md: dict,
+    method: str,
+    token_sha256: str,
+    public: bytes,
+    nonces: NonceCache,
+    max_skew_s: float,
+    now: float | None = None,
+) -> None:
     """Check a call's signature headers against the key registered for its token.
 
     Args:
@@ -358,8 +384,11 @@ def check_request(md: dict, method: str, token_sha256: str, public: bytes, nonce
         raise RequestRefused("malformed", f"malformed {NONCE_HEADER}: expected {2 * NONCE_BYTES} lowercase hex digits")
     ts = int(ts_raw) / 1000
     if abs(now - ts) > max_skew_s:
-        raise RequestRefused("stale", f"stale timestamp: {now - ts:+.0f} s from the server's clock (at most {max_skew_s:g} s "
-                        "allowed; is the device's clock right?)")
+        raise RequestRefused(
+            "stale",
+            f"stale timestamp: {now - ts:+.0f} s from the server's clock (at most {max_skew_s:g} s "
+            "allowed; is the device's clock right?)",
+        )
     if kid != key_id(public):
         raise RequestRefused("wrong key", "wrong key: the request is signed with a key not registered for this token")
     try:
@@ -367,7 +396,9 @@ def check_request(md: dict, method: str, token_sha256: str, public: bytes, nonce
     except ValueError:
         raise RequestRefused("malformed", f"malformed {SIG_HEADER}: expected base64") from None
     if not verify_signature(public, REQUEST_PURPOSE, request_data(method, int(ts_raw), nonce, token_sha256), sig):
-        raise RequestRefused("bad signature", f"bad signature: it does not verify for {method} under the key registered for this token")
+        raise RequestRefused(
+            "bad signature", f"bad signature: it does not verify for {method} under the key registered for this token"
+        )
     nonces.add(nonce, ts, now, token_sha256)
 
 

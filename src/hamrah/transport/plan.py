@@ -56,10 +56,22 @@ class Plan:
             raise ProtocolError(f"plan: version {d.get('version')!r}, this runtime speaks version {PLAN_VERSION}")
         try:
             m = d["model"]
-            model = ModelSpec(str(m["name"]), tuple(int(v) for v in m["input_shape"]), int(m["num_classes"]),
-                              bool(m["tokens"]), int(m["hidden"]))
-            plan = Plan(str(d["kind"]), int(d["round"]), dict(d["algorithm"]), model, int(d["seed"]),
-                        None if d["ignore_index"] is None else int(d["ignore_index"]), dict(d.get("extra", {})))
+            model = ModelSpec(
+                str(m["name"]),
+                tuple(int(v) for v in m["input_shape"]),
+                int(m["num_classes"]),
+                bool(m["tokens"]),
+                int(m["hidden"]),
+            )
+            plan = Plan(
+                str(d["kind"]),
+                int(d["round"]),
+                dict(d["algorithm"]),
+                model,
+                int(d["seed"]),
+                None if d["ignore_index"] is None else int(d["ignore_index"]),
+                dict(d.get("extra", {})),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"plan: missing or malformed field ({e!r})") from None
         if plan.kind not in KINDS:

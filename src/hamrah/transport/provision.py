@@ -66,18 +66,27 @@ class DeviceCredentials:
         d = Path(folder)
         missing = [f for f in DEVICE_FILES if not (d / f).is_file()]
         if missing:
-            raise ConfigError(f"device credentials {str(d)!r}: missing {', '.join(missing)} (expected a folder "
-                              "written by `hamrah provision`)")
+            raise ConfigError(
+                f"device credentials {str(d)!r}: missing {', '.join(missing)} (expected a folder "
+                "written by `hamrah provision`)"
+            )
         token = (d / "token").read_text(encoding="utf-8").strip()
         if not token:
             raise ConfigError(f"device credentials {str(d)!r}: the token file is empty")
-        return DeviceCredentials(d.name, token, str(d / "signing.key"), str(d / "ca.pem"), str(d / "client.pem"),
-                                 str(d / "client.key"))
+        return DeviceCredentials(
+            d.name, token, str(d / "signing.key"), str(d / "ca.pem"), str(d / "client.pem"), str(d / "client.key")
+        )
 
     def apply(self, cfg):
         """Return a ``DeviceConfig`` (any frozen dataclass with these fields) that uses this kit."""
-        return replace(cfg, token=self.token, signing_key=self.signing_key, tls_ca=self.tls_ca,
-                       tls_cert=self.tls_cert, tls_key=self.tls_key)
+        return replace(
+            cfg,
+            token=self.token,
+            signing_key=self.signing_key,
+            tls_ca=self.tls_ca,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+        )
 
 
 def device_folders(devices_dir: str | Path, count: int) -> list[DeviceCredentials]:
@@ -91,8 +100,10 @@ def device_folders(devices_dir: str | Path, count: int) -> list[DeviceCredential
         d = d / "devices"
     folders = sorted(p for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
     if len(folders) < count:
-        raise ConfigError(f"{str(d)!r}: holds {len(folders)} device kits, {count} needed "
-                          f"(`hamrah provision {d.parent} --devices {count}` adds the missing ones)")
+        raise ConfigError(
+            f"{str(d)!r}: holds {len(folders)} device kits, {count} needed "
+            f"(`hamrah provision {d.parent} --devices {count}` adds the missing ones)"
+        )
     return [DeviceCredentials.load(p) for p in folders[:count]]
 
 
@@ -118,8 +129,9 @@ def _ensure_server(out: Path, ca_key, ca, hosts: tuple[str, ...]) -> None:
         return
     key = ec.generate_private_key(ec.SECP256R1())
     write_private(d / "server.key", key_pem(key))
-    (d / "server.pem").write_bytes(pem(make_cert("server", "hamrah server", key.public_key(), ca_key, ca.subject,
-                                                 hosts)))
+    (d / "server.pem").write_bytes(
+        pem(make_cert("server", "hamrah server", key.public_key(), ca_key, ca.subject, hosts))
+    )
     (d / "ca.pem").write_bytes(pem(ca))
 
 
@@ -138,8 +150,12 @@ def _new_device(d: Path, name: str, ca_key, ca) -> dict:
 
 
 def _entry(name: str, token: str, signing: DeviceKey, cert: x509.Certificate) -> dict:
-    return {"name": name, "token_sha256": token_digest(token),
-            "signing_key": base64.b64encode(signing.public_bytes).decode("ascii"), "cert_sha256": cert_sha256(cert)}
+    return {
+        "name": name,
+        "token_sha256": token_digest(token),
+        "signing_key": base64.b64encode(signing.public_bytes).decode("ascii"),
+        "cert_sha256": cert_sha256(cert),
+    }
 
 
 def _existing_device(d: Path, ca_key, ca) -> dict:
@@ -151,8 +167,9 @@ def _existing_device(d: Path, ca_key, ca) -> dict:
     return _entry(kit.name, kit.token, signing, cert)
 
 
-def provision(out: str | Path, devices: int, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
-              prefix: str = "device") -> dict[str, Path]:
+def provision(
+    out: str | Path, devices: int, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), prefix: str = "device"
+) -> dict[str, Path]:
     """Make (or extend) a provisioning folder: a CA, the server's kit and ``devices`` device kits.
 
     Args:

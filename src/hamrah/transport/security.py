@@ -68,8 +68,9 @@ def _json_records(text: str, path: Path) -> list[DeviceRecord]:
         entries = doc["devices"]
         assert isinstance(entries, list)
     except (ValueError, KeyError, TypeError, AssertionError):
-        raise ConfigError(f"{path}: not a device registry (expected JSON {{\"devices\": [...]}} as "
-                          "`hamrah provision` writes)") from None
+        raise ConfigError(
+            f'{path}: not a device registry (expected JSON {{"devices": [...]}} as `hamrah provision` writes)'
+        ) from None
     out = []
     for i, e in enumerate(entries):
         where = f"{path}: device {i}"
@@ -82,8 +83,14 @@ def _json_records(text: str, path: Path) -> list[DeviceRecord]:
         if len(pub) != 32:
             raise ConfigError(f"{where} ({e['name']}): signing_key must be a base64 Ed25519 public key (32 bytes)")
         cert = e.get("cert_sha256")
-        out.append(DeviceRecord(e["name"], _hex64(e.get("token_sha256"), f"{where} token_sha256"), pub,
-                                _hex64(cert, f"{where} cert_sha256") if cert is not None else None))
+        out.append(
+            DeviceRecord(
+                e["name"],
+                _hex64(e.get("token_sha256"), f"{where} token_sha256"),
+                pub,
+                _hex64(cert, f"{where} cert_sha256") if cert is not None else None,
+            )
+        )
     return out
 
 
@@ -91,13 +98,17 @@ def _line_records(text: str, path: Path) -> list[DeviceRecord]:
     out, plain = [], 0
     for ln in _lines(text):
         if ln.startswith("sha256:"):
-            d = _hex64(ln[len("sha256:"):], f"{path}: line {ln[:20]!r}")
+            d = _hex64(ln[len("sha256:") :], f"{path}: line {ln[:20]!r}")
         else:
             d, plain = token_digest(ln), plain + 1
         out.append(DeviceRecord(d[:16], d))
     if plain:
-        log.warning("%s holds %d plaintext tokens: keep only their digests on the server "
-                    "(`hamrah tokens --server-file`, or `hamrah provision`)", path, plain)
+        log.warning(
+            "%s holds %d plaintext tokens: keep only their digests on the server "
+            "(`hamrah tokens --server-file`, or `hamrah provision`)",
+            path,
+            plain,
+        )
     return out
 
 
@@ -120,12 +131,19 @@ class TokenRegistry:
         refusals: calls refused so far, by reason.
     """
 
-    def __init__(self, tokens_file: str | Path, revoked_file: str | Path | None = None, max_skew_s: float = 60.0,
-                 recheck_s: float = 0.2):
+    def __init__(
+        self,
+        tokens_file: str | Path,
+        revoked_file: str | Path | None = None,
+        max_skew_s: float = 60.0,
+        recheck_s: float = 0.2,
+    ):
         self.tokens_file = Path(tokens_file)
         if not self.tokens_file.is_file():
-            raise ConfigError(f"server.tokens_file = {str(tokens_file)!r}: file not found (a device registry from "
-                              "`hamrah provision`, or one token digest per line)")
+            raise ConfigError(
+                f"server.tokens_file = {str(tokens_file)!r}: file not found (a device registry from "
+                "`hamrah provision`, or one token digest per line)"
+            )
         self.revoked_file = Path(revoked_file) if revoked_file else None
         self.max_skew_s, self.recheck_s = max_skew_s, recheck_s
         self._checked = 0.0
@@ -155,7 +173,7 @@ class TokenRegistry:
                 raise ConfigError(f"server.tokens_file = {str(self.tokens_file)!r}: {e}") from None
             log.error("kept the previous device registry: %s", e)
             return
-        revoked = {ln[len("sha256:"):] if ln.startswith("sha256:") else token_digest(ln) for ln in revoked_lines}
+        revoked = {ln[len("sha256:") :] if ln.startswith("sha256:") else token_digest(ln) for ln in revoked_lines}
         names = set(revoked_lines)
         self._revoked = revoked | {d for d, r in known.items() if r.name in names}
         self._known, self._stamp = known, stamp
@@ -221,8 +239,10 @@ class TokenRegistry:
         if d in self._revoked:
             raise RequestRefused("revoked", f"device {rec.name}: its token is revoked")
         if rec.cert_sha256 is not None and peer_cert_sha256 is not None and peer_cert_sha256 != rec.cert_sha256:
-            raise RequestRefused("certificate mismatch", f"the client certificate is not {rec.name}'s: a token is "
-                                 "valid only with its own device's certificate")
+            raise RequestRefused(
+                "certificate mismatch",
+                f"the client certificate is not {rec.name}'s: a token is valid only with its own device's certificate",
+            )
         if rec.signing_key is not None:
             check_request(md, method, d, rec.signing_key, self.nonces, self.max_skew_s)
         return rec
@@ -237,14 +257,18 @@ def _read(path: str | Path | None, key: str) -> bytes | None:
         raise ConfigError(f"{key} = {str(path)!r}: cannot read ({e.strerror})") from None
 
 
-def server_credentials(cert: str | Path, key: str | Path, client_ca: str | Path | None = None) -> grpc.ServerCredentials:
+def server_credentials(
+    cert: str | Path, key: str | Path, client_ca: str | Path | None = None
+) -> grpc.ServerCredentials:
     """Return TLS server credentials; with ``client_ca``, devices must present a certificate it signed (mTLS)."""
     pair = [(_read(key, "server.tls_key"), _read(cert, "server.tls_cert"))]
     ca = _read(client_ca, "server.client_ca")
     return grpc.ssl_server_credentials(pair, root_certificates=ca, require_client_auth=ca is not None)
 
 
-def channel_credentials(ca: str | Path, cert: str | Path | None = None, key: str | Path | None = None) -> grpc.ChannelCredentials:
+def channel_credentials(
+    ca: str | Path, cert: str | Path | None = None, key: str | Path | None = None
+) -> grpc.ChannelCredentials:
     """Return TLS channel credentials trusting ``ca``; with ``cert``/``key``, a client certificate for mTLS."""
     return grpc.ssl_channel_credentials(_read(ca, "--tls-ca"), _read(key, "--tls-key"), _read(cert, "--tls-cert"))
 
@@ -256,8 +280,17 @@ def _usage(role: str, pub, issuer_pub) -> list[tuple[x509.ExtensionType, bool]]:
     """Return the extensions of a certificate for ``role``: a CA signs certificates only; a server
     certificate is good for TLS server authentication only, a client certificate for client
     authentication only (RFC 5280 key usage and extended key usage)."""
-    usages = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
-              "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    usages = (
+        "digital_signature",
+        "content_commitment",
+        "key_encipherment",
+        "data_encipherment",
+        "key_agreement",
+        "key_cert_sign",
+        "crl_sign",
+        "encipher_only",
+        "decipher_only",
+    )
     ku = {name: False for name in usages}
     ext: list[tuple[x509.ExtensionType, bool]] = [
         (x509.BasicConstraints(ca=role == "ca", path_length=0 if role == "ca" else None), True),
@@ -273,8 +306,15 @@ def _usage(role: str, pub, issuer_pub) -> list[tuple[x509.ExtensionType, bool]]:
     return ext
 
 
-def make_cert(role: str, subject: str, pub, signer_key, issuer: x509.Name | None = None,
-              hosts: tuple[str, ...] = (), days: int = 365) -> x509.Certificate:
+def make_cert(
+    role: str,
+    subject: str,
+    pub,
+    signer_key,
+    issuer: x509.Name | None = None,
+    hosts: tuple[str, ...] = (),
+    days: int = 365,
+) -> x509.Certificate:
     """Return a certificate for ``role`` ("ca", "server" or "client") with that role's key usage.
 
     Args:
@@ -293,9 +333,15 @@ def make_cert(role: str, subject: str, pub, signer_key, issuer: x509.Name | None
         raise ConfigError(f"certificate role {role!r}: expected one of {', '.join(ROLES)}")
     now = datetime.datetime.now(datetime.timezone.utc)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name).public_key(pub)
-         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-         .not_valid_after(now + datetime.timedelta(days=days)))
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(pub)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
     for ext, critical in _usage(role, pub, signer_key.public_key()):
         b = b.add_extension(ext, critical=critical)
     if hosts:
@@ -325,8 +371,9 @@ def cert_sha256(cert: x509.Certificate | bytes) -> str:
 
 def key_pem(key) -> bytes:
     """Return a private key as unencrypted PKCS#8 PEM (write it with ``write_private``)."""
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def generate_tls(out_dir: str | Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> dict[str, Path]:

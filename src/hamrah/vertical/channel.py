@@ -76,8 +76,12 @@ class LocalNetwork:
         max_message_bytes: larger messages are refused by the receiver.
     """
 
-    def __init__(self, names: tuple[str, ...] | list[str], timeout_s: float = DEFAULT_TIMEOUT_S,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE):
+    def __init__(
+        self,
+        names: tuple[str, ...] | list[str],
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE,
+    ):
         if len(set(names)) != len(names) or len(names) < 2:
             raise ProtocolError(f"parties: expected at least two distinct names, got {list(names)}")
         self.names = tuple(names)
@@ -95,7 +99,7 @@ class LocalNetwork:
         """Mark ``party`` as gone, so that whoever waits on it stops with :class:`PartyFailed`."""
         with self._lock:
             self._failed.setdefault(party, reason)
-        for (a, b), q in self._queues.items():
+        for (a, _b), q in self._queues.items():
             if a == party:
                 q.put(None)
 
@@ -127,21 +131,24 @@ class LocalChannel:
         try:
             data = self.network._queues[(frm, self.name)].get(timeout=self.network.timeout_s)
         except queue.Empty:
-            raise PartyFailed(frm, f"sent nothing for {self.network.timeout_s:g} s while {self.name!r} "
-                                   f"waited for its {tag!r} message") from None
+            raise PartyFailed(
+                frm, f"sent nothing for {self.network.timeout_s:g} s while {self.name!r} waited for its {tag!r} message"
+            ) from None
         if data is None:
             raise PartyFailed(frm, f"stopped ({self.network.failure(frm)}) while {self.name!r} waited for {tag!r}")
         if len(data) > self.network.max_message_bytes:
-            raise ProtocolError(f"from {frm!r}: a {len(data)}-byte message exceeds the "
-                                f"{self.network.max_message_bytes}-byte limit")
+            raise ProtocolError(
+                f"from {frm!r}: a {len(data)}-byte message exceeds the {self.network.max_message_bytes}-byte limit"
+            )
         self.stats.count(frm, len(data), sent=False)
         envelope = decode(data)
         check_tag(frm, tag, envelope.tag)
         return envelope.fields
 
 
-def run_parties(roles: Mapping[str, Callable[[LocalChannel], T]], timeout_s: float = DEFAULT_TIMEOUT_S
-                ) -> tuple[dict[str, T], dict[str, ChannelStats]]:
+def run_parties(
+    roles: Mapping[str, Callable[[LocalChannel], T]], timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[dict[str, T], dict[str, ChannelStats]]:
     """Run one protocol's roles in threads over a :class:`LocalNetwork`.
 
     Args:
@@ -163,7 +170,7 @@ def run_parties(roles: Mapping[str, Callable[[LocalChannel], T]], timeout_s: flo
     def run(name: str) -> None:
         try:
             results[name] = roles[name](channels[name])
-        except BaseException as e:  # noqa: BLE001 - reported to the caller below
+        except BaseException as e:
             errors[name] = e
             network.fail(name, f"{type(e).__name__}: {e}")
 

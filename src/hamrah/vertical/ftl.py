@@ -86,8 +86,11 @@ class FTLConfig:
         if self.mode not in MODES:
             raise ConfigError(f"mode: expected one of {list(MODES)}, got {self.mode!r}")
         he.check_key_bits(self.key_bits)
-        if isinstance(self.precision_bits, bool) or not isinstance(self.precision_bits, int) \
-                or not 8 <= self.precision_bits <= 28:
+        if (
+            isinstance(self.precision_bits, bool)
+            or not isinstance(self.precision_bits, int)
+            or not 8 <= self.precision_bits <= 28
+        ):
             raise ConfigError(f"precision_bits: expected an integer in 8..28, got {self.precision_bits!r}")
 
     def digest(self) -> str:
@@ -129,11 +132,15 @@ def transfer_split(tables: dict[str, PartyTable], overlap_fraction: float = 0.1,
     ids = keyed_rng(seed, "ftl-split").permutation(np.sort(g.ids))
     k = max(1, round(overlap_fraction * len(ids)))
     overlap, rest = np.sort(ids[:k]), ids[k:]
-    guest_only, host_only = np.sort(rest[: len(rest) // 2]), np.sort(rest[len(rest) // 2:])
+    guest_only, host_only = np.sort(rest[: len(rest) // 2]), np.sort(rest[len(rest) // 2 :])
     host_part = h.select(np.concatenate([overlap, host_only]))
-    return TransferSplit(g.select(np.concatenate([overlap, guest_only])),
-                         PartyTable(host_part.ids, host_part.features, host_part.feature_names), overlap,
-                         host_only, g.select(host_only).labels)
+    return TransferSplit(
+        g.select(np.concatenate([overlap, guest_only])),
+        PartyTable(host_part.ids, host_part.features, host_part.feature_names),
+        overlap,
+        host_only,
+        g.select(host_only).labels,
+    )
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,7 @@ def representation_network(config: FTLConfig, party: str, in_dim: int) -> nn.Seq
 def overlap_batches(config: FTLConfig, overlap: np.ndarray, epoch: int) -> list[np.ndarray]:
     """Return the overlap ids of each step of ``epoch`` (a seeded shuffle)."""
     order = keyed_rng(config.seed, "ftl-shuffle", epoch).permutation(len(overlap))
-    return [overlap[order[i:i + config.batch_size]] for i in range(0, len(overlap), config.batch_size)]
+    return [overlap[order[i : i + config.batch_size]] for i in range(0, len(overlap), config.batch_size)]
 
 
 def _setup(channel: Channel, peer: str, config: FTLConfig, out_len: int, extra: dict) -> tuple[object, dict]:
@@ -183,8 +190,9 @@ def _setup(channel: Channel, peer: str, config: FTLConfig, out_len: int, extra: 
     channel.send(peer, "ftl/setup", fields)
     msg = channel.recv(peer, "ftl/setup")
     if msg.get("config") != config.digest():
-        raise ProtocolError(f"ftl/setup from {peer!r}: the config differs from this party's (expected "
-                            f"{config.digest()})")
+        raise ProtocolError(
+            f"ftl/setup from {peer!r}: the config differs from this party's (expected {config.digest()})"
+        )
     if not isinstance(msg.get("out_len"), int) or not 0 <= msg["out_len"] < 1 << 24:
         raise ProtocolError(f"ftl/setup from {peer!r}: expected a non-negative integer 'out_len'")
     if config.mode == "plain":
@@ -194,8 +202,9 @@ def _setup(channel: Channel, peer: str, config: FTLConfig, out_len: int, extra: 
 
 
 @one_torch_thread
-def guest(channel: Channel, table: PartyTable, overlap: np.ndarray, config: FTLConfig, peer: str = "host"
-          ) -> GuestResult:
+def guest(
+    channel: Channel, table: PartyTable, overlap: np.ndarray, config: FTLConfig, peer: str = "host"
+) -> GuestResult:
     """Run the label holder: train on the overlap with the host, then help score the host's rows.
 
     Args:
@@ -228,8 +237,9 @@ def guest(channel: Channel, table: PartyTable, overlap: np.ndarray, config: FTLC
         total = 0.0
         for ids in overlap_batches(config, overlap, epoch):
             channel.send(peer, "ftl/batch", {"step": step, "mode": "train", "ids": ids})
-            total += _guest_step(link, step, (model.network, opt), (x_all, y_all, index.rows(ids, "ftl guest: batch")),
-                                 config, peer_len)
+            total += _guest_step(
+                link, step, (model.network, opt), (x_all, y_all, index.rows(ids, "ftl guest: batch")), config, peer_len
+            )
             step += 1
         history.append(total / len(overlap))
     channel.send(peer, "ftl/batch", {"step": step, "mode": "score", "ids": np.zeros(0, np.int64)})
@@ -266,8 +276,9 @@ def _score_request(channel: Channel, peer: str, step: int) -> int:
 
 
 @one_torch_thread
-def host(channel: Channel, table: PartyTable, config: FTLConfig, score_ids: Sequence[int] = (),
-         peer: str = "guest") -> HostResult:
+def host(
+    channel: Channel, table: PartyTable, config: FTLConfig, score_ids: Sequence[int] = (), peer: str = "guest"
+) -> HostResult:
     """Run the feature holder without labels: train on the overlap, then score ``score_ids``.
 
     Args:
@@ -286,8 +297,7 @@ def host(channel: Channel, table: PartyTable, config: FTLConfig, score_ids: Sequ
     index, score_ids = RowIndex(table.ids), np.asarray(score_ids, dtype=np.int64)
     score_rows = index.rows(score_ids, "ftl host: score ids")
     scaler = Standardizer.fit(table.features)
-    model = FTLParty(table.feature_names, scaler, representation_network(config, channel.name,
-                                                                          table.features.shape[1]))
+    model = FTLParty(table.feature_names, scaler, representation_network(config, channel.name, table.features.shape[1]))
     link, msg = _setup(channel, peer, config, fm.num_params(model.network), {})
     index.rows(msg.get("overlap"), f"ftl/setup from {peer!r}: overlap ids")
     peer_len, d, x_all = msg["out_len"], config.dim, scaler(table.features)
@@ -295,8 +305,10 @@ def host(channel: Channel, table: PartyTable, config: FTLConfig, score_ids: Sequ
     for step in range(1 << 62):
         batch = channel.recv(peer, "ftl/batch")
         if batch.get("step") != step or batch.get("mode") not in ("train", "score"):
-            raise ProtocolError(f"ftl/batch from {peer!r}: expected step {step} and mode train or score, got "
-                                f"{batch.get('step')!r}, {batch.get('mode')!r}")
+            raise ProtocolError(
+                f"ftl/batch from {peer!r}: expected step {step} and mode train or score, got "
+                f"{batch.get('step')!r}, {batch.get('mode')!r}"
+            )
         if batch["mode"] == "score":
             break
         ids = batch.get("ids")
@@ -329,5 +341,17 @@ def party_host(channel: Channel, table: PartyTable, config: FTLConfig) -> HostRe
     return host(channel, table, config, np.setdiff1d(table.ids, overlap), peer=peer)
 
 
-__all__ = ["FTLConfig", "FTLParty", "GuestResult", "HostResult", "TransferSplit", "guest", "host", "overlap_batches",
-           "party_guest", "party_host", "representation_network", "transfer_split"]
+__all__ = [
+    "FTLConfig",
+    "FTLParty",
+    "GuestResult",
+    "HostResult",
+    "TransferSplit",
+    "guest",
+    "host",
+    "overlap_batches",
+    "party_guest",
+    "party_host",
+    "representation_network",
+    "transfer_split",
+]

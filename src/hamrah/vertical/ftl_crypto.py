@@ -51,8 +51,15 @@ class PlainLink:
         msg = _check_step(self.channel.recv(self.peer, "ftl/terms"), step, f"ftl/terms from {self.peer!r}")
         return check_array(msg.get("t"), f"ftl/terms from {self.peer!r}", (their_len,), "float64")
 
-    def apply(self, step: int, w_mat: np.ndarray, w_vec: np.ndarray, theirs: np.ndarray, peer_out_len: int,
-              left: np.ndarray | None = None) -> np.ndarray:
+    def apply(
+        self,
+        step: int,
+        w_mat: np.ndarray,
+        w_vec: np.ndarray,
+        theirs: np.ndarray,
+        peer_out_len: int,
+        left: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Return ``W t + w``, or ``left (W t + w)`` (the peer computes its own; nothing is sent)."""
         out = w_mat @ theirs + w_vec
         return out if left is None else left @ out
@@ -69,8 +76,9 @@ class PaillierLink:
         precision_bits: fixed-point bits of terms and matrices.
     """
 
-    def __init__(self, channel: Channel, peer: str, secret: he.SecretKey, peer_public: he.PublicKey,
-                 precision_bits: int):
+    def __init__(
+        self, channel: Channel, peer: str, secret: he.SecretKey, peer_public: he.PublicKey, precision_bits: int
+    ):
         self.channel, self.peer, self.secret, self.peer_public = channel, peer, secret, peer_public
         self.bits = precision_bits
 
@@ -84,9 +92,17 @@ class PaillierLink:
     def _ints(self, matrix: np.ndarray) -> np.ndarray:
         return np.array(he.encode(matrix.ravel(), self.bits), dtype=object).reshape(matrix.shape)
 
-    def apply(self, step: int, w_mat: np.ndarray, w_vec: np.ndarray, theirs: he.CipherVector, peer_out_len: int,
-              left: np.ndarray | None = None) -> np.ndarray:
-        """Return ``W t + w`` (or ``left (W t + w)``) computed under the peer's key, decrypted by the peer behind a mask.
+    def apply(
+        self,
+        step: int,
+        w_mat: np.ndarray,
+        w_vec: np.ndarray,
+        theirs: he.CipherVector,
+        peer_out_len: int,
+        left: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Return ``W t + w`` (or ``left (W t + w)``) computed under the peer's key, decrypted by the peer
+        behind a mask.
 
         ``left`` (a party's Jacobian, transposed) is applied to the encrypted ``W t + w``: when ``W`` is
         sparse this costs far fewer exponentiations than the dense ``(left W) t``. Also decrypts the
@@ -99,8 +115,9 @@ class PaillierLink:
         scale = 2 * self.bits if left is None else 3 * self.bits
         rows = len(w_vec) if left is None else left.shape[0]
         if rows:
-            out = he.add_plain(he.matvec(self._ints(w_mat), theirs),
-                               [v << self.bits for v in he.encode(w_vec, self.bits)])
+            out = he.add_plain(
+                he.matvec(self._ints(w_mat), theirs), [v << self.bits for v in he.encode(w_vec, self.bits)]
+            )
             if left is not None:
                 out = he.matvec(self._ints(left), out)
             masks = [secrets.randbits(scale + MASK_SLACK_BITS) for _ in range(rows)]
@@ -110,8 +127,9 @@ class PaillierLink:
         self.channel.send(self.peer, "ftl/masked", {"step": step, **he.to_wire(out)})
         msg = _check_step(self.channel.recv(self.peer, "ftl/masked"), step, f"ftl/masked {what}")
         peer_masked = he.from_wire(self.secret.public, msg, peer_out_len, f"ftl/masked {what}")
-        self.channel.send(self.peer, "ftl/unmasked",
-                          {"step": step, "v": tuple(he.decrypt(self.secret, peer_masked, signed=False))})
+        self.channel.send(
+            self.peer, "ftl/unmasked", {"step": step, "v": tuple(he.decrypt(self.secret, peer_masked, signed=False))}
+        )
         msg = _check_step(self.channel.recv(self.peer, "ftl/unmasked"), step, f"ftl/unmasked {what}")
         return he.decode(self._unmask(msg.get("v"), masks, what, scale), scale)
 

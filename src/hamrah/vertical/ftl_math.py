@@ -60,13 +60,13 @@ def guest_map(y: np.ndarray, phi: np.ndarray, u_a: np.ndarray, gamma: float) -> 
     c = np.zeros(d + b * d + 1)
     cols_u = np.arange(b * d).reshape(b, d)
     for k in range(d):
-        m[k, cols_u[:, k]] = -0.5 * y                      # -1/2 sum_i y_i u^B_ik
-        m[k, b * d + k * d: b * d + (k + 1) * d] = 0.25 * phi  # 1/4 (S2 Phi)_k
+        m[k, cols_u[:, k]] = -0.5 * y  # -1/2 sum_i y_i u^B_ik
+        m[k, b * d + k * d : b * d + (k + 1) * d] = 0.25 * phi  # 1/4 (S2 Phi)_k
     rows_a = d + np.arange(b * d)
-    m[rows_a, np.arange(b * d)] = -gamma                   # gamma (u^A - u^B)
+    m[rows_a, np.arange(b * d)] = -gamma  # gamma (u^A - u^B)
     c[rows_a] = gamma * u_a.ravel()
-    m[-1, :b * d] = (-0.5 * y[:, None] * phi[None, :] - gamma * u_a).ravel()
-    m[-1, b * d: b * d + d * d] = 0.125 * np.outer(phi, phi).ravel()
+    m[-1, : b * d] = (-0.5 * y[:, None] * phi[None, :] - gamma * u_a).ravel()
+    m[-1, b * d : b * d + d * d] = 0.125 * np.outer(phi, phi).ravel()
     m[-1, -1] = gamma / 2
     c[-1] = b * math.log(2.0) + gamma / 2 * float(np.sum(u_a * u_a))
     return m, c
@@ -85,11 +85,11 @@ def host_map(u_b: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
     b, d = u_b.shape
     m = np.zeros((b * d, 2 * b * d + d * d))
     rows = np.arange(b * d)
-    m[rows, rows] = -0.5                                   # -1/2 y_i Phi_k
+    m[rows, rows] = -0.5  # -1/2 y_i Phi_k
     for i in range(b):
         for k in range(d):
-            m[i * d + k, b * d + k * d: b * d + (k + 1) * d] = 0.25 * u_b[i]  # 1/4 (Phi Phi^T u^B_i)_k
-    m[rows, b * d + d * d + rows] = -gamma                 # -gamma u^A_ik
+            m[i * d + k, b * d + k * d : b * d + (k + 1) * d] = 0.25 * u_b[i]  # 1/4 (Phi Phi^T u^B_i)_k
+    m[rows, b * d + d * d + rows] = -gamma  # -gamma u^A_ik
     return m, gamma * u_b.ravel()
 
 
@@ -135,7 +135,7 @@ def apply_gradient(net: nn.Module, optimizer: torch.optim.Optimizer, grad: np.nd
     offset = 0
     for p in net.parameters():
         size = p.numel()
-        p.grad = torch.from_numpy(grad[offset:offset + size].astype(np.float32)).reshape(p.shape)
+        p.grad = torch.from_numpy(grad[offset : offset + size].astype(np.float32)).reshape(p.shape)
         offset += size
     optimizer.step()
 
@@ -145,5 +145,16 @@ def num_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-__all__ = ["apply_gradient", "guest_map", "guest_terms", "host_map", "host_terms", "jacobian", "num_params", "phi_jacobian",
-           "phi_of", "represent", "represent_with"]
+__all__ = [
+    "apply_gradient",
+    "guest_map",
+    "guest_terms",
+    "host_map",
+    "host_terms",
+    "jacobian",
+    "num_params",
+    "phi_jacobian",
+    "phi_of",
+    "represent",
+    "represent_with",
+]

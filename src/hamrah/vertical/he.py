@@ -38,9 +38,26 @@ from hamrah.he.encoding import FixedPoint
 from hamrah.he.paillier import paillier_keygen
 
 WINDOW_BITS = 8
-__all__ = ["CipherVector", "KeyHolderEncryptor", "PublicKey", "SecretKey", "add", "add_plain", "decode", "decrypt", "encode",
-           "encrypt", "from_wire", "keygen", "matvec", "mul_plain", "public_from_wire", "public_to_wire",
-           "sum_all", "to_wire"]
+__all__ = [
+    "CipherVector",
+    "KeyHolderEncryptor",
+    "PublicKey",
+    "SecretKey",
+    "add",
+    "add_plain",
+    "decode",
+    "decrypt",
+    "encode",
+    "encrypt",
+    "from_wire",
+    "keygen",
+    "matvec",
+    "mul_plain",
+    "public_from_wire",
+    "public_to_wire",
+    "sum_all",
+    "to_wire",
+]
 
 
 def _random_below(bound: int, rng: np.random.Generator | None) -> int:
@@ -236,8 +253,9 @@ def add_plain(a: CipherVector, ints: Sequence[int]) -> CipherVector:
     if len(ints) != len(a):
         raise ProtocolError(f"add_plain: expected {len(a)} values, got {len(ints)}")
     n, nsq = a.public.n, a.public.nsq
-    return CipherVector(a.public, tuple(c * ((1 + _plain(a.public, int(v)) * n) % nsq) % nsq
-                                        for c, v in zip(a.cts, ints)))
+    return CipherVector(
+        a.public, tuple(c * ((1 + _plain(a.public, int(v)) * n) % nsq) % nsq for c, v in zip(a.cts, ints))
+    )
 
 
 def _power(c, k: int, nsq):
@@ -359,8 +377,9 @@ def from_wire(public: PublicKey, fields: dict, expected_len: int, what: str = "c
     if not isinstance(cts, tuple) or not isinstance(key, bytes):
         raise ProtocolError(f"{what}: expected fields 'ct' (big ints) and 'key' (bytes)")
     if key != public.fingerprint:
-        raise ProtocolError(f"{what}: made under another public key (fingerprint {key.hex()}, "
-                            f"expected {public.fingerprint.hex()})")
+        raise ProtocolError(
+            f"{what}: made under another public key (fingerprint {key.hex()}, expected {public.fingerprint.hex()})"
+        )
     if len(cts) != expected_len:
         raise ProtocolError(f"{what}: expected {expected_len} ciphertexts, got {len(cts)}")
     nsq = public.nsq
@@ -386,8 +405,9 @@ def public_from_wire(fields: dict, min_bits: int = 1024) -> PublicKey:
         raise ProtocolError("public key: expected fields 'n' and 'hs', one big int each")
     n, hs = n[0], hs[0]
     if n.bit_length() < min_bits or n % 2 == 0:
-        raise ProtocolError(f"public key: expected an odd modulus of at least {min_bits} bits, "
-                            f"got {n.bit_length()} bits")
+        raise ProtocolError(
+            f"public key: expected an odd modulus of at least {min_bits} bits, got {n.bit_length()} bits"
+        )
     if not 1 < hs < n * n or gmpy2.gcd(hs, n) != 1:
         raise ProtocolError("public key: hs must be a unit in [2, n^2)")
     return PublicKey(n, hs)

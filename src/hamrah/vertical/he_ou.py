@@ -37,8 +37,7 @@ from hamrah.core.errors import ProtocolError
 from hamrah.vertical.he import CipherVector, check_key_bits
 
 WINDOW_BITS = 8
-__all__ = ["PublicKey", "SecretKey", "add_plain", "decrypt", "encrypt", "keygen", "public_from_wire",
-           "public_to_wire"]
+__all__ = ["PublicKey", "SecretKey", "add_plain", "decrypt", "encrypt", "keygen", "public_from_wire", "public_to_wire"]
 
 
 def _table(base, mod, bits: int) -> tuple:
@@ -75,8 +74,15 @@ class PublicKey:
     def __post_init__(self) -> None:
         n = gmpy2.mpz(self.n)
         object.__setattr__(self, "nsq", n)
-        object.__setattr__(self, "_tables", (_table(self.h, n, self.r_bits), _table(self.g, n, self.plain_bits),
-                                             _table(gmpy2.invert(self.g, n), n, self.plain_bits)))
+        object.__setattr__(
+            self,
+            "_tables",
+            (
+                _table(self.h, n, self.r_bits),
+                _table(self.g, n, self.plain_bits),
+                _table(gmpy2.invert(self.g, n), n, self.plain_bits),
+            ),
+        )
 
     @property
     def key_bits(self) -> int:
@@ -110,8 +116,9 @@ class PublicKey:
             ProtocolError: ``v`` is out of range.
         """
         if abs(v) >= self.max_int:
-            raise ProtocolError(f"a {abs(v).bit_length()}-bit plaintext exceeds the OU key's range "
-                                f"(|v| < 2^{self.plain_bits})")
+            raise ProtocolError(
+                f"a {abs(v).bit_length()}-bit plaintext exceeds the OU key's range (|v| < 2^{self.plain_bits})"
+            )
         return _power(self._tables[1] if v >= 0 else self._tables[2], abs(v), self.nsq)
 
 
@@ -159,8 +166,10 @@ def encrypt(public: PublicKey, ints: Sequence[int]) -> CipherVector:
         ProtocolError: a value out of range.
     """
     nsq = public.nsq
-    return CipherVector(public, tuple(public.plain_factor(int(v)) * public.hs_power(secrets.randbits(public.r_bits))
-                                      % nsq for v in ints))
+    return CipherVector(
+        public,
+        tuple(public.plain_factor(int(v)) * public.hs_power(secrets.randbits(public.r_bits)) % nsq for v in ints),
+    )
 
 
 def add_plain(a: CipherVector, ints: Sequence[int]) -> CipherVector:

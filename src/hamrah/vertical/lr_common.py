@@ -108,16 +108,16 @@ OnEpoch = Callable[[LRState], None]
 Step = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
 
 
-def prepare(channel, table: PartyTable, config: LRConfig, guest: bool, others: tuple[str, ...]
-            ) -> tuple[PartyTable, np.ndarray]:
+def prepare(
+    channel, table: PartyTable, config: LRConfig, guest: bool, others: tuple[str, ...]
+) -> tuple[PartyTable, np.ndarray]:
     """Align rows (PSI) and return the table and its standardised feature matrix (+ intercept for the guest).
 
     Raises:
         DataError: a non-finite feature, labels other than 0/1 at the guest, or no shared rows.
     """
     if config.psi:
-        table = table.select(intersect(channel, table.ids, PSIConfig(config.guest),
-                                       parties=(channel.name,) + others))
+        table = table.select(intersect(channel, table.ids, PSIConfig(config.guest), parties=(channel.name,) + others))
     if len(table.ids) == 0:
         raise DataError("lr: the parties share no ids")
     if not np.all(np.isfinite(table.features)):
@@ -127,8 +127,9 @@ def prepare(channel, table: PartyTable, config: LRConfig, guest: bool, others: t
     return table, table.features
 
 
-def hello(channel, config: LRConfig, others: tuple[str, ...], epochs: list[int] | None, dim: int,
-          rows: int = 0) -> tuple[int, dict[str, int]]:
+def hello(
+    channel, config: LRConfig, others: tuple[str, ...], epochs: list[int] | None, dim: int, rows: int = 0
+) -> tuple[int, dict[str, int]]:
     """Agree on the epoch to resume from and tell each other the model sizes.
 
     The guest collects every party's completed epochs (``None``: the arbiter, which keeps none) and
@@ -144,8 +145,9 @@ def hello(channel, config: LRConfig, others: tuple[str, ...], epochs: list[int] 
     if channel.name != config.guest:
         channel.send(config.guest, "lr/hello", mine)
         reply = channel.recv(config.guest, "lr/start")
-        return _int_field(reply, "start", config.guest), {k: _int_field(reply, k, config.guest) for k in reply
-                                                          if k != "start"}
+        return _int_field(reply, "start", config.guest), {
+            k: _int_field(reply, k, config.guest) for k in reply if k != "start"
+        }
     common, dims = set(mine["epochs"].tolist()) | {0}, {channel.name: dim, "rows": rows}
     for peer in others:
         msg = channel.recv(peer, "lr/hello")
@@ -168,8 +170,9 @@ def _int_field(msg: dict, key: str, frm: str) -> int:
     return v
 
 
-def decide_stop(channel, config: LRConfig, decider: str, others: tuple[str, ...], epoch: int,
-                dw2: float) -> tuple[bool, bool]:
+def decide_stop(
+    channel, config: LRConfig, decider: str, others: tuple[str, ...], epoch: int, dw2: float
+) -> tuple[bool, bool]:
     """Pool the parties' squared weight changes at ``decider``; converged when the norm is below ``tol``.
 
     Each party reveals only ``||w_new - w_old||^2`` of its own part, once per epoch.
@@ -195,9 +198,17 @@ def decide_stop(channel, config: LRConfig, decider: str, others: tuple[str, ...]
     return stop, converged
 
 
-def train_loop(channel, config: LRConfig, z: np.ndarray, start: tuple[int, LRState | None], step: Step,
-               stop_at: tuple[str, tuple[str, ...]], on_epoch: OnEpoch | None, stats: tuple,
-               ops=None) -> LRState:
+def train_loop(
+    channel,
+    config: LRConfig,
+    z: np.ndarray,
+    start: tuple[int, LRState | None],
+    step: Step,
+    stop_at: tuple[str, tuple[str, ...]],
+    on_epoch: OnEpoch | None,
+    stats: tuple,
+    ops=None,
+) -> LRState:
     """Run the epochs of one party: ``step(tag, rows, w)`` returns the data gradient of a batch.
 
     Args:
@@ -228,8 +239,9 @@ def train_loop(channel, config: LRConfig, z: np.ndarray, start: tuple[int, LRSta
         epoch += 1
 
 
-def standardise(x: np.ndarray, state: LRState | None, intercept: bool, clip: float = 0.0,
-                transform: str = "standard") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def standardise(
+    x: np.ndarray, state: LRState | None, intercept: bool, clip: float = 0.0, transform: str = "standard"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return ``(z, mean, std, quantiles)``: ``x`` transformed with its own statistics (or a checkpoint's).
 
     Args:
@@ -256,7 +268,7 @@ def batches(rows: int, config: LRConfig, epoch: int) -> list[np.ndarray]:
     """Return the row indices of each mini-batch of ``epoch`` (the same at every party)."""
     order = np.random.default_rng([config.seed, epoch]).permutation(rows)
     size = config.batch_size or rows
-    return [order[i:i + size] for i in range(0, rows, size)]
+    return [order[i : i + size] for i in range(0, rows, size)]
 
 
 def predict_guest(channel, z: np.ndarray, weights: np.ndarray, host: str, tag: str = "predict") -> np.ndarray:

@@ -53,8 +53,13 @@ def _resume(resume: Mapping[int, LRState] | None, start: int) -> tuple[int, LRSt
     return start, (resume[start] if start else None)
 
 
-def guest(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRState] | None = None,
-          on_epoch: OnEpoch | None = None) -> LRState:
+def guest(
+    channel,
+    table: PartyTable,
+    config: LRConfig,
+    resume: Mapping[int, LRState] | None = None,
+    on_epoch: OnEpoch | None = None,
+) -> LRState:
     """The label holder's role. Returns its part of the model.
 
     Raises:
@@ -75,12 +80,18 @@ def guest(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRS
         channel.send(config.arbiter, f"lr/g/{tag}", ops.to_wire(masked))
         return ops.unmask(channel.recv(config.arbiter, f"lr/g/{tag}"), masks, z.shape[1], f"gradient {tag}") / len(rows)
 
-    return train_loop(channel, config, z, _resume(resume, start), step, (config.arbiter, others), on_epoch,
-                      tuple(stats))
+    return train_loop(
+        channel, config, z, _resume(resume, start), step, (config.arbiter, others), on_epoch, tuple(stats)
+    )
 
 
-def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRState] | None = None,
-         on_epoch: OnEpoch | None = None) -> LRState:
+def host(
+    channel,
+    table: PartyTable,
+    config: LRConfig,
+    resume: Mapping[int, LRState] | None = None,
+    on_epoch: OnEpoch | None = None,
+) -> LRState:
     """A feature holder's role (no labels). Returns its part of the model."""
     others = (config.guest, config.arbiter)
     table, x = prepare(channel, table, config, False, (config.guest,))
@@ -95,8 +106,9 @@ def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRSt
         channel.send(config.arbiter, f"lr/g/{tag}", ops.to_wire(masked))
         return ops.unmask(channel.recv(config.arbiter, f"lr/g/{tag}"), masks, z.shape[1], f"gradient {tag}") / len(rows)
 
-    return train_loop(channel, config, z, _resume(resume, start), step, (config.arbiter, others), on_epoch,
-                      tuple(stats), ops)
+    return train_loop(
+        channel, config, z, _resume(resume, start), step, (config.arbiter, others), on_epoch, tuple(stats), ops
+    )
 
 
 def arbiter(channel, table: PartyTable | None, config: LRConfig, resume=None, on_epoch=None) -> LRState:
@@ -112,9 +124,10 @@ def arbiter(channel, table: PartyTable | None, config: LRConfig, resume=None, on
         for b, _ in enumerate(range(0, dims["rows"], config.batch_size or max(dims["rows"], 1))):
             for peer in others:
                 tag = f"lr/g/{epoch}/{b}"
-                channel.send(peer, tag, ops.reveal(ops.from_wire(channel.recv(peer, tag), ops.wire_count(dims[peer]), tag)))
+                channel.send(
+                    peer, tag, ops.reveal(ops.from_wire(channel.recv(peer, tag), ops.wire_count(dims[peer]), tag))
+                )
         stop, converged = decide_stop(channel, config, channel.name, others, epoch, 0.0)
         if stop:
             return LRState(epoch + 1, np.zeros(0), np.zeros(0), np.zeros(0), converged)
         epoch += 1
-

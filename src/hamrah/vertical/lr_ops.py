@@ -200,7 +200,7 @@ class PaillierOps:
         nsq, n, shift = self.public.nsq, self.public.n, 1 << SLOT_BITS
         out, masks = [], []
         for i in range(0, len(e.cv), self.slots):
-            group = e.cv.cts[i:i + self.slots]
+            group = e.cv.cts[i : i + self.slots]
             acc = group[-1]
             for c in reversed(group[:-1]):
                 acc = gmpy2.powmod(acc, shift, nsq) * c % nsq
@@ -236,7 +236,15 @@ class PaillierOps:
         return he.decode(out, scale)
 
 
-
-
-__all__ = ["SCHEMES", "SLOT_BITS", "VALUE_BITS", "Enc", "ObfuscatorPool", "PaillierOps", "PlainOps", "keygen",
-           "public_from_wire", "public_to_wire"]
+__all__ = [
+    "SCHEMES",
+    "SLOT_BITS",
+    "VALUE_BITS",
+    "Enc",
+    "ObfuscatorPool",
+    "PaillierOps",
+    "PlainOps",
+    "keygen",
+    "public_from_wire",
+    "public_to_wire",
+]

@@ -60,11 +60,20 @@ def _keys(channel, config: LRConfig, peer: str) -> tuple:
 
 def _reveal_for(channel, peer: str, mine, tag: str, count: int) -> None:
     """Decrypt the peer's masked gradient (masked values to us) and send it back."""
-    channel.send(peer, f"{tag}/reveal", mine.reveal(mine.from_wire(channel.recv(peer, f"{tag}/mask"), mine.wire_count(count), tag)))
+    channel.send(
+        peer,
+        f"{tag}/reveal",
+        mine.reveal(mine.from_wire(channel.recv(peer, f"{tag}/mask"), mine.wire_count(count), tag)),
+    )
 
 
-def guest(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRState] | None = None,
-          on_epoch: OnEpoch | None = None) -> LRState:
+def guest(
+    channel,
+    table: PartyTable,
+    config: LRConfig,
+    resume: Mapping[int, LRState] | None = None,
+    on_epoch: OnEpoch | None = None,
+) -> LRState:
     """The label holder's role. Returns its part of the model.
 
     Raises:
@@ -88,12 +97,26 @@ def guest(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRS
         cross = theirs.unmask(channel.recv(peer, f"lr/gA/{tag}/reveal"), masks, z.shape[1], f"gradient {tag}")
         return (z[rows].T @ za + cross) / len(rows)
 
-    return train_loop(channel, config, z, (start, resume[start] if start else None), step,
-                      (channel.name, (peer,)), on_epoch, tuple(stats), mine)
+    return train_loop(
+        channel,
+        config,
+        z,
+        (start, resume[start] if start else None),
+        step,
+        (channel.name, (peer,)),
+        on_epoch,
+        tuple(stats),
+        mine,
+    )
 
 
-def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRState] | None = None,
-         on_epoch: OnEpoch | None = None) -> LRState:
+def host(
+    channel,
+    table: PartyTable,
+    config: LRConfig,
+    resume: Mapping[int, LRState] | None = None,
+    on_epoch: OnEpoch | None = None,
+) -> LRState:
     """The feature holder's role (no labels). Returns its part of the model."""
     peer = config.guest
     table, x = prepare(channel, table, config, False, (peer,))
@@ -108,7 +131,18 @@ def host(channel, table: PartyTable, config: LRConfig, resume: Mapping[int, LRSt
         masked, masks = theirs.mask(theirs.xt(z[rows], theirs.add_plain(za, ub)))
         channel.send(peer, f"lr/gB/{tag}/mask", theirs.to_wire(masked))
         _reveal_for(channel, peer, mine, f"lr/gA/{tag}", dims[peer])
-        return theirs.unmask(channel.recv(peer, f"lr/gB/{tag}/reveal"), masks, z.shape[1], f"gradient {tag}") / len(rows)
+        return theirs.unmask(channel.recv(peer, f"lr/gB/{tag}/reveal"), masks, z.shape[1], f"gradient {tag}") / len(
+            rows
+        )
 
-    return train_loop(channel, config, z, (start, resume[start] if start else None), step,
-                      (peer, (channel.name,)), on_epoch, tuple(stats), mine)
+    return train_loop(
+        channel,
+        config,
+        z,
+        (start, resume[start] if start else None),
+        step,
+        (peer, (channel.name,)),
+        on_epoch,
+        tuple(stats),
+        mine,
+    )

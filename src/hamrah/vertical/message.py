@@ -21,8 +21,9 @@ from hamrah.core.errors import ProtocolError
 
 MAGIC = b"HVM1"
 MAX_HEADER = 1 << 20
-DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-                    "float16", "float32", "float64"})
+DTYPES = frozenset(
+    {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64"}
+)
 Value = "np.ndarray | bytes | str | int | float | bool | tuple[int, ...]"
 
 
@@ -48,7 +49,10 @@ def _field(name: str, value) -> tuple[bytes, dict]:
             raise ProtocolError(f"field {name!r}: dtype {value.dtype} not allowed (expected one of {sorted(DTYPES)})")
         arr = np.asarray(value, order="C")
         return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes(), {
-            "kind": "array", "dtype": arr.dtype.name, "shape": list(arr.shape)}
+            "kind": "array",
+            "dtype": arr.dtype.name,
+            "shape": list(arr.shape),
+        }
     if isinstance(value, (bytes, bytearray)):
         return bytes(value), {"kind": "bytes"}
     if isinstance(value, str):
@@ -61,8 +65,10 @@ def _field(name: str, value) -> tuple[bytes, dict]:
         return struct.pack("<d", value), {"kind": "float"}
     if isinstance(value, tuple):
         return _bigints(value, name)
-    raise ProtocolError(f"field {name!r}: cannot send a {type(value).__name__} (expected an array, bytes, str, "
-                        "int, float, bool or a tuple of ints)")
+    raise ProtocolError(
+        f"field {name!r}: cannot send a {type(value).__name__} (expected an array, bytes, str, "
+        "int, float, bool or a tuple of ints)"
+    )
 
 
 def encode(tag: str, message: Mapping[str, object]) -> bytes:
@@ -95,7 +101,7 @@ def _read_header(data: bytes) -> tuple[dict, int]:
     if size > MAX_HEADER or 8 + size > len(data):
         raise ProtocolError(f"message header: length {size} exceeds the message or the {MAX_HEADER}-byte limit")
     try:
-        header = json.loads(data[8:8 + size])
+        header = json.loads(data[8 : 8 + size])
     except (ValueError, RecursionError) as e:
         raise ProtocolError(f"message header: expected JSON ({type(e).__name__})") from None
     if not (isinstance(header, dict) and isinstance(header.get("tag"), str) and isinstance(header.get("fields"), list)):
@@ -143,7 +149,11 @@ def _value(spec: dict, body: bytes):
         width, count = _int(spec, "width"), _int(spec, "count")
         if width * count != len(body):
             raise ProtocolError(f"field {name!r}: {len(body)} bytes do not hold {count} ints of {width} bytes")
-        return tuple(int.from_bytes(body[i:i + width], "big") for i in range(0, len(body), width)) if width else (0,) * count
+        return (
+            tuple(int.from_bytes(body[i : i + width], "big") for i in range(0, len(body), width))
+            if width
+            else (0,) * count
+        )
     raise ProtocolError(f"field {name!r}: unknown kind {kind!r}")
 
 
@@ -163,7 +173,7 @@ def decode(data: bytes) -> Envelope:
         offset, length = _int(spec, "offset"), _int(spec, "length")
         if start + offset + length > len(data):
             raise ProtocolError(f"field {spec['name']!r}: runs past the end of the message")
-        fields[spec["name"]] = _value(spec, data[start + offset:start + offset + length])
+        fields[spec["name"]] = _value(spec, data[start + offset : start + offset + length])
         end = max(end, start + offset + length)
     if end != len(data):
         raise ProtocolError(f"message: {len(data) - end} trailing bytes after the last field")

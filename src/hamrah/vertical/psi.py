@@ -85,7 +85,7 @@ def _from_array(fields: dict, frm: str) -> list[bytes]:
     if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != POINT:
         raise ProtocolError(f"psi: from {frm!r}, expected 'points' as a uint8 array of shape (k, {POINT})")
     data = arr.tobytes()
-    return [data[i:i + POINT] for i in range(0, len(data), POINT)]
+    return [data[i : i + POINT] for i in range(0, len(data), POINT)]
 
 
 def _ring(channel, leader: str, parties: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -102,8 +102,13 @@ def _check_ids(ids: np.ndarray) -> np.ndarray:
     return ids
 
 
-def intersect(channel, ids: np.ndarray, config: PSIConfig = PSIConfig(),
-              rng: np.random.Generator | None = None, parties: tuple[str, ...] | None = None) -> np.ndarray:
+def intersect(
+    channel,
+    ids: np.ndarray,
+    config: PSIConfig = PSIConfig(),
+    rng: np.random.Generator | None = None,
+    parties: tuple[str, ...] | None = None,
+) -> np.ndarray:
     """Run PSI as the party behind ``channel`` and return the shared ids, sorted.
 
     Args:
@@ -141,7 +146,9 @@ def intersect(channel, ids: np.ndarray, config: PSIConfig = PSIConfig(),
             common &= set(_from_array(channel.recv(peer, "psi/set"), peer))
         shared = sorted(common)
         for peer in ring[1:]:
-            channel.send(peer, "psi/result", {"points": _to_array(shared) if shared else np.zeros((0, POINT), np.uint8)})
+            channel.send(
+                peer, "psi/result", {"points": _to_array(shared) if shared else np.zeros((0, POINT), np.uint8)}
+            )
     else:
         channel.send(config.leader, "psi/set", {"points": _to_array(sorted(mine))})
         shared = _from_array(channel.recv(config.leader, "psi/result"), config.leader)

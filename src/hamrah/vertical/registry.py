@@ -44,20 +44,42 @@ class Protocol:
 
 
 PROTOCOLS: dict[str, ProtocolEntry] = {
-    "psi": ProtocolEntry("hamrah.vertical.psi", "PSIConfig", {"guest": "psi_role", "host": "psi_role"},
-                         "ECDH private set intersection (X25519/ristretto255); every party learns the shared ids"),
+    "psi": ProtocolEntry(
+        "hamrah.vertical.psi",
+        "PSIConfig",
+        {"guest": "psi_role", "host": "psi_role"},
+        "ECDH private set intersection (X25519/ristretto255); every party learns the shared ids",
+    ),
     "coordinated_lr": ProtocolEntry(
-        "hamrah.vertical.lr_coordinated", "LRConfig", {"guest": "guest", "host": "host", "arbiter": "arbiter"},
-        "vertical logistic regression, Paillier key held by an arbiter (FATE CoordinatedLR)"),
-    "sshe_lr": ProtocolEntry("hamrah.vertical.lr_sshe", "LRConfig", {"guest": "guest", "host": "host"},
-                             "vertical logistic regression without a third party: HE plus secret sharing (SSHE-LR)"),
-    "splitnn": ProtocolEntry("hamrah.vertical.splitnn", "SplitNNConfig", {"guest": "guest", "host": "host"},
-                             "split learning: bottom networks at every party, the top network at the label holder"),
+        "hamrah.vertical.lr_coordinated",
+        "LRConfig",
+        {"guest": "guest", "host": "host", "arbiter": "arbiter"},
+        "vertical logistic regression, Paillier key held by an arbiter (FATE CoordinatedLR)",
+    ),
+    "sshe_lr": ProtocolEntry(
+        "hamrah.vertical.lr_sshe",
+        "LRConfig",
+        {"guest": "guest", "host": "host"},
+        "vertical logistic regression without a third party: HE plus secret sharing (SSHE-LR)",
+    ),
+    "splitnn": ProtocolEntry(
+        "hamrah.vertical.splitnn",
+        "SplitNNConfig",
+        {"guest": "guest", "host": "host"},
+        "split learning: bottom networks at every party, the top network at the label holder",
+    ),
     "secureboost": ProtocolEntry(
-        "hamrah.vertical.secureboost", "SecureBoostConfig", {"guest": "guest", "host": "host"},
-        "SecureBoost: vertical gradient-boosted trees, gradients Paillier-encrypted by the label holder"),
-    "ftl": ProtocolEntry("hamrah.vertical.ftl", "FTLConfig", {"guest": "party_guest", "host": "party_host"},
-                         "federated transfer learning (Liu et al. 2020), plain or Paillier with masks; PSI first"),
+        "hamrah.vertical.secureboost",
+        "SecureBoostConfig",
+        {"guest": "guest", "host": "host"},
+        "SecureBoost: vertical gradient-boosted trees, gradients Paillier-encrypted by the label holder",
+    ),
+    "ftl": ProtocolEntry(
+        "hamrah.vertical.ftl",
+        "FTLConfig",
+        {"guest": "party_guest", "host": "party_host"},
+        "federated transfer learning (Liu et al. 2020), plain or Paillier with masks; PSI first",
+    ),
 }
 
 
@@ -73,8 +95,9 @@ def resolve(name: str) -> Protocol:
         ConfigError: no such protocol; names the ones there are.
     """
     if name not in PROTOCOLS:
-        raise ConfigError(f"protocol {name!r}: expected one of {', '.join(sorted(PROTOCOLS))}"
-                          f"{_suggest(name, PROTOCOLS)}")
+        raise ConfigError(
+            f"protocol {name!r}: expected one of {', '.join(sorted(PROTOCOLS))}{_suggest(name, PROTOCOLS)}"
+        )
     entry = PROTOCOLS[name]
     module = importlib.import_module(entry.module)
     return Protocol(name, getattr(module, entry.config), {r: getattr(module, f) for r, f in entry.roles.items()})
@@ -111,8 +134,9 @@ def build_config(name: str, settings: Mapping[str, object]):
     values = {}
     for key, value in settings.items():
         if key not in fields:
-            raise ConfigError(f"protocol.{key}: not a setting of {name!r} (it takes {', '.join(fields)})"
-                              f"{_suggest(key, fields)}")
+            raise ConfigError(
+                f"protocol.{key}: not a setting of {name!r} (it takes {', '.join(fields)}){_suggest(key, fields)}"
+            )
         f = fields[key]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         values[key] = _coerce(f"protocol.{key}", value, default)

@@ -109,28 +109,49 @@ def _labels(table: PartyTable) -> np.ndarray:
     return table.labels
 
 
-def _handshake(channel: Channel, table: PartyTable, config: SecureBoostConfig, hosts: tuple[str, ...],
-               public: he.PublicKey | None) -> tuple[_Peer, ...]:
-    setup = {"ids": table.ids, "encrypted": config.encrypted, "max_bins": config.max_bins,
-             "precision_bits": config.precision_bits, **(he.public_to_wire(public) if public else {})}
+def _handshake(
+    channel: Channel, table: PartyTable, config: SecureBoostConfig, hosts: tuple[str, ...], public: he.PublicKey | None
+) -> tuple[_Peer, ...]:
+    setup = {
+        "ids": table.ids,
+        "encrypted": config.encrypted,
+        "max_bins": config.max_bins,
+        "precision_bits": config.precision_bits,
+        **(he.public_to_wire(public) if public else {}),
+    }
     for name in hosts:
         channel.send(name, "sbt.setup", setup)
     peers = []
     for code, name in enumerate(hosts, start=1):
         msg = channel.recv(name, "sbt.schema")
         nb, default = msg.get("num_bins"), msg.get("default")
-        if not (isinstance(nb, np.ndarray) and isinstance(default, np.ndarray) and nb.ndim == 1
-                and nb.shape == default.shape and np.issubdtype(nb.dtype, np.integer)
-                and np.issubdtype(default.dtype, np.integer) and (nb >= 1).all() and (nb <= config.max_bins).all()
-                and (default >= 0).all() and (default < nb).all()):
-            raise ProtocolError(f"from {name!r}: 'num_bins' and 'default' must be equal-length int arrays "
-                                f"with 1 <= num_bins <= {config.max_bins} and 0 <= default < num_bins")
+        if not (
+            isinstance(nb, np.ndarray)
+            and isinstance(default, np.ndarray)
+            and nb.ndim == 1
+            and nb.shape == default.shape
+            and np.issubdtype(nb.dtype, np.integer)
+            and np.issubdtype(default.dtype, np.integer)
+            and (nb >= 1).all()
+            and (nb <= config.max_bins).all()
+            and (default >= 0).all()
+            and (default < nb).all()
+        ):
+            raise ProtocolError(
+                f"from {name!r}: 'num_bins' and 'default' must be equal-length int arrays "
+                f"with 1 <= num_bins <= {config.max_bins} and 0 <= default < num_bins"
+            )
         peers.append(_Peer(name, code, SparseLayout(nb.astype(np.int64), default.astype(np.int64))))
     return tuple(peers)
 
 
-def guest(channel: Channel, table: PartyTable, config: SecureBoostConfig, hosts: tuple[str, ...] | None = None,
-          rng: np.random.Generator | None = None) -> GuestModel:
+def guest(
+    channel: Channel,
+    table: PartyTable,
+    config: SecureBoostConfig,
+    hosts: tuple[str, ...] | None = None,
+    rng: np.random.Generator | None = None,
+) -> GuestModel:
     """Train SecureBoost as the label holder; return the guest's half of the model.
 
     Args:
@@ -149,8 +170,17 @@ def guest(channel: Channel, table: PartyTable, config: SecureBoostConfig, hosts:
     edges = fit_bins(table.features, config.max_bins)
     public, secret = he.keygen(config.key_bits, rng) if config.encrypted else (None, None)
     peers = _handshake(channel, table, config, tuple(hosts), public)
-    ctx = _Guest(channel, config, edges.transform(table.features), edges, bin_offsets(edges.num_bins), peers,
-                 secret, he.KeyHolderEncryptor(secret) if secret else None, rng)
+    ctx = _Guest(
+        channel,
+        config,
+        edges.transform(table.features),
+        edges,
+        bin_offsets(edges.num_bins),
+        peers,
+        secret,
+        he.KeyHolderEncryptor(secret) if secret else None,
+        rng,
+    )
     mean = float(np.clip(labels.mean(), 1e-6, 1 - 1e-6))
     base = float(np.log(mean / (1 - mean)))
     margin, trees = np.full(len(labels), base), []
@@ -179,11 +209,16 @@ def _plan(frontier: list[int], parent: dict[int, int], counts: np.ndarray) -> di
     """Return the level message: nodes, their parents and siblings, and which to build directly."""
     nodes = np.array(frontier, dtype=np.int64)
     par = np.array([parent.get(v, -1) for v in frontier], dtype=np.int64)
-    sib = np.array([v + 1 if v % 2 else v - 1 for v in frontier], dtype=np.int64) if frontier != [0] \
+    sib = (
+        np.array([v + 1 if v % 2 else v - 1 for v in frontier], dtype=np.int64)
+        if frontier != [0]
         else np.array([-1], dtype=np.int64)
+    )
     # the smaller child is built, its sibling derived (lower id on ties); the root is built
-    direct = np.array([s < 0 or counts[v] < counts[s] or (counts[v] == counts[s] and v < s)
-                       for v, s in zip(frontier, sib.tolist())], dtype=bool)
+    direct = np.array(
+        [s < 0 or counts[v] < counts[s] or (counts[v] == counts[s] and v < s) for v, s in zip(frontier, sib.tolist())],
+        dtype=bool,
+    )
     return {"nodes": nodes, "parent": par, "sibling": sib, "direct": direct}
 
 
@@ -217,8 +252,9 @@ def _grow(ctx: _Guest, g: np.ndarray, h: np.ndarray) -> tuple[Tree, np.ndarray]:
     return builder.freeze(), pos
 
 
-def _finish_leaves(ctx: _Guest, builder: _TreeBuilder, frontier: list[int], pos: np.ndarray,
-                   g: np.ndarray, h: np.ndarray) -> None:
+def _finish_leaves(
+    ctx: _Guest, builder: _TreeBuilder, frontier: list[int], pos: np.ndarray, g: np.ndarray, h: np.ndarray
+) -> None:
     for node in frontier:
         rows = pos == node
         builder.cols["value"][node] = leaf_weight((int(g[rows].sum()), int(h[rows].sum())), ctx.config)
@@ -226,8 +262,9 @@ def _finish_leaves(ctx: _Guest, builder: _TreeBuilder, frontier: list[int], pos:
         ctx.channel.send(peer.name, "sbt.level", {"done": True})
 
 
-def _guest_hists(ctx: _Guest, plan: dict, pos: np.ndarray, g: np.ndarray, h: np.ndarray,
-                 prev: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def _guest_hists(
+    ctx: _Guest, plan: dict, pos: np.ndarray, g: np.ndarray, h: np.ndarray, prev: dict
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     out = {}
     for node, direct in zip(plan["nodes"].tolist(), plan["direct"].tolist()):
         if direct:
@@ -258,12 +295,14 @@ def _recv_hists(ctx: _Guest, peer: _Peer, plan: dict, totals) -> list[tuple[np.n
     return out
 
 
-def _choose(ctx: _Guest, own: tuple[np.ndarray, np.ndarray], others: list[tuple[np.ndarray, np.ndarray]],
-            total: tuple[int, int]) -> tuple[int, Split] | None:
+def _choose(
+    ctx: _Guest, own: tuple[np.ndarray, np.ndarray], others: list[tuple[np.ndarray, np.ndarray]], total: tuple[int, int]
+) -> tuple[int, Split] | None:
     """Return ``(owner code, split)`` of the best split over all parties (guest first on ties)."""
     best = None
-    candidates = [(GUEST, own, ctx.offsets)] + [(p.code, hh, bin_offsets(p.layout.num_bins))
-                                                for p, hh in zip(ctx.peers, others)]
+    candidates = [(GUEST, own, ctx.offsets)] + [
+        (p.code, hh, bin_offsets(p.layout.num_bins)) for p, hh in zip(ctx.peers, others)
+    ]
     for code, (hg, hh), offsets in candidates:
         split = best_split(hg, hh, offsets, total, ctx.config)
         if split is not None and (best is None or split.gain > best[1].gain):
@@ -271,26 +310,46 @@ def _choose(ctx: _Guest, own: tuple[np.ndarray, np.ndarray], others: list[tuple[
     return best
 
 
-def _apply_splits(ctx: _Guest, builder: _TreeBuilder, chosen: dict[int, tuple[int, Split]], pos: np.ndarray,
-                  parent: dict[int, int], nxt: list[int]) -> None:
+def _apply_splits(
+    ctx: _Guest,
+    builder: _TreeBuilder,
+    chosen: dict[int, tuple[int, Split]],
+    pos: np.ndarray,
+    parent: dict[int, int],
+    nxt: list[int],
+) -> None:
     """Split the chosen nodes: the guest's locally, each host's through that host; update ``pos``."""
     left = np.zeros(len(pos), dtype=bool)
     records: dict[int, int] = {}
     for peer in ctx.peers:
         mine = [(node, s) for node, (code, s) in chosen.items() if code == peer.code]
-        ctx.channel.send(peer.name, "sbt.split", {
-            "nodes": np.array([n for n, _ in mine], dtype=np.int64),
-            "feature": np.array([s.feature for _, s in mine], dtype=np.int64),
-            "bin": np.array([s.bin for _, s in mine], dtype=np.int64)})
+        ctx.channel.send(
+            peer.name,
+            "sbt.split",
+            {
+                "nodes": np.array([n for n, _ in mine], dtype=np.int64),
+                "feature": np.array([s.feature for _, s in mine], dtype=np.int64),
+                "bin": np.array([s.bin for _, s in mine], dtype=np.int64),
+            },
+        )
     for peer in ctx.peers:
         mine = [node for node, (code, _) in chosen.items() if code == peer.code]
         msg = ctx.channel.recv(peer.name, "sbt.partition")
         got, recs = msg.get("left"), msg.get("records")
-        if not (isinstance(got, np.ndarray) and got.dtype == bool and got.shape == pos.shape
-                and isinstance(recs, np.ndarray) and recs.dtype == np.int64 and recs.shape == (len(mine),)
-                and (recs >= 0).all() and len(set(recs.tolist())) == len(mine)):
-            raise ProtocolError(f"from {peer.name!r}: expected 'left' (bool, one per row) and 'records' "
-                                f"(distinct non-negative int64, one per split node)")
+        if not (
+            isinstance(got, np.ndarray)
+            and got.dtype == bool
+            and got.shape == pos.shape
+            and isinstance(recs, np.ndarray)
+            and recs.dtype == np.int64
+            and recs.shape == (len(mine),)
+            and (recs >= 0).all()
+            and len(set(recs.tolist())) == len(mine)
+        ):
+            raise ProtocolError(
+                f"from {peer.name!r}: expected 'left' (bool, one per row) and 'records' "
+                f"(distinct non-negative int64, one per split node)"
+            )
         in_nodes = np.isin(pos, mine)
         left[in_nodes] = got[in_nodes]
         records.update(zip(mine, recs.tolist()))

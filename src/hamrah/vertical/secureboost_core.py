@@ -31,8 +31,9 @@ def _check(name: str, value, kind, low, high=None, low_open: bool = False) -> No
         ok = (value > low if low_open else value >= low) and (high is None or value <= high)
     if not ok:
         bound = f"{'>' if low_open else '>='} {low}" + ("" if high is None else f" and <= {high}")
-        raise ConfigError(f"secureboost.{name}: expected {'an integer' if kind is int else 'a number'} "
-                          f"{bound}, got {value!r}")
+        raise ConfigError(
+            f"secureboost.{name}: expected {'an integer' if kind is int else 'a number'} {bound}, got {value!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,32 @@ class SecureBoostConfig:
     def __post_init__(self) -> None:
         _check("num_trees", self.num_trees, int, 1, 10_000)
         _check("max_depth", self.max_depth, int, 1, 16)
-        _check("learning_rate", float(self.learning_rate) if isinstance(self.learning_rate, int)
-               and not isinstance(self.learning_rate, bool) else self.learning_rate, float, 0.0, 1.0, low_open=True)
-        _check("min_child_weight", float(self.min_child_weight) if isinstance(self.min_child_weight, int)
-               and not isinstance(self.min_child_weight, bool) else self.min_child_weight, float, 0.0)
-        _check("reg_lambda", float(self.reg_lambda) if isinstance(self.reg_lambda, int)
-               and not isinstance(self.reg_lambda, bool) else self.reg_lambda, float, 0.0)
+        _check(
+            "learning_rate",
+            float(self.learning_rate)
+            if isinstance(self.learning_rate, int) and not isinstance(self.learning_rate, bool)
+            else self.learning_rate,
+            float,
+            0.0,
+            1.0,
+            low_open=True,
+        )
+        _check(
+            "min_child_weight",
+            float(self.min_child_weight)
+            if isinstance(self.min_child_weight, int) and not isinstance(self.min_child_weight, bool)
+            else self.min_child_weight,
+            float,
+            0.0,
+        )
+        _check(
+            "reg_lambda",
+            float(self.reg_lambda)
+            if isinstance(self.reg_lambda, int) and not isinstance(self.reg_lambda, bool)
+            else self.reg_lambda,
+            float,
+            0.0,
+        )
         _check("max_bins", self.max_bins, int, 2, 256)
         if not isinstance(self.encrypted, bool):
             raise ConfigError(f"secureboost.encrypted: expected true or false, got {self.encrypted!r}")
@@ -108,8 +129,9 @@ def bin_offsets(num_bins: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(num_bins)]).astype(np.int64)
 
 
-def histogram(bins: np.ndarray, offsets: np.ndarray, rows: np.ndarray, g: np.ndarray, h: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
+def histogram(
+    bins: np.ndarray, offsets: np.ndarray, rows: np.ndarray, g: np.ndarray, h: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Return the flat int64 gradient and hessian histograms of ``rows`` (exact integer sums).
 
     Args:
@@ -136,8 +158,9 @@ class Split:
     bin: int
 
 
-def best_split(hist_g: np.ndarray, hist_h: np.ndarray, offsets: np.ndarray, total: tuple[int, int],
-               config: SecureBoostConfig) -> Split | None:
+def best_split(
+    hist_g: np.ndarray, hist_h: np.ndarray, offsets: np.ndarray, total: tuple[int, int], config: SecureBoostConfig
+) -> Split | None:
     """Return the split "bin <= b" of largest gain (first one on ties), or ``None`` if none helps.
 
     The gain is XGBoost's ``1/2 [G_L^2/(H_L+lambda) + G_R^2/(H_R+lambda) - G^2/(H+lambda)]``; both

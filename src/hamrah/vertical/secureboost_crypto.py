@@ -67,8 +67,9 @@ class GHPacking:
         """
         top = 1 << self.precision_bits
         if g.size and (np.abs(g).max() > top or h.min() < 0 or h.max() > top >> 2):
-            raise ProtocolError(f"g/h packing: expected |g| <= 2^{self.precision_bits} and "
-                                f"0 <= h <= 2^{self.precision_bits - 2}")
+            raise ProtocolError(
+                f"g/h packing: expected |g| <= 2^{self.precision_bits} and 0 <= h <= 2^{self.precision_bits - 2}"
+            )
         if len(g) >= 1 << self.count_bits:
             raise ProtocolError(f"g/h packing: {len(g)} rows exceed the {self.count_bits}-bit count slot")
         s = self.g_bits
@@ -118,8 +119,10 @@ class SparseLayout:
     def kept_index(self) -> np.ndarray:
         """Return, for each sent bin, its position in the full flat histogram."""
         full = np.concatenate([[0], np.cumsum(self.num_bins)])[:-1]
-        return np.concatenate([full[f] + np.delete(np.arange(nb), self.default[f])
-                               for f, nb in enumerate(self.num_bins.tolist())] or [np.zeros(0, np.int64)])
+        return np.concatenate(
+            [full[f] + np.delete(np.arange(nb), self.default[f]) for f, nb in enumerate(self.num_bins.tolist())]
+            or [np.zeros(0, np.int64)]
+        )
 
     def kept_position(self) -> list[np.ndarray]:
         """Return, per feature, a map bin -> position among the sent bins (-1 for the default)."""
@@ -144,8 +147,10 @@ class SparseLayout:
 
 def sparse_layout(bins: np.ndarray, num_bins: np.ndarray) -> SparseLayout:
     """Return the layout whose default bin is each feature's most populated bin (lowest on ties)."""
-    default = np.array([int(np.argmax(np.bincount(bins[:, f], minlength=int(nb))))
-                        for f, nb in enumerate(num_bins.tolist())], dtype=np.int64)
+    default = np.array(
+        [int(np.argmax(np.bincount(bins[:, f], minlength=int(nb)))) for f, nb in enumerate(num_bins.tolist())],
+        dtype=np.int64,
+    )
     return SparseLayout(np.asarray(num_bins, dtype=np.int64), default)
 
 
@@ -178,7 +183,7 @@ def compress(public: he.PublicKey, sums: list, packing: GHPacking, rng=None) -> 
     k, nsq, shift = packing.per_ciphertext, public.nsq, 1 << packing.width
     folded = []
     for start in range(0, len(sums), k):
-        group = sums[start:start + k]
+        group = sums[start : start + k]
         acc = group[-1]
         for c in reversed(group[:-1]):
             acc = gmpy2.powmod(acc, shift, nsq) * c % nsq
@@ -187,8 +192,9 @@ def compress(public: he.PublicKey, sums: list, packing: GHPacking, rng=None) -> 
     return he.add(he.CipherVector(public, tuple(folded)), zeros)
 
 
-def decompress(secret: he.SecretKey, vector: he.CipherVector, packing: GHPacking, count: int
-               ) -> tuple[np.ndarray, np.ndarray]:
+def decompress(
+    secret: he.SecretKey, vector: he.CipherVector, packing: GHPacking, count: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Return the int64 ``(G, H)`` of ``count`` packed sums from compressed ciphertexts.
 
     Raises:

@@ -55,7 +55,9 @@ def _agree(msg: dict, config: SecureBoostConfig | None) -> None:
         return
     for key in ("encrypted", "max_bins", "precision_bits"):
         if msg.get(key) != getattr(config, key):
-            raise ProtocolError(f"from guest: {key} = {msg.get(key)!r}, but this host is set to {getattr(config, key)!r}")
+            raise ProtocolError(
+                f"from guest: {key} = {msg.get(key)!r}, but this host is set to {getattr(config, key)!r}"
+            )
     if config.encrypted and msg["n"][0].bit_length() < config.key_bits:
         raise ProtocolError(f"from guest: a {msg['n'][0].bit_length()}-bit key, this host requires {config.key_bits}")
 
@@ -64,8 +66,10 @@ def _setup(channel: Channel, table: PartyTable, guest: str, config: SecureBoostC
     msg = channel.recv(guest, "sbt.setup")
     ids = msg.get("ids")
     if not isinstance(ids, np.ndarray) or ids.shape != table.ids.shape or not np.array_equal(ids, table.ids):
-        raise DataError(f"host: the guest's {getattr(ids, 'size', '?')} ids differ from this host's "
-                        f"{len(table.ids)} ids (align both tables on the same ids, in the same order, e.g. with PSI)")
+        raise DataError(
+            f"host: the guest's {getattr(ids, 'size', '?')} ids differ from this host's "
+            f"{len(table.ids)} ids (align both tables on the same ids, in the same order, e.g. with PSI)"
+        )
     max_bins, precision = _int_field(msg, "max_bins", 2, 256), _int_field(msg, "precision_bits", 8, 32)
     if not isinstance(msg.get("encrypted"), bool):
         raise ProtocolError("from guest: 'encrypted' must be a boolean")
@@ -79,8 +83,13 @@ def _setup(channel: Channel, table: PartyTable, guest: str, config: SecureBoostC
     return _Host(channel, guest, bins, edges, layout, public, packing, precision)
 
 
-def host(channel: Channel, table: PartyTable, config: SecureBoostConfig | None = None, guest: str = "guest",
-         rng: np.random.Generator | None = None) -> HostModel:
+def host(
+    channel: Channel,
+    table: PartyTable,
+    config: SecureBoostConfig | None = None,
+    guest: str = "guest",
+    rng: np.random.Generator | None = None,
+) -> HostModel:
     """Take part in SecureBoost training as a feature holder; return this host's lookup table.
 
     Args:
@@ -105,8 +114,9 @@ def host(channel: Channel, table: PartyTable, config: SecureBoostConfig | None =
         if not isinstance(msg.get("more"), bool):
             raise ProtocolError("from guest: 'more' must be a boolean")
         if not msg["more"]:
-            return HostModel(np.array(features, dtype=np.int64), np.array(thresholds, dtype=np.float64),
-                             table.features.shape[1])
+            return HostModel(
+                np.array(features, dtype=np.int64), np.array(thresholds, dtype=np.float64), table.features.shape[1]
+            )
         _host_tree(ctx, _read_gh(ctx, msg), features, thresholds, rng)
 
 
@@ -117,8 +127,12 @@ def _read_gh(ctx: _Host, msg: dict):
     g, h = msg.get("g"), msg.get("h")
     top = 1 << ctx.precision_bits
     for name, arr in (("g", g), ("h", h)):
-        if not isinstance(arr, np.ndarray) or arr.dtype != np.int64 or arr.shape != (rows,) or \
-                (arr.size and np.abs(arr).max() > top):
+        if (
+            not isinstance(arr, np.ndarray)
+            or arr.dtype != np.int64
+            or arr.shape != (rows,)
+            or (arr.size and np.abs(arr).max() > top)
+        ):
             raise ProtocolError(f"from guest: {name!r} must be {rows} int64 values within +-2^{ctx.precision_bits}")
     return g, h
 
@@ -127,16 +141,19 @@ def _check_level(msg: dict, rows: int, prev: dict) -> None:
     pos, nodes, par, sib, direct = (msg.get(k) for k in ("pos", "nodes", "parent", "sibling", "direct"))
     if not (isinstance(pos, np.ndarray) and pos.dtype == np.int64 and pos.shape == (rows,)):
         raise ProtocolError(f"from guest: 'pos' must be {rows} int64 node ids")
-    if not all(isinstance(a, np.ndarray) and a.dtype == np.int64 and a.shape == nodes.shape and a.ndim == 1
-               for a in (nodes, par, sib)) or not (isinstance(direct, np.ndarray) and direct.dtype == bool
-                                                    and direct.shape == nodes.shape):
-        raise ProtocolError("from guest: 'nodes', 'parent', 'sibling' (int64) and 'direct' (bool) must have one "
-                            "entry per node")
+    if not all(
+        isinstance(a, np.ndarray) and a.dtype == np.int64 and a.shape == nodes.shape and a.ndim == 1
+        for a in (nodes, par, sib)
+    ) or not (isinstance(direct, np.ndarray) and direct.dtype == bool and direct.shape == nodes.shape):
+        raise ProtocolError(
+            "from guest: 'nodes', 'parent', 'sibling' (int64) and 'direct' (bool) must have one entry per node"
+        )
     built = set(nodes[direct].tolist())
     for node, p, s, d in zip(nodes.tolist(), par.tolist(), sib.tolist(), direct.tolist()):
         if not d and (p not in prev or s not in built):
-            raise ProtocolError(f"from guest: node {node} is derived from parent {p} and sibling {s}, "
-                                "which this host has not built")
+            raise ProtocolError(
+                f"from guest: node {node} is derived from parent {p} and sibling {s}, which this host has not built"
+            )
 
 
 def _host_tree(ctx: _Host, gh, features: list[int], thresholds: list[float], rng) -> None:
@@ -150,8 +167,11 @@ def _host_tree(ctx: _Host, gh, features: list[int], thresholds: list[float], rng
         hists = _level_hists(ctx, gh, msg, prev)
         order = msg["nodes"].tolist()
         if ctx.public is None:
-            ctx.channel.send(ctx.guest, "sbt.hist", {
-                "g": np.stack([hists[v][0] for v in order]), "h": np.stack([hists[v][1] for v in order])})
+            ctx.channel.send(
+                ctx.guest,
+                "sbt.hist",
+                {"g": np.stack([hists[v][0] for v in order]), "h": np.stack([hists[v][1] for v in order])},
+            )
         else:
             flat = [c for v in order for c in hists[v]]
             ctx.channel.send(ctx.guest, "sbt.hist", he.to_wire(compress(ctx.public, flat, ctx.packing, rng)))
@@ -183,21 +203,23 @@ def _level_hists(ctx: _Host, gh, msg: dict, prev: dict) -> dict:
     return out
 
 
-def _host_splits(ctx: _Host, pos: np.ndarray, level_nodes: set, features: list[int],
-                 thresholds: list[float]) -> None:
+def _host_splits(ctx: _Host, pos: np.ndarray, level_nodes: set, features: list[int], thresholds: list[float]) -> None:
     """Apply the splits the guest assigned to this host; answer which rows go left and the record ids."""
     msg = ctx.channel.recv(ctx.guest, "sbt.split")
     nodes, feat, bins = (msg.get(k) for k in ("nodes", "feature", "bin"))
-    if not all(isinstance(a, np.ndarray) and a.dtype == np.int64 and a.ndim == 1 and a.shape == nodes.shape
-               for a in (nodes, feat, bins)):
+    if not all(
+        isinstance(a, np.ndarray) and a.dtype == np.int64 and a.ndim == 1 and a.shape == nodes.shape
+        for a in (nodes, feat, bins)
+    ):
         raise ProtocolError("from guest: 'nodes', 'feature' and 'bin' must be int64 arrays of one length")
     left = np.zeros(len(pos), dtype=bool)
     records = []
     nb = ctx.layout.num_bins
     for node, f, b in zip(nodes.tolist(), feat.tolist(), bins.tolist()):
         if node not in level_nodes or not 0 <= f < len(nb) or not 0 <= b < nb[f] - 1:
-            raise ProtocolError(f"from guest: split (node {node}, feature {f}, bin {b}) is not a split "
-                                "candidate of this level")
+            raise ProtocolError(
+                f"from guest: split (node {node}, feature {f}, bin {b}) is not a split candidate of this level"
+            )
         rows = pos == node
         left[rows] = ctx.bins[rows, f] <= b
         records.append(len(features))

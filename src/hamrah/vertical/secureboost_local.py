@@ -47,8 +47,9 @@ class LocalFit:
     cpu_s: dict[str, float]
 
 
-def fit_local(tables: Mapping[str, PartyTable], config: SecureBoostConfig,
-              rng: np.random.Generator | None = None) -> LocalFit:
+def fit_local(
+    tables: Mapping[str, PartyTable], config: SecureBoostConfig, rng: np.random.Generator | None = None
+) -> LocalFit:
     """Train with the guest ``tables["guest"]`` and every other table as a host.
 
     Args:
@@ -65,8 +66,9 @@ def fit_local(tables: Mapping[str, PartyTable], config: SecureBoostConfig,
     for name in hosts:
         roles[name] = functools.partial(_host_role, table=tables[name], rng=rngs.get(name))
     results, stats = run_parties({name: functools.partial(_timed, role) for name, role in roles.items()})
-    return LocalFit(results["guest"][0], {n: results[n][0] for n in hosts}, stats,
-                    {n: r[1] for n, r in results.items()})
+    return LocalFit(
+        results["guest"][0], {n: results[n][0] for n in hosts}, stats, {n: r[1] for n, r in results.items()}
+    )
 
 
 def _timed(role, channel):

@@ -83,7 +83,7 @@ class HostModel:
 
     def decisions(self, x: np.ndarray) -> np.ndarray:
         """Return the ``records x rows`` boolean matrix "row goes left at this record"."""
-        return x[:, self.features].T <= self.thresholds[:, None]
+        return self.thresholds[:, None] >= x[:, self.features].T
 
 
 def _check_width(table: PartyTable, expected: int, who: str) -> None:
@@ -128,13 +128,20 @@ def predict_guest(channel: Channel, model: GuestModel, table: PartyTable) -> np.
         channel.send(host, "sbt.predict", {"ids": table.ids})
     for i, host in enumerate(model.hosts):
         msg = channel.recv(host, "sbt.decisions")
-        records = max((int(t.feature[o]) for t in model.trees for o in np.flatnonzero(t.owner == i + 1)),
-                      default=-1) + 1
+        records = (
+            max((int(t.feature[o]) for t in model.trees for o in np.flatnonzero(t.owner == i + 1)), default=-1) + 1
+        )
         packed = msg.get("bits")
-        if not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 or packed.ndim != 2 \
-                or packed.shape[0] < records or packed.shape[1] != (rows + 7) // 8:
-            raise ProtocolError(f"from {host!r}: 'bits' must be a uint8 array of shape "
-                                f"(>= {records}, {(rows + 7) // 8})")
+        if (
+            not isinstance(packed, np.ndarray)
+            or packed.dtype != np.uint8
+            or packed.ndim != 2
+            or packed.shape[0] < records
+            or packed.shape[1] != (rows + 7) // 8
+        ):
+            raise ProtocolError(
+                f"from {host!r}: 'bits' must be a uint8 array of shape (>= {records}, {(rows + 7) // 8})"
+            )
         bits.append(np.unpackbits(packed, axis=1, count=rows).astype(bool))
     margin = np.full(rows, model.base_score)
     for tree in model.trees:
@@ -151,7 +158,9 @@ def predict_host(channel: Channel, model: HostModel, table: PartyTable, guest: s
     msg = channel.recv(guest, "sbt.predict")
     ids = msg.get("ids")
     if not isinstance(ids, np.ndarray) or not np.array_equal(ids, table.ids):
-        raise DataError("prediction: the guest's ids differ from this host's ids (align both tables on "
-                        "the same ids, in the same order, e.g. with PSI)")
+        raise DataError(
+            "prediction: the guest's ids differ from this host's ids (align both tables on "
+            "the same ids, in the same order, e.g. with PSI)"
+        )
     _check_width(table, model.num_features, "host")
     channel.send(guest, "sbt.decisions", {"bits": np.packbits(model.decisions(table.features), axis=1)})

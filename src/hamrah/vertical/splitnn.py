@@ -129,8 +129,9 @@ class SplitNNResult:
 
 def bottom_network(config: SplitNNConfig, party: str, in_dim: int) -> nn.Sequential:
     """Return ``party``'s initial bottom network (ReLU at the cut layer)."""
-    return mlp(in_dim, config.bottom_hidden, config.cut_dim, keyed_rng(config.seed, "splitnn", party),
-               out_activation=True)
+    return mlp(
+        in_dim, config.bottom_hidden, config.cut_dim, keyed_rng(config.seed, "splitnn", party), out_activation=True
+    )
 
 
 def top_network(config: SplitNNConfig, num_parties: int) -> nn.Sequential:
@@ -141,7 +142,7 @@ def top_network(config: SplitNNConfig, num_parties: int) -> nn.Sequential:
 def batches(config: SplitNNConfig, num_rows: int, epoch: int) -> list[np.ndarray]:
     """Return the row positions of each mini-batch of ``epoch`` (a seeded shuffle)."""
     order = keyed_rng(config.seed, "splitnn-shuffle", epoch).permutation(num_rows)
-    return [order[i:i + config.batch_size] for i in range(0, num_rows, config.batch_size)]
+    return [order[i : i + config.batch_size] for i in range(0, num_rows, config.batch_size)]
 
 
 def _adam(config: SplitNNConfig, *networks: nn.Module) -> torch.optim.Adam:
@@ -175,20 +176,31 @@ def host(channel: Channel, table: PartyTable, config: SplitNNConfig, guest: str 
     """
     setup = channel.recv(guest, "splitnn/setup")
     if setup.get("config") != config.digest():
-        raise ProtocolError(f"splitnn/setup from {guest!r}: the guest's config differs from this party's "
-                            f"(expected {config.digest()})")
+        raise ProtocolError(
+            f"splitnn/setup from {guest!r}: the guest's config differs from this party's (expected {config.digest()})"
+        )
     index = RowIndex(table.ids)
     rows = index.rows(setup.get("train_ids"), f"splitnn/setup from {guest!r}")
-    model = BottomModel(channel.name, table.feature_names, Standardizer.fit(table.features[rows]),
-                        bottom_network(config, channel.name, table.features.shape[1]))
+    model = BottomModel(
+        channel.name,
+        table.feature_names,
+        Standardizer.fit(table.features[rows]),
+        bottom_network(config, channel.name, table.features.shape[1]),
+    )
     channel.send(guest, "splitnn/ready", {"rows": len(rows)})
     serve(channel, model, table, config, guest, train=True)
     return model
 
 
 @one_torch_thread
-def serve(channel: Channel, model: BottomModel, table: PartyTable, config: SplitNNConfig, guest: str = "guest",
-          train: bool = False) -> int:
+def serve(
+    channel: Channel,
+    model: BottomModel,
+    table: PartyTable,
+    config: SplitNNConfig,
+    guest: str = "guest",
+    train: bool = False,
+) -> int:
     """Answer the guest's batches with this party's activations (and learn from gradients if ``train``).
 
     Args:
@@ -207,16 +219,20 @@ def serve(channel: Channel, model: BottomModel, table: PartyTable, config: Split
         ProtocolError: a malformed, replayed or out-of-order message, or an unexpected mode.
     """
     if table.feature_names != model.feature_names:
-        raise DataError(f"{model.party}: the table's features {list(table.feature_names)} differ from the "
-                        f"model's {list(model.feature_names)}")
+        raise DataError(
+            f"{model.party}: the table's features {list(table.feature_names)} differ from the "
+            f"model's {list(model.feature_names)}"
+        )
     index, opt = RowIndex(table.ids), _adam(config, model.network)
     noise = keyed_rng(config.seed, "splitnn-noise", model.party)
     for step in range(1 << 62):
         msg = channel.recv(guest, "splitnn/batch")
         mode = msg.get("mode")
         if msg.get("step") != step:
-            raise ProtocolError(f"splitnn/batch from {guest!r}: expected step {step}, got {msg.get('step')!r} "
-                                "(a replayed or reordered message)")
+            raise ProtocolError(
+                f"splitnn/batch from {guest!r}: expected step {step}, got {msg.get('step')!r} "
+                "(a replayed or reordered message)"
+            )
         if mode == "stop":
             return step
         if mode not in (("train", "eval") if train else ("eval",)):
@@ -256,10 +272,13 @@ class _Session:
         for h in self.hosts:
             msg = self.channel.recv(h, "splitnn/activations")
             if msg.get("step") != self.step:
-                raise ProtocolError(f"splitnn/activations from {h!r}: expected step {self.step}, "
-                                    f"got {msg.get('step')!r} (a replayed or reordered message)")
-            a = check_array(msg.get("a"), f"splitnn/activations from {h!r}", (len(ids), self.config.cut_dim),
-                            self.config.wire_dtype)
+                raise ProtocolError(
+                    f"splitnn/activations from {h!r}: expected step {self.step}, "
+                    f"got {msg.get('step')!r} (a replayed or reordered message)"
+                )
+            a = check_array(
+                msg.get("a"), f"splitnn/activations from {h!r}", (len(ids), self.config.cut_dim), self.config.wire_dtype
+            )
             out.append(torch.from_numpy(a.astype(np.float32)).requires_grad_(mode == "train"))
         return out
 
@@ -282,8 +301,14 @@ def _check_labels(table: PartyTable) -> np.ndarray:
 
 
 @one_torch_thread
-def guest(channel: Channel, table: PartyTable, config: SplitNNConfig, hosts: Sequence[str] = ("host",),
-          train_ids: np.ndarray | None = None, eval_ids: np.ndarray | None = None) -> SplitNNResult:
+def guest(
+    channel: Channel,
+    table: PartyTable,
+    config: SplitNNConfig,
+    hosts: Sequence[str] = ("host",),
+    train_ids: np.ndarray | None = None,
+    eval_ids: np.ndarray | None = None,
+) -> SplitNNResult:
     """Run the label holder: train bottom + top networks with the hosts, then score ``eval_ids``.
 
     Args:
@@ -304,15 +329,25 @@ def guest(channel: Channel, table: PartyTable, config: SplitNNConfig, hosts: Seq
     labels = _check_labels(table)
     ids = table.ids if train_ids is None else np.asarray(train_ids, dtype=np.int64)
     rows = RowIndex(table.ids).rows(ids, "guest: train_ids")
-    model = GuestModel(BottomModel(channel.name, table.feature_names, Standardizer.fit(table.features[rows]),
-                                   bottom_network(config, channel.name, table.features.shape[1])),
-                       top_network(config, 1 + len(hosts)), tuple(hosts))
+    model = GuestModel(
+        BottomModel(
+            channel.name,
+            table.feature_names,
+            Standardizer.fit(table.features[rows]),
+            bottom_network(config, channel.name, table.features.shape[1]),
+        ),
+        top_network(config, 1 + len(hosts)),
+        tuple(hosts),
+    )
     for h in hosts:
         channel.send(h, "splitnn/setup", {"config": config.digest(), "train_ids": ids})
     for h in hosts:
         channel.recv(h, "splitnn/ready")
-    session, opt, loss_fn = _Session(channel, config, hosts), _adam(config, model.bottom.network, model.top), \
-        nn.BCEWithLogitsLoss()
+    session, opt, loss_fn = (
+        _Session(channel, config, hosts),
+        _adam(config, model.bottom.network, model.top),
+        nn.BCEWithLogitsLoss(),
+    )
     x_all, y_all = model.bottom.standardizer(table.features[rows]), torch.from_numpy(labels[rows].astype(np.float32))
     history = []
     for epoch in range(config.epochs):
@@ -347,8 +382,9 @@ def _score(session: _Session, model: GuestModel, table: PartyTable, ids: np.ndar
 
 
 @one_torch_thread
-def predict(channel: Channel, model: GuestModel, table: PartyTable, config: SplitNNConfig,
-            ids: np.ndarray) -> np.ndarray:
+def predict(
+    channel: Channel, model: GuestModel, table: PartyTable, config: SplitNNConfig, ids: np.ndarray
+) -> np.ndarray:
     """Score ``ids`` with a trained split model; each host runs :func:`serve` with its bottom model.
 
     Returns:
@@ -359,16 +395,23 @@ def predict(channel: Channel, model: GuestModel, table: PartyTable, config: Spli
         ProtocolError: a host's message is malformed or replayed.
     """
     if table.feature_names != model.bottom.feature_names:
-        raise DataError(f"guest: the table's features {list(table.feature_names)} differ from the model's "
-                        f"{list(model.bottom.feature_names)}")
+        raise DataError(
+            f"guest: the table's features {list(table.feature_names)} differ from the model's "
+            f"{list(model.bottom.feature_names)}"
+        )
     session = _Session(channel, config, model.hosts)
     scores = _score(session, model, table, np.asarray(ids, dtype=np.int64))
     session.stop()
     return scores
 
 
-def train_central(tables: dict[str, PartyTable], config: SplitNNConfig, guest: str = "guest",
-                  train_ids: np.ndarray | None = None, eval_ids: np.ndarray | None = None) -> SplitNNResult:
+def train_central(
+    tables: dict[str, PartyTable],
+    config: SplitNNConfig,
+    guest: str = "guest",
+    train_ids: np.ndarray | None = None,
+    eval_ids: np.ndarray | None = None,
+) -> SplitNNResult:
     """Train the same architecture on the joined table in one place: the baseline SplitNN must match.
 
     The networks start from the same weights as in :func:`guest` / :func:`host` (seeds keyed by party
@@ -415,10 +458,23 @@ def train_central(tables: dict[str, PartyTable], config: SplitNNConfig, guest: s
         with torch.no_grad():
             joined = torch.cat([nets[n](scalers[n](tables[n].select(ev).features)) for n in names], 1)
             scores = torch.sigmoid(top(joined)).squeeze(1).numpy().astype(np.float64)
-    model = GuestModel(BottomModel(guest, tables[guest].feature_names, scalers[guest], nets[guest]), top,
-                       tuple(names[1:]))
+    model = GuestModel(
+        BottomModel(guest, tables[guest].feature_names, scalers[guest], nets[guest]), top, tuple(names[1:])
+    )
     return SplitNNResult(model, tuple(history), scores)
 
 
-__all__ = ["BottomModel", "GuestModel", "SplitNNConfig", "SplitNNResult", "batches", "bottom_network", "guest", "host",
-           "predict", "serve", "top_network", "train_central"]
+__all__ = [
+    "BottomModel",
+    "GuestModel",
+    "SplitNNConfig",
+    "SplitNNResult",
+    "batches",
+    "bottom_network",
+    "guest",
+    "host",
+    "predict",
+    "serve",
+    "top_network",
+    "train_central",
+]
