@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 from hamrah.core.metrics import Perplexity, ScoreHistogram, Summed, Weighted, merge_metrics, metric_values
-from hamrah.task.base import REQUIRED, Task, check_task, examples_dataset
+from hamrah.task.base import REQUIRED, Task, check_task, examples_dataset, task_dataset
 from hamrah.task.builtin import builtin_task
 from hamrah.task.entry import load_task
 from hamrah.task.kinds import BinaryTask, ClassificationTask, NextTokenTask, RegressionTask
@@ -46,5 +46,6 @@ __all__ = [
     "masked_mean_loss",
     "merge_metrics",
     "metric_values",
+    "task_dataset",
     "uses_builtin_loss",
 ]

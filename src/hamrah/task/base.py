@@ -126,6 +126,28 @@ def examples_dataset(name: str, train, test=None) -> Dataset:
     return Dataset(name, tr, te, 0, train.groups, train.group_names)
 
 
+def task_dataset(task: Task) -> Dataset:
+    """Return ``task.data()`` as a :class:`Dataset` (it may also return training :class:`Examples`, or a
+    ``(train, test)`` pair of them).
+
+    Raises:
+        ConfigError: ``data()`` returned something else.
+    """
+    from hamrah.data.examples import Examples
+
+    data = task.data()
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, Examples):
+        return examples_dataset(task.task_name, data)
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(d, Examples) for d in data):
+        return examples_dataset(task.task_name, *data)
+    raise ConfigError(
+        f"task {task.task_name}: data() returned a {type(data).__name__}, expected a hamrah.data.Dataset, "
+        "Examples, or a (train, test) pair of Examples"
+    )
+
+
 def check_task(obj: object, where: str) -> Task:
     """Return ``obj`` if it is a usable :class:`Task`.
 
