@@ -11,7 +11,7 @@ from hamrah.core.errors import HamrahError
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from hamrah.experiments.config import load_config
+    from hamrah.experiments.config import load_config, user_task
     from hamrah.experiments.progress import console, round_progress
     from hamrah.experiments.runner import prepare, run_experiment
 
@@ -23,8 +23,9 @@ def _cmd_run(args: argparse.Namespace) -> None:
     prep = prepare(cfg)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     sim_cohort = prep.algorithm.cohort_size(prep.data.num_clients)
+    what = f"task {prep.task.task_name}" if user_task(cfg) else f"{cfg.model.name} on {cfg.data.dataset}"
     console.print(
-        f"hamrah run: {cfg.algorithm.name} / {cfg.model.name} on {cfg.data.dataset} ({cfg.data.partition}), "
+        f"hamrah run: {cfg.algorithm.name} / {what} ({cfg.data.partition}), "
         f"{prep.data.num_clients} clients, {sim_cohort} per round, {cfg.run.rounds} rounds -> {out}"
     )
     with round_progress(cfg.run.rounds, log_rounds=not args.quiet) as on_round:

@@ -301,9 +301,9 @@ def _task_section(cfg: ExperimentConfig, model_table: dict | None, base: str | P
         if model_table and model_table.get("name", t.name) != t.name:
             raise ConfigError(f"task.name = {t.name!r} and model.name = {model_table['name']!r}: expected one name")
         return dataclasses.replace(cfg, model=ModelConfig(t.name))
-    folder = Path(t.path) if t.path is not None else (Path(base) if base is not None else None)
-    if folder is not None and base is not None and not folder.is_absolute():
-        folder = Path(base) / folder
+    folder = Path(t.path) if t.path is not None else None
+    if base is not None and (folder is None or not folder.is_absolute()):
+        folder = Path(base) / (folder or ".")
     return dataclasses.replace(cfg, task=dataclasses.replace(t, path=None if folder is None else str(folder.resolve())))
 
 
