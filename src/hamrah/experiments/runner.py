@@ -33,6 +33,7 @@ from hamrah.experiments.config import (
     pipeline_spec,
     user_task,
 )
+from hamrah.experiments.export import write_model
 from hamrah.experiments.plots import plot_curves
 from hamrah.observe.runs import write_failure
 from hamrah.observe.tracking import Tracking
@@ -152,7 +153,8 @@ def run_experiment(
     *,
     plot: bool = True,
 ) -> dict:
-    """Run ``cfg``; write ``metrics.jsonl``, ``summary.json`` and ``curve.png`` to ``out_dir``; return the summary.
+    """Run ``cfg``; write ``metrics.jsonl``, ``summary.json``, ``curve.png`` and the final model
+    (``model.safetensors``, ``manifest.json``) to ``out_dir``; return the summary.
 
     Args:
         cfg: the validated config.
@@ -219,6 +221,10 @@ def run_experiment(
     }
     tracking.close("FINISHED")
     if out is not None:
+        final = {"accuracy": summary["final_accuracy"], "loss": summary["final_loss"]}
+        final.update({k[5:]: v for k, v in (hist[-1].extra.items() if hist else ()) if k.startswith("test_")})
+        schema = prep.data.dataset.info.get("schema")
+        write_model(out, sim.model, result.params, prep.task, cfg.to_dict(), final, schema)
         _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if out is not None and plot:
         title = f"{cfg.algorithm.name} / {cfg.model.name} on {cfg.data.dataset} ({cfg.data.partition})"

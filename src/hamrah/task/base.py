@@ -9,6 +9,7 @@ from a task. Most users subclass one of the ready-made kinds (:mod:`hamrah.task.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import sys
@@ -115,15 +116,17 @@ def examples_dataset(name: str, train, test=None) -> Dataset:
     """Return a :class:`Dataset` of :class:`~hamrah.data.Examples` (class labels, or float targets).
 
     Unlike :func:`hamrah.data.to_dataset` a float label (regression) is kept; its ``num_classes`` is 0.
+    The training schema is kept in ``info["schema"]`` (JSON), for ``hamrah predict``.
     """
     from hamrah.data.examples import to_dataset
     from hamrah.data.federated import ArrayData
 
+    info = {"schema": train.schema.to_json()}
     if train.num_classes is not None:
-        return to_dataset(name, train, test)
+        return dataclasses.replace(to_dataset(name, train, test), info=info)
     tr = train.to_array_data()
     te = test.to_array_data() if test is not None else ArrayData(tr.x[:0], tr.y[:0])
-    return Dataset(name, tr, te, 0, train.groups, train.group_names)
+    return Dataset(name, tr, te, 0, train.groups, train.group_names, info=info)
 
 
 def task_dataset(task: Task) -> Dataset:
