@@ -227,7 +227,8 @@ def run_experiment(
         write_model(out, sim.model, result.params, prep.task, cfg.to_dict(), final, schema)
         _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if out is not None and plot:
-        title = f"{cfg.algorithm.name} / {cfg.model.name} on {cfg.data.dataset} ({cfg.data.partition})"
+        what = f"task {prep.task.task_name}" if user_task(cfg) else f"{cfg.model.name} on {cfg.data.dataset}"
+        title = f"{cfg.algorithm.name} / {what} ({cfg.data.partition})"
         plot_curves({f"lr={cfg.algorithm.lr:g}": (rounds, accs)}, out / "curve.png", title=title, target=target)
     return summary
 
