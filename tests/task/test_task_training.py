@@ -100,3 +100,24 @@ def test_a_task_defined_in_main_refuses_worker_processes():
     assert sim.workers == 1  # default: in-process
     with pytest.raises(ConfigError, match="__main__.*run.workers = 1"):
         Simulator(_mlp(), fed, algo, SimulationConfig(rounds=1, workers=2), task=Main())
+
+
+class Sites(ClassificationTask):
+    def __init__(self, path):
+        self.path = path
+
+    def model(self):
+        return _mlp()
+
+    def data(self):
+        return self.read_tables(self.path, label="y", client_column="site")
+
+
+def test_a_client_id_column_is_the_natural_partition(tmp_path):
+    from hamrah.task import task_dataset
+
+    rows = ["site,a,b,c,d,e,f,y"] + [f"s{i % 3},{i},1,2,3,4,5,{i % 2}" for i in range(30)]
+    (tmp_path / "all.csv").write_text("\n".join(rows) + "\n")
+    fed = federate(task_dataset(Sites(tmp_path / "all.csv")), "natural", 0, seed=0)
+    assert fed.num_clients == 3 and sorted(fed.client_sizes().tolist()) == [10, 10, 10]
+    assert fed.dataset.train.x.shape == (30, 6)  # the site column is not a feature
