@@ -395,15 +395,15 @@ def distributed_stage(
             'privacy.mode = "distributed": expected sampling = "poisson" and accountant = '
             '"rdp" (the DDG accountant is Zhu-Wang\'s Poisson-subsampled RDP)'
         )
-    n_min = secure.get("min_contributors") or max(2, int(cohort) // 2)
+    n_min = secure.min_contributors or max(2, int(cohort) // 2)
     return DistributedDiscreteGaussian(
         dp.clip,
         float(noise_multiplier),
         int(n_min),
         float(cohort),
-        int(secure.get("ring_bits") or 20),
-        variant=secure.get("variant", "secagg"),
-        malicious_server=secure.get("malicious_server", False),
+        int(secure.ring_bits or 20),
+        variant=secure.variant,
+        malicious_server=secure.malicious_server,
     )
 
 

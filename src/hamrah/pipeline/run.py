@@ -40,7 +40,7 @@ class PipelineRun:
         if spec.homomorphic is not None:  # the driver that aggregates keeps the key holder; devices get the public key
             from hamrah.he.stage import KeyHolder
 
-            key_holder = key_holder or KeyHolder.generate(spec.he_settings())
+            key_holder = key_holder or KeyHolder.generate(spec.homomorphic)
             spec = spec.with_public_key(key_holder.public_bytes)
         self.key_holder = key_holder
         self.spec, self.chain, self.template = spec, spec.chain(key_holder), template
