@@ -457,7 +457,7 @@ def heterogeneity(h: HeterogeneityConfig):
 
 
 def pipeline_spec(cfg: ExperimentConfig, population: int):
-    """Return the run's client-update pipeline (:class:`hamrah.privacy.PipelineSpec`) or None.
+    """Return the run's client-update pipeline (:class:`hamrah.pipeline.PipelineSpec`) or None.
 
     The chain is built (an impossible order is refused with the reason), the noise multiplier resolved
     (calibrated to ``privacy.target_epsilon`` over ``run.rounds`` when not given), and a budget that
