@@ -83,6 +83,13 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     print(f"{args.output}: predictions for {n} rows")
 
 
+def _cmd_new(args: argparse.Namespace) -> None:
+    from hamrah.scaffold import new_project
+
+    root = new_project(args.name, args.template, args.dir)
+    print(f"{root}: a {args.template} project. Next: cd {root} && hamrah run sim.toml (README.md says more)")
+
+
 def _cmd_sweep(args: argparse.Namespace) -> None:
     from rich.table import Table
 
@@ -476,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", required=True, help="the rows to predict (the training feature columns)")
     p.add_argument("--output", required=True, help="the CSV to write: row, prediction (, score)")
     p.set_defaults(func=_cmd_predict)
+    p = sub.add_parser("new", help="start a project: a task module, sample data, configs, README and a test")
+    p.add_argument("name", help="the project's folder; its Python name has dashes as underscores")
+    p.add_argument("--template", default="tabular", help="tabular, image or text (default: tabular)")
+    p.add_argument("--dir", default=".", help="the folder to create the project in (default: here)")
+    p.set_defaults(func=_cmd_new)
     p = sub.add_parser("sweep", help="learning-rate sweep of a config")
     p.add_argument("config")
     p.add_argument("--lrs", help="comma-separated rates (default: the config's [sweep] section)")

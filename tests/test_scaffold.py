@@ -1,0 +1,178 @@
+"""`hamrah new`: each template's project runs as generated (`hamrah run` on its sim.toml, its own test
+file under pytest), its configs parse, its sample data is deterministic, its Python is lint-clean, and
+a bad name, an unknown template or a non-empty target folder is refused in one line with nothing written."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hamrah.cli import main
+from hamrah.core.errors import ConfigError
+from hamrah.scaffold import TEMPLATES, new_project
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+FILES = {"README.md", "sim.toml", "server.toml", "device.toml", "data"}
+TASK_KIND = {"tabular": "BinaryTask", "image": "ClassificationTask", "text": "NextTokenTask"}
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module", params=TEMPLATES)
+def project(request, tmp_path_factory) -> tuple[str, Path]:
+    template = request.param
+    name = f"{template}-proj"  # dashes: the Python name is {template}_proj
+    return template, new_project(name, template, tmp_path_factory.mktemp(template))
+
+
+def test_the_project_holds_the_task_configs_readme_test_and_data(project):
+    template, root = project
+    ident = root.name.replace("-", "_")
+    assert {p.name for p in root.iterdir()} == FILES | {f"{ident}_task.py", f"test_{ident}.py"}
+    task_source = (root / f"{ident}_task.py").read_text()
+    assert f"(hamrah.{TASK_KIND[template]})" in task_source and "def model(" in task_source
+    assert "def data(" in task_source
+    sim = tomllib.loads((root / "sim.toml").read_text())
+    assert sim["task"]["entry"] == f"{ident}_task:{ident.title().replace('_', '')}"
+    assert sum(1 for p in (root / "data").rglob("*") if p.is_file()) >= 4
+    readme = (root / "README.md").read_text()
+    for command in ("hamrah run sim.toml", "hamrah server --config server.toml", "hamrah evaluate --model"):
+        assert command in readme
+    assert "{{" not in readme and "{{" not in task_source
+
+
+def test_hamrah_run_on_the_generated_sim_toml_writes_the_model(project):
+    template, root = project
+    out = root / "runs" / "two"
+    proc = _run([sys.executable, "-m", "hamrah.cli", "run", "sim.toml", "--out", str(out), "--rounds", "2"], root)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "model.safetensors").stat().st_size > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["task"] == root.name.replace("-", "_")
+    assert math.isfinite(manifest["metrics"]["accuracy"]) and math.isfinite(manifest["metrics"]["loss"])
+    extra = {"tabular": "auc", "image": "accuracy", "text": "perplexity"}[template]
+    assert math.isfinite(manifest["metrics"][extra])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds_run"] == 2 and summary["num_clients"] == 3
+
+
+def test_the_generated_test_file_passes_under_pytest(project):
+    _, root = project
+    test_file = f"test_{root.name.replace('-', '_')}.py"
+    proc = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file], root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+
+
+def test_the_generated_python_is_ruff_clean(project):
+    _, root = project
+    for tool in (["check"], ["format", "--check"]):
+        proc = _run([sys.executable, "-m", "ruff", *tool, "--isolated", "--no-cache", "."], root)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_server_and_device_configs_name_the_same_task_and_split(project):
+    from hamrah.experiments.config import load_config
+    from hamrah.experiments.serve import load_server_config
+
+    _, root = project
+    sim = load_config(root / "sim.toml")
+    exp, srv = load_server_config(root / "server.toml")
+    device = load_config(root / "device.toml")
+    for cfg in (exp, device):
+        assert cfg.task == sim.task and cfg.data == sim.data and cfg.run.seed == sim.run.seed
+    assert srv.goal_count == 3 and srv.tls_cert is None
+
+
+def test_a_device_store_fills_from_device_toml(tmp_path, capsys):
+    root = new_project("silo", "tabular", tmp_path)
+    store = tmp_path / "client_0.db"
+    assert main(["store", "import", "--config", str(root / "device.toml"), "--client", "0", "--store", str(store)]) == 0
+    assert capsys.readouterr().out.strip() == f"{store}: 100 examples of client 0"
+
+
+def test_sample_data_is_the_same_bytes_every_time(tmp_path):
+    for template in TEMPLATES:
+        a = new_project("one", template, tmp_path / template / "a")
+        b = new_project("one", template, tmp_path / template / "b")
+        assert _tree(a) == _tree(b)
+
+
+def test_an_empty_target_folder_is_used_and_dir_is_the_parent(tmp_path, capsys):
+    (tmp_path / "proj").mkdir()
+    assert main(["new", "proj", "--template", "text", "--dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'proj'}: a text project.")
+    assert (tmp_path / "proj" / "proj_task.py").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]  # no staging folder left behind
+
+
+def _refused(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hamrah: error: ")
+    return lines[0]
+
+
+def test_a_non_empty_target_folder_is_refused_and_left_as_it_was(tmp_path, capsys):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "notes.txt").write_text("mine")
+    line = _refused(["new", "proj", "--dir", str(tmp_path)], capsys)
+    assert line == f"hamrah: error: {tmp_path / 'proj'} already exists and is not empty; choose another name or --dir"
+    assert _tree(tmp_path) == {"proj/notes.txt": b"mine"}
+    (tmp_path / "file").write_text("x")  # a file of that name is refused too
+    assert "already exists" in _refused(["new", "file", "--dir", str(tmp_path)], capsys)
+
+
+@pytest.mark.parametrize("name", ["1clinic", "my clinic", "a.b", "class", "x/y", "", "caf\u00e9"])
+def test_an_invalid_name_is_refused_with_nothing_written(name, tmp_path, capsys):
+    line = _refused(["new", name, "--dir", str(tmp_path)], capsys)
+    assert line.startswith(f"hamrah: error: project name {name!r}: expected a Python identifier")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_template_is_refused_naming_the_choices(tmp_path, capsys):
+    line = _refused(["new", "proj", "--template", "video", "--dir", str(tmp_path)], capsys)
+    assert line == "hamrah: error: template 'video': expected one of tabular, image, text"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
+    import hamrah.scaffold as scaffold
+
+    def broken(folder: Path) -> None:
+        (folder / "half").mkdir(parents=True)
+        raise ConfigError("disk full")
+
+    monkeypatch.setitem(scaffold._SAMPLE_DATA, "tabular", broken)
+    with pytest.raises(ConfigError, match="disk full"):
+        new_project("proj", "tabular", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_templates_are_package_data():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["hamrah"]
+    assert "scaffold/templates/**/*" in globs
+    templates = ROOT / "src" / "hamrah" / "scaffold" / "templates"
+    assert {p.name for p in templates.iterdir()} == {"common", *TEMPLATES}
+    assert not list(templates.rglob("*.py")) and not list(templates.rglob("__init__*"))
