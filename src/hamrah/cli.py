@@ -84,7 +84,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_new(args: argparse.Namespace) -> None:
-    from hamrah.scaffold import new_project
+    from hamrah.project import new_project
 
     root = new_project(args.name, args.template, args.dir)
     print(f"{root}: a {args.template} project. Next: cd {root} && hamrah run sim.toml (README.md says more)")

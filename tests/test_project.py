@@ -15,7 +15,7 @@ import pytest
 
 from hamrah.cli import main
 from hamrah.core.errors import ConfigError
-from hamrah.scaffold import TEMPLATES, new_project
+from hamrah.project import TEMPLATES, new_project
 
 try:
     import tomllib
@@ -157,13 +157,13 @@ def test_an_unknown_template_is_refused_naming_the_choices(tmp_path, capsys):
 
 
 def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
-    import hamrah.scaffold as scaffold
+    import hamrah.project as project
 
     def broken(folder: Path) -> None:
         (folder / "half").mkdir(parents=True)
         raise ConfigError("disk full")
 
-    monkeypatch.setitem(scaffold._SAMPLE_DATA, "tabular", broken)
+    monkeypatch.setitem(project._SAMPLE_DATA, "tabular", broken)
     with pytest.raises(ConfigError, match="disk full"):
         new_project("proj", "tabular", tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -172,7 +172,7 @@ def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
 def test_the_templates_are_package_data():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     globs = config["tool"]["setuptools"]["package-data"]["hamrah"]
-    assert "scaffold/templates/**/*" in globs
-    templates = ROOT / "src" / "hamrah" / "scaffold" / "templates"
+    assert "project/templates/**/*" in globs
+    templates = ROOT / "src" / "hamrah" / "project" / "templates"
     assert {p.name for p in templates.iterdir()} == {"common", *TEMPLATES}
     assert not list(templates.rglob("*.py")) and not list(templates.rglob("__init__*"))

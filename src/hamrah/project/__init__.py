@@ -1,6 +1,6 @@
 """``hamrah new``: scaffold a project that runs as generated (a task module, sample data, configs, a test).
 
-A project is written from the templates in ``hamrah/scaffold/templates`` (package data): ``common/``
+A project is written from the templates in ``hamrah/project/templates`` (package data): ``common/``
 (the configs, README and test every project has) and one folder per template (the task module and
 what is specific to it). ``*.tmpl`` files are rendered (``{{name}}``, ``{{Class}}``, ``{{module}}``,
 ...) and lose the suffix; other files are copied as they are. The sample data is made here,
@@ -125,7 +125,7 @@ def new_project(name: str, template: str, directory: str | os.PathLike = ".") ->
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
     try:
-        root = resources.files("hamrah.scaffold").joinpath(TEMPLATE_ROOT)
+        root = resources.files("hamrah.project").joinpath(TEMPLATE_ROOT)
         values["serve"] = _render(root.joinpath("common", "_serve.md").read_text(encoding="utf-8"), values)
         _copy_tree(root.joinpath("common"), staging, values)
         _copy_tree(root.joinpath(template), staging, values)
