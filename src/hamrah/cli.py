@@ -328,7 +328,7 @@ def _add_party_command(sub) -> None:
 
 def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", required=True, help="HOST:PORT")
-    p.add_argument("--device-id", default="device", help="name in logs")
+    p.add_argument("--name", "--device-id", dest="device_id", default="device", help="the device's name in logs")
     p.add_argument("--client-key", type=int, default=0, help="seeds local shuffles (a simulated client's id)")
     p.add_argument("--tls-ca", help="CA certificate to trust (enables TLS)")
     p.add_argument("--tls-cert", help="client certificate (mutual TLS)")

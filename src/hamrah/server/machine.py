@@ -14,6 +14,11 @@ fewer than ``reports_needed`` abandons it; training devices that never answered 
 ``no_show_rounds`` rounds) -> *commit* (the shell commits, then sends ``Committed`` or
 ``CommitRefused``). An abandoned or refused round is retried after ``retry_delay_s``, at most
 ``max_round_attempts`` times; then the run fails.
+
+Cross-silo (``cross_silo``): the goal and target are every site still in the run, the selection window
+is 0, and a site that fails its task (a FAILED report, or :class:`SiteFailed` at check-in) is out of
+the run: the round goes on without it, later rounds need one site fewer (unless ``min_reports`` is
+set), and when fewer sites remain than ``min_reports`` (or none) the run fails at once.
 """
 
 from __future__ import annotations
@@ -59,10 +64,29 @@ class MachineConfig:
     reconnect_max_s: float = 10.0
     target_accuracy: float | None = None
     stop_at_target: bool = False
+    cross_silo: bool = False  # reports_needed 0: every site still in the run
 
     @classmethod
     def of(cls, cfg, run, goal: int) -> MachineConfig:
-        """Build from a ``ServerConfig``, a ``RunPlan`` and the per-round goal."""
+        """Build from a ``ServerConfig``, a ``RunPlan`` and the per-round goal (the sites, cross-silo)."""
+        if getattr(cfg, "cross_silo", False):
+            needed = cfg.min_reports or 0
+            return cls(
+                run.rounds,
+                goal,
+                goal,
+                needed,
+                needed,
+                selection_timeout_s=cfg.selection_timeout_s,
+                reporting_timeout_s=cfg.reporting_timeout_s,
+                max_round_attempts=cfg.max_round_attempts,
+                retry_delay_s=cfg.retry_delay_s,
+                reconnect_min_s=cfg.reconnect_min_s,
+                reconnect_max_s=cfg.reconnect_max_s,
+                target_accuracy=run.target_accuracy,
+                stop_at_target=run.stop_at_target,
+                cross_silo=True,
+            )
         return cls(
             run.rounds,
             goal,
@@ -117,6 +141,7 @@ class RoundMachine:
         self.retry_at: float | None = None
         self.draining = False
         self.failure: str | None = None
+        self.out: dict[str, str] = {}  # cross-silo: sites out of the run -> why
         self.journal: list[tuple[float, ev.Event, list[ev.Output]]] | None = [] if journal else None
 
     @property
@@ -155,6 +180,17 @@ class RoundMachine:
         if rs is not None and self.phase == REPORTING and not rs.secure_mode:
             times.append(rs.reporting_deadline)
         return min(times) if times else None
+
+    def sites_left(self) -> int:
+        """Cross-silo: the sites still in the run."""
+        return self.cfg.goal - len(self.out)
+
+    def needed(self) -> int:
+        """Reports (and selected devices, cross-silo) a round needs to commit."""
+        return self.cfg.reports_needed or max(self.sites_left(), 1)
+
+    def min_selected(self) -> int:
+        return self.needed() if self.cfg.cross_silo else self.cfg.min_selected
 
     def has_task(self, device: str) -> bool:
         rs = self.current
@@ -228,6 +264,8 @@ class RoundMachine:
             info = self.live_task(e.task_id, e.device)
             info.downloaded_at = self.clock.now()
             return []
+        if isinstance(e, ev.SiteFailed):
+            return self._site_out(e.device, e.reason)
         if isinstance(e, ev.ReportRefused):
             if self.current is not None:
                 self.current.refused += 1
@@ -251,18 +289,19 @@ class RoundMachine:
         if self.phase != DUE:
             raise ProtocolError(f"OpenRound while {self.phase}: expected a due round")
         now, c = self.clock.now(), self.cfg
+        goal, target = (self.sites_left(),) * 2 if c.cross_silo else (c.goal, c.target)
         self.current = RoundState(
             self.next_round,
             self.attempt,
-            c.goal,
-            c.target,
+            goal,
+            target,
             now,
             eval_target=c.eval_target,
             selection_deadline=now + c.selection_timeout_s,
             secure_mode=secure,
         )
         self.phase = SELECTING
-        return [ev.RoundOpened(self.next_round, self.attempt, c.target, c.goal)]
+        return [ev.RoundOpened(self.next_round, self.attempt, target, goal)]
 
     def _checked_in(self, device: str) -> list[ev.Output]:
         rs = self.current
@@ -271,6 +310,7 @@ class RoundMachine:
             or self.phase != SELECTING
             or self.has_task(device)
             or device in rs.candidates
+            or device in self.out
             or self.no_show.get(device, 0) >= rs.round
         ):
             return [ev.NotDrawn(device)]
@@ -320,10 +360,10 @@ class RoundMachine:
         rs.selection_open, rs.selection_closed_at = False, self.clock.now()
         selected = rs.picked("train")
         out.append(ev.SelectionClosed(rs.round, selected))
-        if selected < self.cfg.min_selected:
+        if selected < self.min_selected():
             return out + self._abandon(
                 "selection",
-                f"abandoned in selection: {selected} devices selected, {self.cfg.min_selected} needed; retrying",
+                f"abandoned in selection: {selected} devices selected, {self.min_selected()} needed; retrying",
             )
         self.phase, rs.reporting_open = REPORTING, True
         rs.reporting_deadline = self.clock.now() + self.cfg.reporting_timeout_s
@@ -333,14 +373,19 @@ class RoundMachine:
     def _answered(self, e: ev.ReportArrived | ev.DeviceAborted) -> list[ev.Output]:
         info = self.admit(e.device, e.task_id, e.round)
         rs = self.round_in_flight
+        out: list[ev.Output] = []
         if isinstance(e, ev.DeviceAborted):
             info.status = "failed" if e.failed else "aborted"
+            if e.failed and self.cfg.cross_silo:
+                out = self._site_out(e.device, e.reason)
+                if self.phase == FINISHED:
+                    return out
         else:
             info.status, info.train_s, info.upload_s = "reported", e.train_s, e.upload_s
             rs.counted = e.counted
         if self.phase == SELECTING and rs.counted >= rs.goal:
-            return self._close_selection(rs)
-        return self._check_reporting(rs) if self.phase == REPORTING else []
+            return out + self._close_selection(rs)
+        return out + (self._check_reporting(rs) if self.phase == REPORTING else [])
 
     def _check_reporting(self, rs: RoundState) -> list[ev.Output]:
         if rs.secure_mode:
@@ -355,12 +400,35 @@ class RoundMachine:
         if not rs.secure_mode and reported < rs.goal:  # the round waited for them until its deadline
             for device in no_shows(rs):
                 self.no_show[device] = rs.round + self.cfg.no_show_rounds
-        if reported < self.cfg.reports_needed:
+        if reported < self.needed():
             return self._abandon(
-                "reporting", f"abandoned in reporting: {reported} reports, {self.cfg.reports_needed} needed; retrying"
+                "reporting", f"abandoned in reporting: {reported} reports, {self.needed()} needed; retrying"
             )
         self.phase = COMMITTING
         return [ev.CommitDue(rs.round, reported)]
+
+    def _site_out(self, device: str, reason: str) -> list[ev.Output]:
+        """Cross-silo: take ``device`` out of the run; the round in flight goes on without it."""
+        if not self.cfg.cross_silo or device in self.out or self.phase == FINISHED:
+            return []
+        self.out[device] = reason
+        out: list[ev.Output] = [ev.SiteOut(device, reason, self.sites_left())]
+        if self.sites_left() < max(self.cfg.reports_needed, 1):
+            self.failure = (
+                f"{self.sites_left()} of {self.cfg.goal} sites remain, {max(self.cfg.reports_needed, 1)} needed "
+                f"(server.min_reports); expected every site able to run the task (see the site failures above)"
+            )
+            self.phase, self.current = FINISHED, None
+            return out + [ev.RunFailed(self.failure)]
+        rs = self.current
+        if rs is None or self.phase not in (SELECTING, REPORTING) or self.has_task(device):
+            return out  # a failed task is an answer: the caller closes the phase if it was the last
+        rs.goal, rs.target = rs.goal - 1, rs.target - 1  # the round no longer waits for it
+        if device in rs.candidates:
+            rs.candidates.remove(device)
+        if self.phase == SELECTING and (rs.slots() <= 0 or rs.counted >= rs.goal):
+            return out + self._close_selection(rs)
+        return out + (self._check_reporting(rs) if self.phase == REPORTING else [])
 
     def _abandon(self, phase: str, message: str) -> list[ev.Output]:
         r, attempt = self.next_round, self.attempt

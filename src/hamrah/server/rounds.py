@@ -187,10 +187,10 @@ def round_record(
         clip_norm=rs.clip,
     )
     device_eval = None
-    if rs.eval_target:
+    if rs.eval_target or rs.evals:  # evaluate tasks, or cross-silo sites scoring the model they trained from
         n = sum(k for k, _ in rs.evals)
         device_eval = DeviceEval(
-            rs.picked("evaluate"),
+            rs.picked("evaluate") if rs.eval_target else rs.picked("train"),
             len(rs.evals),
             sum(k * m["accuracy"] for k, m in rs.evals) / n if n else None,
             sum(k * m["loss"] for k, m in rs.evals) / n if n else None,

@@ -15,7 +15,7 @@ import logging
 from hamrah.server import events as ev
 from hamrah.server.rounds import TaskInfo
 from hamrah.transport.codec import decode_metrics
-from hamrah.transport.plan import Plan
+from hamrah.transport.plan import CROSS_SILO_KEY, Plan
 from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
@@ -40,6 +40,8 @@ def task_message(info: TaskInfo, coord, checkpoint: bytes, checkpoint_sha: str) 
     and sha256 (``coord``: the Coordinator, for the plan's algorithm, model, seed and pipeline)."""
     train = info.kind == "train"
     extra = coord.pipeline.plan_extra() if coord.pipeline is not None and train else {}
+    if coord.cfg.cross_silo:  # the site holds out a fixed share of its examples to score the global model on
+        extra = {**extra, CROSS_SILO_KEY: {"eval_fraction": coord.cfg.site_eval_fraction}}
     plan = Plan(
         info.kind, info.round, coord.algorithm_plan, coord.model_spec, coord.run_plan.seed, coord.ignore_index, extra
     )
@@ -112,6 +114,13 @@ class ShellEvents:
             self._secure_job = asyncio.ensure_future(self._run_secure(self.current))
         elif isinstance(out, ev.CommitDue):
             self._commit_due = out
+        elif isinstance(out, ev.SiteOut):
+            log.warning(
+                "device %s failed its task and is out of the run (%d sites remain): %s",
+                self.who(out.device),
+                out.left,
+                out.reason,
+            )
         elif isinstance(out, ev.RoundAbandoned):
             log.warning("round %d: %s", out.round, out.message)
             if self._round is not None and self._round.secure_ready is not None:
