@@ -51,7 +51,7 @@ from hamrah.transport.codec import (
     sha256,
 )
 from hamrah.transport.identity import RETRY_MAX_S, DeviceKey, RequestSigner, jittered
-from hamrah.transport.plan import CROSS_SILO_KEY, Plan
+from hamrah.transport.plan import CROSS_SILO_KEY, OUT_OF_RUN, Plan
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
 from hamrah.transport.security import channel_credentials
@@ -107,6 +107,7 @@ class DeviceConfig:
 class DeviceStats:
     check_ins: int = 0
     finished: bool = False  # the server said training is over
+    out_of_run: bool = False  # cross-silo: the server took this site out of the run (its task failed)
     tasks: int = 0
     reported: int = 0
     aborted: int = 0
@@ -172,7 +173,6 @@ class DeviceRuntime:
                     self.site = True
                     log.info("device %s: a cross-silo site of %s: trains whenever asked", self.name, self.cfg.server)
                 if reply.finished:
-                    self.stats.finished = True
                     self._finished(reply.message)
                     break
                 if reply.HasField("task"):
@@ -187,8 +187,10 @@ class DeviceRuntime:
         return self.cfg.device_id
 
     def _finished(self, message: str) -> None:
-        """Log why the server ended this device's run."""
-        if message.startswith("this site is out of the run"):
+        """Log why the server ended this device's run (training is over, or this site is out of it)."""
+        self.stats.out_of_run = message.startswith(OUT_OF_RUN)
+        self.stats.finished = not self.stats.out_of_run  # the others train on
+        if self.stats.out_of_run:
             log.error("device %s: the server says %s", self.name, message)
             self.stats.messages.append(message)
         else:

@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass
 
 from hamrah.server.coordinator import Coordinator
+from hamrah.transport.plan import OUT_OF_RUN
 from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
 CROSS_SILO = "cross_silo"  # CheckInResponse.mode of a cross-silo server
-OUT_OF_RUN = "this site is out of the run"
 
 
 @dataclass

@@ -12,6 +12,7 @@ from hamrah.models import MODELS, ModelSpec
 PLAN_VERSION = 1
 KINDS = ("train", "evaluate")
 CROSS_SILO_KEY = "cross_silo"  # in ``Plan.extra``: the task is a cross-silo site's, {"eval_fraction": f}
+OUT_OF_RUN = "this site is out of the run"  # how a cross-silo server's check-in reply to a failed site begins
 
 
 @dataclass(frozen=True)
