@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hamrah.algorithms.base import GradientTransform, LocalSGD
-from hamrah.algorithms.transforms import Momentum
+from hamrah.algorithms.optimizers import local_optimizer
 from hamrah.core.params import Params
 from hamrah.data.federated import ArrayData
 
@@ -73,11 +73,12 @@ def train_local(
 ) -> LocalResult:
     """Run ``plan`` (minibatch SGD) on one client's data from ``global_params``.
 
-    Each minibatch gradient passes through ``transforms`` in order, then the plan's momentum, then
+    Each minibatch gradient passes through ``transforms`` in order, then the plan's optimizer
+    (momentum, Adam: :func:`hamrah.algorithms.optimizers.local_optimizer`), then
     w <- w - lr * direction. This is the only local training loop; algorithms differ by transforms.
     Plain SGD on class labels runs the model's hand-written ``sgd_step(lr)`` when it has one.
     """
-    chain = list(transforms) + ([Momentum(plan.momentum)] if plan.momentum > 0 else [])
+    chain = list(transforms) + local_optimizer(plan)
     names = [n for n, _ in model.named_parameters()]
     with torch.no_grad():
         for name, p in model.named_parameters():

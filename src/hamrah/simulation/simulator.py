@@ -150,7 +150,7 @@ class Simulator:
         if config.batched and not plain:
             raise ConfigError(
                 f"run.batched = true: algorithm {algorithm.name} changes local SGD "
-                "(proximal term, control variates, momentum); the batched trainer runs plain SGD only"
+                "(proximal term, control variates, momentum, Adam); the batched trainer runs plain SGD only"
             )
         auto_batched = hasattr(model, "mlp_layers") and plain
         self.batched = auto_batched if config.batched is None else config.batched
@@ -359,7 +359,7 @@ class Simulator:
 
 def _plain_sgd(algorithm: Algorithm, params: Params, server_state: object) -> bool:
     """Return True when the algorithm's client half is plain SGD (what the batched trainer runs)."""
-    if algorithm.stateful_clients or algorithm.local_plan().momentum:
+    if algorithm.stateful_clients or not algorithm.local_plan().plain_sgd:
         return False
     return not algorithm.local_transforms(params, algorithm.broadcast(server_state), None)
 
