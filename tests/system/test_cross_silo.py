@@ -7,11 +7,17 @@ import asyncio
 import logging
 
 import numpy as np
+import torch
 from tests.system.harness import FAST, experiment, records, run_system
+from torch import nn
 
+from hamrah.algorithms import build, train_local
+from hamrah.core.params import model_state
+from hamrah.core.seeds import client_rng, init_seed
 from hamrah.device.fleet import make_tokens
 from hamrah.device.store import ExampleStore
 from hamrah.experiments.serve import import_stores, server_setup
+from hamrah.models import ModelSpec
 from hamrah.server.config import server_config
 
 SILO = {
@@ -23,8 +29,8 @@ SILO = {
 }
 
 
-def _setup(tmp, sites: int, **server):
-    exp = experiment(rounds=3, num_clients=30, partition="iid")
+def _setup(tmp, sites: int, rounds: int = 3, **server):
+    exp = experiment(rounds=rounds, num_clients=30, partition="iid")
     tokens = make_tokens(tmp / "tokens.txt", sites)  # the tokens file lists the sites: goal = 3
     setup = server_setup(exp, server_config({**SILO, "tokens_file": str(tmp / "tokens.txt"), **server}))
     stores = import_stores(exp, tmp / "stores", list(range(sites)))
@@ -86,3 +92,29 @@ def test_a_site_with_an_empty_store_is_told_at_check_in(tmp_path, caplog):
     assert stats[1].tasks == 0 and stats[1].out_of_run and "holds no examples" in stats[1].messages[0]
     assert all(r["selected"] == 2 for r in records(tmp_path / "state", setup))
     assert "out of the run" in caplog.text and "expected at least one example" in caplog.text
+
+
+def _bn_build(self):
+    """Every model of this test: a small MLP with BatchNorm (server and devices share the process)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+
+
+def test_batchnorm_buffers_are_federated_over_the_real_server(tmp_path, monkeypatch):
+    monkeypatch.setattr(ModelSpec, "build", _bn_build)
+    setup, stores, tokens = _setup(tmp_path, 3, rounds=1, site_eval_fraction=0.0)
+    server, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
+    assert summary["rounds_committed"] == 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed(0))
+        start = model_state(_bn_build(None))
+    plan = build(**setup.algorithm_plan).local_plan()
+    locals_ = []
+    for k, path in enumerate(stores):
+        with ExampleStore(path) as store:
+            data = store.read_all()
+        locals_.append(train_local(_bn_build(None), start, data, plan, client_rng(0, 1, k)).params)
+    final = server.coordinator.params
+    assert {"2.running_mean", "2.running_var"} <= set(final)
+    for name in ("2.running_mean", "2.running_var"):  # three sites of 2000 examples: the plain mean
+        torch.testing.assert_close(final[name], sum(p[name] for p in locals_) / 3, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(final["2.running_var"], start["2.running_var"])

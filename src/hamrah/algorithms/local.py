@@ -16,7 +16,7 @@ from torch import nn
 
 from hamrah.algorithms.base import GradientTransform, LocalSGD
 from hamrah.algorithms.optimizers import local_optimizer
-from hamrah.core.params import Params
+from hamrah.core.params import Params, load_state, model_state
 from hamrah.data.federated import ArrayData
 
 PAD_LABEL = -100  # targets with this value are ignored by the loss (torch's default ignore_index)
@@ -80,9 +80,8 @@ def train_local(
     """
     chain = list(transforms) + local_optimizer(plan)
     names = [n for n, _ in model.named_parameters()]
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(global_params[name])
+    load_state(model, global_params)  # parameters and BatchNorm buffers
+    model.train()
     params = list(model.parameters())
     y_all = targets(data.y, ignore_index)
     fused = getattr(model, "sgd_step", None)
@@ -105,7 +104,7 @@ def train_local(
         ix = torch.from_numpy(idx)
         total += step(data.x[ix], y_all[ix])
         steps += 1
-    local = {name: p.detach().clone() for name, p in model.named_parameters()}
+    local = {k: v for k, v in model_state(model).items() if k in global_params}
     return LocalResult(local, float(total) / max(steps, 1), steps)
 
 
@@ -113,9 +112,10 @@ def train_local(
 def evaluate(
     model: nn.Module, params: Params, data: ArrayData, ignore_index: int | None = None, batch_size: int = 2000
 ) -> tuple[float, float]:
-    """Return (mean loss, accuracy) of ``params`` on ``data``, over all non-padding targets."""
-    for name, p in model.named_parameters():
-        p.copy_(params[name])
+    """Return (mean loss, accuracy) of ``params`` on ``data``, over all non-padding targets (in eval
+    mode: BatchNorm uses the running statistics in ``params``)."""
+    load_state(model, params)
+    model.eval()
     loss_sum, correct, count = 0.0, 0, 0
     for i in range(0, len(data), batch_size):
         logits = model(data.x[i : i + batch_size])

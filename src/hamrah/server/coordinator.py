@@ -23,7 +23,7 @@ from hamrah.algorithms.base import Algorithm
 from hamrah.algorithms.local import evaluate
 from hamrah.algorithms.state import flatten_state, unflatten_state
 from hamrah.core.errors import NotEnoughClients, ProtocolError
-from hamrah.core.params import Params
+from hamrah.core.params import Params, model_state
 from hamrah.core.records import RoundRecord
 from hamrah.data.federated import ArrayData
 from hamrah.models import ModelSpec
@@ -119,7 +119,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed(self.run_plan.seed))
-            return {k: v.detach().clone() for k, v in self.model_spec.build().named_parameters()}
+            return model_state(self.model_spec.build())  # parameters and BatchNorm buffers
 
     # --- the machine's state, read by selectors, the service and tests -----------------------
 

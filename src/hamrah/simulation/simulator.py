@@ -24,7 +24,7 @@ from hamrah.algorithms.local import evaluate
 from hamrah.core.aggregate import Aggregate, Contribution, aggregate_contributions, robust_mean, statistics_template
 from hamrah.core.errors import BudgetExhausted, ConfigError, NotEnoughClients
 from hamrah.core.metrics import merge_metrics
-from hamrah.core.params import Params, clone
+from hamrah.core.params import Params, model_state
 from hamrah.core.records import RoundRecord
 from hamrah.core.seeds import Stream, sampling_rng, stream_rng
 from hamrah.core.updates import update_problem
@@ -143,7 +143,7 @@ class Simulator:
         )  # FLTrust's root set and server update
         if config.batched and not supports_batching(model):
             raise ConfigError(f"run.batched = true: model {type(model).__name__} has no batched form")
-        self.params: Params = clone(dict(model.named_parameters()))
+        self.params: Params = model_state(model)  # parameters and BatchNorm buffers
         self.server_state = algorithm.init_server_state(self.params)
         self.client_states: dict[int, Params] = {}
         plain = _plain_sgd(algorithm, self.params, self.server_state)
