@@ -244,8 +244,8 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
 
 def _cmd_store(args: argparse.Namespace) -> None:
     from hamrah.device.store import ExampleStore
-    from hamrah.experiments.config import load_config
     from hamrah.experiments.runner import prepare
+    from hamrah.experiments.serve import load_server_config
 
     if args.action == "import":
         from hamrah.device.store import import_partition
@@ -257,7 +257,7 @@ def _cmd_store(args: argparse.Namespace) -> None:
             return
         if not args.config:
             raise HamrahError("store import: --from FILE_OR_DIR or --config (a partition's client) is required")
-        prep = prepare(load_config(args.config))
+        prep = prepare(load_server_config(args.config)[0])  # a run's config, or a server's
         if not 0 <= args.client < prep.data.num_clients:
             raise HamrahError(f"--client {args.client}: the partition has clients 0..{prep.data.num_clients - 1}")
         n = import_partition(args.out, prep.data.client_data(args.client))

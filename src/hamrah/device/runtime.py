@@ -239,6 +239,7 @@ class DeviceRuntime:
         fault = self.fault(task.round) if self.fault else None
         try:
             plan = Plan.from_json(task.plan)
+            log.info("device %s: round %d: got a %s task", self.name, task.round, plan.kind)
             weights = await self._download(stub, task)
             if fault == "offline":  # gone without a word; back later
                 return self.cfg.max_retry_s

@@ -49,8 +49,17 @@ class Selector:
             return pb.CheckInResponse(finished=True, message=f"{OUT_OF_RUN}: {reason}")
         if coord.finished:
             return pb.CheckInResponse(finished=True, message="training is over")
-        log.log(coord.site_log, "device %s checked in (%d examples)", coord.who(device), request.num_examples)
-        return await self._draw(device)
+        reply = await self._draw(device)
+        if reply.HasField("task"):  # one line per task; a site waiting for the next round polls quietly
+            kind = "evaluate" if reply.task.kind == pb.EVALUATE else "train"
+            log.info(
+                "round %d: device %s (%d examples) gets a %s task",
+                reply.task.round,
+                coord.who(device),
+                request.num_examples,
+                kind,
+            )
+        return reply
 
     async def _draw(self, device: str) -> pb.CheckInResponse:
         coord = self.coordinator
