@@ -164,3 +164,19 @@ def test_max_round_attempts_caps_a_site_that_never_checks_in():
 def test_machine_config_cross_device_unchanged():
     m = RoundMachine(MachineConfig(rounds=1, goal=4, target=6, reports_needed=3, min_selected=3), ev.FakeClock())
     assert m.needed() == 3 and m.min_selected() == 3
+
+
+def test_server_setup_resolves_sites_and_refuses_a_target_without_a_test_set(tmp_path):
+    from tests.system.harness import experiment
+
+    from hamrah.device.fleet import make_tokens
+    from hamrah.experiments.serve import server_setup
+
+    make_tokens(tmp_path / "tokens.txt", 4)
+    srv = server_config({"mode": "cross_silo", "test_set": False, "tokens_file": str(tmp_path / "tokens.txt")})
+    setup = server_setup(experiment(rounds=1), srv)
+    assert setup.goal == 4 and setup.test_data is None  # the tokens file's four sites
+    with pytest.raises(ConfigError, match=r"run.stop_at_target with server.test_set = false: .* expected"):
+        server_setup(experiment(rounds=1, target_accuracy=0.9, stop_at_target=True), srv)
+    with pytest.raises(ConfigError, match=r"needs the number of sites"):
+        server_setup(experiment(rounds=1), server_config({"mode": "cross_silo"}))

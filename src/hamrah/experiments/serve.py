@@ -75,6 +75,11 @@ def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
         goal = site_count(srv, tokens)
     else:
         goal = srv.goal(prep.algorithm.cohort_size(prep.data.num_clients))
+    if not srv.test_set and exp.run.stop_at_target:
+        raise ConfigError(
+            "run.stop_at_target with server.test_set = false: the target is a test accuracy and the server "
+            "holds no test set; expected stop_at_target = false (or a test set)"
+        )
     if srv.min_reports is not None and srv.min_reports > goal:
         raise ConfigError(f"server.min_reports = {srv.min_reports}: expected at most the goal count ({goal})")
     if srv.max_example_weight == 0:  # the weight the server trusts: the largest client it knows of
