@@ -150,6 +150,7 @@ def _cmd_server(args: argparse.Namespace) -> None:
     print(
         f"done: {summary['rounds_committed']} rounds committed"
         + (f", final accuracy {acc:.4f}" if acc is not None else "")
+        + (f", on-device accuracy {dev:.4f}" if (dev := summary.get("final_device_accuracy")) is not None else "")
         + f". State in {args.state}"
     )
 

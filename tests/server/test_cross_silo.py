@@ -180,3 +180,35 @@ def test_server_setup_resolves_sites_and_refuses_a_target_without_a_test_set(tmp
         server_setup(experiment(rounds=1, target_accuracy=0.9, stop_at_target=True), srv)
     with pytest.raises(ConfigError, match=r"needs the number of sites"):
         server_setup(experiment(rounds=1), server_config({"mode": "cross_silo"}))
+
+
+def test_final_evaluation_round_scores_the_final_model_then_ends():
+    d = silo(rounds=1, final_eval=True)
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    for i, t in enumerate(d.assigned(1).values(), 1):
+        d.report(t, i)
+    assert d.committed == [1] and not d.m.finished and d.m.evaluating
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    evals = [o for o in d.of(ev.TaskAssigned) if o.kind == "evaluate"]
+    assert sorted(t.device for t in evals) == ["a", "b", "c"] and {t.round for t in evals} == {1}
+    scores = [(10, {"loss": 1.0, "accuracy": 0.5}), (30, {"loss": 0.5, "accuracy": 0.9})]
+    d.m.current.evals.extend(scores)  # what the shell keeps of each evaluate report
+    d.report(evals[0], 0)
+    d.report(evals[1], 0)
+    assert not d.of(ev.SitesEvaluated)  # waits for the third site
+    d.feed(ev.DeviceAborted(evals[2].device, evals[2].task_id, 1, failed=True, reason="gone"))
+    (done,) = d.of(ev.SitesEvaluated)
+    assert done.round == 1 and list(done.evals) == scores
+    assert d.m.finished and d.committed == [1] and d.of(ev.RunFinished)[0].reason == "rounds"
+
+
+def test_without_final_eval_the_run_ends_at_the_last_commit():
+    d = silo(rounds=1)
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    for i, t in enumerate(d.assigned(1).values(), 1):
+        d.report(t, i)
+    assert d.m.finished and not d.of(ev.SitesEvaluated)
+    assert MachineConfig.of(server_config({**SILO, "site_eval_fraction": 0.2}), RUN, 3).final_eval

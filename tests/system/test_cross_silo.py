@@ -50,11 +50,15 @@ def test_three_sites_train_every_round_with_federated_evaluation_only(tmp_path, 
     assert all(r.get("test_accuracy") is None for r in recs)  # the server holds no test set
     assert all(r["eval_reported"] == 3 and 0.0 <= r["device_accuracy"] <= 1.0 for r in recs)
     assert recs[-1]["device_accuracy"] > recs[0]["device_accuracy"]  # round 1 scores the initial model
-    assert all(s is not None and s.reported == 3 for s in stats) and any(s.finished for s in stats)
+    assert summary["final_eval_sites"] == 3 and summary["final_eval_examples"] == 3 * 400  # a fifth of 2000 each
+    assert summary["final_device_accuracy"] > recs[0]["device_accuracy"] and summary["final_accuracy"] is None
+    assert all(s.tasks == 4 for s in stats)  # three training tasks and one evaluate task of the final model
+    assert all(s is not None and s.reported == 4 for s in stats) and any(s.finished for s in stats)
     text = caplog.text
     assert "device hospital-0: a cross-silo site" in text  # the device learned the mode from the server
     assert "device hospital-1: round 2: train task done: " in text and "bytes up" in text
     assert "device hospital-2 [" in text and "reported its train task" in text  # the server logs the name
+    assert "round 3: final model: on-device accuracy" in text and "(3 sites, 1200 held-out examples)" in text
 
 
 def test_a_site_whose_store_does_not_fit_is_told_and_the_others_go_on(tmp_path, caplog):
@@ -72,7 +76,7 @@ def test_a_site_whose_store_does_not_fit_is_told_and_the_others_go_on(tmp_path, 
     assert all(r["reported"] == 2 and r["selected"] == 2 for r in recs[1:])  # and it is not asked again
     assert stats[2].failed == 1 and stats[2].out_of_run and not stats[2].finished
     assert "this site is out of the run" in stats[2].messages[0] and "expects (1, 28, 28)" in stats[2].messages[0]
-    assert all(s.reported == 3 for s in stats[:2])
+    assert all(s.reported == 4 for s in stats[:2])  # three rounds and the final evaluation
     expected = "the example store's inputs have shape (5,); the plan's model '2nn' expects (1, 28, 28)"
     device_lines = [r.message for r in caplog.records if r.name == "hamrah.device" and expected in r.message]
     server_lines = [r.message for r in caplog.records if r.name == "hamrah.server" and expected in r.message]

@@ -370,13 +370,16 @@ class DeviceRuntime:
         data = self.store.read_all()
         check_store(data, plan)
         model = plan.model.build()
-        if plan.kind == "evaluate":
-            loss, acc = evaluate(model, params, data, plan.ignore_index)
-            return len(data), {"loss": loss, "accuracy": acc}, {}, None
-        site_eval: dict = {}
+        held = None
         fraction = float(plan.extra.get(CROSS_SILO_KEY, {}).get("eval_fraction", 0.0))
-        if fraction > 0 and len(data) >= 2:  # score the global model on the held-out examples, train on the rest
+        if fraction > 0 and len(data) >= 2:  # a site: the global model is scored on its held-out examples only
             held, data = holdout(data, fraction, plan.seed, self.cfg.client_key)
+        if plan.kind == "evaluate":
+            scored = data if held is None else held
+            loss, acc = evaluate(model, params, scored, plan.ignore_index)
+            return len(scored), {"loss": loss, "accuracy": acc}, {}, None
+        site_eval: dict = {}
+        if held is not None:  # score the global model before training on the rest
             loss, acc = evaluate(model, params, held, plan.ignore_index)
             site_eval = {"eval_examples": float(len(held)), "eval_loss": loss, "eval_accuracy": acc}
         algorithm = build(**plan.algorithm)

@@ -224,6 +224,7 @@ class FLServer:
             "num_parameters": num_parameters(self.coordinator.params),
             "rounds_committed": len(records),
             **accuracy_summary(records, self.setup.run.target_accuracy),
+            **(self.coordinator.final_eval or {}),  # cross-silo: the sites' score of the final model
             "wall_s": records[-1]["elapsed_s"] if records else 0.0,
             **self.totals(),
         }

@@ -329,7 +329,8 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
 
     def _prepare(self, due: ev.RoundDue) -> ev.Event:
         """Get round ``due.round`` ready (checkpoint, Aggregators); return the event that opens it."""
-        if self.pipeline is not None and not self.pipeline.may_run(due.round):
+        evaluating = self.machine.evaluating  # cross-silo: the sites score the final model, no update
+        if not evaluating and self.pipeline is not None and not self.pipeline.may_run(due.round):
             return ev.Stop("the privacy budget allows no more rounds")
         tensors = dict(self.params)
         extra = self.algorithm.broadcast(self.server_state)
@@ -340,7 +341,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         buffered = self.aggregator is not None  # a robust rule needs each report; every algorithm streams
         self.master.start_round(buffered=buffered or (self.pipeline is not None and self.pipeline.buffered))
         self._secure = None
-        return ev.OpenRound(secure=self.secure_stage() is not None)
+        return ev.OpenRound(secure=not evaluating and self.secure_stage() is not None)
 
     def _task(self, info: TaskInfo) -> pb.Task:
         info.aggregator = self.master.assign() if info.kind == "train" else -1

@@ -279,6 +279,14 @@ class SiteOut:
 
 
 @dataclass(frozen=True)
+class SitesEvaluated:
+    """Cross-silo: the sites scored round ``round``'s (final) model: ``evals`` are (weight, metrics)."""
+
+    round: int
+    evals: tuple[tuple[int, dict], ...]
+
+
+@dataclass(frozen=True)
 class RunFinished:
     """No more rounds: ``reason`` is "rounds", "target", "stopped" or "drained"."""
 
@@ -303,6 +311,7 @@ Output = (
     | CommitDue
     | RoundAbandoned
     | SiteOut
+    | SitesEvaluated
     | RunFinished
     | RunFailed
 )
@@ -337,6 +346,7 @@ __all__ = [
     "SelectionClosed",
     "SiteFailed",
     "SiteOut",
+    "SitesEvaluated",
     "Stop",
     "TaskAsked",
     "TaskAssigned",

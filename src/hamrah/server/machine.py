@@ -18,7 +18,9 @@ fewer than ``reports_needed`` abandons it; training devices that never answered 
 Cross-silo (``cross_silo``): the goal and target are every site still in the run, the selection window
 is 0, and a site that fails its task (a FAILED report, or :class:`SiteFailed` at check-in) is out of
 the run: the round goes on without it, later rounds need one site fewer (unless ``min_reports`` is
-set), and when fewer sites remain than ``min_reports`` (or none) the run fails at once.
+set), and when fewer sites remain than ``min_reports`` (or none) the run fails at once. With
+``final_eval``, the last commit is followed by an evaluation round of the final model (every site gets
+an evaluate task; :class:`SitesEvaluated` carries their scores; nothing is committed), then the run ends.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class MachineConfig:
     target_accuracy: float | None = None
     stop_at_target: bool = False
     cross_silo: bool = False  # reports_needed 0: every site still in the run
+    final_eval: bool = False  # cross-silo: after the last round, every site scores the final model
 
     @classmethod
     def of(cls, cfg, run, goal: int) -> MachineConfig:
@@ -86,6 +89,7 @@ class MachineConfig:
                 target_accuracy=run.target_accuracy,
                 stop_at_target=run.stop_at_target,
                 cross_silo=True,
+                final_eval=cfg.site_eval_fraction > 0,
             )
         return cls(
             run.rounds,
@@ -142,6 +146,7 @@ class RoundMachine:
         self.draining = False
         self.failure: str | None = None
         self.out: dict[str, str] = {}  # cross-silo: sites out of the run -> why
+        self.evaluating = False  # cross-silo: the sites are scoring the final model (no commit follows)
         self.journal: list[tuple[float, ev.Event, list[ev.Output]]] | None = [] if journal else None
 
     @property
@@ -290,18 +295,19 @@ class RoundMachine:
             raise ProtocolError(f"OpenRound while {self.phase}: expected a due round")
         now, c = self.clock.now(), self.cfg
         goal, target = (self.sites_left(),) * 2 if c.cross_silo else (c.goal, c.target)
+        round_idx, evals = (self.last_round, goal) if self.evaluating else (self.next_round, c.eval_target)
         self.current = RoundState(
-            self.next_round,
+            round_idx,
             self.attempt,
             goal,
-            target,
+            0 if self.evaluating else target,
             now,
-            eval_target=c.eval_target,
+            eval_target=evals,
             selection_deadline=now + c.selection_timeout_s,
             secure_mode=secure,
         )
         self.phase = SELECTING
-        return [ev.RoundOpened(self.next_round, self.attempt, target, goal)]
+        return [ev.RoundOpened(round_idx, self.attempt, target, goal)]
 
     def _checked_in(self, device: str) -> list[ev.Output]:
         rs = self.current
@@ -358,9 +364,11 @@ class RoundMachine:
         out: list[ev.Output] = [ev.NotDrawn(d) for d in sorted(rs.candidates)]
         rs.candidates, rs.draw_at = [], None
         rs.selection_open, rs.selection_closed_at = False, self.clock.now()
-        selected = rs.picked("train")
+        selected = rs.picked("evaluate" if self.evaluating else "train")
         out.append(ev.SelectionClosed(rs.round, selected))
-        if selected < self.min_selected():
+        if self.evaluating and selected == 0:
+            return out + self._finish("rounds", "no site checked in to score the final model")
+        if selected < self.min_selected() and not self.evaluating:
             return out + self._abandon(
                 "selection",
                 f"abandoned in selection: {selected} devices selected, {self.min_selected()} needed; retrying",
@@ -397,6 +405,8 @@ class RoundMachine:
     def _close_reporting(self, reported: int) -> list[ev.Output]:
         rs = self.round_in_flight
         rs.reporting_open, rs.reporting_closed_at = False, self.clock.now()
+        if self.evaluating:
+            return [ev.SitesEvaluated(rs.round, tuple(rs.evals)), *self._finish("rounds")]
         if not rs.secure_mode and reported < rs.goal:  # the round waited for them until its deadline
             for device in no_shows(rs):
                 self.no_show[device] = rs.round + self.cfg.no_show_rounds
@@ -464,6 +474,9 @@ class RoundMachine:
         ):
             return self._finish("target", f"target accuracy {c.target_accuracy:.4f} reached at round {e.round}")
         if e.round >= c.rounds:
+            if c.final_eval and not self.draining:  # the sites score the final model, then the run ends
+                self.evaluating, self.phase = True, DUE
+                return [ev.RoundDue(e.round, 1)]
             return self._finish("rounds")
         if self.draining:
             return self._finish("drained")

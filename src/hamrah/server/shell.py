@@ -71,6 +71,7 @@ class ShellEvents:
         self._started = False
         self._round = None  # the RoundState last opened (its secure_ready outlives an abandonment)
         self.ended: ev.RunFinished | ev.RunFailed | None = None
+        self.final_eval: dict | None = None  # cross-silo: the sites' example-weighted score of the final model
 
     def _start(self) -> None:
         self._started = True
@@ -97,13 +98,16 @@ class ShellEvents:
             self._round = self.current
             self._round.secure_ready = asyncio.Event()
             log.info(
-                "round %d%s: selecting %d devices (goal %d)",
+                "round %d%s: %s %d devices (goal %d)",
                 out.round,
                 f" (attempt {out.attempt})" if out.attempt > 1 else "",
+                "asking the sites to score the final model:" if self.machine.evaluating else "selecting",
                 out.target,
                 out.goal,
             )
             self._opened.set()
+        elif isinstance(out, ev.SitesEvaluated):
+            self._sites_evaluated(out)
         elif isinstance(out, ev.TaskAssigned):
             self._resolve(out.device, self._task(self.current.tasks[out.task_id]))
         elif isinstance(out, ev.NotDrawn):
@@ -132,6 +136,27 @@ class ShellEvents:
             for device in list(self._waiting):
                 self._resolve(device, None)
             self._opened.set()
+
+    def _sites_evaluated(self, out: ev.SitesEvaluated) -> None:
+        """Keep and log the sites' example-weighted score of the final model."""
+        n = sum(k for k, _ in out.evals)
+        if not n:
+            log.warning("round %d: no site scored the final model", out.round)
+            return
+        self.final_eval = {
+            "final_device_accuracy": sum(k * m["accuracy"] for k, m in out.evals) / n,
+            "final_device_loss": sum(k * m["loss"] for k, m in out.evals) / n,
+            "final_eval_sites": len(out.evals),
+            "final_eval_examples": n,
+        }
+        log.info(
+            "round %d: final model: on-device accuracy %.4f, loss %.4f (%d sites, %d held-out examples)",
+            out.round,
+            self.final_eval["final_device_accuracy"],
+            self.final_eval["final_device_loss"],
+            len(out.evals),
+            n,
+        )
 
     def _resolve(self, device: str, value) -> None:
         fut = self._waiting.get(device)
