@@ -25,14 +25,13 @@ an evaluate task; :class:`SitesEvaluated` carries their scores; nothing is commi
 
 from __future__ import annotations
 
-import math
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from hamrah.core.errors import ProtocolError
 from hamrah.server import events as ev
+from hamrah.server.machine_config import MachineConfig
 from hamrah.server.rounds import LateReport, RoundState, TaskInfo, draw, no_shows
 
 DUE, SELECTING, REPORTING, COMMITTING, RETRY_WAIT, FINISHED = (
@@ -43,72 +42,6 @@ DUE, SELECTING, REPORTING, COMMITTING, RETRY_WAIT, FINISHED = (
     "retry_wait",
     "finished",
 )
-
-
-@dataclass(frozen=True)
-class MachineConfig:
-    """The settings the round machine honours (from ``[server]`` and ``[run]``; see
-    ``hamrah.server.config.ServerConfig`` for each)."""
-
-    rounds: int
-    goal: int
-    target: int
-    reports_needed: int
-    min_selected: int
-    eval_target: int = 0
-    selection_timeout_s: float = 60.0
-    reporting_timeout_s: float = 300.0
-    selection_window_s: float = 0.0
-    max_round_attempts: int = 10
-    retry_delay_s: float = 1.0
-    no_show_rounds: int = 0
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 10.0
-    target_accuracy: float | None = None
-    stop_at_target: bool = False
-    cross_silo: bool = False  # reports_needed 0: every site still in the run
-    final_eval: bool = False  # cross-silo: after the last round, every site scores the final model
-
-    @classmethod
-    def of(cls, cfg, run, goal: int) -> MachineConfig:
-        """Build from a ``ServerConfig``, a ``RunPlan`` and the per-round goal (the sites, cross-silo)."""
-        if getattr(cfg, "cross_silo", False):
-            needed = cfg.min_reports or 0
-            return cls(
-                run.rounds,
-                goal,
-                goal,
-                needed,
-                needed,
-                selection_timeout_s=cfg.selection_timeout_s,
-                reporting_timeout_s=cfg.reporting_timeout_s,
-                max_round_attempts=cfg.max_round_attempts,
-                retry_delay_s=cfg.retry_delay_s,
-                reconnect_min_s=cfg.reconnect_min_s,
-                reconnect_max_s=cfg.reconnect_max_s,
-                target_accuracy=run.target_accuracy,
-                stop_at_target=run.stop_at_target,
-                cross_silo=True,
-                final_eval=cfg.site_eval_fraction > 0,
-            )
-        return cls(
-            run.rounds,
-            goal,
-            cfg.selection_target(goal),
-            cfg.reports_needed(goal),
-            math.ceil(cfg.min_selected_fraction * goal),
-            cfg.eval_devices,
-            cfg.selection_timeout_s,
-            cfg.reporting_timeout_s,
-            cfg.selection_window_s,
-            cfg.max_round_attempts,
-            cfg.retry_delay_s,
-            cfg.no_show_rounds,
-            cfg.reconnect_min_s,
-            cfg.reconnect_max_s,
-            run.target_accuracy,
-            run.stop_at_target,
-        )
 
 
 class RoundMachine:
