@@ -212,3 +212,11 @@ def test_without_final_eval_the_run_ends_at_the_last_commit():
         d.report(t, i)
     assert d.m.finished and not d.of(ev.SitesEvaluated)
     assert MachineConfig.of(server_config({**SILO, "site_eval_fraction": 0.2}), RUN, 3).final_eval
+
+
+def test_hamrah_device_takes_its_log_name_from_name_or_device_id():
+    from hamrah.cli import build_parser
+
+    base = ["device", "--server", "127.0.0.1:1", "--store", "s.db"]
+    assert build_parser().parse_args([*base, "--name", "hospital-a"]).device_id == "hospital-a"
+    assert build_parser().parse_args([*base, "--device-id", "bank-b"]).device_id == "bank-b"
