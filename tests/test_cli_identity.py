@@ -12,7 +12,14 @@ from hamrah.transport.identity import token_digest
 def test_provision_writes_one_kit_per_party(tmp_path, capsys):
     assert main(["provision", str(tmp_path / "pki"), "--devices", "2", "--hosts", "127.0.0.1"]) == 0
     kit = tmp_path / "pki" / "devices" / "device-0001"
-    assert sorted(p.name for p in kit.iterdir()) == ["ca.pem", "client.key", "client.pem", "signing.key", "token"]
+    assert sorted(p.name for p in kit.iterdir()) == [
+        "ca.pem",
+        "client.key",
+        "client.pem",
+        "identity.pem",
+        "signing.key",
+        "token",
+    ]
     assert stat.S_IMODE(os.stat(kit / "token").st_mode) == 0o600
     assert "--credentials" in capsys.readouterr().out
 

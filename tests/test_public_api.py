@@ -25,6 +25,8 @@ PACKAGES = [
     "hamrah.vertical",
     "hamrah.pipeline",
     "hamrah.observe",
+    "hamrah.task",
+    "hamrah",
 ]
 
 

@@ -11,7 +11,9 @@ from hamrah.core.errors import HamrahError
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from hamrah.experiments.config import load_config
+    from hamrah.core.errors import ConfigError
+    from hamrah.experiments.config import load_config, user_task
+    from hamrah.experiments.export import holds_a_run
     from hamrah.experiments.progress import console, round_progress
     from hamrah.experiments.runner import prepare, run_experiment
 
@@ -20,11 +22,14 @@ def _cmd_run(args: argparse.Namespace) -> None:
         cfg = cfg.replace("run", rounds=args.rounds)
     if args.stop_at_target:
         cfg = cfg.replace("run", stop_at_target=True)
-    prep = prepare(cfg)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if holds_a_run(out) and not args.overwrite:
+        raise ConfigError(f"{out} holds a previous run; pass --overwrite to replace it, or choose another --out")
+    prep = prepare(cfg)
     sim_cohort = prep.algorithm.cohort_size(prep.data.num_clients)
+    what = f"task {prep.task.task_name}" if user_task(cfg) else f"{cfg.model.name} on {cfg.data.dataset}"
     console.print(
-        f"hamrah run: {cfg.algorithm.name} / {cfg.model.name} on {cfg.data.dataset} ({cfg.data.partition}), "
+        f"hamrah run: {cfg.algorithm.name} / {what} ({cfg.data.partition}), "
         f"{prep.data.num_clients} clients, {sim_cohort} per round, {cfg.run.rounds} rounds -> {out}"
     )
     with round_progress(cfg.run.rounds, log_rounds=not args.quiet) as on_round:
@@ -39,9 +44,43 @@ def _cmd_run(args: argparse.Namespace) -> None:
             if rtt is not None
             else (f", target {target:g} not reached" if target else "")
         )
-        + f"\n{s['num_parameters']:,} parameters. Wrote {out}/metrics.jsonl, summary.json"
+        + f"\n{s['num_parameters']:,} parameters. Wrote {out}/metrics.jsonl, summary.json, model.safetensors"
         + ("" if args.no_plot else ", curve.png")
     )
+
+
+def _saved_model(args: argparse.Namespace):
+    from hamrah.experiments.config import load_config
+    from hamrah.experiments.export import read_model
+    from hamrah.experiments.runner import resolve_task
+
+    cfg = load_config(args.config)
+    task, dataset = resolve_task(cfg)
+    model, manifest = read_model(args.model, task)
+    return cfg, task, dataset, model, manifest
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from hamrah.algorithms.local import evaluate_metrics
+    from hamrah.core.metrics import metric_values
+
+    _, task, dataset, model, manifest = _saved_model(args)
+    params = dict(model.named_parameters())
+    metrics = metric_values(evaluate_metrics(model, params, dataset.test, dataset.ignore_index, task))
+    note = "" if manifest.get("task_digest") == task.digest() else " (the task's code changed since the run)"
+    print(json.dumps({"task": task.task_name, "test_examples": len(dataset.test), **metrics}))
+    if note:
+        print(
+            f"note: task digest {task.digest()} differs from the model's {manifest.get('task_digest')}", file=sys.stderr
+        )
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from hamrah.experiments.export import predict_csv
+
+    _, task, _, model, manifest = _saved_model(args)
+    n = predict_csv(model, task, manifest, args.csv, args.output)
+    print(f"{args.output}: predictions for {n} rows")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
@@ -426,7 +465,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-at-target", action="store_true", help="stop once run.target_accuracy is reached")
     p.add_argument("--quiet", action="store_true", help="no per-round log lines")
     p.add_argument("--no-plot", action="store_true", help="write no curve.png (matplotlib is not imported)")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("evaluate", help="score a run's saved model on its task's test data")
+    p.add_argument("--model", required=True, help="the run's --out folder (model.safetensors, manifest.json)")
+    p.add_argument("--config", required=True, help="the run's TOML config (names the task)")
+    p.set_defaults(func=_cmd_evaluate)
+    p = sub.add_parser("predict", help="write a run's saved model's predictions for a CSV file")
+    p.add_argument("--model", required=True, help="the run's --out folder (model.safetensors, manifest.json)")
+    p.add_argument("--config", required=True, help="the run's TOML config (names the task)")
+    p.add_argument("--csv", required=True, help="the rows to predict (the training feature columns)")
+    p.add_argument("--output", required=True, help="the CSV to write: row, prediction (, score)")
+    p.set_defaults(func=_cmd_predict)
     p = sub.add_parser("sweep", help="learning-rate sweep of a config")
     p.add_argument("config")
     p.add_argument("--lrs", help="comma-separated rates (default: the config's [sweep] section)")

@@ -148,11 +148,9 @@ def test_bad_settings_are_refused_by_name():
 # -- the config path: [privacy] mode = "distributed" + [secure_aggregation] ------------------------------
 
 
-def _config(privacy: dict, secure: dict | None = None, **extra):
+def _config(privacy: dict, secure: dict | None, **extra):
     from hamrah.experiments.config import from_dict
 
-    if secure is None:
-        secure = {"variant": "secagg"}
     d = {
         "data": {"dataset": "mnist", "partition": "iid", "num_clients": 100},
         "model": {"name": "logreg"},

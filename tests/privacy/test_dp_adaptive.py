@@ -27,6 +27,10 @@ def test_z_delta_hand_computed_and_composes_back_to_z():
     assert z_delta > 0.8
 
 
+def test_z_delta_of_a_tiny_z_is_that_z_not_an_overflow():
+    assert update_noise_multiplier(1e-300, 1.0) == pytest.approx(1e-300)  # z^-2 alone would overflow
+
+
 def test_count_noise_that_would_spend_the_round_is_refused():
     with pytest.raises(ConfigError, match="2\\*sigma_b > z"):
         update_noise_multiplier(2.0, 1.0)

@@ -96,7 +96,7 @@ def _decode(spec: PipelineSpec, tensors):
 def test_the_device_clips_to_the_broadcast_norm_and_reports_its_bit():
     spec = _spec()
     update = {"w": torch.tensor([3.0, 4.0, 0.0])}  # norm 5
-    extra = {"pipeline": spec.to_dict()}
+    extra = {"pipeline": spec.to_json()}
     small = _decode(
         spec, encode_update({**extra, STATE_KEY: {"dp_clip": {"clip": 1.0, "rounds": 3}}}, update, 1, 1, {})
     )

@@ -21,7 +21,7 @@ from hamrah.algorithms.fednova import A_NORM, FedNova, a_norm
 from hamrah.algorithms.fedopt import FedOpt, FedOptState
 from hamrah.algorithms.fedprox import FedProx
 from hamrah.algorithms.fedsgd import FedSGD
-from hamrah.algorithms.local import LocalResult, batch_schedule, evaluate, train_local
+from hamrah.algorithms.local import LocalResult, batch_schedule, evaluate, evaluate_metrics, train_local
 from hamrah.algorithms.registry import ALGORITHMS, build, hyperparameters, statistics_of
 from hamrah.algorithms.scaffold import CONTROL, Scaffold, ScaffoldState
 from hamrah.algorithms.state import flatten_state, unflatten_state
@@ -61,6 +61,7 @@ __all__ = [
     "contributions",
     "delta_statistics",
     "evaluate",
+    "evaluate_metrics",
     "flatten_state",
     "hyperparameters",
     "mean_delta",

@@ -9,6 +9,7 @@ from hamrah.algorithms.base import Algorithm, ClientResult, ClientUpdate, LocalS
 from hamrah.algorithms.local import train_local
 from hamrah.core.params import Params, sub
 from hamrah.data.federated import ArrayData
+from hamrah.task import Task
 
 
 def client_update(
@@ -23,6 +24,7 @@ def client_update(
     ignore_index: int | None = None,
     client_id: int = 0,
     plan: LocalSGD | None = None,
+    task: Task | None = None,
 ) -> ClientUpdate:
     """Run ``algorithm``'s client half on one client's data from ``global_params``.
 
@@ -38,6 +40,7 @@ def client_update(
         client_id: written into the result.
         plan: this client's local work if it differs from ``algorithm.local_plan()`` (heterogeneous
             epochs or steps, a straggler's partial work).
+        task: the task whose loss is trained (None: the built-in cross-entropy).
 
     Returns:
         The :class:`ClientResult` (delta = local - global, n_k, metrics ``train_loss`` and
@@ -49,7 +52,7 @@ def client_update(
     """
     plan = plan or algorithm.local_plan()
     transforms = algorithm.local_transforms(global_params, broadcast, client_state)
-    local = train_local(model, global_params, data, plan, rng, ignore_index, transforms)
+    local = train_local(model, global_params, data, plan, rng, ignore_index, transforms, task)
     state = algorithm.next_client_state(global_params, local.params, local.steps, broadcast, client_state)
     aux = sub(state, client_state) if state is not None and client_state is not None else (state or {})
     metrics = {"train_loss": local.train_loss, "local_steps": local.steps}

@@ -25,11 +25,12 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from hamrah.algorithms.base import LocalSGD
-from hamrah.algorithms.local import LocalResult, batch_schedule, masked_mean_loss, targets
+from hamrah.algorithms.local import LocalResult, batch_schedule, targets
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 from hamrah.data.federated import ArrayData
 from hamrah.privacy.accounting import RoundSpec, epsilon_of
+from hamrah.task import DEFAULT_TASK, Task
 
 
 @dataclass(frozen=True)
@@ -82,18 +83,20 @@ class DPSGDPlan:
 
 
 def per_example_grads(
-    model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, task: Task | None = None
 ) -> tuple[Params, torch.Tensor]:
     """Return (gradient of each example's loss, stacked along dim 0; the per-example losses).
 
-    The loss is :func:`hamrah.algorithms.local.masked_mean_loss` on one example, the loss
-    ``train_local`` averages over a batch; ``y`` must already use ``PAD_LABEL`` for padding.
+    The loss is ``task.loss`` (None: the built-in cross-entropy) on a batch of one example, the loss
+    ``train_local`` averages over a batch; ``y`` must already use ``PAD_LABEL`` for padding. The task's
+    loss must be written in torch operations ``torch.func.vmap`` can batch.
     """
     buffers = dict(model.named_buffers())
+    task = DEFAULT_TASK if task is None else task
 
     def loss(p: Params, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
-        return masked_mean_loss(logits.unsqueeze(0), yi.unsqueeze(0))[0]
+        output = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
+        return task.loss(output, yi.unsqueeze(0))
 
     return vmap(grad_and_value(loss), in_dims=(None, 0, 0))(params, x, y)
 
@@ -132,8 +135,9 @@ def train_local_dpsgd(
     plan: DPSGDPlan,
     rng: np.random.Generator,
     ignore_index: int | None = None,
+    task: Task | None = None,
 ) -> LocalResult:
-    """Run ``plan`` (E epochs of DP-SGD) on one client's data from ``global_params``.
+    """Run ``plan`` (E epochs of DP-SGD) on one client's data from ``global_params``, descending ``task``'s loss.
 
     The counterpart of :func:`hamrah.algorithms.train_local`; the noise generator is seeded from
     ``rng`` after the batch schedule is drawn, so with z = 0, a huge clip and ``poisson=False`` the
@@ -150,7 +154,7 @@ def train_local_dpsgd(
         # Poisson: the expected batch size q*n (= B unless the client has fewer than B examples)
         denominator = float(min(plan.batch_size, len(data))) if plan.poisson else float(max(len(idx), 1))
         if len(idx):
-            grads, losses = per_example_grads(model, params, data.x[ix], y_all[ix])
+            grads, losses = per_example_grads(model, params, data.x[ix], y_all[ix], task)
             total += float(losses.mean())
         else:  # an empty Poisson batch still releases noise, as the accounting assumes
             grads = {k: torch.zeros((0, *v.shape), dtype=v.dtype) for k, v in params.items()}

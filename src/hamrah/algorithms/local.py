@@ -1,7 +1,8 @@
-"""Client-side computation shared by every driver: batch schedules, local SGD, loss, evaluation.
+"""Client-side computation shared by every driver: batch schedules, local SGD, evaluation.
 
-Pure computation on tensors, no I/O. The simulator's batched trainer reproduces exactly the schedule
-and loss defined here, so both paths give the same model.
+Pure computation on tensors, no I/O. The loss and the metrics come from a task
+(:class:`hamrah.task.Task`; none given: the built-in cross-entropy classification). The simulator's
+batched trainer reproduces exactly the schedule and loss defined here, so both paths give the same model.
 """
 
 from __future__ import annotations
@@ -11,15 +12,26 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hamrah.algorithms.base import GradientTransform, LocalSGD
 from hamrah.algorithms.optimizers import local_optimizer
+from hamrah.core.metrics import Metric, merge_metrics
 from hamrah.core.params import Params, load_state, model_state
 from hamrah.data.federated import ArrayData
+from hamrah.task import DEFAULT_TASK, Task, uses_builtin_loss
+from hamrah.task.losses import PAD_LABEL, masked_mean_loss
 
-PAD_LABEL = -100  # targets with this value are ignored by the loss (torch's default ignore_index)
+__all__ = [
+    "PAD_LABEL",
+    "LocalResult",
+    "batch_schedule",
+    "evaluate",
+    "evaluate_metrics",
+    "masked_mean_loss",
+    "targets",
+    "train_local",
+]
 
 
 def batch_schedule(num_examples: int, plan: LocalSGD, rng: np.random.Generator) -> list[np.ndarray]:
@@ -34,18 +46,6 @@ def batch_schedule(num_examples: int, plan: LocalSGD, rng: np.random.Generator) 
         perm = rng.permutation(num_examples)
         batches += [perm[i : i + b] for i in range(0, num_examples, b)]
     return batches if plan.num_steps is None else batches[: plan.num_steps]
-
-
-def masked_mean_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy per leading row, averaged over its targets that are not ``PAD_LABEL``.
-
-    ``logits`` is ``[..., C]`` and ``y`` the same shape without ``C``; returns one loss per entry of
-    the first dimension (a client in batched training), 0 where a row has no valid target.
-    """
-    losses = F.cross_entropy(logits.flatten(0, -2), y.flatten(), ignore_index=PAD_LABEL, reduction="none")
-    losses = losses.view(y.shape[0], -1)
-    count = (y != PAD_LABEL).view(y.shape[0], -1).sum(1)
-    return losses.sum(1) / count.clamp(min=1)
 
 
 def targets(y: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
@@ -70,14 +70,17 @@ def train_local(
     rng: np.random.Generator,
     ignore_index: int | None = None,
     transforms: Sequence[GradientTransform] = (),
+    task: Task | None = None,
 ) -> LocalResult:
     """Run ``plan`` (minibatch SGD) on one client's data from ``global_params``.
 
-    Each minibatch gradient passes through ``transforms`` in order, then the plan's optimizer
-    (momentum, Adam: :func:`hamrah.algorithms.optimizers.local_optimizer`), then
-    w <- w - lr * direction. This is the only local training loop; algorithms differ by transforms.
-    Plain SGD on class labels runs the model's hand-written ``sgd_step(lr)`` when it has one.
+    Each minibatch gradient of ``task.loss`` passes through ``transforms`` in order, then the plan's
+    optimizer (momentum, Adam: :func:`hamrah.algorithms.optimizers.local_optimizer`), then
+    w <- w - lr * direction. This is the only local training loop; algorithms differ by
+    transforms. Plain SGD of the built-in cross-entropy on class labels runs the model's hand-written
+    ``sgd_step(lr)`` when it has one.
     """
+    task = DEFAULT_TASK if task is None else task
     chain = list(transforms) + local_optimizer(plan)
     names = [n for n, _ in model.named_parameters()]
     load_state(model, global_params)  # parameters and BatchNorm buffers
@@ -85,12 +88,12 @@ def train_local(
     params = list(model.parameters())
     y_all = targets(data.y, ignore_index)
     fused = getattr(model, "sgd_step", None)
-    if fused is not None and not chain and ignore_index is None:
+    if fused is not None and not chain and ignore_index is None and uses_builtin_loss(task):
         step = fused(plan.lr)  # the model's hand-written plain-SGD step: the same update, faster
     else:
 
         def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            loss = masked_mean_loss(model(x).unsqueeze(0), y.unsqueeze(0))[0]
+            loss = task.loss(model(x), y)
             grads = list(torch.autograd.grad(loss, params))
             with torch.no_grad():
                 for t in chain:
@@ -109,19 +112,33 @@ def train_local(
 
 
 @torch.no_grad()
+def evaluate_metrics(
+    model: nn.Module,
+    params: Params,
+    data: ArrayData,
+    ignore_index: int | None = None,
+    task: Task | None = None,
+    batch_size: int = 2000,
+) -> dict[str, Metric]:
+    """Return ``task``'s metrics of ``params`` on ``data``, merged over batches (unreduced: they merge
+    further); in eval mode: BatchNorm uses the running statistics in ``params``."""
+    task = DEFAULT_TASK if task is None else task
+    load_state(model, params)
+    model.eval()
+    out: dict[str, Metric] = {}
+    for i in range(0, len(data), batch_size):
+        out = merge_metrics(
+            out, task.metrics(model(data.x[i : i + batch_size]), targets(data.y[i : i + batch_size], ignore_index))
+        )
+    return out
+
+
 def evaluate(
     model: nn.Module, params: Params, data: ArrayData, ignore_index: int | None = None, batch_size: int = 2000
 ) -> tuple[float, float]:
-    """Return (mean loss, accuracy) of ``params`` on ``data``, over all non-padding targets (in eval
-    mode: BatchNorm uses the running statistics in ``params``)."""
-    load_state(model, params)
-    model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    for i in range(0, len(data), batch_size):
-        logits = model(data.x[i : i + batch_size])
-        y = targets(data.y[i : i + batch_size], ignore_index)
-        valid = y != PAD_LABEL
-        loss_sum += float(F.cross_entropy(logits.flatten(0, -2), y.flatten(), ignore_index=PAD_LABEL, reduction="sum"))
-        correct += int(((logits.argmax(-1) == y) & valid).sum())
-        count += int(valid.sum())
-    return loss_sum / max(count, 1), correct / max(count, 1)
+    """Return (mean loss, accuracy) of ``params`` on ``data``, over all non-padding targets (cross-entropy)."""
+    m = evaluate_metrics(model, params, data, ignore_index, None, batch_size)
+    if not m:
+        return 0.0, 0.0
+    loss, acc = m["loss"], m["accuracy"]
+    return loss.total / max(loss.weight, 1), acc.total / max(acc.weight, 1)  # type: ignore[union-attr]

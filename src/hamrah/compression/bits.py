@@ -30,7 +30,7 @@ def pack(codes: np.ndarray, bits: int) -> bytes:
     padded = np.zeros(math.ceil(codes.size / per) * per, dtype=np.uint8)
     padded[: codes.size] = codes
     grid = padded.reshape(-1, per)
-    out = grid[:, 0].copy()
+    out: np.ndarray = grid[:, 0].copy()
     for j in range(1, per):
         out |= grid[:, j] << (bits * j)
     return out.tobytes()
@@ -48,7 +48,7 @@ def unpack(data: bytes, count: int, bits: int) -> np.ndarray:
         )
     raw = np.frombuffer(data, dtype=np.uint8)
     if bits == 8:
-        return raw.copy()
+        return np.array(raw)  # a writable copy
     if bits == 1:
         return np.unpackbits(raw, count=count, bitorder="little")
     per, mask = 8 // bits, (1 << bits) - 1

@@ -33,7 +33,8 @@ from hamrah.core.pipeline import (
 
 def mask_of(seed: int, d: int, p: float) -> np.ndarray:
     """Return the boolean mask of ``d`` coordinates, each kept with probability ``p``, drawn from ``seed``."""
-    return np.random.default_rng(seed).random(d, dtype=np.float32) < np.float32(p)
+    mask: np.ndarray = np.random.default_rng(seed).random(d, dtype=np.float32) < np.float32(p)
+    return mask
 
 
 @dataclass(frozen=True)

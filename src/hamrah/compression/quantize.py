@@ -126,7 +126,7 @@ class StochasticQuantizer(BaseStage):
     @property
     def levels(self) -> int:
         """Return s: the top code (minmax, ring) or the number of magnitude levels (qsgd)."""
-        return 2 ** (self.bits - 1) - 1 if self.scheme == "qsgd" else 2**self.bits - 1
+        return int(2 ** (self.bits - 1) - 1 if self.scheme == "qsgd" else 2**self.bits - 1)
 
     def _rows(self, n: int) -> tuple[int, int]:
         """Return (buckets, bucket size) for a tensor of ``n`` values."""
@@ -158,7 +158,7 @@ class StochasticQuantizer(BaseStage):
             t = torch.where(norm > 0, x.abs() * s / norm.clamp_min(1e-38), torch.zeros_like(x))
             level = _stochastic_floor(t, u).clamp_(0, s)
             return scale, level * torch.sign(x) + s
-        if self.scheme == "ring":
+        if self.scheme == "ring" and self.clip is not None:  # the ring scheme always has r (__post_init__)
             lo = torch.full((x.shape[0], 1), -float(self.clip))
             hi = -lo
             x = x.clamp(-float(self.clip), float(self.clip))

@@ -145,8 +145,11 @@ class ServerContext:
 class Stage(Protocol):
     """One transform of the pipeline; see the module docstring for how to write one."""
 
-    name: str
-    traits: StageTraits
+    @property
+    def name(self) -> str: ...  # read-only: a stage is frozen
+
+    @property
+    def traits(self) -> StageTraits: ...  # a class constant, or a property of the stage's settings
 
     def init_state(self, template: Params) -> Any: ...
 
@@ -164,8 +167,12 @@ class Stage(Protocol):
 class BaseStage:
     """Defaults for a stage: no state, dense float32 payload, identity server half."""
 
-    name = "stage"
-    traits = StageTraits("identity")
+    name: str = "stage"
+
+    @property
+    def traits(self) -> StageTraits:
+        """Return what the chain's rules need to know of this stage (a subclass's class constant or property)."""
+        return StageTraits("identity")
 
     def init_state(self, template: Params) -> Any:
         return None

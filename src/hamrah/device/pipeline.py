@@ -35,7 +35,7 @@ def uses_pipeline(extra: dict) -> bool:
 
 @functools.lru_cache(maxsize=8)
 def _parsed(text: str) -> tuple[PipelineSpec, Chain]:
-    spec = PipelineSpec.from_dict(json.loads(text))  # checks the chain once
+    spec = PipelineSpec.from_json(json.loads(text))  # parsed and its chain checked once
     return spec, spec.chain()
 
 

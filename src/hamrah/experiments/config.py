@@ -54,6 +54,16 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """``[task]``: the user's task by import path, or a built-in by name (see ``docs/tasks.md``)."""
+
+    entry: str | None = None  # "module:attribute": a Task subclass, instance, or a function returning one
+    kwargs: dict | None = None  # keyword arguments for the class or function
+    name: str | None = None  # a built-in task: one of MODELS (the same as [model] name)
+    path: str | None = None  # the folder entry's module is imported from (default: the config file's)
+
+
+@dataclass(frozen=True)
 class AlgorithmConfig:
     name: str = "fedavg"
     client_fraction: float = 0.1
@@ -170,6 +180,7 @@ class HomomorphicEncryptionConfig:
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig | None = None  # absent: the built-in task [model] name
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     run: RunConfig = field(default_factory=RunConfig)
     heterogeneity: HeterogeneityConfig = field(default_factory=HeterogeneityConfig)
@@ -189,6 +200,8 @@ class ExperimentConfig:
         for key in ("batched", "workers"):
             if d["run"][key] is None:
                 d["run"][key] = "auto"
+        if "task" in d:
+            d["task"] = {k: v for k, v in d["task"].items() if v is not None}
         return d
 
     def replace(self, section: str, **changes: Any) -> ExperimentConfig:
@@ -200,6 +213,7 @@ class ExperimentConfig:
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
 _OPTIONAL = {
+    "task": TaskConfig,
     "compression": CompressionConfig,
     "privacy": PrivacyConfig,
     "secure_aggregation": SecureAggregationConfig,
@@ -210,6 +224,7 @@ _CHOICES = {
     ("data", "dataset"): DATASETS,
     ("data", "partition"): PARTITIONS,
     ("model", "name"): MODELS,
+    ("task", "name"): MODELS,
     ("algorithm", "name"): ALGORITHMS,
     ("compression", "codec"): ("none", "quantize", "sign", "topk", "mask", "float16", "bfloat16"),
     ("privacy", "mode"): ("central", "ftrl", "local", "distributed"),
@@ -268,10 +283,31 @@ def from_dict(raw: dict, base: str | Path | None = None) -> ExperimentConfig:
             raise ConfigError(f"[{name}] must be a table of keys, got {type(table).__name__}")
         sections[name] = _section(name, _OPTIONAL.get(name, hints[name]), table)
     cfg = ExperimentConfig(**sections)
+    cfg = _task_section(cfg, raw.get("model"), base)
     _check_values(cfg)
     if base is not None and cfg.data.path is not None and not Path(cfg.data.path).is_absolute():
         cfg = cfg.replace("data", path=str((Path(base) / cfg.data.path).resolve()))
     return cfg
+
+
+def _task_section(cfg: ExperimentConfig, model_table: dict | None, base: str | Path | None) -> ExperimentConfig:
+    """Check ``[task]``: an entry or a name (not both); a name is the built-in ``[model] name``; a relative
+    ``path`` (default: the config file's folder) is resolved from the config file's folder."""
+    t = cfg.task
+    if t is None:
+        return cfg
+    if (t.entry is None) == (t.name is None):
+        raise ConfigError("[task]: expected exactly one of entry = 'module:attribute' or name = '<built-in>'")
+    if t.name is not None:
+        if t.kwargs:
+            raise ConfigError("task.kwargs: a built-in task takes no keyword arguments")
+        if model_table and model_table.get("name", t.name) != t.name:
+            raise ConfigError(f"task.name = {t.name!r} and model.name = {model_table['name']!r}: expected one name")
+        return dataclasses.replace(cfg, model=ModelConfig(t.name))
+    folder = Path(t.path) if t.path is not None else None
+    if base is not None and (folder is None or not folder.is_absolute()):
+        folder = Path(base) / (folder or ".")
+    return dataclasses.replace(cfg, task=dataclasses.replace(t, path=None if folder is None else str(folder.resolve())))
 
 
 def _section(name: str, cls: type, table: dict) -> Any:
@@ -299,6 +335,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if value is None and optional:
         return None
     expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if base is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} = {value!r}: expected a table, e.g. {{hidden = 16}}")
+        return dict(value)
     if typing.get_origin(base) is list and typing.get_args(base) == (int,):
         if (
             not isinstance(value, list)
@@ -373,13 +413,18 @@ def _check_values(cfg: ExperimentConfig) -> None:
     _check_algorithm(cfg)
     if d.num_clients:
         pipeline_spec(cfg, d.num_clients)
-    if d.partition == "natural" and d.dataset in ("mnist", "cifar10"):
+    if d.partition == "natural" and d.dataset in ("mnist", "cifar10") and not user_task(cfg):
         raise ConfigError(
             f"data.partition = 'natural': {d.dataset.upper()} has no natural clients; "
             "use iid, shards, dirichlet or unbalanced"
         )
     if d.partition != "natural" and d.num_clients in (None, 0):
         raise ConfigError(f"data.num_clients must be set (>= 1) for partition {d.partition!r}")
+
+
+def user_task(cfg: ExperimentConfig) -> bool:
+    """Return True when the config names a user's task (``[task] entry``): its data comes from the task."""
+    return cfg.task is not None and cfg.task.entry is not None
 
 
 _EXTRAS = (
@@ -426,7 +471,7 @@ def heterogeneity(h: HeterogeneityConfig):
 
 
 def pipeline_spec(cfg: ExperimentConfig, population: int):
-    """Return the run's client-update pipeline (:class:`hamrah.privacy.PipelineSpec`) or None.
+    """Return the run's client-update pipeline (:class:`hamrah.pipeline.PipelineSpec`) or None.
 
     The chain is built (an impossible order is refused with the reason), the noise multiplier resolved
     (calibrated to ``privacy.target_epsilon`` over ``run.rounds`` when not given), and a budget that

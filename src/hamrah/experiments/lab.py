@@ -265,6 +265,7 @@ def _train(cfg: LabConfig, prep: Prepared, attack: Attack, defence_name: str):
         sim_cfg,
         aggregator=build_defence(cfg, defence_name),
         attack=attack,
+        task=prep.task,
     )
     return sim.model, sim.run().params
 

@@ -31,12 +31,14 @@ from hamrah.experiments.config import (
     algorithm_hyperparameters,
     heterogeneity,
     pipeline_spec,
+    user_task,
 )
+from hamrah.experiments.export import write_model
 from hamrah.experiments.plots import plot_curves
-from hamrah.models import build_model
 from hamrah.observe.runs import write_failure
 from hamrah.observe.tracking import Tracking
 from hamrah.simulation import RoundRecord, SimulationConfig, Simulator, seeded
+from hamrah.task import Task, builtin_task, load_task, task_dataset
 
 if TYPE_CHECKING:  # the pipeline's libraries (dp_accounting, tenseal, phe) load only for a run that uses them
     from hamrah.pipeline import PipelineSpec
@@ -64,6 +66,7 @@ class Prepared:
     model_factory: Callable[[], nn.Module]
     algorithm: Algorithm
     pipeline: PipelineSpec | None = None  # [compression] / [privacy], resolved
+    task: Task | None = None  # the task (built-in or the user's) whose model, loss and metrics run
 
     def simulator(self) -> Simulator:
         run = self.config.run
@@ -78,14 +81,35 @@ class Prepared:
             heterogeneity=heterogeneity(self.config.heterogeneity),
         )
         return Simulator(
-            seeded(self.model_factory, run.seed), self.data, self.algorithm, sim_cfg, pipeline=self.pipeline
+            seeded(self.model_factory, run.seed),
+            self.data,
+            self.algorithm,
+            sim_cfg,
+            pipeline=self.pipeline,
+            task=self.task,
         )
+
+
+def resolve_task(cfg: ExperimentConfig) -> tuple[Task, Dataset]:
+    """Return the config's task and its data set: the user's ``[task] entry`` and its ``data()``, or the
+    built-in task ``[model] name`` on ``[data] dataset``.
+
+    Raises:
+        ConfigError, DataError: the task does not import or is incomplete, its data does not load or
+            does not match its schema, or the model does not fit the data.
+    """
+    if user_task(cfg):
+        t = cfg.task
+        task = load_task(t.entry, t.kwargs, t.path)
+        return task, task_dataset(task)
+    dataset = _dataset(cfg.data.dataset, cfg.data.path)
+    return builtin_task(cfg.model.name, dataset), dataset
 
 
 def prepare(cfg: ExperimentConfig) -> Prepared:
     """Load and split the data, check the model fits it, build the algorithm. Writes nothing."""
     d = cfg.data
-    dataset = _dataset(d.dataset, d.path)
+    task, dataset = resolve_task(cfg)
     fed = federate(
         dataset,
         d.partition,
@@ -95,14 +119,13 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
         alpha=d.alpha,
         sigma=d.sigma,
     )
-    factory = functools.partial(build_model, cfg.model.name, dataset)
-    factory()  # raises ConfigError now if the model does not fit the data
     return Prepared(
         cfg,
         fed,
-        factory,
+        task.model,
         build_algorithm(cfg.algorithm, fed.num_clients),
         pipeline_spec(cfg, fed.num_clients) if uses_pipeline(cfg) else None,
+        task,
     )
 
 
@@ -130,7 +153,8 @@ def run_experiment(
     *,
     plot: bool = True,
 ) -> dict:
-    """Run ``cfg``; write ``metrics.jsonl``, ``summary.json`` and ``curve.png`` to ``out_dir``; return the summary.
+    """Run ``cfg``; write ``metrics.jsonl``, ``summary.json``, ``curve.png`` and the final model
+    (``model.safetensors``, ``manifest.json``) to ``out_dir``; return the summary.
 
     Args:
         cfg: the validated config.
@@ -197,9 +221,14 @@ def run_experiment(
     }
     tracking.close("FINISHED")
     if out is not None:
+        final = {"accuracy": summary["final_accuracy"], "loss": summary["final_loss"]}
+        final.update({k[5:]: v for k, v in (hist[-1].extra.items() if hist else ()) if k.startswith("test_")})
+        schema = prep.data.dataset.info.get("schema")
+        write_model(out, sim.model, result.params, prep.task, cfg.to_dict(), final, schema)
         _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if out is not None and plot:
-        title = f"{cfg.algorithm.name} / {cfg.model.name} on {cfg.data.dataset} ({cfg.data.partition})"
+        what = f"task {prep.task.task_name}" if user_task(cfg) else f"{cfg.model.name} on {cfg.data.dataset}"
+        title = f"{cfg.algorithm.name} / {what} ({cfg.data.partition})"
         plot_curves({f"lr={cfg.algorithm.lr:g}": (rounds, accs)}, out / "curve.png", title=title, target=target)
     return summary
 

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from scipy import special
 
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.core.params import Params
-from hamrah.core.pipeline import BaseStage, ClientContext, ServerContext, StageTraits, WireWriter, spec_of
+from hamrah.core.pipeline import BaseStage, ClientContext, ServerContext, Spec, Stage, StageTraits, WireWriter, spec_of
 from hamrah.privacy.stages import _require_equal_weights
 from hamrah.secagg import ddg
 from hamrah.secagg.active import simulated_identities
@@ -49,7 +49,12 @@ from hamrah.secagg.config import SecAggConfig
 from hamrah.secagg.driver import run_secure_aggregation
 from hamrah.secagg.params import flatten_params, unflatten_params
 from hamrah.secagg.ring import pack, packed_size
+from hamrah.secagg.server import AggregateResult
 from hamrah.secagg.stage import check_flag
+
+if TYPE_CHECKING:
+    from hamrah.pipeline.sections import SecureSpec
+    from hamrah.privacy.config import DPConfig
 
 ORDERS = tuple(range(2, 129)) + (256,)
 """Integer Rényi orders (the subsampling bound needs integers)."""
@@ -94,16 +99,17 @@ class DistributedRound:
         """Return eps(alpha) of one unsampled round (Proposition 14 with Theorem 1's tau)."""
         return float(self._curve()(np.array([order], dtype=np.float64))[0])
 
-    def _curve(self):
+    def _curve(self) -> Callable[[np.ndarray], np.ndarray]:
         l1, l2, tau = self.scales()
         d = self.params.padded_dim
 
         def eps(orders: np.ndarray) -> np.ndarray:
             a = orders / 2
-            return np.minimum(
+            out: np.ndarray = np.minimum(
                 np.minimum(a * l2**2 + tau * d, a * (l2**2 + 2 * l1 * tau + tau**2 * d)),
                 a * (l2 + math.sqrt(d) * tau) ** 2,
             )
+            return out
 
         return eps
 
@@ -113,10 +119,11 @@ class DistributedRound:
         plain = eps(np.asarray(orders, dtype=np.float64))
         if q == 1:
             return plain
-        return np.minimum(np.array([_poisson_subsampled(a, q, eps) for a in orders]), plain)
+        out: np.ndarray = np.minimum(np.array([_poisson_subsampled(a, q, eps) for a in orders]), plain)
+        return out
 
 
-def _poisson_subsampled(order: int, q: float, eps) -> float:
+def _poisson_subsampled(order: int, q: float, eps: Callable[[np.ndarray], np.ndarray]) -> float:
     """Zhu and Wang 2019's upper bound on the RDP at integer ``order`` of a Poisson(q)-subsampled mechanism.
 
     ``eps`` maps an array of orders to the unsampled mechanism's RDP at each.
@@ -164,7 +171,7 @@ class DistributedAccountant:
 LEDGER_FORMAT = "hamrah-ddg-ledger"
 
 
-def ledger_to_dict(accountant: DistributedAccountant, delta: float) -> dict:
+def ledger_to_dict(accountant: DistributedAccountant, delta: float) -> dict[str, Any]:
     """Return what a server keeps of a DDG accountant with its checkpoints (the mechanism and the rounds charged)."""
     return {
         "format": LEDGER_FORMAT,
@@ -176,7 +183,7 @@ def ledger_to_dict(accountant: DistributedAccountant, delta: float) -> dict:
     }
 
 
-def restore_ledger(accountant: DistributedAccountant, d: dict, delta: float, source: str) -> None:
+def restore_ledger(accountant: DistributedAccountant, d: Mapping[str, Any], delta: float, source: str) -> None:
     """Set ``accountant``'s rounds from :func:`ledger_to_dict`'s dict.
 
     Raises:
@@ -209,7 +216,7 @@ def restore_ledger(accountant: DistributedAccountant, d: dict, delta: float, sou
 class RingPayload:
     """One client's ring vector on the wire: ``bits``-bit values, bit-packed."""
 
-    spec: tuple
+    spec: Spec
     values: np.ndarray
     bits: int
     round_idx: int = 0
@@ -306,7 +313,7 @@ class DistributedDiscreteGaussian(BaseStage):
             threshold=min(n, max(n // 2 + 1, self.min_contributors)),
         )
 
-    def decode_secure(self, result, dim: int, round_idx: int) -> np.ndarray:
+    def decode_secure(self, result: AggregateResult, dim: int, round_idx: int) -> np.ndarray:
         """Return the float sum of ``dim`` coordinates that a SecAgg result's ring sum stands for."""
         return ddg.decode_sum(result.ring_sum, self.params(dim), _rotation_seed(round_idx))
 
@@ -360,7 +367,7 @@ class DistributedDiscreteGaussian(BaseStage):
 
 
 def distributed_stage(
-    dp, noise_multiplier: float, cohort: float, secure: dict | None, codec: Any = None
+    dp: DPConfig, noise_multiplier: float, cohort: float, secure: SecureSpec | None, codec: Stage | None = None
 ) -> DistributedDiscreteGaussian:
     """Return the DDG stage of ``[privacy] mode = "distributed"`` with ``[secure_aggregation]``.
 
@@ -395,15 +402,15 @@ def distributed_stage(
             'privacy.mode = "distributed": expected sampling = "poisson" and accountant = '
             '"rdp" (the DDG accountant is Zhu-Wang\'s Poisson-subsampled RDP)'
         )
-    n_min = secure.get("min_contributors") or max(2, int(cohort) // 2)
+    n_min = secure.min_contributors or max(2, int(cohort) // 2)
     return DistributedDiscreteGaussian(
         dp.clip,
         float(noise_multiplier),
         int(n_min),
         float(cohort),
-        int(secure.get("ring_bits") or 20),
-        variant=secure.get("variant", "secagg"),
-        malicious_server=secure.get("malicious_server", False),
+        int(secure.ring_bits or 20),
+        variant=secure.variant,
+        malicious_server=secure.malicious_server,
     )
 
 

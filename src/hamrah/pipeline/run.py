@@ -8,13 +8,21 @@ stage state (error feedback), the chain's server state, and the privacy accounta
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hamrah.core.aggregate import CombineRule, Statistic
 from hamrah.core.params import Params
 from hamrah.core.pipeline import RoundOutput, ServerContext, check_statistics, process_round, wire_spec
+from hamrah.core.wire import Spec
 from hamrah.pipeline.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from hamrah.he.stage import KeyHolder
+    from hamrah.pipeline.distributed import DistributedAccountant
+    from hamrah.privacy.accounting import PrivacyAccountant
+    from hamrah.privacy.ledger import BudgetLedger
 
 
 class PipelineRun:
@@ -34,18 +42,18 @@ class PipelineRun:
         spec: PipelineSpec,
         template: Params,
         ledger_path: str | None = None,
-        key_holder=None,
+        key_holder: KeyHolder | None = None,
         model: Params | None = None,
-    ):
+    ) -> None:
         if spec.homomorphic is not None:  # the driver that aggregates keeps the key holder; devices get the public key
             from hamrah.he.stage import KeyHolder
 
-            key_holder = key_holder or KeyHolder.generate(spec.he_settings())
+            key_holder = key_holder or KeyHolder.generate(spec.homomorphic)
             spec = spec.with_public_key(key_holder.public_bytes)
         self.key_holder = key_holder
         self.spec, self.chain, self.template = spec, spec.chain(key_holder), template
         self.model = template if model is None else model
-        self.client_states: dict[int, tuple] = {}
+        self.client_states: dict[int, tuple[Any, ...]] = {}
         self.server_state = self.chain.init_server(template)
         for st in self.chain.stages:  # refuse before round 1 a clip the secure sum's rounding could exceed
             if getattr(st, "decode_error", 0.0) > 0 and hasattr(st, "pre_clip"):
@@ -53,25 +61,26 @@ class PipelineRun:
         self.ledger_path = ledger_path
         dp, rs = spec.dp, spec.round_spec()
         self.delta = dp.delta if dp is not None else None
-        self.ledger = None  # a hamrah.privacy.BudgetLedger when a target epsilon is set
-        self.accountant = None  # a hamrah.privacy.PrivacyAccountant (or distributed DP's) with DP
-        if dp is not None:
+        self.ledger: BudgetLedger | None = None  # when a target epsilon is set
+        self.accountant: PrivacyAccountant | DistributedAccountant | None = None  # with DP
+        if dp is not None and dp.mode == "distributed":
             from hamrah.pipeline.distributed import distributed_accountant
+
+            q = spec.poisson_q
+            self.accountant = distributed_accountant(self.chain.stages[0], template, 1.0 if q is None else q)
+        elif dp is not None and rs is not None:
             from hamrah.privacy.accounting import PrivacyAccountant
             from hamrah.privacy.ledger import BudgetLedger
-        if dp is not None and dp.target_epsilon is not None:
-            self.ledger = (
-                BudgetLedger.resume(ledger_path, dp.target_epsilon, dp.delta, rs, dp.accountant)
-                if ledger_path
-                else BudgetLedger(dp.target_epsilon, dp.delta, rs, dp.accountant)
-            )
-            self.accountant = self.ledger.accountant
-        elif dp is not None:
-            self.accountant = (
-                distributed_accountant(self.chain.stages[0], template, spec.poisson_q)
-                if dp.mode == "distributed"
-                else PrivacyAccountant(rs, dp.accountant)
-            )
+
+            if dp.target_epsilon is None:
+                self.accountant = PrivacyAccountant(rs, dp.accountant)
+            else:
+                self.ledger = (
+                    BudgetLedger.resume(ledger_path, dp.target_epsilon, dp.delta, rs, dp.accountant)
+                    if ledger_path
+                    else BudgetLedger(dp.target_epsilon, dp.delta, rs, dp.accountant)
+                )
+                self.accountant = self.ledger.accountant
 
     def refuse_start(self, rounds: int) -> None:
         """Raise ConfigError (naming the largest feasible number) unless ``rounds`` rounds fit the budget."""
@@ -94,7 +103,7 @@ class PipelineRun:
 
     def epsilon(self) -> float | None:
         """Return epsilon spent so far at the configured delta, or None without DP."""
-        return None if self.accountant is None else self.accountant.epsilon(self.delta)
+        return None if self.accountant is None or self.delta is None else self.accountant.epsilon(self.delta)
 
     def weight(self, num_examples: int) -> float:
         """Return the aggregation weight of a client with ``num_examples`` examples."""
@@ -136,7 +145,7 @@ class PipelineRun:
         self.server_state = out.server_state
         return out
 
-    def wire_spec(self) -> tuple:
+    def wire_spec(self) -> Spec:
         """Return the names and shapes of a payload on the wire (model tensors plus auxiliary entries)."""
         return wire_spec(self.chain, self.template, self.server_state)
 

@@ -37,12 +37,12 @@ def coordinate_error(stage: Stage) -> float | None:
         clip / (2^b - 1) (round to nearest on a grid of step 2 clip / (2^b - 1)); Paillier's
         2^-(precision_bits + 1); None when no deterministic bound exists (CKKS, anything else).
     """
-    if isinstance(stage, StochasticQuantizer) and stage.scheme == "ring":
+    if isinstance(stage, StochasticQuantizer) and stage.scheme == "ring" and stage.clip is not None:
         return 2 * float(stage.clip) / stage.levels
     if isinstance(stage, SecureAggregation):
-        return float(stage.clip) / (2**stage.input_bits - 1)
+        return float(stage.clip) / (2.0**stage.input_bits - 1)
     if isinstance(stage, HomomorphicSum) and stage.settings.scheme == "paillier":
-        return 2.0 ** -(stage.settings.precision_bits + 1)
+        return float(2.0 ** -(stage.settings.precision_bits + 1))
     return None
 
 

@@ -20,6 +20,7 @@ dp_accounting. See ``docs/dp.md``.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 _NAMES = {
     "accounting": ("PrivacyAccountant", "RoundSpec", "epsilon_of", "noise_multiplier_for", "round_spec_for"),
@@ -50,7 +51,7 @@ _WHERE = {name: module for module, names in _NAMES.items() for name in names}
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """Import the submodule that defines ``name`` on first use."""
     module = _WHERE.get(name)
     if module is None:

@@ -32,6 +32,7 @@ import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import dp_accounting
 import numpy as np
@@ -156,12 +157,12 @@ class RoundSpec:
             )
         return dp_accounting.GaussianDpEvent(z if method == "pld" else z / 2)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> RoundSpec:
+    def from_dict(cls, d: dict[str, Any]) -> RoundSpec:
         """Return the spec written by :meth:`to_dict`."""
         return cls(**d)
 
@@ -169,6 +170,8 @@ class RoundSpec:
 def tree_event(spec: RoundSpec, rounds: int) -> dp_accounting.DpEvent:
     """Return the event of the first ``rounds`` rounds of a DP-FTRL run (trees of ``spec.tree_size`` rounds)."""
     k, z = spec.tree_size, spec.noise_multiplier
+    if k is None:
+        raise ConfigError(f"tree_event: a {spec.sampling!r} round; expected a DP-FTRL round (RoundSpec.tree)")
     events = []
     if rounds // k:
         events.append(
@@ -360,7 +363,7 @@ class PrivacyAccountant:
         s = self.spec
         if q is None:
             return s
-        if s.sampling == "fixed":
+        if s.sampling == "fixed" and s.population is not None:
             return RoundSpec.fixed(s.noise_multiplier, max(1, round(q * s.population)), s.population)
         if s.sampling == "poisson":
             return RoundSpec.poisson(s.noise_multiplier, q)
@@ -412,7 +415,7 @@ def round_spec_for(
     """
     if config.mode == "local":
         return RoundSpec.unsampled(noise_multiplier)
-    if config.mode == "ftrl":
+    if config.mode == "ftrl" and config.tree_rounds is not None:  # DPConfig: ftrl always has tree_rounds
         return RoundSpec.tree(noise_multiplier, config.tree_rounds)
     if config.mode != "central":
         raise ConfigError(
@@ -420,6 +423,8 @@ def round_spec_for(
             "expected DPSGDPlan.privacy_events for dpsgd"
         )
     if config.sampling == "fixed":
+        if cohort is None:
+            raise ConfigError('privacy.sampling = "fixed": expected the cohort size m (clients per round)')
         return RoundSpec.fixed(noise_multiplier, cohort, population)
     q = sampling_probability if sampling_probability is not None else (cohort or 0) / population
     return RoundSpec.poisson(noise_multiplier, q)
@@ -427,6 +432,7 @@ def round_spec_for(
 
 def noise_multiplier_for(config: DPConfig, rounds: int, spec: RoundSpec) -> float:
     """Return the configured z, or the smallest z for which ``rounds`` rounds of ``spec`` fit the target."""
-    if config.noise_multiplier is not None:
-        return float(config.noise_multiplier)
-    return PrivacyAccountant(spec, config.accountant).noise_for(config.target_epsilon, config.delta, rounds)
+    z, eps = config.noise_multiplier, config.target_epsilon
+    if z is not None or eps is None:  # DPConfig sets at least one of the two
+        return float(z or 0.0)
+    return PrivacyAccountant(spec, config.accountant).noise_for(eps, config.delta, rounds)

@@ -52,7 +52,7 @@ def update_noise_multiplier(
             f"(sigma_b / {bit_sensitivity:.6g} > z: Andrew et al. 2021's z_Delta = (z^-2 - (2 sigma_b)^-2)^-1/2 "
             "must be real)"
         )
-    return (z**-2 - (bit_sensitivity / sb) ** 2) ** -0.5
+    return z / math.sqrt(1.0 - (z * bit_sensitivity / sb) ** 2)  # the same, without z^-2 overflowing for tiny z
 
 
 def unclipped_bit(norm: float, clip: float) -> bool:

@@ -15,6 +15,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hamrah.core.errors import BudgetExhausted, ConfigError, DataError
 from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, epsilon_of
@@ -113,7 +114,7 @@ class BudgetLedger:
             f"or {z} for {rounds} rounds"
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Return the ledger as a JSON-ready dict (the events composed so far and the spent epsilon)."""
         return {
             "format": FORMAT,
@@ -128,7 +129,7 @@ class BudgetLedger:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "ledger") -> BudgetLedger:
+    def from_dict(cls, d: dict[str, Any], source: str = "ledger") -> BudgetLedger:
         """Return the ledger :meth:`to_dict` wrote.
 
         Raises:
@@ -155,7 +156,7 @@ class BudgetLedger:
             )
         return ledger
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the ledger to ``path`` atomically (temporary file in the same folder, fsync, os.replace).
 
         Raises:
@@ -179,7 +180,7 @@ class BudgetLedger:
             raise
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> BudgetLedger:
+    def load(cls, path: str | os.PathLike[str]) -> BudgetLedger:
         """Read a ledger saved by :meth:`save`.
 
         Raises:
@@ -199,7 +200,7 @@ class BudgetLedger:
 
     @classmethod
     def resume(
-        cls, path: str | os.PathLike, target_epsilon: float, delta: float, spec: RoundSpec, method: str = "rdp"
+        cls, path: str | os.PathLike[str], target_epsilon: float, delta: float, spec: RoundSpec, method: str = "rdp"
     ) -> BudgetLedger:
         """Return the ledger saved at ``path`` (a server restart), or a new one when there is no file.
 
@@ -221,7 +222,9 @@ class BudgetLedger:
         return ledger
 
 
-def accountant_to_dict(accountant: PrivacyAccountant, delta: float, target_epsilon: float | None = None) -> dict:
+def accountant_to_dict(
+    accountant: PrivacyAccountant, delta: float, target_epsilon: float | None = None
+) -> dict[str, Any]:
     """Return the rounds an accountant has composed as a JSON-ready dict (a budget ledger without a
     target when ``target_epsilon`` is None): what a server keeps with its checkpoints."""
     return {
@@ -237,7 +240,7 @@ def accountant_to_dict(accountant: PrivacyAccountant, delta: float, target_epsil
     }
 
 
-def accountant_from_dict(d: dict, source: str) -> tuple[PrivacyAccountant, float | None, float]:
+def accountant_from_dict(d: dict[str, Any], source: str) -> tuple[PrivacyAccountant, float | None, float]:
     """Return (accountant, target epsilon or None, delta) from :func:`accountant_to_dict`'s dict.
 
     Raises:

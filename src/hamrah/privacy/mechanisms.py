@@ -139,9 +139,12 @@ def dp_fedavg_aggregate(
     Raises:
         NotEnoughClients: ``clipped`` is empty and no ``template`` was given.
     """
-    if not clipped and template is None:
+    if clipped:
+        total = sum_updates(clipped)
+    elif template is not None:
+        total = {k: torch.zeros_like(v) for k, v in template.items()}
+    else:
         raise NotEnoughClients("DP-FedAvg: no clipped update to aggregate and no template for an empty round")
-    total = sum_updates(clipped) if clipped else {k: torch.zeros_like(v) for k, v in template.items()}
     mean = {k: v / denominator for k, v in total.items()}
     return add_gaussian_noise(mean, central_noise_std(clip, noise_multiplier, denominator), generator)
 

@@ -12,7 +12,7 @@ from hamrah.core.params import Params
 from hamrah.core.pipeline import Chain
 
 
-def server_state_to_dict(chain: Chain, state: tuple, client_side_only: bool = False) -> dict:
+def server_state_to_dict(chain: Chain, state: tuple[Any, ...], client_side_only: bool = False) -> dict[str, Any]:
     """Return the stages' server states that are dataclasses (adaptive clipping's norm) as plain data.
 
     Args:
@@ -22,11 +22,11 @@ def server_state_to_dict(chain: Chain, state: tuple, client_side_only: bool = Fa
     return {
         st.name: dataclasses.asdict(x)
         for st, x in zip(chain.stages, state)
-        if dataclasses.is_dataclass(x) and (st.traits.client_side or not client_side_only)
+        if dataclasses.is_dataclass(x) and not isinstance(x, type) and (st.traits.client_side or not client_side_only)
     }
 
 
-def server_state_from_dict(chain: Chain, template: Params, data: Mapping[str, Any] | None) -> tuple:
+def server_state_from_dict(chain: Chain, template: Params, data: Mapping[str, Any] | None) -> tuple[Any, ...]:
     """Return the chain's fresh server state with the entries of :func:`server_state_to_dict` put back.
 
     Raises:

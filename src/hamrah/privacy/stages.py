@@ -185,6 +185,8 @@ class CentralGaussianNoise(BaseStage):
 
     def clipper(self) -> AdaptiveClipper:
         """Return the adaptive clipper (adaptive mode only)."""
+        if self.adaptive is None:
+            raise ConfigError(f"{self.name}: no adaptive clipping configured; expected adaptive settings")
         return AdaptiveClipper(
             self.adaptive, self.noise_multiplier, self.expected_cohort, BIT_SENSITIVITY + self.decode_error
         )
@@ -207,7 +209,7 @@ class CentralGaussianNoise(BaseStage):
         z = self.clipper().update_noise_multiplier() if self.adaptive is not None else self.noise_multiplier
         scale = ctx.num_clients / self.expected_cohort  # mean over the reporting clients -> fixed-denominator
         out = add_gaussian_noise({k: v * scale for k, v in out.items()}, z * clip / self.expected_cohort, generator)
-        if self.adaptive is None:
+        if bits is None:  # no adaptive clipping (checked above)
             return out, state
         shifted = float(bits.sum()) * ctx.num_clients  # equal weights: the mean of the shifted bits times m'
         state = self.clipper().step_count(state, shifted, generator)
@@ -252,7 +254,7 @@ def dp_stages(
                 noise_multiplier, config.clip, expected_cohort, config.adaptive, decode_error=decode_error
             ),
         ]
-    if config.mode == "ftrl":
+    if config.mode == "ftrl" and config.tree_rounds is not None:  # DPConfig: ftrl always has tree_rounds
         return [
             DPClip(config.clip, decode_error=decode_error),
             TreeAggregationNoise(noise_multiplier, config.clip, expected_cohort, config.tree_rounds),

@@ -130,7 +130,7 @@ class ServerPipeline:
 
     def plan_extra(self) -> dict:
         """Return what the FL plan's ``extra`` carries for devices: the spec and the state clients read."""
-        out = {PLAN_KEY: self.spec.to_dict()}
+        out = {PLAN_KEY: self.spec.to_json()}
         broadcast = server_state_to_dict(self.run.chain, self.run.server_state, client_side_only=True)
         return {**out, STATE_KEY: broadcast} if broadcast else out
 

@@ -1,10 +1,11 @@
 """Train a whole cohort at once: parameters stacked along a client dimension, one pass per step.
 
-Reproduces :func:`hamrah.algorithms.local.train_local` exactly (same batch schedule, same loss), but
-each SGD step runs every client's batch through the model's ``batched_forward`` together. Models
-that are plain ReLU MLPs (``mlp_layers``) take a faster path with a hand-written backward pass that
-updates the weights in place (one ``baddbmm_`` per layer, no gradient tensors): on CPU the step is
-memory-bound, and this halves the traffic. Clients
+Reproduces :func:`hamrah.algorithms.local.train_local` exactly (same batch schedule, same loss: the
+built-in cross-entropy, so it runs only for tasks that use it), but each SGD step runs every client's
+batch through the model's ``batched_forward`` together. Models that are plain ReLU MLPs (``mlp_layers``,
+or a user's ``nn.Sequential`` of ``Linear`` and ``ReLU`` layers, :func:`mlp_layers`) take a faster
+path with a hand-written backward pass that updates the weights in place (one ``baddbmm_`` per
+layer, no gradient tensors): on CPU the step is memory-bound, and this halves the traffic. Clients
 with fewer steps or a short last batch are padded with ``PAD_LABEL`` targets, which contribute no
 gradient, so their parameters stop moving exactly where the sequential loop would stop.
 
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hamrah.algorithms.base import LocalSGD
@@ -34,9 +36,48 @@ from hamrah.data.federated import ArrayData
 GROUP_SIZE = 10  # clients stacked in one loop (docs/benchmarks.md, "Large cohorts")
 
 
+def mlp_layers(model: nn.Module) -> tuple[str, ...] | None:
+    """Return the names of the linear layers of a plain ReLU MLP, or None when ``model`` is not one.
+
+    A model declares them (``mlp_layers``), or is an ``nn.Sequential`` of an optional ``Flatten``, then
+    ``Linear`` (with bias) layers with a ``ReLU`` between each two, ending on a ``Linear``.
+    """
+    declared = getattr(model, "mlp_layers", None)
+    if declared is not None:
+        return tuple(declared)
+    if not isinstance(model, nn.Sequential):
+        return None
+    mods = list(model.named_children())
+    if mods and isinstance(mods[0][1], nn.Flatten) and mods[0][1].start_dim == 1 and mods[0][1].end_dim == -1:
+        mods = mods[1:]
+    linear = mods[0::2]
+    relu_ok = all(type(m) is nn.ReLU for _, m in mods[1::2])
+    linear_ok = all(type(m) is nn.Linear and m.bias is not None for _, m in linear)
+    if not mods or len(mods) % 2 == 0 or not (relu_ok and linear_ok):
+        return None
+    return tuple(name for name, _ in linear)
+
+
 def supports_batching(model: nn.Module) -> bool:
     """Return True when ``model`` can train many clients in one pass."""
-    return callable(getattr(model, "batched_forward", None))
+    return callable(getattr(model, "batched_forward", None)) or mlp_layers(model) is not None
+
+
+def batched_forward(model: nn.Module):
+    """Return ``model``'s ``batched_forward(params, x)``: its own, or the one of its MLP layers."""
+    own = getattr(model, "batched_forward", None)
+    if callable(own):
+        return own
+    layers = mlp_layers(model)
+
+    def forward(params: Params, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2)
+        for i, n in enumerate(layers):
+            x = torch.baddbmm(params[f"{n}.bias"].unsqueeze(1), x, params[f"{n}.weight"].transpose(1, 2))
+            x = F.relu(x) if i < len(layers) - 1 else x
+        return x
+
+    return forward
 
 
 def _stacked_batches(
@@ -120,7 +161,7 @@ def _train_group(
     """Train one group of clients, stacked, through their batch schedules (batches padded to ``width``)."""
     xb, yb = _stacked_batches(datas, schedules, ignore_index, width)
     stacked = stack(global_params, len(datas))
-    layers = getattr(model, "mlp_layers", None)
+    layers = mlp_layers(model)
     if layers is not None and yb.dim() == 3:
         step = _mlp_step([(stacked[f"{n}.weight"], stacked[f"{n}.bias"]) for n in layers], lr)
     else:
@@ -139,9 +180,10 @@ def _train_group(
 
 def _autograd_step(model: nn.Module, stacked: Params, lr: float):
     params = [v.requires_grad_() for v in stacked.values()]
+    forward = batched_forward(model)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        losses = masked_mean_loss(model.batched_forward(stacked, x), y)
+        losses = masked_mean_loss(forward(stacked, x), y)
         grads = torch.autograd.grad(losses.sum(), params)
         with torch.no_grad():
             torch._foreach_add_(params, grads, alpha=-lr)

@@ -25,6 +25,7 @@ from hamrah.core.params import Params, sub
 from hamrah.core.seeds import client_rng
 from hamrah.data.federated import ArrayData, FederatedDataset
 from hamrah.simulation.batched import train_cohort
+from hamrah.task import Task
 
 _STATE: dict = {}
 
@@ -82,16 +83,21 @@ def keep_freed_memory() -> None:
     mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GB of free heap
 
 
-def _init(model: nn.Module, data: FederatedDataset) -> None:
+def _init(model: nn.Module, data: FederatedDataset, fl_task: Task | None = None) -> None:
     torch.set_num_threads(1)
     keep_freed_memory()
     # Tensors arrive in shared memory, the same storage in every worker: give each worker its own
     # parameters to train in place. The data stays shared (read only).
-    _STATE["model"], _STATE["data"] = copy.deepcopy(model), data
+    _STATE["model"], _STATE["data"], _STATE["fl_task"] = copy.deepcopy(model), data, fl_task
 
 
-def train_clients(model: nn.Module, data: FederatedDataset, task: RoundTask) -> list[ClientUpdate]:
-    """Run the client half for ``task.ids``, batched or one after another through ``client_update``."""
+def train_clients(
+    model: nn.Module, data: FederatedDataset, task: RoundTask, fl_task: Task | None = None
+) -> list[ClientUpdate]:
+    """Run the client half for ``task.ids``, batched or one after another through ``client_update``.
+
+    ``fl_task`` is the user's task (its loss); the batched path runs only for the built-in cross-entropy.
+    """
     datas = [task.data[c] if c in task.data else data.client_data(c) for c in task.ids]
     rngs = [client_rng(task.seed, task.round_idx, c) for c in task.ids]
     ignore = data.dataset.ignore_index
@@ -117,13 +123,14 @@ def train_clients(model: nn.Module, data: FederatedDataset, task: RoundTask) -> 
             ignore_index=ignore,
             client_id=c,
             plan=p,
+            task=fl_task,
         )
         for c, d, r, p in zip(task.ids, datas, rngs, task.plans)
     ]
 
 
 def _work(task: RoundTask) -> list[ClientUpdate]:
-    return train_clients(_STATE["model"], _STATE["data"], task)
+    return train_clients(_STATE["model"], _STATE["data"], task, _STATE["fl_task"])
 
 
 def split_by_size(ids: list[int], sizes: list[int], parts: int) -> list[list[int]]:
@@ -140,9 +147,9 @@ def split_by_size(ids: list[int], sizes: list[int], parts: int) -> list[list[int
 class ProcessPool:
     """A pool of ``workers`` processes, each holding a copy of the model and the data."""
 
-    def __init__(self, model: nn.Module, data: FederatedDataset, workers: int):
+    def __init__(self, model: nn.Module, data: FederatedDataset, workers: int, fl_task: Task | None = None):
         self.workers = workers
-        self._pool = mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(model, data))
+        self._pool = mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(model, data, fl_task))
 
     def train(self, task: RoundTask, sizes: list[int]) -> dict[int, ClientUpdate]:
         """Train ``task``'s clients across the workers; return each client's update by id."""

@@ -15,6 +15,7 @@ from hamrah.core.aggregate import view
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 from hamrah.data.federated import ArrayData, FederatedDataset
+from hamrah.task import Task
 
 
 def needs_reference(aggregator: object) -> bool:
@@ -36,7 +37,13 @@ class RootReference:
     """
 
     def __init__(
-        self, model: nn.Module, data: FederatedDataset, algorithm: Algorithm, root_size: int, rng: np.random.Generator
+        self,
+        model: nn.Module,
+        data: FederatedDataset,
+        algorithm: Algorithm,
+        root_size: int,
+        rng: np.random.Generator,
+        task: Task | None = None,
     ):
         train = data.dataset.train
         if not 0 < root_size <= len(train):
@@ -53,7 +60,7 @@ class RootReference:
         self.statistic = robust[0]
         ix = torch.as_tensor(np.sort(rng.choice(len(train), size=root_size, replace=False)), dtype=torch.long)
         self.root = ArrayData(train.x[ix], train.y[ix])
-        self.model, self.algorithm, self.ignore_index = model, algorithm, data.dataset.ignore_index
+        self.model, self.algorithm, self.ignore_index, self.task = model, algorithm, data.dataset.ignore_index, task
         plan = algorithm.local_plan()
         self.plan = replace(plan, num_steps=plan.steps(round(float(np.mean(data.client_sizes())))))
 
@@ -70,5 +77,6 @@ class RootReference:
             ignore_index=self.ignore_index,
             client_id=-1,
             plan=self.plan,
+            task=self.task,
         )
         return view(self.algorithm.client_statistics(up.result), self.statistic)

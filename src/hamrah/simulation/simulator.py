@@ -20,20 +20,21 @@ from torch import nn
 from hamrah.aggregation.base import RobustAggregator
 from hamrah.algorithms.aggregate import contributions
 from hamrah.algorithms.base import Algorithm, ClientResult
-from hamrah.algorithms.local import evaluate
+from hamrah.algorithms.local import evaluate_metrics
 from hamrah.core.aggregate import Aggregate, Contribution, aggregate_contributions, robust_mean, statistics_template
 from hamrah.core.errors import BudgetExhausted, ConfigError, NotEnoughClients
-from hamrah.core.metrics import merge_metrics
+from hamrah.core.metrics import merge_metrics, metric_values
 from hamrah.core.params import Params, model_state
 from hamrah.core.records import RoundRecord
 from hamrah.core.seeds import Stream, sampling_rng, stream_rng
 from hamrah.core.updates import update_problem
 from hamrah.data.federated import ArrayData, FederatedDataset
 from hamrah.pipeline import PipelineRun, PipelineSpec
-from hamrah.simulation.batched import supports_batching
+from hamrah.simulation.batched import mlp_layers, supports_batching
 from hamrah.simulation.heterogeneity import DROPPED, STRAGGLER, Heterogeneity, draw_work
 from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
 from hamrah.simulation.reference import RootReference, needs_reference
+from hamrah.task import DEFAULT_TASK, Task, uses_builtin_loss
 
 _WORK_TAG, _ATTACK_TAG, _PIPELINE_TAG, _ROOT_TAG = Stream.WORK, Stream.ATTACK, Stream.PIPELINE, Stream.ROOT
 
@@ -111,6 +112,8 @@ class Simulator:
             declares robust (the delta), or None.
         attack: optional :class:`Attack` hook (malicious clients' data and updates), or None.
         pipeline: the client-update pipeline (compression, DP) applied in :meth:`server_half`, or None.
+        task: the task whose loss clients train and whose metrics the test set is scored with (None: the
+            built-in cross-entropy classification). A user's task trains in-process unless ``workers`` is set.
 
     A round: sample the cohort, draw each client's work, run the client half (batched for plain SGD
     on MLPs, else :func:`hamrah.algorithms.client_update` in-process or in workers), then
@@ -133,16 +136,23 @@ class Simulator:
         aggregator: RobustAggregator | None = None,
         attack: Attack | None = None,
         pipeline: PipelineSpec | None = None,
+        task: Task | None = None,
     ):
         self.model, self.data, self.algorithm, self.config = model, data, algorithm, config
         self.aggregator, self.attack = aggregator, attack
+        self.task = DEFAULT_TASK if task is None else task
         self.reference = (
-            RootReference(model, data, algorithm, aggregator.root_size, _rng(config.seed, _ROOT_TAG))
+            RootReference(model, data, algorithm, aggregator.root_size, _rng(config.seed, _ROOT_TAG), self.task)
             if needs_reference(aggregator)
             else None
         )  # FLTrust's root set and server update
         if config.batched and not supports_batching(model):
             raise ConfigError(f"run.batched = true: model {type(model).__name__} has no batched form")
+        if config.batched and not uses_builtin_loss(self.task):
+            raise ConfigError(
+                f"run.batched = true: task {self.task.task_name} has its own loss; "
+                "the batched trainer runs the built-in cross-entropy only"
+            )
         self.params: Params = model_state(model)  # parameters and BatchNorm buffers
         self.server_state = algorithm.init_server_state(self.params)
         self.client_states: dict[int, Params] = {}
@@ -152,12 +162,19 @@ class Simulator:
                 f"run.batched = true: algorithm {algorithm.name} changes local SGD "
                 "(proximal term, control variates, momentum, Adam); the batched trainer runs plain SGD only"
             )
-        auto_batched = hasattr(model, "mlp_layers") and plain
+        auto_batched = mlp_layers(model) is not None and plain and uses_builtin_loss(self.task)
         self.batched = auto_batched if config.batched is None else config.batched
         self.cohort = algorithm.cohort_size(data.num_clients)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        auto_workers = 1 if self.batched else min(cores, self.cohort)
+        # A user's task trains in-process unless asked: worker processes re-import the task's module
+        auto_workers = 1 if self.batched or not _is_builtin(self.task) else min(cores, self.cohort)
         self.workers = auto_workers if config.workers is None else min(config.workers, self.cohort)
+        if self.workers > 1 and type(self.task).__module__ == "__main__":
+            raise ConfigError(
+                f"run.workers = {config.workers}: task {self.task.task_name} is defined in the script being run "
+                "(__main__), which every worker process would run again; move the task into a module "
+                "or set run.workers = 1"
+            )
         self._pool: ProcessPool | None = None
         self.pipeline = self._pipeline_run(pipeline)
         self.round_bytes: tuple[int, int] | None = None  # (up, down) of the last round through the pipeline
@@ -226,9 +243,9 @@ class Simulator:
             return {}
         if self.workers > 1:
             if self._pool is None:
-                self._pool = ProcessPool(self.model, self.data, self.workers)
+                self._pool = ProcessPool(self.model, self.data, self.workers, self.task)
             return self._pool.train(task, sizes)
-        return dict(zip(ids, train_clients(self.model, self.data, task)))
+        return dict(zip(ids, train_clients(self.model, self.data, task, self.task)))
 
     def _poisoned_data(self, ids: list[int], round_idx: int) -> dict[int, ArrayData]:
         if self.attack is None:
@@ -316,9 +333,15 @@ class Simulator:
             self._pool.close()
             self._pool = None
 
+    def evaluate_metrics(self) -> dict[str, float]:
+        """Return the task's metrics of the current global model on the test set (NaN: no test examples)."""
+        test = self.data.dataset.test
+        return metric_values(evaluate_metrics(self.model, self.params, test, self.data.dataset.ignore_index, self.task))
+
     def evaluate(self) -> tuple[float, float]:
-        """Return (test loss, test accuracy) of the current global model."""
-        return evaluate(self.model, self.params, self.data.dataset.test, self.data.dataset.ignore_index)
+        """Return (test loss, test accuracy) of the current global model (NaN where the task has none)."""
+        m = self.evaluate_metrics()
+        return m.get("loss", float("nan")), m.get("accuracy", float("nan"))
 
     def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> SimulationResult:
         """Run all rounds; call ``on_round`` after each evaluation."""
@@ -345,16 +368,29 @@ class Simulator:
             epsilon = pipe.record_round() if pipe is not None else None
             if r % cfg.eval_every and r != cfg.rounds:
                 continue
-            loss, acc = self.evaluate()
+            metrics = self.evaluate_metrics()
+            acc, loss = metrics.pop("accuracy", None), metrics.pop("loss", None)
             count = aggregate.count if aggregate is not None else 0
             train_loss = aggregate.metric("train_loss") if count else float("nan")
             up, down = self.round_bytes if pipe is not None else (None, None)
-            record = RoundRecord(r, acc, loss, train_loss, count, time.perf_counter() - start, up, down, epsilon)
+            elapsed = time.perf_counter() - start
+            extra = {f"test_{k}": v for k, v in metrics.items()}
+            record = RoundRecord(r, acc, loss, train_loss, count, elapsed, up, down, epsilon, extra=extra)
             result.history.append(record)
             if on_round is not None:
                 on_round(record)
-            if cfg.stop_at_target and cfg.target_accuracy is not None and acc >= cfg.target_accuracy:
+            if (
+                cfg.stop_at_target
+                and cfg.target_accuracy is not None
+                and acc is not None
+                and acc >= cfg.target_accuracy
+            ):
                 break
+
+
+def _is_builtin(task: Task) -> bool:
+    """Return True for hamrah's own tasks (the default loss, the reference models)."""
+    return type(task).__module__.startswith("hamrah.")
 
 
 def _plain_sgd(algorithm: Algorithm, params: Params, server_state: object) -> bool:

@@ -1,0 +1,138 @@
+"""Getting the model out: a run's final global model as ``model.safetensors`` beside ``manifest.json``.
+
+The manifest names the task (name, version, digest), the config (its digest), the final metrics and
+the hamrah version. ``hamrah evaluate`` scores a saved model on the task's test data, ``hamrah predict``
+writes its predictions for a CSV file. Loading it into the user's own module takes three lines::
+
+    from safetensors.torch import load_file
+    model = Hospital().model()
+    model.load_state_dict(load_file("runs/hospital/model.safetensors"))
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import hamrah
+from hamrah.core.errors import ConfigError, DataError
+from hamrah.core.params import Params
+from hamrah.task import Task
+
+MODEL_FILE, MANIFEST_FILE = "model.safetensors", "manifest.json"
+RUN_FILES = ("summary.json", "metrics.jsonl", "failed.json", MODEL_FILE, MANIFEST_FILE)  # what a run leaves
+
+
+def config_digest(config: Mapping) -> str:
+    """Return the sha256 of a resolved config (``ExperimentConfig.to_dict()``) as canonical JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def holds_a_run(folder: str | Path) -> bool:
+    """Return True when ``folder`` holds a previous run's files."""
+    return any((Path(folder) / name).exists() for name in RUN_FILES)
+
+
+def write_model(
+    out: str | Path,
+    model: nn.Module,
+    params: Params,
+    task: Task,
+    config: Mapping,
+    metrics: Mapping[str, float | None],
+    schema_json: str | None = None,
+) -> None:
+    """Write ``model.safetensors`` (``model``'s state with ``params`` as its parameters) and ``manifest.json``.
+
+    Each file is written to a temporary name and renamed, so a reader never sees half a file.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    state = {**model.state_dict(), **params}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    tmp = out / (MODEL_FILE + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, out / MODEL_FILE)
+    manifest = {
+        "task": task.task_name,
+        "task_version": task.version,
+        "task_digest": task.digest(),
+        "task_class": f"{type(task).__module__}.{type(task).__qualname__}",
+        "config_digest": config_digest(config),
+        "metrics": {k: (None if v is None or not math.isfinite(v) else v) for k, v in metrics.items()},
+        "hamrah_version": hamrah.__version__,
+        "schema": None if schema_json is None else json.loads(schema_json),
+        "files": [MODEL_FILE],
+    }
+    tmp = out / (MANIFEST_FILE + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / MANIFEST_FILE)
+
+
+def read_model(folder: str | Path, task: Task) -> tuple[nn.Module, dict]:
+    """Return ``task``'s model loaded with the weights saved in ``folder``, and the manifest.
+
+    Raises:
+        ConfigError: no saved model in ``folder``, or it belongs to another task or does not fit its model.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / MODEL_FILE).is_file() or not (folder / MANIFEST_FILE).is_file():
+        raise ConfigError(f"{folder}: no {MODEL_FILE} and {MANIFEST_FILE} here; expected the --out folder of a run")
+    manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    if manifest.get("task") != task.task_name:
+        raise ConfigError(
+            f"{folder}: the model is of task {manifest.get('task')!r}, the config's task is {task.task_name!r}"
+        )
+    model = task.model()
+    try:
+        model.load_state_dict(load_file(str(folder / MODEL_FILE)))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ConfigError(
+            f"{folder}/{MODEL_FILE} does not fit task {task.task_name}'s model: {' '.join(first[:2])}"
+        ) from None
+    return model.eval(), manifest
+
+
+@torch.no_grad()
+def predict_csv(
+    model: nn.Module, task: Task, manifest: Mapping, source: str | Path, output: str | Path, batch_size: int = 2000
+) -> int:
+    """Write ``task.predict`` of ``model`` on every row of the CSV ``source`` to ``output``; return the row count.
+
+    The CSV's feature columns are read under the training data's schema (kept in the manifest), so
+    categorical values get the training codes. A label column, if present, is ignored.
+
+    Raises:
+        DataError: the manifest holds no table schema, or the CSV does not match it.
+    """
+    from hamrah.data.loaders import SourceSpec, load_examples
+    from hamrah.data.schema import Schema
+
+    if manifest.get("schema") is None:
+        raise DataError(f"task {task.task_name}: its training data was not a table; predict reads CSV files only")
+    schema = Schema.from_json(json.dumps(manifest["schema"]), "manifest.json schema")
+    features = Schema(tuple(f for f in schema.fields if f.name != schema.label))
+    x = load_examples(source, SourceSpec(format="csv"), features).to_array_data().x
+    columns: dict[str, list] = {}
+    for i in range(0, len(x), batch_size):
+        for name, values in task.predict(model(x[i : i + batch_size])).items():
+            columns.setdefault(name, []).extend(values.tolist())
+    tmp = Path(str(output) + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", *columns])
+        writer.writerows([r, *(columns[c][r] for c in columns)] for r in range(len(x)))
+    os.replace(tmp, output)
+    return len(x)

@@ -1,0 +1,180 @@
+"""The task contract: what user code implements so hamrah can federate its model on its data.
+
+A task builds the model, scores a batch (``loss``), measures a batch (``metrics``, each value carrying
+its own reduction) and says how to read its examples (``data``, under its ``schema``). hamrah's own
+reference models are tasks too (:mod:`hamrah.task.builtin`): every trainer takes its loss and metrics
+from a task. Most users subclass one of the ready-made kinds (:mod:`hamrah.task.kinds`) and write
+``model`` and ``data`` only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import sys
+from collections.abc import Sequence
+from os import PathLike
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from hamrah.core.errors import ConfigError
+from hamrah.core.metrics import Metric
+from hamrah.data.federated import Dataset
+from hamrah.data.schema import Schema
+
+REQUIRED = ("model", "loss", "metrics", "data")  # what a usable task defines beyond the base class
+
+
+class Task:
+    """Base class of every task; subclass it (or a kind such as :class:`~hamrah.task.ClassificationTask`).
+
+    Attributes:
+        name: the task's name (default: the class name), written in plans and manifests.
+        version: bump it when the model or the data it expects change.
+        schema: the fields of the records the task reads (a CSV's columns, the Example Store's
+            records), or None when ``data`` needs no declared schema.
+
+    Example:
+        >>> class Hospital(BinaryTask):  # doctest: +SKIP
+        ...     def model(self):
+        ...         return nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 2))
+        ...     def data(self):
+        ...         return self.read_tables("train.csv", "test.csv", label="y")
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    schema: Schema | None = None
+
+    def model(self) -> nn.Module:
+        """Return a freshly built model (its initial weights are drawn under the run's seed)."""
+        raise NotImplementedError
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Return the mean loss of a batch (a 0-d tensor); targets equal to ``PAD_LABEL`` count for nothing."""
+        raise NotImplementedError
+
+    def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, Metric]:
+        """Return the metrics of a batch, each a ``Weighted`` / ``Summed`` / ``ScoreHistogram`` (merged by sum)."""
+        raise NotImplementedError
+
+    def data(self) -> Dataset:
+        """Return the task's training examples (with their natural clients, if any) and test examples."""
+        raise NotImplementedError
+
+    def predict(self, output: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return the columns ``hamrah predict`` writes for a batch of model outputs (default: the outputs)."""
+        return {"prediction": output.reshape(len(output), -1).squeeze(1)}
+
+    @property
+    def task_name(self) -> str:
+        """The task's name: ``name``, or the class name."""
+        return self.name or type(self).__name__
+
+    def digest(self) -> str:
+        """Return ``<version>-<sha256 of the source of the module defining the class>`` (first 16 hex digits).
+
+        Two installations run the same task only if their digests agree (the FL plan carries it).
+        """
+        module = sys.modules.get(type(self).__module__)
+        try:
+            source = inspect.getsource(module) if module is not None else type(self).__qualname__
+        except (OSError, TypeError):  # defined interactively: no file to hash
+            source = type(self).__qualname__
+        return f"{self.version}-{hashlib.sha256(source.encode('utf-8')).hexdigest()[:16]}"
+
+    def read_tables(
+        self,
+        train: str | PathLike | Sequence[str | PathLike],
+        test: str | PathLike | None = None,
+        *,
+        label: str | None = None,
+        features: Sequence[str] | None = None,
+        client_column: str | None = None,
+    ) -> Dataset:
+        """Read CSV / Parquet files (one per client, or one with a ``client_column``) into a data set.
+
+        Columns are read under ``schema`` when the task declares one, else every column but the label
+        (and the client column) is a feature. The test file is read under the training set's schema.
+
+        Raises:
+            DataError: a file that does not match the schema, a label column that does not exist.
+        """
+        from hamrah.data.loaders import SourceSpec, load_examples
+
+        cols = None if features is None else tuple(features)
+        spec = SourceSpec(label=label, features=cols, client_column=client_column)
+        tr = load_examples(train, spec, self.schema)
+        te = load_examples(test, SourceSpec(), tr.schema) if test is not None else None
+        return examples_dataset(self.task_name, tr, te)
+
+
+def examples_dataset(name: str, train, test=None) -> Dataset:
+    """Return a :class:`Dataset` of :class:`~hamrah.data.Examples` (class labels, or float targets).
+
+    Unlike :func:`hamrah.data.to_dataset` a float label (regression) is kept; its ``num_classes`` is 0.
+    The training schema is kept in ``info["schema"]`` (JSON), for ``hamrah predict``.
+    """
+    from hamrah.data.examples import to_dataset
+    from hamrah.data.federated import ArrayData
+
+    info = {"schema": train.schema.to_json()}
+    if train.num_classes is not None:
+        return dataclasses.replace(to_dataset(name, train, test), info=info)
+    tr = train.to_array_data()
+    te = test.to_array_data() if test is not None else ArrayData(tr.x[:0], tr.y[:0])
+    return Dataset(name, tr, te, 0, train.groups, train.group_names, info=info)
+
+
+def task_dataset(task: Task) -> Dataset:
+    """Return ``task.data()`` as a :class:`Dataset` (it may also return training :class:`Examples`, or a
+    ``(train, test)`` pair of them).
+
+    Raises:
+        ConfigError: ``data()`` returned something else.
+    """
+    from hamrah.data.examples import Examples
+
+    data = task.data()
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, Examples):
+        return examples_dataset(task.task_name, data)
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(d, Examples) for d in data):
+        return examples_dataset(task.task_name, *data)
+    raise ConfigError(
+        f"task {task.task_name}: data() returned a {type(data).__name__}, expected a hamrah.data.Dataset, "
+        "Examples, or a (train, test) pair of Examples"
+    )
+
+
+def check_task(obj: object, where: str) -> Task:
+    """Return ``obj`` if it is a usable :class:`Task`.
+
+    Raises:
+        ConfigError: ``obj`` is not a Task, or does not define one of ``model``, ``loss``, ``metrics``, ``data``.
+    """
+    if not isinstance(obj, Task):
+        raise ConfigError(
+            f"{where} is a {type(obj).__name__}, expected a hamrah.Task "
+            "(a subclass, an instance, or a function returning one)"
+        )
+    check_complete(type(obj), where)
+    return obj
+
+
+def check_complete(cls: type[Task], where: str) -> None:
+    """Refuse a Task class that does not define every one of ``REQUIRED``.
+
+    Raises:
+        ConfigError: naming the missing methods.
+    """
+    missing = [m for m in REQUIRED if getattr(cls, m) is getattr(Task, m)]
+    if missing:
+        raise ConfigError(
+            f"{where}: task {cls.__name__} does not define {', '.join(m + '()' for m in missing)}; "
+            f"expected every one of {', '.join(m + '()' for m in REQUIRED)}"
+        )

@@ -1,0 +1,140 @@
+"""``[task]`` in a config: a user's task by import path (beside the config), a built-in by name, and one
+clear line for each mistake."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hamrah.core.errors import ConfigError, DataError
+from hamrah.experiments.config import from_dict, load_config
+from hamrah.experiments.runner import prepare
+
+ROOT = Path(__file__).resolve().parents[2]
+BREAST = ROOT / "data" / "tabular" / "breast_homo"
+
+TASK = f'''
+from torch import nn
+import hamrah
+from hamrah.data import Field, Schema
+
+class Tab(hamrah.BinaryTask):
+    def __init__(self, label="y", schema=None):
+        self.label = label
+        if schema == "wrong":
+            self.schema = Schema((Field("x0", "float32"), Field("nope", "float32"), Field("y", "int64")), label="y")
+    def model(self):
+        return nn.Sequential(nn.Linear(30, 4), nn.ReLU(), nn.Linear(4, 2))
+    def data(self):
+        files = [r"{BREAST / "breast_homo_guest.csv.gz"}", r"{BREAST / "breast_homo_host.csv.gz"}"]
+        return self.read_tables(files, r"{BREAST / "breast_homo_test.csv.gz"}", label=self.label,
+                                features=None if self.schema else [f"x{{i}}" for i in range(30)])
+
+class NoModel(hamrah.BinaryTask):
+    def data(self):
+        return None
+
+instance = Tab()
+not_a_task = 42
+'''
+
+
+def _config(tmp_path: Path, module: str, entry: str, **kwargs) -> Path:
+    (tmp_path / f"{module}.py").write_text(TASK if module == "tab_task" else module_source(module))
+    kw = ", ".join(f"{k} = {v!r}".replace("'", '"') for k, v in kwargs.items())
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        textwrap.dedent(f"""
+        [task]
+        entry = "{entry}"
+        kwargs = {{ {kw} }}
+        [data]
+        partition = "natural"
+        num_clients = 0
+        [algorithm]
+        client_fraction = 1.0
+        [run]
+        rounds = 1
+        """)
+    )
+    return cfg
+
+
+def module_source(module: str) -> str:
+    return {"broken_task": "raise RuntimeError('no GPU here')\n"}[module]
+
+
+@pytest.fixture(autouse=True)
+def _clean_modules():
+    yield
+    for name in ("tab_task", "broken_task"):
+        sys.modules.pop(name, None)
+
+
+def test_an_entry_beside_the_config_imports_and_prepares(tmp_path):
+    prep = prepare(load_config(_config(tmp_path, "tab_task", "tab_task:Tab")))
+    assert prep.task.task_name == "Tab" and prep.data.num_clients == 2 and len(prep.data.dataset.test) == 114
+
+
+def test_an_instance_and_a_py_suffix_are_accepted(tmp_path):
+    cfg = load_config(_config(tmp_path, "tab_task", "tab_task.py:instance"))
+    assert type(prepare(cfg).task).__name__ == "Tab"
+
+
+@pytest.mark.parametrize(
+    ("module", "entry", "kwargs", "message"),
+    [
+        ("tab_task", "missing_module:Tab", {}, r"no module 'missing_module' \(looked in"),
+        ("broken_task", "broken_task:Tab", {}, "importing 'broken_task' failed: RuntimeError: no GPU here"),
+        ("tab_task", "tab_task:Nope", {}, "module 'tab_task' has no attribute 'Nope'"),
+        ("tab_task", "tab_task:not_a_task", {}, "is a int, expected a hamrah.Task"),
+        ("tab_task", "tab_task:NoModel", {}, r"does not define model\(\)"),
+        ("tab_task", "tab_task:Tab", {"depth": 3}, "task.kwargs do not fit"),
+        ("tab_task", "tab_task", {}, "expected 'module:attribute'"),
+    ],
+)
+def test_each_entry_mistake_is_one_config_error(tmp_path, module, entry, kwargs, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        prepare(load_config(_config(tmp_path, module, entry, **kwargs)))
+    assert "\n" not in str(err.value)
+
+
+def test_a_missing_label_column_and_a_schema_mismatch_are_data_errors(tmp_path):
+    with pytest.raises(DataError, match="no label column 'diagnosis'"):
+        prepare(load_config(_config(tmp_path, "tab_task", "tab_task:Tab", label="diagnosis")))
+    sys.modules.pop("tab_task", None)
+    with pytest.raises(DataError, match="nope"):
+        prepare(load_config(_config(tmp_path, "tab_task", "tab_task:Tab", schema="wrong")))
+
+
+def test_task_name_is_the_builtin_model_and_entry_xor_name():
+    cfg = from_dict({"task": {"name": "logreg"}, "data": {"dataset": "synthetic_iid", "num_clients": 5}})
+    assert cfg.model.name == "logreg"
+    with pytest.raises(ConfigError, match="exactly one of entry"):
+        from_dict({"task": {"name": "2nn", "entry": "a:b"}})
+    with pytest.raises(ConfigError, match="expected one name"):
+        from_dict({"task": {"name": "2nn"}, "model": {"name": "cnn"}})
+    with pytest.raises(ConfigError, match="expected a table"):
+        from_dict({"task": {"entry": "a:b", "kwargs": 3}})
+
+
+def test_the_cli_prints_one_line_for_a_bad_entry(tmp_path):
+    cfg = _config(tmp_path, "tab_task", "tab_task:Nope")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hamrah.cli", "run", str(cfg), "--out", str(tmp_path / "out"), "--no-plot"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        "hamrah: error: task.entry = 'tab_task:Nope': module 'tab_task' has no attribute 'Nope'"
+    ]
+    assert not (tmp_path / "out").exists()
