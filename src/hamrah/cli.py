@@ -196,6 +196,7 @@ def _cmd_server(args: argparse.Namespace) -> None:
     print(
         f"done: {summary['rounds_committed']} rounds committed"
         + (f", final accuracy {acc:.4f}" if acc is not None else "")
+        + (f", on-device accuracy {dev:.4f}" if (dev := summary.get("final_device_accuracy")) is not None else "")
         + f". State in {args.state}"
     )
 
@@ -290,8 +291,8 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
 
 def _cmd_store(args: argparse.Namespace) -> None:
     from hamrah.device.store import ExampleStore
-    from hamrah.experiments.config import load_config
     from hamrah.experiments.runner import prepare
+    from hamrah.experiments.serve import load_server_config
 
     if args.action == "import":
         from hamrah.device.store import import_partition
@@ -303,7 +304,7 @@ def _cmd_store(args: argparse.Namespace) -> None:
             return
         if not args.config:
             raise HamrahError("store import: --from FILE_OR_DIR or --config (a partition's client) is required")
-        prep = prepare(load_config(args.config))
+        prep = prepare(load_server_config(args.config)[0])  # a run's config, or a server's
         if not 0 <= args.client < prep.data.num_clients:
             raise HamrahError(f"--client {args.client}: the partition has clients 0..{prep.data.num_clients - 1}")
         n = import_partition(args.out, prep.data.client_data(args.client))
@@ -374,7 +375,7 @@ def _add_party_command(sub) -> None:
 
 def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", required=True, help="HOST:PORT")
-    p.add_argument("--device-id", default="device", help="name in logs")
+    p.add_argument("--name", "--device-id", dest="device_id", default="device", help="the device's name in logs")
     p.add_argument("--client-key", type=int, default=0, help="seeds local shuffles (a simulated client's id)")
     p.add_argument("--tls-ca", help="CA certificate to trust (enables TLS)")
     p.add_argument("--tls-cert", help="client certificate (mutual TLS)")

@@ -31,6 +31,7 @@ from hamrah.core.aggregate import Aggregate, Statistic
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 
+OPTIMIZERS = ("sgd", "adam", "adamw")  # local solvers (``hamrah.algorithms.optimizers``)
 DELTA = Statistic("delta", robust=True)
 """The model change w_local - w_global, n_k-weighted; the one statistic a robust aggregator may combine."""
 
@@ -56,6 +57,9 @@ class LocalSGD:
         lr: local learning rate.
         momentum: heavy-ball momentum rho of the local solver (0 = plain SGD).
         num_steps: if set, run exactly this many steps (fresh shuffle every pass) instead of epochs.
+        optimizer: the local solver: "sgd", "adam" or "adamw" (:mod:`hamrah.algorithms.optimizers`).
+        betas: Adam's moment decay rates (beta1, beta2); adam and adamw only.
+        weight_decay: Adam's L2 term, or AdamW's decoupled decay; adam and adamw only.
     """
 
     epochs: int
@@ -63,6 +67,9 @@ class LocalSGD:
     lr: float
     momentum: float = 0.0
     num_steps: int | None = None
+    optimizer: str = "sgd"
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -80,6 +87,33 @@ class LocalSGD:
             isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1
         ):
             raise ConfigError(f"algorithm.local_steps = {self.num_steps!r}: expected an integer >= 1")
+        self._check_optimizer()
+
+    def _check_optimizer(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            expected = ", ".join(OPTIMIZERS)
+            raise ConfigError(f"algorithm.local_optimizer = {self.optimizer!r}: expected one of {expected}")
+        if self.optimizer == "sgd":
+            if self.weight_decay or self.betas != (0.9, 0.999):
+                raise ConfigError(
+                    'algorithm.local_betas and weight_decay: only with local_optimizer = "adam" or "adamw"'
+                )
+            return
+        if self.momentum:
+            raise ConfigError(
+                f"algorithm.momentum = {self.momentum}: heavy-ball momentum is SGD's; Adam keeps its own "
+                f'first moment (local_betas); expected momentum unset with local_optimizer = "{self.optimizer}"'
+            )
+        if len(self.betas) != 2:
+            raise ConfigError(f"algorithm.local_betas = {list(self.betas)}: expected [beta1, beta2]")
+        for b in self.betas:
+            _number("algorithm.local_betas", b, 0.0, 1.0, hi_open=True)
+        _number("algorithm.weight_decay", self.weight_decay, 0.0)
+
+    @property
+    def plain_sgd(self) -> bool:
+        """Plain SGD: no momentum, no adaptive optimizer (what the batched trainer runs)."""
+        return self.optimizer == "sgd" and not self.momentum
 
     def steps(self, num_examples: int) -> int:
         """Return the number of local SGD steps on ``num_examples`` examples (u_k in the paper)."""
@@ -232,6 +266,7 @@ def apply_delta(params: Params, delta: Params, scale: float = 1.0) -> Params:
 
 __all__ = [
     "DELTA",
+    "OPTIMIZERS",
     "Algorithm",
     "ClientResult",
     "ClientUpdate",

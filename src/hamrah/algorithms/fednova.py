@@ -11,6 +11,7 @@ import torch
 from hamrah.algorithms.base import DELTA, ClientResult, NoState, apply_delta
 from hamrah.algorithms.fedprox import FedProx
 from hamrah.core.aggregate import Aggregate, Statistic
+from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 
 A_NORM = Statistic("a_norm", shape="scalar", bounded=False)
@@ -55,6 +56,15 @@ class FedNova(FedProx):
     mu: float = 0.0
     name: str = "fednova"
     statistics: ClassVar[tuple[Statistic, ...]] = (DELTA, A_NORM)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.local.optimizer != "sgd":
+            raise ConfigError(
+                f'algorithm.local_optimizer = "{self.local.optimizer}": FedNova normalises each update by '
+                "||a_i||_1, computed from the number of SGD (or momentum) steps; an adaptive optimizer's "
+                'steps have no such weights; expected local_optimizer = "sgd" with fednova'
+            )
 
     def client_statistics(self, result: ClientResult) -> Params:
         """Return ``delta/`` = delta_i / ||a_i||_1 and ``a_norm`` = ||a_i||_1 (from the result's ``local_steps``)."""

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from hamrah.algorithms.base import GradientTransform, LocalSGD
-from hamrah.algorithms.transforms import Momentum
+from hamrah.algorithms.optimizers import local_optimizer
 from hamrah.core.metrics import Metric, merge_metrics
-from hamrah.core.params import Params
+from hamrah.core.params import Params, load_state, model_state
 from hamrah.data.federated import ArrayData
 from hamrah.task import DEFAULT_TASK, Task, uses_builtin_loss
 from hamrah.task.losses import PAD_LABEL, masked_mean_loss
@@ -75,16 +75,16 @@ def train_local(
     """Run ``plan`` (minibatch SGD) on one client's data from ``global_params``.
 
     Each minibatch gradient of ``task.loss`` passes through ``transforms`` in order, then the plan's
-    momentum, then w <- w - lr * direction. This is the only local training loop; algorithms differ by
+    optimizer (momentum, Adam: :func:`hamrah.algorithms.optimizers.local_optimizer`), then
+    w <- w - lr * direction. This is the only local training loop; algorithms differ by
     transforms. Plain SGD of the built-in cross-entropy on class labels runs the model's hand-written
     ``sgd_step(lr)`` when it has one.
     """
     task = DEFAULT_TASK if task is None else task
-    chain = list(transforms) + ([Momentum(plan.momentum)] if plan.momentum > 0 else [])
+    chain = list(transforms) + local_optimizer(plan)
     names = [n for n, _ in model.named_parameters()]
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(global_params[name])
+    load_state(model, global_params)  # parameters and BatchNorm buffers
+    model.train()
     params = list(model.parameters())
     y_all = targets(data.y, ignore_index)
     fused = getattr(model, "sgd_step", None)
@@ -107,7 +107,7 @@ def train_local(
         ix = torch.from_numpy(idx)
         total += step(data.x[ix], y_all[ix])
         steps += 1
-    local = {name: p.detach().clone() for name, p in model.named_parameters()}
+    local = {k: v for k, v in model_state(model).items() if k in global_params}
     return LocalResult(local, float(total) / max(steps, 1), steps)
 
 
@@ -120,10 +120,11 @@ def evaluate_metrics(
     task: Task | None = None,
     batch_size: int = 2000,
 ) -> dict[str, Metric]:
-    """Return ``task``'s metrics of ``params`` on ``data``, merged over batches (unreduced: they merge further)."""
+    """Return ``task``'s metrics of ``params`` on ``data``, merged over batches (unreduced: they merge
+    further); in eval mode: BatchNorm uses the running statistics in ``params``."""
     task = DEFAULT_TASK if task is None else task
-    for name, p in model.named_parameters():
-        p.copy_(params[name])
+    load_state(model, params)
+    model.eval()
     out: dict[str, Metric] = {}
     for i in range(0, len(data), batch_size):
         out = merge_metrics(

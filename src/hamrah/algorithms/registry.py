@@ -15,13 +15,33 @@ from hamrah.algorithms.scaffold import Scaffold
 from hamrah.core.aggregate import Statistic
 from hamrah.core.errors import ConfigError
 
-_LOCAL = {"local_epochs": 1, "batch_size": 10, "lr": 0.1, "momentum": 0.0, "local_steps": None}
+_LOCAL = {
+    "local_epochs": 1,
+    "batch_size": 10,
+    "lr": 0.1,
+    "momentum": 0.0,
+    "local_steps": None,
+    "local_optimizer": "sgd",
+    "local_betas": (0.9, 0.999),
+    "weight_decay": 0.0,
+}
 _OPT = ("server_lr", "beta1", "beta2", "tau")
 
 
 def _local(hp: dict) -> LocalSGD:
     v = {**_LOCAL, **{k: hp[k] for k in _LOCAL if k in hp}}
-    return LocalSGD(v["local_epochs"], v["batch_size"], v["lr"], v["momentum"], v["local_steps"])
+    betas = v["local_betas"]
+    betas = tuple(betas) if isinstance(betas, (list, tuple)) else betas  # a list in a config or a JSON plan
+    return LocalSGD(
+        v["local_epochs"],
+        v["batch_size"],
+        v["lr"],
+        v["momentum"],
+        v["local_steps"],
+        v["local_optimizer"],
+        betas,
+        v["weight_decay"],
+    )
 
 
 def _pick(hp: dict, keys: tuple[str, ...]) -> dict:

@@ -44,7 +44,7 @@ class Scaffold:
     Plain local SGD only: option II's c_i+ = c_i - c + (x - y_i)/(K lr) estimates the average
     corrected gradient from the distance travelled, which equals it only when each of the K steps
     moves by lr times the gradient; heavy-ball momentum moves farther (up to 1/(1 - rho) times), so
-    ``momentum > 0`` is refused at construction.
+    ``momentum > 0`` and an adaptive local optimizer (Adam, AdamW) are refused at construction.
 
     Example:
         >>> Scaffold(0.1, LocalSGD(1, 10, 0.05), server_lr=1.0).name
@@ -66,6 +66,12 @@ class Scaffold:
             isinstance(self.num_clients, bool) or not isinstance(self.num_clients, int) or self.num_clients < 1
         ):
             raise ConfigError(f"algorithm.num_clients = {self.num_clients!r}: expected an integer >= 1")
+        if self.local.optimizer != "sgd":
+            raise ConfigError(
+                f'algorithm.local_optimizer = "{self.local.optimizer}": SCAFFOLD\'s option II control variate '
+                "(x - y_i) / (K lr) assumes each local step moves lr times the corrected gradient, which an "
+                'adaptive optimizer does not; expected local_optimizer = "sgd" with scaffold'
+            )
         if self.local.momentum:
             raise ConfigError(
                 f"algorithm.momentum = {self.local.momentum}: SCAFFOLD's option II control variate "

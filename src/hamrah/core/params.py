@@ -102,6 +102,29 @@ def unflatten_params(vector: np.ndarray, layout: ParamsLayout) -> Params:
     return layout.unflatten(vector)
 
 
+def model_state(model: torch.nn.Module) -> Params:
+    """Return what a round carries of ``model``: its parameters, then its floating-point buffers
+    (BatchNorm's running mean and variance), as detached copies.
+
+    The buffers travel and are combined like parameters: a client's delta includes how its local
+    passes moved them, so FedAvg's example-weighted mean of deltas gives the example-weighted mean of
+    the clients' buffers. Integer buffers (BatchNorm's ``num_batches_tracked``) stay on each model:
+    they only count batches, and BatchNorm reads them only when its ``momentum`` is None.
+    """
+    out = {k: v.detach().clone() for k, v in model.named_parameters()}
+    out.update({k: v.detach().clone() for k, v in model.named_buffers() if v.is_floating_point()})
+    return out
+
+
+@torch.no_grad()
+def load_state(model: torch.nn.Module, params: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``params`` into the model's parameters and floating-point buffers of the same names
+    (names ``params`` lacks keep their values)."""
+    for name, t in (*model.named_parameters(), *model.named_buffers()):
+        if name in params and t.is_floating_point():
+            t.copy_(params[name])
+
+
 def clone(params: Mapping[str, torch.Tensor]) -> Params:
     """Return a detached copy of ``params``."""
     return {k: v.detach().clone() for k, v in params.items()}

@@ -5,6 +5,13 @@ checkpoint, run the plan on the Example Store's data with the same client code t
 (:func:`hamrah.algorithms.client_update`), watching eligibility all along (a condition that stops
 holding aborts the task and tells the server), report the update; then come back when the server
 said to.
+
+A cross-silo site (the server's check-in reply says ``mode = "cross_silo"``) skips the eligibility
+checks: its first check-in goes out whatever its state, and from the first reply on it trains
+whenever it is asked. Before training it checks its store against the plan (examples present, input
+shape, labels); a mismatch fails the task with the reason, and the server then takes the site out of
+the run and tells it so at its next check-in. Everything a device does is logged at INFO under
+``DeviceConfig.device_id`` (``hamrah device --name``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from hamrah.core.seeds import client_rng
 from hamrah.device.eligibility import StateSource
 from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
 from hamrah.device.secure import SecAggIdentity, SecureSession, secure_stage
+from hamrah.device.site import check_store, holdout
 from hamrah.device.store import ExampleStore
 from hamrah.transport.codec import (
     BROADCAST_PREFIX,
@@ -42,12 +50,13 @@ from hamrah.transport.codec import (
     sha256,
 )
 from hamrah.transport.identity import RETRY_MAX_S, DeviceKey, RequestSigner, jittered
-from hamrah.transport.plan import Plan
+from hamrah.transport.plan import CROSS_SILO_KEY, OUT_OF_RUN, Plan
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
 from hamrah.transport.security import channel_credentials
 
 log = logging.getLogger("hamrah.device")
+CROSS_SILO = "cross_silo"  # CheckInResponse.mode of a cross-silo server
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", CHUNK_BYTES + (1 << 16)),
     ("grpc.max_send_message_length", CHUNK_BYTES + (1 << 16)),
@@ -97,12 +106,16 @@ class DeviceConfig:
 class DeviceStats:
     check_ins: int = 0
     finished: bool = False  # the server said training is over
+    out_of_run: bool = False  # cross-silo: the server took this site out of the run (its task failed)
     tasks: int = 0
     reported: int = 0
     aborted: int = 0
     failed: int = 0
     refused: int = 0
     messages: list[str] = field(default_factory=list)
+
+
+_LOGGED = ("train_loss", "loss", "accuracy", "eval_loss", "eval_accuracy")  # metrics in the device's log line
 
 
 class TaskAborted(Exception):
@@ -129,6 +142,7 @@ class DeviceRuntime:
         key = DeviceKey.load(cfg.signing_key) if cfg.signing_key else None
         self._signer = RequestSigner(cfg.token, key, cfg.device_id)
         self._jitter = random.Random(hashlib.sha256(f"{cfg.device_id}/{cfg.client_key}".encode()).digest())
+        self.site = False  # a cross-silo site (learned from the server's reply): no eligibility checks
 
     def _channel(self) -> grpc.aio.Channel:
         c = self.cfg
@@ -149,13 +163,16 @@ class DeviceRuntime:
             stub = pb_grpc.FederatedLearningStub(channel)
             while self.cfg.max_tasks is None or self.stats.tasks < self.cfg.max_tasks:
                 state = self.state.read()
-                if not state.eligible:
+                if not state.eligible and not self.site and self.stats.check_ins:  # the first goes out: a site?
                     await asyncio.sleep(self.cfg.poll_s * 10)
                     continue
                 reply = await self._call(stub.CheckIn, self._check_in_request(state))
                 self.stats.check_ins += 1
+                if reply.mode == CROSS_SILO and not self.site:
+                    self.site = True
+                    log.info("device %s: a cross-silo site of %s: trains whenever asked", self.name, self.cfg.server)
                 if reply.finished:
-                    self.stats.finished = True
+                    self._finished(reply.message)
                     break
                 if reply.HasField("task"):
                     wait = await self._run_task(stub, reply.task)
@@ -163,6 +180,20 @@ class DeviceRuntime:
                     wait = reply.reconnect_after_s
                 await asyncio.sleep(max(wait, 0.0))
         return self.stats
+
+    @property
+    def name(self) -> str:
+        return self.cfg.device_id
+
+    def _finished(self, message: str) -> None:
+        """Log why the server ended this device's run (training is over, or this site is out of it)."""
+        self.stats.out_of_run = message.startswith(OUT_OF_RUN)
+        self.stats.finished = not self.stats.out_of_run  # the others train on
+        if self.stats.out_of_run:
+            log.error("device %s: the server says %s", self.name, message)
+            self.stats.messages.append(message)
+        else:
+            log.info("device %s: the server says %s; stopping", self.name, message or "training is over")
 
     def _check_in_request(self, state) -> pb.CheckInRequest:
         ds = pb.DeviceState(idle=state.idle, charging=state.charging, unmetered=state.unmetered, battery=state.battery)
@@ -207,6 +238,7 @@ class DeviceRuntime:
         fault = self.fault(task.round) if self.fault else None
         try:
             plan = Plan.from_json(task.plan)
+            log.info("device %s: round %d: got a %s task", self.name, task.round, plan.kind)
             weights = await self._download(stub, task)
             if fault == "offline":  # gone without a word; back later
                 return self.cfg.max_retry_s
@@ -218,12 +250,14 @@ class DeviceRuntime:
             header.update_bytes = len(payload)
         except TaskAborted as e:
             self.stats.aborted += 1
+            log.warning("device %s: round %d: aborted its task: %s", self.name, task.round, e)
             header, payload = (
                 pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.ABORTED, reason=str(e)),
                 b"",
             )
         except (HamrahError, RuntimeError, ValueError) as e:
             self.stats.failed += 1
+            log.error("device %s: round %d: failed its task: %s", self.name, task.round, e)
             header, payload = (
                 pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.FAILED, reason=str(e)[:500]),
                 b"",
@@ -231,8 +265,19 @@ class DeviceRuntime:
         except grpc.aio.AioRpcError as e:
             self.stats.refused += 1
             self.stats.messages.append(f"round {task.round}: checkpoint refused: {e.details()}")
+            log.warning("device %s: round %d: checkpoint refused: %s", self.name, task.round, e.details())
             return self.cfg.retry_s
         else:
+            log.info(
+                "device %s: round %d: %s task done: %d examples, %s; %d bytes down, %d bytes up",
+                self.name,
+                task.round,
+                plan.kind,
+                header.num_examples,
+                ", ".join(f"{k} {v:.4g}" for k, v in json.loads(header.metrics).items() if k in _LOGGED),
+                task.checkpoint_bytes,
+                len(payload),
+            )
             accepted, wait = await self._report(stub, header, payload)
             if accepted and new_state is not None:  # keep c_i only once the server has its delta
                 self.store.save_client_state(new_state)
@@ -301,7 +346,7 @@ class DeviceRuntime:
         work = asyncio.ensure_future(asyncio.to_thread(self._compute, plan, params, broadcast or None, fault))
         while not work.done():
             state = self.state.read()
-            if not state.eligible:
+            if not state.eligible and not self.site:
                 work.add_done_callback(lambda f: f.exception())  # the thread finishes; its result is dropped
                 raise TaskAborted(f"eligibility lost mid-task: {', '.join(state.blockers())}")
             await asyncio.wait({work}, timeout=self.cfg.poll_s)
@@ -322,10 +367,20 @@ class DeviceRuntime:
         if fault == "fail":
             raise RuntimeError("simulated device failure mid-task")
         data = self.store.read_all()
+        check_store(data, plan)
         model = plan.model.build()
+        held = None
+        fraction = float(plan.extra.get(CROSS_SILO_KEY, {}).get("eval_fraction", 0.0))
+        if fraction > 0 and len(data) >= 2:  # a site: the global model is scored on its held-out examples only
+            held, data = holdout(data, fraction, plan.seed, self.cfg.client_key)
         if plan.kind == "evaluate":
-            loss, acc = evaluate(model, params, data, plan.ignore_index)
-            return len(data), {"loss": loss, "accuracy": acc}, {}, None
+            scored = data if held is None else held
+            loss, acc = evaluate(model, params, scored, plan.ignore_index)
+            return len(scored), {"loss": loss, "accuracy": acc}, {}, None
+        site_eval: dict = {}
+        if held is not None:  # score the global model before training on the rest
+            loss, acc = evaluate(model, params, held, plan.ignore_index)
+            site_eval = {"eval_examples": float(len(held)), "eval_loss": loss, "eval_accuracy": acc}
         algorithm = build(**plan.algorithm)
         rng = client_rng(plan.seed, plan.round, self.cfg.client_key)
         up = client_update(
@@ -343,6 +398,7 @@ class DeviceRuntime:
         metrics = {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float, np.floating))}
         local = {k: params[k] + r.delta[k] for k in r.delta}
         metrics["loss"], metrics["accuracy"] = evaluate(model, local, data, plan.ignore_index)  # on local data
+        metrics.update(site_eval)
         update = algorithm.client_statistics(r)  # the statistics the algorithm declares, namespaced
         if uses_pipeline(plan.extra):  # packed for the pipeline's weighted sum (w_k = n_k, or 1 under DP)
             weight = 1.0 if plan_pipeline(plan.extra)[0].equal_weights else float(r.num_examples)

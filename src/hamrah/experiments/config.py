@@ -78,6 +78,9 @@ class AlgorithmConfig:
     beta1: float | None = None  # fedadam/yogi/adagrad: first moment; fedavgm: server momentum
     beta2: float | None = None  # fedadam/yogi
     tau: float | None = None  # fedadam/yogi/adagrad: adaptivity
+    local_optimizer: str | None = None  # the local solver: "sgd" (default), "adam" or "adamw"
+    local_betas: list[float] | None = None  # adam/adamw moment decays (beta1/beta2 are the server optimizer's)
+    weight_decay: float | None = None  # adam: L2 term; adamw: decoupled decay
 
 
 @dataclass(frozen=True)
@@ -424,7 +427,18 @@ def user_task(cfg: ExperimentConfig) -> bool:
     return cfg.task is not None and cfg.task.entry is not None
 
 
-_EXTRAS = ("momentum", "local_steps", "mu", "server_lr", "beta1", "beta2", "tau")
+_EXTRAS = (
+    "momentum",
+    "local_steps",
+    "mu",
+    "server_lr",
+    "beta1",
+    "beta2",
+    "tau",
+    "local_optimizer",
+    "local_betas",
+    "weight_decay",
+)
 
 
 def algorithm_hyperparameters(a: AlgorithmConfig) -> dict:

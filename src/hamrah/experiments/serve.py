@@ -14,8 +14,9 @@ from hamrah.experiments.runner import prepare
 from hamrah.models import ModelSpec
 from hamrah.observe.dashboard import DashboardConfig, dashboard_config
 from hamrah.server.app import ServerSetup
-from hamrah.server.config import ServerConfig, server_config
+from hamrah.server.config import ServerConfig, server_config, site_count
 from hamrah.server.coordinator import RunPlan
+from hamrah.transport.security import TokenRegistry
 
 
 def load_server_config(path: str | Path) -> tuple[ExperimentConfig, ServerConfig]:
@@ -69,7 +70,16 @@ def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
     """
     prep = prepare(exp)
     ds = prep.data.dataset
-    goal = srv.goal(prep.algorithm.cohort_size(prep.data.num_clients))
+    if srv.cross_silo:  # every site every round
+        tokens = TokenRegistry(srv.tokens_file, srv.revoked_file).count() if srv.tokens_file else None
+        goal = site_count(srv, tokens)
+    else:
+        goal = srv.goal(prep.algorithm.cohort_size(prep.data.num_clients))
+    if not srv.test_set and exp.run.stop_at_target:
+        raise ConfigError(
+            "run.stop_at_target with server.test_set = false: the target is a test accuracy and the server "
+            "holds no test set; expected stop_at_target = false (or a test set)"
+        )
     if srv.min_reports is not None and srv.min_reports > goal:
         raise ConfigError(f"server.min_reports = {srv.min_reports}: expected at most the goal count ({goal})")
     if srv.max_example_weight == 0:  # the weight the server trusts: the largest client it knows of
@@ -84,7 +94,7 @@ def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
         algorithm=build(**plan),
         algorithm_plan=plan,
         model=ModelSpec.of(exp.model.name, ds),
-        test_data=ds.test,
+        test_data=ds.test if srv.test_set else None,
         goal=goal,
         config=config,
         ignore_index=ds.ignore_index,

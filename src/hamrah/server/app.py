@@ -150,14 +150,14 @@ class FLServer:
         self.port = bound
         params = self.coordinator.params
         log.info(
-            "serving population %r on %s:%d (%s, %s: %s parameters; goal %d per round; state %s)",
+            "serving population %r on %s:%d (%s, %s: %s parameters; %s; state %s)",
             s.population,
             host,
             bound,
             "TLS" if s.tls_cert else "plaintext",
             self.setup.model.name,
             f"{num_parameters(params):,}",
-            self.setup.goal,
+            f"cross-silo: {self.setup.goal} sites, each round" if s.cross_silo else f"goal {self.setup.goal} per round",
             self.store.dir,
         )
         return bound
@@ -224,6 +224,7 @@ class FLServer:
             "num_parameters": num_parameters(self.coordinator.params),
             "rounds_committed": len(records),
             **accuracy_summary(records, self.setup.run.target_accuracy),
+            **(self.coordinator.final_eval or {}),  # cross-silo: the sites' score of the final model
             "wall_s": records[-1]["elapsed_s"] if records else 0.0,
             **self.totals(),
         }

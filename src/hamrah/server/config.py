@@ -11,6 +11,16 @@ from hamrah.aggregation import build_aggregator
 from hamrah.core.errors import ConfigError
 
 BACKENDS = ("asyncio", "ray")
+MODES = ("cross_device", "cross_silo")
+# Keys that make no sense when every site trains every round (cross_silo), with the reason.
+_NOT_CROSS_SILO = {
+    "goal_count": "the goal is every site; set server.sites (or list the sites in tokens_file)",
+    "over_selection": "every site is asked every round; there is no one to over-select",
+    "min_selected_fraction": "selection waits for every site still in the run; use min_reports",
+    "selection_window_s": "there is no first-come window to draw from: every site is selected",
+    "eval_devices": "every site trains every round; federated evaluation is site_eval_fraction",
+    "no_show_rounds": "a site that misses a round is asked again in the next one",
+}
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,14 @@ class ServerConfig:
         rate_per_s, rate_burst: per-device token bucket on calls (refill rate and bucket size).
         keep_last: checkpoints kept besides the best one (0: keep every checkpoint).
         keep_best: also keep the checkpoint of the best test accuracy.
+        mode: "cross_device" (a population of phones, sampled per round) or "cross_silo" (a handful
+            of always-on sites, every site in every round, no over-selection, no eligibility checks;
+            see docs/cross_silo.md).
+        sites: cross_silo: the number of sites (None: the number of tokens in ``tokens_file``).
+        test_set: false: the server holds no test set; rounds are scored only by federated evaluation.
+        site_eval_fraction: cross_silo: each site holds out this fraction of its examples (a split fixed
+            by the run's seed and its client key), scores the round's global model on it before
+            training, and the server records the example-weighted mean (0: no federated evaluation).
     """
 
     population: str = "default"
@@ -102,14 +120,26 @@ class ServerConfig:
     rate_burst: int = 40
     keep_last: int = 5
     keep_best: bool = True
+    mode: str = "cross_device"
+    sites: int | None = None
+    test_set: bool = True
+    site_eval_fraction: float = 0.0
+
+    @property
+    def cross_silo(self) -> bool:
+        return self.mode == "cross_silo"
 
     def goal(self, default: int) -> int:
         return self.goal_count if self.goal_count is not None else default
 
     def selection_target(self, goal: int) -> int:
+        if self.cross_silo:
+            return goal
         return max(goal, math.ceil(goal * self.over_selection - 1e-9))
 
     def reports_needed(self, goal: int) -> int:
+        if self.cross_silo:  # every site still in the run
+            return self.min_reports if self.min_reports is not None else goal
         return self.min_reports if self.min_reports is not None else max(1, math.ceil(0.8 * goal))
 
 
@@ -129,7 +159,46 @@ def server_config(table: dict) -> ServerConfig:
         values[key] = _coerce(f"server.{key}", value, hints[key])
     cfg = ServerConfig(**values)
     _check(cfg)
+    _check_mode(cfg, set(table))
     return cfg
+
+
+def _check_mode(c: ServerConfig, given: set[str]) -> None:
+    """Refuse settings that make no sense in the chosen mode, with the reason."""
+    if c.mode not in MODES:
+        raise ConfigError(f"server.mode = {c.mode!r}: expected one of {', '.join(MODES)}")
+    if not c.cross_silo:
+        for key in ("sites", "site_eval_fraction"):
+            if key in given:
+                raise ConfigError(f'server.{key}: only with server.mode = "cross_silo"; expected it unset')
+        return
+    for key, why in _NOT_CROSS_SILO.items():
+        if key in given:
+            raise ConfigError(f'server.{key} with server.mode = "cross_silo": {why}; expected it unset')
+    if c.sites is not None and c.sites < 1:
+        raise ConfigError(f"server.sites = {c.sites!r}: expected an integer >= 1")
+    if not 0.0 <= c.site_eval_fraction < 1.0:
+        raise ConfigError(f"server.site_eval_fraction = {c.site_eval_fraction!r}: expected a fraction in [0, 1)")
+    if c.sites is not None and c.min_reports is not None and c.min_reports > c.sites:
+        raise ConfigError(f"server.min_reports = {c.min_reports}: expected at most server.sites ({c.sites})")
+
+
+def site_count(c: ServerConfig, tokens: int | None) -> int:
+    """Return a cross-silo run's number of sites: ``sites``, else the number of device tokens.
+
+    Raises:
+        ConfigError: neither gives a number, or they disagree.
+    """
+    if c.sites is None and tokens is None:
+        raise ConfigError(
+            'server.mode = "cross_silo" needs the number of sites: expected server.sites = N '
+            "or a server.tokens_file listing one token per site"
+        )
+    if c.sites is not None and tokens is not None and tokens < c.sites:
+        raise ConfigError(
+            f"server.sites = {c.sites}: the tokens file lists only {tokens} devices; expected a token per site"
+        )
+    return c.sites if c.sites is not None else int(tokens or 0)
 
 
 def _coerce(key: str, value, hint):
@@ -209,4 +278,4 @@ def _check(c: ServerConfig) -> None:
         raise ConfigError(f"server.min_reports = {c.min_reports}: expected at most goal_count ({c.goal_count})")
 
 
-__all__ = ["BACKENDS", "ServerConfig", "server_config"]
+__all__ = ["BACKENDS", "MODES", "ServerConfig", "server_config", "site_count"]

@@ -23,14 +23,14 @@ from hamrah.algorithms.base import Algorithm
 from hamrah.algorithms.local import evaluate
 from hamrah.algorithms.state import flatten_state, unflatten_state
 from hamrah.core.errors import NotEnoughClients, ProtocolError
-from hamrah.core.params import Params
+from hamrah.core.params import Params, model_state
 from hamrah.core.records import RoundRecord
 from hamrah.data.federated import ArrayData
 from hamrah.models import ModelSpec
 from hamrah.server import events as ev
 from hamrah.server.aggregators import master_aggregator
 from hamrah.server.config import ServerConfig
-from hamrah.server.influence import check_finite, check_metrics, influence_bound
+from hamrah.server.influence import SITE_EVAL, check_finite, check_metrics, influence_bound
 from hamrah.server.machine import DUE, MachineConfig, RoundMachine
 from hamrah.server.reports import BoundedReports
 from hamrah.server.rounds import (
@@ -51,6 +51,7 @@ from hamrah.transport.codec import BROADCAST_PREFIX, encode_params, sha256, spec
 from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
+_LOGGED = ("train_loss", "loss", "accuracy", "eval_accuracy")  # metrics named in a report's log line
 __all__ = ["Coordinator", "LateReport", "RunPlan"]
 
 
@@ -90,6 +91,8 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         self.totals = None  # a callable returning the run's counters, saved with each commit (FLServer sets it)
         self.on_round: Callable[[RoundRecord], None] | None = None  # called after each commit
         self.elapsed_before = 0.0  # elapsed_s of the last committed round of earlier processes
+        self.names: dict[str, str] = {}  # device key -> the name it checked in with
+        self.site_log = logging.INFO if cfg.cross_silo else logging.DEBUG  # per-device lines
         resumed = store.latest()
         if resumed is None:
             self.params: Params = self._initial_params()
@@ -116,7 +119,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed(self.run_plan.seed))
-            return {k: v.detach().clone() for k, v in self.model_spec.build().named_parameters()}
+            return model_state(self.model_spec.build())  # parameters and BatchNorm buffers
 
     # --- the machine's state, read by selectors, the service and tests -----------------------
 
@@ -143,6 +146,24 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
 
     def has_task(self, device: str) -> bool:
         return self.machine.has_task(device)
+
+    def named(self, device: str, name: str) -> None:
+        """Remember the name ``device`` checked in with (``hamrah device --name``), for the logs."""
+        if name and self.names.get(device) != name:
+            self.names[device] = name[:64]
+
+    def who(self, device: str) -> str:
+        """Return how the logs name ``device``: the name it checked in with and its key's first digits."""
+        name = self.names.get(device)
+        return f"{name} [{device[:8]}]" if name else device[:8]
+
+    def site_out(self, device: str) -> str | None:
+        """Cross-silo: why ``device`` is out of the run, or None while it is in."""
+        return self.machine.out.get(device)
+
+    def site_failed(self, device: str, reason: str) -> None:
+        """Cross-silo: ``device`` cannot run the task (seen at check-in): it is out of the run."""
+        self._feed(ev.SiteFailed(device, reason))
 
     def reconnect_after(self) -> float:
         return self.machine.reconnect_after()
@@ -201,7 +222,14 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         if report.status in (ev.ABORTED, ev.FAILED):
             if rs.secure is not None:
                 rs.secure.leave(info.task_id)
-            log.info("round %d: device %s %s its task: %s", rs.round, device[:8], report.status, report.reason[:200])
+            log.log(
+                logging.WARNING if report.status == ev.FAILED else logging.INFO,
+                "round %d: device %s %s its task: %s",
+                rs.round,
+                self.who(device),
+                report.status,
+                report.reason[:300],
+            )
             self._feed(ev.DeviceAborted(device, info.task_id, rs.round, report.status == ev.FAILED, report.reason))
             return report.status
         if report.status != ev.COMPLETED:
@@ -220,8 +248,21 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
                 "SecureAggregation stream, not Report"
             )
         else:
+            site_eval = self._site_eval(report.metrics)
             self._fold(rs, info, *self._decode_report(info, report))
             rs.aggregation_s += self.clock.now() - t0
+            if site_eval is not None:
+                rs.evals.append(site_eval)
+        log.log(
+            self.site_log,
+            "round %d: device %s reported its %s task: %d examples, %d bytes, %s",
+            rs.round,
+            self.who(device),
+            info.kind,
+            report.num_examples,
+            len(report.payload),
+            ", ".join(f"{k} {report.metrics[k]:.4g}" for k in _LOGGED if k in report.metrics),
+        )
         train_s = report.metrics.get("duration_s") if info.kind == "train" else None
         self._feed(
             ev.ReportArrived(
@@ -235,6 +276,22 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
             )
         )
         return "accepted"
+
+    def _site_eval(self, metrics) -> tuple[int, dict] | None:
+        """Cross-silo: a training report's score of the round's global model on the site's held-out
+        examples, as ``(weight, {"loss", "accuracy"})``; None when it carries none.
+
+        Raises:
+            ProtocolError: some of ``eval_examples``, ``eval_loss``, ``eval_accuracy`` but not all.
+        """
+        present = [k for k in SITE_EVAL if k in metrics]
+        if not present or not self.cfg.cross_silo:
+            return None
+        if len(present) < len(SITE_EVAL):
+            raise ProtocolError(f"metrics: {present} without the rest of {list(SITE_EVAL)}")
+        m = check_metrics({k: metrics[k] for k in SITE_EVAL})
+        weight = min(int(m["eval_examples"]), self.max_weight)
+        return (weight, {"loss": m["eval_loss"], "accuracy": m["eval_accuracy"]}) if weight >= 1 else None
 
     def refused(self, device: str, reason: str) -> None:
         """Count a refused message of ``device`` in the round in flight."""
@@ -272,7 +329,8 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
 
     def _prepare(self, due: ev.RoundDue) -> ev.Event:
         """Get round ``due.round`` ready (checkpoint, Aggregators); return the event that opens it."""
-        if self.pipeline is not None and not self.pipeline.may_run(due.round):
+        evaluating = self.machine.evaluating  # cross-silo: the sites score the final model, no update
+        if not evaluating and self.pipeline is not None and not self.pipeline.may_run(due.round):
             return ev.Stop("the privacy budget allows no more rounds")
         tensors = dict(self.params)
         extra = self.algorithm.broadcast(self.server_state)
@@ -283,7 +341,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         buffered = self.aggregator is not None  # a robust rule needs each report; every algorithm streams
         self.master.start_round(buffered=buffered or (self.pipeline is not None and self.pipeline.buffered))
         self._secure = None
-        return ev.OpenRound(secure=self.secure_stage() is not None)
+        return ev.OpenRound(secure=not evaluating and self.secure_stage() is not None)
 
     def _task(self, info: TaskInfo) -> pb.Task:
         info.aggregator = self.master.assign() if info.kind == "train" else -1
@@ -300,7 +358,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         secure = self._secure if rs.secure_mode else None
         if secure is None:
             self._release(rs, closing=True)  # reports still held for want of a norm bound are folded in now
-            if self.master.reports() < self.machine.cfg.reports_needed:  # lost with every Aggregator
+            if self.master.reports() < self.machine.needed():  # lost with every Aggregator
                 return ev.CommitRefused(rs.round, f"{self.master.reports()} reports left after Aggregator failures")
         try:
             record = self._commit(rs, secure)

@@ -125,6 +125,14 @@ class DeviceAborted:
 
 
 @dataclass(frozen=True)
+class SiteFailed:
+    """Cross-silo: a site cannot run the run's task (e.g. its store holds no examples); it is out."""
+
+    device: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ReportRefused:
     """A message of a device was refused (malformed, unauthenticated, over a limit...)."""
 
@@ -182,6 +190,7 @@ Event = (
     | Downloaded
     | ReportArrived
     | DeviceAborted
+    | SiteFailed
     | ReportRefused
     | TimerFired
     | OpenRound
@@ -260,6 +269,24 @@ class RoundAbandoned:
 
 
 @dataclass(frozen=True)
+class SiteOut:
+    """Cross-silo: ``device`` failed its task for ``reason`` and is out of the run; ``left`` sites remain
+    (the shell logs it and tells the site at its next check-in)."""
+
+    device: str
+    reason: str
+    left: int
+
+
+@dataclass(frozen=True)
+class SitesEvaluated:
+    """Cross-silo: the sites scored round ``round``'s (final) model: ``evals`` are (weight, metrics)."""
+
+    round: int
+    evals: tuple[tuple[int, dict], ...]
+
+
+@dataclass(frozen=True)
 class RunFinished:
     """No more rounds: ``reason`` is "rounds", "target", "stopped" or "drained"."""
 
@@ -283,6 +310,8 @@ Output = (
     | ReportingOpened
     | CommitDue
     | RoundAbandoned
+    | SiteOut
+    | SitesEvaluated
     | RunFinished
     | RunFailed
 )
@@ -315,6 +344,9 @@ __all__ = [
     "RunFinished",
     "SecureDone",
     "SelectionClosed",
+    "SiteFailed",
+    "SiteOut",
+    "SitesEvaluated",
     "Stop",
     "TaskAsked",
     "TaskAssigned",

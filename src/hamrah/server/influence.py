@@ -168,7 +168,15 @@ def check_finite(params: Mapping[str, torch.Tensor], what: str) -> None:
 
 
 # Evaluate-task and training metrics: the range each known metric must fall in (inclusive).
-METRIC_RANGES = {"accuracy": (0.0, 1.0), "loss": (0.0, math.inf), "train_loss": (0.0, math.inf)}
+METRIC_RANGES = {
+    "accuracy": (0.0, 1.0),
+    "loss": (0.0, math.inf),
+    "train_loss": (0.0, math.inf),
+    "eval_accuracy": (0.0, 1.0),  # cross-silo: the round's global model on the site's held-out examples
+    "eval_loss": (0.0, math.inf),
+    "eval_examples": (0.0, math.inf),
+}
+SITE_EVAL = ("eval_examples", "eval_loss", "eval_accuracy")
 MAX_METRICS = 32  # most metrics one report may carry
 
 

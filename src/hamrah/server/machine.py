@@ -14,18 +14,24 @@ fewer than ``reports_needed`` abandons it; training devices that never answered 
 ``no_show_rounds`` rounds) -> *commit* (the shell commits, then sends ``Committed`` or
 ``CommitRefused``). An abandoned or refused round is retried after ``retry_delay_s``, at most
 ``max_round_attempts`` times; then the run fails.
+
+Cross-silo (``cross_silo``): the goal and target are every site still in the run, the selection window
+is 0, and a site that fails its task (a FAILED report, or :class:`SiteFailed` at check-in) is out of
+the run: the round goes on without it, later rounds need one site fewer (unless ``min_reports`` is
+set), and when fewer sites remain than ``min_reports`` (or none) the run fails at once. With
+``final_eval``, the last commit is followed by an evaluation round of the final model (every site gets
+an evaluate task; :class:`SitesEvaluated` carries their scores; nothing is committed), then the run ends.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from hamrah.core.errors import ProtocolError
 from hamrah.server import events as ev
+from hamrah.server.machine_config import MachineConfig
 from hamrah.server.rounds import LateReport, RoundState, TaskInfo, draw, no_shows
 
 DUE, SELECTING, REPORTING, COMMITTING, RETRY_WAIT, FINISHED = (
@@ -36,51 +42,6 @@ DUE, SELECTING, REPORTING, COMMITTING, RETRY_WAIT, FINISHED = (
     "retry_wait",
     "finished",
 )
-
-
-@dataclass(frozen=True)
-class MachineConfig:
-    """The settings the round machine honours (from ``[server]`` and ``[run]``; see
-    ``hamrah.server.config.ServerConfig`` for each)."""
-
-    rounds: int
-    goal: int
-    target: int
-    reports_needed: int
-    min_selected: int
-    eval_target: int = 0
-    selection_timeout_s: float = 60.0
-    reporting_timeout_s: float = 300.0
-    selection_window_s: float = 0.0
-    max_round_attempts: int = 10
-    retry_delay_s: float = 1.0
-    no_show_rounds: int = 0
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 10.0
-    target_accuracy: float | None = None
-    stop_at_target: bool = False
-
-    @classmethod
-    def of(cls, cfg, run, goal: int) -> MachineConfig:
-        """Build from a ``ServerConfig``, a ``RunPlan`` and the per-round goal."""
-        return cls(
-            run.rounds,
-            goal,
-            cfg.selection_target(goal),
-            cfg.reports_needed(goal),
-            math.ceil(cfg.min_selected_fraction * goal),
-            cfg.eval_devices,
-            cfg.selection_timeout_s,
-            cfg.reporting_timeout_s,
-            cfg.selection_window_s,
-            cfg.max_round_attempts,
-            cfg.retry_delay_s,
-            cfg.no_show_rounds,
-            cfg.reconnect_min_s,
-            cfg.reconnect_max_s,
-            run.target_accuracy,
-            run.stop_at_target,
-        )
 
 
 class RoundMachine:
@@ -117,6 +78,8 @@ class RoundMachine:
         self.retry_at: float | None = None
         self.draining = False
         self.failure: str | None = None
+        self.out: dict[str, str] = {}  # cross-silo: sites out of the run -> why
+        self.evaluating = False  # cross-silo: the sites are scoring the final model (no commit follows)
         self.journal: list[tuple[float, ev.Event, list[ev.Output]]] | None = [] if journal else None
 
     @property
@@ -155,6 +118,17 @@ class RoundMachine:
         if rs is not None and self.phase == REPORTING and not rs.secure_mode:
             times.append(rs.reporting_deadline)
         return min(times) if times else None
+
+    def sites_left(self) -> int:
+        """Cross-silo: the sites still in the run."""
+        return self.cfg.goal - len(self.out)
+
+    def needed(self) -> int:
+        """Reports (and selected devices, cross-silo) a round needs to commit."""
+        return self.cfg.reports_needed or max(self.sites_left(), 1)
+
+    def min_selected(self) -> int:
+        return self.needed() if self.cfg.cross_silo else self.cfg.min_selected
 
     def has_task(self, device: str) -> bool:
         rs = self.current
@@ -228,6 +202,8 @@ class RoundMachine:
             info = self.live_task(e.task_id, e.device)
             info.downloaded_at = self.clock.now()
             return []
+        if isinstance(e, ev.SiteFailed):
+            return self._site_out(e.device, e.reason)
         if isinstance(e, ev.ReportRefused):
             if self.current is not None:
                 self.current.refused += 1
@@ -251,18 +227,20 @@ class RoundMachine:
         if self.phase != DUE:
             raise ProtocolError(f"OpenRound while {self.phase}: expected a due round")
         now, c = self.clock.now(), self.cfg
+        goal, target = (self.sites_left(),) * 2 if c.cross_silo else (c.goal, c.target)
+        round_idx, evals = (self.last_round, goal) if self.evaluating else (self.next_round, c.eval_target)
         self.current = RoundState(
-            self.next_round,
+            round_idx,
             self.attempt,
-            c.goal,
-            c.target,
+            goal,
+            0 if self.evaluating else target,
             now,
-            eval_target=c.eval_target,
+            eval_target=evals,
             selection_deadline=now + c.selection_timeout_s,
             secure_mode=secure,
         )
         self.phase = SELECTING
-        return [ev.RoundOpened(self.next_round, self.attempt, c.target, c.goal)]
+        return [ev.RoundOpened(round_idx, self.attempt, target, goal)]
 
     def _checked_in(self, device: str) -> list[ev.Output]:
         rs = self.current
@@ -271,6 +249,7 @@ class RoundMachine:
             or self.phase != SELECTING
             or self.has_task(device)
             or device in rs.candidates
+            or device in self.out
             or self.no_show.get(device, 0) >= rs.round
         ):
             return [ev.NotDrawn(device)]
@@ -318,12 +297,14 @@ class RoundMachine:
         out: list[ev.Output] = [ev.NotDrawn(d) for d in sorted(rs.candidates)]
         rs.candidates, rs.draw_at = [], None
         rs.selection_open, rs.selection_closed_at = False, self.clock.now()
-        selected = rs.picked("train")
+        selected = rs.picked("evaluate" if self.evaluating else "train")
         out.append(ev.SelectionClosed(rs.round, selected))
-        if selected < self.cfg.min_selected:
+        if self.evaluating and selected == 0:
+            return out + self._finish("rounds", "no site checked in to score the final model")
+        if selected < self.min_selected() and not self.evaluating:
             return out + self._abandon(
                 "selection",
-                f"abandoned in selection: {selected} devices selected, {self.cfg.min_selected} needed; retrying",
+                f"abandoned in selection: {selected} devices selected, {self.min_selected()} needed; retrying",
             )
         self.phase, rs.reporting_open = REPORTING, True
         rs.reporting_deadline = self.clock.now() + self.cfg.reporting_timeout_s
@@ -333,14 +314,19 @@ class RoundMachine:
     def _answered(self, e: ev.ReportArrived | ev.DeviceAborted) -> list[ev.Output]:
         info = self.admit(e.device, e.task_id, e.round)
         rs = self.round_in_flight
+        out: list[ev.Output] = []
         if isinstance(e, ev.DeviceAborted):
             info.status = "failed" if e.failed else "aborted"
+            if e.failed and self.cfg.cross_silo:
+                out = self._site_out(e.device, e.reason)
+                if self.phase == FINISHED:
+                    return out
         else:
             info.status, info.train_s, info.upload_s = "reported", e.train_s, e.upload_s
             rs.counted = e.counted
         if self.phase == SELECTING and rs.counted >= rs.goal:
-            return self._close_selection(rs)
-        return self._check_reporting(rs) if self.phase == REPORTING else []
+            return out + self._close_selection(rs)
+        return out + (self._check_reporting(rs) if self.phase == REPORTING else [])
 
     def _check_reporting(self, rs: RoundState) -> list[ev.Output]:
         if rs.secure_mode:
@@ -352,15 +338,40 @@ class RoundMachine:
     def _close_reporting(self, reported: int) -> list[ev.Output]:
         rs = self.round_in_flight
         rs.reporting_open, rs.reporting_closed_at = False, self.clock.now()
+        if self.evaluating:
+            return [ev.SitesEvaluated(rs.round, tuple(rs.evals)), *self._finish("rounds")]
         if not rs.secure_mode and reported < rs.goal:  # the round waited for them until its deadline
             for device in no_shows(rs):
                 self.no_show[device] = rs.round + self.cfg.no_show_rounds
-        if reported < self.cfg.reports_needed:
+        if reported < self.needed():
             return self._abandon(
-                "reporting", f"abandoned in reporting: {reported} reports, {self.cfg.reports_needed} needed; retrying"
+                "reporting", f"abandoned in reporting: {reported} reports, {self.needed()} needed; retrying"
             )
         self.phase = COMMITTING
         return [ev.CommitDue(rs.round, reported)]
+
+    def _site_out(self, device: str, reason: str) -> list[ev.Output]:
+        """Cross-silo: take ``device`` out of the run; the round in flight goes on without it."""
+        if not self.cfg.cross_silo or device in self.out or self.phase == FINISHED:
+            return []
+        self.out[device] = reason
+        out: list[ev.Output] = [ev.SiteOut(device, reason, self.sites_left())]
+        if self.sites_left() < max(self.cfg.reports_needed, 1):
+            self.failure = (
+                f"{self.sites_left()} of {self.cfg.goal} sites remain, {max(self.cfg.reports_needed, 1)} needed "
+                f"(server.min_reports); expected every site able to run the task (see the site failures above)"
+            )
+            self.phase, self.current = FINISHED, None
+            return out + [ev.RunFailed(self.failure)]
+        rs = self.current
+        if rs is None or self.phase not in (SELECTING, REPORTING) or self.has_task(device):
+            return out  # a failed task is an answer: the caller closes the phase if it was the last
+        rs.goal, rs.target = rs.goal - 1, rs.target - 1  # the round no longer waits for it
+        if device in rs.candidates:
+            rs.candidates.remove(device)
+        if self.phase == SELECTING and (rs.slots() <= 0 or rs.counted >= rs.goal):
+            return out + self._close_selection(rs)
+        return out + (self._check_reporting(rs) if self.phase == REPORTING else [])
 
     def _abandon(self, phase: str, message: str) -> list[ev.Output]:
         r, attempt = self.next_round, self.attempt
@@ -396,6 +407,9 @@ class RoundMachine:
         ):
             return self._finish("target", f"target accuracy {c.target_accuracy:.4f} reached at round {e.round}")
         if e.round >= c.rounds:
+            if c.final_eval and not self.draining:  # the sites score the final model, then the run ends
+                self.evaluating, self.phase = True, DUE
+                return [ev.RoundDue(e.round, 1)]
             return self._finish("rounds")
         if self.draining:
             return self._finish("drained")

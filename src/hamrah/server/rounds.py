@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hamrah.core.errors import DataError, ProtocolError
-from hamrah.core.params import Params
+from hamrah.core.params import Params, model_state
 from hamrah.core.records import DeviceEval, PhaseTimings, RoundRecord, ServerCounts
 
 MAX_EXAMPLES = 10**9  # the protocol's range for num_examples; the weight the server trusts is capped lower
@@ -134,7 +134,7 @@ def in_model_order(saved: Params, model, where) -> Params:
     Raises:
         DataError: the checkpoint's names or shapes do not match the model.
     """
-    names = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    names = {k: tuple(v.shape) for k, v in model_state(model).items()}
     if {k: tuple(v.shape) for k, v in saved.items()} != names:
         raise DataError(f"{where}: the checkpoint's parameters do not match the model {sorted(names)}")
     return {k: saved[k] for k in names}
@@ -187,10 +187,10 @@ def round_record(
         clip_norm=rs.clip,
     )
     device_eval = None
-    if rs.eval_target:
+    if rs.eval_target or rs.evals:  # evaluate tasks, or cross-silo sites scoring the model they trained from
         n = sum(k for k, _ in rs.evals)
         device_eval = DeviceEval(
-            rs.picked("evaluate"),
+            rs.picked("evaluate") if rs.eval_target else rs.picked("train"),
             len(rs.evals),
             sum(k * m["accuracy"] for k, m in rs.evals) / n if n else None,
             sum(k * m["loss"] for k, m in rs.evals) / n if n else None,

@@ -59,7 +59,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         if self.telemetry is not None:
             self.telemetry.refused(device, reason_of(err), self._round())
         self.coordinator.refused(device, reason_of(err))
-        log.warning("refused %s from device %s: %s", what, device[:8], err)
+        log.warning("refused %s from device %s: %s", what, self.coordinator.who(device), err)
         await context.abort(code, str(err))
 
     async def _malformed(self, context, method: str) -> None:
@@ -105,6 +105,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 grpc.StatusCode.NOT_FOUND,
             )
         await self._charge(context, device, "a check-in")
+        self.coordinator.named(device, request.device_id)
         selector = self.selectors[zlib.crc32(device.encode()) % len(self.selectors)]
         if self.telemetry is None:
             return await selector.check_in(device, request)
@@ -157,7 +158,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 async with asyncio.timeout(timeout):
                     message = await self._report(device, request_iterator)
         except LateReport as e:
-            log.info("ignored a late report from device %s: %s", device[:8], e)
+            log.info("ignored a late report from device %s: %s", self.coordinator.who(device), e)
             if self.telemetry is not None:
                 self.telemetry.report(device, "late", self._round())
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
@@ -232,7 +233,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 self.coordinator.secure_leave(task_id, device)
             raise
         except (LateReport, DroppedFromRound, SecureRoundAborted) as e:
-            log.info("secure aggregation: device %s is out of the round: %s", device[:8], e)
+            log.info("secure aggregation: device %s is out of the round: %s", self.coordinator.who(device), e)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         except TimeoutError:
             await self._refuse(

@@ -15,7 +15,7 @@ import logging
 from hamrah.server import events as ev
 from hamrah.server.rounds import TaskInfo
 from hamrah.transport.codec import decode_metrics
-from hamrah.transport.plan import Plan
+from hamrah.transport.plan import CROSS_SILO_KEY, Plan
 from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
@@ -40,6 +40,8 @@ def task_message(info: TaskInfo, coord, checkpoint: bytes, checkpoint_sha: str) 
     and sha256 (``coord``: the Coordinator, for the plan's algorithm, model, seed and pipeline)."""
     train = info.kind == "train"
     extra = coord.pipeline.plan_extra() if coord.pipeline is not None and train else {}
+    if coord.cfg.cross_silo:  # the site holds out a fixed share of its examples to score the global model on
+        extra = {**extra, CROSS_SILO_KEY: {"eval_fraction": coord.cfg.site_eval_fraction}}
     plan = Plan(
         info.kind, info.round, coord.algorithm_plan, coord.model_spec, coord.run_plan.seed, coord.ignore_index, extra
     )
@@ -69,6 +71,7 @@ class ShellEvents:
         self._started = False
         self._round = None  # the RoundState last opened (its secure_ready outlives an abandonment)
         self.ended: ev.RunFinished | ev.RunFailed | None = None
+        self.final_eval: dict | None = None  # cross-silo: the sites' example-weighted score of the final model
 
     def _start(self) -> None:
         self._started = True
@@ -95,13 +98,16 @@ class ShellEvents:
             self._round = self.current
             self._round.secure_ready = asyncio.Event()
             log.info(
-                "round %d%s: selecting %d devices (goal %d)",
+                "round %d%s: %s %d devices (goal %d)",
                 out.round,
                 f" (attempt {out.attempt})" if out.attempt > 1 else "",
+                "asking the sites to score the final model:" if self.machine.evaluating else "selecting",
                 out.target,
                 out.goal,
             )
             self._opened.set()
+        elif isinstance(out, ev.SitesEvaluated):
+            self._sites_evaluated(out)
         elif isinstance(out, ev.TaskAssigned):
             self._resolve(out.device, self._task(self.current.tasks[out.task_id]))
         elif isinstance(out, ev.NotDrawn):
@@ -112,6 +118,13 @@ class ShellEvents:
             self._secure_job = asyncio.ensure_future(self._run_secure(self.current))
         elif isinstance(out, ev.CommitDue):
             self._commit_due = out
+        elif isinstance(out, ev.SiteOut):
+            log.warning(
+                "device %s failed its task and is out of the run (%d sites remain): %s",
+                self.who(out.device),
+                out.left,
+                out.reason,
+            )
         elif isinstance(out, ev.RoundAbandoned):
             log.warning("round %d: %s", out.round, out.message)
             if self._round is not None and self._round.secure_ready is not None:
@@ -123,6 +136,27 @@ class ShellEvents:
             for device in list(self._waiting):
                 self._resolve(device, None)
             self._opened.set()
+
+    def _sites_evaluated(self, out: ev.SitesEvaluated) -> None:
+        """Keep and log the sites' example-weighted score of the final model."""
+        n = sum(k for k, _ in out.evals)
+        if not n:
+            log.warning("round %d: no site scored the final model", out.round)
+            return
+        self.final_eval = {
+            "final_device_accuracy": sum(k * m["accuracy"] for k, m in out.evals) / n,
+            "final_device_loss": sum(k * m["loss"] for k, m in out.evals) / n,
+            "final_eval_sites": len(out.evals),
+            "final_eval_examples": n,
+        }
+        log.info(
+            "round %d: final model: on-device accuracy %.4f, loss %.4f (%d sites, %d held-out examples)",
+            out.round,
+            self.final_eval["final_device_accuracy"],
+            self.final_eval["final_device_loss"],
+            len(out.evals),
+            n,
+        )
 
     def _resolve(self, device: str, value) -> None:
         fut = self._waiting.get(device)

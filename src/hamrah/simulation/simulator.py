@@ -24,7 +24,7 @@ from hamrah.algorithms.local import evaluate_metrics
 from hamrah.core.aggregate import Aggregate, Contribution, aggregate_contributions, robust_mean, statistics_template
 from hamrah.core.errors import BudgetExhausted, ConfigError, NotEnoughClients
 from hamrah.core.metrics import merge_metrics, metric_values
-from hamrah.core.params import Params, clone
+from hamrah.core.params import Params, model_state
 from hamrah.core.records import RoundRecord
 from hamrah.core.seeds import Stream, sampling_rng, stream_rng
 from hamrah.core.updates import update_problem
@@ -153,14 +153,14 @@ class Simulator:
                 f"run.batched = true: task {self.task.task_name} has its own loss; "
                 "the batched trainer runs the built-in cross-entropy only"
             )
-        self.params: Params = clone(dict(model.named_parameters()))
+        self.params: Params = model_state(model)  # parameters and BatchNorm buffers
         self.server_state = algorithm.init_server_state(self.params)
         self.client_states: dict[int, Params] = {}
         plain = _plain_sgd(algorithm, self.params, self.server_state)
         if config.batched and not plain:
             raise ConfigError(
                 f"run.batched = true: algorithm {algorithm.name} changes local SGD "
-                "(proximal term, control variates, momentum); the batched trainer runs plain SGD only"
+                "(proximal term, control variates, momentum, Adam); the batched trainer runs plain SGD only"
             )
         auto_batched = mlp_layers(model) is not None and plain and uses_builtin_loss(self.task)
         self.batched = auto_batched if config.batched is None else config.batched
@@ -395,7 +395,7 @@ def _is_builtin(task: Task) -> bool:
 
 def _plain_sgd(algorithm: Algorithm, params: Params, server_state: object) -> bool:
     """Return True when the algorithm's client half is plain SGD (what the batched trainer runs)."""
-    if algorithm.stateful_clients or algorithm.local_plan().momentum:
+    if algorithm.stateful_clients or not algorithm.local_plan().plain_sgd:
         return False
     return not algorithm.local_transforms(params, algorithm.broadcast(server_state), None)
 

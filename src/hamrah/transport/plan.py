@@ -11,6 +11,8 @@ from hamrah.models import MODELS, ModelSpec
 
 PLAN_VERSION = 1
 KINDS = ("train", "evaluate")
+CROSS_SILO_KEY = "cross_silo"  # in ``Plan.extra``: the task is a cross-silo site's, {"eval_fraction": f}
+OUT_OF_RUN = "this site is out of the run"  # how a cross-silo server's check-in reply to a failed site begins
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class Plan:
         model: the model to build.
         seed: the run's root seed; the device derives its local shuffles from it, the round and its key.
         ignore_index: the padding target of sequence data, or None.
+        extra: what the round adds: the update pipeline (``"pipeline"``), a cross-silo site's settings
+            (``"cross_silo"``: ``{"eval_fraction": f}``).
     """
 
     kind: str

@@ -196,6 +196,11 @@ class TokenRegistry:
         self._reload()
         return next((r for d, r in self._known.items() if r.key == key and d not in self._revoked), None)
 
+    def count(self) -> int:
+        """Return the number of registered devices that are not revoked."""
+        self._reload()
+        return sum(1 for d in self._known if d not in self._revoked)
+
     def unsigned_devices(self) -> list[str]:
         """Return the names of the registered devices without an Ed25519 signing key (a plain tokens file: all)."""
         self._reload()

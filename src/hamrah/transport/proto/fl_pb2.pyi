@@ -88,16 +88,18 @@ class Task(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., plan: _Optional[bytes] = ..., checkpoint_bytes: _Optional[int] = ..., checkpoint_sha256: _Optional[str] = ..., report_deadline_s: _Optional[float] = ...) -> None: ...
 
 class CheckInResponse(_message.Message):
-    __slots__ = ("task", "reconnect_after_s", "message", "finished")
+    __slots__ = ("task", "reconnect_after_s", "message", "finished", "mode")
     TASK_FIELD_NUMBER: _ClassVar[int]
     RECONNECT_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     task: Task
     reconnect_after_s: float
     message: str
     finished: bool
-    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., reconnect_after_s: _Optional[float] = ..., message: _Optional[str] = ..., finished: _Optional[bool] = ...) -> None: ...
+    mode: str
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., reconnect_after_s: _Optional[float] = ..., message: _Optional[str] = ..., finished: _Optional[bool] = ..., mode: _Optional[str] = ...) -> None: ...
 
 class CheckpointRequest(_message.Message):
     __slots__ = ("task_id",)

@@ -1,0 +1,222 @@
+"""Cross-silo mode: its config refusals and the round machine with every site in every round."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from tests.server.test_round_machine import Driver
+
+from hamrah.core.errors import ConfigError
+from hamrah.server import events as ev
+from hamrah.server.config import server_config, site_count
+from hamrah.server.machine import REPORTING, SELECTING, MachineConfig, RoundMachine
+
+SILO = {"mode": "cross_silo", "sites": 3}
+RUN = SimpleNamespace(rounds=3, target_accuracy=None, stop_at_target=False)
+
+
+def test_cross_silo_config_asks_every_site_and_all_reports():
+    cfg = server_config(SILO)
+    assert cfg.cross_silo and cfg.selection_target(3) == 3 and cfg.reports_needed(3) == 3
+    m = MachineConfig.of(cfg, RUN, 3)
+    assert (m.goal, m.target, m.reports_needed, m.selection_window_s, m.no_show_rounds, m.eval_target) == (
+        3,
+        3,
+        0,  # 0: every site still in the run
+        0.0,
+        0,
+        0,
+    )
+    assert MachineConfig.of(server_config({**SILO, "min_reports": 2}), RUN, 3).reports_needed == 2
+    device = server_config({})
+    assert not device.cross_silo and device.selection_target(10) == 13 and device.reports_needed(10) == 8
+
+
+@pytest.mark.parametrize(
+    "key, value, reason",
+    [
+        ("goal_count", 3, "the goal is every site"),
+        ("over_selection", 1.5, "no one to over-select"),
+        ("min_selected_fraction", 0.5, "selection waits for every site"),
+        ("selection_window_s", 0.5, "no first-come window"),
+        ("eval_devices", 2, "federated evaluation is site_eval_fraction"),
+        ("no_show_rounds", 1, "asked again in the next one"),
+    ],
+)
+def test_cross_silo_refuses_cross_device_settings_with_the_reason(key, value, reason):
+    with pytest.raises(
+        ConfigError, match=rf'server.{key} with server.mode = "cross_silo": .*{reason}.*; expected it unset'
+    ):
+        server_config({**SILO, key: value})
+
+
+@pytest.mark.parametrize(
+    "table, match",
+    [
+        ({"mode": "federated"}, r"server.mode = 'federated': expected one of cross_device, cross_silo"),
+        ({"sites": 3}, r'server.sites: only with server.mode = "cross_silo"'),
+        ({"site_eval_fraction": 0.2}, r'server.site_eval_fraction: only with server.mode = "cross_silo"'),
+        ({**SILO, "sites": 0}, r"server.sites = 0: expected an integer >= 1"),
+        ({**SILO, "site_eval_fraction": 1.0}, r"expected a fraction in \[0, 1\)"),
+        ({**SILO, "min_reports": 4}, r"server.min_reports = 4: expected at most server.sites \(3\)"),
+    ],
+)
+def test_mode_settings_refused_at_config_time(table, match):
+    with pytest.raises(ConfigError, match=match):
+        server_config(table)
+
+
+def test_site_count_from_sites_or_tokens_else_refused():
+    assert site_count(server_config(SILO), None) == 3
+    assert site_count(server_config({"mode": "cross_silo"}), 5) == 5
+    with pytest.raises(
+        ConfigError, match=r"needs the number of sites: expected server.sites = N or a server.tokens_file"
+    ):
+        site_count(server_config({"mode": "cross_silo"}), None)
+    with pytest.raises(ConfigError, match=r"the tokens file lists only 2 devices; expected a token per site"):
+        site_count(server_config(SILO), 2)
+
+
+def silo(**kw) -> Driver:
+    base = dict(goal=3, target=3, reports_needed=0, min_selected=0, selection_window_s=0.0, no_show_rounds=0)
+    return Driver(cross_silo=True, **{**base, **kw})
+
+
+def test_every_site_is_selected_every_round_without_waiting_for_a_window():
+    d = silo()
+    for r in (1, 2, 3):
+        d.check_in("a", "b", "c")
+        d.tick(0.0)  # the draw happens at once (window 0)
+        tasks = d.assigned(r)
+        assert sorted(tasks) == ["a", "b", "c"] and all(t.kind == "train" for t in tasks.values())
+        for i, t in enumerate(tasks.values(), 1):
+            d.report(t, i)
+    assert d.committed == [1, 2, 3] and d.m.finished
+
+
+def test_a_site_failing_its_task_is_out_and_the_round_goes_on_without_it():
+    d = silo()
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    t = d.assigned(1)
+    d.report(t["a"], 1)
+    d.report(t["b"], 2)
+    outs = d.feed(ev.DeviceAborted("c", t["c"].task_id, 1, failed=True, reason="store does not match"))
+    assert ev.SiteOut("c", "store does not match", 2) in outs
+    assert d.committed == [1]  # two of three sites reported: the round commits, not retried
+    assert d.m.out == {"c": "store does not match"}
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    assert sorted(d.assigned(2)) == ["a", "b"] and d.m.current.goal == 2  # c is never asked again
+    assert not d.of(ev.RoundAbandoned)
+
+
+def test_a_site_out_at_check_in_shrinks_the_round_in_selection():
+    d = silo()
+    d.check_in("a", "b")
+    d.tick(0.0)
+    assert d.m.phase == SELECTING  # waiting for the third site
+    outs = d.feed(ev.SiteFailed("c", "no examples"))
+    assert any(isinstance(o, ev.SelectionClosed) for o in outs) and d.m.phase == REPORTING
+    t = d.assigned(1)
+    d.report(t["a"], 1)
+    d.report(t["b"], 2)
+    assert d.committed == [1]
+
+
+def test_too_few_sites_left_fails_the_run_at_once_with_the_reason():
+    d = silo(reports_needed=3)  # server.min_reports = 3: every site
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    t = d.assigned(1)
+    outs = d.feed(ev.DeviceAborted("b", t["b"].task_id, 1, failed=True, reason="wrong schema"))
+    failed = [o for o in outs if isinstance(o, ev.RunFailed)]
+    assert failed and "2 of 3 sites remain, 3 needed" in failed[0].message and d.m.finished
+    assert not d.of(ev.RoundAbandoned)  # not retried
+
+
+def test_an_aborted_task_is_not_a_failure_the_site_stays_in():
+    d = silo(max_round_attempts=5)
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    t = d.assigned(1)
+    d.report(t["a"], 1)
+    d.report(t["b"], 2)
+    d.feed(ev.DeviceAborted("c", t["c"].task_id, 1, failed=False, reason="eligibility lost"))
+    assert d.m.out == {} and d.of(ev.RoundAbandoned)  # every site needed: retried
+
+
+def test_max_round_attempts_caps_a_site_that_never_checks_in():
+    d = silo(max_round_attempts=2, selection_timeout_s=5.0, retry_delay_s=1.0)
+    for _ in range(2):
+        d.check_in("a", "b")  # site c is down (not failed: it may come back)
+        d.tick(0.0)
+        d.tick(5.0)  # selection times out with 2 of 3 sites
+        d.tick(1.0)  # retry delay
+    abandoned = d.of(ev.RoundAbandoned)
+    failed = d.of(ev.RunFailed)
+    assert [a.attempt for a in abandoned] == [1, 2] and "2 devices selected, 3 needed" in abandoned[0].message
+    assert failed and "abandoned 2 times (server.max_round_attempts = 2)" in failed[0].message
+    assert d.m.finished and d.committed == []
+
+
+def test_machine_config_cross_device_unchanged():
+    m = RoundMachine(MachineConfig(rounds=1, goal=4, target=6, reports_needed=3, min_selected=3), ev.FakeClock())
+    assert m.needed() == 3 and m.min_selected() == 3
+
+
+def test_server_setup_resolves_sites_and_refuses_a_target_without_a_test_set(tmp_path):
+    from tests.system.harness import experiment
+
+    from hamrah.device.fleet import make_tokens
+    from hamrah.experiments.serve import server_setup
+
+    make_tokens(tmp_path / "tokens.txt", 4)
+    srv = server_config({"mode": "cross_silo", "test_set": False, "tokens_file": str(tmp_path / "tokens.txt")})
+    setup = server_setup(experiment(rounds=1), srv)
+    assert setup.goal == 4 and setup.test_data is None  # the tokens file's four sites
+    with pytest.raises(ConfigError, match=r"run.stop_at_target with server.test_set = false: .* expected"):
+        server_setup(experiment(rounds=1, target_accuracy=0.9, stop_at_target=True), srv)
+    with pytest.raises(ConfigError, match=r"needs the number of sites"):
+        server_setup(experiment(rounds=1), server_config({"mode": "cross_silo"}))
+
+
+def test_final_evaluation_round_scores_the_final_model_then_ends():
+    d = silo(rounds=1, final_eval=True)
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    for i, t in enumerate(d.assigned(1).values(), 1):
+        d.report(t, i)
+    assert d.committed == [1] and not d.m.finished and d.m.evaluating
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    evals = [o for o in d.of(ev.TaskAssigned) if o.kind == "evaluate"]
+    assert sorted(t.device for t in evals) == ["a", "b", "c"] and {t.round for t in evals} == {1}
+    scores = [(10, {"loss": 1.0, "accuracy": 0.5}), (30, {"loss": 0.5, "accuracy": 0.9})]
+    d.m.current.evals.extend(scores)  # what the shell keeps of each evaluate report
+    d.report(evals[0], 0)
+    d.report(evals[1], 0)
+    assert not d.of(ev.SitesEvaluated)  # waits for the third site
+    d.feed(ev.DeviceAborted(evals[2].device, evals[2].task_id, 1, failed=True, reason="gone"))
+    (done,) = d.of(ev.SitesEvaluated)
+    assert done.round == 1 and list(done.evals) == scores
+    assert d.m.finished and d.committed == [1] and d.of(ev.RunFinished)[0].reason == "rounds"
+
+
+def test_without_final_eval_the_run_ends_at_the_last_commit():
+    d = silo(rounds=1)
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    for i, t in enumerate(d.assigned(1).values(), 1):
+        d.report(t, i)
+    assert d.m.finished and not d.of(ev.SitesEvaluated)
+    assert MachineConfig.of(server_config({**SILO, "site_eval_fraction": 0.2}), RUN, 3).final_eval
+
+
+def test_hamrah_device_takes_its_log_name_from_name_or_device_id():
+    from hamrah.cli import build_parser
+
+    base = ["device", "--server", "127.0.0.1:1", "--store", "s.db"]
+    assert build_parser().parse_args([*base, "--name", "hospital-a"]).device_id == "hospital-a"
+    assert build_parser().parse_args([*base, "--device-id", "bank-b"]).device_id == "bank-b"
