@@ -65,3 +65,15 @@ def test_evaluation_runs_batchnorm_in_eval_mode_on_the_global_statistics():
     assert one_by_one == pytest.approx(evaluate(bn_net(), params, test, batch_size=2000), rel=1e-6)
     params["2.running_mean"] = torch.full((8,), -5.0)
     assert evaluate(bn_net(), params, test)[0] != pytest.approx(one_by_one[0])  # the running statistics are used
+
+
+def test_batchnorm_under_dp_is_refused_naming_its_running_statistics():
+    from hamrah.core.errors import ConfigError
+    from hamrah.pipeline import resolve_pipeline
+
+    privacy = {"mode": "central", "clip": 1.0, "noise_multiplier": 1.0}
+    spec = resolve_pipeline(None, privacy, population=2, cohort=2, rounds=1)
+    with pytest.raises(ConfigError, match=r"running statistics \(2\.running_mean, 2\.running_var\).*GroupNorm"):
+        Simulator(bn_net(), _clients(), FedAvg(1.0, LocalSGD(1, None, 0.1)), SimulationConfig(rounds=1), pipeline=spec)
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.GroupNorm(2, 8), nn.ReLU(), nn.Linear(8, 3))
+    spec.check_model(plain)  # GroupNorm keeps no running statistics: accepted

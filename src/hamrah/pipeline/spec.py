@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from hamrah.core.errors import ConfigError
 from hamrah.core.pipeline import Chain, Stage
@@ -120,6 +121,27 @@ class PipelineSpec:
         tree, pos = divmod(round_idx - 1, k)
         perm = rng_for_tree(tree).permutation(population)
         return np.sort(perm[pos * self.cohort : (pos + 1) * self.cohort])
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Refuse a model whose running statistics would be noised as weights under DP.
+
+        BatchNorm's running mean and variance travel with the update (``hamrah.core.params.model_state``);
+        under DP they would be clipped and noised like the weights, and a noised running variance can go
+        negative (NaN at evaluation). GroupNorm and LayerNorm keep no running statistics (Opacus refuses
+        BatchNorm for the same reason).
+
+        Raises:
+            ConfigError: DP is configured and the model has floating-point buffers, naming them.
+        """
+        if self.dp is None:
+            return
+        buffers = [name for name, b in model.named_buffers() if b.is_floating_point()]
+        if buffers:
+            raise ConfigError(
+                f"[privacy] with model {type(model).__name__}: its running statistics ({', '.join(buffers[:3])}"
+                f"{', ...' if len(buffers) > 3 else ''}) would be noised like weights and a noised variance can go "
+                "negative; expected a model without BatchNorm under DP (use GroupNorm or LayerNorm)"
+            )
 
     def with_public_key(self, data: bytes) -> PipelineSpec:
         """Return this spec carrying the public key ``data`` (what devices encrypt under)."""

@@ -1,7 +1,7 @@
 """The client-update pipeline (compression, DP, homomorphic encryption) on the real server.
 
 The config's ``[compression]`` / ``[privacy]`` / ``[homomorphic_encryption]`` sections become a
-:class:`hamrah.privacy.PipelineSpec` that travels to devices in the FL plan's ``extra["pipeline"]``. A
+:class:`hamrah.pipeline.PipelineSpec` that travels to devices in the FL plan's ``extra["pipeline"]``. A
 device encodes its update through the chain's client half (:mod:`hamrah.device.pipeline`) and sends the
 wire bytes as one uint8 tensor ``"pipeline/payload"``; the server parses and decodes each report (the
 Aggregators then sum decoded updates, weight 1 each under DP), runs the server halves on the mean

@@ -184,6 +184,7 @@ class Simulator:
     def _pipeline_run(self, spec: PipelineSpec | None) -> PipelineRun | None:
         if spec is None:
             return None
+        spec.check_model(self.model)
         run = PipelineRun(spec, statistics_template(self.algorithm.statistics, self.params), model=self.params)
         run.check(self.algorithm.statistics, robust=self.aggregator is not None)
         run.refuse_start(self.config.rounds)
