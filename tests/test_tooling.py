@@ -80,7 +80,7 @@ def test_ruff_format_config_keeps_the_house_style(tmp_path):
 @pytest.mark.slow
 def test_mypy_passes_on_the_configured_packages():
     packages = _config()["tool"]["mypy"]["packages"]
-    assert {"hamrah.core", "hamrah.aggregation", "hamrah.pipeline"} <= set(packages)
+    assert {"hamrah.core", "hamrah.aggregation", "hamrah.pipeline", "hamrah.algorithms"} <= set(packages)
     proc = _run("mypy")  # the packages and flags come from [tool.mypy]
     _assert_ok(proc)
     assert proc.stdout.startswith("Success"), _report(proc)

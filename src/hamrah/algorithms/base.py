@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -41,7 +41,9 @@ def _number(
 ) -> None:
     """Raise ConfigError unless ``value`` is a real number in the given interval."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if ok:
+        assert isinstance(value, (int, float))
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
     if not ok:
         left, right = "(" if lo_open else "[", ")" if hi_open or hi == math.inf else "]"
         raise ConfigError(f"{key} = {value!r}: expected a number in {left}{lo:g}, {hi:g}{right}")
@@ -140,7 +142,7 @@ class ClientResult:
     client_id: int
     delta: Params
     num_examples: int
-    metrics: dict = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     aux: Params = field(default_factory=dict)
 
@@ -171,9 +173,15 @@ class GradientTransform(Protocol):
 
 
 class Algorithm(Protocol):
-    """A federated algorithm: a client half and a server half, with explicit typed state."""
+    """A federated algorithm: a client half and a server half, with explicit typed state.
 
-    name: str
+    Each algorithm has its own server-state type (``NoState``, ``FedOptState``, ...); the protocol
+    types it ``Any`` rather than becoming generic in it.
+    """
+
+    @property
+    def name(self) -> str: ...
+
     accepts_partial_work: ClassVar[bool]  # keep results of stragglers that ran fewer steps
     stateful_clients: ClassVar[bool]  # clients keep state between their rounds (SCAFFOLD)
 
@@ -198,11 +206,11 @@ class Algorithm(Protocol):
 
     def client_statistics(self, result: ClientResult) -> Params: ...
 
-    def init_server_state(self, params: Params) -> object: ...
+    def init_server_state(self, params: Params) -> Any: ...
 
-    def broadcast(self, server_state: object) -> Params | None: ...
+    def broadcast(self, server_state: Any) -> Params | None: ...
 
-    def apply(self, params: Params, aggregate: Aggregate, server_state: object) -> tuple[Params, object]: ...
+    def apply(self, params: Params, aggregate: Aggregate, server_state: Any) -> tuple[Params, Any]: ...
 
 
 class Stateless:
@@ -233,7 +241,7 @@ class Stateless:
         """Return None: the client keeps nothing between rounds."""
         return None
 
-    def init_server_state(self, params: Params) -> NoState:
+    def init_server_state(self, params: Params) -> Any:
         """Return the empty state."""
         return NoState()
 

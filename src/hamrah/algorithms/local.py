@@ -85,7 +85,7 @@ def train_local(
     names = [n for n, _ in model.named_parameters()]
     load_state(model, global_params)  # parameters and BatchNorm buffers
     model.train()
-    params = list(model.parameters())
+    params: list[torch.Tensor] = list(model.parameters())
     y_all = targets(data.y, ignore_index)
     fused = getattr(model, "sgd_step", None)
     if fused is not None and not chain and ignore_index is None and uses_builtin_loss(task):

@@ -40,7 +40,7 @@ class Adam:
         b1, b2 = self.betas
         grads = list(grads)
         if self.weight_decay and not self.decoupled:
-            grads = torch._foreach_add(grads, [p.detach() for p in params], alpha=self.weight_decay)
+            grads = list(torch._foreach_add(grads, [p.detach() for p in params], alpha=self.weight_decay))
         if not self.m:
             self.m = [torch.zeros_like(g) for g in grads]
             self.v = [torch.zeros_like(g) for g in grads]
@@ -54,7 +54,7 @@ class Adam:
         direction = torch._foreach_div(torch._foreach_div(self.m, c1), denom)
         if self.weight_decay and self.decoupled:
             torch._foreach_add_(direction, [p.detach() for p in params], alpha=self.weight_decay)
-        return direction
+        return list(direction)
 
 
 def local_optimizer(plan: LocalSGD) -> list[GradientTransform]:

@@ -28,7 +28,7 @@ _LOCAL = {
 _OPT = ("server_lr", "beta1", "beta2", "tau")
 
 
-def _local(hp: dict) -> LocalSGD:
+def _local(hp: dict[str, Any]) -> LocalSGD:
     v = {**_LOCAL, **{k: hp[k] for k in _LOCAL if k in hp}}
     betas = v["local_betas"]
     betas = tuple(betas) if isinstance(betas, (list, tuple)) else betas  # a list in a config or a JSON plan
@@ -44,11 +44,15 @@ def _local(hp: dict) -> LocalSGD:
     )
 
 
-def _pick(hp: dict, keys: tuple[str, ...]) -> dict:
+def _pick(hp: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: hp[k] for k in keys if k in hp}
 
 
-_FACTORIES: dict[str, tuple[tuple[str, ...], Callable[[float, dict], Algorithm]]] = {
+def _fedopt(opt: str) -> Callable[[float, dict[str, Any]], Algorithm]:
+    return lambda c, hp: FedOpt(c, _local(hp), opt, **_pick(hp, _OPT))
+
+
+_FACTORIES: dict[str, tuple[tuple[str, ...], Callable[[float, dict[str, Any]], Algorithm]]] = {
     "fedsgd": (("client_fraction", "lr"), lambda c, hp: FedSGD(c, hp.get("lr", 0.1))),
     "fedavg": (tuple(_LOCAL), lambda c, hp: FedAvg(c, _local(hp))),
     "fedprox": ((*_LOCAL, "mu"), lambda c, hp: FedProx(c, _local(hp), **_pick(hp, ("mu",)))),
@@ -57,13 +61,10 @@ _FACTORIES: dict[str, tuple[tuple[str, ...], Callable[[float, dict], Algorithm]]
         lambda c, hp: Scaffold(c, _local(hp), **_pick(hp, ("server_lr", "num_clients"))),
     ),
     "fednova": ((*_LOCAL, "mu"), lambda c, hp: FedNova(c, _local(hp), **_pick(hp, ("mu",)))),
-    **{
-        f"fed{opt}": ((*_LOCAL, *_OPT), lambda c, hp, opt=opt: FedOpt(c, _local(hp), opt, **_pick(hp, _OPT)))
-        for opt in ("adam", "yogi", "adagrad", "avgm")
-    },
+    **{f"fed{opt}": ((*_LOCAL, *_OPT), _fedopt(opt)) for opt in ("adam", "yogi", "adagrad", "avgm")},
 }
 ALGORITHMS = tuple(_FACTORIES)
-_CLASSES: dict[str, type] = {
+_CLASSES: dict[str, type[Algorithm]] = {
     "fedsgd": FedSGD,
     "fedavg": FedAvg,
     "fedprox": FedProx,

@@ -39,7 +39,7 @@ def unflatten_state(cls: type[S], tensors: dict[str, torch.Tensor], scalars: dic
     if scalars.get("__type__") != cls.__name__:
         raise ProtocolError(f"server state checkpoint is a {scalars.get('__type__')!r}, expected {cls.__name__!r}")
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # S is a dataclass state type (checked by its use)
         if f.name in scalars.get("__params__", []):
             prefix = f.name + "/"
             values[f.name] = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -25,7 +25,7 @@ class Proximal:
         if self.mu == 0.0:
             return grads
         diff = torch._foreach_sub([p.detach() for p in params], [self.anchor[n] for n in names])
-        return torch._foreach_add(list(grads), diff, alpha=self.mu)
+        return list(torch._foreach_add(list(grads), diff, alpha=self.mu))
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Correction:
     offset: Params
 
     def __call__(self, names: list[str], params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
-        return torch._foreach_add(list(grads), [self.offset[n] for n in names])
+        return list(torch._foreach_add(list(grads), [self.offset[n] for n in names]))
 
 
 @dataclass

@@ -184,7 +184,8 @@ class BaseStage:
         return DensePayload(update), state
 
     def decode(self, payload: Any) -> Params:
-        return payload.params
+        params: Params = payload.params
+        return params
 
     def read(self, data: bytes, spec: Spec) -> Payload:
         r = WireReader(data, b"DENS", spec)
@@ -217,7 +218,7 @@ class Chain:
         ('identity',)
     """
 
-    stages: tuple = ()
+    stages: tuple[Any, ...] = ()
 
     def __init__(self, stages: Sequence[Stage] = ()):
         object.__setattr__(self, "stages", tuple(stages) or (Identity(),))
@@ -241,15 +242,17 @@ class Chain:
         i = self._client_stages()[-1]
         return Identity() if i < 0 else self.stages[i]
 
-    def init_client(self, template: Params) -> tuple:
+    def init_client(self, template: Params) -> tuple[Any, ...]:
         """Return a fresh per-client state: one entry per stage."""
         return tuple(s.init_state(template) for s in self.stages)
 
-    def init_server(self, template: Params) -> tuple:
+    def init_server(self, template: Params) -> tuple[Any, ...]:
         """Return a fresh server state: one entry per stage."""
         return tuple(s.init_server(template) for s in self.stages)
 
-    def encode(self, update: Params, state: tuple, ctx: ClientContext, server_state: tuple) -> tuple[Payload, tuple]:
+    def encode(
+        self, update: Params, state: tuple[Any, ...], ctx: ClientContext, server_state: tuple[Any, ...]
+    ) -> tuple[Payload, tuple[Any, ...]]:
         """Run the client halves on one update; return the wire payload and the new client state."""
         states = list(state)
         x, payload = update, None
@@ -261,9 +264,11 @@ class Chain:
             payload, states[i] = self.stages[i].encode(x, states[i], c)
             if j + 1 < len(client):
                 x = self.stages[i].decode(payload)
+        if payload is None:  # no stage encodes on the client: the update goes as it is
+            return DensePayload(update), tuple(states)
         return payload, tuple(states)
 
-    def decode_client(self, payload: Any, server_state: tuple | None = None) -> Params:
+    def decode_client(self, payload: Any, server_state: tuple[Any, ...] | None = None) -> Params:
         """Return one client's decoded update, bounded by every stage's ``bound_decoded`` (server side)."""
         update = self.wire_stage().decode(payload)
         for i, st in enumerate(self.stages):
@@ -277,7 +282,7 @@ class Chain:
         payloads: Sequence[Any],
         weights: Sequence[float],
         ctx: ServerContext,
-        server_state: tuple | None = None,
+        server_state: tuple[Any, ...] | None = None,
         combine: CombineRule | None = None,
     ) -> Params:
         """Return the weighted mean of the clients' updates (the secure-sum stage's sum / m if any).
@@ -291,13 +296,14 @@ class Chain:
         sstate = server_state
         viewer = next((st for st in self.stages if st.traits.needs_per_client_view), None)
         if viewer is not None:
-            return viewer.combine([self.decode_client(p, sstate) for p in payloads], list(weights), ctx)
+            combined: Params = viewer.combine([self.decode_client(p, sstate) for p in payloads], list(weights), ctx)
+            return combined
         decoded = [self.decode_client(p, sstate) for p in payloads]
         if combine is not None:
             return combine(decoded, list(weights))
         return weighted_sum(decoded, list(weights))
 
-    def server(self, aggregate: Params, state: tuple, ctx: ServerContext) -> tuple[Params, tuple]:
+    def server(self, aggregate: Params, state: tuple[Any, ...], ctx: ServerContext) -> tuple[Params, tuple[Any, ...]]:
         """Run the server halves on the aggregate, last stage first."""
         states = list(state)
         for i in reversed(range(len(self.stages))):
@@ -327,11 +333,11 @@ class RoundOutput:
 
     aggregate: Params
     bytes: RoundBytes
-    states: dict[int, tuple]  # the participating clients' new states (merge into the driver's store)
-    server_state: tuple
+    states: dict[int, tuple[Any, ...]]  # the participating clients' new states (merge into the driver's store)
+    server_state: tuple[Any, ...]
 
 
-def wire_spec(chain: Chain, template: Params, server_state: tuple | None = None) -> Spec:
+def wire_spec(chain: Chain, template: Params, server_state: tuple[Any, ...] | None = None) -> Spec:
     """Return the names and shapes the wire payload of ``chain`` carries for updates shaped like ``template``.
 
     The model's tensors plus any auxiliary ``"<stage>:"`` entries the client stages add (adaptive
@@ -361,10 +367,10 @@ def process_round(
     chain: Chain,
     client_updates: Mapping[int, Params],
     weights: Mapping[int, float],
-    states: Mapping[int, tuple],
+    states: Mapping[int, tuple[Any, ...]],
     rngs: Mapping[int, np.random.Generator],
     *,
-    server_state: tuple | None = None,
+    server_state: tuple[Any, ...] | None = None,
     round_idx: int = 0,
     round_seed: int | None = None,
     server_rng: np.random.Generator | None = None,
@@ -424,9 +430,9 @@ def process_round(
             payload = chain.wire_stage().read(payload.to_bytes(), spec)
         payloads.append(payload)
     sctx = ServerContext(round_idx, m, server_rng or np.random.default_rng(np.random.SeedSequence([seed, 1])))
-    secure = chain.stages[chain.secure_sum] if summing else None
+    secure = chain.stages[chain.secure_sum] if summing and chain.secure_sum is not None else None
     protocol_down: dict[int, int] = {}  # bytes a multi-message protocol sends to each client
-    if payloads and hasattr(secure, "secure_round"):  # a protocol that reports its own wire bytes
+    if payloads and secure is not None and hasattr(secure, "secure_round"):  # a protocol with its own wire bytes
         total, sent, received = secure.secure_round(payloads, sctx)
         agg = {k: v / m for k, v in total.items()}
         up = dict(zip(client_updates, sent))

@@ -15,7 +15,7 @@ import inspect
 import sys
 from collections.abc import Sequence
 from os import PathLike
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from hamrah.core.errors import ConfigError
 from hamrah.core.metrics import Metric
 from hamrah.data.federated import Dataset
 from hamrah.data.schema import Schema
+
+if TYPE_CHECKING:
+    from hamrah.data.examples import Examples
 
 REQUIRED = ("model", "loss", "metrics", "data")  # what a usable task defines beyond the base class
 
@@ -61,7 +64,7 @@ class Task:
         """Return the metrics of a batch, each a ``Weighted`` / ``Summed`` / ``ScoreHistogram`` (merged by sum)."""
         raise NotImplementedError
 
-    def data(self) -> Dataset:
+    def data(self) -> Dataset | Examples | tuple[Examples, Examples]:
         """Return the task's training examples (with their natural clients, if any) and test examples."""
         raise NotImplementedError
 
@@ -88,8 +91,8 @@ class Task:
 
     def read_tables(
         self,
-        train: str | PathLike | Sequence[str | PathLike],
-        test: str | PathLike | None = None,
+        train: str | PathLike[str] | Sequence[str | PathLike[str]],
+        test: str | PathLike[str] | None = None,
         *,
         label: str | None = None,
         features: Sequence[str] | None = None,
@@ -112,7 +115,7 @@ class Task:
         return examples_dataset(self.task_name, tr, te)
 
 
-def examples_dataset(name: str, train, test=None) -> Dataset:
+def examples_dataset(name: str, train: Examples, test: Examples | None = None) -> Dataset:
     """Return a :class:`Dataset` of :class:`~hamrah.data.Examples` (class labels, or float targets).
 
     Unlike :func:`hamrah.data.to_dataset` a float label (regression) is kept; its ``num_classes`` is 0.

@@ -16,7 +16,7 @@ class _Reference:
     """The shared half of a reference task: a model by name, shaped for a loaded data set."""
 
     def __init__(self, model_name: str, dataset: Dataset):
-        self.name = model_name  # type: ignore[misc]
+        self.name = model_name
         self.dataset = dataset
         self.spec = ModelSpec.of(model_name, dataset)
 
