@@ -290,10 +290,19 @@ def main() -> None:
         choices=["off", "on", "both"],
         help="run with the live dashboard and /metrics on (a viewer attached); both: off, then on",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each device count's settings this many times, interleaved (with --dashboard both: off, on, "
+        "off, on, ...), so slow drifts of a shared machine hit both sides alike",
+    )
     args = p.parse_args()
     results = []
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.dashboard]
-    settings = [(n, dash) for n in [int(x) for x in args.devices.split(",")] for dash in modes]
+    settings = [
+        (n, dash) for n in [int(x) for x in args.devices.split(",")] for _ in range(args.repeat) for dash in modes
+    ]
     start = time.monotonic()
     for k, (n, dash) in enumerate(settings):
         if k:  # progress on stderr, one line per setting: done, rate, time left
@@ -309,8 +318,21 @@ def main() -> None:
             )
         )
         r["server_set"] = args.server_set
+        r["repeat"] = k // len(modes) % args.repeat
         print(json.dumps(r), flush=True)
         results.append(r)
+    if args.dashboard == "both":
+        for n in sorted({n for n, _ in settings}):
+            pairs = [(a, b) for a, b in zip(results[::2], results[1::2]) if a["devices"] == n]
+            ratios = sorted(
+                b["steady_rounds_per_s"] / a["steady_rounds_per_s"] - 1 for a, b in pairs if a["steady_rounds_per_s"]
+            )
+            if ratios:
+                print(
+                    f"{n} devices: dashboard on vs off, throughput change per pair {[f'{x:+.1%}' for x in ratios]}, "
+                    f"median {ratios[len(ratios) // 2]:+.1%}",
+                    file=sys.stderr,
+                )
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.exists() else {"results": []}
     keep = [r for r in old["results"] if (r["model"], r.get("signed", False)) != (args.model, args.signed)]
