@@ -93,6 +93,7 @@ async def run_fleet(
     tokens: list[str | DeviceCredentials | None],
     churn: Churn = Churn(),
     client_keys: list[int] | None = None,
+    task=None,
 ) -> list[DeviceStats | None]:
     """Run one device runtime per store until the server ends training.
 
@@ -103,6 +104,7 @@ async def run_fleet(
             TLS files).
         churn: simulated faults.
         client_keys: per device the partition client it holds (seeds its shuffles).
+        task: the user task installed on every device (``hamrah.Task``), or None (built-in models only).
 
     Returns:
         Per device its stats; None for a device that died (simulated). A device the server refuses
@@ -125,7 +127,7 @@ async def run_fleet(
         kit = tokens[i]
         cfg = kit.apply(cfg) if isinstance(kit, DeviceCredentials) else replace(cfg, token=kit)
         with ExampleStore(stores[i]) as store:
-            runtime = DeviceRuntime(cfg, store, FunctionState(member.read), member.fault)
+            runtime = DeviceRuntime(cfg, store, FunctionState(member.read), member.fault, task)
             stats[i] = runtime.stats
             try:
                 if (await runtime.run()).finished:
