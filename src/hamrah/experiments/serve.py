@@ -163,6 +163,7 @@ def import_client(prep, client: int, path: str | Path, ttl_s: float | None = Non
     if not 0 <= client < fed.num_clients:
         raise ConfigError(f"client {client}: the partition has clients 0..{fed.num_clients - 1}")
     examples = fed.dataset.info.get("train_examples")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     if examples is None:
         return import_partition(path, fed.client_data(client), ttl_s)
     path = Path(path)
