@@ -176,3 +176,80 @@ def test_the_templates_are_package_data():
     templates = ROOT / "src" / "hamrah" / "project" / "templates"
     assert {p.name for p in templates.iterdir()} == {"common", *TEMPLATES}
     assert not list(templates.rglob("*.py")) and not list(templates.rglob("__init__*"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_tabular_server_and_device_configs_run_a_federation_as_generated(tmp_path):
+    """`hamrah server --config server.toml` and one `hamrah device --config device.toml` per client, as
+    subprocesses, train the project's own task for 2 rounds and write its model."""
+    root = new_project("clinic", "tabular", tmp_path)
+    server_toml = (root / "server.toml").read_text()
+    assert "rounds = 10" in server_toml
+    (root / "server.toml").write_text(server_toml.replace("rounds = 10", "rounds = 2"))  # only the length
+    port = _free_port()
+    cli = [sys.executable, "-m", "hamrah.cli"]
+    for k in range(3):
+        store = f"stores/client_{k}.db"
+        proc = _run([*cli, "store", "import", "--config", "device.toml", "--client", str(k), "--store", store], root)
+        assert proc.returncode == 0, proc.stderr
+    server = subprocess.Popen(
+        [*cli, "server", "--config", "server.toml", "--state", "runs/server", "--port", str(port)],
+        cwd=root,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    devices = [
+        subprocess.Popen(
+            [
+                *cli,
+                "device",
+                "--server",
+                f"127.0.0.1:{port}",
+                "--store",
+                f"stores/client_{k}.db",
+                "--config",
+                "device.toml",
+                "--name",
+                f"client-{k}",
+                "--assume-eligible",
+                "--retry-for",
+                "60",
+            ],
+            cwd=root,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for k in range(3)
+    ]
+    try:
+        out, _ = server.communicate(timeout=240)
+        logs = [d.communicate(timeout=60)[0] for d in devices]
+    finally:
+        for p in (server, *devices):
+            if p.poll() is None:
+                p.kill()
+    assert server.returncode == 0, out[-3000:]
+    assert "done: 2 rounds committed" in out and "task clinic" in out
+    for k, log in enumerate(logs):
+        assert f"device client-{k}: task 'clinic' installed" in log, log[-2000:]
+        assert "device done: " in log and " 2 reported" in log, log[-2000:]
+    rows = [json.loads(line) for line in (root / "runs/server/metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2] and all(r["reported"] == 3 for r in rows)
+    assert all(0.0 <= r["test_auc"] <= 1.0 for r in rows)  # the task's own metric
+    manifest = json.loads((root / "runs/server/manifest.json").read_text())
+    assert manifest["task"] == "clinic" and manifest["metrics"]["auc"] == rows[-1]["test_auc"]
+    load = "from safetensors.torch import load_file; from clinic_task import Clinic; m = Clinic().model(); "
+    load += "m.load_state_dict(load_file('runs/server/model.safetensors')); print('loaded')"
+    proc = _run([sys.executable, "-c", load], root)
+    assert proc.stdout.strip() == "loaded", proc.stderr

@@ -234,6 +234,7 @@ def _cmd_device(args: argparse.Namespace) -> None:
     _logging(args.verbose)
     if not Path(args.store).is_file():
         raise HamrahError(f"--store {args.store}: no such example store (make one with `hamrah store import`)")
+    task = _installed_task(args)
     state = ScriptedState.always() if args.assume_eligible else HostState()
     cfg = _device_config(args, args.population)
     if args.credentials:
@@ -241,11 +242,41 @@ def _cmd_device(args: argparse.Namespace) -> None:
 
         cfg = DeviceCredentials.load(args.credentials).apply(cfg)
     with ExampleStore(args.store) as store:
-        stats = asyncio.run(DeviceRuntime(cfg, store, state).run())
+        if task is not None:
+            print(f"device {cfg.device_id}: task {task.task_name!r} installed (digest {task.digest()})", flush=True)
+        stats = asyncio.run(DeviceRuntime(cfg, store, state, task=task).run())
     print(
         f"device done: {stats.tasks} tasks, {stats.reported} reported, {stats.aborted} aborted, "
         f"{stats.failed} failed, {stats.refused} refused"
     )
+
+
+def _installed_task(args: argparse.Namespace):
+    """Return the user task installed on this device: ``--task module:attribute [--task-kwargs JSON]``, or
+    a device config's ``[task] entry`` (``--config device.toml``); None for neither (built-in models only)."""
+    import json
+
+    if args.task and args.config:
+        raise HamrahError("--task and --config both name the device's task; expected one of the two")
+    if args.task:
+        from hamrah.task import load_task
+
+        try:
+            kwargs = json.loads(args.task_kwargs) if args.task_kwargs else {}
+        except json.JSONDecodeError as e:
+            raise HamrahError(
+                f"--task-kwargs {args.task_kwargs!r}: not JSON ({e}); expected e.g. '{{\"hidden\": 16}}'"
+            ) from None
+        if not isinstance(kwargs, dict):
+            raise HamrahError(f"--task-kwargs {args.task_kwargs!r}: expected a JSON object of keyword arguments")
+        return load_task(args.task, kwargs, Path.cwd())
+    if args.task_kwargs:
+        raise HamrahError("--task-kwargs without --task: expected --task module:attribute with it")
+    if args.config:
+        from hamrah.experiments.serve import installed_task, load_server_config
+
+        return installed_task(load_server_config(args.config)[0])
+    return None
 
 
 def _cmd_fleet(args: argparse.Namespace) -> None:
@@ -253,10 +284,11 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
     import tempfile
 
     from hamrah.device.fleet import Churn, make_tokens, run_fleet
-    from hamrah.experiments.serve import import_stores, load_server_config
+    from hamrah.experiments.serve import import_stores, installed_task, load_server_config
 
     _logging(args.verbose)
     exp, srv = load_server_config(args.config)
+    task = installed_task(exp)  # the config's user task, installed on every device of the fleet
     stores_dir = Path(args.stores) if args.stores else Path(tempfile.mkdtemp(prefix="hamrah-fleet-"))
     first = args.first_client
     stores = import_stores(exp, stores_dir, list(range(first, first + args.devices)))
@@ -273,7 +305,7 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
     churn = Churn(args.offline, args.unplug, args.fail, args.kill, args.drop, args.drop_stage, seed=exp.run.seed)
     base = _device_config(args, srv.population)
     print(f"fleet: {args.devices} devices (stores in {stores_dir}) -> {args.server}")
-    stats = asyncio.run(run_fleet(base, stores, tokens, churn, list(range(first, first + args.devices))))
+    stats = asyncio.run(run_fleet(base, stores, tokens, churn, list(range(first, first + args.devices)), task))
     alive = [s for s in stats if s is not None]
     stopped = [
         (i, s.messages[-1])
@@ -295,8 +327,6 @@ def _cmd_store(args: argparse.Namespace) -> None:
     from hamrah.experiments.serve import load_server_config
 
     if args.action == "import":
-        from hamrah.device.store import import_partition
-
         if args.source:
             from hamrah.device.store_import import import_command
 
@@ -304,10 +334,12 @@ def _cmd_store(args: argparse.Namespace) -> None:
             return
         if not args.config:
             raise HamrahError("store import: --from FILE_OR_DIR or --config (a partition's client) is required")
-        prep = prepare(load_server_config(args.config)[0])  # a run's config, or a server's
+        from hamrah.experiments.serve import import_client
+
+        prep = prepare(load_server_config(args.config)[0])  # a run's config, a server's or a device's
         if not 0 <= args.client < prep.data.num_clients:
             raise HamrahError(f"--client {args.client}: the partition has clients 0..{prep.data.num_clients - 1}")
-        n = import_partition(args.out, prep.data.client_data(args.client))
+        n = import_client(prep, args.client, args.out, args.ttl)
         print(f"{args.out}: {n} examples of client {args.client}")
     else:
         with ExampleStore(args.out) as store:
@@ -407,6 +439,9 @@ def _add_system_commands(sub) -> None:
     p.add_argument("--credentials", help="a device kit from `hamrah provision` (token, signing key, TLS files)")
     p.add_argument("--population", default="default")
     p.add_argument("--assume-eligible", action="store_true", help="skip the idle/charging/unmetered checks")
+    p.add_argument("--task", help="the user task installed on this device: module:attribute (imported from here)")
+    p.add_argument("--task-kwargs", help="--task's keyword arguments as a JSON object, e.g. '{\"hidden\": 16}'")
+    p.add_argument("--config", help="a device config (device.toml): its [task] is the task installed on this device")
     p.set_defaults(func=_cmd_device)
     p = sub.add_parser("fleet", help="run N real device runtimes over a config's partition")
     _add_device_args(p)

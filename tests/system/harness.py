@@ -49,12 +49,14 @@ def device_config(port: int, **kw) -> DeviceConfig:
     return dataclasses.replace(base, **kw)
 
 
-async def run_system(setup, state_dir, stores, tokens, churn=Churn(), during=None, device_kw=None, client_keys=None):
+async def run_system(
+    setup, state_dir, stores, tokens, churn=Churn(), during=None, device_kw=None, client_keys=None, task=None
+):
     """Serve until all rounds commit while a fleet trains; return (server, summary, fleet stats)."""
     server = FLServer(setup, state_dir)
     port = await server.start(0)
     base = device_config(port, population=setup.server.population, **(device_kw or {}))
-    fleet = asyncio.ensure_future(run_fleet(base, stores, tokens, churn, client_keys))
+    fleet = asyncio.ensure_future(run_fleet(base, stores, tokens, churn, client_keys, task))
     extra = asyncio.ensure_future(during(server, port)) if during else None
     summary = await asyncio.wait_for(server.serve(linger_s=0.8), 240)  # fail, do not hang, if rounds stall
     try:

@@ -93,6 +93,7 @@ async def run_fleet(
     tokens: list[str | DeviceCredentials | None],
     churn: Churn = Churn(),
     client_keys: list[int] | None = None,
+    task=None,
 ) -> list[DeviceStats | None]:
     """Run one device runtime per store until the server ends training.
 
@@ -103,6 +104,8 @@ async def run_fleet(
             TLS files).
         churn: simulated faults.
         client_keys: per device the partition client it holds (seeds its shuffles).
+        task: the user task installed on every device (``hamrah.Task``), a list of one per device, or None
+            (built-in models only).
 
     Returns:
         Per device its stats; None for a device that died (simulated). A device the server refuses
@@ -115,6 +118,7 @@ async def run_fleet(
     if len(tokens) != len(stores):
         raise ConfigError(f"{len(stores)} stores but {len(tokens)} tokens: expected one token per device")
     keys = client_keys if client_keys is not None else list(range(len(stores)))
+    tasks = task if isinstance(task, list) else [task] * len(stores)
 
     over = asyncio.Event()  # a device heard that training is over: so it is for every device of the fleet
     stats: list[DeviceStats | None] = [DeviceStats() for _ in stores]
@@ -125,7 +129,7 @@ async def run_fleet(
         kit = tokens[i]
         cfg = kit.apply(cfg) if isinstance(kit, DeviceCredentials) else replace(cfg, token=kit)
         with ExampleStore(stores[i]) as store:
-            runtime = DeviceRuntime(cfg, store, FunctionState(member.read), member.fault)
+            runtime = DeviceRuntime(cfg, store, FunctionState(member.read), member.fault, tasks[i])
             stats[i] = runtime.stats
             try:
                 if (await runtime.run()).finished:

@@ -24,21 +24,23 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
 import hamrah
 from hamrah.algorithms import build, client_update
-from hamrah.algorithms.local import evaluate
+from hamrah.algorithms.local import evaluate_metrics
 from hamrah.core.aggregate import pack
 from hamrah.core.errors import AuthError, HamrahError, ProtocolError, TransportError
+from hamrah.core.metrics import metric_values
 from hamrah.core.params import Params
 from hamrah.core.seeds import client_rng
 from hamrah.device.eligibility import StateSource
 from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
 from hamrah.device.secure import SecAggIdentity, SecureSession, secure_stage
-from hamrah.device.site import check_store, holdout
+from hamrah.device.site import check_model, check_store, check_task, holdout, task_data
 from hamrah.device.store import ExampleStore
 from hamrah.transport.codec import (
     BROADCAST_PREFIX,
@@ -46,6 +48,7 @@ from hamrah.transport.codec import (
     chunks,
     decode_params,
     encode_params,
+    encode_task_metrics,
     join_chunks,
     sha256,
 )
@@ -54,6 +57,9 @@ from hamrah.transport.plan import CROSS_SILO_KEY, OUT_OF_RUN, Plan
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
 from hamrah.transport.security import channel_credentials
+
+if TYPE_CHECKING:
+    from hamrah.task import Task
 
 log = logging.getLogger("hamrah.device")
 CROSS_SILO = "cross_silo"  # CheckInResponse.mode of a cross-silo server
@@ -116,6 +122,7 @@ class DeviceStats:
 
 
 _LOGGED = ("train_loss", "loss", "accuracy", "eval_loss", "eval_accuracy")  # metrics in the device's log line
+_TASK_METRICS = "task_metrics"  # in _compute's metrics: a user task's evaluation with reductions (sent apart)
 
 
 class TaskAborted(Exception):
@@ -127,6 +134,11 @@ class DeviceRuntime:
 
     ``fault`` (simulated fleets) is asked at the start of each task and may return "offline"
     (vanish mid-task without a word), "fail" (an error mid-task, reported) or None.
+
+    ``task`` is the user task installed on this device (``hamrah device --task`` / ``--config``): a
+    plan naming a user task runs only if its name and digest are this task's (else the task fails with
+    one line naming both); the device then trains on the store's live records under the task's schema,
+    with the task's model, loss and metrics. A built-in model's plan needs no task installed.
     """
 
     def __init__(
@@ -135,8 +147,9 @@ class DeviceRuntime:
         store: ExampleStore,
         state: StateSource,
         fault: Callable[[int], str | None] | None = None,
+        task: Task | None = None,
     ):
-        self.cfg, self.store, self.state, self.fault = cfg, store, state, fault
+        self.cfg, self.store, self.state, self.fault, self.task = cfg, store, state, fault, task
         self.stats = DeviceStats()
         self.pipeline_states: dict = {}  # the update pipeline's per-stage client state (error feedback)
         key = DeviceKey.load(cfg.signing_key) if cfg.signing_key else None
@@ -238,7 +251,14 @@ class DeviceRuntime:
         fault = self.fault(task.round) if self.fault else None
         try:
             plan = Plan.from_json(task.plan)
-            log.info("device %s: round %d: got a %s task", self.name, task.round, plan.kind)
+            log.info(
+                "device %s: round %d: got a %s task%s",
+                self.name,
+                task.round,
+                plan.kind,
+                f" of task {plan.task.name!r}" if plan.user_task and plan.task is not None else "",
+            )
+            check_task(plan, self.task)  # before downloading: a device runs only the task installed on it
             weights = await self._download(stub, task)
             if fault == "offline":  # gone without a word; back later
                 return self.cfg.max_retry_s
@@ -351,6 +371,7 @@ class DeviceRuntime:
                 raise TaskAborted(f"eligibility lost mid-task: {', '.join(state.blockers())}")
             await asyncio.wait({work}, timeout=self.cfg.poll_s)
         num_examples, metrics, update, new_state = work.result()
+        task_metrics = metrics.pop(_TASK_METRICS, None)
         metrics["duration_s"] = time.monotonic() - start
         header = pb.ReportHeader(
             task_id=task.task_id,
@@ -358,6 +379,7 @@ class DeviceRuntime:
             status=pb.COMPLETED,
             num_examples=num_examples,
             metrics=json.dumps(metrics).encode(),
+            task_metrics=encode_task_metrics(task_metrics) if task_metrics else b"",
         )
         return header, update, new_state
 
@@ -366,21 +388,36 @@ class DeviceRuntime:
         the client's new algorithm state or None)."""
         if fault == "fail":
             raise RuntimeError("simulated device failure mid-task")
-        data = self.store.read_all()
-        check_store(data, plan)
-        model = plan.model.build()
+        task = self.task if plan.user_task else None
+        if task is not None:  # the installed task (its digest checked): its records, model, loss and metrics
+            data = task_data(self.store, plan, task)
+            model = task.model()
+            check_model(model, data, task)
+        else:
+            data = self.store.read_all()
+            check_store(data, plan)
+            model = plan.model.build()  # type: ignore[union-attr]
+
+        def score(params: Params, examples) -> dict:
+            """The task's metrics: loss and accuracy as floats, and (a user task) every metric with its reduction."""
+            m = evaluate_metrics(model, params, examples, plan.ignore_index, task)
+            values = metric_values(m)
+            out = {k: values[k] for k in ("loss", "accuracy") if k in values}
+            if task is not None:
+                out[_TASK_METRICS] = m
+            return out
+
         held = None
         fraction = float(plan.extra.get(CROSS_SILO_KEY, {}).get("eval_fraction", 0.0))
         if fraction > 0 and len(data) >= 2:  # a site: the global model is scored on its held-out examples only
             held, data = holdout(data, fraction, plan.seed, self.cfg.client_key)
         if plan.kind == "evaluate":
             scored = data if held is None else held
-            loss, acc = evaluate(model, params, scored, plan.ignore_index)
-            return len(scored), {"loss": loss, "accuracy": acc}, {}, None
+            return len(scored), score(params, scored), {}, None
         site_eval: dict = {}
         if held is not None:  # score the global model before training on the rest
-            loss, acc = evaluate(model, params, held, plan.ignore_index)
-            site_eval = {"eval_examples": float(len(held)), "eval_loss": loss, "eval_accuracy": acc}
+            site_eval = {f"eval_{k}" if k != _TASK_METRICS else k: v for k, v in score(params, held).items()}
+            site_eval["eval_examples"] = float(len(held))
         algorithm = build(**plan.algorithm)
         rng = client_rng(plan.seed, plan.round, self.cfg.client_key)
         up = client_update(
@@ -393,11 +430,14 @@ class DeviceRuntime:
             broadcast=broadcast,
             ignore_index=plan.ignore_index,
             client_id=self.cfg.client_key,
+            task=task,
         )
         r = up.result
         metrics = {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float, np.floating))}
         local = {k: params[k] + r.delta[k] for k in r.delta}
-        metrics["loss"], metrics["accuracy"] = evaluate(model, local, data, plan.ignore_index)  # on local data
+        on_local = score(local, data)  # on local data
+        on_local.pop(_TASK_METRICS, None)
+        metrics.update(on_local)
         metrics.update(site_eval)
         update = algorithm.client_statistics(r)  # the statistics the algorithm declares, namespaced
         if uses_pipeline(plan.extra):  # packed for the pipeline's weighted sum (w_k = n_k, or 1 under DP)

@@ -8,7 +8,69 @@ import torch
 from hamrah.core.errors import DataError
 from hamrah.core.seeds import Stream, stream_rng
 from hamrah.data.federated import ArrayData
+from hamrah.data.schema import Schema
+from hamrah.device.eligibility import data_blockers
+from hamrah.device.store import ExampleStore
+from hamrah.task import Task
 from hamrah.transport.plan import Plan
+
+
+def check_task(plan: Plan, installed: Task | None) -> None:
+    """Refuse a plan whose user task is not the one installed on this device (no code comes over the wire).
+
+    Raises:
+        DataError: no task installed, or another task or digest than the plan's; naming both.
+    """
+    ref = plan.task
+    if not plan.user_task or ref is None:
+        return
+    if installed is None:
+        raise DataError(
+            f"the plan asks for {ref.describe()}; this device has no task installed "
+            "(start it with --task module:attribute or --config device.toml)"
+        )
+    have, digest = installed.task_name, installed.digest()
+    if have != ref.name or digest != ref.digest:
+        raise DataError(
+            f"the plan asks for {ref.describe()}; this device has task {have!r} (digest {digest}) installed"
+        )
+
+
+def task_data(store: ExampleStore, plan: Plan, task: Task) -> ArrayData:
+    """Return the store's live (unexpired) records as the task's tensors.
+
+    Records are read under the plan's training schema (else the task's declared one) and converted
+    exactly as the simulator converts the task's data (``Examples.to_array_data``, through
+    :func:`hamrah.task.examples_dataset`).
+
+    Raises:
+        DataError: the store holds another schema, or no live records; one line naming what was expected.
+    """
+    ref = plan.task
+    expected = Schema.from_json(ref.schema, "the plan's schema") if ref is not None and ref.schema else task.schema
+    problems = data_blockers(store.schema, store.count(), expected)
+    if problems:
+        raise DataError(f"task {task.task_name}: " + "; ".join(problems))
+    return store.examples().to_array_data()
+
+
+def check_model(model, data: ArrayData, task: Task) -> None:
+    """Check that the task's model takes the store's inputs (one forward pass on the first example).
+
+    Raises:
+        DataError: the model fails on them; naming the inputs' shape.
+    """
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(data.x[:1])
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"the example store's inputs have shape {tuple(data.x.shape[1:])}; task {task.task_name}'s model "
+            f"does not take them ({first})"
+        ) from None
 
 
 def check_store(data: ArrayData, plan: Plan) -> None:
@@ -45,4 +107,4 @@ def holdout(data: ArrayData, fraction: float, seed: int, client_key: int) -> tup
     return ArrayData(data.x[held], data.y[held]), ArrayData(data.x[rest], data.y[rest])
 
 
-__all__ = ["check_store", "holdout"]
+__all__ = ["check_model", "check_store", "check_task", "holdout", "task_data"]

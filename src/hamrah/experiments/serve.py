@@ -7,15 +7,18 @@ import dataclasses
 from pathlib import Path
 
 from hamrah.algorithms import build
-from hamrah.core.errors import ConfigError
-from hamrah.device.store import import_partition
-from hamrah.experiments.config import ExperimentConfig, algorithm_hyperparameters, from_dict, read_toml
+from hamrah.core.errors import ConfigError, DataError
+from hamrah.device.store import ExampleStore, import_partition
+from hamrah.experiments.config import ExperimentConfig, algorithm_hyperparameters, from_dict, read_toml, user_task
+from hamrah.experiments.export import write_model
 from hamrah.experiments.runner import prepare
 from hamrah.models import ModelSpec
 from hamrah.observe.dashboard import DashboardConfig, dashboard_config
 from hamrah.server.app import ServerSetup
 from hamrah.server.config import ServerConfig, server_config, site_count
 from hamrah.server.coordinator import RunPlan
+from hamrah.task import Task, load_task
+from hamrah.transport.plan import TaskRef
 from hamrah.transport.security import TokenRegistry
 
 
@@ -63,7 +66,12 @@ def load_dashboard_config(path: str | Path) -> DashboardConfig | None:
 
 
 def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
-    """Build what the server needs: algorithm, model spec, test data, goal, run settings.
+    """Build what the server needs: algorithm, task (and a built-in's model spec), test data, goal, run settings.
+
+    The task is resolved exactly as the simulator resolves it (``[task] entry`` / ``name``, or ``[model]
+    name``: :func:`hamrah.experiments.runner.prepare`). A user task's plan names it (name, version,
+    digest, the training schema) and carries no ``ModelSpec``; the server scores the global model with
+    the task's metrics on its test data, when the task has any and ``server.test_set`` is on.
 
     ``server.max_example_weight = 0`` resolves to the largest client of the configured partition, so
     honest devices keep their paper weights and no report counts for more than the largest client.
@@ -88,18 +96,35 @@ def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
     config = exp.to_dict()
     config["server"] = dataclasses.asdict(srv)
     plan = algorithm_plan(exp, prep.data.num_clients)
+    task = prep.task
+    user = user_task(exp)
+    ref = TaskRef(task.task_name, task.version, task.digest(), not user, ds.info.get("schema") if user else None)
+    test = ds.test if srv.test_set and len(ds.test) else None
     return ServerSetup(
         server=srv,
         run=RunPlan(r.rounds, r.seed, r.eval_every, r.target_accuracy, r.stop_at_target),
         algorithm=build(**plan),
         algorithm_plan=plan,
-        model=ModelSpec.of(exp.model.name, ds),
-        test_data=ds.test if srv.test_set else None,
+        model=None if user else ModelSpec.of(exp.model.name, ds),
+        test_data=test,
         goal=goal,
         config=config,
         ignore_index=ds.ignore_index,
         tracking=exp.tracking,
+        task=task,
+        task_ref=ref,
+        export=_exporter(task, exp.to_dict(), ds.info.get("schema")),
     )
+
+
+def _exporter(task: Task, config: dict, schema: str | None):
+    """Return what the server calls with its final model: write ``model.safetensors`` and ``manifest.json``
+    into its state folder, as ``hamrah run`` does (:func:`hamrah.experiments.export.write_model`)."""
+
+    def export(folder, model, params, metrics) -> None:
+        write_model(folder, model, params, task, config, metrics, schema)
+
+    return export
 
 
 def algorithm_plan(exp: ExperimentConfig, num_clients: int) -> dict:
@@ -109,6 +134,48 @@ def algorithm_plan(exp: ExperimentConfig, num_clients: int) -> dict:
     if a.name == "scaffold":
         plan["num_clients"] = num_clients
     return plan
+
+
+def installed_task(exp: ExperimentConfig) -> Task | None:
+    """Return the user task a device config names (``[task] entry``), built without reading its data; None
+    for a built-in task (a built-in model's plan needs nothing installed).
+
+    Raises:
+        ConfigError: the task does not import or is incomplete (one line, as ``hamrah run`` says it).
+    """
+    if not user_task(exp):
+        return None
+    t = exp.task
+    return load_task(t.entry, t.kwargs, t.path)
+
+
+def import_client(prep, client: int, path: str | Path, ttl_s: float | None = None) -> int:
+    """Fill a new Example Store at ``path`` with client ``client`` of a prepared config's partition.
+
+    A user task's client gets its records of named fields under the training schema (what the plan
+    names and the device reads back with ``ExampleStore.examples``); a built-in data set's, ``x, y``.
+    Written to ``PATH.partial`` and renamed: all or nothing.
+
+    Raises:
+        ConfigError: no such client.
+    """
+    fed = prep.data
+    if not 0 <= client < fed.num_clients:
+        raise ConfigError(f"client {client}: the partition has clients 0..{fed.num_clients - 1}")
+    examples = fed.dataset.info.get("train_examples")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if examples is None:
+        return import_partition(path, fed.client_data(client), ttl_s)
+    path = Path(path)
+    if path.exists():
+        raise DataError(f"{path}: already exists; choose a new store path")
+    part = examples.take(fed.client_indices[client])
+    tmp = path.with_name(path.name + ".partial")
+    tmp.unlink(missing_ok=True)
+    with ExampleStore(tmp, part.schema) as store:
+        n = store.append_many({name: part[name] for name in part.schema.names}, ttl_s=ttl_s)
+    tmp.replace(path)
+    return n
 
 
 def import_stores(exp: ExperimentConfig, out_dir: str | Path, clients: list[int]) -> list[Path]:
@@ -122,6 +189,6 @@ def import_stores(exp: ExperimentConfig, out_dir: str | Path, clients: list[int]
             raise ConfigError(f"client {c}: the partition has clients 0..{prep.data.num_clients - 1}")
         p = out / f"client_{c:05d}.db"
         if not p.exists():
-            import_partition(p, prep.data.client_data(c))
+            import_client(prep, c, p)
         paths.append(p)
     return paths

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import shutil
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,10 @@ from hamrah.server.selector import Selector
 from hamrah.server.service import FederatedLearningService
 from hamrah.server.state import ServerStore
 from hamrah.server.watch import Watch
+from hamrah.task import Task
 from hamrah.transport.codec import CHUNK_BYTES
 from hamrah.transport.identity import RETRY_MAX_S
+from hamrah.transport.plan import TaskRef
 from hamrah.transport.security import TokenRegistry, server_credentials
 
 log = logging.getLogger("hamrah.server")
@@ -49,13 +52,16 @@ class ServerSetup:
     run: RunPlan
     algorithm: Algorithm
     algorithm_plan: dict
-    model: ModelSpec
+    model: ModelSpec | None  # a built-in model; None: the user task's model
     test_data: ArrayData | None
     goal: int
     config: dict
     ignore_index: int | None = None
     dashboard: DashboardConfig | None = None  # [dashboard]: live pages and /metrics on a second port
     tracking: TrackingConfig | None = None  # [tracking]: TensorBoard / MLflow sinks
+    task: Task | None = None  # the task whose model, loss and metrics run (None: the built-in ``model``'s)
+    task_ref: TaskRef | None = None  # how the FL plan names the task
+    export: Callable | None = None  # (folder, model, params, metrics): write the final model (model.safetensors)
 
 
 class FLServer:
@@ -99,6 +105,8 @@ class FLServer:
             self.store,
             setup.goal,
             setup.ignore_index,
+            task=setup.task,
+            task_ref=setup.task_ref,
         )
         self.coordinator.totals = self.totals
         pipeline = ServerPipeline.from_config(
@@ -155,7 +163,7 @@ class FLServer:
             host,
             bound,
             "TLS" if s.tls_cert else "plaintext",
-            self.setup.model.name,
+            self.setup.model.name if self.setup.model is not None else f"task {self.coordinator.task_name}",
             f"{num_parameters(params):,}",
             f"cross-silo: {self.setup.goal} sites, each round" if s.cross_silo else f"goal {self.setup.goal} per round",
             self.store.dir,
@@ -183,10 +191,26 @@ class FLServer:
             await self._grpc.stop(grace=0.5)
             self.coordinator.master.close()
             summary = self.summary()
+            self._export(summary)
             self.store.write_summary(summary)
             self.store.close()
             self.watch.stop()
         return summary
+
+    def _export(self, summary: dict) -> None:
+        """Write the final global model and its manifest into the state folder (as ``hamrah run`` does)."""
+        if self.setup.export is None or not summary["rounds_committed"]:
+            return
+        records = self.store.committed_rounds()
+        last = records[-1] if records else {}
+        metrics = {"accuracy": summary.get("final_accuracy"), "loss": last.get("test_loss")}
+        metrics.update({k[5:]: v for k, v in last.items() if k.startswith("test_") and k[5:] not in metrics})
+        for k, v in summary.items():  # cross-silo: the sites' score of the final model
+            if k.startswith("final_device_"):
+                metrics["device_" + k[13:]] = v
+        coord = self.coordinator
+        self.setup.export(self.store.dir, coord.model, coord.params, metrics)
+        log.info("final model written to %s", self.store.dir / "model.safetensors")
 
     def _on_sigterm(self) -> None:
         """Drain on SIGTERM (main thread only): finish the round in flight, commit it, then stop."""

@@ -20,9 +20,10 @@ import torch
 
 from hamrah.aggregation import build_aggregator
 from hamrah.algorithms.base import Algorithm
-from hamrah.algorithms.local import evaluate
+from hamrah.algorithms.local import evaluate_metrics
 from hamrah.algorithms.state import flatten_state, unflatten_state
 from hamrah.core.errors import NotEnoughClients, ProtocolError
+from hamrah.core.metrics import metric_values
 from hamrah.core.params import Params, model_state
 from hamrah.core.records import RoundRecord
 from hamrah.data.federated import ArrayData
@@ -47,7 +48,9 @@ from hamrah.server.secure import SecureOutcome
 from hamrah.server.secure_rounds import SecureRounds
 from hamrah.server.shell import ShellEvents, report_of, task_message
 from hamrah.server.state import ServerStore
+from hamrah.task import Task
 from hamrah.transport.codec import BROADCAST_PREFIX, encode_params, sha256, spec_of
+from hamrah.transport.plan import TaskRef
 from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
@@ -68,7 +71,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         run: RunPlan,
         algorithm: Algorithm,
         algorithm_plan: dict,
-        model: ModelSpec,
+        model: ModelSpec | None,
         test_data: ArrayData | None,
         store: ServerStore,
         goal: int,
@@ -77,12 +80,17 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         clock: ev.Clock | None = None,
         journal: bool = False,
         new_task_id: Callable[[], str] | None = None,
+        task: Task | None = None,
+        task_ref: TaskRef | None = None,
     ):
         self.pipeline = pipeline  # hamrah.server.pipeline.ServerPipeline, or None
         self.cfg, self.run_plan, self.algorithm, self.algorithm_plan = cfg, run, algorithm, algorithm_plan
         self.model_spec, self.test_data, self.store, self.ignore_index = model, test_data, store, ignore_index
         self.goal = goal
-        self.model = model.build()
+        self.task, self.task_ref = task, task_ref  # the model is the built-in ``model``'s, else the task's
+        if model is None and task is None:
+            raise ValueError("Coordinator: expected a built-in ModelSpec or a task")
+        self.model = self._build_model()
         self.aggregator = build_aggregator(**cfg.aggregator) if cfg.aggregator is not None else None
         self.master = master_aggregator(cfg.aggregators, cfg.backend)
         self.clock = clock or ev.MonotonicClock()
@@ -113,13 +121,23 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         self.update_limit = int(cfg.max_update_mb * 2**20) or 2 * len(encode_params(self.params)) + 2**20
         self._init_shell()
 
+    def _build_model(self) -> torch.nn.Module:
+        return self.model_spec.build() if self.model_spec is not None else self.task.model()  # type: ignore[union-attr]
+
+    @property
+    def task_name(self) -> str:
+        """The task's name (a built-in: its model's name)."""
+        if self.task_ref is not None:
+            return self.task_ref.name
+        return self.task.task_name if self.task is not None else self.model_spec.name  # type: ignore[union-attr]
+
     def _initial_params(self) -> Params:
-        """The seeded initial model."""
+        """The seeded initial model: drawn as the simulator draws it (``hamrah.simulation.seeded``)."""
         from hamrah.core.seeds import init_seed
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed(self.run_plan.seed))
-            return model_state(self.model_spec.build())  # parameters and BatchNorm buffers
+            return model_state(self._build_model())  # parameters and BatchNorm buffers
 
     # --- the machine's state, read by selectors, the service and tests -----------------------
 
@@ -240,7 +258,12 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         if info.kind == "evaluate":
             if report.payload:
                 raise ProtocolError("an evaluate report carries metrics loss and accuracy and no update")
-            metrics = check_metrics(report.metrics, required=("loss", "accuracy"))
+            metrics = check_metrics(
+                report.metrics,
+                required=("loss", "accuracy") if self.task_ref is None or self.task_ref.builtin else ("loss",),
+            )
+            if report.task_metrics:
+                metrics["task"] = dict(report.task_metrics)
             rs.evals.append((self._weight(rs, report.num_examples), metrics))
         elif self.secure_stage() is not None:
             raise ProtocolError(
@@ -248,7 +271,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
                 "SecureAggregation stream, not Report"
             )
         else:
-            site_eval = self._site_eval(report.metrics)
+            site_eval = self._site_eval(report.metrics, report.task_metrics)
             self._fold(rs, info, *self._decode_report(info, report))
             rs.aggregation_s += self.clock.now() - t0
             if site_eval is not None:
@@ -277,7 +300,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         )
         return "accepted"
 
-    def _site_eval(self, metrics) -> tuple[int, dict] | None:
+    def _site_eval(self, metrics, task_metrics=None) -> tuple[int, dict] | None:
         """Cross-silo: a training report's score of the round's global model on the site's held-out
         examples, as ``(weight, {"loss", "accuracy"})``; None when it carries none.
 
@@ -287,11 +310,18 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         present = [k for k in SITE_EVAL if k in metrics]
         if not present or not self.cfg.cross_silo:
             return None
-        if len(present) < len(SITE_EVAL):
-            raise ProtocolError(f"metrics: {present} without the rest of {list(SITE_EVAL)}")
-        m = check_metrics({k: metrics[k] for k in SITE_EVAL})
+        user = self.task_ref is not None and not self.task_ref.builtin
+        needed = SITE_EVAL[:2] if user else SITE_EVAL  # a user task may have no accuracy (regression)
+        if any(k not in present for k in needed):
+            raise ProtocolError(f"metrics: {present} without the rest of {list(needed)}")
+        m = check_metrics({k: metrics[k] for k in present})
         weight = min(int(m["eval_examples"]), self.max_weight)
-        return (weight, {"loss": m["eval_loss"], "accuracy": m["eval_accuracy"]}) if weight >= 1 else None
+        scored = {"loss": m["eval_loss"]}
+        if "eval_accuracy" in m:
+            scored["accuracy"] = m["eval_accuracy"]
+        if task_metrics:
+            scored["task"] = dict(task_metrics)
+        return (weight, scored) if weight >= 1 else None
 
     def refused(self, device: str, reason: str) -> None:
         """Count a refused message of ``device`` in the round in flight."""
@@ -415,10 +445,15 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         more: dict = {}
         t0 = self.clock.now()
         plan = self.run_plan
+        tested: dict[str, float] = {}
         if self.test_data is not None and (rs.round % plan.eval_every == 0 or rs.round == plan.rounds):
-            more["test_loss"], more["test_accuracy"] = evaluate(self.model, params, self.test_data, self.ignore_index)
+            # the task's metrics (a built-in: loss and accuracy), merged with their reductions, as the simulator's
+            m = evaluate_metrics(self.model, params, self.test_data, self.ignore_index, self.task)
+            tested = metric_values(m)
+            more["test_loss"], more["test_accuracy"] = tested.pop("loss", None), tested.pop("accuracy", None)
         eval_s = self.clock.now() - t0 if "test_loss" in more else None
         extra = dict(self.pipeline.record_round()) if self.pipeline is not None else {}
+        extra.update({f"test_{k}": v for k, v in tested.items()})  # e.g. test_auc
         more.update({k: extra.pop(k) for k in ("bytes_up", "epsilon") if k in extra})
         if secure is not None:
             extra.update(secagg_survivors=secure.survivors, bytes_down_protocol=rs.secure.bytes_down)

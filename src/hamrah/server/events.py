@@ -67,6 +67,7 @@ class Report:
     metrics: Mapping[str, float] = field(default_factory=dict)
     payload: bytes = b""
     reason: str = ""
+    task_metrics: Mapping = field(default_factory=dict)  # a user task's evaluation, with reductions (Metric values)
 
 
 # --- events -------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hamrah.core.errors import DataError, ProtocolError
+from hamrah.core.metrics import merge_metrics, metric_values
 from hamrah.core.params import Params, model_state
 from hamrah.core.records import DeviceEval, PhaseTimings, RoundRecord, ServerCounts
 
@@ -188,13 +189,15 @@ def round_record(
     )
     device_eval = None
     if rs.eval_target or rs.evals:  # evaluate tasks, or cross-silo sites scoring the model they trained from
-        n = sum(k for k, _ in rs.evals)
+        scored = device_scores(rs.evals)
         device_eval = DeviceEval(
             rs.picked("evaluate") if rs.eval_target else rs.picked("train"),
             len(rs.evals),
-            sum(k * m["accuracy"] for k, m in rs.evals) / n if n else None,
-            sum(k * m["loss"] for k, m in rs.evals) / n if n else None,
+            scored.pop("accuracy", None),
+            scored.pop("loss", None),
         )
+        if scored:  # a user task's other metrics, merged with their reductions: device_auc, ...
+            more["extra"] = {**more.get("extra", {}), **{f"device_{k}": v for k, v in scored.items()}}
     return RoundRecord(
         rs.round,
         train_loss=train_loss,
@@ -209,6 +212,23 @@ def round_record(
     )
 
 
+def device_scores(evals) -> dict[str, float]:
+    """Return devices' evaluations ``[(weight, metrics)]`` merged: ``loss`` and ``accuracy`` weighted by
+    each device's (capped) weight, and a user task's other metrics (``metrics["task"]``, with their
+    reductions) merged as the simulator merges clients' (``merge_metrics``)."""
+    out: dict[str, float] = {}
+    for name in ("accuracy", "loss"):
+        having = [(k, m[name]) for k, m in evals if name in m]
+        n = sum(k for k, _ in having)
+        if n:
+            out[name] = sum(k * v for k, v in having) / n
+    merged: dict = {}
+    for _, m in evals:
+        merged = merge_metrics(merged, m.get("task", {}))
+    out.update({k: v for k, v in metric_values(merged).items() if k not in ("accuracy", "loss")})
+    return out
+
+
 __all__ = [
     "MAX_EXAMPLES",
     "LateReport",
@@ -216,6 +236,7 @@ __all__ = [
     "RunPlan",
     "TaskInfo",
     "client_id",
+    "device_scores",
     "draw",
     "in_model_order",
     "no_shows",

@@ -13,8 +13,8 @@ import asyncio
 import logging
 
 from hamrah.server import events as ev
-from hamrah.server.rounds import TaskInfo
-from hamrah.transport.codec import decode_metrics
+from hamrah.server.rounds import TaskInfo, device_scores
+from hamrah.transport.codec import decode_metrics, decode_task_metrics
 from hamrah.transport.plan import CROSS_SILO_KEY, Plan
 from hamrah.transport.proto import fl_pb2 as pb
 
@@ -32,7 +32,10 @@ def report_of(header: pb.ReportHeader, payload: bytes) -> ev.Report:
     """
     status = _STATUS.get(header.status, str(header.status))
     metrics = decode_metrics(header.metrics) if status == ev.COMPLETED else {}
-    return ev.Report(header.task_id, header.round, status, int(header.num_examples), metrics, payload, header.reason)
+    task_metrics = decode_task_metrics(header.task_metrics) if status == ev.COMPLETED else {}
+    return ev.Report(
+        header.task_id, header.round, status, int(header.num_examples), metrics, payload, header.reason, task_metrics
+    )
 
 
 def task_message(info: TaskInfo, coord, checkpoint: bytes, checkpoint_sha: str) -> pb.Task:
@@ -43,7 +46,14 @@ def task_message(info: TaskInfo, coord, checkpoint: bytes, checkpoint_sha: str) 
     if coord.cfg.cross_silo:  # the site holds out a fixed share of its examples to score the global model on
         extra = {**extra, CROSS_SILO_KEY: {"eval_fraction": coord.cfg.site_eval_fraction}}
     plan = Plan(
-        info.kind, info.round, coord.algorithm_plan, coord.model_spec, coord.run_plan.seed, coord.ignore_index, extra
+        info.kind,
+        info.round,
+        coord.algorithm_plan,
+        coord.model_spec,
+        coord.run_plan.seed,
+        coord.ignore_index,
+        extra,
+        coord.task_ref,
     )
     return pb.Task(
         task_id=info.task_id,
@@ -143,17 +153,22 @@ class ShellEvents:
         if not n:
             log.warning("round %d: no site scored the final model", out.round)
             return
+        scored = device_scores(out.evals)
         self.final_eval = {
-            "final_device_accuracy": sum(k * m["accuracy"] for k, m in out.evals) / n,
-            "final_device_loss": sum(k * m["loss"] for k, m in out.evals) / n,
+            "final_device_accuracy": scored.pop("accuracy", None),
+            "final_device_loss": scored.pop("loss", None),
             "final_eval_sites": len(out.evals),
             "final_eval_examples": n,
+            **{f"final_device_{k}": v for k, v in scored.items()},  # a user task's metrics, e.g. final_device_auc
         }
         log.info(
-            "round %d: final model: on-device accuracy %.4f, loss %.4f (%d sites, %d held-out examples)",
+            "round %d: final model: on-device %s (%d sites, %d held-out examples)",
             out.round,
-            self.final_eval["final_device_accuracy"],
-            self.final_eval["final_device_loss"],
+            ", ".join(
+                f"{k[13:]} {v:.4f}"
+                for k, v in self.final_eval.items()
+                if k[13:] and v is not None and k.startswith("final_device_")
+            ),
             len(out.evals),
             n,
         )

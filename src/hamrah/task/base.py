@@ -119,12 +119,14 @@ def examples_dataset(name: str, train: Examples, test: Examples | None = None) -
     """Return a :class:`Dataset` of :class:`~hamrah.data.Examples` (class labels, or float targets).
 
     Unlike :func:`hamrah.data.to_dataset` a float label (regression) is kept; its ``num_classes`` is 0.
-    The training schema is kept in ``info["schema"]`` (JSON), for ``hamrah predict``.
+    The training schema is kept in ``info["schema"]`` (JSON), for ``hamrah predict`` and the FL plan, and
+    the training examples in ``info["train_examples"]`` (row ``i`` is ``train.x[i]``), from which a
+    device's Example Store is filled with its client's records under that schema.
     """
     from hamrah.data.examples import to_dataset
     from hamrah.data.federated import ArrayData
 
-    info = {"schema": train.schema.to_json()}
+    info = {"schema": train.schema.to_json(), "train_examples": train}
     if train.num_classes is not None:
         return dataclasses.replace(to_dataset(name, train, test), info=info)
     tr = train.to_array_data()

@@ -124,3 +124,66 @@ def decode_metrics(data: bytes) -> dict[str, float]:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ProtocolError(f"metrics: {k!r} = {v!r} is not a finite number")
     return {k: float(v) for k, v in obj.items()}
+
+
+MAX_TASK_METRICS, MAX_BINS = 32, 100_000  # a task metrics message: at most this many metrics, histogram bins
+
+
+def encode_task_metrics(metrics) -> bytes:
+    """Return a task's metrics (``dict[str, Metric]``) as UTF-8 JSON that keeps each one's reduction, so the
+    server merges devices' evaluations exactly as the simulator merges clients' (``merge_metrics``)."""
+    from hamrah.core.metrics import Perplexity, ScoreHistogram, Summed
+
+    out: dict = {}
+    for name, m in metrics.items():
+        if isinstance(m, ScoreHistogram):
+            out[name] = {"kind": "histogram", "pos": list(m.pos), "neg": list(m.neg)}
+        elif isinstance(m, Summed):
+            out[name] = {"kind": "summed", "total": float(m.total)}
+        else:
+            kind = "perplexity" if isinstance(m, Perplexity) else "weighted"
+            out[name] = {"kind": kind, "total": float(m.total), "weight": float(m.weight)}
+    return json.dumps(out, sort_keys=True).encode("utf-8")
+
+
+def decode_task_metrics(data: bytes) -> dict:
+    """Parse :func:`encode_task_metrics`'s JSON back into ``dict[str, Metric]``.
+
+    Raises:
+        ProtocolError: not a JSON object of known metric kinds with finite numbers (weights and counts
+            not negative), too many metrics or bins.
+    """
+    from hamrah.core.metrics import Perplexity, ScoreHistogram, Summed, Weighted
+
+    if not data:
+        return {}
+    try:
+        obj = json.loads(bytes(data).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ProtocolError(f"task metrics: not a JSON object ({type(e).__name__})") from None
+    if not isinstance(obj, dict) or len(obj) > MAX_TASK_METRICS:
+        raise ProtocolError(f"task metrics: expected a JSON object of at most {MAX_TASK_METRICS} metrics")
+
+    def number(v, what: str, low: float = -math.inf) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < low:
+            raise ProtocolError(f"task metrics: {what} = {v!r}, expected a finite number >= {low}")
+        return float(v)
+
+    out: dict = {}
+    for name, m in obj.items():
+        kind = m.get("kind") if isinstance(m, dict) else None
+        if kind == "histogram":
+            pos, neg = m.get("pos"), m.get("neg")
+            if not (isinstance(pos, list) and isinstance(neg, list) and 0 < len(pos) == len(neg) <= MAX_BINS):
+                raise ProtocolError(f"task metrics: {name}: expected pos and neg of equal length 1..{MAX_BINS}")
+            out[name] = ScoreHistogram(
+                tuple(number(v, f"{name}.pos", 0.0) for v in pos), tuple(number(v, f"{name}.neg", 0.0) for v in neg)
+            )
+        elif kind == "summed":
+            out[name] = Summed(number(m.get("total"), f"{name}.total"))
+        elif kind in ("weighted", "perplexity"):
+            cls = Perplexity if kind == "perplexity" else Weighted
+            out[name] = cls(number(m.get("total"), f"{name}.total"), number(m.get("weight"), f"{name}.weight", 0.0))
+        else:
+            raise ProtocolError(f"task metrics: {name!r}: expected kind weighted, summed, perplexity or histogram")
+    return out

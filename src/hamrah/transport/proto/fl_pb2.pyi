@@ -114,7 +114,7 @@ class Chunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class ReportHeader(_message.Message):
-    __slots__ = ("task_id", "round", "status", "num_examples", "metrics", "update_bytes", "reason")
+    __slots__ = ("task_id", "round", "status", "num_examples", "metrics", "update_bytes", "reason", "task_metrics")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class ReportHeader(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     UPDATE_BYTES_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TASK_METRICS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     round: int
     status: ReportStatus
@@ -129,7 +130,8 @@ class ReportHeader(_message.Message):
     metrics: bytes
     update_bytes: int
     reason: str
-    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., status: _Optional[_Union[ReportStatus, str]] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[bytes] = ..., update_bytes: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    task_metrics: bytes
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., status: _Optional[_Union[ReportStatus, str]] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[bytes] = ..., update_bytes: _Optional[int] = ..., reason: _Optional[str] = ..., task_metrics: _Optional[bytes] = ...) -> None: ...
 
 class ReportPart(_message.Message):
     __slots__ = ("header", "chunk")
