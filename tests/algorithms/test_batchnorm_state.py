@@ -77,3 +77,27 @@ def test_batchnorm_under_dp_is_refused_naming_its_running_statistics():
         Simulator(bn_net(), _clients(), FedAvg(1.0, LocalSGD(1, None, 0.1)), SimulationConfig(rounds=1), pipeline=spec)
     plain = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.GroupNorm(2, 8), nn.ReLU(), nn.Linear(8, 3))
     spec.check_model(plain)  # GroupNorm keeps no running statistics: accepted
+
+
+def test_a_config_with_batchnorm_under_dp_is_refused_before_the_server_or_simulator_starts(tmp_path):
+    from hamrah.core.errors import ConfigError
+    from hamrah.experiments.config import from_dict
+    from hamrah.experiments.runner import prepare
+
+    (tmp_path / "bn_task.py").write_text(
+        "from torch import nn\nimport hamrah\n\n"
+        "class BN(hamrah.ClassificationTask):\n"
+        "    def model(self):\n"
+        "        layers = [nn.Flatten(), nn.Linear(784, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 10)]\n"
+        "        return nn.Sequential(*layers)\n"
+        "    def data(self):\n"
+        "        from hamrah.data import load_dataset\n"
+        "        return load_dataset('mnist')\n"
+    )
+    raw = {
+        "task": {"entry": "bn_task:BN"},
+        "data": {"partition": "iid", "num_clients": 10},
+        "privacy": {"mode": "central", "clip": 1.0, "noise_multiplier": 1.0},
+    }
+    with pytest.raises(ConfigError, match="running statistics.*GroupNorm"):
+        prepare(from_dict(raw, tmp_path))

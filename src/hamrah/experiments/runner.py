@@ -119,14 +119,10 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
         alpha=d.alpha,
         sigma=d.sigma,
     )
-    return Prepared(
-        cfg,
-        fed,
-        task.model,
-        build_algorithm(cfg.algorithm, fed.num_clients),
-        pipeline_spec(cfg, fed.num_clients) if uses_pipeline(cfg) else None,
-        task,
-    )
+    spec = pipeline_spec(cfg, fed.num_clients) if uses_pipeline(cfg) else None
+    if spec is not None:  # the server's run too: a model with running statistics is refused under DP
+        spec.check_model(task.model())
+    return Prepared(cfg, fed, task.model, build_algorithm(cfg.algorithm, fed.num_clients), spec, task)
 
 
 def uses_pipeline(cfg: ExperimentConfig) -> bool:
