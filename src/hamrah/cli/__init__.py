@@ -1,0 +1,34 @@
+"""The ``hamrah`` command: the only place that parses arguments and prints to the user.
+
+Commands live in :mod:`hamrah.cli.experiments` (one machine) and :mod:`hamrah.cli.system` (the real
+server, devices and parties); each module registers its own parsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hamrah.cli import experiments, system
+from hamrah.core.errors import HamrahError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hamrah", description="Federated learning: simulate, sweep, reproduce.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    experiments.add_commands(sub)
+    system.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except HamrahError as e:
+        print(f"hamrah: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hamrah: interrupted", file=sys.stderr)
+        return 130
+    return 0

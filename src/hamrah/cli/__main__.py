@@ -1,0 +1,7 @@
+"""``python -m hamrah.cli``."""
+
+import sys
+
+from hamrah.cli import main
+
+sys.exit(main())
