@@ -43,3 +43,16 @@ def test_eta_states_rate_and_time_left(done, total, elapsed):
     shown = float(re.search(r"about ([\d.]+) (min|s) left", text).group(1))
     unit = re.search(r"(min|s) left", text).group(1)
     assert abs(shown * (60 if unit == "min" else 1) - left) <= (3.0 if unit == "min" else 0.5)
+
+
+def test_fleet_progress_prints_a_line_per_new_round_off_a_terminal(capsys):
+    from hamrah.experiments.progress import fleet_progress
+
+    with fleet_progress() as on_round:
+        on_round(1, 10)
+        on_round(3, 10)
+        on_round(4, None)  # a server that does not say its rounds
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "fleet: round 1/10 under way"
+    assert out[1].startswith("fleet: round 3/10 under way (") and "left)" in out[1]
+    assert out[2] == "fleet: round 4 under way"

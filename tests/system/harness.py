@@ -50,13 +50,22 @@ def device_config(port: int, **kw) -> DeviceConfig:
 
 
 async def run_system(
-    setup, state_dir, stores, tokens, churn=Churn(), during=None, device_kw=None, client_keys=None, task=None
+    setup,
+    state_dir,
+    stores,
+    tokens,
+    churn=Churn(),
+    during=None,
+    device_kw=None,
+    client_keys=None,
+    task=None,
+    on_round=None,
 ):
     """Serve until all rounds commit while a fleet trains; return (server, summary, fleet stats)."""
     server = FLServer(setup, state_dir)
     port = await server.start(0)
     base = device_config(port, population=setup.server.population, **(device_kw or {}))
-    fleet = asyncio.ensure_future(run_fleet(base, stores, tokens, churn, client_keys, task))
+    fleet = asyncio.ensure_future(run_fleet(base, stores, tokens, churn, client_keys, task, on_round))
     extra = asyncio.ensure_future(during(server, port)) if during else None
     summary = await asyncio.wait_for(server.serve(linger_s=0.8), 240)  # fail, do not hang, if rounds stall
     try:

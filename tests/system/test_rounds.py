@@ -19,7 +19,11 @@ from hamrah.simulation import SimulationConfig, Simulator, seeded
 
 def test_twenty_devices_complete_three_rounds_of_fedavg(tmp_path):
     setup, stores, tokens = make_setup(tmp_path, experiment(rounds=3), devices=20, goal_count=10)
-    server, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
+    seen = []  # the fleet's progress feed: (latest round a device got a task of, the plan's total)
+    server, summary, stats = asyncio.run(
+        run_system(setup, tmp_path / "state", stores, tokens, on_round=lambda r, n: seen.append((r, n)))
+    )
+    assert [r for r, _ in seen] == sorted({r for r, _ in seen}) and seen[-1][0] == 3 and {n for _, n in seen} == {3}
     recs = records(tmp_path / "state", setup)
     assert [r["round"] for r in recs] == [1, 2, 3]
     assert all(r["reported"] >= 8 and r["selected"] >= r["reported"] for r in recs)

@@ -145,7 +145,11 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
     churn = Churn(args.offline, args.unplug, args.fail, args.kill, args.drop, args.drop_stage, seed=exp.run.seed)
     base = _device_config(args, srv.population)
     print(f"fleet: {args.devices} devices (stores in {stores_dir}) -> {args.server}")
-    stats = asyncio.run(run_fleet(base, stores, tokens, churn, list(range(first, first + args.devices)), task))
+    from hamrah.experiments.progress import fleet_progress
+
+    with fleet_progress() as on_round:
+        keys = list(range(first, first + args.devices))
+        stats = asyncio.run(run_fleet(base, stores, tokens, churn, keys, task, on_round))
     alive = [s for s in stats if s is not None]
     stopped = [
         (i, s.messages[-1])

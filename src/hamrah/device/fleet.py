@@ -8,6 +8,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -94,6 +95,7 @@ async def run_fleet(
     churn: Churn = Churn(),
     client_keys: list[int] | None = None,
     task=None,
+    on_round: Callable[[int, int | None], None] | None = None,
 ) -> list[DeviceStats | None]:
     """Run one device runtime per store until the server ends training.
 
@@ -106,6 +108,8 @@ async def run_fleet(
         client_keys: per device the partition client it holds (seeds its shuffles).
         task: the user task installed on every device (``hamrah.Task``), a list of one per device, or None
             (built-in models only).
+        on_round: called with (the latest round any device got a task of, the run's rounds as the plan
+            says or None) each time that round grows: a progress display's feed.
 
     Returns:
         Per device its stats; None for a device that died (simulated). A device the server refuses
@@ -157,7 +161,22 @@ async def run_fleet(
         if not task.cancelled():
             task.result()  # an unexpected error (a bad credentials file) is the user's to see
 
-    await asyncio.gather(*(until_over(i) for i in range(len(stores))))
+    async def watch_rounds() -> None:
+        seen = 0
+        while True:
+            live = [s for s in stats if s is not None]
+            latest = max((s.last_round for s in live), default=0)
+            if latest > seen and on_round is not None:
+                seen = latest
+                on_round(latest, next((s.total_rounds for s in live if s.total_rounds), None))
+            await asyncio.sleep(0.5)
+
+    watcher = asyncio.ensure_future(watch_rounds())
+    try:
+        await asyncio.gather(*(until_over(i) for i in range(len(stores))))
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
     return stats
 
 

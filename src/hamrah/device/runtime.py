@@ -119,6 +119,8 @@ class DeviceStats:
     failed: int = 0
     refused: int = 0
     messages: list[str] = field(default_factory=list)
+    last_round: int = 0  # the latest round this device got a task of
+    total_rounds: int | None = None  # the run's rounds, as the plan says (for progress displays)
 
 
 _LOGGED = ("train_loss", "loss", "accuracy", "eval_loss", "eval_accuracy")  # metrics in the device's log line
@@ -251,6 +253,7 @@ class DeviceRuntime:
         fault = self.fault(task.round) if self.fault else None
         try:
             plan = Plan.from_json(task.plan)
+            self.stats.last_round, self.stats.total_rounds = max(self.stats.last_round, plan.round), plan.rounds
             log.info(
                 "device %s: round %d: got a %s task%s",
                 self.name,

@@ -1,11 +1,11 @@
 """Live progress for long commands: rich progress bars (done, rate, time left) on a terminal, plain
 lines otherwise: per evaluated round (``run``, ``sweep``), per cell (``lab``, ``reproduce``), per
-committed round (``server``)."""
+committed round (``server``), per round the devices work on (``fleet``)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -40,22 +41,27 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:.2f} {self.unit}/s" if speed >= 0.1 else f"{1 / speed:.0f} s/{self.unit.rstrip('s')}")
 
 
-@contextmanager
-def round_progress(total_rounds: int, label: str = "training", log_rounds: bool = True) -> Iterator:
-    """Yield a callback ``on_round(record)`` that advances a progress bar and logs the round."""
-    progress = Progress(
+def _bar(middle: TextColumn, unit: str = "rounds", enabled: bool = True) -> Progress:
+    """A transient bar: label, bar, done/total, ``middle``, rate, elapsed, time left."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        RateColumn(),
+        middle,
+        RateColumn(unit),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=not console.is_terminal,
+        disable=not enabled,
     )
+
+
+@contextmanager
+def round_progress(total_rounds: int, label: str = "training", log_rounds: bool = True) -> Iterator:
+    """Yield a callback ``on_round(record)`` that advances a progress bar and logs the round."""
+    progress = _bar(TextColumn("{task.fields[stats]}"), enabled=console.is_terminal)
     task = progress.add_task(label, total=total_rounds, stats="")
 
     def on_round(rec: RoundRecord) -> None:
@@ -97,19 +103,7 @@ def work_progress(total: int, label: str, unit: str = "items") -> Iterator:
     above it; otherwise each step prints one plain line: ``line``, then ``label: done/total unit
     (rate, time left)``, so logs and pipes stay line-oriented.
     """
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(unit),
-        RateColumn(unit),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
+    progress = _bar(TextColumn(unit), unit, enabled=console.is_terminal)
     task = progress.add_task(label, total=total)
     start, done = time.perf_counter(), [0]
 
@@ -140,18 +134,7 @@ def follow_rounds(metrics: Path, total_rounds: int, label: str = "server") -> It
         return
     from hamrah.observe.tracking import RecordFeed
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("rounds"),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = _bar(TextColumn("rounds"))
     task = progress.add_task(label, total=total_rounds)
     feed = RecordFeed(metrics, lambda rec: progress.update(task, completed=int(rec.get("round", 0))))
     progress.update(task, completed=max((r for r in feed.seen if isinstance(r, int)), default=0))
@@ -161,3 +144,28 @@ def follow_rounds(metrics: Path, total_rounds: int, label: str = "server") -> It
             yield
         finally:
             feed.stop()
+
+
+@contextmanager
+def fleet_progress(label: str = "fleet") -> Iterator[Callable[[int, int | None], None]]:
+    """Yield ``on_round(latest, total)`` for :func:`hamrah.device.fleet.run_fleet`: the latest round a
+    device of the fleet got a task of, out of the run's rounds as the FL plan says (None: not said).
+
+    On a terminal a bar shows rounds, rate and time left; otherwise one plain line per new round.
+    """
+    progress = _bar(TextColumn("rounds"), enabled=console.is_terminal)
+    task: list[TaskID] = []
+    start = time.perf_counter()
+
+    def on_round(latest: int, total: int | None) -> None:
+        if console.is_terminal:
+            if not task:
+                task.append(progress.add_task(label, total=total))
+            progress.update(task[0], completed=latest - 1, total=total)  # the latest round is under way
+            return
+        of = f"/{total}" if total else ""
+        eta = f" ({_eta(latest - 1, total, time.perf_counter() - start)})" if total and latest > 1 else ""
+        print(f"{label}: round {latest}{of} under way{eta}", flush=True)
+
+    with progress:
+        yield on_round

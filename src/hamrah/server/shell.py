@@ -54,6 +54,7 @@ def task_message(info: TaskInfo, coord, checkpoint: bytes, checkpoint_sha: str) 
         coord.ignore_index,
         extra,
         coord.task_ref,
+        coord.run_plan.rounds,
     )
     return pb.Task(
         task_id=info.task_id,

@@ -60,6 +60,7 @@ class Plan:
         extra: what the round adds: the update pipeline (``"pipeline"``), a cross-silo site's settings
             (``"cross_silo"``: ``{"eval_fraction": f}``).
         task: the task the plan runs (None: a plan of a server before tasks, a built-in model).
+        rounds: the run's total rounds, for a device's progress display (None: not said).
     """
 
     kind: str
@@ -70,6 +71,7 @@ class Plan:
     ignore_index: int | None = None
     extra: dict = field(default_factory=dict)
     task: TaskRef | None = None
+    rounds: int | None = None
 
     @property
     def user_task(self) -> bool:
@@ -128,6 +130,7 @@ class Plan:
                 None if d["ignore_index"] is None else int(d["ignore_index"]),
                 dict(d.get("extra", {})),
                 task,
+                None if d.get("rounds") is None else int(d["rounds"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"plan: missing or malformed field ({e!r})") from None
