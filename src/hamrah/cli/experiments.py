@@ -22,8 +22,13 @@ def _cmd_run(args: argparse.Namespace) -> None:
     if args.stop_at_target:
         cfg = cfg.replace("run", stop_at_target=True)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    if holds_a_run(out) and not args.overwrite:
-        raise ConfigError(f"{out} holds a previous run; pass --overwrite to replace it, or choose another --out")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume goes on with the run in --out and --overwrite replaces it; expected one of the two")
+    if holds_a_run(out) and not (args.overwrite or args.resume):
+        raise ConfigError(
+            f"{out} holds a previous run; pass --resume to go on from its checkpoint, --overwrite to replace it, "
+            "or choose another --out"
+        )
     prep = prepare(cfg)
     sim_cohort = prep.algorithm.cohort_size(prep.data.num_clients)
     what = f"task {prep.task.task_name}" if user_task(cfg) else f"{cfg.model.name} on {cfg.data.dataset}"
@@ -32,7 +37,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
         f"{prep.data.num_clients} clients, {sim_cohort} per round, {cfg.run.rounds} rounds -> {out}"
     )
     with round_progress(cfg.run.rounds, log_rounds=not args.quiet) as on_round:
-        s = run_experiment(cfg, out, on_round=on_round, prepared=prep, plot=not args.no_plot)
+        s = run_experiment(cfg, out, on_round=on_round, prepared=prep, plot=not args.no_plot, resume=args.resume)
     rtt = s["rounds_to_target"]
     target = cfg.run.target_accuracy
     console.print(
@@ -178,6 +183,7 @@ def add_commands(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no per-round log lines")
     p.add_argument("--no-plot", action="store_true", help="write no curve.png (matplotlib is not imported)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    p.add_argument("--resume", action="store_true", help="go on from --out's checkpoint (run.checkpoint_every)")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("evaluate", help="score a run's saved model on its task's test data")
     p.add_argument("--model", required=True, help="the run's --out folder (model.safetensors, manifest.json)")

@@ -100,6 +100,7 @@ class RunConfig:
     stop_at_target: bool = False
     batched: bool | None = None  # "auto" (None): batched for ReLU MLPs, where it measured fastest
     workers: int | None = None  # "auto" (None): processes training clients side by side
+    checkpoint_every: int = 10  # with --out: a checkpoint to resume from every this many rounds and at the end
 
 
 @dataclass(frozen=True)
@@ -381,6 +382,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
         (a.lr > 0 and math.isfinite(a.lr), "algorithm.lr", a.lr, "a positive number"),
         (r.rounds >= 1, "run.rounds", r.rounds, "an integer >= 1"),
         (r.eval_every >= 1, "run.eval_every", r.eval_every, "an integer >= 1"),
+        (r.checkpoint_every >= 1, "run.checkpoint_every", r.checkpoint_every, "an integer >= 1"),
         (
             r.target_accuracy is None or 0 < r.target_accuracy <= 1,
             "run.target_accuracy",

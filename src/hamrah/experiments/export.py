@@ -28,7 +28,8 @@ from hamrah.core.params import Params
 from hamrah.task import Task
 
 MODEL_FILE, MANIFEST_FILE = "model.safetensors", "manifest.json"
-RUN_FILES = ("summary.json", "metrics.jsonl", "failed.json", MODEL_FILE, MANIFEST_FILE)  # what a run leaves
+CHECKPOINT_FILE, CHECKPOINT_META = "checkpoint.safetensors", "checkpoint.json"  # hamrah run --resume
+RUN_FILES = ("summary.json", "metrics.jsonl", "failed.json", MODEL_FILE, MANIFEST_FILE, CHECKPOINT_META)
 
 
 def config_digest(config: Mapping) -> str:
@@ -136,3 +137,59 @@ def predict_csv(
         writer.writerows([r, *(columns[c][r] for c in columns)] for r in range(len(x)))
     os.replace(tmp, output)
     return len(x)
+
+
+def write_checkpoint(out: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping) -> None:
+    """Write a simulation checkpoint (``hamrah.simulation.resume.snapshot``) beside the run's files.
+
+    The tensors go first, then the JSON that names their round, each renamed into place: a checkpoint
+    is whole or absent, and a crash between the two leaves the previous JSON pointing at a round whose
+    tensors may be newer, which :func:`read_checkpoint` catches by the round both carry.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    tmp = out / (CHECKPOINT_FILE + ".tmp")
+    save_file(dict(tensors), str(tmp), metadata={"round": str(meta["round"])})
+    os.replace(tmp, out / CHECKPOINT_FILE)
+    tmp = out / (CHECKPOINT_META + ".tmp")
+    tmp.write_text(json.dumps(dict(meta), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / CHECKPOINT_META)
+
+
+def read_checkpoint(out: str | Path, config: Mapping) -> tuple[dict[str, torch.Tensor], dict]:
+    """Return a run folder's checkpoint (tensors, meta) for resuming under ``config``.
+
+    Raises:
+        ConfigError: no checkpoint, a damaged one, or one made under another config (``run.rounds``
+            may change: a run can be extended).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    out = Path(out)
+    if not (out / CHECKPOINT_META).is_file() or not (out / CHECKPOINT_FILE).is_file():
+        raise ConfigError(f"{out}: no checkpoint to resume from (run it with --out {out} first)")
+    try:
+        meta = json.loads((out / CHECKPOINT_META).read_text(encoding="utf-8"))
+        with safe_open(str(out / CHECKPOINT_FILE), "pt") as f:
+            saved_round = (f.metadata() or {}).get("round")
+        tensors = load_file(str(out / CHECKPOINT_FILE))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise ConfigError(
+            f"{out}: the checkpoint cannot be read ({e}); expected a checkpoint written by hamrah run"
+        ) from None
+    if saved_round != str(meta.get("round")):
+        raise ConfigError(f"{out}: checkpoint files of different rounds ({saved_round} and {meta.get('round')})")
+    if meta.get("config_digest") != resume_digest(config):
+        raise ConfigError(
+            f"{out}: the checkpoint was made under another config; expected the same config (only run.rounds "
+            "may change)"
+        )
+    return tensors, meta
+
+
+def resume_digest(config: Mapping) -> str:
+    """Return the digest a checkpoint is matched by: the config without ``run.rounds``."""
+    run = {k: v for k, v in dict(config.get("run", {})).items() if k != "rounds"}
+    return config_digest({**config, "run": run})

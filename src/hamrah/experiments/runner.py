@@ -22,6 +22,7 @@ from torch import nn
 import hamrah
 from hamrah.algorithms import build
 from hamrah.algorithms.base import Algorithm
+from hamrah.core.errors import ConfigError
 from hamrah.core.params import num_parameters
 from hamrah.core.records import accuracy_summary, record_line
 from hamrah.data import Dataset, FederatedDataset, describe, federate, load_dataset
@@ -33,11 +34,12 @@ from hamrah.experiments.config import (
     pipeline_spec,
     user_task,
 )
-from hamrah.experiments.export import write_model
+from hamrah.experiments.export import read_checkpoint, resume_digest, write_checkpoint, write_model
 from hamrah.experiments.plots import plot_curves
 from hamrah.observe.runs import write_failure
 from hamrah.observe.tracking import Tracking
 from hamrah.simulation import RoundRecord, SimulationConfig, Simulator, seeded
+from hamrah.simulation.resume import restore, resume_problem, snapshot
 from hamrah.task import Task, builtin_task, load_task, task_dataset
 
 if TYPE_CHECKING:  # the pipeline's libraries (dp_accounting, tenseal, phe) load only for a run that uses them
@@ -148,6 +150,7 @@ def run_experiment(
     prepared: Prepared | None = None,
     *,
     plot: bool = True,
+    resume: bool = False,
 ) -> dict:
     """Run ``cfg``; write ``metrics.jsonl``, ``summary.json``, ``curve.png`` and the final model
     (``model.safetensors``, ``manifest.json``) to ``out_dir``; return the summary.
@@ -158,6 +161,8 @@ def run_experiment(
         on_round: called with each evaluated round's record.
         prepared: ``prepare(cfg)``'s result when the caller already has it.
         plot: write ``curve.png`` (False: matplotlib is never imported).
+        resume: go on from ``out_dir``'s checkpoint (written every ``run.checkpoint_every`` rounds): the
+            rounds after it run exactly as in an uninterrupted run; ``run.rounds`` may be raised.
 
     Returns:
         The summary (also written to ``summary.json``).
@@ -168,12 +173,18 @@ def run_experiment(
     prep = prepared or prepare(cfg)
     sim = prep.simulator()
     out = Path(out_dir) if out_dir is not None else None
+    first, before = 1, []  # the first round to run; the rows of the rounds a resumed run already has
+    if resume:
+        if out is None:
+            raise ConfigError("resume: expected the run's output folder")
+        first, before = _resume(sim, out, cfg)
     metrics_file = None
     tracking = Tracking(cfg.tracking if out is not None else None, out, cfg.to_dict())  # a missing extra stops here
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "failed.json").unlink(missing_ok=True)  # a rerun in the same folder is not shown as failed
         metrics_file = open(out / "metrics.jsonl", "w", encoding="utf-8")  # noqa: SIM115 (closed in finally)
+        metrics_file.writelines(record_line(row) + "\n" for row in before)
 
     def record(rec: RoundRecord) -> None:
         row = rec.to_dict()
@@ -184,9 +195,10 @@ def run_experiment(
         if on_round is not None:
             on_round(rec)
 
+    checkpoint = None if out is None or resume_problem(sim) is not None else _checkpointer(sim, out, cfg)
     start = time.perf_counter()
     try:
-        result = sim.run(record)
+        result = sim.run(record, start_round=first, after_round=checkpoint)
     except BaseException as e:  # the dashboard shows the run as failed, with its error
         tracking.close("FAILED")
         if out is not None:
@@ -196,7 +208,7 @@ def run_experiment(
         if metrics_file is not None:
             metrics_file.close()
     wall = time.perf_counter() - start
-    hist = result.history
+    hist = [*(_record_of(row) for row in before), *result.history]
     rounds, accs = [h.round for h in hist], [h.test_accuracy for h in hist]
     target = cfg.run.target_accuracy
     summary = {
@@ -227,6 +239,46 @@ def run_experiment(
         title = f"{cfg.algorithm.name} / {what} ({cfg.data.partition})"
         plot_curves({f"lr={cfg.algorithm.lr:g}": (rounds, accs)}, out / "curve.png", title=title, target=target)
     return summary
+
+
+def _checkpointer(sim: Simulator, out: Path, cfg: ExperimentConfig) -> Callable[[int], None]:
+    """Return the after-round hook that writes a checkpoint every ``run.checkpoint_every`` rounds and at the end."""
+    every, last, digest = cfg.run.checkpoint_every, cfg.run.rounds, resume_digest(cfg.to_dict())
+
+    def after_round(r: int) -> None:
+        if r % every == 0 or r == last:
+            tensors, meta = snapshot(sim, r)
+            write_checkpoint(out, tensors, {**meta, "config_digest": digest})
+
+    return after_round
+
+
+def _resume(sim: Simulator, out: Path, cfg: ExperimentConfig) -> tuple[int, list[dict]]:
+    """Load ``out``'s checkpoint into ``sim``; return the next round and the metric rows up to the checkpoint.
+
+    Raises:
+        ConfigError: no checkpoint, another config, a run that cannot resume exactly, or nothing left to run.
+    """
+    problem = resume_problem(sim)
+    if problem is not None:
+        raise ConfigError(f"resume: this run cannot resume exactly: {problem}; expected to start it anew")
+    tensors, meta = read_checkpoint(out, cfg.to_dict())
+    first = restore(sim, tensors, meta)
+    if first > cfg.run.rounds:
+        raise ConfigError(
+            f"resume: {out} is complete ({first - 1} rounds); expected a larger run.rounds (--rounds) to go on"
+        )
+    rows = []
+    if (out / "metrics.jsonl").is_file():
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    return first, [row for row in rows if int(row["round"]) < first]
+
+
+def _record_of(row: dict) -> RoundRecord:
+    """A metric row of the rounds before a resume, as a record (for the summary)."""
+    return RoundRecord(
+        row["round"], row.get("test_accuracy"), row.get("test_loss"), row.get("train_loss", float("nan"))
+    )
 
 
 def _pipeline_summary(sim: Simulator, result) -> dict:

@@ -344,21 +344,28 @@ class Simulator:
         m = self.evaluate_metrics()
         return m.get("loss", float("nan")), m.get("accuracy", float("nan"))
 
-    def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> SimulationResult:
-        """Run all rounds; call ``on_round`` after each evaluation."""
+    def run(
+        self,
+        on_round: Callable[[RoundRecord], None] | None = None,
+        *,
+        start_round: int = 1,
+        after_round: Callable[[int], None] | None = None,
+    ) -> SimulationResult:
+        """Run rounds ``start_round``.. ``config.rounds``; call ``on_round`` after each evaluation and
+        ``after_round(r)`` after every round (a checkpoint hook: :mod:`hamrah.simulation.resume`)."""
         result = SimulationResult(self.params)
         start = time.perf_counter()
         try:
-            self._run_rounds(result, start, on_round)
+            self._run_rounds(result, start, on_round, start_round, after_round)
         finally:
             self.close()
         result.params = self.params
         return result
 
-    def _run_rounds(self, result: SimulationResult, start: float, on_round) -> None:
+    def _run_rounds(self, result: SimulationResult, start: float, on_round, start_round: int, after_round) -> None:
         cfg = self.config
         pipe = self.pipeline
-        for r in range(1, cfg.rounds + 1):
+        for r in range(start_round, cfg.rounds + 1):
             try:
                 if pipe is not None:
                     pipe.check_round()
@@ -367,26 +374,29 @@ class Simulator:
                 break
             aggregate = self.server_half(r, self.train_round(r))
             epsilon = pipe.record_round() if pipe is not None else None
-            if r % cfg.eval_every and r != cfg.rounds:
-                continue
-            metrics = self.evaluate_metrics()
-            acc, loss = metrics.pop("accuracy", None), metrics.pop("loss", None)
-            count = aggregate.count if aggregate is not None else 0
-            train_loss = aggregate.metric("train_loss") if count else float("nan")
-            up, down = self.round_bytes if pipe is not None else (None, None)
-            elapsed = time.perf_counter() - start
-            extra = {f"test_{k}": v for k, v in metrics.items()}
-            record = RoundRecord(r, acc, loss, train_loss, count, elapsed, up, down, epsilon, extra=extra)
-            result.history.append(record)
-            if on_round is not None:
-                on_round(record)
-            if (
-                cfg.stop_at_target
-                and cfg.target_accuracy is not None
-                and acc is not None
-                and acc >= cfg.target_accuracy
-            ):
+            reached = False
+            if r % cfg.eval_every == 0 or r == cfg.rounds:
+                record = self._record(r, aggregate, epsilon, time.perf_counter() - start)
+                result.history.append(record)
+                if on_round is not None:
+                    on_round(record)
+                target = cfg.target_accuracy
+                acc = record.test_accuracy
+                reached = cfg.stop_at_target and target is not None and acc is not None and acc >= target
+            if after_round is not None:  # after the round's record: a checkpoint never runs ahead of metrics
+                after_round(r)
+            if reached:
                 break
+
+    def _record(self, r: int, aggregate: Aggregate | None, epsilon: float | None, elapsed: float) -> RoundRecord:
+        """Evaluate the global model and return round ``r``'s record."""
+        metrics = self.evaluate_metrics()
+        acc, loss = metrics.pop("accuracy", None), metrics.pop("loss", None)
+        count = aggregate.count if aggregate is not None else 0
+        train_loss = aggregate.metric("train_loss") if count else float("nan")
+        up, down = self.round_bytes if self.pipeline is not None else (None, None)
+        extra = {f"test_{k}": v for k, v in metrics.items()}
+        return RoundRecord(r, acc, loss, train_loss, count, elapsed, up, down, epsilon, extra=extra)
 
 
 def _is_builtin(task: Task) -> bool:
