@@ -11,6 +11,10 @@ and differ only in who holds which examples:
 
 Every model is scored on the same test set. Only the public interface is used: the `hamrah run` command and the
 run's `manifest.json` / `model.safetensors` (docs/tasks.md, "Getting the model out").
+
+Each run uses one CPU thread (`OMP_NUM_THREADS=1` unless set): on a small machine shared with other jobs, torch's
+default of one thread per core made these small models up to 5x slower (measured: the keyboard example's 2
+rounds took 77 s with 2 threads and 14 s with one, on 2 cores under a load of ~3.5).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -118,7 +123,8 @@ def toml_dumps(cfg: dict) -> str:
 
 def hamrah_cli(*args: str) -> str:
     """Run the `hamrah` command (this interpreter's) and return its stdout; raise with its stderr on failure."""
-    proc = subprocess.run([sys.executable, "-m", "hamrah.cli", *args], capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}  # see the note above
+    proc = subprocess.run([sys.executable, "-m", "hamrah.cli", *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"hamrah {' '.join(args)} failed:\n{proc.stderr}")
     return proc.stdout
@@ -136,7 +142,7 @@ def run(cfg: dict, out: Path, rounds: int | None = None) -> dict:
     manifest = json.loads((out / "run" / "manifest.json").read_text())
     summary = json.loads((out / "run" / "summary.json").read_text())
     manifest["wall_s"] = round(time.perf_counter() - start, 1)
-    manifest["summary"] = {k: v for k, v in summary.items() if "epsilon" in k or k in ("rounds_run", "delta")}
+    manifest["summary"] = {k: v for k, v in summary.items() if k in ("epsilon", "delta", "noise_multiplier", "rounds_run")}
     manifest["run_dir"] = str(out / "run")
     manifest["config_path"] = str(config)
     return manifest
