@@ -5,8 +5,9 @@ central on the pooled text, and single phones alone; top-1 and top-3 accuracy an
 
 Every model is the same tied-embedding LSTM trained by `hamrah run` (see examples/fedcompare.py); the runs go to
 runs/compare/keyboard/. Equal work: the federated runs see each phone's text about rounds x client_fraction = 2
-times, so the central model trains for 2 epochs on the pooled text; a phone alone trains for `rounds` = 20
-epochs on its own text (all the local work it would do if it took part in every round).
+times, so the central model trains for 2 epochs of plain minibatch SGD on the pooled text (`fedavg` with one
+client; server momentum has no meaning there); a phone alone trains for ALONE_EPOCHS = 20 epochs on its own text
+the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from fedcompare import central, compare, local, markdown_table, read_config  # noqa: E402
 from keyboard_task import Keyboard  # noqa: E402
+
+ALONE_EPOCHS = 20
+
+
+def sgd(cfg: dict, rounds: int) -> dict:
+    """``cfg`` as plain minibatch SGD at one site for ``rounds`` epochs (FedAvg with its only client)."""
+    algorithm = {k: v for k, v in cfg["algorithm"].items() if k not in ("server_lr", "beta1")}
+    return {**cfg, "algorithm": {**algorithm, "name": "fedavg"}, "run": {**cfg["run"], "rounds": rounds}}
 
 
 def metrics(manifest: dict) -> dict:
@@ -45,13 +54,13 @@ def main(rounds: int | None = None, out=Path("runs/compare/keyboard"), results=H
     passes = round(
         (rounds or cfg["run"]["rounds"]) * cfg["algorithm"]["client_fraction"] * cfg["algorithm"]["local_epochs"]
     )
-    pooled = central(cfg)
-    pooled["run"] = {**pooled["run"], "rounds": max(passes, 1), "eval_every": 1}
+    pooled = sgd(central(cfg), max(passes, 1))
+    pooled["run"]["eval_every"] = 1
     settings = {"federated": cfg, "federated + DP": dp, f"central (pooled, {max(passes, 1)} epochs)": pooled}
-    settings.update({f"alone: {p}": local(cfg, p) for p in phones(cfg)})
+    alone = {f"alone: {p}": sgd(local(cfg, p), ALONE_EPOCHS) for p in phones(cfg)}
     rows = []
-    for i, (name, c) in enumerate(settings.items()):  # the central run's rounds are its epochs, not the override
-        rows += compare({name: c}, out / str(i), metrics, None if c is pooled else rounds)
+    for i, (name, c) in enumerate({**settings, **alone}.items()):  # --rounds overrides the federated runs only
+        rows += compare({name: c}, out / str(i), metrics, rounds if name.startswith("federated") else None)
     report = {"command": "python examples/keyboard/compare.py", "rounds": rounds or cfg["run"]["rounds"]}
     report.update(seeds=[0], config=copy.deepcopy(cfg["task"]["kwargs"]), rows=rows)
     table = markdown_table(rows, ["accuracy", "top3", "perplexity", "epsilon", "delta"])

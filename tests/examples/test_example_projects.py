@@ -6,6 +6,7 @@ The full comparisons take minutes (their READMEs give the commands); these runs 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import math
 import os
@@ -59,6 +60,14 @@ def _example(name: str, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES / name))
 
 
+def _compare(name: str):
+    """Import examples/<name>/compare.py under a name of its own (every example has a compare.py)."""
+    spec = importlib.util.spec_from_file_location(f"compare_{name}", EXAMPLES / name / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _config(src: Path, dest: Path, **changes) -> Path:
     """Write ``src`` with tables updated by ``changes`` (``task={"kwargs": {...}}``) to ``dest``."""
     import fedcompare
@@ -109,9 +118,7 @@ def test_alone_keeps_one_natural_client_and_the_test_set(monkeypatch):
 def test_hospital_comparison_writes_every_setting(monkeypatch, tmp_path):
     _example("hospital", monkeypatch)
     monkeypatch.setenv("PYTHONPATH", f"{ROOT / 'src'}{os.pathsep}{ROOT}")
-    import compare
-
-    report = compare.main(rounds=2, seeds=(0,), out=tmp_path / "runs", results=tmp_path / "results")
+    report = _compare("hospital").main(rounds=2, seeds=(0,), out=tmp_path / "runs", results=tmp_path / "results")
     saved = json.loads((tmp_path / "results" / "comparison.json").read_text())
     assert saved == json.loads(json.dumps(report))
     names = [r["setting"] for r in saved["rows"]]
@@ -123,7 +130,6 @@ def test_hospital_comparison_writes_every_setting(monkeypatch, tmp_path):
     ]
     for row in saved["rows"]:
         assert 0.8 < row["auc"] <= 1.0 and 0.6 < row["accuracy"] <= 1.0
-    sys.modules.pop("compare")
 
 
 @pytest.mark.slow
@@ -142,13 +148,12 @@ def test_intrusion_is_non_iid_and_detects_attacks(monkeypatch, tmp_path):
     proc = _hamrah("run", str(EXAMPLES / "intrusion" / "intrusion.toml"), "--out", "run", "--rounds", "2", "--quiet",
                    "--no-plot", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    import compare
-
-    rates = compare.scorer(64)({"run_dir": str(tmp_path / "run"), "metrics": _manifest(tmp_path / "run")["metrics"]})
+    rates = _compare("intrusion").scorer(64)(
+        {"run_dir": str(tmp_path / "run"), "metrics": _manifest(tmp_path / "run")["metrics"]}
+    )
     assert rates["KDDTest+ accuracy"] > 0.6  # "normal" for everything scores 0.43
     assert rates["KDDTest+ any attack DR"] > 0.4 and rates["KDDTest+ any attack FPR"] < 0.2
     assert 0 < rates["KDDTest-21 accuracy"] < rates["KDDTest+ accuracy"]
-    sys.modules.pop("compare")
 
 
 def _manifest(run: Path) -> dict:
