@@ -142,7 +142,9 @@ def run(cfg: dict, out: Path, rounds: int | None = None) -> dict:
     manifest = json.loads((out / "run" / "manifest.json").read_text())
     summary = json.loads((out / "run" / "summary.json").read_text())
     manifest["wall_s"] = round(time.perf_counter() - start, 1)
-    manifest["summary"] = {k: v for k, v in summary.items() if k in ("epsilon", "delta", "noise_multiplier", "rounds_run")}
+    manifest["summary"] = {
+        k: v for k, v in summary.items() if k in ("epsilon", "delta", "noise_multiplier", "rounds_run")
+    }
     manifest["run_dir"] = str(out / "run")
     manifest["config_path"] = str(config)
     return manifest
@@ -152,7 +154,9 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     """Return ``rows`` (dicts with a ``setting`` key) as a Markdown table of ``columns``."""
 
     def cell(v) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return f"{v:.4f}" if v == 0 or abs(v) >= 1e-3 else f"{v:.0e}"
+        return str(v)
 
     head = ["setting", *columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
