@@ -1,7 +1,7 @@
 """Intrusion detection across organisations: NSL-KDD connections, five classes (normal and four attack families).
 
-Four organisations each see normal traffic plus mostly one or two attack families (non-IID by family): the ISP
-mostly DoS floods, the university mostly probes, the bank mostly remote-to-local (R2L) and user-to-root (U2R)
+Four organisations each see normal traffic and hold most of the records of one or two attack families (non-IID
+by family): the ISP DoS floods, the university probes, the bank remote-to-local (R2L) and user-to-root (U2R)
 attacks, the cloud provider DoS and probes. Each attack record goes to one of its family's organisations with
 probability 0.9 and to one of the others otherwise; normal records are spread evenly (a fixed draw, seed 0).
 

@@ -114,7 +114,6 @@ def test_alone_keeps_one_natural_client_and_the_test_set(monkeypatch):
     assert fedcompare.tomllib.loads(fedcompare.toml_dumps(pooled)) == pooled
 
 
-@pytest.mark.slow
 def test_hospital_comparison_writes_every_setting(monkeypatch, tmp_path):
     _example("hospital", monkeypatch)
     monkeypatch.setenv("PYTHONPATH", f"{ROOT / 'src'}{os.pathsep}{ROOT}")
@@ -132,7 +131,6 @@ def test_hospital_comparison_writes_every_setting(monkeypatch, tmp_path):
         assert 0.8 < row["auc"] <= 1.0 and 0.6 < row["accuracy"] <= 1.0
 
 
-@pytest.mark.slow
 def test_intrusion_is_non_iid_and_detects_attacks(monkeypatch, tmp_path):
     _example("intrusion", monkeypatch)
     import numpy as np
@@ -140,9 +138,9 @@ def test_intrusion_is_non_iid_and_detects_attacks(monkeypatch, tmp_path):
 
     train, test = Intrusion().data()
     assert (len(train), len(test)) == (25192, 22544) and len(read_kdd("KDDTest+", hardest=True)) == 11850
-    for g, org in enumerate(train.group_names):  # each organisation's commonest attack family is one of its own
-        counts = np.bincount(train.labels[train.groups == g], minlength=len(CLASSES))
-        assert CLASSES[1 + int(np.argmax(counts[1:]))] in ORGANISATIONS[org]
+    for k, family in enumerate(CLASSES[1:], start=1):  # ~90% of each family's records are at its organisations
+        home = [g for g, org in enumerate(train.group_names) if family in ORGANISATIONS[org]]
+        assert np.isin(train.groups[train.labels == k], home).mean() > 0.85, family
     assert set(FAMILY.values()) == set(CLASSES)
 
     proc = _hamrah("run", str(EXAMPLES / "intrusion" / "intrusion.toml"), "--out", "run", "--rounds", "2", "--quiet",
@@ -168,7 +166,6 @@ def test_credit_trains_to_an_auc_above_chance(tmp_path):
     assert 0.65 < metrics["auc"] <= 1.0 and math.isfinite(metrics["loss"])
 
 
-@pytest.mark.slow
 def test_keyboard_learns_next_words_and_its_dp_run_reports_epsilon(monkeypatch, tmp_path):
     _example("keyboard", monkeypatch)
     small = {"task": {"kwargs": {"vocab": 500, "embed": 16, "hidden": 16, "length": 20, "test_every": 20}}}
