@@ -19,6 +19,7 @@ _TASK_API = (
     "Perplexity",
     "metric_values",
     "load_task",
+    "PAD_LABEL",
 )
 
 

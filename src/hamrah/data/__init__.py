@@ -14,6 +14,7 @@ from hamrah.data.locate import candidate_dirs
 from hamrah.data.mnist import load_mnist
 from hamrah.data.partition import PartitionSpec, split_examples
 from hamrah.data.schema import Field, Schema
+from hamrah.data.shakespeare import split_into_plays
 
 
 def load_dataset(name: str, path: str | os.PathLike | None = None) -> Dataset:
@@ -93,5 +94,6 @@ __all__ = [
     "load_examples",
     "load_mnist",
     "split_examples",
+    "split_into_plays",
     "to_dataset",
 ]
