@@ -188,3 +188,21 @@ def test_the_committed_keyboard_results_meet_the_privacy_target():
     report = json.loads((EXAMPLES / "keyboard" / "results" / "comparison.json").read_text())
     dp = [r for r in report["rows"] if "epsilon" in r]
     assert dp and all(0 < r["epsilon"] <= 10.0 and r["delta"] <= 1e-8 for r in dp)
+
+
+@pytest.mark.parametrize("name", ["hospital", "credit", "intrusion", "keyboard"])
+def test_every_example_server_config_sets_up_a_server(name):
+    """Each example's server config loads the user's task as the server runs it: the plan names the task
+    (not a built-in), and a cross-silo config's sites are the task's natural clients."""
+    from hamrah.experiments.serve import load_server_config, server_setup
+
+    (path,) = (ROOT / "examples" / name).glob("*_server.toml")
+    exp, srv = load_server_config(path)
+    setup = server_setup(exp, srv)
+    assert setup.task_ref is not None and not setup.task_ref.builtin and setup.model is None
+    assert setup.task_ref.digest == setup.task.digest()
+    if srv.cross_silo:
+        assert setup.goal == srv.sites
+        from hamrah.experiments.runner import prepare
+
+        assert prepare(exp).data.num_clients == srv.sites

@@ -140,3 +140,20 @@ def test_a_user_task_plan_names_the_task_and_reads_back(tmp_path):
     bad = dict(d, task=None)
     with pytest.raises(ProtocolError, match="no model and no user task"):
         Plan.from_json(json.dumps(bad).encode())
+
+
+@pytest.mark.parametrize(("name", "sites"), [("credit", 3), ("intrusion", 4)])
+def test_an_example_runs_over_the_real_server_unchanged(tmp_path, name, sites):
+    """The example's own server config (its task, data and algorithm; one round here), one device per site."""
+    from hamrah.experiments.serve import load_server_config
+
+    exp, srv = load_server_config(HOSPITAL.parent / name / f"{name}_server.toml")
+    exp = exp.replace("run", rounds=1)
+    setup, stores, tokens = make_setup(tmp_path, exp, devices=sites, mode="cross_silo", sites=srv.sites)
+    server, summary, stats = asyncio.run(
+        run_system(setup, tmp_path / "state", stores, tokens, client_keys=list(range(sites)), task=installed_task(exp))
+    )
+    recs = records(tmp_path / "state", setup)
+    assert [r["round"] for r in recs] == [1] and recs[0]["reported"] == sites
+    assert all(s.failed == 0 for s in stats) and summary["final_accuracy"] > 0.5
+    assert (tmp_path / "state" / "model.safetensors").is_file()
