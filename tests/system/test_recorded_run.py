@@ -134,8 +134,8 @@ def test_a_fake_clock_replay_reproduces_a_recorded_grpc_run(tmp_path):
     for a, b in zip(recorded, replayed, strict=True):
         assert set(a) == set(b)
         for key in set(a) - TIMINGS_OF_THE_COMMIT:
-            if key == "upload_s":
-                assert math.isclose(a[key], b[key], abs_tol=1e-3)
+            if key.endswith("_s") and a[key] is not None:  # phase timings in ms: a rounding apart at most
+                assert math.isclose(a[key], b[key], abs_tol=1e-3 + 1e-9), key
             elif key in FLOAT32_NORMS and a[key] is not None:
                 assert math.isclose(a[key], b[key], rel_tol=1e-6), key
             else:

@@ -123,7 +123,8 @@ def test_a_previous_run_is_not_overwritten_without_overwrite(run_dir):
     proc = _hamrah("run", str(CONFIG), "--out", str(run_dir), "--quiet", "--no-plot", cwd=run_dir)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [
-        f"hamrah: error: {run_dir} holds a previous run; pass --overwrite to replace it, or choose another --out"
+        f"hamrah: error: {run_dir} holds a previous run; pass --resume to go on from its checkpoint, "
+        "--overwrite to replace it, or choose another --out"
     ]
     assert (run_dir / "model.safetensors").read_bytes() == before
     proc = _hamrah(
