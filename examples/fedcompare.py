@@ -190,3 +190,14 @@ def compare(settings: dict[str, dict], out: Path, metrics, rounds: int | None = 
                 row[f"{key} per seed"] = values
         rows.append(row)
     return rows
+
+
+def write_report(example: str, report: dict, table: str, results: Path) -> dict:
+    """Write ``results/comparison.json`` (the report, with the command that made it) and ``comparison.md``
+    (``table``); print the table and return the report."""
+    report = {"command": f"python examples/{example}/compare.py", **report}
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "comparison.json").write_text(json.dumps(report, indent=2) + "\n")
+    (results / "comparison.md").write_text(table + "\n")
+    print(table)
+    return report

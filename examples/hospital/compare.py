@@ -8,13 +8,12 @@ examples/fedcompare.py), under seeds 0, 1, 2 (the table shows the means); the ru
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from fedcompare import central, client_names, compare, local, markdown_table, read_config  # noqa: E402
+from fedcompare import central, client_names, compare, local, markdown_table, read_config, write_report  # noqa: E402
 
 SEEDS = (0, 1, 2)
 
@@ -28,14 +27,8 @@ def main(rounds: int | None = None, seeds=SEEDS, out=Path("runs/compare/hospital
     settings = {"federated (2 hospitals)": cfg, "central (pooled)": central(cfg)}
     settings.update({f"alone: {c}": local(cfg, c) for c in client_names(cfg)})
     rows = compare(settings, out, metrics, rounds, seeds)
-    table = markdown_table(rows, ["auc", "accuracy"])
-    report = {"command": "python examples/hospital/compare.py", "rounds": rounds or cfg["run"]["rounds"]}
-    report.update(seeds=list(seeds), test_examples=114, rows=rows)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "comparison.json").write_text(json.dumps(report, indent=2) + "\n")
-    (results / "comparison.md").write_text(table + "\n")
-    print(table)
-    return report
+    report = {"rounds": rounds or cfg["run"]["rounds"], "seeds": list(seeds), "test_examples": 114, "rows": rows}
+    return write_report("hospital", report, markdown_table(rows, ["auc", "accuracy"]), results)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ P(predicted an attack | normal) (the alarm rate on normal traffic).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from safetensors.torch import load_file
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from fedcompare import central, client_names, compare, local, markdown_table, read_config  # noqa: E402
+from fedcompare import central, client_names, compare, local, markdown_table, read_config, write_report  # noqa: E402
 from intrusion_task import CLASSES, Intrusion, read_kdd  # noqa: E402
 
 TESTS = {"KDDTest+": False, "KDDTest-21": True}  # name -> only the rows of difficulty < 21
@@ -77,13 +76,8 @@ def main(rounds: int | None = None, seeds=(0,), out=Path("runs/compare/intrusion
     settings = {"federated (4 organisations)": cfg, "central (pooled)": central(cfg)}
     settings.update({f"alone: {c}": local(cfg, c) for c in client_names(cfg)})
     rows = compare(settings, out, scorer(cfg["task"]["kwargs"]["hidden"]), rounds, seeds)
-    report = {"command": "python examples/intrusion/compare.py", "rounds": rounds or cfg["run"]["rounds"]}
-    report.update(seeds=list(seeds), rows=rows)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "comparison.json").write_text(json.dumps(report, indent=2) + "\n")
-    (results / "comparison.md").write_text(tables(rows) + "\n")
-    print(tables(rows))
-    return report
+    report = {"rounds": rounds or cfg["run"]["rounds"], "seeds": list(seeds), "rows": rows}
+    return write_report("intrusion", report, tables(rows), results)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ the same way.
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from fedcompare import central, compare, local, markdown_table, read_config  # noqa: E402
+from fedcompare import central, compare, local, markdown_table, read_config, write_report  # noqa: E402
 from keyboard_task import Keyboard  # noqa: E402
 
 ALONE_EPOCHS = 20
@@ -61,14 +60,9 @@ def main(rounds: int | None = None, out=Path("runs/compare/keyboard"), results=H
     rows = []
     for i, (name, c) in enumerate({**settings, **alone}.items()):  # --rounds overrides the federated runs only
         rows += compare({name: c}, out / str(i), metrics, rounds if name.startswith("federated") else None)
-    report = {"command": "python examples/keyboard/compare.py", "rounds": rounds or cfg["run"]["rounds"]}
-    report.update(seeds=[0], config=copy.deepcopy(cfg["task"]["kwargs"]), rows=rows)
+    report = {"rounds": rounds or cfg["run"]["rounds"], "seeds": [0], "config": copy.deepcopy(cfg["task"]["kwargs"])}
     table = markdown_table(rows, ["accuracy", "top3", "perplexity", "epsilon", "delta"])
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "comparison.json").write_text(json.dumps(report, indent=2) + "\n")
-    (results / "comparison.md").write_text(table + "\n")
-    print(table)
-    return report
+    return write_report("keyboard", {**report, "rows": rows}, table, results)
 
 
 if __name__ == "__main__":
