@@ -56,7 +56,7 @@ def _one_round(coord: Coordinator, clock: ev.FakeClock, scale: float) -> dict[st
     for device, task in tasks.items():
         coord._feed(ev.TaskAsked(device, task.task_id))
         clock.advance(0.5)
-        coord._feed(ev.Downloaded(device, task.task_id))
+        coord.downloaded(task.task_id, device)
     delta = {k: torch.full_like(v, scale) for k, v in coord.params.items()}
     for device, task in tasks.items():
         clock.advance(2.0)
@@ -90,6 +90,11 @@ def test_a_round_commits_on_the_fake_clock_and_a_restart_resumes_after_it(tmp_pa
     assert rec["selection_s"] == 1.0 and rec["download_s"] == (0.5 + 1.0 + 1.5) / 3 and rec["upload_s"] == 0.25
     assert rec["training_s"] == 1.5 and rec["reporting_s"] == 3 * 0.5 + 3 * 2.25
     assert rec["reported"] == 3 and rec["dropped"] == 0 and rec["clients"] == 3
+    # bytes by Aggregator: the 3 tasks went round robin to Aggregators 0, 1, 0; each moved one
+    # checkpoint down and one update up, and the round's totals are their sums
+    ckpt, update = len(coord._ckpt), len(encode_params(as_statistics(dict(coord.params))))
+    assert rec["bytes_by_aggregator"] == {"0": [2 * update, 2 * ckpt], "1": [update, ckpt]}
+    assert (rec["bytes_up"], rec["bytes_down"]) == (3 * update, 3 * ckpt)
     params = {k: v.clone() for k, v in coord.params.items()}
     coord.store.close()
 

@@ -68,6 +68,12 @@ def _text(dom: str, id_: str) -> str:
     return m.group(1)
 
 
+def _kib(n: int) -> str:
+    """Bytes as the dashboard writes them (below 1 MiB)."""
+    assert n < 2**20
+    return f"{n / 1024:.1f} KiB"
+
+
 def _get(port: int, path: str, token: str | None = TOKEN) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
@@ -109,6 +115,7 @@ def test_browser_shows_what_the_server_recorded(tmp_path):
         seen["overview"] = await _dom(port, "overview", tmp_path / "profile")
         seen["after_overview"] = read_records(state / "metrics.jsonl")
         seen["devices"] = await _dom(port, "devices", tmp_path / "profile")
+        seen["rounds"] = await _dom(port, "rounds", tmp_path / "profile")
         seen["telemetry"] = server.watch.telemetry.snapshot()
         seen["browser_s"] = time.monotonic() - t0
         server.drain()  # the round in flight commits, then the server stops
@@ -136,6 +143,16 @@ def test_browser_shows_what_the_server_recorded(tmp_path):
     assert 0 < int(_text(dev, "dev-checkins")) <= tel["counters"]["checkins"][""]
     table = re.search(r'<table id="devices-table">(.*?)</table>', dev, re.S).group(1)
     assert table.count("<tr") == 1 + 8  # a header and one row per device
+
+    # the rounds page: bytes up / down by Aggregator, as each round's record has them
+    table = re.search(r'<table id="traffic-table">(.*?)</table>', seen["rounds"], re.S).group(1)
+    rows = [re.findall(r"<t[hd][^>]*>([^<]*)</t[hd]>", row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
+    assert rows[0] == ["round", "Aggregator 0", "Aggregator 1"]
+    assert len(rows) >= 3  # at least two committed rounds shown
+    for row in rows[1:]:
+        by = recs[int(row[0]) - 1]["bytes_by_aggregator"]
+        assert row[1:] == [f"{_kib(by[k][0])} / {_kib(by[k][1])}" for k in ("0", "1")]
+        assert sum(by[k][0] for k in by) == recs[int(row[0]) - 1]["bytes_up"] > 0
 
     assert seen["no_token"] == [401, 401, 401, 401] and seen["wrong_token"] == 401
     names = [n for n, _ in setup.model.build().named_parameters()]

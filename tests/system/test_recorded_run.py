@@ -103,6 +103,8 @@ def _replay(journal, setup, state_dir) -> Coordinator:
             if event.upload_s is not None:
                 coord._upload_started[event.task_id] = t - event.upload_s  # the header's arrival (admit)
             coord.accept(event.device, event.report)
+        elif isinstance(event, ev.Downloaded):
+            coord.downloaded(event.task_id, event.device)  # the shell's entry: it also counts the bytes sent
         else:
             coord._feed(event)
     assert next(script, None) is None  # everything recorded was replayed

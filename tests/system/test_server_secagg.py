@@ -65,7 +65,7 @@ def test_secure_rounds_commit_the_same_model_as_plain_rounds(tmp_path, variant):
     recs = records(tmp_path / "secure", setup)
     assert [r["round"] for r in recs] == [1, 2] and summary["rounds_committed"] == 2
     assert all(r["reported"] == DEVICES and r["secagg_survivors"]["unmasking"] == DEVICES for r in recs)
-    assert all(r["bytes_up"] > 0 and r["bytes_down_protocol"] > 0 for r in recs)
+    assert all(r["bytes_by_aggregator"]["secagg"][0] > 0 and r["bytes_by_aggregator"]["secagg"][1] > 0 for r in recs)
     assert sum(s.reported for s in stats) == 2 * DEVICES
     diff = max_abs_diff(secure.coordinator.params, plain.coordinator.params)
     assert 0 <= diff < 1e-4  # 20-bit fixed point over [-0.5, 0.5]: a step of 1e-6 per entry

@@ -52,7 +52,9 @@ class PhaseTimings:
 
 @dataclass(frozen=True)
 class ServerCounts:
-    """What the server's influence bounds and retries did in a round (``docs/reliability.md``)."""
+    """What the server's influence bounds and retries did in a round (``docs/reliability.md``), and
+    the bytes each Aggregator's devices moved (keys: an Aggregator's index, ``"evaluate"`` for
+    evaluation tasks, ``"secagg"`` for secure aggregation's protocol messages)."""
 
     attempts: int = 1
     goal: int = 0
@@ -63,6 +65,7 @@ class ServerCounts:
     weight_capped: int = 0
     update_norm_median: float | None = None
     clip_norm: float | None = None
+    bytes_by_aggregator: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # (up, down) by Aggregator
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,9 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         try:
             self._feed(ev.Downloaded(device, task_id))
         except ProtocolError:  # the round moved on while the last chunk went out: nothing to time
-            pass
+            return
+        info = self.current.tasks[task_id]
+        self.current.moved(_where(info), down=len(self._ckpt))
 
     def _live_task(self, task_id: str, device: str) -> TaskInfo:
         return self.machine.live_task(task_id, device)
@@ -273,6 +275,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         else:
             site_eval = self._site_eval(report.metrics, report.task_metrics)
             self._fold(rs, info, *self._decode_report(info, report))
+            rs.moved(_where(info), up=len(report.payload))
             rs.aggregation_s += self.clock.now() - t0
             if site_eval is not None:
                 rs.evals.append(site_eval)
@@ -414,7 +417,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
             reported = self.master.reports()
         else:
             aggregate, reported = secure.aggregate, secure.contributors
-            self.pipeline.bytes_up += rs.secure.bytes_up
+            rs.moved("secagg", up=rs.secure.bytes_up, down=rs.secure.bytes_down)
         if self.pipeline is not None:
             aggregate = self.pipeline.server_half(aggregate, reports, rs.round, reported)
         if aggregate is None:
@@ -454,9 +457,10 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
         eval_s = self.clock.now() - t0 if "test_loss" in more else None
         extra = dict(self.pipeline.record_round()) if self.pipeline is not None else {}
         extra.update({f"test_{k}": v for k, v in tested.items()})  # e.g. test_auc
-        more.update({k: extra.pop(k) for k in ("bytes_up", "epsilon") if k in extra})
+        if "epsilon" in extra:
+            more["epsilon"] = extra.pop("epsilon")
         if secure is not None:
-            extra.update(secagg_survivors=secure.survivors, bytes_down_protocol=rs.secure.bytes_down)
+            extra.update(secagg_survivors=secure.survivors)
         now = self.clock.now()
         phases = phase_times(
             rs, aggregation_s=aggregation_s, eval_s=eval_s, commit_s=commit_s, round_s=now - rs.started
@@ -471,3 +475,8 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports):
             extra=extra,
             **more,
         )
+
+
+def _where(info: TaskInfo) -> str:
+    """The traffic key of a task: its Aggregator's index, or "evaluate"."""
+    return "evaluate" if info.kind == "evaluate" else str(info.aggregator)

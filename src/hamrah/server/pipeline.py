@@ -88,7 +88,6 @@ class ServerPipeline:
         self.wire = self.run.wire_spec()
         self.stage = self.run.chain.wire_stage()
         self.he = self.stage if self.spec.homomorphic is not None else None
-        self.bytes_up = 0  # this round's accepted payload bytes
         self.weight_in = 0  # this round's accepted weight (HE: bounded by max_weight)
         self.buffered = self.he is not None  # True: the Aggregators keep each report (a stage must see them all)
         size = len(json.dumps(self.plan_extra()))
@@ -141,7 +140,7 @@ class ServerPipeline:
 
     def may_run(self, round_idx: int) -> bool:
         """Return False (and log why) when the next round would exceed the privacy budget; start a round's counts."""
-        self.bytes_up, self.weight_in = 0, 0
+        self.weight_in = 0
         self.privacy.start_round(round_idx)
         try:
             self.run.check_round()
@@ -176,12 +175,10 @@ class ServerPipeline:
                 )
             self.privacy.admit(client_id)  # DP-FTRL: at most one report per device per tree
             self.weight_in += weight
-            self.bytes_up += len(data)
             return Contribution(client_id, {PAYLOAD_KEY: tensors[PAYLOAD_KEY]}, float(weight), loss)
         delta = self.run.chain.decode_client(self.stage.read(data, self.wire), self.run.server_state)  # DP re-clip
         check_update(delta, what="update (decoded)")  # the simulator's check too (hamrah.core.updates)
         self.privacy.admit(client_id)  # DP-FTRL: at most one report per device per tree
-        self.bytes_up += len(data)
         return Contribution(client_id, delta, float(weight), loss)
 
     def server_half(
@@ -210,11 +207,11 @@ class ServerPipeline:
     def record_round(self) -> dict:
         """Charge the committed round to the ledger and save the stages' server state; return the round
         record's extra fields."""
-        out = {"bytes_up": self.bytes_up, **self.privacy.record_round()}
+        out = dict(self.privacy.record_round())
         broadcast = server_state_to_dict(self.run.chain, self.run.server_state, client_side_only=True)
         if broadcast:  # e.g. {"dp_clip": {"clip": C, "rounds": r}}: what the next round's plan carries
             out["pipeline_state"] = broadcast
-        self.bytes_up, self.weight_in = 0, 0
+        self.weight_in = 0
         return out
 
 

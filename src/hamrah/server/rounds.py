@@ -82,6 +82,14 @@ class RoundState:
     held: list[tuple] = field(default_factory=list)  # (info, result, norm) waiting for a norm bound
     clip: float | None = None  # the norm bound the round's reports were clipped to
     aggregation_s: float = 0.0  # time spent decoding and folding reports in
+    traffic: dict[str, list[int]] = field(default_factory=dict)  # [bytes up, bytes down] by Aggregator
+
+    def moved(self, where: str, up: int = 0, down: int = 0) -> None:
+        """Count bytes received from (``up``) and sent to (``down``) devices under ``where``: an
+        Aggregator's index, ``"evaluate"`` (evaluation tasks) or ``"secagg"`` (the protocol's messages)."""
+        counts = self.traffic.setdefault(where, [0, 0])
+        counts[0] += up
+        counts[1] += down
 
     def count(self, status: str, kind: str = "train") -> int:
         return sum(t.status == status and t.kind == kind for t in self.tasks.values())
@@ -186,6 +194,7 @@ def round_record(
         weight_capped=rs.capped,
         update_norm_median=statistics.median_low(rs.norms) if rs.norms else None,
         clip_norm=rs.clip,
+        bytes_by_aggregator={k: (up, down) for k, (up, down) in sorted(rs.traffic.items())},
     )
     device_eval = None
     if rs.eval_target or rs.evals:  # evaluate tasks, or cross-silo sites scoring the model they trained from
@@ -200,6 +209,8 @@ def round_record(
             more["extra"] = {**more.get("extra", {}), **{f"device_{k}": v for k, v in scored.items()}}
     return RoundRecord(
         rs.round,
+        bytes_up=sum(up for up, _ in rs.traffic.values()),
+        bytes_down=sum(down for _, down in rs.traffic.values()),
         train_loss=train_loss,
         clients=reported,
         elapsed_s=round(elapsed_s, 3),

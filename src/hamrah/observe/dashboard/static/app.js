@@ -113,6 +113,19 @@ function renderRounds() {
     c.startsWith("bytes") ? bytes(r[c]) : c === "epsilon" ? fmt(eps(r), 3) : fmt(r[c])).concat(
     present.map((p) => fmt(phasesOf(r)[p], 2))));
   table("rounds-table", cols.concat(present.map((p) => p + " s")), rows, (k) => ({ "data-round": String(recs[recs.length - 1 - k].round) }));
+  trafficTable(recs);
+}
+
+// Bytes each Aggregator's devices moved per round (server records' bytes_by_aggregator: key -> [up, down]).
+function trafficTable(recs) {
+  const byAgg = (r) => (r.bytes_by_aggregator && typeof r.bytes_by_aggregator === "object" ? r.bytes_by_aggregator : {});
+  const keys = [...new Set(recs.flatMap((r) => Object.keys(byAgg(r))))].sort();
+  const label = (k) => (/^\d+$/.test(k) ? "Aggregator " + k : k);
+  const rows = [...recs].reverse().slice(0, 50).map((r) => [fmt(r.round)].concat(keys.map((k) => {
+    const v = byAgg(r)[k];
+    return Array.isArray(v) ? bytes(v[0]) + " / " + bytes(v[1]) : "-";
+  })));
+  table("traffic-table", ["round"].concat(keys.map(label)), keys.length ? rows : []);
 }
 
 function phaseChart(recs, present) {
