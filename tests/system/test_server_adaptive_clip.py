@@ -15,7 +15,7 @@ from tests.system.harness import make_setup, records, run_system
 
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.core.pipeline import DensePayload
-from hamrah.device.pipeline import PAYLOAD_KEY, STATE_KEY, encode_update
+from hamrah.device.pipeline import STATE_KEY, encode_update
 from hamrah.experiments.config import from_dict
 from hamrah.pipeline import PipelineSpec
 from hamrah.server.app import FLServer
@@ -82,9 +82,8 @@ def _spec():
     return pipeline_spec(_experiment(1), 20)
 
 
-def _decode(spec: PipelineSpec, tensors):
+def _decode(spec: PipelineSpec, data: bytes):
     chain = spec.chain()
-    data = tensors[PAYLOAD_KEY].numpy().tobytes()
     from hamrah.core.pipeline import wire_spec
 
     template = {"w": torch.zeros(3)}

@@ -12,7 +12,8 @@ from tests.system.harness import make_setup, records, run_system
 
 from hamrah.core.errors import ProtocolError
 from hamrah.experiments.config import from_dict
-from hamrah.server.pipeline import PAYLOAD_KEY, ServerPipeline
+from hamrah.server.pipeline import CIPHERTEXT_KEY, ServerPipeline
+from hamrah.transport.codec import encode_params
 
 
 def _experiment(he=None, rounds=2):
@@ -61,16 +62,20 @@ def test_a_malformed_or_wrong_size_ciphertext_is_refused(tmp_path):
 
     good = encode_update(pipe.plan_extra(), {"delta/" + k: v + 0.01 for k, v in params.items()}, 1, 1, {})
     r = pipe.decode_result(1, good, 100, {})
-    assert r.weight == 100 and set(r.stats) == {PAYLOAD_KEY}
-    data = good[PAYLOAD_KEY]
+    assert r.weight == 100 and set(r.stats) == {CIPHERTEXT_KEY}
+    assert r.stats[CIPHERTEXT_KEY].numpy().tobytes() == good  # the report's bytes are the chain's: one envelope
     with pytest.raises(ProtocolError, match="malformed ciphertext .*expected a paillier ciphertext of 7850 values"):
-        pipe.decode_result(1, {PAYLOAD_KEY: data[:-256]}, 100, {})  # one ciphertext short
-    flipped = data.clone()
+        pipe.decode_result(1, good[:-256], 100, {})  # one ciphertext short
+    flipped = bytearray(good)
     flipped[-1] ^= 1
-    tampered_header = data.clone()
+    tampered_header = bytearray(good)
     tampered_header[8] ^= 0xFF  # the spec's name count
     with pytest.raises(ProtocolError):
-        pipe.decode_result(1, {PAYLOAD_KEY: tampered_header}, 100, {})
-    pipe.decode_result(1, {PAYLOAD_KEY: flipped}, 100, {})  # a changed ciphertext still parses: it is only garbage
+        pipe.decode_result(1, bytes(tampered_header), 100, {})
+    with pytest.raises(ProtocolError):  # a safetensors file (the old double envelope) is not a payload
+        pipe.decode_result(
+            1, encode_params({"pipeline/payload": torch.frombuffer(bytearray(good), dtype=torch.uint8)}), 100, {}
+        )
+    pipe.decode_result(1, bytes(flipped), 100, {})  # a changed ciphertext still parses: it is only garbage
     with pytest.raises(ProtocolError, match="past homomorphic_encryption.max_weight"):
         pipe.decode_result(1, good, 2**20, {})

@@ -1,8 +1,9 @@
 """The client half of the update pipeline on a device (see :mod:`hamrah.server.pipeline`).
 
 When the FL plan's ``extra`` carries ``"pipeline"``, the device rebuilds the chain from it, encodes its
-update (clip, local noise, codec, or encryption under the public key the spec carries) and sends the
-wire bytes as one uint8 tensor ``"pipeline/payload"``. The server state clients read (adaptive
+update (clip, local noise, codec, or encryption under the public key the spec carries) and reports the
+chain's wire bytes as they are: the report's payload is one envelope (the chain's), not a safetensors
+file around it. The server state clients read (adaptive
 clipping's current norm) comes with each task in ``extra["pipeline/server_state"]``; without it the
 chain's initial state is used. Randomness (stochastic rounding, local DP noise) comes from OS entropy,
 not from the run's seed, so nobody who knows the config can subtract it; encryption nonces come from the
@@ -17,15 +18,13 @@ import hashlib
 import json
 
 import numpy as np
-import torch
 
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import Chain, ClientContext, Payload
 from hamrah.pipeline import PipelineSpec
+from hamrah.pipeline.spec import PLAN_KEY, STATE_KEY
 from hamrah.privacy.server_state import server_state_from_dict
-
-PLAN_KEY, PAYLOAD_KEY, STATE_KEY = "pipeline", "pipeline/payload", "pipeline/server_state"
 
 
 def uses_pipeline(extra: dict) -> bool:
@@ -70,10 +69,9 @@ def encode_payload(extra: dict, update: Params, client_key: int, round_idx: int,
     return chain, payload
 
 
-def encode_update(extra: dict, update: Params, client_key: int, round_idx: int, states: dict) -> Params:
-    """Return the tensors to report: the chain's wire payload (:func:`encode_payload`) as one uint8 tensor."""
-    data = encode_payload(extra, update, client_key, round_idx, states)[1].to_bytes()
-    return {PAYLOAD_KEY: torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+def encode_update(extra: dict, update: Params, client_key: int, round_idx: int, states: dict) -> bytes:
+    """Return the report's payload: the chain's wire bytes (:func:`encode_payload`)."""
+    return encode_payload(extra, update, client_key, round_idx, states)[1].to_bytes()
 
 
-__all__ = ["PAYLOAD_KEY", "PLAN_KEY", "STATE_KEY", "encode_payload", "encode_update", "plan_pipeline", "uses_pipeline"]
+__all__ = ["PLAN_KEY", "STATE_KEY", "encode_payload", "encode_update", "plan_pipeline", "uses_pipeline"]

@@ -269,7 +269,7 @@ class DeviceRuntime:
             stage = secure_stage(plan.extra) if plan.kind == "train" else None
             if stage is not None:
                 return await self._secure_report(stub, task, plan, stage, header, update, new_state, fault)
-            payload = encode_params(update) if update else b""
+            payload = update if isinstance(update, bytes) else encode_params(update) if update else b""
             header.update_bytes = len(payload)
         except TaskAborted as e:
             self.stats.aborted += 1
@@ -387,8 +387,9 @@ class DeviceRuntime:
         return header, update, new_state
 
     def _compute(self, plan: Plan, params: Params, broadcast: Params | None, fault: str | None):
-        """Run the plan on the store's data (in a worker thread); return (n, metrics, update tensors,
-        the client's new algorithm state or None)."""
+        """Run the plan on the store's data (in a worker thread); return (n, metrics, the update: its
+        statistics' tensors, or with a pipeline the chain's wire bytes, and the client's new algorithm
+        state or None)."""
         if fault == "fail":
             raise RuntimeError("simulated device failure mid-task")
         task = self.task if plan.user_task else None

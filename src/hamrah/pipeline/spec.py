@@ -50,6 +50,9 @@ if TYPE_CHECKING:
     from hamrah.he.stage import HESettings, KeyHolder
     from hamrah.privacy.accounting import RoundSpec
 
+# where a spec travels in an FL plan's ``extra``, and the server state devices read (adaptive clipping's norm)
+PLAN_KEY, STATE_KEY = "pipeline", "pipeline/server_state"
+
 
 @dataclass(frozen=True)
 class PipelineSpec:

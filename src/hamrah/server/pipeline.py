@@ -2,8 +2,8 @@
 
 The config's ``[compression]`` / ``[privacy]`` / ``[homomorphic_encryption]`` sections become a
 :class:`hamrah.pipeline.PipelineSpec` that travels to devices in the FL plan's ``extra["pipeline"]``. A
-device encodes its update through the chain's client half (:mod:`hamrah.device.pipeline`) and sends the
-wire bytes as one uint8 tensor ``"pipeline/payload"``; the server parses and decodes each report (the
+device encodes its update through the chain's client half (:mod:`hamrah.device.pipeline`) and reports the
+chain's wire bytes as the report's payload (one envelope); the server parses and decodes each report (the
 Aggregators then sum decoded updates, weight 1 each under DP), runs the server halves on the mean
 (central noise, from OS entropy: never from the run's seed), charges the round to the budget ledger
 (a row of ``state.db`` written in the round's own commit transaction, :mod:`hamrah.server.privacy`)
@@ -45,12 +45,12 @@ from hamrah.core.params import Params
 from hamrah.core.updates import check_update
 from hamrah.pipeline import PipelineRun, PipelineSpec, dp_settings, resolve_pipeline
 from hamrah.pipeline.distributed import distributed_accountant
+from hamrah.pipeline.spec import PLAN_KEY, STATE_KEY
 from hamrah.privacy.server_state import server_state_to_dict
 from hamrah.server.privacy import ServerPrivacy, refuse_unprovable
 
 log = logging.getLogger("hamrah.server")
-PLAN_KEY, PAYLOAD_KEY = "pipeline", "pipeline/payload"
-STATE_KEY = "pipeline/server_state"
+CIPHERTEXT_KEY = "he/ciphertext"  # a buffered HE report's bytes, kept as one uint8 tensor until commit
 MAX_PLAN_BYTES = 900_000  # the plan travels in one gRPC message of at most 1 MiB + 64 KiB
 
 
@@ -149,20 +149,14 @@ class ServerPipeline:
             return False
         return True
 
-    def decode_result(self, client_id: int, tensors: Params, num_examples: int, metrics: dict) -> Contribution:
-        """Return the Contribution of one device's encoded report (its decoded packed statistics, or, under
-        HE, its ciphertext as one uint8 tensor).
+    def decode_result(self, client_id: int, data: bytes, num_examples: int, metrics: dict) -> Contribution:
+        """Return the Contribution of one device's report, the chain's wire bytes: its decoded packed
+        statistics, or, under HE, its ciphertext bytes as one uint8 tensor (added at commit).
 
         Raises:
-            ProtocolError: the report is not one pipeline payload, its bytes do not parse, or (HE) its
+            ProtocolError: the bytes do not parse as this round's pipeline payload, or (HE) the
                 ciphertext is malformed, of the wrong size, or would overflow the sum's headroom.
         """
-        if set(tensors) != {PAYLOAD_KEY} or tensors[PAYLOAD_KEY].dtype != torch.uint8:
-            raise ProtocolError(
-                f"update: expected one uint8 tensor {PAYLOAD_KEY!r} (this round's pipeline is "
-                f"{', '.join(self.run.chain.names)}), got {sorted(tensors)[:5]}"
-            )
-        data = tensors[PAYLOAD_KEY].numpy().tobytes()
         weight = int(self.run.weight(num_examples))
         loss = {"train_loss": Weighted.of(float(metrics.get("train_loss", 0.0)), float(weight))}
         if self.he is not None:
@@ -175,7 +169,8 @@ class ServerPipeline:
                 )
             self.privacy.admit(client_id)  # DP-FTRL: at most one report per device per tree
             self.weight_in += weight
-            return Contribution(client_id, {PAYLOAD_KEY: tensors[PAYLOAD_KEY]}, float(weight), loss)
+            ciphertext = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return Contribution(client_id, {CIPHERTEXT_KEY: ciphertext}, float(weight), loss)
         delta = self.run.chain.decode_client(self.stage.read(data, self.wire), self.run.server_state)  # DP re-clip
         check_update(delta, what="update (decoded)")  # the simulator's check too (hamrah.core.updates)
         self.privacy.admit(client_id)  # DP-FTRL: at most one report per device per tree
@@ -196,7 +191,7 @@ class ServerPipeline:
         return Aggregate.from_mean(out, aggregate.weight, aggregate.count, aggregate.metrics)
 
     def _decrypt(self, reports: list[Contribution]) -> Aggregate:
-        payloads = [self.he.read(r.stats[PAYLOAD_KEY].numpy().tobytes(), self.wire) for r in reports]
+        payloads = [self.he.read(r.stats[CIPHERTEXT_KEY].numpy().tobytes(), self.wire) for r in reports]
         weights = [int(r.weight) for r in reports]
         total = self.he.decrypt(self.he.weighted_sum(payloads, weights), self.wire)
         metrics: dict = {}
@@ -215,4 +210,4 @@ class ServerPipeline:
         return out
 
 
-__all__ = ["PAYLOAD_KEY", "PLAN_KEY", "STATE_KEY", "ServerPipeline"]
+__all__ = ["CIPHERTEXT_KEY", "PLAN_KEY", "STATE_KEY", "ServerPipeline"]

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from hamrah.core.aggregate import Contribution, Statistic, pack, statistics_template
 from hamrah.core.errors import ProtocolError
 from hamrah.core.metrics import Weighted
-from hamrah.core.params import Params
 from hamrah.privacy.mechanisms import l2_norm
 from hamrah.server.events import Report
 from hamrah.server.influence import InfluenceBound, check_metrics
@@ -19,7 +18,7 @@ from hamrah.transport.codec import check_update, decode_params, spec_of
 
 def train_result(
     client: int,
-    tensors: Params,
+    payload: bytes,
     weight: int,
     metrics: dict,
     spec: dict,
@@ -30,7 +29,8 @@ def train_result(
 
     Args:
         client: the client id the contribution carries.
-        tensors: the decoded safetensors payload (the algorithm's namespaced statistics, or a pipeline payload).
+        payload: the report's bytes: the algorithm's namespaced statistics as safetensors, or, when the
+            round has a pipeline, the chain's wire bytes.
         weight: the weight the server trusts (``num_examples`` already capped).
         metrics: the report's checked metrics.
         spec: the statistics' tensor specs (names, shapes, dtypes).
@@ -42,13 +42,15 @@ def train_result(
         cannot see its norm, only its weight is bounded).
 
     Raises:
-        ProtocolError: names, shapes, dtypes or values that do not match the statistics.
+        ProtocolError: bytes that do not parse, or names, shapes, dtypes or values that do not match
+            the statistics.
     """
     if pipeline is not None:
-        result = pipeline.decode_result(client, tensors, weight, metrics)
+        result = pipeline.decode_result(client, payload, weight, metrics)
         if not all(v.is_floating_point() for v in result.stats.values()):
             return result, None
         return result, l2_norm(result.stats)
+    tensors = decode_params(payload)
     check_update(tensors, spec)
     loss = {"train_loss": Weighted.of(float(metrics.get("train_loss", 0.0)), float(weight))}
     contribution = Contribution(client, pack(tensors, statistics, float(weight)), float(weight), loss)
@@ -73,7 +75,7 @@ class BoundedReports:
             self._stats_spec = spec_of(statistics_template(stats, self.params))
         return train_result(
             client_id(info.device),
-            decode_params(report.payload),
+            report.payload,
             self._weight(self.current, report.num_examples),
             metrics,
             self._stats_spec,
