@@ -22,8 +22,8 @@ from hamrah.pipeline.distributed import (
     DistributedAccountant,
     DistributedDiscreteGaussian,
     DistributedRound,
-    _poisson_subsampled,
 )
+from hamrah.pipeline.distributed_accounting import _poisson_subsampled
 from hamrah.secagg import ddg
 
 

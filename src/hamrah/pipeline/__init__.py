@@ -5,8 +5,9 @@
   built through a lazy stage registry (:data:`STAGES`): a run without DP or HE imports neither
   dp_accounting nor tenseal nor phe.
 - :class:`PipelineRun`: a driver's state across rounds (client and server stage states, accountant).
-- :mod:`hamrah.pipeline.distributed` (distributed DP: discrete Gaussian noise summed under SecAgg) and
-  :mod:`hamrah.pipeline.sensitivity` (a secure sum's rounding bound), which combine DP with secure sums.
+- :mod:`hamrah.pipeline.distributed` (distributed DP: discrete Gaussian noise summed under SecAgg; its
+  accountant in :mod:`hamrah.pipeline.distributed_accounting`) and :mod:`hamrah.pipeline.sensitivity`
+  (a secure sum's rounding bound), which combine DP with secure sums.
 
 The stages themselves (:mod:`hamrah.core.pipeline`'s protocol) live in the leaves: ``hamrah.compression``,
 ``hamrah.privacy``, ``hamrah.secagg``, ``hamrah.he``.

@@ -20,7 +20,7 @@ from hamrah.pipeline.spec import PipelineSpec
 
 if TYPE_CHECKING:
     from hamrah.he.stage import KeyHolder
-    from hamrah.pipeline.distributed import DistributedAccountant
+    from hamrah.pipeline.distributed_accounting import DistributedAccountant
     from hamrah.privacy.accounting import PrivacyAccountant
     from hamrah.privacy.ledger import BudgetLedger
 

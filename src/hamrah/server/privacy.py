@@ -24,7 +24,7 @@ import logging
 
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
 from hamrah.pipeline import PipelineRun, PipelineSpec
-from hamrah.pipeline.distributed import DistributedAccountant, ledger_to_dict, restore_ledger
+from hamrah.pipeline.distributed_accounting import DistributedAccountant, ledger_to_dict, restore_ledger
 from hamrah.privacy.ftrl import TreeState
 from hamrah.privacy.ledger import accountant_from_dict, accountant_to_dict
 from hamrah.privacy.server_state import server_state_from_dict, server_state_to_dict

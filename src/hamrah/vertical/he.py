@@ -20,24 +20,33 @@ several values in one plaintext, form the integer yourself (``a + b * 2^k``) and
 Who sees what: a :class:`CipherVector` reveals its length only; :func:`to_wire` carries the
 ciphertexts and a fingerprint of the public key, so a vector under a wrong key is refused by name;
 :func:`from_wire` checks the count and that every ciphertext lies in ``[1, n^2)``.
+
+The keys (:class:`PublicKey`, :class:`SecretKey`, :func:`keygen`, keys on the wire) live in
+:mod:`hamrah.vertical.he_keys` and are re-exported here; this module holds the ciphertext vectors
+and their operations.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import gmpy2
 import numpy as np
-from phe import paillier
 
-from hamrah.core.errors import ConfigError, ProtocolError
+from hamrah.core.errors import ProtocolError
 from hamrah.he.encoding import FixedPoint
-from hamrah.he.paillier import paillier_keygen
+from hamrah.vertical.he_keys import (
+    WINDOW_BITS,
+    PublicKey,
+    SecretKey,
+    keygen,
+    public_from_wire,
+    public_to_wire,
+    random_below,
+)
+from hamrah.vertical.he_keys import check_key_bits as check_key_bits  # re-exported, not in __all__
 
-WINDOW_BITS = 8
 __all__ = [
     "CipherVector",
     "KeyHolderEncryptor",
@@ -58,94 +67,6 @@ __all__ = [
     "sum_all",
     "to_wire",
 ]
-
-
-def _random_below(bound: int, rng: np.random.Generator | None) -> int:
-    if rng is None:
-        return secrets.randbelow(bound)
-    nbytes = (bound.bit_length() + 7) // 8 + 8
-    return int.from_bytes(rng.bytes(nbytes), "big") % bound
-
-
-@dataclass(frozen=True, eq=False)
-class PublicKey:
-    """A Paillier public key with the DJN base ``hs`` and its fixed-base table.
-
-    Attributes:
-        n: the modulus.
-        hs: ``h^n mod n^2`` for a random ``h = -x^2 mod n`` (public).
-    """
-
-    n: int
-    hs: int
-    nsq: gmpy2.mpz = field(init=False, repr=False)
-    _table: tuple = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        nsq = gmpy2.mpz(self.n) ** 2
-        object.__setattr__(self, "nsq", nsq)
-        windows, table, base = (self.r_bits + WINDOW_BITS - 1) // WINDOW_BITS, [], gmpy2.mpz(self.hs)
-        for _ in range(windows):
-            row = [gmpy2.mpz(1)]
-            for _ in range((1 << WINDOW_BITS) - 1):
-                row.append(row[-1] * base % nsq)
-            table.append(tuple(row))
-            base = row[-1] * base % nsq
-        object.__setattr__(self, "_table", tuple(table))
-
-    @property
-    def key_bits(self) -> int:
-        return self.n.bit_length()
-
-    @property
-    def r_bits(self) -> int:
-        """Bits of the random exponent: half the modulus, as HEU's ZPaillier."""
-        return self.n.bit_length() // 2
-
-    @property
-    def max_int(self) -> int:
-        """The largest magnitude a signed plaintext may have (``n // 3``)."""
-        return self.n // 3
-
-    @property
-    def fingerprint(self) -> bytes:
-        """16 bytes naming this key on the wire."""
-        return hashlib.sha256(b"hamrah-paillier|%d|%d" % (self.n, self.hs)).digest()[:16]
-
-    def hs_power(self, r: int) -> gmpy2.mpz:
-        """Return ``hs^r mod n^2`` from the fixed-base table (``0 <= r < 2^r_bits``)."""
-        acc, nsq, mask = gmpy2.mpz(1), self.nsq, (1 << WINDOW_BITS) - 1
-        for row in self._table:
-            if r & mask:
-                acc = acc * row[r & mask] % nsq
-            r >>= WINDOW_BITS
-        return acc
-
-
-@dataclass(frozen=True, eq=False)
-class SecretKey:
-    """The secret half: ``phe``'s private key (CRT decryption) and the public key it belongs to."""
-
-    public: PublicKey
-    private: paillier.PaillierPrivateKey = field(repr=False)
-
-
-def keygen(key_bits: int = 2048, rng: np.random.Generator | None = None) -> tuple[PublicKey, SecretKey]:
-    """Return a fresh key pair.
-
-    Args:
-        key_bits: modulus size: 2048 for real use (about 112-bit security); tests use 1024 for speed.
-        rng: ``None`` for the OS CSPRNG (the only secure choice); a Generator for reproducible test keys.
-
-    Raises:
-        ConfigError: ``key_bits`` is not an even integer >= 512.
-    """
-    phe_public, phe_private = paillier_keygen(key_bits, rng)
-    n = phe_public.n
-    x = _random_below(n - 2, rng) + 2
-    hs = int(gmpy2.powmod(n - x * x % n, n, gmpy2.mpz(n) ** 2))
-    public = PublicKey(n, hs)
-    return public, SecretKey(public, phe_private)
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,7 +96,7 @@ def encrypt(public: PublicKey, ints: Sequence[int], rng: np.random.Generator | N
     out = []
     for v in ints:
         m = _plain(public, int(v))
-        out.append((1 + m * n) % nsq * public.hs_power(_random_below(bound, rng)) % nsq)
+        out.append((1 + m * n) % nsq * public.hs_power(random_below(bound, rng)) % nsq)
     return CipherVector(public, tuple(out))
 
 
@@ -217,7 +138,7 @@ class KeyHolderEncryptor:
 
     def obfuscator(self, rng: np.random.Generator | None = None) -> gmpy2.mpz:
         """Return ``hs^r mod n^2`` for a fresh random ``r``: the random factor of one encryption (by CRT)."""
-        r = _random_below(1 << self.public.r_bits, rng).to_bytes(len(self._tables[0]), "little")
+        r = random_below(1 << self.public.r_bits, rng).to_bytes(len(self._tables[0]), "little")
         cp, cq = self._power(0, r), self._power(1, r)
         return cp + self._mods[0] * ((cq - cp) * self._inv % self._mods[1])
 
@@ -387,37 +308,3 @@ def from_wire(public: PublicKey, fields: dict, expected_len: int, what: str = "c
         if not 0 < c < nsq:
             raise ProtocolError(f"{what}[{i}]: not a ciphertext (expected a value in [1, n^2))")
     return CipherVector(public, tuple(gmpy2.mpz(c) for c in cts))
-
-
-def public_to_wire(public: PublicKey) -> dict:
-    """Return the message fields carrying a public key."""
-    return {"n": (public.n,), "hs": (public.hs,)}
-
-
-def public_from_wire(fields: dict, min_bits: int = 1024) -> PublicKey:
-    """Rebuild a public key from message fields.
-
-    Raises:
-        ProtocolError: missing fields, a modulus under ``min_bits`` bits or even, or ``hs`` out of range.
-    """
-    n, hs = fields.get("n"), fields.get("hs")
-    if not (isinstance(n, tuple) and isinstance(hs, tuple) and len(n) == 1 and len(hs) == 1):
-        raise ProtocolError("public key: expected fields 'n' and 'hs', one big int each")
-    n, hs = n[0], hs[0]
-    if n.bit_length() < min_bits or n % 2 == 0:
-        raise ProtocolError(
-            f"public key: expected an odd modulus of at least {min_bits} bits, got {n.bit_length()} bits"
-        )
-    if not 1 < hs < n * n or gmpy2.gcd(hs, n) != 1:
-        raise ProtocolError("public key: hs must be a unit in [2, n^2)")
-    return PublicKey(n, hs)
-
-
-def check_key_bits(key_bits: int) -> None:
-    """Refuse a key size that is not an even integer >= 1024 (1024 only for tests).
-
-    Raises:
-        ConfigError: naming the value and what was expected.
-    """
-    if isinstance(key_bits, bool) or not isinstance(key_bits, int) or key_bits < 1024 or key_bits % 2:
-        raise ConfigError(f"key_bits: expected an even integer >= 1024 (2048 for real use), got {key_bits!r}")

@@ -34,7 +34,8 @@ import gmpy2
 import numpy as np
 
 from hamrah.core.errors import ProtocolError
-from hamrah.vertical.he import CipherVector, check_key_bits
+from hamrah.vertical.he import CipherVector
+from hamrah.vertical.he_keys import check_key_bits
 
 WINDOW_BITS = 8
 __all__ = ["PublicKey", "SecretKey", "add_plain", "decrypt", "encrypt", "keygen", "public_from_wire", "public_to_wire"]

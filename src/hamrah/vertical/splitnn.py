@@ -16,247 +16,40 @@ Per mini-batch (ids agreed by a private set intersection beforehand):
 
 Messages carry the step number, so a replayed or reordered message is refused. Who sees what is in
 ``docs/splitnn_ftl.md``.
+
+This module holds the guest's role, prediction and the central baseline; the hosts' role is in
+:mod:`hamrah.vertical.splitnn_host`, the config, models and networks all parties share in
+:mod:`hamrah.vertical.splitnn_core` (both re-exported here).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from hamrah.core.errors import ConfigError, DataError, ProtocolError
+from hamrah.core.errors import DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
-from hamrah.vertical.nets import (
-    RowIndex,
-    Standardizer,
-    check_array,
-    check_positive,
-    keyed_rng,
-    mlp,
-    one_torch_thread,
+from hamrah.vertical.nets import RowIndex, Standardizer, check_array, one_torch_thread
+from hamrah.vertical.splitnn_core import WIRE_DTYPES as WIRE_DTYPES  # re-exported, not in __all__
+from hamrah.vertical.splitnn_core import (
+    BottomModel,
+    GuestModel,
+    SplitNNConfig,
+    SplitNNResult,
+    adam,
+    batches,
+    bottom_network,
+    top_network,
 )
-
-WIRE_DTYPES = ("float32", "float16")
-
-
-@dataclass(frozen=True)
-class SplitNNConfig:
-    """The architecture and training schedule all parties agree on (checked at setup).
-
-    Attributes:
-        bottom_hidden: hidden widths of every party's bottom network.
-        cut_dim: width of each party's cut layer (the activations it sends).
-        top_hidden: hidden widths of the guest's top network.
-        epochs: passes over the training ids.
-        batch_size: ids per mini-batch.
-        lr: Adam learning rate (every party).
-        weight_decay: L2 coefficient of Adam (every party).
-        wire_dtype: ``float32`` or ``float16`` for activations and gradients on the wire.
-        noise_std: standard deviation of Gaussian noise a host adds to the activations it sends.
-        seed: root seed: initial weights (keyed by party name) and the batch order.
-    """
-
-    bottom_hidden: tuple[int, ...] = (16,)
-    cut_dim: int = 8
-    top_hidden: tuple[int, ...] = (8,)
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    wire_dtype: str = "float32"
-    noise_std: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("bottom_hidden", "top_hidden"):
-            widths = getattr(self, name)
-            if not isinstance(widths, tuple):
-                raise ConfigError(f"{name}: expected a tuple of positive integers, got {widths!r}")
-            for w in widths:
-                check_positive(name, w)
-        for name in ("cut_dim", "epochs", "batch_size"):
-            check_positive(name, getattr(self, name))
-        check_positive("lr", self.lr, float)
-        check_positive("weight_decay", self.weight_decay, float, allow_zero=True)
-        check_positive("noise_std", self.noise_std, float, allow_zero=True)
-        check_positive("seed", self.seed, allow_zero=True)
-        if self.wire_dtype not in WIRE_DTYPES:
-            raise ConfigError(f"wire_dtype: expected one of {list(WIRE_DTYPES)}, got {self.wire_dtype!r}")
-
-    def digest(self) -> str:
-        """Return the config as canonical JSON (compared by the parties at setup)."""
-        return json.dumps(asdict(self), sort_keys=True)
-
-
-@dataclass(frozen=True)
-class BottomModel:
-    """One party's trained half: its bottom network and its feature standardiser (never sent)."""
-
-    party: str
-    feature_names: tuple[str, ...]
-    standardizer: Standardizer
-    network: nn.Sequential
-
-
-@dataclass(frozen=True)
-class GuestModel:
-    """The label holder's trained model: its bottom network, the top network and the hosts' order."""
-
-    bottom: BottomModel
-    top: nn.Sequential
-    hosts: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class SplitNNResult:
-    """What the guest's training returns.
-
-    Attributes:
-        model: the guest's half of the trained model.
-        train_loss: mean training loss of each epoch.
-        scores: predicted probabilities for ``eval_ids`` (empty when none were given).
-    """
-
-    model: GuestModel
-    train_loss: tuple[float, ...]
-    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-
-def bottom_network(config: SplitNNConfig, party: str, in_dim: int) -> nn.Sequential:
-    """Return ``party``'s initial bottom network (ReLU at the cut layer)."""
-    return mlp(
-        in_dim, config.bottom_hidden, config.cut_dim, keyed_rng(config.seed, "splitnn", party), out_activation=True
-    )
-
-
-def top_network(config: SplitNNConfig, num_parties: int) -> nn.Sequential:
-    """Return the guest's initial top network over ``num_parties`` concatenated cut layers."""
-    return mlp(config.cut_dim * num_parties, config.top_hidden, 1, keyed_rng(config.seed, "splitnn", "top"))
-
-
-def batches(config: SplitNNConfig, num_rows: int, epoch: int) -> list[np.ndarray]:
-    """Return the row positions of each mini-batch of ``epoch`` (a seeded shuffle)."""
-    order = keyed_rng(config.seed, "splitnn-shuffle", epoch).permutation(num_rows)
-    return [order[i : i + config.batch_size] for i in range(0, num_rows, config.batch_size)]
-
-
-def _adam(config: SplitNNConfig, *networks: nn.Module) -> torch.optim.Adam:
-    params = [p for net in networks for p in net.parameters()]
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+from hamrah.vertical.splitnn_host import host, serve
 
 
 def _to_wire(x: torch.Tensor, config: SplitNNConfig) -> np.ndarray:
     return x.detach().numpy().astype(config.wire_dtype)
-
-
-# ---------------------------------------------------------------------------------------------- host
-
-
-@one_torch_thread
-def host(channel: Channel, table: PartyTable, config: SplitNNConfig, guest: str = "guest") -> BottomModel:
-    """Run a feature holder: train its bottom network, then answer evaluation batches until told to stop.
-
-    Args:
-        channel: this party's channel.
-        table: this party's rows (no labels needed).
-        config: must equal the guest's config.
-        guest: the label holder's name.
-
-    Returns:
-        This party's trained bottom model.
-
-    Raises:
-        ProtocolError: the guest's config differs, it asked for ids this party lacks, or a message
-            is malformed, replayed or out of order.
-    """
-    setup = channel.recv(guest, "splitnn/setup")
-    if setup.get("config") != config.digest():
-        raise ProtocolError(
-            f"splitnn/setup from {guest!r}: the guest's config differs from this party's (expected {config.digest()})"
-        )
-    index = RowIndex(table.ids)
-    rows = index.rows(setup.get("train_ids"), f"splitnn/setup from {guest!r}")
-    model = BottomModel(
-        channel.name,
-        table.feature_names,
-        Standardizer.fit(table.features[rows]),
-        bottom_network(config, channel.name, table.features.shape[1]),
-    )
-    channel.send(guest, "splitnn/ready", {"rows": len(rows)})
-    serve(channel, model, table, config, guest, train=True)
-    return model
-
-
-@one_torch_thread
-def serve(
-    channel: Channel,
-    model: BottomModel,
-    table: PartyTable,
-    config: SplitNNConfig,
-    guest: str = "guest",
-    train: bool = False,
-) -> int:
-    """Answer the guest's batches with this party's activations (and learn from gradients if ``train``).
-
-    Args:
-        channel: this party's channel.
-        model: this party's bottom model.
-        table: this party's rows; its feature names must be the model's.
-        config: the agreed config.
-        guest: the label holder's name.
-        train: accept ``train`` batches (a prediction session refuses them).
-
-    Returns:
-        The number of batches answered.
-
-    Raises:
-        DataError: ``table`` has other features than the model was trained on.
-        ProtocolError: a malformed, replayed or out-of-order message, or an unexpected mode.
-    """
-    if table.feature_names != model.feature_names:
-        raise DataError(
-            f"{model.party}: the table's features {list(table.feature_names)} differ from the "
-            f"model's {list(model.feature_names)}"
-        )
-    index, opt = RowIndex(table.ids), _adam(config, model.network)
-    noise = keyed_rng(config.seed, "splitnn-noise", model.party)
-    for step in range(1 << 62):
-        msg = channel.recv(guest, "splitnn/batch")
-        mode = msg.get("mode")
-        if msg.get("step") != step:
-            raise ProtocolError(
-                f"splitnn/batch from {guest!r}: expected step {step}, got {msg.get('step')!r} "
-                "(a replayed or reordered message)"
-            )
-        if mode == "stop":
-            return step
-        if mode not in (("train", "eval") if train else ("eval",)):
-            raise ProtocolError(f"splitnn/batch from {guest!r}: unexpected mode {mode!r}")
-        rows = index.rows(msg.get("ids"), f"splitnn/batch from {guest!r}")
-        x = model.standardizer(table.features[rows])
-        with torch.set_grad_enabled(mode == "train"):
-            act = model.network(x)
-        wire = act.detach().numpy()
-        if config.noise_std > 0:
-            wire = wire + noise.normal(0.0, config.noise_std, wire.shape)
-        channel.send(guest, "splitnn/activations", {"step": step, "a": wire.astype(config.wire_dtype)})
-        if mode == "train":
-            msg = channel.recv(guest, "splitnn/gradient")
-            if msg.get("step") != step:
-                raise ProtocolError(f"splitnn/gradient from {guest!r}: expected step {step}, got {msg.get('step')!r}")
-            g = check_array(msg.get("g"), f"splitnn/gradient from {guest!r}", tuple(act.shape), config.wire_dtype)
-            opt.zero_grad()
-            act.backward(torch.from_numpy(g.astype(np.float32)))
-            opt.step()
-    raise AssertionError("unreachable")
-
-
-# --------------------------------------------------------------------------------------------- guest
 
 
 class _Session:
@@ -345,7 +138,7 @@ def guest(
         channel.recv(h, "splitnn/ready")
     session, opt, loss_fn = (
         _Session(channel, config, hosts),
-        _adam(config, model.bottom.network, model.top),
+        adam(config, model.bottom.network, model.top),
         nn.BCEWithLogitsLoss(),
     )
     x_all, y_all = model.bottom.standardizer(table.features[rows]), torch.from_numpy(labels[rows].astype(np.float32))
@@ -438,7 +231,7 @@ def train_central(
     scalers = {n: Standardizer.fit(parts[n].features) for n in names}
     nets = {n: bottom_network(config, n, parts[n].features.shape[1]) for n in names}
     top = top_network(config, len(names))
-    opt, loss_fn = _adam(config, *nets.values(), top), nn.BCEWithLogitsLoss()
+    opt, loss_fn = adam(config, *nets.values(), top), nn.BCEWithLogitsLoss()
     x = {n: scalers[n](parts[n].features) for n in names}
     y = torch.from_numpy(tables[guest].select(ids).labels.astype(np.float32))
     del labels
