@@ -16,7 +16,8 @@ from hamrah.core.errors import DataError
 from hamrah.core.params import model_state
 from hamrah.core.seeds import client_rng
 from hamrah.data import Examples, Field, Schema
-from hamrah.device import DeviceConfig, DeviceRuntime, ExampleStore, ScriptedState
+from hamrah.device import ExampleStore
+from hamrah.device.compute import TaskJob
 from hamrah.transport.plan import Plan, TaskRef
 
 MOVIES = Schema(
@@ -57,10 +58,9 @@ def test_the_next_task_trains_on_exactly_the_live_records(tmp_path):
         )
         store.append({"movie": 5, "genre": "drama", "liked": 1}, timestamp=now)  # no expiry
         assert store.count(now) == 5  # 17 and 9 have expired
-        runtime = DeviceRuntime(DeviceConfig("127.0.0.1:1", client_key=3), store, ScriptedState.always(), task=task)
         torch.manual_seed(0)
         params = model_state(task.model())
-        n, metrics, update, _ = runtime._compute(_plan(task), params, None, None)
+        n, metrics, update, _ = TaskJob(store, task, 3, {}).run(_plan(task), params, None)
     assert n == 5
     live = Examples.from_columns(
         {"movie": [4, 1, 2, 3, 5], "genre": ["comedy", "comedy", "drama", "comedy", "drama"], "liked": [0, 1, 0, 0, 1]},
@@ -79,12 +79,10 @@ def test_a_store_of_another_schema_or_with_only_expired_records_fails_the_task(t
     params = model_state(task.model())
     with ExampleStore(tmp_path / "old.db", MOVIES) as store:
         store.append({"movie": 1, "genre": "drama", "liked": 1}, timestamp=time.time() - 100, ttl_s=10)
-        runtime = DeviceRuntime(DeviceConfig("127.0.0.1:1"), store, ScriptedState.always(), task=task)
         with pytest.raises(DataError, match="has 0 live examples, the task needs at least 1"):
-            runtime._compute(_plan(task), params, None, None)
+            TaskJob(store, task, 0, {}).run(_plan(task), params, None)
     other = Schema((Field("movie", "float32"), Field("liked", "int64")), label="liked")
     with ExampleStore(tmp_path / "other.db", other) as store:
         store.append({"movie": 1, "liked": 1})
-        runtime = DeviceRuntime(DeviceConfig("127.0.0.1:1"), store, ScriptedState.always(), task=task)
         with pytest.raises(DataError, match=r"task movies: the example store holds \(movie: float32, liked"):
-            runtime._compute(_plan(task), params, None, None)
+            TaskJob(store, task, 0, {}).run(_plan(task), params, None)

@@ -27,20 +27,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import grpc
-import numpy as np
 
 import hamrah
-from hamrah.algorithms import build, client_update
-from hamrah.algorithms.local import evaluate_metrics
-from hamrah.core.aggregate import pack
 from hamrah.core.errors import AuthError, HamrahError, ProtocolError, TransportError
-from hamrah.core.metrics import metric_values
 from hamrah.core.params import Params
-from hamrah.core.seeds import client_rng
+from hamrah.device.compute import TASK_METRICS, TaskJob
 from hamrah.device.eligibility import StateSource
-from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
+from hamrah.device.pipeline import plan_pipeline
 from hamrah.device.secure import SecAggIdentity, SecureSession, secure_stage
-from hamrah.device.site import check_model, check_store, check_task, holdout, task_data
+from hamrah.device.site import check_task
 from hamrah.device.store import ExampleStore
 from hamrah.transport.codec import (
     BROADCAST_PREFIX,
@@ -53,7 +48,7 @@ from hamrah.transport.codec import (
     sha256,
 )
 from hamrah.transport.identity import RETRY_MAX_S, DeviceKey, RequestSigner, jittered
-from hamrah.transport.plan import CROSS_SILO_KEY, OUT_OF_RUN, Plan
+from hamrah.transport.plan import OUT_OF_RUN, Plan
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
 from hamrah.transport.security import channel_credentials
@@ -124,7 +119,6 @@ class DeviceStats:
 
 
 _LOGGED = ("train_loss", "loss", "accuracy", "eval_loss", "eval_accuracy")  # metrics in the device's log line
-_TASK_METRICS = "task_metrics"  # in _compute's metrics: a user task's evaluation with reductions (sent apart)
 
 
 class TaskAborted(Exception):
@@ -366,7 +360,10 @@ class DeviceRuntime:
         params = {k: v for k, v in tensors.items() if not k.startswith(BROADCAST_PREFIX)}
         broadcast = {k[len(BROADCAST_PREFIX) :]: v for k, v in tensors.items() if k.startswith(BROADCAST_PREFIX)}
         start = time.monotonic()
-        work = asyncio.ensure_future(asyncio.to_thread(self._compute, plan, params, broadcast or None, fault))
+        if fault == "fail":
+            raise RuntimeError("simulated device failure mid-task")
+        job = TaskJob(self.store, self.task if plan.user_task else None, self.cfg.client_key, self.pipeline_states)
+        work = asyncio.ensure_future(asyncio.to_thread(job.run, plan, params, broadcast or None))
         while not work.done():
             state = self.state.read()
             if not state.eligible and not self.site:
@@ -374,7 +371,7 @@ class DeviceRuntime:
                 raise TaskAborted(f"eligibility lost mid-task: {', '.join(state.blockers())}")
             await asyncio.wait({work}, timeout=self.cfg.poll_s)
         num_examples, metrics, update, new_state = work.result()
-        task_metrics = metrics.pop(_TASK_METRICS, None)
+        task_metrics = metrics.pop(TASK_METRICS, None)
         metrics["duration_s"] = time.monotonic() - start
         header = pb.ReportHeader(
             task_id=task.task_id,
@@ -385,71 +382,6 @@ class DeviceRuntime:
             task_metrics=encode_task_metrics(task_metrics) if task_metrics else b"",
         )
         return header, update, new_state
-
-    def _compute(self, plan: Plan, params: Params, broadcast: Params | None, fault: str | None):
-        """Run the plan on the store's data (in a worker thread); return (n, metrics, the update: its
-        statistics' tensors, or with a pipeline the chain's wire bytes, and the client's new algorithm
-        state or None)."""
-        if fault == "fail":
-            raise RuntimeError("simulated device failure mid-task")
-        task = self.task if plan.user_task else None
-        if task is not None:  # the installed task (its digest checked): its records, model, loss and metrics
-            data = task_data(self.store, plan, task)
-            model = task.model()
-            check_model(model, data, task)
-        else:
-            data = self.store.read_all()
-            check_store(data, plan)
-            model = plan.model.build()  # type: ignore[union-attr]
-
-        def score(params: Params, examples) -> dict:
-            """The task's metrics: loss and accuracy as floats, and (a user task) every metric with its reduction."""
-            m = evaluate_metrics(model, params, examples, plan.ignore_index, task)
-            values = metric_values(m)
-            out = {k: values[k] for k in ("loss", "accuracy") if k in values}
-            if task is not None:
-                out[_TASK_METRICS] = m
-            return out
-
-        held = None
-        fraction = float(plan.extra.get(CROSS_SILO_KEY, {}).get("eval_fraction", 0.0))
-        if fraction > 0 and len(data) >= 2:  # a site: the global model is scored on its held-out examples only
-            held, data = holdout(data, fraction, plan.seed, self.cfg.client_key)
-        if plan.kind == "evaluate":
-            scored = data if held is None else held
-            return len(scored), score(params, scored), {}, None
-        site_eval: dict = {}
-        if held is not None:  # score the global model before training on the rest
-            site_eval = {f"eval_{k}" if k != _TASK_METRICS else k: v for k, v in score(params, held).items()}
-            site_eval["eval_examples"] = float(len(held))
-        algorithm = build(**plan.algorithm)
-        rng = client_rng(plan.seed, plan.round, self.cfg.client_key)
-        up = client_update(
-            algorithm,
-            model,
-            params,
-            data,
-            rng,
-            client_state=self.store.client_state(),
-            broadcast=broadcast,
-            ignore_index=plan.ignore_index,
-            client_id=self.cfg.client_key,
-            task=task,
-        )
-        r = up.result
-        metrics = {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float, np.floating))}
-        local = {k: params[k] + r.delta[k] for k in r.delta}
-        on_local = score(local, data)  # on local data
-        on_local.pop(_TASK_METRICS, None)
-        metrics.update(on_local)
-        metrics.update(site_eval)
-        update = algorithm.client_statistics(r)  # the statistics the algorithm declares, namespaced
-        if uses_pipeline(plan.extra):  # packed for the pipeline's weighted sum (w_k = n_k, or 1 under DP)
-            weight = 1.0 if plan_pipeline(plan.extra)[0].equal_weights else float(r.num_examples)
-            update = pack(update, algorithm.statistics, weight)
-            if secure_stage(plan.extra) is None:
-                update = encode_update(plan.extra, update, self.cfg.client_key, plan.round, self.pipeline_states)
-        return r.num_examples, metrics, update, up.state
 
     async def _report(self, stub, header: pb.ReportHeader, payload: bytes) -> tuple[bool, float]:
         """Send a report; return (accepted, reconnect delay)."""

@@ -1,0 +1,106 @@
+"""One task's computation on a device (run in a worker thread by :mod:`hamrah.device.runtime`): read
+the Example Store (or the installed task's records) and check it against the plan, score the global
+model, train with the same client code the simulator uses (:func:`hamrah.algorithms.client_update`),
+and return the update: the algorithm's statistics, or, with a pipeline, the chain's wire bytes.
+A cross-silo site first scores the global model on its held-out examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hamrah.algorithms import build, client_update
+from hamrah.algorithms.local import evaluate_metrics
+from hamrah.core.aggregate import pack
+from hamrah.core.metrics import metric_values
+from hamrah.core.params import Params
+from hamrah.core.seeds import client_rng
+from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
+from hamrah.device.secure import secure_stage
+from hamrah.device.site import check_model, check_store, holdout, task_data
+from hamrah.device.store import ExampleStore
+from hamrah.transport.plan import CROSS_SILO_KEY, Plan
+
+if TYPE_CHECKING:
+    from hamrah.task import Task
+
+TASK_METRICS = "task_metrics"  # in a task's metrics: a user task's evaluation with reductions (sent apart)
+
+
+@dataclass
+class TaskJob:
+    """What a task's computation needs from the device: its store, its installed task (a user task's
+    plan only), its client key, and the pipeline's per-client state (kept across tasks, updated in place)."""
+
+    store: ExampleStore
+    task: Task | None
+    client_key: int
+    pipeline_states: dict
+
+    def run(self, plan: Plan, params: Params, broadcast: Params | None) -> tuple[int, dict, Params | bytes, Any]:
+        """Run the plan on the store's data; return (n, metrics, the update: its statistics' tensors,
+        or with a pipeline the chain's wire bytes, and the client's new algorithm state or None)."""
+        task = self.task
+        if task is not None:  # the installed task (its digest checked): its records, model, loss and metrics
+            data = task_data(self.store, plan, task)
+            model = task.model()
+            check_model(model, data, task)
+        else:
+            data = self.store.read_all()
+            check_store(data, plan)
+            model = plan.model.build()  # type: ignore[union-attr]
+
+        def score(params: Params, examples) -> dict:
+            """The task's metrics: loss and accuracy as floats, and (a user task) every metric with its reduction."""
+            m = evaluate_metrics(model, params, examples, plan.ignore_index, task)
+            values = metric_values(m)
+            out = {k: values[k] for k in ("loss", "accuracy") if k in values}
+            if task is not None:
+                out[TASK_METRICS] = m
+            return out
+
+        held = None
+        fraction = float(plan.extra.get(CROSS_SILO_KEY, {}).get("eval_fraction", 0.0))
+        if fraction > 0 and len(data) >= 2:  # a site: the global model is scored on its held-out examples only
+            held, data = holdout(data, fraction, plan.seed, self.client_key)
+        if plan.kind == "evaluate":
+            scored = data if held is None else held
+            return len(scored), score(params, scored), {}, None
+        site_eval: dict = {}
+        if held is not None:  # score the global model before training on the rest
+            site_eval = {f"eval_{k}" if k != TASK_METRICS else k: v for k, v in score(params, held).items()}
+            site_eval["eval_examples"] = float(len(held))
+        algorithm = build(**plan.algorithm)
+        rng = client_rng(plan.seed, plan.round, self.client_key)
+        up = client_update(
+            algorithm,
+            model,
+            params,
+            data,
+            rng,
+            client_state=self.store.client_state(),
+            broadcast=broadcast,
+            ignore_index=plan.ignore_index,
+            client_id=self.client_key,
+            task=task,
+        )
+        r = up.result
+        metrics = {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float, np.floating))}
+        local = {k: params[k] + r.delta[k] for k in r.delta}
+        on_local = score(local, data)  # on local data
+        on_local.pop(TASK_METRICS, None)
+        metrics.update(on_local)
+        metrics.update(site_eval)
+        update = algorithm.client_statistics(r)  # the statistics the algorithm declares, namespaced
+        if uses_pipeline(plan.extra):  # packed for the pipeline's weighted sum (w_k = n_k, or 1 under DP)
+            weight = 1.0 if plan_pipeline(plan.extra)[0].equal_weights else float(r.num_examples)
+            update = pack(update, algorithm.statistics, weight)
+            if secure_stage(plan.extra) is None:
+                update = encode_update(plan.extra, update, self.client_key, plan.round, self.pipeline_states)
+        return r.num_examples, metrics, update, up.state
+
+
+__all__ = ["TASK_METRICS", "TaskJob"]
