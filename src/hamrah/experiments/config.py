@@ -1,6 +1,10 @@
 """The experiment config: TOML sections ``[data]``, ``[model]``, ``[algorithm]``, ``[run]`` (and
 ``[sweep]``), each a frozen dataclass. Unknown keys, wrong types and impossible values are refused
 with a :class:`~hamrah.core.errors.ConfigError` naming the key and what was expected.
+
+This module reads, assembles and validates the config; the sections' dataclasses live in
+:mod:`hamrah.experiments.config_sections` and what a run builds from them (the algorithm's keys, the
+heterogeneity, the update pipeline) in :mod:`hamrah.experiments.config_resolve`. Both are importable from here.
 """
 
 from __future__ import annotations
@@ -16,165 +20,29 @@ from typing import Any
 
 from hamrah.algorithms import ALGORITHMS
 from hamrah.core.errors import ConfigError
+from hamrah.experiments.config_resolve import algorithm_hyperparameters, heterogeneity, pipeline_spec
+from hamrah.experiments.config_sections import (
+    DATASETS,
+    MODELS,
+    PARTITIONS,
+    AlgorithmConfig,
+    CompressionConfig,
+    DataConfig,
+    HeterogeneityConfig,
+    HomomorphicEncryptionConfig,
+    ModelConfig,
+    PrivacyConfig,
+    RunConfig,
+    SecureAggregationConfig,
+    SweepConfig,
+    TaskConfig,
+)
 from hamrah.observe.tracking import TrackingConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-DATASETS = (
-    "mnist",
-    "shakespeare",
-    "femnist",
-    "cifar10",
-    "synthetic_0_0",
-    "synthetic_0.5_0.5",
-    "synthetic_1_1",
-    "synthetic_iid",
-)
-PARTITIONS = ("iid", "shards", "dirichlet", "natural", "unbalanced")
-MODELS = ("2nn", "cnn", "char_lstm", "logreg")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    dataset: str = "mnist"
-    partition: str = "iid"
-    num_clients: int | None = 100  # natural: None or 0 = every natural client
-    shards_per_client: int = 2
-    alpha: float = 0.5  # dirichlet concentration
-    sigma: float = 1.0  # unbalanced: log-normal spread of client sizes
-    path: str | None = None  # explicit data folder or file
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str = "2nn"
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    """``[task]``: the user's task by import path, or a built-in by name (see ``docs/tasks.md``)."""
-
-    entry: str | None = None  # "module:attribute": a Task subclass, instance, or a function returning one
-    kwargs: dict | None = None  # keyword arguments for the class or function
-    name: str | None = None  # a built-in task: one of MODELS (the same as [model] name)
-    path: str | None = None  # the folder entry's module is imported from (default: the config file's)
-
-
-@dataclass(frozen=True)
-class AlgorithmConfig:
-    name: str = "fedavg"
-    client_fraction: float = 0.1
-    local_epochs: int = 1
-    batch_size: int | None = 10  # None = "inf": the whole local data set
-    lr: float = 0.1
-    # Unset (None) keys take the algorithm's default; a key the algorithm does not use is refused.
-    momentum: float | None = None  # local heavy-ball momentum
-    local_steps: int | None = None  # run this many local steps instead of epochs
-    mu: float | None = None  # fedprox, fednova: proximal weight
-    server_lr: float | None = None  # scaffold, fedadam/yogi/adagrad/avgm
-    beta1: float | None = None  # fedadam/yogi/adagrad: first moment; fedavgm: server momentum
-    beta2: float | None = None  # fedadam/yogi
-    tau: float | None = None  # fedadam/yogi/adagrad: adaptivity
-    local_optimizer: str | None = None  # the local solver: "sgd" (default), "adam" or "adamw"
-    local_betas: list[float] | None = None  # adam/adamw moment decays (beta1/beta2 are the server optimizer's)
-    weight_decay: float | None = None  # adam: L2 term; adamw: decoupled decay
-
-
-@dataclass(frozen=True)
-class HeterogeneityConfig:
-    epochs: list[int] | None = None  # [lo, hi]: local epochs per client, uniform
-    steps: list[int] | None = None  # [lo, hi]: local steps per client, uniform (instead of epochs)
-    straggler_fraction: float = 0.0  # share of each cohort doing partial work (dropped unless the algorithm accepts it)
-    dropout: float = 0.0  # probability a sampled client fails
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    rounds: int = 100
-    target_accuracy: float | None = None
-    eval_every: int = 1
-    seed: int = 0
-    stop_at_target: bool = False
-    batched: bool | None = None  # "auto" (None): batched for ReLU MLPs, where it measured fastest
-    workers: int | None = None  # "auto" (None): processes training clients side by side
-    checkpoint_every: int = 10  # with --out: a checkpoint to resume from every this many rounds and at the end
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    lrs: list[float] | None = None  # explicit rates, or the grid below
-    lr_min: float = 0.01
-    lr_max: float = 1.0
-    per_decade: int = 3  # the paper's grid: steps of 10^(1/3) (or 10^(1/6))
-
-
-@dataclass(frozen=True)
-class CompressionConfig:
-    """``[compression]``: the codec every client update goes through (see ``docs/compression.md``)."""
-
-    codec: str = "none"  # none | quantize | sign | topk | mask | float16 | bfloat16
-    bits: int | None = None  # quantize: 2, 4 or 8
-    scheme: str | None = None  # quantize: minmax | qsgd | ring
-    range: float | None = None  # quantize ring: the shared range [-r, r]
-    bucket: int | None = None  # quantize: values sharing one scale
-    fraction: float | None = None  # topk: k / d
-    error_feedback: bool | None = None  # sign, topk
-    value_dtype: str | None = None  # topk: float32 | float16
-    p: float | None = None  # mask: kept fraction
-    shared: bool | None = None  # mask: one mask for the whole round
-
-
-@dataclass(frozen=True)
-class PrivacyConfig:
-    """``[privacy]``: differential privacy of the client updates (see ``docs/dp.md``)."""
-
-    mode: str = "central"  # central (DP-FedAvg) | ftrl (DP-FTRL, no sampling assumed) | local
-    clip: float = 1.0  # S, L2 norm of a client's update (the initial norm when adaptive)
-    noise_multiplier: float | None = None  # z; unset: calibrated to target_epsilon over run.rounds
-    target_epsilon: float | None = None  # the budget; a run that cannot fit is refused, training stops before it
-    delta: float = 1e-5
-    sampling: str = "poisson"  # poisson (each client joins with probability C) | fixed (m of K)
-    accountant: str = "rdp"  # rdp | pld
-    adaptive: bool = False  # adaptive clipping (Andrew et al. 2021)
-    target_quantile: float = 0.5
-    clip_learning_rate: float = 0.2
-    clip_count_stddev: float | None = None  # None: expected cohort / 20
-    tree_rounds: int | None = None  # ftrl: rounds per tree; each client at most once per tree
-
-    def to_dp(self) -> dict:
-        """Return the settings as :class:`hamrah.privacy.DPConfig` takes them (plain data)."""
-        from hamrah.pipeline import dp_settings
-
-        return dp_settings(dataclasses.asdict(self))
-
-
-@dataclass(frozen=True)
-class SecureAggregationConfig:
-    """``[secure_aggregation]``: the server sees only the sum of the updates (see ``docs/secagg.md``)."""
-
-    variant: str = "secagg"  # secagg (Bonawitz et al. 2017) | secagg+ (Bell et al. 2020)
-    clip: float = 1.0  # coordinates clipped to [-clip, clip] before fixed-point quantization
-    input_bits: int = 16
-    ring_bits: int | None = None  # privacy.mode = "distributed": the ring Z_2^ring_bits of the noisy sum (20)
-    min_contributors: int | None = None  # distributed: fewest clients whose noise is in a released sum (m / 2)
-    malicious_server: bool = False  # the actively secure variant: signed keys + consistency check (needs device keys)
-
-
-@dataclass(frozen=True)
-class HomomorphicEncryptionConfig:
-    """``[homomorphic_encryption]``: clients encrypt, the server adds ciphertexts, a key holder decrypts the
-    sum (see ``docs/he.md``). Unset keys take the scheme's defaults; a key the scheme does not use is refused."""
-
-    scheme: str = "paillier"  # paillier (packed, exact) | ckks (batched, approximate)
-    key_bits: int | None = None  # paillier: modulus bits (2048)
-    precision_bits: int | None = None  # paillier: fixed-point fraction bits (24)
-    poly_modulus_degree: int | None = None  # ckks: ring degree N (8192)
-    scale_bits: int | None = None  # ckks: scale 2^scale_bits (the largest that leaves room for the sum, <= 40)
-    bound: float | None = None  # each encrypted coordinate clipped to [-bound, bound] (1.0)
-    max_weight: int | None = None  # headroom: total weight of a sum (2m + 16 clients with DP, else 2^20 examples)
 
 
 @dataclass(frozen=True)
@@ -429,76 +297,9 @@ def user_task(cfg: ExperimentConfig) -> bool:
     return cfg.task is not None and cfg.task.entry is not None
 
 
-_EXTRAS = (
-    "momentum",
-    "local_steps",
-    "mu",
-    "server_lr",
-    "beta1",
-    "beta2",
-    "tau",
-    "local_optimizer",
-    "local_betas",
-    "weight_decay",
-)
-
-
-def algorithm_hyperparameters(a: AlgorithmConfig) -> dict:
-    """Return the ``[algorithm]`` keys to pass to :func:`hamrah.algorithms.build`: the base keys the
-    algorithm takes, and every extra that is set (so one it does not take is refused by name)."""
-    from hamrah.algorithms import hyperparameters
-
-    keys = hyperparameters(a.name)
-    base = {k: getattr(a, k) for k in ("local_epochs", "batch_size", "lr") if k in keys}
-    return {**base, **{k: getattr(a, k) for k in _EXTRAS if getattr(a, k) is not None}}
-
-
 def _check_algorithm(cfg: ExperimentConfig) -> None:
     """Build the algorithm and the heterogeneity once, so bad values are refused before a run."""
     from hamrah.algorithms import build
 
     build(cfg.algorithm.name, cfg.algorithm.client_fraction, **algorithm_hyperparameters(cfg.algorithm))
     heterogeneity(cfg.heterogeneity)
-
-
-def heterogeneity(h: HeterogeneityConfig):
-    """Return the simulator's Heterogeneity for ``[heterogeneity]``, or None when every client is alike."""
-    from hamrah.simulation.heterogeneity import Heterogeneity
-
-    if h == HeterogeneityConfig():
-        return None
-    return Heterogeneity(
-        tuple(h.epochs) if h.epochs else None, tuple(h.steps) if h.steps else None, h.straggler_fraction, h.dropout
-    )
-
-
-def pipeline_spec(cfg: ExperimentConfig, population: int):
-    """Return the run's client-update pipeline (:class:`hamrah.pipeline.PipelineSpec`) or None.
-
-    The chain is built (an impossible order is refused with the reason), the noise multiplier resolved
-    (calibrated to ``privacy.target_epsilon`` over ``run.rounds`` when not given), and a budget that
-    ``run.rounds`` rounds cannot fit is refused, naming the largest number of rounds that fits.
-
-    Raises:
-        ConfigError: naming the key or the reason.
-    """
-    from hamrah.algorithms.base import cohort_size
-    from hamrah.pipeline import resolve_pipeline
-
-    comp = (
-        None
-        if cfg.compression is None
-        else {k: v for k, v in dataclasses.asdict(cfg.compression).items() if v is not None}
-    )
-    priv = None if cfg.privacy is None else cfg.privacy.to_dp()
-    sec = None if cfg.secure_aggregation is None else dataclasses.asdict(cfg.secure_aggregation)
-    he = None if cfg.homomorphic_encryption is None else dataclasses.asdict(cfg.homomorphic_encryption)
-    spec = resolve_pipeline(
-        comp, priv, population, cohort_size(cfg.algorithm.client_fraction, population), cfg.run.rounds, sec, he
-    )
-    dp = spec.dp if spec is not None else None
-    if dp is not None and dp.target_epsilon is not None:
-        from hamrah.privacy.ledger import BudgetLedger  # dp_accounting: only for a run with a DP budget
-
-        BudgetLedger(dp.target_epsilon, dp.delta, spec.round_spec(), dp.accountant).refuse_start(cfg.run.rounds)
-    return spec

@@ -26,14 +26,9 @@ from hamrah.core.errors import ConfigError
 from hamrah.core.params import num_parameters
 from hamrah.core.records import accuracy_summary, record_line
 from hamrah.data import Dataset, FederatedDataset, describe, federate, load_dataset
-from hamrah.experiments.config import (
-    AlgorithmConfig,
-    ExperimentConfig,
-    algorithm_hyperparameters,
-    heterogeneity,
-    pipeline_spec,
-    user_task,
-)
+from hamrah.experiments.config import ExperimentConfig, user_task
+from hamrah.experiments.config_resolve import algorithm_hyperparameters, heterogeneity, pipeline_spec
+from hamrah.experiments.config_sections import AlgorithmConfig
 from hamrah.experiments.export import read_checkpoint, resume_digest, write_checkpoint, write_model
 from hamrah.experiments.plots import plot_curves
 from hamrah.observe.runs import write_failure

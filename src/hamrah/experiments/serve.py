@@ -9,7 +9,8 @@ from pathlib import Path
 from hamrah.algorithms import build
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.device.store import ExampleStore, import_partition
-from hamrah.experiments.config import ExperimentConfig, algorithm_hyperparameters, from_dict, read_toml, user_task
+from hamrah.experiments.config import ExperimentConfig, from_dict, read_toml, user_task
+from hamrah.experiments.config_resolve import algorithm_hyperparameters
 from hamrah.experiments.export import write_model
 from hamrah.experiments.runner import prepare
 from hamrah.models import ModelSpec
