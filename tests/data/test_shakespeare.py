@@ -11,6 +11,7 @@ import torch
 
 from hamrah.core.errors import DataError
 from hamrah.data import shakespeare as sh
+from hamrah.data import shakespeare_files, shakespeare_text
 from hamrah.data.shakespeare import (
     NUM_CLASSES,
     OOV_ID,
@@ -93,10 +94,10 @@ def test_known_role_text(ds):
     )
     # The role's sequences are its training lines, joined with single spaces and cut
     # into non-overlapping chunks of 81 characters (x = chunk[:-1], y = chunk[1:]).
-    text, _ = sh._read_text(Path(ds.info["source"]))
+    text, _ = shakespeare_files._read_text(Path(ds.info["source"]))
     plays = dict(split_into_plays(text))
     lines = plays["THE TRAGEDY OF HAMLET, PRINCE OF DENMARK"]["Ham"]
-    k = sh._num_train_lines(len(lines))
+    k = shakespeare_text._num_train_lines(len(lines))
     expected = " ".join(w for w in " ".join(lines[:k]).split(" ") if w)
     chunks = [torch.cat([ds.train.x[r], ds.train.y[r, -1:]]) for r in rows]
     assert decode(torch.cat(chunks)) == expected
@@ -115,11 +116,11 @@ def test_encode_decode_round_trip():
 
 def test_train_test_line_split():
     for n in range(2, 60):
-        k = sh._num_train_lines(n)
+        k = shakespeare_text._num_train_lines(n)
         assert 1 <= k <= n - 1
         if n >= 5:  # the first 80% of lines, rounded down
             assert k / n <= 0.8 < (k + 1) / n
-    assert [sh._num_train_lines(n) for n in (2, 3, 5, 7, 10)] == [1, 2, 4, 5, 8]
+    assert [shakespeare_text._num_train_lines(n) for n in (2, 3, 5, 7, 10)] == [1, 2, 4, 5, 8]
 
 
 def test_split_into_plays_on_a_small_text():
@@ -243,7 +244,7 @@ def test_hamrah_data_is_looked_at_first(tmp_path, monkeypatch):
 def test_nothing_found_lists_every_place(tmp_path, monkeypatch):
     monkeypatch.setenv("HAMRAH_DATA", str(tmp_path / "env"))
     places = [tmp_path / "env" / "shakespeare" / "pg100.txt.gz", tmp_path / "repo" / "x.gz"]
-    monkeypatch.setattr(sh, "_candidates", lambda: places)
+    monkeypatch.setattr(shakespeare_files, "_candidates", lambda: places)
     with pytest.raises(DataError) as e:
         load_shakespeare()
     msg = str(e.value)

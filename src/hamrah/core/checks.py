@@ -11,7 +11,7 @@ from hamrah.core.aggregate import Statistic
 from hamrah.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from hamrah.core.pipeline import Stage
+    from hamrah.core.pipeline.stage import Stage
 
 
 def check_chain(stages: Sequence[Stage]) -> None:
