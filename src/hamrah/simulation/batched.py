@@ -86,22 +86,27 @@ def _stacked_batches(
     ignore_index: int | None,
     width: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather every client's batches into ``[K, S, width, ...]`` inputs and targets, padded."""
-    k = len(datas)
-    steps = max(len(s) for s in schedules)
-    n_max = max(len(d) for d in datas)
-    x = datas[0].x
-    xs = torch.zeros((k, n_max + 1, *x.shape[1:]), dtype=x.dtype)  # row n_max is the pad row
-    ys = torch.full((k, n_max + 1, *datas[0].y.shape[1:]), PAD_LABEL, dtype=torch.long)
-    idx = np.full((k, steps, width), n_max, dtype=np.int64)
+    """Gather every client's batches into ``[K, S, width, ...]`` inputs and targets, padded (zero
+    inputs, ``PAD_LABEL`` targets): one gather per client straight from its examples."""
+    k, steps = len(datas), max(len(s) for s in schedules)
+    x, y = datas[0].x, datas[0].y
+    xb = torch.empty((k, steps, width, *x.shape[1:]), dtype=x.dtype)
+    yb = torch.empty((k, steps, width, *y.shape[1:]), dtype=torch.long)
     for c, (d, sched) in enumerate(zip(datas, schedules)):
-        xs[c, : len(d)] = d.x
-        ys[c, : len(d)] = targets(d.y, ignore_index)
+        idx = np.full((steps, width), -1, dtype=np.int64)
         for s, b in enumerate(sched):
-            idx[c, s, : len(b)] = b
-    rows = torch.arange(k).view(k, 1, 1)
-    ix = torch.from_numpy(idx)
-    return xs[rows, ix], ys[rows, ix]
+            idx[s, : len(b)] = b
+        pad = torch.from_numpy(idx < 0)
+        if len(d) == 0:
+            xb[c], yb[c] = 0, PAD_LABEL
+            continue
+        ix = torch.from_numpy(np.maximum(idx, 0))
+        xb[c] = d.x[ix]
+        yb[c] = targets(d.y, ignore_index)[ix]
+        if bool(pad.any()):
+            xb[c][pad] = 0
+            yb[c][pad] = PAD_LABEL
+    return xb, yb
 
 
 def train_cohort(
@@ -163,13 +168,13 @@ def _train_group(
     stacked = stack(global_params, len(datas))
     layers = mlp_layers(model)
     if layers is not None and yb.dim() == 3:
-        step = _mlp_step([(stacked[f"{n}.weight"], stacked[f"{n}.bias"]) for n in layers], lr)
+        step = _mlp_step([(stacked[f"{n}.weight"], stacked[f"{n}.bias"]) for n in layers], lr, yb)
     else:
-        step = _autograd_step(model, stacked, lr)
+        step = _autograd_step(model, stacked, lr, yb)
     names, params = list(stacked), list(stacked.values())
     loss_sum = torch.zeros(len(datas))
     for s in range(xb.shape[1]):
-        loss_sum += step(xb[:, s], yb[:, s])
+        loss_sum += step(xb[:, s], s)
     counts = torch.tensor([max(len(s), 1) for s in schedules], dtype=torch.float32)
     mean_loss = (loss_sum / counts).tolist()
     return [
@@ -178,12 +183,13 @@ def _train_group(
     ]
 
 
-def _autograd_step(model: nn.Module, stacked: Params, lr: float):
+def _autograd_step(model: nn.Module, stacked: Params, lr: float, yb: torch.Tensor):
+    """SGD step ``step(x, s)`` of any batched model through autograd, on step ``s``'s targets of ``yb``."""
     params = [v.requires_grad_() for v in stacked.values()]
     forward = batched_forward(model)
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        losses = masked_mean_loss(forward(stacked, x), y)
+    def step(x: torch.Tensor, s: int) -> torch.Tensor:
+        losses = masked_mean_loss(forward(stacked, x), yb[:, s])
         grads = torch.autograd.grad(losses.sum(), params)
         with torch.no_grad():
             torch._foreach_add_(params, grads, alpha=-lr)
@@ -192,24 +198,26 @@ def _autograd_step(model: nn.Module, stacked: Params, lr: float):
     return step
 
 
-def _mlp_step(layers: list[tuple[torch.Tensor, torch.Tensor]], lr: float):
-    """SGD step of a ReLU MLP with per-client weights [K, out, in], backward written by hand."""
+def _mlp_step(layers: list[tuple[torch.Tensor, torch.Tensor]], lr: float, yb: torch.Tensor):
+    """SGD step of a ReLU MLP with per-client weights [K, out, in], backward written by hand; what
+    depends only on the targets ``yb`` [K, S, width] is computed once for every step."""
+    valid = yb != PAD_LABEL
+    count = valid.sum(2, keepdim=True).clamp(min=1)  # [K, S, 1]
+    labels = yb.clamp(min=0).unsqueeze(-1)  # [K, S, width, 1]
+    scale = (valid / count).unsqueeze(-1)  # d(mean CE)/dz = (softmax - onehot) / count on valid rows, 0 on padding
+    minus_one = torch.full((yb.shape[0], yb.shape[2], 1), -1.0)
 
     @torch.no_grad()
-    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step(x: torch.Tensor, s: int) -> torch.Tensor:
         inputs = [x.flatten(2)]
         for i, (w, b) in enumerate(layers):
             z = torch.baddbmm(b.unsqueeze(1), inputs[-1], w.transpose(1, 2))
             if i < len(layers) - 1:
                 inputs.append(z.clamp_(min=0))
-        valid = y != PAD_LABEL
-        count = valid.sum(1, keepdim=True).clamp(min=1)
-        label = y.clamp(min=0).unsqueeze(-1)
+        label = labels[:, s]
         log_p = torch.log_softmax(z, -1)
-        losses = -(log_p.gather(2, label).squeeze(-1) * valid).sum(1) / count.squeeze(1)
-        # d(mean CE)/dz = (softmax - onehot) / count on valid rows, 0 on padding
-        dz = log_p.exp_().scatter_add_(2, label, torch.full_like(label, -1, dtype=z.dtype))
-        dz.mul_((valid / count).unsqueeze(-1))
+        losses = -(log_p.gather(2, label).squeeze(-1) * valid[:, s]).sum(1) / count[:, s, 0]
+        dz = log_p.exp_().scatter_add_(2, label, minus_one.to(z.dtype)).mul_(scale[:, s])
         for i in range(len(layers) - 1, -1, -1):
             w, b = layers[i]
             dh = torch.bmm(dz, w).mul_(inputs[i] > 0) if i > 0 else None
