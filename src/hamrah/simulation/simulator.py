@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -31,76 +29,11 @@ from hamrah.core.updates import update_problem
 from hamrah.data.federated import ArrayData, FederatedDataset
 from hamrah.pipeline import PipelineRun, PipelineSpec
 from hamrah.simulation.batched import mlp_layers, supports_batching
-from hamrah.simulation.heterogeneity import DROPPED, STRAGGLER, Heterogeneity, draw_work
+from hamrah.simulation.config import Attack, SimulationConfig, SimulationResult
+from hamrah.simulation.heterogeneity import DROPPED, STRAGGLER, draw_work
 from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
 from hamrah.simulation.reference import RootReference, needs_reference
 from hamrah.task import DEFAULT_TASK, Task, uses_builtin_loss
-
-_WORK_TAG, _ATTACK_TAG, _PIPELINE_TAG, _ROOT_TAG = Stream.WORK, Stream.ATTACK, Stream.PIPELINE, Stream.ROOT
-
-
-def _rng(seed: int, tag: Stream, *key: int) -> np.random.Generator:
-    return stream_rng(seed, tag, *key)
-
-
-class Attack(Protocol):
-    """The attack hook a security lab plugs into :class:`Simulator` (all methods pure, seeded by ``rng``)."""
-
-    def is_malicious(self, client_id: int) -> bool:
-        """Return True when ``client_id`` is controlled by the attacker."""
-        ...
-
-    def poison_data(self, client_id: int, data: ArrayData, rng: np.random.Generator) -> ArrayData:
-        """Return the data a malicious client trains on instead of its own."""
-        ...
-
-    def poison_updates(
-        self, malicious: list[ClientResult], benign: list[ClientResult], rng: np.random.Generator
-    ) -> list[ClientResult]:
-        """Return the results that replace the malicious clients' results of the round."""
-        ...
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    """How to drive a simulated run.
-
-    Attributes:
-        rounds: number of training rounds.
-        eval_every: evaluate the global model on the test set every this many rounds (and at the end).
-        seed: the root seed; cohorts and local shuffles are derived from it.
-        batched: train the cohort in one batched pass (None: for models with a fused MLP path, which
-            measured fastest on CPU; a convolutional model trains faster one client per core).
-        workers: processes that train clients side by side (None: one per CPU core for models
-            trained one client at a time, else 1).
-        target_accuracy: stop once reached, if ``stop_at_target``.
-        stop_at_target: end the run at the first evaluation reaching ``target_accuracy``.
-        heterogeneity: per-client local work, stragglers and drop-out (None: every client alike).
-    """
-
-    rounds: int
-    eval_every: int = 1
-    seed: int = 0
-    batched: bool | None = None
-    workers: int | None = None
-    target_accuracy: float | None = None
-    stop_at_target: bool = False
-    heterogeneity: Heterogeneity | None = None
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ConfigError(f"run.rounds = {self.rounds}: expected an integer >= 1")
-        if self.workers is not None and self.workers < 1:
-            raise ConfigError(f"run.workers = {self.workers}: expected an integer >= 1")
-        if self.eval_every < 1:
-            raise ConfigError(f"run.eval_every = {self.eval_every}: expected an integer >= 1")
-
-
-@dataclass
-class SimulationResult:
-    params: Params
-    history: list[RoundRecord] = field(default_factory=list)
-    stopped: str | None = None  # why training ended early (the privacy budget), or None
 
 
 class Simulator:
@@ -142,7 +75,7 @@ class Simulator:
         self.aggregator, self.attack = aggregator, attack
         self.task = DEFAULT_TASK if task is None else task
         self.reference = (
-            RootReference(model, data, algorithm, aggregator.root_size, _rng(config.seed, _ROOT_TAG), self.task)
+            RootReference(model, data, algorithm, aggregator.root_size, stream_rng(config.seed, Stream.ROOT), self.task)
             if needs_reference(aggregator)
             else None
         )  # FLTrust's root set and server update
@@ -198,7 +131,9 @@ class Simulator:
             None
             if self.pipeline is None
             else self.pipeline.spec.cohort_of(  # DP-FTRL: once per tree
-                round_idx, self.data.num_clients, lambda t: np.random.default_rng([self.config.seed, 0x74726565, t])
+                round_idx,
+                self.data.num_clients,
+                lambda t: np.random.default_rng([self.config.seed, 0x74726565, t]),
             )
         )
         if tree is not None:
@@ -213,7 +148,7 @@ class Simulator:
         ids = [int(c) for c in self.sample(round_idx)]
         sizes = [len(self.data.client_indices[c]) for c in ids]
         work = draw_work(
-            self.config.heterogeneity, self.algorithm.local_plan(), sizes, _rng(seed, _WORK_TAG, round_idx)
+            self.config.heterogeneity, self.algorithm.local_plan(), sizes, stream_rng(seed, Stream.WORK, round_idx)
         )
         failed = {c: DROPPED for c, w in zip(ids, work) if w.dropped}
         if not self.algorithm.accepts_partial_work:
@@ -252,7 +187,9 @@ class Simulator:
         if self.attack is None:
             return {}
         return {
-            c: self.attack.poison_data(c, self.data.client_data(c), _rng(self.config.seed, _ATTACK_TAG, round_idx, c))
+            c: self.attack.poison_data(
+                c, self.data.client_data(c), stream_rng(self.config.seed, Stream.ATTACK, round_idx, c)
+            )
             for c in ids
             if self.attack.is_malicious(c)
         }
@@ -266,7 +203,7 @@ class Simulator:
         if self.attack is not None:
             mal = [r for r in results if r.error is None and self.attack.is_malicious(r.client_id)]
             ben = [r for r in results if not (r.error is None and self.attack.is_malicious(r.client_id))]
-            poisoned = self.attack.poison_updates(mal, ben, _rng(self.config.seed, _ATTACK_TAG, round_idx))
+            poisoned = self.attack.poison_updates(mal, ben, stream_rng(self.config.seed, Stream.ATTACK, round_idx))
             results = sorted(ben + list(poisoned), key=lambda r: r.client_id)
         results = [self._validated(r) for r in results]  # the server's check: refused, counted
         ok = [r for r in results if r.error is None and r.num_examples > 0]
@@ -283,7 +220,7 @@ class Simulator:
                 self.reference.update(
                     self.params,
                     self.algorithm.broadcast(self.server_state),
-                    _rng(self.config.seed, _ROOT_TAG, round_idx),
+                    stream_rng(self.config.seed, Stream.ROOT, round_idx),
                 )
             )
         return rule
@@ -316,8 +253,8 @@ class Simulator:
             round_idx,
             {c.client_id: c.stats for c in contribs},
             {c.client_id: c.weight for c in contribs},
-            {c.client_id: _rng(seed, _PIPELINE_TAG, round_idx, c.client_id) for c in contribs},
-            _rng(seed, _PIPELINE_TAG, round_idx),
+            {c.client_id: stream_rng(seed, Stream.PIPELINE, round_idx, c.client_id) for c in contribs},
+            stream_rng(seed, Stream.PIPELINE, round_idx),
             combine,
         )
         self.round_bytes = (out.bytes.total_up, out.bytes.total_down)
