@@ -37,9 +37,9 @@ import numpy as np
 from hamrah.core.errors import ProtocolError
 from hamrah.he.encoding import FixedPoint
 from hamrah.vertical.he_keys import (
-    WINDOW_BITS,
     PublicKey,
     SecretKey,
+    fixed_base_table,
     keygen,
     public_from_wire,
     public_to_wire,
@@ -116,18 +116,8 @@ class KeyHolderEncryptor:
         self.public = secret.public
         p, q = gmpy2.mpz(secret.private.p), gmpy2.mpz(secret.private.q)
         self._mods = (p * p, q * q)
-        self._tables = tuple(self._table(gmpy2.mpz(self.public.hs) % m, m) for m in self._mods)
+        self._tables = tuple(fixed_base_table(gmpy2.mpz(self.public.hs) % m, m, self.public.r_bits) for m in self._mods)
         self._inv = gmpy2.invert(self._mods[0], self._mods[1])
-
-    def _table(self, base, mod) -> tuple:
-        table = []
-        for _ in range((self.public.r_bits + WINDOW_BITS - 1) // WINDOW_BITS):
-            row = [gmpy2.mpz(1)]
-            for _ in range((1 << WINDOW_BITS) - 1):
-                row.append(row[-1] * base % mod)
-            table.append(tuple(row))
-            base = row[-1] * base % mod
-        return tuple(table)
 
     def _power(self, which: int, digits: bytes):
         acc, mod = gmpy2.mpz(1), self._mods[which]

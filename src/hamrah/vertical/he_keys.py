@@ -20,6 +20,29 @@ from hamrah.he.paillier import paillier_keygen
 WINDOW_BITS = 8
 
 
+def fixed_base_table(base, mod, bits: int) -> tuple:
+    """Fixed-base table of ``base`` modulo ``mod`` for exponents of ``bits`` bits: row ``i`` holds
+    ``base^(d * 2^(WINDOW_BITS i))`` for ``d < 2^WINDOW_BITS``."""
+    table, base = [], gmpy2.mpz(base)
+    for _ in range((bits + WINDOW_BITS - 1) // WINDOW_BITS):
+        row = [gmpy2.mpz(1)]
+        for _ in range((1 << WINDOW_BITS) - 1):
+            row.append(row[-1] * base % mod)
+        table.append(tuple(row))
+        base = row[-1] * base % mod
+    return tuple(table)
+
+
+def fixed_base_power(table: tuple, e: int, mod) -> gmpy2.mpz:
+    """Return ``base^e mod mod`` from ``table`` (:func:`fixed_base_table`; ``e`` within its bits)."""
+    acc, mask = gmpy2.mpz(1), (1 << WINDOW_BITS) - 1
+    for row in table:
+        if e & mask:
+            acc = acc * row[e & mask] % mod
+        e >>= WINDOW_BITS
+    return acc
+
+
 def random_below(bound: int, rng: np.random.Generator | None) -> int:
     """Return a uniform integer in ``[0, bound)``: from the OS CSPRNG, or from ``rng`` (reproducible test keys)."""
     if rng is None:
@@ -45,14 +68,7 @@ class PublicKey:
     def __post_init__(self) -> None:
         nsq = gmpy2.mpz(self.n) ** 2
         object.__setattr__(self, "nsq", nsq)
-        windows, table, base = (self.r_bits + WINDOW_BITS - 1) // WINDOW_BITS, [], gmpy2.mpz(self.hs)
-        for _ in range(windows):
-            row = [gmpy2.mpz(1)]
-            for _ in range((1 << WINDOW_BITS) - 1):
-                row.append(row[-1] * base % nsq)
-            table.append(tuple(row))
-            base = row[-1] * base % nsq
-        object.__setattr__(self, "_table", tuple(table))
+        object.__setattr__(self, "_table", fixed_base_table(self.hs, nsq, self.r_bits))
 
     @property
     def key_bits(self) -> int:
@@ -75,12 +91,7 @@ class PublicKey:
 
     def hs_power(self, r: int) -> gmpy2.mpz:
         """Return ``hs^r mod n^2`` from the fixed-base table (``0 <= r < 2^r_bits``)."""
-        acc, nsq, mask = gmpy2.mpz(1), self.nsq, (1 << WINDOW_BITS) - 1
-        for row in self._table:
-            if r & mask:
-                acc = acc * row[r & mask] % nsq
-            r >>= WINDOW_BITS
-        return acc
+        return fixed_base_power(self._table, r, self.nsq)
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,6 +159,8 @@ __all__ = [
     "PublicKey",
     "SecretKey",
     "check_key_bits",
+    "fixed_base_power",
+    "fixed_base_table",
     "keygen",
     "public_from_wire",
     "public_to_wire",

@@ -35,31 +35,9 @@ import numpy as np
 
 from hamrah.core.errors import ProtocolError
 from hamrah.vertical.he import CipherVector
-from hamrah.vertical.he_keys import check_key_bits
+from hamrah.vertical.he_keys import check_key_bits, fixed_base_power, fixed_base_table
 
-WINDOW_BITS = 8
 __all__ = ["PublicKey", "SecretKey", "add_plain", "decrypt", "encrypt", "keygen", "public_from_wire", "public_to_wire"]
-
-
-def _table(base, mod, bits: int) -> tuple:
-    """Fixed-base table: row ``i`` holds ``base^(d * 2^(8 i))`` for ``d < 256``."""
-    table, base = [], gmpy2.mpz(base)
-    for _ in range((bits + WINDOW_BITS - 1) // WINDOW_BITS):
-        row = [gmpy2.mpz(1)]
-        for _ in range((1 << WINDOW_BITS) - 1):
-            row.append(row[-1] * base % mod)
-        table.append(tuple(row))
-        base = row[-1] * base % mod
-    return tuple(table)
-
-
-def _power(table: tuple, e: int, mod):
-    acc, mask = gmpy2.mpz(1), (1 << WINDOW_BITS) - 1
-    for row in table:
-        if e & mask:
-            acc = acc * row[e & mask] % mod
-        e >>= WINDOW_BITS
-    return acc
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,9 +57,9 @@ class PublicKey:
             self,
             "_tables",
             (
-                _table(self.h, n, self.r_bits),
-                _table(self.g, n, self.plain_bits),
-                _table(gmpy2.invert(self.g, n), n, self.plain_bits),
+                fixed_base_table(self.h, n, self.r_bits),
+                fixed_base_table(self.g, n, self.plain_bits),
+                fixed_base_table(gmpy2.invert(self.g, n), n, self.plain_bits),
             ),
         )
 
@@ -108,7 +86,7 @@ class PublicKey:
 
     def hs_power(self, r: int) -> gmpy2.mpz:
         """Return ``h^r mod n`` (the random factor of an encryption), ``0 <= r < 2^r_bits``."""
-        return _power(self._tables[0], r, self.nsq)
+        return fixed_base_power(self._tables[0], r, self.nsq)
 
     def plain_factor(self, v: int) -> gmpy2.mpz:
         """Return ``g^v mod n`` for a signed ``|v| < max_int``.
@@ -120,7 +98,7 @@ class PublicKey:
             raise ProtocolError(
                 f"a {abs(v).bit_length()}-bit plaintext exceeds the OU key's range (|v| < 2^{self.plain_bits})"
             )
-        return _power(self._tables[1] if v >= 0 else self._tables[2], abs(v), self.nsq)
+        return fixed_base_power(self._tables[1] if v >= 0 else self._tables[2], abs(v), self.nsq)
 
 
 @dataclass(frozen=True, eq=False)
