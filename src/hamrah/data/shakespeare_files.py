@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hamrah.core.errors import DataError
+from hamrah.data.locate import candidate_dirs
 
 FILENAME = "pg100.txt.gz"
 #: sha256 of ``pg100.txt.gz`` as bundled (gzip of the 2011 posting of eBook #100).
@@ -28,13 +29,7 @@ _CACHE_KEYS = {"train_seq", "train_groups", "test_seq", "test_groups", "group_na
 
 
 def _candidates() -> list[Path]:
-    out = []
-    env = os.environ.get("HAMRAH_DATA")
-    if env:
-        out.append(Path(env).expanduser() / "shakespeare" / FILENAME)
-    out.append(Path(__file__).resolve().parents[3] / "data" / "shakespeare" / FILENAME)
-    out.append(Path.home() / ".cache" / "hamrah" / "shakespeare" / FILENAME)
-    return out
+    return [d / FILENAME for d in candidate_dirs("shakespeare")]
 
 
 _HOW_TO = (
