@@ -137,3 +137,22 @@ def test_digest_names_the_version_and_changes_with_it():
     a, b = _Complete().digest(), V2().digest()
     assert a.startswith("1-") and b.startswith("2-") and a[2:] == b[2:]  # same module source
     assert a == _Complete().digest()
+
+
+class _Sized(_Complete):
+    def __init__(self, hidden: int = 8, dropout: float = 0.0, layers: tuple = (1, 2)):
+        self.hidden, self.dropout, self.layers = hidden, dropout, layers
+        self.cache = object()  # not a setting: left out of the digest
+
+
+@given(
+    st.integers(1, 512),
+    st.floats(0, 1, allow_nan=False),
+    st.integers(1, 512),
+    st.floats(0, 1, allow_nan=False),
+)
+def test_digest_changes_with_the_task_s_keyword_arguments(h1, d1, h2, d2):
+    """A device built with other [task] kwargs (another model size) has another digest, so the plan refuses it."""
+    a, b = _Sized(h1, d1), _Sized(h2, d2)
+    assert (a.digest() == b.digest()) == ((h1, d1) == (h2, d2))
+    assert a.digest() == _Sized(h1, d1).digest()  # a fresh object (another cache) with the same arguments

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import json
 import sys
 from collections.abc import Sequence
 from os import PathLike
@@ -78,16 +79,22 @@ class Task:
         return self.name or type(self).__name__
 
     def digest(self) -> str:
-        """Return ``<version>-<sha256 of the source of the module defining the class>`` (first 16 hex digits).
+        """Return ``<version>-<sha256 of the source of the module defining the class and the instance's
+        settings>`` (first 16 hex digits).
 
-        Two installations run the same task only if their digests agree (the FL plan carries it).
+        The settings are the instance's attributes holding plain values (numbers, strings, booleans,
+        None, and lists, tuples or dicts of them): what a task's keyword arguments set (``[task] kwargs``),
+        so the same class built with other arguments has another digest. Two installations run the
+        same task only if their digests agree (the FL plan carries it).
         """
         module = sys.modules.get(type(self).__module__)
         try:
             source = inspect.getsource(module) if module is not None else type(self).__qualname__
         except (OSError, TypeError):  # defined interactively: no file to hash
             source = type(self).__qualname__
-        return f"{self.version}-{hashlib.sha256(source.encode('utf-8')).hexdigest()[:16]}"
+        settings = {k: v for k, v in sorted(getattr(self, "__dict__", {}).items()) if _plain(v)}
+        text = source + "\n" + json.dumps(settings, sort_keys=True, default=str)
+        return f"{self.version}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}"
 
     def read_tables(
         self,
@@ -183,3 +190,14 @@ def check_complete(cls: type[Task], where: str) -> None:
             f"{where}: task {cls.__name__} does not define {', '.join(m + '()' for m in missing)}; "
             f"expected every one of {', '.join(m + '()' for m in REQUIRED)}"
         )
+
+
+def _plain(value) -> bool:
+    """True for a JSON-like value (what a task's keyword arguments are): part of the task's digest."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
