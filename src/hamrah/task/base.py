@@ -192,7 +192,7 @@ def check_complete(cls: type[Task], where: str) -> None:
         )
 
 
-def _plain(value) -> bool:
+def _plain(value: object) -> bool:
     """True for a JSON-like value (what a task's keyword arguments are): part of the task's digest."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return True
