@@ -101,3 +101,30 @@ def test_a_config_with_batchnorm_under_dp_is_refused_before_the_server_or_simula
     }
     with pytest.raises(ConfigError, match="running statistics.*GroupNorm"):
         prepare(from_dict(raw, tmp_path))
+
+
+def test_a_server_half_that_would_step_running_statistics_like_weights_is_refused():
+    """FedOpt's adaptive step or FedNova's rescaling can take a running variance below 0; the refusal names why.
+    Server halves that move each buffer to a convex combination of the clients' values are accepted."""
+    from hamrah.algorithms import FedNova, FedOpt, FedSGD, Scaffold
+    from hamrah.core.errors import ConfigError
+
+    plan, cfg = LocalSGD(1, None, 0.1), SimulationConfig(rounds=1, workers=1, batched=False)
+    refused = {
+        FedOpt(1.0, plan, "adam"): r"server optimiser \(adam\)",
+        FedOpt(1.0, plan, "avgm", beta1=0.9): "server momentum",
+        FedNova(1.0, plan): "tau_eff / a_i",
+        FedSGD(1.0, lr=2.0): "lr = 2.0 > 1",
+        Scaffold(1.0, plan, server_lr=1.5, num_clients=2): "server_lr = 1.5 > 1",
+    }
+    for algorithm, why in refused.items():
+        with pytest.raises(ConfigError, match=rf"{algorithm.name} with model Sequential: .*{why}.*2\.running_mean"):
+            Simulator(bn_net(), _clients(), algorithm, cfg)
+        plain = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.GroupNorm(2, 8), nn.ReLU(), nn.Linear(8, 3))
+        Simulator(plain, _clients(), algorithm, cfg)  # no running statistics: accepted
+    for algorithm in (
+        FedOpt(1.0, plan, "avgm", server_lr=1.0, beta1=0.0),
+        FedSGD(1.0, lr=0.5),
+        Scaffold(1.0, plan, num_clients=2),
+    ):
+        Simulator(bn_net(), _clients(), algorithm, cfg)

@@ -212,6 +212,28 @@ class Algorithm(Protocol):
 
     def apply(self, params: Params, aggregate: Aggregate, server_state: Any) -> tuple[Params, Any]: ...
 
+    def buffer_problem(self) -> str | None: ...
+
+
+def check_buffers(algorithm: Algorithm, model: torch.nn.Module) -> None:
+    """Refuse a model with running statistics (BatchNorm's mean and variance travel with the update,
+    ``hamrah.core.params.model_state``) under a server half that does not move each of them to a
+    convex combination of the clients' values: it would step them like weights, and a running
+    variance can go below 0 (NaN at evaluation).
+
+    Raises:
+        ConfigError: naming the algorithm's reason and the buffers.
+    """
+    problem = algorithm.buffer_problem()
+    buffers = [name for name, b in model.named_buffers() if b.is_floating_point()]
+    if problem is not None and buffers:
+        raise ConfigError(
+            f"algorithm {algorithm.name} with model {type(model).__name__}: {problem}, and the model's running "
+            f"statistics ({', '.join(buffers[:3])}{', ...' if len(buffers) > 3 else ''}) would be stepped like "
+            "weights (a running variance can go below 0); expected a model without BatchNorm (GroupNorm or "
+            "LayerNorm) or FedAvg, FedProx, SCAFFOLD with server_lr <= 1, FedSGD with lr <= 1"
+        )
+
 
 class Stateless:
     """Defaults for an algorithm whose client half is plain local SGD and whose server keeps no state."""
@@ -223,6 +245,11 @@ class Stateless:
     def client_statistics(self, result: ClientResult) -> Params:
         """Return the client's statistics: its delta, as ``"delta/<param>"``."""
         return delta_statistics(result)
+
+    def buffer_problem(self) -> str | None:
+        """Why the server half would not move running statistics to a convex combination of the
+        clients' values (None: it does; the plain weighted mean of the deltas)."""
+        return None
 
     def local_transforms(
         self, global_params: Params, broadcast: Params | None, client_state: Params | None

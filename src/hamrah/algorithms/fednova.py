@@ -73,6 +73,9 @@ class FedNova(FedProx):
         out[A_NORM.name] = torch.tensor([a], dtype=torch.float32)
         return out
 
+    def buffer_problem(self) -> str | None:
+        return "it rescales each client's delta by tau_eff / a_i"
+
     def apply(self, params: Params, aggregate: Aggregate, server_state: NoState) -> tuple[Params, NoState]:
         """Return x + tau_eff * mean(delta_i / ||a_i||_1; n_i), tau_eff = mean(||a_i||_1; n_i), and the state."""
         tau_eff = float(aggregate.mean(A_NORM)[A_NORM.name].reshape(-1)[0])

@@ -88,6 +88,15 @@ class FedOpt(Stateless):
         new = {k: params[k] + self.server_lr * m[k] / (v[k].sqrt() + self.tau) for k in params}
         return new, FedOptState(m, v, s.step + 1)
 
+    def buffer_problem(self) -> str | None:
+        if self.optimizer == "avgm" and self.beta1 == 0 and self.server_lr <= 1:
+            return None
+        if self.optimizer == "avgm":
+            return (
+                f"its server momentum (beta1 = {self.beta1}, server_lr = {self.server_lr}) overshoots the clients' mean"
+            )
+        return f"its server optimiser ({self.optimizer}) steps every tensor by server_lr m / (sqrt(v) + tau)"
+
     def _second_moment(self, v: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
         if self.optimizer == "adam":
             return self.beta2 * v + (1 - self.beta2) * d2

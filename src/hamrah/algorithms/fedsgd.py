@@ -35,6 +35,9 @@ class FedSGD(Stateless):
     def local_plan(self) -> LocalSGD:
         return LocalSGD(epochs=1, batch_size=None, lr=1.0)
 
+    def buffer_problem(self) -> str | None:
+        return None if self.lr <= 1 else f"lr = {self.lr} > 1 extrapolates past the clients' mean"
+
     def apply(self, params: Params, aggregate: Aggregate, server_state: NoState) -> tuple[Params, NoState]:
         """Return w - lr * mean_k(g_k; n_k) (the aggregated delta is -g) and the unchanged state."""
         return apply_delta(params, mean_delta(aggregate), self.lr), server_state

@@ -128,6 +128,9 @@ class Scaffold:
         )
         return out
 
+    def buffer_problem(self) -> str | None:
+        return None if self.server_lr <= 1 else f"server_lr = {self.server_lr} > 1 extrapolates past the clients' mean"
+
     def apply(self, params: Params, aggregate: Aggregate, server_state: ScaffoldState) -> tuple[Params, ScaffoldState]:
         """Return x + server_lr * mean(Delta y; n_k) and c + (1/N) sum_i Delta c_i.
 

@@ -21,7 +21,7 @@ from torch import nn
 
 import hamrah
 from hamrah.algorithms import build
-from hamrah.algorithms.base import Algorithm
+from hamrah.algorithms.base import Algorithm, check_buffers
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import num_parameters
 from hamrah.core.records import accuracy_summary, record_line
@@ -117,9 +117,12 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
         sigma=d.sigma,
     )
     spec = pipeline_spec(cfg, fed.num_clients) if uses_pipeline(cfg) else None
-    if spec is not None:  # the server's run too: a model with running statistics is refused under DP
-        spec.check_model(task.model())
-    return Prepared(cfg, fed, task.model, build_algorithm(cfg.algorithm, fed.num_clients), spec, task)
+    algorithm = build_algorithm(cfg.algorithm, fed.num_clients)
+    model = task.model()  # the server's run too: a model with running statistics is refused under DP, and
+    check_buffers(algorithm, model)  # under a server half that would step them like weights
+    if spec is not None:
+        spec.check_model(model)
+    return Prepared(cfg, fed, task.model, algorithm, spec, task)
 
 
 def uses_pipeline(cfg: ExperimentConfig) -> bool:

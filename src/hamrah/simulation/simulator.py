@@ -17,7 +17,7 @@ from torch import nn
 
 from hamrah.aggregation.base import RobustAggregator
 from hamrah.algorithms.aggregate import contributions
-from hamrah.algorithms.base import Algorithm, ClientResult
+from hamrah.algorithms.base import Algorithm, ClientResult, check_buffers
 from hamrah.algorithms.local import evaluate_metrics
 from hamrah.core.aggregate import Aggregate, Contribution, aggregate_contributions, robust_mean, statistics_template
 from hamrah.core.errors import BudgetExhausted, ConfigError, NotEnoughClients
@@ -86,6 +86,7 @@ class Simulator:
                 f"run.batched = true: task {self.task.task_name} has its own loss; "
                 "the batched trainer runs the built-in cross-entropy only"
             )
+        check_buffers(algorithm, model)
         self.params: Params = model_state(model)  # parameters and BatchNorm buffers
         self.server_state = algorithm.init_server_state(self.params)
         self.client_states: dict[int, Params] = {}
