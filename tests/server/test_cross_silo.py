@@ -220,3 +220,56 @@ def test_hamrah_device_takes_its_log_name_from_name_or_device_id():
     base = ["device", "--server", "127.0.0.1:1", "--store", "s.db"]
     assert build_parser().parse_args([*base, "--name", "hospital-a"]).device_id == "hospital-a"
     assert build_parser().parse_args([*base, "--device-id", "bank-b"]).device_id == "bank-b"
+
+
+def test_a_site_taken_out_rejoins_from_the_next_round():
+    d = silo()
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    t = d.assigned(1)
+    d.report(t["a"], 1)
+    d.report(t["b"], 2)
+    d.feed(ev.DeviceAborted("c", t["c"].task_id, 1, failed=True, reason="store does not match"))
+    assert d.committed == [1] and "c" in d.m.out
+    d.check_in("a", "b")
+    d.tick(0.0)
+    assert sorted(d.assigned(2)) == ["a", "b"]  # round 2 is drawn without c
+    assert d.feed(ev.SiteRejoined("c")) == [ev.SiteBack("c", 3)] and d.m.out == {}
+    assert d.m.current.goal == 2  # the round in flight keeps its goal
+    for i, task in enumerate(d.assigned(2).values(), 1):
+        d.report(task, i)
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    assert sorted(d.assigned(3)) == ["a", "b", "c"] and d.m.current.goal == 3  # c is back
+    assert d.feed(ev.SiteRejoined("a")) == []  # a site in the run: nothing to do
+
+
+def test_a_new_process_of_a_site_rejoins_and_an_older_one_is_superseded(tmp_path):
+    from tests.system.harness import FAST, experiment
+
+    from hamrah.experiments.serve import server_setup
+    from hamrah.server.coordinator import Coordinator
+    from hamrah.server.state import ServerStore
+
+    setup = server_setup(experiment(rounds=2), server_config({**FAST, **SILO, "test_set": False}))
+    coord = Coordinator(
+        setup.server,
+        setup.run,
+        setup.algorithm,
+        setup.algorithm_plan,
+        setup.model,
+        setup.test_data,
+        ServerStore(tmp_path, setup.config),
+        setup.goal,
+    )
+    coord.named("k2", "site-2", "s1")
+    coord.site_failed("k2", "store does not match")
+    coord.named("k2", "site-2", "s1")  # the same process checks in again: still out
+    assert coord.site_out("k2") == "store does not match" and not coord.superseded("k2", "s1")
+    coord.named("k2", "site-2", "s2")  # restarted
+    assert coord.site_out("k2") is None and coord.superseded("k2", "s1") and not coord.superseded("k2", "s2")
+    coord.named("k2", "site-2", "s1")  # the old process again: it stays superseded, the site stays in
+    assert coord.site_out("k2") is None and coord.superseded("k2", "s1")
+    coord.named("k3", "site-3", "")  # a runtime that sends no session: never rejoins, never superseded
+    assert not coord.superseded("k3", "")
+    coord.store.close()

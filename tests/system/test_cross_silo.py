@@ -4,16 +4,19 @@ without a test set (federated evaluation only), and a site whose store does not 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import shutil
 
 import numpy as np
 import torch
-from tests.system.harness import FAST, experiment, records, run_system
+from tests.system.harness import FAST, device_config, experiment, records, run_system
 from torch import nn
 
 from hamrah.algorithms import build, train_local
 from hamrah.core.params import model_state
 from hamrah.core.seeds import client_rng, init_seed
+from hamrah.device import DeviceRuntime, ScriptedState
 from hamrah.device.fleet import make_tokens
 from hamrah.device.store import ExampleStore
 from hamrah.experiments.serve import import_stores, server_setup
@@ -122,3 +125,35 @@ def test_batchnorm_buffers_are_federated_over_the_real_server(tmp_path, monkeypa
     for name in ("2.running_mean", "2.running_var"):  # three sites of 2000 examples: the plain mean
         torch.testing.assert_close(final[name], sum(p[name] for p in locals_) / 3, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(final["2.running_var"], start["2.running_var"])
+
+
+def test_a_site_taken_out_rejoins_after_a_restart_with_a_fixed_store(tmp_path, caplog):
+    """The operator fixes the store of a site the server took out and restarts its process: the new
+    process checks in with a new session, rejoins, and trains from the next round on."""
+    setup, stores, tokens = _setup(tmp_path, 3, rounds=4)
+    fixed = tmp_path / "site2_fixed.db"
+    shutil.copy(stores[2], fixed)
+    stores[2].unlink()
+    with ExampleStore(stores[2]) as broken:  # tabular rows, not 28x28 images
+        broken.add_many(np.zeros((20, 5), np.float32), np.zeros(20, np.int64))
+    restarted: dict = {}
+
+    async def during(server, port):
+        while not server.coordinator.machine.out:  # site 2 failed round 1 and is out
+            await asyncio.sleep(0.02)
+        cfg = device_config(port, population=setup.server.population, device_id="site-2", client_key=2)
+        with ExampleStore(fixed) as store:
+            runtime = DeviceRuntime(dataclasses.replace(cfg, token=tokens[2]), store, ScriptedState.always())
+            restarted["stats"] = await runtime.run()
+
+    with caplog.at_level(logging.INFO):
+        _, summary, stats = asyncio.run(
+            run_system(setup, tmp_path / "state", stores, tokens, during=during, device_kw={"device_id": "site"})
+        )
+    recs = records(tmp_path / "state", setup)
+    assert summary["rounds_committed"] == 4 and recs[0]["failed"] == 1 and recs[0]["reported"] == 2
+    assert stats[2].out_of_run  # the first process was told and stopped
+    back = [r["round"] for r in recs if r["reported"] == 3]
+    assert back and back == list(range(back[0], 5))  # from the round after it rejoined, every round
+    assert restarted["stats"].reported >= len(back) and not restarted["stats"].out_of_run
+    assert "site-2 [" in caplog.text and "rejoins the run (3 sites in it)" in caplog.text

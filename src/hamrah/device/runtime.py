@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -152,6 +153,7 @@ class DeviceRuntime:
         self._signer = RequestSigner(cfg.token, key, cfg.device_id)
         self._jitter = random.Random(hashlib.sha256(f"{cfg.device_id}/{cfg.client_key}".encode()).digest())
         self.site = False  # a cross-silo site (learned from the server's reply): no eligibility checks
+        self.session = secrets.token_hex(8)  # this process's: a site taken out rejoins from a new one
 
     def _channel(self) -> grpc.aio.Channel:
         c = self.cfg
@@ -212,6 +214,7 @@ class DeviceRuntime:
             device_id=self.cfg.device_id,
             state=ds,
             num_examples=self.store.count(),
+            session=self.session,
         )
 
     async def _call(self, method, request, name: str = "CheckIn"):

@@ -51,6 +51,7 @@ from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
 _LOGGED = ("train_loss", "loss", "accuracy", "eval_accuracy")  # metrics named in a report's log line
+_SESSIONS_KEPT = 8  # sessions remembered per device (a site's processes)
 __all__ = ["Coordinator", "LateReport", "RunPlan"]
 
 
@@ -96,6 +97,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
         self.on_round: Callable[[RoundRecord], None] | None = None  # called after each commit
         self.elapsed_before = 0.0  # elapsed_s of the last committed round of earlier processes
         self.names: dict[str, str] = {}  # device key -> the name it checked in with
+        self.sessions: dict[str, list[str]] = {}  # device key -> the sessions it checked in from, newest last
         self.site_log = logging.INFO if cfg.cross_silo else logging.DEBUG  # per-device lines
         resumed = store.latest()
         if resumed is None:
@@ -161,10 +163,24 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
     def has_task(self, device: str) -> bool:
         return self.machine.has_task(device)
 
-    def named(self, device: str, name: str) -> None:
-        """Remember the name ``device`` checked in with (``hamrah device --name``), for the logs."""
+    def named(self, device: str, name: str, session: str = "") -> None:
+        """Remember the name ``device`` checked in with (``hamrah device --name``), for the logs, and its
+        session (one per device process). Cross-silo: a site taken out of the run that checks in from
+        a new session (its process restarted, its store perhaps fixed) rejoins the run."""
         if name and self.names.get(device) != name:
             self.names[device] = name[:64]
+        seen = self.sessions.setdefault(device, [])
+        if not session or session in seen:
+            return
+        seen.append(session)
+        del seen[:-_SESSIONS_KEPT]
+        if len(seen) > 1 and device in self.machine.out:
+            self._feed(ev.SiteRejoined(device))
+
+    def superseded(self, device: str, session: str) -> bool:
+        """Cross-silo: ``session`` is an older process of a site that has checked in from a newer one."""
+        seen = self.sessions.get(device, [])
+        return bool(session) and session in seen[:-1]
 
     def who(self, device: str) -> str:
         """Return how the logs name ``device``: the name it checked in with and its key's first digits."""

@@ -134,6 +134,14 @@ class SiteFailed:
 
 
 @dataclass(frozen=True)
+class SiteRejoined:
+    """Cross-silo: a site taken out of the run checked in from a restarted process; it is back from the
+    next round it is drawn for."""
+
+    device: str
+
+
+@dataclass(frozen=True)
 class ReportRefused:
     """A message of a device was refused (malformed, unauthenticated, over a limit...)."""
 
@@ -192,6 +200,7 @@ Event = (
     | ReportArrived
     | DeviceAborted
     | SiteFailed
+    | SiteRejoined
     | ReportRefused
     | TimerFired
     | OpenRound
@@ -270,6 +279,14 @@ class RoundAbandoned:
 
 
 @dataclass(frozen=True)
+class SiteBack:
+    """Cross-silo: ``device`` rejoined the run (``SiteRejoined``); ``left`` sites are in it now."""
+
+    device: str
+    left: int
+
+
+@dataclass(frozen=True)
 class SiteOut:
     """Cross-silo: ``device`` failed its task for ``reason`` and is out of the run; ``left`` sites remain
     (the shell logs it and tells the site at its next check-in)."""
@@ -312,6 +329,7 @@ Output = (
     | CommitDue
     | RoundAbandoned
     | SiteOut
+    | SiteBack
     | SitesEvaluated
     | RunFinished
     | RunFailed
@@ -345,8 +363,10 @@ __all__ = [
     "RunFinished",
     "SecureDone",
     "SelectionClosed",
+    "SiteBack",
     "SiteFailed",
     "SiteOut",
+    "SiteRejoined",
     "SitesEvaluated",
     "Stop",
     "TaskAsked",

@@ -124,8 +124,13 @@ class RoundMachine:
         return self.cfg.goal - len(self.out)
 
     def needed(self) -> int:
-        """Reports (and selected devices, cross-silo) a round needs to commit."""
-        return self.cfg.reports_needed or max(self.sites_left(), 1)
+        """Reports (and selected devices, cross-silo) a round needs to commit: cross-silo, every site the
+        round in flight asked, less those that went out of the run during it (a site that rejoins
+        mid-round waits for the next round)."""
+        if self.cfg.reports_needed:
+            return self.cfg.reports_needed
+        rs = self.current
+        return max(rs.goal - rs.sites_out if rs is not None else self.sites_left(), 1)
 
     def min_selected(self) -> int:
         return self.needed() if self.cfg.cross_silo else self.cfg.min_selected
@@ -204,6 +209,11 @@ class RoundMachine:
             return []
         if isinstance(e, ev.SiteFailed):
             return self._site_out(e.device, e.reason)
+        if isinstance(e, ev.SiteRejoined):
+            if e.device not in self.out or self.phase == FINISHED:
+                return []
+            del self.out[e.device]  # a round in flight keeps its smaller goal; the next one counts the site
+            return [ev.SiteBack(e.device, self.sites_left())]
         if isinstance(e, ev.ReportRefused):
             if self.current is not None:
                 self.current.refused += 1
@@ -364,8 +374,11 @@ class RoundMachine:
             self.phase, self.current = FINISHED, None
             return out + [ev.RunFailed(self.failure)]
         rs = self.current
-        if rs is None or self.phase not in (SELECTING, REPORTING) or self.has_task(device):
-            return out  # a failed task is an answer: the caller closes the phase if it was the last
+        if rs is None or self.phase not in (SELECTING, REPORTING):
+            return out
+        if self.has_task(device):  # a failed task is an answer: the caller closes the phase if it was the last
+            rs.sites_out += 1
+            return out
         rs.goal, rs.target = rs.goal - 1, rs.target - 1  # the round no longer waits for it
         if device in rs.candidates:
             rs.candidates.remove(device)

@@ -69,6 +69,7 @@ class RoundState:
     secure_mode: bool = False
     counted: int = 0  # reports the Aggregators hold towards the goal (from the last ReportArrived)
     refused: int = 0
+    sites_out: int = 0  # cross-silo: sites that went out of the run holding a task of this round
     eval_target: int = 0
     candidates: list[str] = field(default_factory=list)  # check-ins waiting for the next draw
     draw_at: float | None = None

@@ -88,7 +88,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         if isinstance(request, Malformed):
             await self._malformed(context, "CheckIn")
         device = await self._device(context, "CheckIn", request.device_id[:MAX_FIELD])
-        for name in ("population", "runtime_version", "device_id"):
+        for name in ("population", "runtime_version", "device_id", "session"):
             if len(getattr(request, name)) > MAX_FIELD:
                 await self._refuse(
                     context, device, "a check-in", ProtocolError(f"{name} longer than {MAX_FIELD} characters")
@@ -105,7 +105,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 grpc.StatusCode.NOT_FOUND,
             )
         await self._charge(context, device, "a check-in")
-        self.coordinator.named(device, request.device_id)
+        self.coordinator.named(device, request.device_id, request.session)
         selector = self.selectors[zlib.crc32(device.encode()) % len(self.selectors)]
         if self.telemetry is None:
             return await selector.check_in(device, request)

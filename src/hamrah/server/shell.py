@@ -136,6 +136,12 @@ class ShellEvents:
                 out.left,
                 out.reason,
             )
+        elif isinstance(out, ev.SiteBack):
+            log.warning(
+                "device %s checked in from a restarted process and rejoins the run (%d sites in it)",
+                self.who(out.device),
+                out.left,
+            )
         elif isinstance(out, ev.RoundAbandoned):
             log.warning("round %d: %s", out.round, out.message)
             if self._round is not None and self._round.secure_ready is not None:

@@ -24,41 +24,41 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhamrah/transport/proto/fl.proto\x12\thamrah.v1\"Q\n\x0b\x44\x65viceState\x12\x0c\n\x04idle\x18\x01 \x01(\x08\x12\x10\n\x08\x63harging\x18\x02 \x01(\x08\x12\x11\n\tunmetered\x18\x03 \x01(\x08\x12\x0f\n\x07\x62\x61ttery\x18\x04 \x01(\x02\"\x8d\x01\n\x0e\x43heckInRequest\x12\x12\n\npopulation\x18\x01 \x01(\t\x12\x17\n\x0fruntime_version\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12%\n\x05state\x18\x04 \x01(\x0b\x32\x16.hamrah.v1.DeviceState\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x04\"\xa7\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12!\n\x04kind\x18\x03 \x01(\x0e\x32\x13.hamrah.v1.TaskKind\x12\x0c\n\x04plan\x18\x04 \x01(\x0c\x12\x18\n\x10\x63heckpoint_bytes\x18\x05 \x01(\x04\x12\x19\n\x11\x63heckpoint_sha256\x18\x06 \x01(\t\x12\x19\n\x11report_deadline_s\x18\x07 \x01(\x01\"\x8b\x01\n\x0f\x43heckInResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x0f.hamrah.v1.TaskH\x00\x12\x1b\n\x11reconnect_after_s\x18\x02 \x01(\x01H\x00\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08\x66inished\x18\x04 \x01(\x08\x12\x0c\n\x04mode\x18\x05 \x01(\tB\t\n\x07outcome\"$\n\x11\x43heckpointRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xba\x01\n\x0cReportHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.hamrah.v1.ReportStatus\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x04\x12\x0f\n\x07metrics\x18\x05 \x01(\x0c\x12\x14\n\x0cupdate_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x14\n\x0ctask_metrics\x18\x08 \x01(\x0c\"b\n\nReportPart\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.hamrah.v1.ReportHeaderH\x00\x12!\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x10.hamrah.v1.ChunkH\x00\x42\x06\n\x04part\"N\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x19\n\x11reconnect_after_s\x18\x03 \x01(\x01\"\xef\x01\n\x0cSecAggHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12%\n\x05stage\x18\x03 \x01(\x0e\x32\x16.hamrah.v1.SecAggStage\x12\x15\n\rmessage_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x04\x12\x0f\n\x07metrics\x18\x06 \x01(\x0c\x12\x14\n\x0c\x63lient_index\x18\x07 \x01(\r\x12\x13\n\x0bnum_clients\x18\x08 \x01(\r\x12\x14\n\x0cweight_scale\x18\t \x01(\x01\x12\x19\n\x11reconnect_after_s\x18\n \x01(\x01\"b\n\nSecAggPart\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.hamrah.v1.SecAggHeaderH\x00\x12!\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x10.hamrah.v1.ChunkH\x00\x42\x06\n\x04part*>\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x0c\n\x08\x45VALUATE\x10\x02*U\n\x0cReportStatus\x12\x1d\n\x19REPORT_STATUS_UNSPECIFIED\x10\x00\x12\r\n\tCOMPLETED\x10\x01\x12\x0b\n\x07\x41\x42ORTED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03*\x91\x01\n\x0bSecAggStage\x12\x1c\n\x18SECAGG_STAGE_UNSPECIFIED\x10\x00\x12\x08\n\x04JOIN\x10\x01\x12\x12\n\x0e\x41\x44VERTISE_KEYS\x10\x02\x12\x0e\n\nSHARE_KEYS\x10\x03\x12\x10\n\x0cMASKED_INPUT\x10\x04\x12\r\n\tUNMASKING\x10\x05\x12\x15\n\x11\x43ONSISTENCY_CHECK\x10\x06\x32\xa2\x02\n\x11\x46\x65\x64\x65ratedLearning\x12@\n\x07\x43heckIn\x12\x19.hamrah.v1.CheckInRequest\x1a\x1a.hamrah.v1.CheckInResponse\x12\x46\n\x12\x44ownloadCheckpoint\x12\x1c.hamrah.v1.CheckpointRequest\x1a\x10.hamrah.v1.Chunk0\x01\x12<\n\x06Report\x12\x15.hamrah.v1.ReportPart\x1a\x19.hamrah.v1.ReportResponse(\x01\x12\x45\n\x11SecureAggregation\x12\x15.hamrah.v1.SecAggPart\x1a\x15.hamrah.v1.SecAggPart(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fhamrah/transport/proto/fl.proto\x12\thamrah.v1\"Q\n\x0b\x44\x65viceState\x12\x0c\n\x04idle\x18\x01 \x01(\x08\x12\x10\n\x08\x63harging\x18\x02 \x01(\x08\x12\x11\n\tunmetered\x18\x03 \x01(\x08\x12\x0f\n\x07\x62\x61ttery\x18\x04 \x01(\x02\"\x9e\x01\n\x0e\x43heckInRequest\x12\x12\n\npopulation\x18\x01 \x01(\t\x12\x17\n\x0fruntime_version\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12%\n\x05state\x18\x04 \x01(\x0b\x32\x16.hamrah.v1.DeviceState\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x04\x12\x0f\n\x07session\x18\x06 \x01(\t\"\xa7\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12!\n\x04kind\x18\x03 \x01(\x0e\x32\x13.hamrah.v1.TaskKind\x12\x0c\n\x04plan\x18\x04 \x01(\x0c\x12\x18\n\x10\x63heckpoint_bytes\x18\x05 \x01(\x04\x12\x19\n\x11\x63heckpoint_sha256\x18\x06 \x01(\t\x12\x19\n\x11report_deadline_s\x18\x07 \x01(\x01\"\x8b\x01\n\x0f\x43heckInResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x0f.hamrah.v1.TaskH\x00\x12\x1b\n\x11reconnect_after_s\x18\x02 \x01(\x01H\x00\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08\x66inished\x18\x04 \x01(\x08\x12\x0c\n\x04mode\x18\x05 \x01(\tB\t\n\x07outcome\"$\n\x11\x43heckpointRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xba\x01\n\x0cReportHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.hamrah.v1.ReportStatus\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x04\x12\x0f\n\x07metrics\x18\x05 \x01(\x0c\x12\x14\n\x0cupdate_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x14\n\x0ctask_metrics\x18\x08 \x01(\x0c\"b\n\nReportPart\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.hamrah.v1.ReportHeaderH\x00\x12!\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x10.hamrah.v1.ChunkH\x00\x42\x06\n\x04part\"N\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x19\n\x11reconnect_after_s\x18\x03 \x01(\x01\"\xef\x01\n\x0cSecAggHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12%\n\x05stage\x18\x03 \x01(\x0e\x32\x16.hamrah.v1.SecAggStage\x12\x15\n\rmessage_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x04\x12\x0f\n\x07metrics\x18\x06 \x01(\x0c\x12\x14\n\x0c\x63lient_index\x18\x07 \x01(\r\x12\x13\n\x0bnum_clients\x18\x08 \x01(\r\x12\x14\n\x0cweight_scale\x18\t \x01(\x01\x12\x19\n\x11reconnect_after_s\x18\n \x01(\x01\"b\n\nSecAggPart\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.hamrah.v1.SecAggHeaderH\x00\x12!\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x10.hamrah.v1.ChunkH\x00\x42\x06\n\x04part*>\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x0c\n\x08\x45VALUATE\x10\x02*U\n\x0cReportStatus\x12\x1d\n\x19REPORT_STATUS_UNSPECIFIED\x10\x00\x12\r\n\tCOMPLETED\x10\x01\x12\x0b\n\x07\x41\x42ORTED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03*\x91\x01\n\x0bSecAggStage\x12\x1c\n\x18SECAGG_STAGE_UNSPECIFIED\x10\x00\x12\x08\n\x04JOIN\x10\x01\x12\x12\n\x0e\x41\x44VERTISE_KEYS\x10\x02\x12\x0e\n\nSHARE_KEYS\x10\x03\x12\x10\n\x0cMASKED_INPUT\x10\x04\x12\r\n\tUNMASKING\x10\x05\x12\x15\n\x11\x43ONSISTENCY_CHECK\x10\x06\x32\xa2\x02\n\x11\x46\x65\x64\x65ratedLearning\x12@\n\x07\x43heckIn\x12\x19.hamrah.v1.CheckInRequest\x1a\x1a.hamrah.v1.CheckInResponse\x12\x46\n\x12\x44ownloadCheckpoint\x12\x1c.hamrah.v1.CheckpointRequest\x1a\x10.hamrah.v1.Chunk0\x01\x12<\n\x06Report\x12\x15.hamrah.v1.ReportPart\x1a\x19.hamrah.v1.ReportResponse(\x01\x12\x45\n\x11SecureAggregation\x12\x15.hamrah.v1.SecAggPart\x1a\x15.hamrah.v1.SecAggPart(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hamrah.transport.proto.fl_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKKIND']._serialized_start=1357
-  _globals['_TASKKIND']._serialized_end=1419
-  _globals['_REPORTSTATUS']._serialized_start=1421
-  _globals['_REPORTSTATUS']._serialized_end=1506
-  _globals['_SECAGGSTAGE']._serialized_start=1509
-  _globals['_SECAGGSTAGE']._serialized_end=1654
+  _globals['_TASKKIND']._serialized_start=1374
+  _globals['_TASKKIND']._serialized_end=1436
+  _globals['_REPORTSTATUS']._serialized_start=1438
+  _globals['_REPORTSTATUS']._serialized_end=1523
+  _globals['_SECAGGSTAGE']._serialized_start=1526
+  _globals['_SECAGGSTAGE']._serialized_end=1671
   _globals['_DEVICESTATE']._serialized_start=46
   _globals['_DEVICESTATE']._serialized_end=127
   _globals['_CHECKINREQUEST']._serialized_start=130
-  _globals['_CHECKINREQUEST']._serialized_end=271
-  _globals['_TASK']._serialized_start=274
-  _globals['_TASK']._serialized_end=441
-  _globals['_CHECKINRESPONSE']._serialized_start=444
-  _globals['_CHECKINRESPONSE']._serialized_end=583
-  _globals['_CHECKPOINTREQUEST']._serialized_start=585
-  _globals['_CHECKPOINTREQUEST']._serialized_end=621
-  _globals['_CHUNK']._serialized_start=623
-  _globals['_CHUNK']._serialized_end=644
-  _globals['_REPORTHEADER']._serialized_start=647
-  _globals['_REPORTHEADER']._serialized_end=833
-  _globals['_REPORTPART']._serialized_start=835
-  _globals['_REPORTPART']._serialized_end=933
-  _globals['_REPORTRESPONSE']._serialized_start=935
-  _globals['_REPORTRESPONSE']._serialized_end=1013
-  _globals['_SECAGGHEADER']._serialized_start=1016
-  _globals['_SECAGGHEADER']._serialized_end=1255
-  _globals['_SECAGGPART']._serialized_start=1257
-  _globals['_SECAGGPART']._serialized_end=1355
-  _globals['_FEDERATEDLEARNING']._serialized_start=1657
-  _globals['_FEDERATEDLEARNING']._serialized_end=1947
+  _globals['_CHECKINREQUEST']._serialized_end=288
+  _globals['_TASK']._serialized_start=291
+  _globals['_TASK']._serialized_end=458
+  _globals['_CHECKINRESPONSE']._serialized_start=461
+  _globals['_CHECKINRESPONSE']._serialized_end=600
+  _globals['_CHECKPOINTREQUEST']._serialized_start=602
+  _globals['_CHECKPOINTREQUEST']._serialized_end=638
+  _globals['_CHUNK']._serialized_start=640
+  _globals['_CHUNK']._serialized_end=661
+  _globals['_REPORTHEADER']._serialized_start=664
+  _globals['_REPORTHEADER']._serialized_end=850
+  _globals['_REPORTPART']._serialized_start=852
+  _globals['_REPORTPART']._serialized_end=950
+  _globals['_REPORTRESPONSE']._serialized_start=952
+  _globals['_REPORTRESPONSE']._serialized_end=1030
+  _globals['_SECAGGHEADER']._serialized_start=1033
+  _globals['_SECAGGHEADER']._serialized_end=1272
+  _globals['_SECAGGPART']._serialized_start=1274
+  _globals['_SECAGGPART']._serialized_end=1372
+  _globals['_FEDERATEDLEARNING']._serialized_start=1674
+  _globals['_FEDERATEDLEARNING']._serialized_end=1964
 # @@protoc_insertion_point(module_scope)

@@ -56,18 +56,20 @@ class DeviceState(_message.Message):
     def __init__(self, idle: _Optional[bool] = ..., charging: _Optional[bool] = ..., unmetered: _Optional[bool] = ..., battery: _Optional[float] = ...) -> None: ...
 
 class CheckInRequest(_message.Message):
-    __slots__ = ("population", "runtime_version", "device_id", "state", "num_examples")
+    __slots__ = ("population", "runtime_version", "device_id", "state", "num_examples", "session")
     POPULATION_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     population: str
     runtime_version: str
     device_id: str
     state: DeviceState
     num_examples: int
-    def __init__(self, population: _Optional[str] = ..., runtime_version: _Optional[str] = ..., device_id: _Optional[str] = ..., state: _Optional[_Union[DeviceState, _Mapping]] = ..., num_examples: _Optional[int] = ...) -> None: ...
+    session: str
+    def __init__(self, population: _Optional[str] = ..., runtime_version: _Optional[str] = ..., device_id: _Optional[str] = ..., state: _Optional[_Union[DeviceState, _Mapping]] = ..., num_examples: _Optional[int] = ..., session: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("task_id", "round", "kind", "plan", "checkpoint_bytes", "checkpoint_sha256", "report_deadline_s")
