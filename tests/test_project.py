@@ -195,10 +195,30 @@ def test_the_tabular_server_and_device_configs_run_a_federation_as_generated(tmp
     (root / "server.toml").write_text(server_toml.replace("rounds = 10", "rounds = 2"))  # only the length
     port = _free_port()
     cli = [sys.executable, "-m", "hamrah.cli"]
-    for k in range(3):
-        store = f"stores/client_{k}.db"
-        proc = _run([*cli, "store", "import", "--config", "device.toml", "--client", str(k), "--store", store], root)
-        assert proc.returncode == 0, proc.stderr
+    imports = [  # the three sites import their stores side by side, as they would
+        subprocess.Popen(
+            [
+                *cli,
+                "store",
+                "import",
+                "--config",
+                "device.toml",
+                "--client",
+                str(k),
+                "--store",
+                f"stores/client_{k}.db",
+            ],
+            cwd=root,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for k in range(3)
+    ]
+    for proc in imports:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
     server = subprocess.Popen(
         [*cli, "server", "--config", "server.toml", "--state", "runs/server", "--port", str(port)],
         cwd=root,
