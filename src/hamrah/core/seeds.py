@@ -28,6 +28,7 @@ class Stream(enum.IntEnum):
     ROOT = 104  # FLTrust's root set and its reference update
     MALICIOUS = 105  # which clients an attack controls (was 103: see the module docstring)
     HOLDOUT = 106  # a cross-silo site's held-out examples (fixed for the run: no round in the key)
+    TREE = 107  # DP-FTRL's permutation of the population for tree t (the simulator's cohorts of that tree)
 
 
 _INIT, _SAMPLE, _CLIENT, _PARTITION, _CHURN = Stream.INIT, Stream.SAMPLE, Stream.CLIENT, Stream.PARTITION, Stream.CHURN

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.seeds import Stream, stream_rng
 from hamrah.data.federated import ArrayData, Dataset
 
 DIM, CLASSES = 60, 10
@@ -47,7 +48,7 @@ def synthetic(alpha: float, beta: float, num_clients: int = 30, seed: int = 0, i
         raise ConfigError(f"synthetic({alpha}, {beta}): expected alpha >= 0 and beta >= 0")
     if num_clients < 1:
         raise ConfigError(f"synthetic: num_clients = {num_clients}: expected >= 1")
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
+    rng = stream_rng(seed, Stream.SYNTHETIC)
     sizes = rng.lognormal(4, 2, num_clients).astype(int) + 50
     shared = None
     if iid:

@@ -134,7 +134,7 @@ class Simulator:
             else self.pipeline.spec.cohort_of(  # DP-FTRL: once per tree
                 round_idx,
                 self.data.num_clients,
-                lambda t: np.random.default_rng([self.config.seed, 0x74726565, t]),
+                lambda t: stream_rng(self.config.seed, Stream.TREE, t),
             )
         )
         if tree is not None:
