@@ -157,3 +157,22 @@ def test_an_example_runs_over_the_real_server_unchanged(tmp_path, name, sites):
     assert [r["round"] for r in recs] == [1] and recs[0]["reported"] == sites
     assert all(s.failed == 0 for s in stats) and summary["final_accuracy"] > 0.5
     assert (tmp_path / "state" / "model.safetensors").is_file()
+
+
+def test_a_user_task_under_secure_aggregation_commits_the_plain_model(tmp_path):
+    """The hospital task, its records split over 4 devices, under SecAgg over gRPC: the server sees only
+    the masked sum and commits the model a plain run commits (up to the 20-bit fixed point)."""
+    plain_exp = hospital(rounds=1, partition="iid", num_clients=4)
+    secure_exp = from_dict(
+        {**plain_exp.to_dict(), "secure_aggregation": {"variant": "secagg", "clip": 0.5, "input_bits": 20}}, HOSPITAL
+    )
+    setup, stores, tokens = make_setup(tmp_path, plain_exp, devices=4, goal_count=4, over_selection=1.0, min_reports=4)
+    plain, _, _ = asyncio.run(run_system(setup, tmp_path / "plain", stores, tokens, task=installed_task(plain_exp)))
+    secure_setup, _, _ = make_setup(tmp_path, secure_exp, devices=4, goal_count=4, over_selection=1.0, min_reports=4)
+    secure, summary, stats = asyncio.run(
+        run_system(secure_setup, tmp_path / "secure", stores, tokens, task=installed_task(secure_exp))
+    )
+    (rec,) = records(tmp_path / "secure", secure_setup)
+    assert rec["reported"] == 4 and rec["secagg_survivors"]["unmasking"] == 4 and 0.5 < rec["test_auc"] <= 1.0
+    assert all(s.reported == 1 and s.failed == 0 for s in stats)
+    assert max_abs_diff(secure.coordinator.params, plain.coordinator.params) < 1e-4
