@@ -29,6 +29,7 @@ import torch
 
 from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.params import Params
+from hamrah.core.updates import first_non_finite
 from hamrah.privacy.mechanisms import l2_norm
 
 log = logging.getLogger("hamrah.server")
@@ -162,9 +163,9 @@ def check_finite(params: Mapping[str, torch.Tensor], what: str) -> None:
     Raises:
         ProtocolError: naming the first tensor that is not finite.
     """
-    for name, t in params.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ProtocolError(f"{what}: {name} holds NaN or infinite values")
+    name = first_non_finite(params)
+    if name is not None:
+        raise ProtocolError(f"{what}: {name} holds NaN or infinite values")
 
 
 # Evaluate-task and training metrics: the range each known metric must fall in (inclusive).

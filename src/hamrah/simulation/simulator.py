@@ -7,6 +7,7 @@ not with the population.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -19,13 +20,14 @@ from hamrah.aggregation.base import RobustAggregator
 from hamrah.algorithms.aggregate import contributions
 from hamrah.algorithms.base import Algorithm, ClientResult, check_buffers
 from hamrah.algorithms.local import evaluate_metrics
+from hamrah.algorithms.state import flatten_state
 from hamrah.core.aggregate import Aggregate, Contribution, aggregate_contributions, robust_mean, statistics_template
 from hamrah.core.errors import BudgetExhausted, ConfigError, NotEnoughClients
 from hamrah.core.metrics import merge_metrics, metric_values
 from hamrah.core.params import Params, model_state
 from hamrah.core.records import RoundRecord
 from hamrah.core.seeds import Stream, sampling_rng, stream_rng
-from hamrah.core.updates import update_problem
+from hamrah.core.updates import first_non_finite, update_problem
 from hamrah.data.federated import ArrayData, FederatedDataset
 from hamrah.pipeline import PipelineRun, PipelineSpec
 from hamrah.simulation.batched import mlp_layers, supports_batching
@@ -34,6 +36,8 @@ from hamrah.simulation.heterogeneity import DROPPED, STRAGGLER, draw_work
 from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
 from hamrah.simulation.reference import RootReference, needs_reference
 from hamrah.task import DEFAULT_TASK, Task, uses_builtin_loss
+
+log = logging.getLogger("hamrah.simulation")
 
 
 class Simulator:
@@ -114,6 +118,7 @@ class Simulator:
         self.round_bytes: tuple[int, int] | None = None  # (up, down) of the last round through the pipeline
         self.bytes_total = [0, 0]  # (up, down) over the run
         self.refused = 0  # client updates refused by hamrah.core.updates (NaN/inf, wrong names or shapes)
+        self.refused_aggregates = 0  # rounds whose new model was not finite (kept the old one, as the server)
 
     def _pipeline_run(self, spec: PipelineSpec | None) -> PipelineRun | None:
         if spec is None:
@@ -209,8 +214,17 @@ class Simulator:
         results = [self._validated(r) for r in results]  # the server's check: refused, counted
         ok = [r for r in results if r.error is None and r.num_examples > 0]
         aggregate = self._aggregate(round_idx, ok)
-        if aggregate is not None:
-            self.params, self.server_state = self.algorithm.apply(self.params, aggregate, self.server_state)
+        if aggregate is None:
+            return None
+        params, state = self.algorithm.apply(self.params, aggregate, self.server_state)
+        bad = first_non_finite(params) or first_non_finite(flatten_state(state)[0])
+        if bad is not None:  # the server's commit refuses it too: the round keeps the model
+            self.refused_aggregates += 1
+            log.warning(
+                "round %d: the new model's %s is not finite: the round is refused, the model kept", round_idx, bad
+            )
+            return None
+        self.params, self.server_state = params, state
         return aggregate
 
     def _rule(self, round_idx: int):
