@@ -23,10 +23,11 @@ FAST_COORD = {
 }
 
 
-def make_coordinator(tmp, rounds=1, algorithm=None, **server) -> Coordinator:
+def make_coordinator(tmp, rounds=1, algorithm=None, base: dict = FAST_COORD, **server) -> Coordinator:
+    """A Coordinator on ``tmp`` with the server settings ``base`` (fast timers) updated by ``server``."""
     from hamrah.experiments.serve import server_setup
 
-    setup = server_setup(experiment(rounds=rounds, algorithm=algorithm), server_config({**FAST_COORD, **server}))
+    setup = server_setup(experiment(rounds=rounds, algorithm=algorithm), server_config({**base, **server}))
     store = ServerStore(tmp, setup.config)
     return Coordinator(
         setup.server,

@@ -245,23 +245,10 @@ def test_a_site_taken_out_rejoins_from_the_next_round():
 
 
 def test_a_new_process_of_a_site_rejoins_and_an_older_one_is_superseded(tmp_path):
-    from tests.system.harness import FAST, experiment
+    from tests.server.driver import make_coordinator
+    from tests.system.harness import FAST
 
-    from hamrah.experiments.serve import server_setup
-    from hamrah.server.coordinator import Coordinator
-    from hamrah.server.state import ServerStore
-
-    setup = server_setup(experiment(rounds=2), server_config({**FAST, **SILO, "test_set": False}))
-    coord = Coordinator(
-        setup.server,
-        setup.run,
-        setup.algorithm,
-        setup.algorithm_plan,
-        setup.model,
-        setup.test_data,
-        ServerStore(tmp_path, setup.config),
-        setup.goal,
-    )
+    coord = make_coordinator(tmp_path, rounds=2, base={**FAST, **SILO, "test_set": False})
     coord.named("k2", "site-2", "s1")
     coord.site_failed("k2", "store does not match")
     coord.named("k2", "site-2", "s1")  # the same process checks in again: still out
