@@ -73,6 +73,7 @@ time.sleep(300)
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # with tests/system/test_ray_backend.py: one local Ray at a time
 def test_a_sigkilled_ray_server_leaves_no_ray_process_behind():
     """The review's case on real Ray: the GCS server, raylet and the actor's worker all die with the server."""
     pytest.importorskip("ray")

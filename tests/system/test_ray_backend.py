@@ -23,6 +23,7 @@ from hamrah.server.state import ServerStore
 from hamrah.simulation import SimulationConfig, Simulator, seeded
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray at a time: these tests share a worker
 
 
 @pytest.fixture(scope="module")
