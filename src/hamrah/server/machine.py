@@ -188,9 +188,10 @@ class RoundMachine:
         Raises:
             LateReport, ProtocolError: a device event that does not fit the round (nothing changes).
         """
+        at = self.clock.now()  # when the event arrived: what a replay sets its clock to before feeding it
         out = self._dispatch(event)
         if self.journal is not None:
-            self.journal.append((self.clock.now(), event, out))
+            self.journal.append((at, event, out))
         return out
 
     def _dispatch(self, e: ev.Event) -> list[ev.Output]:
