@@ -97,6 +97,14 @@ def client_names(cfg: dict) -> list[str]:
     return list(hamrah.task.task_dataset(task).group_names)
 
 
+def settings_of(cfg: dict, federated: str) -> dict[str, dict]:
+    """Return the three-way comparison's configs: ``federated`` (the config itself), central (pooled)
+    and each client alone."""
+    settings = {federated: cfg, "central (pooled)": central(cfg)}
+    settings.update({f"alone: {c}": local(cfg, c) for c in client_names(cfg)})
+    return settings
+
+
 def toml_dumps(cfg: dict) -> str:
     """Write a config dict (tables of scalars, lists and inline tables) as TOML."""
 

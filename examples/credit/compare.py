@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from fedcompare import central, client_names, compare, local, markdown_table, read_config, write_report  # noqa: E402
+from fedcompare import compare, markdown_table, read_config, settings_of, write_report  # noqa: E402
 
 SEEDS = (0, 1, 2)
 
@@ -24,9 +24,7 @@ def metrics(manifest: dict) -> dict:
 
 def main(rounds: int | None = None, seeds=SEEDS, out=Path("runs/compare/credit"), results=HERE / "results") -> dict:
     cfg = read_config(HERE / "credit.toml")
-    settings = {"federated (3 banks)": cfg, "central (pooled)": central(cfg)}
-    settings.update({f"alone: {c}": local(cfg, c) for c in client_names(cfg)})
-    rows = compare(settings, out, metrics, rounds, seeds)
+    rows = compare(settings_of(cfg, "federated (3 banks)"), out, metrics, rounds, seeds)
     report = {"rounds": rounds or cfg["run"]["rounds"], "seeds": list(seeds), "test_examples": 6000, "rows": rows}
     return write_report("credit", report, markdown_table(rows, ["auc", "accuracy"]), results)
 

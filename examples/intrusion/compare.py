@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from fedcompare import central, client_names, compare, local, markdown_table, read_config, write_report  # noqa: E402
+from fedcompare import compare, markdown_table, read_config, settings_of, write_report  # noqa: E402
 from intrusion_task import CLASSES, Intrusion, read_kdd  # noqa: E402
 
 TESTS = {"KDDTest+": False, "KDDTest-21": True}  # name -> only the rows of difficulty < 21
@@ -73,9 +73,9 @@ def tables(rows: list[dict]) -> str:
 
 def main(rounds: int | None = None, seeds=(0,), out=Path("runs/compare/intrusion"), results=HERE / "results") -> dict:
     cfg = read_config(HERE / "intrusion.toml")
-    settings = {"federated (4 organisations)": cfg, "central (pooled)": central(cfg)}
-    settings.update({f"alone: {c}": local(cfg, c) for c in client_names(cfg)})
-    rows = compare(settings, out, scorer(cfg["task"]["kwargs"]["hidden"]), rounds, seeds)
+    rows = compare(
+        settings_of(cfg, "federated (4 organisations)"), out, scorer(cfg["task"]["kwargs"]["hidden"]), rounds, seeds
+    )
     report = {"rounds": rounds or cfg["run"]["rounds"], "seeds": list(seeds), "rows": rows}
     return write_report("intrusion", report, tables(rows), results)
 
