@@ -164,7 +164,7 @@ def test_train_loss_is_the_aggregation_weighted_mean_of_the_clients_losses(fed, 
     """One definition on every path: weighted by n_k, or equally under DP (the server does the same)."""
     sim = _simulator(fed, "fedavg", pipeline)
     results = sim.train_round(1)
-    aggregate = sim.server_half(1, results)
+    aggregate = sim.aggregate(1, results)
     losses = [r.metrics["train_loss"] for r in results]
     weights = [1.0 if equal else r.num_examples for r in results]
     assert len(set(weights)) > 1 or equal  # unequal n_k, so the two definitions differ

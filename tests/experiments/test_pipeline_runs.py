@@ -98,12 +98,14 @@ def test_poisson_rounds_without_clients_still_release_noise():
     sizes = [len(sim.sample(r)) for r in range(1, 7)]
     assert 0 in sizes, "seed 0 should draw an empty Poisson round in 6"
     empty = sizes.index(0) + 1
-    for r in range(1, empty):
-        sim.server_half(r, sim.train_round(r))
-    before = {k: v.clone() for k, v in sim.params.items()}
-    sim.server_half(empty, sim.train_round(empty))
-    assert sim.round_bytes == (0, 0)
-    assert any(not torch.equal(before[k], sim.params[k]) for k in before)
+    models, traffic = {0: dict(sim.params)}, {}
+
+    def kept(r):
+        models[r], traffic[r] = dict(sim.params), sim.round_bytes
+
+    sim.run(after_round=kept)
+    assert traffic[empty] == (0, 0)
+    assert any(not torch.equal(models[empty - 1][k], models[empty][k]) for k in models[0])
 
 
 def test_run_experiment_writes_bytes_and_epsilon(tmp_path):

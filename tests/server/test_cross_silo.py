@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 from tests.server.test_round_machine import Driver
 
@@ -13,13 +11,12 @@ from hamrah.server.config import server_config, site_count
 from hamrah.server.machine import REPORTING, SELECTING, MachineConfig, RoundMachine
 
 SILO = {"mode": "cross_silo", "sites": 3}
-RUN = SimpleNamespace(rounds=3, target_accuracy=None, stop_at_target=False)
 
 
 def test_cross_silo_config_asks_every_site_and_all_reports():
     cfg = server_config(SILO)
     assert cfg.cross_silo and cfg.selection_target(3) == 3 and cfg.reports_needed(3) == 3
-    m = MachineConfig.of(cfg, RUN, 3)
+    m = MachineConfig.of(cfg, 3)
     assert (m.goal, m.target, m.reports_needed, m.selection_window_s, m.no_show_rounds, m.eval_target) == (
         3,
         3,
@@ -28,7 +25,7 @@ def test_cross_silo_config_asks_every_site_and_all_reports():
         0,
         0,
     )
-    assert MachineConfig.of(server_config({**SILO, "min_reports": 2}), RUN, 3).reports_needed == 2
+    assert MachineConfig.of(server_config({**SILO, "min_reports": 2}), 3).reports_needed == 2
     device = server_config({})
     assert not device.cross_silo and device.selection_target(10) == 13 and device.reports_needed(10) == 8
 
@@ -162,7 +159,7 @@ def test_max_round_attempts_caps_a_site_that_never_checks_in():
 
 
 def test_machine_config_cross_device_unchanged():
-    m = RoundMachine(MachineConfig(rounds=1, goal=4, target=6, reports_needed=3, min_selected=3), ev.FakeClock())
+    m = RoundMachine(MachineConfig(goal=4, target=6, reports_needed=3, min_selected=3), ev.FakeClock())
     assert m.needed() == 3 and m.min_selected() == 3
 
 
@@ -211,7 +208,7 @@ def test_without_final_eval_the_run_ends_at_the_last_commit():
     for i, t in enumerate(d.assigned(1).values(), 1):
         d.report(t, i)
     assert d.m.finished and not d.of(ev.SitesEvaluated)
-    assert MachineConfig.of(server_config({**SILO, "site_eval_fraction": 0.2}), RUN, 3).final_eval
+    assert MachineConfig.of(server_config({**SILO, "site_eval_fraction": 0.2}), 3).final_eval
 
 
 def test_hamrah_device_takes_its_log_name_from_name_or_device_id():

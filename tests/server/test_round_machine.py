@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hamrah.algorithms import FedAvg, LocalSGD
 from hamrah.core.errors import ProtocolError
 from hamrah.core.records import PhaseTimings, RoundRecord
+from hamrah.loop import End, RoundLoop, RunPlan
 from hamrah.server import events as ev
 from hamrah.server.machine import COMMITTING, DUE, REPORTING, RETRY_WAIT, SELECTING, MachineConfig, RoundMachine
 from hamrah.server.rounds import LateReport
@@ -15,7 +17,6 @@ from hamrah.server.rounds import LateReport
 
 def config(**kw) -> MachineConfig:
     base = dict(
-        rounds=3,
         goal=4,
         target=6,
         reports_needed=3,
@@ -31,14 +32,19 @@ def config(**kw) -> MachineConfig:
 
 
 class Driver:
-    """A machine on a fake clock; answers RoundDue with OpenRound and CommitDue with Committed."""
+    """A machine on a fake clock; answers RoundDue with OpenRound and CommitDue with Committed, which
+    carries the decision of a round loop (``rounds``, ``target_accuracy`` and ``stop_at_target`` are
+    its plan; the records' test accuracy is ``accuracy``)."""
 
-    def __init__(self, seed: int = 0, last_round: int = 0, **kw):
+    def __init__(self, seed=0, last_round=0, rounds=3, target_accuracy=None, stop_at_target=False, **kw):
         self.clock = ev.FakeClock(100.0)
         self.m = RoundMachine(config(**kw), self.clock, seed, last_round)
+        plan = RunPlan(rounds, target_accuracy=target_accuracy, stop_at_target=stop_at_target)
+        self.loop = RoundLoop(FedAvg(1.0, LocalSGD(1, 1, 0.1)), plan, {}, None, last_round)
+        self.accuracy: float | None = None
         self.outs: list = []
         self.committed: list[int] = []
-        self._carry(self.m.start())
+        self._carry(self.m.start(self.loop.ended))
 
     def feed(self, event) -> list:
         outs = self.m.handle(event)
@@ -54,8 +60,8 @@ class Driver:
                 self.feed(ev.OpenRound())
             elif isinstance(o, ev.CommitDue):
                 self.committed.append(o.round)
-                rec = RoundRecord(o.round, clients=o.reported, phases=PhaseTimings(round_s=1.0))
-                self.feed(ev.Committed(o.round, rec))
+                rec = RoundRecord(o.round, self.accuracy, clients=o.reported, phases=PhaseTimings(round_s=1.0))
+                self.feed(ev.Committed(o.round, rec, self.loop.commit(o.round, None, rec.test_accuracy)))
 
     def tick(self, seconds: float) -> list:
         self.clock.advance(seconds)
@@ -208,12 +214,21 @@ def test_stop_at_target_and_drain():
     for k, t in enumerate(list(d.assigned(1).values())[:4], 1):
         d.report(t, k)
     assert d.m.finished and d.of(ev.RunFinished)[0].reason == "drained"
-    m = RoundMachine(config(target_accuracy=0.5, stop_at_target=True), ev.FakeClock(), 0)
+    hit = Driver(target_accuracy=0.5, stop_at_target=True)
+    hit.accuracy = 0.6
+    hit.check_in(*devices(6))
+    hit.tick(1.0)
+    for k, t in enumerate(list(hit.assigned(1).values())[:4], 1):
+        hit.report(t, k)
+    assert hit.committed == [1] and hit.of(ev.RunFinished) == [
+        ev.RunFinished("target", "target accuracy 0.5000 reached at round 1")
+    ]
+    m = RoundMachine(config(), ev.FakeClock(), 0)
     m.start()
     m.handle(ev.OpenRound())
     m.phase = COMMITTING
-    out = m.handle(ev.Committed(1, RoundRecord(1, test_accuracy=0.6, phases=PhaseTimings(round_s=1.0))))
-    assert out == [ev.RunFinished("target", "target accuracy 0.5000 reached at round 1")]
+    out = m.handle(ev.Committed(1, RoundRecord(1, phases=PhaseTimings(round_s=1.0)), End("budget", "spent")))
+    assert out == [ev.RunFinished("budget", "spent")]  # the machine ends the run when the loop says so
 
 
 def test_evaluate_slots_are_filled_beside_the_training_target():

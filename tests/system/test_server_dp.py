@@ -89,26 +89,26 @@ def _commit(pipe, results, round_idx):
 
 def test_a_second_report_of_one_device_within_a_tree_is_refused(tmp_path):
     pipe, params = _pipeline(tmp_path, tree_rounds=2)
-    assert pipe.may_run(1)
+    pipe.start_round(1)
     first = _report(pipe, params, 7)
     with pytest.raises(ProtocolError, match="already contributed to DP-FTRL tree 0"):
         _report(pipe, params, 7)  # twice in one round
     _commit(pipe, [first], 1)
-    assert pipe.may_run(2)
+    pipe.start_round(2)
     with pytest.raises(ProtocolError, match="at most one report per device per tree"):
         _report(pipe, params, 7)  # round 2 is still tree 0
     rec = _commit(pipe, [_report(pipe, params, 8)], 2)
     assert rec["epsilon"] == pytest.approx(epsilon_of([(RoundSpec.tree(2.0, 2), 2)], 1e-5))
-    assert pipe.may_run(3)  # tree 1: both may come back
+    pipe.start_round(3)  # tree 1: both may come back
     _report(pipe, params, 7)
     _report(pipe, params, 8)
 
 
 def test_an_abandoned_attempt_neither_advances_the_tree_nor_uses_up_its_devices(tmp_path):
     pipe, params = _pipeline(tmp_path, tree_rounds=2)
-    assert pipe.may_run(1)
+    pipe.start_round(1)
     result = _report(pipe, params, 7)
     pipe.server_half(aggregate_contributions([result], (DELTA,)), [], 1, 1)  # noise drawn, tree position 1 ...
-    assert pipe.may_run(1)  # ... but the attempt was abandoned: retried from the committed state
+    pipe.start_round(1)  # ... but the attempt was abandoned: retried from the committed state
     assert pipe.run.server_state[-1].rounds == 0
     _report(pipe, params, 7)  # device 7's report of the abandoned attempt was never released

@@ -13,11 +13,11 @@ from hamrah.experiments.config import ExperimentConfig, from_dict, read_toml, us
 from hamrah.experiments.config_resolve import algorithm_hyperparameters
 from hamrah.experiments.export import write_model
 from hamrah.experiments.runner import prepare
+from hamrah.loop import RunPlan
 from hamrah.models import ModelSpec
 from hamrah.observe.dashboard import DashboardConfig, dashboard_config
 from hamrah.server.app import ServerSetup
 from hamrah.server.config import ServerConfig, server_config, site_count
-from hamrah.server.coordinator import RunPlan
 from hamrah.task import Task, load_task
 from hamrah.transport.plan import TaskRef
 from hamrah.transport.security import TokenRegistry

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hamrah.core.aggregate import CombineRule, Statistic
+from hamrah.core.errors import BudgetExhausted
 from hamrah.core.params import Params
 from hamrah.core.pipeline import RoundOutput, ServerContext, check_statistics, process_round, wire_spec
 from hamrah.core.wire import Spec
@@ -87,10 +88,16 @@ class PipelineRun:
         if self.ledger is not None:
             self.ledger.refuse_start(rounds)
 
-    def check_round(self) -> None:
-        """Raise BudgetExhausted if one more round would take epsilon past the target."""
-        if self.ledger is not None:
+    def refusal(self, round_idx: int) -> str | None:
+        """Return why round ``round_idx`` would take epsilon past the target, or None when it fits
+        (a :class:`hamrah.loop.Budget`)."""
+        if self.ledger is None:
+            return None
+        try:
             self.ledger.check_round()
+        except BudgetExhausted as err:
+            return str(err)
+        return None
 
     def record_round(self) -> float | None:
         """Charge one round to the accountant (and save the ledger); return epsilon so far, or None."""

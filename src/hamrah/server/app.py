@@ -18,11 +18,12 @@ from hamrah.core.errors import ConfigError
 from hamrah.core.params import num_parameters
 from hamrah.core.records import accuracy_summary
 from hamrah.data.federated import ArrayData
+from hamrah.loop import RunPlan
 from hamrah.models import ModelSpec
 from hamrah.observe.dashboard import DashboardConfig
 from hamrah.observe.tracking import TrackingConfig
 from hamrah.server.config import ServerConfig
-from hamrah.server.coordinator import Coordinator, RunPlan
+from hamrah.server.coordinator import Coordinator
 from hamrah.server.guard import add_service
 from hamrah.server.pipeline import ServerPipeline
 from hamrah.server.secure_rounds import refuse_malicious_server_without_keys

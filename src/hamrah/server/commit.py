@@ -8,13 +8,12 @@ make the round durable with its record. A mixin of :class:`hamrah.server.coordin
 from __future__ import annotations
 
 from hamrah.algorithms.local import evaluate_metrics
-from hamrah.algorithms.state import flatten_state
 from hamrah.core.errors import NotEnoughClients, ProtocolError
 from hamrah.core.metrics import metric_values
 from hamrah.core.params import Params
 from hamrah.core.records import RoundRecord
+from hamrah.loop import End
 from hamrah.server import events as ev
-from hamrah.server.influence import check_finite
 from hamrah.server.rounds import RoundState, phase_times, round_record
 from hamrah.server.secure import SecureOutcome
 
@@ -31,17 +30,19 @@ class CommitStep:
             if self.master.reports() < self.machine.needed():  # lost with every Aggregator
                 return ev.CommitRefused(rs.round, f"{self.master.reports()} reports left after Aggregator failures")
         try:
-            record = self._commit(rs, secure)
+            record, end = self._commit(rs, secure)
         except NotEnoughClients as err:  # nothing to apply: the round is repeated
             return ev.CommitRefused(rs.round, str(err))
         except ProtocolError as err:
             self.refused_aggregates += 1
             return ev.CommitRefused(rs.round, str(err))
-        return ev.Committed(rs.round, record)
+        return ev.Committed(rs.round, record, end)
 
-    def _commit(self, rs: RoundState, secure: SecureOutcome | None) -> RoundRecord:
+    def _commit(self, rs: RoundState, secure: SecureOutcome | None) -> tuple[RoundRecord, End | None]:
         """The commit step: merge the Aggregators' result, run the pipeline's server half and the
-        algorithm's server half, check the new model, evaluate it, and make the round durable.
+        algorithm's server half (the shared :class:`hamrah.loop.RoundLoop`, which refuses a model that
+        is not finite), evaluate it, and make the round durable; return its record and why the run
+        ends after it (None: it goes on).
 
         Raises:
             ProtocolError: the new model or server state is not finite (nothing is written).
@@ -61,15 +62,12 @@ class CommitStep:
             raise NotEnoughClients(f"round {rs.round}: no report reached the aggregate")
         train_loss = aggregate.metric("train_loss")
         t1 = self.clock.now()
-        params, state = self.algorithm.apply(self.params, aggregate, self.server_state)
-        tensors, scalars = flatten_state(state)
-        check_finite(params, f"round {rs.round}'s new model")
-        check_finite(tensors, f"round {rs.round}'s server state")
+        applied = self.loop.apply(rs.round, aggregate)  # AggregateRefused (a ProtocolError): not finite
         t2 = self.clock.now()
-        record = self._record(rs, params, reported, train_loss, secure, rs.aggregation_s + t1 - t0, t2 - t1)
-        self.store.commit(rs.round, params, tensors, scalars, record, self.totals() if self.totals else None)
-        self.params, self.server_state = params, state
-        return record
+        record = self._record(rs, applied.params, reported, train_loss, secure, rs.aggregation_s + t1 - t0, t2 - t1)
+        totals = self.totals() if self.totals else None
+        self.store.commit(rs.round, applied.params, applied.tensors, applied.scalars, record, totals)
+        return record, self.loop.commit(rs.round, applied, record.test_accuracy)
 
     def _record(
         self,
@@ -86,7 +84,7 @@ class CommitStep:
         t0 = self.clock.now()
         plan = self.run_plan
         tested: dict[str, float] = {}
-        if self.test_data is not None and (rs.round % plan.eval_every == 0 or rs.round == plan.rounds):
+        if self.test_data is not None and plan.evaluates(rs.round):
             # the task's metrics (a built-in: loss and accuracy), merged with their reductions, as the simulator's
             m = evaluate_metrics(self.model, params, self.test_data, self.ignore_index, self.task)
             tested = metric_values(m)

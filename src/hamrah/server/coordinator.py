@@ -25,6 +25,7 @@ from hamrah.core.errors import NotEnoughClients, ProtocolError
 from hamrah.core.params import Params, model_state
 from hamrah.core.records import RoundRecord
 from hamrah.data.federated import ArrayData
+from hamrah.loop import RoundLoop, RunPlan
 from hamrah.models import ModelSpec
 from hamrah.server import events as ev
 from hamrah.server.aggregators import master_aggregator
@@ -33,14 +34,7 @@ from hamrah.server.config import ServerConfig
 from hamrah.server.influence import SITE_EVAL, check_metrics, influence_bound
 from hamrah.server.machine import DUE, MachineConfig, RoundMachine
 from hamrah.server.reports import BoundedReports
-from hamrah.server.rounds import (
-    MAX_EXAMPLES,
-    LateReport,
-    RoundState,
-    RunPlan,
-    TaskInfo,
-    in_model_order,
-)
+from hamrah.server.rounds import MAX_EXAMPLES, LateReport, RoundState, TaskInfo, in_model_order
 from hamrah.server.secure_rounds import SecureRounds
 from hamrah.server.shell import ShellEvents, report_of, task_message
 from hamrah.server.state import ServerStore
@@ -52,7 +46,7 @@ from hamrah.transport.proto import fl_pb2 as pb
 log = logging.getLogger("hamrah.server")
 _LOGGED = ("train_loss", "loss", "accuracy", "eval_accuracy")  # metrics named in a report's log line
 _SESSIONS_KEPT = 8  # sessions remembered per device (a site's processes)
-__all__ = ["Coordinator", "LateReport", "RunPlan"]
+__all__ = ["Coordinator", "LateReport"]
 
 
 class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
@@ -101,19 +95,17 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
         self.site_log = logging.INFO if cfg.cross_silo else logging.DEBUG  # per-device lines
         resumed = store.latest()
         if resumed is None:
-            self.params: Params = self._initial_params()
-            self.server_state = algorithm.init_server_state(self.params)
+            params = self._initial_params()
+            state = algorithm.init_server_state(params)
             last_round = 0
         else:
             last_round, saved, tensors, scalars = resumed
-            self.params = in_model_order(saved, self.model, store.dir)
-            template = algorithm.init_server_state(self.params)
-            self.server_state = unflatten_state(type(template), tensors, scalars)
+            params = in_model_order(saved, self.model, store.dir)
+            state = unflatten_state(type(algorithm.init_server_state(params)), tensors, scalars)
             self.elapsed_before = float(store.committed_rounds()[-1].get("elapsed_s", 0.0))
             log.info("resuming from committed round %d (state %s)", last_round, store.dir)
-        self.machine = RoundMachine(
-            MachineConfig.of(cfg, run, goal), self.clock, run.seed, last_round, new_task_id, journal
-        )
+        self.loop = RoundLoop(algorithm, run, params, state, last_round, pipeline)  # shared with the simulator
+        self.machine = RoundMachine(MachineConfig.of(cfg, goal), self.clock, run.seed, last_round, new_task_id, journal)
         self.max_weight, self.clip = influence_bound(cfg, store.committed_rounds()[-1:] if resumed else [])
         self.spec = spec_of(self.params)
         self.update_limit = int(cfg.max_update_mb * 2**20) or 2 * len(encode_params(self.params)) + 2**20
@@ -136,6 +128,16 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed(self.run_plan.seed))
             return model_state(self._build_model())  # parameters and BatchNorm buffers
+
+    @property
+    def params(self) -> Params:
+        """The global model of the last committed round (the loop's)."""
+        return self.loop.params
+
+    @property
+    def server_state(self) -> object:
+        """The algorithm's server state of the last committed round (the loop's)."""
+        return self.loop.state
 
     # --- the machine's state, read by selectors, the service and tests -----------------------
 
@@ -375,10 +377,15 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
     def _prepare(self, due: ev.RoundDue) -> ev.Event:
         """Get round ``due.round`` ready (checkpoint, Aggregators); return the event that opens it."""
         evaluating = self.machine.evaluating  # cross-silo: the sites score the final model, no update
-        if not evaluating and self.pipeline is not None and not self.pipeline.may_run(due.round):
-            return ev.Stop("the privacy budget allows no more rounds")
+        if not evaluating:
+            if self.loop.due() is None:  # the privacy budget (the machine knows the rounds)
+                end = self.loop.ended
+                log.warning("round %d not started: %s", due.round, end.message if end else "the run is over")
+                return ev.Stop("the privacy budget allows no more rounds")
+            if self.pipeline is not None:
+                self.pipeline.start_round(due.round)
         tensors = dict(self.params)
-        extra = self.algorithm.broadcast(self.server_state)
+        extra = self.loop.broadcast()
         if extra:
             tensors.update({BROADCAST_PREFIX + k: v for k, v in extra.items()})
         self._ckpt = encode_params(tensors)

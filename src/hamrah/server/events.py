@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hamrah.core.records import RoundRecord
+from hamrah.loop import End
 
 # --- clocks -------------------------------------------------------------------------------------
 
@@ -179,10 +180,12 @@ class SecureDone:
 
 @dataclass(frozen=True)
 class Committed:
-    """The shell committed the round (durably); ``record`` is what it wrote."""
+    """The shell committed the round (durably); ``record`` is what it wrote, ``end`` why the run ends
+    after it (the shared round loop's decision; None: it goes on)."""
 
     round: int
     record: RoundRecord
+    end: End | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ task has answered, or ``reporting_timeout_s`` passes; a secure round ends when i
 fewer than ``reports_needed`` abandons it; training devices that never answered sit out
 ``no_show_rounds`` rounds) -> *commit* (the shell commits, then sends ``Committed`` or
 ``CommitRefused``). An abandoned or refused round is retried after ``retry_delay_s``, at most
-``max_round_attempts`` times; then the run fails.
+``max_round_attempts`` times; then the run fails. When the run ends is not the machine's decision but
+the shared round loop's (:class:`hamrah.loop.RoundLoop`): ``start`` and ``Committed`` carry it.
 
 Cross-silo (``cross_silo``): the goal and target are every site still in the run, the selection window
 is 0, and a site that fails its task (a FAILED report, or :class:`SiteFailed` at check-in) is out of
@@ -30,6 +31,7 @@ import uuid
 from collections.abc import Callable
 
 from hamrah.core.errors import ProtocolError
+from hamrah.loop import End
 from hamrah.server import events as ev
 from hamrah.server.machine_config import MachineConfig
 from hamrah.server.rounds import LateReport, RoundState, TaskInfo, draw, no_shows
@@ -97,10 +99,11 @@ class RoundMachine:
             raise LateReport(f"no round is in flight ({self.phase})")
         return self.current
 
-    def start(self) -> list[ev.Output]:
-        """Return the first decision: the first round is due, or the run has nothing left to do."""
-        if self.next_round > self.cfg.rounds:
-            return self._finish("rounds")
+    def start(self, ended: End | None = None) -> list[ev.Output]:
+        """Return the first decision: the first round is due, or (``ended``: the loop's reason) the run
+        has nothing left to do."""
+        if ended is not None:
+            return self._finish(ended.reason, ended.message)
         return [ev.RoundDue(self.next_round, self.attempt)]
 
     # --- queries -------------------------------------------------------------------------------
@@ -412,16 +415,10 @@ class RoundMachine:
         if rec.phases is not None and rec.phases.round_s is not None:
             self.round_s = 0.7 * self.round_s + 0.3 * rec.phases.round_s
         self.current, self.last_round, self.next_round, self.attempt = None, e.round, e.round + 1, 1
-        c = self.cfg
-        if (
-            c.stop_at_target
-            and rec.test_accuracy is not None
-            and c.target_accuracy is not None
-            and rec.test_accuracy >= c.target_accuracy
-        ):
-            return self._finish("target", f"target accuracy {c.target_accuracy:.4f} reached at round {e.round}")
-        if e.round >= c.rounds:
-            if c.final_eval and not self.draining:  # the sites score the final model, then the run ends
+        if e.end is not None and e.end.reason != "rounds":
+            return self._finish(e.end.reason, e.end.message)
+        if e.end is not None:
+            if self.cfg.final_eval and not self.draining:  # the sites score the final model, then the run ends
                 self.evaluating, self.phase = True, DUE
                 return [ev.RoundDue(e.round, 1)]
             return self._finish("rounds")

@@ -1,5 +1,5 @@
 """The settings the round state machine (:mod:`hamrah.server.machine`) honours, built from the
-``[server]`` and ``[run]`` sections."""
+``[server]`` section (how long a run goes is the shared round loop's: :class:`hamrah.loop.RunPlan`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class MachineConfig:
-    """The settings the round machine honours (from ``[server]`` and ``[run]``; see
-    ``hamrah.server.config.ServerConfig`` for each)."""
+    """The settings the round machine honours (from ``[server]``; see ``hamrah.server.config.ServerConfig``
+    for each)."""
 
-    rounds: int
     goal: int
     target: int
     reports_needed: int
@@ -26,18 +25,15 @@ class MachineConfig:
     no_show_rounds: int = 0
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 10.0
-    target_accuracy: float | None = None
-    stop_at_target: bool = False
     cross_silo: bool = False  # reports_needed 0: every site still in the run
     final_eval: bool = False  # cross-silo: after the last round, every site scores the final model
 
     @classmethod
-    def of(cls, cfg, run, goal: int) -> MachineConfig:
-        """Build from a ``ServerConfig``, a ``RunPlan`` and the per-round goal (the sites, cross-silo)."""
+    def of(cls, cfg, goal: int) -> MachineConfig:
+        """Build from a ``ServerConfig`` and the per-round goal (the sites, cross-silo)."""
         if getattr(cfg, "cross_silo", False):
             needed = cfg.min_reports or 0
             return cls(
-                run.rounds,
                 goal,
                 goal,
                 needed,
@@ -48,13 +44,10 @@ class MachineConfig:
                 retry_delay_s=cfg.retry_delay_s,
                 reconnect_min_s=cfg.reconnect_min_s,
                 reconnect_max_s=cfg.reconnect_max_s,
-                target_accuracy=run.target_accuracy,
-                stop_at_target=run.stop_at_target,
                 cross_silo=True,
                 final_eval=cfg.site_eval_fraction > 0,
             )
         return cls(
-            run.rounds,
             goal,
             cfg.selection_target(goal),
             cfg.reports_needed(goal),
@@ -68,8 +61,6 @@ class MachineConfig:
             cfg.no_show_rounds,
             cfg.reconnect_min_s,
             cfg.reconnect_max_s,
-            run.target_accuracy,
-            run.stop_at_target,
         )
 
 

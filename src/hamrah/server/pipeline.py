@@ -31,7 +31,6 @@ divided by the total weight before the remaining server halves (central noise) r
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ import torch
 
 from hamrah.algorithms import DELTA, statistics_of
 from hamrah.core.aggregate import Aggregate, Contribution, Statistic, statistics_template
-from hamrah.core.errors import BudgetExhausted, ConfigError, ProtocolError
+from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.metrics import Weighted, merge_metrics
 from hamrah.core.params import Params
 from hamrah.core.updates import check_update
@@ -49,7 +48,6 @@ from hamrah.pipeline.spec import PLAN_KEY, STATE_KEY
 from hamrah.privacy.server_state import server_state_to_dict
 from hamrah.server.privacy import ServerPrivacy, refuse_unprovable
 
-log = logging.getLogger("hamrah.server")
 CIPHERTEXT_KEY = "he/ciphertext"  # a buffered HE report's bytes, kept as one uint8 tensor until commit
 MAX_PLAN_BYTES = 900_000  # the plan travels in one gRPC message of at most 1 MiB + 64 KiB
 
@@ -138,16 +136,14 @@ class ServerPipeline:
         if rounds_left > 0:
             self.run.refuse_start(rounds_left)
 
-    def may_run(self, round_idx: int) -> bool:
-        """Return False (and log why) when the next round would exceed the privacy budget; start a round's counts."""
+    def refusal(self, round_idx: int) -> str | None:
+        """Return why round ``round_idx`` would exceed the privacy budget, or None (a ``hamrah.loop.Budget``)."""
+        return self.run.refusal(round_idx)
+
+    def start_round(self, round_idx: int) -> None:
+        """Start the counts of an attempt at round ``round_idx`` (the HE weight, DP-FTRL's reports)."""
         self.weight_in = 0
         self.privacy.start_round(round_idx)
-        try:
-            self.run.check_round()
-        except BudgetExhausted as err:
-            log.warning("round %d not started: %s", round_idx, err)
-            return False
-        return True
 
     def decode_result(self, client_id: int, data: bytes, num_examples: int, metrics: dict) -> Contribution:
         """Return the Contribution of one device's report, the chain's wire bytes: its decoded packed

@@ -22,17 +22,6 @@ class LateReport(ProtocolError):
     """A report for a task whose round has closed or moved on: a straggler, ignored."""
 
 
-@dataclass(frozen=True)
-class RunPlan:
-    """The ``[run]`` settings the server honours."""
-
-    rounds: int
-    seed: int = 0
-    eval_every: int = 1
-    target_accuracy: float | None = None
-    stop_at_target: bool = False
-
-
 @dataclass
 class TaskInfo:
     """One device's task in a round, with the times the round machine noted (its clock)."""
@@ -245,7 +234,6 @@ __all__ = [
     "MAX_EXAMPLES",
     "LateReport",
     "RoundState",
-    "RunPlan",
     "TaskInfo",
     "client_id",
     "device_scores",

@@ -86,7 +86,7 @@ class ShellEvents:
 
     def _start(self) -> None:
         self._started = True
-        for out in self.machine.start():
+        for out in self.machine.start(self.loop.ended):
             self._carry_out(out)
 
     def _feed(self, event: ev.Event) -> list[ev.Output]:

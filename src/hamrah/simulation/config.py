@@ -13,6 +13,7 @@ from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 from hamrah.core.records import RoundRecord
 from hamrah.data.federated import ArrayData
+from hamrah.loop import RunPlan
 from hamrah.simulation.heterogeneity import Heterogeneity
 
 
@@ -61,12 +62,14 @@ class SimulationConfig:
     heterogeneity: Heterogeneity | None = None
 
     def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ConfigError(f"run.rounds = {self.rounds}: expected an integer >= 1")
+        _ = self.plan  # RunPlan checks rounds and eval_every
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"run.workers = {self.workers}: expected an integer >= 1")
-        if self.eval_every < 1:
-            raise ConfigError(f"run.eval_every = {self.eval_every}: expected an integer >= 1")
+
+    @property
+    def plan(self) -> RunPlan:
+        """The settings of the shared round loop (:class:`hamrah.loop.RunPlan`)."""
+        return RunPlan(self.rounds, self.seed, self.eval_every, self.target_accuracy, self.stop_at_target)
 
 
 @dataclass

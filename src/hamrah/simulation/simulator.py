@@ -1,5 +1,6 @@
 """The fast in-process driver: sample a cohort, train it (batched when the model allows), aggregate,
-evaluate every ``eval_every`` rounds. Deterministic under one seed.
+evaluate every ``eval_every`` rounds. Deterministic under one seed. The run's rounds are the shared
+:class:`hamrah.loop.RoundLoop`, pumped by :func:`hamrah.loop.drive` with the simulator as its runner.
 
 Only the cohort's data and models are materialised in a round, so memory grows with the cohort size,
 not with the population.
@@ -20,15 +21,15 @@ from hamrah.aggregation.base import RobustAggregator
 from hamrah.algorithms.aggregate import contributions
 from hamrah.algorithms.base import Algorithm, ClientResult, check_buffers
 from hamrah.algorithms.local import evaluate_metrics
-from hamrah.algorithms.state import flatten_state
 from hamrah.core.aggregate import Aggregate, Contribution, aggregate_contributions, robust_mean, statistics_template
-from hamrah.core.errors import BudgetExhausted, ConfigError, NotEnoughClients
+from hamrah.core.errors import ConfigError, NotEnoughClients
 from hamrah.core.metrics import merge_metrics, metric_values
 from hamrah.core.params import Params, model_state
 from hamrah.core.records import RoundRecord
 from hamrah.core.seeds import Stream, sampling_rng, stream_rng
-from hamrah.core.updates import first_non_finite, update_problem
+from hamrah.core.updates import update_problem
 from hamrah.data.federated import ArrayData, FederatedDataset
+from hamrah.loop import AggregateRefused, RoundLoop, drive
 from hamrah.pipeline import PipelineRun, PipelineSpec
 from hamrah.simulation.batched import mlp_layers, supports_batching
 from hamrah.simulation.config import Attack, SimulationConfig, SimulationResult
@@ -52,11 +53,13 @@ class Simulator:
         task: the task whose loss clients train and whose metrics the test set is scored with (None: the
             built-in cross-entropy classification). A user's task trains in-process unless ``workers`` is set.
 
-    A round: sample the cohort, draw each client's work, run the client half (batched for plain SGD
-    on MLPs, else :func:`hamrah.algorithms.client_update` in-process or in workers), then
-    :meth:`server_half`, the one place between local training and the algorithm's ``apply``: it turns
-    the round's results into the algorithm's statistics and those into one
-    :class:`~hamrah.core.aggregate.Aggregate` (weighted mean, robust rule, or the pipeline).
+    A round (:meth:`run_round`, the :class:`hamrah.loop.Runner` half of the shared loop): sample the
+    cohort, draw each client's work, run the client half (batched for plain SGD on MLPs, else
+    :func:`hamrah.algorithms.client_update` in-process or in workers), then :meth:`aggregate`, the one
+    place between local training and the algorithm's ``apply``: it turns the round's results into the
+    algorithm's statistics and those into one :class:`~hamrah.core.aggregate.Aggregate` (weighted mean,
+    robust rule, or the pipeline). The loop (``self.loop``) applies it, refuses a model that is not
+    finite, and decides when the run ends.
 
     Example:
         >>> sim = Simulator(model, fed, FedAvg(0.1, LocalSGD(1, 10, 0.1)), SimulationConfig(rounds=5))  # doctest: +SKIP
@@ -91,8 +94,8 @@ class Simulator:
                 "the batched trainer runs the built-in cross-entropy only"
             )
         check_buffers(algorithm, model)
-        self.params: Params = model_state(model)  # parameters and BatchNorm buffers
-        self.server_state = algorithm.init_server_state(self.params)
+        params = model_state(model)  # parameters and BatchNorm buffers
+        self.loop = RoundLoop(algorithm, config.plan, params, algorithm.init_server_state(params))
         self.client_states: dict[int, Params] = {}
         plain = _plain_sgd(algorithm, self.params, self.server_state)
         if config.batched and not plain:
@@ -115,10 +118,30 @@ class Simulator:
             )
         self._pool: ProcessPool | None = None
         self.pipeline = self._pipeline_run(pipeline)
+        self.loop.budget = self.pipeline
+        self._started = time.perf_counter()
         self.round_bytes: tuple[int, int] | None = None  # (up, down) of the last round through the pipeline
         self.bytes_total = [0, 0]  # (up, down) over the run
         self.refused = 0  # client updates refused by hamrah.core.updates (NaN/inf, wrong names or shapes)
         self.refused_aggregates = 0  # rounds whose new model was not finite (kept the old one, as the server)
+
+    @property
+    def params(self) -> Params:
+        """The global model (the loop's)."""
+        return self.loop.params
+
+    @params.setter
+    def params(self, params: Params) -> None:
+        self.loop.params = params
+
+    @property
+    def server_state(self) -> object:
+        """The algorithm's server state (the loop's)."""
+        return self.loop.state
+
+    @server_state.setter
+    def server_state(self, state: object) -> None:
+        self.loop.state = state
 
     def _pipeline_run(self, spec: PipelineSpec | None) -> PipelineRun | None:
         if spec is None:
@@ -177,7 +200,7 @@ class Simulator:
             self.config.seed,
             round_idx,
             self.batched,
-            broadcast=self.algorithm.broadcast(self.server_state),
+            broadcast=self.loop.broadcast(),
             states={c: self.client_states[c] for c in ids if c in self.client_states},
             data=self._poisoned_data(ids, round_idx),
         )
@@ -200,11 +223,11 @@ class Simulator:
             if self.attack.is_malicious(c)
         }
 
-    def server_half(self, round_idx: int, results: list[ClientResult]) -> Aggregate | None:
-        """Apply the attack's update poisoning, aggregate the clients' statistics, and ``apply`` the aggregate.
+    def aggregate(self, round_idx: int, results: list[ClientResult]) -> Aggregate | None:
+        """Apply the attack's update poisoning, check each update, and aggregate the clients' statistics.
 
-        This is the single point between local training and aggregation. Returns the round's aggregate
-        (None when no client reported and no pipeline released noise: the model stays as it was).
+        This is the single point between local training and the algorithm's ``apply``. Returns the
+        round's aggregate (None when no client reported and no pipeline released noise: the model stays).
         """
         if self.attack is not None:
             mal = [r for r in results if r.error is None and self.attack.is_malicious(r.client_id)]
@@ -213,19 +236,32 @@ class Simulator:
             results = sorted(ben + list(poisoned), key=lambda r: r.client_id)
         results = [self._validated(r) for r in results]  # the server's check: refused, counted
         ok = [r for r in results if r.error is None and r.num_examples > 0]
-        aggregate = self._aggregate(round_idx, ok)
-        if aggregate is None:
+        return self._aggregate(round_idx, ok)
+
+    # --- the runner of the shared loop (hamrah.loop.Runner) ---------------------------------------
+
+    def run_round(self, round_idx: int) -> Aggregate | None:
+        """Train round ``round_idx``'s cohort and return the aggregate of their statistics (or None)."""
+        return self.aggregate(round_idx, self.train_round(round_idx))
+
+    def aggregate_refused(self, round_idx: int, error: AggregateRefused) -> None:
+        """The round's new model is not finite: counted, the model kept (the server's commit refuses it too)."""
+        self.refused_aggregates += 1
+        log.warning("%s: the round is refused, the model kept", error)
+
+    def finish_round(self, round_idx: int, aggregate: Aggregate | None, scored: Params | None) -> RoundRecord | None:
+        """Charge the round to the privacy accountant; score ``scored`` and return the record, if given."""
+        epsilon = self.pipeline.record_round() if self.pipeline is not None else None
+        if scored is None:
             return None
-        params, state = self.algorithm.apply(self.params, aggregate, self.server_state)
-        bad = first_non_finite(params) or first_non_finite(flatten_state(state)[0])
-        if bad is not None:  # the server's commit refuses it too: the round keeps the model
-            self.refused_aggregates += 1
-            log.warning(
-                "round %d: the new model's %s is not finite: the round is refused, the model kept", round_idx, bad
-            )
-            return None
-        self.params, self.server_state = params, state
-        return aggregate
+        metrics = self.evaluate_metrics(scored)
+        acc, loss = metrics.pop("accuracy", None), metrics.pop("loss", None)
+        count = aggregate.count if aggregate is not None else 0
+        train_loss = aggregate.metric("train_loss") if count else float("nan")
+        up, down = self.round_bytes if self.pipeline is not None else (None, None)
+        extra = {f"test_{k}": v for k, v in metrics.items()}
+        elapsed = time.perf_counter() - self._started
+        return RoundRecord(round_idx, acc, loss, train_loss, count, elapsed, up, down, epsilon, extra=extra)
 
     def _rule(self, round_idx: int):
         """Return the robust rule of the round (FLTrust: with this round's root-set reference), or None."""
@@ -234,7 +270,7 @@ class Simulator:
             rule = rule.with_reference(
                 self.reference.update(
                     self.params,
-                    self.algorithm.broadcast(self.server_state),
+                    self.loop.broadcast(),
                     stream_rng(self.config.seed, Stream.ROOT, round_idx),
                 )
             )
@@ -286,10 +322,11 @@ class Simulator:
             self._pool.close()
             self._pool = None
 
-    def evaluate_metrics(self) -> dict[str, float]:
-        """Return the task's metrics of the current global model on the test set (NaN: no test examples)."""
-        test = self.data.dataset.test
-        return metric_values(evaluate_metrics(self.model, self.params, test, self.data.dataset.ignore_index, self.task))
+    def evaluate_metrics(self, params: Params | None = None) -> dict[str, float]:
+        """Return the task's metrics of ``params`` (default: the global model) on the test set (NaN: no
+        test examples)."""
+        test, params = self.data.dataset.test, self.params if params is None else params
+        return metric_values(evaluate_metrics(self.model, params, test, self.data.dataset.ignore_index, self.task))
 
     def evaluate(self) -> tuple[float, float]:
         """Return (test loss, test accuracy) of the current global model (NaN where the task has none)."""
@@ -305,50 +342,25 @@ class Simulator:
     ) -> SimulationResult:
         """Run rounds ``start_round``.. ``config.rounds``; call ``on_round`` after each evaluation and
         ``after_round(r)`` after every round (a checkpoint hook: :mod:`hamrah.simulation.resume`)."""
+        self.loop = RoundLoop(
+            self.algorithm, self.config.plan, self.params, self.server_state, start_round - 1, self.pipeline
+        )
         result = SimulationResult(self.params)
-        start = time.perf_counter()
+
+        def recorded(record: RoundRecord) -> None:
+            result.history.append(record)
+            if on_round is not None:
+                on_round(record)
+
+        self._started = time.perf_counter()
         try:
-            self._run_rounds(result, start, on_round, start_round, after_round)
+            end = drive(self.loop, self, recorded, after_round)
         finally:
             self.close()
+        if end is not None and end.reason == "budget":
+            result.stopped = end.message
         result.params = self.params
         return result
-
-    def _run_rounds(self, result: SimulationResult, start: float, on_round, start_round: int, after_round) -> None:
-        cfg = self.config
-        pipe = self.pipeline
-        for r in range(start_round, cfg.rounds + 1):
-            try:
-                if pipe is not None:
-                    pipe.check_round()
-            except BudgetExhausted as err:
-                result.stopped = str(err)
-                break
-            aggregate = self.server_half(r, self.train_round(r))
-            epsilon = pipe.record_round() if pipe is not None else None
-            reached = False
-            if r % cfg.eval_every == 0 or r == cfg.rounds:
-                record = self._record(r, aggregate, epsilon, time.perf_counter() - start)
-                result.history.append(record)
-                if on_round is not None:
-                    on_round(record)
-                target = cfg.target_accuracy
-                acc = record.test_accuracy
-                reached = cfg.stop_at_target and target is not None and acc is not None and acc >= target
-            if after_round is not None:  # after the round's record: a checkpoint never runs ahead of metrics
-                after_round(r)
-            if reached:
-                break
-
-    def _record(self, r: int, aggregate: Aggregate | None, epsilon: float | None, elapsed: float) -> RoundRecord:
-        """Evaluate the global model and return round ``r``'s record."""
-        metrics = self.evaluate_metrics()
-        acc, loss = metrics.pop("accuracy", None), metrics.pop("loss", None)
-        count = aggregate.count if aggregate is not None else 0
-        train_loss = aggregate.metric("train_loss") if count else float("nan")
-        up, down = self.round_bytes if self.pipeline is not None else (None, None)
-        extra = {f"test_{k}": v for k, v in metrics.items()}
-        return RoundRecord(r, acc, loss, train_loss, count, elapsed, up, down, epsilon, extra=extra)
 
 
 def _is_builtin(task: Task) -> bool:
