@@ -24,6 +24,7 @@ PACKAGES = [
     "hamrah.device",
     "hamrah.vertical",
     "hamrah.pipeline",
+    "hamrah.loop",
     "hamrah.observe",
     "hamrah.task",
     "hamrah",

@@ -7,7 +7,7 @@ import dataclasses
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from hamrah.core.errors import ConfigError
@@ -84,7 +84,13 @@ def specs(draw: st.DrawFn) -> PipelineSpec:
     he = draw(he_settings(mode in ("central", "ftrl"))) if sum_by == "homomorphic" else None
     key = draw(st.binary(min_size=1, max_size=64)) if he is not None and draw(st.booleans()) else None
     z = draw(st.floats(0.1, 10.0) if mode == "distributed" else st.floats(0.0, 10.0))
-    return PipelineSpec(codec, dp, z, population, cohort, secure, he, key)
+    spec = PipelineSpec(codec, dp, z, population, cohort, secure, he, key)
+    if dp is not None and dp.adaptive is not None:  # sigma_b / s_b > z, s_b growing with a coarse secure sum
+        try:
+            spec.chain()
+        except ConfigError:
+            assume(False)
+    return spec
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
