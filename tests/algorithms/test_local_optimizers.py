@@ -120,7 +120,7 @@ def test_experiment_config_passes_local_optimizer_through():
             "algorithm": {"name": "fedavg", "lr": 0.01, "local_optimizer": "adamw", "weight_decay": 0.01},
         }
     )
-    hp = algorithm_hyperparameters(exp.algorithm)
+    hp = algorithm_hyperparameters(exp)
     assert hp["local_optimizer"] == "adamw" and hp["weight_decay"] == 0.01
     with pytest.raises(ConfigError, match="SCAFFOLD"):
         from_dict(

@@ -201,7 +201,7 @@ def test_new_algorithm_keys_load_and_round_trip(tmp_path):
     assert from_dict(cfg.to_dict()) == cfg
     from hamrah.experiments.runner import build_algorithm
 
-    algo = build_algorithm(cfg.algorithm)
+    algo = build_algorithm(cfg)
     assert (algo.name, algo.mu, algo.local.lr) == ("fedprox", 1.0, 0.1)
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hamrah.algorithms import LocalSGD, train_local
-from hamrah.algorithms.dpsgd import DPSGDPlan, clip_per_example, per_example_grads, train_local_dpsgd
+from hamrah.algorithms.base import ExampleDP
+from hamrah.algorithms.dpsgd import clip_per_example, example_epsilon, per_example_grads, privacy_events
 from hamrah.algorithms.local import masked_mean_loss
 from hamrah.core.errors import ConfigError
 from hamrah.data.federated import ArrayData
@@ -53,8 +54,12 @@ def test_no_noise_and_huge_clip_equals_plain_sgd(make):
     model, data = make(), _data(24)
     params = _params(model)
     plain = train_local(model, params, data, LocalSGD(2, 5, 0.1), np.random.default_rng(7))
-    dp = train_local_dpsgd(
-        model, params, data, DPSGDPlan(2, 5, 0.1, 1e30, 0.0, poisson=False), np.random.default_rng(7)
+    dp = train_local(
+        model,
+        params,
+        data,
+        LocalSGD(2, 5, 0.1, example_dp=ExampleDP(1e30, 0.0, poisson=False)),
+        np.random.default_rng(7),
     )
     for k in params:
         assert torch.allclose(plain.params[k], dp.params[k], atol=1e-6)
@@ -65,10 +70,10 @@ def test_noise_is_seeded_by_the_client_rng():
     torch.manual_seed(0)
     model, data = LogReg(), _data(20)
     params = _params(model)
-    plan = DPSGDPlan(1, 5, 0.1, 1.0, 1.0)
-    a = train_local_dpsgd(model, params, data, plan, np.random.default_rng(3))
-    b = train_local_dpsgd(model, params, data, plan, np.random.default_rng(3))
-    c = train_local_dpsgd(model, params, data, plan, np.random.default_rng(4))
+    plan = LocalSGD(1, 5, 0.1, example_dp=ExampleDP(1.0, 1.0))
+    a = train_local(model, params, data, plan, np.random.default_rng(3))
+    b = train_local(model, params, data, plan, np.random.default_rng(3))
+    c = train_local(model, params, data, plan, np.random.default_rng(4))
     assert all(torch.equal(a.params[k], b.params[k]) for k in params)
     assert not torch.equal(a.params["fc.weight"], c.params["fc.weight"])
 
@@ -79,8 +84,13 @@ def test_step_noise_has_std_z_s_over_b():
     model = LogReg()
     data = ArrayData(torch.zeros(40, 784), torch.full((40,), -100))
     params = _params(model)
-    out = train_local_dpsgd(
-        model, params, data, DPSGDPlan(1, 40, 1.0, 2.0, 1.5, poisson=False), np.random.default_rng(0), ignore_index=-100
+    out = train_local(
+        model,
+        params,
+        data,
+        LocalSGD(1, 40, 1.0, example_dp=ExampleDP(2.0, 1.5, poisson=False)),
+        np.random.default_rng(0),
+        ignore_index=-100,
     )
     residual = out.params["fc.weight"] - params["fc.weight"]
     std = 1.5 * 2.0 / 40
@@ -88,28 +98,31 @@ def test_step_noise_has_std_z_s_over_b():
 
 
 def test_accounting_of_a_plan():
-    poisson = DPSGDPlan(2, 10, 0.1, 1.0, 1.1)
-    assert poisson.privacy_events(600) == [(RoundSpec.poisson(1.1, 10 / 600), 120)]
-    shuffled = DPSGDPlan(2, 10, 0.1, 1.0, 1.1, poisson=False)
-    assert shuffled.privacy_events(600) == [(RoundSpec.unsampled(1.1), 2)]
-    eps = poisson.epsilon(600, 1e-5, participations=3)
+    poisson = LocalSGD(2, 10, 0.1, example_dp=ExampleDP(1.0, 1.1))
+    assert privacy_events(poisson, 600) == [(RoundSpec.poisson(1.1, 10 / 600), 120)]
+    shuffled = LocalSGD(2, 10, 0.1, example_dp=ExampleDP(1.0, 1.1, poisson=False))
+    assert privacy_events(shuffled, 600) == [(RoundSpec.unsampled(1.1), 2)]
+    steps = LocalSGD(1, 10, 0.1, num_steps=75, example_dp=ExampleDP(1.0, 1.1, poisson=False))
+    assert privacy_events(steps, 600) == [(RoundSpec.unsampled(1.1), 2)]  # 75 steps begin a second epoch
+    full = LocalSGD(1, None, 1.0, example_dp=ExampleDP(1.0, 1.1))  # FedSGD's full batch: q = 1, one step
+    assert privacy_events(full, 600) == [(RoundSpec.poisson(1.1, 1.0), 1)]
+    eps = example_epsilon(poisson, 600, 1e-5, participations=3)
     assert eps == pytest.approx(epsilon_of([(RoundSpec.poisson(1.1, 10 / 600), 360)], 1e-5))
-    assert eps < shuffled.epsilon(600, 1e-5, participations=3)
+    assert eps < example_epsilon(shuffled, 600, 1e-5, participations=3)
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(clip=0.0), "clip"),
-        (dict(noise_multiplier=-1.0), "noise_multiplier"),
-        (dict(batch_size=None), "batch_size"),
-        (dict(epochs=0), "local_epochs"),
+        (dict(clip=0.0), "privacy.clip"),
+        (dict(clip=float("inf")), "privacy.clip"),
+        (dict(noise_multiplier=-1.0), "privacy.noise_multiplier"),
+        (dict(poisson="yes"), "dp_poisson"),
     ],
 )
-def test_plan_validation(kwargs, match):
-    args = dict(epochs=1, batch_size=10, lr=0.1, clip=1.0, noise_multiplier=1.0) | kwargs
+def test_example_dp_validation(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        DPSGDPlan(**args)
+        ExampleDP(**(dict(clip=1.0, noise_multiplier=1.0) | kwargs))
 
 
 def test_poisson_batches_on_a_client_smaller_than_b_divide_by_its_size():
@@ -118,6 +131,8 @@ def test_poisson_batches_on_a_client_smaller_than_b_divide_by_its_size():
     model, data = LogReg(), _data(6)
     params = _params(model)
     plain = train_local(model, params, data, LocalSGD(1, None, 0.1), np.random.default_rng(0))
-    dp = train_local_dpsgd(model, params, data, DPSGDPlan(1, 50, 0.1, 1e30, 0.0), np.random.default_rng(0))
+    dp = train_local(
+        model, params, data, LocalSGD(1, 50, 0.1, example_dp=ExampleDP(1e30, 0.0)), np.random.default_rng(0)
+    )
     for k in params:
         assert torch.allclose(plain.params[k], dp.params[k], atol=1e-6)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from hamrah.algorithms import FedAvg, LocalSGD, train_local
-from hamrah.algorithms.dpsgd import DPSGDPlan, train_local_dpsgd
+from hamrah.algorithms.base import ExampleDP
 from hamrah.core.errors import ConfigError
 from hamrah.data import ArrayData, Dataset, federate
 from hamrah.simulation import SimulationConfig, Simulator, seeded, supports_batching, train_cohort
@@ -69,9 +69,9 @@ def test_dpsgd_descends_the_task_loss():
     task = Line()
     d = task.data().train
     params = {k: v.detach().clone() for k, v in seeded(task.model, 0).named_parameters()}
-    plan = DPSGDPlan(epochs=3, batch_size=20, lr=0.1, clip=1e6, noise_multiplier=0.0, poisson=False)
-    dp = train_local_dpsgd(seeded(task.model, 0), params, d, plan, np.random.default_rng(0), task=task)
-    sgd = train_local(seeded(task.model, 0), params, d, plan.sgd(), np.random.default_rng(0), task=task)
+    plan = LocalSGD(3, 20, 0.1, example_dp=ExampleDP(1e6, 0.0, poisson=False))
+    dp = train_local(seeded(task.model, 0), params, d, plan, np.random.default_rng(0), task=task)
+    sgd = train_local(seeded(task.model, 0), params, d, LocalSGD(3, 20, 0.1), np.random.default_rng(0), task=task)
     for k in params:
         torch.testing.assert_close(dp.params[k], sgd.params[k], atol=1e-5, rtol=1e-5)
 

@@ -50,6 +50,32 @@ def _number(
 
 
 @dataclass(frozen=True)
+class ExampleDP:
+    """Example-level DP-SGD in local training (Abadi et al. 2016): each step's gradient is the sum of
+    the batch's per-example gradients, each clipped to L2 norm ``clip``, plus Gaussian noise of std
+    ``noise_multiplier * clip``, divided by the (expected) batch size. What follows (an algorithm's
+    gradient transforms, momentum, Adam) is post-processing and keeps the guarantee.
+
+    Attributes:
+        clip: S, the per-example L2 clip norm (``privacy.clip``).
+        noise_multiplier: z (``privacy.noise_multiplier``).
+        poisson: each step keeps every example with probability q = B/n (Abadi et al.'s lots, accounted
+            with amplification by sampling) instead of a shuffled epoch of disjoint batches
+            (``privacy.sampling = "poisson"`` or ``"fixed"``).
+    """
+
+    clip: float
+    noise_multiplier: float
+    poisson: bool = True
+
+    def __post_init__(self) -> None:
+        _number("privacy.clip", self.clip, 0.0, lo_open=True)
+        _number("privacy.noise_multiplier", self.noise_multiplier, 0.0)
+        if not isinstance(self.poisson, bool):
+            raise ConfigError(f"dp_poisson = {self.poisson!r}: expected true or false")
+
+
+@dataclass(frozen=True)
 class LocalSGD:
     """Local training a client runs: ``epochs`` passes of minibatch SGD (with optional momentum).
 
@@ -62,6 +88,7 @@ class LocalSGD:
         optimizer: the local solver: "sgd", "adam" or "adamw" (:mod:`hamrah.algorithms.optimizers`).
         betas: Adam's moment decay rates (beta1, beta2); adam and adamw only.
         weight_decay: Adam's L2 term, or AdamW's decoupled decay; adam and adamw only.
+        example_dp: train with example-level DP-SGD (:class:`ExampleDP`), or None.
     """
 
     epochs: int
@@ -72,6 +99,7 @@ class LocalSGD:
     optimizer: str = "sgd"
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
+    example_dp: ExampleDP | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -114,8 +142,8 @@ class LocalSGD:
 
     @property
     def plain_sgd(self) -> bool:
-        """Plain SGD: no momentum, no adaptive optimizer (what the batched trainer runs)."""
-        return self.optimizer == "sgd" and not self.momentum
+        """Plain SGD: no momentum, no adaptive optimizer, no DP-SGD (what the batched trainer runs)."""
+        return self.optimizer == "sgd" and not self.momentum and self.example_dp is None
 
     def steps(self, num_examples: int) -> int:
         """Return the number of local SGD steps on ``num_examples`` examples (u_k in the paper)."""
@@ -221,11 +249,21 @@ def check_buffers(algorithm: Algorithm, model: torch.nn.Module) -> None:
     convex combination of the clients' values: it would step them like weights, and a running
     variance can go below 0 (NaN at evaluation).
 
+    DP-SGD is refused with any such model: BatchNorm mixes a batch's examples, so per-example
+    clipping would not bound one example's influence (and the statistics would leave unnoised).
+
     Raises:
         ConfigError: naming the algorithm's reason and the buffers.
     """
     problem = algorithm.buffer_problem()
     buffers = [name for name, b in model.named_buffers() if b.is_floating_point()]
+    if buffers and algorithm.local_plan().example_dp is not None:
+        raise ConfigError(
+            f'privacy.mode = "dpsgd" with model {type(model).__name__}: its running statistics '
+            f"({', '.join(buffers[:3])}{', ...' if len(buffers) > 3 else ''}) mix the examples of a batch, so "
+            "per-example clipping does not bound one example's influence; expected a model without "
+            "BatchNorm (GroupNorm or LayerNorm)"
+        )
     if problem is not None and buffers:
         raise ConfigError(
             f"algorithm {algorithm.name} with model {type(model).__name__}: {problem}, and the model's running "

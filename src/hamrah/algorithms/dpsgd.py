@@ -1,8 +1,11 @@
-"""On-device DP-SGD: per-example gradients, per-example L2 clipping, Gaussian noise in every step.
+"""Example-level DP-SGD in local training: per-example gradients, per-example L2 clipping, Gaussian
+noise in every step (Abadi et al. 2016, *Deep Learning with Differential Privacy*, Algorithm 1).
 
-Abadi et al. 2016, *Deep Learning with Differential Privacy* (CCS), Algorithm 1. Per-example
-gradients come from torch.func (``vmap(grad_and_value(loss))`` over ``functional_call``): one batched
-pass instead of B backward passes. Opacus would do the same with hooks but is not a dependency.
+A client trains with DP-SGD when its local plan carries :class:`~hamrah.algorithms.base.ExampleDP`
+(``privacy.mode = "dpsgd"`` in a config); :func:`hamrah.algorithms.train_local` then takes each step's
+gradient from :func:`noisy_mean_gradient`. Per-example gradients come from torch.func
+(``vmap(grad_and_value(loss))`` over ``functional_call``): one batched pass instead of B backward
+passes. Opacus would do the same with hooks but is not a dependency.
 
 Two batch schedules, each with its own honest accounting (example-level DP of one client's data):
 
@@ -11,75 +14,62 @@ Two batch schedules, each with its own honest accounting (example-level DP of on
 - ``poisson=False``: the shuffled batches of :func:`hamrah.algorithms.batch_schedule`, divided by the
   actual batch size. Batches in an epoch are disjoint, so under replace-one neighbours an epoch is one
   Gaussian mechanism on a sum of sensitivity 2S: ``GaussianDpEvent(z / 2)`` per epoch (no claim of
-  amplification by shuffling). With z = 0 and a huge clip this is exactly ``train_local``.
+  amplification by shuffling). With z = 0 and a huge clip this is exactly plain SGD.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from hamrah.algorithms.base import LocalSGD
-from hamrah.algorithms.local import LocalResult, batch_schedule, targets
-from hamrah.core.errors import ConfigError
+from hamrah.algorithms.base import ExampleDP, LocalSGD
 from hamrah.core.params import Params
-from hamrah.data.federated import ArrayData
 from hamrah.privacy.accounting import RoundSpec, epsilon_of
 from hamrah.task import DEFAULT_TASK, Task
 
 
-@dataclass(frozen=True)
-class DPSGDPlan:
-    """Local DP-SGD a client runs: E epochs of clipped, noised minibatch SGD.
-
-    Attributes:
-        epochs: E.
-        batch_size: B (the expected batch size under Poisson sampling).
-        lr: learning rate.
-        clip: S, the per-example L2 clip norm.
-        noise_multiplier: z; the noise on the sum of clipped gradients has std z*S.
-        poisson: Poisson-sampled batches (True) or shuffled fixed batches (False).
+def dp_of(plan: LocalSGD) -> ExampleDP:
+    """Return ``plan``'s DP-SGD settings.
 
     Raises:
-        ConfigError: a value is out of range.
+        ValueError: the plan does not train with DP-SGD.
     """
+    if plan.example_dp is None:
+        raise ValueError("this local plan does not train with DP-SGD (example_dp is None)")
+    return plan.example_dp
 
-    epochs: int
-    batch_size: int
-    lr: float
-    clip: float
-    noise_multiplier: float
-    poisson: bool = True
 
-    def __post_init__(self) -> None:
-        LocalSGD(self.epochs, self.batch_size, self.lr)  # validates epochs, batch_size, lr
-        if self.batch_size is None:
-            raise ConfigError("dpsgd batch_size = None: expected an integer >= 1 (DP-SGD needs a batch size)")
-        if not (isinstance(self.clip, (int, float)) and self.clip > 0 and math.isfinite(self.clip)):
-            raise ConfigError(f"dpsgd clip = {self.clip!r}: expected a positive finite number")
-        z = self.noise_multiplier
-        if isinstance(z, bool) or not (isinstance(z, (int, float)) and z >= 0 and math.isfinite(z)):
-            raise ConfigError(f"dpsgd noise_multiplier = {z!r}: expected a finite number >= 0")
+def privacy_events(plan: LocalSGD, num_examples: int) -> list[tuple[RoundSpec, int]]:
+    """Return the (spec, count) groups one run of ``plan`` on ``num_examples`` examples spends."""
+    dp = dp_of(plan)
+    if dp.poisson:
+        batch = num_examples if plan.batch_size is None else plan.batch_size
+        q = min(1.0, batch / max(num_examples, 1))
+        return [(RoundSpec.poisson(dp.noise_multiplier, q), plan.steps(num_examples))]
+    b = num_examples if plan.batch_size is None else plan.batch_size
+    per_epoch = max(math.ceil(num_examples / max(b, 1)), 1)
+    passes = plan.epochs if plan.num_steps is None else -(-plan.num_steps // per_epoch)  # begun epochs
+    return [(RoundSpec.unsampled(dp.noise_multiplier), passes)]  # the factor 2 of replace-one: in RoundSpec
 
-    def sgd(self) -> LocalSGD:
-        """Return the plain-SGD plan with the same epochs, batch size and learning rate."""
-        return LocalSGD(self.epochs, self.batch_size, self.lr)
 
-    def privacy_events(self, num_examples: int) -> list[tuple[RoundSpec, int]]:
-        """Return the (spec, count) groups one run of this plan on ``num_examples`` examples spends."""
-        if self.poisson:
-            q = min(1.0, self.batch_size / max(num_examples, 1))
-            return [(RoundSpec.poisson(self.noise_multiplier, q), self.sgd().steps(num_examples))]
-        return [(RoundSpec.unsampled(self.noise_multiplier), self.epochs)]
+def example_epsilon(
+    plan: LocalSGD, num_examples: int, delta: float, participations: int = 1, method: str = "rdp"
+) -> float:
+    """Return the example-level epsilon at ``delta`` of ``participations`` runs of ``plan``."""
+    events = [(s, n * participations) for s, n in privacy_events(plan, num_examples)]
+    return epsilon_of(events, delta, method)
 
-    def epsilon(self, num_examples: int, delta: float, participations: int = 1, method: str = "rdp") -> float:
-        """Return the example-level epsilon at ``delta`` after ``participations`` runs of this plan."""
-        return epsilon_of([(s, n * participations) for s, n in self.privacy_events(num_examples)], delta, method)
+
+def poisson_batches(num_examples: int, plan: LocalSGD, rng: np.random.Generator) -> list[np.ndarray]:
+    """Return the Poisson-sampled batches of ``plan``: ``plan.steps(n)`` steps, each keeping every
+    example with probability q = B/n (an empty batch still releases noise, as the accounting assumes)."""
+    batch = num_examples if plan.batch_size is None else plan.batch_size
+    q = min(1.0, batch / max(num_examples, 1))
+    return [np.flatnonzero(rng.random(num_examples) < q) for _ in range(plan.steps(num_examples))]
 
 
 def per_example_grads(
@@ -119,47 +109,3 @@ def noisy_mean_gradient(
         noise = torch.randn(v.shape, generator=generator, device=generator.device, dtype=torch.float32)
         out[k] = (v + (noise * (noise_multiplier * clip)).to(v.device, v.dtype)) / denominator
     return out
-
-
-def _batches(n: int, plan: DPSGDPlan, rng: np.random.Generator) -> list[np.ndarray]:
-    if not plan.poisson:
-        return batch_schedule(n, plan.sgd(), rng)
-    q = min(1.0, plan.batch_size / max(n, 1))
-    return [np.flatnonzero(rng.random(n) < q) for _ in range(plan.sgd().steps(n))]
-
-
-def train_local_dpsgd(
-    model: nn.Module,
-    global_params: Params,
-    data: ArrayData,
-    plan: DPSGDPlan,
-    rng: np.random.Generator,
-    ignore_index: int | None = None,
-    task: Task | None = None,
-) -> LocalResult:
-    """Run ``plan`` (E epochs of DP-SGD) on one client's data from ``global_params``, descending ``task``'s loss.
-
-    The counterpart of :func:`hamrah.algorithms.train_local`; the noise generator is seeded from
-    ``rng`` after the batch schedule is drawn, so with z = 0, a huge clip and ``poisson=False`` the
-    result equals ``train_local`` with the same ``rng``. Its privacy cost: ``plan.epsilon(len(data), delta)``.
-    The reported ``train_loss`` is a plain (non-private) metric.
-    """
-    params = {k: v.detach().clone() for k, v in global_params.items()}
-    y_all = targets(data.y, ignore_index)
-    batches = _batches(len(data), plan, rng)
-    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    total, steps = 0.0, 0
-    for idx in batches:
-        ix = torch.from_numpy(idx)
-        # Poisson: the expected batch size q*n (= B unless the client has fewer than B examples)
-        denominator = float(min(plan.batch_size, len(data))) if plan.poisson else float(max(len(idx), 1))
-        if len(idx):
-            grads, losses = per_example_grads(model, params, data.x[ix], y_all[ix], task)
-            total += float(losses.mean())
-        else:  # an empty Poisson batch still releases noise, as the accounting assumes
-            grads = {k: torch.zeros((0, *v.shape), dtype=v.dtype) for k, v in params.items()}
-        step = noisy_mean_gradient(grads, plan.clip, plan.noise_multiplier, denominator, generator)
-        for k in params:
-            params[k] = params[k] - plan.lr * step[k]
-        steps += 1
-    return LocalResult(params, total / max(steps, 1))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hamrah.algorithms.base import LocalSGD, NoState, Stateless, apply_delta, cohort_size, mean_delta
+from hamrah.algorithms.base import ExampleDP, LocalSGD, NoState, Stateless, apply_delta, cohort_size, mean_delta
 from hamrah.core.aggregate import Aggregate
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
@@ -23,6 +23,7 @@ class FedSGD(Stateless):
 
     client_fraction: float
     lr: float
+    example_dp: ExampleDP | None = None  # the full-batch gradient with DP-SGD's clipping and noise
     name: str = "fedsgd"
 
     def __post_init__(self) -> None:
@@ -33,7 +34,7 @@ class FedSGD(Stateless):
         return cohort_size(self.client_fraction, population)
 
     def local_plan(self) -> LocalSGD:
-        return LocalSGD(epochs=1, batch_size=None, lr=1.0)
+        return LocalSGD(epochs=1, batch_size=None, lr=1.0, example_dp=self.example_dp)
 
     def buffer_problem(self) -> str | None:
         return None if self.lr <= 1 else f"lr = {self.lr} > 1 extrapolates past the clients' mean"

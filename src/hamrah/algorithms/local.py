@@ -7,14 +7,14 @@ batched trainer reproduces exactly the schedule and loss defined here, so both p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from hamrah.algorithms.base import GradientTransform, LocalSGD
+from hamrah.algorithms.base import ExampleDP, GradientTransform, LocalSGD
 from hamrah.algorithms.optimizers import local_optimizer
 from hamrah.core.metrics import Metric, merge_metrics
 from hamrah.core.params import Params, load_state, model_state
@@ -78,7 +78,8 @@ def train_local(
     optimizer (momentum, Adam: :func:`hamrah.algorithms.optimizers.local_optimizer`), then
     w <- w - lr * direction. This is the only local training loop; algorithms differ by
     transforms. Plain SGD of the built-in cross-entropy on class labels runs the model's hand-written
-    ``sgd_step(lr)`` when it has one.
+    ``sgd_step(lr)`` when it has one. With ``plan.example_dp`` the gradient is DP-SGD's
+    (:mod:`hamrah.algorithms.dpsgd`: per-example clipping and noise seeded from ``rng``).
     """
     task = DEFAULT_TASK if task is None else task
     chain = list(transforms) + local_optimizer(plan)
@@ -87,8 +88,17 @@ def train_local(
     model.train()
     params: list[torch.Tensor] = list(model.parameters())
     y_all = targets(data.y, ignore_index)
+    dp = plan.example_dp
+    if dp is not None and dp.poisson:
+        from hamrah.algorithms.dpsgd import poisson_batches
+
+        batches = poisson_batches(len(data), plan, rng)
+    else:
+        batches = batch_schedule(len(data), plan, rng)
     fused = getattr(model, "sgd_step", None)
-    if fused is not None and not chain and ignore_index is None and uses_builtin_loss(task):
+    if dp is not None:
+        step = _dpsgd_step(model, names, params, chain, plan, dp, len(data), task, rng)
+    elif fused is not None and not chain and ignore_index is None and uses_builtin_loss(task):
         step = fused(plan.lr)  # the model's hand-written plain-SGD step: the same update, faster
     else:
 
@@ -103,12 +113,50 @@ def train_local(
 
     total = torch.zeros(())
     steps = 0
-    for idx in batch_schedule(len(data), plan, rng):
+    for idx in batches:
         ix = torch.from_numpy(idx)
         total += step(data.x[ix], y_all[ix])
         steps += 1
     local = {k: v for k, v in model_state(model).items() if k in global_params}
     return LocalResult(local, float(total) / max(steps, 1), steps)
+
+
+def _dpsgd_step(
+    model: nn.Module,
+    names: list[str],
+    params: list[torch.Tensor],
+    chain: list[GradientTransform],
+    plan: LocalSGD,
+    dp: ExampleDP,
+    n: int,
+    task: Task,
+    rng: np.random.Generator,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Return train_local's step with DP-SGD's gradient (the noise generator seeded from ``rng`` after the
+    batch schedule is drawn: with z = 0, a huge clip and shuffled batches it equals plain SGD)."""
+    from hamrah.algorithms.dpsgd import noisy_mean_gradient, per_example_grads
+
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    expected = float(min(plan.batch_size or n, n))  # Poisson: divide by the expected batch size
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        live = {k: p.detach() for k, p in zip(names, params)}
+        if len(x):
+            per_example, losses = per_example_grads(model, live, x, y, task)
+            loss = losses.mean()
+        else:  # an empty Poisson batch still releases noise
+            per_example = {k: torch.zeros((0, *v.shape), dtype=v.dtype) for k, v in live.items()}
+            loss = torch.zeros(())
+        denominator = expected if dp.poisson else float(max(len(x), 1))
+        noisy = noisy_mean_gradient(per_example, dp.clip, dp.noise_multiplier, denominator, generator)
+        grads = [noisy[k] for k in names]
+        with torch.no_grad():
+            for t in chain:
+                grads = t(names, params, grads)
+            torch._foreach_add_(params, grads, alpha=-plan.lr)
+        return loss.detach()
+
+    return step
 
 
 @torch.no_grad()

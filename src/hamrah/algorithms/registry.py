@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hamrah.algorithms.base import Algorithm, LocalSGD
+from hamrah.algorithms.base import Algorithm, ExampleDP, LocalSGD
 from hamrah.algorithms.fedavg import FedAvg
 from hamrah.algorithms.fednova import FedNova
 from hamrah.algorithms.fedopt import FedOpt
@@ -26,6 +26,16 @@ _LOCAL = {
     "weight_decay": 0.0,
 }
 _OPT = ("server_lr", "beta1", "beta2", "tau")
+_EXAMPLE_DP = ("dp_clip", "dp_noise_multiplier", "dp_poisson")  # privacy.mode = "dpsgd", set by the runner
+
+
+def _example_dp(hp: dict[str, Any]) -> ExampleDP | None:
+    if not any(k in hp for k in _EXAMPLE_DP):
+        return None
+    missing = [k for k in _EXAMPLE_DP[:2] if k not in hp]
+    if missing:
+        raise ConfigError(f"DP-SGD: {', '.join(missing)} not set; expected dp_clip and dp_noise_multiplier")
+    return ExampleDP(hp["dp_clip"], hp["dp_noise_multiplier"], hp.get("dp_poisson", True))
 
 
 def _local(hp: dict[str, Any]) -> LocalSGD:
@@ -41,6 +51,7 @@ def _local(hp: dict[str, Any]) -> LocalSGD:
         v["local_optimizer"],
         betas,
         v["weight_decay"],
+        _example_dp(hp),
     )
 
 
@@ -53,15 +64,15 @@ def _fedopt(opt: str) -> Callable[[float, dict[str, Any]], Algorithm]:
 
 
 _FACTORIES: dict[str, tuple[tuple[str, ...], Callable[[float, dict[str, Any]], Algorithm]]] = {
-    "fedsgd": (("client_fraction", "lr"), lambda c, hp: FedSGD(c, hp.get("lr", 0.1))),
-    "fedavg": (tuple(_LOCAL), lambda c, hp: FedAvg(c, _local(hp))),
-    "fedprox": ((*_LOCAL, "mu"), lambda c, hp: FedProx(c, _local(hp), **_pick(hp, ("mu",)))),
+    "fedsgd": (("client_fraction", "lr", *_EXAMPLE_DP), lambda c, hp: FedSGD(c, hp.get("lr", 0.1), _example_dp(hp))),
+    "fedavg": ((*_LOCAL, *_EXAMPLE_DP), lambda c, hp: FedAvg(c, _local(hp))),
+    "fedprox": ((*_LOCAL, *_EXAMPLE_DP, "mu"), lambda c, hp: FedProx(c, _local(hp), **_pick(hp, ("mu",)))),
     "scaffold": (
-        (*_LOCAL, "server_lr", "num_clients"),
+        (*_LOCAL, *_EXAMPLE_DP, "server_lr", "num_clients"),
         lambda c, hp: Scaffold(c, _local(hp), **_pick(hp, ("server_lr", "num_clients"))),
     ),
-    "fednova": ((*_LOCAL, "mu"), lambda c, hp: FedNova(c, _local(hp), **_pick(hp, ("mu",)))),
-    **{f"fed{opt}": ((*_LOCAL, *_OPT), _fedopt(opt)) for opt in ("adam", "yogi", "adagrad", "avgm")},
+    "fednova": ((*_LOCAL, *_EXAMPLE_DP, "mu"), lambda c, hp: FedNova(c, _local(hp), **_pick(hp, ("mu",)))),
+    **{f"fed{opt}": ((*_LOCAL, *_EXAMPLE_DP, *_OPT), _fedopt(opt)) for opt in ("adam", "yogi", "adagrad", "avgm")},
 }
 ALGORITHMS = tuple(_FACTORIES)
 _CLASSES: dict[str, type[Algorithm]] = {
@@ -100,8 +111,9 @@ def build(name: str, client_fraction: float = 0.1, **hyperparameters: Any) -> Al
         name: one of ``ALGORITHMS`` (fedsgd, fedavg, fedprox, scaffold, fednova, fedadam, fedyogi,
             fedadagrad, fedavgm).
         client_fraction: C, the share of clients per round.
-        **hyperparameters: local_epochs, batch_size (None = inf), lr, momentum, local_steps, and per
-            algorithm mu, server_lr, beta1, beta2, tau, num_clients. Missing ones take defaults.
+        **hyperparameters: local_epochs, batch_size (None = inf), lr, momentum, local_steps, DP-SGD's
+            dp_clip, dp_noise_multiplier and dp_poisson, and per algorithm mu, server_lr, beta1, beta2,
+            tau, num_clients. Missing ones take defaults.
 
     Raises:
         ConfigError: unknown name, a hyperparameter the algorithm does not use, or a bad value.

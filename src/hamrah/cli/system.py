@@ -49,6 +49,8 @@ def _device_config(args: argparse.Namespace, population: str):
         raise HamrahError(f"--retry-for {args.retry_for:g}: expected seconds >= 0 (0: retry for ever)")
     if not args.max_backoff > 0:
         raise HamrahError(f"--max-backoff {args.max_backoff:g}: expected a positive number of seconds")
+    if args.max_epsilon is not None and not 0 < args.max_epsilon < float("inf"):
+        raise HamrahError(f"--max-epsilon {args.max_epsilon:g}: expected a positive number")
     return DeviceConfig(
         server=args.server,
         token=getattr(args, "token", None),
@@ -62,6 +64,7 @@ def _device_config(args: argparse.Namespace, population: str):
         signing_key=getattr(args, "signing_key", None),
         unreachable_after_s=args.retry_for or None,
         max_retry_s=args.max_backoff,
+        max_example_epsilon=args.max_epsilon,
     )
 
 
@@ -257,6 +260,11 @@ def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", help="client certificate (mutual TLS)")
     p.add_argument("--tls-key", help="client key (mutual TLS)")
     p.add_argument("--max-tasks", type=int, help="stop after this many tasks")
+    p.add_argument(
+        "--max-epsilon",
+        type=float,
+        help='DP-SGD runs (privacy.mode = "dpsgd"): the most example-level epsilon this device spends over all runs',
+    )
     p.add_argument(
         "--retry-for",
         type=float,

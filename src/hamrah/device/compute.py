@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hamrah.algorithms import build, client_update
+from hamrah.algorithms import LocalSGD, build, client_update
 from hamrah.algorithms.local import evaluate_metrics
 from hamrah.core.aggregate import pack
+from hamrah.core.errors import BudgetExhausted
 from hamrah.core.metrics import metric_values
 from hamrah.core.params import Params
 from hamrah.core.seeds import client_rng
@@ -22,7 +23,7 @@ from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
 from hamrah.device.secure import secure_stage
 from hamrah.device.site import check_model, check_store, holdout, task_data
 from hamrah.device.store import ExampleStore
-from hamrah.transport.plan import CROSS_SILO_KEY, Plan
+from hamrah.transport.plan import CROSS_SILO_KEY, Plan, example_privacy
 
 if TYPE_CHECKING:
     from hamrah.task import Task
@@ -39,6 +40,7 @@ class TaskJob:
     task: Task | None
     client_key: int
     pipeline_states: dict
+    max_example_epsilon: float | None = None  # DP-SGD: this device's own cap, whatever the plan says
 
     def run(self, plan: Plan, params: Params, broadcast: Params | None) -> tuple[int, dict, Params | bytes, Any]:
         """Run the plan on the store's data; return (n, metrics, the update: its statistics' tensors,
@@ -74,6 +76,7 @@ class TaskJob:
             site_eval = {f"eval_{k}" if k != TASK_METRICS else k: v for k, v in score(params, held).items()}
             site_eval["eval_examples"] = float(len(held))
         algorithm = build(**plan.algorithm)
+        spend = self._privacy_cost(plan, algorithm.local_plan(), len(data))
         rng = client_rng(plan.seed, plan.round, self.client_key)
         up = client_update(
             algorithm,
@@ -87,6 +90,8 @@ class TaskJob:
             client_id=self.client_key,
             task=task,
         )
+        if spend:  # charged before the update can leave the device
+            self.store.charge_privacy(spend)
         r = up.result
         metrics = {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float, np.floating))}
         local = {k: params[k] + r.delta[k] for k in r.delta}
@@ -101,6 +106,32 @@ class TaskJob:
             if secure_stage(plan.extra) is None:
                 update = encode_update(plan.extra, update, self.client_key, plan.round, self.pipeline_states)
         return r.num_examples, metrics, update, up.state
+
+    def _privacy_cost(self, plan: Plan, local: LocalSGD, n: int) -> list[tuple[dict, int]]:
+        """Return what one DP-SGD training on ``n`` examples spends (none without DP-SGD), after checking
+        it keeps these examples within the plan's target and this device's own cap.
+
+        Raises:
+            BudgetExhausted: the training would take the store's examples past either (the task is aborted).
+            ProtocolError: the plan trains with DP-SGD but names no delta.
+        """
+        if local.example_dp is None:
+            return []
+        from hamrah.algorithms.dpsgd import privacy_events
+        from hamrah.privacy.events import RoundSpec
+        from hamrah.privacy.examples import ExampleLedger
+
+        delta, target, accountant = example_privacy(plan.extra)
+        caps = [c for c in (target, self.max_example_epsilon) if c is not None]
+        ledger = ExampleLedger(delta, min(caps) if caps else None, accountant)
+        ledger.charge("store", [(RoundSpec.from_dict(s), k) for s, k in self.store.privacy_spent()])
+        events = privacy_events(local, n)
+        if not ledger.allows("store", events):
+            raise BudgetExhausted(
+                f"DP-SGD: one more training would take this device's examples to epsilon "
+                f"{ledger.epsilon('store', events):.3g} at delta {delta:g}, past the cap {ledger.target_epsilon:g}"
+            )
+        return [(s.to_dict(), k) for s, k in events]
 
 
 __all__ = ["TASK_METRICS", "TaskJob"]

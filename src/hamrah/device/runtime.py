@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 import hamrah
-from hamrah.core.errors import AuthError, HamrahError, ProtocolError, TransportError
+from hamrah.core.errors import AuthError, BudgetExhausted, HamrahError, ProtocolError, TransportError
 from hamrah.core.params import Params
 from hamrah.device.compute import TASK_METRICS, TaskJob
 from hamrah.device.eligibility import StateSource
@@ -85,6 +85,8 @@ class DeviceConfig:
         unreachable_after_s: give up after the server has been unreachable this long (None: never).
         max_tasks: stop after this many tasks (None: until the server says training is over).
         max_checkpoint_mb: largest checkpoint accepted.
+        max_example_epsilon: DP-SGD runs: the most example-level epsilon this device lets its store's
+            examples spend over all runs (None: the plan's target only); a task past it is aborted.
     """
 
     server: str
@@ -102,6 +104,7 @@ class DeviceConfig:
     unreachable_after_s: float | None = 600.0
     max_tasks: int | None = None
     max_checkpoint_mb: float = 1024.0
+    max_example_epsilon: float | None = None
 
 
 @dataclass
@@ -268,7 +271,7 @@ class DeviceRuntime:
                 return await self._secure_report(stub, task, plan, stage, header, update, new_state, fault)
             payload = update if isinstance(update, bytes) else encode_params(update) if update else b""
             header.update_bytes = len(payload)
-        except TaskAborted as e:
+        except (TaskAborted, BudgetExhausted) as e:  # eligibility lost, or DP-SGD's budget spent: sits out
             self.stats.aborted += 1
             log.warning("device %s: round %d: aborted its task: %s", self.name, task.round, e)
             header, payload = (
@@ -365,7 +368,13 @@ class DeviceRuntime:
         start = time.monotonic()
         if fault == "fail":
             raise RuntimeError("simulated device failure mid-task")
-        job = TaskJob(self.store, self.task if plan.user_task else None, self.cfg.client_key, self.pipeline_states)
+        job = TaskJob(
+            self.store,
+            self.task if plan.user_task else None,
+            self.cfg.client_key,
+            self.pipeline_states,
+            self.cfg.max_example_epsilon,
+        )
         work = asyncio.ensure_future(asyncio.to_thread(job.run, plan, params, broadcast or None))
         while not work.done():
             state = self.state.read()

@@ -13,6 +13,7 @@ still open: they read and write as the schema ``x, y (label)``; an empty one is 
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import time
@@ -332,6 +333,25 @@ class ExampleStore:
         """Keep the algorithm's client state for this client's next round (atomically)."""
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO runtime VALUES ('client_state', ?)", (encode_params(state),))
+
+    def privacy_spent(self) -> list[tuple[dict, int]]:
+        """Return the DP-SGD privacy events these examples have been trained with, ``[(RoundSpec as a
+        dict, count)]`` (every run on this store: the examples are the same)."""
+        row = self._db.execute("SELECT value FROM runtime WHERE key = 'privacy_spent'").fetchone()
+        if row is None:
+            return []
+        try:
+            return [(dict(spec), int(count)) for spec, count in json.loads(row[0])]
+        except (ValueError, TypeError) as e:
+            raise DataError(
+                f"{self.path}: the privacy ledger is corrupt ({e}); expected [[spec, count], ...]"
+            ) from None
+
+    def charge_privacy(self, events: list[tuple[dict, int]]) -> None:
+        """Add one local training's DP-SGD events to the ledger (atomically)."""
+        spent = self.privacy_spent() + [(dict(spec), int(count)) for spec, count in events]
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO runtime VALUES ('privacy_spent', ?)", (json.dumps(spent),))
 
 
 def import_partition(path: str | Path, data: ArrayData, ttl_s: float | None = None) -> int:

@@ -96,7 +96,7 @@ _CHOICES = {
     ("task", "name"): MODELS,
     ("algorithm", "name"): ALGORITHMS,
     ("compression", "codec"): ("none", "quantize", "sign", "topk", "mask", "float16", "bfloat16"),
-    ("privacy", "mode"): ("central", "ftrl", "local", "distributed"),
+    ("privacy", "mode"): ("central", "ftrl", "local", "distributed", "dpsgd"),
     ("privacy", "sampling"): ("poisson", "fixed"),
     ("privacy", "accountant"): ("rdp", "pld"),
     ("secure_aggregation", "variant"): ("secagg", "secagg+"),
@@ -280,6 +280,10 @@ def _check_values(cfg: ExperimentConfig) -> None:
     for ok, key, value, expected in checks:
         if not ok:
             raise ConfigError(f"{key} = {value!r}: expected {expected}")
+    if cfg.privacy is not None:  # its own checks first: DP-SGD's settings reach the algorithm
+        from hamrah.pipeline import dp_config
+
+        dp_config(cfg.privacy.to_dp())
     _check_algorithm(cfg)
     if d.num_clients:
         pipeline_spec(cfg, d.num_clients)
@@ -301,5 +305,5 @@ def _check_algorithm(cfg: ExperimentConfig) -> None:
     """Build the algorithm and the heterogeneity once, so bad values are refused before a run."""
     from hamrah.algorithms import build
 
-    build(cfg.algorithm.name, cfg.algorithm.client_fraction, **algorithm_hyperparameters(cfg.algorithm))
+    build(cfg.algorithm.name, cfg.algorithm.client_fraction, **algorithm_hyperparameters(cfg))
     heterogeneity(cfg.heterogeneity)

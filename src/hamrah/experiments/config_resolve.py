@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from hamrah.experiments.config_sections import AlgorithmConfig, HeterogeneityConfig
+from hamrah.experiments.config_sections import HeterogeneityConfig
 
 if TYPE_CHECKING:
     from hamrah.experiments.config import ExperimentConfig
@@ -27,14 +27,29 @@ _EXTRAS = (
 )
 
 
-def algorithm_hyperparameters(a: AlgorithmConfig) -> dict:
-    """Return the ``[algorithm]`` keys to pass to :func:`hamrah.algorithms.build`: the base keys the
-    algorithm takes, and every extra that is set (so one it does not take is refused by name)."""
+def algorithm_hyperparameters(cfg: ExperimentConfig) -> dict:
+    """Return the keys to pass to :func:`hamrah.algorithms.build`: the base ``[algorithm]`` keys the
+    algorithm takes, every extra that is set (so one it does not take is refused by name), and with
+    ``privacy.mode = "dpsgd"`` DP-SGD's local settings (clip, noise multiplier, Poisson batches)."""
     from hamrah.algorithms import hyperparameters
 
+    a, p = cfg.algorithm, cfg.privacy
     keys = hyperparameters(a.name)
     base = {k: getattr(a, k) for k in ("local_epochs", "batch_size", "lr") if k in keys}
-    return {**base, **{k: getattr(a, k) for k in _EXTRAS if getattr(a, k) is not None}}
+    hp = {**base, **{k: getattr(a, k) for k in _EXTRAS if getattr(a, k) is not None}}
+    if p is not None and p.mode == "dpsgd":
+        hp.update(dp_clip=p.clip, dp_noise_multiplier=p.noise_multiplier, dp_poisson=p.sampling == "poisson")
+    return hp
+
+
+def example_ledger(cfg: ExperimentConfig):
+    """Return the per-client example-level ledger of a DP-SGD run (``privacy.mode = "dpsgd"``), else None."""
+    p = cfg.privacy
+    if p is None or p.mode != "dpsgd":
+        return None
+    from hamrah.privacy.examples import ExampleLedger  # dp_accounting: only for a DP-SGD run
+
+    return ExampleLedger(p.delta, p.target_epsilon, p.accountant)
 
 
 def heterogeneity(h: HeterogeneityConfig):

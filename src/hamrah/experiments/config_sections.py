@@ -117,7 +117,7 @@ class CompressionConfig:
 class PrivacyConfig:
     """``[privacy]``: differential privacy of the client updates (see ``docs/dp.md``)."""
 
-    mode: str = "central"  # central (DP-FedAvg) | ftrl (DP-FTRL, no sampling assumed) | local
+    mode: str = "central"  # central (DP-FedAvg) | ftrl (DP-FTRL, no sampling assumed) | local | distributed | dpsgd
     clip: float = 1.0  # S, L2 norm of a client's update (the initial norm when adaptive)
     noise_multiplier: float | None = None  # z; unset: calibrated to target_epsilon over run.rounds
     target_epsilon: float | None = None  # the budget; a run that cannot fit is refused, training stops before it

@@ -27,8 +27,7 @@ from hamrah.core.params import num_parameters
 from hamrah.core.records import accuracy_summary, record_line
 from hamrah.data import Dataset, FederatedDataset, describe, federate, load_dataset
 from hamrah.experiments.config import ExperimentConfig, user_task
-from hamrah.experiments.config_resolve import algorithm_hyperparameters, heterogeneity, pipeline_spec
-from hamrah.experiments.config_sections import AlgorithmConfig
+from hamrah.experiments.config_resolve import algorithm_hyperparameters, example_ledger, heterogeneity, pipeline_spec
 from hamrah.experiments.export import read_checkpoint, resume_digest, write_checkpoint, write_model
 from hamrah.experiments.plots import plot_curves
 from hamrah.observe.runs import write_failure
@@ -41,12 +40,13 @@ if TYPE_CHECKING:  # the pipeline's libraries (dp_accounting, tenseal, phe) load
     from hamrah.pipeline import PipelineSpec
 
 
-def build_algorithm(cfg: AlgorithmConfig, num_clients: int | None = None) -> Algorithm:
+def build_algorithm(cfg: ExperimentConfig, num_clients: int | None = None) -> Algorithm:
     """Build the algorithm object a config names (``num_clients`` = N, for SCAFFOLD's control variate)."""
     hp = algorithm_hyperparameters(cfg)
-    if cfg.name == "scaffold" and num_clients:
+    a = cfg.algorithm
+    if a.name == "scaffold" and num_clients:
         hp["num_clients"] = num_clients
-    return build(cfg.name, cfg.client_fraction, **hp)
+    return build(a.name, a.client_fraction, **hp)
 
 
 @functools.lru_cache(maxsize=4)
@@ -84,6 +84,7 @@ class Prepared:
             sim_cfg,
             pipeline=self.pipeline,
             task=self.task,
+            example_ledger=example_ledger(self.config),
         )
 
 
@@ -117,7 +118,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
         sigma=d.sigma,
     )
     spec = pipeline_spec(cfg, fed.num_clients) if uses_pipeline(cfg) else None
-    algorithm = build_algorithm(cfg.algorithm, fed.num_clients)
+    algorithm = build_algorithm(cfg, fed.num_clients)
     model = task.model()  # the server's run too: a model with running statistics is refused under DP, and
     check_buffers(algorithm, model)  # under a server half that would step them like weights
     if spec is not None:

@@ -19,7 +19,7 @@ from hamrah.observe.dashboard import DashboardConfig, dashboard_config
 from hamrah.server.app import ServerSetup
 from hamrah.server.config import ServerConfig, server_config, site_count
 from hamrah.task import Task, load_task
-from hamrah.transport.plan import TaskRef
+from hamrah.transport.plan import EXAMPLE_PRIVACY_KEY, TaskRef
 from hamrah.transport.security import TokenRegistry
 
 
@@ -115,7 +115,16 @@ def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
         task=task,
         task_ref=ref,
         export=_exporter(task, exp.to_dict(), ds.info.get("schema")),
+        plan_extra=example_privacy_extra(exp),
     )
+
+
+def example_privacy_extra(exp: ExperimentConfig) -> dict:
+    """Return what a DP-SGD run's plans carry for each device's own ledger (delta, target, accountant)."""
+    p = exp.privacy
+    if p is None or p.mode != "dpsgd":
+        return {}
+    return {EXAMPLE_PRIVACY_KEY: {"delta": p.delta, "target_epsilon": p.target_epsilon, "accountant": p.accountant}}
 
 
 def _exporter(task: Task, config: dict, schema: str | None):
@@ -131,7 +140,7 @@ def _exporter(task: Task, config: dict, schema: str | None):
 def algorithm_plan(exp: ExperimentConfig, num_clients: int) -> dict:
     """Return the algorithm's name and hyperparameters: what the FL plan carries to devices."""
     a = exp.algorithm
-    plan = {"name": a.name, "client_fraction": a.client_fraction, **algorithm_hyperparameters(a)}
+    plan = {"name": a.name, "client_fraction": a.client_fraction, **algorithm_hyperparameters(exp)}
     if a.name == "scaffold":
         plan["num_clients"] = num_clients
     return plan

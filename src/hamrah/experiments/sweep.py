@@ -54,9 +54,7 @@ def run_sweep(
         if on_start is not None:
             on_start(lr)
         run_cfg = cfg.replace("algorithm", lr=lr)
-        prep = dataclasses.replace(
-            base, config=run_cfg, algorithm=build_algorithm(run_cfg.algorithm, base.data.num_clients)
-        )
+        prep = dataclasses.replace(base, config=run_cfg, algorithm=build_algorithm(run_cfg, base.data.num_clients))
         sub = out_dir / f"lr_{lr:g}" if out_dir is not None else None
         hist: list[RoundRecord] = []
 

@@ -251,21 +251,21 @@ def resolve_pipeline(
         population: K. cohort: m per round (the expected cohort under Poisson sampling).
         rounds: planned rounds, to calibrate z to ``privacy.target_epsilon`` when z is not given.
 
+    ``privacy.mode = "dpsgd"`` is checked here but is no stage: DP-SGD runs in local training (the
+    algorithm's plan, :mod:`hamrah.algorithms.dpsgd`), so with no other section the run has no pipeline.
+
     Raises:
-        ConfigError: a bad setting, an impossible chain, or (on-device DP-SGD) a mode not wired into runs.
+        ConfigError: a bad setting or an impossible chain.
     """
-    if compression is None and privacy is None and secure is None and homomorphic is None:
-        return None
     dp = dp_config(privacy)
+    if dp is not None and dp.mode == "dpsgd":
+        dp = None  # checked; in local training, not in the pipeline
+    if compression is None and dp is None and secure is None and homomorphic is None:
+        return None
     z = 0.0
     if dp is not None:
         from hamrah.privacy.accounting import noise_multiplier_for, round_spec_for
 
-        if dp.mode == "dpsgd":
-            raise ConfigError(
-                'privacy.mode = "dpsgd": on-device DP-SGD changes local training and is not a '
-                'pipeline stage; expected "central" or "local" (see docs/dp.md for DP-SGD)'
-            )
         z = (
             (dp.noise_multiplier or 0.0)
             if dp.mode == "distributed"

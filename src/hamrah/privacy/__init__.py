@@ -7,7 +7,7 @@ A leaf beside ``hamrah.compression``, ``hamrah.secagg`` and ``hamrah.he``: it im
 - Local DP: :func:`local_dp_release`, accounted with :meth:`RoundSpec.unsampled`.
 - Accounting with dp-accounting (RDP, PLD): :class:`PrivacyAccountant`, :class:`RoundSpec`.
 - DP-FTRL without sampling (Kairouz et al. 2021): :class:`TreeAggregationNoise`, ``RoundSpec.tree``.
-- The budget: :class:`BudgetLedger`.
+- The budget: :class:`BudgetLedger`; each client's example-level spend under DP-SGD: :class:`ExampleLedger`.
 - Pipeline stages (:mod:`hamrah.core.pipeline`): :class:`DPClip`, :class:`CentralGaussianNoise`,
   :class:`LocalGaussian`, :func:`dp_stages`.
 
@@ -33,6 +33,7 @@ _NAMES = {
         "update_noise_multiplier",
     ),
     "config": ("AdaptiveClipConfig", "DPConfig"),
+    "examples": ("ExampleLedger",),
     "ftrl": ("TreeAggregationNoise",),
     "ledger": ("BudgetLedger",),
     "mechanisms": (

@@ -78,7 +78,9 @@ class DPConfig:
         noise_multiplier: z (noise std = z * S on a sum); None = calibrate from ``target_epsilon``.
         target_epsilon: the budget epsilon at ``delta``; None = no budget (then ``noise_multiplier`` is needed).
         delta: the delta of the (epsilon, delta) guarantee, 0 < delta < 1.
-        sampling: "poisson" (each client joins with probability q) or "fixed" (m of K without replacement).
+        sampling: "poisson" (each client joins with probability q) or "fixed" (m of K without replacement);
+            for dpsgd, how a client's examples form batches: Poisson lots of expected size B, or the
+            shuffled disjoint batches of an epoch.
         accountant: "rdp" or "pld" (both from Google's dp-accounting).
         adaptive: adaptive clipping parameters (central mode only), or None for a fixed clip norm.
         tree_rounds: k, rounds per tree of DP-FTRL (mode "ftrl" only): the tree restarts every k rounds
@@ -113,6 +115,13 @@ class DPConfig:
             "a value when privacy.target_epsilon is not set (one of the two is needed)",
         )
         _check(_is_number(self.delta) and 0.0 < self.delta < 1.0, "delta", self.delta, "a number in (0, 1)")
+        _check(
+            self.mode != "dpsgd" or z is not None,
+            "noise_multiplier",
+            z,
+            'a value with privacy.mode = "dpsgd" (the noise of every local step; target_epsilon caps '
+            "what each client may spend)",
+        )
         _check(
             self.adaptive is None or isinstance(self.adaptive, AdaptiveClipConfig),
             "adaptive",

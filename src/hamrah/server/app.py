@@ -7,7 +7,7 @@ import logging
 import shutil
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -63,6 +63,7 @@ class ServerSetup:
     task: Task | None = None  # the task whose model, loss and metrics run (None: the built-in ``model``'s)
     task_ref: TaskRef | None = None  # how the FL plan names the task
     export: Callable | None = None  # (folder, model, params, metrics): write the final model (model.safetensors)
+    plan_extra: dict = field(default_factory=dict)  # in every training plan (DP-SGD: each client's delta, target)
 
 
 class FLServer:
@@ -110,6 +111,7 @@ class FLServer:
             task_ref=setup.task_ref,
         )
         self.coordinator.totals = self.totals
+        self.coordinator.plan_extra = setup.plan_extra
         pipeline = ServerPipeline.from_config(
             setup.config, self.coordinator.params, setup.goal, self.store.dir, setup.algorithm.name, store=self.store
         )

@@ -88,6 +88,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
         self.started = self.clock.now()
         self.refused_aggregates = 0
         self.totals = None  # a callable returning the run's counters, saved with each commit (FLServer sets it)
+        self.plan_extra: dict = {}  # what every training plan's extra carries besides the pipeline's
         self.on_round: Callable[[RoundRecord], None] | None = None  # called after each commit
         self.elapsed_before = 0.0  # elapsed_s of the last committed round of earlier processes
         self.names: dict[str, str] = {}  # device key -> the name it checked in with

@@ -122,6 +122,8 @@ class ServerPipeline:
             secure,
             he,
         )
+        if spec is None:  # privacy.mode = "dpsgd" alone: DP-SGD is in the devices' local training
+            return None
         refuse_unprovable(spec, secure is not None)
         return cls(spec, params, state_dir, store, statistics_of(algorithm), robust)
 

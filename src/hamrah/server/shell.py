@@ -42,7 +42,9 @@ def task_message(info: TaskInfo, coord, checkpoint: bytes, checkpoint_sha: str) 
     """Return the ``pb.Task`` a device gets for ``info``: the FL plan as JSON and the checkpoint's size
     and sha256 (``coord``: the Coordinator, for the plan's algorithm, model, seed and pipeline)."""
     train = info.kind == "train"
-    extra = coord.pipeline.plan_extra() if coord.pipeline is not None and train else {}
+    extra: dict = {}
+    if train:  # the pipeline's spec and state, and what every training plan carries (DP-SGD's ledger settings)
+        extra = {**coord.plan_extra, **(coord.pipeline.plan_extra() if coord.pipeline is not None else {})}
     if coord.cfg.cross_silo:  # the site holds out a fixed share of its examples to score the global model on
         extra = {**extra, CROSS_SILO_KEY: {"eval_fraction": coord.cfg.site_eval_fraction}}
     plan = Plan(

@@ -18,6 +18,7 @@ from hamrah.algorithms.base import LocalSGD
 from hamrah.core.errors import ConfigError
 
 DROPPED, STRAGGLER = "dropped", "straggler"
+BUDGET_SPENT = "example-level privacy budget spent"  # DP-SGD: the client sits the round out
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,10 +34,13 @@ from hamrah.loop import AggregateRefused, RoundLoop, drive
 from hamrah.pipeline import PipelineRun, PipelineSpec
 from hamrah.simulation.batched import mlp_layers, supports_batching
 from hamrah.simulation.config import Attack, SimulationConfig, SimulationResult
-from hamrah.simulation.heterogeneity import DROPPED, STRAGGLER, draw_work
+from hamrah.simulation.heterogeneity import BUDGET_SPENT, DROPPED, STRAGGLER, draw_work
 from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
 from hamrah.simulation.reference import RootReference, needs_reference
 from hamrah.task import DEFAULT_TASK, Task, uses_builtin_loss
+
+if TYPE_CHECKING:  # dp_accounting loads only for a DP-SGD run
+    from hamrah.privacy.examples import ExampleLedger
 
 log = logging.getLogger("hamrah.simulation")
 
@@ -52,6 +56,10 @@ class Simulator:
         pipeline: the client-update pipeline (compression, DP) applied in :meth:`server_half`, or None.
         task: the task whose loss clients train and whose metrics the test set is scored with (None: the
             built-in cross-entropy classification). A user's task trains in-process unless ``workers`` is set.
+        example_ledger: each client's example-level privacy spend, needed when the algorithm trains with
+            DP-SGD (its local plan's ``example_dp``): a client whose next training would pass the
+            ledger's target sits the round out, the run ends when no client can train, and the records'
+            ``epsilon`` is the largest any client has spent.
 
     A round (:meth:`run_round`, the :class:`hamrah.loop.Runner` half of the shared loop): sample the
     cohort, draw each client's work, run the client half (batched for plain SGD on MLPs, else
@@ -77,6 +85,7 @@ class Simulator:
         attack: Attack | None = None,
         pipeline: PipelineSpec | None = None,
         task: Task | None = None,
+        example_ledger: ExampleLedger | None = None,
     ):
         self.model, self.data, self.algorithm, self.config = model, data, algorithm, config
         self.aggregator, self.attack = aggregator, attack
@@ -118,7 +127,8 @@ class Simulator:
             )
         self._pool: ProcessPool | None = None
         self.pipeline = self._pipeline_run(pipeline)
-        self.loop.budget = self.pipeline
+        self.examples = _example_ledger(algorithm, example_ledger)
+        self.loop.budget = self
         self._started = time.perf_counter()
         self.round_bytes: tuple[int, int] | None = None  # (up, down) of the last round through the pipeline
         self.bytes_total = [0, 0]  # (up, down) over the run
@@ -152,6 +162,21 @@ class Simulator:
         run.refuse_start(self.config.rounds)
         return run
 
+    def refusal(self, round_idx: int) -> str | None:
+        """Return why round ``round_idx`` may not run (the pipeline's privacy budget, or every client's
+        example-level budget spent), or None (the loop's :class:`hamrah.loop.Budget`)."""
+        why = self.pipeline.refusal(round_idx) if self.pipeline is not None else None
+        if why is not None or self.examples is None or self.examples.target_epsilon is None:
+            return why
+        plan = self.algorithm.local_plan()
+        sizes = {c: len(self.data.client_indices[c]) for c in range(self.data.num_clients)}
+        if any(self.examples.allows(c, _privacy_events(plan, n)) for c, n in sizes.items()):
+            return None
+        return (
+            f"every client has spent its example-level privacy budget (privacy.target_epsilon = "
+            f"{self.examples.target_epsilon}): one more local training would pass it"
+        )
+
     def sample(self, round_idx: int) -> np.ndarray:
         """Return the sorted client ids of round ``round_idx``'s cohort."""
         rng = sampling_rng(self.config.seed, round_idx)
@@ -182,8 +207,19 @@ class Simulator:
         failed = {c: DROPPED for c, w in zip(ids, work) if w.dropped}
         if not self.algorithm.accepts_partial_work:
             failed.update({c: STRAGGLER for c, w in zip(ids, work) if w.straggler and not w.dropped})
+        if self.examples is not None:  # DP-SGD: a client past its example-level budget sits out
+            failed.update(
+                {
+                    c: BUDGET_SPENT
+                    for c, n, w in zip(ids, sizes, work)
+                    if c not in failed and not self.examples.allows(c, _privacy_events(w.plan, n))
+                }
+            )
         run = [(c, n, w.plan) for c, n, w in zip(ids, sizes, work) if c not in failed]
         updates = self._train([c for c, _, _ in run], [n for _, n, _ in run], [p for _, _, p in run], round_idx)
+        if self.examples is not None:
+            for c, n, plan in run:
+                self.examples.charge(c, _privacy_events(plan, n))
         if self.algorithm.stateful_clients:
             self.client_states.update({c: u.state for c, u in updates.items() if u.state is not None})
         return [
@@ -254,6 +290,8 @@ class Simulator:
         epsilon = self.pipeline.record_round() if self.pipeline is not None else None
         if scored is None:
             return None
+        if self.examples is not None:  # DP-SGD: the largest example-level epsilon any client has spent
+            epsilon = self.examples.worst()
         metrics = self.evaluate_metrics(scored)
         acc, loss = metrics.pop("accuracy", None), metrics.pop("loss", None)
         count = aggregate.count if aggregate is not None else 0
@@ -361,6 +399,30 @@ class Simulator:
             result.stopped = end.message
         result.params = self.params
         return result
+
+
+def _privacy_events(plan, num_examples: int):
+    """DP-SGD's privacy events of one local training (:func:`hamrah.algorithms.dpsgd.privacy_events`)."""
+    from hamrah.algorithms.dpsgd import privacy_events as events
+
+    return events(plan, num_examples)
+
+
+def _example_ledger(algorithm: Algorithm, ledger: ExampleLedger | None) -> ExampleLedger | None:
+    """Return the ledger of a DP-SGD run (None for another run).
+
+    Raises:
+        ConfigError: the algorithm trains with DP-SGD and no ledger (its delta) is given, or the reverse.
+    """
+    dpsgd = algorithm.local_plan().example_dp is not None
+    if dpsgd and ledger is None:
+        raise ConfigError(
+            f"algorithm {algorithm.name} trains with DP-SGD: expected example_ledger=ExampleLedger(delta, "
+            'target_epsilon) to account each client\'s examples (a config sets it from [privacy] mode = "dpsgd")'
+        )
+    if ledger is not None and not dpsgd:
+        raise ConfigError(f"example_ledger given, but algorithm {algorithm.name} does not train with DP-SGD")
+    return ledger
 
 
 def _is_builtin(task: Task) -> bool:

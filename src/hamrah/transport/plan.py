@@ -20,6 +20,28 @@ PLAN_VERSION = 2  # the newest plan this runtime writes and reads; version 1 = a
 VERSIONS = (1, 2)
 KINDS = ("train", "evaluate")
 CROSS_SILO_KEY = "cross_silo"  # in ``Plan.extra``: the task is a cross-silo site's, {"eval_fraction": f}
+EXAMPLE_PRIVACY_KEY = "example_privacy"  # DP-SGD runs: {"delta", "target_epsilon", "accountant"} of each client
+
+
+def example_privacy(extra: dict) -> tuple[float, float | None, str]:
+    """Return a DP-SGD plan's (delta, target_epsilon or None, accountant) from ``Plan.extra``.
+
+    Raises:
+        ProtocolError: the entry is missing or malformed.
+    """
+    entry = extra.get(EXAMPLE_PRIVACY_KEY)
+    if not isinstance(entry, dict):
+        raise ProtocolError(f"plan: DP-SGD training without extra.{EXAMPLE_PRIVACY_KEY} (delta, target_epsilon)")
+    delta, target, accountant = entry.get("delta"), entry.get("target_epsilon"), entry.get("accountant", "rdp")
+    if not (isinstance(delta, float) and 0.0 < delta < 1.0):
+        raise ProtocolError(f"plan: {EXAMPLE_PRIVACY_KEY}.delta = {delta!r}: expected a number in (0, 1)")
+    if target is not None and not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
+        raise ProtocolError(f"plan: {EXAMPLE_PRIVACY_KEY}.target_epsilon = {target!r}: expected a positive number")
+    if accountant not in ("rdp", "pld"):
+        raise ProtocolError(f"plan: {EXAMPLE_PRIVACY_KEY}.accountant = {accountant!r}: expected rdp or pld")
+    return delta, None if target is None else float(target), accountant
+
+
 OUT_OF_RUN = "this site is out of the run"  # how a cross-silo server's check-in reply to a failed site begins
 
 
