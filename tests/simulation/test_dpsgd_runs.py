@@ -87,22 +87,25 @@ def test_no_client_ever_passes_its_example_level_budget(target, seed, fraction):
     algo = build("fedavg", fraction, batch_size=4, **DP_KEYS)
     ledger = ExampleLedger(1e-5, target_epsilon=target)
     sim = _sim(algo, rounds=12, ledger=ledger, seed=seed)
-    sat_out = []
-    sim.train_round = _spy(sim.train_round, sat_out)
+    sat_out, plan, sizes = [], algo.local_plan(), [12, 12, 20, 30]
+    sim.train_round = _spy(
+        sim.train_round, sat_out, lambda: any(ledger.allows(c, privacy_events(plan, sizes[c])) for c in range(4))
+    )
     result = sim.run()
     assert all(ledger.epsilon(c) <= target for c in ledger.spent)  # the guarantee
-    plan, sizes = algo.local_plan(), [12, 12, 20, 30]
     for c in range(4):  # whoever sat out could not afford one more training
         if c in sat_out:
             assert not ledger.allows(c, privacy_events(plan, sizes[c]))
-    if result.stopped is not None:  # the run ended because nobody could train any more
-        assert "every client has spent its example-level privacy budget" in result.stopped
-        assert not any(ledger.allows(c, privacy_events(plan, sizes[c])) for c in range(4))
-        assert len(result.history) < 12 or result.history[-1].round == 12
+    exhausted = not any(ledger.allows(c, privacy_events(plan, sizes[c])) for c in range(4))
+    if exhausted:  # the run ends once nobody can train any more (at round 12 at the latest)
+        assert result.stopped is not None or result.history[-1].round == 12
+    if result.stopped is not None:
+        assert "every client has spent its example-level privacy budget" in result.stopped and exhausted
 
 
-def _spy(train_round, sat_out):
+def _spy(train_round, sat_out, anyone_can_train):
     def wrapped(r):
+        assert anyone_can_train(), f"round {r} ran after every client had spent its budget"
         results = train_round(r)
         sat_out.extend(x.client_id for x in results if x.error == BUDGET_SPENT)
         return results

@@ -380,9 +380,7 @@ class Simulator:
     ) -> SimulationResult:
         """Run rounds ``start_round``.. ``config.rounds``; call ``on_round`` after each evaluation and
         ``after_round(r)`` after every round (a checkpoint hook: :mod:`hamrah.simulation.resume`)."""
-        self.loop = RoundLoop(
-            self.algorithm, self.config.plan, self.params, self.server_state, start_round - 1, self.pipeline
-        )
+        self.loop = RoundLoop(self.algorithm, self.config.plan, self.params, self.server_state, start_round - 1, self)
         result = SimulationResult(self.params)
 
         def recorded(record: RoundRecord) -> None:
