@@ -8,7 +8,8 @@ then the budget: privacy.target_epsilon caps every client, who sits rounds out o
 would pass it. Results go to ``benchmarks/results/dpsgd_mnist.json`` after every run.
 
     .venv/bin/python benchmarks/study_dpsgd.py             # about 10 minutes on 2 shared cores
-    .venv/bin/python benchmarks/study_dpsgd.py --report    # the table of the last run
+    .venv/bin/python benchmarks/study_dpsgd.py --lr 0.5    # the same at a larger learning rate
+    .venv/bin/python benchmarks/study_dpsgd.py --report    # the tables of the last runs
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hamrah.experiments.config import from_dict
 from hamrah.experiments.runner import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "dpsgd_mnist.json"
+OUT = ROOT / "benchmarks" / "results" / "dpsgd_mnist.json"  # {lr: {run: result}}
 ROUNDS, DELTA = 50, 1e-5
 RUNS = [  # (label, privacy section or None)
     ("no DP", None),
@@ -34,14 +35,14 @@ RUNS = [  # (label, privacy section or None)
 ]
 
 
-def one_run(privacy: dict | None) -> dict:
+def one_run(privacy: dict | None, lr: float) -> dict:
     """Run one configuration; return its accuracy, epsilon and the clients that sat out."""
     section = {} if privacy is None else {"privacy": {"mode": "dpsgd", "clip": 1.0, "delta": DELTA, **privacy}}
     cfg = from_dict(
         {
             "data": {"dataset": "mnist", "partition": "iid", "num_clients": 100},
             "model": {"name": "2nn"},
-            "algorithm": {"name": "fedavg", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 50, "lr": 0.1},
+            "algorithm": {"name": "fedavg", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 50, "lr": lr},
             "run": {"rounds": ROUNDS, "seed": 0, "eval_every": 10},
             **section,
         }
@@ -70,25 +71,28 @@ def one_run(privacy: dict | None) -> dict:
 
 
 def report(results: dict) -> None:
-    print("| run | rounds | test accuracy | largest client epsilon (delta 1e-5) | client-rounds sat out | s |")
-    print("|---|---|---|---|---|---|")
-    for label, r in results.items():
-        eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.2f}"
-        print(f"| {label} | {r['rounds']} | {r['accuracy']:.4f} | {eps} | {r['sat_out']} | {r['seconds']} |")
+    print("| lr | run | rounds | test accuracy | largest client epsilon (delta 1e-5) | client-rounds sat out | s |")
+    print("|---|---|---|---|---|---|---|")
+    for lr, runs in results.items():
+        for label, r in runs.items():
+            eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.2f}"
+            print(f"| {lr} | {label} | {r['rounds']} | {r['accuracy']:.4f} | {eps} | {r['sat_out']} | {r['seconds']} |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--report", action="store_true", help="print the table of the last run")
+    ap.add_argument("--report", action="store_true", help="print the tables of the last runs")
+    ap.add_argument("--lr", type=float, default=0.1, help="the clients' learning rate (default 0.1)")
     args = ap.parse_args()
+    results: dict = json.loads(OUT.read_text()) if OUT.exists() else {}
     if args.report:
-        report(json.loads(OUT.read_text()))
+        report(results)
         return
-    results: dict = {}
+    runs = results[str(args.lr)] = {}
     for label, privacy in RUNS:
         print(label, flush=True)
-        results[label] = one_run(privacy)
-        OUT.write_text(json.dumps(results, indent=1) + "\n")
+        runs[label] = one_run(privacy, args.lr)
+        OUT.write_text(json.dumps(results, indent=1) + "\n")  # after every run: a partial study is kept
     report(results)
 
 
