@@ -154,3 +154,12 @@ def test_a_config_runs_dpsgd_and_refuses_it_without_a_noise_multiplier():
     ):
         _config(target_epsilon=5.0)
     assert dataclasses.replace(plan, example_dp=None).plain_sgd
+
+
+def test_a_dpsgd_run_is_not_checkpointed_for_an_exact_resume():
+    from hamrah.simulation.resume import resume_problem, snapshot
+
+    sim = _sim(build("fedavg", 0.5, **DP_KEYS))
+    assert resume_problem(sim) == "its per-client DP-SGD ledger is not checkpointed"
+    with pytest.raises(ConfigError, match="cannot checkpoint this run: its per-client DP-SGD ledger"):
+        snapshot(sim, 1)

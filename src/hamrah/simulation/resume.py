@@ -20,6 +20,8 @@ from hamrah.simulation.simulator import Simulator
 
 def resume_problem(sim: Simulator) -> str | None:
     """Return why ``sim`` cannot be checkpointed and resumed exactly, or None when it can."""
+    if sim.examples is not None:
+        return "its per-client DP-SGD ledger is not checkpointed"
     pipe = sim.pipeline
     if pipe is None:
         return None

@@ -32,6 +32,7 @@ from hamrah.core.updates import update_problem
 from hamrah.data.federated import ArrayData, FederatedDataset
 from hamrah.loop import AggregateRefused, RoundLoop, drive
 from hamrah.pipeline import PipelineRun, PipelineSpec
+from hamrah.simulation import example_privacy
 from hamrah.simulation.batched import mlp_layers, supports_batching
 from hamrah.simulation.config import Attack, SimulationConfig, SimulationResult
 from hamrah.simulation.heterogeneity import BUDGET_SPENT, DROPPED, STRAGGLER, draw_work
@@ -53,7 +54,7 @@ class Simulator:
         aggregator: a robust aggregator that replaces the weighted mean of the statistics the algorithm
             declares robust (the delta), or None.
         attack: optional :class:`Attack` hook (malicious clients' data and updates), or None.
-        pipeline: the client-update pipeline (compression, DP) applied in :meth:`server_half`, or None.
+        pipeline: the client-update pipeline (compression, DP) applied in :meth:`aggregate`, or None.
         task: the task whose loss clients train and whose metrics the test set is scored with (None: the
             built-in cross-entropy classification). A user's task trains in-process unless ``workers`` is set.
         example_ledger: each client's example-level privacy spend, needed when the algorithm trains with
@@ -127,7 +128,7 @@ class Simulator:
             )
         self._pool: ProcessPool | None = None
         self.pipeline = self._pipeline_run(pipeline)
-        self.examples = _example_ledger(algorithm, example_ledger)
+        self.examples = example_privacy.checked_ledger(algorithm, example_ledger)
         self.loop.budget = self
         self._started = time.perf_counter()
         self.round_bytes: tuple[int, int] | None = None  # (up, down) of the last round through the pipeline
@@ -166,16 +167,9 @@ class Simulator:
         """Return why round ``round_idx`` may not run (the pipeline's privacy budget, or every client's
         example-level budget spent), or None (the loop's :class:`hamrah.loop.Budget`)."""
         why = self.pipeline.refusal(round_idx) if self.pipeline is not None else None
-        if why is not None or self.examples is None or self.examples.target_epsilon is None:
-            return why
-        plan = self.algorithm.local_plan()
-        sizes = {c: len(self.data.client_indices[c]) for c in range(self.data.num_clients)}
-        if any(self.examples.allows(c, _privacy_events(plan, n)) for c, n in sizes.items()):
-            return None
-        return (
-            f"every client has spent its example-level privacy budget (privacy.target_epsilon = "
-            f"{self.examples.target_epsilon}): one more local training would pass it"
-        )
+        if why is None and self.examples is not None:
+            why = example_privacy.exhausted(self.examples, self.algorithm.local_plan(), self.data.client_sizes())
+        return why
 
     def sample(self, round_idx: int) -> np.ndarray:
         """Return the sorted client ids of round ``round_idx``'s cohort."""
@@ -208,18 +202,12 @@ class Simulator:
         if not self.algorithm.accepts_partial_work:
             failed.update({c: STRAGGLER for c, w in zip(ids, work) if w.straggler and not w.dropped})
         if self.examples is not None:  # DP-SGD: a client past its example-level budget sits out
-            failed.update(
-                {
-                    c: BUDGET_SPENT
-                    for c, n, w in zip(ids, sizes, work)
-                    if c not in failed and not self.examples.allows(c, _privacy_events(w.plan, n))
-                }
-            )
+            pending = [(c, n, w.plan) for c, n, w in zip(ids, sizes, work) if c not in failed]
+            failed.update(dict.fromkeys(example_privacy.over_budget(self.examples, pending), BUDGET_SPENT))
         run = [(c, n, w.plan) for c, n, w in zip(ids, sizes, work) if c not in failed]
         updates = self._train([c for c, _, _ in run], [n for _, n, _ in run], [p for _, _, p in run], round_idx)
         if self.examples is not None:
-            for c, n, plan in run:
-                self.examples.charge(c, _privacy_events(plan, n))
+            example_privacy.charge(self.examples, run)
         if self.algorithm.stateful_clients:
             self.client_states.update({c: u.state for c, u in updates.items() if u.state is not None})
         return [
@@ -397,30 +385,6 @@ class Simulator:
             result.stopped = end.message
         result.params = self.params
         return result
-
-
-def _privacy_events(plan, num_examples: int):
-    """DP-SGD's privacy events of one local training (:func:`hamrah.algorithms.dpsgd.privacy_events`)."""
-    from hamrah.algorithms.dpsgd import privacy_events as events
-
-    return events(plan, num_examples)
-
-
-def _example_ledger(algorithm: Algorithm, ledger: ExampleLedger | None) -> ExampleLedger | None:
-    """Return the ledger of a DP-SGD run (None for another run).
-
-    Raises:
-        ConfigError: the algorithm trains with DP-SGD and no ledger (its delta) is given, or the reverse.
-    """
-    dpsgd = algorithm.local_plan().example_dp is not None
-    if dpsgd and ledger is None:
-        raise ConfigError(
-            f"algorithm {algorithm.name} trains with DP-SGD: expected example_ledger=ExampleLedger(delta, "
-            'target_epsilon) to account each client\'s examples (a config sets it from [privacy] mode = "dpsgd")'
-        )
-    if ledger is not None and not dpsgd:
-        raise ConfigError(f"example_ledger given, but algorithm {algorithm.name} does not train with DP-SGD")
-    return ledger
 
 
 def _is_builtin(task: Task) -> bool:
