@@ -126,9 +126,12 @@ def test_hospital_comparison_writes_every_setting(monkeypatch, tmp_path):
         "central (pooled)",
         "alone: breast_homo_guest",
         "alone: breast_homo_host",
+        "federated + DP-SGD (per patient, delta 1e-4)",
     ]
     for row in saved["rows"]:
         assert 0.8 < row["auc"] <= 1.0 and 0.6 < row["accuracy"] <= 1.0
+        assert ("epsilon" in row) == ("DP-SGD" in row["setting"])  # only the DP-SGD run spends privacy
+    assert 0 < saved["rows"][-1]["epsilon"] < 10
 
 
 def test_intrusion_is_non_iid_and_detects_attacks(monkeypatch, tmp_path):

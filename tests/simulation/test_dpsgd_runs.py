@@ -163,3 +163,12 @@ def test_a_dpsgd_run_is_not_checkpointed_for_an_exact_resume():
     assert resume_problem(sim) == "its per-client DP-SGD ledger is not checkpointed"
     with pytest.raises(ConfigError, match="cannot checkpoint this run: its per-client DP-SGD ledger"):
         snapshot(sim, 1)
+
+
+def test_hamrah_run_summarises_the_largest_client_epsilon(tmp_path):
+    from hamrah.experiments.runner import run_experiment
+
+    records = []
+    summary = run_experiment(_config(noise_multiplier=1.0, target_epsilon=50.0), tmp_path, records.append)
+    assert summary["privacy_unit"] == "example" and summary["delta"] == 1e-5 and summary["noise_multiplier"] == 1.0
+    assert summary["epsilon"] == records[-1].epsilon > 0

@@ -281,19 +281,28 @@ def _record_of(row: dict) -> RoundRecord:
 
 
 def _pipeline_summary(sim: Simulator, result) -> dict:
-    """Return the pipeline's totals for the summary: bytes each way, epsilon spent, an early stop."""
-    if sim.pipeline is None:
-        return {}
-    out = {
-        "pipeline": list(sim.pipeline.chain.names),
-        "bytes_up_total": sim.bytes_total[0],
-        "bytes_down_total": sim.bytes_total[1],
-    }
-    if sim.pipeline.accountant is not None:
+    """Return the pipeline's totals for the summary: bytes each way, epsilon spent (DP-SGD: the largest
+    any client spent, ``privacy_unit = "example"``), an early stop."""
+    out: dict = {}
+    if sim.pipeline is not None:
         out.update(
-            epsilon=sim.pipeline.epsilon(),
-            delta=sim.pipeline.delta,
-            noise_multiplier=sim.pipeline.spec.noise_multiplier,
+            pipeline=list(sim.pipeline.chain.names),
+            bytes_up_total=sim.bytes_total[0],
+            bytes_down_total=sim.bytes_total[1],
+        )
+        if sim.pipeline.accountant is not None:
+            out.update(
+                epsilon=sim.pipeline.epsilon(),
+                delta=sim.pipeline.delta,
+                noise_multiplier=sim.pipeline.spec.noise_multiplier,
+            )
+    if sim.examples is not None:
+        dp = sim.algorithm.local_plan().example_dp
+        out.update(
+            epsilon=sim.examples.worst(),
+            delta=sim.examples.delta,
+            noise_multiplier=dp.noise_multiplier if dp is not None else None,
+            privacy_unit="example",
         )
     if result.stopped:
         out["stopped"] = result.stopped
