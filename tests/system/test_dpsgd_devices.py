@@ -38,9 +38,10 @@ def test_devices_train_with_dpsgd_over_grpc_and_keep_their_own_ledgers(tmp_path)
     assert setup.plan_extra == {EXAMPLE_PRIVACY_KEY: {"delta": 1e-5, "target_epsilon": 50.0, "accountant": "rdp"}}
     assert setup.algorithm.local_plan().example_dp is not None  # what the plan's algorithm builds on a device
     server, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
-    assert summary["rounds_committed"] == 2 and all(r["reported"] >= 5 for r in records(tmp_path / "state", setup))
+    recs = records(tmp_path / "state", setup)
+    assert summary["rounds_committed"] == 2 and all(r["reported"] >= 5 for r in recs)
     plan = setup.algorithm.local_plan()
-    trained = 0
+    trained, spent_most = 0, 0.0
     for path in stores:
         with ExampleStore(path) as store:
             spent = store.privacy_spent()
@@ -48,7 +49,11 @@ def test_devices_train_with_dpsgd_over_grpc_and_keep_their_own_ledgers(tmp_path)
         rounds = len(spent)  # one entry per training
         trained += rounds
         assert spent == [(s.to_dict(), k) for s, k in privacy_events(plan, n)] * rounds
+        if rounds:
+            spent_most = max(spent_most, example_epsilon(plan, n, 1e-5, rounds))
     assert trained >= 10  # 5 or 6 devices in each of 2 rounds
+    # the server records the largest epsilon a device reported: what the stores' ledgers say
+    assert recs[-1]["privacy_unit"] == "example" and recs[-1]["epsilon"] == pytest.approx(spent_most, rel=1e-9)
 
 
 def _job(tmp_path, cap=None, target=3.0) -> tuple[TaskJob, Plan, dict]:
@@ -109,3 +114,12 @@ def test_a_corrupt_ledger_is_refused_not_reset(tmp_path):
     with pytest.raises(Exception, match="the privacy ledger is corrupt"):
         job.run(plan, params, None)
     job.store.close()
+
+
+def test_a_reported_epsilon_outside_its_range_is_refused():
+    from hamrah.server.influence import check_metrics
+    from hamrah.transport.plan import DP_EPSILON
+
+    assert check_metrics({DP_EPSILON: 3.5}) == {DP_EPSILON: 3.5}
+    with pytest.raises(ProtocolError, match=r"metrics: dp_epsilon = -1.0, expected a finite number in \[0.0, inf\]"):
+        check_metrics({DP_EPSILON: -1.0})

@@ -23,7 +23,7 @@ from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
 from hamrah.device.secure import secure_stage
 from hamrah.device.site import check_model, check_store, holdout, task_data
 from hamrah.device.store import ExampleStore
-from hamrah.transport.plan import CROSS_SILO_KEY, Plan, example_privacy
+from hamrah.transport.plan import CROSS_SILO_KEY, DP_EPSILON, Plan, example_privacy
 
 if TYPE_CHECKING:
     from hamrah.task import Task
@@ -76,7 +76,7 @@ class TaskJob:
             site_eval = {f"eval_{k}" if k != TASK_METRICS else k: v for k, v in score(params, held).items()}
             site_eval["eval_examples"] = float(len(held))
         algorithm = build(**plan.algorithm)
-        spend = self._privacy_cost(plan, algorithm.local_plan(), len(data))
+        spend, epsilon = self._privacy_cost(plan, algorithm.local_plan(), len(data))
         rng = client_rng(plan.seed, plan.round, self.client_key)
         up = client_update(
             algorithm,
@@ -99,6 +99,8 @@ class TaskJob:
         on_local.pop(TASK_METRICS, None)
         metrics.update(on_local)
         metrics.update(site_eval)
+        if epsilon is not None:  # DP-SGD: what these examples have spent, this training included
+            metrics[DP_EPSILON] = epsilon
         update = algorithm.client_statistics(r)  # the statistics the algorithm declares, namespaced
         if uses_pipeline(plan.extra):  # packed for the pipeline's weighted sum (w_k = n_k, or 1 under DP)
             weight = 1.0 if plan_pipeline(plan.extra)[0].equal_weights else float(r.num_examples)
@@ -107,16 +109,17 @@ class TaskJob:
                 update = encode_update(plan.extra, update, self.client_key, plan.round, self.pipeline_states)
         return r.num_examples, metrics, update, up.state
 
-    def _privacy_cost(self, plan: Plan, local: LocalSGD, n: int) -> list[tuple[dict, int]]:
-        """Return what one DP-SGD training on ``n`` examples spends (none without DP-SGD), after checking
-        it keeps these examples within the plan's target and this device's own cap.
+    def _privacy_cost(self, plan: Plan, local: LocalSGD, n: int) -> tuple[list[tuple[dict, int]], float | None]:
+        """Return what one DP-SGD training on ``n`` examples spends and the store's epsilon with it (none
+        and None without DP-SGD), after checking it keeps the examples within the plan's target and this
+        device's own cap.
 
         Raises:
             BudgetExhausted: the training would take the store's examples past either (the task is aborted).
             ProtocolError: the plan trains with DP-SGD but names no delta.
         """
         if local.example_dp is None:
-            return []
+            return [], None
         from hamrah.algorithms.dpsgd import privacy_events
         from hamrah.privacy.events import RoundSpec
         from hamrah.privacy.examples import ExampleLedger
@@ -131,7 +134,7 @@ class TaskJob:
                 f"DP-SGD: one more training would take this device's examples to epsilon "
                 f"{ledger.epsilon('store', events):.3g} at delta {delta:g}, past the cap {ledger.target_epsilon:g}"
             )
-        return [(s.to_dict(), k) for s, k in events]
+        return [(s.to_dict(), k) for s, k in events], ledger.epsilon("store", events)
 
 
 __all__ = ["TASK_METRICS", "TaskJob"]

@@ -94,6 +94,9 @@ class CommitStep:
         extra.update({f"test_{k}": v for k, v in tested.items()})  # e.g. test_auc
         if "epsilon" in extra:
             more["epsilon"] = extra.pop("epsilon")
+        elif self.example_epsilon is not None:  # DP-SGD: the largest a device reported (devices enforce it)
+            more["epsilon"] = self.example_epsilon
+            extra["privacy_unit"] = "example"
         if secure is not None:
             extra.update(secagg_survivors=secure.survivors)
         now = self.clock.now()

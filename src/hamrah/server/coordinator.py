@@ -40,7 +40,7 @@ from hamrah.server.shell import ShellEvents, report_of, task_message
 from hamrah.server.state import ServerStore
 from hamrah.task import Task
 from hamrah.transport.codec import BROADCAST_PREFIX, encode_params, sha256, spec_of
-from hamrah.transport.plan import TaskRef
+from hamrah.transport.plan import DP_EPSILON, TaskRef
 from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
@@ -87,6 +87,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
         self.clock = clock or ev.MonotonicClock()
         self.started = self.clock.now()
         self.refused_aggregates = 0
+        self.example_epsilon: float | None = None  # DP-SGD: the largest epsilon a device has reported spending
         self.totals = None  # a callable returning the run's counters, saved with each commit (FLServer sets it)
         self.plan_extra: dict = {}  # what every training plan's extra carries besides the pipeline's
         self.on_round: Callable[[RoundRecord], None] | None = None  # called after each commit
@@ -103,7 +104,10 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
             last_round, saved, tensors, scalars = resumed
             params = in_model_order(saved, self.model, store.dir)
             state = unflatten_state(type(algorithm.init_server_state(params)), tensors, scalars)
-            self.elapsed_before = float(store.committed_rounds()[-1].get("elapsed_s", 0.0))
+            last = store.committed_rounds()[-1]
+            self.elapsed_before = float(last.get("elapsed_s", 0.0))
+            if last.get("privacy_unit") == "example":
+                self.example_epsilon = last.get("epsilon")
             log.info("resuming from committed round %d (state %s)", last_round, store.dir)
         self.loop = RoundLoop(algorithm, run, params, state, last_round, pipeline)  # shared with the simulator
         self.machine = RoundMachine(MachineConfig.of(cfg, goal), self.clock, run.seed, last_round, new_task_id, journal)
@@ -289,7 +293,9 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
             )
         else:
             site_eval = self._site_eval(report.metrics, report.task_metrics)
-            self._fold(rs, info, *self._decode_report(info, report))
+            self._fold(rs, info, *self._decode_report(info, report))  # metrics range-checked here
+            if DP_EPSILON in report.metrics:
+                self.example_epsilon = max(self.example_epsilon or 0.0, report.metrics[DP_EPSILON])
             rs.moved(_where(info), up=len(report.payload))
             rs.aggregation_s += self.clock.now() - t0
             if site_eval is not None:

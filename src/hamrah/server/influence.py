@@ -31,6 +31,7 @@ from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.params import Params
 from hamrah.core.updates import first_non_finite
 from hamrah.privacy.mechanisms import l2_norm
+from hamrah.transport.plan import DP_EPSILON
 
 log = logging.getLogger("hamrah.server")
 DEFAULT_MAX_WEIGHT = 1000  # the weight cap when the server does not know the partition's client sizes
@@ -176,6 +177,7 @@ METRIC_RANGES = {
     "eval_accuracy": (0.0, 1.0),  # cross-silo: the round's global model on the site's held-out examples
     "eval_loss": (0.0, math.inf),
     "eval_examples": (0.0, math.inf),
+    DP_EPSILON: (0.0, math.inf),  # DP-SGD: the example-level epsilon a device's store has spent (as it says)
 }
 SITE_EVAL = ("eval_examples", "eval_loss", "eval_accuracy")
 MAX_METRICS = 32  # most metrics one report may carry

@@ -21,6 +21,7 @@ VERSIONS = (1, 2)
 KINDS = ("train", "evaluate")
 CROSS_SILO_KEY = "cross_silo"  # in ``Plan.extra``: the task is a cross-silo site's, {"eval_fraction": f}
 EXAMPLE_PRIVACY_KEY = "example_privacy"  # DP-SGD runs: {"delta", "target_epsilon", "accountant"} of each client
+DP_EPSILON = "dp_epsilon"  # in a DP-SGD report's metrics: the example-level epsilon the device's store has spent
 
 
 def example_privacy(extra: dict) -> tuple[float, float | None, str]:
