@@ -10,6 +10,7 @@ from hamrah.core.errors import (
     NotEnoughClients,
     ProtocolError,
     TransportError,
+    WorkerFailed,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "NotEnoughClients",
     "ProtocolError",
     "TransportError",
+    "WorkerFailed",
 ]

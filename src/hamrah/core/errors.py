@@ -66,3 +66,7 @@ class PartyFailed(HamrahError):
     def __init__(self, party: str, message: str):
         super().__init__(f"party {party!r}: {message}")
         self.party = party
+
+
+class WorkerFailed(HamrahError):
+    """A worker process of the simulator died (killed, out of memory, or a script it could not import)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import ctypes
 import dataclasses
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +23,7 @@ from torch import nn
 
 from hamrah.algorithms.base import Algorithm, ClientResult, ClientUpdate, LocalSGD
 from hamrah.algorithms.client import client_update
+from hamrah.core.errors import WorkerFailed
 from hamrah.core.params import Params, sub
 from hamrah.core.seeds import client_rng
 from hamrah.data.federated import ArrayData, FederatedDataset
@@ -145,20 +148,38 @@ def split_by_size(ids: list[int], sizes: list[int], parts: int) -> list[list[int
 
 
 class ProcessPool:
-    """A pool of ``workers`` processes, each holding a copy of the model and the data."""
+    """A pool of ``workers`` processes, each holding a copy of the model and the data.
+
+    A worker that dies (killed, out of memory, or a script without the ``if __name__ == "__main__":``
+    guard, which every spawned worker runs again) is an error naming the likely cause, not a hang
+    (``concurrent.futures`` notices a dead worker; ``multiprocessing.Pool`` waits for it for ever).
+    """
 
     def __init__(self, model: nn.Module, data: FederatedDataset, workers: int, fl_task: Task | None = None):
         self.workers = workers
-        self._pool = mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(model, data, fl_task))
+        self._pool = ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=_init, initargs=(model, data, fl_task)
+        )
 
     def train(self, task: RoundTask, sizes: list[int]) -> dict[int, ClientUpdate]:
-        """Train ``task``'s clients across the workers; return each client's update by id."""
+        """Train ``task``'s clients across the workers; return each client's update by id.
+
+        Raises:
+            WorkerFailed: a worker process died.
+        """
         groups = split_by_size(list(task.ids), list(sizes), self.workers)
         out: dict[int, ClientUpdate] = {}
-        for group, updates in zip(groups, self._pool.map(_work, [task.subset(g) for g in groups])):
-            out.update(zip(group, updates))
+        try:
+            for group, updates in zip(groups, self._pool.map(_work, [task.subset(g) for g in groups])):
+                out.update(zip(group, updates))
+        except BrokenProcessPool:
+            self.close()
+            raise WorkerFailed(
+                f"run.workers = {self.workers}: a worker process died (killed, out of memory, or started from "
+                'a script without `if __name__ == "__main__":` around the run, which each worker runs '
+                "again); expected the guard in a script, or run.workers = 1"
+            ) from None
         return out
 
     def close(self) -> None:
-        self._pool.terminate()
-        self._pool.join()
+        self._pool.shutdown(wait=True, cancel_futures=True)
