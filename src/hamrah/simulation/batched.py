@@ -207,11 +207,14 @@ def _mlp_step(layers: list[tuple[torch.Tensor, torch.Tensor]], lr: float, yb: to
     scale = (valid / count).unsqueeze(-1)  # d(mean CE)/dz = (softmax - onehot) / count on valid rows, 0 on padding
     minus_one = torch.full((yb.shape[0], yb.shape[2], 1), -1.0)
 
+    transposed = [w.transpose(1, 2) for w, _ in layers]  # views: they follow the in-place updates
+    biases = [b.unsqueeze(1) for _, b in layers]
+
     @torch.no_grad()
     def step(x: torch.Tensor, s: int) -> torch.Tensor:
         inputs = [x.flatten(2)]
-        for i, (w, b) in enumerate(layers):
-            z = torch.baddbmm(b.unsqueeze(1), inputs[-1], w.transpose(1, 2))
+        for i, wt in enumerate(transposed):
+            z = torch.baddbmm(biases[i], inputs[-1], wt)
             if i < len(layers) - 1:
                 inputs.append(z.clamp_(min=0))
         label = labels[:, s]
@@ -220,7 +223,7 @@ def _mlp_step(layers: list[tuple[torch.Tensor, torch.Tensor]], lr: float, yb: to
         dz = log_p.exp_().scatter_add_(2, label, minus_one.to(z.dtype)).mul_(scale[:, s])
         for i in range(len(layers) - 1, -1, -1):
             w, b = layers[i]
-            dh = torch.bmm(dz, w).mul_(inputs[i] > 0) if i > 0 else None
+            dh = torch.ops.aten.threshold_backward(torch.bmm(dz, w), inputs[i], 0) if i > 0 else None
             b.sub_(dz.sum(1), alpha=lr)
             w.baddbmm_(dz.transpose(1, 2), inputs[i], alpha=-lr)
             dz = dh
