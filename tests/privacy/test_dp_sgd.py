@@ -136,3 +136,32 @@ def test_poisson_batches_on_a_client_smaller_than_b_divide_by_its_size():
     )
     for k in params:
         assert torch.allclose(plain.params[k], dp.params[k], atol=1e-6)
+
+
+def test_a_loss_vmap_cannot_batch_is_refused_with_the_reason():
+    from hamrah.task import ClassificationTask
+
+    class ItemLoss(ClassificationTask):
+        name = "item_loss"
+
+        def model(self):
+            return LogReg()
+
+        def data(self):
+            raise NotImplementedError
+
+        def loss(self, output, target):
+            scale = float(output.sum().item() > 0)  # a Python number from a tensor: vmap cannot batch it
+            return super().loss(output, target) * (1 + scale)
+
+    torch.manual_seed(0)
+    model, data = LogReg(), _data(10)
+    with pytest.raises(ConfigError, match=r"task 'item_loss' cannot be computed per example under torch.func.vmap"):
+        train_local(
+            model,
+            _params(model),
+            data,
+            LocalSGD(1, 5, 0.1, example_dp=ExampleDP(1.0, 1.0)),
+            np.random.default_rng(0),
+            task=ItemLoss(),
+        )

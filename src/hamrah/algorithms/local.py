@@ -16,6 +16,7 @@ from torch import nn
 
 from hamrah.algorithms.base import ExampleDP, GradientTransform, LocalSGD
 from hamrah.algorithms.optimizers import local_optimizer
+from hamrah.core.errors import ConfigError
 from hamrah.core.metrics import Metric, merge_metrics
 from hamrah.core.params import Params, load_state, model_state
 from hamrah.data.federated import ArrayData
@@ -142,7 +143,14 @@ def _dpsgd_step(
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         live = {k: p.detach() for k, p in zip(names, params)}
         if len(x):
-            per_example, losses = per_example_grads(model, live, x, y, task)
+            try:
+                per_example, losses = per_example_grads(model, live, x, y, task)
+            except RuntimeError as e:  # vmap cannot batch it (.item(), data-dependent control flow, ...)
+                raise ConfigError(
+                    f'privacy.mode = "dpsgd": the model or loss of task {task.task_name!r} cannot be computed per '
+                    f"example under torch.func.vmap ({str(e).splitlines()[0][:200]}); expected torch operations "
+                    "without .item() or Python control flow on tensor values"
+                ) from None
             loss = losses.mean()
         else:  # an empty Poisson batch still releases noise
             per_example = {k: torch.zeros((0, *v.shape), dtype=v.dtype) for k, v in live.items()}
