@@ -8,7 +8,7 @@ from hamrah.core.errors import ConfigError, DataError
 from hamrah.core.seeds import partition_rng
 from hamrah.data import partition
 from hamrah.data.examples import Examples, dataset_examples, to_dataset
-from hamrah.data.federated import ArrayData, Dataset, FederatedDataset
+from hamrah.data.federated import ArrayData, ClientSlice, Dataset, FederatedDataset
 from hamrah.data.loaders import SourceSpec, load_examples
 from hamrah.data.locate import candidate_dirs
 from hamrah.data.mnist import load_mnist
@@ -80,6 +80,7 @@ def describe(fed: FederatedDataset) -> dict:
 
 __all__ = [
     "ArrayData",
+    "ClientSlice",
     "Dataset",
     "Examples",
     "FederatedDataset",

@@ -21,6 +21,26 @@ class ArrayData:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    def take(self, ix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the inputs and targets of the examples at ``ix`` (indices of any shape)."""
+        return self.x[ix], self.y[ix]
+
+
+@dataclass(frozen=True)
+class ClientSlice:
+    """One client's examples as indices into the pooled training set, not a copy (what the batched
+    trainer gathers its batches from in one step)."""
+
+    base: ArrayData
+    index: torch.Tensor  # long, the client's rows of ``base``
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def take(self, ix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the inputs and targets of the client's examples at ``ix``."""
+        return self.base.take(self.index[ix])
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -63,5 +83,8 @@ class FederatedDataset:
 
     def client_data(self, client_id: int) -> ArrayData:
         """Return client ``client_id``'s training examples."""
-        ix = torch.as_tensor(self.client_indices[client_id], dtype=torch.long)
-        return ArrayData(self.dataset.train.x[ix], self.dataset.train.y[ix])
+        return ArrayData(*self.client_slice(client_id).take(slice(None)))
+
+    def client_slice(self, client_id: int) -> ClientSlice:
+        """Return client ``client_id``'s training examples as indices into the pooled set (no copy)."""
+        return ClientSlice(self.dataset.train, torch.as_tensor(self.client_indices[client_id], dtype=torch.long))

@@ -31,7 +31,7 @@ from torch import nn
 from hamrah.algorithms.base import LocalSGD
 from hamrah.algorithms.local import PAD_LABEL, LocalResult, batch_schedule, masked_mean_loss, targets
 from hamrah.core.params import Params, stack
-from hamrah.data.federated import ArrayData
+from hamrah.data.federated import ArrayData, ClientSlice
 
 GROUP_SIZE = 10  # clients stacked in one loop (docs/benchmarks.md, "Large cohorts")
 
@@ -81,7 +81,7 @@ def batched_forward(model: nn.Module):
 
 
 def _stacked_batches(
-    datas: Sequence[ArrayData],
+    datas: Sequence[ArrayData | ClientSlice],
     schedules: list[list[np.ndarray]],
     ignore_index: int | None,
     width: int,
@@ -89,7 +89,7 @@ def _stacked_batches(
     """Gather every client's batches into ``[K, S, width, ...]`` inputs and targets, padded (zero
     inputs, ``PAD_LABEL`` targets): one gather per client straight from its examples."""
     k, steps = len(datas), max(len(s) for s in schedules)
-    x, y = datas[0].x, datas[0].y
+    x, y = datas[0].take(torch.zeros(0, dtype=torch.long))  # the shapes and dtypes
     xb = torch.empty((k, steps, width, *x.shape[1:]), dtype=x.dtype)
     yb = torch.empty((k, steps, width, *y.shape[1:]), dtype=torch.long)
     for c, (d, sched) in enumerate(zip(datas, schedules)):
@@ -100,9 +100,9 @@ def _stacked_batches(
         if len(d) == 0:
             xb[c], yb[c] = 0, PAD_LABEL
             continue
-        ix = torch.from_numpy(np.maximum(idx, 0))
-        xb[c] = d.x[ix]
-        yb[c] = targets(d.y, ignore_index)[ix]
+        xs, ys = d.take(torch.from_numpy(np.maximum(idx, 0)))
+        xb[c] = xs
+        yb[c] = targets(ys, ignore_index)
         if bool(pad.any()):
             xb[c][pad] = 0
             yb[c][pad] = PAD_LABEL
@@ -112,7 +112,7 @@ def _stacked_batches(
 def train_cohort(
     model: nn.Module,
     global_params: Params,
-    datas: Sequence[ArrayData],
+    datas: Sequence[ArrayData | ClientSlice],
     plan: LocalSGD | Sequence[LocalSGD],
     rngs: Sequence[np.random.Generator],
     ignore_index: int | None = None,
@@ -157,7 +157,7 @@ def train_cohort(
 def _train_group(
     model: nn.Module,
     global_params: Params,
-    datas: Sequence[ArrayData],
+    datas: Sequence[ArrayData | ClientSlice],
     schedules: list[list[np.ndarray]],
     lr: float,
     ignore_index: int | None,

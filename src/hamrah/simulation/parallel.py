@@ -101,19 +101,20 @@ def train_clients(
 
     ``fl_task`` is the user's task (its loss); the batched path runs only for the built-in cross-entropy.
     """
-    datas = [task.data[c] if c in task.data else data.client_data(c) for c in task.ids]
     rngs = [client_rng(task.seed, task.round_idx, c) for c in task.ids]
     ignore = data.dataset.ignore_index
-    if task.batched:
-        locs = train_cohort(model, task.params, datas, task.plans, rngs, ignore)
+    if task.batched:  # gathers each client's batches straight from the pooled set
+        slices = [task.data[c] if c in task.data else data.client_slice(c) for c in task.ids]
+        locs = train_cohort(model, task.params, slices, task.plans, rngs, ignore)
         return [
             ClientUpdate(
                 ClientResult(
                     c, sub(loc.params, task.params), len(d), {"train_loss": loc.train_loss, "local_steps": loc.steps}
                 )
             )
-            for c, d, loc in zip(task.ids, datas, locs)
+            for c, d, loc in zip(task.ids, slices, locs)
         ]
+    datas = [task.data[c] if c in task.data else data.client_data(c) for c in task.ids]
     return [
         client_update(
             task.algorithm,
