@@ -24,7 +24,10 @@ ALGORITHM = {"name": "fedavg", "client_fraction": 0.3, "local_epochs": 1, "batch
 
 
 @pytest.mark.slow
-def test_devices_train_with_dpsgd_over_grpc_and_keep_their_own_ledgers(tmp_path):
+@pytest.mark.parametrize(
+    "secure", [None, {"variant": "secagg", "clip": 0.5, "input_bits": 20}], ids=["plain", "secagg"]
+)
+def test_devices_train_with_dpsgd_over_grpc_and_keep_their_own_ledgers(tmp_path, secure):
     exp = from_dict(
         {
             "data": {"dataset": "mnist", "partition": "iid", "num_clients": 20},
@@ -32,6 +35,7 @@ def test_devices_train_with_dpsgd_over_grpc_and_keep_their_own_ledgers(tmp_path)
             "algorithm": ALGORITHM,
             "privacy": {"mode": "dpsgd", "clip": 1.0, "noise_multiplier": 1.0, "target_epsilon": 50.0},
             "run": {"rounds": 2, "seed": 0},
+            **({} if secure is None else {"secure_aggregation": secure}),
         }
     )
     setup, stores, tokens = make_setup(tmp_path, exp, devices=6, goal_count=6, over_selection=1.0, min_reports=5)

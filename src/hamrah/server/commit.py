@@ -56,6 +56,8 @@ class CommitStep:
         else:
             aggregate, reported = secure.aggregate, secure.contributors
             rs.moved("secagg", up=rs.secure.bytes_up, down=rs.secure.bytes_down)
+            if rs.secure.dp_epsilon is not None:  # DP-SGD under SecAgg: the devices' JOINs said it
+                self.example_epsilon = max(self.example_epsilon or 0.0, rs.secure.dp_epsilon)
         if self.pipeline is not None:
             aggregate = self.pipeline.server_half(aggregate, reports, rs.round, reported)
         if aggregate is None:

@@ -38,8 +38,10 @@ from hamrah.secagg.messages import decode
 from hamrah.secagg.params import ParamsLayout, unflatten_params
 from hamrah.secagg.roster import JoinIdentity, Roster, RosterEntry, session_id
 from hamrah.secagg.stage import SecureAggregation
+from hamrah.server.influence import check_metrics
 from hamrah.transport.codec import decode_metrics
 from hamrah.transport.identity import certified_key
+from hamrah.transport.plan import DP_EPSILON
 from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
@@ -146,6 +148,7 @@ class SecureRound:
         self.failure: str | None = None
         self.examples: dict[int, int] = {}
         self.losses: dict[int, float] = {}
+        self.dp_epsilon: float | None = None  # DP-SGD: the largest example-level epsilon a device reported
         self.scale = 1.0
         self.survivors: dict[str, int] = {}
         self.bytes_up = self.bytes_down = 0  # protocol message bytes received from / sent to devices
@@ -229,9 +232,11 @@ class SecureRound:
             raise ProtocolError(
                 "secure aggregation: a JOIN carries no message bytes in this round (no malicious_server)"
             )
-        metrics = decode_metrics(header.metrics)
+        metrics = check_metrics(decode_metrics(header.metrics))  # each known metric in its range
         self.examples[u] = int(header.num_examples)
         self.losses[u] = float(metrics.get("train_loss", metrics.get("loss", 0.0)))
+        if DP_EPSILON in metrics:  # DP-SGD: the epsilon the device's store has spent (as it says)
+            self.dp_epsilon = max(self.dp_epsilon or 0.0, metrics[DP_EPSILON])
 
     def leave(self, task_id: str) -> None:
         """A device reported ABORTED / FAILED or hung up: stop waiting for it, at this stage and later."""
