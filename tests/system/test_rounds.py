@@ -36,15 +36,22 @@ def test_twenty_devices_complete_three_rounds_of_fedavg(tmp_path):
 
 
 def test_rounds_complete_when_30_percent_of_selected_devices_die(tmp_path):
-    setup, stores, tokens = make_setup(
-        tmp_path, experiment(rounds=3), devices=30, goal_count=8, over_selection=1.6, min_reports=8
-    )
-    churn = Churn(kill=0.3, seed=3, only_round=2)  # about 30% of round 2's 13 selected devices die mid-round
-    _, summary, stats = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, churn))
-    recs = records(tmp_path / "state", setup)
-    assert [r["round"] for r in recs] == [1, 2, 3]
-    assert all(r["reported"] >= 8 for r in recs)
-    dead = sum(s is None for s in stats)
+    # About 30% of round 2's 13 selected devices die mid-round. Which devices are selected depends on
+    # check-in timing, so fewer than 2 die in about 6% of runs: then the run is repeated with another
+    # churn seed (each run must still complete every round) until the scenario has happened.
+    for seed in (3, 4, 5):
+        folder = tmp_path / f"seed{seed}"
+        setup, stores, tokens = make_setup(
+            folder, experiment(rounds=3), devices=30, goal_count=8, over_selection=1.6, min_reports=8
+        )
+        churn = Churn(kill=0.3, seed=seed, only_round=2)
+        _, summary, stats = asyncio.run(run_system(setup, folder / "state", stores, tokens, churn))
+        recs = records(folder / "state", setup)
+        assert [r["round"] for r in recs] == [1, 2, 3]
+        assert all(r["reported"] >= 8 for r in recs)
+        dead = sum(s is None for s in stats)
+        if dead >= 2:
+            break
     assert dead >= 2, "the churn script should have killed devices"
     assert recs[1]["dropped"] >= 2
 
