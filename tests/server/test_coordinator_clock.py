@@ -103,3 +103,30 @@ def test_a_round_commits_on_the_fake_clock_and_a_restart_resumes_after_it(tmp_pa
     again._start()
     assert again.current.round == 2 and again.current.attempt == 1
     again.store.close()
+
+
+class _SpentBudget:
+    """A pipeline whose privacy budget allows rounds up to ``last`` (FLServer attaches it after building
+    the Coordinator, as here)."""
+
+    buffered = False
+
+    def __init__(self, last: int):
+        self.last = last
+
+    def refusal(self, round_idx: int) -> str | None:
+        return None if round_idx <= self.last else f"round {round_idx} would pass the privacy budget"
+
+    def start_round(self, round_idx: int) -> None:
+        pass
+
+
+def test_a_pipeline_attached_after_construction_still_stops_the_run_at_its_budget(tmp_path):
+    clock = ev.FakeClock(0.0)
+    coord = _coordinator(tmp_path, clock)
+    coord.pipeline = _SpentBudget(last=0)
+    coord._start()
+    assert coord.machine.finished and coord.ended == ev.RunFinished(
+        "stopped", "the privacy budget allows no more rounds"
+    )
+    assert coord.loop.ended is not None and coord.loop.ended.reason == "budget"

@@ -109,7 +109,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
             if last.get("privacy_unit") == "example":
                 self.example_epsilon = last.get("epsilon")
             log.info("resuming from committed round %d (state %s)", last_round, store.dir)
-        self.loop = RoundLoop(algorithm, run, params, state, last_round, pipeline)  # shared with the simulator
+        self.loop = RoundLoop(algorithm, run, params, state, last_round, self)  # shared with the simulator
         self.machine = RoundMachine(MachineConfig.of(cfg, goal), self.clock, run.seed, last_round, new_task_id, journal)
         self.max_weight, self.clip = influence_bound(cfg, store.committed_rounds()[-1:] if resumed else [])
         self.spec = spec_of(self.params)
@@ -133,6 +133,11 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed(self.run_plan.seed))
             return model_state(self._build_model())  # parameters and BatchNorm buffers
+
+    def refusal(self, round_idx: int) -> str | None:
+        """The loop's budget: why round ``round_idx`` may not start (the pipeline's privacy budget), or
+        None. Asked through the Coordinator, as FLServer attaches the pipeline after building it."""
+        return self.pipeline.refusal(round_idx) if self.pipeline is not None else None
 
     @property
     def params(self) -> Params:
