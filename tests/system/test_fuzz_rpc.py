@@ -24,6 +24,9 @@ from hamrah.transport.codec import decode_params, encode_params
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.security import token_metadata
 
+# The last test checks what the others did to one server: under pytest-xdist they must share a worker.
+pytestmark = pytest.mark.xdist_group("fuzz_rpc")
+
 SERVICE = "/hamrah.v1.FederatedLearning/"
 CLEAR = {
     grpc.StatusCode.OK,
