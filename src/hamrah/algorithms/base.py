@@ -210,8 +210,11 @@ class Algorithm(Protocol):
     @property
     def name(self) -> str: ...
 
-    accepts_partial_work: ClassVar[bool]  # keep results of stragglers that ran fewer steps
-    stateful_clients: ClassVar[bool]  # clients keep state between their rounds (SCAFFOLD)
+    @property
+    def accepts_partial_work(self) -> bool: ...  # keep results of stragglers that ran fewer steps
+
+    @property
+    def stateful_clients(self) -> bool: ...  # clients keep state between their rounds (SCAFFOLD)
 
     def cohort_size(self, population: int) -> int: ...
 
@@ -230,7 +233,8 @@ class Algorithm(Protocol):
         client_state: Params | None,
     ) -> Params | None: ...
 
-    statistics: ClassVar[tuple[Statistic, ...]]  # what each client sends (the delta first)
+    @property
+    def statistics(self) -> tuple[Statistic, ...]: ...  # what each client sends (the delta first)
 
     def client_statistics(self, result: ClientResult) -> Params: ...
 
@@ -241,6 +245,9 @@ class Algorithm(Protocol):
     def apply(self, params: Params, aggregate: Aggregate, server_state: Any) -> tuple[Params, Any]: ...
 
     def buffer_problem(self) -> str | None: ...
+
+    @property
+    def personalization(self) -> Any: ...  # each client's own model (hamrah.algorithms.personal), or None
 
 
 def check_buffers(algorithm: Algorithm, model: torch.nn.Module) -> None:
@@ -279,6 +286,8 @@ class Stateless:
     accepts_partial_work: ClassVar[bool] = False
     stateful_clients: ClassVar[bool] = False
     statistics: ClassVar[tuple[Statistic, ...]] = (DELTA,)
+
+    personalization: ClassVar[None] = None  # no client keeps a model of its own (hamrah.algorithms.personal)
 
     def client_statistics(self, result: ClientResult) -> Params:
         """Return the client's statistics: its delta, as ``"delta/<param>"``."""

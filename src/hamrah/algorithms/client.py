@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from hamrah.algorithms.base import Algorithm, ClientResult, ClientUpdate, LocalSGD
+from hamrah.algorithms.base import Algorithm, ClientResult, ClientUpdate, GradientTransform, LocalSGD
 from hamrah.algorithms.local import train_local
 from hamrah.core.params import Params, sub
 from hamrah.data.federated import ArrayData
@@ -51,9 +51,22 @@ def client_update(
         >>> up.result.delta, up.state  # doctest: +SKIP
     """
     plan = plan or algorithm.local_plan()
-    transforms = algorithm.local_transforms(global_params, broadcast, client_state)
-    local = train_local(model, global_params, data, plan, rng, ignore_index, transforms, task)
-    state = algorithm.next_client_state(global_params, local.params, local.steps, broadcast, client_state)
-    aux = sub(state, client_state) if state is not None and client_state is not None else (state or {})
+    personal = algorithm.personalization
+    if personal is not None:  # the client's own part is its state; the base algorithm keeps none
+        start = personal.start(global_params, client_state)
+        transforms = algorithm.local_transforms(global_params, broadcast, None)
+        local = train_local(model, start, data, plan, rng, ignore_index, transforms, task)
+
+        def train(begin: Params, extra: list[GradientTransform], how: LocalSGD) -> Params:
+            return train_local(model, begin, data, how, rng, ignore_index, extra, task).params
+
+        state = personal.next_state(global_params, local.params, client_state, plan, train)
+        delta, aux = personal.shared(sub(local.params, global_params)), {}
+    else:
+        transforms = algorithm.local_transforms(global_params, broadcast, client_state)
+        local = train_local(model, global_params, data, plan, rng, ignore_index, transforms, task)
+        state = algorithm.next_client_state(global_params, local.params, local.steps, broadcast, client_state)
+        aux = sub(state, client_state) if state is not None and client_state is not None else (state or {})
+        delta = sub(local.params, global_params)
     metrics = {"train_loss": local.train_loss, "local_steps": local.steps}
-    return ClientUpdate(ClientResult(client_id, sub(local.params, global_params), len(data), metrics, aux=aux), state)
+    return ClientUpdate(ClientResult(client_id, delta, len(data), metrics, aux=aux), state)

@@ -11,6 +11,7 @@ from hamrah.algorithms.fednova import FedNova
 from hamrah.algorithms.fedopt import FedOpt
 from hamrah.algorithms.fedprox import FedProx
 from hamrah.algorithms.fedsgd import FedSGD
+from hamrah.algorithms.personal import Personalized, method_of
 from hamrah.algorithms.scaffold import Scaffold
 from hamrah.core.aggregate import Statistic
 from hamrah.core.errors import ConfigError
@@ -27,6 +28,7 @@ _LOCAL = {
 }
 _OPT = ("server_lr", "beta1", "beta2", "tau")
 _EXAMPLE_DP = ("dp_clip", "dp_noise_multiplier", "dp_poisson")  # privacy.mode = "dpsgd", set by the runner
+PERSONAL = ("personal", "personal_lambda", "personal_layers")  # [personalization], set by the runner
 
 
 def _example_dp(hp: dict[str, Any]) -> ExampleDP | None:
@@ -75,7 +77,7 @@ _FACTORIES: dict[str, tuple[tuple[str, ...], Callable[[float, dict[str, Any]], A
     **{f"fed{opt}": ((*_LOCAL, *_EXAMPLE_DP, *_OPT), _fedopt(opt)) for opt in ("adam", "yogi", "adagrad", "avgm")},
 }
 ALGORITHMS = tuple(_FACTORIES)
-_CLASSES: dict[str, type[Algorithm]] = {
+_CLASSES: dict[str, Any] = {  # the classes: their statistics are class variables
     "fedsgd": FedSGD,
     "fedavg": FedAvg,
     "fedprox": FedProx,
@@ -94,14 +96,15 @@ def statistics_of(name: str) -> tuple[Statistic, ...]:
     """
     if name not in _CLASSES:
         raise ConfigError(f"algorithm.name = {name!r}: expected one of {', '.join(ALGORITHMS)}")
-    return _CLASSES[name].statistics
+    stats: tuple[Statistic, ...] = _CLASSES[name].statistics
+    return stats
 
 
 def hyperparameters(name: str) -> tuple[str, ...]:
     """Return the hyperparameter names algorithm ``name`` accepts (besides client_fraction)."""
     if name not in _FACTORIES:
         raise ConfigError(f"algorithm.name = {name!r}: expected one of {', '.join(ALGORITHMS)}")
-    return tuple(k for k in _FACTORIES[name][0] if k != "client_fraction")
+    return (*(k for k in _FACTORIES[name][0] if k != "client_fraction"), *PERSONAL)
 
 
 def build(name: str, client_fraction: float = 0.1, **hyperparameters: Any) -> Algorithm:
@@ -113,7 +116,9 @@ def build(name: str, client_fraction: float = 0.1, **hyperparameters: Any) -> Al
         client_fraction: C, the share of clients per round.
         **hyperparameters: local_epochs, batch_size (None = inf), lr, momentum, local_steps, DP-SGD's
             dp_clip, dp_noise_multiplier and dp_poisson, and per algorithm mu, server_lr, beta1, beta2,
-            tau, num_clients. Missing ones take defaults.
+            tau, num_clients. Missing ones take defaults. ``personal`` ("ditto" or "fedper") with
+            ``personal_lambda`` or ``personal_layers`` wraps the algorithm in
+            :class:`~hamrah.algorithms.personal.Personalized`.
 
     Raises:
         ConfigError: unknown name, a hyperparameter the algorithm does not use, or a bad value.
@@ -125,9 +130,16 @@ def build(name: str, client_fraction: float = 0.1, **hyperparameters: Any) -> Al
     if name not in _FACTORIES:
         raise ConfigError(f"algorithm.name = {name!r}: expected one of {', '.join(ALGORITHMS)}")
     allowed, factory = _FACTORIES[name]
+    personal = {k: hyperparameters.pop(k) for k in PERSONAL if k in hyperparameters}
     for key in hyperparameters:
         if key not in allowed:
             users = [n for n, (keys, _) in _FACTORIES.items() if key in keys]
             where = f" (used by {', '.join(users)})" if users else ""
             raise ConfigError(f"algorithm.{key} is not a hyperparameter of {name}{where}")
-    return factory(client_fraction, hyperparameters)
+    algorithm = factory(client_fraction, hyperparameters)
+    if not personal:
+        return algorithm
+    if "personal" not in personal:
+        raise ConfigError(f"{', '.join(personal)} set without personal (the method: ditto or fedper)")
+    method = method_of(personal["personal"], personal.get("personal_lambda"), personal.get("personal_layers"))
+    return Personalized(algorithm, method)

@@ -59,6 +59,7 @@ class Scaffold:
     accepts_partial_work: ClassVar[bool] = False
     stateful_clients: ClassVar[bool] = True
     statistics: ClassVar[tuple[Statistic, ...]] = (DELTA, CONTROL)
+    personalization: ClassVar[None] = None
 
     def __post_init__(self) -> None:
         _number("algorithm.server_lr", self.server_lr, 0.0, lo_open=True)

@@ -27,8 +27,9 @@ class Stream(enum.IntEnum):
     PIPELINE = 103  # the simulator's update pipeline (stochastic rounding, noise), per round and client
     ROOT = 104  # FLTrust's root set and its reference update
     MALICIOUS = 105  # which clients an attack controls (was 103: see the module docstring)
-    HOLDOUT = 106  # a cross-silo site's held-out examples (fixed for the run: no round in the key)
+    HOLDOUT = 106  # a client's or site's held-out examples (fixed for the run: no round in the key)
     TREE = 107  # DP-FTRL's permutation of the population for tree t (the simulator's cohorts of that tree)
+    FINETUNE = 108  # a client's local training of the global model before it is scored (personalization)
 
 
 _INIT, _SAMPLE, _CLIENT, _PARTITION, _CHURN = Stream.INIT, Stream.SAMPLE, Stream.CLIENT, Stream.PARTITION, Stream.CHURN

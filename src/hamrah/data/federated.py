@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from hamrah.core.errors import ConfigError
+from hamrah.core.seeds import Stream, stream_rng
+
 
 @dataclass(frozen=True)
 class ArrayData:
@@ -65,13 +68,49 @@ class Dataset:
     info: dict = field(default_factory=dict)
 
 
+def split_holdout(n: int, fraction: float, seed: int, client_key: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (held out, kept) positions of a client's ``n`` examples: ``fraction`` of them (at least one,
+    and at least one kept; none when ``n < 2``), drawn from the run's seed and the client's key, the same
+    in every round and on every driver (the simulator's clients, a device's Example Store)."""
+    if n < 2 or fraction <= 0:
+        return np.zeros(0, dtype=np.int64), np.arange(n, dtype=np.int64)
+    k = min(max(int(fraction * n), 1), n - 1)
+    perm = stream_rng(seed, Stream.HOLDOUT, client_key).permutation(n)
+    return np.sort(perm[:k]), np.sort(perm[k:])
+
+
 @dataclass(frozen=True)
 class FederatedDataset:
-    """A data set split across clients: client ``k`` owns ``train[client_indices[k]]``."""
+    """A data set split across clients: client ``k`` owns ``train[client_indices[k]]``, and with a
+    holdout (:meth:`with_holdout`) also ``train[client_holdout[k]]``, its own examples kept out of
+    training to score the models it would use (personalized federated learning)."""
 
     dataset: Dataset
     client_indices: tuple[np.ndarray, ...]
     partition: str
+    client_holdout: tuple[np.ndarray, ...] | None = None
+
+    def with_holdout(self, fraction: float, seed: int) -> FederatedDataset:
+        """Return this split with ``fraction`` of every client's examples held out (:func:`split_holdout`).
+
+        Raises:
+            ConfigError: ``fraction`` not in (0, 1), or a holdout already taken.
+        """
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise ConfigError(f"personalization.holdout = {fraction!r}: expected a number in (0, 1)")
+        if self.client_holdout is not None:
+            raise ConfigError("the clients' examples are already split into training and held-out ones")
+        held, kept = [], []
+        for c, ix in enumerate(self.client_indices):
+            h, k = split_holdout(len(ix), fraction, seed, c)
+            held.append(ix[h])
+            kept.append(ix[k])
+        return FederatedDataset(self.dataset, tuple(kept), self.partition, tuple(held))
+
+    def holdout_data(self, client_id: int) -> ArrayData:
+        """Return client ``client_id``'s held-out examples (empty without a holdout)."""
+        ix = self.client_holdout[client_id] if self.client_holdout is not None else np.zeros(0, dtype=np.int64)
+        return ArrayData(*self.dataset.train.take(torch.as_tensor(ix, dtype=torch.long)))
 
     @property
     def num_clients(self) -> int:

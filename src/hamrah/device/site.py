@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 
 from hamrah.core.errors import DataError
-from hamrah.core.seeds import Stream, stream_rng
-from hamrah.data.federated import ArrayData
+from hamrah.data.federated import ArrayData, split_holdout
 from hamrah.data.schema import Schema
 from hamrah.device.eligibility import data_blockers
 from hamrah.device.store import ExampleStore
@@ -97,14 +96,9 @@ def check_store(data: ArrayData, plan: Plan) -> None:
 
 
 def holdout(data: ArrayData, fraction: float, seed: int, client_key: int) -> tuple[ArrayData, ArrayData]:
-    """Split a site's ``n >= 2`` examples into (held out, training): ``fraction`` of them (at least one,
-    and at least one left to train on), chosen by the run's seed and the site's client key, the same
-    every round."""
-    n = len(data)
-    k = min(max(int(fraction * n), 1), n - 1)
-    perm = torch.from_numpy(stream_rng(seed, Stream.HOLDOUT, client_key).permutation(n))
-    held, rest = perm[:k].sort().values, perm[k:].sort().values
-    return ArrayData(data.x[held], data.y[held]), ArrayData(data.x[rest], data.y[rest])
+    """Split a site's ``n >= 2`` examples into (held out, training) by :func:`hamrah.data.federated.split_holdout`."""
+    h, k = (torch.from_numpy(i) for i in split_holdout(len(data), fraction, seed, client_key))
+    return ArrayData(data.x[h], data.y[h]), ArrayData(data.x[k], data.y[k])
 
 
 __all__ = ["check_model", "check_store", "check_task", "holdout", "task_data"]

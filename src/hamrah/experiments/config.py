@@ -31,6 +31,7 @@ from hamrah.experiments.config_sections import (
     HeterogeneityConfig,
     HomomorphicEncryptionConfig,
     ModelConfig,
+    PersonalizationConfig,
     PrivacyConfig,
     RunConfig,
     SecureAggregationConfig,
@@ -58,6 +59,7 @@ class ExperimentConfig:
     privacy: PrivacyConfig | None = None  # absent: no differential privacy
     secure_aggregation: SecureAggregationConfig | None = None  # absent: the server sees each update
     homomorphic_encryption: HomomorphicEncryptionConfig | None = None  # absent: updates are not encrypted
+    personalization: PersonalizationConfig | None = None  # absent: one global model for everyone
     tracking: TrackingConfig | None = None  # absent: no TensorBoard / MLflow sinks (hamrah.observe.tracking)
 
     def to_dict(self) -> dict:
@@ -87,6 +89,7 @@ _OPTIONAL = {
     "privacy": PrivacyConfig,
     "secure_aggregation": SecureAggregationConfig,
     "homomorphic_encryption": HomomorphicEncryptionConfig,
+    "personalization": PersonalizationConfig,
     "tracking": TrackingConfig,
 }
 _CHOICES = {
@@ -101,6 +104,7 @@ _CHOICES = {
     ("privacy", "accountant"): ("rdp", "pld"),
     ("secure_aggregation", "variant"): ("secagg", "secagg+"),
     ("homomorphic_encryption", "scheme"): ("paillier", "ckks"),
+    ("personalization", "method"): ("ditto", "fedper", "finetune"),
 }
 
 
@@ -216,6 +220,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         ):
             raise ConfigError(f"{key} = {value!r}: expected [lo, hi], two integers")
         return list(value)
+    if typing.get_origin(base) is list and typing.get_args(base) == (str,):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f'{key} = {value!r}: expected a list of names, e.g. ["fc3"]')
+        return list(value)
     if typing.get_origin(base) is list:
         if not isinstance(value, list) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
@@ -270,6 +278,12 @@ def _check_values(cfg: ExperimentConfig) -> None:
         (d.sigma >= 0, "data.sigma", d.sigma, "a number >= 0"),
         (0 < s.lr_min <= s.lr_max, "sweep.lr_min", s.lr_min, "0 < lr_min <= lr_max"),
         (s.per_decade >= 1, "sweep.per_decade", s.per_decade, "an integer >= 1"),
+        (
+            cfg.personalization is None or 0 < cfg.personalization.holdout < 1,
+            "personalization.holdout",
+            cfg.personalization and cfg.personalization.holdout,
+            "a share in (0, 1)",
+        ),
         (
             s.lrs is None or (len(s.lrs) > 0 and all(v > 0 for v in s.lrs)),
             "sweep.lrs",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from hamrah.core.errors import ConfigError
 from hamrah.experiments.config_sections import HeterogeneityConfig
 
 if TYPE_CHECKING:
@@ -39,6 +40,14 @@ def algorithm_hyperparameters(cfg: ExperimentConfig) -> dict:
     hp = {**base, **{k: getattr(a, k) for k in _EXTRAS if getattr(a, k) is not None}}
     if p is not None and p.mode == "dpsgd":
         hp.update(dp_clip=p.clip, dp_noise_multiplier=p.noise_multiplier, dp_poisson=p.sampling == "poisson")
+    own = cfg.personalization
+    if own is not None and own.method != "finetune":  # trained every round: the client half changes
+        hp["personal"] = own.method
+        hp.update({k: v for k, v in (("personal_lambda", own.lam), ("personal_layers", own.layers)) if v is not None})
+    elif own is not None and (own.lam is not None or own.layers is not None):
+        raise ConfigError(
+            "personalization.lam and layers are Ditto's and FedPer's; expected them unset with method = \"finetune\""
+        )
     return hp
 
 

@@ -1,6 +1,7 @@
 """The experiment config's sections: one frozen dataclass per TOML table (``[data]``, ``[model]``, ``[task]``,
 ``[algorithm]``, ``[heterogeneity]``, ``[run]``, ``[sweep]``, ``[compression]``, ``[privacy]``,
-``[secure_aggregation]``, ``[homomorphic_encryption]``) with its defaults, and the names some keys choose from.
+``[secure_aggregation]``, ``[homomorphic_encryption]``, ``[personalization]``) with its defaults, and the
+names some keys choose from.
 :mod:`hamrah.experiments.config` assembles and validates them.
 """
 
@@ -147,6 +148,17 @@ class SecureAggregationConfig:
     ring_bits: int | None = None  # privacy.mode = "distributed": the ring Z_2^ring_bits of the noisy sum (20)
     min_contributors: int | None = None  # distributed: fewest clients whose noise is in a released sum (m / 2)
     malicious_server: bool = False  # the actively secure variant: signed keys + consistency check (needs device keys)
+
+
+@dataclass(frozen=True)
+class PersonalizationConfig:
+    """``[personalization]``: every client keeps a model of its own and is scored on its own held-out
+    examples (see ``docs/personalization.md``)."""
+
+    method: str = "ditto"  # ditto | fedper (trained each round) | finetune (the global model, trained once locally)
+    lam: float | None = None  # ditto: the pull of each personal model toward the global one (0.1)
+    layers: list[str] | None = None  # fedper: parameter-name prefixes that stay on each client, e.g. ["fc3"]
+    holdout: float = 0.2  # share of each client's examples kept out of training to score its models
 
 
 @dataclass(frozen=True)

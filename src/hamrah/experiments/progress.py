@@ -76,6 +76,9 @@ def round_progress(total_rounds: int, label: str = "training", log_rounds: bool 
                 line += f"  epsilon {rec.epsilon:.3f}"
             if getattr(rec, "bytes_up", None) is not None:
                 line += f"  up {rec.bytes_up / 2**20:.2f} MiB"
+            extra = getattr(rec, "extra", {})
+            if "personal_accuracy" in extra:  # each client on its own held-out examples: own model vs global
+                line += f"  personal {extra['personal_accuracy']:.4f} (global {extra['local_accuracy']:.4f})"
             if console.is_terminal:
                 progress.console.print(line, markup=False)
             else:  # plain text for logs and pipes (rich's renderer costs ~0.3 s a line there)

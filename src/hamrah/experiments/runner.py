@@ -85,6 +85,7 @@ class Prepared:
             pipeline=self.pipeline,
             task=self.task,
             example_ledger=example_ledger(self.config),
+            finetune=self.config.personalization is not None and self.config.personalization.method == "finetune",
         )
 
 
@@ -117,10 +118,14 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
         alpha=d.alpha,
         sigma=d.sigma,
     )
+    if cfg.personalization is not None:  # each client's own examples to score its models on
+        fed = fed.with_holdout(cfg.personalization.holdout, cfg.run.seed)
     spec = pipeline_spec(cfg, fed.num_clients) if uses_pipeline(cfg) else None
     algorithm = build_algorithm(cfg, fed.num_clients)
     model = task.model()  # the server's run too: a model with running statistics is refused under DP, and
     check_buffers(algorithm, model)  # under a server half that would step them like weights
+    if algorithm.personalization is not None:  # FedPer's layers exist in the model
+        algorithm.personalization.check([n for n, _ in model.named_parameters()])
     if spec is not None:
         spec.check_model(model)
     return Prepared(cfg, fed, task.model, algorithm, spec, task)
@@ -224,6 +229,11 @@ def run_experiment(
         "wall_s": round(wall, 3),
         "seconds_per_round": round(wall / max(rounds[-1] if rounds else 1, 1), 4),
         **_pipeline_summary(sim, result),
+        **{
+            f"final_{k}": v
+            for k, v in (hist[-1].extra.items() if hist else ())
+            if k.startswith(("local_", "personal_"))
+        },
         "versions": {"hamrah": hamrah.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     tracking.close("FINISHED")

@@ -37,6 +37,7 @@ from hamrah.simulation.batched import mlp_layers, supports_batching
 from hamrah.simulation.config import Attack, SimulationConfig, SimulationResult
 from hamrah.simulation.heterogeneity import BUDGET_SPENT, DROPPED, STRAGGLER, draw_work
 from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
+from hamrah.simulation.personal import check_personal, personal_metrics
 from hamrah.simulation.reference import RootReference, needs_reference
 from hamrah.task import DEFAULT_TASK, Task, uses_builtin_loss
 
@@ -61,6 +62,12 @@ class Simulator:
             DP-SGD (its local plan's ``example_dp``): a client whose next training would pass the
             ledger's target sits the round out, the run ends when no client can train, and the records'
             ``epsilon`` is the largest any client has spent.
+        finetune: with a holdout in ``data``, score each client's global model after one local run of its
+            client half (FedAvg + fine-tuning; :mod:`hamrah.simulation.personal`).
+
+    With a holdout in ``data`` (:meth:`~hamrah.data.FederatedDataset.with_holdout`) every evaluated
+    round also scores each client on its own held-out examples: the global model (``local_*``) and the
+    client's own model (``personal_*``: the algorithm's personalization, or ``finetune``).
 
     A round (:meth:`run_round`, the :class:`hamrah.loop.Runner` half of the shared loop): sample the
     cohort, draw each client's work, run the client half (batched for plain SGD on MLPs, else
@@ -87,6 +94,7 @@ class Simulator:
         pipeline: PipelineSpec | None = None,
         task: Task | None = None,
         example_ledger: ExampleLedger | None = None,
+        finetune: bool = False,
     ):
         self.model, self.data, self.algorithm, self.config = model, data, algorithm, config
         self.aggregator, self.attack = aggregator, attack
@@ -104,6 +112,8 @@ class Simulator:
                 "the batched trainer runs the built-in cross-entropy only"
             )
         check_buffers(algorithm, model)
+        check_personal(algorithm, model, data, finetune)
+        self.finetune = finetune
         params = model_state(model)  # parameters and BatchNorm buffers
         self.loop = RoundLoop(algorithm, config.plan, params, algorithm.init_server_state(params))
         self.client_states: dict[int, Params] = {}
@@ -286,6 +296,20 @@ class Simulator:
         train_loss = aggregate.metric("train_loss") if count else float("nan")
         up, down = self.round_bytes if self.pipeline is not None else (None, None)
         extra = {f"test_{k}": v for k, v in metrics.items()}
+        if self.data.client_holdout is not None:
+            extra.update(
+                personal_metrics(
+                    self.model,
+                    self.data,
+                    self.algorithm,
+                    scored,
+                    self.client_states,
+                    self.task,
+                    finetune=self.finetune,
+                    seed=self.config.seed,
+                    round_idx=round_idx,
+                )
+            )
         elapsed = time.perf_counter() - self._started
         return RoundRecord(round_idx, acc, loss, train_loss, count, elapsed, up, down, epsilon, extra=extra)
 
