@@ -54,7 +54,7 @@ def client_update(
     personal = algorithm.personalization
     if personal is not None:  # the client's own part is its state; the base algorithm keeps none
         start = personal.start(global_params, client_state)
-        transforms = algorithm.local_transforms(global_params, broadcast, None)
+        transforms = algorithm.local_transforms(start, broadcast, None)  # FedProx's pull: to the start
         local = train_local(model, start, data, plan, rng, ignore_index, transforms, task)
 
         def train(begin: Params, extra: list[GradientTransform], how: LocalSGD) -> Params:
