@@ -23,7 +23,7 @@ from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
 from hamrah.device.secure import secure_stage
 from hamrah.device.site import check_model, check_store, holdout, task_data
 from hamrah.device.store import ExampleStore
-from hamrah.transport.plan import CROSS_SILO_KEY, DP_EPSILON, Plan, example_privacy
+from hamrah.transport.plan import CROSS_SILO_KEY, DP_EPSILON, Plan, example_privacy, personal_holdout
 
 if TYPE_CHECKING:
     from hamrah.task import Task
@@ -65,14 +65,17 @@ class TaskJob:
             return out
 
         held = None
-        fraction = float(plan.extra.get(CROSS_SILO_KEY, {}).get("eval_fraction", 0.0))
+        own = personal_holdout(plan.extra)  # a personalized run: scored on the device's own held-out examples
+        fraction = own if own is not None else float(plan.extra.get(CROSS_SILO_KEY, {}).get("eval_fraction", 0.0))
         if fraction > 0 and len(data) >= 2:  # a site: the global model is scored on its held-out examples only
             held, data = holdout(data, fraction, plan.seed, self.client_key)
         if plan.kind == "evaluate":
             scored = data if held is None else held
             return len(scored), score(params, scored), {}, None
         site_eval: dict = {}
-        if held is not None:  # score the global model before training on the rest
+        if held is not None and own is not None:
+            site_eval = _prefixed("local", score(params, held))
+        elif held is not None:  # score the global model before training on the rest
             site_eval = {f"eval_{k}" if k != TASK_METRICS else k: v for k, v in score(params, held).items()}
             site_eval["eval_examples"] = float(len(held))
         algorithm = build(**plan.algorithm)
@@ -99,6 +102,10 @@ class TaskJob:
         on_local.pop(TASK_METRICS, None)
         metrics.update(on_local)
         metrics.update(site_eval)
+        if held is not None and own is not None:  # the model this device would use, on the same examples
+            personal = algorithm.personalization
+            mine = personal.personal_model(params, up.state) if personal is not None else local  # else: fine-tuned
+            metrics.update(_prefixed("personal", score(mine, held)), held_examples=float(len(held)))
         if epsilon is not None:  # DP-SGD: what these examples have spent, this training included
             metrics[DP_EPSILON] = epsilon
         update = algorithm.client_statistics(r)  # the statistics the algorithm declares, namespaced
@@ -138,3 +145,8 @@ class TaskJob:
 
 
 __all__ = ["TASK_METRICS", "TaskJob"]
+
+
+def _prefixed(prefix: str, scored: dict) -> dict:
+    """Return ``loss`` and ``accuracy`` of ``scored`` as ``<prefix>_loss`` and ``<prefix>_accuracy``."""
+    return {f"{prefix}_{k}": v for k, v in scored.items() if k in ("loss", "accuracy")}

@@ -19,7 +19,7 @@ from hamrah.observe.dashboard import DashboardConfig, dashboard_config
 from hamrah.server.app import ServerSetup
 from hamrah.server.config import ServerConfig, server_config, site_count
 from hamrah.task import Task, load_task
-from hamrah.transport.plan import EXAMPLE_PRIVACY_KEY, TaskRef
+from hamrah.transport.plan import EXAMPLE_PRIVACY_KEY, PERSONAL_KEY, TaskRef
 from hamrah.transport.security import TokenRegistry
 
 
@@ -115,7 +115,7 @@ def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
         task=task,
         task_ref=ref,
         export=_exporter(task, exp.to_dict(), ds.info.get("schema")),
-        plan_extra=example_privacy_extra(exp),
+        plan_extra={**example_privacy_extra(exp), **personal_extra(exp, srv)},
     )
 
 
@@ -125,6 +125,24 @@ def example_privacy_extra(exp: ExperimentConfig) -> dict:
     if p is None or p.mode != "dpsgd":
         return {}
     return {EXAMPLE_PRIVACY_KEY: {"delta": p.delta, "target_epsilon": p.target_epsilon, "accountant": p.accountant}}
+
+
+def personal_extra(exp: ExperimentConfig, srv: ServerConfig) -> dict:
+    """Return what a personalized run's plans carry: the share of its examples each device holds out to
+    score the global model and its own on (``docs/personalization.md``).
+
+    Raises:
+        ConfigError: a cross-silo site would hold out examples twice.
+    """
+    own = exp.personalization
+    if own is None:
+        return {}
+    if srv.cross_silo and srv.site_eval_fraction > 0:
+        raise ConfigError(
+            f"personalization.holdout = {own.holdout} and server.site_eval_fraction = {srv.site_eval_fraction}: "
+            "both hold out a share of each site's examples; expected site_eval_fraction = 0 with personalization"
+        )
+    return {PERSONAL_KEY: {"holdout": own.holdout}}
 
 
 def _exporter(task: Task, config: dict, schema: str | None):
@@ -189,8 +207,10 @@ def import_client(prep, client: int, path: str | Path, ttl_s: float | None = Non
 
 
 def import_stores(exp: ExperimentConfig, out_dir: str | Path, clients: list[int]) -> list[Path]:
-    """Create one Example Store per client of the config's partition (kept if already there)."""
-    prep = prepare(exp)
+    """Create one Example Store per client of the config's partition (kept if already there). A store
+    holds all of its client's examples: a device of a personalized run holds out its share itself,
+    the same examples the simulator holds out for that client."""
+    prep = prepare(dataclasses.replace(exp, personalization=None))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

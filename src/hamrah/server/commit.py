@@ -58,6 +58,7 @@ class CommitStep:
             rs.moved("secagg", up=rs.secure.bytes_up, down=rs.secure.bytes_down)
             if rs.secure.dp_epsilon is not None:  # DP-SGD under SecAgg: the devices' JOINs said it
                 self.example_epsilon = max(self.example_epsilon or 0.0, rs.secure.dp_epsilon)
+            rs.personal.extend(rs.secure.personal.values())  # personalized runs: what the JOINs said
         if self.pipeline is not None:
             aggregate = self.pipeline.server_half(aggregate, reports, rs.round, reported)
         if aggregate is None:

@@ -40,7 +40,7 @@ from hamrah.server.shell import ShellEvents, report_of, task_message
 from hamrah.server.state import ServerStore
 from hamrah.task import Task
 from hamrah.transport.codec import BROADCAST_PREFIX, encode_params, sha256, spec_of
-from hamrah.transport.plan import DP_EPSILON, TaskRef
+from hamrah.transport.plan import DP_EPSILON, PERSONAL_METRICS, TaskRef
 from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
@@ -301,6 +301,8 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
             self._fold(rs, info, *self._decode_report(info, report))  # metrics range-checked here
             if DP_EPSILON in report.metrics:
                 self.example_epsilon = max(self.example_epsilon or 0.0, report.metrics[DP_EPSILON])
+            if "held_examples" in report.metrics:  # range-checked with the rest in _fold
+                rs.personal.append({k: report.metrics[k] for k in PERSONAL_METRICS if k in report.metrics})
             rs.moved(_where(info), up=len(report.payload))
             rs.aggregation_s += self.clock.now() - t0
             if site_eval is not None:

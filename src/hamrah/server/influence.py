@@ -178,6 +178,11 @@ METRIC_RANGES = {
     "eval_loss": (0.0, math.inf),
     "eval_examples": (0.0, math.inf),
     DP_EPSILON: (0.0, math.inf),  # DP-SGD: the example-level epsilon a device's store has spent (as it says)
+    "held_examples": (1.0, math.inf),  # personalized runs: models scored on the held-out examples
+    "local_loss": (0.0, math.inf),
+    "local_accuracy": (0.0, 1.0),
+    "personal_loss": (0.0, math.inf),
+    "personal_accuracy": (0.0, 1.0),
 }
 SITE_EVAL = ("eval_examples", "eval_loss", "eval_accuracy")
 MAX_METRICS = 32  # most metrics one report may carry

@@ -64,6 +64,7 @@ class RoundState:
     draw_at: float | None = None
     # --- kept by the shell's aggregation (``hamrah.server.reports``, ``secure_rounds``) -------
     evals: list[tuple[int, dict]] = field(default_factory=list)  # (examples, metrics) of evaluate tasks
+    personal: list[dict] = field(default_factory=list)  # personalized runs: each device's PERSONAL_METRICS
     secure: Any = None  # this round's ``hamrah.server.secure.SecureRound``, once selection has closed
     secure_ready: Any = None  # an asyncio.Event the shell sets when ``secure`` is ready (or never will be)
     clipped: int = 0  # reports whose delta was scaled down to the norm bound
@@ -197,6 +198,8 @@ def round_record(
         )
         if scored:  # a user task's other metrics, merged with their reductions: device_auc, ...
             more["extra"] = {**more.get("extra", {}), **{f"device_{k}": v for k, v in scored.items()}}
+    if rs.personal:  # each device's global and own model on its held-out examples, averaged over devices
+        more["extra"] = {**more.get("extra", {}), **personal_scores(rs.personal)}
     return RoundRecord(
         rs.round,
         bytes_up=sum(up for up, _ in rs.traffic.values()),
@@ -211,6 +214,17 @@ def round_record(
         device_eval=device_eval,
         **more,
     )
+
+
+def personal_scores(reports: list[dict]) -> dict[str, float]:
+    """Return devices' personal metrics averaged over devices (each counts once, as the simulator's
+    clients do): ``device_local_accuracy``, ``device_personal_accuracy``, the losses and ``personal_reported``."""
+    out: dict[str, float] = {"personal_reported": float(len(reports))}
+    for name in ("local_loss", "local_accuracy", "personal_loss", "personal_accuracy"):
+        values = [m[name] for m in reports if name in m]
+        if values:
+            out[f"device_{name}"] = sum(values) / len(values)
+    return out
 
 
 def device_scores(evals) -> dict[str, float]:

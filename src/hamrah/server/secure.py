@@ -41,7 +41,7 @@ from hamrah.secagg.stage import SecureAggregation
 from hamrah.server.influence import check_metrics
 from hamrah.transport.codec import decode_metrics
 from hamrah.transport.identity import certified_key
-from hamrah.transport.plan import DP_EPSILON
+from hamrah.transport.plan import DP_EPSILON, PERSONAL_METRICS
 from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
@@ -149,6 +149,7 @@ class SecureRound:
         self.examples: dict[int, int] = {}
         self.losses: dict[int, float] = {}
         self.dp_epsilon: float | None = None  # DP-SGD: the largest example-level epsilon a device reported
+        self.personal: dict[int, dict] = {}  # personalized runs: each device's scores on its held-out examples
         self.scale = 1.0
         self.survivors: dict[str, int] = {}
         self.bytes_up = self.bytes_down = 0  # protocol message bytes received from / sent to devices
@@ -237,6 +238,8 @@ class SecureRound:
         self.losses[u] = float(metrics.get("train_loss", metrics.get("loss", 0.0)))
         if DP_EPSILON in metrics:  # DP-SGD: the epsilon the device's store has spent (as it says)
             self.dp_epsilon = max(self.dp_epsilon or 0.0, metrics[DP_EPSILON])
+        if "held_examples" in metrics:
+            self.personal[u] = {k: metrics[k] for k in PERSONAL_METRICS if k in metrics}
 
     def leave(self, task_id: str) -> None:
         """A device reported ABORTED / FAILED or hung up: stop waiting for it, at this stage and later."""

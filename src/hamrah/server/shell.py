@@ -195,8 +195,9 @@ class ShellEvents:
             return
         rec, p = event.record, event.record.phases
         dev = rec.device_eval.device_accuracy if rec.device_eval is not None else None
+        own, glob = rec.extra.get("device_personal_accuracy"), rec.extra.get("device_local_accuracy")
         log.info(
-            "round %d: selected %d (goal %d), reported %d, dropped %d%s, %s%s%.1f s",
+            "round %d: selected %d (goal %d), reported %d, dropped %d%s, %s%s%s%.1f s",
             rec.round,
             rec.selected,
             rs.goal,
@@ -205,6 +206,7 @@ class ShellEvents:
             f", refused {rec.refused}" if rec.refused else "",
             f"accuracy {rec.test_accuracy:.4f}, " if rec.test_accuracy is not None else "",
             f"on-device accuracy {dev:.4f} ({rec.device_eval.eval_reported} devices), " if dev is not None else "",
+            f"personal {own:.4f} (global {glob:.4f}) on devices' held-out examples, " if own is not None else "",
             p.round_s,
         )
         if self.on_round is not None:

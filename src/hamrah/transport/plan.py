@@ -22,6 +22,25 @@ KINDS = ("train", "evaluate")
 CROSS_SILO_KEY = "cross_silo"  # in ``Plan.extra``: the task is a cross-silo site's, {"eval_fraction": f}
 EXAMPLE_PRIVACY_KEY = "example_privacy"  # DP-SGD runs: {"delta", "target_epsilon", "accountant"} of each client
 DP_EPSILON = "dp_epsilon"  # in a DP-SGD report's metrics: the example-level epsilon the device's store has spent
+PERSONAL_KEY = "personalization"  # personalized runs: {"holdout": f}, the share of a device's examples it scores on
+PERSONAL_METRICS = ("held_examples", "local_loss", "local_accuracy", "personal_loss", "personal_accuracy")
+"""What a device of a personalized run reports beside its update: the round's global model and its own
+model scored on its held-out examples (accuracy absent for a task without one)."""
+
+
+def personal_holdout(extra: dict) -> float | None:
+    """Return the share of its examples a device of a personalized run holds out (None: not personalized).
+
+    Raises:
+        ProtocolError: the entry is malformed.
+    """
+    entry = extra.get(PERSONAL_KEY)
+    if entry is None:
+        return None
+    share = entry.get("holdout") if isinstance(entry, dict) else None
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+        raise ProtocolError(f"plan: {PERSONAL_KEY}.holdout = {share!r}: expected a number in (0, 1)")
+    return float(share)
 
 
 def example_privacy(extra: dict) -> tuple[float, float | None, str]:
