@@ -11,6 +11,7 @@ worst-served users fare), beside the global model's accuracy on the MNIST test s
 
     .venv/bin/python benchmarks/study_personalization.py                    # about 3 minutes on 2 cores
     .venv/bin/python benchmarks/study_personalization.py --split dirichlet
+    .venv/bin/python benchmarks/study_personalization.py --attack gaussian  # 20% of clients send noise
     .venv/bin/python benchmarks/study_personalization.py --report           # the table of the last runs
 """
 
@@ -21,8 +22,10 @@ import json
 import time
 from pathlib import Path
 
+from hamrah.attacks import build_attack, choose_malicious
 from hamrah.experiments.config import from_dict
-from hamrah.experiments.runner import run_experiment
+from hamrah.experiments.runner import prepare, run_experiment
+from hamrah.simulation import SimulationConfig, Simulator, seeded
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "personalization_mnist.json"
@@ -41,7 +44,16 @@ SPLITS = {  # --split: the [data] section
 }
 
 
-def one_run(section: dict, rounds: int, split: str) -> dict:
+ATTACKED = [  # --attack: the runs whose honest clients are scored
+    ("FedAvg, global model", {"method": "finetune"}),
+    ("Ditto, lam = 0.1", {"method": "ditto", "lam": 0.1}),
+    ("Ditto, lam = 1.0", {"method": "ditto", "lam": 1.0}),
+    ("local training only (Ditto, lam = 0)", {"method": "ditto", "lam": 0.0}),
+]
+MALICIOUS = 0.2  # --attack: share of the population the attacker controls
+
+
+def one_run(section: dict, rounds: int, split: str, attack: str | None = None) -> dict:
     """Run one configuration; return the clients' and the global model's final metrics."""
     cfg = from_dict(
         {
@@ -53,14 +65,25 @@ def one_run(section: dict, rounds: int, split: str) -> dict:
         }
     )
     start = time.perf_counter()
-    s = run_experiment(cfg, plot=False)
     keys = ("local_accuracy", "local_accuracy_p10", "personal_accuracy", "personal_accuracy_p10")
-    return {
-        "rounds": rounds,
-        "test_accuracy": s["final_accuracy"],
-        **{k: s.get(f"final_{k}") for k in keys},
-        "wall_s": round(time.perf_counter() - start, 1),
-    }
+    if attack is None:
+        s = run_experiment(cfg, plot=False)
+        test, final = s["final_accuracy"], {k: s.get(f"final_{k}") for k in keys}
+    else:  # the same run with an attacker among the clients; the honest ones are scored
+        prep = prepare(cfg)
+        bad = build_attack(attack, choose_malicious(prep.data.num_clients, MALICIOUS, cfg.run.seed))
+        sim = Simulator(
+            seeded(prep.model_factory, cfg.run.seed),
+            prep.data,
+            prep.algorithm,
+            SimulationConfig(rounds=rounds, eval_every=rounds, seed=cfg.run.seed),
+            attack=bad,
+            task=prep.task,
+            finetune=section["method"] == "finetune",
+        )
+        last = sim.run().history[-1]
+        test, final = last.test_accuracy, {k: last.extra.get(k) for k in keys}
+    return {"rounds": rounds, "test_accuracy": test, **final, "wall_s": round(time.perf_counter() - start, 1)}
 
 
 def report(results: dict) -> str:
@@ -86,18 +109,20 @@ def main() -> None:
     ap.add_argument(
         "--split", choices=sorted(SPLITS), default="shards", help="two digits per client, or Dirichlet(0.5)"
     )
+    ap.add_argument("--attack", help="an attack of hamrah.attacks (e.g. gaussian) on 20%% of the clients")
     ap.add_argument("--report", action="store_true", help="print the table of the last runs")
     args = ap.parse_args()
     saved = json.loads(OUT.read_text()) if OUT.exists() else {}
+    key = args.split if args.attack is None else f"{args.split}+{args.attack}"
     if args.report:
-        print(report(saved[args.split]["runs"]))
+        print(report(saved[key]["runs"]))
         return
     results: dict = {}
-    for label, section in RUNS:
-        results[label] = one_run(section, args.rounds, args.split)
+    for label, section in RUNS if args.attack is None else ATTACKED:
+        results[label] = one_run(section, args.rounds, args.split, args.attack)
         print(label, results[label], flush=True)
         command = f"benchmarks/study_personalization.py --split {args.split} --rounds {args.rounds}"
-        saved[args.split] = {"command": command, "runs": results}
+        saved[key] = {"command": command + (f" --attack {args.attack}" if args.attack else ""), "runs": results}
         OUT.write_text(json.dumps(saved, indent=2) + "\n")
     print(report(results))
 

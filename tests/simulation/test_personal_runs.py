@@ -116,3 +116,16 @@ def test_a_config_runs_personalized_and_refuses_mistakes(tmp_path):
             from_dict({**raw, "personalization": section})
     with pytest.raises(ConfigError, match="SCAFFOLD"):
         from_dict({**raw, "algorithm": {"name": "scaffold"}, "personalization": {"method": "ditto"}})
+
+
+def test_under_an_attack_only_honest_clients_are_scored(shards):
+    from hamrah.attacks import build_attack
+    from hamrah.simulation.personal import personal_metrics
+    from hamrah.task import DEFAULT_TASK
+
+    honest = 3
+    attack = build_attack("gaussian", frozenset(range(shards.num_clients)) - {honest})
+    sim, result = _run(shards, FedAvg(0.5, PLAN), rounds=1, attack=attack)
+    alone = personal_metrics(sim.model, shards, sim.algorithm, sim.params, {}, DEFAULT_TASK, skip=attack.malicious)
+    assert result.history[-1].extra["local_accuracy"] == alone["local_accuracy"]
+    assert alone["local_accuracy"] == alone["local_accuracy_p10"]  # one client scored

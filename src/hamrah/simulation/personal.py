@@ -43,6 +43,7 @@ def personal_metrics(
     finetune: bool = False,
     seed: int = 0,
     round_idx: int = 0,
+    skip: frozenset[int] = frozenset(),
 ) -> dict[str, float]:
     """Return the clients' mean metrics on their held-out examples (see the module docstring).
 
@@ -56,6 +57,7 @@ def personal_metrics(
         finetune: score the global model after one local run of the algorithm's client half instead
             (only for an algorithm without personalization).
         seed, round_idx: the fine-tuning's generator (``Stream.FINETUNE``).
+        skip: clients not scored (an attack's malicious clients: what the honest users get is what counts).
     """
     personal = algorithm.personalization
     ignore = data.dataset.ignore_index
@@ -63,7 +65,7 @@ def personal_metrics(
     own: list[dict[str, float]] = []
     for c in range(data.num_clients):
         held = data.holdout_data(c)
-        if len(held) == 0:
+        if len(held) == 0 or c in skip:
             continue
         local.append(metric_values(evaluate_metrics(model, global_params, held, ignore, task)))
         if personal is not None:

@@ -67,7 +67,8 @@ class Simulator:
 
     With a holdout in ``data`` (:meth:`~hamrah.data.FederatedDataset.with_holdout`) every evaluated
     round also scores each client on its own held-out examples: the global model (``local_*``) and the
-    client's own model (``personal_*``: the algorithm's personalization, or ``finetune``).
+    client's own model (``personal_*``: the algorithm's personalization, or ``finetune``); under an
+    attack, the honest clients only.
 
     A round (:meth:`run_round`, the :class:`hamrah.loop.Runner` half of the shared loop): sample the
     cohort, draw each client's work, run the client half (batched for plain SGD on MLPs, else
@@ -308,6 +309,7 @@ class Simulator:
                     finetune=self.finetune,
                     seed=self.config.seed,
                     round_idx=round_idx,
+                    skip=self.attack.malicious if self.attack is not None else frozenset(),
                 )
             )
         elapsed = time.perf_counter() - self._started
