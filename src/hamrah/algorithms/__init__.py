@@ -22,6 +22,7 @@ from hamrah.algorithms.fedopt import FedOpt, FedOptState
 from hamrah.algorithms.fedprox import FedProx
 from hamrah.algorithms.fedsgd import FedSGD
 from hamrah.algorithms.local import LocalResult, batch_schedule, evaluate, evaluate_metrics, train_local
+from hamrah.algorithms.personal import Ditto, FedPer, Personalized
 from hamrah.algorithms.registry import ALGORITHMS, build, hyperparameters, statistics_of
 from hamrah.algorithms.scaffold import CONTROL, Scaffold, ScaffoldState
 from hamrah.algorithms.state import flatten_state, unflatten_state
@@ -36,10 +37,12 @@ __all__ = [
     "ClientResult",
     "ClientUpdate",
     "Correction",
+    "Ditto",
     "FedAvg",
     "FedNova",
     "FedOpt",
     "FedOptState",
+    "FedPer",
     "FedProx",
     "FedSGD",
     "GradientTransform",
@@ -47,6 +50,7 @@ __all__ = [
     "LocalSGD",
     "Momentum",
     "NoState",
+    "Personalized",
     "Proximal",
     "Scaffold",
     "ScaffoldState",
