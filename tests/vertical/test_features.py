@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.special import ndtri
@@ -35,6 +35,7 @@ def test_quantile_normal_is_sklearns_map(x, q):
 
 
 @settings(max_examples=40, deadline=None)
+@example(train=np.array([[-4.94065646e-324], [2.22507386e-311]]), new=np.array([[0.0]]))  # subnormal quantiles
 @given(
     arrays(
         np.float64, st.tuples(st.integers(1, 40), st.integers(1, 3)), elements=st.floats(-1e6, 1e6, allow_nan=False)

@@ -75,7 +75,15 @@ def quantile_normal(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     for j in range(x.shape[1]):
         q, col = table[:, j], x[:, j]
-        u = 0.5 * (np.interp(col, q, refs) - np.interp(-col, -q[::-1], -refs[::-1]))
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN where a slope overflows: handled below
+            u = 0.5 * (np.interp(col, q, refs) - np.interp(-col, -q[::-1], -refs[::-1]))
+        bad = np.isnan(u)  # a gap between quantiles so small (subnormal) that interpolation's slope overflowed
+        if bad.any():  # a value at tied quantiles gets their middle, one inside such a gap the gap's middle
+            lo, hi = np.searchsorted(q, col[bad], "left"), np.searchsorted(q, col[bad], "right")
+            tied = lo < hi
+            first = np.where(tied, lo, np.clip(lo - 1, 0, len(q) - 1))
+            last = np.where(tied, hi - 1, np.clip(lo, 0, len(q) - 1))
+            u[bad] = 0.5 * (refs[first] + refs[last])
         u[col >= q[-1]] = 1.0
         u[col <= q[0]] = 0.0  # after the upper end, as scikit-learn: a constant column maps low
         out[:, j] = special.ndtri(np.clip(u, BOUNDS, 1 - BOUNDS))
