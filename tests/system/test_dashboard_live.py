@@ -19,8 +19,8 @@ import pytest
 from tests.system.harness import make_setup, records, run_system
 
 from hamrah.experiments.config import from_dict
-from hamrah.observe.dashboard import DashboardConfig
-from hamrah.observe.runs import read_records
+from hamrah.observe.dashboard import DashboardConfig, DashboardServer, Source
+from hamrah.observe.runs import RunFolder, read_records
 
 pytestmark = pytest.mark.slow
 TOKEN = "operator-token-for-the-test"
@@ -158,3 +158,29 @@ def test_browser_shows_what_the_server_recorded(tmp_path):
     names = [n for n, _ in setup.model.build().named_parameters()]
     assert not any(n.encode() in seen["bodies"] for n in names)  # no tensor of the model is ever served
     assert all(len(json.dumps(r)) < 4000 for r in recs)
+
+
+@pytest.mark.skipif(
+    BROWSER is None, reason="no chromium: scripts/install.sh installs it (apt-get install chromium) as root"
+)
+def test_browser_draws_a_personalized_runs_client_scores_in_their_legend_colours(tmp_path):
+    run = tmp_path / "runs" / "ditto"
+    run.mkdir(parents=True)
+    rows = [
+        {"round": r, "test_accuracy": 0.8, "personal_accuracy": 0.9 + r / 100, "local_accuracy": 0.7} for r in (1, 2)
+    ]
+    run.joinpath("metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    digests = tmp_path / "dashboard_tokens"
+    digests.write_text(hashlib.sha256(TOKEN.encode()).hexdigest() + "\n")
+    srv = DashboardServer(
+        Source(RunFolder(tmp_path / "runs"), None), DashboardConfig(enabled=True, port=0, token_file=str(digests))
+    ).start()
+    try:
+        dom = asyncio.run(_dom(srv.port, "overview", tmp_path / "profile"))
+    finally:
+        srv.stop()
+    chart = re.search(r'<div id="chart-accuracy"[^>]*>(.*?)</div></div>', dom, re.S).group(1)
+    lines = {name: colour for colour, name in re.findall(r'class="line (c\d)"[^>]*data-series="([^"]+)"', chart)}
+    assert set(lines) == {"test accuracy", "own model, own examples", "global model, own examples"}
+    legend = re.findall(r'<rect class="(c\d)"[^>]*>.*?</svg> ([^<]+)</span>', chart, re.S)
+    assert {name: colour for colour, name in legend} == lines  # each series' legend has its line's colour

@@ -45,12 +45,12 @@ function lineChart(id, series, opts = {}) {
     svg.append(el("svg:path", { class: `line c${i % 8}`, d, "data-series": s.name }));
   });
   if (num(opts.budget)) svg.append(el("svg:line", { class: "budget", x1: L, x2: W - R, y1: sy(opts.budget), y2: sy(opts.budget) }));
-  box.append(svg, legend(series.filter((s) => s.points.length).map((s) => s.name)));
+  box.append(svg, legend(series.map((s, i) => [s.name, i, s.points.length]).filter((e) => e[2]).map((e) => e.slice(0, 2))));
 }
 
-function legend(names) {
+function legend(entries) {  // [name, colour index]: a series' colour stays its own when others are empty
   const div = el("div", { class: "legend" });
-  names.forEach((n, i) => {
+  entries.forEach(([n, i]) => {
     const sw = el("svg:svg", { width: 10, height: 10 }, el("svg:rect", { class: `c${i % 8}`, width: 10, height: 10 }));
     div.append(el("span", {}, sw, " " + n));
   });
@@ -86,7 +86,10 @@ function renderOverview() {
   err.hidden = !(run && run.error);
   err.textContent = run && run.error ? "failed: " + run.error : "";
   lineChart("chart-accuracy", [{ name: "test accuracy", points: series(recs, "test_accuracy") },
-                               { name: "device accuracy", points: series(recs, "device_accuracy") }]);
+                               { name: "device accuracy", points: series(recs, "device_accuracy") },
+                               // personalized runs: each client's own model, and the global one, on its held-out examples
+                               { name: "own model, own examples", points: series(recs, "personal_accuracy").concat(series(recs, "device_personal_accuracy")) },
+                               { name: "global model, own examples", points: series(recs, "local_accuracy").concat(series(recs, "device_local_accuracy")) }]);
   lineChart("chart-loss", [{ name: "test loss", points: series(recs, "test_loss") },
                            { name: "train loss", points: series(recs, "train_loss") },
                            { name: "device loss", points: series(recs, "device_loss") }]);
@@ -131,7 +134,7 @@ function trafficTable(recs) {
 function phaseChart(recs, present) {
   const box = $("chart-phases"), W = 860, H = 200, L = 40, B = 20;
   box.replaceChildren();
-  $("phase-legend").replaceChildren(legend(present));
+  $("phase-legend").replaceChildren(legend(present.map((n, i) => [n, i])));
   if (!recs.length || !present.length) { box.append(el("p", {}, "no phase timings in these records")); return; }
   const tot = recs.map((r) => present.reduce((a, p) => a + (phasesOf(r)[p] || 0), 0));
   const top = Math.max(...tot, 1e-9), bw = (W - L) / recs.length;
@@ -225,7 +228,7 @@ function labChart(runs, metric) {
                       el("svg:title", {}, `${d} / ${a}: ${fmt(v)}`)));
       });
     });
-    box.append(el("h2", {}, `${r.name}: ${key} by defence and attack (mean over seeds)`), svg, legend(atts));
+    box.append(el("h2", {}, `${r.name}: ${key} by defence and attack (mean over seeds)`), svg, legend(atts.map((n, i) => [n, i])));
   }
 }
 
