@@ -144,9 +144,9 @@ class TaskJob:
         return [(s.to_dict(), k) for s, k in events], ledger.epsilon("store", events)
 
 
-__all__ = ["TASK_METRICS", "TaskJob"]
-
-
 def _prefixed(prefix: str, scored: dict) -> dict:
     """Return ``loss`` and ``accuracy`` of ``scored`` as ``<prefix>_loss`` and ``<prefix>_accuracy``."""
     return {f"{prefix}_{k}": v for k, v in scored.items() if k in ("loss", "accuracy")}
+
+
+__all__ = ["TASK_METRICS", "TaskJob"]
