@@ -47,13 +47,17 @@ def _same_model(a, b):
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
-@pytest.mark.parametrize("algorithm", ["fedavg", "scaffold"])
-def test_a_resumed_run_equals_the_uninterrupted_run(tmp_path, algorithm):
+DITTO = {"personalization": {"method": "ditto", "lam": 0.1}}  # each client's personal model is in the checkpoint
+
+
+@pytest.mark.parametrize(("algorithm", "extra"), [("fedavg", {}), ("scaffold", {}), ("fedavg", DITTO)])
+def test_a_resumed_run_equals_the_uninterrupted_run(tmp_path, algorithm, extra):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    run_experiment(_config(4, algorithm), whole, plot=False)
-    run_experiment(_config(2, algorithm), parts, plot=False)
-    summary = run_experiment(_config(4, algorithm), parts, plot=False, resume=True)
+    run_experiment(_config(4, algorithm, **extra), whole, plot=False)
+    run_experiment(_config(2, algorithm, **extra), parts, plot=False)
+    summary = run_experiment(_config(4, algorithm, **extra), parts, plot=False, resume=True)
     assert _rows(parts) == _rows(whole) and [r["round"] for r in _rows(parts)] == [1, 2, 3, 4]
+    assert ("personal_accuracy" in _rows(parts)[-1]) == bool(extra)  # the personal models scored each round
     _same_model(parts, whole)
     assert summary["rounds_run"] == 4
 
