@@ -117,6 +117,8 @@ def train_cohort(
     rngs: Sequence[np.random.Generator],
     ignore_index: int | None = None,
     group_size: int | None = None,
+    starts: Sequence[Params] | None = None,
+    pull: float = 0.0,
 ) -> list[LocalResult]:
     """Train every client of a cohort from ``global_params`` in batched loops (plain SGD), a group at a time.
 
@@ -128,6 +130,9 @@ def train_cohort(
         rngs: each client's generator (its batch schedule).
         ignore_index: target value that contributes no loss, or None.
         group_size: clients stacked in one loop (None: ``GROUP_SIZE``); the result does not depend on it.
+        starts: each client's own starting point instead of ``global_params`` (personalized FL).
+        pull: mu of a proximal term mu/2 ||w - global_params||^2 in every client's loss (Ditto's
+            personal models; FedProx's transform in the sequential trainer).
 
     Returns:
         One :class:`LocalResult` per client, in the order of ``datas``.
@@ -146,31 +151,44 @@ def train_cohort(
     # number of (zero) rows may round differently, and then grouping would change the models.
     width = max((len(b) for s in schedules for b in s), default=0)
     if width == 0:  # no client has a step: every model stays at the start
-        return [LocalResult({n: v.detach().clone() for n, v in global_params.items()}, 0.0, 0) for _ in datas]
+        begin = starts if starts is not None else [global_params] * len(datas)
+        return [LocalResult({n: v.detach().clone() for n, v in b.items()}, 0.0, 0) for b in begin]
     out: list[LocalResult] = []
     for i in range(0, len(datas), group_size):
         part = slice(i, i + group_size)
-        out += _train_group(model, global_params, datas[part], schedules[part], plans[0].lr, ignore_index, width)
+        begin = list(starts[part]) if starts is not None else [global_params] * len(datas[part])
+        out += _train_group(
+            model, global_params, begin, datas[part], schedules[part], plans[0].lr, ignore_index, width, pull
+        )
     return out
 
 
 def _train_group(
     model: nn.Module,
     global_params: Params,
+    starts: list[Params],
     datas: Sequence[ArrayData | ClientSlice],
     schedules: list[list[np.ndarray]],
     lr: float,
     ignore_index: int | None,
     width: int,
+    pull: float,
 ) -> list[LocalResult]:
-    """Train one group of clients, stacked, through their batch schedules (batches padded to ``width``)."""
+    """Train one group of clients, stacked from their starts, through their batch schedules (batches
+    padded to ``width``), with the proximal pull toward ``global_params`` if ``pull > 0``."""
     xb, yb = _stacked_batches(datas, schedules, ignore_index, width)
-    stacked = stack(global_params, len(datas))
+    if all(s is global_params for s in starts):
+        stacked = stack(global_params, len(datas))
+    else:
+        stacked = {n: torch.stack([s[n].detach() for s in starts]) for n in global_params}
+    anchor = {n: v.detach().unsqueeze(0) for n, v in global_params.items()} if pull > 0 else None
     layers = mlp_layers(model)
     if layers is not None and yb.dim() == 3:
-        step = _mlp_step([(stacked[f"{n}.weight"], stacked[f"{n}.bias"]) for n in layers], lr, yb)
+        pairs = [(stacked[f"{n}.weight"], stacked[f"{n}.bias"]) for n in layers]
+        anchors = None if anchor is None else [(anchor[f"{n}.weight"], anchor[f"{n}.bias"]) for n in layers]
+        step = _mlp_step(pairs, lr, yb, pull, anchors)
     else:
-        step = _autograd_step(model, stacked, lr, yb)
+        step = _autograd_step(model, stacked, lr, yb, pull, anchor)
     names, params = list(stacked), list(stacked.values())
     loss_sum = torch.zeros(len(datas))
     for s in range(xb.shape[1]):
@@ -183,24 +201,39 @@ def _train_group(
     ]
 
 
-def _autograd_step(model: nn.Module, stacked: Params, lr: float, yb: torch.Tensor):
-    """SGD step ``step(x, s)`` of any batched model through autograd, on step ``s``'s targets of ``yb``."""
+def _autograd_step(
+    model: nn.Module, stacked: Params, lr: float, yb: torch.Tensor, pull: float = 0.0, anchor: Params | None = None
+):
+    """SGD step ``step(x, s)`` of any batched model through autograd, on step ``s``'s targets of ``yb``
+    (with the proximal gradient pull * (w - anchor) added)."""
     params = [v.requires_grad_() for v in stacked.values()]
+    anchors = [anchor[n] for n in stacked] if anchor is not None else None
     forward = batched_forward(model)
 
     def step(x: torch.Tensor, s: int) -> torch.Tensor:
         losses = masked_mean_loss(forward(stacked, x), yb[:, s])
-        grads = torch.autograd.grad(losses.sum(), params)
+        grads = list(torch.autograd.grad(losses.sum(), params))
         with torch.no_grad():
+            if anchors is not None:
+                grads = list(
+                    torch._foreach_add(grads, torch._foreach_sub([p.detach() for p in params], anchors), alpha=pull)
+                )
             torch._foreach_add_(params, grads, alpha=-lr)
         return losses.detach()
 
     return step
 
 
-def _mlp_step(layers: list[tuple[torch.Tensor, torch.Tensor]], lr: float, yb: torch.Tensor):
+def _mlp_step(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    lr: float,
+    yb: torch.Tensor,
+    pull: float = 0.0,
+    anchors: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+):
     """SGD step of a ReLU MLP with per-client weights [K, out, in], backward written by hand; what
-    depends only on the targets ``yb`` [K, S, width] is computed once for every step."""
+    depends only on the targets ``yb`` [K, S, width] is computed once for every step. With ``anchors``
+    each weight also moves by -lr * pull * (w - anchor), the proximal term's gradient at the step's start."""
     valid = yb != PAD_LABEL
     count = valid.sum(2, keepdim=True).clamp(min=1)  # [K, S, 1]
     labels = yb.clamp(min=0).unsqueeze(-1)  # [K, S, width, 1]
@@ -224,6 +257,9 @@ def _mlp_step(layers: list[tuple[torch.Tensor, torch.Tensor]], lr: float, yb: to
         for i in range(len(layers) - 1, -1, -1):
             w, b = layers[i]
             dh = torch.ops.aten.threshold_backward(torch.bmm(dz, w), inputs[i], 0) if i > 0 else None
+            if anchors is not None:  # w - lr pull (w - a), before the gradient's step from the same w
+                for p, a in zip((w, b), anchors[i]):
+                    p.sub_(p - a, alpha=lr * pull)
             b.sub_(dz.sum(1), alpha=lr)
             w.baddbmm_(dz.transpose(1, 2), inputs[i], alpha=-lr)
             dz = dh

@@ -23,6 +23,7 @@ from torch import nn
 
 from hamrah.algorithms.base import Algorithm, ClientResult, ClientUpdate, LocalSGD
 from hamrah.algorithms.client import client_update
+from hamrah.algorithms.personal import Ditto
 from hamrah.core.errors import WorkerFailed
 from hamrah.core.params import Params, sub
 from hamrah.core.seeds import client_rng
@@ -105,6 +106,9 @@ def train_clients(
     ignore = data.dataset.ignore_index
     if task.batched:  # gathers each client's batches straight from the pooled set
         slices = [task.data[c] if c in task.data else data.client_slice(c) for c in task.ids]
+        personal = task.algorithm.personalization
+        if personal is not None:
+            return _personal_cohort(model, task, slices, rngs, ignore, personal)
         locs = train_cohort(model, task.params, slices, task.plans, rngs, ignore)
         return [
             ClientUpdate(
@@ -130,6 +134,37 @@ def train_clients(
             task=fl_task,
         )
         for c, d, r, p in zip(task.ids, datas, rngs, task.plans)
+    ]
+
+
+def _personal_cohort(model, task: RoundTask, slices, rngs, ignore, personal) -> list[ClientUpdate]:
+    """The batched form of :func:`hamrah.algorithms.client_update` for a personalized algorithm: the
+    cohort trains from each client's start, then (Ditto) each personal model trains with its pull
+    toward the global model, the generators continuing as in the sequential client half."""
+    g, states = task.params, [task.states.get(c) for c in task.ids]
+    locs = train_cohort(model, g, slices, task.plans, rngs, ignore, starts=[personal.start(g, s) for s in states])
+    if isinstance(personal, Ditto):
+        own = train_cohort(
+            model,
+            g,
+            slices,
+            task.plans,
+            rngs,
+            ignore,
+            starts=[personal.personal_model(g, s) for s in states],
+            pull=personal.lam,
+        )
+        kept = [o.params for o in own]
+    else:
+        kept = [personal.next_state(g, loc.params, s, p, None) for loc, s, p in zip(locs, states, task.plans)]
+    return [
+        ClientUpdate(
+            ClientResult(
+                c, personal.shared(sub(loc.params, g)), len(d), {"train_loss": loc.train_loss, "local_steps": loc.steps}
+            ),
+            state,
+        )
+        for c, d, loc, state in zip(task.ids, slices, locs, kept)
     ]
 
 

@@ -419,8 +419,9 @@ def _is_builtin(task: Task) -> bool:
 
 
 def _plain_sgd(algorithm: Algorithm, params: Params, server_state: object) -> bool:
-    """Return True when the algorithm's client half is plain SGD (what the batched trainer runs)."""
-    if algorithm.stateful_clients or not algorithm.local_plan().plain_sgd:
+    """Return True when the algorithm's client half is plain SGD (what the batched trainer runs; a
+    personalized algorithm's clients keep state the batched trainer handles: Ditto's, FedPer's)."""
+    if (algorithm.stateful_clients and algorithm.personalization is None) or not algorithm.local_plan().plain_sgd:
         return False
     return not algorithm.local_transforms(params, algorithm.broadcast(server_state), None)
 
