@@ -16,7 +16,7 @@ from hamrah.core.errors import ConfigError
 from hamrah.core.params import max_abs_diff
 from hamrah.data import ArrayData
 from hamrah.models import LogReg
-from hamrah.simulation.simulator import _plain_sgd
+from hamrah.simulation.parallel import batch_pull
 
 
 def _data(n: int, seed: int) -> ArrayData:
@@ -87,8 +87,8 @@ def test_build_takes_adam_from_a_config_or_a_json_plan():
     algo = build("fedprox", lr=0.01, mu=0.1, local_optimizer="adam", local_betas=[0.8, 0.9], weight_decay=0.01)
     plan = algo.local_plan()
     assert (plan.optimizer, plan.betas, plan.weight_decay) == ("adam", (0.8, 0.9), 0.01)
-    assert not plan.plain_sgd and not _plain_sgd(build("fedavg", local_optimizer="adamw"), {}, None)
-    assert _plain_sgd(build("fedavg"), {}, None)  # plain SGD keeps the batched trainer
+    assert not plan.plain_sgd and batch_pull(build("fedavg", local_optimizer="adamw"), {}, None) is None
+    assert batch_pull(build("fedavg"), {}, None) == 0.0  # plain SGD keeps the batched trainer
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hamrah.algorithms import FedAvg, FedProx, LocalSGD, Scaffold
+from hamrah.algorithms import FedAvg, FedNova, FedProx, LocalSGD, Scaffold
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import max_abs_diff
 from hamrah.data import ArrayData, Dataset, federate
@@ -71,9 +71,34 @@ def test_batched_equals_sequential_with_heterogeneous_epochs(small):
 
 def test_batched_refused_for_non_plain_sgd(small):
     fed = federate(small, "iid", 4, seed=0)
-    with pytest.raises(ConfigError, match="batched.*fedprox"):
-        _sim(fed, FedProx(1.0, LocalSGD(1, 10, 0.1), mu=0.5), batched=True)
-    assert not _sim(fed, FedProx(1.0, LocalSGD(1, 10, 0.1), mu=0.5)).batched
+    heavy = FedAvg(1.0, LocalSGD(1, 10, 0.1, momentum=0.9))
+    with pytest.raises(ConfigError, match="batched.*fedavg changes local SGD beyond a proximal term"):
+        _sim(fed, heavy, batched=True)
+    assert not _sim(fed, heavy).batched
+    assert _sim(fed, FedProx(1.0, LocalSGD(1, 10, 0.1), mu=0.5)).batched  # FedProx's pull: batched
+
+
+class _TwoNNAutograd(TwoNN):
+    """TwoNN without the hand-written MLP step: the batched trainer's autograd step."""
+
+    mlp_layers = None
+
+
+@pytest.mark.parametrize("model", [TwoNN, _TwoNNAutograd], ids=["mlp-step", "autograd-step"])
+@pytest.mark.parametrize(
+    "algo", [FedProx(1.0, LocalSGD(2, 10, 0.1), mu=0.5), FedNova(1.0, LocalSGD(2, 10, 0.1), mu=0.5)]
+)
+def test_fedprox_and_fednova_batched_equal_sequential(small, algo, model):
+    """The proximal pull in the batched trainer: the same models as the one-client-at-a-time trainer,
+    with unequal local work (heterogeneous epochs: a client that has finished is not pulled further;
+    FedNova's normalisation sees each client's steps)."""
+    fed = federate(small, "iid", 4, seed=0)
+    het = Heterogeneity(epochs=(1, 3))
+    a = _sim(fed, algo, model, heterogeneity=het, batched=True, workers=1).run()
+    b = _sim(fed, algo, model, heterogeneity=het, batched=False, workers=1).run()
+    assert max_abs_diff(a.params, b.params) < 1e-4
+    c = _sim(fed, FedAvg(1.0, LocalSGD(2, 10, 0.1)), TwoNN, heterogeneity=het, batched=True, workers=1).run()
+    assert max_abs_diff(a.params, c.params) > 1e-3  # the pull moved the models
 
 
 def test_scaffold_keeps_client_state_between_rounds(small):

@@ -208,16 +208,17 @@ def _autograd_step(
     (with the proximal gradient pull * (w - anchor) added)."""
     params = [v.requires_grad_() for v in stacked.values()]
     anchors = [anchor[n] for n in stacked] if anchor is not None else None
+    active = (yb != PAD_LABEL).flatten(2).any(2).float()  # [K, S]: 0 on a client's padding steps
     forward = batched_forward(model)
 
     def step(x: torch.Tensor, s: int) -> torch.Tensor:
         losses = masked_mean_loss(forward(stacked, x), yb[:, s])
         grads = list(torch.autograd.grad(losses.sum(), params))
         with torch.no_grad():
-            if anchors is not None:
-                grads = list(
-                    torch._foreach_add(grads, torch._foreach_sub([p.detach() for p in params], anchors), alpha=pull)
-                )
+            if anchors is not None:  # the pull, only for clients still training
+                on = active[:, s]
+                diffs = [(p.detach() - a).mul_(on.view(-1, *[1] * (p.dim() - 1))) for p, a in zip(params, anchors)]
+                grads = list(torch._foreach_add(grads, diffs, alpha=pull))
             torch._foreach_add_(params, grads, alpha=-lr)
         return losses.detach()
 
@@ -240,6 +241,7 @@ def _mlp_step(
     scale = (valid / count).unsqueeze(-1)  # d(mean CE)/dz = (softmax - onehot) / count on valid rows, 0 on padding
     minus_one = torch.full((yb.shape[0], yb.shape[2], 1), -1.0)
 
+    moving = valid.any(2) * (lr * pull)  # [K, S]: the pull's step, 0 on a client's padding steps (it has stopped)
     transposed = [w.transpose(1, 2) for w, _ in layers]  # views: they follow the in-place updates
     biases = [b.unsqueeze(1) for _, b in layers]
 
@@ -259,7 +261,7 @@ def _mlp_step(
             dh = torch.ops.aten.threshold_backward(torch.bmm(dz, w), inputs[i], 0) if i > 0 else None
             if anchors is not None:  # w - lr pull (w - a), before the gradient's step from the same w
                 for p, a in zip((w, b), anchors[i]):
-                    p.sub_(p - a, alpha=lr * pull)
+                    p.sub_((p - a).mul_(moving[:, s].view(-1, *[1] * (p.dim() - 1))))
             b.sub_(dz.sum(1), alpha=lr)
             w.baddbmm_(dz.transpose(1, 2), inputs[i], alpha=-lr)
             dz = dh

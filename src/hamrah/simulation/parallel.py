@@ -24,6 +24,7 @@ from torch import nn
 from hamrah.algorithms.base import Algorithm, ClientResult, ClientUpdate, LocalSGD
 from hamrah.algorithms.client import client_update
 from hamrah.algorithms.personal import Ditto
+from hamrah.algorithms.transforms import Proximal
 from hamrah.core.errors import WorkerFailed
 from hamrah.core.params import Params, sub
 from hamrah.core.seeds import client_rng
@@ -109,7 +110,8 @@ def train_clients(
         personal = task.algorithm.personalization
         if personal is not None:
             return _personal_cohort(model, task, slices, rngs, ignore, personal)
-        locs = train_cohort(model, task.params, slices, task.plans, rngs, ignore)
+        pull = batch_pull(task.algorithm, task.params, task.broadcast) or 0.0  # FedProx's mu
+        locs = train_cohort(model, task.params, slices, task.plans, rngs, ignore, pull=pull)
         return [
             ClientUpdate(
                 ClientResult(
@@ -135,6 +137,26 @@ def train_clients(
         )
         for c, d, r, p in zip(task.ids, datas, rngs, task.plans)
     ]
+
+
+def batch_pull(algorithm: Algorithm, params: Params, broadcast: Params | None) -> float | None:
+    """Return the proximal weight the batched trainer adds to run ``algorithm``'s client half from
+    ``params`` (0 for plain SGD, FedProx's and FedNova's mu), or None when that client half is not one
+    it runs (control variates, momentum, Adam, DP-SGD, a personalized algorithm with a transform)."""
+    if (algorithm.stateful_clients and algorithm.personalization is None) or not algorithm.local_plan().plain_sgd:
+        return None
+    transforms = algorithm.local_transforms(params, broadcast, None)
+    if not transforms:
+        return 0.0
+    only = transforms[0]
+    if (
+        len(transforms) == 1
+        and isinstance(only, Proximal)
+        and only.anchor is params
+        and algorithm.personalization is None
+    ):
+        return only.mu
+    return None
 
 
 def _personal_cohort(model, task: RoundTask, slices, rngs, ignore, personal) -> list[ClientUpdate]:

@@ -36,7 +36,7 @@ from hamrah.simulation import example_privacy
 from hamrah.simulation.batched import mlp_layers, supports_batching
 from hamrah.simulation.config import Attack, SimulationConfig, SimulationResult
 from hamrah.simulation.heterogeneity import BUDGET_SPENT, DROPPED, STRAGGLER, draw_work
-from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
+from hamrah.simulation.parallel import ProcessPool, RoundTask, batch_pull, train_clients
 from hamrah.simulation.personal import check_personal, personal_metrics
 from hamrah.simulation.reference import RootReference, needs_reference
 from hamrah.task import DEFAULT_TASK, Task, uses_builtin_loss
@@ -118,11 +118,11 @@ class Simulator:
         params = model_state(model)  # parameters and BatchNorm buffers
         self.loop = RoundLoop(algorithm, config.plan, params, algorithm.init_server_state(params))
         self.client_states: dict[int, Params] = {}
-        plain = _plain_sgd(algorithm, self.params, self.server_state)
+        plain = batch_pull(algorithm, self.params, self.loop.broadcast()) is not None
         if config.batched and not plain:
             raise ConfigError(
-                f"run.batched = true: algorithm {algorithm.name} changes local SGD "
-                "(proximal term, control variates, momentum, Adam); the batched trainer runs plain SGD only"
+                f"run.batched = true: algorithm {algorithm.name} changes local SGD beyond a proximal term "
+                "(control variates, momentum, Adam, DP-SGD); the batched trainer runs plain SGD and FedProx's pull only"
             )
         auto_batched = mlp_layers(model) is not None and plain and uses_builtin_loss(self.task)
         self.batched = auto_batched if config.batched is None else config.batched
@@ -416,14 +416,6 @@ class Simulator:
 def _is_builtin(task: Task) -> bool:
     """Return True for hamrah's own tasks (the default loss, the reference models)."""
     return type(task).__module__.startswith("hamrah.")
-
-
-def _plain_sgd(algorithm: Algorithm, params: Params, server_state: object) -> bool:
-    """Return True when the algorithm's client half is plain SGD (what the batched trainer runs; a
-    personalized algorithm's clients keep state the batched trainer handles: Ditto's, FedPer's)."""
-    if (algorithm.stateful_clients and algorithm.personalization is None) or not algorithm.local_plan().plain_sgd:
-        return False
-    return not algorithm.local_transforms(params, algorithm.broadcast(server_state), None)
 
 
 def seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
