@@ -9,6 +9,11 @@ layer, no gradient tensors): on CPU the step is memory-bound, and this halves th
 with fewer steps or a short last batch are padded with ``PAD_LABEL`` targets, which contribute no
 gradient, so their parameters stop moving exactly where the sequential loop would stop.
 
+Beyond plain SGD it runs a proximal pull toward the round's model (FedProx's and FedNova's mu, Ditto's
+lam: ``pull``; not applied on a client's padding steps) and per-client starting points
+(``starts``: FedPer's own layers, Ditto's personal models), as the sequential client half does up to
+the order of float operations.
+
 A large cohort trains in groups of ``GROUP_SIZE`` clients, each group through all of its steps
 before the next starts. One step reads and writes every stacked client's weights (0.8 MB per 2NN
 client): ten clients' (8 MB) can stay in cache from one step to the next, a whole cohort of 100 (80

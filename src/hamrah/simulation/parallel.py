@@ -44,7 +44,7 @@ class RoundTask:
         params: the global model.
         ids: the clients, and ``plans`` their local work (same order).
         seed, round_idx: derive each client's generator (``client_rng``).
-        batched: train them in one batched loop (plain SGD only).
+        batched: train them in one batched loop (plain SGD, a proximal pull, personalized starts).
         broadcast: the round's server payload.
         states: client id -> the client's persistent state (stateful algorithms).
         data: client id -> data that replaces the client's own (a poisoned copy).
