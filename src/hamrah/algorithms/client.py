@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from torch import nn
 
-from hamrah.algorithms.base import Algorithm, ClientResult, ClientUpdate, GradientTransform, LocalSGD
+from hamrah.algorithms.base import Algorithm, ClientResult, ClientUpdate, LocalSGD
 from hamrah.algorithms.local import train_local
+from hamrah.algorithms.transforms import Proximal
 from hamrah.core.params import Params, sub
 from hamrah.data.federated import ArrayData
 from hamrah.task import Task
@@ -56,11 +59,14 @@ def client_update(
         start = personal.start(global_params, client_state)
         transforms = algorithm.local_transforms(start, broadcast, None)  # FedProx's pull: to the start
         local = train_local(model, start, data, plan, rng, ignore_index, transforms, task)
-
-        def train(begin: Params, extra: list[GradientTransform], how: LocalSGD) -> Params:
-            return train_local(model, begin, data, how, rng, ignore_index, extra, task).params
-
-        state = personal.next_state(global_params, local.params, client_state, plan, train)
+        second, trained = personal.personal_pass(global_params, client_state), None
+        if second is not None:  # Ditto: without DP-SGD's noise, as the personal model never leaves
+            begin, pull = second
+            own = dataclasses.replace(plan, example_dp=None)
+            trained = train_local(
+                model, begin, data, own, rng, ignore_index, [Proximal(pull, global_params)], task
+            ).params
+        state = personal.keep(local.params, trained)
         delta, aux = personal.shared(sub(local.params, global_params)), {}
     else:
         transforms = algorithm.local_transforms(global_params, broadcast, client_state)

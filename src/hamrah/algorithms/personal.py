@@ -15,13 +15,16 @@ by the simulator, in the Example Store by a device) and is never sent:
   the server never sees them and the global model's copy stays at its initial value (what a client
   new to the run starts from).
 
+Each method says where a client's local training starts (``start``), what of its change leaves
+(``shared``), whether a second, personal pass trains and from where with which pull toward the
+global model (``personal_pass``), and what the client keeps (``keep``); the one client half
+(:func:`hamrah.algorithms.client_update`) and the batched trainer both follow it.
 ``personal_model(global_params, state)`` is the model a client uses and is scored with.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,14 +37,11 @@ from hamrah.algorithms.base import (
     LocalSGD,
     _number,
 )
-from hamrah.algorithms.transforms import Proximal
 from hamrah.core.aggregate import Aggregate, Statistic
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 
 PERSONAL_METHODS = ("ditto", "fedper")
-Train = Callable[[Params, list[GradientTransform], LocalSGD], Params]
-"""Run the client's local plan from a start point with extra transforms; return the trained parameters."""
 
 
 @dataclass(frozen=True)
@@ -66,16 +66,14 @@ class Ditto:
         """Return what of the global update leaves the client: all of it."""
         return delta
 
-    def next_state(
-        self, global_params: Params, local: Params, state: Params | None, plan: LocalSGD, train: Train
-    ) -> Params:
-        """Train the personal model (without DP-SGD's noise: it never leaves the client, and the global
-        update above does not depend on it) and return it."""
-        return train(
-            self.personal_model(global_params, state),
-            [Proximal(self.lam, global_params)],
-            dataclasses.replace(plan, example_dp=None),
-        )
+    def personal_pass(self, global_params: Params, state: Params | None) -> tuple[Params, float]:
+        """Return where the personal model's training starts (v_k) and its pull lam toward w_t."""
+        return self.personal_model(global_params, state), self.lam
+
+    def keep(self, local: Params, trained: Params | None) -> Params:
+        """Return the client's new state: the personal model the personal pass trained."""
+        assert trained is not None
+        return trained
 
     def personal_model(self, global_params: Params, state: Params | None) -> Params:
         """Return the client's personal model v_k (the global model before its first training)."""
@@ -115,10 +113,12 @@ class FedPer:
         """Return the delta with the personal layers' change replaced by zeros."""
         return {k: torch.zeros_like(v) if self.personal(k) else v for k, v in delta.items()}
 
-    def next_state(
-        self, global_params: Params, local: Params, state: Params | None, plan: LocalSGD, train: Train
-    ) -> Params:
-        """Return the personal layers as local training left them."""
+    def personal_pass(self, global_params: Params, state: Params | None) -> None:
+        """Return None: no second training; the personal layers train with the shared ones."""
+        return None
+
+    def keep(self, local: Params, trained: Params | None) -> Params:
+        """Return the client's new state: the personal layers as local training left them."""
         return {k: v for k, v in local.items() if self.personal(k)}
 
     def personal_model(self, global_params: Params, state: Params | None) -> Params:
@@ -213,8 +213,8 @@ class Personalized:
         return self.base.local_transforms(global_params, broadcast, None)
 
     def next_client_state(self, *args: Any) -> Params | None:
-        """Not used: :func:`hamrah.algorithms.client_update` asks the method (``personalization``)."""
-        raise NotImplementedError("Personalized: the client's state is the method's (personalization.next_state)")
+        """Not used: :func:`hamrah.algorithms.client_update` asks the method (``personalization.keep``)."""
+        raise NotImplementedError("Personalized: the client's state is the method's (personalization.keep)")
 
     def client_statistics(self, result: ClientResult) -> Params:
         return self.base.client_statistics(result)

@@ -23,7 +23,6 @@ from torch import nn
 
 from hamrah.algorithms.base import Algorithm, ClientResult, ClientUpdate, LocalSGD
 from hamrah.algorithms.client import client_update
-from hamrah.algorithms.personal import Ditto
 from hamrah.algorithms.transforms import Proximal
 from hamrah.core.errors import WorkerFailed
 from hamrah.core.params import Params, sub
@@ -165,20 +164,12 @@ def _personal_cohort(model, task: RoundTask, slices, rngs, ignore, personal) -> 
     toward the global model, the generators continuing as in the sequential client half."""
     g, states = task.params, [task.states.get(c) for c in task.ids]
     locs = train_cohort(model, g, slices, task.plans, rngs, ignore, starts=[personal.start(g, s) for s in states])
-    if isinstance(personal, Ditto):
-        own = train_cohort(
-            model,
-            g,
-            slices,
-            task.plans,
-            rngs,
-            ignore,
-            starts=[personal.personal_model(g, s) for s in states],
-            pull=personal.lam,
-        )
-        kept = [o.params for o in own]
-    else:
-        kept = [personal.next_state(g, loc.params, s, p, None) for loc, s, p in zip(locs, states, task.plans)]
+    passes = [personal.personal_pass(g, s) for s in states]
+    trained: list = [None] * len(states)
+    if passes[0] is not None:  # Ditto: each personal model from where it was, with its pull
+        own = train_cohort(model, g, slices, task.plans, rngs, ignore, starts=[p[0] for p in passes], pull=passes[0][1])
+        trained = [o.params for o in own]
+    kept = [personal.keep(loc.params, t) for loc, t in zip(locs, trained)]
     return [
         ClientUpdate(
             ClientResult(
