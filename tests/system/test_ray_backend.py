@@ -28,7 +28,14 @@ pytestmark = pytest.mark.xdist_group("ray")  # one local Ray at a time: these te
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as e:  # Ray waits a fixed 30 s for its raylet to register: a busy CI machine can miss it
+            ray.shutdown()
+            if "timed out during startup" not in str(e) or attempt == 2:
+                raise
     yield
     ray.shutdown()
 
