@@ -1,7 +1,7 @@
 """Process faults on the real `hamrah server` CLI with a `hamrah fleet`: a second server on the same state
 folder is refused, the server is SIGKILLed at random points of rounds (seeded) and restarted, then
 drained with SIGTERM and restarted; every round commits once, committed rounds never change, totals and
-elapsed time carry over the restarts."""
+elapsed time carry over the restarts; each restart resumes from the last committed round."""
 
 from __future__ import annotations
 
@@ -9,16 +9,53 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from tests.system.test_crash_recovery import CONFIG, _free_port, _rounds
 
 from hamrah.device.fleet import make_tokens
 
 ROUNDS = 5
+CONFIG = f"""
+[data]
+dataset = "mnist"
+partition = "shards"
+num_clients = 100
+[model]
+name = "2nn"
+[algorithm]
+name = "fedavg"
+client_fraction = 0.1
+local_epochs = 1
+batch_size = 10
+lr = 0.1
+[run]
+rounds = {ROUNDS}
+seed = 0
+[server]
+goal_count = 5
+over_selection = 1.2
+selection_timeout_s = 20
+reporting_timeout_s = 20
+checkin_hold_s = 0.5
+reconnect_min_s = 0.05
+reconnect_max_s = 0.5
+retry_delay_s = 0.1
+tokens_file = "tokens.txt"
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rounds(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def _hamrah(*args, log):
@@ -35,7 +72,7 @@ def _wait_rounds(metrics, n, server, log_path, timeout=120):
 
 @pytest.mark.slow
 def test_second_server_refused_sigkill_at_random_points_then_sigterm_drain(tmp_path):
-    (tmp_path / "server.toml").write_text(CONFIG.replace("rounds = 4", f"rounds = {ROUNDS}"))
+    (tmp_path / "server.toml").write_text(CONFIG)
     make_tokens(tmp_path / "tokens.txt", 8)
     port, state = _free_port(), tmp_path / "state"
     metrics, log_path = state / "metrics.jsonl", tmp_path / "server.log"
@@ -94,6 +131,8 @@ def test_second_server_refused_sigkill_at_random_points_then_sigterm_drain(tmp_p
     assert elapsed == sorted(elapsed)  # the clock carries over restarts
     text = log_path.read_text()
     assert "SIGTERM: draining" in text and "Traceback" not in text
+    for snap in snapshots:
+        assert f"resuming from committed round {snap[-1]['round']}" in text
     summary = json.loads((state / "summary.json").read_text())
     assert summary["rounds_committed"] == ROUNDS and summary["restarts"] >= 3
     assert summary["wall_s"] == after[-1]["elapsed_s"]
