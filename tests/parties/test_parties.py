@@ -20,9 +20,9 @@ import pytest
 from hamrah.core.errors import ConfigError, PartyFailed
 from hamrah.data.vertical import load_vertical
 from hamrah.parties import PartyServer, load_party_config, make_party_tls
-from hamrah.parties.runner import _write_result, model_arrays, run_party
+from hamrah.parties.runner import _write_result, model_arrays, predict_party, run_party
 from hamrah.vertical import lr_sshe, run_parties
-from hamrah.vertical.lr_common import LRConfig
+from hamrah.vertical.lr_common import LRConfig, standardise
 from hamrah.vertical.registry import build_config, resolve
 
 SETTINGS = {"epochs": 3, "batch_size": 64, "lr": 0.3, "l2": 0.01, "tol": 0.0, "key_bits": 1024}
@@ -120,30 +120,55 @@ def _model(tmp: Path, name: str) -> np.ndarray:
         return z["weights"].copy()
 
 
-def test_run_party_over_grpc_tls_gives_the_in_process_model(tmp_path):
-    # OU and the rank-Gauss transform here (the process-level test below runs Paillier, standardised)
-    settings = {**SETTINGS, "scheme": "ou", "transform": "quantile"}
-    files = _write(tmp_path, settings)
+def _threads(calls: dict) -> dict:
+    """Run each party's call in its own thread; return their results, or raise the first error."""
     done, errors = {}, []
 
     def party(name):
         try:
-            done[name] = run_party(load_party_config(files[name]))
+            done[name] = calls[name]()
         except Exception as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=party, args=(n,)) for n in files]
+    threads = [threading.Thread(target=party, args=(n,)) for n in calls]
     for t in threads:
         t.start()
     for t in threads:
         t.join(240)
-    assert not errors and set(done) == {"guest", "host"}, errors
+    assert not errors and set(done) == set(calls), errors
+    return done
+
+
+def test_run_party_over_grpc_tls_gives_the_in_process_model_and_scores_new_rows(tmp_path):
+    # OU and the rank-Gauss transform here (the process-level test below runs Paillier, standardised)
+    settings = {**SETTINGS, "scheme": "ou", "transform": "quantile"}
+    files = _write(tmp_path, settings)
+    done = _threads({n: lambda n=n: run_party(load_party_config(files[n])) for n in files})
     assert done["guest"]["epochs"] == settings["epochs"] and done["host"]["sent_bytes"]
     expected = _in_process(settings)
     for name in ("guest", "host"):
         np.testing.assert_allclose(_model(tmp_path, name), expected[name].weights, rtol=0, atol=1e-12)
         with np.load(tmp_path / "out" / name / "model.npz") as z:
             np.testing.assert_array_equal(z["quantiles"], expected[name].quantiles)
+
+    # then score new rows with the saved halves, each party from its own file: 150 ids shared
+    d, ids = load_vertical("breast"), load_vertical("breast")["guest"].ids
+    _write_csv(tmp_path / "guest_new.csv", d["guest"].select(ids[150:300][::-1]))
+    _write_csv(tmp_path / "host_new.csv", d["host"].select(ids[100:350]))
+    scored = _threads(
+        {n: lambda n=n: predict_party(load_party_config(files[n]), tmp_path / f"{n}_new.csv") for n in files}
+    )
+    assert scored["guest"]["scored"] == scored["host"]["scored"] == 150 and 0.9 < scored["guest"]["auc"] <= 1
+    table = np.loadtxt(tmp_path / "out" / "guest" / "predictions.csv", delimiter=",", skiprows=1)
+    np.testing.assert_array_equal(table[:, 0], np.sort(ids[150:300]))
+    g, h = d["guest"].select(table[:, 0].astype(np.int64)), d["host"].select(table[:, 0].astype(np.int64))
+    cfg = LRConfig(**settings)
+    zg = standardise(g.features, expected["guest"], True, cfg.clip, cfg.transform)[0]
+    zh = standardise(h.features, expected["host"], False, cfg.clip, cfg.transform)[0]
+    np.testing.assert_allclose(
+        table[:, 1], 1 / (1 + np.exp(-(zg @ expected["guest"].weights + zh @ expected["host"].weights))), rtol=1e-8
+    )
+    assert not (tmp_path / "out" / "host" / "predictions.csv").exists()  # the host learns no score
 
 
 TINY = {
@@ -165,15 +190,15 @@ def test_every_protocols_model_is_saved(tmp_path, protocol):
     )
     for name in ("guest", "host"):
         out = tmp_path / name
-        summary = _write_result(
-            SimpleNamespace(out=out, name=name, role=name, protocol=protocol), res[name], stats[name]
-        )
+        party = SimpleNamespace(out=out, name=name, role=name, protocol=protocol, settings=cfg)
+        summary = _write_result(party, res[name], stats[name], d[name])
         assert summary["model"] == type(res[name]).__name__
         with np.load(out / "model.npz", allow_pickle=False) as z:
             saved = {k: z[k] for k in z.files}
-        assert saved.keys() == model_arrays(res[name]).keys() and len(saved) > 1
+        assert saved.keys() == model_arrays(res[name]).keys() | {"protocol", "settings", "feature_names"}
         for key, value in model_arrays(res[name]).items():
             np.testing.assert_array_equal(saved[key], value)
+        assert str(saved["protocol"]) == protocol and tuple(saved["feature_names"]) == d[name].feature_names
     if protocol != "secureboost":  # a network's first weight matrix is among the saved arrays
         assert any(k.endswith("0.weight") for k in saved)
 

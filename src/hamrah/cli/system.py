@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -222,6 +223,8 @@ def _cmd_provision(args: argparse.Namespace) -> None:
 
 
 def _cmd_party(args: argparse.Namespace) -> None:
+    from hamrah.core.errors import ConfigError
+
     if args.make_tls:
         from hamrah.parties.tls import make_party_tls
 
@@ -230,25 +233,39 @@ def _cmd_party(args: argparse.Namespace) -> None:
         print(f"{args.make_tls}: ca.pem and <name>-server/-client .pem/.key for {', '.join(names)}")
         return
     if not args.config:
-        from hamrah.core.errors import ConfigError
-
         raise ConfigError("hamrah party: expected --config PARTY.toml (or --make-tls DIR --names a,b)")
+    if args.model and not args.predict:
+        raise ConfigError("hamrah party: --model goes with --predict (the rows to score)")
     from hamrah.parties.config import load_party_config
-    from hamrah.parties.runner import run_party
+    from hamrah.parties.runner import predict_party, run_party
 
     cfg = load_party_config(args.config)
-    run_party(cfg, report=lambda line: print(line, flush=True))
+    report = functools.partial(print, flush=True)
+    if not args.predict:
+        run_party(cfg, report=report)
+        model = ", model.npz" if (cfg.out / "model.npz").exists() else ""
+        print(f"{cfg.name}: done; wrote {cfg.out}/summary.json{model}")
+        return
+    summary = predict_party(cfg, args.predict, args.model, report=report)
+    scores = ", ".join(f"{k} {summary[k]:.4f}" for k in ("auc", "accuracy") if k in summary)
+    wrote = f"; wrote {cfg.out}/predictions.csv" if cfg.role == "guest" else ""
     print(
-        f"{cfg.name}: done; wrote {cfg.out}/summary.json" + (", model.npz" if (cfg.out / "model.npz").exists() else "")
+        f"{cfg.name}: scored {summary['scored']} of {summary['rows']} rows" + (f" ({scores})" if scores else "") + wrote
     )
 
 
 def _add_party_command(sub) -> None:
-    p = sub.add_parser("party", help="run one party of a vertical-FL protocol (PSI, vertical LR) over gRPC + TLS")
+    p = sub.add_parser("party", help="run one party of a vertical-FL protocol over gRPC + TLS (train, or --predict)")
     p.add_argument("--config", help="the party's TOML: [party], [data], [peers], [tls], [protocol]")
     p.add_argument("--make-tls", metavar="DIR", help="write a CA and per-party certificates into DIR instead")
     p.add_argument("--names", help="party names for --make-tls, comma-separated")
     p.add_argument("--hosts", default="localhost,127.0.0.1", help="server certificate hosts for --make-tls")
+    p.add_argument(
+        "--predict",
+        metavar="ROWS.csv",
+        help="score these rows (this party's columns, the same id column) with the trained model instead of training",
+    )
+    p.add_argument("--model", metavar="model.npz", help="with --predict: the model to use (default: OUT/model.npz)")
     p.set_defaults(func=_cmd_party)
 
 

@@ -78,7 +78,11 @@ def _text(path: Path) -> str:
 
 
 def read_party_csv(
-    path: str | os.PathLike, id_column: str = "id", label_column: str | None = None, text: str | None = None
+    path: str | os.PathLike,
+    id_column: str = "id",
+    label_column: str | None = None,
+    text: str | None = None,
+    label_optional: bool = False,
 ) -> PartyTable:
     """Read one party's CSV.
 
@@ -87,6 +91,7 @@ def read_party_csv(
         id_column: the column of integer sample ids.
         label_column: the label column (the label holder), or ``None``.
         text: the file's text when already read (``path`` then only names it in errors).
+        label_optional: a file without ``label_column`` is read without labels (rows to score).
 
     Raises:
         DataError: the file is missing, a column is absent, an id repeats or a value is not a number.
@@ -100,6 +105,8 @@ def read_party_csv(
     if not rows:
         raise DataError(f"{path}: empty file (expected a header row)")
     header = [h.strip() for h in rows[0]]
+    if label_optional and label_column not in header:
+        label_column = None
     for col in (id_column, label_column):
         if col is not None and col not in header:
             raise DataError(f"{path}: no column {col!r} (columns: {', '.join(header)})")

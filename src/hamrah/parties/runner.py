@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hamrah.core.errors import DataError, PartyFailed
+from hamrah.core.errors import ConfigError, DataError, PartyFailed
 from hamrah.data.vertical import read_party_csv
 from hamrah.parties.channel import PartyServer
 from hamrah.parties.config import PartyConfig
 from hamrah.vertical.lr_common import LRState
+from hamrah.vertical.predict import score, settings_json
 from hamrah.vertical.registry import resolve
 
 
@@ -106,7 +107,15 @@ def _save_npz(path: Path, arrays: dict) -> None:
     os.replace(tmp, path)
 
 
-def _write_result(cfg: PartyConfig, result, stats) -> dict:
+def _about(cfg: PartyConfig, table) -> dict[str, np.ndarray]:
+    """What ``model.npz`` records beside the model: the protocol, its settings and the party's columns."""
+    about = {"protocol": np.array(cfg.protocol), "settings": np.array(settings_json(cfg.settings))}
+    if table is not None:
+        about["feature_names"] = np.array(table.feature_names, dtype=str)
+    return about
+
+
+def _write_result(cfg: PartyConfig, result, stats, table=None) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "party": cfg.name,
@@ -118,7 +127,13 @@ def _write_result(cfg: PartyConfig, result, stats) -> dict:
     if isinstance(result, LRState) and result.weights.size:
         _save_npz(
             cfg.out / "model.npz",
-            {"weights": result.weights, "mean": result.mean, "std": result.std, "quantiles": result.quantiles},
+            {
+                "weights": result.weights,
+                "mean": result.mean,
+                "std": result.std,
+                "quantiles": result.quantiles,
+                **_about(cfg, table),
+            },
         )
     if isinstance(result, LRState):
         summary.update(epochs=result.epoch, converged=result.converged, weight_change=list(result.history))
@@ -126,7 +141,7 @@ def _write_result(cfg: PartyConfig, result, stats) -> dict:
         np.savetxt(cfg.out / "intersection.csv", result, fmt="%d", header="id", comments="")
         summary["intersection"] = len(result)
     elif result is not None:  # SecureBoost, SplitNN, FTL: their model
-        _save_npz(cfg.out / "model.npz", model_arrays(result))
+        _save_npz(cfg.out / "model.npz", {**model_arrays(result), **_about(cfg, table)})
         summary["model"] = type(result).__name__
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -165,7 +180,7 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
                     + f" (attempt {attempt + 1})"
                 )
             try:
-                return _write_result(cfg, role(channel, table, cfg.settings, **kwargs), channel.stats)
+                return _write_result(cfg, role(channel, table, cfg.settings, **kwargs), channel.stats, table)
             except PartyFailed as e:
                 channel.close()
                 if attempt == cfg.retries:
@@ -178,4 +193,62 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
         server.stop()
 
 
-__all__ = ["load_checkpoints", "model_arrays", "run_party"]
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise DataError(f"{path}: not a readable model ({e}); expected the model.npz `hamrah party` wrote") from None
+
+
+def predict_party(
+    cfg: PartyConfig, data_path: Path, model_path: Path | None = None, report: Callable[[str], None] = lambda s: None
+) -> dict:
+    """Score the rows of ``data_path`` with this party's trained model, the other parties doing the same.
+
+    Every party with data runs it with its own rows and model (``out/model.npz`` unless ``model_path``);
+    the guest writes ``out/predictions.csv`` (``id,probability``, the ids every party holds) and, when
+    its rows carry the label column, the AUC and accuracy into ``out/predict_summary.json``.
+
+    Returns:
+        The summary written to ``out/predict_summary.json``.
+
+    Raises:
+        ConfigError: the arbiter (it takes no part), a protocol without prediction, or settings other
+            than the model's. DataError: unreadable rows or model, other columns than the model's.
+        PartyFailed: a peer went away.
+    """
+    if cfg.role == "arbiter":
+        raise ConfigError(f"{cfg.name}: the arbiter takes no part in prediction; only the parties with data score rows")
+    arrays = _load_arrays(Path(model_path) if model_path else cfg.out / "model.npz")
+    table = read_party_csv(data_path, cfg.id_column, cfg.label_column, label_optional=True)
+    arbiter = getattr(cfg.settings, "arbiter", None) if "arbiter" in resolve(cfg.protocol).roles else None
+    parties = tuple(sorted({cfg.name, *cfg.peers} - {arbiter}))
+    guest = cfg.name if cfg.role == "guest" else getattr(cfg.settings, "guest", "guest")
+    server = PartyServer(cfg.name, cfg.peers, cfg.listen, cfg.tls, timeout_s=cfg.timeout_s)
+    try:
+        channel = server.channel()
+        report(f"{cfg.name}: scoring {len(table.ids)} rows with its {cfg.protocol} model")
+        ids, probs = score(channel, table, cfg.protocol, cfg.settings, arrays, guest, parties)
+    finally:
+        server.stop()
+    summary: dict = {"party": cfg.name, "protocol": cfg.protocol, "rows": len(table.ids), "scored": len(ids)}
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    if probs is not None:
+        tmp = cfg.out / ".predictions.csv"
+        np.savetxt(
+            tmp, np.column_stack([ids, probs]), fmt=["%d", "%.9g"], delimiter=",", header="id,probability", comments=""
+        )
+        os.replace(tmp, cfg.out / "predictions.csv")
+        if table.labels is not None:
+            labels = table.select(ids).labels
+            summary["accuracy"] = float(np.mean((probs >= 0.5) == (labels == 1)))
+            if 0 < labels.sum() < len(labels):
+                from hamrah.vertical.nets import roc_auc  # imports torch: only here
+
+                summary["auc"] = roc_auc(labels, probs)
+    (cfg.out / "predict_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+__all__ = ["load_checkpoints", "model_arrays", "predict_party", "run_party"]

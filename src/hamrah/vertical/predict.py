@@ -1,0 +1,233 @@
+"""Score new rows with a trained vertical model, between the parties that trained it.
+
+Each party loads its own half of the model from the arrays its training saved (``model.npz``,
+:func:`hamrah.parties.runner.model_arrays`) and reads its own columns of the rows to score. The parties
+first align those rows on the ids they all hold (PSI: no party learns another's other ids), then run
+the protocol's own prediction messages (each party loads and checks its model before any message):
+
+- vertical LR (``coordinated_lr``, ``sshe_lr``): each host sends its partial scores ``X_B w_B``; the
+  guest adds its own and the intercept. No weight leaves its party; the arbiter takes no part.
+- SecureBoost: the guest sends the ids; each host answers one "goes left" bit per row and split it
+  owns; the guest walks the trees (no host threshold or feature is revealed).
+- SplitNN: each host sends its cut-layer activations (in the training's wire dtype, with its noise);
+  the guest runs its bottom and top networks.
+
+Only the guest (the label holder) learns the probabilities. Each protocol has a loader
+``load(arrays, config, name, guest, hosts)`` that rebuilds this party's half of the model (refusing an
+array set that is not one) and returns ``run(channel, table)``: the guest's probabilities, one per row of
+the aligned ``table``, or ``None`` at a host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from hamrah.core.errors import ConfigError, DataError
+from hamrah.data.vertical import PartyTable
+from hamrah.vertical.psi import PSIConfig, intersect
+
+Arrays = Mapping[str, np.ndarray]
+Run = Callable[..., "np.ndarray | None"]
+
+
+def _need(arrays: Arrays, key: str, what: str) -> np.ndarray:
+    if key not in arrays:
+        raise DataError(
+            f"model: no array {key!r}, so not a {what} (expected the model.npz that `hamrah party` wrote "
+            "for this protocol and role)"
+        )
+    return np.asarray(arrays[key])
+
+
+def _under(arrays: Arrays, prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix) :]: np.asarray(v) for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _load_network(network, arrays: Arrays, prefix: str, what: str):
+    """Load the ``prefix``-ed tensors into ``network`` (built from the config); refuse another shape."""
+    import torch
+
+    state = {k: torch.from_numpy(np.array(v)) for k, v in _under(arrays, prefix).items()}
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise DataError(f"model: the {what} does not fit the protocol's config ({first})") from None
+    return network.eval()
+
+
+def load_lr(arrays: Arrays, config, name: str, guest: str, hosts: tuple[str, ...]) -> Run:
+    """Vertical LR (both protocols): the host sends ``X_B w_B``, the guest returns the probabilities."""
+    from hamrah.vertical.lr_common import LRState, predict_guest, predict_host, standardise
+
+    what = "vertical LR model"
+    state = LRState(
+        0,
+        _need(arrays, "weights", what).astype(np.float64),
+        _need(arrays, "mean", what),
+        _need(arrays, "std", what),
+        quantiles=np.asarray(arrays.get("quantiles", np.zeros((0, 0)))),
+    )
+    is_guest = name == guest
+    if len(state.weights) != len(state.mean) + is_guest:
+        raise DataError(f"model: {len(state.weights)} weights for {len(state.mean)} features: not a {name} model")
+
+    def run(channel, table: PartyTable):
+        if table.features.shape[1] != len(state.mean) or not np.all(np.isfinite(table.features)):
+            raise DataError(f"{name}: expected {len(state.mean)} finite features, got shape {table.features.shape}")
+        z, *_ = standardise(table.features, state, is_guest, config.clip, config.transform)
+        if not is_guest:
+            return predict_host(channel, z, state.weights, guest)
+        (host,) = hosts
+        return predict_guest(channel, z, state.weights, host)
+
+    return run
+
+
+def load_secureboost(arrays: Arrays, config, name: str, guest: str, hosts: tuple[str, ...]) -> Run:
+    """SecureBoost: hosts answer split decisions, the guest walks the trees."""
+    from hamrah.vertical.secureboost_model import GuestModel, HostModel, Tree, predict_guest, predict_host
+
+    if name != guest:
+        what = "SecureBoost host model"
+        host = HostModel(
+            _need(arrays, "features", what).astype(np.int64),
+            _need(arrays, "thresholds", what).astype(np.float64),
+            int(_need(arrays, "num_features", what)),
+        )
+        return lambda channel, table: predict_host(channel, host, table, guest)
+    what = "SecureBoost guest model"
+    count = len({k.split(".")[1] for k in arrays if k.startswith("trees.")})
+    fields = ("owner", "feature", "threshold", "left", "right", "value")
+    trees = tuple(Tree(*(_need(arrays, f"trees.{i}.{f}", what) for f in fields)) for i in range(count))
+    model = GuestModel(
+        float(_need(arrays, "base_score", what)),
+        trees,
+        tuple(str(h) for h in _need(arrays, "hosts", what).reshape(-1)),
+        int(_need(arrays, "num_features", what)),
+    )
+    missing = sorted(set(model.hosts) - set(hosts))
+    if missing:
+        raise ConfigError(f"the model's hosts {missing} are not among the scoring parties {sorted(hosts)}")
+    return lambda channel, table: predict_guest(channel, model, table)
+
+
+def load_splitnn(arrays: Arrays, config, name: str, guest: str, hosts: tuple[str, ...]) -> Run:
+    """SplitNN: hosts send cut-layer activations, the guest runs its bottom and top networks."""
+    from hamrah.vertical.nets import Standardizer
+    from hamrah.vertical.splitnn import predict, serve
+    from hamrah.vertical.splitnn_core import BottomModel, GuestModel, bottom_network, top_network
+
+    is_guest = name == guest
+    prefix = "model.bottom." if is_guest else ""
+    what = f"SplitNN {'guest' if is_guest else 'host'} model"
+    names = tuple(str(n) for n in _need(arrays, f"{prefix}feature_names", what).reshape(-1))
+    scaler = Standardizer(
+        _need(arrays, f"{prefix}standardizer.mean", what), _need(arrays, f"{prefix}standardizer.scale", what)
+    )
+    network = _load_network(bottom_network(config, name, len(names)), arrays, f"{prefix}network.", "bottom network")
+    bottom = BottomModel(name, names, scaler, network)
+    if not is_guest:
+        return lambda channel, table: serve(channel, bottom, table, config, guest)
+    trained = tuple(str(h) for h in _need(arrays, "model.hosts", what).reshape(-1))
+    top = _load_network(top_network(config, 1 + len(trained)), arrays, "model.top.", "top network")
+    model = GuestModel(bottom, top, trained)
+    return lambda channel, table: predict(channel, model, table, config, table.ids)
+
+
+LOADERS: dict[str, Callable[..., Run]] = {
+    "coordinated_lr": load_lr,
+    "sshe_lr": load_lr,
+    "secureboost": load_secureboost,
+    "splitnn": load_splitnn,
+}
+
+
+def settings_json(settings) -> str:
+    """Return a protocol's settings as canonical JSON (saved with a model, compared before scoring)."""
+    return json.dumps(dataclasses.asdict(settings), sort_keys=True)
+
+
+def check_model(arrays: Arrays, protocol: str, settings, table: PartyTable) -> None:
+    """Refuse a model saved by another protocol, under other settings, or for other columns.
+
+    Raises:
+        ConfigError: the protocol or settings differ from the model's (naming the differing keys).
+        DataError: the table's columns differ from those the model was trained on.
+    """
+    if "protocol" in arrays and str(arrays["protocol"]) != protocol:
+        raise ConfigError(f"model: trained by protocol {str(arrays['protocol'])!r}, this config says {protocol!r}")
+    if "settings" in arrays:
+        saved, now = json.loads(str(arrays["settings"])), json.loads(settings_json(settings))
+        differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+        if differ:
+            pairs = ", ".join(f"{k} = {saved.get(k)!r} (config: {now.get(k)!r})" for k in differ)
+            raise ConfigError(f"model: trained with {pairs}; score with the settings it was trained with")
+    if "feature_names" in arrays:
+        trained = tuple(str(n) for n in np.asarray(arrays["feature_names"]).reshape(-1))
+        if trained != table.feature_names:
+            raise DataError(
+                f"the rows' columns {list(table.feature_names)} differ from the model's {list(trained)} "
+                "(same names, same order expected)"
+            )
+
+
+def score(
+    channel, table: PartyTable, protocol: str, settings, arrays: Arrays, guest: str, parties: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Score this party's rows with its half of a trained model, together with the other ``parties``.
+
+    Args:
+        channel: this party's channel.
+        table: this party's columns of the rows to score (labels, if any, stay unused).
+        protocol, settings: the protocol that trained the model and its settings.
+        arrays: this party's saved model (``model.npz``).
+        guest: the label holder's name (it learns the probabilities).
+        parties: every party with data, this one included (an arbiter takes no part).
+
+    Returns:
+        The ids scored (those every party holds, sorted) and, at the guest, their probabilities
+        (``None`` at a host).
+
+    Raises:
+        ConfigError, DataError: see :func:`check_model`; no id shared by every party.
+        ProtocolError: a peer's message is malformed.
+    """
+    load = loader(protocol)
+    check_model(arrays, protocol, settings, table)
+    run = load(arrays, settings, channel.name, guest, tuple(sorted(p for p in parties if p != guest)))
+    ids = intersect(channel, table.ids, PSIConfig(guest), parties=tuple(parties))
+    if len(ids) == 0:
+        raise DataError("prediction: no id to score is held by every party")
+    probs = run(channel, table.select(ids))
+    return ids, (probs if channel.name == guest else None)
+
+
+def loader(protocol: str) -> Callable[..., Run]:
+    """Return the model loader of ``protocol``.
+
+    Raises:
+        ConfigError: the protocol trains no model that scores new rows here (PSI, FTL).
+    """
+    if protocol not in LOADERS:
+        raise ConfigError(
+            f"protocol {protocol!r}: no prediction (it trains no model that scores new rows between the "
+            f"parties); prediction works for {', '.join(LOADERS)}"
+        )
+    return LOADERS[protocol]
+
+
+__all__ = [
+    "LOADERS",
+    "check_model",
+    "load_lr",
+    "load_secureboost",
+    "load_splitnn",
+    "loader",
+    "score",
+    "settings_json",
+]

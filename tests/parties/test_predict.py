@@ -1,0 +1,152 @@
+"""Scoring new rows with a saved vertical model (``hamrah party --predict``): each protocol's halves,
+saved as ``hamrah party`` saves them and loaded back, give the trained model's probabilities on the rows
+every party holds, whatever order and extra rows each party's file has; a model of another protocol,
+other settings or other columns is refused with the reason."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from hamrah.core.errors import ConfigError, DataError
+from hamrah.data.vertical import PartyTable, load_vertical
+from hamrah.parties.runner import _write_result
+from hamrah.vertical import run_parties
+from hamrah.vertical.lr_common import standardise
+from hamrah.vertical.predict import score
+from hamrah.vertical.registry import build_config, resolve
+from hamrah.vertical.secureboost_model import walk
+
+ME = SimpleNamespace(name="guest")  # the channel of a party refused before any message
+BREAST = load_vertical("breast")
+IDS = BREAST["guest"].ids
+TRAIN = {name: table.select(IDS[:200]) for name, table in BREAST.items()}
+SETTINGS = {
+    "coordinated_lr": {"epochs": 2, "batch_size": 64, "encrypted": False},
+    "sshe_lr": {"epochs": 2, "batch_size": 64, "encrypted": False, "transform": "quantile", "clip": 3.0},
+    "secureboost": {"num_trees": 2, "max_depth": 2, "encrypted": False},
+    "splitnn": {"epochs": 1, "bottom_hidden": (4,), "cut_dim": 2, "top_hidden": (2,)},
+}
+
+
+def _rows() -> dict[str, PartyTable]:
+    """The guest holds rows 150-299 shuffled, with labels; the host rows 100-349: 150 rows shared."""
+    order = np.random.default_rng(0).permutation(IDS[150:300])
+    return {"guest": BREAST["guest"].select(order), "host": BREAST["host"].select(IDS[100:350])}
+
+
+def _train(protocol: str, tmp_path) -> tuple[object, dict, dict]:
+    spec, cfg = resolve(protocol), build_config(protocol, SETTINGS[protocol])
+    roles = {n: (lambda ch, n=n: spec.roles[n](ch, TRAIN[n], cfg)) for n in ("guest", "host")}
+    if "arbiter" in spec.roles:
+        roles["arbiter"] = lambda ch: spec.roles["arbiter"](ch, None, cfg)
+    res, stats = run_parties(roles, timeout_s=120)
+    arrays = {}
+    for name in ("guest", "host"):
+        party = SimpleNamespace(out=tmp_path / name, name=name, role=name, protocol=protocol, settings=cfg)
+        _write_result(party, res[name], stats[name], TRAIN[name])
+        with np.load(tmp_path / name / "model.npz", allow_pickle=False) as z:
+            arrays[name] = {k: z[k] for k in z.files}
+    return cfg, res, arrays
+
+
+def _score(protocol, cfg, arrays, rows, parties=("guest", "host")) -> dict:
+    out, _ = run_parties(
+        {n: (lambda ch, n=n: score(ch, rows[n], protocol, cfg, arrays[n], "guest", parties)) for n in parties},
+        timeout_s=60,
+    )
+    return out
+
+
+def _expected(protocol: str, cfg, res: dict, ids: np.ndarray) -> np.ndarray:
+    """The trained in-memory model's probabilities for ``ids``, computed here in one place."""
+    g, h = BREAST["guest"].select(ids), BREAST["host"].select(ids)
+    if protocol.endswith("_lr"):
+        zg = standardise(g.features, res["guest"], True, cfg.clip, cfg.transform)[0]
+        zh = standardise(h.features, res["host"], False, cfg.clip, cfg.transform)[0]
+        return 1 / (1 + np.exp(-(zg @ res["guest"].weights + zh @ res["host"].weights)))
+    if protocol == "secureboost":
+        bits = [res["host"].decisions(h.features)]
+        margin = res["guest"].base_score + sum(walk(t, g.features, bits) for t in res["guest"].trees)
+        return 1 / (1 + np.exp(-margin))
+    model = res["guest"].model
+    with torch.no_grad():
+        cut = torch.cat(
+            [
+                model.bottom.network(model.bottom.standardizer(g.features)),
+                res["host"].network(res["host"].standardizer(h.features)),
+            ],
+            1,
+        )
+        return torch.sigmoid(model.top(cut)).squeeze(1).numpy().astype(np.float64)
+
+
+@pytest.mark.parametrize("protocol", sorted(SETTINGS))
+def test_a_saved_model_scores_the_rows_every_party_holds_as_the_trained_model_does(protocol, tmp_path):
+    cfg, res, arrays = _train(protocol, tmp_path)
+    out = _score(protocol, cfg, arrays, _rows())
+    ids, probs = out["guest"]
+    np.testing.assert_array_equal(ids, np.sort(IDS[150:300]))
+    np.testing.assert_array_equal(out["host"][0], ids)
+    assert out["host"][1] is None  # only the guest learns the probabilities
+    np.testing.assert_allclose(probs, _expected(protocol, cfg, res, ids), rtol=0, atol=1e-6)
+    assert np.all((probs > 0) & (probs < 1))
+
+
+@pytest.fixture(scope="module")
+def sshe(tmp_path_factory):
+    return _train("sshe_lr", tmp_path_factory.mktemp("sshe"))
+
+
+def test_a_model_is_refused_under_other_settings_or_another_protocol(sshe):
+    cfg, _, arrays = sshe
+    rows = _rows()
+    with pytest.raises(ConfigError, match=r"trained with clip = 3.0 \(config: 0.0\)"):
+        score(
+            ME,
+            rows["guest"],
+            "sshe_lr",
+            build_config("sshe_lr", {**SETTINGS["sshe_lr"], "clip": 0.0}),
+            arrays["guest"],
+            "guest",
+            (),
+        )
+    with pytest.raises(ConfigError, match="trained by protocol 'sshe_lr', this config says 'coordinated_lr'"):
+        score(ME, rows["guest"], "coordinated_lr", cfg, arrays["guest"], "guest", ())
+    for protocol in ("psi", "ftl"):
+        with pytest.raises(ConfigError, match=f"protocol '{protocol}': no prediction"):
+            score(ME, rows["guest"], protocol, cfg, arrays["guest"], "guest", ())
+
+
+def test_rows_with_other_columns_and_no_shared_ids_are_refused(sshe):
+    cfg, _, arrays = sshe
+    host = _rows()["host"]
+    swapped = PartyTable(host.ids, host.features[:, ::-1], host.feature_names[::-1], None)
+    with pytest.raises(DataError, match="differ from the model's"):
+        score(SimpleNamespace(name="host"), swapped, "sshe_lr", cfg, arrays["host"], "guest", ())
+    rows = {"guest": BREAST["guest"].select(IDS[:10]), "host": BREAST["host"].select(IDS[10:20])}
+    with pytest.raises(DataError, match="no id to score is held by every party"):
+        _score("sshe_lr", cfg, arrays, rows)
+
+
+def test_a_file_that_is_not_the_protocols_model_is_named():
+    cfg = build_config("secureboost", SETTINGS["secureboost"])
+    with pytest.raises(DataError, match="no array 'base_score', so not a SecureBoost guest model"):
+        score(ME, _rows()["guest"], "secureboost", cfg, {"weights": np.zeros(3)}, "guest", ())
+
+
+def test_the_arbiter_and_a_model_without_rows_are_refused_at_the_command_line(tmp_path, capsys):
+    from hamrah.cli import main
+    from hamrah.parties.runner import predict_party
+
+    with pytest.raises(ConfigError, match="the arbiter takes no part in prediction"):
+        predict_party(SimpleNamespace(name="arbiter", role="arbiter"), tmp_path / "rows.csv")
+    config = tmp_path / "party.toml"
+    config.write_text(
+        '[party]\nname = "guest"\nrole = "guest"\nlisten = "127.0.0.1:1"\nout = "out"\n[protocol]\nname = "psi"\n'
+    )
+    assert main(["party", "--config", str(config), "--model", "m.npz"]) == 2
+    assert "--model goes with --predict" in capsys.readouterr().err
