@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hamrah.core.errors import DataError
-from hamrah.data.vertical import load_vertical, read_party_csv
+from hamrah.data.vertical import id_digest, load_vertical, read_party_csv
 
 
 def test_bundled_splits_share_their_ids():
@@ -20,7 +22,7 @@ def test_bundled_splits_share_their_ids():
 def test_bad_files_name_the_problem(tmp_path):
     f = tmp_path / "p.csv"
     f.write_text("id,x0\n1,0.5\n1,0.7\n")
-    with pytest.raises(DataError, match="unique integer ids"):
+    with pytest.raises(DataError, match="must hold unique ids"):
         read_party_csv(f)
     f.write_text("id,x0\n1,abc\n")
     with pytest.raises(DataError, match="expected numbers"):
@@ -39,3 +41,51 @@ def test_checksum_mismatch_is_refused(tmp_path):
     (tmp_path / "breast_hetero_guest.csv.gz").write_bytes(gzip.compress(b"id,y,x0\n1,0,0.5\n"))
     with pytest.raises(DataError, match="checksum mismatch"):
         load_vertical("breast", tmp_path)
+
+
+def test_integer_ids_are_exact_beyond_float_precision(tmp_path):
+    f = tmp_path / "p.csv"
+    big = 2**62 + 1  # a float64 would round it (and its neighbour) to 2**62
+    f.write_text(f"id,x0\n{big},0.5\n{big + 1},0.7\n-3,1\n4.0,2\n")
+    assert read_party_csv(f).ids.tolist() == [big, big + 1, -3, 4]
+    f.write_text("id,x0\nC-17,0.5\n")
+    with pytest.raises(DataError, match="must hold integer ids \\(found 'C-17'\\); for text ids set"):
+        read_party_csv(f)
+    with pytest.raises(DataError, match="id_type = 'uuid'"):
+        read_party_csv(f, id_type="uuid")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1, max_size=12),
+        min_size=1,
+        max_size=20,
+        unique=True,
+    )
+)
+def test_text_ids_round_trip_and_join_by_digest(keys):
+    import csv
+    import io
+    import tempfile
+    from pathlib import Path
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["id", "x0"])
+    writer.writerows([k, i] for i, k in enumerate(keys))
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "p.csv"
+        path.write_text(buf.getvalue())
+        table = read_party_csv(path, id_type="str")
+    assert table.id_text() == keys  # as written, in file order
+    assert table.ids.tolist() == id_digest(keys).tolist()  # what every other party computes for them
+    reordered = table.select(table.ids[::-1])
+    assert reordered.id_text() == keys[::-1] and reordered.features[:, 0].tolist() == list(range(len(keys)))[::-1]
+
+
+def test_repeated_text_ids_are_refused(tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("id,x0\nalice,1\nbob,2\nalice,3\n")
+    with pytest.raises(DataError, match="unique ids \\(1 repeat\\)"):
+        read_party_csv(f, id_type="str")

@@ -150,3 +150,20 @@ def test_the_arbiter_and_a_model_without_rows_are_refused_at_the_command_line(tm
     )
     assert main(["party", "--config", str(config), "--model", "m.npz"]) == 2
     assert "--model goes with --predict" in capsys.readouterr().err
+
+
+def test_parties_with_text_ids_join_on_them_and_write_them_back(tmp_path):
+    """Account numbers as ids: each party reads them as text (``id_type = "str"``), PSI joins their
+    digests, and the intersection comes back as the text each party wrote."""
+    from hamrah.data.vertical import read_party_csv
+
+    for name, accounts in (("guest", ["acct-07", "acct-01", "zoë", "acct-99"]), ("host", ["zoë", "acct-01", "x"])):
+        (tmp_path / f"{name}.csv").write_text("id,x0\n" + "".join(f"{a},{i}\n" for i, a in enumerate(accounts)))
+    tables = {n: read_party_csv(tmp_path / f"{n}.csv", id_type="str") for n in ("guest", "host")}
+    spec, cfg = resolve("psi"), build_config("psi", {})
+    res, stats = run_parties({n: (lambda ch, n=n: spec.roles[n](ch, tables[n], cfg)) for n in tables}, timeout_s=60)
+    for name in tables:
+        party = SimpleNamespace(out=tmp_path / name, name=name, role=name, protocol="psi", settings=cfg)
+        _write_result(party, res[name], stats[name], tables[name])
+        lines = (tmp_path / name / "intersection.csv").read_text().splitlines()
+        assert lines[0] == "id" and sorted(lines[1:]) == ["acct-01", "zoë"]

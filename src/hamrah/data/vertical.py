@@ -43,16 +43,22 @@ class PartyTable:
     """One party's rows.
 
     Attributes:
-        ids: ``int64`` sample ids, unique.
+        ids: ``int64`` sample ids, unique (for text ids: their :func:`id_digest`).
         features: ``float64`` matrix, one row per id.
         feature_names: the column names of ``features``.
         labels: ``float64`` labels (the label holder only), else ``None``.
+        keys: the text ids as read (``id_type = "str"``), else ``None``.
     """
 
     ids: np.ndarray
     features: np.ndarray
     feature_names: tuple[str, ...]
     labels: np.ndarray | None = None
+    keys: np.ndarray | None = None
+
+    def id_text(self) -> list[str]:
+        """Return each row's id as the party's file wrote it (text ids) or as a decimal integer."""
+        return [str(k) for k in (self.keys if self.keys is not None else self.ids.tolist())]
 
     def select(self, ids: np.ndarray) -> PartyTable:
         """Return the rows of ``ids``, in that order.
@@ -68,8 +74,58 @@ class PartyTable:
         if missing.any():
             raise DataError(f"{int(missing.sum())} ids (first: {int(ids[missing][0])}) are not in this table")
         return PartyTable(
-            self.ids[rows], self.features[rows], self.feature_names, None if self.labels is None else self.labels[rows]
+            self.ids[rows],
+            self.features[rows],
+            self.feature_names,
+            None if self.labels is None else self.labels[rows],
+            None if self.keys is None else self.keys[rows],
         )
+
+
+ID_TYPES = ("int", "str")
+
+
+def id_digest(keys: list[str]) -> np.ndarray:
+    """Return each text id's 64-bit BLAKE2b digest as a signed ``int64``: the same at every party.
+
+    Two different ids share a digest with probability about ``n_a n_b / 2^64`` between parties of
+    ``n_a`` and ``n_b`` ids (5e-6 at 1e7 x 1e7); a collision inside one file is refused when read.
+    """
+    return np.array(
+        [
+            int.from_bytes(
+                hashlib.blake2b(k.encode(), digest_size=8, person=b"hamrah-id").digest(), "little", signed=True
+            )
+            for k in keys
+        ],
+        dtype=np.int64,
+    )
+
+
+def _ids(path: Path, column: str, raw: list[str], id_type: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return the ids (and the text ids) of one file's id column."""
+    if id_type not in ID_TYPES:
+        raise DataError(f"id_type = {id_type!r}: expected one of {', '.join(ID_TYPES)}")
+    keys = None
+    if id_type == "str":
+        keys, ids = np.array(raw, dtype=str), id_digest(raw)
+        if len(set(raw)) == len(raw) and len(np.unique(ids)) != len(ids):
+            raise DataError(f"{path}: two different ids of column {column!r} share a 64-bit digest; rename one")
+    else:
+        try:
+            values = [int(v) if v.lstrip("-").isdigit() else float(v) for v in raw]
+            if not all(isinstance(v, int) or (v.is_integer() and abs(v) < 2**53) for v in values):
+                raise ValueError
+            ids = np.array([int(v) for v in values], dtype=np.int64)
+        except (ValueError, OverflowError):
+            bad = next((v for v in raw if not v.lstrip("-").isdigit()), raw[0] if raw else "")
+            raise DataError(
+                f"{path}: column {column!r} must hold integer ids (found {bad!r}); for text ids set "
+                '[data] id_type = "str" at every party'
+            ) from None
+    if len(np.unique(ids)) != len(ids):
+        raise DataError(f"{path}: column {column!r} must hold unique ids ({len(ids) - len(np.unique(ids))} repeat)")
+    return ids, keys
 
 
 def _text(path: Path) -> str:
@@ -83,15 +139,18 @@ def read_party_csv(
     label_column: str | None = None,
     text: str | None = None,
     label_optional: bool = False,
+    id_type: str = "int",
 ) -> PartyTable:
     """Read one party's CSV.
 
     Args:
         path: a ``.csv`` or ``.csv.gz`` file with a header row.
-        id_column: the column of integer sample ids.
+        id_column: the column of sample ids.
         label_column: the label column (the label holder), or ``None``.
         text: the file's text when already read (``path`` then only names it in errors).
         label_optional: a file without ``label_column`` is read without labels (rows to score).
+        id_type: ``"int"`` (integer ids, exact up to int64) or ``"str"`` (any text; joined by its
+            :func:`id_digest`, every party must use the same).
 
     Raises:
         DataError: the file is missing, a column is absent, an id repeats or a value is not a number.
@@ -114,16 +173,17 @@ def read_party_csv(
     if any(len(r) != len(header) for r in body):
         bad = next(i for i, r in enumerate(body, 2) if len(r) != len(header))
         raise DataError(f"{path}:{bad}: {len(body[bad - 2])} values, expected {len(header)}")
+    at = header.index(id_column)
+    ids, keys = _ids(path, id_column, [r[at].strip() for r in body], id_type)
+    numeric = [i for i in range(len(header)) if i != at]
     try:
-        table = np.array(body, dtype=np.float64).reshape(len(body), len(header))
+        table = np.array([[r[i] for i in numeric] for r in body], dtype=np.float64).reshape(len(body), len(numeric))
     except ValueError as e:
-        raise DataError(f"{path}: expected numbers in every column ({e})") from None
-    ids = table[:, header.index(id_column)]
-    if not np.array_equal(ids, np.round(ids)) or len(np.unique(ids)) != len(ids):
-        raise DataError(f"{path}: column {id_column!r} must hold unique integer ids")
-    feats = [i for i, h in enumerate(header) if h not in (id_column, label_column)]
-    labels = None if label_column is None else table[:, header.index(label_column)].copy()
-    return PartyTable(ids.astype(np.int64), table[:, feats].copy(), tuple(header[i] for i in feats), labels)
+        raise DataError(f"{path}: expected numbers in every column but the id column ({e})") from None
+    names = [header[i] for i in numeric]
+    feats = [j for j, h in enumerate(names) if h != label_column]
+    labels = None if label_column is None else table[:, names.index(label_column)].copy()
+    return PartyTable(ids, table[:, feats].copy(), tuple(names[j] for j in feats), labels, keys)
 
 
 def load_vertical(name: str, path: str | os.PathLike | None = None) -> dict[str, PartyTable]:

@@ -13,6 +13,7 @@ Example (``configs/vertical_sshe_guest.toml``)::
     [data]                      # absent for an arbiter
     path = "../data/vertical/breast_hetero_guest.csv.gz"
     label_column = "y"          # the label holder only; id_column = "id" by default
+    id_type = "int"             # or "str": text ids (e.g. account numbers), the same at every party
 
     [peers]                     # every other party: name = "host:port"
     host = "127.0.0.1:50072"
@@ -44,12 +45,13 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from hamrah.core.errors import ConfigError
+from hamrah.data.vertical import ID_TYPES
 from hamrah.parties.channel import TLSFiles
 from hamrah.vertical.registry import PROTOCOLS, build_config
 
 SECTIONS = {
     "party": {"name", "role", "listen", "out", "timeout_s", "retries"},
-    "data": {"path", "id_column", "label_column"},
+    "data": {"path", "id_column", "label_column", "id_type"},
     "peers": None,
     "tls": {"ca", "cert", "key", "client_cert", "client_key"},
     "protocol": None,
@@ -71,6 +73,7 @@ class PartyConfig:
     data_path: Path | None = None
     id_column: str = "id"
     label_column: str | None = None
+    id_type: str = "int"
     timeout_s: float = 300.0
     retries: int = 3
 
@@ -128,6 +131,8 @@ def load_party_config(path: str | Path) -> PartyConfig:
         raise ConfigError(f"{path}: party.role = {role!r}: protocol {name!r} has roles {', '.join(roles)}")
     if not peers or not all(isinstance(v, str) and ":" in v for v in peers.values()):
         raise ConfigError(f'{path}: [peers] must name every other party as name = "host:port"')
+    if data.get("id_type", "int") not in ID_TYPES:
+        raise ConfigError(f"{path}: data.id_type = {data['id_type']!r}: expected one of {', '.join(ID_TYPES)}")
     if role != "arbiter" and "path" not in data:
         raise ConfigError(f"{path}: data.path is required for a {role}")
     for key in ("timeout_s", "retries"):
@@ -147,6 +152,7 @@ def load_party_config(path: str | Path) -> PartyConfig:
         data_path=base / data["path"] if "path" in data else None,
         id_column=data.get("id_column", "id"),
         label_column=data.get("label_column"),
+        id_type=data.get("id_type", "int"),
         timeout_s=float(party.get("timeout_s", 300.0)),
         retries=int(party.get("retries", 3)),
     )

@@ -10,6 +10,7 @@ epoch all of them completed (``lr_common.hello``) and go on from there.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import inspect
 import json
@@ -115,6 +116,16 @@ def _about(cfg: PartyConfig, table) -> dict[str, np.ndarray]:
     return about
 
 
+def _write_csv(path: Path, header: list[str], columns: list[list[str]]) -> None:
+    """Write ``columns`` under ``header`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(zip(*columns))
+    os.replace(tmp, path)
+
+
 def _write_result(cfg: PartyConfig, result, stats, table=None) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     summary = {
@@ -138,7 +149,7 @@ def _write_result(cfg: PartyConfig, result, stats, table=None) -> dict:
     if isinstance(result, LRState):
         summary.update(epochs=result.epoch, converged=result.converged, weight_change=list(result.history))
     elif isinstance(result, np.ndarray):
-        np.savetxt(cfg.out / "intersection.csv", result, fmt="%d", header="id", comments="")
+        _write_csv(cfg.out / "intersection.csv", ["id"], [table.select(result).id_text()])
         summary["intersection"] = len(result)
     elif result is not None:  # SecureBoost, SplitNN, FTL: their model
         _save_npz(cfg.out / "model.npz", {**model_arrays(result), **_about(cfg, table)})
@@ -162,7 +173,9 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
         PartyFailed: a peer went away more than ``retries`` times (or never came back).
         HamrahError: bad data, a protocol violation.
     """
-    table = None if cfg.data_path is None else read_party_csv(cfg.data_path, cfg.id_column, cfg.label_column)
+    table = None
+    if cfg.data_path is not None:
+        table = read_party_csv(cfg.data_path, cfg.id_column, cfg.label_column, id_type=cfg.id_type)
     role = resolve(cfg.protocol).roles[cfg.role]
     resumable = "resume" in inspect.signature(role).parameters
     folder = cfg.out / "checkpoints"
@@ -221,7 +234,7 @@ def predict_party(
     if cfg.role == "arbiter":
         raise ConfigError(f"{cfg.name}: the arbiter takes no part in prediction; only the parties with data score rows")
     arrays = _load_arrays(Path(model_path) if model_path else cfg.out / "model.npz")
-    table = read_party_csv(data_path, cfg.id_column, cfg.label_column, label_optional=True)
+    table = read_party_csv(data_path, cfg.id_column, cfg.label_column, label_optional=True, id_type=cfg.id_type)
     arbiter = getattr(cfg.settings, "arbiter", None) if "arbiter" in resolve(cfg.protocol).roles else None
     parties = tuple(sorted({cfg.name, *cfg.peers} - {arbiter}))
     guest = cfg.name if cfg.role == "guest" else getattr(cfg.settings, "guest", "guest")
@@ -235,11 +248,11 @@ def predict_party(
     summary: dict = {"party": cfg.name, "protocol": cfg.protocol, "rows": len(table.ids), "scored": len(ids)}
     cfg.out.mkdir(parents=True, exist_ok=True)
     if probs is not None:
-        tmp = cfg.out / ".predictions.csv"
-        np.savetxt(
-            tmp, np.column_stack([ids, probs]), fmt=["%d", "%.9g"], delimiter=",", header="id,probability", comments=""
+        _write_csv(
+            cfg.out / "predictions.csv",
+            ["id", "probability"],
+            [table.select(ids).id_text(), [f"{p:.9g}" for p in probs]],
         )
-        os.replace(tmp, cfg.out / "predictions.csv")
         if table.labels is not None:
             labels = table.select(ids).labels
             summary["accuracy"] = float(np.mean((probs >= 0.5) == (labels == 1)))

@@ -119,7 +119,7 @@ def prepare(
     if config.psi:
         table = table.select(intersect(channel, table.ids, PSIConfig(config.guest), parties=(channel.name,) + others))
     if len(table.ids) == 0:
-        raise DataError("lr: the parties share no ids")
+        raise DataError("lr: the parties share no ids (do all of them read their ids with the same [data] id_type?)")
     if not np.all(np.isfinite(table.features)):
         raise DataError("lr: the features hold a non-finite value")
     if guest and (table.labels is None or not np.all(np.isin(table.labels, (0, 1)))):

@@ -202,7 +202,10 @@ def score(
     run = load(arrays, settings, channel.name, guest, tuple(sorted(p for p in parties if p != guest)))
     ids = intersect(channel, table.ids, PSIConfig(guest), parties=tuple(parties))
     if len(ids) == 0:
-        raise DataError("prediction: no id to score is held by every party")
+        raise DataError(
+            "prediction: no id to score is held by every party (do all of them read their ids with the same "
+            "[data] id_type?)"
+        )
     probs = run(channel, table.select(ids))
     return ids, (probs if channel.name == guest else None)
 
