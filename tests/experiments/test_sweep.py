@@ -15,7 +15,7 @@ def test_a_scaffold_sweep_gives_the_algorithm_the_population_size(monkeypatch):
             "data": {"dataset": "mnist", "partition": "iid", "num_clients": 10},
             "model": {"name": "logreg"},
             "algorithm": {"name": "scaffold", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 500, "lr": 0.1},
-            "run": {"rounds": 1, "seed": 0},
+            "run": {"rounds": 1, "seed": 0, "workers": 1},  # in-process: no worker pool to start
         }
     )
     points = sweep.run_sweep(cfg, [0.05, 0.1])

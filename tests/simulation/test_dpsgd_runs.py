@@ -135,7 +135,7 @@ def _config(**privacy):
             "model": {"name": "logreg"},
             "algorithm": {"name": "fedavg", "client_fraction": 0.5, "local_epochs": 1, "batch_size": 10, "lr": 0.1},
             "privacy": {"mode": "dpsgd", "clip": 1.0, **privacy},
-            "run": {"rounds": 2, "seed": 0},
+            "run": {"rounds": 2, "seed": 0, "workers": 1},  # in-process: no worker pool to start
         }
     )
 
