@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from hamrah.core.errors import DataError, PartyFailed, ProtocolError
+from hamrah.core.errors import ConfigError, DataError, PartyFailed, ProtocolError
 from hamrah.data.vertical import PartyTable, load_vertical
 from hamrah.vertical import he, lr_coordinated, lr_sshe, run_parties
 from hamrah.vertical.features import TRANSFORMS
@@ -97,6 +97,53 @@ def test_one_encrypted_breast_epoch_matches_plaintext(scheme):
     assert stats["arbiter"].total_bytes > 0
 
 
+@pytest.mark.parametrize("encrypted,psi", [(False, True), (True, False)])
+def test_two_hosts_train_the_model_one_host_with_their_columns_trains(encrypted, psi):
+    """CoordinatedLR with the host's 20 columns split over two hosts gives the one-host model (the
+    guest adds the hosts' encrypted partial scores); the hosts hear only from the guest and the arbiter."""
+    rows = G.ids[:200] if encrypted else G.ids
+    g, h = G.select(rows), H.select(rows)
+    split = {
+        "h1": PartyTable(h.ids, h.features[:, :10], h.feature_names[:10]),
+        "h2": PartyTable(h.ids, h.features[:, 10:], h.feature_names[10:]),
+    }
+    kw = {"epochs": 3, "batch_size": 64, "encrypted": encrypted, "key_bits": 1024, "psi": psi}
+    one, _ = run_parties(roles(lr_coordinated, g, h, LRConfig(**kw)), timeout_s=120)
+    cfg = LRConfig(**kw, hosts=("h1", "h2"))
+    parties = {
+        "guest": lambda ch: lr_coordinated.guest(ch, g, cfg),
+        "arbiter": lambda ch: lr_coordinated.arbiter(ch, None, cfg),
+        **{n: (lambda ch, n=n: lr_coordinated.host(ch, split[n], cfg)) for n in split},
+    }
+    two, stats = run_parties(parties, timeout_s=120)
+    tol = 1e-4 if encrypted else 1e-10  # fixed point rounds each host's part on its own
+    np.testing.assert_allclose(two["guest"].weights, one["guest"].weights, atol=tol)
+    np.testing.assert_allclose(np.concatenate([two["h1"].weights, two["h2"].weights]), one["host"].weights, atol=tol)
+    for host in split:  # after PSI (among all data parties) a host talks to the guest and the arbiter only
+        talks = {"guest", "arbiter"} | ({"h1", "h2"} - {host} if psi else set())
+        assert set(stats[host].sent_bytes) | set(stats[host].received_bytes) == talks
+    zg = standardise(g.features, two["guest"], True)[0]
+    zs = {n: standardise(split[n].features, two[n], False)[0] for n in split}
+    out, _ = run_parties(
+        {
+            "guest": lambda ch: predict_guest(ch, zg, two["guest"].weights, ("h1", "h2")),
+            **{n: (lambda ch, n=n: predict_host(ch, zs[n], two[n].weights)) for n in split},
+        },
+        timeout_s=30,
+    )
+    u = zg @ two["guest"].weights + sum(zs[n] @ two[n].weights for n in split)
+    np.testing.assert_allclose(out["guest"], 1 / (1 + np.exp(-u)))
+
+
+def test_hosts_are_checked_and_sshe_takes_one():
+    for hosts in ((), ("guest",), ("h", "h"), ("arbiter",), ("",)):
+        with pytest.raises(ConfigError, match="lr.hosts"):
+            LRConfig(hosts=hosts)
+    cfg = LRConfig(hosts=("h1", "h2"), encrypted=False)
+    with pytest.raises(ConfigError, match="sshe_lr runs between the guest and one host"):
+        lr_sshe.guest(None, G, cfg)
+
+
 @pytest.mark.parametrize("mod,transform", [(lr_coordinated, "standard"), (lr_sshe, "quantile")])
 def test_converges_and_resumes_to_the_same_model(mod, transform):
     g, h = G, H
@@ -134,7 +181,7 @@ def test_prediction_reveals_only_partial_scores():
     zh = standardise(h.features, res["host"], False)[0]
     out, stats = run_parties(
         {
-            "guest": lambda ch: predict_guest(ch, zg, res["guest"].weights, "host"),
+            "guest": lambda ch: predict_guest(ch, zg, res["guest"].weights, ("host",)),
             "host": lambda ch: predict_host(ch, zh, res["host"].weights),
         },
         timeout_s=30,

@@ -48,7 +48,7 @@ class LRConfig:
         ``lr_ops.ObfuscatorPool``; its CPU time is kept apart in ``LRState.offline_cpu_s``).
         scheme: ``"paillier"`` or ``"ou"`` (Okamoto-Uchiyama, :mod:`hamrah.vertical.he_ou`: arithmetic
         modulo ``n`` instead of ``n^2``: 2.3-2.6x cheaper per epoch in docs/vertical.md; its assumptions there).
-        guest, host, arbiter: party names.
+        guest, hosts, arbiter: party names (``coordinated_lr`` takes any number of hosts, ``sshe_lr`` one).
     """
 
     epochs: int = 20
@@ -66,7 +66,7 @@ class LRConfig:
     precompute: bool = True
     scheme: str = "paillier"
     guest: str = "guest"
-    host: str = "host"
+    hosts: tuple[str, ...] = ("host",)
     arbiter: str = "arbiter"
 
     def __post_init__(self) -> None:
@@ -84,6 +84,17 @@ class LRConfig:
         check_transform(self.transform)
         if self.scheme not in SCHEMES:
             raise ConfigError(f"lr.scheme = {self.scheme!r}: expected one of {', '.join(SCHEMES)}")
+        names = (self.guest, *self.hosts, self.arbiter)
+        if (
+            not isinstance(self.hosts, tuple)
+            or not self.hosts
+            or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise ConfigError(
+                f"lr.hosts = {self.hosts!r}: expected one or more party names, distinct from each other, "
+                f"the guest {self.guest!r} and the arbiter {self.arbiter!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -271,10 +282,14 @@ def batches(rows: int, config: LRConfig, epoch: int) -> list[np.ndarray]:
     return [order[i : i + size] for i in range(0, rows, size)]
 
 
-def predict_guest(channel, z: np.ndarray, weights: np.ndarray, host: str, tag: str = "predict") -> np.ndarray:
-    """Return probabilities for the guest's rows ``z``: the host sends only its partial scores ``X_B w_B``."""
-    u_host = PlainOps().from_wire(channel.recv(host, tag), len(z), f"{tag} from {host!r}")
-    return 1.0 / (1.0 + np.exp(-(z @ weights + u_host)))
+def predict_guest(
+    channel, z: np.ndarray, weights: np.ndarray, hosts: tuple[str, ...], tag: str = "predict"
+) -> np.ndarray:
+    """Return probabilities for the guest's rows ``z``: each host sends only its partial scores ``X_B w_B``."""
+    u = z @ weights
+    for host in hosts:
+        u = u + PlainOps().from_wire(channel.recv(host, tag), len(z), f"{tag} from {host!r}")
+    return 1.0 / (1.0 + np.exp(-u))
 
 
 def predict_host(channel, z: np.ndarray, weights: np.ndarray, guest: str = "guest", tag: str = "predict") -> None:

@@ -3,14 +3,15 @@
 Hardy et al. 2017, *Private federated learning on vertically partitioned data via entity resolution
 and additively homomorphic encryption*; FATE's CoordinatedLR. Per mini-batch:
 
-1. the host sends ``[[0.25 u_B]]`` (its partial scores, encrypted under the arbiter's key);
-2. the guest adds its plaintext part and the labels: ``[[d]] = [[0.25 u_B]] + 0.25 u_A + 0.5 - y``,
-   and sends ``[[d]]`` to the host;
+1. each host sends ``[[0.25 u_B]]`` (its partial scores, encrypted under the arbiter's key);
+2. the guest adds the hosts' parts, its plaintext part and the labels:
+   ``[[d]] = sum of [[0.25 u_B]] + 0.25 u_A + 0.5 - y``, and sends ``[[d]]`` to every host;
 3. each party computes its encrypted gradient ``X_p^T [[d]]``, packs it and masks every value,
    and the arbiter decrypts the masked sum; the party removes its mask and updates its weights.
 
 Who holds what: the arbiter holds the secret key and no data; guest and host hold the public key.
-What each sees: the host sees ``[[d]]`` (ciphertexts); the guest sees ``[[u_B]]`` (ciphertexts); the
+Any number of hosts (FATE's multi-host CoordinatedLR); each runs the same role, and no host hears
+from another. What each sees: a host sees ``[[d]]`` (ciphertexts); the guest sees each ``[[u_B]]`` (ciphertexts); the
 arbiter sees only masked gradients (each value plus a uniform 137-bit mask: statistically
 hidden, distance 2^-40) and, once per epoch, each party's
 squared weight change (for the convergence test). Nobody sees another party's features, weights or
@@ -20,6 +21,7 @@ gradients. If the arbiter colludes with a party, that party can decrypt the othe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -66,16 +68,18 @@ def guest(
         DataError: bad labels or features, no shared ids. ProtocolError: a malformed message.
         PartyFailed: another party went away.
     """
-    others = (config.host, config.arbiter)
-    table, x = prepare(channel, table, config, True, (config.host,))
+    hosts = config.hosts
+    others = (*hosts, config.arbiter)
+    table, x = prepare(channel, table, config, True, hosts)
     start, _ = hello(channel, config, others, list(resume or ()), x.shape[1] + 1, len(table.ids))
     z, *stats = standardise(x, resume[start] if start else None, True, config.clip, config.transform)
     ops, y = _ops(channel, config), table.labels
 
     def step(tag: str, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
-        ub = ops.from_wire(channel.recv(config.host, f"lr/ub/{tag}"), len(rows), f"[[u_B]] {tag}")
-        d = ops.add_plain(ub, 0.25 * (z[rows] @ w) + 0.5 - y[rows])
-        channel.send(config.host, f"lr/d/{tag}", ops.to_wire(d))
+        parts = [ops.from_wire(channel.recv(h, f"lr/ub/{tag}"), len(rows), f"[[u_B]] {tag} from {h!r}") for h in hosts]
+        d = ops.add_plain(functools.reduce(ops.add, parts), 0.25 * (z[rows] @ w) + 0.5 - y[rows])
+        for h in hosts:
+            channel.send(h, f"lr/d/{tag}", ops.to_wire(d))
         masked, masks = ops.mask(ops.xt(z[rows], d))
         channel.send(config.arbiter, f"lr/g/{tag}", ops.to_wire(masked))
         return ops.unmask(channel.recv(config.arbiter, f"lr/g/{tag}"), masks, z.shape[1], f"gradient {tag}") / len(rows)
@@ -94,7 +98,8 @@ def host(
 ) -> LRState:
     """A feature holder's role (no labels). Returns its part of the model."""
     others = (config.guest, config.arbiter)
-    table, x = prepare(channel, table, config, False, (config.guest,))
+    peers = (config.guest, *(h for h in config.hosts if h != channel.name))
+    table, x = prepare(channel, table, config, False, peers)
     start, _ = hello(channel, config, others, list(resume or ()), x.shape[1])
     z, *stats = standardise(x, resume[start] if start else None, False, config.clip, config.transform)
     ops = _ops(channel, config)
@@ -113,7 +118,7 @@ def host(
 
 def arbiter(channel, table: PartyTable | None, config: LRConfig, resume=None, on_epoch=None) -> LRState:
     """The key holder's role: decrypts masked gradients and decides convergence. Holds no data."""
-    others = (config.guest, config.host)
+    others = (config.guest, *config.hosts)
     start, dims = hello(channel, config, others, None, 0)
     public, secret = keygen(config.scheme, config.key_bits) if config.encrypted else (None, None)
     for peer in others:

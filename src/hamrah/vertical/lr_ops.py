@@ -101,6 +101,9 @@ class PlainOps:
     def add_plain(self, e, x: np.ndarray):
         return e + x
 
+    def add(self, a, b):
+        return a + b
+
     def xt(self, x: np.ndarray, e):
         return x.T @ e
 
@@ -168,6 +171,12 @@ class PaillierOps:
 
     def add_plain(self, e: Enc, x: np.ndarray) -> Enc:
         return Enc(_scheme(self.public).add_plain(e.cv, he.encode(x, e.scale)), e.scale)
+
+    def add(self, a: Enc, b: Enc) -> Enc:
+        """Return the encrypted sum of two vectors at the same fixed-point scale."""
+        if a.scale != b.scale:
+            raise ProtocolError(f"cannot add ciphertexts at fixed-point scales {a.scale} and {b.scale}")
+        return Enc(he.add(a.cv, b.cv), a.scale)  # the same product for Paillier and OU
 
     def xt(self, x: np.ndarray, e: Enc) -> Enc:
         ints = np.rint(np.asarray(x).T * (1 << self.bits)).astype(np.int64)

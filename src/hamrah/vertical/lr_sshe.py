@@ -29,6 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from hamrah.core.errors import ConfigError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.lr_common import (
     LRConfig,
@@ -67,6 +68,15 @@ def _reveal_for(channel, peer: str, mine, tag: str, count: int) -> None:
     )
 
 
+def _one_host(config: LRConfig) -> tuple[str]:
+    if len(config.hosts) != 1:
+        raise ConfigError(
+            f"lr.hosts = {list(config.hosts)}: sshe_lr runs between the guest and one host (each holds a key "
+            "the other computes under); for several hosts use coordinated_lr"
+        )
+    return config.hosts
+
+
 def guest(
     channel,
     table: PartyTable,
@@ -80,7 +90,7 @@ def guest(
         DataError: bad labels or features, no shared ids. ProtocolError: a malformed message.
         PartyFailed: the host went away.
     """
-    peer = config.host
+    (peer,) = _one_host(config)
     table, x = prepare(channel, table, config, True, (peer,))
     start, dims = hello(channel, config, (peer,), list(resume or ()), x.shape[1] + 1, len(table.ids))
     z, *stats = standardise(x, resume[start] if start else None, True, config.clip, config.transform)
@@ -118,6 +128,7 @@ def host(
     on_epoch: OnEpoch | None = None,
 ) -> LRState:
     """The feature holder's role (no labels). Returns its part of the model."""
+    _one_host(config)
     peer = config.guest
     table, x = prepare(channel, table, config, False, (peer,))
     start, dims = hello(channel, config, (peer,), list(resume or ()), x.shape[1])

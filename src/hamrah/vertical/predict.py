@@ -82,8 +82,7 @@ def load_lr(arrays: Arrays, config, name: str, guest: str, hosts: tuple[str, ...
         z, *_ = standardise(table.features, state, is_guest, config.clip, config.transform)
         if not is_guest:
             return predict_host(channel, z, state.weights, guest)
-        (host,) = hosts
-        return predict_guest(channel, z, state.weights, host)
+        return predict_guest(channel, z, state.weights, hosts)
 
     return run
 
