@@ -84,6 +84,13 @@ def test_text_ids_round_trip_and_join_by_digest(keys):
     assert reordered.id_text() == keys[::-1] and reordered.features[:, 0].tolist() == list(range(len(keys)))[::-1]
 
 
+def test_an_empty_cell_is_a_missing_value(tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("id,x0,x1\n1,,0.5\n2,3, \n")
+    x = read_party_csv(f).features
+    assert np.isnan(x[0, 0]) and np.isnan(x[1, 1]) and x[0, 1] == 0.5 and x[1, 0] == 3
+
+
 def test_repeated_text_ids_are_refused(tmp_path):
     f = tmp_path / "p.csv"
     f.write_text("id,x0\nalice,1\nbob,2\nalice,3\n")

@@ -17,6 +17,7 @@ from hamrah.vertical.secureboost import guest
 from hamrah.vertical.secureboost_core import SecureBoostConfig
 from hamrah.vertical.secureboost_host import host
 from hamrah.vertical.secureboost_local import fit_local, predict_local
+from hamrah.vertical.secureboost_model import walk
 
 KEY_BITS = 1024  # test-only key size, for speed; docs and benchmarks use 2048
 
@@ -56,6 +57,7 @@ def test_encrypted_and_plaintext_grow_the_same_trees(breast):
 def _xgb_on_bins(tables, config):
     bins = [fit_bins(tables[k].features, config.max_bins) for k in ("guest", "host")]
     x = np.hstack([b.transform(tables[k].features) for b, k in zip(bins, ("guest", "host"))]).astype(np.float64)
+    x[np.isnan(np.hstack([tables[k].features for k in ("guest", "host")]))] = np.nan  # XGBoost's missing value
     y = tables["guest"].labels
     model = xgb.XGBClassifier(
         n_estimators=config.num_trees,
@@ -92,6 +94,70 @@ def test_same_binning_gives_xgboosts_trees(breast, depth, lr, lam, mcw, max_bins
     )
     ours = predict_local(fit_local(breast, config), breast)
     np.testing.assert_allclose(ours, _xgb_on_bins(breast, config), atol=1e-5)
+
+
+def _with_missing(tables, fraction, seed):
+    """The tables with ``fraction`` of their feature values (chosen at random) replaced by NaN."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, t in tables.items():
+        x = t.features.copy()
+        x[rng.random(x.shape) < fraction] = np.nan
+        out[name] = PartyTable(t.ids, x, t.feature_names, t.labels)
+    return out
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.sampled_from([0.0, 1.0]),
+    st.sampled_from([0.5, 4.0]),
+    st.sampled_from([4, 16]),
+    st.sampled_from([0.05, 0.3]),
+    st.integers(0, 3),
+)
+def test_missing_values_go_the_way_xgboost_learns(breast, depth, lam, mcw, max_bins, fraction, seed):
+    """With NaN in both parties' features, each split learns where missing values go (XGBoost's
+    default direction), and training and prediction match central XGBoost on the same bins."""
+    tables = _with_missing(breast, fraction, seed)
+    config = SecureBoostConfig(
+        num_trees=3, max_depth=depth, reg_lambda=lam, min_child_weight=mcw, max_bins=max_bins, encrypted=False
+    )
+    fit = fit_local(tables, config)
+    np.testing.assert_allclose(predict_local(fit, tables), _xgb_on_bins(tables, config), atol=1e-5)
+
+
+def test_learned_missing_directions_hold_under_encryption_and_at_prediction(breast):
+    tables = _with_missing(breast, 0.3, 0)
+    plain = fit_local(tables, SecureBoostConfig(num_trees=2, max_depth=3, encrypted=False))
+    enc = fit_local(
+        tables, SecureBoostConfig(num_trees=2, max_depth=3, key_bits=KEY_BITS), rng=np.random.default_rng(2)
+    )
+    for a, b in zip(plain.guest.trees, enc.guest.trees):
+        np.testing.assert_array_equal(a.missing_left, b.missing_left)
+    np.testing.assert_array_equal(plain.hosts["host"].missing_left, enc.hosts["host"].missing_left)
+    learned = np.concatenate(
+        [t.missing_left[t.owner == 0] for t in plain.guest.trees] + [plain.hosts["host"].missing_left]
+    )
+    assert learned.any(), "some split should send the missing values left"
+    # a row whose every feature is missing follows each split's learned direction
+    blank = {
+        n: PartyTable(t.ids[:1], np.full((1, t.features.shape[1]), np.nan), t.feature_names, t.labels)
+        for n, t in tables.items()
+    }
+    bits = [plain.hosts["host"].decisions(blank["host"].features)]
+    margin = plain.guest.base_score + sum(walk(t, blank["guest"].features, bits) for t in plain.guest.trees)
+    np.testing.assert_allclose(predict_local(plain, blank), 1 / (1 + np.exp(-margin)))
+    with pytest.raises(DataError, match="is inf"):
+        fit_local(
+            {
+                **tables,
+                "host": PartyTable(
+                    tables["host"].ids, np.full_like(tables["host"].features, np.inf), tables["host"].feature_names
+                ),
+            },
+            SecureBoostConfig(num_trees=1, encrypted=False),
+        )
 
 
 def test_auc_within_0005_of_central_xgboost(breast):
@@ -203,7 +269,15 @@ ENC = SecureBoostConfig(num_trees=1, max_depth=2, key_bits=KEY_BITS)
         (
             "guest",
             "sbt.split",
-            lambda t, m: (t, {"nodes": np.array([1]), "feature": np.array([0]), "bin": np.array([99])}),
+            lambda t, m: (
+                t,
+                {
+                    "nodes": np.array([1]),
+                    "feature": np.array([0]),
+                    "bin": np.array([99]),
+                    "missing_left": np.array([False]),
+                },
+            ),
             "not a split candidate",
         ),
     ],

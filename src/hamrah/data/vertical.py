@@ -153,7 +153,8 @@ def read_party_csv(
             :func:`id_digest`, every party must use the same).
 
     Raises:
-        DataError: the file is missing, a column is absent, an id repeats or a value is not a number.
+        DataError: the file is missing, a column is absent, an id repeats or a value is not a number
+            (an empty cell, or ``nan``, is a missing value: NaN).
     """
     path = Path(path)
     try:
@@ -177,7 +178,8 @@ def read_party_csv(
     ids, keys = _ids(path, id_column, [r[at].strip() for r in body], id_type)
     numeric = [i for i in range(len(header)) if i != at]
     try:
-        table = np.array([[r[i] for i in numeric] for r in body], dtype=np.float64).reshape(len(body), len(numeric))
+        cells = [[r[i].strip() or "nan" for i in numeric] for r in body]  # an empty cell is a missing value
+        table = np.array(cells, dtype=np.float64).reshape(len(body), len(numeric))
     except ValueError as e:
         raise DataError(f"{path}: expected numbers in every column but the id column ({e})") from None
     names = [header[i] for i in numeric]

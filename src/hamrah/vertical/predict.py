@@ -97,11 +97,12 @@ def load_secureboost(arrays: Arrays, config, name: str, guest: str, hosts: tuple
             _need(arrays, "features", what).astype(np.int64),
             _need(arrays, "thresholds", what).astype(np.float64),
             int(_need(arrays, "num_features", what)),
+            _need(arrays, "missing_left", what).astype(bool),
         )
         return lambda channel, table: predict_host(channel, host, table, guest)
     what = "SecureBoost guest model"
     count = len({k.split(".")[1] for k in arrays if k.startswith("trees.")})
-    fields = ("owner", "feature", "threshold", "left", "right", "value")
+    fields = ("owner", "feature", "threshold", "left", "right", "value", "missing_left")
     trees = tuple(Tree(*(_need(arrays, f"trees.{i}.{f}", what) for f in fields)) for i in range(count))
     model = GuestModel(
         float(_need(arrays, "base_score", what)),

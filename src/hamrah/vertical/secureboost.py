@@ -43,6 +43,7 @@ from hamrah.vertical.secureboost_core import (
     Split,
     best_split,
     bin_offsets,
+    goes_left,
     histogram,
     leaf_weight,
     logloss_gh,
@@ -82,22 +83,24 @@ class _TreeBuilder:
     """Grows one tree's node arrays (node ids in creation order)."""
 
     def __init__(self) -> None:
-        self.cols: dict[str, list] = {k: [] for k in ("owner", "feature", "threshold", "left", "right", "value")}
+        names = ("owner", "feature", "threshold", "left", "right", "value", "missing_left")
+        self.cols: dict[str, list] = {k: [] for k in names}
         self.add()
 
     def add(self) -> int:
-        for k, v in zip(self.cols, (LEAF, 0, np.nan, -1, -1, 0.0)):
+        for k, v in zip(self.cols, (LEAF, 0, np.nan, -1, -1, 0.0, False)):
             self.cols[k].append(v)
         return len(self.cols["owner"]) - 1
 
-    def split(self, node: int, owner: int, feature: int, threshold: float) -> tuple[int, int]:
+    def split(self, node: int, owner: int, feature: int, threshold: float, missing_left: bool) -> tuple[int, int]:
         left, right = self.add(), self.add()
-        for k, v in zip(("owner", "feature", "threshold", "left", "right"), (owner, feature, threshold, left, right)):
+        values = (owner, feature, threshold, left, right, missing_left)
+        for k, v in zip(("owner", "feature", "threshold", "left", "right", "missing_left"), values):
             self.cols[k][node] = v
         return left, right
 
     def freeze(self) -> Tree:
-        dtypes = (np.int64, np.int64, np.float64, np.int64, np.int64, np.float64)
+        dtypes = (np.int64, np.int64, np.float64, np.int64, np.int64, np.float64, bool)
         return Tree(*(np.array(self.cols[k], dtype=d) for k, d in zip(self.cols, dtypes)))
 
 
@@ -133,13 +136,13 @@ def _handshake(
             and np.issubdtype(nb.dtype, np.integer)
             and np.issubdtype(default.dtype, np.integer)
             and (nb >= 1).all()
-            and (nb <= config.max_bins).all()
+            and (nb <= config.max_bins + 1).all()
             and (default >= 0).all()
             and (default < nb).all()
         ):
             raise ProtocolError(
                 f"from {name!r}: 'num_bins' and 'default' must be equal-length int arrays "
-                f"with 1 <= num_bins <= {config.max_bins} and 0 <= default < num_bins"
+                f"with 1 <= num_bins <= {config.max_bins + 1} and 0 <= default < num_bins"
             )
         peers.append(_Peer(name, code, SparseLayout(nb.astype(np.int64), default.astype(np.int64))))
     return tuple(peers)
@@ -330,6 +333,7 @@ def _apply_splits(
                 "nodes": np.array([n for n, _ in mine], dtype=np.int64),
                 "feature": np.array([s.feature for _, s in mine], dtype=np.int64),
                 "bin": np.array([s.bin for _, s in mine], dtype=np.int64),
+                "missing_left": np.array([s.missing_left for _, s in mine], dtype=bool),
             },
         )
     for peer in ctx.peers:
@@ -356,10 +360,10 @@ def _apply_splits(
     for node, (code, s) in sorted(chosen.items()):
         rows = pos == node
         if code == GUEST:
-            left[rows] = ctx.bins[rows, s.feature] <= s.bin
-            children = builder.split(node, GUEST, s.feature, ctx.edges.threshold(s.feature, s.bin))
+            left[rows] = goes_left(ctx.bins[rows, s.feature], s.bin, ctx.offsets, s.feature, s.missing_left)
+            children = builder.split(node, GUEST, s.feature, ctx.edges.threshold(s.feature, s.bin), s.missing_left)
         else:
-            children = builder.split(node, code, records[node], np.nan)
+            children = builder.split(node, code, records[node], np.nan, False)
         pos[rows] = np.where(left[rows], children[0], children[1])
         parent.update({children[0]: node, children[1]: node})
         nxt.extend(children)

@@ -92,7 +92,7 @@ class SecureBoostConfig:
             float,
             0.0,
         )
-        _check("max_bins", self.max_bins, int, 2, 256)
+        _check("max_bins", self.max_bins, int, 2, 255)
         if not isinstance(self.encrypted, bool):
             raise ConfigError(f"secureboost.encrypted: expected true or false, got {self.encrypted!r}")
         _check("key_bits", self.key_bits, int, 1024, 8192)
@@ -151,48 +151,62 @@ def histogram(
 
 @dataclass(frozen=True)
 class Split:
-    """The best split of a node among one party's features."""
+    """The best split of a node among one party's features: "bin <= ``bin``" goes left, and the
+    missing values (the feature's last bin) go left when ``missing_left``."""
 
     gain: float
     feature: int
     bin: int
+    missing_left: bool = False
 
 
 def best_split(
     hist_g: np.ndarray, hist_h: np.ndarray, offsets: np.ndarray, total: tuple[int, int], config: SecureBoostConfig
 ) -> Split | None:
-    """Return the split "bin <= b" of largest gain (first one on ties), or ``None`` if none helps.
+    """Return the split of largest gain, or ``None`` if none helps.
 
     The gain is XGBoost's ``1/2 [G_L^2/(H_L+lambda) + G_R^2/(H_R+lambda) - G^2/(H+lambda)]``; both
-    children need a hessian sum of at least ``min_child_weight``.
+    children need a hessian sum of at least ``min_child_weight``. Candidates are taken in XGBoost's
+    order, the first of equal gains winning: per feature, "bin <= b" with the missing values right
+    for ascending ``b``, then with them left for descending ``b`` (the split sending every present
+    value and the missing ones left is no split).
 
     Args:
-        hist_g, hist_h: flat fixed-point histograms of the node.
+        hist_g, hist_h: flat fixed-point histograms of the node, each feature's missing bin last.
         offsets: :func:`bin_offsets` of the features.
         total: the node's fixed-point ``(G, H)``.
         config: the hyperparameters.
     """
-    scale = float(1 << config.precision_bits)
-    cg, ch = np.cumsum(hist_g), np.cumsum(hist_h)
-    start = offsets[:-1]
-    base_g = np.repeat(np.concatenate([[0], cg])[start], np.diff(offsets))
-    base_h = np.repeat(np.concatenate([[0], ch])[start], np.diff(offsets))
-    gl, hl = (cg - base_g) / scale, (ch - base_h) / scale
+    scale, lam = float(1 << config.precision_bits), config.reg_lambda
     gt, ht = total[0] / scale, total[1] / scale
-    gr, hr = gt - gl, ht - hl
-    lam = config.reg_lambda
-    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 only when lambda = 0 and a side is empty
-        gain = 0.5 * (gl * gl / (hl + lam) + gr * gr / (hr + lam) - gt * gt / (ht + lam))
-    valid = (hl >= config.min_child_weight) & (hr >= config.min_child_weight) & np.isfinite(gain)
-    valid[offsets[1:] - 1] = False  # the last bin of a feature sends every row left
-    gain = np.where(valid, gain, -np.inf)
-    if gain.size == 0:
-        return None
-    best = int(np.argmax(gain))
-    if not gain[best] > MIN_GAIN:
-        return None
-    feature = int(np.searchsorted(offsets, best, side="right") - 1)
-    return Split(float(gain[best]), feature, best - int(offsets[feature]))
+    parent = gt * gt / (ht + lam) if ht + lam > 0 else 0.0
+    best: Split | None = None
+    for f in range(len(offsets) - 1):
+        lo, hi = int(offsets[f]), int(offsets[f + 1]) - 1  # bins lo..hi-1 present, hi the missing bin
+        if hi <= lo:
+            continue
+        gl, hl = np.cumsum(hist_g[lo:hi]) / scale, np.cumsum(hist_h[lo:hi]) / scale
+        mg, mh = hist_g[hi] / scale, hist_h[hi] / scale
+        for missing_left, order in ((False, np.arange(hi - lo)), (True, np.arange(hi - lo - 2, -1, -1))):
+            if missing_left and mh == 0 and mg == 0:
+                break  # no missing value here: the same candidates again
+            left_g, left_h = gl[order] + (mg if missing_left else 0.0), hl[order] + (mh if missing_left else 0.0)
+            right_g, right_h = gt - left_g, ht - left_h
+            with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 only when lambda = 0 and a side is empty
+                gain = 0.5 * (left_g**2 / (left_h + lam) + right_g**2 / (right_h + lam) - parent)
+            valid = (left_h >= config.min_child_weight) & (right_h >= config.min_child_weight) & np.isfinite(gain)
+            if not valid.any():
+                continue
+            i = int(np.argmax(np.where(valid, gain, -np.inf)))
+            if gain[i] > MIN_GAIN and (best is None or gain[i] > best.gain):
+                best = Split(float(gain[i]), f, int(order[i]), missing_left)
+    return best
+
+
+def goes_left(bins: np.ndarray, split_bin: int, offsets: np.ndarray, feature: int, missing_left: bool) -> np.ndarray:
+    """Return which of ``bins`` (one feature's bin indices) the split "bin <= split_bin" sends left."""
+    missing = int(offsets[feature + 1] - offsets[feature]) - 1  # the feature's last bin
+    return (bins <= split_bin) | ((bins == missing) & missing_left)
 
 
 def leaf_weight(total: tuple[int, int], config: SecureBoostConfig) -> float:

@@ -16,7 +16,7 @@ from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
 from hamrah.vertical.binning import QuantileBins, fit_bins
 from hamrah.vertical.channel import Channel
-from hamrah.vertical.secureboost_core import SecureBoostConfig, bin_offsets, histogram
+from hamrah.vertical.secureboost_core import SecureBoostConfig, bin_offsets, goes_left, histogram
 from hamrah.vertical.secureboost_crypto import (
     GHPacking,
     SparseLayout,
@@ -70,7 +70,7 @@ def _setup(channel: Channel, table: PartyTable, guest: str, config: SecureBoostC
             f"host: the guest's {getattr(ids, 'size', '?')} ids differ from this host's "
             f"{len(table.ids)} ids (align both tables on the same ids, in the same order, e.g. with PSI)"
         )
-    max_bins, precision = _int_field(msg, "max_bins", 2, 256), _int_field(msg, "precision_bits", 8, 32)
+    max_bins, precision = _int_field(msg, "max_bins", 2, 255), _int_field(msg, "precision_bits", 8, 32)
     if not isinstance(msg.get("encrypted"), bool):
         raise ProtocolError("from guest: 'encrypted' must be a boolean")
     public = he.public_from_wire(msg) if msg["encrypted"] else None
@@ -102,22 +102,26 @@ def host(
         rng: ``None`` for the OS CSPRNG (re-randomisation); a Generator only for reproducible tests.
 
     Raises:
-        DataError: the guest's ids differ from this table's, or a feature is not finite.
+        DataError: the guest's ids differ from this table's, or a feature holds an infinity (NaN is a
+            missing value).
         ProtocolError: a guest message broke the protocol (wrong kind, shape, key or ciphertext count)
             or announced settings other than ``config``'s.
     """
     ctx = _setup(channel, table, guest, config)
-    features: list[int] = []
-    thresholds: list[float] = []
+    records: list[tuple[int, float, bool]] = []  # (feature, threshold, missing_left) per record id
     while True:
         msg = channel.recv(guest, "sbt.tree")
         if not isinstance(msg.get("more"), bool):
             raise ProtocolError("from guest: 'more' must be a boolean")
         if not msg["more"]:
+            f, t, m = zip(*records) if records else ((), (), ())
             return HostModel(
-                np.array(features, dtype=np.int64), np.array(thresholds, dtype=np.float64), table.features.shape[1]
+                np.array(f, dtype=np.int64),
+                np.array(t, dtype=np.float64),
+                table.features.shape[1],
+                np.array(m, dtype=bool),
             )
-        _host_tree(ctx, _read_gh(ctx, msg), features, thresholds, rng)
+        _host_tree(ctx, _read_gh(ctx, msg), records, rng)
 
 
 def _read_gh(ctx: _Host, msg: dict):
@@ -156,7 +160,7 @@ def _check_level(msg: dict, rows: int, prev: dict) -> None:
             )
 
 
-def _host_tree(ctx: _Host, gh, features: list[int], thresholds: list[float], rng) -> None:
+def _host_tree(ctx: _Host, gh, records: list, rng) -> None:
     """Serve one tree: per level, histograms then splits, until the guest says done."""
     prev: dict = {}
     while True:
@@ -175,7 +179,7 @@ def _host_tree(ctx: _Host, gh, features: list[int], thresholds: list[float], rng
         else:
             flat = [c for v in order for c in hists[v]]
             ctx.channel.send(ctx.guest, "sbt.hist", he.to_wire(compress(ctx.public, flat, ctx.packing, rng)))
-        _host_splits(ctx, msg["pos"], set(order), features, thresholds)
+        _host_splits(ctx, msg["pos"], set(order), records)
         prev = hists
 
 
@@ -203,26 +207,27 @@ def _level_hists(ctx: _Host, gh, msg: dict, prev: dict) -> dict:
     return out
 
 
-def _host_splits(ctx: _Host, pos: np.ndarray, level_nodes: set, features: list[int], thresholds: list[float]) -> None:
+def _host_splits(ctx: _Host, pos: np.ndarray, level_nodes: set, records: list) -> None:
     """Apply the splits the guest assigned to this host; answer which rows go left and the record ids."""
     msg = ctx.channel.recv(ctx.guest, "sbt.split")
-    nodes, feat, bins = (msg.get(k) for k in ("nodes", "feature", "bin"))
+    nodes, feat, bins, missing = (msg.get(k) for k in ("nodes", "feature", "bin", "missing_left"))
     if not all(
         isinstance(a, np.ndarray) and a.dtype == np.int64 and a.ndim == 1 and a.shape == nodes.shape
         for a in (nodes, feat, bins)
-    ):
-        raise ProtocolError("from guest: 'nodes', 'feature' and 'bin' must be int64 arrays of one length")
+    ) or not (isinstance(missing, np.ndarray) and missing.dtype == bool and missing.shape == nodes.shape):
+        raise ProtocolError(
+            "from guest: 'nodes', 'feature', 'bin' (int64) and 'missing_left' (bool) must be arrays of one length"
+        )
     left = np.zeros(len(pos), dtype=bool)
-    records = []
-    nb = ctx.layout.num_bins
-    for node, f, b in zip(nodes.tolist(), feat.tolist(), bins.tolist()):
+    ids = []
+    nb, offsets = ctx.layout.num_bins, bin_offsets(ctx.layout.num_bins)
+    for node, f, b, m in zip(nodes.tolist(), feat.tolist(), bins.tolist(), missing.tolist()):
         if node not in level_nodes or not 0 <= f < len(nb) or not 0 <= b < nb[f] - 1:
             raise ProtocolError(
                 f"from guest: split (node {node}, feature {f}, bin {b}) is not a split candidate of this level"
             )
         rows = pos == node
-        left[rows] = ctx.bins[rows, f] <= b
-        records.append(len(features))
-        features.append(f)
-        thresholds.append(ctx.edges.threshold(f, b))
-    ctx.channel.send(ctx.guest, "sbt.partition", {"left": left, "records": np.array(records, dtype=np.int64)})
+        left[rows] = goes_left(ctx.bins[rows, f], b, offsets, f, m)
+        ids.append(len(records))
+        records.append((f, ctx.edges.threshold(f, b), m))
+    ctx.channel.send(ctx.guest, "sbt.partition", {"left": left, "records": np.array(ids, dtype=np.int64)})

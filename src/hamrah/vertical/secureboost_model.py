@@ -36,6 +36,7 @@ class Tree:
         threshold: the guest's threshold (rows with ``x <= threshold`` go left); NaN for hosts and leaves.
         left, right: child node ids (-1 at leaves).
         value: leaf values (already multiplied by the learning rate); 0 elsewhere.
+        missing_left: at the guest's splits, whether a missing value (NaN) goes left.
     """
 
     owner: np.ndarray
@@ -44,6 +45,7 @@ class Tree:
     left: np.ndarray
     right: np.ndarray
     value: np.ndarray
+    missing_left: np.ndarray
 
     def splits(self) -> list[tuple[int, int, float]]:
         """Return ``(owner, feature or record, threshold)`` of each split node, in node order."""
@@ -75,15 +77,18 @@ class HostModel:
         features: the feature of each record.
         thresholds: the threshold of each record (rows with ``x <= threshold`` go left).
         num_features: the host's feature count (checked at prediction).
+        missing_left: whether a missing value (NaN) goes left at each record.
     """
 
     features: np.ndarray
     thresholds: np.ndarray
     num_features: int
+    missing_left: np.ndarray
 
     def decisions(self, x: np.ndarray) -> np.ndarray:
         """Return the ``records x rows`` boolean matrix "row goes left at this record"."""
-        return self.thresholds[:, None] >= x[:, self.features].T
+        values = x[:, self.features].T
+        return (self.thresholds[:, None] >= values) | (np.isnan(values) & self.missing_left[:, None])
 
 
 def _check_width(table: PartyTable, expected: int, who: str) -> None:
@@ -107,7 +112,8 @@ def walk(tree: Tree, guest_x: np.ndarray, host_bits: list[np.ndarray]) -> np.nda
             continue
         here = np.flatnonzero(pos == node)
         if owner == GUEST:
-            left = guest_x[here, tree.feature[node]] <= tree.threshold[node]
+            v = guest_x[here, tree.feature[node]]
+            left = (v <= tree.threshold[node]) | (np.isnan(v) & tree.missing_left[node])
         else:
             left = host_bits[owner - 1][tree.feature[node], here]
         pos[here] = np.where(left, tree.left[node], tree.right[node])
