@@ -133,7 +133,8 @@ def prepare(
         raise DataError("lr: the parties share no ids (do all of them read their ids with the same [data] id_type?)")
     if not np.all(np.isfinite(table.features)):
         raise DataError(
-            "lr: the features hold a missing (NaN) or infinite value; vertical LR needs complete rows (secureboost takes missing values)"
+            "lr: the features hold a missing (NaN) or infinite value; vertical LR needs complete rows "
+            "(secureboost takes missing values)"
         )
     if guest and (table.labels is None or not np.all(np.isin(table.labels, (0, 1)))):
         raise DataError("lr: the guest's labels must be 0 or 1")
