@@ -324,3 +324,43 @@ def test_prediction_refuses_another_schema_and_logs_nothing(breast, caplog):
     narrow = {"guest": breast["guest"], "host": PartyTable(h.ids, h.features[:, :5], h.feature_names[:5])}
     with pytest.raises(DataError, match="host: 5 features, the model was trained on 20"):
         predict_local(fit, narrow)
+
+
+def test_training_resumes_after_the_last_tree_every_party_completed(breast, tmp_path):
+    """Checkpoints after each tree, saved and read back as `hamrah party` does: the guest kept 3 trees,
+    the host 2, so both go on after tree 2 and end with the uninterrupted model."""
+    from hamrah.parties.runner import _save, load_checkpoints
+    from hamrah.vertical.secureboost_model import BoostCheckpoint
+
+    tables = _with_missing(breast, 0.1, 1)
+    config = SecureBoostConfig(num_trees=4, max_depth=2, encrypted=False)
+
+    def roles(resume=None, keep=None):
+        resume, keep = resume or {}, keep or {}
+        return {
+            "guest": lambda ch: guest(
+                ch, tables["guest"], config, ("host",), None, resume.get("guest"), keep.get("guest")
+            ),
+            "host": lambda ch: host(ch, tables["host"], resume=resume.get("host"), on_epoch=keep.get("host")),
+        }
+
+    keep = {
+        n: (lambda s, n=n: _save(tmp_path / n, s) if s.epoch <= {"guest": 3, "host": 2}[n] else None) for n in tables
+    }
+    full, _ = run_parties(roles(keep=keep), timeout_s=60)
+    saved = {n: load_checkpoints(tmp_path / n, BoostCheckpoint) for n in tables}
+    assert sorted(saved["guest"]) == [1, 2, 3] and sorted(saved["host"]) == [1, 2]
+    again, stats = run_parties(roles(resume=saved), timeout_s=60)
+    assert len(again["guest"].trees) == 4
+    for a, b in zip(again["guest"].trees, full["guest"].trees):
+        for name in ("owner", "feature", "threshold", "left", "right", "value", "missing_left"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    for name in ("features", "thresholds", "missing_left"):
+        np.testing.assert_array_equal(getattr(again["host"], name), getattr(full["host"], name))
+    assert (
+        stats["host"].received_bytes["guest"]
+        < 0.8 * run_parties(roles(), timeout_s=60)[1]["host"].received_bytes["guest"]
+    )
+    with pytest.raises(DataError, match="the checkpoint after tree 2 is not this guest's"):
+        other = {**saved, "guest": {2: BoostCheckpoint(2, saved["guest"][2].model, saved["guest"][2].margin[:-1])}}
+        run_parties(roles(resume=other), timeout_s=60)

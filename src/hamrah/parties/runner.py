@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import inspect
 import json
 import os
 from collections.abc import Callable
@@ -29,25 +28,14 @@ from hamrah.vertical.predict import score, settings_json
 from hamrah.vertical.registry import resolve
 
 
-def _save(folder: Path, state: LRState) -> None:
+def _save(folder: Path, state) -> None:
+    """Write ``state`` (an epoch's checkpoint) as ``folder/epoch-NNNN.npz``, never half-written."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".epoch-{state.epoch:04d}.npz"
-    with open(tmp, "wb") as f:
-        np.savez(
-            f,
-            epoch=state.epoch,
-            weights=state.weights,
-            mean=state.mean,
-            std=state.std,
-            converged=state.converged,
-            history=np.array(state.history, dtype=np.float64),
-            quantiles=state.quantiles,
-        )
-    os.replace(tmp, folder / f"epoch-{state.epoch:04d}.npz")
+    _save_npz(folder / f"epoch-{state.epoch:04d}.npz", model_arrays(state))
 
 
-def load_checkpoints(folder: Path) -> dict[int, LRState]:
-    """Return the completed epochs saved in ``folder``.
+def load_checkpoints(folder: Path, kind: type = LRState) -> dict:
+    """Return the completed epochs saved in ``folder``: epoch -> ``kind.from_arrays`` of its arrays.
 
     Raises:
         DataError: a checkpoint that cannot be read.
@@ -56,18 +44,10 @@ def load_checkpoints(folder: Path) -> dict[int, LRState]:
     for path in sorted(folder.glob("epoch-*.npz")):
         try:
             with np.load(path, allow_pickle=False) as z:
-                quantiles = z["quantiles"] if "quantiles" in z.files else np.zeros((0, 0))
-                states[int(z["epoch"])] = LRState(
-                    int(z["epoch"]),
-                    z["weights"],
-                    z["mean"],
-                    z["std"],
-                    bool(z["converged"]),
-                    tuple(z["history"].tolist()),
-                    quantiles,
-                )
-        except (OSError, KeyError, ValueError) as e:
+                state = kind.from_arrays({k: z[k] for k in z.files})
+        except (OSError, KeyError, ValueError, EOFError, DataError) as e:
             raise DataError(f"{path}: not a readable checkpoint ({e}); delete it to start that epoch again") from None
+        states[state.epoch] = state
     return states
 
 
@@ -158,11 +138,6 @@ def _write_result(cfg: PartyConfig, result, stats, table=None) -> dict:
     return summary
 
 
-def _progress(name: str, state: LRState) -> str:
-    change = f", own weight change {state.history[-1]:.3g}" if state.history else ""
-    return f"{name}: epoch {state.epoch} done{change}" + (" (converged)" if state.converged else "")
-
-
 def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) -> dict:
     """Run this party until the protocol ends; resume after a peer goes away, up to ``cfg.retries`` times.
 
@@ -176,17 +151,20 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
     table = None
     if cfg.data_path is not None:
         table = read_party_csv(cfg.data_path, cfg.id_column, cfg.label_column, id_type=cfg.id_type)
-    role = resolve(cfg.protocol).roles[cfg.role]
-    resumable = "resume" in inspect.signature(role).parameters
+    protocol = resolve(cfg.protocol)
+    role, kind = protocol.roles[cfg.role], protocol.checkpoint
     folder = cfg.out / "checkpoints"
     server = PartyServer(cfg.name, cfg.peers, cfg.listen, cfg.tls, timeout_s=cfg.timeout_s)
     try:
         for attempt in range(cfg.retries + 1):
             channel = server.channel()
             kwargs = {}
-            if resumable:
-                done = load_checkpoints(folder)
-                kwargs = {"resume": done, "on_epoch": lambda s: (_save(folder, s), report(_progress(cfg.name, s)))}
+            if kind is not None:
+                done = load_checkpoints(folder, kind)
+                kwargs = {
+                    "resume": done,
+                    "on_epoch": lambda s: (_save(folder, s), report(f"{cfg.name}: {s.progress()}")),
+                }
                 report(
                     f"{cfg.name}: {cfg.protocol} as {cfg.role}, "
                     + (f"resuming after epoch {max(done)}" if done else "starting")

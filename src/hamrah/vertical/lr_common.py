@@ -114,6 +114,28 @@ class LRState:
     quantiles: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     offline_cpu_s: float = 0.0
 
+    @classmethod
+    def from_arrays(cls, arrays) -> LRState:
+        """Rebuild a state from the arrays it was saved as (a checkpoint).
+
+        Raises:
+            KeyError: an array is missing.
+        """
+        return cls(
+            int(arrays["epoch"]),
+            np.asarray(arrays["weights"]),
+            np.asarray(arrays["mean"]),
+            np.asarray(arrays["std"]),
+            bool(arrays["converged"]),
+            tuple(np.asarray(arrays["history"], dtype=np.float64).reshape(-1).tolist()),
+            np.asarray(arrays["quantiles"]) if "quantiles" in arrays else np.zeros((0, 0)),
+        )
+
+    def progress(self) -> str:
+        """Return a one-line report of this epoch."""
+        change = f", own weight change {self.history[-1]:.3g}" if self.history else ""
+        return f"epoch {self.epoch} done{change}" + (" (converged)" if self.converged else "")
+
 
 OnEpoch = Callable[[LRState], None]
 Step = Callable[[str, np.ndarray, np.ndarray], np.ndarray]

@@ -29,18 +29,10 @@ import numpy as np
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.psi import PSIConfig, intersect
+from hamrah.vertical.saved import need
 
 Arrays = Mapping[str, np.ndarray]
 Run = Callable[..., "np.ndarray | None"]
-
-
-def _need(arrays: Arrays, key: str, what: str) -> np.ndarray:
-    if key not in arrays:
-        raise DataError(
-            f"model: no array {key!r}, so not a {what} (expected the model.npz that `hamrah party` wrote "
-            "for this protocol and role)"
-        )
-    return np.asarray(arrays[key])
 
 
 def _under(arrays: Arrays, prefix: str) -> dict[str, np.ndarray]:
@@ -67,9 +59,9 @@ def load_lr(arrays: Arrays, config, name: str, guest: str, hosts: tuple[str, ...
     what = "vertical LR model"
     state = LRState(
         0,
-        _need(arrays, "weights", what).astype(np.float64),
-        _need(arrays, "mean", what),
-        _need(arrays, "std", what),
+        need(arrays, "weights", what).astype(np.float64),
+        need(arrays, "mean", what),
+        need(arrays, "std", what),
         quantiles=np.asarray(arrays.get("quantiles", np.zeros((0, 0)))),
     )
     is_guest = name == guest
@@ -89,27 +81,12 @@ def load_lr(arrays: Arrays, config, name: str, guest: str, hosts: tuple[str, ...
 
 def load_secureboost(arrays: Arrays, config, name: str, guest: str, hosts: tuple[str, ...]) -> Run:
     """SecureBoost: hosts answer split decisions, the guest walks the trees."""
-    from hamrah.vertical.secureboost_model import GuestModel, HostModel, Tree, predict_guest, predict_host
+    from hamrah.vertical.secureboost_model import guest_model, host_model, predict_guest, predict_host
 
     if name != guest:
-        what = "SecureBoost host model"
-        host = HostModel(
-            _need(arrays, "features", what).astype(np.int64),
-            _need(arrays, "thresholds", what).astype(np.float64),
-            int(_need(arrays, "num_features", what)),
-            _need(arrays, "missing_left", what).astype(bool),
-        )
+        host = host_model(arrays)
         return lambda channel, table: predict_host(channel, host, table, guest)
-    what = "SecureBoost guest model"
-    count = len({k.split(".")[1] for k in arrays if k.startswith("trees.")})
-    fields = ("owner", "feature", "threshold", "left", "right", "value", "missing_left")
-    trees = tuple(Tree(*(_need(arrays, f"trees.{i}.{f}", what) for f in fields)) for i in range(count))
-    model = GuestModel(
-        float(_need(arrays, "base_score", what)),
-        trees,
-        tuple(str(h) for h in _need(arrays, "hosts", what).reshape(-1)),
-        int(_need(arrays, "num_features", what)),
-    )
+    model = guest_model(arrays)
     missing = sorted(set(model.hosts) - set(hosts))
     if missing:
         raise ConfigError(f"the model's hosts {missing} are not among the scoring parties {sorted(hosts)}")
@@ -125,15 +102,15 @@ def load_splitnn(arrays: Arrays, config, name: str, guest: str, hosts: tuple[str
     is_guest = name == guest
     prefix = "model.bottom." if is_guest else ""
     what = f"SplitNN {'guest' if is_guest else 'host'} model"
-    names = tuple(str(n) for n in _need(arrays, f"{prefix}feature_names", what).reshape(-1))
+    names = tuple(str(n) for n in need(arrays, f"{prefix}feature_names", what).reshape(-1))
     scaler = Standardizer(
-        _need(arrays, f"{prefix}standardizer.mean", what), _need(arrays, f"{prefix}standardizer.scale", what)
+        need(arrays, f"{prefix}standardizer.mean", what), need(arrays, f"{prefix}standardizer.scale", what)
     )
     network = _load_network(bottom_network(config, name, len(names)), arrays, f"{prefix}network.", "bottom network")
     bottom = BottomModel(name, names, scaler, network)
     if not is_guest:
         return lambda channel, table: serve(channel, bottom, table, config, guest)
-    trained = tuple(str(h) for h in _need(arrays, "model.hosts", what).reshape(-1))
+    trained = tuple(str(h) for h in need(arrays, "model.hosts", what).reshape(-1))
     top = _load_network(top_network(config, 1 + len(trained)), arrays, "model.top.", "top network")
     model = GuestModel(bottom, top, trained)
     return lambda channel, table: predict(channel, model, table, config, table.ids)

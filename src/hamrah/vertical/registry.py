@@ -26,12 +26,14 @@ from hamrah.core.errors import ConfigError
 
 @dataclass(frozen=True)
 class ProtocolEntry:
-    """Where a protocol lives: ``module``, its config class, and role -> function name."""
+    """Where a protocol lives: ``module``, its config class, role -> function name, and the class of
+    the state its roles checkpoint after each epoch (``""``: none; it has ``from_arrays``)."""
 
     module: str
     config: str
     roles: Mapping[str, str]
     summary: str
+    checkpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Protocol:
     name: str
     config: type
     roles: Mapping[str, Callable]
+    checkpoint: type | None = None
 
 
 PROTOCOLS: dict[str, ProtocolEntry] = {
@@ -55,12 +58,14 @@ PROTOCOLS: dict[str, ProtocolEntry] = {
         "LRConfig",
         {"guest": "guest", "host": "host", "arbiter": "arbiter"},
         "vertical logistic regression, Paillier key held by an arbiter (FATE CoordinatedLR)",
+        "LRState",
     ),
     "sshe_lr": ProtocolEntry(
         "hamrah.vertical.lr_sshe",
         "LRConfig",
         {"guest": "guest", "host": "host"},
         "vertical logistic regression without a third party: HE plus secret sharing (SSHE-LR)",
+        "LRState",
     ),
     "splitnn": ProtocolEntry(
         "hamrah.vertical.splitnn",
@@ -73,6 +78,7 @@ PROTOCOLS: dict[str, ProtocolEntry] = {
         "SecureBoostConfig",
         {"guest": "guest", "host": "host"},
         "SecureBoost: vertical gradient-boosted trees, gradients Paillier-encrypted by the label holder",
+        "BoostCheckpoint",
     ),
     "ftl": ProtocolEntry(
         "hamrah.vertical.ftl",
@@ -100,7 +106,12 @@ def resolve(name: str) -> Protocol:
         )
     entry = PROTOCOLS[name]
     module = importlib.import_module(entry.module)
-    return Protocol(name, getattr(module, entry.config), {r: getattr(module, f) for r, f in entry.roles.items()})
+    return Protocol(
+        name,
+        getattr(module, entry.config),
+        {r: getattr(module, f) for r, f in entry.roles.items()},
+        getattr(module, entry.checkpoint) if entry.checkpoint else None,
+    )
 
 
 def _coerce(where: str, value, default):

@@ -29,6 +29,7 @@ fixed-point sums, hence the same trees; for tests and as the speed baseline.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,9 +51,9 @@ from hamrah.vertical.secureboost_core import (
 )
 from hamrah.vertical.secureboost_crypto import SparseLayout, decompress, packing_for
 from hamrah.vertical.secureboost_host import host
-from hamrah.vertical.secureboost_model import GUEST, LEAF, GuestModel, Tree
+from hamrah.vertical.secureboost_model import GUEST, LEAF, BoostCheckpoint, GuestModel, Tree
 
-__all__ = ["SecureBoostConfig", "guest", "host"]
+__all__ = ["BoostCheckpoint", "SecureBoostConfig", "guest", "host"]
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,15 @@ def _labels(table: PartyTable) -> np.ndarray:
 
 
 def _handshake(
-    channel: Channel, table: PartyTable, config: SecureBoostConfig, hosts: tuple[str, ...], public: he.PublicKey | None
-) -> tuple[_Peer, ...]:
+    channel: Channel,
+    table: PartyTable,
+    config: SecureBoostConfig,
+    hosts: tuple[str, ...],
+    public: he.PublicKey | None,
+    done: list[int],
+) -> tuple[tuple[_Peer, ...], int]:
+    """Send the setup, read each host's bin layout and completed trees; agree on the tree to start from
+    (the last one every party completed, 0 when any has none)."""
     setup = {
         "ids": table.ids,
         "encrypted": config.encrypted,
@@ -124,10 +132,10 @@ def _handshake(
     }
     for name in hosts:
         channel.send(name, "sbt.setup", setup)
-    peers = []
+    peers, common = [], set(done) | {0}
     for code, name in enumerate(hosts, start=1):
         msg = channel.recv(name, "sbt.schema")
-        nb, default = msg.get("num_bins"), msg.get("default")
+        nb, default, trees = msg.get("num_bins"), msg.get("default"), msg.get("trees")
         if not (
             isinstance(nb, np.ndarray)
             and isinstance(default, np.ndarray)
@@ -144,8 +152,14 @@ def _handshake(
                 f"from {name!r}: 'num_bins' and 'default' must be equal-length int arrays "
                 f"with 1 <= num_bins <= {config.max_bins + 1} and 0 <= default < num_bins"
             )
+        if not (isinstance(trees, np.ndarray) and trees.dtype == np.int64 and trees.ndim == 1):
+            raise ProtocolError(f"from {name!r}: 'trees' (the completed trees it holds) must be an int64 vector")
+        common &= set(trees.tolist()) | {0}
         peers.append(_Peer(name, code, SparseLayout(nb.astype(np.int64), default.astype(np.int64))))
-    return tuple(peers)
+    start = max(common)
+    for name in hosts:
+        channel.send(name, "sbt.start", {"start": start})
+    return tuple(peers), start
 
 
 def guest(
@@ -154,6 +168,8 @@ def guest(
     config: SecureBoostConfig,
     hosts: tuple[str, ...] | None = None,
     rng: np.random.Generator | None = None,
+    resume: Mapping[int, BoostCheckpoint] | None = None,
+    on_epoch: Callable[[BoostCheckpoint], None] | None = None,
 ) -> GuestModel:
     """Train SecureBoost as the label holder; return the guest's half of the model.
 
@@ -163,6 +179,9 @@ def guest(
         config: hyperparameters and the mode.
         hosts: the hosts' party names (``None``: every peer of ``channel``).
         rng: ``None`` for the OS CSPRNG (keys, encryption); a Generator only for reproducible tests.
+        resume: this party's checkpoints by completed trees; training goes on after the last tree
+            every party completed (the trees are deterministic, so the model is the uninterrupted one).
+        on_epoch: called after each tree with this party's checkpoint.
 
     Raises:
         DataError: labels that are not 0/1, or non-finite features.
@@ -172,7 +191,7 @@ def guest(
     labels = _labels(table)
     edges = fit_bins(table.features, config.max_bins)
     public, secret = he.keygen(config.key_bits, rng) if config.encrypted else (None, None)
-    peers = _handshake(channel, table, config, tuple(hosts), public)
+    peers, start = _handshake(channel, table, config, tuple(hosts), public, sorted(resume or ()))
     ctx = _Guest(
         channel,
         config,
@@ -187,15 +206,38 @@ def guest(
     mean = float(np.clip(labels.mean(), 1e-6, 1 - 1e-6))
     base = float(np.log(mean / (1 - mean)))
     margin, trees = np.full(len(labels), base), []
-    for _ in range(config.num_trees):
+    if start:
+        margin, trees = _resumed(resume[start], base, len(labels), tuple(hosts))
+    for _ in range(start, config.num_trees):
         g, h = logloss_gh(margin, labels, config.precision_bits)
         _send_gh(ctx, g, h)
         tree, leaf_of_row = _grow(ctx, g, h)
         margin += tree.value[leaf_of_row]
         trees.append(tree)
+        if on_epoch is not None:
+            model = GuestModel(base, tuple(trees), tuple(hosts), table.features.shape[1])
+            on_epoch(BoostCheckpoint(len(trees), model, margin.copy()))
     for peer in peers:
         channel.send(peer.name, "sbt.tree", {"more": False})
     return GuestModel(base, tuple(trees), tuple(hosts), table.features.shape[1])
+
+
+def _resumed(state: BoostCheckpoint, base: float, rows: int, hosts: tuple[str, ...]) -> tuple[np.ndarray, list]:
+    """Return the margin and trees of a guest checkpoint, refusing one from other data or hosts."""
+    model = state.model
+    if (
+        not isinstance(model, GuestModel)
+        or state.margin is None
+        or state.margin.shape != (rows,)
+        or model.base_score != base
+        or model.hosts != hosts
+        or len(model.trees) != state.epoch
+    ):
+        raise DataError(
+            f"secureboost: the checkpoint after tree {state.epoch} is not this guest's (other rows, labels or "
+            "hosts); delete the checkpoints to train afresh"
+        )
+    return np.array(state.margin, dtype=np.float64), list(model.trees)
 
 
 def _send_gh(ctx: _Guest, g: np.ndarray, h: np.ndarray) -> None:

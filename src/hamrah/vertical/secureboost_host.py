@@ -7,6 +7,7 @@ and, for the splits the guest assigns it, which rows go left.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ from hamrah.vertical.secureboost_crypto import (
     sparse_layout,
     subtract,
 )
-from hamrah.vertical.secureboost_model import HostModel
+from hamrah.vertical.secureboost_model import BoostCheckpoint, HostModel
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,9 @@ def _agree(msg: dict, config: SecureBoostConfig | None) -> None:
         raise ProtocolError(f"from guest: a {msg['n'][0].bit_length()}-bit key, this host requires {config.key_bits}")
 
 
-def _setup(channel: Channel, table: PartyTable, guest: str, config: SecureBoostConfig | None) -> _Host:
+def _setup(
+    channel: Channel, table: PartyTable, guest: str, config: SecureBoostConfig | None, done: list[int]
+) -> tuple[_Host, int]:
     msg = channel.recv(guest, "sbt.setup")
     ids = msg.get("ids")
     if not isinstance(ids, np.ndarray) or ids.shape != table.ids.shape or not np.array_equal(ids, table.ids):
@@ -79,8 +82,12 @@ def _setup(channel: Channel, table: PartyTable, guest: str, config: SecureBoostC
     edges = fit_bins(table.features, max_bins)
     bins = edges.transform(table.features)
     layout = sparse_layout(bins, edges.num_bins)
-    channel.send(guest, "sbt.schema", {"num_bins": layout.num_bins, "default": layout.default})
-    return _Host(channel, guest, bins, edges, layout, public, packing, precision)
+    trees = np.array(done, dtype=np.int64)
+    channel.send(guest, "sbt.schema", {"num_bins": layout.num_bins, "default": layout.default, "trees": trees})
+    start = channel.recv(guest, "sbt.start").get("start")
+    if isinstance(start, bool) or not isinstance(start, int) or not (start == 0 or start in done):
+        raise ProtocolError(f"from guest: 'start' = {start!r}, expected 0 or a tree this host completed {done}")
+    return _Host(channel, guest, bins, edges, layout, public, packing, precision), start
 
 
 def host(
@@ -89,6 +96,8 @@ def host(
     config: SecureBoostConfig | None = None,
     guest: str = "guest",
     rng: np.random.Generator | None = None,
+    resume: Mapping[int, BoostCheckpoint] | None = None,
+    on_epoch: Callable[[BoostCheckpoint], None] | None = None,
 ) -> HostModel:
     """Take part in SecureBoost training as a feature holder; return this host's lookup table.
 
@@ -100,6 +109,8 @@ def host(
             asks for the plaintext mode). ``None`` accepts the guest's.
         guest: the guest's party name.
         rng: ``None`` for the OS CSPRNG (re-randomisation); a Generator only for reproducible tests.
+        resume: this party's checkpoints by completed trees (the guest picks where to go on).
+        on_epoch: called after each tree with this party's checkpoint (its lookup table so far).
 
     Raises:
         DataError: the guest's ids differ from this table's, or a feature holds an infinity (NaN is a
@@ -107,21 +118,30 @@ def host(
         ProtocolError: a guest message broke the protocol (wrong kind, shape, key or ciphertext count)
             or announced settings other than ``config``'s.
     """
-    ctx = _setup(channel, table, guest, config)
+    ctx, tree = _setup(channel, table, guest, config, sorted(resume or ()))
     records: list[tuple[int, float, bool]] = []  # (feature, threshold, missing_left) per record id
+    if tree:
+        saved = resume[tree].model
+        if not isinstance(saved, HostModel) or saved.num_features != table.features.shape[1]:
+            raise DataError(
+                f"secureboost: the checkpoint after tree {tree} is not this host's; delete it to train afresh"
+            )
+        records = list(zip(saved.features.tolist(), saved.thresholds.tolist(), saved.missing_left.tolist()))
     while True:
         msg = channel.recv(guest, "sbt.tree")
         if not isinstance(msg.get("more"), bool):
             raise ProtocolError("from guest: 'more' must be a boolean")
         if not msg["more"]:
-            f, t, m = zip(*records) if records else ((), (), ())
-            return HostModel(
-                np.array(f, dtype=np.int64),
-                np.array(t, dtype=np.float64),
-                table.features.shape[1],
-                np.array(m, dtype=bool),
-            )
+            return _model(records, table.features.shape[1])
         _host_tree(ctx, _read_gh(ctx, msg), records, rng)
+        tree += 1
+        if on_epoch is not None:
+            on_epoch(BoostCheckpoint(tree, _model(records, table.features.shape[1])))
+
+
+def _model(records: list, num_features: int) -> HostModel:
+    f, t, m = zip(*records) if records else ((), (), ())
+    return HostModel(np.array(f, dtype=np.int64), np.array(t, dtype=np.float64), num_features, np.array(m, dtype=bool))
 
 
 def _read_gh(ctx: _Host, msg: dict):

@@ -13,6 +13,8 @@ leaves.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,7 @@ import numpy as np
 from hamrah.core.errors import DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
+from hamrah.vertical.saved import need
 from hamrah.vertical.secureboost_core import sigmoid
 
 GUEST = 0  # owner code of the guest's own splits; host i (0-based) is i + 1; leaves are -1
@@ -89,6 +92,57 @@ class HostModel:
         """Return the ``records x rows`` boolean matrix "row goes left at this record"."""
         values = x[:, self.features].T
         return (self.thresholds[:, None] >= values) | (np.isnan(values) & self.missing_left[:, None])
+
+
+@dataclass(frozen=True)
+class BoostCheckpoint:
+    """One party's SecureBoost state after ``epoch`` trees (what a checkpoint holds): its model so far
+    and, at the guest, each training row's margin (its own rows: it stays with the guest)."""
+
+    epoch: int
+    model: GuestModel | HostModel
+    margin: np.ndarray | None = None
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> BoostCheckpoint:
+        """Rebuild a checkpoint from the arrays it was saved as (``model_arrays``).
+
+        Raises:
+            DataError: an array is missing.
+        """
+        epoch = int(need(arrays, "epoch", "SecureBoost checkpoint"))
+        if "model.base_score" in arrays:
+            return cls(epoch, guest_model(arrays, "model."), np.asarray(need(arrays, "margin", "guest checkpoint")))
+        return cls(epoch, host_model(arrays, "model."))
+
+    def progress(self) -> str:
+        """Return a one-line report of this tree."""
+        return f"tree {self.epoch} done"
+
+
+def guest_model(arrays: Mapping[str, np.ndarray], prefix: str = "") -> GuestModel:
+    """Rebuild the guest's model from its saved arrays (keys under ``prefix``)."""
+    what = "SecureBoost guest model"
+    count = len({k[len(prefix) :].split(".")[1] for k in arrays if k.startswith(f"{prefix}trees.")})
+    fields = [f.name for f in dataclasses.fields(Tree)]
+    trees = tuple(Tree(*(need(arrays, f"{prefix}trees.{i}.{f}", what) for f in fields)) for i in range(count))
+    return GuestModel(
+        float(need(arrays, f"{prefix}base_score", what)),
+        trees,
+        tuple(str(h) for h in need(arrays, f"{prefix}hosts", what).reshape(-1)),
+        int(need(arrays, f"{prefix}num_features", what)),
+    )
+
+
+def host_model(arrays: Mapping[str, np.ndarray], prefix: str = "") -> HostModel:
+    """Rebuild a host's lookup table from its saved arrays (keys under ``prefix``)."""
+    what = "SecureBoost host model"
+    return HostModel(
+        need(arrays, f"{prefix}features", what).astype(np.int64).reshape(-1),
+        need(arrays, f"{prefix}thresholds", what).astype(np.float64).reshape(-1),
+        int(need(arrays, f"{prefix}num_features", what)),
+        need(arrays, f"{prefix}missing_left", what).astype(bool).reshape(-1),
+    )
 
 
 def _check_width(table: PartyTable, expected: int, who: str) -> None:
