@@ -361,6 +361,9 @@ def test_training_resumes_after_the_last_tree_every_party_completed(breast, tmp_
         stats["host"].received_bytes["guest"]
         < 0.8 * run_parties(roles(), timeout_s=60)[1]["host"].received_bytes["guest"]
     )
+    with pytest.raises(ConfigError, match="saved by a run with other protocol settings"):
+        _save(tmp_path / "other", saved["host"][1], '{"max_depth": 3}')
+        load_checkpoints(tmp_path / "other", BoostCheckpoint, '{"max_depth": 2}')
     with pytest.raises(DataError, match="the checkpoint after tree 2 is not this guest's"):
         other = {**saved, "guest": {2: BoostCheckpoint(2, saved["guest"][2].model, saved["guest"][2].margin[:-1])}}
         run_parties(roles(resume=other), timeout_s=60)

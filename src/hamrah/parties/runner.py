@@ -28,25 +28,39 @@ from hamrah.vertical.predict import score, settings_json
 from hamrah.vertical.registry import resolve
 
 
-def _save(folder: Path, state) -> None:
-    """Write ``state`` (an epoch's checkpoint) as ``folder/epoch-NNNN.npz``, never half-written."""
+def _save(folder: Path, state, settings: str = "") -> None:
+    """Write ``state`` (an epoch's checkpoint) as ``folder/epoch-NNNN.npz``, never half-written, with
+    the protocol's ``settings`` (JSON) it was trained under."""
     folder.mkdir(parents=True, exist_ok=True)
-    _save_npz(folder / f"epoch-{state.epoch:04d}.npz", model_arrays(state))
+    _save_npz(folder / f"epoch-{state.epoch:04d}.npz", {**model_arrays(state), "settings": np.array(settings)})
 
 
-def load_checkpoints(folder: Path, kind: type = LRState) -> dict:
+def load_checkpoints(folder: Path, kind: type = LRState, settings: str | None = None) -> dict:
     """Return the completed epochs saved in ``folder``: epoch -> ``kind.from_arrays`` of its arrays.
+
+    Args:
+        folder: the checkpoints' folder.
+        kind: the protocol's checkpoint class.
+        settings: the protocol settings (JSON) of this run; a checkpoint saved under others is refused.
 
     Raises:
         DataError: a checkpoint that cannot be read.
+        ConfigError: a checkpoint of a run with other settings.
     """
     states = {}
     for path in sorted(folder.glob("epoch-*.npz")):
         try:
             with np.load(path, allow_pickle=False) as z:
-                state = kind.from_arrays({k: z[k] for k in z.files})
+                arrays = {k: z[k] for k in z.files}
+            state = kind.from_arrays(arrays)
         except (OSError, KeyError, ValueError, EOFError, DataError) as e:
             raise DataError(f"{path}: not a readable checkpoint ({e}); delete it to start that epoch again") from None
+        saved = str(arrays["settings"]) if "settings" in arrays else None
+        if settings is not None and saved is not None and saved != settings:
+            raise ConfigError(
+                f"{path}: saved by a run with other protocol settings ({saved}); delete {folder} to train "
+                "afresh, or give this run another out folder"
+            )
         states[state.epoch] = state
     return states
 
@@ -160,10 +174,13 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
             channel = server.channel()
             kwargs = {}
             if kind is not None:
-                done = load_checkpoints(folder, kind)
+                done = load_checkpoints(folder, kind, settings_json(cfg.settings))
                 kwargs = {
                     "resume": done,
-                    "on_epoch": lambda s: (_save(folder, s), report(f"{cfg.name}: {s.progress()}")),
+                    "on_epoch": lambda s: (
+                        _save(folder, s, settings_json(cfg.settings)),
+                        report(f"{cfg.name}: {s.progress()}"),
+                    ),
                 }
                 report(
                     f"{cfg.name}: {cfg.protocol} as {cfg.role}, "
