@@ -116,9 +116,8 @@ def test_a_model_is_refused_under_other_settings_or_another_protocol(sshe):
         )
     with pytest.raises(ConfigError, match="trained by protocol 'sshe_lr', this config says 'coordinated_lr'"):
         score(ME, rows["guest"], "coordinated_lr", cfg, arrays["guest"], "guest", ())
-    for protocol in ("psi", "ftl"):
-        with pytest.raises(ConfigError, match=f"protocol '{protocol}': no prediction"):
-            score(ME, rows["guest"], protocol, cfg, arrays["guest"], "guest", ())
+    with pytest.raises(ConfigError, match="protocol 'psi': no prediction"):
+        score(ME, rows["guest"], "psi", cfg, arrays["guest"], "guest", ())
 
 
 def test_rows_with_other_columns_and_no_shared_ids_are_refused(sshe):
@@ -167,3 +166,30 @@ def test_parties_with_text_ids_join_on_them_and_write_them_back(tmp_path):
         _write_result(party, res[name], stats[name], tables[name])
         lines = (tmp_path / name / "intersection.csv").read_text().splitlines()
         assert lines[0] == "id" and sorted(lines[1:]) == ["acct-01", "zoë"]
+
+
+@pytest.mark.parametrize("mode", ["plain", "paillier"])
+def test_ftl_the_host_scores_rows_of_its_own_as_at_the_end_of_training(mode, tmp_path):
+    """FTL: the saved host network and the guest's saved Phi score the host's rows outside the overlap
+    to the scores training gave them; the guest runs with no rows and learns nothing."""
+    cfg = build_config("ftl", {"epochs": 1, "hidden": (4,), "dim": 2, "mode": mode, "key_bits": 1024})
+    spec = resolve("ftl")
+    tables = {"guest": BREAST["guest"].select(IDS[100:200]), "host": BREAST["host"].select(IDS[:150])}
+    res, stats = run_parties({n: (lambda ch, n=n: spec.roles[n](ch, tables[n], cfg)) for n in tables}, timeout_s=120)
+    arrays = {}
+    for name in tables:
+        party = SimpleNamespace(out=tmp_path / name, name=name, role=name, protocol="ftl", settings=cfg)
+        _write_result(party, res[name], stats[name], tables[name])
+        with np.load(tmp_path / name / "model.npz", allow_pickle=False) as z:
+            arrays[name] = {k: z[k] for k in z.files}
+    host_only = BREAST["host"].select(np.sort(IDS[:100]))  # the rows training scored (outside the overlap)
+    rows = {"guest": None, "host": host_only}
+    out, _ = run_parties(
+        {n: (lambda ch, n=n: score(ch, rows[n], "ftl", cfg, arrays[n], "guest", ("guest", "host"))) for n in rows},
+        timeout_s=120,
+    )
+    np.testing.assert_array_equal(out["host"][0], host_only.ids)
+    assert len(out["guest"][0]) == 0 and out["guest"][1] is None  # the guest learns no score
+    np.testing.assert_allclose(out["host"][1], res["host"].scores, atol=1e-5 if mode == "paillier" else 1e-12)
+    with pytest.raises(ConfigError, match="expects the rows to score"):
+        score(SimpleNamespace(name="host"), None, "ftl", cfg, arrays["host"], "guest", ("guest", "host"))

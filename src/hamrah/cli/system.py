@@ -234,21 +234,21 @@ def _cmd_party(args: argparse.Namespace) -> None:
         return
     if not args.config:
         raise ConfigError("hamrah party: expected --config PARTY.toml (or --make-tls DIR --names a,b)")
-    if args.model and not args.predict:
+    if args.model and args.predict is None:
         raise ConfigError("hamrah party: --model goes with --predict (the rows to score)")
     from hamrah.parties.config import load_party_config
     from hamrah.parties.runner import predict_party, run_party
 
     cfg = load_party_config(args.config)
     report = functools.partial(print, flush=True)
-    if not args.predict:
+    if args.predict is None:
         run_party(cfg, report=report)
         model = ", model.npz" if (cfg.out / "model.npz").exists() else ""
         print(f"{cfg.name}: done; wrote {cfg.out}/summary.json{model}")
         return
-    summary = predict_party(cfg, args.predict, args.model, report=report)
+    summary = predict_party(cfg, args.predict or None, args.model, report=report)
     scores = ", ".join(f"{k} {summary[k]:.4f}" for k in ("auc", "accuracy") if k in summary)
-    wrote = f"; wrote {cfg.out}/predictions.csv" if cfg.role == "guest" else ""
+    wrote = f"; wrote {summary['predictions']}" if "predictions" in summary else ""
     print(
         f"{cfg.name}: scored {summary['scored']} of {summary['rows']} rows" + (f" ({scores})" if scores else "") + wrote
     )
@@ -263,7 +263,10 @@ def _add_party_command(sub) -> None:
     p.add_argument(
         "--predict",
         metavar="ROWS.csv",
-        help="score these rows (this party's columns, the same id column) with the trained model instead of training",
+        nargs="?",
+        const="",
+        help="score these rows (this party's columns, the same id column) with the trained model instead of "
+        "training; FTL's guest gives no file",
     )
     p.add_argument("--model", metavar="model.npz", help="with --predict: the model to use (default: OUT/model.npz)")
     p.set_defaults(func=_cmd_party)

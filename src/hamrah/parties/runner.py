@@ -24,7 +24,7 @@ from hamrah.data.vertical import read_party_csv
 from hamrah.parties.channel import PartyServer
 from hamrah.parties.config import PartyConfig
 from hamrah.vertical.lr_common import LRState
-from hamrah.vertical.predict import score, settings_json
+from hamrah.vertical.predict import predictor, score, settings_json
 from hamrah.vertical.registry import resolve
 
 
@@ -210,51 +210,58 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def predict_party(
-    cfg: PartyConfig, data_path: Path, model_path: Path | None = None, report: Callable[[str], None] = lambda s: None
+    cfg: PartyConfig,
+    data_path: Path | None,
+    model_path: Path | None = None,
+    report: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """Score the rows of ``data_path`` with this party's trained model, the other parties doing the same.
 
     Every party with data runs it with its own rows and model (``out/model.npz`` unless ``model_path``);
-    the guest writes ``out/predictions.csv`` (``id,probability``, the ids every party holds) and, when
-    its rows carry the label column, the AUC and accuracy into ``out/predict_summary.json``.
+    the party that learns the scores (the guest; FTL: the host, scoring rows of its own, while the
+    guest runs with no rows) writes ``out/predictions.csv`` (``id`` and ``probability``, FTL ``score``)
+    and, when its rows carry the label column, the AUC and accuracy into ``out/predict_summary.json``.
 
     Returns:
         The summary written to ``out/predict_summary.json``.
 
     Raises:
-        ConfigError: the arbiter (it takes no part), a protocol without prediction, or settings other
-            than the model's. DataError: unreadable rows or model, other columns than the model's.
+        ConfigError: the arbiter (it takes no part), a protocol without prediction, no rows where rows
+            are needed, or settings other than the model's. DataError: unreadable rows or model, other
+            columns than the model's.
         PartyFailed: a peer went away.
     """
     if cfg.role == "arbiter":
         raise ConfigError(f"{cfg.name}: the arbiter takes no part in prediction; only the parties with data score rows")
+    spec = predictor(cfg.protocol)
     arrays = _load_arrays(Path(model_path) if model_path else cfg.out / "model.npz")
-    table = read_party_csv(data_path, cfg.id_column, cfg.label_column, label_optional=True, id_type=cfg.id_type)
+    table = None
+    if data_path:
+        table = read_party_csv(data_path, cfg.id_column, cfg.label_column, label_optional=True, id_type=cfg.id_type)
     arbiter = getattr(cfg.settings, "arbiter", None) if "arbiter" in resolve(cfg.protocol).roles else None
     parties = tuple(sorted({cfg.name, *cfg.peers} - {arbiter}))
     guest = cfg.name if cfg.role == "guest" else getattr(cfg.settings, "guest", "guest")
     server = PartyServer(cfg.name, cfg.peers, cfg.listen, cfg.tls, timeout_s=cfg.timeout_s)
     try:
         channel = server.channel()
-        report(f"{cfg.name}: scoring {len(table.ids)} rows with its {cfg.protocol} model")
-        ids, probs = score(channel, table, cfg.protocol, cfg.settings, arrays, guest, parties)
+        rows = f"{len(table.ids)} rows" if table is not None else "no rows of its own"
+        report(f"{cfg.name}: scoring with its {cfg.protocol} model ({rows})")
+        ids, out = score(channel, table, cfg.protocol, cfg.settings, arrays, guest, parties)
     finally:
         server.stop()
-    summary: dict = {"party": cfg.name, "protocol": cfg.protocol, "rows": len(table.ids), "scored": len(ids)}
+    summary: dict = {"party": cfg.name, "protocol": cfg.protocol, "rows": 0 if table is None else len(table.ids)}
+    summary["scored"] = len(ids)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    if probs is not None:
-        _write_csv(
-            cfg.out / "predictions.csv",
-            ["id", "probability"],
-            [table.select(ids).id_text(), [f"{p:.9g}" for p in probs]],
-        )
-        if table.labels is not None:
-            labels = table.select(ids).labels
-            summary["accuracy"] = float(np.mean((probs >= 0.5) == (labels == 1)))
-            if 0 < labels.sum() < len(labels):
+    if out is not None:
+        scored = table.select(ids)
+        _write_csv(cfg.out / "predictions.csv", ["id", spec.output], [scored.id_text(), [f"{p:.9g}" for p in out]])
+        summary["predictions"] = str(cfg.out / "predictions.csv")
+        if scored.labels is not None and spec.output == "probability":
+            summary["accuracy"] = float(np.mean((out >= 0.5) == (scored.labels == 1)))
+            if 0 < scored.labels.sum() < len(scored.labels):
                 from hamrah.vertical.nets import roc_auc  # imports torch: only here
 
-                summary["auc"] = roc_auc(labels, probs)
+                summary["auc"] = roc_auc(scored.labels, out)
     (cfg.out / "predict_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

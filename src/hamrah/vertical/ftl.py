@@ -328,6 +328,44 @@ def host(
     return HostResult(model, scores)
 
 
+@one_torch_thread
+def score_guest(channel: Channel, phi: np.ndarray, config: FTLConfig, peer: str = "host") -> None:
+    """Help the host score new rows of its own after training, with the trained ``Phi`` (the guest
+    needs no rows; in ``paillier`` mode it sees only masked values, and the host learns the scores).
+
+    Raises:
+        ProtocolError: the host's config, keys or messages are wrong.
+    """
+    link, _ = _setup(channel, peer, config, 0, {})
+    count = _score_request(channel, peer, 0)
+    link.apply(0, np.zeros((0, 0)), np.zeros(0), link.swap(0, phi, 0), count)
+
+
+@one_torch_thread
+def score_host(
+    channel: Channel, model: FTLParty, table: PartyTable, config: FTLConfig, peer: str = "guest"
+) -> np.ndarray:
+    """Score the host's rows ``table`` with its trained network and the guest's ``Phi``; only the host
+    learns the scores (``phi_j = Phi . u^B_j``, as at the end of training).
+
+    Raises:
+        DataError: ``table`` has other features than the model.
+        ProtocolError: the guest's config, keys or messages are wrong.
+    """
+    if table.feature_names != model.feature_names:
+        raise DataError(
+            f"ftl host: the table's features {list(table.feature_names)} differ from the model's "
+            f"{list(model.feature_names)}"
+        )
+    x = model.standardizer(table.features)
+    link, _ = _setup(channel, peer, config, 0, {})
+    channel.send(peer, "ftl/score", {"step": 0, "count": len(table.ids)})
+    theirs = link.swap(0, np.zeros(0), config.dim)
+    with torch.no_grad():
+        u_b = fm.represent(model.network, x).double().numpy()
+    return link.apply(0, u_b, np.zeros(len(u_b)), theirs, 0)
+
+
 def party_guest(channel: Channel, table: PartyTable, config: FTLConfig) -> GuestResult:
     """The registry's guest role: find the overlap by PSI (this party leads), then run :func:`guest`."""
     overlap = intersect(channel, table.ids, PSIConfig(leader=channel.name))
@@ -353,5 +391,7 @@ __all__ = [
     "party_guest",
     "party_host",
     "representation_network",
+    "score_guest",
+    "score_host",
     "transfer_split",
 ]

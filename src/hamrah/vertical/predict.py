@@ -11,11 +11,14 @@ the protocol's own prediction messages (each party loads and checks its model be
   owns; the guest walks the trees (no host threshold or feature is revealed).
 - SplitNN: each host sends its cut-layer activations (in the training's wire dtype, with its noise);
   the guest runs its bottom and top networks.
+- FTL: no alignment: the host scores rows of its own (it has no labels, and its rows are not the
+  guest's) with its representation network and the guest's ``Phi``, exchanged as at the end of
+  training (encrypted and masked in ``paillier`` mode); the guest needs no rows.
 
-Only the guest (the label holder) learns the probabilities. Each protocol has a loader
-``load(arrays, config, name, guest, hosts)`` that rebuilds this party's half of the model (refusing an
-array set that is not one) and returns ``run(channel, table)``: the guest's probabilities, one per row of
-the aligned ``table``, or ``None`` at a host.
+Only the guest (the label holder) learns the probabilities; in FTL the host learns its rows' scores.
+Each protocol has a loader ``load(arrays, config, name, guest, hosts)`` that rebuilds this party's half
+of the model (refusing an array set that is not one) and returns ``run(channel, table)``: the scores at
+the party that learns them, one per row of ``table``, or ``None``.
 """
 
 from __future__ import annotations
@@ -116,11 +119,42 @@ def load_splitnn(arrays: Arrays, config, name: str, guest: str, hosts: tuple[str
     return lambda channel, table: predict(channel, model, table, config, table.ids)
 
 
-LOADERS: dict[str, Callable[..., Run]] = {
-    "coordinated_lr": load_lr,
-    "sshe_lr": load_lr,
-    "secureboost": load_secureboost,
-    "splitnn": load_splitnn,
+def load_ftl(arrays: Arrays, config, name: str, guest: str, hosts: tuple[str, ...]) -> Run:
+    """FTL: the host scores rows of its own with its network and the guest's ``Phi`` (no rows at the guest)."""
+    from hamrah.vertical import ftl
+    from hamrah.vertical.nets import Standardizer
+
+    if name == guest:
+        phi = need(arrays, "phi", "FTL guest model").astype(np.float64).reshape(-1)
+        if phi.shape != (config.dim,):
+            raise DataError(f"model: Phi has {phi.size} values, the config's representation has dim = {config.dim}")
+        (host,) = hosts
+        return lambda channel, table: ftl.score_guest(channel, phi, config, host)
+    what = "FTL host model"
+    names = tuple(str(n) for n in need(arrays, "model.feature_names", what).reshape(-1))
+    scaler = Standardizer(need(arrays, "model.standardizer.mean", what), need(arrays, "model.standardizer.scale", what))
+    network = ftl.representation_network(config, name, len(names))
+    model = ftl.FTLParty(names, scaler, _load_network(network, arrays, "model.network.", "representation network"))
+    return lambda channel, table: ftl.score_host(channel, model, table, config, guest)
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """How a protocol scores: its loader, whether the parties' rows are aligned by PSI first (else the
+    ``learner`` scores rows of its own), who learns the scores, and what they are called."""
+
+    load: Callable[..., Run]
+    aligned: bool = True
+    learner: str = "guest"
+    output: str = "probability"
+
+
+PREDICTORS: dict[str, Predictor] = {
+    "coordinated_lr": Predictor(load_lr),
+    "sshe_lr": Predictor(load_lr),
+    "secureboost": Predictor(load_secureboost),
+    "splitnn": Predictor(load_splitnn),
+    "ftl": Predictor(load_ftl, aligned=False, learner="host", output="score"),
 }
 
 
@@ -129,7 +163,7 @@ def settings_json(settings) -> str:
     return json.dumps(dataclasses.asdict(settings), sort_keys=True)
 
 
-def check_model(arrays: Arrays, protocol: str, settings, table: PartyTable) -> None:
+def check_model(arrays: Arrays, protocol: str, settings, table: PartyTable | None) -> None:
     """Refuse a model saved by another protocol, under other settings, or for other columns.
 
     Raises:
@@ -144,7 +178,7 @@ def check_model(arrays: Arrays, protocol: str, settings, table: PartyTable) -> N
         if differ:
             pairs = ", ".join(f"{k} = {saved.get(k)!r} (config: {now.get(k)!r})" for k in differ)
             raise ConfigError(f"model: trained with {pairs}; score with the settings it was trained with")
-    if "feature_names" in arrays:
+    if "feature_names" in arrays and table is not None:
         trained = tuple(str(n) for n in np.asarray(arrays["feature_names"]).reshape(-1))
         if trained != table.feature_names:
             raise DataError(
@@ -154,60 +188,71 @@ def check_model(arrays: Arrays, protocol: str, settings, table: PartyTable) -> N
 
 
 def score(
-    channel, table: PartyTable, protocol: str, settings, arrays: Arrays, guest: str, parties: Sequence[str]
+    channel, table: PartyTable | None, protocol: str, settings, arrays: Arrays, guest: str, parties: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Score this party's rows with its half of a trained model, together with the other ``parties``.
+    """Score rows with this party's half of a trained model, together with the other ``parties``.
 
     Args:
         channel: this party's channel.
-        table: this party's columns of the rows to score (labels, if any, stay unused).
+        table: this party's columns of the rows to score (labels, if any, stay unused); ``None`` only
+            for a party that scores no rows of its own (FTL's guest).
         protocol, settings: the protocol that trained the model and its settings.
         arrays: this party's saved model (``model.npz``).
-        guest: the label holder's name (it learns the probabilities).
+        guest: the label holder's name.
         parties: every party with data, this one included (an arbiter takes no part).
 
     Returns:
-        The ids scored (those every party holds, sorted) and, at the guest, their probabilities
-        (``None`` at a host).
+        The ids scored (those every party holds, sorted; FTL: the host's own) and, at the party that
+        learns them (the guest; FTL: the host), their scores; ``None`` elsewhere.
 
     Raises:
-        ConfigError, DataError: see :func:`check_model`; no id shared by every party.
+        ConfigError, DataError: see :func:`check_model`; no rows where rows are needed; no id shared by
+            every party.
         ProtocolError: a peer's message is malformed.
     """
-    load = loader(protocol)
+    spec = predictor(protocol)
     check_model(arrays, protocol, settings, table)
-    run = load(arrays, settings, channel.name, guest, tuple(sorted(p for p in parties if p != guest)))
+    hosts = tuple(sorted(p for p in parties if p != guest))
+    run = spec.load(arrays, settings, channel.name, guest, hosts)
+    learner = (channel.name == guest) == (spec.learner == "guest")
+    if table is None and (spec.aligned or learner):
+        raise ConfigError(f"{channel.name}: --predict expects the rows to score (a CSV of this party's columns)")
+    if not spec.aligned:  # the learner scores rows of its own
+        out = run(channel, table)
+        return (table.ids, out) if learner else (np.zeros(0, np.int64), None)
     ids = intersect(channel, table.ids, PSIConfig(guest), parties=tuple(parties))
     if len(ids) == 0:
         raise DataError(
             "prediction: no id to score is held by every party (do all of them read their ids with the same "
             "[data] id_type?)"
         )
-    probs = run(channel, table.select(ids))
-    return ids, (probs if channel.name == guest else None)
+    out = run(channel, table.select(ids))
+    return ids, (out if learner else None)
 
 
-def loader(protocol: str) -> Callable[..., Run]:
-    """Return the model loader of ``protocol``.
+def predictor(protocol: str) -> Predictor:
+    """Return how ``protocol`` scores new rows.
 
     Raises:
-        ConfigError: the protocol trains no model that scores new rows here (PSI, FTL).
+        ConfigError: the protocol trains no model (PSI).
     """
-    if protocol not in LOADERS:
+    if protocol not in PREDICTORS:
         raise ConfigError(
-            f"protocol {protocol!r}: no prediction (it trains no model that scores new rows between the "
-            f"parties); prediction works for {', '.join(LOADERS)}"
+            f"protocol {protocol!r}: no prediction (it trains no model that scores new rows); prediction "
+            f"works for {', '.join(PREDICTORS)}"
         )
-    return LOADERS[protocol]
+    return PREDICTORS[protocol]
 
 
 __all__ = [
-    "LOADERS",
+    "PREDICTORS",
+    "Predictor",
     "check_model",
+    "load_ftl",
     "load_lr",
     "load_secureboost",
     "load_splitnn",
-    "loader",
+    "predictor",
     "score",
     "settings_json",
 ]
