@@ -56,9 +56,12 @@ def _toml(value) -> str:
     return str(value).lower() if isinstance(value, bool) else f'"{value}"' if isinstance(value, str) else str(value)
 
 
-def _write(tmp: Path, settings: dict, timeout_s: float = 60) -> dict[str, Path]:
+def _write(
+    tmp: Path, settings: dict, timeout_s: float = 60, protocol: str = "sshe_lr", tables: dict | None = None
+) -> dict[str, Path]:
+    """Write TLS files, each party's CSV (``tables``, default the breast subset) and TOML; return the TOMLs."""
     make_party_tls(tmp / "tls", ["guest", "host"])
-    for name, table in _subset().items():
+    for name, table in (tables or _subset()).items():
         _write_csv(tmp / f"{name}.csv", table)
     ports = {"guest": _port(), "host": _port()}
     files = {}
@@ -88,7 +91,7 @@ client_cert = "tls/{name}-client.pem"
 client_key = "tls/{name}-client.key"
 
 [protocol]
-name = "sshe_lr"
+name = "{protocol}"
 {proto}
 """)
     return files

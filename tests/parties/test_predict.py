@@ -193,3 +193,27 @@ def test_ftl_the_host_scores_rows_of_its_own_as_at_the_end_of_training(mode, tmp
     np.testing.assert_allclose(out["host"][1], res["host"].scores, atol=1e-5 if mode == "paillier" else 1e-12)
     with pytest.raises(ConfigError, match="expects the rows to score"):
         score(SimpleNamespace(name="host"), None, "ftl", cfg, arrays["host"], "guest", ("guest", "host"))
+
+
+def test_a_secureboost_regression_model_predicts_values_and_reports_its_rmse(tmp_path):
+    """Trained and scored through the party runner over gRPC + TLS: the guest's file has labels, so the
+    summary holds the RMSE of the predictions, which are in the labels' unit."""
+    from tests.parties.test_parties import _threads, _write
+
+    from hamrah.parties import load_party_config
+    from hamrah.parties.runner import predict_party, run_party
+
+    g = TRAIN["guest"]
+    y = 100 + 20 * (g.features[:, 0] - g.features[:, 0].mean()) / g.features[:, 0].std()
+    tables = {"guest": PartyTable(g.ids, g.features, g.feature_names, y), "host": TRAIN["host"]}
+    settings = {"num_trees": 3, "max_depth": 2, "encrypted": False, "objective": "reg:squarederror"}
+    files = _write(tmp_path, settings, protocol="secureboost", tables=tables)
+    _threads({n: lambda n=n: run_party(load_party_config(files[n])) for n in files})
+    done = _threads({n: lambda n=n: predict_party(load_party_config(files[n]), tmp_path / f"{n}.csv") for n in files})
+    lines = (tmp_path / "out" / "guest" / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "id,prediction" and len(lines) == 201
+    ids = np.array([int(v.split(",")[0]) for v in lines[1:]])
+    predicted = np.array([float(v.split(",")[1]) for v in lines[1:]])
+    truth = tables["guest"].select(ids).labels
+    assert done["guest"]["rmse"] == pytest.approx(float(np.sqrt(np.mean((predicted - truth) ** 2))), rel=1e-6)
+    assert done["guest"]["rmse"] < truth.std() and "auc" not in done["guest"]

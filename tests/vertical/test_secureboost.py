@@ -54,12 +54,14 @@ def test_encrypted_and_plaintext_grow_the_same_trees(breast):
     assert enc.stats["host"].received_bytes["guest"] > 4 * plain.stats["host"].received_bytes["guest"]
 
 
-def _xgb_on_bins(tables, config):
+def _xgb_on_bins(tables, config, objective="binary:logistic"):
     bins = [fit_bins(tables[k].features, config.max_bins) for k in ("guest", "host")]
     x = np.hstack([b.transform(tables[k].features) for b, k in zip(bins, ("guest", "host"))]).astype(np.float64)
     x[np.isnan(np.hstack([tables[k].features for k in ("guest", "host")]))] = np.nan  # XGBoost's missing value
     y = tables["guest"].labels
-    model = xgb.XGBClassifier(
+    kind = xgb.XGBRegressor if objective == "reg:squarederror" else xgb.XGBClassifier
+    model = kind(
+        objective=objective,
         n_estimators=config.num_trees,
         max_depth=config.max_depth,
         learning_rate=config.learning_rate,
@@ -70,7 +72,7 @@ def _xgb_on_bins(tables, config):
         base_score=float(y.mean()),
         n_jobs=1,
     ).fit(x, y)
-    return model.predict_proba(x)[:, 1]
+    return model.predict(x) if objective == "reg:squarederror" else model.predict_proba(x)[:, 1]
 
 
 @settings(max_examples=8, deadline=None)
@@ -158,6 +160,54 @@ def test_learned_missing_directions_hold_under_encryption_and_at_prediction(brea
             },
             SecureBoostConfig(num_trees=1, encrypted=False),
         )
+
+
+def _regression(tables, missing=0.0):
+    """The tables with a continuous target at the guest (a noisy mix of both parties' columns, in the tens)."""
+    g, h = tables["guest"], tables["host"]
+    z = lambda x: (x - x.mean(0)) / x.std(0)
+    y = 40 + 10 * z(g.features)[:, 0] - 6 * z(h.features)[:, 3] + 5 * np.random.default_rng(0).normal(size=len(g.ids))
+    out = {"guest": PartyTable(g.ids, g.features, g.feature_names, y), "host": h}
+    return _with_missing(out, missing, 5) if missing else out
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.sampled_from([0.0, 1.0, 5.0]),
+    st.sampled_from([1.0, 20.0]),
+    st.sampled_from([4, 32]),
+    st.sampled_from([0.0, 0.2]),
+)
+def test_regression_gives_xgboosts_predictions_on_the_same_bins(breast, depth, lam, mcw, max_bins, missing):
+    """objective = "reg:squarederror": labels in their own unit (here 40 +- 15), gradients scaled per tree
+    into the packing's range, the same predictions as XGBoost's regressor on the same bins."""
+    tables = _regression(breast, missing)
+    config = SecureBoostConfig(
+        num_trees=3,
+        max_depth=depth,
+        reg_lambda=lam,
+        min_child_weight=mcw,
+        max_bins=max_bins,
+        encrypted=False,
+        objective="reg:squarederror",
+    )
+    ours = predict_local(fit_local(tables, config), tables)
+    assert ours.std() > 1  # predictions in the labels' unit, not probabilities
+    np.testing.assert_allclose(ours, _xgb_on_bins(tables, config, "reg:squarederror"), atol=1e-3)
+
+
+def test_regression_encrypted_grows_the_plaintext_trees(breast):
+    tables = _regression(breast)
+    kw = {"num_trees": 2, "max_depth": 3, "objective": "reg:squarederror"}
+    plain = fit_local(tables, SecureBoostConfig(encrypted=False, **kw))
+    enc = fit_local(tables, SecureBoostConfig(key_bits=KEY_BITS, **kw), rng=np.random.default_rng(5))
+    for a, b in zip(plain.guest.trees, enc.guest.trees):
+        np.testing.assert_array_equal(a.value, b.value)
+        np.testing.assert_array_equal(a.feature, b.feature)
+    np.testing.assert_array_equal(predict_local(plain, tables), predict_local(enc, tables))
+    with pytest.raises(ConfigError, match="secureboost.objective: expected one of"):
+        SecureBoostConfig(objective="multi:softmax")
 
 
 def test_auc_within_0005_of_central_xgboost(breast):

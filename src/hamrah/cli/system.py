@@ -247,7 +247,7 @@ def _cmd_party(args: argparse.Namespace) -> None:
         print(f"{cfg.name}: done; wrote {cfg.out}/summary.json{model}")
         return
     summary = predict_party(cfg, args.predict or None, args.model, report=report)
-    scores = ", ".join(f"{k} {summary[k]:.4f}" for k in ("auc", "accuracy") if k in summary)
+    scores = ", ".join(f"{k} {summary[k]:.4f}" for k in ("auc", "accuracy", "rmse") if k in summary)
     wrote = f"; wrote {summary['predictions']}" if "predictions" in summary else ""
     print(
         f"{cfg.name}: scored {summary['scored']} of {summary['rows']} rows" + (f" ({scores})" if scores else "") + wrote

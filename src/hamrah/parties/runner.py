@@ -219,8 +219,9 @@ def predict_party(
 
     Every party with data runs it with its own rows and model (``out/model.npz`` unless ``model_path``);
     the party that learns the scores (the guest; FTL: the host, scoring rows of its own, while the
-    guest runs with no rows) writes ``out/predictions.csv`` (``id`` and ``probability``, FTL ``score``)
-    and, when its rows carry the label column, the AUC and accuracy into ``out/predict_summary.json``.
+    guest runs with no rows) writes ``out/predictions.csv`` (``id`` and ``probability``; FTL ``score``;
+    SecureBoost's squared error ``prediction``) and, when its rows carry the label column, the AUC and
+    accuracy (squared error: the RMSE) into ``out/predict_summary.json``.
 
     Returns:
         The summary written to ``out/predict_summary.json``.
@@ -254,9 +255,13 @@ def predict_party(
     cfg.out.mkdir(parents=True, exist_ok=True)
     if out is not None:
         scored = table.select(ids)
-        _write_csv(cfg.out / "predictions.csv", ["id", spec.output], [scored.id_text(), [f"{p:.9g}" for p in out]])
+        regression = str(arrays.get("objective", "")) == "reg:squarederror"  # SecureBoost's squared error
+        column = "prediction" if regression else spec.output
+        _write_csv(cfg.out / "predictions.csv", ["id", column], [scored.id_text(), [f"{p:.9g}" for p in out]])
         summary["predictions"] = str(cfg.out / "predictions.csv")
-        if scored.labels is not None and spec.output == "probability":
+        if scored.labels is not None and regression:
+            summary["rmse"] = float(np.sqrt(np.mean((out - scored.labels) ** 2)))
+        elif scored.labels is not None and column == "probability":
             summary["accuracy"] = float(np.mean((out >= 0.5) == (scored.labels == 1)))
             if 0 < scored.labels.sum() < len(scored.labels):
                 from hamrah.vertical.nets import roc_auc  # imports torch: only here

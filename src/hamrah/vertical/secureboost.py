@@ -42,12 +42,13 @@ from hamrah.vertical.channel import Channel
 from hamrah.vertical.secureboost_core import (
     SecureBoostConfig,
     Split,
+    base_score,
     best_split,
     bin_offsets,
     goes_left,
+    gradients,
     histogram,
     leaf_weight,
-    logloss_gh,
 )
 from hamrah.vertical.secureboost_crypto import SparseLayout, decompress, packing_for
 from hamrah.vertical.secureboost_host import host
@@ -105,9 +106,11 @@ class _TreeBuilder:
         return Tree(*(np.array(self.cols[k], dtype=d) for k, d in zip(self.cols, dtypes)))
 
 
-def _labels(table: PartyTable) -> np.ndarray:
-    if table.labels is None or not np.isin(table.labels, (0.0, 1.0)).all():
+def _labels(table: PartyTable, objective: str) -> np.ndarray:
+    if objective == "binary:logistic" and (table.labels is None or not np.isin(table.labels, (0.0, 1.0)).all()):
         raise DataError("guest: expected 0/1 labels (binary log-loss)")
+    if table.labels is None or not np.all(np.isfinite(table.labels)):
+        raise DataError(f"guest: expected finite labels ({objective})")
     if len(table.ids) < 2:
         raise DataError(f"guest: expected at least 2 rows, got {len(table.ids)}")
     return table.labels
@@ -188,7 +191,7 @@ def guest(
         ProtocolError: a host's message broke the protocol.
     """
     hosts = tuple(channel.peers) if hosts is None else tuple(hosts)
-    labels = _labels(table)
+    labels = _labels(table, config.objective)
     edges = fit_bins(table.features, config.max_bins)
     public, secret = he.keygen(config.key_bits, rng) if config.encrypted else (None, None)
     peers, start = _handshake(channel, table, config, tuple(hosts), public, sorted(resume or ()))
@@ -203,23 +206,22 @@ def guest(
         he.KeyHolderEncryptor(secret) if secret else None,
         rng,
     )
-    mean = float(np.clip(labels.mean(), 1e-6, 1 - 1e-6))
-    base = float(np.log(mean / (1 - mean)))
+    base = base_score(labels, config.objective)
     margin, trees = np.full(len(labels), base), []
     if start:
         margin, trees = _resumed(resume[start], base, len(labels), tuple(hosts))
     for _ in range(start, config.num_trees):
-        g, h = logloss_gh(margin, labels, config.precision_bits)
+        g, h, scales = gradients(margin, labels, config)
         _send_gh(ctx, g, h)
-        tree, leaf_of_row = _grow(ctx, g, h)
+        tree, leaf_of_row = _grow(ctx, g, h, scales)
         margin += tree.value[leaf_of_row]
         trees.append(tree)
         if on_epoch is not None:
-            model = GuestModel(base, tuple(trees), tuple(hosts), table.features.shape[1])
+            model = GuestModel(base, tuple(trees), tuple(hosts), table.features.shape[1], config.objective)
             on_epoch(BoostCheckpoint(len(trees), model, margin.copy()))
     for peer in peers:
         channel.send(peer.name, "sbt.tree", {"more": False})
-    return GuestModel(base, tuple(trees), tuple(hosts), table.features.shape[1])
+    return GuestModel(base, tuple(trees), tuple(hosts), table.features.shape[1], config.objective)
 
 
 def _resumed(state: BoostCheckpoint, base: float, rows: int, hosts: tuple[str, ...]) -> tuple[np.ndarray, list]:
@@ -267,7 +269,7 @@ def _plan(frontier: list[int], parent: dict[int, int], counts: np.ndarray) -> di
     return {"nodes": nodes, "parent": par, "sibling": sib, "direct": direct}
 
 
-def _grow(ctx: _Guest, g: np.ndarray, h: np.ndarray) -> tuple[Tree, np.ndarray]:
+def _grow(ctx: _Guest, g: np.ndarray, h: np.ndarray, scales: tuple[float, float]) -> tuple[Tree, np.ndarray]:
     """Grow one tree depth-wise with the hosts; return it and each row's leaf."""
     builder, pos = _TreeBuilder(), np.zeros(len(g), dtype=np.int64)
     frontier, parent, prev_hist = [0], {}, {}
@@ -284,25 +286,26 @@ def _grow(ctx: _Guest, g: np.ndarray, h: np.ndarray) -> tuple[Tree, np.ndarray]:
         chosen = {}
         for i, node in enumerate(frontier):
             total = (round(totals[0][node]), round(totals[1][node]))
-            best = _choose(ctx, hists[node], [hh[i] for hh in host_hists], total)
+            best = _choose(ctx, hists[node], [hh[i] for hh in host_hists], total, scales)
             if best is None:
-                builder.cols["value"][node] = leaf_weight(total, ctx.config)
+                builder.cols["value"][node] = leaf_weight(total, ctx.config, scales)
             else:
                 chosen[node] = best
         _apply_splits(ctx, builder, chosen, pos, parent, nxt)
         frontier, prev_hist = nxt, hists
         if not frontier:
             break
-    _finish_leaves(ctx, builder, frontier, pos, g, h)
+    _finish_leaves(ctx, builder, frontier, pos, (g, h), scales)
     return builder.freeze(), pos
 
 
 def _finish_leaves(
-    ctx: _Guest, builder: _TreeBuilder, frontier: list[int], pos: np.ndarray, g: np.ndarray, h: np.ndarray
+    ctx: _Guest, builder: _TreeBuilder, frontier: list[int], pos: np.ndarray, gh: tuple, scales: tuple[float, float]
 ) -> None:
     for node in frontier:
         rows = pos == node
-        builder.cols["value"][node] = leaf_weight((int(g[rows].sum()), int(h[rows].sum())), ctx.config)
+        total = (int(gh[0][rows].sum()), int(gh[1][rows].sum()))
+        builder.cols["value"][node] = leaf_weight(total, ctx.config, scales)
     for peer in ctx.peers:
         ctx.channel.send(peer.name, "sbt.level", {"done": True})
 
@@ -341,7 +344,11 @@ def _recv_hists(ctx: _Guest, peer: _Peer, plan: dict, totals) -> list[tuple[np.n
 
 
 def _choose(
-    ctx: _Guest, own: tuple[np.ndarray, np.ndarray], others: list[tuple[np.ndarray, np.ndarray]], total: tuple[int, int]
+    ctx: _Guest,
+    own: tuple[np.ndarray, np.ndarray],
+    others: list[tuple[np.ndarray, np.ndarray]],
+    total: tuple[int, int],
+    scales: tuple[float, float],
 ) -> tuple[int, Split] | None:
     """Return ``(owner code, split)`` of the best split over all parties (guest first on ties)."""
     best = None
@@ -349,7 +356,7 @@ def _choose(
         (p.code, hh, bin_offsets(p.layout.num_bins)) for p, hh in zip(ctx.peers, others)
     ]
     for code, (hg, hh), offsets in candidates:
-        split = best_split(hg, hh, offsets, total, ctx.config)
+        split = best_split(hg, hh, offsets, total, ctx.config, scales)
         if split is not None and (best is None or split.gain > best[1].gain):
             best = (code, split)
     return best

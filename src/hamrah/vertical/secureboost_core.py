@@ -21,6 +21,7 @@ from hamrah.core.errors import ConfigError
 
 #: XGBoost's smallest loss change that still splits a node (``kRtEps``).
 MIN_GAIN = 1e-6
+OBJECTIVES = ("binary:logistic", "reg:squarederror")
 
 
 def _check(name: str, value, kind, low, high=None, low_open: bool = False) -> None:
@@ -51,6 +52,8 @@ class SecureBoostConfig:
             plaintext mode (hosts see gradients; for testing and as the speed baseline).
         key_bits: Paillier modulus size (2048 for real use; 1024 only in tests).
         precision_bits: fixed-point bits of gradients and hessians.
+        objective: ``binary:logistic`` (0/1 labels, probabilities) or ``reg:squarederror`` (any finite
+            labels, predictions in their unit), XGBoost's names.
     """
 
     num_trees: int = 10
@@ -62,6 +65,7 @@ class SecureBoostConfig:
     encrypted: bool = True
     key_bits: int = 2048
     precision_bits: int = 24
+    objective: str = "binary:logistic"
 
     def __post_init__(self) -> None:
         _check("num_trees", self.num_trees, int, 1, 10_000)
@@ -99,6 +103,8 @@ class SecureBoostConfig:
         if self.key_bits % 2:
             raise ConfigError(f"secureboost.key_bits: expected an even number, got {self.key_bits}")
         _check("precision_bits", self.precision_bits, int, 8, 32)
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"secureboost.objective: expected one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
 
 
 def sigmoid(f: np.ndarray) -> np.ndarray:
@@ -122,6 +128,33 @@ def logloss_gh(scores: np.ndarray, labels: np.ndarray, precision_bits: int) -> t
     g = np.rint((p - labels) * scale).astype(np.int64)
     h = np.rint(p * (1.0 - p) * scale).astype(np.int64)
     return g, h
+
+
+def base_score(labels: np.ndarray, objective: str) -> float:
+    """Return the first margin: the log-odds of the labels' mean (log-loss) or their mean (squared error)."""
+    if objective == "reg:squarederror":
+        return float(labels.mean())
+    mean = float(np.clip(labels.mean(), 1e-6, 1 - 1e-6))
+    return float(np.log(mean / (1 - mean)))
+
+
+def gradients(
+    scores: np.ndarray, labels: np.ndarray, config: SecureBoostConfig
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Return the objective's fixed-point gradients and hessians and their scales ``(s_g, s_h)``.
+
+    A sum of fixed-point values divided by its scale is the float sum. Every value stays within the
+    bounds the packing relies on (``|g| <= 2^P``, ``0 <= h <= 2^(P-2)``): log-loss has both scales
+    ``2^P``; squared error (``g = f - y``, ``h = 1``) scales ``g`` by ``2^(P - e)`` with ``2^e`` the
+    power of two at or above this tree's largest ``|g|``, and ``h`` by ``2^(P-2)``.
+    """
+    p = config.precision_bits
+    if config.objective == "binary:logistic":
+        return (*logloss_gh(scores, labels, p), (float(1 << p), float(1 << p)))
+    residual = scores - labels
+    e = max(0, int(np.ceil(np.log2(max(float(np.abs(residual).max(initial=0.0)), 1.0)))))
+    s_g, s_h = 2.0 ** (p - e), float(1 << (p - 2))
+    return np.rint(residual * s_g).astype(np.int64), np.full(len(residual), 1 << (p - 2), dtype=np.int64), (s_g, s_h)
 
 
 def bin_offsets(num_bins: np.ndarray) -> np.ndarray:
@@ -161,7 +194,12 @@ class Split:
 
 
 def best_split(
-    hist_g: np.ndarray, hist_h: np.ndarray, offsets: np.ndarray, total: tuple[int, int], config: SecureBoostConfig
+    hist_g: np.ndarray,
+    hist_h: np.ndarray,
+    offsets: np.ndarray,
+    total: tuple[int, int],
+    config: SecureBoostConfig,
+    scales: tuple[float, float] | None = None,
 ) -> Split | None:
     """Return the split of largest gain, or ``None`` if none helps.
 
@@ -176,17 +214,19 @@ def best_split(
         offsets: :func:`bin_offsets` of the features.
         total: the node's fixed-point ``(G, H)``.
         config: the hyperparameters.
+        scales: the fixed-point scales of ``g`` and ``h`` (:func:`gradients`; default ``2^P`` both).
     """
-    scale, lam = float(1 << config.precision_bits), config.reg_lambda
-    gt, ht = total[0] / scale, total[1] / scale
+    s_g, s_h = scales or (float(1 << config.precision_bits),) * 2
+    lam = config.reg_lambda
+    gt, ht = total[0] / s_g, total[1] / s_h
     parent = gt * gt / (ht + lam) if ht + lam > 0 else 0.0
     best: Split | None = None
     for f in range(len(offsets) - 1):
         lo, hi = int(offsets[f]), int(offsets[f + 1]) - 1  # bins lo..hi-1 present, hi the missing bin
         if hi <= lo:
             continue
-        gl, hl = np.cumsum(hist_g[lo:hi]) / scale, np.cumsum(hist_h[lo:hi]) / scale
-        mg, mh = hist_g[hi] / scale, hist_h[hi] / scale
+        gl, hl = np.cumsum(hist_g[lo:hi]) / s_g, np.cumsum(hist_h[lo:hi]) / s_h
+        mg, mh = hist_g[hi] / s_g, hist_h[hi] / s_h
         for missing_left, order in ((False, np.arange(hi - lo)), (True, np.arange(hi - lo - 2, -1, -1))):
             if missing_left and mh == 0 and mg == 0:
                 break  # no missing value here: the same candidates again
@@ -209,8 +249,8 @@ def goes_left(bins: np.ndarray, split_bin: int, offsets: np.ndarray, feature: in
     return (bins <= split_bin) | ((bins == missing) & missing_left)
 
 
-def leaf_weight(total: tuple[int, int], config: SecureBoostConfig) -> float:
+def leaf_weight(total: tuple[int, int], config: SecureBoostConfig, scales: tuple[float, float] | None = None) -> float:
     """Return the shrunk leaf value ``-eta * G / (H + lambda)`` of a node's fixed-point sums."""
-    scale = float(1 << config.precision_bits)
-    denominator = total[1] / scale + config.reg_lambda
-    return 0.0 if denominator <= 0 else -config.learning_rate * (total[0] / scale) / denominator
+    s_g, s_h = scales or (float(1 << config.precision_bits),) * 2
+    denominator = total[1] / s_h + config.reg_lambda
+    return 0.0 if denominator <= 0 else -config.learning_rate * (total[0] / s_g) / denominator

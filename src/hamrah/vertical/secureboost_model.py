@@ -64,12 +64,14 @@ class GuestModel:
         trees: the trees, in boosting order.
         hosts: the host names, in the order their owner codes refer to.
         num_features: the guest's feature count (checked at prediction).
+        objective: ``binary:logistic`` (predictions are probabilities) or ``reg:squarederror``.
     """
 
     base_score: float
     trees: tuple[Tree, ...]
     hosts: tuple[str, ...]
     num_features: int
+    objective: str = "binary:logistic"
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ def guest_model(arrays: Mapping[str, np.ndarray], prefix: str = "") -> GuestMode
         trees,
         tuple(str(h) for h in need(arrays, f"{prefix}hosts", what).reshape(-1)),
         int(need(arrays, f"{prefix}num_features", what)),
+        str(need(arrays, f"{prefix}objective", what)),
     )
 
 
@@ -175,7 +178,7 @@ def walk(tree: Tree, guest_x: np.ndarray, host_bits: list[np.ndarray]) -> np.nda
 
 
 def predict_guest(channel: Channel, model: GuestModel, table: PartyTable) -> np.ndarray:
-    """Score ``table``'s rows with the hosts' help; return probabilities of class 1.
+    """Score ``table``'s rows with the hosts' help; return probabilities of class 1 (squared error: predictions).
 
     Raises:
         DataError: ``table`` has a different feature count than in training.
@@ -206,7 +209,7 @@ def predict_guest(channel: Channel, model: GuestModel, table: PartyTable) -> np.
     margin = np.full(rows, model.base_score)
     for tree in model.trees:
         margin += walk(tree, table.features, bits)
-    return sigmoid(margin)
+    return margin if model.objective == "reg:squarederror" else sigmoid(margin)
 
 
 def predict_host(channel: Channel, model: HostModel, table: PartyTable, guest: str = "guest") -> None:
