@@ -195,25 +195,45 @@ def test_ftl_the_host_scores_rows_of_its_own_as_at_the_end_of_training(mode, tmp
         score(SimpleNamespace(name="host"), None, "ftl", cfg, arrays["host"], "guest", ("guest", "host"))
 
 
-def test_a_secureboost_regression_model_predicts_values_and_reports_its_rmse(tmp_path):
-    """Trained and scored through the party runner over gRPC + TLS: the guest's file has labels, so the
-    summary holds the RMSE of the predictions, which are in the labels' unit."""
+def _party_run(tmp_path, objective: str, y: np.ndarray) -> tuple[dict, list[list[str]], np.ndarray]:
+    """Train SecureBoost with guest labels ``y`` and score the same rows through the party runner over
+    gRPC + TLS; return the guest's summary, its predictions.csv rows and their true labels."""
     from tests.parties.test_parties import _threads, _write
 
     from hamrah.parties import load_party_config
     from hamrah.parties.runner import predict_party, run_party
 
     g = TRAIN["guest"]
-    y = 100 + 20 * (g.features[:, 0] - g.features[:, 0].mean()) / g.features[:, 0].std()
     tables = {"guest": PartyTable(g.ids, g.features, g.feature_names, y), "host": TRAIN["host"]}
-    settings = {"num_trees": 3, "max_depth": 2, "encrypted": False, "objective": "reg:squarederror"}
+    settings = {"num_trees": 3, "max_depth": 2, "encrypted": False, "objective": objective}
     files = _write(tmp_path, settings, protocol="secureboost", tables=tables)
     _threads({n: lambda n=n: run_party(load_party_config(files[n])) for n in files})
     done = _threads({n: lambda n=n: predict_party(load_party_config(files[n]), tmp_path / f"{n}.csv") for n in files})
-    lines = (tmp_path / "out" / "guest" / "predictions.csv").read_text().splitlines()
-    assert lines[0] == "id,prediction" and len(lines) == 201
-    ids = np.array([int(v.split(",")[0]) for v in lines[1:]])
-    predicted = np.array([float(v.split(",")[1]) for v in lines[1:]])
-    truth = tables["guest"].select(ids).labels
-    assert done["guest"]["rmse"] == pytest.approx(float(np.sqrt(np.mean((predicted - truth) ** 2))), rel=1e-6)
-    assert done["guest"]["rmse"] < truth.std() and "auc" not in done["guest"]
+    rows = [line.split(",") for line in (tmp_path / "out" / "guest" / "predictions.csv").read_text().splitlines()]
+    return done["guest"], rows, tables["guest"].select(np.array([int(r[0]) for r in rows[1:]])).labels
+
+
+def test_a_secureboost_regression_model_predicts_values_and_reports_its_rmse(tmp_path):
+    """The guest's file has labels, so the summary holds the RMSE of the predictions (in the labels' unit)."""
+    g = TRAIN["guest"]
+    summary, rows, truth = _party_run(
+        tmp_path, "reg:squarederror", 100 + 20 * (g.features[:, 0] - g.features[:, 0].mean()) / g.features[:, 0].std()
+    )
+    assert rows[0] == ["id", "prediction"] and len(rows) == 201
+    predicted = np.array([float(r[1]) for r in rows[1:]])
+    assert summary["rmse"] == pytest.approx(float(np.sqrt(np.mean((predicted - truth) ** 2))), rel=1e-6)
+    assert summary["rmse"] < truth.std() and "auc" not in summary
+
+
+def test_a_secureboost_multiclass_model_writes_each_class_probability(tmp_path):
+    g = TRAIN["guest"]
+    y = np.searchsorted(np.quantile(g.features[:, 0], [0.3, 0.7]), g.features[:, 0]).astype(np.float64)
+    summary, rows, truth = _party_run(tmp_path, "multi:softprob", y)
+    assert rows[0] == ["id", "class", "p_0", "p_1", "p_2"] and len(rows) == 201
+    probs = np.array([[float(v) for v in r[2:]] for r in rows[1:]])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert [int(r[1]) for r in rows[1:]] == probs.argmax(axis=1).tolist()
+    assert (
+        summary["accuracy"] == pytest.approx(float(np.mean(probs.argmax(axis=1) == truth)))
+        and summary["accuracy"] > 0.8
+    )

@@ -60,6 +60,8 @@ def _xgb_on_bins(tables, config, objective="binary:logistic"):
     x[np.isnan(np.hstack([tables[k].features for k in ("guest", "host")]))] = np.nan  # XGBoost's missing value
     y = tables["guest"].labels
     kind = xgb.XGBRegressor if objective == "reg:squarederror" else xgb.XGBClassifier
+    multi = objective == "multi:softprob"  # one scalar first margin for every class, as ours (0 here; softmax
+    # ignores a constant), else XGBoost 3 estimates one per class
     model = kind(
         objective=objective,
         n_estimators=config.num_trees,
@@ -69,9 +71,11 @@ def _xgb_on_bins(tables, config, objective="binary:logistic"):
         min_child_weight=config.min_child_weight,
         tree_method="hist",
         max_bin=256,
-        base_score=float(y.mean()),
+        base_score=0.5 if multi else float(y.mean()),
         n_jobs=1,
     ).fit(x, y)
+    if multi:
+        return model.predict_proba(x)
     return model.predict(x) if objective == "reg:squarederror" else model.predict_proba(x)[:, 1]
 
 
@@ -208,6 +212,76 @@ def test_regression_encrypted_grows_the_plaintext_trees(breast):
     np.testing.assert_array_equal(predict_local(plain, tables), predict_local(enc, tables))
     with pytest.raises(ConfigError, match="secureboost.objective: expected one of"):
         SecureBoostConfig(objective="multi:softmax")
+
+
+def _three_classes(tables, missing=0.0):
+    """The tables with labels 0, 1, 2 at the guest: terciles of a noisy mix of both parties' columns."""
+    g, h = tables["guest"], tables["host"]
+    z = lambda x: (x - x.mean(0)) / x.std(0)
+    score = z(g.features)[:, 0] - z(h.features)[:, 3] + 0.5 * np.random.default_rng(1).normal(size=len(g.ids))
+    y = np.searchsorted(np.quantile(score, [1 / 3, 2 / 3]), score).astype(np.float64)
+    out = {"guest": PartyTable(g.ids, g.features, g.feature_names, y), "host": h}
+    return _with_missing(out, missing, 6) if missing else out
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.sampled_from([0.0, 1.0]),
+    st.sampled_from([0.5, 4.0]),
+    st.sampled_from([4, 32]),
+    st.sampled_from([0.0, 0.2]),
+)
+def test_multiclass_gives_xgboosts_class_probabilities_on_the_same_bins(breast, depth, lam, mcw, max_bins, missing):
+    """objective = "multi:softprob": one tree per class per round on XGBoost's softmax gradients; the
+    same class probabilities as XGBoost on the same bins."""
+    tables = _three_classes(breast, missing)
+    config = SecureBoostConfig(
+        num_trees=3,
+        max_depth=depth,
+        reg_lambda=lam,
+        min_child_weight=mcw,
+        max_bins=max_bins,
+        encrypted=False,
+        objective="multi:softprob",
+    )
+    fit = fit_local(tables, config)
+    ours = predict_local(fit, tables)
+    assert ours.shape == (len(tables["guest"].ids), 3) and len(fit.guest.trees) == 9
+    np.testing.assert_allclose(ours, _xgb_on_bins(tables, config, "multi:softprob"), atol=1e-5)
+
+
+def test_multiclass_encrypted_resumes_and_refuses_bad_labels(breast, tmp_path):
+    from hamrah.parties.runner import _save, load_checkpoints
+    from hamrah.vertical.secureboost_model import BoostCheckpoint
+
+    tables = _three_classes(breast)
+    kw = {"num_trees": 2, "max_depth": 2, "objective": "multi:softprob"}
+    plain = fit_local(tables, SecureBoostConfig(encrypted=False, **kw))
+    enc = fit_local(tables, SecureBoostConfig(key_bits=KEY_BITS, **kw), rng=np.random.default_rng(7))
+    np.testing.assert_array_equal(predict_local(plain, tables), predict_local(enc, tables))
+    # checkpoints come after whole rounds (3 trees): the guest kept round 1, the host its first 4 trees
+    config = SecureBoostConfig(encrypted=False, **kw)
+    roles = lambda resume, keep: {
+        "guest": lambda ch: guest(ch, tables["guest"], config, ("host",), None, resume.get("guest"), keep.get("guest")),
+        "host": lambda ch: host(ch, tables["host"], resume=resume.get("host"), on_epoch=keep.get("host")),
+    }
+    limit = {"guest": 3, "host": 4}
+    keep = {n: (lambda s, n=n: _save(tmp_path / n, s) if s.epoch <= limit[n] else None) for n in tables}
+    run_parties(roles({}, keep), timeout_s=60)
+    saved = {n: load_checkpoints(tmp_path / n, BoostCheckpoint) for n in tables}
+    assert sorted(saved["guest"]) == [3] and sorted(saved["host"]) == [1, 2, 3, 4]
+    again, _ = run_parties(roles(saved, {}), timeout_s=60)
+    for a, b in zip(again["guest"].trees, plain.guest.trees, strict=True):
+        np.testing.assert_array_equal(a.value, b.value)
+    bad = dict(
+        tables,
+        guest=PartyTable(
+            tables["guest"].ids, tables["guest"].features, tables["guest"].feature_names, tables["guest"].labels + 0.5
+        ),
+    )
+    with pytest.raises(DataError, match="expected class labels 0..K-1"):
+        fit_local(bad, config)
 
 
 def test_auc_within_0005_of_central_xgboost(breast):

@@ -220,8 +220,9 @@ def predict_party(
     Every party with data runs it with its own rows and model (``out/model.npz`` unless ``model_path``);
     the party that learns the scores (the guest; FTL: the host, scoring rows of its own, while the
     guest runs with no rows) writes ``out/predictions.csv`` (``id`` and ``probability``; FTL ``score``;
-    SecureBoost's squared error ``prediction``) and, when its rows carry the label column, the AUC and
-    accuracy (squared error: the RMSE) into ``out/predict_summary.json``.
+    SecureBoost's squared error ``prediction``, its softmax ``class`` and ``p_0 .. p_(K-1)``) and, when
+    its rows carry the label column, the AUC and accuracy (squared error: the RMSE) into
+    ``out/predict_summary.json``.
 
     Returns:
         The summary written to ``out/predict_summary.json``.
@@ -257,9 +258,16 @@ def predict_party(
         scored = table.select(ids)
         regression = str(arrays.get("objective", "")) == "reg:squarederror"  # SecureBoost's squared error
         column = "prediction" if regression else spec.output
-        _write_csv(cfg.out / "predictions.csv", ["id", column], [scored.id_text(), [f"{p:.9g}" for p in out]])
+        if out.ndim == 2:  # class probabilities (SecureBoost's softmax): the likeliest class, then each one's
+            header = ["id", "class", *(f"p_{k}" for k in range(out.shape[1]))]
+            values = [out.argmax(axis=1).tolist(), *([f"{p:.9g}" for p in col] for col in out.T)]
+        else:
+            header, values = ["id", column], [[f"{p:.9g}" for p in out]]
+        _write_csv(cfg.out / "predictions.csv", header, [scored.id_text(), *values])
         summary["predictions"] = str(cfg.out / "predictions.csv")
-        if scored.labels is not None and regression:
+        if scored.labels is not None and out.ndim == 2:
+            summary["accuracy"] = float(np.mean(out.argmax(axis=1) == scored.labels))
+        elif scored.labels is not None and regression:
             summary["rmse"] = float(np.sqrt(np.mean((out - scored.labels) ** 2)))
         elif scored.labels is not None and column == "probability":
             summary["accuracy"] = float(np.mean((out >= 0.5) == (scored.labels == 1)))

@@ -29,6 +29,7 @@ fixed-point sums, hence the same trees; for tests and as the speed baseline.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -109,6 +110,12 @@ class _TreeBuilder:
 def _labels(table: PartyTable, objective: str) -> np.ndarray:
     if objective == "binary:logistic" and (table.labels is None or not np.isin(table.labels, (0.0, 1.0)).all()):
         raise DataError("guest: expected 0/1 labels (binary log-loss)")
+    if objective == "multi:softprob" and (
+        table.labels is None
+        or not np.all((table.labels >= 0) & (table.labels == np.round(table.labels)) & (table.labels < 256))
+        or table.labels.max() < 1
+    ):
+        raise DataError("guest: expected class labels 0..K-1 (at least two classes, at most 256) for multi:softprob")
     if table.labels is None or not np.all(np.isfinite(table.labels)):
         raise DataError(f"guest: expected finite labels ({objective})")
     if len(table.ids) < 2:
@@ -207,39 +214,46 @@ def guest(
         rng,
     )
     base = base_score(labels, config.objective)
-    margin, trees = np.full(len(labels), base), []
+    k = int(labels.max()) + 1 if config.objective == "multi:softprob" else 1
+    model = GuestModel(base, (), tuple(hosts), table.features.shape[1], config.objective, k)
+    margin = np.full((len(labels), k) if k > 1 else len(labels), base)
     if start:
-        margin, trees = _resumed(resume[start], base, len(labels), tuple(hosts))
-    for _ in range(start, config.num_trees):
+        margin, model = _resumed(resume[start], model, margin.shape)
+    for _ in range(start // k, config.num_trees):  # boosting rounds: one tree per class in each
         g, h, scales = gradients(margin, labels, config)
-        _send_gh(ctx, g, h)
-        tree, leaf_of_row = _grow(ctx, g, h, scales)
-        margin += tree.value[leaf_of_row]
-        trees.append(tree)
+        grown = []
+        for c in range(k):
+            gc, hc = (g[:, c], h[:, c]) if k > 1 else (g, h)
+            _send_gh(ctx, gc, hc)
+            grown.append(_grow(ctx, gc, hc, scales))
+        for c, (tree, leaf_of_row) in enumerate(grown):
+            if k > 1:
+                margin[:, c] += tree.value[leaf_of_row]
+            else:
+                margin += tree.value[leaf_of_row]
+        model = dataclasses.replace(model, trees=model.trees + tuple(tree for tree, _ in grown))
         if on_epoch is not None:
-            model = GuestModel(base, tuple(trees), tuple(hosts), table.features.shape[1], config.objective)
-            on_epoch(BoostCheckpoint(len(trees), model, margin.copy()))
+            on_epoch(BoostCheckpoint(len(model.trees), model, margin.copy()))
     for peer in peers:
         channel.send(peer.name, "sbt.tree", {"more": False})
-    return GuestModel(base, tuple(trees), tuple(hosts), table.features.shape[1], config.objective)
+    return model
 
 
-def _resumed(state: BoostCheckpoint, base: float, rows: int, hosts: tuple[str, ...]) -> tuple[np.ndarray, list]:
-    """Return the margin and trees of a guest checkpoint, refusing one from other data or hosts."""
+def _resumed(state: BoostCheckpoint, fresh: GuestModel, shape: tuple) -> tuple[np.ndarray, GuestModel]:
+    """Return the margin and model of a guest checkpoint, refusing one from other data, hosts or objective."""
     model = state.model
     if (
         not isinstance(model, GuestModel)
         or state.margin is None
-        or state.margin.shape != (rows,)
-        or model.base_score != base
-        or model.hosts != hosts
+        or state.margin.shape != shape
+        or dataclasses.replace(model, trees=()) != fresh
         or len(model.trees) != state.epoch
     ):
         raise DataError(
-            f"secureboost: the checkpoint after tree {state.epoch} is not this guest's (other rows, labels or "
-            "hosts); delete the checkpoints to train afresh"
+            f"secureboost: the checkpoint after tree {state.epoch} is not this guest's (other rows, labels, "
+            "hosts or objective); delete the checkpoints to train afresh"
         )
-    return np.array(state.margin, dtype=np.float64), list(model.trees)
+    return np.array(state.margin, dtype=np.float64), model
 
 
 def _send_gh(ctx: _Guest, g: np.ndarray, h: np.ndarray) -> None:

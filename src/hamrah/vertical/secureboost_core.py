@@ -21,7 +21,7 @@ from hamrah.core.errors import ConfigError
 
 #: XGBoost's smallest loss change that still splits a node (``kRtEps``).
 MIN_GAIN = 1e-6
-OBJECTIVES = ("binary:logistic", "reg:squarederror")
+OBJECTIVES = ("binary:logistic", "reg:squarederror", "multi:softprob")
 
 
 def _check(name: str, value, kind, low, high=None, low_open: bool = False) -> None:
@@ -52,8 +52,9 @@ class SecureBoostConfig:
             plaintext mode (hosts see gradients; for testing and as the speed baseline).
         key_bits: Paillier modulus size (2048 for real use; 1024 only in tests).
         precision_bits: fixed-point bits of gradients and hessians.
-        objective: ``binary:logistic`` (0/1 labels, probabilities) or ``reg:squarederror`` (any finite
-            labels, predictions in their unit), XGBoost's names.
+        objective: ``binary:logistic`` (0/1 labels, probabilities), ``reg:squarederror`` (any finite
+            labels, predictions in their unit) or ``multi:softprob`` (labels ``0..K-1``, one tree per
+            class per boosting round, class probabilities), XGBoost's names.
     """
 
     num_trees: int = 10
@@ -112,6 +113,12 @@ def sigmoid(f: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -f))
 
 
+def softmax(margins: np.ndarray) -> np.ndarray:
+    """Return the row-wise softmax of ``rows x K`` margins."""
+    z = np.exp(margins - margins.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
 def logloss_gh(scores: np.ndarray, labels: np.ndarray, precision_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Return log-loss gradients and hessians of raw scores, in fixed point.
 
@@ -131,7 +138,10 @@ def logloss_gh(scores: np.ndarray, labels: np.ndarray, precision_bits: int) -> t
 
 
 def base_score(labels: np.ndarray, objective: str) -> float:
-    """Return the first margin: the log-odds of the labels' mean (log-loss) or their mean (squared error)."""
+    """Return the first margin: the log-odds of the labels' mean (log-loss), their mean (squared error),
+    or 0 for every class (softmax)."""
+    if objective == "multi:softprob":
+        return 0.0
     if objective == "reg:squarederror":
         return float(labels.mean())
     mean = float(np.clip(labels.mean(), 1e-6, 1 - 1e-6))
@@ -146,11 +156,19 @@ def gradients(
     A sum of fixed-point values divided by its scale is the float sum. Every value stays within the
     bounds the packing relies on (``|g| <= 2^P``, ``0 <= h <= 2^(P-2)``): log-loss has both scales
     ``2^P``; squared error (``g = f - y``, ``h = 1``) scales ``g`` by ``2^(P - e)`` with ``2^e`` the
-    power of two at or above this tree's largest ``|g|``, and ``h`` by ``2^(P-2)``.
+    power of two at or above this tree's largest ``|g|``, and ``h`` by ``2^(P-2)``; softmax (``scores``
+    and the results ``rows x K``: ``g = p - [y = k]``, ``h = max(2 p (1 - p), 1e-16)`` as XGBoost) scales
+    ``g`` by ``2^P`` and ``h`` (at most 1/2) by ``2^(P-1)``.
     """
     p = config.precision_bits
     if config.objective == "binary:logistic":
         return (*logloss_gh(scores, labels, p), (float(1 << p), float(1 << p)))
+    if config.objective == "multi:softprob":
+        prob = softmax(scores)
+        onehot = np.eye(scores.shape[1])[labels.astype(np.int64)]
+        s_g, s_h = float(1 << p), float(1 << (p - 1))
+        h = np.maximum(2.0 * prob * (1.0 - prob), 1e-16)
+        return np.rint((prob - onehot) * s_g).astype(np.int64), np.rint(h * s_h).astype(np.int64), (s_g, s_h)
     residual = scores - labels
     e = max(0, int(np.ceil(np.log2(max(float(np.abs(residual).max(initial=0.0)), 1.0)))))
     s_g, s_h = 2.0 ** (p - e), float(1 << (p - 2))

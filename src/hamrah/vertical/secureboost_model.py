@@ -23,7 +23,7 @@ from hamrah.core.errors import DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
 from hamrah.vertical.saved import need
-from hamrah.vertical.secureboost_core import sigmoid
+from hamrah.vertical.secureboost_core import sigmoid, softmax
 
 GUEST = 0  # owner code of the guest's own splits; host i (0-based) is i + 1; leaves are -1
 LEAF = -1
@@ -64,7 +64,9 @@ class GuestModel:
         trees: the trees, in boosting order.
         hosts: the host names, in the order their owner codes refer to.
         num_features: the guest's feature count (checked at prediction).
-        objective: ``binary:logistic`` (predictions are probabilities) or ``reg:squarederror``.
+        objective: ``binary:logistic`` (predictions are probabilities), ``reg:squarederror`` or
+            ``multi:softprob`` (tree ``i`` adds to class ``i % num_classes``; class probabilities).
+        num_classes: ``K`` for softmax, else 1.
     """
 
     base_score: float
@@ -72,6 +74,7 @@ class GuestModel:
     hosts: tuple[str, ...]
     num_features: int
     objective: str = "binary:logistic"
+    num_classes: int = 1
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ def guest_model(arrays: Mapping[str, np.ndarray], prefix: str = "") -> GuestMode
         tuple(str(h) for h in need(arrays, f"{prefix}hosts", what).reshape(-1)),
         int(need(arrays, f"{prefix}num_features", what)),
         str(need(arrays, f"{prefix}objective", what)),
+        int(need(arrays, f"{prefix}num_classes", what)),
     )
 
 
@@ -178,7 +182,8 @@ def walk(tree: Tree, guest_x: np.ndarray, host_bits: list[np.ndarray]) -> np.nda
 
 
 def predict_guest(channel: Channel, model: GuestModel, table: PartyTable) -> np.ndarray:
-    """Score ``table``'s rows with the hosts' help; return probabilities of class 1 (squared error: predictions).
+    """Score ``table``'s rows with the hosts' help; return probabilities of class 1 (squared error: the
+    predictions; softmax: ``rows x K`` class probabilities).
 
     Raises:
         DataError: ``table`` has a different feature count than in training.
@@ -206,10 +211,13 @@ def predict_guest(channel: Channel, model: GuestModel, table: PartyTable) -> np.
                 f"from {host!r}: 'bits' must be a uint8 array of shape (>= {records}, {(rows + 7) // 8})"
             )
         bits.append(np.unpackbits(packed, axis=1, count=rows).astype(bool))
-    margin = np.full(rows, model.base_score)
-    for tree in model.trees:
-        margin += walk(tree, table.features, bits)
-    return margin if model.objective == "reg:squarederror" else sigmoid(margin)
+    k = model.num_classes
+    margin = np.full((rows, k), model.base_score)
+    for i, tree in enumerate(model.trees):
+        margin[:, i % k] += walk(tree, table.features, bits)
+    if model.objective == "multi:softprob":
+        return softmax(margin)
+    return margin[:, 0] if model.objective == "reg:squarederror" else sigmoid(margin[:, 0])
 
 
 def predict_host(channel: Channel, model: HostModel, table: PartyTable, guest: str = "guest") -> None:
