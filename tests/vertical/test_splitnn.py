@@ -204,3 +204,14 @@ def test_a_host_that_fails_is_named_and_the_guest_stops(breast):
         run_parties(
             {"guest": lambda c: sn.guest(c, g, sn.SplitNNConfig(epochs=1), train_ids=tr), "host": dies}, timeout_s=20
         )
+
+
+def test_the_guest_reports_each_epochs_training_loss(breast):
+    g, h, tr, _ = breast
+    cfg = sn.SplitNNConfig(epochs=3, batch_size=64)
+    seen = []
+    roles = {"guest": lambda c: sn.guest(c, g, cfg, ("host",), train_ids=tr, on_epoch=seen.append)}
+    roles["host"] = lambda c: sn.host(c, h, cfg)
+    res, _ = run_parties(roles, timeout_s=60)
+    assert [e.epoch for e in seen] == [1, 2, 3] and [e.loss for e in seen] == list(res["guest"].train_loss)
+    assert seen[-1].progress() == f"epoch 3/3 done, training loss {res['guest'].train_loss[-1]:.4f}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import inspect
 import json
 import os
 from collections.abc import Callable
@@ -172,16 +173,15 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
     try:
         for attempt in range(cfg.retries + 1):
             channel = server.channel()
-            kwargs = {}
+            kwargs: dict = {}
+            if "on_epoch" in inspect.signature(role).parameters:  # progress, and a checkpoint where it has one
+                kwargs["on_epoch"] = lambda s: (
+                    kind is not None and _save(folder, s, settings_json(cfg.settings)),
+                    report(f"{cfg.name}: {s.progress()}"),
+                )
             if kind is not None:
                 done = load_checkpoints(folder, kind, settings_json(cfg.settings))
-                kwargs = {
-                    "resume": done,
-                    "on_epoch": lambda s: (
-                        _save(folder, s, settings_json(cfg.settings)),
-                        report(f"{cfg.name}: {s.progress()}"),
-                    ),
-                }
+                kwargs["resume"] = done
                 report(
                     f"{cfg.name}: {cfg.protocol} as {cfg.role}, "
                     + (f"resuming after epoch {max(done)}" if done else "starting")

@@ -16,7 +16,7 @@ at the end of the session, so only the host learns its scores. Who sees what: ``
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,6 +30,7 @@ from hamrah.vertical import he
 from hamrah.vertical.channel import Channel
 from hamrah.vertical.ftl_crypto import PaillierLink, PlainLink
 from hamrah.vertical.nets import (
+    EpochDone,
     RowIndex,
     Standardizer,
     check_positive,
@@ -203,7 +204,12 @@ def _setup(channel: Channel, peer: str, config: FTLConfig, out_len: int, extra: 
 
 @one_torch_thread
 def guest(
-    channel: Channel, table: PartyTable, overlap: np.ndarray, config: FTLConfig, peer: str = "host"
+    channel: Channel,
+    table: PartyTable,
+    overlap: np.ndarray,
+    config: FTLConfig,
+    peer: str = "host",
+    on_epoch: Callable[[EpochDone], None] | None = None,
 ) -> GuestResult:
     """Run the label holder: train on the overlap with the host, then help score the host's rows.
 
@@ -242,6 +248,8 @@ def guest(
             )
             step += 1
         history.append(total / len(overlap))
+        if on_epoch is not None:
+            on_epoch(EpochDone(epoch + 1, config.epochs, history[-1]))
     channel.send(peer, "ftl/batch", {"step": step, "mode": "score", "ids": np.zeros(0, np.int64)})
     with torch.no_grad():
         phi = fm.phi_of(fm.represent(model.network, x_all), y_all).double().numpy()
@@ -366,10 +374,12 @@ def score_host(
     return link.apply(0, u_b, np.zeros(len(u_b)), theirs, 0)
 
 
-def party_guest(channel: Channel, table: PartyTable, config: FTLConfig) -> GuestResult:
+def party_guest(
+    channel: Channel, table: PartyTable, config: FTLConfig, on_epoch: Callable[[EpochDone], None] | None = None
+) -> GuestResult:
     """The registry's guest role: find the overlap by PSI (this party leads), then run :func:`guest`."""
     overlap = intersect(channel, table.ids, PSIConfig(leader=channel.name))
-    return guest(channel, table, overlap, config, peer=channel.peers[0])
+    return guest(channel, table, overlap, config, peer=channel.peers[0], on_epoch=on_epoch)
 
 
 def party_host(channel: Channel, table: PartyTable, config: FTLConfig) -> HostResult:

@@ -92,6 +92,19 @@ def mlp(
 
 
 @dataclass(frozen=True)
+class EpochDone:
+    """An epoch of a network protocol ended at the guest: its progress line (``on_epoch``; not a checkpoint)."""
+
+    epoch: int
+    epochs: int
+    loss: float
+
+    def progress(self) -> str:
+        """Return a one-line report of this epoch."""
+        return f"epoch {self.epoch}/{self.epochs} done, training loss {self.loss:.4f}"
+
+
+@dataclass(frozen=True)
 class Standardizer:
     """Per-column mean and scale fitted on one party's training rows (kept by that party only)."""
 
@@ -199,6 +212,7 @@ def check_positive(name: str, value: object, kind: type = int, allow_zero: bool 
 
 
 __all__ = [
+    "EpochDone",
     "RowIndex",
     "Standardizer",
     "check_array",

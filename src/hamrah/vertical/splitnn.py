@@ -24,7 +24,7 @@ This module holds the guest's role, prediction and the central baseline; the hos
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from torch import nn
 from hamrah.core.errors import DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
-from hamrah.vertical.nets import RowIndex, Standardizer, check_array, one_torch_thread
+from hamrah.vertical.nets import EpochDone, RowIndex, Standardizer, check_array, one_torch_thread
 from hamrah.vertical.splitnn_core import WIRE_DTYPES as WIRE_DTYPES  # re-exported, not in __all__
 from hamrah.vertical.splitnn_core import (
     BottomModel,
@@ -101,6 +101,7 @@ def guest(
     hosts: Sequence[str] = ("host",),
     train_ids: np.ndarray | None = None,
     eval_ids: np.ndarray | None = None,
+    on_epoch: Callable[[EpochDone], None] | None = None,
 ) -> SplitNNResult:
     """Run the label holder: train bottom + top networks with the hosts, then score ``eval_ids``.
 
@@ -111,6 +112,7 @@ def guest(
         hosts: the feature holders, in the order their cut layers are concatenated.
         train_ids: ids to train on (default: all of ``table``), all held by every party.
         eval_ids: ids to score after training (default: none).
+        on_epoch: called after each epoch with its mean training loss (progress).
 
     Returns:
         The guest's model, the loss per epoch and the scores of ``eval_ids``.
@@ -156,6 +158,8 @@ def guest(
             session.next()
             total += float(loss.detach()) * len(batch)
         history.append(total / len(rows))
+        if on_epoch is not None:
+            on_epoch(EpochDone(epoch + 1, config.epochs, history[-1]))
     scores = np.zeros(0) if eval_ids is None else _score(session, model, table, np.asarray(eval_ids, np.int64))
     session.stop()
     return SplitNNResult(model, tuple(history), scores)
