@@ -237,28 +237,39 @@ def best_split(
     s_g, s_h = scales or (float(1 << config.precision_bits),) * 2
     lam = config.reg_lambda
     gt, ht = total[0] / s_g, total[1] / s_h
+    nb = np.diff(offsets)
+    if nb.size == 0:
+        return None
+    feat = np.repeat(np.arange(len(nb)), nb)  # each flat bin's feature, its index in it, the feature's missing bin
+    pos = np.arange(int(offsets[-1])) - offsets[:-1][feat]
+    last = nb[feat] - 1
+    cg, ch = np.cumsum(hist_g), np.cumsum(hist_h)
+    base_g = np.concatenate([[0], cg])[offsets[:-1]][feat]
+    base_h = np.concatenate([[0], ch])[offsets[:-1]][feat]
+    gl, hl = (cg - base_g) / s_g, (ch - base_h) / s_h  # present bins 0..b of the feature, left
+    miss = offsets[1:] - 1
+    mg, mh = (hist_g[miss] / s_g)[feat], (hist_h[miss] / s_h)[feat]
+    has_missing = ((hist_g[miss] != 0) | (hist_h[miss] != 0))[feat]
+    fwd = pos < last  # missing values right: every present bin
+    bwd = (pos < last - 1) & has_missing  # missing values left: not the split that sends everything left
+    left_g = np.concatenate([gl[fwd], gl[bwd] + mg[bwd]])
+    left_h = np.concatenate([hl[fwd], hl[bwd] + mh[bwd]])
+    # XGBoost's order: per feature, missing right for ascending b, then missing left for descending b
+    features = np.concatenate([feat[fwd], feat[bwd]])
+    direction = np.concatenate([np.zeros(int(fwd.sum()), np.int64), np.ones(int(bwd.sum()), np.int64)])
+    within = np.concatenate([pos[fwd], -pos[bwd]])
+    order = np.lexsort((within, direction, features))
+    left_g, left_h, right_g, right_h = left_g[order], left_h[order], gt - left_g[order], ht - left_h[order]
     parent = gt * gt / (ht + lam) if ht + lam > 0 else 0.0
-    best: Split | None = None
-    for f in range(len(offsets) - 1):
-        lo, hi = int(offsets[f]), int(offsets[f + 1]) - 1  # bins lo..hi-1 present, hi the missing bin
-        if hi <= lo:
-            continue
-        gl, hl = np.cumsum(hist_g[lo:hi]) / s_g, np.cumsum(hist_h[lo:hi]) / s_h
-        mg, mh = hist_g[hi] / s_g, hist_h[hi] / s_h
-        for missing_left, order in ((False, np.arange(hi - lo)), (True, np.arange(hi - lo - 2, -1, -1))):
-            if missing_left and mh == 0 and mg == 0:
-                break  # no missing value here: the same candidates again
-            left_g, left_h = gl[order] + (mg if missing_left else 0.0), hl[order] + (mh if missing_left else 0.0)
-            right_g, right_h = gt - left_g, ht - left_h
-            with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 only when lambda = 0 and a side is empty
-                gain = 0.5 * (left_g**2 / (left_h + lam) + right_g**2 / (right_h + lam) - parent)
-            valid = (left_h >= config.min_child_weight) & (right_h >= config.min_child_weight) & np.isfinite(gain)
-            if not valid.any():
-                continue
-            i = int(np.argmax(np.where(valid, gain, -np.inf)))
-            if gain[i] > MIN_GAIN and (best is None or gain[i] > best.gain):
-                best = Split(float(gain[i]), f, int(order[i]), missing_left)
-    return best
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 only when lambda = 0 and a side is empty
+        gain = 0.5 * (left_g**2 / (left_h + lam) + right_g**2 / (right_h + lam) - parent)
+    valid = (left_h >= config.min_child_weight) & (right_h >= config.min_child_weight) & np.isfinite(gain)
+    gain = np.where(valid, gain, -np.inf)
+    i = int(np.argmax(gain))
+    if not gain[i] > MIN_GAIN:
+        return None
+    f, b = int(features[order][i]), int(abs(within[order][i]))
+    return Split(float(gain[i]), f, b, bool(direction[order][i]))
 
 
 def goes_left(bins: np.ndarray, split_bin: int, offsets: np.ndarray, feature: int, missing_left: bool) -> np.ndarray:
