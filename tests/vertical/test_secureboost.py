@@ -54,10 +54,11 @@ def test_encrypted_and_plaintext_grow_the_same_trees(breast):
     assert enc.stats["host"].received_bytes["guest"] > 4 * plain.stats["host"].received_bytes["guest"]
 
 
-def _xgb_on_bins(tables, config, objective="binary:logistic"):
+def _xgb_on_bins(tables, config, objective="binary:logistic", weight=None, columns=None):
     bins = [fit_bins(tables[k].features, config.max_bins) for k in ("guest", "host")]
     x = np.hstack([b.transform(tables[k].features) for b, k in zip(bins, ("guest", "host"))]).astype(np.float64)
     x[np.isnan(np.hstack([tables[k].features for k in ("guest", "host")]))] = np.nan  # XGBoost's missing value
+    x = x if columns is None else x[:, columns]
     y = tables["guest"].labels
     kind = xgb.XGBRegressor if objective == "reg:squarederror" else xgb.XGBClassifier
     multi = objective == "multi:softprob"  # one scalar first margin for every class, as ours (0 here; softmax
@@ -73,7 +74,7 @@ def _xgb_on_bins(tables, config, objective="binary:logistic"):
         max_bin=256,
         base_score=0.5 if multi else float(y.mean()),
         n_jobs=1,
-    ).fit(x, y)
+    ).fit(x, y, sample_weight=weight)
     if multi:
         return model.predict_proba(x)
     return model.predict(x) if objective == "reg:squarederror" else model.predict_proba(x)[:, 1]
@@ -282,6 +283,36 @@ def test_multiclass_encrypted_resumes_and_refuses_bad_labels(breast, tmp_path):
     )
     with pytest.raises(DataError, match="expected class labels 0..K-1"):
         fit_local(bad, config)
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.sampled_from([0.3, 0.5, 0.8]), st.sampled_from([0.3, 0.6, 1.0]), st.integers(0, 2**16), st.integers(1, 3))
+def test_a_subsampled_tree_is_xgboosts_on_the_drawn_rows_and_columns(breast, rows, cols, seed, depth):
+    """subsample and colsample_bytree: one tree learns from the drawn rows only (XGBoost with weight 0 on
+    the others) and splits on the drawn features only (XGBoost on those columns), on the same bins."""
+    from hamrah.vertical.secureboost_core import tree_draws
+
+    config = SecureBoostConfig(
+        num_trees=1, max_depth=depth, subsample=rows, colsample_bytree=cols, seed=seed, encrypted=False
+    )
+    ours = predict_local(fit_local(breast, config), breast)
+    drawn, (g_cols, h_cols) = tree_draws(config, 0, len(breast["guest"].ids), [10, 20])
+    assert drawn.sum() == round(rows * len(drawn)) and g_cols.sum() == max(1, round(cols * 10))
+    theirs = _xgb_on_bins(breast, config, weight=drawn.astype(np.float64), columns=np.concatenate([g_cols, h_cols]))
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_subsampled_encrypted_grows_the_plaintext_trees_and_shares_are_checked(breast):
+    kw = {"num_trees": 2, "max_depth": 3, "subsample": 0.6, "colsample_bytree": 0.5, "seed": 3}
+    plain = fit_local(breast, SecureBoostConfig(encrypted=False, **kw))
+    enc = fit_local(breast, SecureBoostConfig(key_bits=KEY_BITS, **kw), rng=np.random.default_rng(4))
+    np.testing.assert_array_equal(predict_local(plain, breast), predict_local(enc, breast))
+    assert [t.value.tolist() for t in plain.guest.trees] != [
+        t.value.tolist() for t in fit_local(breast, SecureBoostConfig(encrypted=False, **{**kw, "seed": 4})).guest.trees
+    ]  # the seed draws other rows and columns
+    for key, value in (("subsample", 0.0), ("colsample_bytree", 1.5), ("seed", -1)):
+        with pytest.raises(ConfigError, match=f"secureboost.{key}"):
+            SecureBoostConfig(**{key: value})
 
 
 def test_auc_within_0005_of_central_xgboost(breast):

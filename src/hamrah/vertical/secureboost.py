@@ -50,6 +50,7 @@ from hamrah.vertical.secureboost_core import (
     gradients,
     histogram,
     leaf_weight,
+    tree_draws,
 )
 from hamrah.vertical.secureboost_crypto import SparseLayout, decompress, packing_for
 from hamrah.vertical.secureboost_host import host
@@ -223,9 +224,12 @@ def guest(
         g, h, scales = gradients(margin, labels, config)
         grown = []
         for c in range(k):
-            gc, hc = (g[:, c], h[:, c]) if k > 1 else (g, h)
+            gc, hc = (g[:, c].copy(), h[:, c].copy()) if k > 1 else (g, h)
+            features = [table.features.shape[1], *(len(p.layout.num_bins) for p in peers)]
+            drawn, allowed = tree_draws(config, len(model.trees) + c, len(labels), features)
+            gc[~drawn], hc[~drawn] = 0, 0  # rows left out of this tree: encryptions of zero to the hosts
             _send_gh(ctx, gc, hc)
-            grown.append(_grow(ctx, gc, hc, scales))
+            grown.append(_grow(ctx, gc, hc, scales, allowed))
         for c, (tree, leaf_of_row) in enumerate(grown):
             if k > 1:
                 margin[:, c] += tree.value[leaf_of_row]
@@ -283,7 +287,9 @@ def _plan(frontier: list[int], parent: dict[int, int], counts: np.ndarray) -> di
     return {"nodes": nodes, "parent": par, "sibling": sib, "direct": direct}
 
 
-def _grow(ctx: _Guest, g: np.ndarray, h: np.ndarray, scales: tuple[float, float]) -> tuple[Tree, np.ndarray]:
+def _grow(
+    ctx: _Guest, g: np.ndarray, h: np.ndarray, scales: tuple[float, float], allowed: list[np.ndarray]
+) -> tuple[Tree, np.ndarray]:
     """Grow one tree depth-wise with the hosts; return it and each row's leaf."""
     builder, pos = _TreeBuilder(), np.zeros(len(g), dtype=np.int64)
     frontier, parent, prev_hist = [0], {}, {}
@@ -300,7 +306,7 @@ def _grow(ctx: _Guest, g: np.ndarray, h: np.ndarray, scales: tuple[float, float]
         chosen = {}
         for i, node in enumerate(frontier):
             total = (round(totals[0][node]), round(totals[1][node]))
-            best = _choose(ctx, hists[node], [hh[i] for hh in host_hists], total, scales)
+            best = _choose(ctx, hists[node], [hh[i] for hh in host_hists], total, scales, allowed)
             if best is None:
                 builder.cols["value"][node] = leaf_weight(total, ctx.config, scales)
             else:
@@ -363,14 +369,15 @@ def _choose(
     others: list[tuple[np.ndarray, np.ndarray]],
     total: tuple[int, int],
     scales: tuple[float, float],
+    allowed: list[np.ndarray],
 ) -> tuple[int, Split] | None:
     """Return ``(owner code, split)`` of the best split over all parties (guest first on ties)."""
     best = None
     candidates = [(GUEST, own, ctx.offsets)] + [
         (p.code, hh, bin_offsets(p.layout.num_bins)) for p, hh in zip(ctx.peers, others)
     ]
-    for code, (hg, hh), offsets in candidates:
-        split = best_split(hg, hh, offsets, total, ctx.config, scales)
+    for (code, (hg, hh), offsets), mask in zip(candidates, allowed):
+        split = best_split(hg, hh, offsets, total, ctx.config, scales, None if mask.all() else mask)
         if split is not None and (best is None or split.gain > best[1].gain):
             best = (code, split)
     return best

@@ -55,6 +55,10 @@ class SecureBoostConfig:
         objective: ``binary:logistic`` (0/1 labels, probabilities), ``reg:squarederror`` (any finite
             labels, predictions in their unit) or ``multi:softprob`` (labels ``0..K-1``, one tree per
             class per boosting round, class probabilities), XGBoost's names.
+        subsample: the share of rows each tree learns from (``subsample``): the others' gradients are
+            sent as encryptions of zero, so no host learns which rows were drawn.
+        colsample_bytree: the share of each party's features each tree may split on (``colsample_bytree``).
+        seed: the draws of rows and features (per tree, so a resumed run draws the same).
     """
 
     num_trees: int = 10
@@ -67,6 +71,9 @@ class SecureBoostConfig:
     key_bits: int = 2048
     precision_bits: int = 24
     objective: str = "binary:logistic"
+    subsample: float = 1.0
+    colsample_bytree: float = 1.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         _check("num_trees", self.num_trees, int, 1, 10_000)
@@ -104,6 +111,12 @@ class SecureBoostConfig:
         if self.key_bits % 2:
             raise ConfigError(f"secureboost.key_bits: expected an even number, got {self.key_bits}")
         _check("precision_bits", self.precision_bits, int, 8, 32)
+        for name in ("subsample", "colsample_bytree"):
+            v = getattr(self, name)
+            _check(
+                name, float(v) if isinstance(v, int) and not isinstance(v, bool) else v, float, 0.0, 1.0, low_open=True
+            )
+        _check("seed", self.seed, int, 0)
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"secureboost.objective: expected one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
 
@@ -218,6 +231,7 @@ def best_split(
     total: tuple[int, int],
     config: SecureBoostConfig,
     scales: tuple[float, float] | None = None,
+    allowed: np.ndarray | None = None,
 ) -> Split | None:
     """Return the split of largest gain, or ``None`` if none helps.
 
@@ -233,6 +247,7 @@ def best_split(
         total: the node's fixed-point ``(G, H)``.
         config: the hyperparameters.
         scales: the fixed-point scales of ``g`` and ``h`` (:func:`gradients`; default ``2^P`` both).
+        allowed: the features this tree may split on (a boolean mask; default all).
     """
     s_g, s_h = scales or (float(1 << config.precision_bits),) * 2
     lam = config.reg_lambda
@@ -264,12 +279,27 @@ def best_split(
     with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 only when lambda = 0 and a side is empty
         gain = 0.5 * (left_g**2 / (left_h + lam) + right_g**2 / (right_h + lam) - parent)
     valid = (left_h >= config.min_child_weight) & (right_h >= config.min_child_weight) & np.isfinite(gain)
+    if allowed is not None:
+        valid &= allowed[features[order]]
     gain = np.where(valid, gain, -np.inf)
     i = int(np.argmax(gain))
     if not gain[i] > MIN_GAIN:
         return None
     f, b = int(features[order][i]), int(abs(within[order][i]))
     return Split(float(gain[i]), f, b, bool(direction[order][i]))
+
+
+def tree_draws(config: SecureBoostConfig, tree: int, rows: int, features: list[int]) -> tuple[np.ndarray, list]:
+    """Return tree ``tree``'s drawn rows (a boolean mask) and, per party, its drawn features (a boolean
+    mask over ``features[p]`` columns): ``round(share * n)`` of each, at least one; all when the share is 1."""
+    rng = np.random.default_rng([config.seed, tree])
+
+    def draw(n: int, share: float) -> np.ndarray:
+        mask = np.zeros(n, dtype=bool)
+        mask[rng.permutation(n)[: max(1, round(share * n))] if share < 1 else slice(None)] = True
+        return mask
+
+    return draw(rows, config.subsample), [draw(n, config.colsample_bytree) for n in features]
 
 
 def goes_left(bins: np.ndarray, split_bin: int, offsets: np.ndarray, feature: int, missing_left: bool) -> np.ndarray:
