@@ -14,22 +14,38 @@ from hamrah.vertical.psi import POINT, PSIConfig, intersect
 id_sets = st.sets(st.integers(-(2**63), 2**63 - 1), max_size=25)
 
 
-def _run(sets: dict, leader: str = "guest"):
+def _run(sets: dict, leader: str = "guest", **settings):
     tables = {name: np.array(sorted(s), dtype=np.int64) for name, s in sets.items()}
-    roles = {name: (lambda ch, ids=ids: intersect(ch, ids, PSIConfig(leader))) for name, ids in tables.items()}
+    config = PSIConfig(leader, **settings)
+    roles = {name: (lambda ch, ids=ids: intersect(ch, ids, config)) for name, ids in tables.items()}
     return run_parties(roles, timeout_s=30)
 
 
 @settings(max_examples=20, deadline=None)
-@given(id_sets, id_sets, id_sets, st.booleans())
-def test_every_party_learns_exactly_the_intersection(a, b, c, three):
+@given(id_sets, id_sets, id_sets, st.booleans(), st.integers(1, 30))
+def test_every_party_learns_exactly_the_intersection(a, b, c, three, chunk):
     sets = {"guest": a, "host": b} | ({"host2": c} if three else {})
-    results, stats = _run(sets)
+    results, stats = _run(sets, chunk=chunk)
     expected = sorted(set.intersection(*map(set, sets.values())))
     for name in sets:
         assert results[name].tolist() == expected
     # Each party's bytes: its relayed lists, 32 bytes per id per hop, plus headers; no ids in the clear.
     assert all(s.total_bytes > 0 for s in stats.values())
+
+
+def test_worker_processes_blind_the_same_intersection():
+    rng = np.random.default_rng(3)
+    pool = rng.choice(2**40, size=300, replace=False)
+    sets = {"guest": set(pool[:200].tolist()), "host": set(pool[100:].tolist())}
+    results, stats = _run(sets, workers=2, chunk=16)  # each list in 7-13 chunks over two processes
+    assert results["guest"].tolist() == results["host"].tolist() == sorted(pool[100:200].tolist())
+    assert stats["guest"].sent_messages["host"] > 10
+
+
+def test_settings_are_checked():
+    for bad in ({"workers": 0}, {"workers": 1.5}, {"chunk": 0}, {"chunk": True}):
+        with pytest.raises(ConfigError, match="psi\\.(workers|chunk): expected an integer"):
+            PSIConfig(**bad)
 
 
 def test_leader_can_be_any_party():
@@ -53,19 +69,42 @@ def test_duplicate_ids_and_unknown_leader_are_refused():
         )
 
 
+def _send(ch, to, tag, points):  # one list: its values, then the empty chunk that ends it
+    if len(points):
+        ch.send(to, tag, {"points": points})
+    ch.send(to, tag, {"points": np.zeros((0, POINT), np.uint8)})
+
+
+def _recv(ch, frm, tag):
+    parts = []
+    while len(part := ch.recv(frm, tag)["points"]):
+        parts.append(part)
+    return np.concatenate(parts) if parts else np.zeros((0, POINT), np.uint8)
+
+
 def test_tampered_lists_are_refused_and_named():
     def short_host(ch):  # returns the guest's list with one value dropped
-        pts = ch.recv("guest", "psi/ring1")["points"]
-        ch.send("guest", "psi/ring1", {"points": np.zeros((0, POINT), np.uint8)})
-        ch.send("guest", "psi/full", {"points": pts[1:]})
-        ch.recv("guest", "psi/full")
+        pts = _recv(ch, "guest", "psi/ring1")
+        _send(ch, "guest", "psi/ring1", pts[:0])
+        _send(ch, "guest", "psi/full", pts[1:])
+        _recv(ch, "guest", "psi/full")
 
     with pytest.raises(ProtocolError, match="returned 2 blinded ids, expected this party's 3"):
         run_parties({"guest": lambda ch: intersect(ch, np.array([1, 2, 3])), "host": short_host}, timeout_s=10)
 
+    def long_host(ch):  # returns the guest's list and more, chunk after chunk
+        pts = _recv(ch, "guest", "psi/ring1")
+        _send(ch, "guest", "psi/ring1", pts[:0])
+        for _ in range(3):
+            ch.send("guest", "psi/full", {"points": pts})
+        _recv(ch, "guest", "psi/full")
+
+    with pytest.raises(ProtocolError, match="'host' sent more than 3 values in its 'psi/full' list"):
+        run_parties({"guest": lambda ch: intersect(ch, np.array([1, 2, 3])), "host": long_host}, timeout_s=10)
+
     def liar_guest(ch):  # claims an intersection value the host never had
         intersect_as_leader_until_set(ch)
-        ch.send("host", "psi/result", {"points": np.full((1, POINT), 7, np.uint8)})
+        _send(ch, "host", "psi/result", np.full((1, POINT), 7, np.uint8))
 
     with pytest.raises(ProtocolError, match="not in this party's set"):
         run_parties({"guest": liar_guest, "host": lambda ch: intersect(ch, np.array([5]))}, timeout_s=10)
@@ -81,19 +120,19 @@ def test_tampered_lists_are_refused_and_named():
 def intersect_as_leader_until_set(ch):
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from hamrah.vertical.psi import _from_array, _to_array, blind, hash_ids
+    from hamrah.vertical.psi import blind, hash_ids
 
     key = X25519PrivateKey.generate()
-    ch.send("host", "psi/ring1", {"points": _to_array(blind(key, hash_ids(np.array([9]))))})
-    ch.send("host", "psi/full", {"points": _to_array(blind(key, _from_array(ch.recv("host", "psi/ring1"), "host")))})
-    ch.recv("host", "psi/full")
-    ch.recv("host", "psi/set")
+    _send(ch, "host", "psi/ring1", blind(key, hash_ids(np.array([9]))))
+    _send(ch, "host", "psi/full", blind(key, _recv(ch, "host", "psi/ring1")))
+    _recv(ch, "host", "psi/full")
+    _recv(ch, "host", "psi/set")
 
 
 def test_a_point_of_small_order_is_refused():
     def bad_host(ch):
-        ch.recv("guest", "psi/ring1")
-        ch.send("guest", "psi/ring1", {"points": np.zeros((1, POINT), np.uint8)})  # u = 0: order 1
+        _recv(ch, "guest", "psi/ring1")
+        _send(ch, "guest", "psi/ring1", np.zeros((1, POINT), np.uint8))  # u = 0: order 1
 
     with pytest.raises(ProtocolError, match="small order"):
         run_parties({"guest": lambda ch: intersect(ch, np.array([1])), "host": bad_host}, timeout_s=10)

@@ -23,20 +23,31 @@ What each party learns: the intersection (its ids), and the sizes of the other p
 lengths of the lists it relays). With three or more parties the leader also sees every other
 party's fully blinded set, so it can count how many values two of them share outside its own set
 (e.g. ``|H1 ∩ H2|``), never which ids. Blinded values carry no id without every key.
+
+Lists travel in chunks of ``chunk`` ids, so no message grows with the set (a 1e7-id list is 320 MB)
+and a relaying party blinds one chunk while the next is on the wire; with ``workers`` > 1 a pool of
+processes blinds several chunks at once (each worker is given the party's scalar).
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing as mp
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
-from hamrah.data.vertical import PartyTable
+
+if TYPE_CHECKING:  # a worker process imports this module: keep torch out of it
+    from hamrah.data.vertical import PartyTable
 
 POINT = 32
+_EMPTY = np.zeros((0, POINT), np.uint8)
 
 
 @dataclass(frozen=True)
@@ -45,47 +56,124 @@ class PSIConfig:
 
     Attributes:
         leader: the party that computes the intersection and tells the others (the guest).
+        workers: processes that blind this party's lists (1: the party's own thread).
+        chunk: ids per message (32 bytes each); lists of any length stream in chunks of this size.
     """
 
     leader: str = "guest"
+    workers: int = 1
+    chunk: int = 1 << 15
 
     def __post_init__(self) -> None:
         if not isinstance(self.leader, str) or not self.leader:
             raise ConfigError(f"psi.leader: expected a party name, got {self.leader!r}")
+        for name, high in (("workers", 1024), ("chunk", 1 << 24)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise ConfigError(f"psi.{name}: expected an integer in 1..{high}, got {value!r}")
 
 
-def hash_ids(ids: np.ndarray) -> list[bytes]:
-    """Return each int64 id hashed to an X25519 u-coordinate (32 bytes)."""
-    out = []
+def hash_ids(ids: np.ndarray) -> np.ndarray:
+    """Return each int64 id hashed to an X25519 u-coordinate, as a ``(n, 32)`` uint8 array."""
+    out = bytearray()
     for v in np.asarray(ids, dtype=np.int64).tolist():
-        d = bytearray(hashlib.sha256(b"hamrah-psi|" + int(v).to_bytes(8, "little", signed=True)).digest())
-        d[31] &= 0x7F
-        out.append(bytes(d))
-    return out
+        out += hashlib.sha256(b"hamrah-psi|" + int(v).to_bytes(8, "little", signed=True)).digest()
+    points = np.frombuffer(out, dtype=np.uint8).reshape(-1, POINT).copy()
+    points[:, 31] &= 0x7F
+    return points
 
 
-def blind(key: X25519PrivateKey, points: list[bytes]) -> list[bytes]:
-    """Return ``points`` multiplied by ``key``'s scalar.
+def blind(key: X25519PrivateKey | bytes, points: np.ndarray) -> np.ndarray:
+    """Return ``points`` (``(n, 32)`` uint8) multiplied by ``key``'s scalar (a key or its raw bytes).
 
     Raises:
         ProtocolError: a point of small order (only a hostile party sends one).
     """
+    if isinstance(key, bytes):
+        key = X25519PrivateKey.from_private_bytes(key)
+    data = np.ascontiguousarray(points, dtype=np.uint8).tobytes()
     try:
-        return [key.exchange(X25519PublicKey.from_public_bytes(p)) for p in points]
+        out = b"".join(
+            key.exchange(X25519PublicKey.from_public_bytes(data[i : i + POINT])) for i in range(0, len(data), POINT)
+        )
     except ValueError:
         raise ProtocolError("psi: a received value is a point of small order (not a blinded id)") from None
+    return np.frombuffer(out, dtype=np.uint8).reshape(-1, POINT)
 
 
-def _to_array(points: list[bytes]) -> np.ndarray:
-    return np.frombuffer(b"".join(points), dtype=np.uint8).reshape(len(points), POINT)
+def _hash_and_blind(key: bytes, ids: np.ndarray) -> np.ndarray:
+    return blind(key, hash_ids(ids))
 
 
-def _from_array(fields: dict, frm: str) -> list[bytes]:
-    arr = fields.get("points")
-    if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != POINT:
-        raise ProtocolError(f"psi: from {frm!r}, expected 'points' as a uint8 array of shape (k, {POINT})")
-    data = arr.tobytes()
+class _Blinder:
+    """Blinds a stream of chunks in order, in this thread or in a pool of ``workers`` processes."""
+
+    def __init__(self, workers: int):
+        self.key = X25519PrivateKey.generate()
+        self._raw = self.key.private_bytes_raw()
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 1 else None
+
+    def stream(self, chunks: Iterable[np.ndarray], ids: bool = False) -> Iterator[np.ndarray]:
+        """Yield each chunk blinded (``ids``: chunks of ids, hashed first), keeping ``2 workers`` in flight."""
+        fn = _hash_and_blind if ids else blind
+        if self._pool is None:
+            for c in chunks:
+                yield fn(self._raw, c)
+            return
+        pending: list[Future] = []
+        for c in chunks:
+            pending.append(self._pool.submit(fn, self._raw, c))
+            if len(pending) >= 2 * self.workers:
+                yield pending.pop(0).result()
+        for f in pending:
+            yield f.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+
+def _send_list(channel, to: str, tag: str, chunks: Iterable[np.ndarray]) -> None:
+    """Send a list as its chunks, then an empty chunk that ends it."""
+    for c in chunks:
+        if len(c):
+            channel.send(to, tag, {"points": c})
+    channel.send(to, tag, {"points": _EMPTY})
+
+
+def _recv_list(channel, frm: str, tag: str, most: int | None = None) -> Iterator[np.ndarray]:
+    """Yield a list's chunks from ``frm`` until its empty last chunk; refuse a malformed chunk, or more
+    than ``most`` values in all."""
+    total = 0
+    while True:
+        arr = channel.recv(frm, tag).get("points")
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != POINT:
+            raise ProtocolError(f"psi: from {frm!r}, expected 'points' as a uint8 array of shape (k, {POINT})")
+        if len(arr) == 0:
+            return
+        total += len(arr)
+        if most is not None and total > most:
+            raise ProtocolError(f"psi: {frm!r} sent more than {most} values in its {tag!r} list")
+        yield arr
+
+
+def _chunks(arr: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    return (arr[i : i + size] for i in range(0, len(arr), size))
+
+
+def _concat(chunks: Iterable[np.ndarray]) -> np.ndarray:
+    parts = list(chunks)
+    return np.concatenate(parts) if parts else _EMPTY
+
+
+def _as_bytes(points: np.ndarray) -> list[bytes]:
+    data = points.tobytes()
     return [data[i : i + POINT] for i in range(0, len(data), POINT)]
+
+
+def _as_points(values: list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(values), np.uint8).reshape(-1, POINT)
 
 
 def _ring(channel, leader: str, parties: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -114,7 +202,7 @@ def intersect(
     Args:
         channel: this party's channel; its peers are the other PSI parties.
         ids: this party's int64 ids, unique.
-        config: which party leads.
+        config: which party leads, how many worker processes blind, ids per message.
         rng: shuffles the party's list (``None``: the OS CSPRNG). The X25519 key always comes from the OS.
         parties: the PSI parties (default: this party and all its peers; an arbiter stays out).
 
@@ -130,28 +218,28 @@ def intersect(
     me = ring.index(channel.name)
     nxt, prv = ring[(me + 1) % len(ring)], ring[me - 1]
     order = (rng or np.random.default_rng(np.random.SeedSequence())).permutation(len(ids))
-    key = X25519PrivateKey.generate()
-    current = blind(key, hash_ids(ids[order]))
-    for step in range(1, len(ring)):
-        channel.send(nxt, f"psi/ring{step}", {"points": _to_array(current)})
-        current = blind(key, _from_array(channel.recv(prv, f"psi/ring{step}"), prv))
-    channel.send(nxt, "psi/full", {"points": _to_array(current)})
-    mine = _from_array(channel.recv(prv, "psi/full"), prv)
+    blinder = _Blinder(config.workers)
+    try:
+        _send_list(channel, nxt, "psi/ring1", blinder.stream(_chunks(ids[order], config.chunk), ids=True))
+        for hop in range(1, len(ring)):
+            tag = f"psi/ring{hop + 1}" if hop + 1 < len(ring) else "psi/full"
+            _send_list(channel, nxt, tag, blinder.stream(_recv_list(channel, prv, f"psi/ring{hop}")))
+        mine = _concat(_recv_list(channel, prv, "psi/full", len(ids)))
+    finally:
+        blinder.close()
     if len(mine) != len(ids):
         raise ProtocolError(f"psi: {prv!r} returned {len(mine)} blinded ids, expected this party's {len(ids)}")
-    position = {p: int(i) for p, i in zip(mine, order)}
+    position = {p: int(i) for p, i in zip(_as_bytes(mine), order)}
     if channel.name == config.leader:
-        common = set(mine)
+        common = set(position)
         for peer in ring[1:]:
-            common &= set(_from_array(channel.recv(peer, "psi/set"), peer))
+            common = {p for c in _recv_list(channel, peer, "psi/set") for p in _as_bytes(c) if p in common}
         shared = sorted(common)
         for peer in ring[1:]:
-            channel.send(
-                peer, "psi/result", {"points": _to_array(shared) if shared else np.zeros((0, POINT), np.uint8)}
-            )
+            _send_list(channel, peer, "psi/result", _chunks(_as_points(shared), config.chunk))
     else:
-        channel.send(config.leader, "psi/set", {"points": _to_array(sorted(mine))})
-        shared = _from_array(channel.recv(config.leader, "psi/result"), config.leader)
+        _send_list(channel, config.leader, "psi/set", _chunks(_as_points(sorted(position)), config.chunk))
+        shared = _as_bytes(_concat(_recv_list(channel, config.leader, "psi/result", len(ids))))
         if any(p not in position for p in shared):
             raise ProtocolError(f"psi: {config.leader!r} returned values that are not in this party's set")
     return np.sort(ids[[position[p] for p in shared]]) if shared else np.zeros(0, np.int64)

@@ -51,7 +51,7 @@ PROTOCOLS: dict[str, ProtocolEntry] = {
         "hamrah.vertical.psi",
         "PSIConfig",
         {"guest": "psi_role", "host": "psi_role"},
-        "ECDH private set intersection (X25519/ristretto255); every party learns the shared ids",
+        "ECDH private set intersection (X25519); every party learns the shared ids",
     ),
     "coordinated_lr": ProtocolEntry(
         "hamrah.vertical.lr_coordinated",
