@@ -42,6 +42,36 @@ def test_worker_processes_blind_the_same_intersection():
     assert stats["guest"].sent_messages["host"] > 10
 
 
+def test_each_party_reports_its_progress(monkeypatch):
+    monkeypatch.setattr("hamrah.vertical.psi.REPORT_EVERY", 40)
+    reports: dict = {"guest": [], "host": [], "host2": []}
+    sets = {"guest": range(100), "host": range(50, 150), "host2": range(0, 200, 2)}
+    roles = {
+        name: (
+            lambda ch, n=name: intersect(ch, np.array(list(sets[n])), PSIConfig(chunk=16), on_epoch=reports[n].append)
+        )
+        for name in sets
+    }
+    results, _ = run_parties(roles, timeout_s=30)
+    assert results["guest"].tolist() == list(range(50, 100, 2))
+    lines = [r.progress() for r in reports["guest"]]
+    # its own 100 ids (a report after 48 and 96, then the end), then the lists of two peers relayed
+    assert lines[:3] == [
+        "psi: own ids: 48 of 100 ids blinded",
+        "psi: own ids: 96 of 100 ids blinded",
+        "psi: own ids: 100 of 100 ids blinded (list done)",
+    ]
+    # then the lists of the other two, each blinded once here (the ring: guest -> host -> host2 -> guest)
+    assert lines[3:] == [
+        "psi: the ids of 'host2': 48 ids blinded",
+        "psi: the ids of 'host2': 96 ids blinded",
+        "psi: the ids of 'host2': 100 ids blinded (list done)",
+        "psi: the ids of 'host': 48 ids blinded",
+        "psi: the ids of 'host': 96 ids blinded",
+        "psi: the ids of 'host': 100 ids blinded (list done)",
+    ]
+
+
 def test_settings_are_checked():
     for bad in ({"workers": 0}, {"workers": 1.5}, {"chunk": 0}, {"chunk": True}):
         with pytest.raises(ConfigError, match="psi\\.(workers|chunk): expected an integer"):

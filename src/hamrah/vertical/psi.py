@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing as mp
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -48,6 +48,22 @@ if TYPE_CHECKING:  # a worker process imports this module: keep torch out of it
 
 POINT = 32
 _EMPTY = np.zeros((0, POINT), np.uint8)
+REPORT_EVERY = 1 << 20  # ids between two progress reports within a list
+
+
+@dataclass(frozen=True)
+class PSIProgress:
+    """How far a party is: ``done`` values of the list ``what`` blinded (``total`` when known)."""
+
+    what: str
+    done: int
+    total: int | None = None
+    finished: bool = False
+
+    def progress(self) -> str:
+        """Return a one-line report."""
+        of = f" of {self.total:,}" if self.total is not None else ""
+        return f"psi: {self.what}: {self.done:,}{of} ids blinded" + (" (list done)" if self.finished else "")
 
 
 @dataclass(frozen=True)
@@ -134,12 +150,27 @@ class _Blinder:
             self._pool.shutdown(cancel_futures=True)
 
 
-def _send_list(channel, to: str, tag: str, chunks: Iterable[np.ndarray]) -> None:
-    """Send a list as its chunks, then an empty chunk that ends it."""
+def _send_list(
+    channel,
+    to: str,
+    tag: str,
+    chunks: Iterable[np.ndarray],
+    report: Callable[[PSIProgress], None] | None = None,
+    what: str = "",
+    total: int | None = None,
+) -> None:
+    """Send a list as its chunks, then an empty chunk that ends it; ``report`` progress now and then."""
+    done, last = 0, 0
     for c in chunks:
         if len(c):
             channel.send(to, tag, {"points": c})
+        done += len(c)
+        if report is not None and done - last >= REPORT_EVERY:
+            report(PSIProgress(what, done, total))
+            last = done
     channel.send(to, tag, {"points": _EMPTY})
+    if report is not None:
+        report(PSIProgress(what, done, total, finished=True))
 
 
 def _recv_list(channel, frm: str, tag: str, most: int | None = None) -> Iterator[np.ndarray]:
@@ -196,6 +227,7 @@ def intersect(
     config: PSIConfig = PSIConfig(),
     rng: np.random.Generator | None = None,
     parties: tuple[str, ...] | None = None,
+    on_epoch: Callable[[PSIProgress], None] | None = None,
 ) -> np.ndarray:
     """Run PSI as the party behind ``channel`` and return the shared ids, sorted.
 
@@ -205,6 +237,8 @@ def intersect(
         config: which party leads, how many worker processes blind, ids per message.
         rng: shuffles the party's list (``None``: the OS CSPRNG). The X25519 key always comes from the OS.
         parties: the PSI parties (default: this party and all its peers; an arbiter stays out).
+        on_epoch: called with a :class:`PSIProgress` after each list this party blinded and every
+            ``REPORT_EVERY`` ids within one (the hook ``hamrah party`` prints).
 
     Returns:
         The ids every party holds, sorted.
@@ -220,10 +254,12 @@ def intersect(
     order = (rng or np.random.default_rng(np.random.SeedSequence())).permutation(len(ids))
     blinder = _Blinder(config.workers)
     try:
-        _send_list(channel, nxt, "psi/ring1", blinder.stream(_chunks(ids[order], config.chunk), ids=True))
+        own = blinder.stream(_chunks(ids[order], config.chunk), ids=True)
+        _send_list(channel, nxt, "psi/ring1", own, on_epoch, "own ids", len(ids))
         for hop in range(1, len(ring)):
             tag = f"psi/ring{hop + 1}" if hop + 1 < len(ring) else "psi/full"
-            _send_list(channel, nxt, tag, blinder.stream(_recv_list(channel, prv, f"psi/ring{hop}")))
+            relayed = blinder.stream(_recv_list(channel, prv, f"psi/ring{hop}"))
+            _send_list(channel, nxt, tag, relayed, on_epoch, f"the ids of {ring[(me - hop) % len(ring)]!r}")
         mine = _concat(_recv_list(channel, prv, "psi/full", len(ids)))
     finally:
         blinder.close()
@@ -245,9 +281,11 @@ def intersect(
     return np.sort(ids[[position[p] for p in shared]]) if shared else np.zeros(0, np.int64)
 
 
-def psi_role(channel, table: PartyTable, config: PSIConfig) -> np.ndarray:
+def psi_role(
+    channel, table: PartyTable, config: PSIConfig, on_epoch: Callable[[PSIProgress], None] | None = None
+) -> np.ndarray:
     """The registry's role function: PSI over ``table.ids``."""
-    return intersect(channel, table.ids, config)
+    return intersect(channel, table.ids, config, on_epoch=on_epoch)
 
 
-__all__ = ["PSIConfig", "blind", "hash_ids", "intersect", "psi_role"]
+__all__ = ["PSIConfig", "PSIProgress", "blind", "hash_ids", "intersect", "psi_role"]
