@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import xgboost as xgb
@@ -286,6 +288,24 @@ def test_subsampled_encrypted_grows_the_plaintext_trees_and_shares_are_checked(b
             SecureBoostConfig(**{key: value})
 
 
+def test_hosts_build_and_send_histograms_of_the_drawn_features_only(breast):
+    tables = _rows(breast, np.arange(150))
+
+    def host_bytes(cols: float) -> int:
+        config = dataclasses.replace(ENC, colsample_bytree=cols, seed=5)
+        _, stats = run_parties(
+            {
+                "guest": lambda ch: guest(ch, tables["guest"], config, ("host",), np.random.default_rng(3)),
+                "host": lambda ch: host(ch, tables["host"], rng=np.random.default_rng(4)),
+            },
+            timeout_s=60,
+        )
+        return stats["host"].sent_bytes["guest"]
+
+    # a quarter of the host's 20 features: about a quarter of its histogram ciphertexts
+    assert host_bytes(0.25) < 0.5 * host_bytes(1.0)
+
+
 def test_auc_within_0005_of_central_xgboost(breast):
     train, test = _split(breast)
     config = SecureBoostConfig(num_trees=10, max_depth=3, encrypted=False)
@@ -386,6 +406,7 @@ ENC = SecureBoostConfig(num_trees=1, max_depth=2, key_bits=KEY_BITS)
         ("guest", "sbt.tree", lambda t, m: (t, {**m, "ct": (1 << 3000,) + m["ct"][1:]}), "not a ciphertext"),
         ("host", "sbt.hist", lambda t, m: ("sbt.schema", {}), "expected a 'sbt.hist' message, got 'sbt.schema'"),
         ("host", "sbt.partition", lambda t, m: (t, {**m, "left": m["left"][:-1]}), "'left'"),
+        ("guest", "sbt.tree", lambda t, m: (t, {**m, "features": m["features"] & False}), "'features' must be 20"),
         (
             "host",
             "sbt.partition",

@@ -228,7 +228,7 @@ def guest(
             features = [table.features.shape[1], *(len(p.layout.num_bins) for p in peers)]
             drawn, allowed = tree_draws(config, len(model.trees) + c, len(labels), features)
             gc[~drawn], hc[~drawn] = 0, 0  # rows left out of this tree: encryptions of zero to the hosts
-            _send_gh(ctx, gc, hc)
+            _send_gh(ctx, gc, hc, allowed[1:])
             grown.append(_grow(ctx, gc, hc, scales, allowed))
         for c, (tree, leaf_of_row) in enumerate(grown):
             if k > 1:
@@ -260,14 +260,15 @@ def _resumed(state: BoostCheckpoint, fresh: GuestModel, shape: tuple) -> tuple[n
     return np.array(state.margin, dtype=np.float64), model
 
 
-def _send_gh(ctx: _Guest, g: np.ndarray, h: np.ndarray) -> None:
+def _send_gh(ctx: _Guest, g: np.ndarray, h: np.ndarray, features: list[np.ndarray]) -> None:
+    """Send the tree's (encrypted) gradients to every host, with the host's features the tree may use."""
     if ctx.secret is None:
         body = {"g": g, "h": h}
     else:
         packing = packing_for(ctx.config.precision_bits, len(g), ctx.config.key_bits)
         body = he.to_wire(ctx.encryptor.encrypt(packing.pack(g, h), ctx.rng))
-    for peer in ctx.peers:
-        ctx.channel.send(peer.name, "sbt.tree", {"more": True, **body})
+    for peer, drawn in zip(ctx.peers, features):
+        ctx.channel.send(peer.name, "sbt.tree", {"more": True, "features": drawn, **body})
 
 
 def _plan(frontier: list[int], parent: dict[int, int], counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -301,7 +302,7 @@ def _grow(
         for peer in ctx.peers:
             ctx.channel.send(peer.name, "sbt.level", {"done": False, "pos": pos, **plan})
         hists = _guest_hists(ctx, plan, pos, g, h, prev_hist)
-        host_hists = [_recv_hists(ctx, peer, plan, totals) for peer in ctx.peers]
+        host_hists = [_recv_hists(ctx, peer, plan, totals, drawn) for peer, drawn in zip(ctx.peers, allowed[1:])]
         nxt: list[int] = []
         chosen = {}
         for i, node in enumerate(frontier):
@@ -343,10 +344,12 @@ def _guest_hists(
     return out
 
 
-def _recv_hists(ctx: _Guest, peer: _Peer, plan: dict, totals) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Receive one host's histograms of this level; return full flat (G, H) per node."""
+def _recv_hists(ctx: _Guest, peer: _Peer, plan: dict, totals, drawn: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Receive one host's histograms of this level (its ``drawn`` features only); return full flat
+    (G, H) per node, zero for the features the tree may not use."""
     msg = ctx.channel.recv(peer.name, "sbt.hist")
-    k, size = len(plan["nodes"]), peer.layout.size
+    layout = peer.layout.restrict(drawn)
+    k, size = len(plan["nodes"]), layout.size
     if ctx.secret is None:
         sent_g, sent_h = msg.get("g"), msg.get("h")
         for arr in (sent_g, sent_h):
@@ -356,10 +359,14 @@ def _recv_hists(ctx: _Guest, peer: _Peer, plan: dict, totals) -> list[tuple[np.n
         packing = packing_for(ctx.config.precision_bits, len(ctx.bins), ctx.config.key_bits)
         vector = he.from_wire(ctx.secret.public, msg, -(-k * size // packing.per_ciphertext), "histograms")
         sent_g, sent_h = (a.reshape(k, size) for a in decompress(ctx.secret, vector, packing, k * size))
+    offsets = bin_offsets(peer.layout.num_bins)
+    where = np.concatenate([np.arange(offsets[f], offsets[f + 1]) for f in np.flatnonzero(drawn)] or [[]]).astype(int)
     out = []
     for i, node in enumerate(plan["nodes"].tolist()):
-        total_g, total_h = round(totals[0][node]), round(totals[1][node])
-        out.append((peer.layout.fill(sent_g[i], total_g), peer.layout.fill(sent_h[i], total_h)))
+        full = [np.zeros(int(offsets[-1]), np.int64), np.zeros(int(offsets[-1]), np.int64)]
+        for a, sent, total in zip(full, (sent_g[i], sent_h[i]), totals):
+            a[where] = layout.fill(sent, round(total[node]))
+        out.append((full[0], full[1]))
     return out
 
 

@@ -134,6 +134,10 @@ class SparseLayout:
             start += nb - 1
         return out
 
+    def restrict(self, features: np.ndarray) -> SparseLayout:
+        """Return the layout of only the ``features`` (a boolean mask) a tree may split on."""
+        return SparseLayout(self.num_bins[features], self.default[features])
+
     def fill(self, sent: np.ndarray, total: int) -> np.ndarray:
         """Return the full flat histogram from the sent bins and the node's total."""
         full = np.zeros(int(self.num_bins.sum()), dtype=np.int64)

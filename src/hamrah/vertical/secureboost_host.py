@@ -133,7 +133,7 @@ def host(
             raise ProtocolError("from guest: 'more' must be a boolean")
         if not msg["more"]:
             return _model(records, table.features.shape[1])
-        _host_tree(ctx, _read_gh(ctx, msg), records, rng)
+        _host_tree(ctx, _read_gh(ctx, msg), _read_drawn(ctx, msg), records, rng)
         tree += 1
         if on_epoch is not None:
             on_epoch(BoostCheckpoint(tree, _model(records, table.features.shape[1])))
@@ -161,6 +161,16 @@ def _read_gh(ctx: _Host, msg: dict):
     return g, h
 
 
+def _read_drawn(ctx: _Host, msg: dict) -> np.ndarray:
+    """The features this tree may split on (a boolean mask with at least one set)."""
+    drawn, count = msg.get("features"), ctx.bins.shape[1]
+    if not (
+        isinstance(drawn, np.ndarray) and drawn.dtype == bool and drawn.shape == (count,) and drawn.any() | (count == 0)
+    ):
+        raise ProtocolError(f"from guest: 'features' must be {count} booleans, at least one of them true")
+    return drawn
+
+
 def _check_level(msg: dict, rows: int, prev: dict) -> None:
     pos, nodes, par, sib, direct = (msg.get(k) for k in ("pos", "nodes", "parent", "sibling", "direct"))
     if not (isinstance(pos, np.ndarray) and pos.dtype == np.int64 and pos.shape == (rows,)):
@@ -180,15 +190,16 @@ def _check_level(msg: dict, rows: int, prev: dict) -> None:
             )
 
 
-def _host_tree(ctx: _Host, gh, records: list, rng) -> None:
-    """Serve one tree: per level, histograms then splits, until the guest says done."""
+def _host_tree(ctx: _Host, gh, drawn: np.ndarray, records: list, rng) -> None:
+    """Serve one tree: per level, histograms of the ``drawn`` features then splits, until the guest says done."""
     prev: dict = {}
+    bins, layout = (ctx.bins, ctx.layout) if drawn.all() else (ctx.bins[:, drawn], ctx.layout.restrict(drawn))
     while True:
         msg = ctx.channel.recv(ctx.guest, "sbt.level")
         if msg.get("done") is True:
             return
         _check_level(msg, len(ctx.bins), prev)
-        hists = _level_hists(ctx, gh, msg, prev)
+        hists = _level_hists(ctx, gh, msg, prev, bins, layout)
         order = msg["nodes"].tolist()
         if ctx.public is None:
             ctx.channel.send(
@@ -203,20 +214,20 @@ def _host_tree(ctx: _Host, gh, records: list, rng) -> None:
         prev = hists
 
 
-def _level_hists(ctx: _Host, gh, msg: dict, prev: dict) -> dict:
+def _level_hists(ctx: _Host, gh, msg: dict, prev: dict, bins: np.ndarray, layout: SparseLayout) -> dict:
     """Build the smaller child of each pair, derive its sibling from the parent (histogram subtraction)."""
     pos, out = msg["pos"], {}
-    kept = ctx.layout.kept_index()
-    offsets = bin_offsets(ctx.layout.num_bins)
+    kept = layout.kept_index()
+    offsets = bin_offsets(layout.num_bins)
     for node, direct in zip(msg["nodes"].tolist(), msg["direct"].tolist()):
         if not direct:
             continue
         rows = np.flatnonzero(pos == node)
         if ctx.public is None:
-            g, h = histogram(ctx.bins, offsets, rows, gh[0], gh[1])
+            g, h = histogram(bins, offsets, rows, gh[0], gh[1])
             out[node] = (g[kept], h[kept])
         else:
-            out[node] = encrypted_histogram(gh, ctx.public.nsq, ctx.bins, rows, ctx.layout)
+            out[node] = encrypted_histogram(gh, ctx.public.nsq, bins, rows, layout)
     for node, par, sib, direct in zip(*(msg[k].tolist() for k in ("nodes", "parent", "sibling", "direct"))):
         if direct:
             continue
