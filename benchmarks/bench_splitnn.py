@@ -83,7 +83,7 @@ def bench(name: str, epochs: int | None, noise: float) -> dict:
     cut = int(0.8 * len(ids))
     tr, te = np.sort(ids[:cut]), np.sort(ids[cut:])
     e, b = SETTINGS[name]
-    cfg = sn.SplitNNConfig(epochs=epochs or e, batch_size=b)
+    cfg = sn.SplitNNConfig(epochs=epochs or e, batch_size=b, psi=False)
     gt, ht = g.select(tr), h.select(tr)
     ge, he_ = g.select(te), h.select(te)
     out = {
@@ -110,7 +110,7 @@ def warm_up() -> None:
     """Run one tiny split epoch first: torch imports modules on the first backward/step (seconds of CPU)."""
     t = load_vertical("breast")
     ids = np.sort(t["guest"].ids[:64])
-    split_run(t["guest"], t["host"], sn.SplitNNConfig(epochs=1), ids, ids)
+    split_run(t["guest"], t["host"], sn.SplitNNConfig(epochs=1, psi=False), ids, ids)
 
 
 def main() -> None:

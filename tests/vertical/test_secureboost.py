@@ -41,8 +41,8 @@ def _split(tables, seed=0):
 
 
 def test_encrypted_and_plaintext_grow_the_same_trees(breast):
-    config = SecureBoostConfig(num_trees=2, max_depth=3, key_bits=KEY_BITS)
-    plain = fit_local(breast, SecureBoostConfig(num_trees=2, max_depth=3, encrypted=False))
+    config = SecureBoostConfig(num_trees=2, max_depth=3, key_bits=KEY_BITS, psi=False)  # bytes: trees only
+    plain = fit_local(breast, dataclasses.replace(config, encrypted=False))
     enc = fit_local(breast, config, rng=np.random.default_rng(1))
     for a, b in zip(plain.guest.trees, enc.guest.trees):
         assert a.splits() == b.splits() or np.allclose(a.threshold, b.threshold, equal_nan=True)
@@ -265,8 +265,8 @@ def test_a_subsampled_tree_is_xgboosts_on_the_drawn_rows_and_columns(breast, row
     the others) and splits on the drawn features only (XGBoost on those columns), on the same bins."""
     from hamrah.vertical.secureboost_core import tree_draws
 
-    config = SecureBoostConfig(
-        num_trees=1, max_depth=depth, subsample=rows, colsample_bytree=cols, seed=seed, encrypted=False
+    config = SecureBoostConfig(  # no PSI: the draws index the rows in the order XGBoost gets them
+        num_trees=1, max_depth=depth, subsample=rows, colsample_bytree=cols, seed=seed, encrypted=False, psi=False
     )
     ours = predict_local(fit_local(breast, config), breast)
     drawn, (g_cols, h_cols) = tree_draws(config, 0, len(breast["guest"].ids), [10, 20])
@@ -292,7 +292,7 @@ def test_hosts_build_and_send_histograms_of_the_drawn_features_only(breast):
     tables = _rows(breast, np.arange(150))
 
     def host_bytes(cols: float) -> int:
-        config = dataclasses.replace(ENC, colsample_bytree=cols, seed=5)
+        config = dataclasses.replace(ENC, colsample_bytree=cols, seed=5, psi=False)  # histogram bytes only
         _, stats = run_parties(
             {
                 "guest": lambda ch: guest(ch, tables["guest"], config, ("host",), np.random.default_rng(3)),
@@ -361,7 +361,30 @@ def test_mismatched_ids_and_bad_labels_are_data_errors(breast):
     config = SecureBoostConfig(num_trees=1, encrypted=False)
     shuffled = breast["host"].select(breast["host"].ids[::-1])
     with pytest.raises(DataError, match="ids differ"):
-        fit_local({"guest": breast["guest"], "host": shuffled}, config)
+        fit_local({"guest": breast["guest"], "host": shuffled}, dataclasses.replace(config, psi=False))
+    # with PSI (the default) each file may hold other ids in any order: the shared ids are trained on
+    fewer = shuffled.select(shuffled.ids[7:])
+    aligned = {k: t.select(np.sort(fewer.ids)) for k, t in breast.items()}
+    np.testing.assert_array_equal(
+        predict_local(fit_local({"guest": breast["guest"], "host": fewer}, config), aligned),
+        predict_local(fit_local(aligned, dataclasses.replace(config, psi=False)), aligned),
+    )
+    with pytest.raises(DataError, match="secureboost: the parties share no ids"):
+        fit_local(
+            {
+                "guest": breast["guest"],
+                "host": PartyTable(shuffled.ids + 10**6, shuffled.features, shuffled.feature_names),
+            },
+            config,
+        )
+    with pytest.raises(ProtocolError, match="psi = True, but this host is set to False"):
+        run_parties(
+            {
+                "guest": lambda ch: guest(ch, breast["guest"], config, ("host",)),
+                "host": lambda ch: host(ch, breast["host"], dataclasses.replace(config, psi=False)),
+            },
+            timeout_s=20,
+        )
     g = breast["guest"]
     bad = PartyTable(g.ids, g.features, g.feature_names, g.labels * 2)
     with pytest.raises(DataError, match="0/1 labels"):

@@ -107,6 +107,9 @@ def test_guest_sends_only_ids_steps_and_gradients(breast):
 
     run_parties({"guest": spy, "host": lambda c: sn.host(c, h, cfg)}, timeout_s=60)
     assert seen == {
+        "psi/ring1": {"points"},  # PSI (the guest leads): blinded ids only
+        "psi/full": {"points"},
+        "psi/result": {"points"},
         "splitnn/setup": {"config", "train_ids"},
         "splitnn/batch": {"step", "mode", "ids"},
         "splitnn/gradient": {"step", "g"},
@@ -139,7 +142,7 @@ def _bad_host(behaviour):
 )
 def test_a_faulty_host_message_is_refused_by_name(breast, behaviour, match):
     g, _, tr, _ = breast
-    cfg = sn.SplitNNConfig(epochs=1)
+    cfg = sn.SplitNNConfig(epochs=1, psi=False)  # the hand-written host runs no PSI
     with pytest.raises(ProtocolError, match=match) as e:
         run_parties({"guest": lambda c: sn.guest(c, g, cfg, train_ids=tr), "host": _bad_host(behaviour)}, timeout_s=20)
     assert "activations from 'host'" in str(e.value)
@@ -156,11 +159,33 @@ def test_mismatched_configs_and_ids_are_refused(breast):
             },
             timeout_s=20,
         )
+    cfg = replace(cfg, psi=False)  # the guest names its training ids; the host lacks three
     with pytest.raises(ProtocolError, match="ids are not in this party's table"):
         run_parties(
             {
                 "guest": lambda c: sn.guest(c, g, cfg, train_ids=tr),
                 "host": lambda c: sn.host(c, h.select(tr[:-3]), cfg),
+            },
+            timeout_s=20,
+        )
+
+
+def test_psi_trains_on_the_ids_every_party_holds(breast):
+    """Each party's file may hold other ids, in any order: PSI first, then the shared ids only (the
+    model the parties would train on the shared rows alone)."""
+    g, h, tr, _ = breast
+    cfg = sn.SplitNNConfig(epochs=1)
+    shuffled = h.select(np.random.default_rng(1).permutation(tr[5:]))  # 5 ids fewer, in another order
+    res, _ = run_parties(
+        {"guest": lambda c: sn.guest(c, g, cfg), "host": lambda c: sn.host(c, shuffled, cfg)}, timeout_s=60
+    )
+    central = sn.train_central({"guest": g, "host": h}, cfg, train_ids=tr[5:])
+    np.testing.assert_allclose(res["guest"].train_loss, central.train_loss, rtol=1e-5)
+    with pytest.raises(DataError, match="splitnn: the parties share no ids"):
+        run_parties(
+            {
+                "guest": lambda c: sn.guest(c, g, cfg),
+                "host": lambda c: sn.host(c, PartyTable(h.ids + 10**6, h.features, h.feature_names), cfg),
             },
             timeout_s=20,
         )
@@ -202,7 +227,8 @@ def test_a_host_that_fails_is_named_and_the_guest_stops(breast):
 
     with pytest.raises(HamrahError, match="unreadable"):
         run_parties(
-            {"guest": lambda c: sn.guest(c, g, sn.SplitNNConfig(epochs=1), train_ids=tr), "host": dies}, timeout_s=20
+            {"guest": lambda c: sn.guest(c, g, sn.SplitNNConfig(epochs=1, psi=False), train_ids=tr), "host": dies},
+            timeout_s=20,
         )
 
 

@@ -26,7 +26,7 @@ from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
 from hamrah.vertical.features import check_transform, quantile_fit, quantile_normal
 from hamrah.vertical.lr_ops import SCHEMES, Enc, PaillierOps, PlainOps
-from hamrah.vertical.psi import PSIConfig, intersect
+from hamrah.vertical.psi import align
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def prepare(
         DataError: a non-finite feature, labels other than 0/1 at the guest, or no shared rows.
     """
     if config.psi:
-        table = table.select(intersect(channel, table.ids, PSIConfig(config.guest), parties=(channel.name,) + others))
+        table = align(channel, table, config.guest, (channel.name,) + others, "lr")
     if len(table.ids) == 0:
         raise DataError("lr: the parties share no ids (do all of them read their ids with the same [data] id_type?)")
     if not np.all(np.isfinite(table.features)):

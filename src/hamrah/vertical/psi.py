@@ -281,6 +281,22 @@ def intersect(
     return np.sort(ids[[position[p] for p in shared]]) if shared else np.zeros(0, np.int64)
 
 
+def align(
+    channel, table: PartyTable, leader: str, parties: tuple[str, ...] | None = None, protocol: str = "psi"
+) -> PartyTable:
+    """Keep the rows of ``table`` whose ids every party holds (PSI led by ``leader``), sorted by id.
+
+    Raises:
+        DataError: the parties share no id.
+    """
+    shared = intersect(channel, table.ids, PSIConfig(leader), parties=parties)
+    if len(shared) == 0:
+        raise DataError(
+            f"{protocol}: the parties share no ids (do all of them read their ids with the same [data] id_type?)"
+        )
+    return table.select(shared)
+
+
 def psi_role(
     channel, table: PartyTable, config: PSIConfig, on_epoch: Callable[[PSIProgress], None] | None = None
 ) -> np.ndarray:
@@ -288,4 +304,4 @@ def psi_role(
     return intersect(channel, table.ids, config, on_epoch=on_epoch)
 
 
-__all__ = ["PSIConfig", "PSIProgress", "blind", "hash_ids", "intersect", "psi_role"]
+__all__ = ["PSIConfig", "PSIProgress", "align", "blind", "hash_ids", "intersect", "psi_role"]

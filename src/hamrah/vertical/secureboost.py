@@ -40,6 +40,7 @@ from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
 from hamrah.vertical.binning import QuantileBins, fit_bins
 from hamrah.vertical.channel import Channel
+from hamrah.vertical.psi import align
 from hamrah.vertical.secureboost_core import (
     SecureBoostConfig,
     Split,
@@ -186,7 +187,8 @@ def guest(
 
     Args:
         channel: this party's channel.
-        table: the guest's rows (with 0/1 labels), aligned with every host's.
+        table: the guest's rows with labels; with ``config.psi`` the parties keep the ids all of them
+            hold, else every table must hold the same ids in the same order.
         config: hyperparameters and the mode.
         hosts: the hosts' party names (``None``: every peer of ``channel``).
         rng: ``None`` for the OS CSPRNG (keys, encryption); a Generator only for reproducible tests.
@@ -195,10 +197,14 @@ def guest(
         on_epoch: called after each tree with this party's checkpoint.
 
     Raises:
-        DataError: labels that are not 0/1, or non-finite features.
+        DataError: labels the objective cannot take, an infinite feature, or no shared ids.
         ProtocolError: a host's message broke the protocol.
     """
     hosts = tuple(channel.peers) if hosts is None else tuple(hosts)
+    for name in hosts:
+        channel.send(name, "sbt.align", {"psi": config.psi})
+    if config.psi:
+        table = align(channel, table, channel.name, (channel.name, *hosts), "secureboost")
     labels = _labels(table, config.objective)
     edges = fit_bins(table.features, config.max_bins)
     public, secret = he.keygen(config.key_bits, rng) if config.encrypted else (None, None)

@@ -59,6 +59,8 @@ class SecureBoostConfig:
             sent as encryptions of zero, so no host learns which rows were drawn.
         colsample_bytree: the share of each party's features each tree may split on (``colsample_bytree``).
         seed: the draws of rows and features (per tree, so a resumed run draws the same).
+        psi: align the parties' rows by PSI first (the guest announces it, hosts follow); ``False``:
+            the tables already hold the same ids in the same order.
     """
 
     num_trees: int = 10
@@ -74,6 +76,7 @@ class SecureBoostConfig:
     subsample: float = 1.0
     colsample_bytree: float = 1.0
     seed: int = 0
+    psi: bool = True
 
     def __post_init__(self) -> None:
         _check("num_trees", self.num_trees, int, 1, 10_000)
@@ -105,8 +108,9 @@ class SecureBoostConfig:
             0.0,
         )
         _check("max_bins", self.max_bins, int, 2, 255)
-        if not isinstance(self.encrypted, bool):
-            raise ConfigError(f"secureboost.encrypted: expected true or false, got {self.encrypted!r}")
+        for name in ("encrypted", "psi"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"secureboost.{name}: expected true or false, got {getattr(self, name)!r}")
         _check("key_bits", self.key_bits, int, 1024, 8192)
         if self.key_bits % 2:
             raise ConfigError(f"secureboost.key_bits: expected an even number, got {self.key_bits}")

@@ -17,6 +17,7 @@ from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
 from hamrah.vertical.binning import QuantileBins, fit_bins
 from hamrah.vertical.channel import Channel
+from hamrah.vertical.psi import align
 from hamrah.vertical.secureboost_core import SecureBoostConfig, bin_offsets, goes_left, histogram
 from hamrah.vertical.secureboost_crypto import (
     GHPacking,
@@ -103,7 +104,8 @@ def host(
 
     Args:
         channel: this party's channel.
-        table: the host's rows, aligned with the guest's (same ids, same order).
+        table: the host's rows: aligned by PSI first when the guest announces ``psi`` (which must
+            then equal ``config.psi``), else the guest's ids in the guest's order.
         config: this host's own settings, if it has any: the guest's announced mode, bins and
             precision must then match them (a host set to ``encrypted = true`` refuses a guest that
             asks for the plaintext mode). ``None`` accepts the guest's.
@@ -118,6 +120,13 @@ def host(
         ProtocolError: a guest message broke the protocol (wrong kind, shape, key or ciphertext count)
             or announced settings other than ``config``'s.
     """
+    psi = channel.recv(guest, "sbt.align").get("psi")
+    if not isinstance(psi, bool) or (config is not None and psi != config.psi):
+        raise ProtocolError(
+            f"from guest: psi = {psi!r}, but this host is set to {getattr(config, 'psi', 'a boolean')!r}"
+        )
+    if psi:
+        table = align(channel, table, guest, None, "secureboost")
     ctx, tree = _setup(channel, table, guest, config, sorted(resume or ()))
     records: list[tuple[int, float, bool]] = []  # (feature, threshold, missing_left) per record id
     if tree:

@@ -34,6 +34,7 @@ from hamrah.core.errors import DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
 from hamrah.vertical.nets import EpochDone, RowIndex, Standardizer, check_array, one_torch_thread
+from hamrah.vertical.psi import align
 from hamrah.vertical.splitnn_core import WIRE_DTYPES as WIRE_DTYPES  # re-exported, not in __all__
 from hamrah.vertical.splitnn_core import (
     BottomModel,
@@ -110,7 +111,8 @@ def guest(
         table: the guest's rows with 0/1 labels.
         config: the agreed config.
         hosts: the feature holders, in the order their cut layers are concatenated.
-        train_ids: ids to train on (default: all of ``table``), all held by every party.
+        train_ids: ids to train on (default: all of ``table``, with ``config.psi`` those every party
+            holds), all held by every party.
         eval_ids: ids to score after training (default: none).
         on_epoch: called after each epoch with its mean training loss (progress).
 
@@ -121,6 +123,8 @@ def guest(
         DataError: the table has no 0/1 labels or lacks a training id.
         ProtocolError: a host's message is malformed, replayed, or of the wrong shape or dtype.
     """
+    if config.psi:
+        table = align(channel, table, channel.name, (channel.name, *hosts), "splitnn")
     labels = _check_labels(table)
     ids = table.ids if train_ids is None else np.asarray(train_ids, dtype=np.int64)
     rows = RowIndex(table.ids).rows(ids, "guest: train_ids")

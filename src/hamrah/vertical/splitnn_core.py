@@ -34,6 +34,8 @@ class SplitNNConfig:
         wire_dtype: ``float32`` or ``float16`` for activations and gradients on the wire.
         noise_std: standard deviation of Gaussian noise a host adds to the activations it sends.
         seed: root seed: initial weights (keyed by party name) and the batch order.
+        psi: find the ids every party holds by PSI first and train on those (``False``: the guest
+            sends its training ids, which every host must hold, in the clear).
     """
 
     bottom_hidden: tuple[int, ...] = (16,)
@@ -46,8 +48,11 @@ class SplitNNConfig:
     wire_dtype: str = "float32"
     noise_std: float = 0.0
     seed: int = 0
+    psi: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.psi, bool):
+            raise ConfigError(f"psi: expected true or false, got {self.psi!r}")
         for name in ("bottom_hidden", "top_hidden"):
             widths = getattr(self, name)
             if not isinstance(widths, tuple):

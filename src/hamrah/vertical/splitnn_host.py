@@ -14,6 +14,7 @@ from hamrah.core.errors import DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
 from hamrah.vertical.nets import RowIndex, Standardizer, check_array, keyed_rng, one_torch_thread
+from hamrah.vertical.psi import align
 from hamrah.vertical.splitnn_core import BottomModel, SplitNNConfig, adam, bottom_network
 
 
@@ -34,6 +35,8 @@ def host(channel: Channel, table: PartyTable, config: SplitNNConfig, guest: str 
         ProtocolError: the guest's config differs, it asked for ids this party lacks, or a message
             is malformed, replayed or out of order.
     """
+    if config.psi:
+        align(channel, table, guest, None, "splitnn")  # the guest then trains on the shared ids only
     setup = channel.recv(guest, "splitnn/setup")
     if setup.get("config") != config.digest():
         raise ProtocolError(
