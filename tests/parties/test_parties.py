@@ -1,6 +1,6 @@
 """Real parties: guest and host, each through ``run_party`` over loopback gRPC with mutual TLS, give
 the model run_parties gives (in threads of this process: the same runner, channel and TLS as
-``hamrah party``); as separate processes, a host that is killed mid-training is reported, restarted,
+``hamrah party``), and so do an arbiter and two hosts with the guest; as separate processes, a host that is killed mid-training is reported, restarted,
 and training resumes from the last completed epoch to the same model. Every protocol's model is saved."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from hamrah.core.errors import ConfigError, PartyFailed
-from hamrah.data.vertical import load_vertical
+from hamrah.data.vertical import PartyTable, load_vertical
 from hamrah.parties import PartyServer, load_party_config, make_party_tls
 from hamrah.parties.runner import _write_result, model_arrays, predict_party, run_party
-from hamrah.vertical import lr_sshe, run_parties
+from hamrah.vertical import lr_coordinated, lr_sshe, run_parties
 from hamrah.vertical.lr_common import LRConfig, standardise
 from hamrah.vertical.registry import build_config, resolve
 
@@ -53,35 +53,45 @@ def _write_csv(path: Path, table) -> None:
 
 
 def _toml(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return str(value).lower() if isinstance(value, bool) else f'"{value}"' if isinstance(value, str) else str(value)
 
 
 def _write(
-    tmp: Path, settings: dict, timeout_s: float = 60, protocol: str = "sshe_lr", tables: dict | None = None
+    tmp: Path,
+    settings: dict,
+    timeout_s: float = 60,
+    protocol: str = "sshe_lr",
+    tables: dict | None = None,
+    roles: dict | None = None,
 ) -> dict[str, Path]:
-    """Write TLS files, each party's CSV (``tables``, default the breast subset) and TOML; return the TOMLs."""
-    make_party_tls(tmp / "tls", ["guest", "host"])
-    for name, table in (tables or _subset()).items():
+    """Write TLS files, each party's CSV (``tables``, default the breast subset) and TOML; return the
+    TOMLs. ``roles``: party name -> role (default guest and host); a party without a table has no data."""
+    roles = roles or {"guest": "guest", "host": "host"}
+    tables = tables or _subset()
+    make_party_tls(tmp / "tls", list(roles))
+    for name, table in tables.items():
         _write_csv(tmp / f"{name}.csv", table)
-    ports = {"guest": _port(), "host": _port()}
+    ports = {name: _port() for name in roles}
+    proto = "\n".join(f"{k} = {_toml(v)}" for k, v in settings.items())
     files = {}
-    for name, other in (("guest", "host"), ("host", "guest")):
-        label = 'label_column = "y"\n' if name == "guest" else ""
-        proto = "\n".join(f"{k} = {_toml(v)}" for k, v in settings.items())
+    for name, role in roles.items():
+        label = 'label_column = "y"\n' if role == "guest" else ""
+        data = f'[data]\npath = "{name}.csv"\n{label}' if name in tables else ""
+        peers = "\n".join(f'{other} = "127.0.0.1:{ports[other]}"' for other in roles if other != name)
         files[name] = tmp / f"{name}.toml"
         files[name].write_text(f"""[party]
 name = "{name}"
-role = "{name}"
+role = "{role}"
 listen = "127.0.0.1:{ports[name]}"
 out = "out/{name}"
 timeout_s = {timeout_s}
 retries = 2
 
-[data]
-path = "{name}.csv"
-{label}
+{data}
 [peers]
-{other} = "127.0.0.1:{ports[other]}"
+{peers}
 
 [tls]
 ca = "tls/ca.pem"
@@ -172,6 +182,32 @@ def test_run_party_over_grpc_tls_gives_the_in_process_model_and_scores_new_rows(
         table[:, 1], 1 / (1 + np.exp(-(zg @ expected["guest"].weights + zh @ expected["host"].weights))), rtol=1e-8
     )
     assert not (tmp_path / "out" / "host" / "predictions.csv").exists()  # the host learns no score
+
+
+def test_an_arbiter_and_two_hosts_over_grpc_tls_give_the_in_process_model(tmp_path):
+    """CoordinatedLR between four parties, each through run_party with its own file and certificate."""
+    d = _subset()
+    h = d["host"]
+    tables = {
+        "guest": d["guest"],
+        "bank": PartyTable(h.ids, h.features[:, :10], h.feature_names[:10]),
+        "telco": PartyTable(h.ids[::-1], h.features[::-1, 10:], h.feature_names[10:]),  # in another order
+    }
+    settings = {**SETTINGS, "hosts": ("bank", "telco")}
+    roles = {"guest": "guest", "bank": "host", "telco": "host", "arbiter": "arbiter"}
+    files = _write(tmp_path, settings, protocol="coordinated_lr", tables=tables, roles=roles)
+    done = _threads({n: lambda n=n: run_party(load_party_config(files[n])) for n in files})
+    assert {n: s["epochs"] for n, s in done.items()} == dict.fromkeys(files, SETTINGS["epochs"])
+    cfg = LRConfig(**settings)
+    parties = {
+        "guest": lambda ch: lr_coordinated.guest(ch, tables["guest"], cfg),
+        "arbiter": lambda ch: lr_coordinated.arbiter(ch, None, cfg),
+        **{n: (lambda ch, n=n: lr_coordinated.host(ch, tables[n], cfg)) for n in ("bank", "telco")},
+    }
+    expected, _ = run_parties(parties, timeout_s=120)
+    for name in ("guest", "bank", "telco"):
+        np.testing.assert_allclose(_model(tmp_path, name), expected[name].weights, rtol=0, atol=1e-12)
+    assert (tmp_path / "out" / "arbiter" / "summary.json").exists()
 
 
 TINY = {
