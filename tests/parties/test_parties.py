@@ -1,7 +1,8 @@
 """Real parties: guest and host, each through ``run_party`` over loopback gRPC with mutual TLS, give
 the model run_parties gives (in threads of this process: the same runner, channel and TLS as
-``hamrah party``), and so do an arbiter and two hosts with the guest; as separate processes, a host that is killed mid-training is reported, restarted,
-and training resumes from the last completed epoch to the same model. Every protocol's model is saved."""
+``hamrah party``), and so do a guest, two hosts and an arbiter; as separate processes, a host that is
+killed mid-training is reported, restarted, and training resumes from the last completed epoch to the
+same model. Every protocol's model is saved."""
 
 from __future__ import annotations
 
