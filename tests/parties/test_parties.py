@@ -290,6 +290,11 @@ def test_config_errors_name_the_key(tmp_path):
     files["guest"].write_text(text.replace('role = "guest"', 'role = "arbiter"'))
     with pytest.raises(ConfigError, match="party.role = 'arbiter'"):
         load_party_config(files["guest"])
+    files["guest"].write_text(text.replace("retries = 2", "retries = 2\nworkers = 0"))
+    with pytest.raises(ConfigError, match="party.workers = 0: expected an integer in 1..1024"):
+        load_party_config(files["guest"])
+    files["guest"].write_text(text.replace("retries = 2", "retries = 2\nworkers = 3"))
+    assert load_party_config(files["guest"]).workers == 3
 
 
 def test_the_shipped_vertical_configs_load():

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hamrah.core.errors import ConfigError, DataError, PartyFailed, ProtocolError
+from hamrah.data.vertical import load_vertical
 from hamrah.vertical import run_parties
 from hamrah.vertical.psi import POINT, PSIConfig, intersect
 
@@ -70,6 +71,31 @@ def test_each_party_reports_its_progress(monkeypatch):
         "psi: the ids of 'host': 96 ids blinded",
         "psi: the ids of 'host': 100 ids blinded (list done)",
     ]
+
+
+def test_a_partys_workers_reach_the_psi_step_of_any_protocol(monkeypatch):
+    """``psi.workers`` (what ``[party] workers`` sets) sizes the pool of PSI steps run inside it; an
+    explicit ``PSIConfig.workers`` wins; outside, one process."""
+    from hamrah.vertical import psi
+
+    used: list[int] = []
+    real = psi._Blinder.__init__
+    monkeypatch.setattr(psi._Blinder, "__init__", lambda self, n: (used.append(n), real(self, n))[1])
+    d = load_vertical("breast")
+    g, h = d["guest"], d["host"].select(d["host"].ids[:300])
+
+    def guest(ch):
+        with psi.workers(2):
+            return psi.align(ch, g, "guest", protocol="test").ids
+
+    def host(ch):
+        return intersect(ch, h.ids, PSIConfig(workers=1))
+
+    results, _ = run_parties({"guest": guest, "host": host}, timeout_s=60)
+    assert results["guest"].tolist() == results["host"].tolist() == sorted(h.ids.tolist())
+    assert sorted(used) == [1, 2]
+    with pytest.raises(ConfigError, match="psi.workers"), psi.workers(0):
+        pass
 
 
 def test_settings_are_checked():

@@ -9,6 +9,7 @@ Example (``configs/vertical_sshe_guest.toml``)::
     out = "runs/vertical/guest" # model, checkpoints (one per completed epoch) and summary
     timeout_s = 300             # silence before a peer counts as gone
     retries = 3                 # times to resume after a peer went away
+    workers = 1                 # processes for this party's PSI blinding (any protocol's PSI step)
 
     [data]                      # absent for an arbiter
     path = "../data/vertical/breast_hetero_guest.csv.gz"
@@ -50,7 +51,7 @@ from hamrah.parties.channel import TLSFiles
 from hamrah.vertical.registry import PROTOCOLS, build_config
 
 SECTIONS = {
-    "party": {"name", "role", "listen", "out", "timeout_s", "retries"},
+    "party": {"name", "role", "listen", "out", "timeout_s", "retries", "workers"},
     "data": {"path", "id_column", "label_column", "id_type"},
     "peers": None,
     "tls": {"ca", "cert", "key", "client_cert", "client_key"},
@@ -76,6 +77,7 @@ class PartyConfig:
     id_type: str = "int"
     timeout_s: float = 300.0
     retries: int = 3
+    workers: int = 1
 
 
 def _check_keys(doc: dict, path: Path) -> None:
@@ -139,6 +141,9 @@ def load_party_config(path: str | Path) -> PartyConfig:
         v = party.get(key, 1)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise ConfigError(f"{path}: party.{key} = {v!r}: expected a number >= 0")
+    workers = party.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
+        raise ConfigError(f"{path}: party.workers = {workers!r}: expected an integer in 1..1024")
     files = TLSFiles(*(str(base / _str(tls, k, "tls")) for k in ("ca", "cert", "key", "client_cert", "client_key")))
     return PartyConfig(
         name=_str(party, "name", "party"),
@@ -155,6 +160,7 @@ def load_party_config(path: str | Path) -> PartyConfig:
         id_type=data.get("id_type", "int"),
         timeout_s=float(party.get("timeout_s", 300.0)),
         retries=int(party.get("retries", 3)),
+        workers=workers,
     )
 
 

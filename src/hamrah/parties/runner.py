@@ -24,6 +24,7 @@ from hamrah.core.errors import ConfigError, DataError, PartyFailed
 from hamrah.data.vertical import read_party_csv
 from hamrah.parties.channel import PartyServer
 from hamrah.parties.config import PartyConfig
+from hamrah.vertical import psi
 from hamrah.vertical.lr_common import LRState
 from hamrah.vertical.predict import predictor, score, settings_json
 from hamrah.vertical.registry import resolve
@@ -188,7 +189,9 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
                     + f" (attempt {attempt + 1})"
                 )
             try:
-                return _write_result(cfg, role(channel, table, cfg.settings, **kwargs), channel.stats, table)
+                with psi.workers(cfg.workers):
+                    result = role(channel, table, cfg.settings, **kwargs)
+                return _write_result(cfg, result, channel.stats, table)
             except PartyFailed as e:
                 channel.close()
                 if attempt == cfg.retries:
@@ -248,7 +251,8 @@ def predict_party(
         channel = server.channel()
         rows = f"{len(table.ids)} rows" if table is not None else "no rows of its own"
         report(f"{cfg.name}: scoring with its {cfg.protocol} model ({rows})")
-        ids, out = score(channel, table, cfg.protocol, cfg.settings, arrays, guest, parties)
+        with psi.workers(cfg.workers):
+            ids, out = score(channel, table, cfg.protocol, cfg.settings, arrays, guest, parties)
     finally:
         server.stop()
     summary: dict = {"party": cfg.name, "protocol": cfg.protocol, "rows": 0 if table is None else len(table.ids)}

@@ -35,6 +35,8 @@ import hashlib
 import multiprocessing as mp
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,6 +51,19 @@ if TYPE_CHECKING:  # a worker process imports this module: keep torch out of it
 POINT = 32
 _EMPTY = np.zeros((0, POINT), np.uint8)
 REPORT_EVERY = 1 << 20  # ids between two progress reports within a list
+_WORKERS: ContextVar[int] = ContextVar("psi_workers", default=1)
+
+
+@contextmanager
+def workers(count: int) -> Iterator[None]:
+    """Let the PSI step of every protocol run in this context (this thread) blind in ``count``
+    processes: what a party's ``[party] workers`` sets; local, so the parties need not agree."""
+    PSIConfig(workers=count)  # checks the count
+    token = _WORKERS.set(count)
+    try:
+        yield
+    finally:
+        _WORKERS.reset(token)
 
 
 @dataclass(frozen=True)
@@ -72,12 +87,13 @@ class PSIConfig:
 
     Attributes:
         leader: the party that computes the intersection and tells the others (the guest).
-        workers: processes that blind this party's lists (1: the party's own thread).
+        workers: processes that blind this party's lists (1: the party's own thread; ``None``: as
+            many as :func:`workers` allows in this context, which ``[party] workers`` sets, else 1).
         chunk: ids per message (32 bytes each); lists of any length stream in chunks of this size.
     """
 
     leader: str = "guest"
-    workers: int = 1
+    workers: int | None = None
     chunk: int = 1 << 15
 
     def __post_init__(self) -> None:
@@ -85,6 +101,8 @@ class PSIConfig:
             raise ConfigError(f"psi.leader: expected a party name, got {self.leader!r}")
         for name, high in (("workers", 1024), ("chunk", 1 << 24)):
             value = getattr(self, name)
+            if name == "workers" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
                 raise ConfigError(f"psi.{name}: expected an integer in 1..{high}, got {value!r}")
 
@@ -252,7 +270,7 @@ def intersect(
     me = ring.index(channel.name)
     nxt, prv = ring[(me + 1) % len(ring)], ring[me - 1]
     order = (rng or np.random.default_rng(np.random.SeedSequence())).permutation(len(ids))
-    blinder = _Blinder(config.workers)
+    blinder = _Blinder(config.workers or _WORKERS.get())
     try:
         own = blinder.stream(_chunks(ids[order], config.chunk), ids=True)
         _send_list(channel, nxt, "psi/ring1", own, on_epoch, "own ids", len(ids))
@@ -304,4 +322,4 @@ def psi_role(
     return intersect(channel, table.ids, config, on_epoch=on_epoch)
 
 
-__all__ = ["PSIConfig", "PSIProgress", "align", "blind", "hash_ids", "intersect", "psi_role"]
+__all__ = ["PSIConfig", "PSIProgress", "align", "blind", "hash_ids", "intersect", "psi_role", "workers"]
