@@ -143,8 +143,7 @@ class _Blinder:
     """Blinds a stream of chunks in order, in this thread or in a pool of ``workers`` processes."""
 
     def __init__(self, workers: int):
-        self.key = X25519PrivateKey.generate()
-        self._raw = self.key.private_bytes_raw()
+        self._raw = X25519PrivateKey.generate().private_bytes_raw()  # the party's secret scalar
         self.workers = workers
         self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 1 else None
 
