@@ -21,10 +21,11 @@ import pytest
 from hamrah.core.errors import ConfigError, PartyFailed
 from hamrah.data.vertical import PartyTable, load_vertical
 from hamrah.parties import PartyServer, load_party_config, make_party_tls
-from hamrah.parties.runner import _write_result, model_arrays, predict_party, run_party
+from hamrah.parties.runner import _write_result, predict_party, run_party
 from hamrah.vertical import lr_coordinated, lr_sshe, run_parties
 from hamrah.vertical.lr_common import LRConfig, standardise
 from hamrah.vertical.registry import build_config, resolve
+from hamrah.vertical.saved import model_arrays
 
 SETTINGS = {"epochs": 3, "batch_size": 64, "lr": 0.3, "l2": 0.01, "tol": 0.0, "key_bits": 1024}
 

@@ -127,7 +127,7 @@ def test_rows_with_other_columns_and_no_shared_ids_are_refused(sshe):
     with pytest.raises(DataError, match="differ from the model's"):
         score(SimpleNamespace(name="host"), swapped, "sshe_lr", cfg, arrays["host"], "guest", ())
     rows = {"guest": BREAST["guest"].select(IDS[:10]), "host": BREAST["host"].select(IDS[10:20])}
-    with pytest.raises(DataError, match="no id to score is held by every party"):
+    with pytest.raises(DataError, match="prediction: the parties share no ids"):
         _score("sshe_lr", cfg, arrays, rows)
 
 

@@ -11,7 +11,6 @@ epoch all of them completed (``lr_common.hello``) and go on from there.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import inspect
 import json
 import os
@@ -26,8 +25,9 @@ from hamrah.parties.channel import PartyServer
 from hamrah.parties.config import PartyConfig
 from hamrah.vertical import psi
 from hamrah.vertical.lr_common import LRState
-from hamrah.vertical.predict import predictor, score, settings_json
+from hamrah.vertical.predict import predictor, score
 from hamrah.vertical.registry import resolve
+from hamrah.vertical.saved import model_arrays, model_file, settings_json
 
 
 def _save(folder: Path, state, settings: str = "") -> None:
@@ -67,49 +67,12 @@ def load_checkpoints(folder: Path, kind: type = LRState, settings: str | None = 
     return states
 
 
-def model_arrays(value, prefix: str = "") -> dict[str, np.ndarray]:
-    """Flatten a trained model into named arrays for ``model.npz`` (no pickle).
-
-    Dataclass fields become ``name.``-prefixed keys, networks their ``state_dict`` tensors, tuples of
-    models one key per index, and arrays, numbers and names are kept as they are (names as text arrays).
-
-    Args:
-        value: a role's result (SecureBoost, SplitNN or FTL model, or anything built of the above).
-        prefix: the key prefix of ``value``'s arrays.
-
-    Returns:
-        ``{key: array}``, every array of a plain (non-object) dtype.
-    """
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {}
-        for f in dataclasses.fields(value):
-            out.update(model_arrays(getattr(value, f.name), f"{prefix}{f.name}."))
-        return out
-    if hasattr(value, "state_dict"):
-        return {f"{prefix}{k}": v.detach().cpu().numpy() for k, v in value.state_dict().items()}
-    if isinstance(value, (tuple, list)) and any(dataclasses.is_dataclass(v) or hasattr(v, "state_dict") for v in value):
-        out = {}
-        for i, v in enumerate(value):
-            out.update(model_arrays(v, f"{prefix}{i}."))
-        return out
-    arr = np.asarray(value)
-    return {prefix.rstrip("."): arr.astype(str) if arr.dtype == object else arr}
-
-
 def _save_npz(path: Path, arrays: dict) -> None:
     """Write ``arrays`` to ``path`` through a temporary file and a rename (never half-written)."""
     tmp = path.with_name(f".{path.name}")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
     os.replace(tmp, path)
-
-
-def _about(cfg: PartyConfig, table) -> dict[str, np.ndarray]:
-    """What ``model.npz`` records beside the model: the protocol, its settings and the party's columns."""
-    about = {"protocol": np.array(cfg.protocol), "settings": np.array(settings_json(cfg.settings))}
-    if table is not None:
-        about["feature_names"] = np.array(table.feature_names, dtype=str)
-    return about
 
 
 def _write_csv(path: Path, header: list[str], columns: list[list[str]]) -> None:
@@ -131,24 +94,15 @@ def _write_result(cfg: PartyConfig, result, stats, table=None) -> dict:
         "sent_bytes": stats.sent_bytes,
         "received_bytes": stats.received_bytes,
     }
-    if isinstance(result, LRState) and result.weights.size:
-        _save_npz(
-            cfg.out / "model.npz",
-            {
-                "weights": result.weights,
-                "mean": result.mean,
-                "std": result.std,
-                "quantiles": result.quantiles,
-                **_about(cfg, table),
-            },
-        )
+    arrays = model_file(result, cfg.protocol, cfg.settings, table)
+    if arrays is not None:
+        _save_npz(cfg.out / "model.npz", arrays)
     if isinstance(result, LRState):
         summary.update(epochs=result.epoch, converged=result.converged, weight_change=list(result.history))
     elif isinstance(result, np.ndarray):
         _write_csv(cfg.out / "intersection.csv", ["id"], [table.select(result).id_text()])
         summary["intersection"] = len(result)
     elif result is not None:  # SecureBoost, SplitNN, FTL: their model
-        _save_npz(cfg.out / "model.npz", {**model_arrays(result), **_about(cfg, table)})
         summary["model"] = type(result).__name__
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -283,4 +237,4 @@ def predict_party(
     return summary
 
 
-__all__ = ["load_checkpoints", "model_arrays", "predict_party", "run_party"]
+__all__ = ["load_checkpoints", "predict_party", "run_party"]

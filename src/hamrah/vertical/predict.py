@@ -1,7 +1,7 @@
 """Score new rows with a trained vertical model, between the parties that trained it.
 
 Each party loads its own half of the model from the arrays its training saved (``model.npz``,
-:func:`hamrah.parties.runner.model_arrays`) and reads its own columns of the rows to score. The parties
+:func:`hamrah.vertical.saved.model_file`) and reads its own columns of the rows to score. The parties
 first align those rows on the ids they all hold (PSI: no party learns another's other ids), then run
 the protocol's own prediction messages (each party loads and checks its model before any message):
 
@@ -31,8 +31,8 @@ import numpy as np
 
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.data.vertical import PartyTable
-from hamrah.vertical.psi import PSIConfig, intersect
-from hamrah.vertical.saved import need
+from hamrah.vertical.psi import align
+from hamrah.vertical.saved import need, settings_json
 
 Arrays = Mapping[str, np.ndarray]
 Run = Callable[..., "np.ndarray | None"]
@@ -158,11 +158,6 @@ PREDICTORS: dict[str, Predictor] = {
 }
 
 
-def settings_json(settings) -> str:
-    """Return a protocol's settings as canonical JSON (saved with a model, compared before scoring)."""
-    return json.dumps(dataclasses.asdict(settings), sort_keys=True)
-
-
 def check_model(arrays: Arrays, protocol: str, settings, table: PartyTable | None) -> None:
     """Refuse a model saved by another protocol, under other settings, or for other columns.
 
@@ -220,14 +215,9 @@ def score(
     if not spec.aligned:  # the learner scores rows of its own
         out = run(channel, table)
         return (table.ids, out) if learner else (np.zeros(0, np.int64), None)
-    ids = intersect(channel, table.ids, PSIConfig(guest), parties=tuple(parties))
-    if len(ids) == 0:
-        raise DataError(
-            "prediction: no id to score is held by every party (do all of them read their ids with the same "
-            "[data] id_type?)"
-        )
-    out = run(channel, table.select(ids))
-    return ids, (out if learner else None)
+    rows = align(channel, table, guest, tuple(parties), "prediction")
+    out = run(channel, rows)
+    return rows.ids, (out if learner else None)
 
 
 def predictor(protocol: str) -> Predictor:
@@ -254,5 +244,4 @@ __all__ = [
     "load_splitnn",
     "predictor",
     "score",
-    "settings_json",
 ]
