@@ -94,7 +94,7 @@ def _write_result(cfg: PartyConfig, result, stats, table=None) -> dict:
         "sent_bytes": stats.sent_bytes,
         "received_bytes": stats.received_bytes,
     }
-    arrays = model_file(result, cfg.protocol, cfg.settings, table)
+    arrays = model_file(result, cfg.protocol, cfg.settings, None if table is None else table.feature_names)
     if arrays is not None:
         _save_npz(cfg.out / "model.npz", arrays)
     if isinstance(result, LRState):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -60,7 +60,9 @@ def settings_json(settings) -> str:
     return json.dumps(dataclasses.asdict(settings), sort_keys=True)
 
 
-def model_file(result, protocol: str, settings, table=None) -> dict[str, np.ndarray] | None:
+def model_file(
+    result, protocol: str, settings, feature_names: Sequence[str] | None = None
+) -> dict[str, np.ndarray] | None:
     """Return what ``model.npz`` holds for a role's result: its model's arrays (vertical LR: weights and
     feature transform), the protocol, its settings and the party's column names; ``None`` for a result
     without a model (PSI's ids, an arbiter's state).
@@ -76,8 +78,8 @@ def model_file(result, protocol: str, settings, table=None) -> dict[str, np.ndar
     else:
         arrays = model_arrays(result)
     arrays |= {"protocol": np.array(protocol), "settings": np.array(settings_json(settings))}
-    if table is not None:
-        arrays["feature_names"] = np.array(table.feature_names, dtype=str)
+    if feature_names is not None:
+        arrays["feature_names"] = np.array(feature_names, dtype=str)
     return arrays
 
 
