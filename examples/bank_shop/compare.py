@@ -1,7 +1,7 @@
 """A bank and an online shop predict credit-card default together, each keeping its own columns.
 
     python examples/bank_shop/compare.py               # writes examples/bank_shop/results/comparison.{json,md}
-    python examples/bank_shop/compare.py --plaintext   # the same protocols unencrypted (quick; see README)
+    python examples/bank_shop/compare.py --plaintext   # unencrypted (quick): results/comparison_plaintext.*
 
 Vertical FL through hamrah's public API (`hamrah.vertical.train` and `Trained.predict`): each protocol
 aligns the two customer lists by PSI, trains, then scores the test customers; beside each, the model
@@ -80,7 +80,7 @@ def vertical(data: dict, protocol: str, settings: dict) -> dict:
     """Train ``protocol`` between the bank (guest) and the shop (host), then score the test customers."""
     parties = {"guest": data["train"]["bank"], "host": data["train"]["shop"]}
     start = time.perf_counter()
-    model = train(protocol, parties, settings)
+    model = train(protocol, parties, settings, progress=lambda line: line.startswith("guest") and print(line))
     seconds = time.perf_counter() - start
     ids, p = model.predict({"guest": data["test"]["bank"], "host": data["test"]["shop"]})
     out = scores(data["test"]["bank"].select(ids).labels, p)
@@ -129,13 +129,14 @@ def main() -> dict:
     }
     results = HERE / "results"
     results.mkdir(exist_ok=True)
-    (results / "comparison.json").write_text(json.dumps(report, indent=2) + "\n")
+    name = "comparison_plaintext" if args.plaintext else "comparison"
+    (results / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     cols = ["auc", "accuracy", "seconds", "mb_exchanged"]
     lines = ["| setting | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for r in rows:
         cells = [f"{r[c]:.4f}" if c in ("auc", "accuracy") else str(r.get(c, "")) for c in cols]
         lines.append(f"| {r['setting']} | " + " | ".join(cells) + " |")
-    (results / "comparison.md").write_text("\n".join(lines) + "\n")
+    (results / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return report
 

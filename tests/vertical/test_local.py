@@ -51,7 +51,9 @@ def test_an_arbiter_joins_by_its_config_name(breast):
 
 def test_secureboost_scores_equal_its_own_prediction(breast):
     settings = {"num_trees": 3, "max_depth": 2, "encrypted": False}
-    ids, p = train("secureboost", breast, settings).predict(_shuffled(breast))
+    lines: list[str] = []
+    ids, p = train("secureboost", breast, settings, progress=lines.append).predict(_shuffled(breast))
+    assert sorted(lines) == sorted(f"{party}: tree {t} done" for party in ("guest", "host") for t in (1, 2, 3))
     fit = fit_local(breast, SecureBoostConfig(**settings))
     aligned = {k: v.select(ids) for k, v in breast.items()}
     np.testing.assert_array_equal(p, predict_local(fit, aligned))

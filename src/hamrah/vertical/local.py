@@ -18,7 +18,8 @@ A party's half of the model is what its role returned (``model.results``) and, a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +105,7 @@ def train(
     tables: Mapping[str, PartyTable],
     settings: Mapping[str, object] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    progress: Callable[[str], None] | None = None,
 ) -> Trained:
     """Train ``protocol`` between the parties of ``tables``, in this process.
 
@@ -114,6 +116,8 @@ def train(
             default), every other party a host. An arbiter (``coordinated_lr``) needs no table: it
             joins under the config's ``arbiter`` name.
         settings: the protocol's settings, as in the ``[protocol]`` table of a party's TOML.
+        progress: called with a line per epoch, tree or PSI list a party completes (``"guest: tree
+            3 done"``), what ``hamrah party`` prints; ``print`` shows them.
 
     Raises:
         ConfigError: an unknown protocol or setting, or no table for the guest.
@@ -126,10 +130,18 @@ def train(
     roles = {name: "guest" if name == guest else "host" for name in tables}
     if "arbiter" in spec.roles:
         roles[getattr(config, "arbiter", "arbiter")] = "arbiter"
-    calls = {name: (lambda ch, n=name: spec.roles[roles[n]](ch, tables.get(n), config)) for name in roles}
+    calls = {name: _call(spec.roles[role], name, tables.get(name), config, progress) for name, role in roles.items()}
     results, stats = run_parties(calls, timeout_s=timeout_s)
     columns = {name: table.feature_names for name, table in tables.items()}
     return Trained(protocol, config, roles, results, stats, columns)
+
+
+def _call(role: Callable, name: str, table: PartyTable | None, config, progress: Callable[[str], None] | None):
+    """The party's role function as run_parties calls it, reporting progress where the role has it."""
+    kwargs = {}
+    if progress is not None and "on_epoch" in inspect.signature(role).parameters:
+        kwargs["on_epoch"] = lambda state: progress(f"{name}: {state.progress()}")
+    return lambda channel: role(channel, table, config, **kwargs)
 
 
 __all__ = ["Trained", "train"]
