@@ -30,6 +30,7 @@ class Stream(enum.IntEnum):
     HOLDOUT = 106  # a client's or site's held-out examples (fixed for the run: no round in the key)
     TREE = 107  # DP-FTRL's permutation of the population for tree t (the simulator's cohorts of that tree)
     FINETUNE = 108  # a client's local training of the global model before it is scored (personalization)
+    BOOST_DRAW = 109  # SecureBoost's rows and columns of tree t (subsample, colsample_bytree)
 
 
 _INIT, _SAMPLE, _CLIENT, _PARTITION, _CHURN = Stream.INIT, Stream.SAMPLE, Stream.CLIENT, Stream.PARTITION, Stream.CHURN

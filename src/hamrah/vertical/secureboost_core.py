@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.seeds import Stream, stream_rng
 
 #: XGBoost's smallest loss change that still splits a node (``kRtEps``).
 MIN_GAIN = 1e-6
@@ -296,7 +297,7 @@ def best_split(
 def tree_draws(config: SecureBoostConfig, tree: int, rows: int, features: list[int]) -> tuple[np.ndarray, list]:
     """Return tree ``tree``'s drawn rows (a boolean mask) and, per party, its drawn features (a boolean
     mask over ``features[p]`` columns): ``round(share * n)`` of each, at least one; all when the share is 1."""
-    rng = np.random.default_rng([config.seed, tree])
+    rng = stream_rng(config.seed, Stream.BOOST_DRAW, tree)
 
     def draw(n: int, share: float) -> np.ndarray:
         mask = np.zeros(n, dtype=bool)
