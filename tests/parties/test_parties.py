@@ -282,6 +282,21 @@ def test_a_stranger_certificate_is_refused(tmp_path):
         mallory.stop()
 
 
+def test_a_second_party_on_a_taken_address_is_refused(tmp_path):
+    """A party started twice (or two parties given one address) must not share the port: with
+    SO_REUSEPORT the kernel would split the peers' connections between the two processes."""
+    from hamrah.core.errors import TransportError
+
+    tls = make_party_tls(tmp_path / "tls", ["guest", "host"])
+    address = f"127.0.0.1:{_port()}"
+    first = PartyServer("host", {"guest": f"127.0.0.1:{_port()}"}, address, tls["host"], timeout_s=2)
+    try:
+        with pytest.raises(TransportError, match=f"cannot listen on {address}.*another process"):
+            PartyServer("host", {"guest": f"127.0.0.1:{_port()}"}, address, tls["host"], timeout_s=2)
+    finally:
+        first.stop()
+
+
 def test_config_errors_name_the_key(tmp_path):
     files = _write(tmp_path, SETTINGS)
     text = files["guest"].read_text()

@@ -110,7 +110,8 @@ def test_guest_sends_only_ids_steps_and_gradients(breast):
         "psi/ring1": {"points"},  # PSI (the guest leads): blinded ids only
         "psi/full": {"points"},
         "psi/result": {"points"},
-        "splitnn/setup": {"config", "train_ids"},
+        "splitnn/setup": {"config", "train_ids", "done"},  # done: the epochs it holds checkpoints of
+        "splitnn/start": {"epoch"},
         "splitnn/batch": {"step", "mode", "ids"},
         "splitnn/gradient": {"step", "g"},
     }
@@ -121,7 +122,8 @@ def _bad_host(behaviour):
 
     def role(c):
         c.recv("guest", "splitnn/setup")
-        c.send("guest", "splitnn/ready", {"rows": 1})
+        c.send("guest", "splitnn/ready", {"rows": 1, "done": np.zeros(0, np.int64)})
+        c.recv("guest", "splitnn/start")
         msg = c.recv("guest", "splitnn/batch")
         a = np.zeros((len(msg["ids"]), 8), np.float32)
         c.send("guest", "splitnn/activations", behaviour(msg["step"], a))
@@ -229,6 +231,49 @@ def test_a_host_that_fails_is_named_and_the_guest_stops(breast):
         run_parties(
             {"guest": lambda c: sn.guest(c, g, sn.SplitNNConfig(epochs=1, psi=False), train_ids=tr), "host": dies},
             timeout_s=20,
+        )
+
+
+def test_training_resumes_after_the_last_epoch_every_party_completed(breast):
+    """Checkpoints (networks, Adam's state, the guest's losses, the host's noise generator), saved as
+    named arrays and read back, resume to the uninterrupted run's model, even with noise on."""
+    from hamrah.vertical.saved import model_arrays
+
+    g, h, tr, te = breast
+    cfg = sn.SplitNNConfig(epochs=3, batch_size=64, noise_std=0.05)
+    saved: dict = {"guest": {}, "host": {}}
+
+    def keep(name):
+        return lambda s: saved[name].__setitem__(s.epoch, sn.SplitNNCheckpoint.from_arrays(model_arrays(s)))
+
+    whole, _ = run_parties(
+        {
+            "guest": lambda c: sn.guest(c, g, cfg, train_ids=tr, eval_ids=te, on_epoch=keep("guest")),
+            "host": lambda c: sn.host(c, h, cfg, on_epoch=keep("host")),
+        },
+        timeout_s=60,
+    )
+    assert sorted(saved["guest"]) == sorted(saved["host"]) == [1, 2, 3]
+    # the guest got to epoch 2, the host only to 1: both go on after epoch 1
+    resumed, _ = run_parties(
+        {
+            "guest": lambda c: sn.guest(
+                c, g, cfg, train_ids=tr, eval_ids=te, resume={e: saved["guest"][e] for e in (1, 2)}
+            ),
+            "host": lambda c: sn.host(c, h, cfg, resume={1: saved["host"][1]}),
+        },
+        timeout_s=60,
+    )
+    np.testing.assert_allclose(resumed["guest"].scores, whole["guest"].scores, atol=1e-6)
+    assert resumed["guest"].train_loss == pytest.approx(whole["guest"].train_loss, rel=1e-6)
+    with pytest.raises(DataError, match="does not fit this party's networks"):
+        other = replace(cfg, cut_dim=3)
+        run_parties(
+            {
+                "guest": lambda c: sn.guest(c, g, other, train_ids=tr, resume={1: saved["guest"][1]}),
+                "host": lambda c: sn.host(c, h, other, resume={1: saved["host"][1]}),
+            },
+            timeout_s=60,
         )
 
 

@@ -105,14 +105,19 @@ class PartyServer:
         self.inbox = Inbox(tuple(sorted(peers)))
         self.dead: set[bytes] = set()
         opts = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
-        self.server = grpc.server(ThreadPoolExecutor(max_workers=4), options=opts)
+        # no SO_REUSEPORT: a second party on the same address must fail, not share (and split) its traffic
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=4), options=[*opts, ("grpc.so_reuseport", 0)])
         handlers = {
             "Deliver": grpc.unary_unary_rpc_method_handler(self._deliver),
             "Ping": grpc.unary_unary_rpc_method_handler(lambda req, ctx: b""),
         }
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        if not self.server.add_secure_port(listen, server_credentials(tls.cert, tls.key, client_ca=tls.ca)):
-            raise TransportError(f"party {name!r}: cannot listen on {listen}")
+        try:
+            bound = self.server.add_secure_port(listen, server_credentials(tls.cert, tls.key, client_ca=tls.ca))
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise TransportError(f"party {name!r}: cannot listen on {listen} (is another process using it?)")
         creds = channel_credentials(tls.ca, tls.client_cert, tls.client_key)
         self.stubs = {}
         for peer, address in self.addresses.items():

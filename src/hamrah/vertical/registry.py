@@ -72,6 +72,7 @@ PROTOCOLS: dict[str, ProtocolEntry] = {
         "SplitNNConfig",
         {"guest": "guest", "host": "host"},
         "split learning: bottom networks at every party, the top network at the label holder",
+        "SplitNNCheckpoint",
     ),
     "secureboost": ProtocolEntry(
         "hamrah.vertical.secureboost",

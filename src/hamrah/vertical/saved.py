@@ -30,7 +30,8 @@ def model_arrays(value, prefix: str = "") -> dict[str, np.ndarray]:
     """Flatten a trained model into named arrays for ``model.npz`` (no pickle).
 
     Dataclass fields become ``name.``-prefixed keys, networks their ``state_dict`` tensors, tuples of
-    models one key per index, and arrays, numbers and names are kept as they are (names as text arrays).
+    models one key per index, a mapping of arrays its keys, and arrays, numbers and names are kept as
+    they are (names as text arrays).
 
     Args:
         value: a role's result (SecureBoost, SplitNN or FTL model, or anything built of the above).
@@ -44,6 +45,8 @@ def model_arrays(value, prefix: str = "") -> dict[str, np.ndarray]:
         for f in dataclasses.fields(value):
             out.update(model_arrays(getattr(value, f.name), f"{prefix}{f.name}."))
         return out
+    if isinstance(value, Mapping):
+        return {f"{prefix}{k}": np.asarray(v) for k, v in value.items()}
     if hasattr(value, "state_dict"):
         return {f"{prefix}{k}": v.detach().cpu().numpy() for k, v in value.state_dict().items()}
     if isinstance(value, (tuple, list)) and any(dataclasses.is_dataclass(v) or hasattr(v, "state_dict") for v in value):

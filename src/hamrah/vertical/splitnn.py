@@ -24,7 +24,7 @@ This module holds the guest's role, prediction and the central baseline; the hos
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,17 +33,21 @@ from torch import nn
 from hamrah.core.errors import DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
-from hamrah.vertical.nets import EpochDone, RowIndex, Standardizer, check_array, one_torch_thread
+from hamrah.vertical.nets import RowIndex, Standardizer, check_array, one_torch_thread
 from hamrah.vertical.psi import align
+from hamrah.vertical.saved import need
 from hamrah.vertical.splitnn_core import WIRE_DTYPES as WIRE_DTYPES  # re-exported, not in __all__
 from hamrah.vertical.splitnn_core import (
     BottomModel,
     GuestModel,
+    SplitNNCheckpoint,
     SplitNNConfig,
     SplitNNResult,
     adam,
     batches,
     bottom_network,
+    restore,
+    snapshot,
     top_network,
 )
 from hamrah.vertical.splitnn_host import host, serve
@@ -83,6 +87,12 @@ class _Session:
     def next(self) -> None:
         self.step += 1
 
+    def end_epoch(self) -> None:
+        """Tell the hosts a training epoch ended (each then saves its checkpoint)."""
+        for h in self.hosts:
+            self.channel.send(h, "splitnn/batch", {"step": self.step, "mode": "epoch", "ids": np.zeros(0, np.int64)})
+        self.next()
+
     def stop(self) -> None:
         for h in self.hosts:
             self.channel.send(h, "splitnn/batch", {"step": self.step, "mode": "stop", "ids": np.zeros(0, np.int64)})
@@ -102,7 +112,8 @@ def guest(
     hosts: Sequence[str] = ("host",),
     train_ids: np.ndarray | None = None,
     eval_ids: np.ndarray | None = None,
-    on_epoch: Callable[[EpochDone], None] | None = None,
+    on_epoch: Callable[[SplitNNCheckpoint], None] | None = None,
+    resume: Mapping[int, SplitNNCheckpoint] | None = None,
 ) -> SplitNNResult:
     """Run the label holder: train bottom + top networks with the hosts, then score ``eval_ids``.
 
@@ -114,7 +125,9 @@ def guest(
         train_ids: ids to train on (default: all of ``table``, with ``config.psi`` those every party
             holds), all held by every party.
         eval_ids: ids to score after training (default: none).
-        on_epoch: called after each epoch with its mean training loss (progress).
+        on_epoch: called after each epoch with this party's checkpoint (its mean training loss too).
+        resume: this party's checkpoints by completed epoch; training goes on after the last epoch
+            every party completed, to the model an uninterrupted run trains.
 
     Returns:
         The guest's model, the loss per epoch and the scores of ``eval_ids``.
@@ -138,18 +151,19 @@ def guest(
         top_network(config, 1 + len(hosts)),
         tuple(hosts),
     )
-    for h in hosts:
-        channel.send(h, "splitnn/setup", {"config": config.digest(), "train_ids": ids})
-    for h in hosts:
-        channel.recv(h, "splitnn/ready")
+    start = _agree_start(channel, config, hosts, ids, resume or {})
     session, opt, loss_fn = (
         _Session(channel, config, hosts),
         adam(config, model.bottom.network, model.top),
         nn.BCEWithLogitsLoss(),
     )
+    networks = {"bottom": model.bottom.network, "top": model.top}
+    history: list[float] = []
+    if start:
+        restore(resume[start].arrays, networks, opt)
+        history = need(resume[start].arrays, "history", "SplitNN guest checkpoint").tolist()
     x_all, y_all = model.bottom.standardizer(table.features[rows]), torch.from_numpy(labels[rows].astype(np.float32))
-    history = []
-    for epoch in range(config.epochs):
+    for epoch in range(start, config.epochs):
         total = 0.0
         for batch in batches(config, len(rows), epoch):
             acts = session.activations(ids[batch], "train")
@@ -162,11 +176,31 @@ def guest(
             session.next()
             total += float(loss.detach()) * len(batch)
         history.append(total / len(rows))
+        session.end_epoch()
         if on_epoch is not None:
-            on_epoch(EpochDone(epoch + 1, config.epochs, history[-1]))
+            state = snapshot(networks, opt, history=np.array(history))
+            on_epoch(SplitNNCheckpoint(epoch + 1, state, config.epochs, history[-1]))
     scores = np.zeros(0) if eval_ids is None else _score(session, model, table, np.asarray(eval_ids, np.int64))
     session.stop()
     return SplitNNResult(model, tuple(history), scores)
+
+
+def _agree_start(channel: Channel, config: SplitNNConfig, hosts, ids: np.ndarray, resume: Mapping) -> int:
+    """Send the setup (with the epochs this party has checkpoints of), read each host's; return and
+    announce the last epoch every party completed (0: none)."""
+    common = set(resume) | {0}
+    for h in hosts:
+        done = np.array(sorted(resume), dtype=np.int64)
+        channel.send(h, "splitnn/setup", {"config": config.digest(), "train_ids": ids, "done": done})
+    for h in hosts:
+        theirs = channel.recv(h, "splitnn/ready").get("done")
+        if not (isinstance(theirs, np.ndarray) and theirs.dtype == np.int64 and theirs.ndim == 1):
+            raise ProtocolError(f"splitnn/ready from {h!r}: 'done' (its completed epochs) must be an int64 vector")
+        common &= set(theirs.tolist()) | {0}
+    start = max(common)
+    for h in hosts:
+        channel.send(h, "splitnn/start", {"epoch": start})
+    return start
 
 
 def _score(session: _Session, model: GuestModel, table: PartyTable, ids: np.ndarray) -> np.ndarray:
@@ -268,6 +302,7 @@ def train_central(
 __all__ = [
     "BottomModel",
     "GuestModel",
+    "SplitNNCheckpoint",
     "SplitNNConfig",
     "SplitNNResult",
     "batches",

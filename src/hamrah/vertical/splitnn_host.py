@@ -7,6 +7,9 @@ dtype, with Gaussian noise when the config asks for it).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping
+
 import numpy as np
 import torch
 
@@ -15,11 +18,27 @@ from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
 from hamrah.vertical.nets import RowIndex, Standardizer, check_array, keyed_rng, one_torch_thread
 from hamrah.vertical.psi import align
-from hamrah.vertical.splitnn_core import BottomModel, SplitNNConfig, adam, bottom_network
+from hamrah.vertical.saved import need
+from hamrah.vertical.splitnn_core import (
+    BottomModel,
+    SplitNNCheckpoint,
+    SplitNNConfig,
+    adam,
+    bottom_network,
+    restore,
+    snapshot,
+)
 
 
 @one_torch_thread
-def host(channel: Channel, table: PartyTable, config: SplitNNConfig, guest: str = "guest") -> BottomModel:
+def host(
+    channel: Channel,
+    table: PartyTable,
+    config: SplitNNConfig,
+    guest: str = "guest",
+    on_epoch: Callable[[SplitNNCheckpoint], None] | None = None,
+    resume: Mapping[int, SplitNNCheckpoint] | None = None,
+) -> BottomModel:
     """Run a feature holder: train its bottom network, then answer evaluation batches until told to stop.
 
     Args:
@@ -27,6 +46,8 @@ def host(channel: Channel, table: PartyTable, config: SplitNNConfig, guest: str 
         table: this party's rows (no labels needed).
         config: must equal the guest's config.
         guest: the label holder's name.
+        on_epoch: called after each training epoch with this party's checkpoint.
+        resume: this party's checkpoints by completed epoch (the guest picks where to go on).
 
     Returns:
         This party's trained bottom model.
@@ -50,8 +71,14 @@ def host(channel: Channel, table: PartyTable, config: SplitNNConfig, guest: str 
         Standardizer.fit(table.features[rows]),
         bottom_network(config, channel.name, table.features.shape[1]),
     )
-    channel.send(guest, "splitnn/ready", {"rows": len(rows)})
-    serve(channel, model, table, config, guest, train=True)
+    done = sorted(resume or ())
+    channel.send(guest, "splitnn/ready", {"rows": len(rows), "done": np.array(done, dtype=np.int64)})
+    start = channel.recv(guest, "splitnn/start").get("epoch")
+    if isinstance(start, bool) or not isinstance(start, int) or not (start == 0 or start in done):
+        raise ProtocolError(
+            f"splitnn/start from {guest!r}: epoch {start!r}, expected 0 or one this party completed {done}"
+        )
+    serve(channel, model, table, config, guest, train=True, on_epoch=on_epoch, state=resume[start] if start else None)
     return model
 
 
@@ -63,6 +90,8 @@ def serve(
     config: SplitNNConfig,
     guest: str = "guest",
     train: bool = False,
+    on_epoch: Callable[[SplitNNCheckpoint], None] | None = None,
+    state: SplitNNCheckpoint | None = None,
 ) -> int:
     """Answer the guest's batches with this party's activations (and learn from gradients if ``train``).
 
@@ -72,7 +101,9 @@ def serve(
         table: this party's rows; its feature names must be the model's.
         config: the agreed config.
         guest: the label holder's name.
-        train: accept ``train`` batches (a prediction session refuses them).
+        train: accept ``train`` batches and ends of epochs (a prediction session refuses them).
+        on_epoch: called at the end of each training epoch with this party's checkpoint.
+        state: a checkpoint to go on from (its network, Adam's state and the noise generator).
 
     Returns:
         The number of batches answered.
@@ -88,6 +119,11 @@ def serve(
         )
     index, opt = RowIndex(table.ids), adam(config, model.network)
     noise = keyed_rng(config.seed, "splitnn-noise", model.party)
+    epoch = 0
+    if state is not None:
+        restore(state.arrays, {"network": model.network}, opt)
+        noise.bit_generator.state = json.loads(str(need(state.arrays, "noise", "SplitNN host checkpoint")))
+        epoch = state.epoch
     for step in range(1 << 62):
         msg = channel.recv(guest, "splitnn/batch")
         mode = msg.get("mode")
@@ -98,6 +134,14 @@ def serve(
             )
         if mode == "stop":
             return step
+        if mode == "epoch" and train:
+            epoch += 1
+            if on_epoch is not None:
+                arrays = snapshot(
+                    {"network": model.network}, opt, noise=np.array(json.dumps(noise.bit_generator.state))
+                )
+                on_epoch(SplitNNCheckpoint(epoch, arrays))
+            continue
         if mode not in (("train", "eval") if train else ("eval",)):
             raise ProtocolError(f"splitnn/batch from {guest!r}: unexpected mode {mode!r}")
         rows = index.rows(msg.get("ids"), f"splitnn/batch from {guest!r}")
