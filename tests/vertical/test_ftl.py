@@ -219,3 +219,33 @@ def test_ftl_scores_the_hosts_breast_rows_the_label_holder_cannot(breast):
     y = breast.host_only_labels
     assert roc_auc(y, np.full(len(y), breast.guest.labels.mean())) == 0.5
     assert roc_auc(y, res["host"].scores) > 0.95
+
+
+@pytest.mark.parametrize("mode", ["plain", "paillier"])
+def test_training_resumes_after_the_last_epoch_both_parties_completed(breast, mode):
+    """Checkpoints (network, Adam's state, the guest's losses) read back from their saved arrays resume
+    to the uninterrupted run's scores; the parties go on from the last epoch both completed."""
+    from hamrah.vertical.nets import NetCheckpoint
+    from hamrah.vertical.saved import model_arrays
+
+    cfg = replace(SMALL, epochs=3, mode=mode)
+    saved: dict = {"guest": {}, "host": {}}
+
+    def keep(name):
+        return lambda s: saved[name].__setitem__(s.epoch, NetCheckpoint.from_arrays(model_arrays(s)))
+
+    whole, _ = _run(
+        breast,
+        cfg,
+        lambda c: ftl.guest(c, breast.guest, breast.overlap, cfg, on_epoch=keep("guest")),
+        lambda c: ftl.host(c, breast.host, cfg, breast.host_only, on_epoch=keep("host")),
+    )
+    assert sorted(saved["guest"]) == sorted(saved["host"]) == [1, 2, 3]
+    resumed, _ = _run(
+        breast,
+        cfg,
+        lambda c: ftl.guest(c, breast.guest, breast.overlap, cfg, resume={1: saved["guest"][1]}),
+        lambda c: ftl.host(c, breast.host, cfg, breast.host_only, resume={e: saved["host"][e] for e in (1, 2)}),
+    )
+    np.testing.assert_allclose(resumed["host"].scores, whole["host"].scores, atol=1e-9)
+    assert resumed["guest"].train_loss == pytest.approx(whole["guest"].train_loss, rel=1e-9)

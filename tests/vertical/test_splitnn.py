@@ -244,7 +244,7 @@ def test_training_resumes_after_the_last_epoch_every_party_completed(breast):
     saved: dict = {"guest": {}, "host": {}}
 
     def keep(name):
-        return lambda s: saved[name].__setitem__(s.epoch, sn.SplitNNCheckpoint.from_arrays(model_arrays(s)))
+        return lambda s: saved[name].__setitem__(s.epoch, sn.NetCheckpoint.from_arrays(model_arrays(s)))
 
     whole, _ = run_parties(
         {

@@ -11,178 +11,49 @@ overlap can be scored ``phi_j = Phi . u^B_j`` with ``Phi`` from the guest's labe
 with Paillier keys at both parties and masks (:mod:`hamrah.vertical.ftl_crypto`); both compute the same
 gradients up to fixed-point rounding. Roles: :func:`guest` and :func:`host`; the host's rows are scored
 at the end of the session, so only the host learns its scores. Who sees what: ``docs/splitnn_ftl.md``.
+The config, the trained halves and the networks both parties build are in :mod:`hamrah.vertical.ftl_core`
+(re-exported here).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from hamrah.core.errors import ConfigError, DataError, ProtocolError
+from hamrah.core.errors import DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical import ftl_math as fm
 from hamrah.vertical import he
 from hamrah.vertical.channel import Channel
+from hamrah.vertical.ftl_core import (
+    FTLConfig,
+    FTLParty,
+    GuestResult,
+    HostResult,
+    TransferSplit,
+    overlap_batches,
+    representation_network,
+    transfer_split,
+)
 from hamrah.vertical.ftl_crypto import PaillierLink, PlainLink
 from hamrah.vertical.nets import (
-    EpochDone,
+    NetCheckpoint,
     RowIndex,
     Standardizer,
-    check_positive,
-    keyed_rng,
-    mlp,
     one_torch_thread,
+    restore,
+    snapshot,
 )
 from hamrah.vertical.psi import PSIConfig, intersect
-
-MODES = ("plain", "paillier")
-
-
-@dataclass(frozen=True)
-class FTLConfig:
-    """What both parties agree on (compared at setup).
-
-    Attributes:
-        hidden: hidden widths of both representation networks.
-        dim: width ``d`` of the representations.
-        epochs: passes over the overlap.
-        batch_size: overlap ids per step.
-        lr: Adam learning rate.
-        weight_decay: L2 coefficient (the paper's regulariser), applied by Adam.
-        gamma: weight of the alignment term.
-        mode: ``plain`` or ``paillier``.
-        key_bits: Paillier modulus size (2048 for real use; 1024 in tests only).
-        precision_bits: fixed-point bits of the encrypted terms.
-        seed: root seed of the initial weights (keyed by party) and the batch order.
-    """
-
-    hidden: tuple[int, ...] = (16,)
-    dim: int = 4
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 0.01
-    weight_decay: float = 1e-4
-    gamma: float = 0.1
-    mode: str = "plain"
-    key_bits: int = 2048
-    precision_bits: int = 24
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.hidden, tuple):
-            raise ConfigError(f"hidden: expected a tuple of positive integers, got {self.hidden!r}")
-        for w in self.hidden:
-            check_positive("hidden", w)
-        for name in ("dim", "epochs", "batch_size"):
-            check_positive(name, getattr(self, name))
-        check_positive("lr", self.lr, float)
-        check_positive("weight_decay", self.weight_decay, float, allow_zero=True)
-        check_positive("gamma", self.gamma, float, allow_zero=True)
-        check_positive("seed", self.seed, allow_zero=True)
-        if self.mode not in MODES:
-            raise ConfigError(f"mode: expected one of {list(MODES)}, got {self.mode!r}")
-        he.check_key_bits(self.key_bits)
-        if (
-            isinstance(self.precision_bits, bool)
-            or not isinstance(self.precision_bits, int)
-            or not 8 <= self.precision_bits <= 28
-        ):
-            raise ConfigError(f"precision_bits: expected an integer in 8..28, got {self.precision_bits!r}")
-
-    def digest(self) -> str:
-        """Return the config as canonical JSON."""
-        return json.dumps(asdict(self), sort_keys=True)
-
-
-@dataclass(frozen=True)
-class TransferSplit:
-    """An FTL setting built from a vertical data set (the ids are split three ways, seeded).
-
-    Attributes:
-        guest: the guest's rows: overlap + guest-only, with labels.
-        host: the host's rows: overlap + host-only, no labels.
-        overlap: the shared ids.
-        host_only: the host's other ids (to be scored).
-        host_only_labels: their true labels, held out for evaluation (no party sees them).
-    """
-
-    guest: PartyTable
-    host: PartyTable
-    overlap: np.ndarray
-    host_only: np.ndarray
-    host_only_labels: np.ndarray
-
-
-def transfer_split(tables: dict[str, PartyTable], overlap_fraction: float = 0.1, seed: int = 0) -> TransferSplit:
-    """Return an FTL setting: ``overlap_fraction`` of the ids shared, the rest split in half between the parties.
-
-    Raises:
-        ConfigError: ``overlap_fraction`` is not in (0, 1).
-        DataError: the tables are not a guest with labels and a host over the same ids.
-    """
-    if not isinstance(overlap_fraction, float) or not 0 < overlap_fraction < 1:
-        raise ConfigError(f"overlap_fraction: expected a number in (0, 1), got {overlap_fraction!r}")
-    g, h = tables["guest"], tables["host"]
-    if g.labels is None or not np.array_equal(np.sort(g.ids), np.sort(h.ids)):
-        raise DataError("transfer_split: expected a labelled guest table and a host table over the same ids")
-    ids = keyed_rng(seed, "ftl-split").permutation(np.sort(g.ids))
-    k = max(1, round(overlap_fraction * len(ids)))
-    overlap, rest = np.sort(ids[:k]), ids[k:]
-    guest_only, host_only = np.sort(rest[: len(rest) // 2]), np.sort(rest[len(rest) // 2 :])
-    host_part = h.select(np.concatenate([overlap, host_only]))
-    return TransferSplit(
-        g.select(np.concatenate([overlap, guest_only])),
-        PartyTable(host_part.ids, host_part.features, host_part.feature_names),
-        overlap,
-        host_only,
-        g.select(host_only).labels,
-    )
-
-
-@dataclass(frozen=True)
-class FTLParty:
-    """One party's trained half: its standardiser and representation network (never sent)."""
-
-    feature_names: tuple[str, ...]
-    standardizer: Standardizer
-    network: nn.Sequential
-
-
-@dataclass(frozen=True)
-class GuestResult:
-    """The guest's model, ``Phi`` and the mean training loss of each epoch."""
-
-    model: FTLParty
-    phi: np.ndarray
-    train_loss: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class HostResult:
-    """The host's model and the scores ``phi_j`` of the ids it asked for (only the host learns them)."""
-
-    model: FTLParty
-    scores: np.ndarray
-
-
-def representation_network(config: FTLConfig, party: str, in_dim: int) -> nn.Sequential:
-    """Return ``party``'s initial representation network (seeded by party name)."""
-    return mlp(in_dim, config.hidden, config.dim, keyed_rng(config.seed, "ftl", party))
-
-
-def overlap_batches(config: FTLConfig, overlap: np.ndarray, epoch: int) -> list[np.ndarray]:
-    """Return the overlap ids of each step of ``epoch`` (a seeded shuffle)."""
-    order = keyed_rng(config.seed, "ftl-shuffle", epoch).permutation(len(overlap))
-    return [overlap[order[i : i + config.batch_size]] for i in range(0, len(overlap), config.batch_size)]
+from hamrah.vertical.saved import need
 
 
 def _setup(channel: Channel, peer: str, config: FTLConfig, out_len: int, extra: dict) -> tuple[object, dict]:
-    """Exchange config, output sizes and public keys; return the link and the peer's setup message."""
+    """Exchange config, output sizes, public keys and the epochs each party holds checkpoints of
+    (``extra["done"]``); return the link and the peer's setup message, with ``start``: the last epoch
+    both completed (0: none), the same at both parties."""
     secret = None
     fields = {"config": config.digest(), "out_len": out_len, **extra}
     if config.mode == "paillier":
@@ -196,6 +67,10 @@ def _setup(channel: Channel, peer: str, config: FTLConfig, out_len: int, extra: 
         )
     if not isinstance(msg.get("out_len"), int) or not 0 <= msg["out_len"] < 1 << 24:
         raise ProtocolError(f"ftl/setup from {peer!r}: expected a non-negative integer 'out_len'")
+    theirs = msg.get("done")
+    if not (isinstance(theirs, np.ndarray) and theirs.dtype == np.int64 and theirs.ndim == 1):
+        raise ProtocolError(f"ftl/setup from {peer!r}: 'done' (its completed epochs) must be an int64 vector")
+    msg["start"] = max((set(extra["done"].tolist()) | {0}) & (set(theirs.tolist()) | {0}))
     if config.mode == "plain":
         return PlainLink(channel, peer), msg
     peer_public = he.public_from_wire(msg, min_bits=config.key_bits)
@@ -209,7 +84,8 @@ def guest(
     overlap: np.ndarray,
     config: FTLConfig,
     peer: str = "host",
-    on_epoch: Callable[[EpochDone], None] | None = None,
+    on_epoch: Callable[[NetCheckpoint], None] | None = None,
+    resume: Mapping[int, NetCheckpoint] | None = None,
 ) -> GuestResult:
     """Run the label holder: train on the overlap with the host, then help score the host's rows.
 
@@ -219,6 +95,9 @@ def guest(
         overlap: the shared ids (from PSI), all in ``table``.
         config: the agreed config.
         peer: the host's name.
+        on_epoch: called after each epoch with this party's checkpoint (its mean loss too).
+        resume: this party's checkpoints by completed epoch; training goes on after the last epoch
+            both parties completed, to the model an uninterrupted run trains.
 
     Returns:
         The guest's network, ``Phi`` and the loss per epoch.
@@ -234,12 +113,17 @@ def guest(
     index.rows(overlap, "ftl guest: overlap ids")
     scaler = Standardizer.fit(table.features)
     model = FTLParty(table.feature_names, scaler, representation_network(config, channel.name, table.features.shape[1]))
-    link, msg = _setup(channel, peer, config, fm.num_params(model.network) + 1, {"overlap": overlap})
-    peer_len = msg["out_len"]
+    done = np.array(sorted(resume or ()), dtype=np.int64)
+    link, msg = _setup(channel, peer, config, fm.num_params(model.network) + 1, {"overlap": overlap, "done": done})
+    peer_len, start = msg["out_len"], msg["start"]
     x_all, y_all = scaler(table.features), torch.from_numpy(2 * table.labels.astype(np.float32) - 1)
     opt = torch.optim.Adam(model.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    history, step = [], 0
-    for epoch in range(config.epochs):
+    history: list[float] = []
+    if start:
+        restore(resume[start].arrays, {"network": model.network}, opt)
+        history = need(resume[start].arrays, "history", "FTL guest checkpoint").tolist()
+    step = 0
+    for epoch in range(start, config.epochs):
         total = 0.0
         for ids in overlap_batches(config, overlap, epoch):
             channel.send(peer, "ftl/batch", {"step": step, "mode": "train", "ids": ids})
@@ -248,8 +132,11 @@ def guest(
             )
             step += 1
         history.append(total / len(overlap))
+        channel.send(peer, "ftl/batch", {"step": step, "mode": "epoch", "ids": np.zeros(0, np.int64)})
+        step += 1
         if on_epoch is not None:
-            on_epoch(EpochDone(epoch + 1, config.epochs, history[-1]))
+            state = snapshot({"network": model.network}, opt, history=np.array(history))
+            on_epoch(NetCheckpoint(epoch + 1, state, config.epochs, history[-1]))
     channel.send(peer, "ftl/batch", {"step": step, "mode": "score", "ids": np.zeros(0, np.int64)})
     with torch.no_grad():
         phi = fm.phi_of(fm.represent(model.network, x_all), y_all).double().numpy()
@@ -285,7 +172,13 @@ def _score_request(channel: Channel, peer: str, step: int) -> int:
 
 @one_torch_thread
 def host(
-    channel: Channel, table: PartyTable, config: FTLConfig, score_ids: Sequence[int] = (), peer: str = "guest"
+    channel: Channel,
+    table: PartyTable,
+    config: FTLConfig,
+    score_ids: Sequence[int] = (),
+    peer: str = "guest",
+    on_epoch: Callable[[NetCheckpoint], None] | None = None,
+    resume: Mapping[int, NetCheckpoint] | None = None,
 ) -> HostResult:
     """Run the feature holder without labels: train on the overlap, then score ``score_ids``.
 
@@ -295,6 +188,8 @@ def host(
         config: the agreed config.
         score_ids: the host's ids to score at the end (typically those outside the overlap).
         peer: the guest's name.
+        on_epoch: called after each epoch with this party's checkpoint.
+        resume: this party's checkpoints by completed epoch (see :func:`guest`).
 
     Returns:
         The host's network and the scores of ``score_ids`` (logits; only the host learns them).
@@ -306,19 +201,27 @@ def host(
     score_rows = index.rows(score_ids, "ftl host: score ids")
     scaler = Standardizer.fit(table.features)
     model = FTLParty(table.feature_names, scaler, representation_network(config, channel.name, table.features.shape[1]))
-    link, msg = _setup(channel, peer, config, fm.num_params(model.network), {})
+    done = np.array(sorted(resume or ()), dtype=np.int64)
+    link, msg = _setup(channel, peer, config, fm.num_params(model.network), {"done": done})
     index.rows(msg.get("overlap"), f"ftl/setup from {peer!r}: overlap ids")
-    peer_len, d, x_all = msg["out_len"], config.dim, scaler(table.features)
+    peer_len, d, x_all, epoch = msg["out_len"], config.dim, scaler(table.features), msg["start"]
     opt = torch.optim.Adam(model.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if epoch:
+        restore(resume[epoch].arrays, {"network": model.network}, opt)
     for step in range(1 << 62):
         batch = channel.recv(peer, "ftl/batch")
-        if batch.get("step") != step or batch.get("mode") not in ("train", "score"):
+        if batch.get("step") != step or batch.get("mode") not in ("train", "score", "epoch"):
             raise ProtocolError(
-                f"ftl/batch from {peer!r}: expected step {step} and mode train or score, got "
+                f"ftl/batch from {peer!r}: expected step {step} and mode train, epoch or score, got "
                 f"{batch.get('step')!r}, {batch.get('mode')!r}"
             )
         if batch["mode"] == "score":
             break
+        if batch["mode"] == "epoch":
+            epoch += 1
+            if on_epoch is not None:
+                on_epoch(NetCheckpoint(epoch, snapshot({"network": model.network}, opt)))
+            continue
         ids = batch.get("ids")
         rows = index.rows(ids, f"ftl/batch from {peer!r}")
         with torch.no_grad():
@@ -344,7 +247,7 @@ def score_guest(channel: Channel, phi: np.ndarray, config: FTLConfig, peer: str 
     Raises:
         ProtocolError: the host's config, keys or messages are wrong.
     """
-    link, _ = _setup(channel, peer, config, 0, {})
+    link, _ = _setup(channel, peer, config, 0, {"done": np.zeros(0, np.int64)})
     count = _score_request(channel, peer, 0)
     link.apply(0, np.zeros((0, 0)), np.zeros(0), link.swap(0, phi, 0), count)
 
@@ -366,7 +269,7 @@ def score_host(
             f"{list(model.feature_names)}"
         )
     x = model.standardizer(table.features)
-    link, _ = _setup(channel, peer, config, 0, {})
+    link, _ = _setup(channel, peer, config, 0, {"done": np.zeros(0, np.int64)})
     channel.send(peer, "ftl/score", {"step": 0, "count": len(table.ids)})
     theirs = link.swap(0, np.zeros(0), config.dim)
     with torch.no_grad():
@@ -375,18 +278,28 @@ def score_host(
 
 
 def party_guest(
-    channel: Channel, table: PartyTable, config: FTLConfig, on_epoch: Callable[[EpochDone], None] | None = None
+    channel: Channel,
+    table: PartyTable,
+    config: FTLConfig,
+    on_epoch: Callable[[NetCheckpoint], None] | None = None,
+    resume: Mapping[int, NetCheckpoint] | None = None,
 ) -> GuestResult:
     """The registry's guest role: find the overlap by PSI (this party leads), then run :func:`guest`."""
     overlap = intersect(channel, table.ids, PSIConfig(leader=channel.name))
-    return guest(channel, table, overlap, config, peer=channel.peers[0], on_epoch=on_epoch)
+    return guest(channel, table, overlap, config, peer=channel.peers[0], on_epoch=on_epoch, resume=resume)
 
 
-def party_host(channel: Channel, table: PartyTable, config: FTLConfig) -> HostResult:
+def party_host(
+    channel: Channel,
+    table: PartyTable,
+    config: FTLConfig,
+    on_epoch: Callable[[NetCheckpoint], None] | None = None,
+    resume: Mapping[int, NetCheckpoint] | None = None,
+) -> HostResult:
     """The registry's host role: PSI with the guest, then :func:`host`, scoring every id outside the overlap."""
     peer = channel.peers[0]
     overlap = intersect(channel, table.ids, PSIConfig(leader=peer))
-    return host(channel, table, config, np.setdiff1d(table.ids, overlap), peer=peer)
+    return host(channel, table, config, np.setdiff1d(table.ids, overlap), peer, on_epoch, resume)
 
 
 __all__ = [
@@ -394,6 +307,7 @@ __all__ = [
     "FTLParty",
     "GuestResult",
     "HostResult",
+    "NetCheckpoint",
     "TransferSplit",
     "guest",
     "host",

@@ -72,7 +72,7 @@ PROTOCOLS: dict[str, ProtocolEntry] = {
         "SplitNNConfig",
         {"guest": "guest", "host": "host"},
         "split learning: bottom networks at every party, the top network at the label holder",
-        "SplitNNCheckpoint",
+        "NetCheckpoint",
     ),
     "secureboost": ProtocolEntry(
         "hamrah.vertical.secureboost",
@@ -86,6 +86,7 @@ PROTOCOLS: dict[str, ProtocolEntry] = {
         "FTLConfig",
         {"guest": "party_guest", "host": "party_host"},
         "federated transfer learning (Liu et al. 2020), plain or Paillier with masks; PSI first",
+        "NetCheckpoint",
     ),
 }
 

@@ -33,21 +33,26 @@ from torch import nn
 from hamrah.core.errors import DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
-from hamrah.vertical.nets import RowIndex, Standardizer, check_array, one_torch_thread
+from hamrah.vertical.nets import (
+    NetCheckpoint,
+    RowIndex,
+    Standardizer,
+    check_array,
+    one_torch_thread,
+    restore,
+    snapshot,
+)
 from hamrah.vertical.psi import align
 from hamrah.vertical.saved import need
 from hamrah.vertical.splitnn_core import WIRE_DTYPES as WIRE_DTYPES  # re-exported, not in __all__
 from hamrah.vertical.splitnn_core import (
     BottomModel,
     GuestModel,
-    SplitNNCheckpoint,
     SplitNNConfig,
     SplitNNResult,
     adam,
     batches,
     bottom_network,
-    restore,
-    snapshot,
     top_network,
 )
 from hamrah.vertical.splitnn_host import host, serve
@@ -112,8 +117,8 @@ def guest(
     hosts: Sequence[str] = ("host",),
     train_ids: np.ndarray | None = None,
     eval_ids: np.ndarray | None = None,
-    on_epoch: Callable[[SplitNNCheckpoint], None] | None = None,
-    resume: Mapping[int, SplitNNCheckpoint] | None = None,
+    on_epoch: Callable[[NetCheckpoint], None] | None = None,
+    resume: Mapping[int, NetCheckpoint] | None = None,
 ) -> SplitNNResult:
     """Run the label holder: train bottom + top networks with the hosts, then score ``eval_ids``.
 
@@ -179,7 +184,7 @@ def guest(
         session.end_epoch()
         if on_epoch is not None:
             state = snapshot(networks, opt, history=np.array(history))
-            on_epoch(SplitNNCheckpoint(epoch + 1, state, config.epochs, history[-1]))
+            on_epoch(NetCheckpoint(epoch + 1, state, config.epochs, history[-1]))
     scores = np.zeros(0) if eval_ids is None else _score(session, model, table, np.asarray(eval_ids, np.int64))
     session.stop()
     return SplitNNResult(model, tuple(history), scores)
@@ -302,7 +307,7 @@ def train_central(
 __all__ = [
     "BottomModel",
     "GuestModel",
-    "SplitNNCheckpoint",
+    "NetCheckpoint",
     "SplitNNConfig",
     "SplitNNResult",
     "batches",

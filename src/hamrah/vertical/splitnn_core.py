@@ -7,16 +7,14 @@ and the central baseline; the protocol itself is described in :mod:`hamrah.verti
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from hamrah.core.errors import ConfigError, DataError
+from hamrah.core.errors import ConfigError
 from hamrah.vertical.nets import Standardizer, check_positive, keyed_rng, mlp
-from hamrah.vertical.saved import need
 
 WIRE_DTYPES = ("float32", "float16")
 
@@ -133,85 +131,14 @@ def adam(config: SplitNNConfig, *networks: nn.Module) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-@dataclass(frozen=True)
-class SplitNNCheckpoint:
-    """A party after ``epoch`` training epochs: its networks' and Adam's tensors (and the guest's loss
-    history, a host's noise generator) as named arrays; ``hamrah party`` saves one per epoch and the
-    parties resume from the last epoch all of them completed, to the uninterrupted model.
-
-    Attributes:
-        epoch: training epochs completed.
-        arrays: the party's state (:func:`snapshot`).
-        epochs: the run's epochs (the guest's progress line; 0 at a host).
-        loss: the epoch's mean training loss (the guest; NaN at a host).
-    """
-
-    epoch: int
-    arrays: Mapping[str, np.ndarray]
-    epochs: int = 0
-    loss: float = float("nan")
-
-    def progress(self) -> str:
-        """Return a one-line report of this epoch."""
-        if not self.epochs:
-            return f"epoch {self.epoch} done"
-        return f"epoch {self.epoch}/{self.epochs} done, training loss {self.loss:.4f}"
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> SplitNNCheckpoint:
-        """Rebuild a checkpoint from its saved arrays."""
-        what = "SplitNN checkpoint"
-        inner = {k[len("arrays.") :]: np.asarray(v) for k, v in arrays.items() if k.startswith("arrays.")}
-        return cls(
-            int(need(arrays, "epoch", what)),
-            inner,
-            int(need(arrays, "epochs", what)),
-            float(need(arrays, "loss", what)),
-        )
-
-
-def snapshot(modules: Mapping[str, nn.Module], opt: torch.optim.Optimizer, **extra: np.ndarray) -> dict:
-    """Return ``modules``' tensors (``name.key``), ``opt``'s per-parameter state (``adam.i.key``) and ``extra``."""
-    out = {f"{n}.{k}": v.detach().numpy().copy() for n, m in modules.items() for k, v in m.state_dict().items()}
-    for i, state in opt.state_dict()["state"].items():
-        out |= {f"adam.{i}.{k}": torch.as_tensor(v).detach().numpy().copy() for k, v in state.items()}
-    return out | extra
-
-
-def restore(arrays: Mapping[str, np.ndarray], modules: Mapping[str, nn.Module], opt: torch.optim.Optimizer) -> None:
-    """Load a :func:`snapshot` into ``modules`` and ``opt`` (built from the same config).
-
-    Raises:
-        DataError: the arrays do not fit the networks (another config or party).
-    """
-    try:
-        for n, m in modules.items():
-            m.load_state_dict(
-                {k[len(n) + 1 :]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(f"{n}.")}
-            )
-        state: dict[int, dict] = {}
-        for k, v in arrays.items():
-            if k.startswith("adam."):
-                _, i, key = k.split(".", 2)
-                state.setdefault(int(i), {})[key] = torch.from_numpy(np.array(v))
-        opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise DataError(
-            f"splitnn: the checkpoint does not fit this party's networks ({str(e).splitlines()[0]})"
-        ) from None
-
-
 __all__ = [
     "WIRE_DTYPES",
     "BottomModel",
     "GuestModel",
-    "SplitNNCheckpoint",
     "SplitNNConfig",
     "SplitNNResult",
     "adam",
     "batches",
     "bottom_network",
-    "restore",
-    "snapshot",
     "top_network",
 ]

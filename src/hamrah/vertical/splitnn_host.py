@@ -16,17 +16,23 @@ import torch
 from hamrah.core.errors import DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
-from hamrah.vertical.nets import RowIndex, Standardizer, check_array, keyed_rng, one_torch_thread
+from hamrah.vertical.nets import (
+    NetCheckpoint,
+    RowIndex,
+    Standardizer,
+    check_array,
+    keyed_rng,
+    one_torch_thread,
+    restore,
+    snapshot,
+)
 from hamrah.vertical.psi import align
 from hamrah.vertical.saved import need
 from hamrah.vertical.splitnn_core import (
     BottomModel,
-    SplitNNCheckpoint,
     SplitNNConfig,
     adam,
     bottom_network,
-    restore,
-    snapshot,
 )
 
 
@@ -36,8 +42,8 @@ def host(
     table: PartyTable,
     config: SplitNNConfig,
     guest: str = "guest",
-    on_epoch: Callable[[SplitNNCheckpoint], None] | None = None,
-    resume: Mapping[int, SplitNNCheckpoint] | None = None,
+    on_epoch: Callable[[NetCheckpoint], None] | None = None,
+    resume: Mapping[int, NetCheckpoint] | None = None,
 ) -> BottomModel:
     """Run a feature holder: train its bottom network, then answer evaluation batches until told to stop.
 
@@ -90,8 +96,8 @@ def serve(
     config: SplitNNConfig,
     guest: str = "guest",
     train: bool = False,
-    on_epoch: Callable[[SplitNNCheckpoint], None] | None = None,
-    state: SplitNNCheckpoint | None = None,
+    on_epoch: Callable[[NetCheckpoint], None] | None = None,
+    state: NetCheckpoint | None = None,
 ) -> int:
     """Answer the guest's batches with this party's activations (and learn from gradients if ``train``).
 
@@ -140,7 +146,7 @@ def serve(
                 arrays = snapshot(
                     {"network": model.network}, opt, noise=np.array(json.dumps(noise.bit_generator.state))
                 )
-                on_epoch(SplitNNCheckpoint(epoch, arrays))
+                on_epoch(NetCheckpoint(epoch, arrays))
             continue
         if mode not in (("train", "eval") if train else ("eval",)):
             raise ProtocolError(f"splitnn/batch from {guest!r}: unexpected mode {mode!r}")
