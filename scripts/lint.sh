@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f .venv/bin/activate ] || { echo "no .venv here: run bash scripts/install.sh first" >&2; exit 2; }
 . .venv/bin/activate
-paths=(src tests benchmarks)
+paths=(src tests benchmarks examples)
 if [ "${1:-}" = "--fix" ]; then
   ruff check --fix "${paths[@]}" || true  # what --fix cannot fix is reported by the check below
   ruff format "${paths[@]}"

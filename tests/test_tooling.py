@@ -22,7 +22,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = ROOT / "pyproject.toml"
-LINTED = ("src", "tests", "benchmarks")
+LINTED = ("src", "tests", "benchmarks", "examples")
 
 
 def _config() -> dict:
