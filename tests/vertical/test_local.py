@@ -53,7 +53,11 @@ def test_secureboost_scores_equal_its_own_prediction(breast):
     settings = {"num_trees": 3, "max_depth": 2, "encrypted": False}
     lines: list[str] = []
     ids, p = train("secureboost", breast, settings, progress=lines.append).predict(_shuffled(breast))
-    assert sorted(lines) == sorted(f"{party}: tree {t} done" for party in ("guest", "host") for t in (1, 2, 3))
+    trees = [f"{party}: tree {t} done" for party in ("guest", "host") for t in (1, 2, 3)]
+    psi = [f"{p}: psi: own ids: 200 of 200 ids blinded (list done)" for p in ("guest", "host")]
+    psi += ["guest: psi: the ids of 'host': 200 ids blinded (list done)"]
+    psi += ["host: psi: the ids of 'guest': 200 ids blinded (list done)"]
+    assert sorted(lines) == sorted(trees + psi)
     fit = fit_local(breast, SecureBoostConfig(**settings))
     aligned = {k: v.select(ids) for k, v in breast.items()}
     np.testing.assert_array_equal(p, predict_local(fit, aligned))

@@ -74,8 +74,9 @@ def test_each_party_reports_its_progress(monkeypatch):
 
 
 def test_a_partys_workers_reach_the_psi_step_of_any_protocol(monkeypatch):
-    """``psi.workers`` (what ``[party] workers`` sets) sizes the pool of PSI steps run inside it; an
-    explicit ``PSIConfig.workers`` wins; outside, one process."""
+    """``psi.local`` (what ``[party] workers`` and ``hamrah party``'s output set) sizes the pool of the
+    PSI steps run inside it and takes their progress; an explicit ``PSIConfig.workers`` wins; outside,
+    one process and no report."""
     from hamrah.vertical import psi
 
     used: list[int] = []
@@ -84,8 +85,10 @@ def test_a_partys_workers_reach_the_psi_step_of_any_protocol(monkeypatch):
     d = load_vertical("breast")
     g, h = d["guest"], d["host"].select(d["host"].ids[:300])
 
+    lines: list[str] = []
+
     def guest(ch):
-        with psi.workers(2):
+        with psi.local(2, lambda p: lines.append(p.progress())):
             return psi.align(ch, g, "guest", protocol="test").ids
 
     def host(ch):
@@ -94,7 +97,11 @@ def test_a_partys_workers_reach_the_psi_step_of_any_protocol(monkeypatch):
     results, _ = run_parties({"guest": guest, "host": host}, timeout_s=60)
     assert results["guest"].tolist() == results["host"].tolist() == sorted(h.ids.tolist())
     assert sorted(used) == [1, 2]
-    with pytest.raises(ConfigError, match="psi.workers"), psi.workers(0):
+    assert lines == [
+        "psi: own ids: 569 of 569 ids blinded (list done)",
+        "psi: the ids of 'host': 300 ids blinded (list done)",
+    ]
+    with pytest.raises(ConfigError, match="psi.workers"), psi.local(0):
         pass
 
 

@@ -143,7 +143,7 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
                     + f" (attempt {attempt + 1})"
                 )
             try:
-                with psi.workers(cfg.workers):
+                with psi.local(cfg.workers, lambda p: report(f"{cfg.name}: {p.progress()}")):
                     result = role(channel, table, cfg.settings, **kwargs)
                 return _write_result(cfg, result, channel.stats, table)
             except PartyFailed as e:
@@ -205,7 +205,7 @@ def predict_party(
         channel = server.channel()
         rows = f"{len(table.ids)} rows" if table is not None else "no rows of its own"
         report(f"{cfg.name}: scoring with its {cfg.protocol} model ({rows})")
-        with psi.workers(cfg.workers):
+        with psi.local(cfg.workers, lambda p: report(f"{cfg.name}: {p.progress()}")):
             ids, out = score(channel, table, cfg.protocol, cfg.settings, arrays, guest, parties)
     finally:
         server.stop()

@@ -26,6 +26,7 @@ import numpy as np
 
 from hamrah.core.errors import ConfigError
 from hamrah.data.vertical import PartyTable
+from hamrah.vertical import psi
 from hamrah.vertical.channel import DEFAULT_TIMEOUT_S, ChannelStats, run_parties
 from hamrah.vertical.predict import score
 from hamrah.vertical.registry import build_config, resolve
@@ -117,7 +118,8 @@ def train(
             joins under the config's ``arbiter`` name.
         settings: the protocol's settings, as in the ``[protocol]`` table of a party's TOML.
         progress: called with a line per epoch, tree or PSI list a party completes (``"guest: tree
-            3 done"``), what ``hamrah party`` prints; ``print`` shows them.
+            3 done"``; PSI steps inside protocols included), what ``hamrah party`` prints; ``print``
+            shows them.
 
     Raises:
         ConfigError: an unknown protocol or setting, or no table for the guest.
@@ -138,10 +140,19 @@ def train(
 
 def _call(role: Callable, name: str, table: PartyTable | None, config, progress: Callable[[str], None] | None):
     """The party's role function as run_parties calls it, reporting progress where the role has it."""
-    kwargs = {}
-    if progress is not None and "on_epoch" in inspect.signature(role).parameters:
-        kwargs["on_epoch"] = lambda state: progress(f"{name}: {state.progress()}")
-    return lambda channel: role(channel, table, config, **kwargs)
+    if progress is None:
+        return lambda channel: role(channel, table, config)
+
+    def report(state) -> None:
+        progress(f"{name}: {state.progress()}")
+
+    kwargs = {"on_epoch": report} if "on_epoch" in inspect.signature(role).parameters else {}
+
+    def call(channel):
+        with psi.local(report=report):  # the protocol's own PSI step reports too
+            return role(channel, table, config, **kwargs)
+
+    return call
 
 
 __all__ = ["Trained", "train"]

@@ -51,19 +51,20 @@ if TYPE_CHECKING:  # a worker process imports this module: keep torch out of it
 POINT = 32
 _EMPTY = np.zeros((0, POINT), np.uint8)
 REPORT_EVERY = 1 << 20  # ids between two progress reports within a list
-_WORKERS: ContextVar[int] = ContextVar("psi_workers", default=1)
+_LOCAL: ContextVar[tuple[int, Callable | None]] = ContextVar("psi_local", default=(1, None))
 
 
 @contextmanager
-def workers(count: int) -> Iterator[None]:
-    """Let the PSI step of every protocol run in this context (this thread) blind in ``count``
-    processes: what a party's ``[party] workers`` sets; local, so the parties need not agree."""
-    PSIConfig(workers=count)  # checks the count
-    token = _WORKERS.set(count)
+def local(workers: int = 1, report: Callable[[PSIProgress], None] | None = None) -> Iterator[None]:
+    """Set, for the PSI steps that protocols run in this context (this thread), the processes that blind
+    and where progress goes: what a party's ``[party] workers`` and ``hamrah party``'s output set;
+    local to the party, so the parties need not agree. An explicit setting of :func:`intersect` wins."""
+    PSIConfig(workers=workers)  # checks the count
+    token = _LOCAL.set((workers, report))
     try:
         yield
     finally:
-        _WORKERS.reset(token)
+        _LOCAL.reset(token)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class PSIConfig:
     Attributes:
         leader: the party that computes the intersection and tells the others (the guest).
         workers: processes that blind this party's lists (1: the party's own thread; ``None``: as
-            many as :func:`workers` allows in this context, which ``[party] workers`` sets, else 1).
+            many as :func:`local` sets in this context, which ``[party] workers`` sets, else 1).
         chunk: ids per message (32 bytes each); lists of any length stream in chunks of this size.
     """
 
@@ -255,7 +256,7 @@ def intersect(
         rng: shuffles the party's list (``None``: the OS CSPRNG). The X25519 key always comes from the OS.
         parties: the PSI parties (default: this party and all its peers; an arbiter stays out).
         on_epoch: called with a :class:`PSIProgress` after each list this party blinded and every
-            ``REPORT_EVERY`` ids within one (the hook ``hamrah party`` prints).
+            ``REPORT_EVERY`` ids within one (``None``: the context's, :func:`local`).
 
     Returns:
         The ids every party holds, sorted.
@@ -269,7 +270,9 @@ def intersect(
     me = ring.index(channel.name)
     nxt, prv = ring[(me + 1) % len(ring)], ring[me - 1]
     order = (rng or np.random.default_rng(np.random.SeedSequence())).permutation(len(ids))
-    blinder = _Blinder(config.workers or _WORKERS.get())
+    workers, report = _LOCAL.get()
+    blinder = _Blinder(config.workers or workers)
+    on_epoch = on_epoch or report
     try:
         own = blinder.stream(_chunks(ids[order], config.chunk), ids=True)
         _send_list(channel, nxt, "psi/ring1", own, on_epoch, "own ids", len(ids))
@@ -321,4 +324,4 @@ def psi_role(
     return intersect(channel, table.ids, config, on_epoch=on_epoch)
 
 
-__all__ = ["PSIConfig", "PSIProgress", "align", "blind", "hash_ids", "intersect", "psi_role", "workers"]
+__all__ = ["PSIConfig", "PSIProgress", "align", "blind", "hash_ids", "intersect", "local", "psi_role"]
