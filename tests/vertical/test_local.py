@@ -97,3 +97,22 @@ def test_mistakes_are_named(breast):
     model = train("secureboost", breast, {"num_trees": 1, "encrypted": False})
     with pytest.raises(ConfigError, match=r"tables of \['bank'\]"):
         model.predict({**breast, "bank": breast["host"]})
+
+
+def test_saved_halves_are_the_files_hamrah_party_scores_with(breast, tmp_path):
+    from hamrah.vertical import run_parties
+    from hamrah.vertical.predict import score
+
+    model = train("secureboost", breast, {"num_trees": 2, "max_depth": 2, "encrypted": False})
+    paths = model.save(tmp_path)
+    assert paths == {p: tmp_path / p / "model.npz" for p in ("guest", "host")}
+    loaded = {}
+    for party, path in paths.items():
+        with np.load(path, allow_pickle=False) as z:
+            loaded[party] = {k: z[k] for k in z.files}
+    roles = {
+        p: (lambda ch, p=p: score(ch, breast[p], "secureboost", model.settings, loaded[p], "guest", tuple(paths)))
+        for p in paths
+    }
+    results, _ = run_parties(roles, timeout_s=60)
+    np.testing.assert_array_equal(results["guest"][1], model.predict(breast)[1])

@@ -27,14 +27,14 @@ from hamrah.vertical import psi
 from hamrah.vertical.lr_common import LRState
 from hamrah.vertical.predict import predictor, score
 from hamrah.vertical.registry import resolve
-from hamrah.vertical.saved import model_arrays, model_file, settings_json
+from hamrah.vertical.saved import model_arrays, model_file, save_arrays, settings_json
 
 
 def _save(folder: Path, state, settings: str = "") -> None:
     """Write ``state`` (an epoch's checkpoint) as ``folder/epoch-NNNN.npz``, never half-written, with
     the protocol's ``settings`` (JSON) it was trained under."""
     folder.mkdir(parents=True, exist_ok=True)
-    _save_npz(folder / f"epoch-{state.epoch:04d}.npz", {**model_arrays(state), "settings": np.array(settings)})
+    save_arrays(folder / f"epoch-{state.epoch:04d}.npz", {**model_arrays(state), "settings": np.array(settings)})
 
 
 def load_checkpoints(folder: Path, kind: type = LRState, settings: str | None = None) -> dict:
@@ -67,14 +67,6 @@ def load_checkpoints(folder: Path, kind: type = LRState, settings: str | None = 
     return states
 
 
-def _save_npz(path: Path, arrays: dict) -> None:
-    """Write ``arrays`` to ``path`` through a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(f".{path.name}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-
-
 def _write_csv(path: Path, header: list[str], columns: list[list[str]]) -> None:
     """Write ``columns`` under ``header`` through a temporary file and a rename."""
     tmp = path.with_name(f".{path.name}")
@@ -96,7 +88,7 @@ def _write_result(cfg: PartyConfig, result, stats, table=None) -> dict:
     }
     arrays = model_file(result, cfg.protocol, cfg.settings, None if table is None else table.feature_names)
     if arrays is not None:
-        _save_npz(cfg.out / "model.npz", arrays)
+        save_arrays(cfg.out / "model.npz", arrays)
     if isinstance(result, LRState):
         summary.update(epochs=result.epoch, converged=result.converged, weight_change=list(result.history))
     elif isinstance(result, np.ndarray):

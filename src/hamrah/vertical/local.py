@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from hamrah.vertical import psi
 from hamrah.vertical.channel import DEFAULT_TIMEOUT_S, ChannelStats, run_parties
 from hamrah.vertical.predict import score
 from hamrah.vertical.registry import build_config, resolve
-from hamrah.vertical.saved import model_file
+from hamrah.vertical.saved import model_file, save_arrays
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,17 @@ class Trained:
         if arrays is None:
             raise ConfigError(f"{party!r} holds no model of {self.protocol!r} (parties: {dict(self.roles)})")
         return arrays
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write each party's half to ``folder/<party>/model.npz``, the file ``hamrah party`` writes, so
+        that the parties can score rows with ``hamrah party --predict --model`` later; return the paths."""
+        paths = {}
+        for party, role in self.roles.items():
+            if role != "arbiter":
+                paths[party] = Path(folder) / party / "model.npz"
+                paths[party].parent.mkdir(parents=True, exist_ok=True)
+                save_arrays(paths[party], self.arrays(party))
+        return paths
 
     def predict(
         self, tables: Mapping[str, PartyTable | None], timeout_s: float = DEFAULT_TIMEOUT_S

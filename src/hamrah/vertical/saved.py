@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -86,4 +88,13 @@ def model_file(
     return arrays
 
 
-__all__ = ["model_arrays", "model_file", "need", "settings_json"]
+def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` (``.npz``, no pickle) through a temporary file and a rename (never
+    half-written)."""
+    tmp = path.with_name(f".{path.name}")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+__all__ = ["model_arrays", "model_file", "need", "save_arrays", "settings_json"]
