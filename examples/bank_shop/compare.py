@@ -21,8 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import QuantileTransformer
 
-from hamrah.data.vertical import load_vertical
-from hamrah.vertical import splitnn as sn
+from hamrah.data import load_vertical
 from hamrah.vertical import train
 
 HERE = Path(__file__).resolve().parent
@@ -45,7 +44,7 @@ def customers(seed: int = 0) -> dict:
     return {
         "train": keep,
         "test": {"bank": bank.select(test), "shop": shop.select(test)},
-        "all": {"guest": bank, "host": shop},
+        "all": {"bank": bank, "shop": shop},
         "shared": len(shared),
     }
 
@@ -87,14 +86,6 @@ def vertical(data: dict, protocol: str, settings: dict) -> dict:
     return out | {"seconds": round(seconds, 1), "mb_exchanged": round(model.stats["guest"].total_bytes / 1e6, 1)}
 
 
-def central_net(data: dict) -> dict:
-    """SplitNN's networks trained on the joined table in one place, on the same rows in the same order."""
-    ids = np.intersect1d(data["train"]["bank"].ids, data["train"]["shop"].ids)  # PSI's result, sorted
-    test = data["test"]["bank"].ids
-    run = sn.train_central(data["all"], sn.SplitNNConfig(**NET), train_ids=ids, eval_ids=test)
-    return scores(data["all"]["guest"].select(test).labels, run.scores)
-
-
 def main() -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--plaintext", action="store_true", help="run the protocols unencrypted (quick)")
@@ -104,7 +95,6 @@ def main() -> dict:
     rows = []
     for name, res in central(data, ("bank", "shop")).items():
         rows.append({"setting": f"central {name}, both tables joined", **res})
-    rows.append({"setting": "central SplitNN network, both tables joined", **central_net(data)})
     for name, res in central(data, ("bank",)).items():
         rows.append({"setting": f"the bank alone, {name}", **res})
     mode = ("plaintext mode", "plaintext mode") if args.plaintext else ("Paillier", "OU")
@@ -118,11 +108,7 @@ def main() -> dict:
         rows.append({"setting": f"vertical: {label}", **vertical(data, protocol, settings)})
     report = {
         "command": "python examples/bank_shop/compare.py" + (" --plaintext" if args.plaintext else ""),
-        "customers": {
-            "bank": len(data["all"]["guest"].ids),
-            "shop": len(data["all"]["host"].ids),
-            "both": data["shared"],
-        },
+        "customers": {name: len(table.ids) for name, table in data["all"].items()} | {"both": data["shared"]},
         "train": {k: len(v.ids) for k, v in data["train"].items()},
         "test": len(data["test"]["bank"].ids),
         "rows": rows,

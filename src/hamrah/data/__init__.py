@@ -15,6 +15,7 @@ from hamrah.data.mnist import load_mnist
 from hamrah.data.partition import PartitionSpec, split_examples
 from hamrah.data.schema import Field, Schema
 from hamrah.data.shakespeare import split_into_plays
+from hamrah.data.vertical import PartyTable, load_vertical, read_party_csv
 
 
 def load_dataset(name: str, path: str | os.PathLike | None = None) -> Dataset:
@@ -86,6 +87,7 @@ __all__ = [
     "FederatedDataset",
     "Field",
     "PartitionSpec",
+    "PartyTable",
     "Schema",
     "SourceSpec",
     "dataset_examples",
@@ -94,6 +96,8 @@ __all__ = [
     "load_dataset",
     "load_examples",
     "load_mnist",
+    "load_vertical",
+    "read_party_csv",
     "split_examples",
     "split_into_plays",
     "to_dataset",

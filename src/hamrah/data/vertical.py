@@ -206,3 +206,6 @@ def load_vertical(name: str, path: str | os.PathLike | None = None) -> dict[str,
             raise DataError(f"{found}: checksum mismatch (expected sha256 {sha} of the CSV inside)")
         out[party] = read_party_csv(found, label_column="y" if party == "guest" else None, text=text)
     return out
+
+
+__all__ = ["ID_TYPES", "PartyTable", "id_digest", "load_vertical", "read_party_csv"]
