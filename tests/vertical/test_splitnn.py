@@ -277,6 +277,19 @@ def test_training_resumes_after_the_last_epoch_every_party_completed(breast):
         )
 
 
+def test_a_guest_naming_an_epoch_the_host_never_completed_is_refused(breast):
+    g, h, tr, _ = breast
+    cfg = sn.SplitNNConfig(epochs=2, psi=False)
+
+    def liar(c):  # a valid setup, then "go on after epoch 5", which the host holds no checkpoint of
+        c.send("host", "splitnn/setup", {"config": cfg.digest(), "train_ids": tr, "done": np.array([5])})
+        c.recv("host", "splitnn/ready")
+        c.send("host", "splitnn/start", {"epoch": 5})
+
+    with pytest.raises(ProtocolError, match="epoch 5, expected 0 or one this party completed"):
+        run_parties({"guest": liar, "host": lambda c: sn.host(c, h, cfg)}, timeout_s=20)
+
+
 def test_the_guest_reports_each_epochs_training_loss(breast):
     g, h, tr, _ = breast
     cfg = sn.SplitNNConfig(epochs=3, batch_size=64)

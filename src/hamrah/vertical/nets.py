@@ -156,9 +156,7 @@ def restore(arrays: Mapping[str, np.ndarray], modules: Mapping[str, nn.Module], 
                 state.setdefault(int(i), {})[key] = torch.from_numpy(np.array(v))
         opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
     except (RuntimeError, ValueError, KeyError) as e:
-        raise DataError(
-            f"splitnn: the checkpoint does not fit this party's networks ({str(e).splitlines()[0]})"
-        ) from None
+        raise DataError(f"the checkpoint does not fit this party's networks ({str(e).splitlines()[0]})") from None
 
 
 @dataclass(frozen=True)
