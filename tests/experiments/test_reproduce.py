@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hamrah.experiments.reproduce import CELLS, QUICK, cell_config, round_cap
+from hamrah.experiments.reproduce import CELLS, QUICK, TABLE1, cell_config, round_cap, table1_markdown
+from hamrah.experiments.sweep import SweepPoint, next_rate
 
 
 @pytest.mark.parametrize("cell_id", sorted(CELLS))
@@ -24,3 +25,51 @@ def test_round_cap_is_the_factor_unless_max_rounds_is_given():
     assert round_cap(lstm, 2.0, max_rounds=600) == 600  # extends past the factor
     assert round_cap(lstm, 2.0, max_rounds=50) == 50
     assert set(QUICK) <= set(CELLS)
+
+
+def test_table1_has_every_2nn_cell_the_paper_ran():
+    ran = {(c.partition, c.batch_size, c.client_fraction): c for c in TABLE1}
+    assert len(ran) == 16  # 5 Cs at B = 10 and 3 at B = inf, for IID and non-IID
+    assert ran[("shards", 10, 1.0)].paper_rounds == 380
+    assert ran[("iid", None, 0.0)].paper_rounds == 1455
+    assert ("iid", None, 0.5) not in ran  # "-" in the paper
+    assert ran[("iid", 10, 0.1)].id == "2nn-iid-e1-b10"  # the C = 0.1 ids are the older cells'
+    assert all(c.id in CELLS and c.model == "2nn" and c.epochs == 1 for c in TABLE1)
+
+
+def _row(cell_id: str, rounds: float | None) -> dict:
+    c = CELLS[cell_id]
+    return {
+        "table": c.table,
+        "partition": c.partition,
+        "batch_size": c.batch_size,
+        "client_fraction": c.client_fraction,
+        "rounds_to_target": rounds,
+    }
+
+
+def test_table1_markdown_lays_out_the_paper_and_hamrah_with_speedups_over_c0():
+    text = table1_markdown(
+        [_row("2nn-iid-e1-b10-c0", 100.0), _row("2nn-iid-e1-b10-c0.2", 40.0), _row("2nn-noniid-e1-b10-c1", None)]
+    )
+    lines = text.splitlines()
+    assert lines[0].startswith("| C | 2NN IID B=10: paper | hamrah | 2NN IID B=inf: paper")
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in lines[2:]}
+    assert set(rows) == {"0", "0.1", "0.2", "0.5", "1"}
+    assert rows["0"][:2] == ["316.0", "100.0"]
+    assert rows["0.2"][:2] == ["77.0 (4.1x)", "40.0 (2.5x)"]  # 316 / 77 and 100 / 40
+    assert rows["0.1"][1] == "not run"
+    assert rows["1"][4:6] == ["380.0 (8.6x)", "not reached"]
+    assert rows["0.5"][2:4] == ["-", "-"]  # IID B = inf at C = 0.5: not in the paper
+
+
+def _point(lr: float, rounds: float | None) -> SweepPoint:
+    return SweepPoint(lr, rounds, 0.9, 0.9, 10, 1.0, ((), ()))
+
+
+def test_a_sweep_widens_one_grid_step_past_the_edge_holding_the_best_rate():
+    assert next_rate([_point(0.1, 50.0), _point(0.215, 40.0), _point(0.464, 30.0)]) == 1.0
+    assert next_rate([_point(0.1, 20.0), _point(0.215, 40.0), _point(0.464, None)]) == 0.0464
+    assert next_rate([_point(0.1, 50.0), _point(0.215, 30.0), _point(0.464, 40.0)]) is None  # inside
+    assert next_rate([_point(0.1, None), _point(0.215, None)]) is None  # nothing reached the target
+    assert next_rate([_point(0.215, 30.0)]) is None  # one rate: no step to take

@@ -20,3 +20,18 @@ def test_a_scaffold_sweep_gives_the_algorithm_the_population_size(monkeypatch):
     )
     points = sweep.run_sweep(cfg, [0.05, 0.1])
     assert seen == [10, 10] and len(points) == 2
+
+
+def test_a_sweep_with_widen_tries_rates_past_the_edge_holding_the_best_until_its_budget_ends():
+    cfg = from_dict(
+        {
+            "data": {"dataset": "mnist", "partition": "iid", "num_clients": 10},
+            "model": {"name": "logreg"},
+            "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 500, "lr": 0.1},
+            "run": {"rounds": 3, "seed": 0, "workers": 1, "target_accuracy": 0.8, "stop_at_target": True},
+            "sweep": {"widen": 1},
+        }
+    )
+    points = sweep.run_sweep(cfg, [0.1, 1.0])
+    assert points[1].rounds_to_target < points[0].rounds_to_target  # 1.0 wins, at the upper edge
+    assert [p.lr for p in points] == [0.1, 1.0, 10.0]  # one step up (10x apart), then the budget is spent

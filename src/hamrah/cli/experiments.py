@@ -209,6 +209,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("reproduce", help="rerun cells of McMahan et al. 2017's tables")
     p.add_argument("paper", choices=["mcmahan"])
     p.add_argument("--quick", action="store_true", help="a subset that finishes in about 15 minutes on 2 cores")
+    p.add_argument(
+        "--table1", action="store_true", help="every 2NN cell of Table 1 (C = 0 to 1, IID and not, B = 10 and inf)"
+    )
     p.add_argument("--cells", help="comma-separated cell ids (see --list)")
     p.add_argument("--list", action="store_true", help="list the cells and exit")
     p.add_argument("--max-rounds-factor", type=float, default=2.0, help="round cap as a multiple of the paper's count")

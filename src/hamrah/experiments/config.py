@@ -278,6 +278,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
         (d.sigma >= 0, "data.sigma", d.sigma, "a number >= 0"),
         (0 < s.lr_min <= s.lr_max, "sweep.lr_min", s.lr_min, "0 < lr_min <= lr_max"),
         (s.per_decade >= 1, "sweep.per_decade", s.per_decade, "an integer >= 1"),
+        (s.widen >= 0, "sweep.widen", s.widen, "an integer >= 0"),
         (
             cfg.personalization is None or 0 < cfg.personalization.holdout < 1,
             "personalization.holdout",

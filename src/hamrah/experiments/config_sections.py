@@ -96,6 +96,7 @@ class SweepConfig:
     lr_min: float = 0.01
     lr_max: float = 1.0
     per_decade: int = 3  # the paper's grid: steps of 10^(1/3) (or 10^(1/6))
+    widen: int = 0  # extra rates beyond an edge of the grid while the best rate lies at that edge
 
 
 @dataclass(frozen=True)

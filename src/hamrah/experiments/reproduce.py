@@ -38,49 +38,55 @@ class Cell:
     eval_every: int = 1
 
 
+# McMahan et al.'s Table 1 for the 2NN (E = 1): rounds to 97% per (partition, B) and C; "-" cells
+# (B = inf at C >= 0.5) were not run in the paper.
+PAPER_TABLE1_2NN = {
+    ("iid", 10): {0.0: 316, 0.1: 87, 0.2: 77, 0.5: 75, 1.0: 70},
+    ("iid", None): {0.0: 1455, 0.1: 1474, 0.2: 1658},
+    ("shards", 10): {0.0: 3275, 0.1: 664, 0.2: 619, 0.5: 443, 1.0: 380},
+    ("shards", None): {0.0: 4278, 0.1: 1796, 0.2: 1528},
+}
+
+
+def _table1_cell(partition: str, batch_size: int | None, c: float, paper_rounds: float) -> Cell:
+    """The 2NN cell of Table 1 at (partition, B, C); the C = 0.1 ids carry no C suffix."""
+    name = f"2nn-{'iid' if partition == 'iid' else 'noniid'}-e1-b{batch_size or 'inf'}"
+    if batch_size is None:
+        lrs: tuple[float, ...] = (0.464, 1.0, 2.15)
+    elif c == 0.1:
+        lrs = (0.0464, 0.1, 0.215, 0.464)
+    elif c == 0.0:  # one client a round: its model becomes the global one
+        lrs = (0.0464, 0.1, 0.215)
+    elif partition == "shards":  # 0.464 diverged at C = 0.1 (dead ReLUs); widening tries it if 0.215 wins
+        lrs = (0.1, 0.215)
+    else:
+        lrs = (0.1, 0.215, 0.464)
+    return Cell(
+        name if c == 0.1 else f"{name}-c{c:g}",
+        f"Table 1 (C={c:g})",
+        "mnist",
+        partition,
+        "2nn",
+        "fedavg",
+        1,
+        batch_size,
+        0.97,
+        paper_rounds,
+        lrs,
+        client_fraction=c,
+        eval_every=5 if paper_rounds > 1000 else 1,
+    )
+
+
+TABLE1 = tuple(
+    _table1_cell(partition, b, c, rounds)
+    for (partition, b), row in PAPER_TABLE1_2NN.items()
+    for c, rounds in row.items()
+)
 CELLS = {
     c.id: c
     for c in [
-        Cell(
-            "2nn-iid-e1-b10",
-            "Table 1 (C=0.1)",
-            "mnist",
-            "iid",
-            "2nn",
-            "fedavg",
-            1,
-            10,
-            0.97,
-            87,
-            (0.0464, 0.1, 0.215, 0.464),
-        ),
-        Cell(
-            "2nn-noniid-e1-b10",
-            "Table 1 (C=0.1)",
-            "mnist",
-            "shards",
-            "2nn",
-            "fedavg",
-            1,
-            10,
-            0.97,
-            664,
-            (0.0464, 0.1, 0.215, 0.464),
-        ),
-        Cell(
-            "2nn-iid-e1-binf",
-            "Table 1 (C=0.1)",
-            "mnist",
-            "iid",
-            "2nn",
-            "fedavg",
-            1,
-            None,
-            0.97,
-            1474,
-            (0.464, 1.0, 2.15),
-            eval_every=5,
-        ),
+        *TABLE1,
         Cell("cnn-iid-e5-b10", "Table 2", "mnist", "iid", "cnn", "fedavg", 5, 10, 0.99, 20, (0.1, 0.215)),
         Cell("cnn-iid-e1-b10", "Table 2", "mnist", "iid", "cnn", "fedavg", 1, 10, 0.99, 34, (0.0464, 0.1, 0.215)),
         Cell(
@@ -114,6 +120,7 @@ CELLS = {
         ),
     ]
 }
+WIDEN = 2  # grid steps a cell's sweep may add beyond an edge where its best rate lies
 QUICK = ("2nn-iid-e1-b10", "2nn-noniid-e1-b10", "cnn-iid-e5-b10")
 
 
@@ -142,7 +149,7 @@ def cell_config(cell: Cell, max_rounds: int, seed: int = 0):
                 "seed": seed,
                 "stop_at_target": True,
             },
-            "sweep": {"lrs": list(cell.lrs)},
+            "sweep": {"lrs": list(cell.lrs), "widen": WIDEN},
         }
     )
 
@@ -197,13 +204,50 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table1_markdown(rows: list[dict]) -> str:
+    """Lay the Table 1 rows out as the paper does (one row per C, one column per partition and B):
+    rounds to 97% for the paper and hamrah, each with its speed-up over C = 0 in parentheses."""
+    found = {(r["partition"], r["batch_size"], r["client_fraction"]): r["rounds_to_target"] for r in rows}
+    columns = list(PAPER_TABLE1_2NN)
+    names = [f"2NN {'IID' if p == 'iid' else 'non-IID'} B={b or 'inf'}" for p, b in columns]
+    lines = ["| C | " + " | ".join(f"{n}: paper | hamrah" for n in names) + " |", "|---|" + "---|---|" * len(names)]
+
+    def shown(rounds: float | None, base: float | None) -> str:
+        if rounds is None:
+            return "not reached"
+        return f"{rounds:.1f}" + (f" ({base / rounds:.1f}x)" if base else "")
+
+    for c in sorted({c for row in PAPER_TABLE1_2NN.values() for c in row}):
+        cells = []
+        for key in columns:
+            paper = PAPER_TABLE1_2NN[key].get(c)
+            if paper is None:
+                cells += ["-", "-"]
+                continue
+            ours = found.get((*key, c), "not run")
+            cells.append(shown(paper, PAPER_TABLE1_2NN[key][0.0] if c else None))
+            base = found.get((*key, 0.0)) if c else None
+            cells.append(ours if isinstance(ours, str) else shown(ours, base))
+        lines.append(f"| {c:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _results_markdown(rows: list[dict]) -> str:
+    """The cells' table, and the paper's Table 1 layout when a Table 1 cell ran."""
+    table1 = [r for r in rows if r["table"].startswith("Table 1")]
+    return markdown_table(rows) + ("\n" + table1_markdown(table1) if table1 else "")
+
+
 def main(args: argparse.Namespace) -> None:
     """CLI entry: ``hamrah reproduce mcmahan [--quick] [--cells a,b] [--list]``."""
     if args.list:
         for c in CELLS.values():
             print(f"{c.id:22s} {c.table:16s} paper {c.paper_rounds:g} rounds to {c.target:g}")
         return
-    ids = args.cells.split(",") if args.cells else list(QUICK if args.quick else CELLS)
+    if args.cells:
+        ids = args.cells.split(",")
+    else:
+        ids = [c.id for c in TABLE1] if args.table1 else list(QUICK if args.quick else CELLS)
     unknown = [i for i in ids if i not in CELLS]
     if unknown:
         raise ConfigError(f"--cells: unknown cell(s) {', '.join(unknown)}; expected some of {', '.join(CELLS)}")
@@ -222,8 +266,8 @@ def main(args: argparse.Namespace) -> None:
             )
             rows.append(reproduce_cell(cell, out, cap))
             (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-            (out / "results.md").write_text(markdown_table(rows))
+            (out / "results.md").write_text(_results_markdown(rows))
             r = rows[-1]
             step(f"  -> {r['rounds_to_target']} rounds (paper {cell.paper_rounds:g}), best lr {r['best_lr']:g}")
-    print("\n" + markdown_table(rows))
+    print("\n" + _results_markdown(rows))
     print(f"Wrote {out}/results.json, results.md and one PNG per cell")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,22 @@ def best_point(points: list[SweepPoint]) -> SweepPoint:
     return max(points, key=lambda p: p.best_accuracy)
 
 
+def next_rate(points: list[SweepPoint]) -> float | None:
+    """The rate one grid step beyond the edge where the best rate lies, or None: the best is inside
+    the rates tried, reached no target, or there is no step to take. On a 10^(1/n) grid the rate is
+    the grid's own (0.0464 below 0.1, not 0.1 * 0.1 / 0.215), to 3 significant digits."""
+    tried = sorted({p.lr for p in points})
+    best = best_point(points)
+    if len(tried) < 2 or best.rounds_to_target is None or best.lr not in (tried[0], tried[-1]):
+        return None
+    edge, inner = (tried[0], tried[1]) if best.lr == tried[0] else (tried[-1], tried[-2])
+    exponent = 2 * math.log10(edge) - math.log10(inner)
+    per_decade = 1 / abs(math.log10(edge / inner))
+    if abs(per_decade - round(per_decade)) < 0.05:
+        exponent = round(exponent * round(per_decade)) / round(per_decade)
+    return float(f"{10**exponent:.3g}")
+
+
 def run_sweep(
     cfg: ExperimentConfig,
     rates: list[float],
@@ -47,10 +64,16 @@ def run_sweep(
     on_start: Callable[[float], None] | None = None,
     on_round: Callable[[RoundRecord], None] | None = None,
 ) -> list[SweepPoint]:
-    """Run ``cfg`` once per learning rate (data loaded once); write ``sweep.json`` and ``sweep.png``."""
+    """Run ``cfg`` once per learning rate (data loaded once); write ``sweep.json`` and ``sweep.png``.
+
+    With ``[sweep] widen = N`` a best rate at an edge of the rates tried (it reached the target)
+    moves that edge one grid step out, up to N times: the best rate is then known to be a true optimum
+    of the grid, or the report shows it is not."""
     base = prepare(cfg)
-    points = []
-    for lr in rates:
+    points: list[SweepPoint] = []
+    pending, widen = list(rates), cfg.sweep.widen
+    while pending:
+        lr = pending.pop(0)
         if on_start is not None:
             on_start(lr)
         run_cfg = cfg.replace("algorithm", lr=lr)
@@ -70,6 +93,8 @@ def run_sweep(
                 lr, s["rounds_to_target"], s["best_accuracy"], s["final_accuracy"], s["rounds_run"], s["wall_s"], curve
             )
         )
+        if not pending and widen > 0 and (beyond := next_rate(points)) is not None:
+            pending, widen = [beyond], widen - 1
     if out_dir is not None:
         best = best_point(points)
         payload = {
