@@ -249,3 +249,29 @@ def test_training_resumes_after_the_last_epoch_both_parties_completed(breast, mo
     )
     np.testing.assert_allclose(resumed["host"].scores, whole["host"].scores, atol=1e-9)
     assert resumed["guest"].train_loss == pytest.approx(whole["guest"].train_loss, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "done,match",
+    [
+        (np.array([1.0, 2.0]), "'done'"),  # not int64
+        (np.array([[1]], dtype=np.int64), "'done'"),  # not a vector
+        ("1,2", "'done'"),
+    ],
+)
+def test_a_setup_whose_completed_epochs_are_not_an_int64_vector_is_refused(breast, done, match):
+    cfg = ftl.FTLConfig(epochs=1)
+    host = _tampered_host(breast, cfg, "ftl/setup", lambda m: {**m, "done": done})
+    with pytest.raises(ProtocolError, match=f"ftl/setup from 'host': {match}"):
+        _run(breast, cfg, host_role=host, timeout_s=30)
+
+
+def test_a_peer_naming_epochs_this_party_never_completed_cannot_make_it_skip_them(breast):
+    """The start is the last epoch *both* completed: a host that claims epochs 1 to 99 when the guest
+    holds none trains from the start, to the same model as an honest host."""
+    cfg = replace(SMALL, epochs=2)
+    honest, _ = _run(breast, cfg)
+    host = _tampered_host(breast, cfg, "ftl/setup", lambda m: {**m, "done": np.arange(1, 100, dtype=np.int64)})
+    lying, _ = _run(breast, cfg, host_role=host)
+    np.testing.assert_array_equal(lying["host"].scores, honest["host"].scores)
+    assert lying["guest"].train_loss == honest["guest"].train_loss

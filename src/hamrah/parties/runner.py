@@ -100,6 +100,11 @@ def _write_result(cfg: PartyConfig, result, stats, table=None) -> dict:
     return summary
 
 
+def _named_progress(name: str, report: Callable[[str], None]) -> Callable:
+    """``report`` of anything with a ``progress()`` line (an epoch, a PSI step), named by the party."""
+    return lambda step: report(f"{name}: {step.progress()}")
+
+
 def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) -> dict:
     """Run this party until the protocol ends; resume after a peer goes away, up to ``cfg.retries`` times.
 
@@ -117,6 +122,7 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
     role, kind = protocol.roles[cfg.role], protocol.checkpoint
     folder = cfg.out / "checkpoints"
     server = PartyServer(cfg.name, cfg.peers, cfg.listen, cfg.tls, timeout_s=cfg.timeout_s)
+    progress = _named_progress(cfg.name, report)
     try:
         for attempt in range(cfg.retries + 1):
             channel = server.channel()
@@ -124,7 +130,7 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
             if "on_epoch" in inspect.signature(role).parameters:  # progress, and a checkpoint where it has one
                 kwargs["on_epoch"] = lambda s: (
                     kind is not None and _save(folder, s, settings_json(cfg.settings)),
-                    report(f"{cfg.name}: {s.progress()}"),
+                    progress(s),
                 )
             if kind is not None:
                 done = load_checkpoints(folder, kind, settings_json(cfg.settings))
@@ -135,7 +141,7 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
                     + f" (attempt {attempt + 1})"
                 )
             try:
-                with psi.local(cfg.workers, lambda p: report(f"{cfg.name}: {p.progress()}")):
+                with psi.local(cfg.workers, progress):
                     result = role(channel, table, cfg.settings, **kwargs)
                 return _write_result(cfg, result, channel.stats, table)
             except PartyFailed as e:
@@ -197,7 +203,7 @@ def predict_party(
         channel = server.channel()
         rows = f"{len(table.ids)} rows" if table is not None else "no rows of its own"
         report(f"{cfg.name}: scoring with its {cfg.protocol} model ({rows})")
-        with psi.local(cfg.workers, lambda p: report(f"{cfg.name}: {p.progress()}")):
+        with psi.local(cfg.workers, _named_progress(cfg.name, report)):
             ids, out = score(channel, table, cfg.protocol, cfg.settings, arrays, guest, parties)
     finally:
         server.stop()
