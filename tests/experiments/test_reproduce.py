@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import pytest
 
 from hamrah.experiments.reproduce import CELLS, QUICK, TABLE1, cell_config, round_cap, table1_markdown
@@ -38,13 +41,16 @@ def test_table1_has_every_2nn_cell_the_paper_ran():
 
 
 def _row(cell_id: str, rounds: float | None) -> dict:
+    """A row as ``reproduce_cell`` writes it."""
     c = CELLS[cell_id]
     return {
-        "table": c.table,
-        "partition": c.partition,
-        "batch_size": c.batch_size,
-        "client_fraction": c.client_fraction,
+        **{k: v for k, v in asdict(c).items() if k != "lrs"},
         "rounds_to_target": rounds,
+        "ratio_to_paper": None if rounds is None else rounds / c.paper_rounds,
+        "best_lr": c.lrs[0],
+        "best_accuracy": 0.97,
+        "max_rounds": 100,
+        "wall_s": 1.0,
     }
 
 
@@ -73,3 +79,28 @@ def test_a_sweep_widens_one_grid_step_past_the_edge_holding_the_best_rate():
     assert next_rate([_point(0.1, 50.0), _point(0.215, 30.0), _point(0.464, 40.0)]) is None  # inside
     assert next_rate([_point(0.1, None), _point(0.215, None)]) is None  # nothing reached the target
     assert next_rate([_point(0.215, 30.0)]) is None  # one rate: no step to take
+
+
+def test_render_writes_one_report_of_earlier_runs_the_later_file_winning(tmp_path, capsys):
+    from hamrah.cli import main
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps([_row("2nn-iid-e1-b10-c0", 120.0), _row("2nn-iid-e1-b10-c0.2", 50.0)]))
+    second.write_text(json.dumps([_row("2nn-iid-e1-b10-c0.2", 40.0), _row("cnn-iid-e5-b10", 21.8)]))
+    out = tmp_path / "report"
+    assert main(["reproduce", "mcmahan", "--render", f"{first},{second}", "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["id"] for r in rows] == ["2nn-iid-e1-b10-c0", "2nn-iid-e1-b10-c0.2", "cnn-iid-e5-b10"]
+    assert rows[1]["rounds_to_target"] == 40.0
+    text = (out / "results.md").read_text()
+    assert "| 0.2 | 77.0 (4.1x) | 40.0 (3.0x) |" in text and "| cnn-iid-e5-b10 |" in text
+    assert (out / "table1.png").stat().st_size > 1000
+
+
+def test_render_names_a_file_that_is_not_a_report(tmp_path, capsys):
+    from hamrah.cli import main
+
+    bad = tmp_path / "r.json"
+    bad.write_text("{not json")
+    assert main(["reproduce", "mcmahan", "--render", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert f"--render {bad}" in capsys.readouterr().err

@@ -214,6 +214,9 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--cells", help="comma-separated cell ids (see --list)")
     p.add_argument("--list", action="store_true", help="list the cells and exit")
+    p.add_argument(
+        "--render", help="comma-separated results.json files of earlier runs: write one report, train nothing"
+    )
     p.add_argument("--max-rounds-factor", type=float, default=2.0, help="round cap as a multiple of the paper's count")
     p.add_argument("--max-rounds", type=int, help="round cap per run; replaces --max-rounds-factor")
     p.add_argument("--out", default="runs/reproduce_mcmahan", help="output folder")

@@ -52,3 +52,30 @@ def plot_curves(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_series(
+    series: dict[str, tuple[Sequence, Sequence[float], str]],
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    log_y: bool = False,
+) -> None:
+    """Write a PNG with one line per entry of ``series``: label -> (xs, ys, matplotlib format such as
+    ``"o-C0"``). String xs are categories, placed in the order they first appear."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, (xs, ys, fmt) in series.items():
+        ax.plot(list(xs), list(ys), fmt, label=label, linewidth=1.5, markersize=5)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hamrah.core.errors import ConfigError
 from hamrah.experiments.config import from_dict
-from hamrah.experiments.plots import plot_curves
+from hamrah.experiments.plots import plot_curves, plot_series
 from hamrah.experiments.sweep import best_point, run_sweep
 
 
@@ -232,17 +232,58 @@ def table1_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _results_markdown(rows: list[dict]) -> str:
-    """The cells' table, and the paper's Table 1 layout when a Table 1 cell ran."""
+def plot_table1(rows: list[dict], path: Path) -> None:
+    """Rounds to 97% against C, hamrah (solid) and the paper (dashed), one colour per partition and B."""
+    found = {(r["partition"], r["batch_size"], r["client_fraction"]): r["rounds_to_target"] for r in rows}
+    series: dict = {}
+    for i, ((partition, b), paper) in enumerate(PAPER_TABLE1_2NN.items()):
+        name = f"{'IID' if partition == 'iid' else 'non-IID'} B={b or 'inf'}"
+        ours = [(c, found.get((partition, b, c))) for c in paper]
+        ours = [(f"{c:g}", r) for c, r in ours if r is not None]
+        series[f"hamrah {name}"] = ([c for c, _ in ours], [r for _, r in ours], f"o-C{i}")
+        series[f"paper {name}"] = ([f"{c:g}" for c in paper], list(paper.values()), f"s--C{i}")
+    plot_series(
+        series,
+        path,
+        xlabel="C (share of clients per round; 0: one client)",
+        ylabel="rounds to 97% test accuracy",
+        title="McMahan et al. Table 1, 2NN on MNIST, E = 1",
+        log_y=True,
+    )
+
+
+def _write_report(rows: list[dict], out: Path) -> None:
+    """``results.json``, ``results.md`` and, with Table 1 cells among the rows, ``table1.png``."""
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     table1 = [r for r in rows if r["table"].startswith("Table 1")]
-    return markdown_table(rows) + ("\n" + table1_markdown(table1) if table1 else "")
+    (out / "results.md").write_text(markdown_table(rows) + ("\n" + table1_markdown(table1) if table1 else ""))
+    if table1:
+        plot_table1(table1, out / "table1.png")
+
+
+def _read_rows(paths: str) -> list[dict]:
+    """The rows of earlier runs' ``results.json`` files (comma-separated), the later file's row winning per cell."""
+    rows: dict[str, dict] = {}
+    for path in paths.split(","):
+        try:
+            found = json.loads(Path(path).read_text())
+            rows.update({r["id"]: r for r in found})
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"--render {path}: {e}; expected the results.json a reproduce run wrote") from None
+    return list(rows.values())
 
 
 def main(args: argparse.Namespace) -> None:
-    """CLI entry: ``hamrah reproduce mcmahan [--quick] [--cells a,b] [--list]``."""
+    """CLI entry: ``hamrah reproduce mcmahan [--quick | --table1 | --cells a,b | --render r.json] [--list]``."""
     if args.list:
         for c in CELLS.values():
-            print(f"{c.id:22s} {c.table:16s} paper {c.paper_rounds:g} rounds to {c.target:g}")
+            print(f"{c.id:24s} {c.table:16s} paper {c.paper_rounds:g} rounds to {c.target:g}")
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.render:  # no training: one report of rows already computed
+        _write_report(_read_rows(args.render), out)
+        print(f"Wrote {out}/results.json, results.md" + (" and table1.png" if (out / "table1.png").exists() else ""))
         return
     if args.cells:
         ids = args.cells.split(",")
@@ -251,8 +292,6 @@ def main(args: argparse.Namespace) -> None:
     unknown = [i for i in ids if i not in CELLS]
     if unknown:
         raise ConfigError(f"--cells: unknown cell(s) {', '.join(unknown)}; expected some of {', '.join(CELLS)}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     from hamrah.experiments.progress import work_progress
 
     rows = []
@@ -265,9 +304,8 @@ def main(args: argparse.Namespace) -> None:
                 flush=True,
             )
             rows.append(reproduce_cell(cell, out, cap))
-            (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-            (out / "results.md").write_text(_results_markdown(rows))
+            _write_report(rows, out)
             r = rows[-1]
             step(f"  -> {r['rounds_to_target']} rounds (paper {cell.paper_rounds:g}), best lr {r['best_lr']:g}")
-    print("\n" + _results_markdown(rows))
+    print("\n" + (out / "results.md").read_text())
     print(f"Wrote {out}/results.json, results.md and one PNG per cell")
