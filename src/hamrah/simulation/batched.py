@@ -26,7 +26,7 @@ change the arithmetic: the models are bit-for-bit those of one loop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -90,28 +90,47 @@ def _stacked_batches(
     schedules: list[list[np.ndarray]],
     ignore_index: int | None,
     width: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather every client's batches into ``[K, S, width, ...]`` inputs and targets, padded (zero
-    inputs, ``PAD_LABEL`` targets): one gather per client straight from its examples."""
+) -> tuple[Callable[[int], torch.Tensor], torch.Tensor]:
+    """Every client's batches, padded to ``width`` (zero inputs, ``PAD_LABEL`` targets): a function
+    giving step ``s``'s inputs ``[K, width, ...]``, and the targets ``[K, S, width, ...]`` of all steps.
+
+    Clients that are slices of one pooled set (``ClientSlice``) gather each step's inputs from it when
+    the step runs (a few hundred KB, in cache for the step); others are copied in one gather per client
+    up front."""
     k, steps = len(datas), max(len(s) for s in schedules)
+    idx = np.full((k, steps, width), -1, dtype=np.int64)
+    for c, sched in enumerate(schedules):
+        for s, b in enumerate(sched):
+            idx[c, s, : len(b)] = b
+    pad = torch.from_numpy(idx < 0)
+    at = torch.from_numpy(np.maximum(idx, 0))
+    padded_steps = pad.flatten(2).any(2).any(0).tolist()
+    base = datas[0].base if isinstance(datas[0], ClientSlice) else None
+    if base is not None and all(isinstance(d, ClientSlice) and d.base is base for d in datas):
+        rows = torch.stack([d.index[at[c]] if len(d) else torch.zeros_like(at[c]) for c, d in enumerate(datas)])
+        yb = targets(base.y[rows], ignore_index)
+        yb = yb.masked_fill(pad.view(*pad.shape, *[1] * (yb.dim() - 3)), PAD_LABEL)
+        shape = (k, width, *base.x.shape[1:])
+
+        def pooled(s: int) -> torch.Tensor:
+            x = base.x.index_select(0, rows[:, s].reshape(-1)).view(shape)
+            return x.masked_fill_(pad[:, s].view(k, width, *[1] * (x.dim() - 2)), 0) if padded_steps[s] else x
+
+        return pooled, yb
     x, y = datas[0].take(torch.zeros(0, dtype=torch.long))  # the shapes and dtypes
     xb = torch.empty((k, steps, width, *x.shape[1:]), dtype=x.dtype)
     yb = torch.empty((k, steps, width, *y.shape[1:]), dtype=torch.long)
-    for c, (d, sched) in enumerate(zip(datas, schedules)):
-        idx = np.full((steps, width), -1, dtype=np.int64)
-        for s, b in enumerate(sched):
-            idx[s, : len(b)] = b
-        pad = torch.from_numpy(idx < 0)
+    for c, d in enumerate(datas):
         if len(d) == 0:
             xb[c], yb[c] = 0, PAD_LABEL
             continue
-        xs, ys = d.take(torch.from_numpy(np.maximum(idx, 0)))
+        xs, ys = d.take(at[c])
         xb[c] = xs
         yb[c] = targets(ys, ignore_index)
-        if bool(pad.any()):
-            xb[c][pad] = 0
-            yb[c][pad] = PAD_LABEL
-    return xb, yb
+        if bool(pad[c].any()):
+            xb[c][pad[c]] = 0
+            yb[c][pad[c]] = PAD_LABEL
+    return (lambda s: xb[:, s]), yb
 
 
 def train_cohort(
@@ -181,7 +200,7 @@ def _train_group(
 ) -> list[LocalResult]:
     """Train one group of clients, stacked from their starts, through their batch schedules (batches
     padded to ``width``), with the proximal pull toward ``global_params`` if ``pull > 0``."""
-    xb, yb = _stacked_batches(datas, schedules, ignore_index, width)
+    batch, yb = _stacked_batches(datas, schedules, ignore_index, width)
     if all(s is global_params for s in starts):
         stacked = stack(global_params, len(datas))
     else:
@@ -196,8 +215,8 @@ def _train_group(
         step = _autograd_step(model, stacked, lr, yb, pull, anchor)
     names, params = list(stacked), list(stacked.values())
     loss_sum = torch.zeros(len(datas))
-    for s in range(xb.shape[1]):
-        loss_sum += step(xb[:, s], s)
+    for s in range(yb.shape[1]):
+        loss_sum += step(batch(s), s)
     counts = torch.tensor([max(len(s), 1) for s in schedules], dtype=torch.float32)
     mean_loss = (loss_sum / counts).tolist()
     return [
