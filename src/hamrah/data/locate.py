@@ -63,10 +63,11 @@ def cached_arrays(
     name: str,
     sources: Mapping[str, str],
     decode: Callable[[], dict[str, np.ndarray]],
+    folder: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
     """Return ``decode()``'s arrays, read from the decoded-array cache when it holds a verified copy.
 
-    The entry lives in ``cache_dir()/decoded/<name>-<key>.npz`` with a manifest ``.json`` beside it
+    The entry lives in ``cache_dir()/decoded/<name>-<key>.npz`` (or ``folder``) with a manifest ``.json`` beside it
     holding the key and the ``.npz``'s sha256. An entry whose manifest is missing, unreadable, for other
     sources, or whose file does not match its digest is decoded again and replaced (atomically: a
     reader sees the old entry or the new one, never half of one). A cache folder that cannot be written
@@ -75,13 +76,14 @@ def cached_arrays(
     Args:
         name: the data set's name (part of the file name).
         sources: file name -> sha256 of the source files the arrays are decoded from, already verified.
-        decode: returns the arrays (name -> array, numeric dtypes only) from the sources.
+        decode: returns the arrays (name -> array; numeric or unicode dtypes, no objects) from the sources.
+        folder: the cache folder instead of ``cache_dir()/decoded``.
 
     Returns:
         The arrays, equal to ``decode()``'s.
     """
     key = cache_key(sources)
-    folder = cache_dir() / "decoded"
+    folder = Path(folder).expanduser() if folder is not None else cache_dir() / "decoded"
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) + f"-{key[:24]}"
     npz, manifest = folder / f"{stem}.npz", folder / f"{stem}.json"
     arrays = _read_entry(npz, manifest, key)

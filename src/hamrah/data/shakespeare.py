@@ -67,15 +67,13 @@ import torch
 
 from hamrah.core.errors import DataError
 from hamrah.data.federated import ArrayData, Dataset
+from hamrah.data.locate import cached_arrays
 from hamrah.data.shakespeare_files import FILENAME as FILENAME  # importable here as before (not in __all__)
 from hamrah.data.shakespeare_files import (
     PG100_SHA256,
     PG100_TEXT_SHA256,
-    _cache_file,
-    _load_cache,
     _locate,
     _read_text,
-    _save_cache,
 )
 from hamrah.data.shakespeare_text import (
     NUM_CLASSES,
@@ -121,7 +119,7 @@ def load_shakespeare(
         path: the file (gzip or plain text); by default it is looked up as the
             module docstring says.
         cache_dir: if given, the parsed sequences are kept there as a compressed
-            ``.npz`` keyed by the text's checksum, and reused.
+            ``.npz`` keyed by the text's checksum (``hamrah.data.locate.cached_arrays``), and reused.
         min_lines: a role becomes a client if it has at least this many lines
             (default 3: 1,146 clients, as McMahan et al. 2017; 2 gives 1,204).
 
@@ -139,18 +137,17 @@ def load_shakespeare(
     min_lines = int(min_lines)
     p = _locate(path)
     text, text_sha = _read_text(p)  # verified even when a cache is used
-    arrays = None
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = _cache_file(cache_dir, text_sha, min_lines)
-        arrays = _load_cache(cache_file)
-    if arrays is None:
+
+    def parse() -> dict[str, np.ndarray]:
         try:
-            arrays = _build(text, min_lines)
+            return _build(text, min_lines)
         except ValueError as e:
             raise DataError(f"Shakespeare data: cannot parse {p}: {e}") from e
-        if cache_file is not None:
-            _save_cache(cache_file, arrays)
+
+    if cache_dir is None:
+        arrays = parse()
+    else:
+        arrays = cached_arrays(f"shakespeare-min{min_lines}", {"pg100.txt": text_sha}, parse, folder=cache_dir)
     return _to_dataset(arrays, source=p, min_lines=min_lines)
 
 

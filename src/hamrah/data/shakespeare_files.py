@@ -1,4 +1,4 @@
-"""The Shakespeare data set's files: finding ``pg100.txt.gz``, reading and verifying it, the ``.npz`` cache.
+"""The Shakespeare data set's file: finding ``pg100.txt.gz``, reading and verifying it.
 
 Where the file is looked up and why nothing is downloaded: :mod:`hamrah.data.shakespeare`.
 """
@@ -8,11 +8,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import zlib
 from pathlib import Path
-
-import numpy as np
 
 from hamrah.core.errors import DataError
 from hamrah.data.locate import candidate_dirs
@@ -22,8 +19,6 @@ FILENAME = "pg100.txt.gz"
 PG100_SHA256 = "029b69293f2bfd21c0b368753ab8ddaaca6b43622df9f38733b299ba2e29242c"
 #: sha256 of the uncompressed text (accepted too: a re-compressed or plain ``pg100.txt``).
 PG100_TEXT_SHA256 = "7a8203c516f67bc90e1dba9e3de401a3c4118cd21bc93dbe9724eee1c83660c7"
-_CACHE_FORMAT = 1
-_CACHE_KEYS = {"train_seq", "train_groups", "test_seq", "test_groups", "group_names", "meta"}
 
 # -- locating and reading the file -------------------------------------------------------------
 
@@ -83,34 +78,3 @@ def _read_text(p: Path) -> tuple[str, str]:
             )
     # The checksum guarantees valid UTF-8 (with a byte-order mark).
     return data.decode("utf-8-sig"), PG100_TEXT_SHA256
-
-
-# -- cache -----------------------------------------------------------------------------------
-
-
-def _cache_file(cache_dir: str | os.PathLike, text_sha: str, min_lines: int) -> Path:
-    return Path(cache_dir).expanduser() / (f"shakespeare-{text_sha[:16]}-min{min_lines}-v{_CACHE_FORMAT}.npz")
-
-
-def _load_cache(f: Path) -> dict[str, np.ndarray] | None:
-    try:
-        with np.load(f, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception:  # missing or damaged: rebuild
-        return None
-    return arrays if arrays.keys() >= _CACHE_KEYS else None
-
-
-def _save_cache(f: Path, arrays: dict[str, np.ndarray]) -> None:
-    try:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f.name, suffix=".tmp", dir=f.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-            os.replace(tmp, f)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError:
-        pass  # a cache that cannot be written is not an error
