@@ -97,6 +97,7 @@ class SweepConfig:
     lr_max: float = 1.0
     per_decade: int = 3  # the paper's grid: steps of 10^(1/3) (or 10^(1/6))
     widen: int = 0  # extra rates beyond an edge of the grid while the best rate lies at that edge
+    prune: bool = False  # stop a rate where the best so far had reached the target (it cannot win)
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ def cell_config(cell: Cell, max_rounds: int, seed: int = 0):
                 "seed": seed,
                 "stop_at_target": True,
             },
-            "sweep": {"lrs": list(cell.lrs), "widen": WIDEN},
+            "sweep": {"lrs": list(cell.lrs), "widen": WIDEN, "prune": True},
         }
     )
 
@@ -176,6 +176,7 @@ def reproduce_cell(cell: Cell, out_dir: Path, max_rounds: int, log=print) -> dic
         "ratio_to_paper": None if ours is None else ours / cell.paper_rounds,
         "within_30_percent": None if ours is None else abs(ours / cell.paper_rounds - 1) <= 0.30,
         "per_lr": {f"{p.lr:g}": p.rounds_to_target for p in points},
+        "pruned": [p.lr for p in points if p.pruned],  # stopped once they could not be the best
         "wall_s": round(time.perf_counter() - start, 1),
     }
     plot_curves(

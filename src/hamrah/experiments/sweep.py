@@ -25,6 +25,7 @@ class SweepPoint:
     rounds_run: int
     wall_s: float
     curve: tuple[tuple[int, ...], tuple[float, ...]]
+    pruned: bool = False  # stopped at the round the best rate so far had reached the target by
 
 
 def sweep_rates(cfg: ExperimentConfig) -> list[float]:
@@ -57,6 +58,16 @@ def next_rate(points: list[SweepPoint]) -> float | None:
     return float(f"{10**exponent:.3g}")
 
 
+def _round_cap(cfg: ExperimentConfig, points: list[SweepPoint]) -> int:
+    """The next rate's rounds: the config's, or with ``prune`` the first evaluation at or after the
+    best rounds to target so far."""
+    reached = [p.rounds_to_target for p in points if p.rounds_to_target is not None]
+    if not (cfg.sweep.prune and reached):
+        return cfg.run.rounds
+    every = max(cfg.run.eval_every, 1)
+    return min(cfg.run.rounds, math.ceil(min(reached) / every) * every)
+
+
 def run_sweep(
     cfg: ExperimentConfig,
     rates: list[float],
@@ -68,7 +79,9 @@ def run_sweep(
 
     With ``[sweep] widen = N`` a best rate at an edge of the rates tried (it reached the target)
     moves that edge one grid step out, up to N times: the best rate is then known to be a true optimum
-    of the grid, or the report shows it is not."""
+    of the grid, or the report shows it is not. With ``[sweep] prune = true`` a rate stops at the
+    evaluation where the best rate so far had reached the target: past it, it could not be the best
+    (the best rate is the same; slower rates' own rounds to target are then unknown)."""
     base = prepare(cfg)
     points: list[SweepPoint] = []
     pending, widen = list(rates), cfg.sweep.widen
@@ -76,7 +89,7 @@ def run_sweep(
         lr = pending.pop(0)
         if on_start is not None:
             on_start(lr)
-        run_cfg = cfg.replace("algorithm", lr=lr)
+        run_cfg = cfg.replace("algorithm", lr=lr).replace("run", rounds=_round_cap(cfg, points))
         prep = dataclasses.replace(base, config=run_cfg, algorithm=build_algorithm(run_cfg, base.data.num_clients))
         sub = out_dir / f"lr_{lr:g}" if out_dir is not None else None
         hist: list[RoundRecord] = []
@@ -90,7 +103,14 @@ def run_sweep(
         curve = (tuple(h.round for h in hist), tuple(h.test_accuracy for h in hist))
         points.append(
             SweepPoint(
-                lr, s["rounds_to_target"], s["best_accuracy"], s["final_accuracy"], s["rounds_run"], s["wall_s"], curve
+                lr,
+                s["rounds_to_target"],
+                s["best_accuracy"],
+                s["final_accuracy"],
+                s["rounds_run"],
+                s["wall_s"],
+                curve,
+                pruned=run_cfg.run.rounds < cfg.run.rounds and s["rounds_to_target"] is None,
             )
         )
         if not pending and widen > 0 and (beyond := next_rate(points)) is not None:
