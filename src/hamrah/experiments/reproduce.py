@@ -51,16 +51,17 @@ PAPER_TABLE1_2NN = {
 def _table1_cell(partition: str, batch_size: int | None, c: float, paper_rounds: float) -> Cell:
     """The 2NN cell of Table 1 at (partition, B, C); the C = 0.1 ids carry no C suffix."""
     name = f"2nn-{'iid' if partition == 'iid' else 'noniid'}-e1-b{batch_size or 'inf'}"
+    # Each grid lists its likeliest best rate first: with pruning, the others then stop early.
     if batch_size is None:
         lrs: tuple[float, ...] = (0.464, 1.0, 2.15)
     elif c == 0.1:
         lrs = (0.0464, 0.1, 0.215, 0.464)
     elif c == 0.0:  # one client a round: its model becomes the global one
-        lrs = (0.0464, 0.1, 0.215)
+        lrs = (0.1, 0.0464, 0.215)
     elif partition == "shards":  # 0.464 diverged at C = 0.1 (dead ReLUs); widening tries it if 0.215 wins
-        lrs = (0.1, 0.215)
+        lrs = (0.215, 0.1)
     else:
-        lrs = (0.1, 0.215, 0.464)
+        lrs = (0.215, 0.1, 0.464)
     return Cell(
         name if c == 0.1 else f"{name}-c{c:g}",
         f"Table 1 (C={c:g})",
