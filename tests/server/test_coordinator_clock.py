@@ -126,7 +126,5 @@ def test_a_pipeline_attached_after_construction_still_stops_the_run_at_its_budge
     coord = _coordinator(tmp_path, clock)
     coord.pipeline = _SpentBudget(last=0)
     coord._start()
-    assert coord.machine.finished and coord.ended == ev.RunFinished(
-        "stopped", "the privacy budget allows no more rounds"
-    )
+    assert coord.machine.finished and coord.ended == ev.End("stopped", "the privacy budget allows no more rounds")
     assert coord.loop.ended is not None and coord.loop.ended.reason == "budget"

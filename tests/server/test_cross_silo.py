@@ -198,7 +198,7 @@ def test_final_evaluation_round_scores_the_final_model_then_ends():
     d.feed(ev.DeviceAborted(evals[2].device, evals[2].task_id, 1, failed=True, reason="gone"))
     (done,) = d.of(ev.SitesEvaluated)
     assert done.round == 1 and list(done.evals) == scores
-    assert d.m.finished and d.committed == [1] and d.of(ev.RunFinished)[0].reason == "rounds"
+    assert d.m.finished and d.committed == [1] and d.of(ev.End)[0].reason == "rounds"
 
 
 def test_without_final_eval_the_run_ends_at_the_last_commit():

@@ -202,7 +202,7 @@ def test_resume_starts_after_the_last_committed_round_and_a_finished_run_starts_
     d = Driver(last_round=2)
     assert d.m.current.round == 3
     done = Driver(last_round=3)
-    assert done.m.finished and done.of(ev.RunFinished)[0].reason == "rounds"
+    assert done.m.finished and done.of(ev.End)[0].reason == "rounds"
 
 
 def test_stop_at_target_and_drain():
@@ -213,22 +213,20 @@ def test_stop_at_target_and_drain():
     assert d.m.phase == REPORTING
     for k, t in enumerate(list(d.assigned(1).values())[:4], 1):
         d.report(t, k)
-    assert d.m.finished and d.of(ev.RunFinished)[0].reason == "drained"
+    assert d.m.finished and d.of(ev.End)[0].reason == "drained"
     hit = Driver(target_accuracy=0.5, stop_at_target=True)
     hit.accuracy = 0.6
     hit.check_in(*devices(6))
     hit.tick(1.0)
     for k, t in enumerate(list(hit.assigned(1).values())[:4], 1):
         hit.report(t, k)
-    assert hit.committed == [1] and hit.of(ev.RunFinished) == [
-        ev.RunFinished("target", "target accuracy 0.5000 reached at round 1")
-    ]
+    assert hit.committed == [1] and hit.of(ev.End) == [ev.End("target", "target accuracy 0.5000 reached at round 1")]
     m = RoundMachine(config(), ev.FakeClock(), 0)
     m.start()
     m.handle(ev.OpenRound())
     m.phase = COMMITTING
     out = m.handle(ev.Committed(1, RoundRecord(1, phases=PhaseTimings(round_s=1.0)), End("budget", "spent")))
-    assert out == [ev.RunFinished("budget", "spent")]  # the machine ends the run when the loop says so
+    assert out == [ev.End("budget", "spent")]  # the machine ends the run when the loop says so
 
 
 def test_evaluate_slots_are_filled_beside_the_training_target():

@@ -34,7 +34,8 @@ class Budget(Protocol):
 
 @dataclass(frozen=True)
 class End:
-    """Why a run ended: ``"rounds"`` (all run), ``"target"`` (accuracy reached) or ``"budget"``."""
+    """Why a run ended: ``"rounds"`` (all run), ``"target"`` (accuracy reached) or ``"budget"``; on the
+    server also ``"stopped"`` (by the operator) or ``"drained"`` (shut down to resume later)."""
 
     reason: str
     message: str = ""

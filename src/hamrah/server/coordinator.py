@@ -170,7 +170,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
     @property
     def finished(self) -> bool:
         """Training is over (devices are told to stop); False while running and after a drain."""
-        return self.machine.finished and not (isinstance(self.ended, ev.RunFinished) and self.ended.reason == "drained")
+        return self.machine.finished and not (isinstance(self.ended, ev.End) and self.ended.reason == "drained")
 
     def has_task(self, device: str) -> bool:
         return self.machine.has_task(device)

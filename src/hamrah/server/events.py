@@ -308,14 +308,6 @@ class SitesEvaluated:
 
 
 @dataclass(frozen=True)
-class RunFinished:
-    """No more rounds: ``reason`` is "rounds", "target", "stopped" or "drained"."""
-
-    reason: str
-    message: str = ""
-
-
-@dataclass(frozen=True)
 class RunFailed:
     """A round was abandoned ``server.max_round_attempts`` times: the run stops with ``message``."""
 
@@ -334,7 +326,7 @@ Output = (
     | SiteOut
     | SiteBack
     | SitesEvaluated
-    | RunFinished
+    | End
     | RunFailed
 )
 
@@ -349,6 +341,7 @@ __all__ = [
     "Committed",
     "DeviceAborted",
     "Downloaded",
+    "End",
     "Event",
     "FakeClock",
     "MonotonicClock",
@@ -363,7 +356,6 @@ __all__ = [
     "RoundDue",
     "RoundOpened",
     "RunFailed",
-    "RunFinished",
     "SecureDone",
     "SelectionClosed",
     "SiteBack",

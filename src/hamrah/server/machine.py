@@ -429,7 +429,7 @@ class RoundMachine:
 
     def _finish(self, reason: str, message: str = "") -> list[ev.Output]:
         self.phase, self.current = FINISHED, None
-        return [ev.RunFinished(reason, message)]
+        return [ev.End(reason, message)]
 
 
 __all__ = ["MachineConfig", "RoundMachine"]

@@ -83,7 +83,7 @@ class ShellEvents:
         self._secure_job: asyncio.Future | None = None
         self._started = False
         self._round = None  # the RoundState last opened (its secure_ready outlives an abandonment)
-        self.ended: ev.RunFinished | ev.RunFailed | None = None
+        self.ended: ev.End | ev.RunFailed | None = None
         self.final_eval: dict | None = None  # cross-silo: the sites' example-weighted score of the final model
 
     def _start(self) -> None:
@@ -148,9 +148,9 @@ class ShellEvents:
             log.warning("round %d: %s", out.round, out.message)
             if self._round is not None and self._round.secure_ready is not None:
                 self._round.secure_ready.set()  # secure exchanges waiting for this round learn it is gone
-        elif isinstance(out, (ev.RunFinished, ev.RunFailed)):
+        elif isinstance(out, (ev.End, ev.RunFailed)):
             self.ended = out
-            if isinstance(out, ev.RunFinished) and out.message:
+            if isinstance(out, ev.End) and out.message:
                 log.info("%s: stopping", out.message)
             for device in list(self._waiting):
                 self._resolve(device, None)
