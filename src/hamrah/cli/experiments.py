@@ -117,6 +117,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     best = best_point(points)
     for p in points:
         rtt = f"{p.rounds_to_target:.1f}" if p.rounds_to_target is not None else "-"
+        rtt = f"> {p.rounds_run} (pruned)" if p.pruned else rtt
         mark = " *" if p is best else ""
         table.add_row(f"{p.lr:g}{mark}", rtt, f"{p.best_accuracy:.4f}", f"{p.final_accuracy:.4f}", f"{p.wall_s:.1f}")
     console.print(table)
