@@ -85,8 +85,16 @@ TABLE1 = tuple(
     for c, rounds in row.items()
 )
 # Table 2's CNN rows on IID data (C = 0.1, 99%): rounds per (E, B) beyond FedSGD (E = 1, B = inf).
-PAPER_TABLE2_CNN_IID = {(5, None): 179, (1, 50): 65, (20, None): 234, (1, 10): 34, (5, 50): 29, (20, 50): 32}
-PAPER_TABLE2_CNN_IID |= {(5, 10): 20, (20, 10): 18}
+PAPER_TABLE2_CNN_IID = {
+    (5, None): 179,
+    (1, 50): 65,
+    (20, None): 234,
+    (1, 10): 34,
+    (5, 50): 29,
+    (20, 50): 32,
+    (5, 10): 20,
+    (20, 10): 18,
+}
 TABLE2_CNN_IID = tuple(
     Cell(
         f"cnn-iid-e{e}-b{b or 'inf'}",
@@ -225,10 +233,15 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _by_setting(rows: list[dict]) -> dict:
+    """(partition, B, C) -> hamrah's rounds to target, from report rows."""
+    return {(r["partition"], r["batch_size"], r["client_fraction"]): r["rounds_to_target"] for r in rows}
+
+
 def table1_markdown(rows: list[dict]) -> str:
     """Lay the Table 1 rows out as the paper does (one row per C, one column per partition and B):
     rounds to 97% for the paper and hamrah, each with its speed-up over C = 0 in parentheses."""
-    found = {(r["partition"], r["batch_size"], r["client_fraction"]): r["rounds_to_target"] for r in rows}
+    found = _by_setting(rows)
     columns = list(PAPER_TABLE1_2NN)
     names = [f"2NN {'IID' if p == 'iid' else 'non-IID'} B={b or 'inf'}" for p, b in columns]
     lines = ["| C | " + " | ".join(f"{n}: paper | hamrah" for n in names) + " |", "|---|" + "---|---|" * len(names)]
@@ -255,7 +268,7 @@ def table1_markdown(rows: list[dict]) -> str:
 
 def plot_table1(rows: list[dict], path: Path) -> None:
     """Rounds to 97% against C, hamrah (solid) and the paper (dashed), one colour per partition and B."""
-    found = {(r["partition"], r["batch_size"], r["client_fraction"]): r["rounds_to_target"] for r in rows}
+    found = _by_setting(rows)
     series: dict = {}
     for i, ((partition, b), paper) in enumerate(PAPER_TABLE1_2NN.items()):
         name = f"{'IID' if partition == 'iid' else 'non-IID'} B={b or 'inf'}"
