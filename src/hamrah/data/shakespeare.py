@@ -46,7 +46,7 @@ Data") and LEAF (Caldas et al. 2018, ``preprocess_shakespeare.py``) built it:
 With the bundled file and the defaults this gives 36 plays, 1,146 roles, 84,315
 training and 21,653 test lines, and 43,101 training and 11,268 test sequences
 (``load_shakespeare().info`` has the counts). Reading, checking and parsing take
-about 0.3 s; pass ``cache_dir`` to keep the result as a compressed ``.npz``.
+about 0.3 s; pass ``cache_dir`` to keep the result as an ``.npz``.
 
 The file is looked up, in order, at: an explicit ``path``;
 ``$HAMRAH_DATA/shakespeare/pg100.txt.gz``; the copy bundled with the repository
@@ -118,7 +118,7 @@ def load_shakespeare(
     Args:
         path: the file (gzip or plain text); by default it is looked up as the
             module docstring says.
-        cache_dir: if given, the parsed sequences are kept there as a compressed
+        cache_dir: if given, the parsed sequences are kept there as an
             ``.npz`` keyed by the text's checksum (``hamrah.data.locate.cached_arrays``), and reused.
         min_lines: a role becomes a client if it has at least this many lines
             (default 3: 1,146 clients, as McMahan et al. 2017; 2 gives 1,204).
