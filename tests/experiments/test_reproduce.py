@@ -97,10 +97,21 @@ def test_render_writes_one_report_of_earlier_runs_the_later_file_winning(tmp_pat
     assert (out / "table1.png").stat().st_size > 1000
 
 
-def test_render_names_a_file_that_is_not_a_report(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("{not json", "Expecting property name"),
+        (json.dumps([{"id": "x"}]), "row 0 lacks .*best_lr"),
+        (json.dumps(["a row"]), r"row 0 lacks \(not an object\)"),
+    ],
+)
+def test_render_names_a_file_that_is_not_a_report(tmp_path, capsys, text, match):
+    import re
+
     from hamrah.cli import main
 
     bad = tmp_path / "r.json"
-    bad.write_text("{not json")
+    bad.write_text(text)
     assert main(["reproduce", "mcmahan", "--render", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert f"--render {bad}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--render {bad}" in err and re.search(match, err) and "Traceback" not in err

@@ -295,15 +295,41 @@ def _write_report(rows: list[dict], out: Path) -> None:
         plot_table1(table1, out / "table1.png")
 
 
+_ROW_KEYS = frozenset(
+    [
+        "id",
+        "table",
+        "partition",
+        "client_fraction",
+        "epochs",
+        "batch_size",
+        "target",
+        "paper_rounds",
+        "rounds_to_target",
+        "ratio_to_paper",
+        "best_lr",
+        "best_accuracy",
+        "wall_s",
+        "max_rounds",
+    ]
+)  # what a report needs of each row
+
+
 def _read_rows(paths: str) -> list[dict]:
     """The rows of earlier runs' ``results.json`` files (comma-separated), the later file's row winning per cell."""
     rows: dict[str, dict] = {}
     for path in paths.split(","):
         try:
             found = json.loads(Path(path).read_text())
-            rows.update({r["id"]: r for r in found})
-        except (OSError, ValueError, TypeError, KeyError) as e:
+        except (OSError, ValueError) as e:
             raise ConfigError(f"--render {path}: {e}; expected the results.json a reproduce run wrote") from None
+        for i, r in enumerate(found if isinstance(found, list) else [found]):
+            missing = sorted(_ROW_KEYS - set(r)) if isinstance(r, dict) else ["(not an object)"]
+            if missing:
+                raise ConfigError(
+                    f"--render {path}: row {i} lacks {', '.join(missing)}; expected the rows a reproduce run wrote"
+                )
+            rows[r["id"]] = r
     return list(rows.values())
 
 
