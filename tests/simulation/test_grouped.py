@@ -125,3 +125,27 @@ def test_group_size_below_one_is_refused(bad):
 
 def test_default_group_size_is_a_positive_int():
     assert isinstance(GROUP_SIZE, int) and GROUP_SIZE >= 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 17), min_size=1, max_size=9),
+    group=st.integers(1, 9),
+    plan=plan_st,
+    seed=st.integers(0, 2**16),
+    mlp=st.sampled_from(["2nn", "logreg"]),
+)
+def test_clients_sliced_from_a_pooled_set_train_as_their_own_copies(sizes, group, plan, seed, mlp):
+    """Slices of one pooled set (each step's inputs gathered as the step runs) give, bit for bit, the
+    models of the same examples copied per client (staged up front), empty clients included."""
+    from hamrah.data import ClientSlice
+
+    model = seeded(lambda: TwoNN(FEATURES, 8, CLASSES) if mlp == "2nn" else LogReg(FEATURES, CLASSES), seed)
+    pooled = _clients([sum(sizes) + 3], seed)[0]
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(pooled)))
+    ends = np.cumsum([0, *sizes])
+    slices = [ClientSlice(pooled, order[a:b]) for a, b in zip(ends[:-1], ends[1:])]
+    copies = [ArrayData(*s.take(torch.arange(len(s)))) for s in slices]
+    _, sliced = _train(model, slices, plan, group, seed)
+    _, copied = _train(model, copies, plan, group, seed)
+    assert _equal(sliced, copied)
