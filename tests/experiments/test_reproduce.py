@@ -115,3 +115,25 @@ def test_render_names_a_file_that_is_not_a_report(tmp_path, capsys, text, match)
     assert main(["reproduce", "mcmahan", "--render", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert f"--render {bad}" in err and re.search(match, err) and "Traceback" not in err
+
+
+def test_a_cell_reports_progress_every_tenth_of_its_round_cap(tmp_path, monkeypatch):
+    import hamrah.experiments.reproduce as reproduce
+    from hamrah.simulation import RoundRecord
+
+    def fake_sweep(cfg, rates, out_dir, on_start, on_round):
+        on_start(rates[0])
+        for r in range(1, 31):
+            on_round(RoundRecord(round=r, test_accuracy=r / 100))
+        return [SweepPoint(rates[0], 25.0, 0.3, 0.3, 30, 1.0, ((1, 30), (0.01, 0.3)))]
+
+    monkeypatch.setattr(reproduce, "run_sweep", fake_sweep)
+    lines: list[str] = []
+    row = reproduce.reproduce_cell(CELLS["2nn-iid-e1-b10-c0.2"], tmp_path, 100, log=lines.append)
+    assert lines == [
+        "  2nn-iid-e1-b10-c0.2: lr 0.215",
+        "    round 10 of at most 100: accuracy 0.1000",
+        "    round 20 of at most 100: accuracy 0.2000",
+        "    round 30 of at most 100: accuracy 0.3000",
+    ]
+    assert row["rounds_to_target"] == 25.0 and row["pruned"] == []

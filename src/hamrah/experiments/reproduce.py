@@ -191,7 +191,15 @@ def reproduce_cell(cell: Cell, out_dir: Path, max_rounds: int, log=print) -> dic
     """Tune the learning rate of one cell on its grid; return the paper-vs-hamrah row."""
     cfg = cell_config(cell, max_rounds)
     start = time.perf_counter()
-    points = run_sweep(cfg, list(cell.lrs), out_dir / cell.id, on_start=lambda lr: log(f"  {cell.id}: lr {lr:g}"))
+    every = max(max_rounds // 10, 1)
+
+    def on_round(rec) -> None:  # a line every tenth of the cap: a rate can run for an hour
+        if rec.round % every == 0 and rec.test_accuracy is not None:
+            log(f"    round {rec.round} of at most {max_rounds}: accuracy {rec.test_accuracy:.4f}")
+
+    points = run_sweep(
+        cfg, list(cell.lrs), out_dir / cell.id, on_start=lambda lr: log(f"  {cell.id}: lr {lr:g}"), on_round=on_round
+    )
     best = best_point(points)
     ours = best.rounds_to_target
     row = {
