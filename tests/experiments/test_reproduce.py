@@ -137,3 +137,13 @@ def test_a_cell_reports_progress_every_tenth_of_its_round_cap(tmp_path, monkeypa
         "    round 30 of at most 100: accuracy 0.3000",
     ]
     assert row["rounds_to_target"] == 25.0 and row["pruned"] == []
+
+
+def test_the_table1_in_the_docs_is_the_render_of_the_committed_results():
+    """docs/reproduction.md prints Table 1 exactly as `--render` lays out docs/results/mcmahan_table1.json."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    rows = json.loads((root / "docs/results/mcmahan_table1.json").read_text())
+    assert len(rows) == len(TABLE1)
+    assert table1_markdown(rows) in (root / "docs/reproduction.md").read_text()
