@@ -22,31 +22,28 @@ def test_a_scaffold_sweep_gives_the_algorithm_the_population_size(monkeypatch):
     assert seen == [10, 10] and len(points) == 2
 
 
-def test_a_sweep_with_widen_tries_rates_past_the_edge_holding_the_best_until_its_budget_ends():
-    cfg = from_dict(
+def _to_target(rounds: int, sweep_section: dict):
+    """Logistic regression on MNIST run to 80% accuracy, for at most ``rounds`` rounds."""
+    return from_dict(
         {
             "data": {"dataset": "mnist", "partition": "iid", "num_clients": 10},
             "model": {"name": "logreg"},
             "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 500, "lr": 0.1},
-            "run": {"rounds": 3, "seed": 0, "workers": 1, "target_accuracy": 0.8, "stop_at_target": True},
-            "sweep": {"widen": 1},
+            "run": {"rounds": rounds, "seed": 0, "workers": 1, "target_accuracy": 0.8, "stop_at_target": True},
+            "sweep": sweep_section,
         }
     )
+
+
+def test_a_sweep_with_widen_tries_rates_past_the_edge_holding_the_best_until_its_budget_ends():
+    cfg = _to_target(3, {"widen": 1})
     points = sweep.run_sweep(cfg, [0.1, 1.0])
     assert points[1].rounds_to_target < points[0].rounds_to_target  # 1.0 wins, at the upper edge
     assert [p.lr for p in points] == [0.1, 1.0, 10.0]  # one step up (10x apart), then the budget is spent
 
 
 def test_a_pruned_sweep_stops_each_rate_where_the_best_so_far_had_reached_the_target():
-    cfg = from_dict(
-        {
-            "data": {"dataset": "mnist", "partition": "iid", "num_clients": 10},
-            "model": {"name": "logreg"},
-            "algorithm": {"name": "fedavg", "client_fraction": 0.2, "local_epochs": 1, "batch_size": 500, "lr": 0.1},
-            "run": {"rounds": 4, "seed": 0, "workers": 1, "target_accuracy": 0.8, "stop_at_target": True},
-            "sweep": {"prune": True},
-        }
-    )
+    cfg = _to_target(4, {"prune": True})
     fast, slow, slowest = sweep.run_sweep(cfg, [1.0, 0.1, 0.01])
     assert 1 < fast.rounds_to_target < 2 and not fast.pruned  # the cap for the others: round 2
     assert slow.rounds_to_target < 2 and not slow.pruned  # reached before the cap
