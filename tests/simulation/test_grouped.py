@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -144,7 +146,7 @@ def test_clients_sliced_from_a_pooled_set_train_as_their_own_copies(sizes, group
     pooled = _clients([sum(sizes) + 3], seed)[0]
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(pooled)))
     ends = np.cumsum([0, *sizes])
-    slices = [ClientSlice(pooled, order[a:b]) for a, b in zip(ends[:-1], ends[1:])]
+    slices = [ClientSlice(pooled, order[a:b]) for a, b in itertools.pairwise(ends)]
     copies = [ArrayData(*s.take(torch.arange(len(s)))) for s in slices]
     _, sliced = _train(model, slices, plan, group, seed)
     _, copied = _train(model, copies, plan, group, seed)

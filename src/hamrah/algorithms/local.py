@@ -40,9 +40,9 @@ def batch_schedule(num_examples: int, plan: LocalSGD, rng: np.random.Generator) 
 
     ``plan.epochs`` passes, or with ``plan.num_steps`` set as many passes as needed, cut to that many steps.
     """
-    b = num_examples if plan.batch_size is None else plan.batch_size
+    b = max(num_examples if plan.batch_size is None else plan.batch_size, 1)  # a client without examples: no batch
     batches: list[np.ndarray] = []
-    passes = plan.epochs if plan.num_steps is None else -(-plan.num_steps // max(-(-num_examples // max(b, 1)), 1))
+    passes = plan.epochs if plan.num_steps is None else -(-plan.num_steps // max(-(-num_examples // b), 1))
     for _ in range(passes):
         perm = rng.permutation(num_examples)
         batches += [perm[i : i + b] for i in range(0, num_examples, b)]
