@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from hamrah.core.params import max_abs_diff
+from hamrah.device.config import DeviceConfig
 from hamrah.device.fleet import make_tokens, run_fleet
-from hamrah.device.runtime import DeviceConfig
 from hamrah.experiments.config import from_dict
 from hamrah.experiments.serve import import_stores, server_setup
 from hamrah.server.app import FLServer

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hamrah.core.errors import TransportError
+from hamrah.device.config import DeviceConfig
 from hamrah.device.fleet import Churn, _Device
-from hamrah.device.runtime import DeviceConfig, DeviceRuntime
+from hamrah.device.runtime import DeviceRuntime
 
 
 def test_drop_0_1_with_seed_0_drops_some_of_the_documented_30_devices():

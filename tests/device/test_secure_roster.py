@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hamrah.core.errors import AuthError, ProtocolError
 from hamrah.device.secure import check_roster
 from hamrah.secagg.roster import JoinIdentity, Roster, RosterEntry
+from hamrah.transport.certs import make_cert
 from hamrah.transport.identity import DeviceKey, identity_certificate, verify_identity
-from hamrah.transport.security import make_cert
 
 
 def _ca():

@@ -170,7 +170,7 @@ def test_token_file_must_hold_digests(tmp_path):
 def test_mtls_dashboard_requires_a_client_certificate(runs, tmp_path):
     import ssl
 
-    from hamrah.transport.security import generate_tls
+    from hamrah.transport.certs import generate_tls
 
     files = generate_tls(tmp_path / "tls")
     srv = DashboardServer(

@@ -249,11 +249,15 @@ def test_a_new_process_of_a_site_rejoins_and_an_older_one_is_superseded(tmp_path
     coord.named("k2", "site-2", "s1")
     coord.site_failed("k2", "store does not match")
     coord.named("k2", "site-2", "s1")  # the same process checks in again: still out
-    assert coord.site_out("k2") == "store does not match" and not coord.superseded("k2", "s1")
+    assert coord.site_out("k2") == "store does not match" and not coord.devices.superseded("k2", "s1")
     coord.named("k2", "site-2", "s2")  # restarted
-    assert coord.site_out("k2") is None and coord.superseded("k2", "s1") and not coord.superseded("k2", "s2")
+    assert (
+        coord.site_out("k2") is None
+        and coord.devices.superseded("k2", "s1")
+        and not coord.devices.superseded("k2", "s2")
+    )
     coord.named("k2", "site-2", "s1")  # the old process again: it stays superseded, the site stays in
-    assert coord.site_out("k2") is None and coord.superseded("k2", "s1")
+    assert coord.site_out("k2") is None and coord.devices.superseded("k2", "s1")
     coord.named("k3", "site-3", "")  # a runtime that sends no session: never rejoins, never superseded
-    assert not coord.superseded("k3", "")
+    assert not coord.devices.superseded("k3", "")
     coord.store.close()

@@ -6,8 +6,8 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+from hamrah.device.config import DeviceConfig
 from hamrah.device.fleet import Churn, make_tokens, run_fleet
-from hamrah.device.runtime import DeviceConfig
 from hamrah.experiments.config import from_dict
 from hamrah.experiments.serve import import_stores, server_setup
 from hamrah.server.app import FLServer

@@ -12,9 +12,9 @@ import torch
 from tests.system.harness import experiment, make_setup, run_system
 
 from hamrah.transport.codec import chunks, decode_params, encode_params
+from hamrah.transport.identity import token_metadata
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
-from hamrah.transport.security import token_metadata
 
 
 async def _status(call) -> tuple[grpc.StatusCode, str]:

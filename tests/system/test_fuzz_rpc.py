@@ -22,8 +22,8 @@ from tests.system.harness import experiment, make_setup
 
 from hamrah.server.app import FLServer
 from hamrah.transport.codec import decode_params, encode_params
+from hamrah.transport.identity import token_metadata
 from hamrah.transport.proto import fl_pb2 as pb
-from hamrah.transport.security import token_metadata
 
 SERVICE = "/hamrah.v1.FederatedLearning/"
 CLEAR = {

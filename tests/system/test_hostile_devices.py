@@ -14,9 +14,9 @@ import torch
 from tests.system.harness import experiment, make_setup, run_system
 
 from hamrah.transport.codec import chunks, decode_params, encode_params
+from hamrah.transport.identity import token_metadata
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
-from hamrah.transport.security import token_metadata
 
 STATE = pb.DeviceState(idle=True, charging=True, unmetered=True)
 

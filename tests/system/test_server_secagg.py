@@ -15,9 +15,9 @@ from hamrah.core.params import max_abs_diff
 from hamrah.device.fleet import Churn, run_fleet
 from hamrah.experiments.config import from_dict
 from hamrah.server.app import FLServer
+from hamrah.transport.identity import token_metadata
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
-from hamrah.transport.security import token_metadata
 
 DEVICES = 6
 

@@ -26,10 +26,10 @@ from hamrah.secagg.roster import JoinIdentity
 from hamrah.server import secure_rounds
 from hamrah.server.app import FLServer
 from hamrah.server.secure import SecureRound
+from hamrah.transport.certs import make_cert
 from hamrah.transport.identity import DeviceKey, identity_certificate
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.provision import device_folders, provision
-from hamrah.transport.security import make_cert
 
 DEVICES = 6
 SECURE = {"variant": "secagg", "clip": 0.5, "input_bits": 20, "malicious_server": True}

@@ -17,9 +17,9 @@ from hamrah.device.runtime import DeviceRuntime
 from hamrah.device.store import ExampleStore
 from hamrah.models import ModelSpec
 from hamrah.server.app import FLServer
+from hamrah.transport.certs import generate_tls, key_pem, make_cert, pem
 from hamrah.transport.codec import CHUNK_BYTES
 from hamrah.transport.identity import write_private
-from hamrah.transport.security import generate_tls, key_pem, make_cert, pem
 
 
 def test_a_round_over_mutual_tls(tmp_path):

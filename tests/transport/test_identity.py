@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from hamrah.core.errors import AuthError, ConfigError
 from hamrah.device.fleet import make_tokens
+from hamrah.transport.backoff import jittered
 from hamrah.transport.identity import (
     KEY_HEADER,
     NONCE_HEADER,
@@ -24,7 +25,6 @@ from hamrah.transport.identity import (
     RequestSigner,
     anonymous_key,
     check_request,
-    jittered,
     token_digest,
     verify_signature,
     write_private,

@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hamrah.core.errors import ConfigError
+from hamrah.transport.certs import cert_sha256, generate_tls
 from hamrah.transport.identity import DeviceKey, RequestSigner, token_digest
 from hamrah.transport.provision import DeviceCredentials, device_folders, provision
-from hamrah.transport.security import TokenRegistry, cert_sha256, generate_tls
+from hamrah.transport.security import TokenRegistry
 
 PRIVATE = {"ca.key", "server.key", "client.key", "token", "signing.key", "devices.json"}
 

@@ -44,7 +44,7 @@ def _cmd_server(args: argparse.Namespace) -> None:
 
 
 def _device_config(args: argparse.Namespace, population: str):
-    from hamrah.device.runtime import DeviceConfig
+    from hamrah.device.config import DeviceConfig
 
     if not args.retry_for >= 0:
         raise HamrahError(f"--retry-for {args.retry_for:g}: expected seconds >= 0 (0: retry for ever)")

@@ -5,13 +5,14 @@ robust aggregators)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from hamrah.core.errors import ProtocolError
+from hamrah.core.seeds import init_seed
 
 Params = dict[str, torch.Tensor]
 
@@ -114,6 +115,14 @@ def model_state(model: torch.nn.Module) -> Params:
     out = {k: v.detach().clone() for k, v in model.named_parameters()}
     out.update({k: v.detach().clone() for k, v in model.named_buffers() if v.is_floating_point()})
     return out
+
+
+def seeded(factory: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
+    """Build a model with torch's generator seeded from ``seed`` (every driver's initial global model),
+    leaving torch's global random state untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed(seed))
+        return factory()
 
 
 @torch.no_grad()

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from hamrah.core.errors import AuthError, ConfigError, TransportError
 from hamrah.core.seeds import churn_rng
+from hamrah.device.config import DeviceConfig, DeviceStats
 from hamrah.device.eligibility import DeviceState, FunctionState
-from hamrah.device.runtime import DeviceConfig, DeviceRuntime, DeviceStats
+from hamrah.device.runtime import DeviceRuntime
 from hamrah.device.secure import SECAGG_STAGES
 from hamrah.device.store import ExampleStore
 from hamrah.transport.identity import token_digest, write_private

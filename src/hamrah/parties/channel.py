@@ -3,7 +3,7 @@
 Every party listens on its own address and delivers a message to a peer with one unary call
 ``/hamrah.vertical.Party/Deliver`` carrying raw bytes (no protobuf: the payload is already
 :mod:`hamrah.vertical.message`'s validated format). Who sent it is the common name of the caller's TLS
-client certificate, signed by the parties' CA (``transport.security``), never a claim in the
+client certificate, signed by the parties' CA (``transport.certs``), never a claim in the
 message. A frame is a 16-byte session id (one per protocol attempt), an 8-byte sequence number and
 the message: duplicates from retries are dropped, gaps refused, and a peer that restarts (a new
 session) is noticed by whoever waits on it.

@@ -1,7 +1,7 @@
 """Certificates for a group of parties: one CA, and per party a server and a client certificate.
 
 A party's common name is its party name: the receiving party reads the sender's name from the TLS
-client certificate (``hamrah.parties.channel``). Built on ``transport.security.make_cert`` (key usage
+client certificate (``hamrah.parties.channel``). Built on ``transport.certs.make_cert`` (key usage
 per role: server certificates for TLS server authentication only, client certificates for client
 authentication only); private keys are written 0600.
 """
@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from hamrah.core.errors import ConfigError
 from hamrah.parties.channel import TLSFiles
-from hamrah.transport.security import key_pem, make_cert, pem, write_private
+from hamrah.transport.certs import key_pem, make_cert, pem
+from hamrah.transport.identity import write_private
 
 
 def make_party_tls(

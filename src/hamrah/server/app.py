@@ -32,8 +32,8 @@ from hamrah.server.service import FederatedLearningService
 from hamrah.server.state import ServerStore
 from hamrah.server.watch import Watch
 from hamrah.task import Task
+from hamrah.transport.backoff import RETRY_MAX_S
 from hamrah.transport.codec import CHUNK_BYTES
-from hamrah.transport.identity import RETRY_MAX_S
 from hamrah.transport.plan import TaskRef
 from hamrah.transport.security import TokenRegistry, server_credentials
 

@@ -22,7 +22,7 @@ from hamrah.aggregation import build_aggregator
 from hamrah.algorithms.base import Algorithm
 from hamrah.algorithms.state import unflatten_state
 from hamrah.core.errors import NotEnoughClients, ProtocolError
-from hamrah.core.params import Params, model_state
+from hamrah.core.params import Params, model_state, seeded
 from hamrah.core.records import RoundRecord
 from hamrah.data.federated import ArrayData
 from hamrah.loop import RoundLoop, RunPlan
@@ -31,8 +31,9 @@ from hamrah.server import events as ev
 from hamrah.server.aggregators import master_aggregator
 from hamrah.server.commit import CommitStep
 from hamrah.server.config import ServerConfig
-from hamrah.server.influence import SITE_EVAL, check_metrics, influence_bound
+from hamrah.server.influence import check_metrics, influence_bound, site_eval_of
 from hamrah.server.machine import DUE, MachineConfig, RoundMachine
+from hamrah.server.names import DeviceNames
 from hamrah.server.reports import BoundedReports
 from hamrah.server.rounds import MAX_EXAMPLES, LateReport, RoundState, TaskInfo, in_model_order
 from hamrah.server.secure_rounds import SecureRounds
@@ -45,7 +46,6 @@ from hamrah.transport.proto import fl_pb2 as pb
 
 log = logging.getLogger("hamrah.server")
 _LOGGED = ("train_loss", "loss", "accuracy", "eval_accuracy")  # metrics named in a report's log line
-_SESSIONS_KEPT = 8  # sessions remembered per device (a site's processes)
 __all__ = ["Coordinator", "LateReport"]
 
 
@@ -92,8 +92,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
         self.plan_extra: dict = {}  # what every training plan's extra carries besides the pipeline's
         self.on_round: Callable[[RoundRecord], None] | None = None  # called after each commit
         self.elapsed_before = 0.0  # elapsed_s of the last committed round of earlier processes
-        self.names: dict[str, str] = {}  # device key -> the name it checked in with
-        self.sessions: dict[str, list[str]] = {}  # device key -> the sessions it checked in from, newest last
+        self.devices = DeviceNames()
         self.site_log = logging.INFO if cfg.cross_silo else logging.DEBUG  # per-device lines
         resumed = store.latest()
         if resumed is None:
@@ -127,12 +126,8 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
         return self.task.task_name if self.task is not None else self.model_spec.name  # type: ignore[union-attr]
 
     def _initial_params(self) -> Params:
-        """The seeded initial model: drawn as the simulator draws it (``hamrah.simulation.seeded``)."""
-        from hamrah.core.seeds import init_seed
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed(self.run_plan.seed))
-            return model_state(self._build_model())  # parameters and BatchNorm buffers
+        """The seeded initial model, drawn as the simulator draws it (parameters and BatchNorm buffers)."""
+        return model_state(seeded(self._build_model, self.run_plan.seed))
 
     def refusal(self, round_idx: int) -> str | None:
         """The loop's budget: why round ``round_idx`` may not start (the pipeline's privacy budget), or
@@ -176,28 +171,13 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
         return self.machine.has_task(device)
 
     def named(self, device: str, name: str, session: str = "") -> None:
-        """Remember the name ``device`` checked in with (``hamrah device --name``), for the logs, and its
-        session (one per device process). Cross-silo: a site taken out of the run that checks in from
-        a new session (its process restarted, its store perhaps fixed) rejoins the run."""
-        if name and self.names.get(device) != name:
-            self.names[device] = name[:64]
-        seen = self.sessions.setdefault(device, [])
-        if not session or session in seen:
-            return
-        seen.append(session)
-        del seen[:-_SESSIONS_KEPT]
-        if len(seen) > 1 and device in self.machine.out:
+        """Note ``device``'s check-in name and session. Cross-silo: a site taken out of the run that checks
+        in from a new session (its process restarted, its store perhaps fixed) rejoins the run."""
+        if self.devices.checked_in(device, name, session) and device in self.machine.out:
             self._feed(ev.SiteRejoined(device))
 
-    def superseded(self, device: str, session: str) -> bool:
-        """Cross-silo: ``session`` is an older process of a site that has checked in from a newer one."""
-        seen = self.sessions.get(device, [])
-        return bool(session) and session in seen[:-1]
-
     def who(self, device: str) -> str:
-        """Return how the logs name ``device``: the name it checked in with and its key's first digits."""
-        name = self.names.get(device)
-        return f"{name} [{device[:8]}]" if name else device[:8]
+        return self.devices.who(device)
 
     def site_out(self, device: str) -> str | None:
         """Cross-silo: why ``device`` is out of the run, or None while it is in."""
@@ -286,7 +266,7 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
                 raise ProtocolError("an evaluate report carries metrics loss and accuracy and no update")
             metrics = check_metrics(
                 report.metrics,
-                required=("loss", "accuracy") if self.task_ref is None or self.task_ref.builtin else ("loss",),
+                required=("loss",) if self._user_task else ("loss", "accuracy"),
             )
             if report.task_metrics:
                 metrics["task"] = dict(report.task_metrics)
@@ -297,7 +277,11 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
                 "SecureAggregation stream, not Report"
             )
         else:
-            site_eval = self._site_eval(report.metrics, report.task_metrics)
+            site_eval = (
+                site_eval_of(report.metrics, report.task_metrics, self._user_task, self.max_weight)
+                if self.cfg.cross_silo
+                else None
+            )
             self._fold(rs, info, *self._decode_report(info, report))  # metrics range-checked here
             if DP_EPSILON in report.metrics:
                 self.example_epsilon = max(self.example_epsilon or 0.0, report.metrics[DP_EPSILON])
@@ -331,28 +315,10 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
         )
         return "accepted"
 
-    def _site_eval(self, metrics, task_metrics=None) -> tuple[int, dict] | None:
-        """Cross-silo: a training report's score of the round's global model on the site's held-out
-        examples, as ``(weight, {"loss", "accuracy"})``; None when it carries none.
-
-        Raises:
-            ProtocolError: some of ``eval_examples``, ``eval_loss``, ``eval_accuracy`` but not all.
-        """
-        present = [k for k in SITE_EVAL if k in metrics]
-        if not present or not self.cfg.cross_silo:
-            return None
-        user = self.task_ref is not None and not self.task_ref.builtin
-        needed = SITE_EVAL[:2] if user else SITE_EVAL  # a user task may have no accuracy (regression)
-        if any(k not in present for k in needed):
-            raise ProtocolError(f"metrics: {present} without the rest of {list(needed)}")
-        m = check_metrics({k: metrics[k] for k in present})
-        weight = min(int(m["eval_examples"]), self.max_weight)
-        scored = {"loss": m["eval_loss"]}
-        if "eval_accuracy" in m:
-            scored["accuracy"] = m["eval_accuracy"]
-        if task_metrics:
-            scored["task"] = dict(task_metrics)
-        return (weight, scored) if weight >= 1 else None
+    @property
+    def _user_task(self) -> bool:
+        """A user's task (it may score no accuracy: a regression)."""
+        return self.task_ref is not None and not self.task_ref.builtin
 
     def refused(self, device: str, reason: str) -> None:
         """Count a refused message of ``device`` in the round in flight."""

@@ -223,3 +223,30 @@ __all__ = [
     "check_metrics",
     "influence_bound",
 ]
+
+
+def site_eval_of(
+    metrics: Mapping[str, float], task_metrics: Mapping[str, float] | None, user_task: bool, max_weight: int
+) -> tuple[int, dict] | None:
+    """Cross-silo: a training report's score of the round's global model on the site's held-out
+    examples, as ``(weight, {"loss", "accuracy", "task"})`` with the weight capped at ``max_weight``;
+    None when it carries none.
+
+    Raises:
+        ProtocolError: some of ``eval_examples``, ``eval_loss``, ``eval_accuracy`` but not all (a user's
+            task may leave out the accuracy), or a value out of range.
+    """
+    present = [k for k in SITE_EVAL if k in metrics]
+    if not present:
+        return None
+    needed = SITE_EVAL[:2] if user_task else SITE_EVAL
+    if any(k not in present for k in needed):
+        raise ProtocolError(f"metrics: {present} without the rest of {list(needed)}")
+    m = check_metrics({k: metrics[k] for k in present})
+    weight = min(int(m["eval_examples"]), max_weight)
+    scored = {"loss": m["eval_loss"]}
+    if "eval_accuracy" in m:
+        scored["accuracy"] = m["eval_accuracy"]
+    if task_metrics:
+        scored["task"] = dict(task_metrics)
+    return (weight, scored) if weight >= 1 else None

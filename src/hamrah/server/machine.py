@@ -16,12 +16,7 @@ fewer than ``reports_needed`` abandons it; training devices that never answered 
 ``max_round_attempts`` times; then the run fails. When the run ends is not the machine's decision but
 the shared round loop's (:class:`hamrah.loop.RoundLoop`): ``start`` and ``Committed`` carry it.
 
-Cross-silo (``cross_silo``): the goal and target are every site still in the run, the selection window
-is 0, and a site that fails its task (a FAILED report, or :class:`SiteFailed` at check-in) is out of
-the run: the round goes on without it, later rounds need one site fewer (unless ``min_reports`` is
-set), and when fewer sites remain than ``min_reports`` (or none) the run fails at once. With
-``final_eval``, the last commit is followed by an evaluation round of the final model (every site gets
-an evaluate task; :class:`SitesEvaluated` carries their scores; nothing is committed), then the run ends.
+Cross-silo (``cross_silo``): see :mod:`hamrah.server.sites`.
 """
 
 from __future__ import annotations
@@ -34,19 +29,23 @@ from hamrah.core.errors import ProtocolError
 from hamrah.loop import End
 from hamrah.server import events as ev
 from hamrah.server.machine_config import MachineConfig
-from hamrah.server.rounds import LateReport, RoundState, TaskInfo, draw, no_shows
-
-DUE, SELECTING, REPORTING, COMMITTING, RETRY_WAIT, FINISHED = (
-    "due",
-    "selecting",
-    "reporting",
-    "committing",
-    "retry_wait",
-    "finished",
+from hamrah.server.rounds import (
+    COMMITTING,
+    DUE,
+    FINISHED,
+    REPORTING,
+    RETRY_WAIT,
+    SELECTING,
+    LateReport,
+    RoundState,
+    TaskInfo,
+    draw,
+    no_shows,
 )
+from hamrah.server.sites import SiteExits
 
 
-class RoundMachine:
+class RoundMachine(SiteExits):
     """Selection and reporting for one population's rounds; see the module docstring.
 
     Args:
@@ -90,11 +89,7 @@ class RoundMachine:
 
     @property
     def round_in_flight(self) -> RoundState:
-        """The round being selected, reported or committed.
-
-        Raises:
-            LateReport: no round is in flight (between rounds, or after the run).
-        """
+        """The round being selected, reported or committed (LateReport between rounds and after the run)."""
         if self.current is None:
             raise LateReport(f"no round is in flight ({self.phase})")
         return self.current
@@ -121,10 +116,6 @@ class RoundMachine:
         if rs is not None and self.phase == REPORTING and not rs.secure_mode:
             times.append(rs.reporting_deadline)
         return min(times) if times else None
-
-    def sites_left(self) -> int:
-        """Cross-silo: the sites still in the run."""
-        return self.cfg.goal - len(self.out)
 
     def needed(self) -> int:
         """Reports (and selected devices, cross-silo) a round needs to commit: cross-silo, every site the
@@ -214,10 +205,7 @@ class RoundMachine:
         if isinstance(e, ev.SiteFailed):
             return self._site_out(e.device, e.reason)
         if isinstance(e, ev.SiteRejoined):
-            if e.device not in self.out or self.phase == FINISHED:
-                return []
-            del self.out[e.device]  # a round in flight keeps its smaller goal; the next one counts the site
-            return [ev.SiteBack(e.device, self.sites_left())]
+            return self._site_back(e.device)
         if isinstance(e, ev.ReportRefused):
             if self.current is not None:
                 self.current.refused += 1
@@ -363,32 +351,6 @@ class RoundMachine:
             )
         self.phase = COMMITTING
         return [ev.CommitDue(rs.round, reported)]
-
-    def _site_out(self, device: str, reason: str) -> list[ev.Output]:
-        """Cross-silo: take ``device`` out of the run; the round in flight goes on without it."""
-        if not self.cfg.cross_silo or device in self.out or self.phase == FINISHED:
-            return []
-        self.out[device] = reason
-        out: list[ev.Output] = [ev.SiteOut(device, reason, self.sites_left())]
-        if self.sites_left() < max(self.cfg.reports_needed, 1):
-            self.failure = (
-                f"{self.sites_left()} of {self.cfg.goal} sites remain, {max(self.cfg.reports_needed, 1)} needed "
-                f"(server.min_reports); expected every site able to run the task (see the site failures above)"
-            )
-            self.phase, self.current = FINISHED, None
-            return out + [ev.RunFailed(self.failure)]
-        rs = self.current
-        if rs is None or self.phase not in (SELECTING, REPORTING):
-            return out
-        if self.has_task(device):  # a failed task is an answer: the caller closes the phase if it was the last
-            rs.sites_out += 1
-            return out
-        rs.goal, rs.target = rs.goal - 1, rs.target - 1  # the round no longer waits for it
-        if device in rs.candidates:
-            rs.candidates.remove(device)
-        if self.phase == SELECTING and (rs.slots() <= 0 or rs.counted >= rs.goal):
-            return out + self._close_selection(rs)
-        return out + (self._check_reporting(rs) if self.phase == REPORTING else [])
 
     def _abandon(self, phase: str, message: str) -> list[ev.Output]:
         r, attempt = self.next_round, self.attempt

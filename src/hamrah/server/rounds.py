@@ -17,6 +17,16 @@ from hamrah.core.records import DeviceEval, PhaseTimings, RoundRecord, ServerCou
 
 MAX_EXAMPLES = 10**9  # the protocol's range for num_examples; the weight the server trusts is capped lower
 
+# the round machine's phases (hamrah.server.machine)
+DUE, SELECTING, REPORTING, COMMITTING, RETRY_WAIT, FINISHED = (
+    "due",
+    "selecting",
+    "reporting",
+    "committing",
+    "retry_wait",
+    "finished",
+)
+
 
 class LateReport(ProtocolError):
     """A report for a task whose round has closed or moved on: a straggler, ignored."""

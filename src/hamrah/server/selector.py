@@ -41,7 +41,7 @@ class Selector:
     async def _site_check_in(self, device: str, request: pb.CheckInRequest) -> pb.CheckInResponse:
         """Cross-silo: no eligibility check; a site that cannot run the task is told why and is out."""
         coord = self.coordinator
-        if coord.superseded(device, request.session):  # two processes of one site: the newest is the site
+        if coord.devices.superseded(device, request.session):  # two processes of one site: the newest is the site
             log.warning("told an older process of device %s to stop: the site runs a newer one", coord.who(device))
             return pb.CheckInResponse(finished=True, message=f"{OUT_OF_RUN}: a newer process of this site checked in")
         if coord.site_out(device) is None and request.num_examples == 0 and not coord.finished:

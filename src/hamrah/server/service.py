@@ -15,11 +15,12 @@ from hamrah.server.guard import Guard, Malformed, RateLimited, TooManyStreams, r
 from hamrah.server.secure import DroppedFromRound, SecureRoundAborted
 from hamrah.server.selector import Selector
 from hamrah.server.shell import report_of
+from hamrah.transport.certs import peer_cert_sha256
 from hamrah.transport.codec import chunks, join_chunks
 from hamrah.transport.identity import DEVICE_HEADER, anonymous_key
 from hamrah.transport.proto import fl_pb2 as pb
 from hamrah.transport.proto import fl_pb2_grpc as pb_grpc
-from hamrah.transport.security import TokenRegistry, peer_cert_sha256
+from hamrah.transport.security import TokenRegistry
 
 log = logging.getLogger("hamrah.server")
 MAX_FIELD = 256  # longest population / version / device id string accepted

@@ -1,7 +1,8 @@
 """The fast in-process simulator."""
 
+from hamrah.core.params import seeded
 from hamrah.simulation.batched import supports_batching, train_cohort
-from hamrah.simulation.simulator import RoundRecord, SimulationConfig, SimulationResult, Simulator, seeded
+from hamrah.simulation.simulator import RoundRecord, SimulationConfig, SimulationResult, Simulator
 
 __all__ = [
     "RoundRecord",

@@ -9,7 +9,6 @@ not with the population.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from hamrah.algorithms.aggregate import contributions
 from hamrah.algorithms.base import Algorithm, ClientResult, check_buffers
 from hamrah.algorithms.local import evaluate_metrics
 from hamrah.core.aggregate import Aggregate, Contribution, aggregate_contributions, robust_mean, statistics_template
-from hamrah.core.errors import ConfigError, NotEnoughClients
+from hamrah.core.errors import NotEnoughClients
 from hamrah.core.metrics import merge_metrics, metric_values
 from hamrah.core.params import Params, model_state
 from hamrah.core.records import RoundRecord
@@ -33,13 +32,13 @@ from hamrah.data.federated import ArrayData, FederatedDataset
 from hamrah.loop import AggregateRefused, RoundLoop, drive
 from hamrah.pipeline import PipelineRun, PipelineSpec
 from hamrah.simulation import example_privacy
-from hamrah.simulation.batched import mlp_layers, supports_batching
 from hamrah.simulation.config import Attack, SimulationConfig, SimulationResult
 from hamrah.simulation.heterogeneity import BUDGET_SPENT, DROPPED, STRAGGLER, draw_work
-from hamrah.simulation.parallel import ProcessPool, RoundTask, batch_pull, train_clients
+from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
 from hamrah.simulation.personal import check_personal, personal_metrics
+from hamrah.simulation.placement import placement
 from hamrah.simulation.reference import RootReference, needs_reference
-from hamrah.task import DEFAULT_TASK, Task, uses_builtin_loss
+from hamrah.task import DEFAULT_TASK, Task
 
 if TYPE_CHECKING:  # dp_accounting loads only for a DP-SGD run
     from hamrah.privacy.examples import ExampleLedger
@@ -105,38 +104,16 @@ class Simulator:
             if needs_reference(aggregator)
             else None
         )  # FLTrust's root set and server update
-        if config.batched and not supports_batching(model):
-            raise ConfigError(f"run.batched = true: model {type(model).__name__} has no batched form")
-        if config.batched and not uses_builtin_loss(self.task):
-            raise ConfigError(
-                f"run.batched = true: task {self.task.task_name} has its own loss; "
-                "the batched trainer runs the built-in cross-entropy only"
-            )
         check_buffers(algorithm, model)
         check_personal(algorithm, model, data, finetune)
         self.finetune = finetune
         params = model_state(model)  # parameters and BatchNorm buffers
         self.loop = RoundLoop(algorithm, config.plan, params, algorithm.init_server_state(params))
         self.client_states: dict[int, Params] = {}
-        plain = batch_pull(algorithm, self.params, self.loop.broadcast()) is not None
-        if config.batched and not plain:
-            raise ConfigError(
-                f"run.batched = true: algorithm {algorithm.name} changes local SGD beyond a proximal term "
-                "(control variates, momentum, Adam, DP-SGD); the batched trainer runs plain SGD and FedProx's pull only"
-            )
-        auto_batched = mlp_layers(model) is not None and plain and uses_builtin_loss(self.task)
-        self.batched = auto_batched if config.batched is None else config.batched
         self.cohort = algorithm.cohort_size(data.num_clients)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        # A user's task trains in-process unless asked: worker processes re-import the task's module
-        auto_workers = 1 if self.batched or not _is_builtin(self.task) else min(cores, self.cohort)
-        self.workers = auto_workers if config.workers is None else min(config.workers, self.cohort)
-        if self.workers > 1 and type(self.task).__module__ == "__main__":
-            raise ConfigError(
-                f"run.workers = {config.workers}: task {self.task.task_name} is defined in the script being run "
-                "(__main__), which every worker process would run again; move the task into a module "
-                "or set run.workers = 1"
-            )
+        self.batched, self.workers = placement(
+            model, algorithm, self.task, config, self.cohort, self.params, self.loop.broadcast()
+        )
         self._pool: ProcessPool | None = None
         self.pipeline = self._pipeline_run(pipeline)
         self.examples = example_privacy.checked_ledger(algorithm, example_ledger)
@@ -411,17 +388,3 @@ class Simulator:
             result.stopped = end.message
         result.params = self.params
         return result
-
-
-def _is_builtin(task: Task) -> bool:
-    """Return True for hamrah's own tasks (the default loss, the reference models)."""
-    return type(task).__module__.startswith("hamrah.")
-
-
-def seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
-    """Build a model with torch's generator seeded from ``seed``, leaving global state untouched."""
-    from hamrah.core.seeds import init_seed
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed(seed))
-        return factory()

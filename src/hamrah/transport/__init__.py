@@ -2,6 +2,7 @@
 named tensors as safetensors bytes in chunks, the FL plan, TLS credentials, device identity (hashed
 tokens, Ed25519 device keys, signed requests) and provisioning."""
 
+from hamrah.transport.certs import generate_tls, make_cert
 from hamrah.transport.codec import (
     CHUNK_BYTES,
     TensorSpec,
@@ -19,14 +20,7 @@ from hamrah.transport.identity import (
 )
 from hamrah.transport.plan import PLAN_VERSION, Plan
 from hamrah.transport.provision import DeviceCredentials, device_folders, provision
-from hamrah.transport.security import (
-    DeviceRecord,
-    TokenRegistry,
-    channel_credentials,
-    generate_tls,
-    make_cert,
-    server_credentials,
-)
+from hamrah.transport.security import DeviceRecord, TokenRegistry, channel_credentials, server_credentials
 
 __all__ = [
     "CHUNK_BYTES",

@@ -30,7 +30,6 @@ import datetime
 import hashlib
 import heapq
 import os
-import random
 import re
 import secrets
 import time
@@ -40,10 +39,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
 from hamrah.core.errors import AuthError, ConfigError
@@ -400,11 +396,3 @@ def check_request(
             "bad signature", f"bad signature: it does not verify for {method} under the key registered for this token"
         )
     nonces.add(nonce, ts, now, token_sha256)
-
-
-RETRY_MAX_S = 5.0  # a device that cannot reach the server tries again at least this often (the server lingers as long)
-
-
-def jittered(delay: float, rng: random.Random) -> float:
-    """Return a backoff sleep: uniformly in [delay / 2, delay] ("equal jitter"), so devices spread out."""
-    return delay / 2 + rng.random() * delay / 2

@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hamrah.core.errors import ConfigError
+from hamrah.transport.certs import cert_sha256, key_pem, make_cert, pem
 from hamrah.transport.identity import IDENTITY_CERT, DeviceKey, identity_certificate, token_digest, write_private
-from hamrah.transport.security import cert_sha256, key_pem, make_cert, pem
 
 REGISTRY = "devices.json"
 DEVICE_FILES = ("ca.pem", "client.pem", "client.key", "token", "signing.key")
