@@ -11,7 +11,7 @@ The other frameworks live in a separate venv, outside the repo (they pin their o
 and grpc; tests never import these scripts). Set it up once, offline from PyPI:
 
     python3.11 -m venv /work/fw-venv
-    /work/fw-venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    /work/fw-venv/bin/pip install torch==2.13.0      # the CPU build (on this machine: from its local file)
     /work/fw-venv/bin/pip install -r benchmarks/requirements-frameworks.txt
 
 Then, from the repo root with the project's venv active:

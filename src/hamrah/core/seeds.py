@@ -4,6 +4,14 @@ Every stream of the code base is ``SeedSequence(seed, spawn_key=(tag, ...))`` wi
 enum, :class:`Stream`, so two purposes can never share a tag (the malicious-client draw and the
 simulator's pipeline stream both used 103 before: a stream with key ``(103,)`` is the parent of the
 keys ``(103, r, k)``, so its children would have been the pipeline's streams).
+
+What is not a root stream: generators seeded from another stream's draw are that stream's children
+(DP-FTRL's secret tree seed, drawn from the server's pipeline stream; SecAgg's per-client randomness
+under a round seed; the rotation signs of distributed DP under the round's public rotation seed).
+Outside this enum, by design: the server's cohort draw and pace steering use Python's
+``random.Random(seed)`` (``hamrah.server.machine``: devices arrive in real time, so a server run is not
+replayed from the seed but from its journal), and the vertical-FL protocols seed from their own
+config's seed (``hamrah.vertical``: batches, networks, PSI shuffles).
 """
 
 from __future__ import annotations
