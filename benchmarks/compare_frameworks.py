@@ -46,6 +46,7 @@ def commands(fw_python: str, out: Path) -> dict[str, list[str]]:
             "configs/mnist_2nn_50.toml",
             "--no-plot",
             "--quiet",
+            "--overwrite",  # each repeat writes over the last
             "--out",
             str(out / "hamrah"),
         ],
@@ -95,6 +96,8 @@ def main() -> None:
             row = run_one(name, cmds[name], env, logs) | {"repeat": rep, "load_avg_1min_before": round(load, 2)}
             rows.append(row)
             print(json.dumps(row), flush=True)
+            if row["rc"]:
+                print(f"{name} failed (rc {row['rc']}): see {logs / (name + '.log')}", file=sys.stderr, flush=True)
     best = {
         n: min(r["process_s"] for r in rows if r["name"] == n and r["rc"] == 0)
         for n in names
