@@ -179,3 +179,14 @@ def test_config_data_path_without_mnist_is_an_error(tmp_path, capsys):
     cfg = _config(tmp_path, SMALL.replace("num_clients = 10", f"num_clients = 10\npath = {str(empty)!r}"))
     assert main(["partition", str(cfg)]) == 2
     assert str(empty) in capsys.readouterr().err
+
+
+def test_the_console_entry_exits_with_mains_code_after_freezing_the_collector(monkeypatch):
+    import hamrah.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "main", lambda: calls.append("main") or 3)
+    monkeypatch.setattr(cli.gc, "freeze", lambda: calls.append("freeze"))
+    with pytest.raises(SystemExit) as exc:
+        cli.entry()
+    assert exc.value.code == 3 and calls == ["main", "freeze"]

@@ -7,6 +7,7 @@ server, devices and parties); each module registers its own parsers.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 from hamrah.cli import experiments, system
@@ -32,3 +33,16 @@ def main(argv: list[str] | None = None) -> int:
         print("hamrah: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def entry() -> None:
+    """The console script (``hamrah``, ``python -m hamrah.cli``): run :func:`main` and exit with its code.
+
+    Before the interpreter shuts down, every object is frozen out of the cyclic garbage collector: the
+    collections run while modules are torn down would otherwise walk torch's hundreds of thousands of
+    objects (about 0.35 s of a 5 s ``hamrah run``). Finalization is otherwise unchanged: files close,
+    logs flush and ``atexit`` hooks run as usual; only cycles still unreachable at exit go uncollected.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)

@@ -1,7 +1,5 @@
 """``python -m hamrah.cli``."""
 
-import sys
+from hamrah.cli import entry
 
-from hamrah.cli import main
-
-sys.exit(main())
+entry()

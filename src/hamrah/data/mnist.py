@@ -113,6 +113,7 @@ def load_mnist(path: str | os.PathLike | None = None, *, download: bool = True) 
     """
     folder = find_mnist(path, download=download)
     raw = cached_arrays("mnist", FILES, lambda: {name.split("-idx")[0]: _read_idx(folder / name) for name in FILES})
+
     def images(split: str) -> torch.Tensor:  # bytes -> [0, 1] in one pass (IEEE division: as astype(float32) / 255)
         return torch.from_numpy(np.divide(raw[f"{split}-images"], np.float32(255.0), dtype=np.float32)).unsqueeze(1)
 
