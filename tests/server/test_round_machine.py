@@ -288,3 +288,25 @@ def test_invariants_hold_under_arbitrary_event_sequences(script, seed):
         assert d.m.finished or d.m.next_timer() is not None or d.m.phase == DUE
     for o in d.of(ev.CommitDue):
         assert o.reported >= 3
+
+
+class _Ticking(ev.FakeClock):
+    """A clock that moves on by a millisecond every time it is read (a busy server between reads)."""
+
+    def now(self) -> float:
+        self.t += 0.001
+        return self.t
+
+
+def test_an_event_is_handled_at_one_instant_the_time_its_journal_entry_records():
+    clock = _Ticking(100.0)
+    m = RoundMachine(config(selection_window_s=0.0), clock, journal=True)
+    m.start()
+    m.handle(ev.OpenRound())
+    for d in ("a", "b", "c"):
+        m.handle(ev.CheckedIn(d))
+    times = {type(e).__name__: at for at, e, _ in m.journal}
+    rs = m.current
+    assert rs.started == times["OpenRound"]  # not a later read: a replay at the recorded times sees the same
+    assert rs.selection_deadline == times["OpenRound"] + 10.0
+    assert [at for at, _, _ in m.journal] == sorted({at for at, _, _ in m.journal})  # one read per event

@@ -82,6 +82,11 @@ class RoundMachine(SiteExits):
         self.out: dict[str, str] = {}  # cross-silo: sites out of the run -> why
         self.evaluating = False  # cross-silo: the sites are scoring the final model (no commit follows)
         self.journal: list[tuple[float, ev.Event, list[ev.Output]]] | None = [] if journal else None
+        self._at: float | None = None  # the time of the event being handled
+
+    def _now(self) -> float:
+        """The time of the event being handled (one instant per event: a replay sees the same), else now."""
+        return self._at if self._at is not None else self.clock.now()
 
     @property
     def finished(self) -> bool:
@@ -116,18 +121,6 @@ class RoundMachine(SiteExits):
         if rs is not None and self.phase == REPORTING and not rs.secure_mode:
             times.append(rs.reporting_deadline)
         return min(times) if times else None
-
-    def needed(self) -> int:
-        """Reports (and selected devices, cross-silo) a round needs to commit: cross-silo, every site the
-        round in flight asked, less those that went out of the run during it (a site that rejoins
-        mid-round waits for the next round)."""
-        if self.cfg.reports_needed:
-            return self.cfg.reports_needed
-        rs = self.current
-        return max(rs.goal - rs.sites_out if rs is not None else self.sites_left(), 1)
-
-    def min_selected(self) -> int:
-        return self.needed() if self.cfg.cross_silo else self.cfg.min_selected
 
     def has_task(self, device: str) -> bool:
         rs = self.current
@@ -170,7 +163,7 @@ class RoundMachine(SiteExits):
         selection opens (from recent round durations), spread over half a round so devices do not
         return at once, within [reconnect_min_s, reconnect_max_s]."""
         rs = self.current
-        elapsed = self.clock.now() - rs.started if rs is not None else 0.0
+        elapsed = self._now() - rs.started if rs is not None else 0.0
         wait = max(self.round_s - elapsed, 0.0) + self.pace_rng.uniform(0.0, 0.5 * self.round_s)
         return min(max(wait, self.cfg.reconnect_min_s), self.cfg.reconnect_max_s)
 
@@ -182,8 +175,12 @@ class RoundMachine(SiteExits):
         Raises:
             LateReport, ProtocolError: a device event that does not fit the round (nothing changes).
         """
-        at = self.clock.now()  # when the event arrived: what a replay sets its clock to before feeding it
-        out = self._dispatch(event)
+        at = self.clock.now()  # when the event arrived: what a replay sets its clock to
+        prev, self._at = self._at, at
+        try:
+            out = self._dispatch(event)
+        finally:
+            self._at = prev
         if self.journal is not None:
             self.journal.append((at, event, out))
         return out
@@ -200,7 +197,7 @@ class RoundMachine(SiteExits):
             return []
         if isinstance(e, ev.Downloaded):
             info = self.live_task(e.task_id, e.device)
-            info.downloaded_at = self.clock.now()
+            info.downloaded_at = self._now()
             return []
         if isinstance(e, ev.SiteFailed):
             return self._site_out(e.device, e.reason)
@@ -228,7 +225,7 @@ class RoundMachine(SiteExits):
     def _open(self, secure: bool) -> list[ev.Output]:
         if self.phase != DUE:
             raise ProtocolError(f"OpenRound while {self.phase}: expected a due round")
-        now, c = self.clock.now(), self.cfg
+        now, c = self._now(), self.cfg
         goal, target = (self.sites_left(),) * 2 if c.cross_silo else (c.goal, c.target)
         round_idx, evals = (self.last_round, goal) if self.evaluating else (self.next_round, c.eval_target)
         self.current = RoundState(
@@ -257,11 +254,11 @@ class RoundMachine(SiteExits):
             return [ev.NotDrawn(device)]
         rs.candidates.append(device)
         if rs.draw_at is None:
-            rs.draw_at = self.clock.now() + self.cfg.selection_window_s
+            rs.draw_at = self._now() + self.cfg.selection_window_s
         return []
 
     def _timers(self) -> list[ev.Output]:
-        now, rs = self.clock.now(), self.current
+        now, rs = self._now(), self.current
         out: list[ev.Output] = []
         if self.phase == RETRY_WAIT and self.retry_at is not None and now >= self.retry_at:
             self.retry_at, self.phase = None, DUE
@@ -291,14 +288,14 @@ class RoundMachine(SiteExits):
         trains, evals = rs.picked("train"), rs.picked("evaluate")
         share = rs.eval_target / (rs.target + rs.eval_target)
         kind = "evaluate" if evals < rs.eval_target and (trains >= rs.target or self.rng.random() < share) else "train"
-        info = TaskInfo(self.new_task_id(), device, rs.round, -1, kind, assigned_at=self.clock.now())
+        info = TaskInfo(self.new_task_id(), device, rs.round, -1, kind, assigned_at=self._now())
         rs.tasks[info.task_id] = info
         return ev.TaskAssigned(device, info.task_id, rs.round, kind)
 
     def _close_selection(self, rs: RoundState) -> list[ev.Output]:
         out: list[ev.Output] = [ev.NotDrawn(d) for d in sorted(rs.candidates)]
         rs.candidates, rs.draw_at = [], None
-        rs.selection_open, rs.selection_closed_at = False, self.clock.now()
+        rs.selection_open, rs.selection_closed_at = False, self._now()
         selected = rs.picked("evaluate" if self.evaluating else "train")
         out.append(ev.SelectionClosed(rs.round, selected))
         if self.evaluating and selected == 0:
@@ -309,7 +306,7 @@ class RoundMachine(SiteExits):
                 f"abandoned in selection: {selected} devices selected, {self.min_selected()} needed; retrying",
             )
         self.phase, rs.reporting_open = REPORTING, True
-        rs.reporting_deadline = self.clock.now() + self.cfg.reporting_timeout_s
+        rs.reporting_deadline = self._now() + self.cfg.reporting_timeout_s
         out.append(ev.ReportingOpened(rs.round, rs.secure_mode))
         return out + self._check_reporting(rs)
 
@@ -333,13 +330,13 @@ class RoundMachine(SiteExits):
     def _check_reporting(self, rs: RoundState) -> list[ev.Output]:
         if rs.secure_mode:
             return []
-        if rs.counted >= rs.goal or rs.answered() or self.clock.now() >= rs.reporting_deadline:
+        if rs.counted >= rs.goal or rs.answered() or self._now() >= rs.reporting_deadline:
             return self._close_reporting(rs.counted)
         return []
 
     def _close_reporting(self, reported: int) -> list[ev.Output]:
         rs = self.round_in_flight
-        rs.reporting_open, rs.reporting_closed_at = False, self.clock.now()
+        rs.reporting_open, rs.reporting_closed_at = False, self._now()
         if self.evaluating:
             return [ev.SitesEvaluated(rs.round, tuple(rs.evals)), *self._finish("rounds")]
         if not rs.secure_mode and reported < rs.goal:  # the round waited for them until its deadline
@@ -367,7 +364,7 @@ class RoundMachine(SiteExits):
         self.attempt += 1
         if self.draining:
             return out + self._finish("drained")
-        self.phase, self.retry_at = RETRY_WAIT, self.clock.now() + self.cfg.retry_delay_s
+        self.phase, self.retry_at = RETRY_WAIT, self._now() + self.cfg.retry_delay_s
         return out
 
     def _committed(self, e: ev.Committed) -> list[ev.Output]:

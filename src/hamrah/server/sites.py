@@ -21,6 +21,18 @@ class SiteExits:
         """Cross-silo: the sites still in the run."""
         return self.cfg.goal - len(self.out)
 
+    def needed(self) -> int:
+        """Reports (and selected devices, cross-silo) a round needs to commit: cross-silo, every site the
+        round in flight asked, less those that went out of the run during it (a site that rejoins
+        mid-round waits for the next round)."""
+        if self.cfg.reports_needed:
+            return self.cfg.reports_needed
+        rs = self.current
+        return max(rs.goal - rs.sites_out if rs is not None else self.sites_left(), 1)
+
+    def min_selected(self) -> int:
+        return self.needed() if self.cfg.cross_silo else self.cfg.min_selected
+
     def _site_out(self, device: str, reason: str) -> list[ev.Output]:
         """Cross-silo: take ``device`` out of the run; the round in flight goes on without it."""
         if not self.cfg.cross_silo or device in self.out or self.phase == FINISHED:
