@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from hamrah.algorithms import FedAvg, FedSGD, LocalSGD
+from hamrah.algorithms import FedAvg, FedSGD, LocalSGD, Scaffold
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import max_abs_diff
 from hamrah.data import ArrayData, Dataset, FederatedDataset, federate
@@ -242,7 +243,16 @@ def test_auto_batched_for_mlps():
         sim = Simulator(cls(), images, FedAvg(1.0, LocalSGD(1, 5, 0.1)), SimulationConfig(rounds=1))
         assert sim.batched is True and sim.workers == 1
     sim = Simulator(CharLSTM(12, hidden=16), fed, FedAvg(0.5, LocalSGD(1, 5, 0.5)), SimulationConfig(rounds=1))
-    assert sim.batched is False and 1 <= sim.workers <= sim.cohort
+    assert sim.batched is False and sim.workers == 1  # an LSTM trains in-process: workers measured no faster
+
+
+def test_auto_workers_only_for_convolutional_models_trained_one_client_at_a_time():
+    images = FederatedDataset(_subset_images(), (np.arange(5), np.arange(5, 10)), "hand")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    scaffold = Scaffold(1.0, LocalSGD(1, 5, 0.1))  # control variates: never batched
+    assert Simulator(LogReg(), images, scaffold, SimulationConfig(rounds=1)).workers == 1
+    sim = Simulator(CNN(), images, FedAvg(1.0, LocalSGD(1, 5, 0.1)), SimulationConfig(rounds=1))
+    assert sim.batched is False and sim.workers == min(cores, sim.cohort)
 
 
 def _subset_images() -> Dataset:

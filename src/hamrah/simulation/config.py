@@ -45,8 +45,8 @@ class SimulationConfig:
         seed: the root seed; cohorts and local shuffles are derived from it.
         batched: train the cohort in one batched pass (None: for models with a fused MLP path, which
             measured fastest on CPU; a convolutional model trains faster one client per core).
-        workers: processes that train clients side by side (None: one per CPU core for models
-            trained one client at a time, else 1).
+        workers: processes that train clients side by side (None: one per CPU core for a convolutional
+            model trained one client at a time, else 1; ``hamrah.simulation.placement``).
         target_accuracy: stop once reached, if ``stop_at_target``.
         stop_at_target: end the run at the first evaluation reaching ``target_accuracy``.
         heterogeneity: per-client local work, stragglers and drop-out (None: every client alike).

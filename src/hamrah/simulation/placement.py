@@ -28,9 +28,12 @@ def placement(
     """Return ``(batched, workers)`` for ``config``'s ``batched`` and ``workers`` (None: decided here)
     to train a cohort of ``cohort`` clients from the global model ``params``.
 
-    Batched by default where it is exact (an MLP, plain SGD or FedProx's pull, the built-in loss); else
-    one worker per core for hamrah's own tasks, and in-process for a user's task (worker processes
-    re-import the task's module).
+    Batched by default where it is exact (an MLP, plain SGD or FedProx's pull, the built-in loss). Else,
+    by default, one worker per core for a convolutional model of hamrah's own tasks (two single-threaded
+    CNN steps side by side beat one two-threaded step, docs/benchmarks.md), and in-process for the rest:
+    a logistic regression, an MLP or an LSTM trains as fast or faster on the process's threads than in
+    workers, which also cost a second or two to start; and a user's task, whose module every worker
+    would import again.
 
     Raises:
         ConfigError: ``batched = true`` where the batched trainer cannot run, or workers for a task
@@ -53,7 +56,7 @@ def placement(
     batched = auto_batched if config.batched is None else config.batched
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     builtin = type(task).__module__.startswith("hamrah.")  # hamrah's own tasks: the default loss, reference models
-    auto_workers = 1 if batched or not builtin else min(cores, cohort)
+    auto_workers = min(cores, cohort) if builtin and not batched and _convolutional(model) else 1
     workers = auto_workers if config.workers is None else min(config.workers, cohort)
     if workers > 1 and type(task).__module__ == "__main__":
         raise ConfigError(
@@ -62,3 +65,7 @@ def placement(
             "or set run.workers = 1"
         )
     return batched, workers
+
+
+def _convolutional(model: nn.Module) -> bool:
+    return any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
