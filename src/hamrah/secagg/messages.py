@@ -152,10 +152,9 @@ def _decode_cts(r: _Reader, what: str) -> tuple[tuple[int, bytes], ...]:
 
 
 @dataclass(frozen=True)
-class ShareKeys(_Codec):
-    """Round 1, client -> server: ``(receiver, AE(shares of s_u^SK and b_u for the receiver))`` per neighbour."""
+class _Ciphertexts(_Codec):
+    """A message carrying ``(party, ciphertext)`` pairs, one per neighbour."""
 
-    KIND: ClassVar[int] = 3
     round_id: int
     client_id: int
     ciphertexts: tuple[tuple[int, bytes], ...]
@@ -168,27 +167,21 @@ class ShareKeys(_Codec):
 
     @classmethod
     def _decode(cls, r: _Reader, round_id: int, client_id: int):
-        return cls(round_id, client_id, _decode_cts(r, "ShareKeys"))
+        return cls(round_id, client_id, _decode_cts(r, cls.__name__))
 
 
 @dataclass(frozen=True)
-class SharesBroadcast(_Codec):
+class ShareKeys(_Ciphertexts):
+    """Round 1, client -> server: ``(receiver, AE(shares of s_u^SK and b_u for the receiver))`` per neighbour."""
+
+    KIND: ClassVar[int] = 3
+
+
+@dataclass(frozen=True)
+class SharesBroadcast(_Ciphertexts):
     """Round 1 -> 2, server -> one client: the ciphertexts addressed to it, ``(sender, ciphertext)`` (U2)."""
 
     KIND: ClassVar[int] = 4
-    round_id: int
-    client_id: int
-    ciphertexts: tuple[tuple[int, bytes], ...]
-
-    def _body(self) -> bytes:
-        return _encode_cts(self.ciphertexts)
-
-    def _body_size(self) -> int:
-        return 4 + len(self.ciphertexts) * (4 + CIPHERTEXT_BYTES)
-
-    @classmethod
-    def _decode(cls, r: _Reader, round_id: int, client_id: int):
-        return cls(round_id, client_id, _decode_cts(r, "SharesBroadcast"))
 
 
 @dataclass(frozen=True)
