@@ -89,7 +89,7 @@ def test_check_refuses_a_cohort_that_cannot_work(name, params, cohort, reason):
 @pytest.mark.parametrize(
     "name,params,message",
     [
-        ("norm_bound", {"bound": -1.0}, "bound = -1.0: expected a number in \\(0, inf\\]"),
+        ("norm_bound", {"bound": -1.0}, "bound = -1.0: expected a number in \\(0, inf\\)"),
         ("norm_bound", {"bound": 0.0}, "bound = 0.0"),
         ("trimmed_mean", {"beta": 0.6}, "beta = 0.6"),
         ("krum", {"f": -1}, "f = -1: expected an integer >= 0"),

@@ -142,10 +142,10 @@ def test_dba_each_attacker_stamps_its_own_part_and_success_uses_the_whole_trigge
     "name,params,message",
     [
         ("min_max", {"perturbation": "up"}, "perturbation = 'up': expected one of std, unit, sign"),
-        ("min_sum", {"gamma_init": -1.0}, r"gamma_init = -1.0: expected a number in \(0, inf\]"),
+        ("min_sum", {"gamma_init": -1.0}, r"gamma_init = -1.0: expected a number in \(0, inf\)"),
         ("ipm", {"epsilon": math.nan}, "epsilon = nan"),
         ("fltrust_adaptive", {"cosine": 1.5}, r"cosine = 1.5: expected a number in \(0, 1\]"),
-        ("fang_trim", {"b": 0.5}, r"b = 0.5: expected a number in \(1, inf\]"),
+        ("fang_trim", {"b": 0.5}, r"b = 0.5: expected a number in \(1, inf\)"),
         ("dba", {"target": 0, "parts": 0}, "parts = 0: expected an integer >= 1"),
         ("dba", {"target": 12}, "target = 12"),
     ],

@@ -146,7 +146,7 @@ def test_attack_touches_only_malicious_clients():
         ("backdoor", {}, "missing parameter target"),
         ("backdoor", {"target": 10}, "target = 10: expected a class label in 0..9"),
         ("targeted_flip", {"source": 3, "target": 3}, "source = target = 3"),
-        ("scale", {"factor": -1.0}, "factor = -1.0: expected a positive number"),
+        ("scale", {"factor": -1.0}, r"factor = -1.0: expected a number in \(0, inf\)"),
         ("backdoor", {"target": 1, "fraction": 0.0}, r"fraction = 0.0: expected a number in \(0, 1\]"),
     ],
 )

@@ -61,7 +61,7 @@ def _with(**changes):
         ),
         (
             {"lab__defences": ["norm_bound"], "defences__norm_bound": {"bound": -1.0}, "defences__krum": None},
-            r"bound = -1.0: expected a number in \(0, inf\]",
+            r"bound = -1.0: expected a number in \(0, inf\)",
         ),
         ({"lab__malicious_fraction": 0.001}, "makes no malicious client"),
         ({"lab__malicious_fraction": 1.0}, r"expected a number in \[0, 1\)"),

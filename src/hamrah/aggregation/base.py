@@ -111,28 +111,3 @@ def require_cohort(name: str, cohort_size: int, needed: int, why: str) -> None:
         raise ConfigError(
             f"aggregator {name}: {cohort_size} clients per round is too few; {why} needs at least {needed}"
         )
-
-
-def check_int(name: str, key: str, value: object, minimum: int) -> None:
-    """Raise ``ConfigError`` unless ``value`` is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"aggregator {name}: {key} = {value!r}: expected an integer >= {minimum}")
-
-
-def check_number(
-    name: str,
-    key: str,
-    value: object,
-    low: float,
-    high: float = math.inf,
-    *,
-    open_low: bool = False,
-    open_high: bool = False,
-) -> None:
-    """Raise ``ConfigError`` unless ``value`` is a finite number in the given interval."""
-    ok = False
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        ok = (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
-    if not ok:
-        lo, hi = "(" if open_low else "[", ")" if open_high else "]"
-        raise ConfigError(f"aggregator {name}: {key} = {value!r}: expected a number in {lo}{low:g}, {high:g}{hi}")

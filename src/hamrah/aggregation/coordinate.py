@@ -12,14 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from hamrah.aggregation.base import (
-    as_weights,
-    check_number,
-    finite_rows,
-    flatten,
-    unflatten,
-)
+from hamrah.aggregation.base import as_weights, finite_rows, flatten, unflatten
 from hamrah.core.errors import ConfigError, NotEnoughClients
+from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 
 
@@ -87,7 +82,7 @@ class TrimmedMean:
     name: str = "trimmed_mean"
 
     def __post_init__(self) -> None:
-        check_number(self.name, "beta", self.beta, 0.0, 0.5)
+        check_number(f"aggregator {self.name}: beta", self.beta, 0.0, 0.5)
 
     def trimmed(self, cohort_size: int) -> int:
         """Return the number of values cut from each end of a coordinate for ``cohort_size`` clients."""

@@ -14,8 +14,9 @@ from typing import ClassVar
 
 import torch
 
-from hamrah.aggregation.base import as_weights, check_int, flatten, unflatten
+from hamrah.aggregation.base import as_weights, flatten, unflatten
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_int
 from hamrah.core.params import Params
 
 
@@ -91,7 +92,7 @@ class FLTrust:
     needs_reference: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        check_int(self.name, "root_size", self.root_size, 1)
+        check_int(f"aggregator {self.name}: root_size", self.root_size, 1)
 
     def check(self, cohort_size: int) -> None:
         """Accept any cohort of at least one client (the root set is checked by the driver)."""

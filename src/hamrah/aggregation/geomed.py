@@ -7,15 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from hamrah.aggregation.base import (
-    as_weights,
-    check_int,
-    check_number,
-    finite_rows,
-    flatten,
-    unflatten,
-)
+from hamrah.aggregation.base import as_weights, finite_rows, flatten, unflatten
 from hamrah.aggregation.coordinate import coordinate_median
+from hamrah.core.numbers import check_int, check_number
 from hamrah.core.params import Params
 
 
@@ -89,9 +83,9 @@ class GeometricMedian:
     name: str = "geomed"
 
     def __post_init__(self) -> None:
-        check_number(self.name, "nu", self.nu, 0.0, open_low=True)
-        check_int(self.name, "max_iter", self.max_iter, 1)
-        check_number(self.name, "tol", self.tol, 0.0)
+        check_number(f"aggregator {self.name}: nu", self.nu, 0.0, open_low=True)
+        check_int(f"aggregator {self.name}: max_iter", self.max_iter, 1)
+        check_number(f"aggregator {self.name}: tol", self.tol, 0.0)
 
     def check(self, cohort_size: int) -> None:
         """Accept any cohort of at least one client."""

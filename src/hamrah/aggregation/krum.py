@@ -11,15 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from hamrah.aggregation.base import (
-    as_weights,
-    check_int,
-    flatten,
-    require_cohort,
-    unflatten,
-)
+from hamrah.aggregation.base import as_weights, flatten, require_cohort, unflatten
 from hamrah.aggregation.coordinate import coordinate_median
 from hamrah.core.errors import ConfigError, NotEnoughClients
+from hamrah.core.numbers import check_int
 from hamrah.core.params import Params
 
 
@@ -90,8 +85,8 @@ class Krum:
     name: str = "krum"
 
     def __post_init__(self) -> None:
-        check_int(self.name, "f", self.f, 0)
-        check_int(self.name, "m", self.m, 1)
+        check_int(f"aggregator {self.name}: f", self.f, 0)
+        check_int(f"aggregator {self.name}: m", self.m, 1)
 
     def check(self, cohort_size: int) -> None:
         """Refuse K <= 2f + 2 (Blanchard et al.'s condition) or m > K - f."""
@@ -141,7 +136,7 @@ class Bulyan:
     name: str = "bulyan"
 
     def __post_init__(self) -> None:
-        check_int(self.name, "f", self.f, 0)
+        check_int(f"aggregator {self.name}: f", self.f, 0)
 
     def check(self, cohort_size: int) -> None:
         """Refuse K < 4f + 3 (El Mhamdi et al.'s condition)."""

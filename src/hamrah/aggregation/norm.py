@@ -7,14 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from hamrah.aggregation.base import (
-    as_weights,
-    check_number,
-    finite_rows,
-    flatten,
-    unflatten,
-)
+from hamrah.aggregation.base import as_weights, finite_rows, flatten, unflatten
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 
 
@@ -46,8 +41,8 @@ class NormBound:
     name: str = "norm_bound"
 
     def __post_init__(self) -> None:
-        check_number(self.name, "bound", self.bound, 0.0, open_low=True)
-        check_number(self.name, "noise_std", self.noise_std, 0.0)
+        check_number(f"aggregator {self.name}: bound", self.bound, 0.0, open_low=True)
+        check_number(f"aggregator {self.name}: noise_std", self.noise_std, 0.0)
         if self.noise_std > 0 and self.generator is None:
             raise ConfigError(f"aggregator {self.name}: noise_std = {self.noise_std} needs a seeded torch.Generator")
 

@@ -29,24 +29,12 @@ import torch
 
 from hamrah.core.aggregate import Aggregate, Statistic
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 
 OPTIMIZERS = ("sgd", "adam", "adamw")  # local solvers (``hamrah.algorithms.optimizers``)
 DELTA = Statistic("delta", robust=True)
 """The model change w_local - w_global, n_k-weighted; the one statistic a robust aggregator may combine."""
-
-
-def _number(
-    key: str, value: object, lo: float, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False
-) -> None:
-    """Raise ConfigError unless ``value`` is a real number in the given interval."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        assert isinstance(value, (int, float))
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        left, right = "(" if lo_open else "[", ")" if hi_open or hi == math.inf else "]"
-        raise ConfigError(f"{key} = {value!r}: expected a number in {left}{lo:g}, {hi:g}{right}")
 
 
 @dataclass(frozen=True)
@@ -69,8 +57,8 @@ class ExampleDP:
     poisson: bool = True
 
     def __post_init__(self) -> None:
-        _number("privacy.clip", self.clip, 0.0, lo_open=True)
-        _number("privacy.noise_multiplier", self.noise_multiplier, 0.0)
+        check_number("privacy.clip", self.clip, 0.0, open_low=True)
+        check_number("privacy.noise_multiplier", self.noise_multiplier, 0.0)
         if not isinstance(self.poisson, bool):
             raise ConfigError(f"dp_poisson = {self.poisson!r}: expected true or false")
 
@@ -112,7 +100,7 @@ class LocalSGD:
             isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)
         ):
             raise ConfigError(f"algorithm.lr = {self.lr!r}: expected a positive finite number")
-        _number("algorithm.momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        check_number("algorithm.momentum", self.momentum, 0.0, 1.0, open_high=True)
         if self.num_steps is not None and (
             isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1
         ):
@@ -137,8 +125,8 @@ class LocalSGD:
         if len(self.betas) != 2:
             raise ConfigError(f"algorithm.local_betas = {list(self.betas)}: expected [beta1, beta2]")
         for b in self.betas:
-            _number("algorithm.local_betas", b, 0.0, 1.0, hi_open=True)
-        _number("algorithm.weight_decay", self.weight_decay, 0.0)
+            check_number("algorithm.local_betas", b, 0.0, 1.0, open_high=True)
+        check_number("algorithm.weight_decay", self.weight_decay, 0.0)
 
     @property
     def plain_sgd(self) -> bool:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
-from hamrah.algorithms.base import LocalSGD, Stateless, _number, cohort_size, mean_delta
+from hamrah.algorithms.base import LocalSGD, Stateless, cohort_size, mean_delta
 from hamrah.core.aggregate import Aggregate
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 
 SERVER_OPTIMIZERS = ("adam", "yogi", "adagrad", "avgm")
@@ -53,10 +54,10 @@ class FedOpt(Stateless):
     def __post_init__(self) -> None:
         if self.optimizer not in SERVER_OPTIMIZERS:
             raise ConfigError(f"server optimizer {self.optimizer!r}: expected one of {', '.join(SERVER_OPTIMIZERS)}")
-        _number("algorithm.server_lr", self.server_lr, 0.0, lo_open=True)
-        _number("algorithm.beta1", self.beta1, 0.0, 1.0, hi_open=True)
-        _number("algorithm.beta2", self.beta2, 0.0, 1.0, hi_open=True)
-        _number("algorithm.tau", self.tau, 0.0, lo_open=True)
+        check_number("algorithm.server_lr", self.server_lr, 0.0, open_low=True)
+        check_number("algorithm.beta1", self.beta1, 0.0, 1.0, open_high=True)
+        check_number("algorithm.beta2", self.beta2, 0.0, 1.0, open_high=True)
+        check_number("algorithm.tau", self.tau, 0.0, open_low=True)
 
     @property
     def name(self) -> str:

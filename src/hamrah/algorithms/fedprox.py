@@ -10,13 +10,13 @@ from hamrah.algorithms.base import (
     LocalSGD,
     NoState,
     Stateless,
-    _number,
     apply_delta,
     cohort_size,
     mean_delta,
 )
 from hamrah.algorithms.transforms import Proximal
 from hamrah.core.aggregate import Aggregate
+from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 
 
@@ -39,7 +39,7 @@ class FedProx(Stateless):
     accepts_partial_work: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _number("algorithm.mu", self.mu, 0.0)
+        check_number("algorithm.mu", self.mu, 0.0)
 
     def cohort_size(self, population: int) -> int:
         return cohort_size(self.client_fraction, population)

@@ -35,10 +35,10 @@ from hamrah.algorithms.base import (
     ClientResult,
     GradientTransform,
     LocalSGD,
-    _number,
 )
 from hamrah.core.aggregate import Aggregate, Statistic
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 
 PERSONAL_METHODS = ("ditto", "fedper")
@@ -56,7 +56,7 @@ class Ditto:
     method: ClassVar[str] = "ditto"
 
     def __post_init__(self) -> None:
-        _number("personalization.lam", self.lam, 0.0)
+        check_number("personalization.lam", self.lam, 0.0)
 
     def start(self, global_params: Params, state: Params | None) -> Params:
         """Return where the global update starts: the global model."""

@@ -33,14 +33,9 @@ from hamrah.aggregation import flatten, unflatten
 from hamrah.aggregation.krum import krum_scores_from, squared_distances
 from hamrah.algorithms.base import ClientResult
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_number
 
 _PERTURBATIONS = ("std", "unit", "sign")
-
-
-def _number(name: str, key: str, value: object, low: float, high: float = math.inf) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not low < value <= high:
-        raise ConfigError(f"attack {name}: {key} = {value!r}: expected a number in ({low:g}, {high:g}]")
 
 
 def reference_matrix(malicious: list[ClientResult], benign: list[ClientResult]) -> tuple[torch.Tensor, list]:
@@ -102,7 +97,7 @@ class MinMax:
 
     def __post_init__(self) -> None:
         _kind(self.name, self.perturbation)
-        _number(self.name, "gamma_init", self.gamma_init, 0.0)
+        check_number(f"attack {self.name}: gamma_init", self.gamma_init, 0.0, open_low=True)
 
     def poison(self, malicious: list[ClientResult], benign: list[ClientResult], rng) -> list[ClientResult]:
         """Return the malicious results all carrying the crafted delta."""
@@ -124,7 +119,7 @@ class MinSum:
 
     def __post_init__(self) -> None:
         _kind(self.name, self.perturbation)
-        _number(self.name, "gamma_init", self.gamma_init, 0.0)
+        check_number(f"attack {self.name}: gamma_init", self.gamma_init, 0.0, open_low=True)
 
     def poison(self, malicious: list[ClientResult], benign: list[ClientResult], rng) -> list[ClientResult]:
         """Return the malicious results all carrying the crafted delta."""
@@ -157,7 +152,7 @@ class InnerProduct:
     name = "ipm"
 
     def __post_init__(self) -> None:
-        _number(self.name, "epsilon", self.epsilon, 0.0)
+        check_number(f"attack {self.name}: epsilon", self.epsilon, 0.0, open_low=True)
 
     def poison(self, malicious: list[ClientResult], benign: list[ClientResult], rng) -> list[ClientResult]:
         """Return the malicious results all carrying -epsilon times the benign mean."""
@@ -180,7 +175,7 @@ class FangTrim:
     name = "fang_trim"
 
     def __post_init__(self) -> None:
-        _number(self.name, "b", self.b, 1.0)
+        check_number(f"attack {self.name}: b", self.b, 1.0, open_low=True)
 
     def poison(
         self, malicious: list[ClientResult], benign: list[ClientResult], rng: np.random.Generator
@@ -212,7 +207,7 @@ class FangKrum:
     name = "fang_krum"
 
     def __post_init__(self) -> None:
-        _number(self.name, "threshold", self.threshold, 0.0)
+        check_number(f"attack {self.name}: threshold", self.threshold, 0.0, open_low=True)
 
     def poison(self, malicious: list[ClientResult], benign: list[ClientResult], rng) -> list[ClientResult]:
         """Return the malicious results all carrying -lambda * s."""
@@ -261,7 +256,7 @@ class FLTrustAdaptive:
     name = "fltrust_adaptive"
 
     def __post_init__(self) -> None:
-        _number(self.name, "cosine", self.cosine, 0.0, 1.0)
+        check_number(f"attack {self.name}: cosine", self.cosine, 0.0, 1.0, open_low=True)
 
     def poison(self, malicious: list[ClientResult], benign: list[ClientResult], rng) -> list[ClientResult]:
         """Return the malicious results all carrying the crafted delta."""

@@ -22,16 +22,8 @@ import numpy as np
 import torch
 
 from hamrah.algorithms.base import ClientResult
-from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
-
-
-def _positive(name: str, key: str, value: object, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(
-            f"attack {name}: {key} = {value!r}: expected a {'non-negative' if allow_zero else 'positive'} number"
-        )
 
 
 def _with_delta(result: ClientResult, delta: Params) -> ClientResult:
@@ -56,7 +48,7 @@ class SignFlip:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        _positive("sign_flip", "scale", self.scale)
+        check_number("attack sign_flip: scale", self.scale, 0.0, open_low=True)
 
     def poison(self, malicious: list[ClientResult], benign: list[ClientResult], rng) -> list[ClientResult]:
         """Return the malicious results with their deltas negated and scaled."""
@@ -70,7 +62,7 @@ class ScaleUpdate:
     factor: float = 10.0
 
     def __post_init__(self) -> None:
-        _positive("scale", "factor", self.factor)
+        check_number("attack scale: factor", self.factor, 0.0, open_low=True)
 
     def poison(self, malicious: list[ClientResult], benign: list[ClientResult], rng) -> list[ClientResult]:
         """Return the malicious results with their deltas multiplied by ``factor``."""
@@ -84,7 +76,7 @@ class GaussianUpdate:
     std: float = 1.0
 
     def __post_init__(self) -> None:
-        _positive("gaussian", "std", self.std)
+        check_number("attack gaussian: std", self.std, 0.0, open_low=True)
 
     def poison(
         self, malicious: list[ClientResult], benign: list[ClientResult], rng: np.random.Generator
@@ -129,7 +121,7 @@ class LittleIsEnough:
 
     def __post_init__(self) -> None:
         if self.z is not None:
-            _positive("alie", "z", self.z, allow_zero=True)
+            check_number("attack alie: z", self.z, 0.0)
 
     def poison(self, malicious: list[ClientResult], benign: list[ClientResult], rng) -> list[ClientResult]:
         """Return the malicious results all carrying the same crafted delta."""
@@ -166,7 +158,7 @@ class ModelReplacement:
 
     def __post_init__(self) -> None:
         if self.boost is not None:
-            _positive("model_replacement", "boost", self.boost)
+            check_number("attack model_replacement: boost", self.boost, 0.0, open_low=True)
 
     def poison(self, malicious: list[ClientResult], benign: list[ClientResult], rng) -> list[ClientResult]:
         """Return the malicious results with deltas multiplied by gamma."""

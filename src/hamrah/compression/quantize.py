@@ -23,6 +23,7 @@ import torch
 from hamrah.compression import bits as packing
 from hamrah.compression.common import floats
 from hamrah.core.errors import ConfigError, ProtocolError
+from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 from hamrah.core.pipeline import (
     BaseStage,
@@ -108,10 +109,8 @@ class StochasticQuantizer(BaseStage):
             raise ConfigError(f"quantize bits = {self.bits!r}: expected 2, 4 or 8")
         if self.scheme not in SCHEMES:
             raise ConfigError(f"quantize scheme = {self.scheme!r}: expected one of {SCHEMES}")
-        if self.scheme == "ring" and not (
-            isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0
-        ):
-            raise ConfigError(f"quantize clip = {self.clip!r}: the ring scheme needs a positive finite range r")
+        if self.scheme == "ring":
+            check_number("quantize clip (the ring scheme's range r)", self.clip, 0.0, open_low=True)
         if self.bucket is not None and not (isinstance(self.bucket, int) and 1 <= self.bucket < 2**32):
             raise ConfigError(f"quantize bucket = {self.bucket!r}: expected None or an integer >= 1")
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hamrah.core.errors import ConfigError, ProtocolError
+from hamrah.core.numbers import check_number
 
 # Encodings are formed in float64, exact while |x| * 2^f < 2^53.
 _FLOAT64_EXACT_BITS = 53
@@ -113,8 +114,7 @@ class Packing:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
-        if not (isinstance(self.bound, (int, float)) and math.isfinite(self.bound) and self.bound > 0):
-            raise ConfigError(f"bound: expected a finite number > 0, got {self.bound!r}")
+        check_number("bound", self.bound, 0.0, open_low=True)
         if self.offset >= 2 ** (_FLOAT64_EXACT_BITS - 1):
             raise ConfigError(
                 f"bound * 2^precision_bits: expected below 2^52, got {self.bound} * "

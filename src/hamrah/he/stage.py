@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from hamrah.core.errors import ConfigError, HamrahError, ProtocolError
+from hamrah.core.numbers import check_int, check_number
 from hamrah.core.params import Params
 from hamrah.core.pipeline import (
     BaseStage,
@@ -88,12 +89,8 @@ class HESettings:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ConfigError(f"homomorphic_encryption.scheme = {self.scheme!r}: expected one of {', '.join(SCHEMES)}")
-        if isinstance(self.bound, bool) or not (
-            isinstance(self.bound, (int, float)) and math.isfinite(self.bound) and self.bound > 0
-        ):
-            raise ConfigError(f"homomorphic_encryption.bound = {self.bound!r}: expected a positive number")
-        if isinstance(self.max_weight, bool) or not isinstance(self.max_weight, int) or self.max_weight < 1:
-            raise ConfigError(f"homomorphic_encryption.max_weight = {self.max_weight!r}: expected an integer >= 1")
+        check_number("homomorphic_encryption.bound", self.bound, 0.0, open_low=True)
+        check_int("homomorphic_encryption.max_weight", self.max_weight, 1)
         try:
             self.build()
         except ConfigError as err:

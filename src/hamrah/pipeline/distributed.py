@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 from hamrah.core.pipeline import BaseStage, ClientContext, ServerContext, Spec, Stage, StageTraits, WireWriter, spec_of
 from hamrah.pipeline.distributed_accounting import (
@@ -109,10 +110,7 @@ class DistributedDiscreteGaussian(BaseStage):
                 "sum of fewer than min_contributors clients, whose noise would then be too small"
             )
         check_flag(self.malicious_server)
-        if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0):
-            raise ConfigError(
-                f"privacy.noise_multiplier = {self.noise_multiplier!r}: expected a positive number for distributed DP"
-            )
+        check_number("privacy.noise_multiplier (distributed DP)", self.noise_multiplier, 0.0, open_low=True)
         if not (isinstance(self.min_contributors, int) and self.min_contributors >= 2):
             raise ConfigError(
                 f"secure_aggregation.min_contributors = {self.min_contributors!r}: expected an integer >= 2"

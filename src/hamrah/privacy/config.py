@@ -17,18 +17,14 @@ Modes (see ``docs/dp.md``):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import is_number
 
 MODES = ("central", "local", "dpsgd", "ftrl", "distributed")
 SAMPLINGS = ("poisson", "fixed")
 ACCOUNTANTS = ("rdp", "pld")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check(ok: bool, key: str, value: object, expected: str) -> None:
@@ -53,10 +49,10 @@ class AdaptiveClipConfig:
 
     def __post_init__(self) -> None:
         q, lr, sb = self.target_quantile, self.learning_rate, self.clip_count_stddev
-        _check(_is_number(q) and 0.0 < q < 1.0, "adaptive.target_quantile", q, "a number in (0, 1)")
-        _check(_is_number(lr) and lr > 0, "adaptive.learning_rate", lr, "a positive finite number")
+        _check(is_number(q) and 0.0 < q < 1.0, "adaptive.target_quantile", q, "a number in (0, 1)")
+        _check(is_number(lr) and lr > 0, "adaptive.learning_rate", lr, "a positive finite number")
         _check(
-            sb is None or (_is_number(sb) and sb > 0),
+            sb is None or (is_number(sb) and sb > 0),
             "adaptive.clip_count_stddev",
             sb,
             "a positive finite number or None (= expected cohort / 20)",
@@ -104,17 +100,17 @@ class DPConfig:
         _check(self.mode in MODES, "mode", self.mode, " | ".join(MODES))
         _check(self.sampling in SAMPLINGS, "sampling", self.sampling, " | ".join(SAMPLINGS))
         _check(self.accountant in ACCOUNTANTS, "accountant", self.accountant, " | ".join(ACCOUNTANTS))
-        _check(_is_number(self.clip) and self.clip > 0, "clip", self.clip, "a positive finite number")
+        _check(is_number(self.clip) and self.clip > 0, "clip", self.clip, "a positive finite number")
         z, eps = self.noise_multiplier, self.target_epsilon
-        _check(z is None or (_is_number(z) and z >= 0), "noise_multiplier", z, "a finite number >= 0 or None")
-        _check(eps is None or (_is_number(eps) and eps > 0), "target_epsilon", eps, "a positive finite number or None")
+        _check(z is None or (is_number(z) and z >= 0), "noise_multiplier", z, "a finite number >= 0 or None")
+        _check(eps is None or (is_number(eps) and eps > 0), "target_epsilon", eps, "a positive finite number or None")
         _check(
             z is not None or eps is not None,
             "noise_multiplier",
             z,
             "a value when privacy.target_epsilon is not set (one of the two is needed)",
         )
-        _check(_is_number(self.delta) and 0.0 < self.delta < 1.0, "delta", self.delta, "a number in (0, 1)")
+        _check(is_number(self.delta) and 0.0 < self.delta < 1.0, "delta", self.delta, "a number in (0, 1)")
         _check(
             self.mode != "dpsgd" or z is not None,
             "noise_multiplier",

@@ -23,7 +23,6 @@ as whoever sees the un-noised sum can in central DP.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 from hamrah.core.pipeline import BaseStage, ServerContext, StageTraits
 
@@ -82,12 +82,8 @@ class TreeAggregationNoise(BaseStage):
     traits: ClassVar[StageTraits] = StageTraits("noise", adds_noise_where="aggregate", client_side=False)
 
     def __post_init__(self) -> None:
-        if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
-            raise ConfigError(
-                f"{self.name}: noise_multiplier = {self.noise_multiplier!r}: expected a finite number >= 0"
-            )
-        if not self.expected_cohort > 0:
-            raise ConfigError(f"{self.name}: expected_cohort = {self.expected_cohort!r}: expected a positive number")
+        check_number(f"{self.name}: noise_multiplier", self.noise_multiplier, 0.0)
+        check_number(f"{self.name}: expected_cohort", self.expected_cohort, 0.0, open_low=True)
         if isinstance(self.tree_rounds, bool) or not isinstance(self.tree_rounds, int) or self.tree_rounds < 1:
             raise ConfigError(f"{self.name}: tree_rounds = {self.tree_rounds!r}: expected an integer >= 1")
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 from hamrah.core.pipeline import BaseStage, ClientContext, DensePayload, ServerContext, StageTraits
 from hamrah.privacy.adaptive import BIT_SENSITIVITY, AdaptiveClipper, AdaptiveClipState, shifted_bit
@@ -84,10 +85,8 @@ class DPClip(BaseStage):
     traits: ClassVar[StageTraits] = StageTraits("clip")
 
     def __post_init__(self) -> None:
-        if not (self.clip > 0 and math.isfinite(self.clip)):
-            raise ConfigError(f"{self.name}: clip = {self.clip!r}: expected a positive finite number")
-        if not (self.decode_error >= 0 and math.isfinite(self.decode_error)):
-            raise ConfigError(f"{self.name}: decode_error = {self.decode_error!r}: expected a finite number >= 0")
+        check_number(f"{self.name}: clip", self.clip, 0.0, open_low=True)
+        check_number(f"{self.name}: decode_error", self.decode_error, 0.0)
 
     def init_server(self, template: Params) -> AdaptiveClipState | None:
         return AdaptiveClipState(float(self.clip)) if self.adaptive else None
@@ -174,12 +173,8 @@ class CentralGaussianNoise(BaseStage):
     traits: ClassVar[StageTraits] = StageTraits("noise", adds_noise_where="aggregate", client_side=False)
 
     def __post_init__(self) -> None:
-        if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
-            raise ConfigError(
-                f"{self.name}: noise_multiplier = {self.noise_multiplier!r}: expected a finite number >= 0"
-            )
-        if not self.expected_cohort > 0:
-            raise ConfigError(f"{self.name}: expected_cohort = {self.expected_cohort!r}: expected a positive number")
+        check_number(f"{self.name}: noise_multiplier", self.noise_multiplier, 0.0)
+        check_number(f"{self.name}: expected_cohort", self.expected_cohort, 0.0, open_low=True)
         if self.adaptive is not None:
             self.clipper()  # validates 2 sigma_b > z before the first round
 

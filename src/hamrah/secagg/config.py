@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_number
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,7 @@ class SecAggConfig:
             raise ConfigError(f"num_clients must be an integer >= 2, got {n!r}")
         if not isinstance(self.vector_length, int) or self.vector_length < 1:
             raise ConfigError(f"vector_length must be a positive integer, got {self.vector_length!r}")
-        if not (isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0):
-            raise ConfigError(f"clip must be a finite number > 0, got {self.clip!r}")
+        check_number("clip", self.clip, 0.0, open_low=True)
         if not isinstance(self.input_bits, int) or not 1 <= self.input_bits <= 62:
             raise ConfigError(f"input_bits must be an integer in [1, 62], got {self.input_bits!r}")
         self._check_neighbours()

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hamrah.core.errors import ConfigError, ProtocolError
+from hamrah.core.numbers import check_number
 
 
 @dataclass(frozen=True)
@@ -59,17 +60,11 @@ class DDGParams:
         if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
             raise ConfigError(f"distributed DP: dim = {self.dim!r}: expected a positive integer")
         for key in ("clip", "gamma"):
-            v = getattr(self, key)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ConfigError(f"distributed DP: {key} = {v!r}: expected a positive finite number")
-        if not (
-            isinstance(self.local_stddev, (int, float)) and math.isfinite(self.local_stddev) and self.local_stddev >= 0
-        ):
-            raise ConfigError(f"distributed DP: local_stddev = {self.local_stddev!r}: expected a finite number >= 0")
+            check_number(f"distributed DP: {key}", getattr(self, key), 0.0, open_low=True)
+        check_number("distributed DP: local_stddev", self.local_stddev, 0.0)
         if isinstance(self.ring_bits, bool) or not isinstance(self.ring_bits, int) or not 2 <= self.ring_bits <= 62:
             raise ConfigError(f"distributed DP: ring_bits = {self.ring_bits!r}: expected an integer in 2..62")
-        if not (isinstance(self.beta, (int, float)) and 0 <= self.beta < 1):
-            raise ConfigError(f"distributed DP: beta = {self.beta!r}: expected a number in [0, 1)")
+        check_number("distributed DP: beta", self.beta, 0.0, 1.0, open_high=True)
 
     @property
     def padded_dim(self) -> int:
