@@ -96,10 +96,7 @@ class LocalSGD:
             isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
         ):
             raise ConfigError(f'algorithm.batch_size = {self.batch_size!r}: expected an integer >= 1 or "inf"')
-        if isinstance(self.lr, bool) or not (
-            isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)
-        ):
-            raise ConfigError(f"algorithm.lr = {self.lr!r}: expected a positive finite number")
+        check_number("algorithm.lr", self.lr, 0.0, open_low=True)
         check_number("algorithm.momentum", self.momentum, 0.0, 1.0, open_high=True)
         if self.num_steps is not None and (
             isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1

@@ -10,7 +10,6 @@ field missing from a record is shown as missing, not guessed.
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import is_number
 
 RUN_FILES = ("metrics.jsonl", "summary.json", "failed.json", "rows.jsonl", "lab.json")  # rows, lab: hamrah lab
 MAX_DEPTH = 4  # folders below RUNS_DIR searched for runs
@@ -58,7 +58,7 @@ def epsilon_of(record: dict) -> float | None:
     """Return the epsilon spent a round record carries (None: no DP accounting in this run)."""
     for key in EPSILON_KEYS:
         v = record.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        if is_number(v):
             return float(v)
     return None
 
@@ -70,7 +70,7 @@ def phases_of(record: dict) -> dict[str, float]:
     table = record.get("phases") if isinstance(record.get("phases"), dict) else {}
     for name in PHASES:
         v = table.get(name, table.get(f"{name}_s", record.get(f"{name}_s")))
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
+        if is_number(v) and v >= 0:
             out[name] = float(v)
     return out
 

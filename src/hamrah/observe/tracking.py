@@ -19,7 +19,6 @@ unless the environment already sets it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 import time
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import is_number
 from hamrah.observe.runs import read_records
 
 EXTRA = "pip install 'hamrah[tracking]'  (tensorboard, mlflow-skinny)"
@@ -54,11 +54,7 @@ class TrackingConfig:
 
 
 def _scalars(record: dict) -> dict[str, float]:
-    return {
-        k: float(v)
-        for k, v in record.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "round" and math.isfinite(v)
-    }
+    return {k: float(v) for k, v in record.items() if k != "round" and is_number(v)}
 
 
 def _flat(config: dict, prefix: str = "") -> dict[str, str]:

@@ -25,7 +25,6 @@ Rounds compose with ``SelfComposedDpEvent``; rounds of different specs with ``Co
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,6 +33,7 @@ import dp_accounting
 from dp_accounting.privacy_accountant import NeighboringRelation
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_number
 
 SAMPLING_KINDS = ("poisson", "fixed", "none", "tree")
 
@@ -62,9 +62,7 @@ class RoundSpec:
     tree_size: int | None = None
 
     def __post_init__(self) -> None:
-        z = self.noise_multiplier
-        if isinstance(z, bool) or not isinstance(z, (int, float)) or not (z >= 0 and math.isfinite(z)):
-            raise ConfigError(f"noise_multiplier = {z!r}: expected a finite number >= 0")
+        check_number("noise_multiplier", self.noise_multiplier, 0.0)
         if self.sampling not in SAMPLING_KINDS:
             raise ConfigError(f"sampling = {self.sampling!r}: expected one of {' | '.join(SAMPLING_KINDS)}")
         if self.sampling == "poisson" and not 0.0 < self.sampling_probability <= 1.0:

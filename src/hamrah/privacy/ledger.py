@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hamrah.core.errors import BudgetExhausted, ConfigError, DataError
+from hamrah.core.numbers import check_number
 from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, epsilon_of
 
 FORMAT = "hamrah-dp-ledger"
@@ -51,12 +52,8 @@ class BudgetLedger:
         method: str = "rdp",
         history: Sequence[tuple[RoundSpec, int]] = (),
     ):
-        if isinstance(target_epsilon, bool) or not (
-            isinstance(target_epsilon, (int, float)) and target_epsilon > 0 and math.isfinite(target_epsilon)
-        ):
-            raise ConfigError(f"target_epsilon = {target_epsilon!r}: expected a positive finite number")
-        if isinstance(delta, bool) or not (isinstance(delta, (int, float)) and 0.0 < delta < 1.0):
-            raise ConfigError(f"delta = {delta!r}: expected a number in (0, 1)")
+        check_number("target_epsilon", target_epsilon, 0.0, open_low=True)
+        check_number("delta", delta, 0.0, 1.0, open_low=True, open_high=True)
         self.target_epsilon = float(target_epsilon)
         self.delta = float(delta)
         self.accountant = PrivacyAccountant(spec, method, history)

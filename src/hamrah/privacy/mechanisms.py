@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from hamrah.core.errors import ConfigError, NotEnoughClients
+from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 
 
@@ -51,8 +52,7 @@ def clip_update(update: Mapping[str, torch.Tensor], clip: float) -> tuple[Params
     Raises:
         ConfigError: ``clip`` is not a positive finite number.
     """
-    if not (isinstance(clip, (int, float)) and clip > 0 and math.isfinite(clip)):
-        raise ConfigError(f"clip norm = {clip!r}: expected a positive finite number")
+    check_number("clip norm", clip, 0.0, open_low=True)
     norm = l2_norm(update)
     scale = min(1.0, clip / norm) if norm > 0 else 1.0
     return {k: v * scale if scale < 1.0 else v.clone() for k, v in update.items()}, norm
@@ -64,8 +64,7 @@ def gaussian_noise_like(params: Mapping[str, torch.Tensor], std: float, generato
     Raises:
         ConfigError: ``std`` is negative or not finite.
     """
-    if not (isinstance(std, (int, float)) and std >= 0 and math.isfinite(std)):
-        raise ConfigError(f"noise std = {std!r}: expected a finite number >= 0")
+    check_number("noise std", std, 0.0)
     out: Params = {}
     for k, v in params.items():
         draw = torch.randn(v.shape, generator=generator, device=generator.device, dtype=torch.float32)

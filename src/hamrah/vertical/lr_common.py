@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
+from hamrah.core.numbers import check_number
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
 from hamrah.vertical.features import check_transform, quantile_fit, quantile_normal
@@ -75,9 +76,7 @@ class LRConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"lr.{name} = {v!r}: expected an integer >= {low}")
         for name in ("lr", "l2", "tol"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v) or v < 0:
-                raise ConfigError(f"lr.{name} = {v!r}: expected a finite number >= 0")
+            check_number(f"lr.{name}", getattr(self, name), 0.0)
         if not 8 <= self.precision_bits <= 24:
             raise ConfigError(f"lr.precision_bits = {self.precision_bits!r}: expected 8..24")
         he.check_key_bits(self.key_bits)
