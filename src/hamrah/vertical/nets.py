@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hamrah.core.errors import ConfigError, DataError, ProtocolError
+from hamrah.core.errors import DataError, ProtocolError
+from hamrah.core.numbers import check_int, check_number
 from hamrah.vertical.saved import need
 
 F = TypeVar("F", bound=Callable)
@@ -256,14 +257,10 @@ def check_positive(name: str, value: object, kind: type = int, allow_zero: bool 
     Raises:
         ConfigError: naming the key and what was expected.
     """
-    ok = (
-        isinstance(value, kind) and not isinstance(value, bool)
-        if kind is int
-        else (isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value))
-    )
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        want = "a non-negative" if allow_zero else "a positive"
-        raise ConfigError(f"{name}: expected {want} {'integer' if kind is int else 'number'}, got {value!r}")
+    if kind is int:
+        check_int(name, value, 0 if allow_zero else 1)
+    else:
+        check_number(name, value, 0.0, open_low=not allow_zero)
 
 
 __all__ = [
