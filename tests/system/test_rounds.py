@@ -28,10 +28,9 @@ def test_twenty_devices_complete_three_rounds_of_fedavg(tmp_path):
     assert [r["round"] for r in recs] == [1, 2, 3]
     assert all(r["reported"] >= 8 and r["selected"] >= r["reported"] for r in recs)
     assert all(r["selected"] <= 13 for r in recs)  # ceil(10 * 1.3)
-    # learning, well above chance (0.1); not monotonic: which devices report depends on arrival times,
-    # and three rounds of FedAvg from different cohorts can step back (0.36 -> 0.30 seen under load)
+    # learning, the final model well above chance (0.1); no claim about earlier rounds: on shards (two digits
+    # per client) which devices report first decides a round's cohort, and a round can step back
     assert summary["rounds_committed"] == 3 and summary["final_accuracy"] > 0.2
-    assert all(r["test_accuracy"] > 0.2 for r in recs)
     assert sum(s.reported for s in stats) >= 30
     lines = (tmp_path / "state" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3
