@@ -310,3 +310,21 @@ def test_an_event_is_handled_at_one_instant_the_time_its_journal_entry_records()
     assert rs.started == times["OpenRound"]  # not a later read: a replay at the recorded times sees the same
     assert rs.selection_deadline == times["OpenRound"] + 10.0
     assert [at for at, _, _ in m.journal] == sorted({at for at, _, _ in m.journal})  # one read per event
+
+
+def test_a_second_report_is_a_protocol_error_even_after_the_round_stopped_taking_reports():
+    clock = ev.FakeClock(0.0)
+    m = RoundMachine(config(), clock)
+    m.start()
+    m.handle(ev.OpenRound())
+    for d in devices(6):
+        m.handle(ev.CheckedIn(d))
+    clock.advance(1.0)
+    tasks = [o for o in m.handle(ev.TimerFired()) if isinstance(o, ev.TaskAssigned)]
+    for i, t in enumerate(tasks[:4], 1):  # the goal (4): reporting closes, the round waits for its commit
+        outs = m.handle(ev.ReportArrived(t.device, t.task_id, t.round, i))
+    assert m.phase == COMMITTING and any(isinstance(o, ev.CommitDue) for o in outs)
+    with pytest.raises(ProtocolError, match="already reported"):  # the device's fault, not lateness
+        m.handle(ev.ReportArrived(tasks[0].device, tasks[0].task_id, 1, 5))
+    with pytest.raises(LateReport, match="no longer accepts"):  # a task that never answered is late
+        m.handle(ev.ReportArrived(tasks[4].device, tasks[4].task_id, 1, 5))

@@ -152,10 +152,10 @@ class RoundMachine(SiteExits):
         rs = self.round_in_flight
         if round_idx != rs.round:
             raise ProtocolError(f"report for round {round_idx}, the task is in round {rs.round}")
+        if info.status != "selected":  # a task answers once, whether or not its round still takes reports
+            raise ProtocolError(f"task {task_id[:12]!r} already {info.status}")
         if self.phase not in (SELECTING, REPORTING) or (info.kind == "train" and rs.counted >= rs.goal):
             raise LateReport(f"round {rs.round} no longer accepts reports")
-        if info.status != "selected":
-            raise ProtocolError(f"task {task_id[:12]!r} already {info.status}")
         return info
 
     def reconnect_after(self) -> float:
