@@ -12,8 +12,9 @@ bits that the Homomorphic Encryption Standard allows at ``N = 8192`` for 128-bit
 refuses parameters beyond that bound. A sum stays decodable while ``|sum| * 2^scale_bits`` is below
 half the data prime, so ``bound * max_clients < 2^(60 - 40 - 1) = 2^19``. Measured error of one
 fresh encryption: a standard deviation of about ``N / 6 * 2^-scale_bits`` per slot (1.2e-9 at the
-defaults); :meth:`CKKSConfig.error_bound` allows ``2 * N * sqrt(count) * 2^-scale_bits``, twelve
-standard deviations of a sum of ``count`` independent encryptions.
+defaults), with heavier tails than a Gaussian's (kurtosis about 6, as a Laplace distribution's);
+:meth:`CKKSConfig.error_bound` allows ``4 * N * sqrt(count) * 2^-scale_bits``, 24 standard deviations of
+a sum of ``count`` independent encryptions (docs/he.md, "Precision").
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class CKKSConfig:
 
     def error_bound(self, count: int) -> float:
         """Return the documented bound on the absolute error of each value of a sum of ``count`` vectors."""
-        return 2.0 * self.poly_modulus_degree * math.sqrt(count) * 2.0**-self.scale_bits
+        return 4.0 * self.poly_modulus_degree * math.sqrt(count) * 2.0**-self.scale_bits
 
 
 @dataclass(frozen=True)
