@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tenseal as ts
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.he import CKKSConfig, CKKSScheme
@@ -28,6 +30,23 @@ def test_sum_is_within_the_documented_error(scheme_keys):
     err = np.abs(scheme.decrypt_sum(keys.secret, total) - np.sum(xs, axis=0)).max()
     assert err <= CONFIG.error_bound(4)
     assert err > 0  # approximate, unlike Paillier
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.tuples(st.integers(1, 6), st.integers(1, 300)).flatmap(
+        lambda nk: st.lists(
+            st.lists(st.floats(-1.0, 1.0), min_size=nk[1], max_size=nk[1]).map(np.array),
+            min_size=nk[0],
+            max_size=nk[0],
+        )
+    )
+)
+def test_any_sum_of_bounded_vectors_decrypts_within_the_bound(xs):
+    scheme = CKKSScheme(CONFIG)
+    keys = scheme.keygen()  # fresh keys every example: SEAL's noise differs with them
+    total = scheme.sum([scheme.encrypt(keys.public, x) for x in xs])
+    assert np.abs(scheme.decrypt_sum(keys.secret, total) - np.sum(xs, axis=0)).max() <= CONFIG.error_bound(len(xs))
 
 
 def test_server_side_context_holds_no_secret_key_and_cannot_decrypt(scheme_keys):
