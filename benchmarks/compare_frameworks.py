@@ -17,7 +17,10 @@ and grpc; tests never import these scripts). Set it up once, offline from PyPI:
 Then, from the repo root with the project's venv active:
 
     python benchmarks/compare_frameworks.py --repeats 2                # all four
-    python benchmarks/compare_frameworks.py --only hamrah,plain --env OMP_WAIT_POLICY=PASSIVE
+    python benchmarks/compare_frameworks.py --only hamrah,plain --env OMP_WAIT_POLICY=PASSIVE   # an env for all
+
+Every framework at its defaults is the fair comparison: PASSIVE slows all of them on 2 cores, the
+others more than hamrah (docs/benchmarks.md, 2026-12-04).
 """
 
 from __future__ import annotations
