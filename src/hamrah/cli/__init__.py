@@ -40,7 +40,7 @@ def entry() -> None:
 
     Before the interpreter shuts down, every object is frozen out of the cyclic garbage collector: the
     collections run while modules are torn down would otherwise walk torch's hundreds of thousands of
-    objects (about 0.35 s of a 5 s ``hamrah run``). Finalization is otherwise unchanged: files close,
+    objects (``benchmarks/bench_startup_parts.py``). Finalization is otherwise unchanged: files close,
     logs flush and ``atexit`` hooks run as usual; only cycles still unreachable at exit go uncollected.
     """
     code = main()
