@@ -3,6 +3,7 @@ clear line for each mistake."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.experiments.config import from_dict, load_config
-from hamrah.experiments.runner import prepare
+from hamrah.experiments.runner import prepare, run_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 BREAST = ROOT / "data" / "tabular" / "breast_homo"
@@ -35,6 +36,14 @@ class Tab(hamrah.BinaryTask):
         return self.read_tables(files, r"{BREAST / "breast_homo_test.csv.gz"}", label=self.label,
                                 features=None if self.schema else [f"x{{i}}" for i in range(30)])
 
+class Reg(hamrah.RegressionTask):  # x0 from the other 29 features: no accuracy, MSE and MAE
+    def model(self):
+        return nn.Sequential(nn.Linear(29, 1))
+    def data(self):
+        files = [r"{BREAST / "breast_homo_guest.csv.gz"}", r"{BREAST / "breast_homo_host.csv.gz"}"]
+        return self.read_tables(files, r"{BREAST / "breast_homo_test.csv.gz"}", label="x0",
+                                features=[f"x{{i}}" for i in range(1, 30)])
+
 class NoModel(hamrah.BinaryTask):
     def data(self):
         return None
@@ -44,7 +53,7 @@ not_a_task = 42
 '''
 
 
-def _config(tmp_path: Path, module: str, entry: str, **kwargs) -> Path:
+def _config(tmp_path: Path, module: str, entry: str, workers: int = 1, **kwargs) -> Path:
     (tmp_path / f"{module}.py").write_text(TASK if module == "tab_task" else module_source(module))
     kw = ", ".join(f"{k} = {v!r}".replace("'", '"') for k, v in kwargs.items())
     cfg = tmp_path / "run.toml"
@@ -60,6 +69,7 @@ def _config(tmp_path: Path, module: str, entry: str, **kwargs) -> Path:
         client_fraction = 1.0
         [run]
         rounds = 1
+        workers = {workers}
         """)
     )
     return cfg
@@ -123,18 +133,39 @@ def test_task_name_is_the_builtin_model_and_entry_xor_name():
         from_dict({"task": {"entry": "a:b", "kwargs": 3}})
 
 
-def test_the_cli_prints_one_line_for_a_bad_entry(tmp_path):
-    cfg = _config(tmp_path, "tab_task", "tab_task:Nope")
+def _cli_run(tmp_path: Path, cfg: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "hamrah.cli", "run", str(cfg), "--out", str(tmp_path / "out"), "--no-plot"],
         capture_output=True,
         text=True,
         env=env,
         cwd=tmp_path,
     )
+
+
+def test_the_cli_prints_one_line_for_a_bad_entry(tmp_path):
+    proc = _cli_run(tmp_path, _config(tmp_path, "tab_task", "tab_task:Nope"))
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [
         "hamrah: error: task.entry = 'tab_task:Nope': module 'tab_task' has no attribute 'Nope'"
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_regression_task_runs_from_the_cli_and_reports_its_own_metrics(tmp_path):
+    """No accuracy: the round log, the done line and summary.json carry the test loss, MSE and MAE."""
+    proc = _cli_run(tmp_path, _config(tmp_path, "tab_task", "tab_task:Reg"))
+    assert proc.returncode == 0, proc.stderr
+    assert "round    1: test loss " in proc.stdout and "  mse " in proc.stdout and "  mae " in proc.stdout
+    assert "final test loss " in proc.stdout and "accuracy" not in proc.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["final_accuracy"] is None and summary["final_mse"] == pytest.approx(summary["final_loss"])
+    assert summary["final_mae"] > 0
+
+
+def test_a_user_task_trains_in_worker_processes(tmp_path):
+    """Worker processes get the task's data set by pickling it, its training Examples included."""
+    cfg = load_config(_config(tmp_path, "tab_task", "tab_task:Tab", workers=2))
+    summary = run_experiment(cfg, tmp_path / "out", plot=False)
+    assert summary["workers"] == 2 and summary["final_accuracy"] > 0.5 and summary["final_auc"] > 0.5

@@ -42,7 +42,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     target = cfg.run.target_accuracy
     console.print(
         f"\n[bold]done[/bold] in {s['wall_s']:.1f} s ({s['seconds_per_round'] * 1000:.0f} ms/round): "
-        f"final accuracy {s['final_accuracy']:.4f}, best {s['best_accuracy']:.4f}"
+        + _final_scores(s)
         + (
             f", rounds to {target:g}: {rtt:.1f}"
             if rtt is not None
@@ -51,6 +51,23 @@ def _cmd_run(args: argparse.Namespace) -> None:
         + f"\n{s['num_parameters']:,} parameters. Wrote {out}/metrics.jsonl, summary.json, model.safetensors"
         + ("" if args.no_plot else ", curve.png")
     )
+
+
+def _final_scores(summary: dict) -> str:
+    """The done line's scores: final and best accuracy (or the final test loss where the task has no
+    accuracy), then the task's own metrics (``final_auc``, ``final_mse``, ...)."""
+    if summary["final_accuracy"] is not None:
+        text = f"final accuracy {summary['final_accuracy']:.4f}, best {summary['best_accuracy']:.4f}"
+    elif summary["final_loss"] is not None:
+        text = f"final test loss {summary['final_loss']:.4f}"
+    else:
+        text = "no round evaluated"
+    own = {
+        k[6:]: v
+        for k, v in summary.items()
+        if k.startswith("final_") and k not in ("final_accuracy", "final_loss") and isinstance(v, (int, float))
+    }
+    return text + "".join(f", {k} {v:.4f}" for k, v in own.items())
 
 
 def _saved_model(args: argparse.Namespace):

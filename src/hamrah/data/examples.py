@@ -63,6 +63,10 @@ class Examples:
             g.flags.writeable = False
             object.__setattr__(self, "groups", g)
 
+    def __reduce__(self):
+        """Pickle (worker processes, Ray) by the constructor's arguments: ``fields`` is a read-only proxy."""
+        return (Examples, (self.schema, dict(self.fields), self.groups, self.group_names, self.source))
+
     @staticmethod
     def from_columns(columns: Mapping[str, Any], schema: Schema, **kw: Any) -> Examples:
         """Build examples from any array-likes (lists, numpy arrays, text for categorical fields)."""

@@ -58,6 +58,15 @@ def _bar(middle: TextColumn, unit: str = "rounds", enabled: bool = True) -> Prog
     )
 
 
+def test_scores(rec: RoundRecord) -> dict[str, float]:
+    """Return a round's test scores for its log line: accuracy and test loss where the task has them,
+    then the task's own metrics (AUC, MSE, ...: the record's ``test_*`` extras)."""
+    scores = {"accuracy": rec.test_accuracy, "test loss": rec.test_loss}
+    extra = getattr(rec, "extra", {})
+    scores.update({k[5:]: v for k, v in extra.items() if k.startswith("test_")})
+    return {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 @contextmanager
 def round_progress(total_rounds: int, label: str = "training", log_rounds: bool = True) -> Iterator:
     """Yield a callback ``on_round(record)`` that advances a progress bar and logs the round."""
@@ -65,13 +74,11 @@ def round_progress(total_rounds: int, label: str = "training", log_rounds: bool 
     task = progress.add_task(label, total=total_rounds, stats="")
 
     def on_round(rec: RoundRecord) -> None:
-        stats = f"acc {rec.test_accuracy:.4f} loss {rec.test_loss:.4f}"
-        progress.update(task, completed=rec.round, stats=stats)
+        scores = test_scores(rec)
+        progress.update(task, completed=rec.round, stats=" ".join(f"{k} {v:.4f}" for k, v in scores.items()))
         if log_rounds:
-            line = (
-                f"round {rec.round:4d}: accuracy {rec.test_accuracy:.4f}  test loss {rec.test_loss:.4f}  "
-                f"train loss {rec.train_loss:.4f}  clients {rec.clients}  {rec.elapsed_s:.1f} s"
-            )
+            line = f"round {rec.round:4d}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items())
+            line += f"  train loss {rec.train_loss:.4f}  clients {rec.clients}  {rec.elapsed_s:.1f} s"
             if getattr(rec, "epsilon", None) is not None:
                 line += f"  epsilon {rec.epsilon:.3f}"
             if getattr(rec, "bytes_up", None) is not None:

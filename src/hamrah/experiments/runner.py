@@ -229,10 +229,10 @@ def run_experiment(
         "wall_s": round(wall, 3),
         "seconds_per_round": round(wall / max(rounds[-1] if rounds else 1, 1), 4),
         **_pipeline_summary(sim, result),
-        **{
-            f"final_{k}": v
+        **{  # the task's own metrics (final_auc, final_mse, ...) and personalized FL's
+            f"final_{k.removeprefix('test_')}": v
             for k, v in (hist[-1].extra.items() if hist else ())
-            if k.startswith(("local_", "personal_"))
+            if k.startswith(("test_", "local_", "personal_"))
         },
         "versions": {"hamrah": hamrah.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
@@ -246,7 +246,13 @@ def run_experiment(
     if out is not None and plot:
         what = f"task {prep.task.task_name}" if user_task(cfg) else f"{cfg.model.name} on {cfg.data.dataset}"
         title = f"{cfg.algorithm.name} / {what} ({cfg.data.partition})"
-        plot_curves({f"lr={cfg.algorithm.lr:g}": (rounds, accs)}, out / "curve.png", title=title, target=target)
+        if any(a is not None for a in accs):
+            plot_curves({f"lr={cfg.algorithm.lr:g}": (rounds, accs)}, out / "curve.png", title=title, target=target)
+        else:  # a task without accuracy (regression): its test loss
+            losses = [h.test_loss for h in hist]
+            plot_curves(
+                {f"lr={cfg.algorithm.lr:g}": (rounds, losses)}, out / "curve.png", title=title, ylabel="test loss"
+            )
     return summary
 
 
