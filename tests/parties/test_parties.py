@@ -319,3 +319,69 @@ def test_the_shipped_vertical_configs_load():
     for path in configs:
         cfg = load_party_config(path)
         assert cfg.name == cfg.role and cfg.name not in cfg.peers
+
+
+def test_a_server_certificate_of_another_party_is_refused(tmp_path):
+    """A party serving with another party's server certificate (same CA) cannot take that peer's
+    traffic: a caller accepts only a certificate naming the peer it meant, and says so at once."""
+    from hamrah.core.errors import TransportError
+    from hamrah.parties.channel import TLSFiles
+
+    tls = make_party_tls(tmp_path / "tls", ["guest", "host"])
+    g, h = tls["guest"], tls["host"]
+    impostor = TLSFiles(g.ca, h.cert, h.key, g.client_cert, g.client_key)  # the guest serving as 'host'
+    p1, p2 = _port(), _port()
+    guest = PartyServer("guest", {"host": f"127.0.0.1:{p2}"}, f"127.0.0.1:{p1}", impostor, timeout_s=60)
+    host = PartyServer("host", {"guest": f"127.0.0.1:{p1}"}, f"127.0.0.1:{p2}", h, timeout_s=60)
+    try:
+        with pytest.raises(TransportError, match="TLS handshake with 'guest' at .* certificate naming 'guest'"):
+            host.channel().send("guest", "lr/hello", {"x": 1})
+        assert not guest.inbox.items["host"]
+    finally:
+        guest.stop()
+        host.stop()
+
+
+def test_a_party_stopping_on_its_own_error_stops_its_peer_at_once(tmp_path):
+    """The host's data holds a NaN: it stops with the DataError, tells the guest the kind of error (no
+    more), and the guest stops with PartyStopped instead of waiting for it to come back."""
+    from hamrah.core.errors import DataError, PartyStopped
+
+    d = _subset()
+    features = d["host"].features.copy()
+    features[5, 3] = np.nan
+    tables = {"guest": d["guest"], "host": PartyTable(d["host"].ids, features, d["host"].feature_names)}
+    files = _write(tmp_path, {**SETTINGS, "epochs": 1}, timeout_s=120, tables=tables)
+    errors: dict = {}
+
+    def party(name):
+        try:
+            run_party(load_party_config(files[name]))
+        except Exception as e:
+            errors[name] = e
+
+    threads = [threading.Thread(target=party, args=(n,)) for n in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert isinstance(errors.get("host"), DataError), errors
+    assert isinstance(errors.get("guest"), PartyStopped) and errors["guest"].error == "DataError"
+    assert "nan" not in str(errors["guest"]).lower()
+
+
+def test_make_tls_and_out_mistakes_are_refused_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="expected at least one"):
+        make_party_tls(tmp_path / "t0", [])
+    make_party_tls(tmp_path / "tls1", ["guest", "host"])
+    before = (tmp_path / "tls1" / "ca.pem").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a CA"):
+        make_party_tls(tmp_path / "tls1", ["guest", "host", "arbiter"])
+    assert (tmp_path / "tls1" / "ca.pem").read_bytes() == before
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="cannot make the folder"):
+        make_party_tls(tmp_path / "afile" / "tls", ["guest"])
+    files = _write(tmp_path, SETTINGS)
+    files["guest"].write_text(files["guest"].read_text().replace('out = "out/guest"', 'out = "afile/out"'))
+    with pytest.raises(ConfigError, match="party.out = .*afile/out.*cannot make the folder"):
+        run_party(load_party_config(files["guest"]))

@@ -13,7 +13,7 @@ import torch
 
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.data.vertical import PartyTable, load_vertical
-from hamrah.parties.runner import _write_result
+from hamrah.parties.runner import _scores, _write_result
 from hamrah.vertical import run_parties
 from hamrah.vertical.lr_common import standardise
 from hamrah.vertical.predict import score
@@ -237,3 +237,13 @@ def test_a_secureboost_multiclass_model_writes_each_class_probability(tmp_path):
         summary["accuracy"] == pytest.approx(float(np.mean(probs.argmax(axis=1) == truth)))
         and summary["accuracy"] > 0.8
     )
+
+
+def test_scores_skip_blank_labels_and_refuse_labels_the_model_cannot_have():
+    p = np.array([0.9, 0.2, 0.7, 0.4])
+    got = _scores(np.array([1.0, 0.0, np.nan, 1.0]), p, False, "probability", "rows.csv: y")
+    assert got["labelled"] == 3 and got["accuracy"] == pytest.approx(2 / 3) and got["auc"] == 1.0
+    with pytest.raises(DataError, match=r"rows.csv: y: labels \[3.0\] do not fit the model; expected 0..1"):
+        _scores(np.array([1.0, 3.0, 0.0, 1.0]), p, False, "probability", "rows.csv: y")
+    assert _scores(None, p, False, "probability", "x") == {} and _scores(np.full(4, np.nan), p, False, "", "x") == {}
+    assert _scores(np.array([1.0, 0.0, 1.0, 0.0]), p, True, "prediction", "x")["rmse"] > 0

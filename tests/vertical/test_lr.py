@@ -173,6 +173,35 @@ def test_converges_and_resumes_to_the_same_model(mod, transform):
         np.testing.assert_array_equal(again[party].weights, full[party].weights)
 
 
+@pytest.mark.parametrize("mod", PROTOCOLS)
+def test_a_finished_run_started_again_trains_no_further_epoch(mod):
+    cfg = LRConfig(epochs=2, batch_size=256, encrypted=False, psi=False)
+    seen = {"guest": {}, "host": {}}
+    parties = roles(mod, SMALL_G, SMALL_H, cfg)
+    parties["guest"] = lambda ch: mod.guest(ch, SMALL_G, cfg, on_epoch=lambda s: seen["guest"].update({s.epoch: s}))
+    parties["host"] = lambda ch: mod.host(ch, SMALL_H, cfg, on_epoch=lambda s: seen["host"].update({s.epoch: s}))
+    first, _ = run_parties(parties, timeout_s=60)
+    assert sorted(seen["guest"]) == [1, 2]
+    calls = []
+    again, _ = run_parties(roles(mod, SMALL_G, SMALL_H, cfg, resume=seen, on_epoch=calls.append), timeout_s=60)
+    assert calls == [] and again["guest"].epoch == again["host"].epoch == 2
+    for party in ("guest", "host"):
+        np.testing.assert_array_equal(again[party].weights, first[party].weights)
+
+
+@pytest.mark.parametrize("mod", PROTOCOLS)
+def test_a_party_with_other_settings_or_other_ids_is_refused(mod):
+    base = {"epochs": 1, "encrypted": False, "psi": False}
+    other = LRConfig(**{**base, "epochs": 3})
+    parties = roles(mod, SMALL_G, SMALL_H, LRConfig(**base))
+    parties["host"] = lambda ch: mod.host(ch, SMALL_H, other)
+    with pytest.raises(ConfigError, match=r"lr.epochs: 'host' runs with 3, the guest 'guest' with 1; every party"):
+        run_parties(parties, timeout_s=30)
+    reordered = SMALL_H.select(SMALL_H.ids[::-1])
+    with pytest.raises(DataError, match="'host' holds other ids, or the same ids in another order"):
+        run_parties(roles(mod, SMALL_G, reordered, LRConfig(**base)), timeout_s=30)
+
+
 def test_prediction_reveals_only_partial_scores():
     g, h = G, H
     cfg = LRConfig(epochs=2, batch_size=128, encrypted=False, psi=False)

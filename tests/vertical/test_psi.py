@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -132,6 +134,11 @@ def test_duplicate_ids_and_unknown_leader_are_refused():
         )
 
 
+def _hello(ch, peer):  # the settings every PSI party exchanges first
+    ch.send(peer, "psi/hello", {"settings": json.dumps({"leader": "guest", "id_type": "int"})})
+    ch.recv(peer, "psi/hello")
+
+
 def _send(ch, to, tag, points):  # one list: its values, then the empty chunk that ends it
     if len(points):
         ch.send(to, tag, {"points": points})
@@ -147,6 +154,7 @@ def _recv(ch, frm, tag):
 
 def test_tampered_lists_are_refused_and_named():
     def short_host(ch):  # returns the guest's list with one value dropped
+        _hello(ch, "guest")
         pts = _recv(ch, "guest", "psi/ring1")
         _send(ch, "guest", "psi/ring1", pts[:0])
         _send(ch, "guest", "psi/full", pts[1:])
@@ -156,6 +164,7 @@ def test_tampered_lists_are_refused_and_named():
         run_parties({"guest": lambda ch: intersect(ch, np.array([1, 2, 3])), "host": short_host}, timeout_s=10)
 
     def long_host(ch):  # returns the guest's list and more, chunk after chunk
+        _hello(ch, "guest")
         pts = _recv(ch, "guest", "psi/ring1")
         _send(ch, "guest", "psi/ring1", pts[:0])
         for _ in range(3):
@@ -173,6 +182,7 @@ def test_tampered_lists_are_refused_and_named():
         run_parties({"guest": liar_guest, "host": lambda ch: intersect(ch, np.array([5]))}, timeout_s=10)
 
     def bad_shape(ch):
+        _hello(ch, "host")
         ch.send("host", "psi/ring1", {"points": np.zeros((2, 31), np.uint8)})
         ch.recv("host", "psi/ring1")
 
@@ -186,6 +196,7 @@ def intersect_as_leader_until_set(ch):
     from hamrah.vertical.psi import blind, hash_ids
 
     key = X25519PrivateKey.generate()
+    _hello(ch, "host")
     _send(ch, "host", "psi/ring1", blind(key, hash_ids(np.array([9]))))
     _send(ch, "host", "psi/full", blind(key, _recv(ch, "host", "psi/ring1")))
     _recv(ch, "host", "psi/full")
@@ -194,6 +205,7 @@ def intersect_as_leader_until_set(ch):
 
 def test_a_point_of_small_order_is_refused():
     def bad_host(ch):
+        _hello(ch, "guest")
         _recv(ch, "guest", "psi/ring1")
         _send(ch, "guest", "psi/ring1", np.zeros((1, POINT), np.uint8))  # u = 0: order 1
 

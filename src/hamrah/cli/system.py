@@ -223,8 +223,12 @@ def _cmd_provision(args: argparse.Namespace) -> None:
 
 
 def _cmd_party(args: argparse.Namespace) -> None:
+    import os
+
     from hamrah.core.errors import ConfigError
 
+    # gRPC's own log lines (each failed TLS attempt, a port in use) repeat what the party reports in one line
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     if args.make_tls:
         from hamrah.parties.tls import make_party_tls
 

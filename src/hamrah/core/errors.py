@@ -68,5 +68,20 @@ class PartyFailed(HamrahError):
         self.party = party
 
 
+class PartyStopped(HamrahError):
+    """Another party stopped on an error of its own (bad data, other settings) and will not go on.
+
+    Only the kind of its error crosses the wire (its own log says why), never the message: that might
+    quote its data.
+
+    Attributes:
+        party: the party that stopped. error: the kind of its error (``DataError``, ``ConfigError``, ...).
+    """
+
+    def __init__(self, party: str, error: str):
+        super().__init__(f"party {party!r} stopped on an error of its own ({error}; its log says why)")
+        self.party, self.error = party, error
+
+
 class WorkerFailed(HamrahError):
     """A worker process of the simulator died (killed, out of memory, or a script it could not import)."""

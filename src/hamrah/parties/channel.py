@@ -9,7 +9,14 @@ the message: duplicates from retries are dropped, gaps refused, and a peer that 
 session) is noticed by whoever waits on it.
 
 A peer that goes away is reported as :class:`PartyFailed`: its address refuses connections while we
-wait for it (checked every ``ping_s``), it sends nothing for ``timeout_s``, or it restarted.
+wait for it (checked every ``ping_s``), it sends nothing for ``timeout_s``, or it restarted. A party
+that stops on an error of its own tells its peers (:meth:`GrpcChannel.abort`: the kind of error only),
+and they stop with :class:`PartyStopped` instead of waiting for it.
+
+Each side checks the other's name: a server reads the caller's from its client certificate, and a
+caller accepts only a server certificate that names the peer it meant (the party name is a subject
+alternative name of its server certificate, checked through ``grpc.ssl_target_name_override``), so
+a party holding another server certificate of the same CA cannot take a peer's traffic.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from hamrah.core.errors import PartyFailed, ProtocolError, TransportError
+from hamrah.core.errors import PartyFailed, PartyStopped, ProtocolError, TransportError
 from hamrah.transport.security import channel_credentials, server_credentials
 from hamrah.vertical.channel import ChannelStats, check_tag
 from hamrah.vertical.message import decode, encode
@@ -35,6 +42,10 @@ from hamrah.vertical.message import decode, encode
 SERVICE = "hamrah.vertical.Party"
 MAX_MESSAGE = 1 << 30
 FRAME = struct.Struct(">16sQ")
+ABORT = "party/abort"  # the last message of a party that stopped on an error of its own
+RECONNECT_MS = 2000  # the longest pause between connection attempts (gRPC's default grows to 120 s)
+# words in gRPC's details of a connection that failed in TLS (a wrong CA, a certificate naming another party)
+TLS_FAILURES = ("handshake", "certificate", "ssl", "verification", "unauthenticated")
 
 
 @dataclass(frozen=True)
@@ -121,7 +132,8 @@ class PartyServer:
         creds = channel_credentials(tls.ca, tls.client_cert, tls.client_key)
         self.stubs = {}
         for peer, address in self.addresses.items():
-            ch = grpc.secure_channel(address, creds, options=opts)
+            pinned = [("grpc.ssl_target_name_override", peer), ("grpc.max_reconnect_backoff_ms", RECONNECT_MS)]
+            ch = grpc.secure_channel(address, creds, options=[*opts, *pinned])
             self.stubs[peer] = (ch.unary_unary(f"/{SERVICE}/Deliver"), ch.unary_unary(f"/{SERVICE}/Ping"), ch)
         self.server.start()
 
@@ -165,19 +177,43 @@ class GrpcChannel:
     def send(self, to: str, tag: str, message: Mapping[str, object]) -> None:
         self._peer(to)
         data = encode(tag, message)
-        frame = FRAME.pack(self.session, self.seq[to]) + data
-        deliver = self.server.stubs[to][0]
-        try:
-            deliver(frame, timeout=self.server.timeout_s, wait_for_ready=True)
-        except grpc.RpcError as e:
-            if e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
-                raise ProtocolError(f"{to!r} refused our {tag!r} message: {e.details()}") from None
-            raise PartyFailed(
-                to, f"unreachable at {self.server.addresses[to]} ({e.code().name}) while {self.name!r} sent {tag!r}"
-            ) from None
+        self._deliver(to, tag, FRAME.pack(self.session, self.seq[to]) + data, self.server.timeout_s)
         self.seq[to] += 1
         self.alive.add(to)
         self.stats.count(to, len(data), sent=True)
+
+    def _deliver(self, to: str, tag: str, frame: bytes, within_s: float) -> None:
+        """Deliver one frame, retrying while ``to`` is not reachable yet (it may not have started), for
+        up to ``within_s`` seconds; a TLS failure is reported at once (waiting does not mend it)."""
+        deliver, address = self.server.stubs[to][0], self.server.addresses[to]
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                deliver(frame, timeout=max(deadline - time.monotonic(), 0.01))
+                return
+            except grpc.RpcError as e:
+                code, details = e.code(), e.details() or ""
+            if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
+                raise ProtocolError(f"{to!r} refused our {tag!r} message: {details}")
+            if code == grpc.StatusCode.UNAVAILABLE and any(w in details.lower() for w in TLS_FAILURES):
+                raise TransportError(
+                    f"party {self.name!r}: the TLS handshake with {to!r} at {address} failed; expected a server "
+                    f"certificate naming {to!r}, signed by the CA in this party's [tls] ca (gRPC: {details})"
+                )
+            if code != grpc.StatusCode.UNAVAILABLE or time.monotonic() + self.server.ping_s > deadline:
+                why = "nothing listening there" if "refused" in details.lower() else f"{code.name}: {details}"
+                raise PartyFailed(to, f"unreachable at {address} ({why}) while {self.name!r} sent {tag!r}")
+            time.sleep(self.server.ping_s)
+
+    def abort(self, error: str) -> None:
+        """Tell every peer this party stopped on an error of kind ``error`` (best effort, a few seconds)."""
+        for peer in self.peers:
+            try:
+                self._deliver(
+                    peer, ABORT, FRAME.pack(self.session, self.seq[peer]) + encode(ABORT, {"error": error}), 3
+                )
+            except (PartyFailed, ProtocolError, TransportError):
+                continue  # that peer is gone or refuses us: nothing more to tell it
 
     def _gone(self, frm: str) -> bool:
         try:
@@ -226,6 +262,9 @@ class GrpcChannel:
         data = self._next(frm, tag)
         self.stats.count(frm, len(data), sent=False)
         envelope = decode(data)
+        if envelope.tag == ABORT:
+            error = envelope.fields.get("error")
+            raise PartyStopped(frm, error if isinstance(error, str) and error.isidentifier() else "an error")
         check_tag(frm, tag, envelope.tag)
         return envelope.fields
 

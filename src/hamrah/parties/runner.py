@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,30 @@ def _named_progress(name: str, report: Callable[[str], None]) -> Callable:
     return lambda step: report(f"{name}: {step.progress()}")
 
 
+def _writable(out: Path) -> None:
+    """Refuse an ``out`` folder that cannot be made or written before any work starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"party.out = {str(out)!r}: cannot make the folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"party.out = {str(out)!r}: not writable; expected a folder this party can write")
+
+
+@contextmanager
+def _telling_peers(channel):
+    """Run a protocol attempt; if this party stops on an error of its own, tell its peers (the error's
+    kind only) so that they stop too instead of waiting for it. A peer's going away is not told:
+    the others wait for it to come back."""
+    try:
+        yield
+    except PartyFailed:
+        raise
+    except Exception as e:
+        channel.abort(type(e).__name__)
+        raise
+
+
 def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) -> dict:
     """Run this party until the protocol ends; resume after a peer goes away, up to ``cfg.retries`` times.
 
@@ -113,8 +138,10 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
 
     Raises:
         PartyFailed: a peer went away more than ``retries`` times (or never came back).
+        PartyStopped: a peer stopped on an error of its own.
         HamrahError: bad data, a protocol violation.
     """
+    _writable(cfg.out)
     table = None
     if cfg.data_path is not None:
         table = read_party_csv(cfg.data_path, cfg.id_column, cfg.label_column, id_type=cfg.id_type)
@@ -141,7 +168,7 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
                     + f" (attempt {attempt + 1})"
                 )
             try:
-                with psi.local(cfg.workers, progress):
+                with _telling_peers(channel), psi.local(cfg.workers, progress):
                     result = role(channel, table, cfg.settings, **kwargs)
                 return _write_result(cfg, result, channel.stats, table)
             except PartyFailed as e:
@@ -162,6 +189,35 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, KeyError, EOFError) as e:
         raise DataError(f"{path}: not a readable model ({e}); expected the model.npz `hamrah party` wrote") from None
+
+
+def _scores(labels: np.ndarray | None, out: np.ndarray, regression: bool, column: str, where: str) -> dict:
+    """The metrics of predictions ``out`` against the rows' ``labels`` where they have one (a blank
+    label: that row is not scored): accuracy (and AUC with both classes), or the RMSE.
+
+    Raises:
+        DataError: labels that do not fit the model (not 0/1 for probabilities, not a class index).
+    """
+    if labels is None or not np.isfinite(labels).any():
+        return {}
+    known = np.isfinite(labels)
+    y, out = labels[known], out[known]
+    if regression:
+        return {"labelled": int(known.sum()), "rmse": float(np.sqrt(np.mean((out - y) ** 2)))}
+    classes = out.shape[1] if out.ndim == 2 else 2 if column == "probability" else 0
+    if not classes:
+        return {}
+    if not np.all(np.isin(y, np.arange(classes))):
+        bad = sorted(set(np.unique(y).tolist()) - set(range(classes)))[:3]
+        raise DataError(f"{where}: labels {bad} do not fit the model; expected 0..{classes - 1} (or a blank cell)")
+    if out.ndim == 2:
+        return {"labelled": int(known.sum()), "accuracy": float(np.mean(out.argmax(axis=1) == y))}
+    result = {"labelled": int(known.sum()), "accuracy": float(np.mean((out >= 0.5) == (y == 1)))}
+    if 0 < y.sum() < len(y):
+        from hamrah.vertical.nets import roc_auc  # imports torch: only here
+
+        result["auc"] = roc_auc(y, out)
+    return result
 
 
 def predict_party(
@@ -190,6 +246,7 @@ def predict_party(
     """
     if cfg.role == "arbiter":
         raise ConfigError(f"{cfg.name}: the arbiter takes no part in prediction; only the parties with data score rows")
+    _writable(cfg.out)
     spec = predictor(cfg.protocol)
     arrays = _load_arrays(Path(model_path) if model_path else cfg.out / "model.npz")
     table = None
@@ -203,17 +260,17 @@ def predict_party(
         channel = server.channel()
         rows = f"{len(table.ids)} rows" if table is not None else "no rows of its own"
         report(f"{cfg.name}: scoring with its {cfg.protocol} model ({rows})")
-        with psi.local(cfg.workers, _named_progress(cfg.name, report)):
+        with _telling_peers(channel), psi.local(cfg.workers, _named_progress(cfg.name, report)):
             ids, out = score(channel, table, cfg.protocol, cfg.settings, arrays, guest, parties)
     finally:
         server.stop()
     summary: dict = {"party": cfg.name, "protocol": cfg.protocol, "rows": 0 if table is None else len(table.ids)}
     summary["scored"] = len(ids)
-    cfg.out.mkdir(parents=True, exist_ok=True)
     if out is not None:
         scored = table.select(ids)
         regression = str(arrays.get("objective", "")) == "reg:squarederror"  # SecureBoost's squared error
         column = "prediction" if regression else spec.output
+        summary.update(_scores(scored.labels, out, regression, column, f"{data_path}: {cfg.label_column}"))
         if out.ndim == 2:  # class probabilities (SecureBoost's softmax): the likeliest class, then each one's
             header = ["id", "class", *(f"p_{k}" for k in range(out.shape[1]))]
             values = [out.argmax(axis=1).tolist(), *([f"{p:.9g}" for p in col] for col in out.T)]
@@ -221,16 +278,6 @@ def predict_party(
             header, values = ["id", column], [[f"{p:.9g}" for p in out]]
         _write_csv(cfg.out / "predictions.csv", header, [scored.id_text(), *values])
         summary["predictions"] = str(cfg.out / "predictions.csv")
-        if scored.labels is not None and out.ndim == 2:
-            summary["accuracy"] = float(np.mean(out.argmax(axis=1) == scored.labels))
-        elif scored.labels is not None and regression:
-            summary["rmse"] = float(np.sqrt(np.mean((out - scored.labels) ** 2)))
-        elif scored.labels is not None and column == "probability":
-            summary["accuracy"] = float(np.mean((out >= 0.5) == (scored.labels == 1)))
-            if 0 < scored.labels.sum() < len(scored.labels):
-                from hamrah.vertical.nets import roc_auc  # imports torch: only here
-
-                summary["auc"] = roc_auc(scored.labels, out)
     (cfg.out / "predict_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

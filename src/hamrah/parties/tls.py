@@ -23,22 +23,36 @@ def make_party_tls(
 ) -> dict[str, TLSFiles]:
     """Write ``ca.pem`` and ``<name>-server.pem/.key``, ``<name>-client.pem/.key`` for each party.
 
+    A server certificate names its party as a subject alternative name beside ``hosts``: callers
+    accept only the server certificate of the peer they meant (:mod:`hamrah.parties.channel`).
+
     Returns:
         Each party's :class:`TLSFiles`.
 
     Raises:
-        ConfigError: a party name that is empty, repeated or not a plain word.
+        ConfigError: no party name, a name that is empty, repeated or not a plain word, or ``out_dir``
+            already holding a CA (a new one would void the certificates made with it) or not a folder.
     """
+    if not names:
+        raise ConfigError("party names: expected at least one (--names guest,host)")
     if len(set(names)) != len(names) or not all(n and n.replace("-", "").replace("_", "").isalnum() for n in names):
         raise ConfigError(f"party names: expected distinct plain words, got {list(names)}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if (out / "ca.pem").exists():
+        raise ConfigError(
+            f"{out}: already holds a CA (ca.pem); a new one would void every certificate made with it. "
+            "Expected a new folder"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot make the folder ({e.strerror}); expected a new folder") from None
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = make_cert("ca", "hamrah parties CA", ca_key.public_key(), ca_key)
     (out / "ca.pem").write_bytes(pem(ca))
     files = {}
     for name in names:
-        for role, role_hosts in (("server", hosts), ("client", ())):
+        for role, role_hosts in (("server", (*hosts, name)), ("client", ())):
             key = ec.generate_private_key(ec.SECP256R1())
             (out / f"{name}-{role}.pem").write_bytes(
                 pem(make_cert(role, name, key.public_key(), ca_key, ca.subject, role_hosts))

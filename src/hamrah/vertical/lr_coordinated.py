@@ -71,7 +71,9 @@ def guest(
     hosts = config.hosts
     others = (*hosts, config.arbiter)
     table, x = prepare(channel, table, config, True, hosts)
-    start, _ = hello(channel, config, others, list(resume or ()), x.shape[1] + 1, len(table.ids))
+    start, _, done, _ = hello(channel, config, others, resume or {}, x.shape[1] + 1, table)
+    if done:  # a finished run started again: its model as it ended
+        return resume[start]
     z, *stats = standardise(x, resume[start] if start else None, True, config.clip, config.transform)
     ops, y = _ops(channel, config), table.labels
 
@@ -100,7 +102,9 @@ def host(
     others = (config.guest, config.arbiter)
     peers = (config.guest, *(h for h in config.hosts if h != channel.name))
     table, x = prepare(channel, table, config, False, peers)
-    start, _ = hello(channel, config, others, list(resume or ()), x.shape[1])
+    start, _, done, _ = hello(channel, config, others, resume or {}, x.shape[1], table)
+    if done:
+        return resume[start]
     z, *stats = standardise(x, resume[start] if start else None, False, config.clip, config.transform)
     ops = _ops(channel, config)
 
@@ -119,7 +123,9 @@ def host(
 def arbiter(channel, table: PartyTable | None, config: LRConfig, resume=None, on_epoch=None) -> LRState:
     """The key holder's role: decrypts masked gradients and decides convergence. Holds no data."""
     others = (config.guest, *config.hosts)
-    start, dims = hello(channel, config, others, None, 0)
+    start, dims, done, converged = hello(channel, config, others, None, 0)
+    if done:
+        return LRState(start, np.zeros(0), np.zeros(0), np.zeros(0), converged)
     public, secret = keygen(config.scheme, config.key_bits) if config.encrypted else (None, None)
     for peer in others:
         channel.send(peer, "lr/key", public_to_wire(public) if public else {})

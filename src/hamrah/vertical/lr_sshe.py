@@ -92,7 +92,9 @@ def guest(
     """
     (peer,) = _one_host(config)
     table, x = prepare(channel, table, config, True, (peer,))
-    start, dims = hello(channel, config, (peer,), list(resume or ()), x.shape[1] + 1, len(table.ids))
+    start, dims, done, _ = hello(channel, config, (peer,), resume or {}, x.shape[1] + 1, table)
+    if done:  # a finished run started again: its model as it ended
+        return resume[start]
     z, *stats = standardise(x, resume[start] if start else None, True, config.clip, config.transform)
     mine, theirs = _keys(channel, config, peer)
     y = table.labels
@@ -131,7 +133,9 @@ def host(
     _one_host(config)
     peer = config.guest
     table, x = prepare(channel, table, config, False, (peer,))
-    start, dims = hello(channel, config, (peer,), list(resume or ()), x.shape[1])
+    start, dims, done, _ = hello(channel, config, (peer,), resume or {}, x.shape[1], table)
+    if done:
+        return resume[start]
     z, *stats = standardise(x, resume[start] if start else None, False, config.clip, config.transform)
     mine, theirs = _keys(channel, config, peer)
 

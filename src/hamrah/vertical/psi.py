@@ -32,6 +32,7 @@ processes blinds several chunks at once (each worker is given the party's scalar
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing as mp
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -232,6 +233,28 @@ def _ring(channel, leader: str, parties: tuple[str, ...] | None) -> tuple[str, .
     return (leader,) + tuple(sorted(names - {leader}))
 
 
+def _agree(channel, ring: tuple[str, ...], settings: dict) -> None:
+    """Every PSI party tells every other its ``settings`` (the leader, the kind of ids) before any id is
+    blinded: parties set up differently stop at once, the difference named, instead of waiting on
+    each other or intersecting ids read differently."""
+    others = [p for p in ring if p != channel.name]
+    for peer in others:
+        channel.send(peer, "psi/hello", {"settings": json.dumps(settings)})
+    for peer in others:
+        try:
+            theirs = json.loads(channel.recv(peer, "psi/hello")["settings"])
+        except (KeyError, TypeError, ValueError):
+            theirs = None
+        if not isinstance(theirs, dict):
+            raise ProtocolError(f"psi/hello from {peer!r}: expected its settings as a JSON object")
+        for key, value in settings.items():
+            if theirs.get(key) != value:
+                raise ConfigError(
+                    f"psi: {peer!r} runs with {key} = {theirs.get(key)!r}, {channel.name!r} with {value!r}; "
+                    "every party needs the same"
+                )
+
+
 def _check_ids(ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64)
     if len(np.unique(ids)) != len(ids):
@@ -246,6 +269,7 @@ def intersect(
     rng: np.random.Generator | None = None,
     parties: tuple[str, ...] | None = None,
     on_epoch: Callable[[PSIProgress], None] | None = None,
+    id_type: str = "int",
 ) -> np.ndarray:
     """Run PSI as the party behind ``channel`` and return the shared ids, sorted.
 
@@ -257,18 +281,22 @@ def intersect(
         parties: the PSI parties (default: this party and all its peers; an arbiter stays out).
         on_epoch: called with a :class:`PSIProgress` after each list this party blinded and every
             ``REPORT_EVERY`` ids within one (``None``: the context's, :func:`local`).
+        id_type: how the party read its ids (``"int"``, or ``"str"``: ``ids`` are digests of text);
+            every party must read them the same way, and the same ``leader``, or all stop at the start.
 
     Returns:
         The ids every party holds, sorted.
 
     Raises:
-        DataError: duplicate ids. ConfigError: the leader is not a party.
+        DataError: duplicate ids. ConfigError: the leader is not a party, or another party was set up
+            with another leader or id_type.
         ProtocolError: a malformed list, or a result that is not a subset of this party's set.
     """
     ids = _check_ids(ids)
     ring = _ring(channel, config.leader, parties)
     me = ring.index(channel.name)
     nxt, prv = ring[(me + 1) % len(ring)], ring[me - 1]
+    _agree(channel, ring, {"leader": config.leader, "id_type": id_type})
     order = (rng or np.random.default_rng(np.random.SeedSequence())).permutation(len(ids))
     workers, report = _LOCAL.get()
     blinder = _Blinder(config.workers or workers)
@@ -309,7 +337,7 @@ def align(
     Raises:
         DataError: the parties share no id.
     """
-    shared = intersect(channel, table.ids, PSIConfig(leader), parties=parties)
+    shared = intersect(channel, table.ids, PSIConfig(leader), parties=parties, id_type=_id_type(table))
     if len(shared) == 0:
         raise DataError(
             f"{protocol}: the parties share no ids (do all of them read their ids with the same [data] id_type?)"
@@ -321,7 +349,11 @@ def psi_role(
     channel, table: PartyTable, config: PSIConfig, on_epoch: Callable[[PSIProgress], None] | None = None
 ) -> np.ndarray:
     """The registry's role function: PSI over ``table.ids``."""
-    return intersect(channel, table.ids, config, on_epoch=on_epoch)
+    return intersect(channel, table.ids, config, on_epoch=on_epoch, id_type=_id_type(table))
+
+
+def _id_type(table: PartyTable) -> str:
+    return "int" if table.keys is None else "str"
 
 
 __all__ = ["PSIConfig", "PSIProgress", "align", "blind", "hash_ids", "intersect", "local", "psi_role"]
