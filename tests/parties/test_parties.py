@@ -383,5 +383,5 @@ def test_make_tls_and_out_mistakes_are_refused_before_any_work(tmp_path):
         make_party_tls(tmp_path / "afile" / "tls", ["guest"])
     files = _write(tmp_path, SETTINGS)
     files["guest"].write_text(files["guest"].read_text().replace('out = "out/guest"', 'out = "afile/out"'))
-    with pytest.raises(ConfigError, match="party.out = .*afile/out.*cannot make the folder"):
+    with pytest.raises(ConfigError, match="party.out .*afile/out: lies under the file .*afile; expected a folder"):
         run_party(load_party_config(files["guest"]))

@@ -102,7 +102,7 @@ def test_an_instance_and_a_py_suffix_are_accepted(tmp_path):
         ("tab_task", "missing_module:Tab", {}, r"no module 'missing_module' \(looked in"),
         ("broken_task", "broken_task:Tab", {}, "importing 'broken_task' failed: RuntimeError: no GPU here"),
         ("tab_task", "tab_task:Nope", {}, "module 'tab_task' has no attribute 'Nope'"),
-        ("tab_task", "tab_task:not_a_task", {}, "is a int, expected a hamrah.Task"),
+        ("tab_task", "tab_task:not_a_task", {}, "is of type int, expected a hamrah.Task"),
         ("tab_task", "tab_task:NoModel", {}, r"does not define model\(\)"),
         ("tab_task", "tab_task:Tab", {"depth": 3}, "task.kwargs do not fit"),
         ("tab_task", "tab_task", {}, "expected 'module:attribute'"),

@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     except HamrahError as e:
         print(f"hamrah: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.filename is None:  # not about a path the user gave: a bug, with its traceback
+            raise
+        print(f"hamrah: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("hamrah: interrupted", file=sys.stderr)
         return 130

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
+
+from hamrah.core.errors import HamrahError
+from hamrah.core.files import check_writable_file, check_writable_folder
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -22,6 +26,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     if args.stop_at_target:
         cfg = cfg.replace("run", stop_at_target=True)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    check_writable_folder(out, "--out")
     if args.resume and args.overwrite:
         raise ConfigError("--resume goes on with the run in --out and --overwrite replaces it; expected one of the two")
     if holds_a_run(out) and not (args.overwrite or args.resume):
@@ -99,6 +104,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> None:
     from hamrah.experiments.export import predict_csv
 
+    check_writable_file(args.output, "--output")
     _, task, _, model, manifest = _saved_model(args)
     n = predict_csv(model, task, manifest, args.csv, args.output)
     print(f"{args.output}: predictions for {n} rows")
@@ -107,6 +113,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _cmd_new(args: argparse.Namespace) -> None:
     from hamrah.project import new_project
 
+    check_writable_folder(args.dir, "--dir")
     root = new_project(args.name, args.template, args.dir)
     print(f"{root}: a {args.template} project. Next: cd {root} && hamrah run sim.toml (README.md says more)")
 
@@ -121,10 +128,11 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     cfg = load_config(args.config)
     if args.rounds is not None:
         cfg = cfg.replace("run", rounds=args.rounds)
-    rates = [float(x) for x in args.lrs.split(",")] if args.lrs else sweep_rates(cfg)
+    rates = _rates(args.lrs) if args.lrs else sweep_rates(cfg)
     if args.lrs:
         cfg = cfg.replace("sweep", lrs=rates)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}_sweep"
+    check_writable_folder(out, "--out")
     console.print(f"hamrah sweep: {len(rates)} learning rates {rates} -> {out}")
     with round_progress(cfg.run.rounds, log_rounds=False) as on_round:
         points = run_sweep(cfg, rates, out, on_start=lambda lr: console.print(f"lr = {lr:g} ..."), on_round=on_round)
@@ -141,15 +149,28 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     console.print(f"best lr: {best.lr:g}. Wrote {out}/sweep.json, sweep.png")
 
 
+def _rates(text: str) -> list[float]:
+    """``--lrs``: comma-separated positive finite learning rates."""
+    try:
+        rates = [float(x) for x in text.split(",")]
+    except ValueError:
+        rates = []
+    if not rates or not all(math.isfinite(r) and r > 0 for r in rates):
+        raise HamrahError(f"--lrs {text}: expected comma-separated positive finite numbers, e.g. 0.05,0.1,0.2")
+    return rates
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> None:
     from hamrah.experiments.reproduce import main as reproduce_main
 
+    check_writable_folder(args.out, "--out")
     reproduce_main(args)
 
 
 def _cmd_lab(args: argparse.Namespace) -> None:
     from hamrah.experiments.lab import main as lab_main
 
+    check_writable_folder(args.out, "--out")
     lab_main(args)
 
 

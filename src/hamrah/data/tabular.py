@@ -126,8 +126,8 @@ def load_table(source, spec: TableSpec = TableSpec(), schema: Schema | None = No
         or text, float32 otherwise); groups = the files or the client-id values.
 
     Raises:
-        DataError: one line naming the file, the row and the column: a file that cannot be read, a
-            label or feature column that does not exist, files with different columns, a missing
+        DataError: one line naming the file, the row and the column: a file that cannot be read or
+            holds no rows, a label or feature column that does not exist, files with different columns, a missing
             value under ``missing="error"``, a column mixing numbers and text, a value the schema
             does not allow.
     """
@@ -137,6 +137,9 @@ def load_table(source, spec: TableSpec = TableSpec(), schema: Schema | None = No
     features = schema.features if schema is not None else spec.features
     used = _choose_columns(raw, label, features, spec.client_column)
     raw = _apply_missing(raw, used + ([spec.client_column] if spec.client_column else []), spec.missing)
+    if len(raw.file_of_row) == 0:
+        dropped = " once rows with a missing value were dropped" if spec.missing == "drop" else ""
+        raise DataError(f"{', '.join(map(str, files))}: no rows{dropped}; expected at least one row under the header")
     fields, arrays = [], {}
     for name in used:
         declared = schema.field(name) if schema is not None else None

@@ -132,6 +132,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
         ConfigError: the file is missing, not TOML, or holds a wrong key, type or value.
     """
     raw = read_toml(path)
+    if not raw:  # a truncated or failed copy would otherwise run the defaults
+        raise ConfigError(f"{path}: empty; expected at least a [data] or [task] section")
     try:
         return from_dict(raw, Path(path).parent)
     except ConfigError as e:
@@ -274,9 +276,9 @@ def _check_values(cfg: ExperimentConfig) -> None:
             "an integer >= 1",
         ),
         (d.shards_per_client >= 1, "data.shards_per_client", d.shards_per_client, "an integer >= 1"),
-        (d.alpha > 0, "data.alpha", d.alpha, "a positive number"),
-        (d.sigma >= 0, "data.sigma", d.sigma, "a number >= 0"),
-        (0 < s.lr_min <= s.lr_max, "sweep.lr_min", s.lr_min, "0 < lr_min <= lr_max"),
+        (math.isfinite(d.alpha) and d.alpha > 0, "data.alpha", d.alpha, "a positive finite number"),
+        (0 <= d.sigma <= 10, "data.sigma", d.sigma, "a number in [0, 10] (the log-normal spread of client sizes)"),
+        (0 < s.lr_min <= s.lr_max < math.inf, "sweep.lr_min", s.lr_min, "0 < lr_min <= lr_max, both finite"),
         (s.per_decade >= 1, "sweep.per_decade", s.per_decade, "an integer >= 1"),
         (s.widen >= 0, "sweep.widen", s.widen, "an integer >= 0"),
         (
@@ -286,10 +288,10 @@ def _check_values(cfg: ExperimentConfig) -> None:
             "a share in (0, 1)",
         ),
         (
-            s.lrs is None or (len(s.lrs) > 0 and all(v > 0 for v in s.lrs)),
+            s.lrs is None or (len(s.lrs) > 0 and all(0 < v < math.inf for v in s.lrs)),
             "sweep.lrs",
             s.lrs,
-            "a non-empty list of positive rates",
+            "a non-empty list of positive finite rates",
         ),
     ]
     for ok, key, value, expected in checks:

@@ -85,19 +85,28 @@ def read_model(folder: str | Path, task: Task) -> tuple[nn.Module, dict]:
     Raises:
         ConfigError: no saved model in ``folder``, or it belongs to another task or does not fit its model.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
     if not (folder / MODEL_FILE).is_file() or not (folder / MANIFEST_FILE).is_file():
         raise ConfigError(f"{folder}: no {MODEL_FILE} and {MANIFEST_FILE} here; expected the --out folder of a run")
-    manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+        weights = load_file(str(folder / MODEL_FILE))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise ConfigError(
+            f"{folder}: the saved model cannot be read ({e}); expected the files hamrah run wrote"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{folder}/{MANIFEST_FILE}: expected a JSON object (the manifest hamrah run wrote)")
     if manifest.get("task") != task.task_name:
         raise ConfigError(
             f"{folder}: the model is of task {manifest.get('task')!r}, the config's task is {task.task_name!r}"
         )
     model = task.model()
     try:
-        model.load_state_dict(load_file(str(folder / MODEL_FILE)))
+        model.load_state_dict(weights)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         raise ConfigError(
@@ -131,11 +140,15 @@ def predict_csv(
         for name, values in task.predict(model(x[i : i + batch_size])).items():
             columns.setdefault(name, []).extend(values.tolist())
     tmp = Path(str(output) + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["row", *columns])
-        writer.writerows([r, *(columns[c][r] for c in columns)] for r in range(len(x)))
-    os.replace(tmp, output)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["row", *columns])
+            writer.writerows([r, *(columns[c][r] for c in columns)] for r in range(len(x)))
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return len(x)
 
 
@@ -179,6 +192,8 @@ def read_checkpoint(out: str | Path, config: Mapping) -> tuple[dict[str, torch.T
         raise ConfigError(
             f"{out}: the checkpoint cannot be read ({e}); expected a checkpoint written by hamrah run"
         ) from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{out}/{CHECKPOINT_META}: expected a JSON object (the checkpoint hamrah run wrote)")
     if saved_round != str(meta.get("round")):
         raise ConfigError(f"{out}: checkpoint files of different rounds ({saved_round} and {meta.get('round')})")
     if meta.get("config_digest") != resume_digest(config):

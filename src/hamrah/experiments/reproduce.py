@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -347,12 +348,10 @@ def main(args: argparse.Namespace) -> None:
         for c in CELLS.values():
             print(f"{c.id:24s} {c.table:16s} paper {c.paper_rounds:g} rounds to {c.target:g}")
         return
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.render:  # no training: one report of rows already computed
-        _write_report(_read_rows(args.render), out)
-        print(f"Wrote {out}/results.json, results.md" + (" and table1.png" if (out / "table1.png").exists() else ""))
-        return
+    if not (math.isfinite(args.max_rounds_factor) and args.max_rounds_factor > 0):
+        raise ConfigError(f"--max-rounds-factor {args.max_rounds_factor}: expected a positive finite number")
+    if args.max_rounds is not None and args.max_rounds < 1:
+        raise ConfigError(f"--max-rounds {args.max_rounds}: expected an integer >= 1")
     if args.cells:
         ids = args.cells.split(",")
     else:
@@ -360,6 +359,12 @@ def main(args: argparse.Namespace) -> None:
     unknown = [i for i in ids if i not in CELLS]
     if unknown:
         raise ConfigError(f"--cells: unknown cell(s) {', '.join(unknown)}; expected some of {', '.join(CELLS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.render:  # no training: one report of rows already computed
+        _write_report(_read_rows(args.render), out)
+        print(f"Wrote {out}/results.json, results.md" + (" and table1.png" if (out / "table1.png").exists() else ""))
+        return
     from hamrah.experiments.progress import work_progress
 
     rows = []

@@ -22,6 +22,7 @@ from torch import nn
 import hamrah
 from hamrah.algorithms import build
 from hamrah.algorithms.base import Algorithm, check_buffers
+from hamrah.algorithms.local import targets
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import num_parameters
 from hamrah.core.records import accuracy_summary, record_line
@@ -35,6 +36,7 @@ from hamrah.observe.tracking import Tracking
 from hamrah.simulation import RoundRecord, SimulationConfig, Simulator, seeded
 from hamrah.simulation.resume import restore, resume_problem, snapshot
 from hamrah.task import Task, builtin_task, load_task, task_dataset
+from hamrah.task.base import call_user
 
 if TYPE_CHECKING:  # the pipeline's libraries (dp_accounting, tenseal, phe) load only for a run that uses them
     from hamrah.pipeline import PipelineSpec
@@ -122,13 +124,26 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
         fed = fed.with_holdout(cfg.personalization.holdout, cfg.run.seed)
     spec = pipeline_spec(cfg, fed.num_clients) if uses_pipeline(cfg) else None
     algorithm = build_algorithm(cfg, fed.num_clients)
-    model = task.model()  # the server's run too: a model with running statistics is refused under DP, and
-    check_buffers(algorithm, model)  # under a server half that would step them like weights
+    if user_task(cfg):  # the user's model builds and takes two training examples, or one line says why
+        model = call_user(f"task {task.task_name}: model()", task.model)
+        _check_fits(task, model, fed.dataset)
+    else:
+        model = task.model()
+    check_buffers(algorithm, model)  # running statistics: refused under DP and where a server half would step them
     if algorithm.personalization is not None:  # FedPer's layers exist in the model
         algorithm.personalization.check([n for n, _ in model.named_parameters()])
     if spec is not None:
         spec.check_model(model)
     return Prepared(cfg, fed, task.model, algorithm, spec, task)
+
+
+@torch.no_grad()
+def _check_fits(task: Task, model: torch.nn.Module, dataset: Dataset) -> None:
+    """One forward pass and loss on two training examples: a model that does not fit the data stops
+    here, named, instead of in round 1."""
+    x, y = dataset.train.x[:2], targets(dataset.train.y[:2], dataset.ignore_index)
+    if len(x):
+        call_user(f"task {task.task_name}: its model on two training examples", lambda: task.loss(model(x), y))
 
 
 def uses_pipeline(cfg: ExperimentConfig) -> bool:
@@ -285,8 +300,21 @@ def _resume(sim: Simulator, out: Path, cfg: ExperimentConfig) -> tuple[int, list
         )
     rows = []
     if (out / "metrics.jsonl").is_file():
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    return first, [row for row in rows if int(row["round"]) < first]
+        lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        for n, line in enumerate(lines, 1):
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not isinstance(row, dict) or not isinstance(row.get("round"), int):
+                raise ConfigError(
+                    f"{out}/metrics.jsonl line {n}: not a round's record; expected the lines hamrah run wrote "
+                    "(delete the line to go on)"
+                )
+            rows.append(row)
+    return first, [row for row in rows if row["round"] < first]
 
 
 def _record_of(row: dict) -> RoundRecord:

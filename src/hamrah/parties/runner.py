@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hamrah.core.errors import ConfigError, DataError, PartyFailed
+from hamrah.core.files import check_writable_folder
 from hamrah.data.vertical import read_party_csv
 from hamrah.parties.channel import PartyServer
 from hamrah.parties.config import PartyConfig
@@ -106,16 +107,6 @@ def _named_progress(name: str, report: Callable[[str], None]) -> Callable:
     return lambda step: report(f"{name}: {step.progress()}")
 
 
-def _writable(out: Path) -> None:
-    """Refuse an ``out`` folder that cannot be made or written before any work starts."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"party.out = {str(out)!r}: cannot make the folder ({e.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"party.out = {str(out)!r}: not writable; expected a folder this party can write")
-
-
 @contextmanager
 def _telling_peers(channel):
     """Run a protocol attempt; if this party stops on an error of its own, tell its peers (the error's
@@ -141,7 +132,7 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
         PartyStopped: a peer stopped on an error of its own.
         HamrahError: bad data, a protocol violation.
     """
-    _writable(cfg.out)
+    check_writable_folder(cfg.out, "party.out")
     table = None
     if cfg.data_path is not None:
         table = read_party_csv(cfg.data_path, cfg.id_column, cfg.label_column, id_type=cfg.id_type)
@@ -246,7 +237,7 @@ def predict_party(
     """
     if cfg.role == "arbiter":
         raise ConfigError(f"{cfg.name}: the arbiter takes no part in prediction; only the parties with data score rows")
-    _writable(cfg.out)
+    check_writable_folder(cfg.out, "party.out")
     spec = predictor(cfg.protocol)
     arrays = _load_arrays(Path(model_path) if model_path else cfg.out / "model.npz")
     table = None

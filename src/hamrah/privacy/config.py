@@ -102,7 +102,7 @@ class DPConfig:
         _check(self.accountant in ACCOUNTANTS, "accountant", self.accountant, " | ".join(ACCOUNTANTS))
         _check(is_number(self.clip) and self.clip > 0, "clip", self.clip, "a positive finite number")
         z, eps = self.noise_multiplier, self.target_epsilon
-        _check(z is None or (is_number(z) and z >= 0), "noise_multiplier", z, "a finite number >= 0 or None")
+        _check(z is None or (is_number(z) and 0 <= z <= 1e6), "noise_multiplier", z, "a number in [0, 1e6] or None")
         _check(eps is None or (is_number(eps) and eps > 0), "target_epsilon", eps, "a positive finite number or None")
         _check(
             z is not None or eps is not None,

@@ -14,17 +14,21 @@ import hashlib
 import inspect
 import json
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from os import PathLike
-from typing import TYPE_CHECKING, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
-from hamrah.core.errors import ConfigError
+from hamrah.core.errors import ConfigError, HamrahError
 from hamrah.core.metrics import Metric
 from hamrah.data.federated import Dataset
 from hamrah.data.schema import Schema
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from hamrah.data.examples import Examples
@@ -141,6 +145,27 @@ def examples_dataset(name: str, train: Examples, test: Examples | None = None) -
     return Dataset(name, tr, te, 0, train.groups, train.group_names, info=info)
 
 
+def call_user(what: str, fn: Callable[[], T]) -> T:
+    """Call a user's task code: an exception it raises (other than hamrah's own errors) becomes one
+    ConfigError line naming ``what``, the error and the line of the user's code it came from.
+
+    Raises:
+        ConfigError: ``fn`` raised.
+    """
+    try:
+        return fn()
+    except HamrahError:
+        raise
+    except Exception as e:
+        frames = traceback.extract_tb(e.__traceback__)
+        own = [f for f in frames if "site-packages" not in f.filename and _HERE not in f.filename]
+        at = f" (at {Path(own[-1].filename).name}:{own[-1].lineno})" if own else ""
+        raise ConfigError(f"{what} raised {type(e).__name__}: {e}{at}".replace("\n", " ")) from e
+
+
+_HERE = str(Path(__file__).resolve().parents[1])  # hamrah's own frames are not the user's
+
+
 def task_dataset(task: Task) -> Dataset:
     """Return ``task.data()`` as a :class:`Dataset` (it may also return training :class:`Examples`, or a
     ``(train, test)`` pair of them).
@@ -150,7 +175,7 @@ def task_dataset(task: Task) -> Dataset:
     """
     from hamrah.data.examples import Examples
 
-    data = task.data()
+    data = call_user(f"task {task.task_name}: data()", task.data)
     if isinstance(data, Dataset):
         return data
     if isinstance(data, Examples):
@@ -171,7 +196,7 @@ def check_task(obj: object, where: str) -> Task:
     """
     if not isinstance(obj, Task):
         raise ConfigError(
-            f"{where} is a {type(obj).__name__}, expected a hamrah.Task "
+            f"{where} is of type {type(obj).__name__}, expected a hamrah.Task "
             "(a subclass, an instance, or a function returning one)"
         )
     check_complete(type(obj), where)

@@ -8,13 +8,14 @@ The config's ``kwargs`` are passed to the class or function. Every failure is on
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hamrah.core.errors import ConfigError
-from hamrah.task.base import Task, check_complete, check_task
+from hamrah.task.base import Task, call_user, check_complete, check_task
 
 
 def load_task(entry: str, kwargs: Mapping[str, Any] | None = None, folder: str | Path | None = None) -> Task:
@@ -63,7 +64,9 @@ def build_task(obj: Any, kwargs: Mapping[str, Any], where: str) -> Task:
     if isinstance(obj, type):
         check_complete(obj, where)  # before calling it: its constructor may read data
     try:
-        made = obj(**kwargs)
+        inspect.signature(obj).bind(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{where}: task.kwargs do not fit ({e})") from None
-    return check_task(made, where)
+    except ValueError:  # no signature to check (a builtin): the call says
+        pass
+    return check_task(call_user(where, lambda: obj(**kwargs)), where)
