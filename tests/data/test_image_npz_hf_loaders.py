@@ -45,7 +45,9 @@ def test_image_folder_by_class_with_split_folders(tmp_path):
 def test_image_errors_name_the_file(tmp_path):
     _png(tmp_path / "a" / "1.png", 1)
     _png(tmp_path / "a" / "2.png", 1, size=(5, 5))
-    with pytest.raises(DataError, match=r"2.png: image of 5x5 pixels, expected 4x3 .*size=\(height, width\)"):
+    with pytest.raises(
+        DataError, match=r"2.png: image of 5x5 pixels \(height x width\), expected 3x4 .*image_size=\(height, width\)"
+    ):
         load_images(tmp_path)
     assert load_images(tmp_path, ImageSpec(size=(2, 2), mode="L"))["image"].shape == (2, 1, 2, 2)
     (tmp_path / "a" / "3.png").write_bytes(b"not a png")

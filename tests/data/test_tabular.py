@@ -190,3 +190,14 @@ def test_every_file_of_one_load_shares_one_vocabulary(tmp_path_factory, per_file
     for i, words in enumerate(per_file):
         mine = ex.take(np.flatnonzero(ex.groups == i)) if len(paths) > 1 else ex
         assert [cats[c] for c in mine["word"]] == words
+
+
+def test_a_format_given_reads_every_file_whatever_its_name_and_a_header_alone_is_refused(tmp_path):
+    (tmp_path / "rows.dat").write_text("a,b,y\n1,2,0\n3,4,1\n")
+    ex = load_examples(tmp_path / "rows.dat", SourceSpec(format="csv", label="y"))
+    assert len(ex) == 2 and ex.labels.tolist() == [0, 1]
+    with pytest.raises(DataError, match="rows.dat"):  # said to be Parquet: read as Parquet, and refused
+        load_examples(tmp_path / "rows.dat", SourceSpec(format="parquet", label="y"))
+    (tmp_path / "header.csv").write_text("a,b,y\n")
+    with pytest.raises(DataError, match="header.csv: no rows; expected at least one row under the header"):
+        load_examples(tmp_path / "header.csv", SourceSpec(label="y"))

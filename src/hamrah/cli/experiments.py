@@ -115,7 +115,9 @@ def _cmd_new(args: argparse.Namespace) -> None:
 
     check_writable_folder(args.dir, "--dir")
     root = new_project(args.name, args.template, args.dir)
-    print(f"{root}: a {args.template} project. Next: cd {root} && hamrah run sim.toml (README.md says more)")
+    article = "an" if args.template[0] in "aeiou" else "a"
+    runs = f"runs/{root.name.replace('-', '_')}"
+    print(f"{root}: {article} {args.template} project. Next: cd {root} && hamrah run sim.toml --out {runs} (README.md)")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:

@@ -112,8 +112,8 @@ def _decode_all(files: list[Path], spec: ImageSpec) -> np.ndarray:
             raise DataError(f"{f}: cannot read ({e})") from None
         if img.shape != first.shape:
             raise DataError(
-                f"{f}: image of {img.shape[2]}x{img.shape[1]} pixels, expected {first.shape[2]}x"
-                f"{first.shape[1]} like {files[0].name} (or resize all with size=(height, width))"
+                f"{f}: image of {img.shape[1]}x{img.shape[2]} pixels (height x width), expected {first.shape[1]}x"
+                f"{first.shape[2]} like {files[0].name} (or resize all with image_size=(height, width))"
             )
         out[i] = img
     return out

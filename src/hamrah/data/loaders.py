@@ -112,7 +112,12 @@ def load_examples(
         return load_table(
             source,
             TableSpec(
-                spec.label, spec.features, spec.client_column, missing=spec.missing, column_names=spec.column_names
+                spec.label,
+                spec.features,
+                spec.client_column,
+                missing=spec.missing,
+                column_names=spec.column_names,
+                format=spec.format,
             ),
             schema,
         )

@@ -41,6 +41,7 @@ class TableSpec:
         missing: ``"error"`` (a missing value is an error) or ``"drop"`` (skip rows that miss one).
         column_names: the column names of CSV files without a header row (e.g. NSL-KDD).
         delimiter: the CSV field separator.
+        format: ``"csv"`` or ``"parquet"`` for every file whatever its name; None: by each file's extension.
     """
 
     label: str | None = None
@@ -50,8 +51,11 @@ class TableSpec:
     missing: str = "error"
     column_names: tuple[str, ...] | None = None
     delimiter: str = ","
+    format: str | None = None
 
     def __post_init__(self) -> None:
+        if self.format not in (None, "csv", "parquet"):
+            raise DataError(f"format = {self.format!r}: expected 'csv' or 'parquet' for a table")
         if self.missing not in ("error", "drop"):
             raise DataError(f"missing = {self.missing!r}: expected 'error' or 'drop'")
         for name in ("features", "categorical", "column_names"):
@@ -162,9 +166,12 @@ def load_parquet(source, spec: TableSpec = TableSpec(), schema: Schema | None = 
 
 
 def _read_file(path: Path, spec: TableSpec) -> tuple[list[str], dict[str, np.ndarray], int]:
-    if path.name.endswith(PARQUET_SUFFIXES):
+    fmt = spec.format or (
+        "parquet" if path.name.endswith(PARQUET_SUFFIXES) else "csv" if path.name.endswith(CSV_SUFFIXES) else None
+    )
+    if fmt == "parquet":
         return _read_parquet(path) + (1,)
-    if not path.name.endswith(CSV_SUFFIXES):
+    if fmt is None:
         raise DataError(f"{path}: unknown table format (expected {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)})")
     try:
         raw = path.read_bytes()

@@ -108,11 +108,14 @@ class Task:
         label: str | None = None,
         features: Sequence[str] | None = None,
         client_column: str | None = None,
+        missing: str = "error",
     ) -> Dataset:
         """Read CSV / Parquet files (one per client, or one with a ``client_column``) into a data set.
 
         Columns are read under ``schema`` when the task declares one, else every column but the label
         (and the client column) is a feature. The test file is read under the training set's schema.
+        ``missing``: ``"error"`` (a blank cell stops with its file, row and column) or ``"drop"``
+        (rows with a blank cell are left out, in the training and the test files).
 
         Raises:
             DataError: a file that does not match the schema, a label column that does not exist.
@@ -120,9 +123,9 @@ class Task:
         from hamrah.data.loaders import SourceSpec, load_examples
 
         cols = None if features is None else tuple(features)
-        spec = SourceSpec(label=label, features=cols, client_column=client_column)
+        spec = SourceSpec(label=label, features=cols, client_column=client_column, missing=missing)
         tr = load_examples(train, spec, self.schema)
-        te = load_examples(test, SourceSpec(), tr.schema) if test is not None else None
+        te = load_examples(test, SourceSpec(missing=missing), tr.schema) if test is not None else None
         return examples_dataset(self.task_name, tr, te)
 
 
