@@ -311,6 +311,14 @@ def test_config_errors_name_the_key(tmp_path):
         load_party_config(files["guest"])
     files["guest"].write_text(text.replace("retries = 2", "retries = 2\nworkers = 3"))
     assert load_party_config(files["guest"]).workers == 3
+    port = text.split('listen = "127.0.0.1:')[1].split('"')[0]
+    for bad in ("nonsense", "127.0.0.1:99999", "127.0.0.1:0"):
+        files["guest"].write_text(text.replace(f'listen = "127.0.0.1:{port}"', f'listen = "{bad}"'))
+        with pytest.raises(ConfigError, match=f"party.listen = '{bad}': expected"):
+            load_party_config(files["guest"])
+    files["guest"].write_text(text.replace('label_column = "y"\n', ""))
+    with pytest.raises(ConfigError, match="data.label_column is required for the guest of sshe_lr"):
+        load_party_config(files["guest"])
 
 
 def test_the_shipped_vertical_configs_load():

@@ -191,7 +191,7 @@ def test_ftl_the_host_scores_rows_of_its_own_as_at_the_end_of_training(mode, tmp
     np.testing.assert_array_equal(out["host"][0], host_only.ids)
     assert len(out["guest"][0]) == 0 and out["guest"][1] is None  # the guest learns no score
     np.testing.assert_allclose(out["host"][1], res["host"].scores, atol=1e-5 if mode == "paillier" else 1e-12)
-    with pytest.raises(ConfigError, match="expects the rows to score"):
+    with pytest.raises(ConfigError, match="no rows to score; expected this party.s columns of them"):
         score(SimpleNamespace(name="host"), None, "ftl", cfg, arrays["host"], "guest", ("guest", "host"))
 
 

@@ -116,3 +116,21 @@ def test_saved_halves_are_the_files_hamrah_party_scores_with(breast, tmp_path):
     }
     results, _ = run_parties(roles, timeout_s=60)
     np.testing.assert_array_equal(results["guest"][1], model.predict(breast)[1])
+
+
+def test_wrong_arguments_to_train_and_save_are_one_line(breast, tmp_path):
+    with pytest.raises(ConfigError, match="protocol None: expected one of"):
+        train(None, breast)
+    with pytest.raises(ConfigError, match="tables: expected a mapping of party name -> PartyTable"):
+        train("sshe_lr", [breast["guest"], breast["host"]])
+    with pytest.raises(ConfigError, match="tables: expected a mapping"):
+        train("sshe_lr", {"guest": breast["guest"], "host": "host.csv"})
+    renamed = {"guest": breast["guest"], "bank": breast["host"]}
+    with pytest.raises(ConfigError, match=r"tables of hosts \['bank'\], but settings name hosts \['host'\]"):
+        train("coordinated_lr", renamed, {"encrypted": False, "epochs": 1})
+    with pytest.raises(ConfigError, match=r"hosts \['host', 'host2'\]"):  # sshe_lr takes one host
+        train("sshe_lr", {**breast, "host2": breast["host"]}, {"encrypted": False, "epochs": 1})
+    model = train("sshe_lr", breast, {"encrypted": False, "epochs": 1})
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="save: folder .*afile: is a file"):
+        model.save(tmp_path / "afile")

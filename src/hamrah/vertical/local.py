@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.files import check_writable_folder
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical import psi
 from hamrah.vertical.channel import DEFAULT_TIMEOUT_S, ChannelStats, run_parties
@@ -73,6 +74,7 @@ class Trained:
     def save(self, folder: str | Path) -> dict[str, Path]:
         """Write each party's half to ``folder/<party>/model.npz``, the file ``hamrah party`` writes, so
         that the parties can score rows with ``hamrah party --predict --model`` later; return the paths."""
+        check_writable_folder(folder, "save: folder")
         paths = {}
         for party, role in self.roles.items():
             if role != "arbiter":
@@ -138,9 +140,19 @@ def train(
         HamrahError: the first party's error, naming the party.
     """
     spec, config = resolve(protocol), build_config(protocol, dict(settings or {}))
+    if not isinstance(tables, Mapping) or not all(
+        isinstance(n, str) and isinstance(t, PartyTable) for n, t in tables.items()
+    ):
+        raise ConfigError(f"{protocol}: tables: expected a mapping of party name -> PartyTable (hamrah.data.vertical)")
     guest = getattr(config, "guest", "guest")
     if guest not in tables:
         raise ConfigError(f"{protocol}: no table for the guest {guest!r} (tables of {sorted(tables)})")
+    hosts = getattr(config, "hosts", None)
+    if hosts is not None and set(tables) - {guest} != set(hosts):
+        raise ConfigError(
+            f"{protocol}: tables of hosts {sorted(set(tables) - {guest})}, but settings name hosts {list(hosts)}; "
+            f"expected settings['hosts'] = {tuple(sorted(set(tables) - {guest}))} (or tables named as the hosts)"
+        )
     roles = {name: "guest" if name == guest else "host" for name in tables}
     if "arbiter" in spec.roles:
         roles[getattr(config, "arbiter", "arbiter")] = "arbiter"

@@ -211,7 +211,10 @@ def score(
     run = spec.load(arrays, settings, channel.name, guest, hosts)
     learner = (channel.name == guest) == (spec.learner == "guest")
     if table is None and (spec.aligned or learner):
-        raise ConfigError(f"{channel.name}: --predict expects the rows to score (a CSV of this party's columns)")
+        raise ConfigError(
+            f"{channel.name}: no rows to score; expected this party's columns of them (hamrah party --predict "
+            "ROWS.csv; Trained.predict: its table)"
+        )
     if not spec.aligned:  # the learner scores rows of its own
         out = run(channel, table)
         return (table.ids, out) if learner else (np.zeros(0, np.int64), None)

@@ -102,10 +102,9 @@ def resolve(name: str) -> Protocol:
     Raises:
         ConfigError: no such protocol; names the ones there are.
     """
-    if name not in PROTOCOLS:
-        raise ConfigError(
-            f"protocol {name!r}: expected one of {', '.join(sorted(PROTOCOLS))}{_suggest(name, PROTOCOLS)}"
-        )
+    if not isinstance(name, str) or name not in PROTOCOLS:
+        hint = _suggest(name, PROTOCOLS) if isinstance(name, str) else ""
+        raise ConfigError(f"protocol {name!r}: expected one of {', '.join(sorted(PROTOCOLS))}{hint}")
     entry = PROTOCOLS[name]
     module = importlib.import_module(entry.module)
     return Protocol(
