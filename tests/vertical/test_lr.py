@@ -290,3 +290,10 @@ def test_masked_gradients_pack_and_unpack_exactly(values):
     np.testing.assert_array_equal(got, he.decode(values, 32))
     with pytest.raises(ProtocolError, match="packed values"):
         ops.unmask({"ct": fields["ct"] + (1,)}, masks, len(values), "g")
+
+
+def test_a_column_too_large_to_standardise_is_refused():
+    x = np.ones((4, 3))
+    x[:, 1] = [1e308, -1e308, 1e308, 0.0]
+    with pytest.raises(DataError, match="feature column 1 is too large to standardise"):
+        standardise(x, None, False)

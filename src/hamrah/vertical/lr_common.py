@@ -346,14 +346,18 @@ def standardise(
         transform: ``"quantile"`` maps each column through its rank-Gauss table before standardising.
 
     Raises:
-        DataError: ``x`` does not fit the checkpoint's quantile table.
+        DataError: ``x`` does not fit the checkpoint's quantile table, or a column overflows float64.
     """
     quantiles = np.zeros((0, 0))
     if transform == "quantile":
         quantiles = quantile_fit(x) if state is None else state.quantiles
         x = quantile_normal(x, quantiles)
-    mean = x.mean(axis=0) if state is None else state.mean
-    std = x.std(axis=0) if state is None else state.std
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = x.mean(axis=0) if state is None else state.mean
+        std = x.std(axis=0) if state is None else state.std
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+        col = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))[0])
+        raise DataError(f"lr: feature column {col} is too large to standardise (its mean or deviation overflows)")
     std = np.where(std > 0, std, 1.0)
     z = (x - mean) / std
     z = np.clip(z, -clip, clip) if clip else z
