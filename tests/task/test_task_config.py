@@ -11,7 +11,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
+import hamrah
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.experiments.config import from_dict, load_config
 from hamrah.experiments.runner import prepare, run_experiment
@@ -169,3 +172,29 @@ def test_a_user_task_trains_in_worker_processes(tmp_path):
     cfg = load_config(_config(tmp_path, "tab_task", "tab_task:Tab", workers=2))
     summary = run_experiment(cfg, tmp_path / "out", plot=False)
     assert summary["workers"] == 2 and summary["final_accuracy"] > 0.5 and summary["final_auc"] > 0.5
+
+
+def test_a_task_class_of_the_running_script_runs_from_python(monkeypatch):
+    """docs/tasks.md "From Python": ``entry = "__main__:Cls"`` names a class of the script being run."""
+    from hamrah.data import ArrayData, Dataset
+
+    class Line(hamrah.RegressionTask):
+        def model(self):
+            return nn.Linear(3, 1)
+
+        def data(self):
+            x = torch.randn(400, 3, generator=torch.Generator().manual_seed(0))
+            y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
+            return Dataset("line", ArrayData(x[:300], y[:300]), ArrayData(x[300:], y[300:]), 0)
+
+    monkeypatch.setattr(sys.modules["__main__"], "Line", Line, raising=False)
+    cfg = from_dict(
+        {
+            "task": {"entry": "__main__:Line"},
+            "data": {"partition": "iid", "num_clients": 4},
+            "algorithm": {"client_fraction": 1.0, "batch_size": 10, "lr": 0.05},
+            "run": {"rounds": 5},
+        }
+    )
+    summary = run_experiment(cfg, None)
+    assert summary["final_accuracy"] is None and summary["final_mse"] < 0.05
