@@ -255,10 +255,10 @@ def _check_values(cfg: ExperimentConfig) -> None:
     a, r, d, s = cfg.algorithm, cfg.run, cfg.data, cfg.sweep
     checks = [
         (0.0 <= a.client_fraction <= 1.0, "algorithm.client_fraction", a.client_fraction, "0 <= C <= 1"),
-        (a.local_epochs >= 1, "algorithm.local_epochs", a.local_epochs, "an integer >= 1"),
+        (1 <= a.local_epochs <= 10_000, "algorithm.local_epochs", a.local_epochs, "an integer in 1..10000"),
         (a.batch_size is None or a.batch_size >= 1, "algorithm.batch_size", a.batch_size, 'an integer >= 1 or "inf"'),
         (a.lr > 0 and math.isfinite(a.lr), "algorithm.lr", a.lr, "a positive number"),
-        (r.rounds >= 1, "run.rounds", r.rounds, "an integer >= 1"),
+        (1 <= r.rounds <= 10_000_000, "run.rounds", r.rounds, "an integer in 1..10000000"),
         (r.eval_every >= 1, "run.eval_every", r.eval_every, "an integer >= 1"),
         (r.checkpoint_every >= 1, "run.checkpoint_every", r.checkpoint_every, "an integer >= 1"),
         (
