@@ -135,7 +135,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
         cfg = cfg.replace("sweep", lrs=rates)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}_sweep"
     check_writable_folder(out, "--out")
-    console.print(f"hamrah sweep: {len(rates)} learning rates {rates} -> {out}")
+    console.print(f"hamrah sweep: {len(rates)} learning rates {rates} -> {out}", markup=False)
     with round_progress(cfg.run.rounds, log_rounds=False) as on_round:
         points = run_sweep(cfg, rates, out, on_start=lambda lr: console.print(f"lr = {lr:g} ..."), on_round=on_round)
     table = Table(title=f"rounds to {cfg.run.target_accuracy}")

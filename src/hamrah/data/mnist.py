@@ -97,9 +97,8 @@ def find_mnist(path: str | os.PathLike | None = None, *, download: bool = True) 
             return target
         tried.append(problem or f"{target}: download did not verify")
     raise DataError(
-        "MNIST not found. Looked in:\n  - " + "\n  - ".join(tried) + "\n"
-        "Put the four IDX .gz files in one of these folders, set HAMRAH_DATA to a folder holding "
-        "mnist/, or pass an explicit path."
+        "MNIST not found (looked in: " + "; ".join(tried) + "); expected the four IDX .gz files in one of "
+        "these folders, HAMRAH_DATA set to a folder holding mnist/, or an explicit path"
     )
 
 

@@ -233,7 +233,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key} = {value!r}: expected a list of numbers")
         return [float(v) for v in value]
     if key == "algorithm.batch_size" and not (isinstance(value, int) and not isinstance(value, bool)):
-        raise ConfigError(f'{key} = {value!r}: expected an integer >= 1 or "inf" (the whole local data set)')
+        raise ConfigError(f'{key} = {value!r}: expected an integer >= 1 or the string "inf" (the whole local data set)')
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):

@@ -124,12 +124,11 @@ class DPConfig:
             self.adaptive,
             "an AdaptiveClipConfig or None",
         )
-        _check(
-            self.adaptive is None or self.mode == "central",
-            "adaptive",
-            self.adaptive,
-            'None unless privacy.mode = "central" (Andrew et al. 2021 clip adaptively at the server)',
-        )
+        if self.adaptive is not None and self.mode != "central":
+            raise ConfigError(
+                f"privacy.adaptive is set with privacy.mode = {self.mode!r}: adaptive clipping needs "
+                'privacy.mode = "central" (Andrew et al. 2021 clip adaptively at the server)'
+            )
         k = self.tree_rounds
         _check(
             (k is None) == (self.mode != "ftrl")

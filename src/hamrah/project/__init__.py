@@ -88,7 +88,7 @@ def check_name(name: str) -> str:
     if not ident.isidentifier() or keyword.iskeyword(ident) or not ident.isascii():
         raise ConfigError(
             f"project name {name!r}: expected a Python identifier once dashes become underscores "
-            "(letters, digits, _ and -, not starting with a digit), e.g. my-clinic"
+            "(letters, digits, _ and -, not starting with a digit, not a Python keyword), e.g. my-clinic"
         )
     return ident
 
