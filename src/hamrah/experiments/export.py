@@ -122,7 +122,8 @@ def predict_csv(
     """Write ``task.predict`` of ``model`` on every row of the CSV ``source`` to ``output``; return the row count.
 
     The CSV's feature columns are read under the training data's schema (kept in the manifest), so
-    categorical values get the training codes. A label column, if present, is ignored.
+    categorical values get the training codes. A label column, if present, is ignored. Where the
+    training labels were text, ``prediction`` holds the class names, not their codes.
 
     Raises:
         DataError: the manifest holds no table schema, or the CSV does not match it.
@@ -139,6 +140,9 @@ def predict_csv(
     for i in range(0, len(x), batch_size):
         for name, values in task.predict(model(x[i : i + batch_size])).items():
             columns.setdefault(name, []).extend(values.tolist())
+    names = schema.field(schema.label).categories if schema.label is not None else None
+    if names is not None and "prediction" in columns:  # text labels: the class names, as the training file wrote them
+        columns["prediction"] = [names[int(c)] if 0 <= int(c) < len(names) else c for c in columns["prediction"]]
     tmp = Path(str(output) + ".tmp")
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -1,0 +1,61 @@
+"""``hamrah predict`` writes the class names of a task trained on text labels, not their codes."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import numpy as np
+
+from hamrah.cli import main
+from hamrah.experiments import from_dict, run_experiment
+
+TASK = """
+from torch import nn
+import hamrah
+
+class Pets(hamrah.ClassificationTask):
+    def model(self):
+        return nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3))
+    def data(self):
+        return self.read_tables(["a.csv", "b.csv"], "test.csv", label="kind")
+"""
+
+
+def _table(path, rng, n):
+    kinds = ["cat", "dog", "fish"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["w", "h", "kind"])
+        for _ in range(n):
+            k = int(rng.integers(3))
+            w.writerow([k + rng.normal(0, 0.1), -k + rng.normal(0, 0.1), kinds[k]])
+
+
+def test_predictions_are_the_class_names(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    for name, n in (("a.csv", 60), ("b.csv", 60), ("test.csv", 30)):
+        _table(tmp_path / name, rng, n)
+    (tmp_path / "pets_task.py").write_text(TASK)
+    raw = {
+        "task": {"entry": "pets_task:Pets"},
+        "data": {"partition": "natural", "num_clients": 0},
+        "algorithm": {"client_fraction": 1.0, "local_epochs": 5, "batch_size": 10, "lr": 0.2},
+        "run": {"rounds": 5},
+    }
+    try:
+        run_experiment(from_dict(raw, base=tmp_path), tmp_path / "run", plot=False)
+        (tmp_path / "pets.toml").write_text(
+            '[task]\nentry = "pets_task:Pets"\n[data]\npartition = "natural"\nnum_clients = 0\n'
+        )
+        argv = ["predict", "--model", "run", "--config", "pets.toml", "--csv", "test.csv", "--output", "out.csv"]
+        assert main(argv) == 0
+    finally:
+        sys.modules.pop("pets_task", None)
+    with open(tmp_path / "out.csv") as f:
+        got = list(csv.DictReader(f))
+    with open(tmp_path / "test.csv") as f:
+        truth = [r["kind"] for r in csv.DictReader(f)]
+    assert {r["prediction"] for r in got} <= {"cat", "dog", "fish"}
+    assert np.mean([r["prediction"] == t for r, t in zip(got, truth)]) > 0.8
