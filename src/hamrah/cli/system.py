@@ -170,11 +170,13 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
 
 
 def _cmd_store(args: argparse.Namespace) -> None:
-    from hamrah.device.store import ExampleStore
-    from hamrah.experiments.runner import prepare
-    from hamrah.experiments.serve import load_server_config
+    from hamrah.device.store import ExampleStore, check_ttl
 
     if args.action == "import":
+        from hamrah.core.files import check_writable_file
+
+        check_ttl(args.ttl, "--ttl")  # the options and paths first: nothing is read or written on a mistake
+        check_writable_file(args.out, "--store")
         if args.source:
             from hamrah.device.store_import import import_command
 
@@ -182,23 +184,31 @@ def _cmd_store(args: argparse.Namespace) -> None:
             return
         if not args.config:
             raise HamrahError("store import: --from FILE_OR_DIR or --config (a partition's client) is required")
-        from hamrah.experiments.serve import import_client
+        if Path(args.out).exists():
+            raise HamrahError(
+                f"--store {args.out}: already exists; expected a new store path (--config fills a new one)"
+            )
+        from hamrah.experiments.runner import prepare
+        from hamrah.experiments.serve import import_client, load_server_config
 
         prep = prepare(load_server_config(args.config)[0])  # a run's config, a server's or a device's
         if not 0 <= args.client < prep.data.num_clients:
             raise HamrahError(f"--client {args.client}: the partition has clients 0..{prep.data.num_clients - 1}")
         n = import_client(prep, args.client, args.out, args.ttl)
         print(f"{args.out}: {n} examples of client {args.client}")
-    else:
-        with ExampleStore(args.out) as store:
-            print(
-                f"{args.out}: {store.count()} live examples" + (f" ({store.schema.describe()})" if store.schema else "")
-            )
+        return
+    if not Path(args.out).is_file():  # opening a missing store would create an empty one
+        what = "is a folder" if Path(args.out).is_dir() else "no such example store"
+        raise HamrahError(f"--store {args.out}: {what}; expected a store made by `hamrah store import`")
+    with ExampleStore(args.out) as store:
+        print(f"{args.out}: {store.count()} live examples" + (f" ({store.schema.describe()})" if store.schema else ""))
 
 
 def _cmd_tokens(args: argparse.Namespace) -> None:
-    from hamrah.device.fleet import make_tokens
+    from hamrah.device.fleet import MAX_TOKENS, make_tokens
 
+    if not 1 <= args.count <= MAX_TOKENS:
+        raise HamrahError(f"--count {args.count}: expected an integer from 1 to {MAX_TOKENS:,}")
     existed = Path(args.file).exists()
     server_file = Path(args.server_file) if args.server_file else None
     tokens = make_tokens(Path(args.file), args.count, server_file)

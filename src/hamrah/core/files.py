@@ -18,15 +18,7 @@ def check_writable_folder(path: str | Path, setting: str) -> None:
     Raises:
         ConfigError: names ``setting``, the path and what is in the way.
     """
-    path = Path(path)
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        where = "is a file" if probe == path else f"lies under the file {probe}"
-        raise ConfigError(f"{setting} {path}: {where}; expected a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{setting} {path}: {probe} is not writable; expected a folder this user can write")
+    _check(Path(path), Path(path), setting)
 
 
 def check_writable_file(path: str | Path, setting: str) -> None:
@@ -38,7 +30,19 @@ def check_writable_file(path: str | Path, setting: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{setting} {path}: is a folder; expected a file name")
-    check_writable_folder(path.parent, setting)
+    _check(path, path.parent, setting)
+
+
+def _check(path: Path, start: Path, setting: str) -> None:
+    """Walk up from ``start`` to the nearest existing path: it must be a writable folder."""
+    probe = start
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is a file" if probe == path else f"lies under the file {probe}"
+        raise ConfigError(f"{setting} {path}: {where}; expected a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{setting} {path}: {probe} is not writable; expected a folder this user can write")
 
 
 __all__ = ["check_writable_file", "check_writable_folder"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hamrah.core.errors import AuthError, ConfigError, TransportError
+from hamrah.core.files import check_writable_file
 from hamrah.core.seeds import churn_rng
 from hamrah.device.config import DeviceConfig, DeviceStats
 from hamrah.device.eligibility import DeviceState, FunctionState
@@ -181,29 +182,81 @@ async def run_fleet(
     return stats
 
 
+MAX_TOKENS = 10**6
+
+
 def make_tokens(path: Path, count: int, server_file: Path | None = None) -> list[str]:
     """Return ``count`` device tokens from ``path`` (one per line), creating the file (mode 0600) if it
     does not exist.
 
+    Everything is checked before anything is written or its mode changed: a failed call leaves both
+    files as they were.
+
     Args:
         path: the devices' tokens (secret: readable by the owner only).
-        count: how many tokens are needed.
+        count: how many tokens are needed (1 to :data:`MAX_TOKENS`).
         server_file: if given, also write there what the server needs: one ``sha256:<hex>`` digest per
             token (mode 0600), never the tokens themselves.
 
     Raises:
-        ConfigError: the file holds fewer than ``count`` tokens, or holds digests instead of tokens.
+        ConfigError: a bad count; a path that is a folder or lies under a file; a file that is not text,
+            holds a line that is not one token, holds fewer than ``count`` tokens, or holds digests
+            instead of tokens.
     """
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_TOKENS:
+        raise ConfigError(f"token count {count!r}: expected an integer from 1 to {MAX_TOKENS:,}")
+    path = Path(path)
     if not path.exists():
-        write_private(path, "".join(secrets.token_urlsafe(24) + "\n" for _ in range(count)).encode())
+        check_writable_file(path, "tokens file")
+    elif not path.is_file():
+        kind = "is a folder" if path.is_dir() else "is not a regular file"
+        raise ConfigError(f"tokens file {path}: {kind}; expected a file of device tokens, one per line")
+    if server_file is not None:
+        check_writable_file(server_file, "server file")
+        if Path(server_file).resolve() == path.resolve():
+            raise ConfigError(
+                f"{server_file}: the server's file would overwrite the devices' tokens; expected another path"
+            )
+    tokens = _read_tokens(path) if path.exists() else [secrets.token_urlsafe(24) for _ in range(count)]
+    if len(tokens) < count:
+        raise ConfigError(f"{path}: holds {len(tokens)} tokens, the fleet needs {count}")
+    if not path.exists():
+        write_private(path, "".join(t + "\n" for t in tokens).encode())
     elif path.stat().st_mode & 0o077:  # an older, world-readable tokens file: make it private
         log.warning("%s was readable by others: made it readable by its owner only (0600)", path)
         path.chmod(0o600)
-    tokens = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if any(t.startswith("sha256:") for t in tokens):
-        raise ConfigError(f"{path}: holds token digests (the server's file), not tokens: give the devices' tokens file")
     if server_file is not None:
         write_private(server_file, "".join(f"sha256:{token_digest(t)}\n" for t in tokens).encode())
-    if len(tokens) < count:
-        raise ConfigError(f"{path}: holds {len(tokens)} tokens, the fleet needs {count}")
     return tokens[:count]
+
+
+def _read_tokens(path: Path) -> list[str]:
+    """Return the tokens of an existing tokens file (one per line; blank lines and ``#`` comments skipped).
+
+    Raises:
+        ConfigError: not UTF-8 text, a line that is not one printable token, or token digests.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the tokens file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not a text file (byte {e.start} is not UTF-8); expected one token per line"
+        ) from None
+    tokens = []
+    for i, line in enumerate(text.splitlines(), 1):
+        token = line.strip()
+        if not token or token.startswith("#"):  # blank lines and comments, as the server reads them
+            continue
+        if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+            raise ConfigError(
+                f"{path}: line {i} is not one token (it holds a space or a character that is not printable "
+                "ASCII); expected one token per line"
+            )
+        if token.startswith("sha256:"):
+            raise ConfigError(
+                f"{path}: holds token digests (the server's file), not tokens: give the devices' tokens file"
+            )
+        tokens.append(token)
+    return tokens

@@ -18,6 +18,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,15 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at);
 """
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+
+def check_ttl(ttl_s: Any, name: str = "ttl_s =") -> None:
+    """Raise DataError, naming ``name`` (``"--ttl"``: the CLI's option) and the value, unless ``ttl_s`` is
+    None or a positive, finite number of seconds."""
+    number = isinstance(ttl_s, (int, float)) and not isinstance(ttl_s, bool)
+    if ttl_s is not None and not (number and math.isfinite(ttl_s) and ttl_s > 0):
+        shown = f"{ttl_s:g}" if number else repr(ttl_s)
+        raise DataError(f"{name} {shown}: expected a positive number of seconds, or none for no expiry")
 
 
 class ExampleStore:
@@ -196,8 +206,7 @@ class ExampleStore:
     def _insert(
         self, records: np.ndarray, timestamp: float | None, ttl_s: float | None, progress: Callable[[int], None] | None
     ) -> None:
-        if ttl_s is not None and not (isinstance(ttl_s, (int, float)) and math.isfinite(ttl_s) and ttl_s > 0):
-            raise DataError(f"ttl_s = {ttl_s!r}: expected a positive number of seconds, or None for no expiry")
+        check_ttl(ttl_s)
         now = time.time() if timestamp is None else float(timestamp)
         expires = None if ttl_s is None else now + ttl_s
         self._db.execute("BEGIN")
@@ -354,14 +363,33 @@ class ExampleStore:
             self._db.execute("INSERT OR REPLACE INTO runtime VALUES ('privacy_spent', ?)", (json.dumps(spent),))
 
 
+@contextmanager
+def new_store(path: str | Path, schema: Schema | None = None) -> Iterator[ExampleStore]:
+    """Open a new store that appears at ``path`` only once the ``with`` block succeeds: its folders made
+    first (DataError naming the folder if they cannot be), written as ``PATH.partial``, renamed at the
+    end, removed on any error."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{path.parent}: cannot make the store's folder ({e.strerror or e})") from None
+    tmp = path.with_name(path.name + ".partial")
+    tmp.unlink(missing_ok=True)
+    try:
+        with ExampleStore(tmp, schema) as store:
+            yield store
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def import_partition(path: str | Path, data: ArrayData, ttl_s: float | None = None) -> int:
-    """Fill a new store at ``path`` with ``data`` (e.g. one client of a partition); return the count."""
+    """Fill a new store at ``path`` with ``data`` (e.g. one client of a partition); return the count.
+    DataError: ``path`` exists, or a bad ``ttl_s`` (checked before anything is written)."""
     path = Path(path)
     if path.exists():
         raise DataError(f"{path}: already exists; choose a new store path")
-    tmp = path.with_name(path.name + ".partial")
-    tmp.unlink(missing_ok=True)
-    with ExampleStore(tmp) as store:
-        n = store.add_many(data.x.numpy(), data.y.numpy(), ttl_s=ttl_s)
-    tmp.replace(path)
-    return n
+    check_ttl(ttl_s)
+    with new_store(path) as store:
+        return store.add_many(data.x.numpy(), data.y.numpy(), ttl_s=ttl_s)

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from hamrah.core.errors import DataError
+from hamrah.core.errors import ConfigError, DataError
+from hamrah.core.files import check_writable_file
 from hamrah.data.loaders import SourceSpec, load_examples
 from hamrah.data.schema import Schema
 
@@ -38,23 +39,13 @@ def fill_store(
     Raises:
         DataError: an existing store of another schema, or records that do not fit; nothing written.
     """
-    from hamrah.device.store import ExampleStore
+    from hamrah.device.store import ExampleStore, check_ttl, new_store
 
     path = Path(path)
     columns = dict(examples.fields)
-    if path.exists():
-        with ExampleStore(path, examples.schema) as store:
-            return store.append_many(columns, ttl_s=ttl_s, progress=progress)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.unlink(missing_ok=True)
-    try:
-        with ExampleStore(tmp, examples.schema) as store:
-            n = store.append_many(columns, ttl_s=ttl_s, progress=progress)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
-    return n
+    check_ttl(ttl_s)
+    with ExampleStore(path, examples.schema) if path.exists() else new_store(path, examples.schema) as store:
+        return store.append_many(columns, ttl_s=ttl_s, progress=progress)
 
 
 def select_group(examples: Examples, group: str) -> Examples:
@@ -89,15 +80,64 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return tuple(c.strip() for c in text.split(",") if c.strip()) if text else None
 
 
+def _check_schema_path(path: str) -> None:
+    """Refuse a ``--save-schema`` path that cannot be written, before anything is imported."""
+    check_writable_file(path, "--save-schema")
+    if not Path(path).parent.is_dir():
+        raise ConfigError(f"--save-schema {path}: no folder {Path(path).parent}; expected a file in an existing folder")
+
+
+def _live_count(path: str | Path) -> int | None:
+    """Return the live records of an existing store (None: no store there yet)."""
+    from hamrah.device.store import ExampleStore
+
+    if not Path(path).exists():
+        return None
+    with ExampleStore(path) as store:
+        return store.count()
+
+
+class _Progress:
+    """The progress of an import of ``total`` records (silent up to 10,000): on a terminal one line
+    redrawn in place, elsewhere (a log file) only the final line."""
+
+    def __init__(self, out: TextIO, store: str, total: int):
+        self.out, self.store, self.total = out, store, total
+        self.tty, self.open = hasattr(out, "isatty") and out.isatty(), False
+
+    def __call__(self, done: int) -> None:
+        if self.total <= 10_000 or not (self.tty or done == self.total):
+            return
+        line, last = f"importing into {self.store}: {done:,} / {self.total:,} examples", done == self.total
+        self.out.write((f"\r{line}" + ("\n" if last else "")) if self.tty else line + "\n")
+        self.out.flush()
+        self.open = self.tty and not last
+
+    def end_line(self) -> None:
+        """End a half-drawn terminal line (before an error is printed)."""
+        if self.open:
+            self.out.write("\n")
+
+
 def import_command(args: argparse.Namespace, out: TextIO) -> str:
     """Run ``hamrah store import --from``; write progress to ``out``; return the summary line.
 
     With ``--schema PATH`` the data is read under that schema (a task's: every device then shares
     its columns and category codes); ``--save-schema PATH`` writes the imported data's schema as JSON.
+    An existing store of the same schema takes the records beside those it holds (the line says how
+    many it held before).
 
     Raises:
-        DataError: a bad source, option or store (one line, nothing written).
+        DataError, ConfigError: a bad source, option, store or output path (one line, nothing written;
+            the paths and ``--ttl`` are checked before the data is read).
     """
+    from hamrah.device.store import check_ttl
+
+    check_ttl(args.ttl, "--ttl")
+    check_writable_file(args.out, "--store")
+    save_schema = getattr(args, "save_schema", None)
+    if save_schema:
+        _check_schema_path(save_schema)
     spec = SourceSpec(
         args.format,
         args.label,
@@ -114,20 +154,21 @@ def import_command(args: argparse.Namespace, out: TextIO) -> str:
     total = len(examples)
     if total == 0:
         raise DataError(f"{args.source}: no examples to import")
+    before = _live_count(args.out)
+    progress = _Progress(out, args.out, total)
+    try:
+        n = fill_store(args.out, examples, ttl_s=args.ttl, progress=progress)
+    except BaseException:
+        progress.end_line()
+        raise
+    if save_schema:
+        from hamrah.transport.identity import write_private  # all or nothing
 
-    def progress(done: int) -> None:
-        if total > 10_000:
-            out.write(f"\rimporting into {args.out}: {done:,} / {total:,} examples")
-            out.flush()
-
-    n = fill_store(args.out, examples, ttl_s=args.ttl, progress=progress)
-    if total > 10_000:
-        out.write("\n")
-    if getattr(args, "save_schema", None):
         try:
-            Path(args.save_schema).write_text(examples.schema.to_json() + "\n")
+            write_private(save_schema, (examples.schema.to_json() + "\n").encode())
         except OSError as e:
             raise DataError(
-                f"{args.out}: imported {n:,} examples, but --save-schema {args.save_schema} could not be written ({e})"
+                f"{args.out}: imported {n:,} examples, but --save-schema {save_schema} could not be written ({e})"
             ) from None
-    return f"{args.out}: imported {n:,} examples ({examples.schema.describe()})"
+    line = f"{args.out}: imported {n:,} examples ({examples.schema.describe()})"
+    return line if before is None else f"{line}; the store held {before:,} before, {before + n:,} now"

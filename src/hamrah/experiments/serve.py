@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hamrah.algorithms import build
 from hamrah.core.errors import ConfigError, DataError
-from hamrah.device.store import ExampleStore, import_partition
+from hamrah.device.store import check_ttl, import_partition, new_store
 from hamrah.experiments.config import ExperimentConfig, from_dict, read_toml, user_task
 from hamrah.experiments.config_resolve import algorithm_hyperparameters
 from hamrah.experiments.export import write_model
@@ -182,28 +182,26 @@ def import_client(prep, client: int, path: str | Path, ttl_s: float | None = Non
 
     A user task's client gets its records of named fields under the training schema (what the plan
     names and the device reads back with ``ExampleStore.examples``); a built-in data set's, ``x, y``.
-    Written to ``PATH.partial`` and renamed: all or nothing.
+    The store's folders are made; it is written to ``PATH.partial`` and renamed: all or nothing (the
+    partial file is removed on any error).
 
     Raises:
         ConfigError: no such client.
+        DataError: ``path`` exists, or a bad ``ttl_s`` (checked before anything is written).
     """
     fed = prep.data
     if not 0 <= client < fed.num_clients:
         raise ConfigError(f"client {client}: the partition has clients 0..{fed.num_clients - 1}")
-    examples = fed.dataset.info.get("train_examples")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if examples is None:
-        return import_partition(path, fed.client_data(client), ttl_s)
     path = Path(path)
     if path.exists():
         raise DataError(f"{path}: already exists; choose a new store path")
+    check_ttl(ttl_s)
+    examples = fed.dataset.info.get("train_examples")
+    if examples is None:
+        return import_partition(path, fed.client_data(client), ttl_s)
     part = examples.take(fed.client_indices[client])
-    tmp = path.with_name(path.name + ".partial")
-    tmp.unlink(missing_ok=True)
-    with ExampleStore(tmp, part.schema) as store:
-        n = store.append_many({name: part[name] for name in part.schema.names}, ttl_s=ttl_s)
-    tmp.replace(path)
-    return n
+    with new_store(path, part.schema) as store:
+        return store.append_many({name: part[name] for name in part.schema.names}, ttl_s=ttl_s)
 
 
 def import_stores(exp: ExperimentConfig, out_dir: str | Path, clients: list[int]) -> list[Path]:

@@ -5,7 +5,7 @@ threads; here it talks over :class:`~hamrah.parties.channel.GrpcChannel`. After 
 the party writes a checkpoint (``out/checkpoints/epoch-0003.npz``, written to a temporary file and
 renamed, so a crash leaves no half-written file). When a peer goes away (:class:`PartyFailed`) the
 party says so, keeps its server up, and starts the protocol again; the parties agree on the last
-epoch all of them completed (``lr_common.hello``) and go on from there.
+epoch all of them completed (``lr_start.hello``) and go on from there.
 """
 
 from __future__ import annotations

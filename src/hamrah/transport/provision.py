@@ -31,11 +31,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.files import check_writable_folder
 from hamrah.transport.certs import cert_sha256, key_pem, make_cert, pem
 from hamrah.transport.identity import IDENTITY_CERT, DeviceKey, identity_certificate, token_digest, write_private
 
 REGISTRY = "devices.json"
 DEVICE_FILES = ("ca.pem", "client.pem", "client.key", "token", "signing.key")
+MAX_DEVICES = 100_000  # one folder of six files per device: more is a mistyped count
 
 
 @dataclass(frozen=True)
@@ -107,15 +109,37 @@ def device_folders(devices_dir: str | Path, count: int) -> list[DeviceCredential
     return [DeviceCredentials.load(p) for p in folders[:count]]
 
 
+def _read_pem(path: Path, load, what: str):
+    """Return ``load(bytes)`` of a PEM file this module wrote.
+
+    Raises:
+        ConfigError: the file cannot be read or is not a PEM ``what`` (names the file).
+    """
+    try:
+        return load(path.read_bytes())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"{path}: not a PEM {what}; expected the one `hamrah provision` wrote (restore it from a backup)"
+        ) from None
+
+
 def _load_ca(ca_dir: Path):
-    key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
-    return key, x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+    key = _read_pem(ca_dir / "ca.key", lambda b: serialization.load_pem_private_key(b, password=None), "private key")
+    return key, _read_pem(ca_dir / "ca.pem", x509.load_pem_x509_certificate, "certificate")
 
 
 def _ensure_ca(out: Path):
     ca_dir = out / "ca"
-    if (ca_dir / "ca.key").is_file() and (ca_dir / "ca.pem").is_file():
+    have = [(ca_dir / f).is_file() for f in ("ca.key", "ca.pem")]
+    if all(have):
         return _load_ca(ca_dir)
+    if any(have):  # a new CA would not be the one the existing kits trust
+        there, gone = ("ca.key", "ca.pem") if have[0] else ("ca.pem", "ca.key")
+        raise ConfigError(
+            f"{ca_dir / gone}: missing beside {there}; expected both files `hamrah provision` wrote (restore it)"
+        )
     key = ec.generate_private_key(ec.SECP256R1())
     ca = make_cert("ca", "hamrah CA", key.public_key(), key, days=3650)
     write_private(ca_dir / "ca.key", key_pem(key))
@@ -158,13 +182,22 @@ def _entry(name: str, token: str, signing: DeviceKey, cert: x509.Certificate) ->
     }
 
 
-def _existing_device(d: Path, ca_key, ca) -> dict:
+def _existing_device(d: Path) -> tuple[dict, DeviceKey]:
+    """Return an existing kit's registry entry and signing key (nothing written).
+
+    Raises:
+        ConfigError: a file of the kit is missing or damaged (names it).
+    """
     kit = DeviceCredentials.load(d)
-    cert = x509.load_pem_x509_certificate(Path(kit.tls_cert).read_bytes())
+    cert = _read_pem(Path(kit.tls_cert), x509.load_pem_x509_certificate, "certificate")
     signing = DeviceKey.load(kit.signing_key)
+    return _entry(kit.name, kit.token, signing, cert), signing
+
+
+def _keep_device(d: Path, entry: dict, signing: DeviceKey, ca_key, ca) -> dict:
     if not (d / IDENTITY_CERT).is_file():  # kits made before identity certificates: add one
-        (d / IDENTITY_CERT).write_bytes(pem(identity_certificate(kit.name, signing.public_bytes, ca_key, ca)))
-    return _entry(kit.name, kit.token, signing, cert)
+        (d / IDENTITY_CERT).write_bytes(pem(identity_certificate(entry["name"], signing.public_bytes, ca_key, ca)))
+    return entry
 
 
 def provision(
@@ -182,21 +215,29 @@ def provision(
         Paths: ``ca``, ``server`` (the server's folder), ``registry``, ``devices`` (the devices' folder).
 
     Raises:
-        ConfigError: ``devices`` is not positive, ``hosts`` is empty, or an existing kit is damaged.
+        ConfigError: ``devices`` is not from 1 to :data:`MAX_DEVICES`, ``hosts`` is empty, ``out`` is a
+            file or lies under one, or an existing kit or the CA is damaged (checked before a new kit is
+            written).
     """
-    if devices < 1:
-        raise ConfigError(f"--devices {devices}: expected at least 1")
+    if not 1 <= devices <= MAX_DEVICES:
+        raise ConfigError(f"--devices {devices}: expected at least 1 and at most {MAX_DEVICES:,}")
     if not hosts or not all(h.strip() for h in hosts):
         raise ConfigError("--hosts: expected at least one host name or address of the server")
     if not prefix.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"--prefix {prefix!r}: expected letters, digits, '-' or '_'")
     out = Path(out)
+    check_writable_folder(out, "provision")
+    folders = [out / "devices" / f"{prefix}-{i:04d}" for i in range(devices)]
+    for d in folders:
+        if d.exists() and not d.is_dir():
+            raise ConfigError(f"{d}: is a file; expected a device kit folder (move the file away)")
+    existing = {d: _existing_device(d) for d in folders if d.is_dir()}  # every kit checked before any write
     ca_key, ca = _ensure_ca(out)
     _ensure_server(out, ca_key, ca, tuple(h.strip() for h in hosts))
-    entries = []
-    for i in range(devices):
-        d = out / "devices" / f"{prefix}-{i:04d}"
-        entries.append(_existing_device(d, ca_key, ca) if d.is_dir() else _new_device(d, d.name, ca_key, ca))
+    entries = [
+        _keep_device(d, *existing[d], ca_key, ca) if d in existing else _new_device(d, d.name, ca_key, ca)
+        for d in folders
+    ]
     registry = out / "server" / REGISTRY
     write_private(registry, json.dumps({"version": 1, "devices": entries}, indent=1).encode())
     return {"ca": out / "ca", "server": out / "server", "registry": registry, "devices": out / "devices"}

@@ -34,12 +34,12 @@ from hamrah.vertical.lr_common import (
     PaillierOps,
     PlainOps,
     decide_stop,
-    hello,
     prepare,
     standardise,
     train_loop,
 )
 from hamrah.vertical.lr_ops import keygen, public_from_wire, public_to_wire
+from hamrah.vertical.lr_start import hello
 
 __all__ = ["LRConfig", "arbiter", "guest", "host"]
 
