@@ -85,21 +85,10 @@ def read_model(folder: str | Path, task: Task) -> tuple[nn.Module, dict]:
     Raises:
         ConfigError: no saved model in ``folder``, or it belongs to another task or does not fit its model.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     if not (folder / MODEL_FILE).is_file() or not (folder / MANIFEST_FILE).is_file():
         raise ConfigError(f"{folder}: no {MODEL_FILE} and {MANIFEST_FILE} here; expected the --out folder of a run")
-    try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-        weights = load_file(str(folder / MODEL_FILE))
-    except (OSError, ValueError, SafetensorError) as e:
-        raise ConfigError(
-            f"{folder}: the saved model cannot be read ({e}); expected the files hamrah run wrote"
-        ) from None
-    if not isinstance(manifest, dict):
-        raise ConfigError(f"{folder}/{MANIFEST_FILE}: expected a JSON object (the manifest hamrah run wrote)")
+    manifest, weights, _ = _read_saved(folder, MANIFEST_FILE, MODEL_FILE, "saved model")
     if manifest.get("task") != task.task_name:
         raise ConfigError(
             f"{folder}: the model is of task {manifest.get('task')!r}, the config's task is {task.task_name!r}"
@@ -181,23 +170,11 @@ def read_checkpoint(out: str | Path, config: Mapping) -> tuple[dict[str, torch.T
         ConfigError: no checkpoint, a damaged one, or one made under another config (``run.rounds``
             may change: a run can be extended).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     out = Path(out)
     if not (out / CHECKPOINT_META).is_file() or not (out / CHECKPOINT_FILE).is_file():
         raise ConfigError(f"{out}: no checkpoint to resume from (run it with --out {out} first)")
-    try:
-        meta = json.loads((out / CHECKPOINT_META).read_text(encoding="utf-8"))
-        with safe_open(str(out / CHECKPOINT_FILE), "pt") as f:
-            saved_round = (f.metadata() or {}).get("round")
-        tensors = load_file(str(out / CHECKPOINT_FILE))
-    except (OSError, ValueError, SafetensorError) as e:
-        raise ConfigError(
-            f"{out}: the checkpoint cannot be read ({e}); expected a checkpoint written by hamrah run"
-        ) from None
-    if not isinstance(meta, dict):
-        raise ConfigError(f"{out}/{CHECKPOINT_META}: expected a JSON object (the checkpoint hamrah run wrote)")
+    meta, tensors, header = _read_saved(out, CHECKPOINT_META, CHECKPOINT_FILE, "checkpoint")
+    saved_round = header.get("round")
     if saved_round != str(meta.get("round")):
         raise ConfigError(f"{out}: checkpoint files of different rounds ({saved_round} and {meta.get('round')})")
     if meta.get("config_digest") != resume_digest(config):
@@ -206,6 +183,28 @@ def read_checkpoint(out: str | Path, config: Mapping) -> tuple[dict[str, torch.T
             "may change)"
         )
     return tensors, meta
+
+
+def _read_saved(folder: Path, meta_name: str, tensors_name: str, what: str) -> tuple[dict, dict, dict]:
+    """Read a run's JSON object and the safetensors file beside it: (the object, the tensors, the tensor
+    file's metadata).
+
+    Raises:
+        ConfigError: either file is damaged, or the JSON is not an object.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        meta = json.loads((folder / meta_name).read_text(encoding="utf-8"))
+        with safe_open(str(folder / tensors_name), "pt") as f:
+            header = f.metadata() or {}
+        tensors = load_file(str(folder / tensors_name))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise ConfigError(f"{folder}: the {what} cannot be read ({e}); expected the files hamrah run wrote") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{folder}/{meta_name}: expected a JSON object (the {what} hamrah run wrote)")
+    return meta, tensors, header
 
 
 def resume_digest(config: Mapping) -> str:
