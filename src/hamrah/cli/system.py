@@ -368,6 +368,8 @@ def add_commands(sub) -> None:
     p.add_argument("--group", help="import --from: import only this natural client (a file stem or client id)")
     p.add_argument("--split", help="import --from: the split folder / keys to read (train, test)")
     p.add_argument("--missing", choices=["error", "drop"], default="error", help="rows with a missing value")
+    p.add_argument("--image-size", help="import --from images: resize every image to HEIGHTxWIDTH, e.g. 16x16")
+    p.add_argument("--image-mode", choices=["RGB", "L"], default="RGB", help="import --from images: colour or grey")
     p.add_argument("--ttl", type=float, help="import --from: seconds until the imported examples expire")
     p.add_argument("--schema", help="import --from: read the data under this schema JSON (shared codes)")
     p.add_argument("--save-schema", help="import --from: write the imported data's schema JSON here")

@@ -80,6 +80,16 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return tuple(c.strip() for c in text.split(",") if c.strip()) if text else None
 
 
+def _image_size(text: str | None) -> tuple[int, int] | None:
+    """``--image-size HEIGHTxWIDTH`` as a pair of positive integers."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--image-size {text}: expected HEIGHTxWIDTH in pixels, e.g. 16x16")
+    return int(parts[0]), int(parts[1])
+
+
 def _check_schema_path(path: str) -> None:
     """Refuse a ``--save-schema`` path that cannot be written, before anything is imported."""
     check_writable_file(path, "--save-schema")
@@ -146,6 +156,8 @@ def import_command(args: argparse.Namespace, out: TextIO) -> str:
         args.split,
         args.missing,
         _names(args.columns),
+        _image_size(getattr(args, "image_size", None)),
+        getattr(args, "image_mode", "RGB"),
     )
     schema = _read_schema(args.schema) if getattr(args, "schema", None) else None
     examples = load_examples(args.source, spec, schema)

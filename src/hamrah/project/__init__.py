@@ -54,6 +54,7 @@ _KIND = {
         "lr": "0.1",
         "rounds": "10",
         "sites": "3",
+        "device_import": "--from <this device's CSV> --label label",
     },
     "image": {
         "kind": "ClassificationTask",
@@ -64,6 +65,7 @@ _KIND = {
         "lr": "0.1",
         "rounds": "20",
         "sites": "3",
+        "device_import": "--from <this device's image folder, one folder per class> --image-size 16x16 --image-mode L",
     },
     "text": {
         "kind": "NextTokenTask",
@@ -74,6 +76,7 @@ _KIND = {
         "lr": "1.0",
         "rounds": "10",
         "sites": "3",
+        "device_import": "--config device.toml --client K (no loader reads .txt files: the task's data() splits them)",
     },
 }
 
