@@ -150,3 +150,35 @@ def test_the_batched_trainer_gives_the_sequential_personal_models(shards, method
     assert fast.client_states.keys() == slow.client_states.keys() and len(fast.client_states) >= 10
     assert all(max_abs_diff(fast.client_states[c], slow.client_states[c]) < 1e-3 for c in fast.client_states)
     assert a.history[-1].extra["personal_accuracy"] == pytest.approx(b.history[-1].extra["personal_accuracy"], abs=1e-3)
+
+
+def test_a_clients_own_model_comes_out_of_a_personalized_run(tmp_path):
+    """personal_model: FedPer's client = the global model with its own last layer; one that never
+    trained keeps the global model's (never averaged) personal layer; a plain run is refused."""
+    from hamrah.experiments.export import read_checkpoint
+    from hamrah.experiments.personal import personal_model
+
+    raw = {
+        "data": {"dataset": "mnist", "partition": "shards", "num_clients": 100},
+        "algorithm": {"name": "fedavg", "client_fraction": 0.05, "lr": 0.05},
+        "run": {"rounds": 2, "eval_every": 2},
+        "personalization": {"method": "fedper", "layers": ["fc3"], "holdout": 0.2},
+    }
+    cfg = from_dict(raw)
+    run_experiment(cfg, tmp_path / "run", plot=False)
+    tensors, _ = read_checkpoint(tmp_path / "run", cfg.to_dict())
+    trained = sorted({int(k.split("/")[1]) for k in tensors if k.startswith("client/")})
+    idle = next(c for c in range(100) if c not in trained)
+    model, round_ = personal_model(tmp_path / "run", cfg, trained[0])
+    own = dict(model.named_parameters())
+    assert round_ == 2
+    torch.testing.assert_close(own["fc3.weight"], tensors[f"client/{trained[0]}/fc3.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(own["fc1.weight"], tensors["params/fc1.weight"], rtol=0, atol=0)
+    untouched = dict(personal_model(tmp_path / "run", cfg, idle)[0].named_parameters())
+    torch.testing.assert_close(untouched["fc3.weight"], tensors["params/fc3.weight"], rtol=0, atol=0)
+    assert not torch.equal(untouched["fc3.weight"], own["fc3.weight"])
+    with pytest.raises(ConfigError, match="client 100: the run has clients 0..99"):
+        personal_model(tmp_path / "run", cfg, 100)
+    plain = from_dict({k: v for k, v in raw.items() if k != "personalization"})
+    with pytest.raises(ConfigError, match="the run is not personalized"):
+        personal_model(tmp_path / "run", plain, 0)
