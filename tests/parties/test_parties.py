@@ -393,3 +393,25 @@ def test_make_tls_and_out_mistakes_are_refused_before_any_work(tmp_path):
     files["guest"].write_text(files["guest"].read_text().replace('out = "out/guest"', 'out = "afile/out"'))
     with pytest.raises(ConfigError, match="party.out .*afile/out: lies under the file .*afile; expected a folder"):
         run_party(load_party_config(files["guest"]))
+
+
+def test_a_pickled_model_file_and_a_garbage_frame_are_named(tmp_path):
+    from hamrah.core.errors import DataError, ProtocolError
+    from hamrah.parties.runner import _load_arrays
+
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="it holds pickled objects, which are never loaded") as err:
+        _load_arrays(tmp_path / "obj.npy")
+    assert "allow_pickle" not in str(err.value)
+    tls = make_party_tls(tmp_path / "tls", ["guest", "host"])
+    p1, p2 = _port(), _port()
+    guest = PartyServer("guest", {"host": f"127.0.0.1:{p2}"}, f"127.0.0.1:{p1}", tls["guest"], timeout_s=10)
+    host = PartyServer("host", {"guest": f"127.0.0.1:{p1}"}, f"127.0.0.1:{p2}", tls["host"], timeout_s=10)
+    try:
+        channel = host.channel()
+        channel._deliver("guest", "junk", channel.session + (0).to_bytes(8, "big") + b"not a message", 5)
+        with pytest.raises(ProtocolError, match="from 'host': .*HVM1"):
+            guest.channel().recv("host", "lr/hello")
+    finally:
+        guest.stop()
+        host.stop()

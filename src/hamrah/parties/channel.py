@@ -261,7 +261,10 @@ class GrpcChannel:
         self._peer(frm)
         data = self._next(frm, tag)
         self.stats.count(frm, len(data), sent=False)
-        envelope = decode(data)
+        try:
+            envelope = decode(data)
+        except ProtocolError as e:
+            raise ProtocolError(f"from {frm!r}: {e}") from None
         if envelope.tag == ABORT:
             error = envelope.fields.get("error")
             raise PartyStopped(frm, error if isinstance(error, str) and error.isidentifier() else "an error")

@@ -120,6 +120,14 @@ def load_party_config(path: str | Path) -> PartyConfig:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    try:
+        return _parse(doc, path)
+    except ConfigError as e:  # every message names the file
+        text = str(e)
+        raise ConfigError(text if text.startswith(f"{path}:") else f"{path}: {text}") from None
+
+
+def _parse(doc: dict, path: Path) -> PartyConfig:
     _check_keys(doc, path)
     base = path.parent
     party, data, peers, tls = (doc.get(s, {}) for s in ("party", "data", "peers", "tls"))

@@ -58,7 +58,9 @@ def load_checkpoints(folder: Path, kind: type = LRState, settings: str | None = 
                 arrays = {k: z[k] for k in z.files}
             state = kind.from_arrays(arrays)
         except (OSError, KeyError, ValueError, EOFError, DataError) as e:
-            raise DataError(f"{path}: not a readable checkpoint ({e}); delete it to start that epoch again") from None
+            raise DataError(
+                f"{path}: not a readable checkpoint ({_why(e)}); delete it to start that epoch again"
+            ) from None
         saved = str(arrays["settings"]) if "settings" in arrays else None
         if settings is not None and saved is not None and saved != settings:
             raise ConfigError(
@@ -179,7 +181,15 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, KeyError, EOFError) as e:
-        raise DataError(f"{path}: not a readable model ({e}); expected the model.npz `hamrah party` wrote") from None
+        raise DataError(
+            f"{path}: not a readable model ({_why(e)}); expected the model.npz `hamrah party` wrote"
+        ) from None
+
+
+def _why(error: Exception) -> str:
+    """Why an .npz could not be read, without numpy's advice to load pickled data (never done here)."""
+    text = str(error)
+    return "it holds pickled objects, which are never loaded" if "pickle" in text else text
 
 
 def _scores(labels: np.ndarray | None, out: np.ndarray, regression: bool, column: str, where: str) -> dict:

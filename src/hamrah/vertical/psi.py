@@ -229,7 +229,10 @@ def _as_points(values: list[bytes]) -> np.ndarray:
 def _ring(channel, leader: str, parties: tuple[str, ...] | None) -> tuple[str, ...]:
     names = set(parties or channel.peers) | {channel.name}
     if leader not in names:
-        raise ConfigError(f"psi.leader = {leader!r}: not one of the parties {sorted(names)}")
+        raise ConfigError(
+            f"psi.leader = {leader!r}: not one of the parties {sorted(names)} (inside a protocol the leader is "
+            "its guest: [protocol] guest must be the guest's party name)"
+        )
     return (leader,) + tuple(sorted(names - {leader}))
 
 
