@@ -35,3 +35,25 @@ def test_a_bad_image_size_is_one_line(tmp_path, capsys, size):
     assert main([*argv, "--image-size", size]) == 2
     assert f"--image-size {size}: expected HEIGHTxWIDTH" in capsys.readouterr().err
     assert not (tmp_path / "s.db").exists()
+
+
+def test_a_site_missing_classes_gets_the_runs_codes_from_its_manifest(tmp_path, capsys):
+    """A device whose folder holds only 'dog' images imports them under the run's schema (the manifest's):
+    'dog' keeps the code the training set gave it, not 0."""
+    import json
+
+    from hamrah.data.schema import Field, Schema
+
+    schema = Schema(
+        (Field("image", "float32", (1, 4, 3)), Field("label", "int64", categories=("cat", "dog", "fish"))),
+        label="label",
+    )
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"task": "pets", "schema": json.loads(schema.to_json())}))
+    _images(tmp_path / "site", [("dog", (5, 5)), ("dog", (6, 4))])
+    store = tmp_path / "s.db"
+    argv = ["store", "import", "--from", str(tmp_path / "site"), "--store", str(store), "--schema", str(manifest)]
+    assert main([*argv, "--image-size", "4x3", "--image-mode", "L"]) == 0
+    with ExampleStore(store) as s:
+        labels = s.examples().labels.tolist()
+    assert labels == [1, 1]

@@ -9,6 +9,7 @@ schema must match) or none.
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -68,11 +69,21 @@ def select_group(examples: Examples, group: str) -> Examples:
 
 
 def _read_schema(path: str) -> Schema:
-    """Read a schema JSON file (``--schema``: e.g. written by ``--save-schema`` on a reference file)."""
+    """Read ``--schema``: a schema JSON file (e.g. written by ``--save-schema`` on a reference file), or
+    a run's ``manifest.json``, whose ``schema`` is its training data's (every device then gets the
+    run's columns and category codes)."""
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"--schema {path}: cannot read the schema file ({e})") from None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and "task" in doc and "schema" in doc:  # a run's manifest
+        if doc["schema"] is None:
+            raise DataError(f"--schema {path}: this run's manifest holds no schema (its data was not Examples)")
+        text = json.dumps(doc["schema"])
     return Schema.from_json(text, f"--schema {path}")
 
 

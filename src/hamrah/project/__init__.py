@@ -54,7 +54,7 @@ _KIND = {
         "lr": "0.1",
         "rounds": "10",
         "sites": "3",
-        "device_import": "--from <this device's CSV> --label label",
+        "device_import": "--from <this device's CSV> --schema runs/<run>/manifest.json  # the run's columns and codes",
     },
     "image": {
         "kind": "ClassificationTask",
@@ -65,7 +65,8 @@ _KIND = {
         "lr": "0.1",
         "rounds": "20",
         "sites": "3",
-        "device_import": "--from <this device's image folder, one folder per class> --image-size 16x16 --image-mode L",
+        "device_import": "--from <this device's image folder, one folder per class> --image-size 16x16 "
+        "--image-mode L --schema runs/<run>/manifest.json  # the run's class codes",
     },
     "text": {
         "kind": "NextTokenTask",
