@@ -177,7 +177,7 @@ def _cmd_store(args: argparse.Namespace) -> None:
 
         check_ttl(args.ttl, "--ttl")  # the options and paths first: nothing is read or written on a mistake
         check_writable_file(args.out, "--store")
-        if args.source:
+        if args.source and not args.config:
             from hamrah.device.store_import import import_command
 
             print(import_command(args, sys.stderr))
@@ -189,7 +189,18 @@ def _cmd_store(args: argparse.Namespace) -> None:
                 f"--store {args.out}: already exists; expected a new store path (--config fills a new one)"
             )
         from hamrah.experiments.runner import prepare
-        from hamrah.experiments.serve import import_client, load_server_config
+        from hamrah.experiments.serve import import_client, import_local, installed_task, load_server_config
+
+        if args.source:  # this site's own files, read by the config's task (its local_data)
+            task = installed_task(load_server_config(args.config)[0])
+            if task is None:
+                raise HamrahError(
+                    "store import --config with --from: the config names no [task] entry; a built-in data "
+                    "set's device imports its partition's client (--client K) or its own files (--from alone)"
+                )
+            n = import_local(task, args.source, args.out, args.ttl)
+            print(f"{args.out}: {n} examples from {args.source} (task {task.task_name})")
+            return
 
         prep = prepare(load_server_config(args.config)[0])  # a run's config, a server's or a device's
         if not 0 <= args.client < prep.data.num_clients:

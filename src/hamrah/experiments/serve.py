@@ -204,6 +204,36 @@ def import_client(prep, client: int, path: str | Path, ttl_s: float | None = Non
         return store.append_many({name: part[name] for name in part.schema.names}, ttl_s=ttl_s)
 
 
+def import_local(task: Task, source: str | Path, path: str | Path, ttl_s: float | None = None) -> int:
+    """Fill a new Example Store at ``path`` with one site's own files at ``source``, read by the task's
+    ``local_data`` (named fields under its schema, or ``x, y`` where the task's data are arrays);
+    return the count. Written to ``PATH.partial`` and renamed: all or nothing.
+
+    Raises:
+        ConfigError: ``local_data`` raised or returned something else. DataError: ``path`` exists, a
+            bad ``ttl_s`` or files that do not fit.
+    """
+    from hamrah.data.examples import Examples
+    from hamrah.data.federated import ArrayData
+    from hamrah.task.base import call_user
+
+    path = Path(path)
+    if path.exists():
+        raise DataError(f"{path}: already exists; choose a new store path")
+    check_ttl(ttl_s)
+    data = call_user(f"task {task.task_name}: local_data({str(source)!r})", lambda: task.local_data(source))
+    if isinstance(data, ArrayData):
+        return import_partition(path, data, ttl_s)
+    if not isinstance(data, Examples):
+        raise ConfigError(
+            f"task {task.task_name}: local_data() returned a {type(data).__name__}, expected Examples or ArrayData"
+        )
+    if len(data) == 0:
+        raise DataError(f"{source}: no examples to import")
+    with new_store(path, data.schema) as store:
+        return store.append_many({name: data[name] for name in data.schema.names}, ttl_s=ttl_s)
+
+
 def import_stores(exp: ExperimentConfig, out_dir: str | Path, clients: list[int]) -> list[Path]:
     """Create one Example Store per client of the config's partition (kept if already there). A store
     holds all of its client's examples: a device of a personalized run holds out its share itself,

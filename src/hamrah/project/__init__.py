@@ -77,7 +77,7 @@ _KIND = {
         "lr": "1.0",
         "rounds": "10",
         "sites": "3",
-        "device_import": "--config device.toml --client K (no loader reads .txt files: the task's data() splits them)",
+        "device_import": "--config device.toml --from <this device's folder of .txt files>  # the task's local_data",
     },
 }
 

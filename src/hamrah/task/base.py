@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -99,6 +99,27 @@ class Task:
         settings = {k: v for k, v in sorted(getattr(self, "__dict__", {}).items()) if _plain(v)}
         text = source + "\n" + json.dumps(settings, sort_keys=True, default=str)
         return f"{self.version}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}"
+
+    def local_data(self, path: str | PathLike[str]) -> Any:
+        """One site's own examples, read from ``path`` the way ``data()`` reads every site's: what
+        ``hamrah store import --config DEVICE.toml --from PATH`` puts in a device's Example Store.
+
+        The default reads ``path`` with :func:`hamrah.data.load_examples` under the task's ``schema``.
+        A task whose ``data()`` does more than a loader (text cut into sequences, images resized)
+        overrides it and returns the site's ``Examples`` or ``ArrayData``, as ``data()`` builds them.
+
+        Raises:
+            ConfigError: no ``schema`` to read a site's files under (declare one, or override this).
+        """
+        if self.schema is None:
+            raise ConfigError(
+                f"task {self.task_name}: declares no schema to read a site's own files under; expected a "
+                "schema = Schema(...), a local_data(path) of its own, or store import --from PATH --schema "
+                "runs/<run>/manifest.json without --config"
+            )
+        from hamrah.data.loaders import SourceSpec, load_examples
+
+        return load_examples(path, SourceSpec(), self.schema)
 
     def read_tables(
         self,
