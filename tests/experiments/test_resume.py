@@ -104,3 +104,15 @@ def test_the_cli_refuses_resume_with_overwrite(tmp_path, capsys):
     cfg.write_text('[data]\ndataset = "mnist"\nnum_clients = 20\n[model]\nname = "logreg"\n[run]\nrounds = 1\n')
     assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--resume", "--overwrite"]) == 2
     assert "expected one of the two" in capsys.readouterr().err
+
+
+def test_a_run_stopped_at_its_target_checkpoints_the_round_it_stopped_at(tmp_path):
+    raw = _config(40).to_dict()
+    raw["run"].update(checkpoint_every=10, target_accuracy=0.5, stop_at_target=True)
+    summary = run_experiment(from_dict(raw), tmp_path / "run", plot=False)
+    assert summary["rounds_run"] < 10  # stopped early, before the first regular checkpoint
+    meta = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert meta["round"] == summary["rounds_run"]
+    saved = load_file(str(tmp_path / "run" / "checkpoint.safetensors"))
+    final = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert all(torch.equal(saved[f"params/{k}"], v) for k, v in final.items())

@@ -22,8 +22,8 @@ from hamrah.experiments.runner import prepare
 def personal_model(folder: str | Path, cfg: ExperimentConfig, client: int) -> tuple[nn.Module, int]:
     """Return client ``client``'s own model from the run in ``folder`` made with ``cfg``, and its round.
 
-    The model is the one of the run's last checkpoint (written after the last round, and every
-    ``run.checkpoint_every`` rounds): the checkpoint's global model with the client's own part. A
+    The model is the one of the run's last checkpoint (written after the round the run ended at, and
+    every ``run.checkpoint_every`` rounds): the checkpoint's global model with the client's own part. A
     client that never trained uses what it would start from (Ditto: the global model; FedPer: the
     global model's personal layers, which are never averaged).
 

@@ -214,10 +214,12 @@ def run_experiment(
         if on_round is not None:
             on_round(rec)
 
-    checkpoint = None if out is None or resume_problem(sim) is not None else _checkpointer(sim, out, cfg)
+    checkpoint = None if out is None or resume_problem(sim) is not None else _Checkpoints(sim, out, cfg)
     start = time.perf_counter()
     try:
         result = sim.run(record, start_round=first, after_round=checkpoint)
+        if checkpoint is not None:
+            checkpoint.finish()
     except BaseException as e:  # the dashboard shows the run as failed, with its error
         tracking.close("FAILED")
         if out is not None:
@@ -271,16 +273,26 @@ def run_experiment(
     return summary
 
 
-def _checkpointer(sim: Simulator, out: Path, cfg: ExperimentConfig) -> Callable[[int], None]:
-    """Return the after-round hook that writes a checkpoint every ``run.checkpoint_every`` rounds and at the end."""
-    every, last, digest = cfg.run.checkpoint_every, cfg.run.rounds, resume_digest(cfg.to_dict())
+class _Checkpoints:
+    """The after-round hook that writes a checkpoint every ``run.checkpoint_every`` rounds and after the
+    last round; :meth:`finish` writes the round a run stopped at early (``stop_at_target``), so the
+    last checkpoint always holds the final model and clients' state."""
 
-    def after_round(r: int) -> None:
-        if r % every == 0 or r == last:
-            tensors, meta = snapshot(sim, r)
-            write_checkpoint(out, tensors, {**meta, "config_digest": digest})
+    def __init__(self, sim: Simulator, out: Path, cfg: ExperimentConfig):
+        self.sim, self.out = sim, out
+        self.every, self.last, self.digest = cfg.run.checkpoint_every, cfg.run.rounds, resume_digest(cfg.to_dict())
+        self.unsaved: int | None = None
 
-    return after_round
+    def __call__(self, r: int) -> None:
+        self.unsaved = r
+        if r % self.every == 0 or r == self.last:
+            self.finish()
+
+    def finish(self) -> None:
+        if self.unsaved is not None:
+            tensors, meta = snapshot(self.sim, self.unsaved)
+            write_checkpoint(self.out, tensors, {**meta, "config_digest": self.digest})
+            self.unsaved = None
 
 
 def _resume(sim: Simulator, out: Path, cfg: ExperimentConfig) -> tuple[int, list[dict]]:
