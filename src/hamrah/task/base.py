@@ -18,14 +18,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
 from hamrah.core.errors import ConfigError, HamrahError
 from hamrah.core.metrics import Metric
-from hamrah.data.federated import Dataset
+from hamrah.data.federated import ArrayData, Dataset
 from hamrah.data.schema import Schema
 
 T = TypeVar("T")
@@ -100,7 +100,7 @@ class Task:
         text = source + "\n" + json.dumps(settings, sort_keys=True, default=str)
         return f"{self.version}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}"
 
-    def local_data(self, path: str | PathLike[str]) -> Any:
+    def local_data(self, path: str | PathLike[str]) -> Examples | ArrayData:
         """One site's own examples, read from ``path`` the way ``data()`` reads every site's: what
         ``hamrah store import --config DEVICE.toml --from PATH`` puts in a device's Example Store.
 
