@@ -263,13 +263,15 @@ def run_experiment(
     if out is not None and plot:
         what = f"task {prep.task.task_name}" if user_task(cfg) else f"{cfg.model.name} on {cfg.data.dataset}"
         title = f"{cfg.algorithm.name} / {what} ({cfg.data.partition})"
-        if any(a is not None for a in accs):
-            plot_curves({f"lr={cfg.algorithm.lr:g}": (rounds, accs)}, out / "curve.png", title=title, target=target)
-        else:  # a task without accuracy (regression): its test loss
-            losses = [h.test_loss for h in hist]
-            plot_curves(
-                {f"lr={cfg.algorithm.lr:g}": (rounds, losses)}, out / "curve.png", title=title, ylabel="test loss"
-            )
+        scored = any(a is not None for a in accs)  # else a task without accuracy (regression): its test loss
+        values = accs if scored else [h.test_loss for h in hist]
+        plot_curves(
+            {f"lr={cfg.algorithm.lr:g}": (rounds, values)},
+            out / "curve.png",
+            title=title,
+            target=target if scored else None,
+            ylabel="test accuracy" if scored else "test loss",
+        )
     return summary
 
 
