@@ -211,3 +211,22 @@ def test_a_point_of_small_order_is_refused():
 
     with pytest.raises(ProtocolError, match="small order"):
         run_parties({"guest": lambda ch: intersect(ch, np.array([1])), "host": bad_host}, timeout_s=10)
+
+
+def test_parties_set_up_differently_stop_before_blinding_anything():
+    with pytest.raises(ConfigError, match=r"psi: '(host|guest)' runs with id_type = '(int|str)'.*every party needs"):
+        run_parties(
+            {
+                "guest": lambda ch: intersect(ch, np.array([1, 2]), id_type="str"),
+                "host": lambda ch: intersect(ch, np.array([1, 2])),
+            },
+            timeout_s=10,
+        )
+    with pytest.raises(ConfigError, match=r"runs with leader = '(host|guest)'"):
+        run_parties(
+            {
+                "guest": lambda ch: intersect(ch, np.array([1, 2])),
+                "host": lambda ch: intersect(ch, np.array([1, 2]), PSIConfig("host")),
+            },
+            timeout_s=10,
+        )
