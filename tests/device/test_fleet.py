@@ -43,7 +43,7 @@ def _runtime(**kw) -> DeviceRuntime:
 def test_a_device_retries_for_as_long_as_configured():
     calls = {"n": 0}
 
-    async def flaky(request, metadata):
+    async def flaky(request, metadata, timeout=None):
         calls["n"] += 1
         assert dict(metadata)["hamrah-device"] == "device"
         if calls["n"] < 200:
@@ -55,7 +55,7 @@ def test_a_device_retries_for_as_long_as_configured():
 
 
 def test_a_device_gives_up_after_its_configured_time_with_a_clear_error():
-    async def down(request, metadata):
+    async def down(request, metadata, timeout=None):
         raise _unavailable()
 
     with pytest.raises(TransportError, match="unreachable for 0 s"):
@@ -70,7 +70,7 @@ def test_an_unreachable_server_is_reported_at_once_not_after_the_retry_window(ca
     """The issue's new-user case: a device pointed at a wrong address was silent for 60 s."""
     calls = {"n": 0}
 
-    async def flaky(request, metadata):
+    async def flaky(request, metadata, timeout=None):
         calls["n"] += 1
         if calls["n"] < 20:
             raise _unavailable()

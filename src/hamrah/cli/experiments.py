@@ -191,6 +191,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> None:
     from hamrah.observe.dashboard import DashboardConfig, serve_folder
     from hamrah.observe.dashboard.config import check_exposure
 
+    if not 0 <= args.port <= 65535:
+        raise HamrahError(f"--port {args.port}: expected a port in 0..65535 (0: any free port)")
     cfg = DashboardConfig(
         enabled=True, host=args.host, port=args.port, token_file=args.token_file, allow_remote=args.allow_remote
     )

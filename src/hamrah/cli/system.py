@@ -45,6 +45,7 @@ def _cmd_server(args: argparse.Namespace) -> None:
 
 def _device_config(args: argparse.Namespace, population: str):
     from hamrah.device.config import DeviceConfig
+    from hamrah.transport.endpoints import is_address
 
     if not args.retry_for >= 0:
         raise HamrahError(f"--retry-for {args.retry_for:g}: expected seconds >= 0 (0: retry for ever)")
@@ -52,6 +53,12 @@ def _device_config(args: argparse.Namespace, population: str):
         raise HamrahError(f"--max-backoff {args.max_backoff:g}: expected a positive number of seconds")
     if args.max_epsilon is not None and not 0 < args.max_epsilon < float("inf"):
         raise HamrahError(f"--max-epsilon {args.max_epsilon:g}: expected a positive number")
+    if not is_address(args.server):
+        raise HamrahError(f"--server {args.server}: expected HOST:PORT with a port in 1..65535")
+    if args.max_tasks is not None and args.max_tasks < 1:
+        raise HamrahError(
+            f"--max-tasks {args.max_tasks}: expected an integer >= 1 (or leave it out: until the run ends)"
+        )
     return DeviceConfig(
         server=args.server,
         token=getattr(args, "token", None),
@@ -131,11 +138,18 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
     from hamrah.experiments.serve import import_stores, installed_task, load_server_config
 
     _logging(args.verbose)
+    if not 1 <= args.devices <= 100_000:
+        raise HamrahError(f"--devices {args.devices}: expected an integer in 1..100000")
+    if args.first_client < 0:
+        raise HamrahError(f"--first-client {args.first_client}: expected an integer >= 0")
+    for name in ("offline", "unplug", "fail", "kill", "drop"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise HamrahError(f"--{name} {getattr(args, name):g}: expected a probability in [0, 1]")
     exp, srv = load_server_config(args.config)
+    base = _device_config(args, srv.population)  # every option checked before a store is written
     task = installed_task(exp)  # the config's user task, installed on every device of the fleet
     stores_dir = Path(args.stores) if args.stores else Path(tempfile.mkdtemp(prefix="hamrah-fleet-"))
     first = args.first_client
-    stores = import_stores(exp, stores_dir, list(range(first, first + args.devices)))
     from hamrah.transport.provision import device_folders, kits_beside
 
     kits = args.credentials or (kits_beside(srv.tokens_file) if srv.tokens_file and not args.tokens_file else None)
@@ -147,7 +161,7 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
         )
         tokens = make_tokens(tokens_path, first + args.devices)[first:] if tokens_path else [None] * args.devices
     churn = Churn(args.offline, args.unplug, args.fail, args.kill, args.drop, args.drop_stage, seed=exp.run.seed)
-    base = _device_config(args, srv.population)
+    stores = import_stores(exp, stores_dir, list(range(first, first + args.devices)))
     print(f"fleet: {args.devices} devices (stores in {stores_dir}) -> {args.server}")
     from hamrah.experiments.progress import fleet_progress
 
@@ -162,11 +176,17 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
     ]
     for i, line in stopped:
         print(f"device {first + i} {line}")
+    reported, failed = sum(s.reported for s in alive), sum(s.failed for s in alive)
     print(
-        f"fleet done: {len(alive)} devices alive, {sum(s.reported for s in alive)} updates reported, "
-        f"{sum(s.aborted for s in alive)} aborted, {sum(s.failed for s in alive)} failed"
+        f"fleet done: {len(alive)} devices alive, {reported} updates reported, "
+        f"{sum(s.aborted for s in alive)} aborted, {failed} failed"
         + (f", {len(stopped)} refused by the server" if stopped else "")
     )
+    if not reported and (failed or stopped):
+        raise HamrahError(
+            f"fleet: no device's update was taken ({failed} tasks failed, {len(stopped)} devices refused by "
+            "the server); expected the devices' data, credentials and task to match the server's (lines above)"
+        )
 
 
 def _cmd_store(args: argparse.Namespace) -> None:

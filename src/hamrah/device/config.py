@@ -25,6 +25,8 @@ class DeviceConfig:
         retry_s, max_retry_s: first and longest backoff while the server is unreachable (doubled per
             attempt, each sleep jittered in [d/2, d] so a fleet does not come back at once).
         unreachable_after_s: give up after the server has been unreachable this long (None: never).
+        call_timeout_s: the longest one check-in, download or report may take: a server that accepts
+            the connection and never answers (frozen, stalled) is then treated as unreachable.
         max_tasks: stop after this many tasks (None: until the server says training is over).
         max_checkpoint_mb: largest checkpoint accepted.
         max_example_epsilon: DP-SGD runs: the most example-level epsilon this device lets its store's
@@ -44,6 +46,7 @@ class DeviceConfig:
     retry_s: float = 0.5
     max_retry_s: float = RETRY_MAX_S
     unreachable_after_s: float | None = 600.0
+    call_timeout_s: float = 120.0
     max_tasks: int | None = None
     max_checkpoint_mb: float = 1024.0
     max_example_epsilon: float | None = None

@@ -49,6 +49,7 @@ from hamrah.transport.codec import (
     join_chunks,
     sha256,
 )
+from hamrah.transport.endpoints import tls_failure
 from hamrah.transport.identity import DeviceKey, RequestSigner
 from hamrah.transport.plan import OUT_OF_RUN, Plan
 from hamrah.transport.proto import fl_pb2 as pb
@@ -170,15 +171,23 @@ class DeviceRuntime:
         delay, since, limit = self.cfg.retry_s, time.monotonic(), self.cfg.unreachable_after_s
         warned = False
         while True:
+            left = None if limit is None else limit - (time.monotonic() - since)
+            timeout = self.cfg.call_timeout_s if left is None else max(min(self.cfg.call_timeout_s, left), 0.5)
             try:
-                return await method(request, metadata=self._signer.metadata(name))
+                return await method(request, metadata=self._signer.metadata(name), timeout=timeout)
             except grpc.aio.AioRpcError as e:
                 if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                     raise AuthError(f"server {self.cfg.server} refused this device: {e.details()}") from None
+                if e.code() == grpc.StatusCode.UNAVAILABLE and tls_failure(e.details()):  # waiting does not mend it
+                    raise TransportError(
+                        f"the TLS handshake with server {self.cfg.server} failed; expected its CA's certificate "
+                        f"(--tls-ca, or the kit's ca.pem) and a client certificate it trusts ({e.details()})"
+                    ) from None
                 if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise TransportError(f"{e.code().name}: {e.details()}") from None
-                if limit is not None and time.monotonic() - since > limit:
-                    raise TransportError(f"server {self.cfg.server} unreachable for {limit:.0f} s") from None
+                if limit is not None and time.monotonic() - since >= limit:
+                    why = "did not answer" if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "unreachable"
+                    raise TransportError(f"server {self.cfg.server} {why} for {limit:.0f} s") from None
                 if not warned:  # say so at once (a wrong address was silent until the limit)
                     log.warning(
                         "device %s: server %s unreachable (%s); retrying for %s",
@@ -298,7 +307,9 @@ class DeviceRuntime:
         parts = [
             c.data
             async for c in stub.DownloadCheckpoint(
-                pb.CheckpointRequest(task_id=task.task_id), metadata=self._signer.metadata("DownloadCheckpoint")
+                pb.CheckpointRequest(task_id=task.task_id),
+                metadata=self._signer.metadata("DownloadCheckpoint"),
+                timeout=self.cfg.call_timeout_s,
             )
         ]
         data = join_chunks(parts, task.checkpoint_bytes, limit, what="checkpoint")
@@ -349,7 +360,9 @@ class DeviceRuntime:
                     yield pb.ReportPart(chunk=pb.Chunk(data=piece))
 
         try:
-            reply = await stub.Report(parts(), metadata=self._signer.metadata("Report"))
+            reply = await stub.Report(
+                parts(), metadata=self._signer.metadata("Report"), timeout=self.cfg.call_timeout_s
+            )
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise AuthError(f"server {self.cfg.server} refused this device: {e.details()}") from None

@@ -81,6 +81,9 @@ class ExampleStore:
         self.path = Path(path)
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            found = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if found and not found & {"meta", "records", "examples"}:  # someone else's database: left alone
+                raise sqlite3.DatabaseError(f"it holds other tables ({', '.join(sorted(found)[:5])}), not a store's")
             self._db.executescript(_TABLES)
             tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())

@@ -239,12 +239,13 @@ def import_stores(exp: ExperimentConfig, out_dir: str | Path, clients: list[int]
     holds all of its client's examples: a device of a personalized run holds out its share itself,
     the same examples the simulator holds out for that client."""
     prep = prepare(dataclasses.replace(exp, personalization=None))
+    n = prep.data.num_clients
+    if any(not 0 <= c < n for c in clients):  # before any store is written
+        raise ConfigError(f"clients {min(clients)}..{max(clients)} asked for, the partition has clients 0..{n - 1}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for c in clients:
-        if not 0 <= c < prep.data.num_clients:
-            raise ConfigError(f"client {c}: the partition has clients 0..{prep.data.num_clients - 1}")
         p = out / f"client_{c:05d}.db"
         if not p.exists():
             import_client(prep, c, p)

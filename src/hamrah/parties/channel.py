@@ -35,6 +35,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from hamrah.core.errors import PartyFailed, PartyStopped, ProtocolError, TransportError
+from hamrah.transport.endpoints import tls_failure
 from hamrah.transport.security import channel_credentials, server_credentials
 from hamrah.vertical.channel import ChannelStats, check_tag
 from hamrah.vertical.message import decode, encode
@@ -44,8 +45,6 @@ MAX_MESSAGE = 1 << 30
 FRAME = struct.Struct(">16sQ")
 ABORT = "party/abort"  # the last message of a party that stopped on an error of its own
 RECONNECT_MS = 2000  # the longest pause between connection attempts (gRPC's default grows to 120 s)
-# words in gRPC's details of a connection that failed in TLS (a wrong CA, a certificate naming another party)
-TLS_FAILURES = ("handshake", "certificate", "ssl", "verification", "unauthenticated")
 
 
 @dataclass(frozen=True)
@@ -195,7 +194,7 @@ class GrpcChannel:
                 code, details = e.code(), e.details() or ""
             if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
                 raise ProtocolError(f"{to!r} refused our {tag!r} message: {details}")
-            if code == grpc.StatusCode.UNAVAILABLE and any(w in details.lower() for w in TLS_FAILURES):
+            if code == grpc.StatusCode.UNAVAILABLE and tls_failure(details):
                 raise TransportError(
                     f"party {self.name!r}: the TLS handshake with {to!r} at {address} failed; expected a server "
                     f"certificate naming {to!r}, signed by the CA in this party's [tls] ca (gRPC: {details})"

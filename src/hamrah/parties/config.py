@@ -48,6 +48,7 @@ except ModuleNotFoundError:  # Python 3.10
 from hamrah.core.errors import ConfigError
 from hamrah.data.vertical import ID_TYPES
 from hamrah.parties.channel import TLSFiles
+from hamrah.transport.endpoints import is_address
 from hamrah.vertical.registry import PROTOCOLS, build_config
 
 SECTIONS = {
@@ -139,9 +140,9 @@ def _parse(doc: dict, path: Path) -> PartyConfig:
     roles = tuple(PROTOCOLS[name].roles)
     if role not in roles:
         raise ConfigError(f"{path}: party.role = {role!r}: protocol {name!r} has roles {', '.join(roles)}")
-    if not peers or not all(_is_address(v) for v in peers.values()):
+    if not peers or not all(is_address(v) for v in peers.values()):
         raise ConfigError(f'{path}: [peers] must name every other party as name = "host:port" (port 1..65535)')
-    if not _is_address(party.get("listen")):
+    if not is_address(party.get("listen")):
         raise ConfigError(f'{path}: party.listen = {party.get("listen")!r}: expected "host:port" (port 1..65535)')
     if role == "guest" and name != "psi" and "label_column" not in data:
         raise ConfigError(f'{path}: data.label_column is required for the guest of {name} (the label holder), e.g. "y"')
@@ -174,14 +175,6 @@ def _parse(doc: dict, path: Path) -> PartyConfig:
         retries=int(party.get("retries", 3)),
         workers=workers,
     )
-
-
-def _is_address(value: object) -> bool:
-    """True for ``"host:port"`` with a port in 1..65535 (an IPv6 host in brackets)."""
-    if not isinstance(value, str):
-        return False
-    host, _, port = value.rpartition(":")
-    return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
 
 
 __all__ = ["PartyConfig", "load_party_config"]
