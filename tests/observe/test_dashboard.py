@@ -233,3 +233,15 @@ def test_the_page_embeds_its_first_state_and_no_name_can_break_out(tmp_path):
     blob = re.search(r'<script type="application/json" id="initial">(.*?)</script>', html, re.S).group(1)
     state = json.loads(blob)
     assert state["run"]["name"] == evil and state["run"]["rounds"] == 1 and state["compare"][0]["name"] == evil
+
+
+def test_a_damaged_summary_or_failure_file_is_shown_as_such_not_as_running(tmp_path):
+    from hamrah.observe.runs import run_status
+
+    for name in ("summary.json", "failed.json"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "metrics.jsonl").write_text('{"round": 1}\n')  # fresh records: it would look running
+        (folder / name).write_text("{not json")
+        got = run_status(folder, None, None)
+        assert got.status == "failed" and got.error.startswith(f"{name} cannot be read")

@@ -97,12 +97,16 @@ class RunStatus:
 
 
 def run_status(folder: Path, summary: dict | None, failed: dict | None, now: float | None = None) -> RunStatus:
-    """Return a folder's status: ``failed.json`` means failed; a summary means finished; records
-    that changed within :data:`RUNNING_S` mean running; anything else stopped (killed or crashed)."""
+    """Return a folder's status: ``failed.json`` means failed; a summary means finished (either file
+    present but unreadable: failed, saying so); records that changed within :data:`RUNNING_S` mean
+    running; anything else stopped (killed or crashed)."""
     if failed is not None:
         return RunStatus("failed", str(failed.get("error", "unknown error"))[:2000])
     if summary is not None:
         return RunStatus("finished")
+    for name in ("failed.json", "summary.json"):  # written whole (renamed into place): unreadable = damaged
+        if (folder / name).is_file():
+            return RunStatus("failed", f"{name} cannot be read (not a JSON object); the run's other files are shown")
     stamps = []
     for name in ("metrics.jsonl", "rows.jsonl"):  # a simulator or server run's rounds; a lab's cells
         try:

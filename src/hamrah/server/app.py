@@ -133,31 +133,47 @@ class FLServer:
         self.port: int | None = None
 
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> int:
-        """Start listening; return the bound port."""
+        """Start listening; return the bound port.
+
+        Raises:
+            ConfigError: a port outside 0..65535, a taken port, bad TLS files, a dashboard that cannot
+                start; a start that fails for any reason undoes itself first (:meth:`_abandon`).
+        """
         s = self.setup.server
-        self._grpc = grpc.aio.server(options=GRPC_OPTIONS)
-        add_service(self.service, self._grpc)  # malformed messages reach the handlers as MALFORMED
-        address = f"{host}:{port}"
+        serving = False
         try:
-            if s.tls_cert:
-                bound = self._grpc.add_secure_port(address, server_credentials(s.tls_cert, s.tls_key, s.client_ca))
-            else:
-                bound = self._grpc.add_insecure_port(address)
-        except RuntimeError:  # grpc's "Failed to bind": the port is taken or the address is not this host's
-            bound = 0
-        if bound == 0:
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                raise ConfigError(f"--port {port}: expected a port number from 0 to 65535 (0 picks a free one)")
+            self._grpc = grpc.aio.server(options=GRPC_OPTIONS)
+            add_service(self.service, self._grpc)  # malformed messages reach the handlers as MALFORMED
+            address = f"{host}:{port}"
+            creds = server_credentials(s.tls_cert, s.tls_key, s.client_ca) if s.tls_cert else None
+            try:
+                if creds is not None:
+                    bound = self._grpc.add_secure_port(address, creds)
+                else:
+                    bound = self._grpc.add_insecure_port(address)
+            except RuntimeError:  # grpc's "Failed to bind": the port is taken or the address is not this host's
+                bound = 0
+            if bound == 0:
+                raise ConfigError(
+                    f"--port {port}: cannot listen on {address}: the port is in use or the address "
+                    "is not one of this machine's; expected a free port (0 picks one)"
+                )
+            await self._grpc.start()
+            serving = True
+            self.watch.start(s)  # ConfigError: the dashboard's port is taken, its token file is wrong
+        except BaseException as e:  # undo the start: no half-written state folder, nothing left listening
+            if serving:
+                await self._grpc.stop(grace=0)
+                self.watch.error = f"{type(e).__name__}: {e}"
+                try:
+                    self.watch.stop()
+                except Exception:  # best effort: the start's own error is the one to report
+                    log.debug("stopping the dashboard and tracking after a failed start", exc_info=True)
             self._abandon()
-            raise ConfigError(
-                f"--port {port}: cannot listen on {address}: the port is in use or the address "
-                "is not one of this machine's; expected a free port (0 picks one)"
-            )
-        self._new_state = None  # serving: the state folder is the server's now
-        await self._grpc.start()
-        try:
-            self.watch.start(s)
-        except BaseException:  # the dashboard's port is taken: stop, having served nothing
-            await self._grpc.stop(grace=0)
             raise
+        self._new_state = None  # serving: the state folder is the server's now
         self.port = bound
         params = self.coordinator.params
         log.info(

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from hamrah.core.errors import ConfigError
 from hamrah.transport.identity import NonceCache, RequestRefused, check_request, token_digest, token_from_metadata
@@ -81,9 +84,16 @@ def _json_records(text: str, path: Path) -> list[DeviceRecord]:
 
 def _line_records(text: str, path: Path) -> list[DeviceRecord]:
     out, plain = [], 0
-    for ln in _lines(text):
+    for n, raw in enumerate(text.splitlines(), 1):
+        ln = raw.strip()
+        if not ln or ln.startswith("#"):
+            continue
         if ln.startswith("sha256:"):
-            d = _hex64(ln[len("sha256:") :], f"{path}: line {ln[:20]!r}")
+            d = _hex64(ln[len("sha256:") :], f"{path}: line {n}")
+        elif any(c.isspace() for c in ln):  # never echo the line: it may be a token
+            raise ConfigError(
+                f"{path}: line {n} holds spaces; expected one token or sha256:<hex> digest per line, without spaces"
+            )
         else:
             d, plain = token_digest(ln), plain + 1
         out.append(DeviceRecord(d[:16], d))
@@ -130,6 +140,11 @@ class TokenRegistry:
                 "`hamrah provision`, or one token digest per line)"
             )
         self.revoked_file = Path(revoked_file) if revoked_file else None
+        if self.revoked_file is not None and not self.revoked_file.is_file():  # a typo would revoke nobody
+            raise ConfigError(
+                f"server.revoked_file {str(revoked_file)!r}: no such file; expected the revocation list "
+                "(an empty file revokes nobody)"
+            )
         self.max_skew_s, self.recheck_s = max_skew_s, recheck_s
         self._checked = 0.0
         self.nonces = NonceCache(2 * max_skew_s)
@@ -138,6 +153,11 @@ class TokenRegistry:
         self._known: dict[str, DeviceRecord] = {}
         self._revoked: set[str] = set()
         self._reload()
+        if not self._known:  # the server would serve and abandon every round
+            raise ConfigError(
+                f"server.tokens_file {str(tokens_file)!r} holds no device token; expected at least one "
+                "(hamrah tokens / hamrah provision)"
+            )
 
     def _reload(self) -> None:
         now = time.monotonic()
@@ -247,13 +267,64 @@ def _read(path: str | Path | None, key: str) -> bytes | None:
         raise ConfigError(f"{key} = {str(path)!r}: cannot read ({e.strerror})") from None
 
 
+def _pem_certs(data: bytes, path: str | Path, key: str) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ConfigError(
+            f"{key} = {str(path)!r}: not a PEM certificate; expected -----BEGIN CERTIFICATE----- blocks "
+            "(hamrah provision writes them)"
+        ) from None
+
+
+def _spki(public_key) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def check_server_tls(cert: str | Path, key: str | Path, client_ca: str | Path | None = None) -> list[bytes | None]:
+    """Read and check the server's TLS files before gRPC sees them: each must be PEM and the private key
+    must be the certificate's (gRPC's own error would only say that the port could not be bound).
+
+    Returns:
+        The bytes of ``[key, cert, client_ca]`` (``client_ca`` None when not set).
+
+    Raises:
+        ConfigError: naming the file and its config key (``server.tls_cert``, ``server.tls_key``, ``server.client_ca``).
+    """
+    key_pem, cert_pem = _read(key, "server.tls_key"), _read(cert, "server.tls_cert")
+    ca = _read(client_ca, "server.client_ca")
+    certs = _pem_certs(cert_pem, cert, "server.tls_cert")
+    try:
+        private = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise ConfigError(
+            f"server.tls_key = {str(key)!r}: the key is encrypted; expected an unencrypted PEM private key"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(
+            f"server.tls_key = {str(key)!r}: not a PEM private key; expected -----BEGIN PRIVATE KEY----- "
+            "(the key of server.tls_cert)"
+        ) from None
+    if _spki(private.public_key()) != _spki(certs[0].public_key()):
+        raise ConfigError(
+            f"server.tls_key = {str(key)!r} is not the key of server.tls_cert = {str(cert)!r}; "
+            "expected the private key the certificate was issued for"
+        )
+    if ca is not None:
+        _pem_certs(ca, client_ca, "server.client_ca")
+    return [key_pem, cert_pem, ca]
+
+
 def server_credentials(
     cert: str | Path, key: str | Path, client_ca: str | Path | None = None
 ) -> grpc.ServerCredentials:
-    """Return TLS server credentials; with ``client_ca``, devices must present a certificate it signed (mTLS)."""
-    pair = [(_read(key, "server.tls_key"), _read(cert, "server.tls_cert"))]
-    ca = _read(client_ca, "server.client_ca")
-    return grpc.ssl_server_credentials(pair, root_certificates=ca, require_client_auth=ca is not None)
+    """Return TLS server credentials; with ``client_ca``, devices must present a certificate it signed (mTLS).
+
+    Raises:
+        ConfigError: a file is missing, not PEM, or the key is not the certificate's (see :func:`check_server_tls`).
+    """
+    key_pem, cert_pem, ca = check_server_tls(cert, key, client_ca)
+    return grpc.ssl_server_credentials([(key_pem, cert_pem)], root_certificates=ca, require_client_auth=ca is not None)
 
 
 def channel_credentials(
