@@ -160,9 +160,10 @@ def test_only_the_operator_token_passes(token):
 
 def test_token_file_must_hold_digests(tmp_path):
     bad = tmp_path / "t"
-    bad.write_text("not-a-digest\n")
-    with pytest.raises(ConfigError, match="sha256 hex digest"):
+    bad.write_text("plaintext-operator-token\n")
+    with pytest.raises(ConfigError, match="entry 1 is not a sha256 hex digest") as err:
         TokenCheck(str(bad))
+    assert "plaintext" not in str(err.value)  # a token put there by mistake is not echoed
     with pytest.raises(ConfigError, match="cannot read"):
         TokenCheck(str(tmp_path / "missing"))
 

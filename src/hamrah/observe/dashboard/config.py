@@ -113,14 +113,14 @@ class TokenCheck:
             lines = Path(token_file).read_text(encoding="utf-8").split()
         except OSError as e:
             raise ConfigError(f"dashboard.token_file {token_file}: cannot read it ({e.strerror})") from None
-        for line in lines:
+        for n, line in enumerate(lines, 1):
             try:
                 digest = bytes.fromhex(line.removeprefix("sha256:"))
             except ValueError:
                 digest = b""
-            if len(digest) != 32:
+            if len(digest) != 32:  # the line is not shown: it may be a plaintext token
                 raise ConfigError(
-                    f"dashboard.token_file {token_file}: {line[:16]!r}... is not a sha256 hex digest; "
+                    f"dashboard.token_file {token_file}: entry {n} is not a sha256 hex digest; "
                     "expected one 64-hex-digit digest per line, sha256: prefix allowed "
                     "(hamrah tokens --server-file writes them)"
                 )
