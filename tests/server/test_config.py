@@ -20,6 +20,7 @@ def test_defaults_and_derived_counts():
         ({"backend": "spark"}, "one of asyncio, ray"),
         ({"tls_cert": "a.pem"}, "tls_cert and tls_key set together"),
         ({"reporting_timeout_s": float("inf")}, "finite"),
+        ({"population": " "}, "server.population = '': expected a name devices check in for"),
     ],
 )
 def test_bad_values_are_refused_with_the_key(table, message):

@@ -111,8 +111,10 @@ def test_a_dashboard_token_file_of_plaintext_tokens_leaves_no_state_folder_and_k
     _start_fails(setup, state, 0, "dashboard.token_file .* is not a sha256 hex digest")
     assert not state.exists()
     FLServer(_setup(tmp_path), state).store.close()  # a real state folder, then the same mistake
+    (state / "failed.json").write_text('{"error": "the last run crashed"}')
     _start_fails(setup, state, 0, "dashboard.token_file")
     assert (state / "state.db").exists()
+    assert (state / "failed.json").exists()  # a restart that did not start leaves the last failure shown
 
 
 def test_credentials_no_device_can_use_are_refused_at_start(tmp_path):

@@ -165,6 +165,8 @@ def server_config(table: dict) -> ServerConfig:
 
 def _check_mode(c: ServerConfig, given: set[str]) -> None:
     """Refuse settings that make no sense in the chosen mode, with the reason."""
+    if not c.population.strip():
+        raise ConfigError("server.population = '': expected a name devices check in for (default \"default\")")
     if c.mode not in MODES:
         raise ConfigError(f"server.mode = {c.mode!r}: expected one of {', '.join(MODES)}")
     if not c.cross_silo:

@@ -61,7 +61,6 @@ class Watch:
     def start(self, server: ServerConfig) -> None:
         """Start the dashboard (HTTPS with the server's certificate, and client certificates required
         when the server requires them) and the tracking feed."""
-        (self.state_dir / "failed.json").unlink(missing_ok=True)  # a restarted run is not failed
         if self.telemetry is not None:
             tls = (server.tls_cert, server.tls_key, server.client_ca) if server.tls_cert else None
             source = Source(RunFolder(self.state_dir, always=(".",)), self.telemetry, self.status, self.config)
@@ -75,6 +74,7 @@ class Watch:
             )
         if self.tracking.sinks:
             self._feed = RecordFeed(self.state_dir / "metrics.jsonl", self.tracking.log_round).start()
+        (self.state_dir / "failed.json").unlink(missing_ok=True)  # started: a restarted run is not failed
 
     def failed(self, err: BaseException) -> None:
         """Record that the run failed: shown live, and written to ``failed.json`` with the last log lines."""
