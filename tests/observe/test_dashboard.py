@@ -203,7 +203,10 @@ def test_cli_refuses_a_remote_or_missing_folder_in_one_line(runs, tmp_path, caps
     assert main(["dashboard", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(line.startswith("hamrah: error: ") for line in err)
-    assert "not a loopback" in err[0] and "token_file" in err[1] and "no such folder" in err[2]
+    assert err[0].startswith("hamrah: error: --host '0.0.0.0' is not a loopback address")
+    assert "--allow-remote: expected --token-file too" in err[1] and "no such folder" in err[2]
+    assert main(["dashboard", str(runs), "--port", "70000"]) == 2
+    assert "--port 70000: expected a port in 0..65535" in capsys.readouterr().err
 
 
 @settings(max_examples=60, deadline=None)

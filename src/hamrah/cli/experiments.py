@@ -196,7 +196,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> None:
     cfg = DashboardConfig(
         enabled=True, host=args.host, port=args.port, token_file=args.token_file, allow_remote=args.allow_remote
     )
-    check_exposure(cfg)
+    check_exposure(cfg, cli=True)
     server = serve_folder(args.runs_dir, cfg)
     print(f"dashboard of {args.runs_dir} on {server.url} (Ctrl-C stops it)", flush=True)
     try:

@@ -75,24 +75,31 @@ def dashboard_config(table: dict, base: Path | None = None) -> DashboardConfig:
     return cfg
 
 
-def check_exposure(cfg: DashboardConfig) -> None:
+def check_exposure(cfg: DashboardConfig, cli: bool = False) -> None:
     """Refuse a dashboard on a non-loopback address unless ``allow_remote`` and a token file are set.
+
+    Args:
+        cli: name the settings as ``hamrah dashboard``'s options (``--host``, ...), not as config keys.
 
     Raises:
         ConfigError: naming the setting to change.
     """
     if is_loopback(cfg.host):
         return
+    host, remote, tokens = ("--host", "--allow-remote", "--token-file") if cli else CONFIG_NAMES
     if not cfg.allow_remote:
         raise ConfigError(
-            f"dashboard.host = {cfg.host!r} is not a loopback address; expected 127.0.0.1, or "
-            "allow_remote = true with a token_file to serve it to other machines"
+            f"{host} {cfg.host!r} is not a loopback address; expected 127.0.0.1, or "
+            f"{remote} with {tokens} to serve it to other machines"
         )
     if cfg.token_file is None:
         raise ConfigError(
-            f"dashboard.host = {cfg.host!r} with allow_remote = true: expected a token_file too "
+            f"{host} {cfg.host!r} with {remote}: expected {tokens} too "
             "(a dashboard reachable from other machines is never open)"
         )
+
+
+CONFIG_NAMES = ("dashboard.host =", "allow_remote = true", "a token_file")
 
 
 class TokenCheck:
