@@ -189,11 +189,13 @@ class DeviceRuntime:
                     why = "did not answer" if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "unreachable"
                     raise TransportError(f"server {self.cfg.server} {why} for {limit:.0f} s") from None
                 if not warned:  # say so at once (a wrong address was silent until the limit)
+                    closed = self.cfg.tls_ca is None and "socket closed" in (e.details() or "").lower()
                     log.warning(
-                        "device %s: server %s unreachable (%s); retrying for %s",
+                        "device %s: server %s unreachable (%s)%s; retrying for %s",
                         self.cfg.device_id,
                         self.cfg.server,
                         e.details() or e.code().name,
+                        " (a server that speaks TLS closes plaintext connections: give --tls-ca)" if closed else "",
                         "ever" if limit is None else f"up to {limit:.0f} s",
                     )
                     warned = True
