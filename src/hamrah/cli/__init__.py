@@ -1,7 +1,7 @@
 """The ``hamrah`` command: the only place that parses arguments and prints to the user.
 
-Commands live in :mod:`hamrah.cli.experiments` (one machine) and :mod:`hamrah.cli.system` (the real
-server, devices and parties); each module registers its own parsers.
+Commands live in :mod:`hamrah.cli.experiments` (one machine), :mod:`hamrah.cli.system` (the real
+server and devices) and :mod:`hamrah.cli.parties` (vertical FL's parties); each registers its own parsers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import gc
 import sys
 
-from hamrah.cli import experiments, system
+from hamrah.cli import experiments, parties, system
 from hamrah.core.errors import HamrahError
 
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hamrah", description="Federated learning: simulate, sweep, reproduce.")
     sub = parser.add_subparsers(dest="command", required=True)
     experiments.add_commands(sub)
+    parties.add_commands(sub)
     system.add_commands(sub)
     return parser
 
