@@ -1,4 +1,5 @@
-"""``hamrah predict`` writes the class names of a task trained on text labels, not their codes."""
+"""``hamrah predict`` writes the class names of a task trained on text labels, not their codes, and copies
+the columns ``--keep`` names (an id) beside each row's prediction."""
 
 from __future__ import annotations
 
@@ -50,12 +51,19 @@ def test_predictions_are_the_class_names(tmp_path, monkeypatch, capsys):
             '[task]\nentry = "pets_task:Pets"\n[data]\npartition = "natural"\nnum_clients = 0\n'
         )
         argv = ["predict", "--model", "run", "--config", "pets.toml", "--csv", "test.csv", "--output", "out.csv"]
-        assert main(argv) == 0
+        assert main([*argv, "--keep", "w"]) == 0
+        assert main([*argv, "--keep", "nope"]) == 2
+        assert main([*argv, "--keep", "prediction"]) == 2
     finally:
         sys.modules.pop("pets_task", None)
     with open(tmp_path / "out.csv") as f:
         got = list(csv.DictReader(f))
     with open(tmp_path / "test.csv") as f:
-        truth = [r["kind"] for r in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    truth = [r["kind"] for r in rows]
+    assert [r["w"] for r in got] == [r["w"] for r in rows]  # --keep: copied as written
+    err = capsys.readouterr().err
+    assert "test.csv: no column 'nope' (columns: w, h, kind)" in err
+    assert "--keep prediction: the output has a column of that name already" in err
     assert {r["prediction"] for r in got} <= {"cat", "dog", "fish"}
     assert np.mean([r["prediction"] == t for r, t in zip(got, truth)]) > 0.8

@@ -106,7 +106,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     check_writable_file(args.output, "--output")
     _, task, _, model, manifest = _saved_model(args)
-    n = predict_csv(model, task, manifest, args.csv, args.output)
+    keep = [c.strip() for c in args.keep.split(",") if c.strip()] if args.keep else ()
+    n = predict_csv(model, task, manifest, args.csv, args.output, keep=keep)
     print(f"{args.output}: predictions for {n} rows")
 
 
@@ -237,6 +238,7 @@ def add_commands(sub) -> None:
     p.add_argument("--config", required=True, help="the run's TOML config (names the task)")
     p.add_argument("--csv", required=True, help="the rows to predict (the training feature columns)")
     p.add_argument("--output", required=True, help="the CSV to write: row, prediction (, score)")
+    p.add_argument("--keep", help="comma-separated columns of --csv copied beside each prediction (e.g. an id)")
     p.set_defaults(func=_cmd_predict)
     p = sub.add_parser("new", help="start a project: a task module, sample data, configs, README and a test")
     p.add_argument("name", help="the project's folder; its Python name has dashes as underscores")

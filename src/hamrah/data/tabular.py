@@ -165,6 +165,20 @@ def load_parquet(source, spec: TableSpec = TableSpec(), schema: Schema | None = 
     return load_table(source, spec, schema)
 
 
+def read_columns(path: str | os.PathLike, names: Sequence[str]) -> dict[str, list[str]]:
+    """Return some columns of one CSV / Parquet file as written (text): ids to carry beside predictions.
+
+    Raises:
+        DataError: the file cannot be read, or has no column of one of ``names`` (the message lists its columns).
+    """
+    path = Path(path)
+    header, columns, _ = _read_file(path, TableSpec())
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(header)})")
+    return {n: [str(v) for v in columns[n]] for n in names}
+
+
 def _read_file(path: Path, spec: TableSpec) -> tuple[list[str], dict[str, np.ndarray], int]:
     fmt = spec.format or (
         "parquet" if path.name.endswith(PARQUET_SUFFIXES) else "csv" if path.name.endswith(CSV_SUFFIXES) else None

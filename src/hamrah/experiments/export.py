@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -106,19 +106,27 @@ def read_model(folder: str | Path, task: Task) -> tuple[nn.Module, dict]:
 
 @torch.no_grad()
 def predict_csv(
-    model: nn.Module, task: Task, manifest: Mapping, source: str | Path, output: str | Path, batch_size: int = 2000
+    model: nn.Module,
+    task: Task,
+    manifest: Mapping,
+    source: str | Path,
+    output: str | Path,
+    batch_size: int = 2000,
+    keep: Sequence[str] = (),
 ) -> int:
     """Write ``task.predict`` of ``model`` on every row of the CSV ``source`` to ``output``; return the row count.
 
     The CSV's feature columns are read under the training data's schema (kept in the manifest), so
     categorical values get the training codes. A label column, if present, is ignored. Where the
-    training labels were text, ``prediction`` holds the class names, not their codes.
+    training labels were text, ``prediction`` holds the class names, not their codes. ``keep``: columns
+    of ``source`` copied as written beside each row's predictions (an id, a name).
 
     Raises:
         DataError: the manifest holds no table schema, or the CSV does not match it.
     """
     from hamrah.data.loaders import SourceSpec, load_examples
     from hamrah.data.schema import Schema
+    from hamrah.data.tabular import read_columns
 
     if manifest.get("schema") is None:
         raise DataError(f"task {task.task_name}: its training data was not a table; predict reads CSV files only")
@@ -129,9 +137,14 @@ def predict_csv(
     for i in range(0, len(x), batch_size):
         for name, values in task.predict(model(x[i : i + batch_size])).items():
             columns.setdefault(name, []).extend(values.tolist())
+    clash = sorted(set(keep) & {"row", *columns})
+    if clash:
+        raise ConfigError(f"--keep {clash[0]}: the output has a column of that name already; expected another column")
+    kept = read_columns(source, keep) if keep else {}
     names = schema.field(schema.label).categories if schema.label is not None else None
     if names is not None and "prediction" in columns:  # text labels: the class names, as the training file wrote them
         columns["prediction"] = [names[int(c)] if 0 <= int(c) < len(names) else c for c in columns["prediction"]]
+    columns = {**kept, **columns}
     tmp = Path(str(output) + ".tmp")
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
