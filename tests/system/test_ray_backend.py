@@ -32,9 +32,9 @@ def local_ray():
         try:
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
             break
-        except Exception as e:  # Ray waits a fixed 30 s for its raylet to register: a busy CI machine can miss it
-            ray.shutdown()
-            if "timed out during startup" not in str(e) or attempt == 2:
+        except Exception as e:  # Ray waits a fixed time for its raylet and GCS: a busy CI machine can miss it
+            ray.shutdown()  # ("timed out during startup", "Timed out waiting for file .../gcs_server_port_...")
+            if "timed out" not in str(e).lower() or attempt == 2:
                 raise
     yield
     ray.shutdown()
