@@ -192,16 +192,10 @@ def import_client(prep, client: int, path: str | Path, ttl_s: float | None = Non
     fed = prep.data
     if not 0 <= client < fed.num_clients:
         raise ConfigError(f"client {client}: the partition has clients 0..{fed.num_clients - 1}")
-    path = Path(path)
-    if path.exists():
-        raise DataError(f"{path}: already exists; choose a new store path")
-    check_ttl(ttl_s)
+    path = _check_new(path, ttl_s)
     examples = fed.dataset.info.get("train_examples")
-    if examples is None:
-        return import_partition(path, fed.client_data(client), ttl_s)
-    part = examples.take(fed.client_indices[client])
-    with new_store(path, part.schema) as store:
-        return store.append_many({name: part[name] for name in part.schema.names}, ttl_s=ttl_s)
+    part = fed.client_data(client) if examples is None else examples.take(fed.client_indices[client])
+    return _fill_new(path, part, ttl_s)
 
 
 def import_local(task: Task, source: str | Path, path: str | Path, ttl_s: float | None = None) -> int:
@@ -217,19 +211,32 @@ def import_local(task: Task, source: str | Path, path: str | Path, ttl_s: float 
     from hamrah.data.federated import ArrayData
     from hamrah.task.base import call_user
 
-    path = Path(path)
-    if path.exists():
-        raise DataError(f"{path}: already exists; choose a new store path")
-    check_ttl(ttl_s)
+    path = _check_new(path, ttl_s)
     data = call_user(f"task {task.task_name}: local_data({str(source)!r})", lambda: task.local_data(source))
-    if isinstance(data, ArrayData):
-        return import_partition(path, data, ttl_s)
-    if not isinstance(data, Examples):
+    if not isinstance(data, (Examples, ArrayData)):
         raise ConfigError(
             f"task {task.task_name}: local_data() returned a {type(data).__name__}, expected Examples or ArrayData"
         )
     if len(data) == 0:
         raise DataError(f"{source}: no examples to import")
+    return _fill_new(path, data, ttl_s)
+
+
+def _check_new(path: str | Path, ttl_s: float | None) -> Path:
+    """Refuse an existing store path or a bad ``ttl_s`` before anything is read or written."""
+    path = Path(path)
+    if path.exists():
+        raise DataError(f"{path}: already exists; choose a new store path")
+    check_ttl(ttl_s)
+    return path
+
+
+def _fill_new(path: Path, data, ttl_s: float | None) -> int:
+    """Fill a new store with ``data``: named fields under its schema (Examples), or ``x, y`` (ArrayData)."""
+    from hamrah.data.federated import ArrayData
+
+    if isinstance(data, ArrayData):
+        return import_partition(path, data, ttl_s)
     with new_store(path, data.schema) as store:
         return store.append_many({name: data[name] for name in data.schema.names}, ttl_s=ttl_s)
 
