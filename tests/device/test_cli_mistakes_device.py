@@ -12,6 +12,8 @@ import textwrap
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hamrah.cli import main
 from hamrah.core.errors import DataError
@@ -111,3 +113,10 @@ def test_a_fleet_none_of_whose_updates_was_taken_exits_2(tmp_path, capsys, monke
     argv = ["fleet", "--server", "127.0.0.1:1", "--config", str(cfg), "--stores", str(tmp_path / "s"), "--devices", "2"]
     assert main(argv) == 2
     assert "fleet: no device's update was taken (6 tasks failed" in capsys.readouterr().err
+
+
+@settings(max_examples=200, deadline=None)
+@given(host=st.from_regex(r"[a-z0-9.\-]{1,20}", fullmatch=True), port=st.integers(-(10**6), 10**6))
+def test_an_address_is_accepted_exactly_when_its_port_is_in_range(host, port):
+    assert is_address(f"{host}:{port}") == (1 <= port <= 65535)
+    assert not is_address(host) or ":" in host
