@@ -1,5 +1,5 @@
-"""``hamrah predict`` writes the class names of a task trained on text labels, not their codes, and copies
-the columns ``--keep`` names (an id) beside each row's prediction."""
+"""``hamrah predict`` writes the class names of a task trained on text labels, not their codes, each
+class's probability, and copies the columns ``--keep`` names (an id) beside each row's prediction."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import csv
 import sys
 
 import numpy as np
+import pytest
 
 from hamrah.cli import main
 from hamrah.experiments import from_dict, run_experiment
@@ -65,5 +66,9 @@ def test_predictions_are_the_class_names(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "test.csv: no column 'nope' (columns: w, h, kind)" in err
     assert "--keep prediction: the output has a column of that name already" in err
+    assert list(got[0]) == ["row", "w", "prediction", "probability_cat", "probability_dog", "probability_fish"]
     assert {r["prediction"] for r in got} <= {"cat", "dog", "fish"}
     assert np.mean([r["prediction"] == t for r, t in zip(got, truth)]) > 0.8
+    for r in got:  # the probabilities sum to 1 and the prediction is the most probable class
+        p = {k: float(r[f"probability_{k}"]) for k in ("cat", "dog", "fish")}
+        assert sum(p.values()) == pytest.approx(1, abs=1e-5) and r["prediction"] == max(p, key=p.get)

@@ -133,15 +133,16 @@ def predict_csv(
     schema = Schema.from_json(json.dumps(manifest["schema"]), "manifest.json schema")
     features = Schema(tuple(f for f in schema.fields if f.name != schema.label))
     x = load_examples(source, SourceSpec(format="csv"), features).to_array_data().x
+    names = schema.field(schema.label).categories if schema.label is not None else None
     columns: dict[str, list] = {}
     for i in range(0, len(x), batch_size):
         for name, values in task.predict(model(x[i : i + batch_size])).items():
-            columns.setdefault(name, []).extend(values.tolist())
+            for column, part in _split_columns(name, values, names).items():
+                columns.setdefault(column, []).extend(part.tolist())
     clash = sorted(set(keep) & {"row", *columns})
     if clash:
         raise ConfigError(f"--keep {clash[0]}: the output has a column of that name already; expected another column")
     kept = read_columns(source, keep) if keep else {}
-    names = schema.field(schema.label).categories if schema.label is not None else None
     if names is not None and "prediction" in columns:  # text labels: the class names, as the training file wrote them
         columns["prediction"] = [names[int(c)] if 0 <= int(c) < len(names) else c for c in columns["prediction"]]
     columns = {**kept, **columns}
@@ -156,6 +157,16 @@ def predict_csv(
         tmp.unlink(missing_ok=True)
         raise
     return len(x)
+
+
+def _split_columns(name: str, values: torch.Tensor, classes: Sequence[str] | None) -> dict[str, torch.Tensor]:
+    """One output column per row value; a ``[B, K]`` value becomes ``name_<k>`` (``name_<class>`` where K is
+    the number of text classes: ``probability_cat``)."""
+    if values.dim() <= 1:
+        return {name: values}
+    values = values.reshape(len(values), -1)
+    labels = classes if classes is not None and len(classes) == values.shape[1] else range(values.shape[1])
+    return {f"{name}_{label}": values[:, k] for k, label in enumerate(labels)}
 
 
 def write_checkpoint(out: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping) -> None:

@@ -56,8 +56,8 @@ class ClassificationTask(Task):
         return out
 
     def predict(self, output: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Return the predicted class."""
-        return {"prediction": output.argmax(-1)}
+        """Return the predicted class and every class's probability (``[B, classes]``)."""
+        return {"prediction": output.argmax(-1), "probability": torch.softmax(output.float(), -1)}
 
 
 class BinaryTask(ClassificationTask):
