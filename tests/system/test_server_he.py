@@ -79,3 +79,40 @@ def test_a_malformed_or_wrong_size_ciphertext_is_refused(tmp_path):
     pipe.decode_result(1, bytes(flipped), 100, {})  # a changed ciphertext still parses: it is only garbage
     with pytest.raises(ProtocolError, match="past homomorphic_encryption.max_weight"):
         pipe.decode_result(1, good, 2**20, {})
+
+
+def test_a_ckks_ciphertext_at_another_scale_is_refused_and_the_round_commits(tmp_path, monkeypatch, caplog):
+    """A hostile device encrypts under the round's public key but at scale 2^30 instead of 2^40: such a
+    ciphertext parses, and the server's homomorphic sum would fail at commit ("scale mismatch"). It is
+    refused when it arrives, naming what was wrong; the honest devices' round commits."""
+    import hamrah.device.compute as compute
+    from hamrah.device.pipeline import plan_pipeline
+
+    honest_encode = compute.encode_update
+    hostile_key = 3
+
+    def encode(extra, update, client_key, round_idx, states):
+        if client_key != hostile_key:
+            return honest_encode(extra, update, client_key, round_idx, states)
+        public = plan_pipeline(extra)[1].stages[-1].public  # the chain's (shared) public context
+        scale = public.global_scale
+        public.global_scale = 2.0**30
+        try:
+            return honest_encode(extra, update, client_key, round_idx, states)
+        finally:
+            public.global_scale = scale
+
+    monkeypatch.setattr(compute, "encode_update", encode)
+    exp = _experiment({"scheme": "ckks"}, rounds=1)
+    setup, stores, tokens = make_setup(
+        tmp_path, exp, devices=4, goal_count=4, over_selection=1.0, min_reports=3, reporting_timeout_s=15.0
+    )
+    state = tmp_path / "state"
+    with caplog.at_level("INFO", logger="hamrah"):
+        server, summary, _ = asyncio.run(run_system(setup, state, stores, tokens))
+    (rec,) = records(state, setup)
+    assert summary["rounds_committed"] == 1 and rec["reported"] == 3
+    assert all(bool(torch.isfinite(v).all()) for v in server.coordinator.params.values())
+    refused = [r.getMessage() for r in caplog.records if "refused an update from device device-3" in r.getMessage()]
+    assert refused and "has scale 2^30" in refused[0] and "expected a fresh encryption: scale 2^" in refused[0]
+    assert summary["refusals"] == {"ProtocolError: he_sum": 1}

@@ -232,17 +232,29 @@ def ckks_from_bytes(public: ts.Context, data: bytes, config: CKKSConfig) -> CKKS
             raise ProtocolError(f"CKKS vector: truncated before ciphertext {i}")
         (size,) = struct.unpack(">I", data[pos : pos + 4])
         blob, pos = data[pos + 4 : pos + 4 + size], pos + 4 + size
-        vectors.append(_parse(public, blob, i, min(config.slots, length - i * config.slots)))
+        vectors.append(_parse(public, blob, i, min(config.slots, length - i * config.slots), config))
     if pos != len(data):
         raise ProtocolError(f"CKKS vector: {len(data) - pos} bytes left over after {num} ciphertexts")
     return CKKSCiphertext(tuple(vectors), length, count)
 
 
-def _parse(public: ts.Context, blob: bytes, index: int, size: int) -> ts.CKKSVector:
+def _parse(public: ts.Context, blob: bytes, index: int, size: int, config: CKKSConfig) -> ts.CKKSVector:
+    """Parse one SEAL ciphertext and check it can be added to a fresh one: its slot count, its scale
+    (a sum of ciphertexts at different scales fails with "scale mismatch"), its polynomial count and its
+    level (a fresh encryption: two polynomials over the data primes)."""
     try:
         vec = ts.ckks_vector_from(public, blob)
+        (seal,) = vec.ciphertext()
+        scale, polys, primes = seal.scale, seal.size(), seal.coeff_modulus_size()
     except (ValueError, RuntimeError, TypeError) as exc:
         raise ProtocolError(f"CKKS vector: ciphertext {index} cannot be parsed ({exc})") from exc
     if vec.size() != size:
         raise ProtocolError(f"CKKS vector: ciphertext {index} holds {vec.size()} values, expected {size}")
+    want_primes = len(config.coeff_mod_bit_sizes) - 1
+    if scale != 2.0**config.scale_bits or polys != 2 or primes != want_primes:
+        got = f"2^{math.log2(scale):g}" if scale > 0 and math.isfinite(scale) else repr(scale)
+        raise ProtocolError(
+            f"CKKS vector: ciphertext {index} has scale {got}, {polys} polynomials and {primes} primes; "
+            f"expected a fresh encryption: scale 2^{config.scale_bits}, 2 polynomials, {want_primes} data primes"
+        )
     return vec
