@@ -170,3 +170,36 @@ def test_adaptive_clipping_under_secure_aggregation_moves_the_norm_from_the_unma
     asyncio.run(run_system(setup, tmp_path / "state", stores, tokens))
     clips = [r["pipeline_state"]["dp_clip"]["clip"] for r in records(tmp_path / "state", setup)]
     assert 0.01 * 1.15 < clips[0] < clips[1] < 0.01 * 1.8  # every update clipped: the norm grows each round
+
+
+def test_a_hostile_devices_claimed_example_count_is_capped_as_in_a_plain_round(tmp_path, caplog):
+    """A device with a valid token joins the secure round claiming 10^9 examples and inputs +clip in every
+    entry. Uncapped, W = 10^9 made every honest weight n_k / W ~ 3e-6 (quantized away) and the mean ~ its
+    input; capped at the influence bound's weight (as a plain report is), it counts as one device."""
+    from tests.system.secagg_hostile import Liar, hostile_device
+
+    setup, stores, tokens = make_setup(
+        tmp_path,
+        _experiment({"variant": "secagg", "clip": 0.5, "input_bits": 20}, rounds=1),
+        devices=DEVICES - 1,
+        goal_count=DEVICES,
+        over_selection=1.0,
+        min_reports=DEVICES,
+    )
+    extra = (tmp_path / "tokens.txt").read_text().split()[DEVICES + 2]
+    liar = Liar(num_examples=10**9, value=0.5)
+
+    async def attack(server, port):
+        await hostile_device(server, port, extra, liar, setup.server.population)
+
+    with caplog.at_level("WARNING", logger="hamrah.server"):
+        server, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, during=attack))
+    (rec,) = records(tmp_path / "state", setup)
+    assert summary["rounds_committed"] == 1 and rec["reported"] == DEVICES and liar.rounds == [1]
+    assert rec["weight_capped"] == 1
+    assert any("claimed num_examples = 1000000000, counted as" in r.getMessage() for r in caplog.records)
+    # pixel (0, 0) is 0 in every MNIST image: honest deltas of weight[:, 0] are exactly 0, so the change there
+    # is the hostile input's share of the mean: 0.5 / 6 with equal (capped) weights, ~0.5 uncapped
+    start = server.coordinator._initial_params()
+    moved = (server.coordinator.params["fc.weight"][:, 0] - start["fc.weight"][:, 0]).abs()
+    assert float(moved.max()) == pytest.approx(0.5 / DEVICES, abs=1e-3)

@@ -104,6 +104,8 @@ class SecureRound:
         stage_timeout_s: how long each stage after JOIN stays open.
         identity_key: ``task id -> raw Ed25519 public key`` registered for the task's device (None: not
             registered); needed when the stage asks for ``malicious_server``.
+        max_weight: the most ``num_examples`` one device counts for (the influence bound's weight cap, as
+            for plain reports): a JOIN claiming more is counted as ``max_weight``.
 
     Raises:
         ConfigError: too few devices for the stage's settings, or ``malicious_server`` without identity keys.
@@ -118,6 +120,7 @@ class SecureRound:
         equal_weights: bool,
         stage_timeout_s: float,
         identity_key: Callable[[str], bytes | None] | None = None,
+        max_weight: int = MAX_EXAMPLES,
     ):
         self.layout, self.round_idx, self.equal_weights = layout, round_idx, equal_weights
         self.stage_timeout_s = stage_timeout_s
@@ -132,7 +135,7 @@ class SecureRound:
                 "secure_aggregation.malicious_server needs the devices' registered identity keys "
                 "(server.tokens_file from `hamrah provision`)"
             )
-        self.identity_key = identity_key
+        self.identity_key, self.max_weight = identity_key, max_weight
         self.config = stage.config(self.n, stage.secure_length(layout.size))  # active: redone over the joined
         self.server = (
             None if self.active else SecAggServer(self.config, round_id=round_idx, graph_seed=secrets.randbits(32))
@@ -234,7 +237,7 @@ class SecureRound:
                 "secure aggregation: a JOIN carries no message bytes in this round (no malicious_server)"
             )
         metrics = check_metrics(decode_metrics(header.metrics))  # each known metric in its range
-        self.examples[u] = int(header.num_examples)
+        self.examples[u] = min(int(header.num_examples), self.max_weight)  # capped, as a plain report's weight
         self.losses[u] = float(metrics.get("train_loss", metrics.get("loss", 0.0)))
         if DP_EPSILON in metrics:  # DP-SGD: the epsilon the device's store has spent (as it says)
             self.dp_epsilon = max(self.dp_epsilon or 0.0, metrics[DP_EPSILON])

@@ -40,7 +40,19 @@ class SecureRounds:
         await rs.secure_ready.wait()
         if rs.secure is None or rs is not self.current:
             raise LateReport(f"round {rs.round} was abandoned")
-        return await rs.secure.exchange(info.task_id, header, message)
+        claimed = header.num_examples if header.stage == pb.JOIN else 0
+        out = await rs.secure.exchange(info.task_id, header, message)
+        if claimed > rs.secure.max_weight:  # joined: counted as max_weight (as a plain report would be)
+            rs.capped += 1
+            log.warning(
+                "round %d: secure aggregation: device %s claimed num_examples = %d, counted as %d "
+                "(the influence bound's weight cap, server.max_example_weight)",
+                rs.round,
+                self.who(device),
+                claimed,
+                rs.secure.max_weight,
+            )
+        return out
 
     def secure_leave(self, task_id: str, device: str) -> None:
         """A device hung up mid-protocol: stop waiting for it (it is a drop-out from the next stage on)."""
@@ -71,6 +83,7 @@ class SecureRounds:
                 self.pipeline.spec.equal_weights,
                 self.cfg.secagg_stage_timeout_s,
                 identity_key,
+                self.max_weight,
             )
         except ConfigError as err:  # e.g. fewer than 2 devices
             log.warning("round %d: secure aggregation cannot start: %s", rs.round, err)
