@@ -1,4 +1,4 @@
-"""Shared fixtures: MNIST is loaded once per test session (about 2 s)."""
+"""Shared fixtures: MNIST is loaded once per test session (about 2 s); a local Ray instance per module."""
 
 from __future__ import annotations
 
@@ -24,3 +24,19 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 @pytest.fixture(scope="session")
 def mnist():
     return load_mnist(download=False)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance with 2 CPUs for a module's tests (mark the module ``xdist_group("ray")``)."""
+    ray = pytest.importorskip("ray")
+    for attempt in range(3):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as e:  # Ray waits a fixed time for its raylet and GCS: a busy CI machine can miss it
+            ray.shutdown()  # ("timed out during startup", "Timed out waiting for file .../gcs_server_port_...")
+            if "timed out" not in str(e).lower() or attempt == 2:
+                raise
+    yield ray
+    ray.shutdown()

@@ -26,20 +26,6 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray at a time: these tests share a worker
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    for attempt in range(3):
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception as e:  # Ray waits a fixed time for its raylet and GCS: a busy CI machine can miss it
-            ray.shutdown()  # ("timed out during startup", "Timed out waiting for file .../gcs_server_port_...")
-            if "timed out" not in str(e).lower() or attempt == 2:
-                raise
-    yield
-    ray.shutdown()
-
-
 def result(cid: int, value: float, n: int) -> Contribution:
     return Contribution(cid, {"delta/w": torch.full((3,), value)}, float(n), {"train_loss": Weighted.of(value, n)})
 

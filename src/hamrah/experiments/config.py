@@ -39,6 +39,7 @@ from hamrah.experiments.config_sections import (
     TaskConfig,
 )
 from hamrah.observe.tracking import TrackingConfig
+from hamrah.simulation.config import BACKENDS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -96,6 +97,7 @@ _CHOICES = {
     ("data", "dataset"): DATASETS,
     ("data", "partition"): PARTITIONS,
     ("model", "name"): MODELS,
+    ("run", "backend"): BACKENDS,
     ("task", "name"): MODELS,
     ("algorithm", "name"): ALGORITHMS,
     ("compression", "codec"): ("none", "quantize", "sign", "topk", "mask", "float16", "bfloat16"),

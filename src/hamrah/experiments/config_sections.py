@@ -87,6 +87,7 @@ class RunConfig:
     stop_at_target: bool = False
     batched: bool | None = None  # "auto" (None): batched for ReLU MLPs, where it measured fastest
     workers: int | None = None  # "auto" (None): processes training clients side by side
+    backend: str = "local"  # "ray": the workers are actors on a Ray cluster (RAY_ADDRESS, or a local one)
     checkpoint_every: int = 10  # with --out: a checkpoint to resume from every this many rounds and at the end
 
 

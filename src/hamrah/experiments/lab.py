@@ -98,7 +98,12 @@ def prepare_lab(cfg: LabConfig) -> Prepared:
 def _train(cfg: LabConfig, prep: Prepared, attack: Attack, defence_name: str):
     run = cfg.experiment.run
     sim_cfg = SimulationConfig(
-        rounds=run.rounds, eval_every=run.rounds, seed=run.seed, batched=run.batched, workers=run.workers
+        rounds=run.rounds,
+        eval_every=run.rounds,
+        seed=run.seed,
+        batched=run.batched,
+        workers=run.workers,
+        backend=run.backend,
     )
     sim = Simulator(
         seeded(prep.model_factory, run.seed),

@@ -75,6 +75,7 @@ class Prepared:
             seed=run.seed,
             batched=run.batched,
             workers=run.workers,
+            backend=run.backend,
             target_accuracy=run.target_accuracy,
             stop_at_target=run.stop_at_target,
             heterogeneity=heterogeneity(self.config.heterogeneity),

@@ -12,9 +12,9 @@ worker thread, off the event loop. A failed actor (``crash``: ``ray.kill``, or o
 the round closes) loses only its share. Actors are kept from round to round, and a dead one is
 replaced in the next round.
 
-``ray.init()`` is called here only if the process has not initialised Ray: it joins the cluster
-named by ``RAY_ADDRESS`` or starts a local instance (then shut down by ``close``, and killed by a
-watchdog if the server is SIGKILLed: ``hamrah.server.reaper``).
+Ray is joined or started through :class:`hamrah.core.ray_cluster.RaySession`: the running instance,
+``RAY_ADDRESS``'s cluster, or a local instance (shut down by ``close``, and killed by a watchdog if
+the server is SIGKILLed).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import logging
 
 from hamrah.core.aggregate import Contribution
 from hamrah.core.errors import ConfigError
+from hamrah.core.ray_cluster import RaySession
 from hamrah.server.aggregators import AggregatorShare, Partial
-from hamrah.server.reaper import process_tree, reap_on_death, stop_reaper
 
 try:
     import ray
@@ -78,12 +78,7 @@ class RayBackend:
     """Spawn Aggregators as Ray actors (one per index, reused across rounds) and gather their sums."""
 
     def __init__(self) -> None:
-        self._owns_ray = not ray.is_initialized()
-        self._reaper = None
-        if self._owns_ray:
-            ray.init(include_dashboard=False, log_to_driver=False)
-            # Ray's daemons die with this process even on a SIGKILL (hamrah.server.reaper)
-            self._reaper = reap_on_death(process_tree())
+        self._ray = RaySession("server.backend")
         self._pool: dict[int, RayShare] = {}
 
     def spawn(self, index: int, buffered: bool) -> RayShare:
@@ -114,7 +109,4 @@ class RayBackend:
         for share in self._pool.values():
             share.crash()
         self._pool.clear()
-        if self._owns_ray and ray.is_initialized():
-            ray.shutdown()
-        if self._reaper is not None:
-            stop_reaper(self._reaper)
+        self._ray.close()

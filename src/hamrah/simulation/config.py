@@ -16,6 +16,8 @@ from hamrah.data.federated import ArrayData
 from hamrah.loop import RunPlan
 from hamrah.simulation.heterogeneity import Heterogeneity
 
+BACKENDS = ("local", "ray")  # where clients train: worker processes here, or actors on a Ray cluster
+
 
 class Attack(Protocol):
     """The attack hook a security lab plugs into :class:`Simulator` (all methods pure, seeded by ``rng``)."""
@@ -46,7 +48,10 @@ class SimulationConfig:
         batched: train the cohort in one batched pass (None: for models with a fused MLP path, which
             measured fastest on CPU; a convolutional model trains faster one client per core).
         workers: processes that train clients side by side (None: one per CPU core for a convolutional
-            model trained one client at a time, else 1; ``hamrah.simulation.placement``).
+            model trained one client at a time, else 1; ``hamrah.simulation.placement``); with
+            ``backend = "ray"``, Ray actors (None: one per CPU of the cluster, up to the cohort).
+        backend: ``"local"`` (worker processes on this machine) or ``"ray"`` (actors on a Ray cluster,
+            ``hamrah.simulation.ray_pool``).
         target_accuracy: stop once reached, if ``stop_at_target``.
         stop_at_target: end the run at the first evaluation reaching ``target_accuracy``.
         heterogeneity: per-client local work, stragglers and drop-out (None: every client alike).
@@ -57,6 +62,7 @@ class SimulationConfig:
     seed: int = 0
     batched: bool | None = None
     workers: int | None = None
+    backend: str = "local"
     target_accuracy: float | None = None
     stop_at_target: bool = False
     heterogeneity: Heterogeneity | None = None
@@ -65,6 +71,8 @@ class SimulationConfig:
         _ = self.plan  # RunPlan checks rounds and eval_every
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"run.workers = {self.workers}: expected an integer >= 1")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"run.backend = {self.backend!r}: expected one of {', '.join(BACKENDS)}")
 
     @property
     def plan(self) -> RunPlan:
@@ -79,4 +87,4 @@ class SimulationResult:
     stopped: str | None = None  # why training ended early (the privacy budget), or None
 
 
-__all__ = ["Attack", "SimulationConfig", "SimulationResult"]
+__all__ = ["BACKENDS", "Attack", "SimulationConfig", "SimulationResult"]

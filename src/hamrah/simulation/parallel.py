@@ -15,6 +15,7 @@ import dataclasses
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -87,12 +88,21 @@ def keep_freed_memory() -> None:
     mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GB of free heap
 
 
-def _init(model: nn.Module, data: FederatedDataset, fl_task: Task | None = None) -> None:
+def worker_setup(
+    model: nn.Module, data: FederatedDataset, fl_task: Task | None
+) -> tuple[nn.Module, FederatedDataset, Task | None]:
+    """Set a worker process up (one torch thread, freed memory kept) and return what it trains with.
+
+    Tensors may arrive in memory shared by every worker: each gets its own parameters to train in
+    place. The data stays shared (read only).
+    """
     torch.set_num_threads(1)
     keep_freed_memory()
-    # Tensors arrive in shared memory, the same storage in every worker: give each worker its own
-    # parameters to train in place. The data stays shared (read only).
-    _STATE["model"], _STATE["data"], _STATE["fl_task"] = copy.deepcopy(model), data, fl_task
+    return copy.deepcopy(model), data, fl_task
+
+
+def _init(model: nn.Module, data: FederatedDataset, fl_task: Task | None = None) -> None:
+    _STATE["model"], _STATE["data"], _STATE["fl_task"] = worker_setup(model, data, fl_task)
 
 
 def train_clients(
@@ -232,3 +242,22 @@ class ProcessPool:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Pool(Protocol):
+    """Workers that train a round's clients: :class:`ProcessPool` or ``ray_pool.RayPool``."""
+
+    workers: int
+
+    def train(self, task: RoundTask, sizes: list[int]) -> dict[int, ClientUpdate]: ...
+
+    def close(self) -> None: ...
+
+
+def open_pool(backend: str, model: nn.Module, data: FederatedDataset, workers: int, fl_task: Task | None) -> Pool:
+    """Start ``workers`` workers of ``backend`` (``"local"``: processes here; ``"ray"``: Ray actors)."""
+    if backend == "ray":
+        from hamrah.simulation.ray_pool import RayPool  # imports Ray: only when asked for
+
+        return RayPool(model, data, workers, fl_task)
+    return ProcessPool(model, data, workers, fl_task)

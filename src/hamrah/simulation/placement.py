@@ -57,6 +57,8 @@ def placement(
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     builtin = type(task).__module__.startswith("hamrah.")  # hamrah's own tasks: the default loss, reference models
     auto_workers = min(cores, cohort) if builtin and not batched and _convolutional(model) else 1
+    if config.backend == "ray":  # the user asked for the cluster: its CPUs (hamrah.simulation.ray_pool caps)
+        return batched, min(config.workers or cohort, cohort)
     workers = auto_workers if config.workers is None else min(config.workers, cohort)
     if workers > 1 and type(task).__module__ == "__main__":
         raise ConfigError(

@@ -34,7 +34,7 @@ from hamrah.pipeline import PipelineRun, PipelineSpec
 from hamrah.simulation import example_privacy
 from hamrah.simulation.config import Attack, SimulationConfig, SimulationResult
 from hamrah.simulation.heterogeneity import BUDGET_SPENT, DROPPED, STRAGGLER, draw_work
-from hamrah.simulation.parallel import ProcessPool, RoundTask, train_clients
+from hamrah.simulation.parallel import Pool, RoundTask, open_pool, train_clients
 from hamrah.simulation.personal import check_personal, personal_metrics
 from hamrah.simulation.placement import placement
 from hamrah.simulation.reference import RootReference, needs_reference
@@ -114,7 +114,7 @@ class Simulator:
         self.batched, self.workers = placement(
             model, algorithm, self.task, config, self.cohort, self.params, self.loop.broadcast()
         )
-        self._pool: ProcessPool | None = None
+        self._pool: Pool | None = None
         self.pipeline = self._pipeline_run(pipeline)
         self.examples = example_privacy.checked_ledger(algorithm, example_ledger)
         self.loop.budget = self
@@ -218,9 +218,10 @@ class Simulator:
         )
         if not ids:
             return {}
-        if self.workers > 1:
+        if self.workers > 1 or self.config.backend == "ray":
             if self._pool is None:
-                self._pool = ProcessPool(self.model, self.data, self.workers, self.task)
+                self._pool = open_pool(self.config.backend, self.model, self.data, self.workers, self.task)
+                self.workers = self._pool.workers
             return self._pool.train(task, sizes)
         return dict(zip(ids, train_clients(self.model, self.data, task, self.task)))
 
