@@ -131,7 +131,7 @@ def test_stream_pushes_the_state(server):
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     conn.request("GET", "/api/stream?run=a", headers={"Authorization": f"Bearer {TOKEN}"})
     resp = conn.getresponse()
-    assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+    assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream; charset=utf-8"
     assert resp.fp.readline() == b"event: state\n"
     state = json.loads(resp.fp.readline().removeprefix(b"data: "))
     assert state["run"]["rounds"] == 3 and state["live"]["connected"] == 1

@@ -12,9 +12,7 @@ server's event loop is never blocked by a viewer.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import ssl
 import threading
 import time
@@ -26,10 +24,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from hamrah.core.errors import ConfigError, HamrahError
-from hamrah.observe.dashboard.config import DashboardConfig, TokenCheck, check_exposure
+from hamrah.observe.dashboard.config import DashboardConfig, TokenCheck, check_exposure, is_loopback
+from hamrah.observe.dashboard.source import Source, encode, split_names
 from hamrah.observe.prometheus import CONTENT_TYPE, TelemetryCollector, exposition
 from hamrah.observe.runs import RunFolder
-from hamrah.observe.telemetry import Telemetry
 
 log = logging.getLogger("hamrah.dashboard")
 STATIC = {
@@ -41,64 +39,16 @@ COOKIE = "hamrah_dashboard"
 POLL_S = 0.5  # how often a live stream looks for changes (a committed round is sent within this)
 LIVE_S = 1.0  # the live telemetry alone is sent at most this often
 HEARTBEAT_S = 10.0
-
-
-class Source:
-    """What the dashboard shows: the runs under a folder, plus a live server's telemetry.
-
-    Args:
-        folder: the runs (``hamrah dashboard RUNS_DIR``), or a live server's state folder.
-        telemetry: the live server's registry (None: runs read from disk only).
-        live_status: returns the live run's ``(status, error)``; its run is the folder itself (".").
-        live_config: the live run's resolved config (its summary, which also carries it, is written
-            only at the end).
-    """
-
-    def __init__(
-        self, folder: RunFolder, telemetry: Telemetry | None = None, live_status=None, live_config: dict | None = None
-    ):
-        self.folder, self.telemetry, self.live_status, self.live_config = folder, telemetry, live_status, live_config
-
-    def run(self, name: str, full: bool = True) -> dict:
-        run = self.folder.run(name, full)
-        if self.live_status is not None and name == ".":
-            run["status"], run["error"] = self.live_status()
-            if full and not run.get("config"):
-                run["config"] = self.live_config
-            if full and self.telemetry is not None:
-                run["log"] = self.telemetry.snapshot(max_devices=0)["logs"][-40:] or run["log"]
-        return run
-
-    def runs(self) -> list[dict]:
-        return [self.run(n, full=False) for n in self.folder.names()]
-
-    def live(self) -> dict | None:
-        return self.telemetry.snapshot() if self.telemetry is not None else None
-
-    def stamp(self) -> tuple:
-        return (
-            self.folder.stamp(),
-            self.telemetry.version if self.telemetry is not None else 0,
-            self.live_status() if self.live_status is not None else None,
-        )
-
-    def records(self) -> list[dict]:
-        names = self.folder.names()
-        name = "." if "." in names else (names[0] if len(names) == 1 else None)
-        return self.folder.records(self.folder.root / name) if name is not None else []
-
-
-def _json(obj) -> bytes:
-    def clean(x):
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {str(k): clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        return x
-
-    return json.dumps(clean(obj), separators=(",", ":")).encode("utf-8")
+COMPARE_SHOWN = 400  # records of each compared run (thinned; the chart needs no more)
+JSON_TYPE = "application/json; charset=utf-8"
+HEADERS = {  # on every answer: a read-only page of its own files, never framed, never sniffed
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -107,26 +57,52 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "hamrah-dashboard"
     sys_version = ""
     timeout = 30  # a client that sends nothing is dropped; it does not hold a thread for ever
+    streaming = False  # the answer's headers are sent: an error can no longer be answered
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt, *args) -> None:  # the default prints every request to stderr
         log.debug("%s %s", self.address_string(), fmt % args)
 
-    def _send(self, status: int, body: bytes, ctype: str = "application/json", headers: dict | None = None) -> None:
+    def _send(self, status: int, body: bytes | None, ctype: str = JSON_TYPE, headers: dict | None = None) -> None:
+        """Send an answer (``body`` None: a stream follows, without a length)."""
         self.send_response(status)
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'")
-        for k, v in (headers or {}).items():
+        if body is not None:
+            self.send_header("Content-Length", str(len(body)))
+        for k, v in {**HEADERS, **(headers or {})}.items():
             self.send_header(k, v)
         self.end_headers()
-        if self.command != "HEAD":
+        if body is not None and self.command != "HEAD":
             self.wfile.write(body)
 
     def _error(self, status: int, message: str) -> None:
-        self._send(status, _json({"error": message}))
+        self._send(status, encode({"error": message, "status": int(status)}))
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's errors (a malformed request line, a header too long) as the
+        dashboard's own: a one-line JSON reason, with the same headers."""
+        self.close_connection = True
+        try:
+            short = HTTPStatus(code).phrase
+        except ValueError:
+            short = "error"
+        self._error(code, message or short)
+
+    def __getattr__(self, name: str):
+        if name.startswith("do_"):  # any other method (OPTIONS, TRACE, PROPFIND, ...): 405 like POST
+            return self.do_POST
+        raise AttributeError(name)
+
+    def _host_allowed(self) -> bool:
+        """An open dashboard (no token) on loopback answers only to a loopback name in ``Host``: a web
+        page that rebinds its own name to 127.0.0.1 (DNS rebinding) reads nothing."""
+        if self.server.tokens.required or not is_loopback(self.server.cfg.host):
+            return True
+        host = self.headers.get("Host")
+        if host is None:
+            return True  # not a browser (HTTP/1.0 tools)
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return is_loopback(name.strip("[]").lower())
 
     def _token(self, query: dict) -> tuple[str | None, bool]:
         """Return (the token offered, whether it came in the address)."""
@@ -155,6 +131,12 @@ class Handler(BaseHTTPRequestHandler):
             query = parse_qs(url.query, max_num_fields=8)
         except ValueError:
             return self._error(HTTPStatus.BAD_REQUEST, "malformed address; expected a path and a short query")
+        if not self._host_allowed():
+            return self._error(
+                HTTPStatus.FORBIDDEN,
+                "the dashboard answers only to a loopback host name (127.0.0.1, localhost, [::1]); "
+                "set a token_file to serve it under another name",
+            )
         token, in_url = self._token(query)
         if not self.server.tokens.allows(token):
             self.server.refused += 1
@@ -162,13 +144,14 @@ class Handler(BaseHTTPRequestHandler):
                 HTTPStatus.UNAUTHORIZED,
                 "missing or wrong dashboard token; expected Authorization: Bearer <token>, or /?token=<token> once",
             )
-        if in_url and token and url.path == "/":
+        if in_url and token and url.path == "/" and self.server.tokens.required:
             cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/" + ("; Secure" if self.server.tls else "")
             return self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": "/", "Set-Cookie": cookie})
         try:
             self._route(url.path, query)
         except HamrahError as e:
-            self._error(HTTPStatus.NOT_FOUND, str(e))
+            if not self.streaming:
+                self._error(HTTPStatus.NOT_FOUND, str(e))
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass
 
@@ -180,14 +163,14 @@ class Handler(BaseHTTPRequestHandler):
             name, ctype = STATIC[path]
             return self._send(HTTPStatus.OK, self.server.static(name), ctype)
         if path == "/api/runs":
-            return self._send(HTTPStatus.OK, _json({"live": src.telemetry is not None, "runs": src.runs()}))
+            return self._send(HTTPStatus.OK, encode({"live": src.telemetry is not None, "runs": src.runs()}))
         if path == "/api/run":
-            return self._send(HTTPStatus.OK, _json(src.run(self._one(query, "name"))))
+            return self._send(HTTPStatus.OK, encode(src.run(self._one(query, "name"))))
         if path == "/api/compare":
-            names = [n for n in self._one(query, "names").split(",") if n][:12]
-            return self._send(HTTPStatus.OK, _json({"runs": [src.run(n) for n in names]}))
+            names = split_names(self._one(query, "names"))[:12]
+            return self._send(HTTPStatus.OK, encode({"runs": [src.run(n, shown=COMPARE_SHOWN) for n in names]}))
         if path == "/api/live":
-            return self._send(HTTPStatus.OK, _json(src.live()))
+            return self._send(HTTPStatus.OK, encode(src.live()))
         if path == "/api/stream":
             return self._stream(query)
         if path == "/metrics" and self.server.cfg.metrics:
@@ -214,8 +197,11 @@ class Handler(BaseHTTPRequestHandler):
         msg = {"runs": runs, "live": src.live()}
         if with_run:
             name = run if run is not None else (runs[0]["name"] if runs else None)
-            msg["run"] = src.run(name) if name is not None else None
-        return _json(msg)
+            try:
+                msg["run"] = src.run(name) if name is not None else None
+            except ConfigError:  # deleted or renamed while watched: the page picks another
+                msg["run"] = None
+        return encode(msg)
 
     def _stream(self, query: dict) -> None:
         """Push the state (runs, the chosen run, live telemetry) as server-sent events when it changes."""
@@ -228,11 +214,8 @@ class Handler(BaseHTTPRequestHandler):
                 f"too many live viewers; expected at most dashboard.max_streams = {self.server.cfg.max_streams}",
             )
         try:
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.close_connection = True
+            self._send(HTTPStatus.OK, None, "text/event-stream; charset=utf-8")
+            self.streaming = self.close_connection = True
             last, beat = None, time.monotonic()
             while not self.server.stopping.is_set():
                 stamp = self.server.source.stamp()
@@ -303,14 +286,14 @@ class DashboardServer(ThreadingHTTPServer):
         names = [r["name"] for r in runs]
         if run not in names:
             run = names[0] if names else None
-        given = [n for n in (query.get("compare") or [""])[0].split(",") if n in names]
+        given = [n for n in split_names((query.get("compare") or [""])[0]) if n in names]
         state = {
             "runs": runs,
             "live": src.live(),
             "run": src.run(run) if run is not None else None,
-            "compare": [src.run(n) for n in (given or names[:8])],
+            "compare": [src.run(n, shown=COMPARE_SHOWN) for n in (given or names[:8])],
         }
-        blob = _json(state).replace(b"<", b"\\u003c")  # '<' only occurs in strings: no text can end the block
+        blob = encode(state).replace(b"<", b"\\u003c")  # '<' only occurs in strings: no text can end the block
         tag = b'<script src="/app.js"></script>'
         return self.static("index.html").replace(
             tag, b'<script type="application/json" id="initial">' + blob + b"</script>\n" + tag

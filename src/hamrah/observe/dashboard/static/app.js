@@ -16,6 +16,10 @@ const num = (v) => typeof v === "number" && isFinite(v);
 const fmt = (v, d = 4) => (num(v) ? (Number.isInteger(v) ? String(v) : v.toFixed(d)) : "-");
 const bytes = (v) => (num(v) ? (v >= 1048576 ? (v / 1048576).toFixed(2) + " MiB" : (v / 1024).toFixed(1) + " KiB") : "-");
 const eps = (r) => [r.epsilon, r.privacy_epsilon, r.epsilon_spent].find(num);
+const lo = (xs) => xs.reduce((a, b) => (b < a ? b : a), Infinity);  // Math.min(...xs) overflows the stack on long runs
+const hi = (xs) => xs.reduce((a, b) => (b > a ? b : a), -Infinity);
+const dec = (n) => { try { return decodeURIComponent(n); } catch (e) { return n; } };
+const names = (list) => list.map(encodeURIComponent).join(",");  // each name encoded: a name may hold a comma
 
 function phasesOf(r) {
   const t = r.phases && typeof r.phases === "object" ? r.phases : {};
@@ -32,7 +36,7 @@ function lineChart(id, series, opts = {}) {
   if (!pts.length) { box.append(el("p", {}, opts.empty || "no data in this run")); return; }
   let xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
   if (num(opts.budget)) ys = ys.concat([opts.budget]);
-  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y0 = Math.min(0, ...ys), y1 = Math.max(...ys, y0 + 1e-9);
+  const x0 = lo(xs), x1 = Math.max(hi(xs), x0 + 1), y0 = Math.min(0, lo(ys)), y1 = Math.max(hi(ys), y0 + 1e-9);
   const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R), sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - B - T);
   const svg = el("svg:svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img" });
   svg.append(el("svg:line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }),
@@ -137,7 +141,7 @@ function phaseChart(recs, present) {
   $("phase-legend").replaceChildren(legend(present.map((n, i) => [n, i])));
   if (!recs.length || !present.length) { box.append(el("p", {}, "no phase timings in these records")); return; }
   const tot = recs.map((r) => present.reduce((a, p) => a + (phasesOf(r)[p] || 0), 0));
-  const top = Math.max(...tot, 1e-9), bw = (W - L) / recs.length;
+  const top = Math.max(hi(tot), 1e-9), bw = (W - L) / recs.length;
   const svg = el("svg:svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}` });
   svg.append(el("svg:text", { x: 2, y: 10 }, fmt(top, 2) + " s"));
   recs.forEach((r, i) => {
@@ -184,15 +188,15 @@ async function renderCompare() {
     box.addEventListener("change", () => { box.checked ? S.compare.add(r.name) : S.compare.delete(r.name); renderCompare(); });
     return el("label", {}, box, ` ${r.name} (${r.status}, ${r.kind === "lab" ? r.cells + " cells" : r.rounds + " rounds"})`);
   }));
-  const names = [...S.compare];
-  if (!names.length) {
+  const ticked = [...S.compare];
+  if (!ticked.length) {
     lineChart("chart-compare", [], { width: 860, empty: "tick runs above" });
     table("compare-table", ["run"], []); $("chart-lab").replaceChildren();
     return;
   }
-  const key = names.join(",");
+  const key = JSON.stringify(ticked);
   if (!S.compared || S.compared.key !== key) {  // the page's first state carries the first comparison
-    const res = await fetch("/api/compare?names=" + encodeURIComponent(key), { credentials: "same-origin" });
+    const res = await fetch("/api/compare?names=" + encodeURIComponent(names(ticked)), { credentials: "same-origin" });
     if (!res.ok) return;
     S.compared = { key, runs: (await res.json()).runs };
   }
@@ -212,17 +216,24 @@ function labChart(runs, metric) {
   box.replaceChildren();
   const key = ["main_accuracy", "attack_success"].includes(metric) ? metric : "main_accuracy";
   for (const r of runs.filter((x) => x.kind === "lab" && (x.cell_rows || []).length)) {
-    const vals = {};
-    for (const c of r.cell_rows) if (num(c[key])) ((vals[c.defence] ||= {})[c.attack] ||= []).push(c[key]);
-    const defs = Object.keys(vals), atts = [...new Set(r.cell_rows.map((c) => c.attack))];
+    const vals = new Map();  // defence -> attack -> values (Maps: a name such as "__proto__" is a name)
+    for (const c of r.cell_rows) {
+      if (!num(c[key])) continue;
+      const d = String(c.defence), a = String(c.attack);
+      if (!vals.has(d)) vals.set(d, new Map());
+      if (!vals.get(d).has(a)) vals.get(d).set(a, []);
+      vals.get(d).get(a).push(c[key]);
+    }
+    const defs = [...vals.keys()], atts = [...new Set(r.cell_rows.map((c) => String(c.attack)))];
     const W = 860, H = 230, L = 36, B = 22, gw = (W - L) / Math.max(defs.length, 1), bw = gw / (atts.length + 1);
     const svg = el("svg:svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}` });
     svg.append(el("svg:text", { x: 2, y: 10 }, "1.0"), el("svg:text", { x: 2, y: H - B }, "0"));
     defs.forEach((d, i) => {
       svg.append(el("svg:text", { x: L + i * gw, y: H - 6 }, d));
       atts.forEach((a, j) => {
-        const v = (vals[d][a] || []).reduce((s, x, _, xs) => s + x / xs.length, 0);
-        if (!(vals[d][a] || []).length) return;
+        const got = vals.get(d).get(a) || [];
+        const v = got.reduce((s, x, _, xs) => s + x / xs.length, 0);
+        if (!got.length) return;
         const h = Math.max(0, Math.min(1, v)) * (H - B - 12);
         svg.append(el("svg:rect", { class: `c${j % 8}`, x: L + i * gw + j * bw, y: H - B - h, width: Math.max(bw - 1, 1), height: h },
                       el("svg:title", {}, `${d} / ${a}: ${fmt(v)}`)));
@@ -240,6 +251,16 @@ function renderRunSelect() {
   if (S.selected !== null) sel.value = S.selected;
 }
 
+// A run of more rounds than the server sends (runs.SHOWN_RECORDS): say what the charts are drawn from.
+function thinNote() {
+  const run = S.run, recs = (run && run.records) || [];
+  const total = run && num(run.records_total) ? run.records_total : recs.length;
+  for (const id of ["thin-note", "rounds-note"]) {
+    $(id).hidden = total <= recs.length;
+    $(id).textContent = total > recs.length ? `${total} records read (from round ${fmt(recs[0].round)}); drawn from ${recs.length} of them: the last ${Math.min(300, recs.length)} all, earlier ones evenly spaced` : "";
+  }
+}
+
 function page() { return (location.hash || "#overview").slice(1); }
 
 function render() {
@@ -247,6 +268,7 @@ function render() {
   for (const s of document.querySelectorAll(".page")) s.hidden = s.id !== "page-" + p;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === p);
   renderRunSelect();
+  thinNote();
   if (p === "overview") renderOverview();
   else if (p === "rounds") renderRounds();
   else if (p === "devices") renderDevices();
@@ -258,13 +280,18 @@ function render() {
 function applyState(st) {
   S.runs = st.runs; S.live = st.live;
   if ("run" in st) S.run = st.run;  // sent only when the run's files changed
-  if (S.selected === null && st.run) S.selected = st.run.name;  // the server sends its first run when none is named
+  const listed = S.runs.map((r) => r.name);
+  if (S.selected === null || !listed.includes(S.selected)) {  // none named, or deleted / renamed while open
+    const next = st.run && listed.includes(st.run.name) ? st.run.name : (listed.length ? listed[0] : null);
+    if (S.selected !== null && S.stream) { S.selected = next; select(); return; }
+    S.selected = next;
+  }
   if (!S.compareInit && S.runs.length) {  // ?compare=a,b, else the first 8 runs
     S.compareInit = true;
     const given = new URLSearchParams(location.search).get("compare");
-    (given ? given.split(",") : S.runs.slice(0, 8).map((r) => r.name)).forEach((n) => S.compare.add(n));
+    (given ? given.split(",").map(dec) : S.runs.slice(0, 8).map((r) => r.name)).forEach((n) => S.compare.add(n));
   }
-  if (st.compare) S.compared = { key: st.compare.map((r) => r.name).join(","), runs: st.compare };
+  if (st.compare) S.compared = { key: JSON.stringify(st.compare.map((r) => r.name)), runs: st.compare };
   else if ("run" in st) S.compared = null;  // files changed: the comparison is fetched again
   render();
 }
@@ -278,13 +305,35 @@ function connect() {
     $("conn").textContent = "live"; $("conn").className = "badge ok";
     applyState(JSON.parse(ev.data));
   });
-  es.onerror = () => { $("conn").textContent = "disconnected: retrying"; $("conn").className = "badge bad"; };
+  es.onerror = () => {
+    $("conn").textContent = "disconnected: retrying"; $("conn").className = "badge bad";
+    if (es.readyState === EventSource.CLOSED && S.stream === es) setTimeout(retry, 2000);  // refused (a run gone): no retry of its own
+  };
+}
+
+// The stream was refused: learn the runs again (the selected one may be gone), then reconnect.
+async function retry() {
+  try {
+    const res = await fetch("/api/runs", { credentials: "same-origin" });
+    if (res.ok) { const st = await res.json(); S.runs = st.runs; if (!st.runs.some((r) => r.name === S.selected)) S.selected = st.runs.length ? st.runs[0].name : null; }
+  } catch (e) { /* the server is away: try again */ }
+  connect();
+}
+
+// Show the run S.selected: its name in the address (a reload or a link keeps it), and its stream.
+function select() {
+  const url = new URL(location.href);
+  if (S.selected === null) url.searchParams.delete("run"); else url.searchParams.set("run", S.selected);
+  history.replaceState(null, "", url);
+  S.run = null;
+  render();
+  connect();
 }
 
 function showError(msg) { $("conn").textContent = "page error: " + msg; $("conn").className = "badge bad"; }
 window.addEventListener("error", (e) => showError(e.message));
 window.addEventListener("unhandledrejection", (e) => showError(String(e.reason)));
-$("run-select").addEventListener("change", (e) => { S.selected = e.target.value; connect(); });
+$("run-select").addEventListener("change", (e) => { S.selected = e.target.value; select(); });
 $("compare-metric").addEventListener("change", renderCompare);
 window.addEventListener("hashchange", render);
 const want = new URLSearchParams(location.search).get("run");
