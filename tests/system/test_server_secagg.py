@@ -203,3 +203,45 @@ def test_a_hostile_devices_claimed_example_count_is_capped_as_in_a_plain_round(t
     start = server.coordinator._initial_params()
     moved = (server.coordinator.params["fc.weight"][:, 0] - start["fc.weight"][:, 0]).abs()
     assert float(moved.max()) == pytest.approx(0.5 / DEVICES, abs=1e-3)
+
+
+def test_a_hostile_device_sending_wrong_shares_at_unmasking_is_named_and_left_out(tmp_path, caplog):
+    """A device with a valid token walks the protocol honestly (input 0) but adds 1 to every share of b_v it
+    returns at unmasking. Unchecked, the rebuilt self-masks were wrong and the "sum" was ring noise; now each
+    secret is checked against two more shares, the liar is located and named, its shares are left out, and
+    the round commits the exact secure sum."""
+    from tests.system.secagg_hostile import Liar, hostile_device
+
+    from hamrah.secagg import shamir
+    from hamrah.secagg.messages import UnmaskShares
+
+    def tamper(stage, m):
+        if stage != "unmasking":
+            return m
+        wrong = tuple((v, (s + 1) % shamir.PRIME) for v, s in m.self_mask_shares)
+        return UnmaskShares(m.round_id, m.client_id, wrong, m.key_shares)
+
+    setup, stores, tokens = make_setup(
+        tmp_path,
+        _experiment({"variant": "secagg", "clip": 0.5, "input_bits": 20}, rounds=1),
+        devices=DEVICES - 1,
+        goal_count=DEVICES,
+        over_selection=1.0,
+        min_reports=DEVICES,
+    )
+    extra = (tmp_path / "tokens.txt").read_text().split()[DEVICES + 2]
+    liar = Liar(num_examples=100, value=0.0, tamper=tamper)
+
+    async def attack(server, port):
+        await hostile_device(server, port, extra, liar, setup.server.population)
+
+    with caplog.at_level("WARNING", logger="hamrah.server"):
+        server, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, during=attack))
+    (rec,) = records(tmp_path / "state", setup)
+    assert summary["rounds_committed"] == 1 and rec["reported"] == DEVICES and liar.rounds == [1]
+    named = [r.getMessage() for r in caplog.records if "sent a share of client" in r.getMessage()]
+    assert named and "device hostile" in named[0] and "all its shares were left out" in named[0]
+    start = server.coordinator._initial_params()
+    # pixel (0, 0) is 0 in every MNIST image and the hostile's input is 0: the exact mean moves weight[:, 0] by
+    # 0 (within the 20-bit step); a wrong self-mask left uniform ring noise there, of the order of clip
+    assert float((server.coordinator.params["fc.weight"][:, 0] - start["fc.weight"][:, 0]).abs().max()) < 1e-5

@@ -85,6 +85,9 @@ class SecAggServer:
         self._inbox: dict[str, dict[int, object]] = {s: {} for s in self.stages}
         self._alive: dict[str, set[int]] = {"start": set(ids)}
         self._total = np.zeros(config.vector_length, dtype=ring_dtype(config.ring_bits))
+        self._coeff_cache: dict[tuple, list[int]] = {}
+        self.share_liars: dict[int, str] = {}
+        """Holders found sending a wrong share at unmasking (id -> what), whose shares were all left out."""
 
     def receive(self, message) -> None:
         """Take one client message of the current round (a message object or its bytes).
@@ -164,8 +167,8 @@ class SecAggServer:
             s_sk = crypto.private_key(secret.to_bytes(32, "big"))
             if s_sk.public_key().public_bytes_raw() != self._inbox["advertise_keys"][u].s_public:
                 raise ProtocolError(
-                    f"the rebuilt mask key of client {u} does not match its advertised key: "
-                    f"a share holder sent a wrong share"
+                    f"the rebuilt mask key of client {u} does not match its advertised key: a share holder "
+                    f"sent a wrong share, and too few further shares came to tell which"
                 )
             for v in self.graph[u] & u3:
                 p = crypto.prg(
@@ -233,24 +236,57 @@ class SecAggServer:
         return u3 | {u for u in self._alive["share_keys"] - u3 if self.graph[u] & u3}
 
     def _rebuild(self, owners: list[int], which: int) -> dict[int, int]:
-        """Rebuild secret ``which`` (0: b_u, 1: s_u^SK) of each owner from the shares sent in round 3."""
-        t, coeff_cache, out = self.config.threshold, {}, {}
+        """Rebuild secret ``which`` (0: b_u, 1: s_u^SK) of each owner from the shares sent in round 3.
+
+        Each secret is interpolated from its first t shares and checked against the next two (when sent):
+        a holder whose share is off the polynomial is located (:func:`shamir.locate_liar`), recorded in
+        ``share_liars`` and all its shares are left out, so one lying holder can neither poison the sum
+        nor stop the round while t honest holders remain. Nothing more is revealed: the shares are the
+        ones the protocol asked for.
+
+        Raises:
+            DropoutThresholdExceeded: fewer than t (honest) holders returned shares of a secret.
+            ProtocolError: the shares of a secret are inconsistent and no single holder explains it.
+        """
+        t, out = self.config.threshold, {}
         name = ("self-mask seed b_u", "mask key s_u^SK")[which]
         u4 = self._inbox["unmasking"]
         by_holder = {h: dict((m.self_mask_shares, m.key_shares)[which]) for h, m in u4.items()}
         for u in owners:
-            shares = {_x(h): held[u] for h, held in by_holder.items() if u in held}
-            if len(shares) < t:
-                raise DropoutThresholdExceeded(
-                    f"secure aggregation aborted at stage 'unmasking': {len(shares)} holders returned shares of "
-                    f"client {u}'s {name}, the threshold is t={t}; {len(u4)} of {self.config.num_clients} "
-                    f"clients survived"
-                )
-            xs = tuple(sorted(shares)[:t])
-            if xs not in coeff_cache:
-                coeff_cache[xs] = shamir.lagrange_at_zero(xs)
-            out[u] = shamir.combine(coeff_cache[xs], [shares[x] for x in xs])
+            while True:
+                shares = {_x(h): held[u] for h, held in by_holder.items() if u in held and h not in self.share_liars}
+                if len(shares) < t:
+                    raise DropoutThresholdExceeded(
+                        f"secure aggregation aborted at stage 'unmasking': {len(shares)} holders returned shares "
+                        f"of client {u}'s {name}, the threshold is t={t}; {len(u4)} of {self.config.num_clients} "
+                        f"clients survived"
+                        + (f", holders {sorted(self.share_liars)} sent wrong shares" if self.share_liars else "")
+                    )
+                xs = tuple(sorted(shares)[:t])
+                extra = tuple(sorted(shares)[t : t + 2])
+                out[u] = shamir.combine(self._coeffs(xs, 0), [shares[x] for x in xs])
+                residuals = [
+                    (shamir.combine(self._coeffs(xs, k), [shares[x] for x in xs]) - shares[k]) % shamir.PRIME
+                    for k in extra
+                ]
+                if not any(residuals):
+                    break
+                liar = shamir.locate_liar(xs, extra, residuals)
+                if liar is None:
+                    raise ProtocolError(
+                        f"secure aggregation aborted at stage 'unmasking': the shares of client {u}'s {name} "
+                        f"from holders {[x - 1 for x in xs + extra]} do not lie on one polynomial of degree "
+                        f"t - 1 = {t - 1}, and no single holder explains it"
+                    )
+                self.share_liars[liar - 1] = f"a share of client {u}'s {name} off the polynomial of the others"
         return out
+
+    def _coeffs(self, xs: tuple[int, ...], at: int) -> list[int]:
+        """Lagrange coefficients over ``xs`` at ``at``, cached: the same survivors hold most secrets' shares."""
+        key = (xs, at)
+        if key not in self._coeff_cache:
+            self._coeff_cache[key] = shamir.lagrange_at_zero(xs) if at == 0 else shamir.lagrange_at(xs, at)
+        return self._coeff_cache[key]
 
     # -- per-stage message checks ---------------------------------------------------------------------
 

@@ -77,6 +77,61 @@ def lagrange_at_zero(xs: Sequence[int]) -> list[int]:
     return coeffs
 
 
+def lagrange_at(xs: Sequence[int], x: int) -> list[int]:
+    """Return the Lagrange coefficients that evaluate f(x) from values at ``xs`` (``lagrange_at_zero`` at 0).
+
+    Used to check that a share beyond the first t lies on the polynomial the first t define.
+    """
+    coeffs = []
+    for i, xi in enumerate(xs):
+        num, den = 1, 1
+        for j, xj in enumerate(xs):
+            if j != i:
+                num = num * (x - xj) % PRIME
+                den = den * (xi - xj) % PRIME
+        coeffs.append(num * pow(den, -1, PRIME) % PRIME)
+    return coeffs
+
+
+def locate_liar(xs: Sequence[int], extra: Sequence[int], residuals: Sequence[int]) -> int | None:
+    """Return the point of the one wrong share, given t points ``xs`` and two or more further points
+    ``extra`` whose residuals ``P'(x_k) - y_k`` (P' the interpolant of the shares at ``xs``) are not all 0.
+
+    With one wrong share at x_j in ``xs`` (error d), P' = P + d L_j, so every residual is d L_j(x_k)
+    and the ratio of two of them gives x_j in closed form; with the wrong share among ``extra``, only its
+    residual is non-zero. None when no single wrong share explains the residuals (two or more liars).
+    """
+    bad = [x for x, r in zip(extra, residuals) if r]
+    if len(bad) == 1 and len(extra) >= 2:
+        return bad[0]
+    if len(bad) != len(extra) or len(extra) < 2:
+        return None
+    (k1, r1), (k2, r2) = list(zip(extra, residuals))[:2]
+    ell1 = ell2 = 1
+    for xi in xs:
+        ell1, ell2 = ell1 * (k1 - xi) % PRIME, ell2 * (k2 - xi) % PRIME
+    # r1 / r2 = [ell(k1) / (k1 - x_j)] / [ell(k2) / (k2 - x_j)]  =>  R = (k2 - x_j) / (k1 - x_j)
+    ratio = r1 * ell2 % PRIME * pow(r2 * ell1 % PRIME, -1, PRIME) % PRIME
+    if ratio == 1:
+        return None
+    xj = (k2 - ratio * k1) * pow(1 - ratio, -1, PRIME) % PRIME
+    if xj not in xs:
+        return None
+    d = r1 * pow(_basis(xs, xj, k1), -1, PRIME) % PRIME
+    if any((d * _basis(xs, xj, k) - r) % PRIME for k, r in zip(extra, residuals)):
+        return None  # not one error at x_j
+    return xj
+
+
+def _basis(xs: Sequence[int], xj: int, x: int) -> int:
+    """L_j(x): the Lagrange basis polynomial of node ``xj`` over ``xs``, at ``x``."""
+    num, den = 1, 1
+    for xi in xs:
+        if xi != xj:
+            num, den = num * (x - xi) % PRIME, den * (xj - xi) % PRIME
+    return num * pow(den, -1, PRIME) % PRIME
+
+
 def reconstruct(shares: dict[int, int], threshold: int) -> int:
     """Recover the secret from at least ``threshold`` shares ``{x: f(x)}``.
 

@@ -329,6 +329,12 @@ class SecureRound:
         )
         return roster.to_bytes()
 
+    def share_liars(self) -> dict[str, str]:
+        """Return ``task id -> what it did`` for the devices whose shares at unmasking were found wrong (and
+        left out: the sum was rebuilt from the others')."""
+        found = getattr(self.server, "share_liars", None) or {}
+        return {self.tasks[h]: what for h, what in found.items()}
+
     def _outcome(self, result) -> SecureOutcome:
         contributors = list(result.contributors)
         weights = {u: weight_of(self.examples[u], self.scale, self.equal_weights) for u in contributors}

@@ -90,7 +90,16 @@ class SecureRounds:
             return None
         finally:
             rs.secure_ready.set()
-        return await rs.secure.run(rs.reporting_deadline)
+        outcome = await rs.secure.run(rs.reporting_deadline)
+        for task_id, what in rs.secure.share_liars().items():
+            log.warning(
+                "round %d: secure aggregation: device %s sent %s at unmasking; all its shares were left out "
+                "and the secrets rebuilt from the other holders'",
+                rs.round,
+                self.who(rs.tasks[task_id].device),
+                what,
+            )
+        return outcome
 
 
 def refuse_malicious_server_without_keys(pipeline, tokens) -> None:
