@@ -35,10 +35,16 @@ RESTARTS = 3  # times Ray restarts a dead actor and retries its share
 
 
 class ClientWorker:
-    """A Ray actor's state: its own copy of the model and the data, one torch thread."""
+    """A Ray actor's state: its own copy of the model and the data, one torch thread.
 
-    def __init__(self, model: nn.Module, data: FederatedDataset, fl_task: Task | None) -> None:
-        self.model, self.data, self.fl_task = worker_setup(model, data, fl_task)
+    ``refs`` holds the object-store references of the model, the data and the task, fetched here: the
+    pool keeps them alive, so an actor that Ray restarts builds itself again from the same objects.
+    """
+
+    def __init__(self, refs: list) -> None:
+        import ray
+
+        self.model, self.data, self.fl_task = worker_setup(*ray.get(refs))
 
     def train(self, task: RoundTask) -> list[ClientUpdate]:
         return train_clients(self.model, self.data, task, self.fl_task)
@@ -59,8 +65,8 @@ class RayPool:
             log.warning("the Ray cluster has %d CPUs: %d workers train, not %d", cpus, cpus, workers)
         self.workers = max(1, min(workers, cpus))
         remote = ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)(ClientWorker)
-        refs = ray.put(model), ray.put(data), ray.put(fl_task)
-        self._actors = [remote.options(scheduling_strategy="SPREAD").remote(*refs) for _ in range(self.workers)]
+        self._refs = [ray.put(model), ray.put(data), ray.put(fl_task)]  # alive while the actors may restart
+        self._actors = [remote.options(scheduling_strategy="SPREAD").remote(self._refs) for _ in range(self.workers)]
 
     def train(self, task: RoundTask, sizes: list[int]) -> dict[int, ClientUpdate]:
         """Train ``task``'s clients across the actors; return each client's update by id.
@@ -93,5 +99,5 @@ class RayPool:
         """Stop the actors; shut Ray down if this pool started it."""
         for actor in self._actors:
             self._session.ray.kill(actor, no_restart=True)
-        self._actors = []
+        self._actors, self._refs = [], []
         self._session.close()
