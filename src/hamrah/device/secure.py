@@ -186,7 +186,8 @@ class SecureSession:
             num_examples=num_examples,
             metrics=json.dumps(metrics).encode(),
         )
-        weight = 1.0 if equal_weights else num_examples / join.weight_scale
+        # W is the largest *capped* count (server.max_example_weight): a device with more examples weighs 1
+        weight = 1.0 if equal_weights else min(1.0, num_examples / join.weight_scale)
         vector = secure_input(extra, update, weight, client_key, self.task.round, states)
         try:
             return await self._walk(stage, join, data, vector, join_msg, identity)
