@@ -59,3 +59,22 @@ def test_check_int_accepts_only_integers_at_or_above_the_minimum(value, minimum)
     assert is_number(value) == (
         isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     )
+
+
+def _fits_a_float(n: int) -> bool:
+    try:
+        float(n)
+    except OverflowError:
+        return False
+    return True
+
+
+@given(
+    st.one_of(st.integers(), st.integers(0, 1000).map(lambda k: 10**k), st.integers(0, 1000).map(lambda k: -(10**k)))
+)
+def test_an_int_of_any_size_is_a_number_exactly_when_a_float_holds_it(n):
+    # A JSON record or a TOML value can hold a 400-digit integer: an answer, never an OverflowError.
+    assert is_number(n) == _fits_a_float(n)
+    if not _fits_a_float(n):
+        with pytest.raises(ConfigError, match="expected a number in "):
+            check_number("section.key", n)

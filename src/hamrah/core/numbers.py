@@ -9,8 +9,13 @@ from hamrah.core.errors import ConfigError
 
 
 def is_number(value: object) -> bool:
-    """True for a finite int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """True for a finite int or float (not a bool); False for an int too large for a float (10**400)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        return False
 
 
 def check_number(
