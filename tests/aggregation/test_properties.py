@@ -22,7 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from hamrah.aggregation import build_aggregator
+from hamrah.aggregation import build_aggregator, krum_scores
+from hamrah.core.errors import ConfigError
 
 SETTINGS = settings(max_examples=60, deadline=None)
 HONEST = st.floats(-1e6, 1e6, width=32)
@@ -31,17 +32,16 @@ ANY = st.one_of(st.floats(width=32), st.sampled_from([1e18, -1e18, 3e38, -3e38, 
 
 @st.composite
 def cohort(draw, rule: str):
-    """Return (honest [h, d], attackers [f, d], rule parameters) within the rule's tolerance."""
+    """Return (honest [h, d], attackers [f, d], rule parameters): f drawn up to the rule's own
+    ``tolerance(K)``, the count the security lab holds the malicious share to, so the promise is
+    tested exactly as far as the lab relies on it."""
     d = draw(st.integers(1, 5))
     if rule in ("median", "geomed"):
-        f = draw(st.integers(0, 4))
-        k = draw(st.integers(2 * f + 1, 2 * f + 6))
+        k = draw(st.integers(1, 14))
         params = {}
     elif rule == "trimmed_mean":
-        beta = draw(st.sampled_from([0.1, 0.2, 0.3, 0.45]))
+        params = {"beta": draw(st.sampled_from([0.1, 0.2, 0.3, 0.45]))}
         k = draw(st.integers(3, 14))
-        f = draw(st.integers(0, int(math.floor(beta * k + 1e-9))))
-        params = {"beta": beta}
     elif rule in ("krum", "multi_krum"):
         f = draw(st.integers(0, 3))
         k = draw(st.integers(2 * f + 3, 2 * f + 8))
@@ -50,6 +50,9 @@ def cohort(draw, rule: str):
         f = draw(st.integers(0, 2))
         k = draw(st.integers(4 * f + 3, 4 * f + 6))
         params = {"f": f}
+    agg = build_aggregator(rule, **params)
+    agg.check(k)
+    f = draw(st.integers(0, agg.tolerance(k)))
     honest = draw(hnp.arrays(np.float32, (k - f, d), elements=HONEST))
     bad = draw(hnp.arrays(np.float32, (f, d), elements=ANY))
     if rule == "geomed":  # its promise is for finite attackers (non-finite ones are dropped first)
@@ -88,7 +91,7 @@ def test_krum_selects_within_its_distance_bound(case, order):
     name, (honest, bad, params) = case
     out = _run(name, honest, bad, params, order)
     h = torch.from_numpy(honest).double()
-    k, f = len(honest) + len(bad), params["f"]
+    k, f = len(honest) + len(bad), params["f"]  # the rule's f: at least the attackers drawn
     diameter = float(torch.cdist(h, h).max())
     bound = (math.sqrt(k - f - 2) + 1) * diameter
     scale = float(h.abs().max()) + 1.0
@@ -145,3 +148,56 @@ def test_fltrust_never_exceeds_the_reference_norm(rows, data):
     out = rule([{"w": torch.from_numpy(r.copy())} for r in rows], [1.0] * len(rows))["w"]
     assert bool(torch.isfinite(out).all())
     assert float(out.double().norm()) <= float(torch.from_numpy(ref).double().norm()) * (1 + 1e-5) + 1e-30
+
+
+@SETTINGS
+@given(cohort("krum"), st.integers(0, 99))
+def test_krum_selects_a_delta_with_a_bounded_score_near_an_honest_one(case, order):
+    """Krum (m = 1) returns one of the deltas; its score is at most (K - f - 2) D_h^2 (no more than the
+    best honest score) and it lies within sqrt(K - f - 2) D_h of some honest delta."""
+    honest, bad, params = case
+    out = _run("krum", honest, bad, params, order)
+    h = torch.from_numpy(honest).double()
+    rows = torch.from_numpy(np.concatenate([honest, bad])).double()
+    k, f = len(rows), params["f"]
+    same = (rows == out).all(1)
+    assert bool(same.any())  # the output is a delta, not a blend
+    diameter = float(torch.cdist(h, h).max())
+    scale = float(h.abs().max()) + 1.0
+    scores = krum_scores(torch.from_numpy(np.concatenate([honest, bad])), f)
+    picked = int(torch.nonzero(same)[0])
+    assert float(scores[picked]) <= (k - f - 2) * diameter**2 * (1 + 1e-6) + 1e-6 * scale**2
+    nearest = float((h - out).norm(dim=1).min())
+    assert nearest <= math.sqrt(k - f - 2) * diameter * (1 + 1e-6) + 1e-6 * scale
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["median", "geomed", "trimmed_mean", "krum", "multi_krum", "bulyan"]),
+    st.integers(1, 40),
+    st.integers(0, 12),
+    st.sampled_from([0.0, 0.1, 0.2, 0.25, 0.3, 0.45, 0.5]),
+)
+def test_check_refuses_exactly_the_cohorts_the_papers_rule_out(name, k, f, beta):
+    """``check(K)`` and ``tolerance(K)`` state the papers' conditions: Krum K > 2f + 2 (and m <= K - f),
+    Bulyan K >= 4f + 3, a trimmed mean keeps a value (K > 2 floor(beta K)), the medians f < K/2."""
+    params = {"median": {}, "geomed": {}, "trimmed_mean": {"beta": beta}, "krum": {"f": f}, "bulyan": {"f": f}}
+    params["multi_krum"] = {"f": f, "m": 1}
+    agg = build_aggregator(name, **params[name])
+    ok = {
+        "median": True,
+        "geomed": True,
+        "trimmed_mean": k > 2 * math.floor(beta * k + 1e-9),
+        "krum": k > 2 * f + 2,
+        "multi_krum": k > 2 * f + 2,
+        "bulyan": k >= 4 * f + 3,
+    }[name]
+    try:
+        agg.check(k)
+        accepted = True
+    except ConfigError:
+        accepted = False
+    assert accepted == ok
+    tolerated = {"median": (k - 1) // 2, "geomed": (k - 1) // 2, "trimmed_mean": math.floor(beta * k + 1e-9)}
+    assert agg.tolerance(k) == tolerated.get(name, f)
+    assert 2 * agg.tolerance(k) < k or not accepted  # no accepted rule claims to survive a majority

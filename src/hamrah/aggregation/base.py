@@ -2,9 +2,10 @@
 
 An aggregator is a callable ``(deltas, weights) -> Params`` that folds the clients' model changes of
 one round into one change, plus ``check(cohort_size)``, which refuses, before any training, a
-configuration that cannot work for that many clients per round. Rules work on one ``[K, D]`` matrix
-(the deltas flattened and stacked): distances, sorts and medians then run as a few large torch ops
-instead of one op per parameter tensor.
+configuration that cannot work for that many clients per round, and ``tolerance(cohort_size)``, the
+most attackers per round its promise covers (the security lab refuses a malicious share beyond it).
+Rules work on one ``[K, D]`` matrix (the deltas flattened and stacked): distances, sorts and medians
+then run as a few large torch ops instead of one op per parameter tensor.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class RobustAggregator(Protocol):
     def __call__(self, deltas: list[Params], weights: list[float]) -> Params: ...
 
     def check(self, cohort_size: int) -> None: ...
+
+    def tolerance(self, cohort_size: int) -> int | None:
+        """The most malicious clients among ``cohort_size`` under which the rule's promise holds, or None
+        for a rule whose promise does not count attackers (mean, norm bound, FLTrust)."""
+        ...
 
 
 def flatten(deltas: Sequence[Params]) -> tuple[torch.Tensor, Spec]:

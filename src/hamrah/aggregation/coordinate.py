@@ -54,6 +54,10 @@ class Median:
     def check(self, cohort_size: int) -> None:
         """Accept any cohort of at least one client (one client is its own median)."""
 
+    def tolerance(self, cohort_size: int) -> int:
+        """Return (K - 1) // 2: the promise needs f < K / 2."""
+        return (cohort_size - 1) // 2
+
     def __call__(self, deltas: list[Params], weights: list[float]) -> Params:
         x, spec = flatten(deltas)
         as_weights(weights, len(deltas))
@@ -92,6 +96,10 @@ class TrimmedMean:
         """Refuse a cohort where trimming 2 * floor(beta*K) values leaves none."""
         if cohort_size - 2 * self.trimmed(cohort_size) < 1:
             raise ConfigError(f"aggregator {self.name}: beta = {self.beta} trims every one of {cohort_size} clients")
+
+    def tolerance(self, cohort_size: int) -> int:
+        """Return floor(beta * K): the promise needs every attacker's value trimmed."""
+        return self.trimmed(cohort_size)
 
     def __call__(self, deltas: list[Params], weights: list[float]) -> Params:
         x, spec = flatten(deltas)

@@ -97,6 +97,10 @@ class FLTrust:
     def check(self, cohort_size: int) -> None:
         """Accept any cohort of at least one client (the root set is checked by the driver)."""
 
+    def tolerance(self, cohort_size: int) -> None:
+        """None: the norm promise holds whatever and however many attackers send."""
+        return None
+
     def with_reference(self, reference: Params) -> FLTrust:
         """Return this rule holding the round's server update g_0 (computed on the root set)."""
         return replace(self, reference=reference)

@@ -90,6 +90,10 @@ class GeometricMedian:
     def check(self, cohort_size: int) -> None:
         """Accept any cohort of at least one client."""
 
+    def tolerance(self, cohort_size: int) -> int:
+        """Return (K - 1) // 2: the promise needs fewer attackers than honest clients (f < K / 2)."""
+        return (cohort_size - 1) // 2
+
     def __call__(self, deltas: list[Params], weights: list[float]) -> Params:
         x, spec = flatten(deltas)
         x, w = finite_rows(x, as_weights(weights, len(deltas)))

@@ -97,6 +97,10 @@ class Krum:
                 f"{cohort_size - self.f} clients assumed honest"
             )
 
+    def tolerance(self, cohort_size: int) -> int:
+        """Return f, the attackers the rule is told to expect (:meth:`check` refuses a cohort too small for it)."""
+        return self.f
+
     def __call__(self, deltas: list[Params], weights: list[float]) -> Params:
         x, spec = flatten(deltas)
         as_weights(weights, len(deltas))
@@ -141,6 +145,10 @@ class Bulyan:
     def check(self, cohort_size: int) -> None:
         """Refuse K < 4f + 3 (El Mhamdi et al.'s condition)."""
         require_cohort(self.name, cohort_size, 4 * self.f + 3, f"Bulyan with f = {self.f} (K >= 4f + 3)")
+
+    def tolerance(self, cohort_size: int) -> int:
+        """Return f, the attackers the rule is told to expect (:meth:`check` refuses a cohort too small for it)."""
+        return self.f
 
     def __call__(self, deltas: list[Params], weights: list[float]) -> Params:
         x, spec = flatten(deltas)

@@ -29,6 +29,10 @@ class WeightedMean:
     def check(self, cohort_size: int) -> None:
         """Accept any cohort of at least one client."""
 
+    def tolerance(self, cohort_size: int) -> None:
+        """None: no promise (one client moves the mean anywhere)."""
+        return None
+
     def __call__(self, deltas: list[Params], weights: list[float]) -> Params:
         """Return the weighted mean of the finite deltas (:func:`hamrah.core.aggregate.weighted_mean`, the
         one weighted mean of the code base).

@@ -49,6 +49,10 @@ class NormBound:
     def check(self, cohort_size: int) -> None:
         """Accept any cohort of at least one client."""
 
+    def tolerance(self, cohort_size: int) -> None:
+        """None: the norm promise holds whatever and however many attackers send."""
+        return None
+
     def __call__(self, deltas: list[Params], weights: list[float]) -> Params:
         x, spec = flatten(deltas)
         x, w = finite_rows(x, as_weights(weights, len(deltas)))
