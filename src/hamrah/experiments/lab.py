@@ -7,13 +7,16 @@ A lab config is an experiment config (``[data]``, ``[model]``, ``[algorithm]``, 
     defences = ["mean", "median", "krum"]            # names of hamrah.aggregation.build_aggregator
     malicious_fraction = 0.2                         # share of the population the attacker controls
     seeds = [0, 1, 2]                                # optional: one run per seed (default: run.seed)
+    beyond_tolerance = ["bulyan"]                    # optional: defences run past their promise on purpose
     [attacks.backdoor]                               # parameters of one attack
     target = 0
     [defences.krum]                                  # parameters of one defence
     f = 4
 
 Every aggregator is checked against the cohort size and every attack built (and its trigger fitted
-to the images) before the first round, so a config that cannot work stops with the reason.
+to the images) before the first round, so a config that cannot work stops with the reason; so does a
+malicious share that puts more attackers in an expected round than a defence's promise covers
+(``tolerance(K)``), unless ``beyond_tolerance`` names that defence.
 
 Each seed changes the partition, the model initialisation, the malicious clients and the sampling.
 Under every defence and seed the lab also trains without attack, and scores each targeted attack's
@@ -74,8 +77,10 @@ __all__ = [
 
 def prepare_lab(cfg: LabConfig) -> Prepared:
     """Load and split the data, build the model; check every backdoor trigger fits the images and
-    every root-set defence (FLTrust) can draw its root set and score the algorithm's updates."""
+    every root-set defence (FLTrust) can draw its root set and score the algorithm's updates; check the
+    defences against the cohort of the loaded population (a natural partition's is known only now)."""
     prep = prepare(cfg.experiment)
+    check(cfg, prep.data.num_clients)
     for name in cfg.defences:
         agg = build_defence(cfg, name)
         if needs_reference(agg):
@@ -206,7 +211,8 @@ def _describe(cfg: LabConfig, prep: Prepared) -> str:
     seed_text = "seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 else f"seed {seeds[0]}"
     return (
         f"{e.data.dataset} {e.model.name}, {prep.data.num_clients} clients ({e.data.partition}), "
-        f"{cfg.cohort()} per round (C = {a.client_fraction}), E = {a.local_epochs}, B = {a.batch_size or 'inf'}, "
+        f"{cfg.cohort(prep.data.num_clients)} per round (C = {a.client_fraction}), E = {a.local_epochs}, "
+        f"B = {a.batch_size or 'inf'}, "
         f"lr = {a.lr}, {e.run.rounds} rounds, {seed_text}; "
         f"{round(cfg.malicious_fraction * prep.data.num_clients)} malicious clients "
         f"({cfg.malicious_fraction:.0%} of the population)"

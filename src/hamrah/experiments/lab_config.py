@@ -28,6 +28,7 @@ class LabConfig:
     attack_params: dict[str, dict] = field(default_factory=dict)
     defence_params: dict[str, dict] = field(default_factory=dict)
     seeds: tuple[int, ...] = ()
+    beyond_tolerance: tuple[str, ...] = ()
 
     def run_seeds(self) -> tuple[int, ...]:
         """Return the seeds to run: ``seeds``, or the experiment's ``run.seed``."""
@@ -37,10 +38,19 @@ class LabConfig:
         """Return this lab with ``run.seed`` = ``seed`` (partition, initialisation, attackers, sampling)."""
         return replace(self, experiment=self.experiment.replace("run", seed=seed), seeds=(seed,))
 
-    def cohort(self) -> int:
-        """Return the clients per round."""
-        e = self.experiment
-        return cohort_size(e.algorithm.client_fraction, e.data.num_clients or 1)
+    def population(self) -> int | None:
+        """Return the number of clients the config sets, or None (a natural partition of every client:
+        known once the data is loaded)."""
+        return self.experiment.data.num_clients or None
+
+    def cohort(self, population: int | None = None) -> int:
+        """Return the clients per round of ``population`` clients (default: :meth:`population`, or 1)."""
+        return cohort_size(self.experiment.algorithm.client_fraction, population or self.population() or 1)
+
+    def expected_attackers(self, population: int) -> float:
+        """Return the malicious clients expected in one round's cohort: round(fraction * N) / N * K."""
+        count = round(self.malicious_fraction * population)
+        return count / population * self.cohort(population)
 
     def select(
         self,
@@ -59,8 +69,11 @@ class LabConfig:
             unknown = [x for x in chosen or [] if x not in have and x not in extra]
             if unknown:
                 raise ConfigError(f"--{what}: {', '.join(unknown)} not in lab.{what} ({', '.join(have)})")
+            twice = sorted({x for x in chosen or [] if (chosen or []).count(x) > 1})
+            if twice:
+                raise ConfigError(f"--{what} names {', '.join(twice)} twice; expected each name once")
         exp = self.experiment if rounds is None else self.experiment.replace("run", rounds=rounds)
-        return LabConfig(
+        cfg = LabConfig(
             exp,
             tuple(attacks or self.attacks),
             tuple(defences or self.defences),
@@ -68,7 +81,10 @@ class LabConfig:
             self.attack_params,
             self.defence_params,
             _seeds(seeds) if seeds is not None else self.seeds,
+            self.beyond_tolerance,
         )
+        check(cfg)  # a defence added by name, or another round count, is checked like the config's own
+        return cfg
 
 
 def load_lab_config(path: str | Path) -> LabConfig:
@@ -121,9 +137,10 @@ def lab_from_dict(raw: dict, base: str | Path | None = None) -> LabConfig:
     lab = raw.pop("lab", None)
     if not isinstance(lab, dict):
         raise ConfigError("a lab config needs a [lab] table with attacks, defences and malicious_fraction")
-    unknown = [k for k in lab if k not in ("attacks", "defences", "malicious_fraction", "seeds")]
+    keys = ("attacks", "defences", "malicious_fraction", "seeds", "beyond_tolerance")
+    unknown = [k for k in lab if k not in keys]
     if unknown:
-        raise ConfigError(f"unknown key in [lab] {unknown[0]!r}; expected attacks, defences, malicious_fraction, seeds")
+        raise ConfigError(f"unknown key in [lab] {unknown[0]!r}; expected {', '.join(keys)}")
     attacks, defences = _names(lab, "attacks"), _names(lab, "defences")
     fraction = lab.get("malicious_fraction", 0.2)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
@@ -131,7 +148,13 @@ def lab_from_dict(raw: dict, base: str | Path | None = None) -> LabConfig:
     attack_params = _tables(raw.pop("attacks", {}), "attacks", attacks)
     defence_params = _tables(raw.pop("defences", {}), "defences", defences)
     seeds = _seeds(lab["seeds"]) if "seeds" in lab else ()
-    cfg = LabConfig(from_dict(raw, base), attacks, defences, float(fraction), attack_params, defence_params, seeds)
+    beyond = _names(lab, "beyond_tolerance") if "beyond_tolerance" in lab else ()
+    stray = [x for x in beyond if x not in defences]
+    if stray:
+        raise ConfigError(f"lab.beyond_tolerance names {', '.join(stray)}, which lab.defences does not list")
+    cfg = LabConfig(
+        from_dict(raw, base), attacks, defences, float(fraction), attack_params, defence_params, seeds, beyond
+    )
     check(cfg)
     return cfg
 
@@ -150,25 +173,51 @@ def build_lab_attack(cfg: LabConfig, name: str, num_clients: int) -> Attack:
     return build_attack(name, malicious, **cfg.attack_params.get(name, {}))
 
 
-def check(cfg: LabConfig) -> None:
+def check(cfg: LabConfig, population: int | None = None) -> None:
     """Refuse, with the reason, a lab whose defences or attacks cannot work for its cohort.
+
+    Args:
+        cfg: the lab.
+        population: the number of clients once the data is loaded; None: the config's
+            ``data.num_clients``. A natural partition of every client (``num_clients = 0``) has none
+            before its data is loaded: then only the names and parameters are checked here, and
+            :func:`hamrah.experiments.lab.prepare_lab` checks the cohort with the loaded population.
 
     Raises:
         ConfigError: an aggregator refuses the cohort (Krum with K <= 2f + 2, Bulyan with
-            K < 4f + 3, a trimmed mean that trims everything, ...), or an attack or defence has an
-            unknown name or a bad parameter, or an attack needs malicious clients and gets none.
+            K < 4f + 3, a trimmed mean that trims everything, ...); the malicious share puts more
+            attackers in an expected round than a defence's promise covers (Krum or Bulyan with
+            fraction * K > f, a trimmed mean with fraction * K > floor(beta K), a median or geometric
+            median with fraction >= 1/2), unless ``lab.beyond_tolerance`` names that defence; an
+            attack or defence has an unknown name or a bad parameter; an attack needs malicious
+            clients and gets none.
     """
-    k = cfg.cohort()
-    for name in cfg.defences:
-        try:
-            build_defence(cfg, name).check(k)
-        except ConfigError as e:
-            raise ConfigError(f"defence {name!r} with {k} clients per round cannot work: {e}") from None
-    num_clients = cfg.experiment.data.num_clients or 1
+    population = population or cfg.population()
+    defences = [(name, build_defence(cfg, name)) for name in cfg.defences]
     for name in cfg.attacks:
-        atk = build_lab_attack(cfg, name, num_clients)
-        if name != "none" and not atk.malicious:
+        atk = build_lab_attack(cfg, name, population or 1)
+        if population and name != "none" and not atk.malicious:
             raise ConfigError(
                 f"attack {name!r}: lab.malicious_fraction = {cfg.malicious_fraction} of "
-                f"{num_clients} clients makes no malicious client"
+                f"{population} clients makes no malicious client"
+            )
+    if not population:
+        return
+    k = cfg.cohort(population)
+    for name, agg in defences:
+        try:
+            agg.check(k)
+        except ConfigError as e:
+            raise ConfigError(f"defence {name!r} with {k} clients per round cannot work: {e}") from None
+    if all(a == "none" for a in cfg.attacks):
+        return
+    expected = cfg.expected_attackers(population)
+    for name, agg in defences:
+        tolerated = agg.tolerance(k)
+        if tolerated is not None and expected > tolerated + 1e-9 and name not in cfg.beyond_tolerance:
+            raise ConfigError(
+                f"defence {name!r}: lab.malicious_fraction = {cfg.malicious_fraction} puts {expected:g} "
+                f"attackers in an expected round of {k} clients, and its promise covers at most {tolerated}; "
+                f"expected a smaller malicious_fraction or a defence set for more attackers, or name "
+                f"{name!r} in lab.beyond_tolerance to run it past its promise on purpose"
             )
