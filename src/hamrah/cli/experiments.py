@@ -174,6 +174,9 @@ def _cmd_lab(args: argparse.Namespace) -> None:
     from hamrah.experiments.lab import main as lab_main
 
     check_writable_folder(args.out, "--out")
+    if args.update_doc:  # refused now, not after the whole matrix has trained
+        check_writable_file(args.doc, "--doc")
+        check_writable_file(args.img, "--img")
     lab_main(args)
 
 

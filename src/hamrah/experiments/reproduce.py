@@ -339,6 +339,8 @@ def _read_rows(paths: str) -> list[dict]:
                     f"--render {path}: row {i} lacks {', '.join(missing)}; expected the rows a reproduce run wrote"
                 )
             rows[r["id"]] = r
+    if not rows:
+        raise ConfigError(f"--render {paths}: no rows; expected the rows a reproduce run wrote")
     return list(rows.values())
 
 
@@ -352,21 +354,30 @@ def main(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-rounds-factor {args.max_rounds_factor}: expected a positive finite number")
     if args.max_rounds is not None and args.max_rounds < 1:
         raise ConfigError(f"--max-rounds {args.max_rounds}: expected an integer >= 1")
-    if args.cells:
-        ids = args.cells.split(",")
+    given = [f"--{k.replace('_', '-')}" for k in ("quick", "table1", "cells", "render") if getattr(args, k, None)]
+    if len(given) > 1:
+        raise ConfigError(
+            f"{' and '.join(given)} each choose what to do; expected one of --quick, --table1, --cells, --render"
+        )
+    if args.cells is not None:
+        ids = [x.strip() for x in args.cells.split(",") if x.strip()]
+        if not ids:
+            raise ConfigError(f"--cells {args.cells!r}: expected comma-separated cell ids (see --list)")
     else:
         ids = [c.id for c in TABLE1] if args.table1 else list(QUICK if args.quick else CELLS)
     unknown = [i for i in ids if i not in CELLS]
     if unknown:
         raise ConfigError(f"--cells: unknown cell(s) {', '.join(unknown)}; expected some of {', '.join(CELLS)}")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.render:  # no training: one report of rows already computed
-        _write_report(_read_rows(args.render), out)
+    if args.render:  # no training: one report of rows already computed (read before anything is made)
+        rows = _read_rows(args.render)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_report(rows, out)
         print(f"Wrote {out}/results.json, results.md" + (" and table1.png" if (out / "table1.png").exists() else ""))
         return
     from hamrah.experiments.progress import work_progress
 
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     with work_progress(len(ids), "reproduce", "cells") as step:  # a bar on a terminal, plain lines otherwise
         for cid in ids:
