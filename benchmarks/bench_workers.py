@@ -7,6 +7,10 @@ the time in rounds. ``hamrah.simulation.placement`` picks workers by default onl
 
     python benchmarks/bench_workers.py                  # -> benchmarks/results/workers.json
     python benchmarks/bench_workers.py --repeats 2 --cases logreg_scaffold,cnn
+    python benchmarks/bench_workers.py --cases cnn --ray --out benchmarks/results/workers_ray.json
+
+``--ray`` adds a third run per case: ``run.backend = "ray"`` with two actors on a local Ray instance
+(started and stopped by the run: its start-up counts too).
 """
 
 from __future__ import annotations
@@ -31,12 +35,12 @@ CASES = {  # name -> (config without [run], rounds): the paper's MNIST settings,
 ALGORITHM = "client_fraction = {c}\nlocal_epochs = 1\nbatch_size = 10\nlr = {lr}\n"
 
 
-def one_run(case: str, workers: int, folder: Path) -> dict:
-    """Run ``case`` with ``workers`` as a whole ``hamrah run`` process; return its times."""
+def one_run(case: str, workers: int, folder: Path, backend: str = "local") -> dict:
+    """Run ``case`` with ``workers`` of ``backend`` as a whole ``hamrah run`` process; return its times."""
     text, rounds = CASES[case]
     lstm = case == "char_lstm"
     text += ALGORITHM.format(c=0.02 if lstm else 0.1, lr=1.47 if lstm else 0.1)
-    text += f"[run]\nrounds = {rounds}\neval_every = {rounds}\nseed = 0\nworkers = {workers}\n"
+    text += f"[run]\nrounds = {rounds}\neval_every = {rounds}\nseed = 0\nworkers = {workers}\nbackend = '{backend}'\n"
     cfg, out = folder / f"{case}.toml", folder / "out"
     cfg.write_text(text)
     cmd = [
@@ -58,6 +62,7 @@ def one_run(case: str, workers: int, folder: Path) -> dict:
     return {
         "case": case,
         "workers": workers,
+        "backend": backend,
         "rounds": rounds,
         "process_s": round(wall, 2),
         "rounds_s": summary["wall_s"],
@@ -70,28 +75,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--ray", action="store_true", help="also run two Ray actors (run.backend = 'ray')")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "workers.json"))
     args = ap.parse_args()
     unknown = [c for c in args.cases.split(",") if c not in CASES]
     if unknown:
         raise SystemExit(f"unknown cases {unknown}: expected some of {', '.join(CASES)}")
+    settings = [(1, "local"), (2, "local")] + ([(2, "ray")] if args.ray else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for case in args.cases.split(","):
-                for workers in (1, 2):
-                    rows.append(one_run(case, workers, Path(tmp)) | {"repeat": rep})
+                for workers, backend in settings:
+                    rows.append(one_run(case, workers, Path(tmp), backend) | {"repeat": rep})
                     print(json.dumps(rows[-1]), flush=True)
-    print("\n| case | rounds | workers = 1: process s (in rounds) | workers = 2: process s (in rounds) |")
-    print("|---|---:|---:|---:|")
+    heads = [f"{'ray, ' if b == 'ray' else ''}workers = {w}: process s (in rounds)" for w, b in settings]
+    print(f"\n| case | rounds | {' | '.join(heads)} |")
+    print("|---|---:|" + "---:|" * len(settings))
     for case in args.cases.split(","):
         cells = [
             ", ".join(
-                f"{r['process_s']:.1f} ({r['rounds_s']:.1f})" for r in rows if r["case"] == case and r["workers"] == w
+                f"{r['process_s']:.1f} ({r['rounds_s']:.1f})"
+                for r in rows
+                if r["case"] == case and (r["workers"], r["backend"]) == (w, b)
             )
-            for w in (1, 2)
+            for w, b in settings
         ]
-        print(f"| {case} | {CASES[case][1]} | {cells[0]} | {cells[1]} |")
+        print(f"| {case} | {CASES[case][1]} | {' | '.join(cells)} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"runs": rows}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
