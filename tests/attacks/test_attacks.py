@@ -148,6 +148,11 @@ def test_attack_touches_only_malicious_clients():
         ("targeted_flip", {"source": 3, "target": 3}, "source = target = 3"),
         ("scale", {"factor": -1.0}, r"factor = -1.0: expected a number in \(0, inf\)"),
         ("backdoor", {"target": 1, "fraction": 0.0}, r"fraction = 0.0: expected a number in \(0, 1\]"),
+        ("backdoor", {"target": 1, "value": float("nan")}, "backdoor: value = nan: expected a number"),
+        ("dba", {"target": 1, "value": float("inf")}, "backdoor: value = inf: expected a number"),
+        ("backdoor", {"target": 0, "value": "white"}, "backdoor: value = 'white': expected a number"),
+        ("label_flip", {"num_classes": 1}, "label_flip: num_classes = 1: expected an integer >= 2"),
+        ("label_flip", {"num_classes": 10.0}, "label_flip: num_classes = 10.0: expected an integer >= 2"),
     ],
 )
 def test_bad_attack_parameters_are_refused(name, params, message):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hamrah.aggregation import build_aggregator
 from hamrah.core.errors import ConfigError
-from hamrah.experiments.lab import lab_from_dict
+from hamrah.experiments.lab import lab_from_dict, prepare_lab
 from hamrah.experiments.lab_config import check
 
 BASE = {  # 200 clients, K = 10 per round
@@ -134,3 +134,16 @@ def test_the_lab_accepts_a_share_exactly_when_an_expected_round_is_within_tolera
     except ConfigError:
         accepted = False
     assert accepted == ok
+
+
+def test_a_label_attack_sized_for_other_classes_is_refused_when_the_data_is_loaded():
+    """FEMNIST has 62 classes: the untargeted flip's default num_classes = 10 turned labels 10..61 into
+    negative ones, and the lab ran on."""
+    raw = _lab({"mean": {}}, 0.2, attacks=("label_flip",))
+    raw["data"] = {"dataset": "femnist", "partition": "natural", "num_clients": 5}
+    raw["model"] = {"name": "cnn"}
+    raw["algorithm"]["client_fraction"] = 1.0
+    with pytest.raises(ConfigError, match=r"attack 'label_flip': num_classes = 10, but femnist has 62 classes"):
+        prepare_lab(lab_from_dict(raw))
+    raw["attacks"] = {"label_flip": {"num_classes": 62}}
+    assert prepare_lab(lab_from_dict(raw)).data.dataset.num_classes == 62

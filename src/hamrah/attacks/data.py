@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_int, check_number
 from hamrah.data.federated import ArrayData
 
 
@@ -38,6 +39,7 @@ class LabelFlip:
     num_classes: int = 10
 
     def __post_init__(self) -> None:
+        check_int("attack label_flip: num_classes", self.num_classes, 2)
         if (self.source is None) != (self.target is None):
             raise ConfigError("attack label_flip: set both source and target (targeted) or neither (untargeted)")
         if self.source is not None:
@@ -86,7 +88,9 @@ class PixelBackdoor:
     num_classes: int = 10
 
     def __post_init__(self) -> None:
+        check_int("attack backdoor: num_classes", self.num_classes, 2)
         _label("target", self.target, self.num_classes)
+        check_number("attack backdoor: value", self.value)  # the trigger's pixel value: finite
         if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or not 0 < self.fraction <= 1:
             raise ConfigError(f"attack backdoor fraction = {self.fraction!r}: expected a number in (0, 1]")
         for key in ("size", "margin"):

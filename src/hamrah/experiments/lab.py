@@ -89,8 +89,14 @@ def prepare_lab(cfg: LabConfig) -> Prepared:
             except ConfigError as e:
                 raise ConfigError(f"defence {name!r} cannot work: {e}") from None
     test = prep.data.dataset.test
+    classes = prep.data.dataset.num_classes
     for name in cfg.attacks:
         poison = build_lab_attack(cfg, name, prep.data.num_clients).data_poisoning
+        if poison is not None and getattr(poison, "num_classes", classes) != classes:  # labels out of range
+            raise ConfigError(
+                f"attack {name!r}: num_classes = {poison.num_classes}, but {prep.data.dataset.name} has {classes} "
+                f"classes; expected num_classes = {classes} in [attacks.{name}]"
+            )
         if hasattr(poison, "stamp"):  # a pixel trigger (backdoor, model replacement, DBA)
             if test.x.dim() < 3:
                 raise ConfigError(
