@@ -163,14 +163,14 @@ class FLServer:
             await self._grpc.start()
             serving = True
             self.watch.start(s)  # ConfigError: the dashboard's port is taken, its token file is wrong
-        except BaseException as e:  # undo the start: no half-written state folder, nothing left listening
+        except BaseException as e:  # undo the start: no half-written state folder, nothing left listening or open
             if serving:
                 await self._grpc.stop(grace=0)
-                self.watch.error = f"{type(e).__name__}: {e}"
-                try:
-                    self.watch.stop()
-                except Exception:  # best effort: the start's own error is the one to report
-                    log.debug("stopping the dashboard and tracking after a failed start", exc_info=True)
+            self.watch.error = f"{type(e).__name__}: {e}"
+            try:  # the tracking sinks were opened with the server: closed as a failed run
+                self.watch.stop()
+            except Exception:  # best effort: the start's own error is the one to report
+                log.debug("stopping the dashboard and tracking after a failed start", exc_info=True)
             self._abandon()
             raise
         self._new_state = None  # serving: the state folder is the server's now
