@@ -11,11 +11,11 @@ import hashlib
 import http.client
 import json
 import re
-import shutil
 import socket
 import time
 
 import pytest
+from tests.observe.browser import BROWSER
 from tests.system.harness import make_setup, records, run_system
 
 from hamrah.experiments.config import from_dict
@@ -25,7 +25,6 @@ from hamrah.observe.runs import RunFolder, read_records
 pytestmark = pytest.mark.slow
 TOKEN = "operator-token-for-the-test"
 ROUNDS = 200  # an upper bound: the test drains the server once the browser has looked
-BROWSER = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
 def _experiment():
