@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from hamrah.task import Task
 
 TASK_METRICS = "task_metrics"  # in a task's metrics: a user task's evaluation with reductions (sent apart)
+# what a report may carry when the DP guarantee holds against the server: the store's own DP-SGD epsilon
+# (a function of the plan and the store's size only), nothing computed from the examples' values
+PRIVATE_MODE_METRICS = (DP_EPSILON,)
 
 
 @dataclass
@@ -108,6 +111,8 @@ class TaskJob:
             metrics.update(_prefixed("personal", score(mine, held)), held_examples=float(len(held)))
         if epsilon is not None:  # DP-SGD: what these examples have spent, this training included
             metrics[DP_EPSILON] = epsilon
+        if _server_untrusted(plan, algorithm.local_plan()):  # only what the DP guarantee covers leaves the device
+            metrics = {k: v for k, v in metrics.items() if k in PRIVATE_MODE_METRICS}
         update = algorithm.client_statistics(r)  # the statistics the algorithm declares, namespaced
         if uses_pipeline(plan.extra):  # packed for the pipeline's weighted sum (w_k = n_k, or 1 under DP)
             weight = 1.0 if plan_pipeline(plan.extra)[0].equal_weights else float(r.num_examples)
@@ -144,9 +149,23 @@ class TaskJob:
         return [(s.to_dict(), k) for s, k in events], ledger.epsilon("store", events)
 
 
+def _server_untrusted(plan: Plan, local: LocalSGD) -> bool:
+    """Return True when the plan's DP guarantee holds against the server too: DP-SGD (example-level),
+    local DP, distributed DP. Then the device's report carries no metric computed from its examples
+    (training loss, the trained model's loss and accuracy on them, held-out scores): sent as they are,
+    un-noised, they would give the server exactly the per-device losses a membership-inference attack
+    reads, outside the mechanism the epsilon accounts for."""
+    if local.example_dp is not None:
+        return True
+    if not uses_pipeline(plan.extra):
+        return False
+    dp = plan_pipeline(plan.extra)[0].dp
+    return dp is not None and dp.mode in ("local", "distributed")
+
+
 def _prefixed(prefix: str, scored: dict) -> dict:
     """Return ``loss`` and ``accuracy`` of ``scored`` as ``<prefix>_loss`` and ``<prefix>_accuracy``."""
     return {f"{prefix}_{k}": v for k, v in scored.items() if k in ("loss", "accuracy")}
 
 
-__all__ = ["TASK_METRICS", "TaskJob"]
+__all__ = ["PRIVATE_MODE_METRICS", "TASK_METRICS", "TaskJob"]

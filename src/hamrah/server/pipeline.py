@@ -39,7 +39,7 @@ import torch
 from hamrah.algorithms import DELTA, statistics_of
 from hamrah.core.aggregate import Aggregate, Contribution, Statistic, statistics_template
 from hamrah.core.errors import ConfigError, ProtocolError
-from hamrah.core.metrics import Weighted, merge_metrics
+from hamrah.core.metrics import merge_metrics
 from hamrah.core.params import Params
 from hamrah.core.updates import check_update
 from hamrah.pipeline import PipelineRun, PipelineSpec, dp_settings, resolve_pipeline
@@ -47,6 +47,7 @@ from hamrah.pipeline.distributed import distributed_accountant
 from hamrah.pipeline.spec import PLAN_KEY, STATE_KEY
 from hamrah.privacy.server_state import server_state_to_dict
 from hamrah.server.privacy import ServerPrivacy, refuse_unprovable
+from hamrah.server.reports import reported_loss
 
 CIPHERTEXT_KEY = "he/ciphertext"  # a buffered HE report's bytes, kept as one uint8 tensor until commit
 MAX_PLAN_BYTES = 900_000  # the plan travels in one gRPC message of at most 1 MiB + 64 KiB
@@ -156,7 +157,7 @@ class ServerPipeline:
                 ciphertext is malformed, of the wrong size, or would overflow the sum's headroom.
         """
         weight = int(self.run.weight(num_examples))
-        loss = {"train_loss": Weighted.of(float(metrics.get("train_loss", 0.0)), float(weight))}
+        loss = reported_loss(metrics, weight)
         if self.he is not None:
             self.he.read(data, self.wire)  # parse and check now; the ciphertext is added at commit
             limit = self.he.settings.max_weight

@@ -16,6 +16,15 @@ from hamrah.server.rounds import RoundState, TaskInfo, client_id
 from hamrah.transport.codec import check_update, decode_params, spec_of
 
 
+def reported_loss(metrics: dict, weight: float) -> dict:
+    """Return a report's training loss as the round's metric, or nothing when the device sent none (under
+    DP-SGD, local or distributed DP a device keeps every metric of its examples to itself:
+    :data:`hamrah.device.compute.PRIVATE_MODE_METRICS`), so the round records no made-up loss."""
+    if "train_loss" not in metrics:
+        return {}
+    return {"train_loss": Weighted.of(float(metrics["train_loss"]), float(weight))}
+
+
 def train_result(
     client: int,
     payload: bytes,
@@ -52,7 +61,7 @@ def train_result(
         return result, l2_norm(result.stats)
     tensors = decode_params(payload)
     check_update(tensors, spec)
-    loss = {"train_loss": Weighted.of(float(metrics.get("train_loss", 0.0)), float(weight))}
+    loss = reported_loss(metrics, weight)
     contribution = Contribution(client, pack(tensors, statistics, float(weight)), float(weight), loss)
     return contribution, l2_norm(contribution.stats)
 
@@ -114,4 +123,4 @@ class BoundedReports:
             share.add(result)
 
 
-__all__ = ["BoundedReports", "train_result"]
+__all__ = ["BoundedReports", "reported_loss", "train_result"]

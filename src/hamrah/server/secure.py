@@ -238,7 +238,8 @@ class SecureRound:
             )
         metrics = check_metrics(decode_metrics(header.metrics))  # each known metric in its range
         self.examples[u] = min(int(header.num_examples), self.max_weight)  # capped, as a plain report's weight
-        self.losses[u] = float(metrics.get("train_loss", metrics.get("loss", 0.0)))
+        if "train_loss" in metrics or "loss" in metrics:  # none under DP-SGD, local or distributed DP
+            self.losses[u] = float(metrics.get("train_loss", metrics.get("loss", 0.0)))
         if DP_EPSILON in metrics:  # DP-SGD: the epsilon the device's store has spent (as it says)
             self.dp_epsilon = max(self.dp_epsilon or 0.0, metrics[DP_EPSILON])
         if "held_examples" in metrics:
@@ -342,7 +343,12 @@ class SecureRound:
         mean = {k: (v.double() / sum(weights.values())).float() for k, v in total.items()}
         n = sum(self.examples[u] for u in contributors)
         agg_w = {u: 1.0 if self.equal_weights else float(self.examples[u]) for u in contributors}  # w_k
-        metrics = {"train_loss": Weighted(sum(agg_w[u] * self.losses[u] for u in contributors), sum(agg_w.values()))}
+        told = [u for u in contributors if u in self.losses]
+        metrics = (
+            {"train_loss": Weighted(sum(agg_w[u] * self.losses[u] for u in told), sum(agg_w[u] for u in told))}
+            if told
+            else {}
+        )
         aggregate = Aggregate.from_mean(mean, sum(agg_w.values()), len(contributors), metrics)
         return SecureOutcome(aggregate, len(contributors), n, dict(self.survivors))
 
