@@ -48,9 +48,10 @@ def update_noise_multiplier(
         return 0.0
     if not sb / bit_sensitivity > z:
         raise ConfigError(
-            f"adaptive.clip_count_stddev = {sb!r} with noise_multiplier = {z!r}: expected 2*sigma_b > z "
-            f"(sigma_b / {bit_sensitivity:.6g} > z: Andrew et al. 2021's z_Delta = (z^-2 - (2 sigma_b)^-2)^-1/2 "
-            "must be real)"
+            f"privacy.clip_count_stddev = {sb:.6g} (sigma_b; default: expected cohort / 20) with noise_multiplier "
+            f"= {z:.6g}: expected clip_count_stddev > {z * bit_sensitivity:.6g} (sigma_b / {bit_sensitivity:.6g} "
+            "> z, else the clipped count alone spends the round's budget: Andrew et al. 2021's "
+            "z_Delta = (z^-2 - (2 sigma_b)^-2)^-1/2 must be real)"
         )
     return z / math.sqrt(1.0 - (z * bit_sensitivity / sb) ** 2)  # the same, without z^-2 overflowing for tiny z
 
