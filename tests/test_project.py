@@ -273,3 +273,34 @@ def test_the_tabular_server_and_device_configs_run_a_federation_as_generated(tmp
     load += "m.load_state_dict(load_file('runs/server/model.safetensors')); print('loaded')"
     proc = _run([sys.executable, "-c", load], root)
     assert proc.stdout.strip() == "loaded", proc.stderr
+
+
+@pytest.mark.parametrize(
+    "name, template, cls",
+    [
+        ("path", "tabular", "PathTask"),  # pathlib's Path in the task module and the test file
+        ("DATA", "tabular", "DATATask"),  # the task module's DATA folder
+        ("none", "tabular", "NoneTask"),  # a keyword once capitalised
+        ("dataset", "text", "DatasetTask"),  # hamrah.data.Dataset
+        ("char-model", "text", "CharModelTask"),  # the text template's own nn.Module
+        ("source-spec", "image", "SourceSpecTask"),
+        ("image", "image", "ImageTask"),  # PIL's Image in the README's snippet
+    ],
+)
+def test_a_name_whose_class_would_shadow_a_name_the_project_uses_gets_task_added(
+    name, template, cls, tmp_path, monkeypatch
+):
+    import importlib
+
+    root = new_project(name, template, tmp_path)
+    ident = name.replace("-", "_")
+    assert tomllib.loads((root / "sim.toml").read_text())["task"]["entry"] == f"{ident}_task:{cls}"
+    assert f"class {cls}(hamrah." in (root / f"{ident}_task.py").read_text()
+    monkeypatch.syspath_prepend(str(root))
+    generated = importlib.import_module(f"test_{ident}")  # the project's own test, run in-process
+    generated.test_two_rounds_give_a_finite_metric_and_a_model_that_loads(tmp_path / "run")
+
+
+def test_a_plain_name_keeps_its_class_name(tmp_path):
+    root = new_project("my-clinic", "text", tmp_path)
+    assert tomllib.loads((root / "sim.toml").read_text())["task"]["entry"] == "my_clinic_task:MyClinic"

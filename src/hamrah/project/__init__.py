@@ -26,9 +26,12 @@ Example:
 
 from __future__ import annotations
 
+import ast
+import builtins
 import csv
 import keyword
 import os
+import re
 import shutil
 import tempfile
 from importlib import resources
@@ -97,8 +100,41 @@ def check_name(name: str) -> str:
     return ident
 
 
-def _class_name(ident: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in ident.split("_") if part) or "Task"
+def _class_name(ident: str, taken: set[str] = frozenset()) -> str:
+    """The task class's name: ``ident`` in CamelCase, with ``Task`` added when that would be a keyword
+    (``none`` -> ``None``) or shadow a name in ``taken`` (``path`` -> ``Path``, ``dataset`` -> ``Dataset``)."""
+    name = "".join(part[:1].upper() + part[1:] for part in ident.split("_") if part) or "Task"
+    while keyword.iskeyword(name) or name in taken:
+        name += "Task"
+    return name
+
+
+_PLACEHOLDER_CLASS = "HamrahProjectClassPlaceholder"
+
+
+def _names_in_use(template: str, values: dict[str, str]) -> set[str]:
+    """Every name the project's Python (its modules and its README's snippets) binds or reads, and the
+    builtins: a task class of one of these names would shadow it and break the project."""
+    root = resources.files("hamrah.project").joinpath(TEMPLATE_ROOT)
+    values = {**values, "Class": _PLACEHOLDER_CLASS, "serve": ""}
+    sources = []
+    for folder in ("common", template):
+        for item in root.joinpath(folder).iterdir():
+            if item.name.endswith(".py.tmpl"):
+                sources.append(_render(item.read_text(encoding="utf-8"), values))
+            elif item.name.endswith(".md.tmpl"):
+                text = _render(item.read_text(encoding="utf-8"), values)
+                sources += re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    names = set(dir(builtins))
+    for source in sources:
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.alias):
+                names.add((node.asname or node.name).split(".")[0])
+    return names - {_PLACEHOLDER_CLASS}
 
 
 def new_project(name: str, template: str, directory: str | os.PathLike = ".") -> Path:
@@ -120,11 +156,11 @@ def new_project(name: str, template: str, directory: str | os.PathLike = ".") ->
     values = {
         "project": name,
         "name": ident,
-        "Class": _class_name(ident),
         "module": f"{ident}_task",
         "template": template,
         **_KIND[template],
     }
+    values["Class"] = _class_name(ident, _names_in_use(template, values))
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
