@@ -42,3 +42,29 @@ def test_the_wire_spec_is_the_algorithms_statistics(tmp_path, algorithm, names):
         _config(compression={"codec": "topk", "fraction": 0.5}), PARAMS, 4, tmp_path, algorithm
     )
     assert [n for n, _ in pipe.wire] == names
+
+
+@pytest.mark.parametrize("mode", ["dpsgd", "local", "distributed"])
+@pytest.mark.parametrize(
+    "server",
+    [{"eval_devices": 2}, {"mode": "cross_silo", "sites": 4, "site_eval_fraction": 0.2}],
+    ids=["eval_devices", "site_eval_fraction"],
+)
+def test_federated_evaluation_is_refused_where_dp_protects_the_examples_from_the_server(mode, server):
+    from hamrah.experiments import from_dict
+    from hamrah.experiments.serve import server_setup
+    from hamrah.server.config import server_config
+
+    privacy = {"mode": mode, "clip": 1.0, "noise_multiplier": 1.0}
+    if mode == "dpsgd":
+        privacy = {"mode": "dpsgd", "clip": 1.0, "noise_multiplier": 1.0, "target_epsilon": 10.0}
+    secure = {"secure_aggregation": {"variant": "secagg", "min_contributors": 2}} if mode == "distributed" else {}
+    exp = from_dict(
+        _config(
+            data={"dataset": "synthetic_iid", "num_clients": 4}, model={"name": "logreg"}, privacy=privacy, **secure
+        )
+    )
+    key = next(k for k in server if k in ("eval_devices", "site_eval_fraction"))
+    with pytest.raises(ConfigError, match=rf"server.{key} = .* with privacy.mode = '{mode}': devices would send"):
+        server_setup(exp, server_config(server))
+    server_setup(exp, server_config({k: v for k, v in server.items() if k != key}))  # without it: accepted

@@ -91,6 +91,7 @@ def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
         )
     if srv.min_reports is not None and srv.min_reports > goal:
         raise ConfigError(f"server.min_reports = {srv.min_reports}: expected at most the goal count ({goal})")
+    _check_evaluation_privacy(exp, srv)
     if srv.max_example_weight == 0:  # the weight the server trusts: the largest client it knows of
         srv = dataclasses.replace(srv, max_example_weight=max(1, int(prep.data.client_sizes().max())))
     r = exp.run
@@ -117,6 +118,23 @@ def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
         export=_exporter(task, exp.to_dict(), ds.info.get("schema")),
         plan_extra={**example_privacy_extra(exp), **personal_extra(exp, srv)},
     )
+
+
+def _check_evaluation_privacy(exp: ExperimentConfig, srv: ServerConfig) -> None:
+    """Refuse federated evaluation where the DP guarantee holds against the server (DP-SGD, local and
+    distributed DP): the devices would send it the global model's loss and accuracy on their own
+    examples, un-noised and outside the epsilon (their training reports carry none, ``device.compute``)."""
+    mode = exp.privacy.mode if exp.privacy is not None else None
+    if mode not in ("dpsgd", "local", "distributed"):
+        return
+    for key in ("eval_devices", "site_eval_fraction"):
+        if getattr(srv, key) > 0:
+            raise ConfigError(
+                f"server.{key} = {getattr(srv, key)} with privacy.mode = {mode!r}: devices would send the "
+                "server the global model's loss and accuracy on their own examples, un-noised and outside the "
+                f"epsilon, and {mode!r} protects them from the server; expected server.{key} = 0 (the server "
+                "scores the model on its own test set)"
+            )
 
 
 def example_privacy_extra(exp: ExperimentConfig) -> dict:
