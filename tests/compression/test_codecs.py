@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hamrah.compression import (
+    HalfPayload,
     HalfPrecision,
     RandomMask,
     SignEF,
@@ -176,8 +177,11 @@ def test_codec_specific_malformed_fields():
     with pytest.raises(ProtocolError, match="bucket = 0: expected 4"):
         StochasticQuantizer(8, bucket=4).read(p.to_bytes(), spec)
     big = {k: v * 1e6 for k, v in u.items()}
+    with pytest.raises(ProtocolError, match="beyond float16's range"):  # refused, not sent as an infinity
+        HalfPrecision().encode(big, None, _ctx())
+    hostile = HalfPayload(spec, b"FP16", tuple(v.to(torch.float16) for v in big.values()))  # holds infinities
     with pytest.raises(ProtocolError, match="finite"):
-        HalfPrecision().read(HalfPrecision().encode(big, None, _ctx())[0].to_bytes(), spec)
+        HalfPrecision().read(hostile.to_bytes(), spec)
 
 
 def test_bad_codec_configs_are_refused():

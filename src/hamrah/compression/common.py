@@ -10,6 +10,9 @@ import torch
 from hamrah.core.errors import ProtocolError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import Spec, WireReader
+from hamrah.core.updates import first_non_finite
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def numel(spec: Spec) -> int:
@@ -19,7 +22,7 @@ def numel(spec: Spec) -> int:
 
 def flat(params: Params) -> torch.Tensor:
     """Return all of ``params`` as one float32 vector, in order."""
-    return torch.cat([v.detach().reshape(-1).to(torch.float32) for v in params.values()])
+    return torch.cat([torch.zeros(0), *(v.detach().reshape(-1).to(torch.float32) for v in params.values())])
 
 
 def unflat(vec: torch.Tensor, spec: Spec) -> Params:
@@ -30,6 +33,18 @@ def unflat(vec: torch.Tensor, spec: Spec) -> Params:
         out[name] = vec[start : start + n].reshape(shape)
         start += n
     return out
+
+
+def finite_input(update: Params, codec: str) -> None:
+    """Refuse an update holding NaN or an infinity before it is encoded (a codec would turn it into
+    garbage codes: the ring quantizer clamps NaN to a valid code a secure sum adds unseen).
+
+    Raises:
+        ProtocolError: naming the codec and the tensor.
+    """
+    bad = first_non_finite(update)
+    if bad is not None:
+        raise ProtocolError(f"{codec}: update {bad} holds NaN or infinite values; expected finite numbers to encode")
 
 
 def with_residual(update: Params, residual: Params | None) -> Params:

@@ -1,7 +1,10 @@
 """Send the update in 16-bit floats: IEEE float16 or bfloat16 (round to nearest even, as torch casts).
 
 Deterministic and biased only by rounding; halves the bytes of float32. float16 keeps 10 mantissa bits
-but overflows above 65504; bfloat16 keeps float32's range with 7 mantissa bits.
+but overflows above 65504; bfloat16 keeps float32's range with 7 mantissa bits (float32 values above
+3.3895e38 still round to an infinity). An update with an entry the format would turn into an infinity,
+or holding NaN or an infinity, is refused (``ProtocolError`` naming the tensor and the value) rather
+than sent as an infinity the server would refuse.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from hamrah.compression.common import finite_input
 from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import (
@@ -71,7 +75,20 @@ class HalfPrecision(BaseStage):
 
     def encode(self, update: Params, state: Any, ctx: ClientContext) -> tuple[HalfPayload, Any]:
         dtype = FORMATS[self.dtype][0]
-        return HalfPayload(spec_of(update), self.tag, tuple(v.detach().to(dtype) for v in update.values())), state
+        finite_input(update, f"half ({self.dtype})")
+        tensors = []
+        for name, v in update.items():
+            t = v.detach().to(dtype)
+            if not bool(torch.isfinite(t).all()):  # the input is finite: the cast overflowed
+                top = float(v.detach().abs().max())
+                limit = float(torch.finfo(dtype).max)
+                raise ProtocolError(
+                    f"half ({self.dtype}): update {name} holds {top:.4g}, beyond {self.dtype}'s range "
+                    f"(+-{limit:.6g}); expected smaller values: clip the update first or use "
+                    f"{'bfloat16' if self.dtype == 'float16' else 'float32'}"
+                )
+            tensors.append(t)
+        return HalfPayload(spec_of(update), self.tag, tuple(tensors)), state
 
     def decode(self, payload: HalfPayload) -> Params:
         return {name: t.to(torch.float32) for (name, _), t in zip(payload.spec, payload.tensors)}

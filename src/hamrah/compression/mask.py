@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from hamrah.compression.common import finite_scalar, flat, floats, numel, unflat
+from hamrah.compression.common import FLOAT32_MAX, finite_input, finite_scalar, flat, floats, numel, unflat
 from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import (
@@ -81,10 +81,17 @@ class RandomMask(BaseStage):
             raise ConfigError(f"mask p = {self.p!r}: expected 0 < p <= 1")
 
     def encode(self, update: Params, state: Any, ctx: ClientContext) -> tuple[MaskedPayload, Any]:
+        finite_input(update, "mask")
         x = flat(update).numpy()
         seed = int(ctx.round_seed) % 2**64 if self.shared else int(ctx.rng.integers(2**63))
         p = float(np.float32(self.p))
         values = x[mask_of(seed, x.size, p)]
+        top = float(np.abs(values).max()) if values.size else 0.0
+        if top / p > FLOAT32_MAX:  # the server's value / p would be an infinity
+            raise ProtocolError(
+                f"mask: update holds {top:.4g}, which / p = {p:.4g} is beyond float32's range; "
+                "expected smaller values: clip the update first"
+            )
         return MaskedPayload(spec_of(update), seed, p, values), state
 
     def decode(self, payload: MaskedPayload) -> Params:
@@ -96,13 +103,16 @@ class RandomMask(BaseStage):
     def read(self, data: bytes, spec: Spec) -> MaskedPayload:
         r = WireReader(data, self.tag, spec)
         seed, p, count = r.unpack("QfI")
-        if not 0 < finite_scalar(p, "p") <= 1:
-            raise ProtocolError(f"payload p = {p}: expected 0 < p <= 1")
+        expected = float(np.float32(self.p))
+        if finite_scalar(p, "p") != expected:  # a client may not pick its own rescaling 1/p
+            raise ProtocolError(f"payload p = {p}: expected this chain's p = {expected}")
         kept = int(mask_of(seed, numel(spec), p).sum())
         if count != kept:
             raise ProtocolError(f"payload count = {count}: the seed's mask keeps {kept} coordinates")
         values = floats(r, count).astype(np.float32)
         r.finish()
+        if values.size and float(np.abs(values).max()) / p > FLOAT32_MAX:
+            raise ProtocolError(f"payload values: expected values that / p = {p} stay within float32's range")
         return MaskedPayload(spec, seed, p, values)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from hamrah.compression import bits as packing
-from hamrah.compression.common import floats
+from hamrah.compression.common import FLOAT32_MAX, finite_input, floats
 from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
@@ -38,6 +38,7 @@ from hamrah.core.pipeline import (
 )
 
 SCHEMES = ("minmax", "qsgd", "ring")
+_TINY = float(np.finfo(np.float64).tiny)  # a float64 divisor below every positive float32 step
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class QuantizedPayload:
         """
         if not self.tag.endswith(b"RG"):
             raise ConfigError(f"quantized payload {self.tag!r}: codes are summable only with scheme 'ring'")
-        offset, step = (float(v) for v in self.scales[0][0])
+        rows = [sc for sc in self.scales if len(sc)]  # an empty tensor has no scale row
+        offset, step = (float(v) for v in rows[0][0]) if rows else (0.0, 0.0)
         codes = {n: c.astype(np.int64) for (n, _), c in zip(self.spec, self.codes)}
         return RingCodes(self.spec, codes, self.bits, offset, step)
 
@@ -133,6 +135,7 @@ class StochasticQuantizer(BaseStage):
         return math.ceil(n / size), size
 
     def encode(self, update: Params, state: Any, ctx: ClientContext) -> tuple[QuantizedPayload, Any]:
+        finite_input(update, f"quantize ({self.scheme})")  # the ring clamps NaN to a valid code
         scales, codes = [], []
         for v in update.values():
             x = v.detach().reshape(-1).to(torch.float32)
@@ -140,7 +143,7 @@ class StochasticQuantizer(BaseStage):
             pad = rows * size - x.numel()
             fill = 0.0 if self.scheme == "qsgd" or not x.numel() else float(x[-1])  # leaves min, max, norm as they are
             xr = torch.cat([x, x.new_full((pad,), fill)]).view(rows, size)
-            u = torch.from_numpy(ctx.rng.random(rows * size, dtype=np.float32)).view(rows, size)
+            u = torch.from_numpy(ctx.rng.random(rows * size, dtype=np.float32)).view(rows, size).to(torch.float64)
             scale, code = self._quantize(xr, u)
             scales.append(scale.numpy())
             codes.append(code.reshape(-1)[: x.numel()].to(torch.uint8).numpy())
@@ -149,33 +152,50 @@ class StochasticQuantizer(BaseStage):
         ), state
 
     def _quantize(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return per-row float32 (offset, step) [rows, 2] and integer codes for the rows of ``x``."""
-        s = self.levels
+        """Return per-row float32 (offset, step) [rows, 2] and integer codes for the rows of ``x``.
+
+        In float64: in float32 max - min and the norm overflow for values near float32's top, and a step
+        below 1e-38 (a tensor of tiny values) was clamped to 1e-38, rounding every code towards 0."""
+        s, x = self.levels, x.to(torch.float64)
         if self.scheme == "qsgd":
             norm = x.norm(dim=1, keepdim=True)
-            scale = torch.cat([-norm, norm / s], 1).to(torch.float32)
-            t = torch.where(norm > 0, x.abs() * s / norm.clamp_min(1e-38), torch.zeros_like(x))
+            if x.numel() and float(norm.max()) > FLOAT32_MAX:
+                raise ProtocolError(
+                    f"quantize (qsgd): an update bucket has L2 norm {float(norm.max()):.4g}, beyond float32's "
+                    f"range (+-{FLOAT32_MAX:.6g}) in which the norm is sent; expected smaller values: clip the "
+                    "update first"
+                )
+            sent = _up(norm).to(torch.float64)  # the norm as sent, rounded up: >= every |x_i|
+            scale = torch.cat([-sent.to(torch.float32), _up(sent / s)], 1)
+            t = torch.where(sent > 0, x.abs() * s / sent.clamp_min(_TINY), torch.zeros_like(x))
             level = _stochastic_floor(t, u).clamp_(0, s)
             return scale, level * torch.sign(x) + s
         if self.scheme == "ring" and self.clip is not None:  # the ring scheme always has r (__post_init__)
-            lo = torch.full((x.shape[0], 1), -float(self.clip))
+            lo = torch.full((x.shape[0], 1), -float(self.clip), dtype=torch.float64)
             hi = -lo
             x = x.clamp(-float(self.clip), float(self.clip))
         else:
             lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)  # min(dim) with indices: 15 ms on (5, 8)
-        scale = torch.cat([lo, (hi - lo) / s], 1).to(torch.float32)  # rounded as sent
-        lo, step = scale[:, :1], scale[:, 1:]
-        t = torch.where(step > 0, (x - lo) / step.clamp_min(1e-38), torch.zeros_like(x))
+        scale = torch.cat([lo.to(torch.float32), _up((hi - lo) / s)], 1)  # as sent; lo + s step >= hi
+        lo, step = scale[:, :1].to(torch.float64), scale[:, 1:].to(torch.float64)
+        t = torch.where(step > 0, (x - lo) / step.clamp_min(_TINY), torch.zeros_like(x))
         return scale, _stochastic_floor(t, u).clamp_(0, s)
+
+    def _ring_scale(self) -> np.ndarray:
+        """Return the ring scheme's (offset, step) as encode sends them: float32 (-r, 2r / s)."""
+        r = float(self.clip or 0.0)
+        step = float(_up(torch.tensor([2 * r / self.levels], dtype=torch.float64)))
+        return np.array([-r, step], dtype=np.float64).astype(np.float32)
 
     def decode(self, payload: QuantizedPayload) -> Params:
         out = {}
         for (name, shape), scale, c in zip(payload.spec, payload.scales, payload.codes):
             rows, size = self._rows(c.size)
-            code = torch.zeros(rows * size)
-            code[: c.size] = torch.from_numpy(c.astype(np.float32))
-            sc = torch.from_numpy(scale)
-            out[name] = (sc[:, :1] + sc[:, 1:] * code.view(rows, size)).reshape(-1)[: c.size].reshape(shape)
+            code = torch.zeros(rows * size, dtype=torch.float64)
+            code[: c.size] = torch.from_numpy(c.astype(np.float64))
+            sc = torch.from_numpy(scale).to(torch.float64)
+            value = (sc[:, :1] + sc[:, 1:] * code.view(rows, size)).clamp_(-FLOAT32_MAX, FLOAT32_MAX)  # step rounded up
+            out[name] = value.to(torch.float32).reshape(-1)[: c.size].reshape(shape)
         return out
 
     def read(self, data: bytes, spec: Spec) -> QuantizedPayload:
@@ -189,6 +209,10 @@ class StochasticQuantizer(BaseStage):
             n = math.prod(shape)
             rows, _ = self._rows(n)
             sc = floats(r, 2 * rows, "<f4").astype(np.float32).reshape(rows, 2)
+            if self.scheme == "ring" and rows and not (sc == self._ring_scale()).all():
+                raise ProtocolError(  # a client may not widen the shared range [-r, r] with its own scale
+                    f"payload {name} scale: expected the ring's shared (offset, step) = {self._ring_scale().tolist()}"
+                )
             c = packing.unpack(r.raw(packing.packed_nbytes(n, self.bits)), n, self.bits)
             if c.size and int(c.max()) > top:
                 raise ProtocolError(f"payload {name} codes: expected codes <= {top}, got {int(c.max())}")
@@ -196,6 +220,13 @@ class StochasticQuantizer(BaseStage):
             codes.append(c)
         r.finish()
         return QuantizedPayload(spec, self.tag, self.bits, self.bucket or 0, tuple(scales), tuple(codes))
+
+
+def _up(v: torch.Tensor) -> torch.Tensor:
+    """Return float64 ``v`` in float32, rounded up (to nearest, a step can fall short of the range: with
+    subnormal steps by up to a third, and every value above lo + s step would be clamped to the top)."""
+    low = v.to(torch.float32)
+    return torch.where(low.to(torch.float64) < v, torch.nextafter(low, torch.full_like(low, math.inf)), low)
 
 
 def _stochastic_floor(t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

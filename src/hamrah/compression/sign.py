@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from hamrah.compression import bits as packing
-from hamrah.compression.common import finite_scalar, with_residual
+from hamrah.compression.common import finite_input, finite_scalar, with_residual
 from hamrah.core.params import Params
 from hamrah.core.pipeline import (
     BaseStage,
@@ -70,9 +70,11 @@ class SignEF(BaseStage):
 
     def encode(self, update: Params, state: Params | None, ctx: ClientContext) -> tuple[SignPayload, Params | None]:
         p = with_residual(update, state if self.error_feedback else None)
+        finite_input(p, "sign")  # the update, or the update plus the residual, overflowed
         scales, signs, residual = [], [], {}
         for name, v in p.items():
-            scale = float(v.abs().mean()) if v.numel() else 0.0
+            # float64: a float32 sum of |values| near float32's top overflows; their mean does not
+            scale = float(np.float32(v.abs().to(torch.float64).mean())) if v.numel() else 0.0
             sign = v >= 0
             scales.append(scale)
             signs.append(sign.reshape(-1).numpy().astype(np.uint8))
@@ -84,7 +86,8 @@ class SignEF(BaseStage):
     def decode(self, payload: SignPayload) -> Params:
         out = {}
         for (name, shape), scale, s in zip(payload.spec, payload.scales, payload.signs):
-            out[name] = (torch.from_numpy(s.astype(np.float32)) * (2 * scale) - scale).reshape(shape)
+            pos = torch.from_numpy(s.astype(bool))  # not s * 2 scale - scale: 2 scale overflows above 1.7e38
+            out[name] = torch.where(pos, scale, -scale).to(torch.float32).reshape(shape)
         return out
 
     def read(self, data: bytes, spec: Spec) -> SignPayload:

@@ -4,7 +4,8 @@ update (indices and values), keep the rest as a residual added to the next round
 Aji & Heafield 2017, *Sparse Communication for Distributed Gradient Descent* (drop all but the largest
 gradients, keep the remainder locally); Stich et al. 2018, *Sparsified SGD with Memory* (top-k with
 memory converges at the rate of SGD). k is chosen over the whole update (one global threshold), not
-per tensor.
+per tensor. With float16 values, a value beyond float16's range is sent as +-65504 (saturated, never
+an infinity); with error feedback the excess stays in the residual, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from hamrah.compression.common import flat, floats, numel, unflat, with_residual
+from hamrah.compression.common import finite_input, flat, floats, numel, unflat, with_residual
 from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import (
@@ -30,6 +31,7 @@ from hamrah.core.pipeline import (
 )
 
 VALUE_DTYPES = {"float32": "<f4", "float16": "<f2"}
+_HALF_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,14 @@ class TopK(BaseStage):
 
     def encode(self, update: Params, state: Params | None, ctx: ClientContext) -> tuple[SparsePayload, Params | None]:
         spec = spec_of(update)
-        p = flat(with_residual(update, state if self.error_feedback else None))
+        summed = with_residual(update, state if self.error_feedback else None)
+        finite_input(summed, "topk")  # the update, or the update plus the residual, overflowed
+        p = flat(summed)
         idx = torch.topk(p.abs(), self.k(p.numel()), sorted=False).indices.sort().values
-        values = p[idx].numpy().astype(VALUE_DTYPES[self.value_dtype])
+        kept = p[idx]
+        if self.value_dtype == "float16":  # saturate: never an infinity (the residual keeps the excess)
+            kept = kept.clamp(-_HALF_MAX, _HALF_MAX)
+        values = kept.numpy().astype(VALUE_DTYPES[self.value_dtype])
         payload = SparsePayload(spec, self.tag, idx.numpy().astype(np.uint32), values)
         if not self.error_feedback:
             return payload, None

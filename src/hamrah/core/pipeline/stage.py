@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
-from hamrah.core.errors import ConfigError
+from hamrah.core.errors import ConfigError, ProtocolError
 from hamrah.core.params import Params
 from hamrah.core.wire import DensePayload, Payload, Spec, WireReader
 
@@ -150,6 +150,9 @@ class BaseStage:
         for name, shape in spec:
             n = math.prod(shape)
             arr = np.frombuffer(r.raw(4 * n), dtype="<f4").astype(np.float32).reshape(shape)
+            if not np.isfinite(arr).all():
+                bad = int((~np.isfinite(arr)).sum())
+                raise ProtocolError(f"payload {name}: expected finite values, got {bad} non-finite")
             out[name] = torch.from_numpy(arr)
         r.finish()
         return DensePayload(out)
