@@ -20,6 +20,7 @@ from hamrah.algorithms import (
     aggregate_results,
     apply_results,
     batch_schedule,
+    build,
     cohort_size,
     evaluate,
     train_local,
@@ -54,10 +55,21 @@ def test_cohort_size(c, k, m):
     assert FedSGD(c, 0.1).cohort_size(k) == m
 
 
-@pytest.mark.parametrize("c", [-0.1, 1.5])
+@pytest.mark.parametrize("c", [-0.1, 1.5, math.nan, True])
 def test_cohort_size_rejects_bad_fraction(c):
     with pytest.raises(ConfigError, match="client_fraction"):
         cohort_size(c, 10)
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedsgd", "scaffold", "fedadam"])
+@pytest.mark.parametrize("c", [-0.1, 1.5, math.nan, math.inf, True, "0.5"])
+def test_build_refuses_a_bad_client_fraction_before_any_round(name, c):
+    with pytest.raises(ConfigError, match=r"^algorithm.client_fraction = .*: expected a number in \[0, 1\]$"):
+        build(name, c)
+
+
+def test_client_fraction_zero_is_one_client_per_round():  # McMahan et al.'s C = 0
+    assert build("fedavg", 0.0).cohort_size(100) == 1
 
 
 # ---- aggregation ----------------------------------------------------------------------------------

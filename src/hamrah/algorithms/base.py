@@ -311,7 +311,7 @@ class Stateless:
 
 def cohort_size(client_fraction: float, population: int) -> int:
     """Return m = max(C * K, 1), McMahan et al.'s number of clients per round."""
-    if not 0.0 <= client_fraction <= 1.0:
+    if isinstance(client_fraction, bool) or not 0.0 <= client_fraction <= 1.0:  # NaN fails the comparison
         raise ConfigError(f"algorithm.client_fraction = {client_fraction!r}: expected 0 <= C <= 1")
     return max(int(client_fraction * population + 1e-9), 1)
 

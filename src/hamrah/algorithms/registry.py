@@ -15,6 +15,7 @@ from hamrah.algorithms.personal import Personalized, method_of
 from hamrah.algorithms.scaffold import Scaffold
 from hamrah.core.aggregate import Statistic
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_number
 
 _LOCAL = {
     "local_epochs": 1,
@@ -121,7 +122,8 @@ def build(name: str, client_fraction: float = 0.1, **hyperparameters: Any) -> Al
             :class:`~hamrah.algorithms.personal.Personalized`.
 
     Raises:
-        ConfigError: unknown name, a hyperparameter the algorithm does not use, or a bad value.
+        ConfigError: unknown name, a hyperparameter the algorithm does not use, or a bad value (a
+            client_fraction outside [0, 1], NaN or a bool included).
 
     Example:
         >>> build("fedprox", client_fraction=0.1, lr=0.01, local_epochs=20, mu=1.0).mu
@@ -130,6 +132,8 @@ def build(name: str, client_fraction: float = 0.1, **hyperparameters: Any) -> Al
     if name not in _FACTORIES:
         raise ConfigError(f"algorithm.name = {name!r}: expected one of {', '.join(ALGORITHMS)}")
     allowed, factory = _FACTORIES[name]
+    # 0 is McMahan et al.'s C = 0: one client per round (cohort_size); checked here, not at the first round
+    check_number("algorithm.client_fraction", client_fraction, 0.0, 1.0)
     personal = {k: hyperparameters.pop(k) for k in PERSONAL if k in hyperparameters}
     for key in hyperparameters:
         if key not in allowed:
