@@ -20,6 +20,7 @@ from hamrah.secagg import (
     SharesBroadcast,
     UnmaskRequest,
     UnmaskShares,
+    crypto,
     decode,
 )
 from hamrah.secagg.messages import CIPHERTEXT_BYTES
@@ -31,6 +32,7 @@ SAMPLES = [
     ShareKeys(3, 1, ((0, b"a" * CIPHERTEXT_BYTES), (2, b"b" * CIPHERTEXT_BYTES))),
     SharesBroadcast(3, 1, ((0, b"c" * CIPHERTEXT_BYTES),)),
     MaskedInput(3, 1, 12, 5, b"\x01" * 8),
+    MaskedInput(3, 1, 12, 5, b"\x01" * 8, (0, 2, 7)),
     UnmaskRequest(3, 1, (0, 1, 2)),
     UnmaskShares(3, 1, ((0, 5), (1, 2**256)), ((2, 7),)),
 ]
@@ -76,6 +78,8 @@ def test_field_values_are_checked():
         decode(too_big)
     with pytest.raises(ProtocolError, match="ring_bits"):
         decode(MaskedInput(0, 1, 65, 0, b"").to_bytes())
+    with pytest.raises(ProtocolError, match="rejected senders lists a client id twice"):
+        decode(MaskedInput(0, 1, 8, 1, b"\0", (2, 2)).to_bytes())
 
 
 def test_random_garbage_never_crashes():
@@ -170,6 +174,8 @@ def test_client_aborts_below_threshold():
 
 
 def test_tampered_share_ciphertext_is_rejected_by_its_receiver():
+    """A ciphertext that fails authentication does not abort its receiver: it leaves the sender out of its
+    masks and names it in its masked input's rejected senders (the server then leaves the sender out)."""
     _, server, clients = _started()
     for c in clients:
         server.receive(c.advertise_keys())
@@ -181,13 +187,30 @@ def test_tampered_share_ciphertext_is_rejected_by_its_receiver():
     flipped = bytes([ct[0] ^ 0x80]) + ct[1:]
     tampered = SharesBroadcast(7, 2, ((sender, flipped),) + shares[2].ciphertexts[1:])
     with pytest.raises(AuthError, match=f"from client {sender} to client 2 failed authentication"):
-        clients[2].masked_input(tampered, np.zeros(5))
-    # A ciphertext meant for another client is refused the same way.
+        crypto.open_sealed(clients[2]._enc_keys[sender], sender, 2, 7, flipped)
+    assert clients[2].masked_input(tampered, np.zeros(5)).rejected == (sender,)
+    # A ciphertext meant for another client is rejected the same way.
     swapped = SharesBroadcast(
         7, 3, ((shares[2].ciphertexts[0][0], shares[2].ciphertexts[0][1]),) + shares[3].ciphertexts[1:]
     )
-    with pytest.raises(AuthError):
-        clients[3].masked_input(swapped, np.zeros(5))
+    assert clients[3].masked_input(swapped, np.zeros(5)).rejected == (shares[2].ciphertexts[0][0],)
+    assert clients[0].masked_input(shares[0], np.zeros(5)).rejected == ()
+
+
+def test_server_refuses_a_rejected_sender_that_was_not_forwarded():
+    config, server, clients = _started(n=4)
+    for c in clients[:3]:
+        server.receive(c.advertise_keys())
+    keys = server.close_advertise_keys()
+    for c in clients[:3]:
+        server.receive(c.share_keys(keys[c.client_id]))
+    server.close_share_keys()
+    packed = bytes((5 * config.ring_bits + 7) // 8)
+    for bad, who in (((3,), "\\[3\\]"), ((0,), "\\[0\\]")):  # 3 never shared keys; 0 is the client itself
+        with pytest.raises(ProtocolError, match=f"client 0: rejects the shares of {who}, which were not sent to it"):
+            server.receive(MaskedInput(7, 0, config.ring_bits, 5, packed, bad))
+    server.receive(MaskedInput(7, 0, config.ring_bits, 5, packed, (1, 2)))
+    assert server.rejected == {0: (1, 2)}
 
 
 def test_client_refuses_bad_inputs_and_non_survivor_requests():

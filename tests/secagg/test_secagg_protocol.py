@@ -153,7 +153,7 @@ def test_byte_counts_match_the_message_sizes():
     header, ct, share = 16, 4 + 2 * 33 + 16, 4 + 33
     advertise = header + 64
     share_keys = header + 4 + (n - 1) * ct
-    masked = header + 5 + (m * 18 + 7) // 8
+    masked = header + 9 + (m * 18 + 7) // 8  # ring bits, length, an empty rejected list, the packed vector
     unmask = header + 8 + n * share  # b shares of all n survivors, none of s
     assert run.client_bytes_sent.tolist() == [advertise + share_keys + masked + unmask] * n
     received = (header + 4 + (n - 1) * 68) + (header + 4 + (n - 1) * ct) + (header + 4 + 4 * n)

@@ -17,6 +17,9 @@ Figure 4, the actively secure variant (the parts marked "only for active securit
   both collect T signatures of honest clients: every honest client that reveals anything reveals it for
   the same U3, and so never a share of b_v to one and of s_v^SK to another. Against c colluding clients
   T > (n + c) / 2 is needed (:func:`resolve_consistency_threshold`; the paper analyses t > 2n/3 with n/3 corrupt).
+  U3 is the contributor set *after* rejections (clients left out because others could not open their
+  shares, :mod:`hamrah.secagg.rejections`), so the check covers them too; a client refuses to sign a U3
+  that holds a sender it rejected.
 
 What differs from the paper: the threshold of the consistency round is a majority of all n clients
 (:func:`resolve_consistency_threshold`), also for SecAgg+, where each client then receives O(n) signatures (the
@@ -321,8 +324,9 @@ class ActiveSecAggServer(SecAggServer):
         }
 
     def close_masked_input(self) -> dict[int, ConsistencyRequest]:
-        """End round 2; send every contributor the whole contributor set U3 to sign."""
-        u3 = self._close("masked_input")
+        """End round 2; send every contributor the whole contributor set U3 to sign (after the accusations:
+        a client left out for them is not in U3, and every signer checks that no sender it rejected is)."""
+        u3 = self._close("masked_input", self._settle_rejections())
         self._check_consistency_count("masked_input", u3)
         return {u: ConsistencyRequest(self.round_id, u, tuple(sorted(u3))) for u in sorted(u3)}
 

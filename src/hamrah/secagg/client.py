@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hamrah.core.errors import DropoutThresholdExceeded, ProtocolError
+from hamrah.core.errors import AuthError, DropoutThresholdExceeded, ProtocolError
 from hamrah.secagg import crypto, shamir
 from hamrah.secagg.config import SecAggConfig
 from hamrah.secagg.messages import (
@@ -103,12 +103,16 @@ class SecAggClient:
     def masked_input(self, message: SharesBroadcast, x: np.ndarray) -> MaskedInput:
         """Round 2: open the shares sent to this client (U2), return x_u quantized and double-masked.
 
-        y_u = q(x_u) + PRG(b_u) + sum_{v in U2, v < u} PRG(s_uv) - sum_{v in U2, v > u} PRG(s_uv)  mod 2^k.
+        y_u = q(x_u) + PRG(b_u) + sum_{v in A, v < u} PRG(s_uv) - sum_{v in A, v > u} PRG(s_uv)  mod 2^k,
+
+        A the senders whose ciphertext opened. A sender whose ciphertext does not (it fails authentication,
+        or holds no field elements) is *rejected*: left out of A as if it had sent this client nothing, and
+        listed in the reply's ``rejected``; the server then leaves it out of the round. One sender of
+        garbage so costs its own input, not the round.
 
         Raises:
             ProtocolError: wrong round, client or stage; a sender that is not a neighbour; a bad input vector.
-            AuthError: a ciphertext fails authentication.
-            DropoutThresholdExceeded: fewer than t holders are left in U2.
+            DropoutThresholdExceeded: fewer than t holders are left in A (and this client).
         """
         self._check(message, SharesBroadcast, "masked_input")
         x = self._check_input(x)
@@ -118,16 +122,19 @@ class SecAggClient:
                 f"client {self.client_id}: shares from {sorted(set(senders) - set(self._peers))}, "
                 f"which are not among its neighbours"
             )
-        self._check_threshold("masked_input", len(senders) + 1)
+        rejected = []
         for v, ct in message.ciphertexts:
-            plain = crypto.open_sealed(self._enc_keys[v], v, self.client_id, self.round_id, ct)
-            half = shamir.SHARE_BYTES
-            self._received[v] = (int.from_bytes(plain[:half], "big"), int.from_bytes(plain[half:], "big"))
+            pair = self._open(v, ct)
+            if pair is None:
+                rejected.append(v)
+            else:
+                self._received[v] = pair
+        self._check_threshold("masked_input", len(self._received) + 1)
         cfg = self.config
         dtype = ring_dtype(cfg.ring_bits)
         y = x.astype(dtype) if cfg.prequantized else quantize(x, cfg.clip, cfg.input_bits, dtype)
         y += crypto.prg(crypto.derive(self._b, b"self-mask", self.round_id), cfg.vector_length, dtype)
-        for v in senders:
+        for v in self._received:
             p = crypto.prg(
                 crypto.agree(self._s_key, self._peers[v].s_public, b"mask", self.round_id), cfg.vector_length, dtype
             )
@@ -136,7 +143,26 @@ class SecAggClient:
             else:
                 y -= p
         y = reduce(y, cfg.ring_bits)
-        return MaskedInput(self.round_id, self.client_id, cfg.ring_bits, cfg.vector_length, pack(y, cfg.ring_bits))
+        return MaskedInput(
+            self.round_id,
+            self.client_id,
+            cfg.ring_bits,
+            cfg.vector_length,
+            pack(y, cfg.ring_bits),
+            tuple(sorted(rejected)),
+        )
+
+    def _open(self, v: int, ct: bytes) -> tuple[int, int] | None:
+        """Return sender v's (share of s_v^SK, share of b_v) for this client, or None if they do not open."""
+        try:
+            plain = crypto.open_sealed(self._enc_keys[v], v, self.client_id, self.round_id, ct)
+        except AuthError:
+            return None
+        half = shamir.SHARE_BYTES
+        s_share, b_share = int.from_bytes(plain[:half], "big"), int.from_bytes(plain[half:], "big")
+        if len(plain) != 2 * half or s_share >= shamir.PRIME or b_share >= shamir.PRIME:
+            return None
+        return s_share, b_share
 
     def unmask(self, message: UnmaskRequest) -> UnmaskShares:
         """Round 3: reveal shares of b_v for survivors v (U3) and of s_v^SK for neighbours that dropped.

@@ -19,7 +19,8 @@ from hamrah.secagg.crypto import KEY_BYTES, TAG_BYTES
 from hamrah.secagg.ring import packed_size
 from hamrah.secagg.shamir import PRIME, SHARE_BYTES
 
-MAGIC, VERSION = b"HS", 1
+MAGIC, VERSION = b"HS", 2
+"""Version 2: MaskedInput carries the client's rejected senders (version 1 had no such list)."""
 _HEADER = struct.Struct(">2sBBQI")
 CIPHERTEXT_BYTES = 2 * SHARE_BYTES + TAG_BYTES
 """A sealed pair of shares (of s_u^SK and b_u): two field elements and the GCM tag."""
@@ -186,7 +187,12 @@ class SharesBroadcast(_Ciphertexts):
 
 @dataclass(frozen=True)
 class MaskedInput(_Codec):
-    """Round 2, client -> server: y_u = x_u + PRG(b_u) + sum_v +-PRG(s_uv) mod 2^k, bit-packed."""
+    """Round 2, client -> server: y_u = x_u + PRG(b_u) + sum_v +-PRG(s_uv) mod 2^k, bit-packed.
+
+    ``rejected``: the senders whose share ciphertext this client could not open (it failed authentication
+    or held no field elements); the client left them out of its pairwise masks, and the server leaves
+    them out of the round (:mod:`hamrah.secagg.rejections`). Sorted, no repeats.
+    """
 
     KIND: ClassVar[int] = 5
     round_id: int
@@ -194,19 +200,29 @@ class MaskedInput(_Codec):
     ring_bits: int
     length: int
     data: bytes
+    rejected: tuple[int, ...] = ()
 
     def _body(self) -> bytes:
-        return bytes([self.ring_bits]) + self.length.to_bytes(4, "big") + self.data
+        return (
+            bytes([self.ring_bits])
+            + self.length.to_bytes(4, "big")
+            + _ids_bytes(self.rejected)
+            + b"".join(i.to_bytes(4, "big") for i in self.rejected)
+            + self.data
+        )
 
     def _body_size(self) -> int:
-        return 5 + len(self.data)
+        return 9 + 4 * len(self.rejected) + len(self.data)
 
     @classmethod
     def _decode(cls, r: _Reader, round_id: int, client_id: int):
         bits, length = r.take(1, "ring_bits")[0], r.u32("length")
         if not 1 <= bits <= 64:
             raise ProtocolError(f"ring_bits must lie in [1, 64], got {bits}")
-        return cls(round_id, client_id, bits, length, r.take(packed_size(length, bits), "masked vector"))
+        rejected = tuple(r.u32("rejected sender id") for _ in range(r.u32("rejected count")))
+        _unique(rejected, "MaskedInput's rejected senders")
+        data = r.take(packed_size(length, bits), "masked vector")
+        return cls(round_id, client_id, bits, length, data, rejected)
 
 
 @dataclass(frozen=True)

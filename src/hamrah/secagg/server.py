@@ -9,7 +9,7 @@ checks the drop-out threshold and returns the per-client messages of the next on
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -30,6 +30,7 @@ from hamrah.secagg.messages import (
     UnmaskShares,
     decode,
 )
+from hamrah.secagg.rejections import left_out, rejecters
 from hamrah.secagg.ring import dequantize_sum, reduce, ring_dtype, unpack
 
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
@@ -49,6 +50,9 @@ class AggregateResult:
         survivors: the clients that completed each stage (U1 .. U4), by stage name.
         self_masks_removed: clients whose b_u was rebuilt (= contributors).
         keys_rebuilt: dropped clients whose s_u^SK was rebuilt to cancel their pairwise masks.
+        rejected: ``client -> the senders whose share ciphertext it could not open`` (its accusations).
+        left_out: clients whose masked input arrived but was left out of the sum for accusations
+            (:mod:`hamrah.secagg.rejections`); treated as dropped, only their s_u^SK rebuilt.
     """
 
     sum: np.ndarray
@@ -57,6 +61,8 @@ class AggregateResult:
     survivors: dict[str, tuple[int, ...]]
     self_masks_removed: tuple[int, ...]
     keys_rebuilt: tuple[int, ...]
+    rejected: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    left_out: tuple[int, ...] = ()
 
 
 class SecAggServer:
@@ -88,6 +94,12 @@ class SecAggServer:
         self._coeff_cache: dict[tuple, list[int]] = {}
         self.share_liars: dict[int, str] = {}
         """Holders found sending a wrong share at unmasking (id -> what), whose shares were all left out."""
+        self.rejected: dict[int, tuple[int, ...]] = {}
+        """Clients that could not open some senders' shares: ``client -> those senders`` (its accusations)."""
+        self.left_out: set[int] = set()
+        """Clients whose masked input arrived but was left out of the sum for accusations."""
+        self._masked: dict[int, bytes] = {}  # packed masked inputs, until close_masked_input settles accusations
+        self._rejecters: dict[int, set[int]] = {}
 
     def receive(self, message) -> None:
         """Take one client message of the current round (a message object or its bytes).
@@ -115,7 +127,8 @@ class SecAggServer:
         if u in self._inbox[self.stage]:
             raise ProtocolError(f"client {u} sent a second {type(message).__name__} in stage {self.stage!r}")
         getattr(self, "_check_" + self.stage)(message)
-        # A masked vector is folded into the running sum on arrival and not kept.
+        # A masked vector is folded into the running sum on arrival; its packed bytes are kept until the
+        # stage closes, in case accusations leave it out of the sum.
         self._inbox[self.stage][u] = None if isinstance(message, MaskedInput) else message
 
     def close_advertise_keys(self) -> dict[int, KeysBroadcast]:
@@ -142,8 +155,12 @@ class SecAggServer:
         return {u: SharesBroadcast(self.round_id, u, tuple(cts)) for u, cts in routed.items()}
 
     def close_masked_input(self) -> dict[int, UnmaskRequest]:
-        """End round 2; tell each contributor which of its share holders contributed (U3)."""
-        u3 = self._close("masked_input")
+        """End round 2; tell each contributor which of its share holders contributed (U3).
+
+        Clients left out for accusations (:meth:`_settle_rejections`) are not contributors: they are
+        treated as dropped before their masked input.
+        """
+        u3 = self._close("masked_input", self._settle_rejections())
         return {u: UnmaskRequest(self.round_id, u, tuple(sorted(self._view(u) & u3))) for u in sorted(u3)}
 
     def close_unmasking(self) -> AggregateResult:
@@ -161,7 +178,7 @@ class SecAggServer:
             total -= crypto.prg(
                 crypto.derive(b.to_bytes(32, "big"), b"self-mask", self.round_id), cfg.vector_length, dtype
             )
-        dropped = sorted(self._needed(u3) - u3)
+        dropped = sorted(self._needed(u3) - u3)  # includes the clients left out for accusations
         rebuilt = self._rebuild(dropped, 1)
         for u, secret in rebuilt.items():
             s_sk = crypto.private_key(secret.to_bytes(32, "big"))
@@ -170,7 +187,7 @@ class SecAggServer:
                     f"the rebuilt mask key of client {u} does not match its advertised key: a share holder "
                     f"sent a wrong share, and too few further shares came to tell which"
                 )
-            for v in self.graph[u] & u3:
+            for v in (self.graph[u] & u3) - self._rejecters.get(u, set()):  # the contributors that masked with u
                 p = crypto.prg(
                     crypto.agree(s_sk, self._inbox["advertise_keys"][v].s_public, b"mask", self.round_id),
                     cfg.vector_length,
@@ -190,6 +207,8 @@ class SecAggServer:
             survivors={s: tuple(sorted(self._alive[s])) for s in self.stages},
             self_masks_removed=tuple(sorted(u3)),
             keys_rebuilt=tuple(rebuilt),
+            rejected=dict(self.rejected),
+            left_out=tuple(sorted(self.left_out)),
         )
 
     # -- stage bookkeeping ----------------------------------------------------------------------------
@@ -199,13 +218,25 @@ class SecAggServer:
         return self._alive["start" if i == 0 else self.stages[i - 1]]
 
     def _view(self, u: int) -> set[int]:
-        """The holders of u's shares that took part in round 1 (what u saw in U2), u included."""
-        return (self.graph[u] & self._alive["share_keys"]) | {u}
+        """The senders whose shares u opened in round 2 (those forwarded to it that it did not reject), u
+        included: the clients u masked with, and holds shares of."""
+        return ((self.graph[u] & self._alive["share_keys"]) - set(self.rejected.get(u, ()))) | {u}
 
-    def _close(self, stage: str) -> set[int]:
+    def _settle_rejections(self) -> set[int]:
+        """Leave out clients so that no contributor rejected another (:func:`rejections.left_out`); return the
+        contributors. The left-out clients' masked inputs are taken back out of the running sum."""
+        arrived = set(self._inbox["masked_input"])
+        self.left_out = left_out(self.rejected, arrived)
+        for v in self.left_out:
+            self._total -= unpack(self._masked[v], self.config.ring_bits, self.config.vector_length)
+        self._masked.clear()
+        self._rejecters = rejecters(self.rejected)
+        return arrived - self.left_out
+
+    def _close(self, stage: str, alive: set[int] | None = None) -> set[int]:
         if self.stage != stage:
             raise ProtocolError(f"close_{stage} called while the server is at stage {self.stage!r}")
-        alive = set(self._inbox[stage])
+        alive = set(self._inbox[stage]) if alive is None else alive
         self._alive[stage] = alive
         self._check_threshold(stage, alive)
         self.stage = self.stages[self.stages.index(stage) + 1] if stage != self.stages[-1] else "done"
@@ -223,7 +254,7 @@ class SecAggServer:
         if stage == "unmasking":
             return  # checked per secret in _rebuild
         for u in sorted(alive if stage in STAGES[:2] else self._needed(alive)):
-            left = len((self.graph[u] | {u}) & alive)
+            left = len(((self.graph[u] | {u}) & alive) - self._rejecters.get(u, set()))  # holders that opened
             if left < t:
                 raise DropoutThresholdExceeded(
                     f"secure aggregation (SecAgg+) aborted at stage {stage!r}: client {u} has {left} surviving "
@@ -232,8 +263,9 @@ class SecAggServer:
                 )
 
     def _needed(self, u3: set[int]) -> set[int]:
-        """Clients whose secrets unmasking must rebuild: b_u of U3, s_u^SK of dropped neighbours of U3."""
-        return u3 | {u for u in self._alive["share_keys"] - u3 if self.graph[u] & u3}
+        """Clients whose secrets unmasking must rebuild: b_u of U3, s_u^SK of the non-contributors some
+        contributor masked with (a neighbour in U2 that it did not reject)."""
+        return u3 | {u for u in self._alive["share_keys"] - u3 if (self.graph[u] & u3) - self._rejecters.get(u, set())}
 
     def _rebuild(self, owners: list[int], which: int) -> dict[int, int]:
         """Rebuild secret ``which`` (0: b_u, 1: s_u^SK) of each owner from the shares sent in round 3.
@@ -310,7 +342,16 @@ class SecAggServer:
                 f"client {m.client_id}: masked input of {m.length} {m.ring_bits}-bit values, "
                 f"expected {cfg.vector_length} {cfg.ring_bits}-bit values"
             )
+        forwarded = self.graph[m.client_id] & self._alive["share_keys"]  # the senders routed to it
+        if not set(m.rejected) <= forwarded:
+            raise ProtocolError(
+                f"client {m.client_id}: rejects the shares of {sorted(set(m.rejected) - forwarded)}, which were "
+                f"not sent to it (its senders: {sorted(forwarded)})"
+            )
         self._total += unpack(m.data, m.ring_bits, m.length)
+        self._masked[m.client_id] = m.data
+        if m.rejected:
+            self.rejected[m.client_id] = tuple(sorted(m.rejected))
 
     def _check_unmasking(self, m: UnmaskShares) -> None:
         view, u3 = self._view(m.client_id), self._alive["masked_input"]

@@ -102,6 +102,8 @@ class CommitStep:
             extra["privacy_unit"] = "example"
         if secure is not None:
             extra.update(secagg_survivors=secure.survivors)
+            if secure.left_out:  # devices left out for share ciphertexts others could not open
+                extra["secagg_left_out"] = secure.left_out
         now = self.clock.now()
         phases = phase_times(
             rs, aggregation_s=aggregation_s, eval_s=eval_s, commit_s=commit_s, round_s=now - rs.started

@@ -74,6 +74,7 @@ class SecureOutcome:
     contributors: int
     num_examples: int  # sum of n_k over the contributors
     survivors: dict  # stage name -> devices that completed it
+    left_out: int = 0  # devices whose masked input was left out for rejected shares (hamrah.secagg.rejections)
 
     @property
     def mean(self) -> dict:
@@ -336,6 +337,13 @@ class SecureRound:
         found = getattr(self.server, "share_liars", None) or {}
         return {self.tasks[h]: what for h, what in found.items()}
 
+    def rejections(self) -> tuple[dict[str, list[str]], list[str]]:
+        """Return ``(task id -> the task ids whose shares it could not open, the task ids left out of the sum
+        for it)``: who accused whom at masked_input (:mod:`hamrah.secagg.rejections`)."""
+        server = self.server
+        accused = {self.tasks[u]: [self.tasks[v] for v in vs] for u, vs in getattr(server, "rejected", {}).items()}
+        return accused, [self.tasks[u] for u in sorted(getattr(server, "left_out", ()))]
+
     def _outcome(self, result) -> SecureOutcome:
         contributors = list(result.contributors)
         weights = {u: weight_of(self.examples[u], self.scale, self.equal_weights) for u in contributors}
@@ -350,7 +358,7 @@ class SecureRound:
             else {}
         )
         aggregate = Aggregate.from_mean(mean, sum(agg_w.values()), len(contributors), metrics)
-        return SecureOutcome(aggregate, len(contributors), n, dict(self.survivors))
+        return SecureOutcome(aggregate, len(contributors), n, dict(self.survivors), len(result.left_out))
 
 
 __all__ = ["DroppedFromRound", "SecureOutcome", "SecureRound", "SecureRoundAborted", "weight_of"]

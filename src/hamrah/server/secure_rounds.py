@@ -99,7 +99,32 @@ class SecureRounds:
                 self.who(rs.tasks[task_id].device),
                 what,
             )
+        self._log_rejections(rs)
         return outcome
+
+    def _log_rejections(self, rs: RoundState) -> None:
+        """Name who could not open whose shares at masked_input, and who was left out of the sum for it."""
+        accused, left_out = rs.secure.rejections()
+
+        def name(task_id: str) -> str:
+            return self.who(rs.tasks[task_id].device)
+
+        for task_id, senders in accused.items():
+            log.warning(
+                "round %d: secure aggregation: device %s could not open the shares sent by %s (rejected them "
+                "at masked_input)",
+                rs.round,
+                name(task_id),
+                ", ".join(name(t) for t in senders),
+            )
+        if left_out:
+            counts = {t: sum(t in senders for senders in accused.values()) for t in left_out}
+            log.warning(
+                "round %d: secure aggregation: left out of the sum for rejected shares: %s; a device accused by "
+                "several others is the likely liar (its shares did not open), the round goes on without it",
+                rs.round,
+                ", ".join(f"{name(t)} (accused by {counts[t]})" for t in left_out),
+            )
 
 
 def refuse_malicious_server_without_keys(pipeline, tokens) -> None:
