@@ -78,3 +78,34 @@ def test_simulator_refuses_a_non_finite_client_and_counts_it(mnist, value):
     assert all(bool(torch.isfinite(v).all()) for v in result.params.values())
     assert sim.refused == 2  # client 1 in both rounds
     assert [r.clients for r in result.history] == [3, 3]  # the refused client is not among those aggregated
+
+
+@dataclasses.dataclass(frozen=True)
+class _Huge:
+    """Data poisoning that makes local training diverge: features of 1e30."""
+
+    def poison(self, data, rng):
+        return ArrayData(torch.full_like(data.x, 1e30), data.y)
+
+
+def test_a_refused_client_keeps_its_last_accepted_state(mnist):
+    # SCAFFOLD: a client whose training diverged sends a refused (NaN) update and holds a NaN control
+    # variate; the state is kept only once its update is accepted (as on devices), so it is not stuck.
+    from hamrah.algorithms import Scaffold
+
+    data = Dataset(
+        "m", ArrayData(mnist.train.x[:400], mnist.train.y[:400]), ArrayData(mnist.test.x[:100], mnist.test.y[:100]), 10
+    )
+    fed = federate(data, "iid", 4, seed=0)
+    attack = Attack("diverge", frozenset({1}), data_poisoning=_Huge())
+    sim = Simulator(
+        seeded(LogReg, 0),
+        fed,
+        Scaffold(1.0, LocalSGD(1, 20, 0.1), num_clients=4),
+        SimulationConfig(rounds=2, seed=0),
+        attack=attack,
+    )
+    sim.run()
+    assert sim.refused == 2  # client 1's update, both rounds
+    assert sorted(sim.client_states) == [0, 2, 3]
+    assert all(bool(torch.isfinite(v).all()) for s in sim.client_states.values() for v in s.values())

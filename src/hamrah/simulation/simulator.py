@@ -110,6 +110,7 @@ class Simulator:
         params = model_state(model)  # parameters and BatchNorm buffers
         self.loop = RoundLoop(algorithm, config.plan, params, algorithm.init_server_state(params))
         self.client_states: dict[int, Params] = {}
+        self._pending_states: dict[int, Params] = {}  # this round's, until it is adopted
         self.cohort = algorithm.cohort_size(data.num_clients)
         self.batched, self.workers = placement(
             model, algorithm, self.task, config, self.cohort, self.params, self.loop.broadcast()
@@ -196,8 +197,8 @@ class Simulator:
         updates = self._train([c for c, _, _ in run], [n for _, n, _ in run], [p for _, _, p in run], round_idx)
         if self.examples is not None:
             example_privacy.charge(self.examples, run)
-        if self.algorithm.stateful_clients:
-            self.client_states.update({c: u.state for c, u in updates.items() if u.state is not None})
+        # kept once the round is adopted, for the clients whose updates passed (finish_round), as on devices
+        self._pending_states = {c: u.state for c, u in updates.items() if u.state is not None}
         return [
             updates[c].result if c not in failed else ClientResult(c, {}, n, error=failed[c])
             for c, n in zip(ids, sizes)
@@ -249,6 +250,8 @@ class Simulator:
             results = sorted(ben + list(poisoned), key=lambda r: r.client_id)
         results = [self._validated(r) for r in results]  # the server's check: refused, counted
         ok = [r for r in results if r.error is None and r.num_examples > 0]
+        passed = {r.client_id for r in ok}
+        self._pending_states = {c: s for c, s in self._pending_states.items() if c in passed}
         return self._aggregate(round_idx, ok)
 
     # --- the runner of the shared loop (hamrah.loop.Runner) ---------------------------------------
@@ -264,6 +267,9 @@ class Simulator:
 
     def finish_round(self, round_idx: int, aggregate: Aggregate | None, scored: Params | None) -> RoundRecord | None:
         """Charge the round to the privacy accountant; score ``scored`` and return the record, if given."""
+        if aggregate is not None and self.algorithm.stateful_clients:  # adopted: the clients' states move with it
+            self.client_states.update(self._pending_states)
+        self._pending_states = {}
         epsilon = self.pipeline.record_round() if self.pipeline is not None else None
         if scored is None:
             return None
