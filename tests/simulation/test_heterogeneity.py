@@ -146,3 +146,22 @@ def test_synthetic_generator_shape_and_determinism():
     assert not (synthetic(0.0, 0.0).train.x[:10] == a.train.x[:10]).all()
     with pytest.raises(ConfigError):
         synthetic(-1.0, 1.0)
+
+
+def test_rounds_too_small_for_a_robust_rule_are_counted_as_skipped(small, caplog):
+    # Krum with f = 1 needs 2f + 3 = 5 reports: with half the cohort of 5 dropping out, most rounds have
+    # fewer; each is skipped (the model kept), counted and logged, not silently recorded as a round.
+    from hamrah.aggregation import build_aggregator
+
+    fed = federate(small, "iid", 5, seed=0)
+    sim = Simulator(
+        seeded(LogReg, 0),
+        fed,
+        FedAvg(1.0, LocalSGD(1, 20, 0.1)),
+        SimulationConfig(rounds=4, seed=0, heterogeneity=Heterogeneity(dropout=0.5)),
+        aggregator=build_aggregator(name="krum", f=1),
+    )
+    result = sim.run()
+    assert [h.clients for h in result.history] == [0, 0, 0, 0] and sim.skipped_rounds == 4  # none had 5 reports
+    assert max_abs_diff(result.params, dict(seeded(LogReg, 0).named_parameters())) == 0.0  # the model kept
+    assert caplog.text.count("the round is skipped, the model kept") == sim.skipped_rounds

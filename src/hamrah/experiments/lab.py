@@ -125,7 +125,8 @@ def _train(cfg: LabConfig, prep: Prepared, attack: Attack, defence_name: str):
         attack=attack,
         task=prep.task,
     )
-    return sim.model, sim.run().params
+    params = sim.run().params
+    return sim.model, params, sim.skipped_rounds
 
 
 def run_cell(cfg: LabConfig, prep: Prepared, attack_name: str, defence_name: str, clean: tuple | None = None) -> dict:
@@ -141,11 +142,12 @@ def run_cell(cfg: LabConfig, prep: Prepared, attack_name: str, defence_name: str
     Returns:
         A row: attack, defence, seed, main_accuracy, attack_success (None when untargeted),
         clean_success (the attack's inputs on the clean model; None without one or untargeted),
-        malicious_clients, wall_s, and ``_model`` / ``_params`` (the trained model, not for JSON).
+        malicious_clients, rounds_skipped (too few reports for the defence's rule), wall_s, and
+        ``_model`` / ``_params`` (the trained model, not for JSON).
     """
     attack = build_lab_attack(cfg, attack_name, prep.data.num_clients)
     start = time.perf_counter()
-    model, params = _train(cfg, prep, attack, defence_name)
+    model, params, skipped = _train(cfg, prep, attack, defence_name)
     test = prep.data.dataset.test
     base = None if clean is None else attack_success_rate(clean[0], clean[1], test, attack)
     return {
@@ -156,6 +158,7 @@ def run_cell(cfg: LabConfig, prep: Prepared, attack_name: str, defence_name: str
         "attack_success": attack_success_rate(model, params, test, attack),
         "clean_success": base,
         "malicious_clients": len(attack.malicious),
+        "rounds_skipped": skipped,  # too few reports for the defence (drop-out): the model kept
         "wall_s": round(time.perf_counter() - start, 2),
         "_model": model,
         "_params": params,
@@ -202,9 +205,10 @@ def run_lab(
                 if on_row is not None:
                     on_row(row)
                 asr = "-" if row["attack_success"] is None else f"{row['attack_success']:.3f}"
+                skipped = row["rounds_skipped"]
                 log(
                     f"  seed {seed} {a:>18s} x {d:<13s} accuracy {row['main_accuracy']:.4f}  attack success {asr}"
-                    f"  ({row['wall_s']} s)"
+                    f"  ({row['wall_s']} s)" + (f"  {skipped} rounds skipped: too few for {d}" if skipped else "")
                 )
     order = {a: i for i, a in enumerate(cfg.attacks)}
     return sorted(rows, key=lambda r: (r["seed"], order[r["attack"]], cfg.defences.index(r["defence"])))

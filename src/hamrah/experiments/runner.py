@@ -247,6 +247,9 @@ def run_experiment(
         "wall_s": round(wall, 3),
         "seconds_per_round": round(wall / max(rounds[-1] if rounds else 1, 1), 4),
         **_pipeline_summary(sim, result),
+        "updates_refused": sim.refused,  # NaN/inf or malformed client updates, never aggregated
+        "rounds_skipped": sim.skipped_rounds,  # too few reports for the robust aggregator: the model kept
+        "rounds_refused": sim.refused_aggregates,  # a new model that was not finite: the model kept
         **{  # the task's own metrics (final_auc, final_mse, ...) and personalized FL's
             f"final_{k.removeprefix('test_')}": v
             for k, v in (hist[-1].extra.items() if hist else ())

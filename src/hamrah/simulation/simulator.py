@@ -26,12 +26,13 @@ from hamrah.core.errors import NotEnoughClients
 from hamrah.core.metrics import merge_metrics, metric_values
 from hamrah.core.params import Params, model_state
 from hamrah.core.records import RoundRecord
-from hamrah.core.seeds import Stream, sampling_rng, stream_rng
+from hamrah.core.seeds import Stream, stream_rng
 from hamrah.core.updates import update_problem
 from hamrah.data.federated import ArrayData, FederatedDataset
 from hamrah.loop import AggregateRefused, RoundLoop, drive
 from hamrah.pipeline import PipelineRun, PipelineSpec
 from hamrah.simulation import example_privacy
+from hamrah.simulation.cohort import sample_cohort
 from hamrah.simulation.config import Attack, SimulationConfig, SimulationResult
 from hamrah.simulation.heterogeneity import BUDGET_SPENT, DROPPED, STRAGGLER, draw_work
 from hamrah.simulation.parallel import Pool, RoundTask, open_pool, train_clients
@@ -124,6 +125,7 @@ class Simulator:
         self.bytes_total = [0, 0]  # (up, down) over the run
         self.refused = 0  # client updates refused by hamrah.core.updates (NaN/inf, wrong names or shapes)
         self.refused_aggregates = 0  # rounds whose new model was not finite (kept the old one, as the server)
+        self.skipped_rounds = 0  # rounds whose reports were too few for the robust rule (the model kept)
 
     @property
     def params(self) -> Params:
@@ -162,22 +164,8 @@ class Simulator:
 
     def sample(self, round_idx: int) -> np.ndarray:
         """Return the sorted client ids of round ``round_idx``'s cohort."""
-        rng = sampling_rng(self.config.seed, round_idx)
-        q = self.pipeline.spec.poisson_q if self.pipeline is not None else None
-        tree = (
-            None
-            if self.pipeline is None
-            else self.pipeline.spec.cohort_of(  # DP-FTRL: once per tree
-                round_idx,
-                self.data.num_clients,
-                lambda t: stream_rng(self.config.seed, Stream.TREE, t),
-            )
-        )
-        if tree is not None:
-            return tree
-        if q is not None:  # the DP accounting assumes Poisson sampling: each client joins with probability q
-            return np.flatnonzero(rng.random(self.data.num_clients) < q)
-        return np.sort(rng.choice(self.data.num_clients, size=self.cohort, replace=False))
+        spec = self.pipeline.spec if self.pipeline is not None else None
+        return sample_cohort(self.config.seed, round_idx, self.data.num_clients, self.cohort, spec)
 
     def train_round(self, round_idx: int) -> list[ClientResult]:
         """Run the client half for the round's cohort; return each client's result (failures as errors)."""
@@ -316,13 +304,16 @@ class Simulator:
         """Return the aggregate of the clients' statistics (the pipeline's when configured), or None."""
         contribs = contributions(self.algorithm, ok, self.pipeline.weight if self.pipeline is not None else float)
         rule = self._rule(round_idx)
-        if self.pipeline is not None:
-            return self._through_pipeline(round_idx, contribs, rule)
         try:
+            if self.pipeline is not None:
+                return self._through_pipeline(round_idx, contribs, rule)
             # float32 sums for a cohort of tens (as the simulator always summed); the server keeps float64
             return aggregate_contributions(contribs, self.algorithm.statistics, rule, torch.float32)
-        except NotEnoughClients:
-            return None  # no client reported: the round is recorded with 0 clients
+        except NotEnoughClients as e:  # none reported (recorded with 0 clients), or too few for the robust rule
+            if ok:
+                self.skipped_rounds += 1
+                log.warning("round %d: %s; the round is skipped, the model kept", round_idx, e)
+            return None
 
     def _validated(self, r: ClientResult) -> ClientResult:
         problem = None if r.error is not None else (update_problem(r.delta, self.params) or update_problem(r.aux))
