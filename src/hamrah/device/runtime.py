@@ -97,6 +97,7 @@ class DeviceRuntime:
         self.cfg, self.store, self.state, self.fault, self.task = cfg, store, state, fault, task
         self.stats = DeviceStats()
         self.pipeline_states: dict = {}  # the update pipeline's per-stage client state (error feedback)
+        self._pending_pipeline: dict = {}  # the running task's, until the server accepts its report
         key = DeviceKey.load(cfg.signing_key) if cfg.signing_key else None
         self._signer = RequestSigner(cfg.token, key, cfg.device_id)
         self._jitter = random.Random(hashlib.sha256(f"{cfg.device_id}/{cfg.client_key}".encode()).digest())
@@ -257,8 +258,10 @@ class DeviceRuntime:
                 len(payload),
             )
             accepted, wait = await self._report(stub, header, payload)
-            if accepted and new_state is not None:  # keep c_i only once the server has its delta
-                self.store.save_client_state(new_state)
+            if accepted:  # keep c_i and the error-feedback residuals only once the server has the update
+                self.pipeline_states = self._pending_pipeline
+                if new_state is not None:
+                    self.store.save_client_state(new_state)
             return wait
         return (await self._report(stub, header, payload))[1]
 
@@ -288,7 +291,7 @@ class DeviceRuntime:
                 plan.extra,
                 equal,
                 self.cfg.client_key,
-                self.pipeline_states,
+                pending := dict(self.pipeline_states),
                 identity,
             )
         except grpc.aio.AioRpcError as e:
@@ -300,6 +303,7 @@ class DeviceRuntime:
         if wait is None:  # dropped out on purpose (simulated)
             return self.cfg.max_retry_s
         self.stats.reported += 1
+        self.pipeline_states = pending
         if new_state is not None:
             self.store.save_client_state(new_state)
         return wait
@@ -325,11 +329,14 @@ class DeviceRuntime:
         start = time.monotonic()
         if fault == "fail":
             raise RuntimeError("simulated device failure mid-task")
+        # the chain's state of this task: adopted once the server accepts the report (an aborted task's
+        # thread, still running, writes into this copy only)
+        self._pending_pipeline = dict(self.pipeline_states)
         job = TaskJob(
             self.store,
             self.task if plan.user_task else None,
             self.cfg.client_key,
-            self.pipeline_states,
+            self._pending_pipeline,
             self.cfg.max_example_epsilon,
         )
         work = asyncio.ensure_future(asyncio.to_thread(job.run, plan, params, broadcast or None))
