@@ -304,3 +304,21 @@ def test_a_name_whose_class_would_shadow_a_name_the_project_uses_gets_task_added
 def test_a_plain_name_keeps_its_class_name(tmp_path):
     root = new_project("my-clinic", "text", tmp_path)
     assert tomllib.loads((root / "sim.toml").read_text())["task"]["entry"] == "my_clinic_task:MyClinic"
+
+
+@pytest.mark.parametrize("where", ["clients/site_c.csv", "test.csv"])
+def test_a_label_the_model_has_no_output_for_is_refused_before_training(where, tmp_path, capsys):
+    name = "clinic_test" if where == "test.csv" else "clinic_train"  # one module name per project in this process
+    root = new_project(name, "tabular", tmp_path)
+    path = root / "data" / where
+    lines = path.read_text().splitlines()
+    lines[-1] = lines[-1].rsplit(",", 1)[0] + ",2"  # one label 2 under a BinaryTask, in the last row
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    line = _refused(["run", str(root / "sim.toml"), "--out", str(out), "--quiet", "--no-plot"], capsys)
+    split = "test" if where == "test.csv" else "training"
+    assert line == (
+        f"hamrah: error: task {name}: a {split} label is 2, but the model outputs 2 scores per example "
+        "(labels 0 to 1); a BinaryTask takes labels 0 and 1"
+    )
+    assert not out.exists()

@@ -35,8 +35,9 @@ from hamrah.observe.runs import write_failure
 from hamrah.observe.tracking import Tracking
 from hamrah.simulation import RoundRecord, SimulationConfig, Simulator, seeded
 from hamrah.simulation.resume import restore, resume_problem, snapshot
-from hamrah.task import Task, builtin_task, load_task, task_dataset
+from hamrah.task import ClassificationTask, Task, builtin_task, load_task, task_dataset
 from hamrah.task.base import call_user
+from hamrah.task.kinds import check_label_range
 
 if TYPE_CHECKING:  # the pipeline's libraries (dp_accounting, tenseal, phe) load only for a run that uses them
     from hamrah.pipeline import PipelineSpec
@@ -144,7 +145,11 @@ def _check_fits(task: Task, model: torch.nn.Module, dataset: Dataset) -> None:
     here, named, instead of in round 1."""
     x, y = dataset.train.x[:2], targets(dataset.train.y[:2], dataset.ignore_index)
     if len(x):
-        call_user(f"task {task.task_name}: its model on two training examples", lambda: task.loss(model(x), y))
+        what = f"task {task.task_name}: its model on two training examples"
+        output = call_user(what, lambda: model(x))
+        call_user(what, lambda: task.loss(output, y))
+        if isinstance(task, ClassificationTask) and isinstance(output, torch.Tensor) and output.ndim:
+            check_label_range(task, int(output.shape[-1]), dataset)
 
 
 def uses_pipeline(cfg: ExperimentConfig) -> bool:

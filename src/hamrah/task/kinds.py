@@ -21,7 +21,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from hamrah.core.errors import ConfigError
 from hamrah.core.metrics import Metric, Perplexity, ScoreHistogram, Weighted
+from hamrah.data.federated import Dataset
 from hamrah.task.base import Task
 from hamrah.task.losses import PAD_LABEL, masked_mean_loss
 
@@ -103,3 +105,25 @@ class NextTokenTask(ClassificationTask):
         loss = out["loss"]
         out["perplexity"] = Perplexity(loss.total, loss.weight)  # type: ignore[union-attr]
         return out
+
+
+def check_label_range(task: ClassificationTask, width: int, dataset: Dataset) -> None:
+    """Raise when a class label of ``dataset`` has no output among the model's ``width`` scores (a 2
+    under a BinaryTask), so that it stops before training, named, instead of as an index error in round 1
+    or at the first evaluation.
+
+    Raises:
+        ConfigError: a training or test label below 0 or at least ``width`` (padding aside).
+    """
+    for split, data in (("training", dataset.train), ("test", dataset.test)):
+        y = data.y if dataset.ignore_index is None else data.y.masked_fill(data.y == dataset.ignore_index, PAD_LABEL)
+        labels = y[y != PAD_LABEL]
+        if not len(labels):
+            continue
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= width:
+            kind = "; a BinaryTask takes labels 0 and 1" if isinstance(task, BinaryTask) else ""
+            raise ConfigError(
+                f"task {task.task_name}: a {split} label is {high if high >= width else low}, but the model "
+                f"outputs {width} scores per example (labels 0 to {width - 1}){kind}"
+            )
