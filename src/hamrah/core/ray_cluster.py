@@ -32,12 +32,12 @@ for pid in pids:
 
 def process_tree(pid: int | None = None) -> list[int]:
     """Return the pids of every descendant of ``pid`` (default: this process), children first."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     return [p.pid for p in psutil.Process(pid or os.getpid()).children(recursive=True)]
 
 
-def reap_on_death(pids: list[int]) -> subprocess.Popen:
+def reap_on_death(pids: list[int]) -> subprocess.Popen[bytes]:
     """Start a watchdog that SIGKILLs ``pids`` once this process has died (for whatever reason).
 
     Args:
@@ -54,7 +54,7 @@ def reap_on_death(pids: list[int]) -> subprocess.Popen:
     )
 
 
-def stop_reaper(watchdog: subprocess.Popen) -> None:
+def stop_reaper(watchdog: subprocess.Popen[bytes]) -> None:
     """End a watchdog without it killing anything (the server shut its processes down itself)."""
     if watchdog.poll() is None:
         watchdog.terminate()
@@ -78,7 +78,7 @@ class RaySession:
             raise ConfigError(f"{setting} = 'ray' needs the ray extra: pip install 'hamrah[ray]'") from e
         self.ray = ray
         self.owns = not ray.is_initialized()
-        self._reaper: subprocess.Popen | None = None
+        self._reaper: subprocess.Popen[bytes] | None = None
         if self.owns:  # joins RAY_ADDRESS's cluster if it is set, else starts a local instance
             ray.init(include_dashboard=False, log_to_driver=False)
             self._reaper = reap_on_death(process_tree())  # Ray's daemons die with this process
