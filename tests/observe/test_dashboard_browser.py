@@ -93,7 +93,9 @@ def test_runs_with_commas_in_their_names_are_compared(tmp_path, dashboard):
     with Browser(tmp_path / "profile") as b:
         b.open(f"http://127.0.0.1:{dashboard.port}/#compare")
         assert b.wait(LIVE)
-        b.js("document.querySelector('#compare-list input[value=\"lr=0.1,mu=0\"]').click()")  # untick: one left
+        box = "document.querySelector('#compare-list input[value=\"lr=0.1,mu=0\"]')"
+        assert b.wait(f"{box} !== null && {box}.checked"), b.js(ERROR)  # the list is drawn, both ticked
+        b.js(f"{box}.click()")  # untick: one left
         got = b.wait(
             "(() => { const rows = [...document.querySelectorAll('#compare-table tr')].slice(1)"
             ".map((tr) => [...tr.children].map((td) => td.textContent));"

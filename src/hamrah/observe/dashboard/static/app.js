@@ -198,7 +198,9 @@ async function renderCompare() {
   if (!S.compared || S.compared.key !== key) {  // the page's first state carries the first comparison
     const res = await fetch("/api/compare?names=" + encodeURIComponent(names(ticked)), { credentials: "same-origin" });
     if (!res.ok) return;
-    S.compared = { key, runs: (await res.json()).runs };
+    const got = (await res.json()).runs;
+    if (JSON.stringify([...S.compare]) !== key) return;  // ticked again meanwhile: a newer call draws
+    S.compared = { key, runs: got };
   }
   const runs = S.compared.runs, metric = $("compare-metric").value;
   labChart(runs, metric);
