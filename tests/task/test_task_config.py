@@ -198,3 +198,27 @@ def test_a_task_class_of_the_running_script_runs_from_python(monkeypatch):
     )
     summary = run_experiment(cfg, None)
     assert summary["final_accuracy"] is None and summary["final_mse"] < 0.05
+
+
+def test_each_config_folder_gets_its_own_module_of_a_shared_name(tmp_path):
+    # Two projects in one process (a notebook, a test run) whose task modules share a name: each
+    # config's folder imports its own, never the one imported first from the other folder.
+    import sys
+
+    from hamrah import load_task
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "shared_task.py").write_text(
+            "import hamrah\nclass T(hamrah.ClassificationTask):\n"
+            f"    name = 'task_{name}'\n    def model(self): ...\n    def data(self): ...\n"
+        )
+    try:
+        assert load_task("shared_task:T", folder=tmp_path / "a").task_name == "task_a"
+        assert load_task("shared_task:T", folder=tmp_path / "b").task_name == "task_b"
+        assert load_task("shared_task:T", folder=tmp_path / "a").task_name == "task_a"
+    finally:
+        sys.modules.pop("shared_task", None)
+        for name in ("a", "b"):
+            if str(tmp_path / name) in sys.path:
+                sys.path.remove(str(tmp_path / name))

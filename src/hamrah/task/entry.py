@@ -35,8 +35,14 @@ def load_task(entry: str, kwargs: Mapping[str, Any] | None = None, folder: str |
     if not sep or not module_name or not attr:
         raise ConfigError(f"{where}: expected 'module:attribute', e.g. 'hospital_task:Hospital'")
     module_name = module_name.removesuffix(".py").replace("/", ".")
-    if folder is not None and str(folder) not in sys.path:
+    if folder is not None:  # the config's folder first; its own module over one of the same name imported before
+        if str(folder) in sys.path:
+            sys.path.remove(str(folder))
         sys.path.insert(0, str(folder))
+        own = Path(folder, *module_name.split(".")).with_suffix(".py")
+        cached = getattr(sys.modules.get(module_name), "__file__", None)
+        if cached is not None and own.is_file() and Path(cached).resolve() != own.resolve():
+            del sys.modules[module_name]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
