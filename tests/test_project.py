@@ -124,6 +124,13 @@ def test_an_empty_target_folder_is_used_and_dir_is_the_parent(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]  # no staging folder left behind
 
 
+def test_the_next_command_is_quoted_for_a_folder_with_spaces(tmp_path, capsys):
+    parent = tmp_path / "my projects"
+    parent.mkdir()
+    assert main(["new", "demo", "--template", "tabular", "--dir", str(parent)]) == 0
+    assert f"Next: cd '{parent / 'demo'}' && hamrah run sim.toml" in capsys.readouterr().out
+
+
 def _refused(argv: list[str], capsys) -> str:
     assert main(argv) == 2
     captured = capsys.readouterr()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -118,7 +119,10 @@ def _cmd_new(args: argparse.Namespace) -> None:
     root = new_project(args.name, args.template, args.dir)
     article = "an" if args.template[0] in "aeiou" else "a"
     runs = f"runs/{root.name.replace('-', '_')}"
-    print(f"{root}: {article} {args.template} project. Next: cd {root} && hamrah run sim.toml --out {runs} (README.md)")
+    where = shlex.quote(str(root))  # a --dir with spaces: the command copies as printed
+    print(
+        f"{root}: {article} {args.template} project. Next: cd {where} && hamrah run sim.toml --out {runs} (README.md)"
+    )
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
@@ -256,7 +260,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_cmd_sweep)
     p = sub.add_parser("reproduce", help="rerun cells of McMahan et al. 2017's tables")
     p.add_argument("paper", choices=["mcmahan"])
-    p.add_argument("--quick", action="store_true", help="a subset that finishes in about 15 minutes on 2 cores")
+    p.add_argument("--quick", action="store_true", help="a subset that finishes in about 20 minutes on 2 cores")
     p.add_argument(
         "--table1", action="store_true", help="every 2NN cell of Table 1 (C = 0 to 1, IID and not, B = 10 and inf)"
     )
