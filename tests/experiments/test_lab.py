@@ -178,3 +178,14 @@ def _toml(raw: dict) -> str:
             lines.append(f"[{section}]")
             lines += [f"{k} = {value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
+
+
+def test_the_lab_trains_the_experiment_as_configured_heterogeneity_included():
+    # The lab's experiment is a whole config: its [heterogeneity] drop-out reaches the cells (it was
+    # ignored), and Krum's rounds with too few reports are counted in the row.
+    raw = _with(lab__attacks=["sign_flip"], lab__defences=["krum"], lab__malicious_fraction=0.1)
+    raw["heterogeneity"] = {"dropout": 0.6}
+    rows = run_lab(lab_from_dict(raw).select(rounds=2), log=lambda m: None)
+    assert rows[0]["rounds_skipped"] >= 1
+    del raw["heterogeneity"]
+    assert run_lab(lab_from_dict(raw).select(rounds=2), log=lambda m: None)[0]["rounds_skipped"] == 0

@@ -58,7 +58,6 @@ from hamrah.experiments.lab_report import (
     write_doc,
 )
 from hamrah.experiments.runner import Prepared, prepare
-from hamrah.simulation import SimulationConfig, Simulator, seeded
 from hamrah.simulation.reference import RootReference, needs_reference
 
 __all__ = [
@@ -107,23 +106,9 @@ def prepare_lab(cfg: LabConfig) -> Prepared:
 
 
 def _train(cfg: LabConfig, prep: Prepared, attack: Attack, defence_name: str):
-    run = cfg.experiment.run
-    sim_cfg = SimulationConfig(
-        rounds=run.rounds,
-        eval_every=run.rounds,
-        seed=run.seed,
-        batched=run.batched,
-        workers=run.workers,
-        backend=run.backend,
-    )
-    sim = Simulator(
-        seeded(prep.model_factory, run.seed),
-        prep.data,
-        prep.algorithm,
-        sim_cfg,
-        aggregator=build_defence(cfg, defence_name),
-        attack=attack,
-        task=prep.task,
+    """Train the lab's experiment (its heterogeneity, pipeline and task included) under one attack and defence."""
+    sim = prep.simulator(
+        eval_every=cfg.experiment.run.rounds, aggregator=build_defence(cfg, defence_name), attack=attack
     )
     params = sim.run().params
     return sim.model, params, sim.skipped_rounds

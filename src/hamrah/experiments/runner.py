@@ -68,11 +68,13 @@ class Prepared:
     pipeline: PipelineSpec | None = None  # [compression] / [privacy], resolved
     task: Task | None = None  # the task (built-in or the user's) whose model, loss and metrics run
 
-    def simulator(self) -> Simulator:
+    def simulator(self, *, eval_every: int | None = None, aggregator=None, attack=None) -> Simulator:
+        """Return the run's simulator (the lab's: evaluating every ``eval_every`` rounds, with its
+        defence as ``aggregator`` and its ``attack``)."""
         run = self.config.run
         sim_cfg = SimulationConfig(
             rounds=run.rounds,
-            eval_every=run.eval_every,
+            eval_every=run.eval_every if eval_every is None else eval_every,
             seed=run.seed,
             batched=run.batched,
             workers=run.workers,
@@ -86,6 +88,8 @@ class Prepared:
             self.data,
             self.algorithm,
             sim_cfg,
+            aggregator=aggregator,
+            attack=attack,
             pipeline=self.pipeline,
             task=self.task,
             example_ledger=example_ledger(self.config),
