@@ -108,6 +108,9 @@ def test_bad_messages_are_refused_and_the_round_completes(tmp_path):
                 "oversized": _report(stub, meta, t, r, b"", announced=10**10),
                 "length mismatch": _report(stub, meta, t, r, encode_params(good), announced=7),
                 "bad metrics": _report(stub, meta, t, r, encode_params(good), metrics=b'{"loss": "NaN"}'),
+                "huge integer metric": _report(  # no float holds it: was an OverflowError, UNKNOWN
+                    stub, meta, t, r, encode_params(good), metrics=b'{"train_loss": 1' + b"0" * 400 + b"}"
+                ),
                 "zero examples": _report(stub, meta, t, r, encode_params(good), n=0),
                 "wrong round": _report(stub, meta, t, r + 7, encode_params(good)),
                 "no header": _report(stub, meta, t, r, encode_params(good), header=False),
@@ -136,6 +139,7 @@ def test_bad_messages_are_refused_and_the_round_completes(tmp_path):
         "oversized": "limit",
         "length mismatch": "announced",
         "bad metrics": "finite",
+        "huge integer metric": "finite",
         "zero examples": "num_examples",
         "wrong round": "round 8",
         "no header": "header",
@@ -147,7 +151,7 @@ def test_bad_messages_are_refused_and_the_round_completes(tmp_path):
     assert seen["failed"][0] == code.OK
     assert seen["stale"][0] == code.FAILED_PRECONDITION
     rec = json.loads((tmp_path / "state" / "metrics.jsonl").read_text().splitlines()[0])
-    assert rec["reported"] == 3 and rec["failed"] == 1 and rec["refused"] >= 12
+    assert rec["reported"] == 3 and rec["failed"] == 1 and rec["refused"] >= 13
     assert all(torch.isfinite(v).all() for v in server.coordinator.params.values())
     assert summary["rounds_committed"] == 1 and summary["refused_messages"] >= 15
 

@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hamrah.core.errors import ProtocolError
 from hamrah.models import ModelSpec
@@ -75,3 +77,63 @@ def test_plan_round_trip_and_refusals():
     ]:
         with pytest.raises(ProtocolError, match=word):
             Plan.from_json(text)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b'{"loss": 1' + b"0" * 400 + b"}",  # an integer too large for a float: OverflowError in math.isfinite
+        b'{"loss": 1' + b"0" * 5000 + b"}",  # over Python's 4,300 digits: a ValueError from json.loads
+        b'{"x": {"kind": "summed", "total": 1' + b"0" * 400 + b"}}",
+        b"[" * 100_000,
+    ],
+)
+def test_metrics_with_huge_integers_or_deep_nesting_are_protocol_errors(bad):
+    from hamrah.transport.codec import decode_task_metrics
+
+    for decode in (decode_metrics, decode_task_metrics):
+        with pytest.raises(ProtocolError):
+            decode(bad)
+
+
+def test_a_refusal_names_a_long_value_or_many_names_briefly():
+    with pytest.raises(ProtocolError) as e:
+        decode_metrics(b'{"loss": "' + b"x" * 10**6 + b'"}')
+    assert len(str(e.value)) < 200
+    with pytest.raises(ProtocolError, match=r"unexpected \['e0', 'e1', 'e10', .*, \.\.\. 995 more\]") as e:
+        check_update({**P, **{f"e{i}": torch.zeros(1) for i in range(1000)}}, spec_of(P))
+    assert len(str(e.value)) < 200
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([10**309, -(10**400), 2**1024])  # integers no float holds
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=_json_values, raw=st.binary(max_size=64))
+def test_decoding_metrics_returns_finite_numbers_or_a_protocol_error_never_anything_else(value, raw):
+    """The guarantee over arbitrary input: a report's metrics header is an object of finite floats, or
+    the report is refused with a ProtocolError (no OverflowError, ValueError, TypeError: no traceback)."""
+    import json
+
+    from hamrah.transport.codec import decode_task_metrics
+
+    for data in (json.dumps(value).encode(), json.dumps({"m": value}).encode(), raw):
+        try:
+            out = decode_metrics(data)
+        except ProtocolError:
+            pass
+        else:
+            assert all(isinstance(v, float) and math.isfinite(v) for v in out.values())
+        try:
+            decode_task_metrics(data)
+        except ProtocolError:
+            pass

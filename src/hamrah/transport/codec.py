@@ -94,7 +94,7 @@ def check_update(update: Mapping[str, torch.Tensor], spec: Mapping[str, TensorSp
     """
     missing, extra = sorted(set(spec) - set(update)), sorted(set(update) - set(spec))
     if missing or extra:
-        raise ProtocolError(f"{what}: parameter names differ (missing {missing}, unexpected {extra})")
+        raise ProtocolError(f"{what}: parameter names differ (missing {_few(missing)}, unexpected {_few(extra)})")
     for name, s in spec.items():
         t = update[name]
         if tuple(t.shape) != s.shape:
@@ -104,26 +104,59 @@ def check_update(update: Mapping[str, torch.Tensor], spec: Mapping[str, TensorSp
     core_check_update(update, what=what)  # finiteness: the same check the simulator runs (hamrah.core.updates)
 
 
+def _json(data: bytes, what: str):
+    """Parse UTF-8 JSON, any failure a ProtocolError (an integer of over 4,300 digits is a ValueError,
+    100,000 nested arrays a RecursionError)."""
+    try:
+        return json.loads(bytes(data).decode("utf-8"))
+    except RecursionError:
+        raise ProtocolError(f"{what}: nested too deeply; expected a flat JSON object of numbers") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ProtocolError(f"{what}: not a JSON object ({type(e).__name__}: {str(e)[:80]})") from None
+
+
+def finite_number(v) -> float | None:
+    """``v`` as a finite float, or None: a bool, a string, an object, NaN, an infinity or an integer too
+    large for a float (``math.isfinite(10**400)`` raises OverflowError) is not one."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _few(names: list[str], n: int = 5) -> str:
+    """At most ``n`` names, each cut short (a refusal's message stays short, whatever was sent)."""
+    shown = [_shown(k) for k in names[:n]]
+    return f"[{', '.join(shown)}{f', ... {len(names) - n} more' if len(names) > n else ''}]"
+
+
+def _shown(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def decode_metrics(data: bytes) -> dict[str, float]:
     """Parse a JSON object of finite numbers.
 
     Raises:
-        ProtocolError: not UTF-8 JSON, not an object, or a value that is not a finite number.
+        ProtocolError: not UTF-8 JSON, not an object, or a value that is not a finite number (nothing else
+            is raised, whatever the bytes).
     """
     if not data:
         return {}
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ProtocolError(f"metrics: not a JSON object ({e})") from None
-    except RecursionError:  # e.g. 100,000 nested arrays
-        raise ProtocolError("metrics: nested too deeply; expected a flat JSON object of numbers") from None
+    obj = _json(data, "metrics")
     if not isinstance(obj, dict):
         raise ProtocolError(f"metrics: expected a JSON object, got {type(obj).__name__}")
+    out = {}
     for k, v in obj.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ProtocolError(f"metrics: {k!r} = {v!r} is not a finite number")
-    return {k: float(v) for k, v in obj.items()}
+        f = finite_number(v)
+        if f is None:
+            raise ProtocolError(f"metrics: {_shown(k)} = {_shown(v)} is not a finite number")
+        out[k] = f
+    return out
 
 
 MAX_TASK_METRICS, MAX_BINS = 32, 100_000  # a task metrics message: at most this many metrics, histogram bins
@@ -157,33 +190,32 @@ def decode_task_metrics(data: bytes) -> dict:
 
     if not data:
         return {}
-    try:
-        obj = json.loads(bytes(data).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ProtocolError(f"task metrics: not a JSON object ({type(e).__name__})") from None
+    obj = _json(data, "task metrics")
     if not isinstance(obj, dict) or len(obj) > MAX_TASK_METRICS:
         raise ProtocolError(f"task metrics: expected a JSON object of at most {MAX_TASK_METRICS} metrics")
 
     def number(v, what: str, low: float = -math.inf) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < low:
-            raise ProtocolError(f"task metrics: {what} = {v!r}, expected a finite number >= {low}")
-        return float(v)
+        f = finite_number(v)
+        if f is None or f < low:
+            raise ProtocolError(f"task metrics: {what} = {_shown(v)}, expected a finite number >= {low}")
+        return f
 
     out: dict = {}
     for name, m in obj.items():
+        label = name if len(name) <= 40 else name[:37] + "..."
         kind = m.get("kind") if isinstance(m, dict) else None
         if kind == "histogram":
             pos, neg = m.get("pos"), m.get("neg")
             if not (isinstance(pos, list) and isinstance(neg, list) and 0 < len(pos) == len(neg) <= MAX_BINS):
-                raise ProtocolError(f"task metrics: {name}: expected pos and neg of equal length 1..{MAX_BINS}")
+                raise ProtocolError(f"task metrics: {_shown(name)}: expected pos and neg of equal length 1..{MAX_BINS}")
             out[name] = ScoreHistogram(
-                tuple(number(v, f"{name}.pos", 0.0) for v in pos), tuple(number(v, f"{name}.neg", 0.0) for v in neg)
+                tuple(number(v, f"{label}.pos", 0.0) for v in pos), tuple(number(v, f"{label}.neg", 0.0) for v in neg)
             )
         elif kind == "summed":
-            out[name] = Summed(number(m.get("total"), f"{name}.total"))
+            out[name] = Summed(number(m.get("total"), f"{label}.total"))
         elif kind in ("weighted", "perplexity"):
             cls = Perplexity if kind == "perplexity" else Weighted
-            out[name] = cls(number(m.get("total"), f"{name}.total"), number(m.get("weight"), f"{name}.weight", 0.0))
+            out[name] = cls(number(m.get("total"), f"{label}.total"), number(m.get("weight"), f"{label}.weight", 0.0))
         else:
-            raise ProtocolError(f"task metrics: {name!r}: expected kind weighted, summed, perplexity or histogram")
+            raise ProtocolError(f"task metrics: {label}: expected kind weighted, summed, perplexity or histogram")
     return out
