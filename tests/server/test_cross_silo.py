@@ -261,3 +261,46 @@ def test_a_new_process_of_a_site_rejoins_and_an_older_one_is_superseded(tmp_path
     coord.named("k3", "site-3", "")  # a runtime that sends no session: never rejoins, never superseded
     assert not coord.devices.superseded("k3", "")
     coord.store.close()
+
+
+def test_a_site_slow_past_the_reporting_deadline_is_asked_again_in_the_retry():
+    """Cross-silo has no sitting out (``no_show_rounds`` 0): a site that missed round 1's reporting deadline
+    is drawn when round 1 is retried, and the run goes on. Before, it sat out every retry of round 1, which
+    needs every site: the run failed after ``max_round_attempts``."""
+    d = silo(max_round_attempts=3, reporting_timeout_s=5.0, retry_delay_s=1.0)
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    t = d.assigned(1)
+    d.report(t["a"], 1)
+    d.report(t["b"], 2)
+    d.tick(5.0)  # site c is slow: the round is abandoned in reporting
+    assert [a.phase for a in d.of(ev.RoundAbandoned)] == ["reporting"] and d.m.no_show == {}
+    d.tick(1.0)
+    d.check_in("a", "b", "c")
+    d.tick(0.0)
+    retry = [o for o in d.of(ev.TaskAssigned)][3:]
+    assert sorted(o.device for o in retry) == ["a", "b", "c"]
+    for i, o in enumerate(retry, 1):
+        d.report(o, i)
+    assert d.committed == [1] and not d.of(ev.RunFailed)
+
+
+def test_no_show_rounds_zero_never_sits_a_device_out():
+    d = Driver(
+        goal=2,
+        target=2,
+        reports_needed=2,
+        min_selected=2,
+        selection_window_s=0.0,
+        no_show_rounds=0,
+        reporting_timeout_s=5.0,
+        retry_delay_s=1.0,
+    )
+    d.check_in("a", "b")
+    d.tick(0.0)
+    d.report(d.assigned(1)["a"], 1)
+    d.tick(5.0)  # b never answers
+    d.tick(1.0)
+    d.check_in("a", "b")
+    d.tick(0.0)
+    assert sorted(o.device for o in d.of(ev.TaskAssigned)[2:]) == ["a", "b"]

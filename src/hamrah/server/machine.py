@@ -339,7 +339,7 @@ class RoundMachine(SiteExits):
         rs.reporting_open, rs.reporting_closed_at = False, self._now()
         if self.evaluating:
             return [ev.SitesEvaluated(rs.round, tuple(rs.evals)), *self._finish("rounds")]
-        if not rs.secure_mode and reported < rs.goal:  # the round waited for them until its deadline
+        if not rs.secure_mode and reported < rs.goal and self.cfg.no_show_rounds > 0:  # it waited for them
             for device in no_shows(rs):
                 self.no_show[device] = rs.round + self.cfg.no_show_rounds
         if reported < self.needed():
