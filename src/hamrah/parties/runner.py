@@ -11,6 +11,7 @@ epoch all of them completed (``lr_start.hello``) and go on from there.
 from __future__ import annotations
 
 import csv
+import hashlib
 import inspect
 import json
 import os
@@ -32,24 +33,38 @@ from hamrah.vertical.registry import resolve
 from hamrah.vertical.saved import model_arrays, model_file, save_arrays, settings_json
 
 
-def _save(folder: Path, state, settings: str = "") -> None:
+def data_digest(table) -> str:
+    """A SHA-256 of this party's table as read (column names, ids, values, labels); "" without data."""
+    if table is None:
+        return ""
+    h = hashlib.sha256(json.dumps(list(table.feature_names)).encode())
+    for a in (table.ids, table.features, table.labels):
+        a = np.zeros(0) if a is None else np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode() + a.tobytes())
+    return h.hexdigest()
+
+
+def _save(folder: Path, state, settings: str = "", data: str = "") -> None:
     """Write ``state`` (an epoch's checkpoint) as ``folder/epoch-NNNN.npz``, never half-written, with
-    the protocol's ``settings`` (JSON) it was trained under."""
+    the protocol's ``settings`` (JSON) it was trained under and the ``data`` digest of its table."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_arrays(folder / f"epoch-{state.epoch:04d}.npz", {**model_arrays(state), "settings": np.array(settings)})
+    arrays = {**model_arrays(state), "settings": np.array(settings), "data": np.array(data)}
+    save_arrays(folder / f"epoch-{state.epoch:04d}.npz", arrays)
 
 
-def load_checkpoints(folder: Path, kind: type = LRState, settings: str | None = None) -> dict:
+def load_checkpoints(folder: Path, kind: type = LRState, settings: str | None = None, data: str | None = None) -> dict:
     """Return the completed epochs saved in ``folder``: epoch -> ``kind.from_arrays`` of its arrays.
 
     Args:
         folder: the checkpoints' folder.
         kind: the protocol's checkpoint class.
         settings: the protocol settings (JSON) of this run; a checkpoint saved under others is refused.
+        data: :func:`data_digest` of this run's table; a checkpoint of other data (other columns, rows
+            or values) is refused, since resuming from it would train a wrong model without a word.
 
     Raises:
         DataError: a checkpoint that cannot be read.
-        ConfigError: a checkpoint of a run with other settings.
+        ConfigError: a checkpoint of a run with other settings or on other data.
     """
     states = {}
     for path in sorted(folder.glob("epoch-*.npz")):
@@ -66,6 +81,11 @@ def load_checkpoints(folder: Path, kind: type = LRState, settings: str | None = 
             raise ConfigError(
                 f"{path}: saved by a run with other protocol settings ({saved}); delete {folder} to train "
                 "afresh, or give this run another out folder"
+            )
+        if data is not None and "data" in arrays and str(arrays["data"]) != data:
+            raise ConfigError(
+                f"{path}: saved by a run on other data (this party's columns, rows or values differ from "
+                f"its data file now); delete {folder} to train afresh, or give this run another out folder"
             )
         states[state.epoch] = state
     return states
@@ -140,7 +160,7 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
         table = read_party_csv(cfg.data_path, cfg.id_column, cfg.label_column, id_type=cfg.id_type)
     protocol = resolve(cfg.protocol)
     role, kind = protocol.roles[cfg.role], protocol.checkpoint
-    folder = cfg.out / "checkpoints"
+    folder, data = cfg.out / "checkpoints", data_digest(table)
     server = PartyServer(cfg.name, cfg.peers, cfg.listen, cfg.tls, timeout_s=cfg.timeout_s)
     progress = _named_progress(cfg.name, report)
     try:
@@ -149,11 +169,11 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
             kwargs: dict = {}
             if "on_epoch" in inspect.signature(role).parameters:  # progress, and a checkpoint where it has one
                 kwargs["on_epoch"] = lambda s: (
-                    kind is not None and _save(folder, s, settings_json(cfg.settings)),
+                    kind is not None and _save(folder, s, settings_json(cfg.settings), data),
                     progress(s),
                 )
             if kind is not None:
-                done = load_checkpoints(folder, kind, settings_json(cfg.settings))
+                done = load_checkpoints(folder, kind, settings_json(cfg.settings), data)
                 kwargs["resume"] = done
                 report(
                     f"{cfg.name}: {cfg.protocol} as {cfg.role}, "

@@ -1,0 +1,32 @@
+"""Careless and hostile parties between real ``run_party`` processes' code (threads of this process,
+loopback gRPC with mutual TLS): a party restarted on other data, TLS files that do not fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tests.parties.test_parties import _subset, _threads, _write, _write_csv
+
+from hamrah.core.errors import ConfigError
+from hamrah.data.vertical import PartyTable
+from hamrah.parties import load_party_config
+from hamrah.parties.runner import run_party
+
+SPLITNN = {"epochs": 2, "bottom_hidden": (4,), "cut_dim": 2, "top_hidden": (2,)}
+
+
+def test_checkpoints_of_other_data_are_refused_not_resumed(tmp_path):
+    """A host restarted (or run again in the same out folder) on a file with its columns in another
+    order would load its checkpoints and hand back a network trained on the old columns; it is
+    stopped, naming the checkpoint, before any message."""
+    d = _subset()
+    files = _write(tmp_path, SPLITNN, timeout_s=5, protocol="splitnn", tables=d)
+    _threads({n: lambda n=n: run_party(load_party_config(files[n])) for n in files})
+    h = d["host"]
+    _write_csv(tmp_path / "host.csv", PartyTable(h.ids, h.features[:, ::-1], h.feature_names[::-1]))
+    with pytest.raises(ConfigError, match=r"epoch-0001.npz: saved by a run on other data .*delete"):
+        run_party(load_party_config(files["host"]))
+    _write_csv(tmp_path / "host.csv", h)  # the same data again: resumes (nothing left to train)
+    again = _threads({n: lambda n=n: run_party(load_party_config(files[n])) for n in files})
+    assert again["host"]["model"] == "BottomModel"
+    assert np.isfinite(again["guest"]["sent_bytes"]["host"])
