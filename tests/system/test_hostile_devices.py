@@ -29,8 +29,10 @@ async def _status(coro) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-def _stalled_report(stub, meta, task: pb.Task, forever: asyncio.Event):
+def _stalled_report(stub, meta, task: pb.Task, forever: asyncio.Event, header: bool = True):
     async def parts():
+        if not header:  # holds a stream place, not an upload slot
+            await forever.wait()
         yield pb.ReportPart(
             header=pb.ReportHeader(
                 task_id=task.task_id,
@@ -92,9 +94,13 @@ async def _hostile(name, stub, meta, coord, seen, forever):
                 if not k.startswith("broadcast/")
             }
             seen.setdefault(name, []).append(await _status(_report(stub, meta, task, encode_params(huge), 10**9)))
-        elif name == "staller":  # two stalled uploads (the most allowed) and a third, refused
-            calls = [_stalled_report(stub, meta, task, forever) for _ in range(3)]
-            seen.setdefault(name, []).extend(await asyncio.gather(*(_status(c) for c in calls)))
+        elif name == "staller":  # a stalled upload and a stalled stream (the most allowed), then a third, refused
+            # (a second upload of the same task would be refused at once: one Report stream per task)
+            held = [_status(_stalled_report(stub, meta, task, forever, header=h)) for h in (True, False)]
+            held = [asyncio.ensure_future(c) for c in held]
+            await asyncio.sleep(0.3)
+            third = await _status(_stalled_report(stub, meta, task, forever))
+            seen.setdefault(name, []).extend([*(await asyncio.gather(*held)), third])
         # "squatter": holds its task and never answers
         await asyncio.sleep(0.3)
 

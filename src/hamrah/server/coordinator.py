@@ -218,9 +218,12 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
 
         Raises:
             LateReport: the task's round has closed or moved on.
-            ProtocolError: unknown task, a task of another device, another round, or a second report.
+            ProtocolError: unknown task, a task of another device, another round, a second report, or a
+                report while one for the task is being received (the service calls :meth:`upload_ended`).
         """
         info = self.machine.admit(device, header.task_id, header.round)
+        if header.task_id in self._upload_started:  # a second stream would take a second upload slot
+            raise ProtocolError(f"report already being received: task {header.task_id[:12]!r}, one stream at a time")
         self._upload_started[header.task_id] = self.clock.now()
         return info
 

@@ -186,14 +186,17 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
             raise ProtocolError("a report must start with its header")
         header = first.header
         self.coordinator.admit(device, header)  # the task is checked before an upload slot is taken
-        async with self._uploads:
-            payload = b""
-            if header.status == pb.COMPLETED:
-                payload = await self._payload(request_iterator, header.update_bytes)
-            status = self.coordinator.accept(device, report_of(header, payload))  # the typed envelope
-            if self.telemetry is not None:
-                self.telemetry.report(device, status, header.round, len(payload))
-            return status
+        try:
+            async with self._uploads:
+                payload = b""
+                if header.status == pb.COMPLETED:
+                    payload = await self._payload(request_iterator, header.update_bytes)
+                status = self.coordinator.accept(device, report_of(header, payload))  # the typed envelope
+        finally:  # cut, refused or taken: one stream per task at a time, this one is over
+            self.coordinator.upload_ended(header.task_id)
+        if self.telemetry is not None:
+            self.telemetry.report(device, status, header.round, len(payload))
+        return status
 
     async def SecureAggregation(self, request_iterator, context):
         """Walk one device through a round's secure aggregation: per stage, read its message (a header,

@@ -212,6 +212,10 @@ class ShellEvents:
         if self.on_round is not None:
             self.on_round(rec)
 
+    def upload_ended(self, task_id: str) -> None:
+        """A report stream admitted for ``task_id`` ended, taken or not: the task may be reported again."""
+        self._upload_started.pop(task_id, None)
+
     # --- called by selectors -----------------------------------------------------------------
 
     async def wait_for_selection(self, timeout: float) -> None:
