@@ -140,3 +140,19 @@ def test_elapsed_time_continues_across_restarts_and_drain_stops_after_the_round_
     recs = second.store.committed_rounds()
     assert [r["round"] for r in recs] == [1, 2] and recs[1]["elapsed_s"] >= elapsed_1
     second.store.close()
+
+
+def test_half_written_files_a_crash_left_are_removed_when_the_folder_is_opened(tmp_path, caplog):
+    store = ServerStore(tmp_path, CFG)
+    _commit(store, 1)
+    store.close()
+    # SIGKILL while writing round 2's checkpoint and the reports: temporaries, never renamed into place
+    (tmp_path / "checkpoints" / "round_000002.safetensors.tmp").write_bytes(b"half")
+    (tmp_path / "metrics.jsonl.tmp").write_text('{"round": 1}\n{"rou')
+    with caplog.at_level("WARNING", logger="hamrah.server"):
+        store = ServerStore(tmp_path, CFG)
+    assert sorted(p.name for p in tmp_path.rglob("*.tmp")) == []
+    assert "removed 2 half-written file(s)" in caplog.text
+    assert store.latest()[0] == 1 and [r["round"] for r in store.committed_rounds()] == [1]
+    store.close()
+    ServerStore(tmp_path, CFG, lock=False).close()  # a reader deletes nothing (it may not hold the lock)

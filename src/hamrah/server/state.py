@@ -7,7 +7,8 @@ Layout of ``--state DIR``: ``state.db`` (SQLite: the run's config and one row pe
 
 A commit writes the checkpoint to a temporary file, fsyncs it, renames it into place, then inserts
 the round row in one transaction: the row is the commit point. A checkpoint without a row (a crash
-in between) is ignored and overwritten when the round is repeated.
+in between) is ignored and overwritten when the round is repeated; a temporary file a crash left
+(``*.tmp``) is deleted when the next server opens the folder.
 
 One server at a time: the folder is locked (``hamrah.server.durability.StateLock``). A last
 checkpoint that is missing or corrupt is skipped for the newest valid one (its newer rows are
@@ -82,12 +83,28 @@ class ServerStore:
         (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.keep_last, self.keep_best = keep_last, keep_best
         self._lock = StateLock(self.dir).acquire() if lock else None
+        if lock:
+            self._remove_half_written()
         try:
             self._db = sqlite3.connect(self.dir / "state.db", isolation_level=None, check_same_thread=False)
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
             raise DataError(f"{self.dir / 'state.db'}: not a hamrah server state database ({e})") from None
         self._bind_config(config)
+
+    def _remove_half_written(self) -> None:
+        """Delete the temporary files a crash (SIGKILL mid-write) left behind: a ``.tmp`` is never a
+        committed file (``_write_durable`` renames it into place only once it is complete)."""
+        stale = [p for d in (self.dir, self.dir / "checkpoints") for p in d.glob("*.tmp") if p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        if stale:
+            log.warning(
+                "removed %d half-written file(s) a crash left in %s: %s",
+                len(stale),
+                self.dir,
+                ", ".join(p.name for p in stale[:5]),
+            )
 
     def _bind_config(self, config: dict) -> None:
         """Record the run's config, or refuse a state folder made by a different run."""
