@@ -172,19 +172,26 @@ def _split_columns(name: str, values: torch.Tensor, classes: Sequence[str] | Non
 def write_checkpoint(out: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping) -> None:
     """Write a simulation checkpoint (``hamrah.simulation.resume.snapshot``) beside the run's files.
 
-    The tensors go first, then the JSON that names their round, each renamed into place: a checkpoint
-    is whole or absent, and a crash between the two leaves the previous JSON pointing at a round whose
-    tensors may be newer, which :func:`read_checkpoint` catches by the round both carry.
+    The meta travels inside the tensors' file (its header), which is renamed into place: a checkpoint is
+    whole or absent, whenever the process is killed. ``checkpoint.json``, a copy of the meta for people
+    and tools, follows it; a kill between the two leaves it a round behind, which resuming ignores.
     """
     from safetensors.torch import save_file
 
     out = Path(out)
+    text = json.dumps(dict(meta), indent=2) + "\n"
     tmp = out / (CHECKPOINT_FILE + ".tmp")
-    save_file(dict(tensors), str(tmp), metadata={"round": str(meta["round"])})
+    save_file(dict(tensors), str(tmp), metadata={"round": str(meta["round"]), "meta": text})
     os.replace(tmp, out / CHECKPOINT_FILE)
     tmp = out / (CHECKPOINT_META + ".tmp")
-    tmp.write_text(json.dumps(dict(meta), indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out / CHECKPOINT_META)
+
+
+def remove_checkpoint(out: str | Path) -> None:
+    """Delete a folder's checkpoint (a run that starts anew in it must not be resumed from an older one)."""
+    for name in (CHECKPOINT_FILE, CHECKPOINT_META):
+        (Path(out) / name).unlink(missing_ok=True)
 
 
 def read_checkpoint(out: str | Path, config: Mapping) -> tuple[dict[str, torch.Tensor], dict]:
@@ -195,11 +202,22 @@ def read_checkpoint(out: str | Path, config: Mapping) -> tuple[dict[str, torch.T
             may change: a run can be extended).
     """
     out = Path(out)
-    if not (out / CHECKPOINT_META).is_file() or not (out / CHECKPOINT_FILE).is_file():
+    if not (out / CHECKPOINT_FILE).is_file():
         raise ConfigError(f"{out}: no checkpoint to resume from (run it with --out {out} first)")
-    meta, tensors, header = _read_saved(out, CHECKPOINT_META, CHECKPOINT_FILE, "checkpoint")
+    tensors, header = _read_tensors(out / CHECKPOINT_FILE, "checkpoint")
+    if "meta" in header:  # the meta written with the tensors (checkpoint.json may be a round behind)
+        try:
+            meta = json.loads(header["meta"])
+        except ValueError as e:
+            raise ConfigError(f"{out}/{CHECKPOINT_FILE}: its meta cannot be read ({e})") from None
+    else:  # a checkpoint of an earlier hamrah: the meta only in checkpoint.json
+        if not (out / CHECKPOINT_META).is_file():
+            raise ConfigError(
+                f"{out}: no {CHECKPOINT_META} beside {CHECKPOINT_FILE}; expected the files hamrah run wrote"
+            )
+        meta, tensors, header = _read_saved(out, CHECKPOINT_META, CHECKPOINT_FILE, "checkpoint")
     saved_round = header.get("round")
-    if saved_round != str(meta.get("round")):
+    if not isinstance(meta, dict) or saved_round != str(meta.get("round")):
         raise ConfigError(f"{out}: checkpoint files of different rounds ({saved_round} and {meta.get('round')})")
     if meta.get("config_digest") != resume_digest(config):
         raise ConfigError(
@@ -216,19 +234,30 @@ def _read_saved(folder: Path, meta_name: str, tensors_name: str, what: str) -> t
     Raises:
         ConfigError: either file is damaged, or the JSON is not an object.
     """
+    try:
+        meta = json.loads((folder / meta_name).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{folder}: the {what} cannot be read ({e}); expected the files hamrah run wrote") from None
+    tensors, header = _read_tensors(folder / tensors_name, what)
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{folder}/{meta_name}: expected a JSON object (the {what} hamrah run wrote)")
+    return meta, tensors, header
+
+
+def _read_tensors(path: Path, what: str) -> tuple[dict, dict]:
+    """Read a safetensors file: (the tensors, its metadata). Raises ConfigError when it is damaged."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
     try:
-        meta = json.loads((folder / meta_name).read_text(encoding="utf-8"))
-        with safe_open(str(folder / tensors_name), "pt") as f:
+        with safe_open(str(path), "pt") as f:
             header = f.metadata() or {}
-        tensors = load_file(str(folder / tensors_name))
+        tensors = load_file(str(path))
     except (OSError, ValueError, SafetensorError) as e:
-        raise ConfigError(f"{folder}: the {what} cannot be read ({e}); expected the files hamrah run wrote") from None
-    if not isinstance(meta, dict):
-        raise ConfigError(f"{folder}/{meta_name}: expected a JSON object (the {what} hamrah run wrote)")
-    return meta, tensors, header
+        raise ConfigError(
+            f"{path.parent}: the {what} cannot be read ({e}); expected the files hamrah run wrote"
+        ) from None
+    return tensors, header
 
 
 def resume_digest(config: Mapping) -> str:

@@ -29,12 +29,13 @@ from hamrah.core.records import accuracy_summary, record_line
 from hamrah.data import Dataset, FederatedDataset, describe, federate, load_dataset
 from hamrah.experiments.config import ExperimentConfig, user_task
 from hamrah.experiments.config_resolve import algorithm_hyperparameters, example_ledger, heterogeneity, pipeline_spec
-from hamrah.experiments.export import read_checkpoint, resume_digest, write_checkpoint, write_model
+from hamrah.experiments.export import remove_checkpoint, write_model
 from hamrah.experiments.plots import plot_curves
+from hamrah.experiments.resuming import Checkpoints, Resumed, resume_from, write_rows
 from hamrah.observe.runs import write_failure
 from hamrah.observe.tracking import Tracking
-from hamrah.simulation import RoundRecord, SimulationConfig, Simulator, seeded
-from hamrah.simulation.resume import restore, resume_problem, snapshot
+from hamrah.simulation import RoundRecord, SimulationConfig, SimulationResult, Simulator, seeded
+from hamrah.simulation.resume import resume_problem
 from hamrah.task import ClassificationTask, Task, builtin_task, load_task, task_dataset
 from hamrah.task.base import call_user
 from hamrah.task.kinds import check_label_range
@@ -202,18 +203,21 @@ def run_experiment(
     prep = prepared or prepare(cfg)
     sim = prep.simulator()
     out = Path(out_dir) if out_dir is not None else None
-    first, before = 1, []  # the first round to run; the rows of the rounds a resumed run already has
+    where = Resumed()  # the first round to run; the rows of the rounds a resumed run already has
     if resume:
         if out is None:
             raise ConfigError("resume: expected the run's output folder")
-        first, before = _resume(sim, out, cfg)
+        where = resume_from(sim, out, cfg)
+    before = where.rows
     metrics_file = None
     tracking = Tracking(cfg.tracking if out is not None else None, out, cfg.to_dict())  # a missing extra stops here
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "failed.json").unlink(missing_ok=True)  # a rerun in the same folder is not shown as failed
-        metrics_file = open(out / "metrics.jsonl", "w", encoding="utf-8")  # noqa: SIM115 (closed in finally)
-        metrics_file.writelines(record_line(row) + "\n" for row in before)
+        if not resume:  # a run started anew is never resumed from the checkpoint of the run it replaces
+            remove_checkpoint(out)
+        write_rows(out / "metrics.jsonl", [record_line(row) for row in before])
+        metrics_file = open(out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in finally)
 
     def record(rec: RoundRecord) -> None:
         row = rec.to_dict()
@@ -224,10 +228,14 @@ def run_experiment(
         if on_round is not None:
             on_round(rec)
 
-    checkpoint = None if out is None or resume_problem(sim) is not None else _Checkpoints(sim, out, cfg)
+    checkpoint = None if out is None or resume_problem(sim) is not None else Checkpoints(sim, out, cfg)
     start = time.perf_counter()
-    try:
-        result = sim.run(record, start_round=first, after_round=checkpoint)
+    try:  # killed after its last checkpoint: only the final files are left to write
+        result = (
+            SimulationResult(sim.params)
+            if where.done
+            else sim.run(record, start_round=where.first, after_round=checkpoint)
+        )
         if checkpoint is not None:
             checkpoint.finish()
     except BaseException as e:  # the dashboard shows the run as failed, with its error
@@ -286,62 +294,6 @@ def run_experiment(
             ylabel="test accuracy" if scored else "test loss",
         )
     return summary
-
-
-class _Checkpoints:
-    """The after-round hook that writes a checkpoint every ``run.checkpoint_every`` rounds and after the
-    last round; :meth:`finish` writes the round a run stopped at early (``stop_at_target``), so the
-    last checkpoint always holds the final model and clients' state."""
-
-    def __init__(self, sim: Simulator, out: Path, cfg: ExperimentConfig):
-        self.sim, self.out = sim, out
-        self.every, self.last, self.digest = cfg.run.checkpoint_every, cfg.run.rounds, resume_digest(cfg.to_dict())
-        self.unsaved: int | None = None
-
-    def __call__(self, r: int) -> None:
-        self.unsaved = r
-        if r % self.every == 0 or r == self.last:
-            self.finish()
-
-    def finish(self) -> None:
-        if self.unsaved is not None:
-            tensors, meta = snapshot(self.sim, self.unsaved)
-            write_checkpoint(self.out, tensors, {**meta, "config_digest": self.digest})
-            self.unsaved = None
-
-
-def _resume(sim: Simulator, out: Path, cfg: ExperimentConfig) -> tuple[int, list[dict]]:
-    """Load ``out``'s checkpoint into ``sim``; return the next round and the metric rows up to the checkpoint.
-
-    Raises:
-        ConfigError: no checkpoint, another config, a run that cannot resume exactly, or nothing left to run.
-    """
-    problem = resume_problem(sim)
-    if problem is not None:
-        raise ConfigError(f"resume: this run cannot resume exactly: {problem}; expected to start it anew")
-    tensors, meta = read_checkpoint(out, cfg.to_dict())
-    first = restore(sim, tensors, meta)
-    if first > cfg.run.rounds:
-        raise ConfigError(
-            f"resume: {out} is complete ({first - 1} rounds); expected a larger run.rounds (--rounds) to go on"
-        )
-    rows = []
-    if (out / "metrics.jsonl").is_file():
-        lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        for n, line in enumerate(lines, 1):
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                row = None
-            if not isinstance(row, dict) or not isinstance(row.get("round"), int):
-                raise ConfigError(
-                    f"{out}/metrics.jsonl line {n}: not a round's record; expected the lines hamrah run wrote "
-                    "(delete the line to go on)"
-                )
-            rows.append(row)
-    return first, [row for row in rows if row["round"] < first]
 
 
 def _record_of(row: dict) -> RoundRecord:

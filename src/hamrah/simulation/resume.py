@@ -27,9 +27,8 @@ def resume_problem(sim: Simulator) -> str | None:
         return None
     if pipe.accountant is not None:
         return "its privacy accountant and budget are not checkpointed"
-    kept = [x for states in pipe.client_states.values() for x in states]
-    if any(s is not None for s in pipe.server_state) or any(x is not None for x in kept):
-        return f"its pipeline ({', '.join(pipe.chain.names)}) keeps state across rounds"
+    if any(s is not None for s in pipe.server_state):
+        return f"its pipeline ({', '.join(pipe.chain.names)}) keeps server state across rounds"
     return None
 
 
@@ -47,12 +46,23 @@ def snapshot(sim: Simulator, round_idx: int) -> tuple[dict[str, torch.Tensor], d
     tensors.update({f"server/{k}": v for k, v in server_tensors.items()})
     for client, state in sim.client_states.items():
         tensors.update({f"client/{client}/{k}": v.detach().contiguous() for k, v in state.items()})
+    kept: dict[str, list[bool]] = {}  # the pipeline's client states (error feedback): which stages hold tensors
+    for client, states in (sim.pipeline.client_states if sim.pipeline is not None else {}).items():
+        if any(x is not None and not isinstance(x, dict) for x in states):
+            raise ConfigError(f"cannot checkpoint this run: its pipeline's state of client {client} is not tensors")
+        kept[str(client)] = [x is not None for x in states]
+        for i, x in enumerate(states):
+            tensors.update({f"pipeline/{client}/{i}/{k}": v.detach().contiguous() for k, v in (x or {}).items()})
     scalars = {
         "round": round_idx,
         "server_state": server_scalars,
         "clients": sorted(sim.client_states),
         "refused": sim.refused,
         "bytes_total": list(sim.bytes_total),
+        "skipped_rounds": sim.skipped_rounds,
+        "refused_aggregates": sim.refused_aggregates,
+        "pipeline_clients": kept,
+        "ended": sim.loop.ended.reason if sim.loop.ended is not None and sim.loop.last_round == round_idx else None,
     }
     return tensors, scalars
 
@@ -75,6 +85,13 @@ def restore(sim: Simulator, tensors: dict[str, torch.Tensor], scalars: dict[str,
     sim.params, sim.server_state = params, server
     sim.client_states = {int(c): _part(tensors, f"client/{c}/") for c in scalars["clients"]}
     sim.refused, sim.bytes_total = int(scalars["refused"]), [int(b) for b in scalars["bytes_total"]]
+    sim.skipped_rounds = int(scalars.get("skipped_rounds", 0))
+    sim.refused_aggregates = int(scalars.get("refused_aggregates", 0))
+    if sim.pipeline is not None:
+        sim.pipeline.client_states = {
+            int(c): tuple(_part(tensors, f"pipeline/{c}/{i}/") if held else None for i, held in enumerate(stages))
+            for c, stages in scalars.get("pipeline_clients", {}).items()
+        }
     return int(scalars["round"]) + 1
 
 
