@@ -30,3 +30,24 @@ def test_checkpoints_of_other_data_are_refused_not_resumed(tmp_path):
     again = _threads({n: lambda n=n: run_party(load_party_config(files[n])) for n in files})
     assert again["host"]["model"] == "BottomModel"
     assert np.isfinite(again["guest"]["sent_bytes"]["host"])
+
+
+@pytest.mark.parametrize(
+    "key, file, match",
+    [
+        ("client_key", "tls/guest-client.key", r"tls.client_key = .*guest-client.key' is not the key of tls.client_"),
+        ("key", "tls/guest-server.key", r"tls.key = .*guest-server.key' is not the key of tls.cert"),
+        ("client_key", "tls/missing.key", r"tls.client_key = .*missing.key': cannot read"),
+        ("ca", "tls/host-server.key", r"tls.ca = .*host-server.key': not a PEM certificate"),
+    ],
+)
+def test_tls_files_that_do_not_fit_are_named_before_any_work(tmp_path, key, file, match):
+    """A host whose client key is not its client certificate's failed every handshake and blamed the
+    guest's server certificate; every [tls] file is now checked at start, under its own key."""
+    files = _write(tmp_path, SPLITNN, timeout_s=5, protocol="splitnn")
+    text = files["host"].read_text()
+    start = text.index(f"\n{key} = ") + 1
+    end = text.index("\n", start)
+    files["host"].write_text(text[:start] + f'{key} = "{file}"' + text[end:])
+    with pytest.raises(ConfigError, match=match):
+        run_party(load_party_config(files["host"]))

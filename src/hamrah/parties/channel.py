@@ -110,6 +110,9 @@ class PartyServer:
         timeout_s: float = 300.0,
         ping_s: float = 1.0,
     ):
+        from hamrah.parties.tls import check_party_tls  # tls imports TLSFiles from here
+
+        check_party_tls(tls)
         self.name, self.addresses, self.tls = name, dict(peers), tls
         self.timeout_s, self.ping_s = timeout_s, ping_s
         self.inbox = Inbox(tuple(sorted(peers)))

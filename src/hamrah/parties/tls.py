@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hamrah.core.errors import ConfigError
@@ -68,4 +71,48 @@ def make_party_tls(
     return files
 
 
-__all__ = ["make_party_tls"]
+def _read(path: str, key: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"tls.{key} = {path!r}: cannot read ({e.strerror})") from None
+
+
+def _cert(path: str, key: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificates(_read(path, key))[0]
+    except ValueError:
+        raise ConfigError(
+            f"tls.{key} = {path!r}: not a PEM certificate; expected the file `hamrah party --make-tls` wrote"
+        ) from None
+
+
+def _spki(public) -> bytes:
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def check_party_tls(files: TLSFiles) -> None:
+    """Check a party's ``[tls]`` files before gRPC sees them: each readable PEM, each private key the
+    key of its certificate (gRPC would only fail the handshake later, blaming the peer's certificate).
+
+    Raises:
+        ConfigError: naming the ``[tls]`` key and file at fault and what was expected.
+    """
+    _cert(files.ca, "ca")
+    for cert_key, key_key in (("cert", "key"), ("client_cert", "client_key")):
+        cert_path, key_path = getattr(files, cert_key), getattr(files, key_key)
+        cert, pem_key = _cert(cert_path, cert_key), _read(key_path, key_key)
+        try:
+            private = serialization.load_pem_private_key(pem_key, password=None)
+        except (TypeError, ValueError, UnsupportedAlgorithm):
+            raise ConfigError(
+                f"tls.{key_key} = {key_path!r}: not an unencrypted PEM private key; expected the key of tls.{cert_key}"
+            ) from None
+        if _spki(private.public_key()) != _spki(cert.public_key()):
+            raise ConfigError(
+                f"tls.{key_key} = {key_path!r} is not the key of tls.{cert_key} = {cert_path!r}; expected the "
+                "private key that certificate was made for"
+            )
+
+
+__all__ = ["check_party_tls", "make_party_tls"]
