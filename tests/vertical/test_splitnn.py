@@ -300,3 +300,24 @@ def test_the_guest_reports_each_epochs_training_loss(breast):
     res, _ = run_parties(roles, timeout_s=60)
     assert [e.epoch for e in seen] == [1, 2, 3] and [e.loss for e in seen] == list(res["guest"].train_loss)
     assert seen[-1].progress() == f"epoch 3/3 done, training loss {res['guest'].train_loss[-1]:.4f}"
+
+
+def test_a_host_whose_activations_make_the_loss_infinite_is_stopped_not_trained_on(breast):
+    """Finite but huge activations (3e38 in float32) passed every check and the guest trained to an
+    infinite loss, saving the model as if all were well; it now stops, naming each party's largest
+    activation (an order of magnitude, no row's value)."""
+    g, _, tr, _ = breast
+
+    def host(c):
+        c.recv("guest", "splitnn/setup")
+        c.send("guest", "splitnn/ready", {"rows": 1, "done": np.zeros(0, np.int64)})
+        c.recv("guest", "splitnn/start")
+        msg = c.recv("guest", "splitnn/batch")
+        a = np.full((len(msg["ids"]), 8), 3e38, np.float32)
+        c.send("guest", "splitnn/activations", {"step": msg["step"], "a": a})
+        c.recv("guest", "splitnn/gradient")  # never comes: the guest stops first
+
+    cfg = sn.SplitNNConfig(epochs=1, psi=False)
+    with pytest.raises(ProtocolError, match=r"training loss is inf in epoch 1; .* host 3e\+38") as e:
+        run_parties({"guest": lambda c: sn.guest(c, g, cfg, train_ids=tr), "host": host}, timeout_s=20)
+    assert "guest " in str(e.value) and "lower lr" in str(e.value)

@@ -172,8 +172,12 @@ def guest(
         total = 0.0
         for batch in batches(config, len(rows), epoch):
             acts = session.activations(ids[batch], "train")
-            logits = model.top(torch.cat([model.bottom.network(x_all[batch]), *acts], dim=1)).squeeze(1)
-            loss = loss_fn(logits, y_all[batch])
+            own = model.bottom.network(x_all[batch])
+            loss = loss_fn(model.top(torch.cat([own, *acts], dim=1)).squeeze(1), y_all[batch])
+            if not torch.isfinite(loss):
+                raise ProtocolError(
+                    _diverged(float(loss.detach()), epoch, dict(zip((channel.name, *hosts), (own, *acts))))
+                )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -188,6 +192,17 @@ def guest(
     scores = np.zeros(0) if eval_ids is None else _score(session, model, table, np.asarray(eval_ids, np.int64))
     session.stop()
     return SplitNNResult(model, tuple(history), scores)
+
+
+def _diverged(loss: float, epoch: int, acts: dict[str, torch.Tensor]) -> str:
+    """Why training stopped on a non-finite loss: the largest cut-layer activation of each party (an
+    order of magnitude; a host that sends huge activations shows up here), never a value of a row."""
+    sizes = ", ".join(f"{name} {float(a.detach().abs().max()):.0e}" for name, a in acts.items())
+    return (
+        f"splitnn: the training loss is {loss} in epoch {epoch + 1}; expected a finite loss (the model would be "
+        f"wrong). Largest |cut-layer activation| per party: {sizes}; a host's far above the guest's points at "
+        "that host's activations, else lower lr"
+    )
 
 
 def _agree_start(channel: Channel, config: SplitNNConfig, hosts, ids: np.ndarray, resume: Mapping) -> int:
