@@ -537,3 +537,33 @@ def test_training_resumes_after_the_last_tree_every_party_completed(breast, tmp_
     with pytest.raises(DataError, match="the checkpoint after tree 2 is not this guest's"):
         other = {**saved, "guest": {2: BoostCheckpoint(2, saved["guest"][2].model, saved["guest"][2].margin[:-1])}}
         run_parties(roles(resume=other), timeout_s=60)
+
+
+def test_an_encrypted_host_receives_no_gradient_hessian_or_label_in_the_clear(breast):
+    """The guarantee of docs/secureboost.md: in encrypted mode the host gets g and h only as Paillier
+    ciphertexts; every field it receives is one of these, and no float array reaches it."""
+    tables = _rows(breast, np.arange(120))
+    seen: dict[str, set] = {}
+
+    def spy(ch):
+        recv = ch.recv
+
+        def recording(frm, tag):
+            msg = recv(frm, tag)
+            seen.setdefault(tag, set()).update(msg)
+            assert not any(isinstance(v, np.ndarray) and v.dtype.kind == "f" for v in msg.values()), tag
+            return msg
+
+        ch.recv = recording
+        return host(ch, tables["host"], rng=np.random.default_rng(4))
+
+    config = SecureBoostConfig(num_trees=2, max_depth=2, key_bits=KEY_BITS)
+    run_parties({"guest": lambda ch: guest(ch, tables["guest"], config, ("host",)), "host": spy}, timeout_s=120)
+    assert {k: v for k, v in seen.items() if k.startswith("sbt.")} == {
+        "sbt.align": {"psi"},
+        "sbt.setup": {"ids", "encrypted", "max_bins", "precision_bits", "n", "hs"},
+        "sbt.start": {"start"},
+        "sbt.tree": {"more", "features", "ct", "key"},  # ct: [[h 2^S + g]] per row
+        "sbt.level": {"done", "pos", "nodes", "parent", "sibling", "direct"},
+        "sbt.split": {"nodes", "feature", "bin", "missing_left"},
+    }
