@@ -55,8 +55,7 @@ def test_bad_messages_are_refused_and_the_round_completes(tmp_path):
         over_selection=1.0,
         min_reports=3,
         revoked_file=str(tmp_path / "revoked.txt"),
-        max_streams_per_device=16,
-    )  # the cases below open their streams at once
+    )
     all_tokens = (tmp_path / "tokens.txt").read_text().split()
     mine, revoked = all_tokens[5], all_tokens[6]
     (tmp_path / "revoked.txt").write_text(revoked + "\n")
@@ -99,25 +98,25 @@ def test_bad_messages_are_refused_and_the_round_completes(tmp_path):
             dtype = {k: v.double() for k, v in good.items()}
             extra = {**good, "evil": torch.zeros(1)}
             t, r = task.task_id, task.round
-            cases = {
-                "NaN": _report(stub, meta, t, r, encode_params(nan)),
-                "wrong shape": _report(stub, meta, t, r, encode_params(shape)),
-                "wrong dtype": _report(stub, meta, t, r, encode_params(dtype)),
-                "unexpected tensor": _report(stub, meta, t, r, encode_params(extra)),
-                "garbage bytes": _report(stub, meta, t, r, b"\x00garbage" * 100),
-                "oversized": _report(stub, meta, t, r, b"", announced=10**10),
-                "length mismatch": _report(stub, meta, t, r, encode_params(good), announced=7),
-                "bad metrics": _report(stub, meta, t, r, encode_params(good), metrics=b'{"loss": "NaN"}'),
-                "huge integer metric": _report(  # no float holds it: was an OverflowError, UNKNOWN
+            cases = {  # one at a time: a second stream of a task being received is refused as such
+                "NaN": lambda: _report(stub, meta, t, r, encode_params(nan)),
+                "wrong shape": lambda: _report(stub, meta, t, r, encode_params(shape)),
+                "wrong dtype": lambda: _report(stub, meta, t, r, encode_params(dtype)),
+                "unexpected tensor": lambda: _report(stub, meta, t, r, encode_params(extra)),
+                "garbage bytes": lambda: _report(stub, meta, t, r, b"\x00garbage" * 100),
+                "oversized": lambda: _report(stub, meta, t, r, b"", announced=10**10),
+                "length mismatch": lambda: _report(stub, meta, t, r, encode_params(good), announced=7),
+                "bad metrics": lambda: _report(stub, meta, t, r, encode_params(good), metrics=b'{"loss": "NaN"}'),
+                "huge integer metric": lambda: _report(  # no float holds it: was an OverflowError, UNKNOWN
                     stub, meta, t, r, encode_params(good), metrics=b'{"train_loss": 1' + b"0" * 400 + b"}"
                 ),
-                "zero examples": _report(stub, meta, t, r, encode_params(good), n=0),
-                "wrong round": _report(stub, meta, t, r + 7, encode_params(good)),
-                "no header": _report(stub, meta, t, r, encode_params(good), header=False),
-                "unknown task": _report(stub, meta, "0" * 32, r, encode_params(good)),
+                "zero examples": lambda: _report(stub, meta, t, r, encode_params(good), n=0),
+                "wrong round": lambda: _report(stub, meta, t, r + 7, encode_params(good)),
+                "no header": lambda: _report(stub, meta, t, r, encode_params(good), header=False),
+                "unknown task": lambda: _report(stub, meta, "0" * 32, r, encode_params(good)),
             }
             for name, call in cases.items():
-                seen[name] = await _status(call)
+                seen[name] = await _status(call())
             seen["failed"] = await _status(_report(stub, meta, t, r, b"", status=pb.FAILED))
             seen["second report"] = await _status(_report(stub, meta, t, r, encode_params(good)))
             while server.coordinator.last_round < 1:

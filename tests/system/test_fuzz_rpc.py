@@ -65,6 +65,7 @@ class Running:
             rate_burst=10_000,
             max_streams_per_device=64,
             stream_timeout_s=5.0,
+            max_concurrent_uploads=4,  # one stream per task: held by the stalled uploads of 4 devices' tasks
         )
         self.tmp = tmp
         self.token = (tmp / "tokens.txt").read_text().split()[0]
@@ -256,30 +257,36 @@ def test_metric_injection_is_refused(running, metrics):
 
 
 def test_a_report_for_no_task_is_refused_while_every_upload_slot_is_held(running):
-    """All upload slots held by stalled streams of a real task: a report naming no task of this
-    device is answered at once (its task is checked before a slot is taken), and the stalled streams
-    are cut at stream_timeout_s, freeing the slots."""
+    """All upload slots held by stalled streams of real tasks (one per task: a second stream of a task
+    is refused at once): a report naming no task of this device is answered at once (its task is checked
+    before a slot is taken), and the stalled streams are cut at stream_timeout_s, freeing the slots."""
     release = threading.Event()
     slots = running.setup.server.max_concurrent_uploads
-    meta = token_metadata((running.tmp / "tokens.txt").read_text().split()[1])  # a second device, a fresh task
-    task = running._task(meta)
-    header = pb.ReportPart(
-        header=pb.ReportHeader(
-            task_id=task.task_id,
-            round=task.round,
-            status=pb.COMPLETED,
-            num_examples=10,
-            metrics=b"{}",
-            update_bytes=10**6,
+    tokens = (running.tmp / "tokens.txt").read_text().split()[1 : 1 + slots]  # other devices, fresh tasks
+    metas = [token_metadata(t) for t in tokens]
+    headers = []
+    for meta in metas:
+        task = running._task(meta)
+        headers.append(
+            pb.ReportPart(
+                header=pb.ReportHeader(
+                    task_id=task.task_id,
+                    round=task.round,
+                    status=pb.COMPLETED,
+                    num_examples=10,
+                    metrics=b"{}",
+                    update_bytes=10**6,
+                )
+            ).SerializeToString()
         )
-    ).SerializeToString()
 
-    def stalled():
+    def stalled(header):
         yield header
         release.wait(30)
 
     call = running.raw("Report", "su")
-    held = [call.future(stalled(), metadata=meta, timeout=30) for _ in range(slots)]
+    held = [call.future(stalled(h), metadata=m, timeout=30) for h, m in zip(headers, metas)]
+    duplicate = _code(lambda: call(stalled(headers[0]), metadata=metas[0], timeout=10))
     time.sleep(0.5)
     bogus = _report_parts(pb.Task(task_id="0" * 32, round=running.task.round), b"")
     start = time.monotonic()
@@ -293,6 +300,7 @@ def test_a_report_for_no_task_is_refused_while_every_upload_slot_is_held(running
             codes.add(e.code())
     release.set()
     assert codes == {grpc.StatusCode.DEADLINE_EXCEEDED}  # cut by the server, slots freed
+    assert duplicate == grpc.StatusCode.INVALID_ARGUMENT  # a second stream of a task being received
 
 
 def test_after_the_fuzzing_the_server_serves_and_counted_every_refusal_with_a_reason(running):
