@@ -120,3 +120,29 @@ def test_a_refused_upload_frees_its_task_for_a_retry(tmp_path, bad):
     refused, taken = asyncio.run(go())
     assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
     assert taken.code is None and coord._upload_started == {}
+
+
+def test_a_flood_of_bad_check_ins_is_rate_limited_and_logged_once(tmp_path, caplog):
+    """Check-ins for another population were refused before the rate limit was charged: a device could
+    send them as fast as it liked, each one a warning in the log."""
+    coord = make_coordinator(tmp_path, rate_per_s=1.0, rate_burst=5)
+    service = FederatedLearningService(coord, [], None)
+    request = pb.CheckInRequest(population="elsewhere", device_id="flood")
+
+    async def go():
+        codes = []
+        for _ in range(100):
+            ctx = Context()
+            try:
+                await service.CheckIn(request, ctx)
+            except Aborted:
+                pass
+            codes.append(ctx.code)
+        return codes
+
+    with caplog.at_level("WARNING", logger="hamrah.server"):
+        codes = asyncio.run(go())
+    assert codes[:5] == [grpc.StatusCode.NOT_FOUND] * 5
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 90
+    assert caplog.text.count("refused a check-in") <= 7  # the burst, then one line for the flood
+    assert sum(service.guard.refusals.values()) == 100  # every refusal counted by reason

@@ -89,6 +89,7 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         if isinstance(request, Malformed):
             await self._malformed(context, "CheckIn")
         device = await self._device(context, "CheckIn", request.device_id[:MAX_FIELD])
+        await self._charge(context, device, "a check-in")  # first: a flood of bad check-ins is limited too
         for name in ("population", "runtime_version", "device_id", "session"):
             if len(getattr(request, name)) > MAX_FIELD:
                 await self._refuse(
@@ -105,7 +106,6 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
                 ),
                 grpc.StatusCode.NOT_FOUND,
             )
-        await self._charge(context, device, "a check-in")
         self.coordinator.named(device, request.device_id, request.session)
         selector = self.selectors[zlib.crc32(device.encode()) % len(self.selectors)]
         if self.telemetry is None:
