@@ -304,3 +304,29 @@ def test_no_show_rounds_zero_never_sits_a_device_out():
     d.check_in("a", "b")
     d.tick(0.0)
     assert sorted(o.device for o in d.of(ev.TaskAssigned)[2:]) == ["a", "b"]
+
+
+def test_a_site_failing_with_a_megabyte_reason_is_out_with_a_short_one(tmp_path):
+    """The reason a FAILED report carries is kept as the site's out reason, logged and sent back at every
+    check-in: a site could make it megabytes long (a 4 MB header), each check-in answer over the gRPC limit."""
+    import asyncio
+
+    from tests.server.driver import make_coordinator, open_round, select
+    from tests.system.harness import FAST
+
+    from hamrah.transport.proto import fl_pb2 as pb
+
+    coord = make_coordinator(tmp_path, base={**FAST, **SILO, "test_set": False})
+
+    async def go():
+        runner = asyncio.ensure_future(coord.run())
+        await open_round(coord, 1)
+        tasks = await select(coord, ["k1", "k2", "k3"])
+        t = tasks["k2"]
+        failed = pb.ReportHeader(task_id=t.task_id, round=t.round, status=pb.FAILED, reason="x" * 3_000_000)
+        assert coord.report("k2", failed, b"") == "failed"
+        runner.cancel()
+
+    asyncio.run(go())
+    assert len(coord.site_out("k2")) <= 300
+    coord.store.close()

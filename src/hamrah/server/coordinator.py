@@ -257,7 +257,8 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
                 report.status,
                 report.reason[:300],
             )
-            self._feed(ev.DeviceAborted(device, info.task_id, rs.round, report.status == ev.FAILED, report.reason))
+            reason = report.reason[:300]  # kept (cross-silo: the site's out reason) and sent back at check-in
+            self._feed(ev.DeviceAborted(device, info.task_id, rs.round, report.status == ev.FAILED, reason))
             return report.status
         if report.status != ev.COMPLETED:
             raise ProtocolError(f"report status {report.status}: expected COMPLETED, ABORTED or FAILED")
