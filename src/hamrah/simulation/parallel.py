@@ -12,9 +12,12 @@ from __future__ import annotations
 import copy
 import ctypes
 import dataclasses
+import pickle
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.reduction import ForkingPickler
 from typing import Protocol
 
 import numpy as np
@@ -105,6 +108,16 @@ def _init(model: nn.Module, data: FederatedDataset, fl_task: Task | None = None)
     _STATE["model"], _STATE["data"], _STATE["fl_task"] = worker_setup(model, data, fl_task)
 
 
+def _init_from(setup) -> None:
+    """Set the worker up from its copy of the model, data and task, read from the ``setup`` queue (the
+    tensors in shared memory); an error doing so (the user's classes do not import here) is kept and
+    raised, named, by the first round's work: an initializer that raises leaves only a dead process."""
+    try:
+        _init(*ForkingPickler.loads(setup.get()))
+    except BaseException as e:
+        _STATE["setup_error"] = f"{type(e).__name__}: {e}".replace("\n", " ")
+
+
 def train_clients(
     model: nn.Module, data: FederatedDataset, task: RoundTask, fl_task: Task | None = None
 ) -> list[ClientUpdate]:
@@ -192,7 +205,37 @@ def _personal_cohort(model, task: RoundTask, slices, rngs, ignore, personal) -> 
 
 
 def _work(task: RoundTask) -> list[ClientUpdate]:
-    return train_clients(_STATE["model"], _STATE["data"], task, _STATE["fl_task"])
+    """A worker's share of a round; what it raises reaches the run as raised, or as WorkerFailed naming it
+    where it could not travel back (an exception that does not pickle, a SystemExit)."""
+    if "setup_error" in _STATE:
+        raise WorkerFailed(
+            f"run.workers: a worker process could not load the model, the data or the task ({_STATE['setup_error']}); "
+            "expected a task whose module each worker can import (installed, or beside the config), or "
+            "run.workers = 1"
+        )
+    try:
+        return train_clients(_STATE["model"], _STATE["data"], task, _STATE["fl_task"])
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:
+        raise _sendable(e) from None
+
+
+def _sendable(e: BaseException) -> BaseException:
+    """Return ``e`` where it survives the trip to the run's process, else a WorkerFailed that names it."""
+    if isinstance(e, Exception):
+        try:
+            pickle.loads(pickle.dumps(e))
+            return e
+        except Exception as why:  # any failure to travel is reported the same way
+            how = f"it could not be sent back: {type(why).__name__}: {why}"
+    else:  # SystemExit and the like would end the run's process without a word
+        how = "which would end the run's process"
+    at = traceback.extract_tb(e.__traceback__)
+    where = f" at {at[-1].filename}:{at[-1].lineno}" if at else ""
+    return WorkerFailed(
+        f"run.workers: a worker's clients raised {type(e).__name__}: {e}{where} ({how})".replace("\n", " ")
+    )
 
 
 def split_by_size(ids: list[int], sizes: list[int], parts: int) -> list[list[int]]:
@@ -211,14 +254,23 @@ class ProcessPool:
 
     A worker that dies (killed, out of memory, or a script without the ``if __name__ == "__main__":``
     guard, which every spawned worker runs again) is an error naming the likely cause, not a hang
-    (``concurrent.futures`` notices a dead worker; ``multiprocessing.Pool`` waits for it for ever).
+    (``concurrent.futures`` notices a dead worker; ``multiprocessing.Pool`` waits for it for ever). A
+    worker that cannot load the model or task, and an exception that cannot travel back (does not
+    pickle, or a ``SystemExit``), are a :class:`WorkerFailed` naming them; the task's own exceptions are
+    raised as they were.
     """
 
     def __init__(self, model: nn.Module, data: FederatedDataset, workers: int, fl_task: Task | None = None):
         self.workers = workers
-        self._pool = ProcessPoolExecutor(
-            workers, mp_context=mp.get_context("spawn"), initializer=_init, initargs=(model, data, fl_task)
-        )
+        ctx = mp.get_context("spawn")
+        # What each worker starts from goes through a queue, written by its feeder thread, not with the
+        # process's start arguments: those the starting thread writes to the new process's pipe, and a
+        # process that dies before reading them all (a script without the main guard) left that write,
+        # and the run, blocked for ever once they passed the pipe's 64 KiB (any real data set's indices).
+        self._setup = ctx.Queue()
+        for _ in range(workers):  # one pickling each: a tensor's shared-memory handle is taken once
+            self._setup.put(bytes(ForkingPickler.dumps((model, data, fl_task))))
+        self._pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_from, initargs=(self._setup,))
 
     def train(self, task: RoundTask, sizes: list[int]) -> dict[int, ClientUpdate]:
         """Train ``task``'s clients across the workers; return each client's update by id.
@@ -242,6 +294,8 @@ class ProcessPool:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._setup.cancel_join_thread()  # a worker that died unread leaves its copy in the pipe
+        self._setup.close()
 
 
 class Pool(Protocol):
