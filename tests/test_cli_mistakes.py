@@ -86,9 +86,9 @@ def test_a_damaged_metrics_file_or_checkpoint_stops_a_resume_with_the_line(tmp_p
     argv = ["run", str(cfg), "--out", str(run), "--resume", "--rounds", "2", "--no-plot", "--quiet"]
     assert "metrics.jsonl line 2: not a round's record" in _error(argv, capsys)
     run = _copy(out, tmp_path / "damaged2")
-    (run / "checkpoint.json").write_text("[1]")
+    (run / "checkpoint.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")  # checkpoint.json is a copy
     argv[3] = str(run)
-    assert "checkpoint.json: expected a JSON object" in _error(argv, capsys)
+    assert "the checkpoint cannot be read" in _error(argv, capsys)
 
 
 def test_reproduce_refuses_a_round_cap_that_is_not_a_positive_number(tmp_path, capsys):

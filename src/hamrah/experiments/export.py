@@ -216,8 +216,10 @@ def read_checkpoint(out: str | Path, config: Mapping) -> tuple[dict[str, torch.T
                 f"{out}: no {CHECKPOINT_META} beside {CHECKPOINT_FILE}; expected the files hamrah run wrote"
             )
         meta, tensors, header = _read_saved(out, CHECKPOINT_META, CHECKPOINT_FILE, "checkpoint")
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{out}/{CHECKPOINT_FILE}: its meta is not a JSON object; expected the file hamrah run wrote")
     saved_round = header.get("round")
-    if not isinstance(meta, dict) or saved_round != str(meta.get("round")):
+    if saved_round != str(meta.get("round")):
         raise ConfigError(f"{out}: checkpoint files of different rounds ({saved_round} and {meta.get('round')})")
     if meta.get("config_digest") != resume_digest(config):
         raise ConfigError(
