@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from tests.secagg.rounds import exchange_keys
 
 from hamrah.core.errors import AuthError, ConfigError, DropoutThresholdExceeded, HamrahError, ProtocolError
 from hamrah.secagg import (
@@ -61,12 +62,7 @@ def _parties(config: SecAggConfig, seed: int = 0):
 def _through_masked_input(config, inputs, seed=0, skip_input=()):
     """Run the honest rounds 0-2; return clients, server, the server's messages for the consistency check."""
     clients, server, public = _parties(config, seed)
-    for c in clients:
-        server.receive(c.advertise_keys().to_bytes())
-    keys = server.close_advertise_keys()
-    for c in clients:
-        server.receive(c.share_keys(keys[c.client_id]).to_bytes())
-    shares = server.close_share_keys()
+    shares = exchange_keys(server, clients)
     masked = {}
     for c in clients:
         y = c.masked_input(shares[c.client_id], inputs[c.client_id])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from tests.secagg.rounds import exchange_keys
 from tests.secagg.test_secagg_active import _both_secrets_revealed, _parties, _reveals
 
 from hamrah.core.errors import DropoutThresholdExceeded, HamrahError, ProtocolError
@@ -27,12 +28,7 @@ def _garble(m: SharesBroadcast, garbled) -> SharesBroadcast:
 
 def _through_masked_input(config, inputs, garbled, seed=0):
     clients, server, _ = _parties(config, seed)
-    for c in clients:
-        server.receive(c.advertise_keys().to_bytes())
-    keys = server.close_advertise_keys()
-    for c in clients:
-        server.receive(c.share_keys(keys[c.client_id]).to_bytes())
-    shares = server.close_share_keys()
+    shares = exchange_keys(server, clients)
     for c in clients:
         try:
             server.receive(c.masked_input(_garble(shares[c.client_id], garbled), inputs[c.client_id]).to_bytes())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
+from tests.secagg.rounds import exchange_keys
 
 from hamrah.secagg import DeterministicRandom, SecAggClient, SecAggConfig, SecAggServer
 from hamrah.secagg.ring import quantize, unpack
@@ -19,12 +20,7 @@ def _masked_input_of_client0(x0: np.ndarray, seed: int) -> np.ndarray:
     config = SecAggConfig(num_clients=N, vector_length=M, input_bits=BITS - 2, ring_bits=BITS)
     server = SecAggServer(config, graph_seed=seed)
     clients = [SecAggClient(u, config, randbytes=DeterministicRandom(seed * 100 + u)) for u in range(N)]
-    for c in clients:
-        server.receive(c.advertise_keys().to_bytes())
-    keys = server.close_advertise_keys()
-    for c in clients:
-        server.receive(c.share_keys(keys[c.client_id]).to_bytes())
-    shares = server.close_share_keys()
+    shares = exchange_keys(server, clients)
     others = np.random.default_rng(seed).uniform(-1, 1, (N, M))
     masked = [c.masked_input(shares[c.client_id], x0 if c.client_id == 0 else others[c.client_id]) for c in clients]
     return unpack(masked[0].data, BITS, M).astype(np.int64)

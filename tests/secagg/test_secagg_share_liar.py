@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.secagg.rounds import exchange_keys
 
 from hamrah.core.errors import ProtocolError
 from hamrah.secagg import SecAggClient, SecAggConfig, SecAggServer, shamir
@@ -25,12 +26,7 @@ def _round(config: SecAggConfig, xs, tamper, seed: int = 0):
     n = config.num_clients
     server = SecAggServer(config, round_id=3, graph_seed=seed)
     clients = [SecAggClient(u, config, round_id=3, randbytes=DeterministicRandom(seed * 100 + u)) for u in range(n)]
-    for c in clients:
-        server.receive(c.advertise_keys().to_bytes())
-    keys = server.close_advertise_keys()
-    for c in clients:
-        server.receive(c.share_keys(keys[c.client_id]).to_bytes())
-    shares = server.close_share_keys()
+    shares = exchange_keys(server, clients)
     for c in clients:
         server.receive(c.masked_input(shares[c.client_id], xs[c.client_id]).to_bytes())
     request = server.close_masked_input()
