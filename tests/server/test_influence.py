@@ -47,13 +47,19 @@ def test_a_bounded_delta_never_exceeds_the_clip_and_keeps_its_direction(values, 
 @settings(max_examples=60, deadline=None)
 @given(
     st.dictionaries(
-        st.sampled_from(["accuracy", "loss", "train_loss", "other"]),
-        st.floats(allow_nan=True, allow_infinity=True),
-        max_size=4,
+        st.sampled_from(["accuracy", "loss", "train_loss", "duration_s", "other"]),
+        st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1e200, 1e201, 1e308, 1e7])),
+        max_size=5,
     )
 )
 def test_metrics_out_of_range_are_refused_in_range_kept(metrics):
-    ranges = {"accuracy": (0, 1), "loss": (0, math.inf), "train_loss": (0, math.inf), "other": (-math.inf, math.inf)}
+    ranges = {
+        "accuracy": (0, 1),
+        "loss": (0, 1e200),  # a weighted sum of losses stays finite
+        "train_loss": (0, 1e200),
+        "duration_s": (0, 1e7),
+        "other": (-math.inf, math.inf),
+    }
     ok = all(math.isfinite(v) and ranges[k][0] <= v <= ranges[k][1] for k, v in metrics.items())
     if ok:
         assert check_metrics(metrics) == metrics

@@ -170,19 +170,23 @@ def check_finite(params: Mapping[str, torch.Tensor], what: str) -> None:
 
 
 # Evaluate-task and training metrics: the range each known metric must fall in (inclusive).
+# A loss a device reports enters a weighted sum over the round's reports (weights up to 1e9): bounded so
+# that sum stays finite (a reported 1e308 made the round's loss infinite in the records).
+MAX_LOSS = 1e200
 METRIC_RANGES = {
     "accuracy": (0.0, 1.0),
-    "loss": (0.0, math.inf),
-    "train_loss": (0.0, math.inf),
+    "loss": (0.0, MAX_LOSS),
+    "train_loss": (0.0, MAX_LOSS),
     "eval_accuracy": (0.0, 1.0),  # cross-silo: the round's global model on the site's held-out examples
-    "eval_loss": (0.0, math.inf),
+    "eval_loss": (0.0, MAX_LOSS),
     "eval_examples": (0.0, math.inf),
     DP_EPSILON: (0.0, math.inf),  # DP-SGD: the example-level epsilon a device's store has spent (as it says)
     "held_examples": (1.0, math.inf),  # personalized runs: models scored on the held-out examples
-    "local_loss": (0.0, math.inf),
+    "local_loss": (0.0, MAX_LOSS),
     "local_accuracy": (0.0, 1.0),
-    "personal_loss": (0.0, math.inf),
+    "personal_loss": (0.0, MAX_LOSS),
     "personal_accuracy": (0.0, 1.0),
+    "duration_s": (0.0, 1e7),  # the device's training time (the round's training_s)
 }
 SITE_EVAL = ("eval_examples", "eval_loss", "eval_accuracy")
 MAX_METRICS = 32  # most metrics one report may carry
