@@ -98,6 +98,34 @@ def test_a_second_stream_for_a_task_being_received_is_refused_before_taking_an_u
     assert coord._upload_started == {}
 
 
+def test_a_stalled_upload_is_cut_when_its_round_stops_waiting_not_after_stream_timeout(tmp_path):
+    # A selected device stalls after its header: it held an upload slot for stream_timeout_s (120 s by
+    # default), past the round's reporting deadline (60 s), so 16 of them blocked a round's uploads.
+    coord = make_coordinator(
+        tmp_path, goal_count=2, over_selection=1.0, min_reports=1, reporting_timeout_s=0.5, stream_timeout_s=600
+    )
+    service = FederatedLearningService(coord, [], None)
+    release = asyncio.Event()
+
+    async def stalled(task):
+        yield _header(task, 100)
+        await release.wait()
+
+    async def go():
+        runner = asyncio.ensure_future(coord.run())
+        await open_round(coord, 1)
+        task = (await select(coord, [DEVICE]))[DEVICE]
+        cut = await asyncio.wait_for(_call(service, stalled(task)), 60)  # a bound on waiting, not a timing check
+        release.set()
+        runner.cancel()
+        return cut
+
+    cut = asyncio.run(go())
+    assert cut.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "still open when its round stopped waiting for reports" in cut.details
+    assert service._uploads._value == coord.cfg.max_concurrent_uploads  # the slot is free again
+
+
 @pytest.mark.parametrize("bad", [b"\x00garbage", b""])
 def test_a_refused_upload_frees_its_task_for_a_retry(tmp_path, bad):
     coord = make_coordinator(tmp_path, goal_count=3, over_selection=1.0, min_reports=1)

@@ -92,6 +92,13 @@ class RoundState:
         counts[0] += up
         counts[1] += down
 
+    def upload_deadline(self, reporting_timeout_s: float) -> float | None:
+        """When this round stops waiting for reports (clock time): past it an upload still open only holds
+        a slot; None for a secure round, whose stages time out on their own."""
+        if self.secure_mode:
+            return None
+        return self.reporting_deadline if self.reporting_open else self.selection_deadline + reporting_timeout_s
+
     def count(self, status: str, kind: str = "train") -> int:
         return sum(t.status == status and t.kind == kind for t in self.tasks.values())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import zlib
 
 import grpc
@@ -154,10 +155,12 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         device = await self._device(context, "Report")
         await self._charge(context, device, "a report")
         timeout = self.coordinator.cfg.stream_timeout_s
+        ends = asyncio.get_running_loop().time() + timeout
+        limit = asyncio.timeout_at(ends)
         try:
             with self.guard.stream(device):
-                async with asyncio.timeout(timeout):
-                    message = await self._report(device, request_iterator)
+                async with limit:
+                    message = await self._report(device, request_iterator, limit)
         except LateReport as e:
             log.info("ignored a late report from device %s: %s", self.coordinator.who(device), e)
             if self.telemetry is not None:
@@ -166,26 +169,29 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         except TooManyStreams as e:
             await self._refuse(context, device, "a report", e, grpc.StatusCode.RESOURCE_EXHAUSTED)
         except TimeoutError:
+            why = (
+                "report still open when its round stopped waiting for reports"
+                if (limit.when() or ends) < ends
+                else f"report open longer than server.stream_timeout_s = {timeout:g} s"
+            )
             await self._refuse(
                 context,
                 device,
                 "an update",
-                ProtocolError(
-                    f"stream_timeout: report open longer than server.stream_timeout_s = {timeout:g} s; cut, "
-                    "its upload slot freed"
-                ),
+                ProtocolError(f"stream_timeout: {why}; cut, its upload slot freed"),
                 grpc.StatusCode.DEADLINE_EXCEEDED,
             )
         except ProtocolError as e:
             await self._refuse(context, device, "an update", e)
         return pb.ReportResponse(accepted=True, message=message, reconnect_after_s=self.coordinator.reconnect_after())
 
-    async def _report(self, device: str, request_iterator) -> str:
+    async def _report(self, device: str, request_iterator, limit: asyncio.Timeout) -> str:
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("header"):
             raise ProtocolError("a report must start with its header")
         header = first.header
         self.coordinator.admit(device, header)  # the task is checked before an upload slot is taken
+        self._bound_by_round(header.round, limit)
         try:
             async with self._uploads:
                 payload = b""
@@ -264,6 +270,17 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
             buf.append(part.chunk.data)
             size += len(part.chunk.data)
         return join_chunks(buf, expected, limit, what="secure aggregation message")
+
+    def _bound_by_round(self, round_idx: int, limit: asyncio.Timeout) -> None:
+        """Cut the stream when its round stops waiting for reports, if that comes before stream_timeout_s:
+        a stalled upload held its slot past the round (16 stalled devices blocked a round's uploads)."""
+        rs = self.coordinator.current
+        closes = rs.upload_deadline(self.coordinator.cfg.reporting_timeout_s) if rs is not None else None
+        if closes is None or rs is None or rs.round != round_idx:
+            return
+        at = asyncio.get_running_loop().time() + (closes - self.coordinator.clock.now()) + 1.0
+        if at < (limit.when() or math.inf):
+            limit.reschedule(at)
 
     async def _payload(self, request_iterator, expected: int) -> bytes:
         limit = self.coordinator.update_limit
