@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
+from tests.system.harness import make_setup, records, run_system
 
 from hamrah.device.secure import SecureSession
 from hamrah.secagg import SecAggClient, decode
@@ -53,6 +54,23 @@ async def hostile_device(server, port: int, token: str, liar: Liar, population: 
                 await asyncio.sleep(min(reply.reconnect_after_s or 0.1, 0.2))
                 continue
             await _walk(stub, md, coord, reply.task, liar)
+
+
+def one_round_with(tmp_path, experiment, liar: Liar, honest: int, **server):
+    """Serve one round of ``experiment`` to ``honest`` real devices and one hostile device (a spare token
+    of the tokens file) lying as ``liar`` says; every device is selected. Return (server, summary, the
+    round's record)."""
+    setup, stores, tokens = make_setup(
+        tmp_path, experiment, devices=honest, goal_count=honest + 1, over_selection=1.0, **server
+    )
+    spare = (tmp_path / "tokens.txt").read_text().split()[honest + 3]
+
+    async def attack(srv, port):
+        await hostile_device(srv, port, spare, liar, setup.server.population)
+
+    srv, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, during=attack))
+    (record,) = records(tmp_path / "state", setup)
+    return srv, summary, record
 
 
 async def _walk(stub, md, coord, task: pb.Task, liar: Liar) -> None:

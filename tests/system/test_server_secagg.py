@@ -176,25 +176,12 @@ def test_a_hostile_devices_claimed_example_count_is_capped_as_in_a_plain_round(t
     """A device with a valid token joins the secure round claiming 10^9 examples and inputs +clip in every
     entry. Uncapped, W = 10^9 made every honest weight n_k / W ~ 3e-6 (quantized away) and the mean ~ its
     input; capped at the influence bound's weight (as a plain report is), it counts as one device."""
-    from tests.system.secagg_hostile import Liar, hostile_device
+    from tests.system.secagg_hostile import Liar, one_round_with
 
-    setup, stores, tokens = make_setup(
-        tmp_path,
-        _experiment({"variant": "secagg", "clip": 0.5, "input_bits": 20}, rounds=1),
-        devices=DEVICES - 1,
-        goal_count=DEVICES,
-        over_selection=1.0,
-        min_reports=DEVICES,
-    )
-    extra = (tmp_path / "tokens.txt").read_text().split()[DEVICES + 2]
     liar = Liar(num_examples=10**9, value=0.5)
-
-    async def attack(server, port):
-        await hostile_device(server, port, extra, liar, setup.server.population)
-
+    exp = _experiment({"variant": "secagg", "clip": 0.5, "input_bits": 20}, rounds=1)
     with caplog.at_level("WARNING", logger="hamrah.server"):
-        server, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, during=attack))
-    (rec,) = records(tmp_path / "state", setup)
+        server, summary, rec = one_round_with(tmp_path, exp, liar, DEVICES - 1, min_reports=DEVICES)
     assert summary["rounds_committed"] == 1 and rec["reported"] == DEVICES and liar.rounds == [1]
     assert rec["weight_capped"] == 1
     assert any("claimed num_examples = 1000000000, counted as" in r.getMessage() for r in caplog.records)
@@ -210,7 +197,7 @@ def test_a_hostile_device_sending_wrong_shares_at_unmasking_is_named_and_left_ou
     returns at unmasking. Unchecked, the rebuilt self-masks were wrong and the "sum" was ring noise; now each
     secret is checked against two more shares, the liar is located and named, its shares are left out, and
     the round commits the exact secure sum."""
-    from tests.system.secagg_hostile import Liar, hostile_device
+    from tests.system.secagg_hostile import Liar, one_round_with
 
     from hamrah.secagg import shamir
     from hamrah.secagg.messages import UnmaskShares
@@ -221,23 +208,10 @@ def test_a_hostile_device_sending_wrong_shares_at_unmasking_is_named_and_left_ou
         wrong = tuple((v, (s + 1) % shamir.PRIME) for v, s in m.self_mask_shares)
         return UnmaskShares(m.round_id, m.client_id, wrong, m.key_shares)
 
-    setup, stores, tokens = make_setup(
-        tmp_path,
-        _experiment({"variant": "secagg", "clip": 0.5, "input_bits": 20}, rounds=1),
-        devices=DEVICES - 1,
-        goal_count=DEVICES,
-        over_selection=1.0,
-        min_reports=DEVICES,
-    )
-    extra = (tmp_path / "tokens.txt").read_text().split()[DEVICES + 2]
     liar = Liar(num_examples=100, value=0.0, tamper=tamper)
-
-    async def attack(server, port):
-        await hostile_device(server, port, extra, liar, setup.server.population)
-
+    exp = _experiment({"variant": "secagg", "clip": 0.5, "input_bits": 20}, rounds=1)
     with caplog.at_level("WARNING", logger="hamrah.server"):
-        server, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, during=attack))
-    (rec,) = records(tmp_path / "state", setup)
+        server, summary, rec = one_round_with(tmp_path, exp, liar, DEVICES - 1, min_reports=DEVICES)
     assert summary["rounds_committed"] == 1 and rec["reported"] == DEVICES and liar.rounds == [1]
     named = [r.getMessage() for r in caplog.records if "sent a share of client" in r.getMessage()]
     assert named and "device hostile" in named[0] and "all its shares were left out" in named[0]

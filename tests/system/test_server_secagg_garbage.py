@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 
-from tests.system.harness import make_setup, records, run_system
-from tests.system.secagg_hostile import Liar, hostile_device
+from tests.system.harness import make_setup, run_system
+from tests.system.secagg_hostile import Liar, one_round_with
 from tests.system.test_server_secagg import DEVICES, _experiment
 
 from hamrah.core.params import max_abs_diff
@@ -33,18 +33,9 @@ def test_a_device_sending_garbage_shares_is_left_out_and_named_and_the_round_com
     )
     plain, _, _ = asyncio.run(run_system(plain_setup, tmp_path / "plain" / "state", stores, tokens))
 
-    setup, stores, tokens = make_setup(
-        tmp_path, _experiment(secure_cfg, rounds=1), devices=honest, goal_count=DEVICES, over_selection=1.0
-    )
-    extra = (tmp_path / "tokens.txt").read_text().split()[DEVICES + 2]
     liar = Liar(num_examples=1, tamper=_garbage)
-
-    async def attack(server, port):
-        await hostile_device(server, port, extra, liar, setup.server.population)
-
     with caplog.at_level("WARNING", logger="hamrah.server"):
-        secure, summary, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, during=attack))
-    (rec,) = records(tmp_path / "state", setup)
+        secure, summary, rec = one_round_with(tmp_path, _experiment(secure_cfg, rounds=1), liar, honest)
     assert summary["rounds_committed"] == 1 and rec["attempts"] == 1
     assert rec["reported"] == honest and rec["secagg_left_out"] == 1
     assert rec["secagg_survivors"]["masked_input"] == DEVICES  # its masked input arrived, and was left out
