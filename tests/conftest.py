@@ -40,3 +40,15 @@ def local_ray():
                 raise
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny models (``pytestmark = pytest.mark.usefixtures(...)``): torch's
+    thread pool only adds contention on the shared 2-core machines."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

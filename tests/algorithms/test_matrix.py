@@ -55,13 +55,7 @@ class Tiny(nn.Module):
         return self.fc(x.reshape(len(x), -1))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: torch's thread pool only adds contention on the shared 2-core machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: threads only add contention
 
 
 @pytest.fixture(scope="module")

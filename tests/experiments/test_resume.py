@@ -14,14 +14,7 @@ from hamrah.core.errors import ConfigError
 from hamrah.experiments.config import from_dict
 from hamrah.experiments.runner import run_experiment
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: torch's thread pool only adds contention on the shared 2-core machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: threads only add contention
 
 
 def _config(rounds: int, algorithm: str = "fedavg", **extra):

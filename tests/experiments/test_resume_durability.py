@@ -18,13 +18,7 @@ from hamrah.experiments.config import from_dict
 from hamrah.experiments.runner import prepare, run_experiment
 from hamrah.simulation.resume import restore, snapshot
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: threads only add contention
 
 
 def _config(rounds: int, algorithm: str = "fedavg", run: dict | None = None, **extra):

@@ -54,12 +54,7 @@ class Churn(hamrah.BinaryTask):
         raise NotImplementedError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: threads only add contention
 
 
 def _federated(task: hamrah.Task) -> FederatedDataset:
