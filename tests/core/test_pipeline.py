@@ -8,6 +8,8 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hamrah.core.aggregate import weighted_mean
 from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
@@ -107,6 +109,46 @@ class Counter(BaseStage):
         agg = dict(aggregate)
         n = float(agg.pop("count:n"))
         return agg, {"seen": n}
+
+
+@dataclass(frozen=True)
+class Bounded(BaseStage):
+    """A codec that carries values up to ``top`` only, with noise from the client's generator."""
+
+    name: str = "bounded"
+    top: float = 10.0
+    traits: ClassVar[StageTraits] = StageTraits("codec", summable_in_ring=True)
+
+    def encode(self, update, state, ctx):
+        if any(float(v.abs().max()) > self.top for v in update.values()):
+            raise ProtocolError(f"bounded: update beyond {self.top}")
+        noise = float(ctx.rng.standard_normal())
+        return DensePayload({k: v + noise for k, v in update.items()}), state
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 6),
+    bad=st.sets(st.integers(0, 5)),
+    w=st.lists(st.integers(1, 1000), min_size=6, max_size=6),
+    summing=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_a_client_the_chain_cannot_encode_is_left_out_as_if_it_never_reported(n, bad, w, summing, seed):
+    ups = _updates(n, seed)
+    bad = {k for k in bad if k < n}
+    for k in bad:
+        ups[k] = {name: v * 1e3 + 20 for name, v in ups[k].items()}  # beyond the codec's range
+    weights = {k: w[k] for k in ups}
+    chain = Chain([Bounded(), *([PlainSum()] if summing else [])])
+    template = {k: torch.zeros_like(v) for k, v in ups[0].items()}
+    out = process_round(chain, ups, weights, {}, _rngs(ups), template=template)
+    good = {k: v for k, v in ups.items() if k not in bad}
+    want = process_round(chain, good, {k: weights[k] for k in good}, {}, _rngs(good), template=template)
+    assert set(out.refused) == bad and all("beyond 10" in why for why in out.refused.values())
+    assert set(out.bytes.up) == set(good) and set(out.states) == set(good)
+    for k in want.aggregate:
+        assert torch.equal(out.aggregate[k], want.aggregate[k])
 
 
 def test_identity_chain_equals_weighted_mean():

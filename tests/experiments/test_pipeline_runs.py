@@ -135,3 +135,18 @@ def test_fednova_runs_with_a_codec_and_is_refused_under_dp_with_the_reason():
     )
     with pytest.raises(ConfigError, match="cannot carry statistic 'a_norm'.*not bounded by the clip norm"):
         prepare(cfg).simulator()
+
+
+def test_a_client_its_codec_cannot_carry_is_refused_not_the_run():
+    """A boosted update beyond float16's range (65504) is refused like a NaN one; the others' round goes on."""
+    from hamrah.attacks import build_attack
+
+    cfg = _cfg(rounds=2, compression={"codec": "float16"})
+    attack = build_attack("scale", frozenset({0, 1, 2, 3, 4}), factor=1e9)
+    sim = prepare(cfg).simulator(attack=attack)
+    result = sim.run()
+    assert [r.round for r in result.history] == [1, 2]
+    assert sim.refused >= 1  # the boosted clients the round drew
+    for rec in result.history:
+        assert rec.clients <= 4
+    assert all(bool(torch.isfinite(v).all()) and float(v.abs().max()) < 100 for v in sim.params.values())

@@ -337,6 +337,11 @@ class Simulator:
         )
         self.round_bytes = (out.bytes.total_up, out.bytes.total_down)
         self.bytes_total = [self.bytes_total[0] + out.bytes.total_up, self.bytes_total[1] + out.bytes.total_down]
+        for client, why in out.refused.items():  # its codec cannot carry the update: refused, as the server would
+            self.refused += 1
+            self._pending_states.pop(client, None)
+            log.warning("round %d: client %d refused: %s", round_idx, client, why)
+        contribs = [c for c in contribs if c.client_id not in out.refused]
         weight = sum(c.weight for c in contribs)
         metrics: dict = {}
         for c in contribs:

@@ -6,6 +6,7 @@ server states (:class:`RoundOutput`); :func:`wire_spec` gives the names and shap
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from hamrah.core.aggregate import CombineRule
-from hamrah.core.errors import ConfigError, NotEnoughClients
+from hamrah.core.errors import ConfigError, NotEnoughClients, ProtocolError
 from hamrah.core.params import Params
 from hamrah.core.pipeline.chain import Chain
 from hamrah.core.pipeline.stage import ClientContext, ServerContext
@@ -46,6 +47,7 @@ class RoundOutput:
     bytes: RoundBytes
     states: dict[int, tuple[Any, ...]]  # the participating clients' new states (merge into the driver's store)
     server_state: tuple[Any, ...]
+    refused: dict[int, str] = field(default_factory=dict)  # clients whose update the chain cannot carry: why
 
 
 def wire_spec(chain: Chain, template: Params, server_state: tuple[Any, ...] | None = None) -> Spec:
@@ -111,11 +113,51 @@ def process_round(
         model: what the server sends each client, for the bytes down (None: ``template``).
 
     Returns:
-        The weighted mean of the processed updates, the exact bytes each way, new client and server states.
+        The weighted mean of the processed updates, the exact bytes each way, new client and server states,
+        and the clients left out because the chain cannot encode their update (a value beyond what the
+        wire format carries: ``refused``, with the reason); the others' weights are renormalised, as if
+        the refused clients had not reported.
 
     Raises:
         NotEnoughClients: no update and no ``template``. ConfigError: weights do not match the updates.
     """
+    _weights(client_updates, weights, round_idx)  # checked once, for every client
+    refused: dict[int, str] = {}
+    while True:
+        live = {k: v for k, v in client_updates.items() if k not in refused}
+        fresh = {k: copy.deepcopy(rngs[k]) for k in live}  # a retry draws what the first try would have
+        try:
+            out = _process_round(
+                chain, live, {k: weights[k] for k in live}, states, fresh, server_state, round_idx,
+                round_seed, server_rng, through_bytes, template, combine, model,
+            )  # fmt: skip
+        except _Unencodable as e:
+            refused[e.client] = e.reason
+            continue
+        return RoundOutput(out.aggregate, out.bytes, out.states, out.server_state, refused)
+
+
+class _Unencodable(Exception):
+    def __init__(self, client: int, reason: str):
+        super().__init__(reason)
+        self.client, self.reason = client, reason
+
+
+def _process_round(
+    chain: Chain,
+    client_updates: Mapping[int, Params],
+    weights: Mapping[int, float],
+    states: Mapping[int, tuple[Any, ...]],
+    rngs: Mapping[int, np.random.Generator],
+    server_state: tuple[Any, ...] | None,
+    round_idx: int,
+    round_seed: int | None,
+    server_rng: np.random.Generator | None,
+    through_bytes: bool,
+    template: Params | None,
+    combine: CombineRule | None,
+    model: Params | None,
+) -> RoundOutput:
     if not client_updates and template is None:
         raise NotEnoughClients(f"round {round_idx}: no client update to process")
     p = _weights(client_updates, weights, round_idx) if client_updates else {}
@@ -135,7 +177,10 @@ def process_round(
                 f"round {round_idx}: client {k} has state for {len(state)} stages; expected "
                 f"{len(chain.stages)} ({', '.join(chain.names)})"
             )
-        payload, new_states[k] = chain.encode(update, state, ctx, sstate)
+        try:
+            payload, new_states[k] = chain.encode(update, state, ctx, sstate)
+        except ProtocolError as e:  # this client's update, not the round: left out (a device reports FAILED)
+            raise _Unencodable(k, str(e)) from e
         up[k] = payload.nbytes
         if through_bytes and not summing:
             payload = chain.wire_stage().read(payload.to_bytes(), spec)
