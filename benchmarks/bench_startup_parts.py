@@ -4,8 +4,9 @@
    ``gc.freeze()`` at the end (what ``hamrah.cli.entry`` does) and with ``os._exit(0)`` (the floor).
 2. The whole ``hamrah run configs/mnist_2nn_50.toml --no-plot`` through ``main()`` (before) and through the
    console entry (after): time outside the rounds = process time - the summary's ``wall_s``.
-3. MNIST's bytes to float32: the 256-entry table lookup (before) against one ``np.divide`` pass (after),
-   in fresh interpreters, on the real training images.
+3. MNIST's bytes to float32 in one ``np.divide`` pass, into an array numpy allocates (before: numpy
+   asks for transparent huge pages, whose compaction can stall the first write) against one torch
+   allocates (after), in fresh interpreters, on the real training images.
 
     python benchmarks/bench_startup_parts.py --repeats 3    # -> benchmarks/results/startup_parts.json
 """
@@ -31,16 +32,17 @@ RUNS = {
     "entry()": "from hamrah.cli import entry; entry()",
 }
 DECODE = """
-import sys, time, numpy as np
+import sys, time, numpy as np, torch
 from hamrah.data.locate import cached_arrays
 from hamrah.data.mnist import FILES, find_mnist
 find_mnist(None, download=False)
 raw = cached_arrays("mnist", FILES, None)["train-images"]
 t = time.perf_counter()
-if sys.argv[1] == "table":
-    x = (np.arange(256, dtype=np.float32) / np.float32(255.0))[raw]
-else:
+if sys.argv[1] == "numpy":
     x = np.divide(raw, np.float32(255.0), dtype=np.float32)
+else:
+    x = torch.empty(raw.shape, dtype=torch.float32)
+    np.divide(raw, np.float32(255.0), out=x.numpy(), dtype=np.float32)
 print(time.perf_counter() - t)
 """
 
@@ -57,7 +59,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "startup_parts.json"))
     args = ap.parse_args()
     out: dict = {"exit_s": {k: [] for k in EXITS}, "outside_rounds_s": {k: [] for k in RUNS}, "decode_s": {}}
-    out["decode_s"] = {"table": [], "divide": []}
+    out["decode_s"] = {"numpy": [], "torch": []}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
             for name, code in EXITS.items():
@@ -68,7 +70,7 @@ def main() -> None:
                 wall = _timed([sys.executable, "-c", code, *cli])
                 rounds = json.loads((folder / "summary.json").read_text())["wall_s"]
                 out["outside_rounds_s"][name].append(round(wall - rounds, 3))
-            for name in ("table", "divide"):
+            for name in ("numpy", "torch"):
                 proc = subprocess.run([sys.executable, "-c", DECODE, name], check=True, capture_output=True, text=True)
                 out["decode_s"][name].append(round(float(proc.stdout.strip()), 4))
     for part, rows in out.items():
