@@ -56,7 +56,7 @@ def run(split, cfg) -> tuple[dict, dict, float]:
     res, stats = run_parties(
         {
             "guest": lambda c: ftl.guest(c, split.guest, split.overlap, cfg),
-            "host": lambda c: ftl.host(c, split.host, cfg, split.host_only),
+            "host": lambda c: ftl.host(c, split.host, split.overlap, cfg, split.host_only),
         },
         timeout_s=3600,
     )

@@ -29,7 +29,7 @@ def _run(split, cfg, guest_role=None, host_role=None, timeout_s=60):
     return run_parties(
         {
             "guest": guest_role or (lambda c: ftl.guest(c, split.guest, split.overlap, cfg)),
-            "host": host_role or (lambda c: ftl.host(c, split.host, cfg, split.host_only)),
+            "host": host_role or (lambda c: ftl.host(c, split.host, split.overlap, cfg, split.host_only)),
         },
         timeout_s=timeout_s,
     )
@@ -121,7 +121,7 @@ class _Tamper:
 
 
 def _tampered_host(split, cfg, tag, change):
-    return lambda c: ftl.host(_Tamper(c, tag, change), split.host, cfg, split.host_only)
+    return lambda c: ftl.host(_Tamper(c, tag, change), split.host, split.overlap, cfg, split.host_only)
 
 
 @pytest.mark.parametrize(
@@ -150,10 +150,57 @@ def test_a_plain_terms_vector_of_the_wrong_size_is_refused(breast):
 def test_mismatched_configs_and_unknown_overlap_ids_are_refused(breast):
     cfg = ftl.FTLConfig(epochs=1)
     with pytest.raises(ProtocolError, match="config differs"):
-        _run(breast, cfg, host_role=lambda c: ftl.host(c, breast.host, replace(cfg, gamma=0.5), breast.host_only))
+        _run(
+            breast,
+            cfg,
+            host_role=lambda c: ftl.host(c, breast.host, breast.overlap, replace(cfg, gamma=0.5), breast.host_only),
+        )
     lacking = breast.host.select(np.setdiff1d(breast.host.ids, breast.overlap[:2]))
     with pytest.raises(ProtocolError, match="overlap ids"):
-        _run(breast, cfg, host_role=lambda c: ftl.host(c, lacking, cfg, breast.host_only))
+        _run(breast, cfg, host_role=lambda c: ftl.host(c, lacking, breast.overlap, cfg, breast.host_only))
+    fewer = np.setdiff1d(breast.overlap, breast.overlap[:2])  # the host's PSI found fewer shared ids
+    with pytest.raises(
+        ProtocolError, match=rf"its overlap \({len(breast.overlap)} ids\) differs .*\({len(fewer)} ids\)"
+    ):
+        _run(breast, cfg, host_role=lambda c: ftl.host(c, lacking, fewer, cfg, breast.host_only))
+
+
+def _tampered_guest(split, cfg, tag, change):
+    return lambda c: ftl.guest(_Tamper(c, tag, lambda m: change(m, split)), split.guest, split.overlap, cfg)
+
+
+def _at_step(step, change):
+    return lambda m, split: change(m, split) if m["step"] == step else m
+
+
+@pytest.mark.parametrize("mode", ["plain", "paillier"])
+def test_a_guest_asking_for_the_hosts_other_rows_is_refused(breast, mode):
+    """The host answers ftl/batch only with the overlap's agreed batches: a curious guest asking for
+    host-only ids (their representations, or gradient terms of them) gets nothing and is named."""
+    cfg = replace(SMALL, mode=mode)
+    k = len(ftl.overlap_batches(cfg, breast.overlap, 0)[1])
+    peek = _at_step(1, lambda m, split: {**m, "ids": split.host_only[:k]})
+    with pytest.raises(ProtocolError, match=rf"ftl/batch from 'guest': step 1 asks for {k} ids, {k} outside the "):
+        _run(breast, cfg, guest_role=_tampered_guest(breast, cfg, "ftl/batch", peek), timeout_s=30)
+
+
+@pytest.mark.parametrize(
+    "tag,change,match",
+    [
+        # a larger "overlap" at setup, with some of the host's other ids
+        ("ftl/setup", lambda m, s: {**m, "overlap": np.sort(np.r_[s.overlap, s.host_only[:3]])}, "differs from this"),
+        # the overlap's own ids, but not this step's batch (another order, a repeat, another dtype)
+        ("ftl/batch", _at_step(0, lambda m, s: {**m, "ids": m["ids"][::-1]}), "0 outside the overlap, not the agreed"),
+        ("ftl/batch", _at_step(0, lambda m, s: {**m, "ids": np.r_[m["ids"], m["ids"][:1]]}), "not the agreed batch"),
+        ("ftl/batch", _at_step(0, lambda m, s: {**m, "ids": m["ids"].astype(np.int32)}), "1-D int64 array"),
+        # scoring before the epoch ends, a skipped step
+        ("ftl/batch", lambda m, s: {**m, "mode": "score"} if m["mode"] == "epoch" else m, "step 2, mode 'epoch'"),
+        ("ftl/batch", lambda m, s: {**m, "step": m["step"] + 1}, r"expected step 0, .* got 1"),
+    ],
+)
+def test_a_guest_off_the_agreed_schedule_is_refused(breast, tag, change, match):
+    with pytest.raises(ProtocolError, match=f"{tag} from 'guest': .*{match}"):
+        _run(breast, SMALL, guest_role=_tampered_guest(breast, SMALL, tag, change), timeout_s=30)
 
 
 @settings(max_examples=40, deadline=None)
@@ -238,14 +285,16 @@ def test_training_resumes_after_the_last_epoch_both_parties_completed(breast, mo
         breast,
         cfg,
         lambda c: ftl.guest(c, breast.guest, breast.overlap, cfg, on_epoch=keep("guest")),
-        lambda c: ftl.host(c, breast.host, cfg, breast.host_only, on_epoch=keep("host")),
+        lambda c: ftl.host(c, breast.host, breast.overlap, cfg, breast.host_only, on_epoch=keep("host")),
     )
     assert sorted(saved["guest"]) == sorted(saved["host"]) == [1, 2, 3]
     resumed, _ = _run(
         breast,
         cfg,
         lambda c: ftl.guest(c, breast.guest, breast.overlap, cfg, resume={1: saved["guest"][1]}),
-        lambda c: ftl.host(c, breast.host, cfg, breast.host_only, resume={e: saved["host"][e] for e in (1, 2)}),
+        lambda c: ftl.host(
+            c, breast.host, breast.overlap, cfg, breast.host_only, resume={e: saved["host"][e] for e in (1, 2)}
+        ),
     )
     np.testing.assert_allclose(resumed["host"].scores, whole["host"].scores, atol=1e-9)
     assert resumed["guest"].train_loss == pytest.approx(whole["guest"].train_loss, rel=1e-9)

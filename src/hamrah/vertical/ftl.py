@@ -174,6 +174,7 @@ def _score_request(channel: Channel, peer: str, step: int) -> int:
 def host(
     channel: Channel,
     table: PartyTable,
+    overlap: np.ndarray,
     config: FTLConfig,
     score_ids: Sequence[int] = (),
     peer: str = "guest",
@@ -182,9 +183,14 @@ def host(
 ) -> HostResult:
     """Run the feature holder without labels: train on the overlap, then score ``score_ids``.
 
+    The host answers only the agreed schedule: the batches :func:`overlap_batches` draws from
+    ``overlap`` (this party's own PSI result, which the guest's must equal), each epoch's end, then
+    scoring; a guest asking for other ids (a host-only row's representation) is refused.
+
     Args:
         channel: this party's channel.
         table: the host's rows (overlap and host-only).
+        overlap: the shared ids (from PSI), all in ``table``.
         config: the agreed config.
         score_ids: the host's ids to score at the end (typically those outside the overlap).
         peer: the guest's name.
@@ -195,48 +201,75 @@ def host(
         The host's network and the scores of ``score_ids`` (logits; only the host learns them).
 
     Raises:
-        ProtocolError: the guest's config, ids, sizes, keys or messages are wrong.
+        ProtocolError: the guest's config, overlap, batches, sizes, keys or messages are wrong.
     """
     index, score_ids = RowIndex(table.ids), np.asarray(score_ids, dtype=np.int64)
+    overlap = np.asarray(overlap, dtype=np.int64)
+    index.rows(overlap, "ftl host: overlap ids")
     score_rows = index.rows(score_ids, "ftl host: score ids")
     scaler = Standardizer.fit(table.features)
     model = FTLParty(table.feature_names, scaler, representation_network(config, channel.name, table.features.shape[1]))
     done = np.array(sorted(resume or ()), dtype=np.int64)
     link, msg = _setup(channel, peer, config, fm.num_params(model.network), {"done": done})
-    index.rows(msg.get("overlap"), f"ftl/setup from {peer!r}: overlap ids")
-    peer_len, d, x_all, epoch = msg["out_len"], config.dim, scaler(table.features), msg["start"]
+    theirs = msg.get("overlap")
+    if not (isinstance(theirs, np.ndarray) and theirs.shape == overlap.shape and np.array_equal(theirs, overlap)):
+        size = theirs.size if isinstance(theirs, np.ndarray) else theirs
+        raise ProtocolError(
+            f"ftl/setup from {peer!r}: its overlap ({size} ids) differs from this party's PSI result "
+            f"({len(overlap)} ids); expected the same ids in the same order"
+        )
+    d, x_all, start = config.dim, scaler(table.features), msg["start"]
     opt = torch.optim.Adam(model.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if epoch:
-        restore(resume[epoch].arrays, {"network": model.network}, opt)
-    for step in range(1 << 62):
-        batch = channel.recv(peer, "ftl/batch")
-        if batch.get("step") != step or batch.get("mode") not in ("train", "score", "epoch"):
-            raise ProtocolError(
-                f"ftl/batch from {peer!r}: expected step {step} and mode train, epoch or score, got "
-                f"{batch.get('step')!r}, {batch.get('mode')!r}"
-            )
-        if batch["mode"] == "score":
-            break
-        if batch["mode"] == "epoch":
-            epoch += 1
-            if on_epoch is not None:
-                on_epoch(NetCheckpoint(epoch, snapshot({"network": model.network}, opt)))
-            continue
-        ids = batch.get("ids")
-        rows = index.rows(ids, f"ftl/batch from {peer!r}")
-        with torch.no_grad():
-            u_b = fm.represent(model.network, x_all[rows]).double().numpy()
-        theirs = link.swap(step, fm.host_terms(u_b), 2 * len(ids) * d + d * d)
-        jac = fm.jacobian(model.network, x_all[rows])
-        m, c = fm.host_map(u_b, config.gamma)
-        out = link.apply(step, m, c, theirs, peer_len, left=jac.T)
-        fm.apply_gradient(model.network, opt, out / len(ids))
+    if start:
+        restore(resume[start].arrays, {"network": model.network}, opt)
+    step = 0
+    for epoch in range(start, config.epochs):
+        for ids in overlap_batches(config, overlap, epoch):
+            _expect_batch(channel, peer, (step, "train", ids), overlap)
+            rows = index.rows(ids, f"ftl/batch from {peer!r}")
+            with torch.no_grad():
+                u_b = fm.represent(model.network, x_all[rows]).double().numpy()
+            theirs = link.swap(step, fm.host_terms(u_b), 2 * len(ids) * d + d * d)
+            jac = fm.jacobian(model.network, x_all[rows])
+            m, c = fm.host_map(u_b, config.gamma)
+            out = link.apply(step, m, c, theirs, msg["out_len"], left=jac.T)
+            fm.apply_gradient(model.network, opt, out / len(ids))
+            step += 1
+        _expect_batch(channel, peer, (step, "epoch", _NO_IDS), overlap)
+        step += 1
+        if on_epoch is not None:
+            on_epoch(NetCheckpoint(epoch + 1, snapshot({"network": model.network}, opt)))
+    _expect_batch(channel, peer, (step, "score", _NO_IDS), overlap)
     channel.send(peer, "ftl/score", {"step": step, "count": len(score_ids)})
     theirs = link.swap(step, np.zeros(0), d)
     with torch.no_grad():
         u_b = fm.represent(model.network, x_all[score_rows]).double().numpy()
     scores = link.apply(step, u_b, np.zeros(len(score_ids)), theirs, 0)
     return HostResult(model, scores)
+
+
+_NO_IDS = np.zeros(0, np.int64)
+
+
+def _expect_batch(channel: Channel, peer: str, expected: tuple[int, str, np.ndarray], overlap: np.ndarray) -> None:
+    """Receive the guest's next ``ftl/batch`` and refuse it unless it is the agreed ``(step, mode, ids)``:
+    a guest may ask only for the overlap's batches, in the seeded order both parties draw."""
+    step, mode, ids = expected
+    msg = channel.recv(peer, "ftl/batch")
+    if msg.get("step") != step or msg.get("mode") != mode:
+        raise ProtocolError(
+            f"ftl/batch from {peer!r}: expected step {step}, mode {mode!r}; got {msg.get('step')!r}, "
+            f"{msg.get('mode')!r} (a replayed, reordered or extra message)"
+        )
+    got = msg.get("ids")
+    if not (isinstance(got, np.ndarray) and got.dtype == np.int64 and got.ndim == 1):
+        raise ProtocolError(f"ftl/batch from {peer!r}: step {step}: expected a 1-D int64 array of ids")
+    if not np.array_equal(got, ids):
+        outside = int(np.sum(~np.isin(got, overlap)))
+        raise ProtocolError(
+            f"ftl/batch from {peer!r}: step {step} asks for {len(got)} ids, {outside} outside the overlap, "
+            f"not the agreed batch; expected the {len(ids)} overlap ids the seeded order gives this step"
+        )
 
 
 @one_torch_thread
@@ -299,7 +332,7 @@ def party_host(
     """The registry's host role: PSI with the guest, then :func:`host`, scoring every id outside the overlap."""
     peer = channel.peers[0]
     overlap = intersect(channel, table.ids, PSIConfig(leader=peer))
-    return host(channel, table, config, np.setdiff1d(table.ids, overlap), peer, on_epoch, resume)
+    return host(channel, table, overlap, config, np.setdiff1d(table.ids, overlap), peer, on_epoch, resume)
 
 
 __all__ = [
