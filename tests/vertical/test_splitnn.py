@@ -194,6 +194,32 @@ def test_psi_trains_on_the_ids_every_party_holds(breast):
         )
 
 
+def test_a_guest_asking_for_the_hosts_rows_outside_the_intersection_is_refused(breast):
+    """With PSI the host answers only for the shared ids: a curious guest asking (in a training or an
+    evaluation batch) for the activations of a row only the host holds is refused; the host used to
+    answer for every id of its file."""
+    g, h, tr, te = breast
+    cfg = sn.SplitNNConfig(epochs=1)
+
+    def curious(mode):
+        def role(c):
+            send = c.send
+
+            def peeking(to, tag, message):
+                if tag == "splitnn/batch" and message["mode"] == mode:
+                    message = {**message, "ids": te[: len(message["ids"])]}
+                send(to, tag, message)
+
+            c.send = peeking
+            return sn.guest(c, g.select(tr), cfg, eval_ids=tr[:10])
+
+        return role
+
+    for mode in ("train", "eval"):
+        with pytest.raises(ProtocolError, match=r"splitnn/batch from 'guest': (\d+) of \1 ids are not in this"):
+            run_parties({"guest": curious(mode), "host": lambda c: sn.host(c, h, cfg)}, timeout_s=20)
+
+
 def test_prediction_with_another_schema_is_refused(breast):
     g, h, tr, te = breast
     cfg = sn.SplitNNConfig(epochs=1)

@@ -59,11 +59,11 @@ def host(
         This party's trained bottom model.
 
     Raises:
-        ProtocolError: the guest's config differs, it asked for ids this party lacks, or a message
-            is malformed, replayed or out of order.
+        ProtocolError: the guest's config differs, it asked for ids this party lacks (with
+            ``config.psi``: ids outside the intersection), or a message is malformed, replayed or out of order.
     """
-    if config.psi:
-        align(channel, table, guest, None, "splitnn")  # the guest then trains on the shared ids only
+    if config.psi:  # the guest trains on the shared ids: this party answers for them only
+        table = align(channel, table, guest, None, "splitnn")
     setup = channel.recv(guest, "splitnn/setup")
     if setup.get("config") != config.digest():
         raise ProtocolError(
