@@ -74,7 +74,7 @@ def test_hit_equals_decode_and_any_damage_is_rebuilt(cache, arrays, flip, how):
     third = cached_arrays("t", sources, dec)
     assert dec.calls == 2 and _same(third, arrays)
     assert cached_arrays("t", sources, dec) is not None and dec.calls == 2  # rebuilt entry is read again
-    assert not list(cache.glob("*.part"))  # no temporary file left behind
+    assert not list(cache.glob("*.tmp"))  # no temporary file left behind
     for p in cache.iterdir():
         p.unlink()
 

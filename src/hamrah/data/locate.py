@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
+
+from hamrah.core.files import write_atomic
 
 REPO_DATA = Path(__file__).resolve().parents[3] / "data"
 
@@ -113,18 +114,6 @@ def _read_entry(npz: Path, manifest: Path, key: str) -> dict[str, np.ndarray] | 
 def _write_entry(npz: Path, manifest: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
     """Write the entry: the ``.npz`` first, then the manifest naming its digest (each atomically)."""
     npz.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(npz, lambda f: np.savez(f, **arrays))
+    write_atomic(npz, lambda f: np.savez(f, **arrays))
     meta = {"key": key, "sha256": sha256_file(npz), "arrays": sorted(arrays)}
-    _atomic_write(manifest, lambda f: f.write(json.dumps(meta).encode()))
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(manifest, json.dumps(meta))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.files import write_atomic
 from hamrah.core.numbers import is_number
 
 RUN_FILES = ("metrics.jsonl", "summary.json", "failed.json", "rows.jsonl", "lab.json")  # rows, lab: hamrah lab
@@ -169,10 +170,7 @@ def write_failure(folder: str | Path, error: BaseException | str, log_lines: lis
     folder.mkdir(parents=True, exist_ok=True)
     text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
     payload = {"error": text, "log": list(log_lines or [])[-30:], "time": time.time()}
-    tmp = folder / "failed.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / "failed.json")
-    return folder / "failed.json"
+    return write_atomic(folder / "failed.json", json.dumps(payload, indent=2) + "\n")
 
 
 class RunFolder:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hamrah.core.errors import BudgetExhausted, ConfigError, DataError
+from hamrah.core.files import write_atomic
 from hamrah.core.numbers import check_number
 from hamrah.privacy.accounting import PrivacyAccountant, RoundSpec, epsilon_of
 
@@ -161,20 +161,11 @@ class BudgetLedger:
         """
         path = Path(path)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            write_atomic(path, json.dumps(self.to_dict(), indent=1))
         except OSError as err:
             raise DataError(
                 f"{path}: cannot write the privacy ledger ({err.strerror}); expected an existing, writable folder"
             ) from err
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BudgetLedger:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import time
 from pathlib import Path
 
 from hamrah.core.errors import ConfigError, DataError
+from hamrah.core.files import write_atomic
 from hamrah.core.params import Params
 from hamrah.core.records import RoundRecord, finite_json, record_line
 from hamrah.server.durability import StateLock, checkpoints_to_delete
@@ -45,20 +45,6 @@ CREATE TABLE IF NOT EXISTS rounds (
 """
 _STATE_PREFIX = "server_state/"
 log = logging.getLogger("hamrah.server")
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ServerStore:
@@ -94,7 +80,7 @@ class ServerStore:
 
     def _remove_half_written(self) -> None:
         """Delete the temporary files a crash (SIGKILL mid-write) left behind: a ``.tmp`` is never a
-        committed file (``_write_durable`` renames it into place only once it is complete)."""
+        committed file (``write_atomic`` renames it into place only once it is complete)."""
         stale = [p for d in (self.dir, self.dir / "checkpoints") for p in d.glob("*.tmp") if p.is_file()]
         for p in stale:
             p.unlink(missing_ok=True)
@@ -203,7 +189,7 @@ class ServerStore:
         tensors = dict(params)
         tensors.update({_STATE_PREFIX + k: v for k, v in server_state.items()})
         data = encode_params(tensors)
-        _write_durable(self.dir / "checkpoints" / name, data)
+        write_atomic(self.dir / "checkpoints" / name, data)
         with self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?)",
@@ -226,11 +212,11 @@ class ServerStore:
     def _write_reports(self) -> None:
         records = self.committed_rounds()
         lines = "".join(record_line(r) + "\n" for r in records)
-        _write_durable(self.dir / "metrics.jsonl", lines.encode("utf-8"))
+        write_atomic(self.dir / "metrics.jsonl", lines.encode("utf-8"))
 
     def write_summary(self, summary: dict) -> None:
         text = json.dumps(json.loads(finite_json(summary)), indent=2)
-        _write_durable(self.dir / "summary.json", (text + "\n").encode("utf-8"))
+        write_atomic(self.dir / "summary.json", (text + "\n").encode("utf-8"))
 
     # --- the privacy ledger (docs/dp.md): kept in state.db, written with the round it charges ---------
 

@@ -29,7 +29,6 @@ import base64
 import datetime
 import hashlib
 import heapq
-import os
 import re
 import secrets
 import time
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import NameOID
 
 from hamrah.core.errors import AuthError, ConfigError
+from hamrah.core.files import write_atomic
 
 TS_HEADER, NONCE_HEADER, SIG_HEADER, KEY_HEADER = "hamrah-ts", "hamrah-nonce", "hamrah-sig", "hamrah-key"
 DEVICE_HEADER, TOKEN_HEADER = "hamrah-device", "authorization"
@@ -82,25 +82,12 @@ def anonymous_key(name: str) -> str:
 
 
 def write_private(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` readable by its owner only (mode 0600), all or nothing.
-
-    The bytes go to a temporary file created 0600 in the same folder, which is then renamed, so a
-    reader never sees a half-written or world-readable file.
-    """
+    """Write ``data`` to ``path`` readable by its owner only (mode 0600), all or nothing, making its
+    folder if needed (:func:`hamrah.core.files.write_atomic`: a reader never sees a half-written or
+    world-readable file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, data, private=True)
 
 
 def _message(purpose: str, data: bytes) -> bytes:
