@@ -19,11 +19,12 @@ from hamrah.core.errors import BudgetExhausted
 from hamrah.core.metrics import metric_values
 from hamrah.core.params import Params
 from hamrah.core.seeds import client_rng
+from hamrah.device.downlink import check_checkpoint
 from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
 from hamrah.device.secure import secure_stage
-from hamrah.device.site import check_model, check_store, holdout, task_data
+from hamrah.device.site import check_model, check_store, holdout, site_eval_fraction, task_data
 from hamrah.device.store import ExampleStore
-from hamrah.transport.plan import CROSS_SILO_KEY, DP_EPSILON, Plan, example_privacy, personal_holdout
+from hamrah.transport.plan import DP_EPSILON, Plan, example_privacy, personal_holdout
 
 if TYPE_CHECKING:
     from hamrah.task import Task
@@ -53,9 +54,11 @@ class TaskJob:
             data = task_data(self.store, plan, task)
             model = task.model()
             check_model(model, data, task)
+            check_checkpoint(params, model)
         else:
             data = self.store.read_all()
             check_store(data, plan)
+            check_checkpoint(params, plan.model.build)  # type: ignore[union-attr]
             model = plan.model.build()  # type: ignore[union-attr]
 
         def score(params: Params, examples) -> dict:
@@ -69,7 +72,7 @@ class TaskJob:
 
         held = None
         own = personal_holdout(plan.extra)  # a personalized run: scored on the device's own held-out examples
-        fraction = own if own is not None else float(plan.extra.get(CROSS_SILO_KEY, {}).get("eval_fraction", 0.0))
+        fraction = own if own is not None else site_eval_fraction(plan.extra)
         if fraction > 0 and len(data) >= 2:  # a site: the global model is scored on its held-out examples only
             held, data = holdout(data, fraction, plan.seed, self.client_key)
         if plan.kind == "evaluate":

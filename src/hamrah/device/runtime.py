@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import random
 import secrets
 import time
@@ -29,10 +30,11 @@ from typing import TYPE_CHECKING
 import grpc
 
 import hamrah
-from hamrah.core.errors import AuthError, BudgetExhausted, HamrahError, ProtocolError, TransportError
+from hamrah.core.errors import AuthError, BudgetExhausted, HamrahError, TransportError
 from hamrah.core.params import Params
 from hamrah.device.compute import TASK_METRICS, TaskJob
 from hamrah.device.config import DeviceConfig, DeviceStats
+from hamrah.device.downlink import download, pace
 from hamrah.device.eligibility import StateSource
 from hamrah.device.pipeline import plan_pipeline
 from hamrah.device.secure import SecAggIdentity, SecureSession, secure_stage
@@ -43,11 +45,8 @@ from hamrah.transport.codec import (
     BROADCAST_PREFIX,
     CHUNK_BYTES,
     chunks,
-    decode_params,
     encode_params,
     encode_task_metrics,
-    join_chunks,
-    sha256,
 )
 from hamrah.transport.endpoints import tls_failure
 from hamrah.transport.identity import DeviceKey, RequestSigner
@@ -138,7 +137,9 @@ class DeviceRuntime:
                     wait = await self._run_task(stub, reply.task)
                 else:
                     wait = reply.reconnect_after_s
-                await asyncio.sleep(max(wait, 0.0))
+                if not math.isfinite(wait):
+                    log.warning("device %s: the server said to come back after %s s; expected seconds", self.name, wait)
+                await asyncio.sleep(pace(wait, self.cfg.max_retry_s))
         return self.stats
 
     @property
@@ -309,19 +310,13 @@ class DeviceRuntime:
         return wait
 
     async def _download(self, stub, task: pb.Task) -> dict:
+        call = stub.DownloadCheckpoint(
+            pb.CheckpointRequest(task_id=task.task_id),
+            metadata=self._signer.metadata("DownloadCheckpoint"),
+            timeout=self.cfg.call_timeout_s,
+        )
         limit = int(self.cfg.max_checkpoint_mb * 2**20)
-        parts = [
-            c.data
-            async for c in stub.DownloadCheckpoint(
-                pb.CheckpointRequest(task_id=task.task_id),
-                metadata=self._signer.metadata("DownloadCheckpoint"),
-                timeout=self.cfg.call_timeout_s,
-            )
-        ]
-        data = join_chunks(parts, task.checkpoint_bytes, limit, what="checkpoint")
-        if sha256(data) != task.checkpoint_sha256:
-            raise ProtocolError("checkpoint: sha256 differs from the task's")
-        return decode_params(data, what="checkpoint")
+        return await download(call, task.checkpoint_bytes, task.checkpoint_sha256, limit)
 
     async def _execute(self, plan: Plan, task: pb.Task, tensors: dict, fault: str | None):
         params = {k: v for k, v in tensors.items() if not k.startswith(BROADCAST_PREFIX)}

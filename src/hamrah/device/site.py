@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from hamrah.core.errors import DataError
+from hamrah.core.errors import DataError, ProtocolError
 from hamrah.data.federated import ArrayData, split_holdout
 from hamrah.data.schema import Schema
 from hamrah.device.eligibility import data_blockers
 from hamrah.device.store import ExampleStore
 from hamrah.task import Task
-from hamrah.transport.plan import Plan
+from hamrah.transport.plan import CROSS_SILO_KEY, Plan
 
 
 def check_task(plan: Plan, installed: Task | None) -> None:
@@ -95,10 +95,25 @@ def check_store(data: ArrayData, plan: Plan) -> None:
         )
 
 
+def site_eval_fraction(extra: dict) -> float:
+    """Return the share of its examples a cross-silo site holds out (0: not a site's plan).
+
+    Raises:
+        ProtocolError: the plan's entry is malformed (a broken server's non-object stopped the device).
+    """
+    entry = extra.get(CROSS_SILO_KEY, {})
+    if not isinstance(entry, dict):
+        raise ProtocolError(f"plan: {CROSS_SILO_KEY} = {entry!r:.60}: expected an object {{eval_fraction: f}}")
+    share = entry.get("eval_fraction", 0.0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+        raise ProtocolError(f"plan: {CROSS_SILO_KEY}.eval_fraction = {share!r}: expected a number in [0, 1)")
+    return float(share)
+
+
 def holdout(data: ArrayData, fraction: float, seed: int, client_key: int) -> tuple[ArrayData, ArrayData]:
     """Split a site's ``n >= 2`` examples into (held out, training) by :func:`hamrah.data.federated.split_holdout`."""
     h, k = (torch.from_numpy(i) for i in split_holdout(len(data), fraction, seed, client_key))
     return ArrayData(data.x[h], data.y[h]), ArrayData(data.x[k], data.y[k])
 
 
-__all__ = ["check_model", "check_store", "check_task", "holdout", "task_data"]
+__all__ = ["check_model", "check_store", "check_task", "holdout", "site_eval_fraction", "task_data"]

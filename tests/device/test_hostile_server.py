@@ -1,0 +1,99 @@
+"""A device against a server that lies (real gRPC on 127.0.0.1): each lie fails the task with a reason the
+server is told, or is bounded; the device neither crashes, spins, sleeps for good nor trains on garbage."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from tests.device.hostile_server import HostileServer, make_store, plan_json, serve_one_device, weights
+
+from hamrah.device.downlink import MAX_WAIT_S, MIN_WAIT_S, pace
+from hamrah.transport.codec import CHUNK_BYTES, encode_params
+from hamrah.transport.proto import fl_pb2 as pb
+
+
+def _run(servicer, tmp_path, **cfg):
+    with make_store(tmp_path / "store.db") as store:
+        return asyncio.run(serve_one_device(servicer, store, **cfg))
+
+
+def _failed_with(servicer, stats, match: str) -> None:
+    assert (stats.finished, stats.failed, stats.reported) == (True, 1, 0)
+    [header] = servicer.reports
+    assert header.status == pb.FAILED and match in header.reason, header.reason
+
+
+def test_a_checkpoint_stream_past_what_the_task_announced_is_cut_not_buffered(tmp_path):
+    sent = []
+
+    async def flood(_):  # 200 MiB after a task that announced the real checkpoint's 196 bytes
+        for _ in range(200):
+            sent.append(1)
+            yield pb.Chunk(data=b"\0" * CHUNK_BYTES)
+
+    servicer = HostileServer(stream=flood)
+    stats = _run(servicer, tmp_path)
+    _failed_with(servicer, stats, f"the stream exceeds the {servicer.announce} bytes the task announced")
+    assert len(sent) < 50  # the device hung up at the first chunk (it read all 200 before refusing them)
+
+
+def test_a_checkpoint_announced_over_the_limit_is_refused_before_it_is_read(tmp_path):
+    servicer = HostileServer(announce=10**12)
+    _failed_with(servicer, _run(servicer, tmp_path), "announced 1,000,000,000,000 bytes, over the limit")
+
+
+W = weights()
+
+
+@pytest.mark.parametrize(
+    "tensors, reason",
+    [
+        ({"a": W["fc.weight"], "b": W["fc.bias"]}, "parameter names differ (missing ['fc.bias', 'fc.weight']"),
+        ({"fc.weight": W["fc.weight"]}, "parameter names differ (missing ['fc.bias'], unexpected [])"),
+        ({**W, "fc.weight": torch.zeros(3, 5)}, "fc.weight has shape (3, 5), expected (3, 4)"),
+        ({k: v.double() for k, v in W.items()}, "fc.weight has dtype torch.float64, expected torch.float32"),
+        ({**W, "fc.bias": torch.tensor([0.0, float("nan"), 0.0])}, "fc.bias holds NaN or infinite values"),
+    ],
+    ids=["names", "missing", "shape", "dtype", "nan"],
+)
+def test_a_checkpoint_that_does_not_fit_the_plans_model_fails_the_task(tmp_path, tensors, reason):
+    # before: the device trained on it and reported COMPLETED (the names, the dtype, the NaN), or failed
+    # with torch's own words (the shape)
+    servicer = HostileServer(checkpoint=encode_params(tensors))
+    _failed_with(servicer, _run(servicer, tmp_path), f"checkpoint: {reason}")
+
+
+def test_a_plan_whose_model_dwarfs_its_checkpoint_is_refused_before_it_is_built(tmp_path):
+    model = {"name": "logreg", "input_shape": [4], "num_classes": 10**12, "tokens": False, "hidden": 8}
+    servicer = HostileServer(plan=plan_json(model=model))  # 16 TB of weights, were they allocated
+    _failed_with(
+        servicer, _run(servicer, tmp_path), "checkpoint: fc.weight has shape (3, 4), expected (1000000000000, 4)"
+    )
+
+
+@pytest.mark.parametrize("entry", [5, {"eval_fraction": "x"}, {"eval_fraction": 1.0}])
+def test_a_malformed_cross_silo_entry_fails_the_task_not_the_device(tmp_path, entry):
+    servicer = HostileServer(plan=plan_json(extra={"cross_silo": entry}))  # 5: AttributeError stopped the device
+    _failed_with(servicer, _run(servicer, tmp_path), "plan: cross_silo")
+
+
+@pytest.mark.parametrize("wait", [-5.0, float("nan"), float("inf"), 1e300])
+def test_a_reconnect_delay_from_a_broken_server_is_bounded(tmp_path, wait):
+    def reply(n):
+        return pb.CheckInResponse(reconnect_after_s=wait) if n == 1 else pb.CheckInResponse(finished=True)
+
+    servicer = HostileServer(check_in=reply)
+    if wait == 1e300:  # an hour, not forever
+        assert pace(wait, 0.3) == MAX_WAIT_S
+        return
+    stats = _run(servicer, tmp_path, limit_s=5.0)  # NaN and infinity slept for good
+    assert stats.finished and servicer.check_ins == 2
+
+
+def test_a_server_that_says_come_back_at_once_does_not_make_the_device_spin(tmp_path):
+    servicer = HostileServer(check_in=lambda n: pb.CheckInResponse(reconnect_after_s=0.0))
+    with pytest.raises(asyncio.TimeoutError):
+        _run(servicer, tmp_path, limit_s=1.0)
+    assert servicer.check_ins <= 1 / MIN_WAIT_S + 5  # it checked in thousands of times a second
