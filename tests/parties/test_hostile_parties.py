@@ -3,11 +3,14 @@ loopback gRPC with mutual TLS): a party restarted on other data, TLS files that 
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from tests.parties.test_parties import _subset, _threads, _write, _write_csv
 
-from hamrah.core.errors import ConfigError
+from hamrah.core.errors import ConfigError, PartyStopped
 from hamrah.data.vertical import PartyTable
 from hamrah.parties import load_party_config
 from hamrah.parties.runner import run_party
@@ -30,6 +33,34 @@ def test_checkpoints_of_other_data_are_refused_not_resumed(tmp_path):
     again = _threads({n: lambda n=n: run_party(load_party_config(files[n])) for n in files})
     assert again["host"]["model"] == "BottomModel"
     assert np.isfinite(again["guest"]["sent_bytes"]["host"])
+
+
+def test_a_party_refusing_its_checkpoints_stops_its_peer_at_once(tmp_path):
+    """The host refuses its checkpoints (its file changed) and tells the guest, which stops at once
+    with the kind of error; it used to wait timeout_s (and retry) for a host that would not come back."""
+    d = _subset()
+    files = _write(tmp_path, SPLITNN, timeout_s=20, protocol="splitnn", tables=d)
+    _threads({n: lambda n=n: run_party(load_party_config(files[n])) for n in files})
+    h = d["host"]
+    _write_csv(tmp_path / "host.csv", PartyTable(h.ids, h.features[:, ::-1], h.feature_names[::-1]))
+    errors, took = {}, {}
+
+    def party(name):
+        t0 = time.monotonic()
+        try:
+            run_party(load_party_config(files[name]))
+        except Exception as e:
+            errors[name] = e
+        took[name] = time.monotonic() - t0
+
+    threads = [threading.Thread(target=party, args=(n,)) for n in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert isinstance(errors.get("host"), ConfigError) and "saved by a run on other data" in str(errors["host"])
+    assert isinstance(errors.get("guest"), PartyStopped) and errors["guest"].error == "ConfigError", errors
+    assert took["guest"] < 10  # not timeout_s
 
 
 @pytest.mark.parametrize(

@@ -202,6 +202,7 @@ class GrpcChannel:
                     f"party {self.name!r}: the TLS handshake with {to!r} at {address} failed; expected a server "
                     f"certificate naming {to!r}, signed by the CA in this party's [tls] ca (gRPC: {details})"
                 )
+            self._stopped(to)  # a peer that told us it stopped is not waited for
             if code != grpc.StatusCode.UNAVAILABLE or time.monotonic() + self.server.ping_s > deadline:
                 why = "nothing listening there" if "refused" in details.lower() else f"{code.name}: {details}"
                 raise PartyFailed(to, f"unreachable at {address} ({why}) while {self.name!r} sent {tag!r}")
@@ -216,6 +217,20 @@ class GrpcChannel:
                 )
             except (PartyFailed, ProtocolError, TransportError):
                 continue  # that peer is gone or refuses us: nothing more to tell it
+
+    def _stopped(self, frm: str) -> None:
+        """Raise :class:`PartyStopped` if the last message ``frm`` sent this attempt is its abort."""
+        with self.server.inbox.cv:
+            queue = self.server.inbox.items[frm]
+            session, data = queue[-1] if queue else (None, b"")
+        if session is None or session in self.server.dead:
+            return
+        try:
+            envelope = decode(data)
+        except ProtocolError:
+            return  # recv names it
+        if envelope.tag == ABORT:
+            _raise_stopped(frm, envelope)
 
     def _gone(self, frm: str) -> bool:
         try:
@@ -268,14 +283,18 @@ class GrpcChannel:
         except ProtocolError as e:
             raise ProtocolError(f"from {frm!r}: {e}") from None
         if envelope.tag == ABORT:
-            error = envelope.fields.get("error")
-            raise PartyStopped(frm, error if isinstance(error, str) and error.isidentifier() else "an error")
+            _raise_stopped(frm, envelope)
         check_tag(frm, tag, envelope.tag)
         return envelope.fields
 
     def close(self) -> None:
         """End this attempt: messages of the sessions it heard from are stale from now on."""
         self.server.dead.update(self.bound.values())
+
+
+def _raise_stopped(frm: str, envelope) -> None:
+    error = envelope.fields.get("error")
+    raise PartyStopped(frm, error if isinstance(error, str) and error.isidentifier() else "an error")
 
 
 __all__ = ["GrpcChannel", "Inbox", "PartyServer", "TLSFiles"]

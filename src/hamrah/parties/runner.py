@@ -172,16 +172,16 @@ def run_party(cfg: PartyConfig, report: Callable[[str], None] = lambda s: None) 
                     kind is not None and _save(folder, s, settings_json(cfg.settings), data),
                     progress(s),
                 )
-            if kind is not None:
-                done = load_checkpoints(folder, kind, settings_json(cfg.settings), data)
-                kwargs["resume"] = done
-                report(
-                    f"{cfg.name}: {cfg.protocol} as {cfg.role}, "
-                    + (f"resuming after epoch {max(done)}" if done else "starting")
-                    + f" (attempt {attempt + 1})"
-                )
             try:
                 with _telling_peers(channel), psi.local(cfg.workers, progress):
+                    if kind is not None:  # checkpoints refused (other settings or data): the peers are told
+                        done = load_checkpoints(folder, kind, settings_json(cfg.settings), data)
+                        kwargs["resume"] = done
+                        report(
+                            f"{cfg.name}: {cfg.protocol} as {cfg.role}, "
+                            + (f"resuming after epoch {max(done)}" if done else "starting")
+                            + f" (attempt {attempt + 1})"
+                        )
                     result = role(channel, table, cfg.settings, **kwargs)
                 return _write_result(cfg, result, channel.stats, table)
             except PartyFailed as e:
