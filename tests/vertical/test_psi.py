@@ -190,6 +190,30 @@ def test_tampered_lists_are_refused_and_named():
         run_parties({"guest": bad_shape, "host": lambda ch: intersect(ch, np.array([5]))}, timeout_s=10)
 
 
+def test_a_host_claiming_the_leaders_blinded_ids_as_its_own_is_refused():
+    """The host blinds the leader's list last, so it knows the leader's fully blinded ids: it used to put
+    them into its psi/set, and the leader took every one of its ids for shared (and protocols then name
+    shared ids in the clear: the host learned ids it never held). The leader now checks that set against
+    the host's list as it blinded it."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from hamrah.vertical.psi import blind, hash_ids
+
+    def greedy_host(ch):
+        key = X25519PrivateKey.generate()
+        _hello(ch, "guest")
+        theirs = _recv(ch, "guest", "psi/ring1")
+        _send(ch, "guest", "psi/ring1", blind(key, hash_ids(np.array([3]))))
+        full = blind(key, theirs)  # the guest's ids, fully blinded
+        _send(ch, "guest", "psi/full", full)
+        own = _recv(ch, "guest", "psi/full")
+        _send(ch, "guest", "psi/set", np.unique(np.concatenate([own, full]), axis=0))
+        return _recv(ch, "guest", "psi/result")
+
+    with pytest.raises(ProtocolError, match=r"'host' sent in its 'psi/set' list 2 values that are not its own"):
+        run_parties({"guest": lambda ch: intersect(ch, np.array([1, 2, 3])), "host": greedy_host}, timeout_s=10)
+
+
 def intersect_as_leader_until_set(ch):
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 

@@ -208,6 +208,21 @@ def _recv_list(channel, frm: str, tag: str, most: int | None = None) -> Iterator
         yield arr
 
 
+def _only(chunks: Iterable[np.ndarray], known: np.ndarray, frm: str) -> Iterator[np.ndarray]:
+    """Pass on ``frm``'s ``psi/set`` chunks, refusing a value outside ``known`` (sorted ``S32``): the
+    fully blinded ids of ``frm``'s own list, as this party blinded them."""
+    for c in chunks:
+        v = np.ascontiguousarray(c).view(f"S{POINT}").ravel()
+        pos = np.minimum(np.searchsorted(known, v), max(len(known) - 1, 0))
+        if len(known) == 0 or np.any(known[pos] != v):
+            raise ProtocolError(
+                f"psi: {frm!r} sent in its 'psi/set' list {int(np.sum(known[pos] != v)) if len(known) else len(v)} "
+                f"values that are not its own fully blinded ids; expected only values of the {len(known)} this "
+                "party blinded for it"
+            )
+        yield c
+
+
 def _chunks(arr: np.ndarray, size: int) -> Iterator[np.ndarray]:
     return (arr[i : i + size] for i in range(0, len(arr), size))
 
@@ -304,12 +319,15 @@ def intersect(
     workers, report = _LOCAL.get()
     blinder = _Blinder(config.workers or workers)
     on_epoch = on_epoch or report
+    kept: list[np.ndarray] = []
     try:
         own = blinder.stream(_chunks(ids[order], config.chunk), ids=True)
         _send_list(channel, nxt, "psi/ring1", own, on_epoch, "own ids", len(ids))
         for hop in range(1, len(ring)):
             tag = f"psi/ring{hop + 1}" if hop + 1 < len(ring) else "psi/full"
             relayed = blinder.stream(_recv_list(channel, prv, f"psi/ring{hop}"))
+            if tag == "psi/full" and me == 0:  # the leader blinds ring[1]'s list last: it keeps that set
+                relayed = (kept.append(c) or c for c in relayed)
             _send_list(channel, nxt, tag, relayed, on_epoch, f"the ids of {ring[(me - hop) % len(ring)]!r}")
         mine = _concat(_recv_list(channel, prv, "psi/full", len(ids)))
     finally:
@@ -318,9 +336,12 @@ def intersect(
         raise ProtocolError(f"psi: {prv!r} returned {len(mine)} blinded ids, expected this party's {len(ids)}")
     position = {p: int(i) for p, i in zip(_as_bytes(mine), order)}
     if channel.name == config.leader:
-        common = set(position)
+        common, known = set(position), np.sort(_concat(kept).view(f"S{POINT}").ravel())
         for peer in ring[1:]:
-            common = {p for c in _recv_list(channel, peer, "psi/set") for p in _as_bytes(c) if p in common}
+            chunks = _recv_list(channel, peer, "psi/set")
+            if peer == ring[1]:  # with two parties it blinded the leader's list last: none of those may come back
+                chunks = _only(chunks, known, peer)
+            common = {p for c in chunks for p in _as_bytes(c) if p in common}
         shared = sorted(common)
         for peer in ring[1:]:
             _send_list(channel, peer, "psi/result", _chunks(_as_points(shared), config.chunk))
