@@ -31,6 +31,14 @@ def plan_json(**fields) -> bytes:
     return json.dumps(d).encode()
 
 
+def secagg_extra() -> dict:
+    """A plan's ``extra`` that asks for secure aggregation (SecAgg, no DP)."""
+    from hamrah.pipeline import PipelineSpec
+    from hamrah.pipeline.sections import SecureSpec
+
+    return {"pipeline": PipelineSpec(None, None, 0.0, 10, 3, SecureSpec(), None, None).to_json()}
+
+
 def weights() -> dict:
     """A checkpoint that fits :data:`SPEC`'s model."""
     return {k: v.detach().clone() for k, v in SPEC.build().state_dict().items()}
@@ -38,7 +46,8 @@ def weights() -> dict:
 
 class HostileServer(pb_grpc.FederatedLearningServicer):
     """Hands out one task (``plan``, ``checkpoint``, announced as ``announce`` bytes), then says training is
-    over; ``check_in(n)`` replaces the replies, ``stream(data)`` the checkpoint's chunks. Records reports."""
+    over; ``check_in(n)`` replaces the replies, ``stream(data)`` the checkpoint's chunks, ``secure(parts)``
+    plays the server's side of a SecureAggregation stream. Records reports."""
 
     def __init__(
         self,
@@ -47,11 +56,12 @@ class HostileServer(pb_grpc.FederatedLearningServicer):
         announce: int | None = None,
         check_in: Callable[[int], pb.CheckInResponse] | None = None,
         stream: Callable[[bytes], AsyncIterator[pb.Chunk]] | None = None,
+        secure: Callable[[AsyncIterator[pb.SecAggPart]], AsyncIterator[pb.SecAggPart]] | None = None,
     ):
         self.plan = plan_json() if plan is None else plan
         self.checkpoint = encode_params(weights()) if checkpoint is None else checkpoint
         self.announce = len(self.checkpoint) if announce is None else announce
-        self.check_in, self.stream = check_in, stream
+        self.check_in, self.stream, self.secure = check_in, stream, secure
         self.check_ins, self.reports = 0, []
 
     async def CheckIn(self, request, context):
@@ -73,6 +83,11 @@ class HostileServer(pb_grpc.FederatedLearningServicer):
         pieces = self.stream(self.checkpoint) if self.stream else _plain(self.checkpoint)
         async for piece in pieces:
             yield piece
+
+    async def SecureAggregation(self, request_iterator, context):
+        assert self.secure is not None, "a plan with secure aggregation needs secure="
+        async for part in self.secure(request_iterator):
+            yield part
 
     async def Report(self, request_iterator, context):
         parts = [p async for p in request_iterator]

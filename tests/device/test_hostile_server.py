@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 import torch
-from tests.device.hostile_server import HostileServer, make_store, plan_json, serve_one_device, weights
+from tests.device.hostile_server import HostileServer, make_store, plan_json, secagg_extra, serve_one_device, weights
 
 from hamrah.device.downlink import MAX_WAIT_S, MIN_WAIT_S, pace
 from hamrah.transport.codec import CHUNK_BYTES, encode_params
@@ -97,3 +97,39 @@ def test_a_server_that_says_come_back_at_once_does_not_make_the_device_spin(tmp_
     with pytest.raises(asyncio.TimeoutError):
         _run(servicer, tmp_path, limit_s=1.0)
     assert servicer.check_ins <= 1 / MIN_WAIT_S + 5  # it checked in thousands of times a second
+
+
+def _join_reply(**header):
+    async def server(parts):  # reads the device's JOIN, answers with ``header``, then waits
+        await parts.__anext__()
+        yield pb.SecAggPart(header=pb.SecAggHeader(stage=pb.JOIN, **header))
+        await asyncio.sleep(30)
+
+    return server
+
+
+@pytest.mark.parametrize(
+    "header, reason",
+    [
+        ({}, "no reply to JOIN from the server in 1 s"),  # never answered: it held the device for good
+        (  # 2^62 bytes announced: it read what came until the stream ended
+            {"message_bytes": 2**62, "num_clients": 3, "weight_scale": 10.0},
+            "announced 4,611,686,018,427,387,904 bytes, over the limit of 1,073,741,824",
+        ),
+        ({"num_clients": 3, "weight_scale": 0.0}, "JOIN's weight_scale = 0.0; expected a positive number"),
+        ({"num_clients": 3, "weight_scale": float("nan")}, "JOIN's weight_scale = nan"),  # 0: ZeroDivisionError
+    ],
+    ids=["stalled", "oversized", "zero-scale", "nan-scale"],
+)
+def test_a_secure_aggregation_server_that_stalls_or_lies_fails_the_task(tmp_path, header, reason):
+    if header:
+        server = _join_reply(**header)
+    else:
+
+        async def server(parts):
+            await parts.__anext__()
+            await asyncio.sleep(30)
+            yield pb.SecAggPart()
+
+    servicer = HostileServer(plan=plan_json(extra=secagg_extra()), secure=server)
+    _failed_with(servicer, _run(servicer, tmp_path, call_timeout_s=1.0, limit_s=10.0), reason)

@@ -281,7 +281,7 @@ class DeviceRuntime:
         drop = fault.split(":", 1)[1] if fault and fault.startswith("drop:") else None
         identity = SecAggIdentity.load(self.cfg.signing_key, self.cfg.tls_ca) if stage.malicious_server else None
         call = stub.SecureAggregation(metadata=self._signer.metadata("SecureAggregation"))
-        session = SecureSession(call, task, drop_before=drop)
+        session = SecureSession(call, task, drop_before=drop, timeout_s=self.cfg.call_timeout_s)
         equal = plan_pipeline(plan.extra)[0].equal_weights
         try:
             wait = await session.run(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from hamrah.core.errors import ConfigError, HamrahError, ProtocolError
+from hamrah.core.errors import ConfigError, HamrahError, ProtocolError, TransportError
 from hamrah.core.params import Params
 from hamrah.core.pipeline import spec_of
 from hamrah.device.pipeline import PLAN_KEY, encode_payload, plan_pipeline
@@ -41,6 +42,7 @@ from hamrah.transport.proto import fl_pb2 as pb
 
 SECAGG_STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
 MAX_MESSAGE = 1 << 30
+MAX_JOIN_WAIT_S = 86_400.0  # the longest a task's reporting deadline may hold a device in JOIN
 
 
 def secure_stage(extra: dict) -> SecureAggregation | DistributedDiscreteGaussian | None:
@@ -151,10 +153,13 @@ class SecureSession:
 
     ``drop_before``: a protocol stage name; the device vanishes (closes the stream) before sending that
     stage's message (simulated drop-out, for fleets and tests).
+
+    ``timeout_s``: the longest the device waits for one reply of the server (JOIN's: at least until the
+    task's reporting deadline, which the server holds JOIN open for); a stalled server is then left.
     """
 
-    def __init__(self, call, task: pb.Task, drop_before: str | None = None):
-        self.call, self.task, self.drop_before = call, task, drop_before
+    def __init__(self, call, task: pb.Task, drop_before: str | None = None, timeout_s: float = 120.0):
+        self.call, self.task, self.drop_before, self.timeout_s = call, task, drop_before, timeout_s
 
     async def run(
         self,
@@ -180,16 +185,19 @@ class SecureSession:
         if active and identity is None:
             raise ConfigError("secure_aggregation.malicious_server: this device has no identity (signing key, CA)")
         join_msg = JoinIdentity(os.urandom(NONCE_BYTES), identity.certificate) if active else None
-        join, data = await self._send(
-            pb.JOIN,
-            join_msg.to_bytes() if active else b"",
-            num_examples=num_examples,
-            metrics=json.dumps(metrics).encode(),
-        )
-        # W is the largest *capped* count (server.max_example_weight): a device with more examples weighs 1
-        weight = 1.0 if equal_weights else min(1.0, num_examples / join.weight_scale)
-        vector = secure_input(extra, update, weight, client_key, self.task.round, states)
         try:
+            join, data = await self._send(
+                pb.JOIN,
+                join_msg.to_bytes() if active else b"",
+                num_examples=num_examples,
+                metrics=json.dumps(metrics).encode(),
+            )
+            scale = join.weight_scale
+            if not equal_weights and not (math.isfinite(scale) and scale > 0):  # 0 raised ZeroDivisionError
+                raise ProtocolError(f"secure aggregation: JOIN's weight_scale = {scale}; expected a positive number")
+            # W is the largest *capped* count (server.max_example_weight): a device with more examples weighs 1
+            weight = 1.0 if equal_weights else min(1.0, num_examples / scale)
+            vector = secure_input(extra, update, weight, client_key, self.task.round, states)
             return await self._walk(stage, join, data, vector, join_msg, identity)
         except HamrahError:
             self.call.cancel()
@@ -235,17 +243,40 @@ class SecureSession:
         await self.call.write(pb.SecAggPart(header=header))
         for piece in chunks(data) if data else ():
             await self.call.write(pb.SecAggPart(chunk=pb.Chunk(data=piece)))
-        first = await self.call.read()
+        first = await self._read(stage)
         if not isinstance(first, pb.SecAggPart) or not first.HasField("header"):
             raise ProtocolError("secure aggregation: the server's reply did not start with a header")
-        reply = first.header
-        parts = []
-        while sum(map(len, parts)) < reply.message_bytes:
-            part = await self.call.read()
+        reply, parts, size = first.header, [], 0
+        if reply.message_bytes > MAX_MESSAGE:  # refused before a chunk is read (2^62 was read while it came)
+            raise ProtocolError(
+                f"secure aggregation reply: announced {reply.message_bytes:,} bytes, over the limit of {MAX_MESSAGE:,}"
+            )
+        while size < reply.message_bytes:
+            part = await self._read(stage)
             if not isinstance(part, pb.SecAggPart) or not part.HasField("chunk"):
                 raise ProtocolError("secure aggregation: the server's reply ended early")
             parts.append(part.chunk.data)
+            size += len(part.chunk.data)
         return reply, join_chunks(parts, reply.message_bytes, MAX_MESSAGE, what="secure aggregation reply")
+
+    async def _read(self, stage: int):
+        """Return the server's next message of ``stage``'s reply, waiting at most the session's timeout (JOIN:
+        also until the task's reporting deadline); a stalled server held the device for good.
+
+        Raises:
+            TransportError: nothing came in time (the stream is cancelled).
+        """
+        wait, deadline = self.timeout_s, self.task.report_deadline_s
+        if stage == pb.JOIN and math.isfinite(deadline):
+            wait = max(wait, min(deadline, MAX_JOIN_WAIT_S))
+        try:
+            return await asyncio.wait_for(self.call.read(), wait)
+        except asyncio.TimeoutError:
+            self.call.cancel()
+            raise TransportError(
+                f"secure aggregation: no reply to {pb.SecAggStage.Name(stage)} from the server in {wait:g} s; "
+                "expected one within the task's deadline"
+            ) from None
 
 
 __all__ = ["SecAggIdentity", "SecureSession", "check_roster", "secure_input", "secure_stage"]
