@@ -131,6 +131,7 @@ def _tampered_host(split, cfg, tag, change):
         ("ftl/terms", lambda m: {**m, "key": b"\0" * 16}, "another public key"),
         ("ftl/terms", lambda m: {**m, "step": m["step"] - 1}, "replayed"),
         ("ftl/masked", lambda m: {**m, "ct": (0,) * len(m["ct"])}, "not a ciphertext"),
+        ("ftl/terms", lambda m: {**m, "ct": m["ct"][:-1] + (1 << 2048,)}, r"\[\d+\]: not a ciphertext"),  # >= n^2
         ("ftl/unmasked", lambda m: {**m, "v": tuple(v ^ (1 << 700) for v in m["v"])}, "out of range"),
     ],
 )
