@@ -10,7 +10,7 @@ import torch
 from tests.device.hostile_server import HostileServer, make_store, plan_json, secagg_extra, serve_one_device, weights
 
 from hamrah.device.downlink import MAX_WAIT_S, MIN_WAIT_S, pace
-from hamrah.transport.codec import CHUNK_BYTES, encode_params
+from hamrah.transport.codec import BROADCAST_PREFIX, CHUNK_BYTES, encode_params
 from hamrah.transport.proto import fl_pb2 as pb
 
 
@@ -133,3 +133,42 @@ def test_a_secure_aggregation_server_that_stalls_or_lies_fails_the_task(tmp_path
 
     servicer = HostileServer(plan=plan_json(extra=secagg_extra()), secure=server)
     _failed_with(servicer, _run(servicer, tmp_path, call_timeout_s=1.0, limit_s=10.0), reason)
+
+
+SCAFFOLD = {"name": "scaffold", "client_fraction": 0.1, "local_epochs": 1, "batch_size": 5, "lr": 0.1}
+
+
+def test_a_broadcast_not_shaped_like_the_model_fails_the_task(tmp_path):
+    tensors = {**W, BROADCAST_PREFIX + "zz": torch.zeros(3)}  # SCAFFOLD's c under a name of no parameter
+    servicer = HostileServer(plan=plan_json(algorithm=SCAFFOLD), checkpoint=encode_params(tensors))
+    # before: KeyError 'fc.weight' stopped the device
+    _failed_with(servicer, _run(servicer, tmp_path), "checkpoint's broadcast: parameter names differ")
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        {"x": torch.zeros(3)},  # another model's: KeyError stopped the device
+        {"fc.weight": torch.zeros(3, 4)},  # a part: KeyError too
+        {k: torch.zeros(7) for k in W},  # other shapes: every task failed with torch's words
+        {k: torch.full_like(v, float("nan")) for k, v in W.items()},  # NaN: trained into a NaN update
+    ],
+    ids=["names", "subset", "shapes", "nan"],
+)
+def test_a_kept_client_state_that_does_not_fit_the_model_is_started_afresh(tmp_path, kept):
+    servicer = HostileServer(plan=plan_json(algorithm=SCAFFOLD))
+    with make_store(tmp_path / "store.db") as store:
+        store.save_client_state(kept)
+        stats = asyncio.run(serve_one_device(servicer, store))
+        state = store.client_state()
+    assert stats.reported == 1 and [h.status for h in servicer.reports] == [pb.COMPLETED]
+    assert set(state) == set(W) and all(torch.isfinite(v).all() for v in state.values())  # c_i of this model
+
+
+def test_an_unexpected_error_in_a_task_fails_the_task_and_the_device_goes_on(tmp_path, monkeypatch):
+    def broken(*args):
+        raise KeyError("fc.weight")
+
+    monkeypatch.setattr("hamrah.device.compute.TaskJob.run", broken)
+    servicer = HostileServer()
+    _failed_with(servicer, _run(servicer, tmp_path), "KeyError: 'fc.weight'")

@@ -7,15 +7,17 @@ A cross-silo site first scores the global model on its held-out examples.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from hamrah.algorithms import LocalSGD, build, client_update
 from hamrah.algorithms.local import evaluate_metrics
 from hamrah.core.aggregate import pack
-from hamrah.core.errors import BudgetExhausted
+from hamrah.core.errors import BudgetExhausted, ProtocolError
 from hamrah.core.metrics import metric_values
 from hamrah.core.params import Params
 from hamrah.core.seeds import client_rng
@@ -29,6 +31,7 @@ from hamrah.transport.plan import DP_EPSILON, Plan, example_privacy, personal_ho
 if TYPE_CHECKING:
     from hamrah.task import Task
 
+log = logging.getLogger("hamrah.device")
 TASK_METRICS = "task_metrics"  # in a task's metrics: a user task's evaluation with reductions (sent apart)
 # what a report may carry when the DP guarantee holds against the server: the store's own DP-SGD epsilon
 # (a function of the plan and the store's size only), nothing computed from the examples' values
@@ -54,11 +57,11 @@ class TaskJob:
             data = task_data(self.store, plan, task)
             model = task.model()
             check_model(model, data, task)
-            check_checkpoint(params, model)
+            check_checkpoint(params, model, broadcast)
         else:
             data = self.store.read_all()
             check_store(data, plan)
-            check_checkpoint(params, plan.model.build)  # type: ignore[union-attr]
+            check_checkpoint(params, plan.model.build, broadcast)  # type: ignore[union-attr]
             model = plan.model.build()  # type: ignore[union-attr]
 
         def score(params: Params, examples) -> dict:
@@ -93,7 +96,7 @@ class TaskJob:
             params,
             data,
             rng,
-            client_state=self.store.client_state(),
+            client_state=kept_state(self.store, params, algorithm),
             broadcast=broadcast,
             ignore_index=plan.ignore_index,
             client_id=self.client_key,
@@ -150,6 +153,29 @@ class TaskJob:
                 f"{ledger.epsilon('store', events):.3g} at delta {delta:g}, past the cap {ledger.target_epsilon:g}"
             )
         return [(s.to_dict(), k) for s, k in events], ledger.epsilon("store", events)
+
+
+def kept_state(store: ExampleStore, params: Params, algorithm) -> Params | None:
+    """Return the algorithm state the store kept (SCAFFOLD's c_i, a personal model or layers), or None when
+    it cannot be this model's: unreadable, other names than the algorithm keeps, a shape or dtype other
+    than the parameter's, or a value not finite (a store that trained another model stopped the device
+    with a KeyError, or failed every task). The round is then this client's first, as without a state."""
+    try:
+        state = store.client_state()
+    except ProtocolError as e:
+        log.warning("%s; starting this client's algorithm state afresh", e)
+        return None
+    if state is None:
+        return None
+    personal = algorithm.personalization  # FedPer keeps its personal layers only; the others the whole model
+    names = set(params) if personal is None else set(personal.keep(params, params))
+    fits = set(state) == names and all(
+        v.shape == params[k].shape and v.dtype == params[k].dtype and bool(torch.isfinite(v).all())
+        for k, v in state.items()
+    )
+    if not fits:
+        log.warning("%s: the kept client state does not fit the plan's model; starting it afresh", store.path)
+    return state if fits else None
 
 
 def _server_untrusted(plan: Plan, local: LocalSGD) -> bool:

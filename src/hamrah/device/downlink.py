@@ -45,10 +45,13 @@ async def download(call, expected: int, digest: str, limit: int) -> Params:
     return decode_params(data, what="checkpoint")
 
 
-def check_checkpoint(params: Params, model: torch.nn.Module | Callable[[], torch.nn.Module]) -> None:
+def check_checkpoint(
+    params: Params, model: torch.nn.Module | Callable[[], torch.nn.Module], broadcast: Params | None = None
+) -> None:
     """Check the checkpoint against ``model`` (or the model a builder makes): the same names, shapes and
-    dtypes, every value finite. A builder runs on torch's meta device (no memory), so a plan whose model
-    is far larger than its checkpoint is refused before it is built.
+    dtypes, every value finite; so too the algorithm's broadcast, shaped like the model (SCAFFOLD's c, the
+    only one: other names raised KeyError and stopped the device). A builder runs on torch's meta device
+    (no memory), so a plan whose model is far larger than its checkpoint is refused before it is built.
 
     Raises:
         ProtocolError: naming the first tensor that differs and what was expected.
@@ -57,6 +60,8 @@ def check_checkpoint(params: Params, model: torch.nn.Module | Callable[[], torch
         with torch.device("meta"):
             model = model()
     check_update(params, spec_of(model_state(model)), what="checkpoint")
+    if broadcast:
+        check_update(broadcast, spec_of(params), what="checkpoint's broadcast")
 
 
 __all__ = ["MAX_WAIT_S", "MIN_WAIT_S", "check_checkpoint", "download", "pace"]

@@ -235,11 +235,13 @@ class DeviceRuntime:
                 pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.ABORTED, reason=str(e)),
                 b"",
             )
-        except (HamrahError, RuntimeError, ValueError) as e:
+        except (HamrahError, RuntimeError, ValueError, ArithmeticError, AttributeError, LookupError, TypeError) as e:
+            # what a server's plan or checkpoint still breaks in code that trusts it fails the task, not the device
+            why = str(e) if isinstance(e, (HamrahError, RuntimeError, ValueError)) else f"{type(e).__name__}: {e}"
             self.stats.failed += 1
-            log.error("device %s: round %d: failed its task: %s", self.name, task.round, e)
+            log.error("device %s: round %d: failed its task: %s", self.name, task.round, why)
             header, payload = (
-                pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.FAILED, reason=str(e)[:500]),
+                pb.ReportHeader(task_id=task.task_id, round=task.round, status=pb.FAILED, reason=why[:500]),
                 b"",
             )
         except grpc.aio.AioRpcError as e:
