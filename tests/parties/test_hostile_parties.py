@@ -35,14 +35,8 @@ def test_checkpoints_of_other_data_are_refused_not_resumed(tmp_path):
     assert np.isfinite(again["guest"]["sent_bytes"]["host"])
 
 
-def test_a_party_refusing_its_checkpoints_stops_its_peer_at_once(tmp_path):
-    """The host refuses its checkpoints (its file changed) and tells the guest, which stops at once
-    with the kind of error; it used to wait timeout_s (and retry) for a host that would not come back."""
-    d = _subset()
-    files = _write(tmp_path, SPLITNN, timeout_s=20, protocol="splitnn", tables=d)
-    _threads({n: lambda n=n: run_party(load_party_config(files[n])) for n in files})
-    h = d["host"]
-    _write_csv(tmp_path / "host.csv", PartyTable(h.ids, h.features[:, ::-1], h.feature_names[::-1]))
+def _both(files) -> tuple[dict, dict]:
+    """Run every party's ``run_party`` in a thread; return their errors and seconds taken."""
     errors, took = {}, {}
 
     def party(name):
@@ -58,9 +52,31 @@ def test_a_party_refusing_its_checkpoints_stops_its_peer_at_once(tmp_path):
         t.start()
     for t in threads:
         t.join(120)
+    return errors, took
+
+
+def _reversed_columns(tmp_path, table, name):
+    _write_csv(
+        tmp_path / f"{name}.csv",
+        PartyTable(table.ids, table.features[:, ::-1], table.feature_names[::-1], table.labels),
+    )
+
+
+def test_a_party_refusing_its_checkpoints_stops_its_peer_at_once(tmp_path):
+    """The host refuses its checkpoints (its file changed) and tells the guest, which stops at once
+    with the kind of error; it used to wait timeout_s (and retry) for a host that would not come back.
+    When both refuse theirs, each reports its own refusal (not the other's abort)."""
+    d = _subset()
+    files = _write(tmp_path, SPLITNN, timeout_s=20, protocol="splitnn", tables=d)
+    _threads({n: lambda n=n: run_party(load_party_config(files[n])) for n in files})
+    _reversed_columns(tmp_path, d["host"], "host")
+    errors, took = _both(files)
     assert isinstance(errors.get("host"), ConfigError) and "saved by a run on other data" in str(errors["host"])
     assert isinstance(errors.get("guest"), PartyStopped) and errors["guest"].error == "ConfigError", errors
     assert took["guest"] < 10  # not timeout_s
+    _reversed_columns(tmp_path, d["guest"], "guest")
+    errors, _ = _both(files)
+    assert all(isinstance(errors.get(n), ConfigError) and "other data" in str(errors[n]) for n in files), errors
 
 
 @pytest.mark.parametrize(

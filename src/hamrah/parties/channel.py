@@ -195,6 +195,7 @@ class GrpcChannel:
                 return
             except grpc.RpcError as e:
                 code, details = e.code(), e.details() or ""
+            self._stopped(to)  # a peer that told us it stopped (its server closing may fail our handshake)
             if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED):
                 raise ProtocolError(f"{to!r} refused our {tag!r} message: {details}")
             if code == grpc.StatusCode.UNAVAILABLE and tls_failure(details):
@@ -202,7 +203,6 @@ class GrpcChannel:
                     f"party {self.name!r}: the TLS handshake with {to!r} at {address} failed; expected a server "
                     f"certificate naming {to!r}, signed by the CA in this party's [tls] ca (gRPC: {details})"
                 )
-            self._stopped(to)  # a peer that told us it stopped is not waited for
             if code != grpc.StatusCode.UNAVAILABLE or time.monotonic() + self.server.ping_s > deadline:
                 why = "nothing listening there" if "refused" in details.lower() else f"{code.name}: {details}"
                 raise PartyFailed(to, f"unreachable at {address} ({why}) while {self.name!r} sent {tag!r}")
@@ -215,8 +215,8 @@ class GrpcChannel:
                 self._deliver(
                     peer, ABORT, FRAME.pack(self.session, self.seq[peer]) + encode(ABORT, {"error": error}), 3
                 )
-            except (PartyFailed, ProtocolError, TransportError):
-                continue  # that peer is gone or refuses us: nothing more to tell it
+            except (PartyFailed, PartyStopped, ProtocolError, TransportError):
+                continue  # that peer is gone, stopped too, or refuses us: nothing more to tell it
 
     def _stopped(self, frm: str) -> None:
         """Raise :class:`PartyStopped` if the last message ``frm`` sent this attempt is its abort."""
