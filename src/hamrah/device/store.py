@@ -14,7 +14,6 @@ still open: they read and write as the schema ``x, y (label)``; an empty one is 
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +28,8 @@ from hamrah.core.params import Params
 from hamrah.data.examples import Examples
 from hamrah.data.federated import ArrayData
 from hamrah.data.schema import Field, Schema
+from hamrah.device.store_checks import check_ttl as check_ttl
+from hamrah.device.store_checks import sqlite_checked
 from hamrah.transport.codec import decode_params, encode_params
 
 FORMAT = "2"
@@ -46,15 +47,6 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at);
 """
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
-
-
-def check_ttl(ttl_s: Any, name: str = "ttl_s =") -> None:
-    """Raise DataError, naming ``name`` (``"--ttl"``: the CLI's option) and the value, unless ``ttl_s`` is
-    None or a positive, finite number of seconds."""
-    number = isinstance(ttl_s, (int, float)) and not isinstance(ttl_s, bool)
-    if ttl_s is not None and not (number and math.isfinite(ttl_s) and ttl_s > 0):
-        shown = f"{ttl_s:g}" if number else repr(ttl_s)
-        raise DataError(f"{name} {shown}: expected a positive number of seconds, or none for no expiry")
 
 
 class ExampleStore:
@@ -206,6 +198,7 @@ class ExampleStore:
             records[name] = values
         return records
 
+    @sqlite_checked
     def _insert(
         self, records: np.ndarray, timestamp: float | None, ttl_s: float | None, progress: Callable[[int], None] | None
     ) -> None:
@@ -255,6 +248,7 @@ class ExampleStore:
         """Add one ``(x, y)`` example (see :meth:`add_many`)."""
         self.add_many(np.asarray(x)[None], np.asarray(y)[None], timestamp, ttl_s)
 
+    @sqlite_checked
     def expire(self, now: float | None = None) -> int:
         """Delete examples whose time-to-live has passed; return how many were deleted."""
         now = time.time() if now is None else now
@@ -270,11 +264,13 @@ class ExampleStore:
     def _table(self) -> str:
         return "examples" if self._legacy else "records"
 
+    @sqlite_checked
     def count(self, now: float | None = None) -> int:
         """Return the number of live (unexpired) examples."""
         now = time.time() if now is None else now
         return int(self._db.execute(f"SELECT COUNT(*) FROM {self._table} WHERE {_LIVE}", (now,)).fetchone()[0])
 
+    @sqlite_checked
     def iter_examples(self, batch_size: int, now: float | None = None) -> Iterator[Examples]:
         """Yield the live examples in insertion order, ``batch_size`` at a time."""
         now = time.time() if now is None else now
@@ -336,16 +332,19 @@ class ExampleStore:
 
     # ---- runtime state -------------------------------------------------------------------------
 
+    @sqlite_checked
     def client_state(self) -> Params | None:
         """Return the algorithm state this client kept from its last round (SCAFFOLD's c_i), or None."""
         row = self._db.execute("SELECT value FROM runtime WHERE key = 'client_state'").fetchone()
         return None if row is None else decode_params(row[0], what=f"{self.path}: client state")
 
+    @sqlite_checked
     def save_client_state(self, state: Params) -> None:
         """Keep the algorithm's client state for this client's next round (atomically)."""
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO runtime VALUES ('client_state', ?)", (encode_params(state),))
 
+    @sqlite_checked
     def privacy_spent(self) -> list[tuple[dict, int]]:
         """Return the DP-SGD privacy events these examples have been trained with, ``[(RoundSpec as a
         dict, count)]`` (every run on this store: the examples are the same)."""
@@ -359,6 +358,7 @@ class ExampleStore:
                 f"{self.path}: the privacy ledger is corrupt ({e}); expected [[spec, count], ...]"
             ) from None
 
+    @sqlite_checked
     def charge_privacy(self, events: list[tuple[dict, int]]) -> None:
         """Add one local training's DP-SGD events to the ledger (atomically)."""
         spent = self.privacy_spent() + [(dict(spec), int(count)) for spec, count in events]
