@@ -13,8 +13,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import inspect
+import io
 import json
-import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hamrah.core.errors import ConfigError, DataError, PartyFailed
-from hamrah.core.files import check_writable_folder
+from hamrah.core.files import check_writable_folder, write_atomic
 from hamrah.data.vertical import read_party_csv
 from hamrah.parties.channel import PartyServer
 from hamrah.parties.config import PartyConfig
@@ -92,13 +92,12 @@ def load_checkpoints(folder: Path, kind: type = LRState, settings: str | None = 
 
 
 def _write_csv(path: Path, header: list[str], columns: list[list[str]]) -> None:
-    """Write ``columns`` under ``header`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(zip(*columns))
-    os.replace(tmp, path)
+    """Write ``columns`` under ``header``, all or nothing."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(zip(*columns))
+    write_atomic(path, text.getvalue())
 
 
 def _write_result(cfg: PartyConfig, result, stats, table=None) -> dict:

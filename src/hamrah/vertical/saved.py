@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from hamrah.core.errors import DataError
+from hamrah.core.files import write_atomic
 
 
 def need(arrays: Mapping[str, np.ndarray], key: str, what: str) -> np.ndarray:
@@ -89,12 +89,8 @@ def model_file(
 
 
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` (``.npz``, no pickle) through a temporary file and a rename (never
-    half-written)."""
-    tmp = path.with_name(f".{path.name}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    """Write ``arrays`` to ``path`` (``.npz``, no pickle), all or nothing."""
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 __all__ = ["model_arrays", "model_file", "need", "save_arrays", "settings_json"]
