@@ -26,17 +26,17 @@ HP = {"name": "fedavg", "client_fraction": 0.3, "local_epochs": 1, "batch_size":
 SPEC = ModelSpec("logreg", (784,), 10)
 
 
-def _run(tmp_path, algorithm: dict, extra: dict) -> dict:
+def _run(tmp_path, algorithm: dict, extra: dict) -> tuple[int, dict]:
     g = torch.Generator().manual_seed(0)
     path = tmp_path / "store.db"
     import_partition(path, ArrayData(torch.rand(30, 784, generator=g), torch.randint(0, 10, (30,), generator=g)))
     params = {k: v.detach() for k, v in SPEC.build().named_parameters()}
     job = TaskJob(ExampleStore(path), None, 7, {}, None)
     try:
-        _, metrics, _, _ = job.run(Plan("train", 1, algorithm, SPEC, 0, None, extra, None, 5), params, None)
+        n, metrics, _, _ = job.run(Plan("train", 1, algorithm, SPEC, 0, None, extra, None, 5), params, None)
     finally:
         job.store.close()
-    return metrics
+    return n, metrics
 
 
 def _pipeline(privacy: dict) -> dict:
@@ -60,7 +60,9 @@ PERSONAL = {PERSONAL_KEY: {"holdout": 0.2}}
     ids=["dpsgd", "local"],
 )
 def test_a_device_sends_no_metric_of_its_examples_when_the_server_is_not_trusted(tmp_path, algorithm, extra):
-    metrics = _run(tmp_path, algorithm, extra)
+    n, metrics = _run(tmp_path, algorithm, extra)
+    # local DP weighs every report 1: its count says 1; DP-SGD alone weighs by n_k, which it must send
+    assert n == (24 if "dp_clip" in algorithm else 1)
     assert set(metrics) <= set(PRIVATE_MODE_METRICS)
     assert "train_loss" not in metrics and "accuracy" not in metrics and "personal_accuracy" not in metrics
     if "dp_clip" in algorithm:
@@ -69,6 +71,7 @@ def test_a_device_sends_no_metric_of_its_examples_when_the_server_is_not_trusted
 
 
 def test_central_dp_keeps_the_metrics_for_the_trusted_server(tmp_path):
-    metrics = _run(tmp_path, HP, _pipeline({"mode": "central", "clip": 1.0, "noise_multiplier": 1.0}))
+    n, metrics = _run(tmp_path, HP, _pipeline({"mode": "central", "clip": 1.0, "noise_multiplier": 1.0}))
+    assert n == 30
     assert {"train_loss", "loss", "accuracy"} <= set(metrics)
     assert reported_loss(metrics, 2.0)["train_loss"].value == pytest.approx(metrics["train_loss"])

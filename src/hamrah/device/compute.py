@@ -117,15 +117,18 @@ class TaskJob:
             metrics.update(_prefixed("personal", score(mine, held)), held_examples=float(len(held)))
         if epsilon is not None:  # DP-SGD: what these examples have spent, this training included
             metrics[DP_EPSILON] = epsilon
-        if _server_untrusted(plan, algorithm.local_plan()):  # only what the DP guarantee covers leaves the device
+        untrusted = _server_untrusted(plan, algorithm.local_plan())
+        if untrusted:  # only what the DP guarantee covers leaves the device
             metrics = {k: v for k, v in metrics.items() if k in PRIVATE_MODE_METRICS}
         update = algorithm.client_statistics(r)  # the statistics the algorithm declares, namespaced
+        equal = uses_pipeline(plan.extra) and plan_pipeline(plan.extra)[0].equal_weights
         if uses_pipeline(plan.extra):  # packed for the pipeline's weighted sum (w_k = n_k, or 1 under DP)
-            weight = 1.0 if plan_pipeline(plan.extra)[0].equal_weights else float(r.num_examples)
-            update = pack(update, algorithm.statistics, weight)
+            update = pack(update, algorithm.statistics, 1.0 if equal else float(r.num_examples))
             if secure_stage(plan.extra) is None:
                 update = encode_update(plan.extra, update, self.client_key, plan.round, self.pipeline_states)
-        return r.num_examples, metrics, update, up.state
+        # local and distributed DP weigh every report 1: its example count is no weight, only a fact about
+        # the device's data the epsilon does not cover, so the report (and a secure JOIN) says 1
+        return 1 if untrusted and equal else r.num_examples, metrics, update, up.state
 
     def _privacy_cost(self, plan: Plan, local: LocalSGD, n: int) -> tuple[list[tuple[dict, int]], float | None]:
         """Return what one DP-SGD training on ``n`` examples spends and the store's epsilon with it (none
