@@ -25,8 +25,8 @@ from hamrah.algorithms import (
     evaluate,
     train_local,
 )
-from hamrah.algorithms.local import PAD_LABEL, masked_mean_loss
-from hamrah.core.errors import ConfigError, NotEnoughClients
+from hamrah.algorithms.local import PAD_LABEL, iter_batches, masked_mean_loss
+from hamrah.core.errors import ConfigError, NotEnoughClients, TrainingStopped
 from hamrah.core.params import clone, max_abs_diff, sub
 from hamrah.data import ArrayData
 from hamrah.models import LogReg, TwoNN
@@ -223,6 +223,32 @@ def test_batch_schedule_covers_each_example_once_per_epoch():
     # Each epoch is a fresh shuffle.
     assert not np.array_equal(np.concatenate(epochs[0]), np.concatenate(epochs[1]))
     assert not np.array_equal(np.concatenate(epochs[0]), np.arange(n))
+
+
+def test_training_draws_its_batches_lazily_leaving_rng_where_the_whole_schedule_does():
+    """A plan of 10^9 epochs built a list of 4 x 10^9 batches before its first step (a server's plan
+    could take a device's memory); the batches are now drawn as reached, from the same draws."""
+    first = next(iter_batches(20, LocalSGD(10**9, 5, 0.1), np.random.default_rng(0)))
+    assert sorted(first.tolist()) == sorted(batch_schedule(20, LocalSGD(1, 5, 0.1), np.random.default_rng(0))[0])
+    data = ArrayData(torch.rand(23, 784), torch.randint(0, 10, (23,)))
+    for plan in (LocalSGD(2, 5, 0.1), LocalSGD(1, 4, 0.1, num_steps=9)):
+        a, b = np.random.default_rng(3), np.random.default_rng(3)
+        result = train_local(LogReg(), clone(dict(LogReg().named_parameters())), data, plan, a)
+        assert result.steps == len(batch_schedule(23, plan, b))
+        assert a.random() == b.random()  # the steps after (DP-SGD's noise seed, Ditto's pass) draw as before
+
+
+def test_training_stops_between_steps_when_asked():
+    calls = []
+
+    def stop():  # asked once before the schedule, then before each step
+        calls.append(1)
+        return len(calls) > 4
+
+    data = ArrayData(torch.rand(23, 784), torch.randint(0, 10, (23,)))
+    params = clone(dict(LogReg().named_parameters()))
+    with pytest.raises(TrainingStopped, match="after 3 steps"):
+        train_local(LogReg(), params, data, LocalSGD(3, 5, 0.1), np.random.default_rng(0), stop=stop)
 
 
 def test_batch_schedule_deterministic_under_rng():

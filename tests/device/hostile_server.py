@@ -45,9 +45,10 @@ def weights() -> dict:
 
 
 class HostileServer(pb_grpc.FederatedLearningServicer):
-    """Hands out one task (``plan``, ``checkpoint``, announced as ``announce`` bytes), then says training is
-    over; ``check_in(n)`` replaces the replies, ``stream(data)`` the checkpoint's chunks, ``secure(parts)``
-    plays the server's side of a SecureAggregation stream. Records reports."""
+    """Hands out one task (``plan``, ``checkpoint``, announced as ``announce`` bytes, ``deadline_s`` its
+    report_deadline_s), then says training is over; ``check_in(n)`` replaces the replies, ``stream(data)``
+    the checkpoint's chunks, ``secure(parts)`` plays the server's side of a SecureAggregation stream.
+    Records reports."""
 
     def __init__(
         self,
@@ -57,11 +58,12 @@ class HostileServer(pb_grpc.FederatedLearningServicer):
         check_in: Callable[[int], pb.CheckInResponse] | None = None,
         stream: Callable[[bytes], AsyncIterator[pb.Chunk]] | None = None,
         secure: Callable[[AsyncIterator[pb.SecAggPart]], AsyncIterator[pb.SecAggPart]] | None = None,
+        deadline_s: float = 0.0,
     ):
         self.plan = plan_json() if plan is None else plan
         self.checkpoint = encode_params(weights()) if checkpoint is None else checkpoint
         self.announce = len(self.checkpoint) if announce is None else announce
-        self.check_in, self.stream, self.secure = check_in, stream, secure
+        self.check_in, self.stream, self.secure, self.deadline_s = check_in, stream, secure, deadline_s
         self.check_ins, self.reports = 0, []
 
     async def CheckIn(self, request, context):
@@ -76,6 +78,7 @@ class HostileServer(pb_grpc.FederatedLearningServicer):
             plan=self.plan,
             checkpoint_bytes=self.announce,
             checkpoint_sha256=sha256(self.checkpoint),
+            report_deadline_s=self.deadline_s,
         )
         return pb.CheckInResponse(task=task)
 

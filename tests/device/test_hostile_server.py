@@ -4,6 +4,7 @@ server is told, or is bounded; the device neither crashes, spins, sleeps for goo
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 import torch
@@ -172,3 +173,17 @@ def test_an_unexpected_error_in_a_task_fails_the_task_and_the_device_goes_on(tmp
     monkeypatch.setattr("hamrah.device.compute.TaskJob.run", broken)
     servicer = HostileServer()
     _failed_with(servicer, _run(servicer, tmp_path), "KeyError: 'fc.weight'")
+
+
+def test_a_task_still_training_at_its_report_deadline_is_aborted_and_its_training_stops(tmp_path):
+    # 10^7 epochs: before, the device trained on (for hours, also once no longer idle) and reported late
+    algorithm = {"name": "fedavg", "client_fraction": 0.1, "local_epochs": 10**7, "batch_size": 5, "lr": 0.1}
+    servicer = HostileServer(plan=plan_json(algorithm=algorithm), deadline_s=0.5)
+    out: list = []
+    run = threading.Thread(target=lambda: out.append(_run(servicer, tmp_path)), daemon=True)
+    run.start()
+    run.join(120)  # asyncio.run returns once the training thread has ended
+    assert not run.is_alive(), "the training thread kept running after the task was aborted"
+    [header] = servicer.reports
+    assert header.status == pb.ABORTED and "still training at the report deadline (0.5 s" in header.reason
+    assert out[0].aborted == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 from torch import nn
@@ -28,6 +29,7 @@ def client_update(
     client_id: int = 0,
     plan: LocalSGD | None = None,
     task: Task | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> ClientUpdate:
     """Run ``algorithm``'s client half on one client's data from ``global_params``.
 
@@ -44,6 +46,8 @@ def client_update(
         plan: this client's local work if it differs from ``algorithm.local_plan()`` (heterogeneous
             epochs or steps, a straggler's partial work).
         task: the task whose loss is trained (None: the built-in cross-entropy).
+        stop: asked before each local step; True stops the training (``TrainingStopped``): a device that
+            lost eligibility, or whose report would come too late.
 
     Returns:
         The :class:`ClientResult` (delta = local - global, n_k, metrics ``train_loss`` and
@@ -58,19 +62,19 @@ def client_update(
     if personal is not None:  # the client's own part is its state; the base algorithm keeps none
         start = personal.start(global_params, client_state)
         transforms = algorithm.local_transforms(start, broadcast, None)  # FedProx's pull: to the start
-        local = train_local(model, start, data, plan, rng, ignore_index, transforms, task)
+        local = train_local(model, start, data, plan, rng, ignore_index, transforms, task, stop)
         second, trained = personal.personal_pass(global_params, client_state), None
         if second is not None:  # Ditto: without DP-SGD's noise, as the personal model never leaves
             begin, pull = second
             own = dataclasses.replace(plan, example_dp=None)
             trained = train_local(
-                model, begin, data, own, rng, ignore_index, [Proximal(pull, global_params)], task
+                model, begin, data, own, rng, ignore_index, [Proximal(pull, global_params)], task, stop
             ).params
         state = personal.keep(local.params, trained)
         delta, aux = personal.shared(sub(local.params, global_params)), {}
     else:
         transforms = algorithm.local_transforms(global_params, broadcast, client_state)
-        local = train_local(model, global_params, data, plan, rng, ignore_index, transforms, task)
+        local = train_local(model, global_params, data, plan, rng, ignore_index, transforms, task, stop)
         state = algorithm.next_client_state(global_params, local.params, local.steps, broadcast, client_state)
         aux = sub(state, client_state) if state is not None and client_state is not None else (state or {})
         delta = sub(local.params, global_params)

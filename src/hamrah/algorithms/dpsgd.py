@@ -20,6 +20,7 @@ Two batch schedules, each with its own honest accounting (example-level DP of on
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -67,9 +68,15 @@ def example_epsilon(
 def poisson_batches(num_examples: int, plan: LocalSGD, rng: np.random.Generator) -> list[np.ndarray]:
     """Return the Poisson-sampled batches of ``plan``: ``plan.steps(n)`` steps, each keeping every
     example with probability q = B/n (an empty batch still releases noise, as the accounting assumes)."""
+    return list(iter_poisson_batches(num_examples, plan, rng))
+
+
+def iter_poisson_batches(num_examples: int, plan: LocalSGD, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Yield :func:`poisson_batches`' batches one at a time (the same draws from ``rng``)."""
     batch = num_examples if plan.batch_size is None else plan.batch_size
     q = min(1.0, batch / max(num_examples, 1))
-    return [np.flatnonzero(rng.random(num_examples) < q) for _ in range(plan.steps(num_examples))]
+    for _ in range(plan.steps(num_examples)):
+        yield np.flatnonzero(rng.random(num_examples) < q)
 
 
 def per_example_grads(

@@ -7,7 +7,9 @@ batched trainer reproduces exactly the schedule and loss defined here, so both p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import copy
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +18,7 @@ from torch import nn
 
 from hamrah.algorithms.base import ExampleDP, GradientTransform, LocalSGD
 from hamrah.algorithms.optimizers import local_optimizer
-from hamrah.core.errors import ConfigError
+from hamrah.core.errors import ConfigError, TrainingStopped
 from hamrah.core.metrics import Metric, merge_metrics
 from hamrah.core.params import Params, load_state, model_state
 from hamrah.data.federated import ArrayData
@@ -29,6 +31,7 @@ __all__ = [
     "batch_schedule",
     "evaluate",
     "evaluate_metrics",
+    "iter_batches",
     "masked_mean_loss",
     "targets",
     "train_local",
@@ -40,13 +43,22 @@ def batch_schedule(num_examples: int, plan: LocalSGD, rng: np.random.Generator) 
 
     ``plan.epochs`` passes, or with ``plan.num_steps`` set as many passes as needed, cut to that many steps.
     """
+    return list(iter_batches(num_examples, plan, rng))
+
+
+def iter_batches(num_examples: int, plan: LocalSGD, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Yield :func:`batch_schedule`'s batches one at a time, each pass shuffled when it is reached (the
+    same draws from ``rng``): a plan of 10^9 epochs holds no list of them."""
     b = max(num_examples if plan.batch_size is None else plan.batch_size, 1)  # a client without examples: no batch
-    batches: list[np.ndarray] = []
     passes = plan.epochs if plan.num_steps is None else -(-plan.num_steps // max(-(-num_examples // b), 1))
+    left = math.inf if plan.num_steps is None else plan.num_steps
     for _ in range(passes):
         perm = rng.permutation(num_examples)
-        batches += [perm[i : i + b] for i in range(0, num_examples, b)]
-    return batches if plan.num_steps is None else batches[: plan.num_steps]
+        for i in range(0, num_examples, b):
+            if left <= 0:
+                return
+            left -= 1
+            yield perm[i : i + b]
 
 
 def targets(y: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
@@ -72,6 +84,7 @@ def train_local(
     ignore_index: int | None = None,
     transforms: Sequence[GradientTransform] = (),
     task: Task | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> LocalResult:
     """Run ``plan`` (minibatch SGD) on one client's data from ``global_params``.
 
@@ -80,7 +93,8 @@ def train_local(
     w <- w - lr * direction. This is the only local training loop; algorithms differ by
     transforms. Plain SGD of the built-in cross-entropy on class labels runs the model's hand-written
     ``sgd_step(lr)`` when it has one. With ``plan.example_dp`` the gradient is DP-SGD's
-    (:mod:`hamrah.algorithms.dpsgd`: per-example clipping and noise seeded from ``rng``).
+    (:mod:`hamrah.algorithms.dpsgd`: per-example clipping and noise seeded from ``rng``). ``stop`` is
+    asked before each step; when it answers True, :class:`~hamrah.core.errors.TrainingStopped` is raised.
     """
     task = DEFAULT_TASK if task is None else task
     chain = list(transforms) + local_optimizer(plan)
@@ -90,12 +104,13 @@ def train_local(
     params: list[torch.Tensor] = list(model.parameters())
     y_all = targets(data.y, ignore_index)
     dp = plan.example_dp
+    draw = iter_batches
     if dp is not None and dp.poisson:
-        from hamrah.algorithms.dpsgd import poisson_batches
-
-        batches = poisson_batches(len(data), plan, rng)
-    else:
-        batches = batch_schedule(len(data), plan, rng)
+        from hamrah.algorithms.dpsgd import iter_poisson_batches as draw
+    batches = draw(len(data), plan, copy.deepcopy(rng))  # drawn step by step, from a copy of rng
+    for i, _ in enumerate(draw(len(data), plan, rng)):  # rng left past the whole schedule, as the steps after expect
+        if stop is not None and i % 4096 == 0 and stop():
+            raise TrainingStopped("local training stopped before its first step")
     fused = getattr(model, "sgd_step", None)
     if dp is not None:
         step = _dpsgd_step(model, names, params, chain, plan, dp, len(data), task, rng)
@@ -115,6 +130,8 @@ def train_local(
     total = torch.zeros(())
     steps = 0
     for idx in batches:
+        if stop is not None and stop():
+            raise TrainingStopped(f"local training stopped after {steps} steps")
         ix = torch.from_numpy(idx)
         total += step(data.x[ix], y_all[ix])
         steps += 1

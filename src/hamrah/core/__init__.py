@@ -9,6 +9,7 @@ from hamrah.core.errors import (
     HamrahError,
     NotEnoughClients,
     ProtocolError,
+    TrainingStopped,
     TransportError,
     WorkerFailed,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "HamrahError",
     "NotEnoughClients",
     "ProtocolError",
+    "TrainingStopped",
     "TransportError",
     "WorkerFailed",
 ]

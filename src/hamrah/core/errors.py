@@ -83,5 +83,10 @@ class PartyStopped(HamrahError):
         self.party, self.error = party, error
 
 
+class TrainingStopped(HamrahError):
+    """Local training was asked to stop between two steps (a device lost eligibility, or its report
+    would come after the server stopped waiting)."""
+
+
 class WorkerFailed(HamrahError):
     """A worker process of the simulator died (killed, out of memory, or a script it could not import)."""

@@ -8,6 +8,7 @@ A cross-silo site first scores the global model on its held-out examples.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ class TaskJob:
     client_key: int
     pipeline_states: dict
     max_example_epsilon: float | None = None  # DP-SGD: this device's own cap, whatever the plan says
+    stop: Callable[[], bool] | None = None  # asked before each local step: True stops the training
 
     def run(self, plan: Plan, params: Params, broadcast: Params | None) -> tuple[int, dict, Params | bytes, Any]:
         """Run the plan on the store's data; return (n, metrics, the update: its statistics' tensors,
@@ -101,6 +103,7 @@ class TaskJob:
             ignore_index=plan.ignore_index,
             client_id=self.client_key,
             task=task,
+            stop=self.stop,
         )
         if spend:  # charged before the update can leave the device
             self.store.charge_privacy(spend)

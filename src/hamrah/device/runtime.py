@@ -23,6 +23,7 @@ import logging
 import math
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -208,6 +209,7 @@ class DeviceRuntime:
         """Run one task and report it; return the reconnect delay."""
         self.stats.tasks += 1
         fault = self.fault(task.round) if self.fault else None
+        received = time.monotonic()  # report_deadline_s counts from here
         try:
             plan = Plan.from_json(task.plan)
             self.stats.last_round, self.stats.total_rounds = max(self.stats.last_round, plan.round), plan.rounds
@@ -222,7 +224,7 @@ class DeviceRuntime:
             weights = await self._download(stub, task)
             if fault == "offline":  # gone without a word; back later
                 return self.cfg.max_retry_s
-            header, update, new_state = await self._execute(plan, task, weights, fault)
+            header, update, new_state = await self._execute(plan, task, weights, fault, received)
             stage = secure_stage(plan.extra) if plan.kind == "train" else None
             if stage is not None:
                 return await self._secure_report(stub, task, plan, stage, header, update, new_state, fault)
@@ -320,7 +322,7 @@ class DeviceRuntime:
         limit = int(self.cfg.max_checkpoint_mb * 2**20)
         return await download(call, task.checkpoint_bytes, task.checkpoint_sha256, limit)
 
-    async def _execute(self, plan: Plan, task: pb.Task, tensors: dict, fault: str | None):
+    async def _execute(self, plan: Plan, task: pb.Task, tensors: dict, fault: str | None, received: float):
         params = {k: v for k, v in tensors.items() if not k.startswith(BROADCAST_PREFIX)}
         broadcast = {k[len(BROADCAST_PREFIX) :]: v for k, v in tensors.items() if k.startswith(BROADCAST_PREFIX)}
         start = time.monotonic()
@@ -329,19 +331,28 @@ class DeviceRuntime:
         # the chain's state of this task: adopted once the server accepts the report (an aborted task's
         # thread, still running, writes into this copy only)
         self._pending_pipeline = dict(self.pipeline_states)
+        stopped = threading.Event()  # the training thread stops at its next step once set
         job = TaskJob(
             self.store,
             self.task if plan.user_task else None,
             self.cfg.client_key,
             self._pending_pipeline,
             self.cfg.max_example_epsilon,
+            stopped.is_set,
         )
         work = asyncio.ensure_future(asyncio.to_thread(job.run, plan, params, broadcast or None))
+        late = received + task.report_deadline_s if task.report_deadline_s > 0 and not self.site else math.inf
         while not work.done():
             state = self.state.read()
+            why = None
             if not state.eligible and not self.site:
-                work.add_done_callback(lambda f: f.exception())  # the thread finishes; its result is dropped
-                raise TaskAborted(f"eligibility lost mid-task: {', '.join(state.blockers())}")
+                why = f"eligibility lost mid-task: {', '.join(state.blockers())}"
+            elif time.monotonic() > late:  # a report now would come after the server stopped waiting
+                why = f"still training at the report deadline ({task.report_deadline_s:g} s after the task came)"
+            if why is not None:  # no more work on it: not on a device in use, not for a round that is over
+                stopped.set()
+                work.add_done_callback(lambda f: f.exception())  # the thread stops; its result is dropped
+                raise TaskAborted(why)
             await asyncio.wait({work}, timeout=self.cfg.poll_s)
         num_examples, metrics, update, new_state = work.result()
         task_metrics = metrics.pop(TASK_METRICS, None)
