@@ -74,6 +74,9 @@ def test_plan_round_trip_and_refusals():
         (b'{"version": 99}', "version 99"),
         (plan.to_json().replace(b'"train"', b'"mine"'), "kind"),
         (plan.to_json().replace(b'"2nn"', b'"gpt"'), "can build"),
+        (plan.to_json().replace(b'"seed": 5', b'"seed": -1'), r"seed = -1; expected an integer in \[0, 2\^63\)"),
+        (plan.to_json().replace(b'"round": 3', b'"round": 1' + b"0" * 5000), "not JSON this runtime reads"),
+        (plan.to_json().replace(b'"extra": {}', b'"extra": ' + b"[" * 100_000), "nested too deep"),
     ]:
         with pytest.raises(ProtocolError, match=word):
             Plan.from_json(text)

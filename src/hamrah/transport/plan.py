@@ -134,8 +134,9 @@ class Plan:
         """
         try:
             d = json.loads(bytes(data).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ProtocolError(f"plan: not JSON ({e})") from None
+        except (ValueError, RecursionError) as e:  # not UTF-8 or JSON, a 5,000-digit number, 10^5 nested arrays
+            why = "nested too deep" if isinstance(e, RecursionError) else str(e)[:200]
+            raise ProtocolError(f"plan: not JSON this runtime reads ({why})") from None
         if not isinstance(d, dict):
             raise ProtocolError("plan: expected a JSON object")
         if d.get("version") not in VERSIONS:
@@ -176,6 +177,9 @@ class Plan:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"plan: missing or malformed field ({e!r})") from None
+        for name, value in (("round", plan.round), ("seed", plan.seed), ("rounds", plan.rounds or 0)):
+            if not 0 <= value < 2**63:  # a negative seed failed later in numpy, naming no field
+                raise ProtocolError(f"plan: {name} = {value}; expected an integer in [0, 2^63)")
         if plan.kind not in KINDS:
             raise ProtocolError(f"plan: kind {plan.kind!r}, expected one of {', '.join(KINDS)}")
         if model is None and (task is None or task.builtin):
