@@ -119,8 +119,12 @@ def _join_reply(**header):
         ),
         ({"num_clients": 3, "weight_scale": 0.0}, "JOIN's weight_scale = 0.0; expected a positive number"),
         ({"num_clients": 3, "weight_scale": float("nan")}, "JOIN's weight_scale = nan"),  # 0: ZeroDivisionError
+        (  # the round stalled until the timeout
+            {"num_clients": 3, "client_index": 7, "weight_scale": 10.0},
+            "JOIN's client_index = 7; expected 0..2 (num_clients = 3)",
+        ),
     ],
-    ids=["stalled", "oversized", "zero-scale", "nan-scale"],
+    ids=["stalled", "oversized", "zero-scale", "nan-scale", "index"],
 )
 def test_a_secure_aggregation_server_that_stalls_or_lies_fails_the_task(tmp_path, header, reason):
     if header:

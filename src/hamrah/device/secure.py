@@ -205,6 +205,10 @@ class SecureSession:
 
     async def _walk(self, stage, join: pb.SecAggHeader, data: bytes, vector: np.ndarray, join_msg, identity):
         me, n = int(join.client_index), int(join.num_clients)
+        if not 0 <= me < n:
+            raise ProtocolError(
+                f"secure aggregation: JOIN's client_index = {me}; expected 0..{n - 1} (num_clients = {n})"
+            )
         config = stage.config(n, int(vector.size))
         if join_msg is None:
             client, stages = SecAggClient(me, config, round_id=self.task.round), SECAGG_STAGES
