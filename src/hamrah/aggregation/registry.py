@@ -16,6 +16,7 @@ from hamrah.aggregation.krum import Bulyan, Krum
 from hamrah.aggregation.mean import WeightedMean
 from hamrah.aggregation.norm import NormBound
 from hamrah.core.errors import ConfigError
+from hamrah.core.numbers import check_int
 
 
 def _multi_krum(f: int, m: int) -> Krum:
@@ -27,7 +28,8 @@ def _fltrust(root_size: int = 100) -> FLTrust:
 
 
 def _norm_bound(bound: float, noise_std: float = 0.0, seed: int = 0) -> NormBound:
-    gen = torch.Generator().manual_seed(int(seed)) if noise_std else None
+    check_int("aggregator norm_bound: seed", seed, 0)
+    gen = torch.Generator().manual_seed(seed) if noise_std else None
     return NormBound(bound, noise_std, gen)
 
 

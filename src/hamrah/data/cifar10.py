@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +73,16 @@ def load_cifar10(path: str | os.PathLike | None = None) -> Dataset:
     """Load CIFAR-10 (the bundled JPEG subset, or the full JPEG tar.gz at ``path``) as [N, 3, 32, 32].
 
     Raises:
-        DataError: no copy found, a corrupt subset, or a tar without CIFAR-10 JPEGs.
+        DataError: no copy found, a corrupt subset, a damaged archive, or a tar without CIFAR-10 JPEGs.
     """
     src = _source(path)
-    blobs, labels, test = _from_npz(src) if src.suffix == ".npz" else _from_tar(src)
-    x = torch.from_numpy(_decode(blobs)).permute(0, 3, 1, 2).float().div_(255.0)
+    try:
+        blobs, labels, test = _from_npz(src) if src.suffix == ".npz" else _from_tar(src)
+        pixels = _decode(blobs)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # a damaged archive or JPEG: one line, no traceback
+        why = "not a tar archive" if isinstance(e, tarfile.ReadError) else " ".join(str(e).split())
+        raise DataError(f"{src}: cannot read CIFAR-10 ({why}); expected the cifar10_jpeg tar.gz") from None
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
     train = ~test
     mean = x[train].mean(dim=(0, 2, 3), keepdim=True)
     std = x[train].std(dim=(0, 2, 3), keepdim=True)

@@ -2,9 +2,11 @@
 ``[sweep]``), each a frozen dataclass. Unknown keys, wrong types and impossible values are refused
 with a :class:`~hamrah.core.errors.ConfigError` naming the key and what was expected.
 
-This module reads, assembles and validates the config; the sections' dataclasses live in
+This module assembles and validates the config; the file is read (and what no config can hold refused) by
+:mod:`hamrah.experiments.config_read`, the sections' dataclasses live in
 :mod:`hamrah.experiments.config_sections` and what a run builds from them (the algorithm's keys, the
-heterogeneity, the update pipeline) in :mod:`hamrah.experiments.config_resolve`. Both are importable from here.
+heterogeneity, the update pipeline) in :mod:`hamrah.experiments.config_resolve`. The last two are importable
+from here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from hamrah.algorithms import ALGORITHMS
 from hamrah.core.errors import ConfigError
+from hamrah.experiments.config_read import check_plain, read_toml, shown
 from hamrah.experiments.config_resolve import algorithm_hyperparameters, heterogeneity, pipeline_spec
 from hamrah.experiments.config_sections import (
     DATASETS,
@@ -40,11 +42,6 @@ from hamrah.experiments.config_sections import (
 )
 from hamrah.observe.tracking import TrackingConfig
 from hamrah.simulation.config import BACKENDS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -93,6 +90,7 @@ _OPTIONAL = {
     "personalization": PersonalizationConfig,
     "tracking": TrackingConfig,
 }
+MAX_CLIENTS = 10_000_000  # a simulated population larger than this cannot be held in memory
 _CHOICES = {
     ("data", "dataset"): DATASETS,
     ("data", "partition"): PARTITIONS,
@@ -110,23 +108,6 @@ _CHOICES = {
 }
 
 
-def read_toml(path: str | Path) -> dict:
-    """Return a TOML file's tables.
-
-    Raises:
-        ConfigError: the file is missing, unreadable or not valid TOML, naming the file.
-    """
-    path = Path(path)
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config ({e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
-
-
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate a TOML experiment config.
 
@@ -134,12 +115,17 @@ def load_config(path: str | Path) -> ExperimentConfig:
         ConfigError: the file is missing, not TOML, or holds a wrong key, type or value.
     """
     raw = read_toml(path)
-    if not raw:  # a truncated or failed copy would otherwise run the defaults
-        raise ConfigError(f"{path}: empty; expected at least a [data] or [task] section")
+    refuse_empty(raw, path)
     try:
         return from_dict(raw, Path(path).parent)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def refuse_empty(raw: dict, path: str | Path) -> None:
+    """Refuse a config file with no section: a truncated or failed copy would otherwise run the defaults."""
+    if not raw:
+        raise ConfigError(f"{path}: empty; expected at least a [data] or [task] section")
 
 
 def from_dict(raw: dict, base: str | Path | None = None) -> ExperimentConfig:
@@ -152,6 +138,7 @@ def from_dict(raw: dict, base: str | Path | None = None) -> ExperimentConfig:
     """
     if not isinstance(raw, dict):
         raise ConfigError("expected a table of sections")
+    check_plain(raw)
     _reject_unknown(raw, list(_SECTIONS), "section")
     hints = typing.get_type_hints(ExperimentConfig)
     sections = {}
@@ -181,6 +168,8 @@ def _task_section(cfg: ExperimentConfig, model_table: dict | None, base: str | P
         if model_table and model_table.get("name", t.name) != t.name:
             raise ConfigError(f"task.name = {t.name!r} and model.name = {model_table['name']!r}: expected one name")
         return dataclasses.replace(cfg, model=ModelConfig(t.name))
+    if t.path is not None and not t.path.strip():
+        raise ConfigError(f"task.path = {t.path!r}: expected a folder (leave it out for the config file's)")
     folder = Path(t.path) if t.path is not None else None
     if base is not None and (folder is None or not folder.is_absolute()):
         folder = Path(base) / (folder or ".")
@@ -199,7 +188,7 @@ def _section(name: str, cls: type, table: dict) -> Any:
         values[key] = _coerce(f"{name}.{key}", value, hints[key])
         choices = _CHOICES.get((name, key))
         if choices and values[key] not in choices:
-            raise ConfigError(f"{name}.{key} = {value!r}: expected one of {', '.join(choices)}")
+            raise ConfigError(f"{name}.{key} = {shown(value)}: expected one of {', '.join(choices)}")
     return cls(**values)
 
 
@@ -214,7 +203,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     if base is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} = {value!r}: expected a table, e.g. {{hidden = 16}}")
+            raise ConfigError(f"{key} = {shown(value)}: expected a table, e.g. {{hidden = 16}}")
         return dict(value)
     if typing.get_origin(base) is list and typing.get_args(base) == (int,):
         if (
@@ -222,25 +211,27 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             or len(value) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
-            raise ConfigError(f"{key} = {value!r}: expected [lo, hi], two integers")
+            raise ConfigError(f"{key} = {shown(value)}: expected [lo, hi], two integers")
         return list(value)
     if typing.get_origin(base) is list and typing.get_args(base) == (str,):
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f'{key} = {value!r}: expected a list of names, e.g. ["fc3"]')
+            raise ConfigError(f'{key} = {shown(value)}: expected a list of names, e.g. ["fc3"]')
         return list(value)
     if typing.get_origin(base) is list:
         if not isinstance(value, list) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
         ):
-            raise ConfigError(f"{key} = {value!r}: expected a list of numbers")
+            raise ConfigError(f"{key} = {shown(value)}: expected a list of numbers")
         return [float(v) for v in value]
     if key == "algorithm.batch_size" and not (isinstance(value, int) and not isinstance(value, bool)):
-        raise ConfigError(f'{key} = {value!r}: expected an integer >= 1 or the string "inf" (the whole local data set)')
+        raise ConfigError(
+            f'{key} = {shown(value)}: expected an integer >= 1 or the string "inf" (the whole local data set)'
+        )
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
         raise ConfigError(
-            f"{key} = {value!r}: expected {expected.get(base, base.__name__)}, got {type(value).__name__}"
+            f"{key} = {shown(value)}: expected {expected.get(base, base.__name__)}, got {type(value).__name__}"
         )
     return value
 
@@ -272,12 +263,13 @@ def _check_values(cfg: ExperimentConfig) -> None:
         (r.seed >= 0, "run.seed", r.seed, "an integer >= 0"),
         (r.workers is None or r.workers >= 1, "run.workers", r.workers, "an integer >= 1"),
         (
-            d.num_clients is None or d.num_clients >= (0 if d.partition == "natural" else 1),
+            d.num_clients is None or (0 if d.partition == "natural" else 1) <= d.num_clients <= MAX_CLIENTS,
             "data.num_clients",
             d.num_clients,
-            "an integer >= 1",
+            f"an integer in 1..{MAX_CLIENTS}",
         ),
         (d.shards_per_client >= 1, "data.shards_per_client", d.shards_per_client, "an integer >= 1"),
+        (d.path is None or d.path.strip(), "data.path", d.path, "a folder or file (leave it out for the default)"),
         (math.isfinite(d.alpha) and d.alpha > 0, "data.alpha", d.alpha, "a positive finite number"),
         (0 <= d.sigma <= 10, "data.sigma", d.sigma, "a number in [0, 10] (the log-normal spread of client sizes)"),
         (0 < s.lr_min <= s.lr_max < math.inf, "sweep.lr_min", s.lr_min, "0 < lr_min <= lr_max, both finite"),
@@ -298,7 +290,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
     ]
     for ok, key, value, expected in checks:
         if not ok:
-            raise ConfigError(f"{key} = {value!r}: expected {expected}")
+            raise ConfigError(f"{key} = {shown(value)}: expected {expected}")
     if cfg.privacy is not None:  # its own checks first: DP-SGD's settings reach the algorithm
         from hamrah.pipeline import dp_config
 

@@ -15,6 +15,7 @@ from hamrah.algorithms.base import cohort_size
 from hamrah.attacks import Attack, build_attack, choose_malicious
 from hamrah.core.errors import ConfigError
 from hamrah.experiments.config import ExperimentConfig, from_dict, read_toml
+from hamrah.experiments.config_read import check_plain, dotted, shown
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def load_lab_config(path: str | Path) -> LabConfig:
 def _names(lab: dict, key: str) -> tuple[str, ...]:
     value = lab.get(key)
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"lab.{key} = {value!r}: expected a non-empty list of names")
+        raise ConfigError(f"lab.{key} = {shown(value)}: expected a non-empty list of names")
     if len(set(value)) != len(value):
         raise ConfigError(f"lab.{key} lists a name twice: {value}")
     return tuple(value)
@@ -116,7 +117,7 @@ def _seeds(value: Any) -> tuple[int, ...]:
         or not value
         or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
     ):
-        raise ConfigError(f"lab.seeds = {value!r}: expected a non-empty list of integers >= 0")
+        raise ConfigError(f"lab.seeds = {shown(value)}: expected a non-empty list of integers >= 0")
     if len(set(value)) != len(value):
         raise ConfigError(f"lab.seeds lists a seed twice: {value}")
     return tuple(value)
@@ -127,12 +128,14 @@ def _tables(raw: Any, section: str, listed: tuple[str, ...]) -> dict[str, dict]:
         raise ConfigError(f"[{section}] must hold one table per name, e.g. [{section}.{listed[0]}]")
     stray = [k for k in raw if k not in listed]
     if stray:
-        raise ConfigError(f"[{section}.{stray[0]}] sets parameters of {stray[0]!r}, which lab.{section} does not list")
+        where = dotted((section, stray[0]))
+        raise ConfigError(f"[{where}] sets parameters of {stray[0]!r}, which lab.{section} does not list")
     return {k: dict(v) for k, v in raw.items()}
 
 
 def lab_from_dict(raw: dict, base: str | Path | None = None) -> LabConfig:
     """Validate plain data (as parsed from TOML) into a :class:`LabConfig`; nothing is loaded yet."""
+    check_plain(raw)
     raw = dict(raw)
     lab = raw.pop("lab", None)
     if not isinstance(lab, dict):
@@ -144,14 +147,16 @@ def lab_from_dict(raw: dict, base: str | Path | None = None) -> LabConfig:
     attacks, defences = _names(lab, "attacks"), _names(lab, "defences")
     fraction = lab.get("malicious_fraction", 0.2)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-        raise ConfigError(f"lab.malicious_fraction = {fraction!r}: expected a number in [0, 1)")
+        raise ConfigError(f"lab.malicious_fraction = {shown(fraction)}: expected a number in [0, 1)")
     attack_params = _tables(raw.pop("attacks", {}), "attacks", attacks)
     defence_params = _tables(raw.pop("defences", {}), "defences", defences)
     seeds = _seeds(lab["seeds"]) if "seeds" in lab else ()
     beyond = _names(lab, "beyond_tolerance") if "beyond_tolerance" in lab else ()
     stray = [x for x in beyond if x not in defences]
     if stray:
-        raise ConfigError(f"lab.beyond_tolerance names {', '.join(stray)}, which lab.defences does not list")
+        raise ConfigError(
+            f"lab.beyond_tolerance names {', '.join(dotted((x,)) for x in stray)}, which lab.defences does not list"
+        )
     cfg = LabConfig(
         from_dict(raw, base), attacks, defences, float(fraction), attack_params, defence_params, seeds, beyond
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 from hamrah.algorithms import build
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.device.store import check_ttl, import_partition, new_store
-from hamrah.experiments.config import ExperimentConfig, from_dict, read_toml, user_task
+from hamrah.experiments.config import ExperimentConfig, from_dict, read_toml, refuse_empty, user_task
 from hamrah.experiments.config_resolve import algorithm_hyperparameters
 from hamrah.experiments.export import write_model
 from hamrah.experiments.runner import prepare
@@ -33,6 +33,7 @@ def load_server_config(path: str | Path) -> tuple[ExperimentConfig, ServerConfig
     """
     path = Path(path)
     raw = read_toml(path)
+    refuse_empty(raw, path)
     table = raw.pop("server", {})
     raw.pop("dashboard", None)  # read by load_dashboard_config
     if not isinstance(table, dict):

@@ -115,7 +115,7 @@ class Packing:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
         check_number("bound", self.bound, 0.0, open_low=True)
-        if self.offset >= 2 ** (_FLOAT64_EXACT_BITS - 1):
+        if self.bound * 2**self.precision_bits > 2 ** (_FLOAT64_EXACT_BITS - 1) - 1:  # offset >= 2^51, no ceil(inf)
             raise ConfigError(
                 f"bound * 2^precision_bits: expected below 2^52, got {self.bound} * "
                 f"2^{self.precision_bits}; lower bound or precision_bits"
