@@ -191,3 +191,9 @@ def test_a_task_still_training_at_its_report_deadline_is_aborted_and_its_trainin
     [header] = servicer.reports
     assert header.status == pb.ABORTED and "still training at the report deadline (0.5 s" in header.reason
     assert out[0].aborted == 1
+
+
+def test_a_device_whose_training_diverges_fails_its_task_instead_of_sending_nan(tmp_path):
+    huge = {k: torch.full_like(v, 3e38) for k, v in W.items()}  # finite, so the checkpoint passes its check
+    servicer = HostileServer(checkpoint=encode_params(huge))
+    _failed_with(servicer, _run(servicer, tmp_path), "local training diverged: update fc.")

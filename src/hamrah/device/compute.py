@@ -18,10 +18,11 @@ import torch
 from hamrah.algorithms import LocalSGD, build, client_update
 from hamrah.algorithms.local import evaluate_metrics
 from hamrah.core.aggregate import pack
-from hamrah.core.errors import BudgetExhausted, ProtocolError
+from hamrah.core.errors import BudgetExhausted, DataError, ProtocolError
 from hamrah.core.metrics import metric_values
 from hamrah.core.params import Params
 from hamrah.core.seeds import client_rng
+from hamrah.core.updates import update_problem
 from hamrah.device.downlink import check_checkpoint
 from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
 from hamrah.device.secure import secure_stage
@@ -108,6 +109,9 @@ class TaskJob:
         if spend:  # charged before the update can leave the device
             self.store.charge_privacy(spend)
         r = up.result
+        bad = update_problem(r.delta) or update_problem(r.aux)
+        if bad is not None:  # the server would refuse it: fail here, naming the cause, and send nothing
+            raise DataError(f"local training diverged: update {bad} (a lower learning rate may help)")
         metrics = {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float, np.floating))}
         local = {k: params[k] + r.delta[k] for k in r.delta}
         on_local = score(local, data)  # on local data
