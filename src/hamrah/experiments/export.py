@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from torch import nn
 
 import hamrah
 from hamrah.core.errors import ConfigError, DataError
+from hamrah.core.files import write_atomic
 from hamrah.core.params import Params
 from hamrah.task import Task
 
@@ -53,16 +54,13 @@ def write_model(
 ) -> None:
     """Write ``model.safetensors`` (``model``'s state with ``params`` as its parameters) and ``manifest.json``.
 
-    Each file is written to a temporary name and renamed, so a reader never sees half a file.
+    Each file is written all or nothing (:func:`~hamrah.core.files.write_atomic`).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out)
     state = {**model.state_dict(), **params}
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    tmp = out / (MODEL_FILE + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, out / MODEL_FILE)
+    write_atomic(out / MODEL_FILE, save({k: v.detach().to("cpu").contiguous() for k, v in state.items()}))
     manifest = {
         "task": task.task_name,
         "task_version": task.version,
@@ -74,9 +72,7 @@ def write_model(
         "schema": None if schema_json is None else json.loads(schema_json),
         "files": [MODEL_FILE],
     }
-    tmp = out / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / MANIFEST_FILE)
+    write_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
 
 
 def read_model(folder: str | Path, task: Task) -> tuple[nn.Module, dict]:
@@ -146,16 +142,16 @@ def predict_csv(
     if names is not None and "prediction" in columns:  # text labels: the class names, as the training file wrote them
         columns["prediction"] = [names[int(c)] if 0 <= int(c) < len(names) else c for c in columns["prediction"]]
     columns = {**kept, **columns}
-    tmp = Path(str(output) + ".tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["row", *columns])
-            writer.writerows([r, *(columns[c][r] for c in columns)] for r in range(len(x)))
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    def rows(f) -> None:  # streamed into the file, not built in memory
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        writer = csv.writer(text)
+        writer.writerow(["row", *columns])
+        writer.writerows([r, *(columns[c][r] for c in columns)] for r in range(len(x)))
+        text.flush()
+        text.detach()  # leaves ``f`` open for write_atomic
+
+    write_atomic(output, rows)
     return len(x)
 
 
@@ -176,16 +172,12 @@ def write_checkpoint(out: str | Path, tensors: Mapping[str, torch.Tensor], meta:
     whole or absent, whenever the process is killed. ``checkpoint.json``, a copy of the meta for people
     and tools, follows it; a kill between the two leaves it a round behind, which resuming ignores.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out)
     text = json.dumps(dict(meta), indent=2) + "\n"
-    tmp = out / (CHECKPOINT_FILE + ".tmp")
-    save_file(dict(tensors), str(tmp), metadata={"round": str(meta["round"]), "meta": text})
-    os.replace(tmp, out / CHECKPOINT_FILE)
-    tmp = out / (CHECKPOINT_META + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out / CHECKPOINT_META)
+    write_atomic(out / CHECKPOINT_FILE, save(dict(tensors), metadata={"round": str(meta["round"]), "meta": text}))
+    write_atomic(out / CHECKPOINT_META, text)
 
 
 def remove_checkpoint(out: str | Path) -> None:

@@ -9,11 +9,11 @@ last checkpoint but before its final files gets them written without training ag
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hamrah.core.errors import ConfigError
+from hamrah.core.files import write_atomic
 from hamrah.experiments.config import ExperimentConfig
 from hamrah.experiments.export import read_checkpoint, resume_digest, write_checkpoint
 from hamrah.simulation import Simulator
@@ -100,6 +100,4 @@ def metric_rows(out: Path) -> list[dict]:
 
 def write_rows(path: Path, lines: list[str]) -> None:
     """Replace ``path`` with ``lines`` whole (a kill while they are written leaves the old file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, "".join(line + "\n" for line in lines))

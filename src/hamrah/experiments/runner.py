@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import platform
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from hamrah.algorithms import build
 from hamrah.algorithms.base import Algorithm, check_buffers
 from hamrah.algorithms.local import targets
 from hamrah.core.errors import ConfigError
+from hamrah.core.files import write_atomic
 from hamrah.core.params import num_parameters
 from hamrah.core.records import accuracy_summary, record_line
 from hamrah.data import Dataset, FederatedDataset, describe, federate, load_dataset
@@ -167,12 +167,6 @@ def uses_pipeline(cfg: ExperimentConfig) -> bool:
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_experiment(
     cfg: ExperimentConfig,
     out_dir: str | Path | None = None,
@@ -280,7 +274,7 @@ def run_experiment(
         final.update({k[5:]: v for k, v in (hist[-1].extra.items() if hist else ()) if k.startswith("test_")})
         schema = prep.data.dataset.info.get("schema")
         write_model(out, sim.model, result.params, prep.task, cfg.to_dict(), final, schema)
-        _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if out is not None and plot:
         what = f"task {prep.task.task_name}" if user_task(cfg) else f"{cfg.model.name} on {cfg.data.dataset}"
         title = f"{cfg.algorithm.name} / {what} ({cfg.data.partition})"
