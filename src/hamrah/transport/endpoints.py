@@ -5,9 +5,10 @@ from __future__ import annotations
 
 # words in gRPC's details of a connection that failed in TLS (another CA, a certificate naming another
 # peer, a file that is not a certificate, TLS against a plaintext port): "Tls handshake failed
-# (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: ...". Not "Handshake read failed (recvmsg:Connection reset by
-# peer)": a peer that went away or restarted mid-handshake, which waiting does mend.
-TLS_FAILURES = ("tls handshake failed", "ssl handshake failed", "ssl_error_ssl", "certificate")
+# (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: ...", "Custom verification check failed with error:
+# UNAUTHENTICATED: Hostname Verification Check failed". Not "Handshake read failed (recvmsg:Connection
+# reset by peer)": a peer that went away or restarted mid-handshake, which waiting does mend.
+TLS_FAILURES = ("tls handshake failed", "ssl handshake failed", "ssl_error_ssl", "certificate", "verification check")
 
 
 def is_address(value: object) -> bool:
