@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from hamrah.algorithms import ALGORITHMS
+from hamrah.core.config_read import MAX_DEPTH, check_plain
 from hamrah.core.errors import ConfigError, DataError, HamrahError
 from hamrah.experiments.config import from_dict, read_toml
-from hamrah.experiments.config_read import MAX_DEPTH, check_plain
 from hamrah.experiments.config_sections import DATASETS, MODELS, PARTITIONS
 from hamrah.experiments.lab_config import lab_from_dict
 from hamrah.experiments.runner import prepare

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from hamrah.algorithms import ALGORITHMS
+from hamrah.core.config_read import check_plain, read_toml, shown
 from hamrah.core.errors import ConfigError
-from hamrah.experiments.config_read import check_plain, read_toml, shown
 from hamrah.experiments.config_resolve import algorithm_hyperparameters, heterogeneity, pipeline_spec
 from hamrah.experiments.config_sections import (
     DATASETS,

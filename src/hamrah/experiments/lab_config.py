@@ -13,9 +13,9 @@ from typing import Any
 from hamrah.aggregation import AGGREGATORS, build_aggregator
 from hamrah.algorithms.base import cohort_size
 from hamrah.attacks import Attack, build_attack, choose_malicious
+from hamrah.core.config_read import check_plain, dotted, shown
 from hamrah.core.errors import ConfigError
 from hamrah.experiments.config import ExperimentConfig, from_dict, read_toml
-from hamrah.experiments.config_read import check_plain, dotted, shown
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
+from hamrah.core.config_read import read_toml
 from hamrah.core.errors import ConfigError
 from hamrah.data.vertical import ID_TYPES
 from hamrah.parties.channel import TLSFiles
@@ -115,12 +111,7 @@ def load_party_config(path: str | Path) -> PartyConfig:
         ConfigError: a missing file, bad TOML, an unknown section or key, a wrong type or value.
     """
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    doc = read_toml(path)  # a file that cannot be read or parsed, or holds what no config can: named
     try:
         return _parse(doc, path)
     except ConfigError as e:  # every message names the file

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import difflib
 import math
-import reprlib
 import typing
 from dataclasses import dataclass
 
 from hamrah.aggregation import build_aggregator
+from hamrah.core.config_read import shown, value_problem
 from hamrah.core.errors import ConfigError
 
 BACKENDS = ("asyncio", "ray")
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxdict, _REPR.maxlist = 3, 80, 80, 40, 6, 6
 MODES = ("cross_device", "cross_silo")
 # Keys that make no sense when every site trains every round (cross_silo), with the reason.
 _NOT_CROSS_SILO = {
@@ -210,26 +208,18 @@ def _coerce(key: str, value, hint):
     args = typing.get_args(hint)
     base = next((a for a in args if a is not type(None)), hint) if args else hint
     names = {int: "an integer", float: "a number", str: "a string", dict: "a table", bool: "true or false"}
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-        raise ConfigError(f"{key} = {_shown(value)}: expected {names.get(base, base.__name__)} within 64 bits")
+    why = value_problem(value)
+    if why is not None:
+        raise ConfigError(f"{key} = {shown(value)}: {why}")
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
         raise ConfigError(
-            f"{key} = {_shown(value)}: expected {names.get(base, base.__name__)}, got {type(value).__name__}"
+            f"{key} = {shown(value)}: expected {names.get(base, base.__name__)}, got {type(value).__name__}"
         )
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key} = {value!r}: expected a finite number")
-    if isinstance(value, str) and "\0" in value:  # no file or name holds one (a path's would raise later)
-        raise ConfigError(f"{key} = {_shown(value)}: expected text without NUL characters")
     return value
-
-
-def _shown(value) -> str:
-    """``repr(value)`` cut short for a message (a huge integer by its size; nesting and long text elided)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**60:
-        return f"{'-' if value < 0 else ''}<an integer of about {round(value.bit_length() * math.log10(2))} digits>"
-    return _REPR.repr(value)
 
 
 def _check(c: ServerConfig) -> None:
@@ -288,7 +278,7 @@ def _check(c: ServerConfig) -> None:
             raise ConfigError('server.aggregator: expected a table with a name, e.g. {name = "median"}')
         for k, v in c.aggregator.items():  # parameters are plain values (and a deep table's repr would fail)
             if isinstance(v, (dict, list)) or (isinstance(v, int) and not -(2**63) <= v < 2**63):
-                raise ConfigError(f"server.aggregator.{k} = {_shown(v)}: expected a number, a string or true/false")
+                raise ConfigError(f"server.aggregator.{k} = {shown(v)}: expected a number, a string or true/false")
         if getattr(build_aggregator(**c.aggregator), "needs_reference", False):
             raise ConfigError(
                 f"server.aggregator = {c.aggregator['name']!r} needs the server's own update on a root "

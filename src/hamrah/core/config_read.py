@@ -63,14 +63,23 @@ def check_plain(raw: dict, depth: int = MAX_DEPTH) -> None:
         path, value = stack.pop()
         if len(path) > depth:
             raise ConfigError(f"{dotted(path)}: nested more than {depth} tables or arrays deep; expected plain values")
-        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-            raise ConfigError(f"{dotted(path)} = {shown(value)}: expected an integer within 64 bits (TOML's range)")
-        if isinstance(value, str) and "\0" in value:  # no path, module or name holds one (a path's raises later)
-            raise ConfigError(f"{dotted(path)} = {shown(value)}: expected text without NUL characters")
+        why = value_problem(value)
+        if why is not None:
+            raise ConfigError(f"{dotted(path)} = {shown(value)}: {why}")
         if isinstance(value, dict):
             stack.extend(((*path, k), v) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend(((*path, i), v) for i, v in enumerate(value))
+
+
+def value_problem(value: Any) -> str | None:
+    """Return why no config can hold ``value`` (an integer beyond 64 bits, text holding a NUL character:
+    no path, module or name holds one), or None."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return "expected an integer within 64 bits (TOML's range)"
+    if isinstance(value, str) and "\0" in value:
+        return "expected text without NUL characters"
+    return None
 
 
 def dotted(path: tuple) -> str:
