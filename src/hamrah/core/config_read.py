@@ -17,14 +17,14 @@ from hamrah.core.errors import ConfigError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found]
 
 MAX_DEPTH = 16  # the deepest tables or arrays a config may nest (task.kwargs, attack parameters)
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxdict, _REPR.maxlist = 3, 80, 80, 40, 6, 6
 
 
-def read_toml(path: str | Path) -> dict:
+def read_toml(path: str | Path) -> dict[str, Any]:
     """Return a TOML file's tables.
 
     Raises:
@@ -32,7 +32,9 @@ def read_toml(path: str | Path) -> dict:
     """
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark (Notepad) is skipped
+        raw: dict[str, Any] = tomllib.loads(
+            path.read_text(encoding="utf-8-sig")
+        )  # -sig: a byte-order mark (Notepad) is skipped
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -50,7 +52,7 @@ def read_toml(path: str | Path) -> dict:
     return raw
 
 
-def check_plain(raw: dict, depth: int = MAX_DEPTH) -> None:
+def check_plain(raw: dict[str, Any], depth: int = MAX_DEPTH) -> None:
     """Refuse what TOML does not promise and later checks cannot show: an integer beyond 64 bits (the TOML
     spec's range; Python's reader takes any), text holding a NUL character, and tables or arrays nested
     more than ``depth`` deep.
@@ -58,7 +60,7 @@ def check_plain(raw: dict, depth: int = MAX_DEPTH) -> None:
     Raises:
         ConfigError: naming the dotted key.
     """
-    stack: list[tuple[tuple, Any]] = [((k,), v) for k, v in raw.items()]
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((k,), v) for k, v in raw.items()]
     while stack:  # iterative: a dotted header [a.b.c...] nests thousands deep without any recursion
         path, value = stack.pop()
         if len(path) > depth:
@@ -82,7 +84,7 @@ def value_problem(value: Any) -> str | None:
     return None
 
 
-def dotted(path: tuple) -> str:
+def dotted(path: tuple[str | int, ...]) -> str:
     """``("data", "a b", 0)`` -> ``data."a b"[0]``: a key as TOML writes it, quoted (escapes and all) where it
     is not bare, each cut short."""
     parts = []
