@@ -1,12 +1,12 @@
-"""Two pieces of a `hamrah run` outside its rounds, before and after their change, interleaved.
+"""Pieces of a `hamrah run` outside its rounds, two ways each, interleaved.
 
 1. Interpreter exit with torch loaded: ``python -c "import torch"`` as a whole process, as is, with
    ``gc.freeze()`` at the end (what ``hamrah.cli.entry`` does) and with ``os._exit(0)`` (the floor).
 2. The whole ``hamrah run configs/mnist_2nn_50.toml --no-plot`` through ``main()`` (before) and through the
    console entry (after): time outside the rounds = process time - the summary's ``wall_s``.
-3. MNIST's bytes to float32 in one ``np.divide`` pass, into an array numpy allocates (before: numpy
-   asks for transparent huge pages, whose compaction can stall the first write) against one torch
-   allocates (after), in fresh interpreters, on the real training images.
+3. MNIST's bytes to float32 in one ``np.divide`` pass, into an array numpy allocates (what
+   ``load_mnist`` does: numpy asks for transparent huge pages) against one torch allocates (4 KiB
+   pages), in fresh interpreters, on the real training images.
 
     python benchmarks/bench_startup_parts.py --repeats 3    # -> benchmarks/results/startup_parts.json
 """

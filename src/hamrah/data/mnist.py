@@ -113,14 +113,8 @@ def load_mnist(path: str | os.PathLike | None = None, *, download: bool = True) 
     folder = find_mnist(path, download=download)
     raw = cached_arrays("mnist", FILES, lambda: {name.split("-idx")[0]: _read_idx(folder / name) for name in FILES})
 
-    def images(split: str) -> torch.Tensor:
-        """Bytes -> [0, 1] in one pass (IEEE division: as astype(float32) / 255), into memory torch
-        allocates: numpy asks the kernel for huge pages for an array this large, whose compaction
-        stalled the first write by 0.03-0.8 s here (benchmarks/bench_startup_parts.py)."""
-        b = raw[f"{split}-images"]
-        x = torch.empty(b.shape, dtype=torch.float32)
-        np.divide(b, np.float32(255.0), out=x.numpy(), dtype=np.float32)
-        return x.unsqueeze(1)
+    def images(split: str) -> torch.Tensor:  # bytes -> [0, 1] in one pass (IEEE division: as astype(float32) / 255)
+        return torch.from_numpy(np.divide(raw[f"{split}-images"], np.float32(255.0), dtype=np.float32)).unsqueeze(1)
 
     def labels(split: str) -> torch.Tensor:
         return torch.from_numpy(raw[f"{split}-labels"].astype(np.int64))
