@@ -157,3 +157,34 @@ def test_femnist_label_out_of_range(tmp_path):
     _write(tmp_path / "test" / "a.json", _leaf({"u1": (x, [0])}))
     with pytest.raises(DataError, match="62"):
         load_leaf(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"[" * 100_000, "not valid JSON"),  # nesting deeper than Python's stack
+        (b'{"users": ["u1"], "num_samples": [' + b"9" * 5000 + b'], "user_data": {}}', "not valid JSON"),
+        (b'{"users": ["u1"], "user_data": {"u1": {"x": [[1' + b"0" * 400 + b']], "y": [0]}}}', "non-numeric"),
+        (b'{"users": ["u1"], "user_data": {"u1": {"x": [[NaN]], "y": [0]}}}', "NaN, infinite or null"),
+        (b'{"users": ["u1"], "user_data": {"u1": {"x": [[1e400]], "y": [0]}}}', "NaN, infinite or null"),
+        (b'{"users": ["u1"], "user_data": {"u1": {"x": [[null]], "y": [0]}}}', "NaN, infinite or null"),
+        (b'{"users": ["u1"], "user_data": {"u1": {"x": [[1.0]], "y": [1e300]}}}', "labels"),  # was int64's minimum
+        (b'{"users": ["u1", "u1"], "user_data": {"u1": {"x": [[1.0]], "y": [0]}}}', "listed twice"),  # was read twice
+        (b'{"users": ["u1"], "user_data": {"u1": {"x": [[1.0]], "y": [0]}, "u9": {"x": [[1.0]], "y": [0]}}}', "'u9'"),
+    ],
+)
+def test_hostile_file_is_one_data_error(tmp_path, monkeypatch, content, words):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a decode cached before the check cannot answer
+    _small(tmp_path)
+    bad = tmp_path / "train" / "bad.json"
+    bad.write_bytes(content)
+    with pytest.raises(DataError, match=words) as e:
+        load_leaf(tmp_path, name="toy")
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_byte_order_mark_is_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _small(tmp_path)
+    (tmp_path / "test" / "a.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(_leaf({"u2": ([[1, 1, 1]], [4])})).encode())
+    assert len(load_leaf(tmp_path, name="toy").test) == 1

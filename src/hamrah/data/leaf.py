@@ -53,15 +53,15 @@ def _json_files(folder: Path) -> list[Path]:
 def _read_json(p: Path) -> dict:
     try:
         if p.name.endswith(".gz"):
-            with gzip.open(p, "rt", encoding="utf-8") as fh:
+            with gzip.open(p, "rt", encoding="utf-8-sig") as fh:
                 obj = json.load(fh)
         else:
-            with open(p, encoding="utf-8") as fh:
+            with open(p, encoding="utf-8-sig") as fh:
                 obj = json.load(fh)
-    except json.JSONDecodeError as e:
-        raise DataError(f"LEAF data: {p} is not valid JSON ({e}).") from e
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
         raise DataError(f"LEAF data: cannot read {p} ({e}); the file is corrupt.") from e
+    except (ValueError, RecursionError) as e:  # also an integer of 4,300+ digits, nesting deeper than Python's stack
+        raise DataError(f"LEAF data: {p} is not valid JSON ({str(e)[:200]}).") from e
     if not isinstance(obj, dict):
         raise DataError(f"LEAF data: {p} holds a JSON {type(obj).__name__}, expected an object.")
     for key in ("users", "user_data"):
@@ -86,8 +86,14 @@ def _read_split(
             raise DataError(
                 f"LEAF data: in {p}, 'num_samples' must be a list with one count per user ({len(obj['users'])} users)."
             )
-        for j, u in enumerate(obj["users"]):
-            u = str(u)
+        listed = [str(u) for u in obj["users"]]
+        if len(set(listed)) != len(listed) or set(listed) != set(obj["user_data"]):
+            twice = sorted({u for u in listed if listed.count(u) > 1})
+            unlisted = sorted(set(obj["user_data"]) - set(listed))
+            if twice or unlisted:
+                what = f"user {twice[0]!r} is listed twice" if twice else f"user {unlisted[0]!r} is not in 'users'"
+                raise DataError(f"LEAF data: in {p}, {what}; expected each user of 'user_data' listed once.")
+        for j, u in enumerate(listed):
             data = obj["user_data"].get(u)
             if not isinstance(data, dict) or "x" not in data or "y" not in data:
                 raise DataError(
@@ -96,7 +102,7 @@ def _read_split(
             try:
                 x = np.asarray(data["x"], dtype=np.float32)
                 y = np.asarray(data["y"], dtype=np.float64)
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, OverflowError) as e:
                 raise DataError(f"LEAF data: in {p}, user {u!r} has ragged or non-numeric 'x'/'y' ({e}).") from e
             if x.ndim == 0 or y.ndim != 1 or len(x) != len(y):
                 nx = len(x) if x.ndim else "no list of"
@@ -105,11 +111,13 @@ def _read_split(
                     f"LEAF data: in {p}, user {u!r} has {nx} inputs 'x' but {ny} labels 'y'; "
                     "expected a list of inputs and one label per input."
                 )
-            if len(y) and (not np.all(np.isfinite(y)) or np.any(y != np.round(y)) or y.min() < 0):
-                raise DataError(f"LEAF data: in {p}, user {u!r} has labels that are not non-negative integers.")
+            if len(y) and (not np.all(np.isfinite(y)) or np.any(y != np.round(y)) or y.min() < 0 or y.max() >= 2**31):
+                raise DataError(f"LEAF data: in {p}, user {u!r} has labels that are not integers in 0..2**31-1.")
+            if not np.all(np.isfinite(x)):  # JSON's NaN, Infinity, 1e400, or a null input value
+                raise DataError(f"LEAF data: in {p}, user {u!r} has NaN, infinite or null inputs; expected numbers.")
             if num_samples is not None and num_samples[j] != len(y):
                 raise DataError(
-                    f"LEAF data: in {p}, user {u!r} has num_samples {num_samples[j]} but {len(y)} examples."
+                    f"LEAF data: in {p}, user {u!r} has num_samples {num_samples[j]!r} but {len(y)} examples."
                 )
             if len(x):
                 x = x.reshape(len(x), -1)

@@ -51,7 +51,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-CACHE_FORMAT = 1  # bump when the layout of cached arrays changes: old entries are then ignored
+CACHE_FORMAT = 2  # bump when the cached arrays change or a decoder refuses more: old entries are then ignored
 
 
 def cache_key(sources: Mapping[str, str]) -> str:

@@ -58,6 +58,8 @@ class TableSpec:
             raise DataError(f"format = {self.format!r}: expected 'csv' or 'parquet' for a table")
         if self.missing not in ("error", "drop"):
             raise DataError(f"missing = {self.missing!r}: expected 'error' or 'drop'")
+        if not isinstance(self.delimiter, str) or len(self.delimiter) != 1 or self.delimiter in '"\r\n':
+            raise DataError(f"delimiter = {self.delimiter!r}: expected one character, not a quote or a line break")
         for name in ("features", "categorical", "column_names"):
             value = getattr(self, name)
             if value is not None:
@@ -184,7 +186,8 @@ def _read_file(path: Path, spec: TableSpec) -> tuple[list[str], dict[str, np.nda
         "parquet" if path.name.endswith(PARQUET_SUFFIXES) else "csv" if path.name.endswith(CSV_SUFFIXES) else None
     )
     if fmt == "parquet":
-        return _read_parquet(path) + (1,)
+        header, cols = _read_parquet(path)
+        return header, cols, np.arange(1, len(next(iter(cols.values()), ())) + 1)
     if fmt is None:
         raise DataError(f"{path}: unknown table format (expected {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)})")
     try:
@@ -193,25 +196,24 @@ def _read_file(path: Path, spec: TableSpec) -> tuple[list[str], dict[str, np.nda
     except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read the CSV ({e})") from None
     delimiter = "\t" if ".tsv" in path.name and spec.delimiter == "," else spec.delimiter
-    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if r]
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)  # "": \r alone ends a line too
+    try:  # each row with its line number (blank lines skipped), so messages name the right line
+        numbered = [(r, reader.line_num) for r in reader if r]
+    except csv.Error as e:  # e.g. a field longer than csv's limit
+        raise DataError(f"{path}:{reader.line_num}: cannot read the CSV ({e})") from None
+    rows, lines = [r for r, _ in numbered], [n for _, n in numbered]
     header = list(spec.column_names) if spec.column_names else [h.strip() for h in (rows[0] if rows else [])]
-    body = rows if spec.column_names else rows[1:]
+    body, lines = (rows, lines) if spec.column_names else (rows[1:], lines[1:])
     if not header:
         raise DataError(f"{path}: empty file (expected a header row, or give the column names)")
-    if len(set(header)) != len(header):
-        raise DataError(f"{path}: a column name appears twice in {header}")
-    first_line = 1 if spec.column_names else 2
+    if len(set(header)) != len(header) or not all(header):
+        raise DataError(f"{path}: a column name is empty or appears twice in {header}; expected distinct names")
     bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
     if bad is not None:
-        raise DataError(
-            f"{path}:{bad + first_line}: {len(body[bad])} values, expected {len(header)} ({', '.join(header)})"
-        )
+        raise DataError(f"{path}:{lines[bad]}: {len(body[bad])} values, expected {len(header)} ({', '.join(header)})")
     table = np.array(body, dtype=object).reshape(len(body), len(header))
-    return (
-        header,
-        {h: np.array([v.strip() for v in table[:, i]], dtype=object) for i, h in enumerate(header)},
-        first_line,
-    )
+    columns = {h: np.array([v.strip() for v in table[:, i]], dtype=object) for i, h in enumerate(header)}
+    return header, columns, np.array(lines, dtype=np.int64)
 
 
 def _read_parquet(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -250,7 +252,7 @@ def _concat(parts, files: tuple[Path, ...]) -> _Raw:
     cols = {h: np.concatenate([p[1][h] for p in parts]) for h in header0}
     sizes = [len(p[1][header0[0]]) for p in parts]
     file_of_row = np.repeat(np.arange(len(parts)), sizes)
-    line = np.concatenate([np.arange(n) + first for n, (_, _, first) in zip(sizes, parts)]).astype(np.int64)
+    line = np.concatenate([p[2] for p in parts]).astype(np.int64)
     return _Raw(cols, file_of_row, line, files)
 
 
@@ -336,10 +338,26 @@ def _column(raw: _Raw, name: str, is_label: bool, categorical: bool, declared: F
         if declared.dtype == "bool" and not np.isin(nums, (0, 1)).all():
             row = int(np.flatnonzero(~np.isin(nums, (0, 1)))[0])
             raise DataError(f"{raw.where(row, name)}: {values[row]!r} is not 0 or 1 (expected bool)")
-        return declared, nums.astype(declared.dtype)
-    if is_label and len(nums) and np.array_equal(nums, np.round(nums)):
-        return Field(name, "int64"), nums.astype(np.int64)
-    return Field(name, "float32"), nums.astype(np.float32)
+        return declared, _cast(raw, name, nums, declared.dtype)
+    if is_label and len(nums) and np.array_equal(nums, np.round(nums)) and np.abs(nums).max() <= 2**53:
+        return Field(name, "int64"), nums.astype(np.int64)  # beyond 2**53 a float64 cannot tell whole numbers
+    return Field(name, "float32"), _cast(raw, name, nums, "float32")
+
+
+def _cast(raw: _Raw, name: str, nums: np.ndarray, dtype: str) -> np.ndarray:
+    """Return ``nums`` as ``dtype``, refusing a value it cannot hold (it would wrap round or become infinite)."""
+    kind = np.dtype(dtype).kind
+    if kind in "fiu":
+        info = np.finfo(dtype) if kind == "f" else np.iinfo(dtype)
+        lo, hi = float(info.min), float(info.max) + (kind != "f")  # an integer type holds values below max + 1
+        out = np.flatnonzero((nums < lo) | (nums > hi if kind == "f" else nums >= hi))
+        if out.size:
+            row = int(out[0])
+            raise DataError(
+                f"{raw.where(row, name)}: {raw.columns[name][row]!r} is outside {dtype}'s range "
+                f"(expected {info.min}..{info.max})"
+            )
+    return nums.astype(dtype)
 
 
 def _is_number(v) -> bool:
