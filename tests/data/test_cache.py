@@ -154,3 +154,15 @@ def test_leaf_from_cache_equals_parsing_the_json(cache):
     assert cold.info == {**warm.info, "test_groups": cold.info["test_groups"]}
     flat = load_leaf(root, image_shape=None)  # another shape is another entry, not the 28x28 one
     assert flat.train.x.shape == (len(cold.train), 784) and len(list(cache.glob("leaf-femnist-*.npz"))) == 2
+
+
+@pytest.mark.parametrize("lie", [{"arrays": 5}, {"arrays": None}, {"arrays": [1, "x"]}, "[" * 100_000])
+def test_a_manifest_that_lies_about_its_arrays_is_a_miss(cache, lie):
+    """A manifest naming the right key and digest but garbage for its arrays (or nested past Python's
+    stack) is decoded again, never a TypeError or RecursionError."""
+    dec = Decoder({"x": np.arange(3)})
+    cached_arrays("t", {"f": "0" * 64}, dec)
+    manifest = next(cache.glob("t-*.json"))
+    meta = json.loads(manifest.read_text())
+    manifest.write_text(lie if isinstance(lie, str) else json.dumps({**meta, **lie}))
+    assert _same(cached_arrays("t", {"f": "0" * 64}, dec), dec.arrays) and dec.calls == 2

@@ -82,6 +82,13 @@ def test_check_messages_say_what_was_expected():
         lambda: Schema((Field("a", "int64"), Field("a", "int64"))),
         lambda: Schema((Field("a", "int64"),), label="b"),
         lambda: Schema.from_json("{not json", "store"),
+        # each of these was a RecursionError, a silently cut or split shape, or numpy's ValueError later
+        lambda: Schema.from_json("[" * 100_000, "store"),
+        lambda: Schema.from_json('{"fields": [{"name": "a", "dtype": "int64", "shape": "12"}]}'),
+        lambda: Schema.from_json('{"fields": [{"name": "a", "dtype": "int64", "shape": [1.5]}]}'),
+        lambda: Schema.from_json('{"fields": [{"name": "a", "dtype": "int64", "shape": [], "categories": "ab"}]}'),
+        lambda: Field("a", "int64", (2**28,)),  # 2 GiB per example: more than numpy's record can hold
+        lambda: Field("a", "uint8", (10**20,)),
     ],
 )
 def test_bad_schemas_are_refused(bad):

@@ -106,9 +106,10 @@ def _read_entry(npz: Path, manifest: Path, key: str) -> dict[str, np.ndarray] | 
             return None
         with np.load(npz, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile):
+        listed = sorted(meta.get("arrays", ()))  # inside the try: a manifest's "arrays" may be anything
+    except (OSError, ValueError, TypeError, KeyError, EOFError, RecursionError, zipfile.BadZipFile):
         return None
-    return arrays if sorted(arrays) == sorted(meta.get("arrays", ())) else None
+    return arrays if sorted(arrays) == listed else None
 
 
 def _write_entry(npz: Path, manifest: Path, key: str, arrays: dict[str, np.ndarray]) -> None:

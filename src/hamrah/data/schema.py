@@ -11,6 +11,7 @@ label); text values are encoded through it, so two files or two devices always a
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,8 @@ class Field:
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
         if any(d < 1 for d in self.shape):
             raise DataError(f"field {self.name!r}: shape {self.shape}, expected positive dimensions")
+        if math.prod(self.shape) * np.dtype(self.dtype).itemsize >= 2**31:  # numpy's limit for one record
+            raise DataError(f"field {self.name!r}: shape {self.shape} is 2 GiB or more per example, expected less")
         if self.categories is not None:
             object.__setattr__(self, "categories", tuple(str(c) for c in self.categories))
             if self.dtype != "int64" or self.shape != () or len(set(self.categories)) != len(self.categories):
@@ -153,14 +156,14 @@ class Schema:
                 Field(
                     f["name"],
                     f["dtype"],
-                    tuple(f["shape"]),
-                    None if f.get("categories") is None else tuple(f["categories"]),
+                    tuple(_json_list(f["shape"], "shape", ints=True)),
+                    None if f.get("categories") is None else tuple(_json_list(f["categories"], "categories")),
                 )
                 for f in obj["fields"]
             )
             return Schema(fields, obj.get("label"))
-        except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{where}: not a valid schema ({e})") from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:  # also nesting past the stack
+            raise DataError(f"{where}: not a valid schema ({str(e)[:200]})") from None
 
     def check(self, columns: Mapping[str, Any], where: str) -> dict[str, np.ndarray]:
         """Check a batch of examples against the schema and return it as arrays of the declared dtypes.
@@ -185,6 +188,13 @@ class Schema:
         if len(set(sizes.values())) > 1:
             raise DataError(f"{where}: fields have different numbers of examples {sizes}, expected one count")
         return out
+
+
+def _json_list(value: Any, what: str, ints: bool = False) -> list:
+    """Return ``value`` if it is a JSON list (of integers, for a shape), else raise TypeError."""
+    if not isinstance(value, list) or (ints and not all(type(v) is int for v in value)):
+        raise TypeError(f"{what} {value!r:.60}: expected a list{' of integers' if ints else ''}")
+    return value
 
 
 def _check_field(f: Field, columns: Mapping[str, Any], where: str, describe) -> np.ndarray:

@@ -78,7 +78,7 @@ def _read_schema(path: str) -> Schema:
         raise DataError(f"--schema {path}: cannot read the schema file ({e})") from None
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the stack: Schema.from_json says so
         doc = None
     if isinstance(doc, dict) and "task" in doc and "schema" in doc:  # a run's manifest
         if doc["schema"] is None:
@@ -101,11 +101,15 @@ def _image_size(text: str | None) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-def _check_schema_path(path: str) -> None:
-    """Refuse a ``--save-schema`` path that cannot be written, before anything is imported."""
+def _check_schema_path(path: str, store: str, source: str) -> None:
+    """Refuse a ``--save-schema`` path that cannot be written, or that is the store or the data (it would
+    replace them once the import is done), before anything is imported."""
     check_writable_file(path, "--save-schema")
     if not Path(path).parent.is_dir():
         raise ConfigError(f"--save-schema {path}: no folder {Path(path).parent}; expected a file in an existing folder")
+    for flag, other in (("--store", store), ("--from", source)):
+        if Path(other).resolve() == Path(path).resolve():
+            raise ConfigError(f"--save-schema {path}: is also the {flag} file; expected another file for the schema")
 
 
 def _live_count(path: str | Path) -> int | None:
@@ -158,7 +162,7 @@ def import_command(args: argparse.Namespace, out: TextIO) -> str:
     check_writable_file(args.out, "--store")
     save_schema = getattr(args, "save_schema", None)
     if save_schema:
-        _check_schema_path(save_schema)
+        _check_schema_path(save_schema, args.out, args.source)
     spec = SourceSpec(
         args.format,
         args.label,
