@@ -209,6 +209,17 @@ def test_describe_federated(mnist):
         (lambda: partition.dirichlet(np.zeros(100, dtype=int), 10, -1.0, rng()), "data.alpha"),
         (lambda: partition.unbalanced(100, 10, -0.5, rng()), "data.sigma"),
         (lambda: partition.unbalanced(100, 0, 1.0, rng()), "data.num_clients"),
+        # each of these was a TypeError, a ValueError, or NaN weights cast to garbage sizes
+        (lambda: partition.shards(np.zeros(100, dtype=int), 10, 1.5, rng()), "data.shards_per_client"),
+        (lambda: partition.shards(np.zeros(100, dtype=int), 10, True, rng()), "data.shards_per_client"),
+        (lambda: partition.dirichlet(np.zeros(100, dtype=int), 10, float("inf"), rng()), "data.alpha"),
+        (lambda: partition.dirichlet(np.zeros(100, dtype=int), 10, "0.5", rng()), "data.alpha"),
+        (lambda: partition.unbalanced(100, 10, 1e300, rng()), "data.sigma"),
+        (lambda: partition.unbalanced(100, 10, float("nan"), rng()), "data.sigma"),
+        (lambda: partition.unbalanced(100, 10, "1", rng()), "data.sigma"),
+        (lambda: partition.natural(np.arange(10) % 3, 2.5, rng()), "data.num_clients"),
+        (lambda: partition.natural(np.arange(10) % 3, -1, rng()), "data.num_clients"),  # was: every client
+        (lambda: partition.natural(np.zeros((10, 2)), None, rng()), "natural"),
     ],
 )
 def test_bad_arguments_raise_config_error(call, key):

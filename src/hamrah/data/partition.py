@@ -133,8 +133,8 @@ def shards(
     With 60,000 MNIST examples, 100 clients and 2 shards each: 200 shards of 300.
     """
     _check_clients(num_clients, len(labels))
-    num_shards = num_clients * shards_per_client
-    if shards_per_client < 1 or num_shards > len(labels):
+    num_shards = num_clients * shards_per_client if _is_int(shards_per_client) else 0
+    if not num_shards or shards_per_client < 1 or num_shards > len(labels):
         raise ConfigError(
             f"data.shards_per_client = {shards_per_client}: expected 1 <= shards_per_client <= "
             f"{len(labels) // num_clients} for {num_clients} clients and {len(labels)} examples"
@@ -160,8 +160,8 @@ def dirichlet(
     (at most half of ``n / num_clients``, so that small data sets can be split).
     """
     _check_clients(num_clients, len(labels))
-    if not alpha > 0:
-        raise ConfigError(f"data.alpha = {alpha}: expected a positive number (e.g. 0.1 or 0.5)")
+    if not _is_number(alpha) or not 0 < alpha < np.inf:  # inf: Dirichlet's draws are NaN
+        raise ConfigError(f"data.alpha = {alpha!r}: expected a positive finite number (e.g. 0.1 or 0.5)")
     # at most half a fair share: on a small data set, n // num_clients would demand a perfectly even split
     min_examples = min(min_examples, max(1, len(labels) // (2 * num_clients)))
     for _ in range(max_tries):
@@ -182,8 +182,12 @@ def dirichlet(
 
 def natural(groups: np.ndarray, num_clients: int | None, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """One client per natural group (writer, speaking role); ``num_clients`` picks a random subset."""
+    if groups.ndim != 1:
+        raise ConfigError(f"data.partition = 'natural' needs one group per example; got groups of shape {groups.shape}")
     ids = np.unique(groups)
-    if num_clients is not None and num_clients > 0:
+    if num_clients is not None and (not _is_int(num_clients) or num_clients < 0):
+        raise ConfigError(f"data.num_clients = {num_clients!r}: expected 0 or None (every natural client) or a count")
+    if num_clients:
         if num_clients > len(ids):
             raise ConfigError(f"data.num_clients = {num_clients}: this data set has only {len(ids)} natural clients")
         ids = np.sort(rng.choice(ids, size=num_clients, replace=False))
@@ -196,8 +200,8 @@ def natural(groups: np.ndarray, num_clients: int | None, rng: np.random.Generato
 def unbalanced(num_examples: int, num_clients: int, sigma: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """IID content with log-normal client sizes (``sigma`` = spread; 0 gives equal sizes)."""
     _check_clients(num_clients, num_examples)
-    if sigma < 0:
-        raise ConfigError(f"data.sigma = {sigma}: expected sigma >= 0")
+    if not _is_number(sigma) or not 0 <= sigma <= 10:  # as the config allows; far above, exp() overflows to NaN sizes
+        raise ConfigError(f"data.sigma = {sigma!r}: expected a number in [0, 10] (log-normal spread of sizes)")
     weights = rng.lognormal(0.0, sigma, size=num_clients)
     sizes = np.maximum(1, np.floor(weights / weights.sum() * (num_examples - num_clients)).astype(int) + 1)
     cuts = np.cumsum(sizes)[:-1]
@@ -223,10 +227,14 @@ def _describe(v: np.ndarray) -> dict:
     return {"mean": float(v.mean()), "std": float(v.std()), "min": int(v.min()), "max": int(v.max())}
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
 def _check_clients(num_clients: int, num_examples: int) -> None:
-    if (
-        isinstance(num_clients, bool)
-        or not isinstance(num_clients, (int, np.integer))
-        or not 1 <= num_clients <= num_examples
-    ):
+    if not _is_int(num_clients) or not 1 <= num_clients <= num_examples:
         raise ConfigError(f"data.num_clients = {num_clients}: expected 1 <= num_clients <= {num_examples}")
