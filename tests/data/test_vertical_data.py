@@ -96,3 +96,29 @@ def test_repeated_text_ids_are_refused(tmp_path):
     f.write_text("id,x0\nalice,1\nbob,2\nalice,3\n")
     with pytest.raises(DataError, match="unique ids \\(1 repeat\\)"):
         read_party_csv(f, id_type="str")
+
+
+@pytest.mark.parametrize(
+    "data, kw, match",
+    [
+        ("id,a\n1," + "7" * 200_000 + "\n", {}, r"p.csv:2: cannot read the CSV \(field larger"),  # was csv.Error
+        ("id,a\n1,inf\n", {}, r"p.csv:2, column 'a': not a finite number"),  # was a feature of infinity
+        ("id,a,y\n1,2,-1e400\n", {"label_column": "y"}, r"p.csv:2, column 'y': not a finite number"),
+        ("id,a,a\n1,2,3\n", {}, "appears twice"),  # was two features of one name
+        ("id,id,a\n1,2,3\n", {}, "appears twice"),
+        ("id,a\n1,2\n", {"label_column": "id"}, "the label column is the id column"),  # was a ValueError
+        ("id,a\n\n1,2\n\n7\n", {}, r"p.csv:5: 1 values, expected 2"),  # was p.csv:3
+    ],
+)
+def test_hostile_party_files_are_one_data_error(tmp_path, data, kw, match):
+    f = tmp_path / "p.csv"
+    f.write_text(data)
+    with pytest.raises(DataError, match=match):
+        read_party_csv(f, **kw)
+
+
+def test_a_byte_order_mark_and_old_mac_line_endings_are_read(tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_bytes(b"\xef\xbb\xbfid,a,y\r1,0.5,1\r2,0.25,0\r")  # was "no column 'id' (columns: \ufeffid, ...)"
+    t = read_party_csv(f, label_column="y")
+    assert t.ids.tolist() == [1, 2] and t.features.tolist() == [[0.5], [0.25]] and t.labels.tolist() == [1.0, 0.0]

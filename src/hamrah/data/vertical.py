@@ -130,7 +130,7 @@ def _ids(path: Path, column: str, raw: list[str], id_type: str) -> tuple[np.ndar
 
 def _text(path: Path) -> str:
     raw = path.read_bytes()
-    return gzip.decompress(raw).decode() if path.suffix == ".gz" else raw.decode()
+    return (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8-sig")  # a spreadsheet's BOM too
 
 
 def read_party_csv(
@@ -161,19 +161,27 @@ def read_party_csv(
         text = _text(path) if text is None else text
     except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read the CSV ({e})") from None
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows:
+    reader = csv.reader(io.StringIO(text, newline=""))  # "": \r alone ends a line too
+    try:  # each row with its line number (blank lines skipped)
+        numbered = [(r, reader.line_num) for r in reader if r]
+    except csv.Error as e:  # e.g. a field longer than csv's limit
+        raise DataError(f"{path}:{reader.line_num}: cannot read the CSV ({e})") from None
+    if not numbered:
         raise DataError(f"{path}: empty file (expected a header row)")
-    header = [h.strip() for h in rows[0]]
+    header = [h.strip() for h in numbered[0][0]]
+    if len(set(header)) != len(header):
+        raise DataError(f"{path}: a column name appears twice in {header}; expected distinct names")
+    if label_column == id_column:
+        raise DataError(f"{path}: the label column is the id column {id_column!r}; expected two columns")
     if label_optional and label_column not in header:
         label_column = None
     for col in (id_column, label_column):
         if col is not None and col not in header:
             raise DataError(f"{path}: no column {col!r} (columns: {', '.join(header)})")
-    body = [r for r in rows[1:] if r]
-    if any(len(r) != len(header) for r in body):
-        bad = next(i for i, r in enumerate(body, 2) if len(r) != len(header))
-        raise DataError(f"{path}:{bad}: {len(body[bad - 2])} values, expected {len(header)}")
+    body, lines = [r for r, _ in numbered[1:]], [n for _, n in numbered[1:]]
+    bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
+    if bad is not None:
+        raise DataError(f"{path}:{lines[bad]}: {len(body[bad])} values, expected {len(header)}")
     at = header.index(id_column)
     ids, keys = _ids(path, id_column, [r[at].strip() for r in body], id_type)
     numeric = [i for i in range(len(header)) if i != at]
@@ -182,6 +190,9 @@ def read_party_csv(
         table = np.array(cells, dtype=np.float64).reshape(len(body), len(numeric))
     except ValueError as e:
         raise DataError(f"{path}: expected numbers in every column but the id column ({e})") from None
+    if np.isinf(table).any():  # NaN is a missing value; infinity is not a value
+        row, col = (int(v[0]) for v in np.nonzero(np.isinf(table)))
+        raise DataError(f"{path}:{lines[row]}, column {header[numeric[col]]!r}: not a finite number")
     names = [header[i] for i in numeric]
     feats = [j for j, h in enumerate(names) if h != label_column]
     labels = None if label_column is None else table[:, names.index(label_column)].copy()
