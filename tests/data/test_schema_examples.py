@@ -158,6 +158,14 @@ def test_to_dataset_bridges_to_the_simulator_dataset():
         to_dataset("toy", ex, other)
 
 
+def test_to_dataset_refuses_negative_class_ids_but_not_the_no_target_label():
+    ex = Examples(XY, {"x": np.zeros((3, 2), np.float32), "y": [0, 1, -100]})
+    assert to_dataset("toy", ex).num_classes == 2  # -100: torch's ignore_index, an example without a target
+    bad = Examples(XY, {"x": np.zeros((3, 2), np.float32), "y": [0, -1, 1]})
+    with pytest.raises(DataError, match=r"example 1 has label 'y' = -1; expected class ids"):  # was a crash in training
+        to_dataset("toy", ex, bad)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     st.integers(0, 5),

@@ -182,6 +182,14 @@ def to_dataset(
     classes = train.num_classes
     if classes is None:
         raise DataError(f"{name}: label {train.schema.label!r} is not a class label (expected integer classes)")
+    for ex in (train, test) if test is not None else (train,):  # a negative class id fails only in training
+        bad = (ex.labels < 0) & (ex.labels != -100) if ex.labels.dtype.kind == "i" else np.zeros(0, bool)
+        if bad.any():  # -100: torch's ignore_index, the task's PAD_LABEL (an example without a target)
+            row = int(np.argmax(bad))
+            raise DataError(
+                f"{ex.source or name}: example {row} has label {ex.schema.label!r} = {int(ex.labels[row])}; "
+                "expected class ids 0, 1, ... (or -100 for no target, or text classes)"
+            )
     tr = train.to_array_data(features)
     te = test.to_array_data(features) if test is not None else ArrayData(tr.x[:0], tr.y[:0])
     if test is not None and test.num_classes is not None:
