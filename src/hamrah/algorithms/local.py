@@ -23,6 +23,7 @@ from hamrah.core.metrics import Metric, merge_metrics
 from hamrah.core.params import Params, load_state, model_state
 from hamrah.data.federated import ArrayData
 from hamrah.task import DEFAULT_TASK, Task, uses_builtin_loss
+from hamrah.task.checks import check_loss, check_metrics, user_code
 from hamrah.task.losses import PAD_LABEL, masked_mean_loss
 
 __all__ = [
@@ -119,8 +120,9 @@ def train_local(
     else:
 
         def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            loss = task.loss(model(x), y)
-            grads = list(torch.autograd.grad(loss, params))
+            loss = check_loss(task, task.loss(model(x), y))
+            # a parameter the loss does not use this batch gets a zero gradient (as DP-SGD's per-example one)
+            grads = list(torch.autograd.grad(loss, params, materialize_grads=True))
             with torch.no_grad():
                 for t in chain:
                     grads = t(names, params, grads)
@@ -129,12 +131,13 @@ def train_local(
 
     total = torch.zeros(())
     steps = 0
-    for idx in batches:
-        if stop is not None and stop():
-            raise TrainingStopped(f"local training stopped after {steps} steps")
-        ix = torch.from_numpy(idx)
-        total += step(data.x[ix], y_all[ix])
-        steps += 1
+    with user_code(task, "local training"):  # the user's model or loss raising: one line naming the task
+        for idx in batches:
+            if stop is not None and stop():
+                raise TrainingStopped(f"local training stopped after {steps} steps")
+            ix = torch.from_numpy(idx)
+            total += step(data.x[ix], y_all[ix])
+            steps += 1
     local = {k: v for k, v in model_state(model).items() if k in global_params}
     return LocalResult(local, float(total) / max(steps, 1), steps)
 
@@ -199,10 +202,10 @@ def evaluate_metrics(
     load_state(model, params)
     model.eval()
     out: dict[str, Metric] = {}
-    for i in range(0, len(data), batch_size):
-        out = merge_metrics(
-            out, task.metrics(model(data.x[i : i + batch_size]), targets(data.y[i : i + batch_size], ignore_index))
-        )
+    with user_code(task, "evaluation"):  # the user's model or metrics raising: one line naming the task
+        for i in range(0, len(data), batch_size):
+            x, y = data.x[i : i + batch_size], targets(data.y[i : i + batch_size], ignore_index)
+            out = merge_metrics(out, check_metrics(task, task.metrics(model(x), y)))
     return out
 
 

@@ -27,6 +27,8 @@ from hamrah.core.errors import ConfigError, DataError
 from hamrah.core.files import write_atomic
 from hamrah.core.params import Params
 from hamrah.task import Task
+from hamrah.task.base import call_user
+from hamrah.task.checks import check_model, check_predictions, user_code
 
 MODEL_FILE, MANIFEST_FILE = "model.safetensors", "manifest.json"
 CHECKPOINT_FILE, CHECKPOINT_META = "checkpoint.safetensors", "checkpoint.json"  # hamrah run --resume
@@ -89,7 +91,7 @@ def read_model(folder: str | Path, task: Task) -> tuple[nn.Module, dict]:
         raise ConfigError(
             f"{folder}: the model is of task {manifest.get('task')!r}, the config's task is {task.task_name!r}"
         )
-    model = task.model()
+    model = check_model(task, call_user(f"task {task.task_name}: model()", task.model))
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
@@ -131,10 +133,12 @@ def predict_csv(
     x = load_examples(source, SourceSpec(format="csv"), features).to_array_data().x
     names = schema.field(schema.label).categories if schema.label is not None else None
     columns: dict[str, list] = {}
-    for i in range(0, len(x), batch_size):
-        for name, values in task.predict(model(x[i : i + batch_size])).items():
-            for column, part in _split_columns(name, values, names).items():
-                columns.setdefault(column, []).extend(part.tolist())
+    with user_code(task, "predicting"):  # the user's model or predict() raising: one line naming the task
+        for i in range(0, len(x), batch_size):
+            batch = x[i : i + batch_size]
+            for name, values in check_predictions(task, task.predict(model(batch)), len(batch)).items():
+                for column, part in _split_columns(name, values, names).items():
+                    columns.setdefault(column, []).extend(part.tolist())
     clash = sorted(set(keep) & {"row", *columns})
     if clash:
         raise ConfigError(f"--keep {clash[0]}: the output has a column of that name already; expected another column")

@@ -38,6 +38,7 @@ from hamrah.simulation import RoundRecord, SimulationConfig, SimulationResult, S
 from hamrah.simulation.resume import resume_problem
 from hamrah.task import ClassificationTask, Task, builtin_task, load_task, task_dataset
 from hamrah.task.base import call_user
+from hamrah.task.checks import check_finite_loss, check_loss, check_metrics, check_model, check_output
 from hamrah.task.kinds import check_label_range
 
 if TYPE_CHECKING:  # the pipeline's libraries (dp_accounting, tenseal, phe) load only for a run that uses them
@@ -132,7 +133,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     spec = pipeline_spec(cfg, fed.num_clients) if uses_pipeline(cfg) else None
     algorithm = build_algorithm(cfg, fed.num_clients)
     if user_task(cfg):  # the user's model builds and takes two training examples, or one line says why
-        model = call_user(f"task {task.task_name}: model()", task.model)
+        model = check_model(task, call_user(f"task {task.task_name}: model()", task.model))
         _check_fits(task, model, fed.dataset)
     else:
         model = task.model()
@@ -144,17 +145,22 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     return Prepared(cfg, fed, task.model, algorithm, spec, task)
 
 
-@torch.no_grad()
 def _check_fits(task: Task, model: torch.nn.Module, dataset: Dataset) -> None:
-    """One forward pass and loss on two training examples: a model that does not fit the data stops
-    here, named, instead of in round 1."""
+    """One forward pass, loss and metrics on two training examples: a model that does not fit the data,
+    or a loss or metrics of the wrong kind, stops here, named, instead of in round 1."""
     x, y = dataset.train.x[:2], targets(dataset.train.y[:2], dataset.ignore_index)
     if len(x):
         what = f"task {task.task_name}: its model on two training examples"
         output = call_user(what, lambda: model(x))
-        call_user(what, lambda: task.loss(output, y))
+        check_output(task, output, y)
+        loss = check_loss(task, call_user(what, lambda: task.loss(output, y)))
+        check_finite_loss(task, loss)
         if isinstance(task, ClassificationTask) and isinstance(output, torch.Tensor) and output.ndim:
             check_label_range(task, int(output.shape[-1]), dataset)
+        with torch.no_grad():
+            check_metrics(
+                task, call_user(f"task {task.task_name}: metrics()", lambda: task.metrics(output.detach(), y))
+            )
 
 
 def uses_pipeline(cfg: ExperimentConfig) -> bool:

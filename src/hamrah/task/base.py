@@ -181,10 +181,16 @@ def call_user(what: str, fn: Callable[[], T]) -> T:
     except HamrahError:
         raise
     except Exception as e:
-        frames = traceback.extract_tb(e.__traceback__)
-        own = [f for f in frames if "site-packages" not in f.filename and _HERE not in f.filename]
-        at = f" (at {Path(own[-1].filename).name}:{own[-1].lineno})" if own else ""
-        raise ConfigError(f"{what} raised {type(e).__name__}: {e}{at}".replace("\n", " ")) from e
+        raise user_error(what, e) from e
+
+
+def user_error(what: str, e: BaseException) -> ConfigError:
+    """Return the one line for ``e`` raised by a user's code in ``what``: its kind, message and the line of
+    the user's file it came from (the last frame outside hamrah and installed packages)."""
+    frames = traceback.extract_tb(e.__traceback__)
+    own = [f for f in frames if "site-packages" not in f.filename and _HERE not in f.filename]
+    at = f" (at {Path(own[-1].filename).name}:{own[-1].lineno})" if own else ""
+    return ConfigError(f"{what} raised {type(e).__name__}: {e}{at}".replace("\n", " "))
 
 
 _HERE = str(Path(__file__).resolve().parents[1])  # hamrah's own frames are not the user's
@@ -201,7 +207,7 @@ def task_dataset(task: Task) -> Dataset:
 
     data = call_user(f"task {task.task_name}: data()", task.data)
     if isinstance(data, Dataset):
-        return data
+        return check_arrays(task, data)
     if isinstance(data, Examples):
         return examples_dataset(task.task_name, data)
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(d, Examples) for d in data):
@@ -210,6 +216,28 @@ def task_dataset(task: Task) -> Dataset:
         f"task {task.task_name}: data() returned a {type(data).__name__}, expected a hamrah.data.Dataset, "
         "Examples, or a (train, test) pair of Examples"
     )
+
+
+def check_arrays(task: Task, data: Dataset) -> Dataset:
+    """Return the ``Dataset`` a task's ``data()`` built if its inputs and targets are tensors of one length.
+
+    Raises:
+        ConfigError: an input or target that is not a torch.Tensor, or inputs and targets of other lengths.
+    """
+    for split, part in (("training", data.train), ("test", data.test)):
+        for name, t in (("x", part.x), ("y", part.y)):
+            if not isinstance(t, torch.Tensor) or t.ndim == 0:
+                what = "a 0-d tensor" if isinstance(t, torch.Tensor) else f"a {type(t).__name__}"
+                raise ConfigError(
+                    f"task {task.task_name}: data()'s {split} {name} is {what}; expected a torch.Tensor with "
+                    "one row per example (torch.from_numpy(...) or torch.as_tensor(...))"
+                )
+        if len(part.x) != len(part.y):
+            raise ConfigError(
+                f"task {task.task_name}: data()'s {split} set has {len(part.x)} inputs (x) and {len(part.y)} "
+                "targets (y); expected one target per input"
+            )
+    return data
 
 
 def check_task(obj: object, where: str) -> Task:

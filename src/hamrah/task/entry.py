@@ -52,6 +52,11 @@ def load_task(entry: str, kwargs: Mapping[str, Any] | None = None, folder: str |
         raise ConfigError(f"{where}: importing {module_name!r} failed: {type(e).__name__}: {e}") from None
     except Exception as e:  # the user's module raised while importing
         raise ConfigError(f"{where}: importing {module_name!r} failed: {type(e).__name__}: {e}") from None
+    except SystemExit as e:  # a script's argparse or sys.exit at module level: it would end hamrah silently
+        raise ConfigError(
+            f"{where}: importing {module_name!r} called sys.exit({e.code!r}); expected a module that only "
+            "defines things when imported (put a script's code under if __name__ == '__main__':)"
+        ) from None
     if not hasattr(module, attr):
         raise ConfigError(f"{where}: module {module_name!r} has no attribute {attr!r}")
     return build_task(getattr(module, attr), kwargs or {}, where)
