@@ -1,5 +1,6 @@
-"""What a worker process raises reaches the run clearly: the task's own error as it was raised; an
-exception that cannot travel back to the run (does not pickle, or does not unpickle), a SystemExit, or a
+"""What a worker process raises reaches the run clearly: the task's own error as one ConfigError naming
+the task, the error and where it was raised; an exception that cannot travel back to the run (does not
+pickle, or does not unpickle: here hamrah errors, which pass through unwrapped), a SystemExit, or a
 task the worker cannot load becomes a WorkerFailed that names it (they used to surface as an unrelated
 TypeError, as 'a worker process died (killed, out of memory...)', or as the run's process exiting
 without a word)."""
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from hamrah.algorithms import FedAvg, LocalSGD
-from hamrah.core.errors import WorkerFailed
+from hamrah.core.errors import ConfigError, WorkerFailed
 from hamrah.data import ArrayData, Dataset, FederatedDataset
 from hamrah.models import TwoNN
 from hamrah.simulation import SimulationConfig, Simulator, seeded
@@ -22,16 +23,17 @@ MODULE = textwrap.dedent(
     """
     import threading
 
+    from hamrah.core.errors import ConfigError
     from hamrah.task import ClassificationTask
 
 
-    class Unpicklable(Exception):
+    class Unpicklable(ConfigError):
         def __init__(self, msg):
             super().__init__(msg)
             self.lock = threading.Lock()
 
 
-    class NeedsTwo(Exception):
+    class NeedsTwo(ConfigError):
         def __init__(self, a, b):
             super().__init__(f"{a} and {b}")
 
@@ -99,8 +101,9 @@ def test_an_error_that_cannot_travel_back_is_a_worker_failed_naming_it(fed, task
         _run(fed, tasks.Fragile(mode))
 
 
-def test_the_tasks_own_error_is_raised_as_it_was(fed, tasks):
-    with pytest.raises(RuntimeError, match="the task's own loss failed"):
+def test_the_tasks_own_error_is_named_with_where_it_was_raised(fed, tasks):
+    named = r"task Fragile: local training raised RuntimeError: the task's own loss failed \(at .*fragile_tasks\.py"
+    with pytest.raises(ConfigError, match=named):
         _run(fed, tasks.Fragile("raise"))
 
 
