@@ -319,3 +319,34 @@ def test_a_device_fails_the_task_of_a_task_raising_its_own_exception(tmp_path, f
             TaskJob(store, task, 3, {}).run(
                 Plan(kind, 1, algo, None, 7, None, {}, ref), model_state(task.model()), None
             )
+
+
+class BatchNormDevice(Device):
+    name = "device-bn"
+
+    def model(self):
+        if self.fail == "model":
+            raise OwnError("model broke")
+        return nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+
+
+def _device_run(tmp_path, task, params):
+    ref = TaskRef(task.task_name, task.version, task.digest(), True, SCHEMA.to_json())
+    algo = {"name": "fedavg", "client_fraction": 1.0, "local_epochs": 1, "batch_size": 2, "lr": 0.1}
+    with ExampleStore(tmp_path / "d.db", SCHEMA) as store:
+        store.append_many({"a": [1, 2, 3, 4], "b": [0, 1, 0, 1], "y": [0, 1, 0, 1]}, timestamp=time.time())
+        return TaskJob(store, task, 3, {}).run(Plan("train", 1, algo, None, 7, None, {}, ref), params, None)
+
+
+def test_a_device_trains_a_batchnorm_task(tmp_path):
+    # the device's check that the model takes the store's inputs ran one example in training mode, which
+    # BatchNorm1d refuses: every device failed every task of such a model
+    task = BatchNormDevice("")
+    n, _, update, _ = _device_run(tmp_path, task, model_state(task.model()))
+    assert n == 4 and update
+
+
+def test_a_device_fails_the_task_whose_model_raises_its_own_exception(tmp_path):
+    params = model_state(BatchNormDevice("").model())
+    with pytest.raises(HamrahError, match=r"task device-bn: model\(\) raised OwnError: model broke \(at "):
+        _device_run(tmp_path, BatchNormDevice("model"), params)  # it ended the device process

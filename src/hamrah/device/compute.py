@@ -26,8 +26,10 @@ from hamrah.core.updates import update_problem
 from hamrah.device.downlink import check_checkpoint
 from hamrah.device.pipeline import encode_update, plan_pipeline, uses_pipeline
 from hamrah.device.secure import secure_stage
-from hamrah.device.site import check_model, check_store, holdout, site_eval_fraction, task_data
+from hamrah.device.site import check_inputs, check_store, holdout, site_eval_fraction, task_data
 from hamrah.device.store import ExampleStore
+from hamrah.task.base import call_user
+from hamrah.task.checks import check_model
 from hamrah.transport.plan import DP_EPSILON, Plan, example_privacy, personal_holdout
 
 if TYPE_CHECKING:
@@ -58,8 +60,8 @@ class TaskJob:
         task = self.task
         if task is not None:  # the installed task (its digest checked): its records, model, loss and metrics
             data = task_data(self.store, plan, task)
-            model = task.model()
-            check_model(model, data, task)
+            model = check_model(task, call_user(f"task {task.task_name}: model()", task.model))
+            check_inputs(model, data, task)
             check_checkpoint(params, model, broadcast)
         else:
             data = self.store.read_all()

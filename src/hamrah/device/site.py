@@ -53,18 +53,19 @@ def task_data(store: ExampleStore, plan: Plan, task: Task) -> ArrayData:
     return store.examples().to_array_data()
 
 
-def check_model(model, data: ArrayData, task: Task) -> None:
-    """Check that the task's model takes the store's inputs (one forward pass on the first example).
+def check_inputs(model, data: ArrayData, task: Task) -> None:
+    """Check that the task's model takes the store's inputs (one forward pass on the first example, in
+    eval mode: BatchNorm refuses a batch of one while training).
 
     Raises:
-        DataError: the model fails on them; naming the inputs' shape.
+        DataError: the model fails on them (whatever it raises); naming the inputs' shape.
     """
     import torch
 
     try:
         with torch.no_grad():
-            model(data.x[:1])
-    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            model.eval()(data.x[:1])
+    except Exception as e:  # the user's code: any exception, one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(
             f"the example store's inputs have shape {tuple(data.x.shape[1:])}; task {task.task_name}'s model "
@@ -116,4 +117,4 @@ def holdout(data: ArrayData, fraction: float, seed: int, client_key: int) -> tup
     return ArrayData(data.x[h], data.y[h]), ArrayData(data.x[k], data.y[k])
 
 
-__all__ = ["check_model", "check_store", "check_task", "holdout", "site_eval_fraction", "task_data"]
+__all__ = ["check_inputs", "check_store", "check_task", "holdout", "site_eval_fraction", "task_data"]
