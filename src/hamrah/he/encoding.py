@@ -24,6 +24,7 @@ from hamrah.core.numbers import check_number
 
 # Encodings are formed in float64, exact while |x| * 2^f < 2^53.
 _FLOAT64_EXACT_BITS = 53
+_FLOAT64_MAX_BITS = 1023  # an integer of at most this many bits converts to a finite float64
 
 
 def _as_finite_vector(x: np.ndarray | list[float]) -> np.ndarray:
@@ -119,6 +120,11 @@ class Packing:
             raise ConfigError(
                 f"bound * 2^precision_bits: expected below 2^52, got {self.bound} * "
                 f"2^{self.precision_bits}; lower bound or precision_bits"
+            )
+        if self.slot_bits > _FLOAT64_MAX_BITS:  # a slot's sum is decoded through float64
+            raise ConfigError(
+                f"packing: a slot of {self.slot_bits} bits (bound={self.bound}, max_clients={self.max_clients}) "
+                f"would overflow float64 when decoded; expected slot_bits <= {_FLOAT64_MAX_BITS}: lower max_clients"
             )
         if self.slots < 1:
             raise ConfigError(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import struct
 
+import gmpy2
+
 from hamrah.core.errors import HamrahError, ProtocolError
 from hamrah.he.encoding import Packing
 from hamrah.he.paillier import MIN_KEY_BITS, EncryptedVector, PublicKey
@@ -107,6 +109,11 @@ def vector_from_bytes(data: bytes, public_key: PublicKey) -> EncryptedVector:
     cts = tuple(int.from_bytes(data[i : i + width], "big") for i in range(start, len(data), width))
     if any(not 0 < c < nsq for c in cts):
         raise ProtocolError("encrypted vector: a ciphertext is outside [1, n^2)")
+    # c = k*n is no ciphertext: it makes the decrypted sum (p + q)^-1 mod n, which factors n
+    n = gmpy2.mpz(public_key.n)
+    bad = next((i for i, c in enumerate(cts) if gmpy2.gcd(c, n) != 1), None)
+    if bad is not None:
+        raise ProtocolError(f"encrypted vector: ciphertext {bad} shares a factor with n; expected a unit modulo n^2")
     return EncryptedVector(public_key, cts, length, scale_bits, packing, count)
 
 

@@ -301,10 +301,13 @@ class HomomorphicSum(BaseStage):
         return self.scheme.sum([self.scheme.scale(p.ciphertext, int(w)) for p, w in zip(payloads, weights)])
 
     def decrypt(self, aggregate: Any, spec: Spec) -> Params:
-        """Return the named tensors of an aggregate, decrypted by the key holder."""
+        """Return the named float64 tensors of an aggregate, decrypted by the key holder (float64: a float32
+        sum of total weight W would add up to W * bound * 2^-24 to the encoding's error)."""
         if self.key_holder is None:
             raise ConfigError(f"{self.name}: no key holder on this side; only the aggregating side decrypts sums")
-        return ParamsLayout.of_spec(spec).unflatten(self.key_holder.decrypt(aggregate).astype(np.float32))
+        layout = ParamsLayout.of_spec(spec)
+        layout = dataclasses.replace(layout, dtypes=tuple(torch.float64 for _ in layout.names))
+        return layout.unflatten(self.key_holder.decrypt(aggregate))
 
     def aggregate(self, payloads: Sequence[HEPayload], ctx: ServerContext) -> Params:
         return self.secure_round(payloads, ctx)[0]
@@ -313,7 +316,8 @@ class HomomorphicSum(BaseStage):
         """Return the decrypted sum, each client's uploaded bytes and its download of the public key."""
         total = self.weighted_sum(payloads, [1] * len(payloads))
         key_bytes = len(self.public_key or b"")
-        return self.decrypt(total, payloads[0].spec), [p.nbytes for p in payloads], [key_bytes] * len(payloads)
+        summed = {k: v.to(torch.float32) for k, v in self.decrypt(total, payloads[0].spec).items()}
+        return summed, [p.nbytes for p in payloads], [key_bytes] * len(payloads)
 
 
 def encode_public_key(data: bytes) -> str:
