@@ -12,6 +12,7 @@ given, and their children.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -61,6 +62,20 @@ def stop_reaper(watchdog: subprocess.Popen[bytes]) -> None:
         watchdog.wait(5)
 
 
+def _probe(address: str, timeout_s: float = 10.0) -> None:
+    """Refuse a ``RAY_ADDRESS`` of the form host:port where nothing listens (ConfigError)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or "://" in address:  # "auto", "local", "ray://...": Ray's own
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(
+            f"RAY_ADDRESS = {address!r}: no Ray cluster answers there ({e}); expected the address of a "
+            "running head node (ray start --head), or RAY_ADDRESS unset for a local instance"
+        ) from None
+
+
 class RaySession:
     """Ray for this process: the running instance, ``RAY_ADDRESS``'s cluster, or a local one it owns.
 
@@ -68,7 +83,8 @@ class RaySession:
         setting: the config key that asked for Ray, named in the error when Ray is not installed.
 
     Raises:
-        ConfigError: the ``ray`` extra is not installed.
+        ConfigError: the ``ray`` extra is not installed, ``RAY_ADDRESS`` names no running cluster, or Ray
+            cannot start.
     """
 
     def __init__(self, setting: str):
@@ -80,7 +96,14 @@ class RaySession:
         self.owns = not ray.is_initialized()
         self._reaper: subprocess.Popen[bytes] | None = None
         if self.owns:  # joins RAY_ADDRESS's cluster if it is set, else starts a local instance
-            ray.init(include_dashboard=False, log_to_driver=False)
+            address = os.environ.get("RAY_ADDRESS", "")
+            _probe(address)  # ray.init retries an address where no cluster answers for ever
+            try:
+                ray.init(include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, RuntimeError, TimeoutError, ValueError) as e:
+                ray.shutdown()
+                where = f"the Ray cluster at RAY_ADDRESS = {address!r}" if address else "a local Ray instance"
+                raise ConfigError(f"{setting} = 'ray': cannot start {where} ({e}); expected Ray to start") from e
             self._reaper = reap_on_death(process_tree())  # Ray's daemons die with this process
 
     def close(self) -> None:

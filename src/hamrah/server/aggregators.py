@@ -63,6 +63,10 @@ class AggregatorShare:
         """Fail: everything this Aggregator held is lost."""
         self.alive, self.sums, self.contributions = False, Accumulator(), []
 
+    def failed(self) -> bool:
+        """Return whether this Aggregator died on its own (never, in the server process)."""
+        return False
+
 
 class Share(Protocol):
     """The Master Aggregator's handle on one Aggregator, wherever it runs."""
@@ -74,6 +78,10 @@ class Share(Protocol):
     def add(self, contribution: Contribution) -> None: ...
 
     def crash(self) -> None: ...
+
+    def failed(self) -> bool:
+        """Return whether it died on its own (checked without waiting; the Master then crashes it)."""
+        ...
 
 
 class Backend(Protocol):
@@ -115,8 +123,15 @@ class MasterAggregator:
         self._next = 0
         self.lost = 0
 
+    def _sweep(self) -> None:
+        """Crash the Aggregators found dead (a Ray actor whose process died): their reports are lost."""
+        for a in self.shares:
+            if a.alive and a.failed():
+                self.crash(a.index)
+
     def assign(self) -> int:
         """Return the Aggregator a newly selected device reports to (round robin over live ones)."""
+        self._sweep()
         live = [a.index for a in self.shares if a.alive]
         if not live:
             return 0
@@ -126,6 +141,7 @@ class MasterAggregator:
 
     def route(self, index: int) -> Share | None:
         """Return the live Aggregator for ``index``, or another live one if it failed; None if none is left."""
+        self._sweep()
         if self.shares[index].alive:
             return self.shares[index]
         return next((a for a in self.shares if a.alive), None)
@@ -138,6 +154,7 @@ class MasterAggregator:
         return lost
 
     def reports(self) -> int:
+        self._sweep()
         return sum(a.count for a in self.shares if a.alive)
 
     def finalize(

@@ -15,6 +15,10 @@ replaced in the next round.
 Ray is joined or started through :class:`hamrah.core.ray_cluster.RaySession`: the running instance,
 ``RAY_ADDRESS``'s cluster, or a local instance (shut down by ``close``, and killed by a watchdog if
 the server is SIGKILLed).
+
+An actor that dies on its own mid-round is noticed when a call sent to it fails (``RayShare.failed``,
+polled without waiting whenever the Master Aggregator counts reports or routes one): it is then lost like
+a crashed one, so its reports stop counting towards the goal and the round goes on with the live ones.
 """
 
 from __future__ import annotations
@@ -58,14 +62,26 @@ RemoteAggregator = ray.remote(AggregatorActor).options(scheduling_strategy="SPRE
 class RayShare:
     """The Master Aggregator's handle on one Aggregator actor; counts what it routed there."""
 
-    def __init__(self, index: int, actor) -> None:
+    def __init__(self, index: int, actor, started=None) -> None:
         self.index, self.actor = index, actor
         self.alive, self.count = True, 0
+        self._pending = [] if started is None else [started]  # calls not yet seen to succeed
 
     def add(self, contribution: Contribution) -> None:
         """Send one client's packed statistics to the actor without waiting for it."""
-        self.actor.add.remote(contribution)
+        self._pending.append(self.actor.add.remote(contribution))
         self.count += 1
+
+    def failed(self) -> bool:
+        """Return whether the actor died under a call sent to it (checked without waiting)."""
+        if not self.alive or not self._pending:
+            return False
+        done, self._pending = ray.wait(self._pending, num_returns=len(self._pending), timeout=0)
+        try:
+            ray.get(done)
+        except RayActorError:
+            return True
+        return False
 
     def crash(self) -> None:
         """Fail: kill the actor; its share is lost."""
@@ -85,17 +101,18 @@ class RayBackend:
         """Return a live actor for ``index`` (a new one if there is none or it failed), reset for a round."""
         old = self._pool.get(index)
         actor = old.actor if old is not None and old.alive else RemoteAggregator.remote()
-        actor.start.remote(index, buffered)
-        self._pool[index] = RayShare(index, actor)
+        self._pool[index] = RayShare(index, actor, actor.start.remote(index, buffered))
         return self._pool[index]
 
     def gather(self, shares: list[RayShare]) -> list[Partial | None]:
         """Return each share's partial sums (blocking); None for an actor that died or did not answer."""
         refs = [s.actor.partial.remote() for s in shares]
+        if refs:  # one deadline for all: k silent actors cost GATHER_TIMEOUT_S, not k times it
+            ray.wait(refs, num_returns=len(refs), timeout=GATHER_TIMEOUT_S)
         out: list[Partial | None] = []
         for share, ref in zip(shares, refs):
             try:
-                out.append(ray.get(ref, timeout=GATHER_TIMEOUT_S))
+                out.append(ray.get(ref, timeout=0))
             except (RayActorError, GetTimeoutError) as e:
                 log.warning(
                     "aggregator %d failed (%s): its %d reports are lost", share.index, type(e).__name__, share.count
