@@ -11,11 +11,11 @@ import time
 import psutil
 import pytest
 
-from hamrah.core.ray_cluster import process_tree, reap_on_death, stop_reaper
+from hamrah.transport.ray_cluster import process_tree, reap_on_death, stop_reaper
 
 PARENT = """
 import subprocess, sys, time
-from hamrah.core.ray_cluster import process_tree, reap_on_death
+from hamrah.transport.ray_cluster import process_tree, reap_on_death
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 reap_on_death(process_tree())  # what RayBackend does right after ray.init()
 print(child.pid, flush=True)
@@ -62,7 +62,7 @@ def test_a_clean_shutdown_stops_the_watchdog_without_killing():
 
 RAY_SERVER = """
 import sys, time
-from hamrah.core.ray_cluster import process_tree
+from hamrah.transport.ray_cluster import process_tree
 from hamrah.server.ray_backend import RayBackend
 backend = RayBackend()                 # what a server with backend = "ray" does: its own local Ray
 share = backend.spawn(0, False)        # an actor: a Ray worker started after the watchdog

@@ -66,7 +66,7 @@ def test_a_ray_address_where_nothing_listens_is_a_config_error():
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = "from hamrah.core.ray_cluster import RaySession\nRaySession('server.backend')"
+    code = "from hamrah.transport.ray_cluster import RaySession\nRaySession('server.backend')"
     env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0

@@ -12,7 +12,7 @@ worker thread, off the event loop. A failed actor (``crash``: ``ray.kill``, or o
 the round closes) loses only its share. Actors are kept from round to round, and a dead one is
 replaced in the next round.
 
-Ray is joined or started through :class:`hamrah.core.ray_cluster.RaySession`: the running instance,
+Ray is joined or started through :class:`hamrah.transport.ray_cluster.RaySession`: the running instance,
 ``RAY_ADDRESS``'s cluster, or a local instance (shut down by ``close``, and killed by a watchdog if
 the server is SIGKILLed).
 
@@ -27,8 +27,8 @@ import logging
 
 from hamrah.core.aggregate import Contribution
 from hamrah.core.errors import ConfigError
-from hamrah.core.ray_cluster import RaySession
 from hamrah.server.aggregators import AggregatorShare, Partial
+from hamrah.transport.ray_cluster import RaySession
 
 try:
     import ray

@@ -11,7 +11,7 @@ An actor that dies (its process killed, its machine lost) is restarted by Ray an
 round retried on it, up to ``RESTARTS`` times; a share's updates depend only on its seeds, so the
 round's result does not change. Beyond that the run stops with :class:`WorkerFailed`.
 
-Ray is joined or started by :class:`hamrah.core.ray_cluster.RaySession`: ``RAY_ADDRESS`` names a
+Ray is joined or started by :class:`hamrah.transport.ray_cluster.RaySession`: ``RAY_ADDRESS`` names a
 running cluster (``ray start --head`` on one machine, ``ray start --address ...`` on the others),
 else a local instance runs for the simulation. Every machine needs hamrah installed, and a user's
 task module importable (installed, or shipped by a Ray ``runtime_env``).
@@ -25,10 +25,10 @@ from torch import nn
 
 from hamrah.algorithms.base import ClientUpdate
 from hamrah.core.errors import WorkerFailed
-from hamrah.core.ray_cluster import RaySession
 from hamrah.data.federated import FederatedDataset
 from hamrah.simulation.parallel import RoundTask, split_by_size, train_clients, worker_setup
 from hamrah.task import Task
+from hamrah.transport.ray_cluster import RaySession
 
 log = logging.getLogger("hamrah.simulation")
 RESTARTS = 3  # times Ray restarts a dead actor and retries its share
