@@ -68,3 +68,18 @@ def test_federated_evaluation_is_refused_where_dp_protects_the_examples_from_the
     with pytest.raises(ConfigError, match=rf"server.{key} = .* with privacy.mode = '{mode}': devices would send"):
         server_setup(exp, server_config(server))
     server_setup(exp, server_config({k: v for k, v in server.items() if k != key}))  # without it: accepted
+
+
+def test_an_encrypted_sum_too_small_for_a_rounds_goal_is_refused(tmp_path):
+    """Before: accepted, then each report past max_weight refused mid-round (a round might never reach
+    min_reports)."""
+    he = {"scheme": "paillier", "key_bits": 1024, "max_weight": 1000, "bound": 1.0}
+    cfg = _config(homomorphic_encryption=he, server={"max_example_weight": 600})
+    with pytest.raises(ConfigError, match=r"goal of 4 reports, each counting .* \(600\), sums to 2400; expected max"):
+        ServerPipeline.from_config(cfg, PARAMS, 4, tmp_path, "fedavg")
+    ServerPipeline.from_config(
+        _config(homomorphic_encryption=he, server={"max_example_weight": 250}), PARAMS, 4, tmp_path, "fedavg"
+    )
+    unbounded = _config(homomorphic_encryption=he, server={"bounded_influence": False})
+    with pytest.raises(ConfigError, match="bounded_influence = false"):
+        ServerPipeline.from_config(unbounded, PARAMS, 4, tmp_path, "fedavg")

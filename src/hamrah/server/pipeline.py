@@ -46,11 +46,31 @@ from hamrah.pipeline import PipelineRun, PipelineSpec, dp_settings, resolve_pipe
 from hamrah.pipeline.distributed import distributed_accountant
 from hamrah.pipeline.spec import PLAN_KEY, STATE_KEY
 from hamrah.privacy.server_state import server_state_to_dict
+from hamrah.server.influence import UNBOUNDED_WEIGHT
 from hamrah.server.privacy import ServerPrivacy, refuse_unprovable
 from hamrah.server.reports import reported_loss
 
 CIPHERTEXT_KEY = "he/ciphertext"  # a buffered HE report's bytes, kept as one uint8 tensor until commit
 MAX_PLAN_BYTES = 900_000  # the plan travels in one gRPC message of at most 1 MiB + 64 KiB
+
+
+def _refuse_he_headroom(spec: PipelineSpec, server: dict, goal: int) -> None:
+    """Refuse an encrypted sum too small for a round's goal: each report past ``max_weight`` is refused at
+    run time, so a round whose goal weighs more might never reach min_reports."""
+    if spec.homomorphic is None:
+        return
+    if spec.equal_weights:
+        per, why = 1, "each weighing 1"
+    elif server.get("bounded_influence", True):
+        per, why = int(server.get("max_example_weight") or 0), "each counting for up to server.max_example_weight"
+    else:
+        per, why = UNBOUNDED_WEIGHT, "each counting for its claimed num_examples (bounded_influence = false)"
+    if per and goal * per > spec.homomorphic.max_weight:
+        raise ConfigError(
+            f"homomorphic_encryption.max_weight = {spec.homomorphic.max_weight}: a round's goal of {goal} reports, "
+            f"{why} ({per}), sums to {goal * per}; expected max_weight >= {goal * per} (or a smaller goal "
+            "or server.max_example_weight)"
+        )
 
 
 class ServerPipeline:
@@ -126,6 +146,7 @@ class ServerPipeline:
         if spec is None:  # privacy.mode = "dpsgd" alone: DP-SGD is in the devices' local training
             return None
         refuse_unprovable(spec, secure is not None)
+        _refuse_he_headroom(spec, config.get("server") or {}, goal)
         return cls(spec, params, state_dir, store, statistics_of(algorithm), robust)
 
     def plan_extra(self) -> dict:
