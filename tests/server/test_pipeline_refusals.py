@@ -83,3 +83,27 @@ def test_an_encrypted_sum_too_small_for_a_rounds_goal_is_refused(tmp_path):
     unbounded = _config(homomorphic_encryption=he, server={"bounded_influence": False})
     with pytest.raises(ConfigError, match="bounded_influence = false"):
         ServerPipeline.from_config(unbounded, PARAMS, 4, tmp_path, "fedavg")
+
+
+def test_an_encrypted_sum_of_one_update_is_refused():
+    """A round committed on one report, or a simulated cohort of one, decrypts that update for the server."""
+    from hamrah.experiments import from_dict
+    from hamrah.experiments.serve import server_setup
+    from hamrah.pipeline import resolve_pipeline
+    from hamrah.server.config import server_config
+
+    he = {"scheme": "paillier", "key_bits": 1024, "bound": 1.0}
+    exp = from_dict(
+        _config(
+            data={"dataset": "synthetic_iid", "num_clients": 4},
+            model={"name": "logreg"},
+            algorithm={"client_fraction": 0.5},
+            homomorphic_encryption=he,
+        )
+    )
+    with pytest.raises(ConfigError, match="committed on 1 report: the decrypted sum of one report is that device"):
+        server_setup(exp, server_config({"goal_count": 2, "min_reports": 1}))
+    server_setup(exp, server_config({"goal_count": 2, "min_reports": 2}))
+    with pytest.raises(ConfigError, match="with 1 client a round: the decrypted sum of one client's update"):
+        resolve_pipeline(None, None, 10, 1, 5, None, he)
+    assert resolve_pipeline(None, None, 10, 2, 5, None, he) is not None

@@ -93,6 +93,11 @@ def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
     if srv.min_reports is not None and srv.min_reports > goal:
         raise ConfigError(f"server.min_reports = {srv.min_reports}: expected at most the goal count ({goal})")
     _check_evaluation_privacy(exp, srv)
+    if exp.homomorphic_encryption is not None and srv.reports_needed(goal) < 2:
+        raise ConfigError(
+            f"[homomorphic_encryption] with rounds committed on {srv.reports_needed(goal)} report: the decrypted "
+            "sum of one report is that device's update; expected server.min_reports >= 2"
+        )
     if srv.max_example_weight == 0:  # the weight the server trusts: the largest client it knows of
         srv = dataclasses.replace(srv, max_example_weight=max(1, int(prep.data.client_sizes().max())))
     r = exp.run

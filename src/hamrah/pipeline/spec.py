@@ -281,6 +281,12 @@ def resolve_pipeline(
     if homomorphic is not None:
         from hamrah.he.stage import default_max_weight, he_settings
 
+        if cohort < 2:
+            raise ConfigError(
+                f"[homomorphic_encryption] with {cohort} client a round: the decrypted sum of one client's update "
+                "is that update; expected at least 2 clients a round"
+            )
+
         he = he_settings(homomorphic, default_max_weight(dp is not None, cohort))
     spec = PipelineSpec(
         compression_spec(compression), dp, float(z), int(population), int(cohort), secure_spec(secure), he
