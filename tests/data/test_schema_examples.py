@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tests.data.strategies import schema_and_columns, schemas
 
 from hamrah.core.errors import DataError
-from hamrah.data.examples import Examples, to_dataset
+from hamrah.data.examples import MAX_CLASSES, Examples, to_dataset
 from hamrah.data.schema import Field, Schema
 
 XY = Schema((Field("x", "float32", (2,)), Field("y", "int64")), label="y")
@@ -164,6 +164,14 @@ def test_to_dataset_refuses_negative_class_ids_but_not_the_no_target_label():
     bad = Examples(XY, {"x": np.zeros((3, 2), np.float32), "y": [0, -1, 1]})
     with pytest.raises(DataError, match=r"example 1 has label 'y' = -1; expected class ids"):  # was a crash in training
         to_dataset("toy", ex, bad)
+
+
+def test_a_label_of_sparse_ids_is_refused_not_turned_into_a_hundred_million_classes():
+    ex = Examples(XY, {"x": np.zeros((2, 2), np.float32), "y": [3, 10**8]})  # a model of 10^8 outputs, before
+    with pytest.raises(DataError, match=r"goes up to 100,000,000, which would make 100,000,001 classes; expected"):
+        to_dataset("toy", ex)
+    ok = Examples(XY, {"x": np.zeros((2, 2), np.float32), "y": [3, MAX_CLASSES - 1]})
+    assert to_dataset("toy", ok).num_classes == MAX_CLASSES
 
 
 @settings(max_examples=30, deadline=None)

@@ -20,6 +20,8 @@ from hamrah.core.errors import DataError
 from hamrah.data.federated import ArrayData, Dataset
 from hamrah.data.schema import Field, Schema
 
+MAX_CLASSES = 1_000_000  # the most classes an integer label may imply (max + 1)
+
 
 @dataclass(frozen=True)
 class Examples:
@@ -113,7 +115,16 @@ class Examples:
         if f.categories is not None:
             return len(f.categories)
         y = self.labels
-        return int(y.max()) + 1 if y.dtype.kind in "iub" and f.shape == () and len(y) else None
+        if not (y.dtype.kind in "iub" and f.shape == () and len(y)):
+            return None
+        top = int(y.max())
+        if top >= MAX_CLASSES:  # ids, not classes: a model would get an output per id (10^8 of them: its memory)
+            raise DataError(
+                f"{self.source or 'examples'}: label {self.schema.label!r} goes up to {top:,}, which would make "
+                f"{top + 1:,} classes; expected class ids 0..K-1 with K at most {MAX_CLASSES:,} (map sparse ids "
+                "to 0..K-1, or declare the field's categories)"
+            )
+        return top + 1
 
     def take(self, indices: np.ndarray) -> Examples:
         """Return the examples at ``indices`` (e.g. one client's index set), in that order."""
