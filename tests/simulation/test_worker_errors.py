@@ -22,6 +22,7 @@ from hamrah.simulation import SimulationConfig, Simulator, seeded
 MODULE = textwrap.dedent(
     """
     import threading
+    import time
 
     from hamrah.core.errors import ConfigError
     from hamrah.task import ClassificationTask
@@ -52,6 +53,8 @@ MODULE = textwrap.dedent(
                 raise NeedsTwo("first", "second")
             if self.mode == "exit":
                 raise SystemExit(4)
+            if self.mode == "slow":  # stands for a task blocked in its own code for a while
+                time.sleep(0.4)
             return super().loss(output, target)
 
 
@@ -110,3 +113,13 @@ def test_the_tasks_own_error_is_named_with_where_it_was_raised(fed, tasks):
 def test_a_task_a_worker_cannot_load_is_named(fed, tasks):
     with pytest.raises(WorkerFailed, match=r"could not load .*RuntimeError: this task cannot be loaded here"):
         _run(fed, tasks.Unloadable())
+
+
+def test_workers_training_long_are_reported_while_the_round_waits(fed, tasks, monkeypatch, caplog):
+    from hamrah.simulation import parallel
+
+    monkeypatch.setattr(parallel, "QUIET_WARNING_S", 0.3)
+    with caplog.at_level("WARNING", logger="hamrah.simulation"):
+        result = _run(fed, tasks.Fragile("slow"))
+    assert len(result.history) == 1  # the round still completes
+    assert any("worker(s) still training after" in r.getMessage() for r in caplog.records), caplog.text

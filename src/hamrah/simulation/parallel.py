@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 import ctypes
 import dataclasses
+import logging
 import pickle
+import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing.reduction import ForkingPickler
@@ -34,6 +36,9 @@ from hamrah.core.seeds import client_rng
 from hamrah.data.federated import ArrayData, FederatedDataset
 from hamrah.simulation.batched import train_cohort
 from hamrah.task import Task
+
+log = logging.getLogger("hamrah.simulation")
+QUIET_WARNING_S = 300.0  # a round whose workers have all been training this long is reported (and again after as long)
 
 _STATE: dict = {}
 
@@ -281,8 +286,23 @@ class ProcessPool:
         groups = split_by_size(list(task.ids), list(sizes), self.workers)
         out: dict[int, ClientUpdate] = {}
         try:
-            for group, updates in zip(groups, self._pool.map(_work, [task.subset(g) for g in groups])):
-                out.update(zip(group, updates))
+            futures = [self._pool.submit(_work, task.subset(g)) for g in groups]
+            started, pending = time.monotonic(), set(futures)
+            while pending:  # a task blocked in its own code (a lock, a DataLoader's workers) looks like 0% CPU
+                done, pending = wait(pending, timeout=QUIET_WARNING_S, return_when=FIRST_EXCEPTION)
+                if any(f.exception() is not None for f in done):
+                    break  # raised below, without waiting for the others
+                if pending:
+                    log.warning(
+                        "round %d: %d of %d worker(s) still training after %.0f s (no worker died); a task "
+                        "blocked in its own code (a lock, a DataLoader's worker processes) would look like this",
+                        task.round_idx, len(pending), len(futures), time.monotonic() - started,
+                    )  # fmt: skip
+            for future in futures:
+                if future.done() and future.exception() is not None:
+                    future.result()  # the worker's error, as it was raised there
+            for group, future in zip(groups, futures):
+                out.update(zip(group, future.result()))
         except BrokenProcessPool:
             self.close()
             raise WorkerFailed(
