@@ -361,7 +361,7 @@ def check_request(
     now = time.time() if now is None else now
     ts_raw, nonce = _header(md, TS_HEADER), _header(md, NONCE_HEADER)
     kid, sig_raw = _header(md, KEY_HEADER), _header(md, SIG_HEADER)
-    if not ts_raw.isdigit() or len(ts_raw) > 16:
+    if not (ts_raw.isascii() and ts_raw.isdigit()) or len(ts_raw) > 16:  # str.isdigit alone takes "²"
         raise RequestRefused("malformed", f"malformed {TS_HEADER}: expected milliseconds since the epoch")
     if not _NONCE.fullmatch(nonce):
         raise RequestRefused("malformed", f"malformed {NONCE_HEADER}: expected {2 * NONCE_BYTES} lowercase hex digits")

@@ -107,6 +107,18 @@ def _line_records(text: str, path: Path) -> list[DeviceRecord]:
     return out
 
 
+RACY_NS = 2_000_000_000  # the coarsest mtime resolution of common file systems (FAT: 2 s)
+
+
+def _file_stamp(path: Path | None) -> tuple[int, int, int] | None:
+    """Return what tells a changed file: (mtime in ns, size, inode); None when there is no such file."""
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino) if st is not None else None
+
+
 def _lines(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
@@ -150,6 +162,8 @@ class TokenRegistry:
         self.nonces = NonceCache(2 * max_skew_s)
         self.refusals: Counter[str] = Counter()
         self._stamp: tuple = ()
+        self._failed: tuple | None = None
+        self._racy = False
         self._known: dict[str, DeviceRecord] = {}
         self._revoked: set[str] = set()
         self._reload()
@@ -164,24 +178,32 @@ class TokenRegistry:
         if self._stamp and now - self._checked < self.recheck_s:  # two stat calls per request otherwise
             return
         self._checked = now
-        files = (self.tokens_file, self.revoked_file)
-        stamp = tuple(p.stat().st_mtime_ns if p and p.exists() else 0 for p in files)
-        if stamp == self._stamp:
+        stamp = (_file_stamp(self.tokens_file), _file_stamp(self.revoked_file))
+        if stamp == self._stamp and not self._racy:
             return
         try:
+            if self.revoked_file is not None and stamp[1] is None:  # fail closed: keep the revocations
+                raise ConfigError(
+                    f"server.revoked_file {str(self.revoked_file)!r}: no such file; expected the revocation "
+                    "list (an empty file revokes nobody)"
+                )
             text = self.tokens_file.read_text(encoding="utf-8")
             parse = _json_records if text.lstrip().startswith("{") else _line_records
             known = {r.token_sha256: r for r in parse(text, self.tokens_file)}
-            revoked_lines = _lines(self.revoked_file.read_text(encoding="utf-8")) if stamp[1] else []
+            revoked_lines = _lines(self.revoked_file.read_text(encoding="utf-8")) if self.revoked_file else []
         except (OSError, UnicodeDecodeError, ConfigError) as e:
             if not self._stamp:
                 raise ConfigError(f"server.tokens_file = {str(self.tokens_file)!r}: {e}") from None
-            log.error("kept the previous device registry: %s", e)
+            if stamp != self._failed:  # once per change, not every recheck
+                log.error("kept the previous device registry: %s", e)
+            self._failed = stamp
             return
         revoked = {ln[len("sha256:") :] if ln.startswith("sha256:") else token_digest(ln) for ln in revoked_lines}
         names = set(revoked_lines)
         self._revoked = revoked | {d for d, r in known.items() if r.name in names}
-        self._known, self._stamp = known, stamp
+        self._known, self._stamp, self._failed = known, stamp, None
+        # A file changed again within its mtime's resolution keeps its stamp: reread until it is older.
+        self._racy = any(s is not None and time.time_ns() - s[0] < RACY_NS for s in stamp)
 
     def record(self, token: str | None) -> DeviceRecord | None:
         """Return the record of a known, unrevoked token, else None."""
