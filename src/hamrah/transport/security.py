@@ -4,6 +4,7 @@ credentials (certificates: :mod:`hamrah.transport.certs`; see also :mod:`hamrah.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -164,6 +165,7 @@ class TokenRegistry:
         self._stamp: tuple = ()
         self._failed: tuple | None = None
         self._racy = False
+        self._content = b""
         self._known: dict[str, DeviceRecord] = {}
         self._revoked: set[str] = set()
         self._reload()
@@ -188,9 +190,14 @@ class TokenRegistry:
                     "list (an empty file revokes nobody)"
                 )
             text = self.tokens_file.read_text(encoding="utf-8")
+            revoked_text = self.revoked_file.read_text(encoding="utf-8") if self.revoked_file else ""
+            content = hashlib.sha256(f"{len(text)}\0{text}{revoked_text}".encode()).digest()
+            if content == self._content:  # a racy reread of unchanged files: no need to parse them again
+                self._settle(stamp)
+                return
             parse = _json_records if text.lstrip().startswith("{") else _line_records
             known = {r.token_sha256: r for r in parse(text, self.tokens_file)}
-            revoked_lines = _lines(self.revoked_file.read_text(encoding="utf-8")) if self.revoked_file else []
+            revoked_lines = _lines(revoked_text)
         except (OSError, UnicodeDecodeError, ConfigError) as e:
             if not self._stamp:
                 raise ConfigError(f"server.tokens_file = {str(self.tokens_file)!r}: {e}") from None
@@ -201,7 +208,11 @@ class TokenRegistry:
         revoked = {ln[len("sha256:") :] if ln.startswith("sha256:") else token_digest(ln) for ln in revoked_lines}
         names = set(revoked_lines)
         self._revoked = revoked | {d for d, r in known.items() if r.name in names}
-        self._known, self._stamp, self._failed = known, stamp, None
+        self._known, self._content = known, content
+        self._settle(stamp)
+
+    def _settle(self, stamp: tuple) -> None:
+        self._stamp, self._failed = stamp, None
         # A file changed again within its mtime's resolution keeps its stamp: reread until it is older.
         self._racy = any(s is not None and time.time_ns() - s[0] < RACY_NS for s in stamp)
 
