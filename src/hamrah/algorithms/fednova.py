@@ -3,6 +3,7 @@ Optimization*, NeurIPS; section 4, eq. 6-7 and appendix on momentum and proximal
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -59,6 +60,14 @@ class FedNova(FedProx):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        limit = (1.0 - math.sqrt(self.local.momentum)) ** 2 / self.local.lr
+        if self.mu > limit:
+            raise ConfigError(
+                f"algorithm.mu = {self.mu!r}: with lr = {self.local.lr} and momentum = {self.local.momentum} the "
+                "proximal term makes some of FedNova's step weights a_ij negative (the local iterate overshoots "
+                "w_t), so their sum is not ||a_i||_1 and can reach 0 or below; expected lr * mu <= "
+                f"(1 - sqrt(momentum))^2, mu <= {limit:g}"
+            )
         if self.local.optimizer != "sgd":
             raise ConfigError(
                 f'algorithm.local_optimizer = "{self.local.optimizer}": FedNova normalises each update by '
@@ -67,9 +76,14 @@ class FedNova(FedProx):
             )
 
     def client_statistics(self, result: ClientResult) -> Params:
-        """Return ``delta/`` = delta_i / ||a_i||_1 and ``a_norm`` = ||a_i||_1 (from the result's ``local_steps``)."""
+        """Return ``delta/`` = delta_i / ||a_i||_1 and ``a_norm`` = ||a_i||_1 (from the result's ``local_steps``);
+        a client that ran no step (no examples) sends zeros for both rather than 0 / 0."""
         a = a_norm(int(result.metrics["local_steps"]), self.local.lr, self.local.momentum, self.mu)
-        out = {f"{DELTA.name}/{k}": v / a for k, v in result.delta.items()}
+        if not a > 0:  # no step (a client without examples): its delta is 0 and 0 / 0 would be NaN
+            a = 0.0
+            out = {f"{DELTA.name}/{k}": torch.zeros_like(v) for k, v in result.delta.items()}
+        else:
+            out = {f"{DELTA.name}/{k}": v / a for k, v in result.delta.items()}
         out[A_NORM.name] = torch.tensor([a], dtype=torch.float32)
         return out
 

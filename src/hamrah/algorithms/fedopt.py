@@ -4,6 +4,7 @@ Effects of Non-Identical Data Distribution for Federated Visual Classification*)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,10 @@ from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 
 SERVER_OPTIMIZERS = ("adam", "yogi", "adagrad", "avgm")
+# below TAU_MIN tau^2 (v's start) and the squares of deltas smaller than tau underflow to 0 in float32, so
+# a tiny delta would step by m / tau (1e-25 / 1e-30 = 1e5), or 0 / 0 when tau itself rounds to 0
+TAU_MIN = math.sqrt(float(torch.finfo(torch.float32).tiny))
+TAU_MAX = math.sqrt(float(torch.finfo(torch.float32).max))  # tau^2, v's start, is finite in float32 below it
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,12 @@ class FedOpt(Stateless):
         check_number("algorithm.beta1", self.beta1, 0.0, 1.0, open_high=True)
         check_number("algorithm.beta2", self.beta2, 0.0, 1.0, open_high=True)
         check_number("algorithm.tau", self.tau, 0.0, open_low=True)
+        if not TAU_MIN <= self.tau < TAU_MAX:
+            raise ConfigError(
+                f"algorithm.tau = {self.tau!r}: v starts at tau^2 and the step is m / (sqrt(v) + tau) in float32, "
+                "where this tau^2 underflows to 0 (a tiny delta then steps by m / tau) or overflows to inf; "
+                f"expected a number in [{TAU_MIN:g}, {TAU_MAX:g})"
+            )
 
     @property
     def name(self) -> str:

@@ -16,8 +16,29 @@ from hamrah.algorithms.base import (
 )
 from hamrah.algorithms.transforms import Proximal
 from hamrah.core.aggregate import Aggregate
+from hamrah.core.errors import ConfigError
 from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
+
+
+def check_pull(key: str, pull: float, plan: LocalSGD) -> None:
+    """Refuse a proximal pull that makes local SGD diverge on its own: on the term pull/2 ||w - w_t||^2,
+    heavy-ball SGD (momentum rho, plain SGD at rho = 0) contracts only when lr * pull < 2 (1 + rho);
+    beyond it w - w_t grows geometrically to inf, and FedNova's ||a_i||_1 goes to 0 or below. Adam and
+    AdamW normalise the step, so any pull is stable there.
+
+    Raises:
+        ConfigError: naming ``key`` and the largest pull the plan's lr and momentum allow.
+    """
+    if plan.optimizer != "sgd":
+        return
+    limit = 2.0 * (1.0 + plan.momentum) / plan.lr
+    if pull >= limit:
+        raise ConfigError(
+            f"{key} = {pull!r}: with lr = {plan.lr} and momentum = {plan.momentum} the proximal term alone "
+            f"makes local SGD diverge (lr * {key.rsplit('.', 1)[-1]} >= 2 (1 + momentum)); expected a value "
+            f"below {limit:g}"
+        )
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,7 @@ class FedProx(Stateless):
 
     def __post_init__(self) -> None:
         check_number("algorithm.mu", self.mu, 0.0)
+        check_pull("algorithm.mu", self.mu, self.local)
 
     def cohort_size(self, population: int) -> int:
         return cohort_size(self.client_fraction, population)

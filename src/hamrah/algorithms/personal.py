@@ -8,7 +8,8 @@ by the simulator, in the Example Store by a device) and is never sent:
 - **Ditto** (Li, Hu, Beirami and Smith 2021, *Ditto: Fair and Robust Federated Learning Through
   Personalization*, ICML, Algorithm 1): after its global update a client trains its personal model
   v_k on F_k(v) + lam/2 ||v - w_t||^2 with the same local plan, from where it left v_k (w_t the first
-  time). lam = 0 is local training alone; a large lam keeps v_k at the global model.
+  time). lam = 0 is local training alone; a large lam keeps v_k at the global model (with local SGD
+  lam must stay below 2 (1 + momentum) / lr, past which the pull alone diverges: refused at construction).
 - **FedPer** (Arivazhagan et al. 2019, *Federated Learning with Personalization Layers*): the
   parameters under ``layers`` (name prefixes, e.g. the output layer) are personal. Local training
   starts from the global model with the client's own copy of them; their change is sent as zeros, so
@@ -36,6 +37,7 @@ from hamrah.algorithms.base import (
     GradientTransform,
     LocalSGD,
 )
+from hamrah.algorithms.fedprox import check_pull
 from hamrah.core.aggregate import Aggregate, Statistic
 from hamrah.core.errors import ConfigError
 from hamrah.core.numbers import check_number
@@ -183,6 +185,8 @@ class Personalized:
                 "(SCAFFOLD's control variate) where the personal model would be kept; expected an algorithm "
                 "whose clients keep none (fedavg, fedprox, fednova, fedsgd, fedadam, fedyogi, fedadagrad, fedavgm)"
             )
+        if isinstance(self.method, Ditto):  # the personal pass is SGD on F_k + lam/2 ||v - w_t||^2
+            check_pull("personalization.lam", self.method.lam, self.base.local_plan())
 
     @property
     def name(self) -> str:

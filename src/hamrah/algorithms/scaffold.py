@@ -110,8 +110,14 @@ class Scaffold:
         broadcast: Params | None,
         client_state: Params | None,
     ) -> Params:
-        """Return option II's c_i+ = c_i - c + (x - y_i) / (K lr)."""
-        scale = 1.0 / (max(steps, 1) * self.local.lr)
+        """Return option II's c_i+ = c_i - c + (x - y_i) / (K lr); c_i unchanged when K = 0 (a client
+        without examples saw no gradient: the formula would move c_i to c_i - c)."""
+        if steps == 0:
+            return {
+                k: (client_state[k] if client_state is not None else torch.zeros_like(x)).clone()
+                for k, x in global_params.items()
+            }
+        scale = 1.0 / (steps * self.local.lr)
         out = {}
         for k, x in global_params.items():
             ci = client_state[k] if client_state is not None else torch.zeros_like(x)
@@ -137,7 +143,8 @@ class Scaffold:
         """Return x + server_lr * mean(Delta y; n_k) and c + (1/N) sum_i Delta c_i.
 
         Raises:
-            ConfigError: ``num_clients`` (N) is not set: the control variate's share cannot be guessed.
+            ConfigError: ``num_clients`` (N) is not set: the control variate's share cannot be guessed; or
+                more than N clients reported (N is not the population).
             NotEnoughClients: the aggregate has weight 0.
         """
         if self.num_clients is None:
@@ -145,6 +152,12 @@ class Scaffold:
                 "scaffold: the server half needs the population size N (num_clients) for the control "
                 "variate's 1/N share; expected Scaffold(..., num_clients=N) (the runner and the "
                 "server set it from the partition)"
+            )
+        if aggregate.count > self.num_clients:
+            raise ConfigError(
+                f"scaffold: {aggregate.count} clients reported but the population N (num_clients) is "
+                f"{self.num_clients}, so c would move by more than the mean control change; expected "
+                "num_clients = the number of clients in the partition"
             )
         dy = aggregate.mean(DELTA)
         total = aggregate.total(CONTROL)
