@@ -53,14 +53,18 @@ async def select(coord: Coordinator, devices: list[str]) -> dict[str, pb.Task]:
     return {d: t for d, t in zip(devices, tasks) if t is not None}
 
 
-def header(task: pb.Task, payload: bytes, n: int, metrics: dict | None = None) -> pb.ReportHeader:
+def header(
+    task: pb.Task, payload: bytes, n: int, metrics: dict | None = None, update_bytes: int | None = None
+) -> pb.ReportHeader:
+    """A COMPLETED report's header for ``task`` announcing ``payload`` (or ``update_bytes``, for a stream
+    that sends another size or stalls)."""
     return pb.ReportHeader(
         task_id=task.task_id,
         round=task.round,
         status=pb.COMPLETED,
         num_examples=n,
-        metrics=json.dumps(metrics or {"train_loss": 0.5}).encode(),
-        update_bytes=len(payload),
+        metrics=json.dumps({"train_loss": 0.5} if metrics is None else metrics).encode(),
+        update_bytes=len(payload) if update_bytes is None else update_bytes,
     )
 
 

@@ -7,7 +7,7 @@ import asyncio
 
 import grpc
 import pytest
-from tests.server.driver import make_coordinator, open_round, select
+from tests.server.driver import header, make_coordinator, open_round, select
 
 from hamrah.server.service import FederatedLearningService
 from hamrah.transport.codec import encode_params
@@ -41,16 +41,7 @@ class Context:
 
 
 def _header(task: pb.Task, update_bytes: int) -> pb.ReportPart:
-    return pb.ReportPart(
-        header=pb.ReportHeader(
-            task_id=task.task_id,
-            round=task.round,
-            status=pb.COMPLETED,
-            num_examples=10,
-            metrics=b'{"train_loss": 0.5}',
-            update_bytes=update_bytes,
-        )
-    )
+    return pb.ReportPart(header=header(task, b"", 10, update_bytes=update_bytes))
 
 
 async def _call(service, parts) -> Context:

@@ -18,6 +18,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.server.driver import header as report_header
 from tests.system.harness import experiment, make_setup
 
 from hamrah.server.app import FLServer
@@ -267,18 +268,7 @@ def test_a_report_for_no_task_is_refused_while_every_upload_slot_is_held(running
     headers = []
     for meta in metas:
         task = running._task(meta)
-        headers.append(
-            pb.ReportPart(
-                header=pb.ReportHeader(
-                    task_id=task.task_id,
-                    round=task.round,
-                    status=pb.COMPLETED,
-                    num_examples=10,
-                    metrics=b"{}",
-                    update_bytes=10**6,
-                )
-            ).SerializeToString()
-        )
+        headers.append(pb.ReportPart(header=report_header(task, b"", 10, {}, update_bytes=10**6)).SerializeToString())
 
     def stalled(header):
         yield header

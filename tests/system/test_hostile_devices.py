@@ -11,6 +11,7 @@ import math
 import grpc
 import pytest
 import torch
+from tests.server.driver import header as report_header
 from tests.system.harness import experiment, make_setup, run_system
 
 from hamrah.transport.codec import chunks, decode_params, encode_params
@@ -33,16 +34,7 @@ def _stalled_report(stub, meta, task: pb.Task, forever: asyncio.Event, header: b
     async def parts():
         if not header:  # holds a stream place, not an upload slot
             await forever.wait()
-        yield pb.ReportPart(
-            header=pb.ReportHeader(
-                task_id=task.task_id,
-                round=task.round,
-                status=pb.COMPLETED,
-                num_examples=600,
-                metrics=b"{}",
-                update_bytes=10**6,
-            )
-        )
+        yield pb.ReportPart(header=report_header(task, b"", 600, {}, update_bytes=10**6))
         await forever.wait()  # never send the payload
 
     return stub.Report(parts(), metadata=meta)
@@ -50,16 +42,7 @@ def _stalled_report(stub, meta, task: pb.Task, forever: asyncio.Event, header: b
 
 def _report(stub, meta, task: pb.Task, payload: bytes, n: int):
     async def parts():
-        yield pb.ReportPart(
-            header=pb.ReportHeader(
-                task_id=task.task_id,
-                round=task.round,
-                status=pb.COMPLETED,
-                num_examples=n,
-                metrics=b'{"train_loss": 0.1}',
-                update_bytes=len(payload),
-            )
-        )
+        yield pb.ReportPart(header=report_header(task, payload, n, {"train_loss": 0.1}))
         for piece in chunks(payload):
             yield pb.ReportPart(chunk=pb.Chunk(data=piece))
 
