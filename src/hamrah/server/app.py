@@ -66,6 +66,26 @@ class ServerSetup:
     plan_extra: dict = field(default_factory=dict)  # in every training plan (DP-SGD: each client's delta, target)
 
 
+def refuse_unenforced_binding(s: ServerConfig, tokens: TokenRegistry | None) -> None:
+    """Refuse a registry that binds tokens to certificates on a server that would not check them: the
+    binding needs the caller's certificate, which only mutual TLS (``client_ca``) asks for.
+
+    Raises:
+        ConfigError: the registry holds certificate hashes and ``client_ca`` is unset; naming both.
+    """
+    if tokens is None or s.client_ca is not None:
+        return
+    bound = tokens.bound_devices()
+    if bound:
+        raise ConfigError(
+            f"server.tokens_file {s.tokens_file!r} binds {len(bound)} devices' tokens to their certificates "
+            f"(e.g. {bound[0]}), but server.client_ca is not set, so no device presents a certificate and "
+            "the binding could not be enforced; expected server.client_ca = the CA of the devices' "
+            "certificates (ca.pem of `hamrah provision`, with tls_cert and tls_key), or a tokens file "
+            "without certificate hashes"
+        )
+
+
 class FLServer:
     """One population's server: ``await FLServer(setup, state_dir).serve(port)``."""
 
@@ -122,6 +142,7 @@ class FLServer:
         tokens = TokenRegistry(s.tokens_file, s.revoked_file) if s.tokens_file else None
         if tokens is None:
             log.warning("server.tokens_file is not set: devices are NOT authenticated")
+        refuse_unenforced_binding(s, tokens)
         refuse_malicious_server_without_keys(pipeline, tokens)
         if tokens is not None:
             self.coordinator.device_identity = lambda device: getattr(tokens.by_key(device), "signing_key", None)

@@ -239,6 +239,11 @@ class TokenRegistry:
         self._reload()
         return sum(1 for d in self._known if d not in self._revoked)
 
+    def bound_devices(self) -> list[str]:
+        """Return the names of the registered devices whose entry holds a certificate sha256 (bound to it)."""
+        self._reload()
+        return sorted(r.name for r in self._known.values() if r.cert_sha256 is not None)
+
     def unsigned_devices(self) -> list[str]:
         """Return the names of the registered devices without an Ed25519 signing key (a plain tokens file: all)."""
         self._reload()
