@@ -319,3 +319,17 @@ def test_after_the_fuzzing_the_server_serves_and_counted_every_refusal_with_a_re
         )
     )
     assert not reply.finished and math.isfinite(reply.reconnect_after_s)
+
+
+def test_a_device_cannot_grow_the_refusal_table_with_its_own_values(running):
+    # every refusal below carries the device's own number or id in its message; before, each was
+    # counted under a reason of its own (the summary and /metrics grew by one label per call)
+    call = running.raw("Report", "su")
+    refusals = running.server.service.guard.refusals
+    before, total = set(refusals), sum(refusals.values())
+    for i in range(12):
+        bad = _report_parts(running.task, b"", n=10**9 + i)  # num_examples out of range
+        _code(lambda b=bad: call(iter(b), metadata=running.meta, timeout=10))
+        time.sleep(0.1)  # under the rate limit: each one is refused for what it holds
+    assert sum(refusals.values()) == total + 12  # each refused and counted
+    assert len(set(refusals) - before) <= 2, set(refusals) - before  # was one reason per call

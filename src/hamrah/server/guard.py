@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -25,6 +26,11 @@ from google.protobuf.message import DecodeError
 
 from hamrah.core.errors import ProtocolError
 from hamrah.transport.proto import fl_pb2 as pb
+
+MAX_REASONS = 64  # distinct refusal reasons counted by name (the summary, /metrics labels)
+OTHER_REASONS = "other reasons"
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUMBER = re.compile(r"[-+]?\d[\w.+-]*")
 
 
 class Malformed:
@@ -120,8 +126,13 @@ class Guard:
             if self.streams[device] <= 0:
                 del self.streams[device]
 
-    def count(self, reason: str) -> None:
+    def count(self, reason: str) -> str:
+        """Count a refusal under ``reason``; return the label counted. Past :data:`MAX_REASONS` distinct
+        reasons a new one counts as :data:`OTHER_REASONS` (a device's messages cannot grow the table)."""
+        if reason not in self.refusals and len(self.refusals) >= MAX_REASONS:
+            reason = OTHER_REASONS
         self.refusals[reason] += 1
+        return reason
 
     def first(self, device: str, what: str) -> bool:
         """Return True the first time ``device`` is refused for ``what`` (to log it once, not per call)."""
@@ -135,8 +146,12 @@ class Guard:
 
 
 def reason_of(err: Exception) -> str:
-    """Return a short refusal reason for the summary's counters: the first words of the message."""
-    text = str(err)
+    """Return a short refusal reason for the summary's counters: the error's own ``reason`` label if it
+    has one, else the first words of its message with quoted text and numbers blanked (a device's
+    values, which would make every refusal a reason of its own)."""
+    text = getattr(err, "reason", None)
+    if not isinstance(text, str):
+        text = _NUMBER.sub("N", _QUOTED.sub("'...'", str(err)))
     head = text.split(":", 1)[0] if ":" in text[:40] else " ".join(text.split()[:3])
     return f"{type(err).__name__}: {head}"[:80]
 

@@ -57,10 +57,10 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
 
     async def _refuse(self, context, device: str, what: str, err: ProtocolError, code=grpc.StatusCode.INVALID_ARGUMENT):
         self.refused += 1
-        self.guard.count(reason_of(err))
+        reason = self.guard.count(reason_of(err))
         if self.telemetry is not None:
-            self.telemetry.refused(device, reason_of(err), self._round())
-        self.coordinator.refused(device, reason_of(err))
+            self.telemetry.refused(device, reason, self._round())
+        self.coordinator.refused(device, reason)
         log.warning("refused %s from device %s: %s", what, self.coordinator.who(device), err)
         await context.abort(code, str(err))
 
@@ -80,9 +80,9 @@ class FederatedLearningService(pb_grpc.FederatedLearningServicer):
         except RateLimited as e:
             if not self.guard.first(device, "rate"):  # one log line per flooding device, all counted
                 self.refused += 1
-                self.guard.count(reason_of(e))
+                reason = self.guard.count(reason_of(e))
                 if self.telemetry is not None:
-                    self.telemetry.refused(device, reason_of(e), self._round())
+                    self.telemetry.refused(device, reason, self._round())
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
             await self._refuse(context, device, what, e, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
