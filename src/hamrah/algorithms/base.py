@@ -35,6 +35,7 @@ from hamrah.core.params import Params
 OPTIMIZERS = ("sgd", "adam", "adamw")  # local solvers (``hamrah.algorithms.optimizers``)
 DELTA = Statistic("delta", robust=True)
 """The model change w_local - w_global, n_k-weighted; the one statistic a robust aggregator may combine."""
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # the model's and the updates' dtype
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class LocalSGD:
             isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
         ):
             raise ConfigError(f'algorithm.batch_size = {self.batch_size!r}: expected an integer >= 1 or "inf"')
-        check_number("algorithm.lr", self.lr, 0.0, open_low=True)
+        check_step_size("algorithm.lr", self.lr)
         check_number("algorithm.momentum", self.momentum, 0.0, 1.0, open_high=True)
         if self.num_steps is not None and (
             isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1
@@ -307,6 +308,32 @@ class Stateless:
     def broadcast(self, server_state: object) -> Params | None:
         """Return None: the round carries only the global model."""
         return None
+
+
+def check_step_size(key: str, value: object, gain: float = 1.0, step: str = "") -> None:
+    """Refuse a learning rate that is not a positive number, or whose step is certain to overflow float32.
+
+    Every step multiplies a float32 tensor by the rate: above float32's largest number the rate itself
+    is inf there, and the model inf (or NaN: 0 * inf) after the first step, whatever the update. ``gain``:
+    the largest factor the algorithm puts on the rate whatever the update's size (FedOpt's normalised
+    step); ``step`` says where it comes from.
+
+    Raises:
+        ConfigError: naming ``key``, the value and the accepted range.
+    """
+    check_number(key, value, 0.0, open_low=True)
+    assert isinstance(value, (int, float))
+    limit = FLOAT32_MAX / max(gain, 1.0)
+    if value > limit:
+        why = (
+            step
+            if gain > 1 and step
+            else f"each step multiplies the float32 model's update by {key.split('.')[-1]}, which is inf there"
+        )
+        raise ConfigError(
+            f"{key} = {value!r}: {why}, so the first step makes the model inf or NaN; expected a number in "
+            f"(0, {limit:g}]"
+        )
 
 
 def cohort_size(client_fraction: float, population: int) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hamrah.algorithms.base import LocalSGD, Stateless, cohort_size, mean_delta
+from hamrah.algorithms.base import LocalSGD, Stateless, check_step_size, cohort_size, mean_delta
 from hamrah.core.aggregate import Aggregate
 from hamrah.core.errors import ConfigError
 from hamrah.core.numbers import check_number
@@ -59,9 +59,9 @@ class FedOpt(Stateless):
     def __post_init__(self) -> None:
         if self.optimizer not in SERVER_OPTIMIZERS:
             raise ConfigError(f"server optimizer {self.optimizer!r}: expected one of {', '.join(SERVER_OPTIMIZERS)}")
-        check_number("algorithm.server_lr", self.server_lr, 0.0, open_low=True)
         check_number("algorithm.beta1", self.beta1, 0.0, 1.0, open_high=True)
         check_number("algorithm.beta2", self.beta2, 0.0, 1.0, open_high=True)
+        check_step_size("algorithm.server_lr", self.server_lr, *self._first_step_gain())
         check_number("algorithm.tau", self.tau, 0.0, open_low=True)
         if not TAU_MIN <= self.tau < TAU_MAX:
             raise ConfigError(
@@ -69,6 +69,18 @@ class FedOpt(Stateless):
                 "where this tau^2 underflows to 0 (a tiny delta then steps by m / tau) or overflows to inf; "
                 f"expected a number in [{TAU_MIN:g}, {TAU_MAX:g})"
             )
+
+    def _first_step_gain(self) -> tuple[float, str]:
+        """The factor m / (sqrt(v) + tau) tends to in the first round for a delta much larger than tau,
+        whatever its size (1 for avgm, whose step is server_lr m); and why, for a refusal."""
+        if self.optimizer == "avgm":
+            return 1.0, ""
+        gain = (1 - self.beta1) / math.sqrt(1 - self.beta2 if self.optimizer != "adagrad" else 1.0)
+        shown = "(1 - beta1)" if self.optimizer == "adagrad" else "(1 - beta1) / sqrt(1 - beta2)"
+        return gain, (
+            f"in the first round every coordinate whose delta is much larger than tau steps by about "
+            f"server_lr {shown} = server_lr * {gain:g} (whatever the delta's size), past float32's largest number"
+        )
 
     @property
     def name(self) -> str:

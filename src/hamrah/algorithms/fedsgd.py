@@ -3,12 +3,19 @@ one server step."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from hamrah.algorithms.base import ExampleDP, LocalSGD, NoState, Stateless, apply_delta, cohort_size, mean_delta
+from hamrah.algorithms.base import (
+    ExampleDP,
+    LocalSGD,
+    NoState,
+    Stateless,
+    apply_delta,
+    check_step_size,
+    cohort_size,
+    mean_delta,
+)
 from hamrah.core.aggregate import Aggregate
-from hamrah.core.errors import ConfigError
 from hamrah.core.params import Params
 
 
@@ -27,8 +34,7 @@ class FedSGD(Stateless):
     name: str = "fedsgd"
 
     def __post_init__(self) -> None:
-        if isinstance(self.lr, bool) or not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"algorithm.lr = {self.lr!r}: expected a positive number")
+        check_step_size("algorithm.lr", self.lr)
 
     def cohort_size(self, population: int) -> int:
         return cohort_size(self.client_fraction, population)

@@ -8,11 +8,18 @@ from typing import ClassVar
 
 import torch
 
-from hamrah.algorithms.base import DELTA, ClientResult, GradientTransform, LocalSGD, apply_delta, cohort_size
+from hamrah.algorithms.base import (
+    DELTA,
+    ClientResult,
+    GradientTransform,
+    LocalSGD,
+    apply_delta,
+    check_step_size,
+    cohort_size,
+)
 from hamrah.algorithms.transforms import Correction
 from hamrah.core.aggregate import Aggregate, Statistic
 from hamrah.core.errors import ConfigError
-from hamrah.core.numbers import check_number
 from hamrah.core.params import Params
 
 CONTROL = Statistic("control", weighting="unit")
@@ -63,7 +70,7 @@ class Scaffold:
     personalization: ClassVar[None] = None
 
     def __post_init__(self) -> None:
-        check_number("algorithm.server_lr", self.server_lr, 0.0, open_low=True)
+        check_step_size("algorithm.server_lr", self.server_lr)
         if self.num_clients is not None and (
             isinstance(self.num_clients, bool) or not isinstance(self.num_clients, int) or self.num_clients < 1
         ):
