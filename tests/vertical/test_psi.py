@@ -82,8 +82,8 @@ def test_a_partys_workers_reach_the_psi_step_of_any_protocol(monkeypatch):
     from hamrah.vertical import psi
 
     used: list[int] = []
-    real = psi._Blinder.__init__
-    monkeypatch.setattr(psi._Blinder, "__init__", lambda self, n: (used.append(n), real(self, n))[1])
+    real = psi.Blinder.__init__
+    monkeypatch.setattr(psi.Blinder, "__init__", lambda self, n: (used.append(n), real(self, n))[1])
     d = load_vertical("breast")
     g, h = d["guest"], d["host"].select(d["host"].ids[:300])
 
@@ -134,8 +134,8 @@ def test_duplicate_ids_and_unknown_leader_are_refused():
         )
 
 
-def _hello(ch, peer):  # the settings every PSI party exchanges first
-    ch.send(peer, "psi/hello", {"settings": json.dumps({"leader": "guest", "id_type": "int"})})
+def _hello(ch, peer, size):  # the settings and set size every PSI party exchanges first
+    ch.send(peer, "psi/hello", {"settings": json.dumps({"leader": "guest", "id_type": "int"}), "size": size})
     ch.recv(peer, "psi/hello")
 
 
@@ -154,7 +154,7 @@ def _recv(ch, frm, tag):
 
 def test_tampered_lists_are_refused_and_named():
     def short_host(ch):  # returns the guest's list with one value dropped
-        _hello(ch, "guest")
+        _hello(ch, "guest", 0)
         pts = _recv(ch, "guest", "psi/ring1")
         _send(ch, "guest", "psi/ring1", pts[:0])
         _send(ch, "guest", "psi/full", pts[1:])
@@ -164,7 +164,7 @@ def test_tampered_lists_are_refused_and_named():
         run_parties({"guest": lambda ch: intersect(ch, np.array([1, 2, 3])), "host": short_host}, timeout_s=10)
 
     def long_host(ch):  # returns the guest's list and more, chunk after chunk
-        _hello(ch, "guest")
+        _hello(ch, "guest", 0)
         pts = _recv(ch, "guest", "psi/ring1")
         _send(ch, "guest", "psi/ring1", pts[:0])
         for _ in range(3):
@@ -182,7 +182,7 @@ def test_tampered_lists_are_refused_and_named():
         run_parties({"guest": liar_guest, "host": lambda ch: intersect(ch, np.array([5]))}, timeout_s=10)
 
     def bad_shape(ch):
-        _hello(ch, "host")
+        _hello(ch, "host", 2)
         ch.send("host", "psi/ring1", {"points": np.zeros((2, 31), np.uint8)})
         ch.recv("host", "psi/ring1")
 
@@ -201,7 +201,7 @@ def test_a_host_claiming_the_leaders_blinded_ids_as_its_own_is_refused():
 
     def greedy_host(ch):
         key = X25519PrivateKey.generate()
-        _hello(ch, "guest")
+        _hello(ch, "guest", 1)
         theirs = _recv(ch, "guest", "psi/ring1")
         _send(ch, "guest", "psi/ring1", blind(key, hash_ids(np.array([3]))))
         full = blind(key, theirs)  # the guest's ids, fully blinded
@@ -210,8 +210,26 @@ def test_a_host_claiming_the_leaders_blinded_ids_as_its_own_is_refused():
         _send(ch, "guest", "psi/set", np.unique(np.concatenate([own, full]), axis=0))
         return _recv(ch, "guest", "psi/result")
 
-    with pytest.raises(ProtocolError, match=r"'host' sent in its 'psi/set' list 2 values that are not its own"):
+    with pytest.raises(ProtocolError, match=r"'host' sent more than 1 values in its 'psi/set' list"):
         run_parties({"guest": lambda ch: intersect(ch, np.array([1, 2, 3])), "host": greedy_host}, timeout_s=10)
+
+    def swapping_host(ch):  # as many values as it announced, but one of them is the guest's
+        key = X25519PrivateKey.generate()
+        _hello(ch, "guest", 1)
+        theirs = _recv(ch, "guest", "psi/ring1")
+        _send(ch, "guest", "psi/ring1", blind(key, hash_ids(np.array([9]))))
+        full = blind(key, theirs)
+        _send(ch, "guest", "psi/full", full)
+        _recv(ch, "guest", "psi/full")
+        _send(ch, "guest", "psi/set", full[:1])
+        return _recv(ch, "guest", "psi/result")
+
+    with pytest.raises(
+        ProtocolError,
+        match=r"'host' sent in its 'psi/set' list 1 values that are not its own.*"
+        r"'guest' blinded last for it",
+    ):
+        run_parties({"guest": lambda ch: intersect(ch, np.array([1, 2, 3])), "host": swapping_host}, timeout_s=10)
 
 
 def intersect_as_leader_until_set(ch):
@@ -220,7 +238,7 @@ def intersect_as_leader_until_set(ch):
     from hamrah.vertical.psi import blind, hash_ids
 
     key = X25519PrivateKey.generate()
-    _hello(ch, "host")
+    _hello(ch, "host", 1)
     _send(ch, "host", "psi/ring1", blind(key, hash_ids(np.array([9]))))
     _send(ch, "host", "psi/full", blind(key, _recv(ch, "host", "psi/ring1")))
     _recv(ch, "host", "psi/full")
@@ -229,7 +247,7 @@ def intersect_as_leader_until_set(ch):
 
 def test_a_point_of_small_order_is_refused():
     def bad_host(ch):
-        _hello(ch, "guest")
+        _hello(ch, "guest", 1)
         _recv(ch, "guest", "psi/ring1")
         _send(ch, "guest", "psi/ring1", np.zeros((1, POINT), np.uint8))  # u = 0: order 1
 

@@ -107,7 +107,7 @@ def test_guest_sends_only_ids_steps_and_gradients(breast):
 
     run_parties({"guest": spy, "host": lambda c: sn.host(c, h, cfg)}, timeout_s=60)
     assert seen == {
-        "psi/hello": {"settings"},  # PSI's leader and kind of ids
+        "psi/hello": {"settings", "size"},  # PSI's leader and kind of ids; how many ids the guest holds
         "psi/ring1": {"points"},  # PSI (the guest leads): blinded ids only
         "psi/full": {"points"},
         "psi/result": {"points"},

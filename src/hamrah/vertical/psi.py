@@ -4,25 +4,35 @@ Meadows 1986 / Huberman, Franklin and Hogg 1999: each party ``i`` draws a secret
 id ``x`` becomes the point ``H(x)``, and ``H(x)^(k_1 ... k_m)`` (every party's key applied, in any
 order, since scalar multiplication commutes) is equal for two parties exactly when their ids are.
 
-Hash to group: ``H(x) = SHA-256("hamrah-psi|" || x)`` with the top bit cleared, read as an X25519
-u-coordinate; ``cryptography``'s X25519 (RFC 7748) multiplies it by a clamped scalar (a multiple of
-the cofactor 8). A hash that lands on the quadratic twist is multiplied on the twist, which is also
-a large prime-order group for Curve25519 (twist security), so every id maps to a point of one of two
-groups where DDH is believed hard. A uniform map into one prime-order group (ristretto255's
-``from_hash``) would be the textbook choice; neither ``cryptography`` nor PyNaCl 1.6 exposes it.
+Hashing to the group and blinding: :mod:`hamrah.vertical.psi_blind`.
 
-Rounds, with the parties in a ring (the leader first, then the others by name): each party hashes
-and blinds its own ids in a secret random order and passes the list along the ring; each party
-applies its key to the list it receives and passes it on, so after ``m`` hops every list carries
-all keys and is back with its owner, who knows which id sits at each position. The others send
-their fully blinded values, sorted, to the leader; the leader keeps its own ids whose value is in
-every set and sends back the fully blinded values of the intersection, sorted; each party maps them
-to its ids.
+Rounds, with the parties in a ring (the leader first, then the others by name): every party tells
+every other the size of its set; each hashes and blinds its own ids in a secret random order and
+passes the list along the ring; each party applies its key to the list it receives (of exactly the
+size its owner announced) and passes it on, so after ``m`` hops every list carries all keys and is
+back with its owner, who knows which id sits at each position. The others send their fully blinded
+values, sorted, to the leader; the leader keeps its own ids whose value is in every set and sends
+back the fully blinded values of the intersection, sorted; each party maps them to its ids.
 
-What each party learns: the intersection (its ids), and the sizes of the other parties' sets (the
-lengths of the lists it relays). With three or more parties the leader also sees every other
-party's fully blinded set, so it can count how many values two of them share outside its own set
-(e.g. ``|H1 ∩ H2|``), never which ids. Blinded values carry no id without every key.
+Whoever applies the last key to a list knows that list's fully blinded set: the party before the
+leader knows the leader's, and could claim those values as its own to make the leader take ids it
+does not hold for shared. So the leader takes no party's word for its own set: the party that
+blinded a list last (the leader itself for the party after it; for every other party ``ring[j]``,
+``ring[j-1]``, which sends it as ``psi/witness``) vouches for it, and a ``psi/set`` that differs from
+that set in any value is refused, naming both. A single deviating party therefore cannot add a value
+to its set (nor drop one): the leader's result is exactly the intersection of the lists the parties
+blinded. What a deviating party can still do: choose its input (any ids it likes, as in any PSI);
+two adjacent parties together can still add the leader's values (the later one knows them, the
+earlier one vouches for its set); a relaying party can
+blind a list wrongly or reorder it, so that its owner maps the result to wrong ids or finds nothing
+shared (detected only as far as the sizes go); the leader decides the result, and each party only
+checks it is a subset of its own set (a lying leader can withhold shared ids or name more of a
+party's own ids as shared, never one the party does not hold).
+
+What each party learns: the intersection (its ids), and the sizes of the other parties' sets. With
+three or more parties the leader also sees every other party's fully blinded set, so it can count how
+many values two of them share outside its own set (e.g. ``|H1 ∩ H2|``), never which ids; the witness
+sends the leader a set it gets from that party anyway. Blinded values carry no id without every key.
 
 Lists travel in chunks of ``chunk`` ids, so no message grows with the set (a 1e7-id list is 320 MB)
 and a relaying party blinds one chunk while the next is on the wire; with ``workers`` > 1 a pool of
@@ -31,25 +41,21 @@ processes blinds several chunks at once (each worker is given the party's scalar
 
 from __future__ import annotations
 
-import hashlib
 import json
-import multiprocessing as mp
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
+from hamrah.vertical.psi_blind import POINT, Blinder, blind, hash_ids
 
 if TYPE_CHECKING:  # a worker process imports this module: keep torch out of it
     from hamrah.data.vertical import PartyTable
 
-POINT = 32
 _EMPTY = np.zeros((0, POINT), np.uint8)
 REPORT_EVERY = 1 << 20  # ids between two progress reports within a list
 _LOCAL: ContextVar[tuple[int, Callable | None]] = ContextVar("psi_local", default=(1, None))
@@ -109,66 +115,6 @@ class PSIConfig:
                 raise ConfigError(f"psi.{name}: expected an integer in 1..{high}, got {value!r}")
 
 
-def hash_ids(ids: np.ndarray) -> np.ndarray:
-    """Return each int64 id hashed to an X25519 u-coordinate, as a ``(n, 32)`` uint8 array."""
-    out = bytearray()
-    for v in np.asarray(ids, dtype=np.int64).tolist():
-        out += hashlib.sha256(b"hamrah-psi|" + int(v).to_bytes(8, "little", signed=True)).digest()
-    points = np.frombuffer(out, dtype=np.uint8).reshape(-1, POINT).copy()
-    points[:, 31] &= 0x7F
-    return points
-
-
-def blind(key: X25519PrivateKey | bytes, points: np.ndarray) -> np.ndarray:
-    """Return ``points`` (``(n, 32)`` uint8) multiplied by ``key``'s scalar (a key or its raw bytes).
-
-    Raises:
-        ProtocolError: a point of small order (only a hostile party sends one).
-    """
-    if isinstance(key, bytes):
-        key = X25519PrivateKey.from_private_bytes(key)
-    data = np.ascontiguousarray(points, dtype=np.uint8).tobytes()
-    try:
-        out = b"".join(
-            key.exchange(X25519PublicKey.from_public_bytes(data[i : i + POINT])) for i in range(0, len(data), POINT)
-        )
-    except ValueError:
-        raise ProtocolError("psi: a received value is a point of small order (not a blinded id)") from None
-    return np.frombuffer(out, dtype=np.uint8).reshape(-1, POINT)
-
-
-def _hash_and_blind(key: bytes, ids: np.ndarray) -> np.ndarray:
-    return blind(key, hash_ids(ids))
-
-
-class _Blinder:
-    """Blinds a stream of chunks in order, in this thread or in a pool of ``workers`` processes."""
-
-    def __init__(self, workers: int):
-        self._raw = X25519PrivateKey.generate().private_bytes_raw()  # the party's secret scalar
-        self.workers = workers
-        self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 1 else None
-
-    def stream(self, chunks: Iterable[np.ndarray], ids: bool = False) -> Iterator[np.ndarray]:
-        """Yield each chunk blinded (``ids``: chunks of ids, hashed first), keeping ``2 workers`` in flight."""
-        fn = _hash_and_blind if ids else blind
-        if self._pool is None:
-            for c in chunks:
-                yield fn(self._raw, c)
-            return
-        pending: list[Future] = []
-        for c in chunks:
-            pending.append(self._pool.submit(fn, self._raw, c))
-            if len(pending) >= 2 * self.workers:
-                yield pending.pop(0).result()
-        for f in pending:
-            yield f.result()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-
-
 def _send_list(
     channel,
     to: str,
@@ -192,35 +138,41 @@ def _send_list(
         report(PSIProgress(what, done, total, finished=True))
 
 
-def _recv_list(channel, frm: str, tag: str, most: int | None = None) -> Iterator[np.ndarray]:
-    """Yield a list's chunks from ``frm`` until its empty last chunk; refuse a malformed chunk, or more
-    than ``most`` values in all."""
+def _recv_list(channel, frm: str, tag: str, most: int, exact: str = "") -> Iterator[np.ndarray]:
+    """Yield a list's chunks from ``frm`` until its empty last chunk; refuse a malformed chunk, more
+    than ``most`` values in all, or (``exact`` names whose list it is) fewer."""
     total = 0
     while True:
         arr = channel.recv(frm, tag).get("points")
         if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != POINT:
             raise ProtocolError(f"psi: from {frm!r}, expected 'points' as a uint8 array of shape (k, {POINT})")
         if len(arr) == 0:
-            return
+            break
         total += len(arr)
-        if most is not None and total > most:
-            raise ProtocolError(f"psi: {frm!r} sent more than {most} values in its {tag!r} list")
+        if total > most:
+            raise ProtocolError(f"psi: {frm!r} sent more than {most} values in its {tag!r} list{exact}")
         yield arr
+    if exact and total != most:
+        raise ProtocolError(f"psi: {frm!r} sent {total} values in its {tag!r} list, expected {most}{exact}")
 
 
-def _only(chunks: Iterable[np.ndarray], known: np.ndarray, frm: str) -> Iterator[np.ndarray]:
-    """Pass on ``frm``'s ``psi/set`` chunks, refusing a value outside ``known`` (sorted ``S32``): the
-    fully blinded ids of ``frm``'s own list, as this party blinded them."""
+def _vouched(chunks: Iterable[np.ndarray], known: np.ndarray, frm: str, witness: str) -> Iterator[np.ndarray]:
+    """Pass on ``frm``'s ``psi/set`` chunks (its size already checked), refusing a value outside
+    ``known`` (sorted ``S32``): ``frm``'s fully blinded list as ``witness`` blinded it last."""
     for c in chunks:
         v = np.ascontiguousarray(c).view(f"S{POINT}").ravel()
         pos = np.minimum(np.searchsorted(known, v), max(len(known) - 1, 0))
         if len(known) == 0 or np.any(known[pos] != v):
             raise ProtocolError(
                 f"psi: {frm!r} sent in its 'psi/set' list {int(np.sum(known[pos] != v)) if len(known) else len(v)} "
-                f"values that are not its own fully blinded ids; expected only values of the {len(known)} this "
-                "party blinded for it"
+                f"values that are not its own fully blinded ids; expected only the {len(known)} values {witness!r} "
+                f"blinded last for it (one of {frm!r} and {witness!r} deviates from the protocol)"
             )
         yield c
+
+
+def _sorted(chunks: Iterable[np.ndarray]) -> np.ndarray:
+    return np.sort(_concat(chunks).view(f"S{POINT}").ravel())
 
 
 def _chunks(arr: np.ndarray, size: int) -> Iterator[np.ndarray]:
@@ -251,26 +203,32 @@ def _ring(channel, leader: str, parties: tuple[str, ...] | None) -> tuple[str, .
     return (leader,) + tuple(sorted(names - {leader}))
 
 
-def _agree(channel, ring: tuple[str, ...], settings: dict) -> None:
-    """Every PSI party tells every other its ``settings`` (the leader, the kind of ids) before any id is
-    blinded: parties set up differently stop at once, the difference named, instead of waiting on
-    each other or intersecting ids read differently."""
+def _agree(channel, ring: tuple[str, ...], settings: dict, size: int) -> dict[str, int]:
+    """Every PSI party tells every other its ``settings`` (the leader, the kind of ids) and the size of
+    its set before any id is blinded: parties set up differently stop at once, the difference named,
+    instead of waiting on each other or intersecting ids read differently. Return every party's size."""
     others = [p for p in ring if p != channel.name]
     for peer in others:
-        channel.send(peer, "psi/hello", {"settings": json.dumps(settings)})
+        channel.send(peer, "psi/hello", {"settings": json.dumps(settings), "size": size})
+    sizes = {channel.name: size}
     for peer in others:
+        msg = channel.recv(peer, "psi/hello")
         try:
-            theirs = json.loads(channel.recv(peer, "psi/hello")["settings"])
+            theirs = json.loads(msg["settings"])
         except (KeyError, TypeError, ValueError):
             theirs = None
         if not isinstance(theirs, dict):
             raise ProtocolError(f"psi/hello from {peer!r}: expected its settings as a JSON object")
+        sizes[peer] = msg.get("size")  # type: ignore[assignment]
+        if isinstance(sizes[peer], bool) or not isinstance(sizes[peer], int) or not 0 <= sizes[peer] < 1 << 40:
+            raise ProtocolError(f"psi/hello from {peer!r}: expected 'size', its number of ids, in 0..2^40")
         for key, value in settings.items():
             if theirs.get(key) != value:
                 raise ConfigError(
                     f"psi: {peer!r} runs with {key} = {theirs.get(key)!r}, {channel.name!r} with {value!r}; "
                     "every party needs the same"
                 )
+    return sizes
 
 
 def _check_ids(ids: np.ndarray) -> np.ndarray:
@@ -308,27 +266,31 @@ def intersect(
     Raises:
         DataError: duplicate ids. ConfigError: the leader is not a party, or another party was set up
             with another leader or id_type.
-        ProtocolError: a malformed list, or a result that is not a subset of this party's set.
+        ProtocolError: a malformed list, a list of another size than its owner announced, a set that
+            the party which blinded it last does not vouch for, or a result that is not a subset of this
+            party's set.
     """
     ids = _check_ids(ids)
     ring = _ring(channel, config.leader, parties)
     me = ring.index(channel.name)
     nxt, prv = ring[(me + 1) % len(ring)], ring[me - 1]
-    _agree(channel, ring, {"leader": config.leader, "id_type": id_type})
+    sizes = _agree(channel, ring, {"leader": config.leader, "id_type": id_type}, len(ids))
     order = (rng or np.random.default_rng(np.random.SeedSequence())).permutation(len(ids))
     workers, report = _LOCAL.get()
-    blinder = _Blinder(config.workers or workers)
+    blinder = Blinder(config.workers or workers)
     on_epoch = on_epoch or report
-    kept: list[np.ndarray] = []
+    kept: list[np.ndarray] = []  # the list this party blinds last, unless it is the leader's
     try:
         own = blinder.stream(_chunks(ids[order], config.chunk), ids=True)
         _send_list(channel, nxt, "psi/ring1", own, on_epoch, "own ids", len(ids))
         for hop in range(1, len(ring)):
             tag = f"psi/ring{hop + 1}" if hop + 1 < len(ring) else "psi/full"
-            relayed = blinder.stream(_recv_list(channel, prv, f"psi/ring{hop}"))
-            if tag == "psi/full" and me == 0:  # the leader blinds ring[1]'s list last: it keeps that set
+            owner = ring[(me - hop) % len(ring)]
+            theirs = _recv_list(channel, prv, f"psi/ring{hop}", sizes[owner], f" (the ids of {owner!r})")
+            relayed = blinder.stream(theirs)
+            if tag == "psi/full" and nxt != config.leader:
                 relayed = (kept.append(c) or c for c in relayed)
-            _send_list(channel, nxt, tag, relayed, on_epoch, f"the ids of {ring[(me - hop) % len(ring)]!r}")
+            _send_list(channel, nxt, tag, relayed, on_epoch, f"the ids of {owner!r}")
         mine = _concat(_recv_list(channel, prv, "psi/full", len(ids)))
     finally:
         blinder.close()
@@ -336,17 +298,21 @@ def intersect(
         raise ProtocolError(f"psi: {prv!r} returned {len(mine)} blinded ids, expected this party's {len(ids)}")
     position = {p: int(i) for p, i in zip(_as_bytes(mine), order)}
     if channel.name == config.leader:
-        common, known = set(position), np.sort(_concat(kept).view(f"S{POINT}").ravel())
-        for peer in ring[1:]:
-            chunks = _recv_list(channel, peer, "psi/set")
-            if peer == ring[1]:  # with two parties it blinded the leader's list last: none of those may come back
-                chunks = _only(chunks, known, peer)
-            common = {p for c in chunks for p in _as_bytes(c) if p in common}
+        common, known = set(position), _sorted(kept)  # the leader blinded ring[1]'s list last
+        for j, peer in enumerate(ring[1:], 1):
+            chunks = _recv_list(channel, peer, "psi/set", sizes[peer], " (its fully blinded ids)")
+            common = {p for c in _vouched(chunks, known, peer, ring[j - 1]) for p in _as_bytes(c) if p in common}
+            if j + 1 < len(ring):  # peer blinded ring[j + 1]'s list last, and vouches for it
+                witness = _recv_list(channel, peer, "psi/witness", sizes[ring[j + 1]], f" (of {ring[j + 1]!r})")
+                known = _sorted(witness)
         shared = sorted(common)
         for peer in ring[1:]:
             _send_list(channel, peer, "psi/result", _chunks(_as_points(shared), config.chunk))
     else:
         _send_list(channel, config.leader, "psi/set", _chunks(_as_points(sorted(position)), config.chunk))
+        if nxt != config.leader:  # it blinded nxt's list last: it vouches for nxt's set
+            witness = _sorted(kept).view(np.uint8).reshape(-1, POINT)
+            _send_list(channel, config.leader, "psi/witness", _chunks(witness, config.chunk))
         shared = _as_bytes(_concat(_recv_list(channel, config.leader, "psi/result", len(ids))))
         if any(p not in position for p in shared):
             raise ProtocolError(f"psi: {config.leader!r} returned values that are not in this party's set")
@@ -380,4 +346,4 @@ def _id_type(table: PartyTable) -> str:
     return "int" if table.keys is None else "str"
 
 
-__all__ = ["PSIConfig", "PSIProgress", "align", "blind", "hash_ids", "intersect", "local", "psi_role"]
+__all__ = ["POINT", "PSIConfig", "PSIProgress", "align", "blind", "hash_ids", "intersect", "local", "psi_role"]
