@@ -88,7 +88,25 @@ class Scaffold:
             )
 
     def cohort_size(self, population: int) -> int:
-        return cohort_size(self.client_fraction, population)
+        """Return m = max(C * population, 1), refused when it exceeds N (:meth:`check_round_size`)."""
+        m = cohort_size(self.client_fraction, population)
+        self.check_round_size(m, f"client_fraction = {self.client_fraction} of {population} clients gives {m}")
+        return m
+
+    def check_round_size(self, most: int, source: str) -> None:
+        """Refuse rounds of ``most`` reports, more than N, where the config already sets both (the server's
+        goal, its sites, the simulator's cohort); :meth:`apply` refuses such an aggregate in a round anyway.
+
+        Raises:
+            ConfigError: ``most`` > ``num_clients``; ``source`` names what set ``most``.
+        """
+        if self.num_clients is not None and most > self.num_clients:
+            raise ConfigError(
+                f"scaffold: {source} reports per round, but the population N (num_clients, from "
+                f"data.num_clients) is {self.num_clients}: c moves by (1/N) sum of the reports' control "
+                f"changes, so every full round would move it by more than their mean and be refused; expected "
+                f"at most {self.num_clients} reports per round, or data.num_clients = the real population"
+            )
 
     def local_plan(self) -> LocalSGD:
         return self.local

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from hamrah.algorithms import build
+from hamrah.algorithms import Scaffold, build
 from hamrah.core.errors import ConfigError, DataError
 from hamrah.device.store import check_ttl, import_partition, new_store
 from hamrah.experiments.config import ExperimentConfig, from_dict, read_toml, refuse_empty, user_task
@@ -85,6 +85,9 @@ def server_setup(exp: ExperimentConfig, srv: ServerConfig) -> ServerSetup:
         goal = site_count(srv, tokens)
     else:
         goal = srv.goal(prep.algorithm.cohort_size(prep.data.num_clients))
+    if isinstance(prep.algorithm, Scaffold):  # refused in every full round otherwise
+        sites = f"{goal} sites (server.sites, or the tokens_file's devices) give"
+        prep.algorithm.check_round_size(goal, f"{sites if srv.cross_silo else 'server.goal_count ='} {goal}")
     if not srv.test_set and exp.run.stop_at_target:
         raise ConfigError(
             "run.stop_at_target with server.test_set = false: the target is a test accuracy and the server "
