@@ -63,7 +63,7 @@ def test_a_malformed_or_wrong_size_ciphertext_is_refused(tmp_path):
     good = encode_update(pipe.plan_extra(), {"delta/" + k: v + 0.01 for k, v in params.items()}, 1, 1, {})
     r = pipe.decode_result(1, good, 100, {})
     assert r.weight == 100 and set(r.stats) == {CIPHERTEXT_KEY}
-    assert r.stats[CIPHERTEXT_KEY].numpy().tobytes() == good  # the report's bytes are the chain's: one envelope
+    assert pipe.ciphertext(r).to_bytes() == good  # parsed once on arrival; the report's bytes are the chain's
     with pytest.raises(ProtocolError, match="malformed ciphertext .*expected a paillier ciphertext of 7850 values"):
         pipe.decode_result(1, good[:-256], 100, {})  # one ciphertext short
     flipped = bytearray(good)
@@ -116,3 +116,57 @@ def test_a_ckks_ciphertext_at_another_scale_is_refused_and_the_round_commits(tmp
     refused = [r.getMessage() for r in caplog.records if "refused an update from device device-3" in r.getMessage()]
     assert refused and "has scale 2^30" in refused[0] and "expected a fresh encryption: scale 2^" in refused[0]
     assert summary["refusals"] == {"ProtocolError: he_sum": 1}
+
+
+def _pipeline(tmp_path, he):
+    setup, _, _ = make_setup(tmp_path, _experiment(he), devices=0, goal_count=4)
+    params = {"weight": torch.zeros(10, 784), "bias": torch.zeros(10)}
+    return ServerPipeline.from_config(setup.config, params, setup.goal, tmp_path, "fedavg"), params
+
+
+def test_each_he_report_is_parsed_once_and_summed_at_commit(tmp_path, monkeypatch):
+    """The server parses and checks a report's ciphertext when it arrives and adds that parsed ciphertext
+    at commit (it used to parse every report a second time at commit)."""
+    from hamrah.device.pipeline import encode_update
+
+    pipe, params = _pipeline(tmp_path, {"scheme": "paillier", "key_bits": 1024})
+    scheme = pipe.he.scheme
+    parse, parsed = scheme.ciphertext_from_bytes, []
+    monkeypatch.setattr(scheme, "ciphertext_from_bytes", lambda pub, data: parsed.append(1) or parse(pub, data))
+    pipe.start_round(0)
+    updates = [{k: v + 0.01 * (i + 1) for k, v in params.items()} for i in range(3)]
+    weights = [100, 250, 50]
+    reports = [
+        pipe.decode_result(
+            i, encode_update(pipe.plan_extra(), {"delta/" + k: v for k, v in u.items()}, i, 0, {}), w, {}
+        )
+        for i, (u, w) in enumerate(zip(updates, weights))
+    ]
+    out = pipe.server_half(None, reports, 0, 3)
+    assert len(parsed) == 3  # once per report
+    want = sum(w * 0.01 * (i + 1) for i, w in enumerate(weights)) / sum(weights)
+    assert out.weight == 400 and abs(float(out.sums["delta/bias"][0]) / 400 - want) < 1e-6
+
+
+def test_a_ckks_device_on_another_key_is_refused_and_a_forged_fingerprint_fails_the_sum_by_name(tmp_path):
+    """An honest device with a stale CKKS key is refused on arrival, naming both fingerprints; a lying
+    device that writes this round's fingerprint over another key's ciphertext parses, and the round's sum
+    decrypts out of range: the commit is refused with a ProtocolError naming the value and the limit."""
+    from hamrah.device.pipeline import encode_update
+    from hamrah.he.ckks import ckks_fingerprint
+
+    pipe, params = _pipeline(tmp_path / "now", {"scheme": "ckks"})
+    stale, _ = _pipeline(tmp_path / "before", {"scheme": "ckks"})  # same parameters, another key pair
+    update = {"delta/" + k: v + 0.01 for k, v in params.items()}
+    honest = encode_update(pipe.plan_extra(), update, 1, 0, {})
+    old = encode_update(stale.plan_extra(), update, 2, 0, {})
+    ours, theirs = ckks_fingerprint(pipe.he.public), ckks_fingerprint(stale.he.public)
+    pipe.start_round(0)
+    with pytest.raises(ProtocolError, match=f"encrypted under public key {theirs.hex()}, expected this round's key"):
+        pipe.decode_result(2, old, 100, {})
+    at = old.index(b"HCV2") + 4 + 16
+    forged = old[:at] + ours + old[at + 8 :]
+    reports = [pipe.decode_result(1, honest, 100, {}), pipe.decode_result(2, forged, 100, {})]
+    with pytest.raises(ProtocolError, match=r"he_sum: the decrypted sum \(total weight 200\) is refused: CKKS sum"):
+        pipe.server_half(None, reports, 0, 2)
+    assert pipe.server_half(None, reports[:1], 0, 1).weight == 100  # without the liar the sum decrypts

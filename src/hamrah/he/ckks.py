@@ -19,8 +19,10 @@ a sum of ``count`` independent encryptions (docs/he.md, "Precision").
 
 from __future__ import annotations
 
+import hashlib
 import math
 import struct
+import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -30,8 +32,9 @@ from hamrah.core.errors import ConfigError, ProtocolError
 
 # Largest total coefficient modulus (bits) for 128-bit classical security, HE Standard (2018), table 1.
 MAX_COEFF_BITS = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
-_MAGIC = b"HCV1"
-_HEADER = struct.Struct(">QII")  # length, count, number of ciphertexts
+_MAGIC, _OLD_MAGIC = b"HCV2", b"HCV1"  # HCV1: the format before the key fingerprint
+_HEADER = struct.Struct(">QII8s")  # length, count, number of ciphertexts, key fingerprint
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # context -> fingerprint (35 ms each)
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,29 @@ class CKKSConfig:
 
 @dataclass(frozen=True)
 class CKKSCiphertext:
-    """A vector encrypted as CKKS ciphertexts of ``slots`` values each, summing ``count`` clients."""
+    """A vector encrypted as CKKS ciphertexts of ``slots`` values each, summing ``count`` clients, under
+    the public key of :func:`ckks_fingerprint` ``fingerprint``."""
 
     vectors: tuple[ts.CKKSVector, ...]
     length: int
     count: int = 1
+    fingerprint: bytes = b""
+
+
+def ckks_fingerprint(context: ts.Context) -> bytes:
+    """Return the 8-byte SHA-256 fingerprint of a context's public part (parameters and public key).
+
+    The serialization is deterministic, so a device that parsed the public bytes and the server that sent
+    them compute the same fingerprint; a secret context has its public part's. The context's mutable
+    ``global_scale`` is left out (a ciphertext's scale is checked on its own, :func:`_parse`). Cached per
+    context object.
+    """
+    fp = _FINGERPRINTS.get(context)
+    if fp is None:
+        canonical = context.copy()
+        canonical.global_scale = 1.0
+        fp = _FINGERPRINTS[context] = hashlib.sha256(ckks_public_to_bytes(canonical)).digest()[:8]
+    return fp
 
 
 def ckks_keygen(config: CKKSConfig) -> tuple[ts.Context, ts.Context]:
@@ -140,7 +161,7 @@ def ckks_encrypt(public: ts.Context, x: np.ndarray, config: CKKSConfig) -> CKKSC
         raise ProtocolError(f"vector[{int(over[0])}] = {arr[over[0]]:g} exceeds the CKKS bound {config.bound}")
     k = config.slots
     vectors = tuple(ts.ckks_vector(public, arr[i : i + k]) for i in range(0, arr.size, k))
-    return CKKSCiphertext(vectors, arr.size)
+    return CKKSCiphertext(vectors, arr.size, 1, ckks_fingerprint(public))
 
 
 def ckks_add(a: CKKSCiphertext, b: CKKSCiphertext, config: CKKSConfig) -> CKKSCiphertext:
@@ -152,6 +173,11 @@ def ckks_add(a: CKKSCiphertext, b: CKKSCiphertext, config: CKKSConfig) -> CKKSCi
     """
     if a.length != b.length or len(a.vectors) != len(b.vectors):
         raise ProtocolError(f"ciphertexts: length differs ({a.length} vs {b.length})")
+    if a.fingerprint != b.fingerprint:
+        raise ProtocolError(
+            f"ciphertexts: encrypted under different public keys (fingerprints {a.fingerprint.hex()} "
+            f"and {b.fingerprint.hex()})"
+        )
     if a.count + b.count > config.max_clients:
         raise ConfigError(
             f"CKKS: a sum of {a.count + b.count} vectors exceeds max_clients={config.max_clients}, "
@@ -193,17 +219,45 @@ def ckks_decrypt(secret: ts.Context, c: CKKSCiphertext) -> np.ndarray:
     """Return the float64 values ``c`` encrypts.
 
     Raises:
-        ProtocolError: if ``secret`` holds no secret key.
+        ProtocolError: if ``secret`` holds no secret key or is not the key ``c`` is under.
     """
     if not isinstance(secret, ts.Context) or not secret.is_private():
         raise ProtocolError("CKKS decrypt: the context holds no secret key (only the key holder can decrypt)")
+    if c.fingerprint != ckks_fingerprint(secret):
+        raise ProtocolError(
+            f"CKKS decrypt: the sum is under public key {c.fingerprint.hex()}, the key holder's is "
+            f"{ckks_fingerprint(secret).hex()}"
+        )
     sk = secret.secret_key()
     return np.concatenate([np.asarray(v.decrypt(sk), dtype=np.float64) for v in c.vectors])[: c.length]
 
 
+def ckks_check_sum(values: np.ndarray, count: int, config: CKKSConfig) -> None:
+    """Refuse a decrypted sum of total weight ``count`` with a value no such sum of ``|x| <= bound`` holds.
+
+    The limit is ``bound * count`` plus ``4 N count 2^-scale_bits``, room for the encryption error of any
+    weighting (a ciphertext doubled and added k times carries k times its error). A ciphertext under
+    another key, or crafted, decrypts to noise of the order of ``q / scale`` and above in every slot
+    (measured; ``CKKSConfig`` keeps the limit below ``q / (2 scale)``), so such a sum is refused unless
+    every one of its slots happens to land inside the limit.
+
+    Raises:
+        ProtocolError: a value is not finite or beyond the limit, naming it and the limit.
+    """
+    limit = config.bound * count + 4.0 * config.poly_modulus_degree * count * 2.0**-config.scale_bits
+    bad = np.flatnonzero(~(np.abs(values) <= limit))  # NaN counts as bad
+    if bad.size:
+        i = int(bad[0])
+        raise ProtocolError(
+            f"CKKS sum: value {i} decrypts to {values[i]:g} ({bad.size} of {values.size} values out of range); "
+            f"expected |value| <= {limit:g} (bound {config.bound:g} x total weight {count}, plus the encryption "
+            "error): a report was encrypted under another key, crafted, or beyond the bound"
+        )
+
+
 def ckks_to_bytes(c: CKKSCiphertext) -> bytes:
-    """Return ``HCV1 | length | count | number | (size u32 | SEAL ciphertext)*``."""
-    parts = [_MAGIC, _HEADER.pack(c.length, c.count, len(c.vectors))]
+    """Return ``HCV2 | length | count | number | key fingerprint | (size u32 | SEAL ciphertext)*``."""
+    parts = [_MAGIC, _HEADER.pack(c.length, c.count, len(c.vectors), c.fingerprint)]
     for v in c.vectors:
         blob = v.serialize()
         parts += [struct.pack(">I", len(blob)), blob]
@@ -214,13 +268,23 @@ def ckks_from_bytes(public: ts.Context, data: bytes, config: CKKSConfig) -> CKKS
     """Return the ciphertext encoded by :func:`ckks_to_bytes`, bound to ``public``.
 
     Raises:
-        ProtocolError: if ``data`` is malformed, truncated or inconsistent with ``config``.
+        ProtocolError: if ``data`` is malformed, truncated, inconsistent with ``config``, or encrypted under
+            another public key (its fingerprint differs from ``public``'s: a device with a stale key).
     """
     data = bytes(data)
     pos = len(_MAGIC) + _HEADER.size
+    if data[:4] == _OLD_MAGIC:
+        raise ProtocolError(
+            f"CKKS vector: format {_OLD_MAGIC!r} carries no key fingerprint; expected {_MAGIC!r} (update the device)"
+        )
     if data[:4] != _MAGIC or len(data) < pos:
         raise ProtocolError(f"CKKS vector: expected bytes starting with {_MAGIC!r}, got {data[:4]!r}")
-    length, count, num = _HEADER.unpack(data[4:pos])
+    length, count, num, fp = _HEADER.unpack(data[4:pos])
+    if fp != ckks_fingerprint(public):
+        raise ProtocolError(
+            f"CKKS vector: encrypted under public key {fp.hex()}, expected this round's key "
+            f"{ckks_fingerprint(public).hex()} (a stale or wrong public key)"
+        )
     if num != config.num_ciphertexts(length) or not 1 <= count <= config.max_clients:
         raise ProtocolError(
             f"CKKS vector: {num} ciphertexts and count {count} do not fit {length} values "
@@ -235,7 +299,7 @@ def ckks_from_bytes(public: ts.Context, data: bytes, config: CKKSConfig) -> CKKS
         vectors.append(_parse(public, blob, i, min(config.slots, length - i * config.slots), config))
     if pos != len(data):
         raise ProtocolError(f"CKKS vector: {len(data) - pos} bytes left over after {num} ciphertexts")
-    return CKKSCiphertext(tuple(vectors), length, count)
+    return CKKSCiphertext(tuple(vectors), length, count, fp)
 
 
 def _parse(public: ts.Context, blob: bytes, index: int, size: int, config: CKKSConfig) -> ts.CKKSVector:

@@ -211,7 +211,9 @@ class Packing:
         """Return the exact fixed-point sums ``sum_k round(x_k[i] * 2^f)`` of ``count`` packed vectors.
 
         Raises:
-            ProtocolError: if ``plaintexts`` do not hold ``length`` values.
+            ProtocolError: if ``plaintexts`` do not hold ``length`` values, or hold what no sum of ``count``
+                vectors within ``bound`` holds: a slot above ``count * 2 * offset``, or bits beyond the
+                last slot (a client encrypted a value beyond the bound, or garbage).
             ConfigError: if ``count`` exceeds ``max_clients``.
         """
         self.check_clients(count)
@@ -226,4 +228,15 @@ class Packing:
             for _ in range(min(self.slots, length - i * self.slots)):
                 ints.append((acc & mask) - shift)
                 acc >>= w
+                if ints[-1] > shift:
+                    self._refuse(f"value {len(ints) - 1} sums to {ints[-1]} / 2^{self.precision_bits}", count)
+            if acc:
+                self._refuse(f"plaintext {i} holds {acc.bit_length()} bits beyond its last value", count)
         return ints
+
+    def _refuse(self, what: str, count: int) -> None:
+        raise ProtocolError(
+            f"packed sum: {what}; expected each value within +-{count} x {self.offset} / "
+            f"2^{self.precision_bits} (bound {self.bound:g} x total weight {count}) and nothing beyond the "
+            "last: a client encrypted a value beyond the bound, or garbage"
+        )

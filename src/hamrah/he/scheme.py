@@ -190,7 +190,11 @@ class CKKSScheme(HEScheme):
         return ckks.ckks_scale(a, k, self.config)
 
     def decrypt_sum(self, secret, aggregate) -> np.ndarray:
-        return ckks.ckks_decrypt(secret, aggregate)
+        """Return the decrypted sum; ProtocolError when a value lies beyond what ``bound`` times the sum's
+        total weight allows (:func:`~hamrah.he.ckks.ckks_check_sum`)."""
+        values = ckks.ckks_decrypt(secret, aggregate)
+        ckks.ckks_check_sum(values, aggregate.count, self.config)
+        return values
 
     def public_to_bytes(self, public) -> bytes:
         return ckks.ckks_public_to_bytes(public)

@@ -302,12 +302,22 @@ class HomomorphicSum(BaseStage):
 
     def decrypt(self, aggregate: Any, spec: Spec) -> Params:
         """Return the named float64 tensors of an aggregate, decrypted by the key holder (float64: a float32
-        sum of total weight W would add up to W * bound * 2^-24 to the encoding's error)."""
+        sum of total weight W would add up to W * bound * 2^-24 to the encoding's error).
+
+        Raises:
+            ProtocolError: the sum decrypts to values no sum of that total weight within ``bound`` holds
+                (a report beyond the bound, crafted, or under another key), naming the first and the limit.
+        """
         if self.key_holder is None:
             raise ConfigError(f"{self.name}: no key holder on this side; only the aggregating side decrypts sums")
         layout = ParamsLayout.of_spec(spec)
         layout = dataclasses.replace(layout, dtypes=tuple(torch.float64 for _ in layout.names))
-        return layout.unflatten(self.key_holder.decrypt(aggregate))
+        try:
+            values = self.key_holder.decrypt(aggregate)
+        except ProtocolError as err:
+            what = f"{self.name}: the decrypted sum (total weight {aggregate.count}) is refused"
+            raise ProtocolError(f"{what}: {err}") from None
+        return layout.unflatten(values)
 
     def aggregate(self, payloads: Sequence[HEPayload], ctx: ServerContext) -> Params:
         return self.secure_round(payloads, ctx)[0]

@@ -22,16 +22,19 @@ payload, the noise stage updates the norm after the round, and the stages' serve
 
 Homomorphic encryption: the server generates a key pair when it starts (never written to disk: no
 ciphertext outlives a round, so a restart simply makes a new pair) and keeps the
-:class:`~hamrah.he.stage.KeyHolder`; the public key travels in the spec. Reports are kept whole
-(``buffered``): each is parsed and checked when it arrives, and at commit the ciphertexts are weighted
+:class:`~hamrah.he.stage.KeyHolder`; the public key travels in the spec. Each report is parsed and
+checked once, when it arrives; the pipeline keeps the parsed ciphertext and the Aggregators its number
+(``buffered``: every report reaches commit), and at commit the ciphertexts are weighted
 by ``n_k`` (1 under DP) and added with the public key only; the key holder decrypts the sum, which is
 divided by the total weight before the remaining server halves (central noise) run.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +53,7 @@ from hamrah.server.influence import UNBOUNDED_WEIGHT
 from hamrah.server.privacy import ServerPrivacy, refuse_unprovable
 from hamrah.server.reports import reported_loss
 
-CIPHERTEXT_KEY = "he/ciphertext"  # a buffered HE report's bytes, kept as one uint8 tensor until commit
+CIPHERTEXT_KEY = "he/ciphertext"  # an HE report: the number of its parsed ciphertext (ServerPipeline.ciphertext)
 MAX_PLAN_BYTES = 900_000  # the plan travels in one gRPC message of at most 1 MiB + 64 KiB
 
 
@@ -108,6 +111,8 @@ class ServerPipeline:
         self.stage = self.run.chain.wire_stage()
         self.he = self.stage if self.spec.homomorphic is not None else None
         self.weight_in = 0  # this round's accepted weight (HE: bounded by max_weight)
+        self._ciphertexts: dict[int, Any] = {}  # HE: this round's reports, parsed once on arrival, by number
+        self._numbers = itertools.count()
         self.buffered = self.he is not None  # True: the Aggregators keep each report (a stage must see them all)
         size = len(json.dumps(self.plan_extra()))
         if size > MAX_PLAN_BYTES:
@@ -167,11 +172,13 @@ class ServerPipeline:
     def start_round(self, round_idx: int) -> None:
         """Start the counts of an attempt at round ``round_idx`` (the HE weight, DP-FTRL's reports)."""
         self.weight_in = 0
+        self._ciphertexts.clear()
         self.privacy.start_round(round_idx)
 
     def decode_result(self, client_id: int, data: bytes, num_examples: int, metrics: dict) -> Contribution:
         """Return the Contribution of one device's report, the chain's wire bytes: its decoded packed
-        statistics, or, under HE, its ciphertext bytes as one uint8 tensor (added at commit).
+        statistics, or, under HE, the number of its ciphertext, parsed and checked here once and kept
+        by this pipeline until commit (the Aggregators keep the number: a lost Aggregator loses the report).
 
         Raises:
             ProtocolError: the bytes do not parse as this round's pipeline payload, or (HE) the
@@ -180,7 +187,7 @@ class ServerPipeline:
         weight = int(self.run.weight(num_examples))
         loss = reported_loss(metrics, weight)
         if self.he is not None:
-            self.he.read(data, self.wire)  # parse and check now; the ciphertext is added at commit
+            payload = self.he.read(data, self.wire)  # parsed and checked once, now; added at commit
             limit = self.he.settings.max_weight
             if self.weight_in + weight > limit:
                 raise ProtocolError(
@@ -189,8 +196,9 @@ class ServerPipeline:
                 )
             self.privacy.admit(client_id)  # DP-FTRL: at most one report per device per tree
             self.weight_in += weight
-            ciphertext = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return Contribution(client_id, {CIPHERTEXT_KEY: ciphertext}, float(weight), loss)
+            number = next(self._numbers)
+            self._ciphertexts[number] = payload
+            return Contribution(client_id, {CIPHERTEXT_KEY: torch.tensor([number])}, float(weight), loss)
         delta = self.run.chain.decode_client(self.stage.read(data, self.wire), self.run.server_state)  # DP re-clip
         check_update(delta, what="update (decoded)")  # the simulator's check too (hamrah.core.updates)
         self.privacy.admit(client_id)  # DP-FTRL: at most one report per device per tree
@@ -210,8 +218,12 @@ class ServerPipeline:
         out = self.run.server_half(mean, reported, round_idx, rng)
         return Aggregate.from_mean(out, aggregate.weight, aggregate.count, aggregate.metrics)
 
+    def ciphertext(self, report: Contribution) -> Any:
+        """Return the parsed ciphertext (an ``HEPayload``) of one of this round's HE reports."""
+        return self._ciphertexts[int(report.stats[CIPHERTEXT_KEY][0])]
+
     def _decrypt(self, reports: list[Contribution]) -> Aggregate:
-        payloads = [self.he.read(r.stats[CIPHERTEXT_KEY].numpy().tobytes(), self.wire) for r in reports]
+        payloads = [self.ciphertext(r) for r in reports]
         weights = [int(r.weight) for r in reports]
         total = self.he.decrypt(self.he.weighted_sum(payloads, weights), self.wire)
         metrics: dict = {}
@@ -227,6 +239,7 @@ class ServerPipeline:
         if broadcast:  # e.g. {"dp_clip": {"clip": C, "rounds": r}}: what the next round's plan carries
             out["pipeline_state"] = broadcast
         self.weight_in = 0
+        self._ciphertexts.clear()
         return out
 
 
