@@ -112,6 +112,17 @@ def test_a_paillier_value_beyond_the_bound_is_refused_at_decryption(paillier_hol
     assert torch.allclose(total["b"], torch.tensor([8.0, -8.0, 0.0], dtype=torch.float64))
 
 
+def test_a_paillier_report_under_another_key_is_refused_naming_both_keys(paillier_holder):
+    from hamrah.he.paillier_codec import fingerprint
+
+    stage = HomomorphicSum(PAILLIER, paillier_holder.public_bytes, paillier_holder)
+    stale = KeyHolder.generate(PAILLIER, np.random.default_rng(6))
+    device = HomomorphicSum(PAILLIER, stale.public_bytes)
+    theirs, ours = fingerprint(device.public).hex(), fingerprint(stage.public).hex()
+    with pytest.raises(ProtocolError, match=f"public key \\(fingerprint {theirs}\\); expected this key's {ours}"):
+        stage.read(_encode(device, _update()), SPEC)
+
+
 # ---- CKKS: the key fingerprint on arrival, the range of the sum at decryption ----
 
 

@@ -94,7 +94,10 @@ def vector_from_bytes(data: bytes, public_key: PublicKey) -> EncryptedVector:
         data[4:start]
     )
     if fp != fingerprint(public_key):
-        raise ProtocolError("encrypted vector: encrypted under a different public key (fingerprint mismatch)")
+        raise ProtocolError(
+            f"encrypted vector: encrypted under a different public key (fingerprint {fp.hex()}); expected "
+            f"this key's {fingerprint(public_key).hex()} (a stale or wrong public key)"
+        )
     nsq = public_key.nsquare
     if flags not in (0, 1) or width != (nsq.bit_length() + 7) // 8 or count < 1:
         raise ProtocolError(f"encrypted vector: bad header (flags={flags}, width={width}, count={count})")
