@@ -33,6 +33,7 @@ from hamrah.vertical.ftl_core import (
     GuestResult,
     HostResult,
     TransferSplit,
+    network_size,
     overlap_batches,
     representation_network,
     transfer_split,
@@ -49,13 +50,41 @@ from hamrah.vertical.nets import (
 from hamrah.vertical.psi import PSIConfig, intersect
 from hamrah.vertical.saved import need
 
+MAX_FEATURES = 1 << 20  # a party's features as it announces them (its network's input width)
+MAX_ROWS = 1 << 24  # rows a host may ask the guest to score where nothing agreed bounds them (score_guest)
 
-def _setup(channel: Channel, peer: str, config: FTLConfig, out_len: int, extra: dict) -> tuple[object, dict]:
-    """Exchange config, output sizes, public keys and the epochs each party holds checkpoints of
-    (``extra["done"]``); return the link and the peer's setup message, with ``start``: the last epoch
-    both completed (0: none), the same at both parties."""
+
+def _count(msg: dict, key: str, most: int, what: str, why: str = "") -> int:
+    """Return ``msg[key]``, refused unless an integer in ``0..most`` (``why``: what bounds it)."""
+    value = msg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        raise ProtocolError(f"{what}: {key} = {value!r}, expected an integer in 0..{most}{why and f' ({why})'}")
+    return value
+
+
+def _network(config: FTLConfig, extra: int, loss: str = "") -> Callable[[int], tuple[int, str]]:
+    """The ``out_len`` a training peer may announce: its network's parameters (``extra``: + its loss)."""
+    return lambda features: (
+        network_size(config, features) + extra,
+        f"the parameters of its network over the {features} features it announced, hidden {config.hidden}, "
+        f"dim {config.dim}{loss}",
+    )
+
+
+def _scoring(features: int) -> tuple[int, str]:
+    return 0, "scoring: this party decrypts only the host's scores"
+
+
+def _setup(
+    channel: Channel, peer: str, config: FTLConfig, sizes: tuple[int, int], extra: dict, peer_out: Callable
+) -> tuple[object, dict]:
+    """Exchange config, sizes (``features``: the input width of this party's network; ``out_len``: the
+    values the peer decrypts for it per step), public keys and the epochs each party holds checkpoints
+    of (``extra["done"]``); return the link and the peer's setup message, with ``start``: the last epoch
+    both completed (0: none), the same at both parties. ``peer_out(features)`` gives the ``out_len``
+    the protocol allows the peer, and why: the peer's is refused unless exactly that."""
     secret = None
-    fields = {"config": config.digest(), "out_len": out_len, **extra}
+    fields = {"config": config.digest(), "features": sizes[0], "out_len": sizes[1], **extra}
     if config.mode == "paillier":
         public, secret = he.keygen(config.key_bits)
         fields.update(he.public_to_wire(public))
@@ -65,8 +94,9 @@ def _setup(channel: Channel, peer: str, config: FTLConfig, out_len: int, extra: 
         raise ProtocolError(
             f"ftl/setup from {peer!r}: the config differs from this party's (expected {config.digest()})"
         )
-    if not isinstance(msg.get("out_len"), int) or not 0 <= msg["out_len"] < 1 << 24:
-        raise ProtocolError(f"ftl/setup from {peer!r}: expected a non-negative integer 'out_len'")
+    expected, why = peer_out(_count(msg, "features", MAX_FEATURES, f"ftl/setup from {peer!r}"))
+    if isinstance(msg.get("out_len"), bool) or msg.get("out_len") != expected:
+        raise ProtocolError(f"ftl/setup from {peer!r}: out_len = {msg.get('out_len')!r}, expected {expected} ({why})")
     theirs = msg.get("done")
     if not (isinstance(theirs, np.ndarray) and theirs.dtype == np.int64 and theirs.ndim == 1):
         raise ProtocolError(f"ftl/setup from {peer!r}: 'done' (its completed epochs) must be an int64 vector")
@@ -86,6 +116,7 @@ def guest(
     peer: str = "host",
     on_epoch: Callable[[NetCheckpoint], None] | None = None,
     resume: Mapping[int, NetCheckpoint] | None = None,
+    host_rows: int | None = None,
 ) -> GuestResult:
     """Run the label holder: train on the overlap with the host, then help score the host's rows.
 
@@ -98,6 +129,9 @@ def guest(
         on_epoch: called after each epoch with this party's checkpoint (its mean loss too).
         resume: this party's checkpoints by completed epoch; training goes on after the last epoch
             both parties completed, to the model an uninterrupted run trains.
+        host_rows: the ids the host holds, as PSI told this party (what :func:`party_guest` passes):
+            the host must announce as many rows at setup and may ask for at most that many scores
+            (``None``: it may ask for as many as it announces).
 
     Returns:
         The guest's network, ``Phi`` and the loss per epoch.
@@ -114,8 +148,12 @@ def guest(
     scaler = Standardizer.fit(table.features)
     model = FTLParty(table.feature_names, scaler, representation_network(config, channel.name, table.features.shape[1]))
     done = np.array(sorted(resume or ()), dtype=np.int64)
-    link, msg = _setup(channel, peer, config, fm.num_params(model.network) + 1, {"overlap": overlap, "done": done})
+    sizes = (table.features.shape[1], fm.num_params(model.network) + 1)
+    link, msg = _setup(channel, peer, config, sizes, {"overlap": overlap, "done": done}, _network(config, 0))
     peer_len, start = msg["out_len"], msg["start"]
+    rows = _count(msg, "rows", MAX_ROWS if host_rows is None else host_rows, f"ftl/setup from {peer!r}")
+    if host_rows is not None and rows != host_rows:
+        raise ProtocolError(f"ftl/setup from {peer!r}: rows = {rows}, expected {host_rows} (the ids it held in PSI)")
     x_all, y_all = scaler(table.features), torch.from_numpy(2 * table.labels.astype(np.float32) - 1)
     opt = torch.optim.Adam(model.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[float] = []
@@ -140,7 +178,7 @@ def guest(
     channel.send(peer, "ftl/batch", {"step": step, "mode": "score", "ids": np.zeros(0, np.int64)})
     with torch.no_grad():
         phi = fm.phi_of(fm.represent(model.network, x_all), y_all).double().numpy()
-    count = _score_request(channel, peer, step)
+    count = _count(_score(channel, peer, step), "count", rows, f"ftl/score from {peer!r}", "the rows it announced")
     theirs = link.swap(step, phi, 0)
     link.apply(step, np.zeros((0, 0)), np.zeros(0), theirs, count)
     return GuestResult(model, phi, tuple(history))
@@ -163,11 +201,11 @@ def _guest_step(link, step: int, net_opt: tuple, data: tuple, config: FTLConfig,
     return float(out[-1])
 
 
-def _score_request(channel: Channel, peer: str, step: int) -> int:
+def _score(channel: Channel, peer: str, step: int) -> dict:
     msg = channel.recv(peer, "ftl/score")
-    if msg.get("step") != step or not isinstance(msg.get("count"), int) or not 0 <= msg["count"] < 1 << 24:
-        raise ProtocolError(f"ftl/score from {peer!r}: expected step {step} and a non-negative 'count'")
-    return msg["count"]
+    if msg.get("step") != step:
+        raise ProtocolError(f"ftl/score from {peer!r}: expected step {step}, got {msg.get('step')!r}")
+    return msg
 
 
 @one_torch_thread
@@ -210,7 +248,8 @@ def host(
     scaler = Standardizer.fit(table.features)
     model = FTLParty(table.feature_names, scaler, representation_network(config, channel.name, table.features.shape[1]))
     done = np.array(sorted(resume or ()), dtype=np.int64)
-    link, msg = _setup(channel, peer, config, fm.num_params(model.network), {"done": done})
+    sizes, extra = (table.features.shape[1], fm.num_params(model.network)), {"done": done, "rows": len(table.ids)}
+    link, msg = _setup(channel, peer, config, sizes, extra, _network(config, 1, ", plus its loss"))
     theirs = msg.get("overlap")
     if not (isinstance(theirs, np.ndarray) and theirs.shape == overlap.shape and np.array_equal(theirs, overlap)):
         size = theirs.size if isinstance(theirs, np.ndarray) else theirs
@@ -280,8 +319,8 @@ def score_guest(channel: Channel, phi: np.ndarray, config: FTLConfig, peer: str 
     Raises:
         ProtocolError: the host's config, keys or messages are wrong.
     """
-    link, _ = _setup(channel, peer, config, 0, {"done": np.zeros(0, np.int64)})
-    count = _score_request(channel, peer, 0)
+    link, _ = _setup(channel, peer, config, (0, 0), {"done": np.zeros(0, np.int64)}, _scoring)
+    count = _count(_score(channel, peer, 0), "count", MAX_ROWS, f"ftl/score from {peer!r}", "nothing agreed bounds it")
     link.apply(0, np.zeros((0, 0)), np.zeros(0), link.swap(0, phi, 0), count)
 
 
@@ -302,7 +341,7 @@ def score_host(
             f"{list(model.feature_names)}"
         )
     x = model.standardizer(table.features)
-    link, _ = _setup(channel, peer, config, 0, {"done": np.zeros(0, np.int64)})
+    link, _ = _setup(channel, peer, config, (x.shape[1], 0), {"done": np.zeros(0, np.int64)}, _scoring)
     channel.send(peer, "ftl/score", {"step": 0, "count": len(table.ids)})
     theirs = link.swap(0, np.zeros(0), config.dim)
     with torch.no_grad():
@@ -318,8 +357,9 @@ def party_guest(
     resume: Mapping[int, NetCheckpoint] | None = None,
 ) -> GuestResult:
     """The registry's guest role: find the overlap by PSI (this party leads), then run :func:`guest`."""
-    overlap = intersect(channel, table.ids, PSIConfig(leader=channel.name))
-    return guest(channel, table, overlap, config, peer=channel.peers[0], on_epoch=on_epoch, resume=resume)
+    peer, sizes = channel.peers[0], {}
+    overlap = intersect(channel, table.ids, PSIConfig(leader=channel.name), sizes=sizes)
+    return guest(channel, table, overlap, config, peer, on_epoch, resume, host_rows=sizes[peer])
 
 
 def party_host(

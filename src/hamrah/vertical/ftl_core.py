@@ -3,6 +3,7 @@ the networks and the batch order (the protocol is :mod:`hamrah.vertical.ftl`).""
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass
 
@@ -149,6 +150,13 @@ def representation_network(config: FTLConfig, party: str, in_dim: int) -> nn.Seq
     return mlp(in_dim, config.hidden, config.dim, keyed_rng(config.seed, "ftl", party))
 
 
+def network_size(config: FTLConfig, features: int) -> int:
+    """Return the parameter count of a representation network over ``features`` inputs (what
+    :func:`representation_network` builds), without building it."""
+    dims = [features, *config.hidden, config.dim]
+    return sum(a * b + b for a, b in itertools.pairwise(dims))
+
+
 def overlap_batches(config: FTLConfig, overlap: np.ndarray, epoch: int) -> list[np.ndarray]:
     """Return the overlap ids of each step of ``epoch`` (a seeded shuffle)."""
     order = keyed_rng(config.seed, "ftl-shuffle", epoch).permutation(len(overlap))
@@ -162,6 +170,7 @@ __all__ = [
     "GuestResult",
     "HostResult",
     "TransferSplit",
+    "network_size",
     "overlap_batches",
     "representation_network",
     "transfer_split",

@@ -246,6 +246,7 @@ def intersect(
     parties: tuple[str, ...] | None = None,
     on_epoch: Callable[[PSIProgress], None] | None = None,
     id_type: str = "int",
+    sizes: dict[str, int] | None = None,
 ) -> np.ndarray:
     """Run PSI as the party behind ``channel`` and return the shared ids, sorted.
 
@@ -259,6 +260,8 @@ def intersect(
             ``REPORT_EVERY`` ids within one (``None``: the context's, :func:`local`).
         id_type: how the party read its ids (``"int"``, or ``"str"``: ``ids`` are digests of text);
             every party must read them the same way, and the same ``leader``, or all stop at the start.
+        sizes: if given, filled with every party's set size, as each announced it (every list it sent
+            had that size): what a protocol run next can hold a party's later claims to.
 
     Returns:
         The ids every party holds, sorted.
@@ -274,7 +277,7 @@ def intersect(
     ring = _ring(channel, config.leader, parties)
     me = ring.index(channel.name)
     nxt, prv = ring[(me + 1) % len(ring)], ring[me - 1]
-    sizes = _agree(channel, ring, {"leader": config.leader, "id_type": id_type}, len(ids))
+    announced = _agree(channel, ring, {"leader": config.leader, "id_type": id_type}, len(ids))
     order = (rng or np.random.default_rng(np.random.SeedSequence())).permutation(len(ids))
     workers, report = _LOCAL.get()
     blinder = Blinder(config.workers or workers)
@@ -286,7 +289,7 @@ def intersect(
         for hop in range(1, len(ring)):
             tag = f"psi/ring{hop + 1}" if hop + 1 < len(ring) else "psi/full"
             owner = ring[(me - hop) % len(ring)]
-            theirs = _recv_list(channel, prv, f"psi/ring{hop}", sizes[owner], f" (the ids of {owner!r})")
+            theirs = _recv_list(channel, prv, f"psi/ring{hop}", announced[owner], f" (the ids of {owner!r})")
             relayed = blinder.stream(theirs)
             if tag == "psi/full" and nxt != config.leader:
                 relayed = (kept.append(c) or c for c in relayed)
@@ -300,10 +303,10 @@ def intersect(
     if channel.name == config.leader:
         common, known = set(position), _sorted(kept)  # the leader blinded ring[1]'s list last
         for j, peer in enumerate(ring[1:], 1):
-            chunks = _recv_list(channel, peer, "psi/set", sizes[peer], " (its fully blinded ids)")
+            chunks = _recv_list(channel, peer, "psi/set", announced[peer], " (its fully blinded ids)")
             common = {p for c in _vouched(chunks, known, peer, ring[j - 1]) for p in _as_bytes(c) if p in common}
             if j + 1 < len(ring):  # peer blinded ring[j + 1]'s list last, and vouches for it
-                witness = _recv_list(channel, peer, "psi/witness", sizes[ring[j + 1]], f" (of {ring[j + 1]!r})")
+                witness = _recv_list(channel, peer, "psi/witness", announced[ring[j + 1]], f" (of {ring[j + 1]!r})")
                 known = _sorted(witness)
         shared = sorted(common)
         for peer in ring[1:]:
@@ -316,6 +319,8 @@ def intersect(
         shared = _as_bytes(_concat(_recv_list(channel, config.leader, "psi/result", len(ids))))
         if any(p not in position for p in shared):
             raise ProtocolError(f"psi: {config.leader!r} returned values that are not in this party's set")
+    if sizes is not None:
+        sizes.update(announced)
     return np.sort(ids[[position[p] for p in shared]]) if shared else np.zeros(0, np.int64)
 
 
