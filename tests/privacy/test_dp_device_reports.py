@@ -4,8 +4,9 @@ DP-SGD, local DP and distributed DP state a guarantee that holds against the ser
 "Trust model"). Before the fix a device sent, un-noised with every report, its training loss and the
 loss and accuracy of its freshly trained model on its own examples (and, in a personalized run, scores
 on held-out examples): exactly the per-device losses a membership-inference attack reads, outside the
-mechanism the epsilon accounts for. Now only the store's DP-SGD epsilon goes with such a report;
-central DP (a trusted server) keeps the metrics, and the server records no made-up loss.
+mechanism the epsilon accounts for. Now no metric goes with such a report (not even the store's DP-SGD
+epsilon, a function of its example count); central DP (a trusted server) keeps the metrics, and the
+server records no made-up loss.
 """
 
 from __future__ import annotations
@@ -61,12 +62,11 @@ PERSONAL = {PERSONAL_KEY: {"holdout": 0.2}}
 )
 def test_a_device_sends_no_metric_of_its_examples_when_the_server_is_not_trusted(tmp_path, algorithm, extra):
     n, metrics = _run(tmp_path, algorithm, extra)
-    # local DP weighs every report 1: its count says 1; DP-SGD alone weighs by n_k, which it must send
-    assert n == (24 if "dp_clip" in algorithm else 1)
+    # DP-SGD and local DP weigh every report 1: the report says 1 example, not the store's 24
+    assert n == 1
     assert set(metrics) <= set(PRIVATE_MODE_METRICS)
     assert "train_loss" not in metrics and "accuracy" not in metrics and "personal_accuracy" not in metrics
-    if "dp_clip" in algorithm:
-        assert DP_EPSILON in metrics  # the store's own claim, which the server records
+    assert DP_EPSILON not in metrics  # DP-SGD: the store's epsilon is a function of n_k; it stays on the device
     assert reported_loss(metrics, 1.0) == {}  # the server adds no loss of 0 for it
 
 

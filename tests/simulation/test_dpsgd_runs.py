@@ -47,7 +47,7 @@ def _sim(algorithm, rounds=3, ledger=None, **cfg) -> Simulator:
     return Simulator(_model(), _clients(), algorithm, config, example_ledger=ledger)
 
 
-@pytest.mark.parametrize("name", ["fedsgd", "fedavg", "fedprox", "scaffold", "fednova", "fedadam", "fedavgm"])
+@pytest.mark.parametrize("name", ["fedsgd", "fedavg", "fedprox", "scaffold", "fedadam", "fedavgm"])
 def test_every_algorithm_trains_with_dpsgd(name):
     extra = {"num_clients": 4} if name == "scaffold" else {}
     algo = build(name, 0.5, **({} if name == "fedsgd" else {"batch_size": 5}), **DP_KEYS, **extra)
@@ -60,11 +60,19 @@ def test_every_algorithm_trains_with_dpsgd(name):
 
 
 def test_without_noise_and_clipping_dpsgd_is_plain_sgd():
+    """Equal clients: DP-SGD's uniform weights are then plain FedAvg's n_k weights."""
     plain = build("fedavg", 1.0, batch_size=5, local_epochs=2)
     dp = build("fedavg", 1.0, batch_size=5, local_epochs=2, dp_clip=1e30, dp_noise_multiplier=0.0, dp_poisson=False)
-    a = Simulator(_model(), _clients(), plain, SimulationConfig(rounds=2, workers=1, batched=False)).run()
-    b = _sim(dp, rounds=2).run()
+    data = _clients((12, 12, 12, 12))
+    a = Simulator(_model(), data, plain, SimulationConfig(rounds=2, workers=1, batched=False)).run()
+    config = SimulationConfig(rounds=2, workers=1)
+    b = Simulator(_model(), data, dp, config, example_ledger=ExampleLedger(1e-5)).run()
     assert max_abs_diff(a.params, b.params) < 1e-5
+
+
+def test_fednova_is_refused_under_dpsgd_naming_its_step_count():
+    with pytest.raises(ConfigError, match="fednova.*outside the example-level epsilon"):
+        build("fednova", 0.5, batch_size=5, **DP_KEYS)
 
 
 def test_the_reported_epsilon_is_the_largest_any_client_spent():

@@ -56,8 +56,8 @@ def test_devices_train_with_dpsgd_over_grpc_and_keep_their_own_ledgers(tmp_path,
         if rounds:
             spent_most = max(spent_most, example_epsilon(plan, n, 1e-5, rounds))
     assert trained >= 10  # 5 or 6 devices in each of 2 rounds
-    # the server records the largest epsilon a device reported: what the stores' ledgers say
-    assert recs[-1]["privacy_unit"] == "example" and recs[-1]["epsilon"] == pytest.approx(spent_most, rel=1e-9)
+    # each store's epsilon (a function of its example count) stays on the device: the server records none
+    assert spent_most > 0 and all("epsilon" not in r and "privacy_unit" not in r for r in recs)
 
 
 def _job(tmp_path, cap=None, target=3.0) -> tuple[TaskJob, Plan, dict]:

@@ -68,6 +68,12 @@ class FedNova(FedProx):
                 "w_t), so their sum is not ||a_i||_1 and can reach 0 or below; expected lr * mu <= "
                 f"(1 - sqrt(momentum))^2, mu <= {limit:g}"
             )
+        if self.local.example_dp is not None:
+            raise ConfigError(
+                'algorithm.name = "fednova" with privacy.mode = "dpsgd": each client sends ||a_i||_1, a function '
+                "of its number of local steps and so of its example count, un-noised and outside the "
+                "example-level epsilon; expected another algorithm (fedavg, fedprox, ...) under DP-SGD"
+            )
         if self.local.optimizer != "sgd":
             raise ConfigError(
                 f'algorithm.local_optimizer = "{self.local.optimizer}": FedNova normalises each update by '

@@ -30,16 +30,16 @@ from hamrah.device.site import check_inputs, check_store, holdout, site_eval_fra
 from hamrah.device.store import ExampleStore
 from hamrah.task.base import call_user
 from hamrah.task.checks import check_model
-from hamrah.transport.plan import DP_EPSILON, Plan, example_privacy, personal_holdout
+from hamrah.transport.plan import Plan, example_privacy, personal_holdout
 
 if TYPE_CHECKING:
     from hamrah.task import Task
 
 log = logging.getLogger("hamrah.device")
 TASK_METRICS = "task_metrics"  # in a task's metrics: a user task's evaluation with reductions (sent apart)
-# what a report may carry when the DP guarantee holds against the server: the store's own DP-SGD epsilon
-# (a function of the plan and the store's size only), nothing computed from the examples' values
-PRIVATE_MODE_METRICS = (DP_EPSILON,)
+# what a report may carry when the DP guarantee holds against the server: nothing computed from the examples,
+# nor the store's DP-SGD epsilon (a function of the plan and the store's example count: it would tell n_k)
+PRIVATE_MODE_METRICS: tuple[str, ...] = ()
 
 
 @dataclass
@@ -124,19 +124,19 @@ class TaskJob:
             personal = algorithm.personalization
             mine = personal.personal_model(params, up.state) if personal is not None else local  # else: fine-tuned
             metrics.update(_prefixed("personal", score(mine, held)), held_examples=float(len(held)))
-        if epsilon is not None:  # DP-SGD: what these examples have spent, this training included
-            metrics[DP_EPSILON] = epsilon
+        if epsilon is not None:  # DP-SGD: what these examples have spent, this training included (said here only)
+            log.info("DP-SGD: this device's examples have now spent epsilon %.4g", epsilon)
         untrusted = _server_untrusted(plan, algorithm.local_plan())
         if untrusted:  # only what the DP guarantee covers leaves the device
             metrics = {k: v for k, v in metrics.items() if k in PRIVATE_MODE_METRICS}
         update = algorithm.client_statistics(r)  # the statistics the algorithm declares, namespaced
-        equal = uses_pipeline(plan.extra) and plan_pipeline(plan.extra)[0].equal_weights
+        equal = weighs_one(plan, algorithm.local_plan())
         if uses_pipeline(plan.extra):  # packed for the pipeline's weighted sum (w_k = n_k, or 1 under DP)
             update = pack(update, algorithm.statistics, 1.0 if equal else float(r.num_examples))
             if secure_stage(plan.extra) is None:
                 update = encode_update(plan.extra, update, self.client_key, plan.round, self.pipeline_states)
-        # local and distributed DP weigh every report 1: its example count is no weight, only a fact about
-        # the device's data the epsilon does not cover, so the report (and a secure JOIN) says 1
+        # DP-SGD, local and distributed DP weigh every report 1: its example count is no weight, only a fact
+        # about the device's data the epsilon does not cover, so the report (and a secure JOIN) says 1
         return 1 if untrusted and equal else r.num_examples, metrics, update, up.state
 
     def _privacy_cost(self, plan: Plan, local: LocalSGD, n: int) -> tuple[list[tuple[dict, int]], float | None]:
@@ -159,10 +159,14 @@ class TaskJob:
         ledger = ExampleLedger(delta, min(caps) if caps else None, accountant)
         ledger.charge("store", [(RoundSpec.from_dict(s), k) for s, k in self.store.privacy_spent()])
         events = privacy_events(local, n)
-        if not ledger.allows("store", events):
+        if not ledger.allows("store", events):  # the epsilon is a function of n_k: logged here, not reported
+            log.warning(
+                "DP-SGD: one more training would take this device's examples to epsilon %.4g",
+                ledger.epsilon("store", events),
+            )
             raise BudgetExhausted(
-                f"DP-SGD: one more training would take this device's examples to epsilon "
-                f"{ledger.epsilon('store', events):.3g} at delta {delta:g}, past the cap {ledger.target_epsilon:g}"
+                f"DP-SGD: one more training would take this device's examples past the cap "
+                f"{ledger.target_epsilon:g} at delta {delta:g}"
             )
         return [(s.to_dict(), k) for s, k in events], ledger.epsilon("store", events)
 
@@ -190,6 +194,15 @@ def kept_state(store: ExampleStore, params: Params, algorithm) -> Params | None:
     return state if fits else None
 
 
+def weighs_one(plan: Plan, local: LocalSGD) -> bool:
+    """Return True when every report of the plan weighs 1 (uniform weighting, as in DP-FedAvg): the
+    pipeline's DP modes, and DP-SGD, whose example-level epsilon covers the noised update but not the
+    count n_k (one example more or less would change a FedAvg weight n_k, and with it the model)."""
+    if local.example_dp is not None:
+        return True
+    return uses_pipeline(plan.extra) and plan_pipeline(plan.extra)[0].equal_weights
+
+
 def _server_untrusted(plan: Plan, local: LocalSGD) -> bool:
     """Return True when the plan's DP guarantee holds against the server too: DP-SGD (example-level),
     local DP, distributed DP. Then the device's report carries no metric computed from its examples
@@ -209,4 +222,4 @@ def _prefixed(prefix: str, scored: dict) -> dict:
     return {f"{prefix}_{k}": v for k, v in scored.items() if k in ("loss", "accuracy")}
 
 
-__all__ = ["PRIVATE_MODE_METRICS", "TASK_METRICS", "TaskJob"]
+__all__ = ["PRIVATE_MODE_METRICS", "TASK_METRICS", "TaskJob", "weighs_one"]

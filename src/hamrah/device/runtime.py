@@ -164,7 +164,9 @@ class DeviceRuntime:
             runtime_version=hamrah.__version__,
             device_id=self.cfg.device_id,
             state=ds,
-            num_examples=self.store.count(),
+            # whether the store holds examples, not how many: the count is a fact about the device's data that no
+            # epsilon covers, and before its plan a device cannot know whether the run protects its examples
+            num_examples=min(self.store.count(), 1),
             session=self.session,
         )
 

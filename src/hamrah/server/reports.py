@@ -69,10 +69,12 @@ def train_result(
 class BoundedReports:
     """Mixed into :class:`hamrah.server.coordinator.Coordinator`: turn an accepted report into a
     bounded result and hand it to its Aggregator (uses ``current``, ``max_weight``, ``clip``,
-    ``master``, ``spec`` and ``pipeline``)."""
+    ``master``, ``spec``, ``pipeline`` and ``algorithm``)."""
 
     def _weight(self, rs: RoundState, num_examples: int) -> int:
-        weight = min(int(num_examples), self.max_weight)
+        # DP-SGD weighs every report 1 (its devices say 1 example: their count is outside the epsilon)
+        cap = 1 if self.algorithm.local_plan().example_dp is not None else self.max_weight
+        weight = min(int(num_examples), cap)
         rs.capped += weight < num_examples
         return weight
 

@@ -4,7 +4,7 @@ client's budget, what a training charges, and when nobody can train any more. Th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from hamrah.algorithms.base import Algorithm, LocalSGD
@@ -29,6 +29,20 @@ def checked_ledger(algorithm: Algorithm, ledger: ExampleLedger | None) -> Exampl
     if ledger is not None and not dpsgd:
         raise ConfigError(f"example_ledger given, but algorithm {algorithm.name} does not train with DP-SGD")
     return ledger
+
+
+def weight_of(ledger: ExampleLedger | None, pipeline) -> Callable[[int], float]:
+    """Return n_k -> the aggregation weight w_k of a round: 1 under DP-SGD (uniform weighting, as in
+    DP-FedAvg: its example-level epsilon covers the noised update, not the count n_k, so a device's
+    report says 1 example and weighs 1, ``hamrah.device.compute.weighs_one``), else the pipeline's
+    (1 under its DP modes), else n_k."""
+    if ledger is not None:
+        return _one
+    return pipeline.weight if pipeline is not None else float
+
+
+def _one(num_examples: int) -> float:
+    return 1.0
 
 
 def events(plan: LocalSGD, num_examples: int) -> list:
@@ -59,4 +73,4 @@ def exhausted(ledger: ExampleLedger, plan: LocalSGD, sizes: Iterable[int]) -> st
     )
 
 
-__all__ = ["charge", "checked_ledger", "exhausted", "over_budget"]
+__all__ = ["charge", "checked_ledger", "exhausted", "over_budget", "weight_of"]

@@ -302,7 +302,7 @@ class Simulator:
 
     def _aggregate(self, round_idx: int, ok: list[ClientResult]) -> Aggregate | None:
         """Return the aggregate of the clients' statistics (the pipeline's when configured), or None."""
-        contribs = contributions(self.algorithm, ok, self.pipeline.weight if self.pipeline is not None else float)
+        contribs = contributions(self.algorithm, ok, example_privacy.weight_of(self.examples, self.pipeline))
         rule = self._rule(round_idx)
         try:
             if self.pipeline is not None:
