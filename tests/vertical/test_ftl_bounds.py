@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from tests.vertical.test_ftl import SMALL, _Tamper
 
@@ -126,3 +127,16 @@ def test_a_scoring_session_allows_no_out_len_and_a_bounded_count(split):
         ProtocolError, match=rf"from 'host': count = {(1 << 24) + 1}, expected .*0..{1 << 24} \(nothing"
     ):
         run_parties({"guest": guest, "host": flood}, timeout_s=30)
+
+
+@pytest.mark.parametrize(
+    "done,names",
+    [(np.arange(1, 100), 99), (np.array([3]), 1), (np.array([0]), 1), (np.zeros(1 << 20), 1 << 20)],
+)
+def test_completed_epochs_beyond_the_run_are_refused(split, done, names):
+    """A peer's checkpoints are of this run (they are kept per settings): at most ``epochs`` of them, in
+    1..epochs. A longer list was turned into a Python set, so one 1 GiB message cost about 10 GB."""
+    cfg = replace(SMALL, epochs=2)
+    host = _host(split, cfg, "ftl/setup", lambda m: {**m, "done": done.astype(np.int64)})
+    with pytest.raises(ProtocolError, match=rf"'done' names {names} epochs, expected at most 2 in 1..2"):
+        _run(split, cfg, host=host)

@@ -154,3 +154,16 @@ def test_a_hello_without_a_size_is_refused():
 
     with pytest.raises(ProtocolError, match=r"psi/hello from 'host': expected 'size', its number of ids"):
         run_parties({"guest": lambda ch: intersect(ch, np.arange(3)), "host": no_size}, timeout_s=10)
+
+
+@pytest.mark.parametrize("settings", ["[" * 100_000, json.dumps({"leader": "guest", "pad": "x" * 5000}), 7])
+def test_hello_settings_too_deep_or_too_long_are_refused(settings):
+    """The settings used to be parsed whatever their length: a deeply nested one stopped the party with
+    a RecursionError traceback, a long one cost memory; both are refused by name now."""
+
+    def host(ch):
+        ch.send("guest", "psi/hello", {"settings": settings, "size": 1})
+        ch.recv("guest", "psi/hello")
+
+    with pytest.raises(ProtocolError, match=r"psi/hello from .host.: expected its settings as a JSON object of at"):
+        run_parties({"guest": lambda ch: intersect(ch, np.arange(3)), "host": host}, timeout_s=10)

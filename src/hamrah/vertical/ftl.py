@@ -100,6 +100,11 @@ def _setup(
     theirs = msg.get("done")
     if not (isinstance(theirs, np.ndarray) and theirs.dtype == np.int64 and theirs.ndim == 1):
         raise ProtocolError(f"ftl/setup from {peer!r}: 'done' (its completed epochs) must be an int64 vector")
+    if len(theirs) > config.epochs or np.any((theirs < 1) | (theirs > config.epochs)):
+        raise ProtocolError(
+            f"ftl/setup from {peer!r}: 'done' names {len(theirs)} epochs, expected at most {config.epochs} in "
+            f"1..{config.epochs} (its checkpoints of this run)"
+        )
     msg["start"] = max((set(extra["done"].tolist()) | {0}) & (set(theirs.tolist()) | {0}))
     if config.mode == "plain":
         return PlainLink(channel, peer), msg

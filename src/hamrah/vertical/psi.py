@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # a worker process imports this module: keep torch out of it
 
 _EMPTY = np.zeros((0, POINT), np.uint8)
 REPORT_EVERY = 1 << 20  # ids between two progress reports within a list
+_MAX_SETTINGS = 4096  # characters of a psi/hello's settings (the leader's name and the kind of ids)
 _LOCAL: ContextVar[tuple[int, Callable | None]] = ContextVar("psi_local", default=(1, None))
 
 
@@ -212,13 +213,16 @@ def _agree(channel, ring: tuple[str, ...], settings: dict, size: int) -> dict[st
         channel.send(peer, "psi/hello", {"settings": json.dumps(settings), "size": size})
     sizes = {channel.name: size}
     for peer in others:
-        msg = channel.recv(peer, "psi/hello")
-        try:
-            theirs = json.loads(msg["settings"])
-        except (KeyError, TypeError, ValueError):
-            theirs = None
+        msg, theirs = channel.recv(peer, "psi/hello"), None
+        if isinstance(msg.get("settings"), str) and len(msg["settings"]) <= _MAX_SETTINGS:
+            try:
+                theirs = json.loads(msg["settings"])
+            except (ValueError, RecursionError):
+                pass
         if not isinstance(theirs, dict):
-            raise ProtocolError(f"psi/hello from {peer!r}: expected its settings as a JSON object")
+            raise ProtocolError(
+                f"psi/hello from {peer!r}: expected its settings as a JSON object of at most {_MAX_SETTINGS} characters"
+            )
         sizes[peer] = msg.get("size")  # type: ignore[assignment]
         if isinstance(sizes[peer], bool) or not isinstance(sizes[peer], int) or not 0 <= sizes[peer] < 1 << 40:
             raise ProtocolError(f"psi/hello from {peer!r}: expected 'size', its number of ids, in 0..2^40")
