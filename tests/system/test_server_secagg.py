@@ -192,6 +192,20 @@ def test_a_hostile_devices_claimed_example_count_is_capped_as_in_a_plain_round(t
     assert float(moved.max()) == pytest.approx(0.5 / DEVICES, abs=1e-3)
 
 
+def test_under_dpsgd_a_join_claiming_many_examples_counts_as_one(tmp_path, caplog):
+    """Under DP-SGD honest devices say 1 example and plain reports are capped at 1; a JOIN claiming 600
+    was capped only at max_weight, so a device with a valid token outweighed the others 600 to 1."""
+    from tests.system.secagg_hostile import Liar, one_round_with
+
+    privacy = {"mode": "dpsgd", "clip": 1.0, "noise_multiplier": 1.0}
+    exp = _experiment({"variant": "secagg", "clip": 0.5, "input_bits": 20}, privacy, rounds=1)
+    with caplog.at_level("WARNING", logger="hamrah.server"):
+        _, summary, rec = one_round_with(tmp_path, exp, Liar(num_examples=600), DEVICES - 1, min_reports=DEVICES)
+    assert summary["rounds_committed"] == 1 and rec["reported"] == DEVICES
+    assert rec["weight_capped"] == 1
+    assert any("claimed num_examples = 600, counted as 1" in r.getMessage() for r in caplog.records)
+
+
 def test_a_hostile_device_sending_wrong_shares_at_unmasking_is_named_and_left_out(tmp_path, caplog):
     """A device with a valid token walks the protocol honestly (input 0) but adds 1 to every share of b_v it
     returns at unmasking. Unchecked, the rebuilt self-masks were wrong and the "sum" was ring noise; now each

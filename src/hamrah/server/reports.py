@@ -71,10 +71,13 @@ class BoundedReports:
     bounded result and hand it to its Aggregator (uses ``current``, ``max_weight``, ``clip``,
     ``master``, ``spec``, ``pipeline`` and ``algorithm``)."""
 
+    def weight_cap(self) -> int:
+        """Return the most one report (or secure-aggregation JOIN) counts for: ``max_weight``, or 1 under
+        DP-SGD (its devices say 1 example: their count is outside the epsilon)."""
+        return 1 if self.algorithm.local_plan().example_dp is not None else self.max_weight
+
     def _weight(self, rs: RoundState, num_examples: int) -> int:
-        # DP-SGD weighs every report 1 (its devices say 1 example: their count is outside the epsilon)
-        cap = 1 if self.algorithm.local_plan().example_dp is not None else self.max_weight
-        weight = min(int(num_examples), cap)
+        weight = min(int(num_examples), self.weight_cap())
         rs.capped += weight < num_examples
         return weight
 

@@ -83,7 +83,7 @@ class SecureRounds:
                 self.pipeline.spec.equal_weights,
                 self.cfg.secagg_stage_timeout_s,
                 identity_key,
-                self.max_weight,
+                self.weight_cap(),
             )
         except ConfigError as err:  # e.g. fewer than 2 devices
             log.warning("round %d: secure aggregation cannot start: %s", rs.round, err)
