@@ -38,6 +38,7 @@ from hamrah.server.reports import BoundedReports
 from hamrah.server.rounds import MAX_EXAMPLES, LateReport, RoundState, TaskInfo, in_model_order
 from hamrah.server.secure_rounds import SecureRounds
 from hamrah.server.shell import ShellEvents, report_of, task_message
+from hamrah.server.sites import out_if_refused
 from hamrah.server.state import ServerStore
 from hamrah.task import Task
 from hamrah.transport.codec import BROADCAST_PREFIX, encode_params, sha256, spec_of
@@ -260,33 +261,36 @@ class Coordinator(ShellEvents, SecureRounds, BoundedReports, CommitStep):
             reason = report.reason[:300]  # kept (cross-silo: the site's out reason) and sent back at check-in
             self._feed(ev.DeviceAborted(device, info.task_id, rs.round, report.status == ev.FAILED, reason))
             return report.status
-        if report.status != ev.COMPLETED:
-            raise ProtocolError(f"report status {report.status}: expected COMPLETED, ABORTED or FAILED")
-        if not 1 <= report.num_examples <= MAX_EXAMPLES:
-            raise ProtocolError(f"num_examples = {report.num_examples}: expected 1..{MAX_EXAMPLES}")
-        t0 = self.clock.now()
-        if info.kind == "evaluate":
-            if report.payload:
-                raise ProtocolError("an evaluate report carries metrics loss and accuracy and no update")
-            metrics = check_metrics(
-                report.metrics,
-                required=("loss",) if self._user_task else ("loss", "accuracy"),
-            )
-            if report.task_metrics:
-                metrics["task"] = dict(report.task_metrics)
-            rs.evals.append((self._weight(rs, report.num_examples), metrics))
-        elif self.secure_stage() is not None:
-            raise ProtocolError(
-                "this round uses secure aggregation: a training update goes through the "
-                "SecureAggregation stream, not Report"
-            )
-        else:
-            site_eval = (
-                site_eval_of(report.metrics, report.task_metrics, self._user_task, self.max_weight)
-                if self.cfg.cross_silo
-                else None
-            )
-            self._fold(rs, info, *self._decode_report(info, report))  # metrics range-checked here
+        with out_if_refused(self._feed, self.cfg.cross_silo, device, info, rs):  # a site that does not fit
+            if report.status != ev.COMPLETED:
+                raise ProtocolError(f"report status {report.status}: expected COMPLETED, ABORTED or FAILED")
+            if not 1 <= report.num_examples <= MAX_EXAMPLES:
+                raise ProtocolError(f"num_examples = {report.num_examples}: expected 1..{MAX_EXAMPLES}")
+            t0 = self.clock.now()
+            if info.kind == "evaluate":
+                if report.payload:
+                    raise ProtocolError("an evaluate report carries metrics loss and accuracy and no update")
+                metrics = check_metrics(
+                    report.metrics,
+                    required=("loss",) if self._user_task else ("loss", "accuracy"),
+                )
+                if report.task_metrics:
+                    metrics["task"] = dict(report.task_metrics)
+                rs.evals.append((self._weight(rs, report.num_examples), metrics))
+            elif self.secure_stage() is not None:
+                raise ProtocolError(
+                    "this round uses secure aggregation: a training update goes through the "
+                    "SecureAggregation stream, not Report"
+                )
+            else:
+                site_eval = (
+                    site_eval_of(report.metrics, report.task_metrics, self._user_task, self.max_weight)
+                    if self.cfg.cross_silo
+                    else None
+                )
+                decoded = self._decode_report(info, report)  # metrics range-checked here
+        if info.kind != "evaluate":
+            self._fold(rs, info, *decoded)
             if DP_EPSILON in report.metrics:
                 self.example_epsilon = max(self.example_epsilon or 0.0, report.metrics[DP_EPSILON])
             if "held_examples" in report.metrics:  # range-checked with the rest in _fold

@@ -3,15 +3,36 @@
 Cross-silo (``cross_silo``): the goal and target are every site still in the run, the selection window
 is 0, and a site that fails its task (a FAILED report, or :class:`SiteFailed` at check-in) is out of
 the run: the round goes on without it, later rounds need one site fewer (unless ``min_reports`` is
-set), and when fewer sites remain than ``min_reports`` (or none) the run fails at once. With
+set), and when fewer sites remain than ``min_reports`` (or none) the run fails at once; a site whose
+report the server refuses (:func:`out_if_refused`) fails its task the same way. With
 ``final_eval``, the last commit is followed by an evaluation round of the final model (every site gets
 an evaluate task; :class:`SitesEvaluated` carries their scores; nothing is committed), then the run ends.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from hamrah.core.errors import ProtocolError
 from hamrah.server import events as ev
-from hamrah.server.rounds import FINISHED, REPORTING, SELECTING
+from hamrah.server.rounds import FINISHED, REPORTING, SELECTING, RoundState, TaskInfo
+
+
+@contextmanager
+def out_if_refused(feed: Callable, cross_silo: bool, device: str, info: TaskInfo, rs: RoundState) -> Iterator[None]:
+    """Around the checks of what a report carries: cross-silo, a report they refuse (an update that does
+    not fit the run's model, e.g. a site set up for another task; metrics out of range) fails the site's
+    task, so the site is out of the run like one that reports FAILED (asked again, it would send the same
+    report every round); the refusal still reaches the device. Cross-device the task just goes unanswered."""
+    try:
+        yield
+    except ProtocolError as e:
+        if cross_silo:
+            if rs.secure is not None:
+                rs.secure.leave(info.task_id)
+            feed(ev.DeviceAborted(device, info.task_id, info.round, True, f"its report was refused: {e}"[:300]))
+        raise
 
 
 class SiteExits:
