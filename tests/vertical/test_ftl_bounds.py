@@ -138,5 +138,5 @@ def test_completed_epochs_beyond_the_run_are_refused(split, done, names):
     1..epochs. A longer list was turned into a Python set, so one 1 GiB message cost about 10 GB."""
     cfg = replace(SMALL, epochs=2)
     host = _host(split, cfg, "ftl/setup", lambda m: {**m, "done": done.astype(np.int64)})
-    with pytest.raises(ProtocolError, match=rf"'done' names {names} epochs, expected at most 2 in 1..2"):
+    with pytest.raises(ProtocolError, match=rf"'done' names {names} epochs or trees, expected at most 2 in 1..2"):
         _run(split, cfg, host=host)

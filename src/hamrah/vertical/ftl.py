@@ -39,6 +39,7 @@ from hamrah.vertical.ftl_core import (
     transfer_split,
 )
 from hamrah.vertical.ftl_crypto import PaillierLink, PlainLink
+from hamrah.vertical.message import completed
 from hamrah.vertical.nets import (
     NetCheckpoint,
     RowIndex,
@@ -97,15 +98,8 @@ def _setup(
     expected, why = peer_out(_count(msg, "features", MAX_FEATURES, f"ftl/setup from {peer!r}"))
     if isinstance(msg.get("out_len"), bool) or msg.get("out_len") != expected:
         raise ProtocolError(f"ftl/setup from {peer!r}: out_len = {msg.get('out_len')!r}, expected {expected} ({why})")
-    theirs = msg.get("done")
-    if not (isinstance(theirs, np.ndarray) and theirs.dtype == np.int64 and theirs.ndim == 1):
-        raise ProtocolError(f"ftl/setup from {peer!r}: 'done' (its completed epochs) must be an int64 vector")
-    if len(theirs) > config.epochs or np.any((theirs < 1) | (theirs > config.epochs)):
-        raise ProtocolError(
-            f"ftl/setup from {peer!r}: 'done' names {len(theirs)} epochs, expected at most {config.epochs} in "
-            f"1..{config.epochs} (its checkpoints of this run)"
-        )
-    msg["start"] = max((set(extra["done"].tolist()) | {0}) & (set(theirs.tolist()) | {0}))
+    theirs = completed(msg.get("done"), f"ftl/setup from {peer!r}: 'done'", config.epochs)
+    msg["start"] = max((set(extra["done"].tolist()) | {0}) & (theirs | {0}))
     if config.mode == "plain":
         return PlainLink(channel, peer), msg
     peer_public = he.public_from_wire(msg, min_bits=config.key_bits)

@@ -18,6 +18,7 @@ import numpy as np
 from hamrah.core.errors import ConfigError, DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.lr_common import LRConfig, LRState
+from hamrah.vertical.message import completed
 
 
 class Agreed(NamedTuple):
@@ -81,10 +82,7 @@ def hello(
         _agree(config, msg, peer, mine.get("ids"))
         dims[peer] = _int_field(msg, "dim", peer)
         if msg.get("any") is not True:
-            got = msg.get("epochs")
-            if not isinstance(got, np.ndarray) or got.dtype != np.int64 or got.ndim != 1:
-                raise ProtocolError(f"lr/hello from {peer!r}: expected 'epochs' as an int64 vector")
-            common &= set(got.tolist()) | {0}
+            common &= completed(msg.get("epochs"), f"lr/hello from {peer!r}: 'epochs'", config.epochs) | {0}
     start = max(common)
     converged = bool(start and resume[start].converged)
     done = converged or start >= config.epochs

@@ -41,6 +41,7 @@ from hamrah.data.vertical import PartyTable
 from hamrah.vertical import he
 from hamrah.vertical.binning import fit_bins
 from hamrah.vertical.channel import Channel
+from hamrah.vertical.message import completed
 from hamrah.vertical.psi import align
 from hamrah.vertical.secureboost_core import (
     SecureBoostConfig,
@@ -80,9 +81,11 @@ def _handshake(
     hosts: tuple[str, ...],
     public: he.PublicKey | None,
     done: list[int],
+    classes: int,
 ) -> tuple[tuple[Peer, ...], int]:
-    """Send the setup, read each host's bin layout and completed trees; agree on the tree to start from
-    (the last one every party completed, 0 when any has none)."""
+    """Send the setup, read each host's bin layout and completed trees (at most ``num_trees`` rounds of
+    ``classes`` trees); agree on the tree to start from (the last one every party completed, 0 when any
+    has none)."""
     setup = {
         "ids": table.ids,
         "encrypted": config.encrypted,
@@ -112,9 +115,7 @@ def _handshake(
                 f"from {name!r}: 'num_bins' and 'default' must be equal-length int arrays "
                 f"with 1 <= num_bins <= {config.max_bins + 1} and 0 <= default < num_bins"
             )
-        if not (isinstance(trees, np.ndarray) and trees.dtype == np.int64 and trees.ndim == 1):
-            raise ProtocolError(f"from {name!r}: 'trees' (the completed trees it holds) must be an int64 vector")
-        common &= set(trees.tolist()) | {0}
+        common &= completed(trees, f"sbt.schema from {name!r}: 'trees'", config.num_trees * classes) | {0}
         peers.append(Peer(name, code, SparseLayout(nb.astype(np.int64), default.astype(np.int64))))
     start = max(common)
     for name in hosts:
@@ -156,7 +157,8 @@ def guest(
     labels = _labels(table, config.objective)
     edges = fit_bins(table.features, config.max_bins)
     public, secret = he.keygen(config.key_bits, rng) if config.encrypted else (None, None)
-    peers, start = _handshake(channel, table, config, tuple(hosts), public, sorted(resume or ()))
+    k = int(labels.max()) + 1 if config.objective == "multi:softprob" else 1
+    peers, start = _handshake(channel, table, config, tuple(hosts), public, sorted(resume or ()), k)
     ctx = GuestState(
         channel,
         config,
@@ -169,7 +171,6 @@ def guest(
         rng,
     )
     base = base_score(labels, config.objective)
-    k = int(labels.max()) + 1 if config.objective == "multi:softprob" else 1
     model = GuestModel(base, (), tuple(hosts), table.features.shape[1], config.objective, k)
     margin = np.full((len(labels), k) if k > 1 else len(labels), base)
     if start:

@@ -33,6 +33,7 @@ from torch import nn
 from hamrah.core.errors import DataError, ProtocolError
 from hamrah.data.vertical import PartyTable
 from hamrah.vertical.channel import Channel
+from hamrah.vertical.message import completed
 from hamrah.vertical.nets import (
     NetCheckpoint,
     RowIndex,
@@ -214,9 +215,7 @@ def _agree_start(channel: Channel, config: SplitNNConfig, hosts, ids: np.ndarray
         channel.send(h, "splitnn/setup", {"config": config.digest(), "train_ids": ids, "done": done})
     for h in hosts:
         theirs = channel.recv(h, "splitnn/ready").get("done")
-        if not (isinstance(theirs, np.ndarray) and theirs.dtype == np.int64 and theirs.ndim == 1):
-            raise ProtocolError(f"splitnn/ready from {h!r}: 'done' (its completed epochs) must be an int64 vector")
-        common &= set(theirs.tolist()) | {0}
+        common &= completed(theirs, f"splitnn/ready from {h!r}: 'done'", config.epochs) | {0}
     start = max(common)
     for h in hosts:
         channel.send(h, "splitnn/start", {"epoch": start})
