@@ -4,6 +4,7 @@ noise multiplier the server would need for the simulator's epsilon (docs/distrib
 
 from __future__ import annotations
 
+from hamrah.pipeline import SecureSpec
 from hamrah.pipeline.distributed import DistributedAccountant, calibrate_noise, distributed_stage
 from hamrah.privacy.config import DPConfig
 
@@ -12,7 +13,7 @@ DIM, ROUNDS, DELTA = 7850, 20, 1e-5
 
 def main() -> None:
     dp = DPConfig(mode="distributed", clip=0.5, noise_multiplier=4.25, delta=DELTA, sampling="poisson")
-    stage = distributed_stage(dp, 4.25, 50.0, {"variant": "secagg", "ring_bits": 20, "min_contributors": 40})
+    stage = distributed_stage(dp, 4.25, 50.0, SecureSpec(variant="secagg", ring_bits=20, min_contributors=40))
     out = {}
     for q in (0.5, 1.0):
         acc = DistributedAccountant(stage.round_mechanism(DIM, q))
