@@ -2,9 +2,10 @@
 
 Cheap, nothing is run: ``docs/*.md`` and ``README.md`` are parsed for ``tests/<path>.py`` (and a bare
 ``test_<name>.py``: some test file of that name), ``<file>.py::test_<name>`` (the function is defined in
-that file, or for a bare name in one of that name), a backticked ``test_<words>`` name (defined somewhere under
-``tests/``), ``benchmarks/<script>.py`` with the ``--flags`` of its command line (each is spelled in the
-script's source) and ``benchmarks/results/...``/``docs/results/...`` files (each is committed).
+that file, or for a bare name in one of that name), ``pytest <file>.py -k <word>`` (a test there has the
+word in its name), a backticked ``test_<words>`` name (defined somewhere under ``tests/``),
+``benchmarks/<script>.py`` with the ``--flags`` of its command line (each is spelled in the script's
+source) and ``benchmarks/results/...``/``docs/results/...`` files (each is committed).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ TEST_FILE = re.compile(r"(?<![\w/.])((?:tests/)?(?:[\w]+/)*test_\w+\.py)(?:::(\w
 TEST_NAME = re.compile(r"`(test_[a-z0-9]+(?:_[a-z0-9]+){2,})`")
 SCRIPT = re.compile(r"(?<![\w/])benchmarks/(\w+\.py)([^\n`|]*)")
 FLAG = re.compile(r"(?<![\w-])(--[A-Za-z0-9][\w-]*)")
+SELECT = re.compile(r"pytest[^`|\n]*?((?:tests/)?(?:\w+/)*test_\w+\.py)[^`|\n]*?\s-k\s+[\"']?(\w+)[\"']?(?=[\s`|]|$)")
 RESULT = re.compile(r"(?<![\w/])((?:benchmarks|docs)/results/[\w.\-/]*\w)(?![\w.\-/<*])")  # not a pattern's stem
 
 
@@ -77,6 +79,9 @@ def _test_file_problems() -> list[str]:
                 problems.append(f"{_where(doc)}: {ref} is not a test file under tests/")
             elif paths and name is not None and not any(name in _functions(p) for p in paths):
                 problems.append(f"{_where(doc)}: {ref} has no function {name}")
+        for ref, word in SELECT.findall(_text(doc)):
+            if not any(word in name for p in _candidates(ref) for name in _functions(p) if name.startswith("test")):
+                problems.append(f"{_where(doc)}: {ref} -k {word} selects no test")
         for name in TEST_NAME.findall(_text(doc)):
             if name not in _all_test_functions():
                 problems.append(f"{_where(doc)}: no test function {name} under tests/")
@@ -130,6 +135,7 @@ def test_the_parser_finds_references_and_would_flag_a_stale_one(tmp_path, monkey
     stale = tmp_path / "stale.md"
     stale.write_text(
         "`tests/test_tooling.py::test_gone`, `tests/nowhere/test_none.py`, `test_no_such_test_here`,\n"
+        "`python -m pytest -q tests/test_tooling.py -k no_such_word`,\n"
         "`python benchmarks/bench_he.py --no-such-flag`, `benchmarks/missing.py`, "
         "`benchmarks/results/none.json`\n",
         encoding="utf-8",
@@ -140,6 +146,7 @@ def test_the_parser_finds_references_and_would_flag_a_stale_one(tmp_path, monkey
     assert found == [
         "stale.md: tests/test_tooling.py has no function test_gone",
         "stale.md: tests/nowhere/test_none.py is not a test file under tests/",
+        "stale.md: tests/test_tooling.py -k no_such_word selects no test",
         "stale.md: no test function test_no_such_test_here under tests/",
         "stale.md: benchmarks/bench_he.py has no option --no-such-flag",
         "stale.md: benchmarks/missing.py does not exist",
