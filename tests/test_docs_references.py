@@ -5,12 +5,14 @@ Cheap, nothing is run: ``docs/*.md`` and ``README.md`` are parsed for ``tests/<p
 that file, or for a bare name in one of that name), ``pytest <file>.py -k <word>`` (a test there has the
 word in its name), a backticked ``test_<words>`` name (defined somewhere under ``tests/``),
 ``benchmarks/<script>.py`` with the ``--flags`` of its command line (each is spelled in the script's
-source) and ``benchmarks/results/...``/``docs/results/...`` files (each is committed).
+source), ``benchmarks/results/...``/``docs/results/...`` files (each is committed) and backticked
+``hamrah.<module>[.<name>]`` (it imports; the only check that imports anything).
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from functools import cache
 from pathlib import Path
@@ -31,6 +33,7 @@ TEST_NAME = re.compile(r"`(test_[a-z0-9]+(?:_[a-z0-9]+){2,})`")
 SCRIPT = re.compile(r"(?<![\w/])benchmarks/(\w+\.py)([^\n`|]*)")
 FLAG = re.compile(r"(?<![\w-])(--[A-Za-z0-9][\w-]*)")
 SELECT = re.compile(r"pytest[^`|\n]*?((?:tests/)?(?:\w+/)*test_\w+\.py)[^`|\n]*?\s-k\s+[\"']?(\w+)[\"']?(?=[\s`|]|$)")
+DOTTED = re.compile(r"`(hamrah(?:\.(?!v\d+`)\w+)+)`")  # not the wire protocol's package, hamrah.v1
 RESULT = re.compile(r"(?<![\w/])((?:benchmarks|docs)/results/[\w.\-/]*\w)(?![\w.\-/<*])")  # not a pattern's stem
 
 
@@ -112,6 +115,31 @@ def _result_problems() -> list[str]:
     return problems
 
 
+def _resolves(name: str) -> bool:
+    """Whether ``hamrah.a.b.C`` names a module, or an attribute of the longest importable module prefix."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def _name_problems() -> list[str]:
+    return [
+        f"{_where(doc)}: {name} does not resolve (no such module or attribute)"
+        for doc in DOCS
+        for name in DOTTED.findall(_text(doc))
+        if not _resolves(name)
+    ]
+
+
 def _report(problems: list[str]) -> None:
     if problems:
         pytest.fail("\n".join(sorted(set(problems))), pytrace=False)
@@ -129,6 +157,10 @@ def test_every_cited_results_file_is_committed():
     _report(_result_problems())
 
 
+def test_every_cited_hamrah_module_and_name_exists():
+    _report(_name_problems())
+
+
 def test_the_parser_finds_references_and_would_flag_a_stale_one(tmp_path, monkeypatch):
     """The checks see the docs' references (not vacuous) and name a renamed test, script flag and file."""
     assert len(list(TEST_FILE.finditer("".join(_text(d) for d in DOCS)))) > 50
@@ -137,12 +169,12 @@ def test_the_parser_finds_references_and_would_flag_a_stale_one(tmp_path, monkey
         "`tests/test_tooling.py::test_gone`, `tests/nowhere/test_none.py`, `test_no_such_test_here`,\n"
         "`python -m pytest -q tests/test_tooling.py -k no_such_word`,\n"
         "`python benchmarks/bench_he.py --no-such-flag`, `benchmarks/missing.py`, "
-        "`benchmarks/results/none.json`\n",
+        "`benchmarks/results/none.json`, `hamrah.data.no_such_loader`\n",
         encoding="utf-8",
     )
     monkeypatch.setattr(f"{__name__}.DOCS", [stale])
     monkeypatch.setattr(f"{__name__}._where", lambda doc: doc.name)
-    found = _test_file_problems() + _script_problems() + _result_problems()
+    found = _test_file_problems() + _script_problems() + _result_problems() + _name_problems()
     assert found == [
         "stale.md: tests/test_tooling.py has no function test_gone",
         "stale.md: tests/nowhere/test_none.py is not a test file under tests/",
@@ -151,4 +183,5 @@ def test_the_parser_finds_references_and_would_flag_a_stale_one(tmp_path, monkey
         "stale.md: benchmarks/bench_he.py has no option --no-such-flag",
         "stale.md: benchmarks/missing.py does not exist",
         "stale.md: benchmarks/results/none.json is not committed",
+        "stale.md: hamrah.data.no_such_loader does not resolve (no such module or attribute)",
     ]
