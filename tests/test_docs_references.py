@@ -5,7 +5,8 @@ Cheap, nothing is run: ``docs/*.md`` and ``README.md`` are parsed for ``tests/<p
 that file, or for a bare name in one of that name), ``pytest <file>.py -k <word>`` (a test there has the
 word in its name), a backticked ``test_<words>`` name (defined somewhere under ``tests/``),
 ``benchmarks/<script>.py`` with the ``--flags`` of its command line (each is spelled in the script's
-source), ``benchmarks/results/...``/``docs/results/...`` files (each is committed) and backticked
+source), ``benchmarks/results/...``/``docs/results/...`` files (each is committed), backticked
+``src/``, ``configs/``, ``examples/``, ``scripts/`` and ``data/`` paths (each exists) and backticked
 ``hamrah.<module>[.<name>]`` (it imports; the only check that imports anything).
 """
 
@@ -33,6 +34,7 @@ TEST_NAME = re.compile(r"`(test_[a-z0-9]+(?:_[a-z0-9]+){2,})`")
 SCRIPT = re.compile(r"(?<![\w/])benchmarks/(\w+\.py)([^\n`|]*)")
 FLAG = re.compile(r"(?<![\w-])(--[A-Za-z0-9][\w-]*)")
 SELECT = re.compile(r"pytest[^`|\n]*?((?:tests/)?(?:\w+/)*test_\w+\.py)[^`|\n]*?\s-k\s+[\"']?(\w+)[\"']?(?=[\s`|]|$)")
+REPO_PATH = re.compile(r"`((?:src|configs|examples|scripts|data)/[\w./-]+?)/?`")
 DOTTED = re.compile(r"`(hamrah(?:\.(?!v\d+`)\w+)+)`")  # not the wire protocol's package, hamrah.v1
 RESULT = re.compile(r"(?<![\w/])((?:benchmarks|docs)/results/[\w.\-/]*\w)(?![\w.\-/<*])")  # not a pattern's stem
 
@@ -109,6 +111,9 @@ def _script_problems() -> list[str]:
 def _result_problems() -> list[str]:
     problems = []
     for doc in DOCS:
+        for ref in REPO_PATH.findall(_text(doc)):
+            if not (ROOT / ref).exists():
+                problems.append(f"{_where(doc)}: {ref} does not exist")
         for ref in RESULT.findall(_text(doc)):
             if ref not in NOT_YET_RUN and not (ROOT / ref).exists():
                 problems.append(f"{_where(doc)}: {ref} is not committed")
@@ -153,7 +158,7 @@ def test_every_cited_benchmark_script_and_its_options_exist():
     _report(_script_problems())
 
 
-def test_every_cited_results_file_is_committed():
+def test_every_cited_results_file_and_repository_path_exists():
     _report(_result_problems())
 
 
@@ -169,7 +174,7 @@ def test_the_parser_finds_references_and_would_flag_a_stale_one(tmp_path, monkey
         "`tests/test_tooling.py::test_gone`, `tests/nowhere/test_none.py`, `test_no_such_test_here`,\n"
         "`python -m pytest -q tests/test_tooling.py -k no_such_word`,\n"
         "`python benchmarks/bench_he.py --no-such-flag`, `benchmarks/missing.py`, "
-        "`benchmarks/results/none.json`, `hamrah.data.no_such_loader`\n",
+        "`benchmarks/results/none.json`, `hamrah.data.no_such_loader`, `configs/none.toml`\n",
         encoding="utf-8",
     )
     monkeypatch.setattr(f"{__name__}.DOCS", [stale])
@@ -182,6 +187,7 @@ def test_the_parser_finds_references_and_would_flag_a_stale_one(tmp_path, monkey
         "stale.md: no test function test_no_such_test_here under tests/",
         "stale.md: benchmarks/bench_he.py has no option --no-such-flag",
         "stale.md: benchmarks/missing.py does not exist",
+        "stale.md: configs/none.toml does not exist",
         "stale.md: benchmarks/results/none.json is not committed",
         "stale.md: hamrah.data.no_such_loader does not resolve (no such module or attribute)",
     ]
