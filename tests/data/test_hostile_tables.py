@@ -96,3 +96,24 @@ def test_any_bytes_as_a_csv_load_or_are_one_data_error(tmp_path, chunks, gz, dec
     schema = Schema((Field("a", "uint8"), Field("y", "int64")), label="y") if declared else None
     _ok_or_one_data_error(lambda: load_table(f, TableSpec(label="y"), schema=schema))
     _ok_or_one_data_error(lambda: load_table(f, TableSpec(column_names=("a", "y"), missing="drop")))
+
+
+@pytest.mark.parametrize("name", ['"a\ny"', '"a\ry"', '"a\x0by"'])
+def test_a_column_name_with_a_line_break_is_refused_on_one_line(tmp_path, name):
+    """Found by the property above: a quoted header field may hold a line break, and every message that
+    names the columns ran over two lines."""
+    f = tmp_path / "t.csv"
+    f.write_text(f"{name},y\n1,0\n", newline="")
+    with pytest.raises(DataError, match="holds an unprintable character") as e:
+        load_table(f, TableSpec(label="y"))
+    assert "\n" not in str(e.value)
+
+
+def test_a_vertical_column_name_with_a_line_break_is_refused_on_one_line(tmp_path):
+    from hamrah.data.vertical import read_party_csv
+
+    f = tmp_path / "p.csv"
+    f.write_text('id,"a\nb",y\n1,0.5,1\n', newline="")
+    with pytest.raises(DataError, match="holds an unprintable character") as e:
+        read_party_csv(f, "id", "y")
+    assert "\n" not in str(e.value)

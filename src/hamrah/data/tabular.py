@@ -206,6 +206,7 @@ def _read_file(path: Path, spec: TableSpec) -> tuple[list[str], dict[str, np.nda
     body, lines = (rows, lines) if spec.column_names else (rows[1:], lines[1:])
     if not header:
         raise DataError(f"{path}: empty file (expected a header row, or give the column names)")
+    check_printable(path, header)
     if len(set(header)) != len(header) or not all(header):
         raise DataError(f"{path}: a column name is empty or appears twice in {header}; expected distinct names")
     bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
@@ -223,6 +224,7 @@ def _read_parquet(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"{path}: cannot read the Parquet file ({e})") from None
+    check_printable(path, table.column_names)
     cols = {}
     for name, col in zip(table.column_names, table.columns):
         t = col.type
@@ -254,6 +256,14 @@ def _concat(parts, files: tuple[Path, ...]) -> _Raw:
     file_of_row = np.repeat(np.arange(len(parts)), sizes)
     line = np.concatenate([p[2] for p in parts]).astype(np.int64)
     return _Raw(cols, file_of_row, line, files)
+
+
+def check_printable(path, header: list[str]) -> None:
+    """Refuse a column name holding a line break or another unprintable character (a quoted header field
+    may): every message naming the columns would run over several lines."""
+    bad = next((h for h in header if not h.isprintable()), None)
+    if bad is not None:
+        raise DataError(f"{path}: the column name {bad!r} holds an unprintable character; expected printable names")
 
 
 def _choose_columns(raw: _Raw, label, features, client_column) -> list[str]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from hamrah.core.errors import DataError
 from hamrah.data.locate import candidate_dirs
+from hamrah.data.tabular import check_printable
 
 BUNDLED = {  # name -> party -> (file, sha256 of the CSV inside)
     "breast": {
@@ -169,6 +170,7 @@ def read_party_csv(
     if not numbered:
         raise DataError(f"{path}: empty file (expected a header row)")
     header = [h.strip() for h in numbered[0][0]]
+    check_printable(path, header)
     if len(set(header)) != len(header):
         raise DataError(f"{path}: a column name appears twice in {header}; expected distinct names")
     if label_column == id_column:
