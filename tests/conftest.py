@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from hamrah.data import load_mnist
+
+# Property tests draw the same examples on every run (a seed per test), so the README's test command gives
+# the same result twice; HAMRAH_HYPOTHESIS=explore draws fresh examples each run to look for new failures
+# (docs/development.md).
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HAMRAH_HYPOTHESIS", "repeatable"))
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
