@@ -77,6 +77,17 @@ async def run_system(
     return server, summary, stats
 
 
+def serve_cohort(tmp: Path, exp, cohort: list[int], **server):
+    """Serve ``exp`` to one device per client of ``cohort`` (keyed by client id, all selected every round,
+    as the simulator's cohort); return (server, summary)."""
+    n = len(cohort)
+    setup, _, _ = make_setup(tmp, exp, devices=0, goal_count=n, over_selection=1.0, min_reports=n, **server)
+    stores = import_stores(exp, tmp / "stores", cohort)
+    tokens = make_tokens(tmp / "tokens.txt", n)
+    srv, summary, _ = asyncio.run(run_system(setup, tmp / "state", stores, tokens, client_keys=cohort))
+    return srv, summary
+
+
 def records(state_dir, setup) -> list[dict]:
     """Return the committed round records in a server's state folder."""
     store = ServerStore(state_dir, setup.config)

@@ -7,16 +7,12 @@ drivers still agreed with each other, but the released model moved with one exam
 
 from __future__ import annotations
 
-import asyncio
-
-from tests.system.harness import make_setup, run_system
+from tests.system.harness import serve_cohort
 
 from hamrah.algorithms.aggregate import aggregate_results
 from hamrah.core.params import max_abs_diff
-from hamrah.device.fleet import make_tokens
 from hamrah.experiments.config import from_dict
 from hamrah.experiments.runner import prepare
-from hamrah.experiments.serve import import_stores
 
 
 def test_a_dpsgd_server_round_equals_the_simulator_round_with_uniform_weights(tmp_path):
@@ -34,10 +30,7 @@ def test_a_dpsgd_server_round_equals_the_simulator_round_with_uniform_weights(tm
     cohort = [int(c) for c in sim.sample(1)]
     sizes = [len(prep.data.client_indices[c]) for c in cohort]
     assert len(set(sizes)) > 1  # unequal clients: n_k weights would give another model
-    setup, _, _ = make_setup(tmp_path, exp, devices=0, goal_count=5, over_selection=1.0, min_reports=5)
-    stores = import_stores(exp, tmp_path / "stores", cohort)
-    tokens = make_tokens(tmp_path / "tokens.txt", 5)
-    server, _, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, client_keys=cohort))
+    server, _ = serve_cohort(tmp_path, exp, cohort)
     result = sim.run()
     assert max_abs_diff(server.coordinator.params, result.params) < 1e-5
     # the same clients' updates (a fresh simulator trains them alike), averaged with weights 1, not n_k

@@ -8,16 +8,14 @@ import sys
 
 import pytest
 import torch
-from tests.system.harness import experiment, make_setup, run_system
+from tests.system.harness import experiment, make_setup, run_system, serve_cohort
 
 from hamrah.algorithms import DELTA
 from hamrah.core.aggregate import Contribution
 from hamrah.core.errors import ConfigError
 from hamrah.core.metrics import Weighted
 from hamrah.core.params import max_abs_diff
-from hamrah.device.fleet import make_tokens
 from hamrah.experiments.runner import prepare
-from hamrah.experiments.serve import import_stores
 from hamrah.server.aggregators import MasterAggregator, master_aggregator
 from hamrah.server.state import ServerStore
 from hamrah.simulation import SimulationConfig, Simulator, seeded
@@ -73,16 +71,6 @@ def test_a_ray_actor_found_dead_at_finalize_is_lost(local_ray):
     master.close()
 
 
-def serve_cohort(tmp, exp, cohort, backend):
-    setup, _, _ = make_setup(
-        tmp, exp, devices=0, goal_count=8, over_selection=1.0, min_reports=8, aggregators=2, backend=backend
-    )
-    stores = import_stores(exp, tmp / "stores", cohort)
-    tokens = make_tokens(tmp / "tokens.txt", 8)
-    server, summary, _ = asyncio.run(run_system(setup, tmp / "state", stores, tokens, client_keys=cohort))
-    return server, summary
-
-
 def test_ray_backend_gives_the_asyncio_backends_model(tmp_path, local_ray):
     """Two rounds of FedAvg with the same seed and devices (the simulator's first cohort)."""
     algo = {"name": "fedavg", "client_fraction": 0.08, "local_epochs": 1, "batch_size": 10, "lr": 0.1}
@@ -90,8 +78,8 @@ def test_ray_backend_gives_the_asyncio_backends_model(tmp_path, local_ray):
     prep = prepare(exp)
     sim = Simulator(seeded(prep.model_factory, 0), prep.data, prep.algorithm, SimulationConfig(rounds=1, seed=0))
     cohort = [int(c) for c in sim.sample(1)]
-    local, _ = serve_cohort(tmp_path / "asyncio", exp, cohort, "asyncio")
-    remote, summary = serve_cohort(tmp_path / "ray", exp, cohort, "ray")
+    local, _ = serve_cohort(tmp_path / "asyncio", exp, cohort, aggregators=2, backend="asyncio")
+    remote, summary = serve_cohort(tmp_path / "ray", exp, cohort, aggregators=2, backend="ray")
     assert type(remote.coordinator.master.backend).__name__ == "RayBackend" and summary["rounds_committed"] == 2
     assert max_abs_diff(remote.coordinator.params, local.coordinator.params) < 1e-5
     assert max_abs_diff(remote.coordinator.params, dict(seeded(prep.model_factory, 0).named_parameters())) > 1e-3

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.system.harness import experiment, make_setup, records, run_system
+from tests.system.harness import experiment, make_setup, records, run_system, serve_cohort
 
 from hamrah.core.errors import ConfigError
 from hamrah.core.params import max_abs_diff
-from hamrah.device.fleet import Churn, make_tokens
+from hamrah.device.fleet import Churn
 from hamrah.experiments.runner import prepare
-from hamrah.experiments.serve import import_stores
 from hamrah.server.app import FLServer
 from hamrah.simulation import SimulationConfig, Simulator, seeded
 
@@ -103,10 +102,7 @@ def test_server_round_equals_simulator_round(tmp_path):
         SimulationConfig(rounds=1, seed=0, batched=False, workers=1),
     )
     cohort = [int(c) for c in sim.sample(1)]
-    setup, _, tokens = make_setup(tmp_path, exp, devices=0, goal_count=8, over_selection=1.0, min_reports=8)
-    stores = import_stores(exp, tmp_path / "stores", cohort)
-    tokens = make_tokens(tmp_path / "tokens.txt", 8)
-    server, _, _ = asyncio.run(run_system(setup, tmp_path / "state", stores, tokens, client_keys=cohort))
+    server, _ = serve_cohort(tmp_path, exp, cohort)
     result = sim.run()
     assert max_abs_diff(server.coordinator.params, result.params) < 1e-5
     assert max_abs_diff(server.coordinator.params, dict(seeded(prep.model_factory, 0).named_parameters())) > 1e-3
