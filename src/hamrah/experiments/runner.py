@@ -275,6 +275,8 @@ def run_experiment(
         "versions": {"hamrah": hamrah.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     tracking.close("FINISHED")
+    if tracking.failures:  # sinks that failed mid-run and were dropped (the run carried on): sink -> cause
+        summary["tracking_failed"] = dict(tracking.failures)
     if out is not None:
         final = {"accuracy": summary["final_accuracy"], "loss": summary["final_loss"]}
         final.update({k[5:]: v for k, v in (hist[-1].extra.items() if hist else ()) if k.startswith("test_")})

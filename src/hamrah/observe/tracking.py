@@ -13,18 +13,21 @@ stops with a :class:`ConfigError` naming the extra, before the run starts. So do
 start: a TensorBoard folder that cannot be written, an ``mlflow_uri`` whose scheme the installed MLflow
 has no store for (mlflow-skinny has no SQL store: ``sqlite:`` needs the full ``mlflow``), a tracking
 server that does not answer (probed once, without retries and with a 5 s timeout); what the sinks had
-created is removed. Numeric fields of each record become scalars/metrics at step =
+created is removed. A sink that fails later (the server goes away, the folder becomes unwritable) is
+warned about once, named with the cause, and fed no more; the run and its own records carry on, and
+:attr:`Tracking.failures` names it. Numeric fields of each record become scalars/metrics at step =
 round; the resolved config becomes TensorBoard text and MLflow parameters. MLflow is driven through an
 ``MlflowClient`` (no global active run); its file store is in maintenance mode in MLflow 3, so for a
 ``file:`` store this module sets ``MLFLOW_ALLOW_FILE_STORE`` unless the environment already sets it.
 MLflow's HTTP retries (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``/``_TIMEOUT``, 7 and 120 s, about 4 minutes
-before a call to a dead server gives up) are bounded for the start-up probe (0 and 5 s) unless the
-environment sets them.
+before a call to a dead server gives up) are bounded around this module's calls (0 and 5 s for the
+probe, 2 and 10 s after it) unless the environment sets them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -42,7 +45,9 @@ from hamrah.observe.runs import read_records
 
 EXTRA = "pip install 'hamrah[tracking]'  (tensorboard, mlflow-skinny)"
 PROBE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}  # start-up: fail fast
-_ENV_LOCK = threading.Lock()  # sinks of concurrent runs (the lab) set the same variables
+LATER = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}  # a round: a blip is retried
+_ENV_LOCK = threading.Lock()  # sinks of concurrent runs (the lab, the server's feed) set the same variables
+log = logging.getLogger("hamrah.tracking")
 
 
 @dataclass(frozen=True)
@@ -175,11 +180,13 @@ class MLflowSink:
     def log_round(self, record: dict) -> None:
         step, now = int(record.get("round", 0)), int(time.time() * 1000)
         metrics = [self._metric(k, v, now, step) for k, v in _scalars(record).items()]
-        for i in range(0, len(metrics), 1000):
-            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+        with _http_limits(LATER):
+            for i in range(0, len(metrics), 1000):
+                self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
 
     def close(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status)
+        with _http_limits(LATER):
+            self.client.set_terminated(self.run_id, status)
 
 
 def _start_error(uri: str, err: Exception) -> str:
@@ -204,6 +211,10 @@ class Tracking:
         out: the run's output folder (default places for both sinks).
         config: the resolved run config (logged once).
 
+    Attributes:
+        sinks: the sinks still fed.
+        failures: sink name -> the cause, for each sink that failed after the start and was dropped.
+
     Raises:
         ConfigError: a sink's package is not installed (names the extra), or a sink cannot start (names
             the folder or URI and the cause); what the sinks had created is removed.
@@ -211,6 +222,7 @@ class Tracking:
 
     def __init__(self, cfg: TrackingConfig | None, out: Path, config: dict):
         self.sinks: list = []
+        self.failures: dict[str, str] = {}
         if cfg is None or not (cfg.tensorboard or cfg.mlflow):
             return
         name = cfg.run_name or Path(out).resolve().name
@@ -224,18 +236,28 @@ class Tracking:
                 self.sinks.append(MLflowSink(uri, cfg.experiment, name, config))
         except BaseException:
             for sink in self.sinks:
-                sink.close("FAILED")
+                self._call(sink, sink.close, "FAILED")
             for path in made:  # nothing half-written: the folders only these sinks created
                 shutil.rmtree(path, ignore_errors=True)
             raise
 
+    def _call(self, sink, method, *args) -> None:
+        """Call a sink; a sink that fails is warned about once and fed no more (the run carries on)."""
+        try:
+            method(*args)
+        except Exception as e:
+            if sink in self.sinks:
+                self.sinks.remove(sink)
+                self.failures[sink.name] = _cause(e)
+                log.warning("[tracking] %s stopped: %s; the run carries on without it", sink.name, _cause(e))
+
     def log_round(self, record: dict) -> None:
-        for sink in self.sinks:
-            sink.log_round(record)
+        for sink in list(self.sinks):
+            self._call(sink, sink.log_round, record)
 
     def close(self, status: str = "FINISHED") -> None:
-        for sink in self.sinks:
-            sink.close(status)
+        for sink in list(self.sinks):
+            self._call(sink, sink.close, status)
 
 
 class RecordFeed:
