@@ -157,16 +157,6 @@ def load_table(source, spec: TableSpec = TableSpec(), schema: Schema | None = No
     return Examples(Schema(tuple(fields), label) if schema is None else schema, arrays, groups, group_names, where)
 
 
-def load_csv(source, spec: TableSpec = TableSpec(), schema: Schema | None = None) -> Examples:
-    """Load CSV files as examples (see :func:`load_table`)."""
-    return load_table(source, spec, schema)
-
-
-def load_parquet(source, spec: TableSpec = TableSpec(), schema: Schema | None = None) -> Examples:
-    """Load Parquet files as examples (see :func:`load_table`; needs ``pyarrow``: ``hamrah[data]``)."""
-    return load_table(source, spec, schema)
-
-
 def read_columns(path: str | os.PathLike, names: Sequence[str]) -> dict[str, list[str]]:
     """Return some columns of one CSV / Parquet file as written (text): ids to carry beside predictions.
 
