@@ -4,9 +4,10 @@
    ``gc.freeze()`` at the end (what ``hamrah.cli.entry`` does) and with ``os._exit(0)`` (the floor).
 2. The whole ``hamrah run configs/mnist_2nn_50.toml --no-plot`` through ``main()`` (before) and through the
    console entry (after): time outside the rounds = process time - the summary's ``wall_s``.
-3. MNIST's bytes to float32 in one ``np.divide`` pass, into an array numpy allocates (what
-   ``load_mnist`` does: numpy asks for transparent huge pages) against one torch allocates (4 KiB
-   pages), in fresh interpreters, on the real training images.
+3. MNIST's bytes to float32 in one ``np.divide`` pass, into an array numpy allocates as it likes (it
+   asks for transparent huge pages), one numpy allocates in 4 KiB pages (``mnist.small_pages``, what
+   ``load_mnist`` does since 2026-12-05) and one torch allocates (4 KiB pages), in fresh interpreters,
+   on the real training images.
 
     python benchmarks/bench_startup_parts.py --repeats 3    # -> benchmarks/results/startup_parts.json
 """
@@ -40,6 +41,10 @@ raw = cached_arrays("mnist", FILES, None)["train-images"]
 t = time.perf_counter()
 if sys.argv[1] == "numpy":
     x = np.divide(raw, np.float32(255.0), dtype=np.float32)
+elif sys.argv[1] == "numpy, small pages":
+    from hamrah.data.mnist import small_pages
+    with small_pages():
+        x = np.divide(raw, np.float32(255.0), dtype=np.float32)
 else:
     x = torch.empty(raw.shape, dtype=torch.float32)
     np.divide(raw, np.float32(255.0), out=x.numpy(), dtype=np.float32)
@@ -59,7 +64,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "startup_parts.json"))
     args = ap.parse_args()
     out: dict = {"exit_s": {k: [] for k in EXITS}, "outside_rounds_s": {k: [] for k in RUNS}, "decode_s": {}}
-    out["decode_s"] = {"numpy": [], "torch": []}
+    out["decode_s"] = {"numpy": [], "numpy, small pages": [], "torch": []}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
             for name, code in EXITS.items():
@@ -70,7 +75,7 @@ def main() -> None:
                 wall = _timed([sys.executable, "-c", code, *cli])
                 rounds = json.loads((folder / "summary.json").read_text())["wall_s"]
                 out["outside_rounds_s"][name].append(round(wall - rounds, 3))
-            for name in ("numpy", "torch"):
+            for name in out["decode_s"]:
                 proc = subprocess.run([sys.executable, "-c", DECODE, name], check=True, capture_output=True, text=True)
                 out["decode_s"][name].append(round(float(proc.stdout.strip()), 4))
     for part, rows in out.items():

@@ -10,10 +10,12 @@ decoded-array cache (:func:`hamrah.data.locate.cached_arrays`), so only the firs
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import tempfile
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +104,22 @@ def find_mnist(path: str | os.PathLike | None = None, *, download: bool = True) 
     )
 
 
+@contextlib.contextmanager
+def small_pages() -> Iterator[None]:
+    """Let numpy allocate the arrays made inside in 4 KiB pages. For a large array numpy asks the kernel
+    for transparent huge pages, and where memory is fragmented the kernel compacts it at the first write:
+    MNIST's 188 MB training images took 0.03-1.3 s to decode that way on the 2-core machine, 0.09-0.11 s
+    in small pages (``benchmarks/bench_startup_parts.py``). A no-op where numpy has no such switch."""
+    core = getattr(np, "_core", None) or getattr(np, "core", None)  # numpy 2 / numpy 1
+    switch = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+    before = switch(False) if switch is not None else None
+    try:
+        yield
+    finally:
+        if switch is not None:
+            switch(before)
+
+
 def load_mnist(path: str | os.PathLike | None = None, *, download: bool = True) -> Dataset:
     """Load MNIST as float32 images in [0, 1], shape ``[N, 1, 28, 28]``, and int64 labels.
 
@@ -114,7 +132,8 @@ def load_mnist(path: str | os.PathLike | None = None, *, download: bool = True) 
     raw = cached_arrays("mnist", FILES, lambda: {name.split("-idx")[0]: _read_idx(folder / name) for name in FILES})
 
     def images(split: str) -> torch.Tensor:  # bytes -> [0, 1] in one pass (IEEE division: as astype(float32) / 255)
-        return torch.from_numpy(np.divide(raw[f"{split}-images"], np.float32(255.0), dtype=np.float32)).unsqueeze(1)
+        with small_pages():
+            return torch.from_numpy(np.divide(raw[f"{split}-images"], np.float32(255.0), dtype=np.float32)).unsqueeze(1)
 
     def labels(split: str) -> torch.Tensor:
         return torch.from_numpy(raw[f"{split}-labels"].astype(np.int64))
