@@ -123,7 +123,10 @@ def test_a_false_witness_is_refused():
         if tag != "psi/witness":
             return points
         out = points.copy()
-        out[0] = seen[("guest", "psi/set")][0][0]  # one of its own values instead
+        # one of its own values instead, one the witness does not hold (its shared ids' values are the
+        # same as the next party's: the first one could be a value already there, and no lie at all)
+        held = {np.asarray(p).tobytes() for p in points}
+        out[0] = next(v for v in seen[("guest", "psi/set")][0] if np.asarray(v).tobytes() not in held)
         return out
 
     with pytest.raises(ProtocolError, match=r"'host2' sent in its 'psi/set' list 1 values .* 'host' deviates"):
